@@ -1,0 +1,165 @@
+// The RoCEv2 invariant CRC (IBA A17.8): zlib's CRC-32 over 8 bytes of 0xff (the masked LRH),
+// the IP and UDP headers with their variant fields set to ones, the BTH with its reserved
+// byte set to ones, then the rest of the packet; stored little-endian as the last 4 bytes.
+//
+// A UDP socket never sees the IP header, so an IcrcFlow rebuilds it from what the socket
+// does know (addresses, ports, length) and from what softrdma makes the kernel send
+// (IPv4: DF set and Identification 0, see link.ts).
+
+import { crc32 } from 'node:zlib';
+import { ICRC_BYTES } from './opcodes.js';
+
+const LRH_MASK_BYTES = 8;
+const UDP_BYTES = 8;
+const IPV4_BYTES = 20;
+const IPV6_BYTES = 40;
+
+export type IpFamily = 4 | 6;
+
+export class IcrcFlow {
+  private readonly prefix: Buffer;
+  private readonly ipBytes: number;
+
+  constructor(
+    readonly family: IpFamily,
+    src: Uint8Array,
+    dst: Uint8Array,
+    sport: number,
+    dport: number,
+    /** IPv4 Identification to assume; softrdma's own packets carry 0. */
+    ipv4Id = 0,
+  ) {
+    this.ipBytes = family === 4 ? IPV4_BYTES : IPV6_BYTES;
+    const p = Buffer.alloc(LRH_MASK_BYTES + this.ipBytes + UDP_BYTES, 0xff);
+    const ip = LRH_MASK_BYTES;
+    if (family === 4) {
+      p[ip] = 0x45; // version 4, IHL 5; TOS (byte 1) stays masked
+      p.writeUInt16BE(ipv4Id, ip + 4); // 0 is what the kernel writes for DF on an unconnected socket
+      p.writeUInt16BE(0x4000, ip + 6); // DF, fragment offset 0
+      p[ip + 9] = 17; // UDP; TTL (8) and header checksum (10..11) stay masked
+      Buffer.from(src).copy(p, ip + 12);
+      Buffer.from(dst).copy(p, ip + 16);
+    } else {
+      // version 6 with traffic class and flow label masked to ones: 0x6fffffff
+      p[ip + 6] = 17; // next header; hop limit (7) stays masked
+      Buffer.from(src).copy(p, ip + 8);
+      Buffer.from(dst).copy(p, ip + 24);
+    }
+    const udp = ip + this.ipBytes;
+    p.writeUInt16BE(sport, udp);
+    p.writeUInt16BE(dport, udp + 2);
+    // UDP length is patched per packet; UDP checksum stays masked (0xffff).
+    this.prefix = p;
+  }
+
+  /** The ICRC of a packet whose last 4 bytes are (or will be) the ICRC field. */
+  compute(pkt: Buffer): number {
+    const p = this.prefix;
+    const ip = LRH_MASK_BYTES;
+    const udpLen = UDP_BYTES + pkt.length;
+    if (this.family === 4) p.writeUInt16BE(IPV4_BYTES + udpLen, ip + 2);
+    else p.writeUInt16BE(udpLen, ip + 4);
+    p.writeUInt16BE(udpLen, ip + this.ipBytes + 4);
+    const resv8a = pkt[4]!;
+    pkt[4] = 0xff;
+    const crc = crc32(pkt.subarray(0, pkt.length - ICRC_BYTES), crc32(p));
+    pkt[4] = resv8a;
+    return crc >>> 0;
+  }
+
+  /** Write the ICRC into the last 4 bytes. */
+  seal(pkt: Buffer): void {
+    pkt.writeUInt32LE(this.compute(pkt), pkt.length - ICRC_BYTES);
+  }
+
+  /**
+   * Check a received packet. 'ok': exact match (IPv4 with Identification 0, or IPv6).
+   * For IPv4, a number: the ICRC is consistent with a sender that wrote that Identification
+   * (16 of the 32 check bits verified; see inferIpv4Id). 'bad': no Identification explains it.
+   */
+  check(pkt: Buffer): 'ok' | 'bad' | number {
+    const want = pkt.readUInt32LE(pkt.length - ICRC_BYTES);
+    const got = this.compute(pkt);
+    if (want === got) return 'ok';
+    if (this.family !== 4) return 'bad';
+    // Bytes covered by the CRC after the 2-byte Identification field (offset 12 of the stream).
+    const after = LRH_MASK_BYTES + IPV4_BYTES + UDP_BYTES + pkt.length - ICRC_BYTES - (LRH_MASK_BYTES + 6);
+    const id = inferIpv4Id((want ^ got) >>> 0, after);
+    return id < 0 ? 'bad' : id;
+  }
+}
+
+// ---- Identification inference --------------------------------------------------------
+// For messages of equal length, crc(a) ^ crc(b) = raw(a ^ b): the raw (no init, no final
+// xor) CRC register after feeding the difference. If the difference is only the 16-bit
+// Identification x followed by k bytes, raw = A^k · M0(x), where A feeds one zero byte and
+// M0 feeds the two bytes of x into a zero register. Undo A^k, then look M0(x) up.
+
+const POLY = 0xedb88320;
+const TABLE = (() => {
+  const t = new Uint32Array(256);
+  for (let n = 0; n < 256; n++) {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? (c >>> 1) ^ POLY : c >>> 1;
+    t[n] = c >>> 0;
+  }
+  return t;
+})();
+
+function feedByte(c: number, b: number): number {
+  return (TABLE[(c ^ b) & 0xff]! ^ (c >>> 8)) >>> 0;
+}
+
+/** Inverse of feeding one zero byte: undo eight bit steps (POLY's top bit marks each xor). */
+function unfeedZeroByte(c: number): number {
+  for (let k = 0; k < 8; k++) c = c & 0x80000000 ? (((c ^ POLY) << 1) | 1) >>> 0 : (c << 1) >>> 0;
+  return c;
+}
+
+type Mat = Uint32Array; // 32 columns: the image of each basis bit
+
+function apply(m: Mat, v: number): number {
+  let r = 0;
+  for (let i = 0; v !== 0; i++, v >>>= 1) if (v & 1) r ^= m[i]!;
+  return r >>> 0;
+}
+
+function mul(a: Mat, b: Mat): Mat {
+  const r = new Uint32Array(32);
+  for (let i = 0; i < 32; i++) r[i] = apply(a, b[i]!);
+  return r;
+}
+
+const UNFEED: Mat = (() => {
+  const m = new Uint32Array(32);
+  for (let i = 0; i < 32; i++) m[i] = unfeedZeroByte((1 << i) >>> 0);
+  return m;
+})();
+
+const powCache = new Map<number, Mat>();
+
+function unfeedPow(k: number): Mat {
+  let m = powCache.get(k);
+  if (m) return m;
+  let result: Mat | undefined;
+  let base = UNFEED;
+  for (let e = k; e > 0; e >>>= 1) {
+    if (e & 1) result = result ? mul(base, result) : base;
+    if (e > 1) base = mul(base, base);
+  }
+  m = result ?? Uint32Array.from({ length: 32 }, (_, i) => (1 << i) >>> 0);
+  if (powCache.size >= 256) powCache.clear(); // packet lengths are few in practice
+  powCache.set(k, m);
+  return m;
+}
+
+let idByImage: Map<number, number> | undefined;
+
+/** The Identification that explains an ICRC difference, or -1. */
+export function inferIpv4Id(diff: number, bytesAfterId: number): number {
+  if (!idByImage) {
+    idByImage = new Map();
+    for (let x = 0; x < 0x10000; x++) idByImage.set(feedByte(feedByte(0, x >>> 8), x & 0xff), x);
+  }
+  return idByImage.get(apply(unfeedPow(bytesAfterId), diff)) ?? -1;
+}

@@ -1,0 +1,71 @@
+// Text IP addresses to the bytes the ICRC pseudo-header needs.
+
+import { isIPv4, isIPv6 } from 'node:net';
+
+export function ipv4Bytes(addr: string): Buffer {
+  if (!isIPv4(addr)) throw new TypeError(`not an IPv4 address: ${addr}`);
+  return Buffer.from(addr.split('.').map((x) => Number(x)));
+}
+
+export function ipv6Bytes(addr: string): Buffer {
+  const zone = addr.indexOf('%');
+  if (zone >= 0) addr = addr.slice(0, zone);
+  if (!isIPv6(addr)) throw new TypeError(`not an IPv6 address: ${addr}`);
+  const out = Buffer.alloc(16);
+  let tail = addr;
+  // An embedded dotted quad (::ffff:1.2.3.4) fills the last four bytes.
+  const lastColon = addr.lastIndexOf(':');
+  let v4: Buffer | undefined;
+  if (addr.indexOf('.', lastColon) >= 0) {
+    v4 = ipv4Bytes(addr.slice(lastColon + 1));
+    tail = addr.slice(0, lastColon + 1) + '0:0';
+  }
+  const [head, rest] = tail.split('::') as [string, string | undefined];
+  const h = head ? head.split(':') : [];
+  const r = rest !== undefined && rest !== '' ? rest.split(':') : [];
+  const groups = rest === undefined ? h : [...h, ...new Array(8 - h.length - r.length).fill('0'), ...r];
+  groups.forEach((g, i) => out.writeUInt16BE(parseInt(g, 16), i * 2));
+  if (v4) v4.copy(out, 12);
+  return out;
+}
+
+/** The GID for an address: IPv6 as is, IPv4 as the IPv4-mapped IPv6 address (as rxe does). */
+export function gidFromAddress(addr: string): Buffer {
+  if (isIPv4(addr)) {
+    const g = Buffer.alloc(16);
+    g.writeUInt16BE(0xffff, 10);
+    ipv4Bytes(addr).copy(g, 12);
+    return g;
+  }
+  return ipv6Bytes(addr);
+}
+
+/** The IP address a GID names: IPv4-mapped GIDs give dotted quads. */
+export function addressFromGid(gid: Uint8Array): string {
+  if (gid.length !== 16) throw new TypeError('a GID is 16 bytes');
+  const isMapped = gid.subarray(0, 10).every((b) => b === 0) && gid[10] === 0xff && gid[11] === 0xff;
+  if (isMapped) return `${gid[12]}.${gid[13]}.${gid[14]}.${gid[15]}`;
+  const groups: string[] = [];
+  for (let i = 0; i < 16; i += 2) groups.push(((gid[i]! << 8) | gid[i + 1]!).toString(16));
+  return compressIpv6(groups);
+}
+
+function compressIpv6(groups: string[]): string {
+  // Replace the longest run of zero groups (length >= 2) with '::' (RFC 5952).
+  let best = -1, bestLen = 0;
+  for (let i = 0; i < 8; ) {
+    if (groups[i] !== '0') { i++; continue; }
+    let j = i;
+    while (j < 8 && groups[j] === '0') j++;
+    if (j - i > bestLen && j - i >= 2) { best = i; bestLen = j - i; }
+    i = j;
+  }
+  if (best < 0) return groups.join(':');
+  return `${groups.slice(0, best).join(':')}::${groups.slice(best + bestLen).join(':')}`;
+}
+
+export function gidToString(gid: Uint8Array): string {
+  const parts: string[] = [];
+  for (let i = 0; i < 16; i += 2) parts.push(Buffer.from(gid.subarray(i, i + 2)).toString('hex'));
+  return parts.join(':');
+}
