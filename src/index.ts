@@ -1,0 +1,25 @@
+// softrdma: the verbs API.
+
+import { Device } from './verbs/api.js';
+import { RxeDevice, type RxeDeviceOptions } from './providers/rxe/device.js';
+
+export * from './verbs/api.js';
+export * from './verbs/enums.js';
+export type * from './verbs/types.js';
+export { VerbsError } from './uapi/errors.js';
+export { Obj, M, A } from './uapi/objects.js';
+export { DRIVER_NS } from './uapi/spec.js';
+export { RxeMethod, RxeAttr } from './providers/rxe/driver-methods.js';
+export type { FaultPlan } from './providers/rxe/link.js';
+export { gidFromAddress, addressFromGid, gidToString } from './providers/rxe/wire/inet.js';
+
+/**
+ * Create an rxe (RoCEv2) device bound to a local IP address, like `rdma link add rxe0 type rxe`.
+ * It appears in getDeviceList() until closed.
+ */
+export async function createRxeDevice(opts: RxeDeviceOptions): Promise<Device> {
+  return new Device(await RxeDevice.create(opts));
+}
+
+export type { RxeDeviceOptions };
+export { RxeDevice };

@@ -1,0 +1,256 @@
+// The completer: handles what comes back to a requester (ACK, NAK, RNR NAK, read responses,
+// atomic acks), completes send WQEs in order, and drives retries: go-back-N on a sequence
+// NAK or an implicit NAK, the retransmit timer (4.096 us x 2^timeout) and RNR waits.
+
+import { QpState, WcStatus, WrOpcode } from '../../verbs/enums.js';
+import { aeth, atmack, type Packet } from './wire/headers.js';
+import { AethSyndrome, NakCode } from './wire/headers.js';
+import { Op, OpCode } from './wire/opcodes.js';
+import { psnAdd, psnDiff } from './wire/psn.js';
+import { WqeState, type RxeQp, type SendWqe } from './qp.js';
+import { runRequester, scatter } from './requester.js';
+
+/** IBA 9.7.5.2.8: RNR NAK timer field to milliseconds. */
+export const RNR_TIMER_MS = [
+  655.36, 0.01, 0.02, 0.03, 0.04, 0.06, 0.08, 0.12, 0.16, 0.24, 0.32, 0.48, 0.64, 0.96, 1.28, 1.92,
+  2.56, 3.84, 5.12, 7.68, 10.24, 15.36, 20.48, 30.72, 40.96, 61.44, 81.92, 122.88, 163.84, 245.76, 327.68, 491.52,
+];
+
+/** Local ACK timeout: 4.096 us x 2^timeout; 0 means no timeout (IBA). Timers here have 1 ms grain. */
+export function rtoMs(timeout: number): number {
+  return timeout === 0 ? Infinity : Math.max(1, 4.096e-3 * 2 ** timeout);
+}
+
+const INFINITE_RETRIES = 7;
+
+export function stopTimers(qp: RxeQp): void {
+  if (qp.comp.timer) clearTimeout(qp.comp.timer);
+  if (qp.comp.rnrTimer) clearTimeout(qp.comp.rnrTimer);
+  qp.comp.timer = qp.comp.rnrTimer = undefined;
+  qp.req.paused = false;
+}
+
+export function armRetransmit(qp: RxeQp): void {
+  if (qp.comp.timer) return;
+  const rto = rtoMs(qp.attr.timeout);
+  if (!Number.isFinite(rto)) return;
+  qp.comp.lastProgress = performance.now();
+  qp.comp.timer = setTimeout(() => onTimer(qp), rto);
+}
+
+function onTimer(qp: RxeQp): void {
+  qp.comp.timer = undefined;
+  if (qp.destroyed || (qp.state !== QpState.RTS && qp.state !== QpState.SQD)) return;
+  const head = firstOutstanding(qp);
+  if (!head || head.state !== WqeState.PENDING && head.nextPkt === 0) return; // nothing in flight
+  const rto = rtoMs(qp.attr.timeout);
+  const idle = performance.now() - qp.comp.lastProgress;
+  if (idle < rto || qp.req.paused) {
+    qp.comp.timer = setTimeout(() => onTimer(qp), Math.max(1, rto - idle));
+    return;
+  }
+  qp.counters.timeouts++;
+  if (!consumeRetry(qp, 'retry')) {
+    qp.device.counters.retry_exceeded_err++;
+    qp.failSend(head, WcStatus.RETRY_EXC_ERR);
+    return;
+  }
+  qp.device.counters.completer_retry_err++;
+  goBackN(qp, qp.comp.psn);
+  armRetransmit(qp);
+}
+
+function consumeRetry(qp: RxeQp, which: 'retry' | 'rnr'): boolean {
+  const key = which === 'retry' ? 'retryCnt' : 'rnrRetry';
+  if (qp.comp[key] === INFINITE_RETRIES) return true;
+  if (qp.comp[key] === 0) return false;
+  qp.comp[key]--;
+  return true;
+}
+
+function firstOutstanding(qp: RxeQp): SendWqe | undefined {
+  for (let i = 0; i < qp.sq.length; i++) {
+    const w = qp.sq.at(i)!;
+    if (w.state !== WqeState.DONE && !w.local) return w.state === WqeState.POSTED ? undefined : w;
+  }
+  return undefined;
+}
+
+/** Resend everything from `psn` on: WQEs keep their PSNs, so packets come out identical. */
+export function goBackN(qp: RxeQp, psn: number): void {
+  let first = -1;
+  for (let i = 0; i < qp.sq.length; i++) {
+    const w = qp.sq.at(i)!;
+    if (w.state === WqeState.DONE || w.local) continue;
+    if (w.state === WqeState.POSTED) break;
+    if (first < 0) {
+      first = i;
+      const k = psnDiff(psn, w.firstPsn);
+      w.nextPkt = Math.min(Math.max(0, k), w.npkts - 1);
+    } else {
+      w.nextPkt = 0;
+    }
+    w.state = WqeState.SENDING;
+  }
+  if (first < 0) return;
+  qp.req.index = first;
+  qp.counters.retransmits++;
+  runRequester(qp);
+}
+
+function progress(qp: RxeQp, nextPsn: number): void {
+  if (psnDiff(nextPsn, qp.comp.psn) > 0) {
+    qp.comp.psn = nextPsn;
+    qp.comp.retryCnt = qp.attr.retryCnt;
+    qp.comp.rnrRetry = qp.attr.rnrRetry;
+    qp.comp.lastProgress = performance.now();
+  }
+}
+
+/**
+ * Everything up to and including ackPsn was received. Completes sends and writes; a read or
+ * atomic still unanswered below ackPsn means its response was lost (implicit NAK): go back.
+ */
+function acked(qp: RxeQp, ackPsn: number): void {
+  for (let i = 0; i < qp.sq.length; i++) {
+    const w = qp.sq.at(i)!;
+    if (w.state === WqeState.DONE || w.local) continue;
+    if (w.state === WqeState.POSTED) break;
+    if (psnDiff(w.firstPsn, ackPsn) > 0) break;
+    if (w.rdAtomic) {
+      progress(qp, w.firstPsn); // everything before it is acknowledged
+      qp.retire();
+      goBackN(qp, qp.comp.psn);
+      return;
+    }
+    if (psnDiff(w.lastPsn, ackPsn) > 0) break; // partly acknowledged
+    w.state = WqeState.DONE;
+  }
+  progress(qp, psnAdd(ackPsn, 1));
+  qp.retire();
+}
+
+function nakStatus(code: number): number {
+  switch (code) {
+    case NakCode.INVALID_REQUEST: return WcStatus.REM_INV_REQ_ERR;
+    case NakCode.REMOTE_ACCESS_ERROR: return WcStatus.REM_ACCESS_ERR;
+    case NakCode.REMOTE_OPERATIONAL_ERROR: return WcStatus.REM_OP_ERR;
+    case NakCode.INVALID_RD_REQUEST: return WcStatus.REM_INV_RD_REQ_ERR;
+    default: return WcStatus.BAD_RESP_ERR;
+  }
+}
+
+function wqeAt(qp: RxeQp, psn: number): SendWqe | undefined {
+  for (let i = 0; i < qp.sq.length; i++) {
+    const w = qp.sq.at(i)!;
+    if (w.state === WqeState.DONE || w.local || w.state === WqeState.POSTED) continue;
+    if (psnDiff(psn, w.firstPsn) >= 0 && psnDiff(psn, w.lastPsn) <= 0) return w;
+  }
+  return undefined;
+}
+
+export function onResponse(qp: RxeQp, pkt: Packet): void {
+  const state = qp.state;
+  if (state !== QpState.RTS && state !== QpState.SQD && state !== QpState.SQE) {
+    qp.device.counters.qp_state_drops++;
+    return;
+  }
+  const psn = pkt.psn;
+  // A response for a PSN never sent (beyond what the requester has issued) is bogus.
+  if (psnDiff(psn, qp.req.psn) >= 0) {
+    qp.device.counters.unexpected_response_drops++;
+    return;
+  }
+  if (pkt.opcode === OpCode.RC_ACKNOWLEDGE) {
+    const syn = aeth.syndrome(pkt);
+    const type = syn & AethSyndrome.TYPE_MASK;
+    qp.counters.acks_rcvd++;
+    if (type === AethSyndrome.ACK) {
+      if (psnDiff(psn, qp.comp.psn) >= 0) acked(qp, psn);
+    } else if (type === AethSyndrome.RNR_NAK) {
+      qp.counters.rnr_naks_rcvd++;
+      qp.device.counters.rcvd_rnr_err++;
+      if (psnDiff(psn, qp.comp.psn) < 0) return; // stale
+      acked(qp, psnAdd(psn, -1));
+      const w = wqeAt(qp, psn);
+      if (!w) return;
+      if (!consumeRetry(qp, 'rnr')) {
+        qp.device.counters.retry_rnr_exceeded_err++;
+        qp.failSend(w, WcStatus.RNR_RETRY_EXC_ERR);
+        return;
+      }
+      qp.req.paused = true;
+      if (qp.comp.rnrTimer) clearTimeout(qp.comp.rnrTimer);
+      qp.comp.rnrTimer = setTimeout(() => {
+        qp.comp.rnrTimer = undefined;
+        qp.req.paused = false;
+        qp.comp.lastProgress = performance.now();
+        if (qp.state === QpState.RTS) goBackN(qp, psn);
+      }, RNR_TIMER_MS[syn & 0x1f]!);
+    } else if (type === AethSyndrome.NAK) {
+      const code = syn & 0x1f;
+      if (psnDiff(psn, qp.comp.psn) < 0) return; // stale
+      if (code === NakCode.PSN_SEQ_ERROR) {
+        qp.counters.seq_naks_rcvd++;
+        qp.device.counters.rcvd_seq_err++;
+        acked(qp, psnAdd(psn, -1));
+        if (!consumeRetry(qp, 'retry')) {
+          const w = wqeAt(qp, psn);
+          if (w) qp.failSend(w, WcStatus.RETRY_EXC_ERR);
+          return;
+        }
+        goBackN(qp, psn);
+        return;
+      }
+      acked(qp, psnAdd(psn, -1));
+      const w = wqeAt(qp, psn);
+      if (w) qp.failSend(w, nakStatus(code));
+    } else {
+      qp.device.counters.unexpected_response_drops++;
+    }
+    runRequester(qp);
+    return;
+  }
+
+  // RDMA READ responses and atomic acknowledgements answer the oldest outstanding read/atomic.
+  if (psnDiff(psn, qp.comp.psn) !== 0) {
+    // Duplicate (already placed) or beyond a gap: drop; the timer or an implicit NAK recovers.
+    qp.counters.duplicates += psnDiff(psn, qp.comp.psn) < 0 ? 1 : 0;
+    return;
+  }
+  const w = wqeAt(qp, psn);
+  const isAtomicAck = pkt.opcode === OpCode.RC_ATOMIC_ACKNOWLEDGE;
+  if (!w || !w.rdAtomic || (isAtomicAck !== (w.opcode !== WrOpcode.RDMA_READ))) {
+    qp.device.counters.unexpected_response_drops++;
+    return;
+  }
+  if (pkt.mask & Op.AETH) {
+    const type = aeth.syndrome(pkt) & AethSyndrome.TYPE_MASK;
+    if (type !== AethSyndrome.ACK) { qp.device.counters.unexpected_response_drops++; return; }
+  }
+  acked(qp, psnAdd(w.firstPsn, -1));
+  if (qp.state !== QpState.RTS && qp.state !== QpState.SQD) return;
+  if (isAtomicAck) {
+    const b = Buffer.allocUnsafe(8);
+    b.writeBigUInt64LE(atmack.orig(pkt)); // host (little-endian) order in local memory, as rxe on x86
+    scatter(w.segs!, 0, b, 0, 8);
+  } else {
+    const k = psnDiff(psn, w.firstPsn);
+    const first = k === 0, last = psn === w.lastPsn;
+    const m = pkt.mask;
+    const expectLen = last ? w.length - k * qp.mtu : qp.mtu;
+    if (Boolean(m & Op.START) !== first || Boolean(m & Op.END) !== last || pkt.payloadLength !== expectLen) {
+      qp.device.counters.unexpected_response_drops++;
+      return;
+    }
+    scatter(w.segs!, k * qp.mtu, pkt.buf, pkt.payloadOffset, pkt.payloadLength);
+    if (!last) {
+      progress(qp, psnAdd(psn, 1));
+      return;
+    }
+  }
+  w.state = WqeState.DONE;
+  progress(qp, psnAdd(psn, 1));
+  qp.retire();
+  runRequester(qp);
+}

@@ -1,0 +1,120 @@
+// The rxe provider context (a ucontext): creates and destroys the device's objects for one
+// user context and routes async events to it.
+
+import type { ProviderContext, ProviderCq, ProviderMr, ProviderMw, ProviderQp, ProviderSrq } from '../../uapi/provider.js';
+import type { AhAttr, AsyncEvent, QpAttrValues, QpInitAttr, SrqAttrValues } from '../../verbs/types.js';
+import { AsyncEventType } from '../../verbs/enums.js';
+import { fail } from '../../uapi/errors.js';
+import { RxeCq } from './cq.js';
+import { RxeMr, RxeMw, RxePd } from './keys.js';
+import { RxeQp, resolveAv } from './qp.js';
+import { RxeSrq } from './srq.js';
+import type { RxeDevice } from './device.js';
+
+export class RxeAh {
+  constructor(readonly pd: RxePd, readonly attr: AhAttr, readonly address: string) {}
+}
+
+export class RxeContext implements ProviderContext {
+  readonly qps = new Set<RxeQp>();
+
+  constructor(
+    readonly device: RxeDevice,
+    private readonly onEvent: (ev: AsyncEvent) => void,
+  ) {}
+
+  event(type: number, element: unknown): void {
+    queueMicrotask(() => this.onEvent({ type, element }));
+  }
+
+  allocPd(): object { return new RxePd(); }
+  deallocPd(): void {}
+
+  regMr(pd: object, mem: Uint8Array, iova: number | undefined, access: number): ProviderMr {
+    const buf = Buffer.from(mem.buffer, mem.byteOffset, mem.byteLength);
+    return this.device.keys.addMr(pd as RxePd, buf, iova ?? this.device.nextIova(buf.length), access);
+  }
+
+  reregMr(mrIn: ProviderMr, change: { pd?: object; mem?: Uint8Array; iova?: number; access?: number }): void {
+    const mr = mrIn as RxeMr;
+    if (change.pd) mr.pd = change.pd as RxePd;
+    if (change.mem) {
+      mr.mem = Buffer.from(change.mem.buffer, change.mem.byteOffset, change.mem.byteLength);
+      mr.iova = change.iova ?? this.device.nextIova(mr.mem.length);
+    }
+    if (change.access !== undefined) mr.access = change.access;
+    mr.rekey(); // old lkey/rkey stop working
+  }
+
+  deregMr(mr: ProviderMr): void {
+    const m = mr as RxeMr;
+    m.valid = false;
+    this.device.keys.remove(m);
+  }
+
+  allocMw(pd: object, type: number): ProviderMw {
+    return this.device.keys.addMw(pd as RxePd, type);
+  }
+
+  deallocMw(mw: ProviderMw): void {
+    const m = mw as RxeMw;
+    m.unbind();
+    this.device.keys.remove(m);
+  }
+
+  createCq(cqe: number): ProviderCq {
+    return new RxeCq(cqe, (cq) => {
+      this.device.counters.cq_overflows++;
+      this.event(AsyncEventType.CQ_ERR, cq);
+    });
+  }
+
+  resizeCq(cq: ProviderCq, cqe: number): void {
+    (cq as RxeCq).resize(cqe);
+  }
+
+  destroyCq(cq: ProviderCq): void {
+    (cq as RxeCq).destroyed = true;
+  }
+
+  createAh(pd: object, attr: AhAttr): object {
+    return new RxeAh(pd as RxePd, attr, resolveAv(attr, this.device.family));
+  }
+
+  destroyAh(): void {}
+
+  createSrq(pd: object, attr: SrqAttrValues): ProviderSrq {
+    return new RxeSrq(pd as RxePd, attr, (srq) => this.event(AsyncEventType.SRQ_LIMIT_REACHED, srq));
+  }
+
+  modifySrq(srq: ProviderSrq, attr: Partial<SrqAttrValues>, mask: number): void {
+    (srq as RxeSrq).modify(attr, mask);
+  }
+
+  destroySrq(srq: ProviderSrq): void {
+    (srq as RxeSrq).destroyed = true;
+  }
+
+  createQp(pd: object, init: QpInitAttr): ProviderQp {
+    const qpn = this.device.allocQpn();
+    const qp = new RxeQp(this, qpn, init.qpType, pd as RxePd, init.sendCq as RxeCq, init.recvCq as RxeCq, init.srq as RxeSrq | undefined, init.cap, init.sqSigAll ?? false);
+    this.device.qps.set(qpn, qp);
+    this.qps.add(qp);
+    return qp;
+  }
+
+  modifyQp(qp: ProviderQp, attr: QpAttrValues, mask: number): void {
+    (qp as RxeQp).modify(attr, mask);
+  }
+
+  destroyQp(qp: ProviderQp): void {
+    const q = qp as RxeQp;
+    q.destroy();
+    this.device.qps.delete(q.qpn);
+    this.qps.delete(q);
+  }
+
+  close(): void {
+    if (this.qps.size) fail('EBUSY', 'context still has QPs');
+  }
+}

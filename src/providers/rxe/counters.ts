@@ -1,0 +1,57 @@
+// Per-device and per-QP counters, named as in Linux rxe's hw_counters where one exists.
+
+export function newDeviceCounters() {
+  return {
+    sent_pkts: 0,
+    rcvd_pkts: 0,
+    sent_bytes: 0,
+    rcvd_bytes: 0,
+    duplicate_request: 0,
+    out_of_seq_request: 0,
+    rcvd_rnr_err: 0,
+    send_rnr_err: 0,
+    rcvd_seq_err: 0,
+    retry_exceeded_err: 0,
+    retry_rnr_exceeded_err: 0,
+    completer_retry_err: 0,
+    send_err: 0,
+    ack_deferred: 0,
+    rdma_sends: 0,
+    rdma_recvs: 0,
+    link_downed: 0,
+    icrc_errors: 0,
+    /** IPv4 packets whose ICRC matched only under an inferred IP Identification (peer is not softrdma). */
+    icrc_id_inferred: 0,
+    malformed_drops: 0,
+    unknown_qp_drops: 0,
+    qp_state_drops: 0,
+    qkey_drops: 0,
+    no_recv_wqe_drops: 0,
+    unexpected_response_drops: 0,
+    fault_dropped: 0,
+    fault_duplicated: 0,
+    fault_reordered: 0,
+    fault_corrupted: 0,
+    cq_overflows: 0,
+  };
+}
+export type DeviceCounters = ReturnType<typeof newDeviceCounters>;
+
+export function newQpCounters() {
+  return {
+    sent_pkts: 0,
+    rcvd_pkts: 0,
+    sent_bytes: 0,
+    rcvd_bytes: 0,
+    retransmits: 0,
+    timeouts: 0,
+    rnr_naks_sent: 0,
+    rnr_naks_rcvd: 0,
+    seq_naks_sent: 0,
+    seq_naks_rcvd: 0,
+    duplicates: 0,
+    acks_sent: 0,
+    acks_rcvd: 0,
+  };
+}
+export type QpCounters = ReturnType<typeof newQpCounters>;

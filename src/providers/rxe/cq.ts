@@ -1,0 +1,61 @@
+// Completion queue: a bounded queue of work completions with IBTA notification semantics
+// (arm for next or solicited; an armed CQ notifies once). Overflow is an async CQ_ERR.
+
+import type { ProviderCq } from '../../uapi/provider.js';
+import type { WorkCompletion } from '../../verbs/types.js';
+import { WcStatus } from '../../verbs/enums.js';
+import { Ring } from './ring.js';
+
+const ARM_NONE = 0, ARM_NEXT = 1, ARM_SOLICITED = 2;
+
+export class RxeCq implements ProviderCq {
+  onNotify: (() => void) | undefined;
+  private queue: Ring<WorkCompletion>;
+  private armed = ARM_NONE;
+  overflowed = false;
+  destroyed = false;
+
+  constructor(
+    public cqe: number,
+    private readonly onOverflow: (cq: RxeCq) => void,
+  ) {
+    this.queue = new Ring(cqe);
+  }
+
+  get count(): number { return this.queue.length; }
+
+  push(wc: WorkCompletion, solicited: boolean): void {
+    if (this.destroyed) return;
+    if (this.queue.full) {
+      if (!this.overflowed) {
+        this.overflowed = true;
+        this.onOverflow(this);
+      }
+      return;
+    }
+    this.queue.push(wc);
+    if (this.armed === ARM_NEXT || (this.armed === ARM_SOLICITED && (solicited || wc.status !== WcStatus.SUCCESS))) {
+      this.armed = ARM_NONE;
+      const cb = this.onNotify;
+      if (cb) queueMicrotask(cb);
+    }
+  }
+
+  poll(max: number): WorkCompletion[] {
+    const out: WorkCompletion[] = [];
+    while (out.length < max && this.queue.length) out.push(this.queue.shift()!);
+    return out;
+  }
+
+  reqNotify(solicitedOnly: boolean): void {
+    this.armed = solicitedOnly ? ARM_SOLICITED : ARM_NEXT;
+  }
+
+  resize(cqe: number): void {
+    if (cqe < this.queue.length) throw new RangeError(`cannot shrink below the ${this.queue.length} completions queued`);
+    const q = new Ring<WorkCompletion>(cqe);
+    for (const wc of this.queue.clear()) q.push(wc);
+    this.queue = q;
+    this.cqe = cqe;
+  }
+}

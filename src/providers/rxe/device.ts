@@ -1,0 +1,163 @@
+// An rxe device: RoCEv2 over one UDP socket bound to a local IP address. It owns the QP
+// table and the key table, checks every received packet (length, opcode, ICRC, QP, state)
+// before a QP sees it, and counts every drop.
+
+import { randomBytes } from 'node:crypto';
+import type { ProviderContext, ProviderDevice } from '../../uapi/provider.js';
+import type { DriverRegistrar } from '../../uapi/registry.js';
+import type { AsyncEvent, DeviceAttr, GidEntry, PortAttr } from '../../verbs/types.js';
+import { PortState, mtuEnum } from '../../verbs/enums.js';
+import { fail } from '../../uapi/errors.js';
+import { newDeviceCounters } from './counters.js';
+import { KeyTable } from './keys.js';
+import { ROCE_V2_PORT, RxeLink, type FaultPlan } from './link.js';
+import { RxeAh, RxeContext } from './context.js';
+import type { RxeQp } from './qp.js';
+import { parsePacket } from './wire/headers.js';
+import { Op } from './wire/opcodes.js';
+import { gidFromAddress } from './wire/inet.js';
+import { onResponse } from './completer.js';
+import { onRequest } from './responder.js';
+import { registerRxeDriverMethods } from './driver-methods.js';
+
+export interface RxeDeviceOptions {
+  /** Local IP address (IPv4 or IPv6) the device binds. */
+  address: string;
+  /** UDP port, 4791 unless set (peers must use the same). */
+  port?: number;
+  name?: string;
+  /** RoCE path MTU in bytes; default 4096 on loopback, 1024 otherwise (as a 1500-byte link gives). */
+  mtu?: number;
+}
+
+const MAX_QP = 1 << 16;
+const FIRST_QPN = 0x11; // QPN 0/1 are special; rxe starts its pool at 16 and hands out 17 first
+
+let deviceCount = 0;
+
+export class RxeDevice implements ProviderDevice {
+  readonly driver = 'rxe';
+  readonly keys = new KeyTable(1 << 20);
+  readonly qps = new Map<number, RxeQp>();
+  readonly nodeGuid: bigint;
+  readonly portMtu: number;
+  private nextQpn = FIRST_QPN;
+  private iovaCursor = 0x7f0000000000;
+  private closed = false;
+
+  private constructor(
+    readonly name: string,
+    readonly link: RxeLink,
+    mtu: number,
+    readonly counters: ReturnType<typeof newDeviceCounters>,
+  ) {
+    this.portMtu = mtuEnum(mtu);
+    // A stable-looking EUI-64 style GUID, random per device instance.
+    const g = randomBytes(8);
+    g[3] = 0xff; g[4] = 0xfe;
+    this.nodeGuid = g.readBigUInt64BE();
+    link.onPacket = (pkt, from, fromPort) => this.receive(pkt, from, fromPort);
+  }
+
+  static async create(opts: RxeDeviceOptions): Promise<RxeDevice> {
+    const counters = newDeviceCounters();
+    const loopback = opts.address.startsWith('127.') || opts.address === '::1';
+    const mtu = opts.mtu ?? (loopback ? 4096 : 1024);
+    mtuEnum(mtu); // validate before binding
+    const link = await RxeLink.open(opts.address, opts.port ?? ROCE_V2_PORT, counters);
+    return new RxeDevice(opts.name ?? `rxe${deviceCount++}`, link, mtu, counters);
+  }
+
+  get family(): 4 | 6 { return this.link.family; }
+  get address(): string { return this.link.address; }
+  get port(): number { return this.link.port; }
+
+  set faults(plan: FaultPlan | undefined) { this.link.faults = plan; }
+  get faults(): FaultPlan | undefined { return this.link.faults; }
+
+  isAh(x: unknown): x is RxeAh { return x instanceof RxeAh; }
+
+  allocQpn(): number {
+    if (this.qps.size >= MAX_QP) fail('ENOMEM', `no free QP numbers (${MAX_QP} in use)`);
+    for (;;) {
+      const q = this.nextQpn;
+      this.nextQpn = this.nextQpn >= 0xffffff ? FIRST_QPN : this.nextQpn + 1;
+      if (!this.qps.has(q)) return q;
+    }
+  }
+
+  /** A fresh, page-aligned I/O virtual address range for an MR registered without one. */
+  nextIova(length: number): number {
+    const v = this.iovaCursor;
+    this.iovaCursor += Math.ceil((length + 1) / 4096) * 4096 + 4096;
+    return v;
+  }
+
+  queryDevice(): DeviceAttr {
+    return {
+      fwVer: '0.1.0', nodeGuid: this.nodeGuid, sysImageGuid: this.nodeGuid, maxMrSize: 2 ** 32, pageSizeCap: 0xfffff000,
+      vendorId: 0xffffff, vendorPartId: 0, hwVer: 0, maxQp: MAX_QP, maxQpWr: 16384, deviceCapFlags: 0, maxSge: 32,
+      maxCq: 16384, maxCqe: 1 << 18, maxMr: this.keys.max, maxPd: 1 << 16, maxQpRdAtom: 128, maxQpInitRdAtom: 128,
+      maxMw: this.keys.max, maxAh: 1 << 16, maxSrq: 1 << 14, maxSrqWr: 16384, maxSrqSge: 27, maxInlineData: 1024,
+      atomicCap: 'HCA', physPortCnt: 1,
+    };
+  }
+
+  queryPort(): PortAttr {
+    return {
+      state: this.closed ? PortState.DOWN : PortState.ACTIVE, maxMtu: this.portMtu, activeMtu: this.portMtu, gidTblLen: 1,
+      portCapFlags: 0, maxMsgSz: 0x80000000, pkeyTblLen: 1, lid: 0, smLid: 0, linkLayer: 'Ethernet',
+      activeWidth: 1, activeSpeed: 1, physState: this.closed ? 3 : 5,
+    };
+  }
+
+  gidTable(): GidEntry[] {
+    return [{ index: 0, gid: gidFromAddress(this.address), type: 'RoCE v2', address: this.address }];
+  }
+
+  queryPkey(): number { return 0xffff; }
+
+  openContext(onEvent: (ev: AsyncEvent) => void): ProviderContext {
+    if (this.closed) fail('ENODEV', `device ${this.name} is closed`);
+    return new RxeContext(this, onEvent);
+  }
+
+  registerDriverMethods(r: DriverRegistrar): void {
+    registerRxeDriverMethods(r);
+  }
+
+  /** Every received datagram passes through here; nothing malformed reaches a QP. */
+  private receive(pkt: Buffer, from: string, fromPort: number): void {
+    const c = this.counters;
+    c.rcvd_pkts++;
+    c.rcvd_bytes += pkt.length;
+    try {
+      const p = parsePacket(pkt);
+      if (typeof p === 'string') { c.malformed_drops++; return; }
+      const check = this.link.flow(from, false, fromPort).check(pkt);
+      if (check === 'bad') { c.icrc_errors++; return; }
+      if (check !== 'ok') c.icrc_id_inferred++;
+      if (p.pkey !== 0xffff && p.pkey !== 0x7fff) { c.malformed_drops++; return; }
+      const qp = this.qps.get(p.destQp);
+      if (!qp) { c.unknown_qp_drops++; return; }
+      // An opcode of another transport (say UC on an RC QP) is never valid.
+      const transport = p.mask & (Op.RC | Op.UC | Op.UD);
+      const want = qp.qpType === 2 ? Op.RC : qp.qpType === 3 ? Op.UC : Op.UD;
+      if (transport !== want) { c.malformed_drops++; return; }
+      if (p.mask & Op.RESP) onResponse(qp, p);
+      else onRequest(qp, p, from);
+    } catch (err) {
+      // A bug must not take the device down with it; count it and go on.
+      c.malformed_drops++;
+      if (process.env.SOFTRDMA_DEBUG) console.error('rxe receive error', err);
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const qp of this.qps.values()) qp.destroy();
+    this.qps.clear();
+    await this.link.close();
+  }
+}

@@ -1,0 +1,147 @@
+// Memory regions, memory windows and the key table behind lkeys and rkeys.
+// key = 24-bit index << 8 | 8-bit key byte. The key byte is random and changes on every
+// re-registration or re-bind, so a stale or guessed key names nothing.
+
+import { randomInt } from 'node:crypto';
+import { Access } from '../../verbs/enums.js';
+import type { ProviderMr, ProviderMw } from '../../uapi/provider.js';
+import { fail } from '../../uapi/errors.js';
+
+export class RxePd {
+  private static next = 1;
+  readonly id = RxePd.next++;
+}
+
+function newKeyByte(old = -1): number {
+  let k = randomInt(256);
+  if (k === old) k = (k + 1 + randomInt(255)) & 0xff;
+  return k;
+}
+
+export class RxeMr implements ProviderMr {
+  keyByte: number;
+  boundMwCount = 0;
+  valid = true;
+  constructor(
+    readonly index: number,
+    public pd: RxePd,
+    public mem: Buffer,
+    public iova: number,
+    public access: number,
+  ) {
+    this.keyByte = newKeyByte();
+  }
+  get lkey(): number { return ((this.index << 8) | this.keyByte) >>> 0; }
+  get rkey(): number { return this.lkey; }
+  get length(): number { return this.mem.length; }
+  rekey(): void { this.keyByte = newKeyByte(this.keyByte); }
+}
+
+export class RxeMw implements ProviderMw {
+  keyByte: number;
+  /** Bound range, when valid. */
+  mr: RxeMr | undefined;
+  /** Window VA start (the MR address, or 0 for a zero-based window). */
+  iova = 0;
+  /** MR address the window starts at. */
+  base = 0;
+  length = 0;
+  access = 0;
+  /** A type 2 window is bound to one QP and usable only through it. */
+  qpn: number | undefined;
+  constructor(
+    readonly index: number,
+    readonly pd: RxePd,
+    readonly type: number,
+  ) {
+    this.keyByte = newKeyByte();
+  }
+  get rkey(): number { return ((this.index << 8) | this.keyByte) >>> 0; }
+  get bound(): boolean { return this.mr !== undefined; }
+  unbind(): void {
+    if (this.mr) this.mr.boundMwCount--;
+    this.mr = undefined;
+    this.length = 0;
+    this.access = 0;
+    this.qpn = undefined;
+  }
+}
+
+export type KeyError = 'rkey' | 'pd' | 'access' | 'bounds' | 'state';
+
+export interface Resolved {
+  mem: Buffer;
+  offset: number;
+}
+
+export class KeyTable {
+  private readonly objs = new Map<number, RxeMr | RxeMw>();
+  private next = 1;
+
+  constructor(readonly max: number) {}
+
+  get size(): number { return this.objs.size; }
+
+  private allocIndex(): number {
+    if (this.objs.size >= this.max) fail('ENOMEM', `no free memory keys (${this.max} in use)`);
+    // Walk forward instead of reusing the lowest free index, so a just-freed index (and any
+    // key a peer still holds for it) is not handed out again soon.
+    for (;;) {
+      const i = this.next;
+      this.next = this.next >= 0xffffff ? 1 : this.next + 1;
+      if (!this.objs.has(i)) return i;
+    }
+  }
+
+  addMr(pd: RxePd, mem: Buffer, iova: number, access: number): RxeMr {
+    const mr = new RxeMr(this.allocIndex(), pd, mem, iova, access);
+    this.objs.set(mr.index, mr);
+    return mr;
+  }
+
+  addMw(pd: RxePd, type: number): RxeMw {
+    const mw = new RxeMw(this.allocIndex(), pd, type);
+    this.objs.set(mw.index, mw);
+    return mw;
+  }
+
+  remove(obj: RxeMr | RxeMw): void {
+    if (this.objs.get(obj.index) === obj) this.objs.delete(obj.index);
+  }
+
+  lookup(key: number): RxeMr | RxeMw | undefined {
+    const o = this.objs.get(key >>> 8);
+    return o && o.keyByte === (key & 0xff) ? o : undefined;
+  }
+
+  /** Local (lkey) access for an SGE: MRs only, same PD, LOCAL_WRITE when written. */
+  resolveLocal(lkey: number, pd: RxePd, addr: number, len: number, write: boolean): Resolved | KeyError {
+    const mr = this.lookup(lkey);
+    if (!(mr instanceof RxeMr) || !mr.valid) return 'rkey';
+    if (mr.pd !== pd) return 'pd';
+    if (write && !(mr.access & Access.LOCAL_WRITE)) return 'access';
+    const offset = addr - mr.iova;
+    if (!(offset >= 0 && offset + len <= mr.length)) return 'bounds';
+    return { mem: mr.mem, offset };
+  }
+
+  /** Remote (rkey) access from a responder: PD, full key, access, bounds and state. */
+  resolveRemote(rkey: number, pd: RxePd, qpn: number, va: number, len: number, need: number): Resolved | KeyError {
+    const o = this.lookup(rkey);
+    if (!o) return 'rkey';
+    if (o instanceof RxeMr) {
+      if (!o.valid) return 'state';
+      if (o.pd !== pd) return 'pd';
+      if ((o.access & need) !== need) return 'access';
+      const offset = va - o.iova;
+      if (!(offset >= 0 && offset + len <= o.length)) return 'bounds';
+      return { mem: o.mem, offset };
+    }
+    if (!o.mr) return 'state';
+    if (o.type === 1 ? o.pd !== pd : o.qpn !== qpn) return 'pd';
+    if ((o.access & need) !== need) return 'access';
+    const offset = va - o.iova;
+    if (!(offset >= 0 && offset + len <= o.length)) return 'bounds';
+    return { mem: o.mr.mem, offset: o.base - o.mr.iova + offset };
+  }
+}

@@ -1,0 +1,363 @@
+// An rxe queue pair: its state, work queues and attributes. The transport work is done by
+// requester.ts (builds and sends request packets), completer.ts (handles ACKs and
+// responses, retries, completions) and responder.ts (executes incoming requests).
+
+import { AsyncEventType, MigState, mtuBytes, QpAttr, QpState, QpType, qpStateName, SendFlags, WcOpcode, WcStatus, WrOpcode } from '../../verbs/enums.js';
+import type { AhAttr, QpAttrFull, QpAttrValues, QpCap, RecvWr, SendWr, WorkCompletion } from '../../verbs/types.js';
+import type { ProviderQp } from '../../uapi/provider.js';
+import { fail } from '../../uapi/errors.js';
+import { addressFromGid } from './wire/inet.js';
+import { psnAdd } from './wire/psn.js';
+import { newQpCounters } from './counters.js';
+import type { RxeCq } from './cq.js';
+import type { RxePd } from './keys.js';
+import { Ring } from './ring.js';
+import type { RxeSrq } from './srq.js';
+import type { RxeContext } from './context.js';
+import { runRequester } from './requester.js';
+import { stopTimers } from './completer.js';
+
+export const enum WqeState { POSTED, SENDING, PENDING, DONE }
+
+export interface Seg { mem: Buffer; off: number; len: number }
+
+export interface SendWqe {
+  wr: SendWr;
+  opcode: number;
+  signaled: boolean;
+  length: number;
+  inline: Buffer | undefined;
+  segs: Seg[] | undefined;
+  state: WqeState;
+  status: number;
+  firstPsn: number;
+  lastPsn: number;
+  npkts: number;
+  nextPkt: number;
+  /** RDMA READ or atomic: counts against max_rd_atomic while outstanding. */
+  rdAtomic: boolean;
+  local: boolean;
+}
+
+export interface RecvWqe {
+  wrId: RecvWr['wrId'];
+  sgList: NonNullable<RecvWr['sgList']>;
+  total: number;
+  segs: Seg[] | undefined;
+}
+
+/** Responder resources for RDMA READ and atomics, kept for duplicate requests. */
+export interface RespResource {
+  kind: 'read' | 'atomic';
+  firstPsn: number;
+  lastPsn: number;
+  va: number;
+  rkey: number;
+  length: number;
+  atomicOrig: bigint;
+  valid: boolean;
+}
+
+const WR_TYPES: Record<number, readonly number[]> = {
+  [QpType.RC]: [WrOpcode.SEND, WrOpcode.SEND_WITH_IMM, WrOpcode.SEND_WITH_INV, WrOpcode.RDMA_WRITE, WrOpcode.RDMA_WRITE_WITH_IMM,
+    WrOpcode.RDMA_READ, WrOpcode.ATOMIC_CMP_AND_SWP, WrOpcode.ATOMIC_FETCH_AND_ADD, WrOpcode.LOCAL_INV, WrOpcode.BIND_MW],
+  [QpType.UC]: [WrOpcode.SEND, WrOpcode.SEND_WITH_IMM, WrOpcode.RDMA_WRITE, WrOpcode.RDMA_WRITE_WITH_IMM, WrOpcode.LOCAL_INV, WrOpcode.BIND_MW],
+  [QpType.UD]: [WrOpcode.SEND, WrOpcode.SEND_WITH_IMM],
+};
+
+export const WC_OPCODE_OF_WR: Record<number, number> = {
+  [WrOpcode.SEND]: WcOpcode.SEND, [WrOpcode.SEND_WITH_IMM]: WcOpcode.SEND, [WrOpcode.SEND_WITH_INV]: WcOpcode.SEND,
+  [WrOpcode.RDMA_WRITE]: WcOpcode.RDMA_WRITE, [WrOpcode.RDMA_WRITE_WITH_IMM]: WcOpcode.RDMA_WRITE,
+  [WrOpcode.RDMA_READ]: WcOpcode.RDMA_READ, [WrOpcode.ATOMIC_CMP_AND_SWP]: WcOpcode.COMP_SWAP,
+  [WrOpcode.ATOMIC_FETCH_AND_ADD]: WcOpcode.FETCH_ADD, [WrOpcode.LOCAL_INV]: WcOpcode.LOCAL_INV, [WrOpcode.BIND_MW]: WcOpcode.BIND_MW,
+};
+
+export class RxeQp implements ProviderQp {
+  state: number = QpState.RESET;
+  readonly sq: Ring<SendWqe>;
+  readonly rq: Ring<RecvWqe>;
+  readonly counters = newQpCounters();
+  attr: QpAttrFull;
+  /** IP address of the connected peer (RC/UC), from the AV. */
+  destAddr: string | undefined;
+  mtu = 1024;
+  enSqdAsyncNotify = false;
+  destroyed = false;
+
+  readonly req = { psn: 0, index: 0, noackPkts: 0, running: false, scheduled: false, paused: false };
+  readonly comp = {
+    psn: 0, retryCnt: 0, rnrRetry: 0, lastProgress: 0,
+    timer: undefined as NodeJS.Timeout | undefined, rnrTimer: undefined as NodeJS.Timeout | undefined,
+  };
+  readonly resp = {
+    psn: 0, msn: 0, nakSent: false,
+    /** Kind of the multi-packet message in progress: 0 none, 'send' or 'write'. */
+    inMessage: 0 as 0 | 'send' | 'write',
+    wqe: undefined as RecvWqe | undefined,
+    offset: 0,
+    writeMem: undefined as Buffer | undefined,
+    writeOff: 0,
+    writeLen: 0,
+    writeDone: 0,
+    resources: [] as RespResource[],
+    nextResource: 0,
+  };
+
+  constructor(
+    readonly ctx: RxeContext,
+    readonly qpn: number,
+    readonly qpType: number,
+    readonly pd: RxePd,
+    readonly sendCq: RxeCq,
+    readonly recvCq: RxeCq,
+    readonly srq: RxeSrq | undefined,
+    readonly cap: QpCap,
+    readonly sqSigAll: boolean,
+  ) {
+    this.sq = new Ring(cap.maxSendWr);
+    this.rq = new Ring(Math.max(1, cap.maxRecvWr));
+    this.attr = {
+      qpState: QpState.RESET, qpAccessFlags: 0, pkeyIndex: 0, portNum: 1, qkey: 0, ahAttr: undefined, pathMtu: 3,
+      timeout: 0, retryCnt: 0, rnrRetry: 0, rqPsn: 0, maxRdAtomic: 0, minRnrTimer: 0, sqPsn: 0, maxDestRdAtomic: 0,
+      pathMigState: MigState.MIGRATED, cap: { ...cap }, destQpNum: 0, sqDraining: false,
+    };
+  }
+
+  get device() { return this.ctx.device; }
+
+  query(): QpAttrFull {
+    return { ...this.attr, qpState: this.state, cap: { ...this.cap }, sqPsn: this.req.psn, rqPsn: this.resp.psn, sqDraining: this.state === QpState.SQD && this.hasOutstanding() };
+  }
+
+  hasOutstanding(): boolean {
+    for (let i = 0; i < this.sq.length; i++) if (this.sq.at(i)!.state !== WqeState.DONE) return true;
+    return false;
+  }
+
+  modify(a: QpAttrValues, mask: number): void {
+    const next = mask & QpAttr.STATE ? a.qpState! : this.state;
+    if (mask & QpAttr.AV) {
+      const addr = resolveAv(a.ahAttr!, this.device.family);
+      this.destAddr = addr;
+      this.attr.ahAttr = a.ahAttr;
+    }
+    if (mask & QpAttr.PATH_MTU) {
+      this.attr.pathMtu = Math.min(a.pathMtu!, this.device.portMtu);
+      this.mtu = mtuBytes(this.attr.pathMtu);
+    }
+    if (mask & QpAttr.ACCESS_FLAGS) this.attr.qpAccessFlags = a.qpAccessFlags!;
+    if (mask & QpAttr.PKEY_INDEX) this.attr.pkeyIndex = a.pkeyIndex!;
+    if (mask & QpAttr.PORT) this.attr.portNum = a.portNum!;
+    if (mask & QpAttr.QKEY) this.attr.qkey = a.qkey! >>> 0;
+    if (mask & QpAttr.TIMEOUT) this.attr.timeout = a.timeout!;
+    if (mask & QpAttr.RETRY_CNT) { this.attr.retryCnt = a.retryCnt!; this.comp.retryCnt = a.retryCnt!; }
+    if (mask & QpAttr.RNR_RETRY) { this.attr.rnrRetry = a.rnrRetry!; this.comp.rnrRetry = a.rnrRetry!; }
+    if (mask & QpAttr.RQ_PSN) { this.attr.rqPsn = a.rqPsn!; this.resp.psn = a.rqPsn!; }
+    if (mask & QpAttr.SQ_PSN) { this.attr.sqPsn = a.sqPsn!; this.req.psn = a.sqPsn!; this.comp.psn = a.sqPsn!; }
+    if (mask & QpAttr.MAX_QP_RD_ATOMIC) this.attr.maxRdAtomic = a.maxRdAtomic!;
+    if (mask & QpAttr.MAX_DEST_RD_ATOMIC) this.attr.maxDestRdAtomic = a.maxDestRdAtomic!;
+    if (mask & QpAttr.MIN_RNR_TIMER) this.attr.minRnrTimer = a.minRnrTimer!;
+    if (mask & QpAttr.DEST_QPN) this.attr.destQpNum = a.destQpNum!;
+    if (mask & QpAttr.PATH_MIG_STATE) this.attr.pathMigState = a.pathMigState!;
+    if (mask & QpAttr.EN_SQD_ASYNC_NOTIFY) this.enSqdAsyncNotify = Boolean(a.enSqdAsyncNotify);
+
+    if (next === this.state) return;
+    switch (next) {
+      case QpState.RESET: this.reset(); break;
+      case QpState.ERR: this.toError(); break;
+      case QpState.RTS:
+        this.state = next;
+        this.attr.qpState = next;
+        runRequester(this);
+        break;
+      case QpState.SQD:
+        this.state = next;
+        this.attr.qpState = next;
+        this.checkDrained();
+        break;
+      default:
+        this.state = next;
+        this.attr.qpState = next;
+    }
+  }
+
+  checkDrained(): void {
+    if (this.state === QpState.SQD && this.enSqdAsyncNotify && !this.hasOutstanding()) {
+      this.enSqdAsyncNotify = false;
+      this.ctx.event(AsyncEventType.SQ_DRAINED, this);
+    }
+  }
+
+  private reset(): void {
+    stopTimers(this);
+    this.sq.clear();
+    this.rq.clear();
+    this.state = QpState.RESET;
+    this.attr.qpState = QpState.RESET;
+    Object.assign(this.req, { psn: 0, index: 0, noackPkts: 0, paused: false });
+    Object.assign(this.comp, { psn: 0 });
+    Object.assign(this.resp, { psn: 0, msn: 0, nakSent: false, inMessage: 0, wqe: undefined, offset: 0, resources: [], nextResource: 0 });
+  }
+
+  /** Move to ERR: every outstanding work request completes, in order, with WR_FLUSH_ERR. */
+  toError(): void {
+    stopTimers(this);
+    this.state = QpState.ERR;
+    this.attr.qpState = QpState.ERR;
+    for (let i = 0; i < this.sq.length; i++) {
+      const w = this.sq.at(i)!;
+      if (w.state !== WqeState.DONE) {
+        w.state = WqeState.DONE;
+        w.status = WcStatus.WR_FLUSH_ERR;
+      }
+    }
+    this.retire();
+    this.req.index = 0;
+    if (this.resp.wqe) this.flushRecv(this.resp.wqe);
+    this.resp.wqe = undefined;
+    this.resp.inMessage = 0;
+    for (const r of this.rq.clear()) this.flushRecv(r);
+    if (this.srq) this.ctx.event(AsyncEventType.QP_LAST_WQE_REACHED, this);
+  }
+
+  private flushRecv(r: RecvWqe) {
+    this.recvCq.push(this.wc(r.wrId, WcStatus.WR_FLUSH_ERR, WcOpcode.RECV, 0), false);
+  }
+
+  /** Generate completions for finished send WQEs at the head of the SQ, in order. */
+  retire(): void {
+    while (this.sq.length) {
+      const w = this.sq.at(0)!;
+      if (w.state !== WqeState.DONE) break;
+      this.sq.shift();
+      if (this.req.index > 0) this.req.index--;
+      if (w.signaled || w.status !== WcStatus.SUCCESS) {
+        const byteLen = w.wr.opcode === WrOpcode.RDMA_READ || w.rdAtomic ? w.length : w.length;
+        this.sendCq.push(this.wc(w.wr.wrId, w.status, WC_OPCODE_OF_WR[w.wr.opcode] ?? 0, w.status === WcStatus.SUCCESS ? byteLen : 0), false);
+      }
+    }
+    if (this.state === QpState.SQD) this.checkDrained();
+  }
+
+  wc(wrId: RecvWr['wrId'], status: number, opcode: number, byteLen: number): WorkCompletion {
+    return { wrId, status, opcode, vendorErr: 0, byteLen, qpNum: this.qpn, srcQp: 0, wcFlags: 0, pkeyIndex: 0, slid: 0, sl: 0, dlidPathBits: 0 };
+  }
+
+  /** Complete a send WQE with an error and take the QP to ERR. */
+  failSend(w: SendWqe, status: number): void {
+    w.state = WqeState.DONE;
+    w.status = status;
+    this.toError();
+  }
+
+  // ---- posting ----
+
+  postSend(wr: SendWr): void {
+    if (this.destroyed) fail('EINVAL', 'QP is destroyed');
+    if (this.state === QpState.RESET || this.state === QpState.INIT || this.state === QpState.RTR) {
+      fail('EINVAL', `QP ${this.qpn} is in ${qpStateName(this.state)}; post_send needs RTS`);
+    }
+    if (!WR_TYPES[this.qpType]!.includes(wr.opcode)) fail('EINVAL', `opcode ${wr.opcode} is not allowed on this QP type`, { attr: 'opcode' });
+    if (this.sq.full) fail('ENOMEM', `send queue full (${this.sq.capacity} work requests)`);
+    const sgl = wr.sgList ?? [];
+    if (!Array.isArray(sgl)) fail('EINVAL', 'sgList must be an array', { attr: 'sgList' });
+    if (sgl.length > this.cap.maxSendSge) fail('EINVAL', `${sgl.length} SGEs exceed max_send_sge ${this.cap.maxSendSge}`, { attr: 'sgList' });
+    let length = 0;
+    for (const s of sgl) {
+      if (!s || !Number.isInteger(s.addr) || !Number.isInteger(s.length) || s.length < 0 || !Number.isInteger(s.lkey)) fail('EINVAL', 'malformed SGE', { attr: 'sgList' });
+      length += s.length;
+    }
+    if (length > 0x80000000) fail('EINVAL', `message of ${length} bytes exceeds the 2 GiB limit`, { attr: 'sgList' });
+    const flags = wr.sendFlags ?? 0;
+    const isAtomic = wr.opcode === WrOpcode.ATOMIC_CMP_AND_SWP || wr.opcode === WrOpcode.ATOMIC_FETCH_AND_ADD;
+    const rdAtomic = isAtomic || wr.opcode === WrOpcode.RDMA_READ;
+    let inline: Buffer | undefined;
+    if (flags & SendFlags.INLINE) {
+      if (rdAtomic) fail('EINVAL', 'INLINE is only for sends and writes', { attr: 'sendFlags' });
+      if (length > this.cap.maxInlineData) fail('EINVAL', `${length} bytes exceed max_inline_data ${this.cap.maxInlineData}`, { attr: 'sendFlags' });
+      inline = Buffer.allocUnsafe(length);
+      let off = 0;
+      for (const s of sgl) {
+        const r = this.device.keys.resolveLocal(s.lkey, this.pd, s.addr, s.length, false);
+        if (typeof r === 'string') fail('EINVAL', `inline SGE lkey 0x${s.lkey.toString(16)}: ${r}`, { attr: 'sgList' });
+        off += r.mem.copy(inline, off, r.offset, r.offset + s.length);
+      }
+    }
+    if (isAtomic) {
+      if (!wr.atomic) fail('EINVAL', 'atomic work requests need wr.atomic', { attr: 'atomic' });
+      if (sgl.length !== 1 || length !== 8) fail('EINVAL', 'atomics take one 8-byte SGE', { attr: 'sgList' });
+      if (wr.atomic.remoteAddr % 8 !== 0) fail('EINVAL', 'atomic remote address must be 8-byte aligned', { attr: 'atomic' });
+    }
+    if ((wr.opcode === WrOpcode.RDMA_WRITE || wr.opcode === WrOpcode.RDMA_WRITE_WITH_IMM || wr.opcode === WrOpcode.RDMA_READ) && !wr.rdma) {
+      fail('EINVAL', 'RDMA work requests need wr.rdma', { attr: 'rdma' });
+    }
+    if (this.qpType === QpType.UD) {
+      if (!wr.ud || !this.device.isAh(wr.ud.ah)) fail('EINVAL', 'UD sends need wr.ud with an AH of this device', { attr: 'ud' });
+      if (length > this.mtu) fail('EINVAL', `UD message of ${length} bytes exceeds the path MTU ${this.mtu}`, { attr: 'sgList' });
+    }
+    if (wr.opcode === WrOpcode.BIND_MW && !wr.bindMw) fail('EINVAL', 'BIND_MW needs wr.bindMw', { attr: 'bindMw' });
+    if (wr.opcode === WrOpcode.LOCAL_INV || wr.opcode === WrOpcode.SEND_WITH_INV) {
+      if (!Number.isInteger(wr.invalidateRkey)) fail('EINVAL', 'needs invalidateRkey', { attr: 'invalidateRkey' });
+    }
+    const local = wr.opcode === WrOpcode.LOCAL_INV || wr.opcode === WrOpcode.BIND_MW;
+    const wqe: SendWqe = {
+      wr, opcode: wr.opcode, signaled: this.sqSigAll || (flags & SendFlags.SIGNALED) !== 0, length, inline,
+      segs: undefined, state: WqeState.POSTED, status: WcStatus.SUCCESS, firstPsn: 0, lastPsn: 0, npkts: 0, nextPkt: 0, rdAtomic, local,
+    };
+    this.sq.push(wqe);
+    if (this.state === QpState.ERR) {
+      wqe.state = WqeState.DONE;
+      wqe.status = WcStatus.WR_FLUSH_ERR;
+      this.retire();
+      return;
+    }
+    runRequester(this);
+  }
+
+  postRecv(wr: RecvWr): void {
+    if (this.destroyed) fail('EINVAL', 'QP is destroyed');
+    if (this.srq) fail('EINVAL', 'QP uses an SRQ; post receives to the SRQ');
+    if (this.state === QpState.RESET) fail('EINVAL', `QP ${this.qpn} is in RESET; post_recv needs INIT or later`);
+    const r = validateRecv(wr, this.cap.maxRecvSge);
+    if (this.rq.full) fail('ENOMEM', `receive queue full (${this.rq.capacity} work requests)`);
+    if (this.state === QpState.ERR) {
+      this.flushRecv(r);
+      return;
+    }
+    this.rq.push(r);
+  }
+
+  /** The next receive WQE (own RQ or SRQ), consumed. */
+  takeRecv(): RecvWqe | undefined {
+    return this.srq ? this.srq.take() : this.rq.shift();
+  }
+
+  advanceSqPsn(n: number): void {
+    this.req.psn = psnAdd(this.req.psn, n);
+  }
+
+  destroy(): void {
+    this.destroyed = true;
+    stopTimers(this);
+    this.state = QpState.ERR;
+  }
+}
+
+export function validateRecv(wr: RecvWr, maxSge: number): RecvWqe {
+  const sgl = wr.sgList ?? [];
+  if (!Array.isArray(sgl)) fail('EINVAL', 'sgList must be an array', { attr: 'sgList' });
+  if (sgl.length > maxSge) fail('EINVAL', `${sgl.length} SGEs exceed max_recv_sge ${maxSge}`, { attr: 'sgList' });
+  let total = 0;
+  for (const s of sgl) {
+    if (!s || !Number.isInteger(s.addr) || !Number.isInteger(s.length) || s.length < 0 || !Number.isInteger(s.lkey)) fail('EINVAL', 'malformed SGE', { attr: 'sgList' });
+    total += s.length;
+  }
+  return { wrId: wr.wrId, sgList: sgl, total, segs: undefined };
+}
+
+export function resolveAv(ah: AhAttr, family: 4 | 6): string {
+  const addr = addressFromGid(ah.grh.dgid);
+  const isV4 = addr.includes('.');
+  if (isV4 !== (family === 4)) fail('EINVAL', `dgid ${addr} is not reachable from an IPv${family} device`, { attr: 'ahAttr' });
+  return addr;
+}

@@ -1,0 +1,256 @@
+// The requester: turns send WQEs into request packets, in order, within the window of
+// unacknowledged PSNs. Each WQE's PSNs are fixed when it is first reached, so a retry
+// (go-back-N from any PSN) rebuilds exactly the packets it sent before.
+
+import { Access, MwType, QpState, QpType, SendFlags, WcStatus, WrOpcode } from '../../verbs/enums.js';
+import { OPCODES, Op, OpCode, ICRC_BYTES } from './wire/opcodes.js';
+import { atmeth, deth, ieth, immdt, reth, writeBth } from './wire/headers.js';
+import { psnAdd, psnDiff } from './wire/psn.js';
+import { WqeState, type RxeQp, type Seg, type SendWqe } from './qp.js';
+import { RxeMr, RxeMw } from './keys.js';
+import { armRetransmit } from './completer.js';
+import type { RxeAh } from './context.js';
+
+/** As rxe: at most this many PSNs outstanding, and an ACK requested at least every 64 packets. */
+export const MAX_UNACKED_PSNS = 128;
+export const MAX_PKTS_PER_ACK = 64;
+/** Packets one run may send before yielding to the event loop. */
+const BUDGET = 64;
+
+export function runRequester(qp: RxeQp): void {
+  if (qp.req.running) return;
+  qp.req.running = true;
+  let budget = BUDGET;
+  try {
+    while (qp.state === QpState.RTS && !qp.destroyed && !qp.req.paused) {
+      const w = qp.sq.at(qp.req.index);
+      if (!w) break;
+      if (w.state === WqeState.DONE || w.state === WqeState.PENDING) { qp.req.index++; continue; }
+      if (budget === 0) {
+        if (!qp.req.scheduled) {
+          qp.req.scheduled = true;
+          setImmediate(() => { qp.req.scheduled = false; runRequester(qp); });
+        }
+        break;
+      }
+      if (w.local) {
+        if (w.wr.sendFlags! & SendFlags.FENCE && outstandingRdAtomic(qp) > 0) break;
+        executeLocal(qp, w);
+        if (qp.state !== QpState.RTS) break; // the op failed and took the QP to ERR
+        qp.req.index++;
+        qp.retire();
+        continue;
+      }
+      if (w.state === WqeState.POSTED && !start(qp, w)) break;
+      if (w.nextPkt === 0 && w.wr.sendFlags! & SendFlags.FENCE && outstandingRdAtomic(qp) > 0) break;
+      if (w.nextPkt === 0 && w.rdAtomic && outstandingRdAtomic(qp) >= qp.attr.maxRdAtomic) break;
+      if (qp.qpType === QpType.RC && psnDiff(psnAdd(w.firstPsn, w.nextPkt), qp.comp.psn) >= MAX_UNACKED_PSNS) break;
+      sendPacket(qp, w);
+      budget--;
+    }
+  } finally {
+    qp.req.running = false;
+  }
+}
+
+/** First touch: resolve SGEs, fix PSNs. False if the WQE failed (the QP is then in ERR). */
+function start(qp: RxeQp, w: SendWqe): boolean {
+  if (!w.inline && w.wr.opcode !== WrOpcode.RDMA_READ && !w.rdAtomic) {
+    const segs = resolveSegs(qp, w.wr.sgList ?? [], false);
+    if (!segs) { qp.failSend(w, WcStatus.LOC_PROT_ERR); return false; }
+    w.segs = segs;
+  } else if (w.rdAtomic) {
+    // Reads and atomics write into local memory: LOCAL_WRITE is required.
+    const segs = resolveSegs(qp, w.wr.sgList ?? [], true);
+    if (!segs) { qp.failSend(w, WcStatus.LOC_PROT_ERR); return false; }
+    w.segs = segs;
+    if (qp.attr.maxRdAtomic === 0) { qp.failSend(w, WcStatus.LOC_QP_OP_ERR); return false; }
+  }
+  const mtu = qp.mtu;
+  w.npkts = w.opcode === WrOpcode.ATOMIC_CMP_AND_SWP || w.opcode === WrOpcode.ATOMIC_FETCH_AND_ADD ? 1 : Math.max(1, Math.ceil(w.length / mtu));
+  w.firstPsn = qp.req.psn;
+  w.lastPsn = psnAdd(w.firstPsn, w.npkts - 1);
+  qp.advanceSqPsn(w.npkts);
+  w.nextPkt = 0;
+  w.state = WqeState.SENDING;
+  return true;
+}
+
+export function resolveSegs(qp: RxeQp, sgl: readonly { addr: number; length: number; lkey: number }[], write: boolean): Seg[] | undefined {
+  const out: Seg[] = [];
+  for (const s of sgl) {
+    if (s.length === 0) continue;
+    const r = qp.device.keys.resolveLocal(s.lkey, qp.pd, s.addr, s.length, write);
+    if (typeof r === 'string') return undefined;
+    out.push({ mem: r.mem, off: r.offset, len: s.length });
+  }
+  return out;
+}
+
+/** Copy `len` bytes of the message starting at `msgOff` from segments into dst. */
+export function gather(segs: Seg[], msgOff: number, dst: Buffer, dstOff: number, len: number): void {
+  for (const s of segs) {
+    if (len === 0) return;
+    if (msgOff >= s.len) { msgOff -= s.len; continue; }
+    const n = Math.min(len, s.len - msgOff);
+    s.mem.copy(dst, dstOff, s.off + msgOff, s.off + msgOff + n);
+    dstOff += n; len -= n; msgOff = 0;
+  }
+}
+
+/** Copy bytes into segments at a message offset. False if they do not fit. */
+export function scatter(segs: Seg[], msgOff: number, src: Buffer, srcOff: number, len: number): boolean {
+  for (const s of segs) {
+    if (len === 0) return true;
+    if (msgOff >= s.len) { msgOff -= s.len; continue; }
+    const n = Math.min(len, s.len - msgOff);
+    src.copy(s.mem, s.off + msgOff, srcOff, srcOff + n);
+    srcOff += n; len -= n; msgOff = 0;
+  }
+  return len === 0;
+}
+
+function pickOpcode(qp: RxeQp, w: SendWqe, k: number): number {
+  if (qp.qpType === QpType.UD) return w.opcode === WrOpcode.SEND_WITH_IMM ? OpCode.UD_SEND_ONLY_WITH_IMMEDIATE : OpCode.UD_SEND_ONLY;
+  const base = qp.qpType === QpType.UC ? 0x20 : 0;
+  switch (w.opcode) {
+    case WrOpcode.RDMA_READ: return OpCode.RC_RDMA_READ_REQUEST;
+    case WrOpcode.ATOMIC_CMP_AND_SWP: return OpCode.RC_COMPARE_SWAP;
+    case WrOpcode.ATOMIC_FETCH_AND_ADD: return OpCode.RC_FETCH_ADD;
+  }
+  const only = w.npkts === 1, first = k === 0, last = k === w.npkts - 1;
+  const isWrite = w.opcode === WrOpcode.RDMA_WRITE || w.opcode === WrOpcode.RDMA_WRITE_WITH_IMM;
+  if (isWrite) {
+    const imm = w.opcode === WrOpcode.RDMA_WRITE_WITH_IMM;
+    return base + (only ? (imm ? 0x0b : 0x0a) : first ? 0x06 : last ? (imm ? 0x09 : 0x08) : 0x07);
+  }
+  if (w.opcode === WrOpcode.SEND_WITH_INV) return only ? OpCode.RC_SEND_ONLY_WITH_INVALIDATE : first ? 0x00 : last ? OpCode.RC_SEND_LAST_WITH_INVALIDATE : 0x01;
+  const imm = w.opcode === WrOpcode.SEND_WITH_IMM;
+  return base + (only ? (imm ? 0x05 : 0x04) : first ? 0x00 : last ? (imm ? 0x03 : 0x02) : 0x01);
+}
+
+/** Build and send packet number w.nextPkt of a WQE. */
+export function sendPacket(qp: RxeQp, w: SendWqe): void {
+  const k = w.nextPkt;
+  const psn = psnAdd(w.firstPsn, k);
+  const opcode = pickOpcode(qp, w, k);
+  const info = OPCODES[opcode]!;
+  const mtu = qp.mtu;
+  const isRead = opcode === OpCode.RC_RDMA_READ_REQUEST;
+  const payloadOff = k * mtu;
+  const payloadLen = info.mask & Op.PAYLOAD ? Math.min(mtu, w.length - payloadOff) : 0;
+  const pad = (4 - (payloadLen & 3)) & 3;
+  const buf = Buffer.allocUnsafe(info.length + payloadLen + pad + ICRC_BYTES);
+  const end = (info.mask & Op.END) !== 0;
+  let ackReq = false;
+  if (qp.qpType === QpType.RC) {
+    ackReq = end || ++qp.req.noackPkts >= MAX_PKTS_PER_ACK;
+    if (ackReq) qp.req.noackPkts = 0;
+  }
+  let destQp = qp.attr.destQpNum;
+  let to = qp.destAddr!;
+  if (qp.qpType === QpType.UD) {
+    const ud = w.wr.ud!;
+    destQp = ud.remoteQpn;
+    to = (ud.ah as RxeAh).address;
+  }
+  writeBth(buf, { opcode, se: end && (w.wr.sendFlags! & SendFlags.SOLICITED) !== 0, padCount: pad, pkey: 0xffff, destQp, ackReq, psn });
+  if (info.reth >= 0) {
+    const r = w.wr.rdma!;
+    if (isRead) {
+      // A (re)sent read asks only for what has not yet arrived.
+      const done = k * mtu;
+      reth.write(buf, info.reth, r.remoteAddr + done, r.rkey, w.length - done);
+    } else {
+      reth.write(buf, info.reth, r.remoteAddr, r.rkey, w.length);
+    }
+  }
+  if (info.atmeth >= 0) {
+    const a = w.wr.atomic!;
+    atmeth.write(buf, info.atmeth, a.remoteAddr, a.rkey, opcode === OpCode.RC_COMPARE_SWAP ? a.swap ?? 0n : a.compareAdd, opcode === OpCode.RC_COMPARE_SWAP ? a.compareAdd : 0n);
+  }
+  if (info.immdt >= 0) immdt.write(buf, info.immdt, w.wr.immData ?? 0);
+  if (info.ieth >= 0) ieth.write(buf, info.ieth, w.wr.invalidateRkey!);
+  if (info.deth >= 0) {
+    const qkey = w.wr.ud!.remoteQkey;
+    // A Q_Key with the high bit set means "use the QP's own Q_Key" (IBA 10.2.5).
+    deth.write(buf, info.deth, qkey & 0x80000000 ? qp.attr.qkey : qkey, qp.qpn);
+  }
+  if (payloadLen > 0) {
+    if (w.inline) w.inline.copy(buf, info.length, payloadOff, payloadOff + payloadLen);
+    else gather(w.segs!, payloadOff, buf, info.length, payloadLen);
+  }
+  for (let i = 0; i < pad; i++) buf[info.length + payloadLen + i] = 0;
+
+  qp.counters.sent_pkts++;
+  qp.counters.sent_bytes += buf.length;
+  qp.device.link.send(buf, to);
+
+  // One read request covers all its response PSNs.
+  w.nextPkt = isRead ? w.npkts : w.nextPkt + 1;
+  if (w.nextPkt >= w.npkts) {
+    qp.req.index++;
+    if (qp.qpType === QpType.RC) w.state = WqeState.PENDING;
+    else {
+      // UC and UD complete when sent: there is no acknowledgement.
+      w.state = WqeState.DONE;
+      qp.retire();
+    }
+  }
+  if (qp.qpType === QpType.RC) armRetransmit(qp);
+}
+
+/** Reads and atomics sent and not yet answered (they count against max_rd_atomic). */
+function outstandingRdAtomic(qp: RxeQp): number {
+  let n = 0;
+  for (let i = 0; i < qp.req.index && i < qp.sq.length; i++) {
+    const w = qp.sq.at(i)!;
+    if (w.rdAtomic && w.state === WqeState.PENDING) n++;
+  }
+  return n;
+}
+
+function executeLocal(qp: RxeQp, w: SendWqe): void {
+  const keys = qp.device.keys;
+  if (w.opcode === WrOpcode.LOCAL_INV) {
+    const o = keys.lookup(w.wr.invalidateRkey!);
+    // Only type 2 windows can be invalidated; ordinary MRs cannot (as in rxe).
+    if (!(o instanceof RxeMw) || o.type !== MwType.TYPE_2 || o.pd !== qp.pd || !o.bound) {
+      qp.failSend(w, WcStatus.LOC_QP_OP_ERR);
+      return;
+    }
+    o.unbind();
+  } else {
+    const b = w.wr.bindMw!;
+    const mw = b.mw;
+    const info = b.bindInfo;
+    const mr = info.mr ? keys.lookup(info.mr.lkey) : undefined;
+    const remote = Access.REMOTE_READ | Access.REMOTE_WRITE | Access.REMOTE_ATOMIC | Access.ZERO_BASED;
+    const bad =
+      !(mw instanceof RxeMw) || mw.pd !== qp.pd || (b.rkey >>> 8) !== mw.index ||
+      (mw.type === MwType.TYPE_2 && (mw.bound || info.length === 0)) ||
+      (info.length > 0 && (!(mr instanceof RxeMr) || !mr.valid || mr.pd !== qp.pd || !(mr.access & Access.MW_BIND) ||
+        info.addr < mr.iova || info.addr + info.length > mr.iova + mr.length)) ||
+      (info.mwAccessFlags & ~remote) !== 0 ||
+      (info.mwAccessFlags & (Access.REMOTE_WRITE | Access.REMOTE_ATOMIC) && !(mr instanceof RxeMr && mr.access & Access.LOCAL_WRITE));
+    if (bad) {
+      qp.failSend(w, WcStatus.MW_BIND_ERR);
+      return;
+    }
+    const m = mw as RxeMw;
+    m.unbind();
+    m.keyByte = b.rkey & 0xff;
+    if (info.length > 0) {
+      const r = mr as RxeMr;
+      m.mr = r;
+      r.boundMwCount++;
+      // A zero-based window maps VA 0 to info.addr inside the MR.
+      m.iova = info.mwAccessFlags & Access.ZERO_BASED ? 0 : info.addr;
+      m.base = info.addr;
+      m.length = info.length;
+      m.access = info.mwAccessFlags & ~Access.ZERO_BASED;
+      m.qpn = m.type === MwType.TYPE_2 ? qp.qpn : undefined;
+    }
+  }
+  w.state = WqeState.DONE;
+}

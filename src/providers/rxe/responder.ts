@@ -1,0 +1,354 @@
+// The responder: executes incoming requests against local memory and receive WQEs, and
+// answers (ACK, NAK, RNR NAK, read responses, atomic acks). RC enforces PSN order and keeps
+// responder resources so duplicate READs are re-executed and duplicate atomics replayed.
+
+import { Access, AsyncEventType, QpState, QpType, WcFlags, WcOpcode, WcStatus, MwType } from '../../verbs/enums.js';
+import { ACK_SYNDROME_NO_CREDIT_LIMIT, AethSyndrome, NakCode, aeth, atmack, atmeth, deth, ieth, immdt, reth, writeBth, type Packet } from './wire/headers.js';
+import { ICRC_BYTES, OPCODES, Op, OpCode } from './wire/opcodes.js';
+import { psnAdd, psnDiff } from './wire/psn.js';
+import { ipv4Bytes, ipv6Bytes } from './wire/inet.js';
+import type { RecvWqe, RespResource, RxeQp } from './qp.js';
+import { resolveSegs, scatter } from './requester.js';
+import { RxeMw } from './keys.js';
+
+export function onRequest(qp: RxeQp, pkt: Packet, from: string): void {
+  const s = qp.state;
+  if (s !== QpState.RTR && s !== QpState.RTS && s !== QpState.SQD && s !== QpState.SQE) {
+    qp.device.counters.qp_state_drops++;
+    return;
+  }
+  qp.counters.rcvd_pkts++;
+  qp.counters.rcvd_bytes += pkt.buf.length;
+  if (qp.qpType === QpType.UD) return onUd(qp, pkt, from);
+  if (qp.qpType === QpType.UC) return onUc(qp, pkt);
+  return onRc(qp, pkt);
+}
+
+// ---- packets we send back ----
+
+function sendAeth(qp: RxeQp, opcode: number, psn: number, syndrome: number, orig?: bigint): void {
+  const info = OPCODES[opcode]!;
+  const buf = Buffer.allocUnsafe(info.length + ICRC_BYTES);
+  writeBth(buf, { opcode, padCount: 0, destQp: qp.attr.destQpNum, ackReq: false, psn });
+  aeth.write(buf, info.aeth, syndrome, qp.resp.msn);
+  if (orig !== undefined) atmack.write(buf, info.atmack, orig);
+  qp.counters.acks_sent++;
+  qp.counters.sent_pkts++;
+  qp.device.link.send(buf, qp.destAddr!);
+}
+
+const ack = (qp: RxeQp, psn: number) => sendAeth(qp, OpCode.RC_ACKNOWLEDGE, psn, AethSyndrome.ACK | ACK_SYNDROME_NO_CREDIT_LIMIT);
+
+function sendReadResponses(qp: RxeQp, res: RespResource, fromPsn: number, mem: Buffer, memOff: number): void {
+  const mtu = qp.mtu;
+  const npkts = psnDiff(res.lastPsn, res.firstPsn) + 1;
+  for (let k = psnDiff(fromPsn, res.firstPsn); k < npkts; k++) {
+    const only = npkts === 1, first = k === 0, last = k === npkts - 1;
+    const opcode = only ? OpCode.RC_RDMA_READ_RESPONSE_ONLY : first ? OpCode.RC_RDMA_READ_RESPONSE_FIRST
+      : last ? OpCode.RC_RDMA_READ_RESPONSE_LAST : OpCode.RC_RDMA_READ_RESPONSE_MIDDLE;
+    const info = OPCODES[opcode]!;
+    const len = Math.min(mtu, res.length - k * mtu);
+    const pad = (4 - (len & 3)) & 3;
+    const buf = Buffer.allocUnsafe(info.length + len + pad + ICRC_BYTES);
+    writeBth(buf, { opcode, padCount: pad, destQp: qp.attr.destQpNum, ackReq: false, psn: psnAdd(res.firstPsn, k) });
+    if (info.aeth >= 0) aeth.write(buf, info.aeth, AethSyndrome.ACK | ACK_SYNDROME_NO_CREDIT_LIMIT, qp.resp.msn);
+    if (len > 0) mem.copy(buf, info.length, memOff + k * mtu, memOff + k * mtu + len);
+    for (let i = 0; i < pad; i++) buf[info.length + len + i] = 0;
+    qp.counters.sent_pkts++;
+    qp.device.link.send(buf, qp.destAddr!);
+  }
+}
+
+// ---- completion helpers ----
+
+function completeRecv(qp: RxeQp, w: RecvWqe, status: number, opcode: number, byteLen: number, pkt: Packet | undefined, extra: { flags?: number; imm?: number; inv?: number; srcQp?: number } = {}): void {
+  const wc = qp.wc(w.wrId, status, opcode, status === WcStatus.SUCCESS ? byteLen : 0);
+  wc.srcQp = extra.srcQp ?? qp.attr.destQpNum;
+  wc.wcFlags = extra.flags ?? 0;
+  if (extra.imm !== undefined) wc.immData = extra.imm;
+  if (extra.inv !== undefined) wc.invalidatedRkey = extra.inv;
+  qp.device.counters.rdma_recvs++;
+  qp.recvCq.push(wc, pkt?.se ?? false);
+}
+
+/** Class B/C error at an RC responder: NAK, fail the receive in progress, QP to ERR. */
+function nakError(qp: RxeQp, pkt: Packet, code: number, recvStatus: number): void {
+  sendAeth(qp, OpCode.RC_ACKNOWLEDGE, pkt.psn, AethSyndrome.NAK | code);
+  const w = qp.resp.wqe;
+  qp.resp.wqe = undefined;
+  if (w) completeRecv(qp, w, recvStatus, WcOpcode.RECV, 0, pkt);
+  qp.ctx.event(code === NakCode.REMOTE_ACCESS_ERROR ? AsyncEventType.QP_ACCESS_ERR : AsyncEventType.QP_REQ_ERR, qp);
+  qp.toError();
+}
+
+function sequenceOk(qp: RxeQp, m: number): boolean {
+  const kind = qp.resp.inMessage;
+  if (!kind) return (m & Op.START) !== 0;
+  if (m & Op.START) return false;
+  return kind === 'write' ? (m & Op.WRITE) !== 0 : (m & Op.SEND) !== 0 && !(m & Op.WRITE);
+}
+
+function qpAllows(qp: RxeQp, m: number): boolean {
+  const a = qp.attr.qpAccessFlags;
+  if (m & Op.WRITE && !(a & Access.REMOTE_WRITE)) return false;
+  if (m & Op.READ && !(a & Access.REMOTE_READ)) return false;
+  if (m & Op.ATOMIC && !(a & Access.REMOTE_ATOMIC)) return false;
+  return true;
+}
+
+// ---- RC ----
+
+function onRc(qp: RxeQp, pkt: Packet): void {
+  const r = qp.resp;
+  const m = pkt.mask;
+  const diff = psnDiff(pkt.psn, r.psn);
+  if (diff > 0) {
+    qp.device.counters.out_of_seq_request++;
+    if (!r.nakSent) {
+      r.nakSent = true;
+      qp.counters.seq_naks_sent++;
+      sendAeth(qp, OpCode.RC_ACKNOWLEDGE, r.psn, AethSyndrome.NAK | NakCode.PSN_SEQ_ERROR);
+    }
+    return;
+  }
+  if (diff < 0) return duplicate(qp, pkt);
+  r.nakSent = false;
+
+  if (!sequenceOk(qp, m) || !qpAllows(qp, m) || (m & (Op.READ | Op.ATOMIC) && qp.attr.maxDestRdAtomic === 0)) {
+    return nakError(qp, pkt, NakCode.INVALID_REQUEST, WcStatus.REM_INV_REQ_ERR);
+  }
+  if (m & Op.READ) return rcRead(qp, pkt);
+  if (m & Op.ATOMIC) return rcAtomic(qp, pkt);
+
+  if (m & Op.SEND && !r.wqe && !takeRecvFor(qp, pkt)) {
+    qp.counters.rnr_naks_sent++;
+    qp.device.counters.send_rnr_err++;
+    sendAeth(qp, OpCode.RC_ACKNOWLEDGE, pkt.psn, AethSyndrome.RNR_NAK | qp.attr.minRnrTimer);
+    return;
+  }
+  if (!(m & Op.END) && pkt.payloadLength !== qp.mtu) return nakError(qp, pkt, NakCode.INVALID_REQUEST, WcStatus.REM_INV_REQ_ERR);
+
+  if (m & Op.WRITE) {
+    const err = placeWrite(qp, pkt);
+    if (err !== undefined) return nakError(qp, pkt, err, WcStatus.REM_INV_REQ_ERR);
+  } else {
+    if (!r.wqe!.segs) {
+      const segs = resolveSegs(qp, r.wqe!.sgList, true);
+      if (!segs) return nakError(qp, pkt, NakCode.REMOTE_OPERATIONAL_ERROR, WcStatus.LOC_PROT_ERR);
+      r.wqe!.segs = segs;
+    }
+    if (r.offset + pkt.payloadLength > r.wqe!.total || !scatter(r.wqe!.segs, r.offset, pkt.buf, pkt.payloadOffset, pkt.payloadLength)) {
+      return nakError(qp, pkt, NakCode.INVALID_REQUEST, WcStatus.LOC_LEN_ERR);
+    }
+    r.offset += pkt.payloadLength;
+  }
+  r.psn = psnAdd(pkt.psn, 1);
+  r.inMessage = m & Op.END ? 0 : m & Op.WRITE ? 'write' : 'send';
+  if (m & Op.END) {
+    r.msn = (r.msn + 1) & 0xffffff;
+    if (m & Op.COMP && !finishRecv(qp, pkt)) return;
+  }
+  if (pkt.ackReq) ack(qp, pkt.psn);
+}
+
+function takeRecvFor(qp: RxeQp, _pkt: Packet): boolean {
+  const w = qp.takeRecv();
+  if (!w) return false;
+  qp.resp.wqe = w;
+  qp.resp.offset = 0;
+  return true;
+}
+
+/** Place a WRITE packet. Returns a NAK code on error. */
+function placeWrite(qp: RxeQp, pkt: Packet): number | undefined {
+  const r = qp.resp;
+  const m = pkt.mask;
+  if (m & Op.START) {
+    const len = reth.len(pkt);
+    r.writeLen = len;
+    r.writeDone = 0;
+    r.writeMem = undefined;
+    if (len > 0) {
+      const res = qp.device.keys.resolveRemote(reth.rkey(pkt), qp.pd, qp.qpn, reth.va(pkt), len, Access.REMOTE_WRITE);
+      if (typeof res === 'string') return NakCode.REMOTE_ACCESS_ERROR;
+      r.writeMem = res.mem;
+      r.writeOff = res.offset;
+    }
+  }
+  const n = pkt.payloadLength;
+  if (r.writeDone + n > r.writeLen) return NakCode.INVALID_REQUEST;
+  if (n > 0) pkt.buf.copy(r.writeMem!, r.writeOff + r.writeDone, pkt.payloadOffset, pkt.payloadOffset + n);
+  r.writeDone += n;
+  if (m & Op.END && r.writeDone !== r.writeLen) return NakCode.INVALID_REQUEST;
+  return undefined;
+}
+
+/** Complete the receive WQE of a SEND or WRITE_WITH_IMM message. False if it failed (QP in ERR). */
+function finishRecv(qp: RxeQp, pkt: Packet): boolean {
+  const r = qp.resp;
+  const w = r.wqe;
+  if (!w) return true;
+  const m = pkt.mask;
+  const extra: { flags: number; imm?: number; inv?: number } = { flags: 0 };
+  if (m & Op.IMMDT) { extra.flags |= WcFlags.WITH_IMM; extra.imm = immdt.get(pkt); }
+  if (m & Op.IETH) {
+    const key = ieth.rkey(pkt);
+    const o = qp.device.keys.lookup(key);
+    if (!(o instanceof RxeMw) || o.type !== MwType.TYPE_2 || !o.bound || o.pd !== qp.pd) {
+      nakError(qp, pkt, NakCode.INVALID_REQUEST, WcStatus.REM_INV_REQ_ERR);
+      return false;
+    }
+    o.unbind();
+    extra.flags |= WcFlags.WITH_INV;
+    extra.inv = key;
+  }
+  const isWrite = (m & Op.WRITE) !== 0;
+  r.wqe = undefined;
+  completeRecv(qp, w, WcStatus.SUCCESS, isWrite ? WcOpcode.RECV_RDMA_WITH_IMM : WcOpcode.RECV, isWrite ? r.writeLen : r.offset, pkt, extra);
+  return true;
+}
+
+function newResource(qp: RxeQp, res: RespResource): void {
+  const r = qp.resp;
+  const max = Math.max(1, qp.attr.maxDestRdAtomic);
+  if (r.resources.length < max) r.resources.push(res);
+  else r.resources[r.nextResource % max] = res;
+  r.nextResource = (r.nextResource + 1) % max;
+}
+
+function rcRead(qp: RxeQp, pkt: Packet): void {
+  const len = reth.len(pkt), va = reth.va(pkt), rkey = reth.rkey(pkt);
+  let mem: Buffer = Buffer.alloc(0), off = 0;
+  if (len > 0) {
+    const res = qp.device.keys.resolveRemote(rkey, qp.pd, qp.qpn, va, len, Access.REMOTE_READ);
+    if (typeof res === 'string') return nakError(qp, pkt, NakCode.REMOTE_ACCESS_ERROR, WcStatus.REM_ACCESS_ERR);
+    mem = res.mem; off = res.offset;
+  }
+  const npkts = Math.max(1, Math.ceil(len / qp.mtu));
+  const res: RespResource = { kind: 'read', firstPsn: pkt.psn, lastPsn: psnAdd(pkt.psn, npkts - 1), va, rkey, length: len, atomicOrig: 0n, valid: true };
+  newResource(qp, res);
+  qp.resp.psn = psnAdd(pkt.psn, npkts);
+  qp.resp.msn = (qp.resp.msn + 1) & 0xffffff;
+  sendReadResponses(qp, res, pkt.psn, mem, off);
+}
+
+function rcAtomic(qp: RxeQp, pkt: Packet): void {
+  const va = atmeth.va(pkt), rkey = atmeth.rkey(pkt);
+  if (!(va % 8 === 0)) return nakError(qp, pkt, NakCode.INVALID_REQUEST, WcStatus.REM_INV_REQ_ERR);
+  const res = qp.device.keys.resolveRemote(rkey, qp.pd, qp.qpn, va, 8, Access.REMOTE_ATOMIC);
+  if (typeof res === 'string') return nakError(qp, pkt, NakCode.REMOTE_ACCESS_ERROR, WcStatus.REM_ACCESS_ERR);
+  // 64-bit operands in host (little-endian) order in memory, as Linux rxe does on x86.
+  const orig = res.mem.readBigUInt64LE(res.offset);
+  const value = pkt.opcode === OpCode.RC_COMPARE_SWAP
+    ? (orig === atmeth.compare(pkt) ? atmeth.swapAdd(pkt) : orig)
+    : BigInt.asUintN(64, orig + atmeth.swapAdd(pkt));
+  res.mem.writeBigUInt64LE(value, res.offset);
+  newResource(qp, { kind: 'atomic', firstPsn: pkt.psn, lastPsn: pkt.psn, va, rkey, length: 8, atomicOrig: orig, valid: true });
+  qp.resp.psn = psnAdd(pkt.psn, 1);
+  qp.resp.msn = (qp.resp.msn + 1) & 0xffffff;
+  sendAeth(qp, OpCode.RC_ATOMIC_ACKNOWLEDGE, pkt.psn, AethSyndrome.ACK | ACK_SYNDROME_NO_CREDIT_LIMIT, orig);
+}
+
+function duplicate(qp: RxeQp, pkt: Packet): void {
+  qp.counters.duplicates++;
+  qp.device.counters.duplicate_request++;
+  const m = pkt.mask;
+  if (m & (Op.SEND | Op.WRITE)) {
+    // C9-105: acknowledge again; nothing is executed twice.
+    ack(qp, psnAdd(qp.resp.psn, -1));
+    return;
+  }
+  const res = qp.resp.resources.find((x) => x.valid && psnDiff(pkt.psn, x.firstPsn) >= 0 && psnDiff(pkt.psn, x.lastPsn) <= 0);
+  if (!res) return;
+  if (m & Op.READ && res.kind === 'read') {
+    let mem: Buffer = Buffer.alloc(0), off = 0;
+    if (res.length > 0) {
+      const r = qp.device.keys.resolveRemote(res.rkey, qp.pd, qp.qpn, res.va, res.length, Access.REMOTE_READ);
+      if (typeof r === 'string') return; // the memory is gone: nothing to replay
+      mem = r.mem; off = r.offset;
+    }
+    sendReadResponses(qp, res, pkt.psn, mem, off);
+  } else if (m & Op.ATOMIC && res.kind === 'atomic' && res.firstPsn === pkt.psn) {
+    sendAeth(qp, OpCode.RC_ATOMIC_ACKNOWLEDGE, pkt.psn, AethSyndrome.ACK | ACK_SYNDROME_NO_CREDIT_LIMIT, res.atomicOrig);
+  }
+}
+
+// ---- UC: no acknowledgements; a gap drops the message in progress ----
+
+function onUc(qp: RxeQp, pkt: Packet): void {
+  const r = qp.resp;
+  const m = pkt.mask;
+  if (pkt.psn !== r.psn || !sequenceOk(qp, m)) {
+    // Abandon a partial message; its receive WQE (if any) is kept for the next one.
+    r.inMessage = 0;
+    r.offset = 0;
+    if (!(m & Op.START)) { qp.device.counters.out_of_seq_request++; r.psn = psnAdd(pkt.psn, 1); return; }
+  }
+  r.psn = psnAdd(pkt.psn, 1);
+  if (!qpAllows(qp, m)) { qp.device.counters.malformed_drops++; return; }
+  if (m & Op.SEND && !r.wqe && !takeRecvFor(qp, pkt)) { qp.device.counters.no_recv_wqe_drops++; return; }
+  if (!(m & Op.END) && pkt.payloadLength !== qp.mtu) { r.inMessage = 0; qp.device.counters.malformed_drops++; return; }
+  if (m & Op.WRITE) {
+    if (placeWrite(qp, pkt) !== undefined) { r.inMessage = 0; qp.device.counters.malformed_drops++; return; }
+  } else {
+    const w = r.wqe!;
+    if (!w.segs) w.segs = resolveSegs(qp, w.sgList, true);
+    if (!w.segs || r.offset + pkt.payloadLength > w.total || !scatter(w.segs, r.offset, pkt.buf, pkt.payloadOffset, pkt.payloadLength)) {
+      r.wqe = undefined;
+      r.inMessage = 0;
+      completeRecv(qp, w, w.segs ? WcStatus.LOC_LEN_ERR : WcStatus.LOC_PROT_ERR, WcOpcode.RECV, 0, pkt);
+      return;
+    }
+    r.offset += pkt.payloadLength;
+  }
+  r.inMessage = m & Op.END ? 0 : m & Op.WRITE ? 'write' : 'send';
+  if (m & Op.END && m & Op.COMP) finishRecv(qp, pkt);
+}
+
+// ---- UD: one packet, one message; the GRH goes into the first 40 bytes of the buffer ----
+
+const GRH_BYTES = 40;
+
+function onUd(qp: RxeQp, pkt: Packet, from: string): void {
+  if (deth.qkey(pkt) !== qp.attr.qkey) { qp.device.counters.qkey_drops++; return; }
+  const w = qp.takeRecv();
+  if (!w) { qp.device.counters.no_recv_wqe_drops++; return; }
+  const segs = resolveSegs(qp, w.sgList, true);
+  if (!segs) return completeRecv(qp, w, WcStatus.LOC_PROT_ERR, WcOpcode.RECV, 0, pkt);
+  const len = pkt.payloadLength;
+  if (GRH_BYTES + len > w.total) return completeRecv(qp, w, WcStatus.LOC_LEN_ERR, WcOpcode.RECV, 0, pkt);
+  scatter(segs, 0, buildGrh(qp, from, len), 0, GRH_BYTES);
+  scatter(segs, GRH_BYTES, pkt.buf, pkt.payloadOffset, len);
+  const m = pkt.mask;
+  const extra: { flags: number; imm?: number; srcQp: number } = { flags: WcFlags.GRH, srcQp: deth.srcQp(pkt) };
+  if (m & Op.IMMDT) { extra.flags |= WcFlags.WITH_IMM; extra.imm = immdt.get(pkt); }
+  completeRecv(qp, w, WcStatus.SUCCESS, WcOpcode.RECV, GRH_BYTES + len, pkt, extra);
+}
+
+/** The 40-byte GRH area: an IPv6 header, or for IPv4 20 zero bytes then the IPv4 header (as rxe). */
+function buildGrh(qp: RxeQp, from: string, payloadLen: number): Buffer {
+  const g = Buffer.alloc(GRH_BYTES);
+  const udpLen = 8 + pkt_len(payloadLen);
+  if (qp.device.family === 4) {
+    const ip = 20;
+    g[ip] = 0x45;
+    g.writeUInt16BE(20 + udpLen, ip + 2);
+    g.writeUInt16BE(0x4000, ip + 6);
+    g[ip + 8] = 64;
+    g[ip + 9] = 17;
+    ipv4Bytes(from).copy(g, ip + 12);
+    ipv4Bytes(qp.device.address).copy(g, ip + 16);
+  } else {
+    g.writeUInt32BE(0x60000000, 0);
+    g.writeUInt16BE(udpLen, 4);
+    g[6] = 17;
+    g[7] = 64;
+    ipv6Bytes(from).copy(g, 8);
+    ipv6Bytes(qp.device.address).copy(g, 24);
+  }
+  return g;
+}
+
+function pkt_len(payloadLen: number): number {
+  return 12 + 8 + payloadLen + ICRC_BYTES;
+}

@@ -1,0 +1,41 @@
+// The few socket options node:dgram does not expose, set through koffi on the socket's fd:
+// IPv4 IP_MTU_DISCOVER=IP_PMTUDISC_DO (DF set, Identification 0 on an unconnected socket,
+// so the ICRC we compute matches what the kernel sends) and IPv6 UDP_NO_CHECK6_RX
+// (accept the zero UDP checksum Linux rxe sends over IPv6).
+
+import type { Socket } from 'node:dgram';
+import koffi from 'koffi';
+
+const IPPROTO_IP = 0;
+const IP_MTU_DISCOVER = 10;
+const IP_PMTUDISC_DO = 2;
+const IPPROTO_UDP = 17;
+const UDP_NO_CHECK6_RX = 102;
+
+let setsockoptFn: ((fd: number, level: number, name: number, val: Buffer, len: number) => number) | undefined;
+
+function setsockopt(fd: number, level: number, name: number, value: number): void {
+  if (!setsockoptFn) {
+    const libc = koffi.load('libc.so.6');
+    setsockoptFn = libc.func('int setsockopt(int, int, int, const void *, uint32_t)') as unknown as typeof setsockoptFn;
+  }
+  const v = Buffer.alloc(4);
+  v.writeInt32LE(value);
+  if (setsockoptFn!(fd, level, name, v, 4) !== 0) throw new Error(`setsockopt(${level}, ${name}) failed`);
+}
+
+/** The fd of a bound dgram socket, without the deprecated `_handle` getter. */
+export function socketFd(sock: Socket): number {
+  for (const sym of Object.getOwnPropertySymbols(sock)) {
+    const state = (sock as unknown as Record<symbol, { handle?: { fd?: number } }>)[sym];
+    const fd = state?.handle?.fd;
+    if (typeof fd === 'number' && fd >= 0) return fd;
+  }
+  throw new Error('cannot find the fd of the UDP socket');
+}
+
+export function prepareRoceSocket(sock: Socket, family: 4 | 6): void {
+  const fd = socketFd(sock);
+  if (family === 4) setsockopt(fd, IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO);
+  else setsockopt(fd, IPPROTO_UDP, UDP_NO_CHECK6_RX, 1);
+}

@@ -1,0 +1,41 @@
+// Errno-style errors: every failure in softrdma's control path is a VerbsError whose `code`
+// is the errno name a C verbs user would see, and whose message names the object, the
+// method and the attribute at fault.
+
+import { constants } from 'node:os';
+
+export type ErrnoName =
+  | 'EPERM' | 'ENOENT' | 'EIO' | 'E2BIG' | 'EBADF' | 'EAGAIN' | 'ENOMEM' | 'EACCES' | 'EFAULT'
+  | 'EBUSY' | 'EEXIST' | 'ENODEV' | 'EINVAL' | 'ENOSPC' | 'ERANGE' | 'ENOSYS' | 'EPROTONOSUPPORT'
+  | 'EOPNOTSUPP' | 'EADDRINUSE' | 'EADDRNOTAVAIL' | 'ECONNRESET' | 'ETIMEDOUT' | 'ECANCELED'
+  | 'ENOTCONN' | 'EPROTO';
+
+export interface ErrorSite {
+  object?: string;
+  method?: string;
+  attr?: string;
+}
+
+export class VerbsError extends Error {
+  readonly code: ErrnoName;
+  readonly errno: number;
+  readonly object: string | undefined;
+  readonly method: string | undefined;
+  readonly attr: string | undefined;
+
+  constructor(code: ErrnoName, message: string, site: ErrorSite = {}) {
+    const where = [site.object, site.method].filter(Boolean).join('.');
+    const attr = site.attr ? ` attribute '${site.attr}'` : '';
+    super(`${code}: ${where}${attr}${where || attr ? ': ' : ''}${message}`);
+    this.name = 'VerbsError';
+    this.code = code;
+    this.errno = (constants.errno as Record<string, number>)[code] ?? 0;
+    this.object = site.object;
+    this.method = site.method;
+    this.attr = site.attr;
+  }
+}
+
+export function fail(code: ErrnoName, message: string, site?: ErrorSite): never {
+  throw new VerbsError(code, message, site);
+}

@@ -1,0 +1,75 @@
+// The shape of the uapi: objects, their methods, and each method's attributes, declared as
+// data (as in the uverbs ioctl model) so that validation happens once, in the dispatcher.
+
+/** Ids with this bit belong to a provider's driver namespace (cf. UVERBS_API_NS_FLAG). */
+export const DRIVER_NS = 1 << 12;
+export const ID_MASK = 0xffff;
+
+export type AttrType =
+  | { kind: 'uint'; min?: number; max?: number }
+  | { kind: 'bigint' }
+  | { kind: 'bool' }
+  | { kind: 'enum'; values: readonly number[] }
+  | { kind: 'flags'; mask: number }
+  | { kind: 'bytes'; length?: number }
+  | { kind: 'buffer' } // memory: Buffer, TypedArray or ArrayBuffer
+  | { kind: 'string' }
+  | { kind: 'object'; validate?: (v: Record<string, unknown>) => string | undefined }
+  | { kind: 'handle'; object: number; access: HandleAccess };
+
+/** read: look up; write: look up for change; destroy: the method ends the object; new: the method makes one. */
+export type HandleAccess = 'read' | 'write' | 'destroy' | 'new';
+
+export interface AttrSpec {
+  id: number;
+  name: string;
+  type: AttrType;
+  mandatory?: boolean;
+  /** Output attributes are produced by the method, never given. */
+  out?: boolean;
+}
+
+export interface MethodContext<Impl = unknown> {
+  /** Validated inputs, by attribute id. Handles arrive as the object's implementation. */
+  readonly attrs: ReadonlyMap<number, unknown>;
+  /** The uobject a 'write' or 'destroy' handle names, for methods that need it. */
+  handle(id: number): UObject;
+  /** Record that the new object holds a use count on `parent` until it is destroyed. */
+  hold(parent: UObject | unknown): void;
+  /** Provider state shared by the context (the ucontext). */
+  readonly context: Impl;
+}
+
+export interface MethodResult {
+  /** The implementation of the object a 'new' handle makes. */
+  created?: unknown;
+  /** Output attributes, by id. */
+  out?: Record<number, unknown>;
+}
+
+export interface MethodSpec {
+  id: number;
+  name: string;
+  attrs: readonly AttrSpec[];
+  handler: (ctx: MethodContext<any>) => MethodResult | void;
+}
+
+export interface ObjectSpec {
+  id: number;
+  name: string;
+  /** Tear the implementation down. Called once, when the use count is zero (or at context close). */
+  destroy: (impl: any, context: any) => void;
+}
+
+export interface UObject {
+  readonly handle: number;
+  readonly type: number;
+  readonly impl: unknown;
+  /** Objects that name this one (children); non-zero means destroy is EBUSY. */
+  usecnt: number;
+  /** Objects this one holds a use count on. */
+  readonly holds: UObject[];
+  live: boolean;
+}
+
+export type AttrIn = { id: number; value: unknown; mandatory?: boolean };

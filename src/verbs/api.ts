@@ -1,0 +1,374 @@
+// The public verbs API. Control-path calls go through the uapi dispatcher (one place for
+// validation and lifetimes); post and poll go straight to the provider's objects.
+
+import { EventEmitter } from 'node:events';
+import { UapiContext } from '../uapi/context.js';
+import { A, CompChannelImpl, createRegistry, M, Obj, Rereg, type CoreContext } from '../uapi/objects.js';
+import type { UapiRegistry } from '../uapi/registry.js';
+import type { AttrIn } from '../uapi/spec.js';
+import type { ProviderCq, ProviderDevice, ProviderMr, ProviderMw, ProviderQp, ProviderSrq } from '../uapi/provider.js';
+import { VerbsError, fail } from '../uapi/errors.js';
+import { ASYNC_EVENT_NAMES, WrOpcode } from './enums.js';
+import type {
+  AhAttr, AsyncEvent, DeviceAttr, GidEntry, MwBindInfo, PortAttr, QpAttrFull, QpAttrValues, QpCap, RecvWr, SendWr, SrqAttrValues, WorkCompletion, WrId,
+} from './types.js';
+
+const attrs = (o: Record<number, unknown>): AttrIn[] =>
+  Object.entries(o).filter(([, v]) => v !== undefined).map(([id, value]) => ({ id: Number(id), value, mandatory: true }));
+
+const registries = new WeakMap<ProviderDevice, UapiRegistry>();
+function registryFor(dev: ProviderDevice): UapiRegistry {
+  let r = registries.get(dev);
+  if (!r) {
+    r = createRegistry();
+    dev.registerDriverMethods?.(r.driver());
+    registries.set(dev, r);
+  }
+  return r;
+}
+
+const devices: Device[] = [];
+
+/** The devices this process has (ibv_get_device_list). */
+export function getDeviceList(): readonly Device[] {
+  return devices.slice();
+}
+
+export class Device {
+  private readonly contexts = new Set<Context>();
+  constructor(readonly provider: ProviderDevice & { close?(): Promise<void> }) {
+    devices.push(this);
+  }
+  get name(): string { return this.provider.name; }
+  get driver(): string { return this.provider.driver; }
+  get nodeGuid(): bigint { return this.provider.queryDevice().nodeGuid; }
+
+  /** ibv_open_device */
+  open(): Context {
+    const ctx = new Context(this, registryFor(this.provider));
+    this.contexts.add(ctx);
+    ctx.once('close', () => this.contexts.delete(ctx));
+    return ctx;
+  }
+
+  /** Close every context, then the device itself (its socket). */
+  async close(): Promise<void> {
+    for (const c of [...this.contexts]) c.close();
+    const i = devices.indexOf(this);
+    if (i >= 0) devices.splice(i, 1);
+    await this.provider.close?.();
+  }
+}
+
+export interface AsyncEventInfo {
+  type: number;
+  name: string;
+  qp?: QP;
+  cq?: CQ;
+  srq?: SRQ;
+  portNum?: number;
+}
+
+/**
+ * An open device (ibv_context). Emits 'async-event' (AsyncEventInfo) for QP, CQ, SRQ and
+ * port events, and 'close'.
+ */
+export class Context extends EventEmitter {
+  readonly uapi: UapiContext<CoreContext>;
+  /** Wrapper objects by provider object, for async events and completions. */
+  readonly wrappers = new WeakMap<object, unknown>();
+  private closed = false;
+
+  constructor(readonly device: Device, registry: UapiRegistry) {
+    super();
+    const provider = device.provider.openContext((ev) => this.onAsync(ev));
+    this.uapi = new UapiContext(registry, { device: device.provider, provider, maxPort: device.provider.queryDevice().physPortCnt });
+    queueMicrotask(() => this.emitAsync({ type: 9, name: 'PORT_ACTIVE', portNum: 1 }));
+  }
+
+  /** Raw uapi call (object, method, attributes): the same path every method here takes. */
+  invoke(objectId: number, methodId: number, a: Record<number, unknown> | AttrIn[]): Record<number, unknown> {
+    return this.uapi.invoke(objectId, methodId, Array.isArray(a) ? a : attrs(a));
+  }
+
+  private onAsync(ev: AsyncEvent): void {
+    const w = typeof ev.element === 'object' && ev.element ? this.wrappers.get(ev.element) : undefined;
+    const info: AsyncEventInfo = { type: ev.type, name: ASYNC_EVENT_NAMES[ev.type] ?? String(ev.type) };
+    if (w instanceof QP) info.qp = w;
+    else if (w instanceof CQ) info.cq = w;
+    else if (w instanceof SRQ) info.srq = w;
+    this.emitAsync(info);
+  }
+
+  private emitAsync(info: AsyncEventInfo) {
+    if (!this.closed) this.emit('async-event', info);
+  }
+
+  queryDevice(): DeviceAttr {
+    return this.invoke(Obj.DEVICE, M.DEVICE.QUERY, {})[A.DEVICE_ATTR] as DeviceAttr;
+  }
+  queryPort(portNum = 1): PortAttr {
+    return this.invoke(Obj.DEVICE, M.DEVICE.QUERY_PORT, { [A.PORT]: portNum })[A.PORT_ATTR] as PortAttr;
+  }
+  queryGidTable(portNum = 1): GidEntry[] {
+    return this.invoke(Obj.DEVICE, M.DEVICE.QUERY_GID_TABLE, { [A.PORT]: portNum })[A.GID_TABLE] as GidEntry[];
+  }
+  queryGid(portNum = 1, index = 0): Uint8Array {
+    const e = this.queryGidTable(portNum).find((g) => g.index === index);
+    if (!e) fail('EINVAL', `no GID at index ${index}`, { object: 'DEVICE', method: 'QUERY_GID', attr: 'index' });
+    return e.gid;
+  }
+  queryPkey(portNum = 1, index = 0): number {
+    return this.invoke(Obj.DEVICE, M.DEVICE.QUERY_PKEY, { [A.PORT]: portNum, [A.PKEY_INDEX]: index })[A.PKEY] as number;
+  }
+
+  allocPd(): PD {
+    const h = this.invoke(Obj.PD, M.PD.ALLOC, {})[A.HANDLE] as number;
+    return this.wrap(new PD(this, h));
+  }
+
+  createCompChannel(): CompChannel {
+    const h = this.invoke(Obj.COMP_CHANNEL, M.COMP_CHANNEL.CREATE, {})[A.HANDLE] as number;
+    return this.wrap(new CompChannel(this, h));
+  }
+
+  createCq(cqe: number, opts: { channel?: CompChannel; compVector?: number } = {}): CQ {
+    const out = this.invoke(Obj.CQ, M.CQ.CREATE, { [A.CQE]: cqe, [A.CHANNEL]: opts.channel?.handle, [A.COMP_VECTOR]: opts.compVector });
+    return this.wrap(new CQ(this, out[A.HANDLE] as number));
+  }
+
+  /** Live objects by type: what close() will tear down. */
+  census(): Record<string, number> {
+    return this.uapi.census();
+  }
+
+  /** ibv_close_device: destroys everything this context owns, children first. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.uapi.close();
+    this.emit('close');
+  }
+
+  /** @internal */
+  wrap<T extends { handle: number }>(w: T): T {
+    const impl = this.uapi.lookup(w.handle).impl;
+    if (typeof impl === 'object' && impl) this.wrappers.set(impl, w);
+    return w;
+  }
+
+  /** @internal */
+  impl<T>(handle: number): T {
+    return this.uapi.lookup(handle).impl as T;
+  }
+}
+
+abstract class Obj_ {
+  constructor(readonly context: Context, readonly handle: number) {}
+}
+
+export class PD extends Obj_ {
+  /** ibv_reg_mr: `memory` is the registered buffer; `addr` of the MR is its I/O virtual address. */
+  regMr(memory: ArrayBufferView | ArrayBuffer, access: number, opts: { iova?: number } = {}): MR {
+    const out = this.context.invoke(Obj.MR, M.MR.REG, { [A.PD]: this.handle, [A.MEM]: memory, [A.ACCESS]: access, [A.IOVA]: opts.iova });
+    return this.context.wrap(new MR(this.context, out[A.HANDLE] as number, memory));
+  }
+  allocMw(type: 1 | 2): MW {
+    const out = this.context.invoke(Obj.MW, M.MW.ALLOC, { [A.PD]: this.handle, [A.MW_TYPE]: type });
+    return this.context.wrap(new MW(this.context, out[A.HANDLE] as number));
+  }
+  createAh(attr: AhAttr): AH {
+    const out = this.context.invoke(Obj.AH, M.AH.CREATE, { [A.PD]: this.handle, [A.AH_ATTR]: attr });
+    return this.context.wrap(new AH(this.context, out[A.HANDLE] as number, attr));
+  }
+  createSrq(attr: { maxWr: number; maxSge: number; srqLimit?: number }): SRQ {
+    const out = this.context.invoke(Obj.SRQ, M.SRQ.CREATE, { [A.PD]: this.handle, [A.MAX_WR]: attr.maxWr, [A.MAX_SGE]: attr.maxSge, [A.SRQ_LIMIT]: attr.srqLimit });
+    return this.context.wrap(new SRQ(this.context, out[A.HANDLE] as number));
+  }
+  createQp(init: { qpType: number; sendCq: CQ; recvCq: CQ; srq?: SRQ; cap: Partial<QpCap>; sqSigAll?: boolean }): QP {
+    const out = this.context.invoke(Obj.QP, M.QP.CREATE, {
+      [A.PD]: this.handle, [A.QP_TYPE]: init.qpType, [A.SEND_CQ]: init.sendCq.handle, [A.RECV_CQ]: init.recvCq.handle,
+      [A.SRQ]: init.srq?.handle, [A.CAP]: init.cap, [A.SQ_SIG_ALL]: init.sqSigAll,
+    });
+    return this.context.wrap(new QP(this.context, out[A.HANDLE] as number, out[A.CAP] as QpCap, init.srq));
+  }
+  /** ibv_dealloc_pd: EBUSY while MRs, MWs, AHs, SRQs or QPs use it. */
+  dealloc(): void {
+    this.context.invoke(Obj.PD, M.PD.DEALLOC, { [A.HANDLE]: this.handle });
+  }
+}
+
+export class MR extends Obj_ {
+  constructor(context: Context, handle: number, public memory: ArrayBufferView | ArrayBuffer) {
+    super(context, handle);
+  }
+  private get p(): ProviderMr { return this.context.impl<ProviderMr>(this.handle); }
+  get lkey(): number { return this.p.lkey; }
+  get rkey(): number { return this.p.rkey; }
+  /** I/O virtual address of the first byte: SGEs and RETHs name bytes as addr + offset. */
+  get addr(): number { return this.p.iova; }
+  get length(): number { return this.p.length; }
+  get access(): number { return this.p.access; }
+  /** A scatter/gather entry for [offset, offset + length) of this MR. */
+  sge(offset = 0, length = this.length - offset) {
+    return { addr: this.addr + offset, length, lkey: this.lkey };
+  }
+  /** ibv_rereg_mr: new keys every time; the old ones stop working. */
+  rereg(change: { pd?: PD; memory?: ArrayBufferView | ArrayBuffer; iova?: number; access?: number }): void {
+    const flags = (change.pd ? Rereg.CHANGE_PD : 0) | (change.memory ? Rereg.CHANGE_TRANSLATION : 0) | (change.access !== undefined ? Rereg.CHANGE_ACCESS : 0);
+    this.context.invoke(Obj.MR, M.MR.REREG, { [A.HANDLE]: this.handle, [A.REREG_FLAGS]: flags, [A.PD]: change.pd?.handle, [A.MEM]: change.memory, [A.IOVA]: change.iova, [A.ACCESS]: change.access });
+    if (change.memory) this.memory = change.memory;
+  }
+  /** ibv_dereg_mr: EBUSY while memory windows are bound to it. */
+  dereg(): void {
+    this.context.invoke(Obj.MR, M.MR.DEREG, { [A.HANDLE]: this.handle });
+  }
+}
+
+/** ibv_inc_rkey: same index, next key byte. */
+export function incRkey(rkey: number): number {
+  return ((rkey & 0xffffff00) | ((rkey + 1) & 0xff)) >>> 0;
+}
+
+export class MW extends Obj_ {
+  private get p(): ProviderMw { return this.context.impl<ProviderMw>(this.handle); }
+  get rkey(): number { return this.p.rkey; }
+  get type(): number { return this.p.type; }
+  dealloc(): void {
+    this.context.invoke(Obj.MW, M.MW.DEALLOC, { [A.HANDLE]: this.handle });
+  }
+}
+
+export class AH extends Obj_ {
+  constructor(context: Context, handle: number, readonly attr: AhAttr) { super(context, handle); }
+  destroy(): void {
+    this.context.invoke(Obj.AH, M.AH.DESTROY, { [A.HANDLE]: this.handle });
+  }
+}
+
+/** A completion channel: `await channel.getCqEvent()` or listen to 'cq'. */
+export class CompChannel extends Obj_ {
+  private get p(): CompChannelImpl { return this.context.impl<CompChannelImpl>(this.handle); }
+  private listening = false;
+  constructor(context: Context, handle: number) { super(context, handle); }
+
+  /** ibv_get_cq_event: resolves with the CQ that was notified. Rejects if the channel closes. */
+  getCqEvent(opts: { signal?: AbortSignal } = {}): Promise<CQ> {
+    const p = this.p;
+    const take = () => this.context.wrappers.get(p.pending.shift()!) as CQ;
+    if (p.pending.length) return Promise.resolve(take());
+    return new Promise((resolve, reject) => {
+      const onEvent = () => { cleanup(); resolve(take()); };
+      const onClose = () => { cleanup(); reject(new VerbsError('EBADF', 'completion channel destroyed', { object: 'COMP_CHANNEL' })); };
+      const onAbort = () => { cleanup(); reject(opts.signal!.reason); };
+      const cleanup = () => { p.off('event', onEvent); p.off('close', onClose); opts.signal?.removeEventListener('abort', onAbort); };
+      p.once('event', onEvent);
+      p.once('close', onClose);
+      opts.signal?.addEventListener('abort', onAbort, { once: true });
+    });
+  }
+
+  /** Call `fn(cq)` for every CQ event (the event is consumed). Returns a function to stop. */
+  onCqEvent(fn: (cq: CQ) => void): () => void {
+    const p = this.p;
+    if (this.listening) fail('EBUSY', 'a listener is already attached', { object: 'COMP_CHANNEL' });
+    this.listening = true;
+    const h = () => { while (p.pending.length) fn(this.context.wrappers.get(p.pending.shift()!) as CQ); };
+    p.on('event', h);
+    h();
+    return () => { p.off('event', h); this.listening = false; };
+  }
+
+  destroy(): void {
+    this.context.invoke(Obj.COMP_CHANNEL, M.COMP_CHANNEL.DESTROY, { [A.HANDLE]: this.handle });
+  }
+}
+
+export class CQ extends Obj_ {
+  private cq: ProviderCq;
+  constructor(context: Context, handle: number) {
+    super(context, handle);
+    this.cq = context.impl<ProviderCq>(handle);
+  }
+  get cqe(): number { return this.cq.cqe; }
+  /** ibv_poll_cq: up to `max` completions, oldest first. */
+  poll(max = 16): WorkCompletion[] { return this.cq.poll(max); }
+  /** ibv_req_notify_cq */
+  reqNotify(solicitedOnly = false): void { this.cq.reqNotify(solicitedOnly); }
+  resize(cqe: number): void {
+    this.context.invoke(Obj.CQ, M.CQ.RESIZE, { [A.HANDLE]: this.handle, [A.CQE]: cqe });
+  }
+  destroy(): void {
+    this.context.invoke(Obj.CQ, M.CQ.DESTROY, { [A.HANDLE]: this.handle });
+  }
+}
+
+export class SRQ extends Obj_ {
+  private srq: ProviderSrq;
+  constructor(context: Context, handle: number) {
+    super(context, handle);
+    this.srq = context.impl<ProviderSrq>(handle);
+  }
+  postRecv(wr: RecvWr | RecvWr[]): void { postEach(wr, (w) => this.srq.postRecv(w)); }
+  modify(attr: Partial<SrqAttrValues>, mask: number): void {
+    this.context.invoke(Obj.SRQ, M.SRQ.MODIFY, { [A.HANDLE]: this.handle, [A.SRQ_MASK]: mask, [A.MAX_WR]: attr.maxWr, [A.SRQ_LIMIT]: attr.srqLimit });
+  }
+  query(): SrqAttrValues {
+    return this.context.invoke(Obj.SRQ, M.SRQ.QUERY, { [A.HANDLE]: this.handle })[A.SRQ_ATTR] as SrqAttrValues;
+  }
+  destroy(): void {
+    this.context.invoke(Obj.SRQ, M.SRQ.DESTROY, { [A.HANDLE]: this.handle });
+  }
+}
+
+export class QP extends Obj_ {
+  private qp: ProviderQp;
+  constructor(context: Context, handle: number, readonly cap: QpCap, readonly srq: SRQ | undefined) {
+    super(context, handle);
+    this.qp = context.impl<ProviderQp>(handle);
+  }
+  get qpn(): number { return this.qp.qpn; }
+  get qpType(): number { return this.qp.qpType; }
+  get state(): number { return this.qp.state; }
+
+  /** ibv_modify_qp: `mask` is a set of QpAttr bits, checked against the IBTA table. */
+  modify(attr: QpAttrValues, mask: number): void {
+    this.context.invoke(Obj.QP, M.QP.MODIFY, { [A.HANDLE]: this.handle, [A.ATTR_MASK]: mask, [A.ATTR]: attr });
+  }
+  query(): QpAttrFull {
+    return this.context.invoke(Obj.QP, M.QP.QUERY, { [A.HANDLE]: this.handle })[A.ATTR] as QpAttrFull;
+  }
+
+  /** ibv_post_send. A list stops at the first bad WR; the error carries `badWrIndex`. */
+  postSend(wr: SendWr | SendWr[]): void {
+    postEach(wr, (w) => {
+      if (w.ud && w.ud.ah instanceof AH) w = { ...w, ud: { ...w.ud, ah: this.context.impl(w.ud.ah.handle) } };
+      if (w.bindMw && w.bindMw.mw instanceof MW) w = { ...w, bindMw: { ...w.bindMw, mw: this.context.impl(w.bindMw.mw.handle) } };
+      this.qp.postSend(w);
+    });
+  }
+  postRecv(wr: RecvWr | RecvWr[]): void { postEach(wr, (w) => this.qp.postRecv(w)); }
+
+  /** ibv_bind_mw for a type 1 window: posts the bind and returns the window's new rkey. */
+  bindMw(mw: MW, bind: { wrId: WrId; sendFlags?: number; bindInfo: MwBindInfo }): number {
+    const rkey = incRkey(mw.rkey);
+    this.postSend({ wrId: bind.wrId, opcode: WrOpcode.BIND_MW, sendFlags: bind.sendFlags ?? 0, bindMw: { mw, rkey, bindInfo: bind.bindInfo } });
+    return rkey;
+  }
+
+  destroy(): void {
+    this.context.invoke(Obj.QP, M.QP.DESTROY, { [A.HANDLE]: this.handle });
+  }
+}
+
+function postEach<T>(wr: T | T[], post: (w: T) => void): void {
+  if (!Array.isArray(wr)) return post(wr);
+  for (let i = 0; i < wr.length; i++) {
+    try {
+      post(wr[i]!);
+    } catch (err) {
+      if (err instanceof VerbsError) (err as VerbsError & { badWrIndex?: number }).badWrIndex = i;
+      throw err;
+    }
+  }
+}
