@@ -1,0 +1,185 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { Access, QpAttr, QpState, QpType, SendFlags, WcFlags, WcOpcode, WcStatus, WrOpcode, incRkey } from '../../src/index.js';
+import { makePair, once, waitCompletions, waitFor } from '../helpers/pair.js';
+
+test('remote access errors: bad key, out of bounds, wrong PD, stale key after rereg', async (t) => {
+  const cases: Array<[string, (rmr: any, pdOther: any) => { rkey: number; addr: number }]> = [
+    ['bad key byte', (rmr) => ({ rkey: (rmr.rkey ^ 0x01) >>> 0, addr: rmr.addr })],
+    ['out of bounds', (rmr) => ({ rkey: rmr.rkey, addr: rmr.addr + 4090 })],
+    ['another PD', (_rmr, other) => ({ rkey: other.rkey, addr: other.addr })],
+    ['stale key after rereg', (rmr) => { const old = rmr.rkey; rmr.rereg({ access: rmr.access }); return { rkey: old, addr: rmr.addr }; }],
+  ];
+  for (const [name, pick] of cases) {
+    await t.test(name, async () => {
+      const { a, b, close } = await makePair(QpType.RC);
+      try {
+        const lmr = a.pd.regMr(Buffer.alloc(64), Access.LOCAL_WRITE);
+        const rmr = b.pd.regMr(Buffer.alloc(4096), Access.LOCAL_WRITE | Access.REMOTE_WRITE | Access.REMOTE_READ);
+        const other = b.ctx.allocPd().regMr(Buffer.alloc(4096), Access.LOCAL_WRITE | Access.REMOTE_WRITE);
+        const target = pick(rmr, other);
+        b.qp.postRecv({ wrId: 9, sgList: [] });
+        a.qp.postSend({ wrId: 1, opcode: WrOpcode.RDMA_WRITE, sendFlags: SendFlags.SIGNALED, sgList: [lmr.sge(0, 16)], rdma: { remoteAddr: target.addr, rkey: target.rkey } });
+        a.qp.postSend({ wrId: 2, opcode: WrOpcode.SEND, sendFlags: 0, sgList: [lmr.sge(0, 8)] });
+        const [e1, e2] = await waitCompletions(a.cq, 2);
+        assert.deepEqual([e1!.wrId, e1!.status], [1, WcStatus.REM_ACCESS_ERR]);
+        assert.deepEqual([e2!.wrId, e2!.status], [2, WcStatus.WR_FLUSH_ERR]); // unsignaled, but errors always complete
+        assert.equal(a.qp.state, QpState.ERR);
+        await waitFor('responder in ERR', () => b.qp.state === QpState.ERR);
+        const [flushed] = await waitCompletions(b.cq, 1);
+        assert.deepEqual([flushed!.wrId, flushed!.status], [9, WcStatus.WR_FLUSH_ERR]);
+      } finally {
+        await close();
+      }
+    });
+  }
+});
+
+test('RNR: no receive posted exhausts rnr_retry; with infinite retry the send waits for the receive', async () => {
+  {
+    const { a, b, close } = await makePair(QpType.RC, { rnrRetry: 1, minRnrTimer: 1 });
+    try {
+      const mr = a.pd.regMr(Buffer.alloc(8), 0);
+      a.qp.postSend({ wrId: 1, opcode: WrOpcode.SEND, sendFlags: SendFlags.SIGNALED, sgList: [mr.sge()] });
+      const [wc] = await waitCompletions(a.cq, 1);
+      assert.equal(wc!.status, WcStatus.RNR_RETRY_EXC_ERR);
+      assert.ok(b.qp.query().qpState === QpState.RTS);
+    } finally { await close(); }
+  }
+  {
+    const { a, b, close } = await makePair(QpType.RC, { rnrRetry: 7, minRnrTimer: 1 });
+    try {
+      const mr = a.pd.regMr(Buffer.from('late receiver'), 0);
+      const dst = Buffer.alloc(64);
+      const dmr = b.pd.regMr(dst, Access.LOCAL_WRITE);
+      a.qp.postSend({ wrId: 1, opcode: WrOpcode.SEND, sendFlags: SendFlags.SIGNALED, sgList: [mr.sge()] });
+      await waitFor('an RNR NAK', () => b.dev.provider.queryDevice() && (b.dev.provider as any).counters.send_rnr_err > 0);
+      b.qp.postRecv({ wrId: 5, sgList: [dmr.sge()] });
+      const [wc] = await waitCompletions(a.cq, 1);
+      assert.equal(wc!.status, WcStatus.SUCCESS);
+      assert.equal(dst.subarray(0, 13).toString(), 'late receiver');
+    } finally { await close(); }
+  }
+});
+
+test('moving a QP to ERR flushes every outstanding request in order', async () => {
+  const { a, close } = await makePair(QpType.RC);
+  try {
+    const mr = a.pd.regMr(Buffer.alloc(64), Access.LOCAL_WRITE);
+    for (let i = 0; i < 5; i++) a.qp.postRecv({ wrId: i, sgList: [mr.sge()] });
+    a.qp.modify({ qpState: QpState.ERR }, QpAttr.STATE);
+    const wcs = await waitCompletions(a.cq, 5);
+    assert.deepEqual(wcs.map((w) => [w.wrId, w.status]), [0, 1, 2, 3, 4].map((i) => [i, WcStatus.WR_FLUSH_ERR]));
+    a.qp.postSend({ wrId: 99, opcode: WrOpcode.SEND, sgList: [] });
+    const [late] = await waitCompletions(a.cq, 1);
+    assert.deepEqual([late!.wrId, late!.status], [99, WcStatus.WR_FLUSH_ERR]);
+  } finally { await close(); }
+});
+
+test('memory windows: type 2 bind, remote write through the window, SEND_WITH_INV, EBUSY dereg', async () => {
+  const { a, b, close } = await makePair(QpType.RC);
+  try {
+    const target = Buffer.alloc(8192);
+    const bmr = b.pd.regMr(target, Access.LOCAL_WRITE | Access.MW_BIND);
+    const mw = b.pd.allocMw(2);
+    const rkey = incRkey(mw.rkey);
+    b.qp.postSend({ wrId: 1, opcode: WrOpcode.BIND_MW, sendFlags: SendFlags.SIGNALED, bindMw: { mw, rkey, bindInfo: { mr: bmr, addr: bmr.addr + 4096, length: 1024, mwAccessFlags: Access.REMOTE_WRITE } } });
+    const [bound] = await waitCompletions(b.cq, 1);
+    assert.deepEqual([bound!.status, bound!.opcode], [WcStatus.SUCCESS, WcOpcode.BIND_MW]);
+    assert.equal(mw.rkey, rkey);
+    assert.throws(() => bmr.dereg(), (e: any) => e.code === 'EBUSY');
+    const data = randomBytes(100);
+    const smr = a.pd.regMr(data, 0);
+    a.qp.postSend({ wrId: 2, opcode: WrOpcode.RDMA_WRITE, sendFlags: SendFlags.SIGNALED, sgList: [smr.sge()], rdma: { remoteAddr: bmr.addr + 4096 + 10, rkey } });
+    assert.equal((await waitCompletions(a.cq, 1))[0]!.status, WcStatus.SUCCESS);
+    assert.ok(target.subarray(4106, 4206).equals(data));
+    // The peer invalidates the window with SEND_WITH_INV; the receiver sees WITH_INV.
+    b.qp.postRecv({ wrId: 3, sgList: [] });
+    a.qp.postSend({ wrId: 4, opcode: WrOpcode.SEND_WITH_INV, invalidateRkey: rkey, sendFlags: SendFlags.SIGNALED, sgList: [] });
+    const [inv] = await waitCompletions(b.cq, 1);
+    assert.deepEqual([inv!.status, inv!.wcFlags & WcFlags.WITH_INV, inv!.invalidatedRkey], [WcStatus.SUCCESS, WcFlags.WITH_INV, rkey]);
+    await waitCompletions(a.cq, 1);
+    bmr.dereg(); // no window bound any more
+    // The invalidated key no longer reaches memory.
+    a.qp.postSend({ wrId: 5, opcode: WrOpcode.RDMA_WRITE, sendFlags: SendFlags.SIGNALED, sgList: [smr.sge()], rdma: { remoteAddr: 4096, rkey } });
+    assert.equal((await waitCompletions(a.cq, 1))[0]!.status, WcStatus.REM_ACCESS_ERR);
+  } finally { await close(); }
+});
+
+test('UD: SEND_WITH_IMM with Q_Key, source QP and GRH in the completion; wrong Q_Key is dropped', async () => {
+  const { a, b, close } = await makePair(QpType.UD);
+  try {
+    const ah = a.pd.createAh({ grh: { dgid: b.ctx.queryGid(), hopLimit: 64 } });
+    const buf = Buffer.alloc(40 + 64);
+    const rmr = b.pd.regMr(buf, Access.LOCAL_WRITE);
+    b.qp.postRecv({ wrId: 1, sgList: [rmr.sge()] });
+    const smr = a.pd.regMr(Buffer.from('hello, datagram'), 0);
+    a.qp.postSend({ wrId: 7, opcode: WrOpcode.SEND, sendFlags: SendFlags.SIGNALED, sgList: [smr.sge()], ud: { ah, remoteQpn: b.qp.qpn, remoteQkey: 0x1234 } });
+    a.qp.postSend({ wrId: 8, opcode: WrOpcode.SEND_WITH_IMM, immData: 9, sendFlags: SendFlags.SIGNALED, sgList: [smr.sge()], ud: { ah, remoteQpn: b.qp.qpn, remoteQkey: 0x11111111 } });
+    await waitCompletions(a.cq, 2);
+    const [wc] = await waitCompletions(b.cq, 1);
+    assert.deepEqual([wc!.wrId, wc!.byteLen, wc!.srcQp, wc!.immData], [1, 40 + 15, a.qp.qpn, 9]);
+    assert.equal(wc!.wcFlags & WcFlags.GRH, WcFlags.GRH);
+    assert.equal(buf.subarray(40, 55).toString(), 'hello, datagram');
+    assert.deepEqual([...buf.subarray(32, 36)], [127, 0, 0, 2]); // IPv4 source in the GRH area
+    assert.equal((b.dev.provider as any).counters.qkey_drops, 1);
+  } finally { await close(); }
+});
+
+test('UC: RDMA WRITE and multi-packet SEND', async () => {
+  const { a, b, close } = await makePair(QpType.UC);
+  try {
+    const src = randomBytes(20_000);
+    const dst = Buffer.alloc(20_000);
+    const smr = a.pd.regMr(src, 0);
+    const dmr = b.pd.regMr(dst, Access.LOCAL_WRITE | Access.REMOTE_WRITE);
+    a.qp.postSend({ wrId: 1, opcode: WrOpcode.RDMA_WRITE, sendFlags: SendFlags.SIGNALED, sgList: [smr.sge(0, 10_000)], rdma: { remoteAddr: dmr.addr, rkey: dmr.rkey } });
+    b.qp.postRecv({ wrId: 2, sgList: [dmr.sge(10_000)] });
+    a.qp.postSend({ wrId: 3, opcode: WrOpcode.SEND, sendFlags: SendFlags.SIGNALED, sgList: [smr.sge(10_000)] });
+    await waitCompletions(a.cq, 2);
+    const [r] = await waitCompletions(b.cq, 1);
+    assert.deepEqual([r!.wrId, r!.status, r!.byteLen], [2, WcStatus.SUCCESS, 10_000]);
+    assert.ok(dst.equals(src));
+  } finally { await close(); }
+});
+
+test('SRQ: receives shared by QPs, limit event fires once below the limit', async () => {
+  const { a, b, close } = await makePair(QpType.RC);
+  try {
+    const srq = b.pd.createSrq({ maxWr: 8, maxSge: 1 });
+    const qp2 = b.pd.createQp({ qpType: QpType.RC, sendCq: b.cq, recvCq: b.cq, srq, cap: { maxSendWr: 4 } });
+    assert.throws(() => qp2.postRecv({ wrId: 0, sgList: [] }), /SRQ/);
+    const mr = b.pd.regMr(Buffer.alloc(256), Access.LOCAL_WRITE);
+    for (let i = 0; i < 4; i++) srq.postRecv({ wrId: 100 + i, sgList: [mr.sge(i * 64, 64)] });
+    srq.modify({ srqLimit: 3 }, 2);
+    // Reconnect b's side through qp2 so the sends land on the SRQ.
+    const { connect } = await import('../helpers/pair.js');
+    const a2 = a.pd.createQp({ qpType: QpType.RC, sendCq: a.cq, recvCq: a.cq, cap: { maxSendWr: 4, maxRecvWr: 1 } });
+    connect(a2, { qpn: qp2.qpn, gid: b.ctx.queryGid() });
+    connect(qp2, { qpn: a2.qpn, gid: a.ctx.queryGid() });
+    const limit = once(b.ctx, 'async-event');
+    const smr = a.pd.regMr(Buffer.from('x'), 0);
+    a2.postSend([{ wrId: 1, opcode: WrOpcode.SEND, sendFlags: SendFlags.SIGNALED, sgList: [smr.sge()] }, { wrId: 2, opcode: WrOpcode.SEND, sendFlags: SendFlags.SIGNALED, sgList: [smr.sge()] }]);
+    const rs = await waitCompletions(b.cq, 2);
+    assert.deepEqual(rs.map((w) => w.wrId), [100, 101]);
+    const [ev] = await limit;
+    assert.equal(ev.name, 'SRQ_LIMIT_REACHED');
+    assert.equal(ev.srq, srq);
+    assert.equal(srq.query().srqLimit, 0);
+  } finally { await close(); }
+});
+
+test('post_send checks: state, queue depth, SGE count, inline size, opcode per QP type', async () => {
+  const { a, close } = await makePair(QpType.UC, { cap: { maxSendWr: 2, maxSendSge: 1, maxInlineData: 8 } });
+  try {
+    const mr = a.pd.regMr(Buffer.alloc(64), 0);
+    const e = (wr: any) => { try { a.qp.postSend(wr); } catch (err: any) { return err.code + ':' + (err.attr ?? ''); } return 'ok'; };
+    assert.equal(e({ wrId: 1, opcode: WrOpcode.RDMA_READ, sgList: [], rdma: { remoteAddr: 0, rkey: 0 } }), 'EINVAL:opcode');
+    assert.equal(e({ wrId: 1, opcode: WrOpcode.SEND, sgList: [mr.sge(0, 1), mr.sge(1, 1)] }), 'EINVAL:sgList');
+    assert.equal(e({ wrId: 1, opcode: WrOpcode.SEND, sendFlags: SendFlags.INLINE, sgList: [mr.sge(0, 9)] }), 'EINVAL:sendFlags');
+    const cq = a.ctx.createCq(4);
+    const fresh = a.pd.createQp({ qpType: QpType.RC, sendCq: cq, recvCq: cq, cap: { maxSendWr: 1, maxRecvWr: 1 } });
+    assert.throws(() => fresh.postSend({ wrId: 1, opcode: WrOpcode.SEND }), /RESET; post_send needs RTS/);
+  } finally { await close(); }
+});
