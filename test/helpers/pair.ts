@@ -6,8 +6,6 @@ import {
   Access, createRxeDevice, QpAttr, QpState, QpType, type Context, type CQ, type Device, type PD, type QP, type WorkCompletion,
 } from '../../src/index.js';
 
-let nextPort = 24791;
-
 export interface Side { dev: Device; ctx: Context; pd: PD; cq: CQ; qp: QP }
 
 export async function openSide(address: string, port: number): Promise<Omit<Side, 'qp'>> {
@@ -37,10 +35,22 @@ export function connect(qp: QP, remote: { qpn: number; gid: Uint8Array }, opts: 
   qp.modify(rts, type === QpType.RC ? QpAttr.STATE | QpAttr.SQ_PSN | QpAttr.TIMEOUT | QpAttr.RETRY_CNT | QpAttr.RNR_RETRY | QpAttr.MAX_QP_RD_ATOMIC : QpAttr.STATE | QpAttr.SQ_PSN);
 }
 
+/** Two sides on one UDP port (each device sends to its own port number): ephemeral, retried if taken. */
+async function openTwo() {
+  for (let attempt = 0; ; attempt++) {
+    const a = await openSide('127.0.0.2', 0);
+    const port = (a.dev.provider as unknown as { port: number }).port;
+    try {
+      return { a, b: await openSide('127.0.0.3', port) };
+    } catch (err) {
+      await a.dev.close();
+      if ((err as { code?: string }).code !== 'EADDRINUSE' || attempt > 5) throw err;
+    }
+  }
+}
+
 export async function makePair(qpType: number = QpType.RC, opts: Parameters<typeof connect>[2] & { cap?: object } = {}) {
-  const port = nextPort++;
-  const a = await openSide('127.0.0.2', port);
-  const b = await openSide('127.0.0.3', port);
+  const { a, b } = await openTwo();
   const cap = { maxSendWr: 1024, maxRecvWr: 1024, maxSendSge: 4, maxRecvSge: 4, maxInlineData: 256, ...(opts.cap ?? {}) };
   const qa = a.pd.createQp({ qpType, sendCq: a.cq, recvCq: a.cq, cap });
   const qb = b.pd.createQp({ qpType, sendCq: b.cq, recvCq: b.cq, cap });

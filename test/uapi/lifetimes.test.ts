@@ -7,7 +7,7 @@ import { checkTransition, requiredAttrs, optionalAttrs, isValidTransition } from
 const code = (fn: () => unknown) => { try { fn(); } catch (e) { assert.ok(e instanceof VerbsError, String(e)); return e.code; } return 'no error'; };
 
 test('a parent with live children is EBUSY; closing the context frees everything', async () => {
-  const dev = await createRxeDevice({ address: '127.0.0.2', port: 25001 });
+  const dev = await createRxeDevice({ address: '127.0.0.2', port: 0 });
   try {
     const ctx = dev.open();
     const pd = ctx.allocPd();
@@ -40,7 +40,7 @@ test('a parent with live children is EBUSY; closing the context frees everything
 });
 
 test('the dispatcher names the object, method and attribute at fault', async () => {
-  const dev = await createRxeDevice({ address: '127.0.0.2', port: 25002 });
+  const dev = await createRxeDevice({ address: '127.0.0.2', port: 0 });
   try {
     const ctx = dev.open();
     const pd = ctx.allocPd();
@@ -105,7 +105,7 @@ test('modify_qp follows the IBTA table: exactly required ∪ optional, per trans
 });
 
 test('modify_qp through the API rejects missing and extra attributes with their names', async () => {
-  const dev = await createRxeDevice({ address: '127.0.0.2', port: 25003 });
+  const dev = await createRxeDevice({ address: '127.0.0.2', port: 0 });
   try {
     const ctx = dev.open();
     const pd = ctx.allocPd();

@@ -13,7 +13,13 @@ import type { RxeAh } from './context.js';
 
 /** As rxe: at most this many PSNs outstanding, and an ACK requested at least every 64 packets. */
 export const MAX_UNACKED_PSNS = 128;
+/**
+ * Also bound the bytes in flight: a kernel UDP receive buffer is ~208 KiB by default
+ * (net.core.rmem_max), and overrunning it costs a go-back-N. 32 x 4 KiB packets fit.
+ */
+const MAX_UNACKED_BYTES = 128 * 1024;
 export const MAX_PKTS_PER_ACK = 64;
+const ackEvery = (mtu: number) => Math.min(MAX_PKTS_PER_ACK, Math.max(4, MAX_UNACKED_BYTES / mtu / 2));
 /** Packets one run may send before yielding to the event loop. */
 const BUDGET = 64;
 
@@ -44,7 +50,7 @@ export function runRequester(qp: RxeQp): void {
       if (w.state === WqeState.POSTED && !start(qp, w)) break;
       if (w.nextPkt === 0 && w.wr.sendFlags! & SendFlags.FENCE && outstandingRdAtomic(qp) > 0) break;
       if (w.nextPkt === 0 && w.rdAtomic && outstandingRdAtomic(qp) >= qp.attr.maxRdAtomic) break;
-      if (qp.qpType === QpType.RC && psnDiff(psnAdd(w.firstPsn, w.nextPkt), qp.comp.psn) >= MAX_UNACKED_PSNS) break;
+      if (qp.qpType === QpType.RC && psnDiff(psnAdd(w.firstPsn, w.nextPkt), qp.comp.psn) >= Math.min(MAX_UNACKED_PSNS, Math.max(8, MAX_UNACKED_BYTES / qp.mtu))) break;
       sendPacket(qp, w);
       budget--;
     }
@@ -144,7 +150,7 @@ export function sendPacket(qp: RxeQp, w: SendWqe): void {
   const end = (info.mask & Op.END) !== 0;
   let ackReq = false;
   if (qp.qpType === QpType.RC) {
-    ackReq = end || ++qp.req.noackPkts >= MAX_PKTS_PER_ACK;
+    ackReq = end || ++qp.req.noackPkts >= ackEvery(mtu);
     if (ackReq) qp.req.noackPkts = 0;
   }
   let destQp = qp.attr.destQpNum;
