@@ -3,7 +3,7 @@
 // modify_qp transitions), and which object holds which.
 
 import { EventEmitter } from 'node:events';
-import { Access, ACCESS_MASK, MwType, QP_ATTR_NAMES, QpAttr, QpState, QpType, qpStateName, qpTypeName, SrqAttr } from '../verbs/enums.js';
+import { Access, ACCESS_MASK, MwType, QP_ATTR_NAMES, QpAttr, QpType, qpStateName, qpTypeName, SrqAttr } from '../verbs/enums.js';
 import type { AhAttr, QpAttrValues, QpCap } from '../verbs/types.js';
 import { fail } from './errors.js';
 import type { ProviderContext, ProviderCq, ProviderDevice, ProviderMr, ProviderQp } from './provider.js';
@@ -438,4 +438,3 @@ function moveHold(child: UObject, to: UObject, type: number) {
   to.usecnt++;
 }
 
-export { QpState };

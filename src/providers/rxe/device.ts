@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import type { ProviderContext, ProviderDevice } from '../../uapi/provider.js';
 import type { DriverRegistrar } from '../../uapi/registry.js';
 import type { AsyncEvent, DeviceAttr, GidEntry, PortAttr } from '../../verbs/types.js';
-import { PortState, mtuEnum } from '../../verbs/enums.js';
+import { PortState, QpType, mtuEnum } from '../../verbs/enums.js';
 import { fail } from '../../uapi/errors.js';
 import { newDeviceCounters } from './counters.js';
 import { KeyTable } from './keys.js';
@@ -142,7 +142,7 @@ export class RxeDevice implements ProviderDevice {
       if (!qp) { c.unknown_qp_drops++; return; }
       // An opcode of another transport (say UC on an RC QP) is never valid.
       const transport = p.mask & (Op.RC | Op.UC | Op.UD);
-      const want = qp.qpType === 2 ? Op.RC : qp.qpType === 3 ? Op.UC : Op.UD;
+      const want = qp.qpType === QpType.RC ? Op.RC : qp.qpType === QpType.UC ? Op.UC : Op.UD;
       if (transport !== want) { c.malformed_drops++; return; }
       if (p.mask & Op.RESP) onResponse(qp, p);
       else onRequest(qp, p, from);

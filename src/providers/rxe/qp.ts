@@ -232,8 +232,7 @@ export class RxeQp implements ProviderQp {
       this.sq.shift();
       if (this.req.index > 0) this.req.index--;
       if (w.signaled || w.status !== WcStatus.SUCCESS) {
-        const byteLen = w.wr.opcode === WrOpcode.RDMA_READ || w.rdAtomic ? w.length : w.length;
-        this.sendCq.push(this.wc(w.wr.wrId, w.status, WC_OPCODE_OF_WR[w.wr.opcode] ?? 0, w.status === WcStatus.SUCCESS ? byteLen : 0), false);
+        this.sendCq.push(this.wc(w.wr.wrId, w.status, WC_OPCODE_OF_WR[w.wr.opcode] ?? 0, w.status === WcStatus.SUCCESS ? w.length : 0), false);
       }
     }
     if (this.state === QpState.SQD) this.checkDrained();

@@ -61,17 +61,13 @@ export function runRequester(qp: RxeQp): void {
 
 /** First touch: resolve SGEs, fix PSNs. False if the WQE failed (the QP is then in ERR). */
 function start(qp: RxeQp, w: SendWqe): boolean {
-  if (!w.inline && w.wr.opcode !== WrOpcode.RDMA_READ && !w.rdAtomic) {
-    const segs = resolveSegs(qp, w.wr.sgList ?? [], false);
+  if (!w.inline) {
+    // Reads and atomics write their result into local memory: LOCAL_WRITE is required.
+    const segs = resolveSegs(qp, w.wr.sgList ?? [], w.rdAtomic);
     if (!segs) { qp.failSend(w, WcStatus.LOC_PROT_ERR); return false; }
     w.segs = segs;
-  } else if (w.rdAtomic) {
-    // Reads and atomics write into local memory: LOCAL_WRITE is required.
-    const segs = resolveSegs(qp, w.wr.sgList ?? [], true);
-    if (!segs) { qp.failSend(w, WcStatus.LOC_PROT_ERR); return false; }
-    w.segs = segs;
-    if (qp.attr.maxRdAtomic === 0) { qp.failSend(w, WcStatus.LOC_QP_OP_ERR); return false; }
   }
+  if (w.rdAtomic && qp.attr.maxRdAtomic === 0) { qp.failSend(w, WcStatus.LOC_QP_OP_ERR); return false; }
   const mtu = qp.mtu;
   w.npkts = w.opcode === WrOpcode.ATOMIC_CMP_AND_SWP || w.opcode === WrOpcode.ATOMIC_FETCH_AND_ADD ? 1 : Math.max(1, Math.ceil(w.length / mtu));
   w.firstPsn = qp.req.psn;

@@ -4,7 +4,7 @@
 
 import { Access, AsyncEventType, QpState, QpType, WcFlags, WcOpcode, WcStatus, MwType } from '../../verbs/enums.js';
 import { ACK_SYNDROME_NO_CREDIT_LIMIT, AethSyndrome, NakCode, aeth, atmack, atmeth, deth, ieth, immdt, reth, writeBth, type Packet } from './wire/headers.js';
-import { ICRC_BYTES, OPCODES, Op, OpCode } from './wire/opcodes.js';
+import { BTH_BYTES, DETH_BYTES, ICRC_BYTES, OPCODES, Op, OpCode } from './wire/opcodes.js';
 import { psnAdd, psnDiff } from './wire/psn.js';
 import { ipv4Bytes, ipv6Bytes } from './wire/inet.js';
 import type { RecvWqe, RespResource, RxeQp } from './qp.js';
@@ -120,7 +120,7 @@ function onRc(qp: RxeQp, pkt: Packet): void {
   if (m & Op.READ) return rcRead(qp, pkt);
   if (m & Op.ATOMIC) return rcAtomic(qp, pkt);
 
-  if (m & Op.SEND && !r.wqe && !takeRecvFor(qp, pkt)) {
+  if (m & Op.SEND && !r.wqe && !takeRecv(qp)) {
     qp.counters.rnr_naks_sent++;
     qp.device.counters.send_rnr_err++;
     sendAeth(qp, OpCode.RC_ACKNOWLEDGE, pkt.psn, AethSyndrome.RNR_NAK | qp.attr.minRnrTimer);
@@ -151,7 +151,7 @@ function onRc(qp: RxeQp, pkt: Packet): void {
   if (pkt.ackReq) ack(qp, pkt.psn);
 }
 
-function takeRecvFor(qp: RxeQp, _pkt: Packet): boolean {
+function takeRecv(qp: RxeQp): boolean {
   const w = qp.takeRecv();
   if (!w) return false;
   qp.resp.wqe = w;
@@ -286,7 +286,7 @@ function onUc(qp: RxeQp, pkt: Packet): void {
   }
   r.psn = psnAdd(pkt.psn, 1);
   if (!qpAllows(qp, m)) { qp.device.counters.malformed_drops++; return; }
-  if (m & Op.SEND && !r.wqe && !takeRecvFor(qp, pkt)) { qp.device.counters.no_recv_wqe_drops++; return; }
+  if (m & Op.SEND && !r.wqe && !takeRecv(qp)) { qp.device.counters.no_recv_wqe_drops++; return; }
   if (!(m & Op.END) && pkt.payloadLength !== qp.mtu) { r.inMessage = 0; qp.device.counters.malformed_drops++; return; }
   if (m & Op.WRITE) {
     if (placeWrite(qp, pkt) !== undefined) { r.inMessage = 0; qp.device.counters.malformed_drops++; return; }
@@ -308,6 +308,7 @@ function onUc(qp: RxeQp, pkt: Packet): void {
 // ---- UD: one packet, one message; the GRH goes into the first 40 bytes of the buffer ----
 
 const GRH_BYTES = 40;
+const UDP_BYTES = 8;
 
 function onUd(qp: RxeQp, pkt: Packet, from: string): void {
   if (deth.qkey(pkt) !== qp.attr.qkey) { qp.device.counters.qkey_drops++; return; }
@@ -328,7 +329,7 @@ function onUd(qp: RxeQp, pkt: Packet, from: string): void {
 /** The 40-byte GRH area: an IPv6 header, or for IPv4 20 zero bytes then the IPv4 header (as rxe). */
 function buildGrh(qp: RxeQp, from: string, payloadLen: number): Buffer {
   const g = Buffer.alloc(GRH_BYTES);
-  const udpLen = 8 + pkt_len(payloadLen);
+  const udpLen = UDP_BYTES + BTH_BYTES + DETH_BYTES + payloadLen + ICRC_BYTES;
   if (qp.device.family === 4) {
     const ip = 20;
     g[ip] = 0x45;
@@ -347,8 +348,4 @@ function buildGrh(qp: RxeQp, from: string, payloadLen: number): Buffer {
     ipv6Bytes(qp.device.address).copy(g, 24);
   }
   return g;
-}
-
-function pkt_len(payloadLen: number): number {
-  return 12 + 8 + payloadLen + ICRC_BYTES;
 }
