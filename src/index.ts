@@ -5,6 +5,7 @@ import { RxeDevice, type RxeDeviceOptions } from './providers/rxe/device.js';
 
 export * from './verbs/api.js';
 export * from './verbs/enums.js';
+export * from './verbs/connect.js';
 export type * from './verbs/types.js';
 export { VerbsError } from './uapi/errors.js';
 export { Obj, M, A } from './uapi/objects.js';

@@ -3,8 +3,7 @@
 // ping-pong latency, with the packet counters that show what crossed the wire.
 
 import { randomBytes } from 'node:crypto';
-import { Access, createRxeDevice, QpType, SendFlags, WcStatus, WrOpcode, type CQ, type WorkCompletion } from '../index.js';
-import { connect } from './connect.js';
+import { Access, connectQp, createRxeDevice, QpType, SendFlags, WcStatus, WrOpcode, type CQ, type WorkCompletion } from '../index.js';
 import { devinfo } from './devinfo.js';
 
 async function poll(cq: CQ, n: number): Promise<WorkCompletion[]> {
@@ -33,8 +32,8 @@ export async function demo(): Promise<void> {
     const cap = { maxSendWr: 512, maxRecvWr: 512, maxSendSge: 1, maxRecvSge: 1, maxInlineData: 64 };
     const qa = pa.createQp({ qpType: QpType.RC, sendCq: ca, recvCq: ca, cap });
     const qb = pb.createQp({ qpType: QpType.RC, sendCq: cb, recvCq: cb, cap });
-    connect(qa, { qpn: qb.qpn, psn: 0, gid: b.queryGid() }, 0, a.queryPort().activeMtu);
-    connect(qb, { qpn: qa.qpn, psn: 0, gid: a.queryGid() }, 0, b.queryPort().activeMtu);
+    connectQp(qa, { qpn: qb.qpn, psn: 0, gid: b.queryGid() }, { mtu: a.queryPort().activeMtu });
+    connectQp(qb, { qpn: qa.qpn, psn: 0, gid: a.queryGid() }, { mtu: b.queryPort().activeMtu });
     console.log(`RC QP ${qa.qpn} on ${da.name} (127.0.0.2) <-> RC QP ${qb.qpn} on ${db.name} (127.0.0.3), UDP port ${port}\n`);
 
     const size = 64 * 1024, iters = 1000;

@@ -5,6 +5,7 @@ import { parseArgs } from 'node:util';
 import { createRxeDevice } from '../index.js';
 import { devinfo } from './devinfo.js';
 import { demo } from './demo.js';
+import { perftest, PERFTEST_USAGE, UsageError } from '../tools/perftest/index.js';
 
 const USAGE = `usage: softrdma <command> [options]
 
@@ -12,6 +13,8 @@ commands:
   demo                      two rxe devices on 127.0.0.2/127.0.0.3 in one process: RDMA WRITE
                             bandwidth and SEND latency (no configuration needed)
   devinfo [--bind ADDR] [-v] like ibv_devinfo, for an rxe device bound to ADDR (default 127.0.0.1)
+  perftest <test> [host]    perftest's ib_{write,read,send,atomic}_bw and ib_{write,read,send}_lat
+                            (softrdma perftest --help for options)
 
 not yet: perftest, pingpong, smcss, smc-run (see README, "What works")`;
 
@@ -31,6 +34,18 @@ async function main(argv: string[]): Promise<number> {
       }
       return 0;
     }
+    case 'perftest':
+      if (rest.includes('-h') || rest.includes('--help')) { console.log(PERFTEST_USAGE); return 0; }
+      try {
+        await perftest(rest);
+      } catch (err) {
+        if (err instanceof UsageError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+          console.error(`softrdma perftest: ${(err as Error).message}\n${PERFTEST_USAGE}`);
+          return 2;
+        }
+        throw err;
+      }
+      return 0;
     case undefined:
     case '-h':
     case '--help':

@@ -3,7 +3,7 @@
 
 import { once } from 'node:events';
 import {
-  Access, createRxeDevice, QpAttr, QpState, QpType, type Context, type CQ, type Device, type PD, type QP, type WorkCompletion,
+  connectQp, createRxeDevice, QpType, RC_ACCESS, type ConnectOptions, type Context, type CQ, type Device, type PD, type QP, type WorkCompletion,
 } from '../../src/index.js';
 
 export interface Side { dev: Device; ctx: Context; pd: PD; cq: CQ; qp: QP }
@@ -16,23 +16,11 @@ export async function openSide(address: string, port: number): Promise<Omit<Side
   return { dev, ctx, pd, cq };
 }
 
-export const RC_ACCESS = Access.LOCAL_WRITE | Access.REMOTE_WRITE | Access.REMOTE_READ | Access.REMOTE_ATOMIC;
+export { RC_ACCESS };
 
-export function connect(qp: QP, remote: { qpn: number; gid: Uint8Array }, opts: { psn?: number; remotePsn?: number; access?: number; timeout?: number; retryCnt?: number; rnrRetry?: number; minRnrTimer?: number; mtu?: number } = {}) {
-  const type = qp.qpType;
-  qp.modify({ qpState: QpState.INIT, pkeyIndex: 0, portNum: 1, qpAccessFlags: opts.access ?? RC_ACCESS, qkey: 0x11111111 },
-    QpAttr.STATE | QpAttr.PKEY_INDEX | QpAttr.PORT | (type === QpType.UD ? QpAttr.QKEY : QpAttr.ACCESS_FLAGS));
-  if (type === QpType.UD) {
-    qp.modify({ qpState: QpState.RTR }, QpAttr.STATE);
-    qp.modify({ qpState: QpState.RTS, sqPsn: opts.psn ?? 0 }, QpAttr.STATE | QpAttr.SQ_PSN);
-    return;
-  }
-  const rtr = { qpState: QpState.RTR, pathMtu: opts.mtu ?? 3, destQpNum: remote.qpn, rqPsn: opts.remotePsn ?? 0, ahAttr: { grh: { dgid: remote.gid, hopLimit: 64 }, isGlobal: true, portNum: 1 }, maxDestRdAtomic: 16, minRnrTimer: opts.minRnrTimer ?? 1 };
-  let mask = QpAttr.STATE | QpAttr.AV | QpAttr.PATH_MTU | QpAttr.DEST_QPN | QpAttr.RQ_PSN;
-  if (type === QpType.RC) mask |= QpAttr.MAX_DEST_RD_ATOMIC | QpAttr.MIN_RNR_TIMER;
-  qp.modify(rtr, mask);
-  const rts = { qpState: QpState.RTS, sqPsn: opts.psn ?? 0, timeout: opts.timeout ?? 10, retryCnt: opts.retryCnt ?? 7, rnrRetry: opts.rnrRetry ?? 7, maxRdAtomic: 16 };
-  qp.modify(rts, type === QpType.RC ? QpAttr.STATE | QpAttr.SQ_PSN | QpAttr.TIMEOUT | QpAttr.RETRY_CNT | QpAttr.RNR_RETRY | QpAttr.MAX_QP_RD_ATOMIC : QpAttr.STATE | QpAttr.SQ_PSN);
+/** connectQp with test-friendly defaults (short RNR timer and retry timeout). */
+export function connect(qp: QP, remote: { qpn: number; gid: Uint8Array }, opts: ConnectOptions & { remotePsn?: number } = {}) {
+  connectQp(qp, { qpn: remote.qpn, gid: remote.gid, psn: opts.remotePsn ?? 0 }, { minRnrTimer: 1, timeout: 10, ...opts });
 }
 
 /** Two sides on one UDP port (each device sends to its own port number): ephemeral, retried if taken. */

@@ -8,7 +8,7 @@ import { AethSyndrome, NakCode } from './wire/headers.js';
 import { Op, OpCode } from './wire/opcodes.js';
 import { psnAdd, psnDiff } from './wire/psn.js';
 import { WqeState, type RxeQp, type SendWqe } from './qp.js';
-import { runRequester, scatter } from './requester.js';
+import { runRequester, scatter, windowCut, windowOpen } from './requester.js';
 
 /** IBA 9.7.5.2.8: RNR NAK timer field to milliseconds. */
 export const RNR_TIMER_MS = [
@@ -56,6 +56,7 @@ function onTimer(qp: RxeQp): void {
     return;
   }
   qp.device.counters.completer_retry_err++;
+  windowCut(qp, true);
   goBackN(qp, qp.comp.psn);
   armRetransmit(qp);
 }
@@ -100,6 +101,7 @@ export function goBackN(qp: RxeQp, psn: number): void {
 
 function progress(qp: RxeQp, nextPsn: number): void {
   if (psnDiff(nextPsn, qp.comp.psn) > 0) {
+    windowOpen(qp, psnDiff(nextPsn, qp.comp.psn));
     qp.comp.psn = nextPsn;
     qp.comp.retryCnt = qp.attr.retryCnt;
     qp.comp.rnrRetry = qp.attr.rnrRetry;
@@ -120,6 +122,7 @@ function acked(qp: RxeQp, ackPsn: number): void {
     if (w.rdAtomic) {
       progress(qp, w.firstPsn); // everything before it is acknowledged
       qp.retire();
+      windowCut(qp, false);
       goBackN(qp, qp.comp.psn);
       return;
     }
@@ -199,6 +202,7 @@ export function onResponse(qp: RxeQp, pkt: Packet): void {
           if (w) qp.failSend(w, WcStatus.RETRY_EXC_ERR);
           return;
         }
+        windowCut(qp, false);
         goBackN(qp, psn);
         return;
       }

@@ -19,6 +19,9 @@ import { stopTimers } from './completer.js';
 
 export const enum WqeState { POSTED, SENDING, PENDING, DONE }
 
+/** The largest packet window (IBTA allows 2^23 outstanding PSNs; rxe uses 128). */
+export const MAX_CWND = 1024;
+
 export interface Seg { mem: Buffer; off: number; len: number }
 
 export interface SendWqe {
@@ -84,7 +87,8 @@ export class RxeQp implements ProviderQp {
   enSqdAsyncNotify = false;
   destroyed = false;
 
-  readonly req = { psn: 0, index: 0, noackPkts: 0, running: false, scheduled: false, paused: false };
+  /** cwnd/ssthresh: the packet window after losses (Reno-style AIMD; see requester.ts). */
+  readonly req = { psn: 0, index: 0, noackPkts: 0, running: false, scheduled: false, paused: false, cwnd: MAX_CWND, ssthresh: MAX_CWND };
   readonly comp = {
     psn: 0, retryCnt: 0, rnrRetry: 0, lastProgress: 0,
     timer: undefined as NodeJS.Timeout | undefined, rnrTimer: undefined as NodeJS.Timeout | undefined,
@@ -194,7 +198,7 @@ export class RxeQp implements ProviderQp {
     this.rq.clear();
     this.state = QpState.RESET;
     this.attr.qpState = QpState.RESET;
-    Object.assign(this.req, { psn: 0, index: 0, noackPkts: 0, paused: false });
+    Object.assign(this.req, { psn: 0, index: 0, noackPkts: 0, paused: false, cwnd: MAX_CWND, ssthresh: MAX_CWND });
     Object.assign(this.comp, { psn: 0 });
     Object.assign(this.resp, { psn: 0, msn: 0, nakSent: false, inMessage: 0, wqe: undefined, offset: 0, resources: [], nextResource: 0 });
   }

@@ -6,20 +6,37 @@ import { Access, MwType, QpState, QpType, SendFlags, WcStatus, WrOpcode } from '
 import { OPCODES, Op, OpCode, ICRC_BYTES } from './wire/opcodes.js';
 import { atmeth, deth, ieth, immdt, reth, writeBth } from './wire/headers.js';
 import { psnAdd, psnDiff } from './wire/psn.js';
-import { WqeState, type RxeQp, type Seg, type SendWqe } from './qp.js';
+import { MAX_CWND, WqeState, type RxeQp, type Seg, type SendWqe } from './qp.js';
 import { RxeMr, RxeMw } from './keys.js';
 import { armRetransmit } from './completer.js';
 import type { RxeAh } from './context.js';
 
-/** As rxe: at most this many PSNs outstanding, and an ACK requested at least every 64 packets. */
-export const MAX_UNACKED_PSNS = 128;
-/**
- * Also bound the bytes in flight: a kernel UDP receive buffer is ~208 KiB by default
- * (net.core.rmem_max), and overrunning it costs a go-back-N. 32 x 4 KiB packets fit.
- */
-const MAX_UNACKED_BYTES = 128 * 1024;
 export const MAX_PKTS_PER_ACK = 64;
-const ackEvery = (mtu: number) => Math.min(MAX_PKTS_PER_ACK, Math.max(4, MAX_UNACKED_BYTES / mtu / 2));
+/**
+ * The window in packets. A user-space peer can be descheduled for milliseconds, so a window
+ * that covers bandwidth x stall keeps the pipe full (rxe's fixed 128 PSNs would not). It is
+ * bounded by what the peer's UDP receive buffer holds (RxeLink.windowBytes, sized from our
+ * own on the assumption that the peer is configured alike), and after a loss by cwnd:
+ * go-back-N resends the whole window, so on a lossy path it must shrink or it never drains.
+ */
+export const MIN_WINDOW = 8;
+const windowPkts = (qp: RxeQp) =>
+  Math.max(MIN_WINDOW, Math.min(Math.floor(qp.req.cwnd), Math.floor(qp.device.link.windowBytes / qp.mtu)));
+
+/** Reno-style: slow start below ssthresh, then one packet per window of ACKed packets. */
+export function windowOpen(qp: RxeQp, ackedPkts: number): void {
+  const r = qp.req;
+  r.cwnd = Math.min(MAX_CWND, r.cwnd < r.ssthresh ? r.cwnd + ackedPkts : r.cwnd + ackedPkts / r.cwnd);
+}
+
+/** A loss (sequence NAK, timeout or implicit NAK): halve the window. */
+export function windowCut(qp: RxeQp, timeout: boolean): void {
+  const r = qp.req;
+  r.ssthresh = Math.max(MIN_WINDOW, Math.min(r.cwnd, windowPkts(qp)) / 2);
+  r.cwnd = timeout ? MIN_WINDOW : r.ssthresh;
+}
+/** Ask for an ACK twice per window so the window never drains while an ACK is on its way. */
+const ackEvery = (qp: RxeQp) => Math.min(MAX_PKTS_PER_ACK, Math.max(4, windowPkts(qp) >> 1));
 /** Packets one run may send before yielding to the event loop. */
 const BUDGET = 64;
 
@@ -50,7 +67,7 @@ export function runRequester(qp: RxeQp): void {
       if (w.state === WqeState.POSTED && !start(qp, w)) break;
       if (w.nextPkt === 0 && w.wr.sendFlags! & SendFlags.FENCE && outstandingRdAtomic(qp) > 0) break;
       if (w.nextPkt === 0 && w.rdAtomic && outstandingRdAtomic(qp) >= qp.attr.maxRdAtomic) break;
-      if (qp.qpType === QpType.RC && psnDiff(psnAdd(w.firstPsn, w.nextPkt), qp.comp.psn) >= Math.min(MAX_UNACKED_PSNS, Math.max(8, MAX_UNACKED_BYTES / qp.mtu))) break;
+      if (qp.qpType === QpType.RC && psnDiff(psnAdd(w.firstPsn, w.nextPkt), qp.comp.psn) >= windowPkts(qp)) break;
       sendPacket(qp, w);
       budget--;
     }
@@ -89,14 +106,14 @@ export function resolveSegs(qp: RxeQp, sgl: readonly { addr: number; length: num
   return out;
 }
 
-/** Copy `len` bytes of the message starting at `msgOff` from segments into dst. */
-export function gather(segs: Seg[], msgOff: number, dst: Buffer, dstOff: number, len: number): void {
+/** Append views of `len` message bytes starting at `msgOff` to `out`. */
+export function views(segs: Seg[], msgOff: number, len: number, out: Buffer[]): void {
   for (const s of segs) {
     if (len === 0) return;
     if (msgOff >= s.len) { msgOff -= s.len; continue; }
     const n = Math.min(len, s.len - msgOff);
-    s.mem.copy(dst, dstOff, s.off + msgOff, s.off + msgOff + n);
-    dstOff += n; len -= n; msgOff = 0;
+    out.push(s.mem.subarray(s.off + msgOff, s.off + msgOff + n));
+    len -= n; msgOff = 0;
   }
 }
 
@@ -142,11 +159,14 @@ export function sendPacket(qp: RxeQp, w: SendWqe): void {
   const payloadOff = k * mtu;
   const payloadLen = info.mask & Op.PAYLOAD ? Math.min(mtu, w.length - payloadOff) : 0;
   const pad = (4 - (payloadLen & 3)) & 3;
-  const buf = Buffer.allocUnsafe(info.length + payloadLen + pad + ICRC_BYTES);
+  // Headers and the pad/ICRC tail are small buffers; the payload goes out as views of the
+  // source memory (RDMA semantics forbid touching it until the WR completes).
+  const buf = Buffer.allocUnsafe(info.length);
+  const tail = Buffer.alloc(pad + ICRC_BYTES);
   const end = (info.mask & Op.END) !== 0;
   let ackReq = false;
   if (qp.qpType === QpType.RC) {
-    ackReq = end || ++qp.req.noackPkts >= ackEvery(mtu);
+    ackReq = end || ++qp.req.noackPkts >= ackEvery(qp);
     if (ackReq) qp.req.noackPkts = 0;
   }
   let destQp = qp.attr.destQpNum;
@@ -178,15 +198,16 @@ export function sendPacket(qp: RxeQp, w: SendWqe): void {
     // A Q_Key with the high bit set means "use the QP's own Q_Key" (IBA 10.2.5).
     deth.write(buf, info.deth, qkey & 0x80000000 ? qp.attr.qkey : qkey, qp.qpn);
   }
+  const parts: Buffer[] = [buf];
   if (payloadLen > 0) {
-    if (w.inline) w.inline.copy(buf, info.length, payloadOff, payloadOff + payloadLen);
-    else gather(w.segs!, payloadOff, buf, info.length, payloadLen);
+    if (w.inline) parts.push(w.inline.subarray(payloadOff, payloadOff + payloadLen));
+    else views(w.segs!, payloadOff, payloadLen, parts);
   }
-  for (let i = 0; i < pad; i++) buf[info.length + payloadLen + i] = 0;
+  parts.push(tail);
 
   qp.counters.sent_pkts++;
-  qp.counters.sent_bytes += buf.length;
-  qp.device.link.send(buf, to);
+  qp.counters.sent_bytes += info.length + payloadLen + tail.length;
+  qp.device.link.sendv(parts, to);
 
   // One read request covers all its response PSNs.
   w.nextPkt = isRead ? w.npkts : w.nextPkt + 1;

@@ -1,0 +1,109 @@
+// Command-line options of `softrdma perftest`, following perftest's names and defaults.
+
+import { parseArgs } from 'node:util';
+
+export const TESTS = ['write_bw', 'read_bw', 'send_bw', 'atomic_bw', 'write_lat', 'read_lat', 'send_lat'] as const;
+export type TestName = (typeof TESTS)[number];
+
+export interface PerftestOptions {
+  test: TestName;
+  /** The server's host for the out-of-band exchange; absent on the server. */
+  host: string | undefined;
+  ibDev: string;
+  bind: string;
+  udpPort: number;
+  port: number;
+  sizes: number[];
+  iters: number;
+  txDepth: number;
+  mtu: number | undefined;
+  json: boolean;
+  counters: boolean;
+  timeoutMs: number;
+  /** Whether -s/-n were given (the server adopts the client's choice otherwise). */
+  explicit: { size: boolean; iters: boolean };
+}
+
+export const PERFTEST_USAGE = `usage: softrdma perftest <test> [options] [server-host]
+
+tests: ${TESTS.join(', ')}
+Run the server without a host, then the client with the server's host.
+
+  -d, --ib-dev NAME    device name (default rxe0)
+      --bind ADDR      local IP address the rxe device binds (default 127.0.0.1)
+      --udp-port N     RoCEv2 UDP port, the same on both sides (default 4791)
+  -p, --port N         TCP port of the out-of-band exchange (default 18515)
+  -s, --size N         message size in bytes (default 65536 for bw, 2 for lat, 8 for atomic)
+  -n, --iters N        iterations (default 5000 for bw, 1000 for lat)
+  -a, --all            every size from 2 to 2^23 (atomic_bw: 8 only)
+  -t, --tx-depth N     outstanding work requests in bw tests (default 128)
+  -m, --mtu N          path MTU: 256, 512, 1024, 2048 or 4096 (default: the port's active MTU)
+      --json           one JSON object per size on stdout instead of the table
+      --counters       print the device's and the QP's rxe counters at the end
+      --timeout SEC    give up if the peer is silent this long (default 30)`;
+
+export class UsageError extends Error {}
+
+function intOpt(name: string, v: string | undefined, dflt: number, min: number, max: number): number {
+  if (v === undefined) return dflt;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min || n > max) throw new UsageError(`--${name} must be an integer in [${min}, ${max}], got '${v}'`);
+  return n;
+}
+
+export function parsePerftestArgs(argv: string[]): PerftestOptions {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      'ib-dev': { type: 'string', short: 'd' },
+      bind: { type: 'string' },
+      'udp-port': { type: 'string' },
+      port: { type: 'string', short: 'p' },
+      size: { type: 'string', short: 's' },
+      iters: { type: 'string', short: 'n' },
+      all: { type: 'boolean', short: 'a' },
+      'tx-depth': { type: 'string', short: 't' },
+      mtu: { type: 'string', short: 'm' },
+      json: { type: 'boolean' },
+      counters: { type: 'boolean' },
+      timeout: { type: 'string' },
+    },
+  });
+  const [test, host, ...extra] = positionals;
+  if (!test || !(TESTS as readonly string[]).includes(test)) throw new UsageError(`unknown or missing test '${test ?? ''}'`);
+  if (extra.length) throw new UsageError(`unexpected argument '${extra[0]}'`);
+  const t = test as TestName;
+  const lat = t.endsWith('_lat');
+  const atomic = t === 'atomic_bw';
+  const maxSize = 1 << 23;
+  let sizes: number[];
+  if (atomic) {
+    if (values.size !== undefined && values.size !== '8') throw new UsageError('atomic_bw moves 8 bytes per operation; --size must be 8');
+    sizes = [8];
+  } else if (values.all) {
+    if (values.size !== undefined) throw new UsageError('--all and --size exclude each other');
+    sizes = [];
+    for (let s = 2; s <= maxSize; s *= 2) sizes.push(s);
+  } else {
+    sizes = [intOpt('size', values.size, lat ? 2 : 65536, 1, maxSize)];
+  }
+  const mtu = values.mtu === undefined ? undefined : Number(values.mtu);
+  if (mtu !== undefined && ![256, 512, 1024, 2048, 4096].includes(mtu)) throw new UsageError(`--mtu must be 256, 512, 1024, 2048 or 4096, got '${values.mtu}'`);
+  return {
+    test: t,
+    host,
+    ibDev: values['ib-dev'] ?? 'rxe0',
+    bind: values.bind ?? '127.0.0.1',
+    udpPort: intOpt('udp-port', values['udp-port'], 4791, 1, 65535),
+    port: intOpt('port', values.port, 18515, 0, 65535),
+    sizes,
+    iters: intOpt('iters', values.iters, lat ? 1000 : 5000, 1, 1e9),
+    txDepth: intOpt('tx-depth', values['tx-depth'], 128, 1, 8192),
+    mtu,
+    json: values.json ?? false,
+    counters: values.counters ?? false,
+    timeoutMs: intOpt('timeout', values.timeout, 30, 1, 86400) * 1000,
+    explicit: { size: values.size !== undefined || !!values.all, iters: values.iters !== undefined },
+  };
+}

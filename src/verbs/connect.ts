@@ -1,0 +1,59 @@
+// Bring a QP from RESET to RTS against a known peer, the way rdma-core's examples and
+// perftest do once they have exchanged QPN, PSN and GID out of band. One helper for every
+// QP type, so tools and tests cannot drift apart on the attribute masks.
+
+import { Access, QpAttr, QpState, QpType } from './enums.js';
+import type { QP } from './api.js';
+
+export interface RemoteQpInfo {
+  qpn: number;
+  /** The peer's starting send PSN (our rq_psn). Ignored for UD. */
+  psn: number;
+  gid: Uint8Array;
+}
+
+export interface ConnectOptions {
+  /** Our starting send PSN. */
+  psn?: number;
+  /** Path MTU as an ibv_mtu enum (1..5); default 3 (1024). */
+  mtu?: number;
+  access?: number;
+  timeout?: number;
+  retryCnt?: number;
+  rnrRetry?: number;
+  minRnrTimer?: number;
+  maxRdAtomic?: number;
+  maxDestRdAtomic?: number;
+  /** UD only: the Q_Key our QP accepts. */
+  qkey?: number;
+  hopLimit?: number;
+  sgidIndex?: number;
+  portNum?: number;
+}
+
+export const RC_ACCESS = Access.LOCAL_WRITE | Access.REMOTE_WRITE | Access.REMOTE_READ | Access.REMOTE_ATOMIC;
+
+export function connectQp(qp: QP, remote: RemoteQpInfo, o: ConnectOptions = {}): void {
+  const type = qp.qpType;
+  const portNum = o.portNum ?? 1;
+  const ud = type === QpType.UD;
+  qp.modify({ qpState: QpState.INIT, pkeyIndex: 0, portNum, qpAccessFlags: o.access ?? RC_ACCESS, qkey: o.qkey ?? 0x11111111 },
+    QpAttr.STATE | QpAttr.PKEY_INDEX | QpAttr.PORT | (ud ? QpAttr.QKEY : QpAttr.ACCESS_FLAGS));
+  if (ud) {
+    qp.modify({ qpState: QpState.RTR }, QpAttr.STATE);
+    qp.modify({ qpState: QpState.RTS, sqPsn: o.psn ?? 0 }, QpAttr.STATE | QpAttr.SQ_PSN);
+    return;
+  }
+  const rc = type === QpType.RC;
+  qp.modify({
+    qpState: QpState.RTR, pathMtu: o.mtu ?? 3, destQpNum: remote.qpn, rqPsn: remote.psn,
+    ahAttr: { grh: { dgid: remote.gid, hopLimit: o.hopLimit ?? 64, sgidIndex: o.sgidIndex ?? 0 }, isGlobal: true, portNum },
+    maxDestRdAtomic: o.maxDestRdAtomic ?? 16, minRnrTimer: o.minRnrTimer ?? 12,
+  }, QpAttr.STATE | QpAttr.AV | QpAttr.PATH_MTU | QpAttr.DEST_QPN | QpAttr.RQ_PSN
+    | (rc ? QpAttr.MAX_DEST_RD_ATOMIC | QpAttr.MIN_RNR_TIMER : 0));
+  qp.modify({
+    qpState: QpState.RTS, sqPsn: o.psn ?? 0, timeout: o.timeout ?? 14, retryCnt: o.retryCnt ?? 7,
+    rnrRetry: o.rnrRetry ?? 7, maxRdAtomic: o.maxRdAtomic ?? 16,
+  }, QpAttr.STATE | QpAttr.SQ_PSN
+    | (rc ? QpAttr.TIMEOUT | QpAttr.RETRY_CNT | QpAttr.RNR_RETRY | QpAttr.MAX_QP_RD_ATOMIC : 0));
+}
