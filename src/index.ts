@@ -24,3 +24,9 @@ export async function createRxeDevice(opts: RxeDeviceOptions): Promise<Device> {
 
 export type { RxeDeviceOptions };
 export { RxeDevice };
+
+/** The rxe provider behind a Device (its bound address, UDP port, counters); throws for other drivers. */
+export function rxeOf(dev: Device): RxeDevice {
+  if (!(dev.provider instanceof RxeDevice)) throw new TypeError(`${dev.name} is not an rxe device`);
+  return dev.provider;
+}

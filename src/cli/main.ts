@@ -6,6 +6,7 @@ import { createRxeDevice } from '../index.js';
 import { devinfo } from './devinfo.js';
 import { demo } from './demo.js';
 import { perftest, PERFTEST_USAGE, UsageError } from '../tools/perftest/index.js';
+import { pingpong, PINGPONG_USAGE } from '../tools/pingpong.js';
 
 const USAGE = `usage: softrdma <command> [options]
 
@@ -15,8 +16,9 @@ commands:
   devinfo [--bind ADDR] [-v] like ibv_devinfo, for an rxe device bound to ADDR (default 127.0.0.1)
   perftest <test> [host]    perftest's ib_{write,read,send,atomic}_bw and ib_{write,read,send}_lat
                             (softrdma perftest --help for options)
+  pingpong rc|ud [host]     ibv_rc_pingpong / ibv_ud_pingpong, interoperable with rdma-core's
 
-not yet: perftest, pingpong, smcss, smc-run (see README, "What works")`;
+not yet: smcss, smc-run (see README, "What works")`;
 
 async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
@@ -41,6 +43,18 @@ async function main(argv: string[]): Promise<number> {
       } catch (err) {
         if (err instanceof UsageError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
           console.error(`softrdma perftest: ${(err as Error).message}\n${PERFTEST_USAGE}`);
+          return 2;
+        }
+        throw err;
+      }
+      return 0;
+    case 'pingpong':
+      if (rest.includes('-h') || rest.includes('--help')) { console.log(PINGPONG_USAGE); return 0; }
+      try {
+        await pingpong(rest);
+      } catch (err) {
+        if (err instanceof RangeError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+          console.error(`softrdma pingpong: ${(err as Error).message}\n${PINGPONG_USAGE}`);
           return 2;
         }
         throw err;

@@ -33,12 +33,20 @@ export interface ConnectOptions {
 
 export const RC_ACCESS = Access.LOCAL_WRITE | Access.REMOTE_WRITE | Access.REMOTE_READ | Access.REMOTE_ATOMIC;
 
+/** RESET -> INIT only; receives may be posted from INIT on, before the peer is known. */
+export function initQp(qp: QP, o: ConnectOptions = {}): void {
+  const ud = qp.qpType === QpType.UD;
+  qp.modify({ qpState: QpState.INIT, pkeyIndex: 0, portNum: o.portNum ?? 1, qpAccessFlags: o.access ?? RC_ACCESS, qkey: o.qkey ?? 0x11111111 },
+    QpAttr.STATE | QpAttr.PKEY_INDEX | QpAttr.PORT | (ud ? QpAttr.QKEY : QpAttr.ACCESS_FLAGS));
+}
+
+/** Bring a QP in RESET or INIT to RTS against `remote`. */
 export function connectQp(qp: QP, remote: RemoteQpInfo, o: ConnectOptions = {}): void {
   const type = qp.qpType;
   const portNum = o.portNum ?? 1;
   const ud = type === QpType.UD;
-  qp.modify({ qpState: QpState.INIT, pkeyIndex: 0, portNum, qpAccessFlags: o.access ?? RC_ACCESS, qkey: o.qkey ?? 0x11111111 },
-    QpAttr.STATE | QpAttr.PKEY_INDEX | QpAttr.PORT | (ud ? QpAttr.QKEY : QpAttr.ACCESS_FLAGS));
+  if (qp.state === QpState.RESET) initQp(qp, o);
+  else if (qp.state !== QpState.INIT) throw new RangeError(`connectQp: QP ${qp.qpn} must be in RESET or INIT`);
   if (ud) {
     qp.modify({ qpState: QpState.RTR }, QpAttr.STATE);
     qp.modify({ qpState: QpState.RTS, sqPsn: o.psn ?? 0 }, QpAttr.STATE | QpAttr.SQ_PSN);

@@ -143,9 +143,12 @@ export class RxeLink {
     this.sock.send(h.pkt, this.port, h.to);
   }
 
-  close(): Promise<void> {
-    if (this.closed) return Promise.resolve();
+  async close(): Promise<void> {
+    if (this.closed) return;
     this.closed = true;
-    return new Promise((resolve) => this.sock.close(() => resolve()));
+    // dgram resolves the address on the next tick before it sends: let packets already
+    // handed to the socket (a UD send that has completed, a last ACK) leave first.
+    await new Promise((r) => setImmediate(r));
+    await new Promise<void>((resolve) => this.sock.close(() => resolve()));
   }
 }

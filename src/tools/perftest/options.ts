@@ -31,7 +31,8 @@ Run the server without a host, then the client with the server's host.
 
   -d, --ib-dev NAME    device name (default rxe0)
       --bind ADDR      local IP address the rxe device binds (default 127.0.0.1)
-      --udp-port N     RoCEv2 UDP port, the same on both sides (default 4791)
+      --udp-port N     RoCEv2 UDP port, the same on both sides (default 4791; 0 on a
+                       server picks a free one and prints it)
   -p, --port N         TCP port of the out-of-band exchange (default 18515)
   -s, --size N         message size in bytes (default 65536 for bw, 2 for lat, 8 for atomic)
   -n, --iters N        iterations (default 5000 for bw, 1000 for lat)
@@ -95,7 +96,7 @@ export function parsePerftestArgs(argv: string[]): PerftestOptions {
     host,
     ibDev: values['ib-dev'] ?? 'rxe0',
     bind: values.bind ?? '127.0.0.1',
-    udpPort: intOpt('udp-port', values['udp-port'], 4791, 1, 65535),
+    udpPort: intOpt('udp-port', values['udp-port'], 4791, 0, 65535),
     port: intOpt('port', values.port, 18515, 0, 65535),
     sizes,
     iters: intOpt('iters', values.iters, lat ? 1000 : 5000, 1, 1e9),

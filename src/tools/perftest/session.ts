@@ -7,7 +7,7 @@ import {
   Access, connectQp, createRxeDevice, gidFromAddress, gidToString, mtuBytes, mtuEnum, QpType, wcStatusStr, WcStatus,
   type CQ, type Context, type Device, type MR, type PD, type QP, type WorkCompletion,
 } from '../../index.js';
-import { Obj, RxeAttr, RxeMethod } from '../../index.js';
+import { Obj, rxeOf, RxeAttr, RxeMethod } from '../../index.js';
 import { oobAccept, oobConnect, type OobChannel } from '../oob.js';
 import type { PerftestOptions } from './options.js';
 
@@ -50,7 +50,7 @@ export class Session {
     if (this.isServer) {
       this.oob = await oobAccept(o.port, {
         timeoutMs: o.timeoutMs,
-        onListening: (port) => this.say(`\n************************************\n* Waiting for client to connect... *\n************************************\n(out-of-band TCP port ${port})`),
+        onListening: (port) => this.say(`\n************************************\n* Waiting for client to connect... *\n************************************\n(out-of-band TCP port ${port}, RoCE UDP port ${rxeOf(this.dev!).port})`),
       });
       const hello = await this.oob.recv<{ protocol?: string; test?: string; sizes?: number[]; iters?: number; txDepth?: number }>();
       if (hello.protocol !== PROTOCOL) throw new Error(`peer does not speak ${PROTOCOL}`);

@@ -1,0 +1,251 @@
+// `softrdma pingpong rc|ud`: ports of rdma-core's ibv_rc_pingpong and ibv_ud_pingpong. They
+// speak the same TCP exchange (port 18515; "%04x:%06x:%06x:%s" = LID:QPN:PSN:GID in a
+// 52-byte buffer with its NUL, then "done\0" from the client), use the same defaults and
+// print the same lines, so either side can be the real binary on a kernel rxe device.
+
+import net from 'node:net';
+import { once } from 'node:events';
+import { randomBytes } from 'node:crypto';
+import { parseArgs } from 'node:util';
+import {
+  Access, connectQp, createRxeDevice, initQp, rxeOf, mtuEnum, QpType, SendFlags, WcStatus, wcStatusStr, WrOpcode,
+  type AH, type CompChannel, type CQ, type Device, type QP, type WorkCompletion,
+} from '../index.js';
+
+export const PINGPONG_USAGE = `usage: softrdma pingpong rc|ud [options] [server-host]
+
+Run the server without a host, then the client with the server's host. Either side may be
+rdma-core's ibv_rc_pingpong / ibv_ud_pingpong (give it -g with the index of a RoCEv2 GID).
+
+  -p, --port N       TCP port of the exchange (default 18515)
+  -d, --ib-dev NAME  device name (default rxe0)
+      --bind ADDR    local IP address of the rxe device (default 127.0.0.1)
+      --udp-port N   RoCEv2 UDP port (default 4791)
+  -i, --ib-port N    port number (default 1)
+  -s, --size N       message size (default 4096 for rc, 1024 for ud)
+  -m, --mtu N        path MTU for rc (default 1024)
+  -r, --rx-depth N   receives to post (default 500)
+  -n, --iters N      exchanges (default 1000)
+  -l, --sl N         service level (default 0)
+  -e, --events       wait on a completion channel instead of polling
+  -g, --gid-idx N    local GID index (default 0; the only GID an rxe device has)
+  -c, --chk          validate the received buffer (rc)`;
+
+/** The 52-byte message: "%04x:%06x:%06x:%s" with a 32-hex-digit GID and the NUL. */
+export const MSG_BYTES = 52;
+
+export interface Dest { lid: number; qpn: number; psn: number; gid: Uint8Array }
+
+/** Byte i of the GID is hex digits 2i..2i+1 (rdma-core's gid_to_wire_gid on little-endian hosts). */
+export function encodeDest(d: Dest): Buffer {
+  const gid = Buffer.from(d.gid).toString('hex');
+  const text = `${hex(d.lid, 4)}:${hex(d.qpn, 6)}:${hex(d.psn, 6)}:${gid}`;
+  const out = Buffer.alloc(MSG_BYTES);
+  out.write(text, 'latin1');
+  return out;
+}
+
+export function decodeDest(msg: Buffer): Dest {
+  const text = msg.subarray(0, msg.indexOf(0) >= 0 ? msg.indexOf(0) : msg.length).toString('latin1');
+  const m = /^([0-9a-fA-F]{1,4}):([0-9a-fA-F]{1,6}):([0-9a-fA-F]{1,6}):([0-9a-fA-F]{32})$/.exec(text);
+  if (!m) throw new Error(`malformed peer address '${text.slice(0, 60)}'`);
+  return { lid: parseInt(m[1]!, 16), qpn: parseInt(m[2]!, 16), psn: parseInt(m[3]!, 16), gid: Buffer.from(m[4]!, 'hex') };
+}
+
+function hex(n: number, w: number) { return n.toString(16).padStart(w, '0'); }
+
+/** inet_ntop(AF_INET6) of a GID, as the C tools print it. */
+function gidText(gid: Uint8Array): string {
+  const b = Buffer.from(gid);
+  if (b.subarray(0, 10).every((x) => x === 0) && b[10] === 0xff && b[11] === 0xff) return `::ffff:${b[12]}.${b[13]}.${b[14]}.${b[15]}`;
+  const groups: string[] = [];
+  for (let i = 0; i < 16; i += 2) groups.push(b.readUInt16BE(i).toString(16));
+  return groups.join(':').replace(/(^|:)0(:0)+(:|$)/, '::').replace(/:::+/, '::');
+}
+
+/** Read exactly n bytes (the C tools do one read() per message; TCP may split it). */
+class Reader {
+  private buf = Buffer.alloc(0);
+  private ended = false;
+  private wake: (() => void) | undefined;
+  constructor(sock: net.Socket) {
+    sock.on('data', (d: Buffer) => { this.buf = Buffer.concat([this.buf, d]); this.wake?.(); });
+    sock.on('close', () => { this.ended = true; this.wake?.(); });
+    sock.on('error', () => { this.ended = true; this.wake?.(); });
+  }
+  async read(n: number, timeoutMs: number): Promise<Buffer> {
+    const deadline = Date.now() + timeoutMs;
+    while (this.buf.length < n) {
+      if (this.ended) throw new Error(`peer closed the exchange after ${this.buf.length}/${n} bytes`);
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error('peer silent during the exchange');
+      await new Promise<void>((r) => { const t = setTimeout(r, left); this.wake = () => { clearTimeout(t); r(); }; });
+      this.wake = undefined;
+    }
+    const out = this.buf.subarray(0, n);
+    this.buf = this.buf.subarray(n);
+    return out;
+  }
+}
+
+const SEND_WRID = 2, RECV_WRID = 1;
+const EXCHANGE_TIMEOUT_MS = 60_000;
+
+export async function pingpong(argv: string[], out: (line: string) => void = (l) => console.log(l)): Promise<{ usecPerIter: number; bytes: number }> {
+  const { values, positionals } = parseArgs({
+    args: argv, allowPositionals: true,
+    options: {
+      port: { type: 'string', short: 'p' }, 'ib-dev': { type: 'string', short: 'd' }, bind: { type: 'string' },
+      'udp-port': { type: 'string' }, 'ib-port': { type: 'string', short: 'i' }, size: { type: 'string', short: 's' },
+      mtu: { type: 'string', short: 'm' }, 'rx-depth': { type: 'string', short: 'r' }, iters: { type: 'string', short: 'n' },
+      sl: { type: 'string', short: 'l' }, events: { type: 'boolean', short: 'e' }, 'gid-idx': { type: 'string', short: 'g' },
+      chk: { type: 'boolean', short: 'c' },
+    },
+  });
+  const [kind, servername, extra] = positionals;
+  if (kind !== 'rc' && kind !== 'ud') throw new RangeError(`pingpong: expected 'rc' or 'ud', got '${kind ?? ''}'`);
+  if (extra !== undefined) throw new RangeError(`pingpong: unexpected argument '${extra}'`);
+  const num = (name: string, v: string | undefined, d: number, min = 0, max = 2 ** 31) => {
+    if (v === undefined) return d;
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < min || n > max) throw new RangeError(`pingpong: --${name} must be an integer in [${min}, ${max}], got '${v}'`);
+    return n;
+  };
+  const ud = kind === 'ud';
+  const port = num('port', values.port, 18515, 0, 65535);
+  const ibPort = num('ib-port', values['ib-port'], 1, 1, 1);
+  const size = num('size', values.size, ud ? 1024 : 4096, 1, 1 << 30);
+  const mtu = mtuEnum(num('mtu', values.mtu, 1024, 256, 4096));
+  const rxDepth = num('rx-depth', values['rx-depth'], 500, 1, 16384);
+  const iters = num('iters', values.iters, 1000, 1);
+  const sl = num('sl', values.sl, 0, 0, 15);
+  const gidx = num('gid-idx', values['gid-idx'], 0, 0, 0);
+
+  const dev: Device = await createRxeDevice({ address: values.bind ?? '127.0.0.1', port: num('udp-port', values['udp-port'], 4791, 0, 65535), name: values['ib-dev'] ?? 'rxe0' });
+  const ctx = dev.open();
+  let sock: net.Socket | undefined;
+  try {
+    if (ud) {
+      const portMtu = 128 << ctx.queryPort(ibPort).activeMtu;
+      if (size > portMtu) throw new RangeError(`Requested size larger than port MTU (${portMtu})`);
+    }
+    const pd = ctx.allocPd();
+    // UD receives start with the 40-byte GRH; sends go from just after it.
+    const buf = Buffer.alloc(ud ? size + 40 : size, 0x7b);
+    const mr = pd.regMr(buf, Access.LOCAL_WRITE);
+    const channel: CompChannel | undefined = values.events ? ctx.createCompChannel() : undefined;
+    const cq: CQ = ctx.createCq(rxDepth + 1, { channel });
+    const maxInline = 256;
+    const qp: QP = pd.createQp({
+      qpType: ud ? QpType.UD : QpType.RC, sendCq: cq, recvCq: cq,
+      cap: { maxSendWr: 1, maxRecvWr: rxDepth, maxSendSge: 1, maxRecvSge: 1, maxInlineData: maxInline },
+    });
+    const sendFlags = SendFlags.SIGNALED | (size <= maxInline ? SendFlags.INLINE : 0);
+    initQp(qp, { portNum: ibPort, access: Access.LOCAL_WRITE, qkey: 0x11111111 });
+    const recvSge = mr.sge(0, buf.length);
+    const postRecv = (n: number) => {
+      for (let i = 0; i < n; i++) qp.postRecv({ wrId: RECV_WRID, sgList: [recvSge] });
+      return n;
+    };
+    let routs = postRecv(rxDepth);
+    if (channel) cq.reqNotify();
+
+    const my: Dest = { lid: ctx.queryPort(ibPort).lid, qpn: qp.qpn, psn: randomBytes(3).readUIntBE(0, 3), gid: ctx.queryGid(ibPort, gidx) };
+    out(`  local address:  LID 0x${hex(my.lid, 4)}, QPN 0x${hex(my.qpn, 6)}, PSN 0x${hex(my.psn, 6)}, GID ${gidText(my.gid)}`);
+
+    let ah: AH | undefined;
+    const connect = (rem: Dest) => {
+      if (ud) {
+        connectQp(qp, { qpn: rem.qpn, psn: rem.psn, gid: rem.gid }, { psn: my.psn });
+        ah = pd.createAh({ grh: { dgid: rem.gid, hopLimit: 64, sgidIndex: gidx }, isGlobal: true, portNum: ibPort, sl });
+      } else {
+        // As rc_pingpong: hop limit 1, one outstanding read/atomic, RNR timer 12.
+        connectQp(qp, { qpn: rem.qpn, psn: rem.psn, gid: rem.gid }, {
+          psn: my.psn, mtu, hopLimit: 1, sgidIndex: gidx, portNum: ibPort, maxRdAtomic: 1, maxDestRdAtomic: 1, minRnrTimer: 12, timeout: 14, retryCnt: 7, rnrRetry: 7,
+        });
+      }
+    };
+
+    let rem: Dest;
+    if (servername) {
+      sock = net.connect({ host: servername, port });
+      await once(sock, 'connect').catch((e: Error) => { throw new Error(`Couldn't connect to ${servername}:${port}: ${e.message}`); });
+      const rd = new Reader(sock);
+      sock.write(encodeDest(my));
+      rem = decodeDest(await rd.read(MSG_BYTES, EXCHANGE_TIMEOUT_MS));
+      sock.write(Buffer.from('done\0', 'latin1'));
+      sock.end();
+    } else {
+      const server = net.createServer();
+      server.listen({ port, exclusive: true });
+      await once(server, 'listening');
+      // An extension for scripts: with -p 0 or --udp-port 0, say which ports were taken.
+      if (port === 0 || values['udp-port'] === '0') process.stderr.write(`listening: TCP port ${(server.address() as net.AddressInfo).port}, UDP port ${rxeOf(dev).port}\n`);
+      try {
+        [sock] = (await once(server, 'connection')) as [net.Socket];
+      } finally {
+        server.close();
+      }
+      const rd = new Reader(sock);
+      rem = decodeDest(await rd.read(MSG_BYTES, EXCHANGE_TIMEOUT_MS));
+      connect(rem);
+      sock.write(encodeDest(my));
+      await rd.read(5, EXCHANGE_TIMEOUT_MS);
+      sock.end();
+    }
+    out(`  remote address: LID 0x${hex(rem.lid, 4)}, QPN 0x${hex(rem.qpn, 6)}, PSN 0x${hex(rem.psn, 6)}, GID ${gidText(rem.gid)}`);
+    if (servername) connect(rem);
+
+    const sendSge = ud ? mr.sge(40, size) : mr.sge(0, size);
+    const postSend = () => qp.postSend({
+      wrId: SEND_WRID, opcode: WrOpcode.SEND, sendFlags, sgList: [sendSge],
+      ...(ud ? { ud: { ah: ah!, remoteQpn: rem.qpn, remoteQkey: 0x11111111 } } : {}),
+    });
+    const pageSize = 4096;
+    if (servername && values.chk && !ud) for (let i = 0; i < size; i += pageSize) buf[i] = (i / pageSize) % 256;
+
+    let pending = RECV_WRID;
+    if (servername) { postSend(); pending |= SEND_WRID; }
+    const t0 = process.hrtime.bigint();
+    let rcnt = 0, scnt = 0;
+    const onWc = (wc: WorkCompletion) => {
+      if (wc.status !== WcStatus.SUCCESS) throw new Error(`Failed status ${wcStatusStr(wc.status)} (${wc.status}) for wr_id ${wc.wrId}`);
+      if (wc.wrId === SEND_WRID) scnt++;
+      else if (wc.wrId === RECV_WRID) {
+        if (--routs <= 1) routs += postRecv(rxDepth - routs);
+        rcnt++;
+      } else throw new Error(`Completion for unknown wr_id ${wc.wrId}`);
+      pending &= ~Number(wc.wrId);
+      if (scnt < iters && !pending) {
+        postSend();
+        pending = RECV_WRID | SEND_WRID;
+      }
+    };
+    let idleSince = Date.now();
+    while (rcnt < iters || scnt < iters) {
+      if (channel) {
+        await channel.getCqEvent({ signal: AbortSignal.timeout(EXCHANGE_TIMEOUT_MS) });
+        cq.reqNotify();
+      }
+      const wcs = cq.poll(2);
+      for (const wc of wcs) onWc(wc);
+      if (wcs.length) idleSince = Date.now();
+      else if (!channel) {
+        if (Date.now() - idleSince > EXCHANGE_TIMEOUT_MS) throw new Error(`no completion for ${EXCHANGE_TIMEOUT_MS} ms (${rcnt} received, ${scnt} sent)`);
+        await new Promise((r) => setImmediate(r));
+      }
+    }
+    const usec = Number(process.hrtime.bigint() - t0) / 1e3;
+    const bytes = size * iters * 2;
+    out(`${bytes} bytes in ${(usec / 1e6).toFixed(2)} seconds = ${((bytes * 8) / usec).toFixed(2)} Mbit/sec`);
+    out(`${iters} iters in ${(usec / 1e6).toFixed(2)} seconds = ${(usec / iters).toFixed(2)} usec/iter`);
+    if (!servername && values.chk && !ud) {
+      for (let i = 0; i < size; i += pageSize) if (buf[i] !== (i / pageSize) % 256) out(`invalid data in page ${i / pageSize}`);
+    }
+    return { usecPerIter: usec / iters, bytes };
+  } finally {
+    sock?.destroy();
+    ctx.close();
+    await dev.close();
+  }
+}
