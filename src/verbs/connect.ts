@@ -4,6 +4,7 @@
 
 import { Access, QpAttr, QpState, QpType } from './enums.js';
 import type { QP } from './api.js';
+import { fail } from '../uapi/errors.js';
 
 export interface RemoteQpInfo {
   qpn: number;
@@ -46,7 +47,7 @@ export function connectQp(qp: QP, remote: RemoteQpInfo, o: ConnectOptions = {}):
   const portNum = o.portNum ?? 1;
   const ud = type === QpType.UD;
   if (qp.state === QpState.RESET) initQp(qp, o);
-  else if (qp.state !== QpState.INIT) throw new RangeError(`connectQp: QP ${qp.qpn} must be in RESET or INIT`);
+  else if (qp.state !== QpState.INIT) fail('EINVAL', `QP ${qp.qpn} must be in RESET or INIT to connect`, { object: 'QP', method: 'connect' });
   if (ud) {
     qp.modify({ qpState: QpState.RTR }, QpAttr.STATE);
     qp.modify({ qpState: QpState.RTS, sqPsn: o.psn ?? 0 }, QpAttr.STATE | QpAttr.SQ_PSN);

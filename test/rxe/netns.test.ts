@@ -99,7 +99,6 @@ for (const mode of ['write', 'send'] as const) {
   });
 }
 
-test('namespace test setup', { skip: skip === undefined ? 'namespaces available' : false }, () => {
-  // Only reached where the machine forbids namespaces: say so in the results.
-  console.log(`netns fault test skipped: ${skip}`);
-});
+// Where namespaces are forbidden the two tests above are skipped with the reason; say it in
+// the output too, so a green run does not hide that the fault path went untested.
+if (skip) console.log(`netns fault test skipped: ${skip}`);
