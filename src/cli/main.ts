@@ -5,7 +5,8 @@ import { parseArgs } from 'node:util';
 import { createRxeDevice } from '../index.js';
 import { devinfo } from './devinfo.js';
 import { demo } from './demo.js';
-import { perftest, PERFTEST_USAGE, UsageError } from '../tools/perftest/index.js';
+import { perftest, PERFTEST_USAGE } from '../tools/perftest/index.js';
+import { isUsageError } from '../tools/usage.js';
 import { pingpong, PINGPONG_USAGE } from '../tools/pingpong.js';
 
 const USAGE = `usage: softrdma <command> [options]
@@ -19,6 +20,19 @@ commands:
   pingpong rc|ud [host]     ibv_rc_pingpong / ibv_ud_pingpong, interoperable with rdma-core's
 
 not yet: smcss, smc-run (see README, "What works")`;
+
+/** -h prints the tool's usage; a usage error prints it too and exits 2; other errors propagate. */
+async function runTool(name: string, usage: string, run: () => Promise<unknown>, args: string[]): Promise<number> {
+  if (args.includes('-h') || args.includes('--help')) { console.log(usage); return 0; }
+  try {
+    await run();
+    return 0;
+  } catch (err) {
+    if (!isUsageError(err)) throw err;
+    console.error(`softrdma ${name}: ${err.message}\n${usage}`);
+    return 2;
+  }
+}
 
 async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
@@ -37,29 +51,9 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case 'perftest':
-      if (rest.includes('-h') || rest.includes('--help')) { console.log(PERFTEST_USAGE); return 0; }
-      try {
-        await perftest(rest);
-      } catch (err) {
-        if (err instanceof UsageError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
-          console.error(`softrdma perftest: ${(err as Error).message}\n${PERFTEST_USAGE}`);
-          return 2;
-        }
-        throw err;
-      }
-      return 0;
+      return runTool('perftest', PERFTEST_USAGE, () => perftest(rest), rest);
     case 'pingpong':
-      if (rest.includes('-h') || rest.includes('--help')) { console.log(PINGPONG_USAGE); return 0; }
-      try {
-        await pingpong(rest);
-      } catch (err) {
-        if (err instanceof RangeError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
-          console.error(`softrdma pingpong: ${(err as Error).message}\n${PINGPONG_USAGE}`);
-          return 2;
-        }
-        throw err;
-      }
-      return 0;
+      return runTool('pingpong', PINGPONG_USAGE, () => pingpong(rest), rest);
     case undefined:
     case '-h':
     case '--help':

@@ -11,6 +11,7 @@ import {
   Access, connectQp, createRxeDevice, initQp, rxeOf, mtuEnum, QpType, SendFlags, WcStatus, wcStatusStr, WrOpcode,
   type AH, type CompChannel, type CQ, type Device, type QP, type WorkCompletion,
 } from '../index.js';
+import { UsageError } from './usage.js';
 
 export const PINGPONG_USAGE = `usage: softrdma pingpong rc|ud [options] [server-host]
 
@@ -103,19 +104,21 @@ export async function pingpong(argv: string[], out: (line: string) => void = (l)
     },
   });
   const [kind, servername, extra] = positionals;
-  if (kind !== 'rc' && kind !== 'ud') throw new RangeError(`pingpong: expected 'rc' or 'ud', got '${kind ?? ''}'`);
-  if (extra !== undefined) throw new RangeError(`pingpong: unexpected argument '${extra}'`);
+  if (kind !== 'rc' && kind !== 'ud') throw new UsageError(`expected 'rc' or 'ud', got '${kind ?? ''}'`);
+  if (extra !== undefined) throw new UsageError(`unexpected argument '${extra}'`);
   const num = (name: string, v: string | undefined, d: number, min = 0, max = 2 ** 31) => {
     if (v === undefined) return d;
     const n = Number(v);
-    if (!Number.isInteger(n) || n < min || n > max) throw new RangeError(`pingpong: --${name} must be an integer in [${min}, ${max}], got '${v}'`);
+    if (!Number.isInteger(n) || n < min || n > max) throw new UsageError(`--${name} must be an integer in [${min}, ${max}], got '${v}'`);
     return n;
   };
   const ud = kind === 'ud';
   const port = num('port', values.port, 18515, 0, 65535);
   const ibPort = num('ib-port', values['ib-port'], 1, 1, 1);
   const size = num('size', values.size, ud ? 1024 : 4096, 1, 1 << 30);
-  const mtu = mtuEnum(num('mtu', values.mtu, 1024, 256, 4096));
+  const mtuBytes = num('mtu', values.mtu, 1024, 256, 4096);
+  if (![256, 512, 1024, 2048, 4096].includes(mtuBytes)) throw new UsageError(`--mtu must be 256, 512, 1024, 2048 or 4096, got '${values.mtu}'`);
+  const mtu = mtuEnum(mtuBytes);
   const rxDepth = num('rx-depth', values['rx-depth'], 500, 1, 16384);
   const iters = num('iters', values.iters, 1000, 1);
   const sl = num('sl', values.sl, 0, 0, 15);
@@ -127,7 +130,7 @@ export async function pingpong(argv: string[], out: (line: string) => void = (l)
   try {
     if (ud) {
       const portMtu = 128 << ctx.queryPort(ibPort).activeMtu;
-      if (size > portMtu) throw new RangeError(`Requested size larger than port MTU (${portMtu})`);
+      if (size > portMtu) throw new UsageError(`Requested size larger than port MTU (${portMtu})`);
     }
     const pd = ctx.allocPd();
     // UD receives start with the 40-byte GRH; sends go from just after it.

@@ -2,7 +2,7 @@
 
 import { runBw } from './bw.js';
 import { runLat } from './lat.js';
-import { parsePerftestArgs, PERFTEST_USAGE, UsageError } from './options.js';
+import { parsePerftestArgs, PERFTEST_USAGE } from './options.js';
 import { bwHeader, bwLine, latHeader, latLine, RESULT_LINE, TITLES, type BwResult, type LatResult } from './report.js';
 import { Session } from './session.js';
 
@@ -38,4 +38,3 @@ export async function perftest(argv: string[]): Promise<(BwResult | LatResult)[]
   }
 }
 
-export { UsageError };

@@ -1,6 +1,7 @@
 // Command-line options of `softrdma perftest`, following perftest's names and defaults.
 
 import { parseArgs } from 'node:util';
+import { UsageError } from '../usage.js';
 
 export const TESTS = ['write_bw', 'read_bw', 'send_bw', 'atomic_bw', 'write_lat', 'read_lat', 'send_lat'] as const;
 export type TestName = (typeof TESTS)[number];
@@ -43,7 +44,6 @@ Run the server without a host, then the client with the server's host.
       --counters       print the device's and the QP's rxe counters at the end
       --timeout SEC    give up if the peer is silent this long (default 30)`;
 
-export class UsageError extends Error {}
 
 function intOpt(name: string, v: string | undefined, dflt: number, min: number, max: number): number {
   if (v === undefined) return dflt;
