@@ -3,12 +3,12 @@
 // 52-byte buffer with its NUL, then "done\0" from the client), use the same defaults and
 // print the same lines, so either side can be the real binary on a kernel rxe device.
 
-import net from 'node:net';
+import net, { isIPv4 } from 'node:net';
 import { once } from 'node:events';
 import { randomBytes } from 'node:crypto';
 import { parseArgs } from 'node:util';
 import {
-  Access, connectQp, createRxeDevice, initQp, rxeOf, mtuEnum, QpType, SendFlags, WcStatus, wcStatusStr, WrOpcode,
+  Access, addressFromGid, connectQp, createRxeDevice, initQp, rxeOf, mtuEnum, QpType, SendFlags, WcStatus, wcStatusStr, WrOpcode,
   type AH, type CompChannel, type CQ, type Device, type QP, type WorkCompletion,
 } from '../index.js';
 import { UsageError } from './usage.js';
@@ -55,13 +55,10 @@ export function decodeDest(msg: Buffer): Dest {
 
 function hex(n: number, w: number) { return n.toString(16).padStart(w, '0'); }
 
-/** inet_ntop(AF_INET6) of a GID, as the C tools print it. */
+/** inet_ntop(AF_INET6) of a GID, as the C tools print it (IPv4-mapped as ::ffff:a.b.c.d). */
 function gidText(gid: Uint8Array): string {
-  const b = Buffer.from(gid);
-  if (b.subarray(0, 10).every((x) => x === 0) && b[10] === 0xff && b[11] === 0xff) return `::ffff:${b[12]}.${b[13]}.${b[14]}.${b[15]}`;
-  const groups: string[] = [];
-  for (let i = 0; i < 16; i += 2) groups.push(b.readUInt16BE(i).toString(16));
-  return groups.join(':').replace(/(^|:)0(:0)+(:|$)/, '::').replace(/:::+/, '::');
+  const addr = addressFromGid(gid);
+  return isIPv4(addr) ? `::ffff:${addr}` : addr;
 }
 
 /** Read exactly n bytes (the C tools do one read() per message; TCP may split it). */

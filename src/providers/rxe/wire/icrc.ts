@@ -54,17 +54,7 @@ export class IcrcFlow {
 
   /** The ICRC of a packet whose last 4 bytes are (or will be) the ICRC field. */
   compute(pkt: Buffer): number {
-    const p = this.prefix;
-    const ip = LRH_MASK_BYTES;
-    const udpLen = UDP_BYTES + pkt.length;
-    if (this.family === 4) p.writeUInt16BE(IPV4_BYTES + udpLen, ip + 2);
-    else p.writeUInt16BE(udpLen, ip + 4);
-    p.writeUInt16BE(udpLen, ip + this.ipBytes + 4);
-    const resv8a = pkt[4]!;
-    pkt[4] = 0xff;
-    const crc = crc32(pkt.subarray(0, pkt.length - ICRC_BYTES), crc32(p));
-    pkt[4] = resv8a;
-    return crc >>> 0;
+    return this.computeParts([pkt]);
   }
 
   /**
@@ -87,7 +77,7 @@ export class IcrcFlow {
     const last = parts.length - 1;
     for (let i = 0; i < last; i++) crc = crc32(parts[i]!, crc);
     const tail = parts[last]!;
-    crc = crc32(last === 0 ? tail.subarray(0, tail.length - ICRC_BYTES) : tail.subarray(0, tail.length - ICRC_BYTES), crc);
+    crc = crc32(tail.subarray(0, tail.length - ICRC_BYTES), crc);
     first[4] = resv8a;
     return crc >>> 0;
   }
