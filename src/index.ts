@@ -1,6 +1,8 @@
 // softrdma: the verbs API.
 
-import { Device } from './verbs/api.js';
+import { Device, type Context, type QP } from './verbs/api.js';
+import { Obj } from './uapi/objects.js';
+import { RxeAttr, RxeMethod } from './providers/rxe/driver-methods.js';
 import { RxeDevice, type RxeDeviceOptions } from './providers/rxe/device.js';
 
 export * from './verbs/api.js';
@@ -29,4 +31,12 @@ export { RxeDevice };
 export function rxeOf(dev: Device): RxeDevice {
   if (!(dev.provider instanceof RxeDevice)) throw new TypeError(`${dev.name} is not an rxe device`);
   return dev.provider;
+}
+
+/** The rxe counters of a context's device and of one QP, through the driver-namespace methods. */
+export function queryRxeCounters(ctx: Context, qp: QP): { device: Record<string, number>; qp: Record<string, number> } {
+  return {
+    device: ctx.invoke(Obj.DEVICE, RxeMethod.DEVICE_QUERY_COUNTERS, {})[RxeAttr.COUNTERS] as Record<string, number>,
+    qp: ctx.invoke(Obj.QP, RxeMethod.QP_QUERY_COUNTERS, { 0: qp.handle })[RxeAttr.COUNTERS] as Record<string, number>,
+  };
 }

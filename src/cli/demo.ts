@@ -3,7 +3,7 @@
 // ping-pong latency, with the packet counters that show what crossed the wire.
 
 import { randomBytes } from 'node:crypto';
-import { Access, connectQp, createRxeDevice, QpType, SendFlags, WcStatus, WrOpcode, type CQ, type WorkCompletion } from '../index.js';
+import { Access, connectQp, createRxeDevice, rxeOf, QpType, SendFlags, WcStatus, WrOpcode, type CQ, type WorkCompletion } from '../index.js';
 import { devinfo } from './devinfo.js';
 
 async function poll(cq: CQ, n: number): Promise<WorkCompletion[]> {
@@ -67,7 +67,7 @@ export async function demo(): Promise<void> {
     }
     const rtt = Number(process.hrtime.bigint() - t1) / 1e3 / rounds;
     console.log(`SEND ping-pong 2 B x ${rounds}: ${rtt.toFixed(1)} us round trip (${(rtt / 2).toFixed(1)} us one way)`);
-    const c = (da.provider as unknown as { counters: Record<string, number> }).counters;
+    const c = rxeOf(da).counters;
     console.log(`\n${da.name} counters: sent_pkts=${c.sent_pkts} rcvd_pkts=${c.rcvd_pkts} icrc_errors=${c.icrc_errors} malformed_drops=${c.malformed_drops}`);
     console.log('\nBoth devices ran in this one process; see README for two processes and for perftest-style runs.');
   } finally {

@@ -3,7 +3,7 @@
 
 import { once } from 'node:events';
 import {
-  connectQp, createRxeDevice, QpType, RC_ACCESS, type ConnectOptions, type Context, type CQ, type Device, type PD, type QP, type WorkCompletion,
+  connectQp, createRxeDevice, QpType, rxeOf, RC_ACCESS, type ConnectOptions, type Context, type CQ, type Device, type PD, type QP, type WorkCompletion,
 } from '../../src/index.js';
 
 export interface Side { dev: Device; ctx: Context; pd: PD; cq: CQ; qp: QP }
@@ -27,7 +27,7 @@ export function connect(qp: QP, remote: { qpn: number; gid: Uint8Array }, opts: 
 async function openTwo() {
   for (let attempt = 0; ; attempt++) {
     const a = await openSide('127.0.0.2', 0);
-    const port = (a.dev.provider as unknown as { port: number }).port;
+    const port = rxeOf(a.dev).port;
     try {
       return { a, b: await openSide('127.0.0.3', port) };
     } catch (err) {

@@ -9,7 +9,7 @@
 import { createCipheriv } from 'node:crypto';
 import { parseArgs } from 'node:util';
 import {
-  Access, connectQp, createRxeDevice, initQp, gidFromAddress, gidToString, Obj, QpType, rxeOf, RxeAttr, RxeMethod, SendFlags, WcOpcode, WcStatus,
+  Access, connectQp, createRxeDevice, initQp, gidFromAddress, gidToString, QpType, queryRxeCounters, rxeOf, SendFlags, WcOpcode, WcStatus,
   wcStatusStr, WrOpcode, type QP, type WorkCompletion,
 } from '../../src/index.js';
 import { oobAccept, oobConnect } from '../../src/tools/oob.js';
@@ -61,10 +61,7 @@ async function next(): Promise<WorkCompletion> {
   }
 }
 
-const counters = () => ({
-  qp: ctx.invoke(Obj.QP, RxeMethod.QP_QUERY_COUNTERS, { 0: qp.handle })[RxeAttr.COUNTERS],
-  device: ctx.invoke(Obj.DEVICE, RxeMethod.DEVICE_QUERY_COUNTERS, {})[RxeAttr.COUNTERS],
-});
+const counters = () => queryRxeCounters(ctx, qp);
 
 const mib = Number(values.mib);
 const t0 = Date.now();

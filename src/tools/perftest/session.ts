@@ -7,7 +7,7 @@ import {
   Access, connectQp, createRxeDevice, gidFromAddress, gidToString, mtuBytes, mtuEnum, QpType, wcStatusStr, WcStatus,
   type CQ, type Context, type Device, type MR, type PD, type QP, type WorkCompletion,
 } from '../../index.js';
-import { Obj, rxeOf, RxeAttr, RxeMethod } from '../../index.js';
+import { queryRxeCounters, rxeOf } from '../../index.js';
 import { oobAccept, oobConnect, type OobChannel } from '../oob.js';
 import type { PerftestOptions } from './options.js';
 
@@ -142,11 +142,7 @@ export class Session {
 
   /** The rxe device and QP counters (driver-namespace methods). */
   counters(): { device: Record<string, number>; qp: Record<string, number> } {
-    const ctx = this.ctx!;
-    return {
-      device: ctx.invoke(Obj.DEVICE, RxeMethod.DEVICE_QUERY_COUNTERS, {})[RxeAttr.COUNTERS] as Record<string, number>,
-      qp: ctx.invoke(Obj.QP, RxeMethod.QP_QUERY_COUNTERS, { 0: this.qp.handle })[RxeAttr.COUNTERS] as Record<string, number>,
-    };
+    return queryRxeCounters(this.ctx!, this.qp);
   }
 
   async close(): Promise<void> {
