@@ -1,0 +1,473 @@
+// The `ism` device: what an SMC-D Internal Shared Memory device does, in user space.
+//
+// - registerDmb(size): a DMB (direct memory buffer) backed by a sealed memfd, named by an
+//   unguessable 64-bit token. No file is ever created: a memfd has no name in /dev/shm and
+//   its memory is freed when the last process that maps it exits, kill -9 included.
+// - attachDmb(peerGid, token): map a peer's DMB. The peer device publishes a small "device
+//   page" (a memfd too) with its token table; the attacher finds the token there, opens the
+//   memfd through /proc/<pid>/fd/<n> (which the kernel allows only to the same user, the same
+//   rule as ptrace), checks the memfd's name and seals, and maps it.
+// - RemoteDmb.write(offset, bytes) and signal(): a memcpy into the peer's memory, and a
+//   doorbell: a 4-byte DMB index sent over a Unix socket between the two devices, but only
+//   when the owner has armed the DMB (it is about to sleep). While traffic flows, owners
+//   poll and writers never make a system call.
+
+import { EventEmitter } from 'node:events';
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { F_SEAL_GROW, F_SEAL_SHRINK, mapShared, memfdCreate, sealSize, seals, unmap, type Mapping } from './libc.js';
+import { isAlive, netNamespace, readEntry, removeEntry, selfStartTime, subdir, writeEntry } from './runtime-dir.js';
+
+const PAGE_MAGIC = 0x314d5349; // 'ISM1'
+const PAGE_HEADER = 64;
+const SLOT_SIZE = 32;
+const DEFAULT_SLOTS = 8192;
+const EMPTY = 0n;
+const TOMBSTONE = 1n;
+/** The CHID Linux gives its software (loopback) ISM device. */
+export const VIRTUAL_CHID = 0xffff;
+/** How long an idle peer device stays mapped and connected, so short connections reuse it. */
+const PEER_LINGER_MS = 10_000;
+
+export class IsmError extends Error {
+  constructor(readonly code: string, message: string) {
+    super(message);
+    this.name = 'IsmError';
+  }
+}
+
+interface DeviceEntry {
+  gid: string;
+  chid: number;
+  pid: number;
+  start: string;
+  netns: string;
+  pageFd: number;
+  slots: number;
+}
+
+function hex64(v: bigint): string {
+  return v.toString(16).padStart(16, '0');
+}
+
+function randomToken(): bigint {
+  for (;;) {
+    const t = randomBytes(8).readBigUInt64LE();
+    if (t > TOMBSTONE) return t;
+  }
+}
+
+/** Slot table in a device page: token u64, fd i32, size u32, armed i32, signals u32. */
+class SlotTable {
+  readonly u32: Uint32Array;
+  readonly i32: Int32Array;
+  readonly i64: BigInt64Array;
+  constructor(buffer: ArrayBuffer, readonly slots: number) {
+    this.u32 = new Uint32Array(buffer);
+    this.i32 = new Int32Array(buffer);
+    this.i64 = new BigInt64Array(buffer);
+  }
+  private base(i: number): number { return (PAGE_HEADER + i * SLOT_SIZE) / 4; }
+  token(i: number): bigint { return BigInt.asUintN(64, Atomics.load(this.i64, (PAGE_HEADER + i * SLOT_SIZE) / 8)); }
+  setToken(i: number, t: bigint): void { Atomics.store(this.i64, (PAGE_HEADER + i * SLOT_SIZE) / 8, BigInt.asIntN(64, t)); }
+  fd(i: number): number { return this.i32[this.base(i) + 2]!; }
+  size(i: number): number { return this.u32[this.base(i) + 3]!; }
+  armedIndex(i: number): number { return this.base(i) + 4; }
+  set(i: number, fd: number, size: number): void {
+    const b = this.base(i);
+    this.i32[b + 2] = fd;
+    this.u32[b + 3] = size;
+    Atomics.store(this.i32, b + 4, 0);
+  }
+  /** Open addressing on the token: the attacher needs no round trip to find a DMB. */
+  find(token: bigint): number {
+    const start = Number(token % BigInt(this.slots));
+    for (let n = 0; n < this.slots; n++) {
+      const i = (start + n) % this.slots;
+      const t = this.token(i);
+      if (t === token) return i;
+      if (t === EMPTY) return -1;
+    }
+    return -1;
+  }
+  freeSlotFor(token: bigint): number {
+    const start = Number(token % BigInt(this.slots));
+    for (let n = 0; n < this.slots; n++) {
+      const i = (start + n) % this.slots;
+      const t = this.token(i);
+      if (t === EMPTY || t === TOMBSTONE) return i;
+    }
+    return -1;
+  }
+}
+
+/** A DMB this device owns; the peer writes into it. */
+export class Dmb {
+  /** Called (on the event loop) when the peer rang the doorbell for this DMB. */
+  onSignal: (() => void) | undefined;
+  bytes: Uint8Array;
+  private closed = false;
+  constructor(
+    private readonly device: IsmDevice,
+    readonly token: bigint,
+    readonly index: number,
+    readonly size: number,
+    readonly fd: number,
+    private readonly mapping: Mapping,
+  ) {
+    this.bytes = new Uint8Array(mapping.buffer);
+  }
+  /** Ask writers to ring the doorbell on their next signal. Re-check for data after arming. */
+  arm(): void { Atomics.store(this.device.table.i32, this.device.table.armedIndex(this.index), 1); }
+  disarm(): void { Atomics.store(this.device.table.i32, this.device.table.armedIndex(this.index), 0); }
+  get isClosed(): boolean { return this.closed; }
+  /** @internal */
+  release(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.bytes = new Uint8Array(0);
+    this.onSignal = undefined;
+    unmap(this.mapping);
+    fs.closeSync(this.fd);
+  }
+}
+
+/** A peer's DMB, mapped here for writing. */
+export class RemoteDmb {
+  bytes: Uint8Array;
+  private detached = false;
+  constructor(
+    private readonly peer: PeerDevice,
+    readonly token: bigint,
+    readonly index: number,
+    readonly size: number,
+    private readonly mapping: Mapping,
+  ) {
+    this.bytes = new Uint8Array(mapping.buffer);
+  }
+  get peerGid(): bigint { return this.peer.gid; }
+  /** Copy bytes into the peer's DMB at offset; bounds are checked, never trusted. */
+  write(offset: number, data: Uint8Array, signal = false): void {
+    if (this.detached) throw new IsmError('ENODEV', 'DMB is detached');
+    if (!Number.isInteger(offset) || offset < 0 || offset + data.length > this.size) {
+      throw new IsmError('EINVAL', `write of ${data.length} bytes at offset ${offset} exceeds the DMB (${this.size} bytes)`);
+    }
+    this.bytes.set(data, offset);
+    if (signal) this.signal();
+  }
+  /** Ring the peer's doorbell if the peer armed this DMB; returns whether it rang. */
+  signal(): boolean {
+    if (this.detached) return false;
+    const t = this.peer.table;
+    const a = t.armedIndex(this.index);
+    if (Atomics.load(t.i32, a) === 0) return false;
+    if (Atomics.compareExchange(t.i32, a, 1, 0) !== 1) return false;
+    this.peer.ring(this.index);
+    return true;
+  }
+  detach(): void {
+    if (this.detached) return;
+    this.detached = true;
+    this.bytes = new Uint8Array(0);
+    unmap(this.mapping);
+    this.peer.unref();
+  }
+}
+
+/** What this process knows of another device: its page, and a doorbell connection. */
+class PeerDevice {
+  table: SlotTable;
+  private sock: net.Socket | undefined;
+  private refs = 0;
+  private linger: NodeJS.Timeout | undefined;
+  private pending: number[] = [];
+  private connected = false;
+  constructor(
+    private readonly owner: IsmDevice,
+    readonly gid: bigint,
+    readonly entry: DeviceEntry,
+    private readonly page: Mapping,
+  ) {
+    this.table = new SlotTable(page.buffer, entry.slots);
+  }
+  ref(): void {
+    this.refs++;
+    if (this.linger) { clearTimeout(this.linger); this.linger = undefined; }
+  }
+  unref(): void {
+    if (--this.refs > 0) return;
+    this.linger = setTimeout(() => this.close(), PEER_LINGER_MS);
+    this.linger.unref();
+  }
+  ring(index: number): void {
+    this.owner.stats.signalsSent++;
+    if (!this.sock) this.connect();
+    if (!this.connected) { this.pending.push(index); return; }
+    const b = Buffer.allocUnsafe(4);
+    b.writeUInt32LE(index);
+    this.sock!.write(b);
+  }
+  private connect(): void {
+    const s = net.connect(doorbellPath(this.gid));
+    this.sock = s;
+    s.setNoDelay(true);
+    s.unref();
+    s.on('connect', () => {
+      this.connected = true;
+      if (this.pending.length) {
+        const b = Buffer.allocUnsafe(4 * this.pending.length);
+        this.pending.forEach((ix, n) => b.writeUInt32LE(ix, 4 * n));
+        this.pending = [];
+        s.write(b);
+      }
+    });
+    // The peer went away: its connections learn that through TCP; drop our doorbell.
+    s.on('error', () => {});
+    s.on('close', () => { this.sock = undefined; this.connected = false; this.pending = []; });
+  }
+  close(): void {
+    if (this.refs > 0) return;
+    this.owner.forgetPeer(this);
+    this.sock?.destroy();
+    unmap(this.page);
+  }
+}
+
+function doorbellPath(gid: bigint): string {
+  // Abstract Unix socket: nothing in the file system to leave behind.
+  return `\0softrdma-ism-${hex64(gid)}`;
+}
+
+export interface IsmStats {
+  dmbsRegistered: number;
+  dmbsAttached: number;
+  signalsSent: number;
+  signalsReceived: number;
+  badSignals: number;
+}
+
+export interface IsmDeviceInfo {
+  gid: bigint;
+  chid: number;
+  pid: number;
+  dmbs: number;
+  peers: number;
+  stats: IsmStats;
+}
+
+export class IsmDevice extends EventEmitter {
+  readonly gid: bigint;
+  readonly chid = VIRTUAL_CHID;
+  /** @internal */ readonly table: SlotTable;
+  readonly stats: IsmStats = { dmbsRegistered: 0, dmbsAttached: 0, signalsSent: 0, signalsReceived: 0, badSignals: 0 };
+  private readonly page: Mapping;
+  private readonly pageFd: number;
+  private readonly dmbs = new Map<number, Dmb>();
+  private readonly peers = new Map<bigint, PeerDevice>();
+  private readonly server: net.Server;
+  private readonly entryFile: string;
+  private closed = false;
+  private readonly onExit = () => this.close();
+
+  private constructor(slots: number) {
+    super();
+    this.gid = randomToken();
+    const size = PAGE_HEADER + slots * SLOT_SIZE;
+    this.pageFd = memfdCreate(`softrdma-ism-${hex64(this.gid)}`);
+    try {
+      fs.ftruncateSync(this.pageFd, size);
+      sealSize(this.pageFd);
+      this.page = mapShared(this.pageFd, size);
+    } catch (e) {
+      fs.closeSync(this.pageFd);
+      throw e;
+    }
+    const hdr = new DataView(this.page.buffer);
+    hdr.setUint32(0, PAGE_MAGIC, true);
+    hdr.setUint32(4, slots, true);
+    hdr.setUint32(8, process.pid, true);
+    hdr.setBigUint64(16, this.gid, true);
+    this.table = new SlotTable(this.page.buffer, slots);
+
+    this.server = net.createServer((s) => this.onDoorbellConnection(s));
+    this.server.on('error', (e) => this.emit('error', e));
+    this.server.listen(doorbellPath(this.gid));
+    this.server.unref();
+
+    this.entryFile = path.join(subdir('ism'), `${hex64(this.gid)}.json`);
+    const entry: DeviceEntry = {
+      gid: hex64(this.gid), chid: this.chid, pid: process.pid, start: selfStartTime(), netns: netNamespace(),
+      pageFd: this.pageFd, slots,
+    };
+    writeEntry(this.entryFile, entry);
+    process.once('exit', this.onExit);
+  }
+
+  static open(opts: { slots?: number } = {}): IsmDevice {
+    const slots = opts.slots ?? DEFAULT_SLOTS;
+    if (!Number.isInteger(slots) || slots < 1 || slots > 1 << 20) throw new IsmError('EINVAL', `slots must be 1..2^20, got ${slots}`);
+    return new IsmDevice(slots);
+  }
+
+  query(): IsmDeviceInfo {
+    return { gid: this.gid, chid: this.chid, pid: process.pid, dmbs: this.dmbs.size, peers: this.peers.size, stats: { ...this.stats } };
+  }
+
+  registerDmb(size: number): Dmb {
+    if (this.closed) throw new IsmError('ENODEV', 'ism device is closed');
+    if (!Number.isInteger(size) || size < 64 || size > 1 << 30) throw new IsmError('EINVAL', `DMB size must be 64 B..1 GiB, got ${size}`);
+    const token = randomToken();
+    const index = this.table.freeSlotFor(token);
+    if (index < 0) throw new IsmError('ENOSPC', `all ${this.table.slots} DMB slots are in use`);
+    const fd = memfdCreate(`softrdma-dmb-${hex64(token)}`);
+    let mapping: Mapping;
+    try {
+      fs.ftruncateSync(fd, size);
+      sealSize(fd);
+      mapping = mapShared(fd, size);
+    } catch (e) {
+      fs.closeSync(fd);
+      throw e;
+    }
+    const dmb = new Dmb(this, token, index, size, fd, mapping);
+    this.table.set(index, fd, size);
+    this.table.setToken(index, token); // last: an attacher sees a slot only once it is complete
+    this.dmbs.set(index, dmb);
+    this.stats.dmbsRegistered++;
+    return dmb;
+  }
+
+  unregisterDmb(dmb: Dmb): void {
+    if (this.dmbs.get(dmb.index) !== dmb) return;
+    this.dmbs.delete(dmb.index);
+    this.table.setToken(dmb.index, TOMBSTONE);
+    dmb.release();
+  }
+
+  /** Map a peer's DMB by token. Fails with ENODEV (no such device), ENOENT (no such token). */
+  attachDmb(peerGid: bigint, token: bigint): RemoteDmb {
+    if (this.closed) throw new IsmError('ENODEV', 'ism device is closed');
+    const peer = this.peerDevice(peerGid);
+    const index = peer.table.find(token);
+    if (index < 0) throw new IsmError('ENOENT', `peer ${hex64(peerGid)} has no DMB with token ${hex64(token)}`);
+    const size = peer.table.size(index);
+    const remoteFd = peer.table.fd(index);
+    const fd = openPeerMemfd(peer.entry.pid, remoteFd, `softrdma-dmb-${hex64(token)}`, size);
+    let mapping: Mapping;
+    try {
+      mapping = mapShared(fd, size);
+    } finally {
+      fs.closeSync(fd); // the mapping keeps the memory; the fd is not needed any more
+    }
+    peer.ref();
+    this.stats.dmbsAttached++;
+    return new RemoteDmb(peer, token, index, size, mapping);
+  }
+
+  /** Is there a live device with this GID on this host (same user, same network namespace)? */
+  static reachable(gid: bigint): boolean {
+    const e = readEntry<DeviceEntry>(path.join(subdir('ism'), `${hex64(gid)}.json`));
+    return !!e && e.netns === netNamespace() && isAlive(e.pid, e.start);
+  }
+
+  /** @internal */
+  forgetPeer(p: PeerDevice): void {
+    if (this.peers.get(p.gid) === p) this.peers.delete(p.gid);
+  }
+
+  private peerDevice(gid: bigint): PeerDevice {
+    const known = this.peers.get(gid);
+    if (known) return known;
+    const file = path.join(subdir('ism'), `${hex64(gid)}.json`);
+    const e = readEntry<DeviceEntry>(file);
+    if (!e || e.gid !== hex64(gid)) throw new IsmError('ENODEV', `no ism device ${hex64(gid)} on this host`);
+    if (e.netns !== netNamespace()) throw new IsmError('ENODEV', `ism device ${hex64(gid)} is in another network namespace`);
+    if (!isAlive(e.pid, e.start)) {
+      removeEntry(file);
+      throw new IsmError('ENODEV', `ism device ${hex64(gid)} is gone (pid ${e.pid} exited)`);
+    }
+    const size = PAGE_HEADER + e.slots * SLOT_SIZE;
+    const fd = openPeerMemfd(e.pid, e.pageFd, `softrdma-ism-${hex64(gid)}`, size);
+    let page: Mapping;
+    try {
+      page = mapShared(fd, size);
+    } finally {
+      fs.closeSync(fd);
+    }
+    const hdr = new DataView(page.buffer);
+    if (hdr.getUint32(0, true) !== PAGE_MAGIC || hdr.getBigUint64(16, true) !== gid) {
+      unmap(page);
+      throw new IsmError('ENODEV', `ism device ${hex64(gid)} has a malformed device page`);
+    }
+    const p = new PeerDevice(this, gid, e, page);
+    this.peers.set(gid, p);
+    return p;
+  }
+
+  private onDoorbellConnection(s: net.Socket): void {
+    s.setNoDelay(true);
+    s.unref(); // a doorbell never keeps the process alive
+    let carry: Buffer | undefined;
+    s.on('data', (chunk: Buffer) => {
+      let buf = carry ? Buffer.concat([carry, chunk]) : chunk;
+      const whole = buf.length - (buf.length % 4);
+      for (let off = 0; off < whole; off += 4) {
+        const ix = buf.readUInt32LE(off);
+        const dmb = this.dmbs.get(ix);
+        if (!dmb) { this.stats.badSignals++; continue; }
+        this.stats.signalsReceived++;
+        dmb.onSignal?.();
+      }
+      carry = whole < buf.length ? buf.subarray(whole) : undefined;
+      buf = Buffer.alloc(0);
+    });
+    s.on('error', () => {});
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    process.removeListener('exit', this.onExit);
+    for (const d of this.dmbs.values()) d.release();
+    this.dmbs.clear();
+    this.server.close();
+    removeEntry(this.entryFile);
+    unmap(this.page);
+    fs.closeSync(this.pageFd);
+  }
+}
+
+/**
+ * Open another process's memfd and check it is the one we were told about: the name carries
+ * the token (so a recycled fd number cannot be mistaken for it), the size matches, and the
+ * size is sealed (so the owner cannot shrink it under our mapping and crash us with SIGBUS).
+ */
+function openPeerMemfd(pid: number, remoteFd: number, name: string, size: number): number {
+  let fd: number;
+  try {
+    fd = fs.openSync(`/proc/${pid}/fd/${remoteFd}`, fs.constants.O_RDWR /* libuv adds O_CLOEXEC */);
+  } catch (e) {
+    throw new IsmError((e as NodeJS.ErrnoException).code ?? 'EACCES', `cannot open memfd ${remoteFd} of pid ${pid}: ${(e as Error).message}`);
+  }
+  try {
+    const link = fs.readlinkSync(`/proc/self/fd/${fd}`);
+    if (link !== `/memfd:${name} (deleted)`) throw new IsmError('ENOENT', `pid ${pid} fd ${remoteFd} is ${link}, not ${name}`);
+    const st = fs.fstatSync(fd);
+    if (st.size !== size) throw new IsmError('EINVAL', `${name} is ${st.size} bytes, expected ${size}`);
+    const s = seals(fd);
+    if ((s & (F_SEAL_SHRINK | F_SEAL_GROW)) !== (F_SEAL_SHRINK | F_SEAL_GROW)) throw new IsmError('EPERM', `${name} is not sealed against resizing`);
+  } catch (e) {
+    fs.closeSync(fd);
+    throw e;
+  }
+  return fd;
+}
+
+let shared: IsmDevice | undefined;
+/** The process's ism device, opened on first use. */
+export function defaultIsmDevice(): IsmDevice {
+  shared ??= IsmDevice.open();
+  return shared;
+}

@@ -1,0 +1,79 @@
+// The per-user directory where softrdma processes of one host find each other: ism devices,
+// SMC listeners and per-process connection status. Entries name their owner's pid and start
+// time, so entries of dead (or recycled) pids are recognised as stale and ignored.
+
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+let cached: string | undefined;
+
+/** $SOFTRDMA_RUNTIME_DIR, else $XDG_RUNTIME_DIR/softrdma, else <tmpdir>/softrdma-<uid>; mode 0700. */
+export function runtimeDir(): string {
+  const wanted = process.env.SOFTRDMA_RUNTIME_DIR
+    ?? (process.env.XDG_RUNTIME_DIR ? path.join(process.env.XDG_RUNTIME_DIR, 'softrdma')
+      : path.join(os.tmpdir(), `softrdma-${process.getuid?.() ?? 0}`));
+  if (cached === wanted) return cached;
+  fs.mkdirSync(wanted, { recursive: true, mode: 0o700 });
+  const st = fs.statSync(wanted);
+  // Another user's directory would let them plant entries we then trust.
+  if (process.getuid && st.uid !== process.getuid()) throw new Error(`${wanted} belongs to uid ${st.uid}`);
+  if ((st.mode & 0o077) !== 0) fs.chmodSync(wanted, 0o700);
+  cached = wanted;
+  return wanted;
+}
+
+export function subdir(name: string): string {
+  const d = path.join(runtimeDir(), name);
+  fs.mkdirSync(d, { recursive: true, mode: 0o700 });
+  return d;
+}
+
+/** Field 22 of /proc/<pid>/stat: the start time, which tells a live pid from a recycled one. */
+export function processStartTime(pid: number): string | undefined {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return fields[19];
+  } catch {
+    return undefined;
+  }
+}
+
+let selfStart: string | undefined;
+export function selfStartTime(): string {
+  selfStart ??= processStartTime(process.pid) ?? '0';
+  return selfStart;
+}
+
+export function isAlive(pid: number, start: string): boolean {
+  return processStartTime(pid) === start;
+}
+
+let netns: string | undefined;
+/** The network namespace: loopback addresses and ports only mean the same thing inside one. */
+export function netNamespace(): string {
+  if (netns === undefined) {
+    try { netns = fs.readlinkSync('/proc/self/ns/net'); } catch { netns = 'unknown'; }
+  }
+  return netns;
+}
+
+/** Write a small JSON file atomically (rename), owner-only. */
+export function writeEntry(file: string, value: unknown): void {
+  const tmp = `${file}.${process.pid}.tmp`;
+  fs.writeFileSync(tmp, JSON.stringify(value), { mode: 0o600 });
+  fs.renameSync(tmp, file);
+}
+
+export function readEntry<T>(file: string): T | undefined {
+  try {
+    return JSON.parse(fs.readFileSync(file, 'utf8')) as T;
+  } catch {
+    return undefined;
+  }
+}
+
+export function removeEntry(file: string): void {
+  try { fs.unlinkSync(file); } catch { /* already gone */ }
+}

@@ -1,0 +1,29 @@
+// Who decides whether a connection tries SMC: per socket (`smc: false`), per process
+// (setSmcPolicy, like the eBPF update_socket_protocol hook), per connection (smcPolicy).
+
+export interface SmcPolicyInfo {
+  role: 'client' | 'server';
+  localAddress: string | undefined;
+  localPort: number | undefined;
+  remoteAddress: string | undefined;
+  remotePort: number | undefined;
+}
+
+export type SmcPolicy = (info: SmcPolicyInfo) => boolean;
+
+let processPolicy: SmcPolicy | undefined;
+
+export function setSmcPolicy(policy: SmcPolicy | undefined): void {
+  if (policy !== undefined && typeof policy !== 'function') throw new TypeError('setSmcPolicy expects a function or undefined');
+  processPolicy = policy;
+}
+
+export function policyAllows(own: SmcPolicy | undefined, info: SmcPolicyInfo): boolean {
+  try {
+    if (own && !own(info)) return false;
+    if (processPolicy && !processPolicy(info)) return false;
+  } catch {
+    return false; // a throwing policy must not break the connection: stay TCP
+  }
+  return true;
+}

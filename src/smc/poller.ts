@@ -1,0 +1,71 @@
+// Spin-then-arm: while a connection has traffic, poll its CDC from setImmediate (bounded
+// slices, so other I/O still runs); once it has been quiet for a while, arm its DMB so the
+// peer rings the doorbell, re-check once (a write may have raced the arming), and stop
+// polling it. An idle connection costs no CPU.
+
+import { performance } from 'node:perf_hooks';
+import type { SmcdConnection } from './smcd-connection.js';
+
+function envMicros(name: string, dflt: number): number {
+  const v = Number(process.env[name]);
+  return Number.isFinite(v) && v >= 0 ? v / 1000 : dflt / 1000;
+}
+
+/** How long one poll slice may hold the event loop. */
+const SLICE_MS = envMicros('SOFTRDMA_SMC_SLICE_US', 20);
+/** How long a quiet connection is still polled before it is armed. */
+const IDLE_MS = envMicros('SOFTRDMA_SMC_SPIN_US', 300);
+
+const hot = new Set<SmcdConnection>();
+let scheduled = false;
+
+/** Activity on conn: poll it from now on, until it has been quiet for IDLE_MS. */
+export function kick(conn: SmcdConnection): void {
+  conn.lastActive = performance.now();
+  if (!hot.has(conn)) {
+    hot.add(conn);
+    conn.rx.disarm();
+  }
+  if (!scheduled) {
+    scheduled = true;
+    setImmediate(spin);
+  }
+}
+
+export function forget(conn: SmcdConnection): void {
+  hot.delete(conn);
+}
+
+function spin(): void {
+  scheduled = false;
+  const t0 = performance.now();
+  let now = t0;
+  let any = false;
+  do {
+    for (const c of hot) {
+      if (c.process()) { any = true; c.lastActive = performance.now(); }
+    }
+    if (any) break;
+    now = performance.now();
+  } while (now - t0 < SLICE_MS);
+  now = performance.now();
+  for (const c of hot) {
+    if (c.released) { hot.delete(c); continue; }
+    if (now - c.lastActive < IDLE_MS) continue;
+    c.rx.arm();
+    if (c.process()) {
+      c.rx.disarm();
+      c.lastActive = now;
+    } else {
+      hot.delete(c);
+    }
+  }
+  if (hot.size > 0 && !scheduled) {
+    scheduled = true;
+    setImmediate(spin);
+  }
+}
+
+export function hotCount(): number {
+  return hot.size;
+}

@@ -1,0 +1,50 @@
+// softrdma/smc Server: a node:net Server whose accepted sockets negotiate SMC-D. It announces
+// itself in the per-host listener registry while listening, so local SMC clients know they
+// may propose; everyone else simply sees a TCP server.
+
+import net from 'node:net';
+import { ListenerRegistration } from './discovery.js';
+import { resolveSmcOptions, Socket, type ResolvedSmcOptions, type SmcSocketOptions } from './socket.js';
+
+export const kSmcServer = Symbol('softrdma.smc.server');
+
+interface SmcServerState {
+  opts: ResolvedSmcOptions;
+  registration: ListenerRegistration | undefined;
+}
+
+export type ServerOptions = net.ServerOpts & SmcSocketOptions;
+
+/** Give any net.Server (also http.Server) SMC behaviour: registration and adoption of sockets. */
+export function enableSmcOnServer(server: net.Server, opts: ResolvedSmcOptions): void {
+  const srv = server as net.Server & { [kSmcServer]?: SmcServerState };
+  if (srv[kSmcServer]) return;
+  const state: SmcServerState = { opts, registration: undefined };
+  srv[kSmcServer] = state;
+  server.on('listening', () => {
+    const a = server.address();
+    if (a && typeof a === 'object' && opts.enabled) {
+      state.registration?.remove();
+      state.registration = new ListenerRegistration(a.address, a.port);
+    }
+  });
+  server.on('close', () => {
+    state.registration?.remove();
+    state.registration = undefined;
+  });
+  // Adopt before any 'connection' listener (http's included) sees the socket.
+  const emit = server.emit;
+  server.emit = function (this: net.Server, event: string | symbol, ...args: unknown[]): boolean {
+    if (event === 'connection' && args[0] instanceof net.Socket && !(args[0] instanceof Socket)) Socket.adopt(args[0], state.opts);
+    return (emit as (...a: unknown[]) => boolean).call(this, event, ...args);
+  } as typeof server.emit;
+}
+
+export class Server extends net.Server {
+  constructor(options?: ServerOptions | ((socket: Socket) => void), listener?: (socket: Socket) => void) {
+    const opts = typeof options === 'object' && options !== null ? options : {};
+    const cb = typeof options === 'function' ? options : listener;
+    super(opts, cb as ((socket: net.Socket) => void) | undefined);
+    enableSmcOnServer(this, resolveSmcOptions(opts));
+  }
+}

@@ -1,0 +1,257 @@
+// One SMC-D connection's data path: the peer writes into our DMB (rx), we write into the
+// peer's (tx). Each DMB starts with the CDC area written by the other side; the rest is a
+// ring. Totals are kept as plain numbers (bytes since the start); the wire form is
+// {wrap, count} relative to the ring size, as in Linux.
+//
+// Everything the peer writes is validated: a cursor that moves backwards or beyond the ring
+// is a protocol error, never an out-of-bounds access.
+
+import type { Dmb, RemoteDmb } from '../ism/device.js';
+import {
+  CdcArea, CONN_ABORT, CONN_CLOSED, CONN_DONE_WRITING, PROD_CONS_UPD_REQ, PROD_WRITE_BLOCKED, SMCD_CDC_LEN,
+  packCursor, unpackCursor,
+} from './cdc.js';
+
+export interface SmcdHandlers {
+  /** New bytes in order; return false to stop delivery until resume(). */
+  data(chunk: Buffer): boolean;
+  /** The peer finished writing and everything it wrote was delivered. */
+  peerDone(): void;
+  /** The peer aborted the connection. */
+  peerAbort(): void;
+  /** The peer consumed data: blocked writes can continue. */
+  writable(): void;
+  /** The peer's cursors make no sense. */
+  protocolError(message: string): void;
+}
+
+export class SmcdConnection {
+  readonly rxRing: number;
+  readonly txRing: number;
+  /** Bytes written by the peer into rx / consumed by us. */
+  private peerProduced = 0;
+  private consumed = 0;
+  private lastProdWrap = 0;
+  private lastProdCount = 0;
+  /** Bytes written by us into tx / consumed by the peer. */
+  private produced = 0;
+  private peerConsumed = 0;
+  private lastConsWrap = 0;
+  private lastConsCount = 0;
+  private prodFlags = 0;
+  private connFlags = 0;
+  private peerProdFlags = 0;
+  private peerConnFlags = 0;
+  private readonly seen = new Int32Array(4);
+  private readonly rxCdc: CdcArea;
+  private readonly txCdc: CdcArea;
+  private paused = false;
+  private doneReported = false;
+  private abortReported = false;
+  private failed = false;
+  released = false;
+  /** For the poller: when this connection last saw activity (ms, performance.now()). */
+  lastActive = 0;
+  bytesReceived = 0;
+  bytesSent = 0;
+
+  constructor(readonly rx: Dmb, readonly tx: RemoteDmb, private readonly h: SmcdHandlers) {
+    this.rxRing = rx.size - SMCD_CDC_LEN;
+    this.txRing = tx.size - SMCD_CDC_LEN;
+    if (this.rxRing <= 0 || this.txRing <= 0) throw new RangeError('DMB too small for a CDC area');
+    this.rxCdc = new CdcArea(rx.bytes);
+    this.txCdc = new CdcArea(tx.bytes);
+    this.txCdc.init();
+  }
+
+  /** Free space in the peer's ring. */
+  get writeSpace(): number {
+    return this.txRing - (this.produced - this.peerConsumed);
+  }
+
+  /** Bytes in our ring not yet delivered. */
+  get readable(): number {
+    return this.peerProduced - this.consumed;
+  }
+
+  get state(): { produced: number; peerConsumed: number; peerProduced: number; consumed: number; prodFlags: number; connFlags: number; peerProdFlags: number; peerConnFlags: number } {
+    return {
+      produced: this.produced, peerConsumed: this.peerConsumed, peerProduced: this.peerProduced, consumed: this.consumed,
+      prodFlags: this.prodFlags, connFlags: this.connFlags, peerProdFlags: this.peerProdFlags, peerConnFlags: this.peerConnFlags,
+    };
+  }
+
+  /** The cursor pair in wire form, for tools like smcss. */
+  cursors(): { tx: { wrap: number; count: number }; peerCons: { wrap: number; count: number }; rx: { wrap: number; count: number }; cons: { wrap: number; count: number } } {
+    const wc = (total: number, ring: number) => ({ wrap: Math.floor(total / ring) & 0xffff, count: total % ring });
+    return {
+      tx: wc(this.produced, this.txRing), peerCons: wc(this.peerConsumed, this.txRing),
+      rx: wc(this.peerProduced, this.rxRing), cons: wc(this.consumed, this.rxRing),
+    };
+  }
+
+  /** Copy as much of data as fits into the peer's ring; returns the number of bytes taken. */
+  write(data: Uint8Array): number {
+    if (this.released || this.failed || (this.connFlags & (CONN_DONE_WRITING | CONN_ABORT))) return 0;
+    const space = this.writeSpace;
+    if (space === 0) {
+      if (!(this.prodFlags & PROD_WRITE_BLOCKED)) {
+        this.prodFlags |= PROD_WRITE_BLOCKED;
+        this.publish();
+        this.tx.signal();
+      }
+      return 0;
+    }
+    const n = Math.min(space, data.length);
+    const pos = this.produced % this.txRing;
+    const first = Math.min(n, this.txRing - pos);
+    const ring = this.tx.bytes;
+    ring.set(n === data.length && first === n ? data : data.subarray(0, first), SMCD_CDC_LEN + pos);
+    if (n > first) ring.set(data.subarray(first, n), SMCD_CDC_LEN);
+    this.produced += n;
+    this.bytesSent += n;
+    // Data left over means we wait for the consumer: say so in the same CDC, or a reader that
+    // drains the ring would have no reason to wake us.
+    if (n < data.length) this.prodFlags |= PROD_WRITE_BLOCKED;
+    else this.prodFlags &= ~PROD_WRITE_BLOCKED;
+    this.publish();
+    this.tx.signal();
+    return n;
+  }
+
+  /** peer_done_writing: no more data from us (half-close). */
+  closeWrite(): void {
+    if (this.released || (this.connFlags & CONN_DONE_WRITING)) return;
+    this.connFlags |= CONN_DONE_WRITING;
+    this.publish();
+    this.tx.signal();
+  }
+
+  /** peer_conn_abort. */
+  abort(): void {
+    if (this.released || (this.connFlags & CONN_ABORT)) return;
+    this.connFlags |= CONN_ABORT;
+    this.publish();
+    this.tx.signal();
+  }
+
+  /** peer_conn_closed: an orderly end after both sides finished. */
+  closeOrderly(): void {
+    if (this.released || (this.connFlags & (CONN_CLOSED | CONN_ABORT))) return;
+    this.connFlags |= CONN_CLOSED | CONN_DONE_WRITING;
+    this.publish();
+    this.tx.signal();
+  }
+
+  get peerFinished(): boolean {
+    return (this.peerConnFlags & (CONN_DONE_WRITING | CONN_CLOSED | CONN_ABORT)) !== 0;
+  }
+
+  get peerAborted(): boolean {
+    return (this.peerConnFlags & CONN_ABORT) !== 0;
+  }
+
+  pause(): void { this.paused = true; }
+
+  /** The application wants data again. Returns whether anything happened. */
+  resume(): boolean {
+    this.paused = false;
+    return this.deliver();
+  }
+
+  /**
+   * Read the peer's CDC and act on it: deliver data, unblock writers, report done/abort.
+   * Returns true when anything changed.
+   */
+  process(): boolean {
+    if (this.released || this.failed) return false;
+    let changed = false;
+    if (this.rxCdc.changed(this.seen)) {
+      changed = true;
+      if (!this.readCursors()) return true;
+    }
+    if (this.deliver()) changed = true;
+    this.reportState();
+    return changed;
+  }
+
+  private readCursors(): boolean {
+    const p = unpackCursor(this.rxCdc.loadProd());
+    const c = unpackCursor(this.rxCdc.loadCons());
+    if (p.count >= this.rxRing || c.count >= this.txRing) return this.fail(`cursor count beyond the ring (prod ${p.count}, cons ${c.count})`);
+    const prodDelta = ((p.wrap - this.lastProdWrap) & 0xffff) * this.rxRing + p.count - this.lastProdCount;
+    const consDelta = ((c.wrap - this.lastConsWrap) & 0xffff) * this.txRing + c.count - this.lastConsCount;
+    if (prodDelta < 0 || this.peerProduced + prodDelta - this.consumed > this.rxRing) {
+      return this.fail(`producer cursor moved by ${prodDelta} with ${this.rxRing - this.readable} bytes free`);
+    }
+    if (consDelta < 0 || this.peerConsumed + consDelta > this.produced) {
+      return this.fail(`consumer cursor moved by ${consDelta} past the ${this.produced - this.peerConsumed} bytes in flight`);
+    }
+    this.lastProdWrap = p.wrap; this.lastProdCount = p.count;
+    this.lastConsWrap = c.wrap; this.lastConsCount = c.count;
+    this.peerProduced += prodDelta;
+    this.peerProdFlags = p.prodFlags;
+    this.peerConnFlags |= p.connFlags;
+    if (consDelta > 0) {
+      this.peerConsumed += consDelta;
+      this.h.writable();
+    }
+    return true;
+  }
+
+  private deliver(): boolean {
+    let any = false;
+    while (!this.paused && !this.released && this.readable > 0) {
+      const n = this.readable;
+      const pos = this.consumed % this.rxRing;
+      const first = Math.min(n, this.rxRing - pos);
+      const out = Buffer.allocUnsafe(n);
+      const ring = this.rx.bytes;
+      out.set(ring.subarray(SMCD_CDC_LEN + pos, SMCD_CDC_LEN + pos + first), 0);
+      if (n > first) out.set(ring.subarray(SMCD_CDC_LEN, SMCD_CDC_LEN + n - first), first);
+      this.consumed += n;
+      this.bytesReceived += n;
+      any = true;
+      this.publish();
+      // A blocked writer may be asleep: wake it now that there is room.
+      if (this.peerProdFlags & (PROD_WRITE_BLOCKED | PROD_CONS_UPD_REQ)) this.tx.signal();
+      if (!this.h.data(out)) this.paused = true;
+    }
+    return any;
+  }
+
+  private reportState(): void {
+    if (this.released) return;
+    if ((this.peerConnFlags & CONN_ABORT) && !this.abortReported) {
+      this.abortReported = true;
+      this.h.peerAbort();
+      return;
+    }
+    if ((this.peerConnFlags & (CONN_DONE_WRITING | CONN_CLOSED)) && this.readable === 0 && !this.doneReported) {
+      this.doneReported = true;
+      this.h.peerDone();
+    }
+  }
+
+  private fail(message: string): false {
+    this.failed = true;
+    this.h.protocolError(message);
+    return false;
+  }
+
+  private publish(): void {
+    if (this.released) return;
+    const cons = packCursor(Math.floor(this.consumed / this.rxRing), this.consumed % this.rxRing);
+    const prod = packCursor(Math.floor(this.produced / this.txRing), this.produced % this.txRing, this.prodFlags, this.connFlags);
+    this.txCdc.storeCons(cons);
+    this.txCdc.storeProd(prod);
+  }
+
+  /** Drop both DMB mappings; nothing may touch them afterwards. */
+  release(unregister: (d: Dmb) => void): void {
+    if (this.released) return;
+    this.released = true;
+    this.tx.detach();
+    unregister(this.rx);
+  }
+}

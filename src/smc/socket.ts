@@ -1,0 +1,624 @@
+// softrdma/smc Socket: a node:net Socket that negotiates SMC-D over its TCP connection and,
+// when both ends agree, carries the byte stream through shared memory. Until then, and for
+// ever when either side cannot, it is the TCP socket it extends: a fallback connection runs
+// node:net's own code, with one branch per call in front of it.
+//
+// Handshake (RFC 7609 CLC over the TCP connection, which stays open for the connection's
+// life and tells us when the peer process dies):
+//   client                                   server
+//   ── Proposal (ISM GID) ─────────────────►  registers a DMB
+//   ◄───────────────── Accept (GID, token) ─
+//   attaches server DMB, registers own DMB
+//   ── Confirm (GID, token) ──────────────►  attaches client DMB
+//   data flows through the DMBs; a Decline at any step means plain TCP from there on.
+
+import net from 'node:net';
+import { Duplex } from 'node:stream';
+import { defaultIsmDevice, IsmDevice, type Dmb, type RemoteDmb } from '../ism/device.js';
+import {
+  CLC_ACCEPT, CLC_CONFIRM, CLC_DECLINE, CLC_PROPOSAL, ClcError, DECLINE, SMC_TYPE_B, SMC_TYPE_D,
+  clcFrameLength, compressBufSize, decodeClc, declineName, encodeAcceptConfirm, encodeDecline, encodeProposal,
+  localSystemId, mayBeClc, uncompressBufSize, type AcceptConfirm, type ClcMessage, type Proposal,
+} from './clc.js';
+import { isSmcListener } from './discovery.js';
+import { forget, kick } from './poller.js';
+import { policyAllows, type SmcPolicy } from './policy.js';
+import { SmcdConnection } from './smcd-connection.js';
+import { track, untrack } from './status.js';
+
+export const kSmc = Symbol('softrdma.smc');
+
+export type SmcMode = 'SMCD' | 'SMCR' | 'TCP';
+
+export interface SmcInfo {
+  mode: SmcMode;
+  /** The handshake has not settled yet. */
+  pending: boolean;
+  /** Why this end did not use SMC (an SMC_CLC_DECL_* code), when it fell back. */
+  fallbackReason?: number;
+  /** The reason code of a Decline received from the peer. */
+  peerDeclineReason?: number;
+  /** In words: 'peer is not an SMC listener', 'server wrote first', 'disabled', 'policy', ... */
+  fallbackCause?: string;
+  /** Bytes carried over shared memory. */
+  smcBytesSent: number;
+  smcBytesReceived: number;
+  /** DMB sizes (ours, which the peer writes into, and the peer's). */
+  bufferSize?: number;
+  peerBufferSize?: number;
+}
+
+export interface SmcSocketOptions {
+  /** Try SMC on this socket (default true). */
+  smc?: boolean;
+  /** Per-connection decision, called with the addresses once TCP is connected. */
+  smcPolicy?: SmcPolicy;
+  /** Size of the DMB this end receives into: 16 KiB × 2^n (default 256 KiB). */
+  smcBufferSize?: number;
+  /** How long a handshake step may take before the side waiting declines (ms, default 2000). */
+  smcHandshakeTimeout?: number;
+}
+
+export interface ResolvedSmcOptions {
+  enabled: boolean;
+  policy: SmcPolicy | undefined;
+  bufferSize: number;
+  timeout: number;
+}
+
+type Phase = 'idle' | 'tcp' | 'proposing' | 'srv-wait' | 'srv-accepting' | 'smcd' | 'closed';
+
+interface Held {
+  writev: boolean;
+  data: unknown;
+  encoding: BufferEncoding;
+  cb: (err?: Error | null) => void;
+}
+
+interface SmcState {
+  role: 'client' | 'server';
+  phase: Phase;
+  opts: ResolvedSmcOptions;
+  clc: Buffer | undefined;
+  held: Held | undefined;
+  heldFinal: ((err?: Error | null) => void) | undefined;
+  stripClc: boolean;
+  serverDecline: number;
+  fallbackReason: number | undefined;
+  peerDeclineReason: number | undefined;
+  fallbackCause: string | undefined;
+  device: IsmDevice | undefined;
+  dmb: Dmb | undefined;
+  remote: RemoteDmb | undefined;
+  conn: SmcdConnection | undefined;
+  proposal: Proposal | undefined;
+  timer: NodeJS.Timeout | undefined;
+  pending: { buf: Buffer; off: number; cb: (err?: Error | null) => void } | undefined;
+  clcIn: number;
+  clcOut: number;
+  strayTcpBytes: number;
+  writeDone: boolean;
+}
+
+const DEFAULT_BUFFER = 256 * 1024;
+
+export function resolveSmcOptions(o: SmcSocketOptions | undefined, inherit?: ResolvedSmcOptions): ResolvedSmcOptions {
+  const size = o?.smcBufferSize ?? inherit?.bufferSize ?? DEFAULT_BUFFER;
+  if (!Number.isInteger(size) || size < 16384 || size > 1 << 30 || uncompressBufSize(compressBufSize(size)) !== size) {
+    throw Object.assign(new RangeError(`smcBufferSize must be 16 KiB × 2^n up to 1 GiB, got ${size}`), { code: 'ERR_OUT_OF_RANGE' });
+  }
+  const timeout = o?.smcHandshakeTimeout ?? inherit?.timeout ?? 2000;
+  if (!(timeout > 0)) throw Object.assign(new RangeError(`smcHandshakeTimeout must be > 0, got ${timeout}`), { code: 'ERR_OUT_OF_RANGE' });
+  if (o?.smcPolicy !== undefined && typeof o.smcPolicy !== 'function') throw new TypeError('smcPolicy must be a function');
+  return { enabled: o?.smc ?? inherit?.enabled ?? true, policy: o?.smcPolicy ?? inherit?.policy, bufferSize: size, timeout };
+}
+
+function newState(role: 'client' | 'server', opts: ResolvedSmcOptions): SmcState {
+  return {
+    role, phase: role === 'client' ? 'idle' : 'srv-wait', opts, clc: undefined, held: undefined, heldFinal: undefined,
+    stripClc: false, serverDecline: 0, fallbackReason: undefined, peerDeclineReason: undefined, fallbackCause: undefined,
+    device: undefined, dmb: undefined, remote: undefined, conn: undefined, proposal: undefined, timer: undefined,
+    pending: undefined, clcIn: 0, clcOut: 0, strayTcpBytes: 0, writeDone: false,
+  };
+}
+
+function connReset(message: string): NodeJS.ErrnoException {
+  return Object.assign(new Error(message), { code: 'ECONNRESET', errno: -104, syscall: 'read' });
+}
+
+export class Socket extends net.Socket {
+  declare [kSmc]: SmcState | undefined;
+
+  constructor(options?: net.SocketConstructorOpts & SmcSocketOptions) {
+    super(options);
+    this[kSmc] = newState('client', resolveSmcOptions(options));
+  }
+
+  /** @internal Make an accepted node:net socket an SMC server socket. */
+  static adopt(sock: net.Socket, opts: ResolvedSmcOptions): Socket {
+    Object.setPrototypeOf(sock, Socket.prototype);
+    const s = sock as Socket;
+    const st = newState('server', opts);
+    s[kSmc] = st;
+    const info = { role: 'server' as const, localAddress: s.localAddress, localPort: s.localPort, remoteAddress: s.remoteAddress, remotePort: s.remotePort };
+    // A listener known to speak SMC must still answer a Proposal, even when it will not use SMC.
+    if (!opts.enabled) st.serverDecline = DECLINE.NOSMCDEV;
+    else if (!policyAllows(opts.policy, info)) st.serverDecline = DECLINE.NOSMCDEV;
+    track(s);
+    return s;
+  }
+
+  /** @internal Give a plain client socket SMC behaviour before it connects (the auto preload). */
+  static adoptClient(sock: net.Socket, opts: ResolvedSmcOptions): Socket {
+    Object.setPrototypeOf(sock, Socket.prototype);
+    (sock as Socket)[kSmc] = newState('client', opts);
+    return sock as Socket;
+  }
+
+  override connect(...args: unknown[]): this {
+    const s = this[kSmc];
+    if (s && s.phase === 'idle') {
+      const a0 = args[0] as { path?: unknown } | string | number | undefined;
+      const ipc = (typeof a0 === 'object' && a0 !== null && a0.path !== undefined) || (typeof a0 === 'string' && Number.isNaN(Number(a0)));
+      if (!s.opts.enabled || ipc) settleTcp(this, s, undefined, s.opts.enabled ? 'not an IP connection' : 'disabled');
+      else {
+        this.prependOnceListener('connect', onClientConnect);
+        track(this);
+      }
+    }
+    return (super.connect as (...a: unknown[]) => this)(...args);
+  }
+
+  override push(chunk: unknown, encoding?: BufferEncoding): boolean {
+    const s = this[kSmc];
+    if (!s || (s.phase === 'tcp' && !s.stripClc) || s.phase === 'idle') return super.push(chunk, encoding);
+    if (s.phase === 'tcp') return stripThenPush(this, s, chunk as Buffer | null);
+    if (s.phase === 'smcd' || s.phase === 'closed') {
+      if (chunk === null) onTcpEndWhileSmc(this, s);
+      else s.strayTcpBytes += (chunk as Buffer).length;
+      return true;
+    }
+    onClcBytes(this, s, chunk as Buffer | null);
+    return true;
+  }
+
+  /** @internal data from shared memory, or the end of it */
+  smcPush(chunk: Buffer | null): boolean {
+    return super.push(chunk);
+  }
+
+  override _write(data: unknown, encoding: BufferEncoding, cb: (err?: Error | null) => void): void {
+    const s = this[kSmc];
+    if (!s || s.phase === 'tcp' || s.phase === 'idle' && !this.connecting) return super._write(data, encoding, cb);
+    if (s.phase === 'smcd') return smcWrite(this, s, toBuffer(data, encoding), cb);
+    if (s.phase === 'srv-wait' && !s.clc) {
+      // The server application speaks first (an SMTP-style banner): commit to TCP. A
+      // Proposal that may still arrive is swallowed; the client falls back on our bytes.
+      settleTcp(this, s, DECLINE.PEERNOSMC, 'server wrote first');
+      s.stripClc = true;
+      return super._write(data, encoding, cb);
+    }
+    s.held = { writev: false, data, encoding, cb };
+  }
+
+  override _writev(chunks: Array<{ chunk: unknown; encoding: BufferEncoding }>, cb: (err?: Error | null) => void): void {
+    const s = this[kSmc];
+    if (!s || s.phase === 'tcp' || s.phase === 'idle' && !this.connecting) return super._writev!(chunks, cb);
+    if (s.phase === 'smcd') return smcWrite(this, s, Buffer.concat(chunks.map((c) => toBuffer(c.chunk, c.encoding))), cb);
+    if (s.phase === 'srv-wait' && !s.clc) {
+      settleTcp(this, s, DECLINE.PEERNOSMC, 'server wrote first');
+      s.stripClc = true;
+      return super._writev!(chunks, cb);
+    }
+    s.held = { writev: true, data: chunks, encoding: 'buffer' as BufferEncoding, cb };
+  }
+
+  override _final(cb: (err?: Error | null) => void): void {
+    const s = this[kSmc];
+    if (!s || s.phase === 'tcp' || s.phase === 'idle' || s.phase === 'closed') return super._final(cb);
+    if (s.phase === 'smcd') {
+      s.writeDone = true;
+      s.conn!.closeWrite();
+      return super._final(cb); // TCP FIN after peer_done_writing: the peer checks the CDC first
+    }
+    s.heldFinal = cb;
+  }
+
+  override _read(n: number): void {
+    const s = this[kSmc];
+    if (s?.phase === 'smcd') {
+      if (s.conn!.resume()) kick(s.conn!);
+      return;
+    }
+    super._read(n);
+  }
+
+  override pause(): this {
+    if (this[kSmc]?.phase === 'smcd') return Duplex.prototype.pause.call(this) as this;
+    return super.pause();
+  }
+
+  override resume(): this {
+    if (this[kSmc]?.phase === 'smcd') return Duplex.prototype.resume.call(this) as this;
+    return super.resume();
+  }
+
+  override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
+    const s = this[kSmc];
+    if (s) teardown(this, s);
+    super._destroy(err, cb);
+  }
+}
+
+// @types/node declares bytesRead/bytesWritten as fields; in node they are accessors, which
+// SMC mode replaces (the TCP counters would count the CLC handshake, and nothing after it).
+const tcpBytesRead = Object.getOwnPropertyDescriptor(net.Socket.prototype, 'bytesRead')!.get!;
+const tcpBytesWritten = Object.getOwnPropertyDescriptor(net.Socket.prototype, 'bytesWritten')!.get!;
+Object.defineProperty(Socket.prototype, 'bytesRead', {
+  configurable: true,
+  get(this: Socket): number {
+    const s = this[kSmc];
+    if (s?.conn) return s.conn.bytesReceived;
+    return (tcpBytesRead.call(this) as number) - (s?.clcIn ?? 0);
+  },
+});
+Object.defineProperty(Socket.prototype, 'bytesWritten', {
+  configurable: true,
+  get(this: Socket): number | undefined {
+    const s = this[kSmc];
+    if (s?.conn) return s.conn.bytesSent + (s.pending ? s.pending.buf.length - s.pending.off : 0) + this.writableLength;
+    const b = tcpBytesWritten.call(this) as number | undefined;
+    return b === undefined ? b : b - (s?.clcOut ?? 0);
+  },
+});
+
+function unrefTimer(sock: Socket): void {
+  (sock as unknown as { _unrefTimer(): void })._unrefTimer();
+}
+
+function toBuffer(data: unknown, encoding: BufferEncoding): Buffer {
+  if (Buffer.isBuffer(data)) return data;
+  if (typeof data === 'string') return Buffer.from(data, encoding);
+  if (data instanceof Uint8Array) return Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+  throw new TypeError('unsupported chunk type');
+}
+
+function rawWrite(sock: Socket, s: SmcState, buf: Buffer): void {
+  s.clcOut += buf.length;
+  (sock as unknown as { _writeGeneric(v: boolean, d: Buffer, e: string, cb: (err?: Error) => void): void })
+    ._writeGeneric(false, buf, 'buffer', (err) => { if (err) sock.destroy(err); });
+}
+
+function sendDecline(sock: Socket, s: SmcState, reason: number): void {
+  rawWrite(sock, s, encodeDecline({ diagnosis: reason, smcd: true }));
+}
+
+function startTimer(sock: Socket, s: SmcState): void {
+  clearTimeout(s.timer);
+  s.timer = setTimeout(() => {
+    s.timer = undefined;
+    if (s.phase !== 'proposing' && s.phase !== 'srv-accepting') return;
+    sendDecline(sock, s, DECLINE.TIMEOUT_CL);
+    releaseHandshake(sock, s);
+    settleTcp(sock, s, DECLINE.TIMEOUT_CL, 'handshake timed out');
+    s.stripClc = true; // a late Accept/Confirm is not application data
+  }, s.opts.timeout);
+  s.timer.unref();
+}
+
+function onClientConnect(this: Socket): void {
+  const sock = this;
+  const s = sock[kSmc];
+  if (!s || s.phase !== 'idle') return;
+  const info = { role: 'client' as const, localAddress: sock.localAddress, localPort: sock.localPort, remoteAddress: sock.remoteAddress, remotePort: sock.remotePort };
+  if (!policyAllows(s.opts.policy, info)) return settleTcp(sock, s, undefined, 'policy');
+  let listener = false;
+  try { listener = isSmcListener(sock.remoteAddress, sock.remotePort); } catch { listener = false; }
+  if (!listener) return settleTcp(sock, s, DECLINE.PEERNOSMC, 'peer is not an SMC listener');
+  try {
+    s.device = defaultIsmDevice();
+  } catch {
+    return settleTcp(sock, s, DECLINE.NOSMCDEV, 'no ism device');
+  }
+  const v4 = sock.localAddress && net.isIPv4(sock.localAddress.replace(/^::ffff:/, ''));
+  const proposal = encodeProposal({
+    version: 1, path: SMC_TYPE_D, peerId: localSystemId(), smcdGid: s.device.gid, chid: s.device.chid,
+    subnet: v4 ? subnetOf(sock.localAddress!.replace(/^::ffff:/, '')) : '0.0.0.0', prefixLength: v4 ? 8 : 0,
+    ipv6Prefixes: v4 ? [] : [{ prefix: '::', length: 0 }],
+  });
+  s.phase = 'proposing';
+  rawWrite(sock, s, proposal);
+  startTimer(sock, s);
+}
+
+function subnetOf(a: string): string {
+  // Both ends are on this host; the subnet only has to be plausible for a dissector.
+  const [x] = a.split('.');
+  return `${x}.0.0.0`;
+}
+
+/** Leave the handshake for TCP: release what it set up, flush held writes through TCP. */
+function settleTcp(sock: Socket, s: SmcState, reason: number | undefined, cause: string): void {
+  clearTimeout(s.timer);
+  s.timer = undefined;
+  s.phase = 'tcp';
+  s.fallbackReason = reason;
+  s.fallbackCause = cause;
+  untrack(sock);
+  const held = s.held;
+  s.held = undefined;
+  const fin = s.heldFinal;
+  s.heldFinal = undefined;
+  sock.emit('smc', getSmcInfo(sock));
+  if (held) {
+    if (held.writev) net.Socket.prototype._writev!.call(sock, held.data as Array<{ chunk: unknown; encoding: BufferEncoding }>, held.cb);
+    else net.Socket.prototype._write.call(sock, held.data, held.encoding, held.cb);
+  }
+  if (fin) net.Socket.prototype._final.call(sock, fin);
+}
+
+function fallbackAfterDecline(sock: Socket, s: SmcState, reason: number, sendOwn: boolean, cause: string): void {
+  if (sendOwn) sendDecline(sock, s, reason);
+  releaseHandshake(sock, s);
+  settleTcp(sock, s, reason, cause);
+}
+
+function releaseHandshake(_sock: Socket, s: SmcState): void {
+  if (s.dmb && s.device) s.device.unregisterDmb(s.dmb);
+  s.dmb = undefined;
+  s.remote?.detach();
+  s.remote = undefined;
+}
+
+function onClcBytes(sock: Socket, s: SmcState, chunk: Buffer | null): void {
+  if (chunk === null) {
+    // The peer closed during the handshake: nothing more to negotiate.
+    const rest = s.clc;
+    s.clc = undefined;
+    releaseHandshake(sock, s);
+    settleTcp(sock, s, DECLINE.SYNCERR, 'peer closed during the handshake');
+    if (rest?.length) sock.smcPush(rest);
+    sock.smcPush(null);
+    return;
+  }
+  s.clc = s.clc ? Buffer.concat([s.clc, chunk]) : chunk;
+  while (s.clc && s.clc.length > 0 && (s.phase === 'proposing' || s.phase === 'srv-wait' || s.phase === 'srv-accepting')) {
+    const buf: Buffer = s.clc;
+    if (!mayBeClc(buf) && (s.phase === 'srv-wait' || s.phase === 'proposing')) {
+      // Not CLC at all: a plain client (server side) or a server that spoke first (client side).
+      s.clc = undefined;
+      settleTcp(sock, s, DECLINE.PEERNOSMC, s.role === 'server' ? 'peer did not propose SMC' : 'server wrote first');
+      sock.smcPush(buf);
+      return;
+    }
+    let len: number;
+    try {
+      len = clcFrameLength(buf);
+    } catch (e) {
+      // A broken header. Server: the bytes are the client's data, not a proposal. Client:
+      // after our Proposal the server must answer in CLC; anything else is out of sync.
+      s.clc = undefined;
+      if (s.phase === 'srv-wait') {
+        settleTcp(sock, s, DECLINE.PEERNOSMC, 'peer did not propose SMC');
+        sock.smcPush(buf);
+      } else {
+        releaseHandshake(sock, s);
+        sock.destroy(connReset(`SMC handshake out of sync: ${(e as Error).message}`));
+      }
+      return;
+    }
+    if (len === 0) return; // need more bytes; the handshake timer bounds the wait
+    const frame = buf.subarray(0, len);
+    s.clc = len < buf.length ? buf.subarray(len) : undefined;
+    s.clcIn += len;
+    let msg: ClcMessage;
+    try {
+      msg = decodeClc(frame);
+    } catch (e) {
+      const reason = e instanceof ClcError ? e.reason : DECLINE.SYNCERR;
+      fallbackAfterDecline(sock, s, reason, true, `malformed CLC message: ${(e as Error).message}`);
+      break;
+    }
+    handleClc(sock, s, msg);
+  }
+  // Whatever follows the handshake belongs to the stream it settled on.
+  const rest = s.clc;
+  if (rest && (s.phase === 'tcp' || s.phase === 'smcd')) {
+    s.clc = undefined;
+    if (s.phase === 'tcp') sock.smcPush(rest);
+    else s.strayTcpBytes += rest.length;
+  }
+}
+
+function handleClc(sock: Socket, s: SmcState, m: ClcMessage): void {
+  if (m.type === CLC_DECLINE) {
+    s.peerDeclineReason = m.diagnosis;
+    releaseHandshake(sock, s);
+    settleTcp(sock, s, DECLINE.PEERDECL, `peer declined: ${declineName(m.diagnosis)}`);
+    return;
+  }
+  if (s.phase === 'srv-wait' && m.type === CLC_PROPOSAL) return onProposal(sock, s, m);
+  if (s.phase === 'proposing' && m.type === CLC_ACCEPT) return onAccept(sock, s, m);
+  if (s.phase === 'srv-accepting' && m.type === CLC_CONFIRM) return onConfirm(sock, s, m);
+  fallbackAfterDecline(sock, s, DECLINE.SYNCERR, true, `unexpected CLC message type ${m.type} while ${s.phase}`);
+}
+
+function onProposal(sock: Socket, s: SmcState, p: Proposal): void {
+  let reason = s.serverDecline;
+  if (!reason && p.path !== SMC_TYPE_D && p.path !== SMC_TYPE_B) reason = DECLINE.MODEUNSUPP;
+  if (!reason && (!p.smcdGid || !IsmDevice.reachable(p.smcdGid))) reason = DECLINE.NOSMCDDEV;
+  if (!reason) {
+    try { s.device = defaultIsmDevice(); } catch { reason = DECLINE.NOSMCDEV; }
+  }
+  if (!reason) {
+    try { s.dmb = s.device!.registerDmb(s.opts.bufferSize); } catch { reason = DECLINE.MAX_DMB; }
+  }
+  if (reason) return fallbackAfterDecline(sock, s, reason, true, `declined: ${declineName(reason)}`);
+  s.proposal = p;
+  s.phase = 'srv-accepting';
+  rawWrite(sock, s, encodeAcceptConfirm({
+    type: CLC_ACCEPT, version: 1, firstContact: true, gid: s.device!.gid, token: s.dmb!.token, dmbeIndex: 0,
+    dmbeSize: compressBufSize(s.opts.bufferSize), linkId: 0,
+  }));
+  startTimer(sock, s);
+}
+
+function attachPeer(s: SmcState, m: AcceptConfirm): number {
+  try {
+    s.remote = s.device!.attachDmb(m.gid, m.token);
+  } catch {
+    return DECLINE.NOSMCDDEV;
+  }
+  if (s.remote.size !== uncompressBufSize(m.dmbeSize)) return DECLINE.SYNCERR;
+  return 0;
+}
+
+function onAccept(sock: Socket, s: SmcState, m: AcceptConfirm): void {
+  let reason = attachPeer(s, m);
+  if (!reason) {
+    try { s.dmb = s.device!.registerDmb(s.opts.bufferSize); } catch { reason = DECLINE.MAX_DMB; }
+  }
+  if (reason) return fallbackAfterDecline(sock, s, reason, true, `declined: ${declineName(reason)}`);
+  rawWrite(sock, s, encodeAcceptConfirm({
+    type: CLC_CONFIRM, version: 1, firstContact: m.firstContact, gid: s.device!.gid, token: s.dmb!.token, dmbeIndex: 0,
+    dmbeSize: compressBufSize(s.opts.bufferSize), linkId: 0,
+  }));
+  startSmcd(sock, s);
+}
+
+function onConfirm(sock: Socket, s: SmcState, m: AcceptConfirm): void {
+  let reason = m.gid === s.proposal!.smcdGid ? 0 : DECLINE.SYNCERR;
+  if (!reason) reason = attachPeer(s, m);
+  if (reason) return fallbackAfterDecline(sock, s, reason, true, `declined: ${declineName(reason)}`);
+  startSmcd(sock, s);
+}
+
+function startSmcd(sock: Socket, s: SmcState): void {
+  clearTimeout(s.timer);
+  s.timer = undefined;
+  const conn = new SmcdConnection(s.dmb!, s.remote!, {
+    data: (chunk) => {
+      unrefTimer(sock);
+      return sock.smcPush(chunk);
+    },
+    peerDone: () => { sock.smcPush(null); },
+    peerAbort: () => { sock.destroy(connReset('peer aborted the SMC connection')); },
+    writable: () => pump(sock, s),
+    protocolError: (msg) => { sock.destroy(Object.assign(new Error(`SMC-D protocol error: ${msg}`), { code: 'EPROTO' })); },
+  });
+  s.conn = conn;
+  s.dmb!.onSignal = () => { if (!conn.released) { conn.process(); kick(conn); } };
+  s.phase = 'smcd';
+  track(sock);
+  sock.emit('smc', getSmcInfo(sock));
+  const held = s.held;
+  s.held = undefined;
+  if (held) {
+    const buf = held.writev
+      ? Buffer.concat((held.data as Array<{ chunk: unknown; encoding: BufferEncoding }>).map((c) => toBuffer(c.chunk, c.encoding)))
+      : toBuffer(held.data, held.encoding);
+    smcWrite(sock, s, buf, held.cb);
+  }
+  const fin = s.heldFinal;
+  s.heldFinal = undefined;
+  if (fin) sock._final(fin);
+  kick(conn);
+}
+
+function smcWrite(sock: Socket, s: SmcState, buf: Buffer, cb: (err?: Error | null) => void): void {
+  unrefTimer(sock);
+  s.pending = { buf, off: 0, cb };
+  pump(sock, s);
+}
+
+function pump(sock: Socket, s: SmcState): void {
+  const p = s.pending;
+  const conn = s.conn;
+  if (!p || !conn || conn.released) return;
+  const n = conn.write(p.off === 0 ? p.buf : p.buf.subarray(p.off));
+  p.off += n;
+  if (p.off === p.buf.length) {
+    s.pending = undefined;
+    p.cb();
+  }
+  kick(conn); // poll for the peer's reply or its consumer cursor
+  void sock;
+}
+
+function onTcpEndWhileSmc(sock: Socket, s: SmcState): void {
+  const conn = s.conn;
+  if (!conn || conn.released) return;
+  // The peer writes its CDC before it closes TCP, so the CDC is current now.
+  conn.process();
+  if (!conn.peerFinished) sock.destroy(connReset('peer closed the TCP connection without closing SMC (process died?)'));
+}
+
+function stripThenPush(sock: Socket, s: SmcState, chunk: Buffer | null): boolean {
+  if (chunk === null) {
+    s.stripClc = false;
+    const rest = s.clc;
+    s.clc = undefined;
+    if (rest?.length) sock.smcPush(rest);
+    return sock.smcPush(null);
+  }
+  const buf = s.clc ? Buffer.concat([s.clc, chunk]) : chunk;
+  s.clc = undefined;
+  if (!mayBeClc(buf)) {
+    s.stripClc = false;
+    return sock.smcPush(buf);
+  }
+  let len = 0;
+  try { len = clcFrameLength(buf); } catch { s.stripClc = false; return sock.smcPush(buf); }
+  if (len === 0) { s.clc = buf; return true; }
+  s.stripClc = false;
+  s.clcIn += len;
+  return len < buf.length ? sock.smcPush(buf.subarray(len)) : true;
+}
+
+function teardown(sock: Socket, s: SmcState): void {
+  clearTimeout(s.timer);
+  s.timer = undefined;
+  const conn = s.conn;
+  if (conn && !conn.released) {
+    if (s.writeDone && conn.peerFinished && !conn.peerAborted) conn.closeOrderly();
+    else conn.abort();
+    forget(conn);
+    conn.release((d) => s.device!.unregisterDmb(d));
+  } else {
+    releaseHandshake(sock, s);
+  }
+  s.dmb = undefined;
+  s.remote = undefined;
+  const waiting = [s.pending?.cb, s.held?.cb, s.heldFinal];
+  s.pending = undefined;
+  s.held = undefined;
+  s.heldFinal = undefined;
+  for (const cb of waiting) cb?.(connReset('socket destroyed'));
+  s.phase = 'closed';
+  untrack(sock);
+}
+
+/** How this socket carries its data; for a plain node:net socket, mode 'TCP'. */
+export function getSmcInfo(sock: net.Socket): SmcInfo {
+  const s = (sock as Socket)[kSmc];
+  if (!s) return { mode: 'TCP', pending: false, smcBytesSent: 0, smcBytesReceived: 0 };
+  const info: SmcInfo = {
+    mode: s.conn ? 'SMCD' : 'TCP',
+    pending: s.phase === 'idle' || s.phase === 'proposing' || s.phase === 'srv-wait' || s.phase === 'srv-accepting',
+    smcBytesSent: s.conn?.bytesSent ?? 0,
+    smcBytesReceived: s.conn?.bytesReceived ?? 0,
+  };
+  if (s.fallbackReason !== undefined) info.fallbackReason = s.fallbackReason;
+  if (s.peerDeclineReason !== undefined) info.peerDeclineReason = s.peerDeclineReason;
+  if (s.fallbackCause !== undefined) info.fallbackCause = s.fallbackCause;
+  if (s.conn) {
+    info.bufferSize = s.conn.rx.size;
+    info.peerBufferSize = s.conn.tx.size;
+  }
+  return info;
+}
+
+/** @internal for status reporting */
+export function smcState(sock: net.Socket): SmcState | undefined {
+  return (sock as Socket)[kSmc];
+}
