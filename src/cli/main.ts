@@ -5,9 +5,12 @@ import { parseArgs } from 'node:util';
 import { createRxeDevice } from '../index.js';
 import { devinfo } from './devinfo.js';
 import { demo } from './demo.js';
+import { smcDemo } from './smc-demo.js';
 import { perftest, PERFTEST_USAGE } from '../tools/perftest/index.js';
 import { isUsageError } from '../tools/usage.js';
 import { pingpong, PINGPONG_USAGE } from '../tools/pingpong.js';
+import { smcss, SMCSS_USAGE } from '../tools/smcss.js';
+import { smcRun, SMC_RUN_USAGE } from '../tools/smc-run.js';
 
 const USAGE = `usage: softrdma <command> [options]
 
@@ -18,8 +21,9 @@ commands:
   perftest <test> [host]    perftest's ib_{write,read,send,atomic}_bw and ib_{write,read,send}_lat
                             (softrdma perftest --help for options)
   pingpong rc|ud [host]     ibv_rc_pingpong / ibv_ud_pingpong, interoperable with rdma-core's
-
-not yet: smcss, smc-run (see README, "What works")`;
+  smcss [-a] [-d] [--json]   SMC-capable connections of this user's processes, like smc-tools' smcss
+  smc-run [--] <cmd...>      run a Node program with every TCP socket SMC-capable (like smc_run)
+  smc-demo                   an SMC-D connection next to TCP on this host: mode and throughput`;
 
 /** -h prints the tool's usage; a usage error prints it too and exits 2; other errors propagate. */
 async function runTool(name: string, usage: string, run: () => Promise<unknown>, args: string[]): Promise<number> {
@@ -54,6 +58,17 @@ async function main(argv: string[]): Promise<number> {
       return runTool('perftest', PERFTEST_USAGE, () => perftest(rest), rest);
     case 'pingpong':
       return runTool('pingpong', PINGPONG_USAGE, () => pingpong(rest), rest);
+    case 'smcss':
+      return runTool('smcss', SMCSS_USAGE, async () => smcss(rest), rest);
+    case 'smc-run': {
+      if (rest[0] === '-h' || rest[0] === '--help') { console.log(SMC_RUN_USAGE); return 0; }
+      let code = 0;
+      const rc = await runTool('smc-run', SMC_RUN_USAGE, async () => { code = await smcRun(rest); }, []);
+      return rc || code;
+    }
+    case 'smc-demo':
+      await smcDemo();
+      return 0;
     case undefined:
     case '-h':
     case '--help':

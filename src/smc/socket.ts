@@ -142,6 +142,10 @@ export class Socket extends net.Socket {
     s[kSmc] = st;
     const info = { role: 'server' as const, localAddress: s.localAddress, localPort: s.localPort, remoteAddress: s.remoteAddress, remotePort: s.remotePort };
     // A listener known to speak SMC must still answer a Proposal, even when it will not use SMC.
+    // node:http hands the TCP handle to its C++ parser unless it was consumed already; the
+    // CLC bytes must pass through push() first, so claim the handle for the JS path.
+    const handle = (s as unknown as { _handle?: { _consumed?: boolean } })._handle;
+    if (handle) handle._consumed = true;
     if (!opts.enabled) st.serverDecline = DECLINE.NOSMCDEV;
     else if (!policyAllows(opts.policy, info)) st.serverDecline = DECLINE.NOSMCDEV;
     track(s);

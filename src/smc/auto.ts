@@ -1,0 +1,34 @@
+// `node --import softrdma/smc/auto app.js`: every node:net TCP server and client of the
+// process becomes SMC-capable, with no code change (the role of smc_run's preload).
+// Servers (node:http's included) announce themselves and answer Proposals; clients propose
+// to local SMC listeners and stay plain node:net sockets for every other destination.
+// TLS sockets are left alone: node:tls drives the TCP handle from C++, so TLS over SMC-D
+// needs an explicit tls.connect({ socket }) on an SMC socket.
+//
+// SOFTRDMA_SMC=0 turns it off; SOFTRDMA_SMC_BUFFER sets the DMB size.
+
+import net from 'node:net';
+import tls from 'node:tls';
+import { enableSmcOnServer } from './server.js';
+import { kSmc, resolveSmcOptions, Socket } from './socket.js';
+
+const bufferEnv = Number(process.env.SOFTRDMA_SMC_BUFFER);
+const opts = resolveSmcOptions({
+  smc: process.env.SOFTRDMA_SMC !== '0',
+  ...(Number.isFinite(bufferEnv) && bufferEnv > 0 ? { smcBufferSize: bufferEnv } : {}),
+});
+
+const plainConnect = net.Socket.prototype.connect;
+net.Socket.prototype.connect = function connect(this: net.Socket, ...args: unknown[]) {
+  if (opts.enabled && Object.getPrototypeOf(this) === net.Socket.prototype && !(kSmc in this)) {
+    Socket.adoptClient(this, opts);
+    return (Socket.prototype.connect as (...a: unknown[]) => net.Socket).apply(this, args);
+  }
+  return (plainConnect as (...a: unknown[]) => net.Socket).apply(this, args);
+} as typeof net.Socket.prototype.connect;
+
+const plainListen = net.Server.prototype.listen;
+net.Server.prototype.listen = function listen(this: net.Server, ...args: unknown[]) {
+  if (opts.enabled && !(this instanceof tls.Server)) enableSmcOnServer(this, opts);
+  return (plainListen as (...a: unknown[]) => net.Server).apply(this, args);
+} as typeof net.Server.prototype.listen;

@@ -1,0 +1,181 @@
+// A peer for SMC demonstrations and benchmarks, run as its own process:
+//   serve  --api smc|net [--http]      prints {"port":N} and serves until stdin closes
+//   client --api smc|net --test bulk|pingpong|shortconn|http --port N [...]
+// Server protocol: the first byte picks the service. 'B': count bytes until end, then reply
+// with the count (8 bytes, big endian) and a sha256 of the data. 'E': echo.
+// With --http the server is node:http (run it under --import softrdma/smc/auto for SMC).
+
+import { createHash, randomBytes } from 'node:crypto';
+import http from 'node:http';
+import net from 'node:net';
+import { parseArgs } from 'node:util';
+import * as smc from '../smc/index.js';
+
+type Api = 'smc' | 'net';
+
+function api(name: Api): { createServer: typeof net.createServer; connect: (port: number, host: string) => net.Socket } {
+  if (name === 'smc') return { createServer: smc.createServer as unknown as typeof net.createServer, connect: (p, h) => smc.connect(p, h) };
+  return { createServer: net.createServer, connect: (p, h) => net.connect(p, h) };
+}
+
+function serve(apiName: Api, useHttp: boolean): void {
+  const body = Buffer.from('hello from softrdma\n');
+  const server = useHttp
+    ? http.createServer((_req, res) => { res.setHeader('content-type', 'text/plain'); res.end(body); })
+    : api(apiName).createServer((sock: net.Socket) => {
+      sock.on('error', () => {});
+      sock.once('data', function first(this: net.Socket, chunk: Buffer) {
+        const kind = chunk[0];
+        const rest = chunk.subarray(1);
+        if (kind === 0x45 /* E */) {
+          if (rest.length) sock.write(rest);
+          sock.pipe(sock);
+          return;
+        }
+        let n = rest.length;
+        const h = createHash('sha256').update(rest);
+        sock.on('data', (d: Buffer) => { n += d.length; h.update(d); });
+        sock.on('end', () => {
+          const out = Buffer.alloc(8);
+          out.writeBigUInt64BE(BigInt(n));
+          sock.end(Buffer.concat([out, h.digest()]));
+        });
+      });
+    });
+  server.listen(0, '127.0.0.1', () => {
+    console.log(JSON.stringify({ port: (server.address() as net.AddressInfo).port, pid: process.pid }));
+  });
+  process.stdin.resume();
+  process.stdin.on('end', () => { server.close(); process.exit(0); });
+}
+
+function connected(s: net.Socket): Promise<void> {
+  return new Promise((resolve, reject) => { s.once('connect', resolve); s.once('error', reject); });
+}
+
+async function bulk(a: Api, port: number, bytes: number, size: number): Promise<object> {
+  const s = api(a).connect(port, '127.0.0.1');
+  await connected(s);
+  const chunk = randomBytes(size);
+  const h = createHash('sha256');
+  const reply: Buffer[] = [];
+  const done = new Promise<void>((resolve, reject) => { s.on('data', (d: Buffer) => reply.push(d)); s.on('end', resolve); s.on('error', reject); });
+  const t0 = process.hrtime.bigint();
+  s.write('B');
+  let sent = 0;
+  while (sent < bytes) {
+    h.update(chunk);
+    sent += chunk.length;
+    if (!s.write(chunk)) await new Promise((r) => s.once('drain', r));
+  }
+  s.end();
+  await done;
+  const secs = Number(process.hrtime.bigint() - t0) / 1e9;
+  const r = Buffer.concat(reply);
+  const ok = r.length === 40 && r.readBigUInt64BE(0) === BigInt(sent) && r.subarray(8).equals(h.digest());
+  return { test: 'bulk', api: a, mode: smc.getSmcInfo(s).mode, bytes: sent, seconds: secs, mibPerSec: sent / 1048576 / secs, verified: ok };
+}
+
+async function pingpong(a: Api, port: number, iters: number, size: number): Promise<object> {
+  const s = api(a).connect(port, '127.0.0.1');
+  s.setNoDelay(true);
+  await connected(s);
+  s.write('E');
+  const msg = Buffer.alloc(size, 0x61);
+  const samples: number[] = [];
+  let got = 0;
+  let t = 0n;
+  await new Promise<void>((resolve, reject) => {
+    s.on('error', reject);
+    const warm = Math.min(1000, iters / 10);
+    let i = 0;
+    s.on('data', (d: Buffer) => {
+      got += d.length;
+      while (got >= size) {
+        got -= size;
+        const now = process.hrtime.bigint();
+        if (i >= warm) samples.push(Number(now - t) / 1000);
+        if (++i >= iters + warm) { resolve(); return; }
+        t = process.hrtime.bigint();
+        s.write(msg);
+      }
+    });
+    t = process.hrtime.bigint();
+    s.write(msg);
+  });
+  const mode = smc.getSmcInfo(s).mode;
+  s.destroy();
+  samples.sort((x, y) => x - y);
+  const mean = samples.reduce((x, y) => x + y, 0) / samples.length;
+  return { test: 'pingpong', api: a, mode, size, iters: samples.length, meanUs: mean, medianUs: samples[samples.length >> 1], p99Us: samples[Math.floor(samples.length * 0.99)] };
+}
+
+async function shortconn(a: Api, port: number, seconds: number): Promise<object> {
+  const msg = Buffer.from('E0123456789abc');
+  let n = 0;
+  let modes = new Set<string>();
+  const t0 = process.hrtime.bigint();
+  const end = t0 + BigInt(Math.round(seconds * 1e9));
+  while (process.hrtime.bigint() < end) {
+    const s = api(a).connect(port, '127.0.0.1');
+    s.setNoDelay(true);
+    await new Promise<void>((resolve, reject) => {
+      let got = 0;
+      s.on('error', reject);
+      s.on('connect', () => s.write(msg));
+      s.on('data', (d: Buffer) => { got += d.length; if (got >= msg.length - 1) { modes.add(smc.getSmcInfo(s).mode); s.end(); } });
+      s.on('close', () => resolve());
+    });
+    n++;
+  }
+  const secs = Number(process.hrtime.bigint() - t0) / 1e9;
+  return { test: 'shortconn', api: a, modes: [...modes], connections: n, seconds: secs, perSec: n / secs };
+}
+
+async function httpLoad(port: number, seconds: number, concurrency: number): Promise<object> {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: concurrency });
+  let n = 0;
+  const end = process.hrtime.bigint() + BigInt(Math.round(seconds * 1e9));
+  const t0 = process.hrtime.bigint();
+  const modes = new Set<string>();
+  const one = (): Promise<void> => new Promise((resolve, reject) => {
+    const req = http.get({ host: '127.0.0.1', port, path: '/', agent }, (res) => {
+      modes.add(smc.getSmcInfo(res.socket).mode);
+      res.on('data', () => {});
+      res.on('end', () => { n++; resolve(); });
+    });
+    req.on('error', reject);
+  });
+  await Promise.all(Array.from({ length: concurrency }, async () => { while (process.hrtime.bigint() < end) await one(); }));
+  const secs = Number(process.hrtime.bigint() - t0) / 1e9;
+  agent.destroy();
+  return { test: 'http', modes: [...modes], requests: n, seconds: secs, perSec: n / secs };
+}
+
+export async function smcPeer(argv: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({
+    args: argv, allowPositionals: true,
+    options: {
+      api: { type: 'string', default: 'smc' }, http: { type: 'boolean' }, test: { type: 'string' }, port: { type: 'string' },
+      bytes: { type: 'string', default: String(256 << 20) }, size: { type: 'string' }, iters: { type: 'string', default: '20000' },
+      seconds: { type: 'string', default: '3' }, concurrency: { type: 'string', default: '8' },
+    },
+  });
+  const a = values.api as Api;
+  if (a !== 'smc' && a !== 'net') throw new Error(`--api must be smc or net, got ${a}`);
+  if (positionals[0] === 'serve') return serve(a, !!values.http);
+  const port = Number(values.port);
+  let r: object;
+  switch (values.test) {
+    case 'bulk': r = await bulk(a, port, Number(values.bytes), Number(values.size ?? 65536)); break;
+    case 'pingpong': r = await pingpong(a, port, Number(values.iters), Number(values.size ?? 14)); break;
+    case 'shortconn': r = await shortconn(a, port, Number(values.seconds)); break;
+    case 'http': r = await httpLoad(port, Number(values.seconds), Number(values.concurrency)); break;
+    default: throw new Error(`unknown --test ${values.test}`);
+  }
+  console.log(JSON.stringify(r));
+}
+
+if (process.argv[1] && import.meta.url.endsWith(process.argv[1].split('/').pop()!) && process.argv[1].endsWith('smc-peer.js')) {
+  smcPeer(process.argv.slice(2)).catch((e) => { console.error(e); process.exit(1); });
+}
