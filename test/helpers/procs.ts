@@ -17,7 +17,12 @@ export interface Proc {
 }
 
 export function run(args: string[], opts: { env?: NodeJS.ProcessEnv } = {}): Proc {
-  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...opts.env } });
+  return runNode(CLI, args, opts);
+}
+
+/** Any script of ours as a process; execArgv e.g. ['--import', url]; stdin 'pipe' to keep it open. */
+export function runNode(script: string, args: string[], opts: { env?: NodeJS.ProcessEnv; execArgv?: string[]; stdin?: 'pipe' | 'ignore' } = {}): Proc {
+  const child = spawn(process.execPath, [...(opts.execArgv ?? []), script, ...args], { stdio: [opts.stdin ?? 'ignore', 'pipe', 'pipe'], env: { ...process.env, ...opts.env } });
   const closed = new Promise<number>((resolve) => child.once('close', (code, sig) => resolve(code ?? (sig ? 128 : 1))));
   const p: Proc = {
     child, stdout: '', stderr: '',

@@ -1,0 +1,287 @@
+// softrdma/smc across real processes: SMC-D between SMC peers, plain TCP with plain peers,
+// the close paths, backpressure, peer death, many connections, hostile CLC input, and no
+// shared-memory residue afterwards. The server is always another process.
+
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { jsonLines, runNode, type Proc } from '../helpers/procs.js';
+import type { SmcInfo } from '../../src/smc/index.js';
+
+const runtime = fs.mkdtempSync(path.join(os.tmpdir(), 'softrdma-smc-test-'));
+process.env.SOFTRDMA_RUNTIME_DIR = runtime;
+const smc = await import('../../src/smc/index.js');
+const SERVER = fileURLToPath(new URL('../helpers/smc-test-server.js', import.meta.url));
+const shmBefore = new Set(fs.readdirSync('/dev/shm'));
+
+interface Srv { proc: Proc; port: number; stop(): Promise<void> }
+
+async function server(args: string[] = []): Promise<Srv> {
+  const proc = runNode(SERVER, args, { stdin: 'pipe', env: { SOFTRDMA_RUNTIME_DIR: runtime } });
+  const m = await proc.waitFor(/"port":(\d+)/);
+  return { proc, port: Number(m[1]), stop: async () => { proc.child.stdin!.end(); await proc.exit(10_000); } };
+}
+
+function events(p: Proc, name: string): Record<string, unknown>[] {
+  return jsonLines(p.stdout).filter((e) => e.event === name);
+}
+
+async function connect(port: number, opts: Record<string, unknown> = {}): Promise<InstanceType<typeof smc.Socket>> {
+  const s = smc.connect({ port, host: '127.0.0.1', ...opts });
+  await once(s, 'connect');
+  return s;
+}
+
+function settled(s: net.Socket): Promise<SmcInfo> {
+  const i = smc.getSmcInfo(s);
+  return i.pending ? once(s, 'smc').then(([x]) => x as SmcInfo) : Promise.resolve(i);
+}
+
+/** Send `total` bytes with write/drain, return sha256 of what was sent. */
+async function sendAll(s: net.Socket, total: number, chunk = 65536): Promise<string> {
+  const h = createHash('sha256');
+  const buf = randomBytes(chunk);
+  for (let sent = 0; sent < total; sent += chunk) {
+    const b = total - sent < chunk ? buf.subarray(0, total - sent) : buf;
+    h.update(b);
+    if (!s.write(b)) await once(s, 'drain');
+  }
+  return h.digest('hex');
+}
+
+function collect(s: net.Socket): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  s.on('data', (d: Buffer) => parts.push(d));
+  return Promise.race([
+    once(s, 'end').then(() => Buffer.concat(parts)),
+    once(s, 'error').then(([e]) => { throw e; }),
+  ]);
+}
+
+function bounded<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let t: NodeJS.Timeout;
+  return Promise.race([p, new Promise<T>((_, rej) => { t = setTimeout(() => rej(new Error(`${what}: not within ${ms} ms`)), ms); })]).finally(() => clearTimeout(t));
+}
+
+describe('SMC sockets across processes', () => {
+  let srv: Srv;
+  before(async () => { srv = await server(); });
+  after(async () => { await srv.stop(); });
+
+  it('carries 256 MiB both ways over SMC-D, byte-exact', async () => {
+    const s = await connect(srv.port);
+    s.write('E');
+    const echoed = createHash('sha256');
+    let got = 0;
+    s.on('data', (d: Buffer) => { echoed.update(d); got += d.length; });
+    const ended = once(s, 'end');
+    const sent = await sendAll(s, 256 << 20);
+    s.end();
+    await bounded(ended, 60_000, 'echo end');
+    assert.equal(got, 256 << 20);
+    assert.equal(echoed.digest('hex'), sent);
+    const info = smc.getSmcInfo(s);
+    assert.equal(info.mode, 'SMCD');
+    assert.equal(info.smcBytesSent, (256 << 20) + 1);
+    assert.equal(s.bytesRead, 256 << 20);
+  });
+
+  it('half-close: end() reaches the peer as end, and the peer can still answer', async () => {
+    const s = await connect(srv.port);
+    const reply = collect(s);
+    s.write('B');
+    const h = await sendAll(s, 3_000_000, 10_000);
+    s.end();
+    const r = await bounded(reply, 20_000, 'reply');
+    assert.equal(smc.getSmcInfo(s).mode, 'SMCD');
+    assert.equal(r.length, 40);
+    assert.equal(r.readBigUInt64BE(0), 3_000_000n);
+    assert.equal(r.subarray(8).toString('hex'), h);
+  });
+
+  it('backpressure: a slow reader makes write() return false and drain later, no data lost', async () => {
+    const s = await connect(srv.port, { smcBufferSize: 16384 });
+    const reply = collect(s);
+    s.write('S');
+    let falses = 0;
+    const buf = randomBytes(65536);
+    const h = createHash('sha256');
+    for (let i = 0; i < 128; i++) { h.update(buf); if (!s.write(buf)) { falses++; await once(s, 'drain'); } }
+    s.end();
+    const r = await bounded(reply, 30_000, 'slow reply');
+    assert.ok(falses > 0, 'write() never returned false');
+    assert.equal(r.readBigUInt64BE(0), 128n * 65536n);
+    assert.equal(r.subarray(8).toString('hex'), h.digest('hex'));
+  });
+
+  it('destroy() aborts: the peer gets ECONNRESET', async () => {
+    const s = await connect(srv.port);
+    s.write('E');
+    await once(s, 'smc');
+    s.write(Buffer.alloc(1000));
+    await once(s, 'data');
+    const before = events(srv.proc, 'error').length;
+    s.destroy();
+    await srv.proc.waitFor(new RegExp(`("event":"error".*){${before + 1}}`, 's'), 5000);
+    assert.equal(events(srv.proc, 'error').at(-1)!.code, 'ECONNRESET');
+  });
+
+  it('500 concurrent connections, each SMC-D and echoing its own bytes', async () => {
+    const conns = await Promise.all(Array.from({ length: 500 }, async (_, i) => {
+      const s = await connect(srv.port);
+      const data = Buffer.alloc(1024, i & 0xff);
+      const got = collect(s);
+      s.end(Buffer.concat([Buffer.from('E'), data]));
+      return { s, data, got };
+    }));
+    for (const c of conns) {
+      assert.deepEqual(await bounded(c.got, 30_000, 'echo'), c.data);
+      assert.equal(smc.getSmcInfo(c.s).mode, 'SMCD');
+    }
+  });
+
+  it('a server killed with SIGKILL mid-transfer is reported as ECONNRESET within 2 s', async () => {
+    const victim = await server();
+    const s = await connect(victim.port);
+    s.write('B');
+    await settled(s);
+    const err = once(s, 'error');
+    void sendAll(s, 1 << 30).catch(() => {});
+    await new Promise((r) => setTimeout(r, 100));
+    const t0 = Date.now();
+    victim.proc.child.kill('SIGKILL');
+    const [e] = (await bounded(err, 2000, 'error after SIGKILL')) as [NodeJS.ErrnoException];
+    assert.equal(e.code, 'ECONNRESET');
+    assert.ok(Date.now() - t0 < 2000);
+    await victim.proc.exit(5000).catch(() => {});
+  });
+});
+
+describe('fallback to TCP', () => {
+  it('SMC client to a plain node:net server: TCP, PEERNOSMC, byte-exact, no stray bytes', async () => {
+    const plain = await server(['--api', 'net']);
+    try {
+      const s = await connect(plain.port);
+      const info = await settled(s);
+      assert.equal(info.mode, 'TCP');
+      assert.equal(info.fallbackReason, smc.DECLINE.PEERNOSMC);
+      const reply = collect(s);
+      s.write('B');
+      const h = await sendAll(s, 1_000_000, 4096);
+      s.end();
+      const r = await bounded(reply, 10_000, 'reply');
+      assert.equal(r.readBigUInt64BE(0), 1_000_001n - 1n);
+      assert.equal(r.subarray(8).toString('hex'), h);
+      assert.equal(s.bytesWritten, 1_000_001);
+      await plain.proc.waitFor(/"event":"received","id":\d+,"bytes":1000000/);
+    } finally {
+      await plain.stop();
+    }
+  });
+
+  it('plain node:net client to an SMC server: TCP on the server, byte-exact', async () => {
+    const srv = await server();
+    try {
+      const s = net.connect(srv.port, '127.0.0.1');
+      await once(s, 'connect');
+      const reply = collect(s);
+      s.end(Buffer.from('Ehello plain world'));
+      assert.equal((await bounded(reply, 10_000, 'echo')).toString(), 'hello plain world');
+      await srv.proc.waitFor(/"event":"smc".*"mode":"TCP".*"fallbackCause":"peer did not propose SMC"/);
+    } finally {
+      await srv.stop();
+    }
+  });
+
+  it('a server that writes first commits the connection to TCP; the client sees only the banner', async () => {
+    const srv = await server(['--banner']);
+    try {
+      const s = await connect(srv.port);
+      const first = await bounded(once(s, 'data'), 10_000, 'banner');
+      assert.equal((first[0] as Buffer).toString(), '220 softrdma test server ready\r\n');
+      const info = smc.getSmcInfo(s);
+      assert.equal(info.mode, 'TCP');
+      assert.equal(info.fallbackCause, 'server wrote first');
+      const rest = collect(s);
+      s.end('Eping');
+      assert.equal((await bounded(rest, 10_000, 'echo')).toString(), 'ping');
+    } finally {
+      await srv.stop();
+    }
+  });
+
+  it('smc: false and a refusing policy keep the connection plain TCP', async () => {
+    const srv = await server();
+    try {
+      const a = await connect(srv.port, { smc: false });
+      assert.equal((await settled(a)).fallbackCause, 'disabled');
+      const b = await connect(srv.port, { smcPolicy: () => false });
+      assert.equal((await settled(b)).fallbackCause, 'policy');
+      for (const s of [a, b]) {
+        const r = collect(s);
+        s.end('Eok');
+        assert.equal((await bounded(r, 10_000, 'echo')).toString(), 'ok');
+      }
+    } finally {
+      await srv.stop();
+    }
+  });
+});
+
+describe('hostile CLC input', () => {
+  async function raw(port: number, bytes: Buffer, endAfter = true): Promise<Buffer> {
+    const s = net.connect(port, '127.0.0.1');
+    await once(s, 'connect');
+    const got = collect(s).catch(() => Buffer.alloc(0));
+    s.write(bytes);
+    if (endAfter) s.end();
+    return bounded(got, 10_000, 'raw reply');
+  }
+
+  it('a proposal with a broken body gets a Decline, a truncated one and garbage close cleanly, and the server lives on', async () => {
+    const srv = await server();
+    try {
+      const { encodeProposal, localSystemId } = await import('../../src/smc/clc.js');
+      const good = encodeProposal({ version: 1, path: 1, peerId: localSystemId(), smcdGid: 0x1234n, chid: 0xffff, subnet: '127.0.0.0', prefixLength: 8, ipv6Prefixes: [] });
+      const broken = Buffer.from(good);
+      broken[38] = 0x7f; // iparea_offset nonsense
+      const r1 = await raw(srv.port, broken);
+      assert.equal(r1.subarray(0, 4).toString('hex'), 'e2d4c3c4');
+      assert.equal(r1[4], 4, 'expected a Decline');
+      assert.equal(r1.readUInt32BE(16), 0x04000000);
+      // Proposal from a GID that no local device has: declined as NOSMCDDEV.
+      const r2 = await raw(srv.port, good);
+      assert.equal(r2[4], 4);
+      assert.equal(r2.readUInt32BE(16), 0x03030001);
+      await raw(srv.port, good.subarray(0, 30));
+      await raw(srv.port, Buffer.concat([good.subarray(0, 7), randomBytes(200)]));
+      for (let i = 0; i < 50; i++) {
+        const m = Buffer.from(good);
+        m[8 + (i % (m.length - 8))] ^= 1 + (i % 255);
+        await raw(srv.port, m);
+      }
+      // Still serving SMC-D.
+      const s = await connect(srv.port);
+      const r = collect(s);
+      s.end('Ealive');
+      assert.equal((await bounded(r, 10_000, 'echo')).toString(), 'alive');
+      assert.equal(smc.getSmcInfo(s).mode, 'SMCD');
+      assert.equal(events(srv.proc, 'fatal').length, 0);
+    } finally {
+      await srv.stop();
+    }
+  });
+});
+
+describe('residue', () => {
+  it('leaves nothing in /dev/shm', () => {
+    const now = fs.readdirSync('/dev/shm').filter((n) => !shmBefore.has(n));
+    assert.deepEqual(now, []);
+  });
+});
