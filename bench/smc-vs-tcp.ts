@@ -1,0 +1,100 @@
+// SMC-D (softrdma/smc) against node:net over loopback, in the same run, each side in its own
+// process (src/tools/smc-peer.ts). Prints each figure, the ratio and the issue's target;
+// --json prints the same as one JSON document. Medians of --runs runs (default 3).
+//
+//   bulk       64 KiB writes, 256 MiB, bytes counted by the server     target SMC/TCP >= 2.0
+//   pingpong   14-byte round trip, median                             target SMC/TCP <= 0.5
+//   http       node:http keep-alive requests/s, 8 in flight, both
+//              ends under --import softrdma/smc/auto vs neither       target >= 1.35
+//   shortconn  connect, 14-byte echo, close, per second               target >= 0.8
+//   fallback   the SMC API against a plain node:net server vs
+//              node:net: setup rate, round trip, bulk                  target >= 0.99 (latency <= 1.01)
+
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import readline from 'node:readline';
+import { parseArgs } from 'node:util';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+
+const { values } = parseArgs({ options: { runs: { type: 'string', default: '3' }, json: { type: 'boolean' }, only: { type: 'string' } } });
+const RUNS = Number(values.runs);
+const here = path.dirname(fileURLToPath(import.meta.url));
+const PEER = path.join(here, '..', 'src', 'tools', 'smc-peer.js');
+const AUTO = pathToFileURL(path.join(here, '..', 'src', 'smc', 'auto.js')).href;
+const env = { ...process.env, SOFTRDMA_RUNTIME_DIR: fs.mkdtempSync(path.join(os.tmpdir(), 'softrdma-bench-')) };
+
+async function serve(args: string[], auto = false): Promise<{ port: number; stop(): Promise<void> }> {
+  const child = spawn(process.execPath, [...(auto ? ['--import', AUTO] : []), PEER, 'serve', ...args], { stdio: ['pipe', 'pipe', 'inherit'], env });
+  const rl = readline.createInterface({ input: child.stdout! });
+  const [line] = (await once(rl, 'line')) as [string];
+  rl.close();
+  return { port: (JSON.parse(line) as { port: number }).port, stop: async () => { child.stdin!.end(); if (child.exitCode === null) await once(child, 'exit'); } };
+}
+
+async function client(args: string[], auto = false): Promise<Record<string, number | string | boolean | string[]>> {
+  const child = spawn(process.execPath, [...(auto ? ['--import', AUTO] : []), PEER, 'client', ...args], { stdio: ['ignore', 'pipe', 'inherit'], env });
+  let out = '';
+  child.stdout!.on('data', (d: Buffer) => { out += d; });
+  const [code] = (await once(child, 'exit')) as [number];
+  if (code !== 0) throw new Error(`client ${args.join(' ')} failed (${code})`);
+  return JSON.parse(out) as Record<string, number | string | boolean | string[]>;
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
+
+interface Row { metric: string; smc: number; tcp: number; unit: string; ratio: number; target: string; met: boolean; smcMode: string }
+const rows: Row[] = [];
+
+async function measure(metric: string, unit: string, field: string, higherBetter: boolean, target: number,
+  smcSide: { server: string[]; serverAuto?: boolean; client: string[]; clientAuto?: boolean },
+  tcpSide: { server: string[]; serverAuto?: boolean; client: string[]; clientAuto?: boolean }): Promise<void> {
+  if (values.only && !metric.startsWith(values.only)) return;
+  const smcS = await serve(smcSide.server, smcSide.serverAuto);
+  const tcpS = await serve(tcpSide.server, tcpSide.serverAuto);
+  const a: number[] = [];
+  const b: number[] = [];
+  let mode = '';
+  try {
+    for (let i = 0; i < RUNS; i++) {
+      const r1 = await client([...smcSide.client, '--port', String(smcS.port)], smcSide.clientAuto);
+      const r2 = await client([...tcpSide.client, '--port', String(tcpS.port)], tcpSide.clientAuto);
+      if (r1.verified === false || r2.verified === false) throw new Error(`${metric}: byte count mismatch`);
+      mode = String(r1.mode ?? (r1.modes as string[] | undefined)?.join('+'));
+      a.push(r1[field] as number);
+      b.push(r2[field] as number);
+    }
+  } finally {
+    await smcS.stop();
+    await tcpS.stop();
+  }
+  const smc = median(a);
+  const tcp = median(b);
+  const ratio = smc / tcp;
+  rows.push({ metric, smc, tcp, unit, ratio, target: `${higherBetter ? '>=' : '<='} ${target}`, met: higherBetter ? ratio >= target : ratio <= target, smcMode: mode });
+}
+
+const bulk = ['--test', 'bulk', '--bytes', String(256 << 20), '--no-verify'];
+await measure('bulk 64 KiB', 'MiB/s', 'mibPerSec', true, 2.0, { server: ['--api', 'smc'], client: ['--api', 'smc', ...bulk] }, { server: ['--api', 'net'], client: ['--api', 'net', ...bulk] });
+const pp = ['--test', 'pingpong', '--iters', '20000'];
+await measure('pingpong 14 B median', 'us', 'medianUs', false, 0.5, { server: ['--api', 'smc'], client: ['--api', 'smc', ...pp] }, { server: ['--api', 'net'], client: ['--api', 'net', ...pp] });
+await measure('pingpong 14 B mean', 'us', 'meanUs', false, 0.5, { server: ['--api', 'smc'], client: ['--api', 'smc', ...pp] }, { server: ['--api', 'net'], client: ['--api', 'net', ...pp] });
+const http = ['--api', 'net', '--test', 'http', '--seconds', '3'];
+await measure('http requests', 'req/s', 'perSec', true, 1.35, { server: ['--http'], serverAuto: true, client: http, clientAuto: true }, { server: ['--http'], client: http });
+const sc = ['--test', 'shortconn', '--seconds', '3'];
+await measure('short connections', 'conn/s', 'perSec', true, 0.8, { server: ['--api', 'smc'], client: ['--api', 'smc', ...sc] }, { server: ['--api', 'net'], client: ['--api', 'net', ...sc] });
+await measure('fallback setup', 'conn/s', 'perSec', true, 0.99, { server: ['--api', 'net'], client: ['--api', 'smc', ...sc] }, { server: ['--api', 'net'], client: ['--api', 'net', ...sc] });
+await measure('fallback pingpong median', 'us', 'medianUs', false, 1.01, { server: ['--api', 'net'], client: ['--api', 'smc', ...pp] }, { server: ['--api', 'net'], client: ['--api', 'net', ...pp] });
+await measure('fallback bulk', 'MiB/s', 'mibPerSec', true, 0.99, { server: ['--api', 'net'], client: ['--api', 'smc', ...bulk] }, { server: ['--api', 'net'], client: ['--api', 'net', ...bulk] });
+
+if (values.json) {
+  console.log(JSON.stringify({ runs: RUNS, cpus: os.cpus().length, node: process.version, rows }, null, 2));
+} else {
+  const head = ['metric', 'SMC', 'TCP', 'unit', 'SMC/TCP', 'target', 'met', 'SMC mode'];
+  const lines = rows.map((r) => [r.metric, r.smc.toFixed(1), r.tcp.toFixed(1), r.unit, r.ratio.toFixed(2), r.target, r.met ? 'yes' : 'NO', r.smcMode]);
+  const w = head.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i]!.length)));
+  for (const l of [head, ...lines]) console.log(l.map((c, i) => c.padEnd(w[i]!)).join('  '));
+  console.log(`\nmedian of ${RUNS} runs; each side its own process on 127.0.0.1; ${os.cpus().length} CPUs, node ${process.version}`);
+}
