@@ -59,8 +59,12 @@ async function measure(metric: string, unit: string, field: string, higherBetter
   let mode = '';
   try {
     for (let i = 0; i < RUNS; i++) {
-      const r1 = await client([...smcSide.client, '--port', String(smcS.port)], smcSide.clientAuto);
-      const r2 = await client([...tcpSide.client, '--port', String(tcpS.port)], tcpSide.clientAuto);
+      // Alternate which side runs first, so warm-up and drift do not favour one of them.
+      const runSmc = () => client([...smcSide.client, '--port', String(smcS.port)], smcSide.clientAuto);
+      const runTcp = () => client([...tcpSide.client, '--port', String(tcpS.port)], tcpSide.clientAuto);
+      let r1: Awaited<ReturnType<typeof client>>;
+      let r2: Awaited<ReturnType<typeof client>>;
+      if (i % 2 === 0) { r1 = await runSmc(); r2 = await runTcp(); } else { r2 = await runTcp(); r1 = await runSmc(); }
       if (r1.verified === false || r2.verified === false) throw new Error(`${metric}: byte count mismatch`);
       mode = String(r1.mode ?? (r1.modes as string[] | undefined)?.join('+'));
       a.push(r1[field] as number);

@@ -5,18 +5,14 @@
 // TLS sockets are left alone: node:tls drives the TCP handle from C++, so TLS over SMC-D
 // needs an explicit tls.connect({ socket }) on an SMC socket.
 //
-// SOFTRDMA_SMC=0 turns it off; SOFTRDMA_SMC_BUFFER sets the DMB size.
+// SOFTRDMA_SMC=0 turns it off; SOFTRDMA_SMC_BUFFER sets the DMB size (as for every socket).
 
 import net from 'node:net';
 import tls from 'node:tls';
 import { enableSmcOnServer } from './server.js';
 import { kSmc, resolveSmcOptions, Socket } from './socket.js';
 
-const bufferEnv = Number(process.env.SOFTRDMA_SMC_BUFFER);
-const opts = resolveSmcOptions({
-  smc: process.env.SOFTRDMA_SMC !== '0',
-  ...(Number.isFinite(bufferEnv) && bufferEnv > 0 ? { smcBufferSize: bufferEnv } : {}),
-});
+const opts = resolveSmcOptions({ smc: process.env.SOFTRDMA_SMC !== '0' });
 
 const plainConnect = net.Socket.prototype.connect;
 net.Socket.prototype.connect = function connect(this: net.Socket, ...args: unknown[]) {

@@ -201,8 +201,11 @@ export class SmcdConnection {
 
   private deliver(): boolean {
     let any = false;
+    // Deliver in slices and publish the consumer cursor after each: the writer refills the
+    // ring while we copy out, instead of the two sides taking turns over the whole ring.
+    const slice = 65536; // below malloc's mmap threshold: fresh large buffers would page-fault on every delivery
     while (!this.paused && !this.released && this.readable > 0) {
-      const n = this.readable;
+      const n = Math.min(this.readable, slice);
       const pos = this.consumed % this.rxRing;
       const first = Math.min(n, this.rxRing - pos);
       const out = Buffer.allocUnsafe(n);

@@ -53,7 +53,7 @@ export interface SmcSocketOptions {
   smc?: boolean;
   /** Per-connection decision, called with the addresses once TCP is connected. */
   smcPolicy?: SmcPolicy;
-  /** Size of the DMB this end receives into: 16 KiB × 2^n (default 256 KiB). */
+  /** Size of the DMB this end receives into: 16 KiB × 2^n (default 1 MiB). */
   smcBufferSize?: number;
   /** How long a handshake step may take before the side waiting declines (ms, default 2000). */
   smcHandshakeTimeout?: number;
@@ -100,7 +100,8 @@ interface SmcState {
   writeDone: boolean;
 }
 
-const DEFAULT_BUFFER = 256 * 1024;
+/** SOFTRDMA_SMC_BUFFER sets the process-wide default DMB size (like net.smc.rmem). */
+const DEFAULT_BUFFER = Number(process.env.SOFTRDMA_SMC_BUFFER) > 0 ? Number(process.env.SOFTRDMA_SMC_BUFFER) : 1024 * 1024;
 
 export function resolveSmcOptions(o: SmcSocketOptions | undefined, inherit?: ResolvedSmcOptions): ResolvedSmcOptions {
   const size = o?.smcBufferSize ?? inherit?.bufferSize ?? DEFAULT_BUFFER;
