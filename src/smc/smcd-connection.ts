@@ -25,19 +25,26 @@ export interface SmcdHandlers {
   protocolError(message: string): void;
 }
 
+/** A byte total in wire form: {wrap, count} relative to the ring (wrap is 16 bits). */
+function toWire(total: number, ring: number): { wrap: number; count: number } {
+  return { wrap: Math.floor(total / ring) & 0xffff, count: total % ring };
+}
+
+/** How far a cursor read from the peer moved past the total we last derived from it. */
+function cursorDelta(total: number, ring: number, wrap: number, count: number): number {
+  const last = toWire(total, ring);
+  return ((wrap - last.wrap) & 0xffff) * ring + count - last.count;
+}
+
 export class SmcdConnection {
   readonly rxRing: number;
   readonly txRing: number;
   /** Bytes written by the peer into rx / consumed by us. */
   private peerProduced = 0;
   private consumed = 0;
-  private lastProdWrap = 0;
-  private lastProdCount = 0;
   /** Bytes written by us into tx / consumed by the peer. */
   private produced = 0;
   private peerConsumed = 0;
-  private lastConsWrap = 0;
-  private lastConsCount = 0;
   private prodFlags = 0;
   private connFlags = 0;
   private peerProdFlags = 0;
@@ -83,10 +90,9 @@ export class SmcdConnection {
 
   /** The cursor pair in wire form, for tools like smcss. */
   cursors(): { tx: { wrap: number; count: number }; peerCons: { wrap: number; count: number }; rx: { wrap: number; count: number }; cons: { wrap: number; count: number } } {
-    const wc = (total: number, ring: number) => ({ wrap: Math.floor(total / ring) & 0xffff, count: total % ring });
     return {
-      tx: wc(this.produced, this.txRing), peerCons: wc(this.peerConsumed, this.txRing),
-      rx: wc(this.peerProduced, this.rxRing), cons: wc(this.consumed, this.rxRing),
+      tx: toWire(this.produced, this.txRing), peerCons: toWire(this.peerConsumed, this.txRing),
+      rx: toWire(this.peerProduced, this.rxRing), cons: toWire(this.consumed, this.rxRing),
     };
   }
 
@@ -179,16 +185,14 @@ export class SmcdConnection {
     const p = unpackCursor(this.rxCdc.loadProd());
     const c = unpackCursor(this.rxCdc.loadCons());
     if (p.count >= this.rxRing || c.count >= this.txRing) return this.fail(`cursor count beyond the ring (prod ${p.count}, cons ${c.count})`);
-    const prodDelta = ((p.wrap - this.lastProdWrap) & 0xffff) * this.rxRing + p.count - this.lastProdCount;
-    const consDelta = ((c.wrap - this.lastConsWrap) & 0xffff) * this.txRing + c.count - this.lastConsCount;
+    const prodDelta = cursorDelta(this.peerProduced, this.rxRing, p.wrap, p.count);
+    const consDelta = cursorDelta(this.peerConsumed, this.txRing, c.wrap, c.count);
     if (prodDelta < 0 || this.peerProduced + prodDelta - this.consumed > this.rxRing) {
       return this.fail(`producer cursor moved by ${prodDelta} with ${this.rxRing - this.readable} bytes free`);
     }
     if (consDelta < 0 || this.peerConsumed + consDelta > this.produced) {
       return this.fail(`consumer cursor moved by ${consDelta} past the ${this.produced - this.peerConsumed} bytes in flight`);
     }
-    this.lastProdWrap = p.wrap; this.lastProdCount = p.count;
-    this.lastConsWrap = c.wrap; this.lastConsCount = c.count;
     this.peerProduced += prodDelta;
     this.peerProdFlags = p.prodFlags;
     this.peerConnFlags |= p.connFlags;
@@ -244,10 +248,10 @@ export class SmcdConnection {
 
   private publish(): void {
     if (this.released) return;
-    const cons = packCursor(Math.floor(this.consumed / this.rxRing), this.consumed % this.rxRing);
-    const prod = packCursor(Math.floor(this.produced / this.txRing), this.produced % this.txRing, this.prodFlags, this.connFlags);
-    this.txCdc.storeCons(cons);
-    this.txCdc.storeProd(prod);
+    const cons = toWire(this.consumed, this.rxRing);
+    const prod = toWire(this.produced, this.txRing);
+    this.txCdc.storeCons(packCursor(cons.wrap, cons.count));
+    this.txCdc.storeProd(packCursor(prod.wrap, prod.count, this.prodFlags, this.connFlags));
   }
 
   /** Drop both DMB mappings; nothing may touch them afterwards. */
