@@ -5,6 +5,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
+import { ipv4Bytes, ipv6Bytes } from '../providers/rxe/wire/inet.js';
 
 export const CLC_PROPOSAL = 1;
 export const CLC_ACCEPT = 2;
@@ -147,23 +148,7 @@ function header(buf: Buffer, type: number, len: number, eye: Buffer, version: nu
   eye.copy(buf, len - CLC_TRAILER_LEN);
 }
 
-function v4ToBytes(a: string): Buffer {
-  const parts = a.split('.').map(Number);
-  if (parts.length !== 4 || parts.some((p) => !Number.isInteger(p) || p < 0 || p > 255)) throw new TypeError(`not an IPv4 address: ${a}`);
-  return Buffer.from(parts);
-}
-
-function v6ToBytes(a: string): Buffer {
-  const [head, tail] = a.includes('::') ? a.split('::') as [string, string] : [a, undefined];
-  const h = head ? head.split(':') : [];
-  const t = tail ? tail.split(':') : [];
-  const groups = tail === undefined ? h : [...h, ...Array<string>(8 - h.length - t.length).fill('0'), ...t];
-  if (groups.length !== 8) throw new TypeError(`not an IPv6 address: ${a}`);
-  const b = Buffer.alloc(16);
-  groups.forEach((g, i) => b.writeUInt16BE(parseInt(g, 16), 2 * i));
-  return b;
-}
-
+/** Uncompressed groups, so a decoded prefix reads as it was written on the wire. */
 function bytesToV6(b: Buffer): string {
   const g: string[] = [];
   for (let i = 0; i < 16; i += 2) g.push(b.readUInt16BE(i).toString(16));
@@ -185,12 +170,12 @@ export function encodeProposal(p: Omit<Proposal, 'type'>): Buffer {
     b.writeUInt16BE(p.chid, off + 8);
     off += SMCD_AREA_LEN;
   }
-  v4ToBytes(p.subnet).copy(b, off);
+  ipv4Bytes(p.subnet).copy(b, off);
   b[off + 4] = p.prefixLength;
   b[off + 7] = p.ipv6Prefixes.length;
   off += PREFIX_AREA_LEN;
   for (const pf of p.ipv6Prefixes) {
-    v6ToBytes(pf.prefix).copy(b, off);
+    ipv6Bytes(pf.prefix).copy(b, off);
     b[off + 16] = pf.length;
     off += IPV6_PREFIX_LEN;
   }

@@ -35,7 +35,8 @@ export class ListenerRegistration {
   }
 }
 
-function normalise(a: string): string {
+/** '::ffff:1.2.3.4' (an IPv4 peer on a dual-stack socket) as '1.2.3.4'. */
+export function unmapV4(a: string): string {
   return a.startsWith('::ffff:') && net.isIPv4(a.slice(7)) ? a.slice(7) : a;
 }
 
@@ -49,14 +50,14 @@ function isLocalAddress(a: string): boolean {
   const now = Date.now();
   if (!localAddrs || now - localAddrs.at > 5000) {
     const set = new Set<string>();
-    for (const list of Object.values(os.networkInterfaces())) for (const i of list ?? []) set.add(normalise(i.address));
+    for (const list of Object.values(os.networkInterfaces())) for (const i of list ?? []) set.add(unmapV4(i.address));
     localAddrs = { at: now, set };
   }
   return localAddrs.set.has(a);
 }
 
 function addressMatches(listening: string, dest: string): boolean {
-  const l = normalise(listening);
+  const l = unmapV4(listening);
   if (l === dest) return true;
   if (l === '::') return true; // dual-stack wildcard
   if (l === '0.0.0.0') return net.isIPv4(dest);
@@ -80,7 +81,7 @@ function watch(dir: string): void {
 /** Is there a live SMC listener for this destination on this host, in this namespace? */
 export function isSmcListener(address: string | undefined, port: number | undefined): boolean {
   if (!address || !port) return false;
-  const dest = normalise(address);
+  const dest = unmapV4(address);
   if (!isLocalAddress(dest)) return false;
   const hit = cache.get(port);
   const now = Date.now();
