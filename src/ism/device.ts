@@ -366,8 +366,12 @@ export class IsmDevice extends EventEmitter {
     return new RemoteDmb(peer, token, index, size, mapping);
   }
 
-  /** Is there a live device with this GID on this host (same user, same network namespace)? */
-  static reachable(gid: bigint): boolean {
+  /**
+   * Is there a live device with this GID on this host (same user, same network namespace)?
+   * A peer already mapped is answered from memory; its death shows on the connection.
+   */
+  reachable(gid: bigint): boolean {
+    if (this.peers.has(gid)) return true;
     const e = readEntry<DeviceEntry>(path.join(subdir('ism'), `${hex64(gid)}.json`));
     return !!e && e.netns === netNamespace() && isAlive(e.pid, e.start);
   }

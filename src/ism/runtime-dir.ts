@@ -23,9 +23,14 @@ export function runtimeDir(): string {
   return wanted;
 }
 
+const made = new Set<string>();
+/** A directory under runtimeDir(), created on first use (callers sit on connection paths). */
 export function subdir(name: string): string {
   const d = path.join(runtimeDir(), name);
-  fs.mkdirSync(d, { recursive: true, mode: 0o700 });
+  if (!made.has(d)) {
+    fs.mkdirSync(d, { recursive: true, mode: 0o700 });
+    made.add(d);
+  }
   return d;
 }
 

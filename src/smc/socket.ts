@@ -14,13 +14,13 @@
 
 import net from 'node:net';
 import { Duplex } from 'node:stream';
-import { defaultIsmDevice, IsmDevice, type Dmb, type RemoteDmb } from '../ism/device.js';
+import { defaultIsmDevice, type IsmDevice, type Dmb, type RemoteDmb } from '../ism/device.js';
 import {
   CLC_ACCEPT, CLC_CONFIRM, CLC_DECLINE, CLC_PROPOSAL, ClcError, DECLINE, SMC_TYPE_B, SMC_TYPE_D,
   clcFrameLength, compressBufSize, decodeClc, declineName, encodeAcceptConfirm, encodeDecline, encodeProposal,
   localSystemId, mayBeClc, uncompressBufSize, type AcceptConfirm, type ClcMessage, type Proposal,
 } from './clc.js';
-import { isSmcListener } from './discovery.js';
+import { isSmcListener, unmapV4 } from './discovery.js';
 import { forget, kick } from './poller.js';
 import { policyAllows, type SmcPolicy } from './policy.js';
 import { SmcdConnection } from './smcd-connection.js';
@@ -196,13 +196,7 @@ export class Socket extends net.Socket {
     const s = this[kSmc];
     if (!s || s.phase === 'tcp' || s.phase === 'idle' && !this.connecting) return super._write(data, encoding, cb);
     if (s.phase === 'smcd') return smcWrite(this, s, toBuffer(data, encoding), cb);
-    if (s.phase === 'srv-wait' && !s.clc) {
-      // The server application speaks first (an SMTP-style banner): commit to TCP. A
-      // Proposal that may still arrive is swallowed; the client falls back on our bytes.
-      settleTcp(this, s, DECLINE.PEERNOSMC, 'server wrote first');
-      s.stripClc = true;
-      return super._write(data, encoding, cb);
-    }
+    if (serverSpeaksFirst(this, s)) return super._write(data, encoding, cb);
     s.held = { writev: false, data, encoding, cb };
   }
 
@@ -210,11 +204,7 @@ export class Socket extends net.Socket {
     const s = this[kSmc];
     if (!s || s.phase === 'tcp' || s.phase === 'idle' && !this.connecting) return super._writev!(chunks, cb);
     if (s.phase === 'smcd') return smcWrite(this, s, Buffer.concat(chunks.map((c) => toBuffer(c.chunk, c.encoding))), cb);
-    if (s.phase === 'srv-wait' && !s.clc) {
-      settleTcp(this, s, DECLINE.PEERNOSMC, 'server wrote first');
-      s.stripClc = true;
-      return super._writev!(chunks, cb);
-    }
+    if (serverSpeaksFirst(this, s)) return super._writev!(chunks, cb);
     s.held = { writev: true, data: chunks, encoding: 'buffer' as BufferEncoding, cb };
   }
 
@@ -281,6 +271,18 @@ function unrefTimer(sock: Socket): void {
   (sock as unknown as { _unrefTimer(): void })._unrefTimer();
 }
 
+/**
+ * A server application that writes before any byte arrived (an SMTP-style banner) commits
+ * the connection to TCP. A Proposal that may still arrive is swallowed; the client falls
+ * back when it reads our bytes.
+ */
+function serverSpeaksFirst(sock: Socket, s: SmcState): boolean {
+  if (s.phase !== 'srv-wait' || s.clc) return false;
+  settleTcp(sock, s, DECLINE.PEERNOSMC, 'server wrote first');
+  s.stripClc = true;
+  return true;
+}
+
 function toBuffer(data: unknown, encoding: BufferEncoding): Buffer {
   if (Buffer.isBuffer(data)) return data;
   if (typeof data === 'string') return Buffer.from(data, encoding);
@@ -304,7 +306,7 @@ function startTimer(sock: Socket, s: SmcState): void {
     s.timer = undefined;
     if (s.phase !== 'proposing' && s.phase !== 'srv-accepting') return;
     sendDecline(sock, s, DECLINE.TIMEOUT_CL);
-    releaseHandshake(sock, s);
+    releaseHandshake(s);
     settleTcp(sock, s, DECLINE.TIMEOUT_CL, 'handshake timed out');
     s.stripClc = true; // a late Accept/Confirm is not application data
   }, s.opts.timeout);
@@ -325,10 +327,11 @@ function onClientConnect(this: Socket): void {
   } catch {
     return settleTcp(sock, s, DECLINE.NOSMCDEV, 'no ism device');
   }
-  const v4 = sock.localAddress && net.isIPv4(sock.localAddress.replace(/^::ffff:/, ''));
+  const local = unmapV4(sock.localAddress ?? '');
+  const v4 = net.isIPv4(local);
   const proposal = encodeProposal({
     version: 1, path: SMC_TYPE_D, peerId: localSystemId(), smcdGid: s.device.gid, chid: s.device.chid,
-    subnet: v4 ? subnetOf(sock.localAddress!.replace(/^::ffff:/, '')) : '0.0.0.0', prefixLength: v4 ? 8 : 0,
+    subnet: v4 ? subnetOf(local) : '0.0.0.0', prefixLength: v4 ? 8 : 0,
     ipv6Prefixes: v4 ? [] : [{ prefix: '::', length: 0 }],
   });
   s.phase = 'proposing';
@@ -364,11 +367,11 @@ function settleTcp(sock: Socket, s: SmcState, reason: number | undefined, cause:
 
 function fallbackAfterDecline(sock: Socket, s: SmcState, reason: number, sendOwn: boolean, cause: string): void {
   if (sendOwn) sendDecline(sock, s, reason);
-  releaseHandshake(sock, s);
+  releaseHandshake(s);
   settleTcp(sock, s, reason, cause);
 }
 
-function releaseHandshake(_sock: Socket, s: SmcState): void {
+function releaseHandshake(s: SmcState): void {
   if (s.dmb && s.device) s.device.unregisterDmb(s.dmb);
   s.dmb = undefined;
   s.remote?.detach();
@@ -380,7 +383,7 @@ function onClcBytes(sock: Socket, s: SmcState, chunk: Buffer | null): void {
     // The peer closed during the handshake: nothing more to negotiate.
     const rest = s.clc;
     s.clc = undefined;
-    releaseHandshake(sock, s);
+    releaseHandshake(s);
     settleTcp(sock, s, DECLINE.SYNCERR, 'peer closed during the handshake');
     if (rest?.length) sock.smcPush(rest);
     sock.smcPush(null);
@@ -407,7 +410,7 @@ function onClcBytes(sock: Socket, s: SmcState, chunk: Buffer | null): void {
         settleTcp(sock, s, DECLINE.PEERNOSMC, 'peer did not propose SMC');
         sock.smcPush(buf);
       } else {
-        releaseHandshake(sock, s);
+        releaseHandshake(s);
         sock.destroy(connReset(`SMC handshake out of sync: ${(e as Error).message}`));
       }
       return;
@@ -438,7 +441,7 @@ function onClcBytes(sock: Socket, s: SmcState, chunk: Buffer | null): void {
 function handleClc(sock: Socket, s: SmcState, m: ClcMessage): void {
   if (m.type === CLC_DECLINE) {
     s.peerDeclineReason = m.diagnosis;
-    releaseHandshake(sock, s);
+    releaseHandshake(s);
     settleTcp(sock, s, DECLINE.PEERDECL, `peer declined: ${declineName(m.diagnosis)}`);
     return;
   }
@@ -451,10 +454,10 @@ function handleClc(sock: Socket, s: SmcState, m: ClcMessage): void {
 function onProposal(sock: Socket, s: SmcState, p: Proposal): void {
   let reason = s.serverDecline;
   if (!reason && p.path !== SMC_TYPE_D && p.path !== SMC_TYPE_B) reason = DECLINE.MODEUNSUPP;
-  if (!reason && (!p.smcdGid || !IsmDevice.reachable(p.smcdGid))) reason = DECLINE.NOSMCDDEV;
   if (!reason) {
     try { s.device = defaultIsmDevice(); } catch { reason = DECLINE.NOSMCDEV; }
   }
+  if (!reason && (!p.smcdGid || !s.device!.reachable(p.smcdGid))) reason = DECLINE.NOSMCDDEV;
   if (!reason) {
     try { s.dmb = s.device!.registerDmb(s.opts.bufferSize); } catch { reason = DECLINE.MAX_DMB; }
   }
@@ -508,7 +511,7 @@ function startSmcd(sock: Socket, s: SmcState): void {
     },
     peerDone: () => { sock.smcPush(null); },
     peerAbort: () => { sock.destroy(connReset('peer aborted the SMC connection')); },
-    writable: () => pump(sock, s),
+    writable: () => pump(s),
     protocolError: (msg) => { sock.destroy(Object.assign(new Error(`SMC-D protocol error: ${msg}`), { code: 'EPROTO' })); },
   });
   s.conn = conn;
@@ -533,10 +536,10 @@ function startSmcd(sock: Socket, s: SmcState): void {
 function smcWrite(sock: Socket, s: SmcState, buf: Buffer, cb: (err?: Error | null) => void): void {
   unrefTimer(sock);
   s.pending = { buf, off: 0, cb };
-  pump(sock, s);
+  pump(s);
 }
 
-function pump(sock: Socket, s: SmcState): void {
+function pump(s: SmcState): void {
   const p = s.pending;
   const conn = s.conn;
   if (!p || !conn || conn.released) return;
@@ -547,7 +550,6 @@ function pump(sock: Socket, s: SmcState): void {
     p.cb();
   }
   kick(conn); // poll for the peer's reply or its consumer cursor
-  void sock;
 }
 
 function onTcpEndWhileSmc(sock: Socket, s: SmcState): void {
@@ -590,7 +592,7 @@ function teardown(sock: Socket, s: SmcState): void {
     forget(conn);
     conn.release((d) => s.device!.unregisterDmb(d));
   } else {
-    releaseHandshake(sock, s);
+    releaseHandshake(s);
   }
   s.dmb = undefined;
   s.remote = undefined;
