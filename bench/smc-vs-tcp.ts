@@ -10,38 +10,21 @@
 //   fallback   the SMC API against a plain node:net server vs
 //              node:net: setup rate, round trip, bulk                  target >= 0.99 (latency <= 1.01)
 
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import readline from 'node:readline';
 import { parseArgs } from 'node:util';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { autoModuleUrl } from '../src/tools/smc-run.js';
+import { runPeerClient, startPeerServer } from '../src/tools/smc-peer-process.js';
+import { formatTable } from '../src/tools/table.js';
 
 const { values } = parseArgs({ options: { runs: { type: 'string', default: '3' }, json: { type: 'boolean' }, only: { type: 'string' } } });
 const RUNS = Number(values.runs);
-const here = path.dirname(fileURLToPath(import.meta.url));
-const PEER = path.join(here, '..', 'src', 'tools', 'smc-peer.js');
-const AUTO = pathToFileURL(path.join(here, '..', 'src', 'smc', 'auto.js')).href;
+const AUTO = autoModuleUrl();
 const env = { ...process.env, SOFTRDMA_RUNTIME_DIR: fs.mkdtempSync(path.join(os.tmpdir(), 'softrdma-bench-')) };
 
-async function serve(args: string[], auto = false): Promise<{ port: number; stop(): Promise<void> }> {
-  const child = spawn(process.execPath, [...(auto ? ['--import', AUTO] : []), PEER, 'serve', ...args], { stdio: ['pipe', 'pipe', 'inherit'], env });
-  const rl = readline.createInterface({ input: child.stdout! });
-  const [line] = (await once(rl, 'line')) as [string];
-  rl.close();
-  return { port: (JSON.parse(line) as { port: number }).port, stop: async () => { child.stdin!.end(); if (child.exitCode === null) await once(child, 'exit'); } };
-}
-
-async function client(args: string[], auto = false): Promise<Record<string, number | string | boolean | string[]>> {
-  const child = spawn(process.execPath, [...(auto ? ['--import', AUTO] : []), PEER, 'client', ...args], { stdio: ['ignore', 'pipe', 'inherit'], env });
-  let out = '';
-  child.stdout!.on('data', (d: Buffer) => { out += d; });
-  const [code] = (await once(child, 'exit')) as [number];
-  if (code !== 0) throw new Error(`client ${args.join(' ')} failed (${code})`);
-  return JSON.parse(out) as Record<string, number | string | boolean | string[]>;
-}
+const serve = (args: string[], auto = false) => startPeerServer(args, { env, execArgv: auto ? ['--import', AUTO] : [] });
+const client = (args: string[], auto = false) => runPeerClient(args, { env, execArgv: auto ? ['--import', AUTO] : [] });
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
 
@@ -98,7 +81,6 @@ if (values.json) {
 } else {
   const head = ['metric', 'SMC', 'TCP', 'unit', 'SMC/TCP', 'target', 'met', 'SMC mode'];
   const lines = rows.map((r) => [r.metric, r.smc.toFixed(1), r.tcp.toFixed(1), r.unit, r.ratio.toFixed(2), r.target, r.met ? 'yes' : 'NO', r.smcMode]);
-  const w = head.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i]!.length)));
-  for (const l of [head, ...lines]) console.log(l.map((c, i) => c.padEnd(w[i]!)).join('  '));
+  console.log(formatTable([head, ...lines]));
   console.log(`\nmedian of ${RUNS} runs; each side its own process on 127.0.0.1; ${os.cpus().length} CPUs, node ${process.version}`);
 }

@@ -8,6 +8,8 @@
 import { createHash, randomBytes } from 'node:crypto';
 import http from 'node:http';
 import net from 'node:net';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import * as smc from '../smc/index.js';
 
@@ -177,6 +179,6 @@ export async function smcPeer(argv: string[]): Promise<void> {
   console.log(JSON.stringify(r));
 }
 
-if (process.argv[1] && import.meta.url.endsWith(process.argv[1].split('/').pop()!) && process.argv[1].endsWith('smc-peer.js')) {
+if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
   smcPeer(process.argv.slice(2)).catch((e) => { console.error(e); process.exit(1); });
 }

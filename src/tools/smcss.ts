@@ -7,6 +7,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { isAlive, readEntry, runtimeDir } from '../ism/runtime-dir.js';
 import type { ConnectionStatus, ProcessStatus } from '../smc/status.js';
+import { formatTable } from './table.js';
 import { UsageError } from './usage.js';
 
 export const SMCSS_USAGE = `usage: softrdma smcss [-a] [-d] [--json]
@@ -73,9 +74,7 @@ export function format(rows: Row[], details: boolean): string {
     }
     return cells;
   });
-  const widths = head.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i]!.length)));
-  const fmt = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join(' ').trimEnd();
-  return [fmt(head), ...lines.map(fmt)].join('\n');
+  return formatTable([head, ...lines], ' ');
 }
 
 export function smcss(args: string[]): void {
