@@ -2,6 +2,7 @@
 // SMC-capable (the role of smc-tools' smc_run): NODE_OPTIONS gains --import softrdma/smc/auto.
 
 import { spawn } from 'node:child_process';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { UsageError } from './usage.js';
@@ -22,6 +23,7 @@ export function smcRun(args: string[]): Promise<number> {
   return new Promise((resolve, reject) => {
     const child = spawn(cmd[0]!, cmd.slice(1), { stdio: 'inherit', env });
     child.on('error', reject);
-    child.on('exit', (code, signal) => resolve(code ?? (signal ? 128 + 1 : 1)));
+    // A child killed by a signal exits as a shell reports it: 128 + the signal number.
+    child.on('exit', (code, signal) => resolve(code ?? (signal ? 128 + os.constants.signals[signal] : 1)));
   });
 }
