@@ -415,7 +415,7 @@ export class IsmDevice extends EventEmitter {
     s.unref(); // a doorbell never keeps the process alive
     let carry: Buffer | undefined;
     s.on('data', (chunk: Buffer) => {
-      let buf = carry ? Buffer.concat([carry, chunk]) : chunk;
+      const buf = carry ? Buffer.concat([carry, chunk]) : chunk;
       const whole = buf.length - (buf.length % 4);
       for (let off = 0; off < whole; off += 4) {
         const ix = buf.readUInt32LE(off);
@@ -425,7 +425,6 @@ export class IsmDevice extends EventEmitter {
         dmb.onSignal?.();
       }
       carry = whole < buf.length ? buf.subarray(whole) : undefined;
-      buf = Buffer.alloc(0);
     });
     s.on('error', () => {});
   }
