@@ -171,14 +171,25 @@ export class RemoteDmb {
     if (this.detached) return;
     this.detached = true;
     this.bytes = new Uint8Array(0);
-    unmap(this.mapping);
+    this.peer.park(this.token, this.index, this.size, this.mapping);
     this.peer.unref();
   }
 }
 
+/** A detached peer DMB whose mapping is kept, in case the peer hands the same DMB out again. */
+interface Parked {
+  index: number;
+  size: number;
+  mapping: Mapping;
+}
+
+/** How many detached mappings of one peer device are kept for reuse. */
+const MAX_PARKED = 64;
+
 /** What this process knows of another device: its page, and a doorbell connection. */
 class PeerDevice {
   table: SlotTable;
+  private readonly parked = new Map<bigint, Parked>();
   private sock: net.Socket | undefined;
   private refs = 0;
   private linger: NodeJS.Timeout | undefined;
@@ -200,6 +211,32 @@ class PeerDevice {
     if (--this.refs > 0) return;
     this.linger = setTimeout(() => this.close(), PEER_LINGER_MS);
     this.linger.unref();
+  }
+  /**
+   * Keep a detached mapping. The owner may give the same DMB (same token) to the next
+   * connection, as Linux reuses buffers within a link group; mapping it again would cost an
+   * open of /proc/<pid>/fd, an mmap and fresh page faults. Mappings whose token left the
+   * owner's table are dropped, so they do not pin the owner's freed memory.
+   */
+  park(token: bigint, index: number, size: number, mapping: Mapping): void {
+    for (const [t, p] of this.parked) {
+      if (this.table.token(p.index) !== t) { unmap(p.mapping); this.parked.delete(t); }
+    }
+    if (this.parked.size >= MAX_PARKED) {
+      const [oldest, p] = this.parked.entries().next().value as [bigint, Parked];
+      unmap(p.mapping);
+      this.parked.delete(oldest);
+    }
+    this.parked.set(token, { index, size, mapping });
+  }
+  /** A parked mapping of this token, if the owner still has that very DMB registered. */
+  unpark(token: bigint, index: number, size: number): Mapping | undefined {
+    const p = this.parked.get(token);
+    if (!p) return undefined;
+    this.parked.delete(token);
+    if (p.index === index && p.size === size && this.table.token(index) === token) return p.mapping;
+    unmap(p.mapping);
+    return undefined;
   }
   ring(index: number): void {
     this.owner.stats.signalsSent++;
@@ -231,6 +268,8 @@ class PeerDevice {
     if (this.refs > 0) return;
     this.owner.forgetPeer(this);
     this.sock?.destroy();
+    for (const p of this.parked.values()) unmap(p.mapping);
+    this.parked.clear();
     unmap(this.page);
   }
 }
@@ -243,6 +282,8 @@ function doorbellPath(gid: bigint): string {
 export interface IsmStats {
   dmbsRegistered: number;
   dmbsAttached: number;
+  /** Attachments served from a kept mapping of the same DMB. */
+  attachReused: number;
   signalsSent: number;
   signalsReceived: number;
   badSignals: number;
@@ -261,7 +302,7 @@ export class IsmDevice extends EventEmitter {
   readonly gid: bigint;
   readonly chid = VIRTUAL_CHID;
   /** @internal */ readonly table: SlotTable;
-  readonly stats: IsmStats = { dmbsRegistered: 0, dmbsAttached: 0, signalsSent: 0, signalsReceived: 0, badSignals: 0 };
+  readonly stats: IsmStats = { dmbsRegistered: 0, dmbsAttached: 0, attachReused: 0, signalsSent: 0, signalsReceived: 0, badSignals: 0 };
   private readonly page: Mapping;
   private readonly pageFd: number;
   private readonly dmbs = new Map<number, Dmb>();
@@ -353,13 +394,15 @@ export class IsmDevice extends EventEmitter {
     const index = peer.table.find(token);
     if (index < 0) throw new IsmError('ENOENT', `peer ${hex64(peerGid)} has no DMB with token ${hex64(token)}`);
     const size = peer.table.size(index);
-    const remoteFd = peer.table.fd(index);
-    const fd = openPeerMemfd(peer.entry.pid, remoteFd, `softrdma-dmb-${hex64(token)}`, size);
-    let mapping: Mapping;
-    try {
-      mapping = mapShared(fd, size);
-    } finally {
-      fs.closeSync(fd); // the mapping keeps the memory; the fd is not needed any more
+    let mapping = peer.unpark(token, index, size);
+    if (mapping) this.stats.attachReused++;
+    else {
+      const fd = openPeerMemfd(peer.entry.pid, peer.table.fd(index), `softrdma-dmb-${hex64(token)}`, size);
+      try {
+        mapping = mapShared(fd, size);
+      } finally {
+        fs.closeSync(fd); // the mapping keeps the memory; the fd is not needed any more
+      }
     }
     peer.ref();
     this.stats.dmbsAttached++;

@@ -15,6 +15,8 @@ function envMicros(name: string, dflt: number): number {
 const SLICE_MS = envMicros('SOFTRDMA_SMC_SLICE_US', 20);
 /** How long a quiet connection is still polled before it is armed. */
 const IDLE_MS = envMicros('SOFTRDMA_SMC_SPIN_US', 300);
+/** How long a handshake step keeps the event loop from sleeping while it awaits the reply. */
+const HANDSHAKE_MS = envMicros('SOFTRDMA_SMC_HANDSHAKE_SPIN_US', 1000);
 
 const hot = new Set<SmcdConnection>();
 let scheduled = false;
@@ -68,4 +70,31 @@ function spin(): void {
 
 export function hotCount(): number {
   return hot.size;
+}
+
+// Waiting for a CLC reply that comes within a few hundred microseconds: keep the event loop
+// polling (setImmediate makes libuv poll with a zero timeout) instead of letting the process
+// sleep, so the reply's arrival costs neither a wakeup here nor a cross-CPU wakeup for the
+// sender's write. Bounded, so a slow or silent peer costs at most HANDSHAKE_MS of CPU.
+const waiters = new Map<() => boolean, number>();
+let waitScheduled = false;
+
+/** Keep the event loop awake until settled() returns true, for at most the handshake bound. */
+export function stayAwakeUntil(settled: () => boolean): void {
+  if (HANDSHAKE_MS <= 0) return;
+  waiters.set(settled, performance.now() + HANDSHAKE_MS);
+  if (!waitScheduled) {
+    waitScheduled = true;
+    setImmediate(awake);
+  }
+}
+
+function awake(): void {
+  waitScheduled = false;
+  const now = performance.now();
+  for (const [settled, deadline] of waiters) if (now > deadline || settled()) waiters.delete(settled);
+  if (waiters.size > 0) {
+    waitScheduled = true;
+    setImmediate(awake);
+  }
 }

@@ -21,7 +21,8 @@ import {
   localSystemId, mayBeClc, uncompressBufSize, type AcceptConfirm, type ClcMessage, type Proposal,
 } from './clc.js';
 import { isSmcListener, unmapV4 } from './discovery.js';
-import { forget, kick } from './poller.js';
+import { returnDmb, takeDmb } from './dmb-pool.js';
+import { forget, kick, stayAwakeUntil } from './poller.js';
 import { policyAllows, type SmcPolicy } from './policy.js';
 import { SmcdConnection } from './smcd-connection.js';
 import { track, untrack } from './status.js';
@@ -88,6 +89,8 @@ interface SmcState {
   peerDeclineReason: number | undefined;
   fallbackCause: string | undefined;
   device: IsmDevice | undefined;
+  /** The peer's ism GID, once known: DMBs are reused only between the same two devices. */
+  peerGid: bigint | undefined;
   dmb: Dmb | undefined;
   remote: RemoteDmb | undefined;
   conn: SmcdConnection | undefined;
@@ -118,7 +121,7 @@ function newState(role: 'client' | 'server', opts: ResolvedSmcOptions): SmcState
   return {
     role, phase: role === 'client' ? 'idle' : 'srv-wait', opts, clc: undefined, held: undefined, heldFinal: undefined,
     stripClc: false, serverDecline: 0, fallbackReason: undefined, peerDeclineReason: undefined, fallbackCause: undefined,
-    device: undefined, dmb: undefined, remote: undefined, conn: undefined, proposal: undefined, timer: undefined,
+    device: undefined, peerGid: undefined, dmb: undefined, remote: undefined, conn: undefined, proposal: undefined, timer: undefined,
     pending: undefined, clcIn: 0, clcOut: 0, strayTcpBytes: 0, writeDone: false,
   };
 }
@@ -337,6 +340,7 @@ function onClientConnect(this: Socket): void {
   s.phase = 'proposing';
   rawWrite(sock, s, proposal);
   startTimer(sock, s);
+  stayAwakeUntil(() => s.phase !== 'proposing');
 }
 
 function subnetOf(a: string): string {
@@ -459,7 +463,8 @@ function onProposal(sock: Socket, s: SmcState, p: Proposal): void {
   }
   if (!reason && (!p.smcdGid || !s.device!.reachable(p.smcdGid))) reason = DECLINE.NOSMCDDEV;
   if (!reason) {
-    try { s.dmb = s.device!.registerDmb(s.opts.bufferSize); } catch { reason = DECLINE.MAX_DMB; }
+    s.peerGid = p.smcdGid;
+    try { s.dmb = takeDmb(s.device!, p.smcdGid, s.opts.bufferSize); } catch { reason = DECLINE.MAX_DMB; }
   }
   if (reason) return fallbackAfterDecline(sock, s, reason, true, `declined: ${declineName(reason)}`);
   s.proposal = p;
@@ -469,6 +474,7 @@ function onProposal(sock: Socket, s: SmcState, p: Proposal): void {
     dmbeSize: compressBufSize(s.opts.bufferSize), linkId: 0,
   }));
   startTimer(sock, s);
+  stayAwakeUntil(() => s.phase !== 'srv-accepting');
 }
 
 function attachPeer(s: SmcState, m: AcceptConfirm): number {
@@ -484,7 +490,8 @@ function attachPeer(s: SmcState, m: AcceptConfirm): number {
 function onAccept(sock: Socket, s: SmcState, m: AcceptConfirm): void {
   let reason = attachPeer(s, m);
   if (!reason) {
-    try { s.dmb = s.device!.registerDmb(s.opts.bufferSize); } catch { reason = DECLINE.MAX_DMB; }
+    s.peerGid = m.gid;
+    try { s.dmb = takeDmb(s.device!, m.gid, s.opts.bufferSize); } catch { reason = DECLINE.MAX_DMB; }
   }
   if (reason) return fallbackAfterDecline(sock, s, reason, true, `declined: ${declineName(reason)}`);
   rawWrite(sock, s, encodeAcceptConfirm({
@@ -497,7 +504,15 @@ function onAccept(sock: Socket, s: SmcState, m: AcceptConfirm): void {
 function onConfirm(sock: Socket, s: SmcState, m: AcceptConfirm): void {
   let reason = m.gid === s.proposal!.smcdGid ? 0 : DECLINE.SYNCERR;
   if (!reason) reason = attachPeer(s, m);
-  if (reason) return fallbackAfterDecline(sock, s, reason, true, `declined: ${declineName(reason)}`);
+  if (reason) {
+    // The client went to SMC-D when it sent its Confirm and may have written data into our
+    // DMB already: falling back now would lose it. Decline (for the record) and reset.
+    sendDecline(sock, s, reason);
+    releaseHandshake(s);
+    s.fallbackReason = reason;
+    sock.destroy(connReset(`SMC handshake failed after the client confirmed: ${declineName(reason)}`));
+    return;
+  }
   startSmcd(sock, s);
 }
 
@@ -530,6 +545,8 @@ function startSmcd(sock: Socket, s: SmcState): void {
   const fin = s.heldFinal;
   s.heldFinal = undefined;
   if (fin) sock._final(fin);
+  // The client writes right after its Confirm: the server may find data waiting already.
+  if (s.role === 'server') conn.process();
   kick(conn);
 }
 
@@ -590,7 +607,7 @@ function teardown(sock: Socket, s: SmcState): void {
     if (s.writeDone && conn.peerFinished && !conn.peerAborted) conn.closeOrderly();
     else conn.abort();
     forget(conn);
-    conn.release((d) => s.device!.unregisterDmb(d));
+    conn.release((d) => returnDmb(s.device!, s.peerGid!, d));
   } else {
     releaseHandshake(s);
   }

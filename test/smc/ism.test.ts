@@ -67,6 +67,30 @@ describe('ism device', () => {
     a.unregisterDmb(dmb);
   });
 
+  it('a detached mapping is reused for the same DMB, never for a re-registered slot', () => {
+    const dmb = a.registerDmb(4096);
+    const r1 = b.attachDmb(a.gid, dmb.token);
+    r1.detach();
+    const before = b.stats.attachReused;
+    const r2 = b.attachDmb(a.gid, dmb.token);
+    assert.equal(b.stats.attachReused, before + 1);
+    r2.write(0, Uint8Array.of(7));
+    assert.equal(dmb.bytes[0], 7, 'the kept mapping is the same memory');
+    r2.detach();
+    // The owner lets the DMB go and registers others, which may land in the same slot: the
+    // kept mapping must not be handed out for them.
+    a.unregisterDmb(dmb);
+    const fresh = Array.from({ length: 8 }, () => a.registerDmb(4096));
+    for (const f of fresh) {
+      const r = b.attachDmb(a.gid, f.token);
+      r.write(1, Uint8Array.of(9));
+      assert.equal(f.bytes[1], 9);
+      r.detach();
+    }
+    assert.equal(b.stats.attachReused, before + 1);
+    for (const f of fresh) a.unregisterDmb(f);
+  });
+
   it('slots are reused after unregister', () => {
     const many = Array.from({ length: 64 }, () => a.registerDmb(64));
     assert.equal(code(() => a.registerDmb(64)), 'ENOSPC');

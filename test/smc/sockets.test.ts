@@ -146,6 +146,34 @@ describe('SMC sockets across processes', () => {
     }
   });
 
+  it('reuses DMBs between connections to the same peer, and each reuse starts clean', async () => {
+    const { poolStats } = await import('../../src/smc/dmb-pool.js');
+    const { defaultIsmDevice } = await import('../../src/ism/device.js');
+    const reusedBefore = poolStats().reused;
+    const attachBefore = defaultIsmDevice().stats.attachReused;
+    for (let i = 0; i < 40; i++) {
+      const s = await connect(srv.port);
+      // Sizes that leave the cursors of one connection far from where the next one starts.
+      const data = randomBytes(1 + ((i * 7919) % 200_000));
+      const got = collect(s);
+      if (i % 10 === 9) {
+        // An aborted connection in between: its DMBs must not come back dirty either.
+        s.write('E');
+        await settled(s);
+        s.destroy();
+        await once(s, 'close');
+        continue;
+      }
+      s.end(Buffer.concat([Buffer.from('E'), data]));
+      assert.ok((await bounded(got, 10_000, `echo ${i}`)).equals(data), `connection ${i} echoed other bytes`);
+      assert.equal(smc.getSmcInfo(s).mode, 'SMCD');
+      assert.equal(smc.getSmcInfo(s).smcBytesReceived, data.length);
+    }
+    // The client's own DMBs come back from the pool, and the server's are found mapped already.
+    assert.ok(poolStats().reused - reusedBefore >= 20, `pool reused ${poolStats().reused - reusedBefore} DMBs`);
+    assert.ok(defaultIsmDevice().stats.attachReused - attachBefore >= 20, 'server DMBs were mapped afresh each time');
+  });
+
   it('a server killed with SIGKILL mid-transfer is reported as ECONNRESET within 2 s', async () => {
     const victim = await server();
     const s = await connect(victim.port);

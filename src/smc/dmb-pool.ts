@@ -1,0 +1,117 @@
+// DMB reuse between connections with the same peer device, as Linux reuses RMBs within a link
+// group. Registering a fresh DMB (memfd_create, seal, mmap) and having the peer open and map
+// it, with fresh page faults on both sides, costs more than a whole short TCP connection; a
+// DMB the peer already has mapped costs nothing.
+//
+// A DMB goes back to the free list only once the peer's last write into it is visible: its
+// CDC with peer_conn_closed or peer_conn_abort, which the peer writes just before it lets go
+// of the connection. Until then it waits on a draining list (a peer that died never writes
+// it, so those are unregistered when the pool goes idle). The CDC area is zeroed before the
+// DMB is handed out again; the data area is not, as only the same two processes, which both
+// saw those bytes, can read it.
+
+import type { Dmb, IsmDevice } from '../ism/device.js';
+import { CdcArea, CONN_ABORT, CONN_CLOSED, SMCD_CDC_LEN, unpackCursor } from './cdc.js';
+
+/** Free DMBs kept per peer and size; more are unregistered. */
+const MAX_FREE = 64;
+/** DMBs waiting for the peer's final CDC, per peer and size. */
+const MAX_DRAINING = 256;
+/** A pool not used for this long gives all its DMBs back to the device. */
+const IDLE_MS = 10_000;
+
+interface Pool {
+  device: IsmDevice;
+  free: Dmb[];
+  draining: Dmb[];
+  lastUsed: number;
+}
+
+const pools = new Map<string, Pool>();
+let sweeper: NodeJS.Timeout | undefined;
+
+function key(device: IsmDevice, peerGid: bigint, size: number): string {
+  return `${device.gid}:${peerGid}:${size}`;
+}
+
+/** Has the peer written its last CDC (closed or aborted) into this DMB? */
+export function peerLetGo(dmb: Dmb): boolean {
+  if (dmb.isClosed) return false;
+  const flags = unpackCursor(new CdcArea(dmb.bytes).loadProd()).connFlags;
+  return (flags & (CONN_CLOSED | CONN_ABORT)) !== 0;
+}
+
+/** A DMB of this size for a connection with peerGid: a reused one when the pool has one. */
+export function takeDmb(device: IsmDevice, peerGid: bigint, size: number): Dmb {
+  const p = pools.get(key(device, peerGid, size));
+  if (p) {
+    p.lastUsed = Date.now();
+    if (p.free.length === 0 && p.draining.length > 0) promote(p);
+    for (let d = p.free.pop(); d; d = p.free.pop()) {
+      if (d.isClosed) continue; // the device closed under the pool
+      d.bytes.fill(0, 0, SMCD_CDC_LEN);
+      reuseCount++;
+      return d;
+    }
+  }
+  return device.registerDmb(size);
+}
+
+/**
+ * The connection that used dmb is over. It becomes reusable for the same peer once the peer
+ * has let go of it; never for another peer.
+ */
+export function returnDmb(device: IsmDevice, peerGid: bigint, dmb: Dmb): void {
+  dmb.onSignal = undefined;
+  dmb.disarm();
+  if (dmb.isClosed) return;
+  const k = key(device, peerGid, dmb.size);
+  let p = pools.get(k);
+  if (!p) {
+    p = { device, free: [], draining: [], lastUsed: Date.now() };
+    pools.set(k, p);
+  }
+  p.lastUsed = Date.now();
+  if (peerLetGo(dmb)) {
+    if (p.free.length < MAX_FREE) p.free.push(dmb);
+    else device.unregisterDmb(dmb);
+  } else if (p.draining.length < MAX_DRAINING) {
+    p.draining.push(dmb);
+  } else {
+    device.unregisterDmb(dmb);
+  }
+  sweeper ??= setInterval(sweep, IDLE_MS / 2).unref();
+}
+
+function promote(p: Pool): void {
+  const still: Dmb[] = [];
+  for (const d of p.draining) {
+    if (!peerLetGo(d)) still.push(d);
+    else if (p.free.length < MAX_FREE) p.free.push(d);
+    else p.device.unregisterDmb(d);
+  }
+  p.draining = still;
+}
+
+function sweep(): void {
+  const now = Date.now();
+  for (const [k, p] of pools) {
+    if (now - p.lastUsed < IDLE_MS) continue;
+    for (const d of [...p.free, ...p.draining]) p.device.unregisterDmb(d);
+    pools.delete(k);
+  }
+  if (pools.size === 0 && sweeper) {
+    clearInterval(sweeper);
+    sweeper = undefined;
+  }
+}
+
+let reuseCount = 0;
+
+/** For stats and tests: DMBs held by pools, and how many times one was reused. */
+export function poolStats(): { free: number; draining: number; reused: number } {
+  let free = 0;
+  let draining = 0;
+  for (const p of pools.values()) { free += p.free.length; draining += p.draining.length; }
+  return { free, draining, reused: reuseCount };
+}
