@@ -13,8 +13,9 @@
 import type { Dmb, IsmDevice } from '../ism/device.js';
 import { CdcArea, CONN_ABORT, CONN_CLOSED, SMCD_CDC_LEN, unpackCursor } from './cdc.js';
 
-/** Free DMBs kept per peer and size; more are unregistered. */
+/** Free DMBs kept per peer and size, and in bytes over all pools; more are unregistered. */
 const MAX_FREE = 64;
+const MAX_FREE_BYTES = 64 * 1024 * 1024;
 /** DMBs waiting for the peer's final CDC, per peer and size. */
 const MAX_DRAINING = 256;
 /** A pool not used for this long gives all its DMBs back to the device. */
@@ -28,6 +29,7 @@ interface Pool {
 }
 
 const pools = new Map<string, Pool>();
+let freeBytes = 0;
 let sweeper: NodeJS.Timeout | undefined;
 
 function key(device: IsmDevice, peerGid: bigint, size: number): string {
@@ -48,6 +50,7 @@ export function takeDmb(device: IsmDevice, peerGid: bigint, size: number): Dmb {
     p.lastUsed = Date.now();
     if (p.free.length === 0 && p.draining.length > 0) promote(p);
     for (let d = p.free.pop(); d; d = p.free.pop()) {
+      freeBytes -= d.size;
       if (d.isClosed) continue; // the device closed under the pool
       d.bytes.fill(0, 0, SMCD_CDC_LEN);
       reuseCount++;
@@ -73,8 +76,7 @@ export function returnDmb(device: IsmDevice, peerGid: bigint, dmb: Dmb): void {
   }
   p.lastUsed = Date.now();
   if (peerLetGo(dmb)) {
-    if (p.free.length < MAX_FREE) p.free.push(dmb);
-    else device.unregisterDmb(dmb);
+    keepOrFree(p, dmb);
   } else if (p.draining.length < MAX_DRAINING) {
     p.draining.push(dmb);
   } else {
@@ -87,16 +89,25 @@ function promote(p: Pool): void {
   const still: Dmb[] = [];
   for (const d of p.draining) {
     if (!peerLetGo(d)) still.push(d);
-    else if (p.free.length < MAX_FREE) p.free.push(d);
-    else p.device.unregisterDmb(d);
+    else keepOrFree(p, d);
   }
   p.draining = still;
+}
+
+function keepOrFree(p: Pool, d: Dmb): void {
+  if (p.free.length < MAX_FREE && freeBytes + d.size <= MAX_FREE_BYTES) {
+    p.free.push(d);
+    freeBytes += d.size;
+  } else {
+    p.device.unregisterDmb(d);
+  }
 }
 
 function sweep(): void {
   const now = Date.now();
   for (const [k, p] of pools) {
     if (now - p.lastUsed < IDLE_MS) continue;
+    for (const d of p.free) freeBytes -= d.size;
     for (const d of [...p.free, ...p.draining]) p.device.unregisterDmb(d);
     pools.delete(k);
   }

@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import fs from 'node:fs';
 import os from 'node:os';
+import type net from 'node:net';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -54,10 +55,11 @@ describe('auto preload', () => {
 describe('smcss', () => {
   it('lists a live SMC-D connection of another process, and its listener with -a', async () => {
     const srv = runNode(SERVER, [], { env, stdin: 'pipe' });
+    let s: net.Socket | undefined;
     try {
       const port = Number((await srv.waitFor(/"port":(\d+)/))[1]);
       const smc = await import('../../src/smc/index.js');
-      const s = smc.connect(port, '127.0.0.1');
+      s = smc.connect(port, '127.0.0.1');
       await once(s, 'smc');
       s.write('E');
       s.write('x');
@@ -73,14 +75,14 @@ describe('smcss', () => {
       const mine = rows.find((r) => r.peerPort === port && r.role === 'client');
       assert.ok(mine, JSON.stringify(rows));
       assert.equal(mine.mode, 'SMCD');
-      assert.equal(mine.bufferSize, 1 << 20);
+      assert.equal(mine.bufferSize, 4 << 20);
       assert.ok(rows.some((r) => r.state === 'LISTEN' && r.localPort === port));
       const text = run(['smcss', '-d'], { env });
       assert.equal(await text.exit(10_000), 0);
       assert.match(text.stdout, /State\s+Pid\s+Local Address\s+Peer Address\s+Mode\s+Sndbuf/);
       assert.match(text.stdout, new RegExp(`127\\.0\\.0\\.1:${port}\\s+SMCD`));
-      s.destroy();
     } finally {
+      s?.destroy();
       srv.child.stdin!.end();
       await srv.exit(10_000);
     }
