@@ -65,6 +65,9 @@ async function measure(metric: string, unit: string, field: string, higherBetter
 
 const bulk = ['--test', 'bulk', '--bytes', String(256 << 20), '--no-verify'];
 await measure('bulk 64 KiB', 'MiB/s', 'mibPerSec', true, 2.0, { server: ['--api', 'smc'], client: ['--api', 'smc', ...bulk] }, { server: ['--api', 'net'], client: ['--api', 'net', ...bulk] });
+// 1 MiB is SMC-D v1's largest DMB and the default; a larger one (allowed between softrdma
+// peers, flagged by Wireshark) shows what the ring size costs.
+await measure('bulk 64 KiB, 4 MiB DMB', 'MiB/s', 'mibPerSec', true, 2.0, { server: ['--api', 'smc', '--smc-buffer', String(4 << 20)], client: ['--api', 'smc', '--smc-buffer', String(4 << 20), ...bulk] }, { server: ['--api', 'net'], client: ['--api', 'net', ...bulk] });
 const pp = ['--test', 'pingpong', '--iters', '20000'];
 await measure('pingpong 14 B median', 'us', 'medianUs', false, 0.5, { server: ['--api', 'smc'], client: ['--api', 'smc', ...pp] }, { server: ['--api', 'net'], client: ['--api', 'net', ...pp] });
 await measure('pingpong 14 B mean', 'us', 'meanUs', false, 0.5, { server: ['--api', 'smc'], client: ['--api', 'smc', ...pp] }, { server: ['--api', 'net'], client: ['--api', 'net', ...pp] });

@@ -54,7 +54,7 @@ export interface SmcSocketOptions {
   smc?: boolean;
   /** Per-connection decision, called with the addresses once TCP is connected. */
   smcPolicy?: SmcPolicy;
-  /** Size of the DMB this end receives into: 16 KiB × 2^n (default 4 MiB). */
+  /** Size of the DMB this end receives into: 16 KiB × 2^n (default 1 MiB, the SMC-D v1 maximum). */
   smcBufferSize?: number;
   /** How long a handshake step may take before the side waiting declines (ms, default 2000). */
   smcHandshakeTimeout?: number;
@@ -104,12 +104,13 @@ interface SmcState {
 }
 
 /**
- * SOFTRDMA_SMC_BUFFER sets the process-wide default DMB size (like net.smc.rmem). 4 MiB, about
- * what TCP autotunes to on loopback: a smaller ring couples the two processes so tightly that
- * every scheduling hiccup of the reader stalls the writer (1 MiB gave 0.7x TCP's bulk rate
- * here, 4 MiB 1.1-1.5x). Memory is committed only as pages are touched.
+ * SOFTRDMA_SMC_BUFFER sets the process-wide default DMB size (like net.smc.rmem). The default
+ * is 1 MiB, the largest DMBE size SMC-D v1 defines (Linux's SMCD_DMBE_SIZES; Wireshark marks
+ * larger ones invalid). Both softrdma ends accept larger DMBs, and bulk transfers gain from
+ * them (4 MiB: about 1.1-1.5x TCP here against 0.7x): a small ring couples the two processes
+ * so tightly that every scheduling hiccup of the reader stalls the writer.
  */
-const DEFAULT_BUFFER = Number(process.env.SOFTRDMA_SMC_BUFFER) > 0 ? Number(process.env.SOFTRDMA_SMC_BUFFER) : 4 * 1024 * 1024;
+const DEFAULT_BUFFER = Number(process.env.SOFTRDMA_SMC_BUFFER) > 0 ? Number(process.env.SOFTRDMA_SMC_BUFFER) : 1024 * 1024;
 
 export function resolveSmcOptions(o: SmcSocketOptions | undefined, inherit?: ResolvedSmcOptions): ResolvedSmcOptions {
   const size = o?.smcBufferSize ?? inherit?.bufferSize ?? DEFAULT_BUFFER;

@@ -15,8 +15,16 @@ import * as smc from '../smc/index.js';
 
 type Api = 'smc' | 'net';
 
+/** --smc-buffer: the DMB size for this process's SMC sockets (default: the library's). */
+let smcOpts: smc.SmcSocketOptions = {};
+
 function api(name: Api): { createServer: typeof net.createServer; connect: (port: number, host: string) => net.Socket } {
-  if (name === 'smc') return { createServer: smc.createServer as unknown as typeof net.createServer, connect: (p, h) => smc.connect(p, h) };
+  if (name === 'smc') {
+    return {
+      createServer: ((l: (s: net.Socket) => void) => smc.createServer(smcOpts, l)) as unknown as typeof net.createServer,
+      connect: (port, host) => smc.connect({ port, host, ...smcOpts }),
+    };
+  }
   return { createServer: net.createServer, connect: (p, h) => net.connect(p, h) };
 }
 
@@ -162,10 +170,12 @@ export async function smcPeer(argv: string[]): Promise<void> {
       api: { type: 'string', default: 'smc' }, http: { type: 'boolean' }, test: { type: 'string' }, port: { type: 'string' },
       bytes: { type: 'string', default: String(256 << 20) }, size: { type: 'string' }, iters: { type: 'string', default: '20000' },
       seconds: { type: 'string', default: '3' }, concurrency: { type: 'string', default: '8' }, 'no-verify': { type: 'boolean' },
+      'smc-buffer': { type: 'string' },
     },
   });
   const a = values.api as Api;
   if (a !== 'smc' && a !== 'net') throw new Error(`--api must be smc or net, got ${a}`);
+  if (values['smc-buffer'] !== undefined) smcOpts = { smcBufferSize: Number(values['smc-buffer']) };
   if (positionals[0] === 'serve') return serve(a, !!values.http);
   const port = Number(values.port);
   let r: object;

@@ -5,18 +5,12 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
 import { readFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { crc32 } from 'node:zlib';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { captureUnavailable, readFields, startCapture, type Capture } from '../helpers/capture.js';
 import { jsonLines, run } from '../helpers/procs.js';
-
-function why(): string | undefined {
-  try { execFileSync('tshark', ['-v'], { stdio: 'ignore' }); } catch { return 'tshark is not installed'; }
-  if (process.getuid?.() !== 0) return 'capturing on lo needs root';
-  return undefined;
-}
 
 /** RoCEv2 ICRC over the captured bytes from the IPv4 header on (IBA A17.8: masked fields as ones). */
 function icrcOf(ipAndRest: Buffer): { want: number; got: number } {
@@ -48,7 +42,7 @@ function pcapFrames(file: string): { linktype: number; frames: Buffer[] } {
   return { linktype: u32(20), frames };
 }
 
-const skip = why();
+const skip = captureUnavailable();
 
 test('a perftest capture decodes as InfiniBand in tshark, with every ICRC correct on the wire', { skip, timeout: 120_000 }, async () => {
   const dir = mkdtempSync(join(tmpdir(), 'softrdma-cap-'));
@@ -68,29 +62,15 @@ test('a perftest capture decodes as InfiniBand in tshark, with every ICRC correc
     };
     const file = join(dir, 'rxe.pcap');
     const { packets } = await once();
-    let cap: ReturnType<typeof spawn> | undefined;
-    let capErr = '';
+    let cap: Capture | undefined;
     // A retransmit in the second run only adds packets; tshark stops at the first run's count.
     const { udp } = await once(async (port) => {
-      cap = spawn('tshark', ['-i', 'lo', '-f', `udp port ${port}`, '-c', String(packets), '-F', 'pcap', '-w', file], { stdio: ['ignore', 'ignore', 'pipe'] });
-      await new Promise<void>((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`tshark did not start: ${capErr}`)), 30_000);
-        cap!.stderr!.setEncoding('utf8').on('data', (d: string) => {
-          capErr += d;
-          if (/Capturing on/.test(capErr)) { clearTimeout(timer); resolve(); }
-        });
-        cap!.once('exit', () => { clearTimeout(timer); reject(new Error(`tshark exited: ${capErr}`)); });
-      });
+      cap = await startCapture(`udp port ${port}`, packets, file, ['-F', 'pcap']);
     });
-    await new Promise<void>((resolve, reject) => {
-      if (cap!.exitCode !== null) return resolve();
-      const timer = setTimeout(() => { cap!.kill('SIGKILL'); reject(new Error(`tshark saw fewer than ${packets} packets: ${capErr}`)); }, 30_000);
-      cap!.once('close', () => { clearTimeout(timer); resolve(); });
-    });
+    await cap!.finished();
 
     // tshark's own dissection: InfiniBand BTH opcodes of an RC WRITE stream and its ACKs.
-    const fields = execFileSync('tshark', ['-r', file, '-o', `infiniband.rroce.port:${udp}`, '-Y', 'infiniband', '-T', 'fields', '-e', 'infiniband.bth.opcode', '-e', 'ip.id', '-e', 'infiniband.invariant.crc'], { encoding: 'utf8' })
-      .trim().split('\n').map((l) => l.split('\t'));
+    const fields = readFields(file, 'infiniband', ['infiniband.bth.opcode', 'ip.id', 'infiniband.invariant.crc'], ['-o', `infiniband.rroce.port:${udp}`]);
     const opcodes = new Set(fields.map((f) => Number(f[0])));
     for (const op of [6, 7, 8, 17]) assert.ok(opcodes.has(op), `opcode ${op} missing from tshark view: ${[...opcodes]} ${JSON.stringify(fields.slice(0, 50))}`);
     assert.equal(fields.length, packets, 'tshark dissected every packet as InfiniBand');

@@ -75,7 +75,7 @@ describe('smcss', () => {
       const mine = rows.find((r) => r.peerPort === port && r.role === 'client');
       assert.ok(mine, JSON.stringify(rows));
       assert.equal(mine.mode, 'SMCD');
-      assert.equal(mine.bufferSize, 4 << 20);
+      assert.equal(mine.bufferSize, 1 << 20);
       assert.ok(rows.some((r) => r.state === 'LISTEN' && r.localPort === port));
       const text = run(['smcss', '-d'], { env });
       assert.equal(await text.exit(10_000), 0);
