@@ -2,8 +2,8 @@
 // process becomes SMC-capable, with no code change (the role of smc_run's preload).
 // Servers (node:http's included) announce themselves and answer Proposals; clients propose
 // to local SMC listeners and stay plain node:net sockets for every other destination.
-// TLS sockets are left alone: node:tls drives the TCP handle from C++, so TLS over SMC-D
-// needs an explicit tls.connect({ socket }) on an SMC socket.
+// node:tls and node:https too: a TLS client to a local SMC listener runs TLS over SMC-D
+// (src/smc/tls.ts), and a TLS server answers SMC before node:tls sees the socket.
 //
 // SOFTRDMA_SMC=0 turns it off; SOFTRDMA_SMC_BUFFER sets the DMB size (as for every socket).
 
@@ -11,6 +11,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { enableSmcOnServer } from './server.js';
 import { kSmc, resolveSmcOptions, Socket } from './socket.js';
+import { connectTls } from './tls.js';
 
 const opts = resolveSmcOptions({ smc: process.env.SOFTRDMA_SMC !== '0' });
 
@@ -25,6 +26,11 @@ net.Socket.prototype.connect = function connect(this: net.Socket, ...args: unkno
 
 const plainListen = net.Server.prototype.listen;
 net.Server.prototype.listen = function listen(this: net.Server, ...args: unknown[]) {
-  if (opts.enabled && !(this instanceof tls.Server)) enableSmcOnServer(this, opts);
+  if (opts.enabled) enableSmcOnServer(this, opts);
   return (plainListen as (...a: unknown[]) => net.Server).apply(this, args);
 } as typeof net.Server.prototype.listen;
+
+const plainTlsConnect = tls.connect;
+tls.connect = function connect(...args: unknown[]) {
+  return connectTls(plainTlsConnect, opts, ...args);
+} as typeof tls.connect;

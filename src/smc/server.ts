@@ -3,8 +3,10 @@
 // may propose; everyone else simply sees a TCP server.
 
 import net from 'node:net';
+import tls from 'node:tls';
 import { ListenerRegistration } from './discovery.js';
 import { resolveSmcOptions, Socket, type ResolvedSmcOptions, type SmcSocketOptions } from './socket.js';
+import { deferTlsConnection } from './tls.js';
 
 export const kSmcServer = Symbol('softrdma.smc.server');
 
@@ -32,11 +34,19 @@ export function enableSmcOnServer(server: net.Server, opts: ResolvedSmcOptions):
     state.registration?.remove();
     state.registration = undefined;
   });
-  // Adopt before any 'connection' listener (http's included) sees the socket.
-  const emit = server.emit;
+  // Adopt before any 'connection' listener (http's included) sees the socket. node:tls
+  // (https too) sees it only once the SMC handshake settled: it takes over the TCP handle.
+  const emit = server.emit as (...a: unknown[]) => boolean;
+  const isTls = server instanceof tls.Server;
   server.emit = function (this: net.Server, event: string | symbol, ...args: unknown[]): boolean {
-    if (event === 'connection' && args[0] instanceof net.Socket && !(args[0] instanceof Socket)) Socket.adopt(args[0], state.opts);
-    return (emit as (...a: unknown[]) => boolean).call(this, event, ...args);
+    if (event === 'connection' && args[0] instanceof net.Socket && !(args[0] instanceof Socket)) {
+      const sock = Socket.adopt(args[0], state.opts);
+      if (isTls) {
+        deferTlsConnection(this as tls.Server, emit, sock);
+        return true;
+      }
+    }
+    return emit.call(this, event, ...args);
   } as typeof server.emit;
 }
 

@@ -153,6 +153,11 @@ export class SmcdConnection {
     return (this.peerConnFlags & (CONN_DONE_WRITING | CONN_CLOSED | CONN_ABORT)) !== 0;
   }
 
+  /** The peer closed its end entirely: it reads nothing more. */
+  get peerClosed(): boolean {
+    return (this.peerConnFlags & (CONN_CLOSED | CONN_ABORT)) !== 0;
+  }
+
   get peerAborted(): boolean {
     return (this.peerConnFlags & CONN_ABORT) !== 0;
   }

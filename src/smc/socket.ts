@@ -101,6 +101,9 @@ interface SmcState {
   clcOut: number;
   strayTcpBytes: number;
   writeDone: boolean;
+  /** Close like close(2) on TCP: orderly unless data is left unread or unsent (closeSmc). */
+  graceful: boolean;
+  wroteAfterPeerClosed: boolean;
 }
 
 /**
@@ -128,7 +131,7 @@ function newState(role: 'client' | 'server', opts: ResolvedSmcOptions): SmcState
     role, phase: role === 'client' ? 'idle' : 'srv-wait', opts, clc: undefined, held: undefined, heldFinal: undefined,
     stripClc: false, serverDecline: 0, fallbackReason: undefined, peerDeclineReason: undefined, fallbackCause: undefined,
     device: undefined, peerGid: undefined, dmb: undefined, remote: undefined, conn: undefined, proposal: undefined, timer: undefined,
-    pending: undefined, clcIn: 0, clcOut: 0, strayTcpBytes: 0, writeDone: false,
+    pending: undefined, clcIn: 0, clcOut: 0, strayTcpBytes: 0, writeDone: false, graceful: false, wroteAfterPeerClosed: false,
   };
 }
 
@@ -566,6 +569,19 @@ function pump(s: SmcState): void {
   const p = s.pending;
   const conn = s.conn;
   if (!p || !conn || conn.released) return;
+  if (conn.peerClosed) {
+    // The peer closed its end entirely (peer_conn_closed). As over TCP, where the first write
+    // into a closed connection is discarded and draws a reset, the first write is dropped
+    // and the next fails with EPIPE.
+    s.pending = undefined;
+    if (!s.wroteAfterPeerClosed) {
+      s.wroteAfterPeerClosed = true;
+      p.cb();
+    } else {
+      p.cb(Object.assign(new Error('write after the peer closed the SMC connection'), { code: 'EPIPE', errno: -32, syscall: 'write' }));
+    }
+    return;
+  }
   const n = conn.write(p.off === 0 ? p.buf : p.buf.subarray(p.off));
   p.off += n;
   if (p.off === p.buf.length) {
@@ -610,7 +626,10 @@ function teardown(sock: Socket, s: SmcState): void {
   s.timer = undefined;
   const conn = s.conn;
   if (conn && !conn.released) {
-    if (s.writeDone && conn.peerFinished && !conn.peerAborted) conn.closeOrderly();
+    // Linux's smc_close_final: peer_conn_closed when nothing is left unread (nor, for us,
+    // unsent), else peer_conn_abort. A plain destroy() is an abort unless both sides finished.
+    const clean = !conn.peerAborted && conn.readable === 0 && !s.pending;
+    if (clean && ((s.writeDone && conn.peerFinished) || s.graceful)) conn.closeOrderly();
     else conn.abort();
     forget(conn);
     conn.release((d) => returnDmb(s.device!, s.peerGid!, d));
@@ -626,6 +645,17 @@ function teardown(sock: Socket, s: SmcState): void {
   for (const cb of waiting) cb?.(connReset('socket destroyed'));
   s.phase = 'closed';
   untrack(sock);
+}
+
+/**
+ * Close as close(2) closes a TCP socket: the peer sees an orderly end (peer_conn_closed, its
+ * 'end') unless data is left unread or unsent, which makes it an abort (ECONNRESET there).
+ * node:tls closes its transport this way, by destroying it once close_notify is out.
+ */
+export function closeSmc(sock: Socket): void {
+  const s = sock[kSmc];
+  if (s) s.graceful = true;
+  sock.destroy();
 }
 
 /** How this socket carries its data; for a plain node:net socket, mode 'TCP'. */

@@ -1,0 +1,161 @@
+// TLS over SMC-D. node:tls wraps a connected net.Socket's TCP handle in C++ (TLSWrap then
+// reads and writes the TCP stream itself), which would send TLS records around the SMC-D
+// connection. Given a plain JS stream instead, node:tls wraps it in a JSStreamSocket and
+// moves the records through JS. So an SMC socket meets TLS through SmcStream, a Duplex in
+// front of it, and the TLS socket borrows the SMC socket's addresses and socket options.
+//
+// When the SMC handshake falls back to TCP, nothing of this is used: a TLS server hands the
+// accepted socket itself to node:tls (with the first bytes it read still buffered, which
+// node:tls feeds to OpenSSL first), and a TLS client to a destination that is not a local SMC
+// listener is node:tls's own, untouched.
+
+import net from 'node:net';
+import { Duplex } from 'node:stream';
+import tls from 'node:tls';
+import { isSmcListener } from './discovery.js';
+import { closeSmc, getSmcInfo, Socket, type ResolvedSmcOptions, type SmcInfo } from './socket.js';
+
+/** The SMC socket as a plain Duplex, so that node:tls treats it as a JS stream. */
+export class SmcStream extends Duplex {
+  constructor(readonly socket: Socket) {
+    super({ allowHalfOpen: true });
+    socket.on('data', (d: Buffer) => { if (!this.push(d)) socket.pause(); });
+    socket.on('end', () => this.push(null));
+    socket.on('error', (e) => this.destroy(e));
+    socket.on('close', () => { if (!this.destroyed) this.destroy(); });
+  }
+  override _read(): void {
+    this.socket.resume();
+  }
+  override _write(chunk: Buffer, encoding: BufferEncoding, cb: (err?: Error | null) => void): void {
+    this.socket.write(chunk, encoding, cb);
+  }
+  override _final(cb: (err?: Error | null) => void): void {
+    this.socket.end(cb);
+  }
+  override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
+    // node:tls destroys its transport to close it, as close(2) would: orderly, not an abort.
+    if (!this.socket.destroyed) {
+      if (err) this.socket.destroy(err);
+      else closeSmc(this.socket);
+    }
+    cb(err);
+  }
+}
+
+interface TlsInternals {
+  _handle?: { _parent?: Record<string, unknown>; _parentWrap?: { stream?: unknown } | null } | null;
+}
+
+/** The SMC socket under a TLS socket: over SMC-D (an SmcStream) or the TCP socket itself. */
+export function smcSocketUnder(t: net.Socket): net.Socket | undefined {
+  const wrap = (t as unknown as TlsInternals)._handle?._parentWrap;
+  if (!wrap) return undefined;
+  if (wrap.stream instanceof SmcStream) return wrap.stream.socket;
+  return wrap instanceof net.Socket ? wrap : undefined;
+}
+
+/** getSmcInfo for TLS sockets: how the socket beneath carries the records. */
+export function tlsSmcInfo(t: net.Socket): SmcInfo | undefined {
+  const under = smcSocketUnder(t);
+  return under ? getSmcInfo(under) : undefined;
+}
+
+type HandleMethod = (...a: unknown[]) => unknown;
+
+/**
+ * TLSWrap forwards getpeername, getsockname, setNoDelay and setKeepAlive to the handle it
+ * wraps. A JSStream has none of them; lend it the TCP handle's, so remoteAddress, address(),
+ * setNoDelay() and friends behave on a TLS socket over SMC-D as over TCP.
+ */
+function lendSocketMethods(jsStream: Record<string, unknown>, sock: Socket): void {
+  const tcp = () => (sock as unknown as { _handle?: Record<string, HandleMethod> | null })._handle;
+  for (const name of ['getpeername', 'getsockname', 'setNoDelay', 'setKeepAlive']) {
+    jsStream[name] = (...a: unknown[]) => {
+      const h = tcp();
+      return h && typeof h[name] === 'function' ? h[name]!(...a) : -9 /* UV_EBADF */;
+    };
+  }
+}
+
+let hooked = false;
+/** Have every TLS socket built over an SmcStream borrow the SMC socket's methods. */
+export function hookTls(): void {
+  if (hooked) return;
+  hooked = true;
+  const proto = tls.TLSSocket.prototype as unknown as { _wrapHandle(wrap: unknown, handle: unknown, ...rest: unknown[]): unknown };
+  const wrapHandle = proto._wrapHandle;
+  proto._wrapHandle = function (this: tls.TLSSocket, wrap: unknown, handle: unknown, ...rest: unknown[]) {
+    const stream = (wrap as { stream?: unknown } | null)?.stream;
+    if (stream instanceof SmcStream && handle) lendSocketMethods(handle as Record<string, unknown>, stream.socket);
+    return wrapHandle.call(this, wrap, handle, ...rest);
+  };
+}
+
+function normalizeTlsArgs(args: unknown[]): [tls.ConnectionOptions, (() => void) | undefined] {
+  const last = args[args.length - 1];
+  const cb = typeof last === 'function' ? (last as () => void) : undefined;
+  const rest = cb ? args.slice(0, -1) : args;
+  const o: Record<string, unknown> = {};
+  let i = 0;
+  if (typeof rest[0] === 'number' || (typeof rest[0] === 'string' && !Number.isNaN(Number(rest[0])))) {
+    o.port = Number(rest[i++]);
+    if (typeof rest[i] === 'string') o.host = rest[i++];
+  } else if (typeof rest[0] === 'string') {
+    o.path = rest[i++];
+  }
+  if (rest[i] !== null && typeof rest[i] === 'object') Object.assign(o, rest[i]);
+  return [o as tls.ConnectionOptions, cb];
+}
+
+/** A destination this process can tell, without a lookup, to be a local SMC listener. */
+function smcDestination(o: tls.ConnectionOptions): boolean {
+  if (o.socket || o.path || o.port === undefined) return false;
+  const host = o.host ?? 'localhost';
+  const port = Number(o.port);
+  try {
+    if (host === 'localhost') return isSmcListener('127.0.0.1', port) || isSmcListener('::1', port);
+    return net.isIP(host) !== 0 && isSmcListener(host, port);
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * tls.connect, over SMC-D when the destination is a local SMC listener; otherwise exactly
+ * tls.connect. Arguments as tls.connect's.
+ */
+export function connectTls(plain: typeof tls.connect, smcOpts: ResolvedSmcOptions, ...args: unknown[]): tls.TLSSocket {
+  const [o, cb] = normalizeTlsArgs(args);
+  if (!smcOpts.enabled || !smcDestination(o)) return (plain as (...a: unknown[]) => tls.TLSSocket)(...args);
+  hookTls();
+  const sock = Socket.adoptClient(new net.Socket({ allowHalfOpen: true }), smcOpts);
+  const host = o.host ?? 'localhost';
+  const { localAddress, family } = o as { localAddress?: string; family?: number };
+  sock.connect({ port: Number(o.port), host, ...(localAddress ? { localAddress } : {}), ...(family ? { family } : {}) });
+  if (o.timeout) sock.setTimeout(o.timeout);
+  const servername = o.servername ?? (net.isIP(host) ? undefined : host);
+  const t = plain({ ...o, socket: new SmcStream(sock), ...(servername ? { servername } : {}) }, cb);
+  // The TLS socket learns of the TCP connection only through its stream: relay 'connect'
+  // (http's agent and timeouts wait for it) once the TCP socket is connected.
+  sock.once('connect', () => { (t as unknown as { connecting: boolean }).connecting = false; t.emit('connect'); });
+  (t as unknown as { connecting: boolean }).connecting = true;
+  return t;
+}
+
+/**
+ * A tls.Server (https.Server too) answering SMC: each accepted socket settles its SMC
+ * handshake before node:tls sees it, and meets TLS over SMC-D through an SmcStream, or as
+ * the TCP socket it is when the handshake fell back.
+ */
+export function deferTlsConnection(server: tls.Server, emit: (...a: unknown[]) => boolean, sock: Socket): void {
+  hookTls();
+  const hand = () => {
+    const info = getSmcInfo(sock);
+    emit.call(server, 'connection', info.mode === 'SMCD' ? new SmcStream(sock) : sock);
+  };
+  // On a fallback the bytes that told the server so are pushed back into the socket right
+  // after the 'smc' event; node:tls reads them when it starts, on the next tick.
+  if (getSmcInfo(sock).pending) sock.once('smc', () => process.nextTick(hand));
+  else hand();
+}
