@@ -48,7 +48,9 @@ export function takeDmb(device: IsmDevice, peerGid: bigint, size: number): Dmb {
   const p = pools.get(key(device, peerGid, size));
   if (p) {
     p.lastUsed = Date.now();
-    if (p.free.length === 0 && p.draining.length > 0) promote(p);
+    // The DMBs the peer let go of most recently are the ones it most likely still has
+    // mapped (and the warmest in cache): promote them and take from the top.
+    if (p.draining.length > 0) promote(p);
     for (let d = p.free.pop(); d; d = p.free.pop()) {
       freeBytes -= d.size;
       if (d.isClosed) continue; // the device closed under the pool
@@ -94,12 +96,14 @@ function promote(p: Pool): void {
   p.draining = still;
 }
 
+/** Keep d on top of the free list; over the limits, the oldest free DMBs go, not d. */
 function keepOrFree(p: Pool, d: Dmb): void {
-  if (p.free.length < MAX_FREE && freeBytes + d.size <= MAX_FREE_BYTES) {
-    p.free.push(d);
-    freeBytes += d.size;
-  } else {
-    p.device.unregisterDmb(d);
+  p.free.push(d);
+  freeBytes += d.size;
+  while (p.free.length > MAX_FREE || (freeBytes > MAX_FREE_BYTES && p.free.length > 1)) {
+    const old = p.free.shift()!;
+    freeBytes -= old.size;
+    p.device.unregisterDmb(old);
   }
 }
 
