@@ -16,13 +16,18 @@ export interface Proc {
   exit(ms?: number): Promise<number>;
 }
 
-export function run(args: string[], opts: { env?: NodeJS.ProcessEnv } = {}): Proc {
+export function run(args: string[], opts: { env?: NodeJS.ProcessEnv; netns?: string } = {}): Proc {
   return runNode(CLI, args, opts);
 }
 
-/** Any script of ours as a process; execArgv e.g. ['--import', url]; stdin 'pipe' to keep it open. */
-export function runNode(script: string, args: string[], opts: { env?: NodeJS.ProcessEnv; execArgv?: string[]; stdin?: 'pipe' | 'ignore' } = {}): Proc {
-  const child = spawn(process.execPath, [...(opts.execArgv ?? []), script, ...args], { stdio: [opts.stdin ?? 'ignore', 'pipe', 'pipe'], env: { ...process.env, ...opts.env } });
+/**
+ * Any script of ours as a process; execArgv e.g. ['--import', url]; stdin 'pipe' to keep it
+ * open; netns runs it inside that network namespace (ip netns exec, needs root).
+ */
+export function runNode(script: string, args: string[], opts: { env?: NodeJS.ProcessEnv; execArgv?: string[]; stdin?: 'pipe' | 'ignore'; netns?: string } = {}): Proc {
+  const argv = [...(opts.execArgv ?? []), script, ...args];
+  const [cmd, cmdArgs] = opts.netns ? ['ip', ['netns', 'exec', opts.netns, process.execPath, ...argv]] : [process.execPath, argv];
+  const child = spawn(cmd, cmdArgs, { stdio: [opts.stdin ?? 'ignore', 'pipe', 'pipe'], env: { ...process.env, ...opts.env } });
   const closed = new Promise<number>((resolve) => child.once('close', (code, sig) => resolve(code ?? (sig ? 128 : 1))));
   const p: Proc = {
     child, stdout: '', stderr: '',

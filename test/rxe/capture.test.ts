@@ -5,42 +5,11 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync, mkdtempSync, rmSync } from 'node:fs';
-import { crc32 } from 'node:zlib';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { captureUnavailable, readFields, startCapture, type Capture } from '../helpers/capture.js';
+import { captureUnavailable, icrcOf, pcapFrames, readFields, startCapture, type Capture } from '../helpers/capture.js';
 import { jsonLines, run } from '../helpers/procs.js';
-
-/** RoCEv2 ICRC over the captured bytes from the IPv4 header on (IBA A17.8: masked fields as ones). */
-function icrcOf(ipAndRest: Buffer): { want: number; got: number } {
-  const ihl = (ipAndRest[0]! & 0x0f) * 4;
-  const ip = Buffer.from(ipAndRest.subarray(0, ihl));
-  ip[1] = 0xff; // TOS
-  ip[8] = 0xff; // TTL
-  ip.writeUInt16BE(0xffff, 10); // header checksum
-  const udp = Buffer.from(ipAndRest.subarray(ihl, ihl + 8));
-  udp.writeUInt16BE(0xffff, 6); // UDP checksum
-  const ib = Buffer.from(ipAndRest.subarray(ihl + 8));
-  const want = ib.readUInt32LE(ib.length - 4);
-  ib[4] = 0xff; // BTH resv8a
-  const got = crc32(ib.subarray(0, ib.length - 4), crc32(udp, crc32(ip, crc32(Buffer.alloc(8, 0xff))))) >>> 0;
-  return { want, got };
-}
-
-/** Frames of a classic pcap file (what tshark -F pcap writes). */
-function pcapFrames(file: string): { linktype: number; frames: Buffer[] } {
-  const b = readFileSync(file);
-  const le = b.readUInt32LE(0) === 0xa1b2c3d4;
-  const u32 = (o: number) => (le ? b.readUInt32LE(o) : b.readUInt32BE(o));
-  const frames: Buffer[] = [];
-  for (let o = 24; o + 16 <= b.length; ) {
-    const incl = u32(o + 8);
-    frames.push(b.subarray(o + 16, o + 16 + incl));
-    o += 16 + incl;
-  }
-  return { linktype: u32(20), frames };
-}
 
 const skip = captureUnavailable();
 

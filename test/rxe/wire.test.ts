@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { IcrcFlow, inferIpv4Id } from '../../src/providers/rxe/wire/icrc.js';
+import { icrcOf } from '../helpers/capture.js';
 import { OPCODES, OpCode, Op, opcodeName } from '../../src/providers/rxe/wire/opcodes.js';
 import { parsePacket, writeBth, reth, aeth, atmeth, deth, immdt, ieth, atmack } from '../../src/providers/rxe/wire/headers.js';
 import { psnAdd, psnDiff, psnLt, PSN_MASK } from '../../src/providers/rxe/wire/psn.js';
@@ -59,6 +60,23 @@ test('IPv6 ICRC covers addresses and length, with traffic class, flow label and 
   assert.equal(flow.check(pkt), 'ok');
   assert.equal(new IcrcFlow(6, b, a, 0xc123, 4791).check(pkt), 'bad');
   assert.equal(new IcrcFlow(6, a, b, 0xc124, 4791).check(pkt), 'bad');
+  // Against the receiver's rule (rxe_icrc.c) applied to a whole IPv6 datagram as a kernel
+  // would send it, whatever its traffic class, flow label and hop limit: the version nibble
+  // is covered, the fields routers may change are ones.
+  const ip6 = Buffer.alloc(40);
+  ip6.writeUInt32BE(0x6b812345, 0); // version 6, traffic class 0xb8, flow label 0x12345
+  ip6.writeUInt16BE(8 + pkt.length, 4);
+  ip6[6] = 17;
+  ip6[7] = 64;
+  Buffer.from(a).copy(ip6, 8);
+  Buffer.from(b).copy(ip6, 24);
+  const udp = Buffer.alloc(8);
+  udp.writeUInt16BE(0xc123, 0);
+  udp.writeUInt16BE(4791, 2);
+  udp.writeUInt16BE(8 + pkt.length, 4);
+  udp.writeUInt16BE(0x1234, 6);
+  const { want, got } = icrcOf(Buffer.concat([ip6, udp, pkt]));
+  assert.equal(want.toString(16), got.toString(16));
 });
 
 test('opcode table: header offsets and lengths as rxe lays them out', () => {

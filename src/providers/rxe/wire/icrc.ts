@@ -40,7 +40,9 @@ export class IcrcFlow {
       Buffer.from(src).copy(p, ip + 12);
       Buffer.from(dst).copy(p, ip + 16);
     } else {
-      // version 6 with traffic class and flow label masked to ones: 0x6fffffff
+      // Version 6, then traffic class and flow label masked to ones: 0x6fffffff (rxe sets
+      // priority to 0xf and the flow label to ones; the version nibble stays 6).
+      p[ip] = 0x6f;
       p[ip + 6] = 17; // next header; hop limit (7) stays masked
       Buffer.from(src).copy(p, ip + 8);
       Buffer.from(dst).copy(p, ip + 24);
