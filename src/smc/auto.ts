@@ -30,7 +30,6 @@ net.Server.prototype.listen = function listen(this: net.Server, ...args: unknown
   return (plainListen as (...a: unknown[]) => net.Server).apply(this, args);
 } as typeof net.Server.prototype.listen;
 
-const plainTlsConnect = tls.connect;
 tls.connect = function connect(...args: unknown[]) {
-  return connectTls(plainTlsConnect, opts, ...args);
+  return connectTls(opts, ...args);
 } as typeof tls.connect;

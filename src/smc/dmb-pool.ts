@@ -30,6 +30,7 @@ interface Pool {
 
 const pools = new Map<string, Pool>();
 let freeBytes = 0;
+let reuseCount = 0;
 let sweeper: NodeJS.Timeout | undefined;
 
 function key(device: IsmDevice, peerGid: bigint, size: number): string {
@@ -120,8 +121,6 @@ function sweep(): void {
     sweeper = undefined;
   }
 }
-
-let reuseCount = 0;
 
 /** For stats and tests: DMBs held by pools, and how many times one was reused. */
 export function poolStats(): { free: number; draining: number; reused: number } {

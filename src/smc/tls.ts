@@ -12,6 +12,7 @@
 import net from 'node:net';
 import { Duplex } from 'node:stream';
 import tls from 'node:tls';
+import { normalizeConnectArgs } from './connect-args.js';
 import { isSmcListener } from './discovery.js';
 import { closeSmc, getSmcInfo, Socket, type ResolvedSmcOptions, type SmcInfo } from './socket.js';
 
@@ -44,11 +45,11 @@ export class SmcStream extends Duplex {
 }
 
 interface TlsInternals {
-  _handle?: { _parent?: Record<string, unknown>; _parentWrap?: { stream?: unknown } | null } | null;
+  _handle?: { _parentWrap?: { stream?: unknown } | null } | null;
 }
 
 /** The SMC socket under a TLS socket: over SMC-D (an SmcStream) or the TCP socket itself. */
-export function smcSocketUnder(t: net.Socket): net.Socket | undefined {
+function smcSocketUnder(t: net.Socket): net.Socket | undefined {
   const wrap = (t as unknown as TlsInternals)._handle?._parentWrap;
   if (!wrap) return undefined;
   if (wrap.stream instanceof SmcStream) return wrap.stream.socket;
@@ -92,22 +93,6 @@ export function hookTls(): void {
   };
 }
 
-function normalizeTlsArgs(args: unknown[]): [tls.ConnectionOptions, (() => void) | undefined] {
-  const last = args[args.length - 1];
-  const cb = typeof last === 'function' ? (last as () => void) : undefined;
-  const rest = cb ? args.slice(0, -1) : args;
-  const o: Record<string, unknown> = {};
-  let i = 0;
-  if (typeof rest[0] === 'number' || (typeof rest[0] === 'string' && !Number.isNaN(Number(rest[0])))) {
-    o.port = Number(rest[i++]);
-    if (typeof rest[i] === 'string') o.host = rest[i++];
-  } else if (typeof rest[0] === 'string') {
-    o.path = rest[i++];
-  }
-  if (rest[i] !== null && typeof rest[i] === 'object') Object.assign(o, rest[i]);
-  return [o as tls.ConnectionOptions, cb];
-}
-
 /** A destination this process can tell, without a lookup, to be a local SMC listener. */
 function smcDestination(o: tls.ConnectionOptions): boolean {
   if (o.socket || o.path || o.port === undefined) return false;
@@ -121,13 +106,17 @@ function smcDestination(o: tls.ConnectionOptions): boolean {
   }
 }
 
+/** node:tls's own connect, taken before the auto preload replaces tls.connect with connectTls. */
+const plain = tls.connect as (...a: unknown[]) => tls.TLSSocket;
+
 /**
  * tls.connect, over SMC-D when the destination is a local SMC listener; otherwise exactly
- * tls.connect. Arguments as tls.connect's.
+ * node:tls's connect. Arguments as tls.connect's.
  */
-export function connectTls(plain: typeof tls.connect, smcOpts: ResolvedSmcOptions, ...args: unknown[]): tls.TLSSocket {
-  const [o, cb] = normalizeTlsArgs(args);
-  if (!smcOpts.enabled || !smcDestination(o)) return (plain as (...a: unknown[]) => tls.TLSSocket)(...args);
+export function connectTls(smcOpts: ResolvedSmcOptions, ...args: unknown[]): tls.TLSSocket {
+  const [opts, cb] = normalizeConnectArgs(args);
+  const o = opts as tls.ConnectionOptions;
+  if (!smcOpts.enabled || !smcDestination(o)) return plain(...args);
   hookTls();
   const sock = Socket.adoptClient(new net.Socket({ allowHalfOpen: true }), smcOpts);
   const host = o.host ?? 'localhost';
@@ -135,7 +124,7 @@ export function connectTls(plain: typeof tls.connect, smcOpts: ResolvedSmcOption
   sock.connect({ port: Number(o.port), host, ...(localAddress ? { localAddress } : {}), ...(family ? { family } : {}) });
   if (o.timeout) sock.setTimeout(o.timeout);
   const servername = o.servername ?? (net.isIP(host) ? undefined : host);
-  const t = plain({ ...o, socket: new SmcStream(sock), ...(servername ? { servername } : {}) }, cb);
+  const t = plain({ ...o, socket: new SmcStream(sock), ...(servername ? { servername } : {}) }, ...(cb ? [cb] : []));
   // The TLS socket learns of the TCP connection only through its stream: relay 'connect'
   // (http's agent and timeouts wait for it) once the TCP socket is connected.
   sock.once('connect', () => { (t as unknown as { connecting: boolean }).connecting = false; t.emit('connect'); });

@@ -12,6 +12,11 @@ export interface Proc {
   stderr: string;
   /** Resolves with the first match of `re` in stdout+stderr, or rejects after `ms` or on exit. */
   waitFor(re: RegExp, ms?: number): Promise<RegExpMatchArray>;
+  /**
+   * Resolves with the first value `test` returns other than undefined, tried on everything
+   * printed so far and again after each chunk; rejects after `ms` or on exit.
+   */
+  waitUntil<T>(test: (stdout: string, stderr: string) => T | undefined, what: string, ms?: number): Promise<T>;
   /** Resolves with the exit code; kills the process and rejects after `ms`. */
   exit(ms?: number): Promise<number>;
 }
@@ -32,13 +37,16 @@ export function runNode(script: string, args: string[], opts: { env?: NodeJS.Pro
   const p: Proc = {
     child, stdout: '', stderr: '',
     waitFor(re, ms = 20_000) {
+      return p.waitUntil((out, err) => (out + err).match(re) ?? undefined, String(re), ms);
+    },
+    waitUntil(test, what, ms = 20_000) {
       return new Promise((resolve, reject) => {
         const check = () => {
-          const m = (p.stdout + p.stderr).match(re);
-          if (m) { done(); resolve(m); }
+          const v = test(p.stdout, p.stderr);
+          if (v !== undefined) { done(); resolve(v); }
         };
-        const onExit = () => { check(); done(); reject(new Error(`process exited before printing ${re}\n${p.stdout}${p.stderr}`)); };
-        const timer = setTimeout(() => { done(); reject(new Error(`no ${re} within ${ms} ms\n${p.stdout}${p.stderr}`)); }, ms);
+        const onExit = () => { check(); done(); reject(new Error(`process exited before printing ${what}\n${p.stdout}${p.stderr}`)); };
+        const timer = setTimeout(() => { done(); reject(new Error(`no ${what} within ${ms} ms\n${p.stdout}${p.stderr}`)); }, ms);
         const done = () => { clearTimeout(timer); child.stdout!.off('data', check); child.stderr!.off('data', check); child.off('exit', onExit); };
         child.stdout!.on('data', check);
         child.stderr!.on('data', check);

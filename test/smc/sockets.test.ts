@@ -33,14 +33,8 @@ function events(p: Proc, name: string): Record<string, unknown>[] {
 }
 
 /** Wait until the process printed `count` events of this name (counted, not matched by a regex). */
-function eventCount(p: Proc, name: string, count: number, ms = 10_000): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const check = () => { if (events(p, name).length >= count) { done(); resolve(); } };
-    const timer = setTimeout(() => { done(); reject(new Error(`${events(p, name).length} of ${count} "${name}" events within ${ms} ms`)); }, ms);
-    const done = () => { clearTimeout(timer); p.child.stdout!.off('data', check); };
-    p.child.stdout!.on('data', check);
-    check();
-  });
+function eventCount(p: Proc, name: string, count: number, ms = 10_000): Promise<true> {
+  return p.waitUntil(() => (events(p, name).length >= count ? true : undefined), `${count} "${name}" events`, ms);
 }
 
 async function connect(port: number, opts: Record<string, unknown> = {}): Promise<InstanceType<typeof smc.Socket>> {

@@ -1,0 +1,22 @@
+// The argument forms of net.connect and tls.connect: (options[, cb]), (port[, host][, cb]),
+// (path[, cb]); tls.connect also takes an options object after port and host, or path.
+
+/** [a copy of the options, the callback]; a port stays as given. */
+export function normalizeConnectArgs(args: unknown[]): [Record<string, unknown>, (() => void) | undefined] {
+  const last = args[args.length - 1];
+  const cb = typeof last === 'function' ? (last as () => void) : undefined;
+  const rest = cb ? args.slice(0, -1) : args;
+  const a0 = rest[0];
+  if (typeof a0 === 'object' && a0 !== null) return [{ ...(a0 as Record<string, unknown>) }, cb];
+  const o: Record<string, unknown> = {};
+  let next = 1;
+  if (typeof a0 === 'string' && Number.isNaN(Number(a0))) {
+    o.path = a0;
+  } else {
+    o.port = a0;
+    if (typeof rest[1] === 'string') { o.host = rest[1]; next = 2; }
+  }
+  const extra = rest[next];
+  if (typeof extra === 'object' && extra !== null) Object.assign(o, extra);
+  return [o, cb];
+}
