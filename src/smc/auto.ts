@@ -6,18 +6,24 @@
 // (src/smc/tls.ts), and a TLS server answers SMC before node:tls sees the socket.
 //
 // SOFTRDMA_SMC=0 turns it off; SOFTRDMA_SMC_BUFFER sets the DMB size (as for every socket).
+// SOFTRDMA_SMC_SUMMARY=<file> appends one JSON line per process at exit: how its
+// connections settled (SMCD, TCP by fallback reason), for scripts that check a whole run.
 
+import fs from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
+import { isIpcConnect } from './connect-args.js';
 import { enableSmcOnServer } from './server.js';
 import { kSmc, resolveSmcOptions, Socket } from './socket.js';
+import { smcTotals } from './status.js';
 import { connectTls } from './tls.js';
 
 const opts = resolveSmcOptions({ smc: process.env.SOFTRDMA_SMC !== '0' });
 
 const plainConnect = net.Socket.prototype.connect;
 net.Socket.prototype.connect = function connect(this: net.Socket, ...args: unknown[]) {
-  if (opts.enabled && Object.getPrototypeOf(this) === net.Socket.prototype && !(kSmc in this)) {
+  // Unix sockets (the ism doorbell among them) stay untouched node:net sockets.
+  if (opts.enabled && Object.getPrototypeOf(this) === net.Socket.prototype && !(kSmc in this) && !isIpcConnect(args)) {
     Socket.adoptClient(this, opts);
     return (Socket.prototype.connect as (...a: unknown[]) => net.Socket).apply(this, args);
   }
@@ -33,3 +39,11 @@ net.Server.prototype.listen = function listen(this: net.Server, ...args: unknown
 tls.connect = function connect(...args: unknown[]) {
   return connectTls(opts, ...args);
 } as typeof tls.connect;
+
+const summaryFile = process.env.SOFTRDMA_SMC_SUMMARY;
+if (summaryFile) {
+  process.on('exit', () => {
+    const line = JSON.stringify({ pid: process.pid, argv: process.argv.slice(1), ...smcTotals() });
+    try { fs.appendFileSync(summaryFile, `${line}\n`); } catch { /* a summary must not change the exit */ }
+  });
+}

@@ -20,3 +20,12 @@ export function normalizeConnectArgs(args: unknown[]): [Record<string, unknown>,
   if (typeof extra === 'object' && extra !== null) Object.assign(o, extra);
   return [o, cb];
 }
+
+/**
+ * Whether Socket.prototype.connect's arguments name a Unix socket (no SMC there). net.connect
+ * hands connect() its arguments already normalized, as one array.
+ */
+export function isIpcConnect(args: unknown[]): boolean {
+  const list = Array.isArray(args[0]) ? (args[0] as unknown[]) : args;
+  return Boolean(normalizeConnectArgs(list)[0].path);
+}

@@ -39,7 +39,8 @@ export function enableSmcOnServer(server: net.Server, opts: ResolvedSmcOptions):
   const emit = server.emit as (...a: unknown[]) => boolean;
   const isTls = server instanceof tls.Server;
   server.emit = function (this: net.Server, event: string | symbol, ...args: unknown[]): boolean {
-    if (event === 'connection' && args[0] instanceof net.Socket && !(args[0] instanceof Socket)) {
+    // Only TCP listeners: a Unix-socket server (the ism doorbell's among them) has nothing to negotiate.
+    if (event === 'connection' && args[0] instanceof net.Socket && !(args[0] instanceof Socket) && typeof this.address() === 'object') {
       const sock = Socket.adopt(args[0], state.opts);
       if (isTls) {
         deferTlsConnection(this as tls.Server, emit, sock);

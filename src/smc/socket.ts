@@ -14,6 +14,7 @@
 
 import net from 'node:net';
 import { Duplex } from 'node:stream';
+import util from 'node:util';
 import { defaultIsmDevice, type IsmDevice, type Dmb, type RemoteDmb } from '../ism/device.js';
 import {
   CLC_ACCEPT, CLC_CONFIRM, CLC_DECLINE, CLC_PROPOSAL, ClcError, DECLINE, SMC_TYPE_B, SMC_TYPE_D,
@@ -25,9 +26,13 @@ import { returnDmb, takeDmb } from './dmb-pool.js';
 import { forget, kick, stayAwakeUntil } from './poller.js';
 import { policyAllows, type SmcPolicy } from './policy.js';
 import { SmcdConnection } from './smcd-connection.js';
-import { track, untrack } from './status.js';
+import { isIpcConnect } from './connect-args.js';
+import { countSettled, track, untrack } from './status.js';
 
 export const kSmc = Symbol('softrdma.smc');
+
+// NODE_DEBUG=smc: one line per connection when it settles on SMC-D or TCP, with the cause.
+const debug = util.debuglog('smc');
 
 export type SmcMode = 'SMCD' | 'SMCR' | 'TCP';
 
@@ -135,6 +140,10 @@ function newState(role: 'client' | 'server', opts: ResolvedSmcOptions): SmcState
   };
 }
 
+function closedBeforeConnection(): NodeJS.ErrnoException {
+  return Object.assign(new Error('Socket closed before the connection was established'), { code: 'ERR_SOCKET_CLOSED_BEFORE_CONNECTION' });
+}
+
 function connReset(message: string): NodeJS.ErrnoException {
   return Object.assign(new Error(message), { code: 'ECONNRESET', errno: -104, syscall: 'read' });
 }
@@ -173,10 +182,11 @@ export class Socket extends net.Socket {
   }
 
   override connect(...args: unknown[]): this {
-    const s = this[kSmc];
+    let s = this[kSmc];
+    // node:net lets a closed socket connect again; so does SMC, with a fresh handshake.
+    if (s && s.phase === 'closed' && s.role === 'client') s = this[kSmc] = newState('client', s.opts);
     if (s && s.phase === 'idle') {
-      const a0 = args[0] as { path?: unknown } | string | number | undefined;
-      const ipc = (typeof a0 === 'object' && a0 !== null && a0.path !== undefined) || (typeof a0 === 'string' && Number.isNaN(Number(a0)));
+      const ipc = isIpcConnect(args);
       if (!s.opts.enabled || ipc) settleTcp(this, s, undefined, s.opts.enabled ? 'not an IP connection' : 'disabled');
       else {
         this.prependOnceListener('connect', onClientConnect);
@@ -275,9 +285,17 @@ Object.defineProperty(Socket.prototype, 'bytesWritten', {
     const s = this[kSmc];
     if (s?.conn) return s.conn.bytesSent + (s.pending ? s.pending.buf.length - s.pending.off : 0) + this.writableLength;
     const b = tcpBytesWritten.call(this) as number | undefined;
-    return b === undefined ? b : b - (s?.clcOut ?? 0);
+    // node counts a write queued while connecting (its _pendingData); ours are held here.
+    return b === undefined ? b : b - (s?.clcOut ?? 0) + heldBytes(s?.held);
   },
 });
+
+function heldBytes(h: Held | undefined): number {
+  if (!h) return 0;
+  const size = (chunk: unknown, enc: BufferEncoding): number => (typeof chunk === 'string' ? Buffer.byteLength(chunk, enc) : (chunk as Uint8Array).byteLength);
+  if (!h.writev) return size(h.data, h.encoding);
+  return (h.data as Array<{ chunk: unknown; encoding: BufferEncoding }>).reduce((n, c) => n + size(c.chunk, c.encoding), 0);
+}
 
 function unrefTimer(sock: Socket): void {
   (sock as unknown as { _unrefTimer(): void })._unrefTimer();
@@ -366,6 +384,8 @@ function settleTcp(sock: Socket, s: SmcState, reason: number | undefined, cause:
   s.fallbackReason = reason;
   s.fallbackCause = cause;
   untrack(sock);
+  countSettled('TCP', reason);
+  debug('%s %s:%s -> %s:%s settled on TCP: %s', s.role, sock.localAddress, sock.localPort, sock.remoteAddress, sock.remotePort, cause);
   const held = s.held;
   s.held = undefined;
   const fin = s.heldFinal;
@@ -519,6 +539,7 @@ function onConfirm(sock: Socket, s: SmcState, m: AcceptConfirm): void {
     sendDecline(sock, s, reason);
     releaseHandshake(s);
     s.fallbackReason = reason;
+    countSettled('failed');
     sock.destroy(connReset(`SMC handshake failed after the client confirmed: ${declineName(reason)}`));
     return;
   }
@@ -542,6 +563,8 @@ function startSmcd(sock: Socket, s: SmcState): void {
   s.dmb!.onSignal = () => { if (!conn.released) { conn.process(); kick(conn); } };
   s.phase = 'smcd';
   track(sock);
+  countSettled('SMCD');
+  debug('%s %s:%s -> %s:%s settled on SMC-D', s.role, sock.localAddress, sock.localPort, sock.remoteAddress, sock.remotePort);
   sock.emit('smc', getSmcInfo(sock));
   const held = s.held;
   s.held = undefined;
@@ -642,7 +665,13 @@ function teardown(sock: Socket, s: SmcState): void {
   s.pending = undefined;
   s.held = undefined;
   s.heldFinal = undefined;
-  for (const cb of waiting) cb?.(connReset('socket destroyed'));
+  if (sock.connecting) {
+    // As node:net does for writes queued before the connection was established: they fail
+    // with ERR_SOCKET_CLOSED_BEFORE_CONNECTION once the socket has closed.
+    sock.once('close', () => { for (const cb of waiting) cb?.(closedBeforeConnection()); });
+  } else {
+    for (const cb of waiting) cb?.(connReset('socket destroyed'));
+  }
   s.phase = 'closed';
   untrack(sock);
 }

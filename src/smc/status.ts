@@ -39,6 +39,32 @@ export interface ProcessStatus {
   connections: ConnectionStatus[];
 }
 
+/** How the connections of this process settled, since it started (smc_run-style totals). */
+export interface SmcTotals {
+  smcd: number;
+  tcp: number;
+  /** Connections reset because the handshake failed after the point of no return. */
+  failed: number;
+  /** TCP connections by local fallback reason (SMC_CLC_DECL_* name, or 'policy'). */
+  fallbackReasons: Record<string, number>;
+}
+
+const totals: SmcTotals = { smcd: 0, tcp: 0, failed: 0, fallbackReasons: {} };
+
+export function countSettled(mode: 'SMCD' | 'TCP' | 'failed', reason?: number): void {
+  if (mode === 'SMCD') totals.smcd++;
+  else if (mode === 'failed') totals.failed++;
+  else {
+    totals.tcp++;
+    const name = reason === undefined ? 'policy' : declineName(reason);
+    totals.fallbackReasons[name] = (totals.fallbackReasons[name] ?? 0) + 1;
+  }
+}
+
+export function smcTotals(): SmcTotals {
+  return { ...totals, fallbackReasons: { ...totals.fallbackReasons } };
+}
+
 export function track(sock: net.Socket): void {
   live.add(sock);
   schedule();

@@ -1,0 +1,139 @@
+// Node's own test/parallel/test-net-* cases, run twice each: once on plain node:net and once
+// under `--import softrdma/smc/auto`. The preload must pass exactly the cases plain node
+// passes. Node's tests are not part of this repository (they come with Node's source tree
+// and need its test/common), so this is a script, not part of `npm test`:
+//
+//   npm run conformance:node-net -- --node-src ~/src/node [--all] [--filter pingpong] [--json]
+//
+// --node-src: a Node source checkout (test/common and test/parallel), ideally of the same
+// version as the `node` that runs it (default $NODE_SRC). Without --all, the cases below run;
+// the ones that exist in that tree. A case's "// Flags:" line is honoured as Node's runner
+// does. Cases run one at a time: several use the fixed common.PORT.
+//
+// For each case the table shows both exit codes, the verdict, and how the preloaded run's
+// connections settled (SOFTRDMA_SMC_SUMMARY): SMC-D or TCP, with the fallback reasons.
+// Exit status 1 when any case passes on node:net and fails under the preload.
+
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { autoModuleUrl } from '../../src/tools/smc-run.js';
+import { formatTable } from '../../src/tools/table.js';
+
+/** A representative set: data in both directions, half-close, timeouts, backpressure, byte counters, reconnects, errors. */
+const DEFAULT_CASES = [
+  'test-net-after-close', 'test-net-allow-half-open', 'test-net-binary', 'test-net-buffersize', 'test-net-bytes-read',
+  'test-net-bytes-written-large', 'test-net-connect-buffer', 'test-net-connect-paused-connection', 'test-net-end-close',
+  'test-net-end-destroyed', 'test-net-keepalive', 'test-net-large-string', 'test-net-local-address-port', 'test-net-pingpong',
+  'test-net-reconnect', 'test-net-remote-address-port', 'test-net-server-close', 'test-net-server-max-connections',
+  'test-net-settimeout', 'test-net-socket-byteswritten', 'test-net-socket-close-after-end', 'test-net-socket-destroy-twice',
+  'test-net-socket-end-callback', 'test-net-socket-ready-without-cb', 'test-net-socket-timeout', 'test-net-stream',
+  'test-net-sync-cork', 'test-net-throttle', 'test-net-write-after-close', 'test-net-write-cb-on-destroy-before-connect',
+  'test-net-write-fully-async-buffer', 'test-net-write-slow',
+];
+
+const { values } = parseArgs({
+  options: {
+    'node-src': { type: 'string', default: process.env.NODE_SRC },
+    all: { type: 'boolean' },
+    filter: { type: 'string' },
+    json: { type: 'boolean' },
+    timeout: { type: 'string', default: '60' },
+  },
+});
+
+const src = values['node-src'];
+if (!src || !fs.existsSync(path.join(src, 'test', 'common', 'index.js'))) {
+  console.error('usage: node-net --node-src <node source tree with test/common and test/parallel> [--all] [--filter s] [--json]');
+  process.exit(2);
+}
+const parallel = path.join(src, 'test', 'parallel');
+const present = fs.readdirSync(parallel).filter((f) => /^test-net-.*\.js$/.test(f)).map((f) => f.slice(0, -3));
+let cases = values.all ? present : DEFAULT_CASES.filter((c) => present.includes(c));
+if (values.filter) cases = cases.filter((c) => c.includes(values.filter!));
+const missing = values.all ? [] : DEFAULT_CASES.filter((c) => !present.includes(c));
+const TIMEOUT_MS = Number(values.timeout) * 1000;
+const AUTO = autoModuleUrl();
+const work = fs.mkdtempSync(path.join(os.tmpdir(), 'softrdma-node-net-'));
+
+interface Outcome { code: number | null; signal: string | null; timedOut: boolean; output: string }
+
+function flagsOf(file: string): string[] {
+  const head = fs.readFileSync(file, 'utf8').slice(0, 1500);
+  const m = /\/\/ Flags: (.*)/.exec(head);
+  return m ? m[1]!.trim().split(/\s+/) : [];
+}
+
+function run(file: string, execArgv: string[], env: NodeJS.ProcessEnv): Promise<Outcome> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [...execArgv, file], { cwd: parallel, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let output = '';
+    const keep = (d: Buffer) => { output = (output + d.toString()).slice(-4000); };
+    child.stdout.on('data', keep);
+    child.stderr.on('data', keep);
+    let timedOut = false;
+    const timer = setTimeout(() => { timedOut = true; child.kill('SIGKILL'); }, TIMEOUT_MS);
+    child.on('close', (code, signal) => { clearTimeout(timer); resolve({ code, signal, timedOut, output }); });
+  });
+}
+
+interface Summary { smcd: number; tcp: number; failed: number; fallbackReasons: Record<string, number> }
+
+function readSummary(file: string): Summary {
+  const total: Summary = { smcd: 0, tcp: 0, failed: 0, fallbackReasons: {} };
+  if (!fs.existsSync(file)) return total;
+  for (const line of fs.readFileSync(file, 'utf8').split('\n').filter(Boolean)) {
+    const s = JSON.parse(line) as Summary;
+    total.smcd += s.smcd;
+    total.tcp += s.tcp;
+    total.failed += s.failed;
+    for (const [k, v] of Object.entries(s.fallbackReasons)) total.fallbackReasons[k] = (total.fallbackReasons[k] ?? 0) + v;
+  }
+  return total;
+}
+
+const status = (o: Outcome) => (o.timedOut ? 'timeout' : o.signal ? o.signal : o.code === 0 ? 'pass' : `fail(${o.code})`);
+const passed = (o: Outcome) => !o.timedOut && o.code === 0;
+
+interface Row { name: string; plain: string; smc: string; verdict: string; smcdConns: number; tcpConns: number; reasons: Record<string, number>; smcOutput?: string }
+const rows: Row[] = [];
+// Node's tmpdir helper lives beside test/common; tests that do not refresh it still expect it.
+fs.mkdirSync(path.join(src, 'test', '.tmp.0'), { recursive: true });
+
+for (const name of cases) {
+  const file = path.join(parallel, `${name}.js`);
+  const flags = flagsOf(file);
+  const runtime = fs.mkdtempSync(path.join(work, 'rt-'));
+  const summary = path.join(runtime, 'summary.jsonl');
+  const base = { ...process.env, NODE_SKIP_FLAG_CHECK: '1', SOFTRDMA_RUNTIME_DIR: runtime };
+  const plain = await run(file, flags, base);
+  const smc = await run(file, [...flags, '--import', AUTO], { ...base, SOFTRDMA_SMC_SUMMARY: summary });
+  const sum = readSummary(summary);
+  const verdict = passed(plain) === passed(smc) ? 'same' : passed(plain) ? 'REGRESSION' : 'better';
+  const row: Row = { name, plain: status(plain), smc: status(smc), verdict, smcdConns: sum.smcd, tcpConns: sum.tcp, reasons: sum.fallbackReasons };
+  if (verdict === 'REGRESSION') row.smcOutput = smc.output;
+  rows.push(row);
+  if (!values.json) process.stderr.write(`${name}: ${row.plain} / ${row.smc}\n`);
+}
+fs.rmSync(work, { recursive: true, force: true });
+
+const regressions = rows.filter((r) => r.verdict === 'REGRESSION');
+if (values.json) {
+  console.log(JSON.stringify({ node: process.version, cases: rows, missing, regressions: regressions.length }, null, 2));
+} else {
+  const shortReason = (k: string) => k.replace(/^SMC_CLC_DECL_/, '').replace(/ \(0x[0-9a-f]+\)$/, '');
+  console.log(formatTable([
+    ['case', 'node:net', 'preload', 'verdict', 'SMC-D ends', 'TCP ends (fallback reasons)'],
+    ...rows.map((r) => [r.name, r.plain, r.smc, r.verdict, String(r.smcdConns),
+      `${r.tcpConns}${r.tcpConns ? ` (${Object.entries(r.reasons).map(([k, v]) => `${shortReason(k)} ${v}`).join(', ')})` : ''}`]),
+  ]));
+  const bothPass = rows.filter((r) => r.plain === 'pass' && r.smc === 'pass').length;
+  console.log(`\n${node()}: ${rows.length} cases, ${bothPass} pass on both, ${regressions.length} regressions` +
+    (missing.length ? `; not in this tree: ${missing.join(', ')}` : ''));
+  for (const r of regressions) console.log(`\n--- ${r.name} under the preload:\n${r.smcOutput}`);
+}
+process.exitCode = regressions.length ? 1 : 0;
+
+function node(): string { return `node ${process.version}`; }

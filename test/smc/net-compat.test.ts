@@ -1,0 +1,138 @@
+// node:net behaviours that Node's own test-net-* cases check and that the SMC layer has to
+// keep while a handshake holds the application's first writes (found by running those cases
+// under the preload: test/conformance/node-net.ts).
+
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { after, describe, it } from 'node:test';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import * as smc from '../../src/smc/index.js';
+import { jsonLines, runNode } from '../helpers/procs.js';
+
+const runtime = fs.mkdtempSync(path.join(os.tmpdir(), 'softrdma-netcompat-test-'));
+process.env.SOFTRDMA_RUNTIME_DIR = runtime;
+const AUTO = pathToFileURL(fileURLToPath(new URL('../../src/smc/auto.js', import.meta.url))).href;
+
+/** An echo server for one test; everything it and the test's sockets hold is closed afterwards, pass or fail. */
+async function withEchoServer(body: (port: number, sockets: net.Socket[]) => Promise<void>): Promise<void> {
+  const accepted = new Set<net.Socket>();
+  const server = smc.createServer((s) => { accepted.add(s); s.pipe(s); });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const sockets: net.Socket[] = [];
+  try {
+    await body((server.address() as net.AddressInfo).port, sockets);
+  } finally {
+    for (const s of [...sockets, ...accepted]) s.destroy();
+    server.close();
+  }
+}
+
+function bounded<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let t: NodeJS.Timeout;
+  return Promise.race([p, new Promise<T>((_, rej) => { t = setTimeout(() => rej(new Error(`timed out waiting for ${what}`)), ms); })])
+    .finally(() => clearTimeout(t));
+}
+
+describe('node:net behaviour around the SMC handshake', () => {
+  after(() => fs.rmSync(runtime, { recursive: true, force: true }));
+
+  it('bytesWritten counts writes made before the connection settled, in bytes, once', async () => {
+    await withEchoServer(async (port, sockets) => {
+      const c = smc.connect(port, '127.0.0.1');
+      sockets.push(c);
+      c.cork();
+      c.write('one');
+      c.write(Buffer.from('twø'));
+      c.uncork();
+      assert.equal(c.bytesWritten, 3 + 4); // as node:net counts its queued (pending) data
+      await bounded(once(c, 'smc'), 10_000, 'the handshake');
+      assert.equal(smc.getSmcInfo(c).mode, 'SMCD');
+      c.end('!');
+      let got = '';
+      c.setEncoding('utf8').on('data', (d: string) => { got += d; });
+      await bounded(once(c, 'end'), 10_000, 'end');
+      assert.equal(got, 'onetwø!');
+      assert.equal(c.bytesWritten, 3 + 4 + 1);
+    });
+  });
+
+  it('a write queued before the connection fails with ERR_SOCKET_CLOSED_BEFORE_CONNECTION on destroy, and emits no error', async () => {
+    await withEchoServer(async (port, sockets) => {
+      const c = new smc.Socket();
+      sockets.push(c);
+      c.on('connect', () => assert.fail('connected after destroy'));
+      c.on('error', (e) => assert.fail(`unexpected error event: ${e.message}`));
+      c.connect({ port, host: '127.0.0.1' });
+      assert.ok(c.connecting);
+      const err = await bounded(new Promise<NodeJS.ErrnoException>((resolve) => {
+        c.write('foo', (e) => resolve(e as NodeJS.ErrnoException));
+        c.destroy();
+      }), 5_000, 'the write callback');
+      assert.equal(err.code, 'ERR_SOCKET_CLOSED_BEFORE_CONNECTION');
+    });
+  });
+
+  it('a closed SMC client socket can connect again, with a fresh SMC-D handshake', async () => {
+    await withEchoServer(async (port, sockets) => {
+      const c = new smc.Socket();
+      sockets.push(c);
+      for (let round = 0; round < 3; round++) {
+        c.connect(port, '127.0.0.1');
+        const [info] = await bounded(once(c, 'smc'), 10_000, `round ${round} handshake`) as [smc.SmcInfo];
+        assert.equal(info.mode, 'SMCD', `round ${round}`);
+        let got = '';
+        c.setEncoding('utf8').on('data', (d: string) => { got += d; });
+        c.end(`round ${round}`);
+        await bounded(once(c, 'close'), 10_000, `round ${round} close`);
+        c.removeAllListeners('data');
+        assert.equal(got, `round ${round}`);
+      }
+    });
+  });
+});
+
+describe('the preload and Unix sockets', () => {
+  it('leaves Unix-socket servers and clients plain, and counts only TCP connections', async () => {
+    // One TCP connection (SMC-D, two ends) and one Unix-socket connection in a preloaded process.
+    const script = `
+      import net from 'node:net';
+      import { once } from 'node:events';
+      import { smcTotals, Socket } from ${JSON.stringify(new URL('../../src/smc/index.js', import.meta.url).href)};
+      const pipe = process.argv[2];
+      const results = {};
+      for (const where of [{ port: 0, host: '127.0.0.1' }, { path: pipe }]) {
+        let accepted;
+        const srv = net.createServer((s) => { accepted = s; s.pipe(s); });
+        srv.listen(where);
+        await once(srv, 'listening');
+        const addr = srv.address();
+        const c = net.connect(typeof addr === 'string' ? { path: addr } : { port: addr.port, host: '127.0.0.1' });
+        c.end('ping');
+        let got = '';
+        c.setEncoding('utf8').on('data', (d) => { got += d; });
+        await once(c, 'close');
+        results[where.path ? 'unix' : 'tcp'] = { got, client: c instanceof Socket, server: accepted instanceof Socket };
+        srv.close();
+      }
+      console.log(JSON.stringify({ ...results, totals: smcTotals() }));
+    `;
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'softrdma-unix-'));
+    const file = path.join(dir, 'unix.mjs');
+    fs.writeFileSync(file, script);
+    try {
+      const p = runNode(file, [path.join(dir, 'sock')], { env: { SOFTRDMA_RUNTIME_DIR: runtime }, execArgv: ['--import', AUTO] });
+      assert.equal(await p.exit(30_000), 0, p.stderr);
+      const r = jsonLines(p.stdout).at(-1)! as Record<string, { got: string; client: boolean; server: boolean }> & { totals: smc.SmcTotals };
+      assert.deepEqual(r.tcp, { got: 'ping', client: true, server: true });
+      assert.deepEqual(r.unix, { got: 'ping', client: false, server: false });
+      assert.deepEqual(r.totals, { smcd: 2, tcp: 0, failed: 0, fallbackReasons: {} });
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
