@@ -12,6 +12,9 @@ import { captureUnavailable, icrcOf, pcapFrames, readFields, startCapture, type 
 import { jsonLines, run } from '../helpers/procs.js';
 
 const skip = captureUnavailable();
+// A capture on the sending host sees GSO sends before the kernel cuts them (as with TSO):
+// the captured runs send packet by packet.
+const NO_GSO = { SOFTRDMA_RXE_GSO: '0' };
 
 test('a perftest capture decodes as InfiniBand in tshark, with every ICRC correct on the wire', { skip, timeout: 120_000 }, async () => {
   const dir = mkdtempSync(join(tmpdir(), 'softrdma-cap-'));
@@ -20,10 +23,10 @@ test('a perftest capture decodes as InfiniBand in tshark, with every ICRC correc
     // so the capture can stop by itself after exactly that many (dumpcap drops what it has
     // not read yet when interrupted).
     const once = async (capture?: (udp: string) => Promise<void>) => {
-      const server = run(['perftest', 'write_bw', '--bind', '127.0.0.2', '-p', '0', '--udp-port', '0', '--json', '--counters']);
+      const server = run(['perftest', 'write_bw', '--bind', '127.0.0.2', '-p', '0', '--udp-port', '0', '--json', '--counters'], { env: NO_GSO });
       const [, tcp, udp] = await server.waitFor(/out-of-band TCP port (\d+), RoCE UDP port (\d+)/);
       await capture?.(udp!);
-      const client = run(['perftest', 'write_bw', '--bind', '127.0.0.3', '-p', tcp!, '--udp-port', udp!, '-s', '10000', '-n', '40', '--json', '--counters', '127.0.0.1']);
+      const client = run(['perftest', 'write_bw', '--bind', '127.0.0.3', '-p', tcp!, '--udp-port', udp!, '-s', '10000', '-n', '40', '--json', '--counters', '127.0.0.1'], { env: NO_GSO });
       assert.equal(await client.exit(), 0, client.stderr);
       assert.equal(await server.exit(), 0, server.stderr);
       const sent = (p: { stdout: string }) => (jsonLines(p.stdout).find((o) => o.counters)!.counters as { device: { sent_pkts: number } }).device.sent_pkts;

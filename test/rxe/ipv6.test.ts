@@ -44,11 +44,13 @@ process.on('exit', tearDown);
 if (skip) console.log(`IPv6 device test skipped: ${skip}`);
 
 /** One perftest run between A (server) and B (client) in the namespace; both JSON outputs. */
-async function perftest(test: string, size: number, iters: number, beforeClient?: () => Promise<void>): Promise<{ server: Record<string, unknown>[]; client: Record<string, unknown>[] }> {
-  const server = run(['perftest', test, '--bind', A, '-p', '0', '--json', '--counters'], { netns: NS });
+// A capture on the sending host sees GSO sends before the kernel cuts them (as with TSO):
+// capture runs send packet by packet.
+async function perftest(test: string, size: number, iters: number, beforeClient?: () => Promise<void>, env: NodeJS.ProcessEnv = {}): Promise<{ server: Record<string, unknown>[]; client: Record<string, unknown>[] }> {
+  const server = run(['perftest', test, '--bind', A, '-p', '0', '--json', '--counters'], { netns: NS, env });
   const [, tcp] = await server.waitFor(/out-of-band TCP port (\d+)/);
   await beforeClient?.();
-  const client = run(['perftest', test, '--bind', B, '-p', tcp!, '-s', String(size), '-n', String(iters), '--json', '--counters', A], { netns: NS });
+  const client = run(['perftest', test, '--bind', B, '-p', tcp!, '-s', String(size), '-n', String(iters), '--json', '--counters', A], { netns: NS, env });
   assert.equal(await client.exit(), 0, client.stderr + client.stdout);
   assert.equal(await server.exit(), 0, server.stderr + server.stdout);
   return { server: jsonLines(server.stdout), client: jsonLines(client.stdout) };
@@ -80,11 +82,12 @@ describe('rxe over IPv6', { skip }, () => {
     try {
       const sent = (lines: Record<string, unknown>[]) => (lines.find((o) => o.counters)!.counters as { device: { sent_pkts: number } }).device.sent_pkts;
       // The first run learns how many packets a run sends, so the capture can stop by count.
-      const first = await perftest('write_bw', 10000, 40);
+      const noGso = { SOFTRDMA_RXE_GSO: '0' };
+      const first = await perftest('write_bw', 10000, 40, undefined, noGso);
       const packets = sent(first.client) + sent(first.server);
       const file = join(dir, 'rxe6.pcap');
       let cap: Capture | undefined;
-      await perftest('write_bw', 10000, 40, async () => { cap = await startCapture('udp port 4791', packets, file, ['-F', 'pcap'], NS); });
+      await perftest('write_bw', 10000, 40, async () => { cap = await startCapture('udp port 4791', packets, file, ['-F', 'pcap'], NS); }, noGso);
       await cap!.finished();
       const fields = readFields(file, 'infiniband', ['infiniband.bth.opcode', 'ipv6.src']);
       assert.equal(fields.length, packets, 'tshark dissected every packet as InfiniBand over IPv6');

@@ -20,8 +20,11 @@ export function newDeviceCounters() {
     rdma_recvs: 0,
     link_downed: 0,
     icrc_errors: 0,
-    /** IPv4 packets whose ICRC matched only under an inferred IP Identification (peer is not softrdma). */
+    /** IPv4 packets whose ICRC matched only under an inferred IP Identification (a kernel rxe or NIC peer, or a GSO segment after the first). */
     icrc_id_inferred: 0,
+    /** UDP GSO sends, and the packets they carried (runs of equal-size packets to one peer). */
+    gso_sends: 0,
+    gso_packets: 0,
     malformed_drops: 0,
     unknown_qp_drops: 0,
     qp_state_drops: 0,

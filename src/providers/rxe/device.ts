@@ -28,6 +28,12 @@ export interface RxeDeviceOptions {
   name?: string;
   /** RoCE path MTU in bytes; default 4096 on loopback, 1024 otherwise (as a 1500-byte link gives). */
   mtu?: number;
+  /**
+   * Send runs of equal-size packets as UDP GSO sends (default: on, unless
+   * SOFTRDMA_RXE_GSO=0). The wire sees ordinary packets; a capture on the sending host may
+   * show the uncut datagrams, as with TCP segmentation offload.
+   */
+  gso?: boolean;
 }
 
 const MAX_QP = 1 << 16;
@@ -64,7 +70,7 @@ export class RxeDevice implements ProviderDevice {
     const loopback = opts.address.startsWith('127.') || opts.address === '::1';
     const mtu = opts.mtu ?? (loopback ? 4096 : 1024);
     mtuEnum(mtu); // validate before binding
-    const link = await RxeLink.open(opts.address, opts.port ?? ROCE_V2_PORT, counters);
+    const link = await RxeLink.open(opts.address, opts.port ?? ROCE_V2_PORT, counters, opts.gso ?? process.env.SOFTRDMA_RXE_GSO !== '0');
     return new RxeDevice(opts.name ?? `rxe${deviceCount++}`, link, mtu, counters);
   }
 

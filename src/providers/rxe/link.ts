@@ -6,7 +6,8 @@ import { isIPv4 } from 'node:net';
 import { VerbsError } from '../../uapi/errors.js';
 import { IcrcFlow } from './wire/icrc.js';
 import { ipv4Bytes, ipv6Bytes } from './wire/inet.js';
-import { prepareRoceSocket } from './sockopt.js';
+import { enableUdpSegmentation, prepareRoceSocket } from './sockopt.js';
+import { ICRC_BYTES } from './wire/opcodes.js';
 import type { DeviceCounters } from './counters.js';
 
 export const ROCE_V2_PORT = 4791;
@@ -20,10 +21,24 @@ export interface FaultPlan {
   random?: () => number;
 }
 
+/** Most packets in one GSO send (the kernel's UDP_MAX_SEGMENTS is 64 on older kernels). */
+const GSO_MAX_SEGMENTS = 64;
+/** A GSO send is one UDP datagram until it is cut: its payload must stay under 64 KiB. */
+const GSO_MAX_BYTES = 65_000;
+/** GSO sockets per device, one per segment size in use (a few MTU sizes in practice). */
+const MAX_GSO_SOCKETS = 8;
+
+interface Outgoing { parts: Buffer[]; len: number; to: string; onSent: (() => void) | undefined }
+interface GsoSocket { sock: dgram.Socket; port: number }
+
 export class RxeLink {
   onPacket: (pkt: Buffer, from: string, fromPort: number) => void = () => {};
   faults: FaultPlan | undefined;
+  private out: Outgoing[] = [];
+  private flushQueued = false;
+  private readonly gso = new Map<number, GsoSocket | 'opening' | 'unavailable'>();
   private readonly flows = new Map<string, IcrcFlow>();
+  private lastFlow: { peer: string; outgoing: boolean; peerPort: number; localPort: number; flow: IcrcFlow } | undefined;
   private held: { pkt: Buffer; to: string } | undefined;
   private readonly local: Buffer;
   private closed = false;
@@ -41,6 +56,8 @@ export class RxeLink {
     readonly port: number,
     readonly family: 4 | 6,
     private readonly counters: DeviceCounters,
+    /** Batch runs of equal-size packets into UDP GSO sends (see flush). */
+    readonly gsoEnabled: boolean,
   ) {
     this.local = family === 4 ? ipv4Bytes(address) : ipv6Bytes(address);
     this.windowBytes = Math.min(4 << 20, Math.max(128 << 10, sock.getRecvBufferSize() >> 2));
@@ -48,7 +65,7 @@ export class RxeLink {
     sock.on('error', () => { counters.send_err++; });
   }
 
-  static open(address: string, port: number, counters: DeviceCounters): Promise<RxeLink> {
+  static open(address: string, port: number, counters: DeviceCounters, gso = process.env.SOFTRDMA_RXE_GSO !== '0'): Promise<RxeLink> {
     const family = isIPv4(address) ? 4 : 6;
     const sock = dgram.createSocket({ type: family === 4 ? 'udp4' : 'udp6', recvBufferSize: 8 << 20, sendBufferSize: 8 << 20 });
     return new Promise((resolve, reject) => {
@@ -68,37 +85,150 @@ export class RxeLink {
           reject(new VerbsError('EIO', `cannot configure the UDP socket: ${(err as Error).message}`, { object: 'rxe' }));
           return;
         }
-        resolve(new RxeLink(sock, address, sock.address().port, family, counters));
+        resolve(new RxeLink(sock, address, sock.address().port, family, counters, gso));
       });
     });
   }
 
   /** The ICRC flow for packets between us and a peer, in one direction. */
-  flow(peer: string, outgoing: boolean, peerPort = this.port): IcrcFlow {
-    const key = `${outgoing ? '>' : '<'}${peer}|${peerPort}`;
+  flow(peer: string, outgoing: boolean, peerPort = this.port, localPort = this.port): IcrcFlow {
+    // Packets come in runs to and from one peer: skip building the key for a repeat.
+    const last = this.lastFlow;
+    if (last && last.peer === peer && last.outgoing === outgoing && last.peerPort === peerPort && last.localPort === localPort) return last.flow;
+    const key = `${outgoing ? '>' : '<'}${peer}|${peerPort}|${localPort}`;
     let f = this.flows.get(key);
     if (!f) {
       const remote = this.family === 4 ? ipv4Bytes(peer) : ipv6Bytes(peer);
       f = outgoing
-        ? new IcrcFlow(this.family, this.local, remote, this.port, peerPort)
-        : new IcrcFlow(this.family, remote, this.local, peerPort, this.port);
+        ? new IcrcFlow(this.family, this.local, remote, localPort, peerPort)
+        : new IcrcFlow(this.family, remote, this.local, peerPort, localPort);
       if (this.flows.size > 4096) this.flows.clear();
       this.flows.set(key, f);
     }
+    this.lastFlow = { peer, outgoing, peerPort, localPort, flow: f };
     return f;
   }
 
-  /** Seal (ICRC) and send a packet to a peer's RoCE port. */
+  /** Send a packet (ICRC room at its end) to a peer's RoCE port. */
   send(pkt: Buffer, to: string): void {
+    this.sendv([pkt], to);
+  }
+
+  /**
+   * Send a packet given as parts: [headers, payload views..., tail] where the tail holds the
+   * pad bytes and room for the ICRC. Payload views may point into registered memory; the
+   * kernel copies them during the send, which is what makes this zero-copy in user space.
+   * Packets leave at the end of the current tick, in order (see flush). `onSent` runs once
+   * the kernel has the packet (node:dgram hands it over a tick after send()): only then may
+   * the payload's memory change.
+   */
+  sendv(parts: Buffer[], to: string, onSent?: () => void): void {
     if (this.closed) return;
+    if (this.faults) {
+      this.flush();
+      this.sendFaulty(parts.length === 1 ? parts[0]! : Buffer.concat(parts), to);
+      if (onSent) process.nextTick(onSent); // the packet was copied (or is ours)
+      return;
+    }
+    let len = 0;
+    for (const b of parts) len += b.length;
+    this.counters.sent_pkts++;
+    this.counters.sent_bytes += len;
+    this.out.push({ parts, len, to, onSent });
+    if (!this.flushQueued) {
+      this.flushQueued = true;
+      queueMicrotask(this.flushNow);
+    }
+  }
+
+  private readonly flushNow = () => this.flush();
+
+  /**
+   * Seal and send what this tick queued, in order. A run of equal-size packets to one peer
+   * (the middle packets of a message, which all carry a full MTU) leaves as one UDP GSO
+   * send: one system call and one trip through the stack for up to 64 packets, cut into
+   * ordinary RoCEv2 datagrams by the kernel. Those come from a second socket (RoCEv2 only
+   * fixes the destination port); segment i carries IPv4 Identification i, which its ICRC
+   * covers.
+   */
+  flush(): void {
+    this.flushQueued = false;
+    const q = this.out;
+    if (q.length === 0) return;
+    this.out = [];
+    for (let i = 0; i < q.length;) {
+      const a = q[i]!;
+      let j = i + 1;
+      if (this.gsoEnabled) {
+        const max = Math.min(GSO_MAX_SEGMENTS, Math.floor(GSO_MAX_BYTES / a.len));
+        while (j < q.length && j - i < max && q[j]!.len === a.len && q[j]!.to === a.to) j++;
+      }
+      const g = j - i > 1 ? this.gsoSocket(a.len) : undefined;
+      if (g) {
+        const flow = this.flow(a.to, true, this.port, g.port);
+        const all: Buffer[] = [];
+        let sent: Array<() => void> | undefined;
+        for (let k = i; k < j; k++) {
+          const { parts, onSent } = q[k]!;
+          const tail = parts[parts.length - 1]!;
+          tail.writeUInt32LE(flow.computeParts(parts, k - i), tail.length - ICRC_BYTES);
+          for (const b of parts) all.push(b);
+          if (onSent) (sent ??= []).push(onSent);
+        }
+        g.sock.send(all, this.port, a.to, sent && (() => { for (const f of sent!) f(); }));
+        this.counters.gso_sends++;
+        this.counters.gso_packets += j - i;
+      } else {
+        for (let k = i; k < j; k++) {
+          const o = q[k]!;
+          const tail = o.parts[o.parts.length - 1]!;
+          tail.writeUInt32LE(this.flow(o.to, true).computeParts(o.parts), tail.length - ICRC_BYTES);
+          const cb = o.onSent;
+          this.sock.send(o.parts, this.port, o.to, cb && (() => cb()));
+        }
+      }
+      i = j;
+    }
+  }
+
+  /** The GSO socket for one segment size, once it is ready; opening it starts on first use. */
+  private gsoSocket(size: number): GsoSocket | undefined {
+    const g = this.gso.get(size);
+    if (typeof g === 'object') return g;
+    if (g === undefined && this.gso.size < MAX_GSO_SOCKETS) this.openGso(size);
+    return undefined;
+  }
+
+  private openGso(size: number): void {
+    this.gso.set(size, 'opening');
+    const sock = dgram.createSocket({ type: this.family === 4 ? 'udp4' : 'udp6', sendBufferSize: 8 << 20 });
+    const give = () => { this.gso.set(size, 'unavailable'); sock.close(); };
+    sock.once('error', give);
+    sock.bind({ address: this.address, port: 0 }, () => {
+      sock.off('error', give);
+      if (this.closed) { sock.close(); return; }
+      try {
+        prepareRoceSocket(sock, this.family);
+      } catch {
+        give();
+        return;
+      }
+      if (!enableUdpSegmentation(sock, size)) { give(); return; }
+      // A send the kernel refuses (a route without checksum offload, say) loses that run,
+      // as a lost packet would (RC resends it); later runs of this size go one by one.
+      sock.on('error', () => {
+        this.counters.send_err++;
+        if (this.gso.get(size) !== 'unavailable') give();
+      });
+      this.gso.set(size, { sock, port: sock.address().port });
+    });
+  }
+
+  private sendFaulty(pkt: Buffer, to: string): void {
+    const f = this.faults!;
     this.flow(to, true).seal(pkt);
     this.counters.sent_pkts++;
     this.counters.sent_bytes += pkt.length;
-    const f = this.faults;
-    if (!f) {
-      this.sock.send(pkt, this.port, to);
-      return;
-    }
     const rnd = f.random ?? Math.random;
     if (f.drop && rnd() < f.drop) { this.counters.fault_dropped++; return; }
     if (f.corrupt && rnd() < f.corrupt) {
@@ -119,23 +249,6 @@ export class RxeLink {
     this.flushHeld();
   }
 
-  /**
-   * Send a packet given as parts: [headers, payload views..., tail] where the tail holds the
-   * pad bytes and room for the ICRC. Payload views may point into registered memory; the
-   * kernel copies them during the send, which is what makes this zero-copy in user space.
-   */
-  sendv(parts: Buffer[], to: string): void {
-    if (this.closed) return;
-    if (this.faults || parts.length === 1) { this.send(parts.length === 1 ? parts[0]! : Buffer.concat(parts), to); return; }
-    const tail = parts[parts.length - 1]!;
-    tail.writeUInt32LE(this.flow(to, true).computeParts(parts), tail.length - 4);
-    let len = 0;
-    for (const b of parts) len += b.length;
-    this.counters.sent_pkts++;
-    this.counters.sent_bytes += len;
-    this.sock.send(parts, this.port, to);
-  }
-
   private flushHeld() {
     const h = this.held;
     if (!h || this.closed) return;
@@ -145,7 +258,10 @@ export class RxeLink {
 
   async close(): Promise<void> {
     if (this.closed) return;
+    this.flush();
     this.closed = true;
+    for (const g of this.gso.values()) if (typeof g === 'object') g.sock.close();
+    this.gso.clear();
     // dgram resolves the address on the next tick before it sends: let packets already
     // handed to the socket (a UD send that has completed, a last ACK) leave first.
     await new Promise((r) => setImmediate(r));

@@ -162,7 +162,8 @@ export function sendPacket(qp: RxeQp, w: SendWqe): void {
   // Headers and the pad/ICRC tail are small buffers; the payload goes out as views of the
   // source memory (RDMA semantics forbid touching it until the WR completes).
   const buf = Buffer.allocUnsafe(info.length);
-  const tail = Buffer.alloc(pad + ICRC_BYTES);
+  const tail = Buffer.allocUnsafe(pad + ICRC_BYTES);
+  for (let i = 0; i < pad; i++) tail[i] = 0; // the ICRC goes in when the packet is sent
   const end = (info.mask & Op.END) !== 0;
   let ackReq = false;
   if (qp.qpType === QpType.RC) {
@@ -207,20 +208,25 @@ export function sendPacket(qp: RxeQp, w: SendWqe): void {
 
   qp.counters.sent_pkts++;
   qp.counters.sent_bytes += info.length + payloadLen + tail.length;
-  qp.device.link.sendv(parts, to);
-
   // One read request covers all its response PSNs.
   w.nextPkt = isRead ? w.npkts : w.nextPkt + 1;
-  if (w.nextPkt >= w.npkts) {
+  const lastPkt = w.nextPkt >= w.npkts;
+  // UC and UD complete when sent, as there is no acknowledgement: when the kernel has the
+  // last packet (it copies the payload), so the application may then reuse the buffer.
+  const unacked = lastPkt && qp.qpType !== QpType.RC;
+  qp.device.link.sendv(parts, to, unacked ? () => sentUnacked(qp, w) : undefined);
+  if (lastPkt) {
     qp.req.index++;
-    if (qp.qpType === QpType.RC) w.state = WqeState.PENDING;
-    else {
-      // UC and UD complete when sent: there is no acknowledgement.
-      w.state = WqeState.DONE;
-      qp.retire();
-    }
+    w.state = WqeState.PENDING;
   }
   if (qp.qpType === QpType.RC) armRetransmit(qp);
+}
+
+function sentUnacked(qp: RxeQp, w: SendWqe): void {
+  // A QP flushed or destroyed meanwhile has completed the WQE already.
+  if (w.state !== WqeState.PENDING || qp.destroyed) return;
+  w.state = WqeState.DONE;
+  qp.retire();
 }
 
 /** Reads and atomics sent and not yet answered (they count against max_rd_atomic). */

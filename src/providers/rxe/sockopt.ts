@@ -1,7 +1,7 @@
 // The few socket options node:dgram does not expose, set through koffi on the socket's fd:
 // IPv4 IP_MTU_DISCOVER=IP_PMTUDISC_DO (DF set, Identification 0 on an unconnected socket,
 // so the ICRC we compute matches what the kernel sends) and IPv6 UDP_NO_CHECK6_RX
-// (accept the zero UDP checksum Linux rxe sends over IPv6).
+// (accept the zero UDP checksum Linux rxe sends over IPv6); UDP_SEGMENT for batched sends.
 
 import type { Socket } from 'node:dgram';
 import koffi from 'koffi';
@@ -32,6 +32,21 @@ export function socketFd(sock: Socket): number {
     if (typeof fd === 'number' && fd >= 0) return fd;
   }
   throw new Error('cannot find the fd of the UDP socket');
+}
+
+const UDP_SEGMENT = 103;
+
+/**
+ * UDP GSO: every send larger than `segmentSize` leaves as segments of that size (the last
+ * may be shorter), cut by the kernel (or the NIC). False where the kernel refuses (< 4.18).
+ */
+export function enableUdpSegmentation(sock: Socket, segmentSize: number): boolean {
+  try {
+    setsockopt(socketFd(sock), IPPROTO_UDP, UDP_SEGMENT, segmentSize);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 export function prepareRoceSocket(sock: Socket, family: 4 | 6): void {

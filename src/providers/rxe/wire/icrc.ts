@@ -26,8 +26,8 @@ export class IcrcFlow {
     dst: Uint8Array,
     sport: number,
     dport: number,
-    /** IPv4 Identification to assume; softrdma's own packets carry 0. */
-    ipv4Id = 0,
+    /** IPv4 Identification to assume; softrdma's own packets carry 0 (see computeParts). */
+    private readonly ipv4Id = 0,
   ) {
     this.ipBytes = family === 4 ? IPV4_BYTES : IPV6_BYTES;
     const p = Buffer.alloc(LRH_MASK_BYTES + this.ipBytes + UDP_BYTES, 0xff);
@@ -63,14 +63,17 @@ export class IcrcFlow {
    * The ICRC of a packet given as parts (the BTH first, the ICRC field at the end of the
    * last part), so a payload can be sent straight from registered memory without a copy.
    */
-  computeParts(parts: readonly Buffer[]): number {
+  computeParts(parts: readonly Buffer[], ipv4Id = this.ipv4Id): number {
     const p = this.prefix;
     const ip = LRH_MASK_BYTES;
     let len = 0;
     for (const b of parts) len += b.length;
     const udpLen = UDP_BYTES + len;
-    if (this.family === 4) p.writeUInt16BE(IPV4_BYTES + udpLen, ip + 2);
-    else p.writeUInt16BE(udpLen, ip + 4);
+    if (this.family === 4) {
+      p.writeUInt16BE(IPV4_BYTES + udpLen, ip + 2);
+      // Segment i of a GSO send leaves with Identification i (the kernel numbers them).
+      p.writeUInt16BE(ipv4Id & 0xffff, ip + 4);
+    } else p.writeUInt16BE(udpLen, ip + 4);
     p.writeUInt16BE(udpLen, ip + this.ipBytes + 4);
     const first = parts[0]!;
     const resv8a = first[4]!;
