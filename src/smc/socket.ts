@@ -385,7 +385,7 @@ function settleTcp(sock: Socket, s: SmcState, reason: number | undefined, cause:
   s.fallbackCause = cause;
   untrack(sock);
   countSettled('TCP', reason);
-  debug('%s %s:%s -> %s:%s settled on TCP: %s', s.role, sock.localAddress, sock.localPort, sock.remoteAddress, sock.remotePort, cause);
+  if (debug.enabled) debug('%s %s:%s -> %s:%s settled on TCP: %s', s.role, sock.localAddress, sock.localPort, sock.remoteAddress, sock.remotePort, cause);
   const held = s.held;
   s.held = undefined;
   const fin = s.heldFinal;
@@ -564,7 +564,7 @@ function startSmcd(sock: Socket, s: SmcState): void {
   s.phase = 'smcd';
   track(sock);
   countSettled('SMCD');
-  debug('%s %s:%s -> %s:%s settled on SMC-D', s.role, sock.localAddress, sock.localPort, sock.remoteAddress, sock.remotePort);
+  if (debug.enabled) debug('%s %s:%s -> %s:%s settled on SMC-D', s.role, sock.localAddress, sock.localPort, sock.remoteAddress, sock.remotePort);
   sock.emit('smc', getSmcInfo(sock));
   const held = s.held;
   s.held = undefined;
