@@ -13,6 +13,8 @@ export const kSmcServer = Symbol('softrdma.smc.server');
 interface SmcServerState {
   opts: ResolvedSmcOptions;
   registration: ListenerRegistration | undefined;
+  /** Listening on an IP address (not a Unix socket): known once listening, so a connection costs no getsockname. */
+  ipListener: boolean | undefined;
 }
 
 export type ServerOptions = net.ServerOpts & SmcSocketOptions;
@@ -21,10 +23,11 @@ export type ServerOptions = net.ServerOpts & SmcSocketOptions;
 export function enableSmcOnServer(server: net.Server, opts: ResolvedSmcOptions): void {
   const srv = server as net.Server & { [kSmcServer]?: SmcServerState };
   if (srv[kSmcServer]) return;
-  const state: SmcServerState = { opts, registration: undefined };
+  const state: SmcServerState = { opts, registration: undefined, ipListener: undefined };
   srv[kSmcServer] = state;
   server.on('listening', () => {
     const a = server.address();
+    state.ipListener = a !== null && typeof a === 'object';
     if (a && typeof a === 'object' && opts.enabled) {
       state.registration?.remove();
       state.registration = new ListenerRegistration(a.address, a.port);
@@ -33,6 +36,7 @@ export function enableSmcOnServer(server: net.Server, opts: ResolvedSmcOptions):
   server.on('close', () => {
     state.registration?.remove();
     state.registration = undefined;
+    state.ipListener = undefined;
   });
   // Adopt before any 'connection' listener (http's included) sees the socket. node:tls
   // (https too) sees it only once the SMC handshake settled: it takes over the TCP handle.
@@ -40,7 +44,7 @@ export function enableSmcOnServer(server: net.Server, opts: ResolvedSmcOptions):
   const isTls = server instanceof tls.Server;
   server.emit = function (this: net.Server, event: string | symbol, ...args: unknown[]): boolean {
     // Only TCP listeners: a Unix-socket server (the ism doorbell's among them) has nothing to negotiate.
-    if (event === 'connection' && args[0] instanceof net.Socket && !(args[0] instanceof Socket) && typeof this.address() === 'object') {
+    if (event === 'connection' && args[0] instanceof net.Socket && !(args[0] instanceof Socket) && (state.ipListener ??= typeof this.address() === 'object')) {
       const sock = Socket.adopt(args[0], state.opts);
       if (isTls) {
         deferTlsConnection(this as tls.Server, emit, sock);

@@ -130,10 +130,8 @@ if (values.json) {
       `${r.tcpConns}${r.tcpConns ? ` (${Object.entries(r.reasons).map(([k, v]) => `${shortReason(k)} ${v}`).join(', ')})` : ''}`]),
   ]));
   const bothPass = rows.filter((r) => r.plain === 'pass' && r.smc === 'pass').length;
-  console.log(`\n${node()}: ${rows.length} cases, ${bothPass} pass on both, ${regressions.length} regressions` +
+  console.log(`\nnode ${process.version}: ${rows.length} cases, ${bothPass} pass on both, ${regressions.length} regressions` +
     (missing.length ? `; not in this tree: ${missing.join(', ')}` : ''));
   for (const r of regressions) console.log(`\n--- ${r.name} under the preload:\n${r.smcOutput}`);
 }
 process.exitCode = regressions.length ? 1 : 0;
-
-function node(): string { return `node ${process.version}`; }

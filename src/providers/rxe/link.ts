@@ -65,7 +65,7 @@ export class RxeLink {
     sock.on('error', () => { counters.send_err++; });
   }
 
-  static open(address: string, port: number, counters: DeviceCounters, gso = process.env.SOFTRDMA_RXE_GSO !== '0'): Promise<RxeLink> {
+  static open(address: string, port: number, counters: DeviceCounters, gso: boolean): Promise<RxeLink> {
     const family = isIPv4(address) ? 4 : 6;
     const sock = dgram.createSocket({ type: family === 4 ? 'udp4' : 'udp6', recvBufferSize: 8 << 20, sendBufferSize: 8 << 20 });
     return new Promise((resolve, reject) => {
@@ -183,8 +183,7 @@ export class RxeLink {
           const o = q[k]!;
           const tail = o.parts[o.parts.length - 1]!;
           tail.writeUInt32LE(this.flow(o.to, true).computeParts(o.parts), tail.length - ICRC_BYTES);
-          const cb = o.onSent;
-          this.sock.send(o.parts, this.port, o.to, cb && (() => cb()));
+          this.sock.send(o.parts, this.port, o.to, o.onSent);
         }
       }
       i = j;
