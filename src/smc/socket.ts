@@ -384,7 +384,7 @@ function settleTcp(sock: Socket, s: SmcState, reason: number | undefined, cause:
   s.fallbackReason = reason;
   s.fallbackCause = cause;
   untrack(sock);
-  countSettled('TCP', reason);
+  countSettled('TCP', reason, cause);
   if (debug.enabled) debug('%s %s:%s -> %s:%s settled on TCP: %s', s.role, sock.localAddress, sock.localPort, sock.remoteAddress, sock.remotePort, cause);
   const held = s.held;
   s.held = undefined;

@@ -45,18 +45,18 @@ export interface SmcTotals {
   tcp: number;
   /** Connections reset because the handshake failed after the point of no return. */
   failed: number;
-  /** TCP connections by local fallback reason (SMC_CLC_DECL_* name, or 'policy'). */
+  /** TCP connections by local fallback reason: an SMC_CLC_DECL_* name, or, where no CLC reason applies, the cause ('policy', 'disabled', 'not an IP connection'). */
   fallbackReasons: Record<string, number>;
 }
 
 const totals: SmcTotals = { smcd: 0, tcp: 0, failed: 0, fallbackReasons: {} };
 
-export function countSettled(mode: 'SMCD' | 'TCP' | 'failed', reason?: number): void {
+export function countSettled(mode: 'SMCD' | 'TCP' | 'failed', reason?: number, cause?: string): void {
   if (mode === 'SMCD') totals.smcd++;
   else if (mode === 'failed') totals.failed++;
   else {
     totals.tcp++;
-    const name = reason === undefined ? 'policy' : declineName(reason);
+    const name = reason === undefined ? cause ?? 'unknown' : declineName(reason);
     totals.fallbackReasons[name] = (totals.fallbackReasons[name] ?? 0) + 1;
   }
 }

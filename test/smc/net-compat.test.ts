@@ -38,8 +38,9 @@ function bounded<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
     .finally(() => clearTimeout(t));
 }
 
+after(() => fs.rmSync(runtime, { recursive: true, force: true }));
+
 describe('node:net behaviour around the SMC handshake', () => {
-  after(() => fs.rmSync(runtime, { recursive: true, force: true }));
 
   it('bytesWritten counts writes made before the connection settled, in bytes, once', async () => {
     await withEchoServer(async (port, sockets) => {
@@ -92,6 +93,25 @@ describe('node:net behaviour around the SMC handshake', () => {
         c.removeAllListeners('data');
         assert.equal(got, `round ${round}`);
       }
+    });
+  });
+});
+
+describe('smcTotals', () => {
+  it('counts each end by how it settled, naming the cause where no CLC reason applies', async () => {
+    await withEchoServer(async (port, sockets) => {
+      const before = smc.smcTotals();
+      const c = smc.connect({ port, host: '127.0.0.1', smc: false });
+      sockets.push(c);
+      c.end('x');
+      c.resume();
+      await bounded(once(c, 'close'), 10_000, 'close');
+      const after = smc.smcTotals();
+      const delta = (k: string) => (after.fallbackReasons[k] ?? 0) - (before.fallbackReasons[k] ?? 0);
+      assert.equal(delta('disabled'), 1, JSON.stringify(after));
+      assert.equal(delta(smc.declineName(smc.DECLINE.PEERNOSMC)), 1, JSON.stringify(after));
+      assert.equal(after.tcp - before.tcp, 2);
+      assert.equal(after.smcd - before.smcd, 0);
     });
   });
 });
