@@ -1,5 +1,6 @@
-// The libc calls Node lacks for shared memory: memfd_create, mmap/munmap and the memfd seals.
-// Everything else (open, fstat, readlink, close) goes through node:fs.
+// The libc calls Node lacks for shared memory: memfd_create, mmap/munmap and the memfd seals;
+// mallopt, for the receive path's heap (see keepFreedHeap); sched_yield, for pollers. Everything else (open, fstat,
+// readlink, close) goes through node:fs.
 
 import koffi from 'koffi';
 
@@ -19,6 +20,8 @@ interface Libc {
   mmap(addr: null, len: number, prot: number, flags: number, fd: number, off: number): unknown;
   munmap(addr: unknown, len: number): number;
   fcntl(fd: number, cmd: number, ...rest: unknown[]): number;
+  mallopt?: (param: number, value: number) => number;
+  schedYield: () => number;
   errno(): number;
 }
 
@@ -34,7 +37,13 @@ function libc(): Libc {
     munmap: so.func('int munmap(void *addr, size_t len)') as Libc['munmap'],
     fcntl: so.func('int fcntl(int fd, int cmd, ...)') as Libc['fcntl'],
     errno: () => koffi.decode(errnoLocation(), 'int') as number,
+    schedYield: so.func('int sched_yield(void)') as Libc['schedYield'],
   };
+  try {
+    lib.mallopt = so.func('int mallopt(int param, int value)') as Libc['mallopt'];
+  } catch {
+    // Not glibc: nothing to tune.
+  }
   return lib;
 }
 
@@ -87,4 +96,36 @@ export function mapShared(fd: number, length: number): Mapping {
 
 export function unmap(m: Mapping): void {
   libc().munmap(m.pointer, m.length);
+}
+
+const M_TRIM_THRESHOLD = -1;
+const M_MMAP_THRESHOLD = -3;
+let heapTuned: boolean | undefined;
+
+/**
+ * Keep freed heap memory for reuse instead of handing it back to the kernel at once.
+ *
+ * An SMC-D receiver copies the ring into a fresh 64 KiB Buffer per slice, and the garbage
+ * collector frees those in batches. With glibc's defaults the freed top of the heap (anything
+ * over 128 KiB) is returned with sbrk and the next slices fault the pages back in, zeroed by
+ * the kernel: measured here, that cost more than the copy itself and halved the receive rate.
+ * The trim threshold covers one garbage collection's batch (V8 collects when external memory
+ * has grown by about 64 MiB). Setting it turns off glibc's dynamic mmap threshold, so that one
+ * is set as well, to a value the dynamic scheme also reaches, and large Buffers keep coming
+ * from the heap. Process-wide and once; SOFTRDMA_SMC_HEAP_TUNE=0 turns it off. Returns
+ * whether it applied.
+ */
+export function keepFreedHeap(): boolean {
+  if (heapTuned !== undefined) return heapTuned;
+  heapTuned = false;
+  if (process.env.SOFTRDMA_SMC_HEAP_TUNE === '0') return false;
+  const set = libc().mallopt;
+  if (!set) return false;
+  heapTuned = set(M_MMAP_THRESHOLD, 16 << 20) === 1 && set(M_TRIM_THRESHOLD, 64 << 20) === 1;
+  return heapTuned;
+}
+
+/** Let another runnable thread on this CPU go first (a poller that found nothing to do). */
+export function schedYield(): void {
+  libc().schedYield();
 }

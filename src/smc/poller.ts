@@ -4,6 +4,7 @@
 // polling it. An idle connection costs no CPU.
 
 import { performance } from 'node:perf_hooks';
+import { schedYield } from '../ism/libc.js';
 import type { SmcdConnection } from './smcd-connection.js';
 
 function envMicros(name: string, dflt: number): number {
@@ -15,6 +16,8 @@ function envMicros(name: string, dflt: number): number {
 const SLICE_MS = envMicros('SOFTRDMA_SMC_SLICE_US', 20);
 /** How long a quiet connection is still polled before it is armed. */
 const IDLE_MS = envMicros('SOFTRDMA_SMC_SPIN_US', 300);
+/** Whether a poll that found nothing yields the CPU (SOFTRDMA_SMC_YIELD=0 turns it off). */
+const YIELD = process.env.SOFTRDMA_SMC_YIELD !== '0';
 /** How long a handshake step keeps the event loop from sleeping while it awaits the reply. */
 const HANDSHAKE_MS = envMicros('SOFTRDMA_SMC_HANDSHAKE_SPIN_US', 1000);
 
@@ -48,6 +51,10 @@ function spin(): void {
       if (c.process()) { any = true; c.lastActive = performance.now(); }
     }
     if (any) break;
+    // The peer we wait for may be runnable on this very CPU: the doorbell's wakeup tends to
+    // place the woken process next to the waker. Spinning would then keep it off the CPU until
+    // we give up and arm, and the two sides end up taking turns; yielding lets it run.
+    if (YIELD) schedYield();
     now = performance.now();
   } while (now - t0 < SLICE_MS);
   now = performance.now();
@@ -96,5 +103,7 @@ function awake(): void {
   if (waiters.size > 0) {
     waitScheduled = true;
     setImmediate(awake);
+    // As in spin(): the peer that is to answer may be waiting for this CPU.
+    if (YIELD) schedYield();
   }
 }

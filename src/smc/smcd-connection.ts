@@ -7,6 +7,7 @@
 // is a protocol error, never an out-of-bounds access.
 
 import type { Dmb, RemoteDmb } from '../ism/device.js';
+import { keepFreedHeap } from '../ism/libc.js';
 import {
   CdcArea, CONN_ABORT, CONN_CLOSED, CONN_DONE_WRITING, PROD_CONS_UPD_REQ, PROD_WRITE_BLOCKED, SMCD_CDC_LEN,
   packCursor, unpackCursor,
@@ -69,6 +70,7 @@ export class SmcdConnection {
     this.rxCdc = new CdcArea(rx.bytes);
     this.txCdc = new CdcArea(tx.bytes);
     this.txCdc.init();
+    keepFreedHeap(); // deliver() allocates a fresh Buffer per slice
   }
 
   /** Free space in the peer's ring. */

@@ -16,6 +16,7 @@ export interface PeerOptions {
 
 export interface PeerServer {
   port: number;
+  pid: number;
   stop(): Promise<void>;
 }
 
@@ -25,8 +26,10 @@ export async function startPeerServer(args: string[], opts: PeerOptions = {}): P
   const rl = readline.createInterface({ input: child.stdout! });
   const [line] = (await once(rl, 'line')) as [string];
   rl.close();
+  const hello = JSON.parse(line) as { port: number; pid: number };
   return {
-    port: (JSON.parse(line) as { port: number }).port,
+    port: hello.port,
+    pid: hello.pid,
     stop: async () => { child.stdin!.end(); if (child.exitCode === null) await once(child, 'exit'); },
   };
 }

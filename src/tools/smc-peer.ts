@@ -1,6 +1,7 @@
 // A peer for SMC demonstrations and benchmarks, run as its own process:
 //   serve  --api smc|net [--http]      prints {"port":N} and serves until stdin closes
 //   client --api smc|net --test bulk|pingpong|shortconn|http --port N [...]
+//          bulk: --bytes N [--warmup N] [--size N] [--no-verify]
 // Server protocol: the first byte picks the service. 'B': count bytes until end, then reply
 // with the count (8 bytes, big endian) and a sha256 of the data. 'E': echo.
 // With --http the server is node:http (run it under --import softrdma/smc/auto for SMC).
@@ -170,7 +171,7 @@ export async function smcPeer(argv: string[]): Promise<void> {
       api: { type: 'string', default: 'smc' }, http: { type: 'boolean' }, test: { type: 'string' }, port: { type: 'string' },
       bytes: { type: 'string', default: String(256 << 20) }, size: { type: 'string' }, iters: { type: 'string', default: '20000' },
       seconds: { type: 'string', default: '3' }, concurrency: { type: 'string', default: '8' }, 'no-verify': { type: 'boolean' },
-      'smc-buffer': { type: 'string' },
+      'smc-buffer': { type: 'string' }, warmup: { type: 'string', default: '0' },
     },
   });
   const a = values.api as Api;
@@ -180,7 +181,14 @@ export async function smcPeer(argv: string[]): Promise<void> {
   const port = Number(values.port);
   let r: object;
   switch (values.test) {
-    case 'bulk': r = await bulk(a, port, Number(values.bytes), Number(values.size ?? 65536), !values['no-verify']); break;
+    case 'bulk': {
+      // --warmup: a first transfer on its own connection, not measured, so the figure is the
+      // steady state of this process and not the JIT compiling its way through the first GiB.
+      const warm = Number(values.warmup);
+      if (warm > 0) await bulk(a, port, warm, Number(values.size ?? 65536), false);
+      r = await bulk(a, port, Number(values.bytes), Number(values.size ?? 65536), !values['no-verify']);
+      break;
+    }
     case 'pingpong': r = await pingpong(a, port, Number(values.iters), Number(values.size ?? 14)); break;
     case 'shortconn': r = await shortconn(a, port, Number(values.seconds)); break;
     case 'http': r = await httpLoad(port, Number(values.seconds), Number(values.concurrency)); break;
