@@ -25,6 +25,9 @@ export function newDeviceCounters() {
     /** UDP GSO sends, and the packets they carried (runs of equal-size packets to one peer). */
     gso_sends: 0,
     gso_packets: 0,
+    /** Datagrams the kernel handed over whole under UDP GRO, and the packets split out of them. */
+    gro_datagrams: 0,
+    gro_packets: 0,
     malformed_drops: 0,
     unknown_qp_drops: 0,
     qp_state_drops: 0,

@@ -29,9 +29,9 @@ export interface RxeDeviceOptions {
   /** RoCE path MTU in bytes; default 4096 on loopback, 1024 otherwise (as a 1500-byte link gives). */
   mtu?: number;
   /**
-   * Send runs of equal-size packets as UDP GSO sends (default: on, unless
-   * SOFTRDMA_RXE_GSO=0). The wire sees ordinary packets; a capture on the sending host may
-   * show the uncut datagrams, as with TCP segmentation offload.
+   * Send runs of equal-size packets as UDP GSO sends, and take runs in whole under UDP GRO
+   * (default: on, unless SOFTRDMA_RXE_GSO=0). The wire sees ordinary packets; a capture on
+   * the sending host may show the uncut datagrams, as with TCP segmentation offload.
    */
   gso?: boolean;
 }

@@ -6,7 +6,8 @@ import { isIPv4 } from 'node:net';
 import { VerbsError } from '../../uapi/errors.js';
 import { IcrcFlow } from './wire/icrc.js';
 import { ipv4Bytes, ipv6Bytes } from './wire/inet.js';
-import { enableUdpSegmentation, prepareRoceSocket } from './sockopt.js';
+import { enableUdpGro, enableUdpSegmentation, prepareRoceSocket } from './sockopt.js';
+import { groSegmentSize, joinsRun } from './wire/gro.js';
 import { ICRC_BYTES } from './wire/opcodes.js';
 import type { DeviceCounters } from './counters.js';
 
@@ -40,6 +41,9 @@ export class RxeLink {
   private readonly flows = new Map<string, IcrcFlow>();
   private lastFlow: { peer: string; outgoing: boolean; peerPort: number; localPort: number; flow: IcrcFlow } | undefined;
   private held: { pkt: Buffer; to: string } | undefined;
+  /** Runs arrive whole (UDP_GRO is on); the last run's segment size. */
+  private groEnabled = false;
+  private groHint = 0;
   private readonly local: Buffer;
   private closed = false;
   /**
@@ -61,7 +65,16 @@ export class RxeLink {
   ) {
     this.local = family === 4 ? ipv4Bytes(address) : ipv6Bytes(address);
     this.windowBytes = Math.min(4 << 20, Math.max(128 << 10, sock.getRecvBufferSize() >> 2));
-    sock.on('message', (msg, rinfo) => this.onPacket(msg, rinfo.address, rinfo.port));
+    sock.on('message', (msg, rinfo) => {
+      const s = this.groEnabled ? groSegmentSize(msg, this.groHint) : 0;
+      if (s === 0) return this.onPacket(msg, rinfo.address, rinfo.port);
+      this.groHint = s;
+      counters.gro_datagrams++;
+      for (let off = 0; off < msg.length; off += s) {
+        counters.gro_packets++;
+        this.onPacket(msg.subarray(off, Math.min(off + s, msg.length)), rinfo.address, rinfo.port);
+      }
+    });
     sock.on('error', () => { counters.send_err++; });
   }
 
@@ -85,7 +98,9 @@ export class RxeLink {
           reject(new VerbsError('EIO', `cannot configure the UDP socket: ${(err as Error).message}`, { object: 'rxe' }));
           return;
         }
-        resolve(new RxeLink(sock, address, sock.address().port, family, counters, gso));
+        const link = new RxeLink(sock, address, sock.address().port, family, counters, gso);
+        link.groEnabled = gso && enableUdpGro(sock);
+        resolve(link);
       });
     });
   }
@@ -147,7 +162,7 @@ export class RxeLink {
    * Seal and send what this tick queued, in order. A run of equal-size packets to one peer
    * (the middle packets of a message, which all carry a full MTU) leaves as one UDP GSO
    * send: one system call and one trip through the stack for up to 64 packets, cut into
-   * ordinary RoCEv2 datagrams by the kernel. Those come from a second socket (RoCEv2 only
+   * ordinary RoCEv2 datagrams by the kernel, or handed whole to a receiver that set UDP_GRO. Those come from a second socket (RoCEv2 only
    * fixes the destination port); segment i carries IPv4 Identification i, which its ICRC
    * covers.
    */
@@ -161,7 +176,8 @@ export class RxeLink {
       let j = i + 1;
       if (this.gsoEnabled) {
         const max = Math.min(GSO_MAX_SEGMENTS, Math.floor(GSO_MAX_BYTES / a.len));
-        while (j < q.length && j - i < max && q[j]!.len === a.len && q[j]!.to === a.to) j++;
+        // Only runs the receiver can cut again without the kernel's help (wire/gro.ts).
+        while (j < q.length && j - i < max && q[j]!.len === a.len && q[j]!.to === a.to && joinsRun(a.parts[0]!, q[j]!.parts[0]!, j - i)) j++;
       }
       const g = j - i > 1 ? this.gsoSocket(a.len) : undefined;
       if (g) {

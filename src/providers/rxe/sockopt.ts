@@ -1,7 +1,8 @@
 // The few socket options node:dgram does not expose, set through koffi on the socket's fd:
 // IPv4 IP_MTU_DISCOVER=IP_PMTUDISC_DO (DF set, Identification 0 on an unconnected socket,
 // so the ICRC we compute matches what the kernel sends) and IPv6 UDP_NO_CHECK6_RX
-// (accept the zero UDP checksum Linux rxe sends over IPv6); UDP_SEGMENT for batched sends.
+// (accept the zero UDP checksum Linux rxe sends over IPv6); UDP_SEGMENT and UDP_GRO for
+// batched sends and receives.
 
 import type { Socket } from 'node:dgram';
 import koffi from 'koffi';
@@ -35,6 +36,7 @@ export function socketFd(sock: Socket): number {
 }
 
 const UDP_SEGMENT = 103;
+const UDP_GRO = 104;
 
 /**
  * UDP GSO: every send larger than `segmentSize` leaves as segments of that size (the last
@@ -43,6 +45,19 @@ const UDP_SEGMENT = 103;
 export function enableUdpSegmentation(sock: Socket, segmentSize: number): boolean {
   try {
     setsockopt(socketFd(sock), IPPROTO_UDP, UDP_SEGMENT, segmentSize);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * UDP GRO: the kernel may hand a run of segments over as one datagram (see wire/gro.ts).
+ * False where the kernel refuses (< 5.0).
+ */
+export function enableUdpGro(sock: Socket): boolean {
+  try {
+    setsockopt(socketFd(sock), IPPROTO_UDP, UDP_GRO, 1);
     return true;
   } catch {
     return false;

@@ -1,0 +1,64 @@
+// Splitting a UDP GRO datagram back into RoCEv2 packets.
+//
+// With UDP_GRO set on the receiving socket, the kernel hands a GSO send (a run of equal-size
+// packets, see RxeLink.flush) over whole instead of cutting it, on loopback and wherever GRO
+// merges: one recvmsg and one 'message' event for up to 64 packets. The segment size travels
+// in a control message that node:dgram does not pass on, so it is recovered from the packets
+// themselves, and a sender only batches runs for which that is unambiguous:
+//   - a run that starts with a packet without payload (ACKs, READ requests, atomics): the
+//     head's opcode fixes its size;
+//   - a run that starts with a FIRST or MIDDLE packet: its payload is one path MTU (256 to
+//     4096 bytes), and the next segment is the same QP's next PSN; of the five MTUs, the one
+//     whose offset holds that BTH is the segment size.
+// Anything else is one packet, as without GRO; a datagram that only looks like a run fails
+// its segments' ICRC checks and is dropped and counted like any bad packet.
+
+import { BTH_BYTES, ICRC_BYTES, OPCODES, Op } from './opcodes.js';
+
+const MTUS = [4096, 2048, 1024, 512, 256];
+const MTU_SET: Record<number, true> = Object.fromEntries(MTUS.map((m) => [m, true]));
+
+/** Does the BTH at `at` follow the one at 0 (same destination QP, next PSN)? */
+function continues(buf: Buffer, at: number): boolean {
+  if (buf.length - at < BTH_BYTES + ICRC_BYTES) return false;
+  if (OPCODES[buf[at]!] === undefined) return false;
+  if (((buf.readUInt32BE(4) ^ buf.readUInt32BE(at + 4)) & 0xffffff) !== 0) return false;
+  const psn = buf.readUInt32BE(8) & 0xffffff;
+  return (buf.readUInt32BE(at + 8) & 0xffffff) === ((psn + 1) & 0xffffff);
+}
+
+/**
+ * The segment size of a datagram that holds a run of packets, or 0 when it holds one packet.
+ * `hint`: the size found last time (runs repeat), tried first.
+ */
+export function groSegmentSize(buf: Buffer, hint = 0): number {
+  const len = buf.length;
+  if (len < 2 * (BTH_BYTES + ICRC_BYTES)) return 0;
+  const info = OPCODES[buf[0]!];
+  if (!info) return 0;
+  if (!(info.mask & Op.PAYLOAD)) {
+    const s = info.length + ICRC_BYTES;
+    return len > s ? s : 0;
+  }
+  if (info.mask & Op.END) return 0;
+  if (hint > 0 && len > hint && (hint - info.length - ICRC_BYTES) in MTU_SET && continues(buf, hint)) return hint;
+  for (const mtu of MTUS) {
+    const s = info.length + mtu + ICRC_BYTES;
+    if (len === s) return 0;
+    if (len > s && continues(buf, s)) return s;
+  }
+  return 0;
+}
+
+/**
+ * Can `next` join a GSO run that starts with `head` (both BTH-first header buffers of
+ * packets of equal size, `next` the k-th after it) so that groSegmentSize splits it again?
+ */
+export function joinsRun(head: Buffer, next: Buffer, k: number): boolean {
+  const info = OPCODES[head[0]!];
+  if (!info) return false;
+  if (!(info.mask & Op.PAYLOAD)) return true; // the head's opcode fixes the size
+  if (info.mask & Op.END) return false; // a LAST or ONLY packet's payload may be any size
+  if (((head.readUInt32BE(4) ^ next.readUInt32BE(4)) & 0xffffff) !== 0) return false;
+  return (next.readUInt32BE(8) & 0xffffff) === (((head.readUInt32BE(8) & 0xffffff) + k) & 0xffffff);
+}

@@ -1,0 +1,117 @@
+// UDP GRO on the receive side: a run sent as one GSO send may arrive as one datagram, and
+// the segment size must be recovered from the packets (wire/gro.ts). Property tests over the
+// runs a sender may batch and over single packets of every shape, then the whole path across
+// processes.
+
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import fc from 'fast-check';
+import { OPCODES, Op, OpCode } from '../../src/providers/rxe/wire/opcodes.js';
+import { groSegmentSize, joinsRun } from '../../src/providers/rxe/wire/gro.js';
+import { jsonLines, run } from '../helpers/procs.js';
+
+const MTUS = [256, 512, 1024, 2048, 4096];
+
+/** A packet: headers of the opcode's length (BTH filled in), payload, pad, 4 ICRC bytes. */
+function packet(opcode: number, qpn: number, psn: number, payload: number, fill: number): Buffer {
+  const info = OPCODES[opcode]!;
+  const pad = (4 - (payload % 4)) % 4;
+  const b = Buffer.alloc(info.length + payload + pad + 4, fill);
+  b[0] = opcode;
+  b[1] = (pad << 4) | 0; // TVer 0
+  b.writeUInt16BE(0xffff, 2);
+  b.writeUInt32BE(qpn & 0xffffff, 4);
+  b.writeUInt32BE(psn & 0xffffff, 8);
+  return b;
+}
+
+// Heads a sender batches with payload, and the opcode of equal size that follows each.
+const PAYLOAD_RUNS: Array<[number, number]> = [
+  [OpCode.RC_SEND_FIRST, OpCode.RC_SEND_MIDDLE],
+  [OpCode.RC_SEND_MIDDLE, OpCode.RC_SEND_MIDDLE],
+  [OpCode.RC_RDMA_WRITE_MIDDLE, OpCode.RC_RDMA_WRITE_MIDDLE],
+  [OpCode.RC_RDMA_READ_RESPONSE_MIDDLE, OpCode.RC_RDMA_READ_RESPONSE_MIDDLE],
+  [OpCode.UC_SEND_FIRST, OpCode.UC_SEND_MIDDLE],
+  [OpCode.UC_RDMA_WRITE_MIDDLE, OpCode.UC_RDMA_WRITE_MIDDLE],
+];
+// The last packet of a run may be a full-MTU LAST of the same size.
+const LAST_OF: Record<number, number> = {
+  [OpCode.RC_SEND_MIDDLE]: OpCode.RC_SEND_LAST,
+  [OpCode.RC_RDMA_WRITE_MIDDLE]: OpCode.RC_RDMA_WRITE_LAST,
+  [OpCode.RC_RDMA_READ_RESPONSE_MIDDLE]: OpCode.RC_RDMA_READ_RESPONSE_LAST,
+  [OpCode.UC_SEND_MIDDLE]: OpCode.UC_SEND_LAST,
+  [OpCode.UC_RDMA_WRITE_MIDDLE]: OpCode.UC_RDMA_WRITE_LAST,
+};
+
+describe('UDP GRO datagrams', () => {
+  it('a run of full-MTU packets of one QP is cut where the sender put its packets (property)', () => {
+    fc.assert(fc.property(
+      fc.constantFrom(...PAYLOAD_RUNS), fc.constantFrom(...MTUS), fc.integer({ min: 2, max: 15 }),
+      fc.integer({ min: 0, max: 0xffffff }), fc.integer({ min: 0, max: 0xffffff }), fc.boolean(), fc.integer({ min: 0, max: 255 }),
+      ([head, follow], mtu, n, qpn, psn0, endsWithLast, fill) => {
+        const pkts = [packet(head, qpn, psn0, mtu, fill)];
+        for (let k = 1; k < n; k++) {
+          const op = k === n - 1 && endsWithLast ? LAST_OF[follow]! : follow;
+          pkts.push(packet(op, qpn, psn0 + k, mtu, fill));
+        }
+        for (let k = 1; k < n; k++) assert.ok(joinsRun(pkts[0]!, pkts[k]!, k), `packet ${k} joins the run`);
+        const s = groSegmentSize(Buffer.concat(pkts));
+        assert.equal(s, pkts[0]!.length);
+      }));
+  });
+
+  it('a run of packets without payload is cut by the head\'s fixed size', () => {
+    for (const op of [OpCode.RC_ACKNOWLEDGE, OpCode.RC_ATOMIC_ACKNOWLEDGE, OpCode.RC_RDMA_READ_REQUEST]) {
+      const pkts = [0, 1, 2, 3].map((k) => packet(op, 0x11 + k, 100 * k, 0, 0));
+      assert.ok(joinsRun(pkts[0]!, pkts[2]!, 2));
+      assert.equal(groSegmentSize(Buffer.concat(pkts)), OPCODES[op]!.length + 4);
+      assert.equal(groSegmentSize(pkts[0]!), 0, 'one packet is one packet');
+    }
+  });
+
+  it('a single packet of any shape is left whole (property)', () => {
+    const codes = Object.keys(OPCODES).map(Number).filter((c) => OPCODES[c]);
+    fc.assert(fc.property(
+      fc.constantFrom(...codes), fc.constantFrom(...MTUS), fc.integer({ min: 0, max: 4096 }),
+      fc.integer({ min: 0, max: 0xffffff }), fc.integer({ min: 0, max: 0xffffff }), fc.integer({ min: 0, max: 255 }),
+      (op, mtu, len, qpn, psn, fill) => {
+        const info = OPCODES[op]!;
+        const payload = !(info.mask & Op.PAYLOAD) ? 0 : info.mask & Op.END ? Math.min(len, mtu) : mtu;
+        const p = packet(op, qpn, psn, payload, fill);
+        assert.equal(groSegmentSize(p), 0);
+        assert.equal(groSegmentSize(p, p.length), 0, 'even with a hint of its own size');
+      }));
+  });
+
+  it('a sender does not batch what the receiver could not cut again', () => {
+    const a = packet(OpCode.RC_SEND_ONLY, 5, 10, 100, 0);
+    const b = packet(OpCode.RC_SEND_ONLY, 5, 11, 100, 0);
+    assert.equal(joinsRun(a, b, 1), false, 'ONLY packets may carry any payload size');
+    const m = packet(OpCode.RC_SEND_MIDDLE, 5, 10, 1024, 0);
+    assert.equal(joinsRun(m, packet(OpCode.RC_SEND_MIDDLE, 6, 11, 1024, 0), 1), false, 'another QP');
+    assert.equal(joinsRun(m, packet(OpCode.RC_SEND_MIDDLE, 5, 13, 1024, 0), 1), false, 'not the next PSN');
+    assert.equal(joinsRun(packet(OpCode.RC_SEND_MIDDLE, 5, 0xffffff, 1024, 0), packet(OpCode.RC_SEND_MIDDLE, 5, 0, 1024, 0), 1), true, 'PSNs wrap');
+    // Two packets that do not form a run (another QP) stay one datagram, which then fails its
+    // checks as one packet; the same two with the next PSN of one QP are cut.
+    const first = packet(OpCode.RC_SEND_FIRST, 7, 50, 1024, 0);
+    assert.equal(groSegmentSize(Buffer.concat([first, packet(OpCode.RC_SEND_MIDDLE, 8, 51, 1024, 0)])), 0);
+    assert.equal(groSegmentSize(Buffer.concat([first, packet(OpCode.RC_SEND_MIDDLE, 7, 51, 1024, 0)])), first.length);
+  });
+
+  it('64 KiB RDMA WRITEs across processes: every GSO run arrives whole and is cut into valid packets', async () => {
+    const server = run(['perftest', 'write_bw', '--bind', '127.0.0.2', '-p', '0', '--udp-port', '0', '--json', '--counters']);
+    const [, tcp, udp] = await server.waitFor(/out-of-band TCP port (\d+), RoCE UDP port (\d+)/);
+    const client = run(['perftest', 'write_bw', '--bind', '127.0.0.3', '-p', tcp!, '--udp-port', udp!, '-s', '65536', '-n', '200', '--json', '--counters', '127.0.0.1']);
+    assert.equal(await client.exit(60_000), 0, client.stderr + client.stdout);
+    assert.equal(await server.exit(60_000), 0, server.stderr + server.stdout);
+    const counters = (out: string) => (jsonLines(out).find((l) => l.counters)!.counters as { device: Record<string, number> }).device;
+    const sent = counters(client.stdout);
+    const got = counters(server.stdout);
+    assert.ok(sent.gso_sends! >= 150, `GSO sends: ${sent.gso_sends}`);
+    assert.equal(got.gro_datagrams, sent.gso_sends, 'each GSO send arrived as one datagram (loopback)');
+    assert.equal(got.gro_packets, sent.gso_packets);
+    assert.equal(got.rcvd_pkts, sent.sent_pkts);
+    assert.equal(got.icrc_errors ?? 0, 0);
+    assert.equal(got.malformed_drops ?? 0, 0);
+  });
+});
