@@ -62,7 +62,7 @@ export class RxeDevice implements ProviderDevice {
     const g = randomBytes(8);
     g[3] = 0xff; g[4] = 0xfe;
     this.nodeGuid = g.readBigUInt64BE();
-    link.onPacket = (pkt, from, fromPort) => this.receive(pkt, from, fromPort);
+    link.onPacket = (pkt, from, fromPort, segment) => this.receive(pkt, from, fromPort, segment);
   }
 
   static async create(opts: RxeDeviceOptions): Promise<RxeDevice> {
@@ -133,14 +133,14 @@ export class RxeDevice implements ProviderDevice {
   }
 
   /** Every received datagram passes through here; nothing malformed reaches a QP. */
-  private receive(pkt: Buffer, from: string, fromPort: number): void {
+  private receive(pkt: Buffer, from: string, fromPort: number, segment = 0): void {
     const c = this.counters;
     c.rcvd_pkts++;
     c.rcvd_bytes += pkt.length;
     try {
       const p = parsePacket(pkt);
       if (typeof p === 'string') { c.malformed_drops++; return; }
-      const check = this.link.flow(from, false, fromPort).check(pkt);
+      const check = this.link.flow(from, false, fromPort).check(pkt, segment);
       if (check === 'bad') { c.icrc_errors++; return; }
       if (check !== 'ok') c.icrc_id_inferred++;
       if (p.pkey !== 0xffff && p.pkey !== 0x7fff) { c.malformed_drops++; return; }

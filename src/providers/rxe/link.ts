@@ -33,7 +33,8 @@ interface Outgoing { parts: Buffer[]; len: number; to: string; onSent: (() => vo
 interface GsoSocket { sock: dgram.Socket; port: number }
 
 export class RxeLink {
-  onPacket: (pkt: Buffer, from: string, fromPort: number) => void = () => {};
+  /** segment: the packet's index in a run that arrived as one datagram (UDP GRO), else 0. */
+  onPacket: (pkt: Buffer, from: string, fromPort: number, segment: number) => void = () => {};
   faults: FaultPlan | undefined;
   private out: Outgoing[] = [];
   private flushQueued = false;
@@ -67,12 +68,12 @@ export class RxeLink {
     this.windowBytes = Math.min(4 << 20, Math.max(128 << 10, sock.getRecvBufferSize() >> 2));
     sock.on('message', (msg, rinfo) => {
       const s = this.groEnabled ? groSegmentSize(msg, this.groHint) : 0;
-      if (s === 0) return this.onPacket(msg, rinfo.address, rinfo.port);
+      if (s === 0) return this.onPacket(msg, rinfo.address, rinfo.port, 0);
       this.groHint = s;
       counters.gro_datagrams++;
-      for (let off = 0; off < msg.length; off += s) {
+      for (let off = 0, k = 0; off < msg.length; off += s, k++) {
         counters.gro_packets++;
-        this.onPacket(msg.subarray(off, Math.min(off + s, msg.length)), rinfo.address, rinfo.port);
+        this.onPacket(msg.subarray(off, Math.min(off + s, msg.length)), rinfo.address, rinfo.port, k);
       }
     });
     sock.on('error', () => { counters.send_err++; });

@@ -16,9 +16,14 @@ const IPV6_BYTES = 40;
 
 export type IpFamily = 4 | 6;
 
+/** Prefix CRCs kept per flow: a few packet lengths times the Identifications of a GSO run. */
+const PREFIX_CACHE_MAX = 1024;
+
 export class IcrcFlow {
   private readonly prefix: Buffer;
   private readonly ipBytes: number;
+  /** CRC of the masked LRH + IP + UDP prefix, by (UDP length, Identification). */
+  private readonly prefixCrc = new Map<number, number>();
 
   constructor(
     readonly family: IpFamily,
@@ -64,27 +69,38 @@ export class IcrcFlow {
    * last part), so a payload can be sent straight from registered memory without a copy.
    */
   computeParts(parts: readonly Buffer[], ipv4Id = this.ipv4Id): number {
-    const p = this.prefix;
-    const ip = LRH_MASK_BYTES;
     let len = 0;
     for (const b of parts) len += b.length;
-    const udpLen = UDP_BYTES + len;
-    if (this.family === 4) {
-      p.writeUInt16BE(IPV4_BYTES + udpLen, ip + 2);
-      // Segment i of a GSO send leaves with Identification i (the kernel numbers them).
-      p.writeUInt16BE(ipv4Id & 0xffff, ip + 4);
-    } else p.writeUInt16BE(udpLen, ip + 4);
-    p.writeUInt16BE(udpLen, ip + this.ipBytes + 4);
     const first = parts[0]!;
     const resv8a = first[4]!;
     first[4] = 0xff;
-    let crc = crc32(p);
+    // Each zlib call costs about as much as CRCing a few hundred bytes: the prefix comes
+    // from the cache and an empty tail is skipped.
+    let crc = this.prefixCrcFor(UDP_BYTES + len, ipv4Id & 0xffff);
     const last = parts.length - 1;
     for (let i = 0; i < last; i++) crc = crc32(parts[i]!, crc);
     const tail = parts[last]!;
-    crc = crc32(tail.subarray(0, tail.length - ICRC_BYTES), crc);
+    if (tail.length > ICRC_BYTES) crc = crc32(tail.subarray(0, tail.length - ICRC_BYTES), crc);
     first[4] = resv8a;
     return crc >>> 0;
+  }
+
+  private prefixCrcFor(udpLen: number, id: number): number {
+    const key = this.family === 4 ? udpLen * 0x10000 + id : udpLen;
+    let crc = this.prefixCrc.get(key);
+    if (crc !== undefined) return crc;
+    const p = this.prefix;
+    const ip = LRH_MASK_BYTES;
+    if (this.family === 4) {
+      p.writeUInt16BE(IPV4_BYTES + udpLen, ip + 2);
+      // Segment i of a GSO send leaves with Identification i (the kernel numbers them).
+      p.writeUInt16BE(id, ip + 4);
+    } else p.writeUInt16BE(udpLen, ip + 4);
+    p.writeUInt16BE(udpLen, ip + this.ipBytes + 4);
+    crc = crc32(p);
+    if (this.prefixCrc.size >= PREFIX_CACHE_MAX) this.prefixCrc.clear();
+    this.prefixCrc.set(key, crc);
+    return crc;
   }
 
   /** Write the ICRC into the last 4 bytes. */
@@ -95,10 +111,13 @@ export class IcrcFlow {
   /**
    * Check a received packet. 'ok': exact match (IPv4 with Identification 0, or IPv6).
    * For IPv4, a number: the ICRC is consistent with a sender that wrote that Identification
-   * (16 of the 32 check bits verified; see inferIpv4Id). 'bad': no Identification explains it.
+   * (16 of the 32 check bits verified; see inferIpv4Id; all 32 when it is ipv4IdHint). 'bad':
+   * no Identification explains it.
    */
-  check(pkt: Buffer): 'ok' | 'bad' | number {
+  check(pkt: Buffer, ipv4IdHint = 0): 'ok' | 'bad' | number {
     const want = pkt.readUInt32LE(pkt.length - ICRC_BYTES);
+    // Segment i of a run that arrived whole (UDP GRO) left with Identification i: try that first.
+    if (ipv4IdHint > 0 && this.family === 4 && this.computeParts([pkt], ipv4IdHint) === want) return ipv4IdHint;
     const got = this.compute(pkt);
     if (want === got) return 'ok';
     if (this.family !== 4) return 'bad';
