@@ -58,6 +58,8 @@ export class SmcdConnection {
   private abortReported = false;
   private failed = false;
   released = false;
+  /** The most one delivery copies out of the ring. */
+  private readonly slice: number;
   /** For the poller: when this connection last saw activity (ms, performance.now()). */
   lastActive = 0;
   bytesReceived = 0;
@@ -70,7 +72,11 @@ export class SmcdConnection {
     this.rxCdc = new CdcArea(rx.bytes);
     this.txCdc = new CdcArea(tx.bytes);
     this.txCdc.init();
-    keepFreedHeap(); // deliver() allocates a fresh Buffer per slice
+    // deliver() allocates a fresh Buffer per slice. With the heap kept, 256 KiB slices come
+    // from memory already mapped and cost fewer events and cursor updates than 64 KiB ones
+    // (about 15% more throughput here); without it, anything over glibc's 128 KiB mmap
+    // threshold would be mapped and faulted in afresh on every delivery.
+    this.slice = keepFreedHeap() ? 256 * 1024 : 64 * 1024;
   }
 
   /** Free space in the peer's ring. */
@@ -214,7 +220,7 @@ export class SmcdConnection {
     let any = false;
     // Deliver in slices and publish the consumer cursor after each: the writer refills the
     // ring while we copy out, instead of the two sides taking turns over the whole ring.
-    const slice = 65536; // below malloc's mmap threshold: fresh large buffers would page-fault on every delivery
+    const slice = this.slice;
     while (!this.paused && !this.released && this.readable > 0) {
       const n = Math.min(this.readable, slice);
       const pos = this.consumed % this.rxRing;

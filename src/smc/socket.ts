@@ -114,9 +114,8 @@ interface SmcState {
 /**
  * SOFTRDMA_SMC_BUFFER sets the process-wide default DMB size (like net.smc.rmem). The default
  * is 1 MiB, the largest DMBE size SMC-D v1 defines (Linux's SMCD_DMBE_SIZES; Wireshark marks
- * larger ones invalid). Both softrdma ends accept larger DMBs, and bulk transfers gain from
- * them (4 MiB: about 1.1-1.5x TCP here against 0.7x): a small ring couples the two processes
- * so tightly that every scheduling hiccup of the reader stalls the writer.
+ * larger ones invalid). Both softrdma ends accept larger DMBs; bulk transfers gain a little
+ * from them (fewer times the writer finds the ring full and waits for the reader).
  */
 const DEFAULT_BUFFER = Number(process.env.SOFTRDMA_SMC_BUFFER) > 0 ? Number(process.env.SOFTRDMA_SMC_BUFFER) : 1024 * 1024;
 
