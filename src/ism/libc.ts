@@ -1,8 +1,9 @@
 // The libc calls Node lacks for shared memory: memfd_create, mmap/munmap and the memfd seals;
-// mallopt, for the receive path's heap (see keepFreedHeap); sched_yield, for pollers. Everything else (open, fstat,
-// readlink, close) goes through node:fs.
+// mallopt, for the receive path's heap (see keepFreedHeap); sched_yield, for pollers.
+// Everything else (open, fstat, readlink, close) goes through node:fs.
 
 import koffi from 'koffi';
+import { libcLibrary } from '../sys/libc.js';
 
 export const PROT_READ = 1;
 export const PROT_WRITE = 2;
@@ -29,7 +30,7 @@ let lib: Libc | undefined;
 
 function libc(): Libc {
   if (lib) return lib;
-  const so = koffi.load('libc.so.6');
+  const so = libcLibrary();
   const errnoLocation = so.func('int *__errno_location(void)');
   lib = {
     memfdCreate: so.func('int memfd_create(const char *name, unsigned int flags)') as Libc['memfdCreate'],
@@ -105,7 +106,7 @@ let heapTuned: boolean | undefined;
 /**
  * Keep freed heap memory for reuse instead of handing it back to the kernel at once.
  *
- * An SMC-D receiver copies the ring into a fresh 64 KiB Buffer per slice, and the garbage
+ * An SMC-D receiver copies the ring into a fresh Buffer per slice, and the garbage
  * collector frees those in batches. With glibc's defaults the freed top of the heap (anything
  * over 128 KiB) is returned with sbrk and the next slices fault the pages back in, zeroed by
  * the kernel: measured here, that cost more than the copy itself and halved the receive rate.

@@ -8,7 +8,6 @@ import { IcrcFlow } from './wire/icrc.js';
 import { ipv4Bytes, ipv6Bytes } from './wire/inet.js';
 import { enableUdpGro, enableUdpSegmentation, prepareRoceSocket } from './sockopt.js';
 import { groSegmentSize, joinsRun } from './wire/gro.js';
-import { ICRC_BYTES } from './wire/opcodes.js';
 import type { DeviceCounters } from './counters.js';
 
 export const ROCE_V2_PORT = 4791;
@@ -163,9 +162,9 @@ export class RxeLink {
    * Seal and send what this tick queued, in order. A run of equal-size packets to one peer
    * (the middle packets of a message, which all carry a full MTU) leaves as one UDP GSO
    * send: one system call and one trip through the stack for up to 64 packets, cut into
-   * ordinary RoCEv2 datagrams by the kernel, or handed whole to a receiver that set UDP_GRO. Those come from a second socket (RoCEv2 only
-   * fixes the destination port); segment i carries IPv4 Identification i, which its ICRC
-   * covers.
+   * ordinary RoCEv2 datagrams by the kernel, or handed whole to a receiver that set UDP_GRO.
+   * Those come from a second socket (RoCEv2 only fixes the destination port); segment i
+   * carries IPv4 Identification i, which its ICRC covers.
    */
   flush(): void {
     this.flushQueued = false;
@@ -187,8 +186,7 @@ export class RxeLink {
         let sent: Array<() => void> | undefined;
         for (let k = i; k < j; k++) {
           const { parts, onSent } = q[k]!;
-          const tail = parts[parts.length - 1]!;
-          tail.writeUInt32LE(flow.computeParts(parts, k - i), tail.length - ICRC_BYTES);
+          flow.sealParts(parts, k - i);
           for (const b of parts) all.push(b);
           if (onSent) (sent ??= []).push(onSent);
         }
@@ -198,8 +196,7 @@ export class RxeLink {
       } else {
         for (let k = i; k < j; k++) {
           const o = q[k]!;
-          const tail = o.parts[o.parts.length - 1]!;
-          tail.writeUInt32LE(this.flow(o.to, true).computeParts(o.parts), tail.length - ICRC_BYTES);
+          this.flow(o.to, true).sealParts(o.parts);
           this.sock.send(o.parts, this.port, o.to, o.onSent);
         }
       }

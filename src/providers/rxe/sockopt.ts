@@ -5,7 +5,7 @@
 // batched sends and receives.
 
 import type { Socket } from 'node:dgram';
-import koffi from 'koffi';
+import { libcLibrary } from '../../sys/libc.js';
 
 const IPPROTO_IP = 0;
 const IP_MTU_DISCOVER = 10;
@@ -16,10 +16,7 @@ const UDP_NO_CHECK6_RX = 102;
 let setsockoptFn: ((fd: number, level: number, name: number, val: Buffer, len: number) => number) | undefined;
 
 function setsockopt(fd: number, level: number, name: number, value: number): void {
-  if (!setsockoptFn) {
-    const libc = koffi.load('libc.so.6');
-    setsockoptFn = libc.func('int setsockopt(int, int, int, const void *, uint32_t)') as unknown as typeof setsockoptFn;
-  }
+  setsockoptFn ??= libcLibrary().func('int setsockopt(int, int, int, const void *, uint32_t)') as unknown as typeof setsockoptFn;
   const v = Buffer.alloc(4);
   v.writeInt32LE(value);
   if (setsockoptFn!(fd, level, name, v, 4) !== 0) throw new Error(`setsockopt(${level}, ${name}) failed`);
@@ -38,13 +35,10 @@ export function socketFd(sock: Socket): number {
 const UDP_SEGMENT = 103;
 const UDP_GRO = 104;
 
-/**
- * UDP GSO: every send larger than `segmentSize` leaves as segments of that size (the last
- * may be shorter), cut by the kernel (or the NIC). False where the kernel refuses (< 4.18).
- */
-export function enableUdpSegmentation(sock: Socket, segmentSize: number): boolean {
+/** An option the kernel may not know: whether it took it. */
+function trySetUdpOption(sock: Socket, name: number, value: number): boolean {
   try {
-    setsockopt(socketFd(sock), IPPROTO_UDP, UDP_SEGMENT, segmentSize);
+    setsockopt(socketFd(sock), IPPROTO_UDP, name, value);
     return true;
   } catch {
     return false;
@@ -52,16 +46,19 @@ export function enableUdpSegmentation(sock: Socket, segmentSize: number): boolea
 }
 
 /**
+ * UDP GSO: every send larger than `segmentSize` leaves as segments of that size (the last
+ * may be shorter), cut by the kernel (or the NIC). False where the kernel refuses (< 4.18).
+ */
+export function enableUdpSegmentation(sock: Socket, segmentSize: number): boolean {
+  return trySetUdpOption(sock, UDP_SEGMENT, segmentSize);
+}
+
+/**
  * UDP GRO: the kernel may hand a run of segments over as one datagram (see wire/gro.ts).
  * False where the kernel refuses (< 5.0).
  */
 export function enableUdpGro(sock: Socket): boolean {
-  try {
-    setsockopt(socketFd(sock), IPPROTO_UDP, UDP_GRO, 1);
-    return true;
-  } catch {
-    return false;
-  }
+  return trySetUdpOption(sock, UDP_GRO, 1);
 }
 
 export function prepareRoceSocket(sock: Socket, family: 4 | 6): void {

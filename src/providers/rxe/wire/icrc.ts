@@ -105,7 +105,13 @@ export class IcrcFlow {
 
   /** Write the ICRC into the last 4 bytes. */
   seal(pkt: Buffer): void {
-    pkt.writeUInt32LE(this.compute(pkt), pkt.length - ICRC_BYTES);
+    this.sealParts([pkt]);
+  }
+
+  /** Write the ICRC of a packet given as parts into the last 4 bytes of its last part. */
+  sealParts(parts: readonly Buffer[], ipv4Id = this.ipv4Id): void {
+    const tail = parts[parts.length - 1]!;
+    tail.writeUInt32LE(this.computeParts(parts, ipv4Id), tail.length - ICRC_BYTES);
   }
 
   /**
