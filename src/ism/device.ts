@@ -83,21 +83,18 @@ class SlotTable {
   }
   /** Open addressing on the token: the attacher needs no round trip to find a DMB. */
   find(token: bigint): number {
-    const start = Number(token % BigInt(this.slots));
-    for (let n = 0; n < this.slots; n++) {
-      const i = (start + n) % this.slots;
-      const t = this.token(i);
-      if (t === token) return i;
-      if (t === EMPTY) return -1;
-    }
-    return -1;
+    const i = this.probe(token, (t) => t === token || t === EMPTY);
+    return i >= 0 && this.token(i) === token ? i : -1;
   }
   freeSlotFor(token: bigint): number {
+    return this.probe(token, (t) => t === EMPTY || t === TOMBSTONE);
+  }
+  /** The first slot on token's probe sequence whose token satisfies stop, or -1. */
+  private probe(token: bigint, stop: (t: bigint) => boolean): number {
     const start = Number(token % BigInt(this.slots));
     for (let n = 0; n < this.slots; n++) {
       const i = (start + n) % this.slots;
-      const t = this.token(i);
-      if (t === EMPTY || t === TOMBSTONE) return i;
+      if (stop(this.token(i))) return i;
     }
     return -1;
   }
@@ -274,6 +271,11 @@ class PeerDevice {
   }
 }
 
+/** The registry entry that announces a device to the other processes of the user. */
+function deviceEntryFile(gid: bigint): string {
+  return path.join(subdir('ism'), `${hex64(gid)}.json`);
+}
+
 function doorbellPath(gid: bigint): string {
   // Abstract Unix socket: nothing in the file system to leave behind.
   return `\0softrdma-ism-${hex64(gid)}`;
@@ -316,15 +318,7 @@ export class IsmDevice extends EventEmitter {
     super();
     this.gid = randomToken();
     const size = PAGE_HEADER + slots * SLOT_SIZE;
-    this.pageFd = memfdCreate(`softrdma-ism-${hex64(this.gid)}`);
-    try {
-      fs.ftruncateSync(this.pageFd, size);
-      sealSize(this.pageFd);
-      this.page = mapShared(this.pageFd, size);
-    } catch (e) {
-      fs.closeSync(this.pageFd);
-      throw e;
-    }
+    ({ fd: this.pageFd, mapping: this.page } = createSealedMemfd(`softrdma-ism-${hex64(this.gid)}`, size));
     const hdr = new DataView(this.page.buffer);
     hdr.setUint32(0, PAGE_MAGIC, true);
     hdr.setUint32(4, slots, true);
@@ -337,7 +331,7 @@ export class IsmDevice extends EventEmitter {
     this.server.listen(doorbellPath(this.gid));
     this.server.unref();
 
-    this.entryFile = path.join(subdir('ism'), `${hex64(this.gid)}.json`);
+    this.entryFile = deviceEntryFile(this.gid);
     const entry: DeviceEntry = {
       gid: hex64(this.gid), chid: this.chid, pid: process.pid, start: selfStartTime(), netns: netNamespace(),
       pageFd: this.pageFd, slots,
@@ -362,16 +356,7 @@ export class IsmDevice extends EventEmitter {
     const token = randomToken();
     const index = this.table.freeSlotFor(token);
     if (index < 0) throw new IsmError('ENOSPC', `all ${this.table.slots} DMB slots are in use`);
-    const fd = memfdCreate(`softrdma-dmb-${hex64(token)}`);
-    let mapping: Mapping;
-    try {
-      fs.ftruncateSync(fd, size);
-      sealSize(fd);
-      mapping = mapShared(fd, size);
-    } catch (e) {
-      fs.closeSync(fd);
-      throw e;
-    }
+    const { fd, mapping } = createSealedMemfd(`softrdma-dmb-${hex64(token)}`, size);
     const dmb = new Dmb(this, token, index, size, fd, mapping);
     this.table.set(index, fd, size);
     this.table.setToken(index, token); // last: an attacher sees a slot only once it is complete
@@ -396,14 +381,7 @@ export class IsmDevice extends EventEmitter {
     const size = peer.table.size(index);
     let mapping = peer.unpark(token, index, size);
     if (mapping) this.stats.attachReused++;
-    else {
-      const fd = openPeerMemfd(peer.entry.pid, peer.table.fd(index), `softrdma-dmb-${hex64(token)}`, size);
-      try {
-        mapping = mapShared(fd, size);
-      } finally {
-        fs.closeSync(fd); // the mapping keeps the memory; the fd is not needed any more
-      }
-    }
+    else mapping = mapPeerMemfd(peer.entry.pid, peer.table.fd(index), `softrdma-dmb-${hex64(token)}`, size);
     peer.ref();
     this.stats.dmbsAttached++;
     return new RemoteDmb(peer, token, index, size, mapping);
@@ -415,7 +393,7 @@ export class IsmDevice extends EventEmitter {
    */
   reachable(gid: bigint): boolean {
     if (this.peers.has(gid)) return true;
-    const e = readEntry<DeviceEntry>(path.join(subdir('ism'), `${hex64(gid)}.json`));
+    const e = readEntry<DeviceEntry>(deviceEntryFile(gid));
     return !!e && e.netns === netNamespace() && isAlive(e.pid, e.start);
   }
 
@@ -427,7 +405,7 @@ export class IsmDevice extends EventEmitter {
   private peerDevice(gid: bigint): PeerDevice {
     const known = this.peers.get(gid);
     if (known) return known;
-    const file = path.join(subdir('ism'), `${hex64(gid)}.json`);
+    const file = deviceEntryFile(gid);
     const e = readEntry<DeviceEntry>(file);
     if (!e || e.gid !== hex64(gid)) throw new IsmError('ENODEV', `no ism device ${hex64(gid)} on this host`);
     if (e.netns !== netNamespace()) throw new IsmError('ENODEV', `ism device ${hex64(gid)} is in another network namespace`);
@@ -436,13 +414,7 @@ export class IsmDevice extends EventEmitter {
       throw new IsmError('ENODEV', `ism device ${hex64(gid)} is gone (pid ${e.pid} exited)`);
     }
     const size = PAGE_HEADER + e.slots * SLOT_SIZE;
-    const fd = openPeerMemfd(e.pid, e.pageFd, `softrdma-ism-${hex64(gid)}`, size);
-    let page: Mapping;
-    try {
-      page = mapShared(fd, size);
-    } finally {
-      fs.closeSync(fd);
-    }
+    const page = mapPeerMemfd(e.pid, e.pageFd, `softrdma-ism-${hex64(gid)}`, size);
     const hdr = new DataView(page.buffer);
     if (hdr.getUint32(0, true) !== PAGE_MAGIC || hdr.getBigUint64(16, true) !== gid) {
       unmap(page);
@@ -482,6 +454,29 @@ export class IsmDevice extends EventEmitter {
     removeEntry(this.entryFile);
     unmap(this.page);
     fs.closeSync(this.pageFd);
+  }
+}
+
+/** A memfd of `size` bytes, sealed against resizing, and its shared mapping. */
+function createSealedMemfd(name: string, size: number): { fd: number; mapping: Mapping } {
+  const fd = memfdCreate(name);
+  try {
+    fs.ftruncateSync(fd, size);
+    sealSize(fd);
+    return { fd, mapping: mapShared(fd, size) };
+  } catch (e) {
+    fs.closeSync(fd);
+    throw e;
+  }
+}
+
+/** Map another process's memfd (checked by openPeerMemfd); the fd is closed again at once. */
+function mapPeerMemfd(pid: number, remoteFd: number, name: string, size: number): Mapping {
+  const fd = openPeerMemfd(pid, remoteFd, name, size);
+  try {
+    return mapShared(fd, size);
+  } finally {
+    fs.closeSync(fd); // the mapping keeps the memory; the fd is not needed any more
   }
 }
 

@@ -12,6 +12,7 @@ import {
   type AH, type CompChannel, type CQ, type Device, type QP, type WorkCompletion,
 } from '../index.js';
 import { UsageError } from './usage.js';
+import { hex } from './table.js';
 
 export const PINGPONG_USAGE = `usage: softrdma pingpong rc|ud [options] [server-host]
 
@@ -53,7 +54,6 @@ export function decodeDest(msg: Buffer): Dest {
   return { lid: parseInt(m[1]!, 16), qpn: parseInt(m[2]!, 16), psn: parseInt(m[3]!, 16), gid: Buffer.from(m[4]!, 'hex') };
 }
 
-function hex(n: number, w: number) { return n.toString(16).padStart(w, '0'); }
 
 /** inet_ntop(AF_INET6) of a GID, as the C tools print it (IPv4-mapped as ::ffff:a.b.c.d). */
 function gidText(gid: Uint8Array): string {

@@ -10,6 +10,7 @@ import {
 import { queryRxeCounters, rxeOf } from '../../index.js';
 import { oobAccept, oobConnect, type OobChannel } from '../oob.js';
 import type { PerftestOptions } from './options.js';
+import { hex } from '../table.js';
 
 export interface EndpointInfo { qpn: number; psn: number; gid: string; rkey: number; addr: number; mtu: number }
 
@@ -156,7 +157,6 @@ export function yieldToLoop(): Promise<void> {
   return new Promise((r) => setImmediate(r));
 }
 
-function hex(n: number, width: number): string { return n.toString(16).padStart(width, '0'); }
 
 function parseGid(s: string): Uint8Array {
   // gidToString gives the IPv6 text form; accept it, or a plain IP address.
