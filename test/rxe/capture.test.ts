@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { captureUnavailable, icrcOf, pcapFrames, readFields, startCapture, type Capture } from '../helpers/capture.js';
 import { jsonLines, run } from '../helpers/procs.js';
+import { connectedSourcePort } from '../../src/providers/rxe/wire/udp-sport.js';
 
 const skip = captureUnavailable();
 // A capture on the sending host sees GSO sends before the kernel cuts them (as with TSO):
@@ -42,11 +43,17 @@ test('a perftest capture decodes as InfiniBand in tshark, with every ICRC correc
     await cap!.finished();
 
     // tshark's own dissection: InfiniBand BTH opcodes of an RC WRITE stream and its ACKs.
-    const fields = readFields(file, 'infiniband', ['infiniband.bth.opcode', 'ip.id', 'infiniband.invariant.crc'], ['-o', `infiniband.rroce.port:${udp}`]);
+    const fields = readFields(file, 'infiniband', ['infiniband.bth.opcode', 'ip.id', 'infiniband.invariant.crc', 'udp.srcport', 'infiniband.bth.destqp'], ['-o', `infiniband.rroce.port:${udp}`]);
     const opcodes = new Set(fields.map((f) => Number(f[0])));
     for (const op of [6, 7, 8, 17]) assert.ok(opcodes.has(op), `opcode ${op} missing from tshark view: ${[...opcodes]} ${JSON.stringify(fields.slice(0, 50))}`);
     assert.equal(fields.length, packets, 'tshark dissected every packet as InfiniBand');
     assert.ok(fields.every((f) => f[1] === '0x0000'), 'softrdma sends IPv4 with Identification 0 (DF)');
+    // Both QPs send from the port rxe derives from the two QPNs (the destination QPNs seen;
+    // two fresh processes may well both have QPN 0x11).
+    const qpns = [...new Set(fields.map((f) => Number(f[4])))];
+    assert.ok(qpns.length === 1 || qpns.length === 2, `two QPs: ${qpns}`);
+    const sport = connectedSourcePort(0, qpns[0]!, qpns[1] ?? qpns[0]!);
+    assert.deepEqual([...new Set(fields.map((f) => Number(f[3])))], [sport], 'every packet leaves from the QP pair\'s source port');
 
     // Our own check of each captured ICRC, from the captured headers.
     const { linktype, frames } = pcapFrames(file);

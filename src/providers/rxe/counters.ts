@@ -28,6 +28,8 @@ export function newDeviceCounters() {
     /** Datagrams the kernel handed over whole under UDP GRO, and the packets split out of them. */
     gro_datagrams: 0,
     gro_packets: 0,
+    /** QPs that send from the device port because their own source port could not be bound (or too many are in use). */
+    sport_unavailable: 0,
     malformed_drops: 0,
     unknown_qp_drops: 0,
     qp_state_drops: 0,

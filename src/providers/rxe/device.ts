@@ -34,6 +34,12 @@ export interface RxeDeviceOptions {
    * the sending host may show the uncut datagrams, as with TCP segmentation offload.
    */
   gso?: boolean;
+  /**
+   * Send each QP's packets from the UDP source port Linux rxe would use (0xC000-0xFFFF, from
+   * its QPN and its peer's; see wire/udp-sport.ts), so switches and NICs can spread QPs
+   * (default: on, unless SOFTRDMA_RXE_SPORT=0). Off: every packet leaves from the device port.
+   */
+  perQpSourcePort?: boolean;
 }
 
 const MAX_QP = 1 << 16;
@@ -70,7 +76,10 @@ export class RxeDevice implements ProviderDevice {
     const loopback = opts.address.startsWith('127.') || opts.address === '::1';
     const mtu = opts.mtu ?? (loopback ? 4096 : 1024);
     mtuEnum(mtu); // validate before binding
-    const link = await RxeLink.open(opts.address, opts.port ?? ROCE_V2_PORT, counters, opts.gso ?? process.env.SOFTRDMA_RXE_GSO !== '0');
+    const link = await RxeLink.open(
+      opts.address, opts.port ?? ROCE_V2_PORT, counters, opts.gso ?? process.env.SOFTRDMA_RXE_GSO !== '0',
+      opts.perQpSourcePort ?? process.env.SOFTRDMA_RXE_SPORT !== '0',
+    );
     return new RxeDevice(opts.name ?? `rxe${deviceCount++}`, link, mtu, counters);
   }
 

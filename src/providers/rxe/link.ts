@@ -1,13 +1,16 @@
-// The UDP side of an rxe device: one socket bound to (address, port), an ICRC flow per peer,
-// and an optional fault hook that drops, duplicates, reorders or corrupts outgoing packets.
+// The UDP side of an rxe device: one socket bound to (address, port) that receives
+// everything, the send sockets of each QP's source port (source-port.ts), an ICRC flow per
+// peer, and an optional fault hook that drops, duplicates, reorders or corrupts outgoing
+// packets.
 
 import dgram from 'node:dgram';
 import { isIPv4 } from 'node:net';
 import { VerbsError } from '../../uapi/errors.js';
 import { IcrcFlow } from './wire/icrc.js';
 import { ipv4Bytes, ipv6Bytes } from './wire/inet.js';
-import { enableUdpGro, enableUdpSegmentation, prepareRoceSocket } from './sockopt.js';
+import { enableUdpGro, prepareRoceSocket } from './sockopt.js';
 import { groSegmentSize, joinsRun } from './wire/gro.js';
+import { SourcePort } from './source-port.js';
 import type { DeviceCounters } from './counters.js';
 
 export const ROCE_V2_PORT = 4791;
@@ -25,11 +28,13 @@ export interface FaultPlan {
 const GSO_MAX_SEGMENTS = 64;
 /** A GSO send is one UDP datagram until it is cut: its payload must stay under 64 KiB. */
 const GSO_MAX_BYTES = 65_000;
-/** GSO sockets per device, one per segment size in use (a few MTU sizes in practice). */
-const MAX_GSO_SOCKETS = 8;
+/**
+ * Source ports with sockets of their own per device. QPs beyond that many distinct ports send
+ * from the device port (rxe hashes 2^14 ports; a few hundred QPs rarely need this many).
+ */
+const MAX_SOURCE_PORTS = 256;
 
-interface Outgoing { parts: Buffer[]; len: number; to: string; onSent: (() => void) | undefined }
-interface GsoSocket { sock: dgram.Socket; port: number }
+interface Outgoing { parts: Buffer[]; len: number; to: string; onSent: (() => void) | undefined; src: SourcePort }
 
 export class RxeLink {
   /** segment: the packet's index in a run that arrived as one datagram (UDP GRO), else 0. */
@@ -37,10 +42,12 @@ export class RxeLink {
   faults: FaultPlan | undefined;
   private out: Outgoing[] = [];
   private flushQueued = false;
-  private readonly gso = new Map<number, GsoSocket | 'opening' | 'unavailable'>();
+  /** Sends from the device port itself (QPs without a port of their own, and the fault hook). */
+  readonly devicePort: SourcePort;
+  private readonly ports = new Map<number, SourcePort>();
   private readonly flows = new Map<string, IcrcFlow>();
   private lastFlow: { peer: string; outgoing: boolean; peerPort: number; localPort: number; flow: IcrcFlow } | undefined;
-  private held: { pkt: Buffer; to: string } | undefined;
+  private held: { pkt: Buffer; to: string; sock: dgram.Socket } | undefined;
   /** Runs arrive whole (UDP_GRO is on); the last run's segment size. */
   private groEnabled = false;
   private groHint = 0;
@@ -62,8 +69,11 @@ export class RxeLink {
     private readonly counters: DeviceCounters,
     /** Batch runs of equal-size packets into UDP GSO sends (see flush). */
     readonly gsoEnabled: boolean,
+    /** Give each QP the UDP source port rxe would (wire/udp-sport.ts), not the device port. */
+    readonly perQpPorts: boolean,
   ) {
     this.local = family === 4 ? ipv4Bytes(address) : ipv6Bytes(address);
+    this.devicePort = SourcePort.ofDevice(sock, address, family, port, counters);
     this.windowBytes = Math.min(4 << 20, Math.max(128 << 10, sock.getRecvBufferSize() >> 2));
     sock.on('message', (msg, rinfo) => {
       const s = this.groEnabled ? groSegmentSize(msg, this.groHint) : 0;
@@ -78,7 +88,7 @@ export class RxeLink {
     sock.on('error', () => { counters.send_err++; });
   }
 
-  static open(address: string, port: number, counters: DeviceCounters, gso: boolean): Promise<RxeLink> {
+  static open(address: string, port: number, counters: DeviceCounters, gso: boolean, perQpPorts: boolean): Promise<RxeLink> {
     const family = isIPv4(address) ? 4 : 6;
     const sock = dgram.createSocket({ type: family === 4 ? 'udp4' : 'udp6', recvBufferSize: 8 << 20, sendBufferSize: 8 << 20 });
     return new Promise((resolve, reject) => {
@@ -98,7 +108,7 @@ export class RxeLink {
           reject(new VerbsError('EIO', `cannot configure the UDP socket: ${(err as Error).message}`, { object: 'rxe' }));
           return;
         }
-        const link = new RxeLink(sock, address, sock.address().port, family, counters, gso);
+        const link = new RxeLink(sock, address, sock.address().port, family, counters, gso, perQpPorts);
         link.groEnabled = gso && enableUdpGro(sock);
         resolve(link);
       });
@@ -124,9 +134,36 @@ export class RxeLink {
     return f;
   }
 
+  /**
+   * The sockets for a QP's source port; release() it when the QP stops using it. The device
+   * port when per-QP ports are off, the port is the device's, or the table is full.
+   */
+  acquirePort(port: number): SourcePort {
+    if (!this.perQpPorts || this.closed || port === this.port) return this.devicePort;
+    let sp = this.ports.get(port);
+    if (!sp) {
+      if (this.ports.size >= MAX_SOURCE_PORTS) { this.counters.sport_unavailable++; return this.devicePort; }
+      sp = SourcePort.open(this.address, this.family, port, this.counters);
+      this.ports.set(port, sp);
+    }
+    sp.refs++;
+    return sp;
+  }
+
+  releasePort(sp: SourcePort): void {
+    if (sp === this.devicePort || --sp.refs > 0) return;
+    sp.close();
+    if (this.ports.get(sp.port) === sp) this.ports.delete(sp.port);
+  }
+
+  /** Source ports with sockets of their own, for tests and tools. */
+  get sourcePorts(): number[] {
+    return [...this.ports.keys()];
+  }
+
   /** Send a packet (ICRC room at its end) to a peer's RoCE port. */
-  send(pkt: Buffer, to: string): void {
-    this.sendv([pkt], to);
+  send(pkt: Buffer, to: string, src: SourcePort = this.devicePort): void {
+    this.sendv([pkt], to, undefined, src);
   }
 
   /**
@@ -137,11 +174,11 @@ export class RxeLink {
    * the kernel has the packet (node:dgram hands it over a tick after send()): only then may
    * the payload's memory change.
    */
-  sendv(parts: Buffer[], to: string, onSent?: () => void): void {
+  sendv(parts: Buffer[], to: string, onSent?: () => void, src: SourcePort = this.devicePort): void {
     if (this.closed) return;
     if (this.faults) {
       this.flush();
-      this.sendFaulty(parts.length === 1 ? parts[0]! : Buffer.concat(parts), to);
+      this.sendFaulty(parts.length === 1 ? parts[0]! : Buffer.concat(parts), to, src);
       if (onSent) process.nextTick(onSent); // the packet was copied (or is ours)
       return;
     }
@@ -149,7 +186,7 @@ export class RxeLink {
     for (const b of parts) len += b.length;
     this.counters.sent_pkts++;
     this.counters.sent_bytes += len;
-    this.out.push({ parts, len, to, onSent });
+    this.out.push({ parts, len, to, onSent, src });
     if (!this.flushQueued) {
       this.flushQueued = true;
       queueMicrotask(this.flushNow);
@@ -163,8 +200,8 @@ export class RxeLink {
    * (the middle packets of a message, which all carry a full MTU) leaves as one UDP GSO
    * send: one system call and one trip through the stack for up to 64 packets, cut into
    * ordinary RoCEv2 datagrams by the kernel, or handed whole to a receiver that set UDP_GRO.
-   * Those come from a second socket (RoCEv2 only fixes the destination port); segment i
-   * carries IPv4 Identification i, which its ICRC covers.
+   * Those come from a GSO socket of the same source port (the device port's use ephemeral
+   * ports); segment i carries IPv4 Identification i, which its ICRC covers.
    */
   flush(): void {
     this.flushQueued = false;
@@ -177,9 +214,9 @@ export class RxeLink {
       if (this.gsoEnabled) {
         const max = Math.min(GSO_MAX_SEGMENTS, Math.floor(GSO_MAX_BYTES / a.len));
         // Only runs the receiver can cut again without the kernel's help (wire/gro.ts).
-        while (j < q.length && j - i < max && q[j]!.len === a.len && q[j]!.to === a.to && joinsRun(a.parts[0]!, q[j]!.parts[0]!, j - i)) j++;
+        while (j < q.length && j - i < max && q[j]!.len === a.len && q[j]!.to === a.to && q[j]!.src === a.src && joinsRun(a.parts[0]!, q[j]!.parts[0]!, j - i)) j++;
       }
-      const g = j - i > 1 ? this.gsoSocket(a.len) : undefined;
+      const g = j - i > 1 ? a.src.gsoSocket(a.len) : undefined;
       if (g) {
         const flow = this.flow(a.to, true, this.port, g.port);
         const all: Buffer[] = [];
@@ -196,50 +233,20 @@ export class RxeLink {
       } else {
         for (let k = i; k < j; k++) {
           const o = q[k]!;
-          this.flow(o.to, true).sealParts(o.parts);
-          this.sock.send(o.parts, this.port, o.to, o.onSent);
+          // A port still opening (or refused) sends from the device port meanwhile.
+          const own = o.src.socket;
+          this.flow(o.to, true, this.port, own ? o.src.port : this.port).sealParts(o.parts);
+          (own ?? this.sock).send(o.parts, this.port, o.to, o.onSent);
         }
       }
       i = j;
     }
   }
 
-  /** The GSO socket for one segment size, once it is ready; opening it starts on first use. */
-  private gsoSocket(size: number): GsoSocket | undefined {
-    const g = this.gso.get(size);
-    if (typeof g === 'object') return g;
-    if (g === undefined && this.gso.size < MAX_GSO_SOCKETS) this.openGso(size);
-    return undefined;
-  }
-
-  private openGso(size: number): void {
-    this.gso.set(size, 'opening');
-    const sock = dgram.createSocket({ type: this.family === 4 ? 'udp4' : 'udp6', sendBufferSize: 8 << 20 });
-    const give = () => { this.gso.set(size, 'unavailable'); sock.close(); };
-    sock.once('error', give);
-    sock.bind({ address: this.address, port: 0 }, () => {
-      sock.off('error', give);
-      if (this.closed) { sock.close(); return; }
-      try {
-        prepareRoceSocket(sock, this.family);
-      } catch {
-        give();
-        return;
-      }
-      if (!enableUdpSegmentation(sock, size)) { give(); return; }
-      // A send the kernel refuses (a route without checksum offload, say) loses that run,
-      // as a lost packet would (RC resends it); later runs of this size go one by one.
-      sock.on('error', () => {
-        this.counters.send_err++;
-        if (this.gso.get(size) !== 'unavailable') give();
-      });
-      this.gso.set(size, { sock, port: sock.address().port });
-    });
-  }
-
-  private sendFaulty(pkt: Buffer, to: string): void {
+  private sendFaulty(pkt: Buffer, to: string, src: SourcePort): void {
     const f = this.faults!;
-    this.flow(to, true).seal(pkt);
+    const sock = src.socket ?? this.sock;
+    this.flow(to, true, this.port, sock === this.sock ? this.port : src.port).seal(pkt);
     this.counters.sent_pkts++;
     this.counters.sent_bytes += pkt.length;
     const rnd = f.random ?? Math.random;
@@ -252,13 +259,13 @@ export class RxeLink {
     }
     if (f.reorder && !this.held && rnd() < f.reorder) {
       // Hold this packet back and send it after the next one (or on the next tick).
-      this.held = { pkt, to };
+      this.held = { pkt, to, sock };
       this.counters.fault_reordered++;
       setImmediate(() => this.flushHeld());
       return;
     }
-    this.sock.send(pkt, this.port, to);
-    if (f.duplicate && rnd() < f.duplicate) { this.counters.fault_duplicated++; this.sock.send(pkt, this.port, to); }
+    sock.send(pkt, this.port, to);
+    if (f.duplicate && rnd() < f.duplicate) { this.counters.fault_duplicated++; sock.send(pkt, this.port, to); }
     this.flushHeld();
   }
 
@@ -266,15 +273,21 @@ export class RxeLink {
     const h = this.held;
     if (!h || this.closed) return;
     this.held = undefined;
-    this.sock.send(h.pkt, this.port, h.to);
+    try {
+      h.sock.send(h.pkt, this.port, h.to);
+    } catch {
+      // Its QP gave up the source port meanwhile (the socket is closed): a lost packet.
+      this.counters.send_err++;
+    }
   }
 
   async close(): Promise<void> {
     if (this.closed) return;
     this.flush();
     this.closed = true;
-    for (const g of this.gso.values()) if (typeof g === 'object') g.sock.close();
-    this.gso.clear();
+    this.devicePort.close();
+    for (const sp of this.ports.values()) sp.close();
+    this.ports.clear();
     // dgram resolves the address on the next tick before it sends: let packets already
     // handed to the socket (a UD send that has completed, a last ACK) leave first.
     await new Promise((r) => setImmediate(r));

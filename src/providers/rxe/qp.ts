@@ -8,6 +8,8 @@ import type { ProviderQp } from '../../uapi/provider.js';
 import { fail } from '../../uapi/errors.js';
 import { addressFromGid } from './wire/inet.js';
 import { psnAdd } from './wire/psn.js';
+import { connectedSourcePort, initialSourcePort } from './wire/udp-sport.js';
+import type { SourcePort } from './source-port.js';
 import { newQpCounters } from './counters.js';
 import type { RxeCq } from './cq.js';
 import type { RxePd } from './keys.js';
@@ -86,6 +88,9 @@ export class RxeQp implements ProviderQp {
   mtu = 1024;
   enSqdAsyncNotify = false;
   destroyed = false;
+  /** The UDP source port this QP's packets leave from (rxe's rule, wire/udp-sport.ts), and its sockets. */
+  sourcePort: number;
+  source: SourcePort;
 
   /** cwnd/ssthresh: the packet window after losses (Reno-style AIMD; see requester.ts). */
   readonly req = { psn: 0, index: 0, noackPkts: 0, running: false, scheduled: false, paused: false, cwnd: MAX_CWND, ssthresh: MAX_CWND };
@@ -118,6 +123,8 @@ export class RxeQp implements ProviderQp {
     readonly cap: QpCap,
     readonly sqSigAll: boolean,
   ) {
+    this.sourcePort = initialSourcePort(qpn);
+    this.source = ctx.device.link.acquirePort(this.sourcePort);
     this.sq = new Ring(cap.maxSendWr);
     this.rq = new Ring(Math.max(1, cap.maxRecvWr));
     this.attr = {
@@ -164,6 +171,8 @@ export class RxeQp implements ProviderQp {
     if (mask & QpAttr.DEST_QPN) this.attr.destQpNum = a.destQpNum!;
     if (mask & QpAttr.PATH_MIG_STATE) this.attr.pathMigState = a.pathMigState!;
     if (mask & QpAttr.EN_SQD_ASYNC_NOTIFY) this.enSqdAsyncNotify = Boolean(a.enSqdAsyncNotify);
+    // As rxe: a path set on the QP picks the port from its flow label, or from both QPNs.
+    if (mask & QpAttr.AV) this.useSourcePort(connectedSourcePort(a.ahAttr!.grh.flowLabel ?? 0, this.qpn, this.attr.destQpNum));
 
     if (next === this.state) return;
     switch (next) {
@@ -339,7 +348,16 @@ export class RxeQp implements ProviderQp {
     this.req.psn = psnAdd(this.req.psn, n);
   }
 
+  private useSourcePort(port: number): void {
+    if (port === this.sourcePort || this.destroyed) return;
+    const link = this.device.link;
+    link.releasePort(this.source);
+    this.sourcePort = port;
+    this.source = link.acquirePort(port);
+  }
+
   destroy(): void {
+    if (!this.destroyed) this.device.link.releasePort(this.source);
     this.destroyed = true;
     stopTimers(this);
     this.state = QpState.ERR;

@@ -214,7 +214,7 @@ export function sendPacket(qp: RxeQp, w: SendWqe): void {
   // UC and UD complete when sent, as there is no acknowledgement: when the kernel has the
   // last packet (it copies the payload), so the application may then reuse the buffer.
   const unacked = lastPkt && qp.qpType !== QpType.RC;
-  qp.device.link.sendv(parts, to, unacked ? () => sentUnacked(qp, w) : undefined);
+  qp.device.link.sendv(parts, to, unacked ? () => sentUnacked(qp, w) : undefined, qp.source);
   if (lastPkt) {
     qp.req.index++;
     w.state = WqeState.PENDING;

@@ -34,7 +34,7 @@ function sendAeth(qp: RxeQp, opcode: number, psn: number, syndrome: number, orig
   if (orig !== undefined) atmack.write(buf, info.atmack, orig);
   qp.counters.acks_sent++;
   qp.counters.sent_pkts++;
-  qp.device.link.send(buf, qp.destAddr!);
+  qp.device.link.send(buf, qp.destAddr!, qp.source);
 }
 
 const ack = (qp: RxeQp, psn: number) => sendAeth(qp, OpCode.RC_ACKNOWLEDGE, psn, AethSyndrome.ACK | ACK_SYNDROME_NO_CREDIT_LIMIT);
@@ -55,7 +55,7 @@ function sendReadResponses(qp: RxeQp, res: RespResource, fromPsn: number, mem: B
     if (len > 0) mem.copy(buf, info.length, memOff + k * mtu, memOff + k * mtu + len);
     for (let i = 0; i < pad; i++) buf[info.length + len + i] = 0;
     qp.counters.sent_pkts++;
-    qp.device.link.send(buf, qp.destAddr!);
+    qp.device.link.send(buf, qp.destAddr!, qp.source);
   }
 }
 

@@ -1,0 +1,131 @@
+// The sockets that send from one UDP source port. node:dgram cannot choose the source port
+// per send, so each port a QP sends from (wire/udp-sport.ts) has a socket bound to it, plus
+// one GSO socket per segment size in use (UDP_SEGMENT is a socket option here: a socket cut
+// for one size would cut a larger packet wrongly). They share the port through SO_REUSEADDR.
+// Nobody sends to these ports (RoCEv2 packets go to 4791), so they only send.
+//
+// The device's own port (4791) is a SourcePort too: its plain socket is the device socket,
+// which is bound exclusively, so its GSO sockets take ephemeral ports instead.
+
+import dgram from 'node:dgram';
+import { enableUdpSegmentation, prepareRoceSocket } from './sockopt.js';
+import type { DeviceCounters } from './counters.js';
+
+/** GSO sockets per source port, one per segment size in use (a few MTU sizes in practice). */
+const MAX_GSO_SOCKETS = 8;
+
+export interface GsoSocket { sock: dgram.Socket; port: number; ready: boolean }
+
+export class SourcePort {
+  /** QPs sending from this port. */
+  refs = 0;
+  private sock: dgram.Socket | undefined;
+  private state: 'opening' | 'ready' | 'unavailable' | 'closed';
+  private readonly gso = new Map<number, GsoSocket | 'unavailable'>();
+
+  private constructor(
+    readonly address: string,
+    readonly family: 4 | 6,
+    /** The port packets leave from; for the device's own, the device port. */
+    readonly port: number,
+    private readonly counters: DeviceCounters,
+    private readonly shared: boolean,
+    device: dgram.Socket | undefined,
+  ) {
+    this.sock = device;
+    this.state = device ? 'ready' : 'opening';
+  }
+
+  /** The device's own port: sends go through its socket. */
+  static ofDevice(sock: dgram.Socket, address: string, family: 4 | 6, port: number, counters: DeviceCounters): SourcePort {
+    return new SourcePort(address, family, port, counters, false, sock);
+  }
+
+  /**
+   * A port of its own, bound now. Its socket takes sends at once: node:dgram holds them until
+   * the bind completes (on the next tick), after our options are set, so a QP's first packets
+   * already leave from its port. If the bind fails, those are lost (RC resends them) and the
+   * QP sends from the device port.
+   */
+  static open(address: string, family: 4 | 6, port: number, counters: DeviceCounters): SourcePort {
+    const sp = new SourcePort(address, family, port, counters, true, undefined);
+    sp.sock = sp.bind(port, (ok) => {
+      if (ok) { sp.state = 'ready'; return; }
+      sp.state = 'unavailable';
+      sp.sock = undefined;
+      counters.sport_unavailable++;
+    });
+    return sp;
+  }
+
+  /** The socket for single packets (bound or binding); undefined once closed or refused. */
+  get socket(): dgram.Socket | undefined {
+    return this.state === 'ready' || this.state === 'opening' ? this.sock : undefined;
+  }
+
+  /** The GSO socket for one segment size, once it is ready; opening it starts on first use. */
+  gsoSocket(size: number): GsoSocket | undefined {
+    const g = this.gso.get(size);
+    if (typeof g === 'object') return g.ready ? g : undefined;
+    if (g === undefined && this.state !== 'closed' && this.gso.size < MAX_GSO_SOCKETS) this.openGso(size);
+    return undefined;
+  }
+
+  private openGso(size: number): void {
+    const g: GsoSocket = {
+      sock: this.bind(this.shared ? this.port : 0, (ok) => {
+        if (!ok) { this.gso.set(size, 'unavailable'); return; }
+        if (!enableUdpSegmentation(g.sock, size)) { this.gso.set(size, 'unavailable'); g.sock.close(); return; }
+        g.port = g.sock.address().port;
+        g.ready = true;
+        // A send the kernel refuses (a route without checksum offload, say) loses that run,
+        // as a lost packet would (RC resends it); later runs of this size go one by one.
+        g.sock.on('error', () => {
+          if (this.gso.get(size) === g) { this.gso.set(size, 'unavailable'); g.sock.close(); }
+        });
+      }),
+      port: 0,
+      ready: false,
+    };
+    this.gso.set(size, g);
+  }
+
+  /**
+   * A send socket binding to (address, port); done(true) once it is bound with the RoCE
+   * options, done(false) (and closed) when that fails.
+   */
+  private bind(port: number, done: (ok: boolean) => void): dgram.Socket {
+    const sock = dgram.createSocket({ type: this.family === 4 ? 'udp4' : 'udp6', sendBufferSize: 8 << 20, reuseAddr: this.shared });
+    // After close(), the socket is closed already (or will be, behind its queued sends).
+    const give = () => { if (this.state !== 'closed') { sock.close(); done(false); } };
+    sock.once('error', give);
+    // This callback runs before node:dgram sends what was queued during the bind. If close()
+    // came first, node:dgram closes the socket after those sends (or already has).
+    sock.bind({ address: this.address, port }, () => {
+      sock.off('error', give);
+      if (this.state === 'closed') return;
+      sock.on('error', () => { this.counters.send_err++; });
+      try {
+        prepareRoceSocket(sock, this.family);
+      } catch {
+        // node:dgram sends the queued packets right after this callback: close only after.
+        done(false);
+        setImmediate(() => sock.close());
+        return;
+      }
+      done(true);
+    });
+    return sock;
+  }
+
+  /** Close the sockets this port opened (never the device socket). */
+  close(): void {
+    if (this.state === 'closed') return;
+    const own = this.shared ? this.sock : undefined;
+    this.state = 'closed';
+    this.sock = undefined;
+    own?.close();
+    for (const g of this.gso.values()) if (typeof g === 'object') g.sock.close();
+    this.gso.clear();
+  }
+}

@@ -1,0 +1,119 @@
+// UDP source ports per QP, as Linux rxe chooses them: the formulas against values from a C
+// transcription of the kernel's (hash_32, rdma_calc_flow_label, rdma_flow_label_to_udp_sport),
+// and the ports packets really leave from, seen by the receiving device.
+
+import assert from 'node:assert/strict';
+import dgram from 'node:dgram';
+import { describe, it } from 'node:test';
+import { randomBytes } from 'node:crypto';
+import fc from 'fast-check';
+import { Access, QpType, SendFlags, WrOpcode, rxeOf } from '../../src/index.js';
+import { connectedSourcePort, flowLabelOf, initialSourcePort, sourcePortOfFlowLabel } from '../../src/providers/rxe/wire/udp-sport.js';
+import { makePair, waitCompletions } from '../helpers/pair.js';
+
+describe('source port formulas', () => {
+  it('match the kernel\'s for fixed QPNs', () => {
+    const init: Array<[number, number]> = [[0x11, 0xdf94], [0x12, 0xf806], [0x13, 0xd078], [0x3f, 0xc416], [0x1234, 0xfd8b], [0xabcdef, 0xe3ca], [0xffffff, 0xf94d]];
+    for (const [qpn, port] of init) assert.equal(initialSourcePort(qpn).toString(16), port.toString(16), `qpn ${qpn.toString(16)}`);
+    const conn: Array<[number, number, number, number]> = [
+      [0x11, 0x12, 0x132, 0xc132], [0x11, 0x11, 0x121, 0xc121], [0xabcdef, 0x123456, 0xac3e3, 0xc3c8], [0xffffff, 0xffffff, 0xfff1e, 0xff21],
+    ];
+    for (const [l, r, fl, port] of conn) {
+      assert.equal(flowLabelOf(l, r).toString(16), fl.toString(16));
+      assert.equal(connectedSourcePort(0, l, r).toString(16), port.toString(16));
+    }
+    assert.equal(sourcePortOfFlowLabel(0x12345).toString(16), 'e341');
+    assert.equal(connectedSourcePort(0x12345, 0x11, 0x12).toString(16), 'e341', 'an AV flow label wins over the QPNs');
+  });
+
+  it('are symmetric for a QP pair and stay in the dynamic range (property)', () => {
+    fc.assert(fc.property(fc.integer({ min: 1, max: 0xffffff }), fc.integer({ min: 1, max: 0xffffff }), fc.integer({ min: 0, max: 0xfffff }), (l, r, fl) => {
+      assert.equal(connectedSourcePort(0, l, r), connectedSourcePort(0, r, l));
+      for (const p of [initialSourcePort(l), connectedSourcePort(fl, l, r)]) assert.ok(p >= 0xc000 && p <= 0xffff, `port ${p}`);
+    }));
+  });
+});
+
+/** Record the UDP source port of every packet a device receives. */
+function recordPorts(dev: Parameters<typeof rxeOf>[0]): Set<number> {
+  const link = rxeOf(dev).link;
+  const seen = new Set<number>();
+  const inner = link.onPacket;
+  link.onPacket = (pkt, from, port, seg) => { seen.add(port); inner(pkt, from, port, seg); };
+  return seen;
+}
+
+describe('packets on the wire', () => {
+  it('an RC pair sends from one port derived from both QPNs, requests and ACKs alike, GSO runs included', async () => {
+    const { a, b, close } = await makePair(QpType.RC);
+    try {
+      const want = connectedSourcePort(0, a.qp.qpn, b.qp.qpn);
+      const atB = recordPorts(b.dev);
+      const atA = recordPorts(a.dev);
+      const src = randomBytes(512 << 10);
+      const dst = Buffer.alloc(src.length);
+      const smr = a.pd.regMr(src, 0);
+      const rmr = b.pd.regMr(dst, Access.LOCAL_WRITE | Access.REMOTE_WRITE | Access.REMOTE_READ);
+      for (let i = 0; i < 4; i++) {
+        a.qp.postSend({ wrId: i, opcode: WrOpcode.RDMA_WRITE, sendFlags: SendFlags.SIGNALED, sgList: [smr.sge()], rdma: { remoteAddr: rmr.addr, rkey: rmr.rkey } });
+      }
+      await waitCompletions(a.cq, 4);
+      assert.ok(dst.equals(src));
+      assert.deepEqual([...atB], [want], 'requests at B');
+      assert.deepEqual([...atA], [want], 'ACKs at A');
+      assert.ok(rxeOf(a.dev).counters.gso_sends > 0, 'the runs went out as GSO sends');
+      assert.deepEqual(rxeOf(a.dev).link.sourcePorts, [want], 'the port from create was given up for the connected one');
+      a.qp.destroy();
+      assert.deepEqual(rxeOf(a.dev).link.sourcePorts, [], 'destroying the QP closes its sockets');
+    } finally { await close(); }
+  });
+
+  it('a UD QP sends from its create-time port; with per-QP ports off, everything leaves from the device port', async () => {
+    const { a, b, close } = await makePair(QpType.UD);
+    try {
+      const atB = recordPorts(b.dev);
+      const ah = a.pd.createAh({ grh: { dgid: b.ctx.queryGid(), hopLimit: 64 } });
+      const rmr = b.pd.regMr(Buffer.alloc(4096), Access.LOCAL_WRITE);
+      b.qp.postRecv({ wrId: 1, sgList: [rmr.sge()] });
+      const smr = a.pd.regMr(Buffer.from('from my own port'), 0);
+      a.qp.postSend({ wrId: 7, opcode: WrOpcode.SEND, sendFlags: SendFlags.SIGNALED, sgList: [smr.sge()], ud: { ah, remoteQpn: b.qp.qpn, remoteQkey: 0x11111111 } });
+      await waitCompletions(b.cq, 1);
+      assert.deepEqual([...atB], [initialSourcePort(a.qp.qpn)]);
+    } finally { await close(); }
+    process.env.SOFTRDMA_RXE_SPORT = '0';
+    const off = await makePair(QpType.RC).finally(() => { delete process.env.SOFTRDMA_RXE_SPORT; });
+    try {
+      const atB = recordPorts(off.b.dev);
+      const smr = off.a.pd.regMr(Buffer.from('x'), 0);
+      off.b.qp.postRecv({ wrId: 1, sgList: [] });
+      off.a.qp.postSend({ wrId: 1, opcode: WrOpcode.SEND, sendFlags: SendFlags.SIGNALED | SendFlags.INLINE, sgList: [smr.sge(0, 0)] });
+      await waitCompletions(off.a.cq, 1);
+      assert.deepEqual([...atB], [rxeOf(off.a.dev).port]);
+      assert.deepEqual(rxeOf(off.a.dev).link.sourcePorts, []);
+    } finally { await off.close(); }
+  });
+
+  it('a port another socket holds is counted, and the QP sends from the device port instead', async () => {
+    // Learn which port the pair's QPs will take, hold it without SO_REUSEADDR, and pair again.
+    const probe = await makePair(QpType.RC);
+    const taken = connectedSourcePort(0, probe.a.qp.qpn, probe.b.qp.qpn);
+    await probe.close();
+    const holder = dgram.createSocket('udp4');
+    await new Promise<void>((resolve, reject) => { holder.once('error', reject); holder.bind({ address: '127.0.0.2', port: taken }, () => resolve()); });
+    try {
+      const { a, b, close } = await makePair(QpType.RC);
+      try {
+        assert.equal(connectedSourcePort(0, a.qp.qpn, b.qp.qpn), taken, 'fresh devices hand out the same QPNs');
+        const atB = recordPorts(b.dev);
+        const smr = a.pd.regMr(randomBytes(20_000), 0);
+        const rmr = b.pd.regMr(Buffer.alloc(20_000), Access.LOCAL_WRITE);
+        b.qp.postRecv({ wrId: 1, sgList: [rmr.sge()] });
+        a.qp.postSend({ wrId: 1, opcode: WrOpcode.SEND, sendFlags: SendFlags.SIGNALED, sgList: [smr.sge()] });
+        const [wc] = await waitCompletions(a.cq, 1);
+        assert.equal(wc!.status, 0, 'the send completes although its first packets were lost with the refused socket');
+        assert.ok(atB.has(rxeOf(a.dev).port), `packets from the device port: ${[...atB]}`);
+        assert.equal(rxeOf(a.dev).counters.sport_unavailable, 1);
+      } finally { await close(); }
+    } finally { holder.close(); }
+  });
+});
