@@ -24,7 +24,7 @@ rdma-core's ibv_rc_pingpong / ibv_ud_pingpong (give it -g with the index of a Ro
       --bind ADDR    local IP address of the rxe device (default 127.0.0.1)
       --udp-port N   RoCEv2 UDP port (default 4791)
   -i, --ib-port N    port number (default 1)
-  -s, --size N       message size (default 4096 for rc, 1024 for ud)
+  -s, --size N       message size (default 4096 for rc, 2048 for ud)
   -m, --mtu N        path MTU for rc (default 1024)
   -r, --rx-depth N   receives to post (default 500)
   -n, --iters N      exchanges (default 1000)
@@ -112,7 +112,7 @@ export async function pingpong(argv: string[], out: (line: string) => void = (l)
   const ud = kind === 'ud';
   const port = num('port', values.port, 18515, 0, 65535);
   const ibPort = num('ib-port', values['ib-port'], 1, 1, 1);
-  const size = num('size', values.size, ud ? 1024 : 4096, 1, 1 << 30);
+  const size = num('size', values.size, ud ? 2048 : 4096, 1, 1 << 30);
   const mtuBytes = num('mtu', values.mtu, 1024, 256, 4096);
   if (![256, 512, 1024, 2048, 4096].includes(mtuBytes)) throw new UsageError(`--mtu must be 256, 512, 1024, 2048 or 4096, got '${values.mtu}'`);
   const mtu = mtuEnum(mtuBytes);

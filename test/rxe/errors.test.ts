@@ -127,6 +127,25 @@ test('UD: SEND_WITH_IMM with Q_Key, source QP and GRH in the completion; wrong Q
   } finally { await close(); }
 });
 
+test('UD: a message may fill the port MTU (no path MTU applies), one byte more is EINVAL', async () => {
+  const { a, b, close } = await makePair(QpType.UD);
+  try {
+    const mtu = 128 << a.ctx.queryPort(1).activeMtu;
+    assert.equal(mtu, 4096, 'loopback devices have a 4096-byte MTU');
+    const ah = a.pd.createAh({ grh: { dgid: b.ctx.queryGid(), hopLimit: 64 } });
+    const dst = Buffer.alloc(40 + mtu);
+    b.qp.postRecv({ wrId: 1, sgList: [b.pd.regMr(dst, Access.LOCAL_WRITE).sge()] });
+    const src = randomBytes(mtu + 1);
+    const smr = a.pd.regMr(src, 0);
+    const ud = { ah, remoteQpn: b.qp.qpn, remoteQkey: 0x11111111 };
+    assert.throws(() => a.qp.postSend({ wrId: 1, opcode: WrOpcode.SEND, sgList: [smr.sge()], ud }), (e: any) => e.code === 'EINVAL' && /port MTU 4096/.test(e.message));
+    a.qp.postSend({ wrId: 2, opcode: WrOpcode.SEND, sendFlags: SendFlags.SIGNALED, sgList: [smr.sge(0, mtu)], ud });
+    const [wc] = await waitCompletions(b.cq, 1);
+    assert.deepEqual([wc!.status, wc!.byteLen], [0, 40 + mtu]);
+    assert.ok(dst.subarray(40).equals(src.subarray(0, mtu)));
+  } finally { await close(); }
+});
+
 test('UC: RDMA WRITE and multi-packet SEND', async () => {
   const { a, b, close } = await makePair(QpType.UC);
   try {

@@ -123,6 +123,8 @@ export class RxeQp implements ProviderQp {
     readonly cap: QpCap,
     readonly sqSigAll: boolean,
   ) {
+    // UD has no path: as in rxe, its messages are bounded by the port's MTU.
+    if (qpType === QpType.UD) this.mtu = mtuBytes(ctx.device.portMtu);
     this.sourcePort = initialSourcePort(qpn);
     this.source = ctx.device.link.acquirePort(this.sourcePort);
     this.sq = new Ring(cap.maxSendWr);
@@ -305,7 +307,7 @@ export class RxeQp implements ProviderQp {
     }
     if (this.qpType === QpType.UD) {
       if (!wr.ud || !this.device.isAh(wr.ud.ah)) fail('EINVAL', 'UD sends need wr.ud with an AH of this device', { attr: 'ud' });
-      if (length > this.mtu) fail('EINVAL', `UD message of ${length} bytes exceeds the path MTU ${this.mtu}`, { attr: 'sgList' });
+      if (length > this.mtu) fail('EINVAL', `UD message of ${length} bytes exceeds the port MTU ${this.mtu}`, { attr: 'sgList' });
     }
     if (wr.opcode === WrOpcode.BIND_MW && !wr.bindMw) fail('EINVAL', 'BIND_MW needs wr.bindMw', { attr: 'bindMw' });
     if (wr.opcode === WrOpcode.LOCAL_INV || wr.opcode === WrOpcode.SEND_WITH_INV) {
