@@ -311,6 +311,8 @@ export class IsmDevice extends EventEmitter {
   private readonly peers = new Map<bigint, PeerDevice>();
   private readonly server: net.Server;
   private readonly entryFile: string;
+  private readonly entry: DeviceEntry;
+  private entryCheckedAt = 0;
   private closed = false;
   private readonly onExit = () => this.close();
 
@@ -332,12 +334,25 @@ export class IsmDevice extends EventEmitter {
     this.server.unref();
 
     this.entryFile = deviceEntryFile(this.gid);
-    const entry: DeviceEntry = {
+    this.entry = {
       gid: hex64(this.gid), chid: this.chid, pid: process.pid, start: selfStartTime(), netns: netNamespace(),
       pageFd: this.pageFd, slots,
     };
-    writeEntry(this.entryFile, entry);
+    writeEntry(this.entryFile, this.entry);
+    this.entryCheckedAt = performance.now();
     process.once('exit', this.onExit);
+  }
+
+  /**
+   * Peers find this device through its registry entry. If the runtime directory was removed
+   * under us (a tmp cleaner), write the entry again, or every handshake from now on would
+   * fall back to TCP. Checked at most once a second.
+   */
+  ensureRegistered(): void {
+    const now = performance.now();
+    if (this.closed || now - this.entryCheckedAt < 1000) return;
+    this.entryCheckedAt = now;
+    if (!fs.existsSync(this.entryFile)) writeEntry(this.entryFile, this.entry);
   }
 
   static open(opts: { slots?: number } = {}): IsmDevice {
@@ -510,5 +525,6 @@ let shared: IsmDevice | undefined;
 /** The process's ism device, opened on first use. */
 export function defaultIsmDevice(): IsmDevice {
   shared ??= IsmDevice.open();
+  shared.ensureRegistered();
   return shared;
 }

@@ -64,11 +64,43 @@ export function netNamespace(): string {
   return netns;
 }
 
-/** Write a small JSON file atomically (rename), owner-only. */
+/**
+ * Forget which directories exist: someone removed them under us (a tmp cleaner, rm -rf).
+ * The next runtimeDir()/subdir() creates and checks them again.
+ */
+export function forgetDirectories(): void {
+  cached = undefined;
+  made.clear();
+}
+
+/**
+ * Write a small JSON file atomically (rename), owner-only. If its directory was removed
+ * meanwhile, it is made again (owner-checked, as at first use) and the write retried once.
+ */
 export function writeEntry(file: string, value: unknown): void {
   const tmp = `${file}.${process.pid}.tmp`;
-  fs.writeFileSync(tmp, JSON.stringify(value), { mode: 0o600 });
+  const data = JSON.stringify(value);
+  try {
+    fs.writeFileSync(tmp, data, { mode: 0o600 });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    forgetDirectories();
+    runtimeDir();
+    fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+    fs.writeFileSync(tmp, data, { mode: 0o600 });
+  }
   fs.renameSync(tmp, file);
+}
+
+/** The names in a subdirectory; undefined if it is gone (it is made again on the next write). */
+export function listEntries(dir: string): string[] | undefined {
+  try {
+    return fs.readdirSync(dir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    forgetDirectories();
+    return undefined;
+  }
 }
 
 export function readEntry<T>(file: string): T | undefined {

@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { isAlive, netNamespace, readEntry, removeEntry, selfStartTime, subdir, writeEntry } from '../ism/runtime-dir.js';
+import { isAlive, listEntries, netNamespace, readEntry, removeEntry, selfStartTime, subdir, writeEntry } from '../ism/runtime-dir.js';
 
 interface ListenerEntry {
   pid: number;
@@ -20,16 +20,27 @@ interface ListenerEntry {
 
 let serial = 0;
 
+/** How often a listener checks that its entry is still there (a tmp cleaner may remove it). */
+const RECHECK_MS = 2000;
+
 export class ListenerRegistration {
   private readonly file: string;
   private readonly onExit = () => this.remove();
+  private readonly recheck: NodeJS.Timeout;
   constructor(address: string, port: number) {
     this.file = path.join(subdir('listeners'), `${port}.${process.pid}.${++serial}.json`);
     const e: ListenerEntry = { pid: process.pid, start: selfStartTime(), netns: netNamespace(), address, port };
     writeEntry(this.file, e);
     process.once('exit', this.onExit);
+    // Without its entry no client would propose SMC to this listener again: write it back.
+    this.recheck = setInterval(() => {
+      if (fs.existsSync(this.file)) return;
+      try { writeEntry(this.file, e); } catch { /* tried again on the next round */ }
+    }, RECHECK_MS);
+    this.recheck.unref();
   }
   remove(): void {
+    clearInterval(this.recheck);
     process.removeListener('exit', this.onExit);
     removeEntry(this.file);
   }
@@ -90,7 +101,13 @@ export function isSmcListener(address: string | undefined, port: number | undefi
   watch(dir);
   let found = false;
   const prefix = `${port}.`;
-  for (const name of fs.readdirSync(dir)) {
+  const names = listEntries(dir);
+  if (!names) {
+    // The directory was removed: no listener can be found there, and the watch is dead.
+    watcher?.close();
+    watcher = undefined;
+  }
+  for (const name of names ?? []) {
     if (!name.startsWith(prefix) || !name.endsWith('.json')) continue;
     const file = path.join(dir, name);
     const e = readEntry<ListenerEntry>(file);

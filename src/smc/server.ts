@@ -4,9 +4,12 @@
 
 import net from 'node:net';
 import tls from 'node:tls';
+import util from 'node:util';
 import { ListenerRegistration } from './discovery.js';
 import { resolveSmcOptions, Socket, type ResolvedSmcOptions, type SmcSocketOptions } from './socket.js';
 import { deferTlsConnection } from './tls.js';
+
+const debug = util.debuglog('smc');
 
 export const kSmcServer = Symbol('softrdma.smc.server');
 
@@ -30,7 +33,13 @@ export function enableSmcOnServer(server: net.Server, opts: ResolvedSmcOptions):
     state.ipListener = a !== null && typeof a === 'object';
     if (a && typeof a === 'object' && opts.enabled) {
       state.registration?.remove();
-      state.registration = new ListenerRegistration(a.address, a.port);
+      state.registration = undefined;
+      try {
+        state.registration = new ListenerRegistration(a.address, a.port);
+      } catch (err) {
+        // Without an entry no client proposes SMC: the server still serves, over TCP.
+        debug('cannot register the SMC listener %s:%d: %s', a.address, a.port, (err as Error).message);
+      }
     }
   });
   server.on('close', () => {

@@ -17,7 +17,9 @@ import type { SmcInfo } from '../../src/smc/index.js';
 const runtime = fs.mkdtempSync(path.join(os.tmpdir(), 'softrdma-smc-test-'));
 process.env.SOFTRDMA_RUNTIME_DIR = runtime;
 const smc = await import('../../src/smc/index.js');
+const { clearDiscoveryCache } = await import('../../src/smc/discovery.js');
 const SERVER = fileURLToPath(new URL('../helpers/smc-test-server.js', import.meta.url));
+const PEER = fileURLToPath(new URL('../../src/tools/smc-peer.js', import.meta.url));
 const shmBefore = new Set(fs.readdirSync('/dev/shm'));
 
 interface Srv { proc: Proc; port: number; stop(): Promise<void> }
@@ -313,6 +315,46 @@ describe('hostile CLC input', () => {
       assert.equal((await bounded(r, 10_000, 'echo')).toString(), 'alive');
       assert.equal(smc.getSmcInfo(s).mode, 'SMCD');
       assert.equal(events(srv.proc, 'fatal').length, 0);
+    } finally {
+      await srv.stop();
+    }
+  });
+});
+
+describe('the runtime directory removed under live processes', () => {
+  it('connections fall back to TCP meanwhile, nothing throws, and SMC-D comes back once the entries are written again', async () => {
+    const srv = await server();
+    try {
+      const echo = async () => {
+        const s = await connect(srv.port);
+        const info = await bounded(settled(s), 5000, 'settle');
+        s.write('Ehello');
+        const got = await bounded(new Promise<string>((resolve) => s.once('data', (d: Buffer) => resolve(d.toString()))), 5000, 'echo');
+        s.destroy();
+        return { mode: info.mode, got };
+      };
+      assert.deepEqual(await echo(), { mode: 'SMCD', got: 'hello' });
+      fs.rmSync(runtime, { recursive: true, force: true });
+      clearDiscoveryCache();
+      // The listener is unknown now: plain TCP, and still the echo.
+      assert.deepEqual(await echo(), { mode: 'TCP', got: 'hello' });
+      // The server writes its listener entry back within its 2 s check; the ism devices of
+      // both processes write theirs when they next take part in a handshake.
+      const listeners = path.join(runtime, 'listeners');
+      await bounded((async () => {
+        while (!(fs.existsSync(listeners) && fs.readdirSync(listeners).some((n) => n.startsWith(`${srv.port}.`)))) await new Promise((r) => setTimeout(r, 20));
+      })(), 5000, 'listener entry written again');
+      clearDiscoveryCache();
+      assert.deepEqual(await echo(), { mode: 'SMCD', got: 'hello' });
+      // A new client process has never mapped the server's ism device: it finds it only
+      // through the device entry, which the server wrote again when it took the Proposal.
+      const fresh = runNode(PEER, ['client', '--api', 'smc', '--test', 'pingpong', '--iters', '20', `--port=${srv.port}`], { env: { SOFTRDMA_RUNTIME_DIR: runtime } });
+      assert.equal(await fresh.exit(20_000), 0, fresh.stderr);
+      assert.equal(jsonLines(fresh.stdout)[0]!.mode, 'SMCD', fresh.stdout);
+      assert.equal(fs.statSync(runtime).mode & 0o777, 0o700, 'made again owner-only');
+      // destroy() resets each connection; nothing else may have gone wrong in the server.
+      assert.deepEqual(events(srv.proc, 'error').filter((e) => e.code !== 'ECONNRESET'), []);
+      assert.equal(srv.proc.child.exitCode, null, 'the server lives');
     } finally {
       await srv.stop();
     }
