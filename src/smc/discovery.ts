@@ -75,8 +75,11 @@ function addressMatches(listening: string, dest: string): boolean {
   return false;
 }
 
-/** Cache per port, dropped whenever the directory changes (inotify) and after a second. */
-const cache = new Map<number, { at: number; found: boolean }>();
+/**
+ * Per port, the addresses live SMC listeners of this namespace registered; dropped whenever
+ * the directory changes (inotify) and after a second.
+ */
+const cache = new Map<number, { at: number; addresses: string[] }>();
 let watcher: fs.FSWatcher | undefined;
 
 function watch(dir: string): void {
@@ -89,17 +92,13 @@ function watch(dir: string): void {
   }
 }
 
-/** Is there a live SMC listener for this destination on this host, in this namespace? */
-export function isSmcListener(address: string | undefined, port: number | undefined): boolean {
-  if (!address || !port) return false;
-  const dest = unmapV4(address);
-  if (!isLocalAddress(dest)) return false;
+function listenersOn(port: number): string[] {
   const hit = cache.get(port);
   const now = Date.now();
-  if (hit && now - hit.at < 1000 && watcher) return hit.found;
+  if (hit && now - hit.at < 1000 && watcher) return hit.addresses;
   const dir = subdir('listeners');
   watch(dir);
-  let found = false;
+  const addresses: string[] = [];
   const prefix = `${port}.`;
   const names = listEntries(dir);
   if (!names) {
@@ -113,11 +112,25 @@ export function isSmcListener(address: string | undefined, port: number | undefi
     const e = readEntry<ListenerEntry>(file);
     if (!e || e.port !== port) continue;
     if (!isAlive(e.pid, e.start)) { removeEntry(file); continue; }
-    if (e.netns !== netNamespace()) continue;
-    if (addressMatches(e.address, dest)) { found = true; break; }
+    if (e.netns === netNamespace()) addresses.push(e.address);
   }
-  cache.set(port, { at: now, found });
-  return found;
+  cache.set(port, { at: now, addresses });
+  return addresses;
+}
+
+/**
+ * Is there a live SMC listener for this destination on this host, in this namespace? The
+ * address may be given as a function: it is asked for only when some listener uses the port
+ * (a socket's remoteAddress costs a system call, which a fallback connection should not pay).
+ */
+export function isSmcListener(address: string | undefined | (() => string | undefined), port: number | undefined): boolean {
+  if (!port) return false;
+  const listening = listenersOn(port);
+  if (listening.length === 0) return false;
+  const a = typeof address === 'function' ? address() : address;
+  if (!a) return false;
+  const dest = unmapV4(a);
+  return isLocalAddress(dest) && listening.some((l) => addressMatches(l, dest));
 }
 
 /** Forget cached answers (tests, or after starting a server in this process). */

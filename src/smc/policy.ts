@@ -18,10 +18,13 @@ export function setSmcPolicy(policy: SmcPolicy | undefined): void {
   processPolicy = policy;
 }
 
-export function policyAllows(own: SmcPolicy | undefined, info: SmcPolicyInfo): boolean {
+/** `info` is built only when some policy wants it: the addresses cost system calls. */
+export function policyAllows(own: SmcPolicy | undefined, info: () => SmcPolicyInfo): boolean {
+  if (!own && !processPolicy) return true;
   try {
-    if (own && !own(info)) return false;
-    if (processPolicy && !processPolicy(info)) return false;
+    const i = info();
+    if (own && !own(i)) return false;
+    if (processPolicy && !processPolicy(i)) return false;
   } catch {
     return false; // a throwing policy must not break the connection: stay TCP
   }

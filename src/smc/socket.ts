@@ -161,7 +161,7 @@ export class Socket extends net.Socket {
     const s = sock as Socket;
     const st = newState('server', opts);
     s[kSmc] = st;
-    const info = { role: 'server' as const, localAddress: s.localAddress, localPort: s.localPort, remoteAddress: s.remoteAddress, remotePort: s.remotePort };
+    const info = () => ({ role: 'server' as const, localAddress: s.localAddress, localPort: s.localPort, remoteAddress: s.remoteAddress, remotePort: s.remotePort });
     // A listener known to speak SMC must still answer a Proposal, even when it will not use SMC.
     // node:http hands the TCP handle to its C++ parser unless it was consumed already; the
     // CLC bytes must pass through push() first, so claim the handle for the JS path.
@@ -346,10 +346,10 @@ function onClientConnect(this: Socket): void {
   const sock = this;
   const s = sock[kSmc];
   if (!s || s.phase !== 'idle') return;
-  const info = { role: 'client' as const, localAddress: sock.localAddress, localPort: sock.localPort, remoteAddress: sock.remoteAddress, remotePort: sock.remotePort };
+  const info = () => ({ role: 'client' as const, localAddress: sock.localAddress, localPort: sock.localPort, remoteAddress: sock.remoteAddress, remotePort: sock.remotePort });
   if (!policyAllows(s.opts.policy, info)) return settleTcp(sock, s, undefined, 'policy');
   let listener = false;
-  try { listener = isSmcListener(sock.remoteAddress, sock.remotePort); } catch { listener = false; }
+  try { listener = isSmcListener(() => sock.remoteAddress, sock.remotePort); } catch { listener = false; }
   if (!listener) return settleTcp(sock, s, DECLINE.PEERNOSMC, 'peer is not an SMC listener');
   try {
     s.device = defaultIsmDevice();
