@@ -12,7 +12,7 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
-import { isIpcConnect } from './connect-args.js';
+import { connectTarget } from './connect-args.js';
 import { enableSmcOnServer } from './server.js';
 import { kSmc, resolveSmcOptions, Socket } from './socket.js';
 import { smcTotals } from './status.js';
@@ -23,7 +23,7 @@ const opts = resolveSmcOptions({ smc: process.env.SOFTRDMA_SMC !== '0' });
 const plainConnect = net.Socket.prototype.connect;
 net.Socket.prototype.connect = function connect(this: net.Socket, ...args: unknown[]) {
   // Unix sockets (the ism doorbell among them) stay untouched node:net sockets.
-  if (opts.enabled && Object.getPrototypeOf(this) === net.Socket.prototype && !(kSmc in this) && !isIpcConnect(args)) {
+  if (opts.enabled && Object.getPrototypeOf(this) === net.Socket.prototype && !(kSmc in this) && !connectTarget(args).ipc) {
     Socket.adoptClient(this, opts);
     return (Socket.prototype.connect as (...a: unknown[]) => net.Socket).apply(this, args);
   }

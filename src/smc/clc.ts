@@ -56,10 +56,17 @@ export const DECLINE = {
 const DECLINE_NAMES = new Map<number, string>(Object.entries(DECLINE).map(([k, v]) => [v, `SMC_CLC_DECL_${k}`]));
 
 /** "SMC_CLC_DECL_PEERNOSMC (0x03010000)". */
+const declineNames = new Map<number, string>();
 export function declineName(code: number): string {
-  const hex = `0x${(code >>> 0).toString(16).padStart(8, '0')}`;
-  const name = DECLINE_NAMES.get(code >>> 0);
-  return name ? `${name} (${hex})` : hex;
+  let s = declineNames.get(code >>> 0);
+  if (s === undefined) {
+    const hex = `0x${(code >>> 0).toString(16).padStart(8, '0')}`;
+    const name = DECLINE_NAMES.get(code >>> 0);
+    s = name ? `${name} (${hex})` : hex;
+    // Counted per fallback connection; codes a peer makes up must not grow this without end.
+    if (declineNames.size < 256) declineNames.set(code >>> 0, s);
+  }
+  return s;
 }
 
 export class ClcError extends Error {

@@ -22,10 +22,13 @@ export function normalizeConnectArgs(args: unknown[]): [Record<string, unknown>,
 }
 
 /**
- * Whether Socket.prototype.connect's arguments name a Unix socket (no SMC there). net.connect
- * hands connect() its arguments already normalized, as one array.
+ * What Socket.prototype.connect's arguments name: a Unix socket (no SMC there), or the TCP
+ * port (when given as a valid number; the peer's port is then known without asking the
+ * kernel). net.connect hands connect() its arguments already normalized, as one array.
  */
-export function isIpcConnect(args: unknown[]): boolean {
+export function connectTarget(args: unknown[]): { ipc: boolean; port: number | undefined } {
   const list = Array.isArray(args[0]) ? (args[0] as unknown[]) : args;
-  return Boolean(normalizeConnectArgs(list)[0].path);
+  const o = normalizeConnectArgs(list)[0];
+  const port = Number(o.port);
+  return { ipc: Boolean(o.path), port: Number.isInteger(port) && port > 0 && port < 65536 ? port : undefined };
 }

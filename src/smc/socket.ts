@@ -26,7 +26,7 @@ import { returnDmb, takeDmb } from './dmb-pool.js';
 import { forget, kick, stayAwakeUntil } from './poller.js';
 import { policyAllows, type SmcPolicy } from './policy.js';
 import { SmcdConnection } from './smcd-connection.js';
-import { isIpcConnect } from './connect-args.js';
+import { connectTarget } from './connect-args.js';
 import { countSettled, track, untrack } from './status.js';
 
 export const kSmc = Symbol('softrdma.smc');
@@ -109,6 +109,8 @@ interface SmcState {
   /** Close like close(2) on TCP: orderly unless data is left unread or unsent (closeSmc). */
   graceful: boolean;
   wroteAfterPeerClosed: boolean;
+  /** The port connect() was given (client). */
+  targetPort: number | undefined;
 }
 
 /**
@@ -136,6 +138,7 @@ function newState(role: 'client' | 'server', opts: ResolvedSmcOptions): SmcState
     stripClc: false, serverDecline: 0, fallbackReason: undefined, peerDeclineReason: undefined, fallbackCause: undefined,
     device: undefined, peerGid: undefined, dmb: undefined, remote: undefined, conn: undefined, proposal: undefined, timer: undefined,
     pending: undefined, clcIn: 0, clcOut: 0, strayTcpBytes: 0, writeDone: false, graceful: false, wroteAfterPeerClosed: false,
+    targetPort: undefined,
   };
 }
 
@@ -185,8 +188,9 @@ export class Socket extends net.Socket {
     // node:net lets a closed socket connect again; so does SMC, with a fresh handshake.
     if (s && s.phase === 'closed' && s.role === 'client') s = this[kSmc] = newState('client', s.opts);
     if (s && s.phase === 'idle') {
-      const ipc = isIpcConnect(args);
-      if (!s.opts.enabled || ipc) settleTcp(this, s, undefined, s.opts.enabled ? 'not an IP connection' : 'disabled');
+      const target = connectTarget(args);
+      s.targetPort = target.port;
+      if (!s.opts.enabled || target.ipc) settleTcp(this, s, undefined, s.opts.enabled ? 'not an IP connection' : 'disabled');
       else {
         this.prependOnceListener('connect', onClientConnect);
         track(this);
@@ -349,7 +353,8 @@ function onClientConnect(this: Socket): void {
   const info = () => ({ role: 'client' as const, localAddress: sock.localAddress, localPort: sock.localPort, remoteAddress: sock.remoteAddress, remotePort: sock.remotePort });
   if (!policyAllows(s.opts.policy, info)) return settleTcp(sock, s, undefined, 'policy');
   let listener = false;
-  try { listener = isSmcListener(() => sock.remoteAddress, sock.remotePort); } catch { listener = false; }
+  // The port we connected to is the peer's: only a port some listener uses costs a getpeername.
+  try { listener = isSmcListener(() => sock.remoteAddress, s.targetPort ?? sock.remotePort); } catch { listener = false; }
   if (!listener) return settleTcp(sock, s, DECLINE.PEERNOSMC, 'peer is not an SMC listener');
   try {
     s.device = defaultIsmDevice();
