@@ -143,7 +143,7 @@ export class RxeLink {
     let sp = this.ports.get(port);
     if (!sp) {
       if (this.ports.size >= MAX_SOURCE_PORTS) { this.counters.sport_unavailable++; return this.devicePort; }
-      sp = SourcePort.open(this.address, this.family, port, this.counters);
+      sp = SourcePort.open(this.devicePort, port, this.counters);
       this.ports.set(port, sp);
     }
     sp.refs++;
@@ -216,7 +216,7 @@ export class RxeLink {
         // Only runs the receiver can cut again without the kernel's help (wire/gro.ts).
         while (j < q.length && j - i < max && q[j]!.len === a.len && q[j]!.to === a.to && q[j]!.src === a.src && joinsRun(a.parts[0]!, q[j]!.parts[0]!, j - i)) j++;
       }
-      const g = j - i > 1 ? a.src.gsoSocket(a.len) : undefined;
+      const g = j - i > 1 ? a.src.sender.gsoSocket(a.len) : undefined;
       if (g) {
         const flow = this.flow(a.to, true, this.port, g.port);
         const all: Buffer[] = [];
@@ -233,10 +233,9 @@ export class RxeLink {
       } else {
         for (let k = i; k < j; k++) {
           const o = q[k]!;
-          // A port still opening (or refused) sends from the device port meanwhile.
-          const own = o.src.socket;
-          this.flow(o.to, true, this.port, own ? o.src.port : this.port).sealParts(o.parts);
-          (own ?? this.sock).send(o.parts, this.port, o.to, o.onSent);
+          const from = o.src.sender;
+          this.flow(o.to, true, this.port, from.port).sealParts(o.parts);
+          from.socket.send(o.parts, this.port, o.to, o.onSent);
         }
       }
       i = j;
@@ -245,8 +244,9 @@ export class RxeLink {
 
   private sendFaulty(pkt: Buffer, to: string, src: SourcePort): void {
     const f = this.faults!;
-    const sock = src.socket ?? this.sock;
-    this.flow(to, true, this.port, sock === this.sock ? this.port : src.port).seal(pkt);
+    const from = src.sender;
+    const sock = from.socket;
+    this.flow(to, true, this.port, from.port).seal(pkt);
     this.counters.sent_pkts++;
     this.counters.sent_bytes += pkt.length;
     const rnd = f.random ?? Math.random;

@@ -29,16 +29,21 @@ export class SourcePort {
     /** The port packets leave from; for the device's own, the device port. */
     readonly port: number,
     private readonly counters: DeviceCounters,
-    private readonly shared: boolean,
+    /** Undefined for the device's own port, which is always there; else that port. */
+    private readonly fallback: SourcePort | undefined,
     device: dgram.Socket | undefined,
   ) {
     this.sock = device;
     this.state = device ? 'ready' : 'opening';
   }
 
+  private get shared(): boolean {
+    return this.fallback !== undefined;
+  }
+
   /** The device's own port: sends go through its socket. */
   static ofDevice(sock: dgram.Socket, address: string, family: 4 | 6, port: number, counters: DeviceCounters): SourcePort {
-    return new SourcePort(address, family, port, counters, false, sock);
+    return new SourcePort(address, family, port, counters, undefined, sock);
   }
 
   /**
@@ -47,8 +52,8 @@ export class SourcePort {
    * already leave from its port. If the bind fails, those are lost (RC resends them) and the
    * QP sends from the device port.
    */
-  static open(address: string, family: 4 | 6, port: number, counters: DeviceCounters): SourcePort {
-    const sp = new SourcePort(address, family, port, counters, true, undefined);
+  static open(device: SourcePort, port: number, counters: DeviceCounters): SourcePort {
+    const sp = new SourcePort(device.address, device.family, port, counters, device, undefined);
     sp.sock = sp.bind(port, (ok) => {
       if (ok) { sp.state = 'ready'; return; }
       sp.state = 'unavailable';
@@ -58,9 +63,18 @@ export class SourcePort {
     return sp;
   }
 
-  /** The socket for single packets (bound or binding); undefined once closed or refused. */
-  get socket(): dgram.Socket | undefined {
-    return this.state === 'ready' || this.state === 'opening' ? this.sock : undefined;
+  /**
+   * The port this one's packets leave from now: itself while it has a socket (bound or
+   * binding), else the device port (the bind was refused, or the last QP gave the port up
+   * with packets still queued). The device port is always its own sender.
+   */
+  get sender(): SourcePort {
+    return this.state === 'ready' || this.state === 'opening' || !this.fallback ? this : this.fallback;
+  }
+
+  /** A sender's socket for single packets. */
+  get socket(): dgram.Socket {
+    return this.sock!;
   }
 
   /** The GSO socket for one segment size, once it is ready; opening it starts on first use. */
@@ -121,10 +135,11 @@ export class SourcePort {
   /** Close the sockets this port opened (never the device socket). */
   close(): void {
     if (this.state === 'closed') return;
-    const own = this.shared ? this.sock : undefined;
     this.state = 'closed';
-    this.sock = undefined;
-    own?.close();
+    if (this.shared) {
+      this.sock?.close();
+      this.sock = undefined;
+    }
     for (const g of this.gso.values()) if (typeof g === 'object') g.sock.close();
     this.gso.clear();
   }
