@@ -18,7 +18,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { F_SEAL_GROW, F_SEAL_SHRINK, mapShared, memfdCreate, sealSize, seals, unmap, type Mapping } from './libc.js';
-import { isAlive, netNamespace, readEntry, removeEntry, selfStartTime, subdir, writeEntry } from './runtime-dir.js';
+import { isAlive, netNamespace, readEntry, removeEntry, restoreEntry, selfStartTime, subdir, writeEntry } from './runtime-dir.js';
 
 const PAGE_MAGIC = 0x314d5349; // 'ISM1'
 const PAGE_HEADER = 64;
@@ -352,7 +352,7 @@ export class IsmDevice extends EventEmitter {
     const now = performance.now();
     if (this.closed || now - this.entryCheckedAt < 1000) return;
     this.entryCheckedAt = now;
-    if (!fs.existsSync(this.entryFile)) writeEntry(this.entryFile, this.entry);
+    restoreEntry(this.entryFile, this.entry);
   }
 
   static open(opts: { slots?: number } = {}): IsmDevice {

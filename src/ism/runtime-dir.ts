@@ -92,6 +92,11 @@ export function writeEntry(file: string, value: unknown): void {
   fs.renameSync(tmp, file);
 }
 
+/** Write an entry again if it is gone (its directory removed under a live process). */
+export function restoreEntry(file: string, value: unknown): void {
+  if (!fs.existsSync(file)) writeEntry(file, value);
+}
+
 /** The names in a subdirectory; undefined if it is gone (it is made again on the next write). */
 export function listEntries(dir: string): string[] | undefined {
   try {

@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { isAlive, listEntries, netNamespace, readEntry, removeEntry, selfStartTime, subdir, writeEntry } from '../ism/runtime-dir.js';
+import { isAlive, listEntries, netNamespace, readEntry, removeEntry, restoreEntry, selfStartTime, subdir, writeEntry } from '../ism/runtime-dir.js';
 
 interface ListenerEntry {
   pid: number;
@@ -34,8 +34,7 @@ export class ListenerRegistration {
     process.once('exit', this.onExit);
     // Without its entry no client would propose SMC to this listener again: write it back.
     this.recheck = setInterval(() => {
-      if (fs.existsSync(this.file)) return;
-      try { writeEntry(this.file, e); } catch { /* tried again on the next round */ }
+      try { restoreEntry(this.file, e); } catch { /* tried again on the next round */ }
     }, RECHECK_MS);
     this.recheck.unref();
   }

@@ -10,14 +10,23 @@ const runtime = fs.mkdtempSync(path.join(os.tmpdir(), 'softrdma-discovery-test-'
 process.env.SOFTRDMA_RUNTIME_DIR = runtime;
 const { ListenerRegistration, clearDiscoveryCache, isSmcListener } = await import('../../src/smc/discovery.js');
 
+/** Run `check` while a listener entry for (address, port) exists, with a fresh cache. */
+function withListener(address: string, port: number, check: () => void): void {
+  const reg = new ListenerRegistration(address, port);
+  try {
+    clearDiscoveryCache();
+    check();
+  } finally {
+    reg.remove();
+  }
+}
+
 describe('listener discovery', () => {
   after(() => fs.rmSync(runtime, { recursive: true, force: true }));
 
   it('matches the registered address and port only, whatever was asked before', () => {
     const port = 40000 + (process.pid % 20000);
-    const reg = new ListenerRegistration('127.0.0.2', port);
-    try {
-      clearDiscoveryCache();
+    withListener('127.0.0.2', port, () => {
       assert.equal(isSmcListener('127.0.0.2', port), true);
       // Same port, other address: answered from the same cached directory scan, and no.
       assert.equal(isSmcListener('127.0.0.3', port), false);
@@ -28,23 +37,17 @@ describe('listener discovery', () => {
       assert.equal(asked, 0, 'no listener on the port: the address is never asked for');
       assert.equal(isSmcListener(() => { asked++; return '127.0.0.2'; }, port), true);
       assert.equal(asked, 1);
-    } finally {
-      reg.remove();
-    }
+    });
     clearDiscoveryCache();
     assert.equal(isSmcListener('127.0.0.2', port), false, 'gone once removed');
   });
 
   it('a wildcard listener matches local destinations of its family, never a remote one', () => {
     const port = 40001 + (process.pid % 20000);
-    const reg = new ListenerRegistration('0.0.0.0', port);
-    try {
-      clearDiscoveryCache();
+    withListener('0.0.0.0', port, () => {
       assert.equal(isSmcListener('127.0.0.9', port), true);
       assert.equal(isSmcListener('::1', port), false, 'an IPv4 wildcard does not take IPv6');
       assert.equal(isSmcListener('192.0.2.1', port), false, 'not an address of this host');
-    } finally {
-      reg.remove();
-    }
+    });
   });
 });
