@@ -8,10 +8,9 @@
 
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
+import { benchOptions } from './options.js';
 
-const { values } = parseArgs({ options: { runs: { type: 'string', default: '3' }, json: { type: 'boolean' }, iters: { type: 'string', default: '10000' } } });
-const RUNS = Number(values.runs);
+const { runs: RUNS, json, strings: { iters } } = benchOptions('usage: node dist/bench/rxe-vs-udp.js [--runs N] [--json] [--iters N]', { iters: '10000' });
 const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 const RAW = fileURLToPath(new URL('./raw-udp.js', import.meta.url));
 const A = '127.0.0.2', B = '127.0.0.3';
@@ -81,12 +80,12 @@ async function rawPing(iters: number) {
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
 
-const iters = Number(values.iters);
+const ITERS = Number(iters);
 const rxeBw: number[] = [], rawBw: number[] = [], rxeRtt: number[] = [], rawRtt: number[] = [], rxeRttAvg: number[] = [], rawRttAvg: number[] = [];
 for (let r = 0; r < RUNS; r++) {
   // Interleaved, so both sides of each comparison see the same machine state.
-  rxeBw.push((await perftest('write_bw', ['-s', '65536', '-n', String(iters)])).bw_avg_MBps);
-  rawBw.push((await rawGoodput(65536 * iters)).MBps);
+  rxeBw.push((await perftest('write_bw', ['-s', '65536', '-n', String(ITERS)])).bw_avg_MBps);
+  rawBw.push((await rawGoodput(65536 * ITERS)).MBps);
   const lat = await perftest('send_lat', ['-s', '2', '-n', '5000']);
   rxeRtt.push(lat.t_typical_us * 2);
   rxeRttAvg.push(lat.t_avg_us * 2);
@@ -103,7 +102,7 @@ const result = {
     avg: { rxe: median(rxeRttAvg), raw: median(rawRttAvg) }, samples: { rxe: rxeRtt, raw: rawRtt },
   },
 };
-if (values.json) {
+if (json) {
   console.log(JSON.stringify(result));
 } else {
   const f = (x: number) => x.toFixed(1).padStart(9);

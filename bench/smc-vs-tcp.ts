@@ -14,15 +14,17 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 import { autoModuleUrl } from '../src/tools/smc-run.js';
 import { runPeerClient, startPeerServer } from '../src/tools/smc-peer-process.js';
 import { formatTable } from '../src/tools/table.js';
+import { benchOptions } from './options.js';
 
-const { values } = parseArgs({ options: { runs: { type: 'string', default: '3' }, json: { type: 'boolean' }, only: { type: 'string' } } });
-const RUNS = Number(values.runs);
+const { runs: RUNS, json, strings: { only } } = benchOptions('usage: node dist/bench/smc-vs-tcp.js [--runs N] [--json] [--only METRIC-PREFIX]', { only: undefined });
 const AUTO = autoModuleUrl();
-const env = { ...process.env, SOFTRDMA_RUNTIME_DIR: fs.mkdtempSync(path.join(os.tmpdir(), 'softrdma-bench-')) };
+// Its own runtime directory: the registry entries of this run's listeners only, removed at the end.
+const runtimeDir = fs.mkdtempSync(path.join(os.tmpdir(), 'softrdma-bench-'));
+process.on('exit', () => fs.rmSync(runtimeDir, { recursive: true, force: true }));
+const env = { ...process.env, SOFTRDMA_RUNTIME_DIR: runtimeDir };
 
 const serve = (args: string[], auto = false) => startPeerServer(args, { env, execArgv: auto ? ['--import', AUTO] : [] });
 const client = (args: string[], auto = false) => runPeerClient(args, { env, execArgv: auto ? ['--import', AUTO] : [] });
@@ -35,7 +37,7 @@ const rows: Row[] = [];
 async function measure(metric: string, unit: string, field: string, higherBetter: boolean, target: number,
   smcSide: { server: string[]; serverAuto?: boolean; client: string[]; clientAuto?: boolean },
   tcpSide: { server: string[]; serverAuto?: boolean; client: string[]; clientAuto?: boolean }): Promise<void> {
-  if (values.only && !metric.startsWith(values.only)) return;
+  if (only && !metric.startsWith(only)) return;
   const smcS = await serve(smcSide.server, smcSide.serverAuto);
   const tcpS = await serve(tcpSide.server, tcpSide.serverAuto);
   const a: number[] = [];
@@ -80,7 +82,7 @@ await measure('fallback setup', 'conn/s', 'perSec', true, 0.99, { server: ['--ap
 await measure('fallback pingpong median', 'us', 'medianUs', false, 1.01, { server: ['--api', 'net'], client: ['--api', 'smc', ...pp] }, { server: ['--api', 'net'], client: ['--api', 'net', ...pp] });
 await measure('fallback bulk', 'MiB/s', 'mibPerSec', true, 0.99, { server: ['--api', 'net'], client: ['--api', 'smc', ...bulk] }, { server: ['--api', 'net'], client: ['--api', 'net', ...bulk] });
 
-if (values.json) {
+if (json) {
   console.log(JSON.stringify({ runs: RUNS, cpus: os.cpus().length, node: process.version, rows }, null, 2));
 } else {
   const head = ['metric', 'SMC', 'TCP', 'unit', 'SMC/TCP', 'target', 'met', 'SMC mode'];

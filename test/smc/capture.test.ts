@@ -15,9 +15,9 @@ import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { captureUnavailable, readFields, startCapture } from '../helpers/capture.js';
 import { runNode } from '../helpers/procs.js';
+import { testRuntimeDir } from '../helpers/runtime-dir.js';
 
-const runtime = fs.mkdtempSync(path.join(os.tmpdir(), 'softrdma-smc-cap-'));
-process.env.SOFTRDMA_RUNTIME_DIR = runtime;
+const runtime = testRuntimeDir('smc-cap');
 const SERVER = fileURLToPath(new URL('../helpers/smc-test-server.js', import.meta.url));
 
 const hex64 = (v: bigint) => `0x${v.toString(16).padStart(16, '0')}`;

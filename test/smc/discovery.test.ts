@@ -1,13 +1,10 @@
 // The registry of SMC listeners: which destinations a client may propose to.
 
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { after, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
+import { testRuntimeDir } from '../helpers/runtime-dir.js';
 
-const runtime = fs.mkdtempSync(path.join(os.tmpdir(), 'softrdma-discovery-test-'));
-process.env.SOFTRDMA_RUNTIME_DIR = runtime;
+testRuntimeDir('discovery-test');
 const { ListenerRegistration, clearDiscoveryCache, isSmcListener } = await import('../../src/smc/discovery.js');
 
 /** Run `check` while a listener entry for (address, port) exists, with a fresh cache. */
@@ -22,7 +19,6 @@ function withListener(address: string, port: number, check: () => void): void {
 }
 
 describe('listener discovery', () => {
-  after(() => fs.rmSync(runtime, { recursive: true, force: true }));
 
   it('matches the registered address and port only, whatever was asked before', () => {
     const port = 40000 + (process.pid % 20000);

@@ -4,12 +4,11 @@
 
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import fc from 'fast-check';
+import { testRuntimeDir } from '../helpers/runtime-dir.js';
 
-process.env.SOFTRDMA_RUNTIME_DIR = fs.mkdtempSync(path.join(os.tmpdir(), 'softrdma-ism-test-'));
+testRuntimeDir('ism-test');
 const { IsmDevice, IsmError } = await import('../../src/ism/device.js');
 const { SmcdConnection } = await import('../../src/smc/smcd-connection.js');
 const { packCursor } = await import('../../src/smc/cdc.js');

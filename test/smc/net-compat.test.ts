@@ -8,13 +8,13 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { after, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import * as smc from '../../src/smc/index.js';
 import { jsonLines, runNode } from '../helpers/procs.js';
+import { testRuntimeDir } from '../helpers/runtime-dir.js';
 
-const runtime = fs.mkdtempSync(path.join(os.tmpdir(), 'softrdma-netcompat-test-'));
-process.env.SOFTRDMA_RUNTIME_DIR = runtime;
+const runtime = testRuntimeDir('netcompat-test');
 const AUTO = pathToFileURL(fileURLToPath(new URL('../../src/smc/auto.js', import.meta.url))).href;
 
 /** An echo server for one test; everything it and the test's sockets hold is closed afterwards, pass or fail. */
@@ -38,7 +38,6 @@ function bounded<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
     .finally(() => clearTimeout(t));
 }
 
-after(() => fs.rmSync(runtime, { recursive: true, force: true }));
 
 describe('node:net behaviour around the SMC handshake', () => {
 

@@ -7,15 +7,14 @@ import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import fs from 'node:fs';
 import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { jsonLines, runNode, type Proc } from '../helpers/procs.js';
 import type { SmcInfo } from '../../src/smc/index.js';
+import { testRuntimeDir } from '../helpers/runtime-dir.js';
 
-const runtime = fs.mkdtempSync(path.join(os.tmpdir(), 'softrdma-smc-test-'));
-process.env.SOFTRDMA_RUNTIME_DIR = runtime;
+const runtime = testRuntimeDir('smc-test');
 const smc = await import('../../src/smc/index.js');
 const { clearDiscoveryCache } = await import('../../src/smc/discovery.js');
 const SERVER = fileURLToPath(new URL('../helpers/smc-test-server.js', import.meta.url));

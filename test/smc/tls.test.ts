@@ -6,14 +6,12 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { jsonLines, runNode, type Proc } from '../helpers/procs.js';
+import { testRuntimeDir } from '../helpers/runtime-dir.js';
 
-const runtime = fs.mkdtempSync(path.join(os.tmpdir(), 'softrdma-tls-test-'));
-process.env.SOFTRDMA_RUNTIME_DIR = runtime;
+const runtime = testRuntimeDir('tls-test');
 const env = { SOFTRDMA_RUNTIME_DIR: runtime };
 const PEER = fileURLToPath(new URL('../helpers/https-peer.js', import.meta.url));
 const AUTO = pathToFileURL(fileURLToPath(new URL('../../src/smc/auto.js', import.meta.url))).href;
