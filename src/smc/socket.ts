@@ -387,14 +387,13 @@ function settleTcp(sock: Socket, s: SmcState, reason: number | undefined, cause:
   s.phase = 'tcp';
   s.fallbackReason = reason;
   s.fallbackCause = cause;
-  untrack(sock);
-  countSettled('TCP', reason, cause);
+  countSettled('TCP', reason, cause); // still listed by smcss (as TCP, with the reason) until it closes
   if (debug.enabled) debug('%s %s:%s -> %s:%s settled on TCP: %s', s.role, sock.localAddress, sock.localPort, sock.remoteAddress, sock.remotePort, cause);
   const held = s.held;
   s.held = undefined;
   const fin = s.heldFinal;
   s.heldFinal = undefined;
-  sock.emit('smc', getSmcInfo(sock));
+  if (sock.listenerCount('smc') > 0) sock.emit('smc', getSmcInfo(sock));
   if (held) {
     if (held.writev) net.Socket.prototype._writev!.call(sock, held.data as Array<{ chunk: unknown; encoding: BufferEncoding }>, held.cb);
     else net.Socket.prototype._write.call(sock, held.data, held.encoding, held.cb);
@@ -566,7 +565,6 @@ function startSmcd(sock: Socket, s: SmcState): void {
   s.conn = conn;
   s.dmb!.onSignal = () => { if (!conn.released) { conn.process(); kick(conn); } };
   s.phase = 'smcd';
-  track(sock);
   countSettled('SMCD');
   if (debug.enabled) debug('%s %s:%s -> %s:%s settled on SMC-D', s.role, sock.localAddress, sock.localPort, sock.remoteAddress, sock.remotePort);
   sock.emit('smc', getSmcInfo(sock));

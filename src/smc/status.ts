@@ -1,17 +1,21 @@
-// Live connection state for `softrdma smcss`: each process with SMC-capable sockets keeps one
-// status file in the runtime directory, rewritten (at most every 200 ms) while it changes and
-// removed at exit. smcss reads them all and ignores files of dead processes.
+// Live connection state for `softrdma smcss`, made when asked for, as the kernel answers
+// smcss over netlink: a process with SMC-capable sockets listens on a Unix socket in the
+// runtime directory (status/<pid>.sock) and answers each connection with its connections as
+// they are at that moment (JSON). Nothing is written while nobody asks, so a process with
+// many connections pays nothing for being listable.
 
+import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
-import type net from 'node:net';
-import { removeEntry, selfStartTime, subdir, writeEntry } from '../ism/runtime-dir.js';
+import util from 'node:util';
+import { forgetDirectories, removeEntry, selfStartTime, subdir } from '../ism/runtime-dir.js';
 import { declineName } from './clc.js';
 import { getSmcInfo, smcState } from './socket.js';
 
+const debug = util.debuglog('smc');
 const live = new Set<net.Socket>();
-let timer: NodeJS.Timeout | undefined;
-let file: string | undefined;
-const INTERVAL_MS = 200;
+/** node:net's own listen: the auto preload makes later listen() calls SMC listeners. */
+const plainListen = net.Server.prototype.listen;
 
 export interface ConnectionStatus {
   state: string;
@@ -35,7 +39,6 @@ export interface ProcessStatus {
   pid: number;
   start: string;
   argv: string[];
-  updated: number;
   connections: ConnectionStatus[];
 }
 
@@ -67,17 +70,62 @@ export function smcTotals(): SmcTotals {
 
 export function track(sock: net.Socket): void {
   live.add(sock);
-  schedule();
+  if (!endpoint) openEndpoint();
 }
 
 export function untrack(sock: net.Socket): void {
-  if (live.delete(sock)) schedule();
+  live.delete(sock);
 }
 
-function schedule(): void {
-  if (timer) return;
-  timer = setTimeout(flush, INTERVAL_MS);
-  timer.unref();
+/** The status socket's file name for a pid. */
+export function statusSocketName(pid: number): string {
+  return `${pid}.sock`;
+}
+
+/** How often the endpoint checks that its socket file is still there (a tmp cleaner may remove it). */
+const RECHECK_MS = 2000;
+
+interface Endpoint {
+  server: net.Server | undefined;
+  file: string | undefined;
+  recheck: NodeJS.Timeout | undefined;
+}
+
+let endpoint: Endpoint | undefined;
+
+function openEndpoint(): void {
+  const ep: Endpoint = endpoint ?? { server: undefined, file: undefined, recheck: undefined };
+  endpoint = ep;
+  let file: string;
+  try {
+    file = path.join(subdir('status'), statusSocketName(process.pid));
+  } catch (err) {
+    debug('smcss status socket unavailable: %s', (err as Error).message);
+    return;
+  }
+  removeEntry(file); // left by a killed process that had our pid
+  const server = net.createServer((c) => {
+    c.on('error', () => {});
+    c.end(JSON.stringify(processStatus()));
+  });
+  server.on('error', (err) => {
+    // E.g. a path longer than sun_path: smcss cannot list this process, its sockets still work.
+    debug('smcss status socket %s: %s', file, err.message);
+    if (ep.server === server) ep.server = undefined;
+  });
+  (plainListen as (path: string) => net.Server).call(server, file);
+  server.unref();
+  ep.server = server;
+  if (ep.file === undefined) process.once('exit', () => { if (ep.file) removeEntry(ep.file); });
+  ep.file = file;
+  ep.recheck ??= setInterval(() => {
+    // The directory was removed under us: listen again at the same name, once it can be made.
+    if (ep.file && fs.existsSync(ep.file)) return;
+    forgetDirectories();
+    ep.server?.close();
+    ep.server = undefined;
+    openEndpoint();
+  }, RECHECK_MS).unref();
 }
 
 function describe(sock: net.Socket): ConnectionStatus {
@@ -103,19 +151,11 @@ function describe(sock: net.Socket): ConnectionStatus {
   return c;
 }
 
-function flush(): void {
-  timer = undefined;
+function processStatus(): ProcessStatus {
   const connections: ConnectionStatus[] = [];
   for (const sock of live) {
     if (sock.destroyed) { live.delete(sock); continue; }
     connections.push(describe(sock));
   }
-  if (!file) {
-    file = path.join(subdir('status'), `${process.pid}.json`);
-    process.once('exit', () => { if (file) removeEntry(file); });
-  }
-  const status: ProcessStatus = { pid: process.pid, start: selfStartTime(), argv: process.argv.slice(1, 3), updated: Date.now(), connections };
-  try { writeEntry(file, status); } catch { /* status is best effort; the connections are not */ }
-  // Keep byte counters current while connections live.
-  if (live.size > 0) schedule();
+  return { pid: process.pid, start: selfStartTime(), argv: process.argv.slice(1, 3), connections };
 }

@@ -1,12 +1,14 @@
 // softrdma smcss: the SMC-capable sockets of all this user's processes on the host, in the
-// style of smc-tools' smcss. It reads the live status files the processes keep current
-// (src/smc/status.ts) and the listener registry; files of dead processes are skipped.
+// style of smc-tools' smcss. It asks each process's status socket for its connections as
+// they are now (src/smc/status.ts) and reads the listener registry; sockets and entries of
+// dead processes are removed on the way.
 
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { isAlive, readEntry, runtimeDir } from '../ism/runtime-dir.js';
-import type { ConnectionStatus, ProcessStatus } from '../smc/status.js';
+import { isAlive, readEntry, removeEntry, runtimeDir } from '../ism/runtime-dir.js';
+import { statusSocketName, type ConnectionStatus, type ProcessStatus } from '../smc/status.js';
 import { formatTable } from './table.js';
 import { UsageError } from './usage.js';
 
@@ -34,7 +36,41 @@ function list<T>(dir: string): Array<{ file: string; value: T }> {
   });
 }
 
-export function collect(all: boolean): Row[] {
+/** How long a process may take to answer (its event loop may be busy). */
+const ASK_TIMEOUT_MS = 2000;
+
+function pidExists(pid: number): boolean {
+  try { process.kill(pid, 0); return true; } catch (err) { return (err as NodeJS.ErrnoException).code === 'EPERM'; }
+}
+
+/** One process's status, or why there is none. */
+function ask(file: string, pid: number): Promise<ProcessStatus | { unanswered: string }> {
+  return new Promise((resolve) => {
+    const c = net.connect(file);
+    let text = '';
+    const done = (v: ProcessStatus | { unanswered: string }) => { clearTimeout(timer); c.destroy(); resolve(v); };
+    const timer = setTimeout(() => done({ unanswered: `pid ${pid} did not answer within ${ASK_TIMEOUT_MS} ms` }), ASK_TIMEOUT_MS);
+    c.setEncoding('utf8');
+    c.on('data', (d: string) => { text += d; });
+    c.on('end', () => {
+      try { done(JSON.parse(text) as ProcessStatus); } catch { done({ unanswered: `pid ${pid} answered with malformed status` }); }
+    });
+    c.on('error', (err: NodeJS.ErrnoException) => {
+      // Nobody listens: the process is gone (kill -9 leaves the file) or is exiting. Not news.
+      const gone = err.code === 'ECONNREFUSED' || err.code === 'ENOENT';
+      if (gone && !pidExists(pid)) removeEntry(file);
+      done({ unanswered: gone ? '' : `pid ${pid}: ${err.code ?? err.message}` });
+    });
+  });
+}
+
+export interface Collected {
+  rows: Row[];
+  /** Processes that have a status socket but gave no status (busy, or exiting). */
+  warnings: string[];
+}
+
+export async function collect(all: boolean): Promise<Collected> {
   const root = runtimeDir();
   const rows: Row[] = [];
   if (all) {
@@ -43,11 +79,19 @@ export function collect(all: boolean): Row[] {
       rows.push({ pid: l.pid, state: 'LISTEN', localAddress: l.address, localPort: l.port, peerAddress: '*', peerPort: 0, mode: 'SMCD' });
     }
   }
-  for (const { value: p } of list<ProcessStatus>(path.join(root, 'status'))) {
-    if (!isAlive(p.pid, p.start)) continue;
+  const dir = path.join(root, 'status');
+  let names: string[] = [];
+  try { names = fs.readdirSync(dir); } catch { /* no process has listed sockets yet */ }
+  const warnings: string[] = [];
+  const asked = names.flatMap((n) => {
+    const pid = Number(n.slice(0, -'.sock'.length));
+    return n === statusSocketName(pid) ? [ask(path.join(dir, n), pid)] : [];
+  });
+  for (const p of await Promise.all(asked)) {
+    if ('unanswered' in p) { if (p.unanswered) warnings.push(p.unanswered); continue; }
     for (const c of p.connections) rows.push({ ...c, pid: p.pid });
   }
-  return rows;
+  return { rows, warnings };
 }
 
 function addr(a: string, p: number): string {
@@ -77,13 +121,14 @@ export function format(rows: Row[], details: boolean): string {
   return formatTable([head, ...lines], ' ');
 }
 
-export function smcss(args: string[]): void {
+export async function smcss(args: string[]): Promise<void> {
   let values;
   try {
     ({ values } = parseArgs({ args, options: { all: { type: 'boolean', short: 'a' }, details: { type: 'boolean', short: 'd' }, json: { type: 'boolean' } } }));
   } catch (e) {
     throw new UsageError((e as Error).message);
   }
-  const rows = collect(!!values.all);
+  const { rows, warnings } = await collect(!!values.all);
+  for (const w of warnings) console.error(`smcss: ${w}`);
   console.log(values.json ? JSON.stringify(rows, null, 2) : format(rows, !!values.details));
 }

@@ -4,7 +4,9 @@
 
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
+import fs from 'node:fs';
 import type net from 'node:net';
+import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { jsonLines, run, runNode, type Proc } from '../helpers/procs.js';
@@ -50,7 +52,14 @@ describe('auto preload', () => {
 });
 
 describe('smcss', () => {
-  it('lists a live SMC-D connection of another process, and its listener with -a', async () => {
+  /** smcss --json as rows; it asks every process at once, so no waiting for a refresh. */
+  async function smcss(args: string[] = []): Promise<{ rows: Array<Record<string, unknown>>; stderr: string }> {
+    const p = run(['smcss', '--json', ...args], { env });
+    assert.equal(await p.exit(10_000), 0, p.stderr);
+    return { rows: JSON.parse(p.stdout) as Array<Record<string, unknown>>, stderr: p.stderr };
+  }
+
+  it('lists live SMC-D connections of both processes, as they are at that moment, and the listener with -a', async () => {
     const srv = runNode(SERVER, [], { env, stdin: 'pipe' });
     let s: net.Socket | undefined;
     try {
@@ -58,30 +67,76 @@ describe('smcss', () => {
       const smc = await import('../../src/smc/index.js');
       s = smc.connect(port, '127.0.0.1');
       await once(s, 'smc');
-      s.write('E');
-      s.write('x');
+      s.write('Exyz');
       await once(s, 'data');
-      let rows: Array<Record<string, unknown>> = [];
-      // The status file is rewritten within 200 ms of a change; poll smcss for it, bounded.
-      for (let i = 0; i < 50 && !rows.some((r) => r.state === 'ACTIVE' && r.peerPort === port); i++) {
-        const p = run(['smcss', '-a', '--json'], { env });
-        assert.equal(await p.exit(10_000), 0, p.stderr);
-        rows = JSON.parse(p.stdout) as Array<Record<string, unknown>>;
-        if (!rows.some((r) => r.peerPort === port)) await new Promise((r) => setTimeout(r, 100));
-      }
+      const { rows } = await smcss(['-a']);
       const mine = rows.find((r) => r.peerPort === port && r.role === 'client');
       assert.ok(mine, JSON.stringify(rows));
+      assert.equal(mine.pid, process.pid);
+      assert.equal(mine.state, 'ACTIVE');
       assert.equal(mine.mode, 'SMCD');
       assert.equal(mine.bufferSize, 1 << 20);
+      assert.equal(mine.bytesSent, 4);
+      const theirs = rows.find((r) => r.localPort === port && r.role === 'server');
+      assert.ok(theirs, JSON.stringify(rows));
+      assert.equal(theirs.pid, srv.child.pid);
+      assert.equal(theirs.bytesReceived, 4);
+      assert.equal(theirs.bytesSent, 3);
       assert.ok(rows.some((r) => r.state === 'LISTEN' && r.localPort === port));
       const text = run(['smcss', '-d'], { env });
       assert.equal(await text.exit(10_000), 0);
       assert.match(text.stdout, /State\s+Pid\s+Local Address\s+Peer Address\s+Mode\s+Sndbuf/);
       assert.match(text.stdout, new RegExp(`127\\.0\\.0\\.1:${port}\\s+SMCD`));
+      // Closed is gone at once: nothing is cached.
+      s.destroy();
+      await once(s, 'close');
+      assert.ok(!(await smcss()).rows.some((r) => r.peerPort === port && r.role === 'client'));
     } finally {
       s?.destroy();
       srv.child.stdin!.end();
       await srv.exit(10_000);
     }
+  });
+
+  it('lists a connection that fell back to TCP with its reason, like smc-tools (TCP 0x03010000/0x00000000)', async () => {
+    const net = await import('node:net');
+    const smc = await import('../../src/smc/index.js');
+    const plain = net.createServer((c) => c.on('error', () => {}));
+    await new Promise<void>((r) => plain.listen(0, '127.0.0.1', r));
+    const port = (plain.address() as net.AddressInfo).port;
+    const s = smc.connect(port, '127.0.0.1');
+    try {
+      await once(s, 'smc');
+      const { rows } = await smcss();
+      const row = rows.find((r) => r.peerPort === port);
+      assert.ok(row, JSON.stringify(rows));
+      assert.equal(row.mode, 'TCP');
+      assert.match(String(row.fallbackReason), /PEERNOSMC \(0x03010000\)/);
+      const text = run(['smcss'], { env });
+      assert.equal(await text.exit(10_000), 0);
+      assert.match(text.stdout, new RegExp(`127\\.0\\.0\\.1:${port}\\s+TCP 0x03010000/0x00000000`));
+    } finally {
+      s.destroy();
+      plain.close();
+    }
+  });
+
+  it('removes the status socket a killed process left behind, without a warning', async () => {
+    const srv = runNode(SERVER, [], { env, stdin: 'pipe' });
+    const port = Number((await srv.waitFor(/"port":(\d+)/))[1]);
+    const smc = await import('../../src/smc/index.js');
+    const s = smc.connect(port, '127.0.0.1');
+    await once(s, 'smc');
+    s.on('error', () => {});
+    const closed = new Promise((r) => s.on('close', r)); // after an error (ECONNRESET), which once() would reject on
+    const left = path.join(runtime, 'status', `${srv.child.pid}.sock`);
+    assert.ok(fs.existsSync(left));
+    srv.child.kill('SIGKILL');
+    await srv.exit(10_000).catch(() => {});
+    await closed;
+    const { rows, stderr } = await smcss();
+    assert.equal(stderr, '');
+    assert.ok(!rows.some((r) => r.pid === srv.child.pid));
+    assert.ok(!fs.existsSync(left), 'the dead process\'s status socket is removed');
   });
 });
