@@ -28,7 +28,8 @@ export function normalizeConnectArgs(args: unknown[]): [Record<string, unknown>,
  */
 export function connectTarget(args: unknown[]): { ipc: boolean; port: number | undefined } {
   const list = Array.isArray(args[0]) ? (args[0] as unknown[]) : args;
-  const o = normalizeConnectArgs(list)[0];
+  // net.connect's normalized [options, cb] (the common case): read it, no copy.
+  const o = typeof list[0] === 'object' && list[0] !== null ? (list[0] as Record<string, unknown>) : normalizeConnectArgs(list)[0];
   const port = Number(o.port);
   return { ipc: Boolean(o.path), port: Number.isInteger(port) && port > 0 && port < 65536 ? port : undefined };
 }

@@ -121,7 +121,17 @@ interface SmcState {
  */
 const DEFAULT_BUFFER = Number(process.env.SOFTRDMA_SMC_BUFFER) > 0 ? Number(process.env.SOFTRDMA_SMC_BUFFER) : 1024 * 1024;
 
+/** What a socket created without SMC options gets: one shared, frozen object, as none is ever changed. */
+let defaults: ResolvedSmcOptions | undefined;
+
 export function resolveSmcOptions(o: SmcSocketOptions | undefined, inherit?: ResolvedSmcOptions): ResolvedSmcOptions {
+  if (!inherit && (o === undefined || (o.smc === undefined && o.smcPolicy === undefined && o.smcBufferSize === undefined && o.smcHandshakeTimeout === undefined))) {
+    return defaults ??= Object.freeze(resolveFrom(undefined, undefined));
+  }
+  return resolveFrom(o, inherit);
+}
+
+function resolveFrom(o: SmcSocketOptions | undefined, inherit: ResolvedSmcOptions | undefined): ResolvedSmcOptions {
   const size = o?.smcBufferSize ?? inherit?.bufferSize ?? DEFAULT_BUFFER;
   if (!Number.isInteger(size) || size < 16384 || size > 1 << 30 || uncompressBufSize(compressBufSize(size)) !== size) {
     throw Object.assign(new RangeError(`smcBufferSize must be 16 KiB × 2^n up to 1 GiB, got ${size}`), { code: 'ERR_OUT_OF_RANGE' });
