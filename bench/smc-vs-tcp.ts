@@ -35,7 +35,12 @@ const client = (args: string[], auto = false) => runPeerClient(args, { env, exec
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
 
-interface Row { metric: string; smc: number; tcp: number; unit: string; ratio: number; target: string; met: boolean | undefined; smcMode: string }
+interface Row {
+  metric: string; smc: number; tcp: number; unit: string; ratio: number;
+  /** Every run's figures and pair ratio, for the spread. */
+  runs: Array<{ smc: number; tcp: number; ratio: number }>;
+  target: string; met: boolean | undefined; smcMode: string;
+}
 const rows: Row[] = [];
 
 async function measure(metric: string, unit: string, field: string, higherBetter: boolean, target: number | undefined,
@@ -71,9 +76,11 @@ async function measure(metric: string, unit: string, field: string, higherBetter
   const tcp = median(b);
   // The ratio is the median of each run's pair (run back to back), which cancels the drift
   // between runs (this machine's rates move by 10% and more from one run to the next).
-  const ratio = median(a.map((x, i) => x / b[i]!));
-  if (target === undefined) rows.push({ metric, smc, tcp, unit, ratio, target: '-', met: undefined, smcMode: mode });
-  else rows.push({ metric, smc, tcp, unit, ratio, target: `${higherBetter ? '>=' : '<='} ${target}`, met: higherBetter ? ratio >= target : ratio <= target, smcMode: mode });
+  const runs = a.map((x, i) => ({ smc: x, tcp: b[i]!, ratio: x / b[i]! }));
+  const ratio = median(runs.map((r) => r.ratio));
+  const row = { metric, smc, tcp, unit, ratio, runs, smcMode: mode };
+  if (target === undefined) rows.push({ ...row, target: '-', met: undefined });
+  else rows.push({ ...row, target: `${higherBetter ? '>=' : '<='} ${target}`, met: higherBetter ? ratio >= target : ratio <= target });
 }
 
 const bulk = ['--test', 'bulk', '--bytes', String(1 << 30), '--warmup', String(512 << 20), '--no-verify'];
@@ -98,8 +105,12 @@ await measure('fallback bulk', 'MiB/s', 'mibPerSec', true, 0.99, { server: ['--a
 if (json) {
   console.log(JSON.stringify({ runs: RUNS, cpus: os.cpus().length, node: process.version, rows }, null, 2));
 } else {
-  const head = ['metric', 'SMC', 'TCP', 'unit', 'SMC/TCP', 'target', 'met', 'SMC mode'];
-  const lines = rows.map((r) => [r.metric, r.smc.toFixed(1), r.tcp.toFixed(1), r.unit, r.ratio.toFixed(2), r.target, r.met === undefined ? '-' : r.met ? 'yes' : 'NO', r.smcMode]);
+  const head = ['metric', 'SMC', 'TCP', 'unit', 'SMC/TCP', 'runs', 'target', 'met', 'SMC mode'];
+  const spread = (r: Row) => {
+    const xs = r.runs.map((x) => x.ratio);
+    return `${Math.min(...xs).toFixed(2)}-${Math.max(...xs).toFixed(2)}`;
+  };
+  const lines = rows.map((r) => [r.metric, r.smc.toFixed(1), r.tcp.toFixed(1), r.unit, r.ratio.toFixed(2), spread(r), r.target, r.met === undefined ? '-' : r.met ? 'yes' : 'NO', r.smcMode]);
   console.log(formatTable([head, ...lines]));
-  console.log(`\nmedians of ${RUNS} runs (SMC/TCP: the median of the runs' pairs); each side its own process on 127.0.0.1; ${os.cpus().length} CPUs, node ${process.version}`);
+  console.log(`\nmedians of ${RUNS} runs (SMC/TCP: the median of the runs' pair ratios; runs: their range); each side its own process on 127.0.0.1; ${os.cpus().length} CPUs, node ${process.version}`);
 }
