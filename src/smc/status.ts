@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import util from 'node:util';
+import { threadId } from 'node:worker_threads';
 import { forgetDirectories, removeEntry, selfStartTime, subdir } from '../ism/runtime-dir.js';
 import { declineName } from './clc.js';
 import { getSmcInfo, smcState } from './socket.js';
@@ -77,9 +78,15 @@ export function untrack(sock: net.Socket): void {
   live.delete(sock);
 }
 
-/** The status socket's file name for a pid. */
-export function statusSocketName(pid: number): string {
-  return `${pid}.sock`;
+/** The status socket's file name: one per thread that uses SMC sockets (worker threads have their own). */
+function statusSocketName(pid: number, thread: number): string {
+  return thread === 0 ? `${pid}.sock` : `${pid}-${thread}.sock`;
+}
+
+/** The pid a status socket's file name belongs to, or undefined for another file. */
+export function statusSocketPid(name: string): number | undefined {
+  const m = /^(\d+)(?:-\d+)?\.sock$/.exec(name);
+  return m ? Number(m[1]) : undefined;
 }
 
 /** How often the endpoint checks that its socket file is still there (a tmp cleaner may remove it). */
@@ -98,12 +105,12 @@ function openEndpoint(): void {
   endpoint = ep;
   let file: string;
   try {
-    file = path.join(subdir('status'), statusSocketName(process.pid));
+    file = path.join(subdir('status'), statusSocketName(process.pid, threadId));
   } catch (err) {
     debug('smcss status socket unavailable: %s', (err as Error).message);
     return;
   }
-  removeEntry(file); // left by a killed process that had our pid
+  removeEntry(file); // left by a killed process that had our pid (and thread id)
   const server = net.createServer((c) => {
     c.on('error', () => {});
     c.end(JSON.stringify(processStatus()));

@@ -8,7 +8,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { isAlive, readEntry, removeEntry, runtimeDir } from '../ism/runtime-dir.js';
-import { statusSocketName, type ConnectionStatus, type ProcessStatus } from '../smc/status.js';
+import { statusSocketPid, type ConnectionStatus, type ProcessStatus } from '../smc/status.js';
 import { formatTable } from './table.js';
 import { UsageError } from './usage.js';
 
@@ -84,8 +84,8 @@ export async function collect(all: boolean): Promise<Collected> {
   try { names = fs.readdirSync(dir); } catch { /* no process has listed sockets yet */ }
   const warnings: string[] = [];
   const asked = names.flatMap((n) => {
-    const pid = Number(n.slice(0, -'.sock'.length));
-    return n === statusSocketName(pid) ? [ask(path.join(dir, n), pid)] : [];
+    const pid = statusSocketPid(n);
+    return pid === undefined ? [] : [ask(path.join(dir, n), pid)];
   });
   for (const p of await Promise.all(asked)) {
     if ('unanswered' in p) { if (p.unanswered) warnings.push(p.unanswered); continue; }

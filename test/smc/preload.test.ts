@@ -121,6 +121,39 @@ describe('smcss', () => {
     }
   });
 
+  it('lists the connections of a worker thread next to the main thread\'s (each thread answers for its own)', async () => {
+    const srv = runNode(SERVER, [], { env, stdin: 'pipe' });
+    const { Worker } = await import('node:worker_threads');
+    let worker: InstanceType<typeof Worker> | undefined;
+    let s: net.Socket | undefined;
+    try {
+      const port = Number((await srv.waitFor(/"port":(\d+)/))[1]);
+      const smc = await import('../../src/smc/index.js');
+      s = smc.connect(port, '127.0.0.1');
+      await once(s, 'smc');
+      // The worker opens its own SMC connection to the same server and reports its local port.
+      const url = new URL('../../src/smc/index.js', import.meta.url).href;
+      worker = new Worker(`
+        const { parentPort } = require('node:worker_threads');
+        import(${JSON.stringify(url)}).then((smc) => {
+          const c = smc.connect(${port}, '127.0.0.1');
+          c.on('smc', () => parentPort.postMessage(c.localPort));
+          parentPort.on('message', () => { c.destroy(); parentPort.close(); });
+        });`, { eval: true });
+      const [workerPort] = (await once(worker, 'message')) as [number];
+      const { rows } = await smcss();
+      const clients = rows.filter((r) => r.peerPort === port && r.role === 'client');
+      assert.deepEqual(clients.map((r) => r.localPort).sort(), [s.localPort, workerPort].sort(), JSON.stringify(rows));
+      assert.ok(clients.every((r) => r.pid === process.pid && r.mode === 'SMCD'));
+    } finally {
+      worker?.postMessage('stop');
+      if (worker) await once(worker, 'exit');
+      s?.destroy();
+      srv.child.stdin!.end();
+      await srv.exit(10_000);
+    }
+  });
+
   it('removes the status socket a killed process left behind, without a warning', async () => {
     const srv = runNode(SERVER, [], { env, stdin: 'pipe' });
     const port = Number((await srv.waitFor(/"port":(\d+)/))[1]);
