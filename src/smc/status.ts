@@ -9,7 +9,7 @@ import net from 'node:net';
 import path from 'node:path';
 import util from 'node:util';
 import { threadId } from 'node:worker_threads';
-import { forgetDirectories, removeEntry, selfStartTime, subdir } from '../ism/runtime-dir.js';
+import { forgetDirectories, removeEntry, subdir } from '../ism/runtime-dir.js';
 import { declineName } from './clc.js';
 import { getSmcInfo, smcState } from './socket.js';
 
@@ -38,7 +38,6 @@ export interface ConnectionStatus {
 
 export interface ProcessStatus {
   pid: number;
-  start: string;
   argv: string[];
   connections: ConnectionStatus[];
 }
@@ -164,5 +163,5 @@ function processStatus(): ProcessStatus {
     if (sock.destroyed) { live.delete(sock); continue; }
     connections.push(describe(sock));
   }
-  return { pid: process.pid, start: selfStartTime(), argv: process.argv.slice(1, 3), connections };
+  return { pid: process.pid, argv: process.argv.slice(1, 3), connections };
 }

@@ -27,10 +27,13 @@ interface Row extends Partial<ConnectionStatus> {
   mode: string;
 }
 
+/** The names in a directory; none if it cannot be read (smcss lists what it can). */
+function namesIn(dir: string): string[] {
+  try { return fs.readdirSync(dir); } catch { return []; }
+}
+
 function list<T>(dir: string): Array<{ file: string; value: T }> {
-  let names: string[];
-  try { names = fs.readdirSync(dir); } catch { return []; }
-  return names.filter((n) => n.endsWith('.json')).flatMap((n) => {
+  return namesIn(dir).filter((n) => n.endsWith('.json')).flatMap((n) => {
     const v = readEntry<T>(path.join(dir, n));
     return v ? [{ file: path.join(dir, n), value: v }] : [];
   });
@@ -43,12 +46,14 @@ function pidExists(pid: number): boolean {
   try { process.kill(pid, 0); return true; } catch (err) { return (err as NodeJS.ErrnoException).code === 'EPERM'; }
 }
 
-/** One process's status, or why there is none. */
-function ask(file: string, pid: number): Promise<ProcessStatus | { unanswered: string }> {
+type Answer = ProcessStatus | { unanswered: string } | undefined;
+
+/** One process's status, why it gave none, or undefined when nobody listens (the process is gone). */
+function ask(file: string, pid: number): Promise<Answer> {
   return new Promise((resolve) => {
     const c = net.connect(file);
     let text = '';
-    const done = (v: ProcessStatus | { unanswered: string }) => { clearTimeout(timer); c.destroy(); resolve(v); };
+    const done = (v: Answer) => { clearTimeout(timer); c.destroy(); resolve(v); };
     const timer = setTimeout(() => done({ unanswered: `pid ${pid} did not answer within ${ASK_TIMEOUT_MS} ms` }), ASK_TIMEOUT_MS);
     c.setEncoding('utf8');
     c.on('data', (d: string) => { text += d; });
@@ -59,7 +64,7 @@ function ask(file: string, pid: number): Promise<ProcessStatus | { unanswered: s
       // Nobody listens: the process is gone (kill -9 leaves the file) or is exiting. Not news.
       const gone = err.code === 'ECONNREFUSED' || err.code === 'ENOENT';
       if (gone && !pidExists(pid)) removeEntry(file);
-      done({ unanswered: gone ? '' : `pid ${pid}: ${err.code ?? err.message}` });
+      done(gone ? undefined : { unanswered: `pid ${pid}: ${err.code ?? err.message}` });
     });
   });
 }
@@ -80,15 +85,14 @@ export async function collect(all: boolean): Promise<Collected> {
     }
   }
   const dir = path.join(root, 'status');
-  let names: string[] = [];
-  try { names = fs.readdirSync(dir); } catch { /* no process has listed sockets yet */ }
   const warnings: string[] = [];
-  const asked = names.flatMap((n) => {
+  const asked = namesIn(dir).flatMap((n) => {
     const pid = statusSocketPid(n);
     return pid === undefined ? [] : [ask(path.join(dir, n), pid)];
   });
   for (const p of await Promise.all(asked)) {
-    if ('unanswered' in p) { if (p.unanswered) warnings.push(p.unanswered); continue; }
+    if (!p) continue;
+    if ('unanswered' in p) { warnings.push(p.unanswered); continue; }
     for (const c of p.connections) rows.push({ ...c, pid: p.pid });
   }
   return { rows, warnings };

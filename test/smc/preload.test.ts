@@ -59,7 +59,8 @@ describe('smcss', () => {
     return { rows: JSON.parse(p.stdout) as Array<Record<string, unknown>>, stderr: p.stderr };
   }
 
-  it('lists live SMC-D connections of both processes, as they are at that moment, and the listener with -a', async () => {
+  /** An SMC test server process and an SMC-D connection to it from this process; both closed afterwards, pass or fail. */
+  async function withSmcConnection(test: (srv: Proc, port: number, s: net.Socket) => Promise<void>): Promise<void> {
     const srv = runNode(SERVER, [], { env, stdin: 'pipe' });
     let s: net.Socket | undefined;
     try {
@@ -67,36 +68,40 @@ describe('smcss', () => {
       const smc = await import('../../src/smc/index.js');
       s = smc.connect(port, '127.0.0.1');
       await once(s, 'smc');
-      s.write('Exyz');
-      await once(s, 'data');
-      const { rows } = await smcss(['-a']);
-      const mine = rows.find((r) => r.peerPort === port && r.role === 'client');
-      assert.ok(mine, JSON.stringify(rows));
-      assert.equal(mine.pid, process.pid);
-      assert.equal(mine.state, 'ACTIVE');
-      assert.equal(mine.mode, 'SMCD');
-      assert.equal(mine.bufferSize, 1 << 20);
-      assert.equal(mine.bytesSent, 4);
-      const theirs = rows.find((r) => r.localPort === port && r.role === 'server');
-      assert.ok(theirs, JSON.stringify(rows));
-      assert.equal(theirs.pid, srv.child.pid);
-      assert.equal(theirs.bytesReceived, 4);
-      assert.equal(theirs.bytesSent, 3);
-      assert.ok(rows.some((r) => r.state === 'LISTEN' && r.localPort === port));
-      const text = run(['smcss', '-d'], { env });
-      assert.equal(await text.exit(10_000), 0);
-      assert.match(text.stdout, /State\s+Pid\s+Local Address\s+Peer Address\s+Mode\s+Sndbuf/);
-      assert.match(text.stdout, new RegExp(`127\\.0\\.0\\.1:${port}\\s+SMCD`));
-      // Closed is gone at once: nothing is cached.
-      s.destroy();
-      await once(s, 'close');
-      assert.ok(!(await smcss()).rows.some((r) => r.peerPort === port && r.role === 'client'));
+      await test(srv, port, s);
     } finally {
       s?.destroy();
-      srv.child.stdin!.end();
+      if (srv.child.exitCode === null && srv.child.signalCode === null) srv.child.stdin!.end();
       await srv.exit(10_000);
     }
-  });
+  }
+
+  it('lists live SMC-D connections of both processes, as they are at that moment, and the listener with -a', () => withSmcConnection(async (srv, port, s) => {
+    s.write('Exyz');
+    await once(s, 'data');
+    const { rows } = await smcss(['-a']);
+    const mine = rows.find((r) => r.peerPort === port && r.role === 'client');
+    assert.ok(mine, JSON.stringify(rows));
+    assert.equal(mine.pid, process.pid);
+    assert.equal(mine.state, 'ACTIVE');
+    assert.equal(mine.mode, 'SMCD');
+    assert.equal(mine.bufferSize, 1 << 20);
+    assert.equal(mine.bytesSent, 4);
+    const theirs = rows.find((r) => r.localPort === port && r.role === 'server');
+    assert.ok(theirs, JSON.stringify(rows));
+    assert.equal(theirs.pid, srv.child.pid);
+    assert.equal(theirs.bytesReceived, 4);
+    assert.equal(theirs.bytesSent, 3);
+    assert.ok(rows.some((r) => r.state === 'LISTEN' && r.localPort === port));
+    const text = run(['smcss', '-d'], { env });
+    assert.equal(await text.exit(10_000), 0);
+    assert.match(text.stdout, /State\s+Pid\s+Local Address\s+Peer Address\s+Mode\s+Sndbuf/);
+    assert.match(text.stdout, new RegExp(`127\\.0\\.0\\.1:${port}\\s+SMCD`));
+    // Closed is gone at once: nothing is cached.
+    s.destroy();
+    await once(s, 'close');
+    assert.ok(!(await smcss()).rows.some((r) => r.peerPort === port && r.role === 'client'));
+  }));
 
   it('lists a connection that fell back to TCP with its reason, like smc-tools (TCP 0x03010000/0x00000000)', async () => {
     const net = await import('node:net');
@@ -121,16 +126,10 @@ describe('smcss', () => {
     }
   });
 
-  it('lists the connections of a worker thread next to the main thread\'s (each thread answers for its own)', async () => {
-    const srv = runNode(SERVER, [], { env, stdin: 'pipe' });
+  it('lists the connections of a worker thread next to the main thread\'s (each thread answers for its own)', () => withSmcConnection(async (_srv, port, s) => {
     const { Worker } = await import('node:worker_threads');
     let worker: InstanceType<typeof Worker> | undefined;
-    let s: net.Socket | undefined;
     try {
-      const port = Number((await srv.waitFor(/"port":(\d+)/))[1]);
-      const smc = await import('../../src/smc/index.js');
-      s = smc.connect(port, '127.0.0.1');
-      await once(s, 'smc');
       // The worker opens its own SMC connection to the same server and reports its local port.
       const url = new URL('../../src/smc/index.js', import.meta.url).href;
       worker = new Worker(`
@@ -148,18 +147,10 @@ describe('smcss', () => {
     } finally {
       worker?.postMessage('stop');
       if (worker) await once(worker, 'exit');
-      s?.destroy();
-      srv.child.stdin!.end();
-      await srv.exit(10_000);
     }
-  });
+  }));
 
-  it('removes the status socket a killed process left behind, without a warning', async () => {
-    const srv = runNode(SERVER, [], { env, stdin: 'pipe' });
-    const port = Number((await srv.waitFor(/"port":(\d+)/))[1]);
-    const smc = await import('../../src/smc/index.js');
-    const s = smc.connect(port, '127.0.0.1');
-    await once(s, 'smc');
+  it('removes the status socket a killed process left behind, without a warning', () => withSmcConnection(async (srv, _port, s) => {
     s.on('error', () => {});
     const closed = new Promise((r) => s.on('close', r)); // after an error (ECONNRESET), which once() would reject on
     const left = path.join(runtime, 'status', `${srv.child.pid}.sock`);
@@ -171,5 +162,5 @@ describe('smcss', () => {
     assert.equal(stderr, '');
     assert.ok(!rows.some((r) => r.pid === srv.child.pid));
     assert.ok(!fs.existsSync(left), 'the dead process\'s status socket is removed');
-  });
+  }));
 });
