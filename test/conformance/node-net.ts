@@ -3,18 +3,24 @@
 // passes. Node's tests are not part of this repository (they come with Node's source tree
 // and need its test/common), so this is a script, not part of `npm test`:
 //
-//   npm run conformance:node-net -- --node-src ~/src/node [--all] [--filter pingpong] [--json]
+//   npm run conformance:node-net -- --fetch [--all] [--filter pingpong] [--json]
+//   npm run conformance:node-net -- --node-src ~/src/node [...]
 //
-// --node-src: a Node source checkout (test/common and test/parallel), ideally of the same
-// version as the `node` that runs it (default $NODE_SRC). Without --all, the cases below run;
-// the ones that exist in that tree. A case's "// Flags:" line is honoured as Node's runner
-// does. Cases run one at a time: several use the fixed common.PORT.
+// --fetch: take the tests of exactly the running Node version: a shallow, blobless, sparse
+// clone of tag v<version> from --node-repo (default Node's GitHub repository) holding only
+// test/common and test/parallel/test-net-*.js, kept in --cache (default a directory in the
+// system temp dir named after the version) and reused by later runs. Exit status 3 when
+// they cannot be had (no git, no network, no such tag).
+// --node-src: a Node source checkout (test/common and test/parallel) instead, ideally of
+// the same version (default $NODE_SRC). Without --all, the cases below run; the ones that
+// exist in that tree. A case's "// Flags:" line is honoured as Node's runner does. Cases
+// run one at a time: several use the fixed common.PORT.
 //
 // For each case the table shows both exit codes, the verdict, and how the preloaded run's
 // connections settled (SOFTRDMA_SMC_SUMMARY): SMC-D or TCP, with the fallback reasons.
 // Exit status 1 when any case passes on node:net and fails under the preload.
 
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -36,7 +42,10 @@ const DEFAULT_CASES = [
 
 const { values } = parseArgs({
   options: {
-    'node-src': { type: 'string', default: process.env.NODE_SRC },
+    'node-src': { type: 'string' },
+    fetch: { type: 'boolean' },
+    'node-repo': { type: 'string', default: 'https://github.com/nodejs/node.git' },
+    cache: { type: 'string' },
     all: { type: 'boolean' },
     filter: { type: 'string' },
     json: { type: 'boolean' },
@@ -44,9 +53,44 @@ const { values } = parseArgs({
   },
 });
 
-const src = values['node-src'];
-if (!src || !fs.existsSync(path.join(src, 'test', 'common', 'index.js'))) {
-  console.error('usage: node-net --node-src <node source tree with test/common and test/parallel> [--all] [--filter s] [--json]');
+const USAGE = 'usage: node-net (--fetch [--node-repo URL] [--cache DIR] | --node-src DIR) [--all] [--filter s] [--json] [--timeout SECONDS]';
+const hasTests = (dir: string) => fs.existsSync(path.join(dir, 'test', 'common', 'index.js'));
+
+/**
+ * Node's tests for this very version, cloned once into dir: only test/common and the
+ * test-net-* cases are checked out, and only their blobs are downloaded.
+ */
+function fetchNodeTests(repo: string, tag: string, dir: string): string {
+  const stamp = path.join(dir, '.softrdma-tag');
+  if (hasTests(dir) && fs.existsSync(stamp) && fs.readFileSync(stamp, 'utf8') === tag) return dir;
+  fs.rmSync(dir, { recursive: true, force: true });
+  const git = (args: string[], cwd?: string) => {
+    const r = spawnSync('git', args, { cwd, encoding: 'utf8', timeout: 300_000, env: { ...process.env, GIT_TERMINAL_PROMPT: '0' } });
+    if (r.error || r.status !== 0) {
+      fs.rmSync(dir, { recursive: true, force: true });
+      const lines = r.stderr?.trim().split('\n') ?? [];
+      const why = r.error ? r.error.message : (lines.find((l) => l.startsWith('fatal:')) ?? lines.pop() ?? `exit ${r.status}`);
+      console.error(`cannot fetch Node's tests (${tag} from ${repo}): git ${args[0]}: ${why}`);
+      process.exit(3);
+    }
+  };
+  git(['clone', '--quiet', '--depth', '1', '--branch', tag, '--filter=blob:none', '--no-checkout', repo, dir]);
+  git(['sparse-checkout', 'set', '--no-cone', '/test/common/', '/test/parallel/test-net-*.js'], dir);
+  git(['checkout', '--quiet'], dir);
+  fs.writeFileSync(stamp, tag);
+  return dir;
+}
+
+if (values.fetch && values['node-src']) {
+  console.error(`--fetch and --node-src exclude each other\n${USAGE}`);
+  process.exit(2);
+}
+const tag = `v${process.versions.node}`;
+const src = values.fetch
+  ? fetchNodeTests(values['node-repo']!, tag, values.cache ?? path.join(os.tmpdir(), `softrdma-node-tests-${tag}`))
+  : values['node-src'] ?? process.env.NODE_SRC;
+if (!src || !hasTests(src)) {
+  console.error(USAGE);
   process.exit(2);
 }
 const parallel = path.join(src, 'test', 'parallel');
@@ -121,7 +165,7 @@ fs.rmSync(work, { recursive: true, force: true });
 
 const regressions = rows.filter((r) => r.verdict === 'REGRESSION');
 if (values.json) {
-  console.log(JSON.stringify({ node: process.version, cases: rows, missing, regressions: regressions.length }, null, 2));
+  console.log(JSON.stringify({ node: process.version, tests: values.fetch ? `${tag} from ${values['node-repo']}` : src, cases: rows, missing, regressions: regressions.length }, null, 2));
 } else {
   const shortReason = (k: string) => k.replace(/^SMC_CLC_DECL_/, '').replace(/ \(0x[0-9a-f]+\)$/, '');
   console.log(formatTable([
@@ -130,7 +174,7 @@ if (values.json) {
       `${r.tcpConns}${r.tcpConns ? ` (${Object.entries(r.reasons).map(([k, v]) => `${shortReason(k)} ${v}`).join(', ')})` : ''}`]),
   ]));
   const bothPass = rows.filter((r) => r.plain === 'pass' && r.smc === 'pass').length;
-  console.log(`\nnode ${process.version}: ${rows.length} cases, ${bothPass} pass on both, ${regressions.length} regressions` +
+  console.log(`\nnode ${process.version}, tests ${values.fetch ? `of ${tag} from ${values['node-repo']}` : `from ${src}`}: ${rows.length} cases, ${bothPass} pass on both, ${regressions.length} regressions` +
     (missing.length ? `; not in this tree: ${missing.join(', ')}` : ''));
   for (const r of regressions) console.log(`\n--- ${r.name} under the preload:\n${r.smcOutput}`);
 }
