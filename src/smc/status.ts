@@ -102,6 +102,16 @@ let endpoint: Endpoint | undefined;
 function openEndpoint(): void {
   const ep: Endpoint = endpoint ?? { server: undefined, file: undefined, recheck: undefined };
   endpoint = ep;
+  // Whatever goes wrong below (no runtime directory yet, a listen error), try again later:
+  // smcss should find this process once the cause is gone.
+  ep.recheck ??= setInterval(() => {
+    if (ep.server && ep.file && fs.existsSync(ep.file)) return;
+    // The directory was removed under us, or never made: listen again at the same name.
+    forgetDirectories();
+    ep.server?.close();
+    ep.server = undefined;
+    openEndpoint();
+  }, RECHECK_MS).unref();
   let file: string;
   try {
     file = path.join(subdir('status'), statusSocketName(process.pid, threadId));
@@ -124,14 +134,6 @@ function openEndpoint(): void {
   ep.server = server;
   if (ep.file === undefined) process.once('exit', () => { if (ep.file) removeEntry(ep.file); });
   ep.file = file;
-  ep.recheck ??= setInterval(() => {
-    // The directory was removed under us: listen again at the same name, once it can be made.
-    if (ep.file && fs.existsSync(ep.file)) return;
-    forgetDirectories();
-    ep.server?.close();
-    ep.server = undefined;
-    openEndpoint();
-  }, RECHECK_MS).unref();
 }
 
 function describe(sock: net.Socket): ConnectionStatus {

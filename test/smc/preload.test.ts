@@ -150,6 +150,41 @@ describe('smcss', () => {
     }
   }));
 
+  it('a process whose status socket could not be made at first use is listed once it can be', async () => {
+    // Its own runtime directory, where 'status' is a file: the first SMC socket cannot make
+    // its status socket there.
+    const dir = fs.mkdtempSync(path.join(runtime, 'late-'));
+    fs.writeFileSync(path.join(dir, 'status'), '');
+    const smcUrl = pathToFileURL(fileURLToPath(new URL('../../src/smc/index.js', import.meta.url))).href;
+    const code = `import net from 'node:net'; import * as smc from '${smcUrl}';
+      const srv = net.createServer((c) => c.on('error', () => {})).listen(0, '127.0.0.1', () => {
+        const s = smc.connect(srv.address().port, '127.0.0.1');
+        s.on('smc', (i) => console.log('settled', i.mode));
+        process.stdin.on('end', () => { s.destroy(); srv.close(); });
+        process.stdin.resume();
+      });`;
+    const p = runNode(code, [], { env: { SOFTRDMA_RUNTIME_DIR: dir }, execArgv: ['--input-type=module', '-e'], stdin: 'pipe' });
+    try {
+      await p.waitFor(/settled TCP/);
+      const sockFile = path.join(dir, 'status', `${p.child.pid}.sock`);
+      fs.rmSync(path.join(dir, 'status'));
+      // The endpoint retries every 2 s; wait for the socket, with a bound.
+      const deadline = Date.now() + 8000;
+      while (!fs.existsSync(sockFile)) {
+        assert.ok(Date.now() < deadline, 'no status socket 8 s after its directory could be made');
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      const q = run(['smcss', '--json'], { env: { SOFTRDMA_RUNTIME_DIR: dir } });
+      assert.equal(await q.exit(10_000), 0, q.stderr);
+      const rows = (JSON.parse(q.stdout) as Array<Record<string, unknown>>).filter((r) => r.pid === p.child.pid);
+      assert.equal(rows.length, 1, q.stdout);
+      assert.equal(rows[0]!.mode, 'TCP');
+    } finally {
+      p.child.stdin!.end();
+      await p.exit(10_000);
+    }
+  });
+
   it('removes the status socket a killed process left behind, without a warning', () => withSmcConnection(async (srv, _port, s) => {
     s.on('error', () => {});
     const closed = new Promise((r) => s.on('close', r)); // after an error (ECONNRESET), which once() would reject on
