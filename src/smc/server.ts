@@ -6,7 +6,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import util from 'node:util';
 import { ListenerRegistration } from './discovery.js';
-import { resolveSmcOptions, Socket, type ResolvedSmcOptions, type SmcSocketOptions } from './socket.js';
+import { kSmc, resolveSmcOptions, Socket, type ResolvedSmcOptions, type SmcSocketOptions } from './socket.js';
 import { deferTlsConnection } from './tls.js';
 
 const debug = util.debuglog('smc');
@@ -51,16 +51,17 @@ export function enableSmcOnServer(server: net.Server, opts: ResolvedSmcOptions):
   // (https too) sees it only once the SMC handshake settled: it takes over the TCP handle.
   const emit = server.emit as (...a: unknown[]) => boolean;
   const isTls = server instanceof tls.Server;
-  server.emit = function (this: net.Server, event: string | symbol, ...args: unknown[]): boolean {
+  server.emit = function (this: net.Server, event: string | symbol, conn?: unknown): boolean {
     // Only TCP listeners: a Unix-socket server (the ism doorbell's among them) has nothing to negotiate.
-    if (event === 'connection' && args[0] instanceof net.Socket && !(args[0] instanceof Socket) && (state.ipListener ??= typeof this.address() === 'object')) {
-      const sock = Socket.adopt(args[0], state.opts);
+    if (event === 'connection' && conn instanceof net.Socket && !(kSmc in conn) && (state.ipListener ??= typeof this.address() === 'object')) {
+      const sock = Socket.adopt(conn, state.opts);
       if (isTls) {
         deferTlsConnection(this as tls.Server, emit, sock);
         return true;
       }
     }
-    return emit.call(this, event, ...args);
+    // Every event of the server passes here: no rest parameter to allocate.
+    return emit.apply(this, arguments as unknown as unknown[]);
   } as typeof server.emit;
 }
 

@@ -152,6 +152,22 @@ function newState(role: 'client' | 'server', opts: ResolvedSmcOptions): SmcState
   };
 }
 
+/**
+ * Give a node:net socket (one node:net's server accepted, or one the auto preload is about
+ * to connect) Socket's behaviour: its overriding members become own properties, as node's
+ * streams themselves do with options.write or options.read. Swapping the prototype instead
+ * (Object.setPrototypeOf) made node's stream code run ~100 us of CPU slower per connection
+ * afterwards, for every connection, SMC or not (bench/fallback.ts, server side).
+ */
+function graft(sock: net.Socket): Socket {
+  const own = sock as unknown as Record<string, unknown>;
+  const proto = Socket.prototype as unknown as Record<string, unknown>;
+  for (const k of GRAFTED) own[k] = proto[k];
+  Object.defineProperty(sock, 'bytesRead', bytesReadDescriptor);
+  Object.defineProperty(sock, 'bytesWritten', bytesWrittenDescriptor);
+  return sock as Socket;
+}
+
 function closedBeforeConnection(): NodeJS.ErrnoException {
   return Object.assign(new Error('Socket closed before the connection was established'), { code: 'ERR_SOCKET_CLOSED_BEFORE_CONNECTION' });
 }
@@ -170,8 +186,7 @@ export class Socket extends net.Socket {
 
   /** @internal Make an accepted node:net socket an SMC server socket. */
   static adopt(sock: net.Socket, opts: ResolvedSmcOptions): Socket {
-    Object.setPrototypeOf(sock, Socket.prototype);
-    const s = sock as Socket;
+    const s = graft(sock);
     const st = newState('server', opts);
     s[kSmc] = st;
     const info = () => ({ role: 'server' as const, localAddress: s.localAddress, localPort: s.localPort, remoteAddress: s.remoteAddress, remotePort: s.remotePort });
@@ -188,9 +203,15 @@ export class Socket extends net.Socket {
 
   /** @internal Give a plain client socket SMC behaviour before it connects (the auto preload). */
   static adoptClient(sock: net.Socket, opts: ResolvedSmcOptions): Socket {
-    Object.setPrototypeOf(sock, Socket.prototype);
-    (sock as Socket)[kSmc] = newState('client', opts);
-    return sock as Socket;
+    const s = graft(sock);
+    s[kSmc] = newState('client', opts);
+    return s;
+  }
+
+  /** An adopted node:net socket (see graft()) is an SMC Socket too; for subclasses, the usual rule. */
+  static override [Symbol.hasInstance](x: unknown): boolean {
+    if (Function.prototype[Symbol.hasInstance].call(this, x)) return true;
+    return this === Socket && typeof x === 'object' && x !== null && kSmc in x && x instanceof net.Socket;
   }
 
   override connect(...args: unknown[]): this {
@@ -284,15 +305,15 @@ export class Socket extends net.Socket {
 // SMC mode replaces (the TCP counters would count the CLC handshake, and nothing after it).
 const tcpBytesRead = Object.getOwnPropertyDescriptor(net.Socket.prototype, 'bytesRead')!.get!;
 const tcpBytesWritten = Object.getOwnPropertyDescriptor(net.Socket.prototype, 'bytesWritten')!.get!;
-Object.defineProperty(Socket.prototype, 'bytesRead', {
+const bytesReadDescriptor: PropertyDescriptor = {
   configurable: true,
   get(this: Socket): number {
     const s = this[kSmc];
     if (s?.conn) return s.conn.bytesReceived;
     return (tcpBytesRead.call(this) as number) - (s?.clcIn ?? 0);
   },
-});
-Object.defineProperty(Socket.prototype, 'bytesWritten', {
+};
+const bytesWrittenDescriptor: PropertyDescriptor = {
   configurable: true,
   get(this: Socket): number | undefined {
     const s = this[kSmc];
@@ -301,7 +322,11 @@ Object.defineProperty(Socket.prototype, 'bytesWritten', {
     // node counts a write queued while connecting (its _pendingData); ours are held here.
     return b === undefined ? b : b - (s?.clcOut ?? 0) + heldBytes(s?.held);
   },
-});
+};
+Object.defineProperty(Socket.prototype, 'bytesRead', bytesReadDescriptor);
+Object.defineProperty(Socket.prototype, 'bytesWritten', bytesWrittenDescriptor);
+/** What graft() copies onto an adopted socket: every member Socket overrides. */
+const GRAFTED = ['connect', 'push', 'smcPush', '_write', '_writev', '_final', '_read', 'pause', 'resume', '_destroy'] as const;
 
 function heldBytes(h: Held | undefined): number {
   if (!h) return 0;

@@ -16,6 +16,8 @@ export interface PeerOptions {
 
 export interface PeerServer {
   port: number;
+  /** With --and-net: the port of the same process's plain node:net listener. */
+  netPort?: number;
   pid: number;
   stop(): Promise<void>;
 }
@@ -26,9 +28,10 @@ export async function startPeerServer(args: string[], opts: PeerOptions = {}): P
   const rl = readline.createInterface({ input: child.stdout! });
   const [line] = (await once(rl, 'line')) as [string];
   rl.close();
-  const hello = JSON.parse(line) as { port: number; pid: number };
+  const hello = JSON.parse(line) as { port: number; netPort?: number; pid: number };
   return {
     port: hello.port,
+    netPort: hello.netPort,
     pid: hello.pid,
     stop: async () => { child.stdin!.end(); if (child.exitCode === null) await once(child, 'exit'); },
   };

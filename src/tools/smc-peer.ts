@@ -1,5 +1,6 @@
 // A peer for SMC demonstrations and benchmarks, run as its own process:
-//   serve  --api smc|net [--http]      prints {"port":N} and serves until stdin closes
+//   serve  --api smc|net [--http] [--and-net]   prints {"port":N} and serves until stdin
+//          closes; --and-net: also a plain node:net listener, {"netPort":M}
 //   client --api smc|net --test bulk|pingpong|shortconn|http --port N [...]
 //          bulk: --bytes N [--warmup N] [--size N] [--no-verify]
 // Server protocol: the first byte picks the service. 'B': count bytes until end, then reply
@@ -29,36 +30,45 @@ function api(name: Api): { createServer: typeof net.createServer; connect: (port
   return { createServer: net.createServer, connect: (p, h) => net.connect(p, h) };
 }
 
-function serve(apiName: Api, useHttp: boolean): void {
+/** The service a connection asks for with its first byte (see the top of this file). */
+function service(sock: net.Socket): void {
+  sock.on('error', () => {});
+  sock.once('data', function first(this: net.Socket, chunk: Buffer) {
+    const kind = chunk[0];
+    const rest = chunk.subarray(1);
+    if (kind === 0x45 /* E */) {
+      if (rest.length) sock.write(rest);
+      sock.pipe(sock);
+      return;
+    }
+    let n = rest.length;
+    const hashing = kind !== 0x62 /* b: count only, for benchmarks */;
+    const h = createHash('sha256').update(rest);
+    sock.on('data', hashing ? (d: Buffer) => { n += d.length; h.update(d); } : (d: Buffer) => { n += d.length; });
+    sock.on('end', () => {
+      const out = Buffer.alloc(8);
+      out.writeBigUInt64BE(BigInt(n));
+      sock.end(Buffer.concat([out, h.digest()]));
+    });
+  });
+}
+
+/**
+ * --and-net: a second, plain node:net listener with the same service in the same process,
+ * so a benchmark can compare the two server sides without two processes' differences.
+ */
+function serve(apiName: Api, useHttp: boolean, andNet: boolean): void {
   const body = Buffer.from('hello from softrdma\n');
   const server = useHttp
     ? http.createServer((_req, res) => { res.setHeader('content-type', 'text/plain'); res.end(body); })
-    : api(apiName).createServer((sock: net.Socket) => {
-      sock.on('error', () => {});
-      sock.once('data', function first(this: net.Socket, chunk: Buffer) {
-        const kind = chunk[0];
-        const rest = chunk.subarray(1);
-        if (kind === 0x45 /* E */) {
-          if (rest.length) sock.write(rest);
-          sock.pipe(sock);
-          return;
-        }
-        let n = rest.length;
-        const hashing = kind !== 0x62 /* b: count only, for benchmarks */;
-        const h = createHash('sha256').update(rest);
-        sock.on('data', hashing ? (d: Buffer) => { n += d.length; h.update(d); } : (d: Buffer) => { n += d.length; });
-        sock.on('end', () => {
-          const out = Buffer.alloc(8);
-          out.writeBigUInt64BE(BigInt(n));
-          sock.end(Buffer.concat([out, h.digest()]));
-        });
-      });
-    });
-  server.listen(0, '127.0.0.1', () => {
-    console.log(JSON.stringify({ port: (server.address() as net.AddressInfo).port, pid: process.pid }));
+    : api(apiName).createServer(service);
+  const plain = andNet ? net.createServer(service) : undefined;
+  const listening = (srv: net.Server) => new Promise<number>((resolve) => srv.listen(0, '127.0.0.1', () => resolve((srv.address() as net.AddressInfo).port)));
+  void Promise.all([listening(server), plain ? listening(plain) : undefined]).then(([port, netPort]) => {
+    console.log(JSON.stringify({ port, ...(netPort ? { netPort } : {}), pid: process.pid }));
   });
   process.stdin.resume();
-  process.stdin.on('end', () => { server.close(); process.exit(0); });
+  process.stdin.on('end', () => { server.close(); plain?.close(); process.exit(0); });
 }
 
 function connected(s: net.Socket): Promise<void> {
@@ -168,7 +178,7 @@ export async function smcPeer(argv: string[]): Promise<void> {
   const { values, positionals } = parseArgs({
     args: argv, allowPositionals: true,
     options: {
-      api: { type: 'string', default: 'smc' }, http: { type: 'boolean' }, test: { type: 'string' }, port: { type: 'string' },
+      api: { type: 'string', default: 'smc' }, http: { type: 'boolean' }, 'and-net': { type: 'boolean' }, test: { type: 'string' }, port: { type: 'string' },
       bytes: { type: 'string', default: String(256 << 20) }, size: { type: 'string' }, iters: { type: 'string', default: '20000' },
       seconds: { type: 'string', default: '3' }, concurrency: { type: 'string', default: '8' }, 'no-verify': { type: 'boolean' },
       'smc-buffer': { type: 'string' }, warmup: { type: 'string', default: '0' },
@@ -177,7 +187,7 @@ export async function smcPeer(argv: string[]): Promise<void> {
   const a = values.api as Api;
   if (a !== 'smc' && a !== 'net') throw new Error(`--api must be smc or net, got ${a}`);
   if (values['smc-buffer'] !== undefined) smcOpts = { smcBufferSize: Number(values['smc-buffer']) };
-  if (positionals[0] === 'serve') return serve(a, !!values.http);
+  if (positionals[0] === 'serve') return serve(a, !!values.http, !!values['and-net']);
   const port = Number(values.port);
   let r: object;
   switch (values.test) {

@@ -155,3 +155,46 @@ describe('the preload and Unix sockets', () => {
     }
   });
 });
+
+describe('accepted sockets', () => {
+  it('are smc.Socket instances with every member Socket overrides, their node:net prototype untouched', async () => {
+    const sockets: net.Socket[] = [];
+    const server = smc.createServer();
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    try {
+      const accepted = once(server, 'connection') as Promise<[net.Socket]>;
+      const c = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
+      sockets.push(c);
+      const [sock] = await bounded(accepted, 5000, 'the connection');
+      sockets.push(sock);
+      // No prototype swap (it slowed node's stream code for every later connection).
+      assert.equal(Object.getPrototypeOf(sock), net.Socket.prototype);
+      assert.ok(sock instanceof smc.Socket);
+      // Every member Socket overrides is on the socket, so none can be forgotten.
+      const proto = smc.Socket.prototype as unknown as Record<string, unknown>;
+      for (const name of Object.getOwnPropertyNames(proto).filter((n) => n !== 'constructor')) {
+        const want = Object.getOwnPropertyDescriptor(proto, name)!;
+        const got = Object.getOwnPropertyDescriptor(sock, name);
+        assert.ok(got, `${name} is missing on an accepted socket`);
+        if ('value' in want) assert.equal(got.value, want.value, name);
+        else assert.equal(got.get, want.get, name);
+      }
+      // instanceof stays exact for everything else.
+      class Sub extends smc.Socket {}
+      assert.equal(sock instanceof Sub, false);
+      assert.ok(new Sub() instanceof Sub);
+      assert.ok(new Sub() instanceof smc.Socket);
+      assert.equal(new net.Socket() instanceof smc.Socket, false);
+      // And it still behaves: a plain client's bytes arrive, counted as TCP bytes.
+      c.write('hello');
+      const [d] = await bounded(once(sock, 'data') as Promise<[Buffer]>, 5000, 'data');
+      assert.equal(d.toString(), 'hello');
+      assert.equal(sock.bytesRead, 5);
+      assert.equal(smc.getSmcInfo(sock).mode, 'TCP');
+    } finally {
+      for (const s of sockets) s.destroy();
+      server.close();
+    }
+  });
+});
