@@ -5,13 +5,19 @@
 // come out several percent apart on this kind of machine).
 //
 //   node dist/bench/fallback-ab.js --kind setup|pingpong|bulk --a smc|net --b smc|net
-//        --port-a N --port-b N [--pairs N]
+//        --port-a N --port-b N [--pairs N] [--server-pid PID]
 //
 // --a/--b: the client API of each side (softrdma/smc or node:net); --port-a/--port-b: the
 // server each side talks to (the same port for a client-side comparison, the SMC and the
 // plain listener of one server process for a server-side one). Blocks run A B, B A, A B...,
 // so neither side always goes first.
+//
+// Besides each block's rate or latency, the CPU time it took, this process's and (with
+// --server-pid) the server's, per operation: wall-clock figures on a shared 2-CPU machine
+// scatter by 10% from block to block; CPU time per operation is what the SMC code adds, and
+// it scatters far less.
 
+import fs from 'node:fs';
 import net from 'node:net';
 import { parseArgs } from 'node:util';
 import * as smc from '../src/smc/index.js';
@@ -20,6 +26,7 @@ const { values } = parseArgs({
   options: {
     kind: { type: 'string' }, a: { type: 'string' }, b: { type: 'string' },
     'port-a': { type: 'string' }, 'port-b': { type: 'string' }, pairs: { type: 'string', default: '16' },
+    'server-pid': { type: 'string' },
   },
 });
 
@@ -33,6 +40,19 @@ const sides = [
   { api: apiOf(values.b), port: Number(values['port-b']) },
 ];
 const PAIRS = Number(values.pairs);
+const SERVER_PID = values['server-pid'];
+
+/** CPU time of this process and the server so far, in microseconds (schedstat: nanoseconds, every thread). */
+function cpuMicros(): number {
+  const me = process.cpuUsage();
+  let server = 0;
+  if (SERVER_PID) {
+    for (const t of fs.readdirSync(`/proc/${SERVER_PID}/task`)) {
+      try { server += Number(fs.readFileSync(`/proc/${SERVER_PID}/task/${t}/schedstat`, 'latin1').split(' ')[0]) / 1000; } catch { /* thread gone */ }
+    }
+  }
+  return me.user + me.system + server;
+}
 
 function connect(side: { api: Api; port: number }): net.Socket {
   const s = side.api === 'smc' ? smc.connect({ port: side.port, host: '127.0.0.1' }) : net.connect(side.port, '127.0.0.1');
@@ -42,6 +62,9 @@ function connect(side: { api: Api; port: number }): net.Socket {
 
 const now = () => performance.now();
 
+/** A block's figure (rate or latency) and how many operations (connections, round trips, MiB) it did. */
+interface Block { value: number; ops: number }
+
 /** How side A's SMC sockets settled (they must have fallen back to TCP for the figures to mean anything). */
 const modes = new Set<string>();
 function note(s: net.Socket, api: Api): void {
@@ -49,7 +72,7 @@ function note(s: net.Socket, api: Api): void {
 }
 
 /** Connect, 14-byte echo, close, 200 times: connections per second. */
-async function setupBlock(side: { api: Api; port: number }): Promise<number> {
+async function setupBlock(side: { api: Api; port: number }): Promise<Block> {
   const N = 200;
   const msg = Buffer.from('E0123456789abc');
   const t0 = now();
@@ -63,11 +86,11 @@ async function setupBlock(side: { api: Api; port: number }): Promise<number> {
       s.on('close', () => resolve());
     });
   }
-  return N / ((now() - t0) / 1000);
+  return { value: N / ((now() - t0) / 1000), ops: N };
 }
 
 /** An echo connection kept for the whole run, and a block of 1000 14-byte round trips on it: the median in microseconds. */
-async function echoConnection(side: { api: Api; port: number }): Promise<(n: number) => Promise<number>> {
+async function echoConnection(side: { api: Api; port: number }): Promise<(n: number) => Promise<Block>> {
   const s = connect(side);
   await new Promise<void>((resolve, reject) => { s.once('connect', resolve); s.once('error', reject); });
   s.write('E');
@@ -87,12 +110,12 @@ async function echoConnection(side: { api: Api; port: number }): Promise<(n: num
     }
     note(s, side.api);
     rtts.sort((x, y) => x - y);
-    return rtts[rtts.length >> 1]!;
+    return { value: rtts[rtts.length >> 1]!, ops: n };
   };
 }
 
 /** 64 MiB in 64 KiB writes on a new connection, until the server has counted it all: MiB/s. */
-async function bulkBlock(side: { api: Api; port: number }): Promise<number> {
+async function bulkBlock(side: { api: Api; port: number }): Promise<Block> {
   const BYTES = 64 << 20;
   const chunk = Buffer.alloc(64 * 1024, 0x5a);
   const s = connect(side);
@@ -108,11 +131,11 @@ async function bulkBlock(side: { api: Api; port: number }): Promise<number> {
   note(s, side.api);
   const r = Buffer.concat(reply);
   if (r.length !== 40 || r.readBigUInt64BE(0) !== BigInt(BYTES)) throw new Error(`bulk: the server counted ${r.length === 40 ? r.readBigUInt64BE(0) : '?'} bytes, not ${BYTES}`);
-  return BYTES / 1048576 / ((now() - t0) / 1000);
+  return { value: BYTES / 1048576 / ((now() - t0) / 1000), ops: BYTES / 1048576 };
 }
 
 async function main(): Promise<void> {
-  let block: Array<() => Promise<number>>;
+  let block: Array<() => Promise<Block>>;
   switch (values.kind) {
     case 'setup': block = sides.map((side) => () => setupBlock(side)); break;
     case 'bulk': block = sides.map((side) => () => bulkBlock(side)); break;
@@ -123,14 +146,19 @@ async function main(): Promise<void> {
     }
     default: throw new Error(`--kind must be setup, pingpong or bulk, got ${values.kind}`);
   }
+  const out = { a: [] as number[], b: [] as number[], cpuA: [] as number[], cpuB: [] as number[] };
+  const measured = async (i: 0 | 1) => {
+    const c0 = cpuMicros();
+    const r = await block[i]!();
+    const cpu = (cpuMicros() - c0) / r.ops;
+    if (i === 0) { out.a.push(r.value); out.cpuA.push(cpu); } else { out.b.push(r.value); out.cpuB.push(cpu); }
+  };
   // Warm-up: both sides' code compiled and their buffers sized before anything counts.
   for (let i = 0; i < 2; i++) { await block[0]!(); await block[1]!(); }
-  const a: number[] = [];
-  const b: number[] = [];
   for (let p = 0; p < PAIRS; p++) {
-    if (p % 2 === 0) { a.push(await block[0]!()); b.push(await block[1]!()); } else { b.push(await block[1]!()); a.push(await block[0]!()); }
+    if (p % 2 === 0) { await measured(0); await measured(1); } else { await measured(1); await measured(0); }
   }
-  console.log(JSON.stringify({ kind: values.kind, a, b, modes: [...modes] }));
+  console.log(JSON.stringify({ kind: values.kind, ...out, modes: [...modes] }));
   process.exit(0); // the pingpong connections stay open otherwise
 }
 

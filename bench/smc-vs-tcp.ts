@@ -10,10 +10,12 @@
 //   shortconn  connect, 14-byte echo, close, per second               target >= 0.8
 //   control    node:net against node:net, the same client and server on both sides: the
 //              noise floor of this run (no target)
-//   fallback   the SMC API against a plain node:net server vs
-//              node:net: setup rate, round trip, bulk                  target >= 0.99 (latency <= 1.01)
-// Both sides of a fallback or control row talk to one server process; SMC/TCP is the median
-// of the per-run ratios (each run's two sides ran back to back).
+//   fallback   what SMC costs a connection that falls back to TCP (setup, round trip, bulk;
+//              targets >= 0.99, latency <= 1.01), on the client side and on the server side:
+//              bench/fallback.ts, a second table, measured block by block in one client
+//              process, with confidence intervals and CPU time per operation
+// Both sides of the control row talk to one server process; SMC/TCP is the median of the
+// per-run ratios (each run's two sides ran back to back).
 
 import fs from 'node:fs';
 import os from 'node:os';
@@ -21,6 +23,7 @@ import path from 'node:path';
 import { autoModuleUrl } from '../src/tools/smc-run.js';
 import { runPeerClient, startPeerServer } from '../src/tools/smc-peer-process.js';
 import { formatTable } from '../src/tools/table.js';
+import { AB_FOOTER, fallbackRows, printRows } from './fallback.js';
 import { benchOptions } from './options.js';
 
 const { runs: RUNS, json, strings: { only } } = benchOptions('usage: node dist/bench/smc-vs-tcp.js [--runs N] [--json] [--only METRIC-PREFIX]', { only: undefined });
@@ -98,12 +101,10 @@ await measure('short connections', 'conn/s', 'perSec', true, 0.8, { server: ['--
 // The same client against the same server on both sides: how far apart two identical
 // sides come out in this run, the noise floor the fallback rows are read against.
 await measure('control: node:net vs node:net setup', 'conn/s', 'perSec', true, undefined, { server: ['--api', 'net'], client: ['--api', 'net', ...sc] }, { server: ['--api', 'net'], client: ['--api', 'net', ...sc] });
-await measure('fallback setup', 'conn/s', 'perSec', true, 0.99, { server: ['--api', 'net'], client: ['--api', 'smc', ...sc] }, { server: ['--api', 'net'], client: ['--api', 'net', ...sc] });
-await measure('fallback pingpong median', 'us', 'medianUs', false, 1.01, { server: ['--api', 'net'], client: ['--api', 'smc', ...pp] }, { server: ['--api', 'net'], client: ['--api', 'net', ...pp] });
-await measure('fallback bulk', 'MiB/s', 'mibPerSec', true, 0.99, { server: ['--api', 'net'], client: ['--api', 'smc', ...bulk] }, { server: ['--api', 'net'], client: ['--api', 'net', ...bulk] });
+const fallback = await fallbackRows(6 * RUNS, env, only);
 
 if (json) {
-  console.log(JSON.stringify({ runs: RUNS, cpus: os.cpus().length, node: process.version, rows }, null, 2));
+  console.log(JSON.stringify({ runs: RUNS, cpus: os.cpus().length, node: process.version, rows, fallback: { pairs: 6 * RUNS, rows: fallback } }, null, 2));
 } else {
   const head = ['metric', 'SMC', 'TCP', 'unit', 'SMC/TCP', 'runs', 'target', 'met', 'SMC mode'];
   const spread = (r: Row) => {
@@ -111,6 +112,12 @@ if (json) {
     return `${Math.min(...xs).toFixed(2)}-${Math.max(...xs).toFixed(2)}`;
   };
   const lines = rows.map((r) => [r.metric, r.smc.toFixed(1), r.tcp.toFixed(1), r.unit, r.ratio.toFixed(2), spread(r), r.target, r.met === undefined ? '-' : r.met ? 'yes' : 'NO', r.smcMode]);
-  console.log(formatTable([head, ...lines]));
-  console.log(`\nmedians of ${RUNS} runs (SMC/TCP: the median of the runs' pair ratios; runs: their range); each side its own process on 127.0.0.1; ${os.cpus().length} CPUs, node ${process.version}`);
+  if (lines.length) {
+    console.log(formatTable([head, ...lines]));
+    console.log(`\nmedians of ${RUNS} runs (SMC/TCP: the median of the runs' pair ratios; runs: their range); each side its own process on 127.0.0.1; ${os.cpus().length} CPUs, node ${process.version}`);
+  }
+  if (fallback.length) {
+    if (lines.length) console.log('');
+    printRows(fallback, `fallback: ${AB_FOOTER}; ${6 * RUNS} pairs per row`);
+  }
 }

@@ -33,6 +33,8 @@ export const kSmc = Symbol('softrdma.smc');
 
 // NODE_DEBUG=smc: one line per connection when it settles on SMC-D or TCP, with the cause.
 const debug = util.debuglog('smc');
+/** NODE_DEBUG is read once at startup; its `enabled` getter costs ~1 us, on every connection. */
+const debugOn = debug.enabled;
 
 export type SmcMode = 'SMCD' | 'SMCR' | 'TCP';
 
@@ -423,7 +425,7 @@ function settleTcp(sock: Socket, s: SmcState, reason: number | undefined, cause:
   s.fallbackReason = reason;
   s.fallbackCause = cause;
   countSettled('TCP', reason, cause); // still listed by smcss (as TCP, with the reason) until it closes
-  if (debug.enabled) debug('%s %s:%s -> %s:%s settled on TCP: %s', s.role, sock.localAddress, sock.localPort, sock.remoteAddress, sock.remotePort, cause);
+  if (debugOn) debug('%s %s:%s -> %s:%s settled on TCP: %s', s.role, sock.localAddress, sock.localPort, sock.remoteAddress, sock.remotePort, cause);
   const held = s.held;
   s.held = undefined;
   const fin = s.heldFinal;
@@ -601,7 +603,7 @@ function startSmcd(sock: Socket, s: SmcState): void {
   s.dmb!.onSignal = () => { if (!conn.released) { conn.process(); kick(conn); } };
   s.phase = 'smcd';
   countSettled('SMCD');
-  if (debug.enabled) debug('%s %s:%s -> %s:%s settled on SMC-D', s.role, sock.localAddress, sock.localPort, sock.remoteAddress, sock.remotePort);
+  if (debugOn) debug('%s %s:%s -> %s:%s settled on SMC-D', s.role, sock.localAddress, sock.localPort, sock.remoteAddress, sock.remotePort);
   sock.emit('smc', getSmcInfo(sock));
   const held = s.held;
   s.held = undefined;

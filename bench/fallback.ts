@@ -1,0 +1,139 @@
+// What SMC costs a connection that falls back to TCP, measured finely enough for the issue's
+// 1% targets. Two processes running the same client come out several percent apart on this
+// kind of machine, so here one client process alternates, block by block, between the two
+// sides of each comparison (bench/fallback-ab.ts), against one server process that has an
+// SMC listener and a plain node:net listener:
+//
+//   client side   the softrdma/smc client vs node:net's, both against the plain listener
+//   server side   node:net's client against the SMC listener vs against the plain one
+//   control       node:net vs node:net, the same client and listener on both sides: what
+//                 this method reads when there is no difference (it should be ~1.00)
+//
+// Each row: the median of the per-pair ratios, and a 95% confidence interval for that median
+// (order statistics of the pair ratios). Run alone (node dist/bench/fallback.js [--runs N]
+// [--json]) or as the fallback rows of bench/smc-vs-tcp.
+
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { startPeerServer } from '../src/tools/smc-peer-process.js';
+import { formatTable } from '../src/tools/table.js';
+import { benchOptions } from './options.js';
+
+const AB = path.join(path.dirname(fileURLToPath(import.meta.url)), 'fallback-ab.js');
+
+export interface Row {
+  metric: string; smc: number; tcp: number; unit: string; ratio: number;
+  /** Every run's (or block pair's) figures and ratio. */
+  runs: Array<{ smc: number; tcp: number; ratio: number }>;
+  /** How the row's spread column reads: the range of its runs, or a 95% interval of its median. */
+  spread: string;
+  target: string; met: boolean | undefined; smcMode: string;
+  /** A/B rows: CPU time per operation (client and server processes), SMC side over node:net side. */
+  cpu?: { smc: number; tcp: number; ratio: number; lo: number; hi: number };
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
+
+/** The 1-based rank k such that [x(k), x(n+1-k)] covers the median with at least 95% confidence. */
+function medianCiRank(n: number): number {
+  // P(Binomial(n, 1/2) < k) <= 2.5%, the largest such k.
+  let cdf = 0;
+  let pk = 0.5 ** n; // P(X = 0)
+  let k = 0;
+  for (let i = 0; i < n; i++) {
+    if (cdf + pk > 0.025) break;
+    cdf += pk;
+    k = i + 1;
+    pk = (pk * (n - i)) / (i + 1);
+  }
+  return Math.max(k, 1);
+}
+
+export function medianCi(xs: number[]): [number, number] {
+  const s = [...xs].sort((a, b) => a - b);
+  const k = medianCiRank(s.length);
+  return [s[k - 1]!, s[s.length - k]!];
+}
+
+interface AbResult { a: number[]; b: number[]; cpuA: number[]; cpuB: number[]; modes: string[] }
+
+async function ab(args: string[], env: NodeJS.ProcessEnv): Promise<AbResult> {
+  const child = spawn(process.execPath, [AB, ...args], { stdio: ['ignore', 'pipe', 'inherit'], env });
+  let out = '';
+  child.stdout!.on('data', (d: Buffer) => { out += d; });
+  const [code] = (await once(child, 'exit')) as [number];
+  if (code !== 0) throw new Error(`fallback-ab ${args.join(' ')} exited with ${code}`);
+  return JSON.parse(out) as AbResult;
+}
+
+/**
+ * The fallback rows (and the control row), `pairs` block pairs each. env: the environment of
+ * the processes (its SOFTRDMA_RUNTIME_DIR holds the SMC listener's registry entry).
+ */
+export async function fallbackRows(pairs: number, env: NodeJS.ProcessEnv, only?: string): Promise<Row[]> {
+  const rows: Row[] = [];
+  const server = await startPeerServer(['--api', 'smc', '--and-net'], { env });
+  const smcPort = server.port;
+  const netPort = server.netPort!;
+  const kinds = [
+    { kind: 'setup', what: 'setup', unit: 'conn/s', higher: true, target: 0.99 },
+    { kind: 'pingpong', what: 'pingpong median', unit: 'us', higher: false, target: 1.01 },
+    { kind: 'bulk', what: 'bulk', unit: 'MiB/s', higher: true, target: 0.99 },
+  ];
+  const sides = [
+    { name: 'SMC client', a: 'smc', portA: netPort },
+    { name: 'SMC server', a: 'net', portA: smcPort },
+  ];
+  try {
+    const measure = async (metric: string, k: typeof kinds[number], a: string, portA: number, target: number | undefined) => {
+      if (only && !metric.startsWith(only)) return;
+      const r = await ab(['--kind', k.kind, '--a', a, '--b', 'net', '--port-a', String(portA), '--port-b', String(netPort), '--pairs', String(pairs), '--server-pid', String(server.pid)], env);
+      // The SMC client must have fallen back (a plain listener); a plain client never proposes.
+      if (a === 'smc' && (r.modes.length !== 1 || r.modes[0] !== 'TCP')) throw new Error(`${metric}: SMC client settled ${r.modes.join('+')}, not TCP`);
+      const runs = r.a.map((x, i) => ({ smc: x, tcp: r.b[i]!, ratio: x / r.b[i]! }));
+      const ratio = median(runs.map((x) => x.ratio));
+      const [lo, hi] = medianCi(runs.map((x) => x.ratio));
+      const cpuRatios = r.cpuA.map((x, i) => x / r.cpuB[i]!);
+      const [clo, chi] = medianCi(cpuRatios);
+      const cpu = { smc: median(r.cpuA), tcp: median(r.cpuB), ratio: median(cpuRatios), lo: clo, hi: chi };
+      const row = { metric, smc: median(r.a), tcp: median(r.b), unit: k.unit, ratio, runs, spread: `ci ${lo.toFixed(3)}-${hi.toFixed(3)}`, smcMode: 'TCP', cpu };
+      if (target === undefined) rows.push({ ...row, target: '-', met: undefined, smcMode: '-' });
+      else rows.push({ ...row, target: `${k.higher ? '>=' : '<='} ${target}`, met: k.higher ? ratio >= target : ratio <= target });
+    };
+    await measure('control: node:net vs node:net, A/B setup', kinds[0]!, 'net', netPort, undefined);
+    for (const k of kinds) {
+      for (const side of sides) await measure(`fallback ${k.what}, ${side.name}`, k, side.a, side.portA, k.target);
+    }
+  } finally {
+    await server.stop();
+  }
+  return rows;
+}
+
+/** The A/B rows as a table: the figure's ratio and the CPU time's, each with its 95% interval. */
+export function printRows(rows: Row[], footer: string): void {
+  const head = ['metric', 'SMC', 'TCP', 'unit', 'SMC/TCP', '95% ci', 'target', 'met', 'CPU/op SMC/TCP', '95% ci', 'CPU us/op'];
+  const ci = (lo: number, hi: number) => `${lo.toFixed(3)}-${hi.toFixed(3)}`;
+  const lines = rows.map((r) => [
+    r.metric, r.smc.toFixed(1), r.tcp.toFixed(1), r.unit, r.ratio.toFixed(3), r.spread.replace(/^ci /, ''), r.target,
+    r.met === undefined ? '-' : r.met ? 'yes' : 'NO',
+    r.cpu ? r.cpu.ratio.toFixed(3) : '-', r.cpu ? ci(r.cpu.lo, r.cpu.hi) : '-', r.cpu ? `${r.cpu.smc.toFixed(1)} / ${r.cpu.tcp.toFixed(1)}` : '-',
+  ]);
+  console.log(formatTable([head, ...lines]));
+  console.log(`\n${footer}`);
+}
+
+export const AB_FOOTER = 'one client process alternates between the two sides block by block; SMC/TCP: the median of the block pairs\' ratios, with its 95% confidence interval; CPU/op: client and server CPU time per connection, round trip or MiB, the same way';
+
+if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  const { runs, json, strings: { only } } = benchOptions('usage: node dist/bench/fallback.js [--runs N] [--json] [--only METRIC-PREFIX]   (N: x6 block pairs per row)', { only: undefined });
+  const runtimeDir = fs.mkdtempSync(path.join(os.tmpdir(), 'softrdma-bench-'));
+  process.on('exit', () => fs.rmSync(runtimeDir, { recursive: true, force: true }));
+  const rows = await fallbackRows(6 * runs, { ...process.env, SOFTRDMA_RUNTIME_DIR: runtimeDir }, only);
+  if (json) console.log(JSON.stringify({ pairs: 6 * runs, cpus: os.cpus().length, node: process.version, rows }, null, 2));
+  else printRows(rows, `${AB_FOOTER}; ${6 * runs} pairs per row; ${os.cpus().length} CPUs, node ${process.version}`);
+}
