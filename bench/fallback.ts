@@ -8,6 +8,8 @@
 //   server side   node:net's client against the SMC listener vs against the plain one
 //   control       node:net vs node:net, the same client and listener on both sides: what
 //                 this method reads when there is no difference (it should be ~1.00)
+//   short conns   not a fallback: smc-vs-tcp's short-connection row (SMC client to the SMC
+//                 listener, over SMC-D) read the same way, for comparison with that row
 //
 // Each row: the median of the per-pair ratios, and a 95% confidence interval for that median
 // (order statistics of the pair ratios). Run alone (node dist/bench/fallback.js [--runs N]
@@ -89,18 +91,18 @@ export async function fallbackRows(pairs: number, env: NodeJS.ProcessEnv, only?:
     { name: 'SMC server', a: 'net', portA: smcPort },
   ];
   try {
-    const measure = async (metric: string, k: typeof kinds[number], a: string, portA: number, target: number | undefined) => {
+    const measure = async (metric: string, k: typeof kinds[number], a: string, portA: number, target: number | undefined, want = 'TCP') => {
       if (only && !metric.startsWith(only)) return;
       const r = await ab(['--kind', k.kind, '--a', a, '--b', 'net', '--port-a', String(portA), '--port-b', String(netPort), '--pairs', String(pairs), '--server-pid', String(server.pid)], env);
       // The SMC client must have fallen back (a plain listener); a plain client never proposes.
-      if (a === 'smc' && (r.modes.length !== 1 || r.modes[0] !== 'TCP')) throw new Error(`${metric}: SMC client settled ${r.modes.join('+')}, not TCP`);
+      if (a === 'smc' && (r.modes.length !== 1 || r.modes[0] !== want)) throw new Error(`${metric}: SMC client settled ${r.modes.join('+')}, not ${want}`);
       const runs = r.a.map((x, i) => ({ smc: x, tcp: r.b[i]!, ratio: x / r.b[i]! }));
       const ratio = median(runs.map((x) => x.ratio));
       const [lo, hi] = medianCi(runs.map((x) => x.ratio));
       const cpuRatios = r.cpuA.map((x, i) => x / r.cpuB[i]!);
       const [clo, chi] = medianCi(cpuRatios);
       const cpu = { smc: median(r.cpuA), tcp: median(r.cpuB), ratio: median(cpuRatios), lo: clo, hi: chi };
-      const row = { metric, smc: median(r.a), tcp: median(r.b), unit: k.unit, ratio, runs, spread: `ci ${lo.toFixed(3)}-${hi.toFixed(3)}`, smcMode: 'TCP', cpu };
+      const row = { metric, smc: median(r.a), tcp: median(r.b), unit: k.unit, ratio, runs, spread: `ci ${lo.toFixed(3)}-${hi.toFixed(3)}`, smcMode: want, cpu };
       if (target === undefined) rows.push({ ...row, target: '-', met: undefined, smcMode: '-' });
       else rows.push({ ...row, target: `${k.higher ? '>=' : '<='} ${target}`, met: k.higher ? ratio >= target : ratio <= target });
     };
@@ -108,6 +110,9 @@ export async function fallbackRows(pairs: number, env: NodeJS.ProcessEnv, only?:
     for (const k of kinds) {
       for (const side of sides) await measure(`fallback ${k.what}, ${side.name}`, k, side.a, side.portA, k.target);
     }
+    // Not a fallback: the short-connection row of smc-vs-tcp, SMC client to the SMC
+    // listener against node:net to the plain one, read the same way.
+    await measure('short connections over SMC-D, A/B', kinds[0]!, 'smc', smcPort, 0.8, 'SMCD');
   } finally {
     await server.stop();
   }

@@ -3,6 +3,7 @@
 //          closes; --and-net: also a plain node:net listener, {"netPort":M}
 //   client --api smc|net --test bulk|pingpong|shortconn|http --port N [...]
 //          bulk: --bytes N [--warmup N] [--size N] [--no-verify]
+//          shortconn: --seconds S [--warmup-seconds S]
 // Server protocol: the first byte picks the service. 'B': count bytes until end, then reply
 // with the count (8 bytes, big endian) and a sha256 of the data. 'E': echo.
 // With --http the server is node:http (run it under --import softrdma/smc/auto for SMC).
@@ -181,7 +182,7 @@ export async function smcPeer(argv: string[]): Promise<void> {
       api: { type: 'string', default: 'smc' }, http: { type: 'boolean' }, 'and-net': { type: 'boolean' }, test: { type: 'string' }, port: { type: 'string' },
       bytes: { type: 'string', default: String(256 << 20) }, size: { type: 'string' }, iters: { type: 'string', default: '20000' },
       seconds: { type: 'string', default: '3' }, concurrency: { type: 'string', default: '8' }, 'no-verify': { type: 'boolean' },
-      'smc-buffer': { type: 'string' }, warmup: { type: 'string', default: '0' },
+      'smc-buffer': { type: 'string' }, warmup: { type: 'string', default: '0' }, 'warmup-seconds': { type: 'string', default: '0' },
     },
   });
   const a = values.api as Api;
@@ -200,7 +201,14 @@ export async function smcPeer(argv: string[]): Promise<void> {
       break;
     }
     case 'pingpong': r = await pingpong(a, port, Number(values.iters), Number(values.size ?? 14)); break;
-    case 'shortconn': r = await shortconn(a, port, Number(values.seconds)); break;
+    case 'shortconn': {
+      // --warmup-seconds: connections first made and not counted, as bulk's --warmup: the
+      // figure is then the steady state (JIT, the DMB pool and the peer's mappings warmed up).
+      const warm = Number(values['warmup-seconds']);
+      if (warm > 0) await shortconn(a, port, warm);
+      r = await shortconn(a, port, Number(values.seconds));
+      break;
+    }
     case 'http': r = await httpLoad(port, Number(values.seconds), Number(values.concurrency)); break;
     default: throw new Error(`unknown --test ${values.test}`);
   }
