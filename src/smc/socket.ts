@@ -163,10 +163,8 @@ function newState(role: 'client' | 'server', opts: ResolvedSmcOptions): SmcState
  */
 function graft(sock: net.Socket): Socket {
   const own = sock as unknown as Record<string, unknown>;
-  const proto = Socket.prototype as unknown as Record<string, unknown>;
-  for (const k of GRAFTED) own[k] = proto[k];
-  Object.defineProperty(sock, 'bytesRead', bytesReadDescriptor);
-  Object.defineProperty(sock, 'bytesWritten', bytesWrittenDescriptor);
+  for (const [k, f] of grafted.methods) own[k] = f;
+  for (const [k, d] of grafted.accessors) Object.defineProperty(sock, k, d);
   return sock as Socket;
 }
 
@@ -307,15 +305,15 @@ export class Socket extends net.Socket {
 // SMC mode replaces (the TCP counters would count the CLC handshake, and nothing after it).
 const tcpBytesRead = Object.getOwnPropertyDescriptor(net.Socket.prototype, 'bytesRead')!.get!;
 const tcpBytesWritten = Object.getOwnPropertyDescriptor(net.Socket.prototype, 'bytesWritten')!.get!;
-const bytesReadDescriptor: PropertyDescriptor = {
+Object.defineProperty(Socket.prototype, 'bytesRead', {
   configurable: true,
   get(this: Socket): number {
     const s = this[kSmc];
     if (s?.conn) return s.conn.bytesReceived;
     return (tcpBytesRead.call(this) as number) - (s?.clcIn ?? 0);
   },
-};
-const bytesWrittenDescriptor: PropertyDescriptor = {
+});
+Object.defineProperty(Socket.prototype, 'bytesWritten', {
   configurable: true,
   get(this: Socket): number | undefined {
     const s = this[kSmc];
@@ -324,11 +322,15 @@ const bytesWrittenDescriptor: PropertyDescriptor = {
     // node counts a write queued while connecting (its _pendingData); ours are held here.
     return b === undefined ? b : b - (s?.clcOut ?? 0) + heldBytes(s?.held);
   },
-};
-Object.defineProperty(Socket.prototype, 'bytesRead', bytesReadDescriptor);
-Object.defineProperty(Socket.prototype, 'bytesWritten', bytesWrittenDescriptor);
-/** What graft() copies onto an adopted socket: every member Socket overrides. */
-const GRAFTED = ['connect', 'push', 'smcPush', '_write', '_writev', '_final', '_read', 'pause', 'resume', '_destroy'] as const;
+});
+
+/** What graft() puts on an adopted socket: every member of Socket.prototype, taken from it once. */
+const grafted = { methods: [] as Array<[string, unknown]>, accessors: [] as Array<[string, PropertyDescriptor]> };
+for (const [k, d] of Object.entries(Object.getOwnPropertyDescriptors(Socket.prototype))) {
+  if (k === 'constructor') continue;
+  if ('value' in d) grafted.methods.push([k, d.value]);
+  else grafted.accessors.push([k, d]);
+}
 
 function heldBytes(h: Held | undefined): number {
   if (!h) return 0;
