@@ -21,6 +21,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import { parseArgs } from 'node:util';
 import * as smc from '../src/smc/index.js';
+import { bulk, shortConnection, type Api } from '../src/tools/smc-peer.js';
 
 const { values } = parseArgs({
   options: {
@@ -30,7 +31,6 @@ const { values } = parseArgs({
   },
 });
 
-type Api = 'smc' | 'net';
 const apiOf = (v: string | undefined): Api => {
   if (v !== 'smc' && v !== 'net') throw new Error(`--a/--b must be smc or net, got ${v}`);
   return v;
@@ -71,20 +71,13 @@ function note(s: net.Socket, api: Api): void {
   if (api === 'smc') modes.add(smc.getSmcInfo(s).mode);
 }
 
-/** Connect, 14-byte echo, close, 200 times: connections per second. */
+/** Connect, 13-byte echo, close, 200 times: connections per second. */
 async function setupBlock(side: { api: Api; port: number }): Promise<Block> {
   const N = 200;
-  const msg = Buffer.from('E0123456789abc');
   const t0 = now();
   for (let i = 0; i < N; i++) {
-    await new Promise<void>((resolve, reject) => {
-      const s = connect(side);
-      let got = 0;
-      s.on('error', reject);
-      s.on('connect', () => s.write(msg));
-      s.on('data', (d: Buffer) => { got += d.length; if (got >= msg.length - 1) { note(s, side.api); s.end(); } });
-      s.on('close', () => resolve());
-    });
+    const mode = await shortConnection(side.api, side.port);
+    if (side.api === 'smc') modes.add(mode);
   }
   return { value: N / ((now() - t0) / 1000), ops: N };
 }
@@ -116,22 +109,10 @@ async function echoConnection(side: { api: Api; port: number }): Promise<(n: num
 
 /** 64 MiB in 64 KiB writes on a new connection, until the server has counted it all: MiB/s. */
 async function bulkBlock(side: { api: Api; port: number }): Promise<Block> {
-  const BYTES = 64 << 20;
-  const chunk = Buffer.alloc(64 * 1024, 0x5a);
-  const s = connect(side);
-  const t0 = now();
-  const reply: Buffer[] = [];
-  const done = new Promise<void>((resolve, reject) => { s.on('data', (d: Buffer) => reply.push(d)); s.on('end', resolve); s.on('error', reject); });
-  s.write('b');
-  for (let sent = 0; sent < BYTES; sent += chunk.length) {
-    if (!s.write(chunk)) await new Promise((r) => s.once('drain', r));
-  }
-  s.end();
-  await done;
-  note(s, side.api);
-  const r = Buffer.concat(reply);
-  if (r.length !== 40 || r.readBigUInt64BE(0) !== BigInt(BYTES)) throw new Error(`bulk: the server counted ${r.length === 40 ? r.readBigUInt64BE(0) : '?'} bytes, not ${BYTES}`);
-  return { value: BYTES / 1048576 / ((now() - t0) / 1000), ops: BYTES / 1048576 };
+  const r = await bulk(side.api, side.port, 64 << 20, 64 * 1024, false);
+  if (!r.verified) throw new Error(`bulk: the server did not count ${r.bytes} bytes`);
+  if (side.api === 'smc') modes.add(r.mode);
+  return { value: r.mibPerSec, ops: r.bytes / 1048576 };
 }
 
 async function main(): Promise<void> {

@@ -16,7 +16,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import * as smc from '../smc/index.js';
 
-type Api = 'smc' | 'net';
+export type Api = 'smc' | 'net';
 
 /** --smc-buffer: the DMB size for this process's SMC sockets (default: the library's). */
 let smcOpts: smc.SmcSocketOptions = {};
@@ -76,7 +76,10 @@ function connected(s: net.Socket): Promise<void> {
   return new Promise((resolve, reject) => { s.once('connect', resolve); s.once('error', reject); });
 }
 
-async function bulk(a: Api, port: number, bytes: number, size: number, verify: boolean): Promise<object> {
+export interface BulkResult { test: 'bulk'; api: Api; mode: string; bytes: number; seconds: number; mibPerSec: number; verified: boolean }
+
+/** `bytes` in writes of `size` on a new connection, until the server has counted (and with verify, hashed) them all. */
+export async function bulk(a: Api, port: number, bytes: number, size: number, verify: boolean): Promise<BulkResult> {
   const s = api(a).connect(port, '127.0.0.1');
   await connected(s);
   const chunk = randomBytes(size);
@@ -133,22 +136,29 @@ async function pingpong(a: Api, port: number, iters: number, size: number): Prom
   return { test: 'pingpong', api: a, mode, size, iters: samples.length, meanUs: mean, medianUs: samples[samples.length >> 1], p99Us: samples[Math.floor(samples.length * 0.99)] };
 }
 
+const ECHO_REQUEST = Buffer.from('E0123456789abc');
+
+/** One short-lived connection: connect, a 13-byte echo, close; resolves with how it settled. */
+export function shortConnection(a: Api, port: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const s = api(a).connect(port, '127.0.0.1');
+    s.setNoDelay(true);
+    let got = 0;
+    let mode = '';
+    s.on('error', reject);
+    s.on('connect', () => s.write(ECHO_REQUEST));
+    s.on('data', (d: Buffer) => { got += d.length; if (got >= ECHO_REQUEST.length - 1) { mode = smc.getSmcInfo(s).mode; s.end(); } });
+    s.on('close', () => resolve(mode));
+  });
+}
+
 async function shortconn(a: Api, port: number, seconds: number): Promise<object> {
-  const msg = Buffer.from('E0123456789abc');
   let n = 0;
-  let modes = new Set<string>();
+  const modes = new Set<string>();
   const t0 = process.hrtime.bigint();
   const end = t0 + BigInt(Math.round(seconds * 1e9));
   while (process.hrtime.bigint() < end) {
-    const s = api(a).connect(port, '127.0.0.1');
-    s.setNoDelay(true);
-    await new Promise<void>((resolve, reject) => {
-      let got = 0;
-      s.on('error', reject);
-      s.on('connect', () => s.write(msg));
-      s.on('data', (d: Buffer) => { got += d.length; if (got >= msg.length - 1) { modes.add(smc.getSmcInfo(s).mode); s.end(); } });
-      s.on('close', () => resolve());
-    });
+    modes.add(await shortConnection(a, port));
     n++;
   }
   const secs = Number(process.hrtime.bigint() - t0) / 1e9;
