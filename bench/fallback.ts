@@ -27,15 +27,16 @@ import { benchOptions } from './options.js';
 
 const AB = path.join(path.dirname(fileURLToPath(import.meta.url)), 'fallback-ab.js');
 
-export interface Row {
-  metric: string; smc: number; tcp: number; unit: string; ratio: number;
-  /** Every run's (or block pair's) figures and ratio. */
+/** Medians of both sides, the median of the pair ratios, and its 95% interval [lo, hi]. */
+interface Paired { smc: number; tcp: number; ratio: number; lo: number; hi: number }
+
+export interface Row extends Paired {
+  metric: string; unit: string;
+  /** Every block pair's figures and ratio. */
   runs: Array<{ smc: number; tcp: number; ratio: number }>;
-  /** How the row's spread column reads: the range of its runs, or a 95% interval of its median. */
-  spread: string;
   target: string; met: boolean | undefined; smcMode: string;
-  /** A/B rows: CPU time per operation (client and server processes), SMC side over node:net side. */
-  cpu?: { smc: number; tcp: number; ratio: number; lo: number; hi: number };
+  /** CPU time per operation (client and server processes), SMC side over node:net side. */
+  cpu: Paired;
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
@@ -53,6 +54,12 @@ function medianCiRank(n: number): number {
     pk = (pk * (n - i)) / (i + 1);
   }
   return Math.max(k, 1);
+}
+
+function paired(a: number[], b: number[]): Paired {
+  const ratios = a.map((x, i) => x / b[i]!);
+  const [lo, hi] = medianCi(ratios);
+  return { smc: median(a), tcp: median(b), ratio: median(ratios), lo, hi };
 }
 
 export function medianCi(xs: number[]): [number, number] {
@@ -97,14 +104,9 @@ export async function fallbackRows(pairs: number, env: NodeJS.ProcessEnv, only?:
       // The SMC client must have fallen back (a plain listener); a plain client never proposes.
       if (a === 'smc' && (r.modes.length !== 1 || r.modes[0] !== want)) throw new Error(`${metric}: SMC client settled ${r.modes.join('+')}, not ${want}`);
       const runs = r.a.map((x, i) => ({ smc: x, tcp: r.b[i]!, ratio: x / r.b[i]! }));
-      const ratio = median(runs.map((x) => x.ratio));
-      const [lo, hi] = medianCi(runs.map((x) => x.ratio));
-      const cpuRatios = r.cpuA.map((x, i) => x / r.cpuB[i]!);
-      const [clo, chi] = medianCi(cpuRatios);
-      const cpu = { smc: median(r.cpuA), tcp: median(r.cpuB), ratio: median(cpuRatios), lo: clo, hi: chi };
-      const row = { metric, smc: median(r.a), tcp: median(r.b), unit: k.unit, ratio, runs, spread: `ci ${lo.toFixed(3)}-${hi.toFixed(3)}`, smcMode: want, cpu };
+      const row = { metric, unit: k.unit, ...paired(r.a, r.b), runs, cpu: paired(r.cpuA, r.cpuB) };
       if (target === undefined) rows.push({ ...row, target: '-', met: undefined, smcMode: '-' });
-      else rows.push({ ...row, target: `${k.higher ? '>=' : '<='} ${target}`, met: k.higher ? ratio >= target : ratio <= target });
+      else rows.push({ ...row, target: `${k.higher ? '>=' : '<='} ${target}`, met: k.higher ? row.ratio >= target : row.ratio <= target, smcMode: want });
     };
     await measure('control: node:net vs node:net, A/B setup', kinds[0]!, 'net', netPort, undefined);
     for (const k of kinds) {
@@ -124,9 +126,9 @@ export function printRows(rows: Row[], footer: string): void {
   const head = ['metric', 'SMC', 'TCP', 'unit', 'SMC/TCP', '95% ci', 'target', 'met', 'CPU/op SMC/TCP', '95% ci', 'CPU us/op'];
   const ci = (lo: number, hi: number) => `${lo.toFixed(3)}-${hi.toFixed(3)}`;
   const lines = rows.map((r) => [
-    r.metric, r.smc.toFixed(1), r.tcp.toFixed(1), r.unit, r.ratio.toFixed(3), r.spread.replace(/^ci /, ''), r.target,
+    r.metric, r.smc.toFixed(1), r.tcp.toFixed(1), r.unit, r.ratio.toFixed(3), ci(r.lo, r.hi), r.target,
     r.met === undefined ? '-' : r.met ? 'yes' : 'NO',
-    r.cpu ? r.cpu.ratio.toFixed(3) : '-', r.cpu ? ci(r.cpu.lo, r.cpu.hi) : '-', r.cpu ? `${r.cpu.smc.toFixed(1)} / ${r.cpu.tcp.toFixed(1)}` : '-',
+    r.cpu.ratio.toFixed(3), ci(r.cpu.lo, r.cpu.hi), `${r.cpu.smc.toFixed(1)} / ${r.cpu.tcp.toFixed(1)}`,
   ]);
   console.log(formatTable([head, ...lines]));
   console.log(`\n${footer}`);
