@@ -24,6 +24,7 @@ import { fileURLToPath } from 'node:url';
 import { startPeerServer } from '../src/tools/smc-peer-process.js';
 import { formatTable } from '../src/tools/table.js';
 import { benchOptions } from './options.js';
+import { median, medianCi } from './stats.js';
 
 const AB = path.join(path.dirname(fileURLToPath(import.meta.url)), 'fallback-ab.js');
 
@@ -39,34 +40,12 @@ export interface Row extends Paired {
   cpu: Paired;
 }
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
-
-/** The 1-based rank k such that [x(k), x(n+1-k)] covers the median with at least 95% confidence. */
-function medianCiRank(n: number): number {
-  // P(Binomial(n, 1/2) < k) <= 2.5%, the largest such k.
-  let cdf = 0;
-  let pk = 0.5 ** n; // P(X = 0)
-  let k = 0;
-  for (let i = 0; i < n; i++) {
-    if (cdf + pk > 0.025) break;
-    cdf += pk;
-    k = i + 1;
-    pk = (pk * (n - i)) / (i + 1);
-  }
-  return Math.max(k, 1);
-}
-
 function paired(a: number[], b: number[]): Paired {
   const ratios = a.map((x, i) => x / b[i]!);
   const [lo, hi] = medianCi(ratios);
   return { smc: median(a), tcp: median(b), ratio: median(ratios), lo, hi };
 }
 
-export function medianCi(xs: number[]): [number, number] {
-  const s = [...xs].sort((a, b) => a - b);
-  const k = medianCiRank(s.length);
-  return [s[k - 1]!, s[s.length - k]!];
-}
 
 interface AbResult { a: number[]; b: number[]; cpuA: number[]; cpuB: number[]; modes: string[] }
 

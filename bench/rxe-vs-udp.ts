@@ -9,6 +9,7 @@
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { benchOptions } from './options.js';
+import { median } from './stats.js';
 
 const { runs: RUNS, json, strings: { iters } } = benchOptions('usage: node dist/bench/rxe-vs-udp.js [--runs N] [--json] [--iters N]', { iters: '10000' });
 const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
@@ -77,8 +78,6 @@ async function rawPing(iters: number) {
   const [text] = await Promise.all([ping.out, echo.out]);
   return lastJson(text, 'rtt_avg_us');
 }
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
 
 const ITERS = Number(iters);
 const rxeBw: number[] = [], rawBw: number[] = [], rxeRtt: number[] = [], rawRtt: number[] = [], rxeRttAvg: number[] = [], rawRttAvg: number[] = [];

@@ -27,6 +27,7 @@ import { runPeerClient, startPeerServer } from '../src/tools/smc-peer-process.js
 import { formatTable } from '../src/tools/table.js';
 import { AB_FOOTER, fallbackRows, printRows } from './fallback.js';
 import { benchOptions } from './options.js';
+import { median } from './stats.js';
 
 const { runs: RUNS, json, strings: { only } } = benchOptions('usage: node dist/bench/smc-vs-tcp.js [--runs N] [--json] [--only METRIC-PREFIX]', { only: undefined });
 const AUTO = autoModuleUrl();
@@ -37,8 +38,6 @@ const env = { ...process.env, SOFTRDMA_RUNTIME_DIR: runtimeDir };
 
 const serve = (args: string[], auto = false) => startPeerServer(args, { env, execArgv: auto ? ['--import', AUTO] : [] });
 const client = (args: string[], auto = false) => runPeerClient(args, { env, execArgv: auto ? ['--import', AUTO] : [] });
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
 
 interface Row {
   metric: string; smc: number; tcp: number; unit: string; ratio: number;
