@@ -53,8 +53,8 @@ describe('auto preload', () => {
 
 describe('smcss', () => {
   /** smcss --json as rows; it asks every process at once, so no waiting for a refresh. */
-  async function smcss(args: string[] = []): Promise<{ rows: Array<Record<string, unknown>>; stderr: string }> {
-    const p = run(['smcss', '--json', ...args], { env });
+  async function smcss(args: string[] = [], runEnv: NodeJS.ProcessEnv = env): Promise<{ rows: Array<Record<string, unknown>>; stderr: string }> {
+    const p = run(['smcss', '--json', ...args], { env: runEnv });
     assert.equal(await p.exit(10_000), 0, p.stderr);
     return { rows: JSON.parse(p.stdout) as Array<Record<string, unknown>>, stderr: p.stderr };
   }
@@ -174,10 +174,9 @@ describe('smcss', () => {
         assert.ok(Date.now() < deadline, 'no status socket 8 s after its directory could be made');
         await new Promise((r) => setTimeout(r, 50));
       }
-      const q = run(['smcss', '--json'], { env: { SOFTRDMA_RUNTIME_DIR: dir } });
-      assert.equal(await q.exit(10_000), 0, q.stderr);
-      const rows = (JSON.parse(q.stdout) as Array<Record<string, unknown>>).filter((r) => r.pid === p.child.pid);
-      assert.equal(rows.length, 1, q.stdout);
+      const all = (await smcss([], { SOFTRDMA_RUNTIME_DIR: dir })).rows;
+      const rows = all.filter((r) => r.pid === p.child.pid);
+      assert.equal(rows.length, 1, JSON.stringify(all));
       assert.equal(rows[0]!.mode, 'TCP');
     } finally {
       p.child.stdin!.end();
