@@ -10,6 +10,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { waitFor } from '../helpers/pair.js';
 import { jsonLines, runNode, type Proc } from '../helpers/procs.js';
 import type { SmcInfo } from '../../src/smc/index.js';
 import { testRuntimeDir } from '../helpers/runtime-dir.js';
@@ -194,7 +195,8 @@ describe('SMC sockets across processes', () => {
     await settled(s);
     const err = once(s, 'error');
     void sendAll(s, 1 << 30).catch(() => {});
-    await new Promise((r) => setTimeout(r, 100));
+    // Mid-transfer: more than one DMB's worth has crossed, so the server has been reading.
+    await waitFor('2 MiB over SMC-D', () => smc.getSmcInfo(s).smcBytesSent > 2 << 20);
     const t0 = Date.now();
     victim.proc.child.kill('SIGKILL');
     const [e] = (await bounded(err, 2000, 'error after SIGKILL')) as [NodeJS.ErrnoException];
