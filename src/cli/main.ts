@@ -23,7 +23,7 @@ commands:
   pingpong rc|ud [host]     ibv_rc_pingpong / ibv_ud_pingpong, interoperable with rdma-core's
   smcss [-a] [-d] [--json]   SMC-capable connections of this user's processes, like smc-tools' smcss
   smc-run [--] <cmd...>      run a Node program with every TCP socket SMC-capable (like smc_run)
-  smc-demo                   an SMC-D connection next to TCP on this host: mode and throughput`;
+  smc-demo                   an SMC-D connection next to TCP on this host: mode, throughput, round trip`;
 
 /** -h prints the tool's usage; a usage error prints it too and exits 2; other errors propagate. */
 async function runTool(name: string, usage: string, run: () => Promise<unknown>, args: string[]): Promise<number> {
