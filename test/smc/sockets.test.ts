@@ -99,6 +99,39 @@ describe('SMC sockets across processes', () => {
     assert.equal(s.bytesRead, 256 << 20);
   });
 
+  it('an idle SMC-D connection costs no CPU on either side (the receivers sleep on the doorbell)', async (t) => {
+    const s = await connect(srv.port);
+    s.on('error', () => {}); // a failed assertion below leaves the echo server to reset it
+    t.after(() => s.destroy());
+    s.write('E');
+    // Traffic first, so both pollers have been spinning; then the line goes quiet.
+    for (let i = 0; i < 200; i++) {
+      const back = once(s, 'data');
+      s.write(`ping ${i}`);
+      await bounded(back, 5000, 'echo');
+    }
+    assert.equal(smc.getSmcInfo(s).mode, 'SMCD');
+    const cpuOf = (pid: number) => {
+      const stat = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      return (Number(f[11]) + Number(f[12])) * 10; // utime + stime, in ms at USER_HZ 100
+    };
+    const server0 = cpuOf(srv.proc.child.pid!);
+    const self0 = process.cpuUsage();
+    // The measurement is the quiet second itself: a connection still polling would burn most
+    // of it (a spinning side uses 300-1000 ms of CPU here, even on a loaded machine).
+    await new Promise((r) => setTimeout(r, 1000));
+    const self = process.cpuUsage(self0);
+    const serverMs = cpuOf(srv.proc.child.pid!) - server0;
+    const selfMs = (self.user + self.system) / 1000;
+    assert.ok(serverMs < 150, `the server used ${serverMs} ms of CPU in an idle second`);
+    assert.ok(selfMs < 150, `the client used ${selfMs.toFixed(0)} ms of CPU in an idle second`);
+    // And it still works after sleeping: the doorbell wakes the other side.
+    const back = once(s, 'data');
+    s.write('after the quiet');
+    assert.equal(String((await bounded(back, 5000, 'echo after idle'))[0]), 'after the quiet');
+  });
+
   it('half-close: end() reaches the peer as end, and the peer can still answer', async () => {
     const s = await connect(srv.port);
     const reply = collect(s);
