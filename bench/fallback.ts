@@ -17,14 +17,13 @@
 
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startPeerServer } from '../src/tools/smc-peer-process.js';
 import { formatTable } from '../src/tools/table.js';
-import { benchOptions } from './options.js';
-import { median, medianCi } from './stats.js';
+import { benchOptions, benchRuntimeDir } from './options.js';
+import { median, medianCi, verdict } from './stats.js';
 
 const AB = path.join(path.dirname(fileURLToPath(import.meta.url)), 'fallback-ab.js');
 
@@ -84,8 +83,7 @@ export async function fallbackRows(pairs: number, env: NodeJS.ProcessEnv, only?:
       if (a === 'smc' && (r.modes.length !== 1 || r.modes[0] !== want)) throw new Error(`${metric}: SMC client settled ${r.modes.join('+')}, not ${want}`);
       const runs = r.a.map((x, i) => ({ smc: x, tcp: r.b[i]!, ratio: x / r.b[i]! }));
       const row = { metric, unit: k.unit, ...paired(r.a, r.b), runs, cpu: paired(r.cpuA, r.cpuB) };
-      if (target === undefined) rows.push({ ...row, target: '-', met: undefined, smcMode: '-' });
-      else rows.push({ ...row, target: `${k.higher ? '>=' : '<='} ${target}`, met: k.higher ? row.ratio >= target : row.ratio <= target, smcMode: want });
+      rows.push({ ...row, ...verdict(row.ratio, k.higher, target), smcMode: target === undefined ? '-' : want });
     };
     await measure('control: node:net vs node:net, A/B setup', kinds[0]!, 'net', netPort, undefined);
     for (const k of kinds) {
@@ -117,9 +115,7 @@ export const AB_FOOTER = 'one client process alternates between the two sides bl
 
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
   const { runs, json, strings: { only } } = benchOptions('usage: node dist/bench/fallback.js [--runs N] [--json] [--only METRIC-PREFIX]   (N: x6 block pairs per row)', { only: undefined });
-  const runtimeDir = fs.mkdtempSync(path.join(os.tmpdir(), 'softrdma-bench-'));
-  process.on('exit', () => fs.rmSync(runtimeDir, { recursive: true, force: true }));
-  const rows = await fallbackRows(6 * runs, { ...process.env, SOFTRDMA_RUNTIME_DIR: runtimeDir }, only);
+  const rows = await fallbackRows(6 * runs, { ...process.env, SOFTRDMA_RUNTIME_DIR: benchRuntimeDir() }, only);
   if (json) console.log(JSON.stringify({ pairs: 6 * runs, cpus: os.cpus().length, node: process.version, rows }, null, 2));
   else printRows(rows, `${AB_FOOTER}; ${6 * runs} pairs per row; ${os.cpus().length} CPUs, node ${process.version}`);
 }

@@ -1,6 +1,10 @@
 // The options every benchmark takes: --runs N (median of N runs), --json, --help; a bad
-// option prints the usage and exits 2, as the softrdma command does.
+// option prints the usage and exits 2, as the softrdma command does. And the runtime
+// directory the SMC benchmarks give their processes.
 
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { parseArgs } from 'node:util';
 
 export interface BenchOptions {
@@ -35,4 +39,14 @@ export function benchOptions(usage: string, extra: Record<string, string | undef
   const strings: Record<string, string | undefined> = {};
   for (const name of Object.keys(extra)) strings[name] = values[name] as string | undefined;
   return { runs, json: values.json === true, strings };
+}
+
+/**
+ * A runtime directory of this run's own (the registry entries of its listeners only, not
+ * those of other softrdma processes of the user), removed when the benchmark exits.
+ */
+export function benchRuntimeDir(): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'softrdma-bench-'));
+  process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
+  return dir;
 }

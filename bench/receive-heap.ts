@@ -6,24 +6,20 @@
 // mechanism itself; this is the effect, and it moves with when V8 happens to collect, so it
 // is a benchmark and not a test.
 
-import fs from 'node:fs';
 import os from 'node:os';
-import path from 'node:path';
+import { procStatFields } from '../src/ism/runtime-dir.js';
 import { runPeerClient, startPeerServer } from '../src/tools/smc-peer-process.js';
 import { formatTable } from '../src/tools/table.js';
-import { benchOptions } from './options.js';
+import { benchOptions, benchRuntimeDir } from './options.js';
 import { median } from './stats.js';
 
 const { runs: RUNS, json } = benchOptions('usage: node dist/bench/receive-heap.js [--runs N] [--json]', {});
-const runtimeDir = fs.mkdtempSync(path.join(os.tmpdir(), 'softrdma-bench-'));
-process.on('exit', () => fs.rmSync(runtimeDir, { recursive: true, force: true }));
+const runtimeDir = benchRuntimeDir();
 
 const GIB = 1 << 30;
 
-function minorFaults(pid: number): number {
-  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
-  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[7]);
-}
+/** Field 10 of /proc/<pid>/stat: minor faults so far. */
+const minorFaults = (pid: number) => Number(procStatFields(pid)[7]);
 
 interface Run { faultsPerGib: number; mibPerSec: number }
 

@@ -19,22 +19,17 @@
 // Both sides of the control row talk to one server process; SMC/TCP is the median of the
 // per-run ratios (each run's two sides ran back to back).
 
-import fs from 'node:fs';
 import os from 'node:os';
-import path from 'node:path';
 import { autoModuleUrl } from '../src/tools/smc-run.js';
 import { runPeerClient, startPeerServer } from '../src/tools/smc-peer-process.js';
 import { formatTable } from '../src/tools/table.js';
 import { AB_FOOTER, fallbackRows, printRows } from './fallback.js';
-import { benchOptions } from './options.js';
-import { median } from './stats.js';
+import { benchOptions, benchRuntimeDir } from './options.js';
+import { median, verdict } from './stats.js';
 
 const { runs: RUNS, json, strings: { only } } = benchOptions('usage: node dist/bench/smc-vs-tcp.js [--runs N] [--json] [--only METRIC-PREFIX]', { only: undefined });
 const AUTO = autoModuleUrl();
-// Its own runtime directory: the registry entries of this run's listeners only, removed at the end.
-const runtimeDir = fs.mkdtempSync(path.join(os.tmpdir(), 'softrdma-bench-'));
-process.on('exit', () => fs.rmSync(runtimeDir, { recursive: true, force: true }));
-const env = { ...process.env, SOFTRDMA_RUNTIME_DIR: runtimeDir };
+const env = { ...process.env, SOFTRDMA_RUNTIME_DIR: benchRuntimeDir() };
 
 const serve = (args: string[], auto = false) => startPeerServer(args, { env, execArgv: auto ? ['--import', AUTO] : [] });
 const client = (args: string[], auto = false) => runPeerClient(args, { env, execArgv: auto ? ['--import', AUTO] : [] });
@@ -51,7 +46,7 @@ async function measure(metric: string, unit: string, field: string, higherBetter
   smcSide: { server: string[]; serverAuto?: boolean; client: string[]; clientAuto?: boolean },
   tcpSide: { server: string[]; serverAuto?: boolean; client: string[]; clientAuto?: boolean }): Promise<void> {
   if (only && !metric.startsWith(only)) return;
-  // Where both sides need the same server (the fallback rows), both talk to one process:
+  // Where both sides need the same server (the control row), both talk to one process:
   // two server processes differ by a few percent on their own (scheduling, CPU placement).
   const shared = JSON.stringify([smcSide.server, smcSide.serverAuto]) === JSON.stringify([tcpSide.server, tcpSide.serverAuto]);
   const smcS = await serve(smcSide.server, smcSide.serverAuto);
@@ -82,9 +77,7 @@ async function measure(metric: string, unit: string, field: string, higherBetter
   // between runs (this machine's rates move by 10% and more from one run to the next).
   const runs = a.map((x, i) => ({ smc: x, tcp: b[i]!, ratio: x / b[i]! }));
   const ratio = median(runs.map((r) => r.ratio));
-  const row = { metric, smc, tcp, unit, ratio, runs, smcMode: mode };
-  if (target === undefined) rows.push({ ...row, target: '-', met: undefined });
-  else rows.push({ ...row, target: `${higherBetter ? '>=' : '<='} ${target}`, met: higherBetter ? ratio >= target : ratio <= target });
+  rows.push({ metric, smc, tcp, unit, ratio, runs, smcMode: mode, ...verdict(ratio, higherBetter, target) });
 }
 
 const bulk = ['--test', 'bulk', '--bytes', String(1 << 30), '--warmup', String(512 << 20), '--no-verify'];

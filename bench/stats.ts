@@ -1,4 +1,10 @@
-// The order statistics the benchmarks report.
+// The order statistics the benchmarks report, and how a ratio reads against its target.
+
+/** A row's target column and whether the ratio meets it; '-' and undefined for rows without one. */
+export function verdict(ratio: number, higherBetter: boolean, target: number | undefined): { target: string; met: boolean | undefined } {
+  if (target === undefined) return { target: '-', met: undefined };
+  return { target: `${higherBetter ? '>=' : '<='} ${target}`, met: higherBetter ? ratio >= target : ratio <= target };
+}
 
 /** The median (the upper one of an even count). */
 export const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;

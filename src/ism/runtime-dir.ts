@@ -34,12 +34,20 @@ export function subdir(name: string): string {
   return d;
 }
 
+/**
+ * The fields of /proc/<pid>/stat after the command name (which may hold spaces and
+ * parentheses): index 0 is field 3 (state), index i is field i + 3. Throws if there is no
+ * such process.
+ */
+export function procStatFields(pid: number): string[] {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
+  return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+}
+
 /** Field 22 of /proc/<pid>/stat: the start time, which tells a live pid from a recycled one. */
 export function processStartTime(pid: number): string | undefined {
   try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return fields[19];
+    return procStatFields(pid)[19];
   } catch {
     return undefined;
   }

@@ -4,14 +4,14 @@
 // free (no garbage collector, so no timing), and prints the minor page faults of each round.
 // A heap that keeps what was freed serves the next round from pages already present.
 
-import koffi from 'koffi';
 import { keepFreedHeap } from '../../src/ism/libc.js';
+import { libcLibrary } from '../../src/sys/libc.js';
 
 const BLOCK = 256 * 1024;
 const BLOCKS = 64;
 const ROUNDS = 6;
 
-const so = koffi.load('libc.so.6');
+const so = libcLibrary();
 const malloc = so.func('void *malloc(size_t size)') as (n: number) => unknown;
 const free = so.func('void free(void *p)') as (p: unknown) => void;
 const memset = so.func('void *memset(void *p, int c, size_t n)') as (p: unknown, c: number, n: number) => unknown;

@@ -14,6 +14,7 @@ import { waitFor } from '../helpers/pair.js';
 import { jsonLines, runNode, type Proc } from '../helpers/procs.js';
 import type { SmcInfo } from '../../src/smc/index.js';
 import { testRuntimeDir } from '../helpers/runtime-dir.js';
+import { procStatFields } from '../../src/ism/runtime-dir.js';
 
 const runtime = testRuntimeDir('smc-test');
 const smc = await import('../../src/smc/index.js');
@@ -112,9 +113,8 @@ describe('SMC sockets across processes', () => {
     }
     assert.equal(smc.getSmcInfo(s).mode, 'SMCD');
     const cpuOf = (pid: number) => {
-      const stat = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
-      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      return (Number(f[11]) + Number(f[12])) * 10; // utime + stime, in ms at USER_HZ 100
+      const f = procStatFields(pid);
+      return (Number(f[11]) + Number(f[12])) * 10; // fields 14-15, utime + stime, in ms at USER_HZ 100
     };
     const server0 = cpuOf(srv.proc.child.pid!);
     const self0 = process.cpuUsage();
