@@ -109,7 +109,7 @@ async function echoConnection(side: { api: Api; port: number }): Promise<(n: num
 
 /** 64 MiB in 64 KiB writes on a new connection, until the server has counted it all: MiB/s. */
 async function bulkBlock(side: { api: Api; port: number }): Promise<Block> {
-  const r = await bulk(side.api, side.port, 64 << 20, 64 * 1024, false);
+  const r = await bulk(side.api, side.port, { bytes: 64 << 20 }, 64 * 1024, false);
   if (!r.verified) throw new Error(`bulk: the server did not count ${r.bytes} bytes`);
   if (side.api === 'smc') modes.add(r.mode);
   return { value: r.mibPerSec, ops: r.bytes / 1048576 };

@@ -113,6 +113,8 @@ interface SmcState {
   wroteAfterPeerClosed: boolean;
   /** The port connect() was given (client). */
   targetPort: number | undefined;
+  /** bytesRead/bytesWritten are Socket's (its instances; adopted sockets once withSmcCounters ran). */
+  counters: boolean;
 }
 
 /**
@@ -144,28 +146,43 @@ function resolveFrom(o: SmcSocketOptions | undefined, inherit: ResolvedSmcOption
   return { enabled: o?.smc ?? inherit?.enabled ?? true, policy: o?.smcPolicy ?? inherit?.policy, bufferSize: size, timeout };
 }
 
-function newState(role: 'client' | 'server', opts: ResolvedSmcOptions): SmcState {
+function newState(role: 'client' | 'server', opts: ResolvedSmcOptions, counters: boolean): SmcState {
   return {
     role, phase: role === 'client' ? 'idle' : 'srv-wait', opts, clc: undefined, held: undefined, heldFinal: undefined,
     stripClc: false, serverDecline: 0, fallbackReason: undefined, peerDeclineReason: undefined, fallbackCause: undefined,
     device: undefined, peerGid: undefined, dmb: undefined, remote: undefined, conn: undefined, proposal: undefined, timer: undefined,
     pending: undefined, clcIn: 0, clcOut: 0, strayTcpBytes: 0, writeDone: false, graceful: false, wroteAfterPeerClosed: false,
-    targetPort: undefined,
+    targetPort: undefined, counters,
   };
 }
 
 /**
  * Give a node:net socket (one node:net's server accepted, or one the auto preload is about
- * to connect) Socket's behaviour: its overriding members become own properties, as node's
+ * to connect) Socket's behaviour: its overriding methods become own properties, as node's
  * streams themselves do with options.write or options.read. Swapping the prototype instead
  * (Object.setPrototypeOf) made node's stream code run ~100 us of CPU slower per connection
- * afterwards, for every connection, SMC or not (bench/fallback.ts, server side).
+ * afterwards, for every connection, SMC or not (bench/fallback.ts, server side). One named
+ * store per method: a loop of keyed stores plus Object.defineProperty for the counters took
+ * ~2 us a socket, on every accepted connection. The byte counters come later, and only to
+ * sockets whose counts come to differ from TCP's (withSmcCounters).
  */
 function graft(sock: net.Socket): Socket {
-  const own = sock as unknown as Record<string, unknown>;
-  for (const [k, f] of grafted.methods) own[k] = f;
-  for (const [k, d] of grafted.accessors) Object.defineProperty(sock, k, d);
-  return sock as Socket;
+  const o = sock as Socket;
+  const p = Socket.prototype;
+  o.connect = p.connect; o.push = p.push; o.smcPush = p.smcPush; o._write = p._write; o._writev = p._writev;
+  o._final = p._final; o._read = p._read; o.pause = p.pause; o.resume = p.resume; o._destroy = p._destroy;
+  return o;
+}
+
+/**
+ * Before an adopted socket's byte counts leave TCP's (CLC bytes sent or received, writes held
+ * during the handshake, data through shared memory): give it Socket's bytesRead/bytesWritten.
+ */
+function withSmcCounters(sock: Socket, s: SmcState): void {
+  if (s.counters) return;
+  s.counters = true;
+  Object.defineProperty(sock, 'bytesRead', counterAccessors.bytesRead);
+  Object.defineProperty(sock, 'bytesWritten', counterAccessors.bytesWritten);
 }
 
 function closedBeforeConnection(): NodeJS.ErrnoException {
@@ -181,13 +198,13 @@ export class Socket extends net.Socket {
 
   constructor(options?: net.SocketConstructorOpts & SmcSocketOptions) {
     super(options);
-    this[kSmc] = newState('client', resolveSmcOptions(options));
+    this[kSmc] = newState('client', resolveSmcOptions(options), true);
   }
 
   /** @internal Make an accepted node:net socket an SMC server socket. */
   static adopt(sock: net.Socket, opts: ResolvedSmcOptions): Socket {
     const s = graft(sock);
-    const st = newState('server', opts);
+    const st = newState('server', opts, false);
     s[kSmc] = st;
     const info = () => ({ role: 'server' as const, localAddress: s.localAddress, localPort: s.localPort, remoteAddress: s.remoteAddress, remotePort: s.remotePort });
     // A listener known to speak SMC must still answer a Proposal, even when it will not use SMC.
@@ -204,7 +221,7 @@ export class Socket extends net.Socket {
   /** @internal Give a plain client socket SMC behaviour before it connects (the auto preload). */
   static adoptClient(sock: net.Socket, opts: ResolvedSmcOptions): Socket {
     const s = graft(sock);
-    s[kSmc] = newState('client', opts);
+    s[kSmc] = newState('client', opts, false);
     return s;
   }
 
@@ -217,7 +234,7 @@ export class Socket extends net.Socket {
   override connect(...args: unknown[]): this {
     let s = this[kSmc];
     // node:net lets a closed socket connect again; so does SMC, with a fresh handshake.
-    if (s && s.phase === 'closed' && s.role === 'client') s = this[kSmc] = newState('client', s.opts);
+    if (s && s.phase === 'closed' && s.role === 'client') s = this[kSmc] = newState('client', s.opts, s.counters);
     if (s && s.phase === 'idle') {
       const target = connectTarget(args);
       s.targetPort = target.port;
@@ -253,6 +270,7 @@ export class Socket extends net.Socket {
     if (!s || s.phase === 'tcp' || s.phase === 'idle' && !this.connecting) return super._write(data, encoding, cb);
     if (s.phase === 'smcd') return smcWrite(this, s, toBuffer(data, encoding), cb);
     if (serverSpeaksFirst(this, s)) return super._write(data, encoding, cb);
+    withSmcCounters(this, s);
     s.held = { writev: false, data, encoding, cb };
   }
 
@@ -261,6 +279,7 @@ export class Socket extends net.Socket {
     if (!s || s.phase === 'tcp' || s.phase === 'idle' && !this.connecting) return super._writev!(chunks, cb);
     if (s.phase === 'smcd') return smcWrite(this, s, Buffer.concat(chunks.map((c) => toBuffer(c.chunk, c.encoding))), cb);
     if (serverSpeaksFirst(this, s)) return super._writev!(chunks, cb);
+    withSmcCounters(this, s);
     s.held = { writev: true, data: chunks, encoding: 'buffer' as BufferEncoding, cb };
   }
 
@@ -324,13 +343,11 @@ Object.defineProperty(Socket.prototype, 'bytesWritten', {
   },
 });
 
-/** What graft() puts on an adopted socket: every member of Socket.prototype, taken from it once. */
-const grafted = { methods: [] as Array<[string, unknown]>, accessors: [] as Array<[string, PropertyDescriptor]> };
-for (const [k, d] of Object.entries(Object.getOwnPropertyDescriptors(Socket.prototype))) {
-  if (k === 'constructor') continue;
-  if ('value' in d) grafted.methods.push([k, d.value]);
-  else grafted.accessors.push([k, d]);
-}
+/** Socket's byte counters, for adopted sockets that need them (withSmcCounters). */
+const counterAccessors = {
+  bytesRead: Object.getOwnPropertyDescriptor(Socket.prototype, 'bytesRead')!,
+  bytesWritten: Object.getOwnPropertyDescriptor(Socket.prototype, 'bytesWritten')!,
+};
 
 function heldBytes(h: Held | undefined): number {
   if (!h) return 0;
@@ -363,6 +380,7 @@ function toBuffer(data: unknown, encoding: BufferEncoding): Buffer {
 }
 
 function rawWrite(sock: Socket, s: SmcState, buf: Buffer): void {
+  withSmcCounters(sock, s);
   s.clcOut += buf.length;
   (sock as unknown as { _writeGeneric(v: boolean, d: Buffer, e: string, cb: (err?: Error) => void): void })
     ._writeGeneric(false, buf, 'buffer', (err) => { if (err) sock.destroy(err); });
@@ -493,6 +511,7 @@ function onClcBytes(sock: Socket, s: SmcState, chunk: Buffer | null): void {
     if (len === 0) return; // need more bytes; the handshake timer bounds the wait
     const frame = buf.subarray(0, len);
     s.clc = len < buf.length ? buf.subarray(len) : undefined;
+    withSmcCounters(sock, s);
     s.clcIn += len;
     let msg: ClcMessage;
     try {
@@ -601,6 +620,7 @@ function startSmcd(sock: Socket, s: SmcState): void {
     writable: () => pump(s),
     protocolError: (msg) => { sock.destroy(Object.assign(new Error(`SMC-D protocol error: ${msg}`), { code: 'EPROTO' })); },
   });
+  withSmcCounters(sock, s);
   s.conn = conn;
   s.dmb!.onSignal = () => { if (!conn.released) { conn.process(); kick(conn); } };
   s.phase = 'smcd';
@@ -681,6 +701,7 @@ function stripThenPush(sock: Socket, s: SmcState, chunk: Buffer | null): boolean
   try { len = clcFrameLength(buf); } catch { s.stripClc = false; return sock.smcPush(buf); }
   if (len === 0) { s.clc = buf; return true; }
   s.stripClc = false;
+  withSmcCounters(sock, s);
   s.clcIn += len;
   return len < buf.length ? sock.smcPush(buf.subarray(len)) : true;
 }
