@@ -2,8 +2,8 @@
 // process (src/tools/smc-peer.ts). Prints each figure, the ratio and the target;
 // --json prints the same as one JSON document. Medians of --runs runs (default 3).
 //
-//   bulk       64 KiB writes, 1 GiB after a 512 MiB warm-up transfer,
-//              bytes counted by the server                            target SMC/TCP >= 2.0
+//   bulk       64 KiB writes for 3 s after 1 s of the same on its own
+//              connection, bytes counted by the server                target SMC/TCP >= 2.0
 //   pingpong   14-byte round trip, median                             target SMC/TCP <= 0.5
 //   http       node:http keep-alive requests/s, 8 in flight, both
 //              ends under --import softrdma/smc/auto vs neither       target >= 1.35
