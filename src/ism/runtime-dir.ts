@@ -105,6 +105,34 @@ export function restoreEntry(file: string, value: unknown): void {
   if (!fs.existsSync(file)) writeEntry(file, value);
 }
 
+/** How often what a live process keeps in the runtime directory is checked (a tmp cleaner may remove it). */
+const KEEP_MS = 2000;
+const keepers = new Set<() => void>();
+let keepTimer: NodeJS.Timeout | undefined;
+
+/**
+ * Run check every 2 s until the returned function is called: every listener entry and the
+ * status socket of a thread share one unref'd timer instead of a timer each. A check that
+ * throws is tried again on the next round.
+ */
+export function keepPresent(check: () => void): () => void {
+  keepers.add(check);
+  keepTimer ??= setInterval(runKeepers, KEEP_MS).unref();
+  return () => {
+    keepers.delete(check);
+    if (keepers.size === 0 && keepTimer) {
+      clearInterval(keepTimer);
+      keepTimer = undefined;
+    }
+  };
+}
+
+function runKeepers(): void {
+  for (const check of keepers) {
+    try { check(); } catch { /* the next round tries again */ }
+  }
+}
+
 /** The names in a subdirectory; undefined if it is gone (it is made again on the next write). */
 export function listEntries(dir: string): string[] | undefined {
   try {

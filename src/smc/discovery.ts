@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { isAlive, listEntries, netNamespace, readEntry, removeEntry, restoreEntry, selfStartTime, subdir, writeEntry } from '../ism/runtime-dir.js';
+import { isAlive, keepPresent, listEntries, netNamespace, readEntry, removeEntry, restoreEntry, selfStartTime, subdir, writeEntry } from '../ism/runtime-dir.js';
 
 interface ListenerEntry {
   pid: number;
@@ -20,26 +20,20 @@ interface ListenerEntry {
 
 let serial = 0;
 
-/** How often a listener checks that its entry is still there (a tmp cleaner may remove it). */
-const RECHECK_MS = 2000;
-
 export class ListenerRegistration {
   private readonly file: string;
   private readonly onExit = () => this.remove();
-  private readonly recheck: NodeJS.Timeout;
+  private readonly stopKeeping: () => void;
   constructor(address: string, port: number) {
     this.file = path.join(subdir('listeners'), `${port}.${process.pid}.${++serial}.json`);
     const e: ListenerEntry = { pid: process.pid, start: selfStartTime(), netns: netNamespace(), address, port };
     writeEntry(this.file, e);
     process.once('exit', this.onExit);
     // Without its entry no client would propose SMC to this listener again: write it back.
-    this.recheck = setInterval(() => {
-      try { restoreEntry(this.file, e); } catch { /* tried again on the next round */ }
-    }, RECHECK_MS);
-    this.recheck.unref();
+    this.stopKeeping = keepPresent(() => restoreEntry(this.file, e));
   }
   remove(): void {
-    clearInterval(this.recheck);
+    this.stopKeeping();
     process.removeListener('exit', this.onExit);
     removeEntry(this.file);
   }

@@ -9,7 +9,7 @@ import net from 'node:net';
 import path from 'node:path';
 import util from 'node:util';
 import { threadId } from 'node:worker_threads';
-import { forgetDirectories, removeEntry, subdir } from '../ism/runtime-dir.js';
+import { forgetDirectories, keepPresent, removeEntry, subdir } from '../ism/runtime-dir.js';
 import { declineName } from './clc.js';
 import { getSmcInfo, smcState } from './socket.js';
 
@@ -88,30 +88,31 @@ export function statusSocketPid(name: string): number | undefined {
   return m ? Number(m[1]) : undefined;
 }
 
-/** How often the endpoint checks that its socket file is still there (a tmp cleaner may remove it). */
-const RECHECK_MS = 2000;
-
 interface Endpoint {
   server: net.Server | undefined;
   file: string | undefined;
-  recheck: NodeJS.Timeout | undefined;
+  /** Checks, with the registry's other entries, that the socket file is still there. */
+  kept: boolean;
 }
 
 let endpoint: Endpoint | undefined;
 
 function openEndpoint(): void {
-  const ep: Endpoint = endpoint ?? { server: undefined, file: undefined, recheck: undefined };
+  const ep: Endpoint = endpoint ?? { server: undefined, file: undefined, kept: false };
   endpoint = ep;
   // Whatever goes wrong below (no runtime directory yet, a listen error), try again later:
   // smcss should find this process once the cause is gone.
-  ep.recheck ??= setInterval(() => {
-    if (ep.server && ep.file && fs.existsSync(ep.file)) return;
-    // The directory was removed under us, or never made: listen again at the same name.
-    forgetDirectories();
-    ep.server?.close();
-    ep.server = undefined;
-    openEndpoint();
-  }, RECHECK_MS).unref();
+  if (!ep.kept) {
+    ep.kept = true;
+    keepPresent(() => {
+      if (ep.server && ep.file && fs.existsSync(ep.file)) return;
+      // The directory was removed under us, or never made: listen again at the same name.
+      forgetDirectories();
+      ep.server?.close();
+      ep.server = undefined;
+      openEndpoint();
+    });
+  }
   let file: string;
   try {
     file = path.join(subdir('status'), statusSocketName(process.pid, threadId));

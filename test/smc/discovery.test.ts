@@ -1,11 +1,13 @@
 // The registry of SMC listeners: which destinations a client may propose to.
 
 import assert from 'node:assert/strict';
-import { describe, it } from 'node:test';
+import fs from 'node:fs';
+import { describe, it, mock } from 'node:test';
 import { testRuntimeDir } from '../helpers/runtime-dir.js';
 
 testRuntimeDir('discovery-test');
 const { ListenerRegistration, clearDiscoveryCache, isSmcListener } = await import('../../src/smc/discovery.js');
+const { keepPresent, subdir } = await import('../../src/ism/runtime-dir.js');
 
 /** Run `check` while a listener entry for (address, port) exists, with a fresh cache. */
 function withListener(address: string, port: number, check: () => void): void {
@@ -45,5 +47,50 @@ describe('listener discovery', () => {
       assert.equal(isSmcListener('::1', port), false, 'an IPv4 wildcard does not take IPv6');
       assert.equal(isSmcListener('192.0.2.1', port), false, 'not an address of this host');
     });
+  });
+});
+
+describe('entries kept present', () => {
+  it('share one timer, survive a check that throws, and stop when asked', () => {
+    mock.timers.enable({ apis: ['setInterval'] });
+    try {
+      const runs = { a: 0, b: 0 };
+      const stopA = keepPresent(() => { runs.a++; throw new Error('a failing check'); });
+      const stopB = keepPresent(() => { runs.b++; });
+      mock.timers.tick(2000);
+      assert.deepEqual(runs, { a: 1, b: 1 });
+      mock.timers.tick(2000);
+      assert.deepEqual(runs, { a: 2, b: 2 }, 'a check that threw runs again, and the others still run');
+      stopA();
+      mock.timers.tick(2000);
+      assert.deepEqual(runs, { a: 2, b: 3 });
+      stopB();
+      mock.timers.tick(10_000);
+      assert.deepEqual(runs, { a: 2, b: 3 }, 'nothing runs once every check stopped');
+    } finally {
+      mock.timers.reset();
+    }
+  });
+
+  it('a listener entry removed under a live registration is written again on the next round', () => {
+    mock.timers.enable({ apis: ['setInterval'] });
+    const port = 40002 + (process.pid % 20000);
+    const reg = new ListenerRegistration('127.0.0.2', port);
+    try {
+      const dir = subdir('listeners');
+      const mine = () => fs.readdirSync(dir).filter((n) => n.startsWith(`${port}.${process.pid}.`));
+      const [name] = mine();
+      assert.ok(name, 'registered');
+      fs.rmSync(`${dir}/${name}`);
+      assert.deepEqual(mine(), []);
+      mock.timers.tick(2000);
+      assert.deepEqual(mine(), [name]);
+      reg.remove();
+      mock.timers.tick(2000);
+      assert.deepEqual(mine(), [], 'a removed registration stays removed');
+    } finally {
+      reg.remove();
+      mock.timers.reset();
+    }
   });
 });
