@@ -215,13 +215,13 @@ export async function smcPeer(argv: string[]): Promise<void> {
       // figure is the steady state of this process and not the JIT compiling its way through
       // its first GiB. A measurement by time (--seconds) is as long on a fast path as on a slow
       // one, so neither is judged on a few hundred milliseconds.
+      if (values.seconds !== undefined && values.bytes !== undefined) throw new Error('bulk takes --bytes or --seconds, not both');
+      const amount: BulkAmount = values.seconds !== undefined ? { seconds: Number(values.seconds) } : { bytes: Number(values.bytes ?? 256 << 20) };
       const size = Number(values.size ?? 65536);
       const warmBytes = Number(values.warmup);
       const warmSecs = Number(values['warmup-seconds']);
       if (warmBytes > 0) await bulk(a, port, { bytes: warmBytes }, size, false);
       if (warmSecs > 0) await bulk(a, port, { seconds: warmSecs }, size, false);
-      if (values.seconds !== undefined && values.bytes !== undefined) throw new Error('bulk takes --bytes or --seconds, not both');
-      const amount: BulkAmount = values.seconds !== undefined ? { seconds: Number(values.seconds) } : { bytes: Number(values.bytes ?? 256 << 20) };
       r = await bulk(a, port, amount, size, !values['no-verify']);
       break;
     }
