@@ -32,6 +32,8 @@ export function newDeviceCounters() {
     sport_unavailable: 0,
     malformed_drops: 0,
     unknown_qp_drops: 0,
+    /** Packets for a connected (RC/UC) QP from an address other than its path's (Linux rxe's check_addr; it counts none). */
+    addr_mismatch_drops: 0,
     qp_state_drops: 0,
     qkey_drops: 0,
     no_recv_wqe_drops: 0,
@@ -60,6 +62,8 @@ export function newQpCounters() {
     duplicates: 0,
     acks_sent: 0,
     acks_rcvd: 0,
+    /** Packets dropped because they came from an address other than this QP's path. */
+    addr_mismatch_drops: 0,
   };
 }
 export type QpCounters = ReturnType<typeof newQpCounters>;

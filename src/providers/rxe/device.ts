@@ -159,6 +159,9 @@ export class RxeDevice implements ProviderDevice {
       const transport = p.mask & (Op.RC | Op.UC | Op.UD);
       const want = qp.qpType === QpType.RC ? Op.RC : qp.qpType === QpType.UC ? Op.UC : Op.UD;
       if (transport !== want) { c.malformed_drops++; return; }
+      // Who may speak for a QP: a connected QP hears only its path's address (see fromPath);
+      // anything else is dropped silently (no NAK, no state change), as Linux rxe does.
+      if (want !== Op.UD && !qp.fromPath(from)) { c.addr_mismatch_drops++; qp.counters.addr_mismatch_drops++; return; }
       if (p.mask & Op.RESP) onResponse(qp, p);
       else onRequest(qp, p, from);
     } catch (err) {

@@ -6,7 +6,7 @@ import { AsyncEventType, MigState, mtuBytes, QpAttr, QpState, QpType, qpStateNam
 import type { AhAttr, QpAttrFull, QpAttrValues, QpCap, RecvWr, SendWr, WorkCompletion } from '../../verbs/types.js';
 import type { ProviderQp } from '../../uapi/provider.js';
 import { fail } from '../../uapi/errors.js';
-import { addressFromGid } from './wire/inet.js';
+import { addressFromGid, gidFromAddress } from './wire/inet.js';
 import { psnAdd } from './wire/psn.js';
 import { connectedSourcePort, initialSourcePort } from './wire/udp-sport.js';
 import type { SourcePort } from './source-port.js';
@@ -85,6 +85,8 @@ export class RxeQp implements ProviderQp {
   attr: QpAttrFull;
   /** IP address of the connected peer (RC/UC), from the AV. */
   destAddr: string | undefined;
+  /** That address as a GID (IPv4-mapped for IPv4): what a RoCEv2 packet's source must be. */
+  private destGid: Buffer | undefined;
   mtu = 1024;
   enSqdAsyncNotify = false;
   destroyed = false;
@@ -138,6 +140,28 @@ export class RxeQp implements ProviderQp {
 
   get device() { return this.ctx.device; }
 
+  /**
+   * Whether a packet from IP address `from` may speak for this connected (RC/UC) QP: only
+   * the path's address may, as Linux rxe's check_addr compares the packet's source with the
+   * AV's destination GID (on RoCEv2 the GID is the IP address). Before RTR there is no path
+   * (and the state check drops everything). The destination address needs no check: the
+   * device's socket is bound to its one address, the GID the peer's AV names.
+   * The UDP source port is not checked, as Linux does not: it is a flow-hash entropy field
+   * (rxe derives it from the QPNs or the flow label, a NIC may pick its own, and it changes
+   * with the path), so it says nothing about who sent the packet.
+   */
+  fromPath(from: string): boolean {
+    const dest = this.destAddr;
+    if (dest === undefined || from === dest) return true;
+    // The same address spelled otherwise (an IPv6 zone suffix, another compression): compare
+    // as GIDs. Only mismatching packets get here, so the common path allocates nothing.
+    try {
+      return gidFromAddress(from).equals(this.destGid!);
+    } catch {
+      return false;
+    }
+  }
+
   query(): QpAttrFull {
     return { ...this.attr, qpState: this.state, cap: { ...this.cap }, sqPsn: this.req.psn, rqPsn: this.resp.psn, sqDraining: this.state === QpState.SQD && this.hasOutstanding() };
   }
@@ -152,6 +176,7 @@ export class RxeQp implements ProviderQp {
     if (mask & QpAttr.AV) {
       const addr = resolveAv(a.ahAttr!, this.device.family);
       this.destAddr = addr;
+      this.destGid = gidFromAddress(addr);
       this.attr.ahAttr = a.ahAttr;
     }
     if (mask & QpAttr.PATH_MTU) {
