@@ -170,6 +170,34 @@ export class SmcdConnection {
     return (this.peerConnFlags & CONN_ABORT) !== 0;
   }
 
+  /**
+   * Bytes the peer has written that we have not consumed, as the ring says now (not as of the
+   * last poll): close(2)'s question, whether data is left unread.
+   */
+  unreadNow(): number {
+    if (this.released || this.failed) return this.readable;
+    const p = unpackCursor(this.rxCdc.loadProd());
+    if (p.count >= this.rxRing) return this.readable;
+    const d = cursorDelta(this.peerProduced, this.rxRing, p.wrap, p.count);
+    return d > 0 ? this.readable + d : this.readable;
+  }
+
+  /** Bytes we wrote that the peer has not consumed. */
+  get unconsumed(): number {
+    return this.produced - this.peerConsumed;
+  }
+
+  /**
+   * The peer's process is gone without a closing CDC (its kernel closed the TCP connection):
+   * treat it as peer_conn_closed. What it wrote is still delivered, then the end.
+   */
+  peerExited(): void {
+    if (this.released || this.failed) return;
+    this.peerConnFlags |= CONN_CLOSED | CONN_DONE_WRITING;
+    this.deliver();
+    this.reportState();
+  }
+
   pause(): void { this.paused = true; }
 
   /** The application wants data again. Returns whether anything happened. */

@@ -108,8 +108,6 @@ interface SmcState {
   clcOut: number;
   strayTcpBytes: number;
   writeDone: boolean;
-  /** Close like close(2) on TCP: orderly unless data is left unread or unsent (closeSmc). */
-  graceful: boolean;
   wroteAfterPeerClosed: boolean;
   /** The port connect() was given (client). */
   targetPort: number | undefined;
@@ -151,7 +149,7 @@ function newState(role: 'client' | 'server', opts: ResolvedSmcOptions, counters:
     role, phase: role === 'client' ? 'idle' : 'srv-wait', opts, clc: undefined, held: undefined, heldFinal: undefined,
     stripClc: false, serverDecline: 0, fallbackReason: undefined, peerDeclineReason: undefined, fallbackCause: undefined,
     device: undefined, peerGid: undefined, dmb: undefined, remote: undefined, conn: undefined, proposal: undefined, timer: undefined,
-    pending: undefined, clcIn: 0, clcOut: 0, strayTcpBytes: 0, writeDone: false, graceful: false, wroteAfterPeerClosed: false,
+    pending: undefined, clcIn: 0, clcOut: 0, strayTcpBytes: 0, writeDone: false, wroteAfterPeerClosed: false,
     targetPort: undefined, counters,
   };
 }
@@ -680,7 +678,12 @@ function onTcpEndWhileSmc(sock: Socket, s: SmcState): void {
   if (!conn || conn.released) return;
   // The peer writes its CDC before it closes TCP, so the CDC is current now.
   conn.process();
-  if (!conn.peerFinished) sock.destroy(connReset('peer closed the TCP connection without closing SMC (process died?)'));
+  if (conn.released || conn.peerFinished) return;
+  // No closing CDC: the peer's process ended (exit, a signal) and its kernel closed the TCP
+  // connection, with a FIN if nothing was left unread there and a RST otherwise. The same rule
+  // on the ring: bytes of ours it never consumed make it an abort, as the RST would.
+  if (conn.unconsumed > 0) sock.destroy(connReset('peer closed the TCP connection with data of ours unread (process died?)'));
+  else conn.peerExited();
 }
 
 function stripThenPush(sock: Socket, s: SmcState, chunk: Buffer | null): boolean {
@@ -711,11 +714,12 @@ function teardown(sock: Socket, s: SmcState): void {
   s.timer = undefined;
   const conn = s.conn;
   if (conn && !conn.released) {
-    // Linux's smc_close_final: peer_conn_closed when nothing is left unread (nor, for us,
-    // unsent), else peer_conn_abort. A plain destroy() is an abort unless both sides finished.
-    const clean = !conn.peerAborted && conn.readable === 0 && !s.pending;
-    if (clean && ((s.writeDone && conn.peerFinished) || s.graceful)) conn.closeOrderly();
-    else conn.abort();
+    // TCP's close rule, which Linux's smc_close_active applies too: peer_conn_closed (a FIN)
+    // when nothing is left unread, peer_conn_abort (a RST) when data is, or when the
+    // application asked for a reset. Writes still queued are dropped, as libuv cancels them.
+    const reset = (sock as unknown as { resetAndClosing?: boolean }).resetAndClosing === true;
+    if (reset || conn.peerAborted || conn.unreadNow() > 0) conn.abort();
+    else conn.closeOrderly();
     forget(conn);
     conn.release((d) => returnDmb(s.device!, s.peerGid!, d));
   } else {
@@ -740,12 +744,10 @@ function teardown(sock: Socket, s: SmcState): void {
 
 /**
  * Close as close(2) closes a TCP socket: the peer sees an orderly end (peer_conn_closed, its
- * 'end') unless data is left unread or unsent, which makes it an abort (ECONNRESET there).
- * node:tls closes its transport this way, by destroying it once close_notify is out.
+ * 'end') unless data is left unread, which makes it an abort (ECONNRESET there). That is what
+ * destroy() does; node:tls closes its transport this way once close_notify is out.
  */
 export function closeSmc(sock: Socket): void {
-  const s = sock[kSmc];
-  if (s) s.graceful = true;
   sock.destroy();
 }
 

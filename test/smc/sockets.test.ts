@@ -160,16 +160,31 @@ describe('SMC sockets across processes', () => {
     assert.equal(r.subarray(8).toString('hex'), h.digest('hex'));
   });
 
-  it('destroy() aborts: the peer gets ECONNRESET', async () => {
+  it('destroy() with data left unread aborts, as close(2) does on TCP: the peer gets ECONNRESET', async () => {
     const s = await connect(srv.port);
     s.write('E');
     await once(s, 'smc');
-    s.write(Buffer.alloc(1000));
-    await once(s, 'data');
+    // The echo comes back faster than it is read: the stream stops taking it at its high-water
+    // mark, and the rest stays unread in the ring.
+    s.write(Buffer.alloc(4 << 20));
+    await waitFor('the echo arriving', () => s.readableLength > 0);
     const before = events(srv.proc, 'error').length;
     s.destroy();
     await eventCount(srv.proc, 'error', before + 1, 5000);
     assert.equal(events(srv.proc, 'error').at(-1)!.code, 'ECONNRESET');
+  });
+
+  it('destroy() with nothing unread closes in order, as close(2) does on TCP: the peer gets end, no error', async () => {
+    const s = await connect(srv.port);
+    s.write('E');
+    await once(s, 'smc');
+    s.write('ping');
+    await once(s, 'data');
+    const errors = events(srv.proc, 'error').length;
+    const closes = events(srv.proc, 'close').length;
+    s.destroy();
+    await eventCount(srv.proc, 'close', closes + 1, 5000);
+    assert.equal(events(srv.proc, 'error').length, errors);
   });
 
   it('500 concurrent connections, each SMC-D and echoing its own bytes', async () => {
