@@ -392,11 +392,26 @@ function startTimer(sock: Socket, s: SmcState): void {
   clearTimeout(s.timer);
   s.timer = setTimeout(() => {
     s.timer = undefined;
-    if (s.phase !== 'proposing' && s.phase !== 'srv-accepting') return;
-    sendDecline(sock, s, DECLINE.TIMEOUT_CL);
-    releaseHandshake(s);
-    settleTcp(sock, s, DECLINE.TIMEOUT_CL, 'handshake timed out');
-    s.stripClc = true; // a late Accept/Confirm is not application data
+    if (s.phase === 'proposing' || s.phase === 'srv-accepting') {
+      sendDecline(sock, s, DECLINE.TIMEOUT_CL);
+      releaseHandshake(s);
+      settleTcp(sock, s, DECLINE.TIMEOUT_CL, 'handshake timed out');
+      s.stripClc = true; // a late Accept/Confirm is not application data
+      if (s.clc) startTimer(sock, s); // part of one may be here already: bound that wait too
+    } else if (s.phase === 'srv-wait' && s.clc) {
+      // The first bytes looked like the start of a CLC message and no more came: they are the
+      // client's data. Deliver them, and let the server's held writes go out.
+      const got = s.clc;
+      s.clc = undefined;
+      settleTcp(sock, s, DECLINE.PEERNOSMC, 'incomplete CLC message: taken as TCP data');
+      sock.smcPush(got);
+    } else if (s.phase === 'tcp' && s.stripClc && s.clc) {
+      // What might have been the start of a late CLC message was not one.
+      const got = s.clc;
+      s.clc = undefined;
+      s.stripClc = false;
+      sock.smcPush(got);
+    }
   }, s.opts.timeout);
   s.timer.unref();
 }
@@ -506,7 +521,11 @@ function onClcBytes(sock: Socket, s: SmcState, chunk: Buffer | null): void {
       }
       return;
     }
-    if (len === 0) return; // need more bytes; the handshake timer bounds the wait
+    if (len === 0) {
+      // Need more bytes. The handshake timer bounds the wait (the server's starts here).
+      if (!s.timer) startTimer(sock, s);
+      return;
+    }
     const frame = buf.subarray(0, len);
     s.clc = len < buf.length ? buf.subarray(len) : undefined;
     withSmcCounters(sock, s);
@@ -702,7 +721,11 @@ function stripThenPush(sock: Socket, s: SmcState, chunk: Buffer | null): boolean
   }
   let len = 0;
   try { len = clcFrameLength(buf); } catch { s.stripClc = false; return sock.smcPush(buf); }
-  if (len === 0) { s.clc = buf; return true; }
+  if (len === 0) {
+    s.clc = buf;
+    if (!s.timer) startTimer(sock, s);
+    return true;
+  }
   s.stripClc = false;
   withSmcCounters(sock, s);
   s.clcIn += len;

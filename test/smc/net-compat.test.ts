@@ -236,3 +236,41 @@ describe('accepted sockets', () => {
     }
   });
 });
+
+describe('a half-sent CLC frame', () => {
+  // A server holds its own writes while the first bytes might still become a Proposal; the
+  // handshake timer bounds that wait, then the bytes are the client's data.
+  const cases: Array<[string, Buffer]> = [
+    ['one byte of the eyecatcher', Buffer.from([0xe2])],
+    ['a header that promises more than comes', Buffer.from([0xe2, 0xd4, 0xc3, 0xc4, 0x01, 0x00, 0x40, 0x10, 0x01, 0x02])],
+  ];
+  for (const [what, bytes] of cases) {
+    it(`${what}: after the handshake timeout the server gets it as data and its held write goes out`, async () => {
+      const got: Buffer[] = [];
+      const server = smc.createServer({ smcHandshakeTimeout: 300 }, (s) => {
+        s.on('data', (d: Buffer) => got.push(d));
+        // Written while the first bytes are held: it waits for the handshake to settle.
+        setTimeout(() => s.write('late hello'), 50);
+      });
+      server.listen(0, '127.0.0.1');
+      await once(server, 'listening');
+      const c = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
+      try {
+        await once(c, 'connect');
+        c.write(bytes);
+        const t0 = Date.now();
+        const [reply] = await bounded(once(c, 'data'), 5000, 'the held write') as [Buffer];
+        assert.equal(reply.toString(), 'late hello');
+        assert.ok(Date.now() - t0 >= 200, 'not before the handshake timeout');
+        await bounded((async () => { while (Buffer.concat(got).length < bytes.length) await new Promise((r) => setTimeout(r, 10)); })(), 2000, 'the bytes as data');
+        assert.deepEqual(Buffer.concat(got), bytes);
+        // And the connection is plain TCP from there on.
+        c.write('more');
+        await bounded((async () => { while (!Buffer.concat(got).toString('latin1').endsWith('more')) await new Promise((r) => setTimeout(r, 10)); })(), 2000, 'later data');
+      } finally {
+        c.destroy();
+        server.close();
+      }
+    });
+  }
+});
