@@ -3,7 +3,7 @@
 import { Device, type Context, type QP } from './verbs/api.js';
 import { Obj } from './uapi/objects.js';
 import { RxeAttr, RxeMethod } from './providers/rxe/driver-methods.js';
-import { RxeDevice, type RxeDeviceOptions } from './providers/rxe/device.js';
+import { RxeDevice, RXE_DEFAULT_LIMITS, type RxeDeviceOptions, type RxeLimits } from './providers/rxe/device.js';
 
 export * from './verbs/api.js';
 export * from './verbs/enums.js';
@@ -24,8 +24,8 @@ export async function createRxeDevice(opts: RxeDeviceOptions): Promise<Device> {
   return new Device(await RxeDevice.create(opts));
 }
 
-export type { RxeDeviceOptions };
-export { RxeDevice };
+export type { RxeDeviceOptions, RxeLimits };
+export { RxeDevice, RXE_DEFAULT_LIMITS };
 
 /** The rxe provider behind a Device (its bound address, UDP port, counters); throws for other drivers. */
 export function rxeOf(dev: Device): RxeDevice {

@@ -7,6 +7,25 @@ import { VerbsError, fail } from './errors.js';
 import type { RegisteredObject, UapiRegistry } from './registry.js';
 import type { AttrIn, AttrSpec, AttrType, MethodContext, MethodSpec, UObject } from './spec.js';
 
+/**
+ * Live objects of each limited type (ObjectSpec.limit) on one device, shared by every context
+ * opened on it: the kernel counts max_pd, max_qp, ... per ib_device, not per open file.
+ */
+export class ObjectCounts {
+  private readonly live = new Map<number, number>();
+  get(type: number): number { return this.live.get(type) ?? 0; }
+  add(type: number, n: number): void { this.live.set(type, Math.max(0, this.get(type) + n)); }
+}
+
+const countsByDevice = new WeakMap<object, ObjectCounts>();
+
+/** The object counts of a device (any object identifying it, e.g. its provider device). */
+export function deviceCounts(device: object): ObjectCounts {
+  let c = countsByDevice.get(device);
+  if (!c) countsByDevice.set(device, (c = new ObjectCounts()));
+  return c;
+}
+
 export class UapiContext<Impl = unknown> {
   private readonly handles = new Map<number, UObject>();
   private readonly byImpl = new WeakMap<object, UObject>();
@@ -16,6 +35,8 @@ export class UapiContext<Impl = unknown> {
   constructor(
     readonly registry: UapiRegistry,
     readonly impl: Impl,
+    /** Where limited objects are counted: the device's (deviceCounts), or this context's own. */
+    readonly counts: ObjectCounts = new ObjectCounts(),
   ) {}
 
   get objectCount(): number {
@@ -74,6 +95,13 @@ export class UapiContext<Impl = unknown> {
       const reason = this.busyReason(victim);
       if (reason) fail('EBUSY', reason, { ...site, attr: destroyAttr.name });
     }
+    // The device's object-count limits, checked here for every object type that has one.
+    const newType = newAttr ? (newAttr.type as { object: number }).object : -1;
+    const limit = newAttr ? this.registry.objects.get(newType)?.limit : undefined;
+    if (limit) {
+      const max = limit.max(this.impl);
+      if (this.counts.get(newType) >= max) fail('ENOMEM', `device limit ${limit.name} (${max}) reached`, site);
+    }
 
     const ctx: MethodContext<Impl> = {
       attrs: values,
@@ -96,7 +124,7 @@ export class UapiContext<Impl = unknown> {
     } catch (err) {
       if (err instanceof VerbsError) {
         if (err.object) throw err;
-        throw new VerbsError(err.code, err.message.replace(/^[A-Z0-9]+: /, ''), { ...site, attr: err.attr });
+        throw new VerbsError(err.code, err.detail, { ...site, attr: err.attr });
       }
       if (err instanceof RangeError || err instanceof TypeError) throw new VerbsError('EINVAL', err.message, site);
       throw err;
@@ -105,7 +133,8 @@ export class UapiContext<Impl = unknown> {
 
     if (newAttr) {
       if (result.created === undefined) fail('EIO', 'method made no object', site);
-      const type = (newAttr.type as { object: number }).object;
+      const type = newType;
+      if (limit) this.counts.add(type, 1);
       const u: UObject = { handle: this.nextHandle++, type, impl: result.created, usecnt: 0, holds: held, live: true };
       for (const p of held) p.usecnt++;
       this.handles.set(u.handle, u);
@@ -148,6 +177,7 @@ export class UapiContext<Impl = unknown> {
     const obj = this.registry.objects.get(u.type)!;
     u.live = false;
     this.handles.delete(u.handle);
+    if (obj.limit) this.counts.add(u.type, -1);
     try {
       obj.destroy(u.impl, this.impl);
     } finally {

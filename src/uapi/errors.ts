@@ -22,10 +22,12 @@ export class VerbsError extends Error {
   readonly object: string | undefined;
   readonly method: string | undefined;
   readonly attr: string | undefined;
+  /** The message without the code and site prefix (what went wrong, as given to fail()). */
+  readonly detail: string;
 
   constructor(code: ErrnoName, message: string, site: ErrorSite = {}) {
     const where = [site.object, site.method].filter(Boolean).join('.');
-    const attr = site.attr ? ` attribute '${site.attr}'` : '';
+    const attr = site.attr ? `${where ? ' ' : ''}attribute '${site.attr}'` : '';
     super(`${code}: ${where}${attr}${where || attr ? ': ' : ''}${message}`);
     this.name = 'VerbsError';
     this.code = code;
@@ -33,6 +35,7 @@ export class VerbsError extends Error {
     this.object = site.object;
     this.method = site.method;
     this.attr = site.attr;
+    this.detail = message;
   }
 }
 

@@ -95,13 +95,18 @@ function checkGid(attr: Record<string, unknown>, gidCount: number): string | und
   return undefined;
 }
 
+/** The message for a size above the device's maximum: the value, and the device attribute by its verbs name. */
+const overMax = (what: string, v: number, limit: string, max: number) => `${what} ${v} exceeds the device's ${limit} (${max})`;
+
 function checkCap(c: Record<string, unknown>, dev: ReturnType<ProviderDevice['queryDevice']>, hasSrq: boolean): string | undefined {
-  const lim: Record<keyof QpCap, number> = {
-    maxSendWr: dev.maxQpWr, maxRecvWr: dev.maxQpWr, maxSendSge: dev.maxSge, maxRecvSge: dev.maxSge, maxInlineData: dev.maxInlineData,
-  };
-  for (const [k, max] of Object.entries(lim)) {
+  const lim: Array<[keyof QpCap, string, number]> = [
+    ['maxSendWr', 'max_qp_wr', dev.maxQpWr], ['maxRecvWr', 'max_qp_wr', dev.maxQpWr], ['maxSendSge', 'max_sge', dev.maxSge],
+    ['maxRecvSge', 'max_sge', dev.maxSge], ['maxInlineData', 'max_inline_data', dev.maxInlineData],
+  ];
+  for (const [k, limit, max] of lim) {
     const v = c[k] ?? 0;
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > max) return `cap.${k} must be 0..${max}, got ${String(v)}`;
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) return `cap.${k} must be a non-negative integer, got ${String(v)}`;
+    if (v > max) return overMax(`cap.${k}`, v, limit, max);
   }
   if (((c.maxSendWr as number) ?? 0) < 1) return 'cap.maxSendWr must be at least 1';
   if (!hasSrq && ((c.maxRecvWr as number) ?? 0) < 1) return 'cap.maxRecvWr must be at least 1 without an SRQ';
@@ -189,7 +194,7 @@ export function createRegistry(): UapiRegistry {
   });
 
   // ---- PD ----
-  r.defineObject({ id: Obj.PD, name: 'PD', destroy: (pd, c: CoreContext) => c.provider.deallocPd(pd) });
+  r.defineObject({ id: Obj.PD, name: 'PD', destroy: (pd, c: CoreContext) => c.provider.deallocPd(pd), limit: { name: 'max_pd', max: (c: CoreContext) => c.device.queryDevice().maxPd } });
   r.defineMethod(Obj.PD, { id: M.PD.ALLOC, name: 'ALLOC', attrs: [handle(Obj.PD, 'new', 'pd_handle')], handler: (ctx) => ({ created: core(ctx).provider.allocPd() }) });
   r.defineMethod(Obj.PD, { id: M.PD.DEALLOC, name: 'DEALLOC', attrs: [handle(Obj.PD, 'destroy', 'pd_handle')], handler: () => {} });
 
@@ -197,6 +202,7 @@ export function createRegistry(): UapiRegistry {
   r.defineObject({
     id: Obj.MR, name: 'MR',
     destroy: (mr, c: CoreContext) => c.provider.deregMr(mr),
+    limit: { name: 'max_mr', max: (c: CoreContext) => c.device.queryDevice().maxMr },
     busy: (mr: ProviderMr) => (mr.boundMwCount > 0 ? `MR has ${mr.boundMwCount} memory window(s) bound` : undefined),
   });
   const accessAttr = (mandatory: boolean): AttrSpec => ({ id: A.ACCESS, name: 'access_flags', type: { kind: 'flags', mask: ACCESS_MASK }, mandatory });
@@ -214,7 +220,8 @@ export function createRegistry(): UapiRegistry {
       if (bad) fail('EINVAL', bad, { attr: 'access_flags' });
       const mem = ctx.attrs.get(A.MEM) as Uint8Array;
       const max = core(ctx).device.queryDevice().maxMrSize;
-      if (mem.length === 0 || mem.length > max) fail('EINVAL', `length ${mem.length} must be 1..${max}`, { attr: 'memory' });
+      if (mem.length === 0) fail('EINVAL', 'length must be at least 1', { attr: 'memory' });
+      if (mem.length > max) fail('EINVAL', overMax('length', mem.length, 'max_mr_size', max), { attr: 'memory' });
       let iova = ctx.attrs.get(A.IOVA) as number | undefined;
       if (access & Access.ZERO_BASED) iova = 0;
       if (iova !== undefined && iova + mem.length > Number.MAX_SAFE_INTEGER) fail('EINVAL', 'iova + length overflows', { attr: 'iova' });
@@ -246,6 +253,8 @@ export function createRegistry(): UapiRegistry {
         if (!ctx.attrs.has(A.MEM)) fail('EINVAL', 'CHANGE_TRANSLATION needs memory', { attr: 'memory' });
         change.mem = ctx.attrs.get(A.MEM) as Uint8Array;
         if (change.mem.length === 0) fail('EINVAL', 'length must be at least 1', { attr: 'memory' });
+        const max = core(ctx).device.queryDevice().maxMrSize;
+        if (change.mem.length > max) fail('EINVAL', overMax('length', change.mem.length, 'max_mr_size', max), { attr: 'memory' });
         change.iova = ctx.attrs.get(A.IOVA) as number | undefined;
       }
       if (flags & Rereg.CHANGE_ACCESS) {
@@ -262,7 +271,7 @@ export function createRegistry(): UapiRegistry {
   r.defineMethod(Obj.MR, { id: M.MR.DEREG, name: 'DEREG', attrs: [handle(Obj.MR, 'destroy', 'mr_handle')], handler: () => {} });
 
   // ---- MW ----
-  r.defineObject({ id: Obj.MW, name: 'MW', destroy: (mw, c: CoreContext) => c.provider.deallocMw(mw) });
+  r.defineObject({ id: Obj.MW, name: 'MW', destroy: (mw, c: CoreContext) => c.provider.deallocMw(mw), limit: { name: 'max_mw', max: (c: CoreContext) => c.device.queryDevice().maxMw } });
   r.defineMethod(Obj.MW, {
     id: M.MW.ALLOC, name: 'ALLOC',
     attrs: [handle(Obj.MW, 'new', 'mw_handle'), handle(Obj.PD, 'read', 'pd_handle', A.PD), { id: A.MW_TYPE, name: 'type', type: { kind: 'enum', values: [MwType.TYPE_1, MwType.TYPE_2] }, mandatory: true }, out(A.RKEY, 'rkey')],
@@ -275,7 +284,7 @@ export function createRegistry(): UapiRegistry {
   r.defineMethod(Obj.MW, { id: M.MW.DEALLOC, name: 'DEALLOC', attrs: [handle(Obj.MW, 'destroy', 'mw_handle')], handler: () => {} });
 
   // ---- AH ----
-  r.defineObject({ id: Obj.AH, name: 'AH', destroy: (ah, c: CoreContext) => c.provider.destroyAh(ah) });
+  r.defineObject({ id: Obj.AH, name: 'AH', destroy: (ah, c: CoreContext) => c.provider.destroyAh(ah), limit: { name: 'max_ah', max: (c: CoreContext) => c.device.queryDevice().maxAh } });
   r.defineMethod(Obj.AH, {
     id: M.AH.CREATE, name: 'CREATE',
     attrs: [handle(Obj.AH, 'new', 'ah_handle'), handle(Obj.PD, 'read', 'pd_handle', A.PD), { id: A.AH_ATTR, name: 'ah_attr', type: { kind: 'object' }, mandatory: true }],
@@ -296,14 +305,14 @@ export function createRegistry(): UapiRegistry {
   r.defineMethod(Obj.COMP_CHANNEL, { id: M.COMP_CHANNEL.DESTROY, name: 'DESTROY', attrs: [handle(Obj.COMP_CHANNEL, 'destroy', 'channel_handle')], handler: () => {} });
 
   // ---- CQ ----
-  r.defineObject({ id: Obj.CQ, name: 'CQ', destroy: (cq: ProviderCq, c: CoreContext) => { cq.onNotify = undefined; c.provider.destroyCq(cq); } });
+  r.defineObject({ id: Obj.CQ, name: 'CQ', destroy: (cq: ProviderCq, c: CoreContext) => { cq.onNotify = undefined; c.provider.destroyCq(cq); }, limit: { name: 'max_cq', max: (c: CoreContext) => c.device.queryDevice().maxCq } });
   r.defineMethod(Obj.CQ, {
     id: M.CQ.CREATE, name: 'CREATE',
     attrs: [handle(Obj.CQ, 'new', 'cq_handle'), u32(A.CQE, 'cqe', true, 1), handle(Obj.COMP_CHANNEL, 'read', 'channel', A.CHANNEL, false), u32(A.COMP_VECTOR, 'comp_vector', false, 0, 0)],
     handler: (ctx) => {
       const cqe = ctx.attrs.get(A.CQE) as number;
       const max = core(ctx).device.queryDevice().maxCqe;
-      if (cqe > max) fail('EINVAL', `${cqe} is more than the device's ${max}`, { attr: 'cqe' });
+      if (cqe > max) fail('EINVAL', overMax('cqe', cqe, 'max_cqe', max), { attr: 'cqe' });
       const cq = core(ctx).provider.createCq(cqe);
       const channel = ctx.attrs.get(A.CHANNEL) as CompChannelImpl | undefined;
       if (channel) {
@@ -319,7 +328,7 @@ export function createRegistry(): UapiRegistry {
       const cq = ctx.attrs.get(A.HANDLE) as ProviderCq;
       const cqe = ctx.attrs.get(A.CQE) as number;
       const max = core(ctx).device.queryDevice().maxCqe;
-      if (cqe > max) fail('EINVAL', `${cqe} is more than the device's ${max}`, { attr: 'cqe' });
+      if (cqe > max) fail('EINVAL', overMax('cqe', cqe, 'max_cqe', max), { attr: 'cqe' });
       core(ctx).provider.resizeCq(cq, cqe);
       return { out: { [A.CQE]: cq.cqe } };
     },
@@ -327,15 +336,15 @@ export function createRegistry(): UapiRegistry {
   r.defineMethod(Obj.CQ, { id: M.CQ.DESTROY, name: 'DESTROY', attrs: [handle(Obj.CQ, 'destroy', 'cq_handle')], handler: () => {} });
 
   // ---- SRQ ----
-  r.defineObject({ id: Obj.SRQ, name: 'SRQ', destroy: (srq, c: CoreContext) => c.provider.destroySrq(srq) });
+  r.defineObject({ id: Obj.SRQ, name: 'SRQ', destroy: (srq, c: CoreContext) => c.provider.destroySrq(srq), limit: { name: 'max_srq', max: (c: CoreContext) => c.device.queryDevice().maxSrq } });
   r.defineMethod(Obj.SRQ, {
     id: M.SRQ.CREATE, name: 'CREATE',
     attrs: [handle(Obj.SRQ, 'new', 'srq_handle'), handle(Obj.PD, 'read', 'pd_handle', A.PD), u32(A.MAX_WR, 'max_wr', true, 1), u32(A.MAX_SGE, 'max_sge', true, 1), u32(A.SRQ_LIMIT, 'srq_limit')],
     handler: (ctx) => {
       const dev = core(ctx).device.queryDevice();
       const maxWr = ctx.attrs.get(A.MAX_WR) as number, maxSge = ctx.attrs.get(A.MAX_SGE) as number, limit = (ctx.attrs.get(A.SRQ_LIMIT) as number) ?? 0;
-      if (maxWr > dev.maxSrqWr) fail('EINVAL', `${maxWr} is more than the device's ${dev.maxSrqWr}`, { attr: 'max_wr' });
-      if (maxSge > dev.maxSrqSge) fail('EINVAL', `${maxSge} is more than the device's ${dev.maxSrqSge}`, { attr: 'max_sge' });
+      if (maxWr > dev.maxSrqWr) fail('EINVAL', overMax('max_wr', maxWr, 'max_srq_wr', dev.maxSrqWr), { attr: 'max_wr' });
+      if (maxSge > dev.maxSrqSge) fail('EINVAL', overMax('max_sge', maxSge, 'max_srq_sge', dev.maxSrqSge), { attr: 'max_sge' });
       if (limit > maxWr) fail('EINVAL', `limit ${limit} exceeds max_wr ${maxWr}`, { attr: 'srq_limit' });
       const srq = core(ctx).provider.createSrq(ctx.attrs.get(A.PD) as object, { maxWr, maxSge, srqLimit: limit });
       ctx.hold(ctx.handle(A.PD));
@@ -364,7 +373,7 @@ export function createRegistry(): UapiRegistry {
   r.defineMethod(Obj.SRQ, { id: M.SRQ.DESTROY, name: 'DESTROY', attrs: [handle(Obj.SRQ, 'destroy', 'srq_handle')], handler: () => {} });
 
   // ---- QP ----
-  r.defineObject({ id: Obj.QP, name: 'QP', destroy: (qp, c: CoreContext) => c.provider.destroyQp(qp) });
+  r.defineObject({ id: Obj.QP, name: 'QP', destroy: (qp, c: CoreContext) => c.provider.destroyQp(qp), limit: { name: 'max_qp', max: (c: CoreContext) => c.device.queryDevice().maxQp } });
   r.defineMethod(Obj.QP, {
     id: M.QP.CREATE, name: 'CREATE',
     attrs: [

@@ -59,6 +59,12 @@ export interface ObjectSpec {
   name: string;
   /** Tear the implementation down. Called once, when the use count is zero (or at context close). */
   destroy: (impl: any, context: any) => void;
+  /**
+   * A limit on how many of these objects a device may have at once, across all its contexts
+   * (the kernel's per-ib_device max_pd, max_cq, ...): the device attribute's name, as errors
+   * name it, and its value for a context. The dispatcher enforces it (see UapiContext.invoke).
+   */
+  limit?: { name: string; max: (context: any) => number };
 }
 
 export interface UObject {

@@ -2,7 +2,7 @@
 // validation and lifetimes); post and poll go straight to the provider's objects.
 
 import { EventEmitter } from 'node:events';
-import { UapiContext } from '../uapi/context.js';
+import { UapiContext, deviceCounts } from '../uapi/context.js';
 import { A, CompChannelImpl, createRegistry, M, Obj, Rereg, type CoreContext } from '../uapi/objects.js';
 import type { UapiRegistry } from '../uapi/registry.js';
 import type { AttrIn } from '../uapi/spec.js';
@@ -82,7 +82,7 @@ export class Context extends EventEmitter {
   constructor(readonly device: Device, registry: UapiRegistry) {
     super();
     const provider = device.provider.openContext((ev) => this.onAsync(ev));
-    this.uapi = new UapiContext(registry, { device: device.provider, provider, maxPort: device.provider.queryDevice().physPortCnt });
+    this.uapi = new UapiContext(registry, { device: device.provider, provider, maxPort: device.provider.queryDevice().physPortCnt }, deviceCounts(device.provider));
     queueMicrotask(() => this.emitAsync({ type: 9, name: 'PORT_ACTIVE', portNum: 1 }));
   }
 

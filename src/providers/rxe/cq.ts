@@ -10,7 +10,7 @@ const ARM_NONE = 0, ARM_NEXT = 1, ARM_SOLICITED = 2;
 
 export class RxeCq implements ProviderCq {
   onNotify: (() => void) | undefined;
-  private queue: Ring<WorkCompletion>;
+  private readonly queue: Ring<WorkCompletion>;
   private armed = ARM_NONE;
   overflowed = false;
   destroyed = false;
@@ -53,9 +53,7 @@ export class RxeCq implements ProviderCq {
 
   resize(cqe: number): void {
     if (cqe < this.queue.length) throw new RangeError(`cannot shrink below the ${this.queue.length} completions queued`);
-    const q = new Ring<WorkCompletion>(cqe);
-    for (const wc of this.queue.clear()) q.push(wc);
-    this.queue = q;
+    this.queue.resize(cqe);
     this.cqe = cqe;
   }
 }

@@ -40,16 +40,43 @@ export interface RxeDeviceOptions {
    * (default: on, unless SOFTRDMA_RXE_SPORT=0). Off: every packet leaves from the device port.
    */
   perQpSourcePort?: boolean;
+  /**
+   * Lower some of the limits the device advertises (queryDevice) and enforces: object counts
+   * (maxPd, maxCq, maxAh, maxSrq, maxQp, maxMr, maxMw: one more is ENOMEM) and sizes (maxCqe,
+   * maxQpWr, maxSge, maxSrqWr, maxSrqSge: more is EINVAL). Each must be an integer from 1 to
+   * its default (RXE_DEFAULT_LIMITS); for tests, and for a process that wants to cap what a
+   * device may hold. An unknown name or a value out of range is EINVAL.
+   */
+  limits?: Partial<RxeLimits>;
 }
 
-const MAX_QP = 1 << 16;
+/** The limits an rxe device advertises by default (those of Linux rxe's rxe_param.h, or near them). */
+export const RXE_DEFAULT_LIMITS = Object.freeze({
+  maxQp: 1 << 16, maxQpWr: 16384, maxSge: 32, maxCq: 16384, maxCqe: 1 << 18, maxMr: 1 << 20, maxPd: 1 << 16,
+  maxMw: 1 << 20, maxAh: 1 << 16, maxSrq: 1 << 14, maxSrqWr: 16384, maxSrqSge: 27,
+});
+export type RxeLimits = { -readonly [K in keyof typeof RXE_DEFAULT_LIMITS]: number };
+
+function checkLimits(given: Partial<RxeLimits> | undefined): RxeLimits {
+  const out: RxeLimits = { ...RXE_DEFAULT_LIMITS };
+  if (given === undefined) return out;
+  if (typeof given !== 'object' || given === null) fail('EINVAL', 'limits must be an object', { object: 'rxe', attr: 'limits' });
+  for (const [k, v] of Object.entries(given)) {
+    if (v === undefined) continue;
+    if (!Object.hasOwn(RXE_DEFAULT_LIMITS, k)) fail('EINVAL', `unknown limit ${k} (known: ${Object.keys(RXE_DEFAULT_LIMITS).join(', ')})`, { object: 'rxe', attr: 'limits' });
+    const max = RXE_DEFAULT_LIMITS[k as keyof RxeLimits];
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > max) fail('EINVAL', `${k} must be an integer from 1 to ${max}, got ${String(v)}`, { object: 'rxe', attr: 'limits' });
+    out[k as keyof RxeLimits] = v;
+  }
+  return out;
+}
 const FIRST_QPN = 0x11; // QPN 0/1 are special; rxe starts its pool at 16 and hands out 17 first
 
 let deviceCount = 0;
 
 export class RxeDevice implements ProviderDevice {
   readonly driver = 'rxe';
-  readonly keys = new KeyTable(1 << 20);
+  readonly keys: KeyTable;
   readonly qps = new Map<number, RxeQp>();
   readonly nodeGuid: bigint;
   readonly portMtu: number;
@@ -62,8 +89,11 @@ export class RxeDevice implements ProviderDevice {
     readonly link: RxeLink,
     mtu: number,
     readonly counters: ReturnType<typeof newDeviceCounters>,
+    readonly limits: Readonly<RxeLimits>,
   ) {
     this.portMtu = mtuEnum(mtu);
+    // MRs and MWs share one key space; the uapi keeps each within its own limit.
+    this.keys = new KeyTable(limits.maxMr + limits.maxMw);
     // A stable-looking EUI-64 style GUID, random per device instance.
     const g = randomBytes(8);
     g[3] = 0xff; g[4] = 0xfe;
@@ -76,11 +106,12 @@ export class RxeDevice implements ProviderDevice {
     const loopback = opts.address.startsWith('127.') || opts.address === '::1';
     const mtu = opts.mtu ?? (loopback ? 4096 : 1024);
     mtuEnum(mtu); // validate before binding
+    const limits = checkLimits(opts.limits);
     const link = await RxeLink.open(
       opts.address, opts.port ?? ROCE_V2_PORT, counters, opts.gso ?? process.env.SOFTRDMA_RXE_GSO !== '0',
       opts.perQpSourcePort ?? process.env.SOFTRDMA_RXE_SPORT !== '0',
     );
-    return new RxeDevice(opts.name ?? `rxe${deviceCount++}`, link, mtu, counters);
+    return new RxeDevice(opts.name ?? `rxe${deviceCount++}`, link, mtu, counters, limits);
   }
 
   get family(): 4 | 6 { return this.link.family; }
@@ -93,7 +124,8 @@ export class RxeDevice implements ProviderDevice {
   isAh(x: unknown): x is RxeAh { return x instanceof RxeAh; }
 
   allocQpn(): number {
-    if (this.qps.size >= MAX_QP) fail('ENOMEM', `no free QP numbers (${MAX_QP} in use)`);
+    // The uapi enforces max_qp; this guards the QPN table itself.
+    if (this.qps.size >= this.limits.maxQp) fail('ENOMEM', `no free QP numbers (${this.limits.maxQp} in use)`);
     for (;;) {
       const q = this.nextQpn;
       this.nextQpn = this.nextQpn >= 0xffffff ? FIRST_QPN : this.nextQpn + 1;
@@ -109,11 +141,12 @@ export class RxeDevice implements ProviderDevice {
   }
 
   queryDevice(): DeviceAttr {
+    const l = this.limits;
     return {
       fwVer: '0.1.0', nodeGuid: this.nodeGuid, sysImageGuid: this.nodeGuid, maxMrSize: 2 ** 32, pageSizeCap: 0xfffff000,
-      vendorId: 0xffffff, vendorPartId: 0, hwVer: 0, maxQp: MAX_QP, maxQpWr: 16384, deviceCapFlags: 0, maxSge: 32,
-      maxCq: 16384, maxCqe: 1 << 18, maxMr: this.keys.max, maxPd: 1 << 16, maxQpRdAtom: 128, maxQpInitRdAtom: 128,
-      maxMw: this.keys.max, maxAh: 1 << 16, maxSrq: 1 << 14, maxSrqWr: 16384, maxSrqSge: 27, maxInlineData: 1024,
+      vendorId: 0xffffff, vendorPartId: 0, hwVer: 0, maxQp: l.maxQp, maxQpWr: l.maxQpWr, deviceCapFlags: 0, maxSge: l.maxSge,
+      maxCq: l.maxCq, maxCqe: l.maxCqe, maxMr: l.maxMr, maxPd: l.maxPd, maxQpRdAtom: 128, maxQpInitRdAtom: 128,
+      maxMw: l.maxMw, maxAh: l.maxAh, maxSrq: l.maxSrq, maxSrqWr: l.maxSrqWr, maxSrqSge: l.maxSrqSge, maxInlineData: 1024,
       atomicCap: 'HCA', physPortCnt: 1,
     };
   }
