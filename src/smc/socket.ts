@@ -22,6 +22,8 @@ import {
   localSystemId, mayBeClc, uncompressBufSize, type AcceptConfirm, type ClcMessage, type Proposal,
 } from './clc.js';
 import { isSmcListener, unmapV4 } from './discovery.js';
+import { RuntimeDirError } from '../ism/runtime-dir.js';
+import { checkProposal, proposalProof } from './peer-proof.js';
 import { returnDmb, takeDmb } from './dmb-pool.js';
 import { forget, kick, stayAwakeUntil } from './poller.js';
 import { policyAllows, type SmcPolicy } from './policy.js';
@@ -30,6 +32,8 @@ import { connectTarget } from './connect-args.js';
 import { countSettled, track, untrack } from './status.js';
 
 export const kSmc = Symbol('softrdma.smc');
+
+const nodeConnect = net.Socket.prototype.connect;
 
 // NODE_DEBUG=smc: one line per connection when it settles on SMC-D or TCP, with the cause.
 const debug = util.debuglog('smc');
@@ -169,6 +173,7 @@ function graft(sock: net.Socket): Socket {
   const p = Socket.prototype;
   o.connect = p.connect; o.push = p.push; o.smcPush = p.smcPush; o._write = p._write; o._writev = p._writev;
   o._final = p._final; o._read = p._read; o.pause = p.pause; o.resume = p.resume; o._destroy = p._destroy;
+  o.destroy = p.destroy;
   return o;
 }
 
@@ -242,7 +247,10 @@ export class Socket extends net.Socket {
         track(this);
       }
     }
-    return (super.connect as (...a: unknown[]) => this)(...args);
+    // node:net's own connect as it was when this module loaded, not whatever net.Socket's
+    // prototype holds now: APM tools and Node's tests wrap Socket.prototype.connect and count
+    // one call per connect, and the auto preload's wrapper has run already.
+    return (nodeConnect as (...a: unknown[]) => this).apply(this, args);
   }
 
   override push(chunk: unknown, encoding?: BufferEncoding): boolean {
@@ -267,7 +275,7 @@ export class Socket extends net.Socket {
     const s = this[kSmc];
     if (!s || s.phase === 'tcp' || s.phase === 'idle' && !this.connecting) return super._write(data, encoding, cb);
     if (s.phase === 'smcd') return smcWrite(this, s, toBuffer(data, encoding), cb);
-    if (serverSpeaksFirst(this, s)) return super._write(data, encoding, cb);
+    if (serverSpeaksFirst(this, s) || handleGone(this, s)) return super._write(data, encoding, cb);
     withSmcCounters(this, s);
     s.held = { writev: false, data, encoding, cb };
   }
@@ -276,7 +284,7 @@ export class Socket extends net.Socket {
     const s = this[kSmc];
     if (!s || s.phase === 'tcp' || s.phase === 'idle' && !this.connecting) return super._writev!(chunks, cb);
     if (s.phase === 'smcd') return smcWrite(this, s, Buffer.concat(chunks.map((c) => toBuffer(c.chunk, c.encoding))), cb);
-    if (serverSpeaksFirst(this, s)) return super._writev!(chunks, cb);
+    if (serverSpeaksFirst(this, s) || handleGone(this, s)) return super._writev!(chunks, cb);
     withSmcCounters(this, s);
     s.held = { writev: true, data: chunks, encoding: 'buffer' as BufferEncoding, cb };
   }
@@ -309,6 +317,17 @@ export class Socket extends net.Socket {
   override resume(): this {
     if (this[kSmc]?.phase === 'smcd') return Duplex.prototype.resume.call(this) as this;
     return super.resume();
+  }
+
+  override destroy(err?: Error, cb?: (err: Error | null) => void): this {
+    const s = this[kSmc];
+    if (err && s && (s.phase === 'proposing' || s.phase === 'srv-accepting') && !s.held && isReadReset(err)) {
+      // A reset in answer to our CLC message, which the peer application closed without
+      // reading. The application here wrote nothing, so over TCP this close was a FIN: end.
+      onClcBytes(this, s, null);
+      return this;
+    }
+    return (super.destroy as (e?: Error, c?: (err: Error | null) => void) => this).call(this, err, cb);
   }
 
   override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
@@ -381,7 +400,35 @@ function rawWrite(sock: Socket, s: SmcState, buf: Buffer): void {
   withSmcCounters(sock, s);
   s.clcOut += buf.length;
   (sock as unknown as { _writeGeneric(v: boolean, d: Buffer, e: string, cb: (err?: Error) => void): void })
-    ._writeGeneric(false, buf, 'buffer', (err) => { if (err) sock.destroy(err); });
+    ._writeGeneric(false, buf, 'buffer', (err) => { if (err) sock.destroy(clcWriteError(err)); });
+}
+
+/**
+ * A CLC message could not be written because the peer reset the connection. The application
+ * wrote nothing: over TCP it would have learnt of the reset by reading (the write took the
+ * kernel's pending error, so the read will not see it now). Say it as that read would.
+ */
+function clcWriteError(err: Error): Error {
+  const code = (err as NodeJS.ErrnoException).code;
+  return code === 'ECONNRESET' || code === 'EPIPE' ? connReset('read ECONNRESET') : err;
+}
+
+function isReadReset(err: Error): boolean {
+  const e = err as NodeJS.ErrnoException;
+  return e.code === 'ECONNRESET' && e.syscall === 'read';
+}
+
+/**
+ * The application closed or dropped the TCP handle during the handshake (node's own tests
+ * do): nothing more can be negotiated, and its writes meet the handle as on node:net.
+ */
+function handleGone(sock: Socket, s: SmcState): boolean {
+  if (s.phase === 'idle') return false; // still connecting: node:net creates the handle late
+  const h = (sock as unknown as { _handle?: { fd?: number } | null })._handle;
+  if (h && !(typeof h.fd === 'number' && h.fd < 0)) return false;
+  releaseHandshake(s);
+  settleTcp(sock, s, undefined, 'TCP handle closed by the application');
+  return true;
 }
 
 function sendDecline(sock: Socket, s: SmcState, reason: number): void {
@@ -424,7 +471,10 @@ function onClientConnect(this: Socket): void {
   if (!policyAllows(s.opts.policy, info)) return settleTcp(sock, s, undefined, 'policy');
   let listener = false;
   // The port we connected to is the peer's: only a port some listener uses costs a getpeername.
-  try { listener = isSmcListener(() => sock.remoteAddress, s.targetPort ?? sock.remotePort); } catch { listener = false; }
+  try { listener = isSmcListener(() => sock.remoteAddress, s.targetPort ?? sock.remotePort); } catch (e) {
+    if (e instanceof RuntimeDirError) return settleTcp(sock, s, DECLINE.NOSMCDEV, `runtime directory refused (${e.kind})`);
+    listener = false;
+  }
   if (!listener) return settleTcp(sock, s, DECLINE.PEERNOSMC, 'peer is not an SMC listener');
   try {
     s.device = defaultIsmDevice();
@@ -434,7 +484,7 @@ function onClientConnect(this: Socket): void {
   const local = unmapV4(sock.localAddress ?? '');
   const v4 = net.isIPv4(local);
   const proposal = encodeProposal({
-    version: 1, path: SMC_TYPE_D, peerId: localSystemId(), smcdGid: s.device.gid, chid: s.device.chid,
+    version: 1, path: SMC_TYPE_D, peerId: localSystemId(), smcdGid: s.device.gid, chid: s.device.chid, proof: proposalProof(s.device, sock),
     subnet: v4 ? subnetOf(local) : '0.0.0.0', prefixLength: v4 ? 8 : 0,
     ipv6Prefixes: v4 ? [] : [{ prefix: '::', length: 0 }],
   });
@@ -465,8 +515,11 @@ function settleTcp(sock: Socket, s: SmcState, reason: number | undefined, cause:
   s.heldFinal = undefined;
   if (sock.listenerCount('smc') > 0) sock.emit('smc', getSmcInfo(sock));
   if (held) {
-    if (held.writev) net.Socket.prototype._writev!.call(sock, held.data as Array<{ chunk: unknown; encoding: BufferEncoding }>, held.cb);
-    else net.Socket.prototype._write.call(sock, held.data, held.encoding, held.cb);
+    // The application made these writes before anything went wrong; over TCP they would have
+    // been taken, and a reset met later by a read.
+    const cb = (err?: Error | null) => held.cb(err ? clcWriteError(err) : err);
+    if (held.writev) net.Socket.prototype._writev!.call(sock, held.data as Array<{ chunk: unknown; encoding: BufferEncoding }>, cb);
+    else net.Socket.prototype._write.call(sock, held.data, held.encoding, cb);
   }
   if (fin) net.Socket.prototype._final.call(sock, fin);
 }
@@ -568,7 +621,7 @@ function onProposal(sock: Socket, s: SmcState, p: Proposal): void {
   if (!reason) {
     try { s.device = defaultIsmDevice(); } catch { reason = DECLINE.NOSMCDEV; }
   }
-  if (!reason && (!p.smcdGid || !s.device!.reachable(p.smcdGid))) reason = DECLINE.NOSMCDDEV;
+  if (!reason) reason = checkProposal(s.device!, p, sock); // before anything is allocated (peer-proof.ts)
   if (!reason) {
     s.peerGid = p.smcdGid;
     try { s.dmb = takeDmb(s.device!, p.smcdGid, s.opts.bufferSize); } catch { reason = DECLINE.MAX_DMB; }
