@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // The softrdma command.
 
+import fs from 'node:fs';
 import { parseArgs } from 'node:util';
 import { createRxeDevice } from '../index.js';
 import { devinfo } from './devinfo.js';
@@ -12,7 +13,14 @@ import { pingpong, PINGPONG_USAGE } from '../tools/pingpong.js';
 import { smcss, SMCSS_USAGE } from '../tools/smcss.js';
 import { smcRun, SMC_RUN_USAGE } from '../tools/smc-run.js';
 
+/** The version of the installed package (its package.json, two levels above dist/src/cli). */
+function packageVersion(): string {
+  const pkg = JSON.parse(fs.readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
 const USAGE = `usage: softrdma <command> [options]
+       softrdma --version | --help
 
 commands:
   demo                      two rxe devices on 127.0.0.2/127.0.0.3 in one process: RDMA WRITE
@@ -68,6 +76,11 @@ async function main(argv: string[]): Promise<number> {
     }
     case 'smc-demo':
       await smcDemo();
+      return 0;
+    case '-v':
+    case '--version':
+    case 'version':
+      console.log(packageVersion());
       return 0;
     case undefined:
     case '-h':
