@@ -10,6 +10,9 @@
 //   shortconn  connect, 14-byte echo, close, per second, for 3 s after
 //              1 s of the same not counted                            target >= 0.8
 //              and the same without the warm-up second (no target): what a fresh process gets
+//   busy CPUs  bulk, ping-pong and http again while one plain busy-loop process per CPU runs
+//              (started before, stopped after each row): a busy server is the normal case.
+//              targets: bulk >= 1.0, ping-pong median <= 1.0, http >= 1.0
 //   control    node:net against node:net, the same client and server on both sides: the
 //              noise floor of this run (no target)
 //   fallback   what SMC costs a connection that falls back to TCP (setup, round trip, bulk;
@@ -19,6 +22,7 @@
 // Both sides of the control row talk to one server process; SMC/TCP is the median of the
 // per-run ratios (each run's two sides ran back to back).
 
+import { spawn } from 'node:child_process';
 import os from 'node:os';
 import { autoModuleUrl } from '../src/tools/smc-run.js';
 import { runPeerClient, startPeerServer } from '../src/tools/smc-peer-process.js';
@@ -100,6 +104,26 @@ await measure('short connections, cold process', 'conn/s', 'perSec', true, undef
 // The same client against the same server on both sides: how far apart two identical
 // sides come out in this run, the noise floor the fallback rows are read against.
 await measure('control: node:net vs node:net setup', 'conn/s', 'perSec', true, undefined, { server: ['--api', 'net'], client: ['--api', 'net', ...sc] }, { server: ['--api', 'net'], client: ['--api', 'net', ...sc] });
+/** One CPU-bound process per CPU (`for (;;) {}`), for as long as fn runs. */
+async function withBusyCpus(fn: () => Promise<void>): Promise<void> {
+  const loops = os.cpus().map(() => spawn(process.execPath, ['-e', 'for (;;) {}'], { stdio: 'ignore' }));
+  try {
+    await fn();
+  } finally {
+    for (const l of loops) l.kill('SIGKILL');
+  }
+}
+const busy = (metric: string) => !only || metric.startsWith(only);
+if (busy('bulk 64 KiB, CPUs busy')) {
+  await withBusyCpus(() => measure('bulk 64 KiB, CPUs busy', 'MiB/s', 'mibPerSec', true, 1.0, { server: ['--api', 'smc'], client: ['--api', 'smc', ...bulk] }, { server: ['--api', 'net'], client: ['--api', 'net', ...bulk] }));
+}
+const ppBusy = ['--test', 'pingpong', '--iters', '3000'];
+if (busy('pingpong 14 B median, CPUs busy')) {
+  await withBusyCpus(() => measure('pingpong 14 B median, CPUs busy', 'us', 'medianUs', false, 1.0, { server: ['--api', 'smc'], client: ['--api', 'smc', ...ppBusy] }, { server: ['--api', 'net'], client: ['--api', 'net', ...ppBusy] }));
+}
+if (busy('http requests, CPUs busy')) {
+  await withBusyCpus(() => measure('http requests, CPUs busy', 'req/s', 'perSec', true, 1.0, { server: ['--http'], serverAuto: true, client: http, clientAuto: true }, { server: ['--http'], client: http }));
+}
 const fallback = await fallbackRows(6 * RUNS, env, only);
 
 if (json) {

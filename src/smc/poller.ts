@@ -21,8 +21,34 @@ const YIELD = process.env.SOFTRDMA_SMC_YIELD !== '0';
 /** How long a handshake step keeps the event loop from sleeping while it awaits the reply. */
 const HANDSHAKE_MS = envMicros('SOFTRDMA_SMC_HANDSHAKE_SPIN_US', 1000);
 
+/**
+ * A yield after which the next poll still found nothing, and which took this long, gave the
+ * CPU to someone other than the peer we wait for: the CPUs are busy (ms).
+ */
+const LONG_YIELD_MS = envMicros('SOFTRDMA_SMC_LONG_YIELD_US', 200);
+/** How long a sign of busy CPUs keeps the poller from spinning (ms). */
+const CONTENDED_MS = envMicros('SOFTRDMA_SMC_CONTENDED_US', 100_000);
+
 const hot = new Set<SmcdConnection>();
 let scheduled = false;
+/**
+ * Until when the CPUs count as busy. Spinning then takes the CPU from the processes that
+ * are running anyway, the peer among them, and a yield hands it to a busy loop for a whole
+ * scheduler slice: so connections arm their doorbells as soon as a poll finds nothing, and
+ * the process sleeps in epoll as a TCP reader would (the kernel favours a woken sleeper).
+ */
+let contendedUntil = 0;
+let contendedCount = 0;
+
+/** Whether the poller is in its busy-CPU mode, and how often it entered it (for tests, status). */
+export function pollerContention(): { contended: boolean; entered: number } {
+  return { contended: performance.now() < contendedUntil, entered: contendedCount };
+}
+
+function markContended(now: number): void {
+  if (now >= contendedUntil) contendedCount++;
+  contendedUntil = now + CONTENDED_MS;
+}
 
 /** Activity on conn: poll it from now on, until it has been quiet for IDLE_MS. */
 export function kick(conn: SmcdConnection): void {
@@ -46,21 +72,36 @@ function spin(): void {
   const t0 = performance.now();
   let now = t0;
   let any = false;
-  do {
+  const busy = now < contendedUntil;
+  let longYield = false;
+  for (;;) {
     for (const c of hot) {
       if (c.process()) { any = true; c.lastActive = performance.now(); }
     }
-    if (any) break;
+    if (any || busy) break;
+    if (longYield) {
+      markContended(now);
+      break;
+    }
+    if (now - t0 >= SLICE_MS) break;
     // The peer we wait for may be runnable on this very CPU: the doorbell's wakeup tends to
     // place the woken process next to the waker. Spinning would then keep it off the CPU until
-    // we give up and arm, and the two sides end up taking turns; yielding lets it run.
-    if (YIELD) schedYield();
-    now = performance.now();
-  } while (now - t0 < SLICE_MS);
+    // we give up and arm, and the two sides end up taking turns; yielding lets it run. If the
+    // yield took long and the next poll still finds nothing, it was not the peer that ran.
+    if (YIELD) {
+      const y0 = performance.now();
+      schedYield();
+      now = performance.now();
+      longYield = now - y0 > LONG_YIELD_MS;
+    } else {
+      now = performance.now();
+    }
+  }
   now = performance.now();
+  const idle = now < contendedUntil ? 0 : IDLE_MS;
   for (const c of hot) {
     if (c.released) { hot.delete(c); continue; }
-    if (now - c.lastActive < IDLE_MS) continue;
+    if (now - c.lastActive < idle) continue;
     c.rx.arm();
     if (c.process()) {
       c.rx.disarm();
@@ -99,7 +140,9 @@ export function stayAwakeUntil(settled: () => boolean): void {
 function awake(): void {
   waitScheduled = false;
   const now = performance.now();
-  for (const [settled, deadline] of waiters) if (now > deadline || settled()) waiters.delete(settled);
+  // On busy CPUs staying awake only delays the peer: sleep until the reply wakes us.
+  const give = now < contendedUntil;
+  for (const [settled, deadline] of waiters) if (give || now > deadline || settled()) waiters.delete(settled);
   if (waiters.size > 0) {
     waitScheduled = true;
     setImmediate(awake);

@@ -15,6 +15,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import * as smc from '../smc/index.js';
+import { pollerContention } from '../smc/poller.js';
 
 export type Api = 'smc' | 'net';
 
@@ -237,7 +238,8 @@ export async function smcPeer(argv: string[]): Promise<void> {
     case 'http': r = await httpLoad(port, Number(values.seconds ?? 3), Number(values.concurrency)); break;
     default: throw new Error(`unknown --test ${values.test}`);
   }
-  console.log(JSON.stringify(r));
+  // How often this client's poller saw busy CPUs and stopped spinning (src/smc/poller.ts).
+  console.log(JSON.stringify({ ...r, pollerContended: pollerContention().entered }));
 }
 
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
