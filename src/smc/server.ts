@@ -11,7 +11,8 @@ import { deferTlsConnection } from './tls.js';
 
 const debug = util.debuglog('smc');
 
-export const kSmcServer = Symbol('softrdma.smc.server');
+// Symbol.for: a server another copy of softrdma in this process enabled is not enabled twice.
+export const kSmcServer = Symbol.for('softrdma.smc.server');
 
 interface SmcServerState {
   opts: ResolvedSmcOptions;

@@ -31,7 +31,11 @@ import { SmcdConnection } from './smcd-connection.js';
 import { connectTarget } from './connect-args.js';
 import { countSettled, track, untrack } from './status.js';
 
-export const kSmc = Symbol('softrdma.smc');
+/**
+ * A socket's SMC state. Symbol.for: two copies of softrdma in one process (an application's
+ * own dependency and the one smc-run preloads) see the same state on a socket.
+ */
+export const kSmc = Symbol.for('softrdma.smc');
 
 const nodeConnect = net.Socket.prototype.connect;
 

@@ -14,7 +14,15 @@ import { declineName } from './clc.js';
 import { getSmcInfo, smcState } from './socket.js';
 
 const debug = util.debuglog('smc');
-const live = new Set<net.Socket>();
+/**
+ * What every copy of softrdma in this thread shares (an application's own dependency and the
+ * one smc-run preloads): the totals, the live sockets and the one status socket smcss asks.
+ */
+interface SharedStatus { totals: SmcTotals; live: Set<net.Socket>; endpoint: Endpoint | undefined }
+const shared: SharedStatus = ((globalThis as { [k: symbol]: SharedStatus | undefined })[Symbol.for('softrdma.smc.status')] ??= {
+  totals: { smcd: 0, tcp: 0, failed: 0, fallbackReasons: {} }, live: new Set(), endpoint: undefined,
+});
+const live = shared.live;
 /** node:net's own listen: the auto preload makes later listen() calls SMC listeners. */
 const plainListen = net.Server.prototype.listen;
 
@@ -52,7 +60,7 @@ export interface SmcTotals {
   fallbackReasons: Record<string, number>;
 }
 
-const totals: SmcTotals = { smcd: 0, tcp: 0, failed: 0, fallbackReasons: {} };
+const totals = shared.totals;
 
 export function countSettled(mode: 'SMCD' | 'TCP' | 'failed', reason?: number, cause?: string): void {
   if (mode === 'SMCD') totals.smcd++;
@@ -70,7 +78,7 @@ export function smcTotals(): SmcTotals {
 
 export function track(sock: net.Socket): void {
   live.add(sock);
-  if (!endpoint) openEndpoint();
+  if (!shared.endpoint) openEndpoint();
 }
 
 export function untrack(sock: net.Socket): void {
@@ -95,11 +103,9 @@ interface Endpoint {
   kept: boolean;
 }
 
-let endpoint: Endpoint | undefined;
-
 function openEndpoint(): void {
-  const ep: Endpoint = endpoint ?? { server: undefined, file: undefined, kept: false };
-  endpoint = ep;
+  const ep: Endpoint = shared.endpoint ?? { server: undefined, file: undefined, kept: false };
+  shared.endpoint = ep;
   // Whatever goes wrong below (no runtime directory yet, a listen error), try again later:
   // smcss should find this process once the cause is gone.
   if (!ep.kept) {
