@@ -121,6 +121,8 @@ interface SmcState {
   targetPort: number | undefined;
   /** bytesRead/bytesWritten are Socket's (its instances; adopted sockets once withSmcCounters ran). */
   counters: boolean;
+  /** Server: puts the handle's owner back as a plain property once the handshake settled (followOwner). */
+  ownerRestore: (() => void) | undefined;
 }
 
 /**
@@ -158,7 +160,7 @@ function newState(role: 'client' | 'server', opts: ResolvedSmcOptions, counters:
     stripClc: false, serverDecline: 0, fallbackReason: undefined, peerDeclineReason: undefined, fallbackCause: undefined,
     device: undefined, peerGid: undefined, dmb: undefined, remote: undefined, conn: undefined, proposal: undefined, timer: undefined,
     pending: undefined, clcIn: 0, clcOut: 0, strayTcpBytes: 0, writeDone: false, wroteAfterPeerClosed: false,
-    targetPort: undefined, counters,
+    targetPort: undefined, counters, ownerRestore: undefined,
   };
 }
 
@@ -192,6 +194,39 @@ function withSmcCounters(sock: Socket, s: SmcState): void {
   Object.defineProperty(sock, 'bytesWritten', counterAccessors.bytesWritten);
 }
 
+/** node:net's owner_symbol (the handle's link to the Socket its reads go to), found once. */
+let ownerSymbol: symbol | null | undefined;
+
+/**
+ * An application may wrap an accepted handle in a new net.Socket({ handle }) (Node's own tests
+ * do); the new Socket then owns the handle's reads, and a Proposal still on its way would reach
+ * it as data. Until the handshake settles, a new owner becomes an SMC socket sharing this
+ * state, so the handshake goes on with it; then the handle's owner is a plain property again.
+ */
+function followOwner(sock: Socket, s: SmcState, handle: object): void {
+  ownerSymbol ??= Object.getOwnPropertySymbols(handle).find((k) => k.description === 'owner_symbol') ?? null;
+  const key = ownerSymbol;
+  const h = handle as Record<symbol, unknown>;
+  if (!key || h[key] !== sock) return;
+  let owner: unknown = sock;
+  Object.defineProperty(h, key, {
+    configurable: true,
+    get: () => owner,
+    set: (v: unknown) => {
+      owner = v;
+      if (v !== sock && v instanceof net.Socket && !(kSmc in v) && (s.phase === 'srv-wait' || s.phase === 'srv-accepting')) {
+        graft(v)[kSmc] = s;
+      }
+    },
+  });
+  s.ownerRestore = () => { Object.defineProperty(h, key, { value: owner, writable: true, configurable: true, enumerable: true }); };
+}
+
+function restoreOwner(s: SmcState): void {
+  const r = s.ownerRestore;
+  if (r) { s.ownerRestore = undefined; r(); }
+}
+
 function closedBeforeConnection(): NodeJS.ErrnoException {
   return Object.assign(new Error('Socket closed before the connection was established'), { code: 'ERR_SOCKET_CLOSED_BEFORE_CONNECTION' });
 }
@@ -221,6 +256,7 @@ export class Socket extends net.Socket {
     if (handle) handle._consumed = true;
     if (!opts.enabled) st.serverDecline = DECLINE.NOSMCDEV;
     else if (!policyAllows(opts.policy, info)) st.serverDecline = DECLINE.NOSMCDEV;
+    if (handle) followOwner(s, st, handle);
     track(s);
     return s;
   }
@@ -329,6 +365,7 @@ export class Socket extends net.Socket {
       // A reset in answer to our CLC message, which the peer application closed without
       // reading. The application here wrote nothing, so over TCP this close was a FIN: end.
       onClcBytes(this, s, null);
+      this.read(0);
       return this;
     }
     return (super.destroy as (e?: Error, c?: (err: Error | null) => void) => this).call(this, err, cb);
@@ -506,6 +543,7 @@ function subnetOf(a: string): string {
 
 /** Leave the handshake for TCP: release what it set up, flush held writes through TCP. */
 function settleTcp(sock: Socket, s: SmcState, reason: number | undefined, cause: string): void {
+  restoreOwner(s);
   clearTimeout(s.timer);
   s.timer = undefined;
   s.phase = 'tcp';
@@ -682,6 +720,7 @@ function onConfirm(sock: Socket, s: SmcState, m: AcceptConfirm): void {
 }
 
 function startSmcd(sock: Socket, s: SmcState): void {
+  restoreOwner(s);
   clearTimeout(s.timer);
   s.timer = undefined;
   const conn = new SmcdConnection(s.dmb!, s.remote!, {
@@ -689,7 +728,9 @@ function startSmcd(sock: Socket, s: SmcState): void {
       unrefTimer(sock);
       return sock.smcPush(chunk);
     },
-    peerDone: () => { sock.smcPush(null); },
+    // As node's onStreamRead: push the end, then read(0), so a paused stream with nothing
+    // buffered still emits 'end'.
+    peerDone: () => { sock.smcPush(null); sock.read(0); },
     peerAbort: () => { sock.destroy(connReset('peer aborted the SMC connection')); },
     writable: () => pump(s),
     protocolError: (msg) => { sock.destroy(Object.assign(new Error(`SMC-D protocol error: ${msg}`), { code: 'EPROTO' })); },
@@ -790,6 +831,7 @@ function stripThenPush(sock: Socket, s: SmcState, chunk: Buffer | null): boolean
 }
 
 function teardown(sock: Socket, s: SmcState): void {
+  restoreOwner(s);
   clearTimeout(s.timer);
   s.timer = undefined;
   const conn = s.conn;

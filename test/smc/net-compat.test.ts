@@ -274,3 +274,30 @@ describe('a half-sent CLC frame', () => {
     });
   }
 });
+
+describe('an accepted handle wrapped in a new net.Socket during the handshake', () => {
+  it('the new socket carries the handshake on: it sees only application data, over SMC-D', async () => {
+    let wrapper: net.Socket | undefined;
+    const server = smc.createServer((s) => {
+      // Before the Proposal has been read: the new Socket takes the handle's reads over.
+      wrapper = new net.Socket({ handle: (s as unknown as { _handle: object })._handle } as net.SocketConstructorOpts);
+      wrapper.pipe(wrapper);
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const c = smc.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
+    try {
+      c.write('hello');
+      let got = '';
+      c.setEncoding('utf8').on('data', (d: string) => { got += d; });
+      await bounded((async () => { while (got.length < 5) await new Promise((r) => setTimeout(r, 5)); })(), 5000, 'the echo');
+      assert.equal(got, 'hello');
+      assert.equal(smc.getSmcInfo(c).mode, 'SMCD');
+      assert.equal(smc.getSmcInfo(wrapper!).mode, 'SMCD');
+    } finally {
+      c.destroy();
+      wrapper?.destroy();
+      server.close();
+    }
+  });
+});
