@@ -14,9 +14,13 @@ import { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import { normalizeConnectArgs } from './connect-args.js';
 import { isSmcListener } from './discovery.js';
-import { closeSmc, getSmcInfo, Socket, type ResolvedSmcOptions, type SmcInfo } from './socket.js';
+import { closeSmc, getSmcInfo, kSmc, smcState, Socket, type ResolvedSmcOptions, type SmcInfo } from './socket.js';
 
-/** The SMC socket as a plain Duplex, so that node:tls treats it as a JS stream. */
+/**
+ * The SMC socket as a plain Duplex, so that node:tls treats it as a JS stream. The stream is
+ * half-open itself (node:tls decides when its writable side ends: after close_notify), but
+ * see asTransport(): the TLS socket built on it must not be.
+ */
 export class SmcStream extends Duplex {
   constructor(readonly socket: Socket) {
     super({ allowHalfOpen: true });
@@ -28,10 +32,21 @@ export class SmcStream extends Duplex {
   override _read(): void {
     this.socket.resume();
   }
+  /**
+   * A socket that is not half-open ends its own side when the peer's end arrives (a socket
+   * the application gave tls.connect may be one). Over TCP node:tls would have taken its
+   * handle and nothing would have ended it; here, what node:tls writes after that (its
+   * close_notify, for a peer that has closed) has nowhere to go and is dropped, as is the end.
+   */
+  private get selfEnded(): boolean {
+    return this.socket.writableEnded || (!this.socket.allowHalfOpen && this.socket.readableEnded);
+  }
   override _write(chunk: Buffer, encoding: BufferEncoding, cb: (err?: Error | null) => void): void {
+    if (this.selfEnded) return cb();
     this.socket.write(chunk, encoding, cb);
   }
   override _final(cb: (err?: Error | null) => void): void {
+    if (this.selfEnded) return cb();
     this.socket.end(cb);
   }
   override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
@@ -41,6 +56,23 @@ export class SmcStream extends Duplex {
       else closeSmc(this.socket);
     }
     cb(err);
+  }
+}
+
+/**
+ * Build a TLS socket on an SmcStream. TLSSocket copies its transport's allowHalfOpen (over TCP:
+ * the net.Socket's, false unless asked for, so a TLS socket ends its side when the peer's end
+ * arrives). An SmcStream is half-open for its own sake, which made every TLS socket over SMC-D
+ * half-open: a server's end() left the client's side open and the server waiting for ever, so
+ * a series of connections to one server hung after the first. While the TLS socket is built,
+ * the stream reports the allowHalfOpen the TCP transport would have had.
+ */
+function asTransport<T>(stream: SmcStream, allowHalfOpen: boolean, build: () => T): T {
+  stream.allowHalfOpen = allowHalfOpen;
+  try {
+    return build();
+  } finally {
+    stream.allowHalfOpen = true;
   }
 }
 
@@ -116,6 +148,7 @@ const plain = tls.connect as (...a: unknown[]) => tls.TLSSocket;
 export function connectTls(smcOpts: ResolvedSmcOptions, ...args: unknown[]): tls.TLSSocket {
   const [opts, cb] = normalizeConnectArgs(args);
   const o = opts as tls.ConnectionOptions;
+  if (o.socket) return overGivenSocket(o, cb, args);
   if (!smcOpts.enabled || !smcDestination(o)) return plain(...args);
   hookTls();
   const sock = Socket.adoptClient(new net.Socket({ allowHalfOpen: true }), smcOpts);
@@ -124,11 +157,44 @@ export function connectTls(smcOpts: ResolvedSmcOptions, ...args: unknown[]): tls
   sock.connect({ port: Number(o.port), host, ...(localAddress ? { localAddress } : {}), ...(family ? { family } : {}) });
   if (o.timeout) sock.setTimeout(o.timeout);
   const servername = o.servername ?? (net.isIP(host) ? undefined : host);
-  const t = plain({ ...o, socket: new SmcStream(sock), ...(servername ? { servername } : {}) }, ...(cb ? [cb] : []));
-  // The TLS socket learns of the TCP connection only through its stream: relay 'connect'
-  // (http's agent and timeouts wait for it) once the TCP socket is connected.
+  const stream = new SmcStream(sock);
+  const t = asTransport(stream, Boolean((o as { allowHalfOpen?: boolean }).allowHalfOpen),
+    () => plain({ ...o, socket: stream, ...(servername ? { servername } : {}) }, ...(cb ? [cb] : [])));
+  relayConnect(sock, t);
+  return t;
+}
+
+/**
+ * The TLS socket learns of the TCP connection only through its stream: relay 'connect' (http's
+ * agent and timeouts wait for it) once the TCP socket is connected, as node:tls does for a
+ * net.Socket it wraps.
+ */
+function relayConnect(sock: net.Socket, t: tls.TLSSocket): void {
+  if (!sock.connecting) return;
   sock.once('connect', () => { (t as unknown as { connecting: boolean }).connecting = false; t.emit('connect'); });
   (t as unknown as { connecting: boolean }).connecting = true;
+}
+
+/**
+ * tls.connect({ socket }): TLS over the very connection the application hands in, as node:tls
+ * does. node:tls would wrap that socket's TCP handle in C++ and read and write the TCP stream
+ * itself, around softrdma: over an SMC client socket (every net.Socket under the preload) the
+ * TLS records would bypass an SMC-D connection, and the SMC handshake bytes of one still
+ * negotiating (the server's Accept) would reach OpenSSL while the ClientHello reached a server
+ * waiting for the Confirm ("SMC handshake out of sync"). So unless the socket has settled on
+ * TCP for good, TLS runs on it through an SmcStream, which carries whatever the socket settles
+ * on (its writes are held while it negotiates, and its 'data' is the application's bytes only).
+ */
+function overGivenSocket(o: tls.ConnectionOptions, cb: (() => void) | undefined, args: unknown[]): tls.TLSSocket {
+  const sock = o.socket;
+  const st = sock instanceof net.Socket && kSmc in sock ? smcState(sock) : undefined;
+  // A plain socket, or one on TCP with no late CLC message to strip: node:tls's own path.
+  if (!st || st.phase === 'closed' || (st.phase === 'tcp' && !st.stripClc) || sock!.destroyed) return plain(...args);
+  hookTls();
+  const smcSock = sock as Socket;
+  const stream = new SmcStream(smcSock);
+  const t = asTransport(stream, smcSock.allowHalfOpen, () => plain({ ...o, socket: stream }, ...(cb ? [cb] : [])));
+  relayConnect(smcSock, t);
   return t;
 }
 
@@ -140,8 +206,11 @@ export function connectTls(smcOpts: ResolvedSmcOptions, ...args: unknown[]): tls
 export function deferTlsConnection(server: tls.Server, emit: (...a: unknown[]) => boolean, sock: Socket): void {
   hookTls();
   const hand = () => {
-    const info = getSmcInfo(sock);
-    emit.call(server, 'connection', info.mode === 'SMCD' ? new SmcStream(sock) : sock);
+    if (getSmcInfo(sock).mode !== 'SMCD') return emit.call(server, 'connection', sock);
+    // node:tls's connection listener builds the TLS socket at once: not half-open unless the
+    // server is (the accepted socket's allowHalfOpen is the server's).
+    const stream = new SmcStream(sock);
+    return asTransport(stream, sock.allowHalfOpen, () => emit.call(server, 'connection', stream));
   };
   // On a fallback the bytes that told the server so are pushed back into the socket right
   // after the 'smc' event; node:tls reads them when it starts, on the next tick.

@@ -1,0 +1,100 @@
+// node:tls scenarios for the TLS parity tests (test/smc/tls-parity.test.ts), run with and
+// without the auto preload: each prints one JSON line of what the application saw, which must
+// be the same both ways, and the process must end by itself.
+//   tls-parity-peer series | client-ends-first | given-connected | given-connecting
+
+import fs from 'node:fs';
+import net from 'node:net';
+import tls from 'node:tls';
+import { fileURLToPath } from 'node:url';
+import { getSmcInfo } from '../../src/smc/index.js';
+
+const FIXTURES = fileURLToPath(new URL('../../../test/fixtures/', import.meta.url));
+const key = fs.readFileSync(`${FIXTURES}tls-key.pem`);
+const cert = fs.readFileSync(`${FIXTURES}tls-cert.pem`);
+
+function server(onSecure: (c: tls.TLSSocket) => void): Promise<{ server: tls.Server; port: number }> {
+  const s = tls.createServer({ key, cert }, onSecure);
+  return new Promise((resolve) => s.listen(0, '127.0.0.1', () => resolve({ server: s, port: (s.address() as net.AddressInfo).port })));
+}
+
+function closed(s: net.Socket): Promise<void> {
+  return new Promise((resolve) => { if (s.closed) resolve(); else s.once('close', () => resolve()); });
+}
+
+/** What a client saw until its socket closed: data, end, close, errors. */
+function watch(c: tls.TLSSocket): { events: string[]; done: Promise<void> } {
+  const events: string[] = [];
+  let data = '';
+  c.on('secureConnect', () => events.push('secureConnect'));
+  c.on('data', (d: Buffer) => { data += d.toString(); });
+  c.on('end', () => events.push(`end(${data})`));
+  c.on('error', (e: NodeJS.ErrnoException) => events.push(`error(${e.code})`));
+  return { events, done: closed(c).then(() => { events.push('close'); }) };
+}
+
+const modes: string[] = [];
+const mode = (t: net.Socket) => { modes.push(getSmcInfo(t).mode); };
+
+async function series(): Promise<unknown> {
+  // Connections one after another to one server, which ends each at once: each must close
+  // (the client ends its side when the server's end arrives, as allowHalfOpen is false).
+  const serverSaw: boolean[] = [];
+  const { server: s, port } = await server((c) => { serverSaw.push(c.allowHalfOpen); mode(c); c.end('hello'); });
+  const results = [];
+  for (let i = 0; i < 3; i++) {
+    const c = tls.connect({ port, host: '127.0.0.1', rejectUnauthorized: false }, () => mode(c));
+    const w = watch(c);
+    await w.done;
+    results.push({ allowHalfOpen: c.allowHalfOpen, events: w.events });
+  }
+  await new Promise((resolve) => s.close(resolve));
+  return { results, serverAllowHalfOpen: serverSaw };
+}
+
+async function clientEndsFirst(): Promise<unknown> {
+  // The client ends; the server (allowHalfOpen false) must end in turn, and both close.
+  const serverEvents: string[] = [];
+  let serverClosed!: Promise<void>;
+  const { server: s, port } = await server((c) => {
+    c.on('end', () => serverEvents.push('end'));
+    c.on('data', () => serverEvents.push('data'));
+    serverClosed = closed(c).then(() => { serverEvents.push('close'); });
+  });
+  const c = tls.connect({ port, host: '127.0.0.1', rejectUnauthorized: false }, () => { mode(c); c.end('bye'); });
+  const w = watch(c);
+  await w.done;
+  await serverClosed;
+  await new Promise((resolve) => s.close(resolve));
+  return { client: w.events, server: serverEvents };
+}
+
+async function givenSocket(connected: boolean): Promise<unknown> {
+  // tls.connect({ socket }) over a net.Socket the application connected (or is connecting):
+  // TLS runs over that very connection.
+  const { server: s, port } = await server((c) => c.end('Hello'));
+  const tcp = net.connect(port, '127.0.0.1');
+  if (connected) await new Promise((resolve) => tcp.once('connect', resolve));
+  const c = tls.connect({ socket: tcp, rejectUnauthorized: false }, () => mode(c));
+  const w = watch(c);
+  await w.done;
+  await closed(tcp);
+  await new Promise((resolve) => s.close(resolve));
+  return { client: w.events, tcpDestroyed: tcp.destroyed };
+}
+
+const scenarios: Record<string, () => Promise<unknown>> = {
+  series,
+  'client-ends-first': clientEndsFirst,
+  'given-connected': () => givenSocket(true),
+  'given-connecting': () => givenSocket(false),
+};
+
+const name = process.argv[2] ?? '';
+const run = scenarios[name];
+if (!run) {
+  console.error(`usage: tls-parity-peer ${Object.keys(scenarios).join(' | ')}`);
+  process.exit(2);
+}
+const result = await run();
+console.log(JSON.stringify({ result, modes }));
