@@ -10,15 +10,21 @@
 // - RemoteDmb.write(offset, bytes) and signal(): a memcpy into the peer's memory, and a
 //   doorbell: a 4-byte DMB index sent over a Unix socket between the two devices, but only
 //   when the owner has armed the DMB (it is about to sleep). While traffic flows, owners
-//   poll and writers never make a system call.
+//   poll and writers never make a system call. The doorbell socket is a file in the owner-only
+//   runtime directory (not an abstract name, which any user could connect to), so only this
+//   user's processes can connect; its connections are capped (maxDoorbellConnections, excess
+//   closed at once and counted).
+// - Proposals: a device has a secret key, kept in its owner-only registry entry. A client's
+//   Proposal carries an HMAC with it over the TCP connection (proposalProof), which a server
+//   checks against the entry of the GID the Proposal names (verifyProposal) before it
+//   allocates anything; see src/smc/peer-proof.ts.
 
 import { EventEmitter } from 'node:events';
-import { randomBytes } from 'node:crypto';
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
-import path from 'node:path';
 import { F_SEAL_GROW, F_SEAL_SHRINK, mapShared, memfdCreate, sealSize, seals, unmap, type Mapping } from './libc.js';
-import { isAlive, netNamespace, readEntry, removeEntry, restoreEntry, selfStartTime, subdir, writeEntry } from './runtime-dir.js';
+import { entryPath, liveness, netNamespace, readEntry, removeEntry, restoreEntry, selfStamp, subdir, writeEntry } from './runtime-dir.js';
 
 const PAGE_MAGIC = 0x314d5349; // 'ISM1'
 const PAGE_HEADER = 64;
@@ -30,6 +36,13 @@ const TOMBSTONE = 1n;
 export const VIRTUAL_CHID = 0xffff;
 /** How long an idle peer device stays mapped and connected, so short connections reuse it. */
 const PEER_LINGER_MS = 10_000;
+/**
+ * Doorbell connections a device accepts at once: one per peer device that rang it within the
+ * last PEER_LINGER_MS, so this is a bound on concurrent peer processes; more are closed at once.
+ */
+const DEFAULT_MAX_DOORBELL_CONNECTIONS = 4096;
+/** Bytes of HMAC-SHA256 a Proposal carries. */
+export const PROOF_LEN = 16;
 
 export class IsmError extends Error {
   constructor(readonly code: string, message: string) {
@@ -43,9 +56,15 @@ interface DeviceEntry {
   chid: number;
   pid: number;
   start: string;
+  /** The writer's pid namespace: only processes in the same one can judge its pid (or reach its fds). */
+  pidns?: string;
   netns: string;
   pageFd: number;
   slots: number;
+  /** The doorbell socket's file name in the ism directory. */
+  bell?: string;
+  /** The Proposal key (hex), readable only by this user (see verifyProposal). */
+  key?: string;
 }
 
 function hex64(v: bigint): string {
@@ -104,6 +123,8 @@ class SlotTable {
 export class Dmb {
   /** Called (on the event loop) when the peer rang the doorbell for this DMB. */
   onSignal: (() => void) | undefined;
+  /** @internal Called once when the DMB is unregistered (the DMB pool's per-peer count). */
+  onRelease: (() => void) | undefined;
   bytes: Uint8Array;
   private closed = false;
   constructor(
@@ -128,6 +149,9 @@ export class Dmb {
     this.onSignal = undefined;
     unmap(this.mapping);
     fs.closeSync(this.fd);
+    const released = this.onRelease;
+    this.onRelease = undefined;
+    released?.();
   }
 }
 
@@ -244,7 +268,13 @@ class PeerDevice {
     this.sock!.write(b);
   }
   private connect(): void {
-    const s = net.connect(doorbellPath(this.gid));
+    let where: string;
+    try {
+      where = entryPath('ism', this.entry.bell!);
+    } catch {
+      return; // no runtime directory now: nothing rings; the next ring tries again
+    }
+    const s = net.connect(where);
     this.sock = s;
     s.setNoDelay(true);
     s.unref();
@@ -272,13 +302,8 @@ class PeerDevice {
 }
 
 /** The registry entry that announces a device to the other processes of the user. */
-function deviceEntryFile(gid: bigint): string {
-  return path.join(subdir('ism'), `${hex64(gid)}.json`);
-}
-
-function doorbellPath(gid: bigint): string {
-  // Abstract Unix socket: nothing in the file system to leave behind.
-  return `\0softrdma-ism-${hex64(gid)}`;
+function deviceEntryName(gid: bigint): string {
+  return `${hex64(gid)}.json`;
 }
 
 export interface IsmStats {
@@ -289,6 +314,10 @@ export interface IsmStats {
   signalsSent: number;
   signalsReceived: number;
   badSignals: number;
+  /** Doorbell connections closed at once because maxDoorbellConnections were open. */
+  doorbellRefused: number;
+  /** Proposals whose GID this device could not verify (no live entry, or a wrong proof). */
+  proposalsRefused: number;
 }
 
 export interface IsmDeviceInfo {
@@ -300,65 +329,148 @@ export interface IsmDeviceInfo {
   stats: IsmStats;
 }
 
+export interface IsmOpenOptions {
+  /** DMB slots in the token table (default 8192). */
+  slots?: number;
+  /** Doorbell connections accepted at once (default 4096); more are closed at once and counted. */
+  maxDoorbellConnections?: number;
+}
+
 export class IsmDevice extends EventEmitter {
   readonly gid: bigint;
   readonly chid = VIRTUAL_CHID;
   /** @internal */ readonly table: SlotTable;
-  readonly stats: IsmStats = { dmbsRegistered: 0, dmbsAttached: 0, attachReused: 0, signalsSent: 0, signalsReceived: 0, badSignals: 0 };
+  readonly stats: IsmStats = {
+    dmbsRegistered: 0, dmbsAttached: 0, attachReused: 0, signalsSent: 0, signalsReceived: 0, badSignals: 0,
+    doorbellRefused: 0, proposalsRefused: 0,
+  };
   private readonly page: Mapping;
   private readonly pageFd: number;
   private readonly dmbs = new Map<number, Dmb>();
   private readonly peers = new Map<bigint, PeerDevice>();
-  private readonly server: net.Server;
-  private readonly entryFile: string;
+  private server: net.Server;
+  private readonly entryName: string;
   private readonly entry: DeviceEntry;
+  private readonly key: Buffer;
   private entryCheckedAt = 0;
   private closed = false;
   private readonly onExit = () => this.close();
 
-  private constructor(slots: number) {
+  private constructor(slots: number, private readonly maxDoorbell: number) {
     super();
     this.gid = randomToken();
-    const size = PAGE_HEADER + slots * SLOT_SIZE;
-    ({ fd: this.pageFd, mapping: this.page } = createSealedMemfd(`softrdma-ism-${hex64(this.gid)}`, size));
-    const hdr = new DataView(this.page.buffer);
-    hdr.setUint32(0, PAGE_MAGIC, true);
-    hdr.setUint32(4, slots, true);
-    hdr.setUint32(8, process.pid, true);
-    hdr.setBigUint64(16, this.gid, true);
+    this.key = randomBytes(32);
+    this.entryName = deviceEntryName(this.gid);
+    const bell = `${hex64(randomToken())}.sock`;
+    // The runtime directory first: if it is refused, nothing is made (and nothing can leak).
+    subdir('ism');
+    // Whatever is made below is released again if a later step fails.
+    let memfd: { fd: number; mapping: Mapping } | undefined;
+    let server: net.Server | undefined;
+    try {
+      memfd = createSealedMemfd(`softrdma-ism-${hex64(this.gid)}`, PAGE_HEADER + slots * SLOT_SIZE);
+      const hdr = new DataView(memfd.mapping.buffer);
+      hdr.setUint32(0, PAGE_MAGIC, true);
+      hdr.setUint32(4, slots, true);
+      hdr.setUint32(8, process.pid, true);
+      hdr.setBigUint64(16, this.gid, true);
+      server = this.listenDoorbell(bell);
+      this.entry = {
+        gid: hex64(this.gid), chid: this.chid, ...selfStamp(), netns: netNamespace(),
+        pageFd: memfd.fd, slots, bell, key: this.key.toString('hex'),
+      };
+      writeEntry('ism', this.entryName, this.entry);
+    } catch (err) {
+      server?.close();
+      if (memfd) {
+        unmap(memfd.mapping);
+        fs.closeSync(memfd.fd);
+      }
+      throw err;
+    }
+    this.pageFd = memfd.fd;
+    this.page = memfd.mapping;
     this.table = new SlotTable(this.page.buffer, slots);
-
-    this.server = net.createServer((s) => this.onDoorbellConnection(s));
-    this.server.on('error', (e) => this.emit('error', e));
-    this.server.listen(doorbellPath(this.gid));
-    this.server.unref();
-
-    this.entryFile = deviceEntryFile(this.gid);
-    this.entry = {
-      gid: hex64(this.gid), chid: this.chid, pid: process.pid, start: selfStartTime(), netns: netNamespace(),
-      pageFd: this.pageFd, slots,
-    };
-    writeEntry(this.entryFile, this.entry);
+    this.server = server;
     this.entryCheckedAt = performance.now();
     process.once('exit', this.onExit);
   }
 
+  /** Listen for doorbell connections at ism/<bell> in the runtime directory; throws if that fails. */
+  private listenDoorbell(bell: string): net.Server {
+    const server = net.createServer((s) => this.onDoorbellConnection(s));
+    // A listen error is also emitted (on the next tick): reported to the device's own
+    // 'error' listeners, if any, and never thrown from a timer.
+    server.on('error', (e) => { if (this.listenerCount('error') > 0) this.emit('error', e); });
+    server.on('drop', () => { this.stats.doorbellRefused++; });
+    server.maxConnections = this.maxDoorbell;
+    server.listen(entryPath('ism', bell)); // binds at once; a failure leaves it not listening
+    if (!server.listening) {
+      server.close();
+      throw new IsmError('EADDRNOTAVAIL', `cannot listen for doorbell connections at ${bell}`);
+    }
+    server.unref();
+    return server;
+  }
+
   /**
-   * Peers find this device through its registry entry. If the runtime directory was removed
-   * under us (a tmp cleaner), write the entry again, or every handshake from now on would
-   * fall back to TCP. Checked at most once a second.
+   * Peers find this device through its registry entry and its doorbell socket. If the runtime
+   * directory was removed under us (a tmp cleaner), make both again, or every handshake from
+   * now on would fall back to TCP. Checked at most once a second.
    */
   ensureRegistered(): void {
     const now = performance.now();
     if (this.closed || now - this.entryCheckedAt < 1000) return;
     this.entryCheckedAt = now;
-    restoreEntry(this.entryFile, this.entry);
+    restoreEntry('ism', this.entryName, this.entry);
+    if (!fs.existsSync(entryPath('ism', this.entry.bell!))) {
+      // Connected peers keep their doorbell connections; new ones need the file.
+      const old = this.server;
+      this.server = this.listenDoorbell(this.entry.bell!);
+      old.close();
+    }
   }
 
-  static open(opts: { slots?: number } = {}): IsmDevice {
+  static open(opts: IsmOpenOptions = {}): IsmDevice {
     const slots = opts.slots ?? DEFAULT_SLOTS;
     if (!Number.isInteger(slots) || slots < 1 || slots > 1 << 20) throw new IsmError('EINVAL', `slots must be 1..2^20, got ${slots}`);
-    return new IsmDevice(slots);
+    const max = opts.maxDoorbellConnections ?? DEFAULT_MAX_DOORBELL_CONNECTIONS;
+    if (!Number.isInteger(max) || max < 1) throw new IsmError('EINVAL', `maxDoorbellConnections must be a positive integer, got ${max}`);
+    return new IsmDevice(slots, max);
+  }
+
+  /** @internal Open doorbell connections (peers that rang this device recently). */
+  doorbellConnections(): Promise<number> {
+    return new Promise((resolve, reject) => this.server.getConnections((err, n) => (err ? reject(err) : resolve(n))));
+  }
+
+  /**
+   * The proof a Proposal from this device carries for one TCP connection: HMAC-SHA256 with
+   * this device's key over the GID and the connection (see src/smc/peer-proof.ts), first
+   * PROOF_LEN bytes.
+   */
+  proposalProof(connection: string): Buffer {
+    return proof(this.key, this.gid, connection);
+  }
+
+  /**
+   * Does a Proposal naming gid come from that device? True only if gid's registry entry (a
+   * file of this user, in this user's owner-only directory) is of a live process in this
+   * network and pid namespace, and the Proposal's proof is the HMAC with that entry's key over
+   * this connection. Counted when not.
+   */
+  verifyProposal(gid: bigint, connection: string, given: Uint8Array | undefined): boolean {
+    const e = this.peers.get(gid)?.entry ?? this.liveEntry(gid);
+    const ok = !!e && typeof e.key === 'string' && e.key.length === 64 && given !== undefined && given.length === PROOF_LEN
+      && timingSafeEqual(proof(Buffer.from(e.key, 'hex'), gid, connection), given);
+    if (!ok) this.stats.proposalsRefused++;
+    return ok;
+  }
+
+  /** gid's registry entry, if it is of a live process this one can reach (same namespaces). */
+  private liveEntry(gid: bigint): DeviceEntry | undefined {
+    const e = readEntry<DeviceEntry>(entryPath('ism', deviceEntryName(gid)));
+    return e && e.gid === hex64(gid) && e.netns === netNamespace() && liveness(e) === true ? e : undefined;
   }
 
   query(): IsmDeviceInfo {
@@ -403,13 +515,11 @@ export class IsmDevice extends EventEmitter {
   }
 
   /**
-   * Is there a live device with this GID on this host (same user, same network namespace)?
-   * A peer already mapped is answered from memory; its death shows on the connection.
+   * Is there a live device with this GID on this host (same user, same network and pid
+   * namespace)? A peer already mapped is answered from memory; its death shows on the connection.
    */
   reachable(gid: bigint): boolean {
-    if (this.peers.has(gid)) return true;
-    const e = readEntry<DeviceEntry>(deviceEntryFile(gid));
-    return !!e && e.netns === netNamespace() && isAlive(e.pid, e.start);
+    return this.peers.has(gid) || this.liveEntry(gid) !== undefined;
   }
 
   /** @internal */
@@ -420,14 +530,23 @@ export class IsmDevice extends EventEmitter {
   private peerDevice(gid: bigint): PeerDevice {
     const known = this.peers.get(gid);
     if (known) return known;
-    const file = deviceEntryFile(gid);
+    let file: string;
+    try {
+      file = entryPath('ism', deviceEntryName(gid));
+    } catch (err) {
+      throw new IsmError('ENODEV', `no ism device ${hex64(gid)} reachable: ${(err as Error).message}`);
+    }
     const e = readEntry<DeviceEntry>(file);
     if (!e || e.gid !== hex64(gid)) throw new IsmError('ENODEV', `no ism device ${hex64(gid)} on this host`);
     if (e.netns !== netNamespace()) throw new IsmError('ENODEV', `ism device ${hex64(gid)} is in another network namespace`);
-    if (!isAlive(e.pid, e.start)) {
+    const alive = liveness(e);
+    // Only a process that can judge the pid (same pid namespace) may remove the entry.
+    if (alive === undefined) throw new IsmError('ENODEV', `ism device ${hex64(gid)} is in another pid namespace`);
+    if (!alive) {
       removeEntry(file);
       throw new IsmError('ENODEV', `ism device ${hex64(gid)} is gone (pid ${e.pid} exited)`);
     }
+    if (typeof e.bell !== 'string') throw new IsmError('ENODEV', `ism device ${hex64(gid)} has no doorbell`);
     const size = PAGE_HEADER + e.slots * SLOT_SIZE;
     const page = mapPeerMemfd(e.pid, e.pageFd, `softrdma-ism-${hex64(gid)}`, size);
     const hdr = new DataView(page.buffer);
@@ -466,10 +585,14 @@ export class IsmDevice extends EventEmitter {
     for (const d of this.dmbs.values()) d.release();
     this.dmbs.clear();
     this.server.close();
-    removeEntry(this.entryFile);
+    try { removeEntry(entryPath('ism', this.entryName)); } catch { /* no runtime directory: no entry either */ }
     unmap(this.page);
     fs.closeSync(this.pageFd);
   }
+}
+
+function proof(key: Buffer, gid: bigint, connection: string): Buffer {
+  return createHmac('sha256', key).update(`softrdma-smcd-proposal-v1 ${hex64(gid)} ${connection}`).digest().subarray(0, PROOF_LEN);
 }
 
 /** A memfd of `size` bytes, sealed against resizing, and its shared mapping. */
@@ -522,6 +645,11 @@ function openPeerMemfd(pid: number, remoteFd: number, name: string, size: number
 }
 
 let shared: IsmDevice | undefined;
+/** The process's ism device if it was opened (for counters; opens nothing). */
+export function openedIsmDevice(): IsmDevice | undefined {
+  return shared;
+}
+
 /** The process's ism device, opened on first use. */
 export function defaultIsmDevice(): IsmDevice {
   shared ??= IsmDevice.open();

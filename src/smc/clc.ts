@@ -25,6 +25,13 @@ export const CLC_HDR_LEN = 8;
 export const CLC_TRAILER_LEN = 4;
 const PROPOSAL_BASE_LEN = 40; // hdr + id_for_peer + gid + mac + iparea_offset, 4-aligned
 const SMCD_AREA_LEN = 40; // smc_clc_msg_smcd
+/**
+ * softrdma's Proposal proof (src/smc/peer-proof.ts): 16 bytes at offset 24 of the SMC-D area,
+ * inside smc_clc_msg_smcd's trailing reserved[20] (Linux ignores them; Wireshark's dissector
+ * shows the GID of a v1 Proposal and skips the rest of the area, so decoding is unchanged).
+ */
+const SMCD_PROOF_OFF = 24;
+export const SMCD_PROOF_LEN = 16;
 const PREFIX_AREA_LEN = 8;
 const IPV6_PREFIX_LEN = 17;
 const MAX_V6_PREFIXES = 8;
@@ -111,6 +118,8 @@ export interface Proposal {
   subnet: string;
   prefixLength: number;
   ipv6Prefixes: Ipv6Prefix[];
+  /** SMC-D only: softrdma's proof that the sender owns smcdGid's device (zeros if none was sent). */
+  proof?: Buffer;
 }
 
 export interface AcceptConfirm {
@@ -175,6 +184,7 @@ export function encodeProposal(p: Omit<Proposal, 'type'>): Buffer {
   if (smcd) {
     b.writeBigUInt64BE(p.smcdGid, off);
     b.writeUInt16BE(p.chid, off + 8);
+    if (p.proof) p.proof.copy(b, off + SMCD_PROOF_OFF, 0, SMCD_PROOF_LEN);
     off += SMCD_AREA_LEN;
   }
   ipv4Bytes(p.subnet).copy(b, off);
@@ -275,6 +285,7 @@ export function decodeClc(b: Buffer): ClcMessage {
         type: CLC_PROPOSAL, version: h.version, path: h.path, peerId: Buffer.from(b.subarray(8, 16)),
         smcdGid: smcd ? b.readBigUInt64BE(PROPOSAL_BASE_LEN) : 0n,
         chid: smcd ? b.readUInt16BE(PROPOSAL_BASE_LEN + 8) : 0,
+        ...(smcd ? { proof: Buffer.from(b.subarray(PROPOSAL_BASE_LEN + SMCD_PROOF_OFF, PROPOSAL_BASE_LEN + SMCD_PROOF_OFF + SMCD_PROOF_LEN)) } : {}),
         subnet: [...b.subarray(pfx, pfx + 4)].join('.'), prefixLength: b[pfx + 4]!, ipv6Prefixes,
       };
     }

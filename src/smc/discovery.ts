@@ -3,16 +3,16 @@
 // listening socket, naming the pid (and its start time), network namespace, address and
 // port. A client proposes SMC only to a destination that is local and matches a live entry,
 // so a peer not known to speak SMC never receives a byte the application did not write.
+// Entries are read only from the checked, owner-only runtime directory, and only if they are
+// files of this user (src/ism/runtime-dir.ts). An entry whose process this process cannot
+// judge (another pid namespace, e.g. a container sharing /tmp) is neither used nor removed.
 
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
-import path from 'node:path';
-import { isAlive, keepPresent, listEntries, netNamespace, readEntry, removeEntry, restoreEntry, selfStartTime, subdir, writeEntry } from '../ism/runtime-dir.js';
+import { entryPath, keepPresent, listEntries, liveness, netNamespace, readEntry, removeEntry, restoreEntry, selfStamp, subdir, writeEntry, type ProcessStamp } from '../ism/runtime-dir.js';
 
-interface ListenerEntry {
-  pid: number;
-  start: string;
+interface ListenerEntry extends ProcessStamp {
   netns: string;
   address: string;
   port: number;
@@ -20,22 +20,33 @@ interface ListenerEntry {
 
 let serial = 0;
 
+/** Live registrations: one shared exit hook removes all their entries (not a hook each). */
+const live = new Set<ListenerRegistration>();
+function removeAllAtExit(): void {
+  for (const r of live) r.remove();
+}
+
 export class ListenerRegistration {
-  private readonly file: string;
-  private readonly onExit = () => this.remove();
+  private readonly name: string;
   private readonly stopKeeping: () => void;
+  private removed = false;
   constructor(address: string, port: number) {
-    this.file = path.join(subdir('listeners'), `${port}.${process.pid}.${++serial}.json`);
-    const e: ListenerEntry = { pid: process.pid, start: selfStartTime(), netns: netNamespace(), address, port };
-    writeEntry(this.file, e);
-    process.once('exit', this.onExit);
+    this.name = `${port}.${process.pid}.${++serial}.json`;
+    const e: ListenerEntry = { ...selfStamp(), netns: netNamespace(), address, port };
+    writeEntry('listeners', this.name, e);
+    if (live.size === 0) process.on('exit', removeAllAtExit);
+    live.add(this);
     // Without its entry no client would propose SMC to this listener again: write it back.
-    this.stopKeeping = keepPresent(() => restoreEntry(this.file, e));
+    this.stopKeeping = keepPresent(() => restoreEntry('listeners', this.name, e));
   }
   remove(): void {
+    if (this.removed) return;
+    this.removed = true;
     this.stopKeeping();
-    process.removeListener('exit', this.onExit);
-    removeEntry(this.file);
+    live.delete(this);
+    if (live.size === 0) process.removeListener('exit', removeAllAtExit);
+    try { removeEntry(entryPath('listeners', this.name)); } catch { /* no runtime directory now: no entry either */ }
+    cache.clear();
   }
 }
 
@@ -101,10 +112,14 @@ function listenersOn(port: number): string[] {
   }
   for (const name of names ?? []) {
     if (!name.startsWith(prefix) || !name.endsWith('.json')) continue;
-    const file = path.join(dir, name);
+    const file = `${dir}/${name}`;
     const e = readEntry<ListenerEntry>(file);
     if (!e || e.port !== port) continue;
-    if (!isAlive(e.pid, e.start)) { removeEntry(file); continue; }
+    const alive = liveness(e);
+    if (alive === false) { removeEntry(file); continue; }
+    // Another pid namespace: its pid means nothing here, so it is not judged (nor removed),
+    // and not proposed to (SMC-D reaches a peer's memory through /proc/<pid>, which needs it).
+    if (alive === undefined) continue;
     if (e.netns === netNamespace()) addresses.push(e.address);
   }
   cache.set(port, { at: now, addresses });

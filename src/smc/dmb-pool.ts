@@ -9,8 +9,13 @@
 // it, so those are unregistered when the pool goes idle). The CDC area is zeroed before the
 // DMB is handed out again; the data area is not, as only the same two processes, which both
 // saw those bytes, can read it.
+//
+// One peer device holds at most maxDmbsPerPeer() DMBs of ours at a time (in use, or waiting
+// for its final CDC): a peer cannot take every slot of the device and push everyone else's
+// connections to TCP. Over the limit takeDmb fails, and the handshake declines with
+// SMC_CLC_DECL_MAX_DMB, Linux's "SMC-D DMB limit exceeded".
 
-import type { Dmb, IsmDevice } from '../ism/device.js';
+import { IsmError, type Dmb, type IsmDevice } from '../ism/device.js';
 import { CdcArea, CONN_ABORT, CONN_CLOSED, SMCD_CDC_LEN, unpackCursor } from './cdc.js';
 
 /** Free DMBs kept per peer and size, and in bytes over all pools; more are unregistered. */
@@ -20,6 +25,37 @@ const MAX_FREE_BYTES = 64 * 1024 * 1024;
 const MAX_DRAINING = 256;
 /** A pool not used for this long gives all its DMBs back to the device. */
 const IDLE_MS = 10_000;
+/** DMBs one peer device may hold at once, unless SOFTRDMA_SMC_MAX_DMBS_PER_PEER says otherwise. */
+const DEFAULT_MAX_PER_PEER = 1024;
+let maxPerPeer = Number(process.env.SOFTRDMA_SMC_MAX_DMBS_PER_PEER) > 0 ? Math.floor(Number(process.env.SOFTRDMA_SMC_MAX_DMBS_PER_PEER)) : DEFAULT_MAX_PER_PEER;
+
+export function maxDmbsPerPeer(): number {
+  return maxPerPeer;
+}
+
+/** @internal (tests) */
+export function setMaxDmbsPerPeer(n: number): void {
+  maxPerPeer = n;
+}
+
+/** DMBs handed out per device and peer and not yet back on a free list (or unregistered). */
+const held = new Map<string, number>();
+let refusedCount = 0;
+
+function peerKey(device: IsmDevice, peerGid: bigint): string {
+  return `${device.gid}:${peerGid}`;
+}
+
+function hold(dmb: Dmb, k: string): void {
+  held.set(k, (held.get(k) ?? 0) + 1);
+  dmb.onRelease = () => unhold(k);
+}
+
+function unhold(k: string): void {
+  const n = (held.get(k) ?? 1) - 1;
+  if (n > 0) held.set(k, n);
+  else held.delete(k);
+}
 
 interface Pool {
   device: IsmDevice;
@@ -46,6 +82,15 @@ export function peerLetGo(dmb: Dmb): boolean {
 
 /** A DMB of this size for a connection with peerGid: a reused one when the pool has one. */
 export function takeDmb(device: IsmDevice, peerGid: bigint, size: number): Dmb {
+  const k = peerKey(device, peerGid);
+  if ((held.get(k) ?? 0) >= maxPerPeer) {
+    // Some may only wait for the peer's final CDC, which may have come meanwhile.
+    for (const [pk, p] of pools) if (p.device === device && pk.startsWith(`${k}:`)) promote(p);
+  }
+  if ((held.get(k) ?? 0) >= maxPerPeer) {
+    refusedCount++;
+    throw new IsmError('EDQUOT', `peer ${peerGid.toString(16)} holds ${maxPerPeer} DMBs already`);
+  }
   const p = pools.get(key(device, peerGid, size));
   if (p) {
     p.lastUsed = Date.now();
@@ -57,10 +102,13 @@ export function takeDmb(device: IsmDevice, peerGid: bigint, size: number): Dmb {
       if (d.isClosed) continue; // the device closed under the pool
       d.bytes.fill(0, 0, SMCD_CDC_LEN);
       reuseCount++;
+      hold(d, k);
       return d;
     }
   }
-  return device.registerDmb(size);
+  const d = device.registerDmb(size);
+  hold(d, k);
+  return d;
 }
 
 /**
@@ -99,6 +147,10 @@ function promote(p: Pool): void {
 
 /** Keep d on top of the free list; over the limits, the oldest free DMBs go, not d. */
 function keepOrFree(p: Pool, d: Dmb): void {
+  // Free again: no longer held by the peer.
+  const released = d.onRelease;
+  d.onRelease = undefined;
+  released?.();
   p.free.push(d);
   freeBytes += d.size;
   while (p.free.length > MAX_FREE || (freeBytes > MAX_FREE_BYTES && p.free.length > 1)) {
@@ -122,10 +174,15 @@ function sweep(): void {
   }
 }
 
-/** For stats and tests: DMBs held by pools, and how many times one was reused. */
-export function poolStats(): { free: number; draining: number; reused: number } {
+/** For stats and tests: DMBs held by pools, how many times one was reused, and how many were refused over the per-peer limit. */
+export function poolStats(): { free: number; draining: number; reused: number; refusedOverPeerLimit: number } {
   let free = 0;
   let draining = 0;
   for (const p of pools.values()) { free += p.free.length; draining += p.draining.length; }
-  return { free, draining, reused: reuseCount };
+  return { free, draining, reused: reuseCount, refusedOverPeerLimit: refusedCount };
+}
+
+/** For tests: DMBs of ours that this peer device holds now. */
+export function heldByPeer(device: IsmDevice, peerGid: bigint): number {
+  return held.get(peerKey(device, peerGid)) ?? 0;
 }

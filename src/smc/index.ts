@@ -26,7 +26,7 @@ export function connectTls(options: tls.ConnectionOptions & SmcSocketOptions, se
 }
 export { setSmcPolicy, type SmcPolicy, type SmcPolicyInfo } from './policy.js';
 export { DECLINE, declineName } from './clc.js';
-export { smcTotals, type SmcTotals } from './status.js';
+export { smcTotals, smcRefusals, type SmcTotals, type SmcRefusals } from './status.js';
 export { isIP, isIPv4, isIPv6, BlockList, SocketAddress } from 'node:net';
 
 export function createServer(options?: ServerOptions | ((socket: Socket) => void), listener?: (socket: Socket) => void): Server {

@@ -43,6 +43,15 @@ export function enableSmcOnServer(server: net.Server, opts: ResolvedSmcOptions):
       }
     }
   });
+  // The entry goes when the listening socket closes, i.e. in close() itself: the 'close'
+  // event waits for every connection to end, and meanwhile another process may take the
+  // port, and SMC clients would send it a Proposal.
+  const close = server.close;
+  server.close = function (this: net.Server): net.Server {
+    state.registration?.remove();
+    state.registration = undefined;
+    return close.apply(this, arguments as unknown as Parameters<typeof close>);
+  } as typeof server.close;
   server.on('close', () => {
     state.registration?.remove();
     state.registration = undefined;

@@ -9,7 +9,9 @@ import net from 'node:net';
 import path from 'node:path';
 import util from 'node:util';
 import { threadId } from 'node:worker_threads';
-import { forgetDirectories, keepPresent, removeEntry, subdir } from '../ism/runtime-dir.js';
+import { openedIsmDevice } from '../ism/device.js';
+import { forgetDirectories, keepPresent, removeEntry, runtimeDirRefusals, subdir, type RefusalKind } from '../ism/runtime-dir.js';
+import { poolStats } from './dmb-pool.js';
 import { declineName } from './clc.js';
 import { getSmcInfo, smcState } from './socket.js';
 
@@ -74,6 +76,28 @@ export function countSettled(mode: 'SMCD' | 'TCP' | 'failed', reason?: number, c
 
 export function smcTotals(): SmcTotals {
   return { ...totals, fallbackReasons: { ...totals.fallbackReasons } };
+}
+
+/** What this process refused to trust, since it started (README, "Security"). */
+export interface SmcRefusals {
+  /** Failed checks of the runtime directory, its subdirectories and entries, by kind. */
+  runtimeDir: Partial<Record<RefusalKind, number>>;
+  /** Proposals declined because their GID could not be verified (no live entry, wrong proof). */
+  proposals: number;
+  /** Handshakes declined because the peer device held its limit of our DMBs. */
+  dmbsOverPeerLimit: number;
+  /** Doorbell connections closed at once, over the device's cap. */
+  doorbellConnections: number;
+}
+
+export function smcRefusals(): SmcRefusals {
+  const dev = openedIsmDevice();
+  return {
+    runtimeDir: runtimeDirRefusals(),
+    proposals: dev?.stats.proposalsRefused ?? 0,
+    dmbsOverPeerLimit: poolStats().refusedOverPeerLimit,
+    doorbellConnections: dev?.stats.doorbellRefused ?? 0,
+  };
 }
 
 export function track(sock: net.Socket): void {
