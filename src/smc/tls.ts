@@ -158,8 +158,18 @@ export function connectTls(smcOpts: ResolvedSmcOptions, ...args: unknown[]): tls
   if (o.timeout) sock.setTimeout(o.timeout);
   const servername = o.servername ?? (net.isIP(host) ? undefined : host);
   const stream = new SmcStream(sock);
-  const t = asTransport(stream, Boolean((o as { allowHalfOpen?: boolean }).allowHalfOpen),
-    () => plain({ ...o, socket: stream, ...(servername ? { servername } : {}) }, ...(cb ? [cb] : [])));
+  let t: tls.TLSSocket;
+  try {
+    t = asTransport(stream, Boolean((o as { allowHalfOpen?: boolean }).allowHalfOpen),
+      () => plain({ ...o, socket: stream, ...(servername ? { servername } : {}) }, ...(cb ? [cb] : [])));
+  } catch (err) {
+    // node:tls refused the options (a bad cipher list, pfx, ...) and throws, as it does before
+    // it connects: the connection begun here must not live on (it kept the process running,
+    // and its 'error' had no listener).
+    stream.destroy();
+    sock.destroy();
+    throw err;
+  }
   relayConnect(sock, t);
   return t;
 }
