@@ -1,7 +1,7 @@
 // node:tls scenarios for the TLS parity tests (test/smc/tls-parity.test.ts), run with and
 // without the auto preload: each prints one JSON line of what the application saw, which must
 // be the same both ways, and the process must end by itself.
-//   tls-parity-peer series | client-ends-first | given-connected | given-connecting
+//   tls-parity-peer series | client-ends-first | given-connected | given-connecting | bad-options
 
 import fs from 'node:fs';
 import net from 'node:net';
@@ -83,7 +83,22 @@ async function givenSocket(connected: boolean): Promise<unknown> {
   return { client: w.events, tcpDestroyed: tcp.destroyed };
 }
 
+async function badOptions(): Promise<unknown> {
+  // node:tls throws on options it cannot use, before it connects anywhere; nothing of the
+  // attempt may live on (an error without a listener, a connection keeping the process up).
+  const { server: s, port } = await server((c) => c.end());
+  let code: string | undefined;
+  try {
+    tls.connect({ port, host: '127.0.0.1', ciphers: 'no-such-cipher' });
+  } catch (e) {
+    code = (e as NodeJS.ErrnoException).code;
+  }
+  await new Promise((resolve) => s.close(resolve));
+  return { code };
+}
+
 const scenarios: Record<string, () => Promise<unknown>> = {
+  'bad-options': badOptions,
   series,
   'client-ends-first': clientEndsFirst,
   'given-connected': () => givenSocket(true),

@@ -49,6 +49,11 @@ describe('node:tls parity under the preload', () => {
     assert.deepEqual(smc.modes, ['SMCD']);
   });
 
+  it('tls.connect with options node:tls rejects throws, and leaves no connection behind', async () => {
+    const smc = await parity('bad-options');
+    assert.deepEqual(smc.result, { code: 'ERR_SSL_NO_CIPHER_MATCH' });
+  });
+
   it('tls.connect({ socket }) over a socket still connecting', async () => {
     const smc = await parity('given-connecting');
     assert.deepEqual(smc.modes, ['SMCD']);
