@@ -182,6 +182,20 @@ export class SmcdConnection {
     return d > 0 ? this.readable + d : this.readable;
   }
 
+  /**
+   * Count everything in the ring as read, without delivering it: the reader is closing while
+   * it was reading everything that came (a flowing stream), and over TCP libuv would have
+   * read these bytes as they arrived.
+   */
+  consumeArrived(): void {
+    if (this.released || this.failed) return;
+    const d = this.unreadNow() - this.readable;
+    if (d > 0) this.peerProduced += d;
+    this.bytesReceived += this.peerProduced - this.consumed;
+    this.consumed = this.peerProduced;
+    this.publish();
+  }
+
   /** Bytes we wrote that the peer has not consumed. */
   get unconsumed(): number {
     return this.produced - this.peerConsumed;

@@ -839,7 +839,12 @@ function teardown(sock: Socket, s: SmcState): void {
     // TCP's close rule, which Linux's smc_close_active applies too: peer_conn_closed (a FIN)
     // when nothing is left unread, peer_conn_abort (a RST) when data is, or when the
     // application asked for a reset. Writes still queued are dropped, as libuv cancels them.
+    // Bytes that reached the ring since the last poll, on a socket that reads all that comes
+    // (flowing, nothing held back), count as read: libuv reads TCP as it arrives, while the
+    // ring is looked at only when polled or signalled. node:tls closes its transport right
+    // after the peer's last record, which would otherwise make its close an abort.
     const reset = (sock as unknown as { resetAndClosing?: boolean }).resetAndClosing === true;
+    if (!reset && sock.readableFlowing === true && conn.readable === 0) conn.consumeArrived();
     if (reset || conn.peerAborted || conn.unreadNow() > 0) conn.abort();
     else conn.closeOrderly();
     forget(conn);
@@ -858,7 +863,9 @@ function teardown(sock: Socket, s: SmcState): void {
     // with ERR_SOCKET_CLOSED_BEFORE_CONNECTION once the socket has closed.
     sock.once('close', () => { for (const cb of waiting) cb?.(closedBeforeConnection()); });
   } else {
-    for (const cb of waiting) cb?.(connReset('socket destroyed'));
+    // As node:net's: a write libuv was still carrying completes without an error when the
+    // socket is destroyed (onWriteComplete on a destroyed stream); nothing is emitted.
+    for (const cb of waiting) cb?.();
   }
   s.phase = 'closed';
   untrack(sock);
