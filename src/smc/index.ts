@@ -6,7 +6,11 @@ import tls from 'node:tls';
 import { normalizeConnectArgs } from './connect-args.js';
 import { Server, type ServerOptions } from './server.js';
 import { getSmcInfo as socketSmcInfo, resolveSmcOptions, Socket, type SmcInfo, type SmcSocketOptions } from './socket.js';
-import { connectTls as tlsOverSmc, tlsSmcInfo } from './tls.js';
+import { connectTls as tlsOverSmc, tlsSmcInfo, SmcStream } from './tls.js';
+import { enableSmcOnServer } from './server.js';
+import { setSmcPolicy } from './policy.js';
+import { DECLINE, declineName } from './clc.js';
+import { smcTotals, smcRefusals } from './status.js';
 
 export { Server, enableSmcOnServer, type ServerOptions } from './server.js';
 export { Socket, type SmcInfo, type SmcMode, type SmcSocketOptions } from './socket.js';
@@ -48,3 +52,35 @@ export function connect(...args: unknown[]): Socket {
 }
 
 export const createConnection = connect;
+
+// The rest of node:net's exports, delegated where SMC changes nothing, so `softrdma/smc`
+// can replace `node:net` in an import (test/smc/exports.test.ts compares the lists).
+export { Socket as Stream } from './socket.js';
+export {
+  getDefaultAutoSelectFamily, setDefaultAutoSelectFamily,
+  getDefaultAutoSelectFamilyAttemptTimeout, setDefaultAutoSelectFamilyAttemptTimeout,
+} from 'node:net';
+const netInternals = net as unknown as Record<string, unknown>;
+/** @internal node:net's, untyped there too */
+export const _createServerHandle = netInternals._createServerHandle;
+/** @internal node:net's, untyped there too */
+export const _normalizeArgs = netInternals._normalizeArgs;
+/** @internal node:net's (Node 20 and 22), untyped there too */
+export const _setSimultaneousAccepts = netInternals._setSimultaneousAccepts;
+/** @internal node:net's (Node 24: a bound socket that can move between threads; no SMC) */
+export const BoundSocket = netInternals.BoundSocket;
+/** @internal node:net's (Node 24) */
+export const _TransferredBoundSocket = netInternals._TransferredBoundSocket;
+
+/** `import net from 'softrdma/smc'`: every export above in one object, as node:net's default export. */
+const smcNet = {
+  connect, createConnection, createServer, Server, Socket, Stream: Socket,
+  getSmcInfo, connectTls, setSmcPolicy, DECLINE, declineName, smcTotals, smcRefusals, enableSmcOnServer, SmcStream,
+  isIP: net.isIP, isIPv4: net.isIPv4, isIPv6: net.isIPv6, BlockList: net.BlockList, SocketAddress: net.SocketAddress,
+  getDefaultAutoSelectFamily: net.getDefaultAutoSelectFamily, setDefaultAutoSelectFamily: net.setDefaultAutoSelectFamily,
+  getDefaultAutoSelectFamilyAttemptTimeout: net.getDefaultAutoSelectFamilyAttemptTimeout,
+  setDefaultAutoSelectFamilyAttemptTimeout: net.setDefaultAutoSelectFamilyAttemptTimeout,
+};
+// node:net's untyped ones are there at run time, not in the types (as in @types/node).
+Object.assign(smcNet, { _createServerHandle, _normalizeArgs, _setSimultaneousAccepts, BoundSocket, _TransferredBoundSocket });
+export default smcNet;
