@@ -95,21 +95,31 @@ function checkGid(attr: Record<string, unknown>, gidCount: number): string | und
   return undefined;
 }
 
-/** The message for a size above the device's maximum: the value, and the device attribute by its verbs name. */
-const overMax = (what: string, v: number, limit: string, max: number) => `${what} ${v} exceeds the device's ${limit} (${max})`;
+/**
+ * The message for a size above the device's maximum: the value, and the device attribute by
+ * its verbs name (the error's site names the attribute given, so the message does not).
+ */
+const overMax = (v: number, limit: string, max: number) => `${v} exceeds the device's ${limit} (${max})`;
 
-function checkCap(c: Record<string, unknown>, dev: ReturnType<ProviderDevice['queryDevice']>, hasSrq: boolean): string | undefined {
+/**
+ * Error messages name attributes once (in the error's site), in one style: the verbs names
+ * of libibverbs' structs and uapi attributes (snake_case: cap.max_send_wr, path_mtu, sg_list),
+ * whatever the JavaScript field is called (cap.maxSendWr, pathMtu, sgList).
+ */
+export const verbsName = (field: string) => field.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+
+function checkCap(c: Record<string, unknown>, dev: ReturnType<ProviderDevice['queryDevice']>, hasSrq: boolean): [string, string] | undefined {
   const lim: Array<[keyof QpCap, string, number]> = [
     ['maxSendWr', 'max_qp_wr', dev.maxQpWr], ['maxRecvWr', 'max_qp_wr', dev.maxQpWr], ['maxSendSge', 'max_sge', dev.maxSge],
     ['maxRecvSge', 'max_sge', dev.maxSge], ['maxInlineData', 'max_inline_data', dev.maxInlineData],
   ];
   for (const [k, limit, max] of lim) {
     const v = c[k] ?? 0;
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) return `cap.${k} must be a non-negative integer, got ${String(v)}`;
-    if (v > max) return overMax(`cap.${k}`, v, limit, max);
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) return [`cap.${verbsName(k)}`, `must be a non-negative integer, got ${String(v)}`];
+    if (v > max) return [`cap.${verbsName(k)}`, overMax(v, limit, max)];
   }
-  if (((c.maxSendWr as number) ?? 0) < 1) return 'cap.maxSendWr must be at least 1';
-  if (!hasSrq && ((c.maxRecvWr as number) ?? 0) < 1) return 'cap.maxRecvWr must be at least 1 without an SRQ';
+  if (((c.maxSendWr as number) ?? 0) < 1) return ['cap.max_send_wr', 'must be at least 1'];
+  if (!hasSrq && ((c.maxRecvWr as number) ?? 0) < 1) return ['cap.max_recv_wr', 'must be at least 1 without an SRQ'];
   return undefined;
 }
 
@@ -221,7 +231,7 @@ export function createRegistry(): UapiRegistry {
       const mem = ctx.attrs.get(A.MEM) as Uint8Array;
       const max = core(ctx).device.queryDevice().maxMrSize;
       if (mem.length === 0) fail('EINVAL', 'length must be at least 1', { attr: 'memory' });
-      if (mem.length > max) fail('EINVAL', overMax('length', mem.length, 'max_mr_size', max), { attr: 'memory' });
+      if (mem.length > max) fail('EINVAL', `length ${mem.length} exceeds the device's max_mr_size (${max})`, { attr: 'memory' });
       let iova = ctx.attrs.get(A.IOVA) as number | undefined;
       if (access & Access.ZERO_BASED) iova = 0;
       if (iova !== undefined && iova + mem.length > Number.MAX_SAFE_INTEGER) fail('EINVAL', 'iova + length overflows', { attr: 'iova' });
@@ -254,7 +264,7 @@ export function createRegistry(): UapiRegistry {
         change.mem = ctx.attrs.get(A.MEM) as Uint8Array;
         if (change.mem.length === 0) fail('EINVAL', 'length must be at least 1', { attr: 'memory' });
         const max = core(ctx).device.queryDevice().maxMrSize;
-        if (change.mem.length > max) fail('EINVAL', overMax('length', change.mem.length, 'max_mr_size', max), { attr: 'memory' });
+        if (change.mem.length > max) fail('EINVAL', `length ${change.mem.length} exceeds the device's max_mr_size (${max})`, { attr: 'memory' });
         change.iova = ctx.attrs.get(A.IOVA) as number | undefined;
       }
       if (flags & Rereg.CHANGE_ACCESS) {
@@ -305,14 +315,20 @@ export function createRegistry(): UapiRegistry {
   r.defineMethod(Obj.COMP_CHANNEL, { id: M.COMP_CHANNEL.DESTROY, name: 'DESTROY', attrs: [handle(Obj.COMP_CHANNEL, 'destroy', 'channel_handle')], handler: () => {} });
 
   // ---- CQ ----
-  r.defineObject({ id: Obj.CQ, name: 'CQ', destroy: (cq: ProviderCq, c: CoreContext) => { cq.onNotify = undefined; c.provider.destroyCq(cq); }, limit: { name: 'max_cq', max: (c: CoreContext) => c.device.queryDevice().maxCq } });
+  r.defineObject({ id: Obj.CQ, name: 'CQ', destroy: (cq: ProviderCq, c: CoreContext) => {
+    cq.onNotify = undefined;
+    const waiting = cq.onCompletion;
+    cq.onCompletion = undefined;
+    c.provider.destroyCq(cq);
+    waiting?.(true);
+  }, limit: { name: 'max_cq', max: (c: CoreContext) => c.device.queryDevice().maxCq } });
   r.defineMethod(Obj.CQ, {
     id: M.CQ.CREATE, name: 'CREATE',
     attrs: [handle(Obj.CQ, 'new', 'cq_handle'), u32(A.CQE, 'cqe', true, 1), handle(Obj.COMP_CHANNEL, 'read', 'channel', A.CHANNEL, false), u32(A.COMP_VECTOR, 'comp_vector', false, 0, 0)],
     handler: (ctx) => {
       const cqe = ctx.attrs.get(A.CQE) as number;
       const max = core(ctx).device.queryDevice().maxCqe;
-      if (cqe > max) fail('EINVAL', overMax('cqe', cqe, 'max_cqe', max), { attr: 'cqe' });
+      if (cqe > max) fail('EINVAL', overMax(cqe, 'max_cqe', max), { attr: 'cqe' });
       const cq = core(ctx).provider.createCq(cqe);
       const channel = ctx.attrs.get(A.CHANNEL) as CompChannelImpl | undefined;
       if (channel) {
@@ -328,7 +344,7 @@ export function createRegistry(): UapiRegistry {
       const cq = ctx.attrs.get(A.HANDLE) as ProviderCq;
       const cqe = ctx.attrs.get(A.CQE) as number;
       const max = core(ctx).device.queryDevice().maxCqe;
-      if (cqe > max) fail('EINVAL', overMax('cqe', cqe, 'max_cqe', max), { attr: 'cqe' });
+      if (cqe > max) fail('EINVAL', overMax(cqe, 'max_cqe', max), { attr: 'cqe' });
       core(ctx).provider.resizeCq(cq, cqe);
       return { out: { [A.CQE]: cq.cqe } };
     },
@@ -343,9 +359,9 @@ export function createRegistry(): UapiRegistry {
     handler: (ctx) => {
       const dev = core(ctx).device.queryDevice();
       const maxWr = ctx.attrs.get(A.MAX_WR) as number, maxSge = ctx.attrs.get(A.MAX_SGE) as number, limit = (ctx.attrs.get(A.SRQ_LIMIT) as number) ?? 0;
-      if (maxWr > dev.maxSrqWr) fail('EINVAL', overMax('max_wr', maxWr, 'max_srq_wr', dev.maxSrqWr), { attr: 'max_wr' });
-      if (maxSge > dev.maxSrqSge) fail('EINVAL', overMax('max_sge', maxSge, 'max_srq_sge', dev.maxSrqSge), { attr: 'max_sge' });
-      if (limit > maxWr) fail('EINVAL', `limit ${limit} exceeds max_wr ${maxWr}`, { attr: 'srq_limit' });
+      if (maxWr > dev.maxSrqWr) fail('EINVAL', overMax(maxWr, 'max_srq_wr', dev.maxSrqWr), { attr: 'max_wr' });
+      if (maxSge > dev.maxSrqSge) fail('EINVAL', overMax(maxSge, 'max_srq_sge', dev.maxSrqSge), { attr: 'max_sge' });
+      if (limit > maxWr) fail('EINVAL', `${limit} exceeds max_wr ${maxWr}`, { attr: 'srq_limit' });
       const srq = core(ctx).provider.createSrq(ctx.attrs.get(A.PD) as object, { maxWr, maxSge, srqLimit: limit });
       ctx.hold(ctx.handle(A.PD));
       return { created: srq };
@@ -361,7 +377,7 @@ export function createRegistry(): UapiRegistry {
       if (mask & SrqAttr.LIMIT) {
         const limit = ctx.attrs.get(A.SRQ_LIMIT);
         if (limit === undefined) fail('EINVAL', 'LIMIT in the mask needs srq_limit', { attr: 'srq_limit' });
-        if ((limit as number) > srq.query().maxWr) fail('EINVAL', `limit ${String(limit)} exceeds max_wr`, { attr: 'srq_limit' });
+        if ((limit as number) > srq.query().maxWr) fail('EINVAL', `${String(limit)} exceeds max_wr ${srq.query().maxWr}`, { attr: 'srq_limit' });
       }
       core(ctx).provider.modifySrq(srq, { srqLimit: ctx.attrs.get(A.SRQ_LIMIT) as number }, mask);
     },
@@ -389,7 +405,7 @@ export function createRegistry(): UapiRegistry {
       const cap = ctx.attrs.get(A.CAP) as Record<string, unknown>;
       const srq = ctx.attrs.get(A.SRQ);
       const bad = checkCap(cap, core(ctx).device.queryDevice(), srq !== undefined);
-      if (bad) fail('EINVAL', bad, { attr: 'cap' });
+      if (bad) fail('EINVAL', bad[1], { attr: bad[0] });
       const c: QpCap = {
         maxSendWr: (cap.maxSendWr as number) ?? 0, maxRecvWr: srq ? 0 : ((cap.maxRecvWr as number) ?? 0),
         maxSendSge: (cap.maxSendSge as number) ?? 1, maxRecvSge: (cap.maxRecvSge as number) ?? 1, maxInlineData: (cap.maxInlineData as number) ?? 0,
@@ -414,7 +430,7 @@ export function createRegistry(): UapiRegistry {
       const attr = ctx.attrs.get(A.ATTR) as QpAttrValues;
       const cur = mask & QpAttr.CUR_STATE && typeof attr.curQpState === 'number' ? attr.curQpState : qp.state;
       const bad = checkQpAttrValues(attr, mask, core(ctx), qp);
-      if (bad) fail('EINVAL', bad[1], { attr: bad[0] });
+      if (bad) fail('EINVAL', bad[1], { attr: verbsName(bad[0]) });
       const next = mask & QpAttr.STATE ? (attr.qpState as number) : cur;
       const t = checkTransition(qp.qpType, cur, next, mask);
       if (!t.ok) {

@@ -15,6 +15,8 @@ export interface ProviderDevice {
   openContext(onEvent: (ev: AsyncEvent) => void): ProviderContext;
   /** Driver-namespace methods and objects. */
   registerDriverMethods?(r: DriverRegistrar): void;
+  /** Whether the device's sockets keep the process alive (socket.ref()/unref()); default on. */
+  setKeepAlive?(on: boolean): void;
 }
 
 export interface ProviderMr {
@@ -38,6 +40,12 @@ export interface ProviderCq {
   reqNotify(solicitedOnly: boolean): void;
   /** Called by the provider when an armed CQ gets a completion. */
   onNotify: (() => void) | undefined;
+  /**
+   * While set, called by the provider after each completion it queues, whatever the CQ's
+   * notification state (the verbs API's `cq.next()` waiters); called once more with `true`
+   * when the CQ is destroyed.
+   */
+  onCompletion?: ((destroyed: boolean) => void) | undefined;
 }
 
 export interface ProviderSrq {

@@ -10,7 +10,7 @@ import type { ProviderCq, ProviderDevice, ProviderMr, ProviderMw, ProviderQp, Pr
 import { VerbsError, fail } from '../uapi/errors.js';
 import { ASYNC_EVENT_NAMES, WrOpcode } from './enums.js';
 import type {
-  AhAttr, AsyncEvent, DeviceAttr, GidEntry, MwBindInfo, PortAttr, QpAttrFull, QpAttrValues, QpCap, RecvWr, SendWr, SrqAttrValues, WorkCompletion, WrId,
+  AhAttr, AsyncEvent, DeviceAttr, GidEntry, MwBindInfo, PortAttr, QpAttrFull, QpAttrValues, QpCap, QpCapInit, RecvWr, SendWr, SrqAttrValues, WorkCompletion, WrId,
 } from './types.js';
 
 const attrs = (o: Record<number, unknown>): AttrIn[] =>
@@ -27,6 +27,10 @@ function registryFor(dev: ProviderDevice): UapiRegistry {
   return r;
 }
 
+/** What createQp takes: with an SRQ, receives go to it and cap.maxRecvWr may be left out. */
+export type QpCreateAttr = { qpType: number; sendCq: CQ; recvCq: CQ; sqSigAll?: boolean }
+  & ({ srq?: undefined; cap: QpCapInit & { maxRecvWr: number } } | { srq: SRQ; cap: QpCapInit });
+
 const devices: Device[] = [];
 
 /** The devices this process has (ibv_get_device_list). */
@@ -36,8 +40,46 @@ export function getDeviceList(): readonly Device[] {
 
 export class Device {
   private readonly contexts = new Set<Context>();
+  private keepAlive = true;
+  private holds = 0;
   constructor(readonly provider: ProviderDevice & { close?(): Promise<void> }) {
     devices.push(this);
+  }
+
+  /**
+   * Like socket.unref(): the device no longer keeps the process alive while idle, so a
+   * program ends when it has nothing else to do, even without close(). Awaiting a completion
+   * (`cq.next()`, `for await (const wc of cq)`, `channel.getCqEvent()`) still keeps it alive,
+   * as do retransmissions of work in flight.
+   */
+  unref(): this {
+    this.keepAlive = false;
+    this.applyKeepAlive();
+    return this;
+  }
+
+  /** Undo unref(): the device keeps the process alive until close() (the default). */
+  ref(): this {
+    this.keepAlive = true;
+    this.applyKeepAlive();
+    return this;
+  }
+
+  /** @internal Keep the process alive until the returned function is called (a pending wait). */
+  hold(): () => void {
+    this.holds++;
+    this.applyKeepAlive();
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.holds--;
+      this.applyKeepAlive();
+    };
+  }
+
+  private applyKeepAlive(): void {
+    if (devices.includes(this)) this.provider.setKeepAlive?.(this.keepAlive || this.holds > 0);
   }
   get name(): string { return this.provider.name; }
   get driver(): string { return this.provider.driver; }
@@ -185,7 +227,8 @@ export class PD extends Obj_ {
     const out = this.context.invoke(Obj.SRQ, M.SRQ.CREATE, { [A.PD]: this.handle, [A.MAX_WR]: attr.maxWr, [A.MAX_SGE]: attr.maxSge, [A.SRQ_LIMIT]: attr.srqLimit });
     return this.context.wrap(new SRQ(this.context, out[A.HANDLE] as number));
   }
-  createQp(init: { qpType: number; sendCq: CQ; recvCq: CQ; srq?: SRQ; cap: Partial<QpCap>; sqSigAll?: boolean }): QP {
+  /** ibv_create_qp: without an SRQ, `cap.maxRecvWr` is required too. */
+  createQp(init: QpCreateAttr): QP {
     const out = this.context.invoke(Obj.QP, M.QP.CREATE, {
       [A.PD]: this.handle, [A.QP_TYPE]: init.qpType, [A.SEND_CQ]: init.sendCq.handle, [A.RECV_CQ]: init.recvCq.handle,
       [A.SRQ]: init.srq?.handle, [A.CAP]: init.cap, [A.SQ_SIG_ALL]: init.sqSigAll,
@@ -252,16 +295,21 @@ export class CompChannel extends Obj_ {
   private listening = false;
   constructor(context: Context, handle: number) { super(context, handle); }
 
-  /** ibv_get_cq_event: resolves with the CQ that was notified. Rejects if the channel closes. */
+  /**
+   * ibv_get_cq_event: resolves with the CQ that was notified (keeping the process alive while
+   * it waits). Rejects if the channel closes.
+   */
   getCqEvent(opts: { signal?: AbortSignal } = {}): Promise<CQ> {
     const p = this.p;
     const take = () => this.context.wrappers.get(p.pending.shift()!) as CQ;
     if (p.pending.length) return Promise.resolve(take());
+    if (opts.signal?.aborted) return Promise.reject(opts.signal.reason);
     return new Promise((resolve, reject) => {
+      const release = this.context.device.hold();
       const onEvent = () => { cleanup(); resolve(take()); };
       const onClose = () => { cleanup(); reject(new VerbsError('EBADF', 'completion channel destroyed', { object: 'COMP_CHANNEL' })); };
       const onAbort = () => { cleanup(); reject(opts.signal!.reason); };
-      const cleanup = () => { p.off('event', onEvent); p.off('close', onClose); opts.signal?.removeEventListener('abort', onAbort); };
+      const cleanup = () => { release(); p.off('event', onEvent); p.off('close', onClose); opts.signal?.removeEventListener('abort', onAbort); };
       p.once('event', onEvent);
       p.once('close', onClose);
       opts.signal?.addEventListener('abort', onAbort, { once: true });
@@ -284,8 +332,24 @@ export class CompChannel extends Obj_ {
   }
 }
 
+interface CqWaiter {
+  resolve(wc: WorkCompletion): void;
+  reject(err: unknown): void;
+  signal: AbortSignal | undefined;
+  onAbort: (() => void) | undefined;
+}
+
+/**
+ * A completion queue. Completions arrive on the event loop: poll() takes what is there now;
+ * `await cq.next()` waits for the next one, and `for await (const wc of cq)` takes them as
+ * they come (until the CQ or its context is destroyed).
+ */
 export class CQ extends Obj_ {
   private cq: ProviderCq;
+  private readonly waiters: CqWaiter[] = [];
+  private release: (() => void) | undefined;
+  private scheduled = false;
+  private destroyed = false;
   constructor(context: Context, handle: number) {
     super(context, handle);
     this.cq = context.impl<ProviderCq>(handle);
@@ -293,6 +357,87 @@ export class CQ extends Obj_ {
   get cqe(): number { return this.cq.cqe; }
   /** ibv_poll_cq: up to `max` completions, oldest first. */
   poll(max = 16): WorkCompletion[] { return this.cq.poll(max); }
+
+  /**
+   * The next completion, oldest first, as poll(1) would return it; when the CQ is empty,
+   * waits on the event loop until one arrives (keeping the process alive meanwhile, even on
+   * an unref()'d device). Several waiters are served in call order. Rejects with EBADF when
+   * the CQ (or its context) is destroyed, or with the signal's reason when it aborts. Works
+   * with or without a completion channel, and leaves the CQ's notification state alone.
+   */
+  next(opts: { signal?: AbortSignal } = {}): Promise<WorkCompletion> {
+    if (this.waiters.length === 0) {
+      const [wc] = this.cq.poll(1);
+      if (wc) return Promise.resolve(wc);
+    }
+    if (!this.destroyed && !this.context.uapi.uobjectOf(this.cq)?.live) this.destroyed = true;
+    if (this.destroyed) return Promise.reject(this.destroyedError());
+    if (opts.signal?.aborted) return Promise.reject(opts.signal.reason);
+    return new Promise((resolve, reject) => {
+      const w: CqWaiter = { resolve, reject, signal: opts.signal, onAbort: undefined };
+      if (w.signal) {
+        w.onAbort = () => { this.drop(w); reject(w.signal!.reason); };
+        w.signal.addEventListener('abort', w.onAbort, { once: true });
+      }
+      this.waiters.push(w);
+      if (!this.release) {
+        this.cq.onCompletion = (destroyed) => (destroyed ? this.onDestroyed() : this.schedule());
+        this.release = this.context.device.hold();
+      }
+    });
+  }
+
+  /** `for await (const wc of cq)`: completions as they arrive; ends when the CQ is destroyed. */
+  async *[Symbol.asyncIterator](): AsyncGenerator<WorkCompletion, void, undefined> {
+    for (;;) {
+      let wc: WorkCompletion;
+      try {
+        wc = await this.next();
+      } catch (err) {
+        if (this.destroyed) return;
+        throw err;
+      }
+      yield wc;
+    }
+  }
+
+  private schedule(): void {
+    if (this.scheduled) return;
+    this.scheduled = true;
+    queueMicrotask(() => {
+      this.scheduled = false;
+      while (this.waiters.length) {
+        const [wc] = this.cq.poll(1);
+        if (!wc) break;
+        const w = this.waiters[0]!;
+        this.drop(w);
+        w.resolve(wc);
+      }
+    });
+  }
+
+  private drop(w: CqWaiter): void {
+    const i = this.waiters.indexOf(w);
+    if (i >= 0) this.waiters.splice(i, 1);
+    if (w.onAbort) w.signal!.removeEventListener('abort', w.onAbort);
+    if (this.waiters.length === 0 && this.release) {
+      if (this.cq.onCompletion) this.cq.onCompletion = undefined;
+      this.release();
+      this.release = undefined;
+    }
+  }
+
+  private onDestroyed(): void {
+    this.destroyed = true;
+    for (const w of [...this.waiters]) {
+      this.drop(w);
+      w.reject(this.destroyedError());
+    }
+  }
+
+  private destroyedError(): VerbsError {
+    return new VerbsError('EBADF', 'the CQ was destroyed', { object: 'CQ' });
+  }
   /** ibv_req_notify_cq */
   reqNotify(solicitedOnly = false): void { this.cq.reqNotify(solicitedOnly); }
   resize(cqe: number): void {

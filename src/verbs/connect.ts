@@ -2,7 +2,7 @@
 // perftest do once they have exchanged QPN, PSN and GID out of band. One helper for every
 // QP type, so tools and tests cannot drift apart on the attribute masks.
 
-import { Access, QpAttr, QpState, QpType } from './enums.js';
+import { Access, QpAttr, QpState, QpType, type MtuValue } from './enums.js';
 import type { QP } from './api.js';
 import { fail } from '../uapi/errors.js';
 
@@ -16,8 +16,8 @@ export interface RemoteQpInfo {
 export interface ConnectOptions {
   /** Our starting send PSN. */
   psn?: number;
-  /** Path MTU as an ibv_mtu enum (1..5); default 3 (1024). */
-  mtu?: number;
+  /** Path MTU as an Mtu enum value (1..5); default Mtu.MTU_1024 (3). */
+  mtu?: MtuValue;
   access?: number;
   timeout?: number;
   retryCnt?: number;

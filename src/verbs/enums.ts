@@ -44,12 +44,14 @@ export const QpAttr = {
 } as const;
 export const QP_ATTR_NAMES = Object.fromEntries(Object.entries(QpAttr).map(([k, v]) => [v, k])) as Record<number, string>;
 
+/** ibv_mtu: path and port MTUs are these enum values, not byte counts (mtuBytes/mtuEnum convert). */
 export const Mtu = { MTU_256: 1, MTU_512: 2, MTU_1024: 3, MTU_2048: 4, MTU_4096: 5 } as const;
+export type MtuValue = (typeof Mtu)[keyof typeof Mtu];
 export const mtuBytes = (m: number) => 128 << m;
-export function mtuEnum(bytes: number): number {
+export function mtuEnum(bytes: number): MtuValue {
   const e = Math.log2(bytes) - 7;
   if (!Number.isInteger(e) || e < 1 || e > 5) throw new RangeError(`path MTU ${bytes} is not one of 256, 512, 1024, 2048, 4096`);
-  return e;
+  return e as MtuValue;
 }
 
 export const WrOpcode = {

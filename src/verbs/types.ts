@@ -1,6 +1,8 @@
 // Plain-data shapes of verbs: work requests, completions and attributes. They mirror
 // libibverbs' structs with camelCase names.
 
+import type { MtuValue } from './enums.js';
+
 export type WrId = number | bigint;
 
 export interface Sge {
@@ -76,6 +78,18 @@ export interface QpCap {
   maxInlineData: number;
 }
 
+/**
+ * The capacities createQp takes: maxSendWr always; maxRecvWr unless the QP receives through
+ * an SRQ; SGEs default to 1 and inline data to 0. The QP's `cap` has the values it got.
+ */
+export interface QpCapInit {
+  maxSendWr: number;
+  maxRecvWr?: number;
+  maxSendSge?: number;
+  maxRecvSge?: number;
+  maxInlineData?: number;
+}
+
 export interface QpInitAttr {
   qpType: number;
   sendCq: unknown;
@@ -94,7 +108,8 @@ export interface QpAttrValues {
   portNum?: number;
   qkey?: number;
   ahAttr?: AhAttr;
-  pathMtu?: number;
+  /** An Mtu enum value (Mtu.MTU_1024 is 3), as ibv_qp_attr's path_mtu. */
+  pathMtu?: MtuValue;
   timeout?: number;
   retryCnt?: number;
   rnrRetry?: number;
@@ -150,8 +165,8 @@ export interface DeviceAttr {
 
 export interface PortAttr {
   state: number;
-  maxMtu: number;
-  activeMtu: number;
+  maxMtu: MtuValue;
+  activeMtu: MtuValue;
   gidTblLen: number;
   portCapFlags: number;
   maxMsgSz: number;

@@ -195,8 +195,8 @@ test('post_send checks: state, queue depth, SGE count, inline size, opcode per Q
     const mr = a.pd.regMr(Buffer.alloc(64), 0);
     const e = (wr: any) => { try { a.qp.postSend(wr); } catch (err: any) { return err.code + ':' + (err.attr ?? ''); } return 'ok'; };
     assert.equal(e({ wrId: 1, opcode: WrOpcode.RDMA_READ, sgList: [], rdma: { remoteAddr: 0, rkey: 0 } }), 'EINVAL:opcode');
-    assert.equal(e({ wrId: 1, opcode: WrOpcode.SEND, sgList: [mr.sge(0, 1), mr.sge(1, 1)] }), 'EINVAL:sgList');
-    assert.equal(e({ wrId: 1, opcode: WrOpcode.SEND, sendFlags: SendFlags.INLINE, sgList: [mr.sge(0, 9)] }), 'EINVAL:sendFlags');
+    assert.equal(e({ wrId: 1, opcode: WrOpcode.SEND, sgList: [mr.sge(0, 1), mr.sge(1, 1)] }), 'EINVAL:sg_list');
+    assert.equal(e({ wrId: 1, opcode: WrOpcode.SEND, sendFlags: SendFlags.INLINE, sgList: [mr.sge(0, 9)] }), 'EINVAL:send_flags');
     const cq = a.ctx.createCq(4);
     const fresh = a.pd.createQp({ qpType: QpType.RC, sendCq: cq, recvCq: cq, cap: { maxSendWr: 1, maxRecvWr: 1 } });
     assert.throws(() => fresh.postSend({ wrId: 1, opcode: WrOpcode.SEND }), /RESET; post_send needs RTS/);

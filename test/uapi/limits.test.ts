@@ -160,18 +160,18 @@ test('sizes past the device maxima are EINVAL naming the attribute and the limit
     const ctx = dev.open();
     const pd = ctx.allocPd();
     let e = err(() => ctx.createCq(101));
-    assert.equal(e.message, "EINVAL: CQ.CREATE attribute 'cqe': cqe 101 exceeds the device's max_cqe (100)");
+    assert.equal(e.message, "EINVAL: CQ.CREATE attribute 'cqe': 101 exceeds the device's max_cqe (100)");
     const cq = ctx.createCq(100);
     e = err(() => cq.resize(101));
-    assert.equal(e.message, "EINVAL: CQ.RESIZE attribute 'cqe': cqe 101 exceeds the device's max_cqe (100)");
+    assert.equal(e.message, "EINVAL: CQ.RESIZE attribute 'cqe': 101 exceeds the device's max_cqe (100)");
     const qp = (cap: object) => pd.createQp({ qpType: QpType.RC, sendCq: cq, recvCq: cq, cap: { maxSendWr: 1, maxRecvWr: 1, ...cap } });
-    assert.equal(err(() => qp({ maxSendWr: 51 })).message, "EINVAL: QP.CREATE attribute 'cap': cap.maxSendWr 51 exceeds the device's max_qp_wr (50)");
-    assert.equal(err(() => qp({ maxRecvWr: 51 })).message, "EINVAL: QP.CREATE attribute 'cap': cap.maxRecvWr 51 exceeds the device's max_qp_wr (50)");
-    assert.equal(err(() => qp({ maxSendSge: 5 })).message, "EINVAL: QP.CREATE attribute 'cap': cap.maxSendSge 5 exceeds the device's max_sge (4)");
-    assert.equal(err(() => qp({ maxRecvSge: 5 })).message, "EINVAL: QP.CREATE attribute 'cap': cap.maxRecvSge 5 exceeds the device's max_sge (4)");
-    assert.equal(err(() => qp({ maxInlineData: 1025 })).message, "EINVAL: QP.CREATE attribute 'cap': cap.maxInlineData 1025 exceeds the device's max_inline_data (1024)");
-    assert.equal(err(() => pd.createSrq({ maxWr: 31, maxSge: 1 })).message, "EINVAL: SRQ.CREATE attribute 'max_wr': max_wr 31 exceeds the device's max_srq_wr (30)");
-    assert.equal(err(() => pd.createSrq({ maxWr: 1, maxSge: 4 })).message, "EINVAL: SRQ.CREATE attribute 'max_sge': max_sge 4 exceeds the device's max_srq_sge (3)");
+    assert.equal(err(() => qp({ maxSendWr: 51 })).message, "EINVAL: QP.CREATE attribute 'cap.max_send_wr': 51 exceeds the device's max_qp_wr (50)");
+    assert.equal(err(() => qp({ maxRecvWr: 51 })).message, "EINVAL: QP.CREATE attribute 'cap.max_recv_wr': 51 exceeds the device's max_qp_wr (50)");
+    assert.equal(err(() => qp({ maxSendSge: 5 })).message, "EINVAL: QP.CREATE attribute 'cap.max_send_sge': 5 exceeds the device's max_sge (4)");
+    assert.equal(err(() => qp({ maxRecvSge: 5 })).message, "EINVAL: QP.CREATE attribute 'cap.max_recv_sge': 5 exceeds the device's max_sge (4)");
+    assert.equal(err(() => qp({ maxInlineData: 1025 })).message, "EINVAL: QP.CREATE attribute 'cap.max_inline_data': 1025 exceeds the device's max_inline_data (1024)");
+    assert.equal(err(() => pd.createSrq({ maxWr: 31, maxSge: 1 })).message, "EINVAL: SRQ.CREATE attribute 'max_wr': 31 exceeds the device's max_srq_wr (30)");
+    assert.equal(err(() => pd.createSrq({ maxWr: 1, maxSge: 4 })).message, "EINVAL: SRQ.CREATE attribute 'max_sge': 4 exceeds the device's max_srq_sge (3)");
     // At the maxima everything is accepted, and a full queue is ENOMEM on post.
     const q = qp({ maxSendWr: 50, maxRecvWr: 50, maxSendSge: 4, maxRecvSge: 4 });
     connectQp(q, { qpn: q.qpn, gid: ctx.queryGid(), psn: 0 }, { psn: 0 });

@@ -10,6 +10,7 @@ const ARM_NONE = 0, ARM_NEXT = 1, ARM_SOLICITED = 2;
 
 export class RxeCq implements ProviderCq {
   onNotify: (() => void) | undefined;
+  onCompletion: ((destroyed: boolean) => void) | undefined;
   private readonly queue: Ring<WorkCompletion>;
   private armed = ARM_NONE;
   overflowed = false;
@@ -34,6 +35,7 @@ export class RxeCq implements ProviderCq {
       return;
     }
     this.queue.push(wc);
+    this.onCompletion?.(false);
     if (this.armed === ARM_NEXT || (this.armed === ARM_SOLICITED && (solicited || wc.status !== WcStatus.SUCCESS))) {
       this.armed = ARM_NONE;
       const cb = this.onNotify;

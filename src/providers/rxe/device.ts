@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import type { ProviderContext, ProviderDevice } from '../../uapi/provider.js';
 import type { DriverRegistrar } from '../../uapi/registry.js';
 import type { AsyncEvent, DeviceAttr, GidEntry, PortAttr } from '../../verbs/types.js';
-import { PortState, QpType, mtuEnum } from '../../verbs/enums.js';
+import { PortState, QpType, mtuEnum, type MtuValue } from '../../verbs/enums.js';
 import { fail } from '../../uapi/errors.js';
 import { newDeviceCounters } from './counters.js';
 import { KeyTable } from './keys.js';
@@ -79,7 +79,7 @@ export class RxeDevice implements ProviderDevice {
   readonly keys: KeyTable;
   readonly qps = new Map<number, RxeQp>();
   readonly nodeGuid: bigint;
-  readonly portMtu: number;
+  readonly portMtu: MtuValue;
   private nextQpn = FIRST_QPN;
   private iovaCursor = 0x7f0000000000;
   private closed = false;
@@ -168,6 +168,10 @@ export class RxeDevice implements ProviderDevice {
   openContext(onEvent: (ev: AsyncEvent) => void): ProviderContext {
     if (this.closed) fail('ENODEV', `device ${this.name} is closed`);
     return new RxeContext(this, onEvent);
+  }
+
+  setKeepAlive(on: boolean): void {
+    this.link.setKeepAlive(on);
   }
 
   registerDriverMethods(r: DriverRegistrar): void {

@@ -281,6 +281,15 @@ export class RxeLink {
     }
   }
 
+  /**
+   * Whether the device socket keeps the process alive (it receives; the send-only source-port
+   * and GSO sockets never do). Timers of work in flight (retransmission, RNR) always do.
+   */
+  setKeepAlive(on: boolean): void {
+    if (on) this.sock.ref();
+    else this.sock.unref();
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.flush();

@@ -2,7 +2,7 @@
 // requester.ts (builds and sends request packets), completer.ts (handles ACKs and
 // responses, retries, completions) and responder.ts (executes incoming requests).
 
-import { AsyncEventType, MigState, mtuBytes, QpAttr, QpState, QpType, qpStateName, SendFlags, WcOpcode, WcStatus, WrOpcode } from '../../verbs/enums.js';
+import { AsyncEventType, MigState, mtuBytes, QpAttr, QpState, QpType, qpStateName, qpTypeName, WR_OPCODE_NAMES, SendFlags, WcOpcode, WcStatus, WrOpcode, type MtuValue } from '../../verbs/enums.js';
 import type { AhAttr, QpAttrFull, QpAttrValues, QpCap, RecvWr, SendWr, WorkCompletion } from '../../verbs/types.js';
 import type { ProviderQp } from '../../uapi/provider.js';
 import { fail } from '../../uapi/errors.js';
@@ -180,7 +180,7 @@ export class RxeQp implements ProviderQp {
       this.attr.ahAttr = a.ahAttr;
     }
     if (mask & QpAttr.PATH_MTU) {
-      this.attr.pathMtu = Math.min(a.pathMtu!, this.device.portMtu);
+      this.attr.pathMtu = Math.min(a.pathMtu!, this.device.portMtu) as MtuValue;
       this.mtu = mtuBytes(this.attr.pathMtu);
     }
     if (mask & QpAttr.ACCESS_FLAGS) this.attr.qpAccessFlags = a.qpAccessFlags!;
@@ -292,51 +292,51 @@ export class RxeQp implements ProviderQp {
   // ---- posting ----
 
   postSend(wr: SendWr): void {
-    if (this.destroyed) fail('EINVAL', 'QP is destroyed');
+    if (this.destroyed) fail('EINVAL', 'QP is destroyed', POST_SEND);
     if (this.state === QpState.RESET || this.state === QpState.INIT || this.state === QpState.RTR) {
-      fail('EINVAL', `QP ${this.qpn} is in ${qpStateName(this.state)}; post_send needs RTS`);
+      fail('EINVAL', `QP ${this.qpn} is in ${qpStateName(this.state)}; post_send needs RTS`, POST_SEND);
     }
-    if (!WR_TYPES[this.qpType]!.includes(wr.opcode)) fail('EINVAL', `opcode ${wr.opcode} is not allowed on this QP type`, { attr: 'opcode' });
-    if (this.sq.full) fail('ENOMEM', `send queue full (${this.sq.capacity} work requests)`);
+    if (!WR_TYPES[this.qpType]!.includes(wr.opcode)) fail('EINVAL', `${WR_OPCODE_NAMES[wr.opcode] ?? String(wr.opcode)} is not allowed on ${qpTypeName(this.qpType)} QPs`, { ...POST_SEND, attr: 'opcode' });
+    if (this.sq.full) fail('ENOMEM', `send queue full (${this.sq.capacity} work requests)`, POST_SEND);
     const sgl = wr.sgList ?? [];
-    if (!Array.isArray(sgl)) fail('EINVAL', 'sgList must be an array', { attr: 'sgList' });
-    if (sgl.length > this.cap.maxSendSge) fail('EINVAL', `${sgl.length} SGEs exceed max_send_sge ${this.cap.maxSendSge}`, { attr: 'sgList' });
+    if (!Array.isArray(sgl)) fail('EINVAL', 'must be an array', { ...POST_SEND, attr: 'sg_list' });
+    if (sgl.length > this.cap.maxSendSge) fail('EINVAL', `${sgl.length} SGEs exceed max_send_sge ${this.cap.maxSendSge}`, { ...POST_SEND, attr: 'sg_list' });
     let length = 0;
     for (const s of sgl) {
-      if (!s || !Number.isInteger(s.addr) || !Number.isInteger(s.length) || s.length < 0 || !Number.isInteger(s.lkey)) fail('EINVAL', 'malformed SGE', { attr: 'sgList' });
+      if (!s || !Number.isInteger(s.addr) || !Number.isInteger(s.length) || s.length < 0 || !Number.isInteger(s.lkey)) fail('EINVAL', 'malformed SGE', { ...POST_SEND, attr: 'sg_list' });
       length += s.length;
     }
-    if (length > 0x80000000) fail('EINVAL', `message of ${length} bytes exceeds the 2 GiB limit`, { attr: 'sgList' });
+    if (length > 0x80000000) fail('EINVAL', `message of ${length} bytes exceeds the 2 GiB limit`, { ...POST_SEND, attr: 'sg_list' });
     const flags = wr.sendFlags ?? 0;
     const isAtomic = wr.opcode === WrOpcode.ATOMIC_CMP_AND_SWP || wr.opcode === WrOpcode.ATOMIC_FETCH_AND_ADD;
     const rdAtomic = isAtomic || wr.opcode === WrOpcode.RDMA_READ;
     let inline: Buffer | undefined;
     if (flags & SendFlags.INLINE) {
-      if (rdAtomic) fail('EINVAL', 'INLINE is only for sends and writes', { attr: 'sendFlags' });
-      if (length > this.cap.maxInlineData) fail('EINVAL', `${length} bytes exceed max_inline_data ${this.cap.maxInlineData}`, { attr: 'sendFlags' });
+      if (rdAtomic) fail('EINVAL', 'INLINE is only for sends and writes', { ...POST_SEND, attr: 'send_flags' });
+      if (length > this.cap.maxInlineData) fail('EINVAL', `${length} bytes exceed max_inline_data ${this.cap.maxInlineData}`, { ...POST_SEND, attr: 'send_flags' });
       inline = Buffer.allocUnsafe(length);
       let off = 0;
       for (const s of sgl) {
         const r = this.device.keys.resolveLocal(s.lkey, this.pd, s.addr, s.length, false);
-        if (typeof r === 'string') fail('EINVAL', `inline SGE lkey 0x${s.lkey.toString(16)}: ${r}`, { attr: 'sgList' });
+        if (typeof r === 'string') fail('EINVAL', `inline SGE lkey 0x${s.lkey.toString(16)}: ${r}`, { ...POST_SEND, attr: 'sg_list' });
         off += r.mem.copy(inline, off, r.offset, r.offset + s.length);
       }
     }
     if (isAtomic) {
-      if (!wr.atomic) fail('EINVAL', 'atomic work requests need wr.atomic', { attr: 'atomic' });
-      if (sgl.length !== 1 || length !== 8) fail('EINVAL', 'atomics take one 8-byte SGE', { attr: 'sgList' });
-      if (wr.atomic.remoteAddr % 8 !== 0) fail('EINVAL', 'atomic remote address must be 8-byte aligned', { attr: 'atomic' });
+      if (!wr.atomic) fail('EINVAL', 'atomic work requests need it', { ...POST_SEND, attr: 'atomic' });
+      if (sgl.length !== 1 || length !== 8) fail('EINVAL', 'atomics take one 8-byte SGE', { ...POST_SEND, attr: 'sg_list' });
+      if (wr.atomic.remoteAddr % 8 !== 0) fail('EINVAL', 'atomic remote address must be 8-byte aligned', { ...POST_SEND, attr: 'atomic' });
     }
     if ((wr.opcode === WrOpcode.RDMA_WRITE || wr.opcode === WrOpcode.RDMA_WRITE_WITH_IMM || wr.opcode === WrOpcode.RDMA_READ) && !wr.rdma) {
-      fail('EINVAL', 'RDMA work requests need wr.rdma', { attr: 'rdma' });
+      fail('EINVAL', 'RDMA work requests need it', { ...POST_SEND, attr: 'rdma' });
     }
     if (this.qpType === QpType.UD) {
-      if (!wr.ud || !this.device.isAh(wr.ud.ah)) fail('EINVAL', 'UD sends need wr.ud with an AH of this device', { attr: 'ud' });
-      if (length > this.mtu) fail('EINVAL', `UD message of ${length} bytes exceeds the port MTU ${this.mtu}`, { attr: 'sgList' });
+      if (!wr.ud || !this.device.isAh(wr.ud.ah)) fail('EINVAL', 'UD sends need it, with an AH of this device', { ...POST_SEND, attr: 'ud' });
+      if (length > this.mtu) fail('EINVAL', `UD message of ${length} bytes exceeds the port MTU ${this.mtu}`, { ...POST_SEND, attr: 'sg_list' });
     }
-    if (wr.opcode === WrOpcode.BIND_MW && !wr.bindMw) fail('EINVAL', 'BIND_MW needs wr.bindMw', { attr: 'bindMw' });
+    if (wr.opcode === WrOpcode.BIND_MW && !wr.bindMw) fail('EINVAL', 'BIND_MW needs it', { ...POST_SEND, attr: 'bind_mw' });
     if (wr.opcode === WrOpcode.LOCAL_INV || wr.opcode === WrOpcode.SEND_WITH_INV) {
-      if (!Number.isInteger(wr.invalidateRkey)) fail('EINVAL', 'needs invalidateRkey', { attr: 'invalidateRkey' });
+      if (!Number.isInteger(wr.invalidateRkey)) fail('EINVAL', 'is required for LOCAL_INV and SEND_WITH_INV', { ...POST_SEND, attr: 'invalidate_rkey' });
     }
     const local = wr.opcode === WrOpcode.LOCAL_INV || wr.opcode === WrOpcode.BIND_MW;
     const wqe: SendWqe = {
@@ -391,13 +391,17 @@ export class RxeQp implements ProviderQp {
   }
 }
 
-export function validateRecv(wr: RecvWr, maxSge: number): RecvWqe {
+/** Where post_send errors happen: QP.POST_SEND, attribute named as in ibv_send_wr. */
+const POST_SEND = { object: 'QP', method: 'POST_SEND' } as const;
+
+export function validateRecv(wr: RecvWr, maxSge: number, object: 'QP' | 'SRQ' = 'QP'): RecvWqe {
+  const site = { object, method: 'POST_RECV', attr: 'sg_list' };
   const sgl = wr.sgList ?? [];
-  if (!Array.isArray(sgl)) fail('EINVAL', 'sgList must be an array', { attr: 'sgList' });
-  if (sgl.length > maxSge) fail('EINVAL', `${sgl.length} SGEs exceed max_recv_sge ${maxSge}`, { attr: 'sgList' });
+  if (!Array.isArray(sgl)) fail('EINVAL', 'must be an array', site);
+  if (sgl.length > maxSge) fail('EINVAL', `${sgl.length} SGEs exceed max_${object === 'QP' ? 'recv_' : ''}sge ${maxSge}`, site);
   let total = 0;
   for (const s of sgl) {
-    if (!s || !Number.isInteger(s.addr) || !Number.isInteger(s.length) || s.length < 0 || !Number.isInteger(s.lkey)) fail('EINVAL', 'malformed SGE', { attr: 'sgList' });
+    if (!s || !Number.isInteger(s.addr) || !Number.isInteger(s.length) || s.length < 0 || !Number.isInteger(s.lkey)) fail('EINVAL', 'malformed SGE', site);
     total += s.length;
   }
   return { wrId: wr.wrId, sgList: sgl, total, segs: undefined };
@@ -406,6 +410,6 @@ export function validateRecv(wr: RecvWr, maxSge: number): RecvWqe {
 export function resolveAv(ah: AhAttr, family: 4 | 6): string {
   const addr = addressFromGid(ah.grh.dgid);
   const isV4 = addr.includes('.');
-  if (isV4 !== (family === 4)) fail('EINVAL', `dgid ${addr} is not reachable from an IPv${family} device`, { attr: 'ahAttr' });
+  if (isV4 !== (family === 4)) fail('EINVAL', `dgid ${addr} is not reachable from an IPv${family} device`, { attr: 'ah_attr' });
   return addr;
 }

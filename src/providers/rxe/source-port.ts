@@ -110,6 +110,8 @@ export class SourcePort {
    */
   private bind(port: number, done: (ok: boolean) => void): dgram.Socket {
     const sock = dgram.createSocket({ type: this.family === 4 ? 'udp4' : 'udp6', sendBufferSize: 8 << 20, reuseAddr: this.shared });
+    // Send-only: whether the device keeps the process alive is the device socket's business.
+    sock.unref();
     // After close(), the socket is closed already (or will be, behind its queued sends).
     const give = () => { if (this.state !== 'closed') { sock.close(); done(false); } };
     sock.once('error', give);

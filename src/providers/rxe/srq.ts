@@ -25,7 +25,7 @@ export class RxeSrq implements ProviderSrq {
 
   postRecv(wr: RecvWr): void {
     if (this.destroyed) fail('EINVAL', 'SRQ is destroyed');
-    const w = validateRecv(wr, this.attr.maxSge);
+    const w = validateRecv(wr, this.attr.maxSge, 'SRQ');
     if (this.q.full) fail('ENOMEM', `SRQ full (${this.q.capacity} work requests)`);
     this.q.push(w);
   }

@@ -4,7 +4,7 @@
 
 import { randomBytes } from 'node:crypto';
 import {
-  Access, connectQp, createRxeDevice, gidFromAddress, gidToString, mtuBytes, mtuEnum, QpType, wcStatusStr, WcStatus,
+  type MtuValue, Access, connectQp, createRxeDevice, gidFromAddress, gidToString, mtuBytes, mtuEnum, QpType, wcStatusStr, WcStatus,
   type CQ, type Context, type Device, type MR, type PD, type QP, type WorkCompletion,
 } from '../../index.js';
 import { queryRxeCounters, rxeOf } from '../../index.js';
@@ -97,7 +97,7 @@ export class Session {
     }
     this.remote = r;
     this.mtu = Math.min(this.local.mtu, r.mtu);
-    connectQp(this.qp, { qpn: r.qpn, psn: r.psn, gid: parseGid(r.gid) }, { psn: this.local.psn, mtu: this.mtu, minRnrTimer: 1 });
+    connectQp(this.qp, { qpn: r.qpn, psn: r.psn, gid: parseGid(r.gid) }, { psn: this.local.psn, mtu: this.mtu as MtuValue, minRnrTimer: 1 });
   }
 
   describe(title: string): string {
