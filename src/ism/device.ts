@@ -24,7 +24,7 @@ import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import { F_SEAL_GROW, F_SEAL_SHRINK, mapShared, memfdCreate, sealSize, seals, unmap, type Mapping } from './libc.js';
-import { entryPath, liveness, netNamespace, readEntry, removeEntry, restoreEntry, selfStamp, subdir, writeEntry } from './runtime-dir.js';
+import { entryPath, liveness, netNamespace, openEntryPath, readEntry, removeEntry, restoreEntry, selfStamp, subdir, writeEntry } from './runtime-dir.js';
 
 const PAGE_MAGIC = 0x314d5349; // 'ISM1'
 const PAGE_HEADER = 64;
@@ -424,10 +424,10 @@ export class IsmDevice extends EventEmitter {
     this.entryCheckedAt = now;
     restoreEntry('ism', this.entryName, this.entry);
     if (!fs.existsSync(entryPath('ism', this.entry.bell!))) {
-      // Connected peers keep their doorbell connections; new ones need the file.
-      const old = this.server;
+      // Connected peers keep their doorbell connections; new ones need the file. Close first:
+      // closing unlinks the socket's path, which would be the new socket's.
+      this.server.close();
       this.server = this.listenDoorbell(this.entry.bell!);
-      old.close();
     }
   }
 
@@ -585,7 +585,8 @@ export class IsmDevice extends EventEmitter {
     for (const d of this.dmbs.values()) d.release();
     this.dmbs.clear();
     this.server.close();
-    try { removeEntry(entryPath('ism', this.entryName)); } catch { /* no runtime directory: no entry either */ }
+    const entry = openEntryPath('ism', this.entryName);
+    if (entry) removeEntry(entry);
     unmap(this.page);
     fs.closeSync(this.pageFd);
   }

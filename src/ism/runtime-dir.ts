@@ -170,6 +170,15 @@ export function entryPath(dir: string, name: string): string {
 }
 
 /**
+ * Where an entry is in the directory this process has open, without making or checking
+ * anything (for removing entries, also at exit); undefined if none was ever opened. If that
+ * directory was removed meanwhile, the path names nothing, as the entry is gone too.
+ */
+export function openEntryPath(dir: string, name: string): string | undefined {
+  return held ? `${held.path}/${dir}/${name}` : undefined;
+}
+
+/**
  * The fields of /proc/<pid>/stat after the command name (which may hold spaces and
  * parentheses): index 0 is field 3 (state), index i is field i + 3. Throws if there is no
  * such process.

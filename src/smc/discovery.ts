@@ -10,7 +10,7 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
-import { entryPath, keepPresent, listEntries, liveness, netNamespace, readEntry, removeEntry, restoreEntry, selfStamp, subdir, writeEntry, type ProcessStamp } from '../ism/runtime-dir.js';
+import { keepPresent, openEntryPath, listEntries, liveness, netNamespace, readEntry, removeEntry, restoreEntry, selfStamp, subdir, writeEntry, type ProcessStamp } from '../ism/runtime-dir.js';
 
 interface ListenerEntry extends ProcessStamp {
   netns: string;
@@ -45,7 +45,8 @@ export class ListenerRegistration {
     this.stopKeeping();
     live.delete(this);
     if (live.size === 0) process.removeListener('exit', removeAllAtExit);
-    try { removeEntry(entryPath('listeners', this.name)); } catch { /* no runtime directory now: no entry either */ }
+    const file = openEntryPath('listeners', this.name);
+    if (file) removeEntry(file);
     cache.clear();
   }
 }

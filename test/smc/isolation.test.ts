@@ -542,3 +542,34 @@ describe('listener lifetime', () => {
     }
   });
 });
+
+describe('the runtime directory removed under a live device (last: it removes this file\'s directory)', () => {
+  it('the device makes its entry and its doorbell again, and a new peer can ring it', async () => {
+    const a = IsmDevice.open({ slots: 64 });
+    try {
+      fs.rmSync(runtime, { recursive: true, force: true });
+      rdir.forgetDirectories();
+      await sleep(1100); // ensureRegistered checks at most once a second
+      a.ensureRegistered();
+      assert.equal(fs.statSync(runtime).mode & 0o777, 0o700);
+      assert.ok(fs.existsSync(path.join(runtime, 'ism', `${hex64(a.gid)}.json`)), 'entry written again');
+      const b = IsmDevice.open({ slots: 64 });
+      try {
+        const dmb = a.registerDmb(4096);
+        const r = b.attachDmb(a.gid, dmb.token);
+        const rang = new Promise<void>((resolve) => { dmb.onSignal = resolve; });
+        dmb.arm();
+        assert.equal(r.signal(), true);
+        const keep = setTimeout(() => {}, 5000); // doorbell sockets are unref'd
+        await rang;
+        clearTimeout(keep);
+        r.detach();
+        a.unregisterDmb(dmb);
+      } finally {
+        b.close();
+      }
+    } finally {
+      a.close();
+    }
+  });
+});
