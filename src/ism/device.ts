@@ -26,6 +26,9 @@ import net from 'node:net';
 import { F_SEAL_GROW, F_SEAL_SHRINK, mapShared, memfdCreate, sealSize, seals, unmap, type Mapping } from './libc.js';
 import { entryPath, liveness, netNamespace, openEntryPath, readEntry, removeEntry, restoreEntry, selfStamp, subdir, writeEntry } from './runtime-dir.js';
 
+/** node:net's connect as it was when this module loaded (see PeerDevice.connect). */
+const nodeConnect = net.Socket.prototype.connect;
+
 const PAGE_MAGIC = 0x314d5349; // 'ISM1'
 const PAGE_HEADER = 64;
 const SLOT_SIZE = 32;
@@ -274,7 +277,10 @@ class PeerDevice {
     } catch {
       return; // no runtime directory now: nothing rings; the next ring tries again
     }
-    const s = net.connect(where);
+    // node:net's own connect, not whatever wraps Socket.prototype.connect now (the auto
+    // preload, an APM tool): the doorbell is softrdma's internal socket, not the application's.
+    const s = new net.Socket();
+    nodeConnect.call(s, where);
     this.sock = s;
     s.setNoDelay(true);
     s.unref();

@@ -29,7 +29,9 @@ export function enableSmcOnServer(server: net.Server, opts: ResolvedSmcOptions):
   if (srv[kSmcServer]) return;
   const state: SmcServerState = { opts, registration: undefined, ipListener: undefined };
   srv[kSmcServer] = state;
-  server.on('listening', () => {
+  // Registration and its removal run inside the emit hook below rather than as 'listening'
+  // and 'close' listeners, which the application would see (listeners(), listenerCount()).
+  const onListening = (): void => {
     const a = server.address();
     state.ipListener = a !== null && typeof a === 'object';
     if (a && typeof a === 'object' && opts.enabled) {
@@ -42,7 +44,7 @@ export function enableSmcOnServer(server: net.Server, opts: ResolvedSmcOptions):
         debug('cannot register the SMC listener %s:%d: %s', a.address, a.port, (err as Error).message);
       }
     }
-  });
+  };
   // The entry goes when the listening socket closes, i.e. in close() itself: the 'close'
   // event waits for every connection to end, and meanwhile another process may take the
   // port, and SMC clients would send it a Proposal.
@@ -52,11 +54,11 @@ export function enableSmcOnServer(server: net.Server, opts: ResolvedSmcOptions):
     state.registration = undefined;
     return close.apply(this, arguments as unknown as Parameters<typeof close>);
   } as typeof server.close;
-  server.on('close', () => {
+  const onClose = (): void => {
     state.registration?.remove();
     state.registration = undefined;
     state.ipListener = undefined;
-  });
+  };
   // Adopt before any 'connection' listener (http's included) sees the socket. node:tls
   // (https too) sees it only once the SMC handshake settled: it takes over the TCP handle.
   const emit = server.emit as (...a: unknown[]) => boolean;
@@ -69,6 +71,10 @@ export function enableSmcOnServer(server: net.Server, opts: ResolvedSmcOptions):
         deferTlsConnection(this as tls.Server, emit, sock);
         return true;
       }
+    } else if (event === 'listening') {
+      onListening();
+    } else if (event === 'close') {
+      onClose();
     }
     // Every event of the server passes here: no rest parameter to allocate.
     return emit.apply(this, arguments as unknown as unknown[]);
