@@ -4,6 +4,7 @@
 import net from 'node:net';
 import tls from 'node:tls';
 import { normalizeConnectArgs } from './connect-args.js';
+import './socket-events.js'; // the 'smc' event in Socket's types
 import { Server, type ServerOptions } from './server.js';
 import { getSmcInfo as socketSmcInfo, resolveSmcOptions, Socket, type SmcInfo, type SmcSocketOptions } from './socket.js';
 import { connectTls as tlsOverSmc, tlsSmcInfo, SmcStream } from './tls.js';
