@@ -179,7 +179,6 @@ function graft(sock: net.Socket): Socket {
   const p = Socket.prototype;
   o.connect = p.connect; o.push = p.push; o.smcPush = p.smcPush; o._write = p._write; o._writev = p._writev;
   o._final = p._final; o._read = p._read; o.pause = p.pause; o.resume = p.resume; o._destroy = p._destroy;
-  o.destroy = p.destroy;
   return o;
 }
 
@@ -337,6 +336,8 @@ export class Socket extends net.Socket {
       s.conn!.closeWrite();
       return super._final(cb); // TCP FIN after peer_done_writing: the peer checks the CDC first
     }
+    // A server that ends before anything arrived speaks first, as one that writes: TCP.
+    if (serverSpeaksFirst(this, s)) return super._final(cb);
     s.heldFinal = cb;
   }
 
@@ -359,21 +360,14 @@ export class Socket extends net.Socket {
     return super.resume();
   }
 
-  override destroy(err?: Error, cb?: (err: Error | null) => void): this {
-    const s = this[kSmc];
-    if (err && s && (s.phase === 'proposing' || s.phase === 'srv-accepting') && !s.held && isReadReset(err)) {
-      // A reset in answer to our CLC message, which the peer application closed without
-      // reading. The application here wrote nothing, so over TCP this close was a FIN: end.
-      onClcBytes(this, s, null);
-      this.read(0);
-      return this;
-    }
-    return (super.destroy as (e?: Error, c?: (err: Error | null) => void) => this).call(this, err, cb);
-  }
-
   override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
     const s = this[kSmc];
-    if (s) teardown(this, s);
+    if (s) {
+      const linger = s.role === 'server' && (s.phase === 'srv-wait' || s.phase === 'srv-accepting')
+        && (this as unknown as { resetAndClosing?: boolean }).resetAndClosing !== true;
+      teardown(this, s);
+      if (linger) lingerClose(this, s.opts.timeout);
+    }
     super._destroy(err, cb);
   }
 }
@@ -454,11 +448,6 @@ function clcWriteError(err: Error): Error {
   return code === 'ECONNRESET' || code === 'EPIPE' ? connReset('read ECONNRESET') : err;
 }
 
-function isReadReset(err: Error): boolean {
-  const e = err as NodeJS.ErrnoException;
-  return e.code === 'ECONNRESET' && e.syscall === 'read';
-}
-
 /**
  * The application closed or dropped the TCP handle during the handshake (node's own tests
  * do): nothing more can be negotiated, and its writes meet the handle as on node:net.
@@ -509,18 +498,18 @@ function onClientConnect(this: Socket): void {
   const s = sock[kSmc];
   if (!s || s.phase !== 'idle') return;
   const info = () => ({ role: 'client' as const, localAddress: sock.localAddress, localPort: sock.localPort, remoteAddress: sock.remoteAddress, remotePort: sock.remotePort });
-  if (!policyAllows(s.opts.policy, info)) return settleTcp(sock, s, undefined, 'policy');
+  if (!policyAllows(s.opts.policy, info)) return settleTcp(sock, s, undefined, 'policy', true);
   let listener = false;
   // The port we connected to is the peer's: only a port some listener uses costs a getpeername.
   try { listener = isSmcListener(() => sock.remoteAddress, s.targetPort ?? sock.remotePort); } catch (e) {
-    if (e instanceof RuntimeDirError) return settleTcp(sock, s, DECLINE.NOSMCDEV, `runtime directory refused (${e.kind})`);
+    if (e instanceof RuntimeDirError) return settleTcp(sock, s, DECLINE.NOSMCDEV, `runtime directory refused (${e.kind})`, true);
     listener = false;
   }
-  if (!listener) return settleTcp(sock, s, DECLINE.PEERNOSMC, 'peer is not an SMC listener');
+  if (!listener) return settleTcp(sock, s, DECLINE.PEERNOSMC, 'peer is not an SMC listener', true);
   try {
     s.device = defaultIsmDevice();
   } catch {
-    return settleTcp(sock, s, DECLINE.NOSMCDEV, 'no ism device');
+    return settleTcp(sock, s, DECLINE.NOSMCDEV, 'no ism device', true);
   }
   const local = unmapV4(sock.localAddress ?? '');
   const v4 = net.isIPv4(local);
@@ -541,8 +530,13 @@ function subnetOf(a: string): string {
   return `${x}.0.0.0`;
 }
 
-/** Leave the handshake for TCP: release what it set up, flush held writes through TCP. */
-function settleTcp(sock: Socket, s: SmcState, reason: number | undefined, cause: string): void {
+/**
+ * Leave the handshake for TCP: release what it set up, flush held writes through TCP. From
+ * the 'connect' event (deferFlush), the held writes go out after the application's own
+ * 'connect' listeners have run, as node:net's queued writes do (their callbacks come after
+ * the connect callback).
+ */
+function settleTcp(sock: Socket, s: SmcState, reason: number | undefined, cause: string, deferFlush = false): void {
   restoreOwner(s);
   clearTimeout(s.timer);
   s.timer = undefined;
@@ -556,14 +550,21 @@ function settleTcp(sock: Socket, s: SmcState, reason: number | undefined, cause:
   const fin = s.heldFinal;
   s.heldFinal = undefined;
   if (sock.listenerCount('smc') > 0) sock.emit('smc', getSmcInfo(sock));
+  if (!held && !fin) return;
+  if (deferFlush) process.nextTick(flushHeld, sock, held, fin);
+  else flushHeld(sock, held, fin);
+}
+
+function flushHeld(sock: Socket, held: Held | undefined, fin: ((err?: Error | null) => void) | undefined): void {
   if (held) {
     // The application made these writes before anything went wrong; over TCP they would have
     // been taken, and a reset met later by a read.
     const cb = (err?: Error | null) => held.cb(err ? clcWriteError(err) : err);
-    if (held.writev) net.Socket.prototype._writev!.call(sock, held.data as Array<{ chunk: unknown; encoding: BufferEncoding }>, cb);
+    if (sock.destroyed) cb();
+    else if (held.writev) net.Socket.prototype._writev!.call(sock, held.data as Array<{ chunk: unknown; encoding: BufferEncoding }>, cb);
     else net.Socket.prototype._write.call(sock, held.data, held.encoding, cb);
   }
-  if (fin) net.Socket.prototype._final.call(sock, fin);
+  if (fin && !sock.destroyed) net.Socket.prototype._final.call(sock, fin);
 }
 
 function fallbackAfterDecline(sock: Socket, s: SmcState, reason: number, sendOwn: boolean, cause: string): void {
@@ -828,6 +829,27 @@ function stripThenPush(sock: Socket, s: SmcState, chunk: Buffer | null): boolean
   withSmcCounters(sock, s);
   s.clcIn += len;
   return len < buf.length ? sock.smcPush(buf.subarray(len)) : true;
+}
+
+/**
+ * The server application closed a connection during the handshake, having read nothing of
+ * the application's. The client's CLC message may sit unread in the kernel, or be on its way,
+ * and closing the handle now would answer it with a RST where this close is a FIN over TCP.
+ * So the handle closes gently: FIN now, whatever still comes is read and dropped, and the
+ * handle closes at the peer's FIN or after the handshake timeout. The application's socket
+ * is done at once ('close' as usual); the lingering one keeps no process alive.
+ */
+function lingerClose(sock: Socket, timeout: number): void {
+  const self = sock as unknown as { _handle: object | null };
+  const handle = self._handle;
+  if (!handle) return;
+  self._handle = null; // node:net's _destroy then closes nothing and emits 'close' itself
+  const l = new net.Socket({ handle } as net.SocketConstructorOpts);
+  l.on('error', () => {});
+  l.resume();
+  l.end();
+  l.unref();
+  setTimeout(() => l.destroy(), timeout).unref();
 }
 
 function teardown(sock: Socket, s: SmcState): void {

@@ -1,6 +1,8 @@
 // Node's own test/parallel cases (test-net-* by default; test-http-*, test-https-*,
-// test-tls-* with --prefix), run twice each: once on plain node and once under
-// `--import softrdma/smc/auto`. The preload must pass exactly the cases plain node passes.
+// test-tls-* with --prefix), run twice each: once on plain node and once under the preload
+// as smc-run gives it (`--require softrdma/smc/auto` where Node can require() an ES module,
+// else `--import`; --preload require|import chooses). The preload must pass exactly the cases
+// plain node passes.
 // Node's tests are not part of this repository (they come with Node's source and need its
 // test/common), so this is a script, not part of `npm test`:
 //
@@ -36,7 +38,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { autoModuleUrl } from '../../src/tools/smc-run.js';
+import { autoModuleUrl, canRequireEsm } from '../../src/tools/smc-run.js';
 import { formatTable } from '../../src/tools/table.js';
 
 /**
@@ -76,10 +78,11 @@ const { values } = parseArgs({
     json: { type: 'boolean' },
     timeout: { type: 'string', default: '60' },
     'known-failures': { type: 'string' },
+    preload: { type: 'string' },
   },
 });
 
-const USAGE = 'usage: node-net (--fetch [--cache DIR] | --node-src DIR) [--all] [--prefix test-net-]... [--filter s] [--jobs N] [--timeout SECONDS] [--known-failures FILE] [--json]';
+const USAGE = 'usage: node-net (--fetch [--cache DIR] | --node-src DIR) [--all] [--prefix test-net-]... [--filter s] [--jobs N] [--timeout SECONDS] [--known-failures FILE] [--preload require|import] [--json]';
 const hasTests = (dir: string) => fs.existsSync(path.join(dir, 'test', 'common', 'index.js'));
 
 /** Node's tests through scripts/node-tests.sh (cached per machine): the tree's path. */
@@ -118,6 +121,13 @@ const missing = everything ? [] : DEFAULT_CASES.filter((c) => !present.includes(
 const TIMEOUT_MS = Number(values.timeout) * 1000;
 const JOBS = Math.max(1, Number(values.jobs) || 1);
 const AUTO = autoModuleUrl();
+if (values.preload !== undefined && values.preload !== 'require' && values.preload !== 'import') {
+  console.error(`--preload must be require or import, got ${values.preload}\n${USAGE}`);
+  process.exit(2);
+}
+/** How the preloaded runs load softrdma/smc/auto: as smc-run does, unless --preload says. */
+const PRELOAD = (values.preload ?? (canRequireEsm() ? 'require' : 'import')) === 'require'
+  ? ['--require', fileURLToPath(AUTO)] : ['--import', AUTO];
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'softrdma-node-net-'));
 
 /** Cases that fail on plain node too, with the reason: { "cases": { "<name>": "<why>" } }. */
@@ -207,7 +217,7 @@ async function runCase(name: string, slot: number): Promise<{ plain: Outcome; sm
   // Node's tmpdir helper lives beside test/common; tests that do not refresh it still expect it.
   fs.mkdirSync(path.join(src!, 'test', `.tmp.${slot}`), { recursive: true });
   const plain = await run(file, flags, base);
-  const smc = await run(file, [...flags, '--import', AUTO], { ...base, SOFTRDMA_SMC_SUMMARY: summary });
+  const smc = await run(file, [...flags, ...PRELOAD], { ...base, SOFTRDMA_SMC_SUMMARY: summary });
   const sum = readSummary(summary);
   fs.rmSync(runtime, { recursive: true, force: true });
   return { plain, smc, sum };

@@ -33,7 +33,7 @@ server.listen(0, '127.0.0.1', () => {
 });
 `,
   // Passes on plain node only: what a regression looks like to the runner.
-  'test/parallel/test-net-binary.js': "'use strict';\nprocess.exit(process.execArgv.includes('--import') ? 1 : 0);\n",
+  'test/parallel/test-net-binary.js': "'use strict';\nprocess.exit(process.execArgv.includes('--import') || process.execArgv.includes('--require') ? 1 : 0);\n",
   // Fails on both sides, and is listed as such.
   'test/parallel/test-net-stream.js': "'use strict';\nprocess.exit(1);\n",
   // Fails on both sides, not listed: reported, not a failure of the run.
