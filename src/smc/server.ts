@@ -6,7 +6,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import util from 'node:util';
 import { ListenerRegistration } from './discovery.js';
-import { kSmc, resolveSmcOptions, Socket, type ResolvedSmcOptions, type SmcSocketOptions } from './socket.js';
+import { kSmc, lingerHandle, resolveSmcOptions, Socket, type ResolvedSmcOptions, type SmcSocketOptions } from './socket.js';
 import { deferTlsConnection } from './tls.js';
 
 const debug = util.debuglog('smc');
@@ -32,6 +32,7 @@ export function enableSmcOnServer(server: net.Server, opts: ResolvedSmcOptions):
   // Registration and its removal run inside the emit hook below rather than as 'listening'
   // and 'close' listeners, which the application would see (listeners(), listenerCount()).
   const onListening = (): void => {
+    gentleDrops(server, opts.timeout);
     const a = server.address();
     state.ipListener = a !== null && typeof a === 'object';
     if (a && typeof a === 'object' && opts.enabled) {
@@ -79,6 +80,28 @@ export function enableSmcOnServer(server: net.Server, opts: ResolvedSmcOptions):
     // Every event of the server passes here: no rest parameter to allocate.
     return emit.apply(this, arguments as unknown as unknown[]);
   } as typeof server.emit;
+}
+
+const kGentle = Symbol('softrdma.smc.gentleDrops');
+
+/**
+ * A connection node:net drops (maxConnections) has its handle closed at once; an SMC client's
+ * Proposal unread in it would turn that close into a RST where node:net's is a FIN. Such a
+ * handle closes as a server's connection closed during the handshake does (lingerHandle).
+ */
+function gentleDrops(server: net.Server, timeout: number): void {
+  type Handle = { onconnection?: (err: number, client?: { close(cb?: () => void): void }) => void; [kGentle]?: true };
+  const h = (server as unknown as { _handle?: Handle | null })._handle;
+  if (!h || h[kGentle] || typeof h.onconnection !== 'function') return;
+  h[kGentle] = true;
+  const onconnection = h.onconnection;
+  const srv = server as net.Server & { _connections: number };
+  h.onconnection = function (this: unknown, err: number, client?: { close(cb?: () => void): void }): void {
+    if (!err && client && srv.maxConnections != null && srv._connections >= srv.maxConnections) {
+      client.close = () => lingerHandle(client, timeout);
+    }
+    onconnection.call(this, err, client);
+  };
 }
 
 export class Server extends net.Server {

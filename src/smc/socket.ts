@@ -844,6 +844,11 @@ function lingerClose(sock: Socket, timeout: number): void {
   const handle = self._handle;
   if (!handle) return;
   self._handle = null; // node:net's _destroy then closes nothing and emits 'close' itself
+  lingerHandle(handle, timeout);
+}
+
+/** @internal Close a TCP handle as lingerClose does (also for connections a server drops). */
+export function lingerHandle(handle: object, timeout: number): void {
   const l = new net.Socket({ handle } as net.SocketConstructorOpts);
   l.on('error', () => {});
   l.resume();
