@@ -37,7 +37,7 @@ describe('receive-path heap', { skip: !glibc && 'mallopt is glibc only' }, () =>
     assert.equal(applied({ ...process.env, SOFTRDMA_SMC_HEAP_TUNE: '0' }), false);
   });
 
-  it('with it, freed 256 KiB blocks are reused without faulting; without it, every round faults them in again', () => {
+  it('with it, freed 256 KiB blocks are reused without faulting; without it, they are faulted in again', () => {
     const tuned = rounds('1');
     const untuned = rounds('0');
     assert.equal(tuned.applied, true);
@@ -47,6 +47,9 @@ describe('receive-path heap', { skip: !glibc && 'mallopt is glibc only' }, () =>
     // Measured here: 2-3 faults per later round tuned, 4,066 (every page) untuned.
     const later = (r: Rounds) => r.faults.slice(1);
     for (const f of later(tuned)) assert.ok(f < tuned.pagesPerRound / 16, `tuned rounds faulted ${later(tuned).join(', ')} of ${tuned.pagesPerRound} pages`);
-    for (const f of later(untuned)) assert.ok(f > untuned.pagesPerRound / 2, `untuned rounds faulted only ${later(untuned).join(', ')} of ${untuned.pagesPerRound} pages`);
+    // Untuned, glibc gives the freed blocks back at least at the first reuse. Later rounds
+    // depend on what else sits on the heap: under Node 24 something allocated above the blocks
+    // stops the trimming after two rounds (4,066, 4,068, 66, 2, 3).
+    assert.ok(later(untuned)[0]! > untuned.pagesPerRound / 2, `untuned rounds faulted only ${later(untuned).join(', ')} of ${untuned.pagesPerRound} pages`);
   });
 });
