@@ -729,9 +729,12 @@ function startSmcd(sock: Socket, s: SmcState): void {
       unrefTimer(sock);
       return sock.smcPush(chunk);
     },
-    // As node's onStreamRead: push the end, then read(0), so a paused stream with nothing
-    // buffered still emits 'end'.
-    peerDone: () => { sock.smcPush(null); sock.read(0); },
+    // After the ticks the data set off, as TCP's FIN comes in a read callback of its own after
+    // the data's: node:http answers a request in the request's 'end' handler (a tick after
+    // the data), and gives up on answering at the socket's 'end'. Then, as node's
+    // onStreamRead: push the end and read(0), so a paused stream with nothing buffered still
+    // emits 'end'.
+    peerDone: () => { process.nextTick(peerEnded, sock); },
     peerAbort: () => { sock.destroy(connReset('peer aborted the SMC connection')); },
     writable: () => pump(s),
     protocolError: (msg) => { sock.destroy(Object.assign(new Error(`SMC-D protocol error: ${msg}`), { code: 'EPROTO' })); },
@@ -757,6 +760,12 @@ function startSmcd(sock: Socket, s: SmcState): void {
   // The client writes right after its Confirm: the server may find data waiting already.
   if (s.role === 'server') conn.process();
   kick(conn);
+}
+
+function peerEnded(sock: Socket): void {
+  if (sock.destroyed) return;
+  sock.smcPush(null);
+  sock.read(0);
 }
 
 function smcWrite(sock: Socket, s: SmcState, buf: Buffer, cb: (err?: Error | null) => void): void {

@@ -45,10 +45,11 @@ function get(port: number, opts: http.RequestOptions, log: Log, label: string, p
 }
 
 /** A raw TCP exchange: write, read until the server closes. */
-async function raw(port: number, text: string, log: Log, label: string): Promise<string> {
+async function raw(port: number, text: string, log: Log, label: string, end = false): Promise<string> {
   const s = net.connect(port, '127.0.0.1');
   s.on('error', (e: NodeJS.ErrnoException) => log.push(`${label} error ${e.code}`));
-  s.write(text);
+  if (end) s.end(text);
+  else s.write(text);
   let got = '';
   s.setEncoding('latin1').on('data', (d: string) => { got += d; });
   await new Promise<void>((r) => s.once('close', () => r()));
@@ -118,6 +119,16 @@ await withServer('server destroys the socket mid-response', (_req, res) => {
   setTimeout(() => res.socket?.destroy(), 20);
 }, async (port, log) => {
   await get(port, { agent: false }, log, 'client');
+});
+
+await withServer('request and FIN together, answered in the request\'s end handler', (req, res) => {
+  req.on('end', () => res.end('answered'));
+  req.resume();
+}, async (port, log) => {
+  // The client half-closes with its request (node:http's server gives up on answering at
+  // the socket's 'end', which must come after the request's 'end' handler has run).
+  const got = await raw(port, 'POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n' + `2;${'A'.repeat(10000)}=bar\r\nAA\r\n`.repeat(3) + '0\r\n\r\n', log, 'half-closed', true);
+  log.push(`answer ${got.includes('answered') ? 'received' : 'missing'}`);
 });
 
 await withServer('POST of 1 MiB', (req, res) => {
