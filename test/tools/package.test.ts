@@ -34,11 +34,13 @@ test('package.json: license, platform, Node range, entry points, prepare', () =>
   }
 });
 
-test('npm pack: the library, the command, README and LICENSE; no tests, benchmarks, examples or dangling maps', () => {
+test('npm pack: the library, the command, README, LICENSE and docs; no tests, benchmarks, examples or dangling maps', () => {
   const [info] = JSON.parse(pack(['--dry-run'])) as Array<{ files: Array<{ path: string }> }>;
   const files = new Set(info!.files.map((f) => f.path));
   for (const f of ['package.json', 'README.md', 'LICENSE', 'dist/src/index.js', 'dist/src/index.d.ts', 'dist/src/smc/index.js', 'dist/src/smc/index.d.ts',
-    'dist/src/smc/auto.js', 'dist/src/smc/socket-events.d.ts', 'dist/src/ism/index.js', 'dist/src/cli/main.js']) {
+    'dist/src/smc/auto.js', 'dist/src/smc/socket-events.d.ts', 'dist/src/ism/index.js', 'dist/src/cli/main.js',
+    // The README links these; they must be there when it is read from node_modules.
+    ...fs.readdirSync(path.join(root, 'docs')).map((d) => `docs/${d}`)]) {
     assert.ok(files.has(f), `${f} is packed`);
   }
   const stray = [...files].filter((f) => /^(dist\/(test|bench|examples)|test|bench|examples|src)\//.test(f) || /\.tsbuildinfo$/.test(f));
