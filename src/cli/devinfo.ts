@@ -1,37 +1,142 @@
-// `softrdma devinfo`: ibv_devinfo for softrdma devices.
+// `softrdma devinfo`: rdma-core's ibv_devinfo for softrdma devices: its options (-d, -i, -l,
+// -v) and its layout, line for line (libibverbs/examples/devinfo.c), for the fields an rxe
+// device has. A softrdma device exists only while a process holds it, so this command creates
+// the devices it shows: one per --bind address, named rxe0, rxe1, ... as `rdma link add` would.
 
-import { getDeviceList, gidToString, PortState, mtuBytes, type Device } from '../index.js';
+import { isIPv4 } from 'node:net';
+import { parseArgs } from 'node:util';
+import { addressFromGid, createRxeDevice, getDeviceList, mtuBytes, type Device } from '../index.js';
+import { UsageError } from '../tools/usage.js';
 
-const STATE = ['NOP', 'DOWN', 'INIT', 'ARMED', 'ACTIVE', 'ACTIVE_DEFER'];
-const guid = (g: bigint) => g.toString(16).padStart(16, '0').replace(/(.{4})(?=.)/g, '$1:');
+export const DEVINFO_USAGE = `usage: softrdma devinfo [options]      print the ca attributes (like ibv_devinfo)
 
-export function devinfo(devs: readonly Device[] = getDeviceList(), verbose = false): string {
+Options:
+  -d, --ib-dev=<dev>     use IB device <dev> (default all devices)
+  -i, --ib-port=<port>   use port <port> of IB device (default all ports)
+  -l, --list             print only the IB devices names
+  -v, --verbose          print all the attributes of the IB device(s)
+      --bind=<addr>      create an rxe device on this local address (default 127.0.0.1;
+                         repeat for more devices: rxe0, rxe1, ...)
+      --udp-port=<port>  its RoCEv2 UDP port (default 0: any free port, so that devinfo
+                         works next to a running device on 4791)`;
+
+const PORT_STATE: Record<number, string> = { 1: 'PORT_DOWN', 2: 'PORT_INIT', 3: 'PORT_ARMED', 4: 'PORT_ACTIVE' };
+const PHYS_STATE: Record<number, string> = { 1: 'SLEEP', 2: 'POLLING', 3: 'DISABLED', 4: 'PORT_CONFIGURATION TRAINNING', 5: 'LINK_UP', 6: 'LINK_ERROR_RECOVERY', 7: 'PHY TEST' };
+const WIDTH: Record<number, string> = { 1: '1', 2: '4', 4: '8', 8: '12', 16: '2' };
+const SPEED: Record<number, string> = { 1: '2.5 Gbps', 2: '5.0 Gbps', 4: '10.0 Gbps', 8: '10.0 Gbps', 16: '14.0 Gbps', 32: '25.0 Gbps', 64: '50.0 Gbps', 128: '100.0 Gbps', 256: '200.0 Gbps' };
+
+/** guid_str(): four groups of four hex digits. */
+export function guidString(g: bigint): string {
+  return g.toString(16).padStart(16, '0').replace(/(.{4})(?=.)/g, '$1:');
+}
+
+/** A GID as inet_ntop(AF_INET6) prints it: '::ffff:10.0.0.1', 'fe80::1'. */
+export function gidText(gid: Uint8Array): string {
+  const a = addressFromGid(gid);
+  return isIPv4(a) ? `::ffff:${a}` : a;
+}
+
+export interface DevinfoOptions { verbose?: boolean; port?: number }
+
+export function devinfo(devs: readonly Device[] = getDeviceList(), opts: DevinfoOptions = {}): string {
   const out: string[] = [];
+  const verbose = opts.verbose ?? false;
   for (const dev of devs) {
     const ctx = dev.open();
     try {
       const d = ctx.queryDevice();
-      out.push(`hca_id:\t${dev.name}`, `\ttransport:\t\t\tInfiniBand (0)`, `\tfw_ver:\t\t\t\t${d.fwVer}`,
-        `\tnode_guid:\t\t\t${guid(d.nodeGuid)}`, `\tsys_image_guid:\t\t\t${guid(d.sysImageGuid)}`,
-        `\tvendor_id:\t\t\t0x${d.vendorId.toString(16)}`, `\tvendor_part_id:\t\t\t${d.vendorPartId}`, `\thw_ver:\t\t\t\t0x${d.hwVer.toString(16)}`,
-        `\tphys_port_cnt:\t\t\t${d.physPortCnt}`);
+      if (opts.port && opts.port > d.physPortCnt) throw new Error('Invalid port requested for device');
+      out.push(`hca_id:\t${dev.name}`, `\ttransport:\t\t\tInfiniBand (0)`);
+      if (d.fwVer) out.push(`\tfw_ver:\t\t\t\t${d.fwVer}`);
+      out.push(`\tnode_guid:\t\t\t${guidString(d.nodeGuid)}`, `\tsys_image_guid:\t\t\t${guidString(d.sysImageGuid)}`,
+        `\tvendor_id:\t\t\t0x${d.vendorId.toString(16).padStart(4, '0')}`, `\tvendor_part_id:\t\t\t${d.vendorPartId}`,
+        `\thw_ver:\t\t\t\t0x${d.hwVer.toString(16).toUpperCase()}`, `\tphys_port_cnt:\t\t\t${d.physPortCnt}`);
       if (verbose) {
-        for (const k of ['maxMrSize', 'maxQp', 'maxQpWr', 'maxSge', 'maxCq', 'maxCqe', 'maxMr', 'maxPd', 'maxQpRdAtom', 'maxQpInitRdAtom', 'maxMw', 'maxAh', 'maxSrq', 'maxSrqWr', 'maxSrqSge', 'maxInlineData'] as const) {
-          out.push(`\t${k.replace(/[A-Z]/g, (c) => '_' + c.toLowerCase())}:\t\t\t${d[k]}`);
-        }
-        out.push(`\tatomic_cap:\t\t\tATOMIC_${d.atomicCap} (${d.atomicCap === 'HCA' ? 1 : 0})`);
+        out.push(
+          `\tmax_mr_size:\t\t\t0x${d.maxMrSize.toString(16)}`, `\tpage_size_cap:\t\t\t0x${d.pageSizeCap.toString(16)}`,
+          `\tmax_qp:\t\t\t\t${d.maxQp}`, `\tmax_qp_wr:\t\t\t${d.maxQpWr}`,
+          `\tdevice_cap_flags:\t\t0x${d.deviceCapFlags.toString(16).padStart(8, '0')}`,
+          `\tmax_sge:\t\t\t${d.maxSge}`, `\tmax_sge_rd:\t\t\t${d.maxSge}`, `\tmax_cq:\t\t\t\t${d.maxCq}`, `\tmax_cqe:\t\t\t${d.maxCqe}`,
+          `\tmax_mr:\t\t\t\t${d.maxMr}`, `\tmax_pd:\t\t\t\t${d.maxPd}`, `\tmax_qp_rd_atom:\t\t\t${d.maxQpRdAtom}`,
+          `\tmax_ee_rd_atom:\t\t\t0`, `\tmax_res_rd_atom:\t\t${d.maxQpRdAtom * d.maxQp}`, `\tmax_qp_init_rd_atom:\t\t${d.maxQpInitRdAtom}`,
+          `\tmax_ee_init_rd_atom:\t\t0`, `\tatomic_cap:\t\t\tATOMIC_${d.atomicCap} (${d.atomicCap === 'HCA' ? 1 : d.atomicCap === 'GLOB' ? 2 : 0})`,
+          `\tmax_ee:\t\t\t\t0`, `\tmax_rdd:\t\t\t0`, `\tmax_mw:\t\t\t\t${d.maxMw}`, `\tmax_raw_ipv6_qp:\t\t0`, `\tmax_raw_ethy_qp:\t\t0`,
+          `\tmax_mcast_grp:\t\t\t0`, `\tmax_mcast_qp_attach:\t\t0`, `\tmax_total_mcast_qp_attach:\t0`,
+          `\tmax_ah:\t\t\t\t${d.maxAh}`, `\tmax_fmr:\t\t\t0`, `\tmax_srq:\t\t\t${d.maxSrq}`);
+        if (d.maxSrq) out.push(`\tmax_srq_wr:\t\t\t${d.maxSrqWr}`, `\tmax_srq_sge:\t\t\t${d.maxSrqSge}`);
+        out.push(`\tmax_pkeys:\t\t\t1`, `\tlocal_ca_ack_delay:\t\t15`);
       }
-      const p = ctx.queryPort(1);
-      out.push(`\t\tport:\t1`, `\t\t\tstate:\t\t\tPORT_${STATE[p.state]} (${p.state})`,
-        `\t\t\tmax_mtu:\t\t${mtuBytes(p.maxMtu)} (${p.maxMtu})`, `\t\t\tactive_mtu:\t\t${mtuBytes(p.activeMtu)} (${p.activeMtu})`,
-        `\t\t\tsm_lid:\t\t\t${p.smLid}`, `\t\t\tport_lid:\t\t${p.lid}`, `\t\t\tport_lmc:\t\t0x00`, `\t\t\tlink_layer:\t\t${p.linkLayer}`);
-      if (verbose) out.push(`\t\t\tmax_msg_sz:\t\t0x${p.maxMsgSz.toString(16)}`, `\t\t\tgid_tbl_len:\t\t${p.gidTblLen}`, `\t\t\tpkey_tbl_len:\t\t${p.pkeyTblLen}`);
-      for (const g of ctx.queryGidTable(1)) out.push(`\t\t\tGID[${String(g.index).padStart(3)}]:\t\t${gidToString(g.gid)}, ${g.type} (${g.address})`);
-      if (p.state !== PortState.ACTIVE) out.push('\t\t\t(port not active)');
+      for (let port = 1; port <= d.physPortCnt; port++) {
+        if (opts.port && port !== opts.port) continue;
+        const p = ctx.queryPort(port);
+        out.push(`\t\tport:\t${port}`, `\t\t\tstate:\t\t\t${PORT_STATE[p.state] ?? 'invalid state'} (${p.state})`,
+          `\t\t\tmax_mtu:\t\t${mtuBytes(p.maxMtu)} (${p.maxMtu})`, `\t\t\tactive_mtu:\t\t${mtuBytes(p.activeMtu)} (${p.activeMtu})`,
+          `\t\t\tsm_lid:\t\t\t${p.smLid}`, `\t\t\tport_lid:\t\t${p.lid}`, `\t\t\tport_lmc:\t\t0x00`, `\t\t\tlink_layer:\t\t${p.linkLayer}`);
+        if (verbose) {
+          out.push(`\t\t\tmax_msg_sz:\t\t0x${p.maxMsgSz.toString(16)}`, `\t\t\tport_cap_flags:\t\t0x${p.portCapFlags.toString(16).padStart(8, '0')}`,
+            `\t\t\tport_cap_flags2:\t0x0000`, `\t\t\tmax_vl_num:\t\t1 (1)`, `\t\t\tbad_pkey_cntr:\t\t0x0`, `\t\t\tqkey_viol_cntr:\t\t0x0`,
+            `\t\t\tsm_sl:\t\t\t0`, `\t\t\tpkey_tbl_len:\t\t${p.pkeyTblLen}`, `\t\t\tgid_tbl_len:\t\t${p.gidTblLen}`, `\t\t\tsubnet_timeout:\t\t0`,
+            `\t\t\tinit_type_reply:\t0`, `\t\t\tactive_width:\t\t${WIDTH[p.activeWidth] ?? 'invalid width'}X (${p.activeWidth})`,
+            `\t\t\tactive_speed:\t\t${SPEED[p.activeSpeed] ?? 'invalid speed'} (${p.activeSpeed})`,
+            `\t\t\tphys_state:\t\t${PHYS_STATE[p.physState] ?? 'invalid physical state'} (${p.physState})`);
+          const typed = p.linkLayer === 'Ethernet';
+          for (const g of ctx.queryGidTable(port)) {
+            if (g.gid.every((b) => b === 0)) continue;
+            out.push(`\t\t\tGID[${String(g.index).padStart(3)}]:\t\t${gidText(g.gid)}${typed ? `, ${g.type}` : ''}`);
+          }
+        }
+        out.push('');
+      }
     } finally {
       ctx.close();
     }
-    out.push('');
   }
   return out.join('\n');
+}
+
+/** `softrdma devinfo [options]`; returns the exit code (ibv_devinfo's: 4 for a port the device lacks). */
+export async function devinfoCommand(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      'ib-dev': { type: 'string', short: 'd' }, 'ib-port': { type: 'string', short: 'i' }, list: { type: 'boolean', short: 'l' },
+      verbose: { type: 'boolean', short: 'v' }, bind: { type: 'string', multiple: true }, 'udp-port': { type: 'string' },
+      port: { type: 'string' }, // the old spelling of --udp-port
+    },
+  });
+  let port = 0;
+  if (values['ib-port'] !== undefined) {
+    port = Number(values['ib-port']);
+    if (!Number.isInteger(port) || port <= 0) throw new UsageError(`--ib-port must be a positive integer, got '${values['ib-port']}'`);
+  }
+  const udpText = values['udp-port'] ?? values.port;
+  const udpPort = udpText === undefined ? 0 : Number(udpText);
+  if (!Number.isInteger(udpPort) || udpPort < 0 || udpPort > 65535) throw new UsageError(`--udp-port must be an integer in [0, 65535], got '${udpText}'`);
+  const binds = values.bind?.length ? values.bind : ['127.0.0.1'];
+  const devs: Device[] = [];
+  try {
+    for (const [i, address] of binds.entries()) devs.push(await createRxeDevice({ address, port: udpPort, name: `rxe${i}` }));
+    if (values.list) {
+      console.log(`${devs.length} HCA${devs.length !== 1 ? 's' : ''} found:\n${devs.map((d) => `\t${d.name}\n`).join('')}`);
+      return 0;
+    }
+    let shown = devs;
+    if (values['ib-dev'] !== undefined) {
+      shown = devs.filter((d) => d.name === values['ib-dev']);
+      if (!shown.length) {
+        console.error(`IB device '${values['ib-dev']}' wasn't found`);
+        return 255;
+      }
+    }
+    try {
+      process.stdout.write(devinfo(shown, { verbose: values.verbose, port }) + '\n');
+    } catch (err) {
+      if ((err as Error).message !== 'Invalid port requested for device') throw err;
+      console.error((err as Error).message);
+      return 4;
+    }
+    return 0;
+  } finally {
+    for (const d of devs) await d.close();
+  }
 }

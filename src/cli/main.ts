@@ -2,16 +2,15 @@
 // The softrdma command.
 
 import fs from 'node:fs';
-import { parseArgs } from 'node:util';
-import { createRxeDevice } from '../index.js';
-import { devinfo } from './devinfo.js';
-import { demo } from './demo.js';
-import { smcDemo } from './smc-demo.js';
+import { devinfoCommand, DEVINFO_USAGE } from './devinfo.js';
+import { demo, DEMO_USAGE } from './demo.js';
+import { smcDemo, SMC_DEMO_USAGE } from './smc-demo.js';
 import { perftest, PERFTEST_USAGE } from '../tools/perftest/index.js';
-import { isUsageError } from '../tools/usage.js';
+import { isUsageError, synopsis, usageErrorLine } from '../tools/usage.js';
 import { pingpong, PINGPONG_USAGE } from '../tools/pingpong.js';
 import { smcss, SMCSS_USAGE } from '../tools/smcss.js';
-import { smcRun, SMC_RUN_USAGE } from '../tools/smc-run.js';
+import { smcChk, SMC_CHK_USAGE } from '../tools/smc-chk.js';
+import { smcRun, SMC_RUN_USAGE, smcRunOptionEnd } from '../tools/smc-run.js';
 
 /** The version of the installed package (its package.json, two levels above dist/src/cli). */
 function packageVersion(): string {
@@ -19,65 +18,70 @@ function packageVersion(): string {
   return pkg.version;
 }
 
-const USAGE = `usage: softrdma <command> [options]
-       softrdma --version | --help
+interface Command {
+  /** What the top-level help shows: the arguments, then one line or two of what it does. */
+  args: string;
+  about: string;
+  usage: string;
+  /** Short options that mean --version for this tool (as in the original: smc_run -v, perftest -V). */
+  versionShort?: string[];
+  /** Where the tool's own options end (smc-run: at the command it runs). */
+  optionEnd?: (args: string[]) => number;
+  /** Exit code, or nothing for 0. Usage errors are thrown (UsageError or parseArgs'). */
+  run(args: string[]): Promise<number | void>;
+}
+
+const COMMANDS: Record<string, Command> = {
+  demo: { args: '[-v]', about: 'RDMA WRITE and SEND between two rxe devices in one process', usage: DEMO_USAGE, run: demo },
+  devinfo: { args: '[-d DEV] [-i PORT] [-l] [-v]', about: 'like ibv_devinfo (an rxe device on --bind ADDR)', usage: DEVINFO_USAGE, run: devinfoCommand },
+  perftest: { args: '<test> [options] [host]', about: "perftest's ib_*_bw and ib_*_lat (write, read, send, atomic)", usage: PERFTEST_USAGE, versionShort: ['-V'], run: async (a) => { await perftest(a); } },
+  pingpong: { args: 'rc|ud [options] [host]', about: "rdma-core's ibv_rc_pingpong / ibv_ud_pingpong", usage: PINGPONG_USAGE, run: async (a) => { await pingpong(a); } },
+  smcss: { args: '[-a|-l] [-d] [-D] [-W] [-v]', about: "SMC sockets of this user's processes (like smcss)", usage: SMCSS_USAGE, versionShort: ['-V'], run: smcss },
+  'smc-chk': { args: '<host> <port>', about: 'does a service get SMC-D, and if not why (like smc_chk -C)', usage: SMC_CHK_USAGE, versionShort: ['-v'], run: smcChk },
+  'smc-run': { args: '[-d] [-r SIZE] <cmd...>', about: 'run a Node program with SMC-capable sockets (like smc_run)', usage: SMC_RUN_USAGE, versionShort: ['-v'], optionEnd: smcRunOptionEnd, run: smcRun },
+  'smc-demo': { args: '', about: 'SMC-D next to TCP on this host: mode, MiB/s, round trip', usage: SMC_DEMO_USAGE, run: smcDemo },
+};
+
+function topUsage(): string {
+  const left = Object.entries(COMMANDS).map(([name, c]) => `  ${name}${c.args ? ' ' + c.args : ''}`);
+  const width = Math.max(...left.map((l) => l.length)) + 2;
+  const lines = Object.values(COMMANDS).map((c, i) => left[i]!.padEnd(width) + c.about);
+  return `usage: softrdma <command> [options]
+       softrdma <command> --help | --version
+       softrdma --help | --version
 
 commands:
-  demo                      two rxe devices on 127.0.0.2/127.0.0.3 in one process: RDMA WRITE
-                            bandwidth and SEND latency (no configuration needed)
-  devinfo [--bind ADDR] [-v] like ibv_devinfo, for an rxe device bound to ADDR (default 127.0.0.1)
-  perftest <test> [host]    perftest's ib_{write,read,send,atomic}_bw and ib_{write,read,send}_lat
-                            (softrdma perftest --help for options)
-  pingpong rc|ud [host]     ibv_rc_pingpong / ibv_ud_pingpong, interoperable with rdma-core's
-  smcss [-a] [-d] [--json]   SMC-capable connections of this user's processes, like smc-tools' smcss
-  smc-run [--] <cmd...>      run a Node program with every TCP socket SMC-capable (like smc_run)
-  smc-demo                   an SMC-D connection next to TCP on this host: mode, throughput, round trip`;
+${lines.join('\n')}`;
+}
 
-/** -h prints the tool's usage; a usage error prints it too and exits 2; other errors propagate. */
-async function runTool(name: string, usage: string, run: () => Promise<unknown>, args: string[]): Promise<number> {
-  if (args.includes('-h') || args.includes('--help')) { console.log(usage); return 0; }
-  try {
-    await run();
-    return 0;
-  } catch (err) {
-    if (!isUsageError(err)) throw err;
-    console.error(`softrdma ${name}: ${err.message}\n${usage}`);
-    return 2;
+/** --help / --version anywhere among the tool's own options (not in a value, not after --). */
+function wants(c: Command, args: string[]): 'help' | 'version' | undefined {
+  const end = c.optionEnd ? c.optionEnd(args) : args.indexOf('--') < 0 ? args.length : args.indexOf('--');
+  for (const a of args.slice(0, end)) {
+    if (a === '-h' || a === '--help') return 'help';
+    if (a === '--version' || c.versionShort?.includes(a)) return 'version';
   }
+  return undefined;
 }
 
 async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
+  if (cmd !== undefined && Object.hasOwn(COMMANDS, cmd)) {
+    const c = COMMANDS[cmd]!;
+    const w = wants(c, rest);
+    if (w === 'help') { console.log(c.usage); return 0; }
+    if (w === 'version') { console.log(`softrdma ${cmd} ${packageVersion()}`); return 0; }
+    try {
+      return (await c.run(rest)) ?? 0;
+    } catch (err) {
+      if (!isUsageError(err)) throw err;
+      console.error(`softrdma ${cmd}: ${usageErrorLine(err)}\n${synopsis(c.usage)}\n(softrdma ${cmd} --help lists the options)`);
+      return 2;
+    }
+  }
   switch (cmd) {
-    case 'demo':
-      await demo();
-      return 0;
-    case 'devinfo': {
-      const { values } = parseArgs({ args: rest, options: { bind: { type: 'string', default: '127.0.0.1' }, verbose: { type: 'boolean', short: 'v' }, port: { type: 'string' } } });
-      const dev = await createRxeDevice({ address: values.bind!, port: values.port ? Number(values.port) : 0 });
-      try {
-        console.log(devinfo([dev], values.verbose));
-      } finally {
-        await dev.close();
-      }
-      return 0;
-    }
-    case 'perftest':
-      return runTool('perftest', PERFTEST_USAGE, () => perftest(rest), rest);
-    case 'pingpong':
-      return runTool('pingpong', PINGPONG_USAGE, () => pingpong(rest), rest);
-    case 'smcss':
-      return runTool('smcss', SMCSS_USAGE, async () => smcss(rest), rest);
-    case 'smc-run': {
-      if (rest[0] === '-h' || rest[0] === '--help') { console.log(SMC_RUN_USAGE); return 0; }
-      let code = 0;
-      const rc = await runTool('smc-run', SMC_RUN_USAGE, async () => { code = await smcRun(rest); }, []);
-      return rc || code;
-    }
-    case 'smc-demo':
-      await smcDemo();
-      return 0;
     case '-v':
+    case '-V':
     case '--version':
     case 'version':
       console.log(packageVersion());
@@ -86,10 +90,10 @@ async function main(argv: string[]): Promise<number> {
     case '-h':
     case '--help':
     case 'help':
-      console.log(USAGE);
+      console.log(topUsage());
       return cmd === undefined ? 2 : 0;
     default:
-      console.error(`softrdma: unknown command '${cmd}'\n${USAGE}`);
+      console.error(`softrdma: unknown ${cmd.startsWith('-') ? 'option' : 'command'} '${cmd}'\n${topUsage()}`);
       return 2;
   }
 }

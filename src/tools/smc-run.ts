@@ -3,14 +3,27 @@
 // (--import on a Node that cannot require() an ES module).
 
 import { spawn } from 'node:child_process';
+import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { UsageError } from './usage.js';
 
-export const SMC_RUN_USAGE = `usage: softrdma smc-run [--] <command> [args...]
-  Runs the command with NODE_OPTIONS="--require softrdma/smc/auto", so every node:net
-  server and client in Node processes it starts negotiates SMC-D with local peers.`;
+export const SMC_RUN_USAGE = `usage: softrdma smc-run [options] [--] <command> [args...]
+
+Runs a Node program (node itself, or a script whose #! line runs node, such as npm or npx)
+with NODE_OPTIONS="--require softrdma/smc/auto", so every node:net server and client in the
+Node processes it starts negotiates SMC-D with local peers (like smc_run's LD_PRELOAD).
+
+  -d          debug: one line per connection on stderr when it settles on SMC-D or TCP,
+              with the reason (NODE_DEBUG=smc)
+  -r SIZE     receive buffer (DMB) size in bytes, k or m suffixes allowed, rounded up to
+              16 KiB x 2^n (SOFTRDMA_SMC_BUFFER; default 1m)
+  -t SIZE     accepted for smc_run's sake and ignored: SMC-D has no send buffer (the sender
+              writes into the peer's receive buffer)
+  --any       run the command even if it is not a Node program (NODE_OPTIONS still reaches
+              the Node programs it starts, e.g. from a shell script)
+  -v          version;  -h  this help`;
 
 export function autoModuleUrl(): string {
   const here = path.dirname(fileURLToPath(import.meta.url));
@@ -36,12 +49,108 @@ export function preloadOptions(version = process.versions.node): string {
   return canRequireEsm(version) ? `--require ${quoted}` : `--import ${autoModuleUrl()}`;
 }
 
+/** Where smc-run's own options end: at the first word that is not one of them (the command). */
+export function smcRunOptionEnd(args: string[]): number {
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    if (a === '--') return i;
+    if (a === '-r' || a === '-t') { i++; continue; }
+    if (!a.startsWith('-') || a === '-') return i;
+  }
+  return args.length;
+}
+
+/** smc_run's SIZE: bytes, or with a k/m suffix; as a DMB size, rounded up to 16 KiB x 2^n. */
+export function parseBufferSize(text: string): number {
+  const m = /^(\d+)([kKmM]?)$/.exec(text);
+  if (!m) throw new UsageError(`invalid buffer size '${text}' (bytes, or with a k or m suffix)`);
+  const bytes = Number(m[1]) * (m[2] === '' ? 1 : /k/i.test(m[2]!) ? 1024 : 1 << 20);
+  if (bytes > 1 << 30) throw new UsageError(`buffer size '${text}' is over 1 GiB`);
+  let size = 16384;
+  while (size < bytes) size *= 2;
+  return size;
+}
+
+export interface SmcRunOptions { command: string[]; debug: boolean; bufferSize: number | undefined; any: boolean }
+
+export function parseSmcRunArgs(args: string[]): SmcRunOptions {
+  const o: SmcRunOptions = { command: [], debug: false, bufferSize: undefined, any: false };
+  const end = smcRunOptionEnd(args);
+  for (let i = 0; i < end; i++) {
+    const a = args[i]!;
+    if (a === '-d' || a === '--debug') o.debug = true;
+    else if (a === '--any') o.any = true;
+    else if (/^-[rt]/.test(a)) { // -r SIZE or -rSIZE
+      const v = a.length > 2 ? a.slice(2) : args[++i];
+      if (v === undefined) throw new UsageError(`option '${a}' needs a value`);
+      const size = parseBufferSize(v);
+      if (a.startsWith('-r')) o.bufferSize = size;
+      else process.stderr.write('softrdma smc-run: -t ignored: SMC-D has no send buffer (the sender writes into the receiver\'s buffer; size that with -r)\n');
+    } else throw new UsageError(`unknown option '${a}'`);
+  }
+  o.command = args[end] === '--' ? args.slice(end + 1) : args.slice(end);
+  if (o.command.length === 0) throw new UsageError('no command given');
+  return o;
+}
+
+/** The file a command name runs: as given if it has a slash, else the first match on PATH. */
+export function resolveCommand(name: string, env: NodeJS.ProcessEnv = process.env): string | undefined {
+  const executable = (f: string) => {
+    try { fs.accessSync(f, fs.constants.X_OK); return fs.statSync(f).isFile(); } catch { return false; }
+  };
+  if (name.includes('/')) return executable(name) ? path.resolve(name) : undefined;
+  for (const dir of (env.PATH ?? '').split(':')) {
+    const f = path.join(dir || '.', name);
+    if (executable(f)) return path.resolve(f);
+  }
+  return undefined;
+}
+
+/**
+ * Does this file run Node? The node binary itself (this one, or one named node/nodejs), or a
+ * script whose #! line runs node (npm, npx, a project's bin). A shell script that starts
+ * node is not recognised (use --any).
+ */
+export function isNodeProgram(file: string): boolean {
+  let real: string;
+  try { real = fs.realpathSync(file); } catch { return false; }
+  try { if (real === fs.realpathSync(process.execPath)) return true; } catch { /* no execPath: go on */ }
+  if (/^node(js)?(\d+)?$/.test(path.basename(real))) return true;
+  let head = '';
+  try {
+    const fd = fs.openSync(real, 'r');
+    try {
+      const b = Buffer.alloc(256);
+      head = b.subarray(0, fs.readSync(fd, b, 0, 256, 0)).toString('latin1');
+    } finally { fs.closeSync(fd); }
+  } catch { return false; }
+  if (!head.startsWith('#!')) return false;
+  const line = head.slice(2).split('\n')[0]!.trim().split(/\s+/);
+  // "#!/usr/bin/node", "#!/usr/bin/env node", "#!/usr/bin/env -S node --flag"
+  const words = path.basename(line[0] ?? '') === 'env' ? line.slice(1).filter((w) => !w.startsWith('-')) : line.slice(0, 1);
+  return words.length > 0 && /^node(js)?(\d+)?$/.test(path.basename(words[0]!));
+}
+
 export function smcRun(args: string[]): Promise<number> {
-  const cmd = args[0] === '--' ? args.slice(1) : args;
-  if (cmd.length === 0) return Promise.reject(new UsageError('no command given'));
-  const env = { ...process.env, NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} ${preloadOptions()}`.trim() };
+  let o: SmcRunOptions;
+  try { o = parseSmcRunArgs(args); } catch (e) { return Promise.reject(e); }
+  const cmd = o.command;
+  const file = resolveCommand(cmd[0]!);
+  if (!file) {
+    process.stderr.write(`softrdma smc-run: ${cmd[0]}: command not found${cmd[0]!.includes('/') ? '' : ' on PATH'}\n`);
+    return Promise.resolve(127);
+  }
+  if (!o.any && !isNodeProgram(file)) {
+    process.stderr.write(`softrdma smc-run: ${cmd[0]} (${file}) is not a Node program, so SMC would not reach its sockets: ` +
+      'smc-run preloads softrdma into Node (NODE_OPTIONS), not into other programs. Run a Node program ' +
+      "(node app.js, npm start, a script whose #! line runs node), or give --any if the command starts Node programs itself.\n");
+    return Promise.resolve(2);
+  }
+  const env: NodeJS.ProcessEnv = { ...process.env, NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} ${preloadOptions()}`.trim() };
+  if (o.debug) env.NODE_DEBUG = [process.env.NODE_DEBUG, 'smc'].filter(Boolean).join(',');
+  if (o.bufferSize !== undefined) env.SOFTRDMA_SMC_BUFFER = String(o.bufferSize);
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd[0]!, cmd.slice(1), { stdio: 'inherit', env });
+    const child = spawn(file, cmd.slice(1), { stdio: 'inherit', env, argv0: cmd[0] });
     child.on('error', reject);
     // A child killed by a signal exits as a shell reports it: 128 + the signal number.
     child.on('exit', (code, signal) => resolve(code ?? (signal ? 128 + os.constants.signals[signal] : 1)));

@@ -7,15 +7,26 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { isAlive, readEntry, removeEntry, runtimeDir } from '../ism/runtime-dir.js';
+import { liveness, readEntry, removeEntry, runtimeDir, type ProcessStamp } from '../ism/runtime-dir.js';
 import { statusSocketPid, type ConnectionStatus, type ProcessStatus } from '../smc/status.js';
-import { formatTable } from './table.js';
+import { codeOf, declineHex, declineShortName } from './decline-text.js';
 import { UsageError } from './usage.js';
 
-export const SMCSS_USAGE = `usage: softrdma smcss [-a] [-d] [--json]
-  -a, --all       also list listening sockets
-  -d, --details   buffer sizes and CDC cursors
-  --json          one JSON document for scripts`;
+export const SMCSS_USAGE = `usage: softrdma smcss [ OPTIONS ]
+  -h, --help          this message
+  -V, --version       show version information
+  -a, --all           show all sockets
+  -l, --listening     show listening sockets
+  -d, --debug         show debug socket information
+  -W, --wide          do not truncate IP addresses
+  -D, --smcd          show SMC-D sockets only
+  -R, --smcr          show SMC-R sockets only (softrdma has none yet)
+  -v, --verbose       fallback and decline reasons also by name, with the cause in words
+      --json          the rows as one JSON document, for scripts
+  no OPTIONS          show all connected sockets
+
+Like smc-tools' smcss, for the SMC sockets of this user's processes on this host
+(the Inode column is the process id).`;
 
 interface Row extends Partial<ConnectionStatus> {
   pid: number;
@@ -79,8 +90,8 @@ export async function collect(all: boolean): Promise<Collected> {
   const root = runtimeDir();
   const rows: Row[] = [];
   if (all) {
-    for (const { value: l } of list<{ pid: number; start: string; address: string; port: number }>(path.join(root, 'listeners'))) {
-      if (!isAlive(l.pid, l.start)) continue;
+    for (const { value: l } of list<ProcessStamp & { address: string; port: number }>(path.join(root, 'listeners'))) {
+      if (liveness(l) !== true) continue;
       rows.push({ pid: l.pid, state: 'LISTEN', localAddress: l.address, localPort: l.port, peerAddress: '*', peerPort: 0, mode: 'SMCD' });
     }
   }
@@ -98,41 +109,92 @@ export async function collect(all: boolean): Promise<Collected> {
   return { rows, warnings };
 }
 
-function addr(a: string, p: number): string {
-  const host = a.includes(':') && !a.startsWith('::ffff:') ? `[${a}]` : a.replace(/^::ffff:/, '');
-  return `${host}:${p === 0 ? '*' : p}`;
+/** smcss's addr_format: "addr:port", the address cut to fit 23 characters unless wide. */
+export function addrText(a: string, p: number, wide: boolean): string {
+  const host = a.replace(/^::ffff:(?=\d+\.)/, '');
+  const port = String(p);
+  if (wide || host.length + 1 + port.length <= ADDR_LEN_SHORT) return `${host}:${port}`;
+  return `${host.slice(0, ADDR_LEN_SHORT - 1 - port.length - 2)}..:${port}`;
 }
 
-function modeText(r: Row): string {
-  if (r.mode !== 'TCP') return r.mode;
-  const hex = (s?: string) => (s ? (s.match(/0x[0-9a-f]+/)?.[0] ?? s) : '0x00000000');
-  return `TCP ${hex(r.fallbackReason)}/${hex(r.peerDeclineReason)}`;
+const ADDR_LEN_SHORT = 23;
+const hex8 = (n: number | undefined) => (n ?? 0).toString(16).padStart(8, '0');
+const cursor = (c?: { wrap: number; count: number }) => `${(c?.wrap ?? 0).toString(16).padStart(4, '0')}:${hex8(c?.count)}`;
+
+/** smcss's Mode for a fallback: "TCP 0x<local>", with "/0x<peer>" only when the peer declined. */
+export function tcpModeText(r: Pick<Row, 'fallbackReason' | 'peerDeclineReason'>): string {
+  const peer = codeOf(r.peerDeclineReason);
+  return `TCP ${declineHex(codeOf(r.fallbackReason) ?? 0)}${peer ? `/${declineHex(peer)}` : ''}`;
 }
 
-export function format(rows: Row[], details: boolean): string {
-  const head = ['State', 'Pid', 'Local Address', 'Peer Address', 'Mode'];
-  if (details) head.push('Sndbuf', 'Rcvbuf', 'Tx prod', 'Tx cons', 'Rx prod', 'Rx cons', 'Sent', 'Received');
-  const lines = rows.map((r) => {
-    const cells = [r.state, String(r.pid), addr(r.localAddress, r.localPort), addr(r.peerAddress, r.peerPort), modeText(r)];
-    if (details) {
-      const c = r.cursors as { tx: { wrap: number; count: number }; peerCons: { wrap: number; count: number }; rx: { wrap: number; count: number }; cons: { wrap: number; count: number } } | undefined;
-      const wc = (x?: { wrap: number; count: number }) => (x ? `${x.wrap}:${x.count}` : '-');
-      cells.push(r.peerBufferSize ? String(r.peerBufferSize) : '-', r.bufferSize ? String(r.bufferSize) : '-',
-        wc(c?.tx), wc(c?.peerCons), wc(c?.rx), wc(c?.cons), String(r.bytesSent ?? 0), String(r.bytesReceived ?? 0));
+/** For -v: the reasons by name and the cause in softrdma's words. */
+function reasonWords(r: Row): string {
+  const name = (t?: string) => { const c = codeOf(t); return c === undefined ? undefined : (declineShortName(c) ?? declineHex(c)); };
+  const names = [name(r.fallbackReason), name(r.peerDeclineReason)].filter(Boolean).join('/');
+  return `(${[names, r.fallbackCause].filter(Boolean).join(': ')})`;
+}
+
+export interface FormatOptions { debug?: boolean; wide?: boolean; verbose?: boolean; uid?: number }
+
+/** Rows as smcss prints them (print_header and show_one_smc_sock). */
+export function format(rows: Row[], o: FormatOptions = {}): string {
+  let head = 'State          UID   Pid     Local Address           Peer Address            Intf Mode ';
+  if (o.debug) head += 'Shutd Token    Sndbuf   Rcvbuf   Peerbuf  rxprod-Cursor rxcons-Cursor rxFlags txprod-Cursor txcons-Cursor txFlags txprep-Cursor txsent-Cursor txfin-Cursor  ';
+  const uid = o.uid ?? (process.getuid?.() ?? 0);
+  const lines = [head.trimEnd()];
+  for (const r of rows) {
+    let l = `${r.state.padEnd(14)} ${String(uid).padStart(5, '0')} ${String(r.pid).padStart(7, '0')} `;
+    if (r.state !== 'INIT') {
+      const local = addrText(r.localAddress, r.localPort, !!o.wide);
+      l += `${local.padEnd(ADDR_LEN_SHORT)} `;
+      if (r.state !== 'LISTEN') {
+        const peer = addrText(r.peerAddress, r.peerPort, !!o.wide);
+        l += `${peer.padEnd(ADDR_LEN_SHORT)} 0000 `;
+        if (r.state !== 'CLOSED') {
+          if (r.mode === 'TCP') {
+            l += tcpModeText(r);
+            if (o.verbose) l += ` ${reasonWords(r)}`;
+          } else {
+            l += `${r.mode.padStart(4)} `;
+            if (o.debug && r.cursors) {
+              const c = r.cursors as { tx: { wrap: number; count: number }; peerCons: { wrap: number; count: number }; rx: { wrap: number; count: number }; cons: { wrap: number; count: number } };
+              l += ` ${r.state === 'APPFINCLOSEWAIT' ? '<-W' : '<->'}  ${hex8(0)} ${hex8(r.peerBufferSize)} ${hex8(r.bufferSize)} ${hex8(r.peerBufferSize)} ` +
+                `${cursor(c.rx)} ${cursor(c.cons)} 00:00   ${cursor(c.tx)} ${cursor(c.peerCons)} 00:00   ${cursor(c.tx)} ${cursor(c.tx)} ${cursor(c.tx)} `;
+            }
+          }
+        }
+      }
     }
-    return cells;
-  });
-  return formatTable([head, ...lines], ' ');
+    lines.push(l.trimEnd());
+  }
+  return lines.join('\n');
 }
 
 export async function smcss(args: string[]): Promise<void> {
-  let values;
-  try {
-    ({ values } = parseArgs({ args, options: { all: { type: 'boolean', short: 'a' }, details: { type: 'boolean', short: 'd' }, json: { type: 'boolean' } } }));
-  } catch (e) {
-    throw new UsageError((e as Error).message);
-  }
-  const { rows, warnings } = await collect(!!values.all);
+  const { values: v } = parseArgs({
+    args,
+    options: {
+      all: { type: 'boolean', short: 'a' }, listening: { type: 'boolean', short: 'l' }, debug: { type: 'boolean', short: 'd' },
+      wide: { type: 'boolean', short: 'W' }, smcd: { type: 'boolean', short: 'D' }, smcr: { type: 'boolean', short: 'R' },
+      verbose: { type: 'boolean', short: 'v' }, json: { type: 'boolean' },
+      details: { type: 'boolean' }, // the old spelling of --debug
+    },
+  });
+  const debug = v.debug || v.details;
+  // smcss's own combinations (main() in smcss.c).
+  if (v.smcr && v.smcd) throw new UsageError('--smcd together with --smcr is not supported');
+  if (v.listening && debug) throw new UsageError('--listening together with --debug is not supported');
+  if (v.listening && v.all) throw new UsageError('--listening together with --all is not supported');
+  if (v.listening && v.smcr) throw new UsageError('--listening together with --smcr is not supported');
+  if (v.listening && v.smcd) throw new UsageError('--listening together with --smcd is not supported');
+  const { rows: all, warnings } = await collect(!!(v.all || v.listening));
+  const rows = all.filter((r) => {
+    if (v.listening) return r.state === 'LISTEN';
+    if (!v.all && (r.state === 'LISTEN' || r.state === 'INIT')) return false;
+    if (v.smcd && r.mode !== 'SMCD') return false;
+    if (v.smcr && r.mode !== 'SMCR') return false;
+    return true;
+  });
   for (const w of warnings) console.error(`smcss: ${w}`);
-  console.log(values.json ? JSON.stringify(rows, null, 2) : format(rows, !!values.details));
+  console.log(v.json ? JSON.stringify(rows, null, 2) : format(rows, { debug, wide: v.wide, verbose: v.verbose }));
 }

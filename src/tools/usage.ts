@@ -7,3 +7,26 @@ export class UsageError extends Error {}
 export function isUsageError(err: unknown): err is Error {
   return err instanceof UsageError || ((err as { code?: string })?.code?.startsWith('ERR_PARSE_ARGS') ?? false);
 }
+
+/**
+ * One line for a usage error. parseArgs' messages run to three sentences ("Unknown option
+ * '--x'. To specify a positional argument starting with a '-', place it at the end of the
+ * command after '--', as in ..."): keep what names the option.
+ */
+export function usageErrorLine(err: Error): string {
+  const m = err.message;
+  const code = (err as { code?: string }).code;
+  let x: RegExpExecArray | null;
+  if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' && (x = /Unknown option '([^']+)'/.exec(m))) return `unknown option '${x[1]}'`;
+  if (code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE') {
+    if ((x = /Option '([^']+?)(?: <value>)?' argument missing/.exec(m))) return `option '${x[1]}' needs a value`;
+    if ((x = /Option '([^']+?)(?: <value>)?' does not take an argument/.exec(m))) return `option '${x[1]}' takes no value`;
+  }
+  if (code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL' && (x = /Unexpected argument '([^']+)'/.exec(m))) return `unexpected argument '${x[1]}'`;
+  return m.split('\n')[0]!;
+}
+
+/** The first line of a usage text: the synopsis. */
+export function synopsis(usage: string): string {
+  return usage.split('\n')[0]!;
+}

@@ -62,7 +62,7 @@ describe('rxe over IPv6', { skip }, () => {
   it('the GID of a device on an IPv6 address is that address', async () => {
     const p = run(['devinfo', '--bind', A, '-v'], { netns: NS });
     assert.equal(await p.exit(), 0, p.stderr);
-    assert.match(p.stdout, /GID\[\s*0\]:\s+fd00:005e:0000:0000:0000:0000:0000:0001, RoCE v2/);
+    assert.match(p.stdout, /GID\[  0\]:\t\tfd00:5e::1, RoCE v2/);
   });
 
   for (const test of ['write_bw', 'read_bw', 'send_bw', 'atomic_bw']) {

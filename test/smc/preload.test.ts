@@ -95,8 +95,8 @@ describe('smcss', () => {
     assert.ok(rows.some((r) => r.state === 'LISTEN' && r.localPort === port));
     const text = run(['smcss', '-d'], { env });
     assert.equal(await text.exit(10_000), 0);
-    assert.match(text.stdout, /State\s+Pid\s+Local Address\s+Peer Address\s+Mode\s+Sndbuf/);
-    assert.match(text.stdout, new RegExp(`127\\.0\\.0\\.1:${port}\\s+SMCD`));
+    assert.match(text.stdout, /State\s+UID\s+Pid\s+Local Address\s+Peer Address\s+Intf\s+Mode\s+Shutd\s+Token\s+Sndbuf/);
+    assert.match(text.stdout, new RegExp(`127\\.0\\.0\\.1:${port}\\s+0000\\s+SMCD <->  [0-9a-f]{8} `));
     // Closed is gone at once: nothing is cached.
     s.destroy();
     await once(s, 'close');
@@ -119,7 +119,7 @@ describe('smcss', () => {
       assert.match(String(row.fallbackReason), /PEERNOSMC \(0x03010000\)/);
       const text = run(['smcss'], { env });
       assert.equal(await text.exit(10_000), 0);
-      assert.match(text.stdout, new RegExp(`127\\.0\\.0\\.1:${port}\\s+TCP 0x03010000/0x00000000`));
+      assert.match(text.stdout, new RegExp(`127\\.0\\.0\\.1:${port}\\s+0000 TCP 0x03010000$`, 'm')); // smcss: /peer only when the peer declined
     } finally {
       s.destroy();
       plain.close();

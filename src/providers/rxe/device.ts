@@ -2,7 +2,8 @@
 // table and the key table, checks every received packet (length, opcode, ICRC, QP, state)
 // before a QP sees it, and counts every drop.
 
-import { randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
+import { isIPv4 } from 'node:net';
 import type { ProviderContext, ProviderDevice } from '../../uapi/provider.js';
 import type { DriverRegistrar } from '../../uapi/registry.js';
 import type { AsyncEvent, DeviceAttr, GidEntry, PortAttr } from '../../verbs/types.js';
@@ -74,6 +75,23 @@ const FIRST_QPN = 0x11; // QPN 0/1 are special; rxe starts its pool at 16 and ha
 
 let deviceCount = 0;
 
+/**
+ * The node GUID of a device on this address, the same in every run. Linux rxe makes it from
+ * the netdev's MAC, EUI-64 style (addrconf_addr_eui48: flip the universal/local bit, put
+ * ff:fe in the middle). A softrdma device has an address, not a MAC: an IPv4 address a.b.c.d
+ * stands for the locally administered MAC 02:00:a:b:c:d (GUID 0000:aaff:febb:ccdd), an IPv6
+ * address for the first 6 bytes of its SHA-256, made locally administered and unicast.
+ */
+export function nodeGuidFor(address: string): bigint {
+  let mac: Buffer;
+  if (isIPv4(address)) mac = Buffer.from([0x02, 0x00, ...address.split('.').map(Number)]);
+  else {
+    mac = createHash('sha256').update(gidFromAddress(address)).digest().subarray(0, 6);
+    mac[0] = (mac[0]! & 0xfc) | 0x02;
+  }
+  return Buffer.from([mac[0]! ^ 0x02, mac[1]!, mac[2]!, 0xff, 0xfe, mac[3]!, mac[4]!, mac[5]!]).readBigUInt64BE();
+}
+
 export class RxeDevice implements ProviderDevice {
   readonly driver = 'rxe';
   readonly keys: KeyTable;
@@ -94,10 +112,7 @@ export class RxeDevice implements ProviderDevice {
     this.portMtu = mtuEnum(mtu);
     // MRs and MWs share one key space; the uapi keeps each within its own limit.
     this.keys = new KeyTable(limits.maxMr + limits.maxMw);
-    // A stable-looking EUI-64 style GUID, random per device instance.
-    const g = randomBytes(8);
-    g[3] = 0xff; g[4] = 0xfe;
-    this.nodeGuid = g.readBigUInt64BE();
+    this.nodeGuid = nodeGuidFor(link.address);
     link.onPacket = (pkt, from, fromPort, segment) => this.receive(pkt, from, fromPort, segment);
   }
 

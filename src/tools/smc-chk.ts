@@ -1,0 +1,145 @@
+// `softrdma smc-chk <host> <port>`: smc-tools' smc_chk -C for softrdma. It connects to a
+// service with softrdma/smc, waits until the connection settles, and says in words whether
+// it got SMC-D and, if not, why: the local fallback reason, the peer's Decline reason (as
+// smc_chk reports "Client:" and "Server:", with smcss(8)'s descriptions), the cause in
+// softrdma's own words, and what to do about it. `-S` starts a server to check against (an SMC
+// listener that reads and drops what it is sent), as smc_chk -S does.
+
+import net from 'node:net';
+import os from 'node:os';
+import { once } from 'node:events';
+import { parseArgs } from 'node:util';
+import { connect, createServer, DECLINE, type SmcInfo } from '../smc/index.js';
+import { UsageError } from './usage.js';
+import { describeDecline } from './decline-text.js';
+
+export const SMC_CHK_USAGE = `usage: softrdma smc-chk [options] <host> <port>
+       softrdma smc-chk [options] -C <host> [-p <port>]
+       softrdma smc-chk -S [-p <port>]
+
+Check SMC with a service: connect to it with softrdma/smc and tell whether the connection
+uses SMC-D and, if it fell back to TCP, why and what to do about it (like smc_chk -C).
+Exit code 0: SMC-D; 1: TCP fallback or no connection.
+
+  -C, --connect HOST   the service's host (or give host and port as arguments)
+  -p, --port PORT      its port (default 37373, as smc_chk's)
+  -S, --server         start an SMC server on PORT (0: any free port) to check against;
+                       it prints "Server started on port N" and runs until interrupted
+  -d, --debug          show the connection's SMC state as JSON (getSmcInfo)
+  -t, --timeout SEC    give up on connecting after SEC seconds (default 10)
+  -v, --version        version;  -h, --help  this help`;
+
+const DEFAULT_PORT = 37373;
+
+function isLocal(host: string): boolean {
+  if (host === 'localhost' || host === '::1' || host.startsWith('127.')) return true;
+  return Object.values(os.networkInterfaces()).some((l) => l?.some((i) => i.address === host || i.address === `::ffff:${host}`));
+}
+
+/** What to do, for a fallback on the client side: by softrdma's cause, then by the codes. */
+export function advice(info: SmcInfo, host: string, port: number): string[] {
+  const cause = info.fallbackCause ?? '';
+  const peer = info.peerDeclineReason;
+  if (cause === 'peer is not an SMC listener') {
+    if (!isLocal(host)) {
+      return [`${host} is not an address of this host. softrdma speaks SMC-D, which connects processes of one host;`,
+        'SMC-R (across hosts) is not implemented, so a remote service is always reached over TCP.'];
+    }
+    return [`No SMC listener is registered for port ${port} on this host (the registry in the runtime directory). Either the`,
+      "server does not use softrdma/smc: start it with 'softrdma smc-run node server.js', or create it with",
+      "softrdma/smc's createServer(); or it runs as another user, or in another network or pid namespace, which SMC-D",
+      'does not reach (see README, Security).'];
+  }
+  if (cause === 'server wrote first') {
+    return ['The server sent data before answering the SMC proposal (a protocol where the server speaks first, such as',
+      'SSH or SMTP, or a server that is not SMC-capable). Such a connection stays TCP.'];
+  }
+  if (cause === 'handshake timed out') {
+    return ['The server did not answer the SMC proposal in time (busy, or its event loop blocked). Retry, or raise the',
+      'handshake timeout (smcHandshakeTimeout).'];
+  }
+  if (cause.startsWith('runtime directory refused')) {
+    return ["softrdma's runtime directory failed its checks (owner, mode 0700, no symbolic links): fix or remove it",
+      '($XDG_RUNTIME_DIR/softrdma or /tmp/softrdma-<uid>) and retry.'];
+  }
+  if (cause === 'no ism device') return ['The shared-memory (ism) device could not be opened: see NODE_DEBUG=smc output (smc-chk -d).'];
+  if (cause === 'disabled' || cause === 'policy') return [`SMC was turned off for this connection (${cause}): check SOFTRDMA_SMC and any smcPolicy.`];
+  if (peer === DECLINE.NOSMCDDEV) {
+    return ['The server could not verify this process as an SMC-D peer (no live device entry, or a wrong proof): both',
+      'must run as the same user, in the same pid namespace, with the same runtime directory.'];
+  }
+  if (peer === DECLINE.MAX_DMB) {
+    return ['The server holds its limit of buffers for this peer (SOFTRDMA_SMC_MAX_DMBS_PER_PEER, default 1024): close',
+      'connections, or raise the limit on the server.'];
+  }
+  if (peer !== undefined) return ['The server declined SMC; its reason is above.'];
+  return [];
+}
+
+export function report(info: SmcInfo, host: string, port: number): string[] {
+  const out = [`Test with target IP ${host} and port ${port}`, '  Live test (SMC-D)'];
+  if (info.mode === 'SMCD') {
+    out.push('     Success, using SMC-D', `     (buffers: ${info.bufferSize} bytes to receive, ${info.peerBufferSize} bytes at the peer)`);
+    return out;
+  }
+  out.push('     Failed  (TCP fallback), reasons:');
+  if (info.fallbackReason !== undefined) out.push(`          Client: ${describeDecline(info.fallbackReason)}`);
+  if (info.peerDeclineReason !== undefined) out.push(`          Server: ${describeDecline(info.peerDeclineReason)}`);
+  if (info.fallbackCause) out.push(`          Cause:  ${info.fallbackCause}`);
+  const what = advice(info, host, port);
+  if (what.length) out.push('     What to do:', ...what.map((l) => `          ${l}`));
+  return out;
+}
+
+async function serve(port: number): Promise<number> {
+  const server = createServer((s) => { s.on('error', () => {}); s.resume(); });
+  server.listen(port);
+  await once(server, 'listening');
+  console.log(`Server started on port ${(server.address() as net.AddressInfo).port}`);
+  await new Promise<void>((resolve) => {
+    const stop = () => { server.close(); resolve(); };
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+  });
+  return 0;
+}
+
+export async function smcChk(args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args, allowPositionals: true,
+    options: {
+      connect: { type: 'string', short: 'C' }, port: { type: 'string', short: 'p' }, server: { type: 'boolean', short: 'S' },
+      debug: { type: 'boolean', short: 'd' }, timeout: { type: 'string', short: 't' },
+    },
+  });
+  // smc_chk's -C HOST -p PORT, or HOST PORT as arguments.
+  const rest = [...positionals];
+  const host = values.server ? undefined : values.connect ?? rest.shift();
+  const portText = values.port ?? rest.shift();
+  if (rest.length) throw new UsageError(`unexpected argument '${rest[0]}'`);
+  const port = portText === undefined ? DEFAULT_PORT : Number(portText);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError(`invalid port '${portText}'`);
+  if (values.server) {
+    if (values.connect !== undefined) throw new UsageError('-S and -C exclude each other');
+    return serve(port);
+  }
+  if (host === undefined) throw new UsageError('no host given');
+  if (port === 0) throw new UsageError('port 0 is not a service');
+  const timeoutMs = (values.timeout === undefined ? 10 : Number(values.timeout)) * 1000;
+  if (!(timeoutMs > 0)) throw new UsageError(`invalid timeout '${values.timeout}'`);
+
+  const sock = connect({ host, port, smc: true });
+  const info = await new Promise<SmcInfo | Error>((resolve) => {
+    const timer = setTimeout(() => resolve(new Error(`no answer within ${timeoutMs / 1000} s`)), timeoutMs);
+    sock.once('smc', (i: SmcInfo) => { clearTimeout(timer); resolve(i); });
+    sock.once('error', (e) => { clearTimeout(timer); resolve(e); });
+  });
+  sock.destroy();
+  if (info instanceof Error) {
+    console.log(`Test with target IP ${host} and port ${port}\n  Live test (SMC-D)\n     Failed, no connection: ${(info as NodeJS.ErrnoException).code ?? info.message}`);
+    return 1;
+  }
+  for (const l of report(info, host, port)) console.log(l);
+  if (values.debug) console.log(`     [debug] getSmcInfo: ${JSON.stringify(info)}`);
+  return info.mode === 'SMCD' ? 0 : 1;
+}

@@ -1,0 +1,281 @@
+// The softrdma command as its users know the originals: every subcommand answers --help and
+// --version without running anything, an unknown option gets one line naming it and the
+// usage, and the top-level help is aligned. Then each tool against its original: ibv_devinfo
+// (rdma-core's libibverbs/examples/devinfo.c), smcss (smc-tools' smcss.c), smc_chk and smc_run
+// (smc-tools' scripts and man pages).
+
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { once } from 'node:events';
+import { describe, it } from 'node:test';
+import { run } from '../helpers/procs.js';
+import { testRuntimeDir } from '../helpers/runtime-dir.js';
+import { addrText, format, tcpModeText } from '../../src/tools/smcss.js';
+import { isNodeProgram, parseBufferSize, parseSmcRunArgs } from '../../src/tools/smc-run.js';
+import { nodeGuidFor } from '../../src/providers/rxe/device.js';
+import { guidString } from '../../src/cli/devinfo.js';
+import { advice, report } from '../../src/tools/smc-chk.js';
+
+const runtime = testRuntimeDir('cli');
+const env = { SOFTRDMA_RUNTIME_DIR: runtime };
+const COMMANDS = ['demo', 'devinfo', 'perftest', 'pingpong', 'smcss', 'smc-chk', 'smc-run', 'smc-demo'];
+const version = (JSON.parse(fs.readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+
+async function out(args: string[], ms = 20_000): Promise<{ code: number; stdout: string; stderr: string }> {
+  const p = run(args, { env });
+  const code = await p.exit(ms);
+  return { code, stdout: p.stdout, stderr: p.stderr };
+}
+
+describe('every subcommand', () => {
+  it('the top-level help lists every command, descriptions in one column', async () => {
+    const r = await out(['--help']);
+    assert.equal(r.code, 0);
+    const lines = r.stdout.split('\n').filter((l) => /^ {2}[a-z]/.test(l));
+    assert.deepEqual(lines.map((l) => l.trim().split(' ')[0]), COMMANDS);
+    const columns = new Set(lines.map((l) => /^ {2}\S.*?\s{2,}(?=\S)/.exec(l)![0].length));
+    assert.equal(columns.size, 1, r.stdout);
+    assert.ok(lines.every((l) => l.length <= 100), 'help lines fit 100 columns');
+  });
+
+  for (const cmd of COMMANDS) {
+    it(`${cmd} --help prints its usage and runs nothing; --version prints the version`, async () => {
+      // Options that would make the command do something come first: --help still wins.
+      const extra = cmd === 'smc-run' ? ['-d'] : cmd === 'perftest' ? ['write_bw', '127.0.0.9'] : cmd === 'smc-chk' ? ['127.0.0.1', '1'] : [];
+      const t0 = Date.now();
+      const h = await out([cmd, ...extra, '--help']);
+      assert.equal(h.code, 0, h.stderr);
+      assert.match(h.stdout, new RegExp(`^usage: softrdma ${cmd}`));
+      assert.equal(h.stderr, '');
+      const v = await out([cmd, '--version']);
+      assert.equal(v.code, 0, v.stderr);
+      assert.equal(v.stdout.trim(), `softrdma ${cmd} ${version}`);
+      assert.ok(Date.now() - t0 < 10_000);
+    });
+
+    it(`${cmd} --bogus: one line naming the option, then the synopsis`, async () => {
+      const args = cmd === 'perftest' ? [cmd, 'write_bw', '--bogus'] : cmd === 'pingpong' ? [cmd, 'rc', '--bogus'] : [cmd, '--bogus'];
+      const r = await out(args);
+      assert.equal(r.code, 2);
+      assert.equal(r.stdout, '');
+      const [first, second, third] = r.stderr.trimEnd().split('\n');
+      assert.equal(first, `softrdma ${cmd}: unknown option '--bogus'`);
+      assert.match(second!, new RegExp(`^usage: softrdma ${cmd}`));
+      assert.equal(third, `(softrdma ${cmd} --help lists the options)`);
+    });
+  }
+
+  it('an unknown command or top-level option is named', async () => {
+    assert.match((await out(['frobnicate'])).stderr, /^softrdma: unknown command 'frobnicate'/);
+    assert.match((await out(['--frob'])).stderr, /^softrdma: unknown option '--frob'/);
+  });
+});
+
+describe('devinfo (ibv_devinfo)', () => {
+  it('the default layout: no GIDs, tabs as devinfo.c prints them, a blank line after each port', async () => {
+    const r = await out(['devinfo']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^hca_id:\trxe0\n\ttransport:\t\t\tInfiniBand \(0\)\n\tfw_ver:\t\t\t\t\S+\n\tnode_guid:\t\t\t0000:7fff:fe00:0001\n/);
+    assert.match(r.stdout, /\tvendor_id:\t\t\t0xffffff\n\tvendor_part_id:\t\t\t0\n\thw_ver:\t\t\t\t0x0\n\tphys_port_cnt:\t\t\t1\n\t\tport:\t1\n\t\t\tstate:\t\t\tPORT_ACTIVE \(4\)\n/);
+    assert.match(r.stdout, /\t\t\tlink_layer:\t\tEthernet\n\n$/);
+    assert.doesNotMatch(r.stdout, /GID|max_qp/);
+  });
+
+  it('-v: device limits and the GID table as rdma-core prints RoCE v2 GIDs (inet_ntop)', async () => {
+    const r = await out(['devinfo', '-v', '--bind', '127.0.0.2']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /\tmax_qp:\t\t\t\t\d+\n\tmax_qp_wr:\t\t\t\d+\n/);
+    assert.match(r.stdout, /\tatomic_cap:\t\t\tATOMIC_HCA \(1\)\n/);
+    assert.match(r.stdout, /\t\t\tphys_state:\t\tLINK_UP \(5\)\n\t\t\tGID\[ {2}0\]:\t\t::ffff:127\.0\.0\.2, RoCE v2\n\n$/);
+  });
+
+  it('-l lists the devices, -d picks one, -i picks a port; errors as ibv_devinfo gives them', async () => {
+    const l = await out(['devinfo', '-l', '--bind', '127.0.0.2', '--bind', '127.0.0.3']);
+    assert.equal(l.stdout, '2 HCAs found:\n\trxe0\n\trxe1\n\n');
+    const d = await out(['devinfo', '-d', 'rxe1', '--bind', '127.0.0.2', '--bind', '127.0.0.3']);
+    assert.match(d.stdout, /^hca_id:\trxe1\n/);
+    assert.equal(d.stdout.match(/hca_id/g)!.length, 1);
+    const missing = await out(['devinfo', '-d', 'mlx5_0']);
+    assert.equal(missing.code, 255);
+    assert.equal(missing.stderr, "IB device 'mlx5_0' wasn't found\n");
+    const port = await out(['devinfo', '-i', '2']);
+    assert.equal(port.code, 4);
+    assert.equal(port.stderr, 'Invalid port requested for device\n');
+    assert.match((await out(['devinfo', '-i', '1'])).stdout, /\t\tport:\t1\n/);
+  });
+
+  it('the node GUID comes from the address, EUI-64 style, the same in every run', async () => {
+    // As rxe from a MAC: 52:54:00:77:00:02 gives 5054:00ff:fe77:0002; 10.77.0.2 stands for 02:00:0a:4d:00:02.
+    assert.equal(guidString(nodeGuidFor('10.77.0.2')), '0000:0aff:fe4d:0002');
+    assert.equal(nodeGuidFor('fd00::1'), nodeGuidFor('fd00::1'));
+    assert.notEqual(nodeGuidFor('fd00::1'), nodeGuidFor('fd00::2'));
+    assert.equal(Number((nodeGuidFor('fd00::1') >> 24n) & 0xffffn), 0xfffe);
+    const guid = (s: string) => /node_guid:\t\t\t(\S+)/.exec(s)![1];
+    const a = await out(['devinfo', '--bind', '127.0.0.3']);
+    const b = await out(['devinfo', '--bind', '127.0.0.3']);
+    assert.equal(guid(a.stdout), '0000:7fff:fe00:0003');
+    assert.equal(guid(a.stdout), guid(b.stdout));
+    assert.match(a.stdout, /sys_image_guid:\t\t\t0000:7fff:fe00:0003/);
+  });
+});
+
+describe('smcss (smc-tools smcss.c)', () => {
+  const base = { pid: 42, localAddress: '127.0.0.1', localPort: 5000, peerAddress: '127.0.0.1', peerPort: 40000 };
+  it('Mode of a fallback: TCP 0x<local>, /0x<peer> only when the peer declined; -v adds the names and the cause', () => {
+    assert.equal(tcpModeText({ fallbackReason: 'SMC_CLC_DECL_PEERNOSMC (0x03010000)' }), 'TCP 0x03010000');
+    assert.equal(tcpModeText({ fallbackReason: 'SMC_CLC_DECL_PEERDECL (0x05000000)', peerDeclineReason: 'SMC_CLC_DECL_NOSMCDDEV (0x03030001)' }), 'TCP 0x05000000/0x03030001');
+    const row = { ...base, state: 'ACTIVE', mode: 'TCP', fallbackReason: 'SMC_CLC_DECL_PEERDECL (0x05000000)', peerDeclineReason: 'SMC_CLC_DECL_NOSMCDDEV (0x03030001)', fallbackCause: 'peer declined' };
+    const plain = format([row], { uid: 1000 }).split('\n')[1];
+    assert.equal(plain, 'ACTIVE         01000 0000042 127.0.0.1:5000          127.0.0.1:40000         0000 TCP 0x05000000/0x03030001');
+    assert.match(format([row], { uid: 1000, verbose: true }), /TCP 0x05000000\/0x03030001 \(PEERDECL\/NOSMCDDEV: peer declined\)$/);
+  });
+
+  it('-d: hex sizes and cursors %04x:%08x in smcss columns; LISTEN rows end after the local address', () => {
+    const cur = (wrap: number, count: number) => ({ wrap, count });
+    const row = { ...base, state: 'ACTIVE', mode: 'SMCD', bufferSize: 65536, peerBufferSize: 1 << 20, cursors: { tx: cur(1, 0x10), peerCons: cur(1, 8), rx: cur(0, 0x2a), cons: cur(0, 0x2a) } };
+    const text = format([row, { ...base, state: 'LISTEN', mode: 'SMCD', peerAddress: '*', peerPort: 0 }], { debug: true, uid: 0 });
+    const [head, line, listen] = text.split('\n');
+    assert.match(head!, /^State {10}UID {3}Pid {5}Local Address {11}Peer Address {12}Intf Mode Shutd Token {4}Sndbuf {3}Rcvbuf {3}Peerbuf  rxprod-Cursor rxcons-Cursor rxFlags txprod-Cursor/);
+    assert.equal(line, 'ACTIVE         00000 0000042 127.0.0.1:5000          127.0.0.1:40000         0000 SMCD  <->  00000000 00100000 00010000 00100000 0000:0000002a 0000:0000002a 00:00   0001:00000010 0001:00000008 00:00   0001:00000010 0001:00000010 0001:00000010');
+    assert.equal(listen, 'LISTEN         00000 0000042 127.0.0.1:5000');
+  });
+
+  it('addresses longer than 23 characters are cut with ".." unless -W', () => {
+    assert.equal(addrText('fd00:1234:5678:9abc::1', 40000, false), 'fd00:1234:5678:..:40000');
+    assert.equal(addrText('fd00:1234:5678:9abc::1', 40000, true), 'fd00:1234:5678:9abc::1:40000');
+    assert.equal(addrText('::ffff:127.0.0.1', 80, false), '127.0.0.1:80');
+  });
+
+  it("smcss's option rules: -l excludes -a and -d, -D excludes -R", async () => {
+    for (const [a, b] of [['-l', '-a'], ['-l', '-d'], ['-D', '-R']] as const) {
+      const r = await out(['smcss', a, b]);
+      assert.equal(r.code, 2);
+      assert.match(r.stderr, /together with .* is not supported/);
+    }
+  });
+
+  it('lists a live SMC-D connection and its listener: default, -a, -l, -D, -R', async () => {
+    const srv = run(['smc-chk', '-S', '-p', '0'], { env });
+    try {
+      const [, port] = await srv.waitFor(/Server started on port (\d+)/);
+      const client = run(['smc-run', process.execPath, '-e', `const s=require('net').connect(${port},'127.0.0.1',()=>console.log('connected'));setTimeout(()=>s.destroy(),20000)`], { env });
+      try {
+        await client.waitFor(/connected/);
+        const rowRe = new RegExp(`^ACTIVE +\\d{5} \\d{7} 127\\.0\\.0\\.1:\\d+ +127\\.0\\.0\\.1:${port} +0000 SMCD$`, 'm');
+        const listenRe = new RegExp(`^LISTEN +\\d{5} \\d{7} \\S+:${port}$`, 'm');
+        let r = await out(['smcss']);
+        for (let i = 0; i < 20 && !rowRe.test(r.stdout); i++) r = await out(['smcss']); // the handshake may still run
+        assert.match(r.stdout, rowRe);
+        assert.doesNotMatch(r.stdout, listenRe);
+        assert.match((await out(['smcss', '-a'])).stdout, listenRe);
+        const l = (await out(['smcss', '-l'])).stdout;
+        assert.match(l, listenRe);
+        assert.doesNotMatch(l, /^ACTIVE/m);
+        assert.match((await out(['smcss', '-D'])).stdout, rowRe);
+        assert.equal((await out(['smcss', '-R'])).stdout.trim().split('\n').length, 1);
+      } finally {
+        client.child.kill();
+        await client.exit();
+      }
+    } finally {
+      srv.child.kill('SIGINT');
+      await srv.exit();
+    }
+  });
+});
+
+describe('smc-chk (smc_chk -C)', () => {
+  it('an SMC server: "Success, using SMC-D", exit 0', async () => {
+    const srv = run(['smc-chk', '-S', '-p', '0'], { env });
+    try {
+      const [, port] = await srv.waitFor(/Server started on port (\d+)/);
+      const r = await out(['smc-chk', '127.0.0.1', port!]);
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+      assert.match(r.stdout, new RegExp(`^Test with target IP 127\\.0\\.0\\.1 and port ${port}\n  Live test \\(SMC-D\\)\n     Success, using SMC-D\n`));
+      const c = await out(['smc-chk', '-C', '127.0.0.1', '-p', port!]);
+      assert.equal(c.code, 0);
+    } finally {
+      srv.child.kill('SIGINT');
+      assert.equal(await srv.exit(), 0);
+    }
+  });
+
+  it('a plain TCP server: the fallback reason in words and what to do, exit 1', async () => {
+    const plain = net.createServer((s) => s.resume()).listen(0, '127.0.0.1');
+    await once(plain, 'listening');
+    const port = (plain.address() as net.AddressInfo).port;
+    try {
+      const r = await out(['smc-chk', '127.0.0.1', String(port)]);
+      assert.equal(r.code, 1);
+      assert.match(r.stdout, /Failed {2}\(TCP fallback\), reasons:\n {10}Client: 0x03010000 Peer does not support SMC \(SMC_CLC_DECL_PEERNOSMC\)\n {10}Cause: {2}peer is not an SMC listener\n {5}What to do:\n/);
+      assert.match(r.stdout, /softrdma smc-run node server\.js/);
+      assert.doesNotMatch(r.stdout, /Server:/); // the peer sent no Decline
+    } finally {
+      plain.close();
+    }
+  });
+
+  it('other causes in words (unit), and a closed port', async () => {
+    const info = (fallbackCause: string, peerDeclineReason?: number) => ({ mode: 'TCP' as const, pending: false, smcBytesSent: 0, smcBytesReceived: 0, fallbackReason: 0x03010000, fallbackCause, ...(peerDeclineReason ? { peerDeclineReason } : {}) });
+    assert.match(report(info('server wrote first'), 'h', 1).join('\n'), /Cause: {2}server wrote first\n {5}What to do:\n.*sent data before answering the SMC proposal/);
+    assert.match(report(info('handshake timed out'), 'h', 1).join('\n'), /did not answer the SMC proposal in time/);
+    const declined = report({ ...info('peer declined: SMC_CLC_DECL_MAX_DMB (0x030d0000)', 0x030d0000), fallbackReason: 0x05000000 }, 'h', 1).join('\n');
+    assert.match(declined, /Client: 0x05000000 Peer declined during handshake \(SMC_CLC_DECL_PEERDECL\)\n {10}Server: 0x030d0000 SMC-D connection limit reached \(SMC_CLC_DECL_MAX_DMB\)/);
+    assert.match(declined, /SOFTRDMA_SMC_MAX_DMBS_PER_PEER/);
+    assert.match(advice(info('peer is not an SMC listener'), '192.0.2.1', 80).join(' '), /not an address of this host/);
+    const closed = await out(['smc-chk', '127.0.0.1', '1']);
+    assert.equal(closed.code, 1);
+    assert.match(closed.stdout, /Failed, no connection: ECONNREFUSED/);
+  });
+});
+
+describe('smc-run (smc_run)', () => {
+  const show = `console.log(JSON.stringify({ debug: process.env.NODE_DEBUG, buffer: process.env.SOFTRDMA_SMC_BUFFER, options: process.env.NODE_OPTIONS }))`;
+
+  it('-d sets NODE_DEBUG=smc, -r sets the DMB size (k/m suffixes, rounded up to 16 KiB x 2^n); the preload is --require', async () => {
+    const r = await out(['smc-run', '-d', '-r', '100k', process.execPath, '-e', show]);
+    assert.equal(r.code, 0, r.stderr);
+    const o = JSON.parse(r.stdout) as { debug: string; buffer: string; options: string };
+    assert.match(o.debug, /(^|,)smc$/);
+    assert.equal(o.buffer, String(128 * 1024));
+    assert.match(o.options, /--require "[^"]+auto\.js"/);
+    assert.equal(parseBufferSize('1m'), 1 << 20);
+    assert.equal(parseBufferSize('1000'), 16384);
+    assert.throws(() => parseBufferSize('12q'), /invalid buffer size/);
+    assert.deepEqual(parseSmcRunArgs(['-r64k', '--', 'node', '-d']).command, ['node', '-d']);
+    assert.equal(parseSmcRunArgs(['-r64k', 'node']).bufferSize, 65536);
+  });
+
+  it('a Node script (#! runs node) is run; a program that is not Node gets a clear error, unless --any', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'smc-run-'));
+    try {
+      const js = path.join(dir, 'tool');
+      fs.writeFileSync(js, `#!/usr/bin/env node\n${show}\n`, { mode: 0o755 });
+      const sh = path.join(dir, 'tool.sh');
+      fs.writeFileSync(sh, `#!/bin/sh\necho "$NODE_OPTIONS"\n`, { mode: 0o755 });
+      const withPath = { ...env, PATH: `${dir}:${process.env.PATH}` };
+      assert.ok(isNodeProgram(js));
+      assert.ok(isNodeProgram(process.execPath));
+      assert.ok(!isNodeProgram(sh));
+      const p = run(['smc-run', 'tool'], { env: withPath });
+      assert.equal(await p.exit(), 0, p.stderr);
+      assert.match(p.stdout, /--require/);
+      const bad = run(['smc-run', 'tool.sh'], { env: withPath });
+      assert.equal(await bad.exit(), 2);
+      assert.equal(bad.stdout, '');
+      assert.match(bad.stderr, /^softrdma smc-run: tool\.sh \(.*tool\.sh\) is not a Node program, so SMC would not reach its sockets/);
+      assert.match(bad.stderr, /--any/);
+      const any = run(['smc-run', '--any', 'tool.sh'], { env: withPath });
+      assert.equal(await any.exit(), 0);
+      assert.match(any.stdout, /--require/);
+      const missing = run(['smc-run', 'no-such-tool-here'], { env: withPath });
+      assert.equal(await missing.exit(), 127);
+      assert.match(missing.stderr, /no-such-tool-here: command not found on PATH/);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
