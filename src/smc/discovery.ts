@@ -26,6 +26,30 @@ function removeAllAtExit(): void {
   for (const r of live) r.remove();
 }
 
+let lastSweep = 0;
+
+/**
+ * Remove the entries of dead processes (kill -9 leaves them), so that they do not pile up:
+ * run when a listener starts, at most once a second. Only entries of this pid namespace can
+ * be judged (liveness); the others are left alone.
+ */
+function sweepDeadListeners(): void {
+  const now = Date.now();
+  if (now - lastSweep < 1000) return;
+  lastSweep = now;
+  try {
+    const dir = subdir('listeners');
+    for (const name of listEntries(dir) ?? []) {
+      if (!name.endsWith('.json')) continue;
+      const file = `${dir}/${name}`;
+      const e = readEntry<ListenerEntry>(file);
+      if (e && liveness(e) === false) removeEntry(file);
+    }
+  } catch {
+    // A sweep is housekeeping: readers skip dead entries anyway.
+  }
+}
+
 export class ListenerRegistration {
   private readonly name: string;
   private readonly stopKeeping: () => void;
@@ -34,6 +58,7 @@ export class ListenerRegistration {
     this.name = `${port}.${process.pid}.${++serial}.json`;
     const e: ListenerEntry = { ...selfStamp(), netns: netNamespace(), address, port };
     writeEntry('listeners', this.name, e);
+    sweepDeadListeners();
     if (live.size === 0) process.on('exit', removeAllAtExit);
     live.add(this);
     // Without its entry no client would propose SMC to this listener again: write it back.

@@ -96,7 +96,7 @@ describe('smcss', () => {
     const text = run(['smcss', '-d'], { env });
     assert.equal(await text.exit(10_000), 0);
     assert.match(text.stdout, /State\s+UID\s+Pid\s+Local Address\s+Peer Address\s+Intf\s+Mode\s+Shutd\s+Token\s+Sndbuf/);
-    assert.match(text.stdout, new RegExp(`127\\.0\\.0\\.1:${port}\\s+0000\\s+SMCD <->  [0-9a-f]{8} `));
+    assert.match(text.stdout, new RegExp(`127\\.0\\.0\\.1:${port}\\s+0000 SMCD  <->  [0-9a-f]{8} `));
     // Closed is gone at once: nothing is cached.
     s.destroy();
     await once(s, 'close');
