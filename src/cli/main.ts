@@ -74,7 +74,10 @@ async function main(argv: string[]): Promise<number> {
     try {
       return (await c.run(rest)) ?? 0;
     } catch (err) {
-      if (!isUsageError(err)) throw err;
+      if (!isUsageError(err)) {
+        console.error(`softrdma ${cmd}: ${err instanceof Error ? err.message : String(err)}`);
+        return 1;
+      }
       console.error(`softrdma ${cmd}: ${usageErrorLine(err)}\n${synopsis(c.usage)}\n(softrdma ${cmd} --help lists the options)`);
       return 2;
     }

@@ -50,17 +50,17 @@ export async function runBw(s: Session, size: number): Promise<BwResult> {
   }
   if (peer.end !== size || !peer.after) throw new Error('peer out of step at end');
 
+  // The client measured; the server shows the client's figures (or its own for send_bw).
+  const result = mine && !(s.isServer && test !== 'send_bw') ? mine : peer.result;
+  if (!result) throw new Error('no result from the peer');
+
   // Did the data arrive? The checks depend on which side is the target.
   let verified: boolean;
   const client = s.isServer ? peer.after : after, server = s.isServer ? after : peer.after;
   const clientBefore = s.isServer ? peerBefore : before, serverBefore = s.isServer ? before : peerBefore;
-  if (test === 'atomic_bw') verified = BigInt.asUintN(64, BigInt(serverBefore.u64) + BigInt(iters)) === BigInt(server.u64);
+  if (test === 'atomic_bw') verified = BigInt.asUintN(64, BigInt(serverBefore.u64) + BigInt(result.iterations)) === BigInt(server.u64);
   else if (test === 'read_bw') verified = client.hash === serverBefore.hash;
   else verified = server.hash === clientBefore.hash;
-
-  // The client measured; the server shows the client's figures (or its own for send_bw).
-  const result = mine && !(s.isServer && test !== 'send_bw') ? mine : peer.result;
-  if (!result) throw new Error('no result from the peer');
   return { ...result, verified };
 }
 
@@ -75,24 +75,33 @@ async function clientLoop(s: Session, size: number): Promise<BwResult> {
     // The fetched old values land in the second half, leaving the counter check alone.
     : { wrId: 0, opcode: WrOpcode.ATOMIC_FETCH_AND_ADD, sgList: [s.mr.sge(s.half, 8)], atomic: { ...remote, compareAdd: 1n } };
   const inline = (test === 'write_bw' || test === 'send_bw') && size <= MAX_INLINE ? SendFlags.INLINE : 0;
-  const done = new Float64Array(iters);
+  // -D: post until the time is up, then one last signalled WR; otherwise -n operations.
+  const deadline = s.o.durationSec ? s.o.durationSec * 1e9 : 0;
+  let limit = deadline ? Number.MAX_SAFE_INTEGER : iters;
+  let done = new Float64Array(deadline ? 1 << 16 : iters);
   let posted = 0, completed = 0;
   const t0 = now();
   const onWc = (wc: { wrId: number | bigint }) => {
     const upto = Number(wc.wrId) + 1;
     const t = now();
+    if (upto > done.length) {
+      const bigger = new Float64Array(Math.max(upto, done.length * 2));
+      bigger.set(done);
+      done = bigger;
+    }
     for (let k = completed; k < upto; k++) done[k] = t;
     completed = upto;
   };
-  while (completed < iters) {
-    while (posted < iters && posted - completed < txDepth) {
-      const signaled = (posted + 1) % CQ_MOD === 0 || posted === iters - 1 || posted - completed + 1 === txDepth;
+  while (completed < limit) {
+    if (deadline && limit === Number.MAX_SAFE_INTEGER && now() - t0 >= deadline) limit = posted + 1;
+    while (posted < limit && posted - completed < txDepth) {
+      const signaled = (posted + 1) % CQ_MOD === 0 || posted === limit - 1 || posted - completed + 1 === txDepth;
       s.qp.postSend({ ...template, wrId: posted, sendFlags: inline | (signaled ? SendFlags.SIGNALED : 0) });
       posted++;
     }
     await s.poll(1, onWc);
   }
-  return bwResult(test, size, t0, done, null);
+  return bwResult(test, size, t0, done.subarray(0, completed), null);
 }
 
 async function serverReceive(s: Session, size: number, recvPosted: number): Promise<BwResult> {

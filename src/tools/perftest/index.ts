@@ -3,7 +3,7 @@
 import { runBw } from './bw.js';
 import { runLat } from './lat.js';
 import { parsePerftestArgs, PERFTEST_USAGE } from './options.js';
-import { bwHeader, bwLine, latHeader, latLine, RESULT_LINE, TITLES, type BwResult, type LatResult } from './report.js';
+import { bwHeader, bwLine, latHeader, latLine, RESULT_LINE, TITLES, withPerftestKeys, type BwResult, type LatResult } from './report.js';
 import { Session } from './session.js';
 
 export { PERFTEST_USAGE };
@@ -17,12 +17,12 @@ export async function perftest(argv: string[]): Promise<(BwResult | LatResult)[]
     await s.open();
     const lat = o.test.endsWith('_lat');
     s.say(s.describe(TITLES[o.test]!));
-    if (!o.json) s.say(lat ? latHeader() : bwHeader());
+    if (!o.json) s.say(lat ? latHeader() : bwHeader(o.gbits));
     for (const size of o.sizes) {
       const r = lat ? await runLat(s, size) : await runBw(s, size);
       results.push(r);
-      if (o.json) process.stdout.write(JSON.stringify({ ...r, role: s.isServer ? 'server' : 'client' }) + '\n');
-      else s.say(lat ? latLine(r as LatResult) : bwLine(r as BwResult));
+      if (o.json) process.stdout.write(JSON.stringify({ ...withPerftestKeys(r, o.gbits), role: s.isServer ? 'server' : 'client' }) + '\n');
+      else s.say(lat ? latLine(r as LatResult) : bwLine(r as BwResult, o.gbits));
       if ('verified' in r && r.verified === false) throw new Error(`data check failed at ${size} bytes: the target's bytes differ from the source's`);
     }
     if (!o.json) s.say(RESULT_LINE);

@@ -21,6 +21,12 @@ export interface PerftestOptions {
   json: boolean;
   counters: boolean;
   timeoutMs: number;
+  /** -D: run each bw test for this many seconds instead of -n iterations. */
+  durationSec: number | undefined;
+  /** -x: the local GID index (an rxe device of softrdma has one GID: index 0). */
+  gidIndex: number;
+  /** --report_gbits: Gb/sec (10^9 bits) instead of MiB/sec. */
+  gbits: boolean;
   /** Whether -s/-n were given (the server adopts the client's choice otherwise). */
   explicit: { size: boolean; iters: boolean };
 }
@@ -38,9 +44,17 @@ Run the server without a host, then the client with the server's host.
   -s, --size N         message size in bytes (default 65536 for bw, 2 for lat, 8 for atomic)
   -n, --iters N        iterations (default 5000 for bw, 1000 for lat)
   -a, --all            every size from 2 to 2^23 (atomic_bw: 8 only)
+  -D, --duration SEC   run for SEC seconds instead of -n iterations (write_bw, read_bw,
+                       atomic_bw)
+  -x, --gid-index N    local GID index (default 0, the device's only GID: its address)
+  -q, --qp N           number of QPs (1 only, for now)
+  -F, --CPU-freq       accepted (no cpufreq warning to silence)
+      --report_gbits   report bandwidth in Gb/sec (10^9 bits) instead of MiB/sec
   -t, --tx-depth N     outstanding work requests in bw tests (default 128)
   -m, --mtu N          path MTU: 256, 512, 1024, 2048 or 4096 (default: the port's active MTU)
-      --json           one JSON object per size on stdout instead of the table
+      --json           one JSON object per size on stdout instead of the table (perftest's
+                       --out_json keys: MsgSize, n_iterations, BW_peak, BW_average, MsgRate;
+                       t_min ... percentile_99.9)
       --counters       print the device's and the QP's rxe counters at the end
       --timeout SEC    give up if the peer is silent this long (default 30)`;
 
@@ -69,6 +83,12 @@ export function parsePerftestArgs(argv: string[]): PerftestOptions {
       json: { type: 'boolean' },
       counters: { type: 'boolean' },
       timeout: { type: 'string' },
+      duration: { type: 'string', short: 'D' },
+      'gid-index': { type: 'string', short: 'x' },
+      qp: { type: 'string', short: 'q' },
+      bidirectional: { type: 'boolean', short: 'b' },
+      'CPU-freq': { type: 'boolean', short: 'F' },
+      report_gbits: { type: 'boolean' },
     },
   });
   const [test, host, ...extra] = positionals;
@@ -89,6 +109,15 @@ export function parsePerftestArgs(argv: string[]): PerftestOptions {
   } else {
     sizes = [intOpt('size', values.size, lat ? 2 : 65536, 1, maxSize)];
   }
+  if (values.qp !== undefined && values.qp !== '1') throw new UsageError(`-q ${values.qp}: more than one QP is not supported yet`);
+  if (values.bidirectional) throw new UsageError('-b (bidirectional) is not supported yet');
+  let durationSec: number | undefined;
+  if (values.duration !== undefined) {
+    durationSec = Number(values.duration);
+    if (!(durationSec > 0) || durationSec > 86400) throw new UsageError(`--duration must be a number of seconds in (0, 86400], got '${values.duration}'`);
+    if (!['write_bw', 'read_bw', 'atomic_bw'].includes(t)) throw new UsageError(`-D is supported by write_bw, read_bw and atomic_bw only, not yet by ${t}`);
+    if (values.all) throw new UsageError('--duration and --all exclude each other');
+  }
   const mtu = values.mtu === undefined ? undefined : Number(values.mtu);
   if (mtu !== undefined && ![256, 512, 1024, 2048, 4096].includes(mtu)) throw new UsageError(`--mtu must be 256, 512, 1024, 2048 or 4096, got '${values.mtu}'`);
   return {
@@ -105,6 +134,9 @@ export function parsePerftestArgs(argv: string[]): PerftestOptions {
     json: values.json ?? false,
     counters: values.counters ?? false,
     timeoutMs: intOpt('timeout', values.timeout, 30, 1, 86400) * 1000,
+    durationSec,
+    gidIndex: intOpt('gid-index', values['gid-index'], 0, 0, 255),
+    gbits: values.report_gbits ?? false,
     explicit: { size: values.size !== undefined || !!values.all, iters: values.iters !== undefined },
   };
 }

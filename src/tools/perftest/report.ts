@@ -10,6 +10,12 @@ export interface BwResult {
   bw_peak_MBps: number;
   bw_avg_MBps: number;
   msg_rate_Mpps: number;
+  /** perftest's --out_json keys; BW in MiB/sec, or Gb/sec with --report_gbits. */
+  MsgSize?: number;
+  n_iterations?: number;
+  BW_peak?: number;
+  BW_average?: number;
+  MsgRate?: number;
   /** Whether the data the peer ended up with matched what was sent (null: not checked). */
   verified: boolean | null;
 }
@@ -25,6 +31,28 @@ export interface LatResult {
   t_stdev_us: number;
   p99_us: number;
   p999_us: number;
+  MsgSize?: number;
+  n_iterations?: number;
+  t_min?: number;
+  t_max?: number;
+  t_typical?: number;
+  t_avg?: number;
+  t_stdev?: number;
+  percentile_99?: number;
+  'percentile_99.9'?: number;
+}
+
+/** Gb/sec from MiB/sec (perftest: Factor = 10^9 / (2^20 * 8) = 119.2). */
+const toGbits = (mib: number) => (mib * MB * 8) / 1e9;
+
+/** The result with perftest's own JSON keys added (the first ones stay for existing scripts). */
+export function withPerftestKeys<T extends BwResult | LatResult>(r: T, gbits: boolean): T {
+  if ('bw_avg_MBps' in r) {
+    const u = gbits ? toGbits : (x: number) => x;
+    return { ...r, MsgSize: r.bytes, n_iterations: r.iterations, BW_peak: round(u(r.bw_peak_MBps)), BW_average: round(u(r.bw_avg_MBps)), MsgRate: r.msg_rate_Mpps };
+  }
+  const l = r as LatResult;
+  return { ...l, MsgSize: l.bytes, n_iterations: l.iterations, t_min: l.t_min_us, t_max: l.t_max_us, t_typical: l.t_typical_us, t_avg: l.t_avg_us, t_stdev: l.t_stdev_us, percentile_99: l.p99_us, 'percentile_99.9': l.p999_us } as T;
 }
 
 const MB = 1 << 20;
@@ -65,12 +93,17 @@ export function latResult(test: string, bytes: number, samplesUs: Float64Array):
 
 function round(x: number): number { return Math.round(x * 100) / 100; }
 
-export function bwHeader(): string {
-  return ` #bytes     #iterations    BW peak[MB/sec]    BW average[MB/sec]   MsgRate[Mpps]`;
+/** perftest's RESULT_FMT / RESULT_FMT_G (perftest_parameters.h). */
+export function bwHeader(gbits = false): string {
+  return gbits
+    ? ` #bytes     #iterations    BW peak[Gb/sec]    BW average[Gb/sec]   MsgRate[Mpps]`
+    : ` #bytes     #iterations    BW peak[MiB/sec]    BW average[MiB/sec]   MsgRate[Mpps]`;
 }
 
-export function bwLine(r: BwResult): string {
-  return ` ${String(r.bytes).padEnd(7)}    ${String(r.iterations).padEnd(10)}       ${r.bw_peak_MBps.toFixed(2).padEnd(7)}            ${r.bw_avg_MBps.toFixed(2).padEnd(7)}\t\t   ${r.msg_rate_Mpps.toFixed(6)}`;
+/** perftest's REPORT_FMT: " %-7lu    %-10lu       %-7.2lf            %-7.2lf\t\t     %-7.6lf". */
+export function bwLine(r: BwResult, gbits = false): string {
+  const u = gbits ? toGbits : (x: number) => x;
+  return ` ${String(r.bytes).padEnd(7)}    ${String(r.iterations).padEnd(10)}       ${u(r.bw_peak_MBps).toFixed(2).padEnd(7)}            ${u(r.bw_avg_MBps).toFixed(2).padEnd(7)}\t\t     ${r.msg_rate_Mpps.toFixed(6).padEnd(7)}`;
 }
 
 export function latHeader(): string {
@@ -79,7 +112,8 @@ export function latHeader(): string {
 
 export function latLine(r: LatResult): string {
   const f = (x: number) => x.toFixed(2).padEnd(7);
-  return ` ${String(r.bytes).padEnd(7)} ${String(r.iterations).padEnd(10)} ${f(r.t_min_us)}        ${f(r.t_max_us)}      ${f(r.t_typical_us)}  \t       ${f(r.t_avg_us)}     \t${f(r.t_stdev_us)}\t\t${f(r.p99_us)} \t\t${f(r.p999_us)}`;
+  // perftest's REPORT_FMT_LAT: " %-7lu %lu          %-7.2f        %-7.2f      %-7.2f  \t       %-7.2f     \t%-7.2f\t\t%-7.2f \t\t%-7.2f"
+  return ` ${String(r.bytes).padEnd(7)} ${r.iterations}          ${f(r.t_min_us)}        ${f(r.t_max_us)}      ${f(r.t_typical_us)}  \t       ${f(r.t_avg_us)}     \t${f(r.t_stdev_us)}\t\t${f(r.p99_us)} \t\t${f(r.p999_us)}`;
 }
 
 export const TITLES: Record<string, string> = {

@@ -44,7 +44,23 @@ export class Session {
 
   async open(): Promise<void> {
     const o = this.o;
-    this.dev = await createRxeDevice({ address: o.bind, port: o.udpPort, name: o.ibDev });
+    try {
+      this.dev = await createRxeDevice({ address: o.bind, port: o.udpPort, name: o.ibDev });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw err;
+      throw new Error(`UDP port ${o.udpPort} on ${o.bind} is taken (another rxe device, perftest or pingpong on this address?). ` +
+        'Two processes on one host need an address each: e.g. --bind 127.0.0.2 for the server and --bind 127.0.0.3 ' +
+        'for the client (each on port 4791 of its own address); or --udp-port 0 on the server and, on the client, ' +
+        'the port the server prints.');
+    }
+    const gids = this.dev.open();
+    try {
+      if (!gids.queryGidTable().some((g) => g.index === o.gidIndex)) {
+        throw new Error(`no GID at index ${o.gidIndex} on ${this.dev.name}: its GID table has index 0 only (${gidToString(gids.queryGid())}); softrdma devinfo -v shows it`);
+      }
+    } finally {
+      gids.close();
+    }
     this.ctx = this.dev.open();
     this.pd = this.ctx.allocPd();
 
@@ -53,7 +69,7 @@ export class Session {
         timeoutMs: o.timeoutMs,
         onListening: (port) => this.say(`\n************************************\n* Waiting for client to connect... *\n************************************\n(out-of-band TCP port ${port}, RoCE UDP port ${rxeOf(this.dev!).port})`),
       });
-      const hello = await this.oob.recv<{ protocol?: string; test?: string; sizes?: number[]; iters?: number; txDepth?: number }>();
+      const hello = await this.oob.recv<{ protocol?: string; test?: string; sizes?: number[]; iters?: number; txDepth?: number; durationSec?: number }>();
       if (hello.protocol !== PROTOCOL) throw new Error(`peer does not speak ${PROTOCOL}`);
       if (hello.test !== o.test) {
         this.oob.send({ error: `server runs ${o.test}, client asked for ${hello.test}` });
@@ -67,10 +83,11 @@ export class Session {
       o.sizes = hello.sizes;
       o.iters = hello.iters!;
       o.txDepth = hello.txDepth ?? o.txDepth;
+      o.durationSec = typeof hello.durationSec === 'number' && hello.durationSec > 0 ? hello.durationSec : undefined;
       this.oob.send({ protocol: PROTOCOL, ok: true });
     } else {
       this.oob = await oobConnect(o.host!, o.port, o.timeoutMs);
-      this.oob.send({ protocol: PROTOCOL, test: o.test, sizes: o.sizes, iters: o.iters, txDepth: o.txDepth });
+      this.oob.send({ protocol: PROTOCOL, test: o.test, sizes: o.sizes, iters: o.iters, txDepth: o.txDepth, durationSec: o.durationSec });
       const ok = await this.oob.recv<{ ok?: boolean; error?: string }>();
       if (!ok.ok) throw new Error(`server refused: ${ok.error ?? 'no reason given'}`);
     }
@@ -87,7 +104,7 @@ export class Session {
     });
     const portMtu = this.ctx.queryPort().activeMtu;
     this.local = {
-      qpn: this.qp.qpn, psn: randomBytes(3).readUIntBE(0, 3), gid: gidToString(this.ctx.queryGid()),
+      qpn: this.qp.qpn, psn: randomBytes(3).readUIntBE(0, 3), gid: gidToString(this.ctx.queryGid(1, o.gidIndex)),
       rkey: this.mr.rkey, addr: this.mr.addr, mtu: Math.min(portMtu, o.mtu ? mtuEnum(o.mtu) : portMtu),
     };
     this.oob.send({ endpoint: this.local });
@@ -97,13 +114,16 @@ export class Session {
     }
     this.remote = r;
     this.mtu = Math.min(this.local.mtu, r.mtu);
-    connectQp(this.qp, { qpn: r.qpn, psn: r.psn, gid: parseGid(r.gid) }, { psn: this.local.psn, mtu: this.mtu as MtuValue, minRnrTimer: 1 });
+    connectQp(this.qp, { qpn: r.qpn, psn: r.psn, gid: parseGid(r.gid) }, { psn: this.local.psn, mtu: this.mtu as MtuValue, minRnrTimer: 1, sgidIndex: o.gidIndex });
   }
 
   describe(title: string): string {
     const o = this.o;
+    // perftest_communication.h: BASIC_ADDR_FMT, RDMA_FMT ("%#0Nx": 0x counts in the width) and PERF_GID_FMT (bytes in decimal).
+    const cx = (n: number, width: number) => (n === 0 ? '0'.repeat(width) : `0x${hex(n, width - 2)}`);
+    const gidBytes = (g: string) => Array.from(parseGid(g), (b) => String(b).padStart(2, '0')).join(':');
     const fmt = (e: EndpointInfo) =>
-      ` LID 0000 QPN 0x${hex(e.qpn, 4)} PSN 0x${hex(e.psn, 6)} RKey 0x${hex(e.rkey, 8)} VAddr 0x${hex(e.addr, 16)}\n GID: ${e.gid}`;
+      ` LID ${cx(0, 4)} QPN ${cx(e.qpn, 6)} PSN ${cx(e.psn, 6)} RKey ${cx(e.rkey, 8)} VAddr ${cx(e.addr, 16)}\n GID: ${gidBytes(e.gid)}`;
     return [
       '-'.repeat(87),
       `                    ${title}`,
@@ -113,7 +133,7 @@ export class Session {
       o.test.endsWith('_bw') ? ` TX depth        : ${o.txDepth}` : ` Mtu             : ${mtuBytes(this.mtu)}[B]`,
       o.test.endsWith('_bw') ? ` Mtu             : ${mtuBytes(this.mtu)}[B]` : ` Max inline data : ${MAX_INLINE}[B]`,
       ` Link type       : Ethernet`,
-      ` GID index       : 0`,
+      ` GID index       : ${o.gidIndex}`,
       ` Data ex. method : Ethernet (TCP port ${o.port})`,
       '-'.repeat(87),
       ` local address:${fmt(this.local)}`,
