@@ -39,6 +39,13 @@ let scheduled = false;
  */
 let contendedUntil = 0;
 let contendedCount = 0;
+/**
+ * Long yields in a row after which the next poll found nothing. One is not enough: on a host
+ * with as many busy processes as CPUs the peer itself is one of them, and a yield that let it
+ * run something else (another connection's close) is no sign of a busy host.
+ */
+let longYields = 0;
+const LONG_YIELDS = 3;
 
 /** Whether the poller is in its busy-CPU mode, and how often it entered it (for tests, status). */
 export function pollerContention(): { contended: boolean; entered: number } {
@@ -78,11 +85,14 @@ function spin(): void {
     for (const c of hot) {
       if (c.process()) { any = true; c.lastActive = performance.now(); }
     }
-    if (any || busy) break;
-    if (longYield) {
+    if (any) { longYields = 0; break; }
+    if (busy) break;
+    if (longYield && ++longYields >= LONG_YIELDS) {
+      longYields = 0;
       markContended(now);
       break;
     }
+    if (longYield) break;
     if (now - t0 >= SLICE_MS) break;
     // The peer we wait for may be runnable on this very CPU: the doorbell's wakeup tends to
     // place the woken process next to the waker. Spinning would then keep it off the CPU until
