@@ -87,12 +87,13 @@ function spin(): void {
     }
     if (any) { longYields = 0; break; }
     if (busy) break;
-    if (longYield && ++longYields >= LONG_YIELDS) {
-      longYields = 0;
-      markContended(now);
+    if (longYield) {
+      if (++longYields >= LONG_YIELDS) {
+        longYields = 0;
+        markContended(now);
+      }
       break;
     }
-    if (longYield) break;
     if (now - t0 >= SLICE_MS) break;
     // The peer we wait for may be runnable on this very CPU: the doorbell's wakeup tends to
     // place the woken process next to the waker. Spinning would then keep it off the CPU until

@@ -31,13 +31,16 @@ export function enableSmcOnServer(server: net.Server, opts: ResolvedSmcOptions):
   srv[kSmcServer] = state;
   // Registration and its removal run inside the emit hook below rather than as 'listening'
   // and 'close' listeners, which the application would see (listeners(), listenerCount()).
+  const unregister = (): void => {
+    state.registration?.remove();
+    state.registration = undefined;
+  };
   const onListening = (): void => {
     gentleDrops(server, opts.timeout);
     const a = server.address();
     state.ipListener = a !== null && typeof a === 'object';
     if (a && typeof a === 'object' && opts.enabled) {
-      state.registration?.remove();
-      state.registration = undefined;
+      unregister();
       try {
         state.registration = new ListenerRegistration(a.address, a.port);
       } catch (err) {
@@ -51,13 +54,11 @@ export function enableSmcOnServer(server: net.Server, opts: ResolvedSmcOptions):
   // port, and SMC clients would send it a Proposal.
   const close = server.close;
   server.close = function (this: net.Server): net.Server {
-    state.registration?.remove();
-    state.registration = undefined;
+    unregister();
     return close.apply(this, arguments as unknown as Parameters<typeof close>);
   } as typeof server.close;
   const onClose = (): void => {
-    state.registration?.remove();
-    state.registration = undefined;
+    unregister();
     state.ipListener = undefined;
   };
   // Adopt before any 'connection' listener (http's included) sees the socket. node:tls

@@ -226,6 +226,11 @@ function restoreOwner(s: SmcState): void {
   if (r) { s.ownerRestore = undefined; r(); }
 }
 
+/** Is this destroy() resetAndDestroy()'s (node:net sets the flag before it destroys)? */
+function resetting(sock: net.Socket): boolean {
+  return (sock as unknown as { resetAndClosing?: boolean }).resetAndClosing === true;
+}
+
 function closedBeforeConnection(): NodeJS.ErrnoException {
   return Object.assign(new Error('Socket closed before the connection was established'), { code: 'ERR_SOCKET_CLOSED_BEFORE_CONNECTION' });
 }
@@ -363,8 +368,7 @@ export class Socket extends net.Socket {
   override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
     const s = this[kSmc];
     if (s) {
-      const linger = s.role === 'server' && (s.phase === 'srv-wait' || s.phase === 'srv-accepting')
-        && (this as unknown as { resetAndClosing?: boolean }).resetAndClosing !== true;
+      const linger = s.role === 'server' && (s.phase === 'srv-wait' || s.phase === 'srv-accepting') && !resetting(this);
       teardown(this, s);
       if (linger) lingerClose(this, s.opts.timeout);
     }
@@ -879,7 +883,7 @@ function teardown(sock: Socket, s: SmcState): void {
     // (flowing, nothing held back), count as read: libuv reads TCP as it arrives, while the
     // ring is looked at only when polled or signalled. node:tls closes its transport right
     // after the peer's last record, which would otherwise make its close an abort.
-    const reset = (sock as unknown as { resetAndClosing?: boolean }).resetAndClosing === true;
+    const reset = resetting(sock);
     if (!reset && sock.readableFlowing === true && conn.readable === 0) conn.consumeArrived();
     if (reset || conn.peerAborted || conn.unreadNow() > 0) conn.abort();
     else conn.closeOrderly();
@@ -905,15 +909,6 @@ function teardown(sock: Socket, s: SmcState): void {
   }
   s.phase = 'closed';
   untrack(sock);
-}
-
-/**
- * Close as close(2) closes a TCP socket: the peer sees an orderly end (peer_conn_closed, its
- * 'end') unless data is left unread, which makes it an abort (ECONNRESET there). That is what
- * destroy() does; node:tls closes its transport this way once close_notify is out.
- */
-export function closeSmc(sock: Socket): void {
-  sock.destroy();
 }
 
 /** How this socket carries its data; for a plain node:net socket, mode 'TCP'. */

@@ -14,7 +14,7 @@ import { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import { normalizeConnectArgs } from './connect-args.js';
 import { isSmcListener } from './discovery.js';
-import { closeSmc, getSmcInfo, kSmc, smcState, Socket, type ResolvedSmcOptions, type SmcInfo } from './socket.js';
+import { getSmcInfo, kSmc, smcState, Socket, type ResolvedSmcOptions, type SmcInfo } from './socket.js';
 
 /**
  * The SMC socket as a plain Duplex, so that node:tls treats it as a JS stream. The stream is
@@ -50,11 +50,9 @@ export class SmcStream extends Duplex {
     this.socket.end(cb);
   }
   override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
-    // node:tls destroys its transport to close it, as close(2) would: orderly, not an abort.
-    if (!this.socket.destroyed) {
-      if (err) this.socket.destroy(err);
-      else closeSmc(this.socket);
-    }
+    // node:tls destroys its transport to close it; destroy() closes an SMC socket as close(2)
+    // closes TCP: orderly unless data is left unread.
+    if (!this.socket.destroyed) this.socket.destroy(err ?? undefined);
     cb(err);
   }
 }
