@@ -26,6 +26,21 @@ function removeAllAtExit(): void {
   for (const r of live) r.remove();
 }
 
+/**
+ * A listener entry, if it is of a live process this process can judge. An entry of a dead
+ * process (same pid namespace) is removed. An entry of another pid namespace is neither used
+ * nor removed: its pid means nothing here (and SMC-D reaches a peer's memory through
+ * /proc/<pid>, which needs it).
+ */
+function liveEntry(dir: string, name: string): ListenerEntry | undefined {
+  const file = `${dir}/${name}`;
+  const e = readEntry<ListenerEntry>(file);
+  if (!e) return undefined;
+  const alive = liveness(e);
+  if (alive === false) removeEntry(file);
+  return alive ? e : undefined;
+}
+
 let lastSweep = 0;
 
 /**
@@ -39,12 +54,7 @@ function sweepDeadListeners(): void {
   lastSweep = now;
   try {
     const dir = subdir('listeners');
-    for (const name of listEntries(dir) ?? []) {
-      if (!name.endsWith('.json')) continue;
-      const file = `${dir}/${name}`;
-      const e = readEntry<ListenerEntry>(file);
-      if (e && liveness(e) === false) removeEntry(file);
-    }
+    for (const name of listEntries(dir) ?? []) if (name.endsWith('.json')) liveEntry(dir, name);
   } catch {
     // A sweep is housekeeping: readers skip dead entries anyway.
   }
@@ -138,15 +148,8 @@ function listenersOn(port: number): string[] {
   }
   for (const name of names ?? []) {
     if (!name.startsWith(prefix) || !name.endsWith('.json')) continue;
-    const file = `${dir}/${name}`;
-    const e = readEntry<ListenerEntry>(file);
-    if (!e || e.port !== port) continue;
-    const alive = liveness(e);
-    if (alive === false) { removeEntry(file); continue; }
-    // Another pid namespace: its pid means nothing here, so it is not judged (nor removed),
-    // and not proposed to (SMC-D reaches a peer's memory through /proc/<pid>, which needs it).
-    if (alive === undefined) continue;
-    if (e.netns === netNamespace()) addresses.push(e.address);
+    const e = liveEntry(dir, name);
+    if (e && e.port === port && e.netns === netNamespace()) addresses.push(e.address);
   }
   cache.set(port, { at: now, addresses });
   return addresses;
