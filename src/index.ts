@@ -6,9 +6,9 @@ import { RxeAttr, RxeMethod } from './providers/rxe/driver-methods.js';
 import { RxeDevice, RXE_DEFAULT_LIMITS, type RxeDeviceOptions, type RxeLimits } from './providers/rxe/device.js';
 
 export * from './verbs/api.js';
-export * from './verbs/enums.js';
+export * from './abi/enums.js';
 export * from './verbs/connect.js';
-export type * from './verbs/types.js';
+export type * from './abi/types.js';
 export { VerbsError } from './uapi/errors.js';
 export { Obj, M, A } from './uapi/objects.js';
 export { DRIVER_NS } from './uapi/spec.js';

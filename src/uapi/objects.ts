@@ -3,8 +3,8 @@
 // modify_qp transitions), and which object holds which.
 
 import { EventEmitter } from 'node:events';
-import { Access, ACCESS_MASK, MwType, QP_ATTR_NAMES, QpAttr, QpType, qpStateName, qpTypeName, SrqAttr } from '../verbs/enums.js';
-import type { AhAttr, QpAttrValues, QpCap } from '../verbs/types.js';
+import { Access, ACCESS_MASK, MwType, QP_ATTR_NAMES, QpAttr, QpType, qpStateName, qpTypeName, SrqAttr } from '../abi/enums.js';
+import type { AhAttr, QpAttrValues, QpCap } from '../abi/types.js';
 import { fail } from './errors.js';
 import type { ProviderContext, ProviderCq, ProviderDevice, ProviderMr, ProviderQp } from './provider.js';
 import { checkTransition } from './qp-transitions.js';

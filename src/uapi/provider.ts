@@ -2,7 +2,7 @@
 // every call before it reaches these operations, so a provider checks only what is its own.
 
 import type { DriverRegistrar } from './registry.js';
-import type { AhAttr, AsyncEvent, DeviceAttr, GidEntry, PortAttr, QpAttrFull, QpAttrValues, QpInitAttr, RecvWr, SendWr, SrqAttrValues, WorkCompletion } from '../verbs/types.js';
+import type { AhAttr, AsyncEvent, DeviceAttr, GidEntry, PortAttr, QpAttrFull, QpAttrValues, QpInitAttr, RecvWr, SendWr, SrqAttrValues, WorkCompletion } from '../abi/types.js';
 
 export interface ProviderDevice {
   readonly name: string;

@@ -2,7 +2,7 @@
 // for each (current state, next state) and QP type, the attributes a modify_qp call must
 // carry and the ones it may carry. Anything outside required ∪ optional fails the call.
 
-import { QpAttr as A, QpState as S, QpType as T } from '../verbs/enums.js';
+import { QpAttr as A, QpState as S, QpType as T } from '../abi/enums.js';
 
 interface Rule {
   req?: Partial<Record<number, number>>;

@@ -8,10 +8,10 @@ import type { UapiRegistry } from '../uapi/registry.js';
 import type { AttrIn } from '../uapi/spec.js';
 import type { ProviderCq, ProviderDevice, ProviderMr, ProviderMw, ProviderQp, ProviderSrq } from '../uapi/provider.js';
 import { VerbsError, fail } from '../uapi/errors.js';
-import { ASYNC_EVENT_NAMES, WrOpcode } from './enums.js';
+import { ASYNC_EVENT_NAMES, WrOpcode } from '../abi/enums.js';
 import type {
   AhAttr, AsyncEvent, DeviceAttr, GidEntry, MwBindInfo, PortAttr, QpAttrFull, QpAttrValues, QpCap, QpCapInit, RecvWr, SendWr, SrqAttrValues, WorkCompletion, WrId,
-} from './types.js';
+} from '../abi/types.js';
 
 const attrs = (o: Record<number, unknown>): AttrIn[] =>
   Object.entries(o).filter(([, v]) => v !== undefined).map(([id, value]) => ({ id: Number(id), value, mandatory: true }));

@@ -2,7 +2,7 @@
 // perftest do once they have exchanged QPN, PSN and GID out of band. One helper for every
 // QP type, so tools and tests cannot drift apart on the attribute masks.
 
-import { Access, QpAttr, QpState, QpType, type MtuValue } from './enums.js';
+import { Access, QpAttr, QpState, QpType, type MtuValue } from '../abi/enums.js';
 import type { QP } from './api.js';
 import { fail } from '../uapi/errors.js';
 

@@ -14,7 +14,7 @@ import {
 } from '../../src/index.js';
 import { RxeCq } from '../../src/providers/rxe/cq.js';
 import { Ring } from '../../src/providers/rxe/ring.js';
-import type { WorkCompletion } from '../../src/verbs/types.js';
+import type { WorkCompletion } from '../../src/abi/types.js';
 import { waitCompletions } from '../helpers/pair.js';
 
 const err = (fn: () => unknown): VerbsError => {

@@ -2,7 +2,7 @@
 // atomic acks), completes send WQEs in order, and drives retries: go-back-N on a sequence
 // NAK or an implicit NAK, the retransmit timer (4.096 us x 2^timeout) and RNR waits.
 
-import { QpState, WcStatus, WrOpcode } from '../../verbs/enums.js';
+import { QpState, WcStatus, WrOpcode } from '../../abi/enums.js';
 import { aeth, atmack, type Packet } from './wire/headers.js';
 import { AethSyndrome, NakCode } from './wire/headers.js';
 import { Op, OpCode } from './wire/opcodes.js';

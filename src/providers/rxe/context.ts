@@ -2,8 +2,8 @@
 // user context and routes async events to it.
 
 import type { ProviderContext, ProviderCq, ProviderMr, ProviderMw, ProviderQp, ProviderSrq } from '../../uapi/provider.js';
-import type { AhAttr, AsyncEvent, QpAttrValues, QpInitAttr, SrqAttrValues } from '../../verbs/types.js';
-import { AsyncEventType } from '../../verbs/enums.js';
+import type { AhAttr, AsyncEvent, QpAttrValues, QpInitAttr, SrqAttrValues } from '../../abi/types.js';
+import { AsyncEventType } from '../../abi/enums.js';
 import { fail } from '../../uapi/errors.js';
 import { RxeCq } from './cq.js';
 import { RxeMr, RxeMw, RxePd } from './keys.js';

@@ -2,8 +2,8 @@
 // (arm for next or solicited; an armed CQ notifies once). Overflow is an async CQ_ERR.
 
 import type { ProviderCq } from '../../uapi/provider.js';
-import type { WorkCompletion } from '../../verbs/types.js';
-import { WcStatus } from '../../verbs/enums.js';
+import type { WorkCompletion } from '../../abi/types.js';
+import { WcStatus } from '../../abi/enums.js';
 import { Ring } from './ring.js';
 
 const ARM_NONE = 0, ARM_NEXT = 1, ARM_SOLICITED = 2;

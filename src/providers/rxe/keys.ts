@@ -3,7 +3,7 @@
 // re-registration or re-bind, so a stale or guessed key names nothing.
 
 import { randomInt } from 'node:crypto';
-import { Access } from '../../verbs/enums.js';
+import { Access } from '../../abi/enums.js';
 import type { ProviderMr, ProviderMw } from '../../uapi/provider.js';
 import { fail } from '../../uapi/errors.js';
 

@@ -2,8 +2,8 @@
 // requester.ts (builds and sends request packets), completer.ts (handles ACKs and
 // responses, retries, completions) and responder.ts (executes incoming requests).
 
-import { AsyncEventType, MigState, mtuBytes, QpAttr, QpState, QpType, qpStateName, qpTypeName, WR_OPCODE_NAMES, SendFlags, WcOpcode, WcStatus, WrOpcode, type MtuValue } from '../../verbs/enums.js';
-import type { AhAttr, QpAttrFull, QpAttrValues, QpCap, RecvWr, SendWr, WorkCompletion } from '../../verbs/types.js';
+import { AsyncEventType, MigState, mtuBytes, QpAttr, QpState, QpType, qpStateName, qpTypeName, WR_OPCODE_NAMES, SendFlags, WcOpcode, WcStatus, WrOpcode, type MtuValue } from '../../abi/enums.js';
+import type { AhAttr, QpAttrFull, QpAttrValues, QpCap, RecvWr, SendWr, WorkCompletion } from '../../abi/types.js';
 import type { ProviderQp } from '../../uapi/provider.js';
 import { fail } from '../../uapi/errors.js';
 import { addressFromGid, gidFromAddress } from './wire/inet.js';

@@ -2,7 +2,7 @@
 // unacknowledged PSNs. Each WQE's PSNs are fixed when it is first reached, so a retry
 // (go-back-N from any PSN) rebuilds exactly the packets it sent before.
 
-import { Access, MwType, QpState, QpType, SendFlags, WcStatus, WrOpcode } from '../../verbs/enums.js';
+import { Access, MwType, QpState, QpType, SendFlags, WcStatus, WrOpcode } from '../../abi/enums.js';
 import { OPCODES, Op, OpCode, ICRC_BYTES } from './wire/opcodes.js';
 import { atmeth, deth, ieth, immdt, reth, writeBth } from './wire/headers.js';
 import { psnAdd, psnDiff } from './wire/psn.js';

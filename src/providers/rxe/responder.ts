@@ -2,7 +2,7 @@
 // answers (ACK, NAK, RNR NAK, read responses, atomic acks). RC enforces PSN order and keeps
 // responder resources so duplicate READs are re-executed and duplicate atomics replayed.
 
-import { Access, AsyncEventType, QpState, QpType, WcFlags, WcOpcode, WcStatus, MwType } from '../../verbs/enums.js';
+import { Access, AsyncEventType, QpState, QpType, WcFlags, WcOpcode, WcStatus, MwType } from '../../abi/enums.js';
 import { ACK_SYNDROME_NO_CREDIT_LIMIT, AethSyndrome, NakCode, aeth, atmack, atmeth, deth, ieth, immdt, reth, writeBth, type Packet } from './wire/headers.js';
 import { BTH_BYTES, DETH_BYTES, ICRC_BYTES, OPCODES, Op, OpCode } from './wire/opcodes.js';
 import { psnAdd, psnDiff } from './wire/psn.js';

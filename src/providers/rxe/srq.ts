@@ -2,8 +2,8 @@
 // below an armed limit, SRQ_LIMIT_REACHED fires once and the limit disarms.
 
 import type { ProviderSrq } from '../../uapi/provider.js';
-import type { RecvWr, SrqAttrValues } from '../../verbs/types.js';
-import { SrqAttr } from '../../verbs/enums.js';
+import type { RecvWr, SrqAttrValues } from '../../abi/types.js';
+import { SrqAttr } from '../../abi/enums.js';
 import { fail } from '../../uapi/errors.js';
 import { Ring } from './ring.js';
 import { validateRecv, type RecvWqe } from './qp.js';
