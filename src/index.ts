@@ -14,7 +14,7 @@ export { Obj, M, A } from './uapi/objects.js';
 export { DRIVER_NS } from './uapi/spec.js';
 export { RxeMethod, RxeAttr } from './providers/rxe/driver-methods.js';
 export type { FaultPlan } from './providers/rxe/link.js';
-export { gidFromAddress, addressFromGid, gidToString } from './providers/rxe/wire/inet.js';
+export { gidFromAddress, addressFromGid, gidToString } from './abi/inet.js';
 
 /**
  * Create an rxe (RoCEv2) device bound to a local IP address, like `rdma link add rxe0 type rxe`.

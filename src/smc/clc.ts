@@ -5,7 +5,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
-import { ipv4Bytes, ipv6Bytes } from '../providers/rxe/wire/inet.js';
+import { ipv4Bytes, ipv6Bytes } from '../abi/inet.js';
 
 export const CLC_PROPOSAL = 1;
 export const CLC_ACCEPT = 2;

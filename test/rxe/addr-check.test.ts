@@ -13,7 +13,7 @@ import { Access, QpType, SendFlags, WcStatus, WrOpcode, rxeOf, queryRxeCounters,
 import { writeBth, reth, deth } from '../../src/providers/rxe/wire/headers.js';
 import { ICRC_BYTES, OPCODES, OpCode } from '../../src/providers/rxe/wire/opcodes.js';
 import { IcrcFlow } from '../../src/providers/rxe/wire/icrc.js';
-import { ipv4Bytes, ipv6Bytes } from '../../src/providers/rxe/wire/inet.js';
+import { ipv4Bytes, ipv6Bytes } from '../../src/abi/inet.js';
 import { connect, makePair, openSide, waitCompletions, waitFor, type Side } from '../helpers/pair.js';
 
 async function bindSocket(address: string): Promise<dgram.Socket> {

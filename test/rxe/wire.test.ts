@@ -6,7 +6,7 @@ import { icrcOf } from '../helpers/capture.js';
 import { OPCODES, OpCode, Op, opcodeName } from '../../src/providers/rxe/wire/opcodes.js';
 import { parsePacket, writeBth, reth, aeth, atmeth, deth, immdt, ieth, atmack } from '../../src/providers/rxe/wire/headers.js';
 import { psnAdd, psnDiff, psnLt, PSN_MASK } from '../../src/providers/rxe/wire/psn.js';
-import { ipv4Bytes, ipv6Bytes, gidFromAddress, addressFromGid } from '../../src/providers/rxe/wire/inet.js';
+import { ipv4Bytes, ipv6Bytes, gidFromAddress, addressFromGid } from '../../src/abi/inet.js';
 
 // DESIGN.md: IPv4 10.0.0.1 -> 10.0.0.2, id 0x1234, DF, TTL 64, UDP 0xc123 -> 4791, RC SEND_ONLY "ping".
 const VECTOR = Buffer.from(

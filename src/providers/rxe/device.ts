@@ -16,7 +16,7 @@ import { RxeAh, RxeContext } from './context.js';
 import type { RxeQp } from './qp.js';
 import { parsePacket } from './wire/headers.js';
 import { Op } from './wire/opcodes.js';
-import { gidFromAddress } from './wire/inet.js';
+import { gidFromAddress } from '../../abi/inet.js';
 import { onResponse } from './completer.js';
 import { onRequest } from './responder.js';
 import { registerRxeDriverMethods } from './driver-methods.js';

@@ -7,7 +7,7 @@ import dgram from 'node:dgram';
 import { isIPv4 } from 'node:net';
 import { VerbsError } from '../../uapi/errors.js';
 import { IcrcFlow } from './wire/icrc.js';
-import { ipv4Bytes, ipv6Bytes } from './wire/inet.js';
+import { ipv4Bytes, ipv6Bytes } from '../../abi/inet.js';
 import { enableUdpGro, prepareRoceSocket } from './sockopt.js';
 import { groSegmentSize, joinsRun } from './wire/gro.js';
 import { SourcePort } from './source-port.js';

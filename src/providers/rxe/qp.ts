@@ -6,7 +6,7 @@ import { AsyncEventType, MigState, mtuBytes, QpAttr, QpState, QpType, qpStateNam
 import type { AhAttr, QpAttrFull, QpAttrValues, QpCap, RecvWr, SendWr, WorkCompletion } from '../../abi/types.js';
 import type { ProviderQp } from '../../uapi/provider.js';
 import { fail } from '../../uapi/errors.js';
-import { addressFromGid, gidFromAddress } from './wire/inet.js';
+import { addressFromGid, gidFromAddress } from '../../abi/inet.js';
 import { psnAdd } from './wire/psn.js';
 import { connectedSourcePort, initialSourcePort } from './wire/udp-sport.js';
 import type { SourcePort } from './source-port.js';

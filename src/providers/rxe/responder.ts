@@ -6,7 +6,7 @@ import { Access, AsyncEventType, QpState, QpType, WcFlags, WcOpcode, WcStatus, M
 import { ACK_SYNDROME_NO_CREDIT_LIMIT, AethSyndrome, NakCode, aeth, atmack, atmeth, deth, ieth, immdt, reth, writeBth, type Packet } from './wire/headers.js';
 import { BTH_BYTES, DETH_BYTES, ICRC_BYTES, OPCODES, Op, OpCode } from './wire/opcodes.js';
 import { psnAdd, psnDiff } from './wire/psn.js';
-import { ipv4Bytes, ipv6Bytes } from './wire/inet.js';
+import { ipv4Bytes, ipv6Bytes } from '../../abi/inet.js';
 import type { RecvWqe, RespResource, RxeQp } from './qp.js';
 import { resolveSegs, scatter } from './requester.js';
 import { RxeMw } from './keys.js';

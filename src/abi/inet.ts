@@ -1,4 +1,4 @@
-// Text IP addresses to the bytes the ICRC pseudo-header needs.
+// IP addresses and GIDs: text addresses to the bytes of a GID or of the ICRC pseudo-header, and back (RoCEv2 GIDs are IPv6 or IPv4-mapped addresses; SMC's CLC carries the same bytes).
 
 import { isIPv4, isIPv6 } from 'node:net';
 
