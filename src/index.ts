@@ -10,6 +10,7 @@ export * from './abi/enums.js';
 export * from './verbs/connect.js';
 export type * from './abi/types.js';
 export { VerbsError } from './uapi/errors.js';
+export { SoftrdmaError } from './abi/errors.js';
 export { Obj, M, A } from './uapi/objects.js';
 export { DRIVER_NS } from './uapi/spec.js';
 export { RxeMethod, RxeAttr } from './providers/rxe/driver-methods.js';

@@ -23,6 +23,7 @@ import { EventEmitter } from 'node:events';
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
+import { SoftrdmaError } from '../abi/errors.js';
 import { F_SEAL_GROW, F_SEAL_SHRINK, mapShared, memfdCreate, sealSize, seals, unmap, type Mapping } from './libc.js';
 import { entryPath, liveness, netNamespace, openEntryPath, readEntry, removeEntry, restoreEntry, selfStamp, subdir, writeEntry } from './runtime-dir.js';
 
@@ -47,9 +48,9 @@ const DEFAULT_MAX_DOORBELL_CONNECTIONS = 4096;
 /** Bytes of HMAC-SHA256 a Proposal carries. */
 export const PROOF_LEN = 16;
 
-export class IsmError extends Error {
-  constructor(readonly code: string, message: string) {
-    super(message);
+export class IsmError extends SoftrdmaError {
+  constructor(code: string, message: string) {
+    super(code, message);
     this.name = 'IsmError';
   }
 }

@@ -3,6 +3,7 @@
 // Everything else (open, fstat, readlink, close) goes through node:fs.
 
 import koffi from 'koffi';
+import { SoftrdmaError } from '../abi/errors.js';
 import { libcLibrary } from '../sys/libc.js';
 
 export const PROT_READ = 1;
@@ -49,9 +50,9 @@ function libc(): Libc {
 }
 
 /** An Error carrying an errno-style code, like node's own system errors. */
-export class SystemError extends Error {
-  constructor(readonly code: string, readonly syscall: string, detail?: string) {
-    super(`${syscall} failed: ${code}${detail ? ` (${detail})` : ''}`);
+export class SystemError extends SoftrdmaError {
+  constructor(code: string, readonly syscall: string, detail?: string) {
+    super(code, `${syscall} failed: ${code}${detail ? ` (${detail})` : ''}`);
     this.name = 'SystemError';
   }
 }

@@ -24,16 +24,16 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { SoftrdmaError } from '../abi/errors.js';
 
 const { O_RDONLY, O_WRONLY, O_CREAT, O_TRUNC, O_DIRECTORY, O_NOFOLLOW, O_NONBLOCK } = fs.constants;
 
 /** What a refused check found. */
 export type RefusalKind = 'symlink' | 'not a directory' | 'owner' | 'mode' | 'entry owner' | 'entry not a file';
 
-export class RuntimeDirError extends Error {
-  readonly code = 'ERR_SOFTRDMA_RUNTIME_DIR';
+export class RuntimeDirError extends SoftrdmaError {
   constructor(readonly kind: RefusalKind, message: string) {
-    super(message);
+    super('ERR_SOFTRDMA_RUNTIME_DIR', message);
     this.name = 'RuntimeDirError';
   }
 }

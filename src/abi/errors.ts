@@ -1,0 +1,23 @@
+// The one base of softrdma's errors. Every layer throws a subclass (VerbsError from the verbs
+// control path, IsmError and SystemError from the shared-memory device, ClcError from SMC's
+// handshake, RuntimeDirError from the runtime directory's checks) and each carries a `code`
+// in node's style: an errno name where a C programmer would see an errno (EINVAL, EBUSY,
+// ENOMEM...), an ERR_SOFTRDMA_* name otherwise. So `err.code === 'EINVAL'` and
+// `err instanceof SoftrdmaError` work the same whichever layer failed.
+
+import { constants } from 'node:os';
+
+const ERRNO = constants.errno as Record<string, number>;
+
+export class SoftrdmaError extends Error {
+  readonly code: string;
+  /** The errno number of an errno-style code (EINVAL: 22); undefined for ERR_SOFTRDMA_* codes. */
+  readonly errno: number | undefined;
+
+  constructor(code: string, message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = 'SoftrdmaError';
+    this.code = code;
+    this.errno = ERRNO[code];
+  }
+}
