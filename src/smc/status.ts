@@ -13,6 +13,7 @@ import { openedIsmDevice } from '../ism/device.js';
 import { forgetDirectories, keepPresent, removeEntry, runtimeDirRefusals, subdir, type RefusalKind } from '../ism/runtime-dir.js';
 import { poolStats } from './dmb-pool.js';
 import { declineName } from './clc.js';
+import { CONN_ABORT, CONN_CLOSED, CONN_DONE_WRITING, PROD_CONS_UPD_REQ, PROD_URG_PENDING, PROD_URG_PRESENT, PROD_WRITE_BLOCKED } from './cdc.js';
 import { getSmcInfo, smcState } from './socket.js';
 
 const debug = util.debuglog('smc');
@@ -20,7 +21,11 @@ const debug = util.debuglog('smc');
  * What every copy of softrdma in this thread shares (an application's own dependency and the
  * one smc-run preloads): the totals, the live sockets and the one status socket smcss asks.
  */
-interface SharedStatus { totals: SmcTotals; live: Set<net.Socket>; endpoint: Endpoint | undefined }
+interface SharedStatus {
+  totals: SmcTotals; live: Set<net.Socket>; endpoint: Endpoint | undefined;
+  /** Connection tokens (smcss -d), given out once per connection; optional: an older copy may have made this object. */
+  tokens?: WeakMap<object, number>; lastToken?: number;
+}
 const shared: SharedStatus = ((globalThis as { [k: symbol]: SharedStatus | undefined })[Symbol.for('softrdma.smc.status')] ??= {
   totals: { smcd: 0, tcp: 0, failed: 0, fallbackReasons: {} }, live: new Set(), endpoint: undefined,
 });
@@ -43,7 +48,58 @@ export interface ConnectionStatus {
   peerBufferSize?: number;
   bytesSent: number;
   bytesReceived: number;
-  cursors?: unknown;
+  /** sk_shutdown as smc_diag reports it: 1 receiving is shut (the peer finished writing), 2 sending. */
+  shutdown?: number;
+  /** smc_diag_conninfo's fields (smcss -d); SMC-D connections only. */
+  conninfo?: ConnInfo;
+  /** smcd_diag_dmbinfo's fields (smcss -D); SMC-D connections only. */
+  dmbinfo?: DmbInfo;
+}
+
+export interface DiagCursor { wrap: number; count: number }
+
+/** A connection's cursors, buffer sizes and CDC flags, named and laid out as Linux's smc_diag_conninfo. */
+export interface ConnInfo {
+  /**
+   * Names the connection among this process's, as alert_token_local does in Linux (where the
+   * DMB token cannot: a DMB is reused by later connections between the same two devices).
+   * A per-process counter, given when smcss first sees the connection.
+   */
+  token: number;
+  /** Ring sizes: the DMBs less their CDC area, as Linux counts them (softrdma writes straight into the peer's DMB, so the send buffer is the peer's ring). */
+  sndbufSize: number;
+  rmbeSize: number;
+  peerRmbeSize: number;
+  /** The last CDC the peer wrote: its producer cursor in our DMB, its consumer cursor in its own. */
+  rxProd: DiagCursor;
+  rxCons: DiagCursor;
+  /** The CDC we wrote last: our producer cursor in the peer's DMB, our consumer cursor in ours. */
+  txProd: DiagCursor;
+  txCons: DiagCursor;
+  /** Send buffer cursors: with no separate send buffer, all three are txProd. */
+  txPrep: DiagCursor;
+  txSent: DiagCursor;
+  txFin: DiagCursor;
+  /** The CDC flag bytes as Linux reports them (write_blocked 0x80, ...; peer_done_writing 0x80, ...). */
+  rxProdFlags: number;
+  rxConnStateFlags: number;
+  txProdFlags: number;
+  txConnStateFlags: number;
+  /** The same flags by their Linux names. */
+  rxFlags: string[];
+  txFlags: string[];
+}
+
+/** An SMC-D connection's devices and DMBs, as smcd_diag_dmbinfo; 64-bit values as 16 hex digits. */
+export interface DmbInfo {
+  gid: string;
+  /** The token of our DMB (the peer writes into it). */
+  token: string;
+  peerGid: string;
+  /** The token of the peer's DMB (we write into it). */
+  peerToken: string;
+  /** Linux's link group id; softrdma has no link groups, so 0. */
+  linkId: number;
 }
 
 export interface ProcessStatus {
@@ -167,6 +223,42 @@ function openEndpoint(): void {
   ep.file = file;
 }
 
+const PROD_FLAG_NAMES: Array<[number, string]> = [
+  [PROD_WRITE_BLOCKED, 'write_blocked'], [PROD_URG_PENDING, 'urg_data_pending'], [PROD_URG_PRESENT, 'urg_data_present'], [PROD_CONS_UPD_REQ, 'cons_curs_upd_req'],
+];
+const CONN_FLAG_NAMES: Array<[number, string]> = [[CONN_DONE_WRITING, 'peer_done_writing'], [CONN_CLOSED, 'peer_conn_closed'], [CONN_ABORT, 'peer_conn_abort']];
+
+function flagNames(prod: number, conn: number): string[] {
+  return [...PROD_FLAG_NAMES.filter(([b]) => prod & b), ...CONN_FLAG_NAMES.filter(([b]) => conn & b)].map(([, n]) => n);
+}
+
+const hex64 = (v: bigint) => v.toString(16).padStart(16, '0');
+
+function connectionToken(conn: object): number {
+  const tokens = shared.tokens ??= new WeakMap();
+  let t = tokens.get(conn);
+  if (t === undefined) {
+    // Like Linux's, a 32-bit number that is never 0.
+    t = shared.lastToken = ((shared.lastToken ?? 0) % 0xffffffff) + 1;
+    tokens.set(conn, t);
+  }
+  return t;
+}
+
+type Conn = NonNullable<NonNullable<ReturnType<typeof smcState>>['conn']>;
+
+function connInfo(conn: Conn): ConnInfo {
+  const c = conn.cursors();
+  const f = conn.state;
+  return {
+    token: connectionToken(conn),
+    sndbufSize: conn.txRing, rmbeSize: conn.rxRing, peerRmbeSize: conn.txRing,
+    rxProd: c.rx, rxCons: c.peerCons, txProd: c.tx, txCons: c.cons, txPrep: c.tx, txSent: c.tx, txFin: c.tx,
+    rxProdFlags: f.peerProdFlags, rxConnStateFlags: f.peerConnFlags, txProdFlags: f.prodFlags, txConnStateFlags: f.connFlags,
+    rxFlags: flagNames(f.peerProdFlags, f.peerConnFlags), txFlags: flagNames(f.prodFlags, f.connFlags),
+  };
+}
+
 function describe(sock: net.Socket): ConnectionStatus {
   const s = smcState(sock)!;
   const info = getSmcInfo(sock);
@@ -185,7 +277,12 @@ function describe(sock: net.Socket): ConnectionStatus {
   if (s.conn) {
     c.bufferSize = info.bufferSize;
     c.peerBufferSize = info.peerBufferSize;
-    c.cursors = s.conn.cursors();
+    c.conninfo = connInfo(s.conn);
+    // What Linux's sk_shutdown would say: RCV_SHUTDOWN once the peer finished writing, SEND_SHUTDOWN once we did.
+    c.shutdown = (s.conn.peerFinished ? 1 : 0) | (s.writeDone ? 2 : 0);
+    if (s.device) {
+      c.dmbinfo = { gid: hex64(s.device.gid), token: hex64(s.conn.rx.token), peerGid: hex64(s.conn.tx.peerGid), peerToken: hex64(s.conn.tx.token), linkId: 0 };
+    }
   }
   return c;
 }

@@ -8,7 +8,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { liveness, readEntry, removeEntry, runtimeDir, type ProcessStamp } from '../ism/runtime-dir.js';
-import { statusSocketPid, type ConnectionStatus, type ProcessStatus } from '../smc/status.js';
+import { statusSocketPid, type ConnectionStatus, type DiagCursor, type ProcessStatus } from '../smc/status.js';
 import { codeOf, declineHex, declineShortName } from './decline-text.js';
 import { UsageError } from './usage.js';
 
@@ -19,8 +19,8 @@ export const SMCSS_USAGE = `usage: softrdma smcss [ OPTIONS ]
   -l, --listening     show listening sockets
   -d, --debug         show debug socket information
   -W, --wide          do not truncate IP addresses
-  -D, --smcd          show SMC-D sockets only
-  -R, --smcr          show SMC-R sockets only (softrdma has none yet)
+  -D, --smcd          show SMC-D information (GIDs, DMB tokens); SMC-D sockets only
+  -R, --smcr          show SMC-R information; SMC-R sockets only (softrdma has none)
   -v, --verbose       fallback and decline reasons also by name, with the cause in words
       --json          the rows as one JSON document, for scripts
   no OPTIONS          show all connected sockets
@@ -118,8 +118,8 @@ export function addrText(a: string, p: number, wide: boolean): string {
 }
 
 const ADDR_LEN_SHORT = 23;
-const hex8 = (n: number | undefined) => (n ?? 0).toString(16).padStart(8, '0');
-const cursor = (c?: { wrap: number; count: number }) => `${(c?.wrap ?? 0).toString(16).padStart(4, '0')}:${hex8(c?.count)}`;
+const hex = (n: number, width: number) => n.toString(16).padStart(width, '0');
+const cursor = (c: DiagCursor) => `${hex(c.wrap, 4)}:${hex(c.count, 8)}`;
 
 /** smcss's Mode for a fallback: "TCP 0x<local>", with "/0x<peer>" only when the peer declined. */
 export function tcpModeText(r: Pick<Row, 'fallbackReason' | 'peerDeclineReason'>): string {
@@ -134,12 +134,34 @@ function reasonWords(r: Row): string {
   return `(${[names, r.fallbackCause].filter(Boolean).join(': ')})`;
 }
 
-export interface FormatOptions { debug?: boolean; wide?: boolean; verbose?: boolean; uid?: number }
+export interface FormatOptions { debug?: boolean; smcd?: boolean; smcr?: boolean; wide?: boolean; verbose?: boolean; uid?: number }
+
+/** -d's columns (smc_diag_conninfo), each followed by a space as smcss prints them; none without conninfo. */
+function debugColumns(r: Row): string {
+  // Shutd: ' R-W  ', '<' / '>' where a direction is still open.
+  const m = r.shutdown ?? 0;
+  let l = ` ${m & 1 ? 'R' : '<'}-${m & 2 ? 'W' : '>'}  `;
+  const c = r.conninfo;
+  if (!c) return l;
+  l += `${hex(c.token, 8)} ${hex(c.sndbufSize, 8)} ${hex(c.rmbeSize, 8)} ${hex(c.peerRmbeSize, 8)} `;
+  l += `${cursor(c.rxProd)} ${cursor(c.rxCons)} ${hex(c.rxProdFlags, 2)}:${hex(c.rxConnStateFlags, 2)}   `;
+  l += `${cursor(c.txProd)} ${cursor(c.txCons)} ${hex(c.txProdFlags, 2)}:${hex(c.txConnStateFlags, 2)}   `;
+  l += `${cursor(c.txPrep)} ${cursor(c.txSent)} ${cursor(c.txFin)} `;
+  return l;
+}
+
+/** -D's columns (smcd_diag_dmbinfo): GIDs and tokens as %016llx, the link id as %08x. */
+function smcdColumns(r: Row): string {
+  const d = r.dmbinfo;
+  return d ? `${d.gid} ${d.token} ${d.peerGid} ${d.peerToken} ${hex(d.linkId, 8)} ` : '';
+}
 
 /** Rows as smcss prints them (print_header and show_one_smc_sock). */
 export function format(rows: Row[], o: FormatOptions = {}): string {
   let head = 'State          UID   Pid     Local Address           Peer Address            Intf Mode ';
   if (o.debug) head += 'Shutd Token    Sndbuf   Rcvbuf   Peerbuf  rxprod-Cursor rxcons-Cursor rxFlags txprod-Cursor txcons-Cursor txFlags txprep-Cursor txsent-Cursor txfin-Cursor  ';
+  if (o.smcr) head += 'Role IB-device       Port Linkid GID                                      Peer-GID';
+  if (o.smcd) head += 'GID              Token            Peer-GID         Peer-Token       Linkid';
   const uid = o.uid ?? (process.getuid?.() ?? 0);
   const lines = [head.trimEnd()];
   for (const r of rows) {
@@ -156,11 +178,8 @@ export function format(rows: Row[], o: FormatOptions = {}): string {
             if (o.verbose) l += ` ${reasonWords(r)}`;
           } else {
             l += `${r.mode.padStart(4)} `;
-            if (o.debug && r.cursors) {
-              const c = r.cursors as { tx: { wrap: number; count: number }; peerCons: { wrap: number; count: number }; rx: { wrap: number; count: number }; cons: { wrap: number; count: number } };
-              l += ` ${r.state === 'APPFINCLOSEWAIT' ? '<-W' : '<->'}  ${hex8(0)} ${hex8(r.peerBufferSize)} ${hex8(r.bufferSize)} ${hex8(r.peerBufferSize)} ` +
-                `${cursor(c.rx)} ${cursor(c.cons)} 00:00   ${cursor(c.tx)} ${cursor(c.peerCons)} 00:00   ${cursor(c.tx)} ${cursor(c.tx)} ${cursor(c.tx)} `;
-            }
+            if (o.debug) l += debugColumns(r);
+            if (o.smcd) l += smcdColumns(r);
           }
         }
       }
@@ -196,5 +215,5 @@ export async function smcss(args: string[]): Promise<void> {
     return true;
   });
   for (const w of warnings) console.error(`smcss: ${w}`);
-  console.log(v.json ? JSON.stringify(rows, null, 2) : format(rows, { debug, wide: v.wide, verbose: v.verbose }));
+  console.log(v.json ? JSON.stringify(rows, null, 2) : format(rows, { debug, smcd: v.smcd, smcr: v.smcr, wide: v.wide, verbose: v.verbose }));
 }

@@ -133,14 +133,23 @@ describe('smcss (smc-tools smcss.c)', () => {
     assert.match(format([row], { uid: 1000, verbose: true }), /TCP 0x05000000\/0x03030001 \(PEERDECL\/NOSMCDDEV: peer declined\)$/);
   });
 
-  it('-d: hex sizes and cursors %04x:%08x in smcss columns; LISTEN rows end after the local address', () => {
+  it('-d: token, sizes and flags in hex, cursors %04x:%08x, in smcss columns; -D: GIDs and DMB tokens %016llx, link id %08x; LISTEN rows end after the local address', () => {
     const cur = (wrap: number, count: number) => ({ wrap, count });
-    const row = { ...base, state: 'ACTIVE', mode: 'SMCD', bufferSize: 65536, peerBufferSize: 1 << 20, cursors: { tx: cur(1, 0x10), peerCons: cur(1, 8), rx: cur(0, 0x2a), cons: cur(0, 0x2a) } };
+    const conninfo = {
+      token: 0x2a, sndbufSize: 0xfffe0, rmbeSize: 0xffe0, peerRmbeSize: 0xfffe0,
+      rxProd: cur(0, 0x2a), rxCons: cur(1, 8), txProd: cur(1, 0x10), txCons: cur(0, 0x2a), txPrep: cur(1, 0x10), txSent: cur(1, 0x10), txFin: cur(1, 0x10),
+      rxProdFlags: 0x80, rxConnStateFlags: 0, txProdFlags: 0, txConnStateFlags: 0x80, rxFlags: ['write_blocked'], txFlags: ['peer_done_writing'],
+    };
+    const dmbinfo = { gid: '00000000000000ab', token: '1234567890abcdef', peerGid: 'fedcba0987654321', peerToken: '0000000000000001', linkId: 0 };
+    const row = { ...base, state: 'ACTIVE', mode: 'SMCD', shutdown: 2, conninfo, dmbinfo };
     const text = format([row, { ...base, state: 'LISTEN', mode: 'SMCD', peerAddress: '*', peerPort: 0 }], { debug: true, uid: 0 });
     const [head, line, listen] = text.split('\n');
     assert.match(head!, /^State {10}UID {3}Pid {5}Local Address {11}Peer Address {12}Intf Mode Shutd Token {4}Sndbuf {3}Rcvbuf {3}Peerbuf  rxprod-Cursor rxcons-Cursor rxFlags txprod-Cursor/);
-    assert.equal(line, 'ACTIVE         00000 0000042 127.0.0.1:5000          127.0.0.1:40000         0000 SMCD  <->  00000000 00100000 00010000 00100000 0000:0000002a 0000:0000002a 00:00   0001:00000010 0001:00000008 00:00   0001:00000010 0001:00000010 0001:00000010');
+    assert.equal(line, 'ACTIVE         00000 0000042 127.0.0.1:5000          127.0.0.1:40000         0000 SMCD  <-W  0000002a 000fffe0 0000ffe0 000fffe0 0000:0000002a 0001:00000008 80:00   0001:00000010 0000:0000002a 00:80   0001:00000010 0001:00000010 0001:00000010');
     assert.equal(listen, 'LISTEN         00000 0000042 127.0.0.1:5000');
+    const [dHead, dLine] = format([row], { smcd: true, uid: 0 }).split('\n');
+    assert.match(dHead!, /Intf Mode GID {14}Token {12}Peer-GID {9}Peer-Token {7}Linkid$/);
+    assert.equal(dLine, 'ACTIVE         00000 0000042 127.0.0.1:5000          127.0.0.1:40000         0000 SMCD 00000000000000ab 1234567890abcdef fedcba0987654321 0000000000000001 00000000');
   });
 
   it('addresses longer than 23 characters are cut with ".." unless -W', () => {
@@ -174,7 +183,8 @@ describe('smcss (smc-tools smcss.c)', () => {
         const l = (await out(['smcss', '-l'])).stdout;
         assert.match(l, listenRe);
         assert.doesNotMatch(l, /^ACTIVE/m);
-        assert.match((await out(['smcss', '-D'])).stdout, rowRe);
+        const smcdRe = new RegExp(`${rowRe.source.slice(0, -1)} [0-9a-f]{16} [0-9a-f]{16} [0-9a-f]{16} [0-9a-f]{16} 00000000$`, 'm');
+        assert.match((await out(['smcss', '-D'])).stdout, smcdRe);
         assert.equal((await out(['smcss', '-R'])).stdout.trim().split('\n').length, 1);
       } finally {
         client.child.kill();
