@@ -2,14 +2,18 @@
 // (no tests, benchmarks or examples; no source maps pointing at files the tarball lacks; no
 // @internal declarations), package.json's platform and Node range, the command's --version,
 // import and require() from JavaScript, and the types under every TypeScript moduleResolution.
+// Then the README's "Use it in a project", as written: a scratch project installs softrdma
+// with npm from a git URL (npm builds it with the `prepare` script) and from a tarball, runs
+// `npx softrdma`, and type-checks and runs every example in examples/ against what it installed.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { testRuntimeDir } from '../helpers/runtime-dir.js';
 
 const root = fileURLToPath(new URL('../../../', import.meta.url));
 const pkg = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')) as Record<string, unknown> & { version: string };
@@ -120,6 +124,89 @@ test('a project that installs the tarball: npx softrdma --version, import, requi
     } catch (err) {
       const e = err as { stdout?: string; stderr?: string };
       assert.fail(`tsc --module ${module} --moduleResolution ${resolution}:\n${e.stdout ?? ''}${e.stderr ?? ''}`);
+    }
+  }
+});
+
+/** A command's outcome; never throws, so a test can tell a cache miss from a failure. */
+function sh(cmd: string, args: string[], opts: { cwd?: string; timeout?: number; env?: NodeJS.ProcessEnv; signal?: AbortSignal } = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = execFile(cmd, args, { cwd: opts.cwd, timeout: opts.timeout ?? 120_000, env: { ...process.env, ...opts.env }, maxBuffer: 16 << 20, signal: opts.signal }, (err, stdout, stderr) => {
+      resolve({ code: err ? (child.exitCode ?? -1) : 0, stdout, stderr });
+    });
+  });
+}
+
+/** What each example prints when it works (examples.test.ts checks every line; here, that it ran at all). */
+const EXAMPLE_SAYS: Record<string, RegExp> = { 'verbs-tour': /^hello over RoCEv2$/m, smc: /^SMCD$/m };
+
+test('a scratch project installs softrdma from a git URL and from a tarball, runs npx softrdma and every example', async (t) => {
+  const head = await sh('git', ['-C', root, 'rev-parse', 'HEAD']);
+  if (head.code !== 0) return t.skip(`not a git checkout (${head.stderr.trim() || 'git failed'}): no git URL to install from`);
+  const runtime = testRuntimeDir('package');
+  const stop = new AbortController(); // a failure while the git URL's install still runs ends it
+  t.after(() => stop.abort());
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'softrdma-install-'));
+  t.after(() => fs.rmSync(tmp, { recursive: true, force: true }));
+  const examples = fs.readdirSync(path.join(root, 'examples')).filter((f) => f.endsWith('.ts')).map((f) => f.slice(0, -3)).sort();
+  assert.deepEqual(examples, Object.keys(EXAMPLE_SAYS).sort(), 'every example has its line here');
+
+  // A clean clone at HEAD: what a git URL gives is what is committed, never this checkout's dist/.
+  const clone = path.join(tmp, 'softrdma');
+  for (const args of [['clone', '-q', '--no-checkout', root, clone], ['-C', clone, 'checkout', '-q', '--detach', head.stdout.trim()]]) {
+    const r = await sh('git', args);
+    assert.equal(r.code, 0, r.stderr);
+  }
+  const [packed] = JSON.parse(pack(['--pack-destination', tmp])) as Array<{ filename: string }>;
+
+  // The README's two ways. --offline: tests do not reach the registry; everything comes from
+  // npm's cache (koffi, and for the git URL the devDependencies `prepare` needs, which npm
+  // installs in its copy of the clone with the same flag). Cache misses skip, saying so.
+  // The git URL's install (a dependency install and a build) takes most of the time: the
+  // tarball's project is checked while it runs.
+  const install = (kind: string, spec: string) => {
+    const app = path.join(tmp, kind === 'git URL' ? 'from-git' : 'from-tarball');
+    fs.mkdirSync(app);
+    fs.writeFileSync(path.join(app, 'package.json'), JSON.stringify({ name: 'app', version: '1.0.0', type: 'module', private: true }));
+    return { kind, spec, app, done: sh('npm', ['install', '--offline', '--no-audit', '--no-fund', spec], { cwd: app, timeout: 180_000, signal: stop.signal }) };
+  };
+  const fromGit = install('git URL', `git+file://${clone}`);
+  const fromTarball = install('tarball', path.join(tmp, packed!.filename));
+  for (const { kind, spec, app, done } of [fromTarball, fromGit]) {
+    const inst = await done;
+    if (inst.code !== 0 && /ENOTCACHED/.test(inst.stdout + inst.stderr)) {
+      return t.skip(`npm install from a ${kind} needs packages that are not in npm's cache, and this test works offline (run npm ci once):\n${inst.stderr}`);
+    }
+    assert.equal(inst.code, 0, `npm install ${spec}:\n${inst.stdout}${inst.stderr}`);
+    const installed = path.join(app, 'node_modules', 'softrdma');
+    assert.equal((JSON.parse(fs.readFileSync(path.join(installed, 'package.json'), 'utf8')) as { version: string }).version, pkg.version);
+    assert.ok(fs.existsSync(path.join(installed, 'dist', 'src', 'smc', 'index.js')), `${kind}: built`);
+    assert.ok(!fs.existsSync(path.join(installed, 'src')) && !fs.existsSync(path.join(installed, 'examples')), `${kind}: only what the package's files list`);
+
+    const version = await sh('npx', ['softrdma', '--version'], { cwd: app });
+    assert.equal(version.stdout.trim(), pkg.version, `${kind}: npx softrdma --version\n${version.stderr}`);
+    const help = await sh('npx', ['softrdma', '--help'], { cwd: app });
+    assert.match(help.stdout, /^usage: softrdma <command>/, `${kind}: npx softrdma --help\n${help.stderr}`);
+
+    // The examples as a user would copy them: type-checked against the installed declarations
+    // (node's types from this checkout), then run, importing 'softrdma' from node_modules.
+    fs.mkdirSync(path.join(app, 'examples'));
+    for (const e of examples) fs.copyFileSync(path.join(root, 'examples', `${e}.ts`), path.join(app, 'examples', `${e}.ts`));
+    fs.mkdirSync(path.join(app, 'node_modules', '@types'), { recursive: true });
+    fs.symlinkSync(path.join(root, 'node_modules', '@types', 'node'), path.join(app, 'node_modules', '@types', 'node'));
+    const tsc = await sh(process.execPath, [path.join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '--strict', '--target', 'es2022', '--module', 'nodenext',
+      '--moduleResolution', 'nodenext', '--types', 'node', '--skipLibCheck', '--outDir', 'out', ...examples.map((e) => `examples/${e}.ts`)], { cwd: app });
+    assert.equal(tsc.code, 0, `${kind}: tsc examples/*.ts\n${tsc.stdout}${tsc.stderr}`);
+    for (const e of examples) {
+      const runIt = () => sh(process.execPath, [path.join('out', `${e}.js`)], { cwd: app, timeout: 20_000, env: { SOFTRDMA_RUNTIME_DIR: runtime } });
+      let r = await runIt();
+      // smc.ts listens on port 7000, as written; examples.test.ts may hold it for a moment.
+      for (let i = 0; i < 5 && r.code !== 0 && /EADDRINUSE/.test(r.stderr); i++) {
+        await new Promise((res) => setTimeout(res, 500));
+        r = await runIt();
+      }
+      assert.equal(r.code, 0, `${kind}: examples/${e}.ts\n${r.stdout}${r.stderr}`);
+      assert.match(r.stdout, EXAMPLE_SAYS[e]!, `${kind}: examples/${e}.ts`);
     }
   }
 });
