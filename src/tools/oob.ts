@@ -1,72 +1,97 @@
 // The out-of-band TCP channel the tools use to swap QP numbers, PSNs, GIDs and keys before
-// any RDMA traffic flows, and to keep both sides in step between test phases. Messages are
-// JSON lines; every wait is bounded, and a closed or silent peer is a clear error.
+// any RDMA traffic flows, and to keep both sides in step between test phases. It carries
+// two kinds of message on one byte stream: perftest's fixed-size binary ones (readBytes /
+// write) and softrdma's own JSON lines (recv / send). Every wait is bounded, and a closed or
+// silent peer, or one that sends what cannot be parsed, is a clear error.
 
 import net from 'node:net';
 import { once } from 'node:events';
 
+/** A JSON line longer than this is not one of ours. */
+const MAX_LINE = 1 << 20;
+
 export class OobChannel {
-  private buf = '';
-  private readonly queue: unknown[] = [];
-  private waiter: { resolve: (v: unknown) => void; reject: (e: Error) => void } | undefined;
+  private buf: Buffer = Buffer.alloc(0);
+  private waiter: (() => void) | undefined;
   private ended: Error | undefined;
+  private eof = false;
 
   constructor(private readonly sock: net.Socket, private readonly timeoutMs: number) {
     sock.setNoDelay(true);
-    sock.setEncoding('utf8');
-    sock.on('data', (chunk: string) => {
-      this.buf += chunk;
-      for (let nl = this.buf.indexOf('\n'); nl >= 0; nl = this.buf.indexOf('\n')) {
-        const line = this.buf.slice(0, nl);
-        this.buf = this.buf.slice(nl + 1);
-        let msg: unknown;
-        try {
-          msg = JSON.parse(line);
-        } catch {
-          this.fail(new Error('out-of-band peer sent a malformed message'));
-          return;
-        }
-        this.push(msg);
-      }
-      if (this.buf.length > 1 << 20) this.fail(new Error('out-of-band message too long'));
+    sock.on('data', (chunk: Buffer) => {
+      this.buf = this.buf.length ? Buffer.concat([this.buf, chunk]) : chunk;
+      this.wake();
     });
     sock.on('error', (err) => this.fail(new Error(`out-of-band connection: ${err.message}`)));
-    sock.on('close', () => this.fail(new Error('out-of-band peer closed the connection')));
+    sock.on('end', () => { this.eof = true; this.wake(); });
+    sock.on('close', () => { this.eof = true; this.fail(new Error('out-of-band peer closed the connection')); });
   }
 
-  private push(msg: unknown) {
+  private wake() {
     const w = this.waiter;
-    if (w) { this.waiter = undefined; w.resolve(msg); } else this.queue.push(msg);
+    this.waiter = undefined;
+    w?.();
   }
 
   private fail(err: Error) {
     if (this.ended) return;
     this.ended = err;
     this.sock.destroy();
-    const w = this.waiter;
-    this.waiter = undefined;
-    w?.reject(err);
+    this.wake();
+  }
+
+  /** Waits until `ready()` returns a value (checked now and after every chunk), the peer goes away, or the timeout. */
+  private async until<T>(ready: () => T | undefined, what: string, timeoutMs: number): Promise<T> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const v = ready();
+      if (v !== undefined) return v;
+      if (this.ended || this.eof) {
+        const got = this.buf.length ? ` (${this.buf.length} byte${this.buf.length === 1 ? '' : 's'} of it arrived)` : '';
+        throw new Error(`out-of-band peer closed the connection while ${what} was expected${got}`);
+      }
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`out-of-band peer silent for ${timeoutMs} ms (expected ${what})`);
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(() => { this.waiter = undefined; resolve(); }, left);
+        this.waiter = () => { clearTimeout(timer); resolve(); };
+      });
+    }
+  }
+
+  private take(n: number): Buffer {
+    const out = Buffer.from(this.buf.subarray(0, n));
+    this.buf = this.buf.subarray(n);
+    return out;
+  }
+
+  /** Exactly `n` bytes of the stream (one of perftest's fixed-size messages). */
+  readBytes(n: number, what = `${n} bytes`, timeoutMs = this.timeoutMs): Promise<Buffer> {
+    return this.until(() => (this.buf.length >= n ? this.take(n) : undefined), what, timeoutMs);
+  }
+
+  write(b: Buffer): void {
+    if (this.ended) throw this.ended;
+    this.sock.write(b);
   }
 
   send(msg: unknown): void {
-    if (this.ended) throw this.ended;
-    this.sock.write(JSON.stringify(msg, (_k, v) => (typeof v === 'bigint' ? v.toString() : v)) + '\n');
+    this.write(Buffer.from(JSON.stringify(msg, (_k, v) => (typeof v === 'bigint' ? v.toString() : v)) + '\n'));
   }
 
-  /** The next message; rejects if the peer closes or stays silent for the timeout. */
-  recv<T = Record<string, unknown>>(timeoutMs = this.timeoutMs): Promise<T> {
-    if (this.queue.length) return Promise.resolve(this.queue.shift() as T);
-    if (this.ended) return Promise.reject(this.ended);
-    return new Promise<T>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.waiter = undefined;
-        reject(new Error(`out-of-band peer silent for ${timeoutMs} ms`));
-      }, timeoutMs);
-      this.waiter = {
-        resolve: (v) => { clearTimeout(timer); resolve(v as T); },
-        reject: (e) => { clearTimeout(timer); reject(e); },
-      };
-    });
+  /** The next JSON line; rejects if the peer closes, stays silent for the timeout, or sends something else. */
+  async recv<T = Record<string, unknown>>(timeoutMs = this.timeoutMs): Promise<T> {
+    const line = await this.until(() => {
+      const nl = this.buf.indexOf(10);
+      if (nl >= 0) return this.take(nl + 1).toString('utf8', 0, nl);
+      if (this.buf.length > MAX_LINE) throw new Error('out-of-band message too long');
+      return undefined;
+    }, 'a message', timeoutMs);
+    try {
+      return JSON.parse(line) as T;
+    } catch {
+      throw new Error('out-of-band peer sent a malformed message');
+    }
   }
 
   /** Both sides call this; neither returns until the other has arrived. */
@@ -74,6 +99,23 @@ export class OobChannel {
     this.send({ barrier: tag });
     const m = await this.recv<{ barrier?: string }>();
     if (m.barrier !== tag) throw new Error(`out-of-band peer out of step: expected '${tag}', got ${JSON.stringify(m)}`);
+  }
+
+  /**
+   * Ends our side and waits (bounded) for the peer to end its side too, so that neither
+   * side's close turns into a reset while the other still reads. Whatever the peer still
+   * sends (perftest's final "done") is dropped.
+   */
+  async finish(timeoutMs = this.timeoutMs): Promise<void> {
+    if (this.ended) return;
+    this.sock.end();
+    try {
+      await this.until(() => { this.buf = Buffer.alloc(0); return undefined; }, 'the end of the connection', timeoutMs);
+    } catch {
+      // The peer went away (what we waited for) or stayed: either way we are done.
+    }
+    this.ended ??= new Error('closed');
+    this.sock.destroy();
   }
 
   close(): void {

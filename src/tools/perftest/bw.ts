@@ -1,122 +1,246 @@
-// Bandwidth tests. The client keeps up to tx-depth work requests in flight, signalling every
-// CQ_MOD-th (as perftest's cq moderation does), and timestamps each completion. Afterwards
-// the two sides compare what landed: a hash of the written or read bytes, or for atomics
-// the counter's growth, so a run that moved wrong data cannot report a bandwidth.
+// Bandwidth tests. The sender keeps up to tx-depth work requests in flight on each QP,
+// signalling every CQ_MOD-th (perftest's cq moderation), and timestamps each completion;
+// with -q each QP does -n operations (or runs until -D is up), posted round robin.
+//
+// The out-of-band steps follow perftest 6.06's write_bw/read_bw/atomic_bw and send_bw mains
+// (see session.ts). Between two softrdma sides, each size also gets a data check: the sides
+// swap hashes of their areas before and after the run, so a run that moved wrong data
+// cannot report a bandwidth. Those messages only flow when both sides said they are softrdma.
 
 import { createHash } from 'node:crypto';
-import { SendFlags, WcOpcode, WrOpcode, type SendWr } from '../../index.js';
-import { bwResult, type BwResult } from './report.js';
-import { MAX_INLINE, Session } from './session.js';
+import { SendFlags, WcOpcode, WrOpcode, type SendWr, type WorkCompletion } from '../../index.js';
+import type { BwReport } from './exchange.js';
+import { bwResult, MB, toGbits, type BwResult } from './report.js';
+import { MAX_INLINE, nowNs, RX_DEPTH, type Session } from './session.js';
 
 const CQ_MOD = 64;
-const RX_DEPTH = 512;
+/** wr_id = sequence * QP_SLOTS + QP index. */
+const QP_SLOTS = 256;
 
-interface Check { hash: string; u64: string }
+interface AreaCheck { send: string; recv: string; u64: string }
+interface Check { qps: AreaCheck[] }
+interface Done { done?: number; counts?: number[]; result?: BwResult | null }
 
 function check(s: Session, size: number): Check {
-  return { hash: createHash('sha256').update(s.buf.subarray(0, size)).digest('hex'), u64: s.buf.readBigUInt64LE(0).toString() };
+  const h = (off: number) => createHash('sha256').update(s.buf.subarray(off, off + size)).digest('hex');
+  return { qps: Array.from({ length: s.nq }, (_, i) => ({ send: h(s.sendOff(i)), recv: h(s.recvOff(i)), u64: s.buf.readBigUInt64LE(s.recvOff(i)).toString() })) };
 }
 
-export async function runBw(s: Session, size: number): Promise<BwResult> {
-  const { test, iters } = s.o;
+/** Runs every size; `emit` prints each result line as it comes. */
+export async function runBwTest(s: Session, emit: (r: BwResult) => void): Promise<BwResult[]> {
+  const o = s.o;
+  const results: BwResult[] = [];
+  const out = (r: BwResult) => { results.push(r); emit(r); };
+  const send = o.test === 'send_bw';
+  const active = !s.isServer || o.bidir;
+
+  if (!send && !o.bidir && s.isServer && !s.softrdma) {
+    // perftest's server of a one-way RDMA test only waits, then shows the client's report.
+    await s.sync();
+    out(fromReport(o.test, await s.xchgReport(ZERO), o.gbits));
+    await s.closeConnection();
+    return results;
+  }
+
+  let last: BwResult | undefined;
+  for (const size of o.sizes) {
+    const rx = send && (s.isServer || o.bidir) ? new Receiver(s, size) : undefined;
+    const before = s.softrdma ? await exchangeCheck(s, size, 'before') : undefined;
+    if (o.bidir || send) await s.sync();
+    let mine: { result: BwResult; counts: number[] } | undefined;
+    if (active) mine = await sendLoop(s, size, rx);
+    else if (rx) mine = await rx.run();
+    // After a timed run the receiver keeps re-posting until the sender's next message shows it stopped.
+    const after = (p: Promise<void>) => (rx && o.durationSec ? s.drainDuring(p, (wc) => rx.onWc(wc)) : p);
+    let result = mine?.result;
+    await after((async () => {
+      if (!send && o.bidir && o.all) await s.sync();
+      if (s.softrdma) {
+        const peer = await endCheck(s, size, mine, before!);
+        result ??= peer.result ?? undefined;
+        if (result) result = { ...result, verified: peer.verified };
+      }
+      if (o.bidir && !(send && o.durationSec)) {
+        const rep = await s.xchgReport(toReport(mine!.result, o.gbits));
+        result = sum(mine!.result, fromReport(o.test, rep, o.gbits), result!.verified);
+      }
+      if (send && o.all) await s.sync();
+    })());
+    if (!result) throw new Error('no result for this size');
+    last = mine?.result;
+    out(result);
+  }
+  if (!send && !o.bidir) {
+    // One-way RDMA tests: the client's last report goes to the server at the end.
+    await s.sync();
+    await s.xchgReport(last && !s.isServer ? toReport(last, o.gbits) : ZERO);
+  }
+  await s.closeConnection();
+  return results;
+}
+
+const ZERO: BwReport = { size: 0n, iters: 0n, bwPeak: 0, bwAvg: 0, msgRate: 0 };
+
+function toReport(r: BwResult, gbits: boolean): BwReport {
+  const u = gbits ? toGbits : (x: number) => x;
+  return { size: BigInt(r.bytes), iters: BigInt(r.iterations), bwPeak: u(r.bw_peak_MBps), bwAvg: u(r.bw_avg_MBps), msgRate: r.msg_rate_Mpps };
+}
+
+/** A peer's report, in MiB/sec (perftest sends it in the unit its side reports in; we assume ours). */
+function fromReport(test: string, r: BwReport, gbits: boolean): BwResult {
+  const mib = (x: number) => (gbits ? (x * 1e9) / 8 / MB : x);
+  return { test, bytes: Number(r.size), iterations: Number(r.iters), bw_peak_MBps: round(mib(r.bwPeak)), bw_avg_MBps: round(mib(r.bwAvg)), msg_rate_Mpps: r.msgRate, verified: null };
+}
+
+/** -b: perftest's table shows the sum of both directions. */
+function sum(a: BwResult, b: BwResult, verified: boolean | null): BwResult {
+  return { ...a, bw_peak_MBps: round(a.bw_peak_MBps + b.bw_peak_MBps), bw_avg_MBps: round(a.bw_avg_MBps + b.bw_avg_MBps), msg_rate_Mpps: round6(a.msg_rate_Mpps + b.msg_rate_Mpps), verified };
+}
+
+const round = (x: number) => Math.round(x * 100) / 100;
+const round6 = (x: number) => Math.round(x * 1e6) / 1e6;
+
+async function exchangeCheck(s: Session, size: number, phase: 'before'): Promise<{ mine: Check; peer: Check }> {
+  const mine = check(s, size);
+  s.oob!.send({ [phase]: size, ...mine });
+  const peer = await s.oob!.recv<Partial<Check> & Record<string, unknown>>();
+  if (peer[phase] !== size || !Array.isArray(peer.qps) || peer.qps.length !== s.nq) throw new Error(`softrdma peer out of step ${phase} the ${size}-byte run`);
+  return { mine, peer: peer as Check };
+}
+
+/**
+ * Two steps, so that nobody hashes its buffer while the peer may still be changing it: each
+ * side says it is done (after all its own operations completed), then each hashes and tells.
+ */
+async function endCheck(s: Session, size: number, mine: { result: BwResult; counts: number[] } | undefined, before: { mine: Check; peer: Check }): Promise<{ result: BwResult | null; verified: boolean }> {
   const oob = s.oob!;
-  // Receives for send_bw are posted before the barrier so the first SEND finds one.
-  let recvPosted = 0;
-  if (test === 'send_bw' && s.isServer) {
-    for (; recvPosted < Math.min(iters, RX_DEPTH); recvPosted++) s.qp.postRecv({ wrId: recvPosted, sgList: [s.mr.sge(0, size)] });
+  oob.send({ done: size, counts: mine?.counts ?? [], result: mine?.result ?? null } satisfies Done);
+  const peerDone = await oob.recv<Done>();
+  if (peerDone.done !== size) throw new Error(`softrdma peer out of step after the ${size}-byte run`);
+  const after = check(s, size);
+  oob.send({ after: size, ...after });
+  const peerAfter = await oob.recv<Partial<Check> & { after?: number }>();
+  if (peerAfter.after !== size || !Array.isArray(peerAfter.qps) || peerAfter.qps.length !== s.nq) throw new Error(`softrdma peer out of step after the ${size}-byte run`);
+  // Each direction that ran: initiator -> target.
+  const me = { before: before.mine, after, counts: mine?.counts ?? [] };
+  const peer = { before: before.peer, after: peerAfter as Check, counts: peerDone.counts ?? [] };
+  const dirs = s.o.bidir ? [[me, peer], [peer, me]] : s.isServer ? [[peer, me]] : [[me, peer]];
+  let ok = true;
+  for (const [ini, tgt] of dirs) {
+    for (let i = 0; i < s.nq; i++) {
+      const I = { b: ini!.before.qps[i]!, a: ini!.after.qps[i]! }, T = { b: tgt!.before.qps[i]!, a: tgt!.after.qps[i]! };
+      if (s.o.test === 'atomic_bw') ok &&= BigInt.asUintN(64, BigInt(T.b.u64) + BigInt(ini!.counts[i] ?? -1)) === BigInt(T.a.u64);
+      else if (s.o.test === 'read_bw') ok &&= I.a.send === T.b.recv;
+      else ok &&= T.a.recv === I.b.send;
+    }
   }
-  const before = check(s, size);
-  oob.send({ start: size, before });
-  const peerBefore = (await oob.recv<{ start?: number; before?: Check }>()).before;
-  if (!peerBefore) throw new Error('peer out of step at start');
-
-  let mine: BwResult | undefined;
-  if (!s.isServer) mine = await clientLoop(s, size);
-  else if (test === 'send_bw') mine = await serverReceive(s, size, recvPosted);
-
-  // The client speaks first at the end: only then has everything it posted completed, so
-  // only then may the server look at its buffer.
-  type End = { end?: number; after?: Check; result?: BwResult };
-  let peer: End;
-  let after: Check;
-  if (s.isServer) {
-    peer = await oob.recv<End>();
-    after = check(s, size);
-    oob.send({ end: size, after, result: mine });
-  } else {
-    after = check(s, size);
-    oob.send({ end: size, after, result: mine });
-    peer = await oob.recv<End>();
-  }
-  if (peer.end !== size || !peer.after) throw new Error('peer out of step at end');
-
-  // The client measured; the server shows the client's figures (or its own for send_bw).
-  const result = mine && !(s.isServer && test !== 'send_bw') ? mine : peer.result;
-  if (!result) throw new Error('no result from the peer');
-
-  // Did the data arrive? The checks depend on which side is the target.
-  let verified: boolean;
-  const client = s.isServer ? peer.after : after, server = s.isServer ? after : peer.after;
-  const clientBefore = s.isServer ? peerBefore : before, serverBefore = s.isServer ? before : peerBefore;
-  if (test === 'atomic_bw') verified = BigInt.asUintN(64, BigInt(serverBefore.u64) + BigInt(result.iterations)) === BigInt(server.u64);
-  else if (test === 'read_bw') verified = client.hash === serverBefore.hash;
-  else verified = server.hash === clientBefore.hash;
-  return { ...result, verified };
+  return { result: peerDone.result ?? null, verified: ok };
 }
 
-async function clientLoop(s: Session, size: number): Promise<BwResult> {
+/** Receives SENDs into QP i's target area, re-posting while more are due. */
+class Receiver {
+  posted: number[];
+  received: number[];
+  constructor(private readonly s: Session, private readonly size: number) {
+    const n = s.o.durationSec ? RX_DEPTH : Math.min(RX_DEPTH, s.o.iters);
+    this.posted = new Array<number>(s.nq).fill(0);
+    this.received = new Array<number>(s.nq).fill(0);
+    for (let i = 0; i < s.nq; i++) for (let k = 0; k < n; k++) this.post(i);
+  }
+  private post(i: number) {
+    this.s.qps[i]!.postRecv({ wrId: this.posted[i]! * QP_SLOTS + i, sgList: [this.s.mr.sge(this.s.recvOff(i), this.size)] });
+    this.posted[i]!++;
+  }
+  /** Returns whether the completion was a receive. */
+  onWc(wc: WorkCompletion): boolean {
+    if (wc.opcode !== WcOpcode.RECV) return false;
+    const i = Number(wc.wrId) % QP_SLOTS;
+    this.received[i]!++;
+    // With -D the run ends by time, so keep the queue full; otherwise post exactly -n in all.
+    if (this.s.o.durationSec || this.posted[i]! < this.s.o.iters) this.post(i);
+    return true;
+  }
+  get total(): number { return this.received.reduce((a, b) => a + b, 0); }
+  doneCount(): boolean { return this.received.every((r) => r >= this.s.o.iters); }
+
+  /** send_bw's server: count receives (-n per QP, or until -D is up). */
+  async run(): Promise<{ result: BwResult; counts: number[] }> {
+    const s = this.s;
+    const deadline = s.o.durationSec ? nowNs() + s.o.durationSec * 1e9 : Infinity;
+    const times = new Times();
+    const t0 = nowNs(); // just after the handshake that lets the sender start
+    while (s.o.durationSec ? nowNs() < deadline : !this.doneCount()) {
+      await s.poll(1, (wc) => { if (this.onWc(wc)) times.push(nowNs(), 1); }, deadline);
+    }
+    if (!times.n) throw new Error('no message arrived');
+    // Arrivals are seen in batches of one poll, so windows of them say nothing about a peak:
+    // the receiver reports its average as its peak.
+    const r = bwResult(s.o.test, this.size, t0, times.view(), null);
+    return { result: { ...r, bw_peak_MBps: r.bw_avg_MBps }, counts: [...this.received] };
+  }
+}
+
+/** Completion timestamps, growing as needed. */
+class Times {
+  private a = new Float64Array(1 << 12);
+  n = 0;
+  push(t: number, count: number) {
+    if (this.n + count > this.a.length) {
+      const b = new Float64Array(Math.max(this.n + count, this.a.length * 2));
+      b.set(this.a.subarray(0, this.n));
+      this.a = b;
+    }
+    this.a.fill(t, this.n, this.n + count);
+    this.n += count;
+  }
+  view(): Float64Array { return this.a.subarray(0, this.n); }
+}
+
+/** The sending side (the client, or both with -b): -n operations per QP, or until -D is up. */
+async function sendLoop(s: Session, size: number, rx: Receiver | undefined): Promise<{ result: BwResult; counts: number[] }> {
   const { test, iters, txDepth } = s.o;
-  const sge = s.mr.sge(0, size);
-  const remote = { remoteAddr: s.remote.addr, rkey: s.remote.rkey };
-  const template: SendWr =
-    test === 'write_bw' ? { wrId: 0, opcode: WrOpcode.RDMA_WRITE, sgList: [sge], rdma: remote }
-    : test === 'read_bw' ? { wrId: 0, opcode: WrOpcode.RDMA_READ, sgList: [sge], rdma: remote }
-    : test === 'send_bw' ? { wrId: 0, opcode: WrOpcode.SEND, sgList: [sge] }
-    // The fetched old values land in the second half, leaving the counter check alone.
-    : { wrId: 0, opcode: WrOpcode.ATOMIC_FETCH_AND_ADD, sgList: [s.mr.sge(s.half, 8)], atomic: { ...remote, compareAdd: 1n } };
+  const nq = s.nq;
+  const templates: SendWr[] = s.qps.map((_, i) => {
+    const sge = s.mr.sge(s.sendOff(i), size);
+    const remote = { remoteAddr: s.remoteAddr(i), rkey: s.remote[i]!.rkey };
+    return test === 'write_bw' ? { wrId: 0, opcode: WrOpcode.RDMA_WRITE, sgList: [sge], rdma: remote }
+      : test === 'read_bw' ? { wrId: 0, opcode: WrOpcode.RDMA_READ, sgList: [sge], rdma: remote }
+      : test === 'send_bw' ? { wrId: 0, opcode: WrOpcode.SEND, sgList: [sge] }
+      // The fetched old values land in our own send area, leaving the target's counter alone.
+      : { wrId: 0, opcode: WrOpcode.ATOMIC_FETCH_AND_ADD, sgList: [s.mr.sge(s.sendOff(i), 8)], atomic: { ...remote, compareAdd: 1n } };
+  });
   const inline = (test === 'write_bw' || test === 'send_bw') && size <= MAX_INLINE ? SendFlags.INLINE : 0;
-  // -D: post until the time is up, then one last signalled WR; otherwise -n operations.
-  const deadline = s.o.durationSec ? s.o.durationSec * 1e9 : 0;
-  let limit = deadline ? Number.MAX_SAFE_INTEGER : iters;
-  let done = new Float64Array(deadline ? 1 << 16 : iters);
-  let posted = 0, completed = 0;
-  const t0 = now();
-  const onWc = (wc: { wrId: number | bigint }) => {
-    const upto = Number(wc.wrId) + 1;
-    const t = now();
-    if (upto > done.length) {
-      const bigger = new Float64Array(Math.max(upto, done.length * 2));
-      bigger.set(done);
-      done = bigger;
-    }
-    for (let k = completed; k < upto; k++) done[k] = t;
-    completed = upto;
+  // -D: post until the time is up, then one last signalled WR per QP; otherwise -n per QP.
+  const timed = !!s.o.durationSec;
+  const limit = new Array<number>(nq).fill(timed ? Number.MAX_SAFE_INTEGER : iters);
+  const posted = new Array<number>(nq).fill(0), completed = new Array<number>(nq).fill(0);
+  const times = new Times();
+  const t0 = nowNs();
+  const deadline = timed ? t0 + s.o.durationSec! * 1e9 : Infinity;
+  let stopped = !timed;
+  const onWc = (wc: WorkCompletion) => {
+    if (rx?.onWc(wc)) return;
+    const id = Number(wc.wrId), i = id % QP_SLOTS, upto = Math.floor(id / QP_SLOTS) + 1;
+    times.push(nowNs(), upto - completed[i]!);
+    completed[i] = upto;
   };
-  while (completed < limit) {
-    if (deadline && limit === Number.MAX_SAFE_INTEGER && now() - t0 >= deadline) limit = posted + 1;
-    while (posted < limit && posted - completed < txDepth) {
-      const signaled = (posted + 1) % CQ_MOD === 0 || posted === limit - 1 || posted - completed + 1 === txDepth;
-      s.qp.postSend({ ...template, wrId: posted, sendFlags: inline | (signaled ? SendFlags.SIGNALED : 0) });
-      posted++;
+  const sendsDone = () => completed.every((c, i) => c >= limit[i]!);
+  const recvsDone = () => !rx || timed || rx.doneCount();
+  while (!(stopped && sendsDone() && recvsDone())) {
+    if (!stopped && nowNs() >= deadline) {
+      stopped = true;
+      // The last WR of each QP must be signalled: one more if any are still in flight.
+      for (let i = 0; i < nq; i++) limit[i] = posted[i]! + (posted[i]! === completed[i]! ? 0 : 1);
     }
-    await s.poll(1, onWc);
+    for (let i = 0; i < nq; i++) {
+      while (posted[i]! < limit[i]! && posted[i]! - completed[i]! < txDepth) {
+        const p = posted[i]!;
+        const signaled = (p + 1) % CQ_MOD === 0 || p === limit[i]! - 1 || p - completed[i]! + 1 === txDepth;
+        s.qps[i]!.postSend({ ...templates[i]!, wrId: p * QP_SLOTS + i, sendFlags: inline | (signaled ? SendFlags.SIGNALED : 0) });
+        posted[i]!++;
+      }
+    }
+    await s.poll(1, onWc, stopped ? Infinity : deadline);
   }
-  return bwResult(test, size, t0, done.subarray(0, completed), null);
+  return { result: bwResult(test, size, t0, times.view(), null), counts: completed };
 }
-
-async function serverReceive(s: Session, size: number, recvPosted: number): Promise<BwResult> {
-  const iters = s.o.iters;
-  const done = new Float64Array(iters);
-  let received = 0;
-  const t0 = now();
-  while (received < iters) {
-    await s.poll(1, (wc) => {
-      if (wc.opcode !== WcOpcode.RECV) return;
-      done[received++] = now();
-      if (recvPosted < iters) s.qp.postRecv({ wrId: recvPosted++, sgList: [s.mr.sge(0, size)] });
-    });
-  }
-  return bwResult(s.o.test, size, t0, done, null);
-}
-
-function now(): number { return Number(process.hrtime.bigint()); }

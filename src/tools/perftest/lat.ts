@@ -1,81 +1,164 @@
-// Latency tests. The buffer's first half is what a side sends, the second half what it
-// receives. send_lat and write_lat are ping-pongs timed by the client and reported as half
-// the round trip (perftest's convention); read_lat times each READ to completion.
+// Latency tests, with perftest 6.06's loops and out-of-band steps (send_lat.c, write_lat.c,
+// read_lat.c and run_iter_lat* in perftest_resources.c), so either side can be the C binary:
+// - send_lat: the client sends first; each side answers the peer's SEND with its own.
+// - write_lat: the server writes first; each side WRITEs its round number (mod 256) into the
+//   last byte of the peer's area and waits for the peer's round in its own.
+// - read_lat: only the client works (RDMA READs from the server's area); the server closes.
+// send_lat and write_lat report half the round trip (each side times its own posts, as
+// perftest does); read_lat the time of each READ. With -D a side stops when its time is up.
 
-import { SendFlags, WcOpcode, WrOpcode } from '../../index.js';
+import { SendFlags, WcOpcode, WrOpcode, type WorkCompletion } from '../../index.js';
 import { latResult, type LatResult } from './report.js';
-import { MAX_INLINE, Session, yieldToLoop } from './session.js';
+import { MAX_INLINE, nowNs, yieldToLoop, type Session } from './session.js';
 
 const RX_DEPTH = 64;
 
-export async function runLat(s: Session, size: number): Promise<LatResult> {
-  const { test, iters } = s.o;
-  const oob = s.oob!;
-  const rxArea = s.mr.sge(s.half, size);
-  let recvPosted = 0;
-  if (test === 'send_lat') for (; recvPosted < Math.min(RX_DEPTH, iters); recvPosted++) s.qp.postRecv({ wrId: recvPosted, sgList: [rxArea] });
-  if (test === 'write_lat') s.buf[s.half + size - 1] = 0;
-  await oob.barrier(`lat ${size}`);
-
-  const samples = new Float64Array(s.isServer ? 0 : iters);
-  const inline = size <= MAX_INLINE ? SendFlags.INLINE : 0;
-  const txSge = s.mr.sge(0, size);
-  const remoteRx = { remoteAddr: s.remote.addr + s.half, rkey: s.remote.rkey };
-  let received = 0;
-  const waitRecv = async (target: number) => {
-    while (received < target) {
-      await s.poll(1, (wc) => {
-        if (wc.opcode !== WcOpcode.RECV) return;
-        received++;
-        if (recvPosted < iters) s.qp.postRecv({ wrId: recvPosted++, sgList: [rxArea] });
-      });
-    }
-  };
-  // write_lat: the peer's WRITE lands in our second half; its last byte carries the round.
-  const waitByte = async (seq: number) => {
-    const at = s.half + size - 1;
-    const deadline = Date.now() + s.o.timeoutMs;
-    while (s.buf[at] !== seq) {
-      // Drain our own WRITE completions while we wait.
-      for (const wc of s.cq.poll(16)) if (wc.status !== 0) throw new Error(`completion error ${wc.status}`);
-      if (Date.now() > deadline) throw new Error(`peer's write for round ${seq} never arrived`);
-      await yieldToLoop();
-    }
-  };
-  const postPing = (i: number) => {
-    if (test === 'send_lat') {
-      s.qp.postSend({ wrId: i, opcode: WrOpcode.SEND, sendFlags: inline | SendFlags.SIGNALED, sgList: [txSge] });
+export async function runLatTest(s: Session, emit: (r: LatResult) => void): Promise<LatResult[]> {
+  const o = s.o;
+  const results: LatResult[] = [];
+  if (o.test === 'read_lat' && s.isServer) {
+    // perftest's read_lat server has nothing to do but close; it prints no result.
+    await s.closeConnection();
+    return results;
+  }
+  for (const size of o.sizes) {
+    let r: LatResult | undefined;
+    if (o.test === 'send_lat') {
+      const rx = new Receives(s, size);
+      if (s.softrdma) await s.oob!.barrier(`send_lat ${size}`);
+      await s.sync();
+      r = await sendLat(s, size, rx);
+    } else if (o.test === 'write_lat') {
+      // perftest has no step between sizes here; two softrdma sides add one.
+      if (s.softrdma) await s.oob!.barrier(`write_lat ${size}`);
+      r = await writeLat(s, size);
     } else {
-      s.buf[size - 1] = (i % 255) + 1;
-      s.qp.postSend({ wrId: i, opcode: WrOpcode.RDMA_WRITE, sendFlags: inline | SendFlags.SIGNALED, sgList: [txSge], rdma: remoteRx });
+      r = await readLat(s, size);
     }
-  };
+    results.push(r);
+    emit(r);
+  }
+  // write_lat ends without a word (no ctx_close_connection); the others close as perftest does.
+  if (o.test === 'write_lat') await s.oob!.finish(2000);
+  else await s.closeConnection();
+  return results;
+}
 
-  for (let i = 0; i < iters; i++) {
-    if (test === 'read_lat') {
-      if (s.isServer) break; // the server's part is to be read from
-      const t0 = process.hrtime.bigint();
-      s.qp.postSend({ wrId: i, opcode: WrOpcode.RDMA_READ, sendFlags: SendFlags.SIGNALED, sgList: [rxArea], rdma: { remoteAddr: s.remote.addr, rkey: s.remote.rkey } });
-      await s.poll(1, () => {});
-      samples[i] = Number(process.hrtime.bigint() - t0) / 1e3;
-      continue;
+function deadlineOf(s: Session): number {
+  return s.o.durationSec ? nowNs() + s.o.durationSec * 1e9 : Infinity;
+}
+
+/** Round count: -n, or as many as fit in -D. */
+function more(s: Session, done: number, deadline: number): boolean {
+  return s.o.durationSec ? nowNs() < deadline : done < s.o.iters;
+}
+
+/** Half the gaps between successive posts (perftest's latency samples for ping-pongs). */
+function gaps(test: string, size: number, posts: number[], iters: number): LatResult {
+  const n = posts.length - 1;
+  if (n < 1) throw new Error('too few rounds to measure');
+  const samples = new Float64Array(n);
+  for (let i = 0; i < n; i++) samples[i] = (posts[i + 1]! - posts[i]!) / 2e3;
+  return { ...latResult(test, size, samples), iterations: iters, tps_average: round(iters / ((posts[n]! - posts[0]!) / 1e9)) };
+}
+
+const round = (x: number) => Math.round(x * 100) / 100;
+
+class Receives {
+  posted = 0;
+  received = 0;
+  constructor(private readonly s: Session, private readonly size: number) {
+    const n = s.o.durationSec ? RX_DEPTH : Math.min(RX_DEPTH, s.o.iters);
+    for (let k = 0; k < n; k++) this.post();
+  }
+  private post() {
+    this.s.qp.postRecv({ wrId: this.posted++, sgList: [this.s.mr.sge(this.s.recvOff(0), this.size)] });
+  }
+  onWc(wc: WorkCompletion) {
+    if (wc.opcode !== WcOpcode.RECV) return;
+    this.received++;
+    if (this.s.o.durationSec || this.posted < this.s.o.iters) this.post();
+  }
+  /** Until `target` SENDs arrived; false if the deadline passed first. */
+  async wait(target: number, deadline: number): Promise<boolean> {
+    while (this.received < target) {
+      await this.s.poll(1, (wc) => this.onWc(wc), deadline);
+      if (nowNs() >= deadline && this.received < target) return false;
     }
-    const t0 = process.hrtime.bigint();
-    if (!s.isServer) postPing(i);
-    if (test === 'send_lat') await waitRecv(i + 1);
-    else await waitByte((i % 255) + 1);
-    if (s.isServer) postPing(i);
-    else samples[i] = Number(process.hrtime.bigint() - t0) / 2e3;
+    return true;
   }
+}
 
-  if (s.isServer) {
-    oob.send({ end: size });
-    const peer = await oob.recv<{ end?: number; result?: LatResult }>();
-    if (!peer.result) throw new Error('no result from the client');
-    return peer.result;
+async function sendLat(s: Session, size: number, rx: Receives): Promise<LatResult> {
+  const inline = size <= MAX_INLINE ? SendFlags.INLINE : 0;
+  const sge = s.mr.sge(s.sendOff(0), size);
+  const deadline = deadlineOf(s);
+  const posts: number[] = [];
+  let sent = 0;
+  for (;;) {
+    // The client sends first and then waits for each answer; the server waits, then answers.
+    if (s.isServer) {
+      if (!more(s, sent, deadline)) break;
+      if (!(await rx.wait(sent + 1, deadline))) break;
+    } else {
+      if (sent > 0 && !(await rx.wait(sent, deadline))) break;
+      if (!more(s, sent, deadline)) break;
+    }
+    posts.push(nowNs());
+    s.qp.postSend({ wrId: sent, opcode: WrOpcode.SEND, sendFlags: inline | SendFlags.SIGNALED, sgList: [sge] });
+    sent++;
   }
-  const result = latResult(test, size, samples);
-  await oob.recv(); // the server's end marker
-  oob.send({ end: size, result });
-  return result;
+  posts.push(nowNs());
+  return gaps(s.o.test, size, posts, sent);
+}
+
+async function writeLat(s: Session, size: number): Promise<LatResult> {
+  const inline = size <= MAX_INLINE ? SendFlags.INLINE : 0;
+  const sge = s.mr.sge(s.sendOff(0), size);
+  const remote = { remoteAddr: s.remoteAddr(0), rkey: s.remote[0]!.rkey };
+  const postAt = s.sendOff(0) + size - 1, pollAt = s.recvOff(0) + size - 1;
+  const deadline = deadlineOf(s);
+  const timeout = s.o.timeoutMs;
+  const posts: number[] = [];
+  let scnt = 0, rcnt = 0;
+  const drain = () => { for (const wc of s.cq.poll(16)) if (wc.status !== 0) throw new Error(`completion error ${wc.status}`); };
+  while (s.o.durationSec ? nowNs() < deadline : scnt < s.o.iters || rcnt < s.o.iters) {
+    // As perftest: everyone waits for the peer's round first, except the server before its first write.
+    if ((s.o.durationSec || rcnt < s.o.iters) && !(scnt < 1 && s.isServer)) {
+      rcnt++;
+      const want = rcnt & 0xff;
+      const give = Date.now() + timeout;
+      while (s.buf[pollAt] !== want) {
+        drain();
+        if (nowNs() >= deadline) break;
+        if (Date.now() > give) throw new Error(`the peer's write for round ${rcnt} never arrived`);
+        await yieldToLoop();
+      }
+      if (s.buf[pollAt] !== want) break;
+    }
+    if (s.o.durationSec || scnt < s.o.iters) {
+      posts.push(nowNs());
+      s.buf[postAt] = ++scnt & 0xff;
+      s.qp.postSend({ wrId: scnt, opcode: WrOpcode.RDMA_WRITE, sendFlags: inline | SendFlags.SIGNALED, sgList: [sge], rdma: remote });
+    }
+  }
+  drain();
+  posts.push(nowNs());
+  return gaps(s.o.test, size, posts, scnt);
+}
+
+async function readLat(s: Session, size: number): Promise<LatResult> {
+  const deadline = deadlineOf(s);
+  const samples: number[] = [];
+  const remote = { remoteAddr: s.remoteAddr(0), rkey: s.remote[0]!.rkey };
+  const sge = s.mr.sge(s.sendOff(0), size);
+  const t0 = nowNs();
+  while (more(s, samples.length, deadline)) {
+    const t = nowNs();
+    s.qp.postSend({ wrId: samples.length, opcode: WrOpcode.RDMA_READ, sendFlags: SendFlags.SIGNALED, sgList: [sge], rdma: remote });
+    await s.poll(1, () => {});
+    samples.push((nowNs() - t) / 1e3);
+  }
+  const r = latResult(s.o.test, size, Float64Array.from(samples));
+  return { ...r, tps_average: round(samples.length / ((nowNs() - t0) / 1e9)) };
 }

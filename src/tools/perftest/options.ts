@@ -21,8 +21,16 @@ export interface PerftestOptions {
   json: boolean;
   counters: boolean;
   timeoutMs: number;
-  /** -D: run each bw test for this many seconds instead of -n iterations. */
+  /** -D: run for this many seconds instead of -n iterations. */
   durationSec: number | undefined;
+  /** -a: every size (perftest's RUN_ALL, which changes where the two sides sync). */
+  all: boolean;
+  /** -q: QPs (bw tests); each QP does -n iterations, as in perftest. */
+  qps: number;
+  /** -b: both sides send (bw tests). */
+  bidir: boolean;
+  /** --perftest-only: no softrdma extension even when the peer is softrdma (as a C peer would be). */
+  perftestOnly: boolean;
   /** -x: the local GID index (an rxe device of softrdma has one GID: index 0). */
   gidIndex: number;
   /** --report_gbits: Gb/sec (10^9 bits) instead of MiB/sec. */
@@ -44,10 +52,10 @@ Run the server without a host, then the client with the server's host.
   -s, --size N         message size in bytes (default 65536 for bw, 2 for lat, 8 for atomic)
   -n, --iters N        iterations (default 5000 for bw, 1000 for lat)
   -a, --all            every size from 2 to 2^23 (atomic_bw: 8 only)
-  -D, --duration SEC   run for SEC seconds instead of -n iterations (write_bw, read_bw,
-                       atomic_bw)
+  -D, --duration SEC   run for SEC seconds instead of -n iterations (not with -a)
   -x, --gid-index N    local GID index (default 0, the device's only GID: its address)
-  -q, --qp N           number of QPs (1 only, for now)
+  -q, --qp N           number of QPs, each doing -n iterations (bw tests; default 1)
+  -b, --bidirectional  both sides send and the table shows the sum (bw tests)
   -F, --CPU-freq       accepted (no cpufreq warning to silence)
       --report_gbits   report bandwidth in Gb/sec (10^9 bits) instead of MiB/sec
   -t, --tx-depth N     outstanding work requests in bw tests (default 128)
@@ -56,7 +64,14 @@ Run the server without a host, then the client with the server's host.
                        --out_json keys: MsgSize, n_iterations, BW_peak, BW_average, MsgRate;
                        t_min ... percentile_99.9)
       --counters       print the device's and the QP's rxe counters at the end
-      --timeout SEC    give up if the peer is silent this long (default 30)`;
+      --timeout SEC    give up if the peer is silent this long (default 30)
+      --perftest-only  speak perftest's exchange only, as the C ib_* binaries do, even to a
+                       softrdma peer: no data check, and the server uses its own -s/-n/-D
+
+The out-of-band exchange is perftest's (version 6.06, TCP), so either side may be the C
+ib_write_bw, ib_read_bw, ib_send_bw, ib_atomic_bw, ib_write_lat, ib_read_lat or ib_send_lat
+on a Linux rxe (give it -x with a RoCEv2 GID index). Between two softrdma sides the server
+takes the client's sizes, -n, -D, -q and -b, and every bw run checks the data that moved.`;
 
 
 function intOpt(name: string, v: string | undefined, dflt: number, min: number, max: number): number {
@@ -87,6 +102,7 @@ export function parsePerftestArgs(argv: string[]): PerftestOptions {
       'gid-index': { type: 'string', short: 'x' },
       qp: { type: 'string', short: 'q' },
       bidirectional: { type: 'boolean', short: 'b' },
+      'perftest-only': { type: 'boolean' },
       'CPU-freq': { type: 'boolean', short: 'F' },
       report_gbits: { type: 'boolean' },
     },
@@ -109,14 +125,15 @@ export function parsePerftestArgs(argv: string[]): PerftestOptions {
   } else {
     sizes = [intOpt('size', values.size, lat ? 2 : 65536, 1, maxSize)];
   }
-  if (values.qp !== undefined && values.qp !== '1') throw new UsageError(`-q ${values.qp}: more than one QP is not supported yet`);
-  if (values.bidirectional) throw new UsageError('-b (bidirectional) is not supported yet');
+  const qps = intOpt('qp', values.qp, 1, 1, 256);
+  // perftest's latency loops use one QP and one direction; its parser refuses the rest too.
+  if (lat && qps > 1) throw new UsageError(`-q ${qps}: more than one QP is for the bw tests, not ${t}`);
+  if (lat && values.bidirectional) throw new UsageError(`-b (bidirectional) is for the bw tests, not ${t}`);
   let durationSec: number | undefined;
   if (values.duration !== undefined) {
     durationSec = Number(values.duration);
     if (!(durationSec > 0) || durationSec > 86400) throw new UsageError(`--duration must be a number of seconds in (0, 86400], got '${values.duration}'`);
-    if (!['write_bw', 'read_bw', 'atomic_bw'].includes(t)) throw new UsageError(`-D is supported by write_bw, read_bw and atomic_bw only, not yet by ${t}`);
-    if (values.all) throw new UsageError('--duration and --all exclude each other');
+    if (values.all) throw new UsageError('--duration and --all exclude each other (perftest: duration mode does not run all sizes)');
   }
   const mtu = values.mtu === undefined ? undefined : Number(values.mtu);
   if (mtu !== undefined && ![256, 512, 1024, 2048, 4096].includes(mtu)) throw new UsageError(`--mtu must be 256, 512, 1024, 2048 or 4096, got '${values.mtu}'`);
@@ -135,6 +152,10 @@ export function parsePerftestArgs(argv: string[]): PerftestOptions {
     counters: values.counters ?? false,
     timeoutMs: intOpt('timeout', values.timeout, 30, 1, 86400) * 1000,
     durationSec,
+    all: values.all ?? false,
+    qps,
+    bidir: values.bidirectional ?? false,
+    perftestOnly: values['perftest-only'] ?? false,
     gidIndex: intOpt('gid-index', values['gid-index'], 0, 0, 255),
     gbits: values.report_gbits ?? false,
     explicit: { size: values.size !== undefined || !!values.all, iters: values.iters !== undefined },

@@ -31,6 +31,8 @@ export interface LatResult {
   t_stdev_us: number;
   p99_us: number;
   p999_us: number;
+  /** Round trips (or READs) per second over the run; perftest prints it with -D. */
+  tps_average?: number;
   MsgSize?: number;
   n_iterations?: number;
   t_min?: number;
@@ -43,7 +45,7 @@ export interface LatResult {
 }
 
 /** Gb/sec from MiB/sec (perftest: Factor = 10^9 / (2^20 * 8) = 119.2). */
-const toGbits = (mib: number) => (mib * MB * 8) / 1e9;
+export const toGbits = (mib: number) => (mib * MB * 8) / 1e9;
 
 /** The result with perftest's own JSON keys added (the first ones stay for existing scripts). */
 export function withPerftestKeys<T extends BwResult | LatResult>(r: T, gbits: boolean): T {
@@ -55,7 +57,7 @@ export function withPerftestKeys<T extends BwResult | LatResult>(r: T, gbits: bo
   return { ...l, MsgSize: l.bytes, n_iterations: l.iterations, t_min: l.t_min_us, t_max: l.t_max_us, t_typical: l.t_typical_us, t_avg: l.t_avg_us, t_stdev: l.t_stdev_us, percentile_99: l.p99_us, 'percentile_99.9': l.p999_us } as T;
 }
 
-const MB = 1 << 20;
+export const MB = 1 << 20;
 
 /**
  * Bandwidth from completion times: `doneNs[i]` is when operation i was known complete.
@@ -114,6 +116,15 @@ export function latLine(r: LatResult): string {
   const f = (x: number) => x.toFixed(2).padEnd(7);
   // perftest's REPORT_FMT_LAT: " %-7lu %lu          %-7.2f        %-7.2f      %-7.2f  \t       %-7.2f     \t%-7.2f\t\t%-7.2f \t\t%-7.2f"
   return ` ${String(r.bytes).padEnd(7)} ${r.iterations}          ${f(r.t_min_us)}        ${f(r.t_max_us)}      ${f(r.t_typical_us)}  \t       ${f(r.t_avg_us)}     \t${f(r.t_stdev_us)}\t\t${f(r.p99_us)} \t\t${f(r.p999_us)}`;
+}
+
+/** perftest's RESULT_FMT_LAT_DUR / REPORT_FMT_LAT_DUR: the table of a timed (-D) latency run. */
+export function latDurHeader(): string {
+  return ` #bytes        #iterations       t_avg[usec]    tps average`;
+}
+
+export function latDurLine(r: LatResult): string {
+  return ` ${String(r.bytes).padEnd(7)}       ${r.iterations}            ${r.t_avg_us.toFixed(2).padEnd(7)}        ${(r.tps_average ?? 0).toFixed(2).padEnd(7)}`;
 }
 
 export const TITLES: Record<string, string> = {

@@ -1,40 +1,65 @@
-// One side of a perftest run: the rxe device, its RC QP and buffer, the out-of-band channel,
-// and the exchange that connects the two QPs. Everything opened here is closed by close(),
-// whatever stage the run failed at.
+// One side of a perftest run: the rxe device, its RC QPs and buffer, the out-of-band channel,
+// and perftest's exchange that connects the QPs (exchange.ts has the messages; this file has
+// their order). Everything opened here is closed by close(), whatever stage the run failed at.
+//
+// The order, as perftest 6.06 runs it over Ethernet (TCP): versions, then the cycle buffer and
+// cache line sizes, then the MTU; then rounds of address messages ("handshakes", one per QP or
+// one for QP 0 as a barrier) whose number and place depend on the test, the QPs are moved to
+// RTS in between; the test; and ctx_close_connection (one more handshake and "done").
 
 import { randomBytes } from 'node:crypto';
 import {
-  type MtuValue, Access, connectQp, createRxeDevice, gidFromAddress, gidToString, mtuBytes, mtuEnum, QpType, wcStatusStr, WcStatus,
+  type MtuValue, Access, connectQp, createRxeDevice, gidToString, mtuBytes, mtuEnum, QpType, wcStatusStr, WcStatus,
   type CQ, type Context, type Device, type MR, type PD, type QP, type WorkCompletion,
 } from '../../index.js';
 import { queryRxeCounters, rxeOf } from '../../index.js';
 import { oobAccept, oobConnect, type OobChannel } from '../oob.js';
 import type { PerftestOptions } from './options.js';
 import { hex } from '../table.js';
+import {
+  BW_REPORT_BYTES, decodeBwReport, decodeDest, decodeInt32, decodeMtu, decodeVersion, DEST_BYTES, DONE, encodeBwReport, encodeDest,
+  encodeInt32, encodeMtu, encodeVersion, MIN_VERSION, VERSION_BYTES, type BwReport, type Dest,
+} from './exchange.js';
 
-export interface EndpointInfo { qpn: number; psn: number; gid: string; rkey: number; addr: number; mtu: number }
-
-const PROTOCOL = 'softrdma-perftest/1';
 export const MAX_INLINE = 256;
+/** What we say in check_sys_data: a 4 KiB page as the cycle buffer, 64-byte cache lines. */
+const CYCLE_BUFFER = 4096;
+const CACHE_LINE = 64;
+/** Outstanding RDMA READs/atomics we accept per QP (out_reads in the address message). */
+const OUT_READS = 16;
+/** Receive queue depth for SENDs (perftest's rx_depth is 512 for bw). */
+export const RX_DEPTH = 512;
+
+/** What a softrdma client tells a softrdma server (only between two softrdma sides). */
+interface Hello { protocol: string; test: string; sizes: number[]; iters: number; txDepth: number; durationSec?: number; qps: number; bidir: boolean; all: boolean }
+const PROTOCOL = 'softrdma-perftest/2';
 
 export class Session {
   dev: Device | undefined;
   ctx: Context | undefined;
   pd: PD | undefined;
   cq!: CQ;
-  qp!: QP;
+  qps: QP[] = [];
   buf!: Buffer;
   mr!: MR;
   oob: OobChannel | undefined;
-  remote!: EndpointInfo;
-  local!: EndpointInfo;
+  local: Dest[] = [];
+  remote: Dest[] = [];
   mtu = 0;
-  /** Bytes in each of the two halves of `buf` (latency tests send from one, receive into the other). */
-  half = 0;
+  /** Both sides are softrdma (the version message said so): our extra messages may flow. */
+  softrdma = false;
+  peerVersion = '';
+  /** Bytes per area: QP i sends from area i and is written/read/sent into at area qps + i. */
+  area = 0;
 
   constructor(readonly o: PerftestOptions) {}
 
   get isServer(): boolean { return this.o.host === undefined; }
+  get qp(): QP { return this.qps[0]!; }
+  get nq(): number { return this.o.qps; }
+  sendOff(i: number): number { return i * this.area; }
+  recvOff(i: number): number { return (this.nq + i) * this.area; }
+  remoteAddr(i: number): number { return Number(this.remote[i]!.vaddr); }
 
   /** Messages that are not results go to stderr with --json, so stdout stays machine-readable. */
   say(line: string): void {
@@ -69,81 +94,164 @@ export class Session {
         timeoutMs: o.timeoutMs,
         onListening: (port) => this.say(`\n************************************\n* Waiting for client to connect... *\n************************************\n(out-of-band TCP port ${port}, RoCE UDP port ${rxeOf(this.dev!).port})`),
       });
-      const hello = await this.oob.recv<{ protocol?: string; test?: string; sizes?: number[]; iters?: number; txDepth?: number; durationSec?: number }>();
-      if (hello.protocol !== PROTOCOL) throw new Error(`peer does not speak ${PROTOCOL}`);
-      if (hello.test !== o.test) {
-        this.oob.send({ error: `server runs ${o.test}, client asked for ${hello.test}` });
-        throw new Error(`client asked for ${hello.test}, this server runs ${o.test}`);
-      }
-      // As in perftest both sides should be given the same options; the client's win.
-      if (!Array.isArray(hello.sizes) || !hello.sizes.every((s) => Number.isInteger(s) && s > 0 && s <= 1 << 23)) throw new Error('client sent bad sizes');
-      if (!Number.isInteger(hello.iters) || hello.iters! < 1) throw new Error('client sent a bad iteration count');
-      if (o.explicit.size && hello.sizes.join() !== o.sizes.join()) this.say(`note: using the client's sizes (${hello.sizes.join(', ')})`);
-      if (o.explicit.iters && hello.iters !== o.iters) this.say(`note: using the client's iteration count (${hello.iters})`);
-      o.sizes = hello.sizes;
-      o.iters = hello.iters!;
-      o.txDepth = hello.txDepth ?? o.txDepth;
-      o.durationSec = typeof hello.durationSec === 'number' && hello.durationSec > 0 ? hello.durationSec : undefined;
-      this.oob.send({ protocol: PROTOCOL, ok: true });
     } else {
       this.oob = await oobConnect(o.host!, o.port, o.timeoutMs);
-      this.oob.send({ protocol: PROTOCOL, test: o.test, sizes: o.sizes, iters: o.iters, txDepth: o.txDepth, durationSec: o.durationSec });
-      const ok = await this.oob.recv<{ ok?: boolean; error?: string }>();
-      if (!ok.ok) throw new Error(`server refused: ${ok.error ?? 'no reason given'}`);
+    }
+    const oob = this.oob;
+
+    // exchange_versions / check_version_compatibility
+    oob.write(encodeVersion(!o.perftestOnly));
+    const v = decodeVersion(await oob.readBytes(VERSION_BYTES, "the peer's perftest version"));
+    this.peerVersion = v.version;
+    if (!(v.number >= MIN_VERSION)) throw new Error(`the peer's perftest version '${printable(v.version)}' is older than 5.70 (or not a version): this exchange needs 5.70 or later`);
+    this.softrdma = v.softrdma && !o.perftestOnly;
+    if (this.softrdma) await this.hello();
+
+    // check_sys_data: both take the larger of the two
+    oob.write(encodeInt32(CYCLE_BUFFER));
+    const cycle = Math.max(CYCLE_BUFFER, decodeInt32(await oob.readBytes(4, "the peer's cycle buffer size"), 'cycle buffer size'));
+    oob.write(encodeInt32(CACHE_LINE));
+    const line = Math.max(CACHE_LINE, decodeInt32(await oob.readBytes(4, "the peer's cache line size"), 'cache line size'));
+    if (cycle > 1 << 30 || line > 1 << 16) throw new Error(`the peer asked for a cycle buffer of ${cycle} bytes and a cache line of ${line}: too large`);
+
+    // check_mtu: the smaller of the two, if the peer's is a valid one
+    const portMtu = this.ctx.queryPort().activeMtu;
+    const mine = Math.min(portMtu, o.mtu ? mtuEnum(o.mtu) : portMtu);
+    oob.write(encodeMtu(mine));
+    const theirs = decodeMtu(await oob.readBytes(2, "the peer's MTU"));
+    this.mtu = theirs !== undefined && theirs < mine ? theirs : mine;
+
+    // The buffer: per QP a send area and a target area, each as big as the largest message
+    // and the cycle buffer the peer may walk through, rounded to cache lines.
+    const maxSize = Math.max(...o.sizes, 8);
+    this.area = Math.ceil(Math.max(maxSize, cycle) / line) * line;
+    const lat = o.test.endsWith('_lat');
+    // Latency tests poll a byte for the peer's round number, so they start from zeros; bw
+    // tests move random bytes, which the data check can tell apart.
+    this.buf = lat ? Buffer.alloc(2 * this.nq * this.area) : randomBytes(2 * this.nq * this.area);
+    this.mr = this.pd.regMr(this.buf, Access.LOCAL_WRITE | Access.REMOTE_WRITE | Access.REMOTE_READ | Access.REMOTE_ATOMIC);
+    const sendDepth = o.txDepth + 16;
+    this.cq = this.ctx.createCq(this.nq * (sendDepth + RX_DEPTH + 16));
+    const gid = this.ctx.queryGid(1, o.gidIndex);
+    for (let i = 0; i < this.nq; i++) {
+      const qp = this.pd.createQp({
+        qpType: QpType.RC, sendCq: this.cq, recvCq: this.cq,
+        cap: { maxSendWr: sendDepth, maxRecvWr: RX_DEPTH + 16, maxSendSge: 1, maxRecvSge: 1, maxInlineData: MAX_INLINE },
+      });
+      this.qps.push(qp);
+      this.local.push({
+        lid: 0, outReads: OUT_READS, qpn: qp.qpn, psn: randomBytes(3).readUIntBE(0, 3), rkey: this.mr.rkey,
+        vaddr: BigInt(this.mr.addr + this.recvOff(i)), gid: Uint8Array.from(gid), srqn: 0,
+      });
     }
 
-    const maxSize = Math.max(...o.sizes, 8);
-    this.half = maxSize;
-    this.buf = randomBytes(2 * maxSize);
-    this.mr = this.pd.regMr(this.buf, Access.LOCAL_WRITE | Access.REMOTE_WRITE | Access.REMOTE_READ | Access.REMOTE_ATOMIC);
-    const depth = Math.max(o.txDepth, 512) + 16;
-    this.cq = this.ctx.createCq(2 * depth);
-    this.qp = this.pd.createQp({
-      qpType: QpType.RC, sendCq: this.cq, recvCq: this.cq,
-      cap: { maxSendWr: depth, maxRecvWr: depth, maxSendSge: 1, maxRecvSge: 1, maxInlineData: MAX_INLINE },
-    });
-    const portMtu = this.ctx.queryPort().activeMtu;
-    this.local = {
-      qpn: this.qp.qpn, psn: randomBytes(3).readUIntBE(0, 3), gid: gidToString(this.ctx.queryGid(1, o.gidIndex)),
-      rkey: this.mr.rkey, addr: this.mr.addr, mtu: Math.min(portMtu, o.mtu ? mtuEnum(o.mtu) : portMtu),
-    };
-    this.oob.send({ endpoint: this.local });
-    const r = (await this.oob.recv<{ endpoint?: EndpointInfo }>()).endpoint;
-    if (!r || !Number.isInteger(r.qpn) || !Number.isInteger(r.psn) || typeof r.gid !== 'string' || !Number.isInteger(r.mtu)) {
-      throw new Error('peer sent a malformed endpoint');
+    // The address rounds, in the order of each test's main().
+    const t = o.test;
+    const perQp = async () => { for (let i = 0; i < this.nq; i++) this.remote[i] = await this.handshake(i); };
+    if (t === 'write_lat' || t === 'read_lat') await this.sync();
+    await perQp();
+    const v4 = (g: Uint8Array) => g.subarray(0, 12).every((b, k) => b === (k < 10 ? 0 : 0xff));
+    if (v4(this.local[0]!.gid) !== v4(this.remote[0]!.gid)) {
+      throw new Error(`the GID types differ: ours ${gidToString(this.local[0]!.gid)}, the peer's ${gidToString(this.remote[0]!.gid)} (one is IPv4, one IPv6; perftest: "Found Incompatibility issue with GID types")`);
     }
-    this.remote = r;
-    this.mtu = Math.min(this.local.mtu, r.mtu);
-    connectQp(this.qp, { qpn: r.qpn, psn: r.psn, gid: parseGid(r.gid) }, { psn: this.local.psn, mtu: this.mtu as MtuValue, minRnrTimer: 1, sgidIndex: o.gidIndex });
+    for (let i = 0; i < this.nq; i++) {
+      const r = this.remote[i]!;
+      if (Number(r.vaddr) > Number.MAX_SAFE_INTEGER) throw new Error(`the peer's buffer address 0x${r.vaddr.toString(16)} is beyond 2^53`);
+      connectQp(this.qps[i]!, { qpn: r.qpn, psn: r.psn, gid: r.gid }, {
+        psn: this.local[i]!.psn, mtu: this.mtu as MtuValue, sgidIndex: o.gidIndex, hopLimit: 64,
+        minRnrTimer: 12, timeout: 14, retryCnt: 7, rnrRetry: 7,
+        maxDestRdAtomic: OUT_READS, maxRdAtomic: Math.max(1, Math.min(OUT_READS, r.outReads)),
+      });
+    }
+    if (t === 'send_bw' || t === 'send_lat') { await this.sync(); await perQp(); } else { await perQp(); await this.sync(); }
+  }
+
+  /** The softrdma-only step: the client's options, which a softrdma server adopts. */
+  private async hello(): Promise<void> {
+    const o = this.o, oob = this.oob!;
+    if (!this.isServer) {
+      const h: Hello = { protocol: PROTOCOL, test: o.test, sizes: o.sizes, iters: o.iters, txDepth: o.txDepth, durationSec: o.durationSec, qps: o.qps, bidir: o.bidir, all: o.all };
+      oob.send(h);
+      const ok = await oob.recv<{ ok?: boolean; error?: string }>();
+      if (!ok.ok) throw new Error(`server refused: ${ok.error ?? 'no reason given'}`);
+      return;
+    }
+    const h = await oob.recv<Partial<Hello>>();
+    const refuse = (why: string) => { oob.send({ error: why }); return new Error(why); };
+    if (h.protocol !== PROTOCOL) throw refuse(`the softrdma peer speaks ${String(h.protocol)}, not ${PROTOCOL}`);
+    if (h.test !== o.test) { oob.send({ error: `server runs ${o.test}, client asked for ${h.test}` }); throw new Error(`client asked for ${h.test}, this server runs ${o.test}`); }
+    // As in perftest both sides should be given the same options; the client's win.
+    if (!Array.isArray(h.sizes) || !h.sizes.length || !h.sizes.every((s) => Number.isInteger(s) && s > 0 && s <= 1 << 23)) throw refuse('client sent bad sizes');
+    if (!Number.isInteger(h.iters) || h.iters! < 1) throw refuse('client sent a bad iteration count');
+    if (!Number.isInteger(h.qps) || h.qps! < 1 || h.qps! > 256) throw refuse('client sent a bad QP count');
+    if (o.explicit.size && h.sizes.join() !== o.sizes.join()) this.say(`note: using the client's sizes (${h.sizes.join(', ')})`);
+    if (o.explicit.iters && h.iters !== o.iters) this.say(`note: using the client's iteration count (${h.iters})`);
+    o.sizes = h.sizes;
+    o.iters = h.iters!;
+    o.txDepth = Number.isInteger(h.txDepth) && h.txDepth! >= 1 && h.txDepth! <= 8192 ? h.txDepth! : o.txDepth;
+    o.durationSec = typeof h.durationSec === 'number' && h.durationSec > 0 ? h.durationSec : undefined;
+    o.qps = h.qps!;
+    o.bidir = h.bidir === true;
+    o.all = h.all === true;
+    oob.send({ protocol: PROTOCOL, ok: true });
+  }
+
+  /** One address message each way (ctx_hand_shake); perftest also uses it as a barrier. */
+  async handshake(i: number): Promise<Dest> {
+    this.oob!.write(encodeDest(this.local[i]!));
+    return decodeDest(await this.oob!.readBytes(DEST_BYTES, "the peer's address message"));
+  }
+
+  /** A handshake with QP 0's address, used only to keep the sides in step. */
+  async sync(): Promise<void> {
+    await this.handshake(0);
+  }
+
+  /** xchg_bw_reports: ours for theirs. */
+  async xchgReport(r: BwReport): Promise<BwReport> {
+    this.oob!.write(encodeBwReport(r));
+    return decodeBwReport(await this.oob!.readBytes(BW_REPORT_BYTES, "the peer's bw report"));
+  }
+
+  /** ctx_close_connection: a last handshake, then "done" (which nobody reads), then close. */
+  async closeConnection(): Promise<void> {
+    await this.sync();
+    this.oob!.write(DONE);
+    await this.oob!.finish(2000);
   }
 
   describe(title: string): string {
     const o = this.o;
     // perftest_communication.h: BASIC_ADDR_FMT, RDMA_FMT ("%#0Nx": 0x counts in the width) and PERF_GID_FMT (bytes in decimal).
-    const cx = (n: number, width: number) => (n === 0 ? '0'.repeat(width) : `0x${hex(n, width - 2)}`);
-    const gidBytes = (g: string) => Array.from(parseGid(g), (b) => String(b).padStart(2, '0')).join(':');
-    const fmt = (e: EndpointInfo) =>
-      ` LID ${cx(0, 4)} QPN ${cx(e.qpn, 6)} PSN ${cx(e.psn, 6)} RKey ${cx(e.rkey, 8)} VAddr ${cx(e.addr, 16)}\n GID: ${gidBytes(e.gid)}`;
+    const cx = (n: number | bigint, width: number) => (n === 0 || n === 0n ? '0'.repeat(width) : `0x${hex(Number(n), width - 2)}`);
+    const gidBytes = (g: Uint8Array) => Array.from(g, (b) => String(b).padStart(2, '0')).join(':');
+    const out = o.test === 'read_bw' || o.test === 'read_lat' || o.test === 'atomic_bw';
+    const rdma = o.test !== 'send_bw' && o.test !== 'send_lat';
+    const fmt = (side: string, e: Dest) =>
+      ` ${side} address: LID ${cx(e.lid, 4)} QPN ${cx(e.qpn, 6)} PSN ${cx(e.psn, 6)}${out ? ` OUT ${cx(e.outReads, 4)}` : ''}${rdma ? ` RKey ${cx(e.rkey, 8)} VAddr ${cx(e.vaddr, 16)}` : ''}\n GID: ${gidBytes(e.gid)}`;
     return [
       '-'.repeat(87),
-      `                    ${title}`,
-      ` Number of qps   : 1\t\tTransport type : IB`,
+      `                    ${title}${o.bidir ? ' (bidirectional)' : ''}`,
+      ` Number of qps   : ${this.nq}\t\tTransport type : IB`,
       ` Connection type : RC\t\tUsing SRQ      : OFF`,
       ` Device          : ${this.dev!.name}\t\tBound address  : ${o.bind}`,
       o.test.endsWith('_bw') ? ` TX depth        : ${o.txDepth}` : ` Mtu             : ${mtuBytes(this.mtu)}[B]`,
       o.test.endsWith('_bw') ? ` Mtu             : ${mtuBytes(this.mtu)}[B]` : ` Max inline data : ${MAX_INLINE}[B]`,
       ` Link type       : Ethernet`,
       ` GID index       : ${o.gidIndex}`,
-      ` Data ex. method : Ethernet (TCP port ${o.port})`,
+      ` Data ex. method : Ethernet (TCP port ${o.port}; peer perftest ${printable(this.peerVersion)}${this.softrdma ? ', softrdma' : ''})`,
       '-'.repeat(87),
-      ` local address:${fmt(this.local)}`,
-      ` remote address:${fmt(this.remote)}`,
+      ...this.local.map((e) => fmt('local', e)),
+      ...this.remote.map((e) => fmt('remote', e)),
       '-'.repeat(87),
     ].join('\n');
   }
 
-  /** Poll until `want` completions arrive or the peer has been silent for the timeout. */
-  async poll(want: number, onWc: (wc: WorkCompletion) => void): Promise<void> {
+  /**
+   * Poll until `want` completions arrive, the deadline (hrtime ns) passes, or the peer has
+   * been silent for the timeout. Returns how many arrived.
+   */
+  async poll(want: number, onWc: (wc: WorkCompletion) => void, deadlineNs = Infinity): Promise<number> {
     let got = 0;
     let last = Date.now();
     while (got < want) {
@@ -155,10 +263,26 @@ export class Session {
       got += wcs.length;
       if (wcs.length) last = Date.now();
       else {
+        if (nowNs() >= deadlineNs) break;
         if (Date.now() - last > this.o.timeoutMs) throw new Error(`no completion for ${this.o.timeoutMs} ms (${got}/${want})`);
         await yieldToLoop();
       }
     }
+    return got;
+  }
+
+  /** Keeps taking completions (for receives to be re-posted) while `p` runs; returns its value. */
+  async drainDuring<T>(p: Promise<T>, onWc: (wc: WorkCompletion) => void): Promise<T> {
+    let settled = false;
+    const done = p.finally(() => { settled = true; });
+    while (!settled) {
+      for (const wc of this.cq.poll(32)) {
+        if (wc.status !== WcStatus.SUCCESS) throw new Error(`completion error: ${wcStatusStr(wc.status)} (wr_id ${wc.wrId})`);
+        onWc(wc);
+      }
+      await Promise.race([done.then(() => undefined, () => undefined), yieldToLoop()]);
+    }
+    return done;
   }
 
   /** The rxe device and QP counters (driver-namespace methods). */
@@ -177,12 +301,8 @@ export function yieldToLoop(): Promise<void> {
   return new Promise((r) => setImmediate(r));
 }
 
+export function nowNs(): number { return Number(process.hrtime.bigint()); }
 
-function parseGid(s: string): Uint8Array {
-  // gidToString gives the IPv6 text form; accept it, or a plain IP address.
-  try {
-    return gidFromAddress(s);
-  } catch {
-    throw new Error(`peer sent a bad GID '${s}'`);
-  }
+function printable(s: string): string {
+  return s.slice(0, 32).replace(/[^\x20-\x7e]/g, '.');
 }
