@@ -118,9 +118,11 @@ export class OobChannel {
     this.sock.destroy();
   }
 
+  /** Ends our side; the socket no longer keeps the process alive (a peer that holds it open cannot). */
   close(): void {
     this.ended ??= new Error('closed');
     this.sock.end();
+    this.sock.unref();
   }
 }
 

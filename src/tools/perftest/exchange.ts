@@ -51,8 +51,8 @@ export function encodeVersion(softrdma: boolean, version = VERSION): Buffer {
 
 export function decodeVersion(b: Buffer): { version: string; number: number; softrdma: boolean } {
   if (b.length !== VERSION_BYTES) throw new Error(`version message must be ${VERSION_BYTES} bytes, got ${b.length}`);
-  const nul = b.indexOf(0);
-  if (nul < 0) throw new Error('version message has no terminating NUL');
+  // Without a NUL the C side's atof() would read past the field; we take the 16 bytes.
+  const nul = b.indexOf(0) < 0 ? b.length : b.indexOf(0);
   const version = b.subarray(0, nul).toString('latin1');
   // atof() as the C side reads it: the leading decimal number, 0 when there is none.
   const m = /^\s*[+-]?(\d+(\.\d*)?|\.\d+)/.exec(version);
