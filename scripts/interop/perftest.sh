@@ -41,11 +41,11 @@ c_args() {
 }
 s_args() {
   case $1 in
-    write_bw|read_bw|send_bw) echo "perftest $1 --bind $HOST_IP -s 4096 -n 200" ;;
-    write_bw_q2) echo "perftest write_bw --bind $HOST_IP -s 4096 -n 100 -q 2" ;;
-    send_bw_b) echo "perftest send_bw --bind $HOST_IP -s 4096 -n 100 -b" ;;
-    atomic_bw) echo "perftest atomic_bw --bind $HOST_IP -n 200" ;;
-    write_lat|read_lat|send_lat) echo "perftest $1 --bind $HOST_IP -s 64 -n 200" ;;
+    write_bw|read_bw|send_bw) echo "perftest $1 --bind $HOST_IP -s 4096 -n 200 --timeout 60" ;;
+    write_bw_q2) echo "perftest write_bw --bind $HOST_IP -s 4096 -n 100 -q 2 --timeout 60" ;;
+    send_bw_b) echo "perftest send_bw --bind $HOST_IP -s 4096 -n 100 -b --timeout 60" ;;
+    atomic_bw) echo "perftest atomic_bw --bind $HOST_IP -n 200 --timeout 60" ;;
+    write_lat|read_lat|send_lat) echo "perftest $1 --bind $HOST_IP -s 64 -n 200 --timeout 60" ;;
     pingpong_rc) echo "pingpong rc --bind $HOST_IP -n 50" ;;
     pingpong_ud) echo "pingpong ud --bind $HOST_IP -s 512 -n 50" ;;
   esac
@@ -55,8 +55,8 @@ s_args() {
 result_re() {
   case $1 in
     pingpong_*) echo 'iters in [0-9.]+ seconds' ;;
-    *_lat) echo '^ *[0-9]+ +[0-9]+ +[0-9.]+ +[0-9.]+' ;;
-    *) echo '^ *[0-9]+ +[0-9]+ +[0-9.]+ +[0-9.]+ +[0-9.]+' ;;
+    *_lat) echo '^ *[0-9]+[[:space:]]+[0-9]+[[:space:]]+[0-9.]+[[:space:]]+[0-9.]+' ;;
+    *) echo '^ *[0-9]+[[:space:]]+[0-9]+[[:space:]]+[0-9.]+[[:space:]]+[0-9.]+[[:space:]]+[0-9.]+' ;;
   esac
 }
 server_has_result() { [ "$1" != read_lat ]; }
@@ -84,7 +84,7 @@ c_server() {
   for _ in $(seq 40); do vm_exec 'ss -ltn | grep -q ":18515 "' >/dev/null && { up=1; break; }; sleep 0.5; done
   local crc=99
   if [ $up = 1 ]; then
-    ip netns exec rxepeer timeout 120 $CLI $(s_args "$t") --timeout 60 $GUEST_IP > "$log.softrdma" 2>&1; crc=$?
+    ip netns exec rxepeer timeout 120 $CLI $(s_args "$t") $GUEST_IP > "$log.softrdma" 2>&1; crc=$?
   else echo "C server never listened" > "$log.softrdma"; fi
   local src=""
   for _ in $(seq 120); do src=$(vm_exec 'cat /root/s.rc 2>/dev/null'); [ -n "$src" ] && break; sleep 1; done
@@ -94,9 +94,9 @@ c_server() {
 # softrdma server in the namespace, C client in the guest.
 s_server() {
   local t=$1 log=$LOGS/$t.s-server
-  ip netns exec rxepeer timeout 150 $CLI $(s_args "$t") --timeout 60 > "$log.softrdma" 2>&1 &
+  ip netns exec rxepeer timeout 150 $CLI $(s_args "$t") > "$log.softrdma" 2>&1 &
   local pid=$!
-  for _ in $(seq 100); do grep -q 'Waiting for client\|listening' "$log.softrdma" && break; kill -0 $pid 2>/dev/null || break; sleep 0.2; done
+  for _ in $(seq 100); do grep -q 'Waiting for client\|listening' "$log.softrdma" 2>/dev/null && break; kill -0 $pid 2>/dev/null || break; sleep 0.2; done
   vm_exec "timeout 120 $(c_args "$t") $HOST_IP" 180 > "$log.c" 2>&1; local crc=$?
   wait $pid; local src=$?
   verdict "$t" "softrdma server" "$src" "$log.softrdma" "$crc" "$log.c"
@@ -130,7 +130,7 @@ for t in "${TESTS[@]}"; do
   [ "${a%% *}" = pass ] || fails=$((fails + 1)); [ "${b%% *}" = pass ] || fails=$((fails + 1))
   printf '| %-12s | %-44s | %-44s |\n' "$t" "$a" "$b"
 done
-echo "commands: C side \`<binary> <args> [$HOST_IP]\` in the guest, softrdma side \`softrdma <args> --timeout 60 [$GUEST_IP]\` in netns rxepeer:"
+echo "commands: C side \`<binary> <args> [$HOST_IP]\` in the guest, softrdma side \`softrdma <args> [$GUEST_IP]\` in netns rxepeer:"
 for t in "${TESTS[@]}"; do echo "  $t: $(c_args "$t")  |  softrdma $(s_args "$t")"; done
 [ "${KEEP_LOGS:-0}" = 1 ] && echo "logs: $LOGS" || rm -rf "$LOGS"
 exit $((fails > 0))

@@ -1,5 +1,5 @@
 // softrdma perftest with the options perftest users reach for first (-D, -x, -F,
-// --report_gbits; -q and -b refused clearly until supported), perftest's table labels
+// --report_gbits; -q and -b where perftest has them), perftest's table labels
 // (RESULT_FMT: MiB/sec, or Gb/sec) and address lines (BASIC_ADDR_FMT, RDMA_FMT, PERF_GID_FMT),
 // the keys of perftest's --out_json report, and a clear hint when the UDP port is taken.
 
@@ -61,13 +61,15 @@ describe('perftest as perftest users know it', () => {
     }
   });
 
-  it('-x names a GID the device has; -q above 1, -b and -D on other tests are refused in words', async () => {
+  it('-x names a GID the device has; -q and -b on latency tests and -D with -a are refused in words', async () => {
     const x = run(['perftest', 'write_bw', '-x', '1', '-p', '0', '--udp-port', '0']);
     assert.equal(await x.exit(), 1);
     assert.match(x.stderr, /^softrdma perftest: no GID at index 1 on rxe0: its GID table has index 0 only/);
-    for (const [args, re] of [[['-q', '4'], /-q 4: more than one QP is not supported yet/], [['-b'], /-b \(bidirectional\) is not supported yet/],
-      [['-D', '2'], /-D is supported by write_bw, read_bw and atomic_bw only, not yet by send_bw/]] as const) {
-      const p = run(['perftest', 'send_bw', ...args]);
+    for (const [test, args, re] of [['send_lat', ['-q', '4'], /-q 4: more than one QP is for the bw tests, not send_lat/],
+      ['write_lat', ['-b'], /-b \(bidirectional\) is for the bw tests, not write_lat/],
+      ['send_bw', ['-D', '2', '-a'], /--duration and --all exclude each other/],
+      ['write_bw', ['-q', '0'], /--qp must be an integer in \[1, 256\]/]] as const) {
+      const p = run(['perftest', test, ...args]);
       assert.equal(await p.exit(), 2);
       assert.match(p.stderr, re);
     }
