@@ -66,7 +66,7 @@ Run the server without a host, then the client with the server's host.
       --counters       print the device's and the QP's rxe counters at the end
       --timeout SEC    give up if the peer is silent this long (default 30)
       --perftest-only  speak perftest's exchange only, as the C ib_* binaries do, even to a
-                       softrdma peer: no data check, and the server uses its own -s/-n/-D
+                       softrdma peer: no data check; the server uses its own -s, -n, -D, -q, -b
 
 The out-of-band exchange is perftest's (version 6.06, TCP), so either side may be the C
 ib_write_bw, ib_read_bw, ib_send_bw, ib_atomic_bw, ib_write_lat, ib_read_lat or ib_send_lat
