@@ -1,0 +1,227 @@
+// The CM's bookkeeping around the per-connection machine, still pure: which connection a
+// received message belongs to, listeners by service id, duplicate REQ/REP detection by the
+// peer's (comm id, CA GUID), stale connections by the peer's (QPN, CA GUID), and answers to
+// messages that match no connection. Follows cm.c's cm_match_req, cm_rep_handler,
+// cm_acquire_rejected_id, cm_acquire_mraed_id, cm_issue_rej, cm_issue_drep and
+// cm_sidr_req_handler. Local comm ids are random 32-bit values, never 0, unique in the table.
+
+import { randomBytes } from 'node:crypto';
+import {
+  cmStep, newConn, passiveFromReq, passiveFromSidrReq, type CmAction, type CmConn, type CmInput, type CmStep,
+} from './cm-state.js';
+import {
+  CmMsgResponse, RejReason, SidrStatus, blankCm, type CmMad, type CmMessage, type CmMessageOf,
+} from './wire/cm-messages.js';
+
+/** What happened to one connection (or, with localId undefined, a reply to the sender of what arrived). */
+export interface CmOutcome {
+  localId: number | undefined;
+  actions: CmAction[];
+  /** For a new passive connection: the listener it came in on. */
+  listenId?: number;
+  error?: CmStep['error'];
+}
+
+export interface CmRouted {
+  outcomes: CmOutcome[];
+  dropped?: 'duplicate' | 'unexpected' | 'no_listener' | 'stale';
+}
+
+export interface CmTableOptions {
+  localCaGuid: bigint;
+  hiTid?: number;
+  /** Source of local comm ids (tests inject one); default crypto.randomBytes. */
+  randomU32?: () => number;
+}
+
+const ALL_ONES = 0xffff_ffff_ffff_ffffn;
+const key = (id: number, guid: bigint) => `${id >>> 0}:${guid}`;
+
+export class CmTable {
+  readonly localCaGuid: bigint;
+  readonly hiTid: number;
+  private readonly rand: () => number;
+  private readonly conns = new Map<number, CmConn>();
+  private readonly listeners = new Map<number, { serviceId: bigint; mask: bigint }>();
+  private readonly remoteIds = new Map<string, number>();
+  private readonly remoteQpns = new Map<string, number>();
+  private readonly sidrKeys = new Map<number, string>();
+  private readonly sidrSeen = new Set<string>();
+
+  constructor(o: CmTableOptions) {
+    this.localCaGuid = o.localCaGuid;
+    this.hiTid = o.hiTid ?? 0;
+    this.rand = o.randomU32 ?? (() => randomBytes(4).readUInt32BE(0));
+  }
+
+  /** A random local comm id, not 0 and not in use (a guessed id must not reach someone else's connection). */
+  allocateId(): number {
+    for (let i = 0; i < 1000; i++) {
+      const id = this.rand() >>> 0;
+      if (id !== 0 && !this.conns.has(id)) return id;
+    }
+    throw new Error('cm: no free local comm id (random source broken?)');
+  }
+
+  get(localId: number): CmConn | undefined {
+    return this.conns.get(localId >>> 0);
+  }
+
+  /** Every connection the table holds (listeners, live ones, ones in time-wait). */
+  connections(): IterableIterator<CmConn> {
+    return this.conns.values();
+  }
+
+  get size(): number {
+    return this.conns.size;
+  }
+
+  /** ib_create_cm_id. */
+  create(): CmConn {
+    const c = newConn({ localId: this.allocateId(), localCaGuid: this.localCaGuid, hiTid: this.hiTid });
+    this.conns.set(c.localId, c);
+    return c;
+  }
+
+  /** ib_cm_listen: EBUSY if another listener already covers this service id. */
+  listen(localId: number, serviceId: bigint, mask = ALL_ONES): CmOutcome {
+    for (const l of this.listeners.values()) {
+      if ((l.mask & serviceId) === (mask & l.serviceId)) return { localId, actions: [], error: 'EINVAL' };
+    }
+    const out = this.call(localId, { type: 'listen', serviceId: serviceId & mask });
+    if (!out.error) this.listeners.set(localId >>> 0, { serviceId: serviceId & mask, mask });
+    return out;
+  }
+
+  /** A local call or a timer for one connection. */
+  call(localId: number, input: CmInput): CmOutcome {
+    const c = this.conns.get(localId >>> 0);
+    if (!c) return { localId, actions: [], error: 'EINVAL' };
+    return this.commit(cmStep(c, input));
+  }
+
+  /** A CM MAD arrived (from `peer`, the sender's address: only SIDR duplicate detection uses it). */
+  receive(mad: CmMad, peer = ''): CmRouted {
+    const { msg, header } = mad;
+    const tid = header.tid;
+    const to = (c: CmConn | undefined): CmRouted => (c ? { outcomes: [this.commit(cmStep(c, { type: 'recv', msg, tid }))] } : { outcomes: [], dropped: 'unexpected' });
+    const exact = (local: number, remote: number) => { const c = this.conns.get(local); return c && c.remoteId === remote ? c : undefined; };
+    switch (msg.kind) {
+      case 'REQ': return this.onReq(msg, tid);
+      case 'REP': return this.onRep(msg, tid);
+      case 'MRA':
+        return to(msg.messageMraed === CmMsgResponse.REQ ? exact(msg.remoteCommId, 0) : exact(msg.remoteCommId, msg.localCommId));
+      case 'REJ': {
+        if (msg.reason === RejReason.TIMEOUT && msg.rejectedInfoLength >= 8) {
+          const id = this.remoteIds.get(key(msg.localCommId, msg.ari.readBigUInt64BE(0)));
+          return to(id === undefined ? undefined : this.conns.get(id));
+        }
+        return to(msg.messageRejected === CmMsgResponse.REQ ? exact(msg.remoteCommId, 0) : exact(msg.remoteCommId, msg.localCommId));
+      }
+      case 'RTU': case 'DREP':
+        return to(exact(msg.remoteCommId, msg.localCommId));
+      case 'DREQ': {
+        const c = exact(msg.remoteCommId, msg.localCommId);
+        if (c) return to(c);
+        // cm_issue_drep: nobody here by that name any more; let the peer finish
+        const reply: CmMessageOf<'DREP'> = { ...blankCm('DREP'), localCommId: msg.remoteCommId, remoteCommId: msg.localCommId };
+        return { outcomes: [{ localId: undefined, actions: [{ type: 'send', msg: reply, tid }] }], dropped: 'unexpected' };
+      }
+      case 'SIDR_REQ': return this.onSidrReq(msg, tid, peer);
+      case 'SIDR_REP': return to(exact(msg.requestId, 0));
+    }
+  }
+
+  /** The listener whose (service id, mask) covers `sid` (cm_find_listen). */
+  private findListener(sid: bigint): number | undefined {
+    for (const [id, l] of this.listeners) if ((l.mask & sid) === l.serviceId) return id;
+    return undefined;
+  }
+
+  /** cm_issue_rej: a REJ to the sender of `m`, naming the ids the other way round. */
+  private issueRej(m: { localCommId: number; remoteCommId: number }, reason: number, rejected: number, tid: bigint): CmOutcome {
+    const rej: CmMessage = { ...blankCm('REJ'), localCommId: m.remoteCommId, remoteCommId: m.localCommId, messageRejected: rejected, reason };
+    return { localId: undefined, actions: [{ type: 'send', msg: rej, tid }] };
+  }
+
+  /** cm_match_req + cm_req_handler. */
+  private onReq(req: CmMessageOf<'REQ'>, tid: bigint): CmRouted {
+    const dup = this.remoteIds.get(key(req.localCommId, req.localCaGuid));
+    if (dup !== undefined) {
+      const c = this.conns.get(dup)!;
+      return { outcomes: [this.commit(cmStep(c, { type: 'recv', msg: req, tid }))], dropped: 'duplicate' };
+    }
+    const stale = this.remoteQpns.get(key(req.localQpn, req.localCaGuid));
+    if (stale !== undefined) {
+      // the peer reuses a QP we still think is connected: refuse, and disconnect the old one
+      const outcomes = [this.issueRej({ localCommId: req.localCommId, remoteCommId: 0 }, RejReason.STALE_CONN, CmMsgResponse.REQ, tid)];
+      const old = this.conns.get(stale)!;
+      if (old.state === 'ESTABLISHED') outcomes.push(this.commit(cmStep(old, { type: 'send_dreq' })));
+      return { outcomes, dropped: 'stale' };
+    }
+    const listenId = this.findListener(req.serviceId);
+    if (listenId === undefined) {
+      return { outcomes: [this.issueRej({ localCommId: req.localCommId, remoteCommId: 0 }, RejReason.INVALID_SERVICE_ID, CmMsgResponse.REQ, tid)], dropped: 'no_listener' };
+    }
+    const step = passiveFromReq({ localId: this.allocateId(), localCaGuid: this.localCaGuid, hiTid: this.hiTid }, req, tid);
+    this.remoteIds.set(key(req.localCommId, req.localCaGuid), step.conn.localId);
+    this.remoteQpns.set(key(req.localQpn, req.localCaGuid), step.conn.localId);
+    return { outcomes: [{ ...this.commit(step), listenId }] };
+  }
+
+  /** cm_rep_handler / cm_dup_rep_handler. */
+  private onRep(rep: CmMessageOf<'REP'>, tid: bigint): CmRouted {
+    const c = this.conns.get(rep.remoteCommId);
+    if (!c) return { outcomes: [], dropped: 'unexpected' };
+    if (c.remoteId === 0 && (c.state === 'REQ_SENT' || c.state === 'MRA_REQ_RCVD')) {
+      if (this.remoteIds.has(key(rep.localCommId, rep.localCaGuid))) return { outcomes: [], dropped: 'duplicate' };
+      const stale = this.remoteQpns.get(key(rep.localQpn, rep.localCaGuid));
+      if (stale !== undefined) {
+        const outcomes = [this.issueRej(rep, RejReason.STALE_CONN, CmMsgResponse.REP, tid)];
+        const old = this.conns.get(stale)!;
+        if (old.state === 'ESTABLISHED') outcomes.push(this.commit(cmStep(old, { type: 'send_dreq' })));
+        return { outcomes, dropped: 'stale' };
+      }
+      this.remoteIds.set(key(rep.localCommId, rep.localCaGuid), c.localId);
+      this.remoteQpns.set(key(rep.localQpn, rep.localCaGuid), c.localId);
+      return { outcomes: [this.commit(cmStep(c, { type: 'recv', msg: rep, tid }))] };
+    }
+    if (c.remoteId !== rep.localCommId) return { outcomes: [], dropped: 'unexpected' };
+    const o = this.commit(cmStep(c, { type: 'recv', msg: rep, tid }));
+    return { outcomes: [o], dropped: 'duplicate' };
+  }
+
+  /** cm_sidr_req_handler. */
+  private onSidrReq(req: CmMessageOf<'SIDR_REQ'>, tid: bigint, peer: string): CmRouted {
+    const k = `${req.requestId}:${peer}`;
+    if (this.sidrSeen.has(k)) return { outcomes: [], dropped: 'duplicate' };
+    const listenId = this.findListener(req.serviceId);
+    if (listenId === undefined) {
+      const rep: CmMessage = { ...blankCm('SIDR_REP'), requestId: req.requestId, serviceId: req.serviceId, status: SidrStatus.UNSUPPORTED };
+      return { outcomes: [{ localId: undefined, actions: [{ type: 'send', msg: rep, tid }] }], dropped: 'no_listener' };
+    }
+    const step = passiveFromSidrReq({ localId: this.allocateId(), localCaGuid: this.localCaGuid, hiTid: this.hiTid }, req, tid);
+    this.sidrSeen.add(k);
+    this.sidrKeys.set(step.conn.localId, k);
+    return { outcomes: [{ ...this.commit(step), listenId }] };
+  }
+
+  /** Store a step's result and keep the indexes in line with cm.c's lifetimes. */
+  private commit(step: CmStep): CmOutcome {
+    const c = step.conn;
+    this.conns.set(c.localId, c);
+    if (c.state === 'IDLE' || c.state === 'TIMEWAIT') {
+      // cm_reset_to_idle / cm_enter_timewait take the id out of the duplicate and stale indexes
+      for (const m of [this.remoteIds, this.remoteQpns]) for (const [k, v] of m) if (v === c.localId) m.delete(k);
+    }
+    if (c.state !== 'SIDR_REQ_RCVD') {
+      const k = this.sidrKeys.get(c.localId);
+      if (k !== undefined) { this.sidrSeen.delete(k); this.sidrKeys.delete(c.localId); }
+    }
+    if (c.state !== 'LISTEN') this.listeners.delete(c.localId);
+    if (c.destroyed && c.state === 'IDLE') this.conns.delete(c.localId);
+    const out: CmOutcome = { localId: c.localId, actions: step.actions };
+    if (step.error) out.error = step.error;
+    return out;
+  }
+}
