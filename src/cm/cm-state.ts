@@ -278,11 +278,13 @@ const onRetryTimeout: Handler = (c) => {
       actions: [{ type: 'send', msg: c.outstanding, tid: c.tid, retry: true }, { type: 'timer_start', timer: 'retry', ms: c.timeoutMs }],
     };
   }
+  // the timer that just fired was the last one: nothing left to stop
+  const fired: CmConn = { ...c, retryTimer: false, outstanding: undefined, retries: 0 };
   switch (c.state) {
-    case 'REQ_SENT': case 'MRA_REQ_RCVD': return transition(c, 'IDLE', {}, [deliver('REQ_ERROR')]);
-    case 'REP_SENT': case 'MRA_REP_RCVD': return transition(c, 'IDLE', {}, [deliver('REP_ERROR')]);
-    case 'DREQ_SENT': return transition(c, 'TIMEWAIT', {}, [deliver('DREQ_ERROR')]);
-    default: return transition(c, 'IDLE', {}, [deliver('SIDR_REQ_ERROR')]);
+    case 'REQ_SENT': case 'MRA_REQ_RCVD': return transition(fired, 'IDLE', {}, [deliver('REQ_ERROR')]);
+    case 'REP_SENT': case 'MRA_REP_RCVD': return transition(fired, 'IDLE', {}, [deliver('REP_ERROR')]);
+    case 'DREQ_SENT': return transition(fired, 'TIMEWAIT', {}, [deliver('DREQ_ERROR')]);
+    default: return transition(fired, 'IDLE', {}, [deliver('SIDR_REQ_ERROR')]);
   }
 };
 

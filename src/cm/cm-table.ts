@@ -104,7 +104,7 @@ export class CmTable {
   receive(mad: CmMad, peer = ''): CmRouted {
     const { msg, header } = mad;
     const tid = header.tid;
-    const to = (c: CmConn | undefined): CmRouted => (c ? { outcomes: [this.commit(cmStep(c, { type: 'recv', msg, tid }))] } : { outcomes: [], dropped: 'unexpected' });
+    const to = (c: CmConn | undefined): CmRouted => (c ? this.routed(cmStep(c, { type: 'recv', msg, tid })) : { outcomes: [], dropped: 'unexpected' });
     const exact = (local: number, remote: number) => { const c = this.conns.get(local); return c && c.remoteId === remote ? c : undefined; };
     switch (msg.kind) {
       case 'REQ': return this.onReq(msg, tid);
@@ -187,8 +187,7 @@ export class CmTable {
       return { outcomes: [this.commit(cmStep(c, { type: 'recv', msg: rep, tid }))] };
     }
     if (c.remoteId !== rep.localCommId) return { outcomes: [], dropped: 'unexpected' };
-    const o = this.commit(cmStep(c, { type: 'recv', msg: rep, tid }));
-    return { outcomes: [o], dropped: 'duplicate' };
+    return this.routed(cmStep(c, { type: 'recv', msg: rep, tid }));
   }
 
   /** cm_sidr_req_handler. */
@@ -204,6 +203,11 @@ export class CmTable {
     this.sidrSeen.add(k);
     this.sidrKeys.set(step.conn.localId, k);
     return { outcomes: [{ ...this.commit(step), listenId }] };
+  }
+
+  private routed(step: CmStep): CmRouted {
+    const outcomes = [this.commit(step)];
+    return step.dropped ? { outcomes, dropped: step.dropped } : { outcomes };
   }
 
   /** Store a step's result and keep the indexes in line with cm.c's lifetimes. */
