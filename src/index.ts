@@ -1,7 +1,7 @@
 // softrdma: the verbs API.
 
 import { Device, type Context, type QP } from './verbs/api.js';
-import { Obj } from './uapi/objects.js';
+import { Obj } from './abi/ids.js';
 import { RxeAttr, RxeMethod } from './providers/rxe/driver-methods.js';
 import { RxeDevice, RXE_DEFAULT_LIMITS, type RxeDeviceOptions, type RxeLimits } from './providers/rxe/device.js';
 
@@ -11,8 +11,7 @@ export * from './verbs/connect.js';
 export type * from './abi/types.js';
 export { VerbsError } from './uapi/errors.js';
 export { SoftrdmaError } from './abi/errors.js';
-export { Obj, M, A } from './uapi/objects.js';
-export { DRIVER_NS } from './uapi/spec.js';
+export { Obj, M, Attr, A, DRIVER_NS } from './abi/ids.js';
 export { RxeMethod, RxeAttr } from './providers/rxe/driver-methods.js';
 export type { FaultPlan } from './providers/rxe/link.js';
 export { gidFromAddress, addressFromGid, gidToString } from './abi/inet.js';

@@ -42,3 +42,16 @@ export class VerbsError extends Error {
 export function fail(code: ErrnoName, message: string, site?: ErrorSite): never {
   throw new VerbsError(code, message, site);
 }
+
+/**
+ * A bug in softrdma itself, not a caller's mistake: a method breaking its own declaration
+ * (setting or reading an attribute it does not declare). Never an errno: nothing a caller
+ * does can cause it, so nothing a caller does should handle it.
+ */
+export class UapiInternalError extends Error {
+  override readonly name = 'UapiInternalError';
+}
+
+export function internal(message: string): never {
+  throw new UapiInternalError(`softrdma internal error: ${message}`);
+}

@@ -1,4 +1,4 @@
-// What a software device implements. Core code (the object methods in objects.ts) validates
+// What a software device implements. Core code (the object methods in objects/) validates
 // every call before it reaches these operations, so a provider checks only what is its own.
 
 import type { DriverRegistrar } from './registry.js';

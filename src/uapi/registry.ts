@@ -2,7 +2,8 @@
 // objects only in its driver namespace, so core ids can never be shadowed by a driver.
 
 import { fail } from './errors.js';
-import { DRIVER_NS, type MethodSpec, type ObjectSpec } from './spec.js';
+import { DRIVER_NS } from '../abi/ids.js';
+import type { MethodSpec, ObjectSpec } from './spec.js';
 
 export interface RegisteredObject extends ObjectSpec {
   methods: Map<number, MethodSpec>;
@@ -19,7 +20,7 @@ export class UapiRegistry {
     this.objects.set(spec.id, { ...spec, methods: new Map() });
   }
 
-  defineMethod(objectId: number, spec: MethodSpec, namespace: 'core' | 'driver' = 'core'): void {
+  defineMethod<Impl = any>(objectId: number, spec: MethodSpec<Impl>, namespace: 'core' | 'driver' = 'core'): void {
     const obj = this.objects.get(objectId);
     if (!obj) fail('ENOENT', `no object ${objectId} for method ${spec.name}`);
     checkNamespace(spec.id, namespace, `method ${obj.name}.${spec.name}`);

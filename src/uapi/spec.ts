@@ -1,10 +1,6 @@
 // The shape of the uapi: objects, their methods, and each method's attributes, declared as
 // data (as in the uverbs ioctl model) so that validation happens once, in the dispatcher.
 
-/** Ids with this bit belong to a provider's driver namespace (cf. UVERBS_API_NS_FLAG). */
-export const DRIVER_NS = 1 << 12;
-export const ID_MASK = 0xffff;
-
 export type AttrType =
   | { kind: 'uint'; min?: number; max?: number }
   | { kind: 'bigint' }
@@ -29,11 +25,34 @@ export interface AttrSpec {
   out?: boolean;
 }
 
+/**
+ * An input attribute whose value reaches the handler as a T (see attrs.ts for the helpers
+ * that make them). `Mandatory` tells ctx.get() whether the dispatcher guarantees a value.
+ */
+export interface InAttr<T, Mandatory extends boolean = boolean> extends AttrSpec {
+  readonly mandatory: Mandatory;
+  readonly out?: false;
+  /** Never set: it only carries T to ctx.get(). */
+  readonly valueType?: T;
+}
+
+/** An output attribute: the handler sets it (ctx.set) with a T. */
+export interface OutAttr<T> extends AttrSpec {
+  readonly out: true;
+  /** Never set: it only carries T to ctx.set(). */
+  readonly valueType?: T;
+}
+
 export interface MethodContext<Impl = unknown> {
-  /** Validated inputs, by attribute id. Handles arrive as the object's implementation. */
+  /** The value of an input attribute, typed by its declaration; handles arrive as the object's implementation. */
+  get<T>(attr: InAttr<T, true>): T;
+  get<T>(attr: InAttr<T, boolean>): T | undefined;
+  /** Set an output attribute this method declares. */
+  set<T>(attr: OutAttr<T>, value: T): void;
+  /** Validated inputs by attribute id, untyped (for driver methods declared as plain AttrSpecs). */
   readonly attrs: ReadonlyMap<number, unknown>;
-  /** The uobject a 'write' or 'destroy' handle names, for methods that need it. */
-  handle(id: number): UObject;
+  /** The uobject a handle attribute of this call names, for methods that need it. */
+  handle(attr: AttrSpec | number): UObject;
   /** Record that the new object holds a use count on `parent` until it is destroyed. */
   hold(parent: UObject | unknown): void;
   /** Provider state shared by the context (the ucontext). */
@@ -43,15 +62,15 @@ export interface MethodContext<Impl = unknown> {
 export interface MethodResult {
   /** The implementation of the object a 'new' handle makes. */
   created?: unknown;
-  /** Output attributes, by id. */
+  /** Output attributes, by id (ctx.set is the typed way); each must be a declared output. */
   out?: Record<number, unknown>;
 }
 
-export interface MethodSpec {
+export interface MethodSpec<Impl = any> {
   id: number;
   name: string;
   attrs: readonly AttrSpec[];
-  handler: (ctx: MethodContext<any>) => MethodResult | void;
+  handler: (ctx: MethodContext<Impl>) => MethodResult | void;
 }
 
 export interface ObjectSpec {

@@ -2,8 +2,10 @@
 // validation and lifetimes); post and poll go straight to the provider's objects.
 
 import { EventEmitter } from 'node:events';
-import { UapiContext, deviceCounts } from '../uapi/context.js';
-import { A, CompChannelImpl, createRegistry, M, Obj, Rereg, type CoreContext } from '../uapi/objects.js';
+import { Attr, M, Obj, Rereg } from '../abi/ids.js';
+import { deviceCounts } from '../uapi/device-counts.js';
+import { UapiContext } from '../uapi/dispatcher.js';
+import { CompChannelImpl, createRegistry, type CoreContext } from '../uapi/objects/index.js';
 import type { UapiRegistry } from '../uapi/registry.js';
 import type { AttrIn } from '../uapi/spec.js';
 import type { ProviderCq, ProviderDevice, ProviderMr, ProviderMw, ProviderQp, ProviderSrq } from '../uapi/provider.js';
@@ -147,13 +149,13 @@ export class Context extends EventEmitter {
   }
 
   queryDevice(): DeviceAttr {
-    return this.invoke(Obj.DEVICE, M.DEVICE.QUERY, {})[A.DEVICE_ATTR] as DeviceAttr;
+    return this.invoke(Obj.DEVICE, M.DEVICE.QUERY, {})[Attr.DEVICE.QUERY.RESP_DEVICE_ATTR] as DeviceAttr;
   }
   queryPort(portNum = 1): PortAttr {
-    return this.invoke(Obj.DEVICE, M.DEVICE.QUERY_PORT, { [A.PORT]: portNum })[A.PORT_ATTR] as PortAttr;
+    return this.invoke(Obj.DEVICE, M.DEVICE.QUERY_PORT, { [Attr.DEVICE.QUERY_PORT.PORT_NUM]: portNum })[Attr.DEVICE.QUERY_PORT.RESP_PORT_ATTR] as PortAttr;
   }
   queryGidTable(portNum = 1): GidEntry[] {
-    return this.invoke(Obj.DEVICE, M.DEVICE.QUERY_GID_TABLE, { [A.PORT]: portNum })[A.GID_TABLE] as GidEntry[];
+    return this.invoke(Obj.DEVICE, M.DEVICE.QUERY_GID_TABLE, { [Attr.DEVICE.QUERY_GID_TABLE.PORT_NUM]: portNum })[Attr.DEVICE.QUERY_GID_TABLE.RESP_ENTRIES] as GidEntry[];
   }
   queryGid(portNum = 1, index = 0): Uint8Array {
     const e = this.queryGidTable(portNum).find((g) => g.index === index);
@@ -161,22 +163,23 @@ export class Context extends EventEmitter {
     return e.gid;
   }
   queryPkey(portNum = 1, index = 0): number {
-    return this.invoke(Obj.DEVICE, M.DEVICE.QUERY_PKEY, { [A.PORT]: portNum, [A.PKEY_INDEX]: index })[A.PKEY] as number;
+    return this.invoke(Obj.DEVICE, M.DEVICE.QUERY_PKEY, { [Attr.DEVICE.QUERY_PKEY.PORT_NUM]: portNum, [Attr.DEVICE.QUERY_PKEY.INDEX]: index })[Attr.DEVICE.QUERY_PKEY.RESP_PKEY] as number;
   }
 
   allocPd(): PD {
-    const h = this.invoke(Obj.PD, M.PD.ALLOC, {})[A.HANDLE] as number;
+    const h = this.invoke(Obj.PD, M.PD.ALLOC, {})[Attr.PD.ALLOC.HANDLE] as number;
     return this.wrap(new PD(this, h));
   }
 
   createCompChannel(): CompChannel {
-    const h = this.invoke(Obj.COMP_CHANNEL, M.COMP_CHANNEL.CREATE, {})[A.HANDLE] as number;
+    const h = this.invoke(Obj.COMP_CHANNEL, M.COMP_CHANNEL.CREATE, {})[Attr.COMP_CHANNEL.CREATE.HANDLE] as number;
     return this.wrap(new CompChannel(this, h));
   }
 
   createCq(cqe: number, opts: { channel?: CompChannel; compVector?: number } = {}): CQ {
-    const out = this.invoke(Obj.CQ, M.CQ.CREATE, { [A.CQE]: cqe, [A.CHANNEL]: opts.channel?.handle, [A.COMP_VECTOR]: opts.compVector });
-    return this.wrap(new CQ(this, out[A.HANDLE] as number));
+    const a = Attr.CQ.CREATE;
+    const out = this.invoke(Obj.CQ, M.CQ.CREATE, { [a.CQE]: cqe, [a.COMP_CHANNEL]: opts.channel?.handle, [a.COMP_VECTOR]: opts.compVector });
+    return this.wrap(new CQ(this, out[a.HANDLE] as number));
   }
 
   /** Live objects by type: what close() will tear down. */
@@ -212,32 +215,37 @@ abstract class Obj_ {
 export class PD extends Obj_ {
   /** ibv_reg_mr: `memory` is the registered buffer; `addr` of the MR is its I/O virtual address. */
   regMr(memory: ArrayBufferView | ArrayBuffer, access: number, opts: { iova?: number } = {}): MR {
-    const out = this.context.invoke(Obj.MR, M.MR.REG, { [A.PD]: this.handle, [A.MEM]: memory, [A.ACCESS]: access, [A.IOVA]: opts.iova });
-    return this.context.wrap(new MR(this.context, out[A.HANDLE] as number, memory));
+    const a = Attr.MR.REG;
+    const out = this.context.invoke(Obj.MR, M.MR.REG, { [a.PD_HANDLE]: this.handle, [a.MEMORY]: memory, [a.ACCESS_FLAGS]: access, [a.IOVA]: opts.iova });
+    return this.context.wrap(new MR(this.context, out[a.HANDLE] as number, memory));
   }
   allocMw(type: 1 | 2): MW {
-    const out = this.context.invoke(Obj.MW, M.MW.ALLOC, { [A.PD]: this.handle, [A.MW_TYPE]: type });
-    return this.context.wrap(new MW(this.context, out[A.HANDLE] as number));
+    const a = Attr.MW.ALLOC;
+    const out = this.context.invoke(Obj.MW, M.MW.ALLOC, { [a.PD_HANDLE]: this.handle, [a.TYPE]: type });
+    return this.context.wrap(new MW(this.context, out[a.HANDLE] as number));
   }
   createAh(attr: AhAttr): AH {
-    const out = this.context.invoke(Obj.AH, M.AH.CREATE, { [A.PD]: this.handle, [A.AH_ATTR]: attr });
-    return this.context.wrap(new AH(this.context, out[A.HANDLE] as number, attr));
+    const a = Attr.AH.CREATE;
+    const out = this.context.invoke(Obj.AH, M.AH.CREATE, { [a.PD_HANDLE]: this.handle, [a.AH_ATTR]: attr });
+    return this.context.wrap(new AH(this.context, out[a.HANDLE] as number, attr));
   }
   createSrq(attr: { maxWr: number; maxSge: number; srqLimit?: number }): SRQ {
-    const out = this.context.invoke(Obj.SRQ, M.SRQ.CREATE, { [A.PD]: this.handle, [A.MAX_WR]: attr.maxWr, [A.MAX_SGE]: attr.maxSge, [A.SRQ_LIMIT]: attr.srqLimit });
-    return this.context.wrap(new SRQ(this.context, out[A.HANDLE] as number));
+    const a = Attr.SRQ.CREATE;
+    const out = this.context.invoke(Obj.SRQ, M.SRQ.CREATE, { [a.PD_HANDLE]: this.handle, [a.MAX_WR]: attr.maxWr, [a.MAX_SGE]: attr.maxSge, [a.SRQ_LIMIT]: attr.srqLimit });
+    return this.context.wrap(new SRQ(this.context, out[a.HANDLE] as number));
   }
   /** ibv_create_qp: without an SRQ, `cap.maxRecvWr` is required too. */
   createQp(init: QpCreateAttr): QP {
+    const a = Attr.QP.CREATE;
     const out = this.context.invoke(Obj.QP, M.QP.CREATE, {
-      [A.PD]: this.handle, [A.QP_TYPE]: init.qpType, [A.SEND_CQ]: init.sendCq.handle, [A.RECV_CQ]: init.recvCq.handle,
-      [A.SRQ]: init.srq?.handle, [A.CAP]: init.cap, [A.SQ_SIG_ALL]: init.sqSigAll,
+      [a.PD_HANDLE]: this.handle, [a.QP_TYPE]: init.qpType, [a.SEND_CQ]: init.sendCq.handle, [a.RECV_CQ]: init.recvCq.handle,
+      [a.SRQ]: init.srq?.handle, [a.CAP]: init.cap, [a.SQ_SIG_ALL]: init.sqSigAll,
     });
-    return this.context.wrap(new QP(this.context, out[A.HANDLE] as number, out[A.CAP] as QpCap, init.srq));
+    return this.context.wrap(new QP(this.context, out[a.HANDLE] as number, out[a.RESP_CAP] as QpCap, init.srq));
   }
   /** ibv_dealloc_pd: EBUSY while MRs, MWs, AHs, SRQs or QPs use it. */
   dealloc(): void {
-    this.context.invoke(Obj.PD, M.PD.DEALLOC, { [A.HANDLE]: this.handle });
+    this.context.invoke(Obj.PD, M.PD.DEALLOC, { [Attr.PD.DEALLOC.HANDLE]: this.handle });
   }
 }
 
@@ -259,12 +267,13 @@ export class MR extends Obj_ {
   /** ibv_rereg_mr: new keys every time; the old ones stop working. */
   rereg(change: { pd?: PD; memory?: ArrayBufferView | ArrayBuffer; iova?: number; access?: number }): void {
     const flags = (change.pd ? Rereg.CHANGE_PD : 0) | (change.memory ? Rereg.CHANGE_TRANSLATION : 0) | (change.access !== undefined ? Rereg.CHANGE_ACCESS : 0);
-    this.context.invoke(Obj.MR, M.MR.REREG, { [A.HANDLE]: this.handle, [A.REREG_FLAGS]: flags, [A.PD]: change.pd?.handle, [A.MEM]: change.memory, [A.IOVA]: change.iova, [A.ACCESS]: change.access });
+    const a = Attr.MR.REREG;
+    this.context.invoke(Obj.MR, M.MR.REREG, { [a.HANDLE]: this.handle, [a.FLAGS]: flags, [a.PD_HANDLE]: change.pd?.handle, [a.MEMORY]: change.memory, [a.IOVA]: change.iova, [a.ACCESS_FLAGS]: change.access });
     if (change.memory) this.memory = change.memory;
   }
   /** ibv_dereg_mr: EBUSY while memory windows are bound to it. */
   dereg(): void {
-    this.context.invoke(Obj.MR, M.MR.DEREG, { [A.HANDLE]: this.handle });
+    this.context.invoke(Obj.MR, M.MR.DEREG, { [Attr.MR.DEREG.HANDLE]: this.handle });
   }
 }
 
@@ -278,14 +287,14 @@ export class MW extends Obj_ {
   get rkey(): number { return this.p.rkey; }
   get type(): number { return this.p.type; }
   dealloc(): void {
-    this.context.invoke(Obj.MW, M.MW.DEALLOC, { [A.HANDLE]: this.handle });
+    this.context.invoke(Obj.MW, M.MW.DEALLOC, { [Attr.MW.DEALLOC.HANDLE]: this.handle });
   }
 }
 
 export class AH extends Obj_ {
   constructor(context: Context, handle: number, readonly attr: AhAttr) { super(context, handle); }
   destroy(): void {
-    this.context.invoke(Obj.AH, M.AH.DESTROY, { [A.HANDLE]: this.handle });
+    this.context.invoke(Obj.AH, M.AH.DESTROY, { [Attr.AH.DESTROY.HANDLE]: this.handle });
   }
 }
 
@@ -328,7 +337,7 @@ export class CompChannel extends Obj_ {
   }
 
   destroy(): void {
-    this.context.invoke(Obj.COMP_CHANNEL, M.COMP_CHANNEL.DESTROY, { [A.HANDLE]: this.handle });
+    this.context.invoke(Obj.COMP_CHANNEL, M.COMP_CHANNEL.DESTROY, { [Attr.COMP_CHANNEL.DESTROY.HANDLE]: this.handle });
   }
 }
 
@@ -441,10 +450,10 @@ export class CQ extends Obj_ {
   /** ibv_req_notify_cq */
   reqNotify(solicitedOnly = false): void { this.cq.reqNotify(solicitedOnly); }
   resize(cqe: number): void {
-    this.context.invoke(Obj.CQ, M.CQ.RESIZE, { [A.HANDLE]: this.handle, [A.CQE]: cqe });
+    this.context.invoke(Obj.CQ, M.CQ.RESIZE, { [Attr.CQ.RESIZE.HANDLE]: this.handle, [Attr.CQ.RESIZE.CQE]: cqe });
   }
   destroy(): void {
-    this.context.invoke(Obj.CQ, M.CQ.DESTROY, { [A.HANDLE]: this.handle });
+    this.context.invoke(Obj.CQ, M.CQ.DESTROY, { [Attr.CQ.DESTROY.HANDLE]: this.handle });
   }
 }
 
@@ -456,13 +465,14 @@ export class SRQ extends Obj_ {
   }
   postRecv(wr: RecvWr | RecvWr[]): void { postEach(wr, (w) => this.srq.postRecv(w)); }
   modify(attr: Partial<SrqAttrValues>, mask: number): void {
-    this.context.invoke(Obj.SRQ, M.SRQ.MODIFY, { [A.HANDLE]: this.handle, [A.SRQ_MASK]: mask, [A.MAX_WR]: attr.maxWr, [A.SRQ_LIMIT]: attr.srqLimit });
+    const a = Attr.SRQ.MODIFY;
+    this.context.invoke(Obj.SRQ, M.SRQ.MODIFY, { [a.HANDLE]: this.handle, [a.ATTR_MASK]: mask, [a.MAX_WR]: attr.maxWr, [a.SRQ_LIMIT]: attr.srqLimit });
   }
   query(): SrqAttrValues {
-    return this.context.invoke(Obj.SRQ, M.SRQ.QUERY, { [A.HANDLE]: this.handle })[A.SRQ_ATTR] as SrqAttrValues;
+    return this.context.invoke(Obj.SRQ, M.SRQ.QUERY, { [Attr.SRQ.QUERY.HANDLE]: this.handle })[Attr.SRQ.QUERY.RESP_SRQ_ATTR] as SrqAttrValues;
   }
   destroy(): void {
-    this.context.invoke(Obj.SRQ, M.SRQ.DESTROY, { [A.HANDLE]: this.handle });
+    this.context.invoke(Obj.SRQ, M.SRQ.DESTROY, { [Attr.SRQ.DESTROY.HANDLE]: this.handle });
   }
 }
 
@@ -478,10 +488,10 @@ export class QP extends Obj_ {
 
   /** ibv_modify_qp: `mask` is a set of QpAttr bits, checked against the IBTA table. */
   modify(attr: QpAttrValues, mask: number): void {
-    this.context.invoke(Obj.QP, M.QP.MODIFY, { [A.HANDLE]: this.handle, [A.ATTR_MASK]: mask, [A.ATTR]: attr });
+    this.context.invoke(Obj.QP, M.QP.MODIFY, { [Attr.QP.MODIFY.HANDLE]: this.handle, [Attr.QP.MODIFY.ATTR_MASK]: mask, [Attr.QP.MODIFY.ATTR]: attr });
   }
   query(): QpAttrFull {
-    return this.context.invoke(Obj.QP, M.QP.QUERY, { [A.HANDLE]: this.handle })[A.ATTR] as QpAttrFull;
+    return this.context.invoke(Obj.QP, M.QP.QUERY, { [Attr.QP.QUERY.HANDLE]: this.handle })[Attr.QP.QUERY.RESP_ATTR] as QpAttrFull;
   }
 
   /** ibv_post_send. A list stops at the first bad WR; the error carries `badWrIndex`. */
@@ -502,7 +512,7 @@ export class QP extends Obj_ {
   }
 
   destroy(): void {
-    this.context.invoke(Obj.QP, M.QP.DESTROY, { [A.HANDLE]: this.handle });
+    this.context.invoke(Obj.QP, M.QP.DESTROY, { [Attr.QP.DESTROY.HANDLE]: this.handle });
   }
 }
 

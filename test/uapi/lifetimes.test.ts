@@ -78,7 +78,7 @@ test('the dispatcher names the object, method and attribute at fault', async () 
 });
 
 test('a provider may only register in its driver namespace', async () => {
-  const { createRegistry } = await import('../../src/uapi/objects.js');
+  const { createRegistry } = await import('../../src/uapi/objects/index.js');
   const r = createRegistry();
   assert.throws(() => r.driver().defineMethod(Obj.QP, { id: 5, name: 'X', attrs: [], handler: () => {} }), /driver namespace/);
   assert.doesNotThrow(() => r.driver().defineMethod(Obj.QP, { id: DRIVER_NS | 5, name: 'X', attrs: [], handler: () => {} }));

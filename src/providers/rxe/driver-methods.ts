@@ -1,9 +1,8 @@
 // rxe's driver-namespace uapi: methods that only this provider has. They live in the id
 // range with DRIVER_NS set, so no core id is ever taken by a driver.
 
-import { DRIVER_NS } from '../../uapi/spec.js';
+import { DRIVER_NS, Obj } from '../../abi/ids.js';
 import type { DriverRegistrar } from '../../uapi/registry.js';
-import { Obj } from '../../uapi/objects.js';
 import type { RxeQp } from './qp.js';
 import type { RxeContext } from './context.js';
 

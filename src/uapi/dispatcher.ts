@@ -1,35 +1,26 @@
-// A uapi context (the ufile of uverbs): its handle table and the one dispatcher that checks
-// every control-path call before a method sees it. Lifetimes follow the kernel's rules:
-// an object named by live children cannot be destroyed (EBUSY), handles are never reused,
-// and closing the context tears everything down in dependency order.
+// A uapi context (the ufile of uverbs) and its dispatcher: every control-path call is checked
+// here before a method sees it, against the method's declaration (spec.ts): the attributes
+// given, their types and ranges, the handles they name, the device's object limits; and what
+// the method returns is checked against the outputs it declares. Lifetimes follow the
+// kernel's rules: an object named by live children cannot be destroyed (EBUSY), handles are
+// never reused (handles.ts), and closing the context tears everything down, children first.
 
-import { VerbsError, fail } from './errors.js';
+import { checkValue } from './attr-values.js';
+import { ObjectCounts } from './device-counts.js';
+import { VerbsError, fail, internal, type ErrorSite } from './errors.js';
+import { HandleTable } from './handles.js';
 import type { RegisteredObject, UapiRegistry } from './registry.js';
-import type { AttrIn, AttrSpec, AttrType, MethodContext, MethodSpec, UObject } from './spec.js';
+import type { AttrIn, AttrSpec, InAttr, MethodContext, MethodSpec, OutAttr, UObject } from './spec.js';
 
-/**
- * Live objects of each limited type (ObjectSpec.limit) on one device, shared by every context
- * opened on it: the kernel counts max_pd, max_qp, ... per ib_device, not per open file.
- */
-export class ObjectCounts {
-  private readonly live = new Map<number, number>();
-  get(type: number): number { return this.live.get(type) ?? 0; }
-  add(type: number, n: number): void { this.live.set(type, Math.max(0, this.get(type) + n)); }
-}
+type Site = Required<Pick<ErrorSite, 'object' | 'method'>>;
+type AttrSite = Required<ErrorSite>;
 
-const countsByDevice = new WeakMap<object, ObjectCounts>();
-
-/** The object counts of a device (any object identifying it, e.g. its provider device). */
-export function deviceCounts(device: object): ObjectCounts {
-  let c = countsByDevice.get(device);
-  if (!c) countsByDevice.set(device, (c = new ObjectCounts()));
-  return c;
-}
+const isNewHandle = (a: AttrSpec) => a.type.kind === 'handle' && a.type.access === 'new';
+/** Outputs: attributes a method produces and a caller may not give. */
+const isOutput = (a: AttrSpec) => a.out === true || isNewHandle(a);
 
 export class UapiContext<Impl = unknown> {
-  private readonly handles = new Map<number, UObject>();
-  private readonly byImpl = new WeakMap<object, UObject>();
-  private nextHandle = 1;
+  private readonly table = new HandleTable();
   private closed = false;
 
   constructor(
@@ -40,13 +31,13 @@ export class UapiContext<Impl = unknown> {
   ) {}
 
   get objectCount(): number {
-    return this.handles.size;
+    return this.table.size;
   }
 
   /** Count of live objects by object name (for leak checks and tools). */
   census(): Record<string, number> {
     const out: Record<string, number> = {};
-    for (const u of this.handles.values()) {
+    for (const u of this.table.all()) {
       const name = this.registry.objects.get(u.type)?.name ?? String(u.type);
       out[name] = (out[name] ?? 0) + 1;
     }
@@ -54,12 +45,12 @@ export class UapiContext<Impl = unknown> {
   }
 
   uobjectOf(impl: unknown): UObject | undefined {
-    return typeof impl === 'object' && impl !== null ? this.byImpl.get(impl) : undefined;
+    return this.table.ofImpl(impl);
   }
 
   lookup(handle: number, type?: number): UObject {
-    const u = this.handles.get(handle);
-    if (!u || !u.live) fail('ENOENT', `no live object with handle ${handle}`);
+    const u = this.table.get(handle);
+    if (!u) fail('ENOENT', `no live object with handle ${handle}`);
     if (type !== undefined && u.type !== type) {
       fail('EINVAL', `handle ${handle} is a ${this.objName(u.type)}, not a ${this.objName(type)}`);
     }
@@ -82,12 +73,12 @@ export class UapiContext<Impl = unknown> {
     if (!obj) fail('EPROTONOSUPPORT', `unknown object id ${objectId}`);
     const method = obj.methods.get(methodId);
     if (!method) fail('EPROTONOSUPPORT', `unknown method id ${methodId}`, { object: obj.name });
-    const site = { object: obj.name, method: method.name };
+    const site: Site = { object: obj.name, method: method.name };
     if (this.closed) fail('EBADF', 'the context is closed', site);
 
-    const { values, uobjs } = this.validate(obj, method, attrsIn);
+    const { values, uobjs } = this.validate(method, attrsIn, site);
     const held: UObject[] = [];
-    const newAttr = method.attrs.find((a) => a.type.kind === 'handle' && a.type.access === 'new');
+    const newAttr = method.attrs.find(isNewHandle);
     const destroyAttr = method.attrs.find((a) => a.type.kind === 'handle' && a.type.access === 'destroy');
 
     if (destroyAttr) {
@@ -103,10 +94,25 @@ export class UapiContext<Impl = unknown> {
       if (this.counts.get(newType) >= max) fail('ENOMEM', `device limit ${limit.name} (${max}) reached`, site);
     }
 
+    const where = `${site.object}.${site.method}`;
+    const declared = (attr: AttrSpec, verb: string): void => {
+      const spec = method.attrs.find((a) => a.id === attr.id);
+      if (spec?.name !== attr.name) internal(`${where} ${verb} attribute '${attr.name}' (id ${attr.id}), which it does not declare`);
+    };
+    const outs: Record<number, unknown> = {};
     const ctx: MethodContext<Impl> = {
       attrs: values,
       context: this.impl,
-      handle: (id) => {
+      get: <T>(attr: InAttr<T>) => {
+        declared(attr, 'reads');
+        return values.get(attr.id) as T;
+      },
+      set: <T>(attr: OutAttr<T>, value: T) => {
+        declared(attr, 'sets');
+        outs[attr.id] = value;
+      },
+      handle: (attr) => {
+        const id = typeof attr === 'number' ? attr : attr.id;
         const u = uobjs.get(id);
         if (!u) fail('EINVAL', `attribute id ${id} is not a handle of this call`, site);
         return u;
@@ -129,17 +135,16 @@ export class UapiContext<Impl = unknown> {
       if (err instanceof RangeError || err instanceof TypeError) throw new VerbsError('EINVAL', err.message, site);
       throw err;
     }
-    const out: Record<number, unknown> = { ...(result.out ?? {}) };
+    const out: Record<number, unknown> = { ...outs, ...(result.out ?? {}) };
+    for (const id of Object.keys(out).map(Number)) {
+      const spec = method.attrs.find((a) => a.id === id);
+      if (!spec || !spec.out) internal(`${where} returned attribute id ${id}, which it does not declare as an output`);
+    }
 
     if (newAttr) {
       if (result.created === undefined) fail('EIO', 'method made no object', site);
-      const type = newType;
-      if (limit) this.counts.add(type, 1);
-      const u: UObject = { handle: this.nextHandle++, type, impl: result.created, usecnt: 0, holds: held, live: true };
-      for (const p of held) p.usecnt++;
-      this.handles.set(u.handle, u);
-      if (typeof u.impl === 'object' && u.impl !== null) this.byImpl.set(u.impl, u);
-      out[newAttr.id] = u.handle;
+      if (limit) this.counts.add(newType, 1);
+      out[newAttr.id] = this.table.add(newType, result.created, held).handle;
     }
     if (destroyAttr) this.destroyUObject(uobjs.get(destroyAttr.id)!);
     return out;
@@ -151,16 +156,16 @@ export class UapiContext<Impl = unknown> {
     this.closed = true;
     // Newest first, skipping anything still pinned; repeat until nothing is left. Each pass
     // frees at least one object unless a provider reports a cycle, which is then broken by force.
-    while (this.handles.size > 0) {
+    while (this.table.size > 0) {
       let progress = false;
-      for (const u of [...this.handles.values()].reverse()) {
+      for (const u of this.table.all().reverse()) {
         if (u.usecnt === 0 && !this.busyReason(u, true)) {
           this.destroyUObject(u);
           progress = true;
         }
       }
       if (!progress) {
-        const u = [...this.handles.values()].pop()!;
+        const u = this.table.all().pop()!;
         u.usecnt = 0;
         this.destroyUObject(u);
       }
@@ -175,22 +180,18 @@ export class UapiContext<Impl = unknown> {
 
   private destroyUObject(u: UObject): void {
     const obj = this.registry.objects.get(u.type)!;
-    u.live = false;
-    this.handles.delete(u.handle);
-    if (obj.limit) this.counts.add(u.type, -1);
-    try {
+    this.table.remove(u, () => {
+      if (obj.limit) this.counts.add(u.type, -1);
       obj.destroy(u.impl, this.impl);
-    } finally {
-      for (const p of u.holds) if (p.usecnt > 0) p.usecnt--;
-    }
+    });
   }
 
   private objName(type: number): string {
     return this.registry.objects.get(type)?.name ?? `object ${type}`;
   }
 
-  private validate(obj: RegisteredObject, method: MethodSpec, attrsIn: readonly AttrIn[]) {
-    const site = { object: obj.name, method: method.name };
+  /** Check the caller's attributes against the method's declaration; handles become their objects. */
+  private validate(method: MethodSpec, attrsIn: readonly AttrIn[], site: Site) {
     const specs = new Map<number, AttrSpec>(method.attrs.map((a) => [a.id, a]));
     const values = new Map<number, unknown>();
     const uobjs = new Map<number, UObject>();
@@ -203,9 +204,9 @@ export class UapiContext<Impl = unknown> {
         if (a.mandatory) fail('EPROTONOSUPPORT', `unknown mandatory attribute id ${a.id}`, site);
         continue;
       }
-      const at = { ...site, attr: spec.name };
+      const at: AttrSite = { ...site, attr: spec.name };
       if (values.has(a.id)) fail('EINVAL', 'given twice', at);
-      if (spec.out || (spec.type.kind === 'handle' && spec.type.access === 'new')) fail('EINVAL', 'is an output and cannot be given', at);
+      if (isOutput(spec)) fail('EINVAL', 'is an output and cannot be given', at);
       if (a.value === undefined) {
         if (spec.mandatory) fail('EINVAL', 'is mandatory', at);
         continue;
@@ -219,66 +220,16 @@ export class UapiContext<Impl = unknown> {
       }
     }
     for (const spec of method.attrs) {
-      if (spec.mandatory && !spec.out && !(spec.type.kind === 'handle' && spec.type.access === 'new') && !values.has(spec.id)) {
-        fail('EINVAL', 'is mandatory', { ...site, attr: spec.name });
-      }
+      if (spec.mandatory && !isOutput(spec) && !values.has(spec.id)) fail('EINVAL', 'is mandatory', { ...site, attr: spec.name });
     }
     return { values, uobjs };
   }
 
-  private lookupAttr(value: unknown, type: number, at: { object: string; method: string; attr: string }): UObject {
+  private lookupAttr(value: unknown, type: number, at: AttrSite): UObject {
     if (typeof value !== 'number' || !Number.isInteger(value)) fail('EINVAL', 'a handle must be an integer', at);
-    const u = this.handles.get(value);
-    if (!u || !u.live) fail('ENOENT', `no live object with handle ${value}`, at);
+    const u = this.table.get(value);
+    if (!u) fail('ENOENT', `no live object with handle ${value}`, at);
     if (u.type !== type) fail('EINVAL', `handle ${value} is a ${this.objName(u.type)}, not a ${this.objName(type)}`, at);
     return u;
-  }
-}
-
-function checkValue(t: AttrType, v: unknown, at: { object: string; method: string; attr: string }): unknown {
-  switch (t.kind) {
-    case 'uint': {
-      if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) fail('EINVAL', `must be a non-negative integer, got ${String(v)}`, at);
-      if ((t.min !== undefined && v < t.min) || (t.max !== undefined && v > t.max)) {
-        fail('EINVAL', `${v} is out of range ${t.min ?? 0}..${t.max ?? Infinity}`, at);
-      }
-      return v;
-    }
-    case 'bigint':
-      if (typeof v === 'bigint') return v;
-      if (typeof v === 'number' && Number.isInteger(v)) return BigInt(v);
-      return fail('EINVAL', 'must be a bigint or an integer', at);
-    case 'bool':
-      if (typeof v !== 'boolean') fail('EINVAL', 'must be a boolean', at);
-      return v;
-    case 'enum':
-      if (typeof v !== 'number' || !t.values.includes(v)) fail('EINVAL', `${String(v)} is not one of ${t.values.join(', ')}`, at);
-      return v;
-    case 'flags': {
-      if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) fail('EINVAL', 'must be a flag word', at);
-      const unknown = v & ~t.mask;
-      if (unknown) fail('EINVAL', `unknown flag bits 0x${unknown.toString(16)}`, at);
-      return v;
-    }
-    case 'bytes': {
-      if (!(v instanceof Uint8Array)) fail('EINVAL', 'must be a Uint8Array', at);
-      if (t.length !== undefined && v.length !== t.length) fail('EINVAL', `must be ${t.length} bytes, got ${v.length}`, at);
-      return v;
-    }
-    case 'buffer':
-      if (v instanceof ArrayBuffer) return new Uint8Array(v);
-      if (ArrayBuffer.isView(v)) return new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
-      return fail('EINVAL', 'must be a Buffer, TypedArray or ArrayBuffer', at);
-    case 'string':
-      if (typeof v !== 'string') fail('EINVAL', 'must be a string', at);
-      return v;
-    case 'object': {
-      if (typeof v !== 'object' || v === null || Array.isArray(v)) fail('EINVAL', 'must be an object', at);
-      const problem = t.validate?.(v as Record<string, unknown>);
-      if (problem) fail('EINVAL', problem, at);
-      return v;
-    }
-    case 'handle':
-      return v;
   }
 }

@@ -1,0 +1,161 @@
+// QP: a queue pair in a PD, with send and receive CQs and optionally an SRQ (it holds all
+// of them). MODIFY checks each attribute's value, then the IBTA table of which attributes a
+// transition requires and allows (qp-transitions.ts), before the provider sees the call.
+
+import { Access, QP_ATTR_NAMES, QpAttr, QpType, qpStateName, qpTypeName } from '../../abi/enums.js';
+import { Attr, M, Obj } from '../../abi/ids.js';
+import type { QpAttrFull, QpAttrValues, QpCap, QpCapInit } from '../../abi/types.js';
+import { bool, flags, handle, mandatory, newHandle, object, oneOf, out } from '../attrs.js';
+import { fail } from '../errors.js';
+import type { ProviderCq, ProviderDevice, ProviderQp, ProviderSrq } from '../provider.js';
+import { checkTransition } from '../qp-transitions.js';
+import type { UapiRegistry } from '../registry.js';
+import { checkGid } from './ah.js';
+import { overMax, verbsName, type CoreContext } from './core.js';
+
+const CREATE = {
+  handle: newHandle(Attr.QP.CREATE.HANDLE, 'qp_handle', Obj.QP),
+  pd: mandatory(handle<object>(Attr.QP.CREATE.PD_HANDLE, 'pd_handle', Obj.PD, 'read')),
+  qpType: mandatory(oneOf(Attr.QP.CREATE.QP_TYPE, 'qp_type', [QpType.RC, QpType.UC, QpType.UD])),
+  sendCq: mandatory(handle<ProviderCq>(Attr.QP.CREATE.SEND_CQ, 'send_cq', Obj.CQ, 'read')),
+  recvCq: mandatory(handle<ProviderCq>(Attr.QP.CREATE.RECV_CQ, 'recv_cq', Obj.CQ, 'read')),
+  srq: handle<ProviderSrq>(Attr.QP.CREATE.SRQ, 'srq', Obj.SRQ, 'read'),
+  // Checked field by field in the handler (checkCap), so its fields are unknown until then.
+  cap: mandatory(object<Partial<Record<keyof QpCapInit, unknown>>>(Attr.QP.CREATE.CAP, 'cap')),
+  sqSigAll: bool(Attr.QP.CREATE.SQ_SIG_ALL, 'sq_sig_all'),
+  qpNum: out<number>(Attr.QP.CREATE.RESP_QP_NUM, 'qp_num'),
+  respCap: out<QpCap>(Attr.QP.CREATE.RESP_CAP, 'resp_cap'),
+};
+const MODIFY = {
+  handle: mandatory(handle<ProviderQp>(Attr.QP.MODIFY.HANDLE, 'qp_handle', Obj.QP, 'write')),
+  mask: mandatory(flags(Attr.QP.MODIFY.ATTR_MASK, 'attr_mask', (1 << 21) - 1)),
+  // Checked field by field, as the mask selects them (checkQpAttrValues).
+  attr: mandatory(object<QpAttrValues>(Attr.QP.MODIFY.ATTR, 'attr')),
+};
+const QUERY = {
+  handle: mandatory(handle<ProviderQp>(Attr.QP.QUERY.HANDLE, 'qp_handle', Obj.QP, 'read')),
+  attr: out<QpAttrFull>(Attr.QP.QUERY.RESP_ATTR, 'attr'),
+};
+const DESTROY = { handle: mandatory(handle<ProviderQp>(Attr.QP.DESTROY.HANDLE, 'qp_handle', Obj.QP, 'destroy')) };
+
+/** The attribute at fault (a verbs name) and what is wrong with it. */
+type Problem = [string, string];
+
+function checkCap(c: Partial<Record<keyof QpCapInit, unknown>>, dev: ReturnType<ProviderDevice['queryDevice']>, hasSrq: boolean): Problem | undefined {
+  const lim: Array<[keyof QpCap, string, number]> = [
+    ['maxSendWr', 'max_qp_wr', dev.maxQpWr], ['maxRecvWr', 'max_qp_wr', dev.maxQpWr], ['maxSendSge', 'max_sge', dev.maxSge],
+    ['maxRecvSge', 'max_sge', dev.maxSge], ['maxInlineData', 'max_inline_data', dev.maxInlineData],
+  ];
+  for (const [k, limit, max] of lim) {
+    const v = c[k] ?? 0;
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) return [`cap.${verbsName(k)}`, `must be a non-negative integer, got ${String(v)}`];
+    if (v > max) return [`cap.${verbsName(k)}`, overMax(v, limit, max)];
+  }
+  if (((c.maxSendWr as number) ?? 0) < 1) return ['cap.max_send_wr', 'must be at least 1'];
+  if (!hasSrq && ((c.maxRecvWr as number) ?? 0) < 1) return ['cap.max_recv_wr', 'must be at least 1 without an SRQ'];
+  return undefined;
+}
+
+/** Value checks for modify_qp, beyond which attributes are allowed. */
+function checkQpAttrValues(attr: QpAttrValues, mask: number, core: CoreContext, qp: ProviderQp): Problem | undefined {
+  const dev = core.device.queryDevice();
+  const port = core.device.queryPort(1);
+  const range = (name: string, v: unknown, min: number, max: number): Problem | undefined =>
+    typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max ? [name, `must be ${min}..${max}, got ${String(v)}`] : undefined;
+  const checks: Array<[number, () => Problem | undefined]> = [
+    [QpAttr.STATE, () => range('qpState', attr.qpState, 0, 6)],
+    [QpAttr.CUR_STATE, () => (attr.curQpState !== qp.state ? ['curQpState', `is ${qpStateName(attr.curQpState ?? -1)} but the QP is ${qpStateName(qp.state)}`] : undefined)],
+    [QpAttr.ACCESS_FLAGS, () => {
+      const v = attr.qpAccessFlags;
+      const allowed = Access.LOCAL_WRITE | Access.REMOTE_WRITE | Access.REMOTE_READ | Access.REMOTE_ATOMIC | Access.MW_BIND;
+      if (typeof v !== 'number' || (v & ~allowed) !== 0) return ['qpAccessFlags', `unknown bits in ${String(v)}`];
+      return undefined;
+    }],
+    [QpAttr.PKEY_INDEX, () => range('pkeyIndex', attr.pkeyIndex, 0, port.pkeyTblLen - 1)],
+    [QpAttr.PORT, () => range('portNum', attr.portNum, 1, core.maxPort)],
+    [QpAttr.QKEY, () => range('qkey', attr.qkey, 0, 0xffffffff)],
+    [QpAttr.AV, () => {
+      const p = typeof attr.ahAttr === 'object' && attr.ahAttr ? checkGid(attr.ahAttr as unknown as Record<string, unknown>, core.device.gidTable(1).length) : 'ahAttr is required';
+      return p ? ['ahAttr', p] : undefined;
+    }],
+    [QpAttr.PATH_MTU, () => range('pathMtu', attr.pathMtu, 1, port.maxMtu)],
+    [QpAttr.TIMEOUT, () => range('timeout', attr.timeout, 0, 31)],
+    [QpAttr.RETRY_CNT, () => range('retryCnt', attr.retryCnt, 0, 7)],
+    [QpAttr.RNR_RETRY, () => range('rnrRetry', attr.rnrRetry, 0, 7)],
+    [QpAttr.RQ_PSN, () => range('rqPsn', attr.rqPsn, 0, 0xffffff)],
+    [QpAttr.SQ_PSN, () => range('sqPsn', attr.sqPsn, 0, 0xffffff)],
+    [QpAttr.MAX_QP_RD_ATOMIC, () => range('maxRdAtomic', attr.maxRdAtomic, 0, dev.maxQpInitRdAtom)],
+    [QpAttr.MAX_DEST_RD_ATOMIC, () => range('maxDestRdAtomic', attr.maxDestRdAtomic, 0, dev.maxQpRdAtom)],
+    [QpAttr.MIN_RNR_TIMER, () => range('minRnrTimer', attr.minRnrTimer, 0, 31)],
+    [QpAttr.DEST_QPN, () => range('destQpNum', attr.destQpNum, 1, 0xffffff)],
+    [QpAttr.PATH_MIG_STATE, () => range('pathMigState', attr.pathMigState, 0, 2)],
+    [QpAttr.ALT_PATH, () => ['altPath', 'alternate paths (APM) are not supported by software RoCE']],
+    [QpAttr.CAP, () => ['cap', 'resizing work queues with modify_qp is not supported']],
+  ];
+  for (const [bit, check] of checks) {
+    if (mask & bit) {
+      const r = check();
+      if (r) return r;
+    }
+  }
+  return undefined;
+}
+
+export function defineQp(r: UapiRegistry): void {
+  r.defineObject({
+    id: Obj.QP, name: 'QP',
+    destroy: (qp: ProviderQp, c: CoreContext) => c.provider.destroyQp(qp),
+    limit: { name: 'max_qp', max: (c: CoreContext) => c.device.queryDevice().maxQp },
+  });
+  r.defineMethod<CoreContext>(Obj.QP, {
+    id: M.QP.CREATE, name: 'CREATE', attrs: Object.values(CREATE),
+    handler: (ctx) => {
+      const cap = ctx.get(CREATE.cap);
+      const srq = ctx.get(CREATE.srq);
+      const bad = checkCap(cap, ctx.context.device.queryDevice(), srq !== undefined);
+      if (bad) fail('EINVAL', bad[1], { attr: bad[0] });
+      // checkCap has made every given field a non-negative integer.
+      const n = (v: unknown, otherwise: number) => (v as number | undefined) ?? otherwise;
+      const c: QpCap = {
+        maxSendWr: n(cap.maxSendWr, 0), maxRecvWr: srq ? 0 : n(cap.maxRecvWr, 0),
+        maxSendSge: n(cap.maxSendSge, 1), maxRecvSge: n(cap.maxRecvSge, 1), maxInlineData: n(cap.maxInlineData, 0),
+      };
+      const qp = ctx.context.provider.createQp(ctx.get(CREATE.pd), {
+        qpType: ctx.get(CREATE.qpType), sendCq: ctx.get(CREATE.sendCq), recvCq: ctx.get(CREATE.recvCq),
+        srq, cap: c, sqSigAll: ctx.get(CREATE.sqSigAll) ?? false,
+      });
+      ctx.hold(ctx.handle(CREATE.pd));
+      ctx.hold(ctx.handle(CREATE.sendCq));
+      ctx.hold(ctx.handle(CREATE.recvCq));
+      if (srq) ctx.hold(ctx.handle(CREATE.srq));
+      ctx.set(CREATE.qpNum, qp.qpn);
+      ctx.set(CREATE.respCap, c);
+      return { created: qp };
+    },
+  });
+  r.defineMethod<CoreContext>(Obj.QP, {
+    id: M.QP.MODIFY, name: 'MODIFY', attrs: Object.values(MODIFY),
+    handler: (ctx) => {
+      const qp = ctx.get(MODIFY.handle);
+      const mask = ctx.get(MODIFY.mask);
+      const attr = ctx.get(MODIFY.attr);
+      const cur = mask & QpAttr.CUR_STATE && typeof attr.curQpState === 'number' ? attr.curQpState : qp.state;
+      const bad = checkQpAttrValues(attr, mask, ctx.context, qp);
+      if (bad) fail('EINVAL', bad[1], { attr: verbsName(bad[0]) });
+      const next = mask & QpAttr.STATE ? (attr.qpState as number) : cur;
+      const t = checkTransition(qp.qpType, cur, next, mask);
+      if (!t.ok) {
+        const names = (bits: number) => Object.entries(QP_ATTR_NAMES).filter(([b]) => bits & Number(b)).map(([, n]) => n).join('|');
+        const what = `${qpTypeName(qp.qpType)} ${qpStateName(cur)}->${qpStateName(next)}`;
+        if (t.reason === 'transition') fail('EINVAL', `${what} is not a valid transition`, { attr: 'attr_mask' });
+        fail('EINVAL', `${what} ${t.reason === 'missing' ? 'requires' : 'does not allow'} ${names(t.attrs)}`, { attr: 'attr_mask' });
+      }
+      ctx.context.provider.modifyQp(qp, attr, mask);
+    },
+  });
+  r.defineMethod<CoreContext>(Obj.QP, {
+    id: M.QP.QUERY, name: 'QUERY', attrs: Object.values(QUERY),
+    handler: (ctx) => ctx.set(QUERY.attr, ctx.get(QUERY.handle).query()),
+  });
+  r.defineMethod<CoreContext>(Obj.QP, { id: M.QP.DESTROY, name: 'DESTROY', attrs: Object.values(DESTROY), handler: () => {} });
+}
