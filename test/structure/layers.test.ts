@@ -23,13 +23,16 @@ const ALLOWED: Record<string, readonly string[]> = {
   verbs: ['abi', 'uapi'],
   // A provider implements uapi's provider interface; rxe also sets socket options through sys.
   'providers/rxe': ['abi', 'uapi', 'sys'],
-  ism: ['sys'],
+  // The shared-memory device: errors from abi, memfd/mmap through sys.
+  ism: ['abi', 'sys'],
+  // The connection manager: wire codecs and state machines over abi; the GSI through verbs.
+  cm: ['abi', 'sys', 'verbs'],
   // SMC uses ism (SMC-D) and verbs (SMC-R), never a provider's internals.
   smc: ['abi', 'ism', 'sys', 'verbs'],
   // src/index.ts, the composition root of the verbs entry point: the one place that names a provider.
   index: ['abi', 'uapi', 'verbs', 'providers/rxe'],
-  tools: ['index', 'abi', 'verbs', 'ism', 'smc', 'sys'],
-  cli: ['index', 'abi', 'verbs', 'ism', 'smc', 'sys', 'tools'],
+  tools: ['index', 'abi', 'verbs', 'ism', 'smc', 'sys', 'cm'],
+  cli: ['index', 'abi', 'verbs', 'ism', 'smc', 'sys', 'cm', 'tools'],
 };
 
 /**
