@@ -6,6 +6,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import { ipv4Bytes, ipv6Bytes } from '../abi/inet.js';
+import { SoftrdmaError } from '../abi/errors.js';
 
 export const CLC_PROPOSAL = 1;
 export const CLC_ACCEPT = 2;
@@ -76,9 +77,10 @@ export function declineName(code: number): string {
   return s;
 }
 
-export class ClcError extends Error {
+/** A CLC message that cannot be taken: `reason` is the Decline code to answer it with. */
+export class ClcError extends SoftrdmaError {
   constructor(readonly reason: number, message: string) {
-    super(message);
+    super('EPROTO', message);
     this.name = 'ClcError';
   }
 }

@@ -2,7 +2,7 @@
 // is the errno name a C verbs user would see, and whose message names the object, the
 // method and the attribute at fault.
 
-import { constants } from 'node:os';
+import { SoftrdmaError } from '../abi/errors.js';
 
 export type ErrnoName =
   | 'EPERM' | 'ENOENT' | 'EIO' | 'E2BIG' | 'EBADF' | 'EAGAIN' | 'ENOMEM' | 'EACCES' | 'EFAULT'
@@ -16,9 +16,10 @@ export interface ErrorSite {
   attr?: string;
 }
 
-export class VerbsError extends Error {
-  readonly code: ErrnoName;
-  readonly errno: number;
+export class VerbsError extends SoftrdmaError {
+  declare readonly code: ErrnoName;
+  /** Every ErrnoName is an errno of this platform, so the base always finds its number. */
+  declare readonly errno: number;
   readonly object: string | undefined;
   readonly method: string | undefined;
   readonly attr: string | undefined;
@@ -28,10 +29,8 @@ export class VerbsError extends Error {
   constructor(code: ErrnoName, message: string, site: ErrorSite = {}) {
     const where = [site.object, site.method].filter(Boolean).join('.');
     const attr = site.attr ? `${where ? ' ' : ''}attribute '${site.attr}'` : '';
-    super(`${code}: ${where}${attr}${where || attr ? ': ' : ''}${message}`);
+    super(code, `${code}: ${where}${attr}${where || attr ? ': ' : ''}${message}`);
     this.name = 'VerbsError';
-    this.code = code;
-    this.errno = (constants.errno as Record<string, number>)[code] ?? 0;
     this.object = site.object;
     this.method = site.method;
     this.attr = site.attr;
