@@ -14,7 +14,8 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { connectTarget } from './connect-args.js';
 import { enableSmcOnServer } from './server.js';
-import { kSmc, resolveSmcOptions, Socket } from './socket.js';
+import { kSmc, Socket } from './socket.js';
+import { resolveSmcOptions } from './options.js';
 import { smcTotals } from './status.js';
 import { connectTls } from './tls.js';
 

@@ -6,7 +6,8 @@ import tls from 'node:tls';
 import { normalizeConnectArgs } from './connect-args.js';
 import './socket-events.js'; // the 'smc' event in Socket's types
 import { Server, type ServerOptions } from './server.js';
-import { getSmcInfo as socketSmcInfo, resolveSmcOptions, Socket, type SmcInfo, type SmcSocketOptions } from './socket.js';
+import { getSmcInfo as socketSmcInfo, Socket, type SmcInfo } from './socket.js';
+import { resolveSmcOptions, type SmcSocketOptions } from './options.js';
 import { connectTls as tlsOverSmc, tlsSmcInfo, SmcStream } from './tls.js';
 import { enableSmcOnServer } from './server.js';
 import { setSmcPolicy } from './policy.js';
@@ -14,7 +15,8 @@ import { DECLINE, declineName } from './clc.js';
 import { smcTotals, smcRefusals } from './status.js';
 
 export { Server, enableSmcOnServer, type ServerOptions } from './server.js';
-export { Socket, type SmcInfo, type SmcMode, type SmcSocketOptions } from './socket.js';
+export { Socket, type SmcInfo, type SmcMode } from './socket.js';
+export type { SmcSocketOptions } from './options.js';
 export { SmcStream } from './tls.js';
 
 /** How a socket carries its data: SMC-D, or TCP with the reasons; for TLS sockets, the socket beneath. */

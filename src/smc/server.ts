@@ -6,7 +6,8 @@ import net from 'node:net';
 import tls from 'node:tls';
 import util from 'node:util';
 import { ListenerRegistration } from './discovery.js';
-import { kSmc, lingerHandle, resolveSmcOptions, Socket, type ResolvedSmcOptions, type SmcSocketOptions } from './socket.js';
+import { kSmc, lingerHandle, Socket } from './socket.js';
+import { resolveSmcOptions, type ResolvedSmcOptions, type SmcSocketOptions } from './options.js';
 import { deferTlsConnection } from './tls.js';
 
 const debug = util.debuglog('smc');

@@ -26,9 +26,10 @@ import { RuntimeDirError } from '../ism/runtime-dir.js';
 import { checkProposal, proposalProof } from './peer-proof.js';
 import { returnDmb, takeDmb } from './dmb-pool.js';
 import { forget, kick, stayAwakeUntil } from './poller.js';
-import { policyAllows, type SmcPolicy } from './policy.js';
+import { policyAllows } from './policy.js';
 import { SmcdConnection } from './smcd-connection.js';
 import { connectTarget } from './connect-args.js';
+import { resolveSmcOptions, type ResolvedSmcOptions, type SmcSocketOptions } from './options.js';
 import { countSettled, track, untrack } from './status.js';
 
 /**
@@ -62,24 +63,6 @@ export interface SmcInfo {
   /** DMB sizes (ours, which the peer writes into, and the peer's). */
   bufferSize?: number;
   peerBufferSize?: number;
-}
-
-export interface SmcSocketOptions {
-  /** Try SMC on this socket (default true). */
-  smc?: boolean;
-  /** Per-connection decision, called with the addresses once TCP is connected. */
-  smcPolicy?: SmcPolicy;
-  /** Size of the DMB this end receives into: 16 KiB × 2^n (default 1 MiB, the SMC-D v1 maximum). */
-  smcBufferSize?: number;
-  /** How long a handshake step may take before the side waiting declines (ms, default 2000). */
-  smcHandshakeTimeout?: number;
-}
-
-export interface ResolvedSmcOptions {
-  enabled: boolean;
-  policy: SmcPolicy | undefined;
-  bufferSize: number;
-  timeout: number;
 }
 
 type Phase = 'idle' | 'tcp' | 'proposing' | 'srv-wait' | 'srv-accepting' | 'smcd' | 'closed';
@@ -123,35 +106,6 @@ interface SmcState {
   counters: boolean;
   /** Server: puts the handle's owner back as a plain property once the handshake settled (followOwner). */
   ownerRestore: (() => void) | undefined;
-}
-
-/**
- * SOFTRDMA_SMC_BUFFER sets the process-wide default DMB size (like net.smc.rmem). The default
- * is 1 MiB, the largest DMBE size SMC-D v1 defines (Linux's SMCD_DMBE_SIZES; Wireshark marks
- * larger ones invalid). Both softrdma ends accept larger DMBs; bulk transfers gain a little
- * from them (fewer times the writer finds the ring full and waits for the reader).
- */
-const DEFAULT_BUFFER = Number(process.env.SOFTRDMA_SMC_BUFFER) > 0 ? Number(process.env.SOFTRDMA_SMC_BUFFER) : 1024 * 1024;
-
-/** What a socket created without SMC options gets: one shared, frozen object, as none is ever changed. */
-let defaults: ResolvedSmcOptions | undefined;
-
-export function resolveSmcOptions(o: SmcSocketOptions | undefined, inherit?: ResolvedSmcOptions): ResolvedSmcOptions {
-  if (!inherit && (o === undefined || (o.smc === undefined && o.smcPolicy === undefined && o.smcBufferSize === undefined && o.smcHandshakeTimeout === undefined))) {
-    return defaults ??= Object.freeze(resolveFrom(undefined, undefined));
-  }
-  return resolveFrom(o, inherit);
-}
-
-function resolveFrom(o: SmcSocketOptions | undefined, inherit: ResolvedSmcOptions | undefined): ResolvedSmcOptions {
-  const size = o?.smcBufferSize ?? inherit?.bufferSize ?? DEFAULT_BUFFER;
-  if (!Number.isInteger(size) || size < 16384 || size > 1 << 30 || uncompressBufSize(compressBufSize(size)) !== size) {
-    throw Object.assign(new RangeError(`smcBufferSize must be 16 KiB × 2^n up to 1 GiB, got ${size}`), { code: 'ERR_OUT_OF_RANGE' });
-  }
-  const timeout = o?.smcHandshakeTimeout ?? inherit?.timeout ?? 2000;
-  if (!(timeout > 0)) throw Object.assign(new RangeError(`smcHandshakeTimeout must be > 0, got ${timeout}`), { code: 'ERR_OUT_OF_RANGE' });
-  if (o?.smcPolicy !== undefined && typeof o.smcPolicy !== 'function') throw new TypeError('smcPolicy must be a function');
-  return { enabled: o?.smc ?? inherit?.enabled ?? true, policy: o?.smcPolicy ?? inherit?.policy, bufferSize: size, timeout };
 }
 
 function newState(role: 'client' | 'server', opts: ResolvedSmcOptions, counters: boolean): SmcState {

@@ -1,0 +1,52 @@
+// The smc* socket options and their process-wide defaults (Linux: the net.smc sysctls of
+// smc_sysctl.c, such as net.smc.rmem, and SMC's setsockopt in af_smc.c).
+
+import { compressBufSize, uncompressBufSize } from './clc.js';
+import type { SmcPolicy } from './policy.js';
+
+export interface SmcSocketOptions {
+  /** Try SMC on this socket (default true). */
+  smc?: boolean;
+  /** Per-connection decision, called with the addresses once TCP is connected. */
+  smcPolicy?: SmcPolicy;
+  /** Size of the DMB this end receives into: 16 KiB × 2^n (default 1 MiB, the SMC-D v1 maximum). */
+  smcBufferSize?: number;
+  /** How long a handshake step may take before the side waiting declines (ms, default 2000). */
+  smcHandshakeTimeout?: number;
+}
+
+export interface ResolvedSmcOptions {
+  enabled: boolean;
+  policy: SmcPolicy | undefined;
+  bufferSize: number;
+  timeout: number;
+}
+
+/**
+ * SOFTRDMA_SMC_BUFFER sets the process-wide default DMB size (like net.smc.rmem). The default
+ * is 1 MiB, the largest DMBE size SMC-D v1 defines (Linux's SMCD_DMBE_SIZES; Wireshark marks
+ * larger ones invalid). Both softrdma ends accept larger DMBs; bulk transfers gain a little
+ * from them (fewer times the writer finds the ring full and waits for the reader).
+ */
+const DEFAULT_BUFFER = Number(process.env.SOFTRDMA_SMC_BUFFER) > 0 ? Number(process.env.SOFTRDMA_SMC_BUFFER) : 1024 * 1024;
+
+/** What a socket created without SMC options gets: one shared, frozen object, as none is ever changed. */
+let defaults: ResolvedSmcOptions | undefined;
+
+export function resolveSmcOptions(o: SmcSocketOptions | undefined, inherit?: ResolvedSmcOptions): ResolvedSmcOptions {
+  if (!inherit && (o === undefined || (o.smc === undefined && o.smcPolicy === undefined && o.smcBufferSize === undefined && o.smcHandshakeTimeout === undefined))) {
+    return defaults ??= Object.freeze(resolveFrom(undefined, undefined));
+  }
+  return resolveFrom(o, inherit);
+}
+
+function resolveFrom(o: SmcSocketOptions | undefined, inherit: ResolvedSmcOptions | undefined): ResolvedSmcOptions {
+  const size = o?.smcBufferSize ?? inherit?.bufferSize ?? DEFAULT_BUFFER;
+  if (!Number.isInteger(size) || size < 16384 || size > 1 << 30 || uncompressBufSize(compressBufSize(size)) !== size) {
+    throw Object.assign(new RangeError(`smcBufferSize must be 16 KiB × 2^n up to 1 GiB, got ${size}`), { code: 'ERR_OUT_OF_RANGE' });
+  }
+  const timeout = o?.smcHandshakeTimeout ?? inherit?.timeout ?? 2000;
+  if (!(timeout > 0)) throw Object.assign(new RangeError(`smcHandshakeTimeout must be > 0, got ${timeout}`), { code: 'ERR_OUT_OF_RANGE' });
+  if (o?.smcPolicy !== undefined && typeof o.smcPolicy !== 'function') throw new TypeError('smcPolicy must be a function');
+  return { enabled: o?.smc ?? inherit?.enabled ?? true, policy: o?.smcPolicy ?? inherit?.policy, bufferSize: size, timeout };
+}
