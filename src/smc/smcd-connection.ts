@@ -12,19 +12,8 @@ import {
   CdcArea, CONN_ABORT, CONN_CLOSED, CONN_DONE_WRITING, PROD_CONS_UPD_REQ, PROD_WRITE_BLOCKED, SMCD_CDC_LEN,
   packCursor, unpackCursor,
 } from './cdc.js';
-
-export interface SmcdHandlers {
-  /** New bytes in order; return false to stop delivery until resume(). */
-  data(chunk: Buffer): boolean;
-  /** The peer finished writing and everything it wrote was delivered. */
-  peerDone(): void;
-  /** The peer aborted the connection. */
-  peerAbort(): void;
-  /** The peer consumed data: blocked writes can continue. */
-  writable(): void;
-  /** The peer's cursors make no sense. */
-  protocolError(message: string): void;
-}
+import { forget, kick } from './poller.js';
+import type { SmcTransport, SmcTransportMode, TransportCursors, TransportEvents } from './transport.js';
 
 /** A byte total in wire form: {wrap, count} relative to the ring (wrap is 16 bits). */
 function toWire(total: number, ring: number): { wrap: number; count: number } {
@@ -37,7 +26,7 @@ function cursorDelta(total: number, ring: number, wrap: number, count: number): 
   return ((wrap - last.wrap) & 0xffff) * ring + count - last.count;
 }
 
-export class SmcdConnection {
+export class SmcdConnection implements SmcTransport {
   readonly rxRing: number;
   readonly txRing: number;
   /** Bytes written by the peer into rx / consumed by us. */
@@ -65,7 +54,11 @@ export class SmcdConnection {
   bytesReceived = 0;
   bytesSent = 0;
 
-  constructor(readonly rx: Dmb, readonly tx: RemoteDmb, private readonly h: SmcdHandlers) {
+  /**
+   * unregister gives rx back when the connection is released (the socket returns it to the
+   * DMB pool); release(unregister) may name it there instead.
+   */
+  constructor(readonly rx: Dmb, readonly tx: RemoteDmb, private readonly h: TransportEvents, private readonly unregister?: (d: Dmb) => void) {
     this.rxRing = rx.size - SMCD_CDC_LEN;
     this.txRing = tx.size - SMCD_CDC_LEN;
     if (this.rxRing <= 0 || this.txRing <= 0) throw new RangeError('DMB too small for a CDC area');
@@ -77,6 +70,24 @@ export class SmcdConnection {
     // (about 15% more throughput here); without it, anything over glibc's 128 KiB mmap
     // threshold would be mapped and faulted in afresh on every delivery.
     this.slice = keepFreedHeap() ? 256 * 1024 : 64 * 1024;
+  }
+
+  get mode(): SmcTransportMode {
+    return 'SMCD';
+  }
+
+  /** The DMB sizes (CDC area included), ours and the peer's. */
+  get bufferSize(): number {
+    return this.rx.size;
+  }
+
+  get peerBufferSize(): number {
+    return this.tx.size;
+  }
+
+  /** Activity: the poller watches this connection's CDC until it has been quiet a while. */
+  kick(): void {
+    kick(this);
   }
 
   /** Free space in the peer's ring. */
@@ -97,7 +108,7 @@ export class SmcdConnection {
   }
 
   /** The cursor pair in wire form, for tools like smcss. */
-  cursors(): { tx: { wrap: number; count: number }; peerCons: { wrap: number; count: number }; rx: { wrap: number; count: number }; cons: { wrap: number; count: number } } {
+  cursors(): TransportCursors {
     return {
       tx: toWire(this.produced, this.txRing), peerCons: toWire(this.peerConsumed, this.txRing),
       rx: toWire(this.peerProduced, this.rxRing), cons: toWire(this.consumed, this.rxRing),
@@ -309,11 +320,12 @@ export class SmcdConnection {
     this.txCdc.storeProd(packCursor(prod.wrap, prod.count, this.prodFlags, this.connFlags));
   }
 
-  /** Drop both DMB mappings; nothing may touch them afterwards. */
-  release(unregister: (d: Dmb) => void): void {
+  /** Stop polling and drop both DMB mappings; nothing may touch them afterwards. */
+  release(unregister = this.unregister): void {
     if (this.released) return;
+    forget(this);
     this.released = true;
     this.tx.detach();
-    unregister(this.rx);
+    unregister?.(this.rx);
   }
 }

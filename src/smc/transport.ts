@@ -1,0 +1,97 @@
+// The transport an SMC connection's byte stream runs over once the CLC handshake settled:
+// what the socket (socket.ts, data.ts, close.ts) needs from it, and all it may use. In Linux
+// this is what a struct smc_connection reaches through its link group (conn->lgr: an ISM
+// device's DMBs for SMC-D, RDMA links for SMC-R), with smc_tx.c, smc_rx.c, smc_cdc.c and
+// smc_close.c calling into either. SMC-D's is SmcdConnection (smcd-connection.ts); SMC-R's
+// would be a second implementation, picked by the handshake (handshake.ts), with no change
+// to the socket.
+//
+// Types only: nothing here exists at run time. Each connection has one transport for its
+// life, so the socket's call sites see one class per connection, and with only SMC-D, one
+// class in all (V8 inlines them as the direct calls they were).
+
+/** Which SMC variant a transport is (getSmcInfo's mode). */
+export type SmcTransportMode = 'SMCD' | 'SMCR';
+
+/** A byte total in CDC wire form: {wrap, count} relative to the ring (wrap is 16 bits). */
+export interface WireCursor {
+  wrap: number;
+  count: number;
+}
+
+/** The four cursors of a connection, as smcss -d shows them (Linux: smc_diag's smc_diag_conninfo). */
+export interface TransportCursors {
+  /** Our producer cursor in the peer's ring, and the peer's consumer cursor there. */
+  tx: WireCursor;
+  peerCons: WireCursor;
+  /** The peer's producer cursor in our ring, and our consumer cursor. */
+  rx: WireCursor;
+  cons: WireCursor;
+}
+
+/**
+ * What a transport tells the socket that drives it. Called from within the transport's own
+ * methods (process(), resume(), peerExited()), never later on their own.
+ */
+export interface TransportEvents {
+  /** New bytes in order; return false to stop delivery until resume(). */
+  data(chunk: Buffer): boolean;
+  /** The peer finished writing and everything it wrote was delivered. */
+  peerDone(): void;
+  /** The peer aborted the connection. */
+  peerAbort(): void;
+  /** The peer consumed data: blocked writes can continue. */
+  writable(): void;
+  /** The peer's cursors make no sense. */
+  protocolError(message: string): void;
+}
+
+export interface SmcTransport {
+  readonly mode: SmcTransportMode;
+
+  // Sending (Linux smc_tx.c).
+  /** Copy as much of data as fits into the peer's buffer and tell the peer; returns the bytes taken. */
+  write(data: Uint8Array): number;
+  /** There was activity: watch for the peer's answer (data, consumer cursor) for a while. */
+  kick(): void;
+
+  // Receiving (Linux smc_rx.c, smc_cdc.c's receive side).
+  /** Look at what the peer wrote and act on it (events). Returns whether anything changed. */
+  process(): boolean;
+  /** The application wants data again. Returns whether anything happened. */
+  resume(): boolean;
+  /** Bytes received and not yet delivered, as of the last process(). */
+  readonly readable: number;
+  /** Bytes the peer has written that we have not consumed, as the buffer says now: close(2)'s question. */
+  unreadNow(): number;
+  /** Count everything that arrived as read, without delivering it (a flowing reader closing). */
+  consumeArrived(): void;
+
+  // Closing (Linux smc_close.c): the connection-state flags of the CDC.
+  /** peer_done_writing: no more data from us (half-close). */
+  closeWrite(): void;
+  /** peer_conn_closed: an orderly end. */
+  closeOrderly(): void;
+  /** peer_conn_abort. */
+  abort(): void;
+  /** The peer's process is gone without a closing message: take it as peer_conn_closed. */
+  peerExited(): void;
+  /** The peer sent done-writing, closed or aborted. */
+  readonly peerFinished: boolean;
+  /** The peer closed its end entirely: it reads nothing more. */
+  readonly peerClosed: boolean;
+  readonly peerAborted: boolean;
+  /** Bytes we wrote that the peer has not consumed. */
+  readonly unconsumed: number;
+  /** Give the buffers back and stop watching; nothing may be called afterwards but the getters. */
+  release(): void;
+  readonly released: boolean;
+
+  // Accounting (getSmcInfo, smcss).
+  readonly bytesSent: number;
+  readonly bytesReceived: number;
+  /** The size of the buffer the peer writes into, and of the peer's, which we write into. */
+  readonly bufferSize: number;
+  readonly peerBufferSize: number;
+  cursors(): TransportCursors;
+}
