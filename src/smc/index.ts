@@ -6,7 +6,8 @@ import tls from 'node:tls';
 import { normalizeConnectArgs } from './connect-args.js';
 import './socket-events.js'; // the 'smc' event in Socket's types
 import { Server, type ServerOptions } from './server.js';
-import { getSmcInfo as socketSmcInfo, Socket, type SmcInfo } from './socket.js';
+import { Socket } from './socket.js';
+import { getSmcInfo as socketSmcInfo, type SmcInfo } from './state.js';
 import { resolveSmcOptions, type SmcSocketOptions } from './options.js';
 import { connectTls as tlsOverSmc, tlsSmcInfo, SmcStream } from './tls.js';
 import { enableSmcOnServer } from './server.js';

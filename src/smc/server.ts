@@ -6,7 +6,9 @@ import net from 'node:net';
 import tls from 'node:tls';
 import util from 'node:util';
 import { ListenerRegistration } from './discovery.js';
-import { kSmc, lingerHandle, Socket } from './socket.js';
+import { lingerHandle } from './close.js';
+import { Socket } from './socket.js';
+import { kSmc } from './state.js';
 import { resolveSmcOptions, type ResolvedSmcOptions, type SmcSocketOptions } from './options.js';
 import { deferTlsConnection } from './tls.js';
 

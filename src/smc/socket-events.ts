@@ -3,7 +3,8 @@
 // declares on() hides the overloads the class inherits from net.Socket). Types only.
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
-// (Names inside the augmentation, SmcInfo among them, resolve in socket.ts.)
+
+import type { SmcInfo } from './state.js';
 
 declare module './socket.js' {
   interface Socket {

@@ -14,7 +14,7 @@ import { forgetDirectories, keepPresent, removeEntry, runtimeDirRefusals, subdir
 import { poolStats } from './dmb-pool.js';
 import { declineName } from './clc.js';
 import { CONN_ABORT, CONN_CLOSED, CONN_DONE_WRITING, PROD_CONS_UPD_REQ, PROD_URG_PENDING, PROD_URG_PRESENT, PROD_WRITE_BLOCKED } from './cdc.js';
-import { getSmcInfo, smcState } from './socket.js';
+import { getSmcInfo, smcState } from './state.js';
 
 const debug = util.debuglog('smc');
 /**

@@ -14,7 +14,8 @@ import { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import { normalizeConnectArgs } from './connect-args.js';
 import { isSmcListener } from './discovery.js';
-import { getSmcInfo, kSmc, smcState, Socket, type SmcInfo } from './socket.js';
+import { Socket } from './socket.js';
+import { getSmcInfo, kSmc, smcState, type SmcInfo } from './state.js';
 import type { ResolvedSmcOptions } from './options.js';
 
 /**

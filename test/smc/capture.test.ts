@@ -26,7 +26,7 @@ const PAYLOAD = '(((ip[2:2] - ((ip[0]&0xf)<<2)) - ((tcp[12]&0xf0)>>2)) != 0)';
 
 test('the CLC handshake decodes in Wireshark\'s SMC dissector with the values both ends used', { skip: captureUnavailable(), timeout: 120_000 }, async () => {
   const smc = await import('../../src/smc/index.js');
-  const { smcState } = await import('../../src/smc/socket.js');
+  const { smcState } = await import('../../src/smc/state.js');
   const { encodeProposal, localSystemId, DECLINE } = await import('../../src/smc/clc.js');
   const { defaultIsmDevice } = await import('../../src/ism/device.js');
   const srv = runNode(SERVER, [], { stdin: 'pipe', env: { SOFTRDMA_RUNTIME_DIR: runtime } });

@@ -1,0 +1,114 @@
+// Closing an SMC socket as close(2) closes TCP (Linux: smc_close.c): end() is
+// peer_done_writing, destroy() an orderly close (peer_conn_closed) when nothing received is
+// left unread and an abort (peer_conn_abort) when something is or the application reset; a
+// peer whose TCP connection ends without a closing CDC has exited. During the handshake the
+// server's TCP handle lingers instead of answering a CLC message in flight with a RST.
+
+import net from 'node:net';
+import { releaseHandshake } from './handshake.js';
+import type { Socket } from './socket.js';
+import { connReset, restoreOwner, type SmcState } from './state.js';
+import { untrack } from './status.js';
+
+/**
+ * destroy() of an SMC socket (Linux: smc_release), before node:net's own _destroy: a server
+ * still in the handshake lingers (lingerClose), anything else closes by TCP's rule (teardown).
+ */
+export function smcRelease(sock: Socket, s: SmcState): void {
+  const linger = s.role === 'server' && (s.phase === 'srv-wait' || s.phase === 'srv-accepting') && !resetting(sock);
+  teardown(sock, s);
+  if (linger) lingerClose(sock, s.opts.timeout);
+}
+
+/** Is this destroy() resetAndDestroy()'s (node:net sets the flag before it destroys)? */
+function resetting(sock: net.Socket): boolean {
+  return (sock as unknown as { resetAndClosing?: boolean }).resetAndClosing === true;
+}
+
+function closedBeforeConnection(): NodeJS.ErrnoException {
+  return Object.assign(new Error('Socket closed before the connection was established'), { code: 'ERR_SOCKET_CLOSED_BEFORE_CONNECTION' });
+}
+
+/**
+ * TCP's end while the stream runs over SMC (Linux: smc_close_passive_work): the peer's closing
+ * CDC, or, without one, the peer's process is gone.
+ */
+export function onTcpEndWhileSmc(sock: Socket, s: SmcState): void {
+  const conn = s.conn;
+  if (!conn || conn.released) return;
+  // The peer writes its CDC before it closes TCP, so the CDC is current now.
+  conn.process();
+  if (conn.released || conn.peerFinished) return;
+  // No closing CDC: the peer's process ended (exit, a signal) and its kernel closed the TCP
+  // connection, with a FIN if nothing was left unread there and a RST otherwise. The same rule
+  // on the ring: bytes of ours it never consumed make it an abort, as the RST would.
+  if (conn.unconsumed > 0) sock.destroy(connReset('peer closed the TCP connection with data of ours unread (process died?)'));
+  else conn.peerExited();
+}
+
+/**
+ * The server application closed a connection during the handshake, having read nothing of
+ * the application's. The client's CLC message may sit unread in the kernel, or be on its way,
+ * and closing the handle now would answer it with a RST where this close is a FIN over TCP.
+ * So the handle closes gently: FIN now, whatever still comes is read and dropped, and the
+ * handle closes at the peer's FIN or after the handshake timeout. The application's socket
+ * is done at once ('close' as usual); the lingering one keeps no process alive.
+ */
+function lingerClose(sock: Socket, timeout: number): void {
+  const self = sock as unknown as { _handle: object | null };
+  const handle = self._handle;
+  if (!handle) return;
+  self._handle = null; // node:net's _destroy then closes nothing and emits 'close' itself
+  lingerHandle(handle, timeout);
+}
+
+/** @internal Close a TCP handle as lingerClose does (also for connections a server drops). */
+export function lingerHandle(handle: object, timeout: number): void {
+  const l = new net.Socket({ handle } as net.SocketConstructorOpts);
+  l.on('error', () => {});
+  l.resume();
+  l.end();
+  l.unref();
+  setTimeout(() => l.destroy(), timeout).unref();
+}
+
+/** Release everything of the connection; writes still waiting complete as node:net's would. */
+function teardown(sock: Socket, s: SmcState): void {
+  restoreOwner(s);
+  clearTimeout(s.timer);
+  s.timer = undefined;
+  const conn = s.conn;
+  if (conn && !conn.released) {
+    // TCP's close rule, which Linux's smc_close_active applies too: peer_conn_closed (a FIN)
+    // when nothing is left unread, peer_conn_abort (a RST) when data is, or when the
+    // application asked for a reset. Writes still queued are dropped, as libuv cancels them.
+    // Bytes that reached the ring since the last poll, on a socket that reads all that comes
+    // (flowing, nothing held back), count as read: libuv reads TCP as it arrives, while the
+    // ring is looked at only when polled or signalled. node:tls closes its transport right
+    // after the peer's last record, which would otherwise make its close an abort.
+    const reset = resetting(sock);
+    if (!reset && sock.readableFlowing === true && conn.readable === 0) conn.consumeArrived();
+    if (reset || conn.peerAborted || conn.unreadNow() > 0) conn.abort();
+    else conn.closeOrderly();
+    conn.release();
+  } else {
+    releaseHandshake(s);
+  }
+  s.dmb = undefined;
+  s.remote = undefined;
+  const waiting = [s.pending?.cb, s.held?.cb, s.heldFinal];
+  s.pending = undefined;
+  s.held = undefined;
+  s.heldFinal = undefined;
+  if (sock.connecting) {
+    // As node:net does for writes queued before the connection was established: they fail
+    // with ERR_SOCKET_CLOSED_BEFORE_CONNECTION once the socket has closed.
+    sock.once('close', () => { for (const cb of waiting) cb?.(closedBeforeConnection()); });
+  } else {
+    // As node:net's: a write libuv was still carrying completes without an error when the
+    // socket is destroyed (onWriteComplete on a destroyed stream); nothing is emitted.
+    for (const cb of waiting) cb?.();
+  }
+  s.phase = 'closed';
+  untrack(sock);
+}

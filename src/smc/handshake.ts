@@ -1,0 +1,406 @@
+// The CLC handshake of an SMC socket (Linux: af_smc.c's smc_connect_clc/smc_connect_ism on
+// the client and smc_listen_work on the server, with smc_clc.c's messages, here clc.ts): it
+// runs over the TCP connection, which stays open for the connection's life and tells us when
+// the peer process dies.
+//   client                                   server
+//   ── Proposal (ISM GID) ─────────────────►  registers a DMB
+//   ◄───────────────── Accept (GID, token) ─
+//   attaches server DMB, registers own DMB
+//   ── Confirm (GID, token) ──────────────►  attaches client DMB
+//   data flows through the DMBs; a Decline at any step means plain TCP from there on.
+// It ends in settleTcp (fallback: the socket is node:net's from there on, as
+// smc_switch_to_fallback) or settleSmc with the transport it picked: SMC-D's SmcdConnection,
+// the only one yet.
+
+import net from 'node:net';
+import util from 'node:util';
+import { defaultIsmDevice } from '../ism/device.js';
+import { RuntimeDirError } from '../ism/runtime-dir.js';
+import {
+  CLC_ACCEPT, CLC_CONFIRM, CLC_DECLINE, CLC_PROPOSAL, ClcError, DECLINE, SMC_TYPE_B, SMC_TYPE_D,
+  clcFrameLength, compressBufSize, decodeClc, declineName, encodeAcceptConfirm, encodeDecline, encodeProposal,
+  localSystemId, mayBeClc, uncompressBufSize, type AcceptConfirm, type ClcMessage, type Proposal,
+} from './clc.js';
+import { smcWrite, transportEvents } from './data.js';
+import { isSmcListener, unmapV4 } from './discovery.js';
+import { returnDmb, takeDmb } from './dmb-pool.js';
+import { checkProposal, proposalProof } from './peer-proof.js';
+import { kick, stayAwakeUntil } from './poller.js';
+import { policyAllows } from './policy.js';
+import { SmcdConnection } from './smcd-connection.js';
+import type { Socket } from './socket.js';
+import { connReset, getSmcInfo, kSmc, restoreOwner, toBuffer, withSmcCounters, type Held, type SmcState } from './state.js';
+import { countSettled } from './status.js';
+import type { SmcTransport } from './transport.js';
+
+// NODE_DEBUG=smc: one line per connection when it settles on SMC-D or TCP, with the cause.
+const debug = util.debuglog('smc');
+
+/** NODE_DEBUG is read once at startup; its `enabled` getter costs ~1 us, on every connection. */
+const debugOn = debug.enabled;
+
+/**
+ * A server application that writes before any byte arrived (an SMTP-style banner) commits
+ * the connection to TCP. A Proposal that may still arrive is swallowed; the client falls
+ * back when it reads our bytes.
+ */
+export function serverSpeaksFirst(sock: Socket, s: SmcState): boolean {
+  if (s.phase !== 'srv-wait' || s.clc) return false;
+  settleTcp(sock, s, DECLINE.PEERNOSMC, 'server wrote first');
+  s.stripClc = true;
+  return true;
+}
+
+function rawWrite(sock: Socket, s: SmcState, buf: Buffer): void {
+  withSmcCounters(sock, s);
+  s.clcOut += buf.length;
+  (sock as unknown as { _writeGeneric(v: boolean, d: Buffer, e: string, cb: (err?: Error) => void): void })
+    ._writeGeneric(false, buf, 'buffer', (err) => { if (err) sock.destroy(clcWriteError(err)); });
+}
+
+/**
+ * A CLC message could not be written because the peer reset the connection. The application
+ * wrote nothing: over TCP it would have learnt of the reset by reading (the write took the
+ * kernel's pending error, so the read will not see it now). Say it as that read would.
+ */
+function clcWriteError(err: Error): Error {
+  const code = (err as NodeJS.ErrnoException).code;
+  return code === 'ECONNRESET' || code === 'EPIPE' ? connReset('read ECONNRESET') : err;
+}
+
+/**
+ * The application closed or dropped the TCP handle during the handshake (node's own tests
+ * do): nothing more can be negotiated, and its writes meet the handle as on node:net.
+ */
+export function handleGone(sock: Socket, s: SmcState): boolean {
+  if (s.phase === 'idle') return false; // still connecting: node:net creates the handle late
+  const h = (sock as unknown as { _handle?: { fd?: number } | null })._handle;
+  if (h && !(typeof h.fd === 'number' && h.fd < 0)) return false;
+  releaseHandshake(s);
+  settleTcp(sock, s, undefined, 'TCP handle closed by the application');
+  return true;
+}
+
+function sendDecline(sock: Socket, s: SmcState, reason: number): void {
+  rawWrite(sock, s, encodeDecline({ diagnosis: reason, smcd: true }));
+}
+
+function startTimer(sock: Socket, s: SmcState): void {
+  clearTimeout(s.timer);
+  s.timer = setTimeout(() => {
+    s.timer = undefined;
+    if (s.phase === 'proposing' || s.phase === 'srv-accepting') {
+      sendDecline(sock, s, DECLINE.TIMEOUT_CL);
+      releaseHandshake(s);
+      settleTcp(sock, s, DECLINE.TIMEOUT_CL, 'handshake timed out');
+      s.stripClc = true; // a late Accept/Confirm is not application data
+      if (s.clc) startTimer(sock, s); // part of one may be here already: bound that wait too
+    } else if (s.phase === 'srv-wait' && s.clc) {
+      // The first bytes looked like the start of a CLC message and no more came: they are the
+      // client's data. Deliver them, and let the server's held writes go out.
+      const got = s.clc;
+      s.clc = undefined;
+      settleTcp(sock, s, DECLINE.PEERNOSMC, 'incomplete CLC message: taken as TCP data');
+      sock.smcPush(got);
+    } else if (s.phase === 'tcp' && s.stripClc && s.clc) {
+      // What might have been the start of a late CLC message was not one.
+      const got = s.clc;
+      s.clc = undefined;
+      s.stripClc = false;
+      sock.smcPush(got);
+    }
+  }, s.opts.timeout);
+  s.timer.unref();
+}
+
+export function onClientConnect(this: Socket): void {
+  const sock = this;
+  const s = sock[kSmc];
+  if (!s || s.phase !== 'idle') return;
+  const info = () => ({ role: 'client' as const, localAddress: sock.localAddress, localPort: sock.localPort, remoteAddress: sock.remoteAddress, remotePort: sock.remotePort });
+  if (!policyAllows(s.opts.policy, info)) return settleTcp(sock, s, undefined, 'policy', true);
+  let listener = false;
+  // The port we connected to is the peer's: only a port some listener uses costs a getpeername.
+  try { listener = isSmcListener(() => sock.remoteAddress, s.targetPort ?? sock.remotePort); } catch (e) {
+    if (e instanceof RuntimeDirError) return settleTcp(sock, s, DECLINE.NOSMCDEV, `runtime directory refused (${e.kind})`, true);
+    listener = false;
+  }
+  if (!listener) return settleTcp(sock, s, DECLINE.PEERNOSMC, 'peer is not an SMC listener', true);
+  try {
+    s.device = defaultIsmDevice();
+  } catch {
+    return settleTcp(sock, s, DECLINE.NOSMCDEV, 'no ism device', true);
+  }
+  const local = unmapV4(sock.localAddress ?? '');
+  const v4 = net.isIPv4(local);
+  const proposal = encodeProposal({
+    version: 1, path: SMC_TYPE_D, peerId: localSystemId(), smcdGid: s.device.gid, chid: s.device.chid, proof: proposalProof(s.device, sock),
+    subnet: v4 ? subnetOf(local) : '0.0.0.0', prefixLength: v4 ? 8 : 0,
+    ipv6Prefixes: v4 ? [] : [{ prefix: '::', length: 0 }],
+  });
+  s.phase = 'proposing';
+  rawWrite(sock, s, proposal);
+  startTimer(sock, s);
+  stayAwakeUntil(() => s.phase !== 'proposing');
+}
+
+function subnetOf(a: string): string {
+  // Both ends are on this host; the subnet only has to be plausible for a dissector.
+  const [x] = a.split('.');
+  return `${x}.0.0.0`;
+}
+
+/**
+ * Leave the handshake for TCP: release what it set up, flush held writes through TCP. From
+ * the 'connect' event (deferFlush), the held writes go out after the application's own
+ * 'connect' listeners have run, as node:net's queued writes do (their callbacks come after
+ * the connect callback).
+ */
+export function settleTcp(sock: Socket, s: SmcState, reason: number | undefined, cause: string, deferFlush = false): void {
+  restoreOwner(s);
+  clearTimeout(s.timer);
+  s.timer = undefined;
+  s.phase = 'tcp';
+  s.fallbackReason = reason;
+  s.fallbackCause = cause;
+  countSettled('TCP', reason, cause); // still listed by smcss (as TCP, with the reason) until it closes
+  if (debugOn) debug('%s %s:%s -> %s:%s settled on TCP: %s', s.role, sock.localAddress, sock.localPort, sock.remoteAddress, sock.remotePort, cause);
+  const held = s.held;
+  s.held = undefined;
+  const fin = s.heldFinal;
+  s.heldFinal = undefined;
+  if (sock.listenerCount('smc') > 0) sock.emit('smc', getSmcInfo(sock));
+  if (!held && !fin) return;
+  if (deferFlush) process.nextTick(flushHeld, sock, held, fin);
+  else flushHeld(sock, held, fin);
+}
+
+function flushHeld(sock: Socket, held: Held | undefined, fin: ((err?: Error | null) => void) | undefined): void {
+  if (held) {
+    // The application made these writes before anything went wrong; over TCP they would have
+    // been taken, and a reset met later by a read.
+    const cb = (err?: Error | null) => held.cb(err ? clcWriteError(err) : err);
+    if (sock.destroyed) cb();
+    else if (held.writev) net.Socket.prototype._writev!.call(sock, held.data as Array<{ chunk: unknown; encoding: BufferEncoding }>, cb);
+    else net.Socket.prototype._write.call(sock, held.data, held.encoding, cb);
+  }
+  if (fin && !sock.destroyed) net.Socket.prototype._final.call(sock, fin);
+}
+
+function fallbackAfterDecline(sock: Socket, s: SmcState, reason: number, sendOwn: boolean, cause: string): void {
+  if (sendOwn) sendDecline(sock, s, reason);
+  releaseHandshake(s);
+  settleTcp(sock, s, reason, cause);
+}
+
+/** Give back what SMC-D's handshake set up (our DMB, the peer's mapping), when it ends without a transport. */
+export function releaseHandshake(s: SmcState): void {
+  if (s.dmb && s.device) s.device.unregisterDmb(s.dmb);
+  s.dmb = undefined;
+  s.remote?.detach();
+  s.remote = undefined;
+}
+
+export function onClcBytes(sock: Socket, s: SmcState, chunk: Buffer | null): void {
+  if (chunk === null) {
+    // The peer closed during the handshake: nothing more to negotiate.
+    const rest = s.clc;
+    s.clc = undefined;
+    releaseHandshake(s);
+    settleTcp(sock, s, DECLINE.SYNCERR, 'peer closed during the handshake');
+    if (rest?.length) sock.smcPush(rest);
+    sock.smcPush(null);
+    return;
+  }
+  s.clc = s.clc ? Buffer.concat([s.clc, chunk]) : chunk;
+  while (s.clc && s.clc.length > 0 && (s.phase === 'proposing' || s.phase === 'srv-wait' || s.phase === 'srv-accepting')) {
+    const buf: Buffer = s.clc;
+    if (!mayBeClc(buf) && (s.phase === 'srv-wait' || s.phase === 'proposing')) {
+      // Not CLC at all: a plain client (server side) or a server that spoke first (client side).
+      s.clc = undefined;
+      settleTcp(sock, s, DECLINE.PEERNOSMC, s.role === 'server' ? 'peer did not propose SMC' : 'server wrote first');
+      sock.smcPush(buf);
+      return;
+    }
+    let len: number;
+    try {
+      len = clcFrameLength(buf);
+    } catch (e) {
+      // A broken header. Server: the bytes are the client's data, not a proposal. Client:
+      // after our Proposal the server must answer in CLC; anything else is out of sync.
+      s.clc = undefined;
+      if (s.phase === 'srv-wait') {
+        settleTcp(sock, s, DECLINE.PEERNOSMC, 'peer did not propose SMC');
+        sock.smcPush(buf);
+      } else {
+        releaseHandshake(s);
+        sock.destroy(connReset(`SMC handshake out of sync: ${(e as Error).message}`));
+      }
+      return;
+    }
+    if (len === 0) {
+      // Need more bytes. The handshake timer bounds the wait (the server's starts here).
+      if (!s.timer) startTimer(sock, s);
+      return;
+    }
+    const frame = buf.subarray(0, len);
+    s.clc = len < buf.length ? buf.subarray(len) : undefined;
+    withSmcCounters(sock, s);
+    s.clcIn += len;
+    let msg: ClcMessage;
+    try {
+      msg = decodeClc(frame);
+    } catch (e) {
+      const reason = e instanceof ClcError ? e.reason : DECLINE.SYNCERR;
+      fallbackAfterDecline(sock, s, reason, true, `malformed CLC message: ${(e as Error).message}`);
+      break;
+    }
+    handleClc(sock, s, msg);
+  }
+  // Whatever follows the handshake belongs to the stream it settled on.
+  const rest = s.clc;
+  if (rest && (s.phase === 'tcp' || s.phase === 'smcd')) {
+    s.clc = undefined;
+    if (s.phase === 'tcp') sock.smcPush(rest);
+    else s.strayTcpBytes += rest.length;
+  }
+}
+
+function handleClc(sock: Socket, s: SmcState, m: ClcMessage): void {
+  if (m.type === CLC_DECLINE) {
+    s.peerDeclineReason = m.diagnosis;
+    releaseHandshake(s);
+    settleTcp(sock, s, DECLINE.PEERDECL, `peer declined: ${declineName(m.diagnosis)}`);
+    return;
+  }
+  if (s.phase === 'srv-wait' && m.type === CLC_PROPOSAL) return onProposal(sock, s, m);
+  if (s.phase === 'proposing' && m.type === CLC_ACCEPT) return onAccept(sock, s, m);
+  if (s.phase === 'srv-accepting' && m.type === CLC_CONFIRM) return onConfirm(sock, s, m);
+  fallbackAfterDecline(sock, s, DECLINE.SYNCERR, true, `unexpected CLC message type ${m.type} while ${s.phase}`);
+}
+
+function onProposal(sock: Socket, s: SmcState, p: Proposal): void {
+  let reason = s.serverDecline;
+  if (!reason && p.path !== SMC_TYPE_D && p.path !== SMC_TYPE_B) reason = DECLINE.MODEUNSUPP;
+  if (!reason) {
+    try { s.device = defaultIsmDevice(); } catch { reason = DECLINE.NOSMCDEV; }
+  }
+  if (!reason) reason = checkProposal(s.device!, p, sock); // before anything is allocated (peer-proof.ts)
+  if (!reason) {
+    s.peerGid = p.smcdGid;
+    try { s.dmb = takeDmb(s.device!, p.smcdGid, s.opts.bufferSize); } catch { reason = DECLINE.MAX_DMB; }
+  }
+  if (reason) return fallbackAfterDecline(sock, s, reason, true, `declined: ${declineName(reason)}`);
+  s.proposal = p;
+  s.phase = 'srv-accepting';
+  rawWrite(sock, s, encodeAcceptConfirm({
+    type: CLC_ACCEPT, version: 1, firstContact: true, gid: s.device!.gid, token: s.dmb!.token, dmbeIndex: 0,
+    dmbeSize: compressBufSize(s.opts.bufferSize), linkId: 0,
+  }));
+  startTimer(sock, s);
+  stayAwakeUntil(() => s.phase !== 'srv-accepting');
+}
+
+function attachPeer(s: SmcState, m: AcceptConfirm): number {
+  try {
+    s.remote = s.device!.attachDmb(m.gid, m.token);
+  } catch {
+    return DECLINE.NOSMCDDEV;
+  }
+  if (s.remote.size !== uncompressBufSize(m.dmbeSize)) return DECLINE.SYNCERR;
+  return 0;
+}
+
+function onAccept(sock: Socket, s: SmcState, m: AcceptConfirm): void {
+  let reason = attachPeer(s, m);
+  if (!reason) {
+    s.peerGid = m.gid;
+    try { s.dmb = takeDmb(s.device!, m.gid, s.opts.bufferSize); } catch { reason = DECLINE.MAX_DMB; }
+  }
+  if (reason) return fallbackAfterDecline(sock, s, reason, true, `declined: ${declineName(reason)}`);
+  rawWrite(sock, s, encodeAcceptConfirm({
+    type: CLC_CONFIRM, version: 1, firstContact: m.firstContact, gid: s.device!.gid, token: s.dmb!.token, dmbeIndex: 0,
+    dmbeSize: compressBufSize(s.opts.bufferSize), linkId: 0,
+  }));
+  startSmcd(sock, s);
+}
+
+function onConfirm(sock: Socket, s: SmcState, m: AcceptConfirm): void {
+  let reason = m.gid === s.proposal!.smcdGid ? 0 : DECLINE.SYNCERR;
+  if (!reason) reason = attachPeer(s, m);
+  if (reason) {
+    // The client went to SMC-D when it sent its Confirm and may have written data into our
+    // DMB already: falling back now would lose it. Decline (for the record) and reset.
+    sendDecline(sock, s, reason);
+    releaseHandshake(s);
+    s.fallbackReason = reason;
+    countSettled('failed');
+    sock.destroy(connReset(`SMC handshake failed after the client confirmed: ${declineName(reason)}`));
+    return;
+  }
+  startSmcd(sock, s);
+}
+
+/** SMC-D's transport: the rings in the two DMBs the handshake set up. */
+function startSmcd(sock: Socket, s: SmcState): void {
+  restoreOwner(s);
+  clearTimeout(s.timer);
+  s.timer = undefined;
+  const conn = new SmcdConnection(s.dmb!, s.remote!, transportEvents(sock, s, 'SMC-D'), (d) => returnDmb(s.device!, s.peerGid!, d));
+  s.dmb!.onSignal = () => { if (!conn.released) { conn.process(); kick(conn); } };
+  countSettled('SMCD');
+  settleSmc(sock, s, conn, 'SMC-D');
+}
+
+/**
+ * The handshake settled on SMC over conn: from now on the socket's data goes through it.
+ * Writes and an end() held during the handshake go first.
+ */
+function settleSmc(sock: Socket, s: SmcState, conn: SmcTransport, label: string): void {
+  withSmcCounters(sock, s);
+  s.conn = conn;
+  s.phase = 'smcd';
+  if (debugOn) debug('%s %s:%s -> %s:%s settled on %s', s.role, sock.localAddress, sock.localPort, sock.remoteAddress, sock.remotePort, label);
+  sock.emit('smc', getSmcInfo(sock));
+  const held = s.held;
+  s.held = undefined;
+  if (held) {
+    const buf = held.writev
+      ? Buffer.concat((held.data as Array<{ chunk: unknown; encoding: BufferEncoding }>).map((c) => toBuffer(c.chunk, c.encoding)))
+      : toBuffer(held.data, held.encoding);
+    smcWrite(sock, s, buf, held.cb);
+  }
+  const fin = s.heldFinal;
+  s.heldFinal = undefined;
+  if (fin) sock._final(fin);
+  // The client writes right after its Confirm: the server may find data waiting already.
+  if (s.role === 'server') conn.process();
+  conn.kick();
+}
+
+export function stripThenPush(sock: Socket, s: SmcState, chunk: Buffer | null): boolean {
+  if (chunk === null) {
+    s.stripClc = false;
+    const rest = s.clc;
+    s.clc = undefined;
+    if (rest?.length) sock.smcPush(rest);
+    return sock.smcPush(null);
+  }
+  const buf = s.clc ? Buffer.concat([s.clc, chunk]) : chunk;
+  s.clc = undefined;
+  if (!mayBeClc(buf)) {
+    s.stripClc = false;
+    return sock.smcPush(buf);
+  }
+  let len = 0;
+  try { len = clcFrameLength(buf); } catch { s.stripClc = false; return sock.smcPush(buf); }
+  if (len === 0) {
+    s.clc = buf;
+    if (!s.timer) startTimer(sock, s);
+    return true;
+  }
+  s.stripClc = false;
+  withSmcCounters(sock, s);
+  s.clcIn += len;
+  return len < buf.length ? sock.smcPush(buf.subarray(len)) : true;
+}

@@ -1,0 +1,180 @@
+// A socket's SMC state: the record every part of an SMC socket works on (Linux: struct
+// smc_sock and its struct smc_connection, smc.h), what getSmcInfo() and smcss read from it,
+// and the byte counters an SMC socket shows in place of TCP's.
+
+import net from 'node:net';
+import type { Dmb, IsmDevice, RemoteDmb } from '../ism/device.js';
+import type { Proposal } from './clc.js';
+import type { ResolvedSmcOptions } from './options.js';
+import type { Socket } from './socket.js';
+import type { SmcTransport } from './transport.js';
+
+/**
+ * A socket's SMC state. Symbol.for: two copies of softrdma in one process (an application's
+ * own dependency and the one smc-run preloads) see the same state on a socket.
+ */
+export const kSmc = Symbol.for('softrdma.smc');
+
+export type SmcMode = 'SMCD' | 'SMCR' | 'TCP';
+
+export interface SmcInfo {
+  mode: SmcMode;
+  /** The handshake has not settled yet. */
+  pending: boolean;
+  /** Why this end did not use SMC (an SMC_CLC_DECL_* code), when it fell back. */
+  fallbackReason?: number;
+  /** The reason code of a Decline received from the peer. */
+  peerDeclineReason?: number;
+  /** In words: 'peer is not an SMC listener', 'server wrote first', 'disabled', 'policy', ... */
+  fallbackCause?: string;
+  /** Bytes carried over shared memory. */
+  smcBytesSent: number;
+  smcBytesReceived: number;
+  /** DMB sizes (ours, which the peer writes into, and the peer's). */
+  bufferSize?: number;
+  peerBufferSize?: number;
+}
+
+/** 'smcd': the stream runs over the transport in conn (SMC-D's is the only one yet). */
+export type Phase = 'idle' | 'tcp' | 'proposing' | 'srv-wait' | 'srv-accepting' | 'smcd' | 'closed';
+
+export interface Held {
+  writev: boolean;
+  data: unknown;
+  encoding: BufferEncoding;
+  cb: (err?: Error | null) => void;
+}
+
+export interface SmcState {
+  role: 'client' | 'server';
+  phase: Phase;
+  opts: ResolvedSmcOptions;
+  clc: Buffer | undefined;
+  held: Held | undefined;
+  heldFinal: ((err?: Error | null) => void) | undefined;
+  stripClc: boolean;
+  serverDecline: number;
+  fallbackReason: number | undefined;
+  peerDeclineReason: number | undefined;
+  fallbackCause: string | undefined;
+  /** SMC-D's handshake: the ism device, the peer's GID and the two DMBs, until conn takes them. */
+  device: IsmDevice | undefined;
+  /** The peer's ism GID, once known: DMBs are reused only between the same two devices. */
+  peerGid: bigint | undefined;
+  dmb: Dmb | undefined;
+  remote: RemoteDmb | undefined;
+  /** The transport, from the moment the handshake settled on SMC. */
+  conn: SmcTransport | undefined;
+  proposal: Proposal | undefined;
+  timer: NodeJS.Timeout | undefined;
+  pending: { buf: Buffer; off: number; cb: (err?: Error | null) => void } | undefined;
+  clcIn: number;
+  clcOut: number;
+  strayTcpBytes: number;
+  writeDone: boolean;
+  wroteAfterPeerClosed: boolean;
+  /** The port connect() was given (client). */
+  targetPort: number | undefined;
+  /** bytesRead/bytesWritten are Socket's (its instances; adopted sockets once withSmcCounters ran). */
+  counters: boolean;
+  /** Server: puts the handle's owner back as a plain property once the handshake settled (followOwner). */
+  ownerRestore: (() => void) | undefined;
+}
+
+export function newState(role: 'client' | 'server', opts: ResolvedSmcOptions, counters: boolean): SmcState {
+  return {
+    role, phase: role === 'client' ? 'idle' : 'srv-wait', opts, clc: undefined, held: undefined, heldFinal: undefined,
+    stripClc: false, serverDecline: 0, fallbackReason: undefined, peerDeclineReason: undefined, fallbackCause: undefined,
+    device: undefined, peerGid: undefined, dmb: undefined, remote: undefined, conn: undefined, proposal: undefined, timer: undefined,
+    pending: undefined, clcIn: 0, clcOut: 0, strayTcpBytes: 0, writeDone: false, wroteAfterPeerClosed: false,
+    targetPort: undefined, counters, ownerRestore: undefined,
+  };
+}
+
+/**
+ * Before an adopted socket's byte counts leave TCP's (CLC bytes sent or received, writes held
+ * during the handshake, data through shared memory): give it Socket's bytesRead/bytesWritten.
+ */
+export function withSmcCounters(sock: Socket, s: SmcState): void {
+  if (s.counters) return;
+  s.counters = true;
+  Object.defineProperty(sock, 'bytesRead', counterAccessors.bytesRead);
+  Object.defineProperty(sock, 'bytesWritten', counterAccessors.bytesWritten);
+}
+
+export function restoreOwner(s: SmcState): void {
+  const r = s.ownerRestore;
+  if (r) { s.ownerRestore = undefined; r(); }
+}
+
+export function connReset(message: string): NodeJS.ErrnoException {
+  return Object.assign(new Error(message), { code: 'ECONNRESET', errno: -104, syscall: 'read' });
+}
+
+// node:net's own counters, which count the CLC handshake and nothing that went over SMC.
+const tcpBytesRead = Object.getOwnPropertyDescriptor(net.Socket.prototype, 'bytesRead')!.get!;
+const tcpBytesWritten = Object.getOwnPropertyDescriptor(net.Socket.prototype, 'bytesWritten')!.get!;
+
+/**
+ * Socket's byte counters: socket.ts puts them on Socket.prototype, withSmcCounters on adopted
+ * sockets that need them. The same getter functions in both places, as before the split.
+ */
+export const counterAccessors = {
+  bytesRead: {
+    configurable: true,
+    get(this: Socket): number {
+      const s = this[kSmc];
+      if (s?.conn) return s.conn.bytesReceived;
+      return (tcpBytesRead.call(this) as number) - (s?.clcIn ?? 0);
+    },
+  },
+  bytesWritten: {
+    configurable: true,
+    get(this: Socket): number | undefined {
+      const s = this[kSmc];
+      if (s?.conn) return s.conn.bytesSent + (s.pending ? s.pending.buf.length - s.pending.off : 0) + this.writableLength;
+      const b = tcpBytesWritten.call(this) as number | undefined;
+      // node counts a write queued while connecting (its _pendingData); ours are held here.
+      return b === undefined ? b : b - (s?.clcOut ?? 0) + heldBytes(s?.held);
+    },
+  },
+} satisfies Record<string, PropertyDescriptor>;
+
+function heldBytes(h: Held | undefined): number {
+  if (!h) return 0;
+  const size = (chunk: unknown, enc: BufferEncoding): number => (typeof chunk === 'string' ? Buffer.byteLength(chunk, enc) : (chunk as Uint8Array).byteLength);
+  if (!h.writev) return size(h.data, h.encoding);
+  return (h.data as Array<{ chunk: unknown; encoding: BufferEncoding }>).reduce((n, c) => n + size(c.chunk, c.encoding), 0);
+}
+
+export function toBuffer(data: unknown, encoding: BufferEncoding): Buffer {
+  if (Buffer.isBuffer(data)) return data;
+  if (typeof data === 'string') return Buffer.from(data, encoding);
+  if (data instanceof Uint8Array) return Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+  throw new TypeError('unsupported chunk type');
+}
+
+/** How this socket carries its data; for a plain node:net socket, mode 'TCP'. */
+export function getSmcInfo(sock: net.Socket): SmcInfo {
+  const s = (sock as Socket)[kSmc];
+  if (!s) return { mode: 'TCP', pending: false, smcBytesSent: 0, smcBytesReceived: 0 };
+  const info: SmcInfo = {
+    mode: s.conn ? s.conn.mode : 'TCP',
+    pending: s.phase === 'idle' || s.phase === 'proposing' || s.phase === 'srv-wait' || s.phase === 'srv-accepting',
+    smcBytesSent: s.conn?.bytesSent ?? 0,
+    smcBytesReceived: s.conn?.bytesReceived ?? 0,
+  };
+  if (s.fallbackReason !== undefined) info.fallbackReason = s.fallbackReason;
+  if (s.peerDeclineReason !== undefined) info.peerDeclineReason = s.peerDeclineReason;
+  if (s.fallbackCause !== undefined) info.fallbackCause = s.fallbackCause;
+  if (s.conn) {
+    info.bufferSize = s.conn.bufferSize;
+    info.peerBufferSize = s.conn.peerBufferSize;
+  }
+  return info;
+}
+
+/** @internal for status reporting */
+export function smcState(sock: net.Socket): SmcState | undefined {
+  return (sock as Socket)[kSmc];
+}
