@@ -13,7 +13,7 @@ import {
   packCursor, unpackCursor,
 } from './cdc.js';
 import { forget, kick } from './poller.js';
-import type { SmcTransport, SmcTransportMode, TransportCursors, TransportEvents } from './transport.js';
+import type { SmcTransport, SmcTransportMode, TransportDiag, TransportEvents } from './transport.js';
 
 /** A byte total in wire form: {wrap, count} relative to the ring (wrap is 16 bits). */
 function toWire(total: number, ring: number): { wrap: number; count: number } {
@@ -107,11 +107,16 @@ export class SmcdConnection implements SmcTransport {
     };
   }
 
-  /** The cursor pair in wire form, for tools like smcss. */
-  cursors(): TransportCursors {
+  /** For smcss: the cursors in wire form, the rings (SMC-D writes straight into the peer's DMB, so our send buffer is its ring), the flags and the DMBs. */
+  diag(): TransportDiag {
     return {
-      tx: toWire(this.produced, this.txRing), peerCons: toWire(this.peerConsumed, this.txRing),
-      rx: toWire(this.peerProduced, this.rxRing), cons: toWire(this.consumed, this.rxRing),
+      cursors: {
+        tx: toWire(this.produced, this.txRing), peerCons: toWire(this.peerConsumed, this.txRing),
+        rx: toWire(this.peerProduced, this.rxRing), cons: toWire(this.consumed, this.rxRing),
+      },
+      sndbufSize: this.txRing, rmbeSize: this.rxRing, peerRmbeSize: this.txRing,
+      prodFlags: this.prodFlags, connFlags: this.connFlags, peerProdFlags: this.peerProdFlags, peerConnFlags: this.peerConnFlags,
+      smcd: { token: this.rx.token, peerGid: this.tx.peerGid, peerToken: this.tx.token },
     };
   }
 

@@ -248,11 +248,11 @@ function connectionToken(conn: object): number {
 type Conn = NonNullable<NonNullable<ReturnType<typeof smcState>>['conn']>;
 
 function connInfo(conn: Conn): ConnInfo {
-  const c = conn.cursors();
-  const f = conn.state;
+  const f = conn.diag();
+  const c = f.cursors;
   return {
     token: connectionToken(conn),
-    sndbufSize: conn.txRing, rmbeSize: conn.rxRing, peerRmbeSize: conn.txRing,
+    sndbufSize: f.sndbufSize, rmbeSize: f.rmbeSize, peerRmbeSize: f.peerRmbeSize,
     rxProd: c.rx, rxCons: c.peerCons, txProd: c.tx, txCons: c.cons, txPrep: c.tx, txSent: c.tx, txFin: c.tx,
     rxProdFlags: f.peerProdFlags, rxConnStateFlags: f.peerConnFlags, txProdFlags: f.prodFlags, txConnStateFlags: f.connFlags,
     rxFlags: flagNames(f.peerProdFlags, f.peerConnFlags), txFlags: flagNames(f.prodFlags, f.connFlags),
@@ -280,8 +280,9 @@ function describe(sock: net.Socket): ConnectionStatus {
     c.conninfo = connInfo(s.conn);
     // What Linux's sk_shutdown would say: RCV_SHUTDOWN once the peer finished writing, SEND_SHUTDOWN once we did.
     c.shutdown = (s.conn.peerFinished ? 1 : 0) | (s.writeDone ? 2 : 0);
-    if (s.device) {
-      c.dmbinfo = { gid: hex64(s.device.gid), token: hex64(s.conn.rx.token), peerGid: hex64(s.conn.tx.peerGid), peerToken: hex64(s.conn.tx.token), linkId: 0 };
+    const d = s.conn.diag().smcd;
+    if (s.device && d) {
+      c.dmbinfo = { gid: hex64(s.device.gid), token: hex64(d.token), peerGid: hex64(d.peerGid), peerToken: hex64(d.peerToken), linkId: 0 };
     }
   }
   return c;

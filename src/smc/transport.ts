@@ -93,5 +93,22 @@ export interface SmcTransport {
   /** The size of the buffer the peer writes into, and of the peer's, which we write into. */
   readonly bufferSize: number;
   readonly peerBufferSize: number;
-  cursors(): TransportCursors;
+  /** What smcss -d / -D show (Linux smc_diag): cursors, ring sizes, CDC flags, the transport's own part. */
+  diag(): TransportDiag;
+}
+
+/** A connection as Linux's smc_diag reports it: smc_diag_conninfo, plus dmbinfo for SMC-D. */
+export interface TransportDiag {
+  cursors: TransportCursors;
+  /** The ring we write into (the peer's), ours, and the peer's as the peer announced it. */
+  sndbufSize: number;
+  rmbeSize: number;
+  peerRmbeSize: number;
+  /** The CDC flag bytes we send (producer flags, connection-state flags) and the peer's. */
+  prodFlags: number;
+  connFlags: number;
+  peerProdFlags: number;
+  peerConnFlags: number;
+  /** SMC-D (smcd_diag_dmbinfo): our DMB's token, the peer's GID and its DMB's token. */
+  smcd?: { token: bigint; peerGid: bigint; peerToken: bigint };
 }

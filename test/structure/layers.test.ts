@@ -43,9 +43,6 @@ const ALLOWED: Record<string, readonly string[]> = {
 const KNOWN_CYCLES: readonly string[][] = [
   // removed by the rxe restructure; delete these entries then
   ['providers/rxe/completer.js', 'providers/rxe/qp.js', 'providers/rxe/requester.js'],
-  // status.ts reads sockets' state from socket.ts, which registers sockets with status.ts;
-  // reported to the smc owners (smc is theirs to change); delete this entry when it is gone.
-  ['smc/socket.js', 'smc/status.js'],
 ];
 
 /** The layer of a file under src/ (path relative to src/, with / separators). */

@@ -11,7 +11,8 @@ import { run, runNode } from '../helpers/procs.js';
 import { testRuntimeDir } from '../helpers/runtime-dir.js';
 import net from '../../src/smc/index.js';
 import { defaultIsmDevice } from '../../src/ism/index.js';
-import { smcState } from '../../src/smc/socket.js';
+import { smcState } from '../../src/smc/state.js';
+import type { SmcdConnection } from '../../src/smc/smcd-connection.js';
 import type { ConnectionStatus } from '../../src/smc/status.js';
 
 testRuntimeDir('smcss');
@@ -23,7 +24,7 @@ const hex8 = (n: number) => n.toString(16).padStart(8, '0');
 const SERVER = `
   const { default: net } = await import(${JSON.stringify(new URL('../../src/smc/index.js', import.meta.url).href)});
   const { defaultIsmDevice } = await import(${JSON.stringify(new URL('../../src/ism/index.js', import.meta.url).href)});
-  const { smcState } = await import(${JSON.stringify(new URL('../../src/smc/socket.js', import.meta.url).href)});
+  const { smcState } = await import(${JSON.stringify(new URL('../../src/smc/state.js', import.meta.url).href)});
   const hex = (v) => v.toString(16).padStart(16, '0');
   const server = net.createServer({ allowHalfOpen: true }, (s) => {
     s.on('smc', (info) => {
@@ -69,7 +70,8 @@ test('smcss -D and -d show the GIDs, DMB tokens, connection token, sizes, cursor
   sock.end();
   await srv.waitFor(/^peer ended$/m);
 
-  const conn = smcState(sock)!.conn!;
+  // The SMC-D transport's own fields: the DMBs it was built on.
+  const conn = smcState(sock)!.conn as SmcdConnection;
   const mine = { gid: hex64(defaultIsmDevice().gid), token: hex64(conn.rx.token), peerGid: hex64(conn.tx.peerGid), peerToken: hex64(conn.tx.token) };
   // Two processes, two devices; each end's view is the other's mirrored.
   assert.notEqual(mine.gid, mine.peerGid);
