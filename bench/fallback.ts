@@ -76,22 +76,25 @@ export async function fallbackRows(pairs: number, env: NodeJS.ProcessEnv, only?:
     { name: 'SMC server', a: 'net', portA: smcPort },
   ];
   try {
-    const measure = async (metric: string, k: typeof kinds[number], a: string, portA: number, target: number | undefined, want = 'TCP') => {
+    // want: the mode the SMC client must settle on (null: whatever it learns to).
+    const measure = async (metric: string, k: typeof kinds[number], a: string, portA: number, target: number | undefined, want: string | null = 'TCP', extraEnv: NodeJS.ProcessEnv = {}) => {
       if (only && !metric.startsWith(only)) return;
-      const r = await ab(['--kind', k.kind, '--a', a, '--b', 'net', '--port-a', String(portA), '--port-b', String(netPort), '--pairs', String(pairs), '--server-pid', String(server.pid)], env);
+      const r = await ab(['--kind', k.kind, '--a', a, '--b', 'net', '--port-a', String(portA), '--port-b', String(netPort), '--pairs', String(pairs), '--server-pid', String(server.pid)], { ...env, ...extraEnv });
       // The SMC client must have fallen back (a plain listener); a plain client never proposes.
-      if (a === 'smc' && (r.modes.length !== 1 || r.modes[0] !== want)) throw new Error(`${metric}: SMC client settled ${r.modes.join('+')}, not ${want}`);
+      if (a === 'smc' && want !== null && (r.modes.length !== 1 || r.modes[0] !== want)) throw new Error(`${metric}: SMC client settled ${r.modes.join('+')}, not ${want}`);
       const runs = r.a.map((x, i) => ({ smc: x, tcp: r.b[i]!, ratio: x / r.b[i]! }));
       const row = { metric, unit: k.unit, ...paired(r.a, r.b), runs, cpu: paired(r.cpuA, r.cpuB) };
-      rows.push({ ...row, ...verdict(row.ratio, k.higher, target), smcMode: target === undefined ? '-' : want });
+      rows.push({ ...row, ...verdict(row.ratio, k.higher, target), smcMode: want ?? r.modes.join('+') });
     };
     await measure('control: node:net vs node:net, A/B setup', kinds[0]!, 'net', netPort, undefined);
     for (const k of kinds) {
       for (const side of sides) await measure(`fallback ${k.what}, ${side.name}`, k, side.a, side.portA, k.target);
     }
-    // Not a fallback: the short-connection row of smc-vs-tcp, SMC client to the SMC
-    // listener against node:net to the plain one, read the same way.
-    await measure('short connections over SMC-D, A/B', kinds[0]!, 'smc', smcPort, 0.8, 'SMCD');
+    // Not a fallback: the short-connection rows of smc-vs-tcp, SMC client to the SMC listener
+    // against node:net to the plain one, read the same way: as an application gets them (the
+    // learned handshake control sends all but its probes to TCP), and forced onto SMC-D.
+    await measure('short connections, A/B', kinds[0]!, 'smc', smcPort, 1.0, null);
+    await measure('short connections over SMC-D, A/B', kinds[0]!, 'smc', smcPort, undefined, 'SMCD', { SOFTRDMA_SMC_LEARN: '0' });
   } finally {
     await server.stop();
   }

@@ -8,6 +8,7 @@ import net from 'node:net';
 import { releaseHandshake } from './handshake.js';
 import type { Socket } from './socket.js';
 import { connReset, restoreOwner, type SmcState } from './state.js';
+import { recordConnection } from './handshake-control.js';
 import { untrack } from './status.js';
 
 /**
@@ -78,6 +79,7 @@ function teardown(sock: Socket, s: SmcState): void {
   clearTimeout(s.timer);
   s.timer = undefined;
   const conn = s.conn;
+  if (conn && s.learnKey !== undefined && !conn.released) recordConnection(s.learnKey, conn.bytesSent + conn.bytesReceived, performance.now() - s.startedAt);
   if (conn && !conn.released) {
     // TCP's close rule, which Linux's smc_close_active applies too: peer_conn_closed (a FIN)
     // when nothing is left unread, peer_conn_abort (a RST) when data is, or when the

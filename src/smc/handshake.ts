@@ -26,6 +26,7 @@ import { isSmcListener, unmapV4 } from './discovery.js';
 import { returnDmb, takeDmb } from './dmb-pool.js';
 import { checkProposal, proposalProof } from './peer-proof.js';
 import { kick, stayAwakeUntil } from './poller.js';
+import { peerKey, recordConnection, shouldTrySmc } from './handshake-control.js';
 import { policyAllows } from './policy.js';
 import { SmcdConnection } from './smcd-connection.js';
 import type { Socket } from './socket.js';
@@ -126,6 +127,13 @@ export function onClientConnect(this: Socket): void {
     listener = false;
   }
   if (!listener) return settleTcp(sock, s, DECLINE.PEERNOSMC, 'peer is not an SMC listener', true);
+  const key = peerKey(sock.remoteAddress, s.targetPort ?? sock.remotePort);
+  s.learnKey = key;
+  s.startedAt = performance.now();
+  if (!shouldTrySmc(key)) {
+    sock.once('close', () => recordConnection(key, sock.bytesRead + (sock.bytesWritten ?? 0), performance.now() - s.startedAt));
+    return settleTcp(sock, s, undefined, 'short connections to this peer: TCP is cheaper (learned; SOFTRDMA_SMC_LEARN=0 turns this off)', true);
+  }
   try {
     s.device = defaultIsmDevice();
   } catch {

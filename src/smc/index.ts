@@ -12,6 +12,7 @@ import { resolveSmcOptions, type SmcSocketOptions } from './options.js';
 import { connectTls as tlsOverSmc, tlsSmcInfo, SmcStream } from './tls.js';
 import { enableSmcOnServer } from './server.js';
 import { setSmcPolicy } from './policy.js';
+import { learningStats, setSmcLearning } from './handshake-control.js';
 import { DECLINE, declineName } from './clc.js';
 import { smcTotals, smcRefusals } from './status.js';
 
@@ -33,6 +34,7 @@ export function connectTls(options: tls.ConnectionOptions & SmcSocketOptions, se
   return tlsOverSmc(resolveSmcOptions(options), options, ...(secureConnectListener ? [secureConnectListener] : []));
 }
 export { setSmcPolicy, type SmcPolicy, type SmcPolicyInfo } from './policy.js';
+export { setSmcLearning, learningStats as smcLearning } from './handshake-control.js';
 export { DECLINE, declineName } from './clc.js';
 export { smcTotals, smcRefusals, type SmcTotals, type SmcRefusals } from './status.js';
 export { isIP, isIPv4, isIPv6, BlockList, SocketAddress } from 'node:net';
@@ -79,7 +81,7 @@ export const _TransferredBoundSocket = netInternals._TransferredBoundSocket;
 /** `import net from 'softrdma/smc'`: every export above in one object, as node:net's default export. */
 const smcNet = {
   connect, createConnection, createServer, Server, Socket, Stream: Socket,
-  getSmcInfo, connectTls, setSmcPolicy, DECLINE, declineName, smcTotals, smcRefusals, enableSmcOnServer, SmcStream,
+  getSmcInfo, connectTls, setSmcPolicy, setSmcLearning, smcLearning: learningStats, DECLINE, declineName, smcTotals, smcRefusals, enableSmcOnServer, SmcStream,
   isIP: net.isIP, isIPv4: net.isIPv4, isIPv6: net.isIPv6, BlockList: net.BlockList, SocketAddress: net.SocketAddress,
   getDefaultAutoSelectFamily: net.getDefaultAutoSelectFamily, setDefaultAutoSelectFamily: net.setDefaultAutoSelectFamily,
   getDefaultAutoSelectFamilyAttemptTimeout: net.getDefaultAutoSelectFamilyAttemptTimeout,

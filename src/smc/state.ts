@@ -79,6 +79,9 @@ export interface SmcState {
   counters: boolean;
   /** Server: puts the handle's owner back as a plain property once the handshake settled (followOwner). */
   ownerRestore: (() => void) | undefined;
+  /** Client: the peer this connection teaches handshake-control.ts about, and when it started (ms). */
+  learnKey: string | undefined;
+  startedAt: number;
 }
 
 export function newState(role: 'client' | 'server', opts: ResolvedSmcOptions, counters: boolean): SmcState {
@@ -87,7 +90,7 @@ export function newState(role: 'client' | 'server', opts: ResolvedSmcOptions, co
     stripClc: false, serverDecline: 0, fallbackReason: undefined, peerDeclineReason: undefined, fallbackCause: undefined,
     device: undefined, peerGid: undefined, dmb: undefined, remote: undefined, conn: undefined, proposal: undefined, timer: undefined,
     pending: undefined, clcIn: 0, clcOut: 0, strayTcpBytes: 0, writeDone: false, wroteAfterPeerClosed: false,
-    targetPort: undefined, counters, ownerRestore: undefined,
+    targetPort: undefined, counters, ownerRestore: undefined, learnKey: undefined, startedAt: 0,
   };
 }
 

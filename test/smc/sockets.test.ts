@@ -18,6 +18,9 @@ import { procStatFields } from '../../src/ism/runtime-dir.js';
 
 const runtime = testRuntimeDir('smc-test');
 const smc = await import('../../src/smc/index.js');
+// These tests are about SMC-D itself, over many short connections to one server: without
+// this, the learned handshake control would send most of them to TCP (it has its own test).
+smc.setSmcLearning(false);
 const { clearDiscoveryCache } = await import('../../src/smc/discovery.js');
 const SERVER = fileURLToPath(new URL('../helpers/smc-test-server.js', import.meta.url));
 const PEER = fileURLToPath(new URL('../../src/tools/smc-peer.js', import.meta.url));

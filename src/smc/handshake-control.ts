@@ -1,0 +1,86 @@
+// Whether a client connection should try SMC at all, learned from this process's own recent
+// connections to the same peer (address and port). Setting up SMC-D costs more than setting
+// up TCP (a CLC exchange of three messages, a DMB, a closing CDC): for a connection that
+// opens, moves a few bytes and closes, about 1.8x TCP's CPU time, which the faster data path
+// never earns back. Linux grew a hook for this decision (smc_hs_ctrl, a BPF struct_ops that
+// may veto SMC per connection, motivated by exactly these short-lived connections); this is
+// a built-in policy of that kind.
+//
+// The rule: a connection is short when it ended having moved less than SHORT_BYTES (both
+// directions) within SHORT_MS. After SHORT_RUN short connections in a row to a peer, the next
+// ones go straight to TCP (no CLC at all), each observed in the same way; one that is not
+// short turns SMC back on. Now and then a connection tries SMC anyway, so a peer whose traffic
+// changed is noticed: after PROBE_FIRST connections, then after twice as many each time the
+// probe was short too, up to PROBE_MAX (a probe costs an SMC setup, which is what this saves). SOFTRDMA_SMC_LEARN=0 or setSmcLearning(false)
+// turns it off (every connection to an SMC listener then proposes SMC, as before).
+
+const SHORT_BYTES = 64 * 1024;
+const SHORT_MS = 100;
+const SHORT_RUN = 8;
+const PROBE_FIRST = 32;
+const PROBE_MAX = 1024;
+/** Peers remembered at most; the oldest is forgotten first. */
+const MAX_PEERS = 1024;
+
+interface PeerHistory {
+  /** Short connections in a row (SMC or learned-TCP ones). */
+  shortRun: number;
+  /** Connections sent to TCP since SMC was last tried, and how many until the next try. */
+  sinceProbe: number;
+  probeAfter: number;
+}
+
+const peers = new Map<string, PeerHistory>();
+let enabled = process.env.SOFTRDMA_SMC_LEARN !== '0';
+let skipped = 0;
+
+/** Turn the learned choice on or off for this process (on unless SOFTRDMA_SMC_LEARN=0). */
+export function setSmcLearning(on: boolean): void {
+  if (typeof on !== 'boolean') throw new TypeError('setSmcLearning expects a boolean');
+  enabled = on;
+  if (!on) peers.clear();
+}
+
+export function peerKey(address: string | undefined, port: number | undefined): string {
+  return `${address ?? ''}|${port ?? 0}`;
+}
+
+/** Whether a new connection to this peer should propose SMC. */
+export function shouldTrySmc(key: string): boolean {
+  if (!enabled) return true;
+  const h = peers.get(key);
+  if (!h || h.shortRun < SHORT_RUN) return true;
+  if (++h.sinceProbe >= h.probeAfter) {
+    h.sinceProbe = 0;
+    h.probeAfter = Math.min(2 * h.probeAfter, PROBE_MAX);
+    return true;
+  }
+  skipped++;
+  return false;
+}
+
+/** A client connection to this peer ended: how much it moved and how long it lived (ms). */
+export function recordConnection(key: string, bytes: number, ms: number): void {
+  if (!enabled) return;
+  const short = bytes < SHORT_BYTES && ms < SHORT_MS;
+  let h = peers.get(key);
+  if (!h) {
+    if (!short) return; // nothing to learn from a peer whose connections pay
+    if (peers.size >= MAX_PEERS) peers.delete(peers.keys().next().value!);
+    peers.set(key, (h = { shortRun: 0, sinceProbe: 0, probeAfter: PROBE_FIRST }));
+  }
+  if (short) {
+    h.shortRun++;
+  } else {
+    peers.delete(key);
+  }
+}
+
+/** For status and tests: connections that went to TCP by this rule, and the peers it remembers. */
+export function learningStats(): { enabled: boolean; skipped: number; peers: number; shortPeers: number } {
+  let shortPeers = 0;
+  for (const h of peers.values()) if (h.shortRun >= SHORT_RUN) shortPeers++;
+  return { enabled, skipped, peers: peers.size, shortPeers };
+}
+
+export const LEARNING = { SHORT_BYTES, SHORT_MS, SHORT_RUN, PROBE_FIRST, PROBE_MAX } as const;
