@@ -12,6 +12,7 @@
 // smc_switch_to_fallback) or settleSmc with the transport it picked: SMC-D's SmcdConnection,
 // the only one yet.
 
+import dc from 'node:diagnostics_channel';
 import net from 'node:net';
 import util from 'node:util';
 import { defaultIsmDevice } from '../ism/device.js';
@@ -39,6 +40,8 @@ const debug = util.debuglog('smc');
 
 /** NODE_DEBUG is read once at startup; its `enabled` getter costs ~1 us, on every connection. */
 const debugOn = debug.enabled;
+/** The same event for subscribers: diagnostics_channel 'softrdma:smc:settled' (mode, cause, reason, role, addresses). */
+const settledChannel = dc.channel('softrdma:smc:settled');
 
 /**
  * A server application that writes before any byte arrived (an SMTP-style banner) commits
@@ -173,6 +176,7 @@ export function settleTcp(sock: Socket, s: SmcState, reason: number | undefined,
   s.fallbackCause = cause;
   countSettled('TCP', reason, cause); // still listed by smcss (as TCP, with the reason) until it closes
   if (debugOn) debug('%s %s:%s -> %s:%s settled on TCP: %s', s.role, sock.localAddress, sock.localPort, sock.remoteAddress, sock.remotePort, cause);
+  if (settledChannel.hasSubscribers) publishSettled(sock, s, 'TCP');
   const held = s.held;
   s.held = undefined;
   const fin = s.heldFinal;
@@ -364,11 +368,19 @@ function startSmcd(sock: Socket, s: SmcState): void {
  * The handshake settled on SMC over conn: from now on the socket's data goes through it.
  * Writes and an end() held during the handshake go first.
  */
+function publishSettled(sock: Socket, s: SmcState, mode: string): void {
+  settledChannel.publish({
+    socket: sock, mode, role: s.role, reason: s.fallbackReason, cause: s.fallbackCause,
+    localAddress: sock.localAddress, localPort: sock.localPort, remoteAddress: sock.remoteAddress, remotePort: sock.remotePort,
+  });
+}
+
 function settleSmc(sock: Socket, s: SmcState, conn: SmcTransport, label: string): void {
   withSmcCounters(sock, s);
   s.conn = conn;
   s.phase = 'smcd';
   if (debugOn) debug('%s %s:%s -> %s:%s settled on %s', s.role, sock.localAddress, sock.localPort, sock.remoteAddress, sock.remotePort, label);
+  if (settledChannel.hasSubscribers) publishSettled(sock, s, conn.mode);
   sock.emit('smc', getSmcInfo(sock));
   const held = s.held;
   s.held = undefined;

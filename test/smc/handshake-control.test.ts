@@ -89,3 +89,27 @@ test('off: every connection to an SMC listener proposes SMC', async () => {
   }
   assert.equal(learningStats().peers, 0);
 });
+
+test("diagnostics_channel 'softrdma:smc:settled' reports each connection's mode and cause", async () => {
+  const dc = await import('node:diagnostics_channel');
+  const seen: Array<{ mode: string; role: string; cause?: string }> = [];
+  const onSettled = (m: unknown) => seen.push(m as { mode: string; role: string; cause?: string });
+  dc.subscribe('softrdma:smc:settled', onSettled);
+  const srv = smc.createServer((s) => s.on('data', (d) => s.end(d)));
+  try {
+    srv.listen(0, '127.0.0.1');
+    await once(srv, 'listening');
+    for (const smcOption of [true, false]) {
+      const c = smc.connect({ port: (srv.address() as net.AddressInfo).port, host: '127.0.0.1', smc: smcOption });
+      c.end('x');
+      c.resume();
+      await once(c, 'close');
+    }
+  } finally {
+    dc.unsubscribe('softrdma:smc:settled', onSettled);
+    srv.close();
+  }
+  const summary = JSON.stringify(seen.map(({ mode, role, cause }) => ({ mode, role, cause })));
+  assert.deepEqual(seen.filter((e) => e.mode === 'SMCD').map((e) => e.role).sort(), ['client', 'server'], summary);
+  assert.ok(seen.some((e) => e.mode === 'TCP' && e.role === 'client' && e.cause === 'disabled'), summary);
+});
