@@ -2,7 +2,7 @@
 // the other listener methods, next to node:net's own events (restated here: an interface that
 // declares on() hides the overloads the class inherits from net.Socket). Types only.
 
-/* eslint-disable @typescript-eslint/no-explicit-any */
+ 
 
 import type { SmcInfo } from './state.js';
 

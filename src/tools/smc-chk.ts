@@ -5,7 +5,7 @@
 // softrdma's own words, and what to do about it. `-S` starts a server to check against (an SMC
 // listener that reads and drops what it is sent), as smc_chk -S does.
 
-import net from 'node:net';
+import type net from 'node:net';
 import os from 'node:os';
 import { once } from 'node:events';
 import { parseArgs } from 'node:util';

@@ -5,7 +5,7 @@ import { EventEmitter } from 'node:events';
 import { Attr, M, Obj, Rereg } from '../abi/ids.js';
 import { deviceCounts } from '../uapi/device-counts.js';
 import { UapiContext } from '../uapi/dispatcher.js';
-import { CompChannelImpl, createRegistry, type CoreContext } from '../uapi/objects/index.js';
+import { type CompChannelImpl, createRegistry, type CoreContext } from '../uapi/objects/index.js';
 import type { UapiRegistry } from '../uapi/registry.js';
 import type { AttrIn } from '../uapi/spec.js';
 import type { ProviderCq, ProviderDevice, ProviderMr, ProviderMw, ProviderQp, ProviderSrq } from '../uapi/provider.js';
