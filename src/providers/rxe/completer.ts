@@ -8,7 +8,8 @@ import { AethSyndrome, NakCode } from './wire/headers.js';
 import { Op, OpCode } from './wire/opcodes.js';
 import { psnAdd, psnDiff } from './wire/psn.js';
 import { WqeState, type RxeQp, type SendWqe } from './qp.js';
-import { runRequester, scatter, windowCut, windowOpen } from './requester.js';
+import { scatter } from './mem.js';
+import { windowCut, windowOpen } from './window.js';
 
 /** IBA 9.7.5.2.8: RNR NAK timer field to milliseconds. */
 export const RNR_TIMER_MS = [
@@ -96,7 +97,7 @@ export function goBackN(qp: RxeQp, psn: number): void {
   if (first < 0) return;
   qp.req.index = first;
   qp.counters.retransmits++;
-  runRequester(qp);
+  qp.runRequester();
 }
 
 function progress(qp: RxeQp, nextPsn: number): void {
@@ -212,7 +213,7 @@ export function onResponse(qp: RxeQp, pkt: Packet): void {
     } else {
       qp.device.counters.unexpected_response_drops++;
     }
-    runRequester(qp);
+    qp.runRequester();
     return;
   }
 
@@ -256,5 +257,5 @@ export function onResponse(qp: RxeQp, pkt: Packet): void {
   w.state = WqeState.DONE;
   progress(qp, psnAdd(psn, 1));
   qp.retire();
-  runRequester(qp);
+  qp.runRequester();
 }

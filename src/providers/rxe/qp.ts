@@ -16,15 +16,16 @@ import type { RxePd } from './keys.js';
 import { Ring } from './ring.js';
 import type { RxeSrq } from './srq.js';
 import type { RxeContext } from './context.js';
+import type { Seg } from './mem.js';
+import { MAX_CWND } from './window.js';
+// The QP's tasks (Linux rxe_qp.c points qp->req.task and qp->comp.task at rxe_requester and
+// rxe_completer): the requester and completer reach each other only through the QP's methods
+// below, and import nothing but types from here, so these imports make no cycle.
 import { runRequester } from './requester.js';
-import { stopTimers } from './completer.js';
+import { armRetransmit, stopTimers } from './completer.js';
 
 export const enum WqeState { POSTED, SENDING, PENDING, DONE }
 
-/** The largest packet window (IBTA allows 2^23 outstanding PSNs; rxe uses 128). */
-export const MAX_CWND = 1024;
-
-export interface Seg { mem: Buffer; off: number; len: number }
 
 export interface SendWqe {
   wr: SendWr;
@@ -208,7 +209,7 @@ export class RxeQp implements ProviderQp {
       case QpState.RTS:
         this.state = next;
         this.attr.qpState = next;
-        runRequester(this);
+        this.runRequester();
         break;
       case QpState.SQD:
         this.state = next;
@@ -219,6 +220,16 @@ export class RxeQp implements ProviderQp {
         this.state = next;
         this.attr.qpState = next;
     }
+  }
+
+  /** Run the requester task: send what the window allows (rxe_run_task on qp->req.task). */
+  runRequester(): void {
+    runRequester(this);
+  }
+
+  /** Start the retransmit timer unless it runs (rxe_req.c's mod_timer on qp->retrans_timer). */
+  armRetransmit(): void {
+    armRetransmit(this);
   }
 
   checkDrained(): void {
@@ -350,7 +361,7 @@ export class RxeQp implements ProviderQp {
       this.retire();
       return;
     }
-    runRequester(this);
+    this.runRequester();
   }
 
   postRecv(wr: RecvWr): void {

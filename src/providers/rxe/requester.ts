@@ -6,37 +6,12 @@ import { Access, MwType, QpState, QpType, SendFlags, WcStatus, WrOpcode } from '
 import { OPCODES, Op, OpCode, ICRC_BYTES } from './wire/opcodes.js';
 import { atmeth, deth, ieth, immdt, reth, writeBth } from './wire/headers.js';
 import { psnAdd, psnDiff } from './wire/psn.js';
-import { MAX_CWND, WqeState, type RxeQp, type Seg, type SendWqe } from './qp.js';
+import { WqeState, type RxeQp, type SendWqe } from './qp.js';
+import { resolveSegs, views } from './mem.js';
+import { ackEvery, windowPkts } from './window.js';
 import { RxeMr, RxeMw } from './keys.js';
-import { armRetransmit } from './completer.js';
 import type { RxeAh } from './context.js';
 
-export const MAX_PKTS_PER_ACK = 64;
-/**
- * The window in packets. A user-space peer can be descheduled for milliseconds, so a window
- * that covers bandwidth x stall keeps the pipe full (rxe's fixed 128 PSNs would not). It is
- * bounded by what the peer's UDP receive buffer holds (RxeLink.windowBytes, sized from our
- * own on the assumption that the peer is configured alike), and after a loss by cwnd:
- * go-back-N resends the whole window, so on a lossy path it must shrink or it never drains.
- */
-export const MIN_WINDOW = 8;
-const windowPkts = (qp: RxeQp) =>
-  Math.max(MIN_WINDOW, Math.min(Math.floor(qp.req.cwnd), Math.floor(qp.device.link.windowBytes / qp.mtu)));
-
-/** Reno-style: slow start below ssthresh, then one packet per window of ACKed packets. */
-export function windowOpen(qp: RxeQp, ackedPkts: number): void {
-  const r = qp.req;
-  r.cwnd = Math.min(MAX_CWND, r.cwnd < r.ssthresh ? r.cwnd + ackedPkts : r.cwnd + ackedPkts / r.cwnd);
-}
-
-/** A loss (sequence NAK, timeout or implicit NAK): halve the window. */
-export function windowCut(qp: RxeQp, timeout: boolean): void {
-  const r = qp.req;
-  r.ssthresh = Math.max(MIN_WINDOW, Math.min(r.cwnd, windowPkts(qp)) / 2);
-  r.cwnd = timeout ? MIN_WINDOW : r.ssthresh;
-}
-/** Ask for an ACK twice per window so the window never drains while an ACK is on its way. */
-const ackEvery = (qp: RxeQp) => Math.min(MAX_PKTS_PER_ACK, Math.max(4, windowPkts(qp) >> 1));
 /** Packets one run may send before yielding to the event loop. */
 const BUDGET = 64;
 
@@ -93,40 +68,6 @@ function start(qp: RxeQp, w: SendWqe): boolean {
   w.nextPkt = 0;
   w.state = WqeState.SENDING;
   return true;
-}
-
-export function resolveSegs(qp: RxeQp, sgl: readonly { addr: number; length: number; lkey: number }[], write: boolean): Seg[] | undefined {
-  const out: Seg[] = [];
-  for (const s of sgl) {
-    if (s.length === 0) continue;
-    const r = qp.device.keys.resolveLocal(s.lkey, qp.pd, s.addr, s.length, write);
-    if (typeof r === 'string') return undefined;
-    out.push({ mem: r.mem, off: r.offset, len: s.length });
-  }
-  return out;
-}
-
-/** Append views of `len` message bytes starting at `msgOff` to `out`. */
-export function views(segs: Seg[], msgOff: number, len: number, out: Buffer[]): void {
-  for (const s of segs) {
-    if (len === 0) return;
-    if (msgOff >= s.len) { msgOff -= s.len; continue; }
-    const n = Math.min(len, s.len - msgOff);
-    out.push(s.mem.subarray(s.off + msgOff, s.off + msgOff + n));
-    len -= n; msgOff = 0;
-  }
-}
-
-/** Copy bytes into segments at a message offset. False if they do not fit. */
-export function scatter(segs: Seg[], msgOff: number, src: Buffer, srcOff: number, len: number): boolean {
-  for (const s of segs) {
-    if (len === 0) return true;
-    if (msgOff >= s.len) { msgOff -= s.len; continue; }
-    const n = Math.min(len, s.len - msgOff);
-    src.copy(s.mem, s.off + msgOff, srcOff, srcOff + n);
-    srcOff += n; len -= n; msgOff = 0;
-  }
-  return len === 0;
 }
 
 function pickOpcode(qp: RxeQp, w: SendWqe, k: number): number {
@@ -219,7 +160,7 @@ export function sendPacket(qp: RxeQp, w: SendWqe): void {
     qp.req.index++;
     w.state = WqeState.PENDING;
   }
-  if (qp.qpType === QpType.RC) armRetransmit(qp);
+  if (qp.qpType === QpType.RC) qp.armRetransmit();
 }
 
 function sentUnacked(qp: RxeQp, w: SendWqe): void {

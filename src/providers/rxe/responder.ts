@@ -8,7 +8,7 @@ import { BTH_BYTES, DETH_BYTES, ICRC_BYTES, OPCODES, Op, OpCode } from './wire/o
 import { psnAdd, psnDiff } from './wire/psn.js';
 import { ipv4Bytes, ipv6Bytes } from '../../abi/inet.js';
 import type { RecvWqe, RespResource, RxeQp } from './qp.js';
-import { resolveSegs, scatter } from './requester.js';
+import { resolveSegs, scatter } from './mem.js';
 import { RxeMw } from './keys.js';
 
 export function onRequest(qp: RxeQp, pkt: Packet, from: string): void {

@@ -1,0 +1,40 @@
+// The requester's window of unacknowledged PSNs. Linux rxe_req.c stops sending when the next
+// PSN is more than RXE_MAX_UNACKED_PSNS (128) past the completer's, and asks for an ACK at
+// least every RXE_MAX_PKT_PER_ACK packets. softrdma sizes the window from the UDP receive
+// buffer and shrinks it on loss (Reno-style AIMD): a user-space peer can be descheduled
+// for milliseconds, and go-back-N resends the whole window, so on a lossy path a fixed
+// large window never drains.
+
+import type { RxeQp } from './qp.js';
+
+/** The largest packet window (IBTA allows 2^23 outstanding PSNs; rxe uses 128). */
+export const MAX_CWND = 1024;
+/** Ask for an ACK at least this often (rxe's RXE_MAX_PKT_PER_ACK). */
+export const MAX_PKTS_PER_ACK = 64;
+/** The smallest window, also the one a timeout restarts from. */
+export const MIN_WINDOW = 8;
+
+/**
+ * The window in packets. A window that covers bandwidth x stall keeps the pipe full (rxe's
+ * fixed 128 PSNs would not). It is bounded by what the peer's UDP receive buffer holds
+ * (RxeLink.windowBytes, sized from our own on the assumption that the peer is configured
+ * alike), and after a loss by cwnd.
+ */
+export const windowPkts = (qp: RxeQp): number =>
+  Math.max(MIN_WINDOW, Math.min(Math.floor(qp.req.cwnd), Math.floor(qp.device.link.windowBytes / qp.mtu)));
+
+/** Reno-style: slow start below ssthresh, then one packet per window of ACKed packets. */
+export function windowOpen(qp: RxeQp, ackedPkts: number): void {
+  const r = qp.req;
+  r.cwnd = Math.min(MAX_CWND, r.cwnd < r.ssthresh ? r.cwnd + ackedPkts : r.cwnd + ackedPkts / r.cwnd);
+}
+
+/** A loss (sequence NAK, timeout or implicit NAK): halve the window. */
+export function windowCut(qp: RxeQp, timeout: boolean): void {
+  const r = qp.req;
+  r.ssthresh = Math.max(MIN_WINDOW, Math.min(r.cwnd, windowPkts(qp)) / 2);
+  r.cwnd = timeout ? MIN_WINDOW : r.ssthresh;
+}
+
+/** Ask for an ACK twice per window so the window never drains while an ACK is on its way. */
+export const ackEvery = (qp: RxeQp): number => Math.min(MAX_PKTS_PER_ACK, Math.max(4, windowPkts(qp) >> 1));
