@@ -8,6 +8,7 @@ import type { ProviderQp } from '../../uapi/provider.js';
 import { fail } from '../../uapi/errors.js';
 import { addressFromGid, gidFromAddress } from '../../abi/inet.js';
 import { psnAdd } from './wire/psn.js';
+import { packetOpcodesOf, wrOpcodeInfo, WrFlag, type PacketOpcodes } from './wire/wr-opcodes.js';
 import { connectedSourcePort, initialSourcePort } from './wire/udp-sport.js';
 import type { SourcePort } from './source-port.js';
 import { newQpCounters } from './counters.js';
@@ -30,6 +31,8 @@ export const enum WqeState { POSTED, SENDING, PENDING, DONE }
 export interface SendWqe {
   wr: SendWr;
   opcode: number;
+  /** Its packets' BTH opcodes on this QP's transport (wire/wr-opcodes.ts). */
+  ops: PacketOpcodes;
   signaled: boolean;
   length: number;
   inline: Buffer | undefined;
@@ -63,20 +66,6 @@ export interface RespResource {
   atomicOrig: bigint;
   valid: boolean;
 }
-
-const WR_TYPES: Record<number, readonly number[]> = {
-  [QpType.RC]: [WrOpcode.SEND, WrOpcode.SEND_WITH_IMM, WrOpcode.SEND_WITH_INV, WrOpcode.RDMA_WRITE, WrOpcode.RDMA_WRITE_WITH_IMM,
-    WrOpcode.RDMA_READ, WrOpcode.ATOMIC_CMP_AND_SWP, WrOpcode.ATOMIC_FETCH_AND_ADD, WrOpcode.LOCAL_INV, WrOpcode.BIND_MW],
-  [QpType.UC]: [WrOpcode.SEND, WrOpcode.SEND_WITH_IMM, WrOpcode.RDMA_WRITE, WrOpcode.RDMA_WRITE_WITH_IMM, WrOpcode.LOCAL_INV, WrOpcode.BIND_MW],
-  [QpType.UD]: [WrOpcode.SEND, WrOpcode.SEND_WITH_IMM],
-};
-
-export const WC_OPCODE_OF_WR: Record<number, number> = {
-  [WrOpcode.SEND]: WcOpcode.SEND, [WrOpcode.SEND_WITH_IMM]: WcOpcode.SEND, [WrOpcode.SEND_WITH_INV]: WcOpcode.SEND,
-  [WrOpcode.RDMA_WRITE]: WcOpcode.RDMA_WRITE, [WrOpcode.RDMA_WRITE_WITH_IMM]: WcOpcode.RDMA_WRITE,
-  [WrOpcode.RDMA_READ]: WcOpcode.RDMA_READ, [WrOpcode.ATOMIC_CMP_AND_SWP]: WcOpcode.COMP_SWAP,
-  [WrOpcode.ATOMIC_FETCH_AND_ADD]: WcOpcode.FETCH_ADD, [WrOpcode.LOCAL_INV]: WcOpcode.LOCAL_INV, [WrOpcode.BIND_MW]: WcOpcode.BIND_MW,
-};
 
 export class RxeQp implements ProviderQp {
   state: number = QpState.RESET;
@@ -283,7 +272,7 @@ export class RxeQp implements ProviderQp {
       this.sq.shift();
       if (this.req.index > 0) this.req.index--;
       if (w.signaled || w.status !== WcStatus.SUCCESS) {
-        this.sendCq.push(this.wc(w.wr.wrId, w.status, WC_OPCODE_OF_WR[w.wr.opcode] ?? 0, w.status === WcStatus.SUCCESS ? w.length : 0), false);
+        this.sendCq.push(this.wc(w.wr.wrId, w.status, wrOpcodeInfo(w.wr.opcode)?.wcOpcode ?? 0, w.status === WcStatus.SUCCESS ? w.length : 0), false);
       }
     }
     if (this.state === QpState.SQD) this.checkDrained();
@@ -307,7 +296,8 @@ export class RxeQp implements ProviderQp {
     if (this.state === QpState.RESET || this.state === QpState.INIT || this.state === QpState.RTR) {
       fail('EINVAL', `QP ${this.qpn} is in ${qpStateName(this.state)}; post_send needs RTS`, POST_SEND);
     }
-    if (!WR_TYPES[this.qpType]!.includes(wr.opcode)) fail('EINVAL', `${WR_OPCODE_NAMES[wr.opcode] ?? String(wr.opcode)} is not allowed on ${qpTypeName(this.qpType)} QPs`, { ...POST_SEND, attr: 'opcode' });
+    const ops = packetOpcodesOf(wr.opcode, this.qpType);
+    if (!ops) fail('EINVAL', `${WR_OPCODE_NAMES[wr.opcode] ?? String(wr.opcode)} is not allowed on ${qpTypeName(this.qpType)} QPs`, { ...POST_SEND, attr: 'opcode' });
     if (this.sq.full) fail('ENOMEM', `send queue full (${this.sq.capacity} work requests)`, POST_SEND);
     const sgl = wr.sgList ?? [];
     if (!Array.isArray(sgl)) fail('EINVAL', 'must be an array', { ...POST_SEND, attr: 'sg_list' });
@@ -319,8 +309,9 @@ export class RxeQp implements ProviderQp {
     }
     if (length > 0x80000000) fail('EINVAL', `message of ${length} bytes exceeds the 2 GiB limit`, { ...POST_SEND, attr: 'sg_list' });
     const flags = wr.sendFlags ?? 0;
-    const isAtomic = wr.opcode === WrOpcode.ATOMIC_CMP_AND_SWP || wr.opcode === WrOpcode.ATOMIC_FETCH_AND_ADD;
-    const rdAtomic = isAtomic || wr.opcode === WrOpcode.RDMA_READ;
+    const mask = wrOpcodeInfo(wr.opcode)!.mask;
+    const isAtomic = (mask & WrFlag.ATOMIC) !== 0;
+    const rdAtomic = (mask & (WrFlag.ATOMIC | WrFlag.READ)) !== 0;
     let inline: Buffer | undefined;
     if (flags & SendFlags.INLINE) {
       if (rdAtomic) fail('EINVAL', 'INLINE is only for sends and writes', { ...POST_SEND, attr: 'send_flags' });
@@ -338,7 +329,7 @@ export class RxeQp implements ProviderQp {
       if (sgl.length !== 1 || length !== 8) fail('EINVAL', 'atomics take one 8-byte SGE', { ...POST_SEND, attr: 'sg_list' });
       if (wr.atomic.remoteAddr % 8 !== 0) fail('EINVAL', 'atomic remote address must be 8-byte aligned', { ...POST_SEND, attr: 'atomic' });
     }
-    if ((wr.opcode === WrOpcode.RDMA_WRITE || wr.opcode === WrOpcode.RDMA_WRITE_WITH_IMM || wr.opcode === WrOpcode.RDMA_READ) && !wr.rdma) {
+    if (mask & (WrFlag.WRITE | WrFlag.READ) && !wr.rdma) {
       fail('EINVAL', 'RDMA work requests need it', { ...POST_SEND, attr: 'rdma' });
     }
     if (this.qpType === QpType.UD) {
@@ -349,9 +340,9 @@ export class RxeQp implements ProviderQp {
     if (wr.opcode === WrOpcode.LOCAL_INV || wr.opcode === WrOpcode.SEND_WITH_INV) {
       if (!Number.isInteger(wr.invalidateRkey)) fail('EINVAL', 'is required for LOCAL_INV and SEND_WITH_INV', { ...POST_SEND, attr: 'invalidate_rkey' });
     }
-    const local = wr.opcode === WrOpcode.LOCAL_INV || wr.opcode === WrOpcode.BIND_MW;
+    const local = (mask & WrFlag.LOCAL_OP) !== 0;
     const wqe: SendWqe = {
-      wr, opcode: wr.opcode, signaled: this.sqSigAll || (flags & SendFlags.SIGNALED) !== 0, length, inline,
+      wr, opcode: wr.opcode, ops, signaled: this.sqSigAll || (flags & SendFlags.SIGNALED) !== 0, length, inline,
       segs: undefined, state: WqeState.POSTED, status: WcStatus.SUCCESS, firstPsn: 0, lastPsn: 0, npkts: 0, nextPkt: 0, rdAtomic, local,
     };
     this.sq.push(wqe);

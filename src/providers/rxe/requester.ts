@@ -7,6 +7,7 @@ import { OPCODES, Op, OpCode, ICRC_BYTES } from './wire/opcodes.js';
 import { atmeth, deth, ieth, immdt, reth, writeBth } from './wire/headers.js';
 import { psnAdd, psnDiff } from './wire/psn.js';
 import { WqeState, type RxeQp, type SendWqe } from './qp.js';
+import { packetOpcode } from './wire/wr-opcodes.js';
 import { resolveSegs, views } from './mem.js';
 import { ackEvery, windowPkts } from './window.js';
 import { RxeMr, RxeMw } from './keys.js';
@@ -70,30 +71,11 @@ function start(qp: RxeQp, w: SendWqe): boolean {
   return true;
 }
 
-function pickOpcode(qp: RxeQp, w: SendWqe, k: number): number {
-  if (qp.qpType === QpType.UD) return w.opcode === WrOpcode.SEND_WITH_IMM ? OpCode.UD_SEND_ONLY_WITH_IMMEDIATE : OpCode.UD_SEND_ONLY;
-  const base = qp.qpType === QpType.UC ? 0x20 : 0;
-  switch (w.opcode) {
-    case WrOpcode.RDMA_READ: return OpCode.RC_RDMA_READ_REQUEST;
-    case WrOpcode.ATOMIC_CMP_AND_SWP: return OpCode.RC_COMPARE_SWAP;
-    case WrOpcode.ATOMIC_FETCH_AND_ADD: return OpCode.RC_FETCH_ADD;
-  }
-  const only = w.npkts === 1, first = k === 0, last = k === w.npkts - 1;
-  const isWrite = w.opcode === WrOpcode.RDMA_WRITE || w.opcode === WrOpcode.RDMA_WRITE_WITH_IMM;
-  if (isWrite) {
-    const imm = w.opcode === WrOpcode.RDMA_WRITE_WITH_IMM;
-    return base + (only ? (imm ? 0x0b : 0x0a) : first ? 0x06 : last ? (imm ? 0x09 : 0x08) : 0x07);
-  }
-  if (w.opcode === WrOpcode.SEND_WITH_INV) return only ? OpCode.RC_SEND_ONLY_WITH_INVALIDATE : first ? 0x00 : last ? OpCode.RC_SEND_LAST_WITH_INVALIDATE : 0x01;
-  const imm = w.opcode === WrOpcode.SEND_WITH_IMM;
-  return base + (only ? (imm ? 0x05 : 0x04) : first ? 0x00 : last ? (imm ? 0x03 : 0x02) : 0x01);
-}
-
 /** Build and send packet number w.nextPkt of a WQE. */
 export function sendPacket(qp: RxeQp, w: SendWqe): void {
   const k = w.nextPkt;
   const psn = psnAdd(w.firstPsn, k);
-  const opcode = pickOpcode(qp, w, k);
+  const opcode = packetOpcode(w.ops, k, w.npkts);
   const info = OPCODES[opcode]!;
   const mtu = qp.mtu;
   const isRead = opcode === OpCode.RC_RDMA_READ_REQUEST;
