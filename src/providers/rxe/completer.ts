@@ -10,6 +10,8 @@ import { psnAdd, psnDiff } from './wire/psn.js';
 import { WqeState, type RxeQp, type SendWqe } from './qp.js';
 import { scatter } from './mem.js';
 import { windowCut, windowOpen } from './window.js';
+import { CompState } from './states.js';
+import { traceComp } from './debug.js';
 
 /** IBA 9.7.5.2.8: RNR NAK timer field to milliseconds. */
 export const RNR_TIMER_MS = [
@@ -52,10 +54,12 @@ function onTimer(qp: RxeQp): void {
   }
   qp.counters.timeouts++;
   if (!consumeRetry(qp, 'retry')) {
+    traceComp(qp.qpn, CompState.ERROR, qp.comp.psn);
     qp.device.counters.retry_exceeded_err++;
     qp.failSend(head, WcStatus.RETRY_EXC_ERR);
     return;
   }
+  traceComp(qp.qpn, CompState.ERROR_RETRY, qp.comp.psn);
   qp.device.counters.completer_retry_err++;
   windowCut(qp, true);
   goBackN(qp, qp.comp.psn);
@@ -121,6 +125,7 @@ function acked(qp: RxeQp, ackPsn: number): void {
     if (w.state === WqeState.POSTED) break;
     if (psnDiff(w.firstPsn, ackPsn) > 0) break;
     if (w.rdAtomic) {
+      traceComp(qp.qpn, CompState.ERROR_RETRY, w.firstPsn); // an implicit NAK
       progress(qp, w.firstPsn); // everything before it is acknowledged
       qp.retire();
       windowCut(qp, false);
@@ -156,12 +161,14 @@ function wqeAt(qp: RxeQp, psn: number): SendWqe | undefined {
 export function onResponse(qp: RxeQp, pkt: Packet): void {
   const state = qp.state;
   if (state !== QpState.RTS && state !== QpState.SQD && state !== QpState.SQE) {
+    traceComp(qp.qpn, CompState.EXIT, pkt.psn);
     qp.device.counters.qp_state_drops++;
     return;
   }
   const psn = pkt.psn;
   // A response for a PSN never sent (beyond what the requester has issued) is bogus.
   if (psnDiff(psn, qp.req.psn) >= 0) {
+    dropped(qp, psn);
     qp.device.counters.unexpected_response_drops++;
     return;
   }
@@ -169,20 +176,26 @@ export function onResponse(qp: RxeQp, pkt: Packet): void {
     const syn = aeth.syndrome(pkt);
     const type = syn & AethSyndrome.TYPE_MASK;
     qp.counters.acks_rcvd++;
+    traceComp(qp.qpn, CompState.CHECK_ACK, psn);
     if (type === AethSyndrome.ACK) {
-      if (psnDiff(psn, qp.comp.psn) >= 0) acked(qp, psn);
+      if (psnDiff(psn, qp.comp.psn) >= 0) {
+        traceComp(qp.qpn, CompState.COMP_ACK, psn);
+        acked(qp, psn);
+      } else dropped(qp, psn); // a stale or duplicate ACK
     } else if (type === AethSyndrome.RNR_NAK) {
       qp.counters.rnr_naks_rcvd++;
       qp.device.counters.rcvd_rnr_err++;
-      if (psnDiff(psn, qp.comp.psn) < 0) return; // stale
+      if (psnDiff(psn, qp.comp.psn) < 0) return dropped(qp, psn); // stale
       acked(qp, psnAdd(psn, -1));
       const w = wqeAt(qp, psn);
       if (!w) return;
       if (!consumeRetry(qp, 'rnr')) {
+        traceComp(qp.qpn, CompState.ERROR, psn);
         qp.device.counters.retry_rnr_exceeded_err++;
         qp.failSend(w, WcStatus.RNR_RETRY_EXC_ERR);
         return;
       }
+      traceComp(qp.qpn, CompState.RNR_RETRY, psn);
       qp.req.paused = true;
       if (qp.comp.rnrTimer) clearTimeout(qp.comp.rnrTimer);
       qp.comp.rnrTimer = setTimeout(() => {
@@ -193,24 +206,28 @@ export function onResponse(qp: RxeQp, pkt: Packet): void {
       }, RNR_TIMER_MS[syn & 0x1f]!);
     } else if (type === AethSyndrome.NAK) {
       const code = syn & 0x1f;
-      if (psnDiff(psn, qp.comp.psn) < 0) return; // stale
+      if (psnDiff(psn, qp.comp.psn) < 0) return dropped(qp, psn); // stale
       if (code === NakCode.PSN_SEQ_ERROR) {
         qp.counters.seq_naks_rcvd++;
         qp.device.counters.rcvd_seq_err++;
         acked(qp, psnAdd(psn, -1));
         if (!consumeRetry(qp, 'retry')) {
+          traceComp(qp.qpn, CompState.ERROR, psn);
           const w = wqeAt(qp, psn);
           if (w) qp.failSend(w, WcStatus.RETRY_EXC_ERR);
           return;
         }
+        traceComp(qp.qpn, CompState.ERROR_RETRY, psn);
         windowCut(qp, false);
         goBackN(qp, psn);
         return;
       }
+      traceComp(qp.qpn, CompState.ERROR, psn);
       acked(qp, psnAdd(psn, -1));
       const w = wqeAt(qp, psn);
       if (w) qp.failSend(w, nakStatus(code));
     } else {
+      dropped(qp, psn);
       qp.device.counters.unexpected_response_drops++;
     }
     qp.runRequester();
@@ -220,22 +237,25 @@ export function onResponse(qp: RxeQp, pkt: Packet): void {
   // RDMA READ responses and atomic acknowledgements answer the oldest outstanding read/atomic.
   if (psnDiff(psn, qp.comp.psn) !== 0) {
     // Duplicate (already placed) or beyond a gap: drop; the timer or an implicit NAK recovers.
+    dropped(qp, psn);
     qp.counters.duplicates += psnDiff(psn, qp.comp.psn) < 0 ? 1 : 0;
     return;
   }
   const w = wqeAt(qp, psn);
   const isAtomicAck = pkt.opcode === OpCode.RC_ATOMIC_ACKNOWLEDGE;
   if (!w || !w.rdAtomic || (isAtomicAck !== (w.opcode !== WrOpcode.RDMA_READ))) {
+    dropped(qp, psn);
     qp.device.counters.unexpected_response_drops++;
     return;
   }
   if (pkt.mask & Op.AETH) {
     const type = aeth.syndrome(pkt) & AethSyndrome.TYPE_MASK;
-    if (type !== AethSyndrome.ACK) { qp.device.counters.unexpected_response_drops++; return; }
+    if (type !== AethSyndrome.ACK) { dropped(qp, psn); qp.device.counters.unexpected_response_drops++; return; }
   }
   acked(qp, psnAdd(w.firstPsn, -1));
   if (qp.state !== QpState.RTS && qp.state !== QpState.SQD) return;
   if (isAtomicAck) {
+    traceComp(qp.qpn, CompState.ATOMIC, psn);
     const b = Buffer.allocUnsafe(8);
     b.writeBigUInt64LE(atmack.orig(pkt)); // host (little-endian) order in local memory, as rxe on x86
     scatter(w.segs!, 0, b, 0, 8);
@@ -245,17 +265,25 @@ export function onResponse(qp: RxeQp, pkt: Packet): void {
     const m = pkt.mask;
     const expectLen = last ? w.length - k * qp.mtu : qp.mtu;
     if (Boolean(m & Op.START) !== first || Boolean(m & Op.END) !== last || pkt.payloadLength !== expectLen) {
+      dropped(qp, psn);
       qp.device.counters.unexpected_response_drops++;
       return;
     }
+    traceComp(qp.qpn, CompState.READ, psn);
     scatter(w.segs!, k * qp.mtu, pkt.buf, pkt.payloadOffset, pkt.payloadLength);
     if (!last) {
       progress(qp, psnAdd(psn, 1));
       return;
     }
   }
+  traceComp(qp.qpn, CompState.COMP_WQE, psn);
   w.state = WqeState.DONE;
   progress(qp, psnAdd(psn, 1));
   qp.retire();
   qp.runRequester();
+}
+
+/** The packet is dropped (rxe_comp.c's COMPST_DONE without progress); the counters say why. */
+function dropped(qp: RxeQp, psn: number): void {
+  traceComp(qp.qpn, CompState.DONE, psn);
 }

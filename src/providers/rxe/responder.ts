@@ -10,6 +10,8 @@ import { ipv4Bytes, ipv6Bytes } from '../../abi/inet.js';
 import type { RecvWqe, RespResource, RxeQp } from './qp.js';
 import { resolveSegs, scatter } from './mem.js';
 import { RxeMw } from './keys.js';
+import { RespState, type RespStateValue } from './states.js';
+import { traceResp } from './debug.js';
 
 export function onRequest(qp: RxeQp, pkt: Packet, from: string): void {
   const s = qp.state;
@@ -103,6 +105,7 @@ function onRc(qp: RxeQp, pkt: Packet): void {
   const m = pkt.mask;
   const diff = psnDiff(pkt.psn, r.psn);
   if (diff > 0) {
+    traceResp(qp.qpn, RespState.ERR_PSN_OUT_OF_SEQ, pkt.psn);
     qp.device.counters.out_of_seq_request++;
     if (!r.nakSent) {
       r.nakSent = true;
@@ -114,41 +117,64 @@ function onRc(qp: RxeQp, pkt: Packet): void {
   if (diff < 0) return duplicate(qp, pkt);
   r.nakSent = false;
 
-  if (!sequenceOk(qp, m) || !qpAllows(qp, m) || (m & (Op.READ | Op.ATOMIC) && qp.attr.maxDestRdAtomic === 0)) {
+  const invalid = !sequenceOk(qp, m) ? missingOpcode(qp) : !qpAllows(qp, m) ? RespState.ERR_UNSUPPORTED_OPCODE
+    : m & (Op.READ | Op.ATOMIC) && qp.attr.maxDestRdAtomic === 0 ? RespState.ERR_TOO_MANY_RDMA_ATM_REQ : undefined;
+  if (invalid !== undefined) {
+    traceResp(qp.qpn, invalid, pkt.psn);
     return nakError(qp, pkt, NakCode.INVALID_REQUEST, WcStatus.REM_INV_REQ_ERR);
   }
   if (m & Op.READ) return rcRead(qp, pkt);
   if (m & Op.ATOMIC) return rcAtomic(qp, pkt);
 
   if (m & Op.SEND && !r.wqe && !takeRecv(qp)) {
+    traceResp(qp.qpn, RespState.ERR_RNR, pkt.psn);
     qp.counters.rnr_naks_sent++;
     qp.device.counters.send_rnr_err++;
     sendAeth(qp, OpCode.RC_ACKNOWLEDGE, pkt.psn, AethSyndrome.RNR_NAK | qp.attr.minRnrTimer);
     return;
   }
-  if (!(m & Op.END) && pkt.payloadLength !== qp.mtu) return nakError(qp, pkt, NakCode.INVALID_REQUEST, WcStatus.REM_INV_REQ_ERR);
+  if (!(m & Op.END) && pkt.payloadLength !== qp.mtu) {
+    traceResp(qp.qpn, RespState.ERR_LENGTH, pkt.psn);
+    return nakError(qp, pkt, NakCode.INVALID_REQUEST, WcStatus.REM_INV_REQ_ERR);
+  }
 
   if (m & Op.WRITE) {
     const err = placeWrite(qp, pkt);
-    if (err !== undefined) return nakError(qp, pkt, err, WcStatus.REM_INV_REQ_ERR);
+    if (err !== undefined) {
+      traceResp(qp.qpn, err === NakCode.REMOTE_ACCESS_ERROR ? RespState.ERR_RKEY_VIOLATION : RespState.ERR_LENGTH, pkt.psn);
+      return nakError(qp, pkt, err, WcStatus.REM_INV_REQ_ERR);
+    }
   } else {
     if (!r.wqe!.segs) {
       const segs = resolveSegs(qp, r.wqe!.sgList, true);
-      if (!segs) return nakError(qp, pkt, NakCode.REMOTE_OPERATIONAL_ERROR, WcStatus.LOC_PROT_ERR);
+      if (!segs) {
+        traceResp(qp.qpn, RespState.ERR_MALFORMED_WQE, pkt.psn);
+        return nakError(qp, pkt, NakCode.REMOTE_OPERATIONAL_ERROR, WcStatus.LOC_PROT_ERR);
+      }
       r.wqe!.segs = segs;
     }
     if (r.offset + pkt.payloadLength > r.wqe!.total || !scatter(r.wqe!.segs, r.offset, pkt.buf, pkt.payloadOffset, pkt.payloadLength)) {
+      traceResp(qp.qpn, RespState.ERR_LENGTH, pkt.psn);
       return nakError(qp, pkt, NakCode.INVALID_REQUEST, WcStatus.LOC_LEN_ERR);
     }
     r.offset += pkt.payloadLength;
   }
+  traceResp(qp.qpn, RespState.EXECUTE, pkt.psn);
   r.psn = psnAdd(pkt.psn, 1);
   r.inMessage = m & Op.END ? 0 : m & Op.WRITE ? 'write' : 'send';
   if (m & Op.END) {
     r.msn = (r.msn + 1) & 0xffffff;
     if (m & Op.COMP && !finishRecv(qp, pkt)) return;
   }
-  if (pkt.ackReq) ack(qp, pkt.psn);
+  if (pkt.ackReq) {
+    traceResp(qp.qpn, RespState.ACKNOWLEDGE, pkt.psn);
+    ack(qp, pkt.psn);
+  }
+}
+
+/** Which ordering rule a packet broke (check_op_seq): no message open, or one left unfinished. */
+function missingOpcode(qp: RxeQp): RespStateValue {
+  return qp.resp.inMessage ? RespState.ERR_MISSING_OPCODE_LAST_C : RespState.ERR_MISSING_OPCODE_FIRST;
 }
 
 function takeRecv(qp: RxeQp): boolean {
@@ -195,6 +221,7 @@ function finishRecv(qp: RxeQp, pkt: Packet): boolean {
     const key = ieth.rkey(pkt);
     const o = qp.device.keys.lookup(key);
     if (!(o instanceof RxeMw) || o.type !== MwType.TYPE_2 || !o.bound || o.pd !== qp.pd) {
+      traceResp(qp.qpn, RespState.ERR_INVALIDATE_RKEY, pkt.psn);
       nakError(qp, pkt, NakCode.INVALID_REQUEST, WcStatus.REM_INV_REQ_ERR);
       return false;
     }
@@ -203,6 +230,7 @@ function finishRecv(qp: RxeQp, pkt: Packet): boolean {
     extra.inv = key;
   }
   const isWrite = (m & Op.WRITE) !== 0;
+  traceResp(qp.qpn, RespState.COMPLETE, pkt.psn);
   r.wqe = undefined;
   completeRecv(qp, w, WcStatus.SUCCESS, isWrite ? WcOpcode.RECV_RDMA_WITH_IMM : WcOpcode.RECV, isWrite ? r.writeLen : r.offset, pkt, extra);
   return true;
@@ -221,9 +249,13 @@ function rcRead(qp: RxeQp, pkt: Packet): void {
   let mem: Buffer = Buffer.alloc(0), off = 0;
   if (len > 0) {
     const res = qp.device.keys.resolveRemote(rkey, qp.pd, qp.qpn, va, len, Access.REMOTE_READ);
-    if (typeof res === 'string') return nakError(qp, pkt, NakCode.REMOTE_ACCESS_ERROR, WcStatus.REM_ACCESS_ERR);
+    if (typeof res === 'string') {
+      traceResp(qp.qpn, RespState.ERR_RKEY_VIOLATION, pkt.psn);
+      return nakError(qp, pkt, NakCode.REMOTE_ACCESS_ERROR, WcStatus.REM_ACCESS_ERR);
+    }
     mem = res.mem; off = res.offset;
   }
+  traceResp(qp.qpn, RespState.READ_REPLY, pkt.psn);
   const npkts = Math.max(1, Math.ceil(len / qp.mtu));
   const res: RespResource = { kind: 'read', firstPsn: pkt.psn, lastPsn: psnAdd(pkt.psn, npkts - 1), va, rkey, length: len, atomicOrig: 0n, valid: true };
   newResource(qp, res);
@@ -234,9 +266,16 @@ function rcRead(qp: RxeQp, pkt: Packet): void {
 
 function rcAtomic(qp: RxeQp, pkt: Packet): void {
   const va = atmeth.va(pkt), rkey = atmeth.rkey(pkt);
-  if (!(va % 8 === 0)) return nakError(qp, pkt, NakCode.INVALID_REQUEST, WcStatus.REM_INV_REQ_ERR);
+  if (!(va % 8 === 0)) {
+    traceResp(qp.qpn, RespState.ERR_MISALIGNED_ATOMIC, pkt.psn);
+    return nakError(qp, pkt, NakCode.INVALID_REQUEST, WcStatus.REM_INV_REQ_ERR);
+  }
   const res = qp.device.keys.resolveRemote(rkey, qp.pd, qp.qpn, va, 8, Access.REMOTE_ATOMIC);
-  if (typeof res === 'string') return nakError(qp, pkt, NakCode.REMOTE_ACCESS_ERROR, WcStatus.REM_ACCESS_ERR);
+  if (typeof res === 'string') {
+    traceResp(qp.qpn, RespState.ERR_RKEY_VIOLATION, pkt.psn);
+    return nakError(qp, pkt, NakCode.REMOTE_ACCESS_ERROR, WcStatus.REM_ACCESS_ERR);
+  }
+  traceResp(qp.qpn, RespState.ATOMIC_REPLY, pkt.psn);
   // 64-bit operands in host (little-endian) order in memory, as Linux rxe does on x86.
   const orig = res.mem.readBigUInt64LE(res.offset);
   const value = pkt.opcode === OpCode.RC_COMPARE_SWAP
@@ -250,6 +289,7 @@ function rcAtomic(qp: RxeQp, pkt: Packet): void {
 }
 
 function duplicate(qp: RxeQp, pkt: Packet): void {
+  traceResp(qp.qpn, RespState.DUPLICATE_REQUEST, pkt.psn);
   qp.counters.duplicates++;
   qp.device.counters.duplicate_request++;
   const m = pkt.mask;
@@ -282,18 +322,26 @@ function onUc(qp: RxeQp, pkt: Packet): void {
     // Abandon a partial message; its receive WQE (if any) is kept for the next one.
     r.inMessage = 0;
     r.offset = 0;
-    if (!(m & Op.START)) { qp.device.counters.out_of_seq_request++; r.psn = psnAdd(pkt.psn, 1); return; }
+    if (!(m & Op.START)) {
+      traceResp(qp.qpn, RespState.ERR_PSN_OUT_OF_SEQ, pkt.psn);
+      qp.device.counters.out_of_seq_request++; r.psn = psnAdd(pkt.psn, 1); return;
+    }
   }
   r.psn = psnAdd(pkt.psn, 1);
-  if (!qpAllows(qp, m)) { qp.device.counters.malformed_drops++; return; }
-  if (m & Op.SEND && !r.wqe && !takeRecv(qp)) { qp.device.counters.no_recv_wqe_drops++; return; }
-  if (!(m & Op.END) && pkt.payloadLength !== qp.mtu) { r.inMessage = 0; qp.device.counters.malformed_drops++; return; }
+  if (!qpAllows(qp, m)) { ucDrop(qp, pkt, RespState.ERR_UNSUPPORTED_OPCODE); return; }
+  if (m & Op.SEND && !r.wqe && !takeRecv(qp)) {
+    traceResp(qp.qpn, RespState.ERR_RNR, pkt.psn);
+    qp.device.counters.no_recv_wqe_drops++; return;
+  }
+  if (!(m & Op.END) && pkt.payloadLength !== qp.mtu) { r.inMessage = 0; ucDrop(qp, pkt, RespState.ERR_LENGTH); return; }
   if (m & Op.WRITE) {
-    if (placeWrite(qp, pkt) !== undefined) { r.inMessage = 0; qp.device.counters.malformed_drops++; return; }
+    const err = placeWrite(qp, pkt);
+    if (err !== undefined) { r.inMessage = 0; ucDrop(qp, pkt, err === NakCode.REMOTE_ACCESS_ERROR ? RespState.ERR_RKEY_VIOLATION : RespState.ERR_LENGTH); return; }
   } else {
     const w = r.wqe!;
     if (!w.segs) w.segs = resolveSegs(qp, w.sgList, true);
     if (!w.segs || r.offset + pkt.payloadLength > w.total || !scatter(w.segs, r.offset, pkt.buf, pkt.payloadOffset, pkt.payloadLength)) {
+      traceResp(qp.qpn, w.segs ? RespState.ERR_LENGTH : RespState.ERR_MALFORMED_WQE, pkt.psn);
       r.wqe = undefined;
       r.inMessage = 0;
       completeRecv(qp, w, w.segs ? WcStatus.LOC_LEN_ERR : WcStatus.LOC_PROT_ERR, WcOpcode.RECV, 0, pkt);
@@ -301,8 +349,15 @@ function onUc(qp: RxeQp, pkt: Packet): void {
     }
     r.offset += pkt.payloadLength;
   }
+  traceResp(qp.qpn, RespState.EXECUTE, pkt.psn);
   r.inMessage = m & Op.END ? 0 : m & Op.WRITE ? 'write' : 'send';
   if (m & Op.END && m & Op.COMP) finishRecv(qp, pkt);
+}
+
+/** UC has no NAK: a bad packet is dropped and counted. */
+function ucDrop(qp: RxeQp, pkt: Packet, state: RespStateValue): void {
+  traceResp(qp.qpn, state, pkt.psn);
+  qp.device.counters.malformed_drops++;
 }
 
 // ---- UD: one packet, one message; the GRH goes into the first 40 bytes of the buffer ----
@@ -313,16 +368,26 @@ const UDP_BYTES = 8;
 function onUd(qp: RxeQp, pkt: Packet, from: string): void {
   if (deth.qkey(pkt) !== qp.attr.qkey) { qp.device.counters.qkey_drops++; return; }
   const w = qp.takeRecv();
-  if (!w) { qp.device.counters.no_recv_wqe_drops++; return; }
+  if (!w) {
+    traceResp(qp.qpn, RespState.ERR_RNR, pkt.psn);
+    qp.device.counters.no_recv_wqe_drops++; return;
+  }
   const segs = resolveSegs(qp, w.sgList, true);
-  if (!segs) return completeRecv(qp, w, WcStatus.LOC_PROT_ERR, WcOpcode.RECV, 0, pkt);
+  if (!segs) {
+    traceResp(qp.qpn, RespState.ERR_MALFORMED_WQE, pkt.psn);
+    return completeRecv(qp, w, WcStatus.LOC_PROT_ERR, WcOpcode.RECV, 0, pkt);
+  }
   const len = pkt.payloadLength;
-  if (GRH_BYTES + len > w.total) return completeRecv(qp, w, WcStatus.LOC_LEN_ERR, WcOpcode.RECV, 0, pkt);
+  if (GRH_BYTES + len > w.total) {
+    traceResp(qp.qpn, RespState.ERR_LENGTH, pkt.psn);
+    return completeRecv(qp, w, WcStatus.LOC_LEN_ERR, WcOpcode.RECV, 0, pkt);
+  }
   scatter(segs, 0, buildGrh(qp, from, len), 0, GRH_BYTES);
   scatter(segs, GRH_BYTES, pkt.buf, pkt.payloadOffset, len);
   const m = pkt.mask;
   const extra: { flags: number; imm?: number; srcQp: number } = { flags: WcFlags.GRH, srcQp: deth.srcQp(pkt) };
   if (m & Op.IMMDT) { extra.flags |= WcFlags.WITH_IMM; extra.imm = immdt.get(pkt); }
+  traceResp(qp.qpn, RespState.COMPLETE, pkt.psn);
   completeRecv(qp, w, WcStatus.SUCCESS, WcOpcode.RECV, GRH_BYTES + len, pkt, extra);
 }
 
