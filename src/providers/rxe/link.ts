@@ -40,6 +40,12 @@ export class RxeLink {
   /** segment: the packet's index in a run that arrived as one datagram (UDP GRO), else 0. */
   onPacket: (pkt: Buffer, from: string, fromPort: number, segment: number) => void = () => {};
   faults: FaultPlan | undefined;
+  /**
+   * A seam for tests that drive QPs packet by packet: when set, each outgoing packet, sealed
+   * with its ICRC, goes to this function instead of a socket (no fault plan, no GSO), at once
+   * and in order; a send's onSent runs on the next microtask.
+   */
+  transmit: ((pkt: Buffer, to: string, sourcePort: number) => void) | undefined;
   private out: Outgoing[] = [];
   private flushQueued = false;
   /** Sends from the device port itself (QPs without a port of their own, and the fault hook). */
@@ -176,6 +182,10 @@ export class RxeLink {
    */
   sendv(parts: Buffer[], to: string, onSent?: () => void, src: SourcePort = this.devicePort): void {
     if (this.closed) return;
+    if (this.transmit) {
+      this.transmitNow(parts, to, src, onSent);
+      return;
+    }
     if (this.faults) {
       this.flush();
       this.sendFaulty(parts.length === 1 ? parts[0]! : Buffer.concat(parts), to, src);
@@ -240,6 +250,16 @@ export class RxeLink {
       }
       i = j;
     }
+  }
+
+  private transmitNow(parts: Buffer[], to: string, src: SourcePort, onSent: (() => void) | undefined): void {
+    const pkt = Buffer.concat(parts);
+    const port = src.sender.port;
+    this.flow(to, true, this.port, port).seal(pkt);
+    this.counters.sent_pkts++;
+    this.counters.sent_bytes += pkt.length;
+    this.transmit!(pkt, to, port);
+    if (onSent) queueMicrotask(onSent);
   }
 
   private sendFaulty(pkt: Buffer, to: string, src: SourcePort): void {
