@@ -1,8 +1,9 @@
 // The named states of the responder and the completer, as Linux rxe's enum resp_states
-// (rxe_verbs.h) and enum comp_states (rxe_comp.c) with their name tables, so a debug trace
-// (debug.ts) can say where a packet's handling went. softrdma's responder and completer are
-// straight-line code rather than loops over a state variable; they report the state a
-// packet reaches at each decision (its checks, its error, its reply), by these names.
+// (rxe_resp.c; rxe_verbs.h in later kernels) and enum comp_states (rxe_comp.c) with their
+// name tables, so a debug trace (debug.ts) can say where a packet's handling went.
+// softrdma's responder and completer are straight-line code rather than loops over a state
+// variable; they report the state a packet reaches at each decision (its checks, its
+// error, its reply), by these names.
 
 function names(prefix: string, states: Record<string, number>): readonly string[] {
   const out: string[] = [];
