@@ -1,6 +1,7 @@
-// The completer: handles what comes back to a requester (ACK, NAK, RNR NAK, read responses,
-// atomic acks), completes send WQEs in order, and drives retries: go-back-N on a sequence
-// NAK or an implicit NAK, the retransmit timer (4.096 us x 2^timeout) and RNR waits.
+// The completer (Linux rxe_comp.c): handles what comes back to a requester (ACK, NAK, RNR
+// NAK, read responses, atomic acks), completes send WQEs in order, and drives retries:
+// go-back-N on a sequence NAK or an implicit NAK, the retransmit timer (4.096 us x
+// 2^timeout) and RNR waits.
 
 import { QpState, WcStatus, WrOpcode } from '../../abi/enums.js';
 import { aeth, atmack, type Packet } from './wire/headers.js';

@@ -1,6 +1,6 @@
-// An rxe queue pair: its state, work queues and attributes. The transport work is done by
-// requester.ts (builds and sends request packets), completer.ts (handles ACKs and
-// responses, retries, completions) and responder.ts (executes incoming requests).
+// An rxe queue pair (Linux rxe_qp.c): its state, work queues and attributes. The transport
+// work is done by requester.ts (builds and sends request packets), completer.ts (handles
+// ACKs and responses, retries, completions) and responder.ts (executes incoming requests).
 
 import { AsyncEventType, MigState, mtuBytes, QpAttr, QpState, QpType, qpStateName, qpTypeName, WR_OPCODE_NAMES, SendFlags, WcOpcode, WcStatus, WrOpcode, type MtuValue } from '../../abi/enums.js';
 import type { AhAttr, QpAttrFull, QpAttrValues, QpCap, RecvWr, SendWr, WorkCompletion } from '../../abi/types.js';
@@ -26,7 +26,6 @@ import { runRequester } from './requester.js';
 import { armRetransmit, stopTimers } from './completer.js';
 
 export const enum WqeState { POSTED, SENDING, PENDING, DONE }
-
 
 export interface SendWqe {
   wr: SendWr;

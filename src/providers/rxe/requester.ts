@@ -1,6 +1,6 @@
-// The requester: turns send WQEs into request packets, in order, within the window of
-// unacknowledged PSNs. Each WQE's PSNs are fixed when it is first reached, so a retry
-// (go-back-N from any PSN) rebuilds exactly the packets it sent before.
+// The requester (Linux rxe_req.c): turns send WQEs into request packets, in order, within
+// the window of unacknowledged PSNs. Each WQE's PSNs are fixed when it is first reached, so
+// a retry (go-back-N from any PSN) rebuilds exactly the packets it sent before.
 
 import { Access, MwType, QpState, QpType, SendFlags, WcStatus, WrOpcode } from '../../abi/enums.js';
 import { OPCODES, Op, OpCode, ICRC_BYTES } from './wire/opcodes.js';

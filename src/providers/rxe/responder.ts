@@ -1,6 +1,7 @@
-// The responder: executes incoming requests against local memory and receive WQEs, and
-// answers (ACK, NAK, RNR NAK, read responses, atomic acks). RC enforces PSN order and keeps
-// responder resources so duplicate READs are re-executed and duplicate atomics replayed.
+// The responder (Linux rxe_resp.c): executes incoming requests against local memory and
+// receive WQEs, and answers (ACK, NAK, RNR NAK, read responses, atomic acks). RC enforces PSN
+// order and keeps responder resources so duplicate READs are re-executed and duplicate
+// atomics replayed.
 
 import { Access, AsyncEventType, QpState, QpType, WcFlags, WcOpcode, WcStatus, MwType } from '../../abi/enums.js';
 import { ACK_SYNDROME_NO_CREDIT_LIMIT, AethSyndrome, NakCode, aeth, atmack, atmeth, deth, ieth, immdt, reth, writeBth, type Packet } from './wire/headers.js';
