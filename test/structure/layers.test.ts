@@ -36,14 +36,11 @@ const ALLOWED: Record<string, readonly string[]> = {
 };
 
 /**
- * Runtime import cycles that exist today and are being removed elsewhere. Each entry is one
- * cycle's files (relative to src/, sorted). The test fails on any other cycle, and on an
- * entry here that no longer exists, so the list only shrinks.
+ * Runtime import cycles tolerated for now, each as its files (relative to src/, sorted). None
+ * are left (rxe's qp/requester/completer and smc's socket/status went in the 2026-12-03
+ * restructure). The test fails on any other cycle, and on an entry here that no longer exists.
  */
-const KNOWN_CYCLES: readonly string[][] = [
-  // removed by the rxe restructure; delete these entries then
-  ['providers/rxe/completer.js', 'providers/rxe/qp.js', 'providers/rxe/requester.js'],
-];
+const KNOWN_CYCLES: readonly string[][] = [];
 
 /** The layer of a file under src/ (path relative to src/, with / separators). */
 function layerOf(rel: string): string {

@@ -6,7 +6,7 @@ import type { AhAttr, AsyncEvent, QpAttrValues, QpInitAttr, SrqAttrValues } from
 import { AsyncEventType } from '../../abi/enums.js';
 import { fail } from '../../uapi/errors.js';
 import { RxeCq } from './cq.js';
-import { RxeMr, RxeMw, RxePd } from './keys.js';
+import { type RxeMr, type RxeMw, RxePd } from './keys.js';
 import { RxeQp, resolveAv } from './qp.js';
 import { RxeSrq } from './srq.js';
 import type { RxeDevice } from './device.js';

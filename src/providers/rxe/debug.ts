@@ -1,8 +1,10 @@
-// rxe's debug trace: every debug line of the QP state machines goes through here, so where it
-// goes is decided in one place (Linux rxe prints through rxe_dbg_qp/pr_debug). With
-// SOFTRDMA_DEBUG set it goes to stderr; a test or tool may install its own sink. Without a
-// sink a trace call is one test of a variable.
+// rxe's debug trace: every debug event of the QP state machines goes through here (Linux rxe
+// prints through rxe_dbg_qp/pr_debug). Events are published on the diagnostics_channel
+// channels softrdma:rxe:resp and softrdma:rxe:comp, printed with NODE_DEBUG=rxe, and given to
+// a sink a test installs. With none of these a trace call is three cheap tests.
 
+import dc from 'node:diagnostics_channel';
+import util from 'node:util';
 import { COMP_STATE_NAMES, RESP_STATE_NAMES, type CompStateValue, type RespStateValue } from './states.js';
 
 export interface RxeTraceEvent {
@@ -16,9 +18,12 @@ export interface RxeTraceEvent {
 }
 export type RxeTraceSink = (event: RxeTraceEvent) => void;
 
-const toStderr: RxeTraceSink = (e) => console.error(`rxe qp#${e.qpn} ${e.machine} ${e.state} psn 0x${e.psn.toString(16)}`);
+const channels = { resp: dc.channel('softrdma:rxe:resp'), comp: dc.channel('softrdma:rxe:comp') };
+const log = util.debuglog('rxe');
+/** NODE_DEBUG is read once, at startup. */
+const logOn = log.enabled;
 
-let sink: RxeTraceSink | undefined = process.env.SOFTRDMA_DEBUG ? toStderr : undefined;
+let sink: RxeTraceSink | undefined;
 
 /** Install a sink (undefined: none); returns the previous one so a caller can put it back. */
 export function setTraceSink(next: RxeTraceSink | undefined): RxeTraceSink | undefined {
@@ -27,12 +32,19 @@ export function setTraceSink(next: RxeTraceSink | undefined): RxeTraceSink | und
   return prev;
 }
 
+function emit(e: RxeTraceEvent): void {
+  sink?.(e);
+  const ch = channels[e.machine];
+  if (ch.hasSubscribers) ch.publish(e);
+  if (logOn) log('qp#%d %s %s psn 0x%s', e.qpn, e.machine, e.state, e.psn.toString(16));
+}
+
 /** The responder of QP `qpn` reached `state` for the packet with `psn`. */
 export function traceResp(qpn: number, state: RespStateValue, psn: number): void {
-  if (sink !== undefined) sink({ machine: 'resp', qpn, state: RESP_STATE_NAMES[state]!, psn });
+  if (sink !== undefined || logOn || channels.resp.hasSubscribers) emit({ machine: 'resp', qpn, state: RESP_STATE_NAMES[state]!, psn });
 }
 
 /** The completer of QP `qpn` reached `state` for the packet (or retry) at `psn`. */
 export function traceComp(qpn: number, state: CompStateValue, psn: number): void {
-  if (sink !== undefined) sink({ machine: 'comp', qpn, state: COMP_STATE_NAMES[state]!, psn });
+  if (sink !== undefined || logOn || channels.comp.hasSubscribers) emit({ machine: 'comp', qpn, state: COMP_STATE_NAMES[state]!, psn });
 }

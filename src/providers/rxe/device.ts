@@ -20,6 +20,10 @@ import { gidFromAddress } from '../../abi/inet.js';
 import { onResponse } from './completer.js';
 import { onRequest } from './responder.js';
 import { registerRxeDriverMethods } from './driver-methods.js';
+import { tracer } from '../../sys/trace.js';
+
+/** A packet that broke the receive path (a bug: counted as malformed, device carries on). */
+const traceReceiveError = tracer('rxe', 'receive-error');
 
 export interface RxeDeviceOptions {
   /** Local IP address (IPv4 or IPv6) the device binds. */
@@ -219,7 +223,7 @@ export class RxeDevice implements ProviderDevice {
     } catch (err) {
       // A bug must not take the device down with it; count it and go on.
       c.malformed_drops++;
-      if (process.env.SOFTRDMA_DEBUG) console.error('rxe receive error', err);
+      if (traceReceiveError.active) traceReceiveError({ error: err, from });
     }
   }
 
