@@ -25,7 +25,7 @@ const GUID_B = 0x505400fffe770002n;
 const SID = serviceIdFor(PortSpace.TCP, 7174);
 
 /** The REQ an RDMA CM client on rxe sends (the fields the 6.1 capture shows). */
-function rdmaCmReq(qpn: number, psn = 0x1f6598): Omit<CmMessageOf<'REQ'>, 'localCommId' | 'kind'> {
+function rdmaCmReq(qpn: number, psn = 0x9297e1): Omit<CmMessageOf<'REQ'>, 'localCommId' | 'kind'> {
   const { kind: _k, localCommId: _l, ...blank } = blankCm('REQ');
   return {
     ...blank, serviceId: SID, localCaGuid: GUID_A, localQpn: qpn, responderResources: 1, initiatorDepth: 1,
@@ -249,7 +249,7 @@ describe('two CMs over the codecs', () => {
   });
 
   it('destroying an id in REQ_SENT sends the REJ Linux sent in the 6.1 capture, byte for byte', () => {
-    const c = cmStep(newConn({ localId: 0x8b385727, localCaGuid: 0x505400fffe770002n }), { type: 'send_req', req: rdmaCmReq(0x11), packetLifeTime: 18 }).conn;
+    const c = cmStep(newConn({ localId: 0x6034660e, localCaGuid: 0x505400fffe770002n }), { type: 'send_req', req: rdmaCmReq(0x11), packetLifeTime: 18 }).conn;
     const s = cmStep(c, { type: 'destroy' });
     assert.equal(s.conn.state, 'IDLE');
     assert.equal(s.conn.destroyed, true);
@@ -259,7 +259,7 @@ describe('two CMs over the codecs', () => {
     const frames: Buffer[] = [];
     for (let off = 24; off < pcap.length;) { const n = pcap.readUInt32LE(off + 8); frames.push(pcap.subarray(off + 16, off + 16 + n)); off += 16 + n; }
     const mad = frames[2]!.subarray(14 + 20 + 8 + 12 + 8, 14 + 20 + 8 + 12 + 8 + 256);
-    assert.deepEqual(encodeCmMad(rej!.msg, 0x00000002_2757388bn), Buffer.from(mad));
+    assert.deepEqual(encodeCmMad(rej!.msg, 0x00000002_0e663460n), Buffer.from(mad));
   });
 
   it('local comm ids: random, never 0, never one in use', () => {
@@ -311,7 +311,7 @@ describe('the table (property)', () => {
       { weight: 1, arbitrary: fc.record({ k: fc.constant('timer' as const), side: fc.constantFrom(0 as const, 1 as const), pick: fc.nat({ max: 7 }), which: fc.constantFrom('retry' as const, 'timewait' as const) }) },
     );
     const reached = new Set<CmStateName>();
-    const run = fc.check(fc.property(fc.array(opArb, { minLength: 20, maxLength: 150, size: 'max' }), (ops) => {
+    const walk = fc.property(fc.array(opArb, { minLength: 20, maxLength: 150, size: 'max' }), (ops) => {
       const T = [new CmTable({ localCaGuid: GUID_A }), new CmTable({ localCaGuid: GUID_B })] as const;
       T[1].listen(T[1].create().localId, SID);
       T[0].create();
@@ -385,11 +385,16 @@ describe('the table (property)', () => {
         const before = snapshot(op.side);
         apply(op.side, before, { outcomes: [T[op.side].call(c.localId, input)] }, input);
       }
-    }), { numRuns: 300, ...(process.env.CM_SEED ? { seed: Number(process.env.CM_SEED) } : {}) });
-    if (run.failed) assert.fail(`seed ${run.seed}: ${String(run.errorInstance)}\n${fc.stringify(run.counterexample)}`);
-    // the walk is not vacuous: it gets through the handshake, MRAs, disconnection and time-wait
-    for (const st of ['REQ_SENT', 'REQ_RCVD', 'REP_SENT', 'REP_RCVD', 'ESTABLISHED', 'DREQ_SENT', 'TIMEWAIT', 'IDLE'] as const) {
-      assert.ok(reached.has(st), `never reached ${st}: ${[...reached].join(' ')}`);
+    });
+    // The walk must not be vacuous: it has to get through the handshake, disconnection and
+    // time-wait. 300 walks nearly always do; rarely one state is missed, so up to five batches
+    // run (each checking every invariant) until all were seen.
+    const mustReach = ['REQ_SENT', 'REQ_RCVD', 'REP_SENT', 'REP_RCVD', 'ESTABLISHED', 'DREQ_SENT', 'TIMEWAIT', 'IDLE'] as const;
+    for (let batch = 0; batch < 5 && !mustReach.every((st) => reached.has(st)); batch++) {
+      const seed = process.env.CM_SEED ? Number(process.env.CM_SEED) + batch : undefined;
+      const run = fc.check(walk, { numRuns: 300, ...(seed !== undefined ? { seed } : {}) });
+      if (run.failed) assert.fail(`seed ${run.seed}: ${String(run.errorInstance)}\n${fc.stringify(run.counterexample)}`);
     }
+    for (const st of mustReach) assert.ok(reached.has(st), `never reached ${st}: ${[...reached].join(' ')}`);
   });
 });
