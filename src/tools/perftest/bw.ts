@@ -10,7 +10,7 @@
 import { createHash } from 'node:crypto';
 import { SendFlags, WcOpcode, WrOpcode, type SendWr, type WorkCompletion } from '../../index.js';
 import type { BwReport } from './exchange.js';
-import { bwResult, MB, toGbits, type BwResult } from './report.js';
+import { bwResult, MB, sampleWindow, toGbits, within, type BwResult } from './report.js';
 import { MAX_INLINE, nowNs, RX_DEPTH, type Session } from './session.js';
 
 const CQ_MOD = 64;
@@ -175,7 +175,10 @@ class Receiver {
     if (!times.n) throw new Error('no message arrived');
     // Arrivals are seen in batches of one poll, so windows of them say nothing about a peak:
     // the receiver reports its average as its peak.
-    const r = bwResult(s.o.test, this.size, t0, times.view(), null);
+    const w = sampleWindow(t0, s.o.durationSec, s.o.marginSec);
+    const counted = within(times.view(), w.from, w.to);
+    if (!counted.length) throw new Error('no message arrived between the margins');
+    const r = bwResult(s.o.test, this.size, w.from, counted, null);
     return { result: { ...r, bw_peak_MBps: r.bw_avg_MBps }, counts: [...this.received] };
   }
 }
@@ -242,5 +245,8 @@ async function sendLoop(s: Session, size: number, rx: Receiver | undefined): Pro
     }
     await s.poll(1, onWc, stopped ? Infinity : deadline);
   }
-  return { result: bwResult(test, size, t0, times.view(), null), counts: completed };
+  const w = sampleWindow(t0, s.o.durationSec, s.o.marginSec);
+  const counted = within(times.view(), w.from, w.to);
+  if (!counted.length) throw new Error('no operation completed between the margins');
+  return { result: bwResult(test, size, w.from, counted, null), counts: completed };
 }

@@ -8,7 +8,7 @@
 // perftest does); read_lat the time of each READ. With -D a side stops when its time is up.
 
 import { SendFlags, WcOpcode, WrOpcode, type WorkCompletion } from '../../index.js';
-import { latResult, type LatResult } from './report.js';
+import { latResult, sampleWindow, within, type LatResult } from './report.js';
 import { MAX_INLINE, nowNs, yieldToLoop, type Session } from './session.js';
 
 const RX_DEPTH = 64;
@@ -54,7 +54,15 @@ function more(s: Session, done: number, deadline: number): boolean {
 }
 
 /** Half the gaps between successive posts (perftest's latency samples for ping-pongs). */
-function gaps(test: string, size: number, posts: number[], iters: number): LatResult {
+/**
+ * Half the time between consecutive posts (each post follows the peer's answer to the one
+ * before); with -D only the posts between perftest's margins (t0: when the test started).
+ */
+function gaps(s: Session, size: number, all: number[], iters: number, t0: number): LatResult {
+  const test = s.o.test;
+  const w = sampleWindow(t0, s.o.durationSec, s.o.marginSec);
+  const posts = s.o.durationSec ? Array.from(within(Float64Array.from(all), w.from, w.to)) : all;
+  if (s.o.durationSec) iters = Math.max(0, posts.length - 1);
   const n = posts.length - 1;
   if (n < 1) throw new Error('too few rounds to measure');
   const samples = new Float64Array(n);
@@ -92,6 +100,7 @@ class Receives {
 async function sendLat(s: Session, size: number, rx: Receives): Promise<LatResult> {
   const inline = size <= MAX_INLINE ? SendFlags.INLINE : 0;
   const sge = s.mr.sge(s.sendOff(0), size);
+  const t0 = nowNs();
   const deadline = deadlineOf(s);
   const posts: number[] = [];
   let sent = 0;
@@ -109,7 +118,7 @@ async function sendLat(s: Session, size: number, rx: Receives): Promise<LatResul
     sent++;
   }
   posts.push(nowNs());
-  return gaps(s.o.test, size, posts, sent);
+  return gaps(s, size, posts, sent, t0);
 }
 
 async function writeLat(s: Session, size: number): Promise<LatResult> {
@@ -117,6 +126,7 @@ async function writeLat(s: Session, size: number): Promise<LatResult> {
   const sge = s.mr.sge(s.sendOff(0), size);
   const remote = { remoteAddr: s.remoteAddr(0), rkey: s.remote[0]!.rkey };
   const postAt = s.sendOff(0) + size - 1, pollAt = s.recvOff(0) + size - 1;
+  const t0 = nowNs();
   const deadline = deadlineOf(s);
   const timeout = s.o.timeoutMs;
   const posts: number[] = [];
@@ -144,7 +154,7 @@ async function writeLat(s: Session, size: number): Promise<LatResult> {
   }
   drain();
   posts.push(nowNs());
-  return gaps(s.o.test, size, posts, scnt);
+  return gaps(s, size, posts, scnt, t0);
 }
 
 async function readLat(s: Session, size: number): Promise<LatResult> {
@@ -153,12 +163,20 @@ async function readLat(s: Session, size: number): Promise<LatResult> {
   const remote = { remoteAddr: s.remoteAddr(0), rkey: s.remote[0]!.rkey };
   const sge = s.mr.sge(s.sendOff(0), size);
   const t0 = nowNs();
-  while (more(s, samples.length, deadline)) {
+  // With -D only the READs posted between perftest's margins count.
+  const w = sampleWindow(t0, s.o.durationSec, s.o.marginSec);
+  let rounds = 0, first = 0, last = 0;
+  while (more(s, rounds, deadline)) {
     const t = nowNs();
-    s.qp.postSend({ wrId: samples.length, opcode: WrOpcode.RDMA_READ, sendFlags: SendFlags.SIGNALED, sgList: [sge], rdma: remote });
+    s.qp.postSend({ wrId: rounds++, opcode: WrOpcode.RDMA_READ, sendFlags: SendFlags.SIGNALED, sgList: [sge], rdma: remote });
     await s.poll(1, () => {});
-    samples.push((nowNs() - t) / 1e3);
+    const done = nowNs();
+    if (t < w.from || t > w.to) continue;
+    if (!samples.length) first = t;
+    last = done;
+    samples.push((done - t) / 1e3);
   }
+  if (!samples.length) throw new Error('no READ completed between the margins');
   const r = latResult(s.o.test, size, Float64Array.from(samples));
-  return { ...r, tps_average: round(samples.length / ((nowNs() - t0) / 1e9)) };
+  return { ...r, tps_average: round(samples.length / ((last - first) / 1e9)) };
 }

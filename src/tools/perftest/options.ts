@@ -23,6 +23,8 @@ export interface PerftestOptions {
   timeoutMs: number;
   /** -D: run for this many seconds instead of -n iterations. */
   durationSec: number | undefined;
+  /** -f: with -D, seconds left out at the start and at the end (perftest: duration/4 by default). */
+  marginSec: number;
   /** -a: every size (perftest's RUN_ALL, which changes where the two sides sync). */
   all: boolean;
   /** -q: QPs (bw tests); each QP does -n iterations, as in perftest. */
@@ -52,7 +54,10 @@ Run the server without a host, then the client with the server's host.
   -s, --size N         message size in bytes (default 65536 for bw, 2 for lat, 8 for atomic)
   -n, --iters N        iterations (default 5000 for bw, 1000 for lat)
   -a, --all            every size from 2 to 2^23 (atomic_bw: 8 only)
-  -D, --duration SEC   run for SEC seconds instead of -n iterations (not with -a)
+  -D, --duration SEC   run for SEC seconds instead of -n iterations (not with -a); as perftest,
+                       results count only between the margins
+  -f, --margin SEC     with -D: seconds left out at the start and the end (default SEC/4,
+                       rounded down, as perftest)
   -x, --gid-index N    local GID index (default 0, the device's only GID: its address)
   -q, --qp N           number of QPs, each doing -n iterations (bw tests; default 1)
   -b, --bidirectional  both sides send and the table shows the sum (bw tests)
@@ -99,6 +104,7 @@ export function parsePerftestArgs(argv: string[]): PerftestOptions {
       counters: { type: 'boolean' },
       timeout: { type: 'string' },
       duration: { type: 'string', short: 'D' },
+      margin: { type: 'string', short: 'f' },
       'gid-index': { type: 'string', short: 'x' },
       qp: { type: 'string', short: 'q' },
       bidirectional: { type: 'boolean', short: 'b' },
@@ -135,6 +141,15 @@ export function parsePerftestArgs(argv: string[]): PerftestOptions {
     if (!(durationSec > 0) || durationSec > 86400) throw new UsageError(`--duration must be a number of seconds in (0, 86400], got '${values.duration}'`);
     if (values.all) throw new UsageError('--duration and --all exclude each other (perftest: duration mode does not run all sizes)');
   }
+  let marginSec = durationSec !== undefined ? Math.floor(durationSec / 4) : 0;
+  if (values.margin !== undefined) {
+    marginSec = Number(values.margin);
+    if (durationSec === undefined) throw new UsageError('--margin applies to --duration runs only');
+    if (!(marginSec >= 0)) throw new UsageError(`--margin must be a number of seconds >= 0, got '${values.margin}'`);
+  }
+  if (durationSec !== undefined && !(durationSec > 2 * marginSec)) {
+    throw new UsageError(`--duration ${durationSec} must be more than twice --margin ${marginSec}`);
+  }
   const mtu = values.mtu === undefined ? undefined : Number(values.mtu);
   if (mtu !== undefined && ![256, 512, 1024, 2048, 4096].includes(mtu)) throw new UsageError(`--mtu must be 256, 512, 1024, 2048 or 4096, got '${values.mtu}'`);
   return {
@@ -152,6 +167,7 @@ export function parsePerftestArgs(argv: string[]): PerftestOptions {
     counters: values.counters ?? false,
     timeoutMs: intOpt('timeout', values.timeout, 30, 1, 86400) * 1000,
     durationSec,
+    marginSec,
     all: values.all ?? false,
     qps,
     bidir: values.bidirectional ?? false,

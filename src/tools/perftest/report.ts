@@ -131,3 +131,21 @@ export const TITLES: Record<string, string> = {
   write_bw: 'RDMA_Write BW Test', read_bw: 'RDMA_Read BW Test', send_bw: 'Send BW Test', atomic_bw: 'Atomic FETCH_AND_ADD BW Test',
   write_lat: 'RDMA_Write Latency Test', read_lat: 'RDMA_Read Latency Test', send_lat: 'Send Latency Test',
 };
+
+/**
+ * perftest's -D window: results count only from `margin` seconds after the start to `margin`
+ * before the end (its alarm states START, SAMPLE, STOP_SAMPLE), so neither the warm-up nor the
+ * wind-down is measured. Without -D everything counts.
+ */
+export function sampleWindow(t0Ns: number, durationSec: number | undefined, marginSec: number): { from: number; to: number } {
+  if (!durationSec) return { from: t0Ns, to: Infinity };
+  return { from: t0Ns + marginSec * 1e9, to: t0Ns + (durationSec - marginSec) * 1e9 };
+}
+
+/** The ascending timestamps inside [from, to]. */
+export function within(ts: Float64Array, from: number, to: number): Float64Array {
+  let lo = 0, hi = ts.length;
+  while (lo < ts.length && ts[lo]! < from) lo++;
+  while (hi > lo && ts[hi - 1]! > to) hi--;
+  return ts.subarray(lo, hi);
+}

@@ -34,6 +34,9 @@ export const RX_DEPTH = 512;
 interface Hello { protocol: string; test: string; sizes: number[]; iters: number; txDepth: number; durationSec?: number; qps: number; bidir: boolean; all: boolean }
 const PROTOCOL = 'softrdma-perftest/2';
 
+/** How long poll() spins on an empty CQ before it waits for a completion event (ns). */
+const SPIN_NS = 50_000;
+
 export class Session {
   dev: Device | undefined;
   ctx: Context | undefined;
@@ -254,21 +257,55 @@ export class Session {
   async poll(want: number, onWc: (wc: WorkCompletion) => void, deadlineNs = Infinity): Promise<number> {
     let got = 0;
     let last = Date.now();
+    let quietSince = nowNs();
+    const take = (wc: WorkCompletion) => {
+      if (wc.status !== WcStatus.SUCCESS) throw new Error(`completion error: ${wcStatusStr(wc.status)} (wr_id ${wc.wrId})`);
+      onWc(wc);
+      got++;
+    };
     while (got < want) {
       const wcs = this.cq.poll(32);
-      for (const wc of wcs) {
-        if (wc.status !== WcStatus.SUCCESS) throw new Error(`completion error: ${wcStatusStr(wc.status)} (wr_id ${wc.wrId})`);
-        onWc(wc);
+      for (const wc of wcs) take(wc);
+      if (wcs.length) {
+        last = Date.now();
+        quietSince = nowNs();
+        continue;
       }
-      got += wcs.length;
-      if (wcs.length) last = Date.now();
-      else {
-        if (nowNs() >= deadlineNs) break;
-        if (Date.now() - last > this.o.timeoutMs) throw new Error(`no completion for ${this.o.timeoutMs} ms (${got}/${want})`);
+      const now = nowNs();
+      if (now >= deadlineNs) break;
+      if (Date.now() - last > this.o.timeoutMs) throw new Error(`no completion for ${this.o.timeoutMs} ms (${got}/${want})`);
+      // Spin (one event-loop turn at a time, so received packets get in) while an answer is
+      // likely to come soon; after SPIN_NS of nothing, sleep in epoll until the CQ has one, as
+      // a socket reader would. Spinning alone takes the CPU from the peer whenever the host is
+      // busy, and each exchange then costs a scheduler slice (perftest's -e waits the same way).
+      if (now - quietSince < SPIN_NS) {
         await yieldToLoop();
+        continue;
       }
+      const wc = await this.waitCompletion(Math.min(deadlineNs, now + (this.o.timeoutMs - (Date.now() - last)) * 1e6));
+      if (wc) {
+        take(wc);
+        last = Date.now();
+      }
+      quietSince = nowNs();
     }
     return got;
+  }
+
+  /** The next completion, waiting on the event loop until one comes or `untilNs` passes. */
+  private async waitCompletion(untilNs: number): Promise<WorkCompletion | undefined> {
+    const ms = Math.max(0, (untilNs - nowNs()) / 1e6);
+    if (!Number.isFinite(ms)) return this.cq.next();
+    const ac = new AbortController();
+    const timer = setTimeout(() => ac.abort(), Math.ceil(ms));
+    try {
+      return await this.cq.next({ signal: ac.signal });
+    } catch (err) {
+      if (ac.signal.aborted) return undefined;
+      throw err;
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /** Keeps taking completions (for receives to be re-posted) while `p` runs; returns its value. */
