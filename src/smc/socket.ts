@@ -169,6 +169,7 @@ export class Socket extends net.Socket {
     if (!s || s.phase === 'tcp' || s.phase === 'idle' || s.phase === 'closed') return super._final(cb);
     if (s.phase === 'smcd') {
       s.writeDone = true;
+      s.writeDoneAfterPeer = s.conn!.peerFinished;
       s.conn!.closeWrite();
       return super._final(cb); // TCP FIN after peer_done_writing: the peer checks the CDC first
     }

@@ -72,6 +72,8 @@ export interface SmcState {
   clcOut: number;
   strayTcpBytes: number;
   writeDone: boolean;
+  /** Whether the peer had finished writing when we did (smcss: APPFINCLOSEWAIT1, else PEERCLOSEWAIT2). */
+  writeDoneAfterPeer: boolean;
   wroteAfterPeerClosed: boolean;
   /** The port connect() was given (client). */
   targetPort: number | undefined;
@@ -89,7 +91,7 @@ export function newState(role: 'client' | 'server', opts: ResolvedSmcOptions, co
     role, phase: role === 'client' ? 'idle' : 'srv-wait', opts, clc: undefined, held: undefined, heldFinal: undefined,
     stripClc: false, serverDecline: 0, fallbackReason: undefined, peerDeclineReason: undefined, fallbackCause: undefined,
     device: undefined, peerGid: undefined, dmb: undefined, remote: undefined, conn: undefined, proposal: undefined, timer: undefined,
-    pending: undefined, clcIn: 0, clcOut: 0, strayTcpBytes: 0, writeDone: false, wroteAfterPeerClosed: false,
+    pending: undefined, clcIn: 0, clcOut: 0, strayTcpBytes: 0, writeDone: false, writeDoneAfterPeer: false, wroteAfterPeerClosed: false,
     targetPort: undefined, counters, ownerRestore: undefined, learnKey: undefined, startedAt: 0,
   };
 }

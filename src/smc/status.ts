@@ -259,10 +259,21 @@ function connInfo(conn: Conn): ConnInfo {
   };
 }
 
+/**
+ * Linux's smc_state names for a half-closed connection (smc_close.c): shutting down our write
+ * side first is PEERCLOSEWAIT1 (PEERCLOSEWAIT2 once the peer finished too), the peer finishing
+ * first is APPCLOSEWAIT1 (APPFINCLOSEWAIT1 once we finished too); smcss prints them as such.
+ */
+function smcdState(s: NonNullable<ReturnType<typeof smcState>>): string {
+  const peerDone = s.conn?.peerFinished ?? false;
+  if (s.writeDone) return peerDone ? (s.writeDoneAfterPeer ? 'APPFINCLOSEWAIT1' : 'PEERCLOSEWAIT2') : 'PEERCLOSEWAIT1';
+  return peerDone ? 'APPCLOSEWAIT1' : 'ACTIVE';
+}
+
 function describe(sock: net.Socket): ConnectionStatus {
   const s = smcState(sock)!;
   const info = getSmcInfo(sock);
-  const st = s.phase === 'smcd' ? (s.writeDone ? 'APPFINCLOSEWAIT' : 'ACTIVE') : s.phase === 'tcp' ? 'ACTIVE' : s.phase === 'closed' ? 'CLOSED' : 'INIT';
+  const st = s.phase === 'smcd' ? smcdState(s) : s.phase === 'tcp' ? 'ACTIVE' : s.phase === 'closed' ? 'CLOSED' : 'INIT';
   const c: ConnectionStatus = {
     state: st, role: s.role,
     localAddress: sock.localAddress ?? '', localPort: sock.localPort ?? 0,

@@ -83,6 +83,9 @@ test('smcss -D and -d show the GIDs, DMB tokens, connection token, sizes, cursor
   assert.match(d.split('\n')[0]!, /^State {10}UID {3}Pid {5}Local Address {11}Peer Address {12}Intf Mode GID {14}Token {12}Peer-GID {9}Peer-Token {7}Linkid$/);
   const client = row(d, sock.localPort!);
   const server = row(d, Number(portText));
+  // Linux's state names for the half-close: we finished writing first, the server saw it.
+  assert.equal(client[0], 'PEERCLOSEWAIT1');
+  assert.equal(server[0], 'APPCLOSEWAIT1');
   assert.deepEqual(client.slice(6), ['SMCD', mine.gid, mine.token, mine.peerGid, mine.peerToken, '00000000']);
   assert.deepEqual(server.slice(6), ['SMCD', mine.peerGid, mine.peerToken, mine.gid, mine.token, '00000000']);
   assert.equal(client[2], String(process.pid).padStart(7, '0'));
