@@ -26,6 +26,11 @@ const HANDSHAKE_MS = envMicros('SOFTRDMA_SMC_HANDSHAKE_SPIN_US', 1000);
  * CPU to someone other than the peer we wait for: the CPUs are busy (ms).
  */
 const LONG_YIELD_MS = envMicros('SOFTRDMA_SMC_LONG_YIELD_US', 200);
+/**
+ * A yield this long was a scheduler slice given to some other process: the peer answering us
+ * takes microseconds, so whatever the next poll finds, the CPUs are busy (ms).
+ */
+const SLICE_YIELD_MS = envMicros('SOFTRDMA_SMC_SLICE_YIELD_US', 1000);
 /** How long a sign of busy CPUs keeps the poller from spinning (ms). */
 const CONTENDED_MS = envMicros('SOFTRDMA_SMC_CONTENDED_US', 100_000);
 
@@ -104,6 +109,11 @@ function spin(): void {
       schedYield();
       now = performance.now();
       longYield = now - y0 > LONG_YIELD_MS;
+      if (now - y0 > SLICE_YIELD_MS) {
+        longYields = 0;
+        markContended(now);
+        break;
+      }
     } else {
       now = performance.now();
     }
