@@ -10,7 +10,7 @@ import { Op, OpCode } from './wire/opcodes.js';
 import { psnAdd, psnDiff } from './wire/psn.js';
 import { WqeState, type RxeQp, type SendWqe } from './qp.js';
 import { scatter } from './mem.js';
-import { windowCut, windowOpen } from './window.js';
+import { noteIdle, windowCut, windowOpen } from './window.js';
 import { CompState } from './states.js';
 import { traceComp } from './debug.js';
 
@@ -109,6 +109,7 @@ function progress(qp: RxeQp, nextPsn: number): void {
   if (psnDiff(nextPsn, qp.comp.psn) > 0) {
     windowOpen(qp, psnDiff(nextPsn, qp.comp.psn));
     qp.comp.psn = nextPsn;
+    if (psnDiff(qp.req.psn, nextPsn) <= 0) noteIdle(qp);
     qp.comp.retryCnt = qp.attr.retryCnt;
     qp.comp.rnrRetry = qp.attr.rnrRetry;
     qp.comp.lastProgress = performance.now();

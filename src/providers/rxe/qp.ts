@@ -12,6 +12,7 @@ import { packetOpcodesOf, wrOpcodeInfo, WrFlag, type PacketOpcodes } from './wir
 import { connectedSourcePort, initialSourcePort } from './wire/udp-sport.js';
 import type { SourcePort } from './source-port.js';
 import { newQpCounters } from './counters.js';
+import { noteIdle } from './window.js';
 import type { RxeCq } from './cq.js';
 import type { RxePd } from './keys.js';
 import { Ring } from './ring.js';
@@ -241,6 +242,7 @@ export class RxeQp implements ProviderQp {
   /** Move to ERR: every outstanding work request completes, in order, with WR_FLUSH_ERR. */
   toError(): void {
     stopTimers(this);
+    noteIdle(this);
     this.state = QpState.ERR;
     this.attr.qpState = QpState.ERR;
     for (let i = 0; i < this.sq.length; i++) {
@@ -388,6 +390,7 @@ export class RxeQp implements ProviderQp {
     if (!this.destroyed) this.device.link.releasePort(this.source);
     this.destroyed = true;
     stopTimers(this);
+    noteIdle(this);
     this.state = QpState.ERR;
   }
 }

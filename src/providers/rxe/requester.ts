@@ -9,7 +9,7 @@ import { psnAdd, psnDiff } from './wire/psn.js';
 import { WqeState, type RxeQp, type SendWqe } from './qp.js';
 import { packetOpcode } from './wire/wr-opcodes.js';
 import { resolveSegs, views } from './mem.js';
-import { ackEvery, windowPkts } from './window.js';
+import { ackEvery, noteSending, windowPkts } from './window.js';
 import { RxeMr, RxeMw } from './keys.js';
 import type { RxeAh } from './context.js';
 
@@ -43,7 +43,10 @@ export function runRequester(qp: RxeQp): void {
       if (w.state === WqeState.POSTED && !start(qp, w)) break;
       if (w.nextPkt === 0 && w.wr.sendFlags! & SendFlags.FENCE && outstandingRdAtomic(qp) > 0) break;
       if (w.nextPkt === 0 && w.rdAtomic && outstandingRdAtomic(qp) >= qp.attr.maxRdAtomic) break;
-      if (qp.qpType === QpType.RC && psnDiff(psnAdd(w.firstPsn, w.nextPkt), qp.comp.psn) >= windowPkts(qp)) break;
+      if (qp.qpType === QpType.RC) {
+        if (psnDiff(psnAdd(w.firstPsn, w.nextPkt), qp.comp.psn) >= windowPkts(qp)) break;
+        noteSending(qp);
+      }
       sendPacket(qp, w);
       budget--;
     }

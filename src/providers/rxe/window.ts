@@ -21,7 +21,32 @@ export const MIN_WINDOW = 8;
  * alike), and after a loss by cwnd.
  */
 export const windowPkts = (qp: RxeQp): number =>
-  Math.max(MIN_WINDOW, Math.min(Math.floor(qp.req.cwnd), Math.floor(qp.device.link.windowBytes / qp.mtu)));
+  Math.max(MIN_WINDOW, Math.min(Math.floor(qp.req.cwnd), Math.floor(qp.device.link.windowBytes / sendersOf(qp).size / qp.mtu)));
+
+/**
+ * The RC QPs of each device with packets in flight. They share the receive buffer the window
+ * is sized from: sixteen QPs each sending a full buffer's worth overflowed the peer's socket,
+ * and go-back-N then resent whole windows (write_bw -q 16 ran at ~0.6x one QP). The device's
+ * QPs may talk to different peers; sharing is then conservative, never too much.
+ */
+const senders = new WeakMap<object, Set<RxeQp>>();
+
+function sendersOf(qp: RxeQp): Set<RxeQp> {
+  let s = senders.get(qp.device);
+  if (!s) senders.set(qp.device, (s = new Set()));
+  if (s.size === 0) s.add(qp); // a QP asking is about to send
+  return s;
+}
+
+/** The requester is sending a packet of qp's. */
+export function noteSending(qp: RxeQp): void {
+  sendersOf(qp).add(qp);
+}
+
+/** Everything qp sent is acknowledged, or the QP stopped (error, destroy). */
+export function noteIdle(qp: RxeQp): void {
+  senders.get(qp.device)?.delete(qp);
+}
 
 /** Reno-style: slow start below ssthresh, then one packet per window of ACKed packets. */
 export function windowOpen(qp: RxeQp, ackedPkts: number): void {
