@@ -17,6 +17,57 @@ export interface ProviderDevice {
   registerDriverMethods?(r: DriverRegistrar): void;
   /** Whether the device's sockets keep the process alive (socket.ref()/unref()); default on. */
   setKeepAlive?(on: boolean): void;
+  /**
+   * QP1 of a port, the GSI, for the device's one MAD layer (in Linux the kernel's MAD layer
+   * owns it; users never create a GSI QP). EBUSY while it is open, EINVAL for a port the
+   * device lacks. Optional: a device without management datagrams has none.
+   */
+  openGsi?(port: number): ProviderGsi;
+}
+
+/** Where a MAD goes: the remote port (its GID; on RoCEv2 an IP address) and QP. */
+export interface GsiDest {
+  /** The destination GID (16 bytes; IPv4-mapped for IPv4). */
+  dgid: Uint8Array;
+  /** The remote QP: 1 (its GSI) unless a MAD class redirected us to another UD QP. */
+  dqpn?: number;
+  /** Q_Key for a remote QP other than 1; QP1 always gets the GSI Q_Key. */
+  qkey?: number;
+}
+
+/** Who sent a received MAD: what the CM needs to answer and to build the reverse path. */
+export interface GsiSource {
+  /** The sender's GID and IP address. */
+  sgid: Buffer;
+  address: string;
+  /** The GID it was sent to (ours). */
+  dgid: Buffer;
+  /** The sender's QP (DETH source QP): 1 for a GSI. */
+  srcQp: number;
+  /** Index of the packet's P_Key in our table (one entry, 0xffff). */
+  pkeyIndex: number;
+  /** The UDP source port (RoCEv2 flow entropy; not an identity). */
+  udpSourcePort: number;
+  /**
+   * GRH fields (IPv4 TOS / IPv6 traffic class, flow label, TTL / hop limit): undefined where
+   * the device cannot see them (a UDP socket is not given the IP header).
+   */
+  trafficClass: number | undefined;
+  flowLabel: number | undefined;
+  hopLimit: number | undefined;
+}
+
+/** A port's QP1: sends and receives 256-byte MADs as UD SENDs with the GSI Q_Key. */
+export interface ProviderGsi {
+  readonly port: number;
+  /** The local GID the MADs leave from. */
+  readonly gid: Buffer;
+  /** Post one MAD (exactly 256 bytes); EINVAL for another size or an unreachable GID. */
+  send(mad: Uint8Array, dest: GsiDest): void;
+  /** Each MAD that passed the GSI's checks (Q_Key, size), with its sender. */
+  onMad: ((mad: Buffer, src: GsiSource) => void) | undefined;
+  /** Give QP1 back: no more receives; the device may hand it out again. */
+  close(): void;
 }
 
 export interface ProviderMr {

@@ -8,7 +8,7 @@ import { UapiContext } from '../uapi/dispatcher.js';
 import { type CompChannelImpl, createRegistry, type CoreContext } from '../uapi/objects/index.js';
 import type { UapiRegistry } from '../uapi/registry.js';
 import type { AttrIn } from '../uapi/spec.js';
-import type { ProviderCq, ProviderDevice, ProviderMr, ProviderMw, ProviderQp, ProviderSrq } from '../uapi/provider.js';
+import type { ProviderCq, ProviderDevice, ProviderGsi, ProviderMr, ProviderMw, ProviderQp, ProviderSrq } from '../uapi/provider.js';
 import { VerbsError, fail } from '../uapi/errors.js';
 import { ASYNC_EVENT_NAMES, WrOpcode } from '../abi/enums.js';
 import type {
@@ -32,6 +32,9 @@ function registryFor(dev: ProviderDevice): UapiRegistry {
 /** What createQp takes: with an SRQ, receives go to it and cap.maxRecvWr may be left out. */
 export type QpCreateAttr = { qpType: number; sendCq: CQ; recvCq: CQ; sqSigAll?: boolean }
   & ({ srq?: undefined; cap: QpCapInit & { maxRecvWr: number } } | { srq: SRQ; cap: QpCapInit });
+
+/** A port's QP1 (see Device.openGsi). */
+export type { ProviderGsi as Gsi, GsiDest, GsiSource } from '../uapi/provider.js';
 
 const devices: Device[] = [];
 
@@ -93,6 +96,15 @@ export class Device {
     this.contexts.add(ctx);
     ctx.once('close', () => this.contexts.delete(ctx));
     return ctx;
+  }
+
+  /**
+   * @internal QP1 of `port` for softrdma's MAD layer (src/cm), which the kernel keeps to
+   * itself: one owner at a time (EBUSY), EOPNOTSUPP on a device without one.
+   */
+  openGsi(port = 1): ProviderGsi {
+    if (!this.provider.openGsi) fail('EOPNOTSUPP', `device ${this.name} has no GSI`, { object: 'GSI' });
+    return this.provider.openGsi(port);
   }
 
   /** Close every context, then the device itself (its socket). */

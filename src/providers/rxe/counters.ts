@@ -36,6 +36,14 @@ export function newDeviceCounters() {
     addr_mismatch_drops: 0,
     qp_state_drops: 0,
     qkey_drops: 0,
+    /** QP1 (the GSI, gsi.ts): MADs sent and received; received packets with another Q_Key than the GSI's (Linux: the port's qkey_viol_cntr). */
+    gsi_sent_mads: 0,
+    gsi_rcvd_mads: 0,
+    gsi_qkey_drops: 0,
+    /** Packets for QP1 that are no MAD: not a UD opcode, or a payload other than 256 bytes. */
+    gsi_malformed_drops: 0,
+    /** MADs whose consumer (the MAD layer) threw: a bug there, reported on softrdma:rxe:receive-error. */
+    gsi_handler_errors: 0,
     no_recv_wqe_drops: 0,
     unexpected_response_drops: 0,
     fault_dropped: 0,

@@ -20,6 +20,7 @@ import { gidFromAddress } from '../../abi/inet.js';
 import { onResponse } from './completer.js';
 import { onRequest } from './responder.js';
 import { registerRxeDriverMethods } from './driver-methods.js';
+import { GSI_QPN, RxeGsi } from './gsi.js';
 import { tracer } from '../../sys/trace.js';
 
 /** A packet that broke the receive path (a bug: counted as malformed, device carries on). */
@@ -75,7 +76,11 @@ function checkLimits(given: Partial<RxeLimits> | undefined): RxeLimits {
   }
   return out;
 }
-const FIRST_QPN = 0x11; // QPN 0/1 are special; rxe starts its pool at 16 and hands out 17 first
+/**
+ * QPN 0 (SMI, not on RoCE) and 1 (GSI, gsi.ts) are special, and never in the QP table; rxe
+ * starts its pool at 16 and hands out 17 first, and so does this (also after wrapping).
+ */
+export const FIRST_QPN = 0x11;
 
 let deviceCount = 0;
 
@@ -103,6 +108,8 @@ export class RxeDevice implements ProviderDevice {
   readonly nodeGuid: bigint;
   readonly portMtu: MtuValue;
   private nextQpn = FIRST_QPN;
+  /** Port 1's QP1 while the MAD layer has it open. */
+  private gsi: RxeGsi | undefined;
   private iovaCursor = 0x7f0000000000;
   private closed = false;
 
@@ -193,6 +200,20 @@ export class RxeDevice implements ProviderDevice {
     this.link.setKeepAlive(on);
   }
 
+  /** QP1 for the MAD layer: one owner at a time, as the kernel's MAD layer is QP1's only user. */
+  openGsi(port: number): RxeGsi {
+    if (this.closed) fail('ENODEV', `device ${this.name} is closed`);
+    if (port !== 1) fail('EINVAL', `device ${this.name} has port 1 only, not ${String(port)}`, { object: 'GSI', attr: 'port' });
+    if (this.gsi) fail('EBUSY', `QP1 of ${this.name} port 1 is already open`, { object: 'GSI' });
+    this.gsi = new RxeGsi(this, port);
+    return this.gsi;
+  }
+
+  /** @internal RxeGsi.close() */
+  gsiClosed(g: RxeGsi): void {
+    if (this.gsi === g) this.gsi = undefined;
+  }
+
   registerDriverMethods(r: DriverRegistrar): void {
     registerRxeDriverMethods(r);
   }
@@ -209,6 +230,12 @@ export class RxeDevice implements ProviderDevice {
       if (check === 'bad') { c.icrc_errors++; return; }
       if (check !== 'ok') c.icrc_id_inferred++;
       if (p.pkey !== 0xffff && p.pkey !== 0x7fff) { c.malformed_drops++; return; }
+      if (p.destQp === GSI_QPN) {
+        // rxe_rcv: QPN 1 means the port's GSI QP, whatever its index in the QP pool
+        if (this.gsi) this.gsi.receive(p, from, fromPort);
+        else c.unknown_qp_drops++;
+        return;
+      }
       const qp = this.qps.get(p.destQp);
       if (!qp) { c.unknown_qp_drops++; return; }
       // An opcode of another transport (say UC on an RC QP) is never valid.
@@ -230,6 +257,7 @@ export class RxeDevice implements ProviderDevice {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.gsi?.close();
     for (const qp of this.qps.values()) qp.destroy();
     this.qps.clear();
     await this.link.close();
