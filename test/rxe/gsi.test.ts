@@ -6,6 +6,8 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { createRxeDevice, rxeOf, QpType, type Device } from '../../src/index.js';
 import type { GsiSource } from '../../src/verbs/api.js';
 import { FIRST_QPN } from '../../src/providers/rxe/device.js';
@@ -14,7 +16,7 @@ import { deth, parsePacket, writeBth } from '../../src/providers/rxe/wire/header
 import { IcrcFlow } from '../../src/providers/rxe/wire/icrc.js';
 import { BTH_BYTES, ICRC_BYTES, OPCODES, OpCode } from '../../src/providers/rxe/wire/opcodes.js';
 import { initialSourcePort } from '../../src/providers/rxe/wire/udp-sport.js';
-import { ipv4Bytes } from '../../src/abi/inet.js';
+import { ipv4Bytes, ipv6Bytes } from '../../src/abi/inet.js';
 import { waitFor } from '../helpers/pair.js';
 
 /** Two devices on 127.0.0.2 and 127.0.0.3 sharing one (ephemeral) UDP port. */
@@ -94,7 +96,7 @@ test('send: EINVAL for a MAD of another size or a GID of the other family', asyn
   }
 });
 
-test('the packet: UD SEND-only to QP1, P_Key 0xffff, no SE/M/pad/AckReq, PSN from 0, DETH GSI Q_Key and source QP 1, ICRC, QP1\'s source port', async () => {
+test('the packet: UD SEND-only to QP1, P_Key 0xffff, no SE/M/pad, AckReq (as rxe_req.c), PSN from 0, DETH GSI Q_Key and source QP 1, ICRC, QP1\'s source port', async () => {
   const dev = await createRxeDevice({ address: '127.0.0.2', port: 0 });
   try {
     const link = rxeOf(dev).link;
@@ -108,7 +110,7 @@ test('the packet: UD SEND-only to QP1, P_Key 0xffff, no SE/M/pad/AckReq, PSN fro
     for (const [i, { pkt, to, sport }] of sent.entries()) {
       assert.equal(to, '127.0.0.3');
       assert.equal(pkt.length, 12 + 8 + 256 + 4);
-      assert.equal(pkt.subarray(0, 12).toString('hex'), `6400ffff00000001000000${i.toString(16).padStart(2, '0')}`);
+      assert.equal(pkt.subarray(0, 12).toString('hex'), `6400ffff00000001800000${i.toString(16).padStart(2, '0')}`);
       assert.equal(pkt.subarray(12, 20).toString('hex'), '8001000000000001');
       assert.deepEqual(pkt.subarray(20, 276), madOf(i + 1));
       // 0xC000 + hash_32(1, 14) unless per-QP source ports are off
@@ -119,7 +121,50 @@ test('the packet: UD SEND-only to QP1, P_Key 0xffff, no SE/M/pad/AckReq, PSN fro
       assert.equal(pkt.readUInt32LE(pkt.length - 4), flow.compute(pkt));
       const p = parsePacket(pkt);
       assert.ok(typeof p !== 'string');
-      assert.deepEqual([p.opcode, p.se, p.mig, p.padCount, p.pkey, p.destQp, p.ackReq, p.psn, p.payloadLength], [0x64, false, false, 0, 0xffff, 1, false, i, 256]);
+      assert.deepEqual([p.opcode, p.se, p.mig, p.padCount, p.pkey, p.destQp, p.ackReq, p.psn, p.payloadLength], [0x64, false, false, 0, 0xffff, 1, true, i, 256]);
+    }
+  } finally {
+    await dev.close();
+  }
+});
+
+/** The RoCEv2 packets (UDP payloads) of a classic pcap, with their UDP ports and IP version. */
+function capturedRoce(file: string): Array<{ ipVersion: 4 | 6; sport: number; payload: Buffer }> {
+  const d = fs.readFileSync(file);
+  const out: Array<{ ipVersion: 4 | 6; sport: number; payload: Buffer }> = [];
+  for (let off = 24; off < d.length;) {
+    const incl = d.readUInt32LE(off + 8);
+    const pkt = d.subarray(off + 16, off + 16 + incl);
+    off += 16 + incl;
+    const v4 = pkt.readUInt16BE(12) === 0x0800;
+    const ip = pkt.subarray(14);
+    const udp = v4 ? ip.subarray((ip[0]! & 15) * 4) : ip.subarray(40);
+    out.push({ ipVersion: v4 ? 4 : 6, sport: udp.readUInt16BE(0), payload: udp.subarray(8, udp.readUInt16BE(4)) });
+  }
+  return out;
+}
+
+const CAPTURE = fileURLToPath(new URL('../../../test/cm/fixtures/rping-req-6.1.pcap', import.meta.url));
+
+test('byte for byte as Linux 6.1 rxe: the captured CM MADs (rping -c, IPv4 then IPv6) sent again from a fresh QP1', { skip: !fs.existsSync(CAPTURE) && 'test/cm/fixtures/rping-req-6.1.pcap is not here' }, async () => {
+  const frames = capturedRoce(CAPTURE);
+  assert.equal(frames.length, 6);
+  const dev = await createRxeDevice({ address: '127.0.0.2', port: 0 });
+  try {
+    const sent: Buffer[] = [];
+    rxeOf(dev).link.transmit = (pkt) => { sent.push(Buffer.from(pkt)); };
+    const g = dev.openGsi();
+    // the kernel's QP1 sent these six as its first packets since boot: PSN 0..5 across both families
+    for (const f of frames) g.send(f.payload.subarray(20, 276), { dgid: Buffer.from('00000000000000000000ffff7f000003', 'hex') });
+    for (const [i, f] of frames.entries()) {
+      assert.equal(f.sport, initialSourcePort(1), `frame ${i}: QP1's source port`);
+      assert.equal(f.payload.length, 280);
+      assert.deepEqual(sent[i]!.subarray(0, 276), f.payload.subarray(0, 276), `frame ${i}: BTH, DETH and MAD`);
+      if (f.ipVersion === 6) {
+        // IPv6 has no Identification field: the whole ICRC is predictable, and must match
+        const flow = new IcrcFlow(6, ipv6Bytes('fd77::2'), ipv6Bytes('fd77::1'), f.sport, 4791);
+        assert.equal(flow.compute(sent[i]!), f.payload.readUInt32LE(276), `frame ${i}: ICRC`);
+      }
     }
   } finally {
     await dev.close();

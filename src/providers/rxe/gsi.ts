@@ -53,8 +53,10 @@ export class RxeGsi implements ProviderGsi {
     // rxe_req.c: QP1 always sends the GSI Q_Key; to another QP (a redirect) the caller's.
     const qkey = dqpn === GSI_QPN ? GSI_QKEY : (dest.qkey ?? GSI_QKEY) >>> 0;
     const buf = Buffer.allocUnsafe(PKT_BYTES);
-    // No SE (the MAD layer posts IB_SEND_SIGNALED only), no pad (256 is aligned), no AckReq (UD).
-    writeBth(buf, { opcode: OpCode.UD_SEND_ONLY, padCount: 0, pkey: 0xffff, destQp: dqpn, ackReq: false, psn: this.psn });
+    // No SE (the MAD layer posts IB_SEND_SIGNALED only), no pad (256 is aligned). AckReq set:
+    // rxe_req.c sets it on the last packet of every message whatever the QP type, and the
+    // 6.1 capture's MADs carry it, though nothing acknowledges a UD packet.
+    writeBth(buf, { opcode: OpCode.UD_SEND_ONLY, padCount: 0, pkey: 0xffff, destQp: dqpn, ackReq: true, psn: this.psn });
     this.psn = (this.psn + 1) & 0xffffff;
     deth.write(buf, BTH_BYTES, qkey, GSI_QPN);
     buf.set(mad, BTH_BYTES + DETH_BYTES);
