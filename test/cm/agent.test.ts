@@ -145,6 +145,29 @@ describe('two CM agents over QP1', () => {
   });
 });
 
+describe('timers', () => {
+  it('an unanswered REQ is resent max_cm_retries times on the retry timer, then REQ_ERROR and IDLE', async () => {
+    const { a, b, close } = await two(); // b holds no QP1: its device drops the REQs (unknown QP)
+    const A = new CmAgent(a);
+    try {
+      const events: CmAgentEvent[] = [];
+      A.on('event', (e: CmAgentEvent) => events.push(e));
+      // 2 × 1 ms packet life + 1 ms response timeout per try, 2 retries
+      const req = { ...rdmaCmReq({ qpn: 0x11 }), remoteCmResponseTimeout: 0, maxCmRetries: 2 };
+      const id = A.connect({ dgid: roceGid('127.0.0.3'), req, packetLifeTime: 0 });
+      assert.equal(A.conn(id)!.timeoutMs, 3);
+      await waitFor('REQ_ERROR', () => events.length === 1);
+      assert.equal(events[0]!.event, 'REQ_ERROR');
+      assert.equal(A.state(id), 'IDLE');
+      assert.deepEqual([A.counters.tx_msgs.REQ, A.counters.tx_retries.REQ], [3, 2]);
+      await waitFor('three drops at b', () => rxeOf(b).counters.unknown_qp_drops === 3);
+    } finally {
+      A.close();
+      await close();
+    }
+  });
+});
+
 describe('what QP1 and the MAD layer cannot take: counted, dropped or answered, never thrown', () => {
   /** A UD packet for QP1 built with the rxe wire encoders. */
   function udToQp1(mad: Buffer, qkey: number): Buffer {
