@@ -249,17 +249,22 @@ describe('two CMs over the codecs', () => {
   });
 
   it('destroying an id in REQ_SENT sends the REJ Linux sent in the 6.1 capture, byte for byte', () => {
-    const c = cmStep(newConn({ localId: 0x6034660e, localCaGuid: 0x505400fffe770002n }), { type: 'send_req', req: rdmaCmReq(0x11), packetLifeTime: 18 }).conn;
+    // The comm id is random per run: take the captured REQ's, and Linux's tid (it holds the
+    // __be32 local id as a little-endian host reads it) from the captured REJ.
+    const pcap = fs.readFileSync(fileURLToPath(new URL('../../../test/cm/fixtures/rping-req-6.1.pcap', import.meta.url)));
+    const frames: Buffer[] = [];
+    for (let off = 24; off < pcap.length;) { const n = pcap.readUInt32LE(off + 8); frames.push(pcap.subarray(off + 16, off + 16 + n)); off += 16 + n; }
+    const madOf = (f: Buffer) => f.subarray(14 + 20 + 8 + 12 + 8, 14 + 20 + 8 + 12 + 8 + 256);
+    const req = decodeCmMad(madOf(frames[0]!));
+    assert.ok(req.ok && req.value.msg.kind === 'REQ');
+    const mad = madOf(frames[2]!);
+    const tid = mad.readBigUInt64BE(8);
+    const c = cmStep(newConn({ localId: req.value.msg.localCommId, localCaGuid: 0x505400fffe770002n }), { type: 'send_req', req: rdmaCmReq(0x11), packetLifeTime: 18 }).conn;
     const s = cmStep(c, { type: 'destroy' });
     assert.equal(s.conn.state, 'IDLE');
     assert.equal(s.conn.destroyed, true);
     const [rej] = sends(s);
-    // Linux's tid holds the __be32 local id as a little-endian host reads it: use the captured one
-    const pcap = fs.readFileSync(fileURLToPath(new URL('../../../test/cm/fixtures/rping-req-6.1.pcap', import.meta.url)));
-    const frames: Buffer[] = [];
-    for (let off = 24; off < pcap.length;) { const n = pcap.readUInt32LE(off + 8); frames.push(pcap.subarray(off + 16, off + 16 + n)); off += 16 + n; }
-    const mad = frames[2]!.subarray(14 + 20 + 8 + 12 + 8, 14 + 20 + 8 + 12 + 8 + 256);
-    assert.deepEqual(encodeCmMad(rej!.msg, 0x00000002_0e663460n), Buffer.from(mad));
+    assert.deepEqual(encodeCmMad(rej!.msg, tid), Buffer.from(mad));
   });
 
   it('local comm ids: random, never 0, never one in use', () => {
