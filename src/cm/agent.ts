@@ -194,8 +194,21 @@ export class CmAgent extends EventEmitter {
         this.lastState.set(id, conn.state);
       }
     }
-    for (const e of events) this.emitEvent(e);
-    if (reached && !conn!.destroyed) this.emit('established', id);
+    for (const e of events) this.guarded(() => this.emitEvent(e));
+    if (reached && !conn!.destroyed) this.guarded(() => this.emit('established', id));
+  }
+
+  /**
+   * A listener that throws is the consumer's bug: it surfaces as an uncaught exception, as it
+   * would from any emitter, but only after this step's state, timers and sends are done and
+   * without hiding the step's other events (the MAD layer below would otherwise swallow it).
+   */
+  private guarded(f: () => void): void {
+    try {
+      f();
+    } catch (err) {
+      process.nextTick(() => { throw err; });
+    }
   }
 
   private act(o: CmOutcome, a: CmAction, src: GsiSource | undefined, events: CmAgentEvent[]): void {

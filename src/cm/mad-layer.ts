@@ -7,6 +7,9 @@
 
 import type { Device, Gsi, GsiDest, GsiSource } from '../verbs/api.js';
 import { MadMethod, MadStatus, MgmtClass, decodeMad, isResponseMethod, type Mad } from './wire/mad.js';
+import { tracer } from '../sys/trace.js';
+
+const traceDrop = tracer('cm', 'drop');
 
 export interface MadRecv {
   mad: Mad;
@@ -126,8 +129,10 @@ export class MadLayer {
     if (agent) {
       try {
         agent.onMad({ mad, buf, src });
-      } catch {
+      } catch (error) {
+        // an agent's bug: counted and reported, and the port carries on
         c.agent_errors++;
+        if (traceDrop.active) traceDrop({ why: 'agent_error', error, mgmtClass: h.mgmtClass, from: src.address });
       }
       return;
     }

@@ -68,7 +68,8 @@ const done = new Promise<void>((resolve) => {
     log(e.event, m ? JSON.stringify(m, show) : '');
     if (e.event === 'REP_RECEIVED' && m?.kind === 'REP') {
       summary.rep = { qpn: m.localQpn, psn: m.startingPsn, caGuid: `0x${m.localCaGuid.toString(16)}`, targetAckDelay: m.targetAckDelay, rnrRetry: m.rnrRetryCount, srq: m.srq };
-      connectQp(qp, { qpn: m.localQpn, gid: roceGid(remote), psn: m.startingPsn }, { psn: psnA, access: RC_ACCESS, timeout: 14 });
+      // As Linux's cm_rep_handler: we send from the REP's Starting PSN, and receive from our REQ's.
+      connectQp(qp, { qpn: m.localQpn, gid: roceGid(remote), psn: psnA }, { psn: m.startingPsn, access: RC_ACCESS, timeout: 14 });
       log(`QP ${qp.qpn} in RTS → RTU`);
       agent.call(e.localId, { type: 'send_rtu' });
       setTimeout(() => { log('→ DREQ'); agent.call(e.localId, { type: 'send_dreq' }); }, 1000);
