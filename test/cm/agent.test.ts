@@ -8,7 +8,7 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { describe, it } from 'node:test';
-import { createRxeDevice, rxeOf, type Device } from '../../src/index.js';
+import { createRxeDevice, rxeOf } from '../../src/index.js';
 import { CmAgent, type CmAgentEvent } from '../../src/cm/agent.js';
 import { MadLayer, type MadRecv } from '../../src/cm/mad-layer.js';
 import { RXE_LOCAL_CA_ACK_DELAY, cmAckTimeout } from '../../src/cm/cm-state.js';
@@ -19,22 +19,10 @@ import {
 import { MadMethod, MadStatus, MgmtClass, encodeMad } from '../../src/cm/wire/mad.js';
 import { deth, writeBth } from '../../src/providers/rxe/wire/headers.js';
 import { BTH_BYTES, DETH_BYTES, ICRC_BYTES, OpCode } from '../../src/providers/rxe/wire/opcodes.js';
-import { waitFor } from '../helpers/pair.js';
+import { twoDevices as two, waitFor } from '../helpers/pair.js';
 
 const SID = serviceIdFor(PortSpace.TCP, 7174);
 
-async function two(): Promise<{ a: Device; b: Device; close: () => Promise<void> }> {
-  for (let attempt = 0; ; attempt++) {
-    const a = await createRxeDevice({ address: '127.0.0.2', port: 0 });
-    try {
-      const b = await createRxeDevice({ address: '127.0.0.3', port: rxeOf(a).port });
-      return { a, b, close: async () => { await a.close(); await b.close(); } };
-    } catch (err) {
-      await a.close();
-      if ((err as { code?: string }).code !== 'EADDRINUSE' || attempt > 5) throw err;
-    }
-  }
-}
 
 /**
  * The REQ an RDMA CM client on rxe sends (cma_connect_ib's fields, as in the 6.1 capture).

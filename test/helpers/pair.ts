@@ -18,6 +18,20 @@ export async function openSide(address: string, port: number): Promise<Omit<Side
 
 export { RC_ACCESS };
 
+/** Two devices on 127.0.0.2 and 127.0.0.3 sharing one ephemeral UDP port (retried if the port is taken on the second address). */
+export async function twoDevices(): Promise<{ a: Device; b: Device; close: () => Promise<void> }> {
+  for (let attempt = 0; ; attempt++) {
+    const a = await createRxeDevice({ address: '127.0.0.2', port: 0 });
+    try {
+      const b = await createRxeDevice({ address: '127.0.0.3', port: rxeOf(a).port });
+      return { a, b, close: async () => { await a.close(); await b.close(); } };
+    } catch (err) {
+      await a.close();
+      if ((err as { code?: string }).code !== 'EADDRINUSE' || attempt > 5) throw err;
+    }
+  }
+}
+
 /** connectQp with test-friendly defaults (short RNR timer and retry timeout). */
 export function connect(qp: QP, remote: { qpn: number; gid: Uint8Array }, opts: ConnectOptions & { remotePsn?: number } = {}) {
   connectQp(qp, { qpn: remote.qpn, gid: remote.gid, psn: opts.remotePsn ?? 0 }, { minRnrTimer: 1, timeout: 10, ...opts });

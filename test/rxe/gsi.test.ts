@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { createRxeDevice, rxeOf, QpType, type Device } from '../../src/index.js';
+import { createRxeDevice, rxeOf, QpType } from '../../src/index.js';
 import type { GsiSource } from '../../src/verbs/api.js';
 import { FIRST_QPN } from '../../src/providers/rxe/device.js';
 import { GSI_QKEY, GSI_QPN } from '../../src/providers/rxe/gsi.js';
@@ -17,21 +17,8 @@ import { IcrcFlow } from '../../src/providers/rxe/wire/icrc.js';
 import { BTH_BYTES, ICRC_BYTES, OPCODES, OpCode } from '../../src/providers/rxe/wire/opcodes.js';
 import { initialSourcePort } from '../../src/providers/rxe/wire/udp-sport.js';
 import { ipv4Bytes, ipv6Bytes } from '../../src/abi/inet.js';
-import { waitFor } from '../helpers/pair.js';
+import { twoDevices as two, waitFor } from '../helpers/pair.js';
 
-/** Two devices on 127.0.0.2 and 127.0.0.3 sharing one (ephemeral) UDP port. */
-async function two(): Promise<{ a: Device; b: Device; close: () => Promise<void> }> {
-  for (let attempt = 0; ; attempt++) {
-    const a = await createRxeDevice({ address: '127.0.0.2', port: 0 });
-    try {
-      const b = await createRxeDevice({ address: '127.0.0.3', port: rxeOf(a).port });
-      return { a, b, close: async () => { await a.close(); await b.close(); } };
-    } catch (err) {
-      await a.close();
-      if ((err as { code?: string }).code !== 'EADDRINUSE' || attempt > 5) throw err;
-    }
-  }
-}
 
 const madOf = (tag: number) => { const m = Buffer.alloc(256); m[0] = 1; m[1] = 7; m[2] = 2; m[3] = 3; m.writeUInt32BE(tag, 252); return m; };
 
