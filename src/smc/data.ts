@@ -1,10 +1,12 @@
 // The socket's side of the data path, over whichever transport the handshake chose (Linux:
 // smc_tx.c's sendmsg and smc_rx.c's delivery into the socket): writes go into the transport
 // as far as the peer's buffer has room, the rest when the peer consumed; what the transport
-// reports becomes the stream's data, end and errors.
+// reports becomes the stream's data, end and errors, or, with node:net's onread option,
+// bytes copied straight into the application's buffer.
 
+import { isUint8Array } from 'node:util/types';
 import type { Socket } from './socket.js';
-import { connReset, type SmcState } from './state.js';
+import { connReset, kSmc, type OnreadState, type SmcState } from './state.js';
 import type { TransportEvents } from './transport.js';
 
 function unrefTimer(sock: Socket): void {
@@ -21,12 +23,21 @@ export function transportEvents(sock: Socket, s: SmcState, label: string): Trans
       unrefTimer(sock);
       return sock.smcPush(chunk);
     },
+    userBuffer: () => (s.onread ? currentBuffer(sock) : undefined),
+    userData: (n, buf) => {
+      unrefTimer(sock);
+      return callUser(sock, s.onread!, n, buf);
+    },
     // After the ticks the data set off, as TCP's FIN comes in a read callback of its own after
     // the data's: node:http answers a request in the request's 'end' handler (a tick after
     // the data), and gives up on answering at the socket's 'end'. Then, as node's
     // onStreamRead: push the end and read(0), so a paused stream with nothing buffered still
     // emits 'end'.
-    peerDone: () => { process.nextTick(peerEnded, sock); },
+    peerDone: () => {
+      // onread stopped by the application: TCP's FIN would not be read until it reads again.
+      if (s.onread?.stopped) s.onread.endPending = true;
+      else process.nextTick(peerEnded, sock);
+    },
     peerAbort: () => { sock.destroy(connReset('peer aborted the SMC connection')); },
     writable: () => pump(s),
     protocolError: (msg) => { sock.destroy(Object.assign(new Error(`${label} protocol error: ${msg}`), { code: 'EPROTO' })); },
@@ -70,4 +81,136 @@ function pump(s: SmcState): void {
     p.cb();
   }
   conn.kick(); // poll for the peer's reply or its consumer cursor
+}
+
+// node:net's onread ({ buffer, callback }): node keeps the buffer, the callback and the
+// buffer function in symbols of its own (lib/internal/stream_base_commons.js: kBuffer,
+// kBufferCb, kBufferGen), sets them in the Socket constructor and calls the callback from
+// onStreamRead for each TCP read. Over TCP (a fallback connection) all of that stays node's.
+// Only the callback is wrapped, for two reasons: bytes of the CLC handshake arrive through it
+// and must reach the handshake instead (they pass through push(), as without onread), and
+// over SMC-D the transport copies from the ring into the same buffer and calls the
+// application's callback itself.
+
+interface OnreadKeys { buffer: symbol; callback: symbol; gen: symbol }
+type Slots = Record<symbol, unknown>;
+
+/** node's symbols, found by their descriptions on the first socket looked at (every net.Socket has them). */
+let keys: OnreadKeys | null | undefined;
+
+function onreadKeys(sock: object): OnreadKeys | null {
+  if (keys !== undefined) return keys;
+  const own = Object.getOwnPropertySymbols(sock);
+  const find = (d: string) => own.find((k) => k.description === d);
+  const buffer = find('kBuffer');
+  const callback = find('kBufferCb');
+  const gen = find('kBufferGen');
+  keys = buffer && callback && gen ? { buffer, callback, gen } : null;
+  return keys;
+}
+
+/**
+ * If the socket was created with onread, take over its callback (see above). Called once per
+ * socket, before it connects; the wrapper follows the socket's current SMC state, which a
+ * reconnect replaces.
+ */
+export function installOnread(sock: Socket, s: SmcState): void {
+  const k = onreadKeys(sock);
+  const slots = sock as unknown as Slots;
+  if (!k || !slots[k.buffer] || typeof slots[k.callback] !== 'function') return;
+  const callback = slots[k.callback] as OnreadState['callback'];
+  s.onread = { callback, stopped: false, endPending: false, held: undefined };
+  slots[k.callback] = function onTcpRead(this: unknown, nread: number, buf: Uint8Array): unknown {
+    const st = sock[kSmc];
+    if (!st || st.phase === 'idle' || (st.phase === 'tcp' && !st.stripClc)) return callback.call(this, nread, buf);
+    // CLC bytes, or what follows them: through push() as without onread, copied out of the
+    // buffer the next read fills again. Application data among them comes back to us
+    // through smcPush (deliverToUser).
+    return sock.push(Buffer.from(buf.subarray(0, nread)));
+  };
+}
+
+/** The buffer the application supplies now (node's kBuffer). An empty one is libuv's ENOBUFS. */
+function currentBuffer(sock: Socket): Uint8Array | undefined {
+  const b = (sock as unknown as Slots)[keys!.buffer];
+  if (!isUint8Array(b)) return undefined;
+  if (b.length === 0) {
+    sock.destroy(Object.assign(new Error('read ENOBUFS'), { code: 'ENOBUFS', errno: -105, syscall: 'read' }));
+    return undefined;
+  }
+  return b;
+}
+
+/**
+ * n bytes are in buf: the application's callback, then, as node's onStreamRead, the next
+ * buffer from onread.buffer when that is a function. False: the application stops reading.
+ */
+function callUser(sock: Socket, o: OnreadState, n: number, buf: Uint8Array): boolean {
+  const go = o.callback.call(sock, n, buf) !== false;
+  const slots = sock as unknown as Slots;
+  const gen = slots[keys!.gen] as (() => unknown) | null;
+  if (gen !== null) {
+    const next = gen();
+    if (isUint8Array(next)) slots[keys!.buffer] = next;
+  }
+  if (!go) o.stopped = true;
+  return go;
+}
+
+/**
+ * Application bytes that came another way than the ring (TCP after a CLC message, or bytes
+ * the handshake held), for an onread socket: copied into its buffer, as many callbacks as
+ * they need. Returns false when the application stopped reading (the rest waits in held).
+ */
+export function deliverToUser(sock: Socket, o: OnreadState, chunk: Buffer): boolean {
+  let off = 0;
+  while (off < chunk.length) {
+    if (o.stopped) {
+      o.held = o.held ? Buffer.concat([o.held, chunk.subarray(off)]) : chunk.subarray(off);
+      return false;
+    }
+    const buf = currentBuffer(sock);
+    if (!buf) return false;
+    const n = Math.min(buf.length, chunk.length - off);
+    buf.set(chunk.subarray(off, off + n), 0);
+    off += n;
+    callUser(sock, o, n, buf);
+  }
+  return !o.stopped;
+}
+
+/** pause() of an onread socket: over SMC-D, stop copying out of the ring. */
+export function pauseOnread(s: SmcState): void {
+  s.onread!.stopped = true;
+  s.conn?.pause();
+}
+
+/**
+ * resume() of an onread socket: go on delivering, on the next tick, as node's readStart makes
+ * the next read come in a callback of its own and not inside resume().
+ */
+export function resumeOnread(sock: Socket, s: SmcState): void {
+  const o = s.onread!;
+  if (!o.stopped) return;
+  o.stopped = false;
+  process.nextTick(continueOnread, sock, s);
+}
+
+function continueOnread(sock: Socket, s: SmcState): void {
+  const o = s.onread!;
+  if (o.stopped || sock.destroyed) return;
+  if (o.held) {
+    const held = o.held;
+    o.held = undefined;
+    if (!deliverToUser(sock, o, held)) return;
+  }
+  const conn = s.conn;
+  if (conn && !conn.released && s.phase === 'smcd') {
+    if (conn.resume()) conn.kick();
+    if (o.stopped) return;
+  }
+  if (o.endPending) {
+    o.endPending = false;
+    process.nextTick(peerEnded, sock);
+  }
 }

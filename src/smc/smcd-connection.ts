@@ -228,6 +228,7 @@ export class SmcdConnection implements SmcTransport {
     this.reportState();
   }
 
+  /** Deliver nothing until resume(). */
   pause(): void { this.paused = true; }
 
   /** The application wants data again. Returns whether anything happened. */
@@ -279,12 +280,15 @@ export class SmcdConnection implements SmcTransport {
     // Deliver in slices and publish the consumer cursor after each: the writer refills the
     // ring while we copy out, instead of the two sides taking turns over the whole ring.
     const slice = this.slice;
+    const ring = this.rx.bytes;
     while (!this.paused && !this.released && this.readable > 0) {
-      const n = Math.min(this.readable, slice);
+      // onread: straight from the ring into the application's buffer, as much as fits.
+      const into = this.h.userBuffer?.();
+      if (this.released) break;
+      const n = Math.min(this.readable, into ? into.length : slice);
       const pos = this.consumed % this.rxRing;
       const first = Math.min(n, this.rxRing - pos);
-      const out = Buffer.allocUnsafe(n);
-      const ring = this.rx.bytes;
+      const out = into ?? Buffer.allocUnsafe(n);
       out.set(ring.subarray(SMCD_CDC_LEN + pos, SMCD_CDC_LEN + pos + first), 0);
       if (n > first) out.set(ring.subarray(SMCD_CDC_LEN, SMCD_CDC_LEN + n - first), first);
       this.consumed += n;
@@ -293,7 +297,7 @@ export class SmcdConnection implements SmcTransport {
       this.publish();
       // A blocked writer may be asleep: wake it now that there is room.
       if (this.peerProdFlags & (PROD_WRITE_BLOCKED | PROD_CONS_UPD_REQ)) this.tx.signal();
-      if (!this.h.data(out)) this.paused = true;
+      if (!(into ? this.h.userData!(n, into) : this.h.data(out as Buffer))) this.paused = true;
     }
     return any;
   }

@@ -13,7 +13,7 @@ import { Duplex } from 'node:stream';
 import { DECLINE } from './clc.js';
 import { onTcpEndWhileSmc, smcRelease } from './close.js';
 import { connectTarget } from './connect-args.js';
-import { smcWrite } from './data.js';
+import { deliverToUser, installOnread, pauseOnread, resumeOnread, smcWrite } from './data.js';
 import { handleGone, onClcBytes, onClientConnect, serverSpeaksFirst, settleTcp, stripThenPush } from './handshake.js';
 import { resolveSmcOptions, type ResolvedSmcOptions, type SmcSocketOptions } from './options.js';
 import { policyAllows } from './policy.js';
@@ -75,7 +75,8 @@ export class Socket extends net.Socket {
 
   constructor(options?: net.SocketConstructorOpts & SmcSocketOptions) {
     super(options);
-    this[kSmc] = newState('client', resolveSmcOptions(options), true);
+    const s = this[kSmc] = newState('client', resolveSmcOptions(options), true);
+    installOnread(this, s);
   }
 
   /** @internal Make an accepted node:net socket an SMC server socket. */
@@ -99,7 +100,7 @@ export class Socket extends net.Socket {
   /** @internal Give a plain client socket SMC behaviour before it connects (the auto preload). */
   static adoptClient(sock: net.Socket, opts: ResolvedSmcOptions): Socket {
     const s = graft(sock);
-    s[kSmc] = newState('client', opts, false);
+    installOnread(s, s[kSmc] = newState('client', opts, false));
     return s;
   }
 
@@ -112,7 +113,11 @@ export class Socket extends net.Socket {
   override connect(...args: unknown[]): this {
     let s = this[kSmc];
     // node:net lets a closed socket connect again; so does SMC, with a fresh handshake.
-    if (s && s.phase === 'closed' && s.role === 'client') s = this[kSmc] = newState('client', s.opts, s.counters);
+    if (s && s.phase === 'closed' && s.role === 'client') {
+      const onread = s.onread;
+      s = this[kSmc] = newState('client', s.opts, s.counters);
+      if (onread) s.onread = { callback: onread.callback, stopped: false, endPending: false, held: undefined };
+    }
     if (s && s.phase === 'idle') {
       const target = connectTarget(args);
       s.targetPort = target.port;
@@ -143,6 +148,9 @@ export class Socket extends net.Socket {
 
   /** @internal data from the SMC transport, or the end of it */
   smcPush(chunk: Buffer | null): boolean {
+    // onread: the application's buffer, never 'data' (as node:net's onStreamRead).
+    const o = chunk !== null ? this[kSmc]?.onread : undefined;
+    if (o) return deliverToUser(this, o, chunk!);
     return super.push(chunk);
   }
 
@@ -181,6 +189,7 @@ export class Socket extends net.Socket {
   override _read(n: number): void {
     const s = this[kSmc];
     if (s?.phase === 'smcd') {
+      if (s.onread?.stopped) return; // only resume() restarts an onread socket
       if (s.conn!.resume()) s.conn!.kick();
       return;
     }
@@ -188,12 +197,19 @@ export class Socket extends net.Socket {
   }
 
   override pause(): this {
-    if (this[kSmc]?.phase === 'smcd') return Duplex.prototype.pause.call(this) as this;
+    const s = this[kSmc];
+    if (s?.phase === 'smcd') {
+      // node:net stops reading an onread socket's handle here; ours is the ring.
+      if (s.onread) pauseOnread(s);
+      return Duplex.prototype.pause.call(this) as this;
+    }
     return super.pause();
   }
 
   override resume(): this {
-    if (this[kSmc]?.phase === 'smcd') return Duplex.prototype.resume.call(this) as this;
+    const s = this[kSmc];
+    if (s?.onread) resumeOnread(this, s);
+    if (s?.phase === 'smcd') return Duplex.prototype.resume.call(this) as this;
     return super.resume();
   }
 

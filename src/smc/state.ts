@@ -84,6 +84,19 @@ export interface SmcState {
   /** Client: the peer this connection teaches handshake-control.ts about, and when it started (ms). */
   learnKey: string | undefined;
   startedAt: number;
+  /** node:net's onread on this socket (data.ts): the application's callback, and its stops. */
+  onread: OnreadState | undefined;
+}
+
+export interface OnreadState {
+  /** The application's onread.callback (node:net's own slot holds data.ts's wrapper). */
+  callback: (nread: number, buf: Uint8Array) => unknown;
+  /** The callback returned false, or pause(): nothing is delivered until resume(). */
+  stopped: boolean;
+  /** The peer's end came while stopped: it follows the data at resume(). */
+  endPending: boolean;
+  /** Bytes of a TCP read not delivered when the callback returned false (fallback, after CLC). */
+  held: Buffer | undefined;
 }
 
 export function newState(role: 'client' | 'server', opts: ResolvedSmcOptions, counters: boolean): SmcState {
@@ -92,7 +105,7 @@ export function newState(role: 'client' | 'server', opts: ResolvedSmcOptions, co
     stripClc: false, serverDecline: 0, fallbackReason: undefined, peerDeclineReason: undefined, fallbackCause: undefined,
     device: undefined, peerGid: undefined, dmb: undefined, remote: undefined, conn: undefined, proposal: undefined, timer: undefined,
     pending: undefined, clcIn: 0, clcOut: 0, strayTcpBytes: 0, writeDone: false, writeDoneAfterPeer: false, wroteAfterPeerClosed: false,
-    targetPort: undefined, counters, ownerRestore: undefined, learnKey: undefined, startedAt: 0,
+    targetPort: undefined, counters, ownerRestore: undefined, learnKey: undefined, startedAt: 0, onread: undefined,
   };
 }
 

@@ -36,6 +36,14 @@ export interface TransportCursors {
 export interface TransportEvents {
   /** New bytes in order; return false to stop delivery until resume(). */
   data(chunk: Buffer): boolean;
+  /**
+   * node:net's onread: the buffer the application supplies for the next bytes, which the
+   * transport copies into instead of allocating and calling data(); undefined: use data().
+   * Optional, with userData: a transport's own users (tests) need not read this way.
+   */
+  userBuffer?(): Uint8Array | undefined;
+  /** n bytes (0 < n <= buf.length) were copied into buf, userBuffer()'s; false: stop until resume(). */
+  userData?(n: number, buf: Uint8Array): boolean;
   /** The peer finished writing and everything it wrote was delivered. */
   peerDone(): void;
   /** The peer aborted the connection. */
@@ -60,6 +68,8 @@ export interface SmcTransport {
   process(): boolean;
   /** The application wants data again. Returns whether anything happened. */
   resume(): boolean;
+  /** Deliver nothing until resume() (node:net's pause() of an onread socket stops reading). */
+  pause(): void;
   /** Bytes received and not yet delivered, as of the last process(). */
   readonly readable: number;
   /** Bytes the peer has written that we have not consumed, as the buffer says now: close(2)'s question. */
