@@ -3,9 +3,13 @@
 //          closes; --and-net: also a plain node:net listener, {"netPort":M}
 //   client --api smc|net --test bulk|pingpong|shortconn|http --port N [...]
 //          bulk: --bytes N | --seconds S, [--warmup N | --warmup-seconds S] [--size N] [--no-verify]
+//          recv: the server sends (writes of --size) and this client reads, through 'data'
+//                events or, with --onread N, node:net's onread into one N-byte buffer;
+//                --bytes N | --seconds S, [--warmup N | --warmup-seconds S]
 //          shortconn: --seconds S [--warmup-seconds S]
 // Server protocol: the first byte picks the service. 'B': count bytes until end, then reply
-// with the count (8 bytes, big endian) and a sha256 of the data. 'E': echo.
+// with the count (8 bytes, big endian) and a sha256 of the data. 'E': echo. 'R' + count (u64
+// BE, 0: until the client closes) + write size (u32 BE): the server sends, then ends.
 // With --http the server is node:http (run it under --import softrdma/smc/auto for SMC).
 
 import { createHash, randomBytes } from 'node:crypto';
@@ -22,14 +26,16 @@ export type Api = 'smc' | 'net';
 /** --smc-buffer: the DMB size for this process's SMC sockets (default: the library's). */
 let smcOpts: smc.SmcSocketOptions = {};
 
-function api(name: Api): { createServer: typeof net.createServer; connect: (port: number, host: string) => net.Socket } {
+type Extra = Partial<net.TcpSocketConnectOpts>;
+
+function api(name: Api): { createServer: typeof net.createServer; connect: (port: number, host: string, extra?: Extra) => net.Socket } {
   if (name === 'smc') {
     return {
       createServer: ((l: (s: net.Socket) => void) => smc.createServer(smcOpts, l)) as unknown as typeof net.createServer,
-      connect: (port, host) => smc.connect({ port, host, ...smcOpts }),
+      connect: (port, host, extra) => smc.connect({ port, host, ...smcOpts, ...extra }),
     };
   }
-  return { createServer: net.createServer, connect: (p, h) => net.connect(p, h) };
+  return { createServer: net.createServer, connect: (p, h, extra) => (extra ? net.connect({ port: p, host: h, ...extra }) : net.connect(p, h)) };
 }
 
 /** The service a connection asks for with its first byte (see the top of this file). */
@@ -43,6 +49,10 @@ function service(sock: net.Socket): void {
       sock.pipe(sock);
       return;
     }
+    if (kind === 0x52 /* R */ && rest.length >= 12) {
+      void send(sock, Number(rest.readBigUInt64BE(0)), rest.readUInt32BE(8));
+      return;
+    }
     let n = rest.length;
     const hashing = kind !== 0x62 /* b: count only, for benchmarks */;
     const h = createHash('sha256').update(rest);
@@ -53,6 +63,56 @@ function service(sock: net.Socket): void {
       sock.end(Buffer.concat([out, h.digest()]));
     });
   });
+}
+
+/** 'R': write `size`-byte chunks until `count` bytes are sent (0: until the peer goes), then end. */
+async function send(sock: net.Socket, count: number, size: number): Promise<void> {
+  const chunk = randomBytes(Math.max(1, Math.min(size, 16 << 20)));
+  let closed = false;
+  let wake: () => void = () => {};
+  sock.once('close', () => { closed = true; wake(); });
+  sock.on('drain', () => wake());
+  sock.resume(); // the client sends nothing more; a paused reader would never see its end
+  let sent = 0;
+  while (!closed && (count === 0 || sent < count)) {
+    const c = count === 0 || count - sent >= chunk.length ? chunk : chunk.subarray(0, count - sent);
+    sent += c.length;
+    if (!sock.write(c)) await new Promise<void>((r) => { wake = r; });
+  }
+  if (!closed) sock.end();
+}
+
+export interface RecvResult { test: 'recv'; api: Api; mode: string; onread: number; bytes: number; seconds: number; mibPerSec: number; verified: boolean }
+
+/**
+ * The server sends (service 'R'), this client reads: through 'data' events, or with onread
+ * into one `onread`-byte buffer. The rate counts from the request to the last byte (by bytes)
+ * or to the end of the time (by seconds, then the connection is destroyed).
+ */
+export async function recv(a: Api, port: number, amount: BulkAmount, size: number, onread: number): Promise<RecvResult> {
+  let got = 0;
+  let finish: () => void = () => {};
+  const count = 'bytes' in amount ? amount.bytes : 0;
+  const counted = (n: number): void => { got += n; if (got === count) finish(); };
+  const extra: Extra | undefined = onread > 0 ? { onread: { buffer: Buffer.allocUnsafe(onread), callback: (n: number) => { counted(n); return true; } } } : undefined;
+  const s = api(a).connect(port, '127.0.0.1', extra);
+  s.on('error', () => {});
+  if (!extra) s.on('data', (d: Buffer) => counted(d.length));
+  await connected(s);
+  const req = Buffer.alloc(13);
+  req[0] = 0x52;
+  req.writeBigUInt64BE(BigInt(count), 1);
+  req.writeUInt32BE(size, 9);
+  const done = new Promise<void>((resolve) => { finish = resolve; });
+  const t0 = process.hrtime.bigint();
+  s.write(req);
+  if ('seconds' in amount) setTimeout(() => finish(), amount.seconds * 1000);
+  await done;
+  const secs = Number(process.hrtime.bigint() - t0) / 1e9;
+  const bytes = got;
+  const mode = smc.getSmcInfo(s).mode;
+  s.destroy();
+  return { test: 'recv', api: a, mode, onread, bytes, seconds: secs, mibPerSec: bytes / 1048576 / secs, verified: count === 0 || bytes === count };
 }
 
 /**
@@ -200,7 +260,7 @@ export async function smcPeer(argv: string[]): Promise<void> {
     options: {
       api: { type: 'string', default: 'smc' }, http: { type: 'boolean' }, 'and-net': { type: 'boolean' }, test: { type: 'string' }, port: { type: 'string' },
       bytes: { type: 'string' }, size: { type: 'string' }, iters: { type: 'string', default: '20000' },
-      seconds: { type: 'string' }, concurrency: { type: 'string', default: '8' }, 'no-verify': { type: 'boolean' },
+      seconds: { type: 'string' }, onread: { type: 'string', default: '0' }, concurrency: { type: 'string', default: '8' }, 'no-verify': { type: 'boolean' },
       'smc-buffer': { type: 'string' }, warmup: { type: 'string', default: '0' }, 'warmup-seconds': { type: 'string', default: '0' },
     },
   });
@@ -224,6 +284,18 @@ export async function smcPeer(argv: string[]): Promise<void> {
       if (warmBytes > 0) await bulk(a, port, { bytes: warmBytes }, size, false);
       if (warmSecs > 0) await bulk(a, port, { seconds: warmSecs }, size, false);
       r = await bulk(a, port, amount, size, !values['no-verify']);
+      break;
+    }
+    case 'recv': {
+      if (values.seconds !== undefined && values.bytes !== undefined) throw new Error('recv takes --bytes or --seconds, not both');
+      const amount: BulkAmount = values.seconds !== undefined ? { seconds: Number(values.seconds) } : { bytes: Number(values.bytes ?? 256 << 20) };
+      const size = Number(values.size ?? 65536);
+      const onread = Number(values.onread);
+      const warmBytes = Number(values.warmup);
+      const warmSecs = Number(values['warmup-seconds']);
+      if (warmBytes > 0) await recv(a, port, { bytes: warmBytes }, size, onread);
+      if (warmSecs > 0) await recv(a, port, { seconds: warmSecs }, size, onread);
+      r = await recv(a, port, amount, size, onread);
       break;
     }
     case 'pingpong': r = await pingpong(a, port, Number(values.iters), Number(values.size ?? 14)); break;
