@@ -119,14 +119,28 @@ export function installOnread(sock: Socket, s: SmcState): void {
   const slots = sock as unknown as Slots;
   if (!k || !slots[k.buffer] || typeof slots[k.callback] !== 'function') return;
   const callback = slots[k.callback] as OnreadState['callback'];
-  s.onread = { callback, stopped: false, endPending: false, held: undefined };
+  const gen = slots[k.gen] as OnreadState['gen'];
+  s.onread = { callback, gen, stopped: false, endPending: false, held: undefined };
+  // node asks onread.buffer for the next buffer after every read it hands the callback; a
+  // read that carried only CLC bytes is none of the application's, and one that carried
+  // application data called it already (callUser): then the buffer stays as it is now.
+  let skipGen = false;
+  if (gen !== null) {
+    slots[k.gen] = function nextBuffer(): unknown {
+      if (!skipGen) return gen();
+      skipGen = false;
+      return slots[k.buffer];
+    };
+  }
   slots[k.callback] = function onTcpRead(this: unknown, nread: number, buf: Uint8Array): unknown {
     const st = sock[kSmc];
     if (!st || st.phase === 'idle' || (st.phase === 'tcp' && !st.stripClc)) return callback.call(this, nread, buf);
     // CLC bytes, or what follows them: through push() as without onread, copied out of the
     // buffer the next read fills again. Application data among them comes back to us
     // through smcPush (deliverToUser).
-    return sock.push(Buffer.from(buf.subarray(0, nread)));
+    const go = sock.push(Buffer.from(buf.subarray(0, nread)));
+    skipGen = true;
+    return go;
   };
 }
 
@@ -147,11 +161,9 @@ function currentBuffer(sock: Socket): Uint8Array | undefined {
  */
 function callUser(sock: Socket, o: OnreadState, n: number, buf: Uint8Array): boolean {
   const go = o.callback.call(sock, n, buf) !== false;
-  const slots = sock as unknown as Slots;
-  const gen = slots[keys!.gen] as (() => unknown) | null;
-  if (gen !== null) {
-    const next = gen();
-    if (isUint8Array(next)) slots[keys!.buffer] = next;
+  if (o.gen !== null) {
+    const next = o.gen();
+    if (isUint8Array(next)) (sock as unknown as Slots)[keys!.buffer] = next;
   }
   if (!go) o.stopped = true;
   return go;

@@ -116,7 +116,7 @@ export class Socket extends net.Socket {
     if (s && s.phase === 'closed' && s.role === 'client') {
       const onread = s.onread;
       s = this[kSmc] = newState('client', s.opts, s.counters);
-      if (onread) s.onread = { callback: onread.callback, stopped: false, endPending: false, held: undefined };
+      if (onread) s.onread = { ...onread, stopped: false, endPending: false, held: undefined };
     }
     if (s && s.phase === 'idle') {
       const target = connectTarget(args);

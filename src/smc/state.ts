@@ -91,6 +91,8 @@ export interface SmcState {
 export interface OnreadState {
   /** The application's onread.callback (node:net's own slot holds data.ts's wrapper). */
   callback: (nread: number, buf: Uint8Array) => unknown;
+  /** onread.buffer when it is a function (node's slot holds data.ts's wrapper), else null. */
+  gen: (() => unknown) | null;
   /** The callback returned false, or pause(): nothing is delivered until resume(). */
   stopped: boolean;
   /** The peer's end came while stopped: it follows the data at resume(). */

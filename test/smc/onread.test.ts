@@ -226,6 +226,41 @@ describe('onread', () => {
     }
   });
 
+  it('onread.buffer as a function is asked once at connect and once per read, as node:net (its own test counts them)', async () => {
+    const onConn = (c: net.Socket) => { c.on('error', () => {}); c.once('data', () => c.end('hello world')); };
+    const servers = { net: net.createServer(onConn), smcd: smc.createServer(onConn), declining: smc.createServer({ smcPolicy: () => false }, onConn) };
+    await Promise.all(Object.values(servers).map((srv) => new Promise<void>((res) => srv.listen(0, '127.0.0.1', res))));
+    const port = (srv: net.Server) => (srv.address() as net.AddressInfo).port;
+    const run = async (connect: (o: net.NetConnectOpts) => net.Socket, srv: net.Server) => {
+      const pool = [Buffer.alloc(2), Buffer.alloc(2), Buffer.alloc(2)];
+      let idx = -1;
+      let usage = 0;
+      let calls = 0;
+      const got: Buffer[] = [];
+      const s = connect({
+        port: port(srv), host: '127.0.0.1',
+        onread: {
+          buffer: () => { usage++; idx = (idx + 1) % pool.length; return pool[idx]!; },
+          callback: (n: number, buf: Uint8Array) => { calls++; assert.equal(buf, pool[idx]); got.push(Buffer.from(buf.subarray(0, n))); return true; },
+        },
+      });
+      s.on('data', () => assert.fail('data event'));
+      s.write('x');
+      await once(s, 'end');
+      const mode = smc.getSmcInfo(s).mode;
+      s.destroy();
+      return { text: Buffer.concat(got).toString(), calls, usage, mode };
+    };
+    try {
+      const plain = await run((o) => net.connect(o), servers.net);
+      assert.deepEqual(plain, { text: 'hello world', calls: 6, usage: 7, mode: 'TCP' });
+      assert.deepEqual(await run((o) => smc.connect(o), servers.smcd), { ...plain, mode: 'SMCD' });
+      assert.deepEqual(await run((o) => smc.connect(o), servers.declining), plain);
+    } finally {
+      for (const srv of Object.values(servers)) srv.close();
+    }
+  });
+
   it('new Socket({ onread }) and net.connect under the preload read over SMC-D', async () => {
     const viaCtor = await echoThroughOnread((o) => new smc.Socket(o as net.SocketConstructorOpts).connect(smcSrv.port, '127.0.0.1'), Buffer.alloc(4096), 4 * MiB);
     assert.equal(viaCtor.mode, 'SMCD');
