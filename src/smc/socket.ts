@@ -38,9 +38,12 @@ function graft(sock: net.Socket): Socket {
   const o = sock as Socket;
   const p = Socket.prototype;
   o.connect = p.connect; o.push = p.push; o.smcPush = p.smcPush; o._write = p._write; o._writev = p._writev;
-  o._final = p._final; o._read = p._read; o.pause = p.pause; o.resume = p.resume; o._destroy = p._destroy;
+  o._final = p._final; o._read = p._read; o.read = p.read; o.pause = p.pause; o.resume = p.resume; o._destroy = p._destroy;
   return o;
 }
+
+/** The socket whose push(null) for TCP's end just ran while over SMC (see read()). */
+let tcpEofRead: Socket | undefined;
 
 /** node:net's owner_symbol (the handle's link to the Socket its reads go to), found once. */
 let ownerSymbol: symbol | null | undefined;
@@ -138,7 +141,10 @@ export class Socket extends net.Socket {
     if (!s || (s.phase === 'tcp' && !s.stripClc) || s.phase === 'idle') return super.push(chunk, encoding);
     if (s.phase === 'tcp') return stripThenPush(this, s, chunk as Buffer | null);
     if (s.phase === 'smcd' || s.phase === 'closed') {
-      if (chunk === null) onTcpEndWhileSmc(this, s);
+      if (chunk === null) {
+        onTcpEndWhileSmc(this, s);
+        tcpEofRead = this;
+      }
       else s.strayTcpBytes += (chunk as Buffer).length;
       return true;
     }
@@ -194,6 +200,16 @@ export class Socket extends net.Socket {
       return;
     }
     super._read(n);
+  }
+
+  override read(size?: number): unknown {
+    // node:net's read() starts an onread socket's handle reading again; ours is the ring.
+    // Not the read(0) node's onStreamRead makes right after TCP's end: that is no
+    // application asking for data (the ring, not TCP, carries the stream).
+    const s = this[kSmc];
+    if (tcpEofRead === this) tcpEofRead = undefined;
+    else if (s?.onread?.stopped && s.phase === 'smcd') resumeOnread(this, s);
+    return super.read(size);
   }
 
   override pause(): this {

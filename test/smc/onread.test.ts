@@ -116,7 +116,7 @@ describe('onread', () => {
   }
 
   for (const [name, port] of [['SMC-D', () => smcSrv.port], ['TCP fallback', () => decliningPort]] as const) {
-    it(`${name}: a callback returning false stops reading until resume()`, async () => {
+    for (const how of ['resume()', 'read(0)'] as const) it(`${name}: a callback returning false stops reading until ${how}`, async () => {
       let stops = 0;
       let stoppedAt = -1;
       let calledWhileStopped = 0;
@@ -127,7 +127,7 @@ describe('onread', () => {
         if (got >= (stops + 1) * MiB && stops < 4) {
           stops++;
           stoppedAt = got;
-          setTimeout(() => { stoppedAt = -1; s.resume(); }, 50);
+          setTimeout(() => { stoppedAt = -1; if (how === 'resume()') s.resume(); else s.read(0); }, 50);
           return false;
         }
         return undefined;
