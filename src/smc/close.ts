@@ -89,7 +89,9 @@ function teardown(sock: Socket, s: SmcState): void {
     // ring is looked at only when polled or signalled. node:tls closes its transport right
     // after the peer's last record, which would otherwise make its close an abort.
     const reset = resetting(sock);
-    if (!reset && sock.readableFlowing === true && conn.readable === 0) conn.consumeArrived();
+    // An onread socket reads as it arrives unless its callback or pause() stopped it.
+    const reading = s.onread ? !s.onread.stopped : sock.readableFlowing === true;
+    if (!reset && reading && conn.readable === 0) conn.consumeArrived();
     if (reset || conn.peerAborted || conn.unreadNow() > 0) conn.abort();
     else conn.closeOrderly();
     conn.release();

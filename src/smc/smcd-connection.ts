@@ -295,8 +295,12 @@ export class SmcdConnection implements SmcTransport {
       this.bytesReceived += n;
       any = true;
       this.publish();
-      // A blocked writer may be asleep: wake it now that there is room.
-      if (this.peerProdFlags & (PROD_WRITE_BLOCKED | PROD_CONS_UPD_REQ)) this.tx.signal();
+      // A blocked writer may be asleep: wake it now that there is room. Its flags are read
+      // afresh after our cursor is published (both Atomics, so in order): with the copy from
+      // our last look at its CDC, a writer that blocked since then (and armed its doorbell
+      // and went to sleep, as it does at once when the CPUs are busy) would never be woken.
+      const peerFlags = this.peerProdFlags | Number((BigInt.asUintN(64, this.rxCdc.loadProd()) >> 48n) & 0xffn);
+      if (peerFlags & (PROD_WRITE_BLOCKED | PROD_CONS_UPD_REQ)) this.tx.signal();
       if (!(into ? this.h.userData!(n, into) : this.h.data(out as Buffer))) this.paused = true;
     }
     return any;
