@@ -30,12 +30,17 @@ export function packCursor(wrap: number, count: number, prodFlags = 0, connFlags
   return BigInt(wrap & 0xffff) | (BigInt(count >>> 0) << 16n) | (BigInt(prodFlags & 0xff) << 48n) | (BigInt(connFlags & 0xff) << 56n);
 }
 
+/** The producer flags of a cursor word (bits 48-55), without unpacking the rest. */
+export function prodFlagsOf(v: bigint): number {
+  return Number((BigInt.asUintN(64, v) >> 48n) & 0xffn);
+}
+
 export function unpackCursor(v: bigint): Cursor {
   const u = BigInt.asUintN(64, v);
   return {
     wrap: Number(u & 0xffffn),
     count: Number((u >> 16n) & 0xffffffffn),
-    prodFlags: Number((u >> 48n) & 0xffn),
+    prodFlags: prodFlagsOf(u),
     connFlags: Number((u >> 56n) & 0xffn),
   };
 }

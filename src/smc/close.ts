@@ -79,8 +79,8 @@ function teardown(sock: Socket, s: SmcState): void {
   clearTimeout(s.timer);
   s.timer = undefined;
   const conn = s.conn;
-  if (conn && s.learnKey !== undefined && !conn.released) recordConnection(s.learnKey, conn.bytesSent + conn.bytesReceived, performance.now() - s.startedAt);
   if (conn && !conn.released) {
+    if (s.learnKey !== undefined) recordConnection(s.learnKey, conn.bytesSent + conn.bytesReceived, performance.now() - s.startedAt);
     // TCP's close rule, which Linux's smc_close_active applies too: peer_conn_closed (a FIN)
     // when nothing is left unread, peer_conn_abort (a RST) when data is, or when the
     // application asked for a reset. Writes still queued are dropped, as libuv cancels them.

@@ -11,8 +11,9 @@
 // ones go straight to TCP (no CLC at all), each observed in the same way; one that is not
 // short turns SMC back on. Now and then a connection tries SMC anyway, so a peer whose traffic
 // changed is noticed: after PROBE_FIRST connections, then after twice as many each time the
-// probe was short too, up to PROBE_MAX (a probe costs an SMC setup, which is what this saves). SOFTRDMA_SMC_LEARN=0 or setSmcLearning(false)
-// turns it off (every connection to an SMC listener then proposes SMC, as before).
+// probe was short too, up to PROBE_MAX (a probe costs an SMC setup, which is what this saves).
+// SOFTRDMA_SMC_LEARN=0 or setSmcLearning(false) turns it off (every connection to an SMC
+// listener then proposes SMC, as before).
 
 const SHORT_BYTES = 64 * 1024;
 const SHORT_MS = 100;

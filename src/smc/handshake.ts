@@ -12,9 +12,8 @@
 // smc_switch_to_fallback) or settleSmc with the transport it picked: SMC-D's SmcdConnection,
 // the only one yet.
 
-import dc from 'node:diagnostics_channel';
 import net from 'node:net';
-import util from 'node:util';
+import { tracer } from '../sys/trace.js';
 import { defaultIsmDevice } from '../ism/device.js';
 import { RuntimeDirError } from '../ism/runtime-dir.js';
 import {
@@ -35,13 +34,16 @@ import { connReset, getSmcInfo, kSmc, restoreOwner, toBuffer, withSmcCounters, t
 import { countSettled } from './status.js';
 import type { SmcTransport } from './transport.js';
 
-// NODE_DEBUG=smc: one line per connection when it settles on SMC-D or TCP, with the cause.
-const debug = util.debuglog('smc');
-
-/** NODE_DEBUG is read once at startup; its `enabled` getter costs ~1 us, on every connection. */
-const debugOn = debug.enabled;
-/** The same event for subscribers: diagnostics_channel 'softrdma:smc:settled' (mode, cause, reason, role, addresses). */
-const settledChannel = dc.channel('softrdma:smc:settled');
+interface SettledEvent {
+  socket: Socket; mode: string; label: string; role: 'client' | 'server'; reason: number | undefined; cause: string | undefined;
+  localAddress: string | undefined; localPort: number | undefined; remoteAddress: string | undefined; remotePort: number | undefined;
+}
+/**
+ * Each connection as it settles on SMC or TCP, with the cause: NODE_DEBUG=smc prints one line,
+ * diagnostics_channel 'softrdma:smc:settled' gets the fields.
+ */
+const settled = tracer<SettledEvent>('smc', 'settled', (e) =>
+  `${e.role} ${e.localAddress}:${e.localPort} -> ${e.remoteAddress}:${e.remotePort} settled on ${e.mode === 'TCP' ? `TCP: ${e.cause}` : e.label}`);
 
 /**
  * A server application that writes before any byte arrived (an SMTP-style banner) commits
@@ -175,8 +177,7 @@ export function settleTcp(sock: Socket, s: SmcState, reason: number | undefined,
   s.fallbackReason = reason;
   s.fallbackCause = cause;
   countSettled('TCP', reason, cause); // still listed by smcss (as TCP, with the reason) until it closes
-  if (debugOn) debug('%s %s:%s -> %s:%s settled on TCP: %s', s.role, sock.localAddress, sock.localPort, sock.remoteAddress, sock.remotePort, cause);
-  if (settledChannel.hasSubscribers) publishSettled(sock, s, 'TCP');
+  if (settled.active) traceSettled(sock, s, 'TCP', 'TCP');
   const held = s.held;
   s.held = undefined;
   const fin = s.heldFinal;
@@ -368,19 +369,11 @@ function startSmcd(sock: Socket, s: SmcState): void {
  * The handshake settled on SMC over conn: from now on the socket's data goes through it.
  * Writes and an end() held during the handshake go first.
  */
-function publishSettled(sock: Socket, s: SmcState, mode: string): void {
-  settledChannel.publish({
-    socket: sock, mode, role: s.role, reason: s.fallbackReason, cause: s.fallbackCause,
-    localAddress: sock.localAddress, localPort: sock.localPort, remoteAddress: sock.remoteAddress, remotePort: sock.remotePort,
-  });
-}
-
 function settleSmc(sock: Socket, s: SmcState, conn: SmcTransport, label: string): void {
   withSmcCounters(sock, s);
   s.conn = conn;
   s.phase = 'smcd';
-  if (debugOn) debug('%s %s:%s -> %s:%s settled on %s', s.role, sock.localAddress, sock.localPort, sock.remoteAddress, sock.remotePort, label);
-  if (settledChannel.hasSubscribers) publishSettled(sock, s, conn.mode);
+  if (settled.active) traceSettled(sock, s, conn.mode, label);
   sock.emit('smc', getSmcInfo(sock));
   const held = s.held;
   s.held = undefined;
@@ -423,4 +416,12 @@ export function stripThenPush(sock: Socket, s: SmcState, chunk: Buffer | null): 
   withSmcCounters(sock, s);
   s.clcIn += len;
   return len < buf.length ? sock.smcPush(buf.subarray(len)) : true;
+}
+
+/** The addresses cost system calls: built only when someone listens. */
+function traceSettled(sock: Socket, s: SmcState, mode: string, label: string): void {
+  settled({
+    socket: sock, mode, label, role: s.role, reason: s.fallbackReason, cause: s.fallbackCause,
+    localAddress: sock.localAddress, localPort: sock.localPort, remoteAddress: sock.remoteAddress, remotePort: sock.remotePort,
+  });
 }

@@ -10,7 +10,7 @@ import type { Dmb, RemoteDmb } from '../ism/device.js';
 import { keepFreedHeap } from '../ism/libc.js';
 import {
   CdcArea, CONN_ABORT, CONN_CLOSED, CONN_DONE_WRITING, PROD_CONS_UPD_REQ, PROD_WRITE_BLOCKED, SMCD_CDC_LEN,
-  packCursor, unpackCursor,
+  packCursor, prodFlagsOf, unpackCursor,
 } from './cdc.js';
 import { forget, kick } from './poller.js';
 import type { SmcTransport, SmcTransportMode, TransportDiag, TransportEvents } from './transport.js';
@@ -299,8 +299,7 @@ export class SmcdConnection implements SmcTransport {
       // afresh after our cursor is published (both Atomics, so in order): with the copy from
       // our last look at its CDC, a writer that blocked since then (and armed its doorbell
       // and went to sleep, as it does at once when the CPUs are busy) would never be woken.
-      const peerFlags = this.peerProdFlags | Number((BigInt.asUintN(64, this.rxCdc.loadProd()) >> 48n) & 0xffn);
-      if (peerFlags & (PROD_WRITE_BLOCKED | PROD_CONS_UPD_REQ)) this.tx.signal();
+      if ((this.peerProdFlags | prodFlagsOf(this.rxCdc.loadProd())) & (PROD_WRITE_BLOCKED | PROD_CONS_UPD_REQ)) this.tx.signal();
       if (!(into ? this.h.userData!(n, into) : this.h.data(out as Buffer))) this.paused = true;
     }
     return any;

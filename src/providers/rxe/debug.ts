@@ -1,10 +1,9 @@
 // rxe's debug trace: every debug event of the QP state machines goes through here (Linux rxe
-// prints through rxe_dbg_qp/pr_debug). Events are published on the diagnostics_channel
-// channels softrdma:rxe:resp and softrdma:rxe:comp, printed with NODE_DEBUG=rxe, and given to
-// a sink a test installs. With none of these a trace call is three cheap tests.
+// prints through rxe_dbg_qp/pr_debug). Events are trace points of src/sys/trace.ts (channels
+// softrdma:rxe:resp and softrdma:rxe:comp, printed with NODE_DEBUG=rxe), and go to a sink a
+// test installs. With none of these a trace call is three cheap tests.
 
-import dc from 'node:diagnostics_channel';
-import util from 'node:util';
+import { tracer } from '../../sys/trace.js';
 import { COMP_STATE_NAMES, RESP_STATE_NAMES, type CompStateValue, type RespStateValue } from './states.js';
 
 export interface RxeTraceEvent {
@@ -18,10 +17,8 @@ export interface RxeTraceEvent {
 }
 export type RxeTraceSink = (event: RxeTraceEvent) => void;
 
-const channels = { resp: dc.channel('softrdma:rxe:resp'), comp: dc.channel('softrdma:rxe:comp') };
-const log = util.debuglog('rxe');
-/** NODE_DEBUG is read once, at startup. */
-const logOn = log.enabled;
+const line = (e: RxeTraceEvent) => `qp#${e.qpn} ${e.machine} ${e.state} psn 0x${e.psn.toString(16)}`;
+const traces = { resp: tracer<RxeTraceEvent>('rxe', 'resp', line), comp: tracer<RxeTraceEvent>('rxe', 'comp', line) };
 
 let sink: RxeTraceSink | undefined;
 
@@ -34,17 +31,15 @@ export function setTraceSink(next: RxeTraceSink | undefined): RxeTraceSink | und
 
 function emit(e: RxeTraceEvent): void {
   sink?.(e);
-  const ch = channels[e.machine];
-  if (ch.hasSubscribers) ch.publish(e);
-  if (logOn) log('qp#%d %s %s psn 0x%s', e.qpn, e.machine, e.state, e.psn.toString(16));
+  traces[e.machine](e);
 }
 
 /** The responder of QP `qpn` reached `state` for the packet with `psn`. */
 export function traceResp(qpn: number, state: RespStateValue, psn: number): void {
-  if (sink !== undefined || logOn || channels.resp.hasSubscribers) emit({ machine: 'resp', qpn, state: RESP_STATE_NAMES[state]!, psn });
+  if (sink !== undefined || traces.resp.active) emit({ machine: 'resp', qpn, state: RESP_STATE_NAMES[state]!, psn });
 }
 
 /** The completer of QP `qpn` reached `state` for the packet (or retry) at `psn`. */
 export function traceComp(qpn: number, state: CompStateValue, psn: number): void {
-  if (sink !== undefined || logOn || channels.comp.hasSubscribers) emit({ machine: 'comp', qpn, state: COMP_STATE_NAMES[state]!, psn });
+  if (sink !== undefined || traces.comp.active) emit({ machine: 'comp', qpn, state: COMP_STATE_NAMES[state]!, psn });
 }

@@ -21,7 +21,7 @@ export const MIN_WINDOW = 8;
  * alike), and after a loss by cwnd.
  */
 export const windowPkts = (qp: RxeQp): number =>
-  Math.max(MIN_WINDOW, Math.min(Math.floor(qp.req.cwnd), Math.floor(qp.device.link.windowBytes / sendersOf(qp).size / qp.mtu)));
+  Math.max(MIN_WINDOW, Math.min(Math.floor(qp.req.cwnd), Math.floor(qp.device.link.windowBytes / Math.max(1, sendersOf(qp).size) / qp.mtu)));
 
 /**
  * The RC QPs of each device with packets in flight. They share the receive buffer the window
@@ -34,7 +34,6 @@ const senders = new WeakMap<object, Set<RxeQp>>();
 function sendersOf(qp: RxeQp): Set<RxeQp> {
   let s = senders.get(qp.device);
   if (!s) senders.set(qp.device, (s = new Set()));
-  if (s.size === 0) s.add(qp); // a QP asking is about to send
   return s;
 }
 

@@ -8,7 +8,7 @@
 // perftest does); read_lat the time of each READ. With -D a side stops when its time is up.
 
 import { SendFlags, WcOpcode, WrOpcode, type WorkCompletion } from '../../index.js';
-import { latResult, sampleWindow, within, type LatResult } from './report.js';
+import { latResult, sampleWindow, type LatResult } from './report.js';
 import { MAX_INLINE, nowNs, yieldToLoop, type Session } from './session.js';
 
 const RX_DEPTH = 64;
@@ -61,7 +61,7 @@ function more(s: Session, done: number, deadline: number): boolean {
 function gaps(s: Session, size: number, all: number[], iters: number, t0: number): LatResult {
   const test = s.o.test;
   const w = sampleWindow(t0, s.o.durationSec, s.o.marginSec);
-  const posts = s.o.durationSec ? Array.from(within(Float64Array.from(all), w.from, w.to)) : all;
+  const posts = s.o.durationSec ? all.filter((t) => t >= w.from && t <= w.to) : all;
   if (s.o.durationSec) iters = Math.max(0, posts.length - 1);
   const n = posts.length - 1;
   if (n < 1) throw new Error('too few rounds to measure');
