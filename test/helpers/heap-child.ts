@@ -3,6 +3,12 @@
 // and frees the same batch of 256 KiB blocks round after round, straight through malloc and
 // free (no garbage collector, so no timing), and prints the minor page faults of each round.
 // A heap that keeps what was freed serves the next round from pages already present.
+//
+// HEAP_CHILD_CONTROL=mmap is the control: glibc's mmap threshold is pinned at its 128 KiB start
+// value, which turns off glibc's dynamic threshold, so every 256 KiB block is its own mapping,
+// unmapped by free and faulted in again by the next round. Without the pin, what an untuned
+// heap gives back depends on what else sits on it (Node 24 once kept all but 66 pages on the
+// first reuse), so that cannot be the control.
 
 import { keepFreedHeap } from '../../src/ism/libc.js';
 import { libcLibrary } from '../../src/sys/libc.js';
@@ -20,7 +26,10 @@ const prctl = so.func('int prctl(int option, unsigned long a2, unsigned long a3,
 const PR_SET_THP_DISABLE = 41;
 prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0);
 
+const M_MMAP_THRESHOLD = -3;
+const mallopt = so.func('int mallopt(int param, int value)') as (param: number, value: number) => number;
 const applied = keepFreedHeap();
+if (process.env.HEAP_CHILD_CONTROL === 'mmap' && mallopt(M_MMAP_THRESHOLD, 128 * 1024) !== 1) throw new Error('mallopt failed');
 const faults: number[] = [];
 for (let round = 0; round < ROUNDS; round++) {
   const before = process.resourceUsage().minorPageFault;

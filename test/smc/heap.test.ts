@@ -27,8 +27,8 @@ function applied(env: NodeJS.ProcessEnv): boolean {
 }
 
 interface Rounds { applied: boolean; faults: number[]; pagesPerRound: number }
-function rounds(tune: '1' | '0'): Rounds {
-  return JSON.parse(String(execFileSync(process.execPath, [CHILD], { env: { ...process.env, SOFTRDMA_SMC_HEAP_TUNE: tune } }))) as Rounds;
+function rounds(tune: '1' | '0', control = ''): Rounds {
+  return JSON.parse(String(execFileSync(process.execPath, [CHILD], { env: { ...process.env, SOFTRDMA_SMC_HEAP_TUNE: tune, HEAP_CHILD_CONTROL: control } }))) as Rounds;
 }
 
 describe('receive-path heap', { skip: !glibc && 'mallopt is glibc only' }, () => {
@@ -37,19 +37,17 @@ describe('receive-path heap', { skip: !glibc && 'mallopt is glibc only' }, () =>
     assert.equal(applied({ ...process.env, SOFTRDMA_SMC_HEAP_TUNE: '0' }), false);
   });
 
-  it('with it, freed 256 KiB blocks are reused without faulting; without it, they are faulted in again', () => {
+  it('with it, freed 256 KiB blocks are reused without faulting; a heap that unmaps them faults every round', () => {
     const tuned = rounds('1');
-    const untuned = rounds('0');
+    const control = rounds('0', 'mmap');
     assert.equal(tuned.applied, true);
-    assert.equal(untuned.applied, false);
+    assert.equal(control.applied, false);
     // The first round faults its pages in either way: the test is doing what it means to.
-    for (const r of [tuned, untuned]) assert.ok(r.faults[0]! >= r.pagesPerRound / 2, `first round: ${r.faults[0]} faults`);
-    // Measured here: 2-3 faults per later round tuned, 4,066 (every page) untuned.
+    for (const r of [tuned, control]) assert.ok(r.faults[0]! >= r.pagesPerRound / 2, `first round: ${r.faults[0]} faults`);
+    // Measured here: 2-3 faults per later round tuned, 4,066 (every page) for the control.
     const later = (r: Rounds) => r.faults.slice(1);
     for (const f of later(tuned)) assert.ok(f < tuned.pagesPerRound / 16, `tuned rounds faulted ${later(tuned).join(', ')} of ${tuned.pagesPerRound} pages`);
-    // Untuned, glibc gives the freed blocks back at least at the first reuse. Later rounds
-    // depend on what else sits on the heap: under Node 24 something allocated above the blocks
-    // stops the trimming after two rounds (4,066, 4,068, 66, 2, 3).
-    assert.ok(later(untuned)[0]! > untuned.pagesPerRound / 2, `untuned rounds faulted only ${later(untuned).join(', ')} of ${untuned.pagesPerRound} pages`);
+    // The control shows the counts can fail: blocks given back are faulted in again.
+    for (const f of later(control)) assert.ok(f > control.pagesPerRound / 2, `control rounds faulted only ${later(control).join(', ')} of ${control.pagesPerRound} pages`);
   });
 });
