@@ -811,7 +811,7 @@ function decodeSmcrAcceptConfirm(b: Buffer, len: number, type: SmcrAcceptConfirm
     return m;
   }
   // Linux 6.12 sends the 52-byte v2x form for SMC-R at every release (smc_clc_fill_fce_v2x,
-  // smc_clc.c 439-464); Linux 5.17-6.4 (release 0) sent 36 bytes. A Confirm adds the GID list.
+  // smc_clc.c 439-464); kernels before release 1 (SMC v2.1) sent 36. A Confirm adds the GID list.
   const gidsFit = (fceLen: number): boolean => {
     if (rest === fceLen) return type === CLC_ACCEPT;
     if (type !== CLC_CONFIRM || rest < fceLen + GID_EXT_HDR_LEN) return false;
