@@ -871,3 +871,21 @@ export function decodeSmcClc(b: Buffer): SmcClcMessage {
     }
   }
 }
+
+/**
+ * Is this a user EID Linux would take (smc_clc_ueid_valid, smc_clc.c 58-80, with the kernel's
+ * Latin-1 ctype table, lib/ctype.c)? At most 32 bytes, blank-padded to 32 on the wire; after the
+ * trailing white space is cut, every character an upper-case letter (A-Z and Latin-1's), a
+ * digit, '.' or '-', the first not '.' or '-'. A Linux server matches UEIDs byte for byte.
+ */
+export function ueidValid(eid: string): boolean {
+  const b = Buffer.from(eid, 'latin1');
+  if (b.length > SMC_MAX_EID_LEN || b.toString('latin1') !== eid) return false;
+  const space = (c: number) => c === 32 || (c >= 9 && c <= 13) || c === 160;
+  const upperOrDigit = (c: number) => (c >= 0x41 && c <= 0x5a) || (c >= 0x30 && c <= 0x39) || (c >= 192 && c <= 222 && c !== 215);
+  let end = b.length;
+  while (end > 0 && space(b[end - 1]!)) end--;
+  if (end === 0 || !upperOrDigit(b[0]!)) return false;
+  for (let i = 1; i < end; i++) if (!upperOrDigit(b[i]!) && b[i] !== 0x2e && b[i] !== 0x2d) return false;
+  return true;
+}

@@ -8,7 +8,7 @@ import fc from 'fast-check';
 import {
   ClcError, CLC_ACCEPT, CLC_CONFIRM, CLC_DECLINE, CLC_PROPOSAL, CLC_V2_MAX_LEN, DECLINE, SMC_TYPE_B, SMC_TYPE_D, SMC_TYPE_N, SMC_TYPE_R,
   clcFrameLengthAny, decodeClc, decodeSmcClc, declineName, encodeAcceptConfirm, encodeProposal, encodeSmcDecline, encodeSmcProposal,
-  encodeSmcrAcceptConfirm, type SmcProposal, type SmcrAcceptConfirm,
+  encodeSmcrAcceptConfirm, ueidValid, type SmcProposal, type SmcrAcceptConfirm,
 } from '../../src/smc/clc.js';
 
 const hex = (...parts: string[]): Buffer => Buffer.from(parts.join('').replace(/\s+/g, ''), 'hex');
@@ -129,6 +129,11 @@ describe('SMC-R CLC layouts (hand-assembled from smc_clc.h)', () => {
     const v1 = encodeSmcDecline({ version: 1, outOfSync: false, peerId, diagnosis: DECLINE.SYNCERR, osType: 0, diagnosisV2: [] });
     assert.equal(v1.toString('hex'), hex('e2d4c3d9', '04', '001c', '10', '0102030405060708', '04000000', '00', '000000', 'e2d4c3d9').toString('hex'));
     assert.deepEqual(decodeSmcClc(b), { type: CLC_DECLINE, version: 2, outOfSync: true, peerId, diagnosis: 0x03030002, osType: 2, diagnosisV2: [0x03030008, 0, 0, 0], eyecatcher: 'SMCR' });
+  });
+
+  it('validates user EIDs as smc_clc_ueid_valid does', () => {
+    for (const ok of [ueid, 'A', 'SOFTRDMA-SMCR', 'X.Y-Z0', '0'.repeat(32), 'A\t', 'Ä', 'A\u00a0']) assert.equal(ueidValid(ok), true, ok); // kernel ctype: Ä upper, NBSP space
+    for (const bad of ['', ' ', 'lower', 'A B', '-A', '.A', 'A_B', 'A'.repeat(33), 'ä', '×', 'Aé', '\u0100']) assert.equal(ueidValid(bad), false, bad);
   });
 
   it("names every reason code of Linux 6.12's table", () => {
