@@ -428,6 +428,12 @@ export interface SmcProposal {
   /** smc_clc_msg_smcd.ism: the native ISM GID and CHID (0 unless SMC-D is offered). */
   ismGid: bigint;
   ismChid: number;
+  /**
+   * softrdma's SMC-D proof (peer-proof.ts) in the SMC-D area's reserved bytes 24-39, as
+   * encodeProposal puts it: present exactly when typeV1 offers SMC-D (all zeros from a peer that
+   * sent none, Linux among them).
+   */
+  proof: Buffer | null;
   /** Present exactly when typeV1 is not SMC_TYPE_N. */
   prefix: ClcPrefix | null;
   /** Present exactly when version >= 2 and typeV2 is not SMC_TYPE_N. */
@@ -542,6 +548,7 @@ export function encodeSmcProposal(p: Omit<SmcProposal, 'type'>): Buffer {
   const hasV2 = v2 && typeV2 !== SMC_TYPE_N;
   if (hasV2 !== (p.v2 !== null)) throw new RangeError('v2 must be given exactly when version >= 2 and typeV2 is not N');
   if (p.v2 && (p.v2.smcd !== null) !== smcdIndicated(typeV2)) throw new RangeError('v2.smcd must be given exactly when typeV2 offers SMC-D');
+  if ((p.proof !== null) !== smcdIndicated(p.typeV1)) throw new RangeError('proof must be given exactly when typeV1 offers SMC-D');
   if (p.prefix && p.prefix.ipv6Prefixes.length > MAX_V6_PREFIXES) throw new RangeError(`at most ${MAX_V6_PREFIXES} IPv6 prefixes`);
   if (p.v2 && p.v2.userEids.length > SMC_CLC_MAX_UEID) throw new RangeError(`at most ${SMC_CLC_MAX_UEID} user EIDs`);
   if (p.v2?.smcd && p.v2.smcd.gidChids.length > SMCD_CLC_MAX_V2_GID_ENTRIES) throw new RangeError(`at most ${SMCD_CLC_MAX_V2_GID_ENTRIES} ISM GID/CHID entries`);
@@ -560,6 +567,7 @@ export function encodeSmcProposal(p: Omit<SmcProposal, 'type'>): Buffer {
   if (smcArea) {
     b.writeBigUInt64BE(BigInt.asUintN(64, p.ismGid), off);
     b.writeUInt16BE(intField(p.ismChid, 16, 'ismChid'), off + 8);
+    if (p.proof) fixedBytes(p.proof, SMCD_PROOF_LEN, 'proof').copy(b, off + SMCD_PROOF_OFF);
     // v2_ext_offset: from the end of this field to the v2 extension (smc_clc.c 933-939).
     if (p.v2) b.writeUInt16BE(SMC_AREA_LEN - 12 + prefixAreaLen(p.prefix), off + 10);
     off += SMC_AREA_LEN;
@@ -779,6 +787,7 @@ function decodeProposalAny(b: Buffer, len: number, version: number, typeV2raw: n
     type: CLC_PROPOSAL, version, typeV1, typeV2,
     peerId: Buffer.from(b.subarray(8, 16)), gid: Buffer.from(b.subarray(16, 32)), mac: Buffer.from(b.subarray(32, 38)),
     ismGid, ismChid, prefix, v2: ext,
+    proof: smcdIndicated(typeV1) ? Buffer.from(b.subarray(PROPOSAL_BASE_LEN + SMCD_PROOF_OFF, PROPOSAL_BASE_LEN + SMCD_PROOF_OFF + SMCD_PROOF_LEN)) : null,
   };
 }
 

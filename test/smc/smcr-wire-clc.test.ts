@@ -67,7 +67,7 @@ describe('SMC-R CLC layouts (hand-assembled from smc_clc.h)', () => {
     const p: Omit<SmcProposal, 'type'> = {
       version: 2, typeV1: SMC_TYPE_N, typeV2: SMC_TYPE_R,
       // Linux fills smc_clc_msg_local only when SMC-Rv1 is offered (smc_clc.c 906-913): zeros here.
-      peerId: Buffer.alloc(8), gid: Buffer.alloc(16), mac: Buffer.alloc(6), ismGid: 0n, ismChid: 0, prefix: null,
+      peerId: Buffer.alloc(8), gid: Buffer.alloc(16), mac: Buffer.alloc(6), ismGid: 0n, ismChid: 0, proof: null, prefix: null,
       v2: { release: 1, seid: false, roceGid: gid, maxConns: 255, maxLinks: 2, featureMask: 1, userEids: [ueid], smcd: null },
     };
     const b = encodeSmcProposal(p);
@@ -87,7 +87,7 @@ describe('SMC-R CLC layouts (hand-assembled from smc_clc.h)', () => {
 
   it("softrdma's combined offer: SMC-D v1 (typev1 D) and SMC-Rv2 (typev2 R) in one v2 proposal", () => {
     const p: Omit<SmcProposal, 'type'> = {
-      version: 2, typeV1: SMC_TYPE_D, typeV2: SMC_TYPE_R, peerId, gid, mac, ismGid: 0x1122334455667788n, ismChid: 0xffff,
+      version: 2, typeV1: SMC_TYPE_D, typeV2: SMC_TYPE_R, peerId, gid, mac, ismGid: 0x1122334455667788n, ismChid: 0xffff, proof: Buffer.alloc(16, 0xaa),
       prefix: { subnet: '10.0.0.0', prefixLength: 24, ipv6Prefixes: [] },
       v2: { release: 1, seid: false, roceGid: gid, maxConns: 255, maxLinks: 2, featureMask: 1, userEids: [ueid], smcd: null },
     };
@@ -96,7 +96,7 @@ describe('SMC-R CLC layouts (hand-assembled from smc_clc.h)', () => {
       'e2d4c3d9', '01', '00a4', '21', //     length 164, version 2 | typev2 R | typev1 D
       '0102030405060708', '00000000000000000000ffff0a000001', '020000000001',
       '0028', //                             iparea_offset 40
-      '1122334455667788', 'ffff', '0024', '00'.repeat(28), // ism gid, chid, v2_ext_offset 36 (28 + 8-byte prefix area), rest
+      '1122334455667788', 'ffff', '0024', '00'.repeat(12), 'aa'.repeat(16), // ism gid, chid, v2_ext_offset 36 (28 + 8-byte prefix area), oui, exp options, softrdma's proof in reserved[4..20]
       '0a000000', '18', '0000', '00', //     outgoing_subnet, prefix_len 24, reserved, ipv6_prefixes_cnt 0
       '01', '00', '00', '10', '0000', '0000', '00000000000000000000ffff0a000001', 'ff', '02', '0001', '00'.repeat(12),
       Buffer.from(ueid, 'latin1').toString('hex'),
@@ -107,7 +107,7 @@ describe('SMC-R CLC layouts (hand-assembled from smc_clc.h)', () => {
 
   it('v1 proposal of type B (RFC 7609 layout): SMC-R fields, SMC-D area, prefix area', () => {
     const p: Omit<SmcProposal, 'type'> = {
-      version: 1, typeV1: SMC_TYPE_B, typeV2: SMC_TYPE_N, peerId, gid, mac, ismGid: 5n, ismChid: 7,
+      version: 1, typeV1: SMC_TYPE_B, typeV2: SMC_TYPE_N, peerId, gid, mac, ismGid: 5n, ismChid: 7, proof: Buffer.alloc(16),
       prefix: { subnet: '10.0.0.0', prefixLength: 24, ipv6Prefixes: [{ prefix: 'fe80:0:0:0:0:0:0:0', length: 64 }] }, v2: null,
     };
     const b = encodeSmcProposal(p);
@@ -158,6 +158,7 @@ describe('the SMC-D v1 codec is unchanged, and the general decoder reads it', ()
     if (p.type === CLC_PROPOSAL && 'typeV1' in p) {
       assert.equal(p.typeV1, SMC_TYPE_D); assert.equal(p.ismGid, 0x1122334455667788n); assert.equal(p.ismChid, 0xffff);
       assert.deepEqual(p.prefix, { subnet: '127.0.0.0', prefixLength: 8, ipv6Prefixes: [] });
+      assert.deepEqual(p.proof, Buffer.alloc(16, 0xaa));
     }
     const ac = { type: CLC_ACCEPT, version: 1, firstContact: true, gid: 0xa1n, token: 0xb2n, dmbeIndex: 0, dmbeSize: 4, linkId: 7 } as const;
     assert.deepEqual(decodeSmcClc(encodeAcceptConfirm(ac)), decodeClc(encodeAcceptConfirm(ac)));
@@ -193,7 +194,7 @@ const arbProposal: fc.Arbitrary<Omit<SmcProposal, 'type'>> = fc.record({
   version: fc.constantFrom(1, 2), typeV1: fc.constantFrom(SMC_TYPE_R, SMC_TYPE_D, SMC_TYPE_N, SMC_TYPE_B), typeV2: fc.constantFrom(SMC_TYPE_R, SMC_TYPE_D, SMC_TYPE_N, SMC_TYPE_B),
   peerId: buf(8), gid: buf(16), mac: buf(6), ismGid: u64, ismChid: u(16), subnet: fc.ipV4(), prefixLength: u(8),
   v6: fc.array(fc.record({ prefix: buf(16), length: u(8) }), { maxLength: 8 }), release: u(4), seid: fc.boolean(), roceGid: buf(16),
-  maxConns: u(8), maxLinks: u(8), featureMask: u(16), eids: fc.array(text32, { maxLength: 8 }), systemEid: text32,
+  maxConns: u(8), maxLinks: u(8), featureMask: u(16), eids: fc.array(text32, { maxLength: 8 }), systemEid: text32, proof: buf(16),
   gidChids: fc.array(fc.record({ gid: u64, chid: u(16) }), { maxLength: 8 }),
 }).filter((r) => r.version === 2 || r.typeV1 !== SMC_TYPE_N).map((r) => {
   const v2 = r.version === 2;
@@ -202,7 +203,7 @@ const arbProposal: fc.Arbitrary<Omit<SmcProposal, 'type'>> = fc.record({
   const groups = (b: Buffer) => Array.from({ length: 8 }, (_, i) => b.readUInt16BE(2 * i).toString(16)).join(':');
   return {
     version: r.version, typeV1: r.typeV1, typeV2, peerId: r.peerId, gid: r.gid, mac: r.mac,
-    ismGid: smcArea ? r.ismGid : 0n, ismChid: smcArea ? r.ismChid : 0,
+    ismGid: smcArea ? r.ismGid : 0n, ismChid: smcArea ? r.ismChid : 0, proof: r.typeV1 === SMC_TYPE_D || r.typeV1 === SMC_TYPE_B ? r.proof : null,
     prefix: r.typeV1 === SMC_TYPE_N ? null : { subnet: r.subnet, prefixLength: r.prefixLength, ipv6Prefixes: r.v6.map((x) => ({ prefix: groups(x.prefix), length: x.length })) },
     v2: v2 && typeV2 !== SMC_TYPE_N ? {
       release: r.release, seid: r.seid, roceGid: r.roceGid, maxConns: r.maxConns, maxLinks: r.maxLinks, featureMask: r.featureMask, userEids: r.eids,
@@ -263,7 +264,7 @@ describe('SMC-R CLC round trips and hostile input (property)', () => {
     const t = Buffer.from(a); t[7] = 0x12; fails(t, 'typev1', DECLINE.MODEUNSUPP); // type N accept
     const v0 = Buffer.from(a); v0[7] = 0x08; fails(v0, 'version', DECLINE.VERSMISMAT);
     const tr = Buffer.from(a); tr[67] = 0; fails(tr, 'trl');
-    const p = encodeSmcProposal({ version: 2, typeV1: SMC_TYPE_N, typeV2: SMC_TYPE_R, peerId, gid, mac, ismGid: 0n, ismChid: 0, prefix: null,
+    const p = encodeSmcProposal({ version: 2, typeV1: SMC_TYPE_N, typeV2: SMC_TYPE_R, peerId, gid, mac, ismGid: 0n, ismChid: 0, proof: null, prefix: null,
       v2: { release: 1, seid: false, roceGid: gid, maxConns: 255, maxLinks: 2, featureMask: 1, userEids: [ueid], smcd: null } });
     const eids = Buffer.from(p); eids[80] = 9; fails(eids, 'eid_cnt');
     const off = Buffer.from(p); off.writeUInt16BE(30, 50); fails(off, 'v2_ext_offset', DECLINE.NOV2EXT);

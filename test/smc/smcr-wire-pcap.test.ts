@@ -111,19 +111,19 @@ export function buildCapture(): { file: Buffer; clc: string[]; roce: string[] } 
   const confirmV2: SmcrAcceptConfirm = { type: CLC_CONFIRM, version: 2, firstContact: true, ...r0, peerId: PEER_A, gid: GID_A, mac: MAC_A, qpn: 0x11, rmbeAlertToken: 0x202, psn: 0x123456,
     eid: UEID, fce: { ...fce, hostname: 'host-a'.padEnd(32, ' ') }, gidList: [GID_A] };
   conn(40000, [
-    ['A', 'proposal v2 (typev1 D, typev2 R)', encodeSmcProposal({ version: 2, typeV1: SMC_TYPE_D, typeV2: SMC_TYPE_R, peerId: PEER_A, gid: GID_A, mac: MAC_A, ismGid: 0x1122334455667788n, ismChid: 0xffff,
+    ['A', 'proposal v2 (typev1 D, typev2 R)', encodeSmcProposal({ version: 2, typeV1: SMC_TYPE_D, typeV2: SMC_TYPE_R, peerId: PEER_A, gid: GID_A, mac: MAC_A, ismGid: 0x1122334455667788n, ismChid: 0xffff, proof: Buffer.alloc(16),
       prefix: { subnet: '10.0.0.0', prefixLength: 24, ipv6Prefixes: [] },
       v2: { release: 1, seid: false, roceGid: GID_A, maxConns: 255, maxLinks: 2, featureMask: 1, userEids: [UEID], smcd: null } })],
     ['B', 'accept v2', encodeSmcrAcceptConfirm(acceptV2)],
     ['A', 'confirm v2', encodeSmcrAcceptConfirm(confirmV2)],
   ]);
   conn(40001, [
-    ['A', 'proposal v2 (typev1 N, typev2 R)', encodeSmcProposal({ version: 2, typeV1: SMC_TYPE_N, typeV2: SMC_TYPE_R, peerId: Buffer.alloc(8), gid: Buffer.alloc(16), mac: Buffer.alloc(6), ismGid: 0n, ismChid: 0,
+    ['A', 'proposal v2 (typev1 N, typev2 R)', encodeSmcProposal({ version: 2, typeV1: SMC_TYPE_N, typeV2: SMC_TYPE_R, peerId: Buffer.alloc(8), gid: Buffer.alloc(16), mac: Buffer.alloc(6), ismGid: 0n, ismChid: 0, proof: null,
       prefix: null, v2: { release: 1, seid: false, roceGid: GID_A, maxConns: 255, maxLinks: 2, featureMask: 1, userEids: [UEID], smcd: null } })],
     ['B', 'decline v2', encodeSmcDecline({ version: 2, outOfSync: false, peerId: PEER_B, diagnosis: DECLINE.NOSMCRDEV, osType: 2, diagnosisV2: [DECLINE.NOUEID, 0, 0, 0] })],
   ]);
   conn(40002, [
-    ['A', 'proposal v1 (type B)', encodeSmcProposal({ version: 1, typeV1: SMC_TYPE_B, typeV2: SMC_TYPE_N, peerId: PEER_A, gid: GID_A, mac: MAC_A, ismGid: 5n, ismChid: 7,
+    ['A', 'proposal v1 (type B)', encodeSmcProposal({ version: 1, typeV1: SMC_TYPE_B, typeV2: SMC_TYPE_N, peerId: PEER_A, gid: GID_A, mac: MAC_A, ismGid: 5n, ismChid: 7, proof: Buffer.alloc(16),
       prefix: { subnet: '10.0.0.0', prefixLength: 24, ipv6Prefixes: [] }, v2: null })],
     ['B', 'accept v1', encodeSmcrAcceptConfirm({ type: CLC_ACCEPT, version: 1, firstContact: true, ...r0, eid: null, fce: null, gidList: null })],
     ['A', 'confirm v1', encodeSmcrAcceptConfirm({ type: CLC_CONFIRM, version: 1, firstContact: true, ...r0, peerId: PEER_A, gid: GID_A, mac: MAC_A, qpn: 0x11, eid: null, fce: null, gidList: null })],
