@@ -13,7 +13,7 @@ import type { Device, GsiSource } from '../verbs/api.js';
 import { CmTable, type CmOutcome, type CmRouted } from './cm-table.js';
 import type { CmAction, CmConn, CmEventName, CmInput, CmStateName, TimerName } from './cm-state.js';
 import {
-  CM_CLASS_VERSION, CM_KINDS, decodeCmMad, encodeCmMad, rejReasonName, type CmKind, type CmMessage, type CmMessageOf, type CmReq,
+  CM_CLASS_VERSION, CM_KINDS, decodeCmMad, encodeCmMad, rejReasonName, type CmKind, type CmMessage, type CmMessageOf, type CmReq, type CmSidrReq,
 } from './wire/cm-messages.js';
 import { MadMethod, MgmtClass } from './wire/mad.js';
 import { MadLayer, type MadAgent, type MadRecv } from './mad-layer.js';
@@ -127,7 +127,28 @@ export class CmAgent extends EventEmitter {
     this.checkOpen();
     const c = this.table.create();
     this.peers.set(c.localId, Buffer.from(o.dgid));
-    this.call(c.localId, { type: 'send_req', req: { ...o.req, localCaGuid: this.table.localCaGuid }, packetLifeTime: o.packetLifeTime });
+    try {
+      this.call(c.localId, { type: 'send_req', req: { ...o.req, localCaGuid: this.table.localCaGuid }, packetLifeTime: o.packetLifeTime });
+    } catch (err) {
+      this.table.call(c.localId, { type: 'destroy' });
+      this.forget(c.localId);
+      throw err;
+    }
+    return c.localId;
+  }
+
+  /** ib_send_cm_sidr_req on a new id: the SIDR_REQ goes to `dgid`'s QP1; returns the local comm id (the request id). */
+  sidrRequest(o: { dgid: Uint8Array; req: Omit<CmSidrReq, 'requestId'>; timeoutMs: number; maxRetries: number }): number {
+    this.checkOpen();
+    const c = this.table.create();
+    this.peers.set(c.localId, Buffer.from(o.dgid));
+    try {
+      this.call(c.localId, { type: 'send_sidr_req', req: o.req, timeoutMs: o.timeoutMs, maxRetries: o.maxRetries });
+    } catch (err) {
+      this.table.call(c.localId, { type: 'destroy' });
+      this.forget(c.localId);
+      throw err;
+    }
     return c.localId;
   }
 

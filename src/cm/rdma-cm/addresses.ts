@@ -1,0 +1,94 @@
+// Socket addresses for rdma_cm ids: checked IP literals with a port, the wildcard forms, and
+// the process's table of bound ports per port space (Linux's cma_ps_alloc/cma_alloc_port).
+
+import { randomInt } from 'node:crypto';
+import { isIP } from 'node:net';
+import { SoftrdmaError } from '../../abi/errors.js';
+import { PortSpace } from '../wire/cma-header.js';
+
+export type PortSpaceName = 'tcp' | 'udp';
+export const PORT_SPACE: Readonly<Record<PortSpaceName, number>> = { tcp: PortSpace.TCP, udp: PortSpace.UDP };
+
+export interface SockAddr {
+  address: string;
+  port: number;
+  family: 4 | 6;
+}
+
+const WILDCARDS = new Set(['0.0.0.0', '::']);
+export const isWildcard = (address: string) => WILDCARDS.has(address);
+
+/** An IP literal (no names: rdma_cm resolves addresses, not host names) and a port, or EINVAL naming the field. */
+export function sockAddr(field: string, address: unknown, port: unknown = 0): SockAddr {
+  if (typeof address !== 'string' || isIP(address) === 0) {
+    throw new SoftrdmaError('EINVAL', `rdma_cm: ${field} must be an IPv4 or IPv6 address literal, got ${JSON.stringify(address)}`);
+  }
+  if (typeof port !== 'number' || !Number.isInteger(port) || port < 0 || port > 0xffff) {
+    throw new SoftrdmaError('EINVAL', `rdma_cm: ${field} port must be an integer from 0 to 65535, got ${String(port)}`);
+  }
+  return { address: canonical(address), port, family: isIP(address) === 4 ? 4 : 6 };
+}
+
+/** One spelling per address (IPv6 compressed and lower case, as node:net prints it). */
+function canonical(a: string): string {
+  if (isIP(a) === 4) return a;
+  const u = new URL(`http://[${a}]/`).hostname;
+  return u.slice(1, -1);
+}
+
+/** The ephemeral range Linux uses by default (net.ipv4.ip_local_port_range). */
+const EPHEMERAL_LOW = 32768, EPHEMERAL_HIGH = 60999;
+
+/** Bound ports per port space: (port, address) pairs; a wildcard conflicts with every address of its port. */
+export class PortTable {
+  private readonly bound = new Map<string, Set<string>>();
+
+  private key(ps: number, port: number) { return `${ps}:${port}`; }
+
+  private conflicts(ps: number, port: number, address: string): boolean {
+    const s = this.bound.get(this.key(ps, port));
+    if (!s) return false;
+    if (isWildcard(address)) return s.size > 0;
+    return s.has(address) || [...s].some(isWildcard);
+  }
+
+  /** Bind `address:port` (port 0: an ephemeral port); EADDRINUSE, or EADDRNOTAVAIL when the range is full. */
+  bind(ps: number, address: string, port: number): number {
+    if (port !== 0) {
+      if (this.conflicts(ps, port, address)) throw new SoftrdmaError('EADDRINUSE', `rdma_cm: port ${port} on ${address} is in use`);
+      this.add(ps, port, address);
+      return port;
+    }
+    const span = EPHEMERAL_HIGH - EPHEMERAL_LOW + 1;
+    const start = randomInt(span);
+    for (let i = 0; i < span; i++) {
+      const p = EPHEMERAL_LOW + ((start + i) % span);
+      if (!this.conflicts(ps, p, address)) { this.add(ps, p, address); return p; }
+    }
+    throw new SoftrdmaError('EADDRNOTAVAIL', 'rdma_cm: no ephemeral port left');
+  }
+
+  private add(ps: number, port: number, address: string): void {
+    const k = this.key(ps, port);
+    let s = this.bound.get(k);
+    if (!s) this.bound.set(k, s = new Set());
+    s.add(address);
+  }
+
+  release(ps: number, address: string, port: number): void {
+    const k = this.key(ps, port);
+    const s = this.bound.get(k);
+    if (!s) return;
+    s.delete(address);
+    if (s.size === 0) this.bound.delete(k);
+  }
+
+  /** How many (port, address) pairs are bound (tests: nothing left behind). */
+  get size(): number {
+    let n = 0;
+    for (const s of this.bound.values()) n += s.size;
+    return n;
+  }
+}
+
+export const ports = new PortTable();

@@ -1,0 +1,129 @@
+// The rdma_cm's view of one device (Linux's struct cma_device): the device's address and GID,
+// a context the CM opened on it (an id's `verbs`, where applications allocate PDs and CQs, as
+// librdmacm's id->verbs), its CM agent, and which id each of the agent's comm ids belongs to.
+// Devices are the process's rxe devices (getDeviceList()); one holding an address is found
+// through its GID table (RoCEv2: the GID is the address). A device closing is DEVICE_REMOVAL
+// for every id on it.
+
+import { getDeviceList, type Context, type Device } from '../../verbs/api.js';
+import { addressFromGid } from '../../abi/inet.js';
+import { CmAgent, type CmAgentEvent } from '../agent.js';
+
+/** What the CM device asks of an id: its agent events, and the device going away. */
+export interface CmIdSink {
+  onCmEvent(e: CmAgentEvent, dev: CmDevice): void;
+  onDeviceRemoval(dev: CmDevice): void;
+}
+
+const byDevice = new Map<Device, CmDevice>();
+
+export class CmDevice {
+  readonly context: Context;
+  readonly agent: CmAgent;
+  readonly gid: Buffer;
+  readonly address: string;
+  readonly family: 4 | 6;
+  /** Comm ids (connections and listeners) → the id that owns them. */
+  private readonly owners = new Map<number, CmIdSink>();
+  /** Ids attached to this device (bound to its address, or children of its listeners). */
+  private readonly users = new Set<CmIdSink>();
+  private removed = false;
+
+  private constructor(readonly device: Device) {
+    this.context = device.open();
+    try {
+      this.agent = new CmAgent(device);
+    } catch (err) {
+      this.context.close();
+      throw err;
+    }
+    this.gid = Buffer.from(this.agent.gid);
+    this.address = addressFromGid(this.gid);
+    this.family = this.address.includes(':') ? 6 : 4;
+    this.agent.on('event', (e: CmAgentEvent) => this.route(e));
+    this.context.once('close', () => this.remove());
+  }
+
+  /** The CM device of `device`, made on first use. */
+  static of(device: Device): CmDevice {
+    let d = byDevice.get(device);
+    if (!d) byDevice.set(device, d = new CmDevice(device));
+    return d;
+  }
+
+  /**
+   * Give every device of the process its CM agent (as every Linux port has ib_cm's), so a REQ
+   * to a device no id uses yet is still answered (REJ(INVALID_SERVICE_ID)). A device whose QP1
+   * is held by another MAD layer owner is left alone.
+   */
+  static attachAll(): void {
+    for (const dev of getDeviceList()) {
+      if (byDevice.has(dev)) continue;
+      try {
+        CmDevice.of(dev);
+      } catch { /* QP1 taken (EBUSY) or no GSI: not a CM device */ }
+    }
+  }
+
+  /** The process's device holding `address`, without opening anything on the others. */
+  static holding(address: string): Device | undefined {
+    for (const dev of getDeviceList()) {
+      for (const g of dev.provider.gidTable(1)) if (addressFromGid(g.gid) === address) return dev;
+    }
+    return undefined;
+  }
+
+  /** The process's devices of an address family (4, 6, or both for undefined). */
+  static ofFamily(family: 4 | 6 | undefined): Device[] {
+    return getDeviceList().filter((dev) => dev.provider.gidTable(1).some((g) => {
+      const a = addressFromGid(g.gid);
+      return family === undefined || (a.includes(':') ? 6 : 4) === family;
+    }));
+  }
+
+  /** The port's active MTU (ibv_mtu enum value). */
+  get activeMtu(): number { return this.device.provider.queryPort(1).activeMtu; }
+  get maxQpRdAtom(): number { return this.device.provider.queryDevice().maxQpRdAtom; }
+  get maxQpInitRdAtom(): number { return this.device.provider.queryDevice().maxQpInitRdAtom; }
+  get isRemoved(): boolean { return this.removed; }
+
+  attach(id: CmIdSink): void { this.users.add(id); }
+  detach(id: CmIdSink): void { this.users.delete(id); }
+
+  own(localId: number, id: CmIdSink): void { this.owners.set(localId, id); }
+  disown(localId: number): void { this.owners.delete(localId); }
+  owner(localId: number): CmIdSink | undefined { return this.owners.get(localId); }
+
+  /** How many comm ids and ids are still tied to this device (tests: nothing left behind). */
+  census(): { commIds: number; ids: number; agentConnections: number } {
+    return { commIds: this.owners.size, ids: this.users.size, agentConnections: this.agent.table.size };
+  }
+
+  private route(e: CmAgentEvent): void {
+    // A new passive connection names its listener; everything else its own comm id.
+    const sink = (e.event === 'REQ_RECEIVED' || e.event === 'SIDR_REQ_RECEIVED') && e.listenId !== undefined
+      ? this.owners.get(e.listenId) : this.owners.get(e.localId);
+    if (sink) sink.onCmEvent(e, this);
+    else if (e.event === 'REQ_RECEIVED' || e.event === 'SIDR_REQ_RECEIVED') {
+      // A listener that is already gone: refuse as cm_destroy_id would (REJ / SIDR_REP(REJECT)).
+      this.agent.call(e.localId, { type: 'destroy' });
+    }
+  }
+
+  /** The device closed (its contexts close first): every id on it sees DEVICE_REMOVAL; the agent leaves QP1. */
+  private remove(): void {
+    if (this.removed) return;
+    this.removed = true;
+    byDevice.delete(this.device);
+    this.agent.close();
+    const users = [...this.users];
+    this.users.clear();
+    this.owners.clear();
+    for (const u of users) u.onDeviceRemoval(this);
+  }
+}
+
+/** The CM devices in use (tests). */
+export function cmDevices(): CmDevice[] {
+  return [...byDevice.values()];
+}

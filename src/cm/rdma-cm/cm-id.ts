@@ -1,0 +1,680 @@
+// struct rdma_cm_id: one communication identifier of the rdma_cm, with librdmacm's calls
+// (rdma_bind_addr, rdma_resolve_addr, rdma_resolve_route, rdma_create_qp, rdma_connect,
+// rdma_listen, rdma_accept, rdma_reject, rdma_disconnect, rdma_destroy_id) on the IB CM agent
+// of its device. What the calls put on the wire and do to the QP follows Linux's cma.c:
+// cma_connect_ib (the REQ), cma_accept_ib (the REP), cma_resolve_ib_udp / cma_send_sidr_rep
+// (SIDR), cma_ib_handler / cma_ib_req_handler (which CM event becomes which rdma_cm event).
+//
+// Calls check their arguments and the id's state first and throw SoftrdmaError (EINVAL naming
+// the field or the state, EADDRNOTAVAIL, EADDRINUSE, ENODEV); a call that throws has changed
+// nothing. Results come as events on the id's channel, as in librdmacm.
+
+import { randomInt } from 'node:crypto';
+import { SoftrdmaError } from '../../abi/errors.js';
+import { QpType } from '../../abi/enums.js';
+import type { Context, CQ, PD, QP, SRQ } from '../../verbs/api.js';
+import type { QpCapInit } from '../../abi/types.js';
+import type { CmAgentEvent } from '../agent.js';
+import { RXE_LOCAL_CA_ACK_DELAY, cmAckTimeout } from '../cm-state.js';
+import {
+  CmDataSize, LID_PERMISSIVE, RejReason, SidrStatus, TransportServiceType, blankCm, rejReasonName, sidrStatusName, type CmMessageOf,
+} from '../wire/cm-messages.js';
+import {
+  CMA_CM_RESPONSE_TIMEOUT, CMA_IBOE_PACKET_LIFETIME, CMA_MAX_CM_RETRIES, CMA_REQ_USER_PRIVATE_DATA, CMA_SIDR_REQ_USER_PRIVATE_DATA,
+  RDMA_UDP_QKEY, cmaReqPrivateData, cmaRoceFlowLabel, cmaUserData, decodeCmaHeader, roceGid, serviceIdFor,
+} from '../wire/cma-header.js';
+import { PORT_SPACE, isWildcard, ports, sockAddr, type PortSpaceName, type SockAddr } from './addresses.js';
+import { CmDevice, type CmIdSink } from './cm-device.js';
+import type { EventChannel } from './event-channel.js';
+import { ERRNO, type ConnEventParam, type RdmaCmEvent, type RdmaCmEventType, type UdEventParam } from './events.js';
+import { qpToErr, qpToInit, qpToRtr, qpToRts, type CmPath } from './qp-transitions.js';
+
+/** The id's state (enum rdma_cm_state, in words). */
+export type RdmaCmState =
+  | 'idle' | 'addr-bound' | 'addr-query' | 'addr-resolved' | 'route-query' | 'route-resolved'
+  | 'connect' | 'connect-request' | 'established' | 'disconnect' | 'listen' | 'rejected' | 'device-removal' | 'destroyed';
+
+/** struct rdma_conn_param (librdmacm), for connect and accept. */
+export interface ConnParam {
+  /** At most 56 bytes in a REQ (92 less the RDMA CM header), 196 in a REP, 180 in a SIDR_REQ, 136 in a SIDR_REP. */
+  privateData?: Uint8Array;
+  /** RDMA READ/atomic requests we accept at once (≤ the device's maxQpRdAtom); default: connect 1, accept what the peer's REQ asked. */
+  responderResources?: number;
+  /** RDMA READ/atomic requests we issue at once (≤ the device's maxQpInitRdAtom); default: connect 1, accept what the peer offered. */
+  initiatorDepth?: number;
+  flowControl?: number;
+  /** Transport retries, 0-7 (default 7). */
+  retryCount?: number;
+  /** RNR retries, 0-7, 7 = infinite (default 7). */
+  rnrRetryCount?: number;
+  /** Without a QP on the id (createQp), the QP number to advertise (the application moves its QP itself). */
+  qpNum?: number;
+  srq?: number;
+}
+
+/** Options of createId: the application's context, and the CM's timing (Linux's values by default). */
+export interface CreateIdOptions {
+  /** Anything: carried on the id, and onto the ids a listener makes (librdmacm's context). */
+  context?: unknown;
+  /** CM response timeout exponent (4.096 µs × 2^n), 0-31; Linux's CMA_CM_RESPONSE_TIMEOUT 20 by default. */
+  cmResponseTimeout?: number;
+  /** CM retries, 0-15; CMA_MAX_CM_RETRIES 15 by default. */
+  maxCmRetries?: number;
+  /** The route's packet life time exponent, 0-31; CMA_IBOE_PACKET_LIFETIME 18 by default (also sets the QP's ACK timeout). */
+  packetLifeTime?: number;
+}
+
+/** What createQp takes (ibv_qp_init_attr); the QP type follows the port space (TCP: RC, UDP: UD). */
+export interface CmQpInit {
+  sendCq: CQ;
+  recvCq: CQ;
+  cap: QpCapInit & { maxRecvWr?: number };
+  srq?: SRQ;
+  sqSigAll?: boolean;
+  qpType?: number;
+}
+
+let nextDebugNo = 1;
+
+export class RdmaCmId implements CmIdSink {
+  /** The application's context (librdmacm's id->context). */
+  context: unknown;
+  readonly portSpace: PortSpaceName;
+  /** The QP createQp made (librdmacm's id->qp). */
+  qp: QP | undefined;
+  /** A number for logs. */
+  readonly no = nextDebugNo++;
+  private st: RdmaCmState = 'idle';
+  private dev: CmDevice | undefined;
+  private local: SockAddr | undefined;
+  private remote: SockAddr | undefined;
+  private boundPort: { address: string; port: number } | undefined;
+  private path: CmPath | undefined;
+  /** The comm id of the connection (or SIDR exchange) in progress. */
+  private commId: number | undefined;
+  /** Listener: the comm id on each device it listens on. */
+  private readonly listens = new Map<CmDevice, number>();
+  private backlog = 0;
+  private pending = 0;
+  /** Child of a listener, until accepted or rejected: its listener (for the backlog) and the REQ. */
+  private listener: RdmaCmId | undefined;
+  private req: CmMessageOf<'REQ'> | undefined;
+  /** Our starting PSN (id_priv->seq_num): the PSN we expect to receive first. */
+  private readonly seqNum = randomInt(0x1000000);
+  private retryCount = 7;
+  private readonly timing: Required<Omit<CreateIdOptions, 'context'>>;
+  private readonly timers = new Set<NodeJS.Immediate>();
+
+  /** @internal use createId */
+  constructor(readonly channel: EventChannel, portSpace: PortSpaceName, opts: CreateIdOptions = {}) {
+    if (portSpace !== 'tcp' && portSpace !== 'udp') throw new SoftrdmaError('EINVAL', `rdma_cm: portSpace must be 'tcp' or 'udp', got ${String(portSpace)}`);
+    this.portSpace = portSpace;
+    this.context = opts.context;
+    CmDevice.attachAll();
+    const int = (name: keyof CreateIdOptions, v: unknown, def: number, max: number) => {
+      if (v === undefined) return def;
+      if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > max) throw new SoftrdmaError('EINVAL', `rdma_cm: ${name} must be an integer from 0 to ${max}, got ${String(v)}`);
+      return v;
+    };
+    this.timing = {
+      cmResponseTimeout: int('cmResponseTimeout', opts.cmResponseTimeout, CMA_CM_RESPONSE_TIMEOUT, 31),
+      maxCmRetries: int('maxCmRetries', opts.maxCmRetries, CMA_MAX_CM_RETRIES, 15),
+      packetLifeTime: int('packetLifeTime', opts.packetLifeTime, CMA_IBOE_PACKET_LIFETIME, 31),
+    };
+  }
+
+  get state(): RdmaCmState { return this.st; }
+  /** The device the id is on (after bindAddr to an address, resolveAddr, or for a listener's new id). */
+  get device() { return this.dev?.device; }
+  /** A context on that device for the application's PDs and CQs (librdmacm's id->verbs); shared by the ids on the device. */
+  get verbs(): Context | undefined { return this.dev?.context; }
+  get localAddr(): SockAddr | undefined { return this.local && { ...this.local }; }
+  get remoteAddr(): SockAddr | undefined { return this.remote && { ...this.remote }; }
+  /** The route after ROUTE_RESOLVED (or taken from the REQ for a listener's new id). */
+  get route(): Readonly<CmPath> | undefined { return this.path; }
+  private get ps(): number { return PORT_SPACE[this.portSpace]; }
+  private get ud(): boolean { return this.portSpace === 'udp'; }
+
+  // ---- addresses and routes ----
+
+  /** rdma_bind_addr: a local address (a wildcard, or one a device holds) and port (0: ephemeral). */
+  bindAddr(address: string, port = 0): void {
+    this.expect('bindAddr', ['idle']);
+    const a = sockAddr('address', address, port);
+    let dev: CmDevice | undefined;
+    if (!isWildcard(a.address)) dev = this.deviceHolding(a.address, 'address');
+    a.port = ports.bind(this.ps, a.address, a.port);
+    this.boundPort = { address: a.address, port: a.port };
+    this.local = a;
+    if (dev) this.attach(dev);
+    this.st = 'addr-bound';
+  }
+
+  /**
+   * rdma_resolve_addr: the local device for `dst` (the one holding `src`, or the id's bound
+   * address, or the only device of dst's family, or the one holding dst itself) and the GIDs;
+   * ADDR_RESOLVED follows (ADDR_ERROR with -EADDRNOTAVAIL when no device can be chosen).
+   * Resolution is local (the GID of a RoCEv2 peer is its address), so `timeoutMs` only bounds it.
+   */
+  resolveAddr(dst: { address: string; port: number }, src?: string | { address: string; port?: number }, timeoutMs = 2000): void {
+    this.expect('resolveAddr', ['idle', 'addr-bound']);
+    if (typeof dst !== 'object' || dst === null) throw new SoftrdmaError('EINVAL', 'rdma_cm: dst must be { address, port }');
+    const d = sockAddr('dst', dst.address, dst.port);
+    if (d.port === 0 && !this.ud) throw new SoftrdmaError('EINVAL', 'rdma_cm: dst port must not be 0');
+    checkTimeout(timeoutMs);
+    const s = src === undefined ? undefined : typeof src === 'string' ? sockAddr('src', src, 0) : sockAddr('src', src.address, src.port ?? 0);
+    if (s && this.st === 'addr-bound') throw new SoftrdmaError('EINVAL', 'rdma_cm: src given for an id already bound (bindAddr)');
+    const from = s ?? (this.local && !isWildcard(this.local.address) ? this.local : undefined);
+    if (from && from.family !== d.family) throw new SoftrdmaError('EINVAL', `rdma_cm: src ${from.address} and dst ${d.address} are of different families`);
+    let dev: CmDevice | undefined;
+    if (from) dev = this.dev ?? this.deviceHolding(from.address, 'src');
+    else {
+      const fam = CmDevice.ofFamily(d.family);
+      const pick = CmDevice.holding(d.address) ?? (fam.length === 1 ? fam[0] : undefined);
+      if (pick) dev = CmDevice.of(pick);
+    }
+    if (!dev) {
+      this.later(() => this.emitEvent('ADDR_ERROR', { status: ERRNO.EADDRNOTAVAIL }));
+      return;
+    }
+    // Bind now (the local address is the device's), so nothing is half-done if binding fails.
+    if (this.st === 'idle') {
+      const port = ports.bind(this.ps, dev.address, s?.port ?? 0);
+      this.boundPort = { address: dev.address, port };
+      this.local = { address: dev.address, port, family: dev.family };
+    } else if (this.local && isWildcard(this.local.address)) {
+      this.local = { address: dev.address, port: this.local.port, family: dev.family };
+    }
+    this.attach(dev);
+    this.remote = d;
+    this.st = 'addr-query';
+    this.later(() => {
+      if (this.st !== 'addr-query') return;
+      this.st = 'addr-resolved';
+      this.emitEvent('ADDR_RESOLVED', {});
+    });
+  }
+
+  /**
+   * rdma_resolve_route: the path a REQ describes and the QP uses: our GID and the peer's
+   * (IPv4-mapped for IPv4), the port's active MTU, hop limit 64, the flow label Linux computes
+   * from the ports (cma_get_roce_udp_flow_label), packet life time 18 unless set. ROUTE_RESOLVED follows.
+   */
+  resolveRoute(timeoutMs = 2000): void {
+    this.expect('resolveRoute', ['addr-resolved']);
+    checkTimeout(timeoutMs);
+    const dev = this.dev!;
+    this.path = {
+      sgid: Buffer.from(dev.gid), dgid: roceGid(this.remote!.address), mtu: dev.activeMtu,
+      flowLabel: cmaRoceFlowLabel(this.local!.port, this.remote!.port), hopLimit: 64, trafficClass: 0,
+      packetLifeTime: this.timing.packetLifeTime,
+    };
+    this.st = 'route-query';
+    this.later(() => {
+      if (this.st !== 'route-query') return;
+      this.st = 'route-resolved';
+      this.emitEvent('ROUTE_RESOLVED', {});
+    });
+  }
+
+  // ---- the QP ----
+
+  /**
+   * rdma_create_qp: a QP on the id's device (RC for 'tcp', UD for 'udp') in `pd`, which must be
+   * of a context on that device. RC: in INIT, moved to RTR and RTS by the CM. UD: in RTS at once,
+   * Q_Key RDMA_UDP_QKEY.
+   */
+  createQp(pd: PD, init: CmQpInit): QP {
+    this.expect('createQp', ['addr-bound', 'addr-resolved', 'route-resolved', 'connect-request']);
+    if (!this.dev) throw new SoftrdmaError('EINVAL', 'rdma_cm: createQp on an id bound to no device (bind a local address or resolve one first)');
+    if (this.qp) throw new SoftrdmaError('EINVAL', `rdma_cm: id already has QP ${this.qp.qpn}`);
+    if (!pd || pd.context?.device !== this.dev.device) throw new SoftrdmaError('EINVAL', `rdma_cm: pd is not of a context on ${this.dev.device.name}`);
+    const qpType = this.ud ? QpType.UD : QpType.RC;
+    if (init.qpType !== undefined && init.qpType !== qpType) throw new SoftrdmaError('EINVAL', `rdma_cm: qpType ${init.qpType} does not fit port space ${this.portSpace}`);
+    const attr = { qpType, sendCq: init.sendCq, recvCq: init.recvCq, cap: init.cap, ...(init.srq ? { srq: init.srq } : {}), ...(init.sqSigAll !== undefined ? { sqSigAll: init.sqSigAll } : {}) };
+    const qp = pd.createQp(attr as Parameters<PD['createQp']>[0]);
+    try {
+      qpToInit(qp);
+    } catch (err) {
+      qp.destroy();
+      throw err;
+    }
+    this.qp = qp;
+    return qp;
+  }
+
+  /** rdma_destroy_qp */
+  destroyQp(): void {
+    const qp = this.qp;
+    this.qp = undefined;
+    if (qp) try { qp.destroy(); } catch { /* its context closed */ }
+  }
+
+  // ---- active side ----
+
+  /**
+   * rdma_connect. TCP: a REQ as cma_connect_ib fills it (service id from the port space and
+   * the destination port, our QP and starting PSN, the path, the RDMA CM header then the
+   * private data); ESTABLISHED when the REP came and the RTU went (with a QP; without one,
+   * CONNECT_RESPONSE and establish()), else REJECTED, UNREACHABLE or CONNECT_ERROR.
+   * UDP: a SIDR_REQ; ESTABLISHED with the peer's QPN and Q_Key, or UNREACHABLE.
+   */
+  connect(param: ConnParam = {}): void {
+    this.expect('connect', ['route-resolved']);
+    const dev = this.dev!;
+    const user = privateData('privateData', param.privateData, this.ud ? CMA_SIDR_REQ_USER_PRIVATE_DATA : CMA_REQ_USER_PRIVATE_DATA);
+    const hdr = cmaReqPrivateData({ ipVersion: this.local!.family, srcPort: this.local!.port, srcAddr: this.local!.address, dstAddr: this.remote!.address }, user, Infinity);
+    const serviceId = serviceIdFor(this.ps, this.remote!.port);
+    const path = this.path!;
+    if (this.ud) {
+      this.commId = dev.agent.sidrRequest({
+        dgid: path.dgid, req: { partitionKey: 0xffff, serviceId, privateData: hdr },
+        timeoutMs: 2 ** (this.timing.cmResponseTimeout - 8 > 0 ? this.timing.cmResponseTimeout - 8 : 0), maxRetries: this.timing.maxCmRetries,
+      });
+      dev.own(this.commId, this);
+      this.st = 'connect';
+      return;
+    }
+    const qpNum = this.qp?.qpn ?? uint('qpNum', param.qpNum, undefined, 0xffffff);
+    if (qpNum === undefined) throw new SoftrdmaError('EINVAL', 'rdma_cm: connect needs a QP (createQp) or param.qpNum');
+    const rr = uint('responderResources', param.responderResources, 1, dev.maxQpRdAtom);
+    const id = uint('initiatorDepth', param.initiatorDepth, 1, dev.maxQpInitRdAtom);
+    const retry = uint('retryCount', param.retryCount, 7, 7);
+    const rnr = uint('rnrRetryCount', param.rnrRetryCount, 7, 7);
+    const flow = uint('flowControl', param.flowControl, 0, 1);
+    const { kind: _k, localCommId: _l, ...blank } = blankCm('REQ');
+    const req: Omit<CmMessageOf<'REQ'>, 'kind' | 'localCommId'> = {
+      ...blank, serviceId, localQpn: qpNum, responderResources: rr, initiatorDepth: id,
+      remoteCmResponseTimeout: this.timing.cmResponseTimeout, localCmResponseTimeout: this.timing.cmResponseTimeout,
+      transportServiceType: TransportServiceType.RC, endToEndFlowControl: flow, startingPsn: this.seqNum, retryCount: retry,
+      partitionKey: 0xffff, pathMtu: path.mtu, rnrRetryCount: rnr, maxCmRetries: this.timing.maxCmRetries,
+      srq: this.qp?.srq ? 1 : uint('srq', param.srq, 0, 1),
+      primaryLocalLid: LID_PERMISSIVE, primaryRemoteLid: LID_PERMISSIVE, primaryLocalGid: path.sgid, primaryRemoteGid: path.dgid,
+      primaryFlowLabel: path.flowLabel, primaryTrafficClass: path.trafficClass, primaryHopLimit: path.hopLimit,
+      primaryLocalAckTimeout: cmAckTimeout(RXE_LOCAL_CA_ACK_DELAY, path.packetLifeTime), privateData: hdr,
+    };
+    this.retryCount = retry;
+    this.commId = dev.agent.connect({ dgid: path.dgid, req, packetLifeTime: path.packetLifeTime });
+    dev.own(this.commId, this);
+    this.st = 'connect';
+  }
+
+  /**
+   * rdma_establish: after CONNECT_RESPONSE (a connect without a QP on the id), send the RTU.
+   * The application has moved its QP to RTS itself.
+   */
+  establish(): void {
+    this.expect('establish', ['connect']);
+    if (this.dev?.agent.state(this.commId!) !== 'REP_RCVD') throw new SoftrdmaError('EINVAL', 'rdma_cm: establish before CONNECT_RESPONSE');
+    this.dev.agent.call(this.commId!, { type: 'send_rtu' });
+    this.st = 'established';
+  }
+
+  // ---- passive side ----
+
+  /**
+   * rdma_listen: the service id of the bound port in the id's port space, on the device of
+   * the bound address (a wildcard: on every device of that family present now; '::' takes
+   * both families). An id that is not bound is bound to the IPv4 wildcard and an ephemeral port.
+   * At most `backlog` new ids wait for accept/reject; a REQ beyond that is rejected.
+   */
+  listen(backlog = 128): void {
+    this.expect('listen', ['idle', 'addr-bound']);
+    uint('backlog', backlog, undefined, 0xffff);
+    const bindNow = this.st === 'idle';
+    if (bindNow) this.bindAddr('0.0.0.0', 0);
+    const local = this.local!;
+    const devs = this.dev ? [this.dev] : CmDevice.ofFamily(local.address === '::' ? undefined : local.family).map((d) => CmDevice.of(d));
+    const sid = serviceIdFor(this.ps, local.port);
+    const done: Array<[CmDevice, number]> = [];
+    try {
+      for (const d of devs) done.push([d, d.agent.listen(sid)]);
+    } catch (err) {
+      for (const [d, lid] of done) d.agent.call(lid, { type: 'destroy' });
+      if (bindNow) this.unbind();
+      throw err;
+    }
+    for (const [d, lid] of done) {
+      this.listens.set(d, lid);
+      d.own(lid, this);
+      this.attach(d);
+    }
+    this.backlog = backlog || 128;
+    this.st = 'listen';
+  }
+
+  /**
+   * rdma_accept. TCP: the QP (if the id has one) to RTR and RTS with the REQ's QPN, PSN and
+   * path (cma_accept_ib), then the REP; ESTABLISHED when the RTU arrives. UDP: a SIDR_REP with
+   * our QPN and RDMA_UDP_QKEY. A call that throws leaves the request pending (reject or destroy it).
+   */
+  accept(param: ConnParam = {}): void {
+    this.expect('accept', ['connect-request']);
+    const dev = this.dev!;
+    if (this.ud) {
+      const qpn = this.qp?.qpn ?? uint('qpNum', param.qpNum, undefined, 0xffffff);
+      if (qpn === undefined) throw new SoftrdmaError('EINVAL', 'rdma_cm: accept on a UDP id needs a QP (createQp) or param.qpNum');
+      const pdata = privateData('privateData', param.privateData, CmDataSize.SIDR_REP_PRIVATE_DATA);
+      dev.agent.call(this.commId!, { type: 'send_sidr_rep', rep: { status: SidrStatus.SUCCESS, additionalInfoLength: 0, qpn, qkey: RDMA_UDP_QKEY, additionalInfo: Buffer.alloc(0), privateData: pdata } });
+      this.settled();
+      this.st = 'established';
+      return;
+    }
+    const req = this.req!;
+    const qpNum = this.qp?.qpn ?? uint('qpNum', param.qpNum, undefined, 0xffffff);
+    if (qpNum === undefined) throw new SoftrdmaError('EINVAL', 'rdma_cm: accept needs a QP (createQp) or param.qpNum');
+    const pdata = privateData('privateData', param.privateData, CmDataSize.REP_PRIVATE_DATA);
+    const rr = uint('responderResources', param.responderResources, Math.min(req.initiatorDepth, dev.maxQpRdAtom), dev.maxQpRdAtom);
+    const id = uint('initiatorDepth', param.initiatorDepth, Math.min(req.responderResources, dev.maxQpInitRdAtom), dev.maxQpInitRdAtom);
+    const rnr = uint('rnrRetryCount', param.rnrRetryCount, 7, 7);
+    const flow = uint('flowControl', param.flowControl, 0, 1);
+    if (this.qp) {
+      try {
+        qpToRtr(this.qp, { path: this.path!, remoteQpn: req.localQpn, rqPsn: this.seqNum, responderResources: rr });
+        qpToRts(this.qp, { sqPsn: req.startingPsn, timeout: req.primaryLocalAckTimeout, retryCount: req.retryCount, rnrRetryCount: req.rnrRetryCount, initiatorDepth: id });
+      } catch (err) {
+        qpToErr(this.qp);
+        throw err;
+      }
+    }
+    const { kind: _k, localCommId: _l, remoteCommId: _r, ...blank } = blankCm('REP');
+    dev.agent.call(this.commId!, {
+      type: 'send_rep',
+      rep: {
+        ...blank, localQpn: qpNum, startingPsn: this.seqNum, responderResources: rr, initiatorDepth: id,
+        targetAckDelay: RXE_LOCAL_CA_ACK_DELAY, rnrRetryCount: rnr, endToEndFlowControl: flow, srq: this.qp?.srq ? 1 : 0, privateData: pdata,
+      },
+    });
+    this.settled();
+    this.st = 'connect';
+  }
+
+  /**
+   * rdma_reject: TCP a REJ with reason CONSUMER_DEFINED (28) and up to 148 bytes of private
+   * data; UDP a SIDR_REP with status REJECT and up to 136 bytes.
+   */
+  reject(privateDataIn?: Uint8Array): void {
+    this.expect('reject', ['connect-request']);
+    const dev = this.dev!;
+    if (this.ud) {
+      const pdata = privateData('privateData', privateDataIn, CmDataSize.SIDR_REP_PRIVATE_DATA);
+      dev.agent.call(this.commId!, { type: 'send_sidr_rep', rep: { status: SidrStatus.REJECT, additionalInfoLength: 0, qpn: 0, qkey: 0, additionalInfo: Buffer.alloc(0), privateData: pdata } });
+    } else {
+      const pdata = privateData('privateData', privateDataIn, CmDataSize.REJ_PRIVATE_DATA);
+      dev.agent.call(this.commId!, { type: 'send_rej', reason: RejReason.CONSUMER_DEFINED, privateData: pdata });
+    }
+    qpToErr(this.qp);
+    this.settled();
+    this.st = 'rejected';
+  }
+
+  /**
+   * rdma_disconnect: the QP to ERR, then a DREQ (established) or the DREP (after the peer's
+   * DREQ, DISCONNECTED having been delivered). DISCONNECTED comes with the DREP (or after the
+   * DREQ's retries, status -ETIMEDOUT), then TIMEWAIT_EXIT.
+   */
+  disconnect(): void {
+    this.expect('disconnect', ['established', 'disconnect', 'connect']);
+    const dev = this.dev!;
+    if (this.ud) throw new SoftrdmaError('EINVAL', 'rdma_cm: disconnect on a UDP id');
+    const cs = dev.agent.state(this.commId!);
+    if (cs === 'ESTABLISHED' || cs === 'REP_RCVD' || cs === 'MRA_REP_SENT') {
+      qpToErr(this.qp);
+      dev.agent.call(this.commId!, { type: 'send_dreq' });
+    } else if (cs === 'DREQ_RCVD') {
+      qpToErr(this.qp);
+      dev.agent.call(this.commId!, { type: 'send_drep' });
+    } else {
+      throw new SoftrdmaError('EINVAL', `rdma_cm: disconnect in CM state ${cs ?? 'none'}`);
+    }
+    this.st = 'disconnect';
+  }
+
+  /**
+   * rdma_destroy_id, from any state: what cm_destroy_id sends for the connection (REJ while
+   * connecting, DREQ when established, DREP owed), the listens, the port, the QP createQp
+   * made. No event is delivered for the id afterwards. Idempotent.
+   */
+  destroyId(): void {
+    if (this.st === 'destroyed') return;
+    this.settled();
+    for (const t of this.timers) clearImmediate(t);
+    this.timers.clear();
+    const dev = this.dev;
+    if (dev && !dev.isRemoved) {
+      if (this.commId !== undefined) {
+        qpToErr(this.qp);
+        try { dev.agent.call(this.commId, { type: 'destroy' }); } catch { /* already gone from the table */ }
+        dev.disown(this.commId);
+      }
+    }
+    for (const [d, lid] of this.listens) {
+      if (!d.isRemoved) {
+        try { d.agent.call(lid, { type: 'destroy' }); } catch { /* gone */ }
+        d.disown(lid);
+      }
+      d.detach(this);
+    }
+    this.listens.clear();
+    this.commId = undefined;
+    this.destroyQp();
+    this.unbind();
+    dev?.detach(this);
+    this.st = 'destroyed';
+  }
+
+  // ---- events from the CM agent ----
+
+  /** @internal */
+  onCmEvent(e: CmAgentEvent, dev: CmDevice): void {
+    if (this.st === 'destroyed') return;
+    if ((e.event === 'REQ_RECEIVED' || e.event === 'SIDR_REQ_RECEIVED') && this.st === 'listen') return this.onRequest(e, dev);
+    const m = e.msg;
+    switch (e.event) {
+      case 'REP_RECEIVED': return this.onRep(m as CmMessageOf<'REP'>);
+      case 'RTU_RECEIVED':
+      case 'USER_ESTABLISHED':
+        if (this.st !== 'connect') return;
+        this.st = 'established';
+        return this.emitEvent('ESTABLISHED', { conn: this.connParamOf({ privateData: (m as CmMessageOf<'RTU'> | undefined)?.privateData }) });
+      case 'REJ_RECEIVED': {
+        const rej = m as CmMessageOf<'REJ'>;
+        qpToErr(this.qp);
+        const was = this.st;
+        this.st = 'rejected';
+        if (was === 'established' || was === 'disconnect') return this.emitEvent('DISCONNECTED', { status: ERRNO.ECONNRESET });
+        return this.emitEvent('REJECTED', { status: rej.reason, reason: rejReasonName(rej.reason), conn: this.connParamOf({ privateData: rej.privateData }) });
+      }
+      case 'REQ_ERROR':
+      case 'REP_ERROR':
+        qpToErr(this.qp);
+        this.st = 'rejected';
+        return this.emitEvent('UNREACHABLE', { status: ERRNO.ETIMEDOUT });
+      case 'DREQ_RECEIVED':
+        if (this.st !== 'established' && this.st !== 'connect') return;
+        this.st = 'disconnect';
+        return this.emitEvent('DISCONNECTED', { conn: this.connParamOf({ privateData: (m as CmMessageOf<'DREQ'>).privateData }) });
+      case 'DREP_RECEIVED':
+        return this.emitEvent('DISCONNECTED', { conn: this.connParamOf({ privateData: (m as CmMessageOf<'DREP'>).privateData }) });
+      case 'DREQ_ERROR':
+        return this.emitEvent('DISCONNECTED', { status: ERRNO.ETIMEDOUT });
+      case 'TIMEWAIT_EXIT':
+        return this.emitEvent('TIMEWAIT_EXIT', {});
+      case 'SIDR_REP_RECEIVED': {
+        const rep = m as CmMessageOf<'SIDR_REP'>;
+        if (rep.status !== SidrStatus.SUCCESS) {
+          this.st = 'rejected';
+          return this.emitEvent('UNREACHABLE', { status: rep.status, reason: sidrStatusName(rep.status), ud: this.udParamOf(rep.privateData, 0, 0) });
+        }
+        this.st = 'established';
+        return this.emitEvent('ESTABLISHED', { ud: this.udParamOf(rep.privateData, rep.qpn, rep.qkey) });
+      }
+      case 'SIDR_REQ_ERROR':
+        this.st = 'rejected';
+        return this.emitEvent('UNREACHABLE', { status: ERRNO.ETIMEDOUT });
+      default:
+        return; // MRA_RECEIVED: the peer needs more time; the CM machine waits longer.
+    }
+  }
+
+  /** The REP of our REQ: QP to RTR and RTS with its QPN and PSN, the RTU, ESTABLISHED (cma_rep_recv). */
+  private onRep(rep: CmMessageOf<'REP'>): void {
+    if (this.st !== 'connect') return;
+    const dev = this.dev!;
+    const conn = this.connParamOf({ privateData: rep.privateData, rep });
+    if (!this.qp) return this.emitEvent('CONNECT_RESPONSE', { conn });
+    try {
+      qpToRtr(this.qp, { path: this.path!, remoteQpn: rep.localQpn, rqPsn: this.seqNum, responderResources: rep.initiatorDepth });
+      qpToRts(this.qp, {
+        sqPsn: rep.startingPsn, timeout: cmAckTimeout(rep.targetAckDelay, this.path!.packetLifeTime), retryCount: this.retryCount,
+        rnrRetryCount: rep.rnrRetryCount, initiatorDepth: rep.responderResources,
+      });
+    } catch (err) {
+      qpToErr(this.qp);
+      dev.agent.call(this.commId!, { type: 'send_rej', reason: RejReason.CONSUMER_DEFINED });
+      this.st = 'rejected';
+      return this.emitEvent('CONNECT_ERROR', { status: -((err as SoftrdmaError).errno ?? 22) });
+    }
+    dev.agent.call(this.commId!, { type: 'send_rtu' });
+    this.st = 'established';
+    this.emitEvent('ESTABLISHED', { conn });
+  }
+
+  /** A REQ or SIDR_REQ on our listen: a new id carrying our context, CONNECT_REQUEST (cma_ib_req_handler). */
+  private onRequest(e: CmAgentEvent, dev: CmDevice): void {
+    const refuse = () => dev.agent.call(e.localId, { type: 'destroy' });
+    const m = e.msg as CmMessageOf<'REQ'> | CmMessageOf<'SIDR_REQ'>;
+    const hdr = decodeCmaHeader(m.privateData);
+    if (!hdr.ok || !e.source || this.pending >= this.backlog) return refuse();
+    const h = hdr.value;
+    const dstAddr = h.ipVersion === 4 ? h.dstAddr : h.dstAddr.replace(/^::ffff:/, '');
+    if (!isWildcard(this.local!.address) && dstAddr !== this.local!.address && h.dstAddr !== this.local!.address) return refuse();
+    const child = new RdmaCmId(this.channel, this.portSpace, { context: this.context, ...this.timing });
+    child.dev = dev;
+    dev.attach(child);
+    child.local = { address: dev.address, port: this.local!.port, family: dev.family };
+    child.remote = { address: h.ipVersion === 4 ? h.srcAddr : h.srcAddr, port: h.srcPort, family: h.ipVersion };
+    child.commId = e.localId;
+    child.listener = this;
+    this.pending++;
+    dev.own(e.localId, child);
+    child.st = 'connect-request';
+    if (m.kind === 'REQ') {
+      child.req = m;
+      child.retryCount = m.retryCount;
+      child.path = {
+        sgid: Buffer.from(dev.gid), dgid: Buffer.from(e.source.sgid), mtu: Math.min(m.pathMtu, dev.activeMtu),
+        flowLabel: m.primaryFlowLabel, hopLimit: m.primaryHopLimit, trafficClass: m.primaryTrafficClass,
+        packetLifeTime: Math.max(0, m.primaryLocalAckTimeout - 1),
+      };
+      this.emitEvent('CONNECT_REQUEST', { id: child, listenId: this, conn: child.connParamOf({ privateData: cmaUserData(m.privateData), req: m }) });
+    } else {
+      child.path = {
+        sgid: Buffer.from(dev.gid), dgid: Buffer.from(e.source.sgid), mtu: dev.activeMtu, flowLabel: 0, hopLimit: 64, trafficClass: 0,
+        packetLifeTime: this.timing.packetLifeTime,
+      };
+      this.emitEvent('CONNECT_REQUEST', { id: child, listenId: this, ud: child.udParamOf(cmaUserData(m.privateData), 0, 0) });
+    }
+  }
+
+  /** @internal The device went away: DEVICE_REMOVAL; the QP and the CM state went with it. */
+  onDeviceRemoval(dev: CmDevice): void {
+    if (this.st === 'destroyed') return;
+    this.listens.delete(dev);
+    if (this.dev !== dev && this.listens.size > 0) return;
+    this.commId = undefined;
+    this.qp = undefined;
+    this.st = 'device-removal';
+    this.emitEvent('DEVICE_REMOVAL', { status: ERRNO.ENODEV });
+  }
+
+  // ---- helpers ----
+
+  private connParamOf(o: { privateData?: Uint8Array | undefined; rep?: CmMessageOf<'REP'>; req?: CmMessageOf<'REQ'> }): ConnEventParam {
+    const p: ConnEventParam = {
+      privateData: Buffer.from(o.privateData ?? Buffer.alloc(0)), responderResources: 0, initiatorDepth: 0, flowControl: 0,
+      retryCount: 0, rnrRetryCount: 0, srq: 0, qpNum: 0,
+    };
+    const r = o.rep ?? o.req;
+    if (r) {
+      // cm.c's event parameters swap the peer's view into ours.
+      p.responderResources = r.initiatorDepth;
+      p.initiatorDepth = r.responderResources;
+      p.flowControl = r.endToEndFlowControl;
+      p.rnrRetryCount = r.rnrRetryCount;
+      p.srq = r.srq;
+      p.qpNum = r.localQpn;
+      p.retryCount = o.req ? o.req.retryCount : this.retryCount;
+    }
+    return p;
+  }
+
+  private udParamOf(pdata: Uint8Array, qpNum: number, qkey: number): UdEventParam {
+    const path = this.path!;
+    return {
+      privateData: Buffer.from(pdata), dgid: Buffer.from(path.dgid), hopLimit: path.hopLimit, flowLabel: path.flowLabel,
+      trafficClass: path.trafficClass, qpNum, qkey,
+    };
+  }
+
+  private emitEvent(event: RdmaCmEventType, o: Partial<Omit<RdmaCmEvent, 'event'>>): void {
+    if (this.st === 'destroyed' && o.id === undefined) return;
+    this.channel.deliver({ event, id: o.id ?? this, status: 0, ...o });
+  }
+
+  private later(f: () => void): void {
+    const t = setImmediate(() => { this.timers.delete(t); if (this.st !== 'destroyed') f(); });
+    this.timers.add(t);
+  }
+
+  private expect(call: string, states: readonly RdmaCmState[]): void {
+    if (!states.includes(this.st)) throw new SoftrdmaError(this.st === 'destroyed' ? 'EBADF' : 'EINVAL', `rdma_cm: ${call} in state ${this.st} (expected ${states.join(' or ')})`);
+  }
+
+  private deviceHolding(address: string, field: string): CmDevice {
+    const d = CmDevice.holding(address);
+    if (!d) throw new SoftrdmaError('EADDRNOTAVAIL', `rdma_cm: ${field} ${address} is held by no softrdma device of this process`);
+    return CmDevice.of(d);
+  }
+
+  private attach(dev: CmDevice): void {
+    if (this.dev && this.dev !== dev) this.dev.detach(this);
+    this.dev = dev;
+    dev.attach(this);
+  }
+
+  private unbind(): void {
+    if (this.boundPort) ports.release(this.ps, this.boundPort.address, this.boundPort.port);
+    this.boundPort = undefined;
+  }
+
+  /** The request is no longer waiting on its listener's backlog. */
+  private settled(): void {
+    if (this.listener) this.listener.pending--;
+    this.listener = undefined;
+  }
+}
+
+function checkTimeout(ms: unknown): void {
+  if (typeof ms !== 'number' || !(ms > 0)) throw new SoftrdmaError('EINVAL', `rdma_cm: timeoutMs must be a positive number, got ${String(ms)}`);
+}
+
+function uint(field: string, v: unknown, def: number, max: number): number;
+function uint(field: string, v: unknown, def: undefined, max: number): number | undefined;
+function uint(field: string, v: unknown, def: number | undefined, max: number): number | undefined {
+  if (v === undefined) return def;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > max) throw new SoftrdmaError('EINVAL', `rdma_cm: ${field} must be an integer from 0 to ${max}, got ${String(v)}`);
+  return v;
+}
+
+function privateData(field: string, v: unknown, max: number): Buffer {
+  if (v === undefined) return Buffer.alloc(0);
+  if (!(v instanceof Uint8Array)) throw new SoftrdmaError('EINVAL', `rdma_cm: ${field} must be a Uint8Array`);
+  if (v.length > max) throw new SoftrdmaError('EINVAL', `rdma_cm: ${field} is ${v.length} bytes, at most ${max} here`);
+  return Buffer.from(v);
+}
+
+/** rdma_create_id */
+export function createId(channel: EventChannel, portSpace: PortSpaceName, opts: CreateIdOptions = {}): RdmaCmId {
+  return new RdmaCmId(channel, portSpace, opts);
+}
