@@ -1,0 +1,381 @@
+// `softrdma rping`: rdma-core's librdmacm/examples/rping.c over softrdma/cm, with its options,
+// its exchange and its output, so either side can be the real rping on a kernel rxe:
+//   client: SEND (addr, rkey, len) of its start buffer → server RDMA READs it → server SENDs
+//   go-ahead → client SENDs (addr, rkey, len) of its sink → server RDMA WRITEs the data there
+//   → server SENDs go-ahead → client compares (-V) and prints (-v) "ping data: rdma-ping-N: ...".
+// The advertisement is rping's struct rping_rdma_info: be64 buf, be32 rkey, be32 size.
+// Connection parameters as rping_init_conn_param: responder resources 1, initiator depth 1,
+// retry count 7, RNR retry 7; the QP as rping_create_qp: 16 send WRs, 2 receive WRs, one SGE.
+
+import dgram from 'node:dgram';
+import { isIP } from 'node:net';
+import { parseArgs } from 'node:util';
+import {
+  Access, createRxeDevice, rxeOf, SendFlags, WcOpcode, WcStatus, wcStatusStr, WrOpcode, type CQ, type Device, type MR, type PD, type WorkCompletion,
+} from '../index.js';
+import { createEventChannel, createId, type EventChannel, type RdmaCmEvent, type RdmaCmId } from '../cm/index.js';
+import { UsageError } from './usage.js';
+
+export const RPING_USAGE = `usage: softrdma rping -s [-vVd] [-S size] [-C count] [-a addr] [-p port] [-P]
+       softrdma rping -c [-vVd] [-S size] [-C count] [-I addr] -a addr [-p port]
+
+rdma-core's rping over softrdma's rdma_cm; either side may be the kernel's rping.
+
+  -c            client side
+  -s            server side
+  -a addr       address (server: to listen on; client: of the server)
+  -I addr       source address for the client (default: the one the kernel's routing picks)
+  -p port       port (default 7174)
+  -C count      ping count times (default: until interrupted)
+  -S size       ping data size, 26 to 65535 (default 64)
+  -v            display ping data to stdout
+  -V            validate ping data (client)
+  -d            debug printfs
+  -P            persistent server: serve one connection after another (and at once)
+      --udp-port N  RoCEv2 UDP port of the softrdma device (default 4791; the server prints the
+                    port it took when given 0)`;
+
+/** rping's limits: RPING_MIN_BUFSIZE (sizeof "2147483647" + sizeof "rdma-ping-%d: ") and RPING_BUFSIZE - 1. */
+export const RPING_MIN_BUFSIZE = 26;
+export const RPING_MAX_BUFSIZE = 64 * 1024 - 1;
+const RPING_SQ_DEPTH = 16;
+const INFO_BYTES = 16;
+
+/** The client's ping buffer for iteration `ping` (rping_test_client): "rdma-ping-N: " then letters from `start`, NUL-terminated. */
+export function pingData(buf: Buffer, ping: number, start: number): void {
+  const size = buf.length;
+  const head = Buffer.from(`rdma-ping-${ping}: `, 'latin1');
+  const cc = Math.min(head.length, size - 1);
+  head.copy(buf, 0, 0, cc);
+  let c = start;
+  for (let i = cc; i < size; i++) {
+    buf[i] = c;
+    c++;
+    if (c > 122) c = 65;
+  }
+  buf[size - 1] = 0;
+}
+
+/** struct rping_rdma_info, big-endian. */
+export function encodeInfo(addr: number, rkey: number, size: number, out = Buffer.alloc(INFO_BYTES)): Buffer {
+  out.writeBigUInt64BE(BigInt(addr), 0);
+  out.writeUInt32BE(rkey >>> 0, 8);
+  out.writeUInt32BE(size >>> 0, 12);
+  return out;
+}
+export function decodeInfo(b: Buffer): { addr: number; rkey: number; size: number } {
+  return { addr: Number(b.readBigUInt64BE(0)), rkey: b.readUInt32BE(8), size: b.readUInt32BE(12) };
+}
+
+/** A C string's text: up to the first NUL. */
+const cstr = (b: Buffer) => { const z = b.indexOf(0); return b.subarray(0, z < 0 ? b.length : z).toString('latin1'); };
+
+interface Opts {
+  server: boolean; addr: string | undefined; source: string | undefined; port: number; count: number; size: number;
+  verbose: boolean; validate: boolean; debug: boolean; persistent: boolean; udpPort: number;
+}
+
+function parse(args: string[]): Opts {
+  const { values, positionals } = parseArgs({
+    args, allowPositionals: true, strict: true,
+    options: {
+      a: { type: 'string', short: 'a' }, I: { type: 'string', short: 'I' }, P: { type: 'boolean', short: 'P' },
+      p: { type: 'string', short: 'p' }, C: { type: 'string', short: 'C' }, S: { type: 'string', short: 'S' },
+      s: { type: 'boolean', short: 's' }, c: { type: 'boolean', short: 'c' }, v: { type: 'boolean', short: 'v', multiple: true },
+      V: { type: 'boolean', short: 'V', multiple: true }, d: { type: 'boolean', short: 'd', multiple: true }, 'udp-port': { type: 'string' },
+    },
+  });
+  if (positionals.length) throw new UsageError(`unexpected argument '${positionals[0]}'`);
+  if (values.s === values.c) throw new UsageError('give one of -s (server) and -c (client)');
+  const int = (name: string, v: string | undefined, def: number, min: number, max: number) => {
+    if (v === undefined) return def;
+    const n = Number(v);
+    if (!/^\d+$/.test(v) || n < min || n > max) throw new UsageError(`-${name} must be an integer from ${min} to ${max}, got '${v}'`);
+    return n;
+  };
+  for (const [k, v] of [['a', values.a], ['I', values.I]] as const) if (v !== undefined && isIP(v) === 0) throw new UsageError(`-${k} must be an IPv4 or IPv6 address, got '${v}'`);
+  if (values.c && values.a === undefined) throw new UsageError('the client needs -a (the server\'s address)');
+  return {
+    server: values.s === true, addr: values.a, source: values.I, port: int('p', values.p, 7174, 0, 65535),
+    count: int('C', values.C, 0, 0, 0x7fffffff), size: int('S', values.S, 64, RPING_MIN_BUFSIZE, RPING_MAX_BUFSIZE),
+    verbose: (values.v?.length ?? 0) > 0, validate: (values.V?.length ?? 0) > 0, debug: (values.d?.length ?? 0) > 0,
+    persistent: values.P === true, udpPort: int('udp-port', values['udp-port'], 4791, 0, 65535),
+  };
+}
+
+/** The local address the kernel would send from towards `dst` (a connected UDP socket; nothing is sent). */
+async function routeSource(dst: string): Promise<string> {
+  const sock = dgram.createSocket(isIP(dst) === 6 ? 'udp6' : 'udp4');
+  try {
+    await new Promise<void>((resolve, reject) => { sock.once('error', reject); sock.connect(9, dst, () => resolve()); });
+    return sock.address().address;
+  } finally {
+    sock.close();
+  }
+}
+
+/** One connection's verbs objects, as rping_setup_qp + rping_setup_buffers. */
+class Conn {
+  readonly pd: PD;
+  readonly cq: CQ;
+  readonly recvBuf = Buffer.alloc(INFO_BYTES);
+  readonly sendBuf = Buffer.alloc(INFO_BYTES);
+  readonly rdmaBuf: Buffer;
+  readonly startBuf: Buffer | undefined;
+  readonly mrs: MR[] = [];
+  readonly recvMr: MR;
+  readonly sendMr: MR;
+  readonly rdmaMr: MR;
+  readonly startMr: MR | undefined;
+  /** Aborted when the connection goes (DISCONNECTED, an error event): stops waiting on the CQ. */
+  readonly ac = new AbortController();
+  disconnected = false;
+
+  constructor(readonly id: RdmaCmId, size: number, client: boolean) {
+    const ctx = id.verbs!;
+    this.pd = ctx.allocPd();
+    this.cq = ctx.createCq(RPING_SQ_DEPTH * 2);
+    id.createQp(this.pd, { sendCq: this.cq, recvCq: this.cq, cap: { maxSendWr: RPING_SQ_DEPTH, maxRecvWr: 2, maxSendSge: 1, maxRecvSge: 1 } });
+    const reg = (b: Buffer, access: number) => { const m = this.pd.regMr(b, access); this.mrs.push(m); return m; };
+    this.recvMr = reg(this.recvBuf, Access.LOCAL_WRITE);
+    this.sendMr = reg(this.sendBuf, 0);
+    this.rdmaBuf = Buffer.alloc(size);
+    this.rdmaMr = reg(this.rdmaBuf, Access.LOCAL_WRITE | Access.REMOTE_READ | Access.REMOTE_WRITE);
+    if (client) {
+      this.startBuf = Buffer.alloc(size);
+      this.startMr = reg(this.startBuf, Access.LOCAL_WRITE | Access.REMOTE_READ | Access.REMOTE_WRITE);
+    }
+  }
+
+  postRecv(): void { this.id.qp!.postRecv({ wrId: 1n, sgList: [this.recvMr.sge()] }); }
+  postSend(): void { this.id.qp!.postSend({ wrId: 2n, opcode: WrOpcode.SEND, sendFlags: SendFlags.SIGNALED, sgList: [this.sendMr.sge()] }); }
+
+  /** The next completion that is not a SEND's (rping's cq thread ignores those and flushes); undefined once disconnected. */
+  async next(): Promise<WorkCompletion | undefined> {
+    for (;;) {
+      let wc: WorkCompletion;
+      try {
+        wc = await this.cq.next({ signal: this.ac.signal });
+      } catch (err) {
+        if (this.ac.signal.aborted) return undefined;
+        throw err;
+      }
+      if (wc.status === WcStatus.WR_FLUSH_ERR) continue;
+      if (wc.status !== WcStatus.SUCCESS) throw new Error(`cq completion failed status ${wc.status} (${wcStatusStr(wc.status)})`);
+      if (wc.opcode === WcOpcode.SEND) continue;
+      return wc;
+    }
+  }
+
+  /** The next RECV: the peer's advertisement (16 bytes, else "Received bogus data"). */
+  async recvInfo(): Promise<{ addr: number; rkey: number; size: number } | undefined> {
+    const wc = await this.next();
+    if (!wc) return undefined;
+    if (wc.opcode !== WcOpcode.RECV) throw new Error(`unexpected completion opcode ${wc.opcode}`);
+    if (wc.byteLen !== INFO_BYTES) throw new Error(`Received bogus data, size ${wc.byteLen}`);
+    const info = decodeInfo(this.recvBuf);
+    this.postRecv();
+    return info;
+  }
+
+  free(): void {
+    this.ac.abort();
+    this.id.destroyQp();
+    for (const m of this.mrs) m.dereg();
+    this.cq.destroy();
+    this.pd.dealloc();
+  }
+}
+
+const out = (s: string) => process.stdout.write(s + '\n');
+const err = (s: string) => process.stderr.write(s + '\n');
+
+/** Connection errors as rping prints them ("cma event RDMA_CM_EVENT_REJECTED, error 8"). */
+function cmaError(e: RdmaCmEvent): Error {
+  return new Error(`cma event RDMA_CM_EVENT_${e.event}, error ${e.status}${e.reason ? ` (${e.reason})` : ''}`);
+}
+
+export async function rping(args: string[]): Promise<number> {
+  const o = parse(args);
+  const dbg = o.debug ? out : () => {};
+  let local: string;
+  if (o.server) {
+    if (o.addr === undefined || o.addr === '0.0.0.0' || o.addr === '::') throw new UsageError('the server needs -a with the address of its softrdma device');
+    local = o.addr;
+  } else {
+    local = o.source ?? await routeSource(o.addr!);
+  }
+  const dev = await createRxeDevice({ address: local, port: o.udpPort });
+  const ch = createEventChannel();
+  try {
+    return o.server ? await runServer(o, dev, ch, dbg) : await runClient(o, dev, ch, dbg);
+  } finally {
+    ch.close();
+    await dev.close();
+  }
+}
+
+async function runServer(o: Opts, dev: Device, ch: EventChannel, dbg: (s: string) => void): Promise<number> {
+  const listenId = createId(ch, 'tcp', { context: 'parent' });
+  dbg(`created cm_id ${listenId.no}`);
+  listenId.bindAddr(o.addr!, o.port);
+  dbg('rdma_bind_addr successful');
+  dbg('rdma_listen');
+  listenId.listen(3);
+  if (o.port === 0 || o.udpPort === 0) err(`listening: port ${listenId.localAddr!.port}, RoCE UDP port ${rxeOf(dev).port}`);
+  const conns = new Set<Promise<number>>();
+  try {
+    for (;;) {
+      const req = await ch.next('CONNECT_REQUEST', Infinity);
+      dbg(`cma_event type RDMA_CM_EVENT_CONNECT_REQUEST cma_id ${req.id.no} (child)`);
+      const p = serveOne(o, req.id, ch, dbg);
+      if (!o.persistent) return await p;
+      const q = p.catch((e: unknown) => { err(e instanceof Error ? e.message : String(e)); return 1; }).finally(() => conns.delete(q));
+      conns.add(q);
+    }
+  } finally {
+    listenId.destroyId();
+    await Promise.all(conns);
+  }
+}
+
+async function serveOne(o: Opts, child: RdmaCmId, ch: EventChannel, dbg: (s: string) => void): Promise<number> {
+  let conn: Conn | undefined;
+  // Only the events that end a connection are listened for: the others wait in the channel for next().
+  const onEvent = (e: RdmaCmEvent) => {
+    if (e.id !== child) return;
+    if (e.event === 'DISCONNECTED') {
+      err('server DISCONNECT EVENT...');
+      if (conn) { conn.disconnected = true; conn.ac.abort(); }
+      try { child.disconnect(); } catch { /* already */ }
+    } else if (e.event === 'DEVICE_REMOVAL') {
+      err('cma detected device removal!!!!');
+      conn?.ac.abort();
+    }
+  };
+  ch.on('DISCONNECTED', onEvent).on('DEVICE_REMOVAL', onEvent);
+  try {
+    conn = new Conn(child, o.size, false);
+    dbg('allocated & registered buffers...');
+    conn.postRecv();
+    dbg('accepting client connection request');
+    child.accept({ responderResources: 1, initiatorDepth: 1 });
+    const est = await ch.next(['ESTABLISHED', 'DISCONNECTED', 'REJECTED', 'UNREACHABLE', 'CONNECT_ERROR', 'DEVICE_REMOVAL'], 60_000, child);
+    if (est.event !== 'ESTABLISHED') throw cmaError(est);
+    dbg('cma_event type RDMA_CM_EVENT_ESTABLISHED');
+    const qp = child.qp!;
+    for (;;) {
+      // Wait for the client's start buffer advertisement.
+      const start = await conn.recvInfo();
+      if (!start) break;
+      dbg(`Received rkey ${start.rkey.toString(16)} addr ${start.addr.toString(16)} len ${start.size} from peer`);
+      dbg('server received sink adv');
+      const len = Math.min(start.size, conn.rdmaBuf.length);
+      qp.postSend({ wrId: 3n, opcode: WrOpcode.RDMA_READ, sendFlags: SendFlags.SIGNALED, sgList: [conn.rdmaMr.sge(0, len)], rdma: { remoteAddr: start.addr, rkey: start.rkey } });
+      dbg('server posted rdma read req ');
+      const rd = await conn.next();
+      if (!rd) break;
+      if (rd.opcode !== WcOpcode.RDMA_READ) throw new Error(`wait for RDMA_READ_COMPLETE: completion opcode ${rd.opcode}`);
+      dbg('server received read complete');
+      if (o.verbose) out(`server ping data: ${cstr(conn.rdmaBuf)}`);
+      conn.postSend();
+      dbg('server posted go ahead');
+      const sink = await conn.recvInfo();
+      if (!sink) break;
+      dbg(`Received rkey ${sink.rkey.toString(16)} addr ${sink.addr.toString(16)} len ${sink.size} from peer`);
+      dbg('server received sink adv');
+      const wlen = Math.min(cstr(conn.rdmaBuf).length + 1, conn.rdmaBuf.length);
+      dbg(`rdma write from lkey ${conn.rdmaMr.lkey.toString(16)} laddr ${conn.rdmaMr.addr.toString(16)} len ${wlen}`);
+      qp.postSend({ wrId: 4n, opcode: WrOpcode.RDMA_WRITE, sendFlags: SendFlags.SIGNALED, sgList: [conn.rdmaMr.sge(0, wlen)], rdma: { remoteAddr: sink.addr, rkey: sink.rkey } });
+      const wr = await conn.next();
+      if (!wr) break;
+      if (wr.opcode !== WcOpcode.RDMA_WRITE) throw new Error(`wait for RDMA_WRITE_COMPLETE: completion opcode ${wr.opcode}`);
+      dbg('server rdma write complete ');
+      conn.postSend();
+      dbg('server posted go ahead');
+    }
+    // The client disconnected (we sent the DREP); wait for time-wait to end, as the kernel's id does.
+    await ch.next('TIMEWAIT_EXIT', 10_000, child).catch(() => undefined);
+    return 0;
+  } finally {
+    ch.off('DISCONNECTED', onEvent).off('DEVICE_REMOVAL', onEvent);
+    conn?.free();
+    child.destroyId();
+  }
+}
+
+async function runClient(o: Opts, _dev: Device, ch: EventChannel, dbg: (s: string) => void): Promise<number> {
+  const id = createId(ch, 'tcp', { context: 'parent' });
+  dbg(`created cm_id ${id.no}`);
+  let conn: Conn | undefined;
+  const onEvent = (e: RdmaCmEvent) => {
+    if (e.id !== id) return;
+    if (e.event === 'DISCONNECTED') {
+      err('client DISCONNECT EVENT...');
+      if (conn) { conn.disconnected = true; conn.ac.abort(); }
+    } else if (e.event === 'DEVICE_REMOVAL') {
+      err('cma detected device removal!!!!');
+      conn?.ac.abort();
+    }
+  };
+  ch.on('DISCONNECTED', onEvent).on('DEVICE_REMOVAL', onEvent);
+  try {
+    id.resolveAddr({ address: o.addr!, port: o.port }, o.source, 2000);
+    const ar = await ch.next(['ADDR_RESOLVED', 'ADDR_ERROR'], 5000, id);
+    if (ar.event !== 'ADDR_RESOLVED') throw cmaError(ar);
+    id.resolveRoute(2000);
+    const rr = await ch.next(['ROUTE_RESOLVED', 'ROUTE_ERROR'], 5000, id);
+    if (rr.event !== 'ROUTE_RESOLVED') throw cmaError(rr);
+    dbg('rdma_resolve_addr - rdma_resolve_route successful');
+    conn = new Conn(id, o.size, true);
+    dbg('allocated & registered buffers...');
+    conn.postRecv();
+    id.connect({ responderResources: 1, initiatorDepth: 1, retryCount: 7, rnrRetryCount: 7 });
+    // 16 REQ retries of 6 s each before UNREACHABLE, as Linux.
+    const est = await ch.next(['ESTABLISHED', 'REJECTED', 'UNREACHABLE', 'CONNECT_ERROR', 'DISCONNECTED', 'DEVICE_REMOVAL'], 120_000, id);
+    if (est.event !== 'ESTABLISHED') throw cmaError(est);
+    dbg('rdma_connect successful');
+    const qp = id.qp!;
+    const startBuf = conn.startBuf!, startMr = conn.startMr!;
+    let start = 65;
+    let ret = 0;
+    for (let ping = 0; !o.count || ping < o.count; ping++) {
+      pingData(startBuf, ping, start);
+      start++;
+      if (start > 122) start = 65;
+      encodeInfo(startMr.addr, startMr.rkey, o.size, conn.sendBuf);
+      dbg(`RDMA addr ${startMr.addr.toString(16)} rkey ${startMr.rkey.toString(16)} len ${o.size}`);
+      qp.postSend({ wrId: 2n, opcode: WrOpcode.SEND, sendFlags: SendFlags.SIGNALED, sgList: [conn.sendMr.sge()] });
+      // Wait for the server's go-ahead (it has read our buffer).
+      const go = await conn.next();
+      if (!go) break;
+      if (go.opcode !== WcOpcode.RECV) throw new Error(`wait for RDMA_WRITE_ADV: completion opcode ${go.opcode}`);
+      conn.postRecv();
+      conn.rdmaBuf.fill(0);
+      encodeInfo(conn.rdmaMr.addr, conn.rdmaMr.rkey, o.size, conn.sendBuf);
+      dbg(`RDMA addr ${conn.rdmaMr.addr.toString(16)} rkey ${conn.rdmaMr.rkey.toString(16)} len ${o.size}`);
+      qp.postSend({ wrId: 2n, opcode: WrOpcode.SEND, sendFlags: SendFlags.SIGNALED, sgList: [conn.sendMr.sge()] });
+      // Wait for the server to say the RDMA WRITE is complete.
+      const done = await conn.next();
+      if (!done) break;
+      if (done.opcode !== WcOpcode.RECV) throw new Error(`wait for RDMA_WRITE_COMPLETE: completion opcode ${done.opcode}`);
+      conn.postRecv();
+      if (o.validate && !startBuf.equals(conn.rdmaBuf)) {
+        err('data mismatch!');
+        ret = -1;
+        break;
+      }
+      if (o.verbose) out(`ping data: ${cstr(conn.rdmaBuf)}`);
+    }
+    if (!conn.disconnected) {
+      // rping_disconnect: the QP to ERR and a DREQ; DISCONNECTED comes with the peer's DREP.
+      id.disconnect();
+      await ch.next('DISCONNECTED', 10_000, id).catch(() => undefined);
+    }
+    return ret === 0 ? 0 : 1;
+  } finally {
+    ch.off('DISCONNECTED', onEvent).off('DEVICE_REMOVAL', onEvent);
+    conn?.free();
+    id.destroyId();
+  }
+}
