@@ -12,67 +12,25 @@
 import { randomInt } from 'node:crypto';
 import { SoftrdmaError } from '../../abi/errors.js';
 import { QpType } from '../../abi/enums.js';
-import type { Context, CQ, PD, QP, SRQ } from '../../verbs/api.js';
-import type { QpCapInit } from '../../abi/types.js';
+import type { Context, PD, QP } from '../../verbs/api.js';
 import type { CmAgentEvent } from '../agent.js';
-import { RXE_LOCAL_CA_ACK_DELAY, cmAckTimeout } from '../cm-state.js';
+import { cmAckTimeout } from '../cm-state.js';
+import { CmDataSize, RejReason, SidrStatus, rejReasonName, sidrStatusName, type CmMessageOf } from '../wire/cm-messages.js';
 import {
-  CmDataSize, LID_PERMISSIVE, RejReason, SidrStatus, TransportServiceType, blankCm, rejReasonName, sidrStatusName, type CmMessageOf,
-} from '../wire/cm-messages.js';
-import {
-  CMA_CM_RESPONSE_TIMEOUT, CMA_IBOE_PACKET_LIFETIME, CMA_MAX_CM_RETRIES, CMA_REQ_USER_PRIVATE_DATA, CMA_SIDR_REQ_USER_PRIVATE_DATA,
-  RDMA_UDP_QKEY, cmaReqPrivateData, cmaRoceFlowLabel, cmaUserData, decodeCmaHeader, roceGid, serviceIdFor,
+  CMA_REQ_USER_PRIVATE_DATA, CMA_SIDR_REQ_USER_PRIVATE_DATA, cmaReqPrivateData, cmaRoceFlowLabel, cmaUserData, decodeCmaHeader, roceGid, serviceIdFor,
 } from '../wire/cma-header.js';
 import { PORT_SPACE, isWildcard, ports, sockAddr, type PortSpaceName, type SockAddr } from './addresses.js';
 import { CmDevice, type CmIdSink } from './cm-device.js';
+import { connEventParam, formatRep, formatReq, sidrRep, udEventParam } from './cm-fields.js';
 import type { EventChannel } from './event-channel.js';
 import { ERRNO, type ConnEventParam, type RdmaCmEvent, type RdmaCmEventType, type UdEventParam } from './events.js';
+import { checkTimeout, privateData, timingOf, uint, type CmQpInit, type CmTiming, type ConnParam, type CreateIdOptions } from './params.js';
 import { qpToErr, qpToInit, qpToRtr, qpToRts, type CmPath } from './qp-transitions.js';
 
 /** The id's state (enum rdma_cm_state, in words). */
 export type RdmaCmState =
   | 'idle' | 'addr-bound' | 'addr-query' | 'addr-resolved' | 'route-query' | 'route-resolved'
   | 'connect' | 'connect-request' | 'established' | 'disconnect' | 'listen' | 'rejected' | 'device-removal' | 'destroyed';
-
-/** struct rdma_conn_param (librdmacm), for connect and accept. */
-export interface ConnParam {
-  /** At most 56 bytes in a REQ (92 less the RDMA CM header), 196 in a REP, 180 in a SIDR_REQ, 136 in a SIDR_REP. */
-  privateData?: Uint8Array;
-  /** RDMA READ/atomic requests we accept at once (≤ the device's maxQpRdAtom); default: connect 1, accept what the peer's REQ asked. */
-  responderResources?: number;
-  /** RDMA READ/atomic requests we issue at once (≤ the device's maxQpInitRdAtom); default: connect 1, accept what the peer offered. */
-  initiatorDepth?: number;
-  flowControl?: number;
-  /** Transport retries, 0-7 (default 7). */
-  retryCount?: number;
-  /** RNR retries, 0-7, 7 = infinite (default 7). */
-  rnrRetryCount?: number;
-  /** Without a QP on the id (createQp), the QP number to advertise (the application moves its QP itself). */
-  qpNum?: number;
-  srq?: number;
-}
-
-/** Options of createId: the application's context, and the CM's timing (Linux's values by default). */
-export interface CreateIdOptions {
-  /** Anything: carried on the id, and onto the ids a listener makes (librdmacm's context). */
-  context?: unknown;
-  /** CM response timeout exponent (4.096 µs × 2^n), 0-31; Linux's CMA_CM_RESPONSE_TIMEOUT 20 by default. */
-  cmResponseTimeout?: number;
-  /** CM retries, 0-15; CMA_MAX_CM_RETRIES 15 by default. */
-  maxCmRetries?: number;
-  /** The route's packet life time exponent, 0-31; CMA_IBOE_PACKET_LIFETIME 18 by default (also sets the QP's ACK timeout). */
-  packetLifeTime?: number;
-}
-
-/** What createQp takes (ibv_qp_init_attr); the QP type follows the port space (TCP: RC, UDP: UD). */
-export interface CmQpInit {
-  sendCq: CQ;
-  recvCq: CQ;
-  cap: QpCapInit & { maxRecvWr?: number };
-  srq?: SRQ;
-  sqSigAll?: boolean;
-  qpType?: number;
-}
 
 let nextDebugNo = 1;
 
@@ -102,7 +60,7 @@ export class RdmaCmId implements CmIdSink {
   /** Our starting PSN (id_priv->seq_num): the PSN we expect to receive first. */
   private readonly seqNum = randomInt(0x1000000);
   private retryCount = 7;
-  private readonly timing: Required<Omit<CreateIdOptions, 'context'>>;
+  private readonly timing: CmTiming;
   private readonly timers = new Set<NodeJS.Immediate>();
 
   /** @internal use createId */
@@ -110,17 +68,8 @@ export class RdmaCmId implements CmIdSink {
     if (portSpace !== 'tcp' && portSpace !== 'udp') throw new SoftrdmaError('EINVAL', `rdma_cm: portSpace must be 'tcp' or 'udp', got ${String(portSpace)}`);
     this.portSpace = portSpace;
     this.context = opts.context;
+    this.timing = timingOf(opts);
     CmDevice.attachAll();
-    const int = (name: keyof CreateIdOptions, v: unknown, def: number, max: number) => {
-      if (v === undefined) return def;
-      if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > max) throw new SoftrdmaError('EINVAL', `rdma_cm: ${name} must be an integer from 0 to ${max}, got ${String(v)}`);
-      return v;
-    };
-    this.timing = {
-      cmResponseTimeout: int('cmResponseTimeout', opts.cmResponseTimeout, CMA_CM_RESPONSE_TIMEOUT, 31),
-      maxCmRetries: int('maxCmRetries', opts.maxCmRetries, CMA_MAX_CM_RETRIES, 15),
-      packetLifeTime: int('packetLifeTime', opts.packetLifeTime, CMA_IBOE_PACKET_LIFETIME, 31),
-    };
   }
 
   get state(): RdmaCmState { return this.st; }
@@ -282,17 +231,10 @@ export class RdmaCmId implements CmIdSink {
     const retry = uint('retryCount', param.retryCount, 7, 7);
     const rnr = uint('rnrRetryCount', param.rnrRetryCount, 7, 7);
     const flow = uint('flowControl', param.flowControl, 0, 1);
-    const { kind: _k, localCommId: _l, ...blank } = blankCm('REQ');
-    const req: Omit<CmMessageOf<'REQ'>, 'kind' | 'localCommId'> = {
-      ...blank, serviceId, localQpn: qpNum, responderResources: rr, initiatorDepth: id,
-      remoteCmResponseTimeout: this.timing.cmResponseTimeout, localCmResponseTimeout: this.timing.cmResponseTimeout,
-      transportServiceType: TransportServiceType.RC, endToEndFlowControl: flow, startingPsn: this.seqNum, retryCount: retry,
-      partitionKey: 0xffff, pathMtu: path.mtu, rnrRetryCount: rnr, maxCmRetries: this.timing.maxCmRetries,
-      srq: this.qp?.srq ? 1 : uint('srq', param.srq, 0, 1),
-      primaryLocalLid: LID_PERMISSIVE, primaryRemoteLid: LID_PERMISSIVE, primaryLocalGid: path.sgid, primaryRemoteGid: path.dgid,
-      primaryFlowLabel: path.flowLabel, primaryTrafficClass: path.trafficClass, primaryHopLimit: path.hopLimit,
-      primaryLocalAckTimeout: cmAckTimeout(RXE_LOCAL_CA_ACK_DELAY, path.packetLifeTime), privateData: hdr,
-    };
+    const req = formatReq({
+      serviceId, qpNum, responderResources: rr, initiatorDepth: id, flowControl: flow, startingPsn: this.seqNum, retryCount: retry,
+      rnrRetryCount: rnr, srq: this.qp?.srq ? 1 : uint('srq', param.srq, 0, 1), path, timing: this.timing, privateData: hdr,
+    });
     this.retryCount = retry;
     this.commId = dev.agent.connect({ dgid: path.dgid, req, packetLifeTime: path.packetLifeTime });
     dev.own(this.commId, this);
@@ -355,7 +297,7 @@ export class RdmaCmId implements CmIdSink {
       const qpn = this.qp?.qpn ?? uint('qpNum', param.qpNum, undefined, 0xffffff);
       if (qpn === undefined) throw new SoftrdmaError('EINVAL', 'rdma_cm: accept on a UDP id needs a QP (createQp) or param.qpNum');
       const pdata = privateData('privateData', param.privateData, CmDataSize.SIDR_REP_PRIVATE_DATA);
-      dev.agent.call(this.commId!, { type: 'send_sidr_rep', rep: { status: SidrStatus.SUCCESS, additionalInfoLength: 0, qpn, qkey: RDMA_UDP_QKEY, additionalInfo: Buffer.alloc(0), privateData: pdata } });
+      dev.agent.call(this.commId!, { type: 'send_sidr_rep', rep: sidrRep(SidrStatus.SUCCESS, qpn, pdata) });
       this.settled();
       this.st = 'established';
       return;
@@ -377,13 +319,9 @@ export class RdmaCmId implements CmIdSink {
         throw err;
       }
     }
-    const { kind: _k, localCommId: _l, remoteCommId: _r, ...blank } = blankCm('REP');
     dev.agent.call(this.commId!, {
       type: 'send_rep',
-      rep: {
-        ...blank, localQpn: qpNum, startingPsn: this.seqNum, responderResources: rr, initiatorDepth: id,
-        targetAckDelay: RXE_LOCAL_CA_ACK_DELAY, rnrRetryCount: rnr, endToEndFlowControl: flow, srq: this.qp?.srq ? 1 : 0, privateData: pdata,
-      },
+      rep: formatRep({ qpNum, startingPsn: this.seqNum, responderResources: rr, initiatorDepth: id, rnrRetryCount: rnr, flowControl: flow, srq: this.qp?.srq ? 1 : 0, privateData: pdata }),
     });
     this.settled();
     this.st = 'connect';
@@ -398,7 +336,7 @@ export class RdmaCmId implements CmIdSink {
     const dev = this.dev!;
     if (this.ud) {
       const pdata = privateData('privateData', privateDataIn, CmDataSize.SIDR_REP_PRIVATE_DATA);
-      dev.agent.call(this.commId!, { type: 'send_sidr_rep', rep: { status: SidrStatus.REJECT, additionalInfoLength: 0, qpn: 0, qkey: 0, additionalInfo: Buffer.alloc(0), privateData: pdata } });
+      dev.agent.call(this.commId!, { type: 'send_sidr_rep', rep: sidrRep(SidrStatus.REJECT, 0, pdata) });
     } else {
       const pdata = privateData('privateData', privateDataIn, CmDataSize.REJ_PRIVATE_DATA);
       dev.agent.call(this.commId!, { type: 'send_rej', reason: RejReason.CONSUMER_DEFINED, privateData: pdata });
@@ -591,30 +529,11 @@ export class RdmaCmId implements CmIdSink {
   // ---- helpers ----
 
   private connParamOf(o: { privateData?: Uint8Array | undefined; rep?: CmMessageOf<'REP'>; req?: CmMessageOf<'REQ'> }): ConnEventParam {
-    const p: ConnEventParam = {
-      privateData: Buffer.from(o.privateData ?? Buffer.alloc(0)), responderResources: 0, initiatorDepth: 0, flowControl: 0,
-      retryCount: 0, rnrRetryCount: 0, srq: 0, qpNum: 0,
-    };
-    const r = o.rep ?? o.req;
-    if (r) {
-      // cm.c's event parameters swap the peer's view into ours.
-      p.responderResources = r.initiatorDepth;
-      p.initiatorDepth = r.responderResources;
-      p.flowControl = r.endToEndFlowControl;
-      p.rnrRetryCount = r.rnrRetryCount;
-      p.srq = r.srq;
-      p.qpNum = r.localQpn;
-      p.retryCount = o.req ? o.req.retryCount : this.retryCount;
-    }
-    return p;
+    return connEventParam(o.privateData, o.rep ?? o.req, this.retryCount);
   }
 
   private udParamOf(pdata: Uint8Array, qpNum: number, qkey: number): UdEventParam {
-    const path = this.path!;
-    return {
-      privateData: Buffer.from(pdata), dgid: Buffer.from(path.dgid), hopLimit: path.hopLimit, flowLabel: path.flowLabel,
-      trafficClass: path.trafficClass, qpNum, qkey,
-    };
+    return udEventParam(this.path!, pdata, qpNum, qkey);
   }
 
   private emitEvent(event: RdmaCmEventType, o: Partial<Omit<RdmaCmEvent, 'event'>>): void {
@@ -653,25 +572,6 @@ export class RdmaCmId implements CmIdSink {
     if (this.listener) this.listener.pending--;
     this.listener = undefined;
   }
-}
-
-function checkTimeout(ms: unknown): void {
-  if (typeof ms !== 'number' || !(ms > 0)) throw new SoftrdmaError('EINVAL', `rdma_cm: timeoutMs must be a positive number, got ${String(ms)}`);
-}
-
-function uint(field: string, v: unknown, def: number, max: number): number;
-function uint(field: string, v: unknown, def: undefined, max: number): number | undefined;
-function uint(field: string, v: unknown, def: number | undefined, max: number): number | undefined {
-  if (v === undefined) return def;
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > max) throw new SoftrdmaError('EINVAL', `rdma_cm: ${field} must be an integer from 0 to ${max}, got ${String(v)}`);
-  return v;
-}
-
-function privateData(field: string, v: unknown, max: number): Buffer {
-  if (v === undefined) return Buffer.alloc(0);
-  if (!(v instanceof Uint8Array)) throw new SoftrdmaError('EINVAL', `rdma_cm: ${field} must be a Uint8Array`);
-  if (v.length > max) throw new SoftrdmaError('EINVAL', `rdma_cm: ${field} is ${v.length} bytes, at most ${max} here`);
-  return Buffer.from(v);
 }
 
 /** rdma_create_id */
