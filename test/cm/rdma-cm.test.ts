@@ -355,6 +355,41 @@ describe('rdma_cm: IPv6, UD, several ids, errors', () => {
     }
   });
 
+  it('10% of all packets lost both ways (the devices\' fault hook): 20 connections still connect and disconnect, retried by the CM', async () => {
+    const { a, b, close } = await twoDevices();
+    let seed = 7;
+    const random = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+    for (const d of [a, b]) (d.provider as unknown as { faults: object }).faults = { drop: 0.1, random };
+    const sch = createEventChannel(), cch = createEventChannel();
+    const opts = { packetLifeTime: 1, cmResponseTimeout: 14 }; // a resend every 66 ms, 15 of them
+    try {
+      const l = listener(sch, '127.0.0.3', opts);
+      const server: RdmaCmId[] = [];
+      sch.on('CONNECT_REQUEST', (e: RdmaCmEvent) => { server.push(e.id); e.id.accept({ qpNum: 0x300 + server.length }); });
+      sch.on('DISCONNECTED', (e: RdmaCmEvent) => { try { e.id.disconnect(); } catch { /* ours */ } });
+      const ids = await Promise.all(Array.from({ length: 20 }, async (_, i) => {
+        const c = await resolved(cch, '127.0.0.3', l.localAddr!.port, '127.0.0.2', 'tcp', opts);
+        c.connect({ qpNum: 0x400 + i });
+        const e = await cch.next(['CONNECT_RESPONSE', 'REJECTED', 'UNREACHABLE'], 20_000, c);
+        assert.equal(e.event, 'CONNECT_RESPONSE', `${i}: ${e.event}`);
+        c.establish();
+        return c;
+      }));
+      for (const c of ids) c.disconnect();
+      await Promise.all(ids.map((c) => cch.next('DISCONNECTED', 20_000, c)));
+      const drops = [a, b].map((d) => (d.provider as unknown as { counters: { fault_dropped: number } }).counters.fault_dropped);
+      assert.ok(drops[0]! + drops[1]! > 0, 'packets were dropped');
+      for (const c of ids) c.destroyId();
+      for (const s of server) s.destroyId();
+      l.destroyId();
+      await waitEmpty(20_000);
+    } finally {
+      sch.close();
+      cch.close();
+      await close();
+    }
+  });
+
   it('argument and state errors throw SoftrdmaError naming the field, and change nothing', async () => {
     const { a, close } = await twoDevices();
     const ch = createEventChannel();
