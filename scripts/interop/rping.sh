@@ -5,12 +5,15 @@
 #   softrdma server in the namespace + kernel client in the guest (rping -c -C N -V -v)
 #   kernel server in the guest (rping -s -v -C N) + softrdma client in the namespace (-C N -V -v)
 # and one RC connect to a port nobody listens on (the kernel must answer REJ with reason 8).
+# Then UD through SIDR against the kernel's udaddy, both ways (test/cm/vm-interop-udaddy.ts is
+# the softrdma side: SIDR_REQ/SIDR_REP, 10 datagrams each way, SEND WITH_IMM of the QPN).
 # Each pairing passes when both exit 0 and the client printed N verified "ping data" lines.
 # Needs root (network namespace) and a built tree (npm run build). Traffic stays on the
 # namespace's link. Prints SKIPPED and exits 0 when the VM cannot be used here.
 #
 #   sudo scripts/interop/rping.sh            # -C 100
 #   sudo COUNT=10 scripts/interop/rping.sh
+#   sudo PARTS=udaddy scripts/interop/rping.sh   # only the UD part (PARTS=rping: only rping)
 #   RXE_VM=/path/to/rxe-vm KEEP_LOGS=1 ...   # keep the logs (printed at the end)
 #
 # Not part of npm test: CI machines have no VM.
@@ -90,6 +93,8 @@ k_server() {
   echo "    ($((SECONDS - t0)) s; kernel server: $(grep -c '^server ping data' "$log.kernel") pings)"
 }
 
+PARTS=" ${PARTS:-rping udaddy} "
+if [[ $PARTS == *" rping "* ]]; then
 s_server 4 10.77.0.1
 k_server 4 10.77.0.1 10.77.0.2
 s_server 6 fd77::1
@@ -101,9 +106,54 @@ ip netns exec rxepeer timeout 60 $CLI rping -c -a 10.77.0.2 -I 10.77.0.1 -p $((P
 if [ $rc != 0 ] && grep -q 'RDMA_CM_EVENT_REJECTED, error 8 (IB_CM_REJ_INVALID_SERVICE_ID)' "$log"; then RES[no-listener]=pass; else RES[no-listener]="FAIL (exit $rc: $(tail -1 "$log"))"; fi
 ORDER+=(no-listener)
 printf '%-44s %s\n' "connect to port $((PORT + 1)) (no listener)" "${RES[no-listener]}"
+fi
+
+# UD through SIDR with udaddy: pass when both exit 0, softrdma's side reports all 10 datagrams
+# received, and udaddy printed "data transfers complete".
+UDADDY="node $ROOT/dist/test/cm/vm-interop-udaddy.js"
+u_verdict() {
+  local name=$1 ok=pass why=""
+  [ "$2" = 0 ] || { ok=FAIL; why+=" softrdma exit $2"; }
+  [ "$4" = 0 ] || { ok=FAIL; why+=" udaddy exit $4"; }
+  grep -q '"ok":true' "$3" || { ok=FAIL; why+=" softrdma: $(grep '^{' "$3" | tail -1)"; }
+  grep -q 'data transfers complete' "$5" || { ok=FAIL; why+=" udaddy did not complete"; }
+  RES[$name]="$ok$why"
+  ORDER+=("$name")
+  printf '%-44s %s\n' "$name" "${RES[$name]}"
+  [ "$ok" = pass ] && echo "    softrdma: $(grep '^{' "$3" | tail -1)"
+  if [ "$ok" != pass ]; then echo "--- softrdma ($3):"; tail -15 "$3"; echo "--- udaddy ($5):"; tail -15 "$5"; fi
+}
+u_softrdma_server() {
+  local fam=$1 host=$2 guest=$3 log=$LOGS/u-s-server.$1
+  ip netns exec rxepeer timeout 150 $UDADDY server "$host" 10 > "$log.softrdma" 2>&1 &
+  local pid=$!
+  for _ in $(seq 100); do grep -q '^listening' "$log.softrdma" 2>/dev/null && break; kill -0 $pid 2>/dev/null || break; sleep 0.1; done
+  vm_exec "timeout 120 udaddy -s $host -b $guest -C 10" 180 > "$log.kernel" 2>&1; local crc=$?
+  wait $pid; local src=$?
+  u_verdict "IPv$fam UD: softrdma server + kernel udaddy client" "$src" "$log.softrdma" "$crc" "$log.kernel"
+}
+u_kernel_server() {
+  local fam=$1 host=$2 guest=$3 log=$LOGS/u-k-server.$1
+  vm_exec "rm -f /root/u.out /root/u.rc; (timeout 120 udaddy -b $guest -C 10 > /root/u.out 2>&1; echo \$? > /root/u.rc) >/dev/null 2>&1 &" >/dev/null
+  local up=0
+  for _ in $(seq 60); do vm_exec "rdma resource show cm_id | grep -q 'state LISTEN.*ps UDP.*:7174'" >/dev/null && { up=1; break; }; sleep 0.5; done
+  local crc=99
+  if [ $up = 1 ]; then ip netns exec rxepeer timeout 120 $UDADDY client "$host" "$guest" 10 > "$log.softrdma" 2>&1; crc=$?
+  else echo "udaddy never listened" > "$log.softrdma"; fi
+  local src=""
+  for _ in $(seq 60); do src=$(vm_exec 'cat /root/u.rc 2>/dev/null'); [ -n "$src" ] && break; sleep 1; done
+  vm_exec 'cat /root/u.out' > "$log.kernel" 2>&1
+  u_verdict "IPv$fam UD: kernel udaddy server + softrdma client" "$crc" "$log.softrdma" "${src:-timeout}" "$log.kernel"
+}
+if [[ $PARTS == *" udaddy "* ]]; then
+u_softrdma_server 4 10.77.0.1 10.77.0.2
+u_kernel_server 4 10.77.0.1 10.77.0.2
+u_softrdma_server 6 fd77::1 fd77::2
+u_kernel_server 6 fd77::1 fd77::2
+fi
 
 echo
-echo "rping interop, $(date -u +%Y-%m-%dT%H:%MZ), guest $guest, -C $COUNT -V -v"
+echo "rping (-C $COUNT -V -v) and udaddy (-C 10) interop, $(date -u +%Y-%m-%dT%H:%MZ), guest $guest, parts:$PARTS"
 fails=0
 for k in "${ORDER[@]}"; do
   printf '| %-44s | %s |\n' "$k" "${RES[$k]}"
