@@ -14,6 +14,8 @@
 #   sudo scripts/interop/rping.sh            # -C 100
 #   sudo COUNT=10 scripts/interop/rping.sh
 #   sudo PARTS=udaddy scripts/interop/rping.sh   # only the UD part (PARTS=rping: only rping)
+#   sudo CAPTURE=1 scripts/interop/rping.sh      # also tcpdump on tap0 and tshark: the CM MADs
+#                                                # decoded by its InfiniBand dissector, none malformed
 #   RXE_VM=/path/to/rxe-vm KEEP_LOGS=1 ...   # keep the logs (printed at the end)
 #
 # Not part of npm test: CI machines have no VM.
@@ -47,6 +49,14 @@ echo "guest: $guest"
 
 declare -A RES
 ORDER=()
+
+CAP=""
+if [ "${CAPTURE:-0}" = 1 ] && command -v tcpdump >/dev/null && command -v tshark >/dev/null; then
+  CAP=$LOGS/rping.pcap
+  ip netns exec rxepeer tcpdump -i tap0 -w "$CAP" -U 'udp port 4791' >/dev/null 2>&1 &
+  CAP_PID=$!
+  for _ in $(seq 50); do [ -s "$CAP" ] && break; sleep 0.1; done
+fi
 
 # verdict NAME SERVER_RC SERVER_LOG CLIENT_RC CLIENT_LOG
 verdict() {
@@ -150,6 +160,18 @@ u_softrdma_server 4 10.77.0.1 10.77.0.2
 u_kernel_server 4 10.77.0.1 10.77.0.2
 u_softrdma_server 6 fd77::1 fd77::2
 u_kernel_server 6 fd77::1 fd77::2
+fi
+
+if [ -n "$CAP" ]; then
+  sleep 0.5; kill "$CAP_PID" 2>/dev/null; wait "$CAP_PID" 2>/dev/null
+  cm=$(tshark -r "$CAP" -Y 'infiniband.mad.mgmtclass == 0x07' 2>/dev/null | wc -l)
+  # Expert errors other than the IPv6 UDP checksum 0 that Linux rxe sends (a known rxe trait, not ours)
+  bad=$(tshark -r "$CAP" -Y '_ws.malformed || (_ws.expert.severity == error && !(ipv6 && udp.checksum == 0))' 2>/dev/null | wc -l)
+  zero6=$(tshark -r "$CAP" -Y 'ipv6 && udp.checksum == 0' -T fields -e ipv6.src 2>/dev/null | sort | uniq -c | awk '{printf "%s from %s ", $1, $2}')
+  kinds=$(tshark -r "$CAP" -Y 'infiniband.mad.mgmtclass == 0x07' -T fields -e infiniband.mad.attributeid 2>/dev/null | sort | uniq -c | awk '{printf "%s×%s ", $2, $1}')
+  if [ "$cm" -gt 0 ] && [ "$bad" = 0 ]; then RES[capture]="pass ($cm CM MADs decoded, none malformed; attribute ids: $kinds; IPv6 UDP checksum 0: ${zero6:-none})"; else RES[capture]="FAIL ($cm CM MADs, $bad malformed or in error)"; fi
+  ORDER+=(capture)
+  echo "capture $CAP: ${RES[capture]}"
 fi
 
 echo
