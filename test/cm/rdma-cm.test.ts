@@ -223,6 +223,7 @@ describe('rdma_cm: RC between two devices', () => {
       const resp = await cch.next(['CONNECT_RESPONSE', 'REJECTED'], 5000, c);
       assert.equal(resp.event, 'CONNECT_RESPONSE');
       assert.equal(resp.conn!.qpNum, 0x4321);
+      assert.throws(() => c.disconnect(), { code: 'EINVAL', message: /disconnect in CM state REP_RCVD/ });
       c.establish();
       await sch.next('ESTABLISHED', 5000, req.id);
       c.destroyId(); // DREQ; the server's id sees DISCONNECTED

@@ -6,8 +6,8 @@
 // (SIDR), cma_ib_handler / cma_ib_req_handler (which CM event becomes which rdma_cm event).
 //
 // Calls check their arguments and the id's state first and throw SoftrdmaError (EINVAL naming
-// the field or the state, EADDRNOTAVAIL, EADDRINUSE, ENODEV); a call that throws has changed
-// nothing. Results come as events on the id's channel, as in librdmacm.
+// the field or the state, EBADF on a destroyed id, EADDRNOTAVAIL, EADDRINUSE); a call that
+// throws has changed nothing. Results come as events on the id's channel, as in librdmacm.
 
 import { randomInt } from 'node:crypto';
 import { SoftrdmaError } from '../../abi/errors.js';
@@ -347,24 +347,20 @@ export class RdmaCmId implements CmIdSink {
   }
 
   /**
-   * rdma_disconnect: the QP to ERR, then a DREQ (established) or the DREP (after the peer's
-   * DREQ, DISCONNECTED having been delivered). DISCONNECTED comes with the DREP (or after the
+   * rdma_disconnect: a DREQ (established) or the DREP (after the peer's DREQ, DISCONNECTED
+   * having been delivered), and the QP to ERR. DISCONNECTED comes with the DREP (or after the
    * DREQ's retries, status -ETIMEDOUT), then TIMEWAIT_EXIT.
    */
   disconnect(): void {
     this.expect('disconnect', ['established', 'disconnect', 'connect']);
     const dev = this.dev!;
     if (this.ud) throw new SoftrdmaError('EINVAL', 'rdma_cm: disconnect on a UDP id');
+    // The CM's refusal first (it throws and nothing has changed), then the QP to ERR.
     const cs = dev.agent.state(this.commId!);
-    if (cs === 'ESTABLISHED' || cs === 'REP_RCVD' || cs === 'MRA_REP_SENT') {
-      qpToErr(this.qp);
-      dev.agent.call(this.commId!, { type: 'send_dreq' });
-    } else if (cs === 'DREQ_RCVD') {
-      qpToErr(this.qp);
-      dev.agent.call(this.commId!, { type: 'send_drep' });
-    } else {
-      throw new SoftrdmaError('EINVAL', `rdma_cm: disconnect in CM state ${cs ?? 'none'}`);
-    }
+    if (cs === 'ESTABLISHED') dev.agent.call(this.commId!, { type: 'send_dreq' });
+    else if (cs === 'DREQ_RCVD') dev.agent.call(this.commId!, { type: 'send_drep' });
+    else throw new SoftrdmaError('EINVAL', `rdma_cm: disconnect in CM state ${cs ?? 'none'} (not established)`);
+    qpToErr(this.qp);
     this.st = 'disconnect';
   }
 
