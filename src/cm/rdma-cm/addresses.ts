@@ -32,8 +32,11 @@ export function sockAddr(field: string, address: unknown, port: unknown = 0): So
 /** One spelling per address (IPv6 compressed and lower case, as node:net prints it). */
 function canonical(a: string): string {
   if (isIP(a) === 4) return a;
-  const u = new URL(`http://[${a}]/`).hostname;
-  return u.slice(1, -1);
+  try {
+    return new URL(`http://[${a}]/`).hostname.slice(1, -1);
+  } catch {
+    return a.toLowerCase(); // a zone index (fe80::1%eth0), which URL does not take
+  }
 }
 
 /** The ephemeral range Linux uses by default (net.ipv4.ip_local_port_range). */
