@@ -209,6 +209,36 @@ describe('rdma_cm: RC between two devices', () => {
     }
   });
 
+  it('a QP that cannot go to RTR at the REP: CONNECT_ERROR here, REJECTED (CONSUMER_DEFINED) at the server', async () => {
+    const { close } = await twoDevices();
+    const sch = createEventChannel(), cch = createEventChannel();
+    try {
+      const l = listener(sch, '127.0.0.3');
+      const c = await resolved(cch, '127.0.0.3', l.localAddr!.port, '127.0.0.2');
+      const cr = resources(c);
+      c.connect();
+      const req = await sch.next('CONNECT_REQUEST', 5000);
+      c.qp!.modify({ qpState: QpState.ERR }, 1); // QpAttr.STATE: from ERR there is no way to RTR
+      const sr = resources(req.id);
+      req.id.accept();
+      const ce = await cch.next(['ESTABLISHED', 'CONNECT_ERROR'], 5000, c);
+      assert.equal(ce.event, 'CONNECT_ERROR');
+      assert.equal(ce.status, -22);
+      const se = await sch.next(['ESTABLISHED', 'REJECTED'], 5000, req.id);
+      assert.equal(se.event, 'REJECTED');
+      assert.equal(se.status, RejReason.CONSUMER_DEFINED);
+      assert.equal(req.id.qp!.state, QpState.ERR);
+      for (const id of [c, req.id, l]) id.destroyId();
+      free(cr);
+      free(sr);
+      await waitEmpty();
+    } finally {
+      sch.close();
+      cch.close();
+      await close();
+    }
+  });
+
   it('a connect without a QP: CONNECT_RESPONSE with the peer QPN, then establish() sends the RTU', async () => {
     const { close } = await twoDevices();
     const sch = createEventChannel(), cch = createEventChannel();
