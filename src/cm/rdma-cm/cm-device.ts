@@ -16,6 +16,7 @@ export interface CmIdSink {
 }
 
 const byDevice = new Map<Device, CmDevice>();
+const notCm = new WeakSet<Device>();
 
 export class CmDevice {
   readonly context: Context;
@@ -58,10 +59,12 @@ export class CmDevice {
    */
   static attachAll(): void {
     for (const dev of getDeviceList()) {
-      if (byDevice.has(dev)) continue;
+      if (byDevice.has(dev) || notCm.has(dev)) continue;
       try {
         CmDevice.of(dev);
-      } catch { /* QP1 taken (EBUSY) or no GSI: not a CM device */ }
+      } catch {
+        notCm.add(dev); // QP1 taken (EBUSY) or no GSI: not a CM device, not tried again here
+      }
     }
   }
 

@@ -115,6 +115,7 @@ export class RdmaCmId implements CmIdSink {
     if (s && this.st === 'addr-bound') throw new SoftrdmaError('EINVAL', 'rdma_cm: src given for an id already bound (bindAddr)');
     const from = s ?? (this.local && !isWildcard(this.local.address) ? this.local : undefined);
     if (from && from.family !== d.family) throw new SoftrdmaError('EINVAL', `rdma_cm: src ${from.address} and dst ${d.address} are of different families`);
+    if (this.local?.address === '0.0.0.0' && d.family === 6) throw new SoftrdmaError('EINVAL', `rdma_cm: bound to 0.0.0.0, dst ${d.address} is IPv6`);
     let dev: CmDevice | undefined;
     if (from) dev = this.dev ?? this.deviceHolding(from.address, 'src');
     else {
@@ -487,7 +488,7 @@ export class RdmaCmId implements CmIdSink {
     child.dev = dev;
     dev.attach(child);
     child.local = { address: dev.address, port: this.local!.port, family: dev.family };
-    child.remote = { address: h.ipVersion === 4 ? h.srcAddr : h.srcAddr, port: h.srcPort, family: h.ipVersion };
+    child.remote = { address: h.srcAddr, port: h.srcPort, family: h.ipVersion };
     child.commId = e.localId;
     child.listener = this;
     this.pending++;
