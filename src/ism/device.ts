@@ -219,6 +219,7 @@ class PeerDevice {
   private refs = 0;
   private linger: NodeJS.Timeout | undefined;
   private pending: number[] = [];
+  private readonly bells = new Map<number, Buffer>();
   private connected = false;
   constructor(
     private readonly owner: IsmDevice,
@@ -267,8 +268,14 @@ class PeerDevice {
     this.owner.stats.signalsSent++;
     if (!this.sock) this.connect();
     if (!this.connected) { this.pending.push(index); return; }
-    const b = Buffer.allocUnsafe(4);
-    b.writeUInt32LE(index);
+    // One 4-byte Buffer per DMB index, reused: the stream may still hold an earlier write of
+    // it, whose bytes are the same.
+    let b = this.bells.get(index);
+    if (!b) {
+      b = Buffer.alloc(4);
+      b.writeUInt32LE(index);
+      this.bells.set(index, b);
+    }
     this.sock!.write(b);
   }
   private connect(): void {

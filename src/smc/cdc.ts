@@ -45,6 +45,35 @@ export function unpackCursor(v: bigint): Cursor {
   };
 }
 
+// The data path's forms of the same words, without a BigInt per field: a cursor is built in
+// two 32-bit halves of one scratch word and stored with one 64-bit atomic store (one BigInt),
+// and loaded with one 64-bit atomic load and read back through the same halves. Bits 0-15
+// wrap, 16-47 count, 48-55 producer flags, 56-63 connection flags, as packCursor.
+const scratch64 = new BigInt64Array(1);
+const scratch32 = new Int32Array(scratch64.buffer);
+const LITTLE = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
+const LO = LITTLE ? 0 : 1;
+const HI = LITTLE ? 1 : 0;
+
+/** packCursor's word, built without intermediate BigInts. */
+export function cursorWord(wrap: number, count: number, prodFlags: number, connFlags: number): bigint {
+  scratch32[LO] = (wrap & 0xffff) | ((count & 0xffff) << 16);
+  scratch32[HI] = ((count >>> 16) & 0xffff) | ((prodFlags & 0xff) << 16) | ((connFlags & 0xff) << 24);
+  return scratch64[0]!;
+}
+
+/** unpackCursor into a caller's object (reused across calls): no allocation beyond the load. */
+export function readCursorInto(v: bigint, out: Cursor): Cursor {
+  scratch64[0] = v;
+  const lo = scratch32[LO]!;
+  const hi = scratch32[HI]!;
+  out.wrap = lo & 0xffff;
+  out.count = ((lo >>> 16) | ((hi & 0xffff) << 16)) >>> 0;
+  out.prodFlags = (hi >>> 16) & 0xff;
+  out.connFlags = (hi >>> 24) & 0xff;
+  return out;
+}
+
 /** Views of one DMB's CDC area. */
 export class CdcArea {
   readonly i64: BigInt64Array;
@@ -60,6 +89,11 @@ export class CdcArea {
   storeCons(v: bigint): void { Atomics.store(this.i64, CONS_WORD, v); }
   loadProd(): bigint { return Atomics.load(this.i64, PROD_WORD); }
   loadCons(): bigint { return Atomics.load(this.i64, CONS_WORD); }
+  /**
+   * The producer flags as they are now: one 32-bit load of the producer word's upper half (a
+   * flags byte cannot tear), no BigInt.
+   */
+  loadProdFlags(): number { return (Atomics.load(this.i32, PROD_WORD * 2 + HI) >>> 16) & 0xff; }
   /** Has either cursor changed since the last call? Four plain word loads; no BigInt. */
   changed(last: Int32Array): boolean {
     const a = this.i32;

@@ -10,7 +10,7 @@ import type { Dmb, RemoteDmb } from '../ism/device.js';
 import { keepFreedHeap } from '../ism/libc.js';
 import {
   CdcArea, CONN_ABORT, CONN_CLOSED, CONN_DONE_WRITING, PROD_CONS_UPD_REQ, PROD_WRITE_BLOCKED, SMCD_CDC_LEN,
-  packCursor, prodFlagsOf, unpackCursor,
+  cursorWord, readCursorInto, type Cursor,
 } from './cdc.js';
 import { forget, kick } from './poller.js';
 import type { SmcTransport, SmcTransportMode, TransportDiag, TransportEvents } from './transport.js';
@@ -22,9 +22,19 @@ function toWire(total: number, ring: number): { wrap: number; count: number } {
 
 /** How far a cursor read from the peer moved past the total we last derived from it. */
 function cursorDelta(total: number, ring: number, wrap: number, count: number): number {
-  const last = toWire(total, ring);
-  return ((wrap - last.wrap) & 0xffff) * ring + count - last.count;
+  return ((wrap - (Math.floor(total / ring) & 0xffff)) & 0xffff) * ring + count - total % ring;
 }
+
+/** The cursor word of a byte total (toWire, then packCursor), without allocating but the word. */
+function totalWord(total: number, ring: number, prodFlags: number, connFlags: number): bigint {
+  return cursorWord(Math.floor(total / ring) & 0xffff, total % ring, prodFlags, connFlags);
+}
+
+// Cursors read on the data path land here (every poll that sees a change reads two): the
+// per-packet path allocates nothing a 14-byte ping-pong does not need, which on busy CPUs is
+// garbage collection the main thread waits for while V8's helper threads wait for a CPU.
+const prodSeen: Cursor = { wrap: 0, count: 0, prodFlags: 0, connFlags: 0 };
+const consSeen: Cursor = { wrap: 0, count: 0, prodFlags: 0, connFlags: 0 };
 
 export class SmcdConnection implements SmcTransport {
   readonly rxRing: number;
@@ -192,7 +202,7 @@ export class SmcdConnection implements SmcTransport {
    */
   unreadNow(): number {
     if (this.released || this.failed) return this.readable;
-    const p = unpackCursor(this.rxCdc.loadProd());
+    const p = readCursorInto(this.rxCdc.loadProd(), prodSeen);
     if (p.count >= this.rxRing) return this.readable;
     const d = cursorDelta(this.peerProduced, this.rxRing, p.wrap, p.count);
     return d > 0 ? this.readable + d : this.readable;
@@ -254,8 +264,8 @@ export class SmcdConnection implements SmcTransport {
   }
 
   private readCursors(): boolean {
-    const p = unpackCursor(this.rxCdc.loadProd());
-    const c = unpackCursor(this.rxCdc.loadCons());
+    const p = readCursorInto(this.rxCdc.loadProd(), prodSeen);
+    const c = readCursorInto(this.rxCdc.loadCons(), consSeen);
     if (p.count >= this.rxRing || c.count >= this.txRing) return this.fail(`cursor count beyond the ring (prod ${p.count}, cons ${c.count})`);
     const prodDelta = cursorDelta(this.peerProduced, this.rxRing, p.wrap, p.count);
     const consDelta = cursorDelta(this.peerConsumed, this.txRing, c.wrap, c.count);
@@ -299,7 +309,7 @@ export class SmcdConnection implements SmcTransport {
       // afresh after our cursor is published (both Atomics, so in order): with the copy from
       // our last look at its CDC, a writer that blocked since then (and armed its doorbell
       // and went to sleep, as it does at once when the CPUs are busy) would never be woken.
-      if ((this.peerProdFlags | prodFlagsOf(this.rxCdc.loadProd())) & (PROD_WRITE_BLOCKED | PROD_CONS_UPD_REQ)) this.tx.signal();
+      if ((this.peerProdFlags | this.rxCdc.loadProdFlags()) & (PROD_WRITE_BLOCKED | PROD_CONS_UPD_REQ)) this.tx.signal();
       if (!(into ? this.h.userData!(n, into) : this.h.data(out as Buffer))) this.paused = true;
     }
     return any;
@@ -326,10 +336,8 @@ export class SmcdConnection implements SmcTransport {
 
   private publish(): void {
     if (this.released) return;
-    const cons = toWire(this.consumed, this.rxRing);
-    const prod = toWire(this.produced, this.txRing);
-    this.txCdc.storeCons(packCursor(cons.wrap, cons.count));
-    this.txCdc.storeProd(packCursor(prod.wrap, prod.count, this.prodFlags, this.connFlags));
+    this.txCdc.storeCons(totalWord(this.consumed, this.rxRing, 0, 0));
+    this.txCdc.storeProd(totalWord(this.produced, this.txRing, this.prodFlags, this.connFlags));
   }
 
   /** Stop polling and drop both DMB mappings; nothing may touch them afterwards. */

@@ -11,7 +11,7 @@ import { testRuntimeDir } from '../helpers/runtime-dir.js';
 testRuntimeDir('ism-test');
 const { IsmDevice, IsmError } = await import('../../src/ism/device.js');
 const { SmcdConnection } = await import('../../src/smc/smcd-connection.js');
-const { packCursor } = await import('../../src/smc/cdc.js');
+const { packCursor, unpackCursor, cursorWord, readCursorInto, CdcArea } = await import('../../src/smc/cdc.js');
 
 const a = IsmDevice.open({ slots: 64 });
 const b = IsmDevice.open({ slots: 64 });
@@ -146,6 +146,22 @@ describe('SMC-D ring', () => {
         release();
       }
     }), { numRuns: 200 });
+  });
+
+  it("the data path's cursor words are packCursor's and unpackCursor's, every field at its edges", () => {
+    const out = { wrap: 0, count: 0, prodFlags: 0, connFlags: 0 };
+    const area = new CdcArea(new Uint8Array(32));
+    for (const wrap of [0, 1, 0x7fff, 0xffff]) {
+      for (const count of [0, 1, 0xffff, 0x10000, 0x7fffffff, 0x80000000, 0xffffffff]) {
+        for (const [pf, cf] of [[0, 0], [0x80, 0x40], [0xff, 0xff], [0x10, 0x20]] as const) {
+          const w = cursorWord(wrap, count, pf, cf);
+          assert.equal(w, BigInt.asIntN(64, packCursor(wrap, count, pf, cf)));
+          assert.deepEqual(readCursorInto(w, out), unpackCursor(w));
+          area.storeProd(w);
+          assert.equal(area.loadProdFlags(), pf);
+        }
+      }
+    }
   });
 
   it('a peer that writes impossible cursors is a protocol error, not a crash', () => {
