@@ -31,8 +31,16 @@ const LONG_YIELD_MS = envMicros('SOFTRDMA_SMC_LONG_YIELD_US', 200);
  * takes microseconds, so whatever the next poll finds, the CPUs are busy (ms).
  */
 const SLICE_YIELD_MS = envMicros('SOFTRDMA_SMC_SLICE_YIELD_US', 1000);
-/** How long a sign of busy CPUs keeps the poller from spinning (ms). */
-const CONTENDED_MS = envMicros('SOFTRDMA_SMC_CONTENDED_US', 100_000);
+/**
+ * How long a sign of busy CPUs keeps the poller from spinning (ms): MIN for a first sign,
+ * doubled each time the CPUs turn out busy again soon after the last period ended, up to MAX
+ * (SOFTRDMA_SMC_CONTENDED_US). A host that stays busy is re-tested rarely (each test costs a
+ * scheduler slice or so: a yield that hands the CPU to a busy process); a single long yield
+ * on a host that is busy only for a moment (V8's compiler threads at a process's start, a
+ * neighbour's burst) costs a short period of doorbells instead of a long one.
+ */
+const CONTENDED_MAX_MS = envMicros('SOFTRDMA_SMC_CONTENDED_US', 400_000);
+const CONTENDED_MIN_MS = Math.min(CONTENDED_MAX_MS, envMicros('SOFTRDMA_SMC_CONTENDED_MIN_US', 10_000));
 
 const hot = new Set<SmcdConnection>();
 let scheduled = false;
@@ -44,6 +52,8 @@ let scheduled = false;
  */
 let contendedUntil = 0;
 let contendedCount = 0;
+/** The length of the current (or last) busy-CPU period (ms). */
+let contendedMs = CONTENDED_MIN_MS;
 /**
  * Long yields in a row after which the next poll found nothing. One is not enough: on a host
  * with as many busy processes as CPUs the peer itself is one of them, and a yield that let it
@@ -58,8 +68,12 @@ export function pollerContention(): { contended: boolean; entered: number } {
 }
 
 function markContended(now: number): void {
-  if (now >= contendedUntil) contendedCount++;
-  contendedUntil = now + CONTENDED_MS;
+  if (now >= contendedUntil) {
+    contendedCount++;
+    // Busy again within a period's length of the last one's end: the host stays busy.
+    contendedMs = contendedCount > 1 && now - contendedUntil < contendedMs ? Math.min(CONTENDED_MAX_MS, contendedMs * 2) : CONTENDED_MIN_MS;
+  }
+  contendedUntil = now + contendedMs;
 }
 
 /** Activity on conn: poll it from now on, until it has been quiet for IDLE_MS. */
