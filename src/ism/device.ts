@@ -211,6 +211,34 @@ interface Parked {
 /** How many detached mappings of one peer device are kept for reuse. */
 const MAX_PARKED = 64;
 
+/** node:net's onread slots on a Socket (lib/net.js: kBuffer, kBufferCb, kBufferGen), found by their descriptions. */
+let onreadSlots: { buffer: symbol; callback: symbol } | null | undefined;
+
+/**
+ * Make libuv read s into one buffer of ours and call cb(n, buffer) per read, as node:net does
+ * for a socket made with the onread option (its onStreamRead calls kBufferCb with the count
+ * instead of pushing a Buffer). False, and nothing changed, where this node's Socket lacks
+ * the slots or the handle lacks useUserBuffer: the caller then listens for 'data'.
+ */
+function readIntoOwnBuffer(s: net.Socket, cb: (n: number, buf: Buffer) => void): boolean {
+  if (onreadSlots === undefined) {
+    const own = Object.getOwnPropertySymbols(s);
+    const buffer = own.find((k) => k.description === 'kBuffer');
+    const callback = own.find((k) => k.description === 'kBufferCb');
+    const gen = own.find((k) => k.description === 'kBufferGen');
+    onreadSlots = buffer && callback && gen ? { buffer, callback } : null;
+  }
+  const handle = (s as unknown as { _handle?: { useUserBuffer?: (b: Uint8Array) => void } })._handle;
+  if (!onreadSlots || typeof handle?.useUserBuffer !== 'function') return false;
+  const slots = s as unknown as Record<symbol, unknown>;
+  if (slots[onreadSlots.buffer] !== null || slots[onreadSlots.callback] !== null) return false;
+  const buf = Buffer.alloc(4096);
+  slots[onreadSlots.buffer] = buf;
+  slots[onreadSlots.callback] = (n: number) => { cb(n, buf); };
+  handle.useUserBuffer(buf);
+  return true;
+}
+
 /** What this process knows of another device: its page, and a doorbell connection. */
 class PeerDevice {
   table: SlotTable;
@@ -577,7 +605,7 @@ export class IsmDevice extends EventEmitter {
     s.setNoDelay(true);
     s.unref(); // a doorbell never keeps the process alive
     let carry: Buffer | undefined;
-    s.on('data', (chunk: Buffer) => {
+    const rings = (chunk: Buffer) => {
       const buf = carry ? Buffer.concat([carry, chunk]) : chunk;
       const whole = buf.length - (buf.length % 4);
       for (let off = 0; off < whole; off += 4) {
@@ -587,8 +615,13 @@ export class IsmDevice extends EventEmitter {
         this.stats.signalsReceived++;
         dmb.onSignal?.();
       }
-      carry = whole < buf.length ? buf.subarray(whole) : undefined;
-    });
+      carry = whole < buf.length ? Buffer.from(buf.subarray(whole)) : undefined;
+    };
+    // A doorbell is rung once per wakeup, on the path of every message while the CPUs are busy:
+    // read it as node:net's onread option does (libuv reads into one buffer of ours, the
+    // callback gets the count; no Buffer, no stream push, no 'data' event per ring). An
+    // accepted socket cannot be given onread, so its slots are set as the option would have.
+    if (!readIntoOwnBuffer(s, (n, buf) => rings(buf.subarray(0, n)))) s.on('data', rings);
     s.on('error', () => {});
   }
 
