@@ -33,7 +33,7 @@ const LONG_YIELD_MS = envMicros('SOFTRDMA_SMC_LONG_YIELD_US', 200);
 const SLICE_YIELD_MS = envMicros('SOFTRDMA_SMC_SLICE_YIELD_US', 1000);
 /**
  * How long a sign of busy CPUs keeps the poller from spinning (ms): MIN for a first sign,
- * doubled each time the CPUs turn out busy again soon after the last period ended, up to MAX
+ * doubled each time the CPUs turn out busy again within MAX of the last period's end, up to MAX
  * (SOFTRDMA_SMC_CONTENDED_US). A host that stays busy is re-tested rarely (each test costs a
  * scheduler slice or so: a yield that hands the CPU to a busy process); a single long yield
  * on a host that is busy only for a moment (V8's compiler threads at a process's start, a
@@ -70,8 +70,10 @@ export function pollerContention(): { contended: boolean; entered: number } {
 function markContended(now: number): void {
   if (now >= contendedUntil) {
     contendedCount++;
-    // Busy again within a period's length of the last one's end: the host stays busy.
-    contendedMs = contendedCount > 1 && now - contendedUntil < contendedMs ? Math.min(CONTENDED_MAX_MS, contendedMs * 2) : CONTENDED_MIN_MS;
+    // Busy again soon after the last period ended (within the longest period; finding out can
+    // take a while where polls often find something, as with many connections): the host
+    // stays busy.
+    contendedMs = contendedCount > 1 && now - contendedUntil < CONTENDED_MAX_MS ? Math.min(CONTENDED_MAX_MS, contendedMs * 2) : CONTENDED_MIN_MS;
   }
   contendedUntil = now + contendedMs;
 }
