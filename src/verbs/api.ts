@@ -109,9 +109,11 @@ export class Device {
 
   /** Close every context, then the device itself (its socket). */
   async close(): Promise<void> {
-    for (const c of [...this.contexts]) c.close();
+    // Off the list first, so what watches a context's 'close' can tell a device closing from a
+    // context closed on its own (the rdma_cm's DEVICE_REMOVAL).
     const i = devices.indexOf(this);
     if (i >= 0) devices.splice(i, 1);
+    for (const c of [...this.contexts]) c.close();
     await this.provider.close?.();
   }
 }

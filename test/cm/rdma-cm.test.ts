@@ -47,6 +47,11 @@ async function resolved(ch: EventChannel, dst: string, port: number, src?: strin
   return id;
 }
 
+/** CM MADs sent by every CM device so far. */
+function sentMads(): number {
+  return cmDevices().reduce((n, d) => n + Object.values(d.agent.counters.tx_msgs).reduce((a, b) => a + b, 0), 0);
+}
+
 function nothingLeft() {
   for (const d of cmDevices()) assert.deepEqual(d.census(), { commIds: 0, ids: 0, agentConnections: 0 }, `device ${d.address}`);
   assert.equal(ports.size, 0, 'bound ports');
@@ -199,7 +204,9 @@ describe('rdma_cm: RC between two devices', () => {
       const ev = await cch.next(['REJECTED', 'ESTABLISHED', 'UNREACHABLE'], 5000, c);
       assert.equal(ev.event, 'UNREACHABLE');
       assert.equal(ev.status, -110);
-      assert.ok(Date.now() - t0 < 2000);
+      const agent = cmDevices().find((d) => d.device === dev)!.agent;
+      assert.equal(agent.counters.tx_msgs.REQ, 3, 'the REQ and its 2 resends');
+      assert.ok(Date.now() - t0 < 4000);
       c.destroyId();
       free(cr);
       nothingLeft();
@@ -253,7 +260,11 @@ describe('rdma_cm: RC between two devices', () => {
       const resp = await cch.next(['CONNECT_RESPONSE', 'REJECTED'], 5000, c);
       assert.equal(resp.event, 'CONNECT_RESPONSE');
       assert.equal(resp.conn!.qpNum, 0x4321);
-      assert.throws(() => c.disconnect(), { code: 'EINVAL', message: /disconnect in CM state REP_RCVD/ });
+      // As rdma_disconnect: no DREQ before the RTU (ib_send_cm_dreq fails), no DREP owed: nothing
+      // is sent, and establish() still can.
+      const sentBefore = sentMads();
+      c.disconnect();
+      assert.equal(sentMads(), sentBefore);
       c.establish();
       await sch.next('ESTABLISHED', 5000, req.id);
       c.destroyId(); // DREQ; the server's id sees DISCONNECTED
@@ -511,3 +522,177 @@ describe('rdma_cm: IPv6, UD, several ids, errors', () => {
     }
   });
 });
+
+describe('rdma_cm: races and clean-up (as Linux cma.c and ucma do them)', () => {
+  it('both ends disconnect in the same tick: each gets DISCONNECTED once, then TIMEWAIT_EXIT', async () => {
+    const { close } = await twoDevices();
+    const sch = createEventChannel(), cch = createEventChannel();
+    try {
+      const l = listener(sch, '127.0.0.3');
+      const { c, s, cr, sr } = await establish(sch, cch, l, '127.0.0.3', '127.0.0.2');
+      const seen: string[] = [];
+      for (const [ch, id, who] of [[cch, c, 'c'], [sch, s, 's']] as const) ch.on('event', (e: RdmaCmEvent) => { if (e.id === id) seen.push(`${who}:${e.event}`); });
+      c.disconnect();
+      s.disconnect();
+      const both = (ev: string) => bounded(() => seen.includes(`c:${ev}`) && seen.includes(`s:${ev}`), 5000, `${ev} on both: ${seen.join(' ')}`);
+      await both('DISCONNECTED');
+      // Each side's CM sits in DREQ_RCVD: the DREP is owed, and disconnect() (or destroyId) sends it.
+      c.disconnect();
+      s.disconnect();
+      await both('TIMEWAIT_EXIT');
+      assert.deepEqual(seen.filter((x) => x.endsWith('DISCONNECTED')).sort(), ['c:DISCONNECTED', 's:DISCONNECTED']);
+      for (const id of [c, s]) id.destroyId();
+      free(cr);
+      free(sr);
+      l.destroyId();
+      await waitEmpty();
+    } finally {
+      sch.close();
+      cch.close();
+      await close();
+    }
+  });
+
+  it('a listener destroyed with a CONNECT_REQUEST still queued: the new id goes too, and the client is REJECTED, not left to time out', async () => {
+    const { close } = await twoDevices();
+    const sch = createEventChannel(), cch = createEventChannel();
+    try {
+      const l = listener(sch, '127.0.0.3');
+      const c = await resolved(cch, '127.0.0.3', l.localAddr!.port, '127.0.0.2');
+      const cr = resources(c);
+      c.connect();
+      // Wait until the server has made the new id (it is queued on sch: nobody takes it).
+      await bounded(() => cmDevices().some((d) => d.address === '127.0.0.3' && d.census().ids === 2), 5000, 'the request on the server');
+      l.destroyId();
+      const e = await cch.next(['REJECTED', 'UNREACHABLE', 'ESTABLISHED'], 5000, c);
+      assert.equal(e.event, 'REJECTED');
+      assert.equal(e.status, RejReason.CONSUMER_DEFINED);
+      await assert.rejects(sch.next('CONNECT_REQUEST', 50), { code: 'ETIMEDOUT' }, 'the queued request went with its listener');
+      c.destroyId();
+      free(cr);
+      await waitEmpty();
+    } finally {
+      sch.close();
+      cch.close();
+      await close();
+    }
+  });
+
+  it('closing a channel destroys its ids (ucma_close), and a next() for a destroyed id fails with EBADF', async () => {
+    const { close } = await twoDevices();
+    const sch = createEventChannel(), cch = createEventChannel();
+    try {
+      const l = listener(sch, '127.0.0.3');
+      const waiting = sch.next('CONNECT_REQUEST', Infinity, l);
+      const c = await resolved(cch, '127.0.0.3', l.localAddr!.port, '127.0.0.2');
+      l.destroyId();
+      await assert.rejects(waiting, { code: 'EBADF' });
+      const l2 = listener(sch, '127.0.0.3');
+      c.destroyId();
+      const c2 = await resolved(cch, '127.0.0.3', l2.localAddr!.port, '127.0.0.2');
+      const cr = resources(c2);
+      c2.connect();
+      await bounded(() => cmDevices().some((d) => d.address === '127.0.0.3' && d.census().ids === 2), 5000, 'the request on the server');
+      sch.close(); // the listener and the queued new id are destroyed: REJ
+      assert.equal(l2.state, 'destroyed');
+      assert.equal((await cch.next(['REJECTED', 'UNREACHABLE', 'ESTABLISHED'], 5000, c2)).event, 'REJECTED');
+      assert.throws(() => createId(sch, 'tcp'), { code: 'EBADF' });
+      c2.destroyId();
+      free(cr);
+      await waitEmpty();
+    } finally {
+      sch.close();
+      cch.close();
+      await close();
+    }
+  });
+
+  it('a wildcard listener on two devices: one device closing takes only its listen, silently; the other still accepts', async () => {
+    const { a, b, close } = await twoDevices();
+    const ch = createEventChannel(), cch = createEventChannel();
+    try {
+      const l = createId(ch, 'tcp', QUICK);
+      l.bindAddr('0.0.0.0', 0);
+      l.listen();
+      assert.equal(l.verbs, undefined, 'a wildcard listener is on no device');
+      const events: string[] = [];
+      ch.on('DEVICE_REMOVAL', (e: RdmaCmEvent) => events.push(`${e.id === l ? 'listener' : 'other'}`));
+      await a.close();
+      // b's device: a client on b connects to the listener's b side
+      const c = await resolved(cch, '127.0.0.3', l.localAddr!.port, '127.0.0.3');
+      c.connect({ qpNum: 0x77 });
+      const req = await ch.next('CONNECT_REQUEST', 5000);
+      assert.equal(req.listenId, l);
+      assert.equal(req.id.device, b);
+      req.id.reject();
+      assert.equal((await cch.next(['REJECTED', 'UNREACHABLE'], 5000, c)).event, 'REJECTED');
+      assert.deepEqual(events, [], 'no DEVICE_REMOVAL for a wildcard listener');
+      for (const id of [c, req.id, l]) id.destroyId();
+      await waitEmpty();
+    } finally {
+      ch.close();
+      cch.close();
+      await close();
+    }
+  });
+
+  it('closing id.verbs closes the application\'s PDs on it, not the device: the CM carries on with a new context', async () => {
+    const { close } = await twoDevices();
+    const sch = createEventChannel(), cch = createEventChannel();
+    try {
+      const l = listener(sch, '127.0.0.3');
+      const c = await resolved(cch, '127.0.0.3', l.localAddr!.port, '127.0.0.2');
+      const old = c.verbs!;
+      old.close();
+      assert.notEqual(c.verbs, old);
+      assert.equal(c.state, 'route-resolved');
+      const { c: c2, s, cr, sr } = await establish(sch, cch, l, '127.0.0.3', '127.0.0.2');
+      assert.equal(c2.qp!.state, QpState.RTS);
+      for (const id of [c, c2, s]) id.destroyId();
+      free(cr);
+      free(sr);
+      l.destroyId();
+      await waitEmpty();
+    } finally {
+      sch.close();
+      cch.close();
+      await close();
+    }
+  });
+
+  it('a request the client gives up on leaves the listener\'s backlog', async () => {
+    const { close } = await twoDevices();
+    const sch = createEventChannel(), cch = createEventChannel();
+    try {
+      const l = createId(sch, 'tcp', QUICK);
+      l.bindAddr('127.0.0.3', 0);
+      l.listen(1);
+      const c = await resolved(cch, '127.0.0.3', l.localAddr!.port, '127.0.0.2');
+      c.connect({ qpNum: 0x55 });
+      const req = await sch.next('CONNECT_REQUEST', 5000);
+      c.destroyId(); // REJ(TIMEOUT) from REQ_SENT
+      assert.equal((await sch.next('REJECTED', 5000, req.id)).event, 'REJECTED');
+      // The backlog of 1 is free again: a second request gets through.
+      const c2 = await resolved(cch, '127.0.0.3', l.localAddr!.port, '127.0.0.2');
+      c2.connect({ qpNum: 0x56 });
+      const req2 = await sch.next('CONNECT_REQUEST', 5000);
+      req2.id.reject();
+      await cch.next('REJECTED', 5000, c2);
+      for (const id of [req.id, req2.id, c2, l]) id.destroyId();
+      await waitEmpty();
+    } finally {
+      sch.close();
+      cch.close();
+      await close();
+    }
+  });
+});
+
+/** Wait until `cond` holds (checked every 5 ms), at most `ms`. */
+async function bounded(cond: () => boolean, ms: number, what: string): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`not within ${ms} ms: ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}

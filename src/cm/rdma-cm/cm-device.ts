@@ -19,7 +19,7 @@ const byDevice = new Map<Device, CmDevice>();
 const notCm = new WeakSet<Device>();
 
 export class CmDevice {
-  readonly context: Context;
+  private ctx: Context;
   readonly agent: CmAgent;
   readonly gid: Buffer;
   readonly address: string;
@@ -31,18 +31,35 @@ export class CmDevice {
   private removed = false;
 
   private constructor(readonly device: Device) {
-    this.context = device.open();
+    this.ctx = device.open();
     try {
       this.agent = new CmAgent(device);
     } catch (err) {
-      this.context.close();
+      this.ctx.close();
       throw err;
     }
     this.gid = Buffer.from(this.agent.gid);
     this.address = addressFromGid(this.gid);
     this.family = this.address.includes(':') ? 6 : 4;
     this.agent.on('event', (e: CmAgentEvent) => this.route(e));
-    this.context.once('close', () => this.remove());
+    this.watch();
+  }
+
+  /** A context on the device for the ids' PDs and CQs (librdmacm's id->verbs). */
+  get context(): Context { return this.ctx; }
+
+  /**
+   * The context closes when the device does (Device.close leaves the device list first): that
+   * is DEVICE_REMOVAL. An application that closed `id.verbs` itself has closed its own PDs and
+   * CQs on it, not the device: the CM opens another context and carries on.
+   */
+  private watch(): void {
+    this.ctx.once('close', () => {
+      if (this.removed) return;
+      if (!getDeviceList().includes(this.device)) return this.remove();
+      this.ctx = this.device.open();
+      this.watch();
+    });
   }
 
   /** The CM device of `device`, made on first use. */
@@ -76,12 +93,25 @@ export class CmDevice {
     return undefined;
   }
 
-  /** The process's devices of an address family (4, 6, or both for undefined). */
+  /** The process's devices of an address family (4, 6, or both for undefined) that can be CM devices. */
   static ofFamily(family: 4 | 6 | undefined): Device[] {
-    return getDeviceList().filter((dev) => dev.provider.gidTable(1).some((g) => {
+    return getDeviceList().filter((dev) => !notCm.has(dev) && dev.provider.gidTable(1).some((g) => {
       const a = addressFromGid(g.gid);
       return family === undefined || (a.includes(':') ? 6 : 4) === family;
     }));
+  }
+
+  /** The CM devices of an address family, made where missing; a device whose QP1 is taken is left out. */
+  static cmDevicesOf(family: 4 | 6 | undefined): CmDevice[] {
+    const out: CmDevice[] = [];
+    for (const dev of CmDevice.ofFamily(family)) {
+      try {
+        out.push(CmDevice.of(dev));
+      } catch {
+        notCm.add(dev);
+      }
+    }
+    return out;
   }
 
   /** The port's active MTU (ibv_mtu enum value). */

@@ -34,6 +34,7 @@ export type RdmaCmState =
 
 let nextDebugNo = 1;
 
+
 export class RdmaCmId implements CmIdSink {
   /** The application's context (librdmacm's id->context). */
   context: unknown;
@@ -61,7 +62,8 @@ export class RdmaCmId implements CmIdSink {
   private readonly seqNum = randomInt(0x1000000);
   private retryCount = 7;
   private readonly timing: CmTiming;
-  private readonly timers = new Set<NodeJS.Immediate>();
+  /** ADDR_RESOLVED and ROUTE_RESOLVED, due on the next turn of the loop. */
+  private readonly pendingImmediates = new Set<NodeJS.Immediate>();
 
   /** @internal use createId */
   constructor(readonly channel: EventChannel, portSpace: PortSpaceName, opts: CreateIdOptions = {}) {
@@ -69,6 +71,7 @@ export class RdmaCmId implements CmIdSink {
     this.portSpace = portSpace;
     this.context = opts.context;
     this.timing = timingOf(opts);
+    channel.adopt(this);
     CmDevice.attachAll();
   }
 
@@ -82,6 +85,13 @@ export class RdmaCmId implements CmIdSink {
   /** The route after ROUTE_RESOLVED (or taken from the REQ for a listener's new id). */
   get route(): Readonly<CmPath> | undefined { return this.path; }
   private get ps(): number { return PORT_SPACE[this.portSpace]; }
+  /**
+   * The service timeout our delayed MRAs ask for. Linux's is 24 (CMA_CM_MRA_SETTING: about 69 s
+   * a try); ours is the id's CM response timeout (default 20, about 4 s), because a softrdma
+   * process that dies sends no REJ (the kernel does, for a Linux process) and a peer told to
+   * wait 69 s a try would wait minutes for a process that is gone.
+   */
+  private get mraServiceTimeout(): number { return this.timing.cmResponseTimeout; }
   private get ud(): boolean { return this.portSpace === 'udp'; }
 
   // ---- addresses and routes ----
@@ -248,8 +258,9 @@ export class RdmaCmId implements CmIdSink {
    */
   establish(): void {
     this.expect('establish', ['connect']);
-    if (this.dev?.agent.state(this.commId!) !== 'REP_RCVD') throw new SoftrdmaError('EINVAL', 'rdma_cm: establish before CONNECT_RESPONSE');
-    this.dev.agent.call(this.commId!, { type: 'send_rtu' });
+    const cs = this.dev?.agent.state(this.commId!);
+    if (cs !== 'REP_RCVD' && cs !== 'MRA_REP_SENT') throw new SoftrdmaError('EINVAL', 'rdma_cm: establish before CONNECT_RESPONSE');
+    this.dev!.agent.call(this.commId!, { type: 'send_rtu' });
     this.st = 'established';
   }
 
@@ -267,20 +278,26 @@ export class RdmaCmId implements CmIdSink {
     const bindNow = this.st === 'idle';
     if (bindNow) this.bindAddr('0.0.0.0', 0);
     const local = this.local!;
-    const devs = this.dev ? [this.dev] : CmDevice.ofFamily(local.address === '::' ? undefined : local.family).map((d) => CmDevice.of(d));
     const sid = serviceIdFor(this.ps, local.port);
     const done: Array<[CmDevice, number]> = [];
     try {
+      // A wildcard listens on the CM devices of the family present now (Linux: cma_listen_on_all);
+      // the listener itself stays on no device (its verbs undefined), as in Linux.
+      const devs = this.dev ? [this.dev] : CmDevice.cmDevicesOf(local.address === '::' ? undefined : local.family);
       for (const d of devs) done.push([d, d.agent.listen(sid)]);
     } catch (err) {
-      for (const [d, lid] of done) d.agent.call(lid, { type: 'destroy' });
-      if (bindNow) this.unbind();
+      for (const [d, lid] of done) try { d.agent.call(lid, { type: 'destroy' }); } catch { /* gone with its device */ }
+      if (bindNow) {
+        this.unbind();
+        this.local = undefined;
+        this.st = 'idle';
+      }
       throw err;
     }
     for (const [d, lid] of done) {
       this.listens.set(d, lid);
       d.own(lid, this);
-      this.attach(d);
+      d.attach(this);
     }
     this.backlog = backlog || 128;
     this.st = 'listen';
@@ -348,21 +365,21 @@ export class RdmaCmId implements CmIdSink {
   }
 
   /**
-   * rdma_disconnect: a DREQ (established) or the DREP (after the peer's DREQ, DISCONNECTED
-   * having been delivered), and the QP to ERR. DISCONNECTED comes with the DREP (or after the
-   * DREQ's retries, status -ETIMEDOUT), then TIMEWAIT_EXIT.
+   * rdma_disconnect, as Linux's: the QP to ERR, then a DREQ if the connection is established,
+   * else the DREP if the peer's DREQ came (DISCONNECTED having been delivered), else nothing
+   * (the CM is not in a state to disconnect, e.g. a REP still unanswered: destroyId rejects).
+   * DISCONNECTED comes with the DREP (or after the DREQ's retries, status -ETIMEDOUT), then
+   * TIMEWAIT_EXIT. EINVAL only for an id with no connection (Linux: no ib cm_id).
    */
   disconnect(): void {
-    this.expect('disconnect', ['established', 'disconnect', 'connect']);
-    const dev = this.dev!;
+    if (this.st === 'destroyed') throw new SoftrdmaError('EBADF', 'rdma_cm: disconnect on a destroyed id');
     if (this.ud) throw new SoftrdmaError('EINVAL', 'rdma_cm: disconnect on a UDP id');
-    // The CM's refusal first (it throws and nothing has changed), then the QP to ERR.
-    const cs = dev.agent.state(this.commId!);
-    if (cs === 'ESTABLISHED') dev.agent.call(this.commId!, { type: 'send_dreq' });
-    else if (cs === 'DREQ_RCVD') dev.agent.call(this.commId!, { type: 'send_drep' });
-    else throw new SoftrdmaError('EINVAL', `rdma_cm: disconnect in CM state ${cs ?? 'none'} (not established)`);
+    const dev = this.dev;
+    if (this.commId === undefined || !dev) throw new SoftrdmaError('EINVAL', `rdma_cm: disconnect in state ${this.st} (no connection)`);
     qpToErr(this.qp);
-    this.st = 'disconnect';
+    const cs = dev.agent.state(this.commId);
+    if (cs === 'ESTABLISHED') dev.agent.call(this.commId, { type: 'send_dreq' });
+    else if (cs === 'DREQ_RCVD') dev.agent.call(this.commId, { type: 'send_drep' });
   }
 
   /**
@@ -373,8 +390,8 @@ export class RdmaCmId implements CmIdSink {
   destroyId(): void {
     if (this.st === 'destroyed') return;
     this.settled();
-    for (const t of this.timers) clearImmediate(t);
-    this.timers.clear();
+    for (const t of this.pendingImmediates) clearImmediate(t);
+    this.pendingImmediates.clear();
     const dev = this.dev;
     if (dev && !dev.isRemoved) {
       if (this.commId !== undefined) {
@@ -396,14 +413,30 @@ export class RdmaCmId implements CmIdSink {
     this.unbind();
     dev?.detach(this);
     this.st = 'destroyed';
+    // Last: its queued events go, and a queued CONNECT_REQUEST's new id is destroyed (REJ).
+    this.channel.forget(this);
   }
 
   // ---- events from the CM agent ----
 
-  /** @internal */
+  /**
+   * @internal What each CM event becomes (cma_ib_handler): every event but TIMEWAIT_EXIT only
+   * while the connection is being made or is up (Linux's RDMA_CM_CONNECT: our 'connect',
+   * 'connect-request' and 'established'), TIMEWAIT_EXIT only after DISCONNECTED ('disconnect').
+   * DISCONNECTED comes once, on the first of DREQ_RECEIVED, DREP_RECEIVED and DREQ_ERROR, so
+   * both ends disconnecting at once each get it.
+   */
   onCmEvent(e: CmAgentEvent, dev: CmDevice): void {
-    if (this.st === 'destroyed') return;
-    if ((e.event === 'REQ_RECEIVED' || e.event === 'SIDR_REQ_RECEIVED') && this.st === 'listen') return this.onRequest(e, dev);
+    if (e.event === 'REQ_RECEIVED' || e.event === 'SIDR_REQ_RECEIVED') {
+      if (this.st === 'listen') return this.onRequest(e, dev);
+      // Not a listener (any more): refuse, as cm_destroy_id would, so nothing waits in REQ_RCVD.
+      return dev.agent.call(e.localId, { type: 'destroy' });
+    }
+    if (e.event === 'TIMEWAIT_EXIT') {
+      if (this.st === 'disconnect') this.emitEvent('TIMEWAIT_EXIT', {});
+      return;
+    }
+    if (this.st !== 'connect' && this.st !== 'connect-request' && this.st !== 'established') return;
     const m = e.msg;
     switch (e.event) {
       case 'REP_RECEIVED': return this.onRep(m as CmMessageOf<'REP'>);
@@ -415,26 +448,25 @@ export class RdmaCmId implements CmIdSink {
       case 'REJ_RECEIVED': {
         const rej = m as CmMessageOf<'REJ'>;
         qpToErr(this.qp);
-        const was = this.st;
+        this.settled();
         this.st = 'rejected';
-        if (was === 'established' || was === 'disconnect') return this.emitEvent('DISCONNECTED', { status: ERRNO.ECONNRESET });
         return this.emitEvent('REJECTED', { status: rej.reason, reason: rejReasonName(rej.reason), conn: this.connParamOf({ privateData: rej.privateData }) });
       }
       case 'REQ_ERROR':
       case 'REP_ERROR':
         qpToErr(this.qp);
+        this.settled();
         this.st = 'rejected';
         return this.emitEvent('UNREACHABLE', { status: ERRNO.ETIMEDOUT });
       case 'DREQ_RECEIVED':
-        if (this.st !== 'established' && this.st !== 'connect') return;
         this.st = 'disconnect';
         return this.emitEvent('DISCONNECTED', { conn: this.connParamOf({ privateData: (m as CmMessageOf<'DREQ'>).privateData }) });
       case 'DREP_RECEIVED':
+        this.st = 'disconnect';
         return this.emitEvent('DISCONNECTED', { conn: this.connParamOf({ privateData: (m as CmMessageOf<'DREP'>).privateData }) });
       case 'DREQ_ERROR':
+        this.st = 'disconnect';
         return this.emitEvent('DISCONNECTED', { status: ERRNO.ETIMEDOUT });
-      case 'TIMEWAIT_EXIT':
-        return this.emitEvent('TIMEWAIT_EXIT', {});
       case 'SIDR_REP_RECEIVED': {
         const rep = m as CmMessageOf<'SIDR_REP'>;
         if (rep.status !== SidrStatus.SUCCESS) {
@@ -457,7 +489,12 @@ export class RdmaCmId implements CmIdSink {
     if (this.st !== 'connect') return;
     const dev = this.dev!;
     const conn = this.connParamOf({ privateData: rep.privateData, rep });
-    if (!this.qp) return this.emitEvent('CONNECT_RESPONSE', { conn });
+    if (!this.qp) {
+      // The application answers (establish) in its own time: a delayed MRA, sent only if the
+      // REP comes again meanwhile, asks the peer to wait (cma_ib_handler, CMA_CM_MRA_SETTING).
+      dev.agent.call(this.commId!, { type: 'send_mra', serviceTimeout: this.mraServiceTimeout, delay: true });
+      return this.emitEvent('CONNECT_RESPONSE', { conn });
+    }
     try {
       qpToRtr(this.qp, { path: this.path!, remoteQpn: rep.localQpn, rqPsn: this.seqNum, responderResources: rep.initiatorDepth });
       qpToRts(this.qp, {
@@ -502,6 +539,9 @@ export class RdmaCmId implements CmIdSink {
         flowLabel: m.primaryFlowLabel, hopLimit: m.primaryHopLimit, trafficClass: m.primaryTrafficClass,
         packetLifeTime: Math.max(0, m.primaryLocalAckTimeout - 1),
       };
+      // As cma_ib_req_handler for an id still connecting after the event: a delayed MRA (sent
+      // only when the REQ comes again) so a slow accept does not run out the peer's retries.
+      dev.agent.call(e.localId, { type: 'send_mra', serviceTimeout: this.mraServiceTimeout, delay: true });
       this.emitEvent('CONNECT_REQUEST', { id: child, listenId: this, conn: child.connParamOf({ privateData: cmaUserData(m.privateData), req: m }) });
     } else {
       child.path = {
@@ -515,8 +555,11 @@ export class RdmaCmId implements CmIdSink {
   /** @internal The device went away: DEVICE_REMOVAL; the QP and the CM state went with it. */
   onDeviceRemoval(dev: CmDevice): void {
     if (this.st === 'destroyed') return;
+    // A wildcard listener loses that device's listen and hears nothing (Linux destroys the
+    // per-device listen id silently: cma_listen_handler, cma_process_remove).
     this.listens.delete(dev);
-    if (this.dev !== dev && this.listens.size > 0) return;
+    if (this.dev !== dev) return;
+    this.settled();
     this.commId = undefined;
     this.qp = undefined;
     this.st = 'device-removal';
@@ -539,8 +582,8 @@ export class RdmaCmId implements CmIdSink {
   }
 
   private later(f: () => void): void {
-    const t = setImmediate(() => { this.timers.delete(t); if (this.st !== 'destroyed') f(); });
-    this.timers.add(t);
+    const t = setImmediate(() => { this.pendingImmediates.delete(t); if (this.st !== 'destroyed') f(); });
+    this.pendingImmediates.add(t);
   }
 
   private expect(call: string, states: readonly RdmaCmState[]): void {

@@ -2,17 +2,29 @@
 // name) that is also an async iterator, plus next() to wait for one event with a bound.
 // An event goes to a waiting next() if one wants it, else to the listeners if there are any
 // ('event' or its own name), else it waits in the channel (as librdmacm's queue) for next()
-// or the iterator. So a channel used through listeners alone does not grow.
+// or the iterator. So a channel used through listeners alone does not grow. While an async
+// iterator is running, events it has not taken yet are always queued, listeners or not.
+//
+// The channel knows its ids (ucma's file and its contexts): a destroyed id's queued events go
+// with it (a queued CONNECT_REQUEST's new id is destroyed, which rejects the peer), a next()
+// waiting for that id fails with EBADF, and close() destroys every id still on the channel, as
+// closing the ucma file does (ucma_close, ucma_cleanup_ctx_events).
 
 import { EventEmitter } from 'node:events';
 import { SoftrdmaError } from '../../abi/errors.js';
 import type { RdmaCmEvent, RdmaCmEventType } from './events.js';
 
 interface Waiter {
+  id: unknown;
   match: (e: RdmaCmEvent) => boolean;
   resolve: (e: RdmaCmEvent) => void;
   reject: (err: Error) => void;
   timer: NodeJS.Timeout | undefined;
+}
+
+/** What the channel asks of the ids on it. */
+export interface ChannelMember {
+  destroyId(): void;
 }
 
 /**
@@ -22,11 +34,47 @@ interface Waiter {
 export class EventChannel extends EventEmitter implements AsyncIterable<RdmaCmEvent> {
   private readonly queue: RdmaCmEvent[] = [];
   private readonly waiters = new Set<Waiter>();
+  private readonly members = new Set<ChannelMember>();
+  private iterators = 0;
   private closed = false;
+
+  /** @internal An id made on this channel (EBADF once the channel is closed). */
+  adopt(id: ChannelMember): void {
+    if (this.closed) throw new SoftrdmaError('EBADF', 'rdma_cm: the event channel is closed');
+    this.members.add(id);
+  }
+
+  /**
+   * @internal `id` is being destroyed: its queued events go (a queued CONNECT_REQUEST on a
+   * destroyed listener takes its new id with it), and waiters for it fail with EBADF.
+   */
+  forget(id: ChannelMember): void {
+    this.members.delete(id);
+    const orphans: ChannelMember[] = [];
+    for (let i = this.queue.length - 1; i >= 0; i--) {
+      const e = this.queue[i]!;
+      if (e.id === id || (e.event === 'CONNECT_REQUEST' && e.listenId === id)) {
+        this.queue.splice(i, 1);
+        if (e.event === 'CONNECT_REQUEST' && e.id !== id) orphans.push(e.id as ChannelMember);
+      }
+    }
+    for (const w of [...this.waiters]) {
+      if (w.id !== id) continue;
+      this.waiters.delete(w);
+      if (w.timer) clearTimeout(w.timer);
+      w.reject(new SoftrdmaError('EBADF', 'rdma_cm: the id was destroyed'));
+    }
+    for (const o of orphans) o.destroyId();
+  }
 
   /** @internal Deliver one event (the CM ids do this). */
   deliver(e: RdmaCmEvent): void {
-    if (this.closed) return;
+    if (this.closed) {
+      // Nobody can take it: a new id would wait forever (ids are destroyed at close, so this
+      // is only a race with that), and the peer is owed an answer.
+      if (e.event === 'CONNECT_REQUEST') (e.id as ChannelMember).destroyId();
+      return;
+    }
     let taken = false;
     for (const w of this.waiters) {
       if (!w.match(e)) continue;
@@ -37,7 +85,7 @@ export class EventChannel extends EventEmitter implements AsyncIterable<RdmaCmEv
       break;
     }
     const heard = this.listenerCount('event') + this.listenerCount(e.event) > 0;
-    if (!taken && !heard) this.queue.push(e);
+    if (!taken && (!heard || this.iterators > 0)) this.queue.push(e);
     this.emit('event', e);
     this.emit(e.event, e);
   }
@@ -53,7 +101,7 @@ export class EventChannel extends EventEmitter implements AsyncIterable<RdmaCmEv
     if (i >= 0) return Promise.resolve(this.queue.splice(i, 1)[0]!);
     if (this.closed) return Promise.reject(new SoftrdmaError('EBADF', 'rdma_cm: the event channel is closed'));
     return new Promise((resolve, reject) => {
-      const w: Waiter = { match, resolve, reject, timer: undefined };
+      const w: Waiter = { id, match, resolve, reject, timer: undefined };
       if (Number.isFinite(timeoutMs)) {
         w.timer = setTimeout(() => {
           this.waiters.delete(w);
@@ -65,16 +113,25 @@ export class EventChannel extends EventEmitter implements AsyncIterable<RdmaCmEv
   }
 
   async *[Symbol.asyncIterator](): AsyncIterator<RdmaCmEvent> {
-    while (!this.closed) {
-      const e = this.queue.shift() ?? await this.next(undefined, Infinity).catch(() => undefined);
-      if (!e) return;
-      yield e;
+    this.iterators++;
+    try {
+      while (!this.closed) {
+        const e = this.queue.shift() ?? await this.next(undefined, Infinity).catch(() => undefined);
+        if (!e) return;
+        yield e;
+      }
+    } finally {
+      this.iterators--;
     }
   }
 
-  /** rdma_destroy_event_channel: waiters and iterators end (EBADF / done). */
+  /**
+   * rdma_destroy_event_channel: every id still on the channel is destroyed (what that sends:
+   * see destroyId), then waiters and iterators end (EBADF / done).
+   */
   close(): void {
     if (this.closed) return;
+    for (const id of [...this.members]) id.destroyId();
     this.closed = true;
     this.queue.length = 0;
     for (const w of this.waiters) {
