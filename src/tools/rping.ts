@@ -224,9 +224,16 @@ async function runServer(o: Opts, dev: Device, ch: EventChannel, dbg: (s: string
   listenId.listen(3);
   if (o.port === 0 || o.udpPort === 0) err(`listening: port ${listenId.localAddr!.port}, RoCE UDP port ${rxeOf(dev).port}`);
   const conns = new Set<Promise<number>>();
+  // The listener's device going away ends the wait for requests.
+  let stopHearing = () => {};
+  const removed = new Promise<undefined>((resolve) => { stopHearing = onEnd(ch, listenId, (e) => { if (e.event === 'DEVICE_REMOVAL') resolve(undefined); }); });
   try {
     for (;;) {
-      const req = await ch.next('CONNECT_REQUEST', Infinity);
+      const req = await Promise.race([ch.next('CONNECT_REQUEST', Infinity), removed]);
+      if (!req) {
+        err('cma detected device removal!!!!');
+        return 1;
+      }
       dbg(`cma_event type RDMA_CM_EVENT_CONNECT_REQUEST cma_id ${req.id.no} (child)`);
       const p = serveOne(o, req.id, ch, dbg);
       if (!o.persistent) return await p;
@@ -234,16 +241,34 @@ async function runServer(o: Opts, dev: Device, ch: EventChannel, dbg: (s: string
       conns.add(q);
     }
   } finally {
+    stopHearing();
     listenId.destroyId();
     await Promise.all(conns);
   }
+}
+
+/**
+ * The events that end a connection (DISCONNECTED, DEVICE_REMOVAL), heard by one listener per
+ * channel and handed to the connection's own handler: `-P` serves many connections at once,
+ * and a pair of listeners each would pile up on the channel.
+ */
+const enders = new WeakMap<EventChannel, Map<RdmaCmId, (e: RdmaCmEvent) => void>>();
+function onEnd(ch: EventChannel, id: RdmaCmId, handler: (e: RdmaCmEvent) => void): () => void {
+  let byId = enders.get(ch);
+  if (!byId) {
+    const m = new Map<RdmaCmId, (e: RdmaCmEvent) => void>();
+    const dispatch = (e: RdmaCmEvent) => m.get(e.id)?.(e);
+    ch.on('DISCONNECTED', dispatch).on('DEVICE_REMOVAL', dispatch);
+    enders.set(ch, byId = m);
+  }
+  byId.set(id, handler);
+  return () => byId.delete(id);
 }
 
 async function serveOne(o: Opts, child: RdmaCmId, ch: EventChannel, dbg: (s: string) => void): Promise<number> {
   let conn: Conn | undefined;
   // Only the events that end a connection are listened for: the others wait in the channel for next().
   const onEvent = (e: RdmaCmEvent) => {
-    if (e.id !== child) return;
     if (e.event === 'DISCONNECTED') {
       err('server DISCONNECT EVENT...');
       if (conn) { conn.disconnected = true; conn.ac.abort(); }
@@ -253,7 +278,7 @@ async function serveOne(o: Opts, child: RdmaCmId, ch: EventChannel, dbg: (s: str
       conn?.ac.abort();
     }
   };
-  ch.on('DISCONNECTED', onEvent).on('DEVICE_REMOVAL', onEvent);
+  const stopHearing = onEnd(ch, child, onEvent);
   try {
     conn = new Conn(child, o.size, false);
     dbg('allocated & registered buffers...');
@@ -298,7 +323,7 @@ async function serveOne(o: Opts, child: RdmaCmId, ch: EventChannel, dbg: (s: str
     await ch.next('TIMEWAIT_EXIT', 10_000, child).catch(() => undefined);
     return 0;
   } finally {
-    ch.off('DISCONNECTED', onEvent).off('DEVICE_REMOVAL', onEvent);
+    stopHearing();
     conn?.free();
     child.destroyId();
   }
@@ -309,7 +334,6 @@ async function runClient(o: Opts, _dev: Device, ch: EventChannel, dbg: (s: strin
   dbg(`created cm_id ${id.no}`);
   let conn: Conn | undefined;
   const onEvent = (e: RdmaCmEvent) => {
-    if (e.id !== id) return;
     if (e.event === 'DISCONNECTED') {
       err('client DISCONNECT EVENT...');
       if (conn) { conn.disconnected = true; conn.ac.abort(); }
@@ -318,7 +342,7 @@ async function runClient(o: Opts, _dev: Device, ch: EventChannel, dbg: (s: strin
       conn?.ac.abort();
     }
   };
-  ch.on('DISCONNECTED', onEvent).on('DEVICE_REMOVAL', onEvent);
+  const stopHearing = onEnd(ch, id, onEvent);
   try {
     id.resolveAddr({ address: o.addr!, port: o.port }, o.source, 2000);
     const ar = await ch.next(['ADDR_RESOLVED', 'ADDR_ERROR'], 5000, id);
@@ -374,7 +398,7 @@ async function runClient(o: Opts, _dev: Device, ch: EventChannel, dbg: (s: strin
     }
     return ret === 0 ? 0 : 1;
   } finally {
-    ch.off('DISCONNECTED', onEvent).off('DEVICE_REMOVAL', onEvent);
+    stopHearing();
     conn?.free();
     id.destroyId();
   }
