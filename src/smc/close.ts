@@ -40,6 +40,7 @@ export function onTcpEndWhileSmc(sock: Socket, s: SmcState): void {
   // The peer writes its CDC before it closes TCP, so the CDC is current now.
   conn.process();
   if (conn.released || conn.peerFinished) return;
+  if (conn.peerTcpEnded) return conn.peerTcpEnded();
   // No closing CDC: the peer's process ended (exit, a signal) and its kernel closed the TCP
   // connection, with a FIN if nothing was left unread there and a RST otherwise. The same rule
   // on the ring: bytes of ours it never consumed make it an abort, as the RST would.

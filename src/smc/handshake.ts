@@ -10,15 +10,16 @@
 //   data flows through the DMBs; a Decline at any step means plain TCP from there on.
 // It ends in settleTcp (fallback: the socket is node:net's from there on, as
 // smc_switch_to_fallback) or settleSmc with the transport it picked: SMC-D's SmcdConnection,
-// the only one yet.
+// or SMC-R's SmcrConnection for sockets that opted in (`smcr`), whose flow is in
+// smcr/clc-flow.ts: CLC v2 messages, framed here with clcFrameLengthAny and decodeSmcClc.
 
 import net from 'node:net';
 import { tracer } from '../sys/trace.js';
 import { defaultIsmDevice } from '../ism/device.js';
 import { RuntimeDirError } from '../ism/runtime-dir.js';
 import {
-  CLC_ACCEPT, CLC_CONFIRM, CLC_DECLINE, CLC_PROPOSAL, ClcError, DECLINE, SMC_TYPE_B, SMC_TYPE_D,
-  clcFrameLength, compressBufSize, decodeClc, declineName, encodeAcceptConfirm, encodeDecline, encodeProposal,
+  CLC_ACCEPT, CLC_CONFIRM, CLC_DECLINE, CLC_PROPOSAL, ClcError, DECLINE, SMC_CLC_V2, SMC_TYPE_B, SMC_TYPE_D,
+  clcFrameLength, clcFrameLengthAny, compressBufSize, decodeClc, decodeSmcClc, declineName, encodeAcceptConfirm, encodeDecline, encodeProposal,
   localSystemId, mayBeClc, uncompressBufSize, type AcceptConfirm, type ClcMessage, type Proposal,
 } from './clc.js';
 import { smcWrite, transportEvents } from './data.js';
@@ -29,6 +30,7 @@ import { kick, stayAwakeUntil } from './poller.js';
 import { peerKey, recordConnection, shouldTrySmc } from './handshake-control.js';
 import { policyAllows } from './policy.js';
 import { SmcdConnection } from './smcd-connection.js';
+import { inSmcrHandshake, onSmcrClc, releaseSmcr, smcrProposal, type SmcrOps } from './smcr/clc-flow.js';
 import type { Socket } from './socket.js';
 import { connReset, getSmcInfo, kSmc, restoreOwner, toBuffer, withSmcCounters, type Held, type SmcState } from './state.js';
 import { countSettled } from './status.js';
@@ -131,7 +133,11 @@ export function onClientConnect(this: Socket): void {
     if (e instanceof RuntimeDirError) return settleTcp(sock, s, DECLINE.NOSMCDEV, `runtime directory refused (${e.kind})`, true);
     listener = false;
   }
-  if (!listener) return settleTcp(sock, s, DECLINE.PEERNOSMC, 'peer is not an SMC listener', true);
+  if (!listener) {
+    // Not a local SMC listener: SMC-R, when the application asked for it (no discovery yet).
+    if (s.opts.smcr) return proposeSmcr(sock, s);
+    return settleTcp(sock, s, DECLINE.PEERNOSMC, 'peer is not an SMC listener', true);
+  }
   const key = peerKey(sock.remoteAddress, s.targetPort ?? sock.remotePort);
   s.learnKey = key;
   s.startedAt = performance.now();
@@ -155,6 +161,49 @@ export function onClientConnect(this: Socket): void {
   rawWrite(sock, s, proposal);
   startTimer(sock, s);
   stayAwakeUntil(() => s.phase !== 'proposing');
+}
+
+/** Client: propose SMC-R (smcr/clc-flow.ts), or stay on TCP when this end cannot. */
+function proposeSmcr(sock: Socket, s: SmcState): void {
+  const p = smcrProposal(s, smcrOps(sock, s));
+  if (typeof p === 'number') return settleTcp(sock, s, p, `SMC-R: ${declineName(p)}`, true);
+  s.phase = 'proposing';
+  rawWrite(sock, s, p);
+  startTimer(sock, s);
+}
+
+/** What the SMC-R flow may do to this socket's handshake. */
+function smcrOps(sock: Socket, s: SmcState): SmcrOps {
+  return {
+    opts: s.opts,
+    role: s.role,
+    localAddress: () => unmapV4(sock.localAddress ?? ''),
+    write: (buf) => rawWrite(sock, s, buf),
+    restartTimer: () => startTimer(sock, s),
+    stillPending: () => s.phase === 'proposing' || s.phase === 'srv-accepting' || s.phase === 'srv-wait',
+    events: () => transportEvents(sock, s, 'SMC-R'),
+    settleTcp: (reason, cause) => settleTcp(sock, s, reason, cause),
+    settleSmc: (conn) => {
+      restoreOwner(s);
+      clearTimeout(s.timer);
+      s.timer = undefined;
+      settleSmc(sock, s, conn, 'SMC-R');
+    },
+    peerDeclined: (reason) => {
+      s.peerDeclineReason = reason;
+      settleTcp(sock, s, DECLINE.PEERDECL, `peer declined: ${declineName(reason)}`);
+    },
+    destroy: (message) => sock.destroy(connReset(message)),
+  };
+}
+
+/**
+ * Is the CLC frame at the start of buf one for the SMC-R flow: this socket is in an SMC-R
+ * handshake, or (server) it starts with a version 2 header (only SMC-R clients send those).
+ */
+function smcrFrame(s: SmcState, buf: Buffer): boolean {
+  if (inSmcrHandshake(s)) return true;
+  return s.phase === 'srv-wait' && buf.length >= 8 && buf[4] === CLC_PROPOSAL && (buf[7]! >> 4) >= SMC_CLC_V2;
 }
 
 function subnetOf(a: string): string {
@@ -212,6 +261,7 @@ export function releaseHandshake(s: SmcState): void {
   s.dmb = undefined;
   s.remote?.detach();
   s.remote = undefined;
+  releaseSmcr(s);
 }
 
 export function onClcBytes(sock: Socket, s: SmcState, chunk: Buffer | null): void {
@@ -236,8 +286,9 @@ export function onClcBytes(sock: Socket, s: SmcState, chunk: Buffer | null): voi
       return;
     }
     let len: number;
+    const smcr = smcrFrame(s, buf);
     try {
-      len = clcFrameLength(buf);
+      len = smcr ? clcFrameLengthAny(buf) : clcFrameLength(buf);
     } catch (e) {
       // A broken header. Server: the bytes are the client's data, not a proposal. Client:
       // after our Proposal the server must answer in CLC; anything else is out of sync.
@@ -260,6 +311,16 @@ export function onClcBytes(sock: Socket, s: SmcState, chunk: Buffer | null): voi
     s.clc = len < buf.length ? buf.subarray(len) : undefined;
     withSmcCounters(sock, s);
     s.clcIn += len;
+    if (smcr) {
+      try {
+        onSmcrClc(s, smcrOps(sock, s), decodeSmcClc(frame));
+      } catch (e) {
+        const reason = e instanceof ClcError ? e.reason : DECLINE.SYNCERR;
+        fallbackAfterDecline(sock, s, reason, true, `malformed CLC message: ${(e as Error).message}`);
+        break;
+      }
+      continue;
+    }
     let msg: ClcMessage;
     try {
       msg = decodeClc(frame);

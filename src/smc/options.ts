@@ -3,6 +3,7 @@
 
 import { compressBufSize, uncompressBufSize } from './clc.js';
 import type { SmcPolicy } from './policy.js';
+import type { SmcrOption } from './smcr/device.js';
 
 export interface SmcSocketOptions {
   /** Try SMC on this socket (default true). */
@@ -13,6 +14,14 @@ export interface SmcSocketOptions {
   smcBufferSize?: number;
   /** How long a handshake step may take before the side waiting declines (ms, default 2000). */
   smcHandshakeTimeout?: number;
+  /**
+   * SMC-R (RDMA between hosts), opt-in while softrdma has no SMC-R discovery: `true` uses the
+   * rxe device (createRxeDevice) bound to the TCP connection's local address, `{ device }` that
+   * device. A client with it proposes SMC-R to any destination that is not a local SMC
+   * listener (which still gets SMC-D), so set it only towards servers that have it too; a
+   * server with it accepts SMC-R Proposals. Default: off.
+   */
+  smcr?: SmcrOption;
 }
 
 export interface ResolvedSmcOptions {
@@ -20,6 +29,7 @@ export interface ResolvedSmcOptions {
   policy: SmcPolicy | undefined;
   bufferSize: number;
   timeout: number;
+  smcr: SmcrOption | undefined;
 }
 
 /**
@@ -34,7 +44,7 @@ const DEFAULT_BUFFER = Number(process.env.SOFTRDMA_SMC_BUFFER) > 0 ? Number(proc
 let defaults: ResolvedSmcOptions | undefined;
 
 export function resolveSmcOptions(o: SmcSocketOptions | undefined, inherit?: ResolvedSmcOptions): ResolvedSmcOptions {
-  if (!inherit && (o === undefined || (o.smc === undefined && o.smcPolicy === undefined && o.smcBufferSize === undefined && o.smcHandshakeTimeout === undefined))) {
+  if (!inherit && (o === undefined || (o.smc === undefined && o.smcPolicy === undefined && o.smcBufferSize === undefined && o.smcHandshakeTimeout === undefined && o.smcr === undefined))) {
     return defaults ??= Object.freeze(resolveFrom(undefined, undefined));
   }
   return resolveFrom(o, inherit);
@@ -48,5 +58,7 @@ function resolveFrom(o: SmcSocketOptions | undefined, inherit: ResolvedSmcOption
   const timeout = o?.smcHandshakeTimeout ?? inherit?.timeout ?? 2000;
   if (!(timeout > 0)) throw Object.assign(new RangeError(`smcHandshakeTimeout must be > 0, got ${timeout}`), { code: 'ERR_OUT_OF_RANGE' });
   if (o?.smcPolicy !== undefined && typeof o.smcPolicy !== 'function') throw new TypeError('smcPolicy must be a function');
-  return { enabled: o?.smc ?? inherit?.enabled ?? true, policy: o?.smcPolicy ?? inherit?.policy, bufferSize: size, timeout };
+  const smcr = o?.smcr ?? inherit?.smcr;
+  if (smcr !== undefined && typeof smcr !== 'boolean' && !(typeof smcr === 'object' && smcr !== null && 'device' in smcr)) throw new TypeError('smcr must be a boolean or { device }');
+  return { enabled: o?.smc ?? inherit?.enabled ?? true, policy: o?.smcPolicy ?? inherit?.policy, bufferSize: size, timeout, smcr: smcr || undefined };
 }

@@ -86,6 +86,13 @@ export interface SmcTransport {
   abort(): void;
   /** The peer's process is gone without a closing message: take it as peer_conn_closed. */
   peerExited(): void;
+  /**
+   * The peer's TCP connection ended and no closing message was seen. Transports whose messages
+   * travel apart from TCP (SMC-R: the CDC by RoCE) implement this to wait a bounded time for
+   * the closing message before deciding between peerExited's end and an abort; without it the
+   * socket decides at once (SMC-D: the CDC is in shared memory before the FIN is sent).
+   */
+  peerTcpEnded?(): void;
   /** The peer sent done-writing, closed or aborted. */
   readonly peerFinished: boolean;
   /** The peer closed its end entirely: it reads nothing more. */

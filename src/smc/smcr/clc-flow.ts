@@ -1,0 +1,235 @@
+// The CLC handshake of SMC-R (Linux: af_smc.c smc_connect_rdma on the client, smc_listen_rdma_*
+// on the server; smc_clc.c's messages), as SMC-Rv2 release 1 over RoCEv2 (docs/smc.md, "Which
+// SMC-R version"):
+//   client                                          server
+//   ── Proposal v2 (typev2 R: RoCEv2 GID, UEIDs) ──►  finds or creates the link group,
+//                                                     takes an RMB
+//   ◄── Accept v2 (QPN, rkey, token, RMB address, PSN, MTU; first contact + FCE) ─
+//   creates the link group on first contact, connects its QP, takes an RMB
+//   ── Confirm v2 (the same fields; first contact: FCE, GID list) ─►  connects its QP
+//   first contact only:    ◄── CONFIRM_LINK request (over the QP) ──
+//                          ── CONFIRM_LINK response ──►
+//   data: RDMA WRITE + CDC (connection.ts). A Decline at any step means TCP.
+// handshake.ts drives it: it frames the CLC bytes and calls in here with the decoded messages;
+// what this module needs of the socket comes in SmcrOps (no import back, so no cycle).
+
+import { hostname } from 'node:os';
+import { isIPv4 } from 'node:net';
+import {
+  CLC_ACCEPT, CLC_CONFIRM, CLC_DECLINE, CLC_OS_LINUX, CLC_PROPOSAL, DECLINE, SMC_CLC_V2, SMC_RELEASE, SMC_TYPE_N, SMC_TYPE_R,
+  compressBufSize, encodeSmcDecline, encodeSmcProposal, encodeSmcrAcceptConfirm, localSystemId, smcrIndicated,
+  uncompressBufSize, type FirstContactExt, type SmcClcMessage, type SmcProposal, type SmcrAcceptConfirm,
+} from '../clc.js';
+import type { ResolvedSmcOptions } from '../options.js';
+import type { TransportEvents } from '../transport.js';
+import { SmcrConnection } from './connection.js';
+import { pickSmcrDevice, type SmcrDevice } from './device.js';
+import { MAX_CONNS, SmcrLinkGroup, type Rmb } from './lgr.js';
+
+/** The user EID softrdma offers and accepts (blank-padded to 32 on the wire; a Linux peer needs `smcr ueid add SOFTRDMA-SMCR`). */
+export const SOFTRDMA_UEID = 'SOFTRDMA-SMCR'.padEnd(32, ' ');
+/** SMC-R RMBs go up to 512 KiB (Linux: SMCR_RMBE_SIZES 5, 16 KiB << 5). */
+export const SMCR_MAX_RMB = 512 * 1024;
+
+/** What the SMC-R flow needs from the socket's handshake (handshake.ts). */
+export interface SmcrOps {
+  opts: ResolvedSmcOptions;
+  role: 'client' | 'server';
+  localAddress(): string;
+  write(buf: Buffer): void;
+  restartTimer(): void;
+  /** Is the handshake still waiting for this step (no timeout or Decline since)? */
+  stillPending(): boolean;
+  events(): TransportEvents;
+  settleTcp(reason: number | undefined, cause: string): void;
+  settleSmc(conn: SmcrConnection): void;
+  /** The peer declined (its reason); settle on TCP. */
+  peerDeclined(reason: number): void;
+  /** Fail the connection (a reset): the handshake cannot go back to TCP any more. */
+  destroy(message: string): void;
+}
+
+interface Hs {
+  dev: SmcrDevice;
+  lgr: SmcrLinkGroup | undefined;
+  firstContact: boolean;
+  rmb: Rmb | undefined;
+  sndbuf: Rmb | undefined;
+  token: number;
+  conn: SmcrConnection | undefined;
+  key: string;
+  proposal: SmcProposal | undefined;
+}
+
+const handshakes = new WeakMap<object, Hs>();
+
+/** The RMB size for a connection: the socket's buffer size, at most SMC-R's 512 KiB. */
+function rmbSize(opts: ResolvedSmcOptions): number {
+  return Math.min(opts.bufferSize, SMCR_MAX_RMB);
+}
+
+function decline(reason: number): Buffer {
+  return encodeSmcDecline({ version: SMC_CLC_V2, outOfSync: reason === DECLINE.SYNCERR, peerId: localSystemId(), diagnosis: reason, osType: CLC_OS_LINUX, diagnosisV2: [0, 0, 0, 0] });
+}
+
+function fce(): FirstContactExt {
+  return { v2Direct: true, osType: CLC_OS_LINUX, release: SMC_RELEASE, hostname: hostname().slice(0, 32), v2x: { maxConns: MAX_CONNS, maxLinks: 1, featureMask: 0, vendorExpOptions: 0 } };
+}
+
+/** Is this socket's handshake an SMC-R one (its CLC messages are framed as any version)? */
+export function inSmcrHandshake(key: object): boolean {
+  return handshakes.has(key);
+}
+
+/**
+ * Client: the SMC-R Proposal for an opted-in socket, or a reason to stay on TCP (a number):
+ * no device on the local address (NOSMCRDEV), or an IPv6 connection (Linux offers SMC-Rv2 on
+ * AF_INET only, af_smc.c 1149-1157).
+ */
+export function smcrProposal(key: object, ops: SmcrOps): Buffer | number {
+  const local = ops.localAddress();
+  if (!isIPv4(local)) return DECLINE.NOSMCRDEV;
+  let dev: SmcrDevice | undefined;
+  try { dev = pickSmcrDevice(ops.opts.smcr, local); } catch { dev = undefined; }
+  if (!dev) return DECLINE.NOSMCRDEV;
+  handshakes.set(key, { dev, lgr: undefined, firstContact: false, rmb: undefined, sndbuf: undefined, token: 0, conn: undefined, key: '', proposal: undefined });
+  return encodeSmcProposal({
+    version: SMC_CLC_V2, typeV1: SMC_TYPE_N, typeV2: SMC_TYPE_R, peerId: localSystemId(), gid: dev.gid, mac: dev.mac,
+    ismGid: 0n, ismChid: 0, proof: null, prefix: null,
+    v2: { release: SMC_RELEASE, seid: false, roceGid: dev.gid, maxConns: MAX_CONNS, maxLinks: 1, featureMask: 0, userEids: [SOFTRDMA_UEID], smcd: null },
+  });
+}
+
+/** Give back what an SMC-R handshake that did not settle set up. */
+export function releaseSmcr(key: object): void {
+  const hs = handshakes.get(key);
+  if (!hs) return;
+  handshakes.delete(key);
+  if (hs.conn) {
+    if (!hs.conn.released) { hs.conn.abort(); hs.conn.release(); }
+  } else hs.lgr?.giveBack(hs.rmb, hs.sndbuf, hs.token);
+  if (hs.firstContact && hs.lgr && !hs.lgr.confirmed) hs.lgr.free(false, 'first contact failed');
+}
+
+/** A CLC message (any version) for a socket in an SMC-R handshake, or a v2 Proposal at a server. */
+export function onSmcrClc(key: object, ops: SmcrOps, m: SmcClcMessage): void {
+  if (m.type === CLC_DECLINE) {
+    releaseSmcr(key);
+    ops.peerDeclined(m.diagnosis);
+    return;
+  }
+  const hs = handshakes.get(key);
+  if (ops.role === 'server' && !hs && m.type === CLC_PROPOSAL) return void onProposal(key, ops, m as SmcProposal);
+  if (ops.role === 'client' && hs && !hs.lgr && m.type === CLC_ACCEPT && 'qpn' in m) return void onAccept(key, ops, hs, m);
+  if (ops.role === 'server' && hs?.lgr && !hs.conn && m.type === CLC_CONFIRM && 'qpn' in m) return void onConfirm(key, ops, hs, m);
+  fail(key, ops, DECLINE.SYNCERR, `unexpected CLC message type ${m.type} in the SMC-R handshake`);
+}
+
+function fail(key: object, ops: SmcrOps, reason: number, cause: string): void {
+  ops.write(decline(reason));
+  releaseSmcr(key);
+  ops.settleTcp(reason, cause);
+}
+
+function onProposal(key: object, ops: SmcrOps, p: SmcProposal): void {
+  if (p.version < SMC_CLC_V2 || !p.v2 || !smcrIndicated(p.typeV2)) return fail(key, ops, DECLINE.MODEUNSUPP, 'declined: no SMC-Rv2 offered');
+  if (!p.v2.userEids.includes(SOFTRDMA_UEID)) return fail(key, ops, DECLINE.NOUEID, 'declined: no common UEID');
+  let dev: SmcrDevice | undefined;
+  try { dev = ops.opts.smcr ? pickSmcrDevice(ops.opts.smcr, ops.localAddress()) : undefined; } catch { dev = undefined; }
+  if (!dev) return fail(key, ops, DECLINE.NOSMCRDEV, 'declined: no SMC-R device');
+  const hs: Hs = { dev, lgr: undefined, firstContact: false, rmb: undefined, sndbuf: undefined, token: 0, conn: undefined, key: SmcrLinkGroup.key(dev, p.peerId, p.v2.roceGid), proposal: p };
+  handshakes.set(key, hs);
+  const lgr = SmcrLinkGroup.find(hs.key)[0];
+  hs.firstContact = !lgr;
+  try {
+    hs.lgr = lgr ?? new SmcrLinkGroup(dev, 'server');
+    hs.rmb = hs.lgr.takeRmb(rmbSize(ops.opts));
+  } catch (e) {
+    return fail(key, ops, DECLINE.ERR_REGBUF, `declined: ${(e as Error).message}`);
+  }
+  hs.token = SmcrLinkGroup.newToken();
+  hs.lgr.expect(hs.token);
+  ops.write(encodeSmcrAcceptConfirm(acceptConfirm(CLC_ACCEPT, hs)));
+  ops.restartTimer();
+}
+
+function acceptConfirm(type: typeof CLC_ACCEPT | typeof CLC_CONFIRM, hs: Hs): SmcrAcceptConfirm {
+  const link = hs.lgr!.link;
+  return {
+    type, version: SMC_CLC_V2, firstContact: hs.firstContact, peerId: localSystemId(), gid: hs.dev.gid, mac: hs.dev.mac,
+    qpn: link.qp.qpn, rmbRkey: hs.rmb!.mr.rkey, rmbeIndex: 1, rmbeAlertToken: hs.token, rmbeSize: compressBufSize(hs.rmb!.size),
+    qpMtu: link.local.mtu, rmbDmaAddr: BigInt(hs.rmb!.mr.addr), psn: link.local.psn, eid: SOFTRDMA_UEID,
+    fce: hs.firstContact ? fce() : null, gidList: hs.firstContact && type === CLC_CONFIRM ? [] : null,
+  };
+}
+
+function peerRmbOf(m: SmcrAcceptConfirm): { token: number; rkey: number; addr: number; size: number } {
+  return { token: m.rmbeAlertToken, rkey: m.rmbRkey, addr: Number(m.rmbDmaAddr), size: uncompressBufSize(m.rmbeSize) };
+}
+
+function onAccept(key: object, ops: SmcrOps, hs: Hs, m: SmcrAcceptConfirm): void {
+  if (m.eid !== SOFTRDMA_UEID) return fail(key, ops, DECLINE.NOUEID, 'declined: the server chose an EID we did not offer');
+  const peerSize = uncompressBufSize(m.rmbeSize);
+  if (peerSize > SMCR_MAX_RMB) return fail(key, ops, DECLINE.SYNCERR, `declined: peer RMB of ${peerSize} bytes`);
+  hs.key = SmcrLinkGroup.key(hs.dev, m.peerId, m.gid);
+  hs.firstContact = m.firstContact;
+  try {
+    if (m.firstContact) {
+      hs.lgr = new SmcrLinkGroup(hs.dev, 'client');
+      hs.lgr.link.connect({ qpn: m.qpn, psn: m.psn, gid: m.gid, mtu: m.qpMtu });
+    } else {
+      // The server reuses a link group: ours to that peer whose link is the server's QP.
+      hs.lgr = SmcrLinkGroup.find(hs.key).find((g) => g.link.remote?.qpn === m.qpn);
+      if (!hs.lgr) return fail(key, ops, DECLINE.NOSRVLINK, 'declined: the server reused a link group this client does not have');
+    }
+    hs.rmb = hs.lgr.takeRmb(rmbSize(ops.opts));
+    hs.sndbuf = hs.lgr.takeSndbuf(peerSize);
+  } catch (e) {
+    return fail(key, ops, DECLINE.ERR_REGBUF, `declined: ${(e as Error).message}`);
+  }
+  hs.token = SmcrLinkGroup.newToken();
+  const conn = hs.conn = new SmcrConnection(hs.lgr, hs.rmb, hs.sndbuf, hs.token, peerRmbOf(m), ops.events());
+  hs.lgr.attach(conn);
+  ops.write(encodeSmcrAcceptConfirm(acceptConfirm(CLC_CONFIRM, hs)));
+  if (!m.firstContact) return settle(key, ops, hs);
+  ops.restartTimer();
+  const lgr = hs.lgr;
+  lgr.confirmFirstLink().then(() => {
+    lgr.register(hs.key);
+    if (ops.stillPending() && handshakes.get(key) === hs) settle(key, ops, hs);
+  }, (e: Error) => {
+    if (ops.stillPending() && handshakes.get(key) === hs) fail(key, ops, DECLINE.TIMEOUT_CL, `first link not confirmed: ${e.message}`);
+  });
+}
+
+function onConfirm(key: object, ops: SmcrOps, hs: Hs, m: SmcrAcceptConfirm): void {
+  const lgr = hs.lgr!;
+  const p = hs.proposal!;
+  if (m.firstContact !== hs.firstContact || !m.peerId.equals(p.peerId)) return fail(key, ops, DECLINE.SYNCERR, 'declined: Confirm does not match the Proposal');
+  if (!hs.firstContact && lgr.link.remote?.qpn !== m.qpn) return fail(key, ops, DECLINE.SYNCERR, 'declined: Confirm names another link');
+  const peerSize = uncompressBufSize(m.rmbeSize);
+  if (peerSize > SMCR_MAX_RMB) return fail(key, ops, DECLINE.SYNCERR, `declined: peer RMB of ${peerSize} bytes`);
+  try {
+    if (hs.firstContact) lgr.link.connect({ qpn: m.qpn, psn: m.psn, gid: m.gid, mtu: m.qpMtu });
+    hs.sndbuf = lgr.takeSndbuf(peerSize);
+  } catch (e) {
+    return fail(key, ops, DECLINE.ERR_RDYLNK, `declined: ${(e as Error).message}`);
+  }
+  const conn = hs.conn = new SmcrConnection(lgr, hs.rmb!, hs.sndbuf, hs.token, peerRmbOf(m), ops.events());
+  lgr.attach(conn);
+  if (!hs.firstContact) return settle(key, ops, hs);
+  ops.restartTimer();
+  lgr.confirmFirstLink().then(() => {
+    lgr.register(hs.key);
+    if (ops.stillPending() && handshakes.get(key) === hs) settle(key, ops, hs);
+  }, (e: Error) => {
+    if (ops.stillPending() && handshakes.get(key) === hs) fail(key, ops, DECLINE.TIMEOUT_CL, `first link not confirmed: ${e.message}`);
+  });
+}
+
+function settle(key: object, ops: SmcrOps, hs: Hs): void {
+  handshakes.delete(key);
+  const conn = hs.conn!;
+  conn.start();
+  ops.settleSmc(conn);
+}

@@ -1,0 +1,352 @@
+// One SMC-R connection's data path (Linux: smc_tx.c, smc_rx.c and the SMC-R half of smc_cdc.c).
+// The peer RDMA-WRITEs into our RMB (a ring) and tells us with a CDC message; we copy what we
+// send into our send buffer and RDMA-WRITE it into the peer's RMB at our producer cursor (two
+// WRITEs when the ring wraps, smc_tx.c smcr_tx_rdma_writes), then SEND a CDC with the new
+// cursor. RC delivers the WRITEs before the SEND that follows them, so a CDC never announces
+// bytes that are not there. Cursors are byte totals here and {wrap, count} on the wire, as in
+// SMC-D (smcd-connection.ts); everything the peer sends is checked: a cursor that moves back
+// or past the ring is a protocol error, never an out-of-bounds access.
+//
+// The consumer cursor goes back to the peer as Linux's smc_tx_consumer_update does (smc_tx.c):
+// when what we consumed since the last update reaches the update limit
+// (smc_rmb_wnd_update_limit: min(rmbe_size / 10, SOCK_MIN_SNDBUF / 2)), or at once when the
+// peer said write_blocked or cons_curs_upd_req, and with every CDC we send anyway.
+
+import {
+  CONN_ABORT, CONN_CLOSED, CONN_DONE_WRITING, PROD_CONS_UPD_REQ, PROD_WRITE_BLOCKED,
+} from '../cdc.js';
+import type { SmcTransport, SmcTransportMode, TransportDiag, TransportEvents } from '../transport.js';
+import { cdcSeqBefore, encodeSmcrCdc, type SmcrCdc } from '../wire/cdc-r.js';
+import type { Rmb, SmcrLinkGroup } from './lgr.js';
+
+function toWire(total: number, ring: number): { wrap: number; count: number } {
+  return { wrap: Math.floor(total / ring) & 0xffff, count: total % ring };
+}
+
+function cursorDelta(total: number, ring: number, wrap: number, count: number): number {
+  const last = toWire(total, ring);
+  return ((wrap - last.wrap) & 0xffff) * ring + count - last.count;
+}
+
+/** The peer's RMB element as its Accept or Confirm described it. */
+export interface PeerRmb { token: number; rkey: number; addr: number; size: number }
+
+/** SOCK_MIN_SNDBUF / 2 on 64-bit Linux (2 × TCP_SKB_MIN_TRUESIZE / 2: 2048 + the aligned sk_buff). */
+const UPDATE_LIMIT_CAP = 2304;
+/** The most one delivery copies out of the ring. */
+const SLICE = 64 * 1024;
+/**
+ * How long the end of the peer's TCP connection waits for the peer's closing CDC: the CDC goes
+ * by RoCE and the FIN by TCP, and the FIN can come first. Well inside the 2 s in which a dead
+ * peer must be noticed.
+ */
+const CLOSE_GRACE_MS = 300;
+
+export class SmcrConnection implements SmcTransport {
+  readonly rxRing: number;
+  readonly txRing: number;
+  private peerProduced = 0;
+  private consumed = 0;
+  private produced = 0;
+  private peerConsumed = 0;
+  /** Our consumer cursor as last sent to the peer. */
+  private consSent = 0;
+  private prodFlags = 0;
+  private connFlags = 0;
+  private peerProdFlags = 0;
+  private peerConnFlags = 0;
+  private seqno = 0;
+  private lastSeq: number | undefined;
+  private paused = false;
+  private doneReported = false;
+  private abortReported = false;
+  private failed = false;
+  /** Events go to the socket only once the handshake settled (start()). */
+  private started = false;
+  /** A CDC is owed to the peer but the send queue was full: the link group sends it when it can. */
+  cdcPending = false;
+  /** write() found the send queue full: tell the socket when it has room. */
+  private waitingForQueue = false;
+  private graceTimer: NodeJS.Timeout | undefined;
+  private readonly updateLimit: number;
+  released = false;
+  bytesReceived = 0;
+  bytesSent = 0;
+
+  constructor(
+    readonly lgr: SmcrLinkGroup, readonly rmb: Rmb, readonly sndbuf: Rmb, readonly token: number, readonly peer: PeerRmb,
+    private readonly h: TransportEvents,
+  ) {
+    this.rxRing = rmb.size;
+    this.txRing = peer.size;
+    if (sndbuf.size < peer.size) throw new RangeError('send buffer smaller than the peer RMB');
+    this.updateLimit = Math.max(1, Math.min(Math.floor(this.rxRing / 10), UPDATE_LIMIT_CAP));
+  }
+
+  get mode(): SmcTransportMode { return 'SMCR'; }
+  get bufferSize(): number { return this.rxRing; }
+  get peerBufferSize(): number { return this.txRing; }
+  get writeSpace(): number { return this.txRing - (this.produced - this.peerConsumed); }
+  get readable(): number { return this.peerProduced - this.consumed; }
+  get unconsumed(): number { return this.produced - this.peerConsumed; }
+  get peerFinished(): boolean { return (this.peerConnFlags & (CONN_DONE_WRITING | CONN_CLOSED | CONN_ABORT)) !== 0; }
+  get peerClosed(): boolean { return (this.peerConnFlags & (CONN_CLOSED | CONN_ABORT)) !== 0; }
+  get peerAborted(): boolean { return (this.peerConnFlags & CONN_ABORT) !== 0; }
+  /** The peer sent its last CDC (closed or aborted): nothing more will be written into our RMB. */
+  get peerGone(): boolean { return this.peerClosed; }
+
+  /** The handshake settled: from now on events go to the socket. */
+  start(): void {
+    this.started = true;
+  }
+
+  diag(): TransportDiag {
+    return {
+      cursors: {
+        tx: toWire(this.produced, this.txRing), peerCons: toWire(this.peerConsumed, this.txRing),
+        rx: toWire(this.peerProduced, this.rxRing), cons: toWire(this.consumed, this.rxRing),
+      },
+      sndbufSize: this.txRing, rmbeSize: this.rxRing, peerRmbeSize: this.txRing,
+      prodFlags: this.prodFlags, connFlags: this.connFlags, peerProdFlags: this.peerProdFlags, peerConnFlags: this.peerConnFlags,
+    };
+  }
+
+  /** Completions come by the link's completion channel: nothing to poll. */
+  kick(): void {}
+
+  write(data: Uint8Array): number {
+    if (this.released || this.failed || (this.connFlags & (CONN_DONE_WRITING | CONN_ABORT))) return 0;
+    const space = this.writeSpace;
+    const link = this.lgr.link;
+    if (space === 0 || !link.canPost(3)) {
+      if (space === 0 && !(this.prodFlags & PROD_WRITE_BLOCKED)) {
+        this.prodFlags |= PROD_WRITE_BLOCKED;
+        this.sendCdc();
+      }
+      if (space > 0) this.waitingForQueue = true;
+      return 0;
+    }
+    const n = Math.min(space, data.length);
+    const pos = this.produced % this.txRing;
+    const first = Math.min(n, this.txRing - pos);
+    const buf = this.sndbuf.buf;
+    buf.set(first === data.length ? data : data.subarray(0, first), pos);
+    if (n > first) buf.set(data.subarray(first, n), 0);
+    const ops: Parameters<typeof link.post>[0] = [
+      { kind: 'write', sge: this.sndbuf.mr.sge(pos, first), remoteAddr: this.peer.addr + pos, rkey: this.peer.rkey },
+    ];
+    if (n > first) ops.push({ kind: 'write', sge: this.sndbuf.mr.sge(0, n - first), remoteAddr: this.peer.addr, rkey: this.peer.rkey });
+    this.produced += n;
+    this.bytesSent += n;
+    if (n < data.length) this.prodFlags |= PROD_WRITE_BLOCKED;
+    else this.prodFlags &= ~PROD_WRITE_BLOCKED;
+    ops.push({ kind: 'send', msg: this.cdc() });
+    link.post(ops);
+    return n;
+  }
+
+  /** Build the CDC message for our current state (and count it as sent). */
+  private cdc(): Buffer {
+    this.seqno = (this.seqno + 1) & 0xffff;
+    this.consSent = this.consumed;
+    this.cdcPending = false;
+    const m: SmcrCdc = {
+      seqno: this.seqno, token: this.peer.token,
+      prod: toWire(this.produced, this.txRing), cons: toWire(this.consumed, this.rxRing),
+      writeBlocked: (this.prodFlags & PROD_WRITE_BLOCKED) !== 0, urgDataPending: false, urgDataPresent: false,
+      consCursUpdReq: (this.prodFlags & PROD_CONS_UPD_REQ) !== 0, failoverValidation: false,
+      peerDoneWriting: (this.connFlags & CONN_DONE_WRITING) !== 0, peerConnClosed: (this.connFlags & CONN_CLOSED) !== 0,
+      peerConnAbort: (this.connFlags & CONN_ABORT) !== 0,
+    };
+    return encodeSmcrCdc(m);
+  }
+
+  /** Send a CDC with the current cursors and flags now, or as soon as the send queue has room. */
+  sendCdc(): void {
+    const link = this.lgr.link;
+    if (link.isDown) return;
+    if (!link.canPost(1)) {
+      this.cdcPending = true;
+      this.lgr.owesCdc(this);
+      return;
+    }
+    link.post([{ kind: 'send', msg: this.cdc() }]);
+  }
+
+  /** The link's send queue has room again (from the link group). */
+  sendable(): void {
+    if (this.released) return;
+    if (this.cdcPending) this.sendCdc();
+    if (this.waitingForQueue && this.started) {
+      this.waitingForQueue = false;
+      this.h.writable();
+    }
+  }
+
+  closeWrite(): void {
+    if (this.released || (this.connFlags & CONN_DONE_WRITING)) return;
+    this.connFlags |= CONN_DONE_WRITING;
+    this.sendCdc();
+  }
+
+  abort(): void {
+    if (this.released || (this.connFlags & CONN_ABORT)) return;
+    this.connFlags |= CONN_ABORT;
+    this.sendCdc();
+  }
+
+  closeOrderly(): void {
+    if (this.released || (this.connFlags & (CONN_CLOSED | CONN_ABORT))) return;
+    this.connFlags |= CONN_CLOSED | CONN_DONE_WRITING;
+    this.sendCdc();
+  }
+
+  /** Bytes the peer wrote that we have not consumed: every CDC is handled as it arrives, so this is current. */
+  unreadNow(): number {
+    return this.readable;
+  }
+
+  consumeArrived(): void {
+    if (this.released || this.failed) return;
+    this.bytesReceived += this.peerProduced - this.consumed;
+    this.consumed = this.peerProduced;
+    this.updateConsumer(true);
+  }
+
+  /**
+   * The peer's TCP connection ended with no closing CDC seen. The CDC may still be on its way
+   * (RoCE and TCP are separate paths), so wait a little for it; if it does not come, the peer's
+   * process is gone: with bytes of ours unconsumed that is an abort (the RST TCP would have
+   * sent), else an orderly end after what it wrote is delivered.
+   */
+  peerTcpEnded(): void {
+    if (this.released || this.failed || this.peerFinished || this.graceTimer) return;
+    this.graceTimer = setTimeout(() => {
+      this.graceTimer = undefined;
+      if (this.released || this.failed || this.peerFinished) return;
+      if (this.unconsumed > 0) this.peerConnFlags |= CONN_ABORT;
+      else this.peerConnFlags |= CONN_CLOSED | CONN_DONE_WRITING;
+      this.deliver();
+      this.reportState();
+    }, CLOSE_GRACE_MS);
+  }
+
+  peerExited(): void {
+    if (this.released || this.failed) return;
+    this.peerConnFlags |= CONN_CLOSED | CONN_DONE_WRITING;
+    this.deliver();
+    this.reportState();
+  }
+
+  pause(): void { this.paused = true; }
+
+  resume(): boolean {
+    this.paused = false;
+    if (!this.started) return false;
+    const any = this.deliver();
+    this.reportState();
+    return any;
+  }
+
+  process(): boolean {
+    if (this.released || this.failed || !this.started) return false;
+    const any = this.deliver();
+    this.reportState();
+    return any;
+  }
+
+  /** A CDC message for this connection arrived (from the link group). */
+  onCdc(m: SmcrCdc): void {
+    if (this.released || this.failed) return;
+    if (this.lastSeq !== undefined && cdcSeqBefore(m.seqno, this.lastSeq)) return; // stale (smc_cdc.c 498-501)
+    this.lastSeq = m.seqno;
+    if (m.prod.count >= this.rxRing || m.cons.count >= this.txRing) {
+      this.fail(`cursor count beyond the ring (prod ${m.prod.count}, cons ${m.cons.count})`);
+      return;
+    }
+    const prodDelta = cursorDelta(this.peerProduced, this.rxRing, m.prod.wrap, m.prod.count);
+    const consDelta = cursorDelta(this.peerConsumed, this.txRing, m.cons.wrap, m.cons.count);
+    if (prodDelta < 0 || this.peerProduced + prodDelta - this.consumed > this.rxRing) {
+      this.fail(`producer cursor moved by ${prodDelta} with ${this.rxRing - this.readable} bytes free`);
+      return;
+    }
+    if (consDelta < 0 || this.peerConsumed + consDelta > this.produced) {
+      this.fail(`consumer cursor moved by ${consDelta} past the ${this.produced - this.peerConsumed} bytes in flight`);
+      return;
+    }
+    this.peerProduced += prodDelta;
+    this.peerProdFlags = (m.writeBlocked ? PROD_WRITE_BLOCKED : 0) | (m.consCursUpdReq ? PROD_CONS_UPD_REQ : 0);
+    this.peerConnFlags |= (m.peerDoneWriting ? CONN_DONE_WRITING : 0) | (m.peerConnClosed ? CONN_CLOSED | CONN_DONE_WRITING : 0) | (m.peerConnAbort ? CONN_ABORT : 0);
+    if (consDelta > 0) {
+      this.peerConsumed += consDelta;
+      if (this.prodFlags & PROD_WRITE_BLOCKED && this.writeSpace > 0) this.prodFlags &= ~PROD_WRITE_BLOCKED;
+    }
+    if (!this.started) return; // the socket takes it from here once the handshake settled
+    if (consDelta > 0) this.h.writable();
+    if (this.released) return;
+    this.deliver();
+    // A writer that is blocked waits for our cursor even if nothing new came to deliver.
+    if (this.peerProdFlags & (PROD_WRITE_BLOCKED | PROD_CONS_UPD_REQ)) this.updateConsumer(true);
+    this.reportState();
+  }
+
+  private deliver(): boolean {
+    let any = false;
+    const ring = this.rmb.buf;
+    while (!this.paused && !this.released && this.readable > 0) {
+      const into = this.h.userBuffer?.();
+      if (this.released) break;
+      const n = Math.min(this.readable, into ? into.length : SLICE);
+      const pos = this.consumed % this.rxRing;
+      const first = Math.min(n, this.rxRing - pos);
+      const out = into ?? Buffer.allocUnsafe(n);
+      out.set(ring.subarray(pos, pos + first), 0);
+      if (n > first) out.set(ring.subarray(0, n - first), first);
+      this.consumed += n;
+      this.bytesReceived += n;
+      any = true;
+      this.updateConsumer(false);
+      if (!(into ? this.h.userData!(n, into) : this.h.data(out as Buffer))) this.paused = true;
+    }
+    return any;
+  }
+
+  /** Tell the peer our consumer cursor when the update limit is reached, or now (force). */
+  private updateConsumer(force: boolean): void {
+    if (this.released || this.consumed === this.consSent) return;
+    if (force || this.consumed - this.consSent >= this.updateLimit || (this.peerProdFlags & (PROD_WRITE_BLOCKED | PROD_CONS_UPD_REQ))) this.sendCdc();
+  }
+
+  private reportState(): void {
+    if (this.released || !this.started) return;
+    if ((this.peerConnFlags & CONN_ABORT) && !this.abortReported) {
+      this.abortReported = true;
+      this.h.peerAbort();
+      return;
+    }
+    if ((this.peerConnFlags & (CONN_DONE_WRITING | CONN_CLOSED)) && this.readable === 0 && !this.doneReported) {
+      this.doneReported = true;
+      this.h.peerDone();
+    }
+  }
+
+  /** The link failed under the connection: as an abort by the peer (Linux: smc_conn_kill, ECONNABORTED). */
+  linkDown(reason: string): void {
+    if (this.released || this.failed) return;
+    this.failed = true;
+    if (this.started) this.h.protocolError(`link down: ${reason}`);
+  }
+
+  private fail(message: string): void {
+    this.failed = true;
+    if (this.started) this.h.protocolError(message);
+    else this.abort();
+  }
+
+  release(): void {
+    if (this.released) return;
+    clearTimeout(this.graceTimer);
+    this.released = true;
+    this.lgr.detach(this);
+  }
+}

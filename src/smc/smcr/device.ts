@@ -1,0 +1,88 @@
+// The RoCE device an SMC-R link group runs over (Linux: struct smc_ib_device and its port,
+// smc_ib.c): one verbs context and protection domain per device, shared by every link and
+// buffer of the process on it. softrdma's smc layer reaches rxe only through the verbs API
+// (the layer rule): the application creates the device (createRxeDevice) and names it, or
+// passes `smcr: true` and the device is looked up in getDeviceList() by the TCP connection's
+// local address, the way Linux picks the RoCEv2 GID whose interface holds that address
+// (smc_ib.c 228-271).
+
+import { randomBytes } from 'node:crypto';
+import { isIPv4 } from 'node:net';
+import { mtuBytes } from '../../abi/enums.js';
+import { addressFromGid } from '../../abi/inet.js';
+import { getDeviceList, type Context, type Device, type PD } from '../../verbs/api.js';
+
+/** What a socket's `smcr` option may be. */
+export type SmcrOption = boolean | { device: Device };
+
+export class SmcrDevice {
+  readonly ctx: Context;
+  readonly pd: PD;
+  /** The port's IPv4-mapped RoCEv2 GID (index 0 of softrdma's rxe) and its address. */
+  readonly gid: Buffer;
+  readonly address: string;
+  /** The port's active MTU (IB enum, 1..5). */
+  readonly mtu: number;
+  /**
+   * A MAC for the CLC and LLC messages. A user-space device has no interface of its own;
+   * a locally administered address derived from the IPv4 address (02:00:a:b:c:d) keeps the
+   * field plausible for dissectors. Nothing routes by it.
+   */
+  readonly mac: Buffer;
+  private closed = false;
+
+  constructor(readonly device: Device) {
+    this.ctx = device.open();
+    this.pd = this.ctx.allocPd();
+    this.gid = Buffer.from(this.ctx.queryGid(1, 0));
+    this.address = addressFromGid(this.gid);
+    this.mtu = this.ctx.queryPort(1).activeMtu;
+    this.mac = Buffer.alloc(6);
+    this.mac[0] = 0x02;
+    if (isIPv4(this.address)) this.gid.copy(this.mac, 2, 12, 16);
+    else randomBytes(4).copy(this.mac, 2);
+  }
+
+  get mtuBytes(): number { return mtuBytes(this.mtu); }
+
+  /** Destroy the context (and with it every QP, CQ and MR the link groups left). */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    byDevice.delete(this.device);
+    try { this.ctx.close(); } catch { /* the device is gone already */ }
+  }
+}
+
+const byDevice = new Map<Device, SmcrDevice>();
+
+/** The SmcrDevice of a verbs device (one per device and process). */
+export function smcrDeviceOf(device: Device): SmcrDevice {
+  let d = byDevice.get(device);
+  if (!d) {
+    d = new SmcrDevice(device);
+    byDevice.set(device, d);
+  }
+  return d;
+}
+
+/**
+ * The device a socket with the `smcr` option uses for a TCP connection from localAddress:
+ * the one it names, or (smcr: true) an rxe device of getDeviceList() whose GID is that address.
+ * undefined: none (the handshake then declines with NOSMCRDEV, as Linux's "no SMC-R device").
+ */
+export function pickSmcrDevice(opt: SmcrOption | undefined, localAddress: string): SmcrDevice | undefined {
+  if (!opt) return undefined;
+  if (opt !== true) {
+    const d = smcrDeviceOf(opt.device);
+    return d.address === localAddress ? d : undefined;
+  }
+  for (const dev of getDeviceList()) {
+    if (dev.driver !== 'rxe') continue;
+    try {
+      const d = smcrDeviceOf(dev);
+      if (d.address === localAddress) return d;
+    } catch { /* a device closing under us */ }
+  }
+  return undefined;
+}

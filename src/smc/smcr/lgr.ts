@@ -1,0 +1,292 @@
+// SMC-R link groups (Linux: struct smc_link_group, smc_core.c; the first link's confirmation,
+// smc_llc.c and af_smc.c's smcr_clnt_conf_first_link / smcr_serv_conf_first_link). One link
+// group per peer (its system ID and GID) and local device, with one link (one RC QP) here;
+// the first connection to a peer creates it ("first contact") and confirms the link with
+// CONFIRM_LINK over the new QP, later connections reuse it with one CLC exchange and nothing
+// on the link (with a single link the RMB's rkey in the CLC message is all the peer needs;
+// Linux sends CONFIRM_RKEY only to announce it on further links, smcr_link_reg_buf).
+//
+// RMBs (the buffers a peer writes into) are registered with REMOTE_WRITE (and the LOCAL_WRITE
+// verbs require with it), each its own MR and so its own rkey; they are reused within the link
+// group after the connection that had one ended and the peer's last CDC for it arrived (so a
+// late WRITE of the old connection cannot land in a new one), and deregistered with the link
+// group. Send buffers are local-only MRs, reused the same way.
+
+import { randomBytes } from 'node:crypto';
+import { Access } from '../../abi/enums.js';
+import type { MR } from '../../verbs/api.js';
+import { CDC_TYPE } from '../cdc.js';
+import { decodeSmcrCdc, type SmcrCdc } from '../wire/cdc-r.js';
+import { SmcrWireError } from '../wire/error.js';
+import { LLC_DEL, LLC_WAIT_MS, decodeLlc, encodeLlc, type LlcMessage } from '../wire/llc.js';
+import type { SmcrConnection } from './connection.js';
+import type { SmcrDevice } from './device.js';
+import { SmcrLink } from './link.js';
+
+/** Linux's SMC_RMBS_PER_LGR_MAX: connections per link group. */
+export const MAX_CONNS = 255;
+/** How long an unused link group stays for the next connection (Linux: SMC_LGR_FREE_DELAY_CLNT 10 s, smc_core.h). */
+const LINGER_MS = 10_000;
+
+/** A registered buffer: an RMB (REMOTE_WRITE) or a send buffer (local only). */
+export interface Rmb { buf: Buffer; mr: MR; size: number }
+
+let nextToken = 1;
+
+export type LgrRole = 'client' | 'server';
+
+export class SmcrLinkGroup {
+  /** Every live link group, by lgrKey(). */
+  private static readonly all = new Map<string, Set<SmcrLinkGroup>>();
+
+  readonly link: SmcrLink;
+  readonly conns = new Map<number, SmcrConnection>();
+  private readonly freeRmbs = new Map<number, Rmb[]>();
+  private readonly freeSndbufs = new Map<number, Rmb[]>();
+  /** RMBs of ended connections whose peer has not sent its last CDC yet, by token. */
+  private readonly quarantined = new Map<number, Rmb>();
+  private readonly owing = new Set<SmcrConnection>();
+  /**
+   * Tokens of RMBs offered in an Accept whose connection does not exist yet: the client may
+   * write (and send its CDC) as soon as it sent its Confirm, before the server has read it.
+   * The latest CDC for each is kept (cursors are totals, close flags stay set) for attach().
+   */
+  private readonly expected = new Map<number, SmcrCdc | undefined>();
+  /** Link UID (smc_link.link_uid) and link number; the group's ID for smcss. */
+  readonly linkUid = randomBytes(4);
+  readonly linkNum = 1;
+  confirmed = false;
+  dead = false;
+  private lingerTimer: NodeJS.Timeout | undefined;
+  private confirmWait: { resolve(): void; reject(e: Error): void; timer: NodeJS.Timeout } | undefined;
+  /** LLC messages dropped as Linux drops them (unknown type, short, bad length), and CDCs for no connection. */
+  readonly dropped = { llc: 0, cdc: 0 };
+  peerKey = '';
+
+  constructor(readonly dev: SmcrDevice, readonly role: LgrRole) {
+    this.link = new SmcrLink(dev);
+    this.link.handlers = {
+      message: (m) => this.onMessage(m),
+      sendable: () => this.onSendable(),
+      down: (reason) => this.onDown(reason),
+    };
+  }
+
+  static key(dev: SmcrDevice, peerId: Buffer, peerGid: Buffer): string {
+    return `${dev.address}|${peerId.toString('hex')}|${peerGid.toString('hex')}`;
+  }
+
+  /** Link groups to this peer that new connections may join. */
+  static find(key: string): SmcrLinkGroup[] {
+    return [...(SmcrLinkGroup.all.get(key) ?? [])].filter((g) => g.confirmed && !g.dead && !g.link.isDown && g.conns.size < MAX_CONNS);
+  }
+
+  /** Every link group of the process (smcss, tests). */
+  static list(): SmcrLinkGroup[] {
+    return [...SmcrLinkGroup.all.values()].flatMap((s) => [...s]);
+  }
+
+  /** Make the group findable for its peer, once the link is confirmed. */
+  register(key: string): void {
+    this.peerKey = key;
+    let set = SmcrLinkGroup.all.get(key);
+    if (!set) SmcrLinkGroup.all.set(key, set = new Set());
+    set.add(this);
+  }
+
+  // --- buffers -------------------------------------------------------------------------
+
+  takeRmb(size: number): Rmb {
+    const pooled = this.freeRmbs.get(size)?.pop();
+    if (pooled) return pooled;
+    const buf = Buffer.alloc(size);
+    return { buf, mr: this.dev.pd.regMr(buf, Access.LOCAL_WRITE | Access.REMOTE_WRITE), size };
+  }
+
+  takeSndbuf(size: number): Rmb {
+    const pooled = this.freeSndbufs.get(size)?.pop();
+    if (pooled) return pooled;
+    const buf = Buffer.alloc(size);
+    return { buf, mr: this.dev.pd.regMr(buf, 0), size };
+  }
+
+  private put(pool: Map<number, Rmb[]>, b: Rmb): void {
+    let l = pool.get(b.size);
+    if (!l) pool.set(b.size, l = []);
+    l.push(b);
+  }
+
+  /** A connection's buffers when its handshake failed before the peer learnt of them. */
+  giveBack(rmb: Rmb | undefined, sndbuf: Rmb | undefined, token?: number): void {
+    if (token !== undefined) this.expected.delete(token);
+    if (rmb) this.put(this.freeRmbs, rmb);
+    if (sndbuf) this.put(this.freeSndbufs, sndbuf);
+    this.maybeLinger();
+  }
+
+  static newToken(): number {
+    const t = nextToken;
+    nextToken = nextToken >= 0xffffffff ? 1 : nextToken + 1;
+    return t;
+  }
+
+  // --- connections ---------------------------------------------------------------------
+
+  /** A token was offered (server's Accept): hold its CDCs until attach(). */
+  expect(token: number): void {
+    this.expected.set(token, undefined);
+  }
+
+  attach(conn: SmcrConnection): void {
+    clearTimeout(this.lingerTimer);
+    this.lingerTimer = undefined;
+    this.conns.set(conn.token, conn);
+    const early = this.expected.get(conn.token);
+    this.expected.delete(conn.token);
+    if (early) conn.onCdc(early);
+  }
+
+  detach(conn: SmcrConnection): void {
+    if (this.conns.get(conn.token) !== conn) return;
+    this.conns.delete(conn.token);
+    this.owing.delete(conn);
+    this.put(this.freeSndbufs, conn.sndbuf);
+    if (conn.peerGone || this.link.isDown) this.put(this.freeRmbs, conn.rmb);
+    else this.quarantined.set(conn.token, conn.rmb);
+    this.maybeLinger();
+  }
+
+  owesCdc(conn: SmcrConnection): void {
+    this.owing.add(conn);
+  }
+
+  private maybeLinger(): void {
+    if (this.conns.size > 0 || this.lingerTimer || this.dead) return;
+    this.lingerTimer = setTimeout(() => this.free(true), LINGER_MS);
+    this.lingerTimer.unref();
+  }
+
+  // --- the link ------------------------------------------------------------------------
+
+  private onMessage(m: Buffer): void {
+    if (m[0] === CDC_TYPE) {
+      let cdc;
+      try { cdc = decodeSmcrCdc(m); } catch (e) { if (e instanceof SmcrWireError) { this.dropped.cdc++; return; } throw e; }
+      const conn = this.conns.get(cdc.token);
+      if (conn) { conn.onCdc(cdc); return; }
+      if (this.expected.has(cdc.token)) { this.expected.set(cdc.token, cdc); return; }
+      // The last CDC of a connection that ended here: its RMB may be reused now.
+      const q = this.quarantined.get(cdc.token);
+      if (q && (cdc.peerConnClosed || cdc.peerConnAbort)) {
+        this.quarantined.delete(cdc.token);
+        this.put(this.freeRmbs, q);
+      } else if (!q) this.dropped.cdc++; // smc_cdc.c 485-489: no connection with this token
+      return;
+    }
+    let llc: LlcMessage;
+    try { llc = decodeLlc(Buffer.from(m)); } catch (e) { if (e instanceof SmcrWireError) { this.dropped.llc++; return; } throw e; }
+    this.onLlc(llc);
+  }
+
+  private onLlc(m: LlcMessage): void {
+    switch (m.kind) {
+      case 'CONFIRM_LINK':
+        if (this.role === 'client' && !m.response) {
+          // smc_llc.c smc_llc_rx_response / af_smc.c smcr_clnt_conf_first_link: answer, and the link is up.
+          this.sendLlc({ ...this.confirmLinkMsg(), response: true });
+          this.confirmDone();
+        } else if (this.role === 'server' && m.response) {
+          this.confirmDone();
+        } else this.dropped.llc++;
+        return;
+      case 'TEST_LINK':
+        if (!m.response) this.sendLlc({ ...m, response: true });
+        return;
+      case 'DELETE_LINK':
+        // The peer takes the link (and with one link, the group) down (smc_llc.c smc_llc_rmt_delete_link).
+        if (!m.response) this.free(false, 'peer deleted the link');
+        return;
+      default:
+        // ADD_LINK, CONFIRM_RKEY, DELETE_RKEY, ...: not implemented yet (one link per group).
+        this.dropped.llc++;
+    }
+  }
+
+  private confirmLinkMsg(): LlcMessage {
+    return {
+      kind: 'CONFIRM_LINK', version: 2, response: false, noRmbeEyec: true, senderMac: this.dev.mac, senderGid: this.dev.gid,
+      senderQpn: this.link.qp.qpn, linkNum: this.linkNum, linkUid: this.linkUid, maxLinks: 1, maxConns: MAX_CONNS,
+    };
+  }
+
+  sendLlc(m: LlcMessage): void {
+    if (!this.link.canPost(1)) return; // LLC traffic is rare: a full queue means the link is in trouble anyway
+    this.link.post([{ kind: 'send', msg: encodeLlc(m) }]);
+  }
+
+  /**
+   * First contact: bring the link up. The server sends CONFIRM_LINK and waits for the
+   * response (2 s, af_smc.c 630-637); the client waits for the request (Linux waits
+   * SMC_LLC_WAIT_FIRST_TIME, af_smc.c 1898-1905) and answers it.
+   */
+  confirmFirstLink(): Promise<void> {
+    if (this.confirmed) return Promise.resolve();
+    return new Promise<void>((resolve, reject) => {
+      const ms = this.role === 'server' ? LLC_WAIT_MS : 2 * LLC_WAIT_MS;
+      const timer = setTimeout(() => { this.confirmWait = undefined; reject(new Error(`no CONFIRM_LINK ${this.role === 'server' ? 'response' : 'request'} within ${ms} ms`)); }, ms);
+      this.confirmWait = { resolve, reject, timer };
+      if (this.role === 'server') this.sendLlc(this.confirmLinkMsg());
+    });
+  }
+
+  private confirmDone(): void {
+    this.confirmed = true;
+    const w = this.confirmWait;
+    this.confirmWait = undefined;
+    if (w) { clearTimeout(w.timer); w.resolve(); }
+  }
+
+  private onSendable(): void {
+    if (this.owing.size === 0) return;
+    for (const c of [...this.owing]) {
+      if (!this.link.canPost(1)) return;
+      this.owing.delete(c);
+      c.sendable();
+    }
+  }
+
+  private onDown(reason: string): void {
+    const w = this.confirmWait;
+    this.confirmWait = undefined;
+    if (w) { clearTimeout(w.timer); w.reject(new Error(`link down: ${reason}`)); }
+    this.free(false, reason);
+  }
+
+  /**
+   * End the link group: tell the peer (DELETE_LINK, orderly, when the link still works),
+   * fail the connections still on it, destroy the QP and deregister the buffers.
+   */
+  free(orderly: boolean, reason = 'link group freed'): void {
+    if (this.dead) return;
+    this.dead = true;
+    clearTimeout(this.lingerTimer);
+    SmcrLinkGroup.all.get(this.peerKey)?.delete(this);
+    if (SmcrLinkGroup.all.get(this.peerKey)?.size === 0) SmcrLinkGroup.all.delete(this.peerKey);
+    if (orderly && !this.link.isDown) {
+      this.sendLlc({ kind: 'DELETE_LINK', version: 2, response: false, all: true, orderly: true, linkNum: this.linkNum, reason: LLC_DEL.PROG_INIT_TERM });
+    }
+    for (const c of [...this.conns.values()]) c.linkDown(reason);
+    // Let the DELETE_LINK leave before the QP goes.
+    setImmediate(() => {
+      this.link.destroy();
+      for (const pool of [this.freeRmbs, this.freeSndbufs]) for (const l of pool.values()) for (const b of l) try { b.mr.dereg(); } catch { /* context gone */ }
+      for (const b of this.quarantined.values()) try { b.mr.dereg(); } catch { /* context gone */ }
+      for (const c of this.conns.values()) {
+        for (const b of [c.rmb, c.sndbuf]) try { b.mr.dereg(); } catch { /* context gone */ }
+      }
+      this.freeRmbs.clear();
+      this.freeSndbufs.clear();
+      this.quarantined.clear();
+    });
+  }
+}

@@ -1,0 +1,179 @@
+// One SMC-R link: an RC QP between two RoCE devices, with the receive buffers for the 44-byte
+// LLC and CDC messages (Linux: struct smc_link, smc_ib.c's QP setup and smc_wr.c's work
+// request handling). The QP is created and its receives posted before the peer learns its QPN
+// (the CLC Accept or Confirm), then moved to RTS against the peer's QPN, PSN and GID with the
+// attributes Linux gives an SMC-R link QP:
+//   INIT: qp_access_flags REMOTE_WRITE (smc_ib.c 89-100: smc_ib_modify_qp_init)
+//   RTR:  path_mtu = the smaller of the two QP MTUs, max_dest_rd_atomic 1, min_rnr_timer 5
+//         (smc_ib.c 102-126: smc_ib_modify_qp_rtr; SMC_QP_MIN_RNR_TIMER smc_ib.h 26)
+//   RTS:  timeout 15, retry_cnt 7, rnr_retry 7, max_rd_atomic 1 (smc_ib.c 128-143;
+//         SMC_QP_TIMEOUT 15, SMC_QP_RETRY_CNT 7, SMC_QP_RNR_RETRY 7, smc_ib.h 27-29)
+// and a random initial PSN (smc_core.c: get_random_bytes(&lnk->psn_initial, 3)).
+//
+// Sends are signalled 44-byte inline SENDs (CDC, LLC) and RDMA WRITEs from registered send
+// buffers; the send queue has a fixed depth, and what does not fit waits for completions
+// (Linux waits for a free smc_wr_tx slot the same way, smc_wr.c smc_wr_tx_get_free_slot).
+// Completions come through a completion channel, so an idle link costs no CPU.
+
+import { randomBytes } from 'node:crypto';
+import { Access, QpType, SendFlags, WcOpcode, WcStatus, WrOpcode, wcStatusStr, type MtuValue } from '../../abi/enums.js';
+import type { Sge, WorkCompletion } from '../../abi/types.js';
+import { connectQp, initQp } from '../../verbs/connect.js';
+import type { CompChannel, CQ, MR, QP } from '../../verbs/api.js';
+import type { SmcrDevice } from './device.js';
+
+/** Linux's SMC_WR_TX_SIZE: every LLC (v1) and CDC message is 44 bytes. */
+export const WR_MSG_LEN = 44;
+/** Receive slot size (Linux: SMC_WR_BUF_SIZE 48). */
+const RX_SLOT = 48;
+/** Queue depths. Linux: SMC_WR_BUF_CNT 16 send slots and 3 × that receives (smc_wr.h 21); here more, as RDMA WRITEs share the queue. */
+const SQ_DEPTH = 256;
+const RQ_DEPTH = 256;
+
+/** Our end of a link as the CLC Accept/Confirm carry it. */
+export interface LinkLocal { qpn: number; psn: number; gid: Buffer; mac: Buffer; mtu: number }
+/** The peer's end. */
+export interface LinkRemote { qpn: number; psn: number; gid: Buffer; mtu: number }
+
+export interface LinkHandlers {
+  /** A 44-byte (or longer) message arrived: CDC (first byte 0xFE) or LLC. The buffer is valid only during the call. */
+  message(msg: Buffer): void;
+  /** The send queue has room again. */
+  sendable(): void;
+  /** The link failed: a work request completed in error (retries exhausted, the peer's NAK, a flush). */
+  down(reason: string): void;
+}
+
+export type Op = { kind: 'send'; msg: Buffer } | { kind: 'write'; sge: Sge; remoteAddr: number; rkey: number };
+
+export class SmcrLink {
+  readonly qp: QP;
+  private readonly cq: CQ;
+  private readonly channel: CompChannel;
+  private readonly rxMr: MR;
+  private readonly rxBuf: Buffer;
+  /** Where a message is staged for an INLINE SEND (the provider copies it at post time). */
+  private readonly txBuf = Buffer.alloc(64);
+  private readonly txMr: MR;
+  private readonly stopEvents: () => void;
+  readonly local: LinkLocal;
+  remote: LinkRemote | undefined;
+  /** Work requests posted and not yet completed. */
+  private inFlight = 0;
+  private wrSeq = 0;
+  isDown = false;
+  downReason = '';
+  /** Counters (smcss, tests): messages sent and received, RDMA WRITEs posted. */
+  readonly stats = { sends: 0, writes: 0, writeBytes: 0, recvs: 0 };
+  handlers: LinkHandlers | undefined;
+
+  constructor(readonly dev: SmcrDevice) {
+    this.channel = dev.ctx.createCompChannel();
+    this.cq = dev.ctx.createCq(SQ_DEPTH + RQ_DEPTH, { channel: this.channel });
+    this.qp = dev.pd.createQp({
+      qpType: QpType.RC, sendCq: this.cq, recvCq: this.cq,
+      cap: { maxSendWr: SQ_DEPTH, maxRecvWr: RQ_DEPTH, maxSendSge: 1, maxRecvSge: 1, maxInlineData: WR_MSG_LEN },
+    });
+    initQp(this.qp, { access: Access.REMOTE_WRITE | Access.LOCAL_WRITE });
+    this.rxBuf = Buffer.alloc(RQ_DEPTH * RX_SLOT);
+    this.rxMr = dev.pd.regMr(this.rxBuf, Access.LOCAL_WRITE);
+    this.txMr = dev.pd.regMr(this.txBuf, 0);
+    for (let i = 0; i < RQ_DEPTH; i++) this.postRecv(i);
+    this.local = { qpn: this.qp.qpn, psn: randomBytes(3).readUIntBE(0, 3), gid: dev.gid, mac: dev.mac, mtu: dev.mtu };
+    this.stopEvents = this.channel.onCqEvent(() => this.drain());
+    this.cq.reqNotify();
+  }
+
+  /** INIT -> RTR -> RTS against the peer, with Linux's SMC-R QP attributes (see above). */
+  connect(remote: LinkRemote): void {
+    this.remote = remote;
+    connectQp(this.qp, { qpn: remote.qpn, psn: remote.psn, gid: remote.gid }, {
+      psn: this.local.psn, mtu: Math.min(this.local.mtu, remote.mtu) as MtuValue, access: Access.REMOTE_WRITE | Access.LOCAL_WRITE,
+      timeout: 15, retryCnt: 7, rnrRetry: 7, minRnrTimer: 5, maxRdAtomic: 1, maxDestRdAtomic: 1, hopLimit: 64,
+    });
+  }
+
+  /** Room for n more work requests in the send queue. */
+  canPost(n: number): boolean {
+    return !this.isDown && this.inFlight + n <= SQ_DEPTH;
+  }
+
+  /**
+   * Post work requests in order (RC keeps their order on the wire and at the peer). The caller
+   * checks canPost() first; a post on a link that went down is dropped.
+   */
+  post(ops: Op[]): void {
+    if (this.isDown) return;
+    for (const op of ops) {
+      this.inFlight++;
+      if (op.kind === 'send') {
+        this.stats.sends++;
+        op.msg.copy(this.txBuf, 0);
+        this.qp.postSend({ wrId: ++this.wrSeq, opcode: WrOpcode.SEND, sendFlags: SendFlags.SIGNALED | SendFlags.INLINE, sgList: [this.txMr.sge(0, op.msg.length)] });
+      } else {
+        this.stats.writes++;
+        this.stats.writeBytes += op.sge.length;
+        this.qp.postSend({ wrId: ++this.wrSeq, opcode: WrOpcode.RDMA_WRITE, sendFlags: SendFlags.SIGNALED, sgList: [op.sge], rdma: { remoteAddr: op.remoteAddr, rkey: op.rkey } });
+      }
+    }
+  }
+
+  private postRecv(slot: number): void {
+    this.qp.postRecv({ wrId: slot, sgList: [this.rxMr.sge(slot * RX_SLOT, RX_SLOT)] });
+  }
+
+  private drain(): void {
+    let freed = false;
+    for (;;) {
+      const wcs = this.cq.poll(32);
+      if (wcs.length === 0) {
+        if (this.isDown) return;
+        this.cq.reqNotify();
+        const more = this.cq.poll(32);
+        if (more.length === 0) break;
+        freed = this.handle(more) || freed;
+        continue;
+      }
+      freed = this.handle(wcs) || freed;
+    }
+    if (freed && !this.isDown) this.handlers?.sendable();
+  }
+
+  private handle(wcs: WorkCompletion[]): boolean {
+    let freed = false;
+    for (const wc of wcs) {
+      if (wc.opcode & WcOpcode.RECV) {
+        if (wc.status !== WcStatus.SUCCESS) { this.fail(`receive completed with ${wcStatusStr(wc.status)}`); continue; }
+        const slot = Number(wc.wrId);
+        this.stats.recvs++;
+        const off = slot * RX_SLOT;
+        try {
+          this.handlers?.message(this.rxBuf.subarray(off, off + Math.min(wc.byteLen, RX_SLOT)));
+        } finally {
+          if (!this.isDown) this.postRecv(slot);
+        }
+      } else {
+        this.inFlight--;
+        freed = true;
+        if (wc.status !== WcStatus.SUCCESS) this.fail(`${wc.opcode === WcOpcode.RDMA_WRITE ? 'RDMA WRITE' : 'SEND'} completed with ${wcStatusStr(wc.status)}`);
+      }
+    }
+    return freed;
+  }
+
+  private fail(reason: string): void {
+    if (this.isDown) return;
+    this.isDown = true;
+    this.downReason = reason;
+    this.handlers?.down(reason);
+  }
+
+  /** Destroy the QP and its CQ (the peer's next packet is answered by nothing: its retries run out). */
+  destroy(): void {
+    this.isDown = true;
+    this.stopEvents();
+    for (const f of [() => this.qp.destroy(), () => this.rxMr.dereg(), () => this.txMr.dereg(), () => this.cq.destroy(), () => this.channel.destroy()]) {
+      try { f(); } catch { /* the context is gone already */ }
+    }
+  }
+}
