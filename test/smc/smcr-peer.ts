@@ -1,0 +1,144 @@
+// One end of the SMC-R tests (smcr.test.ts), run as its own process inside a network namespace.
+// Each creates an rxe device on its address (UDP 4791 of its own namespace) and uses
+// softrdma/smc sockets with `smcr: { device }`. Prints JSON lines the test waits on.
+//
+//   node smcr-peer.js server --bind A --listen SERVICE:PORT,... (echo, count, sink; plain-echo: a server without smcr)
+//   node smcr-peer.js client --bind B --peer A --port P --test echo|halfclose|stream|two [--mib N]
+
+import { createHash } from 'node:crypto';
+import { parseArgs } from 'node:util';
+import { createRxeDevice } from '../../src/index.js';
+import * as smc from '../../src/smc/index.js';
+import { SmcrLinkGroup } from '../../src/smc/smcr/lgr.js';
+
+const { positionals, values } = parseArgs({
+  allowPositionals: true,
+  options: {
+    bind: { type: 'string' }, peer: { type: 'string' }, port: { type: 'string' }, listen: { type: 'string' },
+    test: { type: 'string' }, mib: { type: 'string', default: '4' },
+  },
+});
+const role = positionals[0];
+const out = (o: Record<string, unknown>) => process.stdout.write(`${JSON.stringify(o)}\n`);
+
+const device = await createRxeDevice({ address: values.bind!, port: 4791, name: `rxe_${role}` });
+device.unref();
+
+/** Deterministic bytes: a counter stream, so both ends can hash what they expect. */
+function pattern(n: number, seed: number): Buffer {
+  const b = Buffer.allocUnsafe(n);
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i < n; i += 4) {
+    x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0;
+    b.writeUInt32LE(x, i);
+  }
+  return b;
+}
+
+function lgrs() {
+  return SmcrLinkGroup.list().map((g) => ({ conns: g.conns.size, qpn: g.link.qp.qpn, peerQpn: g.link.remote?.qpn, confirmed: g.confirmed, sends: g.link.stats.sends, writes: g.link.stats.writes }));
+}
+
+function serve(service: string, port: number): void {
+  const plain = service.startsWith('plain-');
+  if (plain) service = service.slice(6);
+  const server = smc.createServer(plain ? {} : { smcr: { device } }, (sock) => {
+    const info = () => smc.getSmcInfo(sock);
+    sock.on('error', (e: NodeJS.ErrnoException) => out({ server: 'error', code: e.code, message: e.message }));
+    sock.on('close', (hadError) => out({ server: 'close', hadError, lgrs: lgrs() }));
+    if (service === 'echo') {
+      sock.pipe(sock);
+      sock.once('data', () => out({ server: 'conn', mode: info().mode, lgrs: lgrs() }));
+    } else if (service === 'count') {
+      let n = 0;
+      const h = createHash('sha256');
+      sock.on('data', (d: Buffer) => { n += d.length; h.update(d); });
+      sock.on('end', () => {
+        out({ server: 'end', bytes: n, mode: info().mode });
+        sock.end(`${n} ${h.digest('hex')}\n`);
+      });
+    } else {
+      let n = 0;
+      sock.on('data', (d: Buffer) => { n += d.length; });
+      sock.once('data', () => out({ server: 'conn', mode: info().mode }));
+      setInterval(() => out({ server: 'sink', bytes: n }), 200).unref();
+    }
+  });
+  server.listen(port, values.bind, () => out({ listening: port }));
+}
+
+if (role === 'server') {
+  for (const l of values.listen!.split(',')) {
+    const [service, port] = l.split(':');
+    serve(service!, Number(port));
+  }
+} else {
+  const mib = Number(values.mib);
+  const connect = () => smc.connect({ host: values.peer!, port: Number(values.port), localAddress: values.bind!, smcr: { device } });
+  const fail = (e: Error) => { out({ client: 'fail', message: e.message, stack: e.stack }); process.exit(1); };
+  const echo = (seed: number) => new Promise<Record<string, unknown>>((resolve, reject) => {
+    const sock = connect();
+    const data = pattern(mib << 20, seed);
+    const got: Buffer[] = [];
+    let n = 0;
+    const t0 = performance.now();
+    sock.on('error', reject);
+    sock.on('connect', () => {
+      // Several writes of 256 KiB: the ring (512 KiB) wraps and fills many times.
+      for (let off = 0; off < data.length; off += 256 * 1024) sock.write(data.subarray(off, off + 256 * 1024));
+    });
+    sock.on('data', (d: Buffer) => {
+      got.push(d);
+      n += d.length;
+      if (n >= data.length) {
+        const ms = performance.now() - t0;
+        const ok = Buffer.concat(got).equals(data);
+        const info = smc.getSmcInfo(sock);
+        sock.end();
+        sock.on('close', (hadError) => resolve({ client: 'echo', ok, bytes: n, ms: Math.round(ms), mode: info.mode, fallbackReason: info.fallbackReason, peerDeclineReason: info.peerDeclineReason, bufferSize: info.bufferSize, peerBufferSize: info.peerBufferSize, smcBytesSent: info.smcBytesSent, hadError }));
+      }
+    });
+  });
+  try {
+    if (values.test === 'echo') {
+      out(await echo(1));
+    } else if (values.test === 'two') {
+      // A second connection to the same peer reuses the link group (no second CONFIRM_LINK).
+      out(await echo(2));
+      const before = lgrs();
+      out({ ...(await echo(3)), lgrsBefore: before, lgrsAfter: lgrs() });
+      const both = await Promise.all([echo(4), echo(5)]);
+      out({ client: 'parallel', ok: both.every((r) => r.ok && r.mode === 'SMCR'), lgrs: lgrs() });
+    } else if (values.test === 'halfclose') {
+      const sock = connect();
+      const data = pattern(mib << 20, 9);
+      const events: string[] = [];
+      let reply = '';
+      sock.setEncoding('utf8');
+      sock.on('error', (e) => events.push(`error ${(e as NodeJS.ErrnoException).code}`));
+      sock.on('data', (d: string) => { reply += d; });
+      sock.on('end', () => events.push('end'));
+      sock.on('finish', () => events.push('finish'));
+      sock.on('connect', () => { sock.write(data); sock.end(); });
+      sock.on('close', (hadError) => {
+        events.push(`close ${hadError}`);
+        out({ client: 'halfclose', reply: reply.trim(), expected: `${data.length} ${createHash('sha256').update(data).digest('hex')}`, events, mode: smc.getSmcInfo(sock).mode });
+      });
+    } else if (values.test === 'stream') {
+      // Write until the peer goes away; report how the socket learnt of it.
+      const sock = connect();
+      const chunk = pattern(64 * 1024, 7);
+      let sent = 0;
+      sock.once('smc', (info: smc.SmcInfo) => out({ client: 'settled', mode: info.mode }));
+      sock.on('connect', () => {
+        const pump = () => { while (sock.write(chunk)) { sent += chunk.length; if (sock.destroyed) return; } sent += chunk.length; };
+        sock.on('drain', pump);
+        pump();
+      });
+      sock.on('error', (e: NodeJS.ErrnoException) => out({ client: 'error', code: e.code, message: e.message, sent, at: Date.now() }));
+      sock.on('close', (hadError) => { out({ client: 'close', hadError, at: Date.now() }); process.exit(0); });
+    }
+  } catch (e) {
+    fail(e as Error);
+  }
+}

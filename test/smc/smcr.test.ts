@@ -1,0 +1,150 @@
+// SMC-R between two processes in two network namespaces joined by a veth pair: each process
+// has its own rxe device on its address (UDP 4791 of its namespace) and softrdma/smc sockets
+// with `smcr: { device }`. The byte stream goes by RDMA WRITE + CDC (src/smc/smcr/); the
+// TCP connection carries only the CLC handshake. Skipped, saying why, when namespaces cannot be
+// made (not root, no iproute2, a sandbox that forbids them).
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { jsonLines, runNode, type Proc } from '../helpers/procs.js';
+import { DECLINE } from '../../src/smc/clc.js';
+
+const PEER = fileURLToPath(new URL('./smcr-peer.js', import.meta.url));
+const tag = `sm${process.pid % 100000}`;
+const NS_A = `${tag}a`, NS_B = `${tag}b`;
+const ADDR_A = '10.233.7.1', ADDR_B = '10.233.7.2';
+/** A second address in A, for the process the kill test ends (each process has its own rxe device on UDP 4791 of its address). */
+const ADDR_A2 = '10.233.7.3';
+
+function ip(...args: string[]) { execFileSync('ip', args, { stdio: ['ignore', 'ignore', 'pipe'] }); }
+
+function setUp(): string | undefined {
+  if (process.getuid?.() !== 0) return 'needs root to create network namespaces';
+  try {
+    execFileSync('ip', ['-V'], { stdio: 'ignore' });
+  } catch {
+    return 'iproute2 (ip) is not installed';
+  }
+  try {
+    ip('netns', 'add', NS_A);
+    ip('netns', 'add', NS_B);
+    ip('link', 'add', `${tag}va`, 'type', 'veth', 'peer', 'name', `${tag}vb`);
+    ip('link', 'set', `${tag}va`, 'netns', NS_A);
+    ip('link', 'set', `${tag}vb`, 'netns', NS_B);
+    for (const [ns, dev, addr] of [[NS_A, `${tag}va`, ADDR_A], [NS_B, `${tag}vb`, ADDR_B]] as const) {
+      ip('-n', ns, 'addr', 'add', `${addr}/24`, 'dev', dev);
+      ip('-n', ns, 'link', 'set', dev, 'up');
+      ip('-n', ns, 'link', 'set', 'lo', 'up');
+    }
+    ip('-n', NS_A, 'addr', 'add', `${ADDR_A2}/24`, 'dev', `${tag}va`);
+    return undefined;
+  } catch (err) {
+    tearDown();
+    const msg = (err as { stderr?: Buffer }).stderr?.toString().trim() || (err as Error).message;
+    return `this machine forbids the namespace setup: ${msg}`;
+  }
+}
+
+function tearDown() {
+  for (const ns of [NS_A, NS_B]) try { ip('netns', 'del', ns); } catch { /* already gone */ }
+}
+
+const skip = setUp();
+const procs: Proc[] = [];
+
+function server(bind: string, listen: string): Proc {
+  const p = runNode(PEER, ['server', '--bind', bind, '--listen', listen], { netns: NS_A });
+  procs.push(p);
+  return p;
+}
+
+function client(port: number, t: string, mib = 4, peer = ADDR_A): Proc {
+  const p = runNode(PEER, ['client', '--bind', ADDR_B, '--peer', peer, '--port', String(port), '--test', t, '--mib', String(mib)], { netns: NS_B });
+  procs.push(p);
+  return p;
+}
+
+/** The first JSON line with key === value, waited for with a bound. */
+async function line(p: Proc, key: string, value: unknown, ms = 30_000): Promise<Record<string, unknown>> {
+  return p.waitUntil((out) => jsonLines(out).find((l) => l[key] === value), `a line with ${key}=${String(value)}`, ms);
+}
+
+test('SMC-R across two network namespaces', { skip }, async (t) => {
+  t.after(async () => {
+    for (const p of procs) if (p.child.exitCode === null) p.child.kill('SIGKILL');
+    await Promise.all(procs.map((p) => p.exit(5000).catch(() => undefined)));
+    tearDown();
+  });
+  const srv = server(ADDR_A, 'echo:7101,count:7102,plain-echo:7104');
+  await srv.waitUntil((out) => (jsonLines(out).filter((l) => l.listening).length === 3 ? true : undefined), 'three listeners');
+  const echo = srv, count = srv;
+
+  await t.test('8 MiB echo is byte-exact both ways, and both ends report SMCR', async () => {
+    const c = client(7101, 'echo', 8);
+    const r = await line(c, 'client', 'echo', 60_000);
+    assert.equal(r.ok, true, JSON.stringify(r));
+    assert.equal(r.mode, 'SMCR');
+    assert.equal(r.bytes, 8 << 20);
+    assert.equal(r.smcBytesSent, 8 << 20);
+    assert.equal(r.bufferSize, 512 * 1024, 'the RMB is the socket buffer size capped at SMC-R\'s 512 KiB');
+    assert.equal(r.hadError, false);
+    assert.equal(await c.exit(10_000), 0, c.stdout + c.stderr);
+    const s = await line(echo, 'server', 'conn');
+    assert.equal(s.mode, 'SMCR');
+  });
+
+  await t.test('later connections to the same peer reuse the link group, also in parallel', async () => {
+    const c = client(7101, 'two', 2);
+    const second = await c.waitUntil((out) => jsonLines(out).find((l) => l.client === 'echo' && l.lgrsBefore), 'the second echo', 60_000);
+    assert.equal(second.ok, true);
+    assert.equal(second.mode, 'SMCR');
+    const before = second.lgrsBefore as Array<Record<string, unknown>>;
+    const after = second.lgrsAfter as Array<Record<string, unknown>>;
+    assert.equal(before.length, 1, 'one link group after the first connection');
+    assert.equal(after.length, 1, 'still one: the second connection joined it');
+    assert.equal(after[0]!.qpn, before[0]!.qpn);
+    const par = await line(c, 'client', 'parallel', 60_000);
+    assert.equal(par.ok, true, JSON.stringify(par));
+    assert.equal((par.lgrs as unknown[]).length, 1);
+    assert.equal(await c.exit(10_000), 0, c.stdout + c.stderr);
+  });
+
+  await t.test('half-close: end() is the peer\'s end after all data; the peer can still answer', async () => {
+    const c = client(7102, 'halfclose', 3);
+    const r = await line(c, 'client', 'halfclose', 60_000);
+    assert.equal(r.mode, 'SMCR');
+    assert.equal(r.reply, r.expected, 'the server counted and hashed every byte before its end');
+    assert.deepEqual(r.events, ['finish', 'end', 'close false']);
+    const s = await line(count, 'server', 'end');
+    assert.equal(s.mode, 'SMCR');
+    assert.equal(s.bytes, 3 << 20);
+  });
+
+  await t.test('a server without smcr declines (SMC_CLC_DECL_NOSMCRDEV) and the connection is TCP, byte-exact', async () => {
+    const c = client(7104, 'echo', 1);
+    const r = await line(c, 'client', 'echo', 60_000);
+    assert.equal(r.ok, true);
+    assert.equal(r.mode, 'TCP');
+    assert.equal(r.peerDeclineReason, DECLINE.NOSMCRDEV);
+    assert.equal(r.fallbackReason, DECLINE.PEERDECL);
+  });
+
+  await t.test('a peer killed mid-transfer: the writer gets an error within 2 s', async () => {
+    const sink = server(ADDR_A2, 'sink:7103');
+    await sink.waitFor(/"listening"/);
+    const c = client(7103, 'stream', 0, ADDR_A2);
+    const settled = await line(c, 'client', 'settled');
+    assert.equal(settled.mode, 'SMCR');
+    // Bytes are moving (the sink reports what it received).
+    await sink.waitUntil((out) => jsonLines(out).find((l) => l.server === 'sink' && (l.bytes as number) > 1 << 20), 'bytes at the sink');
+    const killedAt = Date.now();
+    sink.child.kill('SIGKILL');
+    const err = await line(c, 'client', 'error', 5000);
+    const elapsed = (err.at as number) - killedAt;
+    assert.ok(elapsed < 2000, `error ${elapsed} ms after the kill`);
+    assert.equal(err.code, 'ECONNRESET');
+    await line(c, 'client', 'close', 5000);
+  });
+});
