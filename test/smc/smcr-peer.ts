@@ -2,7 +2,7 @@
 // Each creates an rxe device on its address (UDP 4791 of its own namespace) and uses
 // softrdma/smc sockets with `smcr: { device }`. Prints JSON lines the test waits on.
 //
-//   node smcr-peer.js server --bind A --listen SERVICE:PORT,... (echo, count, sink; plain-echo: a server without smcr)
+//   node smcr-peer.js server --bind A --listen SERVICE:PORT,... (echo, count, sink, reset; plain-echo: a server without smcr)
 //   node smcr-peer.js client --bind B --peer A --port P --test echo|halfclose|stream|two [--mib N]
 
 import { createHash } from 'node:crypto';
@@ -10,6 +10,7 @@ import { parseArgs } from 'node:util';
 import { createRxeDevice } from '../../src/index.js';
 import * as smc from '../../src/smc/index.js';
 import { SmcrLinkGroup } from '../../src/smc/smcr/lgr.js';
+import { smcState } from '../../src/smc/state.js';
 
 const { positionals, values } = parseArgs({
   allowPositionals: true,
@@ -42,7 +43,8 @@ function lgrs() {
 function serve(service: string, port: number): void {
   const plain = service.startsWith('plain-');
   if (plain) service = service.slice(6);
-  const server = smc.createServer(plain ? {} : { smcr: { device } }, (sock) => {
+  // smcr: true finds the device by the connection's local address (the client names its device).
+  const server = smc.createServer(plain ? {} : { smcr: true }, (sock) => {
     const info = () => smc.getSmcInfo(sock);
     sock.on('error', (e: NodeJS.ErrnoException) => out({ server: 'error', code: e.code, message: e.message }));
     sock.on('close', (hadError) => out({ server: 'close', hadError, lgrs: lgrs() }));
@@ -56,6 +58,21 @@ function serve(service: string, port: number): void {
       sock.on('end', () => {
         out({ server: 'end', bytes: n, mode: info().mode });
         sock.end(`${n} ${h.digest('hex')}\n`);
+      });
+    } else if (service === 'reset') {
+      // Read one chunk, stop reading, and close once bytes wait unread in the RMB: TCP's rule
+      // makes that an abort (peer_conn_abort), the peer's ECONNRESET.
+      sock.once('data', () => {
+        sock.pause();
+        const deadline = Date.now() + 10_000;
+        const look = () => {
+          const unread = smcState(sock)?.conn?.unreadNow() ?? 0;
+          if (unread > 0 || Date.now() > deadline) {
+            out({ server: 'destroying', unread, mode: info().mode });
+            sock.destroy();
+          } else setImmediate(look);
+        };
+        look();
       });
     } else {
       let n = 0;

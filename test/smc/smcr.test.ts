@@ -77,8 +77,8 @@ test('SMC-R across two network namespaces', { skip }, async (t) => {
     await Promise.all(procs.map((p) => p.exit(5000).catch(() => undefined)));
     tearDown();
   });
-  const srv = server(ADDR_A, 'echo:7101,count:7102,plain-echo:7104');
-  await srv.waitUntil((out) => (jsonLines(out).filter((l) => l.listening).length === 3 ? true : undefined), 'three listeners');
+  const srv = server(ADDR_A, 'echo:7101,count:7102,reset:7105,plain-echo:7104');
+  await srv.waitUntil((out) => (jsonLines(out).filter((l) => l.listening).length === 4 ? true : undefined), 'four listeners');
   const echo = srv, count = srv;
 
   await t.test('8 MiB echo is byte-exact both ways, and both ends report SMCR', async () => {
@@ -129,6 +129,17 @@ test('SMC-R across two network namespaces', { skip }, async (t) => {
     assert.equal(r.mode, 'TCP');
     assert.equal(r.peerDeclineReason, DECLINE.NOSMCRDEV);
     assert.equal(r.fallbackReason, DECLINE.PEERDECL);
+  });
+
+  await t.test('closing with bytes unread in the RMB is an abort: the writer gets ECONNRESET', async () => {
+    const c = client(7105, 'stream');
+    assert.equal((await line(c, 'client', 'settled')).mode, 'SMCR');
+    const d = await line(srv, 'server', 'destroying');
+    assert.ok((d.unread as number) > 0);
+    const err = await line(c, 'client', 'error', 5000);
+    assert.equal(err.code, 'ECONNRESET');
+    assert.match(err.message as string, /aborted/);
+    await line(c, 'client', 'close', 5000);
   });
 
   await t.test('a peer killed mid-transfer: the writer gets an error within 2 s', async () => {
