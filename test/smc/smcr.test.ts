@@ -88,7 +88,8 @@ test('SMC-R across two network namespaces', { skip }, async (t) => {
     assert.equal(r.mode, 'SMCR');
     assert.equal(r.bytes, 8 << 20);
     assert.equal(r.smcBytesSent, 8 << 20);
-    assert.equal(r.bufferSize, 512 * 1024, 'the RMB is the socket buffer size capped at SMC-R\'s 512 KiB');
+    assert.equal(r.bufferSize, 1024 * 1024, 'the RMB is the socket buffer size (default 1 MiB)');
+    assert.equal(r.peerBufferSize, 1024 * 1024);
     assert.equal(r.hadError, false);
     assert.equal(await c.exit(10_000), 0, c.stdout + c.stderr);
     const s = await line(echo, 'server', 'conn');

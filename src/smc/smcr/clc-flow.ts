@@ -28,8 +28,8 @@ import { MAX_CONNS, SmcrLinkGroup, type Rmb } from './lgr.js';
 
 /** The user EID softrdma offers and accepts (blank-padded to 32 on the wire; a Linux peer needs `smcr ueid add SOFTRDMA-SMCR`). */
 export const SOFTRDMA_UEID = 'SOFTRDMA-SMCR'.padEnd(32, ' ');
-/** SMC-R RMBs go up to 512 KiB (Linux: SMCR_RMBE_SIZES 5, 16 KiB << 5). */
-export const SMCR_MAX_RMB = 512 * 1024;
+/** SMC-R RMBs go up to 16 KiB << 15 = 512 MiB in Linux 6.12 (SMCR_RMBE_SIZES, smc_core.c 2059). */
+export const SMCR_MAX_RMB = 16384 * 2 ** 15;
 
 /** What the SMC-R flow needs from the socket's handshake (handshake.ts). */
 export interface SmcrOps {
@@ -63,7 +63,7 @@ interface Hs {
 
 const handshakes = new WeakMap<object, Hs>();
 
-/** The RMB size for a connection: the socket's buffer size, at most SMC-R's 512 KiB. */
+/** The RMB size for a connection: the socket's buffer size (smcBufferSize), within SMC-R's sizes. */
 function rmbSize(opts: ResolvedSmcOptions): number {
   return Math.min(opts.bufferSize, SMCR_MAX_RMB);
 }

@@ -7,10 +7,13 @@
 // SMC-D (smcd-connection.ts); everything the peer sends is checked: a cursor that moves back
 // or past the ring is a protocol error, never an out-of-bounds access.
 //
-// The consumer cursor goes back to the peer as Linux's smc_tx_consumer_update does (smc_tx.c):
-// when what we consumed since the last update reaches the update limit
-// (smc_rmb_wnd_update_limit: min(rmbe_size / 10, SOCK_MIN_SNDBUF / 2)), or at once when the
-// peer said write_blocked or cons_curs_upd_req, and with every CDC we send anyway.
+// The consumer cursor goes back to the peer as Linux's smc_tx_consumer_update decides
+// (smc_tx.c 699-733): at once when the peer asked (cons_curs_upd_req) or on a forced update;
+// otherwise when what we consumed since the last update exceeds the update limit
+// (smc_rmb_wnd_update_limit, smc_core.c 2119-2122: max(rmbe_size / 10, SOCK_MIN_SNDBUF / 2))
+// and either the writer sees half the ring or less free, or it said write_blocked. Every CDC
+// we send carries the cursor anyway. write_blocked is set as smc_tx.c 501 does: what we have
+// to send is at least the room in the peer's RMB.
 
 import {
   CONN_ABORT, CONN_CLOSED, CONN_DONE_WRITING, PROD_CONS_UPD_REQ, PROD_WRITE_BLOCKED,
@@ -31,8 +34,8 @@ function cursorDelta(total: number, ring: number, wrap: number, count: number): 
 /** The peer's RMB element as its Accept or Confirm described it. */
 export interface PeerRmb { token: number; rkey: number; addr: number; size: number }
 
-/** SOCK_MIN_SNDBUF / 2 on 64-bit Linux (2 × TCP_SKB_MIN_TRUESIZE / 2: 2048 + the aligned sk_buff). */
-const UPDATE_LIMIT_CAP = 2304;
+/** SOCK_MIN_SNDBUF / 2 on x86-64 Linux: TCP_SKB_MIN_TRUESIZE, 2048 + the cache-aligned sk_buff (256). */
+const UPDATE_LIMIT_MIN = 2304;
 /** The most one delivery copies out of the ring. */
 const SLICE = 64 * 1024;
 /**
@@ -80,7 +83,7 @@ export class SmcrConnection implements SmcTransport {
     this.rxRing = rmb.size;
     this.txRing = peer.size;
     if (sndbuf.size < peer.size) throw new RangeError('send buffer smaller than the peer RMB');
-    this.updateLimit = Math.max(1, Math.min(Math.floor(this.rxRing / 10), UPDATE_LIMIT_CAP));
+    this.updateLimit = Math.max(Math.floor(this.rxRing / 10), UPDATE_LIMIT_MIN);
   }
 
   get mode(): SmcTransportMode { return 'SMCR'; }
@@ -123,7 +126,10 @@ export class SmcrConnection implements SmcTransport {
         this.prodFlags |= PROD_WRITE_BLOCKED;
         this.sendCdc();
       }
-      if (space > 0) this.waitingForQueue = true;
+      if (space > 0) {
+        this.waitingForQueue = true;
+        this.lgr.wantsQueue(this);
+      }
       return 0;
     }
     const n = Math.min(space, data.length);
@@ -138,7 +144,7 @@ export class SmcrConnection implements SmcTransport {
     if (n > first) ops.push({ kind: 'write', sge: this.sndbuf.mr.sge(0, n - first), remoteAddr: this.peer.addr, rkey: this.peer.rkey });
     this.produced += n;
     this.bytesSent += n;
-    if (n < data.length) this.prodFlags |= PROD_WRITE_BLOCKED;
+    if (data.length >= space) this.prodFlags |= PROD_WRITE_BLOCKED;
     else this.prodFlags &= ~PROD_WRITE_BLOCKED;
     ops.push({ kind: 'send', msg: this.cdc() });
     link.post(ops);
@@ -167,7 +173,7 @@ export class SmcrConnection implements SmcTransport {
     if (link.isDown) return;
     if (!link.canPost(1)) {
       this.cdcPending = true;
-      this.lgr.owesCdc(this);
+      this.lgr.wantsQueue(this);
       return;
     }
     link.post([{ kind: 'send', msg: this.cdc() }]);
@@ -285,8 +291,7 @@ export class SmcrConnection implements SmcTransport {
     if (consDelta > 0) this.h.writable();
     if (this.released) return;
     this.deliver();
-    // A writer that is blocked waits for our cursor even if nothing new came to deliver.
-    if (this.peerProdFlags & (PROD_WRITE_BLOCKED | PROD_CONS_UPD_REQ)) this.updateConsumer(true);
+    this.updateConsumer(false);
     this.reportState();
   }
 
@@ -311,10 +316,13 @@ export class SmcrConnection implements SmcTransport {
     return any;
   }
 
-  /** Tell the peer our consumer cursor when the update limit is reached, or now (force). */
+  /** smc_tx_consumer_update (smc_tx.c 699-733): tell the peer our consumer cursor when it needs it. */
   private updateConsumer(force: boolean): void {
     if (this.released || this.consumed === this.consSent) return;
-    if (force || this.consumed - this.consSent >= this.updateLimit || (this.peerProdFlags & (PROD_WRITE_BLOCKED | PROD_CONS_UPD_REQ))) this.sendCdc();
+    const toConfirm = this.consumed - this.consSent;
+    const senderFree = this.rxRing - (this.peerProduced - this.consSent);
+    if (force || (this.peerProdFlags & PROD_CONS_UPD_REQ)
+      || (toConfirm > this.updateLimit && (senderFree <= this.rxRing / 2 || (this.peerProdFlags & PROD_WRITE_BLOCKED)))) this.sendCdc();
   }
 
   private reportState(): void {

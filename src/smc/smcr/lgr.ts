@@ -25,7 +25,12 @@ import { SmcrLink } from './link.js';
 
 /** Linux's SMC_RMBS_PER_LGR_MAX: connections per link group. */
 export const MAX_CONNS = 255;
-/** How long an unused link group stays for the next connection (Linux: SMC_LGR_FREE_DELAY_CLNT 10 s, smc_core.h). */
+/**
+ * How long an unused link group stays for the next connection. Linux keeps one 600 s (server)
+ * or 610 s (client; SMC_LGR_FREE_DELAY_SERV/CLNT, smc_core.c 40-41) and relies on TEST_LINK to
+ * notice a peer that went away meanwhile; softrdma has no TEST_LINK keepalive yet, so it keeps
+ * them 10 s, and a link group whose peer process ended does not stay long.
+ */
 const LINGER_MS = 10_000;
 
 /** A registered buffer: an RMB (REMOTE_WRITE) or a send buffer (local only). */
@@ -156,7 +161,8 @@ export class SmcrLinkGroup {
     this.maybeLinger();
   }
 
-  owesCdc(conn: SmcrConnection): void {
+  /** The connection waits for room in the send queue (a CDC it owes, or a write). */
+  wantsQueue(conn: SmcrConnection): void {
     this.owing.add(conn);
   }
 
@@ -225,9 +231,10 @@ export class SmcrLinkGroup {
   }
 
   /**
-   * First contact: bring the link up. The server sends CONFIRM_LINK and waits for the
-   * response (2 s, af_smc.c 630-637); the client waits for the request (Linux waits
-   * SMC_LLC_WAIT_FIRST_TIME, af_smc.c 1898-1905) and answers it.
+   * First contact: bring the link up. The server sends CONFIRM_LINK and waits
+   * SMC_LLC_WAIT_TIME (2 s) for the response (smcr_serv_conf_first_link, af_smc.c 1894-1899);
+   * the client waits twice that for the request and answers it (smcr_clnt_conf_first_link,
+   * af_smc.c 625-631). No answer: Decline TIMEOUT_CL and TCP, as Linux.
    */
   confirmFirstLink(): Promise<void> {
     if (this.confirmed) return Promise.resolve();

@@ -2,13 +2,13 @@
 // LLC and CDC messages (Linux: struct smc_link, smc_ib.c's QP setup and smc_wr.c's work
 // request handling). The QP is created and its receives posted before the peer learns its QPN
 // (the CLC Accept or Confirm), then moved to RTS against the peer's QPN, PSN and GID with the
-// attributes Linux gives an SMC-R link QP:
-//   INIT: qp_access_flags REMOTE_WRITE (smc_ib.c 89-100: smc_ib_modify_qp_init)
-//   RTR:  path_mtu = the smaller of the two QP MTUs, max_dest_rd_atomic 1, min_rnr_timer 5
-//         (smc_ib.c 102-126: smc_ib_modify_qp_rtr; SMC_QP_MIN_RNR_TIMER smc_ib.h 26)
-//   RTS:  timeout 15, retry_cnt 7, rnr_retry 7, max_rd_atomic 1 (smc_ib.c 128-143;
-//         SMC_QP_TIMEOUT 15, SMC_QP_RETRY_CNT 7, SMC_QP_RNR_RETRY 7, smc_ib.h 27-29)
-// and a random initial PSN (smc_core.c: get_random_bytes(&lnk->psn_initial, 3)).
+// attributes Linux 6.12 gives an SMC-R link QP (net/smc/smc_ib.c):
+//   INIT: qp_access_flags LOCAL_WRITE | REMOTE_WRITE (smc_ib_modify_qp_init, 47-60)
+//   RTR:  path_mtu = the smaller of the two QP MTUs, hop limit 1 (no gateway), max_dest_rd_atomic
+//         1, min_rnr_timer 5 (smc_ib_modify_qp_rtr, 62-93)
+//   RTS:  timeout 15, retry_cnt 7, rnr_retry 7, max_rd_atomic 1 (smc_ib_modify_qp_rts, 95-112;
+//         the SMC_QP_* values at 35-38)
+// and a random 24-bit initial PSN (smc_core.c 822-824).
 //
 // Sends are signalled 44-byte inline SENDs (CDC, LLC) and RDMA WRITEs from registered send
 // buffers; the send queue has a fixed depth, and what does not fit waits for completions
@@ -89,7 +89,7 @@ export class SmcrLink {
     this.remote = remote;
     connectQp(this.qp, { qpn: remote.qpn, psn: remote.psn, gid: remote.gid }, {
       psn: this.local.psn, mtu: Math.min(this.local.mtu, remote.mtu) as MtuValue, access: Access.REMOTE_WRITE | Access.LOCAL_WRITE,
-      timeout: 15, retryCnt: 7, rnrRetry: 7, minRnrTimer: 5, maxRdAtomic: 1, maxDestRdAtomic: 1, hopLimit: 64,
+      timeout: 15, retryCnt: 7, rnrRetry: 7, minRnrTimer: 5, maxRdAtomic: 1, maxDestRdAtomic: 1, hopLimit: 1,
     });
   }
 
