@@ -30,7 +30,7 @@ import { kick, stayAwakeUntil } from './poller.js';
 import { peerKey, recordConnection, shouldTrySmc } from './handshake-control.js';
 import { policyAllows } from './policy.js';
 import { SmcdConnection } from './smcd-connection.js';
-import { inSmcrHandshake, onSmcrClc, releaseSmcr, smcrProposal, type SmcrOps } from './smcr/clc-flow.js';
+import { inSmcrHandshake, onSmcrClc, releaseSmcr, smcrDecline, smcrProposal, type SmcrOps } from './smcr/clc-flow.js';
 import type { Socket } from './socket.js';
 import { connReset, getSmcInfo, kSmc, restoreOwner, toBuffer, withSmcCounters, type Held, type SmcState } from './state.js';
 import { countSettled } from './status.js';
@@ -90,7 +90,7 @@ export function handleGone(sock: Socket, s: SmcState): boolean {
 }
 
 function sendDecline(sock: Socket, s: SmcState, reason: number): void {
-  rawWrite(sock, s, encodeDecline({ diagnosis: reason, smcd: true }));
+  rawWrite(sock, s, inSmcrHandshake(s) ? smcrDecline(reason) : encodeDecline({ diagnosis: reason, smcd: true }));
 }
 
 function startTimer(sock: Socket, s: SmcState): void {

@@ -68,7 +68,8 @@ function rmbSize(opts: ResolvedSmcOptions): number {
   return Math.min(opts.bufferSize, SMCR_MAX_RMB);
 }
 
-function decline(reason: number): Buffer {
+/** A v2 Decline as Linux sends one (smc_clc_send_decline): the SMC-R handshake's. */
+export function smcrDecline(reason: number): Buffer {
   return encodeSmcDecline({ version: SMC_CLC_V2, outOfSync: reason === DECLINE.SYNCERR, peerId: localSystemId(), diagnosis: reason, osType: CLC_OS_LINUX, diagnosisV2: [0, 0, 0, 0] });
 }
 
@@ -126,7 +127,7 @@ export function onSmcrClc(key: object, ops: SmcrOps, m: SmcClcMessage): void {
 }
 
 function fail(key: object, ops: SmcrOps, reason: number, cause: string): void {
-  ops.write(decline(reason));
+  ops.write(smcrDecline(reason));
   releaseSmcr(key);
   ops.settleTcp(reason, cause);
 }
