@@ -2,12 +2,12 @@
 // Each creates an rxe device on its address (UDP 4791 of its own namespace) and uses
 // softrdma/smc sockets with `smcr: { device }`. Prints JSON lines the test waits on.
 //
-//   node smcr-peer.js server --bind A --listen SERVICE:PORT,... (echo, count, sink, reset; plain-echo: a server without smcr)
+//   node smcr-peer.js server --bind A --listen SERVICE:PORT,... (echo, count, sink, reset; plain-echo: a server without smcr) [--drop P]
 //   node smcr-peer.js client --bind B --peer A --port P --test echo|halfclose|stream|two [--mib N]
 
 import { createHash } from 'node:crypto';
 import { parseArgs } from 'node:util';
-import { createRxeDevice } from '../../src/index.js';
+import { createRxeDevice, rxeOf } from '../../src/index.js';
 import * as smc from '../../src/smc/index.js';
 import { SmcrLinkGroup } from '../../src/smc/smcr/lgr.js';
 import { smcState } from '../../src/smc/state.js';
@@ -16,7 +16,7 @@ const { positionals, values } = parseArgs({
   allowPositionals: true,
   options: {
     bind: { type: 'string' }, peer: { type: 'string' }, port: { type: 'string' }, listen: { type: 'string' },
-    test: { type: 'string' }, mib: { type: 'string', default: '4' },
+    test: { type: 'string' }, mib: { type: 'string', default: '4' }, drop: { type: 'string' },
   },
 });
 const role = positionals[0];
@@ -24,6 +24,8 @@ const out = (o: Record<string, unknown>) => process.stdout.write(`${JSON.stringi
 
 const device = await createRxeDevice({ address: values.bind!, port: 4791, name: `rxe_${role}` });
 device.unref();
+// --drop P: the device drops that share of the packets it sends (its fault hook); 1 cuts the RoCE path.
+if (values.drop) rxeOf(device).faults = { drop: Number(values.drop) };
 
 /** Deterministic bytes: a counter stream, so both ends can hash what they expect. */
 function pattern(n: number, seed: number): Buffer {

@@ -10,6 +10,7 @@ import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { jsonLines, runNode, type Proc } from '../helpers/procs.js';
 import { DECLINE } from '../../src/smc/clc.js';
+import { resolveSmcOptions } from '../../src/smc/options.js';
 
 const PEER = fileURLToPath(new URL('./smcr-peer.js', import.meta.url));
 const tag = `sm${process.pid % 100000}`;
@@ -17,6 +18,8 @@ const NS_A = `${tag}a`, NS_B = `${tag}b`;
 const ADDR_A = '10.233.7.1', ADDR_B = '10.233.7.2';
 /** A second address in A, for the process the kill test ends (each process has its own rxe device on UDP 4791 of its address). */
 const ADDR_A2 = '10.233.7.3';
+/** A third, for a server whose device drops everything it sends (a RoCE path that does not work). */
+const ADDR_A3 = '10.233.7.4';
 
 function ip(...args: string[]) { execFileSync('ip', args, { stdio: ['ignore', 'ignore', 'pipe'] }); }
 
@@ -39,6 +42,7 @@ function setUp(): string | undefined {
       ip('-n', ns, 'link', 'set', 'lo', 'up');
     }
     ip('-n', NS_A, 'addr', 'add', `${ADDR_A2}/24`, 'dev', `${tag}va`);
+    ip('-n', NS_A, 'addr', 'add', `${ADDR_A3}/24`, 'dev', `${tag}va`);
     return undefined;
   } catch (err) {
     tearDown();
@@ -51,11 +55,20 @@ function tearDown() {
   for (const ns of [NS_A, NS_B]) try { ip('netns', 'del', ns); } catch { /* already gone */ }
 }
 
+test('the smcr option is off unless given, checked, and inherited by accepted sockets', () => {
+  assert.equal(resolveSmcOptions(undefined).smcr, undefined);
+  assert.equal(resolveSmcOptions({ smc: true }).smcr, undefined);
+  assert.equal(resolveSmcOptions({ smcr: false }).smcr, undefined);
+  assert.equal(resolveSmcOptions({ smcr: true }).smcr, true);
+  assert.equal(resolveSmcOptions(undefined, resolveSmcOptions({ smcr: true })).smcr, true);
+  assert.throws(() => resolveSmcOptions({ smcr: 'yes' as never }), TypeError);
+});
+
 const skip = setUp();
 const procs: Proc[] = [];
 
-function server(bind: string, listen: string): Proc {
-  const p = runNode(PEER, ['server', '--bind', bind, '--listen', listen], { netns: NS_A });
+function server(bind: string, listen: string, extra: string[] = []): Proc {
+  const p = runNode(PEER, ['server', '--bind', bind, '--listen', listen, ...extra], { netns: NS_A });
   procs.push(p);
   return p;
 }
@@ -130,6 +143,19 @@ test('SMC-R across two network namespaces', { skip }, async (t) => {
     assert.equal(r.mode, 'TCP');
     assert.equal(r.peerDeclineReason, DECLINE.NOSMCRDEV);
     assert.equal(r.fallbackReason, DECLINE.PEERDECL);
+  });
+
+  await t.test('a RoCE path that carries nothing: CONFIRM_LINK does not come, the handshake declines and the connection is TCP, byte-exact', async () => {
+    const dead = server(ADDR_A3, 'echo:7106', ['--drop', '1']);
+    await dead.waitFor(/"listening"/);
+    const c = client(7106, 'echo', 1, ADDR_A3);
+    const r = await line(c, 'client', 'echo', 30_000);
+    assert.equal(r.ok, true, JSON.stringify(r));
+    assert.equal(r.mode, 'TCP');
+    assert.ok(r.fallbackReason === DECLINE.TIMEOUT_CL || r.peerDeclineReason === DECLINE.TIMEOUT_CL, JSON.stringify(r));
+    // Nothing of the failed first contact keeps the client alive (its device is unref()'d).
+    assert.equal(await c.exit(10_000), 0, c.stdout + c.stderr);
+    dead.child.kill('SIGKILL');
   });
 
   await t.test('closing with bytes unread in the RMB is an abort: the writer gets ECONNRESET', async () => {

@@ -263,10 +263,7 @@ export class SmcrLinkGroup {
   }
 
   private onDown(reason: string): void {
-    const w = this.confirmWait;
-    this.confirmWait = undefined;
-    if (w) { clearTimeout(w.timer); w.reject(new Error(`link down: ${reason}`)); }
-    this.free(false, reason);
+    this.free(false, `link down: ${reason}`);
   }
 
   /**
@@ -277,6 +274,9 @@ export class SmcrLinkGroup {
     if (this.dead) return;
     this.dead = true;
     clearTimeout(this.lingerTimer);
+    const w = this.confirmWait;
+    this.confirmWait = undefined;
+    if (w) { clearTimeout(w.timer); w.reject(new Error(reason)); }
     SmcrLinkGroup.all.get(this.peerKey)?.delete(this);
     if (SmcrLinkGroup.all.get(this.peerKey)?.size === 0) SmcrLinkGroup.all.delete(this.peerKey);
     if (orderly && !this.link.isDown) {
