@@ -30,9 +30,16 @@ export class SmcrDevice {
    */
   readonly mac: Buffer;
   private closed = false;
+  /** Called when the device goes (the application closed it): the link groups on it end. */
+  readonly onClose = new Set<() => void>();
 
   constructor(readonly device: Device) {
     this.ctx = device.open();
+    this.ctx.once('close', () => {
+      this.closed = true;
+      if (byDevice.get(device) === this) byDevice.delete(device);
+      for (const f of [...this.onClose]) f();
+    });
     this.pd = this.ctx.allocPd();
     this.gid = Buffer.from(this.ctx.queryGid(1, 0));
     this.address = addressFromGid(this.gid);
@@ -44,12 +51,11 @@ export class SmcrDevice {
   }
 
   get mtuBytes(): number { return mtuBytes(this.mtu); }
+  get isClosed(): boolean { return this.closed; }
 
   /** Destroy the context (and with it every QP, CQ and MR the link groups left). */
   close(): void {
     if (this.closed) return;
-    this.closed = true;
-    byDevice.delete(this.device);
     try { this.ctx.close(); } catch { /* the device is gone already */ }
   }
 }

@@ -68,8 +68,11 @@ export class SmcrLinkGroup {
   readonly dropped = { llc: 0, cdc: 0 };
   peerKey = '';
 
+  private readonly onDeviceClose = () => this.free(false, 'the RoCE device was closed');
+
   constructor(readonly dev: SmcrDevice, readonly role: LgrRole) {
     this.link = new SmcrLink(dev);
+    dev.onClose.add(this.onDeviceClose);
     this.link.handlers = {
       message: (m) => this.onMessage(m),
       sendable: () => this.onSendable(),
@@ -273,6 +276,7 @@ export class SmcrLinkGroup {
   free(orderly: boolean, reason = 'link group freed'): void {
     if (this.dead) return;
     this.dead = true;
+    this.dev.onClose.delete(this.onDeviceClose);
     clearTimeout(this.lingerTimer);
     const w = this.confirmWait;
     this.confirmWait = undefined;
