@@ -26,6 +26,8 @@ const device = await createRxeDevice({ address: values.bind!, port: 4791, name: 
 device.unref();
 // --drop P: the device drops that share of the packets it sends (its fault hook); 1 cuts the RoCE path.
 if (values.drop) rxeOf(device).faults = { drop: Number(values.drop) };
+// SIGUSR2: from now on the device sends nothing (the RoCE path dies; TCP stays up).
+process.on('SIGUSR2', () => { rxeOf(device).faults = { drop: 1 }; out({ roce: 'cut' }); });
 
 /** Deterministic bytes: a counter stream, so both ends can hash what they expect. */
 function pattern(n: number, seed: number): Buffer {

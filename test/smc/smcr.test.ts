@@ -78,14 +78,17 @@ function captureMissing(): string | undefined {
 const skip = setUp();
 const procs: Proc[] = [];
 
+/** TEST_LINK after 500 ms without traffic (Linux's default is 30 s), so a dead RoCE path is seen quickly. */
+const env = { SOFTRDMA_SMCR_TESTLINK_MS: '500' };
+
 function server(bind: string, listen: string, extra: string[] = []): Proc {
-  const p = runNode(PEER, ['server', '--bind', bind, '--listen', listen, ...extra], { netns: NS_A });
+  const p = runNode(PEER, ['server', '--bind', bind, '--listen', listen, ...extra], { netns: NS_A, env });
   procs.push(p);
   return p;
 }
 
 function client(port: number, t: string, mib = 4, peer = ADDR_A): Proc {
-  const p = runNode(PEER, ['client', '--bind', ADDR_B, '--peer', peer, '--port', String(port), '--test', t, '--mib', String(mib)], { netns: NS_B });
+  const p = runNode(PEER, ['client', '--bind', ADDR_B, '--peer', peer, '--port', String(port), '--test', t, '--mib', String(mib)], { netns: NS_B, env });
   procs.push(p);
   return p;
 }
@@ -213,6 +216,23 @@ test('SMC-R across two network namespaces', { skip }, async (t) => {
     assert.equal(err.code, 'ECONNRESET');
     assert.match(err.message as string, /aborted/);
     await line(c, 'client', 'close', 5000);
+  });
+
+  await t.test('the RoCE path dies while TCP stays up: TEST_LINK goes unanswered and the writer gets an error', async () => {
+    const cut = server(ADDR_A3, 'sink:7108');
+    await cut.waitFor(/"listening"/);
+    const c = client(7108, 'stream', 0, ADDR_A3);
+    assert.equal((await line(c, 'client', 'settled')).mode, 'SMCR');
+    await cut.waitUntil((out) => jsonLines(out).find((l) => l.server === 'sink' && (l.bytes as number) > 1 << 20), 'bytes at the sink');
+    const cutAt = Date.now();
+    cut.child.kill('SIGUSR2');
+    await line(cut, 'roce', 'cut');
+    // 500 ms without a packet from the peer, then 2 s for the TEST_LINK response.
+    const err = await line(c, 'client', 'error', 10_000);
+    assert.equal(err.code, 'EPROTO', JSON.stringify(err));
+    assert.match(err.message as string, /TEST_LINK/);
+    assert.ok((err.at as number) - cutAt < 5000, `error ${(err.at as number) - cutAt} ms after the cut`);
+    cut.child.kill('SIGKILL');
   });
 
   await t.test('a peer killed mid-transfer: the writer gets an error within 2 s', async () => {

@@ -18,7 +18,7 @@ import type { MR } from '../../verbs/api.js';
 import { CDC_TYPE } from '../cdc.js';
 import { decodeSmcrCdc, type SmcrCdc } from '../wire/cdc-r.js';
 import { SmcrWireError } from '../wire/error.js';
-import { LLC_DEL, LLC_WAIT_MS, decodeLlc, encodeLlc, type LlcMessage } from '../wire/llc.js';
+import { LLC_DEL, LLC_TESTLINK_DEFAULT_MS, LLC_WAIT_MS, decodeLlc, encodeLlc, type LlcMessage } from '../wire/llc.js';
 import type { SmcrConnection } from './connection.js';
 import type { SmcrDevice } from './device.js';
 import { SmcrLink } from './link.js';
@@ -35,6 +35,16 @@ const LINGER_MS = 10_000;
 
 /** A registered buffer: an RMB (REMOTE_WRITE) or a send buffer (local only). */
 export interface Rmb { buf: Buffer; mr: MR; size: number }
+
+/**
+ * TEST_LINK keepalive (Linux: net.smc.smcr_testlink_time, 30 s; smc_llc_testlink_work,
+ * smc_llc.c 2109-2139): a link that received nothing for this long sends TEST_LINK, and one
+ * whose response does not come within SMC_LLC_WAIT_TIME (2 s) goes down. The link's QP retries
+ * forever (retry_cnt 7), so this is how a peer that went silent on RoCE is noticed.
+ * SOFTRDMA_SMCR_TESTLINK_MS sets it (0: off), as the sysctl does.
+ */
+const TESTLINK_MS = process.env.SOFTRDMA_SMCR_TESTLINK_MS !== undefined && Number(process.env.SOFTRDMA_SMCR_TESTLINK_MS) >= 0
+  ? Number(process.env.SOFTRDMA_SMCR_TESTLINK_MS) : LLC_TESTLINK_DEFAULT_MS;
 
 let nextToken = 1;
 
@@ -64,6 +74,10 @@ export class SmcrLinkGroup {
   dead = false;
   private lingerTimer: NodeJS.Timeout | undefined;
   private confirmWait: { resolve(): void; reject(e: Error): void; timer: NodeJS.Timeout } | undefined;
+  /** When the link last received anything (performance.now()), for TEST_LINK. */
+  private lastRx = performance.now();
+  private testTimer: NodeJS.Timeout | undefined;
+  private testWait: NodeJS.Timeout | undefined;
   /** LLC messages dropped as Linux drops them (unknown type, short, bad length), and CDCs for no connection. */
   readonly dropped = { llc: 0, cdc: 0 };
   peerKey = '';
@@ -178,6 +192,7 @@ export class SmcrLinkGroup {
   // --- the link ------------------------------------------------------------------------
 
   private onMessage(m: Buffer): void {
+    this.lastRx = performance.now();
     if (m[0] === CDC_TYPE) {
       let cdc;
       try { cdc = decodeSmcrCdc(m); } catch (e) { if (e instanceof SmcrWireError) { this.dropped.cdc++; return; } throw e; }
@@ -210,6 +225,11 @@ export class SmcrLinkGroup {
         return;
       case 'TEST_LINK':
         if (!m.response) this.sendLlc({ ...m, response: true });
+        else if (this.testWait) {
+          clearTimeout(this.testWait);
+          this.testWait = undefined;
+          this.scheduleTestLink(TESTLINK_MS);
+        }
         return;
       case 'DELETE_LINK':
         // The peer takes the link (and with one link, the group) down (smc_llc.c smc_llc_rmt_delete_link).
@@ -249,8 +269,30 @@ export class SmcrLinkGroup {
     });
   }
 
+  private scheduleTestLink(ms: number): void {
+    if (TESTLINK_MS === 0 || this.dead) return;
+    clearTimeout(this.testTimer);
+    this.testTimer = setTimeout(() => this.testLink(), ms);
+    this.testTimer.unref();
+  }
+
+  private testLink(): void {
+    this.testTimer = undefined;
+    if (this.dead || this.link.isDown) return;
+    const quiet = performance.now() - this.lastRx;
+    if (quiet < TESTLINK_MS) return this.scheduleTestLink(TESTLINK_MS - quiet);
+    this.sendLlc({ kind: 'TEST_LINK', version: 2, response: false, userData: Buffer.alloc(16) });
+    this.testWait = setTimeout(() => {
+      this.testWait = undefined;
+      this.onDown(`no TEST_LINK response within ${LLC_WAIT_MS} ms`);
+    }, LLC_WAIT_MS);
+    this.testWait.unref();
+  }
+
   private confirmDone(): void {
     this.confirmed = true;
+    this.lastRx = performance.now();
+    this.scheduleTestLink(TESTLINK_MS);
     const w = this.confirmWait;
     this.confirmWait = undefined;
     if (w) { clearTimeout(w.timer); w.resolve(); }
@@ -278,6 +320,8 @@ export class SmcrLinkGroup {
     this.dead = true;
     this.dev.onClose.delete(this.onDeviceClose);
     clearTimeout(this.lingerTimer);
+    clearTimeout(this.testTimer);
+    clearTimeout(this.testWait);
     const w = this.confirmWait;
     this.confirmWait = undefined;
     if (w) { clearTimeout(w.timer); w.reject(new Error(reason)); }
