@@ -27,9 +27,9 @@ import { SmcrLink } from './link.js';
 export const MAX_CONNS = 255;
 /**
  * How long an unused link group stays for the next connection. Linux keeps one 600 s (server)
- * or 610 s (client; SMC_LGR_FREE_DELAY_SERV/CLNT, smc_core.c 40-41) and relies on TEST_LINK to
- * notice a peer that went away meanwhile; softrdma has no TEST_LINK keepalive yet, so it keeps
- * them 10 s, and a link group whose peer process ended does not stay long.
+ * or 610 s (client; SMC_LGR_FREE_DELAY_SERV/CLNT, smc_core.c 40-41); softrdma keeps them 10 s:
+ * a process's link groups to peers that have gone do not pile up, and freeing one early costs
+ * only a new first contact.
  */
 const LINGER_MS = 10_000;
 
