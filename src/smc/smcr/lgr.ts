@@ -62,6 +62,12 @@ export class SmcrLinkGroup {
   private readonly quarantined = new Map<number, Rmb>();
   private readonly owing = new Set<SmcrConnection>();
   /**
+   * Send buffers of ended connections whose last RDMA WRITE has not completed: rxe reads the
+   * source memory when it builds the packets, after the post, so a new connection must not
+   * write into one before then.
+   */
+  private readonly draining: Array<{ seq: number; buf: Rmb }> = [];
+  /**
    * Tokens of RMBs offered in an Accept whose connection does not exist yet: the client may
    * write (and send its CDC) as soon as it sent its Confirm, before the server has read it.
    * The latest CDC for each is kept (cursors are totals, close flags stay set) for attach().
@@ -172,7 +178,8 @@ export class SmcrLinkGroup {
     if (this.conns.get(conn.token) !== conn) return;
     this.conns.delete(conn.token);
     this.owing.delete(conn);
-    this.put(this.freeSndbufs, conn.sndbuf);
+    if (this.link.isDown || this.link.completedSeq >= this.link.postedSeq) this.put(this.freeSndbufs, conn.sndbuf);
+    else this.draining.push({ seq: this.link.postedSeq, buf: conn.sndbuf });
     if (conn.peerGone || this.link.isDown) this.put(this.freeRmbs, conn.rmb);
     else this.quarantined.set(conn.token, conn.rmb);
     this.maybeLinger();
@@ -299,6 +306,7 @@ export class SmcrLinkGroup {
   }
 
   private onSendable(): void {
+    while (this.draining.length > 0 && this.draining[0]!.seq <= this.link.completedSeq) this.put(this.freeSndbufs, this.draining.shift()!.buf);
     if (this.owing.size === 0) return;
     for (const c of [...this.owing]) {
       if (!this.link.canPost(1)) return;
@@ -336,6 +344,8 @@ export class SmcrLinkGroup {
       this.link.destroy();
       for (const pool of [this.freeRmbs, this.freeSndbufs]) for (const l of pool.values()) for (const b of l) try { b.mr.dereg(); } catch { /* context gone */ }
       for (const b of this.quarantined.values()) try { b.mr.dereg(); } catch { /* context gone */ }
+      for (const d of this.draining) try { d.buf.mr.dereg(); } catch { /* context gone */ }
+      this.draining.length = 0;
       for (const c of this.conns.values()) {
         for (const b of [c.rmb, c.sndbuf]) try { b.mr.dereg(); } catch { /* context gone */ }
       }

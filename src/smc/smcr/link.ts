@@ -61,6 +61,8 @@ export class SmcrLink {
   /** Work requests posted and not yet completed. */
   private inFlight = 0;
   private wrSeq = 0;
+  /** The last send work request completed (they complete in order on an RC QP). */
+  completedSeq = 0;
   isDown = false;
   downReason = '';
   /** Counters (smcss, tests): messages sent and received, RDMA WRITEs posted. */
@@ -92,6 +94,9 @@ export class SmcrLink {
       timeout: 15, retryCnt: 7, rnrRetry: 7, minRnrTimer: 5, maxRdAtomic: 1, maxDestRdAtomic: 1, hopLimit: 1,
     });
   }
+
+  /** The last send work request posted: buffers it reads are free once completedSeq reaches it. */
+  get postedSeq(): number { return this.wrSeq; }
 
   /** Room for n more work requests in the send queue. */
   canPost(n: number): boolean {
@@ -154,6 +159,7 @@ export class SmcrLink {
         }
       } else {
         this.inFlight--;
+        this.completedSeq = Number(wc.wrId);
         freed = true;
         if (wc.status !== WcStatus.SUCCESS) this.fail(`${wc.opcode === WcOpcode.RDMA_WRITE ? 'RDMA WRITE' : 'SEND'} completed with ${wcStatusStr(wc.status)}`);
       }
