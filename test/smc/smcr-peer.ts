@@ -104,19 +104,25 @@ if (role === 'server') {
     let n = 0;
     const t0 = performance.now();
     sock.on('error', reject);
-    sock.on('connect', () => {
-      // Several writes of 256 KiB: the ring (512 KiB) wraps and fills many times.
-      for (let off = 0; off < data.length; off += 256 * 1024) sock.write(data.subarray(off, off + 256 * 1024));
-    });
+    // First 100,000 bytes alone, then the rest: the cursors are then off the ring's power-of-two
+    // boundaries, so writes wrap the ring (two RDMA WRITEs each) at both ends.
+    const FIRST = 100_000;
+    let rest = false;
+    sock.on('connect', () => { sock.write(data.subarray(0, FIRST)); });
     sock.on('data', (d: Buffer) => {
       got.push(d);
       n += d.length;
+      if (!rest && n >= FIRST) {
+        rest = true;
+        for (let off = FIRST; off < data.length; off += 256 * 1024) sock.write(data.subarray(off, Math.min(off + 256 * 1024, data.length)));
+      }
       if (n >= data.length) {
         const ms = performance.now() - t0;
         const ok = Buffer.concat(got).equals(data);
         const info = smc.getSmcInfo(sock);
+        const wrapWrites = (smcState(sock)?.conn as { wrapWrites?: number } | undefined)?.wrapWrites;
         sock.end();
-        sock.on('close', (hadError) => resolve({ client: 'echo', ok, bytes: n, ms: Math.round(ms), mode: info.mode, fallbackReason: info.fallbackReason, peerDeclineReason: info.peerDeclineReason, bufferSize: info.bufferSize, peerBufferSize: info.peerBufferSize, smcBytesSent: info.smcBytesSent, hadError }));
+        sock.on('close', (hadError) => resolve({ client: 'echo', ok, bytes: n, ms: Math.round(ms), mode: info.mode, fallbackReason: info.fallbackReason, peerDeclineReason: info.peerDeclineReason, bufferSize: info.bufferSize, peerBufferSize: info.peerBufferSize, smcBytesSent: info.smcBytesSent, wrapWrites, hadError }));
       }
     });
   });

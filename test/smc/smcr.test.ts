@@ -13,8 +13,14 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { jsonLines, runNode, type Proc } from '../helpers/procs.js';
 import { DECLINE } from '../../src/smc/clc.js';
+import type { SmcInfo } from '../../src/smc/index.js';
 import { resolveSmcOptions } from '../../src/smc/options.js';
 import { readFields } from '../helpers/capture.js';
+import { testRuntimeDir } from '../helpers/runtime-dir.js';
+
+// A runtime directory of this file's own (the listeners its processes register), inherited by them.
+testRuntimeDir('smcr-test');
+const smc = await import('../../src/smc/index.js');
 
 const PEER = fileURLToPath(new URL('./smcr-peer.js', import.meta.url));
 const tag = `sm${process.pid % 100000}`;
@@ -75,6 +81,26 @@ function captureMissing(): string | undefined {
   return undefined;
 }
 
+test('a socket with smcr still gets SMC-D from a local SMC listener (no device needed)', async () => {
+  smc.setSmcLearning(false);
+  const server = smc.createServer((sock) => sock.pipe(sock));
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  try {
+    const sock = smc.connect({ host: '127.0.0.1', port: (server.address() as { port: number }).port, smcr: true });
+    const info = await new Promise<SmcInfo>((resolve, reject) => { sock.once('smc', resolve); sock.once('error', reject); });
+    assert.equal(info.mode, 'SMCD');
+    sock.write('ping');
+    const [got] = await Promise.race([
+      new Promise<Buffer[]>((resolve) => sock.once('data', (d: Buffer) => resolve([d]))),
+      new Promise<never>((_, reject) => setTimeout(() => reject(new Error('no echo within 10 s')), 10_000).unref()),
+    ]);
+    assert.equal(got!.toString(), 'ping');
+    sock.destroy();
+  } finally {
+    server.close();
+  }
+});
+
 const skip = setUp();
 const procs: Proc[] = [];
 
@@ -117,6 +143,7 @@ test('SMC-R across two network namespaces', { skip }, async (t) => {
     assert.equal(r.smcBytesSent, 8 << 20);
     assert.equal(r.bufferSize, 1024 * 1024, 'the RMB is the socket buffer size (default 1 MiB)');
     assert.equal(r.peerBufferSize, 1024 * 1024);
+    assert.ok((r.wrapWrites as number) > 0, `writes that wrapped the ring (two RDMA WRITEs): ${String(r.wrapWrites)}`);
     assert.equal(r.hadError, false);
     assert.equal(await c.exit(10_000), 0, c.stdout + c.stderr);
     const s = await line(echo, 'server', 'conn');

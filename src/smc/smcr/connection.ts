@@ -75,6 +75,8 @@ export class SmcrConnection implements SmcTransport {
   released = false;
   bytesReceived = 0;
   bytesSent = 0;
+  /** Writes that wrapped the peer's ring (two RDMA WRITEs), for tests and diagnostics. */
+  wrapWrites = 0;
 
   constructor(
     readonly lgr: SmcrLinkGroup, readonly rmb: Rmb, readonly sndbuf: Rmb, readonly token: number, readonly peer: PeerRmb,
@@ -141,7 +143,10 @@ export class SmcrConnection implements SmcTransport {
     const ops: Parameters<typeof link.post>[0] = [
       { kind: 'write', sge: this.sndbuf.mr.sge(pos, first), remoteAddr: this.peer.addr + pos, rkey: this.peer.rkey },
     ];
-    if (n > first) ops.push({ kind: 'write', sge: this.sndbuf.mr.sge(0, n - first), remoteAddr: this.peer.addr, rkey: this.peer.rkey });
+    if (n > first) {
+      ops.push({ kind: 'write', sge: this.sndbuf.mr.sge(0, n - first), remoteAddr: this.peer.addr, rkey: this.peer.rkey });
+      this.wrapWrites++;
+    }
     this.produced += n;
     this.bytesSent += n;
     if (data.length >= space) this.prodFlags |= PROD_WRITE_BLOCKED;
