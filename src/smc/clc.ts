@@ -611,6 +611,8 @@ export function encodeSmcProposal(p: Omit<SmcProposal, 'type'>): Buffer {
 }
 
 function encodeFce(f: FirstContactExt): Buffer {
+  // Linux reads the form from the release (smc_clc_clnt_v2x_features_validate): keep them together.
+  if ((f.v2x !== null) !== (f.release >= 1)) throw new RangeError(`fce: v2x must be given exactly from release 1 on (release ${f.release})`);
   const b = Buffer.alloc(f.v2x ? FCE_V2X_LEN : FCE_LEN);
   b[0] = f.v2Direct ? 0x80 : 0;
   b[1] = (intField(f.osType, 4, 'osType') << 4) | intField(f.release, 4, 'release');
@@ -815,19 +817,20 @@ function decodeSmcrAcceptConfirm(b: Buffer, len: number, type: SmcrAcceptConfirm
   m.eid = latin1(b, 64, SMC_MAX_EID_LEN);
   const rest = len - SMCR_ACCEPT_CONFIRM_V2_LEN; // bytes between r1 and the trailer
   const base = SMCR_ACCEPT_CONFIRM_V2_LEN - CLC_TRAILER_LEN;
-  if (!firstContact) {
-    need(rest === 0, 'length', `${rest} bytes after r1 without first contact`);
-    return m;
+  // As Linux, bytes beyond what the message needs are ignored (smc_clc_msg_acc_conf_valid
+  // checks only the 108-byte minimum; a later release or another OS may send more).
+  if (!firstContact) return m;
+  // The extension sits right after r1 (smc_get_clc_first_contact_ext); its release says which
+  // form it is: from release 1 (SMC v2.1) the 52-byte v2x form, before it 36 bytes, as
+  // smc_clc_clnt_v2x_features_validate reads it. A Confirm then carries the GID list.
+  need(rest >= 2, 'length', `${rest} bytes after r1: no first-contact extension`);
+  const fceLen = (b[base + 1]! & 0xf) >= 1 ? FCE_V2X_LEN : FCE_LEN;
+  need(rest >= fceLen, 'length', `${rest} bytes after r1: a first-contact extension of release ${b[base + 1]! & 0xf} needs ${fceLen}`);
+  if (type === CLC_CONFIRM) {
+    need(rest >= fceLen + GID_EXT_HDR_LEN, 'gid_cnt', `${rest} bytes after r1: no GID list after the first-contact extension`);
+    const n = b[base + fceLen]!;
+    need(rest >= fceLen + GID_EXT_HDR_LEN + n * SMC_GID_LEN, 'gid_cnt', `${n} GIDs do not fit in the ${rest - fceLen - GID_EXT_HDR_LEN} bytes after the first-contact extension`);
   }
-  // Linux 6.12 sends the 52-byte v2x form for SMC-R at every release (smc_clc_fill_fce_v2x,
-  // smc_clc.c 439-464); kernels before release 1 (SMC v2.1) sent 36. A Confirm adds the GID list.
-  const gidsFit = (fceLen: number): boolean => {
-    if (rest === fceLen) return type === CLC_ACCEPT;
-    if (type !== CLC_CONFIRM || rest < fceLen + GID_EXT_HDR_LEN) return false;
-    return rest === fceLen + GID_EXT_HDR_LEN + b[base + fceLen]! * SMC_GID_LEN;
-  };
-  const fceLen = gidsFit(FCE_V2X_LEN) ? FCE_V2X_LEN : gidsFit(FCE_LEN) ? FCE_LEN : 0;
-  need(fceLen !== 0, type === CLC_CONFIRM ? 'gid_cnt' : 'length', `${rest} bytes after r1 are not a first-contact extension${type === CLC_CONFIRM ? ' and GID list' : ''}`);
   m.fce = decodeFce(b, base, fceLen === FCE_V2X_LEN);
   if (type === CLC_CONFIRM) {
     const n = b[base + fceLen]!;

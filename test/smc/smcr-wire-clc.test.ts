@@ -63,6 +63,29 @@ describe('SMC-R CLC layouts (hand-assembled from smc_clc.h)', () => {
     assert.deepEqual(decodeSmcClc(b), m);
   });
 
+  it('v2 accept/confirm: the first-contact form follows its release, and bytes beyond the message are ignored, as Linux', () => {
+    // Release 0: the 36-byte form, even where the bytes after it would also fit the 52-byte
+    // form with a GID list (a length guess once took this for v2x).
+    const old: SmcrAcceptConfirm = {
+      ...acceptV1, type: CLC_CONFIRM, version: 2, eid: ueid,
+      fce: { v2Direct: false, osType: 2, release: 0, hostname: host, v2x: null },
+      gidList: [Buffer.from('00000000000000000000ffff01020304', 'hex'), gid],
+    };
+    assert.deepEqual(decodeSmcClc(encodeSmcrAcceptConfirm(old)), old);
+    // Eight more bytes before the trailer (a later release's extension): decoded the same.
+    for (const m of [old, { ...old, type: CLC_ACCEPT, gidList: null } as SmcrAcceptConfirm, { ...old, firstContact: false, fce: null, gidList: null } as SmcrAcceptConfirm]) {
+      const b = encodeSmcrAcceptConfirm(m);
+      const longer = Buffer.concat([b.subarray(0, b.length - 4), Buffer.alloc(8, 0xee), b.subarray(b.length - 4)]);
+      longer.writeUInt16BE(longer.length, 5);
+      assert.deepEqual(decodeSmcClc(longer), m);
+    }
+    // Too short for what the release says: refused, naming the length.
+    const b = encodeSmcrAcceptConfirm({ ...old, type: CLC_ACCEPT, gidList: null });
+    const cut = Buffer.concat([b.subarray(0, b.length - 4 - 10), b.subarray(b.length - 4)]);
+    cut.writeUInt16BE(cut.length, 5);
+    assert.throws(() => decodeSmcClc(cut), (e: unknown) => e instanceof ClcError && e.field === 'length');
+  });
+
   it('v2 proposal as Linux 6.12 sends it for a RoCEv2-only device: typev1 N, typev2 R, no prefix area, one UEID', () => {
     const p: Omit<SmcProposal, 'type'> = {
       version: 2, typeV1: SMC_TYPE_N, typeV2: SMC_TYPE_R,
@@ -181,7 +204,8 @@ const arbAcceptConfirm: fc.Arbitrary<SmcrAcceptConfirm> = fc.record({
   maxConns: u(8), maxLinks: u(8), featureMask: u(16), vendor: u(32), gids: fc.array(buf(16), { maxLength: 2 }),
 }).map((r) => {
   const v2 = r.version === 2;
-  const fce = v2 && r.firstContact ? { v2Direct: r.v2Direct, osType: r.osType, release: r.release, hostname: r.hostname,
+  // The form follows the release, as Linux reads it: v2x from release 1 on, 36 bytes before.
+  const fce = v2 && r.firstContact ? { v2Direct: r.v2Direct, osType: r.osType, release: r.fceLong ? Math.max(1, r.release) : 0, hostname: r.hostname,
     v2x: r.fceLong ? { maxConns: r.maxConns, maxLinks: r.maxLinks, featureMask: r.featureMask, vendorExpOptions: r.vendor } : null } : null;
   return {
     type: r.type, version: r.version, firstContact: r.firstContact, peerId: r.peerId, gid: r.gid, mac: r.mac, qpn: r.qpn, rmbRkey: r.rmbRkey,
