@@ -467,16 +467,21 @@ export function stripThenPush(sock: Socket, s: SmcState, chunk: Buffer | null): 
     return sock.smcPush(buf);
   }
   let len = 0;
-  try { len = clcFrameLength(buf); } catch { s.stripClc = false; return sock.smcPush(buf); }
+  try { len = clcFrameLengthAny(buf); } catch { s.stripClc = false; return sock.smcPush(buf); }
   if (len === 0) {
     s.clc = buf;
     if (!s.timer) startTimer(sock, s);
     return true;
   }
-  s.stripClc = false;
+  // A late Accept or Confirm may be followed by the peer's own Decline: when both ends time
+  // out at once, each sends one before it reads the other's. So stripping goes on after any
+  // message but a Decline, which is the last CLC message a peer sends; what follows that does
+  // not look like CLC is data.
+  s.stripClc = buf[4] !== CLC_DECLINE;
   withSmcCounters(sock, s);
   s.clcIn += len;
-  return len < buf.length ? sock.smcPush(buf.subarray(len)) : true;
+  if (len >= buf.length) return true;
+  return s.stripClc ? stripThenPush(sock, s, buf.subarray(len)) : sock.smcPush(buf.subarray(len));
 }
 
 /** The addresses cost system calls: built only when someone listens. */
