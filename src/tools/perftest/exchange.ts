@@ -138,3 +138,34 @@ export function decodeBwReport(b: Buffer): BwReport {
 function printable(s: string): string {
   return s.slice(0, 120).replace(/[^\x20-\x7e]/g, '.');
 }
+
+/**
+ * The address message as perftest -R sends it (rdma_write_keys with HAVE_ENDIAN): struct
+ * pingpong_dest as x86-64 lays it out, 56 bytes: lid, out_reads, qpn, psn, rkey (4 bytes each,
+ * big-endian), 4 bytes of padding, vaddr (8, big-endian), the GID (16), srqn and gid_index
+ * (4 each, big-endian). rdma_read_keys reads all but srqn and gid_index.
+ */
+export const DEST_CM_BYTES = 56;
+
+export function encodeDestCm(d: Dest, gidIndex = 0): Buffer {
+  if (d.gid.length !== 16) throw new Error('a GID has 16 bytes');
+  const b = Buffer.alloc(DEST_CM_BYTES);
+  b.writeInt32BE(d.lid | 0, 0);
+  b.writeInt32BE(d.outReads | 0, 4);
+  b.writeInt32BE(d.qpn | 0, 8);
+  b.writeInt32BE(d.psn | 0, 12);
+  b.writeUInt32BE(d.rkey >>> 0, 16);
+  b.writeBigUInt64BE(BigInt.asUintN(64, d.vaddr), 24);
+  b.set(d.gid, 32);
+  b.writeUInt32BE(d.srqn >>> 0, 48);
+  b.writeInt32BE(gidIndex | 0, 52);
+  return b;
+}
+
+export function decodeDestCm(b: Buffer): Dest {
+  if (b.length !== DEST_CM_BYTES) throw new Error(`address message must be ${DEST_CM_BYTES} bytes over the rdma_cm, got ${b.length}`);
+  return {
+    lid: b.readInt32BE(0), outReads: b.readInt32BE(4), qpn: b.readUInt32BE(8) & 0xffffff, psn: b.readUInt32BE(12) & 0xffffff,
+    rkey: b.readUInt32BE(16), vaddr: b.readBigUInt64BE(24), gid: Uint8Array.from(b.subarray(32, 48)), srqn: b.readUInt32BE(48),
+  };
+}

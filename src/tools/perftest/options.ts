@@ -37,6 +37,8 @@ export interface PerftestOptions {
   gidIndex: number;
   /** --report_gbits: Gb/sec (10^9 bits) instead of MiB/sec. */
   gbits: boolean;
+  /** -R: connect the QPs through the rdma_cm and run the exchange over an rdma_cm connection, not TCP. */
+  rdmaCm: boolean;
   /** Whether -s/-n were given (the server adopts the client's choice otherwise). */
   explicit: { size: boolean; iters: boolean };
 }
@@ -62,6 +64,9 @@ Run the server without a host, then the client with the server's host.
   -q, --qp N           number of QPs, each doing -n iterations (bw tests; default 1)
   -b, --bidirectional  both sides send and the table shows the sum (bw tests)
   -F, --CPU-freq       accepted (no cpufreq warning to silence)
+  -R, --rdma_cm        connect the QPs through the rdma_cm (softrdma/cm) as perftest's -R does:
+                       the exchange runs as SENDs on an rdma_cm connection to the server's
+                       address and -p port (no TCP); give the server's device address as host
       --report_gbits   report bandwidth in Gb/sec (10^9 bits) instead of MiB/sec
   -t, --tx-depth N     outstanding work requests in bw tests (default 128)
   -m, --mtu N          path MTU: 256, 512, 1024, 2048 or 4096 (default: the port's active MTU)
@@ -111,6 +116,7 @@ export function parsePerftestArgs(argv: string[]): PerftestOptions {
       'perftest-only': { type: 'boolean' },
       'CPU-freq': { type: 'boolean', short: 'F' },
       report_gbits: { type: 'boolean' },
+      rdma_cm: { type: 'boolean', short: 'R' },
     },
   });
   const [test, host, ...extra] = positionals;
@@ -174,6 +180,7 @@ export function parsePerftestArgs(argv: string[]): PerftestOptions {
     perftestOnly: values['perftest-only'] ?? false,
     gidIndex: intOpt('gid-index', values['gid-index'], 0, 0, 255),
     gbits: values.report_gbits ?? false,
+    rdmaCm: values.rdma_cm ?? false,
     explicit: { size: values.size !== undefined || !!values.all, iters: values.iters !== undefined },
   };
 }

@@ -9,15 +9,18 @@
 
 import { randomBytes } from 'node:crypto';
 import {
-  type MtuValue, Access, connectQp, createRxeDevice, gidToString, mtuBytes, mtuEnum, QpType, wcStatusStr, WcStatus,
+  type MtuValue, Access, connectQp, QpAttr, createRxeDevice, gidToString, mtuBytes, mtuEnum, QpType, wcStatusStr, WcStatus,
   type CQ, type Context, type Device, type MR, type PD, type QP, type WorkCompletion,
 } from '../../index.js';
 import { queryRxeCounters, rxeOf } from '../../index.js';
 import { oobAccept, oobConnect, type OobChannel } from '../oob.js';
+import { CmChannel } from './cm-channel.js';
+import { createEventChannel, createId, type EventChannel, type RdmaCmEvent, type RdmaCmId } from '../../cm/index.js';
 import type { PerftestOptions } from './options.js';
 import { hex } from '../table.js';
 import {
-  BW_REPORT_BYTES, decodeBwReport, decodeDest, decodeInt32, decodeMtu, decodeVersion, DEST_BYTES, DONE, encodeBwReport, encodeDest,
+  BW_REPORT_BYTES, decodeBwReport, decodeDest, decodeDestCm, decodeInt32, decodeMtu, decodeVersion, DEST_BYTES, DEST_CM_BYTES, DONE,
+  encodeBwReport, encodeDest, encodeDestCm,
   encodeInt32, encodeMtu, encodeVersion, MIN_VERSION, VERSION_BYTES, type BwReport, type Dest,
 } from './exchange.js';
 
@@ -45,10 +48,16 @@ export class Session {
   qps: QP[] = [];
   buf!: Buffer;
   mr!: MR;
-  oob: OobChannel | undefined;
+  /** The exchange: perftest's TCP socket, or with -R an rdma_cm connection (cm-channel.ts). */
+  oob: OobChannel | CmChannel | undefined;
+  /** -R: the event channel and the ids of the test's QPs (one connection per QP). */
+  cmCh: EventChannel | undefined;
+  cmIds: RdmaCmId[] = [];
   local: Dest[] = [];
   remote: Dest[] = [];
   mtu = 0;
+  /** -R: the rdma_cm port (-p, or the one a server given 0 took). */
+  cmPort = 0;
   /** Both sides are softrdma (the version message said so): our extra messages may flow. */
   softrdma = false;
   peerVersion = '';
@@ -92,7 +101,15 @@ export class Session {
     this.ctx = this.dev.open();
     this.pd = this.ctx.allocPd();
 
-    if (this.isServer) {
+    if (o.rdmaCm && this.isServer) {
+      this.oob = await CmChannel.accept(o.bind, o.port, o.timeoutMs, (port) => {
+        this.cmPort = port;
+        this.say(`\n************************************\n* Waiting for client to connect... *\n************************************\n(rdma_cm port ${port} on ${o.bind}, RoCE UDP port ${rxeOf(this.dev!).port})`);
+      });
+    } else if (o.rdmaCm) {
+      this.cmPort = o.port;
+      this.oob = await CmChannel.connect(o.host!, o.port, o.bind, o.timeoutMs);
+    } else if (this.isServer) {
       this.oob = await oobAccept(o.port, {
         timeoutMs: o.timeoutMs,
         onListening: (port) => this.say(`\n************************************\n* Waiting for client to connect... *\n************************************\n(out-of-band TCP port ${port}, RoCE UDP port ${rxeOf(this.dev!).port})`),
@@ -136,11 +153,21 @@ export class Session {
     const sendDepth = o.txDepth + 16;
     this.cq = this.ctx.createCq(this.nq * (sendDepth + RX_DEPTH + 16));
     const gid = this.ctx.queryGid(1, o.gidIndex);
+    const cap = { maxSendWr: sendDepth, maxRecvWr: RX_DEPTH + 16, maxSendSge: 1, maxRecvSge: 1, maxInlineData: MAX_INLINE };
+    if (o.rdmaCm) {
+      // create_rdma_cm_connection: a handshake, the rdma_cm connections (the QPs made by the ids), a handshake.
+      // Our server listens before that first handshake (perftest's after it, and its client retries).
+      const listener = this.isServer ? this.cmListen() : undefined;
+      try {
+        await this.sync();
+        await this.connectThroughCm(cap, listener);
+      } finally {
+        listener?.destroyId();
+      }
+      await this.sync();
+    }
     for (let i = 0; i < this.nq; i++) {
-      const qp = this.pd.createQp({
-        qpType: QpType.RC, sendCq: this.cq, recvCq: this.cq,
-        cap: { maxSendWr: sendDepth, maxRecvWr: RX_DEPTH + 16, maxSendSge: 1, maxRecvSge: 1, maxInlineData: MAX_INLINE },
-      });
+      const qp = o.rdmaCm ? this.cmIds[i]!.qp! : this.pd.createQp({ qpType: QpType.RC, sendCq: this.cq, recvCq: this.cq, cap });
       this.qps.push(qp);
       this.local.push({
         lid: 0, outReads: OUT_READS, qpn: qp.qpn, psn: randomBytes(3).readUIntBE(0, 3), rkey: this.mr.rkey,
@@ -154,12 +181,13 @@ export class Session {
     if (t === 'write_lat' || t === 'read_lat') await this.sync();
     await perQp();
     const v4 = (g: Uint8Array) => g.subarray(0, 12).every((b, k) => b === (k < 10 ? 0 : 0xff));
-    if (v4(this.local[0]!.gid) !== v4(this.remote[0]!.gid)) {
+    if (!o.rdmaCm && v4(this.local[0]!.gid) !== v4(this.remote[0]!.gid)) {
       throw new Error(`the GID types differ: ours ${gidToString(this.local[0]!.gid)}, the peer's ${gidToString(this.remote[0]!.gid)} (one is IPv4, one IPv6; perftest: "Found Incompatibility issue with GID types")`);
     }
     for (let i = 0; i < this.nq; i++) {
       const r = this.remote[i]!;
       if (Number(r.vaddr) > Number.MAX_SAFE_INTEGER) throw new Error(`the peer's buffer address 0x${r.vaddr.toString(16)} is beyond 2^53`);
+      if (o.rdmaCm) continue; // the rdma_cm moved the QPs to RTS
       connectQp(this.qps[i]!, { qpn: r.qpn, psn: r.psn, gid: r.gid }, {
         psn: this.local[i]!.psn, mtu: this.mtu as MtuValue, sgidIndex: o.gidIndex, hopLimit: 64,
         minRnrTimer: 12, timeout: 14, retryCnt: 7, rnrRetry: 7,
@@ -167,6 +195,78 @@ export class Session {
       });
     }
     if (t === 'send_bw' || t === 'send_lat') { await this.sync(); await perQp(); } else { await perQp(); await this.sync(); }
+  }
+
+  /**
+   * -R: one rdma_cm connection per QP to the server's address and port, as create_rdma_cm_connection
+   * does. The client resolves, routes, creates the QP on the id and connects (responder resources
+   * and initiator depth = out_reads for READ and atomics, 0 otherwise; retries 7/7); it does so one
+   * id after the other, so that the server's QP i (in the order the requests come) is our QP i,
+   * which the data check relies on (perftest starts all at once; with -q 1 that is the same).
+   * perftest's client retries the lot 10 times, 100 ms apart, when the server is not listening
+   * yet (the server listens after its handshake); ours listens before it. The server takes
+   * nq CONNECT_REQUESTs, creates each QP, accepts, sets min_rnr_timer 12 (MIN_RNR_TIMER) as
+   * perftest does, and drops the listener.
+   */
+  private cmListen(): RdmaCmId {
+    const ch = this.cmCh = createEventChannel();
+    const listener = createId(ch, 'tcp');
+    try {
+      listener.bindAddr(this.o.bind, this.cmPort);
+      listener.listen(this.nq);
+    } catch (err) {
+      listener.destroyId();
+      throw err;
+    }
+    return listener;
+  }
+
+  private async connectThroughCm(cap: { maxSendWr: number; maxRecvWr: number; maxSendSge: number; maxRecvSge: number; maxInlineData: number }, listener: RdmaCmId | undefined): Promise<void> {
+    const o = this.o;
+    const ch = this.cmCh ??= createEventChannel();
+    const attr = this.ctx!.queryDevice();
+    const reads = o.test === 'read_bw' || o.test === 'read_lat' || o.test === 'atomic_bw';
+    const param = {
+      responderResources: reads ? Math.min(OUT_READS, attr.maxQpRdAtom) : 0,
+      initiatorDepth: reads ? Math.min(OUT_READS, attr.maxQpInitRdAtom) : 0,
+      retryCount: 7, rnrRetryCount: 7,
+    };
+    const init = { sendCq: this.cq, recvCq: this.cq, cap };
+    const fail = (what: string, e: RdmaCmEvent) => new Error(`${what}: RDMA_CM_EVENT_${e.event}, status ${e.status}${e.reason ? ` (${e.reason})` : ''}`);
+    if (listener) {
+      for (let i = 0; i < this.nq; i++) {
+        const req = await ch.next('CONNECT_REQUEST', o.timeoutMs, undefined);
+        this.cmIds.push(req.id);
+        const qp = req.id.createQp(this.pd!, init);
+        req.id.accept(param);
+        // rdma_cm_connection_request_handler: ibv_modify_qp(min_rnr_timer = MIN_RNR_TIMER); its result is not looked at.
+        try { qp.modify({ minRnrTimer: 12 }, QpAttr.MIN_RNR_TIMER); } catch { /* as perftest: ignored */ }
+      }
+      return;
+    }
+    for (let i = 0; i < this.nq; i++) {
+      for (let attempt = 1; ; attempt++) {
+        const id = createId(ch, 'tcp');
+        try {
+          id.resolveAddr({ address: o.host!, port: this.cmPort }, o.bind, 2000);
+          const ar = await ch.next(['ADDR_RESOLVED', 'ADDR_ERROR'], 5000, id);
+          if (ar.event !== 'ADDR_RESOLVED') throw fail('rdma_resolve_addr', ar);
+          id.resolveRoute(2000);
+          const rr = await ch.next(['ROUTE_RESOLVED', 'ROUTE_ERROR'], 5000, id);
+          if (rr.event !== 'ROUTE_RESOLVED') throw fail('rdma_resolve_route', rr);
+          id.createQp(this.pd!, init);
+          id.connect(param);
+          const est = await ch.next(['ESTABLISHED', 'REJECTED', 'UNREACHABLE', 'CONNECT_ERROR', 'DISCONNECTED', 'DEVICE_REMOVAL'], o.timeoutMs, id);
+          if (est.event !== 'ESTABLISHED') throw fail(`rdma_connect of QP ${i}`, est);
+          this.cmIds.push(id);
+          break;
+        } catch (err) {
+          id.destroyId();
+          if (attempt >= 10) throw new Error(`Failed to connect RDMA CM client, tried 10 times: ${(err as Error).message}`);
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      }
+    }
   }
 
   /** The softrdma-only step: the client's options, which a softrdma server adopts. */
@@ -201,6 +301,11 @@ export class Session {
 
   /** One address message each way (ctx_hand_shake); perftest also uses it as a barrier. */
   async handshake(i: number): Promise<Dest> {
+    if (this.o.rdmaCm) {
+      // rdma_write_keys / rdma_read_keys: the binary struct; before the QPs exist, perftest sends zeros.
+      this.oob!.write(encodeDestCm(this.local[i] ?? ZERO_DEST, this.o.gidIndex));
+      return decodeDestCm(await this.oob!.readBytes(DEST_CM_BYTES, "the peer's address message"));
+    }
     this.oob!.write(encodeDest(this.local[i]!));
     return decodeDest(await this.oob!.readBytes(DEST_BYTES, "the peer's address message"));
   }
@@ -212,6 +317,16 @@ export class Session {
 
   /** xchg_bw_reports: ours for theirs. */
   async xchgReport(r: BwReport): Promise<BwReport> {
+    if (this.o.rdmaCm) {
+      // Over the rdma_cm each field is its own ctx_xchg_data: five 8-byte SENDs each way.
+      const mine = encodeBwReport(r);
+      const parts: Buffer[] = [];
+      for (let k = 0; k < BW_REPORT_BYTES; k += 8) {
+        this.oob!.write(mine.subarray(k, k + 8));
+        parts.push(await this.oob!.readBytes(8, "a field of the peer's bw report"));
+      }
+      return decodeBwReport(Buffer.concat(parts));
+    }
     this.oob!.write(encodeBwReport(r));
     return decodeBwReport(await this.oob!.readBytes(BW_REPORT_BYTES, "the peer's bw report"));
   }
@@ -219,7 +334,7 @@ export class Session {
   /** ctx_close_connection: a last handshake, then "done" (which nobody reads), then close. */
   async closeConnection(): Promise<void> {
     await this.sync();
-    this.oob!.write(DONE);
+    if (!this.o.rdmaCm) this.oob!.write(DONE); // no "done" over the rdma_cm
     await this.oob!.finish(2000);
   }
 
@@ -242,7 +357,10 @@ export class Session {
       o.test.endsWith('_bw') ? ` Mtu             : ${mtuBytes(this.mtu)}[B]` : ` Max inline data : ${MAX_INLINE}[B]`,
       ` Link type       : Ethernet`,
       ` GID index       : ${o.gidIndex}`,
-      ` Data ex. method : Ethernet (TCP port ${o.port}; peer perftest ${printable(this.peerVersion)}${this.softrdma ? ', softrdma' : ''})`,
+      ...(o.rdmaCm ? [` rdma_cm QPs\t : ON`] : []),
+      o.rdmaCm
+        ? ` Data ex. method : rdma_cm (port ${this.cmPort}; peer perftest ${printable(this.peerVersion)}${this.softrdma ? ', softrdma' : ''})`
+        : ` Data ex. method : Ethernet (TCP port ${o.port}; peer perftest ${printable(this.peerVersion)}${this.softrdma ? ', softrdma' : ''})`,
       '-'.repeat(87),
       ...this.local.map((e) => fmt('local', e)),
       ...this.remote.map((e) => fmt('remote', e)),
@@ -328,6 +446,10 @@ export class Session {
   }
 
   async close(): Promise<void> {
+    // -R: the test's connections first (rdma_cm_disconnect_nodes, then the QPs), then the exchange's.
+    for (const id of this.cmIds) { try { id.destroyId(); } catch { /* gone with the device */ } }
+    this.cmIds = [];
+    this.cmCh?.close();
     this.oob?.close();
     try { this.ctx?.close(); } finally { await this.dev?.close(); }
   }
@@ -337,6 +459,8 @@ export class Session {
 export function yieldToLoop(): Promise<void> {
   return new Promise((r) => setImmediate(r));
 }
+
+const ZERO_DEST: Dest = { lid: 0, outReads: 0, qpn: 0, psn: 0, rkey: 0, vaddr: 0n, gid: new Uint8Array(16), srqn: 0 };
 
 export function nowNs(): number { return Number(process.hrtime.bigint()); }
 
