@@ -1,0 +1,261 @@
+// Connection setup through softrdma's rdma_cm (softrdma/cm) against node:net, between the same
+// addresses (client 127.0.0.3, server 127.0.0.2) in the same run, each side in its own process
+// (this file again, with --role). Prints each rate, the ratio and the issue's target (rdma_cm
+// ≥ 0.5× TCP's rate); --json prints the same as one JSON document. Medians of --runs runs
+// (default 3); each run is a fresh client process, the two sides back to back, alternating
+// which goes first.
+//
+// One rdma_cm connection, as a librdmacm client and server do it:
+//   client: createId, resolveAddr (ADDR_RESOLVED), resolveRoute (ROUTE_RESOLVED), createQp (RC,
+//           one PD and CQ for the process), connect (REQ; the server's REP moves the QP to RTS,
+//           our RTU), ESTABLISHED, disconnect (DREQ), DISCONNECTED (the server's DREP),
+//           destroyId (the QP with it).
+//   server: CONNECT_REQUEST, createQp, accept (QP to RTS, REP), ESTABLISHED (RTU),
+//           DISCONNECTED (the client's DREQ), destroyId (DREP, the QP).
+// Linux's CM timing (response timeout 20, 15 retries, packet life 18): ids stay in the agent's
+// table for their time-wait after destroyId, as in Linux.
+// The node:net baseline, the fastest straightforward code for the same job: the server
+// (net.createServer) ends each socket when the client's end arrives; the client does
+// net.connect({ host, port, localAddress }), setNoDelay(true) on 'connect', end(), and waits for
+// 'close' (FIN both ways: the connection fully closed) before the next.
+//
+//   sequential   one connection at a time: 1 s not counted, then 3 s counted (steady state)
+//   32 in flight 32 loops of the same at once: 1 s not counted, then 3 s counted
+//   cold         a fresh client process's first 200 connections, one at a time (the rxe
+//                device and the CM agent already made, not counted; V8 still compiling)
+
+import { spawn, type ChildProcess } from 'node:child_process';
+import net from 'node:net';
+import os from 'node:os';
+import readline from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { createRxeDevice, rxeOf, type CQ, type PD } from '../src/index.js';
+import { createEventChannel, createId, type RdmaCmEvent, type RdmaCmEventType, type RdmaCmId } from '../src/cm/index.js';
+import { formatTable } from '../src/tools/table.js';
+import { benchOptions } from './options.js';
+import { median, verdict } from './stats.js';
+
+const USAGE = 'usage: node dist/bench/cm-vs-tcp.js [--runs N] [--json]';
+const { runs: RUNS, json, strings: s } = benchOptions(USAGE, {
+  role: undefined, api: undefined, addr: undefined, dst: undefined, port: undefined, 'udp-port': undefined,
+  mode: undefined, seconds: '3', warmup: '1', conns: '200', inflight: '32',
+});
+const SERVER_ADDR = '127.0.0.2';
+const CLIENT_ADDR = '127.0.0.3';
+const SELF = fileURLToPath(import.meta.url);
+const say = (o: object) => process.stdout.write(JSON.stringify(o) + '\n');
+
+// ---------------------------------------------------------------- the server processes
+
+async function cmServer(addr: string): Promise<void> {
+  const dev = await createRxeDevice({ address: addr, port: 0 });
+  const ch = createEventChannel();
+  const listener = createId(ch, 'tcp');
+  listener.bindAddr(addr, 0);
+  listener.listen(1024);
+  const ctx = listener.verbs!;
+  const pd = ctx.allocPd();
+  const cq = ctx.createCq(4096);
+  let accepted = 0;
+  ch.on('event', (e: RdmaCmEvent) => {
+    if (e.id === listener) return;
+    switch (e.event) {
+      case 'CONNECT_REQUEST':
+        e.id.createQp(pd, { sendCq: cq, recvCq: cq, cap: { maxSendWr: 4, maxRecvWr: 4, maxSendSge: 1, maxRecvSge: 1 } });
+        e.id.accept();
+        accepted++;
+        return;
+      case 'DISCONNECTED': case 'REJECTED': case 'UNREACHABLE': case 'CONNECT_ERROR':
+        e.id.destroyId(); // the DREP for a DREQ, and the QP
+        return;
+      default:
+    }
+  });
+  say({ port: listener.localAddr!.port, udpPort: rxeOf(dev).port });
+  await waitStdinEnd();
+  say({ accepted });
+  listener.destroyId();
+  ch.close();
+  await dev.close();
+}
+
+async function netServer(addr: string): Promise<void> {
+  const server = net.createServer((sock) => {
+    sock.on('error', () => {});
+    sock.on('end', () => sock.end());
+    sock.resume();
+  });
+  await new Promise<void>((r) => server.listen({ host: addr, port: 0 }, r));
+  say({ port: (server.address() as net.AddressInfo).port, udpPort: 0 });
+  await waitStdinEnd();
+  server.close();
+}
+
+function waitStdinEnd(): Promise<void> {
+  return new Promise((r) => { process.stdin.on('end', r); process.stdin.resume(); });
+}
+
+// ---------------------------------------------------------------- the client processes
+
+type OneConn = () => Promise<void>;
+
+async function cmClient(addr: string, dst: string, port: number, udpPort: number): Promise<{ one: OneConn; close: () => Promise<void> }> {
+  const dev = await createRxeDevice({ address: addr, port: udpPort });
+  const ch = createEventChannel();
+  // Events go to whoever waits for that id (one waiter per id at a time).
+  const waiting = new Map<RdmaCmId, (e: RdmaCmEvent) => void>();
+  ch.on('event', (e: RdmaCmEvent) => { const w = waiting.get(e.id); if (w) { waiting.delete(e.id); w(e); } });
+  const next = (id: RdmaCmId, want: RdmaCmEventType) => new Promise<void>((resolve, reject) => {
+    waiting.set(id, (e) => (e.event === want ? resolve() : reject(new Error(`expected ${want}, got ${e.event} (status ${e.status})`))));
+  });
+  let pd: PD | undefined;
+  let cq: CQ | undefined;
+  const one = async () => {
+    const id = createId(ch, 'tcp');
+    try {
+      let p = next(id, 'ADDR_RESOLVED');
+      id.resolveAddr({ address: dst, port }, addr);
+      await p;
+      p = next(id, 'ROUTE_RESOLVED');
+      id.resolveRoute();
+      await p;
+      pd ??= id.verbs!.allocPd();
+      cq ??= id.verbs!.createCq(4096);
+      id.createQp(pd, { sendCq: cq, recvCq: cq, cap: { maxSendWr: 4, maxRecvWr: 4, maxSendSge: 1, maxRecvSge: 1 } });
+      p = next(id, 'ESTABLISHED');
+      id.connect();
+      await p;
+      p = next(id, 'DISCONNECTED');
+      id.disconnect();
+      await p;
+    } finally {
+      waiting.delete(id);
+      id.destroyId();
+    }
+  };
+  return { one, close: async () => { ch.close(); await dev.close(); } };
+}
+
+function netClient(addr: string, dst: string, port: number): { one: OneConn; close: () => Promise<void> } {
+  const one = () => new Promise<void>((resolve, reject) => {
+    const sock = net.connect({ host: dst, port, localAddress: addr });
+    sock.on('connect', () => { sock.setNoDelay(true); sock.end(); });
+    sock.on('error', reject);
+    sock.on('close', () => resolve());
+    sock.resume();
+  });
+  return { one, close: async () => {} };
+}
+
+async function client(): Promise<void> {
+  const api = s.api!, mode = s.mode!;
+  const port = Number(s.port), udpPort = Number(s['udp-port']);
+  const t0 = performance.now();
+  const c = api === 'cm' ? await cmClient(s.addr!, s.dst!, port, udpPort) : netClient(s.addr!, s.dst!, port);
+  const setupMs = performance.now() - t0;
+  if (mode === 'cold') {
+    const n = Number(s.conns);
+    const start = performance.now();
+    for (let i = 0; i < n; i++) await c.one();
+    const ms = performance.now() - start;
+    await c.close();
+    say({ perSec: (n * 1000) / ms, conns: n, ms, setupMs });
+    return;
+  }
+  const loops = mode === 'concurrent' ? Number(s.inflight) : 1;
+  const warmEnd = performance.now() + Number(s.warmup) * 1000;
+  const end = warmEnd + Number(s.seconds) * 1000;
+  let counted = 0;
+  const loop = async () => {
+    for (;;) {
+      const t = performance.now();
+      if (t >= end) return;
+      await c.one();
+      const done = performance.now();
+      if (t >= warmEnd && done <= end) counted++;
+    }
+  };
+  await Promise.all(Array.from({ length: loops }, loop));
+  await c.close();
+  // Connections that started after the warm-up and ended within the counted seconds.
+  say({ perSec: counted / Number(s.seconds), conns: counted, setupMs });
+}
+
+// ---------------------------------------------------------------- the driver
+
+interface Peer { proc: ChildProcess; port: number; udpPort: number; stop: () => Promise<void> }
+
+function child(args: string[]): ChildProcess {
+  return spawn(process.execPath, [SELF, ...args], { stdio: ['pipe', 'pipe', 'inherit'] });
+}
+
+function firstLine(p: ChildProcess): Promise<Record<string, number>> {
+  return new Promise((resolve, reject) => {
+    const rl = readline.createInterface({ input: p.stdout! });
+    rl.once('line', (l) => { rl.close(); resolve(JSON.parse(l) as Record<string, number>); });
+    p.once('exit', (code) => reject(new Error(`${p.spawnargs.join(' ')} exited ${code} before a line`)));
+  });
+}
+
+async function startServer(api: string): Promise<Peer> {
+  const proc = child(['--role', 'server', '--api', api, '--addr', SERVER_ADDR]);
+  const l = await firstLine(proc);
+  return {
+    proc, port: l.port!, udpPort: l.udpPort!,
+    stop: async () => { proc.stdin!.end(); await new Promise((r) => proc.once('exit', r)); },
+  };
+}
+
+async function runClient(api: string, peer: Peer, mode: string): Promise<{ perSec: number }> {
+  const p = child(['--role', 'client', '--api', api, '--addr', CLIENT_ADDR, '--dst', SERVER_ADDR, '--port', String(peer.port),
+    '--udp-port', String(peer.udpPort), '--mode', mode, '--seconds', s.seconds!, '--warmup', s.warmup!, '--conns', s.conns!, '--inflight', s.inflight!]);
+  const line = await firstLine(p);
+  await new Promise((r) => (p.exitCode !== null ? r(undefined) : p.once('exit', r)));
+  if (p.exitCode !== 0) throw new Error(`client ${api} ${mode} exited ${p.exitCode}`);
+  return line as { perSec: number };
+}
+
+interface Row { metric: string; cm: number; tcp: number; ratio: number; runs: Array<{ cm: number; tcp: number; ratio: number }>; target: string; met: boolean | undefined }
+
+async function driver(): Promise<void> {
+  const cmS = await startServer('cm');
+  const netS = await startServer('net');
+  const rows: Row[] = [];
+  const modes: Array<[string, string, number | undefined]> = [
+    ['sequential, steady state', 'sequential', 0.5],
+    [`${s.inflight} in flight, steady state`, 'concurrent', 0.5],
+    [`cold: first ${s.conns} of a fresh process, sequential`, 'cold', undefined],
+  ];
+  try {
+    for (const [metric, mode, target] of modes) {
+      const runs: Row['runs'] = [];
+      for (let i = 0; i < RUNS; i++) {
+        let a: { perSec: number }, b: { perSec: number };
+        if (i % 2 === 0) { a = await runClient('cm', cmS, mode); b = await runClient('net', netS, mode); } else { b = await runClient('net', netS, mode); a = await runClient('cm', cmS, mode); }
+        runs.push({ cm: a.perSec, tcp: b.perSec, ratio: a.perSec / b.perSec });
+      }
+      const ratio = median(runs.map((r) => r.ratio));
+      rows.push({ metric, cm: median(runs.map((r) => r.cm)), tcp: median(runs.map((r) => r.tcp)), ratio, runs, ...verdict(ratio, true, target) });
+    }
+  } finally {
+    await cmS.stop();
+    await netS.stop();
+  }
+  const how = 'rdma_cm: resolveAddr, resolveRoute, createQp, connect, accept, ESTABLISHED, disconnect, DISCONNECTED, destroyId; ' +
+    'node:net: connect, setNoDelay, end, close on both sides (server ends on the client\'s end); each side in its own process, 127.0.0.3 -> 127.0.0.2';
+  if (json) {
+    console.log(JSON.stringify({ runs: RUNS, cpus: os.cpus().length, node: process.version, how, rows }, null, 2));
+    return;
+  }
+  const head = ['metric', 'rdma_cm', 'node:net', 'unit', 'CM/TCP', 'runs', 'target', 'met'];
+  const lines = rows.map((r) => {
+    const xs = r.runs.map((x) => x.ratio);
+    return [r.metric, r.cm.toFixed(0), r.tcp.toFixed(0), 'conn/s', r.ratio.toFixed(2), `${Math.min(...xs).toFixed(2)}-${Math.max(...xs).toFixed(2)}`, r.target, r.met === undefined ? '-' : r.met ? 'yes' : 'NO'];
+  });
+  console.log(formatTable([head, ...lines]));
+  console.log(`\nmedians of ${RUNS} runs (CM/TCP: the median of the runs' pair ratios; runs: their range); ${how}; ${os.cpus().length} CPUs, node ${process.version}`);
+}
+
+if (s.role === 'server') await (s.api === 'cm' ? cmServer(s.addr!) : netServer(s.addr!));
+else if (s.role === 'client') await client();
+else await driver();
