@@ -1,0 +1,365 @@
+// `softrdma cmatose`: rdma-core's librdmacm/examples/cmatose.c (RC, the TCP port space) and, with
+// --ud, udaddy.c (UD through SIDR, the UDP port space), over softrdma/cm: N connections at once,
+// M messages each way, with their options and output lines.
+//
+// cmatose: the client resolves every id at once; each ROUTE_RESOLVED creates the node's QP (a PD,
+// a send and a receive CQ, an MR of -S bytes), posts -C receives and connects (responder
+// resources 1, initiator depth 1, retry count 5); the server accepts each CONNECT_REQUEST the same
+// way. When all are ESTABLISHED the server SENDs -C messages on every connection, waits for its
+// send completions, then for the client's -C replies; the client, having received the server's,
+// SENDs its replies. The server disconnects every connection; the client answers each DISCONNECTED
+// with rdma_disconnect. udaddy: the client SENDs -C datagrams WITH_IMM (its QPN) on each id to the
+// QPN and Q_Key of the SIDR_REP; the server makes a reply AH from the first one's GRH and answers
+// with -C of its own. Not here: -f (address format), -P ib, -t (TOS), -m (migrate), -a (ACK timeout):
+// softrdma/cm has no AF_IB, no rdma_set_option and no rdma_migrate_id.
+// softrdma adds a check (every message arrives with -S bytes) and a --timeout, where cmatose would
+// wait for ever.
+
+import dgram from 'node:dgram';
+import { isIP } from 'node:net';
+import { parseArgs } from 'node:util';
+import {
+  Access, createRxeDevice, rxeOf, SendFlags, WcOpcode, WcStatus, wcStatusStr, WrOpcode, type AH, type CQ, type MR, type PD, type QP, type WorkCompletion,
+} from '../index.js';
+import { createEventChannel, createId, type EventChannel, type RdmaCmEvent, type RdmaCmId } from '../cm/index.js';
+import { UsageError } from './usage.js';
+
+export const CMATOSE_USAGE = `usage: softrdma cmatose [-s server_address] [-b bind_address] [-c connections]
+                        [-C message_count] [-S message_size] [-p port] [--ud]
+
+rdma-core's cmatose (RC, rdma_cm TCP port space) or, with --ud, udaddy (UD through SIDR, UDP port
+space), over softrdma/cm: -c connections at once, -C messages of -S bytes each way on each.
+Either side may be the kernel's ucmatose / udaddy.
+
+  -s addr      the server's address (makes this the client; without it, the server)
+  -b addr      the local address (the server's: required; the client's: default what the
+               kernel's routing picks towards -s)
+  -c n         connections (default 1)
+  -C n         messages each way per connection (default 10)
+  -S n         message size (default 100; --ud: at most the path MTU)
+  -p port      port (default 7471; --ud 7174, as udaddy)
+      --ud          udaddy: UD QPs through SIDR
+      --udp-port N  RoCEv2 UDP port of the softrdma device (default 4791; the server prints
+                    the port it took when given 0)
+      --timeout S   give up when nothing happens for S seconds (default 30; cmatose waits for ever)`;
+
+/** struct ibv_grh before every UD receive. */
+const GRH = 40;
+
+interface Opts {
+  dst: string | undefined; src: string | undefined; connections: number; count: number; size: number; port: number;
+  ud: boolean; udpPort: number; timeoutMs: number;
+}
+
+function parse(args: string[]): Opts {
+  const { values, positionals } = parseArgs({
+    args, allowPositionals: true, strict: true,
+    options: {
+      s: { type: 'string', short: 's' }, b: { type: 'string', short: 'b' }, c: { type: 'string', short: 'c' },
+      C: { type: 'string', short: 'C' }, S: { type: 'string', short: 'S' }, p: { type: 'string', short: 'p' },
+      ud: { type: 'boolean' }, 'udp-port': { type: 'string' }, timeout: { type: 'string' },
+    },
+  });
+  if (positionals.length) throw new UsageError(`unexpected argument '${positionals[0]}'`);
+  const int = (name: string, v: string | undefined, def: number, min: number, max: number) => {
+    if (v === undefined) return def;
+    const n = Number(v);
+    if (!/^\d+$/.test(v) || n < min || n > max) throw new UsageError(`-${name} must be an integer from ${min} to ${max}, got '${v}'`);
+    return n;
+  };
+  for (const [k, v] of [['s', values.s], ['b', values.b]] as const) if (v !== undefined && isIP(v) === 0) throw new UsageError(`-${k} must be an IPv4 or IPv6 address, got '${v}'`);
+  if (values.s === undefined && (values.b === undefined || values.b === '0.0.0.0' || values.b === '::')) throw new UsageError('the server needs -b with the address of its softrdma device');
+  const ud = values.ud === true;
+  return {
+    dst: values.s, src: values.b, connections: int('c', values.c, 1, 1, 10_000), count: int('C', values.C, 10, 0, 100_000),
+    size: int('S', values.S, 100, 0, ud ? 4096 : 1 << 24), port: int('p', values.p, ud ? 7174 : 7471, 0, 65535), ud,
+    udpPort: int('-udp-port', values['udp-port'], 4791, 0, 65535), timeoutMs: int('-timeout', values.timeout, 30, 1, 86400) * 1000,
+  };
+}
+
+/** The local address the kernel would send from towards `dst` (a connected UDP socket; nothing is sent). */
+async function routeSource(dst: string): Promise<string> {
+  const sock = dgram.createSocket(isIP(dst) === 6 ? 'udp6' : 'udp4');
+  try {
+    await new Promise<void>((resolve, reject) => { sock.once('error', reject); sock.connect(9, dst, () => resolve()); });
+    return sock.address().address;
+  } finally {
+    sock.close();
+  }
+}
+
+/** One connection: struct cmatest_node. */
+class Node {
+  pd: PD | undefined;
+  cqs: CQ[] = [];
+  qp: QP | undefined;
+  mr: MR | undefined;
+  mem: Buffer | undefined;
+  ah: AH | undefined;
+  remoteQpn = 0;
+  remoteQkey = 0;
+  connected = false;
+  constructor(readonly no: number, public id: RdmaCmId | undefined) {}
+
+  /** init_node + create_message (+ post_recvs). */
+  init(o: Opts): void {
+    const id = this.id!;
+    const ctx = id.verbs!;
+    this.pd = ctx.allocPd();
+    const cqe = o.ud ? (o.count ? o.count * 2 : 2) : o.count || 1;
+    // cmatose: a send CQ and a receive CQ; udaddy: one for both.
+    this.cqs = o.ud ? [ctx.createCq(cqe)] : [ctx.createCq(cqe), ctx.createCq(cqe)];
+    this.qp = id.createQp(this.pd, {
+      sendCq: this.cqs[0]!, recvCq: this.cqs[this.cqs.length - 1]!, sqSigAll: !o.ud,
+      cap: { maxSendWr: o.count || 1, maxRecvWr: o.count || 1, maxSendSge: 1, maxRecvSge: 1 },
+    });
+    if (!o.size || !o.count) return;
+    this.mem = Buffer.alloc(o.size + (o.ud ? GRH : 0));
+    for (let i = 0; i < o.size; i++) this.mem[(o.ud ? GRH : 0) + i] = (this.no + i) & 0xff;
+    this.mr = this.pd.regMr(this.mem, Access.LOCAL_WRITE);
+    for (let i = 0; i < o.count; i++) this.qp.postRecv({ wrId: BigInt(this.no), sgList: [this.mr.sge()] });
+  }
+
+  sendCq(): CQ { return this.cqs[0]!; }
+  recvCq(): CQ { return this.cqs[this.cqs.length - 1]!; }
+
+  /** post_sends. */
+  postSends(o: Opts, signaled: boolean): void {
+    if (!this.connected || !o.count || !o.size) return;
+    for (let i = 0; i < o.count; i++) {
+      if (o.ud) {
+        this.qp!.postSend({
+          wrId: BigInt(this.no), opcode: WrOpcode.SEND_WITH_IMM, immData: this.qp!.qpn, sendFlags: signaled ? SendFlags.SIGNALED : 0,
+          sgList: [this.mr!.sge(GRH, o.size)], ud: { ah: this.ah!, remoteQpn: this.remoteQpn, remoteQkey: this.remoteQkey },
+        });
+      } else {
+        this.qp!.postSend({ wrId: BigInt(this.no), opcode: WrOpcode.SEND, sendFlags: 0, sgList: [this.mr!.sge(0, o.size)] });
+      }
+    }
+  }
+
+  /** destroy_node. */
+  destroy(): void {
+    if (!this.id) return;
+    try { if (this.id.qp) this.id.destroyQp(); } catch { /* gone with the device */ }
+    try {
+      this.ah?.destroy();
+      for (const cq of this.cqs) cq.destroy();
+      this.mr?.dereg();
+      this.pd?.dealloc();
+    } catch { /* gone with the device */ }
+    this.id.destroyId();
+    this.id = undefined;
+  }
+}
+
+class Test {
+  readonly nodes: Node[];
+  connIndex = 0;
+  connectsLeft: number;
+  disconnectsLeft = 0;
+  failed: string | undefined;
+  constructor(readonly o: Opts, readonly ch: EventChannel, readonly name: string) {
+    this.nodes = Array.from({ length: o.connections }, (_, i) => new Node(i, o.dst ? createId(ch, o.ud ? 'udp' : 'tcp', { context: i }) : undefined));
+    this.connectsLeft = o.connections;
+  }
+
+  say(line: string): void { process.stdout.write(line + '\n'); }
+
+  /** cma_handler. */
+  handle(e: RdmaCmEvent): void {
+    const o = this.o;
+    const node = typeof e.id.context === 'number' ? this.nodes[e.id.context] : undefined;
+    switch (e.event) {
+      case 'ADDR_RESOLVED':
+        e.id.resolveRoute(2000);
+        return;
+      case 'ROUTE_RESOLVED':
+        node!.init(o);
+        e.id.connect(o.ud ? {} : { responderResources: 1, initiatorDepth: 1, retryCount: 5 });
+        return;
+      case 'CONNECT_REQUEST': {
+        if (this.connIndex === o.connections) {
+          this.say(`${this.name}: failing connection request`);
+          e.id.reject();
+          return;
+        }
+        const n = this.nodes[this.connIndex++]!;
+        n.id = e.id;
+        e.id.context = n.no;
+        n.init(o);
+        e.id.accept({});
+        if (o.ud) { n.connected = true; this.connectsLeft--; }
+        return;
+      }
+      case 'ESTABLISHED':
+        if (o.ud) {
+          // resolved_handler: the AH from the SIDR_REP's path.
+          const ud = e.ud!;
+          node!.remoteQpn = ud.qpNum;
+          node!.remoteQkey = ud.qkey;
+          node!.ah = node!.pd!.createAh({ grh: { dgid: ud.dgid, hopLimit: ud.hopLimit, flowLabel: ud.flowLabel }, isGlobal: true, portNum: 1 });
+        }
+        node!.connected = true;
+        this.connectsLeft--;
+        if (!o.ud) this.disconnectsLeft++;
+        return;
+      case 'ADDR_ERROR': case 'ROUTE_ERROR': case 'CONNECT_ERROR': case 'UNREACHABLE': case 'REJECTED':
+        this.say(`${this.name}: event: RDMA_CM_EVENT_${e.event}, error: ${e.status}`);
+        this.connectsLeft--;
+        this.failed ??= `${e.event} (status ${e.status})`;
+        return;
+      case 'DISCONNECTED':
+        try { e.id.disconnect(); } catch { /* we started it: this is the DREP */ }
+        this.disconnectsLeft--;
+        return;
+      default:
+    }
+  }
+
+  /** connect_events / disconnect_events: take events until `until()` is false. */
+  async events(until: () => boolean): Promise<void> {
+    while (until() && !this.failed) {
+      const e = await this.ch.next(undefined, this.o.timeoutMs).catch(() => { throw new Error(`${this.name}: no rdma_cm event for ${this.o.timeoutMs / 1000} s (${this.connectsLeft} connects, ${this.disconnectsLeft} disconnects left)`); });
+      this.handle(e);
+    }
+    if (this.failed) throw new Error(`${this.name}: ${this.failed}`);
+  }
+
+  /** poll_cqs: -C completions on every connected node's CQ; a UD server makes its reply AH from the first. */
+  async poll(which: 'send' | 'recv'): Promise<void> {
+    const o = this.o;
+    for (const n of this.nodes) {
+      if (!n.connected) continue;
+      const cq = which === 'send' ? n.sendCq() : n.recvCq();
+      for (let done = 0; done < o.count; done++) {
+        const wc = await this.next(cq);
+        if (wc.status !== WcStatus.SUCCESS) throw new Error(`${this.name}: completion error ${wcStatusStr(wc.status)} on connection ${n.no}`);
+        if (wc.opcode === WcOpcode.RECV) {
+          const want = o.size + (o.ud ? GRH : 0);
+          if (wc.byteLen !== want) throw new Error(`${this.name}: connection ${n.no} received ${wc.byteLen} bytes, expected ${want}`);
+          if (o.ud && !n.ah) this.replyAh(n, wc);
+        }
+      }
+    }
+  }
+
+  private async next(cq: CQ): Promise<WorkCompletion> {
+    const got = cq.poll(1)[0];
+    if (got) return got;
+    try {
+      return await cq.next({ signal: AbortSignal.timeout(this.o.timeoutMs) });
+    } catch {
+      throw new Error(`${this.name}: no completion for ${this.o.timeoutMs / 1000} s`);
+    }
+  }
+
+  /** create_reply_ah (ibv_init_ah_from_wc): the peer's GID from the GRH area, its QPN from the immediate. */
+  private replyAh(n: Node, wc: WorkCompletion): void {
+    const m = n.mem!;
+    // Over RoCEv2 IPv4 the GRH area holds the IPv4 header in its last 20 bytes (source at 32); IPv6: source at 8.
+    const v4 = m[20]! >> 4 === 4;
+    const dgid = v4 ? Buffer.concat([Buffer.from('00000000000000000000ffff', 'hex'), m.subarray(32, 36)]) : Buffer.from(m.subarray(8, 24));
+    n.ah = n.pd!.createAh({ grh: { dgid, hopLimit: 64 }, isGlobal: true, portNum: 1 });
+    n.remoteQpn = wc.immData!;
+    n.remoteQkey = n.qp!.query().qkey;
+  }
+
+  destroy(): void {
+    for (const n of this.nodes) n.destroy();
+  }
+}
+
+export async function cmatose(args: string[]): Promise<number> {
+  const o = parse(args);
+  const name = o.ud ? 'udaddy' : 'cmatose';
+  const local = o.src ?? await routeSource(o.dst!);
+  const dev = await createRxeDevice({ address: local, port: o.udpPort });
+  const ch = createEventChannel();
+  const t = new Test(o, ch, name);
+  let ret = 0;
+  try {
+    if (o.dst) await runClient(t, local);
+    else await runServer(t, local, rxeOf(dev).port);
+  } catch (err) {
+    process.stderr.write(`${err instanceof Error ? err.message : String(err)}\n`);
+    ret = 1;
+  }
+  t.say('test complete');
+  t.destroy();
+  ch.close();
+  // A softrdma process's CM ends with it (a kernel's outlives the process): give the last MADs
+  // (the DREPs just answered, the REJs and DREQs destroyId sent) a moment to leave.
+  await new Promise((r) => setTimeout(r, 50));
+  await dev.close();
+  t.say(`return status ${ret}`);
+  return ret;
+}
+
+async function runServer(t: Test, local: string, udpPort: number): Promise<void> {
+  const o = t.o;
+  t.say(`${t.name}: starting server`);
+  const listen = createId(t.ch, o.ud ? 'udp' : 'tcp');
+  try {
+    listen.bindAddr(local, o.port);
+    listen.listen(Math.max(128, o.connections));
+    if (o.port === 0 || o.udpPort === 0) process.stderr.write(`listening: port ${listen.localAddr!.port}, RoCE UDP port ${udpPort}\n`);
+    await t.events(() => t.connectsLeft > 0);
+    if (o.ud) {
+      if (o.count) {
+        t.say('receiving data transfers');
+        await t.poll('recv');
+        t.say('sending replies');
+        for (const n of t.nodes) n.postSends(o, true);
+        await t.poll('send');
+        t.say('data transfers complete');
+      }
+      return;
+    }
+    if (o.count) {
+      t.say('initiating data transfers');
+      for (const n of t.nodes) n.postSends(o, false);
+      t.say('completing sends');
+      await t.poll('send');
+      t.say('receiving data transfers');
+      await t.poll('recv');
+      t.say('data transfers complete');
+    }
+    t.say(`${t.name}: disconnecting`);
+    for (const n of t.nodes) {
+      if (!n.connected) continue;
+      n.connected = false;
+      n.id!.disconnect();
+    }
+    await t.events(() => t.disconnectsLeft > 0);
+    t.say('disconnected');
+  } finally {
+    listen.destroyId();
+  }
+}
+
+async function runClient(t: Test, local: string): Promise<void> {
+  const o = t.o;
+  t.say(`${t.name}: starting client`);
+  t.say(`${t.name}: connecting`);
+  for (const n of t.nodes) n.id!.resolveAddr({ address: o.dst!, port: o.port }, local, 2000);
+  await t.events(() => t.connectsLeft > 0);
+  if (o.ud) {
+    if (o.count) {
+      t.say('initiating data transfers');
+      for (const n of t.nodes) n.postSends(o, false);
+      t.say('receiving data transfers');
+      await t.poll('recv');
+      t.say('data transfers complete');
+    }
+    return;
+  }
+  if (o.count) {
+    t.say('receiving data transfers');
+    await t.poll('recv');
+    t.say('sending replies');
+    for (const n of t.nodes) n.postSends(o, false);
+    t.say('data transfers complete');
+  }
+  await t.events(() => t.disconnectsLeft > 0);
+}
