@@ -23,7 +23,8 @@ GID=1                      # the guest's RoCEv2 IPv4 GID (::ffff:10.77.0.2)
 LOGS=$(mktemp -d /tmp/perftest-interop.XXXXXX)
 export RXE_QUIET=1
 
-ALL=(write_bw read_bw send_bw atomic_bw write_lat read_lat send_lat write_bw_q2 send_bw_b pingpong_rc pingpong_ud)
+ALL=(write_bw read_bw send_bw atomic_bw write_lat read_lat send_lat write_bw_q2 send_bw_b pingpong_rc pingpong_ud
+     write_bw_R read_bw_R send_bw_R atomic_bw_R write_lat_R send_lat_R)
 TESTS=("${@:-${ALL[@]}}")
 
 # Per test: the C binary, its arguments (-F: under TCG perftest's CPU clock estimate can fail its
@@ -38,6 +39,10 @@ c_args() {
     write_lat|read_lat|send_lat) echo "ib_$1 -d rxe0 -F -x $GID -s 64 -n 200" ;;
     pingpong_rc) echo "ibv_rc_pingpong -d rxe0 -g $GID -n 50" ;;
     pingpong_ud) echo "ibv_ud_pingpong -d rxe0 -g $GID -s 512 -n 50" ;;
+    # -R: the QPs connected by the rdma_cm, the exchange over an rdma_cm connection (no TCP)
+    write_bw_R|read_bw_R|send_bw_R) echo "ib_${1%_R} -d rxe0 -F -R -s 4096 -n 200" ;;
+    atomic_bw_R) echo "ib_atomic_bw -d rxe0 -F -R -n 200" ;;
+    write_lat_R|send_lat_R) echo "ib_${1%_R} -d rxe0 -F -R -s 64 -n 200" ;;
   esac
 }
 s_args() {
@@ -49,6 +54,9 @@ s_args() {
     write_lat|read_lat|send_lat) echo "perftest $1 --bind $HOST_IP -s 64 -n 200 --timeout 60" ;;
     pingpong_rc) echo "pingpong rc --bind $HOST_IP -n 50" ;;
     pingpong_ud) echo "pingpong ud --bind $HOST_IP -s 512 -n 50" ;;
+    write_bw_R|read_bw_R|send_bw_R) echo "perftest ${1%_R} -R --bind $HOST_IP -s 4096 -n 200 --timeout 60" ;;
+    atomic_bw_R) echo "perftest atomic_bw -R --bind $HOST_IP -n 200 --timeout 60" ;;
+    write_lat_R|send_lat_R) echo "perftest ${1%_R} -R --bind $HOST_IP -s 64 -n 200 --timeout 60" ;;
   esac
 }
 # What a side prints when it has a result: a row of perftest's table, or pingpong's summary.
@@ -56,7 +64,7 @@ s_args() {
 result_re() {
   case $1 in
     pingpong_*) echo 'iters in [0-9.]+ seconds' ;;
-    *_lat) echo '^ *[0-9]+[[:space:]]+[0-9]+[[:space:]]+[0-9.]+[[:space:]]+[0-9.]+' ;;
+    *_lat|*_lat_R) echo '^ *[0-9]+[[:space:]]+[0-9]+[[:space:]]+[0-9.]+[[:space:]]+[0-9.]+' ;;
     *) echo '^ *[0-9]+[[:space:]]+[0-9]+[[:space:]]+[0-9.]+[[:space:]]+[0-9.]+[[:space:]]+[0-9.]+' ;;
   esac
 }
@@ -80,9 +88,11 @@ declare -A RES
 c_server() {
   local t=$1 log=$LOGS/$t.c-server
   vm_exec "rm -f /root/s.out /root/s.rc; (timeout 90 $(c_args "$t") > /root/s.out 2>&1; echo \$? > /root/s.rc) >/dev/null 2>&1 &" >/dev/null
-  # Wait until its TCP port listens (the guest has ss), then run our client.
-  local up=0
-  for _ in $(seq 40); do vm_exec 'ss -ltn | grep -q ":18515 "' >/dev/null && { up=1; break; }; sleep 0.5; done
+  # Wait until its TCP port listens (the guest has ss), then run our client. With -R there is no
+  # TCP port: wait for its rdma_cm listener (iproute2's rdma tool lists the cm_ids).
+  local up=0 ready='ss -ltn | grep -q ":18515 "'
+  case $t in *_R) ready='rdma res show cm_id | grep -q "LISTEN.*18515"' ;; esac
+  for _ in $(seq 40); do vm_exec "$ready" >/dev/null && { up=1; break; }; sleep 0.5; done
   local crc=99
   if [ $up = 1 ]; then
     ip netns exec rxepeer timeout 120 $CLI $(s_args "$t") $GUEST_IP > "$log.softrdma" 2>&1; crc=$?
