@@ -39,7 +39,7 @@ const COMMANDS: Record<string, Command> = {
   perftest: { args: '<test> [options] [host]', about: "perftest's ib_*_bw and ib_*_lat (write, read, send, atomic)", usage: PERFTEST_USAGE, versionShort: ['-V'], run: async (a) => { await perftest(a); } },
   pingpong: { args: 'rc|ud [options] [host]', about: "rdma-core's ibv_rc_pingpong / ibv_ud_pingpong", usage: PINGPONG_USAGE, run: async (a) => { await pingpong(a); } },
   rping: { args: '-s|-c [-a ADDR] [options]', about: "librdmacm's rping, through softrdma/cm", usage: RPING_USAGE, run: rping },
-  cmatose: { args: '[-s ADDR] [-b ADDR] [-c N] [-C N] [--ud]', about: "librdmacm's cmatose / udaddy: N connections at once", usage: CMATOSE_USAGE, run: cmatose },
+  cmatose: { args: '[-s ADDR] [-c N] [--ud]', about: "librdmacm's cmatose / udaddy: N connections at once", usage: CMATOSE_USAGE, run: cmatose },
   smcss: { args: '[-a|-l] [-d] [-D] [-W] [-v]', about: "SMC sockets of this user's processes (like smcss)", usage: SMCSS_USAGE, versionShort: ['-V'], run: smcss },
   'smc-chk': { args: '<host> <port>', about: 'does a service get SMC-D, and if not why (like smc_chk -C)', usage: SMC_CHK_USAGE, versionShort: ['-v'], run: smcChk },
   'smc-run': { args: '[-d] [-r SIZE] <cmd...>', about: 'run a Node program with SMC-capable sockets (like smc_run)', usage: SMC_RUN_USAGE, versionShort: ['-v'], optionEnd: smcRunOptionEnd, run: smcRun },
