@@ -80,8 +80,9 @@ Run the server without a host, then the client with the server's host.
 
 The out-of-band exchange is perftest's (version 6.06: TCP, or with -R the rdma_cm), so
 either side may be the C ib_write_bw, ib_read_bw, ib_send_bw, ib_atomic_bw, ib_write_lat,
-ib_read_lat or ib_send_lat on a Linux rxe (give it -x with a RoCEv2 GID index). Between two softrdma sides the server
-takes the client's sizes, -n, -D, -q and -b, and every bw run checks the data that moved.`;
+ib_read_lat or ib_send_lat on a Linux rxe (give it -x with a RoCEv2 GID index). Between two
+softrdma sides the server takes the client's sizes, -n, -D, -q and -b, and every bw run
+checks the data that moved.`;
 
 
 function intOpt(name: string, v: string | undefined, dflt: number, min: number, max: number): number {
