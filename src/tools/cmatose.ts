@@ -288,9 +288,8 @@ export async function cmatose(args: string[]): Promise<number> {
   t.say('test complete');
   t.destroy();
   ch.close();
-  // A softrdma process's CM ends with it (a kernel's outlives the process): give the last MADs
-  // (the DREPs just answered, the REJs and DREQs destroyId sent) a moment to leave.
-  await new Promise((r) => setTimeout(r, 50));
+  // The last MADs (the DREPs just answered, the REJs and DREQs destroyId sent) leave before
+  // the device's sockets close (its close waits a turn of the loop for them).
   await dev.close();
   t.say(`return status ${ret}`);
   return ret;

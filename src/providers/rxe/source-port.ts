@@ -134,15 +134,19 @@ export class SourcePort {
     return sock;
   }
 
-  /** Close the sockets this port opened (never the device socket). */
+  /**
+   * Close the sockets this port opened (never the device socket). Packets queued from this
+   * port this tick (the link sends them at the end of the tick, and node:dgram hands them to
+   * the kernel a tick later) still leave from it: the sockets close on the next turn of the
+   * loop. The last QP1 MADs of a closing CM (its DREQs and DREPs) were lost here.
+   */
   close(): void {
     if (this.state === 'closed') return;
     this.state = 'closed';
-    if (this.shared) {
-      this.sock?.close();
-      this.sock = undefined;
-    }
-    for (const g of this.gso.values()) if (typeof g === 'object') g.sock.close();
+    const socks: dgram.Socket[] = [];
+    if (this.shared && this.sock) socks.push(this.sock);
+    for (const g of this.gso.values()) if (typeof g === 'object') socks.push(g.sock);
     this.gso.clear();
+    if (socks.length > 0) setImmediate(() => { for (const s of socks) s.close(); });
   }
 }
