@@ -68,8 +68,10 @@ export class SmcrConnection implements SmcTransport {
   private started = false;
   /** A CDC is owed to the peer but the send queue was full: the link group sends it when it can. */
   cdcPending = false;
-  /** write() found the send queue full: tell the socket when it has room. */
-  private waitingForQueue = false;
+  /** Bytes RDMA-written into the peer's RMB and announced (produced counts those still only in the send buffer). */
+  private written = 0;
+  /** A flush of this tick's writes is queued (a microtask). */
+  private flushQueued = false;
   private graceTimer: NodeJS.Timeout | undefined;
   private readonly updateLimit: number;
   released = false;
@@ -108,7 +110,7 @@ export class SmcrConnection implements SmcTransport {
   diag(): TransportDiag {
     return {
       cursors: {
-        tx: toWire(this.produced, this.txRing), peerCons: toWire(this.peerConsumed, this.txRing),
+        tx: toWire(this.written, this.txRing), peerCons: toWire(this.peerConsumed, this.txRing),
         rx: toWire(this.peerProduced, this.rxRing), cons: toWire(this.consumed, this.rxRing),
       },
       sndbufSize: this.txRing, rmbeSize: this.rxRing, peerRmbeSize: this.txRing,
@@ -119,18 +121,19 @@ export class SmcrConnection implements SmcTransport {
   /** Completions come by the link's completion channel: nothing to poll. */
   kick(): void {}
 
+  /**
+   * Copy what fits into the send buffer. The RDMA WRITE(s) and their CDC go once this tick's
+   * writes are in (a microtask): everything written in one tick leaves as one WRITE (two when
+   * it wraps the peer's ring) and one CDC, as Linux's smc_tx_sndbuf_nonempty sends all the
+   * send buffer holds at once (smc_tx_rdma_writes), instead of a WRITE and a CDC per write().
+   */
   write(data: Uint8Array): number {
     if (this.released || this.failed || (this.connFlags & (CONN_DONE_WRITING | CONN_ABORT))) return 0;
     const space = this.writeSpace;
-    const link = this.lgr.link;
-    if (space === 0 || !link.canPost(3)) {
-      if (space === 0 && !(this.prodFlags & PROD_WRITE_BLOCKED)) {
+    if (space === 0) {
+      if (!(this.prodFlags & PROD_WRITE_BLOCKED)) {
         this.prodFlags |= PROD_WRITE_BLOCKED;
         this.sendCdc();
-      }
-      if (space > 0) {
-        this.waitingForQueue = true;
-        this.lgr.wantsQueue(this);
       }
       return 0;
     }
@@ -140,20 +143,49 @@ export class SmcrConnection implements SmcTransport {
     const buf = this.sndbuf.buf;
     buf.set(first === data.length ? data : data.subarray(0, first), pos);
     if (n > first) buf.set(data.subarray(first, n), 0);
-    const ops: Parameters<typeof link.post>[0] = [
-      { kind: 'write', sge: this.sndbuf.mr.sge(pos, first), remoteAddr: this.peer.addr + pos, rkey: this.peer.rkey },
-    ];
-    if (n > first) {
-      ops.push({ kind: 'write', sge: this.sndbuf.mr.sge(0, n - first), remoteAddr: this.peer.addr, rkey: this.peer.rkey });
-      this.wrapWrites++;
-    }
     this.produced += n;
     this.bytesSent += n;
     if (data.length >= space) this.prodFlags |= PROD_WRITE_BLOCKED;
     else this.prodFlags &= ~PROD_WRITE_BLOCKED;
-    ops.push({ kind: 'send', msg: this.cdc() });
-    link.post(ops);
+    if (!this.flushQueued) {
+      this.flushQueued = true;
+      queueMicrotask(this.flushTask);
+    }
     return n;
+  }
+
+  private readonly flushTask = (): void => {
+    this.flushQueued = false;
+    if (!this.released) this.flush(false);
+  };
+
+  /**
+   * RDMA-WRITE what the send buffer holds beyond what the peer was told of (two WRITEs when it
+   * wraps the peer's ring, smc_tx.c smcr_tx_rdma_writes), then the CDC announcing it; with
+   * nothing to write, the CDC alone when force. A full send queue: the link group calls
+   * sendable() when it has room.
+   */
+  private flush(force: boolean): void {
+    const pending = this.produced - this.written;
+    if (pending === 0 && !force) return;
+    const link = this.lgr.link;
+    if (link.isDown) return;
+    const pos = this.written % this.txRing;
+    const first = Math.min(pending, this.txRing - pos);
+    if (!link.canPost(pending === 0 ? 1 : pending > first ? 3 : 2)) {
+      this.cdcPending = true;
+      this.lgr.wantsQueue(this);
+      return;
+    }
+    if (pending > 0) {
+      link.write(this.sndbuf.mr.sge(pos, first), this.peer.addr + pos, this.peer.rkey);
+      if (pending > first) {
+        link.write(this.sndbuf.mr.sge(0, pending - first), this.peer.addr, this.peer.rkey);
+        this.wrapWrites++;
+      }
+      this.written = this.produced;
+    }
+    link.send(this.cdc());
   }
 
   /** Build the CDC message for our current state (and count it as sent). */
@@ -163,7 +195,7 @@ export class SmcrConnection implements SmcTransport {
     this.cdcPending = false;
     const m: SmcrCdc = {
       seqno: this.seqno, token: this.peer.token,
-      prod: toWire(this.produced, this.txRing), cons: toWire(this.consumed, this.rxRing),
+      prod: toWire(this.written, this.txRing), cons: toWire(this.consumed, this.rxRing),
       writeBlocked: (this.prodFlags & PROD_WRITE_BLOCKED) !== 0, urgDataPending: false, urgDataPresent: false,
       consCursUpdReq: (this.prodFlags & PROD_CONS_UPD_REQ) !== 0, failoverValidation: false,
       peerDoneWriting: (this.connFlags & CONN_DONE_WRITING) !== 0, peerConnClosed: (this.connFlags & CONN_CLOSED) !== 0,
@@ -172,26 +204,15 @@ export class SmcrConnection implements SmcTransport {
     return encodeSmcrCdc(m);
   }
 
-  /** Send a CDC with the current cursors and flags now, or as soon as the send queue has room. */
+  /** Send a CDC with the current cursors and flags now (after the WRITEs of what the send buffer holds), or as soon as the send queue has room. */
   sendCdc(): void {
-    const link = this.lgr.link;
-    if (link.isDown) return;
-    if (!link.canPost(1)) {
-      this.cdcPending = true;
-      this.lgr.wantsQueue(this);
-      return;
-    }
-    link.post([{ kind: 'send', msg: this.cdc() }]);
+    this.flush(true);
   }
 
   /** The link's send queue has room again (from the link group). */
   sendable(): void {
     if (this.released) return;
     if (this.cdcPending) this.sendCdc();
-    if (this.waitingForQueue && this.started) {
-      this.waitingForQueue = false;
-      this.h.writable();
-    }
   }
 
   closeWrite(): void {
@@ -281,8 +302,8 @@ export class SmcrConnection implements SmcTransport {
       this.fail(`producer cursor moved by ${prodDelta} with ${this.rxRing - this.readable} bytes free`);
       return;
     }
-    if (consDelta < 0 || this.peerConsumed + consDelta > this.produced) {
-      this.fail(`consumer cursor moved by ${consDelta} past the ${this.produced - this.peerConsumed} bytes in flight`);
+    if (consDelta < 0 || this.peerConsumed + consDelta > this.written) {
+      this.fail(`consumer cursor moved by ${consDelta} past the ${this.written - this.peerConsumed} bytes in flight`);
       return;
     }
     this.peerProduced += prodDelta;

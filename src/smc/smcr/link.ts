@@ -108,19 +108,28 @@ export class SmcrLink {
    * checks canPost() first; a post on a link that went down is dropped.
    */
   post(ops: Op[]): void {
-    if (this.isDown) return;
     for (const op of ops) {
-      this.inFlight++;
-      if (op.kind === 'send') {
-        this.stats.sends++;
-        op.msg.copy(this.txBuf, 0);
-        this.qp.postSend({ wrId: ++this.wrSeq, opcode: WrOpcode.SEND, sendFlags: SendFlags.SIGNALED | SendFlags.INLINE, sgList: [this.txMr.sge(0, op.msg.length)] });
-      } else {
-        this.stats.writes++;
-        this.stats.writeBytes += op.sge.length;
-        this.qp.postSend({ wrId: ++this.wrSeq, opcode: WrOpcode.RDMA_WRITE, sendFlags: SendFlags.SIGNALED, sgList: [op.sge], rdma: { remoteAddr: op.remoteAddr, rkey: op.rkey } });
-      }
+      if (op.kind === 'send') this.send(op.msg);
+      else this.write(op.sge, op.remoteAddr, op.rkey);
     }
+  }
+
+  /** Post one signalled INLINE SEND of a 44-byte message (CDC, LLC); the caller checked canPost(). */
+  send(msg: Buffer): void {
+    if (this.isDown) return;
+    this.inFlight++;
+    this.stats.sends++;
+    msg.copy(this.txBuf, 0);
+    this.qp.postSend({ wrId: ++this.wrSeq, opcode: WrOpcode.SEND, sendFlags: SendFlags.SIGNALED | SendFlags.INLINE, sgList: [this.txMr.sge(0, msg.length)] });
+  }
+
+  /** Post one signalled RDMA WRITE; the caller checked canPost(). */
+  write(sge: Sge, remoteAddr: number, rkey: number): void {
+    if (this.isDown) return;
+    this.inFlight++;
+    this.stats.writes++;
+    this.stats.writeBytes += sge.length;
+    this.qp.postSend({ wrId: ++this.wrSeq, opcode: WrOpcode.RDMA_WRITE, sendFlags: SendFlags.SIGNALED, sgList: [sge], rdma: { remoteAddr, rkey } });
   }
 
   private postRecv(slot: number): void {
