@@ -1,0 +1,283 @@
+// SMC-R (softrdma/smc with `smcr`, src/smc/smcr/) against node:net between two network
+// namespaces joined by a veth pair, as test/smc/smcr.test.ts sets them up: each namespace has
+// one process (this file run with --role server or --role client) with its own rxe device on
+// its address. Same run, paired: each run measures SMC-R, TCP and the reference back to back
+// (the order alternates between runs). Medians of --runs runs (default 3); --json prints the
+// same as one JSON document. Needs root (network namespaces); skipped, saying so, otherwise.
+//
+//   bulk       64 KiB writes one way (client to server) for --seconds (default 3) on a
+//              connection after 1 s of the same on another connection not counted; the rate is
+//              the bytes the server counted over the time from the first write until the server's
+//              count came back after the client's end()                 target SMC-R/perftest >= 0.8
+//              The baseline is `softrdma perftest write_bw -s 65536 -D SECONDS` between the
+//              same addresses (two more rxe devices on UDP 4793): rxe's RDMA WRITE path alone,
+//              which the issue names as the reference. TCP's bulk over the same veth is printed
+//              beside it (no target).
+//   pingpong   14-byte round trip, median of --iters (default 5000) after 500 not counted,
+//              one connection                                            target SMC-R/TCP <= 0.8
+
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import net from 'node:net';
+import os from 'node:os';
+import { fileURLToPath } from 'node:url';
+import { formatTable } from '../src/tools/table.js';
+import { benchOptions, benchRuntimeDir } from './options.js';
+import { median, verdict } from './stats.js';
+
+const USAGE = 'usage: node dist/bench/smcr-vs-tcp.js [--runs N] [--json] [--seconds S] [--iters N]  (as root: it makes two network namespaces)';
+const { runs: RUNS, json, strings } = benchOptions(USAGE, {
+  seconds: '3', iters: '5000', role: undefined, bind: undefined, peer: undefined, test: undefined, api: undefined, port: undefined,
+});
+const SECONDS = Number(strings.seconds);
+const ITERS = Number(strings.iters);
+const SELF = fileURLToPath(import.meta.url);
+const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+
+const PORT_SMCR = 7301, PORT_TCP = 7302, PORT_PERF = 18601, UDP_PERF = 4793;
+const CHUNK = 64 * 1024;
+const PING = 14;
+
+const out = (o: Record<string, unknown>) => process.stdout.write(`${JSON.stringify(o)}\n`);
+
+// --- the two roles, each in its own namespace --------------------------------------------
+
+/** The server: an SMC-R listener and a node:net listener; each connection echoes (ping-pong) or counts (bulk). */
+async function serverRole(bind: string): Promise<void> {
+  const { createRxeDevice } = await import('../src/index.js');
+  const smc = await import('../src/smc/index.js');
+  const device = await createRxeDevice({ address: bind, port: 4791, name: 'rxe_bs' });
+  device.unref();
+  process.on('SIGTERM', () => process.exit(0)); // (so that --cpu-prof writes its profile)
+  // The first byte says what the connection is: 'p' ping-pong (echo), 'b' bulk (count until end, reply the count).
+  const handle = (sock: net.Socket) => {
+    let kind = '';
+    let n = 0;
+    sock.on('error', () => {});
+    sock.on('data', (d: Buffer) => {
+      if (!kind) { kind = String.fromCharCode(d[0]!); d = d.subarray(1); }
+      if (kind === 'p') sock.write(d);
+      else n += d.length;
+    });
+    sock.on('end', () => { sock.end(`${n}\n`); });
+  };
+  const s1 = smc.createServer({ smcr: true }, handle as never);
+  const s2 = net.createServer(handle);
+  let up = 0;
+  for (const [s, p] of [[s1, PORT_SMCR], [s2, PORT_TCP]] as const) s.listen(p, bind, () => { if (++up === 2) out({ listening: true }); });
+}
+
+async function clientRole(bind: string, peer: string, test: string, api: string): Promise<void> {
+  const { createRxeDevice, rxeOf } = await import('../src/index.js');
+  const smc = await import('../src/smc/index.js');
+  const { SmcrLinkGroup } = await import('../src/smc/smcr/lgr.js');
+  const device = await createRxeDevice({ address: bind, port: 4791, name: 'rxe_bc' });
+  /** The client's side of the data path, per MiB (bulk) or per round trip (ping-pong): rxe packets, the link's WRITEs, SENDs (CDC) and receives. */
+  const snap = () => {
+    const c = rxeOf(device).counters;
+    const l = SmcrLinkGroup.list().reduce((a, g) => ({ writes: a.writes + g.link.stats.writes, sends: a.sends + g.link.stats.sends, recvs: a.recvs + g.link.stats.recvs }), { writes: 0, sends: 0, recvs: 0 });
+    return { pktsOut: c.sent_pkts, pktsIn: c.rcvd_pkts, ...l };
+  };
+  const per = (a: Record<string, number>, b: Record<string, number>, d: number) => Object.fromEntries(Object.keys(a).map((k) => [k, Math.round(((b[k]! - a[k]!) / d) * 100) / 100]));
+  device.unref();
+  const connect = (): Promise<net.Socket> => new Promise((resolve, reject) => {
+    const sock: net.Socket = api === 'smcr'
+      ? smc.connect({ host: peer, port: PORT_SMCR, localAddress: bind, smcr: { device } }) as unknown as net.Socket
+      : net.connect({ host: peer, port: PORT_TCP, localAddress: bind });
+    sock.setNoDelay(true);
+    sock.once('error', reject);
+    // SMC-R: the handshake settles after TCP's connect; the 'smc' event says how.
+    sock.once(api === 'smcr' ? 'smc' : 'connect', () => resolve(sock));
+  });
+  const mode = (sock: net.Socket) => {
+    if (api !== 'smcr') return 'TCP';
+    const info = smc.getSmcInfo(sock as never);
+    return info.mode === 'TCP' ? `TCP (${String(info.fallbackReason)})` : info.mode;
+  };
+  if (test === 'bulk') {
+    const chunk = Buffer.alloc(CHUNK, 0x5a);
+    const run = async (ms: number) => {
+      const sock = await connect();
+      const m = mode(sock);
+      let reply = '';
+      sock.setEncoding('utf8');
+      sock.on('data', (d: string) => { reply += d; });
+      const done = new Promise<void>((resolve) => sock.on('end', resolve));
+      const t0 = performance.now();
+      sock.write('b');
+      await new Promise<void>((resolve) => {
+        const pump = () => {
+          while (performance.now() - t0 < ms) { if (!sock.write(chunk)) return; }
+          resolve();
+        };
+        sock.on('drain', pump);
+        pump();
+      });
+      sock.end();
+      await done;
+      const s = (performance.now() - t0) / 1000;
+      sock.destroy();
+      return { bytes: Number(reply.trim()), s, mode: m };
+    };
+    await run(1000);
+    const c0 = snap();
+    const r = await run(SECONDS * 1000);
+    out({ result: true, mibPerSec: r.bytes / 2 ** 20 / r.s, bytes: r.bytes, mode: r.mode, perMiB: per(c0, snap(), r.bytes / 2 ** 20) });
+  } else {
+    const sock = await connect();
+    const m = mode(sock);
+    const msg = Buffer.alloc(PING, 0x61);
+    const times: number[] = [];
+    let got = 0;
+    let t0 = 0;
+    let i = 0;
+    const c0 = snap();
+    await new Promise<void>((resolve) => {
+      sock.on('data', (d: Buffer) => {
+        got += d.length;
+        if (got < PING) return;
+        got -= PING;
+        if (i++ >= 500) times.push(performance.now() - t0);
+        if (times.length >= ITERS) { resolve(); return; }
+        t0 = performance.now();
+        sock.write(msg);
+      });
+      sock.write('p');
+      t0 = performance.now();
+      sock.write(msg);
+    });
+    sock.destroy();
+    out({ result: true, medianUs: median(times) * 1000, mode: m, perRoundTrip: per(c0, snap(), ITERS + 500) });
+  }
+  process.exit(0);
+}
+
+if (strings.role === 'server') {
+  await serverRole(strings.bind!);
+} else if (strings.role === 'client') {
+  await clientRole(strings.bind!, strings.peer!, strings.test!, strings.api!);
+} else {
+  await main();
+}
+
+// --- the driver ----------------------------------------------------------------------------
+
+async function main(): Promise<void> {
+  if (process.getuid?.() !== 0) {
+    console.log(`bench/smcr-vs-tcp: skipped: needs root to create network namespaces (run it with sudo)`);
+    return;
+  }
+  const tag = `sb${process.pid % 100000}`;
+  const NS_A = `${tag}a`, NS_B = `${tag}b`;
+  const ADDR_A = '10.233.9.1', ADDR_B = '10.233.9.2';
+  const ip = (...args: string[]) => execFileSync('ip', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  const tearDown = () => { for (const ns of [NS_A, NS_B]) try { ip('netns', 'del', ns); } catch { /* gone */ } };
+  try {
+    ip('netns', 'add', NS_A);
+    ip('netns', 'add', NS_B);
+    ip('link', 'add', `${tag}va`, 'type', 'veth', 'peer', 'name', `${tag}vb`);
+    ip('link', 'set', `${tag}va`, 'netns', NS_A);
+    ip('link', 'set', `${tag}vb`, 'netns', NS_B);
+    for (const [ns, dev, addr] of [[NS_A, `${tag}va`, ADDR_A], [NS_B, `${tag}vb`, ADDR_B]] as const) {
+      ip('-n', ns, 'addr', 'add', `${addr}/24`, 'dev', dev);
+      ip('-n', ns, 'link', 'set', dev, 'up');
+      ip('-n', ns, 'link', 'set', 'lo', 'up');
+    }
+  } catch (err) {
+    tearDown();
+    const msg = (err as { stderr?: Buffer }).stderr?.toString().trim() || (err as Error).message;
+    console.log(`bench/smcr-vs-tcp: skipped: this machine forbids the namespace setup: ${msg}`);
+    return;
+  }
+  const env = { ...process.env, SOFTRDMA_RUNTIME_DIR: benchRuntimeDir(), SOFTRDMA_SMC_LEARN: '0' };
+  const children: ChildProcess[] = [];
+  const inNs = (ns: string, args: string[]) => {
+    // SMCR_BENCH_PROF=DIR: a CPU profile of every process (node --cpu-prof), for the data path's profile.
+    const prof = process.env.SMCR_BENCH_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.SMCR_BENCH_PROF] : [];
+    const c = spawn('ip', ['netns', 'exec', ns, process.execPath, ...prof, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    children.push(c);
+    let err = '';
+    c.stderr!.on('data', (d: Buffer) => { err = (err + d.toString()).slice(-2000); });
+    c.on('exit', (code) => { if (code) process.stderr.write(err); });
+    return c;
+  };
+  /** Run a child to its end and return the last JSON line that has `key`. */
+  const result = (c: ChildProcess, key: string, ms = 120_000): Promise<Record<string, unknown>> => new Promise((resolve, reject) => {
+    let text = '';
+    c.stdout!.setEncoding('utf8');
+    c.stdout!.on('data', (d: string) => { text += d; });
+    const timer = setTimeout(() => { c.kill('SIGKILL'); reject(new Error(`no result within ${ms} ms`)); }, ms);
+    c.on('close', () => {
+      clearTimeout(timer);
+      const line = text.split('\n').reverse().map((l) => { try { return JSON.parse(l) as Record<string, unknown>; } catch { return undefined; } }).find((o) => o && key in o);
+      if (line) resolve(line); else reject(new Error(`no result: ${text.slice(-500)}`));
+    });
+  });
+  const client = (test: string, api: string) => result(inNs(NS_B, [SELF, '--role', 'client', '--bind', ADDR_B, '--peer', ADDR_A, '--test', test, '--api', api, '--seconds', String(SECONDS), '--iters', String(ITERS)]), 'result');
+  const perftest = async (): Promise<number> => {
+    const args = ['perftest', 'write_bw', '-s', String(CHUNK), '-D', String(SECONDS), '--udp-port', String(UDP_PERF), '-p', String(PORT_PERF)];
+    const srv = inNs(NS_A, [CLI, ...args, '--bind', ADDR_A, '-d', 'rxe_pa']);
+    let srvOut = '';
+    srv.stdout!.on('data', (d: Buffer) => { srvOut += d.toString(); });
+    // The server listens once it printed its header; retry the client until it connects.
+    for (let attempt = 0; ; attempt++) {
+      await new Promise((r) => setTimeout(r, 500));
+      try {
+        const r = await result(inNs(NS_B, [CLI, ...args, '--bind', ADDR_B, '-d', 'rxe_pb', '--json', ADDR_A]), 'BW_average');
+        srv.kill();
+        return r.BW_average as number;
+      } catch (err) {
+        if (attempt >= 5) { srv.kill(); throw new Error(`perftest: ${(err as Error).message}; server: ${srvOut.slice(-300)}`); }
+      }
+    }
+  };
+
+  const srv = inNs(NS_A, [SELF, '--role', 'server', '--bind', ADDR_A]);
+  try {
+    await new Promise<void>((resolve, reject) => {
+      let text = '';
+      srv.stdout!.on('data', (d: Buffer) => { text += d.toString(); if (text.includes('"listening"')) resolve(); });
+      srv.on('exit', (code) => reject(new Error(`server exited (${code})`)));
+    });
+    const bulk = { smcr: [] as number[], tcp: [] as number[], perf: [] as number[] };
+    const pp = { smcr: [] as number[], tcp: [] as number[] };
+    const modes = new Set<string>();
+    /** The SMC-R client's counters of the last run: per MiB (bulk), per round trip (ping-pong). */
+    const counts: Record<string, unknown> = {};
+    for (let i = 0; i < RUNS; i++) {
+      const steps: Array<() => Promise<void>> = [
+        async () => { const r = await client('bulk', 'smcr'); modes.add(String(r.mode)); bulk.smcr.push(r.mibPerSec as number); counts.bulk = r.perMiB; },
+        async () => { bulk.tcp.push((await client('bulk', 'tcp')).mibPerSec as number); },
+        async () => { bulk.perf.push(await perftest()); },
+        async () => { const r = await client('pingpong', 'smcr'); modes.add(String(r.mode)); pp.smcr.push(r.medianUs as number); counts.pingpong = r.perRoundTrip; },
+        async () => { pp.tcp.push((await client('pingpong', 'tcp')).medianUs as number); },
+      ];
+      // Alternate the order, so warm-up and drift favour no side.
+      if (i % 2 === 1) steps.reverse();
+      for (const s of steps) await s();
+    }
+    const pairRatio = (a: number[], b: number[]) => median(a.map((x, k) => x / b[k]!));
+    const bulkRatio = pairRatio(bulk.smcr, bulk.perf);
+    const ppRatio = pairRatio(pp.smcr, pp.tcp);
+    const rows = [
+      { metric: 'bulk 64 KiB one way', smcr: median(bulk.smcr), baseline: median(bulk.perf), unit: 'MiB/s', method: 'perftest write_bw 64 KiB', ratio: bulkRatio, tcp: median(bulk.tcp), runs: bulk, ...verdict(bulkRatio, true, 0.8) },
+      { metric: 'pingpong 14 B median', smcr: median(pp.smcr), baseline: median(pp.tcp), unit: 'us', method: 'node:net, same veth', ratio: ppRatio, tcp: median(pp.tcp), runs: pp, ...verdict(ppRatio, false, 0.8) },
+    ];
+    if (json) {
+      console.log(JSON.stringify({ runs: RUNS, seconds: SECONDS, iters: ITERS, cpus: os.cpus().length, node: process.version, smcrModes: [...modes], rows, smcrClientCounters: counts }, null, 2));
+    } else {
+      const head = ['metric', 'SMC-R', 'baseline', 'unit', 'baseline method', 'SMC-R/baseline', 'runs', 'target', 'met', 'TCP'];
+      const spread = (a: number[], b: number[]) => { const xs = a.map((x, k) => x / b[k]!); return `${Math.min(...xs).toFixed(2)}-${Math.max(...xs).toFixed(2)}`; };
+      console.log(formatTable([head,
+        ['bulk 64 KiB one way', rows[0]!.smcr.toFixed(1), rows[0]!.baseline.toFixed(1), 'MiB/s', rows[0]!.method, bulkRatio.toFixed(2), spread(bulk.smcr, bulk.perf), rows[0]!.target, rows[0]!.met ? 'yes' : 'NO', `${rows[0]!.tcp.toFixed(1)} MiB/s`],
+        ['pingpong 14 B median', rows[1]!.smcr.toFixed(1), rows[1]!.baseline.toFixed(1), 'us', rows[1]!.method, ppRatio.toFixed(2), spread(pp.smcr, pp.tcp), rows[1]!.target, rows[1]!.met ? 'yes' : 'NO', `${rows[1]!.tcp.toFixed(1)} us`],
+      ]));
+      console.log(`\nmedians of ${RUNS} runs (ratio: the median of the runs' pair ratios; runs: their range); SMC-R mode ${[...modes].join('+')}; ` +
+        `SMC-R client per MiB ${JSON.stringify(counts.bulk)}, per round trip ${JSON.stringify(counts.pingpong)}; two network namespaces joined by veth, each side its own process and rxe device; ${os.cpus().length} CPUs, node ${process.version}`);
+    }
+  } finally {
+    srv.kill('SIGTERM');
+    await new Promise((r) => setTimeout(r, 500));
+    for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
+    tearDown();
+  }
+}
