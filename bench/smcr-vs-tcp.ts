@@ -112,16 +112,18 @@ async function clientRole(bind: string, peer: string, test: string, api: string)
         sock.on('drain', pump);
         pump();
       });
+      const conn = (await import('../src/smc/state.js')).smcState(sock as never)?.conn as { writeStalls?: number } | undefined;
+      const stalls = conn?.writeStalls ?? 0;
       sock.end();
       await done;
       const s = (performance.now() - t0) / 1000;
       sock.destroy();
-      return { bytes: Number(reply.trim()), s, mode: m };
+      return { bytes: Number(reply.trim()), s, mode: m, stalls };
     };
     await run(1000);
     const c0 = snap();
     const r = await run(SECONDS * 1000);
-    out({ result: true, mibPerSec: r.bytes / 2 ** 20 / r.s, bytes: r.bytes, mode: r.mode, perMiB: per(c0, snap(), r.bytes / 2 ** 20) });
+    out({ result: true, mibPerSec: r.bytes / 2 ** 20 / r.s, bytes: r.bytes, mode: r.mode, perMiB: { ...per(c0, snap(), r.bytes / 2 ** 20), writeStalls: Math.round((r.stalls / (r.bytes / 2 ** 20)) * 100) / 100 } });
   } else {
     const sock = await connect();
     const m = mode(sock);

@@ -79,6 +79,8 @@ export class SmcrConnection implements SmcTransport {
   bytesSent = 0;
   /** Writes that wrapped the peer's ring (two RDMA WRITEs), for tests and diagnostics. */
   wrapWrites = 0;
+  /** Calls of write() that found the peer's RMB full (the writer waits for a consumer cursor update), for diagnostics. */
+  writeStalls = 0;
 
   constructor(
     readonly lgr: SmcrLinkGroup, readonly rmb: Rmb, readonly sndbuf: Rmb, readonly token: number, readonly peer: PeerRmb,
@@ -131,6 +133,7 @@ export class SmcrConnection implements SmcTransport {
     if (this.released || this.failed || (this.connFlags & (CONN_DONE_WRITING | CONN_ABORT))) return 0;
     const space = this.writeSpace;
     if (space === 0) {
+      this.writeStalls++;
       if (!(this.prodFlags & PROD_WRITE_BLOCKED)) {
         this.prodFlags |= PROD_WRITE_BLOCKED;
         this.sendCdc();
