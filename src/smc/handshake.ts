@@ -30,7 +30,8 @@ import { kick, stayAwakeUntil } from './poller.js';
 import { peerKey, recordConnection, shouldTrySmc } from './handshake-control.js';
 import { policyAllows } from './policy.js';
 import { SmcdConnection } from './smcd-connection.js';
-import { inSmcrHandshake, onSmcrClc, releaseSmcr, smcrDecline, smcrProposal, type SmcrOps } from './smcr/clc-flow.js';
+import { inSmcrHandshake, onSmcrClc, releaseSmcr, smcrDecline, smcrDiscovery, smcrProposal, type SmcrOps } from './smcr/clc-flow.js';
+import { smcrWaitEnded } from './smcr/discovery.js';
 import type { Socket } from './socket.js';
 import { connReset, getSmcInfo, kSmc, restoreOwner, toBuffer, withSmcCounters, type Held, type SmcState } from './state.js';
 import { countSettled } from './status.js';
@@ -134,8 +135,8 @@ export function onClientConnect(this: Socket): void {
     listener = false;
   }
   if (!listener) {
-    // Not a local SMC listener: SMC-R, when the application asked for it (no discovery yet).
-    if (s.opts.smcr) return proposeSmcr(sock, s);
+    // Not a local SMC listener: SMC-R, when the application asked for it and the peer has it.
+    if (s.opts.smcr) return discoverThenProposeSmcr(sock, s);
     return settleTcp(sock, s, DECLINE.PEERNOSMC, 'peer is not an SMC listener', true);
   }
   const key = peerKey(sock.remoteAddress, s.targetPort ?? sock.remotePort);
@@ -161,6 +162,43 @@ export function onClientConnect(this: Socket): void {
   rawWrite(sock, s, proposal);
   startTimer(sock, s);
   stayAwakeUntil(() => s.phase !== 'proposing');
+}
+
+/**
+ * Client sockets waiting for an SMC-R discovery answer (phase 'proposing' with nothing sent, so
+ * the application's writes are held): what ends the wait.
+ */
+const discoveryWaits = new WeakMap<SmcState, (answer: boolean | undefined, cancel?: boolean) => void>();
+
+/**
+ * Client: ask smcr/discovery.ts whether the peer has an SMC-R listener. A fresh yes proposes, a
+ * fresh no (or a destination outside the subnet) stays TCP with no CLC byte sent; unknown waits
+ * up to about one round trip for the query, then TCP for this connection (the answer is cached
+ * for the next ones). Bytes from the server meanwhile end the wait: TCP.
+ */
+function discoverThenProposeSmcr(sock: Socket, s: SmcState): void {
+  const d = smcrDiscovery(smcrOps(sock, s), unmapV4(sock.remoteAddress ?? ''), s.targetPort ?? sock.remotePort);
+  if (d.go === 'propose') return proposeSmcr(sock, s);
+  if (d.go === 'tcp') return settleTcp(sock, s, d.outside ? DECLINE.DIFFPREFIX : DECLINE.PEERNOSMC, `SMC-R discovery: ${d.cause}`, true);
+  s.phase = 'proposing';
+  let timer: NodeJS.Timeout | undefined;
+  let stop: (() => void) | undefined;
+  const end = (answer: boolean | undefined, cancel = false): void => {
+    if (discoveryWaits.get(s) !== end) return;
+    discoveryWaits.delete(s);
+    clearTimeout(timer);
+    stop?.();
+    if (cancel) return;
+    smcrWaitEnded(answer !== undefined);
+    if (s.phase !== 'proposing' || sock.destroyed) return;
+    if (answer) return proposeSmcr(sock, s);
+    settleTcp(sock, s, DECLINE.PEERNOSMC, answer === false ? 'SMC-R discovery: no SMC-R listener at the peer'
+      : `SMC-R discovery: no answer within ${d.ms.toFixed(1)} ms (TCP for this connection; the answer is cached for the next)`);
+  };
+  discoveryWaits.set(s, end);
+  timer = setTimeout(end, d.ms, undefined);
+  timer.unref();
+  stop = d.query.onDone((a) => end(a ?? false));
 }
 
 /** Client: propose SMC-R (smcr/clc-flow.ts), or stay on TCP when this end cannot. */
@@ -265,6 +303,14 @@ export function releaseHandshake(s: SmcState): void {
 }
 
 export function onClcBytes(sock: Socket, s: SmcState, chunk: Buffer | null): void {
+  const waiting = discoveryWaits.get(s);
+  if (waiting) {
+    // The server spoke (or closed) while we waited for SMC-R discovery: nothing was sent, TCP.
+    waiting(undefined, true);
+    settleTcp(sock, s, DECLINE.PEERNOSMC, chunk === null ? 'peer closed during SMC-R discovery' : 'server wrote first');
+    sock.smcPush(chunk);
+    return;
+  }
   if (chunk === null) {
     // The peer closed during the handshake: nothing more to negotiate.
     const rest = s.clc;

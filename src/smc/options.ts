@@ -15,11 +15,12 @@ export interface SmcSocketOptions {
   /** How long a handshake step may take before the side waiting declines (ms, default 2000). */
   smcHandshakeTimeout?: number;
   /**
-   * SMC-R (RDMA between hosts), opt-in while softrdma has no SMC-R discovery: `true` uses the
-   * rxe device (createRxeDevice) bound to the TCP connection's local address, `{ device }` that
-   * device. A client with it proposes SMC-R to any destination that is not a local SMC
-   * listener (which still gets SMC-D), so set it only towards servers that have it too; a
-   * server with it accepts SMC-R Proposals. Default: off.
+   * SMC-R (RDMA between hosts), opt-in: `true` uses the rxe device (createRxeDevice) bound to
+   * the TCP connection's local address, `{ device }` that device. A client with it proposes
+   * SMC-R only to a destination in its subnet whose host said it has an SMC-R listener on that
+   * port (SIDR discovery, smcr/discovery.ts; a local SMC listener still gets SMC-D);
+   * `{ device, discovery: false }` proposes without asking. A server with it answers the
+   * discovery query and accepts SMC-R Proposals. Default: off.
    */
   smcr?: SmcrOption;
 }

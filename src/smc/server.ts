@@ -11,6 +11,7 @@ import { Socket } from './socket.js';
 import { kSmc } from './state.js';
 import { resolveSmcOptions, type ResolvedSmcOptions, type SmcSocketOptions } from './options.js';
 import { deferTlsConnection } from './tls.js';
+import { registerSmcrListener, type SmcrListenHandle } from './smcr/discovery.js';
 
 const debug = util.debuglog('smc');
 
@@ -34,9 +35,12 @@ export function enableSmcOnServer(server: net.Server, opts: ResolvedSmcOptions):
   srv[kSmcServer] = state;
   // Registration and its removal run inside the emit hook below rather than as 'listening'
   // and 'close' listeners, which the application would see (listeners(), listenerCount()).
+  let smcrListen: SmcrListenHandle | undefined;
   const unregister = (): void => {
     state.registration?.remove();
     state.registration = undefined;
+    smcrListen?.remove();
+    smcrListen = undefined;
   };
   const onListening = (): void => {
     gentleDrops(server, opts.timeout);
@@ -50,6 +54,9 @@ export function enableSmcOnServer(server: net.Server, opts: ResolvedSmcOptions):
         // Without an entry no client proposes SMC: the server still serves, over TCP.
         debug('cannot register the SMC listener %s:%d: %s', a.address, a.port, (err as Error).message);
       }
+      // SMC-R: answer the discovery query (SIDR) for this port on the device(s) it may use.
+      const o = opts.smcr;
+      if (o) smcrListen = registerSmcrListener(a.address, a.port, o === true ? undefined : o.device);
     }
   };
   // The entry goes when the listening socket closes, i.e. in close() itself: the 'close'

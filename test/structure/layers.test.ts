@@ -27,8 +27,9 @@ const ALLOWED: Record<string, readonly string[]> = {
   ism: ['abi', 'sys'],
   // The connection manager: wire codecs and state machines over abi; the GSI through verbs.
   cm: ['abi', 'sys', 'verbs'],
-  // SMC uses ism (SMC-D) and verbs (SMC-R), never a provider's internals.
-  smc: ['abi', 'ism', 'sys', 'verbs'],
+  // SMC uses ism (SMC-D), verbs (SMC-R) and cm (SMC-R discovery: a SIDR query through the
+  // device's CM agent, as DESIGN.md's layer diagram has it), never a provider's internals.
+  smc: ['abi', 'ism', 'sys', 'verbs', 'cm'],
   // src/index.ts, the composition root of the verbs entry point: the one place that names a provider.
   index: ['abi', 'uapi', 'verbs', 'providers/rxe'],
   tools: ['index', 'abi', 'verbs', 'ism', 'smc', 'sys', 'cm'],

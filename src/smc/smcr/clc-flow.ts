@@ -24,6 +24,7 @@ import type { ResolvedSmcOptions } from '../options.js';
 import type { TransportEvents } from '../transport.js';
 import { SmcrConnection } from './connection.js';
 import { pickSmcrDevice, type SmcrDevice } from './device.js';
+import { discoverSmcr, type SmcrDiscovery } from './discovery.js';
 import { MAX_CONNS, SmcrLinkGroup, type Rmb } from './lgr.js';
 
 /** The user EID softrdma offers and accepts (blank-padded to 32 on the wire; a Linux peer needs `smcr ueid add SOFTRDMA-SMCR`). */
@@ -99,6 +100,22 @@ export function smcrProposal(key: object, ops: SmcrOps): Buffer | number {
     ismGid: 0n, ismChid: 0, proof: null, prefix: null,
     v2: { release: SMC_RELEASE, seid: false, roceGid: dev.gid, maxConns: MAX_CONNS, maxLinks: 1, featureMask: 0, userEids: [SOFTRDMA_UEID], smcd: null },
   });
+}
+
+/**
+ * Client, before smcrProposal: may this connection propose SMC-R to remote:port
+ * (smcr/discovery.ts)? No device on the local address or IPv6: propose, and smcrProposal says
+ * why not without sending anything. `smcr: { device, discovery: false }` proposes without asking.
+ */
+export function smcrDiscovery(ops: SmcrOps, remote: string, port: number | undefined): SmcrDiscovery {
+  const local = ops.localAddress();
+  const opt = ops.opts.smcr;
+  if (typeof opt === 'object' && opt.discovery === false) return { go: 'propose', cause: 'discovery off for this socket' };
+  if (!isIPv4(local) || port === undefined) return { go: 'propose', cause: 'not asked' };
+  let dev: SmcrDevice | undefined;
+  try { dev = pickSmcrDevice(opt, local); } catch { dev = undefined; }
+  if (!dev) return { go: 'propose', cause: 'no device' };
+  return discoverSmcr(dev.device, local, remote, port);
 }
 
 /** Give back what an SMC-R handshake that did not settle set up. */

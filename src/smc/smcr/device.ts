@@ -12,8 +12,12 @@ import { mtuBytes } from '../../abi/enums.js';
 import { addressFromGid } from '../../abi/inet.js';
 import { getDeviceList, type Context, type Device, type PD } from '../../verbs/api.js';
 
-/** What a socket's `smcr` option may be. */
-export type SmcrOption = boolean | { device: Device };
+/**
+ * What a socket's `smcr` option may be. `discovery: false` proposes SMC-R without asking the
+ * peer first (smcr/discovery.ts): for peers known to have SMC-R that cannot answer the query
+ * (Linux's SMC-R).
+ */
+export type SmcrOption = boolean | { device: Device; discovery?: boolean };
 
 export class SmcrDevice {
   readonly ctx: Context;

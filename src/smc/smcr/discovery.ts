@@ -1,0 +1,372 @@
+// SMC-R discovery: does the peer host have an SMC-R listener on this TCP port? Linux learns it
+// from a TCP option in the SYN (SMC's experimental option, kind 254 magic 0xE2D4C3D9), which user
+// space cannot set or see. softrdma asks the peer's device instead, through the IB CM on QP1: a
+// SIDR_REQ (Service ID Resolution, a UD query of one round trip) for a service id that names
+// SMC-R and the TCP port. An SMC-R server registers a SIDR listener for that service id on its
+// rxe device(s) and answers SIDR_REP(SUCCESS); a device without it answers what the CM answers
+// for any unknown service (SIDR_REP UNSUPPORTED, cm.c's cm_sidr_req_handler), and a host without
+// a softrdma device answers nothing (the query times out). The client keeps the answer per
+// destination (address, TCP port) with an expiry, and only ever sends a Proposal to a
+// destination whose answer is a fresh yes: a plain server never sees a CLC byte.
+//
+// The service id: 0x02 E2 D4 C3 D9 00 PP PP (IB_CM_ASSIGN_SERVICE_ID's "locally administered"
+// first byte 0x02 of ib_cm.h, then "SMCR" in EBCDIC as in the CLC eyecatcher, then the TCP port).
+// It cannot collide with rdma_cm's port spaces: every RDMA CM service id is (port space << 16) |
+// port with the upper 32 bits zero (TCP 0x0106, UDP 0x0111, IB 0x013f, IPoIB 0x0002,
+// cma-header.ts; Linux's IB_CMA_SERVICE_ID range 0x0000000001xxxxxx), so no rdma_cm listener,
+// here or in a Linux kernel, ever matches it; and Linux's own locally assigned ids
+// (ib_cm_listen with IB_CM_ASSIGN_SERVICE_ID) count up from 0x0200000000000000, 2^56-odd
+// assignments away from it. A Linux host asked this answers UNSUPPORTED (no ib_cm listener):
+// "no softrdma SMC-R listener", which is true (see `discovery: false` for Linux SMC-R peers).
+//
+// Only destinations in the local interface's IPv4 subnet are asked (SMC-R v1's prefix rule;
+// os.networkInterfaces() gives the prefix of the interface holding the local address), so
+// nothing is sent towards hosts beyond a router.
+
+import { networkInterfaces } from 'node:os';
+import { isIPv4 } from 'node:net';
+import { addressFromGid } from '../../abi/inet.js';
+import { getDeviceList, type Device } from '../../verbs/api.js';
+import type { CmAgentEvent } from '../../cm/agent.js';
+import { CmDevice, type CmIdSink } from '../../cm/rdma-cm/cm-device.js';
+import { SidrStatus, type CmMessageOf } from '../../cm/wire/cm-messages.js';
+import { roceGid } from '../../cm/wire/cma-header.js';
+
+/** 0x02 (locally administered), "SMCR" in EBCDIC, 0x00, then the TCP port in the low 16 bits. */
+export const SMCR_SERVICE_ID_BASE = 0x02e2_d4c3_d900_0000n;
+export const SMCR_SERVICE_ID_MASK = 0xffff_ffff_ffff_0000n;
+
+export function smcrServiceId(port: number): bigint {
+  if (!Number.isInteger(port) || port < 1 || port > 0xffff) throw new RangeError(`TCP port ${port}`);
+  return SMCR_SERVICE_ID_BASE | BigInt(port);
+}
+
+/** The SIDR_REP's private data from an SMC-R listener: the eyecatcher, then the CLC version (2). */
+const ANSWER = Buffer.from([0xe2, 0xd4, 0xc3, 0xd9, 0x20]);
+
+const envMs = (name: string, dflt: number): number => {
+  const v = Number(process.env[name]);
+  return process.env[name] !== undefined && process.env[name] !== '' && Number.isFinite(v) && v >= 0 ? v : dflt;
+};
+
+/** The knobs (ms). The environment sets them for a process (tests); configureSmcrDiscovery in one. */
+export interface SmcrDiscoveryConfig {
+  /** How long a yes is kept (SOFTRDMA_SMCR_DISCOVERY_POSITIVE_MS, default 10 min). */
+  positiveMs: number;
+  /** How long a no (UNSUPPORTED/REJECT, or no answer) is kept (SOFTRDMA_SMCR_DISCOVERY_NEGATIVE_MS, default 1 min). */
+  negativeMs: number;
+  /** One SIDR_REQ's wait before it is sent again (SOFTRDMA_SMCR_DISCOVERY_TIMEOUT_MS, default 250); 2 resends, then "no". */
+  queryTimeoutMs: number;
+  /**
+   * The longest a connection to an unknown destination waits for the answer before it goes
+   * TCP (SOFTRDMA_SMCR_DISCOVERY_WAIT_MS). Unset: about one round trip, 3 × the smoothed SIDR
+   * round-trip time of earlier answers on the device (at least 2 ms), and 20 ms before the
+   * device has had any answer; never more than 20 ms.
+   */
+  waitMs: number | undefined;
+  /** SOFTRDMA_SMCR_DISCOVERY=0: propose SMC-R without asking (the first slice's behaviour). */
+  enabled: boolean;
+}
+
+const config: SmcrDiscoveryConfig = {
+  positiveMs: envMs('SOFTRDMA_SMCR_DISCOVERY_POSITIVE_MS', 10 * 60_000),
+  negativeMs: envMs('SOFTRDMA_SMCR_DISCOVERY_NEGATIVE_MS', 60_000),
+  queryTimeoutMs: envMs('SOFTRDMA_SMCR_DISCOVERY_TIMEOUT_MS', 250) || 250,
+  waitMs: process.env.SOFTRDMA_SMCR_DISCOVERY_WAIT_MS ? envMs('SOFTRDMA_SMCR_DISCOVERY_WAIT_MS', 20) : undefined,
+  enabled: process.env.SOFTRDMA_SMCR_DISCOVERY !== '0',
+};
+const QUERY_RETRIES = 2;
+const MAX_WAIT_MS = 20;
+
+export function configureSmcrDiscovery(c: Partial<SmcrDiscoveryConfig>): SmcrDiscoveryConfig {
+  Object.assign(config, c);
+  return { ...config };
+}
+
+function newCounters() {
+  return {
+    /** SIDR_REQs started (one per unknown destination at a time; resends not counted). */
+    queries: 0,
+    /** Connections that found a fresh answer in the cache (hits_positive + hits_negative). */
+    hits: 0,
+    hits_positive: 0,
+    hits_negative: 0,
+    /** Connections to a destination with no fresh answer (they started a query or joined one). */
+    misses: 0,
+    /** Queries answered SUCCESS by an SMC-R listener / UNSUPPORTED, REJECT or another status. */
+    answers_positive: 0,
+    answers_negative: 0,
+    /** Queries nobody answered (every resend ran out): cached as no. */
+    timeouts: 0,
+    /** Queries that could not be sent (no CM on the device: QP1 held elsewhere). */
+    errors: 0,
+    /** Misses whose answer came within the wait (they proposed) / did not (they went TCP). */
+    waited_answered: 0,
+    waited_out: 0,
+    /** Connections to a destination outside the local interface's subnet: TCP, nothing asked. */
+    outside_subnet: 0,
+    /** SIDR_REQs this process's SMC-R listeners answered. */
+    served: 0,
+  };
+}
+const counters = newCounters();
+
+/** The discovery counters of this process (a copy). */
+export function smcrDiscoveryCounters(): ReturnType<typeof newCounters> {
+  return { ...counters };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Server: SIDR listeners
+
+interface ListenEntry { cm: CmDevice; listenId: number; refs: number }
+/** (device, service id) → the CM listen; two servers on one port (wildcard and specific) share it. */
+const listens = new Map<string, ListenEntry>();
+const deviceIds = new WeakMap<Device, number>();
+let nextDeviceId = 1;
+const devKey = (d: Device, sid: bigint) => {
+  let n = deviceIds.get(d);
+  if (n === undefined) deviceIds.set(d, n = nextDeviceId++);
+  return `${n}:${sid}`;
+};
+
+function ipv4DeviceAddress(dev: Device): string | undefined {
+  for (const g of dev.provider.gidTable(1)) {
+    const a = addressFromGid(g.gid);
+    if (isIPv4(a)) return a;
+  }
+  return undefined;
+}
+
+/** Answers every SIDR_REQ on its listen with SUCCESS (the meaning: an SMC-R listener is here). */
+class ListenSink implements CmIdSink {
+  constructor(private readonly key: string) {}
+  onCmEvent(e: CmAgentEvent, dev: CmDevice): void {
+    if (e.event !== 'SIDR_REQ_RECEIVED') return;
+    counters.served++;
+    try {
+      dev.agent.call(e.localId, {
+        type: 'send_sidr_rep',
+        rep: { status: SidrStatus.SUCCESS, additionalInfoLength: 0, qpn: 1, qkey: 0x8001_0000, additionalInfo: Buffer.alloc(0), privateData: ANSWER },
+      });
+      dev.agent.call(e.localId, { type: 'destroy' });
+    } catch { /* the agent closed under us */ }
+  }
+  onDeviceRemoval(): void {
+    listens.delete(this.key);
+  }
+}
+
+export interface SmcrListenHandle { remove(): void }
+
+/**
+ * An SMC-R server listening on address:port: a SIDR listener for smcrServiceId(port) on each
+ * rxe device it may use (the one named, or those holding the address; every IPv4 rxe device of
+ * the process for a wildcard address). Devices created after listen() are not covered.
+ */
+export function registerSmcrListener(address: string, port: number, named?: Device): SmcrListenHandle {
+  const sid = smcrServiceId(port);
+  const wildcard = address === '0.0.0.0' || address === '::';
+  const a = address.startsWith('::ffff:') ? address.slice(7) : address;
+  const devs = named ? [named] : getDeviceList().filter((d) => d.driver === 'rxe' && (wildcard || ipv4DeviceAddress(d) === a));
+  const held: string[] = [];
+  for (const dev of devs) {
+    const key = devKey(dev, sid);
+    const have = listens.get(key);
+    if (have && !have.cm.isRemoved) { have.refs++; held.push(key); continue; }
+    try {
+      const cm = CmDevice.of(dev);
+      const listenId = cm.agent.listen(sid);
+      cm.own(listenId, new ListenSink(key));
+      listens.set(key, { cm, listenId, refs: 1 });
+      held.push(key);
+    } catch { /* QP1 held by another owner, or the device closing: this device cannot be asked */ }
+  }
+  let removed = false;
+  return {
+    remove() {
+      if (removed) return;
+      removed = true;
+      for (const key of held) {
+        const e = listens.get(key);
+        if (!e || --e.refs > 0) continue;
+        listens.delete(key);
+        e.cm.disown(e.listenId);
+        try { e.cm.agent.call(e.listenId, { type: 'destroy' }); } catch { /* agent closed */ }
+      }
+    },
+  };
+}
+
+/** How many SIDR listens this process holds (tests). */
+export function smcrListenCount(): number {
+  return listens.size;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client: the cache and the queries
+
+type Answer = boolean;
+interface CacheEntry { answer: Answer; expires: number }
+export class SmcrQuery {
+  readonly startedAt = performance.now();
+  private readonly waiters = new Set<(a: Answer | undefined) => void>();
+  done = false;
+  answer: Answer | undefined;
+  constructor(readonly key: string) {}
+  /** cb(answer) when the query ends: true / false, undefined if it could not be asked. */
+  onDone(cb: (a: Answer | undefined) => void): () => void {
+    if (this.done) { cb(this.answer); return () => undefined; }
+    this.waiters.add(cb);
+    return () => this.waiters.delete(cb);
+  }
+  finish(a: Answer | undefined): void {
+    if (this.done) return;
+    this.done = true;
+    this.answer = a;
+    for (const w of [...this.waiters]) w(a);
+    this.waiters.clear();
+  }
+}
+
+const cache = new Map<string, CacheEntry>();
+const inflight = new Map<string, SmcrQuery>();
+/** Smoothed SIDR round-trip time per device (ms), as TCP's SRTT (1/8 gain). */
+const srtt = new WeakMap<Device, number>();
+
+/** Forget every cached answer (tests). */
+export function clearSmcrDiscoveryCache(): void {
+  cache.clear();
+}
+
+export type SmcrDiscovery =
+  | { go: 'propose'; cause: string }
+  | { go: 'tcp'; cause: string; outside?: true }
+  | { go: 'wait'; query: SmcrQuery; ms: number };
+
+/** The prefix length of the IPv4 interface holding `local` (exactly, else by its subnet); undefined if none. */
+function prefixOf(local: string): number | undefined {
+  const n = v4(local);
+  let found: number | undefined;
+  for (const list of Object.values(networkInterfaces())) {
+    for (const i of list ?? []) {
+      if (i.family !== 'IPv4' || !i.cidr) continue;
+      const len = Number(i.cidr.split('/')[1]);
+      if (i.address === local) return len;
+      if (found === undefined && sameSubnet(n, v4(i.address), len)) found = len;
+    }
+  }
+  return found;
+}
+
+const v4 = (a: string) => a.split('.').reduce((x, o) => ((x << 8) | Number(o)) >>> 0, 0);
+const sameSubnet = (a: number, b: number, len: number) => len === 0 || ((a ^ b) >>> (32 - len)) === 0;
+
+/** Is `dst` in the subnet of the interface holding `local` (SMC-R v1's prefix rule)? */
+export function inLocalSubnet(local: string, dst: string): boolean {
+  if (!isIPv4(local) || !isIPv4(dst)) return false;
+  const len = prefixOf(local);
+  return len !== undefined && sameSubnet(v4(local), v4(dst), len);
+}
+
+/** How long a connection waits for a query's answer: about one round trip (see SmcrDiscoveryConfig.waitMs). */
+function waitBudget(dev: Device): number {
+  if (config.waitMs !== undefined) return config.waitMs;
+  const rtt = srtt.get(dev);
+  return rtt === undefined ? MAX_WAIT_MS : Math.min(MAX_WAIT_MS, Math.max(2, 3 * rtt));
+}
+
+/**
+ * Client, before an SMC-R Proposal from `local` (on `dev`) to dst:port: propose (a fresh yes),
+ * TCP (a fresh no, or a destination outside the subnet), or wait for a query, started here,
+ * or one already under way, up to the returned ms (what is left of the budget since it started).
+ */
+export function discoverSmcr(dev: Device, local: string, dst: string, port: number): SmcrDiscovery {
+  if (!config.enabled) return { go: 'propose', cause: 'discovery off' };
+  if (!inLocalSubnet(local, dst)) {
+    counters.outside_subnet++;
+    return { go: 'tcp', cause: `${dst} is outside ${local}'s subnet (SMC-R v1's prefix rule): not asked`, outside: true };
+  }
+  const key = `${dst}:${port}`;
+  const now = performance.now();
+  const hit = cache.get(key);
+  if (hit && hit.expires > now) {
+    counters.hits++;
+    if (hit.answer) { counters.hits_positive++; return { go: 'propose', cause: 'cached: an SMC-R listener' }; }
+    counters.hits_negative++;
+    return { go: 'tcp', cause: 'cached: no SMC-R listener at the peer' };
+  }
+  if (hit) cache.delete(key);
+  counters.misses++;
+  let q = inflight.get(key);
+  if (!q) {
+    q = startQuery(dev, dst, port, key);
+    if (q.done) return q.answer ? { go: 'propose', cause: 'discovered' } : { go: 'tcp', cause: 'SMC-R discovery could not ask' };
+  }
+  const left = waitBudget(dev) - (now - q.startedAt);
+  if (left <= 0) {
+    counters.waited_out++;
+    return { go: 'tcp', cause: 'SMC-R discovery under way: TCP for this connection' };
+  }
+  return { go: 'wait', query: q, ms: left };
+}
+
+/** A connection stopped waiting: count how (the answer came in time, or not). */
+export function smcrWaitEnded(answered: boolean): void {
+  if (answered) counters.waited_answered++;
+  else counters.waited_out++;
+}
+
+function remember(key: string, answer: Answer): void {
+  cache.set(key, { answer, expires: performance.now() + (answer ? config.positiveMs : config.negativeMs) });
+}
+
+class QuerySink implements CmIdSink {
+  constructor(private readonly q: SmcrQuery, private readonly dev: Device, private readonly sid: bigint, private readonly localId: () => number) {}
+  onCmEvent(e: CmAgentEvent, cm: CmDevice): void {
+    if (e.event !== 'SIDR_REP_RECEIVED' && e.event !== 'SIDR_REQ_ERROR') return;
+    cm.disown(this.localId());
+    try { cm.agent.call(this.localId(), { type: 'destroy' }); } catch { /* agent closed */ }
+    inflight.delete(this.q.key);
+    if (e.event === 'SIDR_REQ_ERROR') {
+      counters.timeouts++;
+      remember(this.q.key, false);
+      return this.q.finish(false);
+    }
+    const rep = e.msg as CmMessageOf<'SIDR_REP'>;
+    const ms = performance.now() - this.q.startedAt;
+    const old = srtt.get(this.dev);
+    srtt.set(this.dev, old === undefined ? ms : old + (ms - old) / 8);
+    const yes = rep.status === SidrStatus.SUCCESS && rep.serviceId === this.sid && Buffer.from(rep.privateData.subarray(0, ANSWER.length)).equals(ANSWER);
+    if (yes) counters.answers_positive++;
+    else counters.answers_negative++;
+    remember(this.q.key, yes);
+    this.q.finish(yes);
+  }
+  onDeviceRemoval(): void {
+    inflight.delete(this.q.key);
+    this.q.finish(undefined);
+  }
+}
+
+function startQuery(dev: Device, dst: string, port: number, key: string): SmcrQuery {
+  const q = new SmcrQuery(key);
+  const sid = smcrServiceId(port);
+  let cm: CmDevice;
+  let localId = 0;
+  try {
+    cm = CmDevice.of(dev);
+    localId = cm.agent.sidrRequest({
+      dgid: roceGid(dst), req: { partitionKey: 0xffff, serviceId: sid, privateData: Buffer.alloc(0) },
+      timeoutMs: config.queryTimeoutMs, maxRetries: QUERY_RETRIES,
+    });
+  } catch {
+    counters.errors++;
+    q.finish(undefined);
+    return q;
+  }
+  counters.queries++;
+  cm.own(localId, new QuerySink(q, dev, sid, () => localId));
+  inflight.set(key, q);
+  return q;
+}
