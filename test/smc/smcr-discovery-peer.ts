@@ -1,0 +1,69 @@
+// One end of the SMC-R discovery tests (smcr-discovery.test.ts), run as its own process in a
+// network namespace. Prints JSON lines the test waits on.
+//
+//   node smcr-discovery-peer.js server --bind A [--device] [--smcr P,...] [--plain P,...] [--plain-bind ADDR]
+//       --device: an rxe device on A (UDP 4791); --smcr: softrdma/smc echo servers with smcr;
+//       --plain: node:net servers that echo and report every byte they received ({plain, got}).
+//   node smcr-discovery-peer.js client --bind B --plan JSON
+//       plan: [{ "to": "host:port" } | { "sleep": ms }, ...]; each connection writes "hello",
+//       reads the echo, ends, and reports its mode, cause, settle time and the discovery counters.
+
+import net from 'node:net';
+import { parseArgs } from 'node:util';
+import { createRxeDevice } from '../../src/index.js';
+import * as smc from '../../src/smc/index.js';
+import { smcrDiscoveryCounters, smcrListenCount } from '../../src/smc/smcr/discovery.js';
+
+const { positionals, values } = parseArgs({
+  allowPositionals: true,
+  options: {
+    bind: { type: 'string' }, device: { type: 'boolean', default: false }, smcr: { type: 'string' }, plain: { type: 'string' },
+    'plain-bind': { type: 'string' }, plan: { type: 'string' },
+  },
+});
+const out = (o: Record<string, unknown>) => process.stdout.write(`${JSON.stringify(o)}\n`);
+const ports = (s: string | undefined) => (s ? s.split(',').map(Number) : []);
+
+if (positionals[0] === 'server') {
+  if (values.device) (await createRxeDevice({ address: values.bind!, port: 4791, name: 'rxe_srv' })).unref();
+  for (const port of ports(values.smcr)) {
+    smc.createServer({ smcr: true }, (s) => s.pipe(s)).listen(port, values.bind, () => out({ listening: port, smcr: true, sidrListens: smcrListenCount() }));
+  }
+  for (const port of ports(values.plain)) {
+    net.createServer((s) => {
+      const got: Buffer[] = [];
+      s.on('data', (d: Buffer) => { got.push(d); s.write(d); });
+      s.on('end', () => { out({ plain: port, got: Buffer.concat(got).toString('hex') }); s.end(); });
+      s.on('error', () => undefined);
+    }).listen(port, values['plain-bind'] ?? values.bind, () => out({ listening: port }));
+  }
+} else {
+  const device = await createRxeDevice({ address: values.bind!, port: 4791, name: 'rxe_cli' });
+  device.unref();
+  const plan = JSON.parse(values.plan!) as Array<{ to?: string; sleep?: number }>;
+  const one = (host: string, port: number) => new Promise<Record<string, unknown>>((resolve, reject) => {
+    const sock = smc.connect({ host, port, localAddress: values.bind!, smcr: true });
+    let connectedAt = 0;
+    let settleMs = -1;
+    let got = '';
+    sock.on('error', reject);
+    // Before the SMC layer's own 'connect' listener, which may settle at once.
+    sock.prependListener('connect', () => { connectedAt = performance.now(); });
+    sock.on('connect', () => { sock.write('hello'); });
+    sock.once('smc', () => { settleMs = performance.now() - connectedAt; });
+    sock.setEncoding('utf8');
+    sock.on('data', (d: string) => { got += d; if (got.length >= 5) sock.end(); });
+    sock.on('close', () => {
+      const info = smc.getSmcInfo(sock);
+      resolve({ client: `${host}:${port}`, echo: got, mode: info.mode, cause: info.fallbackCause, reason: info.fallbackReason, settleMs, counters: smcrDiscoveryCounters() });
+    });
+  });
+  for (const step of plan) {
+    if (step.sleep) await new Promise((r) => setTimeout(r, step.sleep));
+    else {
+      const [host, port] = step.to!.split(':');
+      out(await one(host!, Number(port)));
+    }
+  }
+  out({ done: true, counters: smcrDiscoveryCounters() });
+}

@@ -1,0 +1,184 @@
+// SMC-R discovery (src/smc/smcr/discovery.ts) across two network namespaces joined by veth: a
+// client with `smcr: true` asks the peer host (a SIDR query through the CM on QP1) before it
+// sends an SMC-R Proposal, and caches the answer. Each side is its own process
+// (smcr-discovery-peer.ts). Skipped, saying why, when namespaces cannot be made.
+//   A (10.233.9.1, rxe device): an SMC-R echo server on 7202, a plain node:net server on 7201;
+//     10.233.10.1 (another subnet, routed on-link from B): a plain server on 7204.
+//   A2 (10.233.9.3, no softrdma device at all): a plain node:net server on 7203.
+//   B (10.233.9.2, rxe device): the client.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { jsonLines, runNode, type Proc } from '../helpers/procs.js';
+import { testRuntimeDir } from '../helpers/runtime-dir.js';
+import { inLocalSubnet, smcrServiceId, SMCR_SERVICE_ID_BASE } from '../../src/smc/smcr/discovery.js';
+import { parseServiceId, serviceIdFor, PortSpace } from '../../src/cm/wire/cma-header.js';
+
+testRuntimeDir('smcr-discovery-test');
+
+const PEER = fileURLToPath(new URL('./smcr-discovery-peer.js', import.meta.url));
+const tag = `sd${process.pid % 100000}`;
+const NS_A = `${tag}a`, NS_B = `${tag}b`;
+const A = '10.233.9.1', A2 = '10.233.9.3', B = '10.233.9.2', FAR = '10.233.10.1';
+const HELLO = Buffer.from('hello').toString('hex');
+
+function ip(...args: string[]) { execFileSync('ip', args, { stdio: ['ignore', 'ignore', 'pipe'] }); }
+
+function setUp(): string | undefined {
+  if (process.getuid?.() !== 0) return 'needs root to create network namespaces';
+  try {
+    execFileSync('ip', ['-V'], { stdio: 'ignore' });
+  } catch {
+    return 'iproute2 (ip) is not installed';
+  }
+  try {
+    ip('netns', 'add', NS_A);
+    ip('netns', 'add', NS_B);
+    ip('link', 'add', `${tag}va`, 'type', 'veth', 'peer', 'name', `${tag}vb`);
+    ip('link', 'set', `${tag}va`, 'netns', NS_A);
+    ip('link', 'set', `${tag}vb`, 'netns', NS_B);
+    for (const [ns, dev, addr] of [[NS_A, `${tag}va`, A], [NS_B, `${tag}vb`, B]] as const) {
+      ip('-n', ns, 'addr', 'add', `${addr}/24`, 'dev', dev);
+      ip('-n', ns, 'link', 'set', dev, 'up');
+      ip('-n', ns, 'link', 'set', 'lo', 'up');
+    }
+    ip('-n', NS_A, 'addr', 'add', `${A2}/24`, 'dev', `${tag}va`);
+    ip('-n', NS_A, 'addr', 'add', `${FAR}/24`, 'dev', `${tag}va`);
+    ip('-n', NS_B, 'route', 'add', '10.233.10.0/24', 'dev', `${tag}vb`);
+    return undefined;
+  } catch (err) {
+    tearDown();
+    const msg = (err as { stderr?: Buffer }).stderr?.toString().trim() || (err as Error).message;
+    return `this machine forbids the namespace setup: ${msg}`;
+  }
+}
+
+function tearDown() {
+  for (const ns of [NS_A, NS_B]) try { ip('netns', 'del', ns); } catch { /* already gone */ }
+}
+
+test('the SMC-R service id names SMC-R and the port, and no rdma_cm port space can produce it', () => {
+  assert.equal(smcrServiceId(7202), 0x02e2_d4c3_d900_1c22n);
+  assert.equal(smcrServiceId(7202) & 0xffffn, 7202n);
+  assert.equal(parseServiceId(smcrServiceId(7202)), undefined, 'not an RDMA CM service id');
+  for (const ps of Object.values(PortSpace)) {
+    for (const port of [0, 1, 7202, 0xffff]) assert.notEqual(serviceIdFor(ps, port) & ~0xffffn, SMCR_SERVICE_ID_BASE);
+  }
+  assert.ok(SMCR_SERVICE_ID_BASE >> 32n !== 0n, 'rdma_cm service ids have the upper 32 bits zero');
+  assert.throws(() => smcrServiceId(0), RangeError);
+});
+
+test('the prefix rule: the subnet of the interface holding the local address', () => {
+  assert.equal(inLocalSubnet('127.0.0.1', '127.0.0.2'), true);
+  assert.equal(inLocalSubnet('127.0.0.1', '10.1.2.3'), false);
+  assert.equal(inLocalSubnet('198.51.100.77', '198.51.100.78'), false, 'an address in no interface\'s subnet: never asked');
+  assert.equal(inLocalSubnet('::1', '::1'), false, 'IPv6: SMC-Rv2 over AF_INET only');
+});
+
+const skip = setUp();
+const procs: Proc[] = [];
+
+function peer(ns: string, args: string[], env: Record<string, string> = {}): Proc {
+  const p = runNode(PEER, args, { netns: ns, env });
+  procs.push(p);
+  return p;
+}
+
+/** The client's result lines, in order, once it printed `done`. */
+async function runClient(plan: unknown[], env: Record<string, string> = {}): Promise<Array<Record<string, unknown>>> {
+  const c = peer(NS_B, ['client', '--bind', B, '--plan', JSON.stringify(plan)], env);
+  await c.waitUntil((out) => jsonLines(out).find((l) => l.done), 'the client done', 60_000);
+  assert.equal(await c.exit(10_000), 0, c.stdout + c.stderr);
+  return jsonLines(c.stdout);
+}
+
+type Counters = Record<string, number>;
+
+test('SMC-R discovery across two network namespaces', { skip }, async (t) => {
+  t.after(async () => {
+    for (const p of procs) if (p.child.exitCode === null) p.child.kill('SIGKILL');
+    await Promise.all(procs.map((p) => p.exit(5000).catch(() => undefined)));
+    tearDown();
+  });
+  const srv = peer(NS_A, ['server', '--bind', A, '--device', '--smcr', '7202', '--plain', '7201']);
+  const far = peer(NS_A, ['server', '--bind', FAR, '--plain', '7204']);
+  const bare = peer(NS_A, ['server', '--bind', A2, '--plain', '7203']);
+  for (const [p, n] of [[srv, 2], [far, 1], [bare, 1]] as const) {
+    await p.waitUntil((out) => (jsonLines(out).filter((l) => l.listening).length === n ? true : undefined), `${n} listeners`);
+  }
+  const plainGot = (p: Proc, port: number) => jsonLines(p.stdout).filter((l) => l.plain === port).map((l) => l.got);
+
+  await t.test('towards plain node:net servers: no CLC byte, no delay beyond the wait bound, and the answer is cached', async () => {
+    const lines = await runClient([
+      { to: `${A2}:7203` }, { to: `${A}:7201` }, { sleep: 1200 }, { to: `${A2}:7203` }, { to: `${A}:7201` },
+    ]);
+    const r = lines.filter((l) => l.client);
+    assert.equal(r.length, 4);
+    for (const l of r) {
+      assert.equal(l.mode, 'TCP', JSON.stringify(l));
+      assert.equal(l.echo, 'hello');
+      // The wait is at most 20 ms (about one round trip); the bound leaves room for a busy machine.
+      assert.ok((l.settleMs as number) < 250, `settled ${String(l.settleMs)} ms after connect: ${JSON.stringify(l)}`);
+    }
+    // A host without a softrdma device answers nothing: the connection waited, then TCP.
+    assert.match(r[0]!.cause as string, /SMC-R discovery/);
+    // A host with a device but no SMC-R listener on that port: SIDR_REP(UNSUPPORTED), cached no.
+    assert.match(r[1]!.cause as string, /no SMC-R listener|no answer within/);
+    assert.match(r[2]!.cause as string, /cached: no SMC-R listener/);
+    assert.match(r[3]!.cause as string, /cached: no SMC-R listener/);
+    const c = lines.at(-1)!.counters as Counters;
+    assert.equal(c.queries, 2, JSON.stringify(c));
+    assert.equal(c.timeouts, 1, 'the host without a device never answered');
+    assert.equal(c.answers_negative, 1, 'the device without a listener answered UNSUPPORTED');
+    assert.equal(c.hits_negative, 2);
+    assert.equal(c.misses, 2);
+    // What the plain servers received: exactly the application's bytes, never a CLC byte.
+    await bare.waitUntil((out) => (jsonLines(out).filter((l) => l.plain === 7203).length === 2 ? true : undefined), 'two connections at 7203');
+    await srv.waitUntil((out) => (jsonLines(out).filter((l) => l.plain === 7201).length === 2 ? true : undefined), 'two connections at 7201');
+    assert.deepEqual(plainGot(bare, 7203), [HELLO, HELLO]);
+    assert.deepEqual(plainGot(srv, 7201), [HELLO, HELLO]);
+  });
+
+  await t.test('towards an SMC-R server: the first connection is TCP or SMC-R (the wait rule), later ones SMC-R', async (t) => {
+    const lines = await runClient([{ to: `${A}:7202` }, { sleep: 300 }, { to: `${A}:7202` }, { to: `${A}:7202` }]);
+    const r = lines.filter((l) => l.client);
+    for (const l of r) assert.equal(l.echo, 'hello');
+    t.diagnostic(`first connection: ${JSON.stringify(r[0])}`);
+    assert.ok(r[0]!.mode === 'SMCR' || (r[0]!.mode === 'TCP' && /no answer within/.test(r[0]!.cause as string)), JSON.stringify(r[0]));
+    assert.equal(r[1]!.mode, 'SMCR', JSON.stringify(r[1]));
+    assert.equal(r[2]!.mode, 'SMCR', JSON.stringify(r[2]));
+    const c = lines.at(-1)!.counters as Counters;
+    assert.equal(c.queries, 1, JSON.stringify(c));
+    assert.equal(c.answers_positive, 1);
+    assert.equal(c.hits_positive, 2);
+  });
+
+  await t.test('answers expire: after the expiry the destination is asked again', async () => {
+    const env = { SOFTRDMA_SMCR_DISCOVERY_POSITIVE_MS: '400', SOFTRDMA_SMCR_DISCOVERY_NEGATIVE_MS: '400' };
+    const lines = await runClient([
+      { to: `${A}:7202` }, { sleep: 200 }, { to: `${A}:7202` }, { to: `${A}:7201` }, { sleep: 700 }, { to: `${A}:7202` }, { to: `${A}:7201` },
+    ], env);
+    const r = lines.filter((l) => l.client);
+    assert.equal(r[1]!.mode, 'SMCR', JSON.stringify(r[1]));
+    const c = lines.at(-1)!.counters as Counters;
+    assert.equal(c.queries, 4, `7202 and 7201 asked twice each: ${JSON.stringify(c)}`);
+    assert.equal(c.hits, 1, JSON.stringify(c));
+    for (const l of r) assert.equal(l.echo, 'hello');
+  });
+
+  await t.test('a destination outside the local subnet is never asked: TCP at once, no CLC byte', async () => {
+    const lines = await runClient([{ to: `${FAR}:7204` }, { to: `${FAR}:7204` }]);
+    const r = lines.filter((l) => l.client);
+    for (const l of r) {
+      assert.equal(l.mode, 'TCP');
+      assert.match(l.cause as string, /outside .* subnet/);
+    }
+    const c = lines.at(-1)!.counters as Counters;
+    assert.equal(c.queries, 0);
+    assert.equal(c.outside_subnet, 2);
+    await far.waitUntil((out) => (jsonLines(out).filter((l) => l.plain === 7204).length === 2 ? true : undefined), 'two connections at 7204');
+    assert.deepEqual(plainGot(far, 7204), [HELLO, HELLO]);
+  });
+});
