@@ -95,7 +95,10 @@ if (role === 'server') {
   }
 } else {
   const mib = Number(values.mib);
-  const connect = () => smc.connect({ host: values.peer!, port: Number(values.port), localAddress: values.bind!, smcr: { device } });
+  // discovery: false proposes without the SIDR query first (smcr-discovery.test.ts tests that):
+  // these tests are about the handshake and the data path, including a server that declines and
+  // a RoCE path that carries nothing, which discovery would keep from ever seeing a Proposal.
+  const connect = () => smc.connect({ host: values.peer!, port: Number(values.port), localAddress: values.bind!, smcr: { device, discovery: false } });
   const fail = (e: Error) => { out({ client: 'fail', message: e.message, stack: e.stack }); process.exit(1); };
   const echo = (seed: number) => new Promise<Record<string, unknown>>((resolve, reject) => {
     const sock = connect();
