@@ -317,7 +317,15 @@ export function smcrWaitEnded(answered: boolean): void {
   else counters.waited_out++;
 }
 
+/** Above this many destinations, expired answers are swept out before a new one is kept. */
+const CACHE_SWEEP_AT = 4096;
+
 function remember(key: string, answer: Answer): void {
+  if (cache.size >= CACHE_SWEEP_AT) {
+    const now = performance.now();
+    for (const [k, e] of cache) if (e.expires <= now) cache.delete(k);
+    if (cache.size >= CACHE_SWEEP_AT) cache.delete(cache.keys().next().value!);
+  }
   cache.set(key, { answer, expires: performance.now() + (answer ? config.positiveMs : config.negativeMs) });
 }
 
