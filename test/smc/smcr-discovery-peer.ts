@@ -3,7 +3,8 @@
 //
 //   node smcr-discovery-peer.js server --bind A [--device] [--smcr P,...] [--plain P,...] [--plain-bind ADDR]
 //       --device: an rxe device on A (UDP 4791); --smcr: softrdma/smc echo servers with smcr;
-//       --plain: node:net servers that echo and report every byte they received ({plain, got}).
+//       --plain: node:net servers that echo and report every byte they received ({plain, got});
+//       --banner: the same, writing "220 hi\n" first (a server that speaks first).
 //   node smcr-discovery-peer.js client --bind B --plan JSON
 //       plan: [{ "to": "host:port" } | { "sleep": ms }, ...]; each connection writes "hello",
 //       reads the echo, ends, and reports its mode, cause, settle time and the discovery counters.
@@ -18,7 +19,7 @@ const { positionals, values } = parseArgs({
   allowPositionals: true,
   options: {
     bind: { type: 'string' }, device: { type: 'boolean', default: false }, smcr: { type: 'string' }, plain: { type: 'string' },
-    'plain-bind': { type: 'string' }, plan: { type: 'string' },
+    'plain-bind': { type: 'string' }, plan: { type: 'string' }, banner: { type: 'string' },
   },
 });
 const out = (o: Record<string, unknown>) => process.stdout.write(`${JSON.stringify(o)}\n`);
@@ -29,8 +30,10 @@ if (positionals[0] === 'server') {
   for (const port of ports(values.smcr)) {
     smc.createServer({ smcr: true }, (s) => s.pipe(s)).listen(port, values.bind, () => out({ listening: port, smcr: true, sidrListens: smcrListenCount() }));
   }
-  for (const port of ports(values.plain)) {
+  const banner = ports(values.banner);
+  for (const port of [...ports(values.plain), ...banner]) {
     net.createServer((s) => {
+      if (banner.includes(port)) s.write('220 hi\n');
       const got: Buffer[] = [];
       s.on('data', (d: Buffer) => { got.push(d); s.write(d); });
       s.on('end', () => { out({ plain: port, got: Buffer.concat(got).toString('hex') }); s.end(); });
@@ -52,7 +55,7 @@ if (positionals[0] === 'server') {
     sock.on('connect', () => { sock.write('hello'); });
     sock.once('smc', () => { settleMs = performance.now() - connectedAt; });
     sock.setEncoding('utf8');
-    sock.on('data', (d: string) => { got += d; if (got.length >= 5) sock.end(); });
+    sock.on('data', (d: string) => { got += d; if (got.endsWith('hello')) sock.end(); });
     sock.on('close', () => {
       const info = smc.getSmcInfo(sock);
       resolve({ client: `${host}:${port}`, echo: got, mode: info.mode, cause: info.fallbackCause, reason: info.fallbackReason, settleMs, counters: smcrDiscoveryCounters() });

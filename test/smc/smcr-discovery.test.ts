@@ -4,7 +4,8 @@
 // (smcr-discovery-peer.ts). Skipped, saying why, when namespaces cannot be made.
 //   A (10.233.9.1, rxe device): an SMC-R echo server on 7202, a plain node:net server on 7201;
 //     10.233.10.1 (another subnet, routed on-link from B): a plain server on 7204.
-//   A2 (10.233.9.3, no softrdma device at all): a plain node:net server on 7203.
+//   A2 (10.233.9.3, no softrdma device at all): a plain node:net server on 7203, one that
+//     writes a banner first on 7205.
 //   B (10.233.9.2, rxe device): the client.
 
 import { test } from 'node:test';
@@ -104,8 +105,8 @@ test('SMC-R discovery across two network namespaces', { skip }, async (t) => {
   });
   const srv = peer(NS_A, ['server', '--bind', A, '--device', '--smcr', '7202', '--plain', '7201']);
   const far = peer(NS_A, ['server', '--bind', FAR, '--plain', '7204']);
-  const bare = peer(NS_A, ['server', '--bind', A2, '--plain', '7203']);
-  for (const [p, n] of [[srv, 2], [far, 1], [bare, 1]] as const) {
+  const bare = peer(NS_A, ['server', '--bind', A2, '--plain', '7203', '--banner', '7205']);
+  for (const [p, n] of [[srv, 2], [far, 1], [bare, 2]] as const) {
     await p.waitUntil((out) => (jsonLines(out).filter((l) => l.listening).length === n ? true : undefined), `${n} listeners`);
   }
   const plainGot = (p: Proc, port: number) => jsonLines(p.stdout).filter((l) => l.plain === port).map((l) => l.got);
@@ -141,6 +142,18 @@ test('SMC-R discovery across two network namespaces', { skip }, async (t) => {
     assert.deepEqual(plainGot(srv, 7201), [HELLO, HELLO]);
   });
 
+  await t.test('a server that speaks first while the client waits for the answer: TCP at once, the banner delivered', async (t) => {
+    const lines = await runClient([{ to: `${A2}:7205` }]);
+    const r = lines.find((l) => l.client)!;
+    assert.equal(r.mode, 'TCP');
+    assert.equal(r.echo, '220 hi\nhello');
+    t.diagnostic(`cause: ${String(r.cause)}`);
+    // The banner ends the wait (the host has no device: no answer would come), or the wait ran out first.
+    assert.match(r.cause as string, /server wrote first|no answer within/);
+    await bare.waitUntil((out) => (jsonLines(out).some((l) => l.plain === 7205) ? true : undefined), 'the banner server\'s report');
+    assert.deepEqual(plainGot(bare, 7205), [HELLO]);
+  });
+
   await t.test('towards an SMC-R server: the first connection is TCP or SMC-R (the wait rule), later ones SMC-R', async (t) => {
     const lines = await runClient([{ to: `${A}:7202` }, { sleep: 300 }, { to: `${A}:7202` }, { to: `${A}:7202` }]);
     const r = lines.filter((l) => l.client);
@@ -156,9 +169,9 @@ test('SMC-R discovery across two network namespaces', { skip }, async (t) => {
   });
 
   await t.test('answers expire: after the expiry the destination is asked again', async () => {
-    const env = { SOFTRDMA_SMCR_DISCOVERY_POSITIVE_MS: '400', SOFTRDMA_SMCR_DISCOVERY_NEGATIVE_MS: '400' };
+    const env = { SOFTRDMA_SMCR_DISCOVERY_POSITIVE_MS: '1500', SOFTRDMA_SMCR_DISCOVERY_NEGATIVE_MS: '1500' };
     const lines = await runClient([
-      { to: `${A}:7202` }, { sleep: 200 }, { to: `${A}:7202` }, { to: `${A}:7201` }, { sleep: 700 }, { to: `${A}:7202` }, { to: `${A}:7201` },
+      { to: `${A}:7202` }, { sleep: 100 }, { to: `${A}:7202` }, { to: `${A}:7201` }, { sleep: 1800 }, { to: `${A}:7202` }, { to: `${A}:7201` },
     ], env);
     const r = lines.filter((l) => l.client);
     assert.equal(r[1]!.mode, 'SMCR', JSON.stringify(r[1]));
