@@ -16,13 +16,14 @@
 //   pingpong   14-byte round trip, median of --iters (default 5000) after 500 not counted,
 //              one connection                                            target SMC-R/TCP <= 0.8
 
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { formatTable } from '../src/tools/table.js';
 import { benchOptions, benchRuntimeDir } from './options.js';
 import { median, verdict } from './stats.js';
+import { deleteNamespaces, setUpVethPair } from '../test/helpers/netns.js';
 
 const USAGE = 'usage: node dist/bench/smcr-vs-tcp.js [--runs N] [--json] [--seconds S] [--iters N]  (as root: it makes two network namespaces)';
 const { runs: RUNS, json, strings } = benchOptions(USAGE, {
@@ -164,30 +165,13 @@ if (strings.role === 'server') {
 // --- the driver ----------------------------------------------------------------------------
 
 async function main(): Promise<void> {
-  if (process.getuid?.() !== 0) {
-    console.log(`bench/smcr-vs-tcp: skipped: needs root to create network namespaces (run it with sudo)`);
-    return;
-  }
   const tag = `sb${process.pid % 100000}`;
   const NS_A = `${tag}a`, NS_B = `${tag}b`;
   const ADDR_A = '10.233.9.1', ADDR_B = '10.233.9.2';
-  const ip = (...args: string[]) => execFileSync('ip', args, { stdio: ['ignore', 'ignore', 'pipe'] });
-  const tearDown = () => { for (const ns of [NS_A, NS_B]) try { ip('netns', 'del', ns); } catch { /* gone */ } };
-  try {
-    ip('netns', 'add', NS_A);
-    ip('netns', 'add', NS_B);
-    ip('link', 'add', `${tag}va`, 'type', 'veth', 'peer', 'name', `${tag}vb`);
-    ip('link', 'set', `${tag}va`, 'netns', NS_A);
-    ip('link', 'set', `${tag}vb`, 'netns', NS_B);
-    for (const [ns, dev, addr] of [[NS_A, `${tag}va`, ADDR_A], [NS_B, `${tag}vb`, ADDR_B]] as const) {
-      ip('-n', ns, 'addr', 'add', `${addr}/24`, 'dev', dev);
-      ip('-n', ns, 'link', 'set', dev, 'up');
-      ip('-n', ns, 'link', 'set', 'lo', 'up');
-    }
-  } catch (err) {
-    tearDown();
-    const msg = (err as { stderr?: Buffer }).stderr?.toString().trim() || (err as Error).message;
-    console.log(`bench/smcr-vs-tcp: skipped: this machine forbids the namespace setup: ${msg}`);
+  const tearDown = () => deleteNamespaces(NS_A, NS_B);
+  const why = setUpVethPair({ tag, nsA: NS_A, nsB: NS_B, addrA: ADDR_A, addrB: ADDR_B });
+  if (why) {
+    console.log(`bench/smcr-vs-tcp: skipped: ${why}${why.startsWith('needs root') ? ' (run it with sudo)' : ''}`);
     return;
   }
   const env = { ...process.env, SOFTRDMA_RUNTIME_DIR: benchRuntimeDir(), SOFTRDMA_SMC_LEARN: '0' };

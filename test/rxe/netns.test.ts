@@ -8,6 +8,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { deleteNamespaces, setUpVethPair } from '../helpers/netns.js';
 
 const PEER = fileURLToPath(new URL('../helpers/stream-peer.js', import.meta.url));
 const tag = `sr${process.pid % 100000}`;
@@ -16,44 +17,25 @@ const ADDR_A = '10.231.7.1', ADDR_B = '10.231.7.2';
 
 let impairment = 'tc netem';
 
-function ip(...args: string[]) { execFileSync('ip', args, { stdio: ['ignore', 'ignore', 'pipe'] }); }
-
 function setUp(): string | undefined {
-  if (process.getuid?.() !== 0) return 'needs root to create network namespaces';
-  try {
-    execFileSync('ip', ['-V'], { stdio: 'ignore' });
-    execFileSync('tc', ['-V'], { stdio: 'ignore' });
-  } catch {
-    return 'iproute2 (ip, tc) is not installed';
-  }
-  try {
-    ip('netns', 'add', NS_A);
-    ip('netns', 'add', NS_B);
-    ip('link', 'add', `${tag}va`, 'type', 'veth', 'peer', 'name', `${tag}vb`);
-    ip('link', 'set', `${tag}va`, 'netns', NS_A);
-    ip('link', 'set', `${tag}vb`, 'netns', NS_B);
-    for (const [ns, dev, addr] of [[NS_A, `${tag}va`, ADDR_A], [NS_B, `${tag}vb`, ADDR_B]] as const) {
-      ip('-n', ns, 'addr', 'add', `${addr}/24`, 'dev', dev);
-      ip('-n', ns, 'link', 'set', dev, 'up');
-      ip('-n', ns, 'link', 'set', 'lo', 'up');
-      // netem reorders by sending some packets without the delay the rest get.
-      try {
-        execFileSync('ip', ['netns', 'exec', ns, 'tc', 'qdisc', 'add', 'dev', dev, 'root', 'netem',
-          'delay', '1ms', 'loss', '1%', 'duplicate', '1%', 'reorder', '5%'], { stdio: ['ignore', 'ignore', 'pipe'] });
-      } catch (err) {
-        impairment = `fault hook (tc netem unavailable: ${(err as { stderr?: Buffer }).stderr?.toString().trim()})`;
+  return setUpVethPair({
+    tag, nsA: NS_A, nsB: NS_B, addrA: ADDR_A, addrB: ADDR_B, tools: ['tc'],
+    extra: () => {
+      for (const [ns, dev] of [[NS_A, `${tag}va`], [NS_B, `${tag}vb`]] as const) {
+        // netem reorders by sending some packets without the delay the rest get.
+        try {
+          execFileSync('ip', ['netns', 'exec', ns, 'tc', 'qdisc', 'add', 'dev', dev, 'root', 'netem',
+            'delay', '1ms', 'loss', '1%', 'duplicate', '1%', 'reorder', '5%'], { stdio: ['ignore', 'ignore', 'pipe'] });
+        } catch (err) {
+          impairment = `fault hook (tc netem unavailable: ${(err as { stderr?: Buffer }).stderr?.toString().trim()})`;
+        }
       }
-    }
-    return undefined;
-  } catch (err) {
-    tearDown();
-    const msg = (err as { stderr?: Buffer }).stderr?.toString().trim() || (err as Error).message;
-    return `this machine forbids the namespace setup: ${msg}`;
-  }
+    },
+  });
 }
 
 function tearDown() {
-  for (const ns of [NS_A, NS_B]) try { ip('netns', 'del', ns); } catch { /* already gone */ }
+  deleteNamespaces(NS_A, NS_B);
 }
 
 function peer(ns: string, args: string[]) {

@@ -10,12 +10,12 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { jsonLines, runNode, type Proc } from '../helpers/procs.js';
 import { testRuntimeDir } from '../helpers/runtime-dir.js';
 import { inLocalSubnet, smcrServiceId, SMCR_SERVICE_ID_BASE } from '../../src/smc/smcr/discovery.js';
 import { parseServiceId, serviceIdFor, PortSpace } from '../../src/cm/wire/cma-header.js';
+import { deleteNamespaces, ip, setUpVethPair } from '../helpers/netns.js';
 
 testRuntimeDir('smcr-discovery-test');
 
@@ -25,39 +25,19 @@ const NS_A = `${tag}a`, NS_B = `${tag}b`;
 const A = '10.233.9.1', A2 = '10.233.9.3', B = '10.233.9.2', FAR = '10.233.10.1';
 const HELLO = Buffer.from('hello').toString('hex');
 
-function ip(...args: string[]) { execFileSync('ip', args, { stdio: ['ignore', 'ignore', 'pipe'] }); }
-
 function setUp(): string | undefined {
-  if (process.getuid?.() !== 0) return 'needs root to create network namespaces';
-  try {
-    execFileSync('ip', ['-V'], { stdio: 'ignore' });
-  } catch {
-    return 'iproute2 (ip) is not installed';
-  }
-  try {
-    ip('netns', 'add', NS_A);
-    ip('netns', 'add', NS_B);
-    ip('link', 'add', `${tag}va`, 'type', 'veth', 'peer', 'name', `${tag}vb`);
-    ip('link', 'set', `${tag}va`, 'netns', NS_A);
-    ip('link', 'set', `${tag}vb`, 'netns', NS_B);
-    for (const [ns, dev, addr] of [[NS_A, `${tag}va`, A], [NS_B, `${tag}vb`, B]] as const) {
-      ip('-n', ns, 'addr', 'add', `${addr}/24`, 'dev', dev);
-      ip('-n', ns, 'link', 'set', dev, 'up');
-      ip('-n', ns, 'link', 'set', 'lo', 'up');
-    }
-    ip('-n', NS_A, 'addr', 'add', `${A2}/24`, 'dev', `${tag}va`);
-    ip('-n', NS_A, 'addr', 'add', `${FAR}/24`, 'dev', `${tag}va`);
-    ip('-n', NS_B, 'route', 'add', '10.233.10.0/24', 'dev', `${tag}vb`);
-    return undefined;
-  } catch (err) {
-    tearDown();
-    const msg = (err as { stderr?: Buffer }).stderr?.toString().trim() || (err as Error).message;
-    return `this machine forbids the namespace setup: ${msg}`;
-  }
+  return setUpVethPair({
+    tag, nsA: NS_A, nsB: NS_B, addrA: A, addrB: B,
+    extra: () => {
+      ip('-n', NS_A, 'addr', 'add', `${A2}/24`, 'dev', `${tag}va`);
+      ip('-n', NS_A, 'addr', 'add', `${FAR}/24`, 'dev', `${tag}va`);
+      ip('-n', NS_B, 'route', 'add', '10.233.10.0/24', 'dev', `${tag}vb`);
+    },
+  });
 }
 
 function tearDown() {
-  for (const ns of [NS_A, NS_B]) try { ip('netns', 'del', ns); } catch { /* already gone */ }
+  deleteNamespaces(NS_A, NS_B);
 }
 
 test('the SMC-R service id names SMC-R and the port, and no rdma_cm port space can produce it', () => {

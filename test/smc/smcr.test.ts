@@ -17,6 +17,7 @@ import type { SmcInfo } from '../../src/smc/index.js';
 import { resolveSmcOptions } from '../../src/smc/options.js';
 import { readFields } from '../helpers/capture.js';
 import { testRuntimeDir } from '../helpers/runtime-dir.js';
+import { deleteNamespaces, ip, setUpVethPair } from '../helpers/netns.js';
 
 // A runtime directory of this file's own (the listeners its processes register), inherited by them.
 testRuntimeDir('smcr-test');
@@ -31,38 +32,18 @@ const ADDR_A2 = '10.233.7.3';
 /** A third, for a server whose device drops everything it sends (a RoCE path that does not work). */
 const ADDR_A3 = '10.233.7.4';
 
-function ip(...args: string[]) { execFileSync('ip', args, { stdio: ['ignore', 'ignore', 'pipe'] }); }
-
 function setUp(): string | undefined {
-  if (process.getuid?.() !== 0) return 'needs root to create network namespaces';
-  try {
-    execFileSync('ip', ['-V'], { stdio: 'ignore' });
-  } catch {
-    return 'iproute2 (ip) is not installed';
-  }
-  try {
-    ip('netns', 'add', NS_A);
-    ip('netns', 'add', NS_B);
-    ip('link', 'add', `${tag}va`, 'type', 'veth', 'peer', 'name', `${tag}vb`);
-    ip('link', 'set', `${tag}va`, 'netns', NS_A);
-    ip('link', 'set', `${tag}vb`, 'netns', NS_B);
-    for (const [ns, dev, addr] of [[NS_A, `${tag}va`, ADDR_A], [NS_B, `${tag}vb`, ADDR_B]] as const) {
-      ip('-n', ns, 'addr', 'add', `${addr}/24`, 'dev', dev);
-      ip('-n', ns, 'link', 'set', dev, 'up');
-      ip('-n', ns, 'link', 'set', 'lo', 'up');
-    }
-    ip('-n', NS_A, 'addr', 'add', `${ADDR_A2}/24`, 'dev', `${tag}va`);
-    ip('-n', NS_A, 'addr', 'add', `${ADDR_A3}/24`, 'dev', `${tag}va`);
-    return undefined;
-  } catch (err) {
-    tearDown();
-    const msg = (err as { stderr?: Buffer }).stderr?.toString().trim() || (err as Error).message;
-    return `this machine forbids the namespace setup: ${msg}`;
-  }
+  return setUpVethPair({
+    tag, nsA: NS_A, nsB: NS_B, addrA: ADDR_A, addrB: ADDR_B,
+    extra: () => {
+      ip('-n', NS_A, 'addr', 'add', `${ADDR_A2}/24`, 'dev', `${tag}va`);
+      ip('-n', NS_A, 'addr', 'add', `${ADDR_A3}/24`, 'dev', `${tag}va`);
+    },
+  });
 }
 
 function tearDown() {
-  for (const ns of [NS_A, NS_B]) try { ip('netns', 'del', ns); } catch { /* already gone */ }
+  deleteNamespaces(NS_A, NS_B);
 }
 
 test('the smcr option is off unless given, checked, and inherited by accepted sockets', () => {

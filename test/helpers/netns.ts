@@ -1,0 +1,62 @@
+// Two network namespaces joined by a veth pair, for the tests and benchmarks that run each
+// side in its own namespace (rxe under kernel impairments, SMC-R, its discovery). Root only;
+// where this machine cannot make them, the caller gets the reason to skip with.
+
+import { execFileSync } from 'node:child_process';
+
+/** Run `ip` with these arguments; its stderr is in the error when it fails. */
+export function ip(...args: string[]): void {
+  execFileSync('ip', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+}
+
+/** Delete the namespaces (what is in them goes too); ones already gone are fine. */
+export function deleteNamespaces(...names: string[]): void {
+  for (const ns of names) try { ip('netns', 'del', ns); } catch { /* already gone */ }
+}
+
+export interface VethPairSpec {
+  /** Prefix of the veth names (`<tag>va` in nsA, `<tag>vb` in nsB): unique per process. */
+  tag: string;
+  nsA: string;
+  nsB: string;
+  /** Each end's address, with a /24. */
+  addrA: string;
+  addrB: string;
+  /** Commands besides `ip` that must exist (e.g. `tc`). */
+  tools?: string[];
+  /** More setup (addresses, routes, qdiscs) once the pair is up; a throw undoes everything. */
+  extra?: () => void;
+}
+
+/**
+ * Make the namespaces and the pair, each end up with its address, lo up. Returns undefined
+ * when done, else why not (not root, a tool missing, the machine refusing), with nothing left.
+ */
+export function setUpVethPair(s: VethPairSpec): string | undefined {
+  if (process.getuid?.() !== 0) return 'needs root to create network namespaces';
+  for (const tool of ['ip', ...(s.tools ?? [])]) {
+    try {
+      execFileSync(tool, ['-V'], { stdio: 'ignore' });
+    } catch {
+      return `iproute2 (${tool}) is not installed`;
+    }
+  }
+  try {
+    ip('netns', 'add', s.nsA);
+    ip('netns', 'add', s.nsB);
+    ip('link', 'add', `${s.tag}va`, 'type', 'veth', 'peer', 'name', `${s.tag}vb`);
+    ip('link', 'set', `${s.tag}va`, 'netns', s.nsA);
+    ip('link', 'set', `${s.tag}vb`, 'netns', s.nsB);
+    for (const [ns, dev, addr] of [[s.nsA, `${s.tag}va`, s.addrA], [s.nsB, `${s.tag}vb`, s.addrB]] as const) {
+      ip('-n', ns, 'addr', 'add', `${addr}/24`, 'dev', dev);
+      ip('-n', ns, 'link', 'set', dev, 'up');
+      ip('-n', ns, 'link', 'set', 'lo', 'up');
+    }
+    s.extra?.();
+    return undefined;
+  } catch (err) {
+    deleteNamespaces(s.nsA, s.nsB);
+    const msg = (err as { stderr?: Buffer }).stderr?.toString().trim() || (err as Error).message;
+    return `this machine forbids the namespace setup: ${msg}`;
+  }
+}
