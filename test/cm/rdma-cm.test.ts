@@ -57,6 +57,19 @@ function nothingLeft() {
   assert.equal(ports.size, 0, 'bound ports');
 }
 
+/** Two devices (127.0.0.2, 127.0.0.3) and a channel for each side, closed whatever the body does. */
+async function onTwoDevices(body: (t: { a: Device; b: Device; sch: EventChannel; cch: EventChannel }) => Promise<void>): Promise<void> {
+  const { a, b, close } = await twoDevices();
+  const sch = createEventChannel(), cch = createEventChannel();
+  try {
+    await body({ a, b, sch, cch });
+  } finally {
+    sch.close();
+    cch.close();
+    await close();
+  }
+}
+
 /** Connect a client on `a` to a listener on `b`, both with QPs; returns both ids after ESTABLISHED. */
 async function establish(sch: EventChannel, cch: EventChannel, l: RdmaCmId, dst: string, src: string) {
   const c = await resolved(cch, dst, l.localAddr!.port, src);
@@ -72,9 +85,7 @@ async function establish(sch: EventChannel, cch: EventChannel, l: RdmaCmId, dst:
 
 describe('rdma_cm: RC between two devices', () => {
   it('resolve, connect, accept with private data both ways, SEND and RDMA READ over the QPs, disconnect, time-wait, destroy: nothing left', async () => {
-    const { a, b, close } = await twoDevices();
-    const sch = createEventChannel(), cch = createEventChannel();
-    try {
+    await onTwoDevices(async ({ a, b, sch, cch }) => {
       const l = listener(sch, '127.0.0.3');
       assert.equal(l.state, 'listen');
       const { c, s, cr, sr, req, ce, se } = await establish(sch, cch, l, '127.0.0.3', '127.0.0.2');
@@ -136,17 +147,11 @@ describe('rdma_cm: RC between two devices', () => {
       assert.equal(c.state, 'destroyed');
       nothingLeft();
       assert.throws(() => c.connect(), { code: 'EBADF' });
-    } finally {
-      sch.close();
-      cch.close();
-      await close();
-    }
+    });
   });
 
   it('reject with private data: REJECTED, reason CONSUMER_DEFINED (28), the data received; the QP in ERR', async () => {
-    const { close } = await twoDevices();
-    const sch = createEventChannel(), cch = createEventChannel();
-    try {
+    await onTwoDevices(async ({ sch, cch }) => {
       const l = listener(sch, '127.0.0.3');
       const c = await resolved(cch, '127.0.0.3', l.localAddr!.port, '127.0.0.2');
       const cr = resources(c);
@@ -166,11 +171,7 @@ describe('rdma_cm: RC between two devices', () => {
       free(cr);
       l.destroyId();
       nothingLeft();
-    } finally {
-      sch.close();
-      cch.close();
-      await close();
-    }
+    });
   });
 
   it('no listener on the port: REJECTED with reason INVALID_SERVICE_ID (8)', async () => {
@@ -217,9 +218,7 @@ describe('rdma_cm: RC between two devices', () => {
   });
 
   it('a QP that cannot go to RTR at the REP: CONNECT_ERROR here, REJECTED (CONSUMER_DEFINED) at the server', async () => {
-    const { close } = await twoDevices();
-    const sch = createEventChannel(), cch = createEventChannel();
-    try {
+    await onTwoDevices(async ({ sch, cch }) => {
       const l = listener(sch, '127.0.0.3');
       const c = await resolved(cch, '127.0.0.3', l.localAddr!.port, '127.0.0.2');
       const cr = resources(c);
@@ -239,17 +238,11 @@ describe('rdma_cm: RC between two devices', () => {
       free(cr);
       free(sr);
       await waitEmpty();
-    } finally {
-      sch.close();
-      cch.close();
-      await close();
-    }
+    });
   });
 
   it('a connect without a QP: CONNECT_RESPONSE with the peer QPN, then establish() sends the RTU', async () => {
-    const { close } = await twoDevices();
-    const sch = createEventChannel(), cch = createEventChannel();
-    try {
+    await onTwoDevices(async ({ sch, cch }) => {
       const l = listener(sch, '127.0.0.3');
       const c = await resolved(cch, '127.0.0.3', l.localAddr!.port, '127.0.0.2');
       assert.throws(() => c.connect(), { code: 'EINVAL', message: /needs a QP/ });
@@ -272,11 +265,7 @@ describe('rdma_cm: RC between two devices', () => {
       req.id.destroyId(); // owes the DREP: destroy sends it
       l.destroyId();
       await waitEmpty();
-    } finally {
-      sch.close();
-      cch.close();
-      await close();
-    }
+    });
   });
 });
 
@@ -316,9 +305,7 @@ describe('rdma_cm: IPv6, UD, several ids, errors', () => {
   });
 
   it('UD through SIDR: the SIDR_REP brings the QPN and RDMA_UDP_QKEY; a datagram goes through; a SIDR reject is UNREACHABLE', async () => {
-    const { close } = await twoDevices();
-    const sch = createEventChannel(), cch = createEventChannel();
-    try {
+    await onTwoDevices(async ({ sch, cch }) => {
       const l = createId(sch, 'udp', QUICK);
       l.bindAddr('127.0.0.3', 0);
       l.listen();
@@ -359,17 +346,11 @@ describe('rdma_cm: IPv6, UD, several ids, errors', () => {
       free(cr);
       free(sr);
       nothingLeft();
-    } finally {
-      sch.close();
-      cch.close();
-      await close();
-    }
+    });
   });
 
   it('several ids on one device at once, to two listeners; every event names its own id', async () => {
-    const { close } = await twoDevices();
-    const sch = createEventChannel(), cch = createEventChannel();
-    try {
+    await onTwoDevices(async ({ sch, cch }) => {
       const l1 = listener(sch, '127.0.0.3'), l2 = listener(sch, '127.0.0.3');
       const accepted: RdmaCmEvent[] = [];
       sch.on('CONNECT_REQUEST', (e: RdmaCmEvent) => { accepted.push(e); e.id.accept({ qpNum: 0x100 + accepted.length, privateData: Buffer.from([e.listenId === l1 ? 1 : 2]) }); });
@@ -390,11 +371,7 @@ describe('rdma_cm: IPv6, UD, several ids, errors', () => {
       l1.destroyId();
       l2.destroyId();
       await waitEmpty();
-    } finally {
-      sch.close();
-      cch.close();
-      await close();
-    }
+    });
   });
 
   it('10% of all packets lost both ways (the devices\' fault hook): 20 connections still connect and disconnect, retried by the CM', async () => {
@@ -525,9 +502,7 @@ describe('rdma_cm: IPv6, UD, several ids, errors', () => {
 
 describe('rdma_cm: races and clean-up (as Linux cma.c and ucma do them)', () => {
   it('both ends disconnect in the same tick: each gets DISCONNECTED once, then TIMEWAIT_EXIT', async () => {
-    const { close } = await twoDevices();
-    const sch = createEventChannel(), cch = createEventChannel();
-    try {
+    await onTwoDevices(async ({ sch, cch }) => {
       const l = listener(sch, '127.0.0.3');
       const { c, s, cr, sr } = await establish(sch, cch, l, '127.0.0.3', '127.0.0.2');
       const seen: string[] = [];
@@ -546,17 +521,11 @@ describe('rdma_cm: races and clean-up (as Linux cma.c and ucma do them)', () => 
       free(sr);
       l.destroyId();
       await waitEmpty();
-    } finally {
-      sch.close();
-      cch.close();
-      await close();
-    }
+    });
   });
 
   it('a listener destroyed with a CONNECT_REQUEST still queued: the new id goes too, and the client is REJECTED, not left to time out', async () => {
-    const { close } = await twoDevices();
-    const sch = createEventChannel(), cch = createEventChannel();
-    try {
+    await onTwoDevices(async ({ sch, cch }) => {
       const l = listener(sch, '127.0.0.3');
       const c = await resolved(cch, '127.0.0.3', l.localAddr!.port, '127.0.0.2');
       const cr = resources(c);
@@ -571,17 +540,11 @@ describe('rdma_cm: races and clean-up (as Linux cma.c and ucma do them)', () => 
       c.destroyId();
       free(cr);
       await waitEmpty();
-    } finally {
-      sch.close();
-      cch.close();
-      await close();
-    }
+    });
   });
 
   it('closing a channel destroys its ids (ucma_close), and a next() for a destroyed id fails with EBADF', async () => {
-    const { close } = await twoDevices();
-    const sch = createEventChannel(), cch = createEventChannel();
-    try {
+    await onTwoDevices(async ({ sch, cch }) => {
       const l = listener(sch, '127.0.0.3');
       const waiting = sch.next('CONNECT_REQUEST', Infinity, l);
       const c = await resolved(cch, '127.0.0.3', l.localAddr!.port, '127.0.0.2');
@@ -600,11 +563,7 @@ describe('rdma_cm: races and clean-up (as Linux cma.c and ucma do them)', () => 
       c2.destroyId();
       free(cr);
       await waitEmpty();
-    } finally {
-      sch.close();
-      cch.close();
-      await close();
-    }
+    });
   });
 
   it('a wildcard listener on two devices: one device closing takes only its listen, silently; the other still accepts', async () => {
@@ -637,9 +596,7 @@ describe('rdma_cm: races and clean-up (as Linux cma.c and ucma do them)', () => 
   });
 
   it('closing id.verbs closes the application\'s PDs on it, not the device: the CM carries on with a new context', async () => {
-    const { close } = await twoDevices();
-    const sch = createEventChannel(), cch = createEventChannel();
-    try {
+    await onTwoDevices(async ({ sch, cch }) => {
       const l = listener(sch, '127.0.0.3');
       const c = await resolved(cch, '127.0.0.3', l.localAddr!.port, '127.0.0.2');
       const old = c.verbs!;
@@ -653,17 +610,11 @@ describe('rdma_cm: races and clean-up (as Linux cma.c and ucma do them)', () => 
       free(sr);
       l.destroyId();
       await waitEmpty();
-    } finally {
-      sch.close();
-      cch.close();
-      await close();
-    }
+    });
   });
 
   it('a request the client gives up on leaves the listener\'s backlog', async () => {
-    const { close } = await twoDevices();
-    const sch = createEventChannel(), cch = createEventChannel();
-    try {
+    await onTwoDevices(async ({ sch, cch }) => {
       const l = createId(sch, 'tcp', QUICK);
       l.bindAddr('127.0.0.3', 0);
       l.listen(1);
@@ -680,11 +631,7 @@ describe('rdma_cm: races and clean-up (as Linux cma.c and ucma do them)', () => 
       await cch.next('REJECTED', 5000, c2);
       for (const id of [req.id, req2.id, c2, l]) id.destroyId();
       await waitEmpty();
-    } finally {
-      sch.close();
-      cch.close();
-      await close();
-    }
+    });
   });
 });
 
