@@ -15,7 +15,6 @@
 // softrdma adds a check (every message arrives with -S bytes) and a --timeout, where cmatose would
 // wait for ever.
 
-import dgram from 'node:dgram';
 import { isIP } from 'node:net';
 import { parseArgs } from 'node:util';
 import {
@@ -23,6 +22,7 @@ import {
 } from '../index.js';
 import { createEventChannel, createId, type EventChannel, type RdmaCmEvent, type RdmaCmId } from '../cm/index.js';
 import { UsageError } from './usage.js';
+import { routeSource } from './route-source.js';
 
 export const CMATOSE_USAGE = `usage: softrdma cmatose [-s server_address] [-b bind_address] [-c connections]
                         [-C message_count] [-S message_size] [-p port] [--ud]
@@ -75,17 +75,6 @@ function parse(args: string[]): Opts {
     size: int('S', values.S, 100, 0, ud ? 4096 : 1 << 24), port: int('p', values.p, ud ? 7174 : 7471, 0, 65535), ud,
     udpPort: int('-udp-port', values['udp-port'], 4791, 0, 65535), timeoutMs: int('-timeout', values.timeout, 30, 1, 86400) * 1000,
   };
-}
-
-/** The local address the kernel would send from towards `dst` (a connected UDP socket; nothing is sent). */
-async function routeSource(dst: string): Promise<string> {
-  const sock = dgram.createSocket(isIP(dst) === 6 ? 'udp6' : 'udp4');
-  try {
-    await new Promise<void>((resolve, reject) => { sock.once('error', reject); sock.connect(9, dst, () => resolve()); });
-    return sock.address().address;
-  } finally {
-    sock.close();
-  }
 }
 
 /** One connection: struct cmatest_node. */

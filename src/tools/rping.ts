@@ -7,7 +7,6 @@
 // Connection parameters as rping_init_conn_param: responder resources 1, initiator depth 1,
 // retry count 7, RNR retry 7; the QP as rping_create_qp: 16 send WRs, 2 receive WRs, one SGE.
 
-import dgram from 'node:dgram';
 import { isIP } from 'node:net';
 import { parseArgs } from 'node:util';
 import {
@@ -15,6 +14,7 @@ import {
 } from '../index.js';
 import { createEventChannel, createId, type EventChannel, type RdmaCmEvent, type RdmaCmId } from '../cm/index.js';
 import { UsageError } from './usage.js';
+import { routeSource } from './route-source.js';
 
 export const RPING_USAGE = `usage: softrdma rping -s [-vVd] [-S size] [-C count] [-a addr] [-p port] [-P]
        softrdma rping -c [-vVd] [-S size] [-C count] [-I addr] -a addr [-p port]
@@ -101,17 +101,6 @@ function parse(args: string[]): Opts {
     verbose: (values.v?.length ?? 0) > 0, validate: (values.V?.length ?? 0) > 0, debug: (values.d?.length ?? 0) > 0,
     persistent: values.P === true, udpPort: int('udp-port', values['udp-port'], 4791, 0, 65535),
   };
-}
-
-/** The local address the kernel would send from towards `dst` (a connected UDP socket; nothing is sent). */
-async function routeSource(dst: string): Promise<string> {
-  const sock = dgram.createSocket(isIP(dst) === 6 ? 'udp6' : 'udp4');
-  try {
-    await new Promise<void>((resolve, reject) => { sock.once('error', reject); sock.connect(9, dst, () => resolve()); });
-    return sock.address().address;
-  } finally {
-    sock.close();
-  }
 }
 
 /** One connection's verbs objects, as rping_setup_qp + rping_setup_buffers. */
