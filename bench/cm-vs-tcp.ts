@@ -188,8 +188,11 @@ async function client(): Promise<void> {
 
 interface Peer { proc: ChildProcess; port: number; udpPort: number; stop: () => Promise<void> }
 
+/** CM_BENCH_PROF=DIR: a CPU profile of every process (node --cpu-prof), to see where a connection's time goes. */
+const PROF = process.env.CM_BENCH_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.CM_BENCH_PROF] : [];
+
 function child(args: string[]): ChildProcess {
-  return spawn(process.execPath, [SELF, ...args], { stdio: ['pipe', 'pipe', 'inherit'] });
+  return spawn(process.execPath, [...PROF, SELF, ...args], { stdio: ['pipe', 'pipe', 'inherit'] });
 }
 
 function firstLine(p: ChildProcess): Promise<Record<string, number>> {
