@@ -314,14 +314,14 @@ export class RxeLink {
     if (this.closed) return;
     this.flush();
     this.closed = true;
-    // dgram resolves the address on the next tick before it sends: let packets already
-    // handed to the sockets (a UD send that has completed, a last ACK, a MAD such as the
-    // CM's DREP) leave before any of them closes. The source ports closed at once used to
-    // drop them.
-    await new Promise((r) => setImmediate(r));
+    // Each source port closes its own sockets a turn later (SourcePort.close), behind what
+    // was queued from it; the device socket closes here after the same wait.
     this.devicePort.close();
     for (const sp of this.ports.values()) sp.close();
     this.ports.clear();
+    // dgram resolves the address on the next tick before it sends: let packets already
+    // handed to the socket (a UD send that has completed, a last ACK) leave first.
+    await new Promise((r) => setImmediate(r));
     await new Promise<void>((resolve) => this.sock.close(() => resolve()));
   }
 }
