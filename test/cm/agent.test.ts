@@ -17,9 +17,8 @@ import {
   CMA_CM_RESPONSE_TIMEOUT, CMA_IBOE_PACKET_LIFETIME, CMA_MAX_CM_RETRIES, PortSpace, cmaReqPrivateData, roceGid, serviceIdFor,
 } from '../../src/cm/wire/cma-header.js';
 import { MadMethod, MadStatus, MgmtClass, encodeMad } from '../../src/cm/wire/mad.js';
-import { deth, writeBth } from '../../src/providers/rxe/wire/headers.js';
-import { BTH_BYTES, DETH_BYTES, ICRC_BYTES, OpCode } from '../../src/providers/rxe/wire/opcodes.js';
 import { twoDevices as two, waitFor } from '../helpers/pair.js';
+import { udToQp1 } from '../helpers/qp1-packet.js';
 
 const SID = serviceIdFor(PortSpace.TCP, 7174);
 
@@ -157,16 +156,6 @@ describe('timers', () => {
 });
 
 describe('what QP1 and the MAD layer cannot take: counted, dropped or answered, never thrown', () => {
-  /** A UD packet for QP1 built with the rxe wire encoders. */
-  function udToQp1(mad: Buffer, qkey: number): Buffer {
-    const pad = (4 - (mad.length & 3)) & 3;
-    const buf = Buffer.alloc(BTH_BYTES + DETH_BYTES + mad.length + pad + ICRC_BYTES);
-    writeBth(buf, { opcode: OpCode.UD_SEND_ONLY, padCount: pad, destQp: 1, ackReq: false, psn: 0 });
-    deth.write(buf, BTH_BYTES, qkey, 1);
-    mad.copy(buf, BTH_BYTES + DETH_BYTES);
-    return buf;
-  }
-
   it('another Q_Key or size at QP1; another base version; an SMP class; a class or version nobody registered; a CM attribute this CM does not handle; a GET answered', async () => {
     const { a, b, close } = await two();
     const A = new CmAgent(a), B = new CmAgent(b);

@@ -18,8 +18,8 @@ import { MadLayer } from '../../src/cm/mad-layer.js';
 import { CM_KINDS, blankCm, encodeCmMad, type CmKind, type CmMessage } from '../../src/cm/wire/cm-messages.js';
 import { encodeCmaHeader, serviceIdFor, PortSpace } from '../../src/cm/wire/cma-header.js';
 import type { GsiSource } from '../../src/verbs/api.js';
-import { deth, writeBth } from '../../src/providers/rxe/wire/headers.js';
-import { BTH_BYTES, DETH_BYTES, ICRC_BYTES, OpCode } from '../../src/providers/rxe/wire/opcodes.js';
+import { waitFor } from '../helpers/pair.js';
+import { udToQp1 } from '../helpers/qp1-packet.js';
 
 const SEED = Number(process.env.FUZZ_SEED ?? Date.now() % 1e9);
 const N_ENTRY = Number(process.env.FUZZ_ENTRY ?? 100_000);
@@ -91,23 +91,6 @@ function fuzzMad(r: Rng, target: { port: number; udpPort: number; addr: string }
   return b;
 }
 
-/** A UD SEND-only for QP1 (BTH, DETH, the MAD, room for the ICRC the link writes). */
-function udToQp1(mad: Buffer, qkey: number): Buffer {
-  const pad = (4 - (mad.length & 3)) & 3;
-  const buf = Buffer.alloc(BTH_BYTES + DETH_BYTES + mad.length + pad + ICRC_BYTES);
-  writeBth(buf, { opcode: OpCode.UD_SEND_ONLY, padCount: pad, destQp: 1, ackReq: false, psn: 0 });
-  deth.write(buf, BTH_BYTES, qkey, 1);
-  mad.copy(buf, BTH_BYTES + DETH_BYTES);
-  return buf;
-}
-
-async function waitFor(what: string, ok: () => boolean, ms = 10_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!ok()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
 
 async function devices(): Promise<{ v: Device; c: Device; h: Device }> {
   for (let attempt = 0; ; attempt++) {

@@ -13,7 +13,7 @@ import {
 } from '../../src/cm/index.js';
 import { cmDevices } from '../../src/cm/rdma-cm/cm-device.js';
 import { ports } from '../../src/cm/rdma-cm/addresses.js';
-import { twoDevices, waitCompletions } from '../helpers/pair.js';
+import { twoDevices, waitCompletions, waitFor } from '../helpers/pair.js';
 
 const WC = (w: unknown) => JSON.stringify(w, (_k, v: unknown) => (typeof v === 'bigint' ? String(v) : v));
 const QUICK = { packetLifeTime: 1 } as const; // time-wait of a few ms instead of 2 s
@@ -509,7 +509,7 @@ describe('rdma_cm: races and clean-up (as Linux cma.c and ucma do them)', () => 
       for (const [ch, id, who] of [[cch, c, 'c'], [sch, s, 's']] as const) ch.on('event', (e: RdmaCmEvent) => { if (e.id === id) seen.push(`${who}:${e.event}`); });
       c.disconnect();
       s.disconnect();
-      const both = (ev: string) => bounded(() => seen.includes(`c:${ev}`) && seen.includes(`s:${ev}`), 5000, `${ev} on both: ${seen.join(' ')}`);
+      const both = (ev: string) => waitFor(`${ev} on both: ${seen.join(' ')}`, () => seen.includes(`c:${ev}`) && seen.includes(`s:${ev}`), 5000);
       await both('DISCONNECTED');
       // Each side's CM sits in DREQ_RCVD: the DREP is owed, and disconnect() (or destroyId) sends it.
       c.disconnect();
@@ -531,7 +531,7 @@ describe('rdma_cm: races and clean-up (as Linux cma.c and ucma do them)', () => 
       const cr = resources(c);
       c.connect();
       // Wait until the server has made the new id (it is queued on sch: nobody takes it).
-      await bounded(() => cmDevices().some((d) => d.address === '127.0.0.3' && d.census().ids === 2), 5000, 'the request on the server');
+      await waitFor('the request on the server', () => cmDevices().some((d) => d.address === '127.0.0.3' && d.census().ids === 2), 5000);
       l.destroyId();
       const e = await cch.next(['REJECTED', 'UNREACHABLE', 'ESTABLISHED'], 5000, c);
       assert.equal(e.event, 'REJECTED');
@@ -555,7 +555,7 @@ describe('rdma_cm: races and clean-up (as Linux cma.c and ucma do them)', () => 
       const c2 = await resolved(cch, '127.0.0.3', l2.localAddr!.port, '127.0.0.2');
       const cr = resources(c2);
       c2.connect();
-      await bounded(() => cmDevices().some((d) => d.address === '127.0.0.3' && d.census().ids === 2), 5000, 'the request on the server');
+      await waitFor('the request on the server', () => cmDevices().some((d) => d.address === '127.0.0.3' && d.census().ids === 2), 5000);
       sch.close(); // the listener and the queued new id are destroyed: REJ
       assert.equal(l2.state, 'destroyed');
       assert.equal((await cch.next(['REJECTED', 'UNREACHABLE', 'ESTABLISHED'], 5000, c2)).event, 'REJECTED');
@@ -634,12 +634,3 @@ describe('rdma_cm: races and clean-up (as Linux cma.c and ucma do them)', () => 
     });
   });
 });
-
-/** Wait until `cond` holds (checked every 5 ms), at most `ms`. */
-async function bounded(cond: () => boolean, ms: number, what: string): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`not within ${ms} ms: ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
