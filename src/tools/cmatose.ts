@@ -15,13 +15,12 @@
 // softrdma adds a check (every message arrives with -S bytes) and a --timeout, where cmatose would
 // wait for ever.
 
-import { isIP } from 'node:net';
 import { parseArgs } from 'node:util';
 import {
   Access, createRxeDevice, rxeOf, SendFlags, WcOpcode, WcStatus, wcStatusStr, WrOpcode, type AH, type CQ, type MR, type PD, type QP, type WorkCompletion,
 } from '../index.js';
 import { createEventChannel, createId, type EventChannel, type RdmaCmEvent, type RdmaCmId } from '../cm/index.js';
-import { UsageError } from './usage.js';
+import { UsageError, checkAddressOptions, intOption } from './usage.js';
 import { routeSource } from './route-source.js';
 
 export const CMATOSE_USAGE = `usage: softrdma cmatose [-s server_address] [-b bind_address] [-c connections]
@@ -61,19 +60,13 @@ function parse(args: string[]): Opts {
     },
   });
   if (positionals.length) throw new UsageError(`unexpected argument '${positionals[0]}'`);
-  const int = (name: string, v: string | undefined, def: number, min: number, max: number) => {
-    if (v === undefined) return def;
-    const n = Number(v);
-    if (!/^\d+$/.test(v) || n < min || n > max) throw new UsageError(`-${name} must be an integer from ${min} to ${max}, got '${v}'`);
-    return n;
-  };
-  for (const [k, v] of [['s', values.s], ['b', values.b]] as const) if (v !== undefined && isIP(v) === 0) throw new UsageError(`-${k} must be an IPv4 or IPv6 address, got '${v}'`);
+  checkAddressOptions([['s', values.s], ['b', values.b]]);
   if (values.s === undefined && (values.b === undefined || values.b === '0.0.0.0' || values.b === '::')) throw new UsageError('the server needs -b with the address of its softrdma device');
   const ud = values.ud === true;
   return {
-    dst: values.s, src: values.b, connections: int('c', values.c, 1, 1, 10_000), count: int('C', values.C, 10, 0, 100_000),
-    size: int('S', values.S, 100, 0, ud ? 4096 : 1 << 24), port: int('p', values.p, ud ? 7174 : 7471, 0, 65535), ud,
-    udpPort: int('-udp-port', values['udp-port'], 4791, 0, 65535), timeoutMs: int('-timeout', values.timeout, 30, 1, 86400) * 1000,
+    dst: values.s, src: values.b, connections: intOption('c', values.c, 1, 1, 10_000), count: intOption('C', values.C, 10, 0, 100_000),
+    size: intOption('S', values.S, 100, 0, ud ? 4096 : 1 << 24), port: intOption('p', values.p, ud ? 7174 : 7471, 0, 65535), ud,
+    udpPort: intOption('-udp-port', values['udp-port'], 4791, 0, 65535), timeoutMs: intOption('-timeout', values.timeout, 30, 1, 86400) * 1000,
   };
 }
 

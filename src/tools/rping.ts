@@ -7,13 +7,12 @@
 // Connection parameters as rping_init_conn_param: responder resources 1, initiator depth 1,
 // retry count 7, RNR retry 7; the QP as rping_create_qp: 16 send WRs, 2 receive WRs, one SGE.
 
-import { isIP } from 'node:net';
 import { parseArgs } from 'node:util';
 import {
   Access, createRxeDevice, rxeOf, SendFlags, WcOpcode, WcStatus, wcStatusStr, WrOpcode, type CQ, type Device, type MR, type PD, type WorkCompletion,
 } from '../index.js';
 import { createEventChannel, createId, type EventChannel, type RdmaCmEvent, type RdmaCmId } from '../cm/index.js';
-import { UsageError } from './usage.js';
+import { UsageError, checkAddressOptions, intOption } from './usage.js';
 import { routeSource } from './route-source.js';
 
 export const RPING_USAGE = `usage: softrdma rping -s [-vVd] [-S size] [-C count] [-a addr] [-p port] [-P]
@@ -87,19 +86,13 @@ function parse(args: string[]): Opts {
   });
   if (positionals.length) throw new UsageError(`unexpected argument '${positionals[0]}'`);
   if (values.s === values.c) throw new UsageError('give one of -s (server) and -c (client)');
-  const int = (name: string, v: string | undefined, def: number, min: number, max: number) => {
-    if (v === undefined) return def;
-    const n = Number(v);
-    if (!/^\d+$/.test(v) || n < min || n > max) throw new UsageError(`-${name} must be an integer from ${min} to ${max}, got '${v}'`);
-    return n;
-  };
-  for (const [k, v] of [['a', values.a], ['I', values.I]] as const) if (v !== undefined && isIP(v) === 0) throw new UsageError(`-${k} must be an IPv4 or IPv6 address, got '${v}'`);
+  checkAddressOptions([['a', values.a], ['I', values.I]]);
   if (values.c && values.a === undefined) throw new UsageError('the client needs -a (the server\'s address)');
   return {
-    server: values.s === true, addr: values.a, source: values.I, port: int('p', values.p, 7174, 0, 65535),
-    count: int('C', values.C, 0, 0, 0x7fffffff), size: int('S', values.S, 64, RPING_MIN_BUFSIZE, RPING_MAX_BUFSIZE),
+    server: values.s === true, addr: values.a, source: values.I, port: intOption('p', values.p, 7174, 0, 65535),
+    count: intOption('C', values.C, 0, 0, 0x7fffffff), size: intOption('S', values.S, 64, RPING_MIN_BUFSIZE, RPING_MAX_BUFSIZE),
     verbose: (values.v?.length ?? 0) > 0, validate: (values.V?.length ?? 0) > 0, debug: (values.d?.length ?? 0) > 0,
-    persistent: values.P === true, udpPort: int('udp-port', values['udp-port'], 4791, 0, 65535),
+    persistent: values.P === true, udpPort: intOption('udp-port', values['udp-port'], 4791, 0, 65535),
   };
 }
 

@@ -1,7 +1,25 @@
 // The error a tool throws for bad command-line input: the CLI prints it with the tool's
 // usage and exits 2, unlike a runtime failure (exit 1).
 
+import { isIP } from 'node:net';
+
 export class UsageError extends Error {}
+
+/**
+ * A single-dash integer option as rdma-core's examples take them (`-C 100`): `def` when not
+ * given, else an integer in [min, max] or a UsageError naming the option.
+ */
+export function intOption(name: string, v: string | undefined, def: number, min: number, max: number): number {
+  if (v === undefined) return def;
+  const n = Number(v);
+  if (!/^\d+$/.test(v) || n < min || n > max) throw new UsageError(`-${name} must be an integer from ${min} to ${max}, got '${v}'`);
+  return n;
+}
+
+/** Single-dash address options (`-a`, `-b`, ...): each given one must be an IPv4 or IPv6 literal. */
+export function checkAddressOptions(options: ReadonlyArray<readonly [string, string | undefined]>): void {
+  for (const [k, v] of options) if (v !== undefined && isIP(v) === 0) throw new UsageError(`-${k} must be an IPv4 or IPv6 address, got '${v}'`);
+}
 
 /** parseArgs' own errors (unknown option, missing value) are usage errors too. */
 export function isUsageError(err: unknown): err is Error {
