@@ -2,15 +2,16 @@
 // smc_ib.c): one verbs context and protection domain per device, shared by every link and
 // buffer of the process on it. softrdma's smc layer reaches rxe only through the verbs API
 // (the layer rule): the application creates the device (createRxeDevice) and names it, or
-// passes `smcr: true` and the device is looked up in getDeviceList() by the TCP connection's
-// local address, the way Linux picks the RoCEv2 GID whose interface holds that address
+// passes `smcr: true` and the device holding the TCP connection's local address is found
+// by its GID table (CmDevice.holding), the way Linux picks the RoCEv2 GID whose interface holds that address
 // (smc_ib.c 228-271).
 
 import { randomBytes } from 'node:crypto';
 import { isIPv4 } from 'node:net';
 import { mtuBytes } from '../../abi/enums.js';
 import { addressFromGid } from '../../abi/inet.js';
-import { getDeviceList, type Context, type Device, type PD } from '../../verbs/api.js';
+import { CmDevice } from '../../cm/rdma-cm/cm-device.js';
+import type { Context, Device, PD } from '../../verbs/api.js';
 
 /**
  * What a socket's `smcr` option may be. `discovery: false` proposes SMC-R without asking the
@@ -78,7 +79,7 @@ export function smcrDeviceOf(device: Device): SmcrDevice {
 
 /**
  * The device a socket with the `smcr` option uses for a TCP connection from localAddress:
- * the one it names, or (smcr: true) an rxe device of getDeviceList() whose GID is that address.
+ * the one it names, or (smcr: true) the rxe device whose GID is that address.
  * undefined: none (the handshake then declines with NOSMCRDEV, as Linux's "no SMC-R device").
  */
 export function pickSmcrDevice(opt: SmcrOption | undefined, localAddress: string): SmcrDevice | undefined {
@@ -87,12 +88,13 @@ export function pickSmcrDevice(opt: SmcrOption | undefined, localAddress: string
     const d = smcrDeviceOf(opt.device);
     return d.address === localAddress ? d : undefined;
   }
-  for (const dev of getDeviceList()) {
-    if (dev.driver !== 'rxe') continue;
-    try {
-      const d = smcrDeviceOf(dev);
-      if (d.address === localAddress) return d;
-    } catch { /* a device closing under us */ }
+  // Found by its GID table, as the rdma_cm finds an id's device: no context or PD is opened on
+  // the devices that do not hold the address.
+  const dev = CmDevice.holding(localAddress);
+  if (!dev || dev.driver !== 'rxe') return undefined;
+  try {
+    return smcrDeviceOf(dev);
+  } catch {
+    return undefined; // a device closing under us
   }
-  return undefined;
 }
