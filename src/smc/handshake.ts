@@ -90,8 +90,15 @@ export function handleGone(sock: Socket, s: SmcState): boolean {
   return true;
 }
 
-function sendDecline(sock: Socket, s: SmcState, reason: number): void {
-  rawWrite(sock, s, inSmcrHandshake(s) ? smcrDecline(reason) : encodeDecline({ diagnosis: reason, smcd: true }));
+/**
+ * Our Decline ends the handshake for us, but the peer may have written a CLC message before it
+ * reads ours: its own Decline when both ends give up at once (a server whose CONFIRM_LINK wait
+ * ends as the client's handshake timer does), or a late Accept or Confirm. Those are stripped,
+ * not delivered as data (stripThenPush).
+ */
+function sendDecline(sock: Socket, s: SmcState, reason: number, smcr = inSmcrHandshake(s)): void {
+  rawWrite(sock, s, smcr ? smcrDecline(reason) : encodeDecline({ diagnosis: reason, smcd: true }));
+  s.stripClc = true;
 }
 
 function startTimer(sock: Socket, s: SmcState): void {
@@ -102,7 +109,6 @@ function startTimer(sock: Socket, s: SmcState): void {
       sendDecline(sock, s, DECLINE.TIMEOUT_CL);
       releaseHandshake(s);
       settleTcp(sock, s, DECLINE.TIMEOUT_CL, 'handshake timed out');
-      s.stripClc = true; // a late Accept/Confirm is not application data
       if (s.clc) startTimer(sock, s); // part of one may be here already: bound that wait too
     } else if (s.phase === 'srv-wait' && s.clc) {
       // The first bytes looked like the start of a CLC message and no more came: they are the
@@ -217,6 +223,7 @@ function smcrOps(sock: Socket, s: SmcState): SmcrOps {
     role: s.role,
     localAddress: () => unmapV4(sock.localAddress ?? ''),
     write: (buf) => rawWrite(sock, s, buf),
+    decline: (reason) => sendDecline(sock, s, reason, true),
     restartTimer: () => startTimer(sock, s),
     stillPending: () => s.phase === 'proposing' || s.phase === 'srv-accepting' || s.phase === 'srv-wait',
     events: () => transportEvents(sock, s, 'SMC-R'),
@@ -381,8 +388,10 @@ export function onClcBytes(sock: Socket, s: SmcState, chunk: Buffer | null): voi
   const rest = s.clc;
   if (rest && (s.phase === 'tcp' || s.phase === 'smcd')) {
     s.clc = undefined;
-    if (s.phase === 'tcp') sock.smcPush(rest);
-    else s.strayTcpBytes += rest.length;
+    if (s.phase === 'tcp') {
+      if (s.stripClc) stripThenPush(sock, s, rest);
+      else sock.smcPush(rest);
+    } else s.strayTcpBytes += rest.length;
   }
 }
 

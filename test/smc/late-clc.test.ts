@@ -6,7 +6,9 @@
 
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { CLC_ACCEPT, DECLINE, encodeAcceptConfirm, encodeDecline } from '../../src/smc/clc.js';
+import net, { type AddressInfo } from 'node:net';
+import { CLC_ACCEPT, DECLINE, SMC_CLC_V2, SMC_TYPE_N, SMC_TYPE_R, encodeAcceptConfirm, encodeDecline, encodeSmcDecline, encodeSmcProposal } from '../../src/smc/clc.js';
+import type { SmcInfo } from '../../src/smc/index.js';
 import { stripThenPush } from '../../src/smc/handshake.js';
 import { resolveSmcOptions } from '../../src/smc/options.js';
 import { newState } from '../../src/smc/state.js';
@@ -56,4 +58,47 @@ describe('CLC messages arriving after a handshake timed out', () => {
     t.push(decline);
     assert.equal(t.data(), decline.toString());
   });
+});
+
+// The race the CI run hit in smcr.test.ts: an SMC-R server whose CONFIRM_LINK wait ended sent
+// its Decline as the client's handshake timer sent the client's; the server took the client's
+// Decline for data and echoed it. Here a raw client sends a Proposal the server must decline
+// (no SMC-R device on 127.0.0.1), then its own Decline before reading the server's, then data:
+// the server's application gets the data alone, whether it all comes in one segment or not.
+describe('an SMC-R server that declines, and the client\'s Decline crossing its own', () => {
+  const proposal = encodeSmcProposal({
+    version: SMC_CLC_V2, typeV1: SMC_TYPE_N, typeV2: SMC_TYPE_R, peerId: Buffer.alloc(8, 1), gid: Buffer.alloc(16, 2), mac: Buffer.alloc(6, 3),
+    ismGid: 0n, ismChid: 0, proof: null, prefix: null,
+    v2: { release: 1, seid: false, roceGid: Buffer.alloc(16, 2), maxConns: 255, maxLinks: 1, featureMask: 0, userEids: ['SOFTRDMA-SMCR'], smcd: null },
+  });
+  const ownDecline = encodeSmcDecline({ version: SMC_CLC_V2, eyecatcher: 'SMCR', outOfSync: false, peerId: Buffer.alloc(8, 1), diagnosis: DECLINE.TIMEOUT_CL, osType: 1, diagnosisV2: [0, 0, 0, 0] });
+
+  for (const split of [false, true]) {
+    it(split ? 'Proposal, then Decline and data in later segments' : 'Proposal, Decline and data in one segment', async () => {
+      const smc = await import('../../src/smc/index.js');
+      let gotData = '';
+      let info: SmcInfo | undefined;
+      const ended = new Promise<void>((resolve) => {
+        const server = smc.createServer({ smcr: true }, (sock) => {
+          sock.setEncoding('utf8');
+          sock.on('data', (d: string) => { gotData += d; });
+          sock.on('end', () => { info = smc.getSmcInfo(sock); sock.end(); server.close(); resolve(); });
+        });
+        server.listen(0, '127.0.0.1', () => {
+          const port = (server.address() as AddressInfo).port;
+          const raw = net.connect(port, '127.0.0.1', () => {
+            if (!split) return raw.end(Buffer.concat([proposal, ownDecline, Buffer.from('hello')]));
+            raw.write(proposal);
+            // Once the server's Decline is here, it has settled on TCP: ours crosses it.
+            raw.once('data', () => { raw.write(ownDecline); setImmediate(() => raw.end('hello')); });
+          });
+          raw.resume();
+        });
+      });
+      await Promise.race([ended, new Promise((_, reject) => setTimeout(() => reject(new Error('no end within 10 s')), 10_000).unref())]);
+      assert.equal(gotData, 'hello', 'the client\'s Decline is not data');
+      assert.equal(info?.mode, 'TCP');
+      assert.equal(info?.fallbackReason, DECLINE.NOSMCRDEV);
+    });
+  }
 });

@@ -121,11 +121,16 @@ if (role === 'server') {
       }
       if (n >= data.length) {
         const ms = performance.now() - t0;
-        const ok = Buffer.concat(got).equals(data);
+        const all = Buffer.concat(got);
+        const ok = all.equals(data);
+        // Where a wrong stream first differs, and its bytes there: what a failure report needs.
+        let diffAt: number | undefined;
+        if (!ok) { diffAt = 0; while (diffAt < all.length && all[diffAt] === data[diffAt]) diffAt++; }
+        const diff = diffAt === undefined ? undefined : { at: diffAt, got: all.subarray(diffAt, diffAt + 48).toString('hex') };
         const info = smc.getSmcInfo(sock);
         const wrapWrites = (smcState(sock)?.conn as { wrapWrites?: number } | undefined)?.wrapWrites;
         sock.end();
-        sock.on('close', (hadError) => resolve({ client: 'echo', ok, bytes: n, ms: Math.round(ms), mode: info.mode, fallbackReason: info.fallbackReason, peerDeclineReason: info.peerDeclineReason, bufferSize: info.bufferSize, peerBufferSize: info.peerBufferSize, smcBytesSent: info.smcBytesSent, wrapWrites, hadError }));
+        sock.on('close', (hadError) => resolve({ client: 'echo', ok, bytes: n, ms: Math.round(ms), mode: info.mode, fallbackReason: info.fallbackReason, peerDeclineReason: info.peerDeclineReason, bufferSize: info.bufferSize, peerBufferSize: info.peerBufferSize, smcBytesSent: info.smcBytesSent, wrapWrites, hadError, diff }));
       }
     });
   });

@@ -170,14 +170,19 @@ test('SMC-R across two network namespaces', { skip }, async (t) => {
   await t.test('a RoCE path that carries nothing: CONFIRM_LINK does not come, the handshake declines and the connection is TCP, byte-exact', async () => {
     const dead = server(ADDR_A3, 'echo:7106', ['--drop', '1']);
     await dead.waitFor(/"listening"/);
-    const c = client(7106, 'echo', 1, ADDR_A3);
-    const r = await line(c, 'client', 'echo', 30_000);
-    assert.equal(r.ok, true, JSON.stringify(r));
-    assert.equal(r.mode, 'TCP');
-    assert.ok(r.fallbackReason === DECLINE.TIMEOUT_CL || r.peerDeclineReason === DECLINE.TIMEOUT_CL, JSON.stringify(r));
-    // Nothing of the failed first contact keeps the client alive (its device is unref()'d).
-    assert.equal(await c.exit(10_000), 0, c.stdout + c.stderr);
-    dead.child.kill('SIGKILL');
+    try {
+      const c = client(7106, 'echo', 1, ADDR_A3);
+      const r = await line(c, 'client', 'echo', 30_000);
+      assert.equal(r.ok, true, JSON.stringify(r));
+      assert.equal(r.mode, 'TCP');
+      assert.ok(r.fallbackReason === DECLINE.TIMEOUT_CL || r.peerDeclineReason === DECLINE.TIMEOUT_CL, JSON.stringify(r));
+      // Nothing of the failed first contact keeps the client alive (its device is unref()'d).
+      assert.equal(await c.exit(10_000), 0, c.stdout + c.stderr);
+    } finally {
+      // Its device holds UDP 4791 on ADDR_A3, which the TEST_LINK test's server needs.
+      dead.child.kill('SIGKILL');
+      await dead.exit(5000).catch(() => undefined);
+    }
   });
 
   await t.test('a capture of a connection decodes in tshark: SMC-Rv2 CLC on TCP, CDC in the RoCEv2 SENDs, nothing malformed', { skip: captureMissing() }, async () => {

@@ -38,6 +38,8 @@ export interface SmcrOps {
   role: 'client' | 'server';
   localAddress(): string;
   write(buf: Buffer): void;
+  /** Send our Decline; the peer's own, crossing it, is then stripped from the stream. */
+  decline(reason: number): void;
   restartTimer(): void;
   /** Is the handshake still waiting for this step (no timeout or Decline since)? */
   stillPending(): boolean;
@@ -144,7 +146,7 @@ export function onSmcrClc(key: object, ops: SmcrOps, m: SmcClcMessage): void {
 }
 
 function fail(key: object, ops: SmcrOps, reason: number, cause: string): void {
-  ops.write(smcrDecline(reason));
+  ops.decline(reason);
   releaseSmcr(key);
   ops.settleTcp(reason, cause);
 }
