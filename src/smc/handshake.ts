@@ -185,7 +185,7 @@ const discoveryWaits = new WeakMap<SmcState, (answer: boolean | undefined, cance
 function discoverThenProposeSmcr(sock: Socket, s: SmcState): void {
   const d = smcrDiscovery(smcrOps(sock, s), unmapV4(sock.remoteAddress ?? ''), s.targetPort ?? sock.remotePort);
   if (d.go === 'propose') return proposeSmcr(sock, s);
-  if (d.go === 'tcp') return settleTcp(sock, s, d.outside ? DECLINE.DIFFPREFIX : DECLINE.PEERNOSMC, `SMC-R discovery: ${d.cause}`, true);
+  if (d.go === 'tcp') return settleTcp(sock, s, d.reason ?? (d.outside ? DECLINE.DIFFPREFIX : DECLINE.PEERNOSMC), `SMC-R discovery: ${d.cause}`, true);
   s.phase = 'proposing';
   let timer: NodeJS.Timeout | undefined;
   let stop: (() => void) | undefined;
@@ -198,6 +198,8 @@ function discoverThenProposeSmcr(sock: Socket, s: SmcState): void {
     smcrWaitEnded(answer !== undefined);
     if (s.phase !== 'proposing' || sock.destroyed) return;
     if (answer) return proposeSmcr(sock, s);
+    const f = d.query.failure;
+    if (f) return settleTcp(sock, s, f.reason, `SMC-R: ${f.cause}`);
     settleTcp(sock, s, DECLINE.PEERNOSMC, answer === false ? 'SMC-R discovery: no SMC-R listener at the peer'
       : `SMC-R discovery: no answer within ${d.ms.toFixed(1)} ms (TCP for this connection; the answer is cached for the next)`);
   };

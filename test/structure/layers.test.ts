@@ -29,7 +29,9 @@ const ALLOWED: Record<string, readonly string[]> = {
   cm: ['abi', 'sys', 'verbs'],
   // SMC uses ism (SMC-D), verbs (SMC-R) and cm (SMC-R discovery: a SIDR query through the
   // device's CM agent, as DESIGN.md's layer diagram has it), never a provider's internals.
-  smc: ['abi', 'ism', 'sys', 'verbs', 'cm'],
+  // SMC-R brings up the rxe devices it needs through the public verbs entry point
+  // (createRxeDevice), as an application would, imported lazily (smc/smcr/auto-device.ts).
+  smc: ['abi', 'ism', 'sys', 'verbs', 'cm', 'index'],
   // src/index.ts, the composition root of the verbs entry point: the one place that names a provider.
   index: ['abi', 'uapi', 'verbs', 'providers/rxe'],
   tools: ['index', 'abi', 'verbs', 'ism', 'smc', 'sys', 'cm'],

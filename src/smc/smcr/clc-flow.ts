@@ -24,7 +24,8 @@ import type { ResolvedSmcOptions } from '../options.js';
 import type { TransportEvents } from '../transport.js';
 import { SmcrConnection } from './connection.js';
 import { pickSmcrDevice, type SmcrDevice } from './device.js';
-import { discoverSmcr, type SmcrDiscovery } from './discovery.js';
+import { SmcrQuery, discoverSmcr, inLocalSubnet, waitBudget, type SmcrDiscovery } from './discovery.js';
+import { autoDevice, autoDeviceAllowed, autoDeviceError } from './auto-device.js';
 import { MAX_CONNS, SmcrLinkGroup, type Rmb } from './lgr.js';
 
 /** The user EID softrdma offers and accepts (blank-padded to 32 on the wire; a Linux peer needs `smcr ueid add SOFTRDMA-SMCR`). */
@@ -116,8 +117,27 @@ export function smcrDiscovery(ops: SmcrOps, remote: string, port: number | undef
   if (!isIPv4(local) || port === undefined) return { go: 'propose', cause: 'not asked' };
   let dev: SmcrDevice | undefined;
   try { dev = pickSmcrDevice(opt, local); } catch { dev = undefined; }
-  if (!dev) return { go: 'propose', cause: 'no device' };
-  return discoverSmcr(dev.device, local, remote, port);
+  if (dev) return discoverSmcr(dev.device, local, remote, port);
+  if (opt !== true || !autoDeviceAllowed(local)) return { go: 'propose', cause: 'no device' };
+  // smcr: true and no device on the local address yet: bring one up (smcr/auto-device.ts),
+  // unless nothing would be asked with it (a destination beyond the subnet).
+  if (!inLocalSubnet(local, remote)) return discoverSmcr(undefined, local, remote, port);
+  const a = autoDevice(local);
+  if ('failed' in a) return { go: 'tcp', cause: a.failed, reason: DECLINE.NOSMCRDEV };
+  if ('device' in a) return discoverSmcr(a.device, local, remote, port);
+  // Coming up: the connection waits for the device and then the query, within one budget.
+  const q = new SmcrQuery(`device ${local}`);
+  a.pending.then((device) => {
+    if (!device) {
+      q.failure = { reason: DECLINE.NOSMCRDEV, cause: autoDeviceError(local) ?? 'no SMC-R device' };
+      return q.finish(undefined);
+    }
+    const d = discoverSmcr(device, local, remote, port);
+    if (d.go === 'propose') q.finish(true);
+    else if (d.go === 'tcp') q.finish(false);
+    else d.query.onDone((answer) => q.finish(answer));
+  }, () => q.finish(undefined));
+  return { go: 'wait', query: q, ms: waitBudget() };
 }
 
 /** Give back what an SMC-R handshake that did not settle set up. */

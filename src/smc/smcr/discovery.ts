@@ -31,6 +31,7 @@ import type { CmAgentEvent } from '../../cm/agent.js';
 import { CmDevice, type CmIdSink } from '../../cm/rdma-cm/cm-device.js';
 import { SidrStatus, type CmMessageOf } from '../../cm/wire/cm-messages.js';
 import { roceGid } from '../../cm/wire/cma-header.js';
+import { autoDevice, autoDeviceAllowed, wildcardAddresses } from './auto-device.js';
 
 /** 0x02 (locally administered), "SMCR" in EBCDIC, 0x00, then the TCP port in the low 16 bits. */
 export const SMCR_SERVICE_ID_BASE = 0x02e2_d4c3_d900_0000n;
@@ -161,8 +162,11 @@ export interface SmcrListenHandle { remove(): void }
 
 /**
  * An SMC-R server listening on address:port: a SIDR listener for smcrServiceId(port) on each
- * rxe device it may use (the one named, or those holding the address; every IPv4 rxe device of
- * the process for a wildcard address). Devices created after listen() are not covered.
+ * rxe device it may use: the one named, or (smcr: true) those holding the address, every IPv4
+ * rxe device of the process for a wildcard address, and the devices SMC-R brings up itself
+ * (smcr/auto-device.ts) on the address, or on each non-loopback IPv4 interface address for a
+ * wildcard one, where the process has none; those listen once they are up. Devices the
+ * application creates after listen() are not covered.
  */
 export function registerSmcrListener(address: string, port: number, named?: Device): SmcrListenHandle {
   const sid = smcrServiceId(port);
@@ -170,10 +174,12 @@ export function registerSmcrListener(address: string, port: number, named?: Devi
   const a = address.startsWith('::ffff:') ? address.slice(7) : address;
   const devs = named ? [named] : getDeviceList().filter((d) => d.driver === 'rxe' && (wildcard || ipv4DeviceAddress(d) === a));
   const held: string[] = [];
-  for (const dev of devs) {
+  let removed = false;
+  const listenOn = (dev: Device): void => {
     const key = devKey(dev, sid);
+    if (held.includes(key)) return;
     const have = listens.get(key);
-    if (have && !have.cm.isRemoved) { have.refs++; held.push(key); continue; }
+    if (have && !have.cm.isRemoved) { have.refs++; held.push(key); return; }
     try {
       const cm = CmDevice.of(dev);
       const listenId = cm.agent.listen(sid);
@@ -181,8 +187,16 @@ export function registerSmcrListener(address: string, port: number, named?: Devi
       listens.set(key, { cm, listenId, refs: 1 });
       held.push(key);
     } catch { /* QP1 held by another owner, or the device closing: this device cannot be asked */ }
+  };
+  for (const dev of devs) listenOn(dev);
+  if (!named) {
+    for (const addr of wildcard ? wildcardAddresses() : [a]) {
+      if (!autoDeviceAllowed(addr)) continue;
+      const d = autoDevice(addr);
+      if ('device' in d) listenOn(d.device);
+      else if ('pending' in d) void d.pending.then((dev) => { if (dev && !removed) listenOn(dev); });
+    }
   }
-  let removed = false;
   return {
     remove() {
       if (removed) return;
@@ -213,6 +227,8 @@ export class SmcrQuery {
   private readonly waiters = new Set<(a: Answer | undefined) => void>();
   done = false;
   answer: Answer | undefined;
+  /** Set when the query could not be asked for a reason of this end (no device): how to decline. */
+  failure: { reason: number; cause: string } | undefined;
   constructor(readonly key: string) {}
   /** cb(answer) when the query ends: true / false, undefined if it could not be asked. */
   onDone(cb: (a: Answer | undefined) => void): () => void {
@@ -241,7 +257,7 @@ export function clearSmcrDiscoveryCache(): void {
 
 export type SmcrDiscovery =
   | { go: 'propose'; cause: string }
-  | { go: 'tcp'; cause: string; outside?: true }
+  | { go: 'tcp'; cause: string; outside?: true; reason?: number }
   | { go: 'wait'; query: SmcrQuery; ms: number };
 
 /** The prefix length of the IPv4 interface holding `local` (exactly, else by its subnet); undefined if none. */
@@ -270,9 +286,9 @@ export function inLocalSubnet(local: string, dst: string): boolean {
 }
 
 /** How long a connection waits for a query's answer: about one round trip (see SmcrDiscoveryConfig.waitMs). */
-function waitBudget(dev: Device): number {
+export function waitBudget(dev?: Device): number {
   if (config.waitMs !== undefined) return config.waitMs;
-  const rtt = srtt.get(dev);
+  const rtt = dev && srtt.get(dev);
   return rtt === undefined ? MAX_WAIT_MS : Math.min(MAX_WAIT_MS, Math.max(2, 3 * rtt));
 }
 
@@ -281,7 +297,7 @@ function waitBudget(dev: Device): number {
  * TCP (a fresh no, or a destination outside the subnet), or wait for a query, started here,
  * or one already under way, up to the returned ms (what is left of the budget since it started).
  */
-export function discoverSmcr(dev: Device, local: string, dst: string, port: number): SmcrDiscovery {
+export function discoverSmcr(dev: Device | undefined, local: string, dst: string, port: number): SmcrDiscovery {
   if (!config.enabled) return { go: 'propose', cause: 'discovery off' };
   if (!inLocalSubnet(local, dst)) {
     counters.outside_subnet++;
@@ -297,6 +313,7 @@ export function discoverSmcr(dev: Device, local: string, dst: string, port: numb
     return { go: 'tcp', cause: 'cached: no SMC-R listener at the peer' };
   }
   if (hit) cache.delete(key);
+  if (!dev) return { go: 'propose', cause: 'no device to ask with' }; // the Proposal then declines NOSMCRDEV
   counters.misses++;
   let q = inflight.get(key);
   if (!q) {
