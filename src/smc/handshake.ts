@@ -30,7 +30,7 @@ import { kick, stayAwakeUntil } from './poller.js';
 import { peerKey, recordConnection, shouldTrySmc } from './handshake-control.js';
 import { policyAllows } from './policy.js';
 import { SmcdConnection } from './smcd-connection.js';
-import { inSmcrHandshake, onSmcrClc, releaseSmcr, smcrDecline, smcrDiscovery, smcrProposal, type SmcrOps } from './smcr/clc-flow.js';
+import { inSmcrHandshake, onSmcrClc, releaseSmcr, smcrDecline, smcrDiscovery, smcrMayTry, smcrProposal, type SmcrOps } from './smcr/clc-flow.js';
 import { smcrWaitEnded } from './smcr/discovery.js';
 import type { Socket } from './socket.js';
 import { connReset, getSmcInfo, kSmc, restoreOwner, toBuffer, withSmcCounters, type Held, type SmcState } from './state.js';
@@ -142,7 +142,7 @@ export function onClientConnect(this: Socket): void {
   }
   if (!listener) {
     // Not a local SMC listener: SMC-R, when the application asked for it and the peer has it.
-    if (s.opts.smcr) return discoverThenProposeSmcr(sock, s);
+    if (smcrMayTry(s.opts, unmapV4(sock.localAddress ?? ''))) return discoverThenProposeSmcr(sock, s);
     return settleTcp(sock, s, DECLINE.PEERNOSMC, 'peer is not an SMC listener', true);
   }
   const key = peerKey(sock.remoteAddress, s.targetPort ?? sock.remotePort);

@@ -19,6 +19,8 @@ import { smcTotals, smcRefusals } from './status.js';
 export { Server, enableSmcOnServer, type ServerOptions } from './server.js';
 export { Socket, type SmcInfo, type SmcMode } from './socket.js';
 export type { SmcSocketOptions } from './options.js';
+import { setSmcrDefault } from './options.js';
+export { setSmcrDefault };
 export { SmcStream } from './tls.js';
 
 /** How a socket carries its data: SMC-D, or TCP with the reasons; for TLS sockets, the socket beneath. */
@@ -81,7 +83,7 @@ export const _TransferredBoundSocket = netInternals._TransferredBoundSocket;
 /** `import net from 'softrdma/smc'`: every export above in one object, as node:net's default export. */
 const smcNet = {
   connect, createConnection, createServer, Server, Socket, Stream: Socket,
-  getSmcInfo, connectTls, setSmcPolicy, setSmcLearning, smcLearning: learningStats, DECLINE, declineName, smcTotals, smcRefusals, enableSmcOnServer, SmcStream,
+  getSmcInfo, connectTls, setSmcPolicy, setSmcrDefault, setSmcLearning, smcLearning: learningStats, DECLINE, declineName, smcTotals, smcRefusals, enableSmcOnServer, SmcStream,
   isIP: net.isIP, isIPv4: net.isIPv4, isIPv6: net.isIPv6, BlockList: net.BlockList, SocketAddress: net.SocketAddress,
   getDefaultAutoSelectFamily: net.getDefaultAutoSelectFamily, setDefaultAutoSelectFamily: net.setDefaultAutoSelectFamily,
   getDefaultAutoSelectFamilyAttemptTimeout: net.getDefaultAutoSelectFamilyAttemptTimeout,

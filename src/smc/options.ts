@@ -15,12 +15,13 @@ export interface SmcSocketOptions {
   /** How long a handshake step may take before the side waiting declines (ms, default 2000). */
   smcHandshakeTimeout?: number;
   /**
-   * SMC-R (RDMA between hosts), opt-in: `true` uses the rxe device (createRxeDevice) bound to
-   * the TCP connection's local address, `{ device }` that device. A client with it proposes
-   * SMC-R only to a destination in its subnet whose host said it has an SMC-R listener on that
-   * port (SIDR discovery, smcr/discovery.ts; a local SMC listener still gets SMC-D);
-   * `{ device, discovery: false }` proposes without asking. A server with it answers the
-   * discovery query and accepts SMC-R Proposals. Default: off.
+   * SMC-R (RDMA between hosts): `true` uses the rxe device on the TCP connection's local
+   * address, bringing one up when the process has none (smcr/auto-device.ts); `{ device }` that
+   * device; `false` no SMC-R. A client with it proposes SMC-R only to a destination in its
+   * subnet whose host said it has an SMC-R listener on that port (SIDR discovery,
+   * smcr/discovery.ts; a local SMC listener still gets SMC-D); `{ device, discovery: false }`
+   * proposes without asking. A server with it answers the discovery query and accepts SMC-R
+   * Proposals. Default: the process's (on, unless SOFTRDMA_SMCR=0 or setSmcrDefault(false)).
    */
   smcr?: SmcrOption;
 }
@@ -30,7 +31,23 @@ export interface ResolvedSmcOptions {
   policy: SmcPolicy | undefined;
   bufferSize: number;
   timeout: number;
+  /** As given (false: off); undefined: the process default when used (smcrOf). */
   smcr: SmcrOption | undefined;
+}
+
+/** SMC-R for sockets that do not say: on, unless SOFTRDMA_SMCR=0 or setSmcrDefault(false). */
+let smcrDefault = process.env.SOFTRDMA_SMCR !== '0';
+
+/** The per-process switch: SMC-R for sockets and servers that do not set `smcr` (from their next connection on). */
+export function setSmcrDefault(enabled: boolean): void {
+  if (typeof enabled !== 'boolean') throw new TypeError('setSmcrDefault takes a boolean');
+  smcrDefault = enabled;
+}
+
+/** The SMC-R a socket or server uses now: its own `smcr`, or the process default (true). */
+export function smcrOf(opts: ResolvedSmcOptions): SmcrOption | undefined {
+  if (opts.smcr === undefined) return smcrDefault ? true : undefined;
+  return opts.smcr || undefined;
 }
 
 /**
@@ -61,5 +78,5 @@ function resolveFrom(o: SmcSocketOptions | undefined, inherit: ResolvedSmcOption
   if (o?.smcPolicy !== undefined && typeof o.smcPolicy !== 'function') throw new TypeError('smcPolicy must be a function');
   const smcr = o?.smcr ?? inherit?.smcr;
   if (smcr !== undefined && typeof smcr !== 'boolean' && !(typeof smcr === 'object' && smcr !== null && 'device' in smcr)) throw new TypeError('smcr must be a boolean or { device }');
-  return { enabled: o?.smc ?? inherit?.enabled ?? true, policy: o?.smcPolicy ?? inherit?.policy, bufferSize: size, timeout, smcr: smcr || undefined };
+  return { enabled: o?.smc ?? inherit?.enabled ?? true, policy: o?.smcPolicy ?? inherit?.policy, bufferSize: size, timeout, smcr };
 }

@@ -9,7 +9,7 @@ import { ListenerRegistration } from './discovery.js';
 import { lingerHandle } from './close.js';
 import { Socket } from './socket.js';
 import { kSmc } from './state.js';
-import { resolveSmcOptions, type ResolvedSmcOptions, type SmcSocketOptions } from './options.js';
+import { resolveSmcOptions, smcrOf, type ResolvedSmcOptions, type SmcSocketOptions } from './options.js';
 import { deferTlsConnection } from './tls.js';
 import { registerSmcrListener, type SmcrListenHandle } from './smcr/discovery.js';
 
@@ -55,7 +55,7 @@ export function enableSmcOnServer(server: net.Server, opts: ResolvedSmcOptions):
         debug('cannot register the SMC listener %s:%d: %s', a.address, a.port, (err as Error).message);
       }
       // SMC-R: answer the discovery query (SIDR) for this port on the device(s) it may use.
-      const o = opts.smcr;
+      const o = smcrOf(opts);
       if (o) smcrListen = registerSmcrListener(a.address, a.port, o === true ? undefined : o.device);
     }
   };

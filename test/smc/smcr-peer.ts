@@ -2,7 +2,7 @@
 // Each creates an rxe device on its address (UDP 4791 of its own namespace) and uses
 // softrdma/smc sockets with `smcr: { device }`. Prints JSON lines the test waits on.
 //
-//   node smcr-peer.js server --bind A --listen SERVICE:PORT,... (echo, count, sink, reset; plain-echo: a server without smcr) [--drop P]
+//   node smcr-peer.js server --bind A --listen SERVICE:PORT,... (echo, count, sink, reset; plain-echo: a server with smcr: false) [--drop P]
 //   node smcr-peer.js client --bind B --peer A --port P --test echo|halfclose|stream|two [--mib N]
 
 import { createHash } from 'node:crypto';
@@ -48,7 +48,7 @@ function serve(service: string, port: number): void {
   const plain = service.startsWith('plain-');
   if (plain) service = service.slice(6);
   // smcr: true finds the device by the connection's local address (the client names its device).
-  const server = smc.createServer(plain ? {} : { smcr: true }, (sock) => {
+  const server = smc.createServer({ smcr: !plain }, (sock) => {
     const info = () => smc.getSmcInfo(sock);
     sock.on('error', (e: NodeJS.ErrnoException) => out({ server: 'error', code: e.code, message: e.message }));
     sock.on('close', (hadError) => out({ server: 'close', hadError, lgrs: lgrs() }));

@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { jsonLines, runNode, type Proc } from '../helpers/procs.js';
 import { DECLINE } from '../../src/smc/clc.js';
 import type { SmcInfo } from '../../src/smc/index.js';
-import { resolveSmcOptions } from '../../src/smc/options.js';
+import { resolveSmcOptions, smcrOf } from '../../src/smc/options.js';
 import { readFields } from '../helpers/capture.js';
 import { testRuntimeDir } from '../helpers/runtime-dir.js';
 import { deleteNamespaces, ip, setUpVethPair } from '../helpers/netns.js';
@@ -46,13 +46,21 @@ function tearDown() {
   deleteNamespaces(NS_A, NS_B);
 }
 
-test('the smcr option is off unless given, checked, and inherited by accepted sockets', () => {
-  assert.equal(resolveSmcOptions(undefined).smcr, undefined);
-  assert.equal(resolveSmcOptions({ smc: true }).smcr, undefined);
-  assert.equal(resolveSmcOptions({ smcr: false }).smcr, undefined);
-  assert.equal(resolveSmcOptions({ smcr: true }).smcr, true);
-  assert.equal(resolveSmcOptions(undefined, resolveSmcOptions({ smcr: true })).smcr, true);
+test('the smcr option: on by default, off by smcr: false or the per-process switch, checked, inherited by accepted sockets', () => {
+  assert.equal(smcrOf(resolveSmcOptions(undefined)), true, 'on by default');
+  assert.equal(smcrOf(resolveSmcOptions({ smc: true })), true);
+  assert.equal(smcrOf(resolveSmcOptions({ smcr: false })), undefined);
+  assert.equal(smcrOf(resolveSmcOptions({ smcr: true })), true);
+  assert.equal(smcrOf(resolveSmcOptions(undefined, resolveSmcOptions({ smcr: false }))), undefined, 'an accepted socket keeps its server\'s smcr: false');
   assert.throws(() => resolveSmcOptions({ smcr: 'yes' as never }), TypeError);
+  smc.setSmcrDefault(false);
+  try {
+    assert.equal(smcrOf(resolveSmcOptions(undefined)), undefined, 'the switch turns the default off');
+    assert.equal(smcrOf(resolveSmcOptions({ smcr: true })), true, 'a socket that asks still has it');
+  } finally {
+    smc.setSmcrDefault(true);
+  }
+  assert.throws(() => smc.setSmcrDefault('no' as never), TypeError);
 });
 
 function captureMissing(): string | undefined {

@@ -20,11 +20,12 @@ import {
   compressBufSize, encodeSmcDecline, encodeSmcProposal, encodeSmcrAcceptConfirm, localSystemId, smcrIndicated,
   uncompressBufSize, type FirstContactExt, type SmcClcMessage, type SmcProposal, type SmcrAcceptConfirm,
 } from '../clc.js';
-import type { ResolvedSmcOptions } from '../options.js';
+import { smcrOf, type ResolvedSmcOptions } from '../options.js';
 import type { TransportEvents } from '../transport.js';
 import { SmcrConnection } from './connection.js';
 import { pickSmcrDevice, type SmcrDevice } from './device.js';
 import { SmcrQuery, discoverSmcr, inLocalSubnet, waitBudget, type SmcrDiscovery } from './discovery.js';
+import { CmDevice } from '../../cm/rdma-cm/cm-device.js';
 import { autoDevice, autoDeviceAllowed, autoDeviceError } from './auto-device.js';
 import { MAX_CONNS, SmcrLinkGroup, type Rmb } from './lgr.js';
 
@@ -95,7 +96,7 @@ export function smcrProposal(key: object, ops: SmcrOps): Buffer | number {
   const local = ops.localAddress();
   if (!isIPv4(local)) return DECLINE.NOSMCRDEV;
   let dev: SmcrDevice | undefined;
-  try { dev = pickSmcrDevice(ops.opts.smcr, local); } catch { dev = undefined; }
+  try { dev = pickSmcrDevice(smcrOf(ops.opts), local); } catch { dev = undefined; }
   if (!dev) return DECLINE.NOSMCRDEV;
   handshakes.set(key, { dev, lgr: undefined, firstContact: false, rmb: undefined, sndbuf: undefined, token: 0, conn: undefined, key: '', proposal: undefined });
   return encodeSmcProposal({
@@ -106,13 +107,28 @@ export function smcrProposal(key: object, ops: SmcrOps): Buffer | number {
 }
 
 /**
+ * Client, before anything SMC-R: can this end try it from `local`? A socket that asked for
+ * SMC-R (its own `smcr`) always goes on, to decline for itself (NOSMCRDEV) where it cannot; one
+ * on the process default only where a device is or may be brought up (IPv4, not loopback), so
+ * a connection SMC-R could never take keeps its plain reason (PEERNOSMC).
+ */
+export function smcrMayTry(opts: ResolvedSmcOptions, local: string): boolean {
+  const opt = smcrOf(opts);
+  if (!opt) return false;
+  if (opts.smcr !== undefined) return true;
+  if (autoDeviceAllowed(local)) return true;
+  const dev = CmDevice.holding(local);
+  return dev !== undefined && dev.driver === 'rxe';
+}
+
+/**
  * Client, before smcrProposal: may this connection propose SMC-R to remote:port
  * (smcr/discovery.ts)? No device on the local address or IPv6: propose, and smcrProposal says
  * why not without sending anything. `smcr: { device, discovery: false }` proposes without asking.
  */
 export function smcrDiscovery(ops: SmcrOps, remote: string, port: number | undefined): SmcrDiscovery {
   const local = ops.localAddress();
-  const opt = ops.opts.smcr;
+  const opt = smcrOf(ops.opts);
   if (typeof opt === 'object' && opt.discovery === false) return { go: 'propose', cause: 'discovery off for this socket' };
   if (!isIPv4(local) || port === undefined) return { go: 'propose', cause: 'not asked' };
   let dev: SmcrDevice | undefined;
@@ -175,7 +191,7 @@ function onProposal(key: object, ops: SmcrOps, p: SmcProposal): void {
   if (p.version < SMC_CLC_V2 || !p.v2 || !smcrIndicated(p.typeV2)) return fail(key, ops, DECLINE.MODEUNSUPP, 'declined: no SMC-Rv2 offered');
   if (!p.v2.userEids.includes(SOFTRDMA_UEID)) return fail(key, ops, DECLINE.NOUEID, 'declined: no common UEID');
   let dev: SmcrDevice | undefined;
-  try { dev = ops.opts.smcr ? pickSmcrDevice(ops.opts.smcr, ops.localAddress()) : undefined; } catch { dev = undefined; }
+  try { dev = pickSmcrDevice(smcrOf(ops.opts), ops.localAddress()); } catch { dev = undefined; }
   if (!dev) return fail(key, ops, DECLINE.NOSMCRDEV, 'declined: no SMC-R device');
   const hs: Hs = { dev, lgr: undefined, firstContact: false, rmb: undefined, sndbuf: undefined, token: 0, conn: undefined, key: SmcrLinkGroup.key(dev, p.peerId, p.v2.roceGid), proposal: p };
   handshakes.set(key, hs);
