@@ -234,6 +234,7 @@ function smcrOps(sock: Socket, s: SmcState): SmcrOps {
       restoreOwner(s);
       clearTimeout(s.timer);
       s.timer = undefined;
+      countSettled('SMCR');
       settleSmc(sock, s, conn, 'SMC-R');
     },
     peerDeclined: (reason) => {

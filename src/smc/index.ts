@@ -18,6 +18,7 @@ import { smcTotals, smcRefusals } from './status.js';
 
 export { Server, enableSmcOnServer, type ServerOptions } from './server.js';
 export { Socket, type SmcInfo, type SmcMode } from './socket.js';
+export type { SmcrInfo, SmcrLinkGroupStatus, SmcrLinkStatus } from './smcr/diag.js';
 export type { SmcSocketOptions } from './options.js';
 import { setSmcrDefault } from './options.js';
 export { setSmcrDefault };

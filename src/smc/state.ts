@@ -6,6 +6,8 @@ import net from 'node:net';
 import type { Dmb, IsmDevice, RemoteDmb } from '../ism/device.js';
 import type { Proposal } from './clc.js';
 import type { ResolvedSmcOptions } from './options.js';
+import type { SmcrConnection } from './smcr/connection.js';
+import { smcrInfo, type SmcrInfo } from './smcr/diag.js';
 import type { Socket } from './socket.js';
 import type { SmcTransport } from './transport.js';
 
@@ -33,6 +35,12 @@ export interface SmcInfo {
   /** DMB sizes (ours, which the peer writes into, and the peer's). */
   bufferSize?: number;
   peerBufferSize?: number;
+  /**
+   * SMC-R connections: the link group (its ID, role, type, the peer's system ID and GID) and the
+   * link (link id and UID, RoCE device and port, GIDs, QPNs, path MTU) the connection runs over,
+   * as smcss -R and `softrdma linkgroup` show them.
+   */
+  smcr?: SmcrInfo;
 }
 
 /** 'smcd': the stream runs over the transport in conn (SMC-D's is the only one yet). */
@@ -190,6 +198,7 @@ export function getSmcInfo(sock: net.Socket): SmcInfo {
   if (s.conn) {
     info.bufferSize = s.conn.bufferSize;
     info.peerBufferSize = s.conn.peerBufferSize;
+    if (s.conn.mode === 'SMCR') info.smcr = smcrInfo(s.conn as SmcrConnection);
   }
   return info;
 }

@@ -15,6 +15,9 @@ import { poolStats } from './dmb-pool.js';
 import { declineName } from './clc.js';
 import { CONN_ABORT, CONN_CLOSED, CONN_DONE_WRITING, PROD_CONS_UPD_REQ, PROD_URG_PENDING, PROD_URG_PRESENT, PROD_WRITE_BLOCKED } from './cdc.js';
 import { getSmcInfo, smcState } from './state.js';
+import type { SmcrConnection } from './smcr/connection.js';
+import { gidText, linkGroupId, smcrLinkGroupStatus, type SmcrLinkGroupStatus } from './smcr/diag.js';
+import { SmcrLinkGroup } from './smcr/lgr.js';
 
 const debug = util.debuglog('smc');
 /**
@@ -25,11 +28,17 @@ interface SharedStatus {
   totals: SmcTotals; live: Set<net.Socket>; endpoint: Endpoint | undefined;
   /** Connection tokens (smcss -d), given out once per connection; optional: an older copy may have made this object. */
   tokens?: WeakMap<object, number>; lastToken?: number;
+  /**
+   * Each copy's SMC-R link groups (linkgroup, smcss -R): every copy adds its lister, whichever
+   * copy's status socket answers; optional: an older copy may have made this object.
+   */
+  linkGroupListers?: Set<() => SmcrLinkGroupStatus[]>;
 }
 const shared: SharedStatus = ((globalThis as { [k: symbol]: SharedStatus | undefined })[Symbol.for('softrdma.smc.status')] ??= {
-  totals: { smcd: 0, tcp: 0, failed: 0, fallbackReasons: {} }, live: new Set(), endpoint: undefined,
+  totals: { smcd: 0, smcr: 0, tcp: 0, failed: 0, fallbackReasons: {} }, live: new Set(), endpoint: undefined,
 });
 const live = shared.live;
+(shared.linkGroupListers ??= new Set()).add(() => SmcrLinkGroup.list().map(smcrLinkGroupStatus));
 /** node:net's own listen: the auto preload makes later listen() calls SMC listeners. */
 const plainListen = net.Server.prototype.listen;
 
@@ -54,6 +63,8 @@ export interface ConnectionStatus {
   conninfo?: ConnInfo;
   /** smcd_diag_dmbinfo's fields (smcss -D); SMC-D connections only. */
   dmbinfo?: DmbInfo;
+  /** smc_diag_lgrinfo's fields (smcss -R); SMC-R connections only. */
+  lgrinfo?: LgrInfo;
 }
 
 export interface DiagCursor { wrap: number; count: number }
@@ -102,15 +113,37 @@ export interface DmbInfo {
   linkId: number;
 }
 
+/**
+ * An SMC-R connection's link group and link, as smc_diag_lgrinfo (role, the first link's
+ * device, port, link id and GIDs), with the link group's ID and both QPNs besides.
+ */
+export interface LgrInfo {
+  role: 'client' | 'server';
+  ibDev: string;
+  ibPort: number;
+  linkId: number;
+  /** GIDs as Linux prints them: eight %04x groups. */
+  gid: string;
+  peerGid: string;
+  /** The link group's ID (`softrdma linkgroup`'s LG-ID). */
+  lgrId: number;
+  qpn: number;
+  peerQpn: number;
+}
+
 export interface ProcessStatus {
   pid: number;
   argv: string[];
   connections: ConnectionStatus[];
+  /** The process's SMC-R link groups and their links (`softrdma linkgroup`); absent from older copies' answers. */
+  linkGroups?: SmcrLinkGroupStatus[];
 }
 
 /** How the connections of this process settled, since it started (smc_run-style totals). */
 export interface SmcTotals {
   smcd: number;
+  /** Connections that settled on SMC-R; optional: an older copy may have made the shared totals. */
+  smcr?: number;
   tcp: number;
   /** Connections reset because the handshake failed after the point of no return. */
   failed: number;
@@ -120,8 +153,9 @@ export interface SmcTotals {
 
 const totals = shared.totals;
 
-export function countSettled(mode: 'SMCD' | 'TCP' | 'failed', reason?: number, cause?: string): void {
+export function countSettled(mode: 'SMCD' | 'SMCR' | 'TCP' | 'failed', reason?: number, cause?: string): void {
   if (mode === 'SMCD') totals.smcd++;
+  else if (mode === 'SMCR') totals.smcr = (totals.smcr ?? 0) + 1;
   else if (mode === 'failed') totals.failed++;
   else {
     totals.tcp++;
@@ -131,7 +165,7 @@ export function countSettled(mode: 'SMCD' | 'TCP' | 'failed', reason?: number, c
 }
 
 export function smcTotals(): SmcTotals {
-  return { ...totals, fallbackReasons: { ...totals.fallbackReasons } };
+  return { ...totals, smcr: totals.smcr ?? 0, fallbackReasons: { ...totals.fallbackReasons } };
 }
 
 /** What this process refused to trust, since it started (README, "Security"). */
@@ -279,8 +313,8 @@ function describe(sock: net.Socket): ConnectionStatus {
     localAddress: sock.localAddress ?? '', localPort: sock.localPort ?? 0,
     peerAddress: sock.remoteAddress ?? '', peerPort: sock.remotePort ?? 0,
     mode: info.pending ? 'INIT' : info.mode,
-    bytesSent: info.mode === 'SMCD' ? info.smcBytesSent : sock.bytesWritten ?? 0,
-    bytesReceived: info.mode === 'SMCD' ? info.smcBytesReceived : sock.bytesRead,
+    bytesSent: info.mode !== 'TCP' ? info.smcBytesSent : sock.bytesWritten ?? 0,
+    bytesReceived: info.mode !== 'TCP' ? info.smcBytesReceived : sock.bytesRead,
   };
   if (info.fallbackReason !== undefined) c.fallbackReason = declineName(info.fallbackReason);
   if (info.peerDeclineReason !== undefined) c.peerDeclineReason = declineName(info.peerDeclineReason);
@@ -295,6 +329,13 @@ function describe(sock: net.Socket): ConnectionStatus {
     if (s.device && d) {
       c.dmbinfo = { gid: hex64(s.device.gid), token: hex64(d.token), peerGid: hex64(d.peerGid), peerToken: hex64(d.peerToken), linkId: 0 };
     }
+    if (s.conn.mode === 'SMCR') {
+      const g = (s.conn as SmcrConnection).lgr;
+      c.lgrinfo = {
+        role: g.role, ibDev: g.dev.device.name, ibPort: 1, linkId: g.linkNum, gid: gidText(g.link.local.gid), peerGid: gidText(g.link.remote?.gid),
+        lgrId: linkGroupId(g), qpn: g.link.local.qpn, peerQpn: g.link.remote?.qpn ?? 0,
+      };
+    }
   }
   return c;
 }
@@ -305,5 +346,6 @@ function processStatus(): ProcessStatus {
     if (sock.destroyed) { live.delete(sock); continue; }
     connections.push(describe(sock));
   }
-  return { pid: process.pid, argv: process.argv.slice(1, 3), connections };
+  const linkGroups = [...(shared.linkGroupListers ?? [])].flatMap((list) => list());
+  return { pid: process.pid, argv: process.argv.slice(1, 3), connections, linkGroups };
 }
