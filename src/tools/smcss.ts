@@ -9,6 +9,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { liveness, readEntry, removeEntry, runtimeDir, type ProcessStamp } from '../ism/runtime-dir.js';
 import { statusSocketPid, type ConnectionStatus, type DiagCursor, type ProcessStatus } from '../smc/status.js';
+import type { SmcrLinkGroupStatus } from '../smc/smcr/diag.js';
 import { codeOf, declineHex, declineShortName } from './decline-text.js';
 import { UsageError } from './usage.js';
 
@@ -20,7 +21,7 @@ export const SMCSS_USAGE = `usage: softrdma smcss [ OPTIONS ]
   -d, --debug         show debug socket information
   -W, --wide          do not truncate IP addresses
   -D, --smcd          show SMC-D information (GIDs, DMB tokens); SMC-D sockets only
-  -R, --smcr          show SMC-R information; SMC-R sockets only (softrdma has none)
+  -R, --smcr          show SMC-R information (role, RoCE device, port, link id, GIDs); SMC-R sockets only
   -v, --verbose       fallback and decline reasons also by name, with the cause in words
       --json          the rows as one JSON document, for scripts
   no OPTIONS          show all connected sockets
@@ -82,6 +83,8 @@ function ask(file: string, pid: number): Promise<Answer> {
 
 export interface Collected {
   rows: Row[];
+  /** The SMC-R link groups of the processes that answered, with their pids (`softrdma linkgroup`). */
+  linkGroups: Array<SmcrLinkGroupStatus & { pid: number }>;
   /** Processes that have a status socket but gave no status (busy, or exiting). */
   warnings: string[];
 }
@@ -89,6 +92,7 @@ export interface Collected {
 export async function collect(all: boolean): Promise<Collected> {
   const root = runtimeDir();
   const rows: Row[] = [];
+  const linkGroups: Collected['linkGroups'] = [];
   if (all) {
     for (const { value: l } of list<ProcessStamp & { address: string; port: number }>(path.join(root, 'listeners'))) {
       if (liveness(l) !== true) continue;
@@ -105,8 +109,9 @@ export async function collect(all: boolean): Promise<Collected> {
     if (!p) continue;
     if ('unanswered' in p) { warnings.push(p.unanswered); continue; }
     for (const c of p.connections) rows.push({ ...c, pid: p.pid });
+    for (const g of p.linkGroups ?? []) linkGroups.push({ pid: p.pid, ...g });
   }
-  return { rows, warnings };
+  return { rows, linkGroups, warnings };
 }
 
 /** smcss's addr_format: "addr:port", the address cut to fit 23 characters unless wide. */
@@ -156,6 +161,12 @@ function smcdColumns(r: Row): string {
   return d ? `${d.gid} ${d.token} ${d.peerGid} ${d.peerToken} ${hex(d.linkId, 8)} ` : '';
 }
 
+/** -R's columns (smc_diag_lgrinfo): role, RoCE device (%-15s), port and link id (%02x), our GID (%-40s) and the peer's. */
+function smcrColumns(r: Row): string {
+  const g = r.lgrinfo;
+  return g ? `${g.role === 'server' ? 'SERV' : 'CLNT'} ${g.ibDev.padEnd(15)} ${hex(g.ibPort, 2)}   ${hex(g.linkId, 2)}     ${g.gid.padEnd(40)} ${g.peerGid}` : '';
+}
+
 /** Rows as smcss prints them (print_header and show_one_smc_sock). */
 export function format(rows: Row[], o: FormatOptions = {}): string {
   let head = 'State          UID   Pid     Local Address           Peer Address            Intf Mode ';
@@ -179,6 +190,7 @@ export function format(rows: Row[], o: FormatOptions = {}): string {
           } else {
             l += `${r.mode.padStart(4)} `;
             if (o.debug) l += debugColumns(r);
+            if (o.smcr) l += smcrColumns(r);
             if (o.smcd) l += smcdColumns(r);
           }
         }
@@ -211,7 +223,9 @@ export async function smcss(args: string[]): Promise<void> {
     if (v.listening) return r.state === 'LISTEN';
     if (!v.all && (r.state === 'LISTEN' || r.state === 'INIT')) return false;
     if (v.smcd && r.mode !== 'SMCD') return false;
-    if (v.smcr && r.mode !== 'SMCR') return false;
+    // Linux reports a socket without a link group that did not fall back (a listener, a handshake
+    // in progress) as SMC-R, so smcss -R -a lists those too.
+    if (v.smcr && r.mode !== 'SMCR' && r.state !== 'LISTEN' && r.state !== 'INIT') return false;
     return true;
   });
   for (const w of warnings) console.error(`smcss: ${w}`);
