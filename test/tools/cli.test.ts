@@ -21,7 +21,7 @@ import { advice, report } from '../../src/tools/smc-chk.js';
 
 const runtime = testRuntimeDir('cli');
 const env = { SOFTRDMA_RUNTIME_DIR: runtime };
-const COMMANDS = ['demo', 'devinfo', 'perftest', 'pingpong', 'rping', 'cmatose', 'smcss', 'smc-chk', 'smc-run', 'smc-demo'];
+const COMMANDS = ['demo', 'devinfo', 'perftest', 'pingpong', 'rping', 'cmatose', 'smcss', 'linkgroup', 'smc-chk', 'smc-run', 'smc-demo'];
 const version = (JSON.parse(fs.readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
 async function out(args: string[], ms = 20_000): Promise<{ code: number; stdout: string; stderr: string }> {

@@ -1,0 +1,194 @@
+// softrdma linkgroup: the SMC-R link groups and links of this user's softrdma processes on the
+// host, as smc-tools' `smcr linkgroup` prints the kernel's (linkgroup.c: print_lgr_smcr_header,
+// show_lgr_smcr_info, show_lgr_smcr_info_lgr_details). The link groups come from each
+// process's status socket, as smcss's connections do (src/smc/status.ts, smcss.ts collect()).
+// Arguments as smc-tools parses them: `show` (default) or `link-show`, each matched by any
+// prefix; then `all`, an LG-ID, `ibdev DEV` or `netdev DEV`; -d / -dd for more detail.
+
+import type { SmcrLinkGroupStatus, SmcrLinkStatus } from '../smc/smcr/diag.js';
+import { collect } from './smcss.js';
+import { UsageError } from './usage.js';
+
+export const LINKGROUP_USAGE = `usage: softrdma linkgroup [-d|-dd] [show | link-show] [all | LG-ID] [ibdev DEV] [netdev DEV]
+  show                the link groups: LG-ID, LG-Role, LG-Type, VLAN, #Conns, PNET-ID (default)
+  link-show           the links: their link group, Net-Dev, Link-State, #Conns
+  all                 every link group (the default)
+  LG-ID               only the link group with this id (hex; a link's UID names its group too)
+  ibdev DEV           link-show: only links on this RoCE device
+  netdev DEV          link-show: only links on this network interface
+  -d, --details       show: one block of details per link group;
+                      link-show: also Link-UID, Peer-UID, IB-Dev, IB-P
+  -dd, --ddetails     link-show: also the local and the peer GID
+      --json          the link groups and their links as one JSON document, with their pids
+  -h, --help          this message
+  -v, --version       show version information
+
+Like smc-tools' smcr linkgroup, for the SMC-R link groups of this user's softrdma processes on
+this host. As smc-tools, prints nothing at all when there is no link group.`;
+
+/** linkgroup.c's SMC_DETAIL_LEVEL_V / _VV. */
+const DETAIL_V = 1;
+const DETAIL_VV = 2;
+const MASK_LINK_ID = 0xffffff00;
+const INVALID_LINK_ID = 0xffffffff;
+/** smctools_common.h's SMC_MAX_IBNAME and IFNAMSIZ - 1. */
+const MAX_IBNAME = 8;
+const MAX_NETDEV = 15;
+
+export interface LinkgroupOptions {
+  /** `linkgroup help`: the usage, as smc-tools prints it for that. */
+  help: boolean;
+  links: boolean;
+  detail: number;
+  /** The LG-ID as given (0: none; 0xffffffff: not a number, which matches nothing). */
+  lgid: number;
+  ibdev: string;
+  netdev: string;
+  json: boolean;
+}
+
+/** util.c's contains(): whether `given` is a non-empty prefix of `word`. */
+const prefixOf = (given: string, word: string) => given.length > 0 && word.startsWith(given);
+
+/** strtol(s, 16) as unsigned int: the leading hex digits, or undefined when there are none. */
+function hexNumber(s: string): number | undefined {
+  const m = /^\s*([+-]?)(?:0x)?([0-9a-f]+)/i.exec(s);
+  if (!m) return undefined;
+  const v = Number.parseInt(m[2]!.slice(-16), 16);
+  return (m[1] === '-' ? -v : v) >>> 0;
+}
+
+/** The options and arguments, as smc.c's main() and linkgroup.c's handle_cmd_params() take them. */
+export function parseLinkgroupArgs(args: string[]): LinkgroupOptions {
+  const o: LinkgroupOptions = { help: false, links: false, detail: 0, lgid: 0, ibdev: '', netdev: '', json: false };
+  const rest: string[] = [];
+  for (const a of args) {
+    if (a === '--json') { o.json = true; continue; }
+    if (a.startsWith('-') && a.length > 1) {
+      const opt = a.startsWith('--') ? a.slice(1) : a;
+      if (prefixOf(opt, '-details')) o.detail = DETAIL_V;
+      else if (prefixOf(opt, '-ddetails')) o.detail = DETAIL_VV;
+      else throw new UsageError(`unknown option '${a}'`);
+      continue;
+    }
+    rest.push(a);
+  }
+  if (rest.length > 4) throw new UsageError(`unexpected argument '${rest[4]!}'`);
+  if (rest.length === 1 && prefixOf(rest[0]!, 'help')) return { ...o, help: true };
+  let i = 0;
+  if (rest.length > 0) {
+    if (prefixOf(rest[0]!, 'show')) i = 1;
+    else if (prefixOf(rest[0]!, 'link-show')) { o.links = true; i = 1; }
+  }
+  let all = false;
+  let pending: 'ibdev' | 'netdev' | undefined;
+  for (; i < rest.length; i++) {
+    const a = rest[i]!;
+    if (pending) { o[pending] = a; pending = undefined; i++; break; }
+    if (prefixOf(a, 'help')) return { ...o, help: true };
+    if (prefixOf(a, 'all')) { all = true; continue; }
+    if (prefixOf(a, 'ibdev')) { pending = 'ibdev'; continue; }
+    if (prefixOf(a, 'netdev')) { pending = 'netdev'; continue; }
+    if (all) throw new UsageError(`unexpected argument '${a}'`);
+    o.lgid = hexNumber(a) ?? INVALID_LINK_ID;
+    i++;
+    break;
+  }
+  if (pending) throw new UsageError(`${pending} needs a device name`);
+  if (i < rest.length) throw new UsageError(`unexpected argument '${rest[i]!}'`);
+  return o;
+}
+
+/** filter_smcr_item: whether a link group (or, for link-show, its link) is left out. */
+function filtered(o: LinkgroupOptions, g: SmcrLinkGroupStatus, l: SmcrLinkStatus | undefined): boolean {
+  if (!o.ibdev && !o.netdev && o.lgid === 0) return false;
+  if (o.netdev && o.links) return l?.netDev !== o.netdev;
+  if (o.ibdev && o.links) return l?.ibDev !== o.ibdev;
+  if (o.lgid !== 0) return (o.lgid === INVALID_LINK_ID ? 0 : (o.lgid & MASK_LINK_ID) >>> 0) !== g.id;
+  return false;
+}
+
+const hex8 = (n: number) => n.toString(16).padStart(8, '0');
+const roleText = (g: SmcrLinkGroupStatus) => (g.role === 'server' ? 'SERV' : 'CLNT');
+/** printf's %#4x: a 0x prefix except for zero, right-aligned in 4. */
+const altHex4 = (n: number) => (n === 0 ? '0' : `0x${n.toString(16)}`).padStart(4);
+/** printf's %-N s, or %-.N s (cut, not padded) when the text is longer than max. */
+const field = (s: string, width: number, max: number) => (s.length > max ? s.slice(0, max) : s.padEnd(width));
+
+/** print_lgr_smcr_header; empty for show with details, which prints blocks instead. */
+export function linkgroupHeader(o: Pick<LinkgroupOptions, 'links' | 'detail'>): string | undefined {
+  if (!o.links && o.detail >= DETAIL_V) return undefined;
+  let h = 'LG-ID    LG-Role  LG-Type  ';
+  if (o.links) {
+    h += 'Net-Dev         Link-State      #Conns  ';
+    if (o.detail >= DETAIL_V) {
+      h += 'Link-UID  Peer-UID  IB-Dev    IB-P  ';
+      if (o.detail >= DETAIL_VV) h += 'Local-GID                                 Peer-GID  ';
+    }
+  } else h += 'VLAN  #Conns  PNET-ID ';
+  return h;
+}
+
+/** show_lgr_smcr_info_lgr_details: one link group's block (the SMC-Rv2 peer lines are not known to softrdma). */
+function detailsBlock(g: SmcrLinkGroupStatus): string[] {
+  return [
+    `LG-ID    : ${hex8(g.id)}`,
+    `LG-Role  : ${roleText(g)}`,
+    `LG-Type  : ${g.type}`,
+    `VLAN     : ${g.vlan.toString(16)}`,
+    `PNET-ID  : ${g.pnetId.trim()}`,
+    `Version  : ${g.version}`,
+    `#Conns   : ${g.conns}`,
+    `Sndbuf   : ${g.sndbufAlloc} B`,
+    `RMB      : ${g.rmbAlloc} B`,
+  ];
+}
+
+/** A link group's row (show) or one of its links' (link-show), as show_lgr_smcr_info prints it. */
+function row(o: LinkgroupOptions, g: SmcrLinkGroupStatus, l: SmcrLinkStatus | undefined): string {
+  let r = `${hex8(g.id)} ${roleText(g).padEnd(8)} ${g.type.padEnd(8)} `;
+  if (l) {
+    r += `${field(l.netDev ?? '', MAX_NETDEV, MAX_NETDEV)} ${l.state.padEnd(15)} ${String(l.conns).padStart(6)}  `;
+    if (o.detail >= DETAIL_V) {
+      r += `${hex8(l.uid)}  ${hex8(l.peerUid)}  ${field(l.ibDev, 8, MAX_IBNAME)}  ${String(l.ibPort).padStart(4)}  `;
+      if (o.detail >= DETAIL_VV) r += `${l.gid.padEnd(40)}  ${l.peerGid}  `;
+    }
+  } else {
+    r += `${altHex4(g.vlan)}  ${String(g.conns).padStart(6)}  ${g.pnetId.trim().padEnd(16)} `;
+  }
+  return r.trimEnd();
+}
+
+/** The text `smcr linkgroup` would print for these link groups (no trailing spaces; nothing when there are none). */
+export function formatLinkgroups(groups: SmcrLinkGroupStatus[], o: LinkgroupOptions): string {
+  if (groups.length === 0) return '';
+  const lines: string[] = [];
+  const head = linkgroupHeader(o);
+  if (head !== undefined) lines.push(head.trimEnd());
+  let blocks = 0;
+  for (const g of groups) {
+    if (o.links) {
+      for (const l of g.links) if (!filtered(o, g, l)) lines.push(row(o, g, l));
+      continue;
+    }
+    if (filtered(o, g, undefined)) continue;
+    if (o.detail >= DETAIL_V) {
+      if (blocks++ > 0) lines.push('');
+      lines.push(...detailsBlock(g));
+    } else lines.push(row(o, g, undefined));
+  }
+  return lines.join('\n');
+}
+
+export async function linkgroup(args: string[]): Promise<void> {
+  const o = parseLinkgroupArgs(args);
+  if (o.help) { console.log(LINKGROUP_USAGE); return; }
+  const { linkGroups, warnings } = await collect(false);
+  for (const w of warnings) console.error(`linkgroup: ${w}`);
+  if (o.json) {
+    console.log(JSON.stringify(linkGroups.filter((g) => !filtered(o, g, o.links ? g.links[0] : undefined)), null, 2));
+    return;
+  }
+  const text = formatLinkgroups(linkGroups, o);
+  if (text) console.log(text);
+}
