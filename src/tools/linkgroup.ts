@@ -174,7 +174,7 @@ export function formatLinkgroups(groups: SmcrLinkGroupStatus[], o: LinkgroupOpti
     if (filtered(o, g, undefined)) continue;
     if (o.detail >= DETAIL_V) {
       if (blocks++ > 0) lines.push('');
-      lines.push(...detailsBlock(g));
+      lines.push(...detailsBlock(g).map((l) => l.trimEnd()));
     } else lines.push(row(o, g, undefined));
   }
   return lines.join('\n');
