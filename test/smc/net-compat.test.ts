@@ -149,7 +149,7 @@ describe('the preload and Unix sockets', () => {
       const r = jsonLines(p.stdout).at(-1)! as Record<string, { got: string; client: boolean; server: boolean }> & { totals: smc.SmcTotals };
       assert.deepEqual(r.tcp, { got: 'ping', client: true, server: true });
       assert.deepEqual(r.unix, { got: 'ping', client: false, server: false });
-      assert.deepEqual(r.totals, { smcd: 2, tcp: 0, failed: 0, fallbackReasons: {} });
+      assert.deepEqual(r.totals, { smcd: 2, smcr: 0, tcp: 0, failed: 0, fallbackReasons: {} });
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
