@@ -79,6 +79,8 @@ export class SmcrConnection implements SmcTransport {
   bytesSent = 0;
   /** Writes that wrapped the peer's ring (two RDMA WRITEs), for tests and diagnostics. */
   wrapWrites = 0;
+  /** CDCs dropped for a sequence number before the last one seen (a duplicate or late message), for diagnostics. */
+  staleCdcs = 0;
   /** Calls of write() that found the peer's RMB full (the writer waits for a consumer cursor update), for diagnostics. */
   writeStalls = 0;
 
@@ -293,7 +295,13 @@ export class SmcrConnection implements SmcTransport {
   /** A CDC message for this connection arrived (from the link group). */
   onCdc(m: SmcrCdc): void {
     if (this.released || this.failed) return;
-    if (this.lastSeq !== undefined && cdcSeqBefore(m.seqno, this.lastSeq)) return; // stale (smc_cdc.c 498-501)
+    if (m.failoverValidation) {
+      // smc_cdc_msg_validate (smc_cdc.c 308-328): a replay after a failover is only compared,
+      // never applied; one whose seqno is beyond any seen means messages were lost: abort.
+      if (cdcSeqBefore(this.lastSeq ?? 0, m.seqno)) this.fail(`failover validation: seqno ${m.seqno} beyond ${this.lastSeq ?? 'none'}`);
+      return;
+    }
+    if (this.lastSeq !== undefined && cdcSeqBefore(m.seqno, this.lastSeq)) { this.staleCdcs++; return; } // stale (smc_cdc.c 498-501)
     this.lastSeq = m.seqno;
     if (m.prod.count >= this.rxRing || m.cons.count >= this.txRing) {
       this.fail(`cursor count beyond the ring (prod ${m.prod.count}, cons ${m.cons.count})`);
@@ -374,10 +382,17 @@ export class SmcrConnection implements SmcTransport {
     if (this.started) this.h.protocolError(`link down: ${reason}`);
   }
 
+  /**
+   * The peer broke the protocol (a cursor out of range, a failover replay that does not
+   * match): stop taking its CDCs and abort, as Linux's smc_cdc_msg_validate sets
+   * peer_conn_abort and queues abort_work; the socket gets EPROTO. Only this connection: the
+   * link group and its other connections go on (their CDCs carry their own tokens).
+   */
   private fail(message: string): void {
     this.failed = true;
+    this.lgr.rx.connAborts++;
+    this.abort();
     if (this.started) this.h.protocolError(message);
-    else this.abort();
   }
 
   release(): void {

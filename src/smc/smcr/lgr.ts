@@ -18,13 +18,15 @@ import type { MR } from '../../verbs/api.js';
 import { CDC_TYPE } from '../cdc.js';
 import { decodeSmcrCdc, type SmcrCdc } from '../wire/cdc-r.js';
 import { SmcrWireError } from '../wire/error.js';
-import { LLC_DEL, LLC_TESTLINK_DEFAULT_MS, LLC_WAIT_MS, decodeLlc, encodeLlc, type LlcMessage } from '../wire/llc.js';
+import { LLC_DEL, LLC_TESTLINK_DEFAULT_MS, LLC_WAIT_MS, decodeLlc, encodeLlc, type LlcConfirmRkey, type LlcDeleteRkey, type LlcMessage } from '../wire/llc.js';
 import type { SmcrConnection } from './connection.js';
 import type { SmcrDevice } from './device.js';
 import { SmcrLink } from './link.js';
 
-/** Linux's SMC_RMBS_PER_LGR_MAX: connections per link group. */
+/** Linux's SMC_RMBS_PER_LGR_MAX: connections per link group (and rtokens, smc_core.h 26). */
 export const MAX_CONNS = 255;
+/** SMC_LLC_RKEYS_PER_MSG (smc_llc.c 150): a CONFIRM_RKEY naming more rtokens is refused. */
+const RKEYS_PER_MSG = 3;
 /**
  * How long an unused link group stays for the next connection. Linux keeps one 600 s (server)
  * or 610 s (client; SMC_LGR_FREE_DELAY_SERV/CLNT, smc_core.c 40-41); softrdma keeps them 10 s:
@@ -86,6 +88,21 @@ export class SmcrLinkGroup {
   private testWait: NodeJS.Timeout | undefined;
   /** LLC messages dropped as Linux drops them (unknown type, short, bad length), and CDCs for no connection. */
   readonly dropped = { llc: 0, cdc: 0 };
+  /**
+   * What the link refused, one count per message, by reason (tests, diagnostics; dropped has
+   * the totals): malformed CDC/LLC messages, CDCs whose token names no connection, LLC types
+   * Linux has no handler for, responses nobody asked for and requests for what one link does
+   * not do (ADD_LINK...), CONFIRM_RKEY/DELETE_RKEY requests answered negatively, and
+   * connections aborted for a CDC that broke the protocol (connection.ts fail()).
+   */
+  readonly rx = { cdcMalformed: 0, cdcNoConn: 0, llcMalformed: 0, llcUnknownType: 0, llcUnexpected: 0, rkeyNegative: 0, connAborts: 0 };
+  /**
+   * rtokens the peer announced with CONFIRM_RKEY (rkey -> address), as Linux's lgr->rtokens
+   * (smc_rtoken_add, smc_core.c 2652-2673). Only for answering CONFIRM_RKEY and DELETE_RKEY as
+   * Linux does: nothing is ever written through them; data goes only where a connection's CLC
+   * Accept/Confirm pointed.
+   */
+  private readonly rtokens = new Map<number, bigint>();
   peerKey = '';
 
   private readonly onDeviceClose = () => this.free(false, 'the RoCE device was closed');
@@ -202,7 +219,7 @@ export class SmcrLinkGroup {
     this.lastRx = performance.now();
     if (m[0] === CDC_TYPE) {
       let cdc;
-      try { cdc = decodeSmcrCdc(m); } catch (e) { if (e instanceof SmcrWireError) { this.dropped.cdc++; return; } throw e; }
+      try { cdc = decodeSmcrCdc(m); } catch (e) { if (e instanceof SmcrWireError) { this.dropped.cdc++; this.rx.cdcMalformed++; return; } throw e; }
       const conn = this.conns.get(cdc.token);
       if (conn) { conn.onCdc(cdc); return; }
       if (this.expected.has(cdc.token)) { this.expected.set(cdc.token, cdc); return; }
@@ -211,12 +228,27 @@ export class SmcrLinkGroup {
       if (q && (cdc.peerConnClosed || cdc.peerConnAbort)) {
         this.quarantined.delete(cdc.token);
         this.put(this.freeRmbs, q);
-      } else if (!q) this.dropped.cdc++; // smc_cdc.c 485-489: no connection with this token
+      } else if (!q) { this.dropped.cdc++; this.rx.cdcNoConn++; } // smc_cdc.c 485-489: no connection with this token
       return;
     }
     let llc: LlcMessage;
-    try { llc = decodeLlc(Buffer.from(m)); } catch (e) { if (e instanceof SmcrWireError) { this.dropped.llc++; return; } throw e; }
+    try {
+      llc = decodeLlc(Buffer.from(m));
+    } catch (e) {
+      if (!(e instanceof SmcrWireError)) throw e;
+      // smc_wr.c 443-446 (no handler for the type) and smc_llc.c 2094-2101 (short, bad length): dropped unanswered.
+      this.dropped.llc++;
+      if (e.field === 'type') this.rx.llcUnknownType++;
+      else this.rx.llcMalformed++;
+      return;
+    }
     this.onLlc(llc);
+  }
+
+  /** An LLC message Linux would drop here (an out-of-flow response, smc_llc.c 2040-2064, or a request one link cannot serve). */
+  private unexpected(): void {
+    this.dropped.llc++;
+    this.rx.llcUnexpected++;
   }
 
   private onLlc(m: LlcMessage): void {
@@ -228,7 +260,7 @@ export class SmcrLinkGroup {
           this.confirmDone();
         } else if (this.role === 'server' && m.response) {
           this.confirmDone();
-        } else this.dropped.llc++;
+        } else this.unexpected();
         return;
       case 'TEST_LINK':
         if (!m.response) this.sendLlc({ ...m, response: true });
@@ -241,11 +273,60 @@ export class SmcrLinkGroup {
       case 'DELETE_LINK':
         // The peer takes the link (and with one link, the group) down (smc_llc.c smc_llc_rmt_delete_link).
         if (!m.response) this.free(false, 'peer deleted the link');
+        else this.unexpected();
+        return;
+      case 'CONFIRM_RKEY':
+        // We never ask (one link: the rkey goes in the CLC message), so a response is out of flow.
+        if (m.response) this.unexpected();
+        else this.confirmRkey(m);
+        return;
+      case 'DELETE_RKEY':
+        if (m.response) this.unexpected();
+        else this.deleteRkey(m);
         return;
       default:
-        // ADD_LINK, CONFIRM_RKEY, DELETE_RKEY, ...: not implemented yet (one link per group).
-        this.dropped.llc++;
+        // ADD_LINK, ADD_LINK_CONT, REQ_ADD_LINK, CONFIRM_RKEY_CONT (Linux ignores it too,
+        // smc_llc.c 1950-1954): one link per group here.
+        this.unexpected();
     }
+  }
+
+  /**
+   * A Linux peer announces each new RMB of a connection after the first with CONFIRM_RKEY
+   * before its CLC message names it (af_smc.c 1351, 2297), and waits 2 s for the answer:
+   * answered as smc_llc_rmt_conf_rkey (smc_llc.c 1756-1793) does: the request echoed with the
+   * response flag; negative (NEG | RETRY) when it names more than 3 rtokens or the rtoken table
+   * is full (smc_rmb_reserve_rtoken_idx: -ENOSPC). Linux accepts any other rtoken (it cannot
+   * know the memory yet either); nothing here writes through it.
+   */
+  private confirmRkey(m: LlcConfirmRkey): void {
+    let ok = m.numRkeys <= RKEYS_PER_MSG;
+    if (ok && this.rtokens.get(m.rmbKey) !== m.rmbVaddr) {
+      if (this.rtokens.size >= MAX_CONNS) ok = false;
+      else this.rtokens.set(m.rmbKey, m.rmbVaddr);
+    }
+    if (!ok) this.rx.rkeyNegative++;
+    this.sendLlc({ ...m, version: 2, response: true, negative: m.negative || !ok, retry: m.retry || !ok });
+  }
+
+  /**
+   * smc_llc_rmt_delete_rkey (smc_llc.c 1796-1842), the v2 branch (our link groups are v2):
+   * forget each rkey named; any not known makes the response negative, with their number in
+   * err_mask (num_inval_rkeys). Known: announced by CONFIRM_RKEY, or the rkey of a
+   * connection's peer RMB (Linux's table holds those too, smc_rmb_rtoken_handling).
+   */
+  private deleteRkey(m: LlcDeleteRkey): void {
+    let invalid = 0;
+    for (const k of m.rkeys) {
+      if (!this.rtokens.delete(k) && ![...this.conns.values()].some((c) => c.peer.rkey === k)) invalid++;
+    }
+    if (invalid > 0) this.rx.rkeyNegative++;
+    // Linux answers with the 44-byte message, the rkeys zeroed: 9 fit.
+    const n = Math.min(m.numRkeys, 9);
+    this.sendLlc({
+      kind: 'DELETE_RKEY', version: 2, response: true, negative: m.negative || invalid > 0, numRkeys: n,
+      errMask: invalid, rkeys: new Array<number>(n).fill(0),
+    });
   }
 
   private confirmLinkMsg(): LlcMessage {
@@ -352,6 +433,7 @@ export class SmcrLinkGroup {
       this.freeRmbs.clear();
       this.freeSndbufs.clear();
       this.quarantined.clear();
+      this.rtokens.clear();
     });
   }
 }
