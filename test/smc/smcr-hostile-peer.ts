@@ -153,8 +153,9 @@ if (role === 'server') {
       const t1 = await open();
       const t2 = await open();
       const t3 = await open();
+      const t4 = await open();
       const lgr = by.conn.lgr;
-      out({ client: 'open', sameLgr: [t1, t2, t3].every((t) => t.conn.lgr === lgr) });
+      out({ client: 'open', sameLgr: [t1, t2, t3, t4].every((t) => t.conn.lgr === lgr) });
       // Answers from the peer's link group, read before ours handles them.
       const answers: Buffer[] = [];
       const h = lgr.link.handlers!;
@@ -165,8 +166,8 @@ if (role === 'server') {
       // The bystander keeps moving bytes through all that follows.
       const mib = Number(values.mib);
       const bystander = echo(by.sock, mib << 20, 1);
-      const errs = [errorOf(t1.sock), errorOf(t2.sock), errorOf(t3.sock)];
-      const unused = Math.max(...[by, t1, t2, t3].map((c) => c.conn.peer.token)) + 1000;
+      const errs = [errorOf(t1.sock), errorOf(t2.sock), errorOf(t3.sock), errorOf(t4.sock)];
+      const unused = Math.max(...[by, t1, t2, t3, t4].map((c) => c.conn.peer.token)) + 1000;
       const llc44 = (type: number) => { const b = Buffer.alloc(44); b[0] = type; b[1] = 44; return b; };
       // Counted and dropped, nothing answered:
       send(by.conn, cdcFor(by.conn, { token: unused }));                         // cdcNoConn
@@ -180,11 +181,16 @@ if (role === 'server') {
       send(by.conn, encodeLlc({ ...rkeyReq, response: false, numRkeys: 5, others: [{ linkId: 2, rmbKey: 1, rmbVaddr: 0n }, { linkId: 3, rmbKey: 2, rmbVaddr: 0n }] })); // negative
       send(by.conn, encodeLlc({ ...rkeyReq, response: false, numRkeys: 0, others: [] }));                                                                       // positive
       send(by.conn, encodeLlc({ kind: 'DELETE_RKEY', version: 2, response: false, negative: false, numRkeys: 2, errMask: 0, rkeys: [0x1234_5601, 0x0bad_0bad] })); // one unknown
+      // A failover replay is compared, never applied (smc_cdc_msg_validate): with a seqno already
+      // seen, its cursors (nonsense here) change nothing and the bystander goes on.
+      const bySeq = (by.conn as unknown as { seqno: number }).seqno;
+      send(by.conn, cdcFor(by.conn, { failoverValidation: true, seqno: (bySeq - 5) & 0xffff, prod: { wrap: 9, count: 1 } }));
       // Each aborts its connection only:
       const t1Ring = t1.conn.peer.size;
       send(t1.conn, cdcFor(t1.conn, { prod: { wrap: 2, count: 0 } }));                     // producer cursor two rings ahead
       send(t2.conn, cdcFor(t2.conn, { cons: { wrap: 0, count: 5000 } }));                  // acknowledges 5000 bytes never sent
       send(t3.conn, cdcFor(t3.conn, { prod: { wrap: 0, count: 10 }, cons: { wrap: 0, count: 100_000 } })); // producer back from 100,000 to 10
+      send(t4.conn, cdcFor(t4.conn, { failoverValidation: true }));                        // a failover replay of messages never received
       const codes = await Promise.race([
         Promise.all(errs),
         new Promise<never>((_, reject) => setTimeout(() => reject(new Error('the targeted connections did not end within 10 s')), 10_000).unref()),

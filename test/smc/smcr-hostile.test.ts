@@ -50,11 +50,11 @@ test('SMC-R under hostile input from the peer', { skip }, async (t) => {
   await t.test('bad CDC and LLC messages: each counted once, the targeted connections abort, the bystander stays byte-exact', async () => {
     const c = start(NS_B, ['client', '--bind', ADDR_B, '--peer', ADDR_A, '--port', '7301', '--test', 'hostile', '--mib', '8']);
     const open = await line(c, 'client', 'open');
-    assert.equal(open.sameLgr, true, 'all four connections share one link group');
+    assert.equal(open.sameLgr, true, 'all five connections share one link group');
     const r = await line(c, 'client', 'hostile', 40_000);
     assert.deepEqual(r.t3Echo, { ok: true, bytes: 100_000 });
     // The victim aborts each (peer_conn_abort): the attacker's sockets see ECONNRESET.
-    assert.deepEqual(r.codes, ['ECONNRESET', 'ECONNRESET', 'ECONNRESET']);
+    assert.deepEqual(r.codes, ['ECONNRESET', 'ECONNRESET', 'ECONNRESET', 'ECONNRESET']);
     assert.deepEqual(r.bystander, { ok: true, bytes: 8 << 20 }, 'the bystander is byte-exact through it all');
     assert.deepEqual(r.bystanderAfter, { ok: true, bytes: 1 << 20 }, 'and after it');
     assert.equal(r.sameLgrAfter, true, 'the link group is still up');
@@ -64,16 +64,17 @@ test('SMC-R under hostile input from the peer', { skip }, async (t) => {
       { kind: 'CONFIRM_RKEY', response: true, negative: false, retry: false },
       { kind: 'DELETE_RKEY', response: true, negative: true, errMask: 1 }, // one of the two rkeys unknown (v2: a count)
     ]);
-    // The victim's side: three EPROTO, each connection with only what it was really sent.
-    await srv.waitUntil((out) => (jsonLines(out).filter((l) => l.server === 'error').length >= 3 ? true : undefined), 'three errors at the server', 10_000);
+    // The victim's side: four EPROTO, one per targeted connection.
+    await srv.waitUntil((out) => (jsonLines(out).filter((l) => l.server === 'error').length >= 4 ? true : undefined), 'four errors at the server', 10_000);
     const errs = jsonLines(srv.stdout).filter((l) => l.server === 'error');
-    assert.equal(errs.length, 3, JSON.stringify(errs));
-    for (const e of errs) { assert.equal(e.code, 'EPROTO'); assert.match(e.message as string, /SMC-R protocol error: (producer|consumer) cursor/); }
+    assert.equal(errs.length, 4, JSON.stringify(errs));
+    for (const e of errs) { assert.equal(e.code, 'EPROTO'); assert.match(e.message as string, /SMC-R protocol error: (producer cursor|consumer cursor|failover validation)/); }
+    assert.equal(errs.filter((e) => /failover/.test(e.message as string)).length, 1, 'the failover replay aborted t4 only');
     // Counted once each, and nothing more once the dust settled.
-    const want = { cdcMalformed: 1, cdcNoConn: 1, llcMalformed: 1, llcUnknownType: 2, llcUnexpected: 1, rkeyNegative: 2, connAborts: 3 };
+    const want = { cdcMalformed: 1, cdcNoConn: 1, llcMalformed: 1, llcUnknownType: 2, llcUnexpected: 1, rkeyNegative: 2, connAborts: 4 };
     const settled = await srv.waitUntil((out) => {
       const l = jsonLines(out).filter((x) => x.counters).at(-1)?.counters as Counters | undefined;
-      return l?.length === 1 && l[0]!.rx.connAborts === 3 && l[0]!.rx.rkeyNegative === 2 ? l : undefined;
+      return l?.length === 1 && l[0]!.rx.connAborts === 4 && l[0]!.rx.rkeyNegative === 2 ? l : undefined;
     }, 'the counters', 10_000);
     assert.deepEqual(settled[0]!.rx, want);
     assert.deepEqual(settled[0]!.dropped, { cdc: 2, llc: 4 });
