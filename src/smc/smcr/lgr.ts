@@ -3,8 +3,9 @@
 // group per peer (its system ID and GID) and local device, with one link (one RC QP) here;
 // the first connection to a peer creates it ("first contact") and confirms the link with
 // CONFIRM_LINK over the new QP, later connections reuse it with one CLC exchange and nothing
-// on the link (with a single link the RMB's rkey in the CLC message is all the peer needs;
-// Linux sends CONFIRM_RKEY only to announce it on further links, smcr_link_reg_buf).
+// on the link from us (with a single link the RMB's rkey in the CLC message is all the peer
+// needs). Linux also announces each later RMB with CONFIRM_RKEY before its CLC message
+// (af_smc.c 1351, 2297) and waits for the answer, so those are answered (confirmRkey).
 //
 // RMBs (the buffers a peer writes into) are registered with REMOTE_WRITE (and the LOCAL_WRITE
 // verbs require with it), each its own MR and so its own rkey; they are reused within the link
@@ -245,7 +246,7 @@ export class SmcrLinkGroup {
     this.onLlc(llc);
   }
 
-  /** An LLC message Linux would drop here (an out-of-flow response, smc_llc.c 2040-2064, or a request one link cannot serve). */
+  /** An LLC message Linux would drop here (an out-of-flow response, smc_llc.c 2018-2046, or a request one link cannot serve). */
   private unexpected(): void {
     this.dropped.llc++;
     this.rx.llcUnexpected++;
