@@ -15,15 +15,25 @@
 //              beside it (no target).
 //   pingpong   14-byte round trip, median of --iters (default 5000) after 500 not counted,
 //              one connection                                            target SMC-R/TCP <= 0.8
+//   http       node:http keep-alive requests/s, 8 in flight, for --seconds: both ends under
+//              --import softrdma/smc/auto with no device of their own (SMC-R on by default
+//              brings them up), against both ends plain node:http (src/tools/smc-peer.ts);
+//              the client waits up to 1 s for discovery's first answer (SOFTRDMA_SMCR_DISCOVERY_WAIT_MS)
+//              so that its 8 connections are SMC-R      target SMC-R/TCP >= 1.0
+//   shortconn  connect, 14-byte echo, close, per second, for --seconds after 1 s of the same
+//              not counted (the link group is then up and reused), softrdma/smc with SMC-R by
+//              default and the learned handshake control off (SOFTRDMA_SMC_LEARN=0), against
+//              node:net to node:net                                      target SMC-R/TCP >= 0.8
 
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import net from 'node:net';
 import os from 'node:os';
-import { fileURLToPath } from 'node:url';
+import { execFileSync, spawn as spawnChild } from 'node:child_process';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { formatTable } from '../src/tools/table.js';
 import { benchOptions, benchRuntimeDir } from './options.js';
 import { median, verdict } from './stats.js';
-import { deleteNamespaces, setUpVethPair } from '../test/helpers/netns.js';
+import { deleteNamespaces, ip, setUpVethPair } from '../test/helpers/netns.js';
 
 const USAGE = 'usage: node dist/bench/smcr-vs-tcp.js [--runs N] [--json] [--seconds S] [--iters N]  (as root: it makes two network namespaces)';
 const { runs: RUNS, json, strings } = benchOptions(USAGE, {
@@ -33,6 +43,8 @@ const SECONDS = Number(strings.seconds);
 const ITERS = Number(strings.iters);
 const SELF = fileURLToPath(import.meta.url);
 const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+const PEER = fileURLToPath(new URL('../src/tools/smc-peer.js', import.meta.url));
+const AUTO = pathToFileURL(fileURLToPath(new URL('../src/smc/auto.js', import.meta.url))).href;
 
 const PORT_SMCR = 7301, PORT_TCP = 7302, PORT_PERF = 18601, UDP_PERF = 4793;
 const CHUNK = 64 * 1024;
@@ -168,18 +180,24 @@ async function main(): Promise<void> {
   const tag = `sb${process.pid % 100000}`;
   const NS_A = `${tag}a`, NS_B = `${tag}b`;
   const ADDR_A = '10.233.9.1', ADDR_B = '10.233.9.2';
+  // The http and short-connection servers are processes of their own, each bringing up its own
+  // rxe device (UDP 4791 of its address): one address each.
+  const ADDR_HTTP = '10.233.9.3', ADDR_SHORT = '10.233.9.4';
   const tearDown = () => deleteNamespaces(NS_A, NS_B);
-  const why = setUpVethPair({ tag, nsA: NS_A, nsB: NS_B, addrA: ADDR_A, addrB: ADDR_B });
+  const why = setUpVethPair({
+    tag, nsA: NS_A, nsB: NS_B, addrA: ADDR_A, addrB: ADDR_B,
+    extra: () => { for (const a of [ADDR_HTTP, ADDR_SHORT]) ip('-n', NS_A, 'addr', 'add', `${a}/24`, 'dev', `${tag}va`); },
+  });
   if (why) {
     console.log(`bench/smcr-vs-tcp: skipped: ${why}${why.startsWith('needs root') ? ' (run it with sudo)' : ''}`);
     return;
   }
   const env = { ...process.env, SOFTRDMA_RUNTIME_DIR: benchRuntimeDir(), SOFTRDMA_SMC_LEARN: '0' };
   const children: ChildProcess[] = [];
-  const inNs = (ns: string, args: string[]) => {
+  const inNs = (ns: string, args: string[], extraEnv: Record<string, string> = {}, stdin: 'ignore' | 'pipe' = 'ignore') => {
     // SMCR_BENCH_PROF=DIR: a CPU profile of every process (node --cpu-prof), for the data path's profile.
     const prof = process.env.SMCR_BENCH_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.SMCR_BENCH_PROF] : [];
-    const c = spawn('ip', ['netns', 'exec', ns, process.execPath, ...prof, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const c = spawnChild('ip', ['netns', 'exec', ns, process.execPath, ...prof, ...args], { env: { ...env, ...extraEnv }, stdio: [stdin, 'pipe', 'pipe'] });
     children.push(c);
     let err = '';
     c.stderr!.on('data', (d: Buffer) => { err = (err + d.toString()).slice(-2000); });
@@ -217,6 +235,26 @@ async function main(): Promise<void> {
     }
   };
 
+  /** A smc-peer server (stdin kept open: it exits when stdin ends); resolves with its ports. */
+  const peerServer = (args: string[]): Promise<{ port: number; netPort?: number }> => new Promise((resolve, reject) => {
+    const c = inNs(NS_A, args, {}, 'pipe');
+    let text = '';
+    c.stdout!.on('data', (d: Buffer) => {
+      text += d.toString();
+      const m = /\{"port".*\}/.exec(text);
+      if (m) resolve(JSON.parse(m[0]) as { port: number; netPort?: number });
+    });
+    c.on('exit', (code) => reject(new Error(`smc-peer server exited (${code})`)));
+  });
+  /** Wait, with a bound, until a process in NS_A holds UDP 4791 on `addr` (its device is up). */
+  const deviceUp = async (addr: string): Promise<void> => {
+    const deadline = Date.now() + 10_000;
+    while (!execFileSync('ip', ['netns', 'exec', NS_A, 'ss', '-H', '-uln', 'sport = :4791'], { encoding: 'utf8' }).includes(addr)) {
+      if (Date.now() > deadline) throw new Error(`no rxe device came up on ${addr}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  };
+
   const srv = inNs(NS_A, [SELF, '--role', 'server', '--bind', ADDR_A]);
   try {
     await new Promise<void>((resolve, reject) => {
@@ -224,6 +262,18 @@ async function main(): Promise<void> {
       srv.stdout!.on('data', (d: Buffer) => { text += d.toString(); if (text.includes('"listening"')) resolve(); });
       srv.on('exit', (code) => reject(new Error(`server exited (${code})`)));
     });
+    const httpSmcr = await peerServer(['--import', AUTO, PEER, 'serve', '--api', 'net', '--http', '--bind', ADDR_HTTP]);
+    const httpTcp = await peerServer([PEER, 'serve', '--api', 'net', '--http', '--bind', ADDR_HTTP]);
+    const short = await peerServer([PEER, 'serve', '--api', 'smc', '--and-net', '--bind', ADDR_SHORT]);
+    await deviceUp(ADDR_HTTP);
+    await deviceUp(ADDR_SHORT);
+    const peerClient = (args: string[], extraEnv: Record<string, string> = {}) => result(inNs(NS_B, args, extraEnv), 'perSec');
+    const httpRun = (smcr: boolean) => peerClient([...(smcr ? ['--import', AUTO] : []), PEER, '--api', 'net', '--test', 'http', '--host', ADDR_HTTP, '--port', String(smcr ? httpSmcr.port : httpTcp.port), '--seconds', String(SECONDS)],
+      smcr ? { SOFTRDMA_SMCR_DISCOVERY_WAIT_MS: '1000' } : {});
+    const shortRun = (smcr: boolean) => peerClient([PEER, '--api', smcr ? 'smc' : 'net', '--test', 'shortconn', '--host', ADDR_SHORT, '--port', String(smcr ? short.port : short.netPort), '--seconds', String(SECONDS), '--warmup-seconds', '1'],
+      { SOFTRDMA_SMCR_DISCOVERY_WAIT_MS: '1000' });
+    const httpRates = { smcr: [] as number[], tcp: [] as number[] };
+    const shortRates = { smcr: [] as number[], tcp: [] as number[] };
     const bulk = { smcr: [] as number[], tcp: [] as number[], perf: [] as number[] };
     const pp = { smcr: [] as number[], tcp: [] as number[] };
     const modes = new Set<string>();
@@ -236,6 +286,10 @@ async function main(): Promise<void> {
         async () => { bulk.perf.push(await perftest()); },
         async () => { const r = await client('pingpong', 'smcr'); modes.add(String(r.mode)); pp.smcr.push(r.medianUs as number); counts.pingpong = r.perRoundTrip; },
         async () => { pp.tcp.push((await client('pingpong', 'tcp')).medianUs as number); },
+        async () => { const r = await httpRun(true); for (const m of r.modes as string[]) modes.add(`http ${m}`); httpRates.smcr.push(r.perSec as number); },
+        async () => { httpRates.tcp.push((await httpRun(false)).perSec as number); },
+        async () => { const r = await shortRun(true); for (const m of r.modes as string[]) modes.add(`shortconn ${m}`); shortRates.smcr.push(r.perSec as number); },
+        async () => { shortRates.tcp.push((await shortRun(false)).perSec as number); },
       ];
       // Alternate the order, so warm-up and drift favour no side.
       if (i % 2 === 1) steps.reverse();
@@ -244,9 +298,13 @@ async function main(): Promise<void> {
     const pairRatio = (a: number[], b: number[]) => median(a.map((x, k) => x / b[k]!));
     const bulkRatio = pairRatio(bulk.smcr, bulk.perf);
     const ppRatio = pairRatio(pp.smcr, pp.tcp);
+    const httpRatio = pairRatio(httpRates.smcr, httpRates.tcp);
+    const shortRatio = pairRatio(shortRates.smcr, shortRates.tcp);
     const rows = [
       { metric: 'bulk 64 KiB one way', smcr: median(bulk.smcr), baseline: median(bulk.perf), unit: 'MiB/s', method: 'perftest write_bw 64 KiB', ratio: bulkRatio, tcp: median(bulk.tcp), runs: bulk, ...verdict(bulkRatio, true, 0.8) },
       { metric: 'pingpong 14 B median', smcr: median(pp.smcr), baseline: median(pp.tcp), unit: 'us', method: 'node:net, same veth', ratio: ppRatio, tcp: median(pp.tcp), runs: pp, ...verdict(ppRatio, false, 0.8) },
+      { metric: 'http keep-alive, 8 in flight', smcr: median(httpRates.smcr), baseline: median(httpRates.tcp), unit: 'req/s', method: 'plain node:http both ends', ratio: httpRatio, tcp: median(httpRates.tcp), runs: httpRates, ...verdict(httpRatio, true, 1.0) },
+      { metric: 'short connections', smcr: median(shortRates.smcr), baseline: median(shortRates.tcp), unit: 'conn/s', method: 'node:net both ends', ratio: shortRatio, tcp: median(shortRates.tcp), runs: shortRates, ...verdict(shortRatio, true, 0.8) },
     ];
     if (json) {
       console.log(JSON.stringify({ runs: RUNS, seconds: SECONDS, iters: ITERS, cpus: os.cpus().length, node: process.version, smcrModes: [...modes], rows, smcrClientCounters: counts }, null, 2));
@@ -256,6 +314,8 @@ async function main(): Promise<void> {
       console.log(formatTable([head,
         ['bulk 64 KiB one way', rows[0]!.smcr.toFixed(1), rows[0]!.baseline.toFixed(1), 'MiB/s', rows[0]!.method, bulkRatio.toFixed(2), spread(bulk.smcr, bulk.perf), rows[0]!.target, rows[0]!.met ? 'yes' : 'NO', `${rows[0]!.tcp.toFixed(1)} MiB/s`],
         ['pingpong 14 B median', rows[1]!.smcr.toFixed(1), rows[1]!.baseline.toFixed(1), 'us', rows[1]!.method, ppRatio.toFixed(2), spread(pp.smcr, pp.tcp), rows[1]!.target, rows[1]!.met ? 'yes' : 'NO', `${rows[1]!.tcp.toFixed(1)} us`],
+        ['http keep-alive, 8 in flight', rows[2]!.smcr.toFixed(0), rows[2]!.baseline.toFixed(0), 'req/s', rows[2]!.method, httpRatio.toFixed(2), spread(httpRates.smcr, httpRates.tcp), rows[2]!.target, rows[2]!.met ? 'yes' : 'NO', ''],
+        ['short connections', rows[3]!.smcr.toFixed(0), rows[3]!.baseline.toFixed(0), 'conn/s', rows[3]!.method, shortRatio.toFixed(2), spread(shortRates.smcr, shortRates.tcp), rows[3]!.target, rows[3]!.met ? 'yes' : 'NO', ''],
       ]));
       console.log(`\nmedians of ${RUNS} runs (ratio: the median of the runs' pair ratios; runs: their range); SMC-R mode ${[...modes].join('+')}; ` +
         `SMC-R client per MiB ${JSON.stringify(counts.bulk)}, per round trip ${JSON.stringify(counts.pingpong)}; two network namespaces joined by veth, each side its own process and rxe device; ${os.cpus().length} CPUs, node ${process.version}`);

@@ -95,7 +95,7 @@ export async function recv(a: Api, port: number, amount: BulkAmount, size: numbe
   const count = 'bytes' in amount ? amount.bytes : 0;
   const counted = (n: number): void => { got += n; if (got === count) finish(); };
   const extra: Extra | undefined = onread > 0 ? { onread: { buffer: Buffer.allocUnsafe(onread), callback: (n: number) => { counted(n); return true; } } } : undefined;
-  const s = api(a).connect(port, '127.0.0.1', extra);
+  const s = api(a).connect(port, HOST, extra);
   s.on('error', () => {});
   if (!extra) s.on('data', (d: Buffer) => counted(d.length));
   await connected(s);
@@ -125,7 +125,7 @@ function serve(apiName: Api, useHttp: boolean, andNet: boolean): void {
     ? http.createServer((_req, res) => { res.setHeader('content-type', 'text/plain'); res.end(body); })
     : api(apiName).createServer(service);
   const plain = andNet ? net.createServer(service) : undefined;
-  const listening = (srv: net.Server) => new Promise<number>((resolve) => srv.listen(0, '127.0.0.1', () => resolve((srv.address() as net.AddressInfo).port)));
+  const listening = (srv: net.Server) => new Promise<number>((resolve) => srv.listen(0, BIND, () => resolve((srv.address() as net.AddressInfo).port)));
   void Promise.all([listening(server), plain ? listening(plain) : undefined]).then(([port, netPort]) => {
     console.log(JSON.stringify({ port, ...(netPort ? { netPort } : {}), pid: process.pid }));
   });
@@ -147,7 +147,7 @@ export type BulkAmount = { bytes: number } | { seconds: number };
  * (and with verify, hashed) it all. The rate counts from the first write to the server's reply.
  */
 export async function bulk(a: Api, port: number, amount: BulkAmount, size: number, verify: boolean): Promise<BulkResult> {
-  const s = api(a).connect(port, '127.0.0.1');
+  const s = api(a).connect(port, HOST);
   await connected(s);
   const chunk = randomBytes(size);
   const h = createHash('sha256');
@@ -172,7 +172,7 @@ export async function bulk(a: Api, port: number, amount: BulkAmount, size: numbe
 }
 
 async function pingpong(a: Api, port: number, iters: number, size: number): Promise<object> {
-  const s = api(a).connect(port, '127.0.0.1');
+  const s = api(a).connect(port, HOST);
   s.setNoDelay(true);
   await connected(s);
   s.write('E');
@@ -210,7 +210,7 @@ const ECHO_REQUEST = Buffer.from('E0123456789abc');
 /** One short-lived connection: connect, a 13-byte echo, close; resolves with how it settled. */
 export function shortConnection(a: Api, port: number): Promise<string> {
   return new Promise((resolve, reject) => {
-    const s = api(a).connect(port, '127.0.0.1');
+    const s = api(a).connect(port, HOST);
     s.setNoDelay(true);
     let got = 0;
     let mode = '';
@@ -241,7 +241,7 @@ async function httpLoad(port: number, seconds: number, concurrency: number): Pro
   const t0 = process.hrtime.bigint();
   const modes = new Set<string>();
   const one = (): Promise<void> => new Promise((resolve, reject) => {
-    const req = http.get({ host: '127.0.0.1', port, path: '/', agent }, (res) => {
+    const req = http.get({ host: HOST, port, path: '/', agent }, (res) => {
       modes.add(smc.getSmcInfo(res.socket).mode);
       res.on('data', () => {});
       res.on('end', () => { n++; resolve(); });
@@ -254,6 +254,10 @@ async function httpLoad(port: number, seconds: number, concurrency: number): Pro
   return { test: 'http', modes: [...modes], requests: n, seconds: secs, perSec: n / secs };
 }
 
+/** Where clients connect and servers listen (--host, --bind): loopback unless told, as SMC-D's benchmarks run; bench/smcr-vs-tcp gives veth addresses. */
+let HOST = '127.0.0.1';
+let BIND = '127.0.0.1';
+
 export async function smcPeer(argv: string[]): Promise<void> {
   const { values, positionals } = parseArgs({
     args: argv, allowPositionals: true,
@@ -261,11 +265,13 @@ export async function smcPeer(argv: string[]): Promise<void> {
       api: { type: 'string', default: 'smc' }, http: { type: 'boolean' }, 'and-net': { type: 'boolean' }, test: { type: 'string' }, port: { type: 'string' },
       bytes: { type: 'string' }, size: { type: 'string' }, iters: { type: 'string', default: '20000' },
       seconds: { type: 'string' }, onread: { type: 'string', default: '0' }, concurrency: { type: 'string', default: '8' }, 'no-verify': { type: 'boolean' },
-      'smc-buffer': { type: 'string' }, warmup: { type: 'string', default: '0' }, 'warmup-seconds': { type: 'string', default: '0' },
+      'smc-buffer': { type: 'string' }, host: { type: 'string' }, bind: { type: 'string' }, warmup: { type: 'string', default: '0' }, 'warmup-seconds': { type: 'string', default: '0' },
     },
   });
   const a = values.api as Api;
   if (a !== 'smc' && a !== 'net') throw new Error(`--api must be smc or net, got ${a}`);
+  if (values.host !== undefined) HOST = values.host;
+  if (values.bind !== undefined) BIND = values.bind;
   if (values['smc-buffer'] !== undefined) smcOpts = { smcBufferSize: Number(values['smc-buffer']) };
   if (positionals[0] === 'serve') return serve(a, !!values.http, !!values['and-net']);
   const port = Number(values.port);
