@@ -25,6 +25,7 @@ import * as smc from '../../src/smc/index.js';
 import type { SmcrConnection } from '../../src/smc/smcr/connection.js';
 import { SmcrLinkGroup } from '../../src/smc/smcr/lgr.js';
 import { smcState } from '../../src/smc/state.js';
+import { pattern } from '../helpers/pattern.js';
 import { encodeSmcrCdc, type SmcrCdc } from '../../src/smc/wire/cdc-r.js';
 import { decodeLlc, encodeLlc } from '../../src/smc/wire/llc.js';
 import type { Socket } from '../../src/smc/socket.js';
@@ -43,16 +44,6 @@ const device = await createRxeDevice({ address: values.bind!, port: 4791, name: 
 device.unref();
 // --reorder R: the device holds back that share of what it sends behind the next packet (its fault hook).
 if (values.reorder) rxeOf(device).faults = { reorder: Number(values.reorder) };
-
-function pattern(n: number, seed: number): Buffer {
-  const b = Buffer.allocUnsafe(n);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < n; i += 4) {
-    x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0;
-    b.writeUInt32LE(x, i);
-  }
-  return b;
-}
 
 const connOf = (sock: Socket) => smcState(sock)?.conn as SmcrConnection | undefined;
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');

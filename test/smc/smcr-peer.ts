@@ -11,6 +11,7 @@ import { createRxeDevice, rxeOf } from '../../src/index.js';
 import * as smc from '../../src/smc/index.js';
 import { SmcrLinkGroup } from '../../src/smc/smcr/lgr.js';
 import { smcState } from '../../src/smc/state.js';
+import { pattern } from '../helpers/pattern.js';
 
 const { positionals, values } = parseArgs({
   allowPositionals: true,
@@ -28,17 +29,6 @@ device.unref();
 if (values.drop) rxeOf(device).faults = { drop: Number(values.drop) };
 // SIGUSR2: from now on the device sends nothing (the RoCE path dies; TCP stays up).
 process.on('SIGUSR2', () => { rxeOf(device).faults = { drop: 1 }; out({ roce: 'cut' }); });
-
-/** Deterministic bytes: a counter stream, so both ends can hash what they expect. */
-function pattern(n: number, seed: number): Buffer {
-  const b = Buffer.allocUnsafe(n);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < n; i += 4) {
-    x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0;
-    b.writeUInt32LE(x, i);
-  }
-  return b;
-}
 
 function lgrs() {
   return SmcrLinkGroup.list().map((g) => ({ conns: g.conns.size, qpn: g.link.qp.qpn, peerQpn: g.link.remote?.qpn, confirmed: g.confirmed, sends: g.link.stats.sends, writes: g.link.stats.writes }));
