@@ -6,8 +6,8 @@
 //
 // When the SMC handshake falls back to TCP, nothing of this is used: a TLS server hands the
 // accepted socket itself to node:tls (with the first bytes it read still buffered, which
-// node:tls feeds to OpenSSL first), and a TLS client to a destination that is not a local SMC
-// listener is node:tls's own, untouched.
+// node:tls feeds to OpenSSL first), and a TLS client to a destination that is neither a local
+// SMC listener nor a host discovery found an SMC-R listener on is node:tls's own, untouched.
 
 import net from 'node:net';
 import { Duplex } from 'node:stream';
@@ -16,7 +16,8 @@ import { normalizeConnectArgs } from './connect-args.js';
 import { isSmcListener } from './discovery.js';
 import { Socket } from './socket.js';
 import { getSmcInfo, kSmc, smcState, type SmcInfo } from './state.js';
-import type { ResolvedSmcOptions } from './options.js';
+import { smcrOf, type ResolvedSmcOptions } from './options.js';
+import { smcrKnownListener } from './smcr/discovery.js';
 
 /**
  * The SMC socket as a plain Duplex, so that node:tls treats it as a JS stream. The stream is
@@ -126,13 +127,18 @@ export function hookTls(): void {
 }
 
 /** A destination this process can tell, without a lookup, to be a local SMC listener. */
-function smcDestination(o: tls.ConnectionOptions): boolean {
+function smcDestination(o: tls.ConnectionOptions, smcOpts: ResolvedSmcOptions): boolean {
   if (o.socket || o.path || o.port === undefined) return false;
   const host = o.host ?? 'localhost';
   const port = Number(o.port);
   try {
     if (host === 'localhost') return isSmcListener('127.0.0.1', port) || isSmcListener('::1', port);
-    return net.isIP(host) !== 0 && isSmcListener(host, port);
+    if (net.isIP(host) === 0) return false;
+    if (isSmcListener(host, port)) return true;
+    // Another host: over SMC-R only where discovery already said yes. Otherwise node:tls's own
+    // (a TLS stream through JS costs more than TLSWrap, and most destinations have no SMC-R),
+    // and the question is asked for the next connection.
+    return smcrOf(smcOpts) !== undefined && net.isIPv4(host) && smcrKnownListener(host, port);
   } catch {
     return false;
   }
@@ -149,7 +155,7 @@ export function connectTls(smcOpts: ResolvedSmcOptions, ...args: unknown[]): tls
   const [opts, cb] = normalizeConnectArgs(args);
   const o = opts as tls.ConnectionOptions;
   if (o.socket) return overGivenSocket(o, cb, args);
-  if (!smcOpts.enabled || !smcDestination(o)) return plain(...args);
+  if (!smcOpts.enabled || !smcDestination(o, smcOpts)) return plain(...args);
   hookTls();
   const sock = Socket.adoptClient(new net.Socket({ allowHalfOpen: true }), smcOpts);
   const host = o.host ?? 'localhost';
@@ -210,13 +216,13 @@ function overGivenSocket(o: tls.ConnectionOptions, cb: (() => void) | undefined,
 
 /**
  * A tls.Server (https.Server too) answering SMC: each accepted socket settles its SMC
- * handshake before node:tls sees it, and meets TLS over SMC-D through an SmcStream, or as
- * the TCP socket it is when the handshake fell back.
+ * handshake before node:tls sees it, and meets TLS over SMC-D or SMC-R through an SmcStream,
+ * or as the TCP socket it is when the handshake fell back.
  */
 export function deferTlsConnection(server: tls.Server, emit: (...a: unknown[]) => boolean, sock: Socket): void {
   hookTls();
   const hand = () => {
-    if (getSmcInfo(sock).mode !== 'SMCD') return emit.call(server, 'connection', sock);
+    if (getSmcInfo(sock).mode === 'TCP') return emit.call(server, 'connection', sock);
     // node:tls's connection listener builds the TLS socket at once: not half-open unless the
     // server is (the accepted socket's allowHalfOpen is the server's).
     const stream = new SmcStream(sock);

@@ -14,7 +14,7 @@ import { execFileSync } from 'node:child_process';
 import { runNode, type Proc } from '../helpers/procs.js';
 import { waitFor } from '../helpers/pair.js';
 import { testRuntimeDir } from '../helpers/runtime-dir.js';
-import { deleteNamespaces, setUpVethPair } from '../helpers/netns.js';
+import { deleteNamespaces, ip, setUpVethPair } from '../helpers/netns.js';
 
 testRuntimeDir('smcr-preload-test');
 
@@ -23,8 +23,13 @@ const AUTO = pathToFileURL(fileURLToPath(new URL('../../src/smc/auto.js', import
 const tag = `sp${process.pid % 100000}`;
 const NS_A = `${tag}a`, NS_B = `${tag}b`;
 const A = '10.233.13.1', B = '10.233.13.2';
+/** The https server's: UDP 4791 on A is the http server process's (one device per address and host). */
+const A2 = '10.233.13.3';
 
-const skip = setUpVethPair({ tag, nsA: NS_A, nsB: NS_B, addrA: A, addrB: B });
+const skip = setUpVethPair({ tag, nsA: NS_A, nsB: NS_B, addrA: A, addrB: B, extra: () => ip('-n', NS_A, 'addr', 'add', `${A2}/24`, 'dev', `${tag}va`) });
+
+/** Does a process in NS_A hold UDP 4791 on addr (its rxe device is up)? */
+const udp4791 = (addr: string) => execFileSync('ip', ['netns', 'exec', NS_A, 'ss', '-H', '-uln', 'sport = :4791'], { encoding: 'utf8' }).includes(`${addr}:4791`);
 
 test('node:http across two namespaces under --import softrdma/smc/auto: SMC-R, byte-exact', { skip }, async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'smcr-preload-'));
@@ -39,12 +44,12 @@ test('node:http across two namespaces under --import softrdma/smc/auto: SMC-R, b
     deleteNamespaces(NS_A, NS_B);
     rmSync(dir, { recursive: true, force: true });
   });
-  const server = runNode(PEER, ['server', '7401'], { netns: NS_A, env, execArgv: ['--import', AUTO] });
+  const server = runNode(PEER, ['server', '7401', A], { netns: NS_A, env, execArgv: ['--import', AUTO] });
   procs.push(server);
   await server.waitFor(/"listening"/);
   // The server's device comes up after listen(): a query before it would be answered by
   // nobody (and cached as no). Wait, with a bound, for its UDP 4791 in the namespace.
-  await waitFor('the server\'s UDP 4791', () => execFileSync('ip', ['netns', 'exec', NS_A, 'ss', '-H', '-uln', 'sport = :4791'], { encoding: 'utf8' }).includes(A));
+  await waitFor('the server\'s UDP 4791', () => udp4791(A));
   const client = runNode(PEER, ['client', A, '7401', '5'], { netns: NS_B, env, execArgv: ['--import', AUTO] });
   procs.push(client);
   const r = await client.waitFor(/"ok":(true|false)/, 60_000);
@@ -54,4 +59,23 @@ test('node:http across two namespaces under --import softrdma/smc/auto: SMC-R, b
   assert.equal(lines.length, 1, 'the client wrote its summary at exit');
   assert.equal(lines[0]!.smcr, 5, `every request's connection on SMC-R: ${JSON.stringify(lines[0])}`);
   assert.equal(lines[0]!.tcp, 0);
+
+  await t.test('node:https: the first connection is node:tls\'s own and asks; the next ones are TLS over SMC-R', async () => {
+    rmSync(summary, { force: true });
+    const hs = runNode(PEER, ['https-server', '7402'], { netns: NS_A, env, execArgv: ['--import', AUTO] });
+    procs.push(hs);
+    await hs.waitFor(/"listening"/);
+    // Its wildcard listener brings up a device on A2; A's UDP 4791 is the http server's, so that
+    // bring-up fails (one device per address and host), and the https server is found on A2.
+    await waitFor('the https server\'s UDP 4791', () => udp4791(A2));
+    const hc = runNode(PEER, ['https-client', A2, '7402', '4'], { netns: NS_B, env, execArgv: ['--import', AUTO] });
+    procs.push(hc);
+    const rr = await hc.waitFor(/"ok":(true|false)/, 60_000);
+    assert.equal(rr[1], 'true', hc.stdout + hc.stderr);
+    assert.equal(await hc.exit(10_000), 0);
+    const sum = JSON.parse(readFileSync(summary, 'utf8').trim().split('\n')[0]!) as { smcr?: number; tcp: number };
+    // The first is node:tls's own socket, which the preload does not count; the other three SMC-R.
+    assert.equal(sum.smcr, 3, `${JSON.stringify(sum)} ${hc.stdout}`);
+    assert.equal(sum.tcp, 0, JSON.stringify(sum));
+  });
 });

@@ -334,6 +334,37 @@ export function smcrWaitEnded(answered: boolean): void {
   else counters.waited_out++;
 }
 
+/**
+ * Does dst:port have an SMC-R listener, by a fresh answer? A connection that will not wait
+ * (a TLS client choosing node:tls's own path, smc/tls.ts) asks here; without a fresh answer
+ * it starts the query from the local address that would reach dst, on that address's device
+ * (brought up if need be), for the connections after it; false meanwhile.
+ */
+export function smcrKnownListener(dst: string, port: number): boolean {
+  const key = `${dst}:${port}`;
+  const hit = cache.get(key);
+  if (hit && hit.expires > performance.now()) return hit.answer;
+  if (!config.enabled || inflight.has(key)) return false;
+  const local = localAddressFor(dst);
+  if (!local) return false;
+  const d = autoDevice(local);
+  if ('device' in d) discoverSmcr(d.device, local, dst, port);
+  else if ('pending' in d) void d.pending.then((dev) => { if (dev) discoverSmcr(dev, local, dst, port); });
+  return false;
+}
+
+/** The non-loopback IPv4 address of the interface whose subnet holds dst (where TCP would leave from). */
+function localAddressFor(dst: string): string | undefined {
+  if (!isIPv4(dst)) return undefined;
+  for (const list of Object.values(networkInterfaces())) {
+    for (const i of list ?? []) {
+      if (i.family !== 'IPv4' || i.internal || !i.cidr || !autoDeviceAllowed(i.address)) continue;
+      if (sameSubnet(v4(dst), v4(i.address), Number(i.cidr.split('/')[1]))) return i.address;
+    }
+  }
+  return undefined;
+}
+
 /** Above this many destinations, expired answers are swept out before a new one is kept. */
 const CACHE_SWEEP_AT = 4096;
 
