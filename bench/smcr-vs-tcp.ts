@@ -24,6 +24,8 @@
 //              not counted (the link group is then up and reused), softrdma/smc with SMC-R by
 //              default and the learned handshake control off (SOFTRDMA_SMC_LEARN=0), against
 //              node:net to node:net                                      target SMC-R/TCP >= 0.8
+//              and again with the learned handshake control on (its default), which sends
+//              a peer's short connections to TCP after 8 of them        target >= 0.8
 
 import type { ChildProcess } from 'node:child_process';
 import net from 'node:net';
@@ -270,10 +272,11 @@ async function main(): Promise<void> {
     const peerClient = (args: string[], extraEnv: Record<string, string> = {}) => result(inNs(NS_B, args, extraEnv), 'perSec');
     const httpRun = (smcr: boolean) => peerClient([...(smcr ? ['--import', AUTO] : []), PEER, '--api', 'net', '--test', 'http', '--host', ADDR_HTTP, '--port', String(smcr ? httpSmcr.port : httpTcp.port), '--seconds', String(SECONDS)],
       smcr ? { SOFTRDMA_SMCR_DISCOVERY_WAIT_MS: '1000' } : {});
-    const shortRun = (smcr: boolean) => peerClient([PEER, '--api', smcr ? 'smc' : 'net', '--test', 'shortconn', '--host', ADDR_SHORT, '--port', String(smcr ? short.port : short.netPort), '--seconds', String(SECONDS), '--warmup-seconds', '1'],
-      { SOFTRDMA_SMCR_DISCOVERY_WAIT_MS: '1000' });
+    const shortRun = (smcr: boolean, learn = false) => peerClient([PEER, '--api', smcr ? 'smc' : 'net', '--test', 'shortconn', '--host', ADDR_SHORT, '--port', String(smcr ? short.port : short.netPort), '--seconds', String(SECONDS), '--warmup-seconds', '1'],
+      { SOFTRDMA_SMCR_DISCOVERY_WAIT_MS: '1000', SOFTRDMA_SMC_LEARN: learn ? '1' : '0' });
     const httpRates = { smcr: [] as number[], tcp: [] as number[] };
     const shortRates = { smcr: [] as number[], tcp: [] as number[] };
+    const learnedRates = { smcr: [] as number[], tcp: [] as number[] };
     const bulk = { smcr: [] as number[], tcp: [] as number[], perf: [] as number[] };
     const pp = { smcr: [] as number[], tcp: [] as number[] };
     const modes = new Set<string>();
@@ -290,6 +293,7 @@ async function main(): Promise<void> {
         async () => { httpRates.tcp.push((await httpRun(false)).perSec as number); },
         async () => { const r = await shortRun(true); for (const m of r.modes as string[]) modes.add(`shortconn ${m}`); shortRates.smcr.push(r.perSec as number); },
         async () => { shortRates.tcp.push((await shortRun(false)).perSec as number); },
+        async () => { learnedRates.smcr.push((await shortRun(true, true)).perSec as number); learnedRates.tcp.push(shortRates.tcp.at(-1)!); },
       ];
       // Alternate the order, so warm-up and drift favour no side.
       if (i % 2 === 1) steps.reverse();
@@ -300,11 +304,13 @@ async function main(): Promise<void> {
     const ppRatio = pairRatio(pp.smcr, pp.tcp);
     const httpRatio = pairRatio(httpRates.smcr, httpRates.tcp);
     const shortRatio = pairRatio(shortRates.smcr, shortRates.tcp);
+    const learnedRatio = pairRatio(learnedRates.smcr, learnedRates.tcp);
     const rows = [
       { metric: 'bulk 64 KiB one way', smcr: median(bulk.smcr), baseline: median(bulk.perf), unit: 'MiB/s', method: 'perftest write_bw 64 KiB', ratio: bulkRatio, tcp: median(bulk.tcp), runs: bulk, ...verdict(bulkRatio, true, 0.8) },
       { metric: 'pingpong 14 B median', smcr: median(pp.smcr), baseline: median(pp.tcp), unit: 'us', method: 'node:net, same veth', ratio: ppRatio, tcp: median(pp.tcp), runs: pp, ...verdict(ppRatio, false, 0.8) },
       { metric: 'http keep-alive, 8 in flight', smcr: median(httpRates.smcr), baseline: median(httpRates.tcp), unit: 'req/s', method: 'plain node:http both ends', ratio: httpRatio, tcp: median(httpRates.tcp), runs: httpRates, ...verdict(httpRatio, true, 1.0) },
       { metric: 'short connections', smcr: median(shortRates.smcr), baseline: median(shortRates.tcp), unit: 'conn/s', method: 'node:net both ends', ratio: shortRatio, tcp: median(shortRates.tcp), runs: shortRates, ...verdict(shortRatio, true, 0.8) },
+      { metric: 'short connections, learned', smcr: median(learnedRates.smcr), baseline: median(learnedRates.tcp), unit: 'conn/s', method: 'node:net both ends', ratio: learnedRatio, tcp: median(learnedRates.tcp), runs: learnedRates, ...verdict(learnedRatio, true, 0.8) },
     ];
     if (json) {
       console.log(JSON.stringify({ runs: RUNS, seconds: SECONDS, iters: ITERS, cpus: os.cpus().length, node: process.version, smcrModes: [...modes], rows, smcrClientCounters: counts }, null, 2));
@@ -316,6 +322,7 @@ async function main(): Promise<void> {
         ['pingpong 14 B median', rows[1]!.smcr.toFixed(1), rows[1]!.baseline.toFixed(1), 'us', rows[1]!.method, ppRatio.toFixed(2), spread(pp.smcr, pp.tcp), rows[1]!.target, rows[1]!.met ? 'yes' : 'NO', `${rows[1]!.tcp.toFixed(1)} us`],
         ['http keep-alive, 8 in flight', rows[2]!.smcr.toFixed(0), rows[2]!.baseline.toFixed(0), 'req/s', rows[2]!.method, httpRatio.toFixed(2), spread(httpRates.smcr, httpRates.tcp), rows[2]!.target, rows[2]!.met ? 'yes' : 'NO', ''],
         ['short connections', rows[3]!.smcr.toFixed(0), rows[3]!.baseline.toFixed(0), 'conn/s', rows[3]!.method, shortRatio.toFixed(2), spread(shortRates.smcr, shortRates.tcp), rows[3]!.target, rows[3]!.met ? 'yes' : 'NO', ''],
+        ['short connections, learned', rows[4]!.smcr.toFixed(0), rows[4]!.baseline.toFixed(0), 'conn/s', rows[4]!.method, learnedRatio.toFixed(2), spread(learnedRates.smcr, learnedRates.tcp), rows[4]!.target, rows[4]!.met ? 'yes' : 'NO', ''],
       ]));
       console.log(`\nmedians of ${RUNS} runs (ratio: the median of the runs' pair ratios; runs: their range); SMC-R mode ${[...modes].join('+')}; ` +
         `SMC-R client per MiB ${JSON.stringify(counts.bulk)}, per round trip ${JSON.stringify(counts.pingpong)}; two network namespaces joined by veth, each side its own process and rxe device; ${os.cpus().length} CPUs, node ${process.version}`);

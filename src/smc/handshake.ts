@@ -140,11 +140,11 @@ export function onClientConnect(this: Socket): void {
     if (e instanceof RuntimeDirError) return settleTcp(sock, s, DECLINE.NOSMCDEV, `runtime directory refused (${e.kind})`, true);
     listener = false;
   }
-  if (!listener) {
-    // Not a local SMC listener: SMC-R, when the application asked for it and the peer has it.
-    if (smcrMayTry(s.opts, unmapV4(sock.localAddress ?? ''))) return discoverThenProposeSmcr(sock, s);
-    return settleTcp(sock, s, DECLINE.PEERNOSMC, 'peer is not an SMC listener', true);
-  }
+  // Not a local SMC listener: SMC-R, where this end could have it (and the peer has it, which
+  // discovery asks); otherwise TCP.
+  const smcr = !listener && smcrMayTry(s.opts, unmapV4(sock.localAddress ?? ''));
+  if (!listener && !smcr) return settleTcp(sock, s, DECLINE.PEERNOSMC, 'peer is not an SMC listener', true);
+  // Short connections cost more over SMC-D or SMC-R than over TCP: learned per peer.
   const key = peerKey(sock.remoteAddress, s.targetPort ?? sock.remotePort);
   s.learnKey = key;
   s.startedAt = performance.now();
@@ -152,6 +152,7 @@ export function onClientConnect(this: Socket): void {
     sock.once('close', () => recordConnection(key, sock.bytesRead + (sock.bytesWritten ?? 0), performance.now() - s.startedAt));
     return settleTcp(sock, s, undefined, 'short connections to this peer: TCP is cheaper (learned; SOFTRDMA_SMC_LEARN=0 turns this off)', true);
   }
+  if (smcr) return discoverThenProposeSmcr(sock, s);
   try {
     s.device = defaultIsmDevice();
   } catch {

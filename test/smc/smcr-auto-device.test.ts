@@ -37,14 +37,14 @@ const procs: Proc[] = [];
 // (20 ms at most), which a busy machine exceeds: so each connection's outcome is determined.
 const env = { SOFTRDMA_SMCR_DISCOVERY_WAIT_MS: '5000' };
 
-function peer(ns: string, args: string[]): Proc {
-  const p = runNode(PEER, args, { netns: ns, env });
+function peer(ns: string, args: string[], extraEnv: Record<string, string> = {}): Proc {
+  const p = runNode(PEER, args, { netns: ns, env: { ...env, ...extraEnv } });
   procs.push(p);
   return p;
 }
 
-async function client(bind: string, port: number, n: number): Promise<{ conns: Array<Record<string, unknown>>; done: Record<string, unknown> }> {
-  const c = peer(NS_B, ['client', '--bind', bind, '--peer', A, '--port', String(port), '--n', String(n)]);
+async function client(bind: string, port: number, n: number, extra: string[] = [], extraEnv: Record<string, string> = {}): Promise<{ conns: Array<Record<string, unknown>>; done: Record<string, unknown> }> {
+  const c = peer(NS_B, ['client', '--bind', bind, '--peer', A, '--port', String(port), '--n', String(n), ...extra], extraEnv);
   const done = await c.waitUntil((out) => jsonLines(out).find((l) => l.done), 'the client done', 60_000);
   assert.equal(await c.exit(10_000), 0, c.stdout + c.stderr);
   return { conns: jsonLines(c.stdout).filter((l) => l.client === 'echo'), done };
@@ -73,6 +73,17 @@ test('SMC-R brings up its own rxe devices', { skip }, async (t) => {
     const { conns } = await client(B, 7302, 2);
     assert.ok(conns.every((c) => c.ok), JSON.stringify(conns));
     assert.deepEqual(conns.map((c) => c.mode), ['SMCR', 'SMCR'], JSON.stringify(conns));
+  });
+
+  await t.test('short connections to an SMC-R peer are learned: after 8 short ones, TCP at once', async () => {
+    // The suite runs with learning off (SOFTRDMA_SMC_LEARN=0); this client has it on.
+    const { conns } = await client(B, 7301, 12, ['--bytes', '14'], { SOFTRDMA_SMC_LEARN: '1' });
+    assert.ok(conns.every((c) => c.ok), JSON.stringify(conns));
+    assert.deepEqual(conns.slice(0, 8).map((c) => c.mode), Array(8).fill('SMCR'), JSON.stringify(conns));
+    for (const c of conns.slice(8)) {
+      assert.equal(c.mode, 'TCP', JSON.stringify(c));
+      assert.match(c.cause as string, /learned/);
+    }
   });
 
   await t.test('UDP 4791 taken on the local address: TCP with NOSMCRDEV, byte-exact, and no bring-up per connection', async () => {

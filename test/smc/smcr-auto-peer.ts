@@ -4,8 +4,8 @@
 //   node smcr-auto-peer.js server --bind A --port P [--wildcard PORT]
 //       softrdma/smc echo servers with smcr: true on A:P (and 0.0.0.0:PORT); prints `ready`
 //       once its SIDR listens are up, with the devices it has.
-//   node smcr-auto-peer.js client --bind B --peer A --port P --n N
-//       N sequential connections with smcr: true; each writes 64 KiB, reads the echo, ends, and
+//   node smcr-auto-peer.js client --bind B --peer A --port P --n N [--bytes B]
+//       N sequential connections with smcr: true; each writes B bytes (64 KiB), reads the echo, ends, and
 //       reports its mode and reasons; then `done` with the devices and counters.
 //   node smcr-auto-peer.js holder --bind B
 //       binds UDP 4791 on B (what another process's device would hold) and stays.
@@ -20,7 +20,7 @@ import { smcrAutoDeviceCounters } from '../../src/smc/smcr/auto-device.js';
 
 const { positionals, values } = parseArgs({
   allowPositionals: true,
-  options: { bind: { type: 'string' }, peer: { type: 'string' }, port: { type: 'string' }, wildcard: { type: 'string' }, n: { type: 'string', default: '1' } },
+  options: { bind: { type: 'string' }, peer: { type: 'string' }, port: { type: 'string' }, wildcard: { type: 'string' }, n: { type: 'string', default: '1' }, bytes: { type: 'string', default: '65536' } },
 });
 const out = (o: Record<string, unknown>) => process.stdout.write(`${JSON.stringify(o)}\n`);
 const devices = () => getDeviceList().map((d) => ({ name: d.name, driver: d.driver }));
@@ -48,7 +48,7 @@ if (role === 'server') {
   u.bind(4791, values.bind, () => out({ holding: true }));
 } else {
   const one = () => new Promise<Record<string, unknown>>((resolve, reject) => {
-    const data = randomBytes(64 * 1024);
+    const data = randomBytes(Number(values.bytes));
     const got: Buffer[] = [];
     let n = 0;
     const sock = smc.connect({ host: values.peer!, port: Number(values.port), localAddress: values.bind!, smcr: true });
