@@ -12,6 +12,11 @@
 //           destroyId (the QP with it).
 //   server: CONNECT_REQUEST, createQp, accept (QP to RTS, REP), ESTABLISHED (RTU),
 //           DISCONNECTED (the client's DREQ), destroyId (DREP, the QP).
+// With --send 1 (the default) the connection is used once, as node:net's is usable once
+// established: the server posts a receive before accept, and the client, at ESTABLISHED,
+// posts one 16-byte SEND and waits for its completion (the server QP's ACK) before it
+// disconnects. So each side's QP sends at least one packet and pays for its UDP source port.
+// --send 0 measures the CM cycle alone (QPs that never send).
 // Linux's CM timing (response timeout 20, 15 retries, packet life 18): ids stay in the agent's
 // table for their time-wait after destroyId, as in Linux.
 // The node:net baseline, the fastest straightforward code for the same job: the server
@@ -32,17 +37,18 @@ import net from 'node:net';
 import os from 'node:os';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { createRxeDevice, rxeOf, type CQ, type PD } from '../src/index.js';
+import { Access, SendFlags, WcStatus, WrOpcode, createRxeDevice, rxeOf, type CQ, type MR, type PD, type WorkCompletion } from '../src/index.js';
 import { createEventChannel, createId, type RdmaCmEvent, type RdmaCmEventType, type RdmaCmId } from '../src/cm/index.js';
 import { formatTable } from '../src/tools/table.js';
 import { benchOptions } from './options.js';
 import { median, verdict } from './stats.js';
 
-const USAGE = 'usage: node dist/bench/cm-vs-tcp.js [--runs N] [--json]';
+const USAGE = 'usage: node dist/bench/cm-vs-tcp.js [--runs N] [--json] [--send 1|0]';
 const { runs: RUNS, json, strings: s } = benchOptions(USAGE, {
   role: undefined, api: undefined, addr: undefined, dst: undefined, port: undefined, 'udp-port': undefined,
-  mode: undefined, seconds: '3', warmup: '1', conns: '200', inflight: '32',
+  mode: undefined, seconds: '3', warmup: '1', conns: '200', inflight: '32', send: '1',
 });
+const SEND = s.send !== '0';
 const SERVER_ADDR = '127.0.0.2';
 const CLIENT_ADDR = '127.0.0.3';
 const SELF = fileURLToPath(import.meta.url);
@@ -59,12 +65,17 @@ async function cmServer(addr: string): Promise<void> {
   const ctx = listener.verbs!;
   const pd = ctx.allocPd();
   const cq = ctx.createCq(4096);
+  // One receive buffer for every connection's one SEND (its contents do not matter here).
+  const rmr = pd.regMr(Buffer.alloc(64), Access.LOCAL_WRITE);
+  // Receive completions (and the flushes of QPs that go to ERR) are taken and dropped.
+  if (SEND) void (async () => { try { for await (const _ of cq) { /* dropped */ } } catch { /* the CQ is gone */ } })();
   let accepted = 0;
   ch.on('event', (e: RdmaCmEvent) => {
     if (e.id === listener) return;
     switch (e.event) {
       case 'CONNECT_REQUEST':
         e.id.createQp(pd, { sendCq: cq, recvCq: cq, cap: { maxSendWr: 4, maxRecvWr: 4, maxSendSge: 1, maxRecvSge: 1 } });
+        if (SEND) e.id.qp!.postRecv({ wrId: 0n, sgList: [rmr.sge()] });
         e.id.accept();
         accepted++;
         return;
@@ -113,6 +124,13 @@ async function cmClient(addr: string, dst: string, port: number, udpPort: number
   });
   let pd: PD | undefined;
   let cq: CQ | undefined;
+  let smr: MR | undefined;
+  // Send completions go to whoever waits for that work request id.
+  const sent = new Map<WorkCompletion['wrId'], (wc: WorkCompletion) => void>();
+  let nextWr = 1;
+  const takeCompletions = async (q: CQ) => {
+    try { for await (const wc of q) { const w = sent.get(wc.wrId); if (w) { sent.delete(wc.wrId); w(wc); } } } catch { /* the CQ is gone */ }
+  };
   const one = async () => {
     const id = createId(ch, 'tcp');
     try {
@@ -123,11 +141,22 @@ async function cmClient(addr: string, dst: string, port: number, udpPort: number
       id.resolveRoute();
       await p;
       pd ??= id.verbs!.allocPd();
-      cq ??= id.verbs!.createCq(4096);
+      if (!cq) {
+        cq = id.verbs!.createCq(4096);
+        smr = pd.regMr(Buffer.from('sixteen bytes...'), Access.LOCAL_WRITE);
+        if (SEND) void takeCompletions(cq);
+      }
       id.createQp(pd, { sendCq: cq, recvCq: cq, cap: { maxSendWr: 4, maxRecvWr: 4, maxSendSge: 1, maxRecvSge: 1 } });
       p = next(id, 'ESTABLISHED');
       id.connect();
       await p;
+      if (SEND) {
+        const wrId = nextWr++;
+        const done = new Promise<WorkCompletion>((r) => sent.set(wrId, r));
+        id.qp!.postSend({ wrId, opcode: WrOpcode.SEND, sendFlags: SendFlags.SIGNALED, sgList: [smr!.sge()] });
+        const wc = await done;
+        if (wc.status !== WcStatus.SUCCESS) throw new Error(`SEND completed with status ${wc.status}`);
+      }
       p = next(id, 'DISCONNECTED');
       id.disconnect();
       await p;
@@ -204,7 +233,7 @@ function firstLine(p: ChildProcess): Promise<Record<string, number>> {
 }
 
 async function startServer(api: string): Promise<Peer> {
-  const proc = child(['--role', 'server', '--api', api, '--addr', SERVER_ADDR]);
+  const proc = child(['--role', 'server', '--api', api, '--addr', SERVER_ADDR, '--send', s.send!]);
   const l = await firstLine(proc);
   return {
     proc, port: l.port!, udpPort: l.udpPort!,
@@ -214,7 +243,7 @@ async function startServer(api: string): Promise<Peer> {
 
 async function runClient(api: string, peer: Peer, mode: string): Promise<{ perSec: number }> {
   const p = child(['--role', 'client', '--api', api, '--addr', CLIENT_ADDR, '--dst', SERVER_ADDR, '--port', String(peer.port),
-    '--udp-port', String(peer.udpPort), '--mode', mode, '--seconds', s.seconds!, '--warmup', s.warmup!, '--conns', s.conns!, '--inflight', s.inflight!]);
+    '--udp-port', String(peer.udpPort), '--mode', mode, '--send', s.send!, '--seconds', s.seconds!, '--warmup', s.warmup!, '--conns', s.conns!, '--inflight', s.inflight!]);
   const line = await firstLine(p);
   await new Promise((r) => (p.exitCode !== null ? r(undefined) : p.once('exit', r)));
   if (p.exitCode !== 0) throw new Error(`client ${api} ${mode} exited ${p.exitCode}`);
@@ -247,7 +276,7 @@ async function driver(): Promise<void> {
     await cmS.stop();
     await netS.stop();
   }
-  const how = 'rdma_cm: resolveAddr, resolveRoute, createQp, connect, accept, ESTABLISHED, disconnect, DISCONNECTED, destroyId; ' +
+  const how = `rdma_cm: resolveAddr, resolveRoute, createQp, connect, accept, ESTABLISHED, ${SEND ? 'one 16-byte SEND and its completion (both QPs send), ' : 'no data (--send 0: QPs that never send), '}disconnect, DISCONNECTED, destroyId; ` +
     'node:net: connect, setNoDelay, the server ends first, the client ends on its end, close on both sides; each side in its own process, 127.0.0.3 -> 127.0.0.2';
   if (json) {
     console.log(JSON.stringify({ runs: RUNS, cpus: os.cpus().length, node: process.version, how, rows }, null, 2));
