@@ -63,9 +63,51 @@ describe('packets on the wire', () => {
       assert.deepEqual([...atA], [want], 'ACKs at A');
       assert.ok(rxeOf(a.dev).counters.gso_sends > 0, 'the runs went out as GSO sends');
       assert.deepEqual(rxeOf(a.dev).link.sourcePorts, [want], 'the port from create was given up for the connected one');
+      assert.deepEqual(rxeOf(a.dev).link.boundSourcePorts, [want], 'a QP that sent has its socket');
       a.qp.destroy();
       assert.deepEqual(rxeOf(a.dev).link.sourcePorts, [], 'destroying the QP closes its sockets');
     } finally { await close(); }
+  });
+
+  it('a QP binds its port at its first send: none for one that never sends, the Linux port for one that does; device close closes them', async () => {
+    const { a, b, close } = await makePair(QpType.RC);
+    let closed = false;
+    try {
+      const want = connectedSourcePort(0, a.qp.qpn, b.qp.qpn);
+      const la = rxeOf(a.dev).link, lb = rxeOf(b.dev).link;
+      assert.deepEqual(la.sourcePorts, [want], 'the connected port is taken');
+      assert.deepEqual(la.boundSourcePorts, [], 'but not bound before a send');
+      assert.deepEqual(lb.boundSourcePorts, []);
+      // A QP created and destroyed without sending never opens a socket.
+      const spare = a.pd.createQp({ qpType: QpType.RC, sendCq: a.cq, recvCq: a.cq, cap: { maxSendWr: 1, maxRecvWr: 1 } });
+      assert.equal(la.sourcePorts.length, 2);
+      assert.deepEqual(la.boundSourcePorts, []);
+      spare.destroy();
+      const smr = a.pd.regMr(Buffer.from('first'), 0);
+      const rmr = b.pd.regMr(Buffer.alloc(64), Access.LOCAL_WRITE);
+      b.qp.postRecv({ wrId: 1, sgList: [rmr.sge()] });
+      a.qp.postSend({ wrId: 2, opcode: WrOpcode.SEND, sendFlags: SendFlags.SIGNALED, sgList: [smr.sge()] });
+      const [wc] = await waitCompletions(a.cq, 1);
+      assert.equal(wc!.status, 0);
+      assert.deepEqual(la.boundSourcePorts, [want], 'the sender bound its port');
+      assert.deepEqual(lb.boundSourcePorts, [want], 'and the responder, for its ACK');
+      // The socket really sits on the Linux-computed port: binding it again without SO_REUSEADDR fails.
+      const probe = dgram.createSocket('udp4');
+      const err = await new Promise<NodeJS.ErrnoException | undefined>((resolve) => {
+        probe.once('error', resolve);
+        probe.bind({ address: '127.0.0.2', port: want }, () => resolve(undefined));
+      });
+      probe.close();
+      assert.equal(err?.code, 'EADDRINUSE', `port ${want} is held by the QP's socket`);
+      // Closing the device closes the port's socket although the QP still holds it.
+      await close();
+      closed = true;
+      assert.deepEqual(la.boundSourcePorts, []);
+      await new Promise((r) => setImmediate(r));
+      const again = dgram.createSocket('udp4');
+      await new Promise<void>((resolve, reject) => { again.once('error', reject); again.bind({ address: '127.0.0.2', port: want }, () => resolve()); });
+      again.close();
+    } finally { if (!closed) await close(); }
   });
 
   it('a UD QP sends from its create-time port; with per-QP ports off, everything leaves from the device port', async () => {

@@ -10,7 +10,7 @@ import { IcrcFlow } from './wire/icrc.js';
 import { ipv4Bytes, ipv6Bytes } from '../../abi/inet.js';
 import { enableUdpGro, prepareRoceSocket } from './sockopt.js';
 import { groSegmentSize, joinsRun } from './wire/gro.js';
-import { SourcePort } from './source-port.js';
+import { SourcePort, literalLookup } from './source-port.js';
 import type { DeviceCounters } from './counters.js';
 
 export const ROCE_V2_PORT = 4791;
@@ -96,7 +96,7 @@ export class RxeLink {
 
   static open(address: string, port: number, counters: DeviceCounters, gso: boolean, perQpPorts: boolean): Promise<RxeLink> {
     const family = isIPv4(address) ? 4 : 6;
-    const sock = dgram.createSocket({ type: family === 4 ? 'udp4' : 'udp6', recvBufferSize: 8 << 20, sendBufferSize: 8 << 20 });
+    const sock = dgram.createSocket({ type: family === 4 ? 'udp4' : 'udp6', recvBufferSize: 8 << 20, sendBufferSize: 8 << 20, lookup: literalLookup });
     return new Promise((resolve, reject) => {
       const onError = (err: NodeJS.ErrnoException) => {
         sock.close();
@@ -162,9 +162,14 @@ export class RxeLink {
     if (this.ports.get(sp.port) === sp) this.ports.delete(sp.port);
   }
 
-  /** Source ports with sockets of their own, for tests and tools. */
+  /** Source ports QPs hold (each bound at its first send), for tests and tools. */
   get sourcePorts(): number[] {
     return [...this.ports.keys()];
+  }
+
+  /** Of those, the ones with a socket bound (or binding): ports a QP has sent from. */
+  get boundSourcePorts(): number[] {
+    return [...this.ports.values()].filter((sp) => sp.bound).map((sp) => sp.port);
   }
 
   /** Send a packet (ICRC room at its end) to a peer's RoCE port. */
@@ -254,7 +259,7 @@ export class RxeLink {
 
   private transmitNow(parts: Buffer[], to: string, src: SourcePort, onSent: (() => void) | undefined): void {
     const pkt = Buffer.concat(parts);
-    const port = src.sender.port;
+    const port = src.wirePort;
     this.flow(to, true, this.port, port).seal(pkt);
     this.counters.sent_pkts++;
     this.counters.sent_bytes += pkt.length;

@@ -6,8 +6,15 @@
 //
 // The device's own port (4791) is a SourcePort too: its plain socket is the device socket,
 // which is bound exclusively, so its GSO sockets take ephemeral ports instead.
+//
+// A QP's port is bound when the QP first sends from it, not when the QP takes it: an RC QP
+// takes a port at create and gives it up for the connected one at RTR (wire/udp-sport.ts),
+// before it can send, and a QP that never sends needs no socket at all. Binding a socket
+// (and closing it) cost a connection set up through the rdma_cm about a tenth of its time.
 
 import dgram from 'node:dgram';
+import dns from 'node:dns';
+import { isIP } from 'node:net';
 import { enableUdpSegmentation, prepareRoceSocket } from './sockopt.js';
 import type { DeviceCounters } from './counters.js';
 
@@ -20,7 +27,7 @@ export class SourcePort {
   /** QPs sending from this port. */
   refs = 0;
   private sock: dgram.Socket | undefined;
-  private state: 'opening' | 'ready' | 'unavailable' | 'closed';
+  private state: 'unbound' | 'opening' | 'ready' | 'unavailable' | 'closed';
   private readonly gso = new Map<number, GsoSocket | 'unavailable'>();
 
   private constructor(
@@ -34,7 +41,7 @@ export class SourcePort {
     device: dgram.Socket | undefined,
   ) {
     this.sock = device;
-    this.state = device ? 'ready' : 'opening';
+    this.state = device ? 'ready' : 'unbound';
   }
 
   private get shared(): boolean {
@@ -47,29 +54,46 @@ export class SourcePort {
   }
 
   /**
-   * A port of its own, bound now. Its socket takes sends at once: node:dgram holds them until
-   * the bind completes (on the next tick), after our options are set, so a QP's first packets
-   * already leave from its port. If the bind fails, those are lost (RC resends them) and the
-   * QP sends from the device port.
+   * A port of its own, bound on first use (`sender`). Its socket takes sends at once: the
+   * bind completes within the call (the address is a literal: see `literalLookup`), or else
+   * node:dgram holds the sends until it has, after our options are set, so a QP's first
+   * packets already leave from its port. If the bind fails, those are lost (RC resends them)
+   * and the QP sends from the device port.
    */
   static open(device: SourcePort, port: number, counters: DeviceCounters): SourcePort {
-    const sp = new SourcePort(device.address, device.family, port, counters, device, undefined);
-    sp.sock = sp.bind(port, (ok) => {
-      if (ok) { sp.state = 'ready'; return; }
-      sp.state = 'unavailable';
-      sp.sock = undefined;
-      counters.sport_unavailable++;
-    });
-    return sp;
+    return new SourcePort(device.address, device.family, port, counters, device, undefined);
+  }
+
+  /** Whether this port has a socket of its own (bound or binding); for tests and tools. */
+  get bound(): boolean {
+    return this.shared && (this.state === 'opening' || this.state === 'ready');
   }
 
   /**
-   * The port this one's packets leave from now: itself while it has a socket (bound or
-   * binding), else the device port (the bind was refused, or the last QP gave the port up
-   * with packets still queued). The device port is always its own sender.
+   * The port this one's packets leave from, for a packet about to be sent: itself while it has
+   * a socket (bound or binding; the first call binds it), else the device port (the bind was
+   * refused, or the last QP gave the port up with packets still queued). The device port is
+   * always its own sender.
    */
   get sender(): SourcePort {
+    if (this.state === 'unbound') this.start();
     return this.state === 'ready' || this.state === 'opening' || !this.fallback ? this : this.fallback;
+  }
+
+  /** The UDP port packets would leave from now, without binding anything (the test seam's). */
+  get wirePort(): number {
+    return this.state === 'unavailable' || (this.state === 'closed' && this.fallback) ? this.fallback!.port : this.port;
+  }
+
+  private start(): void {
+    this.state = 'opening';
+    this.bind(this.port, (sock) => { this.sock = sock; }, (ok) => {
+      if (ok) { if (this.state === 'opening') this.state = 'ready'; return; }
+      if (this.state === 'closed') return;
+      this.state = 'unavailable';
+      this.sock = undefined;
+      this.counters.sport_unavailable++;
+    });
   }
 
   /** A sender's socket for single packets. */
@@ -86,30 +110,29 @@ export class SourcePort {
   }
 
   private openGso(size: number): void {
-    const g: GsoSocket = {
-      sock: this.bind(this.shared ? this.port : 0, (ok) => {
-        if (!ok) { this.gso.set(size, 'unavailable'); return; }
-        if (!enableUdpSegmentation(g.sock, size)) { this.gso.set(size, 'unavailable'); g.sock.close(); return; }
-        g.port = g.sock.address().port;
-        g.ready = true;
-        // A send the kernel refuses (a route without checksum offload, say) loses that run,
-        // as a lost packet would (RC resends it); later runs of this size go one by one.
-        g.sock.on('error', () => {
-          if (this.gso.get(size) === g) { this.gso.set(size, 'unavailable'); g.sock.close(); }
-        });
-      }),
-      port: 0,
-      ready: false,
-    };
+    const g: GsoSocket = { sock: undefined as unknown as dgram.Socket, port: 0, ready: false };
     this.gso.set(size, g);
+    this.bind(this.shared ? this.port : 0, (sock) => { g.sock = sock; }, (ok) => {
+      if (!ok) { this.gso.set(size, 'unavailable'); return; }
+      if (!enableUdpSegmentation(g.sock, size)) { this.gso.set(size, 'unavailable'); g.sock.close(); return; }
+      g.port = g.sock.address().port;
+      g.ready = true;
+      // A send the kernel refuses (a route without checksum offload, say) loses that run,
+      // as a lost packet would (RC resends it); later runs of this size go one by one.
+      g.sock.on('error', () => {
+        if (this.gso.get(size) === g) { this.gso.set(size, 'unavailable'); g.sock.close(); }
+      });
+    });
   }
 
   /**
-   * A send socket binding to (address, port); done(true) once it is bound with the RoCE
+   * A send socket binding to (address, port), handed to made() before the bind starts (the
+   * bind may complete, or fail, within this call); done(true) once it is bound with the RoCE
    * options, done(false) (and closed) when that fails.
    */
-  private bind(port: number, done: (ok: boolean) => void): dgram.Socket {
-    const sock = dgram.createSocket({ type: this.family === 4 ? 'udp4' : 'udp6', sendBufferSize: 8 << 20, reuseAddr: this.shared });
+  private bind(port: number, made: (sock: dgram.Socket) => void, done: (ok: boolean) => void): void {
+    const sock = dgram.createSocket({ type: this.family === 4 ? 'udp4' : 'udp6', sendBufferSize: 8 << 20, reuseAddr: this.shared, lookup: literalLookup });
+    made(sock);
     // Send-only: whether the device keeps the process alive is the device socket's business.
     sock.unref();
     // After close(), the socket is closed already (or will be, behind its queued sends).
@@ -131,7 +154,6 @@ export class SourcePort {
       }
       done(true);
     });
-    return sock;
   }
 
   /**
@@ -142,11 +164,24 @@ export class SourcePort {
    */
   close(): void {
     if (this.state === 'closed') return;
+    const hadSocket = this.state !== 'unbound';
     this.state = 'closed';
     const socks: dgram.Socket[] = [];
-    if (this.shared && this.sock) socks.push(this.sock);
+    if (this.shared && this.sock && hadSocket) socks.push(this.sock);
     for (const g of this.gso.values()) if (typeof g === 'object') socks.push(g.sock);
     this.gso.clear();
     if (socks.length > 0) setImmediate(() => { for (const s of socks) s.close(); });
   }
+}
+
+/**
+ * node:dgram resolves the address of every send and bind through `lookup`, by default
+ * dns.lookup, which answers even an address literal on the next tick. RoCE packets always go
+ * to literals (addresses from GIDs): answering those at once saves that hop per packet and
+ * lets a bind complete within the call. Names still go through dns.lookup.
+ */
+export function literalLookup(host: string, family: unknown, cb: (err: NodeJS.ErrnoException | null, address: string, family: number) => void): void {
+  const f = isIP(host);
+  if (f !== 0) cb(null, host, f);
+  else dns.lookup(host, family as number, cb);
 }
