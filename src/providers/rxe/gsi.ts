@@ -34,6 +34,9 @@ export class RxeGsi implements ProviderGsi {
   /** As any rxe QP before it has a path: 0xC000 + hash_32(1, 14). */
   private readonly source: SourcePort;
   private closed = false;
+  /** The last sender's address and GID: MADs come in conversations (parsing the address cost more than the rest of the receive). */
+  private lastFrom: string | undefined;
+  private lastSgid: Buffer | undefined;
 
   constructor(private readonly device: RxeDevice, readonly port: number) {
     this.gid = gidFromAddress(device.address);
@@ -83,7 +86,12 @@ export class RxeGsi implements ProviderGsi {
     // A copy: the datagram may be a slice of a GRO run that is still being cut.
     const mad = Buffer.from(p.buf.subarray(p.payloadOffset, p.payloadOffset + GSI_MAD_BYTES));
     let sgid: Buffer;
-    try { sgid = gidFromAddress(from); } catch { c.gsi_malformed_drops++; return; }
+    if (from === this.lastFrom) sgid = Buffer.from(this.lastSgid!);
+    else {
+      try { sgid = gidFromAddress(from); } catch { c.gsi_malformed_drops++; return; }
+      this.lastFrom = from;
+      this.lastSgid = Buffer.from(sgid);
+    }
     const src: GsiSource = {
       sgid, address: from, dgid: this.gid, srcQp: deth.srcQp(p), pkeyIndex: 0, udpSourcePort: fromPort,
       trafficClass: undefined, flowLabel: undefined, hopLimit: undefined,
