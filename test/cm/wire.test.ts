@@ -53,6 +53,26 @@ describe('bit fields', () => {
     assert.equal(readBits(b, 0, 32), 0xffffffff);
   });
 
+  it('readBits/writeBits (whole bytes at a time) agree with a bit-at-a-time reading of IBTA\'s notation (property)', () => {
+    const refRead = (b: Uint8Array, pos: number, width: number) => {
+      let v = 0;
+      for (let i = 0; i < width; i++, pos++) v = v * 2 + ((b[pos >> 3]! >> (7 - (pos & 7))) & 1);
+      return v;
+    };
+    fc.assert(fc.property(fc.uint8Array({ minLength: 8, maxLength: 8 }), fc.integer({ min: 0, max: 31 }), fc.integer({ min: 1, max: 32 }), fc.nat(), (bytes, pos, width, x) => {
+      const b = Buffer.from(bytes);
+      assert.equal(readBits(b, pos, width), refRead(b, pos, width));
+      const v = x % 2 ** width;
+      const before = Buffer.from(b);
+      writeBits(b, pos, width, v);
+      assert.equal(refRead(b, pos, width), v);
+      for (let p = 0; p < 64; p++) {
+        if (p >= pos && p < pos + width) continue;
+        assert.equal(refRead(b, p, 1), refRead(before, p, 1), `bit ${p} outside the field changed`);
+      }
+    }), { numRuns: 2000 });
+  });
+
   it('every message table: no overlapping fields, ends at byte 232, private data as ib_cm.h sizes it', () => {
     const pd: Record<CmKind, number> = {
       REQ: 92, MRA: 222, REJ: 148, REP: 196, RTU: 224, DREQ: 220, DREP: 224, SIDR_REQ: 216, SIDR_REP: 136,

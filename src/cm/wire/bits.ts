@@ -28,21 +28,32 @@ export type FieldsOf<L extends readonly FieldLoc[]> = {
   -readonly [F in L[number] as F['name']]: F['kind'] extends 'u64' ? bigint : F['kind'] extends 'bytes' ? Buffer : number;
 };
 
-/** Read `width` (<= 32) bits starting at absolute bit position `pos` of `b`. */
+/**
+ * Read `width` (<= 32) bits starting at absolute bit position `pos` of `b`: the (at most 5)
+ * bytes the field touches as one number, its trailing bits dropped and its leading ones masked
+ * off (exact: under 2^40). Bytes past the end read as 0.
+ */
 export function readBits(b: Uint8Array, pos: number, width: number): number {
+  const first = pos >> 3;
+  const span = ((pos & 7) + width + 7) >> 3;
   let v = 0;
-  for (let i = 0; i < width; i++, pos++) v = v * 2 + ((b[pos >> 3]! >> (7 - (pos & 7))) & 1);
-  return v;
+  for (let i = 0; i < span; i++) v = v * 256 + (b[first + i] ?? 0);
+  return Math.floor(v / 2 ** (span * 8 - (pos & 7) - width)) % 2 ** width;
 }
 
 /** Write the low `width` (<= 32) bits of `v` at absolute bit position `pos`; other bits untouched. */
 export function writeBits(b: Uint8Array, pos: number, width: number, v: number): void {
-  for (let i = width - 1; i >= 0; i--) {
-    const p = pos + i;
-    const mask = 1 << (7 - (p & 7));
-    if (v % 2 === 1) b[p >> 3]! |= mask;
-    else b[p >> 3]! &= ~mask;
-    v = Math.floor(v / 2);
+  const first = pos >> 3;
+  const span = ((pos & 7) + width + 7) >> 3;
+  const tail = span * 8 - (pos & 7) - width;
+  let cur = 0;
+  for (let i = 0; i < span; i++) cur = cur * 256 + (b[first + i] ?? 0);
+  const low = cur % 2 ** tail;
+  const high = Math.floor(cur / 2 ** (tail + width));
+  let next = (high * 2 ** width + (v % 2 ** width)) * 2 ** tail + low;
+  for (let i = span - 1; i >= 0; i--) {
+    b[first + i] = next % 256;
+    next = Math.floor(next / 256);
   }
 }
 
