@@ -61,14 +61,22 @@ export function maxOf(f: FieldLoc): number {
   return 2 ** f.width - 1;
 }
 
-/** Decode every field of `layout` from `buf` starting at `base` (byte offset of the table's byte 0). */
-export function decodeFields<L extends readonly FieldLoc[]>(layout: L, buf: Uint8Array, base = 0): FieldsOf<L> {
-  const out: Record<string, number | bigint | Buffer> = {};
+/**
+ * Decode every field of `layout` from `buf` starting at `base` (byte offset of the table's byte
+ * 0), onto `into` (a new object by default). Byte strings are copies, owned by the result.
+ */
+export function decodeFields<L extends readonly FieldLoc[]>(layout: L, buf: Uint8Array, base = 0, into: object = {}): FieldsOf<L> {
+  const out = into as Record<string, number | bigint | Buffer>;
   for (const f of layout) {
     const at = base + f.byte;
     if (f.kind === 'uint') out[f.name] = readBits(buf, at * 8 + f.bit, f.width);
-    else if (f.kind === 'u64') out[f.name] = Buffer.from(buf.buffer, buf.byteOffset + at, 8).readBigUInt64BE(0);
-    else out[f.name] = Buffer.from(buf.subarray(at, at + f.width / 8));
+    else if (f.kind === 'u64') out[f.name] = (BigInt(readBits(buf, at * 8, 32)) << 32n) | BigInt(readBits(buf, at * 8 + 32, 32));
+    else {
+      const src = buf.subarray(at, at + f.width / 8);
+      const b = Buffer.allocUnsafe(src.length);
+      b.set(src);
+      out[f.name] = b;
+    }
   }
   return out as FieldsOf<L>;
 }
@@ -89,7 +97,8 @@ export function encodeFields<L extends readonly FieldLoc[]>(layout: L, value: Fi
       writeBits(buf, at * 8 + f.bit, f.width, x);
     } else if (f.kind === 'u64') {
       if (typeof x !== 'bigint' || x < 0n || x > 0xffff_ffff_ffff_ffffn) throw new RangeError(`${f.name}: ${String(x)} is not a 64-bit unsigned bigint`);
-      Buffer.from(buf.buffer, buf.byteOffset + at, 8).writeBigUInt64BE(x, 0);
+      writeBits(buf, at * 8, 32, Number(x >> 32n));
+      writeBits(buf, at * 8 + 32, 32, Number(x & 0xffff_ffffn));
     } else {
       if (!(x instanceof Uint8Array)) throw new TypeError(`${f.name}: expected bytes`);
       if (x.length > f.width / 8) throw new RangeError(`${f.name}: ${x.length} bytes, at most ${f.width / 8}`);

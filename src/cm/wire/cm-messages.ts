@@ -305,7 +305,7 @@ export function encodeCmMad(msg: CmMessage, tid: bigint, header: Partial<MadHead
 
 /** Decode the fields of one kind of message from its CM data (no checks). */
 export function decodeCmData<K extends CmKind>(kind: K, data: Uint8Array): CmMessageOf<K> {
-  return { kind, ...decodeFields(CM_LAYOUTS[kind], data) } as CmMessageOf<K>;
+  return decodeFields(CM_LAYOUTS[kind], data, 0, { kind }) as unknown as CmMessageOf<K>;
 }
 
 /**
