@@ -4,7 +4,7 @@
 // the enums follow include/rdma/ib_cm.h and drivers/infiniband/core/cm_msgs.h.
 
 import {
-  decodeFields, encodeFields, mem, u64, uint, type FieldsOf,
+  decodeFields, encodeFields, mem, u64, uint, type FieldLoc, type FieldsOf,
 } from './bits.js';
 import {
   MAD_DATA_SIZE, MAD_HEADER_SIZE, MGMT_BASE_VERSION, MadMethod, MgmtClass, decodeMad, encodeMad, err, ok,
@@ -299,13 +299,25 @@ export function encodeCmData<K extends CmKind>(kind: K, fields: CmFields<K>): Bu
 
 /** Encode a whole 256-byte CM MAD. `header` overrides cmMadHeader's fields (tests, replies to odd peers). */
 export function encodeCmMad(msg: CmMessage, tid: bigint, header: Partial<MadHeader> = {}): Buffer {
-  const { kind, ...fields } = msg;
-  return encodeMad({ ...cmMadHeader(CmAttrId[kind], tid), ...header }, encodeCmData(kind, fields as never));
+  // The fields go straight into the MAD's data area (zeroed); `kind` is not a field of any layout.
+  const mad = encodeMad({ ...cmMadHeader(CmAttrId[msg.kind], tid), ...header });
+  encodeFields(CM_LAYOUTS[msg.kind] as (typeof CM_LAYOUTS)[CmKind], msg as never, mad, MAD_HEADER_SIZE);
+  return mad;
 }
+
+/**
+ * One object per kind with every field (kind first, then the table's order), made by
+ * JSON.parse so that V8 gives it a fixed shape: a decoded message starts as a copy of it. An
+ * object that gets its fields one by one under computed names turns into a hash table after
+ * a dozen, and every later read, spread and encode of the message paid for that.
+ */
+const TEMPLATES = Object.fromEntries(CM_KINDS.map((k) => [k, JSON.parse(JSON.stringify({
+  kind: k, ...Object.fromEntries((CM_LAYOUTS[k] as readonly FieldLoc[]).map((f) => [f.name, f.kind === 'uint' ? 0 : null])),
+})) as object])) as Record<CmKind, object>;
 
 /** Decode the fields of one kind of message from its CM data (no checks). */
 export function decodeCmData<K extends CmKind>(kind: K, data: Uint8Array): CmMessageOf<K> {
-  return decodeFields(CM_LAYOUTS[kind], data, 0, { kind }) as unknown as CmMessageOf<K>;
+  return decodeFields(CM_LAYOUTS[kind], data, 0, { ...TEMPLATES[kind] }) as unknown as CmMessageOf<K>;
 }
 
 /**
