@@ -51,7 +51,7 @@ export class RxeLink {
   /** Sends from the device port itself (QPs without a port of their own, and the fault hook). */
   readonly devicePort: SourcePort;
   private readonly ports = new Map<number, SourcePort>();
-  private readonly flows = new Map<string, IcrcFlow>();
+  private readonly flows = new Map<string, { remote: Buffer; flows: Map<number, IcrcFlow> }>();
   private lastFlow: { peer: string; outgoing: boolean; peerPort: number; localPort: number; flow: IcrcFlow } | undefined;
   private held: { pkt: Buffer; to: string; sock: dgram.Socket } | undefined;
   /** Runs arrive whole (UDP_GRO is on); the last run's segment size. */
@@ -123,18 +123,24 @@ export class RxeLink {
 
   /** The ICRC flow for packets between us and a peer, in one direction. */
   flow(peer: string, outgoing: boolean, peerPort = this.port, localPort = this.port): IcrcFlow {
-    // Packets come in runs to and from one peer: skip building the key for a repeat.
+    // Packets come in runs to and from one peer: skip the lookup for a repeat.
     const last = this.lastFlow;
     if (last && last.peer === peer && last.outgoing === outgoing && last.peerPort === peerPort && last.localPort === localPort) return last.flow;
-    const key = `${outgoing ? '>' : '<'}${peer}|${peerPort}|${localPort}`;
-    let f = this.flows.get(key);
-    if (!f) {
-      const remote = this.family === 4 ? ipv4Bytes(peer) : ipv6Bytes(peer);
-      f = outgoing
-        ? new IcrcFlow(this.family, this.local, remote, localPort, peerPort)
-        : new IcrcFlow(this.family, remote, this.local, peerPort, localPort);
+    // Per peer, flows by (direction, ports) as one number: no key string per packet.
+    let byPorts = this.flows.get(peer);
+    if (!byPorts) {
       if (this.flows.size > 4096) this.flows.clear();
-      this.flows.set(key, f);
+      this.flows.set(peer, byPorts = { remote: this.family === 4 ? ipv4Bytes(peer) : ipv6Bytes(peer), flows: new Map() });
+    }
+    const key = (outgoing ? 0x1_0000_0000 : 0) + peerPort * 0x10000 + localPort;
+    let f = byPorts.flows.get(key);
+    if (!f) {
+      f = outgoing
+        ? new IcrcFlow(this.family, this.local, byPorts.remote, localPort, peerPort)
+        : new IcrcFlow(this.family, byPorts.remote, this.local, peerPort, localPort);
+      // Each connection's QPs send from a port of their own: forget old ones now and then.
+      if (byPorts.flows.size > 4096) byPorts.flows.clear();
+      byPorts.flows.set(key, f);
     }
     this.lastFlow = { peer, outgoing, peerPort, localPort, flow: f };
     return f;
