@@ -84,7 +84,8 @@ export class CmAgent extends EventEmitter {
   private readonly mad: MadAgent;
   /** Where each connection's messages go: the peer's GID. */
   private readonly peers = new Map<number, Buffer>();
-  private readonly timers = new Map<string, NodeJS.Timeout>();
+  /** Running timers by comm id, one table per timer (numbers as keys: no string per start and stop). */
+  private readonly timers: Record<TimerName, Map<number, NodeJS.Timeout>> = { retry: new Map(), timewait: new Map() };
   /** Each connection's state after its last step, to see it reach ESTABLISHED. */
   private readonly lastState = new Map<number, CmStateName>();
   private closed = false;
@@ -169,8 +170,10 @@ export class CmAgent extends EventEmitter {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    for (const t of this.timers.values()) clearTimeout(t);
-    this.timers.clear();
+    for (const m of Object.values(this.timers)) {
+      for (const t of m.values()) clearTimeout(t);
+      m.clear();
+    }
     this.mad.unregister();
   }
 
@@ -250,7 +253,7 @@ export class CmAgent extends EventEmitter {
         const t = setTimeout(() => this.fire(id, a.timer), a.ms);
         // Time-wait and retries alone do not hold the process open (the device's socket decides that).
         t.unref();
-        this.timers.set(`${id}:${a.timer}`, t);
+        this.timers[a.timer].set(id, t);
         return;
       }
       case 'timer_stop':
@@ -269,16 +272,16 @@ export class CmAgent extends EventEmitter {
   }
 
   private fire(id: number, timer: TimerName): void {
-    this.timers.delete(`${id}:${timer}`);
+    this.timers[timer].delete(id);
     if (this.closed) return;
     const out = this.table.call(id, { type: timer === 'retry' ? 'retry_timeout' : 'timewait_timeout' });
     if (!out.error) this.run(out, undefined);
   }
 
   private stopTimer(id: number, timer: TimerName): void {
-    const k = `${id}:${timer}`;
-    const t = this.timers.get(k);
-    if (t) { clearTimeout(t); this.timers.delete(k); }
+    const m = this.timers[timer];
+    const t = m.get(id);
+    if (t) { clearTimeout(t); m.delete(id); }
   }
 
   private forget(id: number): void {

@@ -184,24 +184,31 @@ const formTid = (c: CmConn) => (BigInt(c.hiTid >>> 0) << 32n) | BigInt(c.localId
  * timer (cm_enter_timewait), leaving TIMEWAIT stops it. Deliveries to a destroyed id are dropped.
  */
 function transition(c: CmConn, to: CmStateName, patch: Partial<CmConn>, actions: CmAction[]): CmStep {
-  let n: CmConn = { ...c, ...patch, state: to };
+  // One new connection object, changed in place before anyone sees it (a copy per rule cost
+  // more than the rest of the step).
+  const n = { ...c, ...patch, state: to } as { -readonly [K in keyof CmConn]: CmConn[K] };
   const out: CmAction[] = [];
   if (n.retryTimer && !RETRYING_STATES.has(to)) {
     out.push({ type: 'timer_stop', timer: 'retry' });
-    n = { ...n, retryTimer: false, outstanding: undefined, retries: 0 };
+    n.retryTimer = false;
+    n.outstanding = undefined;
+    n.retries = 0;
   }
   if (to !== 'TIMEWAIT' && n.timewaitTimer) {
     out.push({ type: 'timer_stop', timer: 'timewait' });
-    n = { ...n, timewaitTimer: false };
+    n.timewaitTimer = false;
   }
   for (const a of actions) {
     if (a.type === 'deliver' && n.destroyed) continue;
-    if (a.type === 'timer_start') n = a.timer === 'retry' ? { ...n, retryTimer: true } : { ...n, timewaitTimer: true };
+    if (a.type === 'timer_start') {
+      if (a.timer === 'retry') n.retryTimer = true;
+      else n.timewaitTimer = true;
+    }
     out.push(a);
   }
   if (to === 'TIMEWAIT' && !n.timewaitTimer) {
     out.push({ type: 'timer_start', timer: 'timewait', ms: cmConvertToMs(n.avTimeout) });
-    n = { ...n, timewaitTimer: true };
+    n.timewaitTimer = true;
   }
   return { conn: n, actions: out };
 }
