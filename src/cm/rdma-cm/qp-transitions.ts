@@ -2,10 +2,12 @@
 // ib_cm_init_qp_attr (cm.c) and cma_init_qp_attr (cma.c) give them:
 // - INIT at creation: P_Key index 0, the port, no remote access yet (RC), the RDMA_UDP_QKEY (UD);
 //   a UD QP goes on to RTR and RTS (sq_psn 0) at once, as librdmacm's ucma_init_ud_qp.
-// - RTR when the REP is received (active) or before it is sent (passive): first INIT→INIT with
-//   the access the connection allows (REMOTE_WRITE, plus READ and ATOMIC when we give responder
-//   resources), then RTR with the peer's QPN, our own starting PSN as rq_psn, the path, our
-//   responder resources, min RNR timer 0.
+// - RTR when the REP is received (active) or before it is sent (passive): the access the
+//   connection allows (REMOTE_WRITE, plus READ and ATOMIC when we give responder resources),
+//   the peer's QPN, our own starting PSN as rq_psn, the path, our responder resources, min RNR
+//   timer 0. Linux's cma_modify_qp_rtr sets the access with an INIT→INIT modify first; here it
+//   rides on INIT→RTR, where IBTA allows it (an optional attribute of that transition): the
+//   same QP in RTR, one modify (and one trip through the uapi dispatcher) less per connection.
 // - RTS: the peer's starting PSN as sq_psn, the path's ACK timeout, retry counts, our initiator depth.
 // - ERR at disconnect and rejection (cma_modify_qp_err).
 
@@ -46,15 +48,14 @@ export interface RtrParams {
 export function qpToRtr(qp: QP, p: RtrParams): void {
   const rc = qp.qpType === QpType.RC;
   const access = Access.REMOTE_WRITE | (p.responderResources > 0 ? Access.REMOTE_READ | Access.REMOTE_ATOMIC : 0);
-  qp.modify({ qpState: QpState.INIT, qpAccessFlags: access }, QpAttr.STATE | QpAttr.ACCESS_FLAGS);
   qp.modify({
-    qpState: QpState.RTR, pathMtu: p.path.mtu as 1, destQpNum: p.remoteQpn, rqPsn: p.rqPsn,
+    qpState: QpState.RTR, qpAccessFlags: access, pathMtu: p.path.mtu as 1, destQpNum: p.remoteQpn, rqPsn: p.rqPsn,
     ahAttr: {
       grh: { dgid: p.path.dgid, hopLimit: p.path.hopLimit, flowLabel: p.path.flowLabel, trafficClass: p.path.trafficClass, sgidIndex: 0 },
       isGlobal: true, portNum: 1,
     },
     maxDestRdAtomic: p.responderResources, minRnrTimer: 0,
-  }, QpAttr.STATE | QpAttr.AV | QpAttr.PATH_MTU | QpAttr.DEST_QPN | QpAttr.RQ_PSN | (rc ? QpAttr.MAX_DEST_RD_ATOMIC | QpAttr.MIN_RNR_TIMER : 0));
+  }, QpAttr.STATE | QpAttr.ACCESS_FLAGS | QpAttr.AV | QpAttr.PATH_MTU | QpAttr.DEST_QPN | QpAttr.RQ_PSN | (rc ? QpAttr.MAX_DEST_RD_ATOMIC | QpAttr.MIN_RNR_TIMER : 0));
 }
 
 export interface RtsParams {
