@@ -78,11 +78,11 @@ export function encodeCmaHeader(h: CmaHeader): Buffer {
   if (!Number.isInteger(h.srcPort) || h.srcPort < 0 || h.srcPort > 0xffff) throw new RangeError(`srcPort ${h.srcPort}`);
   b.writeUInt16BE(h.srcPort, 2);
   if (h.ipVersion === 4) {
-    ipv4Bytes(h.srcAddr).copy(b, 4 + 12);
-    ipv4Bytes(h.dstAddr).copy(b, 20 + 12);
+    addressBytes(h.srcAddr, 4).copy(b, 4 + 12);
+    addressBytes(h.dstAddr, 4).copy(b, 20 + 12);
   } else if (h.ipVersion === 6) {
-    ipv6Bytes(h.srcAddr).copy(b, 4);
-    ipv6Bytes(h.dstAddr).copy(b, 20);
+    addressBytes(h.srcAddr, 6).copy(b, 4);
+    addressBytes(h.dstAddr, 6).copy(b, 20);
   } else {
     throw new RangeError(`ipVersion ${String(h.ipVersion)}`);
   }
@@ -136,7 +136,27 @@ export function cmaRoceFlowLabel(srcPort: number, dstPort: number): number {
 
 /** The GID a RoCEv2 path uses for an address: IPv6 as is, IPv4 as ::ffff:a.b.c.d. */
 export function roceGid(addr: string): Buffer {
-  if (isIPv4(addr)) return ipv6Bytes(`::ffff:${addr}`);
-  if (isIPv6(addr)) return ipv6Bytes(addr);
-  throw new TypeError(`not an IP address: ${addr}`);
+  return Buffer.from(addressBytes(addr, 0));
+}
+
+/**
+ * An address's bytes (family 4 or 6: those of that family, else TypeError) or its RoCE GID
+ * (family 0), from a small cache: a process talks to a few peers, and parsing the same
+ * dotted quad for every REQ cost more than encoding the rest of its header. Read-only
+ * buffers; callers copy.
+ */
+const parsed = new Map<string, Buffer>();
+function addressBytes(addr: string, family: 0 | 4 | 6): Buffer {
+  const key = `${family}${addr}`;
+  let b = parsed.get(key);
+  if (!b) {
+    if (family === 4) b = ipv4Bytes(addr);
+    else if (family === 6) b = ipv6Bytes(addr);
+    else if (isIPv4(addr)) b = ipv6Bytes(`::ffff:${addr}`);
+    else if (isIPv6(addr)) b = ipv6Bytes(addr);
+    else throw new TypeError(`not an IP address: ${addr}`);
+    if (parsed.size >= 256) parsed.clear();
+    parsed.set(key, b);
+  }
+  return b;
 }

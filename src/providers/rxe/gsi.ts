@@ -37,6 +37,9 @@ export class RxeGsi implements ProviderGsi {
   /** The last sender's address and GID: MADs come in conversations (parsing the address cost more than the rest of the receive). */
   private lastFrom: string | undefined;
   private lastSgid: Buffer | undefined;
+  /** The last destination's GID and address, for the same reason. */
+  private lastDgid: Buffer | undefined;
+  private lastTo: string | undefined;
 
   constructor(private readonly device: RxeDevice, readonly port: number) {
     this.gid = gidFromAddress(device.address);
@@ -49,7 +52,13 @@ export class RxeGsi implements ProviderGsi {
       fail('EINVAL', `a MAD is ${GSI_MAD_BYTES} bytes, got ${mad instanceof Uint8Array ? mad.length : typeof mad}`, { ...SEND, attr: 'mad' });
     }
     if (!(dest?.dgid instanceof Uint8Array) || dest.dgid.length !== 16) fail('EINVAL', 'needs a 16-byte dgid', { ...SEND, attr: 'dest' });
-    const to = addressFromGid(dest.dgid);
+    let to: string;
+    if (this.lastDgid?.equals(dest.dgid)) to = this.lastTo!;
+    else {
+      to = addressFromGid(dest.dgid);
+      this.lastDgid = Buffer.from(dest.dgid);
+      this.lastTo = to;
+    }
     if (to.includes('.') !== (this.device.family === 4)) fail('EINVAL', `dgid ${to} is not reachable from an IPv${this.device.family} device`, { ...SEND, attr: 'dest' });
     const dqpn = dest.dqpn ?? GSI_QPN;
     if (!Number.isInteger(dqpn) || dqpn < 1 || dqpn > 0xffffff) fail('EINVAL', `bad remote QPN ${String(dqpn)}`, { ...SEND, attr: 'dest' });
