@@ -119,10 +119,14 @@ function checkUint(name: string, v: number, bits: number): void {
 }
 
 /** Encode a MAD: the header, then `data` (up to 232 bytes, zero-padded). */
-export function encodeMad(header: MadHeader, data: Uint8Array = Buffer.alloc(0)): Buffer {
+/** The header's number fields and their widths (one table, not one per MAD encoded). */
+const HEADER_WIDTHS = [['baseVersion', 8], ['mgmtClass', 8], ['classVersion', 8], ['method', 8], ['status', 16],
+  ['classSpecific', 16], ['attrId', 16], ['resv', 16], ['attrMod', 32]] as const;
+const NO_DATA = new Uint8Array(0);
+
+export function encodeMad(header: MadHeader, data: Uint8Array = NO_DATA): Buffer {
   if (data.length > MAD_DATA_SIZE) throw new RangeError(`MAD data: ${data.length} bytes, at most ${MAD_DATA_SIZE}`);
-  for (const [n, bits] of [['baseVersion', 8], ['mgmtClass', 8], ['classVersion', 8], ['method', 8], ['status', 16],
-    ['classSpecific', 16], ['attrId', 16], ['resv', 16], ['attrMod', 32]] as const) checkUint(n, header[n], bits);
+  for (const [n, bits] of HEADER_WIDTHS) checkUint(n, header[n], bits);
   if (header.tid < 0n || header.tid > 0xffff_ffff_ffff_ffffn) throw new RangeError(`tid: ${header.tid} is not 64-bit unsigned`);
   const b = Buffer.alloc(MAD_SIZE);
   b[0] = header.baseVersion;
