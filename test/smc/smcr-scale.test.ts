@@ -1,6 +1,6 @@
 // SMC-R at size, between two network namespaces (each process with its own device, brought up
-// by `smcr: true`): 256 MiB echoed byte-exact over one connection. Skipped, saying why, when
-// namespaces cannot be made.
+// by `smcr: true`): 256 MiB echoed byte-exact over one connection, and 200 connections at once
+// packed into one link group. Skipped, saying why, when namespaces cannot be made.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -45,4 +45,10 @@ test('SMC-R at size across two namespaces', { skip }, async (t) => {
     assert.equal(r.smcBytesSent, 256 << 20);
   });
 
+  await t.test('200 connections at once: all SMC-R, in one link group, each echo byte-exact', async () => {
+    const r = await client(['--test', 'many', '--conns', '200'], 'many');
+    assert.equal(r.smcr, 200, JSON.stringify(r));
+    assert.deepEqual(r.groups, [200], 'one link group holding all 200');
+    assert.equal(r.ok, true);
+  });
 });

@@ -64,9 +64,29 @@ interface Hs {
   conn: SmcrConnection | undefined;
   key: string;
   proposal: SmcProposal | undefined;
+  /** Server, first contact: the gate later Proposals from the same peer wait at. */
+  gate?: FirstContactGate;
 }
 
 const handshakes = new WeakMap<object, Hs>();
+
+/**
+ * Server: first contacts under way, by link group key. A Proposal from a peer that has one
+ * under way waits for it to end, then joins the group it made (or, if it failed, makes the next
+ * first contact), as Linux serializes them with smc_server_lgr_pending (af_smc.c, held from
+ * the Proposal to the first link's confirmation): 200 connections opened at once make one link
+ * group, not 200. The handshake timer bounds the wait.
+ */
+interface FirstContactGate { done: Promise<void>; open(): void }
+const firstContacts = new Map<string, FirstContactGate>();
+
+function closeGate(hs: Hs): void {
+  const g = hs.gate;
+  if (!g) return;
+  hs.gate = undefined;
+  if (firstContacts.get(hs.key) === g) firstContacts.delete(hs.key);
+  g.open();
+}
 
 /** The RMB size for a connection: the socket's buffer size (smcBufferSize), within SMC-R's sizes. */
 function rmbSize(opts: ResolvedSmcOptions): number {
@@ -161,6 +181,7 @@ export function releaseSmcr(key: object): void {
   const hs = handshakes.get(key);
   if (!hs) return;
   handshakes.delete(key);
+  closeGate(hs);
   if (hs.conn) {
     if (!hs.conn.released) { hs.conn.abort(); hs.conn.release(); }
   } else hs.lgr?.giveBack(hs.rmb, hs.sndbuf, hs.token);
@@ -194,9 +215,20 @@ function onProposal(key: object, ops: SmcrOps, p: SmcProposal): void {
   try { dev = pickSmcrDevice(smcrOf(ops.opts), ops.localAddress()); } catch { dev = undefined; }
   if (!dev) return fail(key, ops, DECLINE.NOSMCRDEV, 'declined: no SMC-R device');
   const hs: Hs = { dev, lgr: undefined, firstContact: false, rmb: undefined, sndbuf: undefined, token: 0, conn: undefined, key: SmcrLinkGroup.key(dev, p.peerId, p.v2.roceGid), proposal: p };
-  handshakes.set(key, hs);
   const lgr = SmcrLinkGroup.find(hs.key)[0];
+  const pending = lgr ? undefined : firstContacts.get(hs.key);
+  if (pending) {
+    void pending.done.then(() => { if (ops.stillPending() && !handshakes.has(key)) onProposal(key, ops, p); });
+    return;
+  }
+  handshakes.set(key, hs);
   hs.firstContact = !lgr;
+  if (hs.firstContact) {
+    let open!: () => void;
+    const done = new Promise<void>((resolve) => { open = resolve; });
+    hs.gate = { done, open };
+    firstContacts.set(hs.key, hs.gate);
+  }
   try {
     hs.lgr = lgr ?? new SmcrLinkGroup(dev, 'server');
     hs.rmb = hs.lgr.takeRmb(rmbSize(ops.opts));
@@ -285,6 +317,7 @@ function onConfirm(key: object, ops: SmcrOps, hs: Hs, m: SmcrAcceptConfirm): voi
 
 function settle(key: object, ops: SmcrOps, hs: Hs): void {
   handshakes.delete(key);
+  closeGate(hs); // after lgr.register: the Proposals that waited find the group
   const conn = hs.conn!;
   conn.start();
   ops.settleSmc(conn);
