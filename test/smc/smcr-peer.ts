@@ -17,7 +17,7 @@ const { positionals, values } = parseArgs({
   allowPositionals: true,
   options: {
     bind: { type: 'string' }, peer: { type: 'string' }, port: { type: 'string' }, listen: { type: 'string' },
-    test: { type: 'string' }, mib: { type: 'string', default: '4' }, drop: { type: 'string' },
+    test: { type: 'string' }, mib: { type: 'string', default: '4' }, drop: { type: 'string' }, freed: { type: 'boolean' },
   },
 });
 const role = positionals[0];
@@ -30,6 +30,26 @@ if (values.drop) rxeOf(device).faults = { drop: Number(values.drop) };
 // SIGUSR2: from now on the device sends nothing (the RoCE path dies; TCP stays up).
 process.on('SIGUSR2', () => { rxeOf(device).faults = { drop: 1 }; out({ roce: 'cut' }); });
 
+/** The device's QPs and memory keys before any connection: what a torn-down link group leaves. */
+const objects = () => ({ qps: rxeOf(device).qps.size, keys: rxeOf(device).keys.size });
+const base = objects();
+
+/**
+ * Once no link group is left and the device holds what it held before any connection (a group
+ * leaves the list before its QP and buffers are gone), or after 20 s, say what is left.
+ */
+function reportFreed(who: 'client' | 'server', then?: () => void): void {
+  const t0 = Date.now();
+  const look = () => {
+    const o = objects();
+    const done = SmcrLinkGroup.list().length === 0 && o.qps === base.qps && o.keys === base.keys;
+    if (!done && Date.now() - t0 < 20_000) return void setTimeout(look, 10);
+    out({ [who]: 'freed', lgrs: SmcrLinkGroup.list().length, ...objects(), base, ms: Date.now() - t0 });
+    then?.();
+  };
+  look();
+}
+
 function lgrs() {
   return SmcrLinkGroup.list().map((g) => ({ conns: g.conns.size, qpn: g.link.qp.qpn, peerQpn: g.link.remote?.qpn, confirmed: g.confirmed, sends: g.link.stats.sends, writes: g.link.stats.writes }));
 }
@@ -41,7 +61,11 @@ function serve(service: string, port: number): void {
   const server = smc.createServer({ smcr: !plain }, (sock) => {
     const info = () => smc.getSmcInfo(sock);
     sock.on('error', (e: NodeJS.ErrnoException) => out({ server: 'error', code: e.code, message: e.message }));
-    sock.on('close', (hadError) => out({ server: 'close', hadError, lgrs: lgrs() }));
+    sock.on('close', (hadError) => {
+      out({ server: 'close', hadError, lgrs: lgrs() });
+      // --freed: the peer was killed; its link group must go (bounded wait), with what it held.
+      if (values.freed) reportFreed('server');
+    });
     if (service === 'echo') {
       sock.pipe(sock);
       sock.once('data', () => out({ server: 'conn', mode: info().mode, lgrs: lgrs() }));
@@ -161,7 +185,12 @@ if (role === 'server') {
         pump();
       });
       sock.on('error', (e: NodeJS.ErrnoException) => out({ client: 'error', code: e.code, message: e.message, sent, at: Date.now() }));
-      sock.on('close', (hadError) => { out({ client: 'close', hadError, at: Date.now() }); process.exit(0); });
+      sock.on('close', (hadError) => {
+        out({ client: 'close', hadError, at: Date.now() });
+        // --freed: the peer was killed; wait (bounded) for the link group to go, and say what is left.
+        if (values.freed) reportFreed('client', () => process.exit(0));
+        else process.exit(0);
+      });
     }
   } catch (e) {
     fail(e as Error);

@@ -102,8 +102,8 @@ function server(bind: string, listen: string, extra: string[] = []): Proc {
   return p;
 }
 
-function client(port: number, t: string, mib = 4, peer = ADDR_A): Proc {
-  const p = runNode(PEER, ['client', '--bind', ADDR_B, '--peer', peer, '--port', String(port), '--test', t, '--mib', String(mib)], { netns: NS_B, env });
+function client(port: number, t: string, mib = 4, peer = ADDR_A, extra: string[] = []): Proc {
+  const p = runNode(PEER, ['client', '--bind', ADDR_B, '--peer', peer, '--port', String(port), '--test', t, '--mib', String(mib), ...extra], { netns: NS_B, env });
   procs.push(p);
   return p;
 }
@@ -259,7 +259,7 @@ test('SMC-R across two network namespaces', { skip }, async (t) => {
   await t.test('a peer killed mid-transfer: the writer gets an error within 2 s', async () => {
     const sink = server(ADDR_A2, 'sink:7103');
     await sink.waitFor(/"listening"/);
-    const c = client(7103, 'stream', 0, ADDR_A2);
+    const c = client(7103, 'stream', 0, ADDR_A2, ['--freed']);
     const settled = await line(c, 'client', 'settled');
     assert.equal(settled.mode, 'SMCR');
     // Bytes are moving (the sink reports what it received).
@@ -271,5 +271,29 @@ test('SMC-R across two network namespaces', { skip }, async (t) => {
     assert.ok(elapsed < 2000, `error ${elapsed} ms after the kill`);
     assert.equal(err.code, 'ECONNRESET');
     await line(c, 'client', 'close', 5000);
+    // Its link group went down: the QP destroyed and the buffers deregistered.
+    const freed = await line(c, 'client', 'freed', 15_000);
+    assert.equal(freed.lgrs, 0, JSON.stringify(freed));
+    assert.deepEqual({ qps: freed.qps, keys: freed.keys }, freed.base, JSON.stringify(freed));
+  });
+
+  await t.test('a client killed mid-transfer: the server\'s socket ends as over TCP, and its link group is freed', async () => {
+    const sink = server(ADDR_A2, 'sink:7109', ['--freed']);
+    await sink.waitFor(/"listening"/);
+    const c = client(7109, 'stream', 0, ADDR_A2);
+    assert.equal((await line(c, 'client', 'settled')).mode, 'SMCR');
+    await sink.waitUntil((out) => jsonLines(out).find((l) => l.server === 'sink' && (l.bytes as number) > 1 << 20), 'bytes at the sink');
+    const killedAt = Date.now();
+    c.child.kill('SIGKILL');
+    // The writer's TCP connection ends with a FIN (it had nothing unread), with no closing CDC:
+    // an orderly end for the reader, as TCP gives it when a writer dies (close.ts).
+    const closed = await line(sink, 'server', 'close', 5000);
+    assert.ok(Date.now() - killedAt < 2500, `closed ${Date.now() - killedAt} ms after the kill (as the test saw it)`);
+    assert.equal(closed.hadError, false);
+    // The group's peer is dead: TEST_LINK goes unanswered (or the linger ends) and it goes.
+    const freed = await line(sink, 'server', 'freed', 25_000);
+    assert.equal(freed.lgrs, 0, JSON.stringify(freed));
+    assert.deepEqual({ qps: freed.qps, keys: freed.keys }, freed.base, JSON.stringify(freed));
+    sink.child.kill('SIGKILL');
   });
 });
