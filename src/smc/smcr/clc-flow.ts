@@ -27,7 +27,8 @@ import { pickSmcrDevice, type SmcrDevice } from './device.js';
 import { SmcrQuery, discoverSmcr, inLocalSubnet, waitBudget, type SmcrDiscovery } from './discovery.js';
 import { CmDevice } from '../../cm/rdma-cm/cm-device.js';
 import { autoDevice, autoDeviceAllowed, autoDeviceError } from './auto-device.js';
-import { MAX_CONNS, SmcrLinkGroup, type Rmb } from './lgr.js';
+import { MAX_CONNS, MAX_LINKS, SmcrLinkGroup, type Rmb } from './lgr.js';
+import type { SmcrLink } from './link.js';
 
 /** The user EID softrdma offers and accepts (blank-padded to 32 on the wire; a Linux peer needs `smcr ueid add SOFTRDMA-SMCR`). */
 export const SOFTRDMA_UEID = 'SOFTRDMA-SMCR'.padEnd(32, ' ');
@@ -57,6 +58,8 @@ export interface SmcrOps {
 interface Hs {
   dev: SmcrDevice;
   lgr: SmcrLinkGroup | undefined;
+  /** The link the connection starts on (the Accept names its QP). */
+  link: SmcrLink | undefined;
   firstContact: boolean;
   rmb: Rmb | undefined;
   sndbuf: Rmb | undefined;
@@ -98,8 +101,17 @@ export function smcrDecline(reason: number): Buffer {
   return encodeSmcDecline({ version: SMC_CLC_V2, outOfSync: reason === DECLINE.SYNCERR, peerId: localSystemId(), diagnosis: reason, osType: CLC_OS_LINUX, diagnosisV2: [0, 0, 0, 0] });
 }
 
-function fce(): FirstContactExt {
-  return { v2Direct: true, osType: CLC_OS_LINUX, release: SMC_RELEASE, hostname: hostname().slice(0, 32), v2x: { maxConns: MAX_CONNS, maxLinks: 1, featureMask: 0, vendorExpOptions: 0 } };
+function fce(maxLinks: number): FirstContactExt {
+  return { v2Direct: true, osType: CLC_OS_LINUX, release: SMC_RELEASE, hostname: hostname().slice(0, 32), v2x: { maxConns: MAX_CONNS, maxLinks, featureMask: 0, vendorExpOptions: 0 } };
+}
+
+/**
+ * The max_links this end offers: 2 (Linux's default, SMC_LINKS_PER_LGR_MAX_PREFER) when the
+ * process has a second rxe device for another link, else 1 (softrdma makes no asymmetric links
+ * on one device, so a peer that offers 2 would only have its ADD_LINK rejected).
+ */
+function localMaxLinks(dev: SmcrDevice): number {
+  return SmcrLinkGroup.hasAltDevice(dev) ? MAX_LINKS : 1;
 }
 
 /** Is this socket's handshake an SMC-R one (its CLC messages are framed as any version)? */
@@ -118,11 +130,11 @@ export function smcrProposal(key: object, ops: SmcrOps): Buffer | number {
   let dev: SmcrDevice | undefined;
   try { dev = pickSmcrDevice(smcrOf(ops.opts), local); } catch { dev = undefined; }
   if (!dev) return DECLINE.NOSMCRDEV;
-  handshakes.set(key, { dev, lgr: undefined, firstContact: false, rmb: undefined, sndbuf: undefined, token: 0, conn: undefined, key: '', proposal: undefined });
+  handshakes.set(key, { dev, lgr: undefined, link: undefined, firstContact: false, rmb: undefined, sndbuf: undefined, token: 0, conn: undefined, key: '', proposal: undefined });
   return encodeSmcProposal({
     version: SMC_CLC_V2, typeV1: SMC_TYPE_N, typeV2: SMC_TYPE_R, peerId: localSystemId(), gid: dev.gid, mac: dev.mac,
     ismGid: 0n, ismChid: 0, proof: null, prefix: null,
-    v2: { release: SMC_RELEASE, seid: false, roceGid: dev.gid, maxConns: MAX_CONNS, maxLinks: 1, featureMask: 0, userEids: [SOFTRDMA_UEID], smcd: null },
+    v2: { release: SMC_RELEASE, seid: false, roceGid: dev.gid, maxConns: MAX_CONNS, maxLinks: localMaxLinks(dev), featureMask: 0, userEids: [SOFTRDMA_UEID], smcd: null },
   });
 }
 
@@ -214,7 +226,7 @@ function onProposal(key: object, ops: SmcrOps, p: SmcProposal): void {
   let dev: SmcrDevice | undefined;
   try { dev = pickSmcrDevice(smcrOf(ops.opts), ops.localAddress()); } catch { dev = undefined; }
   if (!dev) return fail(key, ops, DECLINE.NOSMCRDEV, 'declined: no SMC-R device');
-  const hs: Hs = { dev, lgr: undefined, firstContact: false, rmb: undefined, sndbuf: undefined, token: 0, conn: undefined, key: SmcrLinkGroup.key(dev, p.peerId, p.v2.roceGid), proposal: p };
+  const hs: Hs = { dev, lgr: undefined, link: undefined, firstContact: false, rmb: undefined, sndbuf: undefined, token: 0, conn: undefined, key: SmcrLinkGroup.key(dev, p.peerId, p.v2.roceGid), proposal: p };
   const lgr = SmcrLinkGroup.find(hs.key)[0];
   const pending = lgr ? undefined : firstContacts.get(hs.key);
   if (pending) {
@@ -230,7 +242,13 @@ function onProposal(key: object, ops: SmcrOps, p: SmcProposal): void {
     firstContacts.set(hs.key, hs.gate);
   }
   try {
-    hs.lgr = lgr ?? new SmcrLinkGroup(dev, 'server');
+    if (lgr) hs.lgr = lgr;
+    else {
+      // smc_clc.c 1279-1281: the server takes the smaller of the client's max_links and its own.
+      hs.lgr = new SmcrLinkGroup(dev, 'server');
+      hs.lgr.maxLinks = Math.max(1, Math.min(p.v2.maxLinks, localMaxLinks(dev)));
+    }
+    hs.link = hs.lgr.link;
     hs.rmb = hs.lgr.takeRmb(rmbSize(ops.opts));
   } catch (e) {
     return fail(key, ops, DECLINE.ERR_REGBUF, `declined: ${(e as Error).message}`);
@@ -242,12 +260,13 @@ function onProposal(key: object, ops: SmcrOps, p: SmcProposal): void {
 }
 
 function acceptConfirm(type: typeof CLC_ACCEPT | typeof CLC_CONFIRM, hs: Hs): SmcrAcceptConfirm {
-  const link = hs.lgr!.link;
+  const link = hs.link!;
+  const mr = hs.lgr!.mrOn(hs.rmb!, link.dev);
   return {
     type, version: SMC_CLC_V2, firstContact: hs.firstContact, peerId: localSystemId(), gid: hs.dev.gid, mac: hs.dev.mac,
-    qpn: link.qp.qpn, rmbRkey: hs.rmb!.mr.rkey, rmbeIndex: 1, rmbeAlertToken: hs.token, rmbeSize: compressBufSize(hs.rmb!.size),
-    qpMtu: link.local.mtu, rmbDmaAddr: BigInt(hs.rmb!.mr.addr), psn: link.local.psn, eid: SOFTRDMA_UEID,
-    fce: hs.firstContact ? fce() : null, gidList: hs.firstContact && type === CLC_CONFIRM ? [] : null,
+    qpn: link.qp.qpn, rmbRkey: mr.rkey, rmbeIndex: 1, rmbeAlertToken: hs.token, rmbeSize: compressBufSize(hs.rmb!.size),
+    qpMtu: link.local.mtu, rmbDmaAddr: BigInt(mr.addr), psn: link.local.psn, eid: SOFTRDMA_UEID,
+    fce: hs.firstContact ? fce(hs.lgr!.maxLinks) : null, gidList: hs.firstContact && type === CLC_CONFIRM ? [] : null,
   };
 }
 
@@ -264,10 +283,16 @@ function onAccept(key: object, ops: SmcrOps, hs: Hs, m: SmcrAcceptConfirm): void
   try {
     if (m.firstContact) {
       hs.lgr = new SmcrLinkGroup(hs.dev, 'client');
-      hs.lgr.link.connect({ qpn: m.qpn, psn: m.psn, gid: m.gid, mtu: m.qpMtu });
+      // smc_clc.c 1302-1305: the client takes the server's max_links from the Accept.
+      hs.lgr.maxLinks = Math.max(1, Math.min(m.fce?.v2x?.maxLinks ?? 1, MAX_LINKS));
+      hs.link = hs.lgr.link;
+      hs.link.connect({ qpn: m.qpn, psn: m.psn, gid: m.gid, mtu: m.qpMtu });
     } else {
-      // The server reuses a link group: ours to that peer whose link is the server's QP.
-      hs.lgr = SmcrLinkGroup.find(hs.key).find((g) => g.link.remote?.qpn === m.qpn);
+      // The server reuses a link group: ours to that peer with a link to the server's QP.
+      for (const g of SmcrLinkGroup.find(hs.key)) {
+        hs.link = g.activeLinks().find((l) => l.remote?.qpn === m.qpn);
+        if (hs.link) { hs.lgr = g; break; }
+      }
       if (!hs.lgr) return fail(key, ops, DECLINE.NOSRVLINK, 'declined: the server reused a link group this client does not have');
     }
     hs.rmb = hs.lgr.takeRmb(rmbSize(ops.opts));
@@ -276,7 +301,7 @@ function onAccept(key: object, ops: SmcrOps, hs: Hs, m: SmcrAcceptConfirm): void
     return fail(key, ops, DECLINE.ERR_REGBUF, `declined: ${(e as Error).message}`);
   }
   hs.token = SmcrLinkGroup.newToken();
-  const conn = hs.conn = new SmcrConnection(hs.lgr, hs.rmb, hs.sndbuf, hs.token, peerRmbOf(m), ops.events());
+  const conn = hs.conn = new SmcrConnection(hs.lgr, hs.rmb, hs.sndbuf, hs.token, peerRmbOf(m), ops.events(), hs.link);
   hs.lgr.attach(conn);
   ops.write(encodeSmcrAcceptConfirm(acceptConfirm(CLC_CONFIRM, hs)));
   if (!m.firstContact) return settle(key, ops, hs);
@@ -294,16 +319,17 @@ function onConfirm(key: object, ops: SmcrOps, hs: Hs, m: SmcrAcceptConfirm): voi
   const lgr = hs.lgr!;
   const p = hs.proposal!;
   if (m.firstContact !== hs.firstContact || !m.peerId.equals(p.peerId)) return fail(key, ops, DECLINE.SYNCERR, 'declined: Confirm does not match the Proposal');
-  if (!hs.firstContact && lgr.link.remote?.qpn !== m.qpn) return fail(key, ops, DECLINE.SYNCERR, 'declined: Confirm names another link');
+  const link = hs.link!;
+  if (!hs.firstContact && link.remote?.qpn !== m.qpn) return fail(key, ops, DECLINE.SYNCERR, 'declined: Confirm names another link');
   const peerSize = uncompressBufSize(m.rmbeSize);
   if (peerSize > SMCR_MAX_RMB) return fail(key, ops, DECLINE.SYNCERR, `declined: peer RMB of ${peerSize} bytes`);
   try {
-    if (hs.firstContact) lgr.link.connect({ qpn: m.qpn, psn: m.psn, gid: m.gid, mtu: m.qpMtu });
+    if (hs.firstContact) link.connect({ qpn: m.qpn, psn: m.psn, gid: m.gid, mtu: m.qpMtu });
     hs.sndbuf = lgr.takeSndbuf(peerSize);
   } catch (e) {
     return fail(key, ops, DECLINE.ERR_RDYLNK, `declined: ${(e as Error).message}`);
   }
-  const conn = hs.conn = new SmcrConnection(lgr, hs.rmb!, hs.sndbuf, hs.token, peerRmbOf(m), ops.events());
+  const conn = hs.conn = new SmcrConnection(lgr, hs.rmb!, hs.sndbuf, hs.token, peerRmbOf(m), ops.events(), link);
   lgr.attach(conn);
   if (!hs.firstContact) return settle(key, ops, hs);
   ops.restartTimer();

@@ -21,6 +21,7 @@ import {
 import type { SmcTransport, SmcTransportMode, TransportDiag, TransportEvents } from '../transport.js';
 import { cdcSeqBefore, encodeSmcrCdc, type SmcrCdc } from '../wire/cdc-r.js';
 import type { Rmb, SmcrLinkGroup } from './lgr.js';
+import type { SmcrLink } from './link.js';
 
 function toWire(total: number, ring: number): { wrap: number; count: number } {
   return { wrap: Math.floor(total / ring) & 0xffff, count: total % ring };
@@ -33,6 +34,8 @@ function cursorDelta(total: number, ring: number, wrap: number, count: number): 
 
 /** The peer's RMB element as its Accept or Confirm described it. */
 export interface PeerRmb { token: number; rkey: number; addr: number; size: number }
+/** The peer's RMB on one link: its rkey there (each device has its own) and its address there. */
+export interface PeerKey { rkey: number; addr: number }
 
 /** SOCK_MIN_SNDBUF / 2 on x86-64 Linux: TCP_SKB_MIN_TRUESIZE, 2048 + the cache-aligned sk_buff (256). */
 const UPDATE_LIMIT_MIN = 2304;
@@ -79,6 +82,20 @@ export class SmcrConnection implements SmcTransport {
   bytesSent = 0;
   /** Writes that wrapped the peer's ring (two RDMA WRITEs), for tests and diagnostics. */
   wrapWrites = 0;
+  /** Times the connection moved to another link (a failover), for tests and diagnostics. */
+  switches = 0;
+  /** The peer's RMB on each link the connection may use (Linux: lgr->rtokens[idx][link_idx]). */
+  private readonly peerKeys = new Map<SmcrLink, PeerKey>();
+  /**
+   * CDCs sent and not yet completed: [work request, written, seqno]. Their completion makes
+   * written and seqno the confirmed ones (Linux's tx_curs_fin / local_tx_ctrl_fin and
+   * tx_cdc_seq_fin, set in smc_cdc_tx_handler, smc_cdc.c 24-64), from which a failover resends.
+   */
+  private cdcLog: Array<[number, number, number]> = [];
+  private writtenFin = 0;
+  private seqFin = 0;
+  /** The most bytes ever announced to the peer (written goes back in a failover; the peer may have consumed up to this). */
+  private sentHigh = 0;
   /** CDCs dropped for a sequence number before the last one seen (a duplicate or late message), for diagnostics. */
   staleCdcs = 0;
   /** Calls of write() that found the peer's RMB full (the writer waits for a consumer cursor update), for diagnostics. */
@@ -87,7 +104,10 @@ export class SmcrConnection implements SmcTransport {
   constructor(
     readonly lgr: SmcrLinkGroup, readonly rmb: Rmb, readonly sndbuf: Rmb, readonly token: number, readonly peer: PeerRmb,
     private readonly h: TransportEvents,
+    /** The link the connection's data and CDCs go on (Linux: conn->lnk); the one its CLC Accept/Confirm named. */
+    public link: SmcrLink = lgr.link,
   ) {
+    this.peerKeys.set(link, { rkey: peer.rkey, addr: peer.addr });
     this.rxRing = rmb.size;
     this.txRing = peer.size;
     if (sndbuf.size < peer.size) throw new RangeError('send buffer smaller than the peer RMB');
@@ -173,8 +193,9 @@ export class SmcrConnection implements SmcTransport {
   private flush(force: boolean): void {
     const pending = this.produced - this.written;
     if (pending === 0 && !force) return;
-    const link = this.lgr.link;
+    const link = this.link;
     if (link.isDown) return;
+    const key = this.peerKeys.get(link)!;
     const pos = this.written % this.txRing;
     const first = Math.min(pending, this.txRing - pos);
     if (!link.canPost(pending === 0 ? 1 : pending > first ? 3 : 2)) {
@@ -183,14 +204,70 @@ export class SmcrConnection implements SmcTransport {
       return;
     }
     if (pending > 0) {
-      link.write(this.sndbuf.mr.sge(pos, first), this.peer.addr + pos, this.peer.rkey);
+      const mr = this.lgr.mrOn(this.sndbuf, link.dev);
+      link.write(mr.sge(pos, first), key.addr + pos, key.rkey);
       if (pending > first) {
-        link.write(this.sndbuf.mr.sge(0, pending - first), this.peer.addr, this.peer.rkey);
+        link.write(mr.sge(0, pending - first), key.addr, key.rkey);
         this.wrapWrites++;
       }
       this.written = this.produced;
+      if (this.written > this.sentHigh) this.sentHigh = this.written;
     }
     link.send(this.cdc());
+    this.cdcLog.push([link.postedSeq, this.written, this.seqno]);
+  }
+
+  /** The link's send work requests up to okSeq completed successfully: the CDCs among them are confirmed. */
+  completed(okSeq: number): void {
+    let i = 0;
+    while (i < this.cdcLog.length && this.cdcLog[i]![0] <= okSeq) i++;
+    if (i === 0) return;
+    const [, written, seq] = this.cdcLog[i - 1]!;
+    this.writtenFin = written;
+    this.seqFin = seq;
+    this.cdcLog.splice(0, i);
+  }
+
+  /** Does the peer have an RMB with this rkey (on any link)? For DELETE_RKEY. */
+  knowsPeerRkey(rkey: number): boolean {
+    for (const k of this.peerKeys.values()) if (k.rkey === rkey) return true;
+    return false;
+  }
+
+  peerKeyOn(link: SmcrLink): PeerKey | undefined { return this.peerKeys.get(link); }
+  setPeerKey(link: SmcrLink, key: PeerKey): void { this.peerKeys.set(link, key); }
+  forgetLink(link: SmcrLink): void { if (link !== this.link) this.peerKeys.delete(link); }
+
+  /**
+   * Move to another link of the group (smc_switch_conns -> smc_switch_cursor, smc_core.c
+   * 1014-1074): what was written but not confirmed by a completed CDC is written again (the
+   * cursor goes back to the last confirmed one, or to the peer's consumer cursor where that is
+   * further on), after a CDC with the failover-validation flag and the seqno of the last
+   * confirmed CDC, which the peer compares and never applies (smcr_cdc_msg_send_validation,
+   * smc_cdc.c 137-165). Bytes go again to the same places in the peer's RMB, so nothing is
+   * lost, duplicated or reordered; the next CDC's cursors cover them. false: the peer's RMB
+   * has no rkey on that link (the connection cannot move).
+   */
+  switchLink(to: SmcrLink): boolean {
+    if (this.released || this.failed) return true;
+    if (!this.peerKeys.has(to)) return false;
+    const from = this.link;
+    this.link = to;
+    this.peerKeys.delete(from);
+    this.switches++;
+    this.cdcLog = [];
+    this.written = Math.max(this.writtenFin, this.peerConsumed);
+    if (this.written > this.produced) this.written = this.produced;
+    if (to.canPost(1)) {
+      to.send(encodeSmcrCdc({
+        seqno: this.seqFin, token: this.peer.token, prod: { wrap: 0, count: 0 }, cons: { wrap: 0, count: 0 },
+        writeBlocked: false, urgDataPending: false, urgDataPresent: false, consCursUpdReq: false, failoverValidation: true,
+        peerDoneWriting: false, peerConnClosed: false, peerConnAbort: false,
+      }));
+    }
+    // The writes again and a CDC with the current cursors and flags (a lost consumer update or close included).
+    this.flush(true);
+    return true;
   }
 
   /** Build the CDC message for our current state (and count it as sent). */
@@ -313,8 +390,8 @@ export class SmcrConnection implements SmcTransport {
       this.fail(`producer cursor moved by ${prodDelta} with ${this.rxRing - this.readable} bytes free`);
       return;
     }
-    if (consDelta < 0 || this.peerConsumed + consDelta > this.written) {
-      this.fail(`consumer cursor moved by ${consDelta} past the ${this.written - this.peerConsumed} bytes in flight`);
+    if (consDelta < 0 || this.peerConsumed + consDelta > this.sentHigh) {
+      this.fail(`consumer cursor moved by ${consDelta} past the ${this.sentHigh - this.peerConsumed} bytes in flight`);
       return;
     }
     this.peerProduced += prodDelta;
@@ -322,6 +399,8 @@ export class SmcrConnection implements SmcTransport {
     this.peerConnFlags |= (m.peerDoneWriting ? CONN_DONE_WRITING : 0) | (m.peerConnClosed ? CONN_CLOSED | CONN_DONE_WRITING : 0) | (m.peerConnAbort ? CONN_ABORT : 0);
     if (consDelta > 0) {
       this.peerConsumed += consDelta;
+      // After a failover the peer may have consumed what is to be written again: skip that.
+      if (this.written < this.peerConsumed) this.written = this.peerConsumed;
       if (this.prodFlags & PROD_WRITE_BLOCKED && this.writeSpace > 0) this.prodFlags &= ~PROD_WRITE_BLOCKED;
     }
     if (!this.started) return; // the socket takes it from here once the handshake settled

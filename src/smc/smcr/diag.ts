@@ -14,15 +14,16 @@ import os from 'node:os';
 import { mtuBytes } from '../../abi/enums.js';
 import type { SmcrConnection } from './connection.js';
 import type { SmcrLinkGroup } from './lgr.js';
+import type { SmcrLink } from './link.js';
 
 /** Linux's link states (enum smc_link_state), as smc-tools names them. */
 export type SmcrLinkState = 'LINK_UNUSED' | 'LINK_INACTIVE' | 'LINK_ACTIVATING' | 'LINK_ACTIVE';
-/** Linux's link group types (enum smc_lgr_type): softrdma's groups have one link, SINGLE once it is confirmed. */
+/** Linux's link group types (enum smc_lgr_type): SINGLE with one active link, SYM with two (on two devices each side); softrdma makes no asymmetric ones. */
 export type SmcrLgrType = 'NONE' | 'SINGLE' | 'SYM' | 'ASYMP' | 'ASYML';
 
 /** One link of a link group (smc_nl_fill_link; smc_diag_linkinfo for smcss -R). */
 export interface SmcrLinkStatus {
-  /** smc_link.link_id: 1 for the first (softrdma's only) link of a group. */
+  /** smc_link.link_id: 1 for the first link of a group, the server's next numbers for links ADD_LINK added. */
   id: number;
   /** smc_link.link_uid as a number (its 4 bytes big-endian). */
   uid: number;
@@ -86,9 +87,9 @@ export function linkGroupId(g: SmcrLinkGroup): number {
   return ((g.linkUid.readUInt32BE(0) & 0xffffff00) >>> 0) || 0x100;
 }
 
-function linkState(g: SmcrLinkGroup): SmcrLinkState {
-  if (g.dead || g.link.isDown) return 'LINK_INACTIVE';
-  return g.confirmed ? 'LINK_ACTIVE' : 'LINK_ACTIVATING';
+function linkState(g: SmcrLinkGroup, l: SmcrLink): SmcrLinkState {
+  if (g.dead || l.isDown) return 'LINK_INACTIVE';
+  return l.active ? 'LINK_ACTIVE' : 'LINK_ACTIVATING';
 }
 
 /** The network interface that holds an address (the device's UDP socket is bound to it), or ''. */
@@ -99,15 +100,16 @@ function interfaceOf(address: string): string {
   return '';
 }
 
-export function smcrLinkStatus(g: SmcrLinkGroup, withNetDev = false): SmcrLinkStatus {
-  const l = g.link;
+export function smcrLinkStatus(g: SmcrLinkGroup, withNetDev = false, l: SmcrLink = g.link): SmcrLinkStatus {
   const r = l.remote;
+  let conns = 0;
+  for (const c of g.conns.values()) if (c.link === l) conns++;
   const s: SmcrLinkStatus = {
-    id: g.linkNum, uid: g.linkUid.readUInt32BE(0), peerUid: 0, state: linkState(g), conns: g.conns.size,
-    ibDev: g.dev.device.name, ibPort: 1, gid: gidText(l.local.gid), peerGid: gidText(r?.gid),
+    id: l.id, uid: l.uid.readUInt32BE(0), peerUid: 0, state: linkState(g, l), conns,
+    ibDev: l.dev.device.name, ibPort: 1, gid: gidText(l.local.gid), peerGid: gidText(r?.gid),
     qpn: l.local.qpn, peerQpn: r?.qpn ?? 0, mtu: mtuBytes(r ? Math.min(l.local.mtu, r.mtu) : l.local.mtu),
   };
-  if (withNetDev) s.netDev = interfaceOf(g.dev.address);
+  if (withNetDev) s.netDev = interfaceOf(l.dev.address);
   return s;
 }
 
@@ -118,17 +120,18 @@ function groupFields(g: SmcrLinkGroup): Omit<SmcrLinkGroupStatus, 'links'> {
   const key = g.peerKey.split('|');
   const peerGid = key[2] ? gidText(Buffer.from(key[2], 'hex')) : gidText(g.link.remote?.gid);
   return {
-    id: linkGroupId(g), role: g.role, type: g.confirmed && !g.dead ? 'SINGLE' : 'NONE', vlan: 0, pnetId: '', version: 2,
+    id: linkGroupId(g), role: g.role, type: !g.confirmed || g.dead ? 'NONE' : g.activeLinks().length >= 2 ? 'SYM' : 'SINGLE', vlan: 0, pnetId: '', version: 2,
     conns: g.conns.size, sndbufAlloc, rmbAlloc, peerSystemId: key[1] ?? '', peerGid,
   };
 }
 
-/** A link group and its link as `linkgroup` lists them. */
+/** A link group and its links as `linkgroup` lists them. */
 export function smcrLinkGroupStatus(g: SmcrLinkGroup): SmcrLinkGroupStatus {
-  return { ...groupFields(g), links: [smcrLinkStatus(g, true)] };
+  const links = g.links.length > 0 ? g.links : [g.link];
+  return { ...groupFields(g), links: links.map((l) => smcrLinkStatus(g, true, l)) };
 }
 
-/** getSmcInfo()'s smcr field for a connection. */
+/** getSmcInfo()'s smcr field for a connection: its group and the link it is on. */
 export function smcrInfo(conn: SmcrConnection): SmcrInfo {
-  return { linkGroup: groupFields(conn.lgr), link: smcrLinkStatus(conn.lgr) };
+  return { linkGroup: groupFields(conn.lgr), link: smcrLinkStatus(conn.lgr, false, conn.link) };
 }

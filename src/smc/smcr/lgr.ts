@@ -1,27 +1,47 @@
 // SMC-R link groups (Linux: struct smc_link_group, smc_core.c; the first link's confirmation,
 // smc_llc.c and af_smc.c's smcr_clnt_conf_first_link / smcr_serv_conf_first_link). One link
-// group per peer (its system ID and GID) and local device, with one link (one RC QP) here;
-// the first connection to a peer creates it ("first contact") and confirms the link with
-// CONFIRM_LINK over the new QP, later connections reuse it with one CLC exchange and nothing
-// on the link from us (with a single link the RMB's rkey in the CLC message is all the peer
-// needs). Linux also announces each later RMB with CONFIRM_RKEY before its CLC message
-// (af_smc.c 1351, 2297) and waits for the answer, so those are answered (confirmRkey).
+// group per peer (its system ID and GID) and local device; the first connection to a peer
+// creates it ("first contact") and confirms its first link with CONFIRM_LINK over the new QP,
+// later connections reuse it with one CLC exchange and nothing on the link from us. Linux also
+// announces each later RMB with CONFIRM_RKEY before its CLC message (af_smc.c 1351, 2297) and
+// waits for the answer, so those are answered (confirmRkey).
+//
+// A second link (issue 20 §4; SMC-Rv2 as Linux 6.12 does it, smc_llc.c): where both ends
+// offered max_links 2 in the CLC first contact (each offers it when its process has a second
+// rxe device), the server sends ADD_LINK on the first link once it is confirmed, naming a QP on
+// its other device and, in the v2 extension, each RMB's rkey on the new device; the client
+// makes a QP on its device that reaches the server's new GID, answers with its own QP and
+// rkeys, and the server confirms the new link with CONFIRM_LINK over it. Data goes on one link
+// per connection (conn.link: the first active link when it was made). When a link fails (a
+// work request completes in error, TEST_LINK goes unanswered), its connections move to the
+// other link and resend from their last confirmed cursor (connection.ts switchLink), and the
+// peer gets DELETE_LINK for the lost link; the server adds a link again on a timer. Not done:
+// asymmetric links (a second link on the same device), REQ_ADD_LINK from the client,
+// CONFIRM_RKEY from us (so a connection made while a group has two links has no rkey on the
+// other one and fails with its link, as before), spreading connections over both links.
 //
 // RMBs (the buffers a peer writes into) are registered with REMOTE_WRITE (and the LOCAL_WRITE
-// verbs require with it), each its own MR and so its own rkey; they are reused within the link
-// group after the connection that had one ended and the peer's last CDC for it arrived (so a
-// late WRITE of the old connection cannot land in a new one), and deregistered with the link
-// group. Send buffers are local-only MRs, reused the same way.
+// verbs require with it), each its own MR and so its own rkey, one per device the group's links
+// use; they are reused within the link group after the connection that had one ended and the
+// peer's last CDC for it arrived (so a late WRITE of the old connection cannot land in a new
+// one), and deregistered with the link group. Send buffers are local-only MRs, reused the same
+// way.
 
 import { randomBytes } from 'node:crypto';
+import { isIPv4 } from 'node:net';
 import { Access } from '../../abi/enums.js';
-import type { MR } from '../../verbs/api.js';
+import { addressFromGid } from '../../abi/inet.js';
+import { getDeviceList, type MR } from '../../verbs/api.js';
 import { CDC_TYPE } from '../cdc.js';
 import { decodeSmcrCdc, type SmcrCdc } from '../wire/cdc-r.js';
 import { SmcrWireError } from '../wire/error.js';
-import { LLC_DEL, LLC_TESTLINK_DEFAULT_MS, LLC_WAIT_MS, decodeLlc, encodeLlc, type LlcConfirmRkey, type LlcDeleteRkey, type LlcMessage } from '../wire/llc.js';
+import {
+  LLC_DEL, LLC_TESTLINK_DEFAULT_MS, LLC_WAIT_FIRST_MS, LLC_WAIT_MS, decodeLlc, encodeLlc,
+  type LlcAddLink, type LlcConfirmRkey, type LlcDeleteLink, type LlcDeleteRkey, type LlcMessage, type LlcRkeyPair,
+} from '../wire/llc.js';
 import type { SmcrConnection } from './connection.js';
-import type { SmcrDevice } from './device.js';
+import { smcrDeviceOf, type SmcrDevice } from './device.js';
+import { inLocalSubnet } from './discovery.js';
 import { SmcrLink } from './link.js';
 
 /** Linux's SMC_RMBS_PER_LGR_MAX: connections per link group (and rtokens, smc_core.h 26). */
@@ -36,8 +56,12 @@ const RKEYS_PER_MSG = 3;
  */
 const LINGER_MS = 10_000;
 
-/** A registered buffer: an RMB (REMOTE_WRITE) or a send buffer (local only). */
-export interface Rmb { buf: Buffer; mr: MR; size: number }
+/**
+ * A registered buffer: an RMB (REMOTE_WRITE) or a send buffer (local only). Each RoCE device
+ * has its own protection domain, so a buffer used on links of two devices has an MR (and an
+ * rkey) on each (Linux: smc_buf_desc.mr[link_idx]); mr is the one on the device it was made on.
+ */
+export interface Rmb { buf: Buffer; mr: MR; size: number; access: number; mrs: Map<SmcrDevice, MR> }
 
 /**
  * TEST_LINK keepalive (Linux: net.smc.smcr_testlink_time, 30 s; smc_llc_testlink_work,
@@ -49,15 +73,44 @@ export interface Rmb { buf: Buffer; mr: MR; size: number }
 const TESTLINK_MS = process.env.SOFTRDMA_SMCR_TESTLINK_MS !== undefined && Number(process.env.SOFTRDMA_SMCR_TESTLINK_MS) >= 0
   ? Number(process.env.SOFTRDMA_SMCR_TESTLINK_MS) : LLC_TESTLINK_DEFAULT_MS;
 
+/**
+ * How long a server whose link group has one link (and a second device to offer) waits before
+ * it tries ADD_LINK again, after a failed attempt or a lost link. Linux adds a link right after
+ * the first contact (af_smc.c 1919-1923), right after a DELETE_LINK (smc_llc.c 1727-1730) and
+ * on a port event (smcr_port_add, smc_core.c); softrdma's devices have no port events, so the
+ * server retries on this timer instead. SOFTRDMA_SMCR_ADDLINK_MS sets it.
+ */
+const ADDLINK_RETRY_MS = process.env.SOFTRDMA_SMCR_ADDLINK_MS !== undefined && Number(process.env.SOFTRDMA_SMCR_ADDLINK_MS) > 0
+  ? Number(process.env.SOFTRDMA_SMCR_ADDLINK_MS) : 10_000;
+/** SMC_LINKS_ADD_LNK_MAX (smc_core.h 179): the most links a link group gets here. */
+export const MAX_LINKS = 2;
+
+/** The first IPv4 address in a device's GID table, or undefined. */
+function ipv4Of(d: ReturnType<typeof getDeviceList>[number]): string | undefined {
+  try {
+    for (const g of d.provider.gidTable(1)) {
+      const a = addressFromGid(g.gid);
+      if (isIPv4(a)) return a;
+    }
+  } catch { /* a device going away */ }
+  return undefined;
+}
+
 let nextToken = 1;
 
 export type LgrRole = 'client' | 'server';
+
+/** An ADD_LINK flow under way (smc_llc_srv_add_link / smc_llc_cli_add_link): the new link, the link the flow's LLC messages go on, and what is awaited. */
+interface AddFlow { link: SmcrLink; via: SmcrLink; stage: 'add' | 'confirm'; timer: NodeJS.Timeout }
 
 export class SmcrLinkGroup {
   /** Every live link group, by lgrKey(). */
   private static readonly all = new Map<string, Set<SmcrLinkGroup>>();
 
-  readonly link: SmcrLink;
+  /** The link made with the group (first contact); links[0] until a failover removes it. */
+  readonly first: SmcrLink;
+  /** The group's links: the first, and those ADD_LINK added and CONFIRM_LINK made active (at most MAX_LINKS). */
+  links: SmcrLink[] = [];
   readonly conns = new Map<number, SmcrConnection>();
   private readonly freeRmbs = new Map<number, Rmb[]>();
   private readonly freeSndbufs = new Map<number, Rmb[]>();
@@ -69,34 +122,46 @@ export class SmcrLinkGroup {
    * source memory when it builds the packets, after the post, so a new connection must not
    * write into one before then.
    */
-  private readonly draining: Array<{ seq: number; buf: Rmb }> = [];
+  private readonly draining: Array<{ link: SmcrLink; seq: number; buf: Rmb }> = [];
   /**
    * Tokens of RMBs offered in an Accept whose connection does not exist yet: the client may
    * write (and send its CDC) as soon as it sent its Confirm, before the server has read it.
    * The latest CDC for each is kept (cursors are totals, close flags stay set) for attach().
    */
   private readonly expected = new Map<number, SmcrCdc | undefined>();
-  /** Link UID (smc_link.link_uid) and link number; the group's ID for smcss. */
+  /** The first link's UID (smc_link.link_uid); the group's ID for smcss. */
   readonly linkUid = randomBytes(4);
-  readonly linkNum = 1;
+  /** Links the peer and we agreed on (the CLC first contact: min of both sides' max_links); 1: no ADD_LINK. */
+  maxLinks = 1;
   confirmed = false;
   dead = false;
   private lingerTimer: NodeJS.Timeout | undefined;
   private confirmWait: { resolve(): void; reject(e: Error): void; timer: NodeJS.Timeout } | undefined;
-  /** When the link last received anything (performance.now()), for TEST_LINK. */
-  private lastRx = performance.now();
-  private testTimer: NodeJS.Timeout | undefined;
-  private testWait: NodeJS.Timeout | undefined;
+  private addFlow: AddFlow | undefined;
+  private addTimer: NodeJS.Timeout | undefined;
+  /** DELETE_LINK requests of ours whose response may come (each waited for SMC_LLC_WAIT_TIME). */
+  private delWaits = 0;
+  private readonly delTimers = new Set<NodeJS.Timeout>();
+  private lastLinkId = 1;
   /** LLC messages dropped as Linux drops them (unknown type, short, bad length), and CDCs for no connection. */
   readonly dropped = { llc: 0, cdc: 0 };
   /**
    * What the link refused, one count per message, by reason (tests, diagnostics; dropped has
    * the totals): malformed CDC/LLC messages, CDCs whose token names no connection, LLC types
-   * Linux has no handler for, responses nobody asked for and requests for what one link does
-   * not do (ADD_LINK...), CONFIRM_RKEY/DELETE_RKEY requests answered negatively, and
-   * connections aborted for a CDC that broke the protocol (connection.ts fail()).
+   * Linux has no handler for, responses nobody asked for and requests out of flow,
+   * CONFIRM_RKEY/DELETE_RKEY requests answered negatively, and connections aborted for a CDC
+   * that broke the protocol (connection.ts fail()).
    */
   readonly rx = { cdcMalformed: 0, cdcNoConn: 0, llcMalformed: 0, llcUnknownType: 0, llcUnexpected: 0, rkeyNegative: 0, connAborts: 0 };
+  /** LLC messages sent and received, by type ('ADD_LINK', 'ADD_LINK resp', ...), for tests and diagnostics. */
+  readonly llcTx: Record<string, number> = {};
+  readonly llcRx: Record<string, number> = {};
+  /**
+   * Link changes (tests, diagnostics): links added (ADD_LINK + CONFIRM_LINK done) and deleted,
+   * ADD_LINK requests rejected (by the peer, or by us) and flows that failed otherwise,
+   * connections moved to another link and connections that could not be.
+   */
+  readonly linkEvents = { added: 0, deleted: 0, addRejected: 0, addFailed: 0, connsMoved: 0, connsLost: 0, lastFailure: '' };
   /**
    * rtokens the peer announced with CONFIRM_RKEY (rkey -> address), as Linux's lgr->rtokens
    * (smc_rtoken_add, smc_core.c 2652-2673). Only for answering CONFIRM_RKEY and DELETE_RKEY as
@@ -107,14 +172,35 @@ export class SmcrLinkGroup {
   peerKey = '';
 
   private readonly onDeviceClose = () => this.free(false, 'the RoCE device was closed');
+  private readonly altClose = new Map<SmcrDevice, () => void>();
 
   constructor(readonly dev: SmcrDevice, readonly role: LgrRole) {
-    this.link = new SmcrLink(dev);
+    this.first = new SmcrLink(dev);
+    this.first.id = 1;
+    this.first.uid = this.linkUid;
+    this.links.push(this.first);
     dev.onClose.add(this.onDeviceClose);
-    this.link.handlers = {
-      message: (m) => this.onMessage(m),
-      sendable: () => this.onSendable(),
-      down: (reason) => this.onDown(reason),
+    this.bind(this.first);
+  }
+
+  /** The link new connections and the connections' data go on: the first active one (the first link before it is confirmed). */
+  get link(): SmcrLink {
+    return this.links.find((l) => l.active && !l.isDown) ?? this.links[0] ?? this.first;
+  }
+
+  /** The link number (smc_link.link_id) of that link. */
+  get linkNum(): number { return this.link.id; }
+
+  /** Active links (CONFIRM_LINK done, not down). */
+  activeLinks(): SmcrLink[] {
+    return this.links.filter((l) => l.active && !l.isDown);
+  }
+
+  private bind(link: SmcrLink): void {
+    link.handlers = {
+      message: (m) => this.onMessage(link, m),
+      sendable: () => this.onSendable(link),
+      down: (reason) => this.onLinkDown(link, reason),
     };
   }
 
@@ -124,12 +210,47 @@ export class SmcrLinkGroup {
 
   /** Link groups to this peer that new connections may join. */
   static find(key: string): SmcrLinkGroup[] {
-    return [...(SmcrLinkGroup.all.get(key) ?? [])].filter((g) => g.confirmed && !g.dead && !g.link.isDown && g.conns.size < MAX_CONNS);
+    return [...(SmcrLinkGroup.all.get(key) ?? [])].filter((g) => g.confirmed && !g.dead && g.activeLinks().length > 0 && g.conns.size < MAX_CONNS);
   }
 
   /** Every link group of the process (smcss, tests). */
   static list(): SmcrLinkGroup[] {
     return [...SmcrLinkGroup.all.values()].flatMap((s) => [...s]);
+  }
+
+  /**
+   * Could a link group on `dev` get a second link from this process: is there another rxe
+   * device with an IPv4 address (not on dev's subnet, where a second path would not be
+   * one)? The CLC Proposal and Accept offer max_links 2 only then.
+   */
+  static hasAltDevice(dev: SmcrDevice): boolean {
+    return SmcrLinkGroup.altDevices([dev.device], undefined, dev.address).length > 0;
+  }
+
+  /**
+   * The process's rxe devices for another link (Linux: smc_pnet_find_alt_roce and, in v2,
+   * smc_ib_find_route to the peer's new GID): not one of `used`, with an IPv4 address, on the
+   * subnet of peerAddr when given (the peer's GID for the new link), else not on avoid's.
+   */
+  private static altDevices(used: unknown[], peerAddr: string | undefined, avoid: string | undefined): Array<ReturnType<typeof getDeviceList>[number]> {
+    return getDeviceList().filter((d) => {
+      if (used.includes(d) || d.driver !== 'rxe') return false;
+      const a = ipv4Of(d);
+      if (!a) return false;
+      if (peerAddr !== undefined) return inLocalSubnet(a, peerAddr);
+      return avoid === undefined || !inLocalSubnet(a, avoid);
+    });
+  }
+
+  private altDevice(peerAddr: string | undefined): SmcrDevice | undefined {
+    const used = this.links.filter((l) => !l.isDown).map((l) => l.dev.device);
+    for (const d of SmcrLinkGroup.altDevices(used, peerAddr, peerAddr === undefined ? this.link.dev.address : undefined)) {
+      try {
+        const s = smcrDeviceOf(d);
+        if (!s.isClosed) return s;
+      } catch { /* closing */ }
+    }
+    return undefined;
   }
 
   /** Make the group findable for its peer, once the link is confirmed. */
@@ -142,18 +263,28 @@ export class SmcrLinkGroup {
 
   // --- buffers -------------------------------------------------------------------------
 
+  private reg(buf: Buffer, access: number, dev: SmcrDevice): Rmb {
+    const mr = dev.pd.regMr(buf, access);
+    return { buf, mr, size: buf.length, access, mrs: new Map([[dev, mr]]) };
+  }
+
+  /** The buffer's MR on a device, registered there on first use (a link on another device). */
+  mrOn(b: Rmb, dev: SmcrDevice): MR {
+    let mr = b.mrs.get(dev);
+    if (!mr) b.mrs.set(dev, mr = dev.pd.regMr(b.buf, b.access));
+    return mr;
+  }
+
   takeRmb(size: number): Rmb {
     const pooled = this.freeRmbs.get(size)?.pop();
     if (pooled) return pooled;
-    const buf = Buffer.alloc(size);
-    return { buf, mr: this.dev.pd.regMr(buf, Access.LOCAL_WRITE | Access.REMOTE_WRITE), size };
+    return this.reg(Buffer.alloc(size), Access.LOCAL_WRITE | Access.REMOTE_WRITE, this.link.dev);
   }
 
   takeSndbuf(size: number): Rmb {
     const pooled = this.freeSndbufs.get(size)?.pop();
     if (pooled) return pooled;
-    const buf = Buffer.alloc(size);
-    return { buf, mr: this.dev.pd.regMr(buf, 0), size };
+    return this.reg(Buffer.alloc(size), 0, this.link.dev);
   }
 
   private put(pool: Map<number, Rmb[]>, b: Rmb): void {
@@ -196,9 +327,10 @@ export class SmcrLinkGroup {
     if (this.conns.get(conn.token) !== conn) return;
     this.conns.delete(conn.token);
     this.owing.delete(conn);
-    if (this.link.isDown || this.link.completedSeq >= this.link.postedSeq) this.put(this.freeSndbufs, conn.sndbuf);
-    else this.draining.push({ seq: this.link.postedSeq, buf: conn.sndbuf });
-    if (conn.peerGone || this.link.isDown) this.put(this.freeRmbs, conn.rmb);
+    const link = conn.link;
+    if (link.isDown || link.completedSeq >= link.postedSeq) this.put(this.freeSndbufs, conn.sndbuf);
+    else this.draining.push({ link, seq: link.postedSeq, buf: conn.sndbuf });
+    if (conn.peerGone || this.activeLinks().length === 0) this.put(this.freeRmbs, conn.rmb);
     else this.quarantined.set(conn.token, conn.rmb);
     this.maybeLinger();
   }
@@ -214,10 +346,9 @@ export class SmcrLinkGroup {
     this.lingerTimer.unref();
   }
 
-  // --- the link ------------------------------------------------------------------------
+  // --- the links -----------------------------------------------------------------------
 
-  private onMessage(m: Buffer): void {
-    this.lastRx = performance.now();
+  private onMessage(link: SmcrLink, m: Buffer): void {
     if (m[0] === CDC_TYPE) {
       let cdc;
       try { cdc = decodeSmcrCdc(m); } catch (e) { if (e instanceof SmcrWireError) { this.dropped.cdc++; this.rx.cdcMalformed++; return; } throw e; }
@@ -243,51 +374,70 @@ export class SmcrLinkGroup {
       else this.rx.llcMalformed++;
       return;
     }
-    this.onLlc(llc);
+    const k = llc.response ? `${llc.kind} resp` : llc.kind;
+    this.llcRx[k] = (this.llcRx[k] ?? 0) + 1;
+    if (this.dead) return;
+    this.onLlc(link, llc);
   }
 
-  /** An LLC message Linux would drop here (an out-of-flow response, smc_llc.c 2018-2046, or a request one link cannot serve). */
+  /** An LLC message Linux would drop here (an out-of-flow response, smc_llc.c 2018-2046, or a request out of flow). */
   private unexpected(): void {
     this.dropped.llc++;
     this.rx.llcUnexpected++;
   }
 
-  private onLlc(m: LlcMessage): void {
+  private onLlc(link: SmcrLink, m: LlcMessage): void {
     switch (m.kind) {
       case 'CONFIRM_LINK':
-        if (this.role === 'client' && !m.response) {
-          // smc_llc.c smc_llc_rx_response / af_smc.c smcr_clnt_conf_first_link: answer, and the link is up.
-          this.sendLlc({ ...this.confirmLinkMsg(), response: true });
-          this.confirmDone();
-        } else if (this.role === 'server' && m.response) {
-          this.confirmDone();
+        if (!this.confirmed && link === this.first) {
+          if (this.role === 'client' && !m.response) {
+            // smc_llc.c smc_llc_rx_response / af_smc.c smcr_clnt_conf_first_link: answer, and the link is up.
+            this.sendLlc({ ...this.confirmLinkMsg(link), response: true }, link);
+            this.confirmDone();
+          } else if (this.role === 'server' && m.response) {
+            this.confirmDone();
+          } else this.unexpected();
+        } else if (this.addFlow?.link === link && this.addFlow.stage === 'confirm' && m.response === (this.role === 'server')) {
+          // The new link's CONFIRM_LINK (smc_llc_srv_conf_link / smc_llc_cli_conf_link).
+          if (this.role === 'client') this.sendLlc({ ...this.confirmLinkMsg(link), response: true }, link);
+          this.activate(link);
         } else this.unexpected();
         return;
+      case 'ADD_LINK':
+        if (this.role === 'client' && !m.response) this.cliAddLink(link, m);
+        else if (this.role === 'server' && m.response && this.addFlow?.stage === 'add' && link === this.addFlow.via) this.srvAddLinkResponse(m);
+        else this.unexpected();
+        return;
       case 'TEST_LINK':
-        if (!m.response) this.sendLlc({ ...m, response: true });
-        else if (this.testWait) {
-          clearTimeout(this.testWait);
-          this.testWait = undefined;
-          this.scheduleTestLink(TESTLINK_MS);
+        if (!m.response) this.sendLlc({ ...m, response: true }, link);
+        else if (link.testWait) {
+          clearTimeout(link.testWait);
+          link.testWait = undefined;
+          this.scheduleTestLink(link, TESTLINK_MS);
         }
         return;
       case 'DELETE_LINK':
-        // The peer takes the link (and with one link, the group) down (smc_llc.c smc_llc_rmt_delete_link).
-        if (!m.response) this.free(false, 'peer deleted the link');
-        else this.unexpected();
+        if (m.response) {
+          if (this.delWaits > 0) this.delWaits--;
+          else this.unexpected();
+        } else if (m.all || !this.confirmed) {
+          // The peer takes the group down (smc_llc.c smc_llc_process_cli/srv_delete_link, DEL_LINK_ALL).
+          this.free(false, 'peer deleted the link');
+        } else this.onDeleteLink(link, m);
         return;
       case 'CONFIRM_RKEY':
-        // We never ask (one link: the rkey goes in the CLC message), so a response is out of flow.
+        // We never ask (the rkey goes in the CLC message), so a response is out of flow.
         if (m.response) this.unexpected();
-        else this.confirmRkey(m);
+        else this.confirmRkey(link, m);
         return;
       case 'DELETE_RKEY':
         if (m.response) this.unexpected();
-        else this.deleteRkey(m);
+        else this.deleteRkey(link, m);
         return;
       default:
-        // ADD_LINK, ADD_LINK_CONT, REQ_ADD_LINK, CONFIRM_RKEY_CONT (Linux ignores it too,
-        // smc_llc.c 1950-1954): one link per group here.
+        // ADD_LINK_CONT (v2 link groups carry the rkeys in ADD_LINK's extension, smc_llc.c
+        // 1110-1111, 1501-1502), REQ_ADD_LINK (softrdma's server adds links on its own timer),
+        // CONFIRM_RKEY_CONT (Linux ignores it too, smc_llc.c 1950-1954).
         this.unexpected();
     }
   }
@@ -300,14 +450,14 @@ export class SmcrLinkGroup {
    * is full (smc_rmb_reserve_rtoken_idx: -ENOSPC). Linux accepts any other rtoken (it cannot
    * know the memory yet either); nothing here writes through it.
    */
-  private confirmRkey(m: LlcConfirmRkey): void {
+  private confirmRkey(link: SmcrLink, m: LlcConfirmRkey): void {
     let ok = m.numRkeys <= RKEYS_PER_MSG;
     if (ok && this.rtokens.get(m.rmbKey) !== m.rmbVaddr) {
       if (this.rtokens.size >= MAX_CONNS) ok = false;
       else this.rtokens.set(m.rmbKey, m.rmbVaddr);
     }
     if (!ok) this.rx.rkeyNegative++;
-    this.sendLlc({ ...m, version: 2, response: true, negative: m.negative || !ok, retry: m.retry || !ok });
+    this.sendLlc({ ...m, version: 2, response: true, negative: m.negative || !ok, retry: m.retry || !ok }, link);
   }
 
   /**
@@ -316,10 +466,10 @@ export class SmcrLinkGroup {
    * err_mask (num_inval_rkeys). Known: announced by CONFIRM_RKEY, or the rkey of a
    * connection's peer RMB (Linux's table holds those too, smc_rmb_rtoken_handling).
    */
-  private deleteRkey(m: LlcDeleteRkey): void {
+  private deleteRkey(link: SmcrLink, m: LlcDeleteRkey): void {
     let invalid = 0;
     for (const k of m.rkeys) {
-      if (!this.rtokens.delete(k) && ![...this.conns.values()].some((c) => c.peer.rkey === k)) invalid++;
+      if (!this.rtokens.delete(k) && ![...this.conns.values()].some((c) => c.knowsPeerRkey(k))) invalid++;
     }
     if (invalid > 0) this.rx.rkeyNegative++;
     // Linux answers with the 44-byte message, the rkeys zeroed: 9 fit.
@@ -327,19 +477,22 @@ export class SmcrLinkGroup {
     this.sendLlc({
       kind: 'DELETE_RKEY', version: 2, response: true, negative: m.negative || invalid > 0, numRkeys: n,
       errMask: invalid, rkeys: new Array<number>(n).fill(0),
-    });
+    }, link);
   }
 
-  private confirmLinkMsg(): LlcMessage {
+  private confirmLinkMsg(link: SmcrLink): LlcMessage {
     return {
-      kind: 'CONFIRM_LINK', version: 2, response: false, noRmbeEyec: true, senderMac: this.dev.mac, senderGid: this.dev.gid,
-      senderQpn: this.link.qp.qpn, linkNum: this.linkNum, linkUid: this.linkUid, maxLinks: 1, maxConns: MAX_CONNS,
+      kind: 'CONFIRM_LINK', version: 2, response: false, noRmbeEyec: true, senderMac: link.dev.mac, senderGid: link.dev.gid,
+      senderQpn: link.qp.qpn, linkNum: link.id, linkUid: link.uid, maxLinks: this.maxLinks, maxConns: MAX_CONNS,
     };
   }
 
-  sendLlc(m: LlcMessage): void {
-    if (!this.link.canPost(1)) return; // LLC traffic is rare: a full queue means the link is in trouble anyway
-    this.link.post([{ kind: 'send', msg: encodeLlc(m) }]);
+  /** Send an LLC message on a link (the group's data link when none is named). */
+  sendLlc(m: LlcMessage, link: SmcrLink = this.link): void {
+    if (!link.canPost(1)) return; // LLC traffic is rare: a full queue means the link is in trouble anyway
+    const k = m.response ? `${m.kind} resp` : m.kind;
+    this.llcTx[k] = (this.llcTx[k] ?? 0) + 1;
+    link.post([{ kind: 'send', msg: encodeLlc(m) }]);
   }
 
   /**
@@ -354,83 +507,359 @@ export class SmcrLinkGroup {
       const ms = this.role === 'server' ? LLC_WAIT_MS : 2 * LLC_WAIT_MS;
       const timer = setTimeout(() => { this.confirmWait = undefined; reject(new Error(`no CONFIRM_LINK ${this.role === 'server' ? 'response' : 'request'} within ${ms} ms`)); }, ms);
       this.confirmWait = { resolve, reject, timer };
-      if (this.role === 'server') this.sendLlc(this.confirmLinkMsg());
+      if (this.role === 'server') this.sendLlc(this.confirmLinkMsg(this.first), this.first);
     });
   }
 
-  private scheduleTestLink(ms: number): void {
-    if (TESTLINK_MS === 0 || this.dead) return;
-    clearTimeout(this.testTimer);
-    this.testTimer = setTimeout(() => this.testLink(), ms);
-    this.testTimer.unref();
+  private scheduleTestLink(link: SmcrLink, ms: number): void {
+    if (TESTLINK_MS === 0 || this.dead || !link.active) return;
+    clearTimeout(link.testTimer);
+    link.testTimer = setTimeout(() => this.testLink(link), ms);
+    link.testTimer.unref();
   }
 
-  private testLink(): void {
-    this.testTimer = undefined;
-    if (this.dead || this.link.isDown) return;
-    const quiet = performance.now() - this.lastRx;
-    if (quiet < TESTLINK_MS) return this.scheduleTestLink(TESTLINK_MS - quiet);
-    this.sendLlc({ kind: 'TEST_LINK', version: 2, response: false, userData: Buffer.alloc(16) });
-    this.testWait = setTimeout(() => {
-      this.testWait = undefined;
-      this.onDown(`no TEST_LINK response within ${LLC_WAIT_MS} ms`);
+  private testLink(link: SmcrLink): void {
+    link.testTimer = undefined;
+    if (this.dead || link.isDown || !this.links.includes(link)) return;
+    const quiet = performance.now() - link.lastRx;
+    if (quiet < TESTLINK_MS) return this.scheduleTestLink(link, TESTLINK_MS - quiet);
+    this.sendLlc({ kind: 'TEST_LINK', version: 2, response: false, userData: Buffer.alloc(16) }, link);
+    link.testWait = setTimeout(() => {
+      link.testWait = undefined;
+      this.onLinkDown(link, `no TEST_LINK response within ${LLC_WAIT_MS} ms`);
     }, LLC_WAIT_MS);
-    this.testWait.unref();
+    link.testWait.unref();
   }
 
   private confirmDone(): void {
     this.confirmed = true;
-    this.lastRx = performance.now();
-    this.scheduleTestLink(TESTLINK_MS);
+    this.first.active = true;
+    this.first.lastRx = performance.now();
+    this.scheduleTestLink(this.first, TESTLINK_MS);
     const w = this.confirmWait;
     this.confirmWait = undefined;
     if (w) { clearTimeout(w.timer); w.resolve(); }
+    // af_smc.c 1919-1923: the server tries a second link right after the first contact.
+    if (this.role === 'server') this.scheduleAddLink(0);
   }
 
-  private onSendable(): void {
-    while (this.draining.length > 0 && this.draining[0]!.seq <= this.link.completedSeq) this.put(this.freeSndbufs, this.draining.shift()!.buf);
+  private onSendable(link: SmcrLink): void {
+    for (let i = 0; i < this.draining.length;) {
+      const d = this.draining[i]!;
+      if (d.link.isDown || (d.link === link && d.seq <= link.completedSeq)) {
+        this.put(this.freeSndbufs, d.buf);
+        this.draining.splice(i, 1);
+      } else i++;
+    }
+    for (const c of this.conns.values()) if (c.link === link) c.completed(link.okSeq);
     if (this.owing.size === 0) return;
     for (const c of [...this.owing]) {
-      if (!this.link.canPost(1)) return;
+      if (!c.link.canPost(1)) continue;
       this.owing.delete(c);
       c.sendable();
     }
   }
 
-  private onDown(reason: string): void {
-    this.free(false, `link down: ${reason}`);
+  // --- ADD_LINK --------------------------------------------------------------------------
+
+  /** Server: try ADD_LINK in ms (none scheduled or under way, the group has room for a link). */
+  private scheduleAddLink(ms: number): void {
+    if (this.role !== 'server' || this.dead || this.addTimer || this.addFlow) return;
+    this.addTimer = setTimeout(() => { this.addTimer = undefined; this.srvAddLink(); }, ms);
+    this.addTimer.unref();
+  }
+
+  private nextLinkId(): number {
+    // smcr_next_link_id (smc_core.c 759-777): the next number, never 0, not one in use.
+    for (;;) {
+      this.lastLinkId = (this.lastLinkId + 1) & 0xff;
+      if (this.lastLinkId !== 0 && !this.links.some((l) => l.id === this.lastLinkId)) return this.lastLinkId;
+    }
+  }
+
+  /** Link UIDs as smc_llc_link_set_uid: the group's ID with the link number in the low byte. */
+  private uidFor(id: number): Buffer {
+    const u = Buffer.from(this.linkUid);
+    u[3] = id;
+    return u;
+  }
+
+  /** Our RMBs' rkeys on `via` and on the new link, with their addresses there (smc_llc_fill_ext_v2, smc_llc.c 604-642). */
+  private rkeyPairs(via: SmcrLink, link: SmcrLink): LlcRkeyPair[] {
+    return [...this.conns.values()].slice(0, 255).map((c) => {
+      const mr = this.mrOn(c.rmb, link.dev);
+      return { rmbKey: this.mrOn(c.rmb, via.dev).rkey, rmbKeyNew: mr.rkey, rmbVaddrNew: BigInt(mr.addr) };
+    });
+  }
+
+  /** The peer's rkeys on the new link, by their rkeys on `via` (smc_llc_save_add_link_rkeys -> smc_rtoken_set). */
+  private saveRkeys(via: SmcrLink, link: SmcrLink, pairs: LlcRkeyPair[]): void {
+    for (const c of this.conns.values()) {
+      const k = c.peerKeyOn(via);
+      const p = k && pairs.find((x) => x.rmbKey === k.rkey);
+      if (p) c.setPeerKey(link, { rkey: p.rmbKeyNew, addr: Number(p.rmbVaddrNew) });
+    }
+  }
+
+  private addLinkMsg(link: SmcrLink, response: boolean, qpMtu: number, via: SmcrLink): LlcAddLink {
+    return {
+      kind: 'ADD_LINK', version: 2, response, rejected: false, rejReason: 0, senderMac: link.dev.mac, senderGid: link.dev.gid,
+      senderQpn: link.qp.qpn, linkNum: link.id, qpMtu, initialPsn: link.local.psn,
+      v2ext: { v2Direct: true, clientTargetGid: link.dev.gid, rkeys: this.rkeyPairs(via, link) },
+    };
+  }
+
+  private newLink(dev: SmcrDevice, id: number): SmcrLink {
+    const link = new SmcrLink(dev);
+    link.id = id;
+    link.uid = this.uidFor(id);
+    this.bind(link);
+    if (dev !== this.dev && !this.altClose.has(dev)) {
+      const f = () => { for (const l of [...this.links, ...(this.addFlow ? [this.addFlow.link] : [])]) if (l.dev === dev) this.onLinkDown(l, 'the RoCE device was closed'); };
+      this.altClose.set(dev, f);
+      dev.onClose.add(f);
+    }
+    return link;
+  }
+
+  /**
+   * Server: ADD_LINK (smc_llc_srv_add_link, smc_llc.c 1404-1523, the v2 branch): a QP on
+   * another device, our RMBs registered there, ADD_LINK request on the active link with the
+   * new QP and the rkey pairs; then wait 2 s for the response, connect the QP, CONFIRM_LINK on
+   * the new link and wait 5 s (SMC_LLC_WAIT_FIRST_TIME) for its response.
+   */
+  private srvAddLink(): void {
+    if (this.dead || !this.confirmed || this.maxLinks < 2 || this.addFlow || this.activeLinks().length !== 1) return;
+    const via = this.link;
+    const dev = this.altDevice(undefined);
+    if (!dev) return this.scheduleAddLink(ADDLINK_RETRY_MS);
+    let link: SmcrLink;
+    try {
+      link = this.newLink(dev, this.nextLinkId());
+    } catch (e) {
+      this.linkEvents.addFailed++;
+      this.linkEvents.lastFailure = (e as Error).message;
+      return this.scheduleAddLink(ADDLINK_RETRY_MS);
+    }
+    const msg = this.addLinkMsg(link, false, link.local.mtu, via);
+    this.addFlow = { link, via, stage: 'add', timer: this.flowTimer('no ADD_LINK response', LLC_WAIT_MS, false) };
+    this.sendLlc(msg, via);
+  }
+
+  private flowTimer(what: string, ms: number, tellPeer: boolean): NodeJS.Timeout {
+    const t = setTimeout(() => this.addFailed(`${what} within ${ms} ms`, tellPeer), ms);
+    t.unref();
+    return t;
+  }
+
+  private srvAddLinkResponse(m: LlcAddLink): void {
+    const f = this.addFlow!;
+    clearTimeout(f.timer);
+    if (m.rejected) {
+      this.linkEvents.addRejected++;
+      return this.addFailed('the peer rejected ADD_LINK', false);
+    }
+    try {
+      f.link.connect({ qpn: m.senderQpn, psn: m.initialPsn, gid: m.senderGid, mtu: m.qpMtu || f.link.local.mtu });
+    } catch (e) {
+      return this.addFailed(`connecting the new link: ${(e as Error).message}`, true);
+    }
+    this.saveRkeys(f.via, f.link, m.v2ext?.rkeys ?? []);
+    f.stage = 'confirm';
+    f.timer = this.flowTimer('no CONFIRM_LINK response on the new link', LLC_WAIT_FIRST_MS, true);
+    this.sendLlc(this.confirmLinkMsg(f.link), f.link);
+  }
+
+  /**
+   * Client: an ADD_LINK request (smc_llc_cli_add_link, smc_llc.c 1031-1122, the v2 branch).
+   * Rejected (the request echoed with RESP | ADD_LNK_REJ, smc_llc_cli_add_link_reject) when the
+   * group may not have another link or no device of ours reaches the server's new GID (Linux
+   * would then make an asymmetric link on the same device; softrdma does not); else a QP on
+   * that device, connected to the server's, our rkeys for it in the response, and the
+   * CONFIRM_LINK request awaited 5 s on the new link.
+   */
+  private cliAddLink(via: SmcrLink, m: LlcAddLink): void {
+    const reject = (why: string) => {
+      this.linkEvents.addRejected++;
+      this.linkEvents.lastFailure = why;
+      this.sendLlc({ ...m, version: 2, response: true, rejected: true, rejReason: 0, v2ext: null }, via);
+    };
+    if (!this.confirmed || this.maxLinks < 2 || this.activeLinks().length >= this.maxLinks) return reject('no room for another link');
+    if (this.addFlow) return reject('an ADD_LINK flow is under way');
+    if (!m.qpMtu) return reject('no QP MTU');
+    const dev = this.altDevice(addressFromGid(m.senderGid));
+    if (!dev) return reject('no device reaches the new GID');
+    let link: SmcrLink;
+    try {
+      link = this.newLink(dev, m.linkNum);
+      link.connect({ qpn: m.senderQpn, psn: m.initialPsn, gid: m.senderGid, mtu: m.qpMtu });
+    } catch (e) {
+      return reject((e as Error).message);
+    }
+    this.saveRkeys(via, link, m.v2ext?.rkeys ?? []);
+    this.addFlow = { link, via, stage: 'confirm', timer: this.flowTimer('no CONFIRM_LINK request on the new link', LLC_WAIT_FIRST_MS, true) };
+    this.sendLlc(this.addLinkMsg(link, true, Math.min(link.local.mtu, m.qpMtu), via), via);
+  }
+
+  private activate(link: SmcrLink): void {
+    const f = this.addFlow!;
+    clearTimeout(f.timer);
+    this.addFlow = undefined;
+    link.active = true;
+    link.lastRx = performance.now();
+    this.links.push(link);
+    this.linkEvents.added++;
+    this.scheduleTestLink(link, TESTLINK_MS);
+  }
+
+  /**
+   * An ADD_LINK flow failed: the new link goes; the peer is told with DELETE_LINK for it
+   * (not orderly, LOST_PATH) where Linux does (no CONFIRM_LINK: smc_llc_srv_conf_link,
+   * smc_llc_cli_conf_link). The server tries again later.
+   */
+  private addFailed(reason: string, tellPeer: boolean): void {
+    const f = this.addFlow;
+    if (!f) return;
+    this.addFlow = undefined;
+    clearTimeout(f.timer);
+    this.linkEvents.addFailed++;
+    this.linkEvents.lastFailure = reason;
+    if (tellPeer && !this.dead) {
+      this.sendLlc({ kind: 'DELETE_LINK', version: 2, response: false, all: false, orderly: false, linkNum: f.link.id, reason: LLC_DEL.LOST_PATH }, this.link);
+      this.awaitDeleteResponse();
+    }
+    this.clearLink(f.link);
+    this.scheduleAddLink(ADDLINK_RETRY_MS);
+  }
+
+  // --- DELETE_LINK and the failover -------------------------------------------------------
+
+  private awaitDeleteResponse(): void {
+    this.delWaits++;
+    const t = setTimeout(() => { this.delTimers.delete(t); if (this.delWaits > 0) this.delWaits--; }, LLC_WAIT_MS);
+    t.unref();
+    this.delTimers.add(t);
+  }
+
+  /** Destroy a link that is no longer the group's (once this tick's completions are handled). */
+  private clearLink(link: SmcrLink): void {
+    this.links = this.links.filter((l) => l !== link);
+    link.active = false;
+    for (const c of this.conns.values()) c.forgetLink(link);
+    setImmediate(() => link.destroy());
+  }
+
+  /**
+   * Move the connections on `from` to `to` (smc_switch_conns, smc_core.c 1076-1150), each
+   * resending from its last confirmed cursor with a failover-validation CDC first
+   * (smc_switch_cursor, smc_core.c 1014-1074); one without the peer's rkey on `to` fails
+   * as a lost link did. Then the link goes.
+   */
+  private switchConns(from: SmcrLink, to: SmcrLink, reason: string): void {
+    this.links = this.links.filter((l) => l !== from);
+    this.linkEvents.deleted++;
+    for (const c of [...this.conns.values()]) {
+      if (c.link !== from) continue;
+      if (c.switchLink(to)) this.linkEvents.connsMoved++;
+      else { this.linkEvents.connsLost++; c.linkDown(reason); }
+    }
+    this.clearLink(from);
+  }
+
+  /**
+   * A link failed (a work request completed in error, TEST_LINK unanswered, its device closed).
+   * The only one: the group ends, as before. Another is active: smcr_link_down (smc_core.c
+   * 1768-1807): the connections move to it, and the peer gets DELETE_LINK (orderly, LOST_PATH)
+   * for the lost link on it; the server waits for the response (smc_llc_process_srv_delete_link)
+   * and later adds a link again.
+   */
+  private onLinkDown(link: SmcrLink, reason: string): void {
+    if (this.dead) return;
+    if (this.addFlow?.link === link) return this.addFailed(`the new link went down: ${reason}`, true);
+    if (!this.links.includes(link)) return;
+    const to = this.confirmed ? this.activeLinks().find((l) => l !== link) : undefined;
+    if (!to) return this.free(false, `link down: ${reason}`);
+    this.linkEvents.lastFailure = reason;
+    this.switchConns(link, to, `link down: ${reason}`);
+    this.sendLlc({ kind: 'DELETE_LINK', version: 2, response: false, all: false, orderly: true, linkNum: link.id, reason: LLC_DEL.LOST_PATH }, to);
+    if (this.role === 'server') {
+      this.awaitDeleteResponse();
+      this.scheduleAddLink(ADDLINK_RETRY_MS);
+    }
+  }
+
+  /**
+   * The peer deletes one link (smc_llc_process_cli_delete_link, smc_llc.c 1590-1646, and
+   * smc_llc_process_srv_delete_link, 1668-1734). Client: answer (reason 0, or NOLNK for a link
+   * it does not have), move the connections off it, clear it. Server: an unknown link is
+   * ignored; else the connections move, and the request goes back to the client, whose answer
+   * is waited for, and a link is added again later.
+   */
+  private onDeleteLink(via: SmcrLink, m: LlcDeleteLink): void {
+    const flow = this.addFlow?.link.id === m.linkNum ? this.addFlow : undefined;
+    const target = this.links.find((l) => l.id === m.linkNum) ?? flow?.link;
+    if (this.role === 'client') {
+      const on = via.isDown || via === target ? this.activeLinks().find((l) => l !== target) ?? via : via;
+      this.sendLlc({ kind: 'DELETE_LINK', version: 2, response: true, all: false, orderly: m.orderly, linkNum: m.linkNum, reason: target ? 0 : LLC_DEL.NOLNK }, on);
+    }
+    if (!target) return;
+    if (flow) {
+      clearTimeout(flow.timer);
+      this.addFlow = undefined;
+      this.linkEvents.addFailed++;
+      this.linkEvents.lastFailure = 'the peer deleted the new link';
+      this.clearLink(flow.link);
+    } else {
+      const to = this.activeLinks().find((l) => l !== target);
+      if (!to) return this.free(false, 'peer deleted the link');
+      this.switchConns(target, to, 'peer deleted the link');
+    }
+    if (this.role === 'server') {
+      const on = this.link;
+      if (on.active && !on.isDown) {
+        this.sendLlc({ ...m, version: 2, response: false }, on);
+        this.awaitDeleteResponse();
+      }
+      this.scheduleAddLink(ADDLINK_RETRY_MS);
+    }
   }
 
   /**
    * End the link group: tell the peer (DELETE_LINK, orderly, when the link still works),
-   * fail the connections still on it, destroy the QP and deregister the buffers.
+   * fail the connections still on it, destroy the QPs and deregister the buffers.
    */
   free(orderly: boolean, reason = 'link group freed'): void {
     if (this.dead) return;
     this.dead = true;
     this.dev.onClose.delete(this.onDeviceClose);
+    for (const [d, f] of this.altClose) d.onClose.delete(f);
+    this.altClose.clear();
     clearTimeout(this.lingerTimer);
-    clearTimeout(this.testTimer);
-    clearTimeout(this.testWait);
+    clearTimeout(this.addTimer);
+    for (const t of this.delTimers) clearTimeout(t);
+    this.delTimers.clear();
+    const links = [...this.links];
+    if (this.addFlow) { clearTimeout(this.addFlow.timer); links.push(this.addFlow.link); this.addFlow = undefined; }
+    for (const l of links) { clearTimeout(l.testTimer); clearTimeout(l.testWait); }
     const w = this.confirmWait;
     this.confirmWait = undefined;
     if (w) { clearTimeout(w.timer); w.reject(new Error(reason)); }
     SmcrLinkGroup.all.get(this.peerKey)?.delete(this);
     if (SmcrLinkGroup.all.get(this.peerKey)?.size === 0) SmcrLinkGroup.all.delete(this.peerKey);
-    if (orderly && !this.link.isDown) {
-      this.sendLlc({ kind: 'DELETE_LINK', version: 2, response: false, all: true, orderly: true, linkNum: this.linkNum, reason: LLC_DEL.PROG_INIT_TERM });
+    const up = this.activeLinks()[0];
+    if (orderly && up) {
+      this.sendLlc({ kind: 'DELETE_LINK', version: 2, response: false, all: true, orderly: true, linkNum: up.id, reason: LLC_DEL.PROG_INIT_TERM }, up);
     }
     for (const c of [...this.conns.values()]) c.linkDown(reason);
-    // Let the DELETE_LINK leave before the QP goes.
+    // Let the DELETE_LINK leave before the QPs go.
     setImmediate(() => {
-      this.link.destroy();
-      for (const pool of [this.freeRmbs, this.freeSndbufs]) for (const l of pool.values()) for (const b of l) try { b.mr.dereg(); } catch { /* context gone */ }
-      for (const b of this.quarantined.values()) try { b.mr.dereg(); } catch { /* context gone */ }
-      for (const d of this.draining) try { d.buf.mr.dereg(); } catch { /* context gone */ }
+      for (const l of links) l.destroy();
+      const dereg = (b: Rmb) => { for (const mr of b.mrs.values()) try { mr.dereg(); } catch { /* context gone */ } };
+      for (const pool of [this.freeRmbs, this.freeSndbufs]) for (const l of pool.values()) for (const b of l) dereg(b);
+      for (const b of this.quarantined.values()) dereg(b);
+      for (const d of this.draining) dereg(d.buf);
       this.draining.length = 0;
-      for (const c of this.conns.values()) {
-        for (const b of [c.rmb, c.sndbuf]) try { b.mr.dereg(); } catch { /* context gone */ }
-      }
+      for (const c of this.conns.values()) { dereg(c.rmb); dereg(c.sndbuf); }
       this.freeRmbs.clear();
       this.freeSndbufs.clear();
       this.quarantined.clear();

@@ -24,8 +24,15 @@ import type { SmcrDevice } from './device.js';
 
 /** Linux's SMC_WR_TX_SIZE: every LLC (v1) and CDC message is 44 bytes. */
 export const WR_MSG_LEN = 44;
-/** Receive slot size (Linux: SMC_WR_BUF_SIZE 48). */
+/** Receive slot size (Linux: SMC_WR_BUF_SIZE 48); its first 44 bytes take a message's start. */
 const RX_SLOT = 48;
+/**
+ * SMC-Rv2 LLC messages may be longer than 44 bytes (ADD_LINK with its v2 extension): as Linux
+ * (smc_wr.c 613-626), each receive has a second SGE, the rest of an 8 KiB buffer the link's
+ * receives share, and such a message is sent without INLINE from an 8 KiB buffer
+ * (SMC_WR_BUF_V2_SIZE, smc_wr_tx_v2_send).
+ */
+const V2_BUF = 8192;
 /** Queue depths. Linux: SMC_WR_BUF_CNT 16 send slots and 3 × that receives (smc_wr.h 21); here more, as RDMA WRITEs share the queue. */
 const SQ_DEPTH = 256;
 const RQ_DEPTH = 256;
@@ -55,6 +62,10 @@ export class SmcrLink {
   /** Where a message is staged for an INLINE SEND (the provider copies it at post time). */
   private readonly txBuf = Buffer.alloc(64);
   private readonly txMr: MR;
+  private readonly rxV2 = Buffer.alloc(V2_BUF - WR_MSG_LEN);
+  private readonly rxV2Mr: MR;
+  private readonly txV2 = Buffer.alloc(V2_BUF);
+  private readonly txV2Mr: MR;
   private readonly stopEvents: () => void;
   readonly local: LinkLocal;
   remote: LinkRemote | undefined;
@@ -63,6 +74,17 @@ export class SmcrLink {
   private wrSeq = 0;
   /** The last send work request completed (they complete in order on an RC QP). */
   completedSeq = 0;
+  /** The last send work request that completed successfully (CDCs confirmed sent, for a failover). */
+  okSeq = 0;
+  /** smc_link.link_id (the server assigns it) and link_uid; 0 and empty until the link group sets them. */
+  id = 0;
+  uid: Buffer = Buffer.alloc(4);
+  /** CONFIRM_LINK done on this link (Linux: SMC_LNK_ACTIVE). */
+  active = false;
+  /** When the link last received anything (performance.now()), for TEST_LINK. */
+  lastRx = performance.now();
+  testTimer: NodeJS.Timeout | undefined;
+  testWait: NodeJS.Timeout | undefined;
   isDown = false;
   downReason = '';
   /** Counters (smcss, tests): messages sent and received, RDMA WRITEs posted. */
@@ -74,12 +96,14 @@ export class SmcrLink {
     this.cq = dev.ctx.createCq(SQ_DEPTH + RQ_DEPTH, { channel: this.channel });
     this.qp = dev.pd.createQp({
       qpType: QpType.RC, sendCq: this.cq, recvCq: this.cq,
-      cap: { maxSendWr: SQ_DEPTH, maxRecvWr: RQ_DEPTH, maxSendSge: 1, maxRecvSge: 1, maxInlineData: WR_MSG_LEN },
+      cap: { maxSendWr: SQ_DEPTH, maxRecvWr: RQ_DEPTH, maxSendSge: 1, maxRecvSge: 2, maxInlineData: WR_MSG_LEN },
     });
     initQp(this.qp, { access: Access.REMOTE_WRITE | Access.LOCAL_WRITE });
     this.rxBuf = Buffer.alloc(RQ_DEPTH * RX_SLOT);
     this.rxMr = dev.pd.regMr(this.rxBuf, Access.LOCAL_WRITE);
     this.txMr = dev.pd.regMr(this.txBuf, 0);
+    this.rxV2Mr = dev.pd.regMr(this.rxV2, Access.LOCAL_WRITE);
+    this.txV2Mr = dev.pd.regMr(this.txV2, 0);
     for (let i = 0; i < RQ_DEPTH; i++) this.postRecv(i);
     this.local = { qpn: this.qp.qpn, psn: randomBytes(3).readUIntBE(0, 3), gid: dev.gid, mac: dev.mac, mtu: dev.mtu };
     this.stopEvents = this.channel.onCqEvent(() => this.drain());
@@ -119,6 +143,13 @@ export class SmcrLink {
     if (this.isDown) return;
     this.inFlight++;
     this.stats.sends++;
+    if (msg.length > WR_MSG_LEN) {
+      // A long v2 LLC message (rare: one LLC flow at a time uses the buffer, as Linux's wr_tx_buf_v2).
+      if (msg.length > V2_BUF) throw new RangeError(`an LLC message of ${msg.length} bytes`);
+      msg.copy(this.txV2, 0);
+      this.qp.postSend({ wrId: ++this.wrSeq, opcode: WrOpcode.SEND, sendFlags: SendFlags.SIGNALED, sgList: [this.txV2Mr.sge(0, msg.length)] });
+      return;
+    }
     msg.copy(this.txBuf, 0);
     this.qp.postSend({ wrId: ++this.wrSeq, opcode: WrOpcode.SEND, sendFlags: SendFlags.SIGNALED | SendFlags.INLINE, sgList: [this.txMr.sge(0, msg.length)] });
   }
@@ -133,7 +164,7 @@ export class SmcrLink {
   }
 
   private postRecv(slot: number): void {
-    this.qp.postRecv({ wrId: slot, sgList: [this.rxMr.sge(slot * RX_SLOT, RX_SLOT)] });
+    this.qp.postRecv({ wrId: slot, sgList: [this.rxMr.sge(slot * RX_SLOT, WR_MSG_LEN), this.rxV2Mr.sge(0, this.rxV2.length)] });
   }
 
   private drain(): void {
@@ -161,8 +192,10 @@ export class SmcrLink {
         const slot = Number(wc.wrId);
         this.stats.recvs++;
         const off = slot * RX_SLOT;
+        this.lastRx = performance.now();
+        const head = this.rxBuf.subarray(off, off + Math.min(wc.byteLen, WR_MSG_LEN));
         try {
-          this.handlers?.message(this.rxBuf.subarray(off, off + Math.min(wc.byteLen, RX_SLOT)));
+          this.handlers?.message(wc.byteLen <= WR_MSG_LEN ? head : Buffer.concat([head, this.rxV2.subarray(0, wc.byteLen - WR_MSG_LEN)]));
         } finally {
           if (!this.isDown) this.postRecv(slot);
         }
@@ -170,6 +203,7 @@ export class SmcrLink {
         this.inFlight--;
         this.completedSeq = Number(wc.wrId);
         freed = true;
+        if (wc.status === WcStatus.SUCCESS && !this.isDown) this.okSeq = this.completedSeq;
         if (wc.status !== WcStatus.SUCCESS) this.fail(`${wc.opcode === WcOpcode.RDMA_WRITE ? 'RDMA WRITE' : 'SEND'} completed with ${wcStatusStr(wc.status)}`);
       }
     }
@@ -186,8 +220,11 @@ export class SmcrLink {
   /** Destroy the QP and its CQ (the peer's next packet is answered by nothing: its retries run out). */
   destroy(): void {
     this.isDown = true;
+    this.active = false;
+    clearTimeout(this.testTimer);
+    clearTimeout(this.testWait);
     this.stopEvents();
-    for (const f of [() => this.qp.destroy(), () => this.rxMr.dereg(), () => this.txMr.dereg(), () => this.cq.destroy(), () => this.channel.destroy()]) {
+    for (const f of [() => this.qp.destroy(), () => this.rxMr.dereg(), () => this.txMr.dereg(), () => this.rxV2Mr.dereg(), () => this.txV2Mr.dereg(), () => this.cq.destroy(), () => this.channel.destroy()]) {
       try { f(); } catch { /* the context is gone already */ }
     }
   }

@@ -1,0 +1,125 @@
+// One end of the SMC-R failover test (smcr-failover.test.ts), run in its own network namespace
+// with two addresses on two veth pairs: an rxe device on each (UDP 4791 of that address), so
+// its link groups can have a second link on the second device (ADD_LINK). Prints JSON lines.
+//
+//   node smcr-failover-peer.js server --bind A1 --bind2 A2 --port P
+//   node smcr-failover-peer.js client --bind B1 --bind2 B2 --peer A1 --port P --mib N --cut DEV --cut-at M
+//
+// The client echoes N MiB through the server once its link group has two links; after M MiB
+// came back it takes its end of the first veth pair (DEV) down itself (`ip link set DEV down`,
+// so the cut falls mid-transfer), and reports the echo (byte-exact or not) and its link group.
+// Then it waits for the pair to come back up (the test does that) and for a second link again.
+
+import { createHash } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
+import { parseArgs } from 'node:util';
+import { createRxeDevice } from '../../src/index.js';
+import * as smc from '../../src/smc/index.js';
+import { SmcrLinkGroup } from '../../src/smc/smcr/lgr.js';
+import { smcState } from '../../src/smc/state.js';
+import type { SmcrConnection } from '../../src/smc/smcr/connection.js';
+
+const { positionals, values } = parseArgs({
+  allowPositionals: true,
+  options: {
+    bind: { type: 'string' }, bind2: { type: 'string' }, peer: { type: 'string' }, port: { type: 'string' },
+    mib: { type: 'string', default: '64' }, cut: { type: 'string' }, 'cut-at': { type: 'string', default: '16' },
+  },
+});
+const role = positionals[0]!;
+const out = (o: Record<string, unknown>) => process.stdout.write(`${JSON.stringify(o)}\n`);
+
+const dev1 = await createRxeDevice({ address: values.bind!, port: 4791, name: `rxe_${role}1` });
+const dev2 = await createRxeDevice({ address: values.bind2!, port: 4791, name: `rxe_${role}2` });
+dev1.unref();
+dev2.unref();
+
+function groups() {
+  return SmcrLinkGroup.list().map((g) => ({
+    role: g.role, maxLinks: g.maxLinks, conns: g.conns.size, dead: g.dead,
+    links: g.links.map((l) => ({ id: l.id, address: l.dev.address, active: l.active, down: l.isDown, qpn: l.qp.qpn, peerQpn: l.remote?.qpn })),
+    events: g.linkEvents, llcTx: g.llcTx, llcRx: g.llcRx, rx: g.rx,
+  }));
+}
+
+/** Resolve when some link group has n active links (polled: the test bounds the wait). */
+function linksReach(n: number): Promise<void> {
+  return new Promise((resolve) => {
+    const look = () => {
+      if (SmcrLinkGroup.list().some((g) => !g.dead && g.activeLinks().length === n)) resolve();
+      else setTimeout(look, 20);
+    };
+    look();
+  });
+}
+
+/** Deterministic bytes (xorshift), as smcr-peer.ts. */
+function pattern(n: number, seed: number): Buffer {
+  const b = Buffer.allocUnsafe(n);
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i < n; i += 4) {
+    x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0;
+    b.writeUInt32LE(x, i);
+  }
+  return b;
+}
+
+if (role === 'server') {
+  const server = smc.createServer({ smcr: true }, (sock) => {
+    sock.on('error', (e: NodeJS.ErrnoException) => out({ server: 'error', code: e.code, message: e.message }));
+    sock.on('close', (hadError) => out({ server: 'close', hadError, groups: groups() }));
+    sock.pipe(sock);
+    sock.once('data', () => out({ server: 'conn', mode: smc.getSmcInfo(sock).mode }));
+  });
+  server.listen(Number(values.port), values.bind, () => out({ listening: Number(values.port) }));
+  // Report the server's link group whenever its number of active links changes.
+  let last = -1;
+  setInterval(() => {
+    const g = SmcrLinkGroup.list().find((x) => !x.dead);
+    const n = g ? g.activeLinks().length : 0;
+    if (n !== last) { last = n; out({ server: 'links', n, groups: groups() }); }
+  }, 20).unref();
+} else {
+  const data = pattern(Number(values.mib) << 20, 11);
+  const cutAt = Number(values['cut-at']) << 20;
+  const sock = smc.connect({ host: values.peer!, port: Number(values.port), localAddress: values.bind!, smcr: { device: dev1, discovery: false } });
+  const errors: string[] = [];
+  sock.on('error', (e: NodeJS.ErrnoException) => { errors.push(`${e.code} ${e.message}`); out({ client: 'error', code: e.code, message: e.message }); });
+  const info = await new Promise<smc.SmcInfo>((resolve) => sock.once('smc', resolve));
+  out({ client: 'settled', mode: info.mode });
+  const t0 = performance.now();
+  await linksReach(2);
+  out({ client: 'links', n: 2, ms: Math.round(performance.now() - t0), groups: groups() });
+  const h = createHash('sha256');
+  let n = 0;
+  let cutDone = false;
+  let cutTime = 0;
+  const t1 = performance.now();
+  const done = new Promise<void>((resolve) => {
+    sock.on('data', (d: Buffer) => {
+      h.update(d);
+      n += d.length;
+      if (!cutDone && n >= cutAt && values.cut) {
+        cutDone = true;
+        execFileSync('ip', ['link', 'set', values.cut, 'down']);
+        cutTime = performance.now();
+        out({ client: 'cut', at: n, dev: values.cut });
+      }
+      if (n >= data.length) resolve();
+    });
+  });
+  for (let off = 0; off < data.length; off += 1 << 20) sock.write(data.subarray(off, off + (1 << 20)));
+  await done;
+  const conn = smcState(sock)?.conn as SmcrConnection | undefined;
+  out({
+    client: 'echo', ok: h.digest('hex') === createHash('sha256').update(data).digest('hex'), bytes: n, ms: Math.round(performance.now() - t1),
+    afterCutMs: Math.round(performance.now() - cutTime), mode: smc.getSmcInfo(sock).mode, errors, switches: conn?.switches, destroyed: sock.destroyed,
+    link: smc.getSmcInfo(sock).smcr?.link, groups: groups(),
+  });
+  // The test brings the pair back up; the server adds a second link again.
+  const t2 = performance.now();
+  await linksReach(2);
+  out({ client: 'readded', ms: Math.round(performance.now() - t2), groups: groups() });
+  sock.end();
+  sock.on('close', (hadError) => { out({ client: 'close', hadError, errors }); process.exit(0); });
+}
