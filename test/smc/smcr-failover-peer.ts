@@ -80,46 +80,57 @@ if (role === 'server') {
     if (n !== last) { last = n; out({ server: 'links', n, groups: groups() }); }
   }, 20).unref();
 } else {
-  const data = pattern(Number(values.mib) << 20, 11);
   const cutAt = Number(values['cut-at']) << 20;
-  const sock = smc.connect({ host: values.peer!, port: Number(values.port), localAddress: values.bind!, smcr: { device: dev1, discovery: false } });
+  const connect = () => smc.connect({ host: values.peer!, port: Number(values.port), localAddress: values.bind!, smcr: { device: dev1, discovery: false } });
   const errors: string[] = [];
-  sock.on('error', (e: NodeJS.ErrnoException) => { errors.push(`${e.code} ${e.message}`); out({ client: 'error', code: e.code, message: e.message }); });
-  const info = await new Promise<smc.SmcInfo>((resolve) => sock.once('smc', resolve));
-  out({ client: 'settled', mode: info.mode });
+  const open = async (name: string) => {
+    const sock = connect();
+    sock.on('error', (e: NodeJS.ErrnoException) => { errors.push(`${name}: ${e.code} ${e.message}`); out({ client: 'error', name, code: e.code, message: e.message }); });
+    const info = await new Promise<smc.SmcInfo>((resolve) => sock.once('smc', resolve));
+    return { sock, info };
+  };
+  const first = await open('first');
+  out({ client: 'settled', mode: first.info.mode });
   const t0 = performance.now();
   await linksReach(2);
   out({ client: 'links', n: 2, ms: Math.round(performance.now() - t0), groups: groups() });
-  const h = createHash('sha256');
-  let n = 0;
-  let cutDone = false;
+  // A second connection on the group with two links: its RMB's rkey on the other link goes by CONFIRM_RKEY.
+  const second = await open('second');
+  out({ client: 'second', mode: second.info.mode, groups: groups() });
   let cutTime = 0;
-  const t1 = performance.now();
-  const done = new Promise<void>((resolve) => {
+  /** Echo `mib` MiB through sock; the first to pass cutAt takes the first pair down. */
+  const echo = (sock: typeof first.sock, mib: number, seed: number) => new Promise<Record<string, unknown>>((resolve) => {
+    const data = pattern(mib << 20, seed);
+    const h = createHash('sha256');
+    let n = 0;
+    const t1 = performance.now();
     sock.on('data', (d: Buffer) => {
       h.update(d);
       n += d.length;
-      if (!cutDone && n >= cutAt && values.cut) {
-        cutDone = true;
+      if (!cutTime && n >= cutAt && values.cut) {
         execFileSync('ip', ['link', 'set', values.cut, 'down']);
         cutTime = performance.now();
         out({ client: 'cut', at: n, dev: values.cut });
       }
-      if (n >= data.length) resolve();
+      if (n >= data.length) {
+        const conn = smcState(sock)?.conn as SmcrConnection | undefined;
+        resolve({
+          ok: h.digest('hex') === createHash('sha256').update(data).digest('hex'), bytes: n, ms: Math.round(performance.now() - t1),
+          switches: conn?.switches, destroyed: sock.destroyed, mode: smc.getSmcInfo(sock).mode, link: smc.getSmcInfo(sock).smcr?.link,
+        });
+      }
     });
+    for (let off = 0; off < data.length; off += 1 << 20) sock.write(data.subarray(off, off + (1 << 20)));
   });
-  for (let off = 0; off < data.length; off += 1 << 20) sock.write(data.subarray(off, off + (1 << 20)));
-  await done;
-  const conn = smcState(sock)?.conn as SmcrConnection | undefined;
-  out({
-    client: 'echo', ok: h.digest('hex') === createHash('sha256').update(data).digest('hex'), bytes: n, ms: Math.round(performance.now() - t1),
-    afterCutMs: Math.round(performance.now() - cutTime), mode: smc.getSmcInfo(sock).mode, errors, switches: conn?.switches, destroyed: sock.destroyed,
-    link: smc.getSmcInfo(sock).smcr?.link, groups: groups(),
-  });
+  const [r1, r2] = await Promise.all([echo(first.sock, Number(values.mib), 11), echo(second.sock, Number(values.mib) / 2, 12)]);
+  out({ client: 'echo', first: r1, second: r2, afterCutMs: Math.round(performance.now() - cutTime), errors, groups: groups() });
   // The test brings the pair back up; the server adds a second link again.
   const t2 = performance.now();
   await linksReach(2);
   out({ client: 'readded', ms: Math.round(performance.now() - t2), groups: groups() });
-  sock.end();
-  sock.on('close', (hadError) => { out({ client: 'close', hadError, errors }); process.exit(0); });
+  let closed = 0;
+  for (const c of [first, second]) {
+    c.sock.end();
+    c.sock.on('close', () => { if (++closed === 2) { out({ client: 'close', errors }); process.exit(0); } });
+  }
 }

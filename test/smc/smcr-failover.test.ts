@@ -37,7 +37,7 @@ function secondPair(): void {
 const skip = setUpVethPair({ tag, nsA: NS_A, nsB: NS_B, addrA: A1, addrB: B1, extra: secondPair });
 const procs: Proc[] = [];
 
-type Group = { links: Array<{ id: number; address: string; active: boolean }>; events: Record<string, number>; llcTx: Record<string, number>; llcRx: Record<string, number>; rx: Record<string, number>; maxLinks: number };
+type Group = { conns: number; links: Array<{ id: number; address: string; active: boolean }>; events: Record<string, number>; llcTx: Record<string, number>; llcRx: Record<string, number>; rx: Record<string, number>; maxLinks: number };
 
 async function line(p: Proc, key: string, value: unknown, ms: number): Promise<Record<string, unknown>> {
   return p.waitUntil((o) => jsonLines(o).find((l) => l[key] === value || l.client === 'fail'), `a line with ${key}=${String(value)}`, ms);
@@ -69,22 +69,32 @@ test(`SMC-R failover: a second link (ADD_LINK), the first pair cut mid-transfer,
   const s2 = await srv.waitUntil((o) => jsonLines(o).find((l) => l.server === 'links' && l.n === 2), 'two links at the server', 10_000);
   assert.deepEqual((s2.groups as Group[])[0]!.links.map((l) => l.address), [A1, A2]);
 
-  // The cut, mid-transfer: the echo still completes byte-exact, with no error on the socket.
+  // A second connection joins the group: its RMB's rkey on the other link goes by CONFIRM_RKEY.
+  const sec = await line(c, 'client', 'second', 10_000);
+  assert.equal(sec.mode, 'SMCR');
+  const gs = (sec.groups as Group[])[0]!;
+  assert.equal(gs.conns, 2);
+  assert.equal(gs.llcTx.CONFIRM_RKEY, 1);
+  assert.equal(gs.llcRx['CONFIRM_RKEY resp'], 1);
+
+  // The cut, mid-transfer: both echoes still complete byte-exact, with no error on the sockets.
   const cut = await line(c, 'client', 'cut', 30_000);
   t.diagnostic(`cut after ${String(cut.at)} bytes echoed`);
   const r = await line(c, 'client', 'echo', 40_000);
-  t.diagnostic(JSON.stringify({ ms: r.ms, afterCutMs: r.afterCutMs, switches: r.switches, client: (r.groups as Group[])[0] }));
-  assert.equal(r.ok, true, JSON.stringify(r));
-  assert.equal(r.bytes, MIB << 20);
-  assert.equal(r.mode, 'SMCR');
+  t.diagnostic(JSON.stringify({ afterCutMs: r.afterCutMs, first: r.first, second: r.second, client: (r.groups as Group[])[0] }));
   assert.deepEqual(r.errors, []);
-  assert.equal(r.destroyed, false);
-  assert.equal(r.switches, 1, 'the connection moved once');
+  for (const [e, mib] of [[r.first, MIB], [r.second, MIB / 2]] as Array<[Record<string, unknown>, number]>) {
+    assert.equal(e.ok, true, JSON.stringify(e));
+    assert.equal(e.bytes, mib << 20);
+    assert.equal(e.mode, 'SMCR');
+    assert.equal(e.destroyed, false);
+    assert.equal(e.switches, 1, 'the connection moved once');
+    assert.equal((e.link as { id: number }).id, g2.links[1]!.id, 'getSmcInfo names the link the connection is on');
+  }
   const g1 = (r.groups as Group[])[0]!;
   assert.deepEqual(g1.links.map((l) => l.address), [B2], 'down to the second link');
-  assert.equal((r.link as { id: number }).id, g2.links[1]!.id, 'getSmcInfo names the link the connection is on');
   assert.equal(g1.events.deleted, 1);
-  assert.equal(g1.events.connsMoved, 1);
+  assert.equal(g1.events.connsMoved, 2);
   assert.equal(g1.events.connsLost, 0);
   // DELETE_LINK went one way or the other (whichever side saw the loss first), and was answered.
   const del = (g1.llcTx.DELETE_LINK ?? 0) + (g1.llcRx.DELETE_LINK ?? 0);

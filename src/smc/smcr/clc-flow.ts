@@ -255,8 +255,17 @@ function onProposal(key: object, ops: SmcrOps, p: SmcProposal): void {
   }
   hs.token = SmcrLinkGroup.newToken();
   hs.lgr.expect(hs.token);
-  ops.write(encodeSmcrAcceptConfirm(acceptConfirm(CLC_ACCEPT, hs)));
-  ops.restartTimer();
+  const accept = () => {
+    ops.write(encodeSmcrAcceptConfirm(acceptConfirm(CLC_ACCEPT, hs)));
+    ops.restartTimer();
+  };
+  if (hs.firstContact || hs.lgr.activeLinks().length < 2) return accept();
+  // smc_listen_rdma_reg (af_smc.c 2285-2300): the RMB's rkeys on the other links first.
+  hs.lgr.announceRmb(hs.rmb, hs.link).then(() => {
+    if (ops.stillPending() && handshakes.get(key) === hs) accept();
+  }, (e: Error) => {
+    if (ops.stillPending() && handshakes.get(key) === hs) fail(key, ops, DECLINE.ERR_REGBUF, `declined: ${e.message}`);
+  });
 }
 
 function acceptConfirm(type: typeof CLC_ACCEPT | typeof CLC_CONFIRM, hs: Hs): SmcrAcceptConfirm {
@@ -303,8 +312,21 @@ function onAccept(key: object, ops: SmcrOps, hs: Hs, m: SmcrAcceptConfirm): void
   hs.token = SmcrLinkGroup.newToken();
   const conn = hs.conn = new SmcrConnection(hs.lgr, hs.rmb, hs.sndbuf, hs.token, peerRmbOf(m), ops.events(), hs.link);
   hs.lgr.attach(conn);
+  if (!m.firstContact) {
+    const confirm = () => {
+      ops.write(encodeSmcrAcceptConfirm(acceptConfirm(CLC_CONFIRM, hs)));
+      settle(key, ops, hs);
+    };
+    if (hs.lgr.activeLinks().length < 2) return confirm();
+    // smc_connect_rdma (af_smc.c 1340-1352): the RMB's rkeys on the other links before the Confirm.
+    hs.lgr.announceRmb(hs.rmb, hs.link!).then(() => {
+      if (ops.stillPending() && handshakes.get(key) === hs) confirm();
+    }, (e: Error) => {
+      if (ops.stillPending() && handshakes.get(key) === hs) fail(key, ops, DECLINE.ERR_REGBUF, `declined: ${e.message}`);
+    });
+    return;
+  }
   ops.write(encodeSmcrAcceptConfirm(acceptConfirm(CLC_CONFIRM, hs)));
-  if (!m.firstContact) return settle(key, ops, hs);
   ops.restartTimer();
   const lgr = hs.lgr;
   lgr.confirmFirstLink().then(() => {

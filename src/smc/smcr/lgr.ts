@@ -15,10 +15,10 @@
 // per connection (conn.link: the first active link when it was made). When a link fails (a
 // work request completes in error, TEST_LINK goes unanswered), its connections move to the
 // other link and resend from their last confirmed cursor (connection.ts switchLink), and the
-// peer gets DELETE_LINK for the lost link; the server adds a link again on a timer. Not done:
-// asymmetric links (a second link on the same device), REQ_ADD_LINK from the client,
-// CONFIRM_RKEY from us (so a connection made while a group has two links has no rkey on the
-// other one and fails with its link, as before), spreading connections over both links.
+// peer gets DELETE_LINK for the lost link; the server adds a link again on a timer. A
+// connection made while the group has two links announces its RMB's rkey on the other link
+// with CONFIRM_RKEY before its CLC message (announceRmb). Not done: asymmetric links (a second
+// link on the same device), REQ_ADD_LINK from the client, spreading connections over both links.
 //
 // RMBs (the buffers a peer writes into) are registered with REMOTE_WRITE (and the LOCAL_WRITE
 // verbs require with it), each its own MR and so its own rkey, one per device the group's links
@@ -37,7 +37,7 @@ import { decodeSmcrCdc, type SmcrCdc } from '../wire/cdc-r.js';
 import { SmcrWireError } from '../wire/error.js';
 import {
   LLC_DEL, LLC_TESTLINK_DEFAULT_MS, LLC_WAIT_FIRST_MS, LLC_WAIT_MS, decodeLlc, encodeLlc,
-  type LlcAddLink, type LlcConfirmRkey, type LlcDeleteLink, type LlcDeleteRkey, type LlcMessage, type LlcRkeyPair,
+  type LlcAddLink, type LlcConfirmRkey, type LlcDeleteLink, type LlcDeleteRkey, type LlcMessage, type LlcRkeyPair, type LlcRtoken,
 } from '../wire/llc.js';
 import type { SmcrConnection } from './connection.js';
 import { smcrDeviceOf, type SmcrDevice } from './device.js';
@@ -169,6 +169,14 @@ export class SmcrLinkGroup {
    * Accept/Confirm pointed.
    */
   private readonly rtokens = new Map<number, bigint>();
+  /**
+   * The peer's RMBs on our other links, from its CONFIRM_RKEY requests: by "<link id>/<rkey on
+   * that link>" (the link the request came on), the rtokens for the other links. A connection
+   * whose CLC message names that rkey on that link takes them (attach), so it can move.
+   */
+  private readonly peerOthers = new Map<string, LlcRtoken[]>();
+  /** Our CONFIRM_RKEY requests awaiting their response, by the rkey they announce. */
+  private readonly rkeyWaits = new Map<number, { resolve(): void; reject(e: Error): void; timer: NodeJS.Timeout }>();
   peerKey = '';
 
   private readonly onDeviceClose = () => this.free(false, 'the RoCE device was closed');
@@ -318,6 +326,10 @@ export class SmcrLinkGroup {
     clearTimeout(this.lingerTimer);
     this.lingerTimer = undefined;
     this.conns.set(conn.token, conn);
+    for (const t of this.peerOthers.get(`${conn.link.id}/${conn.peer.rkey}`) ?? []) {
+      const l = this.links.find((x) => x.id === t.linkId && x !== conn.link);
+      if (l) conn.setPeerKey(l, { rkey: t.rmbKey, addr: Number(t.rmbVaddr) });
+    }
     const early = this.expected.get(conn.token);
     this.expected.delete(conn.token);
     if (early) conn.onCdc(early);
@@ -426,9 +438,15 @@ export class SmcrLinkGroup {
         } else this.onDeleteLink(link, m);
         return;
       case 'CONFIRM_RKEY':
-        // We never ask (the rkey goes in the CLC message), so a response is out of flow.
-        if (m.response) this.unexpected();
-        else this.confirmRkey(link, m);
+        if (m.response) {
+          // The answer to announceRmb(); any other is out of flow.
+          const w = this.rkeyWaits.get(m.rmbKey);
+          if (!w) return this.unexpected();
+          this.rkeyWaits.delete(m.rmbKey);
+          clearTimeout(w.timer);
+          if (m.negative) w.reject(new Error('the peer refused the CONFIRM_RKEY'));
+          else w.resolve();
+        } else this.confirmRkey(link, m);
         return;
       case 'DELETE_RKEY':
         if (m.response) this.unexpected();
@@ -457,7 +475,31 @@ export class SmcrLinkGroup {
       else this.rtokens.set(m.rmbKey, m.rmbVaddr);
     }
     if (!ok) this.rx.rkeyNegative++;
+    else if (m.others.length > 0) this.peerOthers.set(`${link.id}/${m.rmbKey}`, m.others);
     this.sendLlc({ ...m, version: 2, response: true, negative: m.negative || !ok, retry: m.retry || !ok }, link);
+  }
+
+  /**
+   * A connection made while the group has more than one active link: announce its RMB's rkey
+   * on each other link with CONFIRM_RKEY on `link` (the one its CLC message names) and wait
+   * SMC_LLC_WAIT_TIME for the answer (smc_llc_do_confirm_rkey / smc_llc_send_confirm_rkey,
+   * smc_llc.c 2212-2232, 488-535), before the CLC message, as af_smc.c 1351 and 2297 do. With
+   * one link nothing is sent (Linux sends one with no other rtokens; softrdma saves the round trip).
+   */
+  announceRmb(rmb: Rmb, link: SmcrLink): Promise<void> {
+    const others = this.activeLinks().filter((l) => l !== link);
+    if (others.length === 0) return Promise.resolve();
+    const mr = this.mrOn(rmb, link.dev);
+    const rt = others.map((l) => {
+      const m = this.mrOn(rmb, l.dev);
+      return { linkId: l.id, rmbKey: m.rkey, rmbVaddr: BigInt(m.addr) };
+    });
+    return new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => { this.rkeyWaits.delete(mr.rkey); reject(new Error(`no CONFIRM_RKEY response within ${LLC_WAIT_MS} ms`)); }, LLC_WAIT_MS);
+      timer.unref();
+      this.rkeyWaits.set(mr.rkey, { resolve, reject, timer });
+      this.sendLlc({ kind: 'CONFIRM_RKEY', version: 2, response: false, negative: false, retry: false, numRkeys: rt.length, rmbKey: mr.rkey, rmbVaddr: BigInt(mr.addr), others: rt }, link);
+    });
   }
 
   /**
@@ -469,6 +511,7 @@ export class SmcrLinkGroup {
   private deleteRkey(link: SmcrLink, m: LlcDeleteRkey): void {
     let invalid = 0;
     for (const k of m.rkeys) {
+      this.peerOthers.delete(`${link.id}/${k}`);
       if (!this.rtokens.delete(k) && ![...this.conns.values()].some((c) => c.knowsPeerRkey(k))) invalid++;
     }
     if (invalid > 0) this.rx.rkeyNegative++;
@@ -844,6 +887,9 @@ export class SmcrLinkGroup {
     const w = this.confirmWait;
     this.confirmWait = undefined;
     if (w) { clearTimeout(w.timer); w.reject(new Error(reason)); }
+    for (const r of this.rkeyWaits.values()) { clearTimeout(r.timer); r.reject(new Error(reason)); }
+    this.rkeyWaits.clear();
+    this.peerOthers.clear();
     SmcrLinkGroup.all.get(this.peerKey)?.delete(this);
     if (SmcrLinkGroup.all.get(this.peerKey)?.size === 0) SmcrLinkGroup.all.delete(this.peerKey);
     const up = this.activeLinks()[0];
