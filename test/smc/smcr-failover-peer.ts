@@ -3,8 +3,9 @@
 // its link groups can have a second link on the second device (ADD_LINK). Prints JSON lines.
 //
 //   node smcr-failover-peer.js server --bind A1 --bind2 A2 --port P
-//   node smcr-failover-peer.js client --bind B1 --bind2 B2 --peer A1 --port P --mib N --cut DEV --cut-at M
+//   node smcr-failover-peer.js client --bind B1 --bind2 B2 --peer A1 --port P --mib N --cut DEV --cut-at M [--hold]
 //
+// --hold: after the second connection, wait for SIGUSR1 before the echo (the test stops its capture first).
 // The client echoes N MiB through the server once its link group has two links; after M MiB
 // came back it takes its end of the first veth pair (DEV) down itself (`ip link set DEV down`,
 // so the cut falls mid-transfer), and reports the echo (byte-exact or not) and its link group.
@@ -23,7 +24,7 @@ const { positionals, values } = parseArgs({
   allowPositionals: true,
   options: {
     bind: { type: 'string' }, bind2: { type: 'string' }, peer: { type: 'string' }, port: { type: 'string' },
-    mib: { type: 'string', default: '64' }, cut: { type: 'string' }, 'cut-at': { type: 'string', default: '16' },
+    mib: { type: 'string', default: '64' }, cut: { type: 'string' }, 'cut-at': { type: 'string', default: '16' }, hold: { type: 'boolean' },
   },
 });
 const role = positionals[0]!;
@@ -96,7 +97,9 @@ if (role === 'server') {
   out({ client: 'links', n: 2, ms: Math.round(performance.now() - t0), groups: groups() });
   // A second connection on the group with two links: its RMB's rkey on the other link goes by CONFIRM_RKEY.
   const second = await open('second');
+  const go = values.hold ? new Promise<void>((resolve) => process.once('SIGUSR1', () => resolve())) : Promise.resolve();
   out({ client: 'second', mode: second.info.mode, groups: groups() });
+  await go;
   let cutTime = 0;
   /** Echo `mib` MiB through sock; the first to pass cutAt takes the first pair down. */
   const echo = (sock: typeof first.sock, mib: number, seed: number) => new Promise<Record<string, unknown>>((resolve) => {
