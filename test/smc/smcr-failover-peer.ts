@@ -5,7 +5,10 @@
 //   node smcr-failover-peer.js server --bind A1 --bind2 A2 --port P
 //   node smcr-failover-peer.js client --bind B1 --bind2 B2 --peer A1 --port P --mib N --cut DEV --cut-at M [--hold]
 //
-// --hold: after the second connection, wait for SIGUSR1 before the echo (the test stops its capture first).
+// --hold: after the second connection, wait for SIGUSR1 before the echo (the test stops its
+// capture first), and at the end SIGUSR2 before closing (the test looks at the server first).
+// --cut drop: instead of a veth, the first device's fault hook drops everything it sends (a
+// one-way loss: the peer's packets still arrive); SIGHUP clears it.
 // The client echoes N MiB through the server once its link group has two links; after M MiB
 // came back it takes its end of the first veth pair (DEV) down itself (`ip link set DEV down`,
 // so the cut falls mid-transfer), and reports the echo (byte-exact or not) and its link group.
@@ -14,7 +17,7 @@
 import { createHash } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
 import { parseArgs } from 'node:util';
-import { createRxeDevice } from '../../src/index.js';
+import { createRxeDevice, rxeOf } from '../../src/index.js';
 import * as smc from '../../src/smc/index.js';
 import { SmcrLinkGroup } from '../../src/smc/smcr/lgr.js';
 import { smcState } from '../../src/smc/state.js';
@@ -34,6 +37,7 @@ const dev1 = await createRxeDevice({ address: values.bind!, port: 4791, name: `r
 const dev2 = await createRxeDevice({ address: values.bind2!, port: 4791, name: `rxe_${role}2` });
 dev1.unref();
 dev2.unref();
+process.on('SIGHUP', () => { rxeOf(dev1).faults = undefined; out({ faults: 'cleared' }); });
 
 function groups() {
   return SmcrLinkGroup.list().map((g) => ({
@@ -73,12 +77,13 @@ if (role === 'server') {
     sock.once('data', () => out({ server: 'conn', mode: smc.getSmcInfo(sock).mode }));
   });
   server.listen(Number(values.port), values.bind, () => out({ listening: Number(values.port) }));
-  // Report the server's link group whenever its number of active links changes.
-  let last = -1;
+  // Report the server's link group whenever its number of active links or failed ADD_LINKs changes.
+  let last = -1, lastFailed = 0;
   setInterval(() => {
     const g = SmcrLinkGroup.list().find((x) => !x.dead);
     const n = g ? g.activeLinks().length : 0;
     if (n !== last) { last = n; out({ server: 'links', n, groups: groups() }); }
+    if (g && g.linkEvents.addFailed !== lastFailed) { lastFailed = g.linkEvents.addFailed; out({ server: 'addFailed', n: lastFailed, reason: g.linkEvents.lastFailure }); }
   }, 20).unref();
 } else {
   const cutAt = Number(values['cut-at']) << 20;
@@ -111,7 +116,8 @@ if (role === 'server') {
       h.update(d);
       n += d.length;
       if (!cutTime && n >= cutAt && values.cut) {
-        execFileSync('ip', ['link', 'set', values.cut, 'down']);
+        if (values.cut === 'drop') rxeOf(dev1).faults = { drop: 1 };
+        else execFileSync('ip', ['link', 'set', values.cut, 'down']);
         cutTime = performance.now();
         out({ client: 'cut', at: n, dev: values.cut });
       }
@@ -129,8 +135,10 @@ if (role === 'server') {
   out({ client: 'echo', first: r1, second: r2, afterCutMs: Math.round(performance.now() - cutTime), errors, groups: groups() });
   // The test brings the pair back up; the server adds a second link again.
   const t2 = performance.now();
+  const finish = values.hold ? new Promise<void>((resolve) => process.once('SIGUSR2', () => resolve())) : Promise.resolve();
   await linksReach(2);
   out({ client: 'readded', ms: Math.round(performance.now() - t2), groups: groups() });
+  await finish;
   let closed = 0;
   for (const c of [first, second]) {
     c.sock.end();

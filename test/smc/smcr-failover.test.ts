@@ -10,7 +10,7 @@
 // server adds a second link again.
 // Skipped, saying why, where namespaces cannot be made.
 
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -62,6 +62,7 @@ async function tcpdump(ns: string, dev: string, file: string): Promise<{ stop():
 
 const skip = setUpVethPair({ tag, nsA: NS_A, nsB: NS_B, addrA: A1, addrB: B1, extra: secondPair });
 const procs: Proc[] = [];
+after(() => deleteNamespaces(NS_A, NS_B));
 
 type Group = { conns: number; links: Array<{ id: number; address: string; active: boolean }>; events: Record<string, number>; llcTx: Record<string, number>; llcRx: Record<string, number>; rx: Record<string, number>; maxLinks: number };
 
@@ -73,7 +74,6 @@ test(`SMC-R failover: a second link (ADD_LINK), the first pair cut mid-transfer,
   t.after(async () => {
     for (const p of procs) if (p.child.exitCode === null) p.child.kill('SIGKILL');
     await Promise.all(procs.map((p) => p.exit(5000).catch(() => undefined)));
-    deleteNamespaces(NS_A, NS_B);
   });
   // TEST_LINK after 1 s of quiet (the QPs retry for ever: TEST_LINK is what notices the cut); the server retries ADD_LINK every second.
   const env = { SOFTRDMA_SMCR_TESTLINK_MS: '1000', SOFTRDMA_SMCR_ADDLINK_MS: '1000' };
@@ -151,6 +151,7 @@ test(`SMC-R failover: a second link (ADD_LINK), the first pair cut mid-transfer,
   t.diagnostic(`second link again ${Date.now() - upAt} ms after the pair came back`);
   const g3 = (again.groups as Group[])[0]!;
   assert.deepEqual(g3.links.map((l) => [l.address, l.active]), [[B2, true], [B1, true]], JSON.stringify(g3));
+  c.child.kill('SIGUSR2');
   const closed = await line(c, 'client', 'close', 15_000);
   assert.deepEqual(closed.errors, []);
   assert.equal(await c.exit(10_000), 0, c.stdout + c.stderr);
@@ -175,4 +176,45 @@ test(`SMC-R failover: a second link (ADD_LINK), the first pair cut mid-transfer,
     // ADD_LINK v2 carries its length (host order, as x86 Linux) and the extension with one rkey pair: 44 + 28 + 16.
     for (const b of sends[0]!.filter((x) => x[0] === 0x22)) assert.equal(b.readUInt16LE(1), 88);
   } else t.diagnostic(`no capture: ${noCapture!}`);
+});
+
+test(`SMC-R failover, one way: the client's first device drops all it sends mid-transfer; ${MIB / 2} MiB echo byte-exact on the second link; ADD_LINK fails (no CONFIRM_LINK response) until the path is back`, { skip, timeout: 60_000 }, async (t) => {
+  t.after(async () => {
+    for (const p of procs) if (p.child.exitCode === null) p.child.kill('SIGKILL');
+    await Promise.all(procs.map((p) => p.exit(5000).catch(() => undefined)));
+  });
+  const env = { SOFTRDMA_SMCR_TESTLINK_MS: '1000', SOFTRDMA_SMCR_ADDLINK_MS: '1000' };
+  ip('-n', NS_B, 'link', 'set', `${tag}vb`, 'up'); // where the first test stopped short of it
+  const srv = runNode(PEER, ['server', '--bind', A1, '--bind2', A2, '--port', '7502'], { netns: NS_A, env });
+  procs.push(srv);
+  await srv.waitFor(/"listening"/);
+  const c = runNode(PEER, ['client', '--bind', B1, '--bind2', B2, '--peer', A1, '--port', '7502', '--mib', String(MIB / 2), '--cut', 'drop', '--cut-at', '8', '--hold'], { netns: NS_B, env });
+  procs.push(c);
+  await line(c, 'client', 'second', 15_000);
+  c.child.kill('SIGUSR1');
+  await line(c, 'client', 'cut', 30_000);
+  const r = await line(c, 'client', 'echo', 40_000);
+  t.diagnostic(JSON.stringify({ afterCutMs: r.afterCutMs, first: r.first, second: r.second }));
+  assert.deepEqual(r.errors, []);
+  for (const e of [r.first, r.second] as Array<Record<string, unknown>>) {
+    assert.equal(e.ok, true, JSON.stringify(e));
+    assert.equal(e.switches, 1);
+  }
+  // The server tries ADD_LINK again: the client makes a QP on its first device and answers, the
+  // server's CONFIRM_LINK arrives, but the client's response is dropped. Either the server gives
+  // up after 5 s (DELETE_LINK for the new link), or the client's TEST_LINK on the new link goes
+  // unanswered first and it deletes the link; the server tries again a second later.
+  const failed = await srv.waitUntil((o) => jsonLines(o).find((l) => l.server === 'addFailed'), 'a failed ADD_LINK at the server', 20_000);
+  assert.match(failed.reason as string, /no CONFIRM_LINK response|the peer deleted the new link/);
+  // The client thinks the new link up once it has sent its CONFIRM_LINK response (as Linux's
+  // smc_llc_cli_conf_link); the server's DELETE_LINK takes it down again. What counts is the server.
+  const failedAt = srv.stdout.length;
+  c.child.kill('SIGHUP');
+  await line(c, 'faults', 'cleared', 5000);
+  const again = await srv.waitUntil((o) => jsonLines(o.slice(failedAt)).find((l) => l.server === 'links' && l.n === 2), 'two links at the server again', 25_000);
+  assert.deepEqual((again.groups as Group[])[0]!.links.map((l) => l.address), [A2, A1]);
+  await line(c, 'client', 'readded', 10_000);
+  c.child.kill('SIGUSR2');
+  assert.deepEqual((await line(c, 'client', 'close', 15_000)).errors, []);
+  assert.equal(await c.exit(10_000), 0, c.stdout + c.stderr);
 });
