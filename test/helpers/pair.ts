@@ -37,13 +37,17 @@ export function connect(qp: QP, remote: { qpn: number; gid: Uint8Array }, opts: 
   connectQp(qp, { qpn: remote.qpn, gid: remote.gid, psn: opts.remotePsn ?? 0 }, { minRnrTimer: 1, timeout: 10, ...opts });
 }
 
-/** Two sides on one UDP port (each device sends to its own port number): ephemeral, retried if taken. */
-async function openTwo() {
+/**
+ * Two sides on one UDP port (each device sends to its own port number): ephemeral, retried if
+ * taken. On 127.0.0.2 and 127.0.0.3 unless told: a test about fixed ports (the per-QP source
+ * ports follow from the QPNs, the same in every process) takes addresses of its own.
+ */
+async function openTwo(addrs: readonly [string, string] = ['127.0.0.2', '127.0.0.3']) {
   for (let attempt = 0; ; attempt++) {
-    const a = await openSide('127.0.0.2', 0);
+    const a = await openSide(addrs[0], 0);
     const port = rxeOf(a.dev).port;
     try {
-      return { a, b: await openSide('127.0.0.3', port) };
+      return { a, b: await openSide(addrs[1], port) };
     } catch (err) {
       await a.dev.close();
       if ((err as { code?: string }).code !== 'EADDRINUSE' || attempt > 5) throw err;
@@ -51,13 +55,14 @@ async function openTwo() {
   }
 }
 
-export async function makePair(qpType: number = QpType.RC, opts: Parameters<typeof connect>[2] & { cap?: object } = {}) {
-  const { a, b } = await openTwo();
+export async function makePair(qpType: number = QpType.RC, opts: Parameters<typeof connect>[2] & { cap?: object; addresses?: readonly [string, string] } = {}) {
+  const { addresses, ...qpOpts } = opts;
+  const { a, b } = await openTwo(addresses);
   const cap = { maxSendWr: 1024, maxRecvWr: 1024, maxSendSge: 4, maxRecvSge: 4, maxInlineData: 256, ...(opts.cap ?? {}) };
   const qa = a.pd.createQp({ qpType, sendCq: a.cq, recvCq: a.cq, cap });
   const qb = b.pd.createQp({ qpType, sendCq: b.cq, recvCq: b.cq, cap });
-  connect(qa, { qpn: qb.qpn, gid: b.ctx.queryGid() }, { ...opts, psn: 0x100, remotePsn: 0x200 });
-  connect(qb, { qpn: qa.qpn, gid: a.ctx.queryGid() }, { ...opts, psn: 0x200, remotePsn: 0x100 });
+  connect(qa, { qpn: qb.qpn, gid: b.ctx.queryGid() }, { ...qpOpts, psn: 0x100, remotePsn: 0x200 });
+  connect(qb, { qpn: qa.qpn, gid: a.ctx.queryGid() }, { ...qpOpts, psn: 0x200, remotePsn: 0x100 });
   const A: Side = { ...a, qp: qa }, B: Side = { ...b, qp: qb };
   return { a: A, b: B, close: async () => { await A.dev.close(); await B.dev.close(); } };
 }

@@ -9,7 +9,13 @@ import { randomBytes } from 'node:crypto';
 import fc from 'fast-check';
 import { Access, QpType, SendFlags, WrOpcode, rxeOf } from '../../src/index.js';
 import { connectedSourcePort, flowLabelOf, initialSourcePort, sourcePortOfFlowLabel } from '../../src/providers/rxe/wire/udp-sport.js';
-import { makePair, waitCompletions } from '../helpers/pair.js';
+import { makePair as makeAnyPair, waitCompletions } from '../helpers/pair.js';
+
+// Addresses of this file's own: the source ports follow from the QPNs, which are the same in
+// every process, so another test's pair on 127.0.0.2 could hold the very port a test here
+// checks is free (seen under npm test's two files at a time).
+const A = '127.0.0.46', B = '127.0.0.47';
+const makePair = (qpType: number) => makeAnyPair(qpType, { addresses: [A, B] });
 
 describe('source port formulas', () => {
   it('match the kernel\'s for fixed QPNs', () => {
@@ -95,7 +101,7 @@ describe('packets on the wire', () => {
       const probe = dgram.createSocket('udp4');
       const err = await new Promise<NodeJS.ErrnoException | undefined>((resolve) => {
         probe.once('error', resolve);
-        probe.bind({ address: '127.0.0.2', port: want }, () => resolve(undefined));
+        probe.bind({ address: A, port: want }, () => resolve(undefined));
       });
       probe.close();
       assert.equal(err?.code, 'EADDRINUSE', `port ${want} is held by the QP's socket`);
@@ -105,7 +111,7 @@ describe('packets on the wire', () => {
       assert.deepEqual(la.boundSourcePorts, []);
       await new Promise((r) => setImmediate(r));
       const again = dgram.createSocket('udp4');
-      await new Promise<void>((resolve, reject) => { again.once('error', reject); again.bind({ address: '127.0.0.2', port: want }, () => resolve()); });
+      await new Promise<void>((resolve, reject) => { again.once('error', reject); again.bind({ address: A, port: want }, () => resolve()); });
       again.close();
     } finally { if (!closed) await close(); }
   });
@@ -141,7 +147,7 @@ describe('packets on the wire', () => {
     const taken = connectedSourcePort(0, probe.a.qp.qpn, probe.b.qp.qpn);
     await probe.close();
     const holder = dgram.createSocket('udp4');
-    await new Promise<void>((resolve, reject) => { holder.once('error', reject); holder.bind({ address: '127.0.0.2', port: taken }, () => resolve()); });
+    await new Promise<void>((resolve, reject) => { holder.once('error', reject); holder.bind({ address: A, port: taken }, () => resolve()); });
     try {
       const { a, b, close } = await makePair(QpType.RC);
       try {
