@@ -16,6 +16,8 @@ export function newDeviceCounters() {
     completer_retry_err: 0,
     send_err: 0,
     ack_deferred: 0,
+    /** Last packets of SENDs and WRITEs sent without AckReq because a later packet of the same burst asked (one ACK covers both). */
+    ack_req_coalesced: 0,
     rdma_sends: 0,
     rdma_recvs: 0,
     link_downed: 0,

@@ -34,7 +34,21 @@ const GSO_MAX_BYTES = 65_000;
  */
 const MAX_SOURCE_PORTS = 256;
 
-interface Outgoing { parts: Buffer[]; len: number; to: string; onSent: (() => void) | undefined; src: SourcePort }
+interface Outgoing { parts: Buffer[]; len: number; to: string; onSent: (() => void) | undefined; src: SourcePort; ack: number; group: AckGroup | undefined }
+
+/**
+ * What an RC request packet says about acknowledgement, for flush's AckReq pass: nothing (not
+ * an RC request, or a packet in the middle of a message that does not ask), asks (AckReq is
+ * set in its BTH), or deferrable (the last packet of a SEND or WRITE: it asks for an ACK unless
+ * a later packet of the same QP in the same send batch asks, as an ACK is cumulative).
+ */
+export const ACK_NONE = 0, ACK_ASKS = 1, ACK_DEFERRABLE = 2;
+
+/** A requester's identity for the AckReq pass (one per QP): the pass that last saw an ask. */
+export interface AckGroup { ackPass: number }
+
+/** Set AckReq in the BTH of a packet's header buffer (the BTH comes first). */
+const setAckReq = (hdr: Buffer) => { hdr[8] = hdr[8]! | 0x80; };
 
 export class RxeLink {
   /** segment: the packet's index in a run that arrived as one datagram (UDP GRO), else 0. */
@@ -47,7 +61,12 @@ export class RxeLink {
    */
   transmit: ((pkt: Buffer, to: string, sourcePort: number) => void) | undefined;
   private out: Outgoing[] = [];
+  /** A flush is wanted (something is queued); `flushTasks` flush microtasks are in flight. */
   private flushQueued = false;
+  private flushTasks = 0;
+  /** Deferrable packets queued (see ACK_DEFERRABLE), and the count of AckReq passes so far. */
+  private deferrable = 0;
+  private ackPass = 0;
   /** Sends from the device port itself (QPs without a port of their own, and the fault hook). */
   readonly devicePort: SourcePort;
   private readonly ports = new Map<number, SourcePort>();
@@ -83,13 +102,21 @@ export class RxeLink {
     this.windowBytes = Math.min(4 << 20, Math.max(128 << 10, sock.getRecvBufferSize() >> 2));
     sock.on('message', (msg, rinfo) => {
       const s = this.groEnabled ? groSegmentSize(msg, this.groHint) : 0;
-      if (s === 0) return this.onPacket(msg, rinfo.address, rinfo.port, 0);
-      this.groHint = s;
-      counters.gro_datagrams++;
-      for (let off = 0, k = 0; off < msg.length; off += s, k++) {
-        counters.gro_packets++;
-        this.onPacket(msg.subarray(off, Math.min(off + s, msg.length)), rinfo.address, rinfo.port, k);
+      if (s === 0) this.onPacket(msg, rinfo.address, rinfo.port, 0);
+      else {
+        this.groHint = s;
+        counters.gro_datagrams++;
+        for (let off = 0, k = 0; off < msg.length; off += s, k++) {
+          counters.gro_packets++;
+          this.onPacket(msg.subarray(off, Math.min(off + s, msg.length)), rinfo.address, rinfo.port, k);
+        }
       }
+      // What answering this datagram queued (ACKs, NAKs, read responses, a requester's burst on
+      // an ACK) leaves now, not in the flush microtask: that would run after the microtasks
+      // the datagram's completions queued (CQ notifications), so an ACK would wait for the
+      // consumer to handle the data (and to answer it). Node runs microtasks after each
+      // datagram anyway, so batching is unchanged: a GRO run's answers still leave together.
+      if (this.out.length > 0) this.flush();
     });
     sock.on('error', () => { counters.send_err++; });
   }
@@ -178,6 +205,11 @@ export class RxeLink {
     return [...this.ports.values()].filter((sp) => sp.bound).map((sp) => sp.port);
   }
 
+  /** Packets queued for the next flush, not yet handed to a socket (for tests and tools). */
+  get queued(): number {
+    return this.out.length;
+  }
+
   /** Send a packet (ICRC room at its end) to a peer's RoCE port. */
   send(pkt: Buffer, to: string, src: SourcePort = this.devicePort): void {
     this.sendv([pkt], to, undefined, src);
@@ -190,15 +222,20 @@ export class RxeLink {
    * Packets leave at the end of the current tick, in order (see flush). `onSent` runs once
    * the kernel has the packet (node:dgram hands it over a tick after send()): only then may
    * the payload's memory change.
+   *
+   * `ack` and `group` (an RC requester's packets): see ACK_DEFERRABLE. A deferrable packet
+   * sent at once (the transmit seam, a fault plan) always asks.
    */
-  sendv(parts: Buffer[], to: string, onSent?: () => void, src: SourcePort = this.devicePort): void {
+  sendv(parts: Buffer[], to: string, onSent?: () => void, src: SourcePort = this.devicePort, ack = ACK_NONE, group?: AckGroup): void {
     if (this.closed) return;
     if (this.transmit) {
+      if (ack === ACK_DEFERRABLE) setAckReq(parts[0]!);
       this.transmitNow(parts, to, src, onSent);
       return;
     }
     if (this.faults) {
       this.flush();
+      if (ack === ACK_DEFERRABLE) setAckReq(parts[0]!);
       this.sendFaulty(parts.length === 1 ? parts[0]! : Buffer.concat(parts), to, src);
       if (onSent) process.nextTick(onSent); // the packet was copied (or is ours)
       return;
@@ -207,14 +244,46 @@ export class RxeLink {
     for (const b of parts) len += b.length;
     this.counters.sent_pkts++;
     this.counters.sent_bytes += len;
-    this.out.push({ parts, len, to, onSent, src });
+    if (ack === ACK_DEFERRABLE) this.deferrable++;
+    this.out.push({ parts, len, to, onSent, src, ack, group });
     if (!this.flushQueued) {
       this.flushQueued = true;
+      this.flushTasks++;
       queueMicrotask(this.flushNow);
     }
   }
 
-  private readonly flushNow = () => this.flush();
+  /**
+   * The flush microtask. One queued before a synchronous flush (the end of a received
+   * datagram) may still be in flight when the next send queues another: only the last one
+   * flushes, so a consumer's sends from one stretch of code still leave as one batch.
+   */
+  private readonly flushNow = () => {
+    if (--this.flushTasks === 0 && this.flushQueued) this.flush();
+  };
+
+  /**
+   * The AckReq pass over a batch: walking back from its end, a deferrable packet asks for an
+   * ACK unless a later packet of its QP in the batch asks (the ACK for that one acknowledges
+   * both: IBTA 9.7.5.1.1, ACKs are cumulative). So the last message of a burst always asks,
+   * and a WRITE posted with a SEND (SMC-R's data and CDC) draws one ACK, not two.
+   */
+  private markAckReqs(q: Outgoing[]): void {
+    const pass = ++this.ackPass;
+    for (let i = q.length - 1; i >= 0; i--) {
+      const o = q[i]!;
+      const g = o.group;
+      if (!g) continue;
+      if (o.ack === ACK_ASKS) g.ackPass = pass;
+      else if (o.ack === ACK_DEFERRABLE) {
+        if (g.ackPass === pass) this.counters.ack_req_coalesced++;
+        else {
+          setAckReq(o.parts[0]!);
+          g.ackPass = pass;
+        }
+      }
+    }
+  }
 
   /**
    * Seal and send what this tick queued, in order. A run of equal-size packets to one peer
@@ -229,6 +298,10 @@ export class RxeLink {
     const q = this.out;
     if (q.length === 0) return;
     this.out = [];
+    if (this.deferrable > 0) {
+      this.deferrable = 0;
+      this.markAckReqs(q);
+    }
     for (let i = 0; i < q.length;) {
       const a = q[i]!;
       let j = i + 1;

@@ -85,7 +85,8 @@ export class RxeQp implements ProviderQp {
   source: SourcePort;
 
   /** cwnd/ssthresh: the packet window after losses (Reno-style AIMD; see requester.ts). */
-  readonly req = { psn: 0, index: 0, noackPkts: 0, running: false, scheduled: false, paused: false, cwnd: MAX_CWND, ssthresh: MAX_CWND };
+  /** ackPass: the link's AckReq pass that last saw a packet of ours ask (link.ts, AckGroup). */
+  readonly req = { psn: 0, index: 0, noackPkts: 0, running: false, scheduled: false, paused: false, cwnd: MAX_CWND, ssthresh: MAX_CWND, ackPass: 0 };
   readonly comp = {
     psn: 0, retryCnt: 0, rnrRetry: 0, lastProgress: 0,
     timer: undefined as NodeJS.Timeout | undefined, rnrTimer: undefined as NodeJS.Timeout | undefined,

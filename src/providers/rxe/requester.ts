@@ -12,6 +12,7 @@ import { resolveSegs, views } from './mem.js';
 import { ackEvery, noteSending, windowPkts } from './window.js';
 import { RxeMr, RxeMw } from './keys.js';
 import type { RxeAh } from './context.js';
+import { ACK_ASKS, ACK_DEFERRABLE, ACK_NONE } from './link.js';
 
 /** Packets one run may send before yielding to the event loop. */
 const BUDGET = 64;
@@ -91,10 +92,18 @@ export function sendPacket(qp: RxeQp, w: SendWqe): void {
   const tail = Buffer.allocUnsafe(pad + ICRC_BYTES);
   for (let i = 0; i < pad; i++) tail[i] = 0; // the ICRC goes in when the packet is sent
   const end = (info.mask & Op.END) !== 0;
+  // RC asks for an ACK at least every ackEvery packets, and on the last packet of a READ or
+  // atomic request. The last packet of a SEND or WRITE is deferrable: the link sets AckReq on
+  // it unless a later packet of this QP in the same send batch asks (RxeLink.markAckReqs), so
+  // a burst of messages draws one ACK. Linux rxe sets AckReq on every message's last packet.
   let ackReq = false;
+  let ack = ACK_NONE;
   if (qp.qpType === QpType.RC) {
-    ackReq = end || ++qp.req.noackPkts >= ackEvery(qp);
-    if (ackReq) qp.req.noackPkts = 0;
+    ackReq = (end && w.rdAtomic) || ++qp.req.noackPkts >= ackEvery(qp);
+    if (ackReq) {
+      qp.req.noackPkts = 0;
+      ack = ACK_ASKS;
+    } else if (end) ack = ACK_DEFERRABLE;
   }
   let destQp = qp.attr.destQpNum;
   let to = qp.destAddr!;
@@ -140,7 +149,7 @@ export function sendPacket(qp: RxeQp, w: SendWqe): void {
   // UC and UD complete when sent, as there is no acknowledgement: when the kernel has the
   // last packet (it copies the payload), so the application may then reuse the buffer.
   const unacked = lastPkt && qp.qpType !== QpType.RC;
-  qp.device.link.sendv(parts, to, unacked ? () => sentUnacked(qp, w) : undefined, qp.source);
+  qp.device.link.sendv(parts, to, unacked ? () => sentUnacked(qp, w) : undefined, qp.source, ack, qp.req);
   if (lastPkt) {
     qp.req.index++;
     w.state = WqeState.PENDING;

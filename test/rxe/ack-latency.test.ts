@@ -1,0 +1,121 @@
+// When ACKs leave and how many (issue 18 §3): an ACK leaves before the consumer's completion
+// callback runs, a WRITE and a SEND posted together draw one ACK, and a lone message is still
+// ACKed at once (no retransmission).
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Access, QpType, SendFlags, WcOpcode, WcStatus, WrOpcode, queryRxeCounters, rxeOf, type WorkCompletion } from '../../src/index.js';
+import { connect, makePair, twoDevices, waitCompletions } from '../helpers/pair.js';
+
+/** A long retransmit timeout (4.096 us x 2^20, ~4.3 s): any retransmission is a failure here, never a rescue. */
+const SLOW_RTO = { timeout: 20 };
+
+test('a WRITE and a SEND posted together draw one ACK, and both complete', async () => {
+  const { a, b, close } = await makePair(QpType.RC, SLOW_RTO);
+  try {
+    const src = Buffer.from('0123456789abcdef'.repeat(4));
+    const rbuf = Buffer.alloc(4096);
+    const smr = a.pd.regMr(src, 0);
+    const rmr = b.pd.regMr(rbuf, Access.LOCAL_WRITE | Access.REMOTE_WRITE);
+    b.qp.postRecv({ wrId: 9, sgList: [rmr.sge(1024, 1024)] });
+    // SMC-R's pattern: the data as an RDMA WRITE into the peer's buffer, then the 44-byte CDC SEND.
+    a.qp.postSend({ wrId: 1, opcode: WrOpcode.RDMA_WRITE, sendFlags: SendFlags.SIGNALED, sgList: [smr.sge(0, 14)], rdma: { remoteAddr: rmr.addr, rkey: rmr.rkey } });
+    a.qp.postSend({ wrId: 2, opcode: WrOpcode.SEND, sendFlags: SendFlags.SIGNALED | SendFlags.INLINE, sgList: [smr.sge(0, 44)] });
+    const sent = await waitCompletions(a.cq, 2);
+    assert.deepEqual(sent.map((c) => [c.wrId, c.status, c.opcode]), [[1, WcStatus.SUCCESS, WcOpcode.RDMA_WRITE], [2, WcStatus.SUCCESS, WcOpcode.SEND]]);
+    const [recv] = await waitCompletions(b.cq, 1);
+    assert.deepEqual([recv!.wrId, recv!.status, recv!.byteLen], [9, WcStatus.SUCCESS, 44]);
+    assert.ok(rbuf.subarray(0, 14).equals(src.subarray(0, 14)));
+    const ca = queryRxeCounters(a.ctx, a.qp), cb = queryRxeCounters(b.ctx, b.qp);
+    assert.equal(cb.qp.acks_sent, 1, `responder ACKs: ${JSON.stringify(cb.qp)}`);
+    assert.equal(ca.qp.acks_rcvd, 1);
+    assert.equal(ca.device.ack_req_coalesced, 1, 'the WRITE went without AckReq');
+    assert.deepEqual([ca.qp.retransmits, ca.qp.timeouts], [0, 0]);
+  } finally {
+    await close();
+  }
+});
+
+test('a burst of SENDs draws one ACK for its last message; a later lone SEND is still ACKed', async () => {
+  const { a, b, close } = await makePair(QpType.RC, SLOW_RTO);
+  try {
+    const src = Buffer.alloc(64, 7);
+    const smr = a.pd.regMr(src, 0);
+    const rmr = b.pd.regMr(Buffer.alloc(64 * 16), Access.LOCAL_WRITE);
+    for (let i = 0; i < 11; i++) b.qp.postRecv({ wrId: i, sgList: [rmr.sge(64 * i, 64)] });
+    for (let i = 0; i < 10; i++) a.qp.postSend({ wrId: i, opcode: WrOpcode.SEND, sendFlags: SendFlags.SIGNALED, sgList: [smr.sge()] });
+    const burst = await waitCompletions(a.cq, 10);
+    assert.deepEqual(burst.map((c) => c.status), Array(10).fill(WcStatus.SUCCESS));
+    assert.deepEqual(burst.map((c) => c.wrId), [...Array(10).keys()]);
+    assert.equal(queryRxeCounters(b.ctx, b.qp).qp.acks_sent, 1);
+    a.qp.postSend({ wrId: 10, opcode: WrOpcode.SEND, sendFlags: SendFlags.SIGNALED, sgList: [smr.sge()] });
+    const [lone] = await waitCompletions(a.cq, 1);
+    assert.equal(lone!.status, WcStatus.SUCCESS);
+    await waitCompletions(b.cq, 11);
+    const ca = queryRxeCounters(a.ctx, a.qp);
+    assert.equal(queryRxeCounters(b.ctx, b.qp).qp.acks_sent, 2);
+    assert.deepEqual([ca.qp.acks_rcvd, ca.qp.retransmits, ca.qp.timeouts], [2, 0, 0]);
+  } finally {
+    await close();
+  }
+});
+
+test('a lone SEND is ACKed at once: no retransmission, no timeout', async () => {
+  const { a, b, close } = await makePair(QpType.RC, SLOW_RTO);
+  try {
+    const smr = a.pd.regMr(Buffer.from('ping'), 0);
+    const rmr = b.pd.regMr(Buffer.alloc(16), Access.LOCAL_WRITE);
+    b.qp.postRecv({ wrId: 1, sgList: [rmr.sge()] });
+    const t0 = performance.now();
+    a.qp.postSend({ wrId: 1, opcode: WrOpcode.SEND, sendFlags: SendFlags.SIGNALED, sgList: [smr.sge()] });
+    const [wc] = await waitCompletions(a.cq, 1);
+    const ms = performance.now() - t0;
+    assert.equal(wc!.status, WcStatus.SUCCESS);
+    const ca = queryRxeCounters(a.ctx, a.qp);
+    assert.deepEqual([ca.qp.acks_rcvd, ca.qp.retransmits, ca.qp.timeouts], [1, 0, 0]);
+    assert.equal(queryRxeCounters(b.ctx, b.qp).qp.acks_sent, 1);
+    // Not a timing assertion: a retransmission would have taken the ~4.3 s timeout.
+    assert.ok(ms < 4000, `completed after ${ms.toFixed(0)} ms`);
+  } finally {
+    await close();
+  }
+});
+
+test("the responder's ACK leaves before the consumer's completion callback runs", async () => {
+  const { a: da, b: db, close } = await twoDevices();
+  try {
+    const ca = da.open(), cb = db.open();
+    const pa = ca.allocPd(), pb = cb.allocPd();
+    const cqa = ca.createCq(64);
+    // The receiver takes completions as SMC-R does: a completion channel, armed.
+    const channel = cb.createCompChannel();
+    const cqb = cb.createCq(64, { channel });
+    const cap = { maxSendWr: 16, maxRecvWr: 16, maxSendSge: 1, maxRecvSge: 1 };
+    const qa = pa.createQp({ qpType: QpType.RC, sendCq: cqa, recvCq: cqa, cap });
+    const qb = pb.createQp({ qpType: QpType.RC, sendCq: cqb, recvCq: cqb, cap });
+    connect(qa, { qpn: qb.qpn, gid: cb.queryGid() }, { ...SLOW_RTO, psn: 1, remotePsn: 2 });
+    connect(qb, { qpn: qa.qpn, gid: ca.queryGid() }, { ...SLOW_RTO, psn: 2, remotePsn: 1 });
+    const smr = pa.regMr(Buffer.from('request'), 0);
+    const rmr = pb.regMr(Buffer.alloc(64), Access.LOCAL_WRITE);
+    qb.postRecv({ wrId: 5, sgList: [rmr.sge()] });
+    const link = rxeOf(db).link;
+    const seen = new Promise<{ wc: WorkCompletion; queued: number; acks: number; sent: number }>((resolve) => {
+      channel.onCqEvent((cq) => {
+        const [wc] = cq.poll(1);
+        // Inside the consumer's callback: the ACK for this SEND has been handed to a socket.
+        resolve({ wc: wc!, queued: link.queued, acks: queryRxeCounters(cb, qb).qp.acks_sent!, sent: rxeOf(db).counters.sent_pkts });
+      });
+    });
+    cqb.reqNotify();
+    qa.postSend({ wrId: 1, opcode: WrOpcode.SEND, sendFlags: SendFlags.SIGNALED, sgList: [smr.sge()] });
+    const got = await seen;
+    assert.deepEqual([got.wc.wrId, got.wc.status], [5, WcStatus.SUCCESS]);
+    assert.equal(got.acks, 1);
+    assert.equal(got.queued, 0, 'the ACK was still queued behind the consumer');
+    assert.equal(got.sent, 1);
+    const [wc] = await waitCompletions(cqa, 1);
+    assert.equal(wc!.status, WcStatus.SUCCESS);
+  } finally {
+    await close();
+  }
+});
