@@ -61,6 +61,8 @@ export class RxeLink {
    */
   transmit: ((pkt: Buffer, to: string, sourcePort: number) => void) | undefined;
   private out: Outgoing[] = [];
+  /** The queue array of the flush before last, emptied: the two take turns (no array per flush). */
+  private spare: Outgoing[] = [];
   /** A flush is wanted (something is queued); `flushTasks` flush microtasks are in flight. */
   private flushQueued = false;
   private flushTasks = 0;
@@ -71,7 +73,12 @@ export class RxeLink {
   readonly devicePort: SourcePort;
   private readonly ports = new Map<number, SourcePort>();
   private readonly flows = new Map<string, { remote: Buffer; flows: Map<number, IcrcFlow> }>();
-  private lastFlow: { peer: string; outgoing: boolean; peerPort: number; localPort: number; flow: IcrcFlow } | undefined;
+  /**
+   * The last flow looked up in each direction. One per direction: a request/response exchange
+   * alternates receiving and sending, and a single entry missed (two map lookups and a new
+   * entry object) on every packet.
+   */
+  private readonly lastFlow = [{ peer: '', peerPort: -1, localPort: -1, flow: undefined as IcrcFlow | undefined }, { peer: '', peerPort: -1, localPort: -1, flow: undefined as IcrcFlow | undefined }];
   private held: { pkt: Buffer; to: string; sock: dgram.Socket } | undefined;
   /** Runs arrive whole (UDP_GRO is on); the last run's segment size. */
   private groEnabled = false;
@@ -151,8 +158,8 @@ export class RxeLink {
   /** The ICRC flow for packets between us and a peer, in one direction. */
   flow(peer: string, outgoing: boolean, peerPort = this.port, localPort = this.port): IcrcFlow {
     // Packets come in runs to and from one peer: skip the lookup for a repeat.
-    const last = this.lastFlow;
-    if (last && last.peer === peer && last.outgoing === outgoing && last.peerPort === peerPort && last.localPort === localPort) return last.flow;
+    const last = this.lastFlow[outgoing ? 1 : 0]!;
+    if (last.flow && last.peer === peer && last.peerPort === peerPort && last.localPort === localPort) return last.flow;
     // Per peer, flows by (direction, ports) as one number: no key string per packet.
     let byPorts = this.flows.get(peer);
     if (!byPorts) {
@@ -169,7 +176,10 @@ export class RxeLink {
       if (byPorts.flows.size > 4096) byPorts.flows.clear();
       byPorts.flows.set(key, f);
     }
-    this.lastFlow = { peer, outgoing, peerPort, localPort, flow: f };
+    last.peer = peer;
+    last.peerPort = peerPort;
+    last.localPort = localPort;
+    last.flow = f;
     return f;
   }
 
@@ -297,42 +307,48 @@ export class RxeLink {
     this.flushQueued = false;
     const q = this.out;
     if (q.length === 0) return;
-    this.out = [];
-    if (this.deferrable > 0) {
-      this.deferrable = 0;
-      this.markAckReqs(q);
-    }
-    for (let i = 0; i < q.length;) {
-      const a = q[i]!;
-      let j = i + 1;
-      if (this.gsoEnabled) {
-        const max = Math.min(GSO_MAX_SEGMENTS, Math.floor(GSO_MAX_BYTES / a.len));
-        // Only runs the receiver can cut again without the kernel's help (wire/gro.ts).
-        while (j < q.length && j - i < max && q[j]!.len === a.len && q[j]!.to === a.to && q[j]!.src === a.src && joinsRun(a.parts[0]!, q[j]!.parts[0]!, j - i)) j++;
+    this.out = this.spare;
+    try {
+      if (this.deferrable > 0) {
+        this.deferrable = 0;
+        this.markAckReqs(q);
       }
-      const g = j - i > 1 ? a.src.sender.gsoSocket(a.len) : undefined;
-      if (g) {
-        const flow = this.flow(a.to, true, this.port, g.port);
-        const all: Buffer[] = [];
-        let sent: Array<() => void> | undefined;
-        for (let k = i; k < j; k++) {
-          const { parts, onSent } = q[k]!;
-          flow.sealParts(parts, k - i);
-          for (const b of parts) all.push(b);
-          if (onSent) (sent ??= []).push(onSent);
+      for (let i = 0; i < q.length;) {
+        const a = q[i]!;
+        let j = i + 1;
+        if (this.gsoEnabled) {
+          const max = Math.min(GSO_MAX_SEGMENTS, Math.floor(GSO_MAX_BYTES / a.len));
+          // Only runs the receiver can cut again without the kernel's help (wire/gro.ts).
+          while (j < q.length && j - i < max && q[j]!.len === a.len && q[j]!.to === a.to && q[j]!.src === a.src && joinsRun(a.parts[0]!, q[j]!.parts[0]!, j - i)) j++;
         }
-        g.sock.send(all, this.port, a.to, sent && (() => { for (const f of sent!) f(); }));
-        this.counters.gso_sends++;
-        this.counters.gso_packets += j - i;
-      } else {
-        for (let k = i; k < j; k++) {
-          const o = q[k]!;
-          const from = o.src.sender;
-          this.flow(o.to, true, this.port, from.port).sealParts(o.parts);
-          from.socket.send(o.parts, this.port, o.to, o.onSent);
+        const g = j - i > 1 ? a.src.sender.gsoSocket(a.len) : undefined;
+        if (g) {
+          const flow = this.flow(a.to, true, this.port, g.port);
+          const all: Buffer[] = [];
+          let sent: Array<() => void> | undefined;
+          for (let k = i; k < j; k++) {
+            const { parts, onSent } = q[k]!;
+            flow.sealParts(parts, k - i);
+            for (const b of parts) all.push(b);
+            if (onSent) (sent ??= []).push(onSent);
+          }
+          g.sock.send(all, this.port, a.to, sent && (() => { for (const f of sent!) f(); }));
+          this.counters.gso_sends++;
+          this.counters.gso_packets += j - i;
+        } else {
+          for (let k = i; k < j; k++) {
+            const o = q[k]!;
+            const from = o.src.sender;
+            this.flow(o.to, true, this.port, from.port).sealParts(o.parts);
+            from.socket.send(o.parts, this.port, o.to, o.onSent);
+          }
         }
+        i = j;
       }
-      i = j;
+    } finally {
+      // Cleared even if a send threw: a queue is never sent twice.
+      q.length = 0;
+      this.spare = q;
     }
   }
 
