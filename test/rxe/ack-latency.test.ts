@@ -6,11 +6,21 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Access, QpType, SendFlags, WcOpcode, WcStatus, WrOpcode, queryRxeCounters, rxeOf, type WorkCompletion } from '../../src/index.js';
 import { connect, makePair, twoDevices, waitCompletions } from '../helpers/pair.js';
+import { ackCoalescing } from '../../src/providers/rxe/requester.js';
 
 /** A long retransmit timeout (4.096 us x 2^20, ~4.3 s): any retransmission is a failure here, never a rescue. */
 const SLOW_RTO = { timeout: 20 };
 
-test('a WRITE and a SEND posted together draw one ACK, and both complete', async () => {
+/** AckReq coalescing is opt-in (requester.ts, ackCoalescing); these tests turn it on. */
+function withCoalescing(fn: () => Promise<void>): () => Promise<void> {
+  return async () => {
+    const was = ackCoalescing.on;
+    ackCoalescing.on = true;
+    try { await fn(); } finally { ackCoalescing.on = was; }
+  };
+}
+
+test('a WRITE and a SEND posted together draw one ACK, and both complete (AckReq coalescing on)', withCoalescing(async () => {
   const { a, b, close } = await makePair(QpType.RC, SLOW_RTO);
   try {
     const src = Buffer.from('0123456789abcdef'.repeat(4));
@@ -34,9 +44,9 @@ test('a WRITE and a SEND posted together draw one ACK, and both complete', async
   } finally {
     await close();
   }
-});
+}));
 
-test('a burst of SENDs draws one ACK for its last message; a later lone SEND is still ACKed', async () => {
+test('a burst of SENDs draws one ACK for its last message; a later lone SEND is still ACKed (AckReq coalescing on)', withCoalescing(async () => {
   const { a, b, close } = await makePair(QpType.RC, SLOW_RTO);
   try {
     const src = Buffer.alloc(64, 7);
@@ -58,9 +68,33 @@ test('a burst of SENDs draws one ACK for its last message; a later lone SEND is 
   } finally {
     await close();
   }
+}));
+
+test('a lone SEND is ACKed at once: no retransmission, no timeout (both settings)', async () => {
+  for (const on of [false, true]) {
+    ackCoalescing.on = on;
+    try { await loneSend(); } finally { ackCoalescing.on = false; }
+  }
 });
 
-test('a lone SEND is ACKed at once: no retransmission, no timeout', async () => {
+test('by default a WRITE and a SEND posted together each ask for an ACK, as Linux rxe', async () => {
+  const { a, b, close } = await makePair(QpType.RC, SLOW_RTO);
+  try {
+    const smr = a.pd.regMr(Buffer.alloc(64, 1), 0);
+    const rmr = b.pd.regMr(Buffer.alloc(4096), Access.LOCAL_WRITE | Access.REMOTE_WRITE);
+    b.qp.postRecv({ wrId: 9, sgList: [rmr.sge(1024, 1024)] });
+    a.qp.postSend({ wrId: 1, opcode: WrOpcode.RDMA_WRITE, sendFlags: SendFlags.SIGNALED, sgList: [smr.sge(0, 14)], rdma: { remoteAddr: rmr.addr, rkey: rmr.rkey } });
+    a.qp.postSend({ wrId: 2, opcode: WrOpcode.SEND, sendFlags: SendFlags.SIGNALED, sgList: [smr.sge(0, 44)] });
+    assert.deepEqual((await waitCompletions(a.cq, 2)).map((c) => c.status), [WcStatus.SUCCESS, WcStatus.SUCCESS]);
+    await waitCompletions(b.cq, 1);
+    assert.equal(queryRxeCounters(b.ctx, b.qp).qp.acks_sent, 2);
+    assert.equal(queryRxeCounters(a.ctx, a.qp).device.ack_req_coalesced, 0);
+  } finally {
+    await close();
+  }
+});
+
+async function loneSend(): Promise<void> {
   const { a, b, close } = await makePair(QpType.RC, SLOW_RTO);
   try {
     const smr = a.pd.regMr(Buffer.from('ping'), 0);
@@ -79,7 +113,7 @@ test('a lone SEND is ACKed at once: no retransmission, no timeout', async () => 
   } finally {
     await close();
   }
-});
+}
 
 test("the responder's ACK leaves before the consumer's completion callback runs", async () => {
   const { a: da, b: db, close } = await twoDevices();
