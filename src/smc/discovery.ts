@@ -91,7 +91,7 @@ export function unmapV4(a: string): string {
   return a.startsWith('::ffff:') && net.isIPv4(a.slice(7)) ? a.slice(7) : a;
 }
 
-function isLoopback(a: string): boolean {
+export function isLoopback(a: string): boolean {
   return a === '::1' || (net.isIPv4(a) && a.startsWith('127.'));
 }
 

@@ -20,10 +20,11 @@ import { RuntimeDirError } from '../ism/runtime-dir.js';
 import {
   CLC_ACCEPT, CLC_CONFIRM, CLC_DECLINE, CLC_PROPOSAL, ClcError, DECLINE, SMC_CLC_V2, SMC_TYPE_B, SMC_TYPE_D,
   clcFrameLength, clcFrameLengthAny, compressBufSize, decodeClc, decodeSmcClc, declineName, encodeAcceptConfirm, encodeDecline, encodeProposal,
-  localSystemId, mayBeClc, uncompressBufSize, type AcceptConfirm, type ClcMessage, type Proposal,
+  localSystemId, mayBeClc, smcdIndicated, smcrIndicated, uncompressBufSize, type AcceptConfirm, type ClcMessage, type Proposal, type SmcProposal,
 } from './clc.js';
 import { smcWrite, transportEvents } from './data.js';
-import { isSmcListener, unmapV4 } from './discovery.js';
+import { isLoopback, isSmcListener, unmapV4 } from './discovery.js';
+import { smcrOf } from './options.js';
 import { returnDmb, takeDmb } from './dmb-pool.js';
 import { checkProposal, proposalProof } from './peer-proof.js';
 import { kick, stayAwakeUntil } from './poller.js';
@@ -160,10 +161,17 @@ export function onClientConnect(this: Socket): void {
   }
   const local = unmapV4(sock.localAddress ?? '');
   const v4 = net.isIPv4(local);
-  const proposal = encodeProposal({
-    version: 1, path: SMC_TYPE_D, peerId: localSystemId(), smcdGid: s.device.gid, chid: s.device.chid, proof: proposalProof(s.device, sock),
-    subnet: v4 ? subnetOf(local) : '0.0.0.0', prefixLength: v4 ? 8 : 0,
-    ipv6Prefixes: v4 ? [] : [{ prefix: '::', length: 0 }],
+  const prefix = { subnet: v4 ? subnetOf(local) : '0.0.0.0', prefixLength: v4 ? 8 : 0, ipv6Prefixes: v4 ? [] : [{ prefix: '::', length: 0 }] };
+  const proof = proposalProof(s.device, sock);
+  // Both possible (an SMC-R device on this non-loopback address): one v2 Proposal offers SMC-D
+  // in typev1 and SMC-R in typev2, and the server chooses (SMC-D first, as Linux's
+  // smc_listen_find_device), so a connection the server cannot take on SMC-D (no DMB left for
+  // this peer) can still get SMC-R.
+  const combined = v4 && !isLoopback(local) && smcrOf(s.opts) !== undefined
+    ? smcrProposal(s, smcrOps(sock, s), { gid: s.device.gid, chid: s.device.chid, proof, prefix })
+    : undefined;
+  const proposal = combined !== undefined && typeof combined !== 'number' ? combined : encodeProposal({
+    version: 1, path: SMC_TYPE_D, peerId: localSystemId(), smcdGid: s.device.gid, chid: s.device.chid, proof, ...prefix,
   });
   s.phase = 'proposing';
   rawWrite(sock, s, proposal);
@@ -370,7 +378,15 @@ export function onClcBytes(sock: Socket, s: SmcState, chunk: Buffer | null): voi
     s.clcIn += len;
     if (smcr) {
       try {
-        onSmcrClc(s, smcrOps(sock, s), decodeSmcClc(frame));
+        const m = decodeSmcClc(frame);
+        if (m.type === CLC_PROPOSAL && s.phase === 'srv-wait' && smcdIndicated(m.typeV1) && smcdFromCombined(sock, s, m)) continue;
+        if (m.type === CLC_ACCEPT && !('qpn' in m) && s.role === 'client' && s.phase === 'proposing' && s.device) {
+          // The server chose SMC-D from our combined Proposal (a v1 SMC-D Accept): SMC-D from here on.
+          releaseSmcr(s);
+          handleClc(sock, s, m);
+          continue;
+        }
+        onSmcrClc(s, smcrOps(sock, s), m);
       } catch (e) {
         const reason = e instanceof ClcError ? e.reason : DECLINE.SYNCERR;
         fallbackAfterDecline(sock, s, reason, true, `malformed CLC message: ${(e as Error).message}`);
@@ -412,7 +428,33 @@ function handleClc(sock: Socket, s: SmcState, m: ClcMessage): void {
   fallbackAfterDecline(sock, s, DECLINE.SYNCERR, true, `unexpected CLC message type ${m.type} while ${s.phase}`);
 }
 
-function onProposal(sock: Socket, s: SmcState, p: Proposal): void {
+/**
+ * Server: a v2 Proposal that offers SMC-D (typev1) as well as SMC-R. SMC-D is taken first, as
+ * Linux's smc_listen_find_device does; if it cannot be (another host or user: the proof fails;
+ * no DMB left for this peer) and SMC-R is offered too, false: the SMC-R flow goes on. True when
+ * this handled the Proposal (an SMC-D Accept, or a Decline when only SMC-D was offered).
+ */
+function smcdFromCombined(sock: Socket, s: SmcState, m: SmcProposal): boolean {
+  const p: Proposal = {
+    type: CLC_PROPOSAL, version: m.version, path: SMC_TYPE_D, peerId: m.peerId, smcdGid: m.ismGid, chid: m.ismChid,
+    subnet: m.prefix?.subnet ?? '0.0.0.0', prefixLength: m.prefix?.prefixLength ?? 0, ipv6Prefixes: m.prefix?.ipv6Prefixes ?? [],
+    ...(m.proof ? { proof: m.proof } : {}),
+  };
+  const reason = smcdServerCheck(sock, s, p);
+  if (reason && smcrIndicated(m.typeV2) && !s.serverDecline) {
+    s.device = undefined;
+    return false;
+  }
+  if (reason) {
+    fallbackAfterDecline(sock, s, reason, true, `declined: ${declineName(reason)}`);
+    return true;
+  }
+  acceptSmcd(sock, s, p);
+  return true;
+}
+
+/** Server: can this SMC-D Proposal be taken (0; a DMB is then held for it), else the Decline reason. */
+function smcdServerCheck(sock: Socket, s: SmcState, p: Proposal): number {
   let reason = s.serverDecline;
   if (!reason && p.path !== SMC_TYPE_D && p.path !== SMC_TYPE_B) reason = DECLINE.MODEUNSUPP;
   if (!reason) {
@@ -423,7 +465,16 @@ function onProposal(sock: Socket, s: SmcState, p: Proposal): void {
     s.peerGid = p.smcdGid;
     try { s.dmb = takeDmb(s.device!, p.smcdGid, s.opts.bufferSize); } catch { reason = DECLINE.MAX_DMB; }
   }
+  return reason;
+}
+
+function onProposal(sock: Socket, s: SmcState, p: Proposal): void {
+  const reason = smcdServerCheck(sock, s, p);
   if (reason) return fallbackAfterDecline(sock, s, reason, true, `declined: ${declineName(reason)}`);
+  acceptSmcd(sock, s, p);
+}
+
+function acceptSmcd(sock: Socket, s: SmcState, p: Proposal): void {
   s.proposal = p;
   s.phase = 'srv-accepting';
   rawWrite(sock, s, encodeAcceptConfirm({

@@ -3,7 +3,7 @@
 // softrdma/smc sockets with `smcr: { device }`. Prints JSON lines the test waits on.
 //
 //   node smcr-peer.js server --bind A --listen SERVICE:PORT,... (echo, count, sink, reset; plain-echo: a server with smcr: false) [--drop P]
-//   node smcr-peer.js client --bind B --peer A --port P --test echo|halfclose|stream|two [--mib N]
+//   node smcr-peer.js client --bind B --peer A --port P --test echo|halfclose|stream|two|held [--mib N]
 
 import { createHash } from 'node:crypto';
 import { parseArgs } from 'node:util';
@@ -173,6 +173,23 @@ if (role === 'server') {
         events.push(`close ${hadError}`);
         out({ client: 'halfclose', reply: reply.trim(), expected: `${data.length} ${createHash('sha256').update(data).digest('hex')}`, events, mode: smc.getSmcInfo(sock).mode });
       });
+    } else if (values.test === 'held') {
+      // --mib N connections opened one after the other, each kept open: how each settled (the
+      // combined Proposal's server chooses SMC-D, or SMC-R once its DMBs for us are used up).
+      const socks: smc.Socket[] = [];
+      const modes: Array<{ mode: string; echo: boolean }> = [];
+      for (let i = 0; i < mib; i++) {
+        const sock = connect();
+        socks.push(sock);
+        modes.push(await new Promise<{ mode: string; echo: boolean }>((resolve, reject) => {
+          sock.once('error', reject);
+          sock.once('connect', () => sock.write(`held ${i}`));
+          sock.once('data', (d: Buffer) => resolve({ mode: smc.getSmcInfo(sock).mode, echo: d.toString() === `held ${i}` }));
+        }));
+      }
+      out({ client: 'held', modes, lgrs: lgrs() });
+      await Promise.all(socks.map((sock) => new Promise((resolve) => { sock.on('close', resolve); sock.end(); })));
+      process.exit(0);
     } else if (values.test === 'stream') {
       // Write until the peer goes away; report how the socket learnt of it.
       const sock = connect();

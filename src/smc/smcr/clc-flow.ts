@@ -16,9 +16,9 @@
 import { hostname } from 'node:os';
 import { isIPv4 } from 'node:net';
 import {
-  CLC_ACCEPT, CLC_CONFIRM, CLC_DECLINE, CLC_OS_LINUX, CLC_PROPOSAL, DECLINE, SMC_CLC_V2, SMC_RELEASE, SMC_TYPE_N, SMC_TYPE_R,
+  CLC_ACCEPT, CLC_CONFIRM, CLC_DECLINE, CLC_OS_LINUX, CLC_PROPOSAL, DECLINE, SMC_CLC_V2, SMC_RELEASE, SMC_TYPE_D, SMC_TYPE_N, SMC_TYPE_R,
   compressBufSize, encodeSmcDecline, encodeSmcProposal, encodeSmcrAcceptConfirm, localSystemId, smcrIndicated,
-  uncompressBufSize, type FirstContactExt, type SmcClcMessage, type SmcProposal, type SmcrAcceptConfirm,
+  uncompressBufSize, type ClcPrefix, type FirstContactExt, type SmcClcMessage, type SmcProposal, type SmcrAcceptConfirm,
 } from '../clc.js';
 import { smcrOf, type ResolvedSmcOptions } from '../options.js';
 import type { TransportEvents } from '../transport.js';
@@ -119,12 +119,16 @@ export function inSmcrHandshake(key: object): boolean {
   return handshakes.has(key);
 }
 
+/** SMC-D offered beside SMC-R in one Proposal (typev1 = D): the client's ISM GID, CHID, proof and prefix area. */
+export interface SmcdOffer { gid: bigint; chid: number; proof: Buffer; prefix: ClcPrefix }
+
 /**
- * Client: the SMC-R Proposal for an opted-in socket, or a reason to stay on TCP (a number):
+ * Client: the SMC-R Proposal for an opted-in socket (with `smcd`, the combined Proposal that
+ * also offers SMC-D v1, as Linux sends both in one), or a reason to stay on TCP (a number):
  * no device on the local address (NOSMCRDEV), or an IPv6 connection (Linux offers SMC-Rv2 on
  * AF_INET only, af_smc.c 1149-1157).
  */
-export function smcrProposal(key: object, ops: SmcrOps): Buffer | number {
+export function smcrProposal(key: object, ops: SmcrOps, smcd?: SmcdOffer): Buffer | number {
   const local = ops.localAddress();
   if (!isIPv4(local)) return DECLINE.NOSMCRDEV;
   let dev: SmcrDevice | undefined;
@@ -132,8 +136,8 @@ export function smcrProposal(key: object, ops: SmcrOps): Buffer | number {
   if (!dev) return DECLINE.NOSMCRDEV;
   handshakes.set(key, { dev, lgr: undefined, link: undefined, firstContact: false, rmb: undefined, sndbuf: undefined, token: 0, conn: undefined, key: '', proposal: undefined });
   return encodeSmcProposal({
-    version: SMC_CLC_V2, typeV1: SMC_TYPE_N, typeV2: SMC_TYPE_R, peerId: localSystemId(), gid: dev.gid, mac: dev.mac,
-    ismGid: 0n, ismChid: 0, proof: null, prefix: null,
+    version: SMC_CLC_V2, typeV1: smcd ? SMC_TYPE_D : SMC_TYPE_N, typeV2: SMC_TYPE_R, peerId: localSystemId(), gid: dev.gid, mac: dev.mac,
+    ismGid: smcd?.gid ?? 0n, ismChid: smcd?.chid ?? 0, proof: smcd?.proof ?? null, prefix: smcd?.prefix ?? null,
     v2: { release: SMC_RELEASE, seid: false, roceGid: dev.gid, maxConns: MAX_CONNS, maxLinks: localMaxLinks(dev), featureMask: 0, userEids: [SOFTRDMA_UEID], smcd: null },
   });
 }
