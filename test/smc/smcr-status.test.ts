@@ -144,9 +144,9 @@ test('smcss -R and linkgroup show an SMC-R connection, its link group and link i
     assert.equal((await cli(['linkgroup', '--details'])).split('\n\n').length, 2);
   });
 
-  /** A link-show row: -d adds Link-UID, Peer-UID (softrdma does not keep the peer's: 0), IB-Dev, IB-P; -dd the GIDs. */
+  /** A link-show row: -d adds Link-UID, Peer-UID (the other end's Link-UID, from its CONFIRM_LINK), IB-Dev, IB-P; -dd the GIDs. */
   const linkLine = (r: typeof cr, role: string, netdev: string, ib: string, dd = true) =>
-    `${hex8(r.linkGroup.id)} ${role}     SINGLE   ${netdev.padEnd(15)} LINK_ACTIVE          1  ${hex8(r.link.uid)}  00000000  ${ib.padEnd(8)}     1` +
+    `${hex8(r.linkGroup.id)} ${role}     SINGLE   ${netdev.padEnd(15)} LINK_ACTIVE          1  ${hex8(r.link.uid)}  ${hex8((r === cr ? sr : cr).link.uid)}  ${ib.padEnd(8)}     1` +
     (dd ? `  ${r.link.gid.padEnd(40)}  ${r.link.peerGid}` : '');
 
   await t.test('linkgroup link-show, -d, -dd: Net-Dev, Link-State, #Conns, Link-UID, Peer-UID, IB-Dev, IB-P, GIDs; ibdev and netdev', async () => {

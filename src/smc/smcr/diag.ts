@@ -27,7 +27,7 @@ export interface SmcrLinkStatus {
   id: number;
   /** smc_link.link_uid as a number (its 4 bytes big-endian). */
   uid: number;
-  /** The peer's link UID (smc_link.peer_link_uid); 0 while softrdma does not keep it. */
+  /** The peer's link UID (smc_link.peer_link_uid), from its CONFIRM_LINK; 0 before. */
   peerUid: number;
   state: SmcrLinkState;
   /** Connections on the link. */
@@ -105,7 +105,7 @@ export function smcrLinkStatus(g: SmcrLinkGroup, withNetDev = false, l: SmcrLink
   let conns = 0;
   for (const c of g.conns.values()) if (c.link === l) conns++;
   const s: SmcrLinkStatus = {
-    id: l.id, uid: l.uid.readUInt32BE(0), peerUid: 0, state: linkState(g, l), conns,
+    id: l.id, uid: l.uid.readUInt32BE(0), peerUid: l.peerUid.readUInt32BE(0), state: linkState(g, l), conns,
     ibDev: l.dev.device.name, ibPort: 1, gid: gidText(l.local.gid), peerGid: gidText(r?.gid),
     qpn: l.local.qpn, peerQpn: r?.qpn ?? 0, mtu: mtuBytes(r ? Math.min(l.local.mtu, r.mtu) : l.local.mtu),
   };

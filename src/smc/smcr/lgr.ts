@@ -401,6 +401,10 @@ export class SmcrLinkGroup {
   private onLlc(link: SmcrLink, m: LlcMessage): void {
     switch (m.kind) {
       case 'CONFIRM_LINK':
+        if ((!this.confirmed && link === this.first) || this.addFlow?.link === link) {
+          // smc_llc_save_peer_uid (smc_llc.c): the peer's UID for the link, from its CONFIRM_LINK.
+          if (m.linkUid.length === 4) link.peerUid = Buffer.from(m.linkUid);
+        }
         if (!this.confirmed && link === this.first) {
           if (this.role === 'client' && !m.response) {
             // smc_llc.c smc_llc_rx_response / af_smc.c smcr_clnt_conf_first_link: answer, and the link is up.

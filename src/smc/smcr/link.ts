@@ -79,6 +79,8 @@ export class SmcrLink {
   /** smc_link.link_id (the server assigns it) and link_uid; 0 and empty until the link group sets them. */
   id = 0;
   uid: Buffer = Buffer.alloc(4);
+  /** The peer's link UID (smc_link.peer_link_uid), from its CONFIRM_LINK; zeros until then. */
+  peerUid: Buffer = Buffer.alloc(4);
   /** CONFIRM_LINK done on this link (Linux: SMC_LNK_ACTIVE). */
   active = false;
   /** When the link last received anything (performance.now()), for TEST_LINK. */
