@@ -4,7 +4,7 @@
 // peer still gets SMC-D; SMC-R when SMC-D cannot be had (here: the server holds at most one DMB
 // per peer device, SOFTRDMA_SMC_MAX_DMBS_PER_PEER=1); TCP from a server with neither left.
 // Both processes run in one network namespace (one "host" for SMC-D) on two addresses, each
-// with its own rxe device. Skipped, saying why, when namespaces cannot be made.
+// with its own rxe device; and one process connects to itself over its one device. Skipped, saying why, when namespaces cannot be made.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -54,6 +54,21 @@ test('the combined SMC-D + SMC-R Proposal: the server chooses', { skip }, async 
     assert.ok(modes.every((m) => m.echo), 'every connection echoes');
     srv.child.kill('SIGTERM');
     await srv.exit(10_000).catch(() => undefined);
+  });
+
+  await t.test('one process connecting to itself over one device: SMC-D, then SMC-R in two link groups of their own roles', async () => {
+    // Its ISM device is both ends: an SMC-D connection holds two DMBs of the one "peer" pool.
+    const self = run(['self', '--bind', A, '--listen', 'echo:7403', '--peer', A, '--port', '7403', '--test', 'held', '--mib', '3'], { SOFTRDMA_SMC_MAX_DMBS_PER_PEER: '2' });
+    const r = await self.waitUntil((out) => jsonLines(out).find((l) => l.client === 'held' || l.client === 'fail'), 'the modes', 60_000);
+    const modes = r.modes as Array<{ mode: string; echo: boolean }>;
+    assert.deepEqual(modes.map((m) => m.mode), ['SMCD', 'SMCR', 'SMCR'], JSON.stringify(r));
+    assert.ok(modes.every((m) => m.echo), 'every connection echoes');
+    // The client's group and the server's: two, each with both SMC-R connections, and the client
+    // sockets on the client's (a server that took the first group with the key would put the
+    // third connection's ends on each other's groups).
+    assert.deepEqual((r.lgrs as Array<{ conns: number }>).map((g) => g.conns), [2, 2], JSON.stringify(r.lgrs));
+    assert.deepEqual(modes.map((m) => (m as { lgrRole?: string }).lgrRole), [undefined, 'client', 'client'], JSON.stringify(modes));
+    assert.equal(await self.exit(10_000), 0, self.stdout + self.stderr);
   });
 
   await t.test('a server without SMC-R takes SMC-D and declines the rest as SMC-D would (TCP)', async () => {

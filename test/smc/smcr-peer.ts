@@ -4,6 +4,7 @@
 //
 //   node smcr-peer.js server --bind A --listen SERVICE:PORT,... (echo, count, sink, reset; plain-echo: a server with smcr: false) [--drop P]
 //   node smcr-peer.js client --bind B --peer A --port P --test echo|halfclose|stream|two|held [--mib N]
+//   node smcr-peer.js self --bind A --listen SERVICE:PORT --peer A --port P --test ...: both in one process (one device)
 
 import { createHash } from 'node:crypto';
 import { parseArgs } from 'node:util';
@@ -54,7 +55,7 @@ function lgrs() {
   return SmcrLinkGroup.list().map((g) => ({ conns: g.conns.size, qpn: g.link.qp.qpn, peerQpn: g.link.remote?.qpn, confirmed: g.confirmed, sends: g.link.stats.sends, writes: g.link.stats.writes }));
 }
 
-function serve(service: string, port: number): void {
+function serve(service: string, port: number): Promise<void> {
   const plain = service.startsWith('plain-');
   if (plain) service = service.slice(6);
   // smcr: true finds the device by the connection's local address (the client names its device).
@@ -99,15 +100,18 @@ function serve(service: string, port: number): void {
       setInterval(() => out({ server: 'sink', bytes: n }), 200).unref();
     }
   });
-  server.listen(port, values.bind, () => out({ listening: port }));
+  return new Promise<void>((resolve) => server.listen(port, values.bind, () => { out({ listening: port }); resolve(); }));
 }
 
-if (role === 'server') {
+if (role === 'server' || role === 'self') {
+  const listening: Array<Promise<unknown>> = [];
   for (const l of values.listen!.split(',')) {
     const [service, port] = l.split(':');
-    serve(service!, Number(port));
+    listening.push(serve(service!, Number(port)));
   }
-} else {
+  await Promise.all(listening);
+}
+if (role !== 'server') {
   const mib = Number(values.mib);
   // discovery: false proposes without the SIDR query first (smcr-discovery.test.ts tests that):
   // these tests are about the handshake and the data path, including a server that declines and
@@ -177,14 +181,15 @@ if (role === 'server') {
       // --mib N connections opened one after the other, each kept open: how each settled (the
       // combined Proposal's server chooses SMC-D, or SMC-R once its DMBs for us are used up).
       const socks: smc.Socket[] = [];
-      const modes: Array<{ mode: string; echo: boolean }> = [];
+      const modes: Array<{ mode: string; echo: boolean; cause?: string; lgrRole?: string }> = [];
       for (let i = 0; i < mib; i++) {
         const sock = connect();
         socks.push(sock);
-        modes.push(await new Promise<{ mode: string; echo: boolean }>((resolve, reject) => {
+        modes.push(await new Promise<{ mode: string; echo: boolean; cause?: string; lgrRole?: string }>((resolve, reject) => {
           sock.once('error', reject);
           sock.once('connect', () => sock.write(`held ${i}`));
-          sock.once('data', (d: Buffer) => resolve({ mode: smc.getSmcInfo(sock).mode, echo: d.toString() === `held ${i}` }));
+          sock.once('data', (d: Buffer) => resolve({ mode: smc.getSmcInfo(sock).mode, echo: d.toString() === `held ${i}`, ...(smc.getSmcInfo(sock).fallbackCause ? { cause: smc.getSmcInfo(sock).fallbackCause } : {}),
+            ...((smcState(sock)?.conn as { lgr?: SmcrLinkGroup } | undefined)?.lgr ? { lgrRole: (smcState(sock)!.conn as unknown as { lgr: SmcrLinkGroup }).lgr.role } : {}) }));
         }));
       }
       out({ client: 'held', modes, lgrs: lgrs() });

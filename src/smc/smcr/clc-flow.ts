@@ -231,7 +231,7 @@ function onProposal(key: object, ops: SmcrOps, p: SmcProposal): void {
   try { dev = pickSmcrDevice(smcrOf(ops.opts), ops.localAddress()); } catch { dev = undefined; }
   if (!dev) return fail(key, ops, DECLINE.NOSMCRDEV, 'declined: no SMC-R device');
   const hs: Hs = { dev, lgr: undefined, link: undefined, firstContact: false, rmb: undefined, sndbuf: undefined, token: 0, conn: undefined, key: SmcrLinkGroup.key(dev, p.peerId, p.v2.roceGid), proposal: p };
-  const lgr = SmcrLinkGroup.find(hs.key)[0];
+  const lgr = SmcrLinkGroup.find(hs.key, 'server')[0];
   const pending = lgr ? undefined : firstContacts.get(hs.key);
   if (pending) {
     void pending.done.then(() => { if (ops.stillPending() && !handshakes.has(key)) onProposal(key, ops, p); });
@@ -302,7 +302,7 @@ function onAccept(key: object, ops: SmcrOps, hs: Hs, m: SmcrAcceptConfirm): void
       hs.link.connect({ qpn: m.qpn, psn: m.psn, gid: m.gid, mtu: m.qpMtu });
     } else {
       // The server reuses a link group: ours to that peer with a link to the server's QP.
-      for (const g of SmcrLinkGroup.find(hs.key)) {
+      for (const g of SmcrLinkGroup.find(hs.key, 'client')) {
         hs.link = g.activeLinks().find((l) => l.remote?.qpn === m.qpn);
         if (hs.link) { hs.lgr = g; break; }
       }

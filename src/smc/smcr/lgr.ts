@@ -216,9 +216,13 @@ export class SmcrLinkGroup {
     return `${dev.address}|${peerId.toString('hex')}|${peerGid.toString('hex')}`;
   }
 
-  /** Link groups to this peer that new connections may join. */
-  static find(key: string): SmcrLinkGroup[] {
-    return [...(SmcrLinkGroup.all.get(key) ?? [])].filter((g) => g.confirmed && !g.dead && g.activeLinks().length > 0 && g.conns.size < MAX_CONNS);
+  /**
+   * Link groups to this peer, in this role, that new connections may join. The role matters
+   * when the peer is this very process (a connection to itself over one device: its client
+   * and server groups have the same key), as in Linux's smcr_lgr_match.
+   */
+  static find(key: string, role: 'client' | 'server'): SmcrLinkGroup[] {
+    return [...(SmcrLinkGroup.all.get(key) ?? [])].filter((g) => g.role === role && g.confirmed && !g.dead && g.activeLinks().length > 0 && g.conns.size < MAX_CONNS);
   }
 
   /** Every link group of the process (smcss, tests). */
