@@ -344,7 +344,10 @@ function onAccept(key: object, ops: SmcrOps, hs: Hs, m: SmcrAcceptConfirm): void
 function onConfirm(key: object, ops: SmcrOps, hs: Hs, m: SmcrAcceptConfirm): void {
   const lgr = hs.lgr!;
   const p = hs.proposal!;
-  if (m.firstContact !== hs.firstContact || !m.peerId.equals(p.peerId)) return fail(key, ops, DECLINE.SYNCERR, 'declined: Confirm does not match the Proposal');
+  // A Proposal without SMC-Rv1 (typeV1 N: Linux's client over RoCEv2-only GIDs) carries no peer
+  // ID; Linux fills lcl.id_for_peer only with SMC-Rv1 indicated (smc_clc.c 887-893, 6.1).
+  const proposedId = smcrIndicated(p.typeV1);
+  if (m.firstContact !== hs.firstContact || (proposedId && !m.peerId.equals(p.peerId))) return fail(key, ops, DECLINE.SYNCERR, 'declined: Confirm does not match the Proposal');
   const link = hs.link!;
   if (!hs.firstContact && link.remote?.qpn !== m.qpn) return fail(key, ops, DECLINE.SYNCERR, 'declined: Confirm names another link');
   const peerSize = uncompressBufSize(m.rmbeSize);
