@@ -32,6 +32,7 @@
 #
 #   sudo scripts/interop/smcr-linux.sh
 #   sudo MIB=4 MORE=3 CONNS=3 scripts/interop/smcr-linux.sh
+#   sudo RXE_FIX=0 TIMEOUT=40 MIB=1 scripts/interop/smcr-linux.sh   # stock 6.1 rxe: both FAIL
 #   KEEP_LOGS=1 ... (logs and the pcap are kept and their directory printed)
 #
 # Not part of npm test: CI machines have no VM. Traffic stays on the namespace's tap0.
@@ -47,6 +48,7 @@ MIB=${MIB:-16}
 MORE=${MORE:-3}
 CONNS=${CONNS:-3}
 RXE_FIX=${RXE_FIX:-1}
+TIMEOUT=${TIMEOUT:-300}   # per softrdma process and Linux run (s)
 KHDR=${KHDR:-/tmp/kh/root/usr/src/linux-headers-6.1.0-50-amd64}
 CG=${CGROUP:-/sys/fs/cgroup/unified/softrdma-smcr-linux}
 LOGS=$(mktemp -d /tmp/smcr-linux.XXXXXX)
@@ -123,9 +125,9 @@ lastjson() { grep '^{"done"' "$1" | tail -1; }
 # 1. Linux server, softrdma client
 t_linux_server() {
   local p=$PORT n=$((MORE + 1)) log=$LOGS/linux-server
-  vm_exec "rm -f /root/s.out; (timeout 300 smc-linux-peer server $p $n > /root/s.out 2>&1; echo rc=\$? >> /root/s.out) >/dev/null 2>&1 &" >/dev/null
+  vm_exec "rm -f /root/s.out; (timeout $TIMEOUT smc-linux-peer server $p $n > /root/s.out 2>&1; echo rc=\$? >> /root/s.out) >/dev/null 2>&1 &" >/dev/null
   for _ in $(seq 50); do vm_exec 'grep -q listening /root/s.out' >/dev/null && break; sleep 0.2; done
-  node_peer 300 client --bind 10.77.0.1 --peer 10.77.0.2 --port $p --mib "$MIB" --more "$MORE" > "$log.softrdma" 2>&1; local crc=$?
+  node_peer "$TIMEOUT" client --bind 10.77.0.1 --peer 10.77.0.2 --port $p --mib "$MIB" --more "$MORE" > "$log.softrdma" 2>&1; local crc=$?
   local src=""
   for _ in $(seq 30); do src=$(vm_exec 'grep -o "^rc=[0-9]*" /root/s.out' | cut -d= -f2); [ -n "$src" ] && break; sleep 1; done
   vm_exec 'cat /root/s.out' > "$log.linux" 2>&1
@@ -142,10 +144,10 @@ t_linux_server() {
 # 2. softrdma server, Linux client
 t_softrdma_server() {
   local p=$((PORT + 1)) log=$LOGS/softrdma-server
-  node_peer 300 server --bind 10.77.0.1 --port $p --count "$CONNS" > "$log.softrdma" 2>&1 &
+  node_peer "$TIMEOUT" server --bind 10.77.0.1 --port $p --count "$CONNS" > "$log.softrdma" 2>&1 &
   local pid=$!
   for _ in $(seq 100); do grep -q '^{"listening"' "$log.softrdma" 2>/dev/null && break; sleep 0.1; done
-  vm_exec "timeout 240 smc-linux-peer client 10.77.0.1 $p $((MIB << 20)) $CONNS 1; echo rc=\$?" 300 > "$log.linux" 2>&1
+  vm_exec "timeout $TIMEOUT smc-linux-peer client 10.77.0.1 $p $((MIB << 20)) $CONNS 1; echo rc=\$?" $((TIMEOUT + 60)) > "$log.linux" 2>&1
   local crc; crc=$(grep -o '^rc=[0-9]*' "$log.linux" | cut -d= -f2)
   wait $pid; local src=$?
   local ok=pass why="" d; d=$(lastjson "$log.softrdma")
