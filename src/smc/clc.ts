@@ -613,7 +613,10 @@ export function encodeSmcProposal(p: Omit<SmcProposal, 'type'>): Buffer {
 function encodeFce(f: FirstContactExt): Buffer {
   // Linux reads the form from the release (smc_clc_clnt_v2x_features_validate): keep them together.
   if ((f.v2x !== null) !== (f.release >= 1)) throw new RangeError(`fce: v2x must be given exactly from release 1 on (release ${f.release})`);
-  const b = Buffer.alloc(f.v2x ? FCE_V2X_LEN : FCE_LEN);
+  // Release 0 is the 36-byte form and 16 reserved bytes (Linux 6.1's smc_clc_fce_gid_ext opens
+  // with reserved[16]; 6.12 sends the 52-byte form for every SMC-R release): the GID list
+  // starts 52 bytes after the extension either way.
+  const b = Buffer.alloc(FCE_V2X_LEN);
   b[0] = f.v2Direct ? 0x80 : 0;
   b[1] = (intField(f.osType, 4, 'osType') << 4) | intField(f.release, 4, 'release');
   textField(f.hostname, 'hostname').copy(b, 4);
@@ -820,23 +823,27 @@ function decodeSmcrAcceptConfirm(b: Buffer, len: number, type: SmcrAcceptConfirm
   // As Linux, bytes beyond what the message needs are ignored (smc_clc_msg_acc_conf_valid
   // checks only the 108-byte minimum; a later release or another OS may send more).
   if (!firstContact) return m;
-  // The extension sits right after r1 (smc_get_clc_first_contact_ext); its release says which
-  // form it is: from release 1 (SMC v2.1) the 52-byte v2x form, before it 36 bytes, as
-  // smc_clc_clnt_v2x_features_validate reads it. A Confirm then carries the GID list.
+  // The extension sits right after r1 (smc_get_clc_first_contact_ext); its release says whether
+  // the v2x fields are there (from release 1, SMC v2.1, as smc_clc_clnt_v2x_features_validate
+  // reads it). For SMC-R the GID list of a Confirm starts 52 bytes after the extension in every
+  // release: 6.12 sends the 52-byte form always (smc_clc_fill_fce_v2x), 6.1 the 36-byte form and
+  // then 16 reserved bytes (the start of its smc_clc_fce_gid_ext). A release-0 Accept needs only 36.
   need(rest >= 2, 'length', `${rest} bytes after r1: no first-contact extension`);
-  const fceLen = (b[base + 1]! & 0xf) >= 1 ? FCE_V2X_LEN : FCE_LEN;
-  need(rest >= fceLen, 'length', `${rest} bytes after r1: a first-contact extension of release ${b[base + 1]! & 0xf} needs ${fceLen}`);
+  const release = b[base + 1]! & 0xf;
+  const fceLen = release >= 1 ? FCE_V2X_LEN : FCE_LEN;
+  need(rest >= fceLen, 'length', `${rest} bytes after r1: a first-contact extension of release ${release} needs ${fceLen}`);
+  const gidOff = FCE_V2X_LEN;
   if (type === CLC_CONFIRM) {
-    need(rest >= fceLen + GID_EXT_HDR_LEN, 'gid_cnt', `${rest} bytes after r1: no GID list after the first-contact extension`);
-    const n = b[base + fceLen]!;
-    need(rest >= fceLen + GID_EXT_HDR_LEN + n * SMC_GID_LEN, 'gid_cnt', `${n} GIDs do not fit in the ${rest - fceLen - GID_EXT_HDR_LEN} bytes after the first-contact extension`);
+    need(rest >= gidOff + GID_EXT_HDR_LEN, 'gid_cnt', `${rest} bytes after r1: no GID list 52 bytes after the first-contact extension`);
+    const n = b[base + gidOff]!;
+    need(rest >= gidOff + GID_EXT_HDR_LEN + n * SMC_GID_LEN, 'gid_cnt', `${n} GIDs do not fit in the ${rest - gidOff - GID_EXT_HDR_LEN} bytes after the first-contact extension`);
   }
-  m.fce = decodeFce(b, base, fceLen === FCE_V2X_LEN);
+  m.fce = decodeFce(b, base, release >= 1);
   if (type === CLC_CONFIRM) {
-    const n = b[base + fceLen]!;
+    const n = b[base + gidOff]!;
     need(n <= SMC_CLC_MAX_GID_LIST, 'gid_cnt', `${n} GIDs (at most ${SMC_CLC_MAX_GID_LIST})`);
     const gidList: Buffer[] = [];
-    for (let i = 0, o = base + fceLen + GID_EXT_HDR_LEN; i < n; i++, o += SMC_GID_LEN) gidList.push(Buffer.from(b.subarray(o, o + SMC_GID_LEN)));
+    for (let i = 0, o = base + gidOff + GID_EXT_HDR_LEN; i < n; i++, o += SMC_GID_LEN) gidList.push(Buffer.from(b.subarray(o, o + SMC_GID_LEN)));
     m.gidList = gidList;
   }
   return m;

@@ -64,14 +64,24 @@ describe('SMC-R CLC layouts (hand-assembled from smc_clc.h)', () => {
   });
 
   it('v2 accept/confirm: the first-contact form follows its release, and bytes beyond the message are ignored, as Linux', () => {
-    // Release 0: the 36-byte form, even where the bytes after it would also fit the 52-byte
-    // form with a GID list (a length guess once took this for v2x).
+    // Release 0: the 36-byte form without v2x fields, then 16 reserved bytes, then the GID list
+    // (Linux 6.1's smc_clc_fce_gid_ext opens with reserved[16]; 6.12 sends 52 bytes for every
+    // SMC-R release): a 6.1 Confirm's GID list is found where 6.1 put it.
     const old: SmcrAcceptConfirm = {
       ...acceptV1, type: CLC_CONFIRM, version: 2, eid: ueid,
       fce: { v2Direct: false, osType: 2, release: 0, hostname: host, v2x: null },
       gidList: [Buffer.from('00000000000000000000ffff01020304', 'hex'), gid],
     };
-    assert.deepEqual(decodeSmcClc(encodeSmcrAcceptConfirm(old)), old);
+    const oldBytes = encodeSmcrAcceptConfirm(old);
+    const fceAt = 104; // 108-byte v2 body (r0 + r1) minus the trailer
+    assert.equal(oldBytes.subarray(fceAt, fceAt + 2).toString('hex'), '0020', 'release 0, os type 2');
+    assert.ok(oldBytes.subarray(fceAt + 36, fceAt + 52).equals(Buffer.alloc(16)), '16 reserved bytes after the 36-byte form');
+    assert.equal(oldBytes[fceAt + 52], 2, 'gid_cnt 52 bytes after the extension');
+    assert.deepEqual(decodeSmcClc(oldBytes), old);
+    // A 6.1-style Confirm with something other than zeros in the reserved bytes: the same list.
+    const dirty = Buffer.from(oldBytes);
+    dirty.fill(0xee, fceAt + 36, fceAt + 52);
+    assert.deepEqual(decodeSmcClc(dirty), old);
     // Eight more bytes before the trailer (a later release's extension): decoded the same.
     for (const m of [old, { ...old, type: CLC_ACCEPT, gidList: null } as SmcrAcceptConfirm, { ...old, firstContact: false, fce: null, gidList: null } as SmcrAcceptConfirm]) {
       const b = encodeSmcrAcceptConfirm(m);
@@ -79,9 +89,9 @@ describe('SMC-R CLC layouts (hand-assembled from smc_clc.h)', () => {
       longer.writeUInt16BE(longer.length, 5);
       assert.deepEqual(decodeSmcClc(longer), m);
     }
-    // Too short for what the release says: refused, naming the length.
+    // Too short for what the release says (a release-0 Accept needs the 36-byte form): refused, naming the length.
     const b = encodeSmcrAcceptConfirm({ ...old, type: CLC_ACCEPT, gidList: null });
-    const cut = Buffer.concat([b.subarray(0, b.length - 4 - 10), b.subarray(b.length - 4)]);
+    const cut = Buffer.concat([b.subarray(0, b.length - 4 - 20), b.subarray(b.length - 4)]);
     cut.writeUInt16BE(cut.length, 5);
     assert.throws(() => decodeSmcClc(cut), (e: unknown) => e instanceof ClcError && e.field === 'length');
   });
