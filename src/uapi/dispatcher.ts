@@ -19,6 +19,42 @@ const isNewHandle = (a: AttrSpec) => a.type.kind === 'handle' && a.type.access =
 /** Outputs: attributes a method produces and a caller may not give. */
 const isOutput = (a: AttrSpec) => a.out === true || isNewHandle(a);
 
+/**
+ * What invoke() and validate() need from a method's declaration, worked out once per method
+ * (a connection's setup makes a dozen control-path calls: rebuilding these on each call was
+ * a measurable part of an rdma_cm connection's cost).
+ */
+interface MethodPlan {
+  site: Site;
+  where: string;
+  specs: Map<number, AttrSpec>;
+  /** Error sites per attribute id. */
+  sites: Map<number, AttrSite>;
+  newAttr: AttrSpec | undefined;
+  destroyAttr: AttrSpec | undefined;
+  /** Mandatory inputs. */
+  mandatory: AttrSpec[];
+}
+
+const plans = new WeakMap<MethodSpec, MethodPlan>();
+
+function planOf(objectName: string, method: MethodSpec): MethodPlan {
+  let p = plans.get(method);
+  if (p) return p;
+  const site: Site = { object: objectName, method: method.name };
+  p = {
+    site,
+    where: `${site.object}.${site.method}`,
+    specs: new Map(method.attrs.map((a) => [a.id, a])),
+    sites: new Map(method.attrs.map((a) => [a.id, { ...site, attr: a.name }])),
+    newAttr: method.attrs.find(isNewHandle),
+    destroyAttr: method.attrs.find((a) => a.type.kind === 'handle' && a.type.access === 'destroy'),
+    mandatory: method.attrs.filter((a) => a.mandatory && !isOutput(a)),
+  };
+  plans.set(method, p);
+  return p;
+}
+
 export class UapiContext<Impl = unknown> {
   private readonly table = new HandleTable();
   private closed = false;
@@ -73,13 +109,12 @@ export class UapiContext<Impl = unknown> {
     if (!obj) fail('EPROTONOSUPPORT', `unknown object id ${objectId}`);
     const method = obj.methods.get(methodId);
     if (!method) fail('EPROTONOSUPPORT', `unknown method id ${methodId}`, { object: obj.name });
-    const site: Site = { object: obj.name, method: method.name };
+    const plan = planOf(obj.name, method);
+    const { site, newAttr, destroyAttr, where } = plan;
     if (this.closed) fail('EBADF', 'the context is closed', site);
 
-    const { values, uobjs } = this.validate(method, attrsIn, site);
+    const { values, uobjs } = this.validate(plan, attrsIn);
     const held: UObject[] = [];
-    const newAttr = method.attrs.find(isNewHandle);
-    const destroyAttr = method.attrs.find((a) => a.type.kind === 'handle' && a.type.access === 'destroy');
 
     if (destroyAttr) {
       const victim = uobjs.get(destroyAttr.id)!;
@@ -94,9 +129,8 @@ export class UapiContext<Impl = unknown> {
       if (this.counts.get(newType) >= max) fail('ENOMEM', `device limit ${limit.name} (${max}) reached`, site);
     }
 
-    const where = `${site.object}.${site.method}`;
     const declared = (attr: AttrSpec, verb: string): void => {
-      const spec = method.attrs.find((a) => a.id === attr.id);
+      const spec = plan.specs.get(attr.id);
       if (spec?.name !== attr.name) internal(`${where} ${verb} attribute '${attr.name}' (id ${attr.id}), which it does not declare`);
     };
     const outs: Record<number, unknown> = {};
@@ -135,9 +169,10 @@ export class UapiContext<Impl = unknown> {
       if (err instanceof RangeError || err instanceof TypeError) throw new VerbsError('EINVAL', err.message, site);
       throw err;
     }
-    const out: Record<number, unknown> = { ...outs, ...(result.out ?? {}) };
-    for (const id of Object.keys(out).map(Number)) {
-      const spec = method.attrs.find((a) => a.id === id);
+    const out: Record<number, unknown> = result.out ? { ...outs, ...result.out } : outs;
+    for (const key in out) {
+      const id = Number(key);
+      const spec = plan.specs.get(id);
       if (!spec || !spec.out) internal(`${where} returned attribute id ${id}, which it does not declare as an output`);
     }
 
@@ -191,8 +226,8 @@ export class UapiContext<Impl = unknown> {
   }
 
   /** Check the caller's attributes against the method's declaration; handles become their objects. */
-  private validate(method: MethodSpec, attrsIn: readonly AttrIn[], site: Site) {
-    const specs = new Map<number, AttrSpec>(method.attrs.map((a) => [a.id, a]));
+  private validate(plan: MethodPlan, attrsIn: readonly AttrIn[]) {
+    const { specs, site } = plan;
     const values = new Map<number, unknown>();
     const uobjs = new Map<number, UObject>();
     if (!Array.isArray(attrsIn)) fail('EINVAL', 'attributes must be an array of {id, value}', site);
@@ -204,7 +239,7 @@ export class UapiContext<Impl = unknown> {
         if (a.mandatory) fail('EPROTONOSUPPORT', `unknown mandatory attribute id ${a.id}`, site);
         continue;
       }
-      const at: AttrSite = { ...site, attr: spec.name };
+      const at = plan.sites.get(a.id)!;
       if (values.has(a.id)) fail('EINVAL', 'given twice', at);
       if (isOutput(spec)) fail('EINVAL', 'is an output and cannot be given', at);
       if (a.value === undefined) {
@@ -219,8 +254,8 @@ export class UapiContext<Impl = unknown> {
         values.set(a.id, checkValue(spec.type, a.value, at));
       }
     }
-    for (const spec of method.attrs) {
-      if (spec.mandatory && !isOutput(spec) && !values.has(spec.id)) fail('EINVAL', 'is mandatory', { ...site, attr: spec.name });
+    for (const spec of plan.mandatory) {
+      if (!values.has(spec.id)) fail('EINVAL', 'is mandatory', plan.sites.get(spec.id)!);
     }
     return { values, uobjs };
   }

@@ -15,8 +15,14 @@ import type {
   AhAttr, AsyncEvent, DeviceAttr, GidEntry, MwBindInfo, PortAttr, QpAttrFull, QpAttrValues, QpCap, QpCapInit, RecvWr, SendWr, SrqAttrValues, WorkCompletion, WrId,
 } from '../abi/types.js';
 
-const attrs = (o: Record<number, unknown>): AttrIn[] =>
-  Object.entries(o).filter(([, v]) => v !== undefined).map(([id, value]) => ({ id: Number(id), value, mandatory: true }));
+const attrs = (o: Record<number, unknown>): AttrIn[] => {
+  const out: AttrIn[] = [];
+  for (const id in o) {
+    const value = o[id];
+    if (value !== undefined) out.push({ id: Number(id), value, mandatory: true });
+  }
+  return out;
+};
 
 const registries = new WeakMap<ProviderDevice, UapiRegistry>();
 function registryFor(dev: ProviderDevice): UapiRegistry {
