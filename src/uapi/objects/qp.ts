@@ -56,45 +56,62 @@ function checkCap(c: Partial<Record<keyof QpCapInit, unknown>>, dev: ReturnType<
   return undefined;
 }
 
+/** What the value checks of modify_qp read besides the attributes (the device's limits on demand). */
+interface CheckEnv {
+  attr: QpAttrValues;
+  core: CoreContext;
+  qp: ProviderQp;
+  dev: ReturnType<ProviderDevice['queryDevice']> | undefined;
+  port: ReturnType<ProviderDevice['queryPort']> | undefined;
+}
+
+const range = (name: string, v: unknown, min: number, max: number): Problem | undefined =>
+  typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max ? [name, `must be ${min}..${max}, got ${String(v)}`] : undefined;
+const devOf = (e: CheckEnv) => (e.dev ??= e.core.device.queryDevice());
+const portOf = (e: CheckEnv) => (e.port ??= e.core.device.queryPort(1));
+
+/**
+ * Value checks for modify_qp by mask bit, in the order they are made. One table for every
+ * call (the checks once were closures made per call, and the device and port queried whether
+ * a check needed them or not: measurable in a connection's setup, which modifies QPs 4 times).
+ */
+const QP_ATTR_CHECKS: ReadonlyArray<readonly [number, (e: CheckEnv) => Problem | undefined]> = [
+  [QpAttr.STATE, ({ attr }) => range('qpState', attr.qpState, 0, 6)],
+  [QpAttr.CUR_STATE, ({ attr, qp }) => (attr.curQpState !== qp.state ? ['curQpState', `is ${qpStateName(attr.curQpState ?? -1)} but the QP is ${qpStateName(qp.state)}`] : undefined)],
+  [QpAttr.ACCESS_FLAGS, ({ attr }) => {
+    const v = attr.qpAccessFlags;
+    const allowed = Access.LOCAL_WRITE | Access.REMOTE_WRITE | Access.REMOTE_READ | Access.REMOTE_ATOMIC | Access.MW_BIND;
+    if (typeof v !== 'number' || (v & ~allowed) !== 0) return ['qpAccessFlags', `unknown bits in ${String(v)}`];
+    return undefined;
+  }],
+  [QpAttr.PKEY_INDEX, (e) => range('pkeyIndex', e.attr.pkeyIndex, 0, portOf(e).pkeyTblLen - 1)],
+  [QpAttr.PORT, ({ attr, core }) => range('portNum', attr.portNum, 1, core.maxPort)],
+  [QpAttr.QKEY, ({ attr }) => range('qkey', attr.qkey, 0, 0xffffffff)],
+  [QpAttr.AV, ({ attr, core }) => {
+    const p = typeof attr.ahAttr === 'object' && attr.ahAttr ? checkGid(attr.ahAttr as unknown as Record<string, unknown>, core.device.gidTable(1).length) : 'ahAttr is required';
+    return p ? ['ahAttr', p] : undefined;
+  }],
+  [QpAttr.PATH_MTU, (e) => range('pathMtu', e.attr.pathMtu, 1, portOf(e).maxMtu)],
+  [QpAttr.TIMEOUT, ({ attr }) => range('timeout', attr.timeout, 0, 31)],
+  [QpAttr.RETRY_CNT, ({ attr }) => range('retryCnt', attr.retryCnt, 0, 7)],
+  [QpAttr.RNR_RETRY, ({ attr }) => range('rnrRetry', attr.rnrRetry, 0, 7)],
+  [QpAttr.RQ_PSN, ({ attr }) => range('rqPsn', attr.rqPsn, 0, 0xffffff)],
+  [QpAttr.SQ_PSN, ({ attr }) => range('sqPsn', attr.sqPsn, 0, 0xffffff)],
+  [QpAttr.MAX_QP_RD_ATOMIC, (e) => range('maxRdAtomic', e.attr.maxRdAtomic, 0, devOf(e).maxQpInitRdAtom)],
+  [QpAttr.MAX_DEST_RD_ATOMIC, (e) => range('maxDestRdAtomic', e.attr.maxDestRdAtomic, 0, devOf(e).maxQpRdAtom)],
+  [QpAttr.MIN_RNR_TIMER, ({ attr }) => range('minRnrTimer', attr.minRnrTimer, 0, 31)],
+  [QpAttr.DEST_QPN, ({ attr }) => range('destQpNum', attr.destQpNum, 1, 0xffffff)],
+  [QpAttr.PATH_MIG_STATE, ({ attr }) => range('pathMigState', attr.pathMigState, 0, 2)],
+  [QpAttr.ALT_PATH, () => ['altPath', 'alternate paths (APM) are not supported by software RoCE']],
+  [QpAttr.CAP, () => ['cap', 'resizing work queues with modify_qp is not supported']],
+];
+
 /** Value checks for modify_qp, beyond which attributes are allowed. */
 function checkQpAttrValues(attr: QpAttrValues, mask: number, core: CoreContext, qp: ProviderQp): Problem | undefined {
-  const dev = core.device.queryDevice();
-  const port = core.device.queryPort(1);
-  const range = (name: string, v: unknown, min: number, max: number): Problem | undefined =>
-    typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max ? [name, `must be ${min}..${max}, got ${String(v)}`] : undefined;
-  const checks: Array<[number, () => Problem | undefined]> = [
-    [QpAttr.STATE, () => range('qpState', attr.qpState, 0, 6)],
-    [QpAttr.CUR_STATE, () => (attr.curQpState !== qp.state ? ['curQpState', `is ${qpStateName(attr.curQpState ?? -1)} but the QP is ${qpStateName(qp.state)}`] : undefined)],
-    [QpAttr.ACCESS_FLAGS, () => {
-      const v = attr.qpAccessFlags;
-      const allowed = Access.LOCAL_WRITE | Access.REMOTE_WRITE | Access.REMOTE_READ | Access.REMOTE_ATOMIC | Access.MW_BIND;
-      if (typeof v !== 'number' || (v & ~allowed) !== 0) return ['qpAccessFlags', `unknown bits in ${String(v)}`];
-      return undefined;
-    }],
-    [QpAttr.PKEY_INDEX, () => range('pkeyIndex', attr.pkeyIndex, 0, port.pkeyTblLen - 1)],
-    [QpAttr.PORT, () => range('portNum', attr.portNum, 1, core.maxPort)],
-    [QpAttr.QKEY, () => range('qkey', attr.qkey, 0, 0xffffffff)],
-    [QpAttr.AV, () => {
-      const p = typeof attr.ahAttr === 'object' && attr.ahAttr ? checkGid(attr.ahAttr as unknown as Record<string, unknown>, core.device.gidTable(1).length) : 'ahAttr is required';
-      return p ? ['ahAttr', p] : undefined;
-    }],
-    [QpAttr.PATH_MTU, () => range('pathMtu', attr.pathMtu, 1, port.maxMtu)],
-    [QpAttr.TIMEOUT, () => range('timeout', attr.timeout, 0, 31)],
-    [QpAttr.RETRY_CNT, () => range('retryCnt', attr.retryCnt, 0, 7)],
-    [QpAttr.RNR_RETRY, () => range('rnrRetry', attr.rnrRetry, 0, 7)],
-    [QpAttr.RQ_PSN, () => range('rqPsn', attr.rqPsn, 0, 0xffffff)],
-    [QpAttr.SQ_PSN, () => range('sqPsn', attr.sqPsn, 0, 0xffffff)],
-    [QpAttr.MAX_QP_RD_ATOMIC, () => range('maxRdAtomic', attr.maxRdAtomic, 0, dev.maxQpInitRdAtom)],
-    [QpAttr.MAX_DEST_RD_ATOMIC, () => range('maxDestRdAtomic', attr.maxDestRdAtomic, 0, dev.maxQpRdAtom)],
-    [QpAttr.MIN_RNR_TIMER, () => range('minRnrTimer', attr.minRnrTimer, 0, 31)],
-    [QpAttr.DEST_QPN, () => range('destQpNum', attr.destQpNum, 1, 0xffffff)],
-    [QpAttr.PATH_MIG_STATE, () => range('pathMigState', attr.pathMigState, 0, 2)],
-    [QpAttr.ALT_PATH, () => ['altPath', 'alternate paths (APM) are not supported by software RoCE']],
-    [QpAttr.CAP, () => ['cap', 'resizing work queues with modify_qp is not supported']],
-  ];
-  for (const [bit, check] of checks) {
+  const env: CheckEnv = { attr, core, qp, dev: undefined, port: undefined };
+  for (const [bit, check] of QP_ATTR_CHECKS) {
     if (mask & bit) {
-      const r = check();
+      const r = check(env);
       if (r) return r;
     }
   }
