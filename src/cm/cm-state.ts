@@ -14,6 +14,7 @@ import {
   CmMsgResponse, RejReason, SidrStatus, blankCm,
   type CmFields, type CmKind, type CmMessage, type CmMessageOf, type CmReq, type CmSidrReq,
 } from './wire/cm-messages.js';
+import { POW2 } from './wire/bits.js';
 
 /** enum ib_cm_state, same order and values. */
 export const CmState = {
@@ -49,9 +50,9 @@ export const RETRYING_STATES: ReadonlySet<CmStateName> = new Set<CmStateName>([
 ]);
 
 /** Linux's approximation of 4.096 µs × 2^t in milliseconds (cm_convert_to_ms): 1 << max(t - 8, 0). */
-export const cmConvertToMs = (ibaTime: number) => 2 ** Math.max(ibaTime - 8, 0);
+export const cmConvertToMs = (ibaTime: number) => { const n = Math.max(ibaTime - 8, 0); return POW2[n] ?? 2 ** n; };
 /** The exact IBA time: 4.096 µs × 2^t, in milliseconds. */
-export const ibaTimeMs = (ibaTime: number) => 4.096e-3 * 2 ** ibaTime;
+export const ibaTimeMs = (ibaTime: number) => 4.096e-3 * (POW2[ibaTime] ?? 2 ** ibaTime);
 
 /**
  * cm_ack_timeout: the local ACK timeout for a path, 4.096 µs × 2^t ≈ ack delay + 2 × packet

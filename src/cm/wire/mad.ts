@@ -2,6 +2,8 @@
 // a 24-byte common header followed by 232 bytes of class-specific data. Decoding returns a
 // result naming the offending field; it never throws on hostile bytes.
 
+import { POW2 } from './bits.js';
+
 export const MAD_SIZE = 256;
 export const MAD_HEADER_SIZE = 24;
 export const MAD_DATA_SIZE = 232;
@@ -115,7 +117,7 @@ export function decodeMad(buf: Uint8Array): Result<Mad> {
 }
 
 function checkUint(name: string, v: number, bits: number): void {
-  if (!Number.isInteger(v) || v < 0 || v > 2 ** bits - 1) throw new RangeError(`${name}: ${v} does not fit ${bits} bits`);
+  if (!Number.isInteger(v) || v < 0 || v > POW2[bits]! - 1) throw new RangeError(`${name}: ${v} does not fit ${bits} bits`);
 }
 
 /** Encode a MAD: the header, then `data` (up to 232 bytes, zero-padded). */
