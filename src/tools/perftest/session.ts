@@ -370,10 +370,9 @@ export class Session {
 
   /**
    * Poll until `want` completions arrive, the deadline (hrtime ns) passes, or the peer has
-   * been silent for the timeout. Returns how many arrived. `spinNs`: how long to spin on an
-   * empty CQ before sleeping (0: sleep at once, for a side that only answers arrivals).
+   * been silent for the timeout. Returns how many arrived.
    */
-  async poll(want: number, onWc: (wc: WorkCompletion) => void, deadlineNs = Infinity, spinNs = SPIN_NS): Promise<number> {
+  async poll(want: number, onWc: (wc: WorkCompletion) => void, deadlineNs = Infinity): Promise<number> {
     let got = 0;
     let last = Date.now();
     let quietSince = nowNs();
@@ -397,7 +396,7 @@ export class Session {
       // likely to come soon; after SPIN_NS of nothing, sleep in epoll until the CQ has one, as
       // a socket reader would. Spinning alone takes the CPU from the peer whenever the host is
       // busy, and each exchange then costs a scheduler slice (perftest's -e waits the same way).
-      if (now - quietSince < spinNs) {
+      if (now - quietSince < SPIN_NS) {
         await yieldToLoop();
         continue;
       }
