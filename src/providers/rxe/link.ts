@@ -89,11 +89,9 @@ export class RxeLink {
    * Bytes a sender may keep unacknowledged towards a peer: a quarter of the receive buffer
    * the kernel granted us (measured: an 8 MiB buffer holds ~990 datagrams of 4 KiB, as each
    * is charged ~8.4 KiB), within [128 KiB, 4 MiB]. The default net.core.rmem_max (208 KiB)
-   * gives 128 KiB. Half the buffer where UDP GRO is on (the peer, configured alike, takes a
-   * GSO run whole: measured on loopback, an 8 MiB buffer holds ~134 runs of 15 x 4 KiB, 7.9
-   * MiB): a sender that waits on ACKs then rides out a descheduled peer twice as long.
+   * gives 128 KiB.
    */
-  windowBytes: number;
+  readonly windowBytes: number;
 
   private constructor(
     private readonly sock: dgram.Socket,
@@ -152,7 +150,6 @@ export class RxeLink {
         }
         const link = new RxeLink(sock, address, sock.address().port, family, counters, gso, perQpPorts);
         link.groEnabled = gso && enableUdpGro(sock);
-        if (link.groEnabled) link.windowBytes = Math.min(4 << 20, Math.max(128 << 10, sock.getRecvBufferSize() >> 1));
         resolve(link);
       });
     });
