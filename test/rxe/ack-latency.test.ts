@@ -7,9 +7,20 @@ import assert from 'node:assert/strict';
 import { Access, QpType, SendFlags, WcOpcode, WcStatus, WrOpcode, queryRxeCounters, rxeOf, type WorkCompletion } from '../../src/index.js';
 import { connect, makePair, twoDevices, waitCompletions } from '../helpers/pair.js';
 import { ackCoalescing } from '../../src/providers/rxe/requester.js';
+import { ackDeferral } from '../../src/providers/rxe/responder.js';
+import { OpCode } from '../../src/providers/rxe/wire/opcodes.js';
 
 /** A long retransmit timeout (4.096 us x 2^20, ~4.3 s): any retransmission is a failure here, never a rescue. */
 const SLOW_RTO = { timeout: 20 };
+
+/** The responder's ACK deferral (responder.ts, ackDeferral, on by default) off for fn: the ACK leaves at the end of the datagram. */
+function withoutDeferral(fn: () => Promise<void>): () => Promise<void> {
+  return async () => {
+    const was = ackDeferral.on;
+    ackDeferral.on = false;
+    try { await fn(); } finally { ackDeferral.on = was; }
+  };
+}
 
 /** AckReq coalescing is opt-in (requester.ts, ackCoalescing); these tests turn it on. */
 function withCoalescing(fn: () => Promise<void>): () => Promise<void> {
@@ -77,7 +88,7 @@ test('a lone SEND is ACKed at once: no retransmission, no timeout (both settings
   }
 });
 
-test('by default a WRITE and a SEND posted together each ask for an ACK, as Linux rxe', async () => {
+test('by default a WRITE and a SEND posted together each ask for an ACK, as Linux rxe (responder deferral off: one ACK each)', withoutDeferral(async () => {
   const { a, b, close } = await makePair(QpType.RC, SLOW_RTO);
   try {
     const smr = a.pd.regMr(Buffer.alloc(64, 1), 0);
@@ -92,7 +103,7 @@ test('by default a WRITE and a SEND posted together each ask for an ACK, as Linu
   } finally {
     await close();
   }
-});
+}));
 
 async function loneSend(): Promise<void> {
   const { a, b, close } = await makePair(QpType.RC, SLOW_RTO);
@@ -115,7 +126,7 @@ async function loneSend(): Promise<void> {
   }
 }
 
-test("the responder's ACK leaves before the consumer's completion callback runs", async () => {
+test("without deferral the responder's ACK leaves before the consumer's completion callback runs", withoutDeferral(async () => {
   const { a: da, b: db, close } = await twoDevices();
   try {
     const ca = da.open(), cb = db.open();
@@ -149,6 +160,58 @@ test("the responder's ACK leaves before the consumer's completion callback runs"
     assert.equal(got.sent, 1);
     const [wc] = await waitCompletions(cqa, 1);
     assert.equal(wc!.status, WcStatus.SUCCESS);
+  } finally {
+    await close();
+  }
+}));
+
+test("deferred (the default): the consumer's answer leaves before the ACK, and a WRITE and a SEND draw one ACK", async () => {
+  assert.equal(ackDeferral.on, true);
+  const { a: da, b: db, close } = await twoDevices();
+  try {
+    const ca = da.open(), cb = db.open();
+    const pa = ca.allocPd(), pb = cb.allocPd();
+    const cqa = ca.createCq(64);
+    const channel = cb.createCompChannel();
+    const cqb = cb.createCq(64, { channel });
+    const cap = { maxSendWr: 16, maxRecvWr: 16, maxSendSge: 1, maxRecvSge: 1 };
+    const qa = pa.createQp({ qpType: QpType.RC, sendCq: cqa, recvCq: cqa, cap });
+    const qb = pb.createQp({ qpType: QpType.RC, sendCq: cqb, recvCq: cqb, cap });
+    connect(qa, { qpn: qb.qpn, gid: cb.queryGid() }, { ...SLOW_RTO, psn: 1, remotePsn: 2 });
+    connect(qb, { qpn: qa.qpn, gid: ca.queryGid() }, { ...SLOW_RTO, psn: 2, remotePsn: 1 });
+    const src = pa.regMr(Buffer.from('request'.repeat(4)), 0);
+    const wbuf = pb.regMr(Buffer.alloc(64), Access.LOCAL_WRITE | Access.REMOTE_WRITE);
+    const rmr = pb.regMr(Buffer.alloc(64), Access.LOCAL_WRITE);
+    const answer = pb.regMr(Buffer.from('answer'), 0);
+    const amr = pa.regMr(Buffer.alloc(64), Access.LOCAL_WRITE);
+    qb.postRecv({ wrId: 5, sgList: [rmr.sge()] });
+    qa.postRecv({ wrId: 6, sgList: [amr.sge()] });
+    // The opcodes b's link sends, in order.
+    const link = rxeOf(db).link;
+    const order: number[] = [];
+    const sendv = link.sendv.bind(link);
+    link.sendv = (parts, ...rest) => { order.push(parts[0]![0]!); sendv(parts, ...rest); };
+    const seen = new Promise<number>((resolve) => {
+      channel.onCqEvent((cq) => {
+        const [wc] = cq.poll(1);
+        assert.equal(wc!.wrId, 5);
+        // The consumer answers from its completion callback, as SMC-R's echo does.
+        qb.postSend({ wrId: 2, opcode: WrOpcode.SEND, sendFlags: SendFlags.SIGNALED, sgList: [answer.sge()] });
+        resolve(queryRxeCounters(cb, qb).qp.acks_sent!);
+      });
+    });
+    cqb.reqNotify();
+    qa.postSend({ wrId: 1, opcode: WrOpcode.RDMA_WRITE, sendFlags: SendFlags.SIGNALED, sgList: [src.sge(0, 14)], rdma: { remoteAddr: wbuf.addr, rkey: wbuf.rkey } });
+    qa.postSend({ wrId: 3, opcode: WrOpcode.SEND, sendFlags: SendFlags.SIGNALED, sgList: [src.sge(0, 7)] });
+    assert.equal(await seen, 0, 'no ACK before the consumer ran');
+    const wcs = await waitCompletions(cqa, 3);
+    assert.deepEqual(wcs.map((c) => c.status), [WcStatus.SUCCESS, WcStatus.SUCCESS, WcStatus.SUCCESS]);
+    await waitCompletions(cqb, 1);
+    await new Promise((r) => setImmediate(r));
+    assert.deepEqual(order.slice(0, 2), [OpCode.RC_SEND_ONLY, OpCode.RC_ACKNOWLEDGE], `b sent ${JSON.stringify(order)}`);
+    const ra = queryRxeCounters(ca, qa), rb = queryRxeCounters(cb, qb);
+    assert.equal(rb.qp.acks_sent, 1, 'one cumulative ACK for the WRITE and the SEND');
+    assert.deepEqual([ra.qp.acks_rcvd, ra.qp.retransmits, ra.qp.timeouts], [1, 0, 0]);
   } finally {
     await close();
   }
