@@ -200,7 +200,8 @@ class Times {
 }
 
 /** The sending side (the client, or both with -b): -n operations per QP, or until -D is up. */
-async function sendLoop(s: Session, size: number, rx: Receiver | undefined): Promise<{ result: BwResult; counts: number[] }> {
+/** @internal Exported for test/tools/perftest-sendloop.test.ts. */
+export async function sendLoop(s: Session, size: number, rx: Receiver | undefined): Promise<{ result: BwResult; counts: number[] }> {
   const { test, iters, txDepth } = s.o;
   const nq = s.nq;
   const templates: SendWr[] = s.qps.map((_, i) => {
@@ -243,6 +244,9 @@ async function sendLoop(s: Session, size: number, rx: Receiver | undefined): Pro
         posted[i]!++;
       }
     }
+    // The time may have run out with nothing in flight (every WR completed): then no
+    // completion is coming, and waiting for one would hang until the completion timeout.
+    if (stopped && sendsDone() && recvsDone()) break;
     await s.poll(1, onWc, stopped ? Infinity : deadline);
   }
   const w = sampleWindow(t0, s.o.durationSec, s.o.marginSec);
