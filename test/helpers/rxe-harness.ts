@@ -11,7 +11,7 @@ import {
 } from '../../src/index.js';
 import type { RxeDevice } from '../../src/providers/rxe/device.js';
 import type { RxeQp } from '../../src/providers/rxe/qp.js';
-import { onRequest } from '../../src/providers/rxe/responder.js';
+import { ackDeferral, onRequest } from '../../src/providers/rxe/responder.js';
 import { onResponse } from '../../src/providers/rxe/completer.js';
 import { setTraceSink, type RxeTraceEvent } from '../../src/providers/rxe/debug.js';
 import { ACK_SYNDROME_NO_CREDIT_LIMIT, AethSyndrome, aeth, parsePacket, reth, writeBth, type Packet } from '../../src/providers/rxe/wire/headers.js';
@@ -53,8 +53,13 @@ export interface Harness {
   close(): Promise<void>;
 }
 
-export async function openHarness(opts: ConnectOptions & { cap?: object } = {}): Promise<Harness> {
-  const { cap: capOpts, ...connect } = opts;
+export async function openHarness(opts: ConnectOptions & { cap?: object; ackDeferral?: boolean } = {}): Promise<Harness> {
+  const { cap: capOpts, ackDeferral: defer = false, ...connect } = opts;
+  // Packets are fed one at a time with no turn of the event loop between them, so the
+  // responder's deferred ACK (responder.ts) is off unless a test asks: each ACK is then
+  // among what feed() sent, as Linux rxe sends it.
+  const deferralWas = ackDeferral.on;
+  ackDeferral.on = defer;
   const dev = await createRxeDevice({ address: LOCAL, port: 0, mtu: 4096, gso: false, perQpSourcePort: false });
   const rxe = rxeOf(dev);
   let sent: Sent[] = [];
@@ -89,6 +94,7 @@ export async function openHarness(opts: ConnectOptions & { cap?: object } = {}):
     poll: () => cq.poll(64),
     async close() {
       setTraceSink(prevSink);
+      ackDeferral.on = deferralWas;
       await dev.close();
     },
   };

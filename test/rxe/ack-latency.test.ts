@@ -24,10 +24,10 @@ function withDeferral(on: boolean, fn: () => Promise<void>): () => Promise<void>
 const withoutDeferral = (fn: () => Promise<void>) => withDeferral(false, fn);
 
 /** AckReq coalescing is opt-in (requester.ts, ackCoalescing); these tests turn it on. */
-function withCoalescing(fn: () => Promise<void>): () => Promise<void> {
+function withCoalescing(fn: () => Promise<void>, on = true): () => Promise<void> {
   return async () => {
     const was = ackCoalescing.on;
-    ackCoalescing.on = true;
+    ackCoalescing.on = on;
     try { await fn(); } finally { ackCoalescing.on = was; }
   };
 }
@@ -83,13 +83,10 @@ test('a burst of SENDs draws one ACK for its last message; a later lone SEND is 
 }));
 
 test('a lone SEND is ACKed at once: no retransmission, no timeout (both settings)', async () => {
-  for (const on of [false, true]) {
-    ackCoalescing.on = on;
-    try { await loneSend(); } finally { ackCoalescing.on = false; }
-  }
+  for (const on of [false, true]) await withCoalescing(loneSend, on)();
 });
 
-test('by default a WRITE and a SEND posted together each ask for an ACK, as Linux rxe (responder deferral off: one ACK each)', withoutDeferral(async () => {
+test('with coalescing off (SOFTRDMA_RXE_ACK_COALESCE=0) a WRITE and a SEND posted together each ask for an ACK, as Linux rxe (responder deferral off: one ACK each)', withCoalescing(withoutDeferral(async () => {
   const { a, b, close } = await makePair(QpType.RC, SLOW_RTO);
   try {
     const smr = a.pd.regMr(Buffer.alloc(64, 1), 0);
@@ -104,7 +101,7 @@ test('by default a WRITE and a SEND posted together each ask for an ACK, as Linu
   } finally {
     await close();
   }
-}));
+}), false));
 
 async function loneSend(): Promise<void> {
   const { a, b, close } = await makePair(QpType.RC, SLOW_RTO);
@@ -212,6 +209,31 @@ test("deferred (SOFTRDMA_RXE_ACK_DEFER=1): the consumer's answer leaves before t
     const ra = queryRxeCounters(ca, qa), rb = queryRxeCounters(cb, qb);
     assert.equal(rb.qp.acks_sent, 1, 'one cumulative ACK for the WRITE and the SEND');
     assert.deepEqual([ra.qp.acks_rcvd, ra.qp.retransmits, ra.qp.timeouts], [1, 0, 0]);
+  } finally {
+    await close();
+  }
+}));
+
+test('a QP destroyed as soon as its consumer sees the last receive still sends the deferred ACK (pingpong exits at once)', withDeferral(true, async () => {
+  const { a, b, close } = await makePair(QpType.RC, SLOW_RTO);
+  try {
+    const smr = a.pd.regMr(Buffer.alloc(64, 7), 0);
+    const rmr = b.pd.regMr(Buffer.alloc(64), Access.LOCAL_WRITE);
+    b.qp.postRecv({ wrId: 5, sgList: [rmr.sge(0, 64)] });
+    a.qp.postSend({ wrId: 6, opcode: WrOpcode.SEND, sendFlags: SendFlags.SIGNALED, sgList: [smr.sge(0, 64)] });
+    // The consumer polls from setImmediate, as pingpong does: it sees the completion in the
+    // same check phase that would send the deferred ACK, and destroys the QP first.
+    let recv: WorkCompletion[] = [];
+    const deadline = Date.now() + 5000;
+    while (!(recv = b.cq.poll(1)).length && Date.now() < deadline) await new Promise((r) => setImmediate(r));
+    assert.equal(recv[0]?.status, WcStatus.SUCCESS);
+    const acked = queryRxeCounters(b.ctx, b.qp).qp.acks_sent;
+    b.qp.destroy();
+    // Without the ACK, a would retransmit after ~4.3 s into a destroyed QP: retried forever.
+    const [sent] = await waitCompletions(a.cq, 1, 2000);
+    assert.deepEqual([sent!.wrId, sent!.status], [6, WcStatus.SUCCESS]);
+    assert.equal(queryRxeCounters(a.ctx, a.qp).qp.retransmits, 0);
+    assert.equal(acked, 0, 'the ACK was still deferred when the QP was destroyed (the case under test)');
   } finally {
     await close();
   }

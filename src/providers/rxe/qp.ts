@@ -25,6 +25,7 @@ import { MAX_CWND } from './window.js';
 // below, and import nothing but types from here, so these imports make no cycle.
 import { runRequester } from './requester.js';
 import { armRetransmit, stopTimers } from './completer.js';
+import { flushDeferredAck } from './responder.js';
 
 export const enum WqeState { POSTED, SENDING, PENDING, DONE }
 
@@ -230,6 +231,7 @@ export class RxeQp implements ProviderQp {
   }
 
   private reset(): void {
+    flushDeferredAck(this);
     stopTimers(this);
     this.sq.clear();
     this.rq.clear();
@@ -242,6 +244,7 @@ export class RxeQp implements ProviderQp {
 
   /** Move to ERR: every outstanding work request completes, in order, with WR_FLUSH_ERR. */
   toError(): void {
+    flushDeferredAck(this);
     stopTimers(this);
     noteIdle(this);
     this.state = QpState.ERR;
@@ -388,7 +391,12 @@ export class RxeQp implements ProviderQp {
   }
 
   destroy(): void {
-    if (!this.destroyed) this.device.link.releasePort(this.source);
+    if (!this.destroyed) {
+      // What this QP still owes the peer leaves before its source port may close.
+      flushDeferredAck(this);
+      if (this.device.link.queued > 0) this.device.link.flush();
+      this.device.link.releasePort(this.source);
+    }
     this.destroyed = true;
     stopTimers(this);
     noteIdle(this);

@@ -16,11 +16,12 @@ import { ACK_ASKS, ACK_DEFERRABLE, ACK_NONE } from './link.js';
 
 /**
  * Whether the last packet of a SEND or WRITE may leave without AckReq when a later packet of
- * its QP in the same send batch asks (see sendPacket). Off unless SOFTRDMA_RXE_ACK_COALESCE=1:
- * with it on, `softrdma perftest write_bw -D 1` between two processes stalled in about one run
- * of three (ACKs stop, no retransmit timer fires); not yet understood. Tests turn it on here.
+ * its QP in the same send batch asks (see sendPacket). On unless SOFTRDMA_RXE_ACK_COALESCE=0
+ * (then every message's last packet asks, as Linux rxe). It was off for a while because
+ * `softrdma perftest write_bw -D 1` stalled with it on; that was perftest's sender waiting for
+ * a completion when nothing was in flight (fixed in tools/perftest/bw.ts), not RC.
  */
-export const ackCoalescing = { on: process.env.SOFTRDMA_RXE_ACK_COALESCE === '1' };
+export const ackCoalescing = { on: process.env.SOFTRDMA_RXE_ACK_COALESCE !== '0' };
 
 /** Packets one run may send before yielding to the event loop. */
 const BUDGET = 64;

@@ -41,12 +41,12 @@ export function onRequest(qp: RxeQp, pkt: Packet, from: string): void {
  * coalesce ACKs). The delay is one turn of the loop, far inside the retransmit timeout (1 ms
  * grain). NAKs, RNR NAKs, read responses, atomic ACKs and duplicate ACKs still leave at once,
  * after a deferred ACK of their QP (the order on the wire stays the PSN order).
- * Off unless SOFTRDMA_RXE_ACK_DEFER=1: with it on, the `-D runs for a time` test of
- * test/tools/perftest-options.test.ts (perftest write_bw -D 1 between two processes) stalled
- * 1 time in 12 (0 in 12 with it off; with AckReq coalescing on as well, 2 in 10 against 0 in
- * 10), as AckReq coalescing does; the cause is not found yet (bench/RESULTS.md 2026-12-04).
+ * On unless SOFTRDMA_RXE_ACK_DEFER=0 (then the ACK leaves at the end of the received datagram).
+ * It was opt-in while `perftest write_bw -D 1` stalled with it on (1 run in 12); the stall was
+ * perftest's sender waiting for a completion with nothing in flight, fixed in
+ * tools/perftest/bw.ts (bench/RESULTS.md 2026-12-04).
  */
-export const ackDeferral = { on: process.env.SOFTRDMA_RXE_ACK_DEFER === '1' };
+export const ackDeferral = { on: process.env.SOFTRDMA_RXE_ACK_DEFER !== '0' };
 
 /** Deferred ACKs by QP: the PSN to acknowledge (cumulative) and the MSN at that PSN. */
 const pendingAcks = new Map<RxeQp, { psn: number; msn: number }>();
@@ -64,6 +64,16 @@ function deferAck(qp: RxeQp, psn: number): void {
 function sendPendingAcks(): void {
   acksScheduled = false;
   for (const qp of pendingAcks.keys()) flushAck(qp);
+}
+
+/**
+ * Send qp's deferred ACK now, before the QP leaves the states that answer: called on destroy
+ * and on the moves to ERR and RESET. A consumer that sees its last completion and closes at
+ * once (pingpong, perftest) would otherwise take the ACK with it, and the peer's last send
+ * would wait out its retries (Linux's rxe acknowledged before the completion was visible).
+ */
+export function flushDeferredAck(qp: RxeQp): void {
+  if (pendingAcks.size > 0) flushAck(qp);
 }
 
 /** Send qp's deferred ACK now, if it has one (before anything else it answers). */
