@@ -14,6 +14,7 @@ import { smcss, SMCSS_USAGE } from '../tools/smcss.js';
 import { linkgroup, LINKGROUP_USAGE } from '../tools/linkgroup.js';
 import { smcChk, SMC_CHK_USAGE } from '../tools/smc-chk.js';
 import { smcRun, SMC_RUN_USAGE, smcRunOptionEnd } from '../tools/smc-run.js';
+import { smcTcpOption, SMC_TCP_OPTION_USAGE, tcpOptionRunOptionEnd } from '../tools/smc-tcp-option.js';
 
 /** The version of the installed package (its package.json, two levels above dist/src/cli). */
 function packageVersion(): string {
@@ -44,7 +45,8 @@ const COMMANDS: Record<string, Command> = {
   smcss: { args: '[-a|-l] [-d] [-D|-R] [-W] [-v]', about: "SMC sockets of this user's processes (like smcss)", usage: SMCSS_USAGE, versionShort: ['-V'], run: smcss },
   linkgroup: { args: '[-d|-dd] [show|link-show]', about: "SMC-R link groups and links (like smcr linkgroup)", usage: LINKGROUP_USAGE, versionShort: ['-v'], run: linkgroup },
   'smc-chk': { args: '<host> <port>', about: 'does a service get SMC-D, and if not why (like smc_chk -C)', usage: SMC_CHK_USAGE, versionShort: ['-v'], run: smcChk },
-  'smc-run': { args: '[-d] [-r SIZE] <cmd...>', about: 'run a Node program with SMC-capable sockets (like smc_run)', usage: SMC_RUN_USAGE, versionShort: ['-v'], optionEnd: smcRunOptionEnd, run: smcRun },
+  'smc-run': { args: '[-d] [-r SIZE] [-o] <cmd...>', about: 'run a Node program with SMC-capable sockets (like smc_run)', usage: SMC_RUN_USAGE, versionShort: ['-v'], optionEnd: smcRunOptionEnd, run: smcRun },
+  'smc-tcp-option': { args: '<sub> [DIR | CMD...]', about: "Linux's SMC TCP option in a cgroup's SYNs (BPF, root)", usage: SMC_TCP_OPTION_USAGE, versionShort: ['-v'], optionEnd: tcpOptionRunOptionEnd, run: smcTcpOption },
   'smc-demo': { args: '', about: 'SMC-D next to TCP on this host: mode, MiB/s, round trip', usage: SMC_DEMO_USAGE, run: smcDemo },
 };
 

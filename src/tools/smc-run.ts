@@ -7,7 +7,11 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { resolveCommand } from './command-path.js';
+import { runWithTcpOption } from './smc-tcp-option.js';
 import { UsageError } from './usage.js';
+
+export { resolveCommand };
 
 export const SMC_RUN_USAGE = `usage: softrdma smc-run [options] [--] <command> [args...]
 
@@ -23,6 +27,13 @@ Node processes it starts negotiates SMC-D with local peers (like smc_run's LD_PR
               writes into the peer's receive buffer)
   --any       run the command even if it is not a Node program (NODE_OPTIONS still reaches
               the Node programs it starts, e.g. from a shell script)
+  -o, --tcp-option
+              also put Linux's SMC TCP option into the command's SYNs and SYN-ACKs, so that a
+              Linux host's own SMC (SMC-R) negotiates with it: the command runs in a fresh
+              cgroup v2 child with a BPF sock_ops program attached, removed when it exits
+              (root; see softrdma smc-tcp-option)
+  --cgroup DIR
+              with -o: make that cgroup under DIR, not under this process's own cgroup
   -v          version;  -h  this help`;
 
 export function autoModuleUrl(): string {
@@ -54,7 +65,7 @@ export function smcRunOptionEnd(args: string[]): number {
   for (let i = 0; i < args.length; i++) {
     const a = args[i]!;
     if (a === '--') return i;
-    if (a === '-r' || a === '-t') { i++; continue; }
+    if (a === '-r' || a === '-t' || a === '--cgroup') { i++; continue; }
     if (!a.startsWith('-') || a === '-') return i;
   }
   return args.length;
@@ -71,15 +82,20 @@ export function parseBufferSize(text: string): number {
   return size;
 }
 
-export interface SmcRunOptions { command: string[]; debug: boolean; bufferSize: number | undefined; any: boolean }
+export interface SmcRunOptions { command: string[]; debug: boolean; bufferSize: number | undefined; any: boolean; tcpOption: boolean; cgroup: string | undefined }
 
 export function parseSmcRunArgs(args: string[]): SmcRunOptions {
-  const o: SmcRunOptions = { command: [], debug: false, bufferSize: undefined, any: false };
+  const o: SmcRunOptions = { command: [], debug: false, bufferSize: undefined, any: false, tcpOption: false, cgroup: undefined };
   const end = smcRunOptionEnd(args);
   for (let i = 0; i < end; i++) {
     const a = args[i]!;
     if (a === '-d' || a === '--debug') o.debug = true;
     else if (a === '--any') o.any = true;
+    else if (a === '-o' || a === '--tcp-option') o.tcpOption = true;
+    else if (a === '--cgroup') {
+      o.cgroup = args[++i];
+      if (o.cgroup === undefined) throw new UsageError("option '--cgroup' needs a value");
+    }
     else if (/^-[rt]/.test(a)) { // -r SIZE or -rSIZE
       const v = a.length > 2 ? a.slice(2) : args[++i];
       if (v === undefined) throw new UsageError(`option '${a}' needs a value`);
@@ -90,20 +106,8 @@ export function parseSmcRunArgs(args: string[]): SmcRunOptions {
   }
   o.command = args[end] === '--' ? args.slice(end + 1) : args.slice(end);
   if (o.command.length === 0) throw new UsageError('no command given');
+  if (o.cgroup !== undefined && !o.tcpOption) throw new UsageError("--cgroup goes with --tcp-option");
   return o;
-}
-
-/** The file a command name runs: as given if it has a slash, else the first match on PATH. */
-export function resolveCommand(name: string, env: NodeJS.ProcessEnv = process.env): string | undefined {
-  const executable = (f: string) => {
-    try { fs.accessSync(f, fs.constants.X_OK); return fs.statSync(f).isFile(); } catch { return false; }
-  };
-  if (name.includes('/')) return executable(name) ? path.resolve(name) : undefined;
-  for (const dir of (env.PATH ?? '').split(':')) {
-    const f = path.join(dir || '.', name);
-    if (executable(f)) return path.resolve(f);
-  }
-  return undefined;
 }
 
 /**
@@ -149,6 +153,7 @@ export function smcRun(args: string[]): Promise<number> {
   const env: NodeJS.ProcessEnv = { ...process.env, NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} ${preloadOptions()}`.trim() };
   if (o.debug) env.NODE_DEBUG = [process.env.NODE_DEBUG, 'smc'].filter(Boolean).join(',');
   if (o.bufferSize !== undefined) env.SOFTRDMA_SMC_BUFFER = String(o.bufferSize);
+  if (o.tcpOption) return runWithTcpOption(file, cmd.slice(1), { env, parent: o.cgroup });
   return new Promise((resolve, reject) => {
     const child = spawn(file, cmd.slice(1), { stdio: 'inherit', env, argv0: cmd[0] });
     child.on('error', reject);

@@ -18,10 +18,11 @@ import { isNodeProgram, parseBufferSize, parseSmcRunArgs } from '../../src/tools
 import { nodeGuidFor } from '../../src/providers/rxe/device.js';
 import { guidString } from '../../src/cli/devinfo.js';
 import { advice, report } from '../../src/tools/smc-chk.js';
+import { cgroup2Mount } from '../../src/sys/smc-tcp-option.js';
 
 const runtime = testRuntimeDir('cli');
 const env = { SOFTRDMA_RUNTIME_DIR: runtime };
-const COMMANDS = ['demo', 'devinfo', 'perftest', 'pingpong', 'rping', 'cmatose', 'smcss', 'linkgroup', 'smc-chk', 'smc-run', 'smc-demo'];
+const COMMANDS = ['demo', 'devinfo', 'perftest', 'pingpong', 'rping', 'cmatose', 'smcss', 'linkgroup', 'smc-chk', 'smc-run', 'smc-tcp-option', 'smc-demo'];
 const version = (JSON.parse(fs.readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
 async function out(args: string[], ms = 20_000): Promise<{ code: number; stdout: string; stderr: string }> {
@@ -287,5 +288,35 @@ describe('smc-run (smc_run)', () => {
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
+  });
+
+  it('-o / --tcp-option [--cgroup DIR]: parsed; --cgroup alone is a usage error', () => {
+    const o = parseSmcRunArgs(['-o', '--cgroup', '/sys/fs/cgroup/x', 'node', '--cgroup']);
+    assert.equal(o.tcpOption, true);
+    assert.equal(o.cgroup, '/sys/fs/cgroup/x');
+    assert.deepEqual(o.command, ['node', '--cgroup']);
+    assert.equal(parseSmcRunArgs(['--tcp-option', 'node']).tcpOption, true);
+    assert.equal(parseSmcRunArgs(['node', '-o']).tcpOption, false);
+    assert.throws(() => parseSmcRunArgs(['--cgroup', '/x', 'node']), /--cgroup goes with --tcp-option/);
+    assert.throws(() => parseSmcRunArgs(['-o', '--cgroup']), /needs a value|no command/);
+  });
+
+  it('-o runs the command in a fresh cgroup with the SMC TCP option program, removed after', { skip: process.getuid?.() === 0 ? false : 'needs root (BPF, cgroup v2)' }, async () => {
+    const mount = cgroup2Mount();
+    if (!mount) return;
+    const probe = `const fs=require('fs');const cg=fs.readFileSync('/proc/self/cgroup','utf8').match(/^0::(.*)$/m)[1];` +
+      `console.log(JSON.stringify({cg,options:process.env.NODE_OPTIONS}))`;
+    const p = run(['smc-run', '-o', process.execPath, '-e', probe], { env });
+    assert.equal(await p.exit(), 0, p.stderr);
+    const o = JSON.parse(p.stdout) as { cg: string; options: string };
+    assert.match(o.cg, new RegExp(`/softrdma-tcpopt-${p.child.pid}-1$`));
+    assert.match(o.options, /--require/, 'still preloads softrdma/smc/auto');
+    assert.equal(fs.existsSync(path.join(mount, o.cg)), false, 'the cgroup is gone');
+    // The exit code is the command's.
+    const q = run(['smc-run', '-o', '--any', '/bin/sh', '-c', 'exit 7'], { env });
+    assert.equal(await q.exit(), 7, q.stderr);
+    const bad = run(['smc-run', '-o', '--cgroup', '/no/such/dir', process.execPath, '-e', '0'], { env });
+    assert.equal(await bad.exit(), 1);
+    assert.match(bad.stderr, /cannot make a cgroup in \/no\/such\/dir: ENOENT/);
   });
 });
