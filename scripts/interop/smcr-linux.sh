@@ -26,9 +26,11 @@
 #      mkdir -p /tmp/kh && cd /tmp/kh && apt-get download linux-headers-6.1.0-50-amd64 \
 #        linux-headers-6.1.0-50-common linux-kbuild-6.1=6.1.176-1 && for d in *.deb; do dpkg-deb -x $d root; done
 #      sed -i 's#include /usr/src/#include /tmp/kh/root/usr/src/#' root/usr/src/linux-headers-6.1.0-50-amd64/Makefile
-#  - on the host: the SMC TCP option in softrdma's SYN / SYN-ACK (scripts/interop/smc-tcp-option.c:
-#    a sock_ops BPF program on a cgroup v2 child that only the softrdma process is in). Linux
-#    goes SMC only when the peer's SYN (SYN-ACK) carries it; user space cannot send it.
+#  - on the host: the SMC TCP option in softrdma's SYN / SYN-ACK: each softrdma process runs
+#    under `softrdma smc-tcp-option run` (src/sys/smc-tcp-option.ts: a sock_ops BPF program on a
+#    fresh cgroup v2 child of $CGROUP_PARENT that only that process is in, removed when it exits).
+#    Linux goes SMC only when the peer's SYN (SYN-ACK) carries it; node:net cannot send it. The
+#    capture row checks that every SYN and SYN-ACK from 10.77.0.1 carried it.
 #
 #   sudo scripts/interop/smcr-linux.sh
 #   sudo MIB=4 MORE=3 CONNS=3 scripts/interop/smcr-linux.sh
@@ -50,7 +52,8 @@ CONNS=${CONNS:-3}
 RXE_FIX=${RXE_FIX:-1}
 TIMEOUT=${TIMEOUT:-300}   # per softrdma process and Linux run (s)
 KHDR=${KHDR:-/tmp/kh/root/usr/src/linux-headers-6.1.0-50-amd64}
-CG=${CGROUP:-/sys/fs/cgroup/unified/softrdma-smcr-linux}
+CGROUP_PARENT=${CGROUP_PARENT:-$(awk '$3 == "cgroup2" { print $2; exit }' /proc/mounts)}
+CLI=$ROOT/dist/src/cli/main.js
 LOGS=$(mktemp -d /tmp/smcr-linux.XXXXXX)
 PORT=7400
 
@@ -58,8 +61,9 @@ skip() { echo "SKIPPED: $*"; exit 0; }
 [ "$(id -u)" = 0 ] || skip "needs root (network namespace, qemu, BPF, cgroup)"
 [ -x "$SHARED/vm.sh" ] || skip "no VM harness at $SHARED"
 [ -f "$SRC_ART/vmlinuz" ] && [ -d "$SRC_ART/rootfs" ] || skip "the shared VM is not built ($SHARED/build.sh)"
-[ -f "$ROOT/dist/src/smc/index.js" ] || { echo "build first: npx tsc -p tsconfig.json" >&2; exit 2; }
-[ -d "$(dirname "$CG")" ] || skip "no cgroup v2 mount at $(dirname "$CG")"
+[ -f "$ROOT/dist/src/smc/index.js" ] && [ -f "$CLI" ] || { echo "build first: npx tsc -p tsconfig.json" >&2; exit 2; }
+[ -n "$CGROUP_PARENT" ] && [ -d "$CGROUP_PARENT" ] || skip "no cgroup v2 mount (CGROUP_PARENT)"
+node "$CLI" smc-tcp-option run --cgroup "$CGROUP_PARENT" -- true || { echo "softrdma smc-tcp-option run cannot attach the SMC TCP option program here (above)" >&2; exit 2; }
 
 # ------------------------------------------------------------------ the variant harness
 H=$(mktemp -d /tmp/rxe-vm-smc.XXXXXX)
@@ -72,7 +76,6 @@ for d in kernel debs rootfs; do [ -e "$RXE_ART/$d" ] || cp -al "$SRC_ART/$d" "$R
 for f in vmlinuz vmlinux KVER accel; do [ -e "$SRC_ART/$f" ] && cp -a "$SRC_ART/$f" "$RXE_ART/$f"; done
 
 gcc -static -O2 -Wall -o "$LOGS/smc-linux-peer" "$HERE/smc-linux-peer.c" 2>"$LOGS/gcc.log" || { cat "$LOGS/gcc.log"; exit 2; }
-gcc -O2 -Wall -o "$LOGS/smc-tcp-option" "$HERE/smc-tcp-option.c" || exit 2
 # new files only (never write through a hard link into the shared tree)
 rm -f "$RXE_ART/rootfs/usr/local/bin/smc-linux-peer"
 install -D -m 0755 "$LOGS/smc-linux-peer" "$RXE_ART/rootfs/usr/local/bin/smc-linux-peer"
@@ -101,7 +104,6 @@ boot() {
 cleanup() {
   [ -n "${CAP_PID:-}" ] && kill "$CAP_PID" 2>/dev/null
   "$VM" stop >/dev/null 2>&1
-  rmdir "$CG" 2>/dev/null
   rm -rf "$H"
 }
 trap cleanup EXIT
@@ -119,7 +121,7 @@ for _ in $(seq 50); do [ -s "$CAP" ] && break; sleep 0.1; done
 declare -A RES
 ORDER=()
 row() { RES[$1]=$2; ORDER+=("$1"); printf '%-52s %s\n' "$1" "$2"; }
-node_peer() { SOFTRDMA_SMC_LEARN=0 "$LOGS/smc-tcp-option" "$CG" ip netns exec rxepeer timeout "$1" node "$HERE/smcr-linux-peer.mjs" "${@:2}"; }
+node_peer() { SOFTRDMA_SMC_LEARN=0 node "$CLI" smc-tcp-option run --cgroup "$CGROUP_PARENT" -- ip netns exec rxepeer timeout "$1" node "$HERE/smcr-linux-peer.mjs" "${@:2}"; }
 lastjson() { grep '^{"done"' "$1" | tail -1; }
 
 # 1. Linux server, softrdma client
@@ -184,8 +186,11 @@ while (o + 16 <= b.length) { const len = b.readUInt32LE(o + 8); const f = b.suba
   const t = f[54]; if (t === 0xfe) continue; const who = f[29] === 2 ? "linux" : "softrdma";
   const k = `${who}:${names[t & 15] ?? t.toString(16)}${(f[57] & 0x80) ? "-resp" : ""}`; n[k] = (n[k] ?? 0) + 1; }
 console.log(Object.entries(n).sort().map(([k, v]) => `${k}×${v}`).join(" "));' "$CAP")
-if [ "$roce" -gt 0 ] && [ "$bad" = 0 ] && [ "$cdc" -gt 0 ]; then cap=pass; else cap=FAIL; fi
-row "capture (tshark)" "$cap ($roce RoCEv2 packets, $bad malformed or in error, $cdc CDC decoded; CLC: $clc; LLC: $llc)"
+# softrdma's SYNs (client) and SYN-ACKs (server): each must carry the SMC TCP option.
+syns=$($TS -r "$CAP" -Y 'tcp.flags.syn == 1 && ip.src == 10.77.0.1' 2>/dev/null | wc -l)
+smcopt=$($TS -r "$CAP" -Y 'tcp.flags.syn == 1 && ip.src == 10.77.0.1' -T fields -e tcp.options.experimental.exid -e tcp.options.experimental.data 2>/dev/null | grep -c '0xe2d4.c3d9')
+if [ "$roce" -gt 0 ] && [ "$bad" = 0 ] && [ "$cdc" -gt 0 ] && [ "$syns" -gt 0 ] && [ "$smcopt" = "$syns" ]; then cap=pass; else cap=FAIL; fi
+row "capture (tshark)" "$cap ($roce RoCEv2 packets, $bad malformed or in error, $cdc CDC decoded; softrdma SYN/SYN-ACK with the SMC TCP option: $smcopt/$syns; CLC: $clc; LLC: $llc)"
 
 echo
 echo "SMC-R softrdma <-> Linux $GUEST, $(date -u +%Y-%m-%dT%H:%MZ), MIB=$MIB MORE=$MORE CONNS=$CONNS RXE_FIX=$RXE_FIX"

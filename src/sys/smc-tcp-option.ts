@@ -6,7 +6,7 @@
 // __smc_connect) carried it; node:net cannot set TCP options, so without this program a Linux
 // SMC peer always falls back to TCP against softrdma.
 //
-// The program (raw instructions, the same as scripts/interop/smc-tcp-option.c had):
+// The program (raw instructions, the same as scripts/interop/smc-tcp-option.c, now removed, had):
 //   TCP_CONNECT_CB, TCP_LISTEN_CB       -> bpf_sock_ops_cb_flags_set(WRITE_HDR_OPT_CB_FLAG)
 //   HDR_OPT_LEN_CB on a SYN / SYN-ACK   -> bpf_reserve_hdr_opt(6)
 //   WRITE_HDR_OPT_CB on a SYN / SYN-ACK -> bpf_store_hdr_opt({254, 6, E2 D4 C3 D9})
