@@ -1,8 +1,8 @@
 // The SMC TCP option (src/sys/smc-tcp-option.ts, softrdma smc-tcp-option): the program is the
 // one scripts/interop/smc-tcp-option.c (removed) loaded, proven against Linux 6.1's SMC-R; it
-// attaches, reports and detaches on a cgroup v2 directory; and on the wire a SYN carries option 254 with
-// the SMC magic exactly when its sender is in the cgroup, a SYN-ACK exactly when the listener
-// is. The kernel parts need root, a cgroup v2 mount and bpf(2); the wire part tshark and a
+// attaches, reports and detaches on a cgroup v2 directory; and on the wire a SYN carries option
+// 254 with the SMC magic exactly when its sender is in the cgroup, a SYN-ACK exactly when the
+// listener is. The kernel parts need root, a cgroup v2 mount and bpf(2); the wire part tshark and a
 // network namespace: each is skipped with the reason where missing.
 
 import { test, describe, after } from 'node:test';
