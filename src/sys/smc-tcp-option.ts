@@ -291,7 +291,8 @@ export function cgroupDirOf(pid: number | 'self' = 'self'): string {
   }
   const line = text.split('\n').find((l) => l.startsWith('0::'));
   if (!line) throw new BpfError('ENOENT', 'open', `process ${pid} is in no cgroup v2 (no 0:: line in /proc/${pid}/cgroup)`);
-  return path.join(mount, line.slice(3).replace(/ \(deleted\)$/, ''));
+  const dir = path.join(mount, line.slice(3).replace(/ \(deleted\)$/, ''));
+  return dir.length > 1 ? dir.replace(/\/+$/, '') : dir;
 }
 
 /** Open a cgroup v2 directory; ENOENT / ENOTDIR / EINVAL (not cgroup v2) with the path. */

@@ -12,13 +12,14 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
-  attachSmcTcpOption, attachSockOpsProgram, BpfError, bpfSyscallNumber, cgroup2Mount, cgroupDirOf, detachSmcTcpOption, detachSockOpsProgram, loadSmcTcpOptionProgram,
+  attachSmcTcpOption, attachSockOpsProgram, BpfError, bpfSyscallNumber, cgroup2Mount, cgroupDirOf, detachSmcTcpOption, detachSockOpsProgram,
   loadSockOpsProgram, smcTcpOptionProgram, smcTcpOptionStatus, SMC_TCP_OPTION_PROG_NAME,
 } from '../../src/sys/smc-tcp-option.js';
 import { SoftrdmaError } from '../../src/abi/errors.js';
 import { captureUnavailable, readFields, startCapture } from '../helpers/capture.js';
 import { deleteNamespaces, ip } from '../helpers/netns.js';
 import { jsonLines, run, runNode, type Proc } from '../helpers/procs.js';
+import { tcpOptionUnavailable } from '../helpers/tcp-option.js';
 
 // struct bpf_insn[] of scripts/interop/smc-tcp-option.c as of b66f39a, dumped from
 // that program compiled against the host's linux/bpf.h: the program run against Linux 6.1.
@@ -54,19 +55,7 @@ test('the cgroup v2 mount is found in mountinfo (not a bind mount of a subtree, 
   assert.equal(cgroup2Mount('26 25 0:23 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu'), undefined);
 });
 
-/** Why the kernel parts cannot run here, or undefined. */
-function kernelUnavailable(): string | undefined {
-  if (process.getuid?.() !== 0) return 'needs root (CAP_BPF, CAP_NET_ADMIN, cgroup directories)';
-  if (bpfSyscallNumber() === undefined) return `no bpf(2) number for ${process.arch}`;
-  if (!cgroup2Mount()) return 'no cgroup v2 mount';
-  try {
-    fs.closeSync(loadSmcTcpOptionProgram());
-  } catch (e) {
-    return `this kernel does not load the program: ${(e as Error).message}`;
-  }
-  return undefined;
-}
-const kernelSkip = kernelUnavailable();
+const kernelSkip = tcpOptionUnavailable();
 
 function freshCgroup(tag: string): string {
   const dir = path.join(cgroup2Mount()!, `softrdma-test-${tag}-${process.pid}`);
@@ -168,25 +157,22 @@ describe('on a cgroup v2 directory', { skip: kernelSkip }, () => {
 });
 
 const NS = `tcpopt${process.pid}`;
-function wireUnavailable(): string | undefined {
-  if (kernelSkip) return kernelSkip;
-  const cap = captureUnavailable();
-  if (cap) return cap;
-  try { ip('netns', 'add', NS); ip('-n', NS, 'link', 'set', 'lo', 'up'); ip('-n', NS, 'addr', 'add', '127.0.0.2/8', 'dev', 'lo'); } catch (e) {
-    deleteNamespaces(NS);
-    return `cannot make a network namespace: ${(e as Error).message}`;
-  }
-  return undefined;
-}
-
-describe('on the wire (a network namespace, tshark)', { skip: wireUnavailable() }, () => {
+describe('on the wire (a network namespace, tshark)', { skip: kernelSkip ?? captureUnavailable() }, () => {
   const procs: Proc[] = [];
   after(() => {
     for (const p of procs) if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill('SIGKILL');
     deleteNamespaces(NS);
   });
 
-  test('a SYN carries option 254 + E2D4C3D9 iff its sender is in the cgroup, a SYN-ACK iff the listener is', async () => {
+  test('a SYN carries option 254 + E2D4C3D9 iff its sender is in the cgroup, a SYN-ACK iff the listener is', async (t) => {
+    try {
+      ip('netns', 'add', NS);
+      ip('-n', NS, 'link', 'set', 'lo', 'up');
+    } catch (e) {
+      deleteNamespaces(NS);
+      t.skip(`cannot make a network namespace: ${(e as Error).message}`);
+      return;
+    }
     const file = path.join(os.tmpdir(), `smc-tcp-option-${process.pid}.pcap`);
     // Four connections, (client, server) in/out of the cgroup: 8 SYN and SYN-ACK.
     const cap = await startCapture('tcp[tcpflags] & tcp-syn != 0', 8, file, [], NS);

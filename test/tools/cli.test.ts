@@ -19,6 +19,7 @@ import { nodeGuidFor } from '../../src/providers/rxe/device.js';
 import { guidString } from '../../src/cli/devinfo.js';
 import { advice, report } from '../../src/tools/smc-chk.js';
 import { cgroup2Mount } from '../../src/sys/smc-tcp-option.js';
+import { tcpOptionUnavailable } from '../helpers/tcp-option.js';
 
 const runtime = testRuntimeDir('cli');
 const env = { SOFTRDMA_RUNTIME_DIR: runtime };
@@ -301,9 +302,8 @@ describe('smc-run (smc_run)', () => {
     assert.throws(() => parseSmcRunArgs(['-o', '--cgroup']), /needs a value|no command/);
   });
 
-  it('-o runs the command in a fresh cgroup with the SMC TCP option program, removed after', { skip: process.getuid?.() === 0 ? false : 'needs root (BPF, cgroup v2)' }, async () => {
-    const mount = cgroup2Mount();
-    if (!mount) return;
+  it('-o runs the command in a fresh cgroup with the SMC TCP option program, removed after', { skip: tcpOptionUnavailable() ?? false }, async () => {
+    const mount = cgroup2Mount()!;
     const probe = `const fs=require('fs');const cg=fs.readFileSync('/proc/self/cgroup','utf8').match(/^0::(.*)$/m)[1];` +
       `console.log(JSON.stringify({cg,options:process.env.NODE_OPTIONS}))`;
     const p = run(['smc-run', '-o', process.execPath, '-e', probe], { env });
