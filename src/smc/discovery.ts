@@ -9,7 +9,7 @@
 
 import fs from 'node:fs';
 import net from 'node:net';
-import os from 'node:os';
+import { interfaceAddresses, type InterfaceAddress } from './interfaces.js';
 import { keepPresent, openEntryPath, listEntries, liveness, netNamespace, readEntry, removeEntry, restoreEntry, selfStamp, subdir, writeEntry, type ProcessStamp } from '../ism/runtime-dir.js';
 
 interface ListenerEntry extends ProcessStamp {
@@ -95,15 +95,11 @@ export function isLoopback(a: string): boolean {
   return a === '::1' || (net.isIPv4(a) && a.startsWith('127.'));
 }
 
-let localAddrs: { at: number; set: Set<string> } | undefined;
+let localAddrs: { of: readonly InterfaceAddress[]; set: Set<string> } | undefined;
 function isLocalAddress(a: string): boolean {
   if (isLoopback(a)) return true;
-  const now = Date.now();
-  if (!localAddrs || now - localAddrs.at > 5000) {
-    const set = new Set<string>();
-    for (const list of Object.values(os.networkInterfaces())) for (const i of list ?? []) set.add(unmapV4(i.address));
-    localAddrs = { at: now, set };
-  }
+  const list = interfaceAddresses();
+  if (localAddrs?.of !== list) localAddrs = { of: list, set: new Set(list.map((i) => unmapV4(i.address))) };
   return localAddrs.set.has(a);
 }
 

@@ -14,7 +14,7 @@
 // is the later answer, docs/smc.md).
 
 import { isIPv4 } from 'node:net';
-import { networkInterfaces } from 'node:os';
+import { interfaceAddresses } from '../interfaces.js';
 import { getDeviceList, type Device } from '../../verbs/api.js';
 import { CmDevice } from '../../cm/rdma-cm/cm-device.js';
 
@@ -91,9 +91,7 @@ export function autoDeviceError(address: string): string | undefined {
 /** The IPv4 addresses a wildcard SMC-R listener covers: every non-internal interface's. */
 export function wildcardAddresses(): string[] {
   const out: string[] = [];
-  for (const list of Object.values(networkInterfaces())) {
-    for (const i of list ?? []) if (i.family === 'IPv4' && !i.internal && autoDeviceAllowed(i.address)) out.push(i.address);
-  }
+  for (const i of interfaceAddresses()) if (i.family === 'IPv4' && !i.internal && autoDeviceAllowed(i.address)) out.push(i.address);
   return out;
 }
 

@@ -10,7 +10,7 @@
 // peer in CONFIRM_LINK) with the low byte cleared. As in Linux, the ID with the low byte masked
 // off finds the group from either its ID or its link's UID.
 
-import os from 'node:os';
+import { interfaceAddresses } from '../interfaces.js';
 import { mtuBytes } from '../../abi/enums.js';
 import type { SmcrConnection } from './connection.js';
 import type { SmcrLinkGroup } from './lgr.js';
@@ -94,10 +94,7 @@ function linkState(g: SmcrLinkGroup, l: SmcrLink): SmcrLinkState {
 
 /** The network interface that holds an address (the device's UDP socket is bound to it), or ''. */
 function interfaceOf(address: string): string {
-  for (const [name, addrs] of Object.entries(os.networkInterfaces())) {
-    if (addrs?.some((a) => a.address === address)) return name;
-  }
-  return '';
+  return interfaceAddresses().find((a) => a.address === address)?.name ?? '';
 }
 
 export function smcrLinkStatus(g: SmcrLinkGroup, withNetDev = false, l: SmcrLink = g.link): SmcrLinkStatus {

@@ -23,7 +23,7 @@
 // os.networkInterfaces() gives the prefix of the interface holding the local address), so
 // nothing is sent towards hosts beyond a router.
 
-import { networkInterfaces } from 'node:os';
+import { interfaceAddresses } from '../interfaces.js';
 import { isIPv4 } from 'node:net';
 import { addressFromGid } from '../../abi/inet.js';
 import { getDeviceList, type Device } from '../../verbs/api.js';
@@ -264,13 +264,11 @@ export type SmcrDiscovery =
 function prefixOf(local: string): number | undefined {
   const n = v4(local);
   let found: number | undefined;
-  for (const list of Object.values(networkInterfaces())) {
-    for (const i of list ?? []) {
-      if (i.family !== 'IPv4' || !i.cidr) continue;
-      const len = Number(i.cidr.split('/')[1]);
-      if (i.address === local) return len;
-      if (found === undefined && sameSubnet(n, v4(i.address), len)) found = len;
-    }
+  for (const i of interfaceAddresses()) {
+    if (i.family !== 'IPv4' || !i.cidr) continue;
+    const len = Number(i.cidr.split('/')[1]);
+    if (i.address === local) return len;
+    if (found === undefined && sameSubnet(n, v4(i.address), len)) found = len;
   }
   return found;
 }
@@ -356,11 +354,9 @@ export function smcrKnownListener(dst: string, port: number): boolean {
 /** The non-loopback IPv4 address of the interface whose subnet holds dst (where TCP would leave from). */
 function localAddressFor(dst: string): string | undefined {
   if (!isIPv4(dst)) return undefined;
-  for (const list of Object.values(networkInterfaces())) {
-    for (const i of list ?? []) {
-      if (i.family !== 'IPv4' || i.internal || !i.cidr || !autoDeviceAllowed(i.address)) continue;
-      if (sameSubnet(v4(dst), v4(i.address), Number(i.cidr.split('/')[1]))) return i.address;
-    }
+  for (const i of interfaceAddresses()) {
+    if (i.family !== 'IPv4' || i.internal || !i.cidr || !autoDeviceAllowed(i.address)) continue;
+    if (sameSubnet(v4(dst), v4(i.address), Number(i.cidr.split('/')[1]))) return i.address;
   }
   return undefined;
 }
