@@ -13,7 +13,7 @@ import { OpCode } from '../../src/providers/rxe/wire/opcodes.js';
 /** A long retransmit timeout (4.096 us x 2^20, ~4.3 s): any retransmission is a failure here, never a rescue. */
 const SLOW_RTO = { timeout: 20 };
 
-/** The responder's ACK deferral (responder.ts, ackDeferral; opt-in) set for fn. */
+/** The responder's ACK deferral (responder.ts, ackDeferral; on by default) set for fn. */
 function withDeferral(on: boolean, fn: () => Promise<void>): () => Promise<void> {
   return async () => {
     const was = ackDeferral.on;
@@ -23,7 +23,7 @@ function withDeferral(on: boolean, fn: () => Promise<void>): () => Promise<void>
 }
 const withoutDeferral = (fn: () => Promise<void>) => withDeferral(false, fn);
 
-/** AckReq coalescing is opt-in (requester.ts, ackCoalescing); these tests turn it on. */
+/** AckReq coalescing (requester.ts, ackCoalescing; on by default) set for fn. */
 function withCoalescing(fn: () => Promise<void>, on = true): () => Promise<void> {
   return async () => {
     const was = ackCoalescing.on;
@@ -124,20 +124,28 @@ async function loneSend(): Promise<void> {
   }
 }
 
-test("without deferral the responder's ACK leaves before the consumer's completion callback runs", withoutDeferral(async () => {
+/**
+ * Two connected RC QPs on two devices; b takes completions as SMC-R does, through an armed
+ * completion channel.
+ */
+async function channelPair() {
   const { a: da, b: db, close } = await twoDevices();
+  const ca = da.open(), cb = db.open();
+  const pa = ca.allocPd(), pb = cb.allocPd();
+  const cqa = ca.createCq(64);
+  const channel = cb.createCompChannel();
+  const cqb = cb.createCq(64, { channel });
+  const cap = { maxSendWr: 16, maxRecvWr: 16, maxSendSge: 1, maxRecvSge: 1 };
+  const qa = pa.createQp({ qpType: QpType.RC, sendCq: cqa, recvCq: cqa, cap });
+  const qb = pb.createQp({ qpType: QpType.RC, sendCq: cqb, recvCq: cqb, cap });
+  connect(qa, { qpn: qb.qpn, gid: cb.queryGid() }, { ...SLOW_RTO, psn: 1, remotePsn: 2 });
+  connect(qb, { qpn: qa.qpn, gid: ca.queryGid() }, { ...SLOW_RTO, psn: 2, remotePsn: 1 });
+  return { da, db, ca, cb, pa, pb, cqa, cqb, qa, qb, channel, close };
+}
+
+test("without deferral the responder's ACK leaves before the consumer's completion callback runs", withoutDeferral(async () => {
+  const { db, cb, pa, pb, cqa, cqb, qa, qb, channel, close } = await channelPair();
   try {
-    const ca = da.open(), cb = db.open();
-    const pa = ca.allocPd(), pb = cb.allocPd();
-    const cqa = ca.createCq(64);
-    // The receiver takes completions as SMC-R does: a completion channel, armed.
-    const channel = cb.createCompChannel();
-    const cqb = cb.createCq(64, { channel });
-    const cap = { maxSendWr: 16, maxRecvWr: 16, maxSendSge: 1, maxRecvSge: 1 };
-    const qa = pa.createQp({ qpType: QpType.RC, sendCq: cqa, recvCq: cqa, cap });
-    const qb = pb.createQp({ qpType: QpType.RC, sendCq: cqb, recvCq: cqb, cap });
-    connect(qa, { qpn: qb.qpn, gid: cb.queryGid() }, { ...SLOW_RTO, psn: 1, remotePsn: 2 });
-    connect(qb, { qpn: qa.qpn, gid: ca.queryGid() }, { ...SLOW_RTO, psn: 2, remotePsn: 1 });
     const smr = pa.regMr(Buffer.from('request'), 0);
     const rmr = pb.regMr(Buffer.alloc(64), Access.LOCAL_WRITE);
     qb.postRecv({ wrId: 5, sgList: [rmr.sge()] });
@@ -163,19 +171,9 @@ test("without deferral the responder's ACK leaves before the consumer's completi
   }
 }));
 
-test("deferred (SOFTRDMA_RXE_ACK_DEFER=1): the consumer's answer leaves before the ACK, and a WRITE and a SEND draw one ACK", withDeferral(true, async () => {
-  const { a: da, b: db, close } = await twoDevices();
+test("deferred (the default): the consumer's answer leaves before the ACK, and a WRITE and a SEND draw one ACK", withDeferral(true, async () => {
+  const { db, ca, cb, pa, pb, cqa, cqb, qa, qb, channel, close } = await channelPair();
   try {
-    const ca = da.open(), cb = db.open();
-    const pa = ca.allocPd(), pb = cb.allocPd();
-    const cqa = ca.createCq(64);
-    const channel = cb.createCompChannel();
-    const cqb = cb.createCq(64, { channel });
-    const cap = { maxSendWr: 16, maxRecvWr: 16, maxSendSge: 1, maxRecvSge: 1 };
-    const qa = pa.createQp({ qpType: QpType.RC, sendCq: cqa, recvCq: cqa, cap });
-    const qb = pb.createQp({ qpType: QpType.RC, sendCq: cqb, recvCq: cqb, cap });
-    connect(qa, { qpn: qb.qpn, gid: cb.queryGid() }, { ...SLOW_RTO, psn: 1, remotePsn: 2 });
-    connect(qb, { qpn: qa.qpn, gid: ca.queryGid() }, { ...SLOW_RTO, psn: 2, remotePsn: 1 });
     const src = pa.regMr(Buffer.from('request'.repeat(4)), 0);
     const wbuf = pb.regMr(Buffer.alloc(64), Access.LOCAL_WRITE | Access.REMOTE_WRITE);
     const rmr = pb.regMr(Buffer.alloc(64), Access.LOCAL_WRITE);
