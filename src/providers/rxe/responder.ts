@@ -52,12 +52,29 @@ export const ackDeferral = { on: process.env.SOFTRDMA_RXE_ACK_DEFER !== '0' };
 const pendingAcks = new Map<RxeQp, { psn: number; msn: number }>();
 let acksScheduled = false;
 
+let exitHook = false;
+
 function deferAck(qp: RxeQp, psn: number): void {
   const p = pendingAcks.get(qp);
   if (p) { p.psn = psn; p.msn = qp.resp.msn; } else pendingAcks.set(qp, { psn, msn: qp.resp.msn });
   if (!acksScheduled) {
     acksScheduled = true;
     setImmediate(sendPendingAcks);
+    if (!exitHook) {
+      // A process that exits on its last completion without closing anything would take the
+      // held ACKs along, and the peer's last message would be retried for ever. node:dgram
+      // hands a datagram to the kernel synchronously when its socket has nothing queued, so
+      // sending them from 'exit' works.
+      exitHook = true;
+      process.once('exit', sendAcksAtExit);
+    }
+  }
+}
+
+function sendAcksAtExit(): void {
+  for (const qp of [...pendingAcks.keys()]) {
+    flushAck(qp);
+    if (qp.device.link.queued > 0) qp.device.link.flush();
   }
 }
 
