@@ -82,7 +82,8 @@ describe('rxe over IPv6', { skip }, () => {
     try {
       const sent = (lines: Record<string, unknown>[]) => (lines.find((o) => o.counters)!.counters as { device: { sent_pkts: number } }).device.sent_pkts;
       // The first run learns how many packets a run sends, so the capture can stop by count.
-      const noGso = { SOFTRDMA_RXE_GSO: '0' };
+      // Packet by packet, one ACK per message: a count that does not depend on timing (as capture.test.ts).
+      const noGso = { SOFTRDMA_RXE_GSO: '0', SOFTRDMA_RXE_ACK_DEFER: '0', SOFTRDMA_RXE_ACK_COALESCE: '0' };
       const first = await perftest('write_bw', 10000, 40, undefined, noGso);
       const packets = sent(first.client) + sent(first.server);
       const file = join(dir, 'rxe6.pcap');
