@@ -22,7 +22,7 @@ import {
 } from '../clc.js';
 import { smcrOf, type ResolvedSmcOptions } from '../options.js';
 import type { TransportEvents } from '../transport.js';
-import { SmcrConnection } from './connection.js';
+import { SmcrConnection, type PeerRmb } from './connection.js';
 import { pickSmcrDevice, type SmcrDevice } from './device.js';
 import { SmcrQuery, discoverSmcr, inLocalSubnet, waitBudget, type SmcrDiscovery } from './discovery.js';
 import { CmDevice } from '../../cm/rdma-cm/cm-device.js';
@@ -283,8 +283,8 @@ function acceptConfirm(type: typeof CLC_ACCEPT | typeof CLC_CONFIRM, hs: Hs): Sm
   };
 }
 
-function peerRmbOf(m: SmcrAcceptConfirm): { token: number; rkey: number; addr: number; size: number } {
-  return { token: m.rmbeAlertToken, rkey: m.rmbRkey, addr: Number(m.rmbDmaAddr), size: uncompressBufSize(m.rmbeSize) };
+function peerRmbOf(m: SmcrAcceptConfirm): PeerRmb {
+  return { token: m.rmbeAlertToken, rkey: m.rmbRkey, addr: Number(m.rmbDmaAddr), wireAddr: m.rmbDmaAddr, size: uncompressBufSize(m.rmbeSize) };
 }
 
 function onAccept(key: object, ops: SmcrOps, hs: Hs, m: SmcrAcceptConfirm): void {
@@ -314,8 +314,10 @@ function onAccept(key: object, ops: SmcrOps, hs: Hs, m: SmcrAcceptConfirm): void
     return fail(key, ops, DECLINE.ERR_REGBUF, `declined: ${(e as Error).message}`);
   }
   hs.token = SmcrLinkGroup.newToken();
-  const conn = hs.conn = new SmcrConnection(hs.lgr, hs.rmb, hs.sndbuf, hs.token, peerRmbOf(m), ops.events(), hs.link);
-  hs.lgr.attach(conn);
+  const conn = new SmcrConnection(hs.lgr, hs.rmb, hs.sndbuf, hs.token, peerRmbOf(m), ops.events(), hs.link);
+  // smc_connect_rdma (af_smc.c 1331-1334): the server's RMB into the rtoken table, or Decline ERR_RTOK.
+  if (!hs.lgr.attach(conn)) return fail(key, ops, DECLINE.ERR_RTOK, 'declined: the link group\'s rtoken table is full');
+  hs.conn = conn;
   if (!m.firstContact) {
     const confirm = () => {
       ops.write(encodeSmcrAcceptConfirm(acceptConfirm(CLC_CONFIRM, hs)));
@@ -358,8 +360,11 @@ function onConfirm(key: object, ops: SmcrOps, hs: Hs, m: SmcrAcceptConfirm): voi
   } catch (e) {
     return fail(key, ops, DECLINE.ERR_RDYLNK, `declined: ${(e as Error).message}`);
   }
-  const conn = hs.conn = new SmcrConnection(lgr, hs.rmb!, hs.sndbuf, hs.token, peerRmbOf(m), ops.events(), link);
-  lgr.attach(conn);
+  const conn = new SmcrConnection(lgr, hs.rmb!, hs.sndbuf, hs.token, peerRmbOf(m), ops.events(), link);
+  // smc_listen_rdma_finish (af_smc.c 2439-2440): the client's RMB into the rtoken table, or
+  // Decline ERR_RTOK (the table filled up since the Proposal chose this group).
+  if (!lgr.attach(conn)) return fail(key, ops, DECLINE.ERR_RTOK, 'declined: the link group\'s rtoken table is full');
+  hs.conn = conn;
   if (!hs.firstContact) return settle(key, ops, hs);
   ops.restartTimer();
   lgr.confirmFirstLink().then(() => {

@@ -32,8 +32,8 @@ function cursorDelta(total: number, ring: number, wrap: number, count: number): 
   return ((wrap - last.wrap) & 0xffff) * ring + count - last.count;
 }
 
-/** The peer's RMB element as its Accept or Confirm described it. */
-export interface PeerRmb { token: number; rkey: number; addr: number; size: number }
+/** The peer's RMB element as its Accept or Confirm described it (wireAddr: the address's 64 bits as sent; addr: as a number, for the writes). */
+export interface PeerRmb { token: number; rkey: number; addr: number; wireAddr: bigint; size: number }
 /** The peer's RMB on one link: its rkey there (each device has its own) and its address there. */
 export interface PeerKey { rkey: number; addr: number }
 
@@ -226,12 +226,6 @@ export class SmcrConnection implements SmcTransport {
     this.writtenFin = written;
     this.seqFin = seq;
     this.cdcLog.splice(0, i);
-  }
-
-  /** Does the peer have an RMB with this rkey (on any link)? For DELETE_RKEY. */
-  knowsPeerRkey(rkey: number): boolean {
-    for (const k of this.peerKeys.values()) if (k.rkey === rkey) return true;
-    return false;
   }
 
   peerKeyOn(link: SmcrLink): PeerKey | undefined { return this.peerKeys.get(link); }

@@ -37,12 +37,13 @@ import { decodeSmcrCdc, type SmcrCdc } from '../wire/cdc-r.js';
 import { SmcrWireError } from '../wire/error.js';
 import {
   LLC_DEL, LLC_TESTLINK_DEFAULT_MS, LLC_WAIT_FIRST_MS, LLC_WAIT_MS, decodeLlc, encodeLlc,
-  type LlcAddLink, type LlcConfirmRkey, type LlcDeleteLink, type LlcDeleteRkey, type LlcMessage, type LlcRkeyPair, type LlcRtoken,
+  type LlcAddLink, type LlcConfirmRkey, type LlcDeleteLink, type LlcDeleteRkey, type LlcMessage, type LlcRkeyPair,
 } from '../wire/llc.js';
 import type { SmcrConnection } from './connection.js';
 import { smcrDeviceOf, type SmcrDevice } from './device.js';
 import { inLocalSubnet } from './discovery.js';
 import { SmcrLink } from './link.js';
+import { RtokenTable } from './rtokens.js';
 
 /** Linux's SMC_RMBS_PER_LGR_MAX: connections per link group (and rtokens, smc_core.h 26). */
 export const MAX_CONNS = 255;
@@ -163,18 +164,15 @@ export class SmcrLinkGroup {
    */
   readonly linkEvents = { added: 0, deleted: 0, addRejected: 0, addFailed: 0, connsMoved: 0, connsLost: 0, lastFailure: '' };
   /**
-   * rtokens the peer announced with CONFIRM_RKEY (rkey -> address), as Linux's lgr->rtokens
-   * (smc_rtoken_add, smc_core.c 2652-2673). Only for answering CONFIRM_RKEY and DELETE_RKEY as
-   * Linux does: nothing is ever written through them; data goes only where a connection's CLC
-   * Accept/Confirm pointed.
+   * The peer's RMBs, as Linux's lgr->rtokens (rtokens.ts): from each connection's CLC
+   * Accept/Confirm (attach, as smc_rmb_rtoken_handling) and the peer's CONFIRM_RKEY requests,
+   * kept after the connection ends until a DELETE_RKEY names them or the group ends; at most 255.
+   * For answering CONFIRM_RKEY and DELETE_RKEY as Linux does, and for a joining connection's
+   * rkeys on the other links; nothing is ever written through it: a connection's data goes where
+   * its CLC Accept/Confirm pointed (and, on another link, where the keys it took when it joined
+   * or from ADD_LINK point).
    */
-  private readonly rtokens = new Map<number, bigint>();
-  /**
-   * The peer's RMBs on our other links, from its CONFIRM_RKEY requests: by "<link id>/<rkey on
-   * that link>" (the link the request came on), the rtokens for the other links. A connection
-   * whose CLC message names that rkey on that link takes them (attach), so it can move.
-   */
-  private readonly peerOthers = new Map<string, LlcRtoken[]>();
+  private readonly rtokens = new RtokenTable();
   /** Our CONFIRM_RKEY requests awaiting their response, by the rkey they announce. */
   private readonly rkeyWaits = new Map<number, { resolve(): void; reject(e: Error): void; timer: NodeJS.Timeout }>();
   peerKey = '';
@@ -219,11 +217,18 @@ export class SmcrLinkGroup {
   /**
    * Link groups to this peer, in this role, that new connections may join. The role matters
    * when the peer is this very process (a connection to itself over one device: its client
-   * and server groups have the same key), as in Linux's smcr_lgr_match.
+   * and server groups have the same key), as in Linux's smcr_lgr_match. A server does not add
+   * a connection to a group whose rtoken table is full (smc_conn_create, smc_core.c 1992-1996:
+   * it makes a new group, first contact, instead); a client joins the group the server's Accept
+   * names, and declines ERR_RTOK if its table is full (attach).
    */
   static find(key: string, role: 'client' | 'server'): SmcrLinkGroup[] {
-    return [...(SmcrLinkGroup.all.get(key) ?? [])].filter((g) => g.role === role && g.confirmed && !g.dead && g.activeLinks().length > 0 && g.conns.size < MAX_CONNS);
+    return [...(SmcrLinkGroup.all.get(key) ?? [])].filter((g) => g.role === role && g.confirmed && !g.dead && g.activeLinks().length > 0 && g.conns.size < MAX_CONNS
+      && (role === 'client' || !g.rtokens.full));
   }
+
+  /** Entries in the peer's rtoken table (tests, diagnostics). */
+  get rtokenCount(): number { return this.rtokens.size; }
 
   /** Every link group of the process (smcss, tests). */
   static list(): SmcrLinkGroup[] {
@@ -326,17 +331,29 @@ export class SmcrLinkGroup {
     this.expected.set(token, undefined);
   }
 
-  attach(conn: SmcrConnection): void {
+  /**
+   * A connection joins the group with the peer RMB its CLC Accept (client) or Confirm (server)
+   * named: that rtoken goes into the table, or is found there (smc_rmb_rtoken_handling ->
+   * smc_rtoken_add: the same rkey and address on the same link is the same entry, as when the
+   * peer reuses an RMB or announced it with CONFIRM_RKEY first), and the connection takes the
+   * entry's rkeys on the other links (a link still being added included: its ADD_LINK put
+   * them there, and a failed flow takes them back, clearLink). false: the table is full; the
+   * connection does not join, and its handshake declines SMC_CLC_DECL_ERR_RTOK as Linux's does
+   * (af_smc.c 1331-1334, 2439-2440).
+   */
+  attach(conn: SmcrConnection): boolean {
+    const idx = this.rtokens.add(conn.link, { rkey: conn.peer.rkey, addr: conn.peer.wireAddr });
+    if (idx === undefined) return false;
     clearTimeout(this.lingerTimer);
     this.lingerTimer = undefined;
     this.conns.set(conn.token, conn);
-    for (const t of this.peerOthers.get(`${conn.link.id}/${conn.peer.rkey}`) ?? []) {
-      const l = this.links.find((x) => x.id === t.linkId && x !== conn.link);
-      if (l) conn.setPeerKey(l, { rkey: t.rmbKey, addr: Number(t.rmbVaddr) });
+    for (const [l, t] of this.rtokens.entry(idx)!) {
+      if (l !== conn.link && (this.links.includes(l) || this.addFlow?.link === l)) conn.setPeerKey(l, { rkey: t.rkey, addr: Number(t.addr) });
     }
     const early = this.expected.get(conn.token);
     this.expected.delete(conn.token);
     if (early) conn.onCdc(early);
+    return true;
   }
 
   detach(conn: SmcrConnection): void {
@@ -473,17 +490,22 @@ export class SmcrLinkGroup {
    * before its CLC message names it (af_smc.c 1351, 2297), and waits 2 s for the answer:
    * answered as smc_llc_rmt_conf_rkey (smc_llc.c 1756-1793) does: the request echoed with the
    * response flag; negative (NEG | RETRY) when it names more than 3 rtokens or the rtoken table
-   * is full (smc_rmb_reserve_rtoken_idx: -ENOSPC). Linux accepts any other rtoken (it cannot
-   * know the memory yet either); nothing here writes through it.
+   * is full (smc_rtoken_add -> smc_rmb_reserve_rtoken_idx: -ENOSPC). The first rtoken is for the
+   * link the request came on (an rtoken already there, same rkey and address, is the same
+   * entry); the others (at most 2) are the entry's rtokens on the links they name, where the
+   * group has such a link (smc_rtoken_set2). Linux accepts any rtoken (it cannot know the
+   * memory yet either); nothing here writes through it.
    */
   private confirmRkey(link: SmcrLink, m: LlcConfirmRkey): void {
-    let ok = m.numRkeys <= RKEYS_PER_MSG;
-    if (ok && this.rtokens.get(m.rmbKey) !== m.rmbVaddr) {
-      if (this.rtokens.size >= MAX_CONNS) ok = false;
-      else this.rtokens.set(m.rmbKey, m.rmbVaddr);
+    const idx = m.numRkeys <= RKEYS_PER_MSG ? this.rtokens.add(link, { rkey: m.rmbKey, addr: m.rmbVaddr }) : undefined;
+    if (idx === undefined) this.rx.rkeyNegative++;
+    else {
+      for (const t of m.others) {
+        const l = this.links.find((x) => x.id === t.linkId);
+        if (l) this.rtokens.set(idx, l, { rkey: t.rmbKey, addr: t.rmbVaddr });
+      }
     }
-    if (!ok) this.rx.rkeyNegative++;
-    else if (m.others.length > 0) this.peerOthers.set(`${link.id}/${m.rmbKey}`, m.others);
+    const ok = idx !== undefined;
     this.sendLlc({ ...m, version: 2, response: true, negative: m.negative || !ok, retry: m.retry || !ok }, link);
   }
 
@@ -512,16 +534,16 @@ export class SmcrLinkGroup {
 
   /**
    * smc_llc_rmt_delete_rkey (smc_llc.c 1796-1842), the v2 branch (our link groups are v2):
-   * forget each rkey named; any not known makes the response negative, with their number in
-   * err_mask (num_inval_rkeys). Known: announced by CONFIRM_RKEY, or the rkey of a
-   * connection's peer RMB (Linux's table holds those too, smc_rmb_rtoken_handling).
+   * each rkey named frees the table entry with that rkey on the link the request came on
+   * (smc_rtoken_delete, smc_core.c 2676-2694: the entry's rtokens on every link go); any not
+   * there makes the response negative, with their number in err_mask (num_inval_rkeys). The
+   * entries are the peer's RMBs from CONFIRM_RKEY and from the CLC messages of connections,
+   * ended ones included, as in Linux. A connection still open keeps its own copy of its keys:
+   * deleting its entry changes nothing it writes to.
    */
   private deleteRkey(link: SmcrLink, m: LlcDeleteRkey): void {
     let invalid = 0;
-    for (const k of m.rkeys) {
-      this.peerOthers.delete(`${link.id}/${k}`);
-      if (!this.rtokens.delete(k) && ![...this.conns.values()].some((c) => c.knowsPeerRkey(k))) invalid++;
-    }
+    for (const k of m.rkeys) if (!this.rtokens.delete(link, k)) invalid++;
     if (invalid > 0) this.rx.rkeyNegative++;
     // Linux answers with the 44-byte message, the rkeys zeroed: 9 fit.
     const n = Math.min(m.numRkeys, 9);
@@ -648,8 +670,12 @@ export class SmcrLinkGroup {
     });
   }
 
-  /** The peer's rkeys on the new link, by their rkeys on `via` (smc_llc_save_add_link_rkeys -> smc_rtoken_set). */
+  /**
+   * The peer's rkeys on the new link, by their rkeys on `via` (smc_llc_save_add_link_rkeys ->
+   * smc_rtoken_set): into the rtoken table's entries, and the connections' own keys.
+   */
   private saveRkeys(via: SmcrLink, link: SmcrLink, pairs: LlcRkeyPair[]): void {
+    for (const p of pairs) this.rtokens.setByKnown(via, p.rmbKey, link, { rkey: p.rmbKeyNew, addr: p.rmbVaddrNew });
     for (const c of this.conns.values()) {
       const k = c.peerKeyOn(via);
       const p = k && pairs.find((x) => x.rmbKey === k.rkey);
@@ -802,6 +828,7 @@ export class SmcrLinkGroup {
     this.links = this.links.filter((l) => l !== link);
     link.active = false;
     for (const c of this.conns.values()) c.forgetLink(link);
+    this.rtokens.clearLink(link); // smcr_link_clear -> smcr_rtoken_clear_link (smc_core.c 1320-1329)
     setImmediate(() => link.destroy());
   }
 
@@ -902,7 +929,7 @@ export class SmcrLinkGroup {
     if (w) { clearTimeout(w.timer); w.reject(new Error(reason)); }
     for (const r of this.rkeyWaits.values()) { clearTimeout(r.timer); r.reject(new Error(reason)); }
     this.rkeyWaits.clear();
-    this.peerOthers.clear();
+    this.rtokens.clear();
     SmcrLinkGroup.all.get(this.peerKey)?.delete(this);
     if (SmcrLinkGroup.all.get(this.peerKey)?.size === 0) SmcrLinkGroup.all.delete(this.peerKey);
     const up = this.activeLinks()[0];
@@ -922,7 +949,6 @@ export class SmcrLinkGroup {
       this.freeRmbs.clear();
       this.freeSndbufs.clear();
       this.quarantined.clear();
-      this.rtokens.clear();
     });
   }
 }
