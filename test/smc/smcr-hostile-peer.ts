@@ -2,11 +2,13 @@
 // run as its own process inside a network namespace, with its own rxe device. Prints JSON lines
 // the test waits on.
 //
-//   server --bind A --listen echo:P,watch:P [--reorder R]
+//   server --bind A --listen echo:P,watch:P,flood:P [--reorder R]
 //     echo: echoes; watch: reads nothing and reports, when the connection ends, whether its RMB
-//     (and the RMBs of earlier watched connections) still hold what they held at the start.
-//     Every change of the link groups' refusal counters (lgr.rx) is printed.
-//   client --bind B --peer A --port P --test hostile|forge|echo [--mib N] [--reorder R]
+//     (and the RMBs of earlier watched connections) still hold what they held at the start;
+//     flood: echoes, and on the first SMC-R connection of each link group sends the client 255
+//     CONFIRM_RKEY requests for made-up RMBs (as a peer announcing RMBs it never frees would).
+//     Every change of the link groups' refusal counters (lgr.rx) and rtoken tables is printed.
+//   client --bind B --peer A --port P --test hostile|forge|echo|rtokens|rtokens-full [--mib N] [--reorder R]
 //     hostile: the attacker. Two connections keep moving bytes while raw messages go on the
 //       link's QP (as the peer's smc stack never would): CDCs for no connection, malformed
 //       ones, unknown and short LLC, unsolicited responses, CONFIRM_RKEY/DELETE_RKEY requests,
@@ -14,6 +16,11 @@
 //     forge: RDMA WRITEs into the server's RMB out of bounds, then with a stale rkey (of a link
 //       group that is gone), each on a fresh link group since a NAK ends the link.
 //     echo: N MiB echoed byte-exact; prints the rxe counters of both the device and the link QP.
+//     rtokens: the server's table of this client's RMBs (its lgr->rtokens), seen through its
+//       answers: a closed connection's RMB stays until DELETE_RKEY, a reused RMB is one entry,
+//       a full table refuses CONFIRM_RKEY and makes the server start a new link group.
+//     rtokens-full (against a flood port): the client's own table filled by the server; the
+//       next connection declines ERR_RTOK and goes on over TCP.
 //
 // Reaching the QP goes through the connection's link group (smcState(sock).conn.lgr.link): a
 // test-only way to speak for a peer that breaks the rules.
@@ -27,7 +34,7 @@ import { SmcrLinkGroup } from '../../src/smc/smcr/lgr.js';
 import { smcState } from '../../src/smc/state.js';
 import { pattern } from '../helpers/pattern.js';
 import { encodeSmcrCdc, type SmcrCdc } from '../../src/smc/wire/cdc-r.js';
-import { decodeLlc, encodeLlc } from '../../src/smc/wire/llc.js';
+import { decodeLlc, encodeLlc, type LlcMessage } from '../../src/smc/wire/llc.js';
 import type { Socket } from '../../src/smc/socket.js';
 
 const { positionals, values } = parseArgs({
@@ -57,16 +64,58 @@ async function until(cond: () => boolean, what: string, ms = 10_000): Promise<vo
   }
 }
 
+/**
+ * LLC requests sent raw on a link group's link (as its smc stack never would), at most 32
+ * unanswered at a time, and the peer's answers, decoded, in order. The answers are taken off
+ * the link while this runs, so the group's own counters do not see them.
+ */
+async function ask(lgr: SmcrLinkGroup, msgs: Buffer[]): Promise<LlcMessage[]> {
+  const got: LlcMessage[] = [];
+  const link = lgr.link;
+  const h = link.handlers!;
+  const orig = h.message;
+  h.message = (m) => {
+    if (m[0] !== 0xfe) {
+      const d = decodeLlc(Buffer.from(m));
+      if (d.response) { got.push(d); return; }
+    }
+    orig(m);
+  };
+  try {
+    for (let i = 0; i < msgs.length; i += 32) {
+      const batch = msgs.slice(i, i + 32);
+      for (const b of batch) {
+        if (!link.canPost(1)) throw new Error('send queue full');
+        link.send(b);
+      }
+      await until(() => got.length >= i + batch.length, `answers to ${i + batch.length} LLC requests`);
+    }
+  } finally {
+    h.message = orig;
+  }
+  return got;
+}
+
+/** CONFIRM_RKEY requests (no rtokens for other links) for made-up RMBs: rkey base + i, address (i + 1) MiB. */
+const fakeRkeys = (n: number, base: number): Buffer[] => Array.from({ length: n }, (_, i) => encodeLlc({
+  kind: 'CONFIRM_RKEY', version: 2, response: false, negative: false, retry: false, numRkeys: 0, rmbKey: base + i, rmbVaddr: BigInt(i + 1) << 20n, others: [],
+}));
+const deleteRkeys = (rkeys: number[]): Buffer => encodeLlc({ kind: 'DELETE_RKEY', version: 2, response: false, negative: false, numRkeys: rkeys.length, errMask: 0, rkeys });
+/** An answer as the tests compare it. */
+const brief = (m: LlcMessage) => ({ kind: m.kind, negative: 'negative' in m ? m.negative : undefined, retry: 'retry' in m ? m.retry : undefined, errMask: 'errMask' in m ? m.errMask : undefined });
+
 if (role === 'server') {
   // The refusal counters of every link group, printed when they change.
   let last = '';
   setInterval(() => {
-    const rx = SmcrLinkGroup.list().map((g) => ({ qpn: g.link.qp.qpn, rx: g.rx, dropped: g.dropped }));
+    const rx = SmcrLinkGroup.list().map((g) => ({ qpn: g.link.qp.qpn, rx: g.rx, dropped: g.dropped, rtokens: g.rtokenCount }));
     const s = JSON.stringify(rx);
     if (s !== last) { last = s; out({ counters: rx }); }
   }, 20).unref();
   /** RMBs of watched connections and what they held at the start (a forged WRITE must change none). */
   const watched: Array<{ buf: Buffer; hash: string }> = [];
+  /** Link groups the flood service filled already. */
+  const flooded = new WeakSet<SmcrLinkGroup>();
   for (const l of values.listen!.split(',')) {
     const [service, port] = l.split(':');
     const server = smc.createServer({ smcr: true }, (sock) => {
@@ -82,9 +131,16 @@ if (role === 'server') {
           watched.push(mine);
           sock.once('close', () => out({ server: 'watched', token: tokenOf, same: sha(mine.buf) === mine.hash, allSame: watched.every((w) => sha(w.buf) === w.hash), rmbs: watched.length }));
         }
-        out({ server: 'conn', service, mode: info.mode, token: tokenOf });
+        out({ server: 'conn', service, mode: info.mode, token: tokenOf, peerDeclineReason: info.peerDeclineReason });
+        if (service === 'flood' && conn && !flooded.has(conn.lgr)) {
+          flooded.add(conn.lgr);
+          void ask(conn.lgr, fakeRkeys(255, 0x5e00_0000)).then((a) => out({
+            server: 'flooded', positive: a.filter((m) => m.kind === 'CONFIRM_RKEY' && !m.negative).length,
+            negative: a.filter((m) => m.kind === 'CONFIRM_RKEY' && m.negative && m.retry).length,
+          }), (e: Error) => out({ server: 'flooded', error: e.message }));
+        }
       });
-      if (service === 'echo') {
+      if (service === 'echo' || service === 'flood') {
         sock.on('data', (d: Buffer) => { bytes += d.length; });
         sock.pipe(sock);
       } else {
@@ -227,6 +283,59 @@ if (role === 'server') {
       out({ client: 'echo', ...r, ms, staleCdcs: c.conn.staleCdcs, device: counters.device, qp: counters.qp, lgrRx: c.conn.lgr.rx });
       c.sock.end();
       c.sock.once('close', () => process.exit(0));
+    } else if (values.test === 'rtokens') {
+      // Our RMB as our CLC Confirm named it to the server: its rkey and address on the link.
+      const rmbOf = (c: { conn: SmcrConnection }) => { const mr = c.conn.lgr.mrOn(c.conn.rmb, c.conn.link.dev); return { rkey: mr.rkey, addr: mr.addr }; };
+      const close = async (c: { sock: Socket }) => { const done = new Promise((r) => c.sock.once('close', r)); c.sock.end(); await done; };
+      const c1 = await open();
+      const lgr = c1.conn.lgr;
+      const k1 = rmbOf(c1);
+      const e1 = await echo(c1.sock, 64 * 1024, 11);
+      await close(c1);
+      // Our RMB goes back to the pool once the server's last CDC for it came (lgr.ts detach).
+      const pool = (lgr as unknown as { freeRmbs: Map<number, unknown[]> }).freeRmbs;
+      await until(() => (pool.get(c1.conn.rmb.size)?.length ?? 0) > 0, 'the first RMB back in the pool');
+      const c2 = await open();
+      const k2 = rmbOf(c2);
+      const c3 = await open(); // c2 still holds the first RMB: a new one
+      const k3 = rmbOf(c3);
+      const e3 = await echo(c3.sock, 64 * 1024, 13);
+      await close(c3);
+      // The server's table: the first RMB (c1's, now c2's) and c3's, though c3 is closed.
+      const del = await ask(lgr, [deleteRkeys([k3.rkey]), deleteRkeys([k3.rkey]), deleteRkeys([k1.rkey])]);
+      const e2 = await echo(c2.sock, 1 << 20, 12); // its entry went with the last DELETE_RKEY: c2 goes on
+      // An empty table takes 255 RMBs and refuses the 256th; one it has is the same entry.
+      const fill = await ask(lgr, [...fakeRkeys(256, 0x7e00_0000), ...fakeRkeys(1, 0x7e00_0000)]);
+      const c4 = await open(); // the server's table for this group is full: a new link group
+      const e4 = await echo(c4.sock, 64 * 1024, 14);
+      const freeOne = await ask(lgr, [deleteRkeys([0x7e00_0000])]);
+      const c5 = await open(); // room again: the first group
+      const e5 = await echo(c5.sock, 64 * 1024, 15);
+      out({
+        client: 'rtokens', qpn: lgr.link.remote?.qpn, echoes: [e1, e2, e3, e4, e5].map((e) => e.ok),
+        reused: k2.rkey === k1.rkey && k2.addr === k1.addr, distinct: k3.rkey !== k1.rkey,
+        deletes: del.map(brief), fillPositive: fill.slice(0, 256).filter((m) => !('negative' in m && m.negative)).length,
+        fillLast: brief(fill[255]!), fillAgain: brief(fill[256]!),
+        newLgr: c4.conn.lgr !== lgr, freeOne: freeOne.map(brief), sameLgr: c5.conn.lgr === lgr,
+      });
+      for (const c of [c2, c4, c5]) await close(c);
+      process.exit(0);
+    } else if (values.test === 'rtokens-full') {
+      const c1 = await open();
+      const lgr = c1.conn.lgr;
+      // The server announces 255 made-up RMBs: our table holds its first RMB (the Accept's) and 254 of them.
+      await until(() => lgr.rtokenCount === 255 && lgr.rx.rkeyNegative === 1, 'our rtoken table full', 20_000);
+      const sock = connect();
+      const info = await new Promise<smc.SmcInfo>((resolve, reject) => { sock.once('error', reject); sock.once('smc', resolve); });
+      const tcp = await echo(sock, 64 * 1024, 21);
+      const after = await echo(c1.sock, 64 * 1024, 22);
+      out({
+        client: 'rtokens-full', rtokens: lgr.rtokenCount, rkeyNegative: lgr.rx.rkeyNegative, mode: info.mode, fallbackReason: info.fallbackReason,
+        tcpEcho: tcp.ok, groupEcho: after.ok, groups: SmcrLinkGroup.list().length,
+      });
+      sock.end();
+      c1.sock.end();
+      c1.sock.once('close', () => process.exit(0));
     }
   } catch (e) {
     out({ client: 'fail', message: (e as Error).message, stack: (e as Error).stack });

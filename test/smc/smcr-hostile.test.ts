@@ -4,7 +4,9 @@
 // once; a CDC that breaks the protocol aborts its own connection only, while another
 // connection of the same link group keeps moving bytes byte-exact; LLC requests are answered
 // as Linux answers them; an RDMA WRITE outside an RMB or with a stale rkey is NAKed (remote
-// access error) and changes no byte. Skipped, saying why, where namespaces cannot be made.
+// access error) and changes no byte; the peer's rtokens are kept per link group as Linux's
+// lgr->rtokens (closed connections' RMBs until DELETE_RKEY, a reused RMB once, 255 at most,
+// and what Linux does when the table is full). Skipped, saying why, where namespaces cannot be made.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -44,8 +46,8 @@ test('SMC-R under hostile input from the peer', { skip }, async (t) => {
     await Promise.all(procs.map((p) => p.exit(5000).catch(() => undefined)));
     deleteNamespaces(NS_A, NS_B);
   });
-  const srv = start(NS_A, ['server', '--bind', ADDR_A, '--listen', 'echo:7301,watch:7302']);
-  await srv.waitUntil((out) => (jsonLines(out).filter((l) => l.listening).length === 2 ? true : undefined), 'two listeners');
+  const srv = start(NS_A, ['server', '--bind', ADDR_A, '--listen', 'echo:7301,watch:7302,flood:7303']);
+  await srv.waitUntil((out) => (jsonLines(out).filter((l) => l.listening).length === 3 ? true : undefined), 'three listeners');
 
   await t.test('bad CDC and LLC messages: each counted once, the targeted connections abort, the bystander stays byte-exact', async () => {
     const c = start(NS_B, ['client', '--bind', ADDR_B, '--peer', ADDR_A, '--port', '7301', '--test', 'hostile', '--mib', '8']);
@@ -99,6 +101,55 @@ test('SMC-R under hostile input from the peer', { skip }, async (t) => {
     const w2 = await srv.waitUntil((out) => jsonLines(out).filter((l) => l.server === 'watched')[1], 'the second watched RMB', 10_000);
     assert.equal(w2.same, true);
     assert.equal(w2.allSame, true, 'the first RMB (the stale rkey\'s memory) is untouched too');
+    assert.equal(await c.exit(10_000), 0, c.stdout + c.stderr);
+  });
+
+  await t.test('rtokens: a closed connection\'s RMB stays until DELETE_RKEY, a reused one is one entry, 255 at most', async () => {
+    const c = start(NS_B, ['client', '--bind', ADDR_B, '--peer', ADDR_A, '--port', '7301', '--test', 'rtokens']);
+    const r = await line(c, 'client', 'rtokens', 60_000);
+    assert.deepEqual(r.echoes, [true, true, true, true, true]);
+    assert.equal(r.reused, true, 'the second connection got the first one\'s RMB (same rkey and address)');
+    assert.equal(r.distinct, true);
+    // smc_llc_rmt_delete_rkey / smc_rtoken_delete (smc_llc.c 1796-1842, smc_core.c 2676-2694):
+    // the closed third connection's RMB is known (its CLC Confirm put it there, smc_rmb_rtoken_handling),
+    // once; the first RMB, used by two connections one after the other, is one entry.
+    assert.deepEqual(r.deletes, [
+      { kind: 'DELETE_RKEY', negative: false, errMask: 0 },
+      { kind: 'DELETE_RKEY', negative: true, errMask: 1 },
+      { kind: 'DELETE_RKEY', negative: false, errMask: 0 },
+    ]);
+    // The table was empty then (no second entry for the reused RMB): 255 CONFIRM_RKEYs taken, the
+    // 256th refused with NEG | RETRY (smc_rmb_reserve_rtoken_idx: -ENOSPC), one it holds taken again.
+    assert.equal(r.fillPositive, 255);
+    assert.deepEqual(r.fillLast, { kind: 'CONFIRM_RKEY', negative: true, retry: true });
+    assert.deepEqual(r.fillAgain, { kind: 'CONFIRM_RKEY', negative: false, retry: false });
+    // smc_conn_create (smc_core.c 1992-1996): a server adds no connection to a group whose table is full.
+    assert.equal(r.newLgr, true, 'a full table: the next connection came in a new link group');
+    assert.deepEqual(r.freeOne, [{ kind: 'DELETE_RKEY', negative: false, errMask: 0 }]);
+    assert.equal(r.sameLgr, true, 'one entry freed: the next connection joins the first group again');
+    assert.equal(await c.exit(10_000), 0, c.stdout + c.stderr);
+    // The server's own view of that group: 254 made-up RMBs and the last connection's.
+    const counters = countersLines(srv).at(-1)!.find((g) => g.qpn === r.qpn);
+    assert.ok(counters, JSON.stringify(countersLines(srv).at(-1)));
+    assert.equal((counters as unknown as { rtokens: number }).rtokens, 255);
+    assert.equal(counters.rx.rkeyNegative, 2, 'the second DELETE_RKEY and the 256th CONFIRM_RKEY');
+  });
+
+  await t.test('rtokens: a client whose table is full declines ERR_RTOK and goes on over TCP', async () => {
+    const c = start(NS_B, ['client', '--bind', ADDR_B, '--peer', ADDR_A, '--port', '7303', '--test', 'rtokens-full']);
+    const flooded = await line(srv, 'server', 'flooded', 30_000);
+    // The client's table held the server's first RMB (from the Accept): 254 taken, the 255th refused.
+    assert.deepEqual({ positive: flooded.positive, negative: flooded.negative }, { positive: 254, negative: 1 });
+    const r = await line(c, 'client', 'rtokens-full', 30_000);
+    assert.equal(r.rtokens, 255);
+    // smc_connect_rdma (af_smc.c 1331-1334): smc_rmb_rtoken_handling fails, Decline ERR_RTOK, TCP.
+    assert.equal(r.mode, 'TCP');
+    assert.equal(r.fallbackReason, 0x09990001);
+    assert.equal(r.tcpEcho, true);
+    assert.equal(r.groupEcho, true, 'the link group\'s connection goes on');
+    assert.equal(r.groups, 1);
+    const conns = jsonLines(srv.stdout).filter((l) => l.server === 'conn' && l.service === 'flood');
+    assert.deepEqual(conns.map((l) => [l.mode, l.peerDeclineReason]), [['SMCR', undefined], ['TCP', 0x09990001]]);
     assert.equal(await c.exit(10_000), 0, c.stdout + c.stderr);
   });
 });
