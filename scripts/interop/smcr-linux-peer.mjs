@@ -10,6 +10,9 @@
 //     extra rkeys on a one-link group, it only answers our CONFIRM_RKEY when there is a second link)
 //   node smcr-linux-peer.mjs server --bind 10.77.0.1 --port P --count N
 //     echo server for N connections (the Linux client), prints each one's mode, bytes, FNV-1a
+// Both wait LINGER ms (default 2000) after the last connection before the last line, so the
+// DELETE_RKEYs Linux sends as it frees its RMBs get their answers; the link groups in that line
+// carry their rtoken table size and count of negative CONFIRM_RKEY/DELETE_RKEY answers.
 
 import { parseArgs } from 'node:util';
 import { createRxeDevice } from '../../dist/src/index.js';
@@ -40,7 +43,12 @@ function fnv1a(h, b) {
   for (let i = 0; i < b.length; i++) { h ^= b[i]; h = Math.imul(h, 16777619) >>> 0; }
   return h >>> 0;
 }
-const lgrs = () => SmcrLinkGroup.list().map((g) => ({ role: g.role, conns: g.conns.size, qpn: g.link.qp.qpn, peerQpn: g.link.remote?.qpn, confirmed: g.confirmed, links: g.activeLinks().length }));
+const lgrs = () => SmcrLinkGroup.list().map((g) => ({
+  role: g.role, conns: g.conns.size, qpn: g.link.qp.qpn, peerQpn: g.link.remote?.qpn, confirmed: g.confirmed, links: g.activeLinks().length,
+  rtokens: g.rtokenCount, rkeyNegative: g.rx.rkeyNegative, deleteRkeys: g.llcRx.DELETE_RKEY ?? 0,
+}));
+const LINGER = Number(process.env.LINGER ?? 2000);
+const linger = () => new Promise((r) => setTimeout(r, LINGER));
 const infoOf = (sock) => {
   const i = smc.getSmcInfo(sock);
   return { mode: i.mode, fallbackReason: hex(i.fallbackReason), peerDeclineReason: hex(i.peerDeclineReason), bufferSize: i.bufferSize, peerBufferSize: i.peerBufferSize, smcBytesSent: i.smcBytesSent, smcBytesReceived: i.smcBytesReceived };
@@ -58,13 +66,14 @@ if (role === 'server') {
     sock.on('data', (d) => { if (!info) info = infoOf(sock); n += d.length; h = fnv1a(h, d); });
     sock.pipe(sock);
     sock.on('error', (e) => out({ server: 'error', code: e.code, message: e.message }));
-    sock.on('close', (hadError) => {
+    sock.on('close', async (hadError) => {
       info ??= infoOf(sock);
       const ok = !hadError && info.mode === 'SMCR';
       if (ok) good++;
       out({ server: 'conn', n: closed, bytes: n, fnv1a: h.toString(16).padStart(8, '0'), ms: Math.round(performance.now() - t0), hadError, ...info, lgrs: lgrs() });
       if (++closed === count) {
         server.close();
+        await linger();
         out({ done: 'server', ok: good === count, conns: count, smcr: good, lgrs: lgrs() });
         setTimeout(() => process.exit(good === count ? 0 : 1), 200);
       }
@@ -109,6 +118,7 @@ if (role === 'server') {
     for (let k = 0; k < more - parallel; k++) { const r = await echo(10 + k, 1 << 20); out(r); results.push(r); }
     if (parallel) { const rs = await Promise.all([echo(20, 1 << 20), echo(21, 1 << 20)]); for (const r of rs) { out(r); results.push(r); } }
   }
+  await linger();
   const groups = SmcrLinkGroup.list().length;
   const ok = results.length === 1 + more && results.every((r) => r.ok) && groups === 1;
   out({ done: 'client', ok, conns: results.length, smcr: results.filter((r) => r.mode === 'SMCR').length, linkGroups: groups, lgrs: lgrs() });

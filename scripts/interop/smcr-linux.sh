@@ -6,6 +6,9 @@
 #   softrdma echo server in the namespace  + Linux AF_SMC client: CONNS connections of MIB MiB
 # Each passes when the data comes back byte for byte, softrdma reports mode SMCR for every
 # connection (not a TCP fallback), both sides close cleanly, and one link group carried them all.
+# The last row passes when softrdma answered Linux's DELETE_RKEYs (Linux sends one when it frees a
+# confirmed RMB, smcr_buf_unuse) and CONFIRM_RKEYs positively, as Linux would: none of its
+# answers in the capture has the RKEY_NEG flag and its link groups counted no negative answer.
 # Linux's side is scripts/interop/smc-linux-peer.c (static, dropped into the guest), softrdma's
 # scripts/interop/smcr-linux-peer.mjs. See docs/smc.md, "Against Linux 6.1's SMC-R".
 #
@@ -177,20 +180,31 @@ bad=$($TS -r "$CAP" -Y '_ws.malformed || _ws.expert.severity == error' 2>/dev/nu
 cdc=$($TS -r "$CAP" -Y smc 2>/dev/null | grep -c 'CDC Message')
 clc=$($TS -r "$CAP" -Y 'smc && tcp' 2>/dev/null | grep -o '\[SMC[^]]*\]' | sort | uniq -c | awk '{printf "%s×%s ", $2, $1}')
 # LLC messages (tshark does not decode SMC-Rv2 LLC): RC SEND-only frames of 102 or 146 bytes, the
-# type is the first payload byte (Ethernet 14 + IPv4 20 + UDP 8 + BTH 12 = offset 54).
-llc=$(node -e '
+# type is the first payload byte (Ethernet 14 + IPv4 20 + UDP 8 + BTH 12 = offset 54), the flags
+# its fourth (RESP 0x80; on CONFIRM_RKEY / DELETE_RKEY, RKEY_NEG 0x20: "-neg"). A second line:
+# softrdma's DELETE_RKEY responses, and its negative CONFIRM_RKEY / DELETE_RKEY responses.
+{ read -r llc; read -r delresp negresp; } < <(node -e '
 const b = require("fs").readFileSync(process.argv[1]); const names = {1:"CONFIRM_LINK",2:"ADD_LINK",4:"DELETE_LINK",5:"REQ_ADD_LINK",6:"CONFIRM_RKEY",7:"TEST_LINK",9:"DELETE_RKEY"};
-const n = {}; let o = 24;
+const n = {}; let o = 24, del = 0, neg = 0;
 while (o + 16 <= b.length) { const len = b.readUInt32LE(o + 8); const f = b.subarray(o + 16, o + 16 + len); o += 16 + len;
   if (f.length < 58 || f.readUInt16BE(12) !== 0x0800 || f[23] !== 17 || f.readUInt16BE(36) !== 4791 || f[42] !== 4) continue;
   const t = f[54]; if (t === 0xfe) continue; const who = f[29] === 2 ? "linux" : "softrdma";
-  const k = `${who}:${names[t & 15] ?? t.toString(16)}${(f[57] & 0x80) ? "-resp" : ""}`; n[k] = (n[k] ?? 0) + 1; }
-console.log(Object.entries(n).sort().map(([k, v]) => `${k}×${v}`).join(" "));' "$CAP")
+  const resp = (f[57] & 0x80) !== 0, rkeyNeg = resp && ((t & 15) === 6 || (t & 15) === 9) && (f[57] & 0x20) !== 0;
+  if (who === "softrdma" && resp && (t & 15) === 9) del++;
+  if (who === "softrdma" && rkeyNeg) neg++;
+  const k = `${who}:${names[t & 15] ?? t.toString(16)}${resp ? "-resp" : ""}${rkeyNeg ? "-neg" : ""}`; n[k] = (n[k] ?? 0) + 1; }
+console.log(Object.entries(n).sort().map(([k, v]) => `${k}×${v}`).join(" "));
+console.log(del, neg);' "$CAP")
 # softrdma's SYNs (client) and SYN-ACKs (server): each must carry the SMC TCP option.
 syns=$($TS -r "$CAP" -Y 'tcp.flags.syn == 1 && ip.src == 10.77.0.1' 2>/dev/null | wc -l)
 smcopt=$($TS -r "$CAP" -Y 'tcp.flags.syn == 1 && ip.src == 10.77.0.1' -T fields -e tcp.options.experimental.exid -e tcp.options.experimental.data 2>/dev/null | grep -c '0xe2d4.c3d9')
 if [ "$roce" -gt 0 ] && [ "$bad" = 0 ] && [ "$cdc" -gt 0 ] && [ "$syns" -gt 0 ] && [ "$smcopt" = "$syns" ]; then cap=pass; else cap=FAIL; fi
 row "capture (tshark)" "$cap ($roce RoCEv2 packets, $bad malformed or in error, $cdc CDC decoded; softrdma SYN/SYN-ACK with the SMC TCP option: $smcopt/$syns; CLC: $clc; LLC: $llc)"
+# softrdma's answers to Linux's rkey requests: positive on the wire, and no negative one counted
+# by its link groups (lgr.rx.rkeyNegative, in the softrdma processes' last lines).
+swneg=$(for f in "$LOGS/linux-server.softrdma" "$LOGS/softrdma-server.softrdma"; do lastjson "$f" | grep -o '"rkeyNegative":[0-9]*' | cut -d: -f2; done | awk '{ s += $1 } END { print s + 0 }')
+if [ "${delresp:-0}" -gt 0 ] && [ "${negresp:-1}" = 0 ] && [ "$swneg" = 0 ]; then rk=pass; else rk=FAIL; fi
+row "rkey answers (softrdma to Linux)" "$rk (DELETE_RKEY responses: ${delresp:-0}; negative CONFIRM_RKEY/DELETE_RKEY responses on the wire: ${negresp:-?}; rkeyNegative in softrdma: $swneg)"
 
 echo
 echo "SMC-R softrdma <-> Linux $GUEST, $(date -u +%Y-%m-%dT%H:%MZ), MIB=$MIB MORE=$MORE CONNS=$CONNS RXE_FIX=$RXE_FIX"
