@@ -18,6 +18,7 @@ import { parseArgs } from 'node:util';
 import { createRxeDevice } from '../../dist/src/index.js';
 import * as smc from '../../dist/src/smc/index.js';
 import { SmcrLinkGroup } from '../../dist/src/smc/smcr/lgr.js';
+import { pattern } from '../../dist/test/helpers/pattern.js';
 
 const { positionals, values } = parseArgs({
   allowPositionals: true,
@@ -30,15 +31,6 @@ const role = positionals[0];
 const out = (o) => process.stdout.write(`${JSON.stringify(o)}\n`);
 const hex = (n) => (n === undefined ? undefined : `0x${(n >>> 0).toString(16).padStart(8, '0')}`);
 
-function pattern(n, seed) {
-  const b = Buffer.allocUnsafe(n);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < n; i += 4) {
-    x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0;
-    b.writeUInt32LE(x, i);
-  }
-  return b;
-}
 function fnv1a(h, b) {
   for (let i = 0; i < b.length; i++) { h ^= b[i]; h = Math.imul(h, 16777619) >>> 0; }
   return h >>> 0;
@@ -89,8 +81,19 @@ if (role === 'server') {
     let n = 0, info, ended = false;
     const t0 = performance.now();
     sock.on('error', (e) => resolve({ client: 'echo', seed, ok: false, error: `${e.code} ${e.message}`, ...infoOf(sock) }));
+    // Odd-sized writes, one per turn of the loop: each becomes its own RDMA WRITE at an offset
+    // of the Linux peer's RMB that is no multiple of anything (Linux's RMB addresses are above
+    // 2^53, where a number address would have put them at a multiple of 2048).
+    const CHUNK = 65536 - 7;
     sock.on('connect', () => {
-      for (let off = 0; off < data.length; off += 256 * 1024) sock.write(data.subarray(off, Math.min(off + 256 * 1024, data.length)));
+      let off = 0;
+      const next = () => {
+        if (off >= data.length || sock.destroyed) return;
+        sock.write(data.subarray(off, Math.min(off + CHUNK, data.length)));
+        off += CHUNK;
+        setImmediate(next);
+      };
+      next();
     });
     sock.on('data', (d) => {
       got.push(d);

@@ -2,6 +2,7 @@
 // libibverbs' structs with camelCase names.
 
 import type { MtuValue } from './enums.js';
+import type { RemoteAddr } from './remote-addr.js';
 
 export type WrId = number | bigint;
 
@@ -42,8 +43,13 @@ export interface SendWr {
   /** Immediate data (host order u32, sent big-endian). */
   immData?: number;
   invalidateRkey?: number;
-  rdma?: { remoteAddr: number; rkey: number };
-  atomic?: { remoteAddr: number; rkey: number; compareAdd: bigint; swap?: bigint };
+  /**
+   * The peer's virtual address (ibv_send_wr's u64 remote_addr): a number up to 2^53 - 1, or a
+   * bigint for any 64-bit address (a kernel peer's, such as Linux SMC-R's RMBs at
+   * 0xffff8880...; a number that large has lost its low bits, so post_send refuses it).
+   */
+  rdma?: { remoteAddr: RemoteAddr; rkey: number };
+  atomic?: { remoteAddr: RemoteAddr; rkey: number; compareAdd: bigint; swap?: bigint };
   ud?: { ah: unknown; remoteQpn: number; remoteQkey: number };
   bindMw?: { mw: unknown; rkey: number; bindInfo: MwBindInfo };
 }

@@ -14,6 +14,7 @@ import {
 import { createEventChannel, createId, type EventChannel, type RdmaCmEvent, type RdmaCmId } from '../cm/index.js';
 import { UsageError, checkAddressOptions, intOption } from './usage.js';
 import { routeSource } from './route-source.js';
+import { remoteAddr, type RemoteAddr } from '../abi/remote-addr.js';
 
 export const RPING_USAGE = `usage: softrdma rping -s [-vVd] [-S size] [-C count] [-a addr] [-p port] [-P]
        softrdma rping -c [-vVd] [-S size] [-C count] [-I addr] -a addr [-p port]
@@ -56,14 +57,14 @@ export function pingData(buf: Buffer, ping: number, start: number): void {
 }
 
 /** struct rping_rdma_info, big-endian. */
-export function encodeInfo(addr: number, rkey: number, size: number, out = Buffer.alloc(INFO_BYTES)): Buffer {
+export function encodeInfo(addr: RemoteAddr, rkey: number, size: number, out = Buffer.alloc(INFO_BYTES)): Buffer {
   out.writeBigUInt64BE(BigInt(addr), 0);
   out.writeUInt32BE(rkey >>> 0, 8);
   out.writeUInt32BE(size >>> 0, 12);
   return out;
 }
-export function decodeInfo(b: Buffer): { addr: number; rkey: number; size: number } {
-  return { addr: Number(b.readBigUInt64BE(0)), rkey: b.readUInt32BE(8), size: b.readUInt32BE(12) };
+export function decodeInfo(b: Buffer): { addr: RemoteAddr; rkey: number; size: number } {
+  return { addr: remoteAddr(b.readBigUInt64BE(0)), rkey: b.readUInt32BE(8), size: b.readUInt32BE(12) };
 }
 
 /** A C string's text: up to the first NUL. */
@@ -150,7 +151,7 @@ class Conn {
   }
 
   /** The next RECV: the peer's advertisement (16 bytes, else "Received bogus data"). */
-  async recvInfo(): Promise<{ addr: number; rkey: number; size: number } | undefined> {
+  async recvInfo(): Promise<{ addr: RemoteAddr; rkey: number; size: number } | undefined> {
     const wc = await this.next();
     if (!wc) return undefined;
     if (wc.opcode !== WcOpcode.RECV) throw new Error(`unexpected completion opcode ${wc.opcode}`);

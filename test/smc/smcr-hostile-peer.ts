@@ -36,6 +36,7 @@ import { pattern } from '../helpers/pattern.js';
 import { encodeSmcrCdc, type SmcrCdc } from '../../src/smc/wire/cdc-r.js';
 import { decodeLlc, encodeLlc, type LlcMessage } from '../../src/smc/wire/llc.js';
 import type { Socket } from '../../src/smc/socket.js';
+import { remoteAddrPlus, type RemoteAddr } from '../../src/abi/remote-addr.js';
 
 const { positionals, values } = parseArgs({
   allowPositionals: true,
@@ -254,7 +255,7 @@ if (role === 'server') {
       by.sock.end();
       by.sock.once('close', () => process.exit(0));
     } else if (values.test === 'forge') {
-      const forge = async (rkey: number, addr: number, conn: SmcrConnection) => {
+      const forge = async (rkey: number, addr: RemoteAddr, conn: SmcrConnection) => {
         conn.sndbuf.buf.fill(0xee, 0, 64);
         const link = conn.lgr.link;
         link.write(conn.sndbuf.mr.sge(0, 64), addr, rkey);
@@ -265,7 +266,7 @@ if (role === 'server') {
       const first = { rkey: w1.conn.peer.rkey, addr: w1.conn.peer.addr, size: w1.conn.peer.size };
       const w1Err = errorOf(w1.sock);
       // 64 bytes at 16 before the end of the RMB: 48 of them outside it.
-      const oob = await forge(first.rkey, first.addr + first.size - 16, w1.conn);
+      const oob = await forge(first.rkey, remoteAddrPlus(first.addr, first.size - 16), w1.conn);
       out({ client: 'forged', what: 'out of bounds', reason: oob, sock: await w1Err });
       const w2 = await open();
       const w2Err = errorOf(w2.sock);

@@ -332,10 +332,14 @@ export class RxeQp implements ProviderQp {
     if (isAtomic) {
       if (!wr.atomic) fail('EINVAL', 'atomic work requests need it', { ...POST_SEND, attr: 'atomic' });
       if (sgl.length !== 1 || length !== 8) fail('EINVAL', 'atomics take one 8-byte SGE', { ...POST_SEND, attr: 'sg_list' });
-      if (wr.atomic.remoteAddr % 8 !== 0) fail('EINVAL', 'atomic remote address must be 8-byte aligned', { ...POST_SEND, attr: 'atomic' });
+      checkRemoteAddr(wr.atomic.remoteAddr, 'atomic');
+      if ((typeof wr.atomic.remoteAddr === 'bigint' ? Number(wr.atomic.remoteAddr & 7n) : wr.atomic.remoteAddr % 8) !== 0) {
+        fail('EINVAL', 'atomic remote address must be 8-byte aligned', { ...POST_SEND, attr: 'atomic' });
+      }
     }
-    if (mask & (WrFlag.WRITE | WrFlag.READ) && !wr.rdma) {
-      fail('EINVAL', 'RDMA work requests need it', { ...POST_SEND, attr: 'rdma' });
+    if (mask & (WrFlag.WRITE | WrFlag.READ)) {
+      if (!wr.rdma) fail('EINVAL', 'RDMA work requests need it', { ...POST_SEND, attr: 'rdma' });
+      checkRemoteAddr(wr.rdma.remoteAddr, 'rdma');
     }
     if (this.qpType === QpType.UD) {
       if (!wr.ud || !this.device.isAh(wr.ud.ah)) fail('EINVAL', 'UD sends need it, with an AH of this device', { ...POST_SEND, attr: 'ud' });
@@ -406,6 +410,15 @@ export class RxeQp implements ProviderQp {
 
 /** Where post_send errors happen: QP.POST_SEND, attribute named as in ibv_send_wr. */
 const POST_SEND = { object: 'QP', method: 'POST_SEND' } as const;
+
+const U64_MAX = (1n << 64n) - 1n;
+
+/** A remote address is a u64: a safe-integer number (larger ones have lost bits) or a bigint. */
+function checkRemoteAddr(v: unknown, attr: 'rdma' | 'atomic'): void {
+  if (typeof v === 'bigint' ? v < 0n || v > U64_MAX : !Number.isSafeInteger(v) || (v as number) < 0) {
+    fail('EINVAL', `${attr}.remoteAddr must be a u64: a bigint, or a number below 2^53 (got ${String(v)})`, { ...POST_SEND, attr });
+  }
+}
 
 export function validateRecv(wr: RecvWr, maxSge: number, object: 'QP' | 'SRQ' = 'QP'): RecvWqe {
   const site = { object, method: 'POST_RECV', attr: 'sg_list' };

@@ -13,6 +13,7 @@ import { ackEvery, noteSending, windowPkts } from './window.js';
 import { RxeMr, RxeMw } from './keys.js';
 import type { RxeAh } from './context.js';
 import { ACK_ASKS, ACK_DEFERRABLE, ACK_NONE } from './link.js';
+import { remoteAddrPlus } from '../../abi/remote-addr.js';
 
 /**
  * Whether the last packet of a SEND or WRITE may leave without AckReq when a later packet of
@@ -128,7 +129,7 @@ export function sendPacket(qp: RxeQp, w: SendWqe): void {
     if (isRead) {
       // A (re)sent read asks only for what has not yet arrived.
       const done = k * mtu;
-      reth.write(buf, info.reth, r.remoteAddr + done, r.rkey, w.length - done);
+      reth.write(buf, info.reth, remoteAddrPlus(r.remoteAddr, done), r.rkey, w.length - done);
     } else {
       reth.write(buf, info.reth, r.remoteAddr, r.rkey, w.length);
     }

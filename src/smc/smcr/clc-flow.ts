@@ -29,6 +29,7 @@ import { CmDevice } from '../../cm/rdma-cm/cm-device.js';
 import { autoDevice, autoDeviceAllowed, autoDeviceError } from './auto-device.js';
 import { MAX_CONNS, MAX_LINKS, SmcrLinkGroup, type Rmb } from './lgr.js';
 import type { SmcrLink } from './link.js';
+import { remoteAddr } from '../../abi/remote-addr.js';
 
 /** The user EID softrdma offers and accepts (blank-padded to 32 on the wire; a Linux peer needs `smcr ueid add SOFTRDMA-SMCR`). */
 export const SOFTRDMA_UEID = 'SOFTRDMA-SMCR'.padEnd(32, ' ');
@@ -284,7 +285,7 @@ function acceptConfirm(type: typeof CLC_ACCEPT | typeof CLC_CONFIRM, hs: Hs): Sm
 }
 
 function peerRmbOf(m: SmcrAcceptConfirm): PeerRmb {
-  return { token: m.rmbeAlertToken, rkey: m.rmbRkey, addr: Number(m.rmbDmaAddr), wireAddr: m.rmbDmaAddr, size: uncompressBufSize(m.rmbeSize) };
+  return { token: m.rmbeAlertToken, rkey: m.rmbRkey, addr: remoteAddr(m.rmbDmaAddr), wireAddr: m.rmbDmaAddr, size: uncompressBufSize(m.rmbeSize) };
 }
 
 function onAccept(key: object, ops: SmcrOps, hs: Hs, m: SmcrAcceptConfirm): void {

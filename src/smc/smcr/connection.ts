@@ -22,6 +22,7 @@ import type { SmcTransport, SmcTransportMode, TransportDiag, TransportEvents } f
 import { cdcSeqBefore, encodeSmcrCdc, type SmcrCdc } from '../wire/cdc-r.js';
 import type { Rmb, SmcrLinkGroup } from './lgr.js';
 import type { SmcrLink } from './link.js';
+import { remoteAddrPlus, type RemoteAddr } from '../../abi/remote-addr.js';
 
 function toWire(total: number, ring: number): { wrap: number; count: number } {
   return { wrap: Math.floor(total / ring) & 0xffff, count: total % ring };
@@ -32,10 +33,10 @@ function cursorDelta(total: number, ring: number, wrap: number, count: number): 
   return ((wrap - last.wrap) & 0xffff) * ring + count - last.count;
 }
 
-/** The peer's RMB element as its Accept or Confirm described it (wireAddr: the address's 64 bits as sent; addr: as a number, for the writes). */
-export interface PeerRmb { token: number; rkey: number; addr: number; wireAddr: bigint; size: number }
+/** The peer's RMB element as its Accept or Confirm described it (wireAddr: the address's 64 bits as sent; addr: as the writes take it). */
+export interface PeerRmb { token: number; rkey: number; addr: RemoteAddr; wireAddr: bigint; size: number }
 /** The peer's RMB on one link: its rkey there (each device has its own) and its address there. */
-export interface PeerKey { rkey: number; addr: number }
+export interface PeerKey { rkey: number; addr: RemoteAddr }
 
 /** SOCK_MIN_SNDBUF / 2 on x86-64 Linux: TCP_SKB_MIN_TRUESIZE, 2048 + the cache-aligned sk_buff (256). */
 const UPDATE_LIMIT_MIN = 2304;
@@ -205,7 +206,7 @@ export class SmcrConnection implements SmcTransport {
     }
     if (pending > 0) {
       const mr = this.lgr.mrOn(this.sndbuf, link.dev);
-      link.write(mr.sge(pos, first), key.addr + pos, key.rkey);
+      link.write(mr.sge(pos, first), remoteAddrPlus(key.addr, pos), key.rkey);
       if (pending > first) {
         link.write(mr.sge(0, pending - first), key.addr, key.rkey);
         this.wrapWrites++;

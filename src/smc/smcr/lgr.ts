@@ -44,6 +44,7 @@ import { smcrDeviceOf, type SmcrDevice } from './device.js';
 import { inLocalSubnet } from './discovery.js';
 import { SmcrLink } from './link.js';
 import { RtokenTable } from './rtokens.js';
+import { remoteAddr } from '../../abi/remote-addr.js';
 
 /** Linux's SMC_RMBS_PER_LGR_MAX: connections per link group (and rtokens, smc_core.h 26). */
 export const MAX_CONNS = 255;
@@ -348,7 +349,7 @@ export class SmcrLinkGroup {
     this.lingerTimer = undefined;
     this.conns.set(conn.token, conn);
     for (const [l, t] of this.rtokens.entry(idx)!) {
-      if (l !== conn.link && (this.links.includes(l) || this.addFlow?.link === l)) conn.setPeerKey(l, { rkey: t.rkey, addr: Number(t.addr) });
+      if (l !== conn.link && (this.links.includes(l) || this.addFlow?.link === l)) conn.setPeerKey(l, { rkey: t.rkey, addr: remoteAddr(t.addr) });
     }
     const early = this.expected.get(conn.token);
     this.expected.delete(conn.token);
@@ -679,7 +680,7 @@ export class SmcrLinkGroup {
     for (const c of this.conns.values()) {
       const k = c.peerKeyOn(via);
       const p = k && pairs.find((x) => x.rmbKey === k.rkey);
-      if (p) c.setPeerKey(link, { rkey: p.rmbKeyNew, addr: Number(p.rmbVaddrNew) });
+      if (p) c.setPeerKey(link, { rkey: p.rmbKeyNew, addr: remoteAddr(p.rmbVaddrNew) });
     }
   }
 

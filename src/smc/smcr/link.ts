@@ -21,6 +21,7 @@ import type { Sge, WorkCompletion } from '../../abi/types.js';
 import { connectQp, initQp } from '../../verbs/connect.js';
 import type { CompChannel, CQ, MR, QP } from '../../verbs/api.js';
 import type { SmcrDevice } from './device.js';
+import type { RemoteAddr } from '../../abi/remote-addr.js';
 
 /** Linux's SMC_WR_TX_SIZE: every LLC (v1) and CDC message is 44 bytes. */
 export const WR_MSG_LEN = 44;
@@ -51,7 +52,7 @@ export interface LinkHandlers {
   down(reason: string): void;
 }
 
-export type Op = { kind: 'send'; msg: Buffer } | { kind: 'write'; sge: Sge; remoteAddr: number; rkey: number };
+export type Op = { kind: 'send'; msg: Buffer } | { kind: 'write'; sge: Sge; remoteAddr: RemoteAddr; rkey: number };
 
 export class SmcrLink {
   readonly qp: QP;
@@ -157,7 +158,7 @@ export class SmcrLink {
   }
 
   /** Post one signalled RDMA WRITE; the caller checked canPost(). */
-  write(sge: Sge, remoteAddr: number, rkey: number): void {
+  write(sge: Sge, remoteAddr: RemoteAddr, rkey: number): void {
     if (this.isDown) return;
     this.inFlight++;
     this.stats.writes++;

@@ -23,6 +23,7 @@ import {
   encodeBwReport, encodeDest, encodeDestCm,
   encodeInt32, encodeMtu, encodeVersion, MIN_VERSION, VERSION_BYTES, type BwReport, type Dest,
 } from './exchange.js';
+import { remoteAddr, type RemoteAddr } from '../../abi/remote-addr.js';
 
 export const MAX_INLINE = 256;
 /** What we say in check_sys_data: a 4 KiB page as the cycle buffer, 64-byte cache lines. */
@@ -71,7 +72,7 @@ export class Session {
   get nq(): number { return this.o.qps; }
   sendOff(i: number): number { return i * this.area; }
   recvOff(i: number): number { return (this.nq + i) * this.area; }
-  remoteAddr(i: number): number { return Number(this.remote[i]!.vaddr); }
+  remoteAddr(i: number): RemoteAddr { return remoteAddr(this.remote[i]!.vaddr); }
 
   /** Messages that are not results go to stderr with --json, so stdout stays machine-readable. */
   say(line: string): void {

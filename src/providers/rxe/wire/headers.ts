@@ -84,7 +84,11 @@ export function readU64(buf: Buffer, off: number): number {
   return hi * 0x100000000 + buf.readUInt32BE(off + 4);
 }
 
-export function writeU64(buf: Buffer, off: number, v: number): void {
+export function writeU64(buf: Buffer, off: number, v: number | bigint): void {
+  if (typeof v === 'bigint') {
+    buf.writeBigUInt64BE(v, off);
+    return;
+  }
   buf.writeUInt32BE(Math.floor(v / 0x100000000) >>> 0, off);
   buf.writeUInt32BE(v >>> 0, off + 4);
 }
@@ -93,7 +97,7 @@ export const reth = {
   va: (p: Packet) => readU64(p.buf, p.info.reth),
   rkey: (p: Packet) => p.buf.readUInt32BE(p.info.reth + 8),
   len: (p: Packet) => p.buf.readUInt32BE(p.info.reth + 12),
-  write(buf: Buffer, off: number, va: number, rkey: number, len: number) {
+  write(buf: Buffer, off: number, va: number | bigint, rkey: number, len: number) {
     writeU64(buf, off, va);
     buf.writeUInt32BE(rkey >>> 0, off + 8);
     buf.writeUInt32BE(len >>> 0, off + 12);
@@ -113,7 +117,7 @@ export const atmeth = {
   rkey: (p: Packet) => p.buf.readUInt32BE(p.info.atmeth + 8),
   swapAdd: (p: Packet) => p.buf.readBigUInt64BE(p.info.atmeth + 12),
   compare: (p: Packet) => p.buf.readBigUInt64BE(p.info.atmeth + 20),
-  write(buf: Buffer, off: number, va: number, rkey: number, swapAdd: bigint, compare: bigint) {
+  write(buf: Buffer, off: number, va: number | bigint, rkey: number, swapAdd: bigint, compare: bigint) {
     writeU64(buf, off, va);
     buf.writeUInt32BE(rkey >>> 0, off + 8);
     buf.writeBigUInt64BE(BigInt.asUintN(64, swapAdd), off + 12);
