@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { OPCODES, Op, OpCode } from '../../src/providers/rxe/wire/opcodes.js';
-import { groSegmentSize, joinsRun } from '../../src/providers/rxe/wire/gro.js';
+import { endsRun, groSegmentSize, joinsRun } from '../../src/providers/rxe/wire/gro.js';
 import { jsonLines, run } from '../helpers/procs.js';
 
 const MTUS = [256, 512, 1024, 2048, 4096];
@@ -22,6 +22,8 @@ function packet(opcode: number, qpn: number, psn: number, payload: number, fill:
   b.writeUInt16BE(0xffff, 2);
   b.writeUInt32BE(qpn & 0xffffff, 4);
   b.writeUInt32BE(psn & 0xffffff, 8);
+  // An ONLY packet's RETH says how much it carries (a FIRST's, at least that much).
+  if (info.reth >= 0) b.writeUInt32BE(payload, info.reth + 12);
   return b;
 }
 
@@ -81,6 +83,34 @@ describe('UDP GRO datagrams', () => {
         assert.equal(groSegmentSize(p), 0);
         assert.equal(groSegmentSize(p, p.length), 0, 'even with a hint of its own size');
       }));
+  });
+
+  it('a run may end with a shorter packet of the same QP: SMC-R\'s data WRITE and its CDC SEND (property)', () => {
+    fc.assert(fc.property(
+      fc.integer({ min: 28, max: 4096 }), fc.integer({ min: 0, max: 0xffffff }), fc.integer({ min: 0, max: 0xffffff }), fc.integer({ min: 0, max: 255 }),
+      (len, qpn, psn, fill) => {
+        const write = packet(OpCode.RC_RDMA_WRITE_ONLY, qpn, psn, len, fill);
+        const cdc = packet(OpCode.RC_SEND_ONLY, qpn, psn + 1, 44, fill);
+        assert.ok(endsRun(write, write.length, cdc, 1));
+        assert.equal(groSegmentSize(Buffer.concat([write, cdc])), write.length, `a ${len}-byte WRITE then the SEND`);
+        assert.equal(groSegmentSize(write), 0, 'the WRITE alone is one packet');
+      }));
+    // Behind a run of full-MTU packets too: the message's SEND after a 3-packet WRITE run.
+    const mids = [0, 1, 2].map((k) => packet(OpCode.RC_RDMA_WRITE_MIDDLE, 9, 100 + k, 1024, 0));
+    const send = packet(OpCode.RC_SEND_ONLY, 9, 103, 44, 0);
+    assert.ok(endsRun(mids[0]!, mids[0]!.length, send, 3));
+    assert.equal(groSegmentSize(Buffer.concat([...mids, send])), mids[0]!.length);
+  });
+
+  it('a short tail that the receiver could not find is not batched', () => {
+    const write = packet(OpCode.RC_RDMA_WRITE_ONLY, 5, 10, 100, 0);
+    assert.equal(endsRun(write, write.length, packet(OpCode.RC_SEND_ONLY, 6, 11, 44, 0), 1), false, 'another QP');
+    assert.equal(endsRun(write, write.length, packet(OpCode.RC_SEND_ONLY, 5, 12, 44, 0), 1), false, 'not the next PSN');
+    const send = packet(OpCode.RC_SEND_ONLY, 5, 10, 100, 0);
+    assert.equal(endsRun(send, send.length, packet(OpCode.RC_SEND_ONLY, 5, 11, 44, 0), 1), false, 'a SEND ONLY says nothing of its size');
+    const lying = Buffer.from(write);
+    lying.writeUInt32BE(96, OPCODES[OpCode.RC_RDMA_WRITE_ONLY]!.reth + 12);
+    assert.equal(endsRun(lying, lying.length, packet(OpCode.RC_SEND_ONLY, 5, 11, 44, 0), 1), false, 'a RETH length that is not the packet\'s');
   });
 
   it('a sender does not batch what the receiver could not cut again', () => {

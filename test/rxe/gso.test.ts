@@ -76,4 +76,38 @@ describe('UDP GSO sends', () => {
       await close();
     }
   });
+
+  it('an RDMA WRITE and the SEND behind it (SMC-R\'s data and CDC) leave as one GSO send with a short last segment', async () => {
+    const { a, b, close } = await makePair(QpType.RC);
+    try {
+      const src = Buffer.alloc(4096);
+      for (let i = 0; i < src.length; i++) src[i] = (i * 7) & 0xff;
+      const target = Buffer.alloc(4096);
+      const smr = a.pd.regMr(src, 0);
+      const tmr = b.pd.regMr(target, Access.LOCAL_WRITE | Access.REMOTE_WRITE);
+      const rmr = b.pd.regMr(Buffer.alloc(64), Access.LOCAL_WRITE);
+      const before = deviceCounters(a.ctx);
+      // One size (GSO sockets are per segment size, opened at a size's first run); the first
+      // round opens the socket and goes packet by packet. 29 bytes: the shortest WRITE (64 bytes
+      // on the wire) that is no shorter than the 60-byte SEND.
+      const len = 29;
+      for (let round = 0; round < 5; round++) {
+        b.qp.postRecv({ wrId: round, sgList: [rmr.sge()] });
+        a.qp.postSend({ wrId: 10 + round, opcode: WrOpcode.RDMA_WRITE, sgList: [smr.sge(0, len)], rdma: { remoteAddr: tmr.addr + 3 * round, rkey: tmr.rkey } });
+        a.qp.postSend({ wrId: 20 + round, opcode: WrOpcode.SEND, sendFlags: SendFlags.SIGNALED, sgList: [smr.sge(0, 44)] });
+        const [sent] = await waitCompletions(a.cq, 1);
+        assert.equal(sent!.status, WcStatus.SUCCESS);
+        const [r] = await waitCompletions(b.cq, 1);
+        assert.deepEqual([r!.status, r!.byteLen], [WcStatus.SUCCESS, 44]);
+        assert.ok(target.subarray(3 * round, 3 * round + len).equals(src.subarray(0, len)), `round ${round}: the WRITE's ${len} bytes`);
+      }
+      const after = deviceCounters(a.ctx);
+      const sends = after.gso_sends! - before.gso_sends!;
+      assert.ok(sends >= 3, `WRITE + SEND as one GSO send in ${sends} of the 4 rounds after the first`);
+      assert.equal(after.gso_packets! - before.gso_packets!, 2 * sends);
+      assert.equal(deviceCounters(b.ctx).icrc_errors ?? 0, 0);
+    } finally {
+      await close();
+    }
+  });
 });

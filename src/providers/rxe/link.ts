@@ -9,7 +9,7 @@ import { VerbsError } from '../../uapi/errors.js';
 import { IcrcFlow } from './wire/icrc.js';
 import { ipv4Bytes, ipv6Bytes } from '../../abi/inet.js';
 import { enableUdpGro, prepareRoceSocket } from './sockopt.js';
-import { groSegmentSize, joinsRun } from './wire/gro.js';
+import { endsRun, groSegmentSize, joinsRun } from './wire/gro.js';
 import { SourcePort, literalLookup } from './source-port.js';
 import type { DeviceCounters } from './counters.js';
 
@@ -320,6 +320,10 @@ export class RxeLink {
           const max = Math.min(GSO_MAX_SEGMENTS, Math.floor(GSO_MAX_BYTES / a.len));
           // Only runs the receiver can cut again without the kernel's help (wire/gro.ts).
           while (j < q.length && j - i < max && q[j]!.len === a.len && q[j]!.to === a.to && q[j]!.src === a.src && joinsRun(a.parts[0]!, q[j]!.parts[0]!, j - i)) j++;
+          // A shorter packet may end the run (the kernel cuts a GSO send's last segment short):
+          // SMC-R's CDC SEND behind its data WRITE, a message's SEND behind a WRITE's run.
+          const t = q[j];
+          if (t && j - i < GSO_MAX_SEGMENTS && (j - i) * a.len + t.len <= GSO_MAX_BYTES && t.len <= a.len && t.to === a.to && t.src === a.src && endsRun(a.parts[0]!, a.len, t.parts[0]!, j - i)) j++;
         }
         const g = j - i > 1 ? a.src.sender.gsoSocket(a.len) : undefined;
         if (g) {

@@ -9,9 +9,13 @@
 //     head's opcode fixes its size;
 //   - a run that starts with a FIRST or MIDDLE packet: its payload is one path MTU (256 to
 //     4096 bytes), and the next segment is the same QP's next PSN; of the five MTUs, the one
-//     whose offset holds that BTH is the segment size.
-// Anything else is one packet, as without GRO; a datagram that only looks like a run fails
-// its segments' ICRC checks and is dropped and counted like any bad packet.
+//     whose offset holds that BTH is the segment size;
+//   - an RDMA WRITE ONLY followed by the same QP's next packet, no longer than it (SMC-R's
+//     data write and its CDC SEND): the RETH's DMA length gives the WRITE's size.
+// A GSO send's last segment may be shorter than the others (the kernel cuts it so), which is
+// how a run ends with a short tail such as that SEND. Anything else is one packet, as without
+// GRO; a datagram that only looks like a run fails its segments' ICRC checks and is dropped and
+// counted like any bad packet.
 
 import { BTH_BYTES, ICRC_BYTES, OPCODES, Op } from './opcodes.js';
 
@@ -40,7 +44,10 @@ export function groSegmentSize(buf: Buffer, hint = 0): number {
     const s = info.length + ICRC_BYTES;
     return len > s ? s : 0;
   }
-  if (info.mask & Op.END) return 0;
+  if (info.mask & Op.END) {
+    const s = writeOnlySize(buf, info);
+    return s > 0 && len > s && continues(buf, s) ? s : 0;
+  }
   if (hint > 0 && len > hint && (hint - info.length - ICRC_BYTES) in MTU_SET && continues(buf, hint)) return hint;
   for (const mtu of MTUS) {
     const s = info.length + mtu + ICRC_BYTES;
@@ -48,6 +55,29 @@ export function groSegmentSize(buf: Buffer, hint = 0): number {
     if (len > s && continues(buf, s)) return s;
   }
   return 0;
+}
+
+/** The size of an RDMA WRITE ONLY packet from its RETH's DMA length (at most one MTU), else 0. */
+function writeOnlySize(head: Buffer, info: { length: number; reth: number; mask: number }): number {
+  if (info.reth < 0 || !(info.mask & Op.END) || head.length < info.reth + 16) return 0;
+  const dma = head.readUInt32BE(info.reth + 12);
+  return dma <= 4096 ? info.length + dma + ((4 - (dma % 4)) % 4) + ICRC_BYTES : 0;
+}
+
+/**
+ * Can `tail` (no longer than `head`) end a GSO run that starts with `head` and has `k`
+ * packets before it, so that groSegmentSize still cuts it? The head must fix the segment size
+ * by itself (a packet without payload, a FIRST or MIDDLE, or a WRITE ONLY by its RETH) and the
+ * tail be the same QP's packet k PSNs later. `headLen` is the head's whole length. Only a
+ * message's last packet is a tail: a FIRST's MIDDLE is better off heading a run of its own.
+ */
+export function endsRun(head: Buffer, headLen: number, tail: Buffer, k: number): boolean {
+  const info = OPCODES[head[0]!];
+  if (!info || !((OPCODES[tail[0]!]?.mask ?? 0) & Op.END)) return false;
+  if (!(info.mask & Op.PAYLOAD)) return true;
+  if (info.mask & Op.END && writeOnlySize(head, info) !== headLen) return false;
+  if (((head.readUInt32BE(4) ^ tail.readUInt32BE(4)) & 0xffffff) !== 0) return false;
+  return (tail.readUInt32BE(8) & 0xffffff) === (((head.readUInt32BE(8) & 0xffffff) + k) & 0xffffff);
 }
 
 /**
