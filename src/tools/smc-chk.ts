@@ -1,12 +1,12 @@
 // `softrdma smc-chk <host> <port>`: smc-tools' smc_chk -C for softrdma. It connects to a
 // service with softrdma/smc, waits until the connection settles, and says in words whether
-// it got SMC-D and, if not, why: the local fallback reason, the peer's Decline reason (as
+// it got SMC (SMC-D with a local peer, SMC-R with another host) and, if not, why: the local fallback reason, the peer's Decline reason (as
 // smc_chk reports "Client:" and "Server:", with smcss(8)'s descriptions), the cause in
 // softrdma's own words, and what to do about it. `-S` starts a server to check against (an SMC
 // listener that reads and drops what it is sent), as smc_chk -S does.
 
 import type net from 'node:net';
-import os from 'node:os';
+import { interfaceAddresses } from '../smc/interfaces.js';
 import { once } from 'node:events';
 import { parseArgs } from 'node:util';
 import { connect, createServer, DECLINE, type SmcInfo } from '../smc/index.js';
@@ -18,8 +18,9 @@ export const SMC_CHK_USAGE = `usage: softrdma smc-chk [options] <host> <port>
        softrdma smc-chk -S [-p <port>]
 
 Check SMC with a service: connect to it with softrdma/smc and tell whether the connection
-uses SMC-D and, if it fell back to TCP, why and what to do about it (like smc_chk -C).
-Exit code 0: SMC-D; 1: TCP fallback or no connection.
+uses SMC-D (a service on this host) or SMC-R (another host) and, if it fell back to TCP, why
+and what to do about it (like smc_chk -C).
+Exit code 0: SMC-D or SMC-R; 1: TCP fallback or no connection.
 
   -C, --connect HOST   the service's host (or give host and port as arguments)
   -p, --port PORT      its port (default 37373, as smc_chk's)
@@ -33,7 +34,7 @@ const DEFAULT_PORT = 37373;
 
 function isLocal(host: string): boolean {
   if (host === 'localhost' || host === '::1' || host.startsWith('127.')) return true;
-  return Object.values(os.networkInterfaces()).some((l) => l?.some((i) => i.address === host || i.address === `::ffff:${host}`));
+  return interfaceAddresses().some((i) => i.address === host || i.address === `::ffff:${host}`);
 }
 
 /** What to do, for a fallback on the client side: by softrdma's cause, then by the codes. */
@@ -42,8 +43,9 @@ export function advice(info: SmcInfo, host: string, port: number): string[] {
   const peer = info.peerDeclineReason;
   if (cause === 'peer is not an SMC listener') {
     if (!isLocal(host)) {
-      return [`${host} is not an address of this host. softrdma speaks SMC-D, which connects processes of one host;`,
-        'SMC-R (across hosts) is not implemented, so a remote service is always reached over TCP.'];
+      return [`${host} is not an address of this host, so only SMC-R can reach it, and that needs the server to run`,
+        "softrdma/smc with SMC-R (the default) and to answer discovery (SIDR on UDP 4791 of its address: see the",
+        "README's SMC-R section); a Linux host's own SMC cannot answer it. The fallback reasons above say more."];
     }
     return [`No SMC listener is registered for port ${port} on this host (the registry in the runtime directory). Either the`,
       "server does not use softrdma/smc: start it with 'softrdma smc-run node server.js', or create it with",
@@ -76,10 +78,22 @@ export function advice(info: SmcInfo, host: string, port: number): string[] {
   return [];
 }
 
+/** The live test's name, as smc_chk prints it: SMC-D for a service on this host, SMC-R for another. */
+function liveTest(info: SmcInfo, host: string): string {
+  const r = info.mode === 'SMCR' || (info.mode !== 'SMCD' && !isLocal(host));
+  return `  Live test (SMC-${r ? 'R' : 'D'})`;
+}
+
 export function report(info: SmcInfo, host: string, port: number): string[] {
-  const out = [`Test with target IP ${host} and port ${port}`, '  Live test (SMC-D)'];
+  const out = [`Test with target IP ${host} and port ${port}`, liveTest(info, host)];
   if (info.mode === 'SMCD') {
     out.push('     Success, using SMC-D', `     (buffers: ${info.bufferSize} bytes to receive, ${info.peerBufferSize} bytes at the peer)`);
+    return out;
+  }
+  if (info.mode === 'SMCR') {
+    const l = info.smcr?.link;
+    out.push('     Success, using SMC-R', `     (buffers: ${info.bufferSize} bytes to receive, ${info.peerBufferSize} bytes at the peer` +
+      (l ? `; link ${l.id} on ${l.ibDev}, QP 0x${l.qpn.toString(16)} to 0x${l.peerQpn.toString(16)})` : ')'));
     return out;
   }
   out.push('     Failed  (TCP fallback), reasons:');
@@ -136,10 +150,10 @@ export async function smcChk(args: string[]): Promise<number> {
   });
   sock.destroy();
   if (info instanceof Error) {
-    console.log(`Test with target IP ${host} and port ${port}\n  Live test (SMC-D)\n     Failed, no connection: ${(info as NodeJS.ErrnoException).code ?? info.message}`);
+    console.log(`Test with target IP ${host} and port ${port}\n  Live test (SMC-${isLocal(host) ? 'D' : 'R'})\n     Failed, no connection: ${(info as NodeJS.ErrnoException).code ?? info.message}`);
     return 1;
   }
   for (const l of report(info, host, port)) console.log(l);
   if (values.debug) console.log(`     [debug] getSmcInfo: ${JSON.stringify(info)}`);
-  return info.mode === 'SMCD' ? 0 : 1;
+  return info.mode === 'SMCD' || info.mode === 'SMCR' ? 0 : 1;
 }

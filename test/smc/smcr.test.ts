@@ -11,7 +11,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { jsonLines, runNode, type Proc } from '../helpers/procs.js';
+import { jsonLines, run, runNode, type Proc } from '../helpers/procs.js';
 import { DECLINE } from '../../src/smc/clc.js';
 import type { SmcInfo } from '../../src/smc/index.js';
 import { resolveSmcOptions, smcrOf } from '../../src/smc/options.js';
@@ -137,6 +137,14 @@ test('SMC-R across two network namespaces', { skip }, async (t) => {
     assert.equal(await c.exit(10_000), 0, c.stdout + c.stderr);
     const s = await line(echo, 'server', 'conn');
     assert.equal(s.mode, 'SMCR');
+  });
+
+  await t.test('softrdma smc-chk from the other namespace: "Success, using SMC-R", exit 0', async () => {
+    // A fresh process: its device comes up and discovery asks first (allowed 1 s, as the bench).
+    const p = run(['smc-chk', ADDR_A, '7101'], { netns: NS_B, env: { ...env, SOFTRDMA_SMCR_DISCOVERY_WAIT_MS: '1000' } });
+    procs.push(p);
+    assert.equal(await p.exit(30_000), 0, p.stdout + p.stderr);
+    assert.match(p.stdout, new RegExp(`^Test with target IP ${ADDR_A.replace(/\./g, '\\.')} and port 7101\n  Live test \\(SMC-R\\)\n     Success, using SMC-R\n     \\(buffers: \\d+ bytes to receive, \\d+ bytes at the peer; link 1 on \\S+, QP 0x[0-9a-f]+ to 0x[0-9a-f]+\\)`));
   });
 
   await t.test('later connections to the same peer reuse the link group, also in parallel', async () => {
