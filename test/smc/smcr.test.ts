@@ -96,8 +96,8 @@ const procs: Proc[] = [];
 /** TEST_LINK after 500 ms without traffic (Linux's default is 30 s), so a dead RoCE path is seen quickly. */
 const env = { SOFTRDMA_SMCR_TESTLINK_MS: '500' };
 
-function server(bind: string, listen: string, extra: string[] = []): Proc {
-  const p = runNode(PEER, ['server', '--bind', bind, '--listen', listen, ...extra], { netns: NS_A, env });
+function server(bind: string, listen: string, extra: string[] = [], extraEnv: Record<string, string> = {}): Proc {
+  const p = runNode(PEER, ['server', '--bind', bind, '--listen', listen, ...extra], { netns: NS_A, env: { ...env, ...extraEnv } });
   procs.push(p);
   return p;
 }
@@ -303,5 +303,21 @@ test('SMC-R across two network namespaces', { skip }, async (t) => {
     assert.equal(freed.lgrs, 0, JSON.stringify(freed));
     assert.deepEqual({ qps: freed.qps, keys: freed.keys }, freed.base, JSON.stringify(freed));
     sink.child.kill('SIGKILL');
+    await sink.exit(10_000).catch(() => undefined);
+  });
+
+  await t.test('SMC-R buffer memory is bounded: over SOFTRDMA_SMCR_MAX_MEM a server declines MEM and the connection stays TCP', async () => {
+    // 1 MiB buffers: each connection takes an RMB and a send buffer of the client's RMB size
+    // (2 MiB) at the server; a 5 MiB bound holds two. A peer names its RMB size, so this bound
+    // is what stops a peer's CLC messages from making a process allocate without end.
+    const srv = server(ADDR_A2, 'echo:7110', [], { SOFTRDMA_SMCR_MAX_MEM: String(5 << 20) });
+    await srv.waitFor(/"listening"/);
+    const c = client(7110, 'held', 4, ADDR_A2);
+    const r = await line(c, 'client', 'held', 60_000);
+    const modes = r.modes as Array<{ mode: string; echo: boolean; cause?: string }>;
+    assert.deepEqual(modes.map((m) => [m.mode, m.echo]), [['SMCR', true], ['SMCR', true], ['TCP', true], ['TCP', true]], JSON.stringify(modes));
+    for (const m of modes.slice(2)) assert.match(m.cause ?? '', /SMC_CLC_DECL_MEM|0x01010000/);
+    assert.equal(await c.exit(10_000), 0, c.stdout + c.stderr);
+    srv.child.kill('SIGKILL');
   });
 });

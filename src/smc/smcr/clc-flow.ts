@@ -97,6 +97,11 @@ function rmbSize(opts: ResolvedSmcOptions): number {
   return Math.min(opts.bufferSize, SMCR_MAX_RMB);
 }
 
+/** The Decline for buffers that could not be made: SMC_CLC_DECL_MEM for memory, as Linux's smc_buf_create failing (af_smc.c); else `otherwise`. */
+function bufferFailure(e: unknown, otherwise: number): number {
+  return (e as { code?: unknown }).code === 'ENOMEM' ? DECLINE.MEM : otherwise;
+}
+
 /** A v2 Decline as Linux sends one (smc_clc_send_decline): the SMC-R handshake's. */
 export function smcrDecline(reason: number): Buffer {
   return encodeSmcDecline({ version: SMC_CLC_V2, outOfSync: reason === DECLINE.SYNCERR, peerId: localSystemId(), diagnosis: reason, osType: CLC_OS_LINUX, diagnosisV2: [0, 0, 0, 0] });
@@ -254,9 +259,14 @@ function onProposal(key: object, ops: SmcrOps, p: SmcProposal): void {
       hs.lgr.maxLinks = Math.max(1, Math.min(p.v2.maxLinks, localMaxLinks(dev)));
     }
     hs.link = hs.lgr.link;
-    hs.rmb = hs.lgr.takeRmb(rmbSize(ops.opts));
+    // Linux makes the send buffer and the RMB before its Accept (smc_listen_rdma_init). Ours is
+    // the client's RMB size, known only from its Confirm, when a failure would come after the
+    // client settled: decline now unless both, at our own size, fit in the memory bound.
+    const size = rmbSize(ops.opts);
+    hs.lgr.reserve(size, size);
+    hs.rmb = hs.lgr.takeRmb(size);
   } catch (e) {
-    return fail(key, ops, DECLINE.ERR_REGBUF, `declined: ${(e as Error).message}`);
+    return fail(key, ops, bufferFailure(e, DECLINE.ERR_REGBUF), `declined: ${(e as Error).message}`);
   }
   hs.token = SmcrLinkGroup.newToken();
   hs.lgr.expect(hs.token);
@@ -312,7 +322,7 @@ function onAccept(key: object, ops: SmcrOps, hs: Hs, m: SmcrAcceptConfirm): void
     hs.rmb = hs.lgr.takeRmb(rmbSize(ops.opts));
     hs.sndbuf = hs.lgr.takeSndbuf(peerSize);
   } catch (e) {
-    return fail(key, ops, DECLINE.ERR_REGBUF, `declined: ${(e as Error).message}`);
+    return fail(key, ops, bufferFailure(e, DECLINE.ERR_REGBUF), `declined: ${(e as Error).message}`);
   }
   hs.token = SmcrLinkGroup.newToken();
   const conn = new SmcrConnection(hs.lgr, hs.rmb, hs.sndbuf, hs.token, peerRmbOf(m), ops.events(), hs.link);
@@ -359,7 +369,7 @@ function onConfirm(key: object, ops: SmcrOps, hs: Hs, m: SmcrAcceptConfirm): voi
     if (hs.firstContact) link.connect({ qpn: m.qpn, psn: m.psn, gid: m.gid, mtu: m.qpMtu });
     hs.sndbuf = lgr.takeSndbuf(peerSize);
   } catch (e) {
-    return fail(key, ops, DECLINE.ERR_RDYLNK, `declined: ${(e as Error).message}`);
+    return fail(key, ops, bufferFailure(e, DECLINE.ERR_RDYLNK), `declined: ${(e as Error).message}`);
   }
   const conn = new SmcrConnection(lgr, hs.rmb!, hs.sndbuf, hs.token, peerRmbOf(m), ops.events(), link);
   // smc_listen_rdma_finish (af_smc.c 2439-2440): the client's RMB into the rtoken table, or

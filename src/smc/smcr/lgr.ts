@@ -45,6 +45,7 @@ import { inLocalSubnet } from './discovery.js';
 import { SmcrLink } from './link.js';
 import { RtokenTable } from './rtokens.js';
 import { remoteAddr } from '../../abi/remote-addr.js';
+import { SoftrdmaError } from '../../abi/errors.js';
 
 /** Linux's SMC_RMBS_PER_LGR_MAX: connections per link group (and rtokens, smc_core.h 26). */
 export const MAX_CONNS = 255;
@@ -57,6 +58,33 @@ const RKEYS_PER_MSG = 3;
  * only a new first contact.
  */
 const LINGER_MS = 10_000;
+
+/**
+ * The buffer memory SMC-R may hold in this process (RMBs and send buffers, in use or pooled):
+ * SOFTRDMA_SMCR_MAX_MEM bytes, 1 GiB unless set. A send buffer is as large as the peer's RMB,
+ * whose size the peer names in its CLC message (up to 512 MiB); without a bound, a peer's
+ * Proposals or Accepts alone could make this process allocate until it died. Linux sizes its
+ * send buffers locally and does not need this. Over the bound a handshake declines as Linux
+ * does when it cannot make its buffers (SMC_CLC_DECL_MEM) and the connection stays TCP.
+ */
+const memory = { held: 0, max: positiveEnv('SOFTRDMA_SMCR_MAX_MEM') ?? 2 ** 30, refused: 0 };
+
+function positiveEnv(name: string): number | undefined {
+  const v = Number(process.env[name]);
+  return Number.isSafeInteger(v) && v > 0 ? v : undefined;
+}
+
+/** SMC-R's buffer memory: bytes held, the bound, and allocations refused for it. */
+export function smcrMemory(): { held: number; max: number; refused: number } {
+  return { ...memory };
+}
+
+/** @internal Set the bound (tests); returns the previous one. */
+export function setSmcrMemoryLimit(bytes: number): number {
+  const was = memory.max;
+  memory.max = bytes;
+  return was;
+}
 
 /**
  * A registered buffer: an RMB (REMOTE_WRITE) or a send buffer (local only). Each RoCE device
@@ -281,9 +309,17 @@ export class SmcrLinkGroup {
 
   // --- buffers -------------------------------------------------------------------------
 
-  private reg(buf: Buffer, access: number, dev: SmcrDevice): Rmb {
+  /** A new buffer of `size` bytes registered on the first link's device, within the memory bound. */
+  private alloc(size: number, access: number): Rmb {
+    if (memory.held + size > memory.max) {
+      memory.refused++;
+      throw new SoftrdmaError('ENOMEM', `SMC-R buffers would exceed ${memory.max} bytes (SOFTRDMA_SMCR_MAX_MEM): ${memory.held} held, ${size} more asked`);
+    }
+    const buf = Buffer.alloc(size);
+    const dev = this.link.dev;
     const mr = dev.pd.regMr(buf, access);
-    return { buf, mr, size: buf.length, access, mrs: new Map([[dev, mr]]) };
+    memory.held += size;
+    return { buf, mr, size, access, mrs: new Map([[dev, mr]]) };
   }
 
   /** The buffer's MR on a device, registered there on first use (a link on another device). */
@@ -296,13 +332,24 @@ export class SmcrLinkGroup {
   takeRmb(size: number): Rmb {
     const pooled = this.freeRmbs.get(size)?.pop();
     if (pooled) return pooled;
-    return this.reg(Buffer.alloc(size), Access.LOCAL_WRITE | Access.REMOTE_WRITE, this.link.dev);
+    return this.alloc(size, Access.LOCAL_WRITE | Access.REMOTE_WRITE);
+  }
+
+  /**
+   * Would an RMB and a send buffer of these sizes (from the pools where they hold one) fit in
+   * the memory bound? Throws ENOMEM, counted, when not.
+   */
+  reserve(rmb: number, sndbuf: number): void {
+    const need = (this.freeRmbs.get(rmb)?.length ? 0 : rmb) + (this.freeSndbufs.get(sndbuf)?.length ? 0 : sndbuf);
+    if (memory.held + need <= memory.max) return;
+    memory.refused++;
+    throw new SoftrdmaError('ENOMEM', `SMC-R buffers would exceed ${memory.max} bytes (SOFTRDMA_SMCR_MAX_MEM): ${memory.held} held, ${need} more needed`);
   }
 
   takeSndbuf(size: number): Rmb {
     const pooled = this.freeSndbufs.get(size)?.pop();
     if (pooled) return pooled;
-    return this.reg(Buffer.alloc(size), 0, this.link.dev);
+    return this.alloc(size, 0);
   }
 
   private put(pool: Map<number, Rmb[]>, b: Rmb): void {
@@ -941,7 +988,10 @@ export class SmcrLinkGroup {
     // Let the DELETE_LINK leave before the QPs go.
     setImmediate(() => {
       for (const l of links) l.destroy();
-      const dereg = (b: Rmb) => { for (const mr of b.mrs.values()) try { mr.dereg(); } catch { /* context gone */ } };
+      const dereg = (b: Rmb) => {
+        memory.held -= b.size;
+        for (const mr of b.mrs.values()) try { mr.dereg(); } catch { /* context gone */ }
+      };
       for (const pool of [this.freeRmbs, this.freeSndbufs]) for (const l of pool.values()) for (const b of l) dereg(b);
       for (const b of this.quarantined.values()) dereg(b);
       for (const d of this.draining) dereg(d.buf);
