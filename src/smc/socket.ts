@@ -14,6 +14,7 @@ import { DECLINE } from './clc.js';
 import { onTcpEndWhileSmc, smcRelease } from './close.js';
 import { connectTarget } from './connect-args.js';
 import { deliverToUser, installOnread, pauseOnread, resumeOnread, smcWrite } from './data.js';
+import { followOwner, setOwnerJoin } from './handle-owner.js';
 import { handleGone, onClcBytes, onClientConnect, serverSpeaksFirst, settleTcp, stripThenPush } from './handshake.js';
 import { resolveSmcOptions, type ResolvedSmcOptions, type SmcSocketOptions } from './options.js';
 import { policyAllows } from './policy.js';
@@ -45,33 +46,14 @@ function graft(sock: net.Socket): Socket {
 /** The socket whose push(null) for TCP's end just ran while over SMC (see read()). */
 let tcpEofRead: Socket | undefined;
 
-/** node:net's owner_symbol (the handle's link to the Socket its reads go to), found once. */
-let ownerSymbol: symbol | null | undefined;
-
 /**
- * An application may wrap an accepted handle in a new net.Socket({ handle }) (Node's own tests
- * do); the new Socket then owns the handle's reads, and a Proposal still on its way would reach
- * it as data. Until the handshake settles, a new owner becomes an SMC socket sharing this
- * state, so the handshake goes on with it; then the handle's owner is a plain property again.
+ * A new owner of an accepted handle during the handshake (handle-owner.ts): it becomes an SMC
+ * socket sharing this state, so the handshake goes on with it.
  */
-function followOwner(sock: Socket, s: SmcState, handle: object): void {
-  ownerSymbol ??= Object.getOwnPropertySymbols(handle).find((k) => k.description === 'owner_symbol') ?? null;
-  const key = ownerSymbol;
-  const h = handle as Record<symbol, unknown>;
-  if (!key || h[key] !== sock) return;
-  let owner: unknown = sock;
-  Object.defineProperty(h, key, {
-    configurable: true,
-    get: () => owner,
-    set: (v: unknown) => {
-      owner = v;
-      if (v !== sock && v instanceof net.Socket && !(kSmc in v) && (s.phase === 'srv-wait' || s.phase === 'srv-accepting')) {
-        graft(v)[kSmc] = s;
-      }
-    },
-  });
-  s.ownerRestore = () => { Object.defineProperty(h, key, { value: owner, writable: true, configurable: true, enumerable: true }); };
-}
+setOwnerJoin((prev, v) => {
+  const s = (prev as Socket)[kSmc];
+  if (s && v instanceof net.Socket && !(kSmc in v) && (s.phase === 'srv-wait' || s.phase === 'srv-accepting')) graft(v)[kSmc] = s;
+});
 
 export class Socket extends net.Socket {
   declare [kSmc]: SmcState | undefined;
@@ -95,7 +77,7 @@ export class Socket extends net.Socket {
     if (handle) handle._consumed = true;
     if (!opts.enabled) st.serverDecline = DECLINE.NOSMCDEV;
     else if (!policyAllows(opts.policy, info)) st.serverDecline = DECLINE.NOSMCDEV;
-    if (handle) followOwner(s, st, handle);
+    if (handle) st.ownerHandle = followOwner(handle, s);
     track(s);
     return s;
   }

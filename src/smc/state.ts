@@ -3,6 +3,7 @@
 // and the byte counters an SMC socket shows in place of TCP's.
 
 import net from 'node:net';
+import { unfollow } from './handle-owner.js';
 import type { Dmb, IsmDevice, RemoteDmb } from '../ism/device.js';
 import type { Proposal } from './clc.js';
 import type { ResolvedSmcOptions } from './options.js';
@@ -87,8 +88,8 @@ export interface SmcState {
   targetPort: number | undefined;
   /** bytesRead/bytesWritten are Socket's (its instances; adopted sockets once withSmcCounters ran). */
   counters: boolean;
-  /** Server: puts the handle's owner back as a plain property once the handshake settled (followOwner). */
-  ownerRestore: (() => void) | undefined;
+  /** Server: the accepted handle whose new owners join the handshake until it settles (handle-owner.ts). */
+  ownerHandle: object | undefined;
   /** Client: the peer this connection teaches handshake-control.ts about, and when it started (ms). */
   learnKey: string | undefined;
   startedAt: number;
@@ -115,7 +116,7 @@ export function newState(role: 'client' | 'server', opts: ResolvedSmcOptions, co
     stripClc: false, serverDecline: 0, fallbackReason: undefined, peerDeclineReason: undefined, fallbackCause: undefined,
     device: undefined, peerGid: undefined, dmb: undefined, remote: undefined, conn: undefined, proposal: undefined, timer: undefined,
     pending: undefined, clcIn: 0, clcOut: 0, strayTcpBytes: 0, writeDone: false, writeDoneAfterPeer: false, wroteAfterPeerClosed: false,
-    targetPort: undefined, counters, ownerRestore: undefined, learnKey: undefined, startedAt: 0, onread: undefined,
+    targetPort: undefined, counters, ownerHandle: undefined, learnKey: undefined, startedAt: 0, onread: undefined,
   };
 }
 
@@ -130,9 +131,10 @@ export function withSmcCounters(sock: Socket, s: SmcState): void {
   Object.defineProperty(sock, 'bytesWritten', counterAccessors.bytesWritten);
 }
 
+/** The handshake settled (or the socket closed): a new owner of the handle no longer joins it. */
 export function restoreOwner(s: SmcState): void {
-  const r = s.ownerRestore;
-  if (r) { s.ownerRestore = undefined; r(); }
+  const h = s.ownerHandle;
+  if (h) { s.ownerHandle = undefined; unfollow(h); }
 }
 
 export function connReset(message: string): NodeJS.ErrnoException {
