@@ -1,6 +1,8 @@
 // The argument forms of net.connect and tls.connect: (options[, cb]), (port[, host][, cb]),
 // (path[, cb]); tls.connect also takes an options object after port and host, or path.
 
+import { isIPv4 } from 'node:net';
+
 /** [a copy of the options, the callback]; a port stays as given. */
 export function normalizeConnectArgs(args: unknown[]): [Record<string, unknown>, (() => void) | undefined] {
   const last = args[args.length - 1];
@@ -22,14 +24,17 @@ export function normalizeConnectArgs(args: unknown[]): [Record<string, unknown>,
 }
 
 /**
- * What Socket.prototype.connect's arguments name: a Unix socket (no SMC there), or the TCP
- * port (when given as a valid number; the peer's port is then known without asking the
- * kernel). net.connect hands connect() its arguments already normalized, as one array.
+ * What Socket.prototype.connect's arguments name: a Unix socket (no SMC there), the TCP port
+ * (when given as a valid number; the peer's port is then known without asking the kernel), and
+ * the host when it is an IPv4 address (the peer's address, likewise: node:net connects to an
+ * address as given, and getpeername(2) gives it back as written). net.connect hands connect()
+ * its arguments already normalized, as one array.
  */
-export function connectTarget(args: unknown[]): { ipc: boolean; port: number | undefined } {
+export function connectTarget(args: unknown[]): { ipc: boolean; port: number | undefined; host: string | undefined } {
   const list = Array.isArray(args[0]) ? (args[0] as unknown[]) : args;
   // net.connect's normalized [options, cb] (the common case): read it, no copy.
   const o = typeof list[0] === 'object' && list[0] !== null ? (list[0] as Record<string, unknown>) : normalizeConnectArgs(list)[0];
   const port = Number(o.port);
-  return { ipc: Boolean(o.path), port: Number.isInteger(port) && port > 0 && port < 65536 ? port : undefined };
+  const host = typeof o.host === 'string' && isIPv4(o.host) ? o.host : undefined;
+  return { ipc: Boolean(o.path), port: Number.isInteger(port) && port > 0 && port < 65536 ? port : undefined, host };
 }

@@ -136,8 +136,10 @@ export function onClientConnect(this: Socket): void {
   const info = () => ({ role: 'client' as const, localAddress: sock.localAddress, localPort: sock.localPort, remoteAddress: sock.remoteAddress, remotePort: sock.remotePort });
   if (!policyAllows(s.opts.policy, info)) return settleTcp(sock, s, undefined, 'policy', true);
   let listener = false;
-  // The port we connected to is the peer's: only a port some listener uses costs a getpeername.
-  try { listener = isSmcListener(() => sock.remoteAddress, s.targetPort ?? sock.remotePort); } catch (e) {
+  // The address and port we connected to are the peer's: without an IPv4 address given to
+  // connect() (a name, IPv6), only a port some listener uses costs a getpeername.
+  const remote = s.targetHost;
+  try { listener = isSmcListener(remote ?? (() => sock.remoteAddress), s.targetPort ?? sock.remotePort); } catch (e) {
     if (e instanceof RuntimeDirError) return settleTcp(sock, s, DECLINE.NOSMCDEV, `runtime directory refused (${e.kind})`, true);
     listener = false;
   }
@@ -146,7 +148,7 @@ export function onClientConnect(this: Socket): void {
   const smcr = !listener && smcrMayTry(s.opts, unmapV4(sock.localAddress ?? ''));
   if (!listener && !smcr) return settleTcp(sock, s, DECLINE.PEERNOSMC, 'peer is not an SMC listener', true);
   // Short connections cost more over SMC-D or SMC-R than over TCP: learned per peer.
-  const key = peerKey(sock.remoteAddress, s.targetPort ?? sock.remotePort);
+  const key = peerKey(remote ?? sock.remoteAddress, s.targetPort ?? sock.remotePort);
   s.learnKey = key;
   s.startedAt = performance.now();
   if (!shouldTrySmc(key)) {

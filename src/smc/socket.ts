@@ -106,6 +106,7 @@ export class Socket extends net.Socket {
     if (s && s.phase === 'idle') {
       const target = connectTarget(args);
       s.targetPort = target.port;
+      s.targetHost = target.host;
       if (!s.opts.enabled || target.ipc) settleTcp(this, s, undefined, s.opts.enabled ? 'not an IP connection' : 'disabled');
       else {
         this.prependOnceListener('connect', onClientConnect);

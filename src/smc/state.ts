@@ -86,6 +86,8 @@ export interface SmcState {
   wroteAfterPeerClosed: boolean;
   /** The port connect() was given (client). */
   targetPort: number | undefined;
+  /** The host connect() was given, when an IPv4 address: the peer's address, without a getpeername(2). */
+  targetHost: string | undefined;
   /** bytesRead/bytesWritten are Socket's (its instances; adopted sockets once withSmcCounters ran). */
   counters: boolean;
   /** Server: the accepted handle whose new owners join the handshake until it settles (handle-owner.ts). */
@@ -116,7 +118,7 @@ export function newState(role: 'client' | 'server', opts: ResolvedSmcOptions, co
     stripClc: false, serverDecline: 0, fallbackReason: undefined, peerDeclineReason: undefined, fallbackCause: undefined,
     device: undefined, peerGid: undefined, dmb: undefined, remote: undefined, conn: undefined, proposal: undefined, timer: undefined,
     pending: undefined, clcIn: 0, clcOut: 0, strayTcpBytes: 0, writeDone: false, writeDoneAfterPeer: false, wroteAfterPeerClosed: false,
-    targetPort: undefined, counters, ownerHandle: undefined, learnKey: undefined, startedAt: 0, onread: undefined,
+    targetPort: undefined, targetHost: undefined, counters, ownerHandle: undefined, learnKey: undefined, startedAt: 0, onread: undefined,
   };
 }
 
