@@ -97,6 +97,11 @@ function teardown(sock: Socket, s: SmcState): void {
     else conn.closeOrderly();
     conn.release();
   } else {
+    if (s.learnedTcp) {
+      // Its byte counts are final: node:net's _destroy, next, closes the handle.
+      s.learnedTcp = false;
+      recordConnection(s.learnKey!, sock.bytesRead + (sock.bytesWritten ?? 0), performance.now() - s.startedAt);
+    }
     releaseHandshake(s);
   }
   s.dmb = undefined;

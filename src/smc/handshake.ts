@@ -28,7 +28,7 @@ import { smcrOf } from './options.js';
 import { returnDmb, takeDmb } from './dmb-pool.js';
 import { checkProposal, proposalProof } from './peer-proof.js';
 import { kick, stayAwakeUntil } from './poller.js';
-import { peerKey, recordConnection, shouldTrySmc } from './handshake-control.js';
+import { peerKey, shouldTrySmc } from './handshake-control.js';
 import { policyAllows } from './policy.js';
 import { SmcdConnection } from './smcd-connection.js';
 import { inSmcrHandshake, onSmcrClc, releaseSmcr, smcrDecline, smcrDiscovery, smcrMayTry, smcrProposal, type SmcrOps } from './smcr/clc-flow.js';
@@ -152,7 +152,7 @@ export function onClientConnect(this: Socket): void {
   s.learnKey = key;
   s.startedAt = performance.now();
   if (!shouldTrySmc(key)) {
-    sock.once('close', () => recordConnection(key, sock.bytesRead + (sock.bytesWritten ?? 0), performance.now() - s.startedAt));
+    s.learnedTcp = true; // recorded as it closes (teardown), as an SMC-D connection is
     return settleTcp(sock, s, undefined, 'short connections to this peer: TCP is cheaper (learned; SOFTRDMA_SMC_LEARN=0 turns this off)', true);
   }
   if (smcr) return discoverThenProposeSmcr(sock, s);

@@ -94,6 +94,8 @@ export interface SmcState {
   ownerHandle: object | undefined;
   /** Client: the peer this connection teaches handshake-control.ts about, and when it started (ms). */
   learnKey: string | undefined;
+  /** Client: went to TCP by the learned rule; its bytes and lifetime are recorded as it closes (close.ts). */
+  learnedTcp: boolean;
   startedAt: number;
   /** node:net's onread on this socket (data.ts): the application's callback, and its stops. */
   onread: OnreadState | undefined;
@@ -118,7 +120,7 @@ export function newState(role: 'client' | 'server', opts: ResolvedSmcOptions, co
     stripClc: false, serverDecline: 0, fallbackReason: undefined, peerDeclineReason: undefined, fallbackCause: undefined,
     device: undefined, peerGid: undefined, dmb: undefined, remote: undefined, conn: undefined, proposal: undefined, timer: undefined,
     pending: undefined, clcIn: 0, clcOut: 0, strayTcpBytes: 0, writeDone: false, writeDoneAfterPeer: false, wroteAfterPeerClosed: false,
-    targetPort: undefined, targetHost: undefined, counters, ownerHandle: undefined, learnKey: undefined, startedAt: 0, onread: undefined,
+    targetPort: undefined, targetHost: undefined, counters, ownerHandle: undefined, learnKey: undefined, learnedTcp: false, startedAt: 0, onread: undefined,
   };
 }
 
