@@ -43,8 +43,14 @@ export function setSmcLearning(on: boolean): void {
   if (!on) peers.clear();
 }
 
+/** The last key made: a client that connects to one peer again and again looks it up with one string, hashed once. */
+let lastKey = { address: '', port: 0, key: '|0' };
+
 export function peerKey(address: string | undefined, port: number | undefined): string {
-  return `${address ?? ''}|${port ?? 0}`;
+  const a = address ?? '';
+  const p = port ?? 0;
+  if (a !== lastKey.address || p !== lastKey.port) lastKey = { address: a, port: p, key: `${a}|${p}` };
+  return lastKey.key;
 }
 
 /** Whether a new connection to this peer should propose SMC. */
