@@ -29,7 +29,7 @@ import { returnDmb, takeDmb } from './dmb-pool.js';
 import { checkProposal, proposalProof } from './peer-proof.js';
 import { kick, stayAwakeUntil } from './poller.js';
 import { peerKey, shouldTrySmc } from './handshake-control.js';
-import { policyAllows } from './policy.js';
+import { anyPolicy, policyAllows } from './policy.js';
 import { SmcdConnection } from './smcd-connection.js';
 import { inSmcrHandshake, onSmcrClc, releaseSmcr, smcrDecline, smcrDiscovery, smcrMayTry, smcrProposal, type SmcrOps } from './smcr/clc-flow.js';
 import { smcrWaitEnded } from './smcr/discovery.js';
@@ -133,8 +133,10 @@ export function onClientConnect(this: Socket): void {
   const sock = this;
   const s = sock[kSmc];
   if (!s || s.phase !== 'idle') return;
-  const info = () => ({ role: 'client' as const, localAddress: sock.localAddress, localPort: sock.localPort, remoteAddress: sock.remoteAddress, remotePort: sock.remotePort });
-  if (!policyAllows(s.opts.policy, info)) return settleTcp(sock, s, undefined, 'policy', true);
+  if (anyPolicy(s.opts.policy)) {
+    const info = () => ({ role: 'client' as const, localAddress: sock.localAddress, localPort: sock.localPort, remoteAddress: sock.remoteAddress, remotePort: sock.remotePort });
+    if (!policyAllows(s.opts.policy, info)) return settleTcp(sock, s, undefined, 'policy', true);
+  }
   let listener = false;
   // The address and port we connected to are the peer's: without an IPv4 address given to
   // connect() (a name, IPv6), only a port some listener uses costs a getpeername.

@@ -18,6 +18,11 @@ export function setSmcPolicy(policy: SmcPolicy | undefined): void {
   processPolicy = policy;
 }
 
+/** Is there a policy to ask (the socket's or the process's)? Callers then make `info`. */
+export function anyPolicy(own: SmcPolicy | undefined): boolean {
+  return own !== undefined || processPolicy !== undefined;
+}
+
 /** `info` is built only when some policy wants it: the addresses cost system calls. */
 export function policyAllows(own: SmcPolicy | undefined, info: () => SmcPolicyInfo): boolean {
   if (!own && !processPolicy) return true;

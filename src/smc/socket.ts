@@ -17,7 +17,7 @@ import { deliverToUser, installOnread, pauseOnread, resumeOnread, smcWrite } fro
 import { followOwner, setOwnerJoin } from './handle-owner.js';
 import { handleGone, onClcBytes, onClientConnect, serverSpeaksFirst, settleTcp, stripThenPush } from './handshake.js';
 import { resolveSmcOptions, type ResolvedSmcOptions, type SmcSocketOptions } from './options.js';
-import { policyAllows } from './policy.js';
+import { anyPolicy, policyAllows } from './policy.js';
 import { counterAccessors, kSmc, newState, toBuffer, withSmcCounters, type SmcState } from './state.js';
 import { track } from './status.js';
 
@@ -69,14 +69,16 @@ export class Socket extends net.Socket {
     const s = graft(sock);
     const st = newState('server', opts, false);
     s[kSmc] = st;
-    const info = () => ({ role: 'server' as const, localAddress: s.localAddress, localPort: s.localPort, remoteAddress: s.remoteAddress, remotePort: s.remotePort });
     // A listener known to speak SMC must still answer a Proposal, even when it will not use SMC.
     // node:http hands the TCP handle to its C++ parser unless it was consumed already; the
     // CLC bytes must pass through push() first, so claim the handle for the JS path.
     const handle = (s as unknown as { _handle?: { _consumed?: boolean } })._handle;
     if (handle) handle._consumed = true;
     if (!opts.enabled) st.serverDecline = DECLINE.NOSMCDEV;
-    else if (!policyAllows(opts.policy, info)) st.serverDecline = DECLINE.NOSMCDEV;
+    else if (anyPolicy(opts.policy)) {
+      const info = () => ({ role: 'server' as const, localAddress: s.localAddress, localPort: s.localPort, remoteAddress: s.remoteAddress, remotePort: s.remotePort });
+      if (!policyAllows(opts.policy, info)) st.serverDecline = DECLINE.NOSMCDEV;
+    }
     if (handle) st.ownerHandle = followOwner(handle, s);
     track(s);
     return s;
