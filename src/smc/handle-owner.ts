@@ -5,17 +5,18 @@
 // handshake settles, a new owner must join the handshake (socket.ts makes it an SMC socket
 // sharing the state).
 //
-// The new Socket sets the handle's owner and then its `onread` (node:net's initSocketHandle),
-// so the handle gets an own `onread` accessor that passes the store on to node's (the native
-// accessor on the handle's prototype) and, while following, looks at the owner. Until
-// 2026-12-04 the owner property itself became an accessor, and back to a value once the
-// handshake settled: it exists on every handle from its creation (node's instance template),
-// so redefining it turned every accepted handle into a dictionary-mode object, with two
-// Object.defineProperty calls (~5 us) and slower property access in node's stream code for
-// the rest of the connection, on every connection an SMC server accepted, SMC or not. Adding
-// a property the handle does not have, with one getter and setter shared by all handles,
-// leaves the handles one fast shape. The accessor stays for the handle's life; following
-// ends with a plain store.
+// node:net's initSocketHandle sets the handle's owner and then asks the handle for its async
+// id (handle.getAsyncId()); the handle gets an own getAsyncId, one function shared by all
+// handles, that looks at the owner while following and then answers as the prototype's. It
+// is a plain property store: the handle keeps a fast shape. Until 2026-12-04 the owner
+// property itself became an accessor, and back to a value once the handshake settled; it
+// exists on every handle from its creation (node's instance template), so redefining it turned
+// every accepted handle into a dictionary-mode object, with two Object.defineProperty calls
+// and slower property access in node's stream code for the rest of the connection, on every
+// connection an SMC server accepted, SMC or not. (An own `onread` accessor, which
+// initSocketHandle also sets after the owner, kept the shape fast but still took an
+// Object.defineProperty per connection and a Reflect.set into node's native accessor when the
+// socket closed: ~2% of a short connection's CPU time.)
 
 /** The SMC socket whose handshake a new owner joins; undefined once it settled. */
 const kFollow = Symbol('softrdma.smc.followOwner');
@@ -23,6 +24,7 @@ const kFollow = Symbol('softrdma.smc.followOwner');
 interface OwnedHandle {
   [kFollow]?: object | undefined;
   [key: symbol]: unknown;
+  getAsyncId?: () => number;
 }
 
 /** What a new owner does to the handshake of the socket it replaces (socket.ts sets it). */
@@ -35,35 +37,24 @@ export function setOwnerJoin(fn: (sock: object, owner: unknown) => void): void {
 /** node:net's owner_symbol, found once on a handle that has it. */
 let ownerSymbol: symbol | null | undefined;
 
-/** The prototype that holds node's `onread` accessor, for handles of one prototype (TCP). */
-let holderOf: { proto: object; holder: object | null } | undefined;
+/** The prototypes' getAsyncId, for handles of one prototype (TCP). */
+let protoOf: { proto: object; getAsyncId: (() => number) | undefined } | undefined;
 
-function onreadHolder(h: object): object | null {
-  const proto = Object.getPrototypeOf(h) as object | null;
-  if (!proto) return null;
-  if (holderOf?.proto !== proto) {
-    let p: object | null = proto;
-    while (p && !Object.prototype.hasOwnProperty.call(p, 'onread')) p = Object.getPrototypeOf(p) as object | null;
-    holderOf = { proto, holder: p };
-  }
-  return holderOf.holder;
+function protoGetAsyncId(h: object): (() => number) | undefined {
+  const proto = Object.getPrototypeOf(h) as { getAsyncId?: unknown } | null;
+  if (!proto) return undefined;
+  if (protoOf?.proto !== proto) protoOf = { proto, getAsyncId: typeof proto.getAsyncId === 'function' ? proto.getAsyncId as () => number : undefined };
+  return protoOf.getAsyncId;
 }
 
-function getOnread(this: OwnedHandle): unknown {
-  const holder = onreadHolder(this);
-  return holder ? Reflect.get(holder, 'onread', this) : undefined;
-}
-
-function setOnread(this: OwnedHandle, v: unknown): void {
-  const holder = onreadHolder(this);
-  if (holder) Reflect.set(holder, 'onread', v, this);
+function getAsyncIdFollowing(this: OwnedHandle): number {
   const sock = this[kFollow];
-  if (sock === undefined || !ownerSymbol) return;
-  const owner = this[ownerSymbol];
-  if (owner !== sock) join(sock, owner);
+  if (sock !== undefined) {
+    const owner = this[ownerSymbol!];
+    if (owner !== sock) join(sock, owner);
+  }
+  return protoGetAsyncId(this)!.call(this);
 }
-
-const ONREAD: PropertyDescriptor = { get: getOnread, set: setOnread, configurable: true, enumerable: false };
 
 /**
  * Until unfollow(handle), a new owner of the handle joins sock's handshake. Returns the handle,
@@ -72,8 +63,11 @@ const ONREAD: PropertyDescriptor = { get: getOnread, set: setOnread, configurabl
 export function followOwner(handle: object, sock: object): object | undefined {
   const h = handle as OwnedHandle;
   ownerSymbol ??= Object.getOwnPropertySymbols(h).find((k) => k.description === 'owner_symbol') ?? null;
-  if (!ownerSymbol || h[ownerSymbol] !== sock || !onreadHolder(h)) return undefined;
-  if (!(kFollow in h)) Object.defineProperty(h, 'onread', ONREAD);
+  if (!ownerSymbol || h[ownerSymbol] !== sock) return undefined;
+  if (h.getAsyncId !== getAsyncIdFollowing) {
+    if (!protoGetAsyncId(h)) return undefined;
+    h.getAsyncId = getAsyncIdFollowing;
+  }
   h[kFollow] = sock;
   return h;
 }
