@@ -5,6 +5,7 @@
 // server's TCP handle lingers instead of answering a CLC message in flight with a RST.
 
 import net from 'node:net';
+import { performance } from 'node:perf_hooks';
 import { releaseHandshake } from './handshake.js';
 import type { Socket } from './socket.js';
 import { connReset, restoreOwner, type SmcState } from './state.js';
@@ -106,18 +107,20 @@ function teardown(sock: Socket, s: SmcState): void {
   }
   s.dmb = undefined;
   s.remote = undefined;
-  const waiting = [s.pending?.cb, s.held?.cb, s.heldFinal];
-  s.pending = undefined;
-  s.held = undefined;
-  s.heldFinal = undefined;
-  if (sock.connecting) {
-    // As node:net does for writes queued before the connection was established: they fail
-    // with ERR_SOCKET_CLOSED_BEFORE_CONNECTION once the socket has closed.
-    sock.once('close', () => { for (const cb of waiting) cb?.(closedBeforeConnection()); });
-  } else {
-    // As node:net's: a write libuv was still carrying completes without an error when the
-    // socket is destroyed (onWriteComplete on a destroyed stream); nothing is emitted.
-    for (const cb of waiting) cb?.();
+  if (s.pending || s.held || s.heldFinal) {
+    const waiting = [s.pending?.cb, s.held?.cb, s.heldFinal];
+    s.pending = undefined;
+    s.held = undefined;
+    s.heldFinal = undefined;
+    if (sock.connecting) {
+      // As node:net does for writes queued before the connection was established: they fail
+      // with ERR_SOCKET_CLOSED_BEFORE_CONNECTION once the socket has closed.
+      sock.once('close', () => { for (const cb of waiting) cb?.(closedBeforeConnection()); });
+    } else {
+      // As node:net's: a write libuv was still carrying completes without an error when the
+      // socket is destroyed (onWriteComplete on a destroyed stream); nothing is emitted.
+      for (const cb of waiting) cb?.();
+    }
   }
   s.phase = 'closed';
   untrack(sock);

@@ -23,6 +23,13 @@ export function normalizeConnectArgs(args: unknown[]): [Record<string, unknown>,
   return [o, cb];
 }
 
+/** net.isIPv4 (a regex) for the host connected to last: a client connects to one host again and again. */
+let lastHost = { host: '', v4: false };
+function ipv4(host: string): boolean {
+  if (host !== lastHost.host) lastHost = { host, v4: isIPv4(host) };
+  return lastHost.v4;
+}
+
 /**
  * What Socket.prototype.connect's arguments name: a Unix socket (no SMC there), the TCP port
  * (when given as a valid number; the peer's port is then known without asking the kernel), and
@@ -35,6 +42,6 @@ export function connectTarget(args: unknown[]): { ipc: boolean; port: number | u
   // net.connect's normalized [options, cb] (the common case): read it, no copy.
   const o = typeof list[0] === 'object' && list[0] !== null ? (list[0] as Record<string, unknown>) : normalizeConnectArgs(list)[0];
   const port = Number(o.port);
-  const host = typeof o.host === 'string' && isIPv4(o.host) ? o.host : undefined;
+  const host = typeof o.host === 'string' && ipv4(o.host) ? o.host : undefined;
   return { ipc: Boolean(o.path), port: Number.isInteger(port) && port > 0 && port < 65536 ? port : undefined, host };
 }

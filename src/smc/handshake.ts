@@ -14,6 +14,7 @@
 // smcr/clc-flow.ts: CLC v2 messages, framed here with clcFrameLengthAny and decodeSmcClc.
 
 import net from 'node:net';
+import { performance } from 'node:perf_hooks';
 import { tracer } from '../sys/trace.js';
 import { defaultIsmDevice } from '../ism/device.js';
 import { RuntimeDirError } from '../ism/runtime-dir.js';

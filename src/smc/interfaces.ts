@@ -5,6 +5,7 @@
 // address added or removed is seen within a second.
 
 import { networkInterfaces, type NetworkInterfaceInfo } from 'node:os';
+import { performance } from 'node:perf_hooks';
 
 /** How old a snapshot may be before the next reader takes a new one. */
 const MAX_AGE_MS = 1000;
