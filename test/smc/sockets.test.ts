@@ -163,7 +163,7 @@ describe('SMC sockets across processes', () => {
     assert.equal(r.subarray(8).toString('hex'), h.digest('hex'));
   });
 
-  it('destroy() with data left unread aborts, as close(2) does on TCP: the peer gets ECONNRESET', async () => {
+  it('destroy() with data left unread aborts, as close(2) does on TCP: the peer gets ECONNRESET (or EPIPE if its write sees it first)', async () => {
     const s = await connect(srv.port);
     s.write('E');
     await once(s, 'smc');
@@ -174,7 +174,10 @@ describe('SMC sockets across processes', () => {
     const before = events(srv.proc, 'error').length;
     s.destroy();
     await eventCount(srv.proc, 'error', before + 1, 5000);
-    assert.equal(events(srv.proc, 'error').at(-1)!.code, 'ECONNRESET');
+    // The server is echoing when the abort comes: as over TCP, whichever of its read and its
+    // write meets the reset first names the error (node:net reports 'read ECONNRESET' or
+    // 'write EPIPE' for a reset peer alike); seen EPIPE about one run in ten on Node 22.
+    assert.match(String(events(srv.proc, 'error').at(-1)!.code), /^(ECONNRESET|EPIPE)$/);
   });
 
   it('destroy() with nothing unread closes in order, as close(2) does on TCP: the peer gets end, no error', async () => {
