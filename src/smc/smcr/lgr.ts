@@ -74,6 +74,13 @@ function positiveEnv(name: string): number | undefined {
   return Number.isSafeInteger(v) && v > 0 ? v : undefined;
 }
 
+/** Throw ENOMEM, counted, unless `need` more bytes fit in the memory bound. */
+function checkMemory(need: number): void {
+  if (memory.held + need <= memory.max) return;
+  memory.refused++;
+  throw new SoftrdmaError('ENOMEM', `SMC-R buffers would exceed ${memory.max} bytes (SOFTRDMA_SMCR_MAX_MEM): ${memory.held} held, ${need} more needed`);
+}
+
 /** SMC-R's buffer memory: bytes held, the bound, and allocations refused for it. */
 export function smcrMemory(): { held: number; max: number; refused: number } {
   return { ...memory };
@@ -311,10 +318,7 @@ export class SmcrLinkGroup {
 
   /** A new buffer of `size` bytes registered on the first link's device, within the memory bound. */
   private alloc(size: number, access: number): Rmb {
-    if (memory.held + size > memory.max) {
-      memory.refused++;
-      throw new SoftrdmaError('ENOMEM', `SMC-R buffers would exceed ${memory.max} bytes (SOFTRDMA_SMCR_MAX_MEM): ${memory.held} held, ${size} more asked`);
-    }
+    checkMemory(size);
     const buf = Buffer.alloc(size);
     const dev = this.link.dev;
     const mr = dev.pd.regMr(buf, access);
@@ -340,10 +344,7 @@ export class SmcrLinkGroup {
    * the memory bound? Throws ENOMEM, counted, when not.
    */
   reserve(rmb: number, sndbuf: number): void {
-    const need = (this.freeRmbs.get(rmb)?.length ? 0 : rmb) + (this.freeSndbufs.get(sndbuf)?.length ? 0 : sndbuf);
-    if (memory.held + need <= memory.max) return;
-    memory.refused++;
-    throw new SoftrdmaError('ENOMEM', `SMC-R buffers would exceed ${memory.max} bytes (SOFTRDMA_SMCR_MAX_MEM): ${memory.held} held, ${need} more needed`);
+    checkMemory((this.freeRmbs.get(rmb)?.length ? 0 : rmb) + (this.freeSndbufs.get(sndbuf)?.length ? 0 : sndbuf));
   }
 
   takeSndbuf(size: number): Rmb {
