@@ -157,17 +157,52 @@ export function hotCount(): number {
   return hot.size;
 }
 
-// Waiting for a CLC reply that comes within a few hundred microseconds: keep the event loop
-// polling (setImmediate makes libuv poll with a zero timeout) instead of letting the process
-// sleep, so the reply's arrival costs neither a wakeup here nor a cross-CPU wakeup for the
-// sender's write. Bounded, so a slow or silent peer costs at most HANDSHAKE_MS of CPU.
+// Waiting for a reply that comes within a few hundred microseconds (a CLC message; an SMC-R
+// connection's CDC after it sent data): keep the event loop polling (setImmediate makes libuv
+// poll with a zero timeout) instead of letting the process sleep, so the reply's arrival costs
+// neither a wakeup here nor a cross-CPU wakeup for the sender's write. SMC-R has no shared
+// memory to poll: its data arrive as UDP datagrams, so staying awake is its polling. Bounded,
+// so a slow or silent peer costs at most HANDSHAKE_MS (a handshake) or IDLE_MS (a connection
+// gone quiet) of CPU; and given up on busy CPUs, told as spin() tells them.
 const waiters = new Map<() => boolean, number>();
 let waitScheduled = false;
+/** Until when SMC-R traffic keeps the event loop awake (performance.now() ms). */
+let activeUntil = 0;
+/** SMC-R arrivals (CDCs) so far: a long yield after which none came gave the CPU to someone else. */
+let arrivals = 0;
+let arrivalsAtYield = 0;
+let awakeLongYield = false;
+let awakeLongYields = 0;
 
 /** Keep the event loop awake until settled() returns true, for at most the handshake bound. */
 export function stayAwakeUntil(settled: () => boolean): void {
   if (HANDSHAKE_MS <= 0) return;
   waiters.set(settled, performance.now() + HANDSHAKE_MS);
+  scheduleAwake();
+}
+
+/**
+ * SMC-R traffic (a CDC sent with data, or one received): keep the event loop awake until the
+ * connections have been quiet for IDLE_MS, as spin() polls an SMC-D connection that long.
+ */
+export function smcrActivity(): void {
+  if (IDLE_MS <= 0) return;
+  activeUntil = performance.now() + IDLE_MS;
+  scheduleAwake();
+}
+
+/** An SMC-R CDC arrived: what the awake loop waits for (see awake()). */
+export function smcrArrival(): void {
+  arrivals++;
+  smcrActivity();
+}
+
+/** Whether the event loop is being kept awake (handshake waiters or SMC-R traffic), for tests and status. */
+export function pollerAwake(): boolean {
+  return waitScheduled;
+}
+
+function scheduleAwake(): void {
   if (!waitScheduled) {
     waitScheduled = true;
     setImmediate(awake);
@@ -176,14 +211,35 @@ export function stayAwakeUntil(settled: () => boolean): void {
 
 function awake(): void {
   waitScheduled = false;
-  const now = performance.now();
+  let now = performance.now();
+  // A long yield after which nothing came (this turn's poll phase ran since): as in spin(),
+  // several in a row say the CPU went to others, not to the peer.
+  if (awakeLongYield) {
+    awakeLongYield = false;
+    if (arrivals !== arrivalsAtYield) awakeLongYields = 0;
+    else if (++awakeLongYields >= LONG_YIELDS) {
+      awakeLongYields = 0;
+      markContended(now);
+    }
+  }
   // On busy CPUs staying awake only delays the peer: sleep until the reply wakes us.
   const give = now < contendedUntil;
   for (const [settled, deadline] of waiters) if (give || now > deadline || settled()) waiters.delete(settled);
-  if (waiters.size > 0) {
+  if (waiters.size > 0 || (!give && now < activeUntil)) {
     waitScheduled = true;
     setImmediate(awake);
     // As in spin(): the peer that is to answer may be waiting for this CPU.
-    if (YIELD) schedYield();
+    if (YIELD) {
+      const y0 = now;
+      schedYield();
+      now = performance.now();
+      if (now - y0 > SLICE_YIELD_MS) {
+        awakeLongYields = 0;
+        markContended(now);
+      } else if (now - y0 > LONG_YIELD_MS) {
+        awakeLongYield = true;
+        arrivalsAtYield = arrivals;
+      }
+    }
   }
 }

@@ -23,6 +23,7 @@ import { cdcSeqBefore, encodeSmcrCdc, type SmcrCdc } from '../wire/cdc-r.js';
 import type { Rmb, SmcrLinkGroup } from './lgr.js';
 import type { SmcrLink } from './link.js';
 import { remoteAddrPlus, type RemoteAddr } from '../../abi/remote-addr.js';
+import { smcrActivity, smcrArrival } from '../poller.js';
 
 function toWire(total: number, ring: number): { wrap: number; count: number } {
   return { wrap: Math.floor(total / ring) & 0xffff, count: total % ring };
@@ -216,6 +217,8 @@ export class SmcrConnection implements SmcTransport {
     }
     link.send(this.cdc());
     this.cdcLog.push([link.postedSeq, this.written, this.seqno]);
+    // Data went out: the answer (or the consumer update) is likely to come soon.
+    if (pending > 0) smcrActivity();
   }
 
   /** The link's send work requests up to okSeq completed successfully: the CDCs among them are confirmed. */
@@ -367,6 +370,7 @@ export class SmcrConnection implements SmcTransport {
   /** A CDC message for this connection arrived (from the link group). */
   onCdc(m: SmcrCdc): void {
     if (this.released || this.failed) return;
+    smcrArrival();
     if (m.failoverValidation) {
       // smc_cdc_msg_validate (smc_cdc.c 308-328): a replay after a failover is only compared,
       // never applied; one whose seqno is beyond any seen means messages were lost: abort.
