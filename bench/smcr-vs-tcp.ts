@@ -37,11 +37,14 @@ import { benchOptions, benchRuntimeDir } from './options.js';
 import { median, verdict } from './stats.js';
 import { deleteNamespaces, ip, setUpVethPair } from '../test/helpers/netns.js';
 
-const USAGE = 'usage: node dist/bench/smcr-vs-tcp.js [--runs N] [--json] [--seconds S] [--iters N]  (as root: it makes two network namespaces)';
+const USAGE = 'usage: node dist/bench/smcr-vs-tcp.js [--runs N] [--json] [--seconds S] [--iters N] [--only bulk,pingpong,http,shortconn,learned]  (as root: it makes two network namespaces)';
 const { runs: RUNS, json, strings } = benchOptions(USAGE, {
-  seconds: '3', iters: '5000', role: undefined, bind: undefined, peer: undefined, test: undefined, api: undefined, port: undefined,
+  seconds: '3', iters: '5000', only: undefined, role: undefined, bind: undefined, peer: undefined, test: undefined, api: undefined, port: undefined,
 });
 const SECONDS = Number(strings.seconds);
+const TESTS = ['bulk', 'pingpong', 'http', 'shortconn', 'learned'];
+const ONLY = strings.only === undefined ? TESTS : strings.only.split(',');
+for (const t of ONLY) if (!TESTS.includes(t)) { console.error(`--only: unknown test ${t} (${TESTS.join(', ')})\n${USAGE}`); process.exit(2); }
 const ITERS = Number(strings.iters);
 const SELF = fileURLToPath(import.meta.url);
 const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
@@ -285,21 +288,23 @@ async function main(): Promise<void> {
     const bulk = { smcr: [] as number[], tcp: [] as number[], perf: [] as number[] };
     const pp = { smcr: [] as number[], tcp: [] as number[] };
     const modes = new Set<string>();
-    /** The SMC-R client's counters of the last run: per MiB (bulk), per round trip (ping-pong). */
+    /** The SMC-R client's counters of the last run: per MiB (bulk), per round trip (ping-pong), per request (http). */
     const counts: Record<string, unknown> = {};
     for (let i = 0; i < RUNS; i++) {
-      const steps: Array<() => Promise<void>> = [
-        async () => { const r = await client('bulk', 'smcr'); modes.add(String(r.mode)); bulk.smcr.push(r.mibPerSec as number); counts.bulk = r.perMiB; },
-        async () => { bulk.tcp.push((await client('bulk', 'tcp')).mibPerSec as number); },
-        async () => { bulk.perf.push(await perftest()); },
-        async () => { const r = await client('pingpong', 'smcr'); modes.add(String(r.mode)); pp.smcr.push(r.medianUs as number); counts.pingpong = r.perRoundTrip; },
-        async () => { pp.tcp.push((await client('pingpong', 'tcp')).medianUs as number); },
-        async () => { const r = await httpRun(true); for (const m of r.modes as string[]) modes.add(`http ${m}`); httpRates.smcr.push(r.perSec as number); },
-        async () => { httpRates.tcp.push((await httpRun(false)).perSec as number); },
-        async () => { const r = await shortRun(true); for (const m of r.modes as string[]) modes.add(`shortconn ${m}`); shortRates.smcr.push(r.perSec as number); },
-        async () => { shortRates.tcp.push((await shortRun(false)).perSec as number); },
-        async () => { learnedRates.smcr.push((await shortRun(true, true)).perSec as number); },
+      const all: Array<[string, () => Promise<void>]> = [
+        ['bulk', async () => { const r = await client('bulk', 'smcr'); modes.add(String(r.mode)); bulk.smcr.push(r.mibPerSec as number); counts.bulk = r.perMiB; }],
+        ['bulk', async () => { bulk.tcp.push((await client('bulk', 'tcp')).mibPerSec as number); }],
+        ['bulk', async () => { bulk.perf.push(await perftest()); }],
+        ['pingpong', async () => { const r = await client('pingpong', 'smcr'); modes.add(String(r.mode)); pp.smcr.push(r.medianUs as number); counts.pingpong = r.perRoundTrip; }],
+        ['pingpong', async () => { pp.tcp.push((await client('pingpong', 'tcp')).medianUs as number); }],
+        ['http', async () => { const r = await httpRun(true); for (const m of r.modes as string[]) modes.add(`http ${m}`); httpRates.smcr.push(r.perSec as number); counts.http = r.perRequest; }],
+        ['http', async () => { httpRates.tcp.push((await httpRun(false)).perSec as number); }],
+        ['shortconn', async () => { const r = await shortRun(true); for (const m of r.modes as string[]) modes.add(`shortconn ${m}`); shortRates.smcr.push(r.perSec as number); }],
+        ['shortconn-tcp', async () => { shortRates.tcp.push((await shortRun(false)).perSec as number); }],
+        ['learned', async () => { learnedRates.smcr.push((await shortRun(true, true)).perSec as number); }],
       ];
+      // The learned row is paired with the plain short-connection row's node:net figure.
+      const steps = all.filter(([t]) => (t === 'shortconn-tcp' ? ONLY.includes('shortconn') || ONLY.includes('learned') : ONLY.includes(t))).map(([, f]) => f);
       // Alternate the order, so warm-up and drift favour no side.
       if (i % 2 === 1) steps.reverse();
       for (const s of steps) await s();
@@ -312,27 +317,25 @@ async function main(): Promise<void> {
     // Paired with the same run's node:net figure.
     learnedRates.tcp = [...shortRates.tcp];
     const learnedRatio = pairRatio(learnedRates.smcr, learnedRates.tcp);
-    const rows = [
-      { metric: 'bulk 64 KiB one way', smcr: median(bulk.smcr), baseline: median(bulk.perf), unit: 'MiB/s', method: 'perftest write_bw 64 KiB', ratio: bulkRatio, tcp: median(bulk.tcp), runs: bulk, ...verdict(bulkRatio, true, 0.8) },
-      { metric: 'pingpong 14 B median', smcr: median(pp.smcr), baseline: median(pp.tcp), unit: 'us', method: 'node:net, same veth', ratio: ppRatio, tcp: median(pp.tcp), runs: pp, ...verdict(ppRatio, false, 0.8) },
-      { metric: 'http keep-alive, 8 in flight', smcr: median(httpRates.smcr), baseline: median(httpRates.tcp), unit: 'req/s', method: 'plain node:http both ends', ratio: httpRatio, tcp: median(httpRates.tcp), runs: httpRates, ...verdict(httpRatio, true, 1.0) },
-      { metric: 'short connections', smcr: median(shortRates.smcr), baseline: median(shortRates.tcp), unit: 'conn/s', method: 'node:net both ends', ratio: shortRatio, tcp: median(shortRates.tcp), runs: shortRates, ...verdict(shortRatio, true, 0.8) },
-      { metric: 'short connections, learned', smcr: median(learnedRates.smcr), baseline: median(learnedRates.tcp), unit: 'conn/s', method: 'node:net both ends', ratio: learnedRatio, tcp: median(learnedRates.tcp), runs: learnedRates, ...verdict(learnedRatio, true, 0.8) },
+    const spread = (a: number[], b: number[]) => { const xs = a.map((x, k) => x / b[k]!); return `${Math.min(...xs).toFixed(2)}-${Math.max(...xs).toFixed(2)}`; };
+    // A test left out by --only has no figures (its row is not printed).
+    const med = (xs: number[]) => (xs.length ? median(xs) : NaN);
+    const allRows = [
+      { test: 'bulk', metric: 'bulk 64 KiB one way', smcr: med(bulk.smcr), baseline: med(bulk.perf), unit: 'MiB/s', digits: 1, method: 'perftest write_bw 64 KiB', ratio: bulkRatio, tcp: med(bulk.tcp), tcpNote: `${med(bulk.tcp).toFixed(1)} MiB/s`, spread: spread(bulk.smcr, bulk.perf), runs: bulk, ...verdict(bulkRatio, true, 0.8) },
+      { test: 'pingpong', metric: 'pingpong 14 B median', smcr: med(pp.smcr), baseline: med(pp.tcp), unit: 'us', digits: 1, method: 'node:net, same veth', ratio: ppRatio, tcp: med(pp.tcp), tcpNote: `${med(pp.tcp).toFixed(1)} us`, spread: spread(pp.smcr, pp.tcp), runs: pp, ...verdict(ppRatio, false, 0.8) },
+      { test: 'http', metric: 'http keep-alive, 8 in flight', smcr: med(httpRates.smcr), baseline: med(httpRates.tcp), unit: 'req/s', digits: 0, method: 'plain node:http both ends', ratio: httpRatio, tcp: med(httpRates.tcp), tcpNote: '', spread: spread(httpRates.smcr, httpRates.tcp), runs: httpRates, ...verdict(httpRatio, true, 1.0) },
+      { test: 'shortconn', metric: 'short connections', smcr: med(shortRates.smcr), baseline: med(shortRates.tcp), unit: 'conn/s', digits: 0, method: 'node:net both ends', ratio: shortRatio, tcp: med(shortRates.tcp), tcpNote: '', spread: spread(shortRates.smcr, shortRates.tcp), runs: shortRates, ...verdict(shortRatio, true, 0.8) },
+      { test: 'learned', metric: 'short connections, learned', smcr: med(learnedRates.smcr), baseline: med(learnedRates.tcp), unit: 'conn/s', digits: 0, method: 'node:net both ends', ratio: learnedRatio, tcp: med(learnedRates.tcp), tcpNote: '', spread: spread(learnedRates.smcr, learnedRates.tcp), runs: learnedRates, ...verdict(learnedRatio, true, 0.8) },
     ];
+    const rows = allRows.filter((r) => ONLY.includes(r.test)).map(({ test: _t, digits: _d, tcpNote: _n, spread: _s, ...r }) => r);
     if (json) {
       console.log(JSON.stringify({ runs: RUNS, seconds: SECONDS, iters: ITERS, cpus: os.cpus().length, node: process.version, smcrModes: [...modes], rows, smcrClientCounters: counts }, null, 2));
     } else {
       const head = ['metric', 'SMC-R', 'baseline', 'unit', 'baseline method', 'SMC-R/baseline', 'runs', 'target', 'met', 'TCP'];
-      const spread = (a: number[], b: number[]) => { const xs = a.map((x, k) => x / b[k]!); return `${Math.min(...xs).toFixed(2)}-${Math.max(...xs).toFixed(2)}`; };
-      console.log(formatTable([head,
-        ['bulk 64 KiB one way', rows[0]!.smcr.toFixed(1), rows[0]!.baseline.toFixed(1), 'MiB/s', rows[0]!.method, bulkRatio.toFixed(2), spread(bulk.smcr, bulk.perf), rows[0]!.target, rows[0]!.met ? 'yes' : 'NO', `${rows[0]!.tcp.toFixed(1)} MiB/s`],
-        ['pingpong 14 B median', rows[1]!.smcr.toFixed(1), rows[1]!.baseline.toFixed(1), 'us', rows[1]!.method, ppRatio.toFixed(2), spread(pp.smcr, pp.tcp), rows[1]!.target, rows[1]!.met ? 'yes' : 'NO', `${rows[1]!.tcp.toFixed(1)} us`],
-        ['http keep-alive, 8 in flight', rows[2]!.smcr.toFixed(0), rows[2]!.baseline.toFixed(0), 'req/s', rows[2]!.method, httpRatio.toFixed(2), spread(httpRates.smcr, httpRates.tcp), rows[2]!.target, rows[2]!.met ? 'yes' : 'NO', ''],
-        ['short connections', rows[3]!.smcr.toFixed(0), rows[3]!.baseline.toFixed(0), 'conn/s', rows[3]!.method, shortRatio.toFixed(2), spread(shortRates.smcr, shortRates.tcp), rows[3]!.target, rows[3]!.met ? 'yes' : 'NO', ''],
-        ['short connections, learned', rows[4]!.smcr.toFixed(0), rows[4]!.baseline.toFixed(0), 'conn/s', rows[4]!.method, learnedRatio.toFixed(2), spread(learnedRates.smcr, learnedRates.tcp), rows[4]!.target, rows[4]!.met ? 'yes' : 'NO', ''],
-      ]));
+      console.log(formatTable([head, ...allRows.filter((r) => ONLY.includes(r.test)).map((r) =>
+        [r.metric, r.smcr.toFixed(r.digits), r.baseline.toFixed(r.digits), r.unit, r.method, r.ratio.toFixed(2), r.spread, r.target, r.met ? 'yes' : 'NO', r.tcpNote])]));
       console.log(`\nmedians of ${RUNS} runs (ratio: the median of the runs' pair ratios; runs: their range); SMC-R mode ${[...modes].join('+')}; ` +
-        `SMC-R client per MiB ${JSON.stringify(counts.bulk)}, per round trip ${JSON.stringify(counts.pingpong)}; two network namespaces joined by veth, each side its own process and rxe device; ${os.cpus().length} CPUs, node ${process.version}`);
+        `SMC-R client per MiB ${JSON.stringify(counts.bulk)}, per round trip ${JSON.stringify(counts.pingpong)}, per http request ${JSON.stringify(counts.http)}; two network namespaces joined by veth, each side its own process and rxe device; ${os.cpus().length} CPUs, node ${process.version}`);
     }
   } finally {
     srv.kill('SIGTERM');

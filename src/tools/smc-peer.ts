@@ -20,6 +20,9 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import * as smc from '../smc/index.js';
 import { pollerContention } from '../smc/poller.js';
+import { SmcrLinkGroup } from '../smc/smcr/lgr.js';
+import { getDeviceList } from '../verbs/api.js';
+import { RxeDevice } from '../providers/rxe/device.js';
 
 export type Api = 'smc' | 'net';
 
@@ -234,15 +237,30 @@ async function shortconn(a: Api, port: number, seconds: number): Promise<object>
   return { test: 'shortconn', api: a, modes: [...modes], connections: n, seconds: secs, perSec: n / secs };
 }
 
+/** This process's SMC-R data path so far: its rxe devices' packets, its links' WRITEs, SENDs and receives. */
+function smcrPath(): Record<string, number> {
+  const c = { pktsOut: 0, pktsIn: 0, writes: 0, sends: 0, recvs: 0 };
+  for (const d of getDeviceList()) {
+    if (!(d.provider instanceof RxeDevice)) continue;
+    c.pktsOut += d.provider.counters.sent_pkts;
+    c.pktsIn += d.provider.counters.rcvd_pkts;
+  }
+  for (const g of SmcrLinkGroup.list()) for (const l of g.links) { c.writes += l.stats.writes; c.sends += l.stats.sends; c.recvs += l.stats.recvs; }
+  return c;
+}
+
 async function httpLoad(port: number, seconds: number, concurrency: number): Promise<object> {
   const agent = new http.Agent({ keepAlive: true, maxSockets: concurrency });
   let n = 0;
   const end = process.hrtime.bigint() + BigInt(Math.round(seconds * 1e9));
   const t0 = process.hrtime.bigint();
+  const c0 = smcrPath();
   const modes = new Set<string>();
+  // Each keep-alive connection's mode once (getSmcInfo builds a diagnostic record: not per request).
+  const seen = new WeakSet<net.Socket>();
   const one = (): Promise<void> => new Promise((resolve, reject) => {
     const req = http.get({ host: HOST, port, path: '/', agent }, (res) => {
-      modes.add(smc.getSmcInfo(res.socket).mode);
+      if (!seen.has(res.socket)) { seen.add(res.socket); modes.add(smc.getSmcInfo(res.socket).mode); }
       res.on('data', () => {});
       res.on('end', () => { n++; resolve(); });
     });
@@ -250,8 +268,11 @@ async function httpLoad(port: number, seconds: number, concurrency: number): Pro
   });
   await Promise.all(Array.from({ length: concurrency }, async () => { while (process.hrtime.bigint() < end) await one(); }));
   const secs = Number(process.hrtime.bigint() - t0) / 1e9;
+  const c1 = smcrPath();
   agent.destroy();
-  return { test: 'http', modes: [...modes], requests: n, seconds: secs, perSec: n / secs };
+  // Per request, where SMC-R carried them (rounded to hundredths).
+  const perRequest = c1.pktsOut > c0.pktsOut ? Object.fromEntries(Object.keys(c0).map((k) => [k, Math.round(((c1[k]! - c0[k]!) / Math.max(1, n)) * 100) / 100])) : undefined;
+  return { test: 'http', modes: [...modes], requests: n, seconds: secs, perSec: n / secs, ...(perRequest ? { perRequest } : {}) };
 }
 
 /** Where clients connect and servers listen (--host, --bind): loopback unless told, as SMC-D's benchmarks run; bench/smcr-vs-tcp gives veth addresses. */
