@@ -103,7 +103,7 @@ if (role === 'server') {
   // A second connection on the group with two links: its RMB's rkey on the other link goes by CONFIRM_RKEY.
   const second = await open('second');
   const go = values.hold ? new Promise<void>((resolve) => process.once('SIGUSR1', () => resolve())) : Promise.resolve();
-  out({ client: 'second', mode: second.info.mode, groups: groups() });
+  out({ client: 'second', mode: second.info.mode, linkIds: [first.sock, second.sock].map((s) => smc.getSmcInfo(s).smcr?.link?.id), groups: groups() });
   await go;
   let cutTime = 0;
   /** Echo `mib` MiB through sock; the first to pass cutAt takes the first pair down. */

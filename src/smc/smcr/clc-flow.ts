@@ -258,7 +258,7 @@ function onProposal(key: object, ops: SmcrOps, p: SmcProposal): void {
       hs.lgr = new SmcrLinkGroup(dev, 'server');
       hs.lgr.maxLinks = Math.max(1, Math.min(p.v2.maxLinks, localMaxLinks(dev)));
     }
-    hs.link = hs.lgr.link;
+    hs.link = hs.lgr.linkForNewConn();
     // Linux makes the send buffer and the RMB before its Accept (smc_listen_rdma_init). Ours is
     // the client's RMB size, known only from its Confirm, when a failure would come after the
     // client settled: decline now unless both, at our own size, fit in the memory bound.
@@ -287,7 +287,8 @@ function acceptConfirm(type: typeof CLC_ACCEPT | typeof CLC_CONFIRM, hs: Hs): Sm
   const link = hs.link!;
   const mr = hs.lgr!.mrOn(hs.rmb!, link.dev);
   return {
-    type, version: SMC_CLC_V2, firstContact: hs.firstContact, peerId: localSystemId(), gid: hs.dev.gid, mac: hs.dev.mac,
+    // The link's own GID and MAC with its QPN (smc_clc_send_confirm_accept: conn->lnk's).
+    type, version: SMC_CLC_V2, firstContact: hs.firstContact, peerId: localSystemId(), gid: link.dev.gid, mac: link.dev.mac,
     qpn: link.qp.qpn, rmbRkey: mr.rkey, rmbeIndex: 1, rmbeAlertToken: hs.token, rmbeSize: compressBufSize(hs.rmb!.size),
     qpMtu: link.local.mtu, rmbDmaAddr: BigInt(mr.addr), psn: link.local.psn, eid: SOFTRDMA_UEID,
     fce: hs.firstContact ? fce(hs.lgr!.maxLinks) : null, gidList: hs.firstContact && type === CLC_CONFIRM ? [] : null,
@@ -312,11 +313,10 @@ function onAccept(key: object, ops: SmcrOps, hs: Hs, m: SmcrAcceptConfirm): void
       hs.link = hs.lgr.link;
       hs.link.connect({ qpn: m.qpn, psn: m.psn, gid: m.gid, mtu: m.qpMtu });
     } else {
-      // The server reuses a link group: ours to that peer with a link to the server's QP.
-      for (const g of SmcrLinkGroup.find(hs.key, 'client')) {
-        hs.link = g.activeLinks().find((l) => l.remote?.qpn === m.qpn);
-        if (hs.link) { hs.lgr = g; break; }
-      }
+      // The server reuses a link group: ours to that peer with a link to the server's QP, by
+      // QPN and GID (af_smc.c smc_connect_rdma; the Accept names the link the server chose).
+      const found = SmcrLinkGroup.findByServerLink(hs.dev, m.peerId, m.qpn, m.gid);
+      if (found) { hs.lgr = found.lgr; hs.link = found.link; hs.key = found.lgr.peerKey; }
       if (!hs.lgr) return fail(key, ops, DECLINE.NOSRVLINK, 'declined: the server reused a link group this client does not have');
     }
     hs.rmb = hs.lgr.takeRmb(rmbSize(ops.opts));
@@ -362,7 +362,7 @@ function onConfirm(key: object, ops: SmcrOps, hs: Hs, m: SmcrAcceptConfirm): voi
   const proposedId = smcrIndicated(p.typeV1);
   if (m.firstContact !== hs.firstContact || (proposedId && !m.peerId.equals(p.peerId))) return fail(key, ops, DECLINE.SYNCERR, 'declined: Confirm does not match the Proposal');
   const link = hs.link!;
-  if (!hs.firstContact && link.remote?.qpn !== m.qpn) return fail(key, ops, DECLINE.SYNCERR, 'declined: Confirm names another link');
+  if (!hs.firstContact && (link.remote?.qpn !== m.qpn || !link.remote.gid.equals(m.gid))) return fail(key, ops, DECLINE.SYNCERR, 'declined: Confirm names another link');
   const peerSize = uncompressBufSize(m.rmbeSize);
   if (peerSize > SMCR_MAX_RMB) return fail(key, ops, DECLINE.SYNCERR, `declined: peer RMB of ${peerSize} bytes`);
   try {

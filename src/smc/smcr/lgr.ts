@@ -12,13 +12,14 @@
 // its other device and, in the v2 extension, each RMB's rkey on the new device; the client
 // makes a QP on its device that reaches the server's new GID, answers with its own QP and
 // rkeys, and the server confirms the new link with CONFIRM_LINK over it. Data goes on one link
-// per connection (conn.link: the first active link when it was made). When a link fails (a
+// per connection (conn.link: the server assigns them alternately over the active links, as
+// Linux's smcr_lgr_conn_assign_link; the client follows its Accept). When a link fails (a
 // work request completes in error, TEST_LINK goes unanswered), its connections move to the
 // other link and resend from their last confirmed cursor (connection.ts switchLink), and the
 // peer gets DELETE_LINK for the lost link; the server adds a link again on a timer. A
 // connection made while the group has two links announces its RMB's rkey on the other link
 // with CONFIRM_RKEY before its CLC message (announceRmb). Not done: asymmetric links (a second
-// link on the same device), REQ_ADD_LINK from the client, spreading connections over both links.
+// link on the same device), REQ_ADD_LINK from the client.
 //
 // RMBs (the buffers a peer writes into) are registered with REMOTE_WRITE (and the LOCAL_WRITE
 // verbs require with it), each its own MR and so its own rkey, one per device the group's links
@@ -230,6 +231,18 @@ export class SmcrLinkGroup {
     return this.links.find((l) => l.active && !l.isDown) ?? this.links[0] ?? this.first;
   }
 
+  /**
+   * The link a new connection goes on, as the server assigns it (smcr_lgr_conn_assign_link,
+   * smc_core.c 123-160): the first active link, or the next active one after it when the group
+   * has an odd number of connections, so connections alternate over two links. The client
+   * takes the link whose QP the server's Accept names.
+   */
+  linkForNewConn(): SmcrLink {
+    const active = this.activeLinks();
+    if (active.length === 0) return this.link;
+    return this.conns.size % 2 === 1 && active.length > 1 ? active[1]! : active[0]!;
+  }
+
   /** The link number (smc_link.link_id) of that link. */
   get linkNum(): number { return this.link.id; }
 
@@ -261,6 +274,24 @@ export class SmcrLinkGroup {
   static find(key: string, role: 'client' | 'server'): SmcrLinkGroup[] {
     return [...(SmcrLinkGroup.all.get(key) ?? [])].filter((g) => g.role === role && g.confirmed && !g.dead && g.activeLinks().length > 0 && g.conns.size < MAX_CONNS
       && (role === 'client' || !g.rtokens.full));
+  }
+
+  /**
+   * Client, a group the server reused: ours to that peer (its system ID) on `dev` with an active
+   * link to the server's QP the Accept names, by QPN and GID over every link, as smcr_lgr_match
+   * (smc_core.c) looks: the server may put the connection on either link, and each device
+   * numbers its QPs alike.
+   */
+  static findByServerLink(dev: SmcrDevice, peerId: Buffer, qpn: number, gid: Buffer): { lgr: SmcrLinkGroup; link: SmcrLink } | undefined {
+    const prefix = `${dev.address}|${peerId.toString('hex')}|`;
+    for (const key of SmcrLinkGroup.all.keys()) {
+      if (!key.startsWith(prefix)) continue;
+      for (const lgr of SmcrLinkGroup.find(key, 'client')) {
+        const link = lgr.activeLinks().find((l) => l.remote?.qpn === qpn && l.remote.gid.equals(gid));
+        if (link) return { lgr, link };
+      }
+    }
+    return undefined;
   }
 
   /** Entries in the peer's rtoken table (tests, diagnostics). */
