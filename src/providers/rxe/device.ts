@@ -22,6 +22,7 @@ import { onRequest } from './responder.js';
 import { registerRxeDriverMethods } from './driver-methods.js';
 import { GSI_QPN, RxeGsi } from './gsi.js';
 import { tracer } from '../../sys/trace.js';
+import { defaultPortMtu } from './port-mtu.js';
 
 /** A packet that broke the receive path (a bug: counted as malformed, device carries on). */
 const traceReceiveError = tracer('rxe', 'receive-error');
@@ -32,7 +33,10 @@ export interface RxeDeviceOptions {
   /** UDP port, 4791 unless set (peers must use the same). */
   port?: number;
   name?: string;
-  /** RoCE path MTU in bytes; default 4096 on loopback, 1024 otherwise (as a 1500-byte link gives). */
+  /**
+   * RoCE port MTU in bytes; by default what Linux rxe derives from the interface holding the
+   * address (1024 for a 1500-byte link, 4096 for jumbo frames and loopback; port-mtu.ts).
+   */
   mtu?: number;
   /**
    * Send runs of equal-size packets as UDP GSO sends, and take runs in whole under UDP GRO
@@ -129,8 +133,7 @@ export class RxeDevice implements ProviderDevice {
 
   static async create(opts: RxeDeviceOptions): Promise<RxeDevice> {
     const counters = newDeviceCounters();
-    const loopback = opts.address.startsWith('127.') || opts.address === '::1';
-    const mtu = opts.mtu ?? (loopback ? 4096 : 1024);
+    const mtu = opts.mtu ?? defaultPortMtu(opts.address);
     mtuEnum(mtu); // validate before binding
     const limits = checkLimits(opts.limits);
     const link = await RxeLink.open(
