@@ -25,20 +25,31 @@ test('SMC-R traffic keeps the loop awake, and the loop sleeps again once the tra
   smcrActivity();
   assert.equal(pollerAwake(), true, 'activity keeps the loop awake');
   // Traffic for a while: an arrival every turn.
+  // (A turn longer than the 300 us idle bound, on a loaded machine, lets the loop stop until
+  // the next arrival: so count the turns after which it was awake.)
   const t0 = performance.now();
-  while (performance.now() - t0 < 20) { smcrArrival(); await turn(); }
+  let turns = 0, awakeTurns = 0;
+  while (performance.now() - t0 < 20) {
+    smcrArrival();
+    await turn();
+    turns++;
+    if (pollerAwake()) awakeTurns++;
+  }
   // (Unless this host's CPUs are busy right now: then the loop rightly sleeps.)
-  assert.ok(pollerAwake() || pollerContention().contended, 'asleep during traffic on a host that is not busy');
+  assert.ok(awakeTurns > 0 || pollerContention().contended, `asleep after all ${turns} turns of traffic on a host that is not busy`);
   // Then quiet: the loop stops within the idle bound (300 us by default) plus a timer's slack.
   const quiet = performance.now();
   assert.ok(await until(() => !pollerAwake(), 1000), 'still awake 1 s after the last activity');
   const stoppedAfter = performance.now() - quiet;
-  assert.ok(stoppedAfter < 200, `stopped ${stoppedAfter.toFixed(1)} ms after the last activity`);
-  // Asleep means no CPU: 100 ms of an idle loop takes (next to) none.
+  // (The bound is loose for a loaded test machine: the loop stops in the first turn after 300 us.)
+  assert.ok(stoppedAfter < 500, `stopped ${stoppedAfter.toFixed(1)} ms after the last activity`);
+  // Asleep means no CPU: 200 ms of an idle loop take (next to) none; a loop kept awake would
+  // take most of them.
   const c0 = process.cpuUsage();
-  await new Promise((r) => setTimeout(r, 100));
+  await new Promise((r) => setTimeout(r, 200));
   const c = process.cpuUsage(c0);
-  assert.ok(c.user + c.system < 30_000, `an idle process used ${(c.user + c.system) / 1000} ms of CPU in 100 ms`);
+  assert.equal(pollerAwake(), false);
+  assert.ok(c.user + c.system < 50_000, `an idle process used ${(c.user + c.system) / 1000} ms of CPU in 200 ms`);
 });
 
 test('with every CPU busy, the awake loop notices and stops keeping the loop awake', async () => {
