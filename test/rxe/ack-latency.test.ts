@@ -236,3 +236,49 @@ test('a QP destroyed as soon as its consumer sees the last receive still sends t
     await close();
   }
 }));
+
+test('deferred ACKs of many QPs in one turn: each QP acknowledges its burst, once per turn, and nothing stays held', withDeferral(true, withCoalescing(async () => {
+  // write_bw -q 16's pattern: many QPs of one device pair, each with a burst in flight. The
+  // held ACKs are kept in the QPs and a queue (responder.ts deferAck), not a map of objects.
+  const { a: da, b: db, close } = await twoDevices();
+  try {
+    const ca = da.open(), cb = db.open();
+    const pa = ca.allocPd(), pb = cb.allocPd();
+    const cqa = ca.createCq(256), cqb = cb.createCq(256);
+    const cap = { maxSendWr: 16, maxRecvWr: 16, maxSendSge: 1, maxRecvSge: 1 };
+    const src = pa.regMr(Buffer.alloc(8192, 7), 0);
+    const dst = pb.regMr(Buffer.alloc(8192), Access.LOCAL_WRITE | Access.REMOTE_WRITE);
+    const N = 8, BURST = 4;
+    const qas: ReturnType<typeof pa.createQp>[] = [], qbs: ReturnType<typeof pb.createQp>[] = [];
+    for (let i = 0; i < N; i++) {
+      const qa = pa.createQp({ qpType: QpType.RC, sendCq: cqa, recvCq: cqa, cap });
+      const qb = pb.createQp({ qpType: QpType.RC, sendCq: cqb, recvCq: cqb, cap });
+      connect(qa, { qpn: qb.qpn, gid: cb.queryGid() }, { ...SLOW_RTO, psn: 10 * i, remotePsn: 1000 + i });
+      connect(qb, { qpn: qa.qpn, gid: ca.queryGid() }, { ...SLOW_RTO, psn: 1000 + i, remotePsn: 10 * i });
+      qas.push(qa);
+      qbs.push(qb);
+    }
+    for (let i = 0; i < N; i++) {
+      for (let k = 0; k < BURST; k++) {
+        qas[i]!.postSend({ wrId: i * 100 + k, opcode: WrOpcode.RDMA_WRITE, sendFlags: SendFlags.SIGNALED, sgList: [src.sge(0, 512)], rdma: { remoteAddr: dst.addr + i * 1024, rkey: dst.rkey } });
+      }
+    }
+    const wcs = await waitCompletions(cqa, N * BURST);
+    assert.ok(wcs.every((wc) => wc.status === WcStatus.SUCCESS));
+    for (let i = 0; i < N; i++) {
+      // Completions of each QP in order, and its last one ACKed by the peer's cumulative ACK.
+      assert.deepEqual(wcs.filter((wc) => Number(wc.wrId) >= i * 100 && Number(wc.wrId) < i * 100 + 100).map((wc) => Number(wc.wrId) % 100), [0, 1, 2, 3]);
+      const cqp = queryRxeCounters(ca, qas[i]!).qp, rqp = queryRxeCounters(cb, qbs[i]!).qp;
+      assert.deepEqual([cqp.retransmits, cqp.timeouts], [0, 0], `QP ${i}: ${JSON.stringify(cqp)}`);
+      assert.ok(rqp.acks_sent! >= 1 && rqp.acks_sent! <= BURST, `QP ${i} ACKs: ${rqp.acks_sent}`);
+      assert.equal(rxeOf(db).qps.get(qbs[i]!.qpn)!.resp.ackPsn, -1, `QP ${i} still holds an ACK`);
+    }
+    // A QP whose ACK already left holds and sends a new one in a later turn.
+    qas[0]!.postSend({ wrId: 99, opcode: WrOpcode.RDMA_WRITE, sendFlags: SendFlags.SIGNALED, sgList: [src.sge(0, 512)], rdma: { remoteAddr: dst.addr, rkey: dst.rkey } });
+    const [last] = await waitCompletions(cqa, 1);
+    assert.equal(last!.status, WcStatus.SUCCESS);
+    assert.equal(rxeOf(db).qps.get(qbs[0]!.qpn)!.resp.ackPsn, -1);
+  } finally {
+    await close();
+  }
+})));

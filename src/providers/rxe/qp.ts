@@ -104,6 +104,9 @@ export class RxeQp implements ProviderQp {
     writeDone: 0,
     resources: [] as RespResource[],
     nextResource: 0,
+    /** A deferred ACK (responder.ts deferAck): the PSN to acknowledge, -1 for none, and the MSN at it. */
+    ackPsn: -1,
+    ackMsn: 0,
   };
 
   constructor(
@@ -239,7 +242,7 @@ export class RxeQp implements ProviderQp {
     this.attr.qpState = QpState.RESET;
     Object.assign(this.req, { psn: 0, index: 0, noackPkts: 0, paused: false, cwnd: MAX_CWND, ssthresh: MAX_CWND });
     Object.assign(this.comp, { psn: 0 });
-    Object.assign(this.resp, { psn: 0, msn: 0, nakSent: false, inMessage: 0, wqe: undefined, offset: 0, resources: [], nextResource: 0 });
+    Object.assign(this.resp, { psn: 0, msn: 0, nakSent: false, inMessage: 0, wqe: undefined, offset: 0, resources: [], nextResource: 0, ackPsn: -1 });
   }
 
   /** Move to ERR: every outstanding work request completes, in order, with WR_FLUSH_ERR. */

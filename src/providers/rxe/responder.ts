@@ -48,15 +48,23 @@ export function onRequest(qp: RxeQp, pkt: Packet, from: string): void {
  */
 export const ackDeferral = { on: process.env.SOFTRDMA_RXE_ACK_DEFER !== '0' };
 
-/** Deferred ACKs by QP: the PSN to acknowledge (cumulative) and the MSN at that PSN. */
-const pendingAcks = new Map<RxeQp, { psn: number; msn: number }>();
+/**
+ * QPs holding a deferred ACK, in the order they deferred it; the ACK itself (the PSN to
+ * acknowledge, cumulative, and the MSN at that PSN) is kept in the QP (resp.ackPsn, -1 for
+ * none). No object or map entry per ACK: with many QPs a map of per-ACK objects churned
+ * enough to keep V8 in back-to-back mark-compacts (see NOTES, write_bw -q 16).
+ */
+let ackQueue: RxeQp[] = [];
+let ackSpare: RxeQp[] = [];
 let acksScheduled = false;
 
 let exitHook = false;
 
 function deferAck(qp: RxeQp, psn: number): void {
-  const p = pendingAcks.get(qp);
-  if (p) { p.psn = psn; p.msn = qp.resp.msn; } else pendingAcks.set(qp, { psn, msn: qp.resp.msn });
+  const r = qp.resp;
+  if (r.ackPsn < 0) ackQueue.push(qp);
+  r.ackPsn = psn;
+  r.ackMsn = r.msn;
   if (!acksScheduled) {
     acksScheduled = true;
     setImmediate(sendPendingAcks);
@@ -72,7 +80,7 @@ function deferAck(qp: RxeQp, psn: number): void {
 }
 
 function sendAcksAtExit(): void {
-  for (const qp of [...pendingAcks.keys()]) {
+  for (const qp of ackQueue.slice()) {
     flushAck(qp);
     if (qp.device.link.queued > 0) qp.device.link.flush();
   }
@@ -80,7 +88,14 @@ function sendAcksAtExit(): void {
 
 function sendPendingAcks(): void {
   acksScheduled = false;
-  for (const qp of pendingAcks.keys()) flushAck(qp);
+  const q = ackQueue;
+  ackQueue = ackSpare;
+  try {
+    for (let i = 0; i < q.length; i++) flushAck(q[i]!);
+  } finally {
+    q.length = 0;
+    ackSpare = q;
+  }
 }
 
 /**
@@ -90,21 +105,22 @@ function sendPendingAcks(): void {
  * would wait out its retries (Linux's rxe acknowledged before the completion was visible).
  */
 export function flushDeferredAck(qp: RxeQp): void {
-  if (pendingAcks.size > 0) flushAck(qp);
+  flushAck(qp);
 }
 
 /** Send qp's deferred ACK now, if it has one (before anything else it answers). */
 function flushAck(qp: RxeQp): void {
-  const p = pendingAcks.get(qp);
-  if (!p) return;
-  pendingAcks.delete(qp);
+  const r = qp.resp;
+  const psn = r.ackPsn;
+  if (psn < 0) return;
+  r.ackPsn = -1;
   const s = qp.state;
   if (qp.destroyed || (s !== QpState.RTR && s !== QpState.RTS && s !== QpState.SQD && s !== QpState.SQE)) return;
-  sendAeth(qp, OpCode.RC_ACKNOWLEDGE, p.psn, AethSyndrome.ACK | ACK_SYNDROME_NO_CREDIT_LIMIT, undefined, p.msn);
+  sendAeth(qp, OpCode.RC_ACKNOWLEDGE, psn, AethSyndrome.ACK | ACK_SYNDROME_NO_CREDIT_LIMIT, undefined, r.ackMsn);
 }
 
 function sendAeth(qp: RxeQp, opcode: number, psn: number, syndrome: number, orig?: bigint, msn = qp.resp.msn): void {
-  if (pendingAcks.size > 0) flushAck(qp);
+  flushAck(qp);
   const info = OPCODES[opcode]!;
   const buf = Buffer.allocUnsafe(info.length + ICRC_BYTES);
   writeBth(buf, { opcode, padCount: 0, destQp: qp.attr.destQpNum, ackReq: false, psn });
@@ -118,7 +134,7 @@ function sendAeth(qp: RxeQp, opcode: number, psn: number, syndrome: number, orig
 const ack = (qp: RxeQp, psn: number) => sendAeth(qp, OpCode.RC_ACKNOWLEDGE, psn, AethSyndrome.ACK | ACK_SYNDROME_NO_CREDIT_LIMIT);
 
 function sendReadResponses(qp: RxeQp, res: RespResource, fromPsn: number, mem: Buffer, memOff: number): void {
-  if (pendingAcks.size > 0) flushAck(qp);
+  flushAck(qp);
   const mtu = qp.mtu;
   const npkts = psnDiff(res.lastPsn, res.firstPsn) + 1;
   for (let k = psnDiff(fromPsn, res.firstPsn); k < npkts; k++) {
