@@ -22,7 +22,7 @@ import * as smc from '../smc/index.js';
 import { pollerContention } from '../smc/poller.js';
 import { SmcrLinkGroup } from '../smc/smcr/lgr.js';
 import { getDeviceList } from '../verbs/api.js';
-import { RxeDevice } from '../providers/rxe/device.js';
+import { rxeOf } from '../index.js';
 
 export type Api = 'smc' | 'net';
 
@@ -241,9 +241,10 @@ async function shortconn(a: Api, port: number, seconds: number): Promise<object>
 function smcrPath(): Record<string, number> {
   const c = { pktsOut: 0, pktsIn: 0, writes: 0, sends: 0, recvs: 0 };
   for (const d of getDeviceList()) {
-    if (!(d.provider instanceof RxeDevice)) continue;
-    c.pktsOut += d.provider.counters.sent_pkts;
-    c.pktsIn += d.provider.counters.rcvd_pkts;
+    if (d.driver !== 'rxe') continue;
+    const { counters } = rxeOf(d);
+    c.pktsOut += counters.sent_pkts;
+    c.pktsIn += counters.rcvd_pkts;
   }
   for (const g of SmcrLinkGroup.list()) for (const l of g.links) { c.writes += l.stats.writes; c.sends += l.stats.sends; c.recvs += l.stats.recvs; }
   return c;
