@@ -18,6 +18,7 @@ import {
 import { MadMethod, MgmtClass } from './wire/mad.js';
 import { MadLayer, type MadAgent, type MadRecv } from './mad-layer.js';
 import { tracer } from '../sys/trace.js';
+import { armCmExit, cmExitCounters, exitGuard } from './exit.js';
 
 const traceEvent = tracer('cm', 'event');
 const traceDrop = tracer('cm', 'drop');
@@ -32,6 +33,12 @@ export interface CmAgentEvent {
   /** Who sent the message (events caused by a received message). */
   source?: GsiSource;
 }
+
+/** The process's open agents: at exit, each destroys what is left (exit.ts). */
+const openAgents = new Set<CmAgent>();
+const destroyAllAtExit = (): void => {
+  for (const a of [...openAgents]) exitGuard(() => a.destroyAllAtExit());
+};
 
 const perKind = () => Object.fromEntries(CM_KINDS.map((k) => [k, 0])) as Record<CmKind, number>;
 
@@ -100,6 +107,8 @@ export class CmAgent extends EventEmitter {
     this.table = new CmTable({
       localCaGuid: opts.localCaGuid ?? device.nodeGuid, hiTid: this.mad.hiTid, ...(opts.randomU32 ? { randomU32: opts.randomU32 } : {}),
     });
+    openAgents.add(this);
+    armCmExit('agents', destroyAllAtExit);
   }
 
   /** The state of a connection (undefined once the table forgot it). */
@@ -170,11 +179,29 @@ export class CmAgent extends EventEmitter {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    openAgents.delete(this);
     for (const m of Object.values(this.timers)) {
       for (const t of m.values()) clearTimeout(t);
       m.clear();
     }
     this.mad.unregister();
+  }
+
+  /**
+   * @internal At process exit (exit.ts), after the rdma_cm ids: cm_destroy_id for every comm id
+   * nobody destroyed (what it sends: REJ, DREQ, DREP, SIDR_REP(REJECT)), then the MADs to the
+   * socket now, synchronously.
+   */
+  destroyAllAtExit(): void {
+    if (this.closed) return;
+    for (const c of [...this.table.connections()]) {
+      if (c.destroyed) continue;
+      exitGuard(() => {
+        this.call(c.localId, { type: 'destroy' });
+        cmExitCounters.connections++;
+      });
+    }
+    this.mad.flush();
   }
 
   private checkOpen(): void {

@@ -30,6 +30,8 @@ export interface MadAgent {
   /** High 32 bits of the TIDs this agent starts; responses carrying them come back to it. */
   readonly hiTid: number;
   send(mad: Buffer, dest: GsiDest): void;
+  /** Hand what was sent to the network now (process exit: see MadLayer.flush). */
+  flush(): void;
   unregister(): void;
 }
 
@@ -91,6 +93,7 @@ export class MadLayer {
     return {
       hiTid,
       send: (mad, dest) => this.send(mad, dest),
+      flush: () => this.flush(),
       unregister: () => {
         if (!this.agents.delete(hiTid)) return;
         if (this.agents.size === 0) this.close();
@@ -106,6 +109,14 @@ export class MadLayer {
     } catch {
       this.counters.send_errors++;
     }
+  }
+
+  /**
+   * The MADs sent so far leave now rather than at the end of the tick (the GSI's flush, if it
+   * batches): at process 'exit' the end of the tick never comes.
+   */
+  flush(): void {
+    if (!this.closed) this.gsi.flush?.();
   }
 
   private receive(buf: Buffer, src: GsiSource): void {

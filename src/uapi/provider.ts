@@ -66,6 +66,8 @@ export interface ProviderGsi {
   send(mad: Uint8Array, dest: GsiDest): void;
   /** Each MAD that passed the GSI's checks (Q_Key, size), with its sender. */
   onMad: ((mad: Buffer, src: GsiSource) => void) | undefined;
+  /** Hand the MADs posted so far to the network now, if sends are batched (at process exit). */
+  flush?(): void;
   /** Give QP1 back: no more receives; the device may hand it out again. */
   close(): void;
 }

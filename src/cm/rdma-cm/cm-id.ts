@@ -26,6 +26,7 @@ import type { EventChannel } from './event-channel.js';
 import { ERRNO, type ConnEventParam, type RdmaCmEvent, type RdmaCmEventType, type UdEventParam } from './events.js';
 import { checkTimeout, privateData, timingOf, uint, type CmQpInit, type CmTiming, type ConnParam, type CreateIdOptions } from './params.js';
 import { qpToErr, qpToInit, qpToRtr, qpToRts, type CmPath } from './qp-transitions.js';
+import { armCmExit, cmExitCounters, exitGuard } from '../exit.js';
 
 /** The id's state (enum rdma_cm_state, in words). */
 export type RdmaCmState =
@@ -33,6 +34,17 @@ export type RdmaCmState =
   | 'connect' | 'connect-request' | 'established' | 'disconnect' | 'listen' | 'rejected' | 'device-removal' | 'destroyed';
 
 let nextDebugNo = 1;
+
+/** Ids not destroyed yet: a process that exits destroys them (ucma_close; exit.ts). */
+const liveIds = new Set<RdmaCmId>();
+const destroyIdsAtExit = (): void => {
+  for (const id of [...liveIds]) {
+    exitGuard(() => {
+      id.destroyId();
+      cmExitCounters.ids++;
+    });
+  }
+};
 
 
 export class RdmaCmId implements CmIdSink {
@@ -70,6 +82,8 @@ export class RdmaCmId implements CmIdSink {
     this.context = opts.context;
     this.timing = timingOf(opts);
     channel.adopt(this);
+    liveIds.add(this);
+    armCmExit('ids', destroyIdsAtExit);
     CmDevice.attachAll();
   }
 
@@ -86,8 +100,8 @@ export class RdmaCmId implements CmIdSink {
   /**
    * The service timeout our delayed MRAs ask for. Linux's is 24 (CMA_CM_MRA_SETTING: about 69 s
    * a try); ours is the id's CM response timeout (default 20, about 4 s), because a softrdma
-   * process that dies sends no REJ (the kernel does, for a Linux process) and a peer told to
-   * wait 69 s a try would wait minutes for a process that is gone.
+   * process killed by a signal sends no REJ (the kernel does, for a Linux process; one that
+   * exits does: exit.ts) and a peer told to wait 69 s a try would wait minutes for it.
    */
   private get mraServiceTimeout(): number { return this.timing.cmResponseTimeout; }
   private get ud(): boolean { return this.portSpace === 'udp'; }
@@ -387,6 +401,7 @@ export class RdmaCmId implements CmIdSink {
    */
   destroyId(): void {
     if (this.st === 'destroyed') return;
+    liveIds.delete(this);
     this.settled();
     const dev = this.dev;
     if (dev && !dev.isRemoved) {

@@ -78,6 +78,14 @@ export class RxeGsi implements ProviderGsi {
   }
 
   /**
+   * The link sends what a tick queued at its end (a microtask); at process 'exit' that never
+   * runs, so the CM's last MADs are handed to the socket here (as sendAcksAtExit does for ACKs).
+   */
+  flush(): void {
+    if (!this.closed && this.device.link.queued > 0) this.device.link.flush();
+  }
+
+  /**
    * A packet for QP1 that passed the device's checks (length, ICRC, P_Key). Never throws:
    * what QP1 cannot take is counted and dropped, as rxe drops it.
    */
