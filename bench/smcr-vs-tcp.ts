@@ -166,7 +166,8 @@ async function clientRole(bind: string, peer: string, test: string, api: string)
       sock.write(msg);
     });
     sock.destroy();
-    out({ result: true, medianUs: median(times) * 1000, mode: m, perRoundTrip: per(c0, snap(), ITERS + 500) });
+    const { pollerContention } = await import('../src/smc/poller.js');
+    out({ result: true, medianUs: median(times) * 1000, mode: m, perRoundTrip: per(c0, snap(), ITERS + 500), busyCpuPeriods: pollerContention().entered });
   }
   process.exit(0);
 }
@@ -295,7 +296,7 @@ async function main(): Promise<void> {
         ['bulk', async () => { const r = await client('bulk', 'smcr'); modes.add(String(r.mode)); bulk.smcr.push(r.mibPerSec as number); counts.bulk = r.perMiB; }],
         ['bulk', async () => { bulk.tcp.push((await client('bulk', 'tcp')).mibPerSec as number); }],
         ['bulk', async () => { bulk.perf.push(await perftest()); }],
-        ['pingpong', async () => { const r = await client('pingpong', 'smcr'); modes.add(String(r.mode)); pp.smcr.push(r.medianUs as number); counts.pingpong = r.perRoundTrip; }],
+        ['pingpong', async () => { const r = await client('pingpong', 'smcr'); modes.add(String(r.mode)); pp.smcr.push(r.medianUs as number); counts.pingpong = { ...(r.perRoundTrip as object), busyCpuPeriods: r.busyCpuPeriods }; }],
         ['pingpong', async () => { pp.tcp.push((await client('pingpong', 'tcp')).medianUs as number); }],
         ['http', async () => { const r = await httpRun(true); for (const m of r.modes as string[]) modes.add(`http ${m}`); httpRates.smcr.push(r.perSec as number); counts.http = r.perRequest; }],
         ['http', async () => { httpRates.tcp.push((await httpRun(false)).perSec as number); }],

@@ -168,11 +168,23 @@ const waiters = new Map<() => boolean, number>();
 let waitScheduled = false;
 /** Until when SMC-R traffic keeps the event loop awake (performance.now() ms). */
 let activeUntil = 0;
-/** SMC-R arrivals (CDCs) so far: a long yield after which none came gave the CPU to someone else. */
-let arrivals = 0;
-let arrivalsAtYield = 0;
-let awakeLongYield = false;
-let awakeLongYields = 0;
+/**
+ * How often the awake loop yields while only SMC-R traffic keeps it awake (ms): a yield per turn
+ * costs a system call and, where another task is runnable, its slice; handshakes yield every turn.
+ */
+const AWAKE_YIELD_MS = envMicros('SOFTRDMA_SMC_AWAKE_YIELD_US', 1000);
+/** The window over which the awake loop weighs what its yields lost to other tasks (ms). */
+const AWAKE_WINDOW_MS = 20;
+/**
+ * Busy CPUs, for the awake loop: its late yields (over LONG_YIELD_MS) lost more than this share
+ * of a window's time to other tasks. A single late yield says little here: with both ends of a
+ * connection spinning on a 2-CPU host, a GC or compiler thread of either process, or a kernel
+ * thread, takes a yield's CPU now and then; a busy loop takes it at every yield.
+ */
+const AWAKE_LOST_SHARE = 0.25;
+let lastAwakeYield = 0;
+let windowStart = 0;
+let windowLost = 0;
 
 /** Keep the event loop awake until settled() returns true, for at most the handshake bound. */
 export function stayAwakeUntil(settled: () => boolean): void {
@@ -191,9 +203,8 @@ export function smcrActivity(): void {
   scheduleAwake();
 }
 
-/** An SMC-R CDC arrived: what the awake loop waits for (see awake()). */
+/** An SMC-R CDC arrived: traffic, as a send is. */
 export function smcrArrival(): void {
-  arrivals++;
   smcrActivity();
 }
 
@@ -212,16 +223,6 @@ function scheduleAwake(): void {
 function awake(): void {
   waitScheduled = false;
   let now = performance.now();
-  // A long yield after which nothing came (this turn's poll phase ran since): as in spin(),
-  // several in a row say the CPU went to others, not to the peer.
-  if (awakeLongYield) {
-    awakeLongYield = false;
-    if (arrivals !== arrivalsAtYield) awakeLongYields = 0;
-    else if (++awakeLongYields >= LONG_YIELDS) {
-      awakeLongYields = 0;
-      markContended(now);
-    }
-  }
   // On busy CPUs staying awake only delays the peer: sleep until the reply wakes us.
   const give = now < contendedUntil;
   for (const [settled, deadline] of waiters) if (give || now > deadline || settled()) waiters.delete(settled);
@@ -229,16 +230,16 @@ function awake(): void {
     waitScheduled = true;
     setImmediate(awake);
     // As in spin(): the peer that is to answer may be waiting for this CPU.
-    if (YIELD) {
+    if (YIELD && (waiters.size > 0 || now - lastAwakeYield >= AWAKE_YIELD_MS)) {
       const y0 = now;
       schedYield();
       now = performance.now();
-      if (now - y0 > SLICE_YIELD_MS) {
-        awakeLongYields = 0;
-        markContended(now);
-      } else if (now - y0 > LONG_YIELD_MS) {
-        awakeLongYield = true;
-        arrivalsAtYield = arrivals;
+      lastAwakeYield = now;
+      if (now - y0 > LONG_YIELD_MS) windowLost += now - y0;
+      if (now - windowStart >= AWAKE_WINDOW_MS) {
+        if (windowLost > (now - windowStart) * AWAKE_LOST_SHARE) markContended(now);
+        windowStart = now;
+        windowLost = 0;
       }
     }
   }
