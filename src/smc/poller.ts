@@ -230,7 +230,11 @@ function awake(): void {
     waitScheduled = true;
     setImmediate(awake);
     // As in spin(): the peer that is to answer may be waiting for this CPU.
-    if (YIELD && (waiters.size > 0 || now - lastAwakeYield >= AWAKE_YIELD_MS)) {
+    // A handshake's wait yields every turn and judges nothing (as before SMC-R used this loop:
+    // SMC-D's short connections were tuned with it); SMC-R traffic alone yields once in a while
+    // and weighs what its yields lost.
+    if (YIELD && waiters.size > 0) schedYield();
+    else if (YIELD && now - lastAwakeYield >= AWAKE_YIELD_MS) {
       const y0 = now;
       schedYield();
       now = performance.now();
