@@ -340,6 +340,8 @@ async function main(): Promise<void> {
     }
   } finally {
     srv.kill('SIGTERM');
+    // The smc-peer servers end when their stdin does (and then write their CPU profiles).
+    for (const c of children) c.stdin?.end();
     await new Promise((r) => setTimeout(r, 500));
     for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
     tearDown();
