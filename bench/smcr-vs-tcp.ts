@@ -23,7 +23,7 @@
 //   shortconn  connect, 14-byte echo, close, per second, for --seconds after 1 s of the same
 //              not counted (the link group is then up and reused), softrdma/smc with SMC-R by
 //              default and the learned handshake control off (SOFTRDMA_SMC_LEARN=0), against
-//              node:net to node:net                                      target SMC-R/TCP >= 0.8
+//              node:net to node:net (tcp_tw_reuse in the client's namespace) target SMC-R/TCP >= 0.8
 //              and again with the learned handshake control on (its default), which sends
 //              a peer's short connections to TCP after 8 of them        target >= 0.8
 
