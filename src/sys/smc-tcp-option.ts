@@ -220,6 +220,9 @@ export function loadSmcTcpOptionProgram(): number {
   return loadSockOpsProgram(smcTcpOptionProgram(), SMC_TCP_OPTION_PROG_NAME);
 }
 
+/** libbpf's PROG_LOAD_ATTEMPTS: a load the verifier broke off with EAGAIN is tried again. */
+const PROG_LOAD_ATTEMPTS = 5;
+
 /**
  * Load a sock_ops program; returns its fd (the caller closes it). A verifier rejection is a
  * BpfError EINVAL (or EACCES) carrying the verifier's log.
@@ -229,7 +232,7 @@ export function loadSockOpsProgram(insns: Buffer, name: string): number {
   const license = new Native(8);
   insns.copy(prog.bytes);
   license.bytes.write('GPL\0', 'latin1');
-  const load = (log?: Native) => withAttr((a) => {
+  const loadOnce = (log?: Native) => withAttr((a) => {
     a.bytes.writeUInt32LE(BPF_PROG_TYPE_SOCK_OPS, 0);
     a.bytes.writeUInt32LE(insns.length / 8, 4);
     a.bytes.writeBigUInt64LE(prog.address, 8);
@@ -242,6 +245,14 @@ export function loadSockOpsProgram(insns: Buffer, name: string): number {
     a.bytes.write(name, 48, 15, 'latin1'); // prog_name[16]
     return bpfRaw(BPF_PROG_LOAD, a);
   });
+  // The verifier gives up with EAGAIN when a signal is pending (Node's child processes' SIGCHLD,
+  // say); libbpf tries a load up to 5 times for that (PROG_LOAD_ATTEMPTS, bpf.c).
+  const load = (log?: Native) => {
+    for (let attempt = 1; ; attempt++) {
+      const r = loadOnce(log);
+      if ((r.code !== 'EAGAIN' && r.code !== 'EWOULDBLOCK') || attempt >= PROG_LOAD_ATTEMPTS) return r;
+    }
+  };
   try {
     const r = load();
     if (!r.code) return r.ret;
