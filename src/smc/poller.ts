@@ -203,11 +203,6 @@ export function smcrActivity(): void {
   scheduleAwake();
 }
 
-/** An SMC-R CDC arrived: traffic, as a send is. */
-export function smcrArrival(): void {
-  smcrActivity();
-}
-
 /** Whether the event loop is being kept awake (handshake waiters or SMC-R traffic), for tests and status. */
 export function pollerAwake(): boolean {
   return waitScheduled;

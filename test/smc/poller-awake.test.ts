@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import os from 'node:os';
-import { pollerAwake, pollerContention, smcrActivity, smcrArrival } from '../../src/smc/poller.js';
+import { pollerAwake, pollerContention, smcrActivity } from '../../src/smc/poller.js';
 
 const turn = () => new Promise<void>((r) => setImmediate(r));
 
@@ -30,7 +30,7 @@ test('SMC-R traffic keeps the loop awake, and the loop sleeps again once the tra
   const t0 = performance.now();
   let turns = 0, awakeTurns = 0;
   while (performance.now() - t0 < 20) {
-    smcrArrival();
+    smcrActivity();
     await turn();
     turns++;
     if (pollerAwake()) awakeTurns++;

@@ -81,7 +81,7 @@ function deferAck(qp: RxeQp, psn: number): void {
 
 function sendAcksAtExit(): void {
   for (const qp of ackQueue.slice()) {
-    flushAck(qp);
+    flushDeferredAck(qp);
     if (qp.device.link.queued > 0) qp.device.link.flush();
   }
 }
@@ -91,7 +91,7 @@ function sendPendingAcks(): void {
   const q = ackQueue;
   ackQueue = ackSpare;
   try {
-    for (let i = 0; i < q.length; i++) flushAck(q[i]!);
+    for (let i = 0; i < q.length; i++) flushDeferredAck(q[i]!);
   } finally {
     q.length = 0;
     ackSpare = q;
@@ -99,17 +99,13 @@ function sendPendingAcks(): void {
 }
 
 /**
- * Send qp's deferred ACK now, before the QP leaves the states that answer: called on destroy
- * and on the moves to ERR and RESET. A consumer that sees its last completion and closes at
- * once (pingpong, perftest) would otherwise take the ACK with it, and the peer's last send
- * would wait out its retries (Linux's rxe acknowledged before the completion was visible).
+ * Send qp's deferred ACK now, if it has one: before anything else it answers, and before the
+ * QP leaves the states that answer (qp.ts calls it on destroy and on the moves to ERR and
+ * RESET). A consumer that sees its last completion and closes at once (pingpong, perftest)
+ * would otherwise take the ACK with it, and the peer's last send would wait out its retries
+ * (Linux's rxe acknowledged before the completion was visible).
  */
 export function flushDeferredAck(qp: RxeQp): void {
-  flushAck(qp);
-}
-
-/** Send qp's deferred ACK now, if it has one (before anything else it answers). */
-function flushAck(qp: RxeQp): void {
   const r = qp.resp;
   const psn = r.ackPsn;
   if (psn < 0) return;
@@ -120,7 +116,7 @@ function flushAck(qp: RxeQp): void {
 }
 
 function sendAeth(qp: RxeQp, opcode: number, psn: number, syndrome: number, orig?: bigint, msn = qp.resp.msn): void {
-  flushAck(qp);
+  flushDeferredAck(qp);
   const info = OPCODES[opcode]!;
   const buf = Buffer.allocUnsafe(info.length + ICRC_BYTES);
   writeBth(buf, { opcode, padCount: 0, destQp: qp.attr.destQpNum, ackReq: false, psn });
@@ -134,7 +130,7 @@ function sendAeth(qp: RxeQp, opcode: number, psn: number, syndrome: number, orig
 const ack = (qp: RxeQp, psn: number) => sendAeth(qp, OpCode.RC_ACKNOWLEDGE, psn, AethSyndrome.ACK | ACK_SYNDROME_NO_CREDIT_LIMIT);
 
 function sendReadResponses(qp: RxeQp, res: RespResource, fromPsn: number, mem: Buffer, memOff: number): void {
-  flushAck(qp);
+  flushDeferredAck(qp);
   const mtu = qp.mtu;
   const npkts = psnDiff(res.lastPsn, res.firstPsn) + 1;
   for (let k = psnDiff(fromPsn, res.firstPsn); k < npkts; k++) {

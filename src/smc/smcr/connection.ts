@@ -23,7 +23,7 @@ import { cdcSeqBefore, encodeSmcrCdc, type SmcrCdc } from '../wire/cdc-r.js';
 import type { Rmb, SmcrLinkGroup } from './lgr.js';
 import type { SmcrLink } from './link.js';
 import { remoteAddrPlus, type RemoteAddr } from '../../abi/remote-addr.js';
-import { smcrActivity, smcrArrival } from '../poller.js';
+import { smcrActivity } from '../poller.js';
 
 function toWire(total: number, ring: number): { wrap: number; count: number } {
   return { wrap: Math.floor(total / ring) & 0xffff, count: total % ring };
@@ -370,7 +370,7 @@ export class SmcrConnection implements SmcTransport {
   /** A CDC message for this connection arrived (from the link group). */
   onCdc(m: SmcrCdc): void {
     if (this.released || this.failed) return;
-    smcrArrival();
+    smcrActivity(); // traffic, as a send is
     if (m.failoverValidation) {
       // smc_cdc_msg_validate (smc_cdc.c 308-328): a replay after a failover is only compared,
       // never applied; one whose seqno is beyond any seen means messages were lost: abort.

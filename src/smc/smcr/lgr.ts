@@ -283,7 +283,7 @@ export class SmcrLinkGroup {
    * numbers its QPs alike.
    */
   static findByServerLink(dev: SmcrDevice, peerId: Buffer, qpn: number, gid: Buffer): { lgr: SmcrLinkGroup; link: SmcrLink } | undefined {
-    const prefix = `${dev.address}|${peerId.toString('hex')}|`;
+    const prefix = SmcrLinkGroup.key(dev, peerId, Buffer.alloc(0)); // the keys of every peer GID
     for (const key of SmcrLinkGroup.all.keys()) {
       if (!key.startsWith(prefix)) continue;
       for (const lgr of SmcrLinkGroup.find(key, 'client')) {
