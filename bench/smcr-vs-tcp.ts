@@ -85,17 +85,12 @@ async function serverRole(bind: string): Promise<void> {
 }
 
 async function clientRole(bind: string, peer: string, test: string, api: string): Promise<void> {
-  const { createRxeDevice, rxeOf } = await import('../src/index.js');
+  const { createRxeDevice } = await import('../src/index.js');
   const smc = await import('../src/smc/index.js');
-  const { SmcrLinkGroup } = await import('../src/smc/smcr/lgr.js');
+  // The client's side of the data path, per MiB (bulk) or per round trip (ping-pong): its rxe
+  // device's packets, the links' WRITEs, SENDs (CDC) and receives.
+  const { smcrPath: snap, perUnit: per } = await import('../src/tools/smc-peer.js');
   const device = await createRxeDevice({ address: bind, port: 4791, name: 'rxe_bc' });
-  /** The client's side of the data path, per MiB (bulk) or per round trip (ping-pong): rxe packets, the link's WRITEs, SENDs (CDC) and receives. */
-  const snap = () => {
-    const c = rxeOf(device).counters;
-    const l = SmcrLinkGroup.list().reduce((a, g) => ({ writes: a.writes + g.link.stats.writes, sends: a.sends + g.link.stats.sends, recvs: a.recvs + g.link.stats.recvs }), { writes: 0, sends: 0, recvs: 0 });
-    return { pktsOut: c.sent_pkts, pktsIn: c.rcvd_pkts, ...l };
-  };
-  const per = (a: Record<string, number>, b: Record<string, number>, d: number) => Object.fromEntries(Object.keys(a).map((k) => [k, Math.round(((b[k]! - a[k]!) / d) * 100) / 100]));
   device.unref();
   const connect = (): Promise<net.Socket> => new Promise((resolve, reject) => {
     const sock: net.Socket = api === 'smcr'

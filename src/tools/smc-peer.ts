@@ -237,8 +237,8 @@ async function shortconn(a: Api, port: number, seconds: number): Promise<object>
   return { test: 'shortconn', api: a, modes: [...modes], connections: n, seconds: secs, perSec: n / secs };
 }
 
-/** This process's SMC-R data path so far: its rxe devices' packets, its links' WRITEs, SENDs and receives. */
-function smcrPath(): Record<string, number> {
+/** This process's SMC-R data path so far: its rxe devices' packets, its links' WRITEs, SENDs and receives (bench/smcr-vs-tcp too). */
+export function smcrPath(): Record<string, number> {
   const c = { pktsOut: 0, pktsIn: 0, writes: 0, sends: 0, recvs: 0 };
   for (const d of getDeviceList()) {
     if (d.driver !== 'rxe') continue;
@@ -248,6 +248,11 @@ function smcrPath(): Record<string, number> {
   }
   for (const g of SmcrLinkGroup.list()) for (const l of g.links) { c.writes += l.stats.writes; c.sends += l.stats.sends; c.recvs += l.stats.recvs; }
   return c;
+}
+
+/** (after - before) / units for each counter, rounded to hundredths. */
+export function perUnit(before: Record<string, number>, after: Record<string, number>, units: number): Record<string, number> {
+  return Object.fromEntries(Object.keys(before).map((k) => [k, Math.round(((after[k]! - before[k]!) / units) * 100) / 100]));
 }
 
 async function httpLoad(port: number, seconds: number, concurrency: number): Promise<object> {
@@ -272,7 +277,7 @@ async function httpLoad(port: number, seconds: number, concurrency: number): Pro
   const c1 = smcrPath();
   agent.destroy();
   // Per request, where SMC-R carried them (rounded to hundredths).
-  const perRequest = c1.pktsOut > c0.pktsOut ? Object.fromEntries(Object.keys(c0).map((k) => [k, Math.round(((c1[k]! - c0[k]!) / Math.max(1, n)) * 100) / 100])) : undefined;
+  const perRequest = c1.pktsOut > c0.pktsOut ? perUnit(c0, c1, Math.max(1, n)) : undefined;
   return { test: 'http', modes: [...modes], requests: n, seconds: secs, perSec: n / secs, ...(perRequest ? { perRequest } : {}) };
 }
 
