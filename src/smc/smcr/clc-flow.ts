@@ -392,4 +392,5 @@ function settle(key: object, ops: SmcrOps, hs: Hs): void {
   const conn = hs.conn!;
   conn.start();
   ops.settleSmc(conn);
+  conn.settled();
 }

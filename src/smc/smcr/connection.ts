@@ -71,6 +71,11 @@ export class SmcrConnection implements SmcTransport {
   private failed = false;
   /** Events go to the socket only once the handshake settled (start()). */
   private started = false;
+  /**
+   * A failure between joining the link group and the handshake's settling (the link went
+   * down, a hostile early CDC): the socket gets it once it is SMC's (settled()).
+   */
+  private earlyError: string | undefined;
   /** A CDC is owed to the peer but the send queue was full: the link group sends it when it can. */
   cdcPending = false;
   /** Bytes RDMA-written into the peer's RMB and announced (produced counts those still only in the send buffer). */
@@ -131,6 +136,17 @@ export class SmcrConnection implements SmcTransport {
   /** The handshake settled: from now on events go to the socket. */
   start(): void {
     this.started = true;
+  }
+
+  /**
+   * The socket now runs over this connection: a failure that came before (the link lost as
+   * the first link was confirmed, say: its CONFIRM_LINK response and the QP's error can be
+   * handled in one batch) aborts it now rather than leaving a socket on a dead link.
+   */
+  settled(): void {
+    const e = this.earlyError;
+    this.earlyError = undefined;
+    if (e !== undefined && !this.released) this.h.protocolError(e);
   }
 
   diag(): TransportDiag {
@@ -458,6 +474,7 @@ export class SmcrConnection implements SmcTransport {
     if (this.released || this.failed) return;
     this.failed = true;
     if (this.started) this.h.protocolError(`link down: ${reason}`);
+    else this.earlyError = `link down: ${reason}`;
   }
 
   /**
@@ -471,6 +488,7 @@ export class SmcrConnection implements SmcTransport {
     this.lgr.rx.connAborts++;
     this.abort();
     if (this.started) this.h.protocolError(message);
+    else this.earlyError = message;
   }
 
   release(): void {
