@@ -50,6 +50,23 @@ export function addressFromGid(gid: Uint8Array): string {
   return compressIpv6(groups);
 }
 
+/**
+ * 16 address bytes as inet_ntop(3) writes them, which is how node:dgram reports a sender:
+ * RFC 5952's compressed form, an IPv4-mapped address as ::ffff:a.b.c.d, and (glibc's rule)
+ * one whose first six words alone are zero as ::a.b.c.d.
+ */
+export function ipv6String(b: Uint8Array): string {
+  if (b.length !== 16) throw new TypeError('an IPv6 address is 16 bytes');
+  if (b.subarray(0, 10).every((x) => x === 0)) {
+    const quad = `${b[12]}.${b[13]}.${b[14]}.${b[15]}`;
+    if (b[10] === 0xff && b[11] === 0xff) return `::ffff:${quad}`;
+    if (b[10] === 0 && b[11] === 0 && (b[12] !== 0 || b[13] !== 0)) return `::${quad}`;
+  }
+  const groups: string[] = [];
+  for (let i = 0; i < 16; i += 2) groups.push(((b[i]! << 8) | b[i + 1]!).toString(16));
+  return compressIpv6(groups);
+}
+
 function compressIpv6(groups: string[]): string {
   // Replace the longest run of zero groups (length >= 2) with '::' (RFC 5952).
   let best = -1, bestLen = 0;

@@ -30,6 +30,10 @@ export function newDeviceCounters() {
     /** Datagrams the kernel handed over whole under UDP GRO, and the packets split out of them. */
     gro_datagrams: 0,
     gro_packets: 0,
+    /** recvmmsg calls that returned datagrams, when the device socket is read that way (mmsg-receiver.ts; 0 with node:dgram's events). */
+    recvmmsg_batches: 0,
+    /** Receive errors the socket reported (recvmmsg's path: a failed call, or a datagram too large for a slot). */
+    recv_err: 0,
     /** QPs that send from the device port because their own source port could not be bound (or too many are in use). */
     sport_unavailable: 0,
     malformed_drops: 0,

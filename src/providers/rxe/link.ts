@@ -11,6 +11,7 @@ import { ipv4Bytes, ipv6Bytes } from '../../abi/inet.js';
 import { enableUdpGro, prepareRoceSocket } from './sockopt.js';
 import { endsRun, groSegmentSize, joinsRun } from './wire/gro.js';
 import { SourcePort, literalLookup } from './source-port.js';
+import { MmsgReceiver } from './mmsg-receiver.js';
 import type { DeviceCounters } from './counters.js';
 
 export const ROCE_V2_PORT = 4791;
@@ -85,6 +86,8 @@ export class RxeLink {
   private groHint = 0;
   private readonly local: Buffer;
   private closed = false;
+  /** The recvmmsg reader, when the device socket is read that way. */
+  private mmsg: MmsgReceiver | undefined;
   /**
    * Bytes a sender may keep unacknowledged towards a peer: a quarter of the receive buffer
    * the kernel granted us (measured: an 8 MiB buffer holds ~990 datagrams of 4 KiB, as each
@@ -107,24 +110,7 @@ export class RxeLink {
     this.local = family === 4 ? ipv4Bytes(address) : ipv6Bytes(address);
     this.devicePort = SourcePort.ofDevice(sock, address, family, port, counters);
     this.windowBytes = Math.min(4 << 20, Math.max(128 << 10, sock.getRecvBufferSize() >> 2));
-    sock.on('message', (msg, rinfo) => {
-      const s = this.groEnabled ? groSegmentSize(msg, this.groHint) : 0;
-      if (s === 0) this.onPacket(msg, rinfo.address, rinfo.port, 0);
-      else {
-        this.groHint = s;
-        counters.gro_datagrams++;
-        for (let off = 0, k = 0; off < msg.length; off += s, k++) {
-          counters.gro_packets++;
-          this.onPacket(msg.subarray(off, Math.min(off + s, msg.length)), rinfo.address, rinfo.port, k);
-        }
-      }
-      // What answering this datagram queued (ACKs, NAKs, read responses, a requester's burst on
-      // an ACK) leaves now, not in the flush microtask: that would run after the microtasks
-      // the datagram's completions queued (CQ notifications), so an ACK would wait for the
-      // consumer to handle the data (and to answer it). Node runs microtasks after each
-      // datagram anyway, so batching is unchanged: a GRO run's answers still leave together.
-      if (this.out.length > 0) this.flush();
-    });
+    sock.on('message', (msg, rinfo) => this.deliver(msg, rinfo.address, rinfo.port, this.groEnabled ? -1 : 0));
     sock.on('error', () => { counters.send_err++; });
   }
 
@@ -150,9 +136,49 @@ export class RxeLink {
         }
         const link = new RxeLink(sock, address, sock.address().port, family, counters, gso, perQpPorts);
         link.groEnabled = gso && enableUdpGro(sock);
+        link.attachMmsg();
         resolve(link);
       });
     });
+  }
+
+  /**
+   * One received datagram. `groSegment`: its UDP GRO segment size from the kernel's control
+   * message (0: one packet), or -1 when node:dgram hid that message and the size must be
+   * recovered from the packets (wire/gro.ts).
+   */
+  private deliver(msg: Buffer, address: string, port: number, groSegment: number): void {
+    const s = groSegment < 0 ? groSegmentSize(msg, this.groHint) : groSegment < msg.length ? groSegment : 0;
+    if (s === 0) this.onPacket(msg, address, port, 0);
+    else {
+      this.groHint = s;
+      this.counters.gro_datagrams++;
+      for (let off = 0, k = 0; off < msg.length; off += s, k++) {
+        this.counters.gro_packets++;
+        this.onPacket(msg.subarray(off, Math.min(off + s, msg.length)), address, port, k);
+      }
+    }
+    // What answering this datagram queued (ACKs, NAKs, read responses, a requester's burst on
+    // an ACK) leaves now, not in the flush microtask: that would run after the microtasks
+    // the datagram's completions queued (CQ notifications), so an ACK would wait for the
+    // consumer to handle the data (and to answer it). A GRO run's answers still leave together.
+    if (this.out.length > 0) this.flush();
+  }
+
+  /**
+   * Read with recvmmsg into reused memory instead of node:dgram's 'message' events (see
+   * mmsg-receiver.ts), where that works; the datagrams take the same path either way.
+   */
+  private attachMmsg(): void {
+    const c = this.counters;
+    const r = MmsgReceiver.attach(this.sock, {
+      datagram: (msg, address, port, seg) => this.deliver(msg, address, port, seg),
+      batch: () => { c.recvmmsg_batches++; },
+      error: () => { c.recv_err++; },
+    });
+    if (!r) return;
+    this.sock.removeAllListeners('message');
+    this.mmsg = r;
   }
 
   /** The ICRC flow for packets between us and a peer, in one direction. */
@@ -412,12 +438,14 @@ export class RxeLink {
   setKeepAlive(on: boolean): void {
     if (on) this.sock.ref();
     else this.sock.unref();
+    this.mmsg?.setKeepAlive(on);
   }
 
   async close(): Promise<void> {
     if (this.closed) return;
     this.flush();
     this.closed = true;
+    this.mmsg?.close();
     // Each source port closes its own sockets a turn later (SourcePort.close), behind what
     // was queued from it; the device socket closes here after the same wait.
     this.devicePort.close();
