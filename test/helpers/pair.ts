@@ -3,13 +3,13 @@
 
 import { once } from 'node:events';
 import {
-  connectQp, createRxeDevice, QpType, rxeOf, RC_ACCESS, type ConnectOptions, type Context, type CQ, type Device, type PD, type QP, type WorkCompletion,
+  connectQp, createRxeDevice, QpType, rxeOf, RC_ACCESS, type ConnectOptions, type RxeDeviceOptions, type Context, type CQ, type Device, type PD, type QP, type WorkCompletion,
 } from '../../src/index.js';
 
 export interface Side { dev: Device; ctx: Context; pd: PD; cq: CQ; qp: QP }
 
-export async function openSide(address: string, port: number): Promise<Omit<Side, 'qp'>> {
-  const dev = await createRxeDevice({ address, port });
+export async function openSide(address: string, port: number, device: Partial<RxeDeviceOptions> = {}): Promise<Omit<Side, 'qp'>> {
+  const dev = await createRxeDevice({ ...device, address, port });
   const ctx = dev.open();
   const pd = ctx.allocPd();
   const cq = ctx.createCq(4096);
@@ -42,12 +42,12 @@ export function connect(qp: QP, remote: { qpn: number; gid: Uint8Array }, opts: 
  * taken. On 127.0.0.2 and 127.0.0.3 unless told: a test about fixed ports (the per-QP source
  * ports follow from the QPNs, the same in every process) takes addresses of its own.
  */
-async function openTwo(addrs: readonly [string, string] = ['127.0.0.2', '127.0.0.3']) {
+async function openTwo(addrs: readonly [string, string] = ['127.0.0.2', '127.0.0.3'], device: Partial<RxeDeviceOptions> = {}) {
   for (let attempt = 0; ; attempt++) {
-    const a = await openSide(addrs[0], 0);
+    const a = await openSide(addrs[0], 0, device);
     const port = rxeOf(a.dev).port;
     try {
-      return { a, b: await openSide(addrs[1], port) };
+      return { a, b: await openSide(addrs[1], port, device) };
     } catch (err) {
       await a.dev.close();
       if ((err as { code?: string }).code !== 'EADDRINUSE' || attempt > 5) throw err;
@@ -55,9 +55,9 @@ async function openTwo(addrs: readonly [string, string] = ['127.0.0.2', '127.0.0
   }
 }
 
-export async function makePair(qpType: number = QpType.RC, opts: Parameters<typeof connect>[2] & { cap?: object; addresses?: readonly [string, string] } = {}) {
-  const { addresses, ...qpOpts } = opts;
-  const { a, b } = await openTwo(addresses);
+export async function makePair(qpType: number = QpType.RC, opts: Parameters<typeof connect>[2] & { cap?: object; addresses?: readonly [string, string]; device?: Partial<RxeDeviceOptions> } = {}) {
+  const { addresses, device, ...qpOpts } = opts;
+  const { a, b } = await openTwo(addresses, device);
   const cap = { maxSendWr: 1024, maxRecvWr: 1024, maxSendSge: 4, maxRecvSge: 4, maxInlineData: 256, ...(opts.cap ?? {}) };
   const qa = a.pd.createQp({ qpType, sendCq: a.cq, recvCq: a.cq, cap });
   const qb = b.pd.createQp({ qpType, sendCq: b.cq, recvCq: b.cq, cap });

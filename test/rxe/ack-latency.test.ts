@@ -8,6 +8,7 @@ import { Access, QpType, SendFlags, WcOpcode, WcStatus, WrOpcode, queryRxeCounte
 import { connect, makePair, twoDevices, waitCompletions } from '../helpers/pair.js';
 import { ackCoalescing } from '../../src/providers/rxe/requester.js';
 import { ackDeferral } from '../../src/providers/rxe/responder.js';
+import { mmsgAvailable } from '../../src/providers/rxe/mmsg-receiver.js';
 import { OpCode } from '../../src/providers/rxe/wire/opcodes.js';
 
 /** A long retransmit timeout (4.096 us x 2^20, ~4.3 s): any retransmission is a failure here, never a rescue. */
@@ -212,30 +213,37 @@ test("deferred (the default): the consumer's answer leaves before the ACK, and a
   }
 }));
 
-test('a QP destroyed as soon as its consumer sees the last receive still sends the deferred ACK (pingpong exits at once)', withDeferral(true, async () => {
-  const { a, b, close } = await makePair(QpType.RC, SLOW_RTO);
-  try {
-    const smr = a.pd.regMr(Buffer.alloc(64, 7), 0);
-    const rmr = b.pd.regMr(Buffer.alloc(64), Access.LOCAL_WRITE);
-    b.qp.postRecv({ wrId: 5, sgList: [rmr.sge(0, 64)] });
-    a.qp.postSend({ wrId: 6, opcode: WrOpcode.SEND, sendFlags: SendFlags.SIGNALED, sgList: [smr.sge(0, 64)] });
-    // The consumer polls from setImmediate, as pingpong does: it sees the completion in the
-    // same check phase that would send the deferred ACK, and destroys the QP first.
-    let recv: WorkCompletion[] = [];
-    const deadline = Date.now() + 5000;
-    while (!(recv = b.cq.poll(1)).length && Date.now() < deadline) await new Promise((r) => setImmediate(r));
-    assert.equal(recv[0]?.status, WcStatus.SUCCESS);
-    const acked = queryRxeCounters(b.ctx, b.qp).qp.acks_sent;
-    b.qp.destroy();
-    // Without the ACK, a would retransmit after ~4.3 s into a destroyed QP: retried forever.
-    const [sent] = await waitCompletions(a.cq, 1, 2000);
-    assert.deepEqual([sent!.wrId, sent!.status], [6, WcStatus.SUCCESS]);
-    assert.equal(queryRxeCounters(a.ctx, a.qp).qp.retransmits, 0);
-    assert.equal(acked, 0, 'the ACK was still deferred when the QP was destroyed (the case under test)');
-  } finally {
-    await close();
-  }
-}));
+for (const recvmmsg of [false, true]) {
+  // node:dgram's path: the deferred ACK leaves in the poll phase's setImmediate, which a
+  // consumer polling from setImmediate can beat (the case the flush on destroy is for).
+  // recvmmsg's path: the ACK leaves after the batch's microtasks, before such a consumer runs.
+  const path = recvmmsg ? 'read with recvmmsg: the ACK is gone before the consumer polls' : 'node:dgram';
+  test(`a QP destroyed as soon as its consumer sees the last receive still sends the deferred ACK (pingpong exits at once; ${path})`, { skip: recvmmsg && !mmsgAvailable() }, withDeferral(true, async () => {
+    const { a, b, close } = await makePair(QpType.RC, { ...SLOW_RTO, device: { recvmmsg } });
+    try {
+      const smr = a.pd.regMr(Buffer.alloc(64, 7), 0);
+      const rmr = b.pd.regMr(Buffer.alloc(64), Access.LOCAL_WRITE);
+      b.qp.postRecv({ wrId: 5, sgList: [rmr.sge(0, 64)] });
+      a.qp.postSend({ wrId: 6, opcode: WrOpcode.SEND, sendFlags: SendFlags.SIGNALED, sgList: [smr.sge(0, 64)] });
+      // The consumer polls from setImmediate, as pingpong does: on node:dgram's path it sees the
+      // completion in the same check phase that would send the deferred ACK, and destroys the QP first.
+      let recv: WorkCompletion[] = [];
+      const deadline = Date.now() + 5000;
+      while (!(recv = b.cq.poll(1)).length && Date.now() < deadline) await new Promise((r) => setImmediate(r));
+      assert.equal(recv[0]?.status, WcStatus.SUCCESS);
+      const acked = queryRxeCounters(b.ctx, b.qp).qp.acks_sent;
+      b.qp.destroy();
+      // Without the ACK, a would retransmit after ~4.3 s into a destroyed QP: retried forever.
+      const [sent] = await waitCompletions(a.cq, 1, 2000);
+      assert.deepEqual([sent!.wrId, sent!.status], [6, WcStatus.SUCCESS]);
+      assert.equal(queryRxeCounters(a.ctx, a.qp).qp.retransmits, 0);
+      if (recvmmsg) assert.equal(acked, 1, 'the ACK left after the batch, before the consumer\'s poll');
+      else assert.equal(acked, 0, 'the ACK was still deferred when the QP was destroyed (the case under test)');
+    } finally {
+      await close();
+    }
+  }));
+}
 
 test('deferred ACKs of many QPs in one turn: each QP acknowledges its burst, once per turn, and nothing stays held', withDeferral(true, withCoalescing(async () => {
   // write_bw -q 16's pattern: many QPs of one device pair, each with a burst in flight. The

@@ -87,6 +87,23 @@ describe('rxe receive through recvmmsg', () => {
     }
   });
 
+  it('the device option recvmmsg: false keeps node:dgram\'s path, with the same result', async () => {
+    const p = await makePair(undefined, { device: { recvmmsg: false } });
+    try {
+      const src = p.a.pd.regMr(Buffer.alloc(8192, 0x5a), Access.LOCAL_WRITE);
+      const dstBuf = Buffer.alloc(8192);
+      const dst = p.b.pd.regMr(dstBuf, Access.LOCAL_WRITE | Access.REMOTE_WRITE);
+      p.a.qp.postSend({ wrId: 1n, opcode: WrOpcode.RDMA_WRITE, sendFlags: SendFlags.SIGNALED, sgList: [src.sge()], rdma: { remoteAddr: dst.addr, rkey: dst.rkey } });
+      const [wc] = await waitCompletions(p.a.cq, 1);
+      assert.equal(wc!.status, 0);
+      assert.ok(dstBuf.every((x) => x === 0x5a));
+      assert.equal(rxeOf(p.b.dev).counters.recvmmsg_batches, 0);
+      assert.ok(rxeOf(p.b.dev).counters.rcvd_pkts > 0);
+    } finally {
+      await p.close();
+    }
+  });
+
   it('a device in a worker thread reads with node:dgram (libuv\'s default loop is the main thread\'s)', async () => {
     const index = new URL('../../src/index.js', import.meta.url).href;
     const w = new Worker(WORKER, { eval: true, workerData: { index } });

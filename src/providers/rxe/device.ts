@@ -18,7 +18,7 @@ import { parsePacket } from './wire/headers.js';
 import { Op } from './wire/opcodes.js';
 import { gidFromAddress } from '../../abi/inet.js';
 import { onResponse } from './completer.js';
-import { onRequest } from './responder.js';
+import { onRequest, sendPendingAcks } from './responder.js';
 import { registerRxeDriverMethods } from './driver-methods.js';
 import { GSI_QPN, RxeGsi } from './gsi.js';
 import { tracer } from '../../sys/trace.js';
@@ -50,6 +50,12 @@ export interface RxeDeviceOptions {
    * (default: on, unless SOFTRDMA_RXE_SPORT=0). Off: every packet leaves from the device port.
    */
   perQpSourcePort?: boolean;
+  /**
+   * Read the device socket with recvmmsg into memory reused from batch to batch (default: on
+   * where it works, the main thread on Linux, unless SOFTRDMA_RXE_RECVMMSG=0; see
+   * mmsg-receiver.ts). Off: node:dgram's 'message' events, a buffer per datagram.
+   */
+  recvmmsg?: boolean;
   /**
    * Lower some of the limits the device advertises (queryDevice) and enforces: object counts
    * (maxPd, maxCq, maxAh, maxSrq, maxQp, maxMr, maxMw: one more is ENOMEM) and sizes (maxCqe,
@@ -129,6 +135,7 @@ export class RxeDevice implements ProviderDevice {
     this.keys = new KeyTable(limits.maxMr + limits.maxMw);
     this.nodeGuid = nodeGuidFor(link.address);
     link.onPacket = (pkt, from, fromPort, segment) => this.receive(pkt, from, fromPort, segment);
+    link.afterBatch = sendPendingAcks;
   }
 
   static async create(opts: RxeDeviceOptions): Promise<RxeDevice> {
@@ -138,7 +145,7 @@ export class RxeDevice implements ProviderDevice {
     const limits = checkLimits(opts.limits);
     const link = await RxeLink.open(
       opts.address, opts.port ?? ROCE_V2_PORT, counters, opts.gso ?? process.env.SOFTRDMA_RXE_GSO !== '0',
-      opts.perQpSourcePort ?? process.env.SOFTRDMA_RXE_SPORT !== '0',
+      opts.perQpSourcePort ?? process.env.SOFTRDMA_RXE_SPORT !== '0', opts.recvmmsg ?? true,
     );
     return new RxeDevice(opts.name ?? `rxe${deviceCount++}`, link, mtu, counters, limits);
   }

@@ -56,6 +56,11 @@ export class RxeLink {
   onPacket: (pkt: Buffer, from: string, fromPort: number, segment: number) => void = () => {};
   faults: FaultPlan | undefined;
   /**
+   * Runs after the microtasks of a batch read with recvmmsg (the device sends its deferred
+   * ACKs there: see responder.ts sendPendingAcks).
+   */
+  afterBatch: (() => void) | undefined;
+  /**
    * A seam for tests that drive QPs packet by packet: when set, each outgoing packet, sealed
    * with its ICRC, goes to this function instead of a socket (no fault plan, no GSO), at once
    * and in order; a send's onSent runs on the next microtask.
@@ -114,7 +119,7 @@ export class RxeLink {
     sock.on('error', () => { counters.send_err++; });
   }
 
-  static open(address: string, port: number, counters: DeviceCounters, gso: boolean, perQpPorts: boolean): Promise<RxeLink> {
+  static open(address: string, port: number, counters: DeviceCounters, gso: boolean, perQpPorts: boolean, recvmmsg = true): Promise<RxeLink> {
     const family = isIPv4(address) ? 4 : 6;
     const sock = dgram.createSocket({ type: family === 4 ? 'udp4' : 'udp6', recvBufferSize: 8 << 20, sendBufferSize: 8 << 20, lookup: literalLookup });
     return new Promise((resolve, reject) => {
@@ -136,7 +141,7 @@ export class RxeLink {
         }
         const link = new RxeLink(sock, address, sock.address().port, family, counters, gso, perQpPorts);
         link.groEnabled = gso && enableUdpGro(sock);
-        link.attachMmsg();
+        if (recvmmsg) link.attachMmsg();
         resolve(link);
       });
     });
@@ -174,6 +179,7 @@ export class RxeLink {
     const r = MmsgReceiver.attach(this.sock, {
       datagram: (msg, address, port, seg) => this.deliver(msg, address, port, seg),
       batch: () => { c.recvmmsg_batches++; },
+      batchEnd: () => { if (this.afterBatch) queueMicrotask(this.afterBatch); },
       error: () => { c.recv_err++; },
     });
     if (!r) return;

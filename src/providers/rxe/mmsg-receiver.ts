@@ -46,8 +46,10 @@ const EAGAIN = 11, EINTR = 4;
 export interface MmsgHandlers {
   /** One datagram: a view of the reused area, its sender, and its GRO segment size (0: one packet). */
   datagram(msg: Buffer, address: string, port: number, groSegment: number): void;
-  /** A recvmmsg call returned datagrams. */
+  /** A recvmmsg call returned datagrams (before the first of them). */
   batch(): void;
+  /** The last datagram of a batch was handled. */
+  batchEnd(): void;
   /** A failed read, or a datagram larger than a slot (dropped). */
   error(): void;
 }
@@ -78,7 +80,8 @@ function bindUv(): Uv | null {
   if (process.arch !== 'x64' && process.arch !== 'arm64') return uv; // the layouts above are LP64's
   try {
     const self = koffi.load(null as unknown as string);
-    const pollCbType = koffi.proto('void softrdma_uv_poll_cb(void *handle, int status, int events)');
+    // The handle as an integer: a pointer argument would cost an External per call.
+    const pollCbType = koffi.proto('void softrdma_uv_poll_cb(uintptr_t handle, int status, int events)');
     const closeCbType = koffi.proto('void softrdma_uv_close_cb(void *handle)');
     const UV_POLL = 8;
     uv = {
@@ -118,6 +121,8 @@ export class MmsgReceiver {
   private closeCb: koffi.IKoffiRegisteredCallback | undefined;
   private scheduled = false;
   private closed = false;
+  /** Entries the last recvmmsg filled (their name and control lengths were overwritten). */
+  private filled = 0;
   /** The last sender's address (family, bytes) and its string: datagrams come in runs from one peer. */
   private readonly lastName = Buffer.alloc(16);
   private lastLen = 0;
@@ -201,12 +206,14 @@ export class MmsgReceiver {
     if (this.closed) return;
     const u = this.u;
     const v = this.view;
-    for (let i = 0; i < BATCH; i++) {
+    // The kernel wrote the lengths of the entries it filled last time: give them their room back.
+    for (let i = 0; i < this.filled; i++) {
       const m = i * MMSG_BYTES;
       v.writeUInt32LE(NAME_BYTES, m + 8);
       v.writeUInt32LE(CONTROL_BYTES, m + 40);
     }
     const n = u.recvmmsg(this.fd, this.mem, BATCH, MSG_DONTWAIT, null);
+    this.filled = n > 0 ? n : 0;
     if (n < 0) {
       const e = u.errno();
       if (e !== EAGAIN && e !== EINTR) this.on.error();
@@ -226,10 +233,11 @@ export class MmsgReceiver {
       if (family === AF_INET) address = this.addressOf(name + 4, 4);
       else if (family === AF_INET6) address = this.addressOf(name + 8, 16);
       else continue;
-      const seg = groSegment(v, this.controlAt(i), Number(v.readBigUInt64LE(m + 40)));
+      const seg = groSegment(v, this.controlAt(i), v.readUInt32LE(m + 40)); // msg_controllen (< 2^32)
       const slot = this.slotAt(i);
       this.on.datagram(v.subarray(slot, slot + len), address, port, seg);
     }
+    this.on.batchEnd();
     // A full batch: more may be queued; read it next turn (after this batch's microtasks).
     if (n === BATCH && !this.closed && !this.scheduled) {
       this.scheduled = true;
@@ -284,7 +292,7 @@ export class MmsgReceiver {
 function groSegment(v: Buffer, at: number, controlLen: number): number {
   let off = 0;
   while (off + 16 <= controlLen) {
-    const len = Number(v.readBigUInt64LE(at + off));
+    const len = v.readUInt32LE(at + off); // cmsg_len, a size_t (< 2^32)
     if (len < 16 || off + len > controlLen) return 0;
     if (v.readInt32LE(at + off + 8) === SOL_UDP && v.readInt32LE(at + off + 12) === UDP_GRO && len >= 20) return v.readInt32LE(at + off + 16);
     off += (len + 7) & ~7;
