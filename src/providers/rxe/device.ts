@@ -18,7 +18,7 @@ import { parsePacket } from './wire/headers.js';
 import { Op } from './wire/opcodes.js';
 import { gidFromAddress } from '../../abi/inet.js';
 import { onResponse } from './completer.js';
-import { onRequest, sendPendingAcks } from './responder.js';
+import { onRequest } from './responder.js';
 import { registerRxeDriverMethods } from './driver-methods.js';
 import { GSI_QPN, RxeGsi } from './gsi.js';
 import { tracer } from '../../sys/trace.js';
@@ -135,7 +135,6 @@ export class RxeDevice implements ProviderDevice {
     this.keys = new KeyTable(limits.maxMr + limits.maxMw);
     this.nodeGuid = nodeGuidFor(link.address);
     link.onPacket = (pkt, from, fromPort, segment) => this.receive(pkt, from, fromPort, segment);
-    link.afterBatch = sendPendingAcks;
   }
 
   static async create(opts: RxeDeviceOptions): Promise<RxeDevice> {

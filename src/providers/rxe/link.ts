@@ -56,11 +56,6 @@ export class RxeLink {
   onPacket: (pkt: Buffer, from: string, fromPort: number, segment: number) => void = () => {};
   faults: FaultPlan | undefined;
   /**
-   * Runs after the microtasks of a batch read with recvmmsg (the device sends its deferred
-   * ACKs there: see responder.ts sendPendingAcks).
-   */
-  afterBatch: (() => void) | undefined;
-  /**
    * A seam for tests that drive QPs packet by packet: when set, each outgoing packet, sealed
    * with its ICRC, goes to this function instead of a socket (no fault plan, no GSO), at once
    * and in order; a send's onSent runs on the next microtask.
@@ -179,7 +174,6 @@ export class RxeLink {
     const r = MmsgReceiver.attach(this.sock, {
       datagram: (msg, address, port, seg) => this.deliver(msg, address, port, seg),
       batch: () => { c.recvmmsg_batches++; },
-      batchEnd: () => { if (this.afterBatch) queueMicrotask(this.afterBatch); },
       error: () => { c.recv_err++; },
     });
     if (!r) return;

@@ -48,8 +48,6 @@ export interface MmsgHandlers {
   datagram(msg: Buffer, address: string, port: number, groSegment: number): void;
   /** A recvmmsg call returned datagrams (before the first of them). */
   batch(): void;
-  /** The last datagram of a batch was handled. */
-  batchEnd(): void;
   /** A failed read, or a datagram larger than a slot (dropped). */
   error(): void;
 }
@@ -237,7 +235,6 @@ export class MmsgReceiver {
       const slot = this.slotAt(i);
       this.on.datagram(v.subarray(slot, slot + len), address, port, seg);
     }
-    this.on.batchEnd();
     // A full batch: more may be queued; read it next turn (after this batch's microtasks).
     if (n === BATCH && !this.closed && !this.scheduled) {
       this.scheduled = true;

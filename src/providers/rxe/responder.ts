@@ -86,13 +86,7 @@ function sendAcksAtExit(): void {
   }
 }
 
-/**
- * The deferred ACKs leave now. Their setImmediate does it at the end of a poll phase that read
- * datagrams; a batch read with recvmmsg is handled in the check phase, where a new immediate
- * would wait a whole turn, so the link calls this after the batch's microtasks instead (the
- * consumers' answers still leave first).
- */
-export function sendPendingAcks(): void {
+function sendPendingAcks(): void {
   acksScheduled = false;
   const q = ackQueue;
   ackQueue = ackSpare;
