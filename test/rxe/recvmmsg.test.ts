@@ -4,6 +4,7 @@
 // SOFTRDMA_RXE_RECVMMSG=0, and both paths move the same data.
 
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import net from 'node:net';
 import { describe, it } from 'node:test';
 import { Worker } from 'node:worker_threads';
@@ -102,6 +103,27 @@ describe('rxe receive through recvmmsg', () => {
     } finally {
       await p.close();
     }
+  });
+
+  it('a process that opened and closed a device exits by itself (libuv and koffi let go of the poll handle and its callbacks)', async () => {
+    // koffi 2.12 deadlocked in Node 24.14+'s teardown after any registered callback: the
+    // process printed its last line and never exited.
+    const index = new URL('../../src/index.js', import.meta.url).href;
+    const code = `const { createRxeDevice, rxeOf } = await import(${JSON.stringify(index)});
+      const d = await createRxeDevice({ address: '127.0.0.2', port: 0 });
+      const reading = rxeOf(d).counters.recvmmsg_batches >= 0;
+      await d.close();
+      console.log(JSON.stringify({ closed: reading }));`;
+    const child = spawn(process.execPath, ['--input-type=module', '-e', code], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
+    const exited = await Promise.race([
+      new Promise<number | null>((r) => child.on('exit', (c) => r(c))),
+      new Promise<'hung'>((r) => setTimeout(() => r('hung'), 15_000).unref()),
+    ]);
+    if (exited === 'hung') child.kill('SIGKILL');
+    assert.match(out, /"closed":true/);
+    assert.equal(exited, 0, 'exited with 0 by itself');
   });
 
   it('a device in a worker thread reads with node:dgram (libuv\'s default loop is the main thread\'s)', async () => {
