@@ -45,9 +45,7 @@ export function addressFromGid(gid: Uint8Array): string {
   if (gid.length !== 16) throw new TypeError('a GID is 16 bytes');
   const isMapped = gid.subarray(0, 10).every((b) => b === 0) && gid[10] === 0xff && gid[11] === 0xff;
   if (isMapped) return `${gid[12]}.${gid[13]}.${gid[14]}.${gid[15]}`;
-  const groups: string[] = [];
-  for (let i = 0; i < 16; i += 2) groups.push(((gid[i]! << 8) | gid[i + 1]!).toString(16));
-  return compressIpv6(groups);
+  return compressIpv6(hexGroups(gid));
 }
 
 /**
@@ -62,9 +60,14 @@ export function ipv6String(b: Uint8Array): string {
     if (b[10] === 0xff && b[11] === 0xff) return `::ffff:${quad}`;
     if (b[10] === 0 && b[11] === 0 && (b[12] !== 0 || b[13] !== 0)) return `::${quad}`;
   }
+  return compressIpv6(hexGroups(b));
+}
+
+/** The eight 16-bit words of an IPv6 address, in hex without leading zeros. */
+function hexGroups(b: Uint8Array): string[] {
   const groups: string[] = [];
   for (let i = 0; i < 16; i += 2) groups.push(((b[i]! << 8) | b[i + 1]!).toString(16));
-  return compressIpv6(groups);
+  return groups;
 }
 
 function compressIpv6(groups: string[]): string {
