@@ -144,7 +144,7 @@ export class RxeDevice implements ProviderDevice {
     const limits = checkLimits(opts.limits);
     const link = await RxeLink.open(
       opts.address, opts.port ?? ROCE_V2_PORT, counters, opts.gso ?? process.env.SOFTRDMA_RXE_GSO !== '0',
-      opts.perQpSourcePort ?? process.env.SOFTRDMA_RXE_SPORT !== '0', opts.recvmmsg ?? true,
+      opts.perQpSourcePort ?? process.env.SOFTRDMA_RXE_SPORT !== '0', opts.recvmmsg ?? process.env.SOFTRDMA_RXE_RECVMMSG !== '0',
     );
     return new RxeDevice(opts.name ?? `rxe${deviceCount++}`, link, mtu, counters, limits);
   }

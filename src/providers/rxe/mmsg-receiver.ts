@@ -18,14 +18,16 @@
 //
 // Packets are views of the reused area: they are valid until the next batch is read, which
 // is the next check-phase callback at the earliest. Every consumer in rxe copies what it keeps
-// (payloads into MRs, MADs, GRH addresses). Worker threads, other platforms and
-// SOFTRDMA_RXE_RECVMMSG=0 keep node:dgram's path.
+// (payloads into MRs, MADs, GRH addresses). Worker threads and other platforms keep
+// node:dgram's path, as does a device opened with recvmmsg: false (SOFTRDMA_RXE_RECVMMSG=0).
 
 import type { Socket } from 'node:dgram';
+import fs from 'node:fs';
 import { isMainThread } from 'node:worker_threads';
 import koffi from 'koffi';
-import { socketFd } from './sockopt.js';
+import { dgramHandle } from './sockopt.js';
 import { ipv6String } from '../../abi/inet.js';
+import { libcLibrary } from '../../sys/libc.js';
 
 /** Datagrams per recvmmsg call; each slot holds the largest (a 64 KiB GRO run). */
 const BATCH = 32;
@@ -63,8 +65,6 @@ interface Uv {
   unref: (h: unknown) => void;
   recvmmsg: (fd: number, vec: unknown, vlen: number, flags: number, timeout: null) => number;
   dup: (fd: number) => number;
-  closeFd: (fd: number) => number;
-  errno: () => number;
   pollCbType: koffi.IKoffiCType;
   closeCbType: koffi.IKoffiCType;
 }
@@ -74,10 +74,12 @@ let uv: Uv | null | undefined;
 function bindUv(): Uv | null {
   if (uv !== undefined) return uv;
   uv = null;
-  if (process.platform !== 'linux' || !isMainThread || process.env.SOFTRDMA_RXE_RECVMMSG === '0') return uv;
+  if (process.platform !== 'linux' || !isMainThread) return uv;
   if (process.arch !== 'x64' && process.arch !== 'arm64') return uv; // the layouts above are LP64's
   try {
+    // libuv's functions are the node process's own; recvmmsg and dup are the C library's.
     const self = koffi.load(null as unknown as string);
+    const libc = libcLibrary();
     // The handle as an integer: a pointer argument would cost an External per call.
     const pollCbType = koffi.proto('void softrdma_uv_poll_cb(uintptr_t handle, int status, int events)');
     const closeCbType = koffi.proto('void softrdma_uv_close_cb(void *handle)');
@@ -91,10 +93,8 @@ function bindUv(): Uv | null {
       close: self.func('void uv_close(void *, softrdma_uv_close_cb *)') as Uv['close'],
       ref: self.func('void uv_ref(void *)') as Uv['ref'],
       unref: self.func('void uv_unref(void *)') as Uv['unref'],
-      recvmmsg: self.func('int recvmmsg(int, void *, unsigned int, int, void *)') as Uv['recvmmsg'],
-      dup: self.func('int dup(int)') as Uv['dup'],
-      closeFd: self.func('int close(int)') as Uv['closeFd'],
-      errno: () => koffi.errno(),
+      recvmmsg: libc.func('int recvmmsg(int, void *, unsigned int, int, void *)') as Uv['recvmmsg'],
+      dup: libc.func('int dup(int)') as Uv['dup'],
       pollCbType,
       closeCbType,
     };
@@ -105,7 +105,7 @@ function bindUv(): Uv | null {
   return uv;
 }
 
-/** Whether sockets will be read with recvmmsg here (main thread, Linux, libuv reachable). */
+/** Whether sockets can be read with recvmmsg here (main thread, Linux, libuv reachable). */
 export function mmsgAvailable(): boolean {
   return bindUv() !== null;
 }
@@ -156,13 +156,13 @@ export class MmsgReceiver {
    */
   static attach(sock: Socket, on: MmsgHandlers): MmsgReceiver | undefined {
     const u = bindUv();
-    const dgramHandle = u && dgramHandleOf(sock);
-    if (!u || !dgramHandle) return undefined;
+    const h = u && dgramHandle(sock);
+    if (!u || !h) return undefined;
     let fd = -1;
     let r: MmsgReceiver | undefined;
     let inLoop = false;
     try {
-      fd = u.dup(socketFd(sock));
+      fd = u.dup(h.fd);
       if (fd < 0) return undefined;
       r = new MmsgReceiver(u, fd, on);
       if (u.pollInit(u.loop, r.handle, fd) !== 0) throw new Error('uv_poll_init');
@@ -172,11 +172,11 @@ export class MmsgReceiver {
       // A handle libuv knows is freed through uv_close; one it does not, at once.
       if (r && inLoop) r.close();
       else if (r) r.release(true);
-      else if (fd >= 0) u.closeFd(fd);
+      else if (fd >= 0) fs.closeSync(fd);
       return undefined;
     }
     // node:dgram stops reading: the kernel's queue is ours (its handle stays for sending).
-    dgramHandle.recvStop();
+    h.recvStop();
     return r;
   }
 
@@ -213,7 +213,7 @@ export class MmsgReceiver {
     const n = u.recvmmsg(this.fd, this.mem, BATCH, MSG_DONTWAIT, null);
     this.filled = n > 0 ? n : 0;
     if (n < 0) {
-      const e = u.errno();
+      const e = koffi.errno();
       if (e !== EAGAIN && e !== EINTR) this.on.error();
       return;
     }
@@ -267,7 +267,7 @@ export class MmsgReceiver {
     if (this.closed) return;
     this.closed = true;
     this.u.pollStop(this.handle);
-    this.u.closeFd(this.fd);
+    fs.closeSync(this.fd);
     this.closeCb = koffi.register(() => this.release(), koffi.pointer(this.u.closeCbType));
     this.u.close(this.handle, this.closeCb);
   }
@@ -279,7 +279,7 @@ export class MmsgReceiver {
     // Not from inside the callback that is running: a turn later.
     const cb = this.closeCb;
     if (cb) setImmediate(() => koffi.unregister(cb));
-    if (fdOpen) this.u.closeFd(this.fd);
+    if (fdOpen) fs.closeSync(this.fd);
     koffi.free(this.handle);
     koffi.free(this.mem);
   }
@@ -295,14 +295,4 @@ function groSegment(v: Buffer, at: number, controlLen: number): number {
     off += (len + 7) & ~7;
   }
   return 0;
-}
-
-/** node:dgram's UDP handle, which reads until told to stop (found as socketFd finds the fd). */
-function dgramHandleOf(sock: Socket): { recvStop(): number } | undefined {
-  for (const sym of Object.getOwnPropertySymbols(sock)) {
-    const state = (sock as unknown as Record<symbol, { handle?: { recvStop?: () => number } }>)[sym];
-    const h = state?.handle;
-    if (typeof h?.recvStop === 'function') return h as { recvStop(): number };
-  }
-  return undefined;
 }

@@ -22,14 +22,20 @@ function setsockopt(fd: number, level: number, name: number, value: number): voi
   if (setsockoptFn!(fd, level, name, v, 4) !== 0) throw new Error(`setsockopt(${level}, ${name}) failed`);
 }
 
-/** The fd of a bound dgram socket, without the deprecated `_handle` getter. */
-export function socketFd(sock: Socket): number {
+/** The native UDP handle of a bound dgram socket (its fd, and recvStop), without the deprecated `_handle` getter. */
+export function dgramHandle(sock: Socket): { fd: number; recvStop(): number } | undefined {
   for (const sym of Object.getOwnPropertySymbols(sock)) {
-    const state = (sock as unknown as Record<symbol, { handle?: { fd?: number } }>)[sym];
-    const fd = state?.handle?.fd;
-    if (typeof fd === 'number' && fd >= 0) return fd;
+    const h = (sock as unknown as Record<symbol, { handle?: { fd?: number; recvStop?: () => number } }>)[sym]?.handle;
+    if (typeof h?.fd === 'number' && h.fd >= 0 && typeof h.recvStop === 'function') return h as { fd: number; recvStop(): number };
   }
-  throw new Error('cannot find the fd of the UDP socket');
+  return undefined;
+}
+
+/** The fd of a bound dgram socket. */
+export function socketFd(sock: Socket): number {
+  const h = dgramHandle(sock);
+  if (!h) throw new Error('cannot find the fd of the UDP socket');
+  return h.fd;
 }
 
 const UDP_SEGMENT = 103;
