@@ -8,7 +8,7 @@ import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { OPCODES, Op, OpCode } from '../../src/providers/rxe/wire/opcodes.js';
 import { endsRun, groSegmentSize, joinsRun } from '../../src/providers/rxe/wire/gro.js';
-import { jsonLines, run } from '../helpers/procs.js';
+import { assertRunsArrivedWhole, writeBwCounters } from '../helpers/write-bw.js';
 
 const MTUS = [256, 512, 1024, 2048, 4096];
 
@@ -129,19 +129,7 @@ describe('UDP GRO datagrams', () => {
   });
 
   it('64 KiB RDMA WRITEs across processes: every GSO run arrives whole and is cut into valid packets', async () => {
-    const server = run(['perftest', 'write_bw', '--bind', '127.0.0.2', '-p', '0', '--udp-port', '0', '--json', '--counters']);
-    const [, tcp, udp] = await server.waitFor(/out-of-band TCP port (\d+), RoCE UDP port (\d+)/);
-    const client = run(['perftest', 'write_bw', '--bind', '127.0.0.3', '-p', tcp!, '--udp-port', udp!, '-s', '65536', '-n', '200', '--json', '--counters', '127.0.0.1']);
-    assert.equal(await client.exit(60_000), 0, client.stderr + client.stdout);
-    assert.equal(await server.exit(60_000), 0, server.stderr + server.stdout);
-    const counters = (out: string) => (jsonLines(out).find((l) => l.counters)!.counters as { device: Record<string, number> }).device;
-    const sent = counters(client.stdout);
-    const got = counters(server.stdout);
-    assert.ok(sent.gso_sends! >= 150, `GSO sends: ${sent.gso_sends}`);
-    assert.equal(got.gro_datagrams, sent.gso_sends, 'each GSO send arrived as one datagram (loopback)');
-    assert.equal(got.gro_packets, sent.gso_packets);
-    assert.equal(got.rcvd_pkts, sent.sent_pkts);
-    assert.equal(got.icrc_errors ?? 0, 0);
-    assert.equal(got.malformed_drops ?? 0, 0);
+    const { got, sent } = await writeBwCounters({ iters: 200 });
+    assertRunsArrivedWhole(got, sent, 150);
   });
 });

@@ -1,7 +1,7 @@
 // The device socket read with recvmmsg into reused memory (mmsg-receiver.ts): packets are
 // views of one native area rather than a buffer per datagram; GRO runs are cut by the
-// kernel's segment size; node:dgram's path stays for worker threads and
-// SOFTRDMA_RXE_RECVMMSG=0, and both paths move the same data.
+// kernel's segment size; node:dgram's path stays for worker threads, the device option
+// recvmmsg: false and SOFTRDMA_RXE_RECVMMSG=0, and both paths move the same data.
 
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -13,7 +13,7 @@ import { Access, SendFlags, WrOpcode, rxeOf } from '../../src/index.js';
 import { ipv6String } from '../../src/abi/inet.js';
 import { mmsgAvailable } from '../../src/providers/rxe/mmsg-receiver.js';
 import { makePair, waitCompletions } from '../helpers/pair.js';
-import { jsonLines, run } from '../helpers/procs.js';
+import { assertRunsArrivedWhole, writeBwCounters } from '../helpers/write-bw.js';
 
 const WORKER = `
 const { parentPort, workerData } = require('node:worker_threads');
@@ -26,24 +26,13 @@ import(workerData.index).then(async ({ createRxeDevice, rxeOf }) => {
 }).catch((e) => parentPort.postMessage({ error: String(e) }));
 `;
 
-/** 64 KiB RDMA WRITEs between two processes; the receiver's and the sender's device counters. */
-async function writeBw(env: NodeJS.ProcessEnv): Promise<{ got: Record<string, number>; sent: Record<string, number> }> {
-  const server = run(['perftest', 'write_bw', '--bind', '127.0.0.2', '-p', '0', '--udp-port', '0', '--json', '--counters'], { env });
-  const [, tcp, udp] = await server.waitFor(/out-of-band TCP port (\d+), RoCE UDP port (\d+)/);
-  const client = run(['perftest', 'write_bw', '--bind', '127.0.0.3', '-p', tcp!, '--udp-port', udp!, '-s', '65536', '-n', '300', '-q', '4', '--json', '--counters', '127.0.0.1'], { env });
-  assert.equal(await client.exit(60_000), 0, client.stderr + client.stdout);
-  assert.equal(await server.exit(60_000), 0, server.stderr + server.stdout);
-  const counters = (out: string) => (jsonLines(out).find((l) => l.counters)!.counters as { device: Record<string, number> }).device;
-  return { got: counters(server.stdout), sent: counters(client.stdout) };
-}
-
 describe('rxe receive through recvmmsg', () => {
   it('is available on this platform\'s main thread', () => {
     assert.equal(mmsgAvailable(), process.platform === 'linux' && (process.arch === 'x64' || process.arch === 'arm64'));
   });
 
   it('hands every packet over as a view of one reused area, and the data arrive intact', { skip: !mmsgAvailable() }, async () => {
-    const p = await makePair();
+    const p = await makePair(undefined, { device: { recvmmsg: true } });
     try {
       const link = rxeOf(p.b.dev).link;
       const areas = new Set<ArrayBufferLike>();
@@ -74,18 +63,11 @@ describe('rxe receive through recvmmsg', () => {
   });
 
   it('cuts GRO runs by the kernel\'s segment size, as node:dgram\'s path does by the packets (across processes)', { skip: !mmsgAvailable() }, async () => {
-    const mm = await writeBw({ SOFTRDMA_RXE_RECVMMSG: '1' });
-    const dg = await writeBw({ SOFTRDMA_RXE_RECVMMSG: '0' });
+    const mm = await writeBwCounters({ iters: 300, qps: 4, env: { SOFTRDMA_RXE_RECVMMSG: '1' } });
+    const dg = await writeBwCounters({ iters: 300, qps: 4, env: { SOFTRDMA_RXE_RECVMMSG: '0' } });
     assert.ok(mm.got.recvmmsg_batches! > 0, 'read with recvmmsg');
     assert.equal(dg.got.recvmmsg_batches ?? 0, 0, 'read with node:dgram');
-    for (const { got, sent } of [mm, dg]) {
-      assert.ok(sent.gso_sends! >= 200, `GSO sends: ${sent.gso_sends}`);
-      assert.equal(got.gro_datagrams, sent.gso_sends, 'each GSO send arrived as one datagram (loopback)');
-      assert.equal(got.gro_packets, sent.gso_packets);
-      assert.equal(got.rcvd_pkts, sent.sent_pkts);
-      assert.equal(got.icrc_errors ?? 0, 0);
-      assert.equal(got.malformed_drops ?? 0, 0);
-    }
+    for (const { got, sent } of [mm, dg]) assertRunsArrivedWhole(got, sent, 200);
   });
 
   it('the device option recvmmsg: false keeps node:dgram\'s path, with the same result', async () => {
