@@ -32,6 +32,8 @@ export function newDeviceCounters() {
     gro_packets: 0,
     /** recvmmsg calls that returned datagrams, when the device socket is read that way (mmsg-receiver.ts; 0 with node:dgram's events). */
     recvmmsg_batches: 0,
+    /** Of those, the batches an empty CQ's poll read (busy polling, cq.ts) rather than the event loop. */
+    busy_poll_batches: 0,
     /** Receive errors the socket reported (recvmmsg's path: a failed call, or a datagram too large for a slot). */
     recv_err: 0,
     /** QPs that send from the device port because their own source port could not be bound (or too many are in use). */

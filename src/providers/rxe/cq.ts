@@ -19,6 +19,8 @@ export class RxeCq implements ProviderCq {
   constructor(
     public cqe: number,
     private readonly onOverflow: (cq: RxeCq) => void,
+    /** Deliver what the device's socket holds now (RxeLink.busyPoll); see poll. */
+    private readonly busyPoll?: () => void,
   ) {
     this.queue = new Ring(cqe);
   }
@@ -44,6 +46,10 @@ export class RxeCq implements ProviderCq {
   }
 
   poll(max: number): WorkCompletion[] {
+    // Polled empty: the consumer is looking for work. Read what the socket holds now rather
+    // than leave it to the next turn of the event loop (a spinning poller then sees an answer
+    // without an epoll round and a check-phase callback in between: busy polling).
+    if (this.queue.length === 0 && this.busyPoll && !this.destroyed) this.busyPoll();
     const out: WorkCompletion[] = [];
     while (out.length < max && this.queue.length) out.push(this.queue.shift()!);
     return out;

@@ -57,6 +57,13 @@ export interface RxeDeviceOptions {
    */
   recvmmsg?: boolean;
   /**
+   * Busy polling: a poll of an empty CQ reads the device socket at once (one recvmmsg batch)
+   * instead of leaving the datagrams to the next turn of the event loop, so a consumer that
+   * spins on its CQ (perftest's latency tests) sees an answer without an epoll round in
+   * between (default: on wherever recvmmsg is, unless SOFTRDMA_RXE_BUSY_POLL=0).
+   */
+  busyPoll?: boolean;
+  /**
    * Lower some of the limits the device advertises (queryDevice) and enforces: object counts
    * (maxPd, maxCq, maxAh, maxSrq, maxQp, maxMr, maxMw: one more is ENOMEM) and sizes (maxCqe,
    * maxQpWr, maxSge, maxSrqWr, maxSrqSge: more is EINVAL). Each must be an integer from 1 to
@@ -146,6 +153,7 @@ export class RxeDevice implements ProviderDevice {
       opts.address, opts.port ?? ROCE_V2_PORT, counters, opts.gso ?? process.env.SOFTRDMA_RXE_GSO !== '0',
       opts.perQpSourcePort ?? process.env.SOFTRDMA_RXE_SPORT !== '0', opts.recvmmsg ?? process.env.SOFTRDMA_RXE_RECVMMSG !== '0',
     );
+    link.busyPolling = opts.busyPoll ?? process.env.SOFTRDMA_RXE_BUSY_POLL !== '0';
     return new RxeDevice(opts.name ?? `rxe${deviceCount++}`, link, mtu, counters, limits);
   }
 

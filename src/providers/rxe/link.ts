@@ -86,6 +86,8 @@ export class RxeLink {
   private groHint = 0;
   private readonly local: Buffer;
   private closed = false;
+  /** Whether busyPoll reads (the device's busyPoll option). */
+  busyPolling = false;
   /** The recvmmsg reader, when the device socket is read that way. */
   private mmsg: MmsgReceiver | undefined;
   /**
@@ -180,6 +182,15 @@ export class RxeLink {
     this.sock.removeAllListeners('message');
     this.mmsg = r;
   }
+
+  /**
+   * Deliver the datagrams the socket holds now, one recvmmsg batch, without waiting for the
+   * event loop to report it readable; an empty CQ's poll calls it (cq.ts). Nothing on
+   * node:dgram's path (it has no synchronous read), inside a delivery, or once closed.
+   */
+  readonly busyPoll = (): void => {
+    if (this.busyPolling && this.mmsg && !this.closed && this.mmsg.readNow() > 0) this.counters.busy_poll_batches++;
+  };
 
   /** The ICRC flow for packets between us and a peer, in one direction. */
   flow(peer: string, outgoing: boolean, peerPort = this.port, localPort = this.port): IcrcFlow {

@@ -16,9 +16,10 @@
 // callback, so it only schedules the read with setImmediate (the same loop turn's check
 // phase). node:dgram's own reading is stopped; the socket still sends as before.
 //
-// Packets are views of the reused area: they are valid until the next batch is read, which
-// is the next check-phase callback at the earliest. Every consumer in rxe copies what it keeps
-// (payloads into MRs, MADs, GRH addresses). Worker threads and other platforms keep
+// Packets are views of the reused area: they are valid until the next batch is read (the next
+// check-phase callback, or a busy poller's readNow once this batch's delivery has returned).
+// Every consumer in rxe copies what it keeps during delivery (payloads into MRs, MADs, GRH
+// addresses). Worker threads and other platforms keep
 // node:dgram's path, as does a device opened with recvmmsg: false (SOFTRDMA_RXE_RECVMMSG=0).
 
 import type { Socket } from 'node:dgram';
@@ -118,6 +119,8 @@ export class MmsgReceiver {
   private readonly pollCb: koffi.IKoffiRegisteredCallback;
   private closeCb: koffi.IKoffiRegisteredCallback | undefined;
   private scheduled = false;
+  /** A batch is being delivered (its views are the area: no other read until it is done). */
+  private reading = false;
   private closed = false;
   /** Entries the last recvmmsg filled (their name and control lengths were overwritten). */
   private filled = 0;
@@ -198,10 +201,37 @@ export class MmsgReceiver {
     }
   };
 
-  /** One batch per turn: the views of the last batch stay valid until the next turn reads. */
+  /** The poll callback's read: one batch per turn (a full batch asks for another turn). */
   private readonly drain = (): void => {
     this.scheduled = false;
-    if (this.closed) return;
+    this.read();
+  };
+
+  /**
+   * Read one batch now, without waiting for libuv to report the socket readable: a busy
+   * poller's read (an empty CQ polled in a spin). Returns the datagrams delivered; 0 when there
+   * were none, or when called from inside a delivery (the batch being delivered is made of
+   * views of the area this read would overwrite).
+   */
+  readNow(): number {
+    return this.reading ? 0 : this.read();
+  }
+
+  /**
+   * One recvmmsg batch, delivered in order. The views of a batch stay valid until the next
+   * read: consumers copy what they keep during delivery.
+   */
+  private read(): number {
+    if (this.closed || this.reading) return 0;
+    this.reading = true;
+    try {
+      return this.readBatch();
+    } finally {
+      this.reading = false;
+    }
+  }
+
+  private readBatch(): number {
     const u = this.u;
     const v = this.view;
     // The kernel wrote the lengths of the entries it filled last time: give them their room back.
@@ -215,9 +245,9 @@ export class MmsgReceiver {
     if (n < 0) {
       const e = koffi.errno();
       if (e !== EAGAIN && e !== EINTR) this.on.error();
-      return;
+      return 0;
     }
-    if (n === 0) return;
+    if (n === 0) return 0;
     this.on.batch();
     for (let i = 0; i < n && !this.closed; i++) {
       const m = i * MMSG_BYTES;
@@ -240,7 +270,8 @@ export class MmsgReceiver {
       this.scheduled = true;
       setImmediate(this.drain);
     }
-  };
+    return n;
+  }
 
   private addressOf(off: number, len: 4 | 16): string {
     const v = this.view;

@@ -1,0 +1,109 @@
+// Busy polling: a poll of an empty CQ reads the device socket at once (RxeLink.busyPoll), so a
+// consumer spinning on its CQ sees an answer without a turn of the event loop; the device
+// option busyPoll: false leaves datagrams to the loop; a read from inside a delivery reads
+// nothing (the batch being delivered is views of the area a read would overwrite).
+
+import assert from 'node:assert/strict';
+import dgram from 'node:dgram';
+import { once } from 'node:events';
+import { performance } from 'node:perf_hooks';
+import { describe, it } from 'node:test';
+import { Access, SendFlags, WcOpcode, WrOpcode, rxeOf, type CQ, type WorkCompletion } from '../../src/index.js';
+import { MmsgReceiver, mmsgAvailable } from '../../src/providers/rxe/mmsg-receiver.js';
+import { makePair, waitCompletions } from '../helpers/pair.js';
+
+/** Poll `cq` without ever yielding to the event loop, for at most `ms`. */
+function spin(cq: CQ, ms: number): WorkCompletion[] {
+  const until = performance.now() + ms;
+  let wcs: WorkCompletion[] = [];
+  while (wcs.length === 0 && performance.now() < until) wcs = cq.poll(4);
+  return wcs;
+}
+
+/** A SEND from a to b, handed to the kernel (a's link flushes in a microtask); b's receive posted. */
+async function sendOne(p: Awaited<ReturnType<typeof makePair>>, text: string) {
+  const rbuf = Buffer.alloc(64);
+  const rmr = p.b.pd.regMr(rbuf, Access.LOCAL_WRITE);
+  p.b.qp.postRecv({ wrId: 7n, sgList: [rmr.sge()] });
+  const smr = p.a.pd.regMr(Buffer.from(text), 0);
+  p.a.qp.postSend({ wrId: 1n, opcode: WrOpcode.SEND, sendFlags: SendFlags.SIGNALED, sgList: [smr.sge()] });
+  await Promise.resolve();
+  assert.equal(rxeOf(p.a.dev).link.queued, 0, 'the SEND left a');
+  return rbuf;
+}
+
+describe('rxe busy polling', { skip: !mmsgAvailable() && 'recvmmsg is not available here' }, () => {
+  it('an empty CQ\'s poll reads the socket: a SEND completes at the receiver without a turn of the event loop', async () => {
+    const p = await makePair(undefined, { device: { busyPoll: true } });
+    try {
+      const before = rxeOf(p.b.dev).counters.busy_poll_batches;
+      const rbuf = await sendOne(p, 'spun');
+      const wcs = spin(p.b.cq, 5000);
+      assert.equal(wcs.length, 1, 'the receive completed within the spin');
+      assert.equal(wcs[0]!.status, 0);
+      assert.equal(wcs[0]!.opcode, WcOpcode.RECV);
+      assert.equal(rbuf.subarray(0, 4).toString(), 'spun');
+      assert.ok(rxeOf(p.b.dev).counters.busy_poll_batches > before, 'counted as a busy-poll batch');
+      // b's ACK is deferred to the end of the loop's poll phase (responder.ts): it comes once
+      // the loop turns.
+      const [ack] = await waitCompletions(p.a.cq, 1);
+      assert.equal(ack?.status, 0);
+      assert.equal(ack?.opcode, WcOpcode.SEND);
+    } finally {
+      await p.close();
+    }
+  });
+
+  it('with busyPoll: false the datagram waits for the event loop', async () => {
+    const p = await makePair(undefined, { device: { busyPoll: false } });
+    try {
+      const rbuf = await sendOne(p, 'loop');
+      assert.equal(spin(p.b.cq, 30).length, 0, 'nothing without a turn of the loop');
+      const [wc] = await waitCompletions(p.b.cq, 1);
+      assert.equal(wc!.status, 0);
+      assert.equal(rbuf.subarray(0, 4).toString(), 'loop');
+      assert.equal(rxeOf(p.b.dev).counters.busy_poll_batches, 0);
+    } finally {
+      await p.close();
+    }
+  });
+
+  it('a read from inside a delivery reads nothing, and the batch being delivered stays intact', async () => {
+    const rx = dgram.createSocket('udp4');
+    rx.bind(0, '127.0.0.2');
+    await once(rx, 'listening');
+    const got: string[] = [];
+    let nested = 0;
+    let r: MmsgReceiver | undefined;
+    r = MmsgReceiver.attach(rx, {
+      datagram(msg) {
+        const before = msg.toString();
+        nested += r!.readNow();
+        assert.equal(msg.toString(), before, 'the view was not overwritten by a nested read');
+        got.push(before);
+      },
+      batch() {},
+      error() { assert.fail('receive error'); },
+    });
+    assert.ok(r, 'attached');
+    const tx = dgram.createSocket('udp4');
+    try {
+      tx.bind(0, '127.0.0.3');
+      await once(tx, 'listening');
+      tx.connect(rx.address().port, '127.0.0.2');
+      await once(tx, 'connect');
+      // A connected, bound socket sends within the call: more than one batch (32) is queued
+      // before the first read, so a nested read would find datagrams to overwrite views with.
+      const N = 40;
+      for (let i = 0; i < N; i++) tx.send(`datagram ${i}`);
+      const until = performance.now() + 5000;
+      while (got.length < N && performance.now() < until) r.readNow();
+      assert.equal(nested, 0);
+      assert.deepEqual(got, Array.from({ length: N }, (_, i) => `datagram ${i}`));
+    } finally {
+      r.close();
+      tx.close();
+      rx.close();
+    }
+  });
+});
