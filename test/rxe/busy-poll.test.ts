@@ -1,6 +1,6 @@
 // Busy polling: a poll of an empty CQ reads the device socket at once (RxeLink.busyPoll), so a
 // consumer spinning on its CQ sees an answer without a turn of the event loop; the device
-// option busyPoll: false leaves datagrams to the loop; a read from inside a delivery reads
+// option busyPoll: false, and a CQ with a completion channel, leave datagrams to the loop; a read from inside a delivery reads
 // nothing (the batch being delivered is views of the area a read would overwrite).
 
 import assert from 'node:assert/strict';
@@ -8,9 +8,9 @@ import dgram from 'node:dgram';
 import { once } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import { describe, it } from 'node:test';
-import { Access, SendFlags, WcOpcode, WrOpcode, rxeOf, type CQ, type WorkCompletion } from '../../src/index.js';
+import { Access, QpType, SendFlags, WcOpcode, WrOpcode, rxeOf, type CQ, type WorkCompletion } from '../../src/index.js';
 import { MmsgReceiver, mmsgAvailable } from '../../src/providers/rxe/mmsg-receiver.js';
-import { makePair, waitCompletions } from '../helpers/pair.js';
+import { connect, makePair, waitCompletions } from '../helpers/pair.js';
 
 /** Poll `cq` without ever yielding to the event loop, for at most `ms`. */
 function spin(cq: CQ, ms: number): WorkCompletion[] {
@@ -63,6 +63,31 @@ describe('rxe busy polling', { skip: !mmsgAvailable() && 'recvmmsg is not availa
       assert.equal(wc!.status, 0);
       assert.equal(rbuf.subarray(0, 4).toString(), 'loop');
       assert.equal(rxeOf(p.b.dev).counters.busy_poll_batches, 0);
+    } finally {
+      await p.close();
+    }
+  });
+
+  it('a CQ with a completion channel is event-driven: its poll does not read the socket', async () => {
+    const p = await makePair(undefined, { device: { busyPoll: true } });
+    const channel = p.b.ctx.createCompChannel();
+    try {
+      const cq = p.b.ctx.createCq(16, { channel });
+      const cap = { maxSendWr: 4, maxRecvWr: 4, maxSendSge: 1, maxRecvSge: 1 };
+      const qa = p.a.pd.createQp({ qpType: QpType.RC, sendCq: p.a.cq, recvCq: p.a.cq, cap });
+      const qb = p.b.pd.createQp({ qpType: QpType.RC, sendCq: cq, recvCq: cq, cap });
+      connect(qa, { qpn: qb.qpn, gid: p.b.ctx.queryGid() }, { psn: 1, remotePsn: 2 });
+      connect(qb, { qpn: qa.qpn, gid: p.a.ctx.queryGid() }, { psn: 2, remotePsn: 1 });
+      const rbuf = Buffer.alloc(16);
+      qb.postRecv({ wrId: 1n, sgList: [p.b.pd.regMr(rbuf, Access.LOCAL_WRITE).sge()] });
+      qa.postSend({ wrId: 1n, opcode: WrOpcode.SEND, sendFlags: SendFlags.SIGNALED, sgList: [p.a.pd.regMr(Buffer.from('chan'), 0).sge()] });
+      await Promise.resolve();
+      assert.equal(rxeOf(p.a.dev).link.queued, 0, 'the SEND left a');
+      assert.equal(spin(cq, 30).length, 0, 'nothing without a turn of the loop');
+      assert.equal(rxeOf(p.b.dev).counters.busy_poll_batches, 0);
+      const [wc] = await waitCompletions(cq, 1);
+      assert.equal(wc!.status, 0);
+      assert.equal(rbuf.subarray(0, 4).toString(), 'chan');
     } finally {
       await p.close();
     }

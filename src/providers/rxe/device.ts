@@ -60,7 +60,8 @@ export interface RxeDeviceOptions {
    * Busy polling: a poll of an empty CQ reads the device socket at once (one recvmmsg batch)
    * instead of leaving the datagrams to the next turn of the event loop, so a consumer that
    * spins on its CQ (perftest's latency tests) sees an answer without an epoll round in
-   * between (default: on wherever recvmmsg is, unless SOFTRDMA_RXE_BUSY_POLL=0).
+   * between. CQs with a completion channel are event-driven and never read this way
+   * (default: on wherever recvmmsg is, unless SOFTRDMA_RXE_BUSY_POLL=0).
    */
   busyPoll?: boolean;
   /**
