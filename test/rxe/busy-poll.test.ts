@@ -54,6 +54,23 @@ describe('rxe busy polling', { skip: !mmsgAvailable() && 'recvmmsg is not availa
     }
   });
 
+  it('what the poller posted leaves when it polls, before it waits', async () => {
+    const p = await makePair(undefined, { device: { busyPoll: true } });
+    try {
+      const rbuf = Buffer.alloc(16);
+      p.b.qp.postRecv({ wrId: 7n, sgList: [p.b.pd.regMr(rbuf, Access.LOCAL_WRITE).sge()] });
+      p.a.qp.postSend({ wrId: 1n, opcode: WrOpcode.SEND, sendFlags: SendFlags.SIGNALED, sgList: [p.a.pd.regMr(Buffer.from('sent'), 0).sge()] });
+      assert.equal(rxeOf(p.a.dev).link.queued, 1, 'queued for the end of the tick');
+      assert.equal(p.a.cq.poll(1).length, 0);
+      assert.equal(rxeOf(p.a.dev).link.queued, 0, 'the empty poll sent it');
+      const [wc] = spin(p.b.cq, 5000);
+      assert.equal(wc?.status, 0);
+      assert.equal(rbuf.subarray(0, 4).toString(), 'sent');
+    } finally {
+      await p.close();
+    }
+  });
+
   it('with busyPoll: false the datagram waits for the event loop', async () => {
     const p = await makePair(undefined, { device: { busyPoll: false } });
     try {

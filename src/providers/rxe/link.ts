@@ -185,11 +185,16 @@ export class RxeLink {
 
   /**
    * Deliver the datagrams the socket holds now, one recvmmsg batch, without waiting for the
-   * event loop to report it readable; an empty CQ's poll calls it (cq.ts). Nothing on
-   * node:dgram's path (it has no synchronous read), inside a delivery, or once closed.
+   * event loop to report it readable; an empty CQ's poll calls it (cq.ts). What the poller
+   * queued leaves first: it polls because it waits for an answer to what it just posted,
+   * which would otherwise leave only once it yields to the microtasks (measured: 8-30 us
+   * later in a sleeping send_lat, whose poll goes on to arm a wait). Nothing on node:dgram's
+   * path (it has no synchronous read), inside a delivery, or once closed.
    */
   readonly busyPoll = (): void => {
-    if (this.busyPolling && this.mmsg && !this.closed && this.mmsg.readNow() > 0) this.counters.busy_poll_batches++;
+    if (!this.busyPolling || !this.mmsg || this.closed) return;
+    if (this.out.length > 0) this.flush();
+    if (this.mmsg.readNow() > 0) this.counters.busy_poll_batches++;
   };
 
   /** The ICRC flow for packets between us and a peer, in one direction. */
