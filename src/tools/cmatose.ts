@@ -22,6 +22,7 @@ import {
 import { createEventChannel, createId, type EventChannel, type RdmaCmEvent, type RdmaCmId } from '../cm/index.js';
 import { UsageError, checkAddressOptions, intOption } from './usage.js';
 import { routeSource } from './route-source.js';
+import { WaitTimeouts } from './wait-timeouts.js';
 
 export const CMATOSE_USAGE = `usage: softrdma cmatose [-s server_address] [-b bind_address] [-c connections]
                         [-C message_count] [-S message_size] [-p port] [--ud]
@@ -141,6 +142,8 @@ class Test {
   connectsLeft: number;
   disconnectsLeft = 0;
   failed: string | undefined;
+  /** The completion waits' timeouts (one shared signal: see wait-timeouts.ts). */
+  private readonly waits = new WaitTimeouts();
   constructor(readonly o: Opts, readonly ch: EventChannel, readonly name: string) {
     this.nodes = Array.from({ length: o.connections }, (_, i) => new Node(i, o.dst ? createId(ch, o.ud ? 'udp' : 'tcp', { context: i }) : undefined));
     this.connectsLeft = o.connections;
@@ -230,7 +233,7 @@ class Test {
     const got = cq.poll(1)[0];
     if (got) return got;
     try {
-      return await cq.next({ signal: AbortSignal.timeout(this.o.timeoutMs) });
+      return await this.waits.run(this.o.timeoutMs, (signal) => cq.next({ signal }));
     } catch {
       throw new Error(`${this.name}: no completion for ${this.o.timeoutMs / 1000} s`);
     }

@@ -13,6 +13,7 @@ import {
 } from '../index.js';
 import { UsageError } from './usage.js';
 import { hex } from './table.js';
+import { WaitTimeouts } from './wait-timeouts.js';
 
 export const PINGPONG_USAGE = `usage: softrdma pingpong rc|ud [options] [server-host]
 
@@ -222,9 +223,10 @@ export async function pingpong(argv: string[], out: (line: string) => void = (l)
       }
     };
     let idleSince = Date.now();
+    const waits = new WaitTimeouts();
     while (rcnt < iters || scnt < iters) {
       if (channel) {
-        await channel.getCqEvent({ signal: AbortSignal.timeout(EXCHANGE_TIMEOUT_MS) });
+        await waits.run(EXCHANGE_TIMEOUT_MS, (signal) => channel.getCqEvent({ signal }));
         cq.reqNotify();
       }
       const wcs = cq.poll(2);

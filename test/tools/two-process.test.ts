@@ -76,9 +76,9 @@ test('pingpong message: the rdma-core layout, 52 bytes with the NUL', () => {
   assert.throws(() => decodeDest(Buffer.from('0000:000011:abcdef:zz\0')), /malformed peer address/);
 });
 
-for (const kind of ['rc', 'ud']) {
-  test(`pingpong ${kind} across two processes`, async () => {
-    const args = kind === 'rc' ? ['-n', '300', '-c'] : ['-n', '300'];
+for (const [kind, extra] of [['rc', []], ['ud', []], ['rc', ['-e']]] as const) {
+  test(`pingpong ${kind}${extra.length ? ` ${extra.join(' ')}` : ''} across two processes`, async () => {
+    const args = [...(kind === 'rc' ? ['-n', '300', '-c'] : ['-n', '300']), ...extra];
     const server = run(['pingpong', kind, '--bind', '127.0.0.2', '-p', '0', '--udp-port', '0', ...args]);
     const [, tcp, udp] = await server.waitFor(/listening: TCP port (\d+), UDP port (\d+)/);
     const client = run(['pingpong', kind, '--bind', '127.0.0.3', '-p', tcp!, '--udp-port', udp!, ...args, '127.0.0.1']);

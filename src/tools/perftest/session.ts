@@ -24,6 +24,7 @@ import {
   encodeInt32, encodeMtu, encodeVersion, MIN_VERSION, VERSION_BYTES, type BwReport, type Dest,
 } from './exchange.js';
 import { remoteAddr, type RemoteAddr } from '../../abi/remote-addr.js';
+import { WaitTimeoutError, WaitTimeouts } from '../wait-timeouts.js';
 
 export const MAX_INLINE = 256;
 /** What we say in check_sys_data: a 4 KiB page as the cycle buffer, 64-byte cache lines. */
@@ -411,27 +412,18 @@ export class Session {
     return got;
   }
 
-  /**
-   * The abort signal of waitCompletion's waits: one for every wait until a wait times out,
-   * because the first listener on a fresh AbortSignal costs Node ~6 us (measured: a new
-   * controller per wait was a fifth of a sleeping send_lat's half round trip), and later ones
-   * on the same signal ~0.2 us.
-   */
-  private waitAbort = new AbortController();
+  /** The completion waits' timeouts (one shared signal: see wait-timeouts.ts). */
+  private readonly waits = new WaitTimeouts();
 
   /** The next completion, waiting on the event loop until one comes or `untilNs` passes. */
   private async waitCompletion(untilNs: number): Promise<WorkCompletion | undefined> {
     const ms = Math.max(0, (untilNs - nowNs()) / 1e6);
     if (!Number.isFinite(ms)) return this.cq.next();
-    const ac = this.waitAbort;
-    const timer = setTimeout(() => { this.waitAbort = new AbortController(); ac.abort(); }, Math.ceil(ms));
     try {
-      return await this.cq.next({ signal: ac.signal });
+      return await this.waits.run(Math.ceil(ms), (signal) => this.cq.next({ signal }));
     } catch (err) {
-      if (ac.signal.aborted) return undefined;
+      if (err instanceof WaitTimeoutError) return undefined;
       throw err;
-    } finally {
-      clearTimeout(timer);
     }
   }
 
