@@ -1,5 +1,6 @@
-// Busy polling: a poll of an empty CQ reads the device socket at once (RxeLink.busyPoll), so a
-// consumer spinning on its CQ sees an answer without a turn of the event loop; the device
+// Busy polling: a poll of an empty CQ reads the device socket at once (RxeLink.busyPoll), once
+// per turn of the event loop, so a consumer spinning on its CQ sees an answer without an epoll
+// round; the device
 // option busyPoll: false, and a CQ with a completion channel, leave datagrams to the loop; a read from inside a delivery reads
 // nothing (the batch being delivered is views of the area a read would overwrite).
 
@@ -49,6 +50,25 @@ describe('rxe busy polling', { skip: !mmsgAvailable() && 'recvmmsg is not availa
       const [ack] = await waitCompletions(p.a.cq, 1);
       assert.equal(ack?.status, 0);
       assert.equal(ack?.opcode, WcOpcode.SEND);
+    } finally {
+      await p.close();
+    }
+  });
+
+  it('reads once per turn of the event loop: a consumer on microtasks alone cannot keep the loop from turning', async () => {
+    const p = await makePair(undefined, { device: { busyPoll: true } });
+    try {
+      const before = rxeOf(p.b.dev).counters.busy_poll_batches;
+      await sendOne(p, 'one');
+      assert.equal(spin(p.b.cq, 5000).length, 1, 'the first read of the turn delivered it');
+      // A second SEND, on the wire before b polls again, but in the same turn of b's loop.
+      const rbuf = await sendOne(p, 'two');
+      assert.equal(spin(p.b.cq, 30).length, 0, 'no second read this turn');
+      const [wc] = await waitCompletions(p.b.cq, 1);
+      assert.equal(wc!.status, 0);
+      assert.equal(rbuf.subarray(0, 3).toString(), 'two');
+      // The first read, and maybe a read in a later turn (before the loop's own drain).
+      assert.ok(rxeOf(p.b.dev).counters.busy_poll_batches >= before + 1);
     } finally {
       await p.close();
     }

@@ -188,14 +188,26 @@ export class RxeLink {
    * event loop to report it readable; an empty CQ's poll calls it (cq.ts). What the poller
    * queued leaves first: it polls because it waits for an answer to what it just posted,
    * which would otherwise leave only once it yields to the microtasks (measured: 8-30 us
-   * later in a sleeping send_lat, whose poll goes on to arm a wait). Nothing on node:dgram's
-   * path (it has no synchronous read), inside a delivery, or once closed.
+   * later in a sleeping send_lat, whose poll goes on to arm a wait). Once per turn of the
+   * event loop: a consumer that awaits completion after completion (`for await` over a CQ)
+   * runs on microtasks only, and reading again at each of its empty polls would keep timers,
+   * deferred ACKs and all other I/O waiting for as long as datagrams keep coming. Nothing on
+   * node:dgram's path (it has no synchronous read), inside a delivery, or once closed.
    */
   readonly busyPoll = (): void => {
-    if (!this.busyPolling || !this.mmsg || this.closed) return;
-    if (this.out.length > 0) this.flush();
+    if (!this.busyPolling || !this.mmsg || this.closed || this.busyPolled) return;
+    this.busyPolled = true;
+    setImmediate(this.busyTurn);
+    // A send the socket refuses is a lost packet (RC resends it), as in the flush microtask.
+    if (this.out.length > 0) {
+      try { this.flush(); } catch { this.counters.send_err++; }
+    }
     if (this.mmsg.readNow() > 0) this.counters.busy_poll_batches++;
   };
+
+  /** Whether busyPoll has read in this turn of the event loop (cleared in the check phase). */
+  private busyPolled = false;
+  private readonly busyTurn = (): void => { this.busyPolled = false; };
 
   /** The ICRC flow for packets between us and a peer, in one direction. */
   flow(peer: string, outgoing: boolean, peerPort = this.port, localPort = this.port): IcrcFlow {

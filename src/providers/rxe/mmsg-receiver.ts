@@ -72,6 +72,9 @@ interface Uv {
 
 let uv: Uv | null | undefined;
 
+/** A batch is being delivered, by any receiver (all on the main thread): no other read until it is done. */
+let delivering = false;
+
 function bindUv(): Uv | null {
   if (uv !== undefined) return uv;
   uv = null;
@@ -119,8 +122,6 @@ export class MmsgReceiver {
   private readonly pollCb: koffi.IKoffiRegisteredCallback;
   private closeCb: koffi.IKoffiRegisteredCallback | undefined;
   private scheduled = false;
-  /** A batch is being delivered (its views are the area: no other read until it is done). */
-  private reading = false;
   private closed = false;
   /** Entries the last recvmmsg filled (their name and control lengths were overwritten). */
   private filled = 0;
@@ -210,11 +211,13 @@ export class MmsgReceiver {
   /**
    * Read one batch now, without waiting for libuv to report the socket readable: a busy
    * poller's read (an empty CQ polled in a spin). Returns the datagrams delivered; 0 when there
-   * were none, or when called from inside a delivery (the batch being delivered is made of
-   * views of the area this read would overwrite).
+   * were none, or when called from inside a delivery, this receiver's or another's (the batch
+   * being delivered is views of the area this read would overwrite; and a consumer called
+   * during one device's delivery, a CM event listener say, must not see another device's
+   * batch delivered in the middle of it).
    */
   readNow(): number {
-    return this.reading ? 0 : this.read();
+    return delivering ? 0 : this.read();
   }
 
   /**
@@ -222,12 +225,12 @@ export class MmsgReceiver {
    * read: consumers copy what they keep during delivery.
    */
   private read(): number {
-    if (this.closed || this.reading) return 0;
-    this.reading = true;
+    if (this.closed || delivering) return 0;
+    delivering = true;
     try {
       return this.readBatch();
     } finally {
-      this.reading = false;
+      delivering = false;
     }
   }
 
