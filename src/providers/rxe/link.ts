@@ -88,6 +88,8 @@ export class RxeLink {
   private closed = false;
   /** Whether busyPoll reads (the device's busyPoll option). */
   busyPolling = false;
+  /** Whether busyPoll has read in this turn of the event loop (cleared in the check phase). */
+  private busyPolled = false;
   /** The recvmmsg reader, when the device socket is read that way. */
   private mmsg: MmsgReceiver | undefined;
   /**
@@ -205,8 +207,6 @@ export class RxeLink {
     if (this.mmsg.readNow() > 0) this.counters.busy_poll_batches++;
   };
 
-  /** Whether busyPoll has read in this turn of the event loop (cleared in the check phase). */
-  private busyPolled = false;
   private readonly busyTurn = (): void => { this.busyPolled = false; };
 
   /** The ICRC flow for packets between us and a peer, in one direction. */

@@ -19,8 +19,8 @@
 // Packets are views of the reused area: they are valid until the next batch is read (the next
 // check-phase callback, or a busy poller's readNow once this batch's delivery has returned).
 // Every consumer in rxe copies what it keeps during delivery (payloads into MRs, MADs, GRH
-// addresses). Worker threads and other platforms keep
-// node:dgram's path, as does a device opened with recvmmsg: false (SOFTRDMA_RXE_RECVMMSG=0).
+// addresses). Worker threads and other platforms keep node:dgram's path, as does a device
+// opened with recvmmsg: false (SOFTRDMA_RXE_RECVMMSG=0).
 
 import type { Socket } from 'node:dgram';
 import fs from 'node:fs';
@@ -205,26 +205,20 @@ export class MmsgReceiver {
   /** The poll callback's read: one batch per turn (a full batch asks for another turn). */
   private readonly drain = (): void => {
     this.scheduled = false;
-    this.read();
+    this.readNow();
   };
 
   /**
-   * Read one batch now, without waiting for libuv to report the socket readable: a busy
-   * poller's read (an empty CQ polled in a spin). Returns the datagrams delivered; 0 when there
-   * were none, or when called from inside a delivery, this receiver's or another's (the batch
-   * being delivered is views of the area this read would overwrite; and a consumer called
-   * during one device's delivery, a CM event listener say, must not see another device's
-   * batch delivered in the middle of it).
+   * Read and deliver one recvmmsg batch now: the poll callback's drain, or a busy poller's
+   * read (an empty CQ polled in a spin) without waiting for libuv to report the socket
+   * readable. The views of a batch stay valid until the next read: consumers copy what they
+   * keep during delivery. Returns the datagrams delivered; 0 when there were none, or when
+   * called from inside a delivery, this receiver's or another's (the batch being delivered is
+   * views of the area this read would overwrite; and a consumer called during one device's
+   * delivery, a CM event listener say, must not see another device's batch delivered in the
+   * middle of it).
    */
   readNow(): number {
-    return delivering ? 0 : this.read();
-  }
-
-  /**
-   * One recvmmsg batch, delivered in order. The views of a batch stay valid until the next
-   * read: consumers copy what they keep during delivery.
-   */
-  private read(): number {
     if (this.closed || delivering) return 0;
     delivering = true;
     try {
