@@ -75,10 +75,13 @@ async function ask(lgr: SmcrLinkGroup, msgs: Buffer[]): Promise<LlcMessage[]> {
   const link = lgr.link;
   const h = link.handlers!;
   const orig = h.message;
+  // Only answers of the kinds asked are taken: an answer to the group's own request (its
+  // TEST_LINK, say) still reaches the group, and is not counted as one of ours.
+  const kinds = new Set(msgs.map((b) => decodeLlc(b).kind));
   h.message = (m) => {
     if (m[0] !== 0xfe) {
       const d = decodeLlc(Buffer.from(m));
-      if (d.response) { got.push(d); return; }
+      if (d.response && kinds.has(d.kind)) { got.push(d); return; }
     }
     orig(m);
   };
@@ -316,6 +319,7 @@ if (role === 'server') {
         client: 'rtokens', qpn: lgr.link.remote?.qpn, echoes: [e1, e2, e3, e4, e5].map((e) => e.ok),
         reused: k2.rkey === k1.rkey && k2.addr === k1.addr, distinct: k3.rkey !== k1.rkey,
         deletes: del.map(brief), fillPositive: fill.slice(0, 256).filter((m) => !('negative' in m && m.negative)).length,
+        fillNegativeAt: fill.flatMap((m, i) => ('negative' in m && m.negative ? [i] : [])),
         fillLast: brief(fill[255]!), fillAgain: brief(fill[256]!),
         newLgr: c4.conn.lgr !== lgr, freeOne: freeOne.map(brief), sameLgr: c5.conn.lgr === lgr,
       });
