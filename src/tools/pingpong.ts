@@ -14,6 +14,7 @@ import {
 import { UsageError } from './usage.js';
 import { hex } from './table.js';
 import { WaitTimeouts } from './wait-timeouts.js';
+import { spinPoll } from './spin-poll.js';
 
 export const PINGPONG_USAGE = `usage: softrdma pingpong rc|ud [options] [server-host]
 
@@ -229,7 +230,7 @@ export async function pingpong(argv: string[], out: (line: string) => void = (l)
         await waits.run(EXCHANGE_TIMEOUT_MS, (signal) => channel.getCqEvent({ signal }));
         cq.reqNotify();
       }
-      const wcs = cq.poll(2);
+      const wcs = channel ? cq.poll(2) : spinPoll(cq, 2);
       for (const wc of wcs) onWc(wc);
       if (wcs.length) idleSince = Date.now();
       else if (!channel) {

@@ -48,6 +48,12 @@ export const ACK_NONE = 0, ACK_ASKS = 1, ACK_DEFERRABLE = 2;
 /** A requester's identity for the AckReq pass (one per QP): the pass that last saw an ask. */
 export interface AckGroup { ackPass: number }
 
+/**
+ * Reads that deliver datagrams a busy poller makes per turn of the event loop (RxeLink.busyPoll):
+ * up to 16 recvmmsg batches before timers and other I/O get their turn.
+ */
+export const BUSY_READS_PER_TURN = 16;
+
 /** Set AckReq in the BTH of a packet's header buffer (the BTH comes first). */
 const setAckReq = (hdr: Buffer) => { hdr[8] = hdr[8]! | 0x80; };
 
@@ -88,8 +94,8 @@ export class RxeLink {
   private closed = false;
   /** Whether busyPoll reads (the device's busyPoll option). */
   busyPolling = false;
-  /** Whether busyPoll has read in this turn of the event loop (cleared in the check phase). */
-  private busyPolled = false;
+  /** busyPoll's reads in this turn of the event loop that delivered datagrams (cleared in the check phase). */
+  private busyReads = 0;
   /** The recvmmsg reader, when the device socket is read that way. */
   private mmsg: MmsgReceiver | undefined;
   /**
@@ -190,24 +196,27 @@ export class RxeLink {
    * event loop to report it readable; an empty CQ's poll calls it (cq.ts). What the poller
    * queued leaves first: it polls because it waits for an answer to what it just posted,
    * which would otherwise leave only once it yields to the microtasks (measured: 8-30 us
-   * later in a sleeping send_lat, whose poll goes on to arm a wait). Once per turn of the
-   * event loop: a consumer that awaits completion after completion (`for await` over a CQ)
-   * runs on microtasks only, and reading again at each of its empty polls would keep timers,
-   * deferred ACKs and all other I/O waiting for as long as datagrams keep coming. Nothing on
-   * node:dgram's path (it has no synchronous read), inside a delivery, or once closed.
+   * later in a sleeping send_lat, whose poll goes on to arm a wait). A read that finds
+   * nothing is free to repeat, so a poller may spin in place as on a hardware CQ; reads that
+   * deliver are BUSY_READS_PER_TURN per turn of the event loop at most: a consumer that
+   * awaits completion after completion (`for await` over a CQ) runs on microtasks only, and
+   * unbounded, it would keep timers, deferred ACKs and all other I/O waiting for as long as
+   * datagrams kept coming. Nothing on node:dgram's path (it has no synchronous read), inside
+   * a delivery, or once closed.
    */
   readonly busyPoll = (): void => {
-    if (!this.busyPolling || !this.mmsg || this.closed || this.busyPolled) return;
-    this.busyPolled = true;
-    setImmediate(this.busyTurn);
+    if (!this.busyPolling || !this.mmsg || this.closed || this.busyReads >= BUSY_READS_PER_TURN) return;
     // A send the socket refuses is a lost packet (RC resends it), as in the flush microtask.
     if (this.out.length > 0) {
       try { this.flush(); } catch { this.counters.send_err++; }
     }
-    if (this.mmsg.readNow() > 0) this.counters.busy_poll_batches++;
+    if (this.mmsg.readNow() > 0) {
+      this.counters.busy_poll_batches++;
+      if (this.busyReads++ === 0) setImmediate(this.busyTurn);
+    }
   };
 
-  private readonly busyTurn = (): void => { this.busyPolled = false; };
+  private readonly busyTurn = (): void => { this.busyReads = 0; };
 
   /** The ICRC flow for packets between us and a peer, in one direction. */
   flow(peer: string, outgoing: boolean, peerPort = this.port, localPort = this.port): IcrcFlow {

@@ -10,6 +10,7 @@
 import { SendFlags, WcOpcode, WrOpcode, type WorkCompletion } from '../../index.js';
 import { latResult, sampleWindow, type LatResult } from './report.js';
 import { MAX_INLINE, nowNs, yieldToLoop, type Session } from './session.js';
+import { spinUntil } from '../spin-poll.js';
 
 const RX_DEPTH = 64;
 
@@ -138,8 +139,9 @@ async function writeLat(s: Session, size: number): Promise<LatResult> {
       rcnt++;
       const want = rcnt & 0xff;
       const give = Date.now() + timeout;
-      while (s.buf[pollAt] !== want) {
-        drain();
+      // Polling the CQ (for the send completions) is what reads the socket: the peer's WRITE
+      // lands in the buffer during a poll (busy polling).
+      while (!spinUntil(() => { drain(); return s.buf[pollAt] === want; })) {
         if (nowNs() >= deadline) break;
         if (Date.now() > give) throw new Error(`the peer's write for round ${rcnt} never arrived`);
         await yieldToLoop();

@@ -25,6 +25,7 @@ import {
 } from './exchange.js';
 import { remoteAddr, type RemoteAddr } from '../../abi/remote-addr.js';
 import { WaitTimeoutError, WaitTimeouts } from '../wait-timeouts.js';
+import { spinPoll } from '../spin-poll.js';
 
 export const MAX_INLINE = 256;
 /** What we say in check_sys_data: a 4 KiB page as the cycle buffer, 64-byte cache lines. */
@@ -384,7 +385,7 @@ export class Session {
       got++;
     };
     while (got < want) {
-      const wcs = this.cq.poll(32);
+      const wcs = spinPoll(this.cq, 32);
       for (const wc of wcs) take(wc);
       if (wcs.length) {
         last = Date.now();
@@ -394,7 +395,7 @@ export class Session {
       const now = nowNs();
       if (now >= deadlineNs) break;
       if (Date.now() - last > this.o.timeoutMs) throw new Error(`no completion for ${this.o.timeoutMs} ms (${got}/${want})`);
-      // Spin (one event-loop turn at a time, so received packets get in) while an answer is
+      // Spin (in place, then a turn of the event loop for timers and other I/O) while an answer is
       // likely to come soon; after SPIN_NS of nothing, sleep in epoll until the CQ has one, as
       // a socket reader would. Spinning alone takes the CPU from the peer whenever the host is
       // busy, and each exchange then costs a scheduler slice (perftest's -e waits the same way).
