@@ -30,7 +30,8 @@ export interface VethPairSpec {
 
 /**
  * Make the namespaces and the pair, each end up with its address, lo up. Returns undefined
- * when done, else why not (not root, a tool missing, the machine refusing), with nothing left.
+ * when done (the namespaces are deleted when the process exits, if not before), else why not
+ * (not root, a tool missing, the machine refusing), with nothing left.
  */
 export function setUpVethPair(s: VethPairSpec): string | undefined {
   if (process.getuid?.() !== 0) return 'needs root to create network namespaces';
@@ -53,6 +54,10 @@ export function setUpVethPair(s: VethPairSpec): string | undefined {
       ip('-n', ns, 'link', 'set', 'lo', 'up');
     }
     s.extra?.();
+    // Whatever the test does with them, they go when the process ends: a file run with
+    // --test-name-pattern skips the test whose after-hook deletes them, and a failed
+    // setup in the test may throw before it registers one.
+    process.once('exit', () => deleteNamespaces(s.nsA, s.nsB));
     return undefined;
   } catch (err) {
     deleteNamespaces(s.nsA, s.nsB);
