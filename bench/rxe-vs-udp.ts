@@ -7,7 +7,9 @@
 // against a raw pair written as a careful Node programmer would (bench/raw-udp.ts: connected
 // sockets, 8 MiB buffers, 4 KiB datagrams = rxe's payload per packet at MTU 4096, up to 256
 // sends in flight; goodput counted at the receiver), cold and steady in the same way.
-// Every figure is the median of --runs runs, interleaved so both sides see the same machine.
+// Every figure is the median of --runs runs, interleaved so both sides see the same machine;
+// which side of a row runs first alternates from run to run (the machine drifts within a
+// run), and the table gives the range of the runs' own ratios beside the ratio of the medians.
 //
 //   node dist/bench/rxe-vs-udp.js [--runs 3] [--json] [--only PREFIX] [--duration SEC]
 
@@ -116,38 +118,46 @@ function add(metric: string, unit: string, higherBetter: boolean, target: number
   r.raw.push(raw);
 }
 const want = (prefix: string) => !only || prefix.startsWith(only);
+/** Both sides of a row, rxe's first in even runs and the baseline's first in odd ones. */
+async function pair<A, B>(run: number, rxe: () => Promise<A>, base: () => Promise<B>): Promise<[A, B]> {
+  if (run % 2 === 0) { const a = await rxe(); return [a, await base()]; }
+  const b = await base();
+  return [await rxe(), b];
+}
 
 for (let run = 0; run < RUNS; run++) {
   // Cold: perftest's defaults, fresh processes on both sides.
   if (want('cold write_bw')) add('cold write_bw 64 KiB, -n 5000', 'MiB/s', true, 0.8, 'raw UDP, 5000 x 64 KiB in 4 KiB datagrams, fresh processes',
-    (await perftest('write_bw', ['-s', '65536'])).bw_avg_MBps, await rawGoodput({ bytes: 5000 * 65536 }));
+    ...await pair(run, async () => (await perftest('write_bw', ['-s', '65536'])).bw_avg_MBps, () => rawGoodput({ bytes: 5000 * 65536 })));
   if (want('cold send_bw')) add('cold send_bw 64 KiB, -n 5000', 'MiB/s', true, 0.8, 'raw UDP, 5000 x 64 KiB in 4 KiB datagrams, fresh processes',
-    (await perftest('send_bw', ['-s', '65536'])).bw_avg_MBps, await rawGoodput({ bytes: 5000 * 65536 }));
+    ...await pair(run, async () => (await perftest('send_bw', ['-s', '65536'])).bw_avg_MBps, () => rawGoodput({ bytes: 5000 * 65536 })));
   if (want('cold send_lat')) {
-    const [x, y] = [await rxeLat([]), await rawPing({ iters: 1000 })];
+    const [x, y] = await pair(run, () => rxeLat([]), () => rawPing({ iters: 1000 }));
     add('cold send_lat 2 B round trip, mean, -n 1000', 'us', false, undefined, 'raw UDP ping-pong, 1000 rounds, fresh processes', x.mean, y.mean);
     add('cold send_lat 2 B round trip, p99', 'us', false, undefined, 'the same runs', x.p99, y.p99);
   }
   // Steady state: -D seconds after the warm-up margin.
   const D = ['-D', String(DURATION)];
   if (want('steady write_bw')) add(`steady write_bw 64 KiB, -D ${DURATION}`, 'MiB/s', true, 1.0, `raw UDP: the ${WINDOW} s after ${MARGIN_MS / 1000} s of warm-up, as perftest counts -D ${DURATION}`,
-    (await perftest('write_bw', ['-s', '65536', ...D])).bw_avg_MBps, await rawGoodput({ seconds: WINDOW }));
+    ...await pair(run, async () => (await perftest('write_bw', ['-s', '65536', ...D])).bw_avg_MBps, () => rawGoodput({ seconds: WINDOW })));
   if (want('steady send_bw')) add(`steady send_bw 64 KiB, -D ${DURATION}`, 'MiB/s', true, 1.0, `raw UDP: the ${WINDOW} s after ${MARGIN_MS / 1000} s of warm-up, as perftest counts -D ${DURATION}`,
-    (await perftest('send_bw', ['-s', '65536', ...D])).bw_avg_MBps, await rawGoodput({ seconds: WINDOW }));
+    ...await pair(run, async () => (await perftest('send_bw', ['-s', '65536', ...D])).bw_avg_MBps, () => rawGoodput({ seconds: WINDOW })));
   if (want('steady send_lat')) {
-    const [x, y] = [await rxeLat(D), await rawPing({ seconds: WINDOW })];
+    const [x, y] = await pair(run, () => rxeLat(D), () => rawPing({ seconds: WINDOW }));
     add(`steady send_lat 2 B round trip, mean, -D ${DURATION}`, 'us', false, 1.0, `raw UDP ping-pong: the ${WINDOW} s after ${MARGIN_MS / 1000} s of warm-up, as perftest counts -D ${DURATION}`, x.mean, y.mean);
     add(`steady send_lat 2 B round trip, p99, -D ${DURATION}`, 'us', false, 2.0, 'the same runs', x.p99, y.p99);
     add(`steady send_lat 2 B round trip, typical, -D ${DURATION}`, 'us', false, undefined, 'the same runs', x.typical, y.typical);
   }
   if (want('steady write_bw -q 16')) add(`steady write_bw 64 KiB, -q 16 vs -q 1, -D ${DURATION}`, 'MiB/s', true, 1.0, 'the same test with one QP (rxe on both sides)',
-    (await perftest('write_bw', ['-s', '65536', '-q', '16', ...D])).bw_avg_MBps, (await perftest('write_bw', ['-s', '65536', ...D])).bw_avg_MBps);
+    ...await pair(run, async () => (await perftest('write_bw', ['-s', '65536', '-q', '16', ...D])).bw_avg_MBps, async () => (await perftest('write_bw', ['-s', '65536', ...D])).bw_avg_MBps));
 }
 
 const table = [...rows.values()].map((r) => {
   const rxe = median(r.rxe), raw = median(r.raw), ratio = rxe / raw;
   const v = verdict(ratio, r.higherBetter, r.target);
-  return { metric: r.metric, unit: r.unit, rxe, raw, ratio, target: v.target, met: v.met, baseline: r.baseline, samples: { rxe: r.rxe, raw: r.raw } };
+  const runRatios = r.rxe.map((x, i) => x / r.raw[i]!);
+  const runs = { min: Math.min(...runRatios), max: Math.max(...runRatios) };
+  return { metric: r.metric, unit: r.unit, rxe, raw, ratio, runs, target: v.target, met: v.met, baseline: r.baseline, samples: { rxe: r.rxe, raw: r.raw } };
 });
 if (json) {
   console.log(JSON.stringify({ runs: RUNS, cpus: os.cpus().length, node: process.version, baseline: BASELINE, rows: table }));
@@ -155,11 +165,13 @@ if (json) {
   console.log(`rxe vs raw node:dgram, ${A} <-> ${B}, each side its own process; medians of ${RUNS} runs; ${os.cpus().length} CPUs, node ${process.version}`);
   console.log(`baseline: ${BASELINE}\n`);
   const w = Math.max(...table.map((t) => t.metric.length)) + 2;
-  console.log(`${'metric'.padEnd(w)}${'rxe'.padStart(10)}${'baseline'.padStart(10)}  unit    ratio  target`);
+  console.log(`${'metric'.padEnd(w)}${'rxe'.padStart(10)}${'baseline'.padStart(10)}  unit    ratio  runs       target`);
   for (const t of table) {
     const met = t.met === undefined ? '' : t.met ? 'met' : 'NOT met';
-    console.log(`${t.metric.padEnd(w)}${t.rxe.toFixed(1).padStart(10)}${t.raw.toFixed(1).padStart(10)}  ${t.unit.padEnd(6)}  ${t.ratio.toFixed(2).padStart(5)}  ${t.target.padEnd(7)} ${met}`);
+    const runs = `${t.runs.min.toFixed(2)}-${t.runs.max.toFixed(2)}`;
+    console.log(`${t.metric.padEnd(w)}${t.rxe.toFixed(1).padStart(10)}${t.raw.toFixed(1).padStart(10)}  ${t.unit.padEnd(6)}  ${t.ratio.toFixed(2).padStart(5)}  ${runs.padEnd(9)}  ${t.target.padEnd(7)} ${met}`);
   }
+  console.log('\nratio: the ratio of the medians; runs: the range of the runs\' own ratios (each run measures both sides, which goes first alternating)');
   console.log('\nbaseline per row:');
   for (const t of table) console.log(`  ${t.metric}: ${t.baseline}`);
 }
