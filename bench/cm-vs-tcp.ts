@@ -27,8 +27,12 @@
 // binds its local address (localAddress) and closes first leaves its ephemeral ports in
 // TIME_WAIT, where bind() cannot reuse them, and slows down as they pile up (~30,000 ports).
 //
-//   sequential   one connection at a time: 1 s not counted, then 3 s counted (steady state)
-//   32 in flight 32 loops of the same at once: 1 s not counted, then 3 s counted
+//   sequential   one connection at a time: 5 s not counted, then 3 s counted (steady state)
+//   32 in flight 32 loops of the same at once: 5 s not counted, then 3 s counted
+// The warm-up is long because V8 is: the rdma_cm path's functions run once or twice a
+// connection, so TurboFan reaches them only after thousands of connections (with 1 s of
+// warm-up, 95 optimizing compiles of 1-33 ms each still fell in a sequential run's counted
+// window, and the rate read 365 conn/s against 889 after 4 s). The cold row is the start.
 //   cold         a fresh client process's first 200 connections, one at a time (the rxe
 //                device and the CM agent already made, not counted; V8 still compiling)
 
@@ -43,10 +47,10 @@ import { formatTable } from '../src/tools/table.js';
 import { benchOptions } from './options.js';
 import { median, verdict } from './stats.js';
 
-const USAGE = 'usage: node dist/bench/cm-vs-tcp.js [--runs N] [--json] [--send 1|0]';
+const USAGE = 'usage: node dist/bench/cm-vs-tcp.js [--runs N] [--json] [--send 1|0] [--warmup SEC] [--seconds SEC]';
 const { runs: RUNS, json, strings: s } = benchOptions(USAGE, {
   role: undefined, api: undefined, addr: undefined, dst: undefined, port: undefined, 'udp-port': undefined,
-  mode: undefined, seconds: '3', warmup: '1', conns: '200', inflight: '32', send: '1',
+  mode: undefined, seconds: '3', warmup: '5', conns: '200', inflight: '32', send: '1',
 });
 const SEND = s.send !== '0';
 const SERVER_ADDR = '127.0.0.2';
