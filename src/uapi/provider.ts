@@ -99,6 +99,12 @@ export interface ProviderCq {
    * when the CQ is destroyed.
    */
   onCompletion?: ((destroyed: boolean) => void) | undefined;
+  /**
+   * Whether polling this CQ while it is empty, again and without a turn of the event loop, can
+   * bring completions in now (a provider that reads its transport when polled: rxe's busy
+   * polling). Absent: never.
+   */
+  readonly canSpin?: boolean;
 }
 
 export interface ProviderSrq {

@@ -386,6 +386,14 @@ export class CQ extends Obj_ {
   get cqe(): number { return this.cq.cqe; }
   /** ibv_poll_cq: up to `max` completions, oldest first. */
   poll(max = 16): WorkCompletion[] { return this.cq.poll(max); }
+  /**
+   * Whether spinning on poll() while the CQ is empty, without yielding to the event loop, can
+   * bring completions in right now: true on an rxe device with busy polling (a poll reads the
+   * device's socket), for a CQ without a completion channel, while the device has no work
+   * waiting for the next turn of the loop and has not used up its reads for this turn. When
+   * false, yield (`await` a setImmediate, or `cq.next()`) before polling again.
+   */
+  get canSpin(): boolean { return this.cq.canSpin === true; }
 
   /**
    * The next completion, oldest first, as poll(1) would return it; when the CQ is empty,

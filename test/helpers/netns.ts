@@ -30,7 +30,8 @@ export interface VethPairSpec {
 
 /**
  * Make the namespaces and the pair, each end up with its address, lo up. Returns undefined
- * when done (the namespaces are deleted when the process exits, if not before), else why not
+ * when done (the namespaces are deleted when the process exits, if not before; a signal that
+ * kills it leaves them), else why not
  * (not root, a tool missing, the machine refusing), with nothing left.
  */
 export function setUpVethPair(s: VethPairSpec): string | undefined {
@@ -54,7 +55,8 @@ export function setUpVethPair(s: VethPairSpec): string | undefined {
       ip('-n', ns, 'link', 'set', 'lo', 'up');
     }
     s.extra?.();
-    // Whatever the test does with them, they go when the process ends: a file run with
+    // Whatever the test does with them, they go when the process exits (not when a signal
+    // kills it: 'exit' does not run then): a file run with
     // --test-name-pattern skips the test whose after-hook deletes them, and a failed
     // setup in the test may throw before it registers one.
     process.once('exit', () => deleteNamespaces(s.nsA, s.nsB));

@@ -47,9 +47,10 @@ describe('rxe busy polling', { skip: !mmsgAvailable() && 'recvmmsg is not availa
       assert.equal(wcs[0]!.opcode, WcOpcode.RECV);
       assert.equal(rbuf.subarray(0, 4).toString(), 'spun');
       assert.ok(rxeOf(p.b.dev).counters.busy_poll_batches > before, 'counted as a busy-poll batch');
-      // b's ACK is deferred to the end of the loop's poll phase (responder.ts): it comes once
-      // the loop turns.
-      const [ack] = await waitCompletions(p.a.cq, 1);
+      // b's ACK was deferred to the end of the loop's poll phase (responder.ts); b's next poll,
+      // empty, sends it, and a spinning a sees its SEND complete, all without a turn of the loop.
+      assert.equal(p.b.cq.poll(1).length, 0);
+      const [ack] = spin(p.a.cq, 5000);
       assert.equal(ack?.status, 0);
       assert.equal(ack?.opcode, WcOpcode.SEND);
     } finally {
@@ -61,6 +62,7 @@ describe('rxe busy polling', { skip: !mmsgAvailable() && 'recvmmsg is not availa
     const p = await makePair(undefined, { device: { busyPoll: true } });
     try {
       const before = rxeOf(p.b.dev).counters.busy_poll_batches;
+      assert.equal(p.b.cq.canSpin, true);
       // Thousands of empty reads (30 ms of polling) use up nothing.
       assert.equal(spin(p.b.cq, 30).length, 0);
       for (let i = 0; i < BUSY_READS_PER_TURN; i++) {
@@ -69,6 +71,13 @@ describe('rxe busy polling', { skip: !mmsgAvailable() && 'recvmmsg is not availa
         assert.equal(rbuf.subarray(0, 4).toString(), `n${i}`.padEnd(4, '.'));
       }
       assert.equal(rxeOf(p.b.dev).counters.busy_poll_batches, before + BUSY_READS_PER_TURN);
+      assert.equal(p.b.cq.canSpin, false, 'a spin cannot help until the loop turns');
+      // What b posts still leaves when it polls.
+      p.a.qp.postRecv({ wrId: 8n, sgList: [p.a.pd.regMr(Buffer.alloc(16), Access.LOCAL_WRITE).sge()] });
+      p.b.qp.postSend({ wrId: 9n, opcode: WrOpcode.SEND, sendFlags: SendFlags.SIGNALED, sgList: [p.b.pd.regMr(Buffer.from('back'), 0).sge()] });
+      assert.equal(rxeOf(p.b.dev).link.queued, 1);
+      p.b.cq.poll(1);
+      assert.equal(rxeOf(p.b.dev).link.queued, 0, 'sent by the poll past the bound');
       // One more SEND, on the wire before b polls again, but in the same turn of b's loop: a
       // consumer on microtasks alone cannot keep the loop from turning.
       const rbuf = await sendOne(p, 'last');
@@ -102,6 +111,7 @@ describe('rxe busy polling', { skip: !mmsgAvailable() && 'recvmmsg is not availa
     const p = await makePair(undefined, { device: { busyPoll: false } });
     try {
       const rbuf = await sendOne(p, 'loop');
+      assert.equal(p.b.cq.canSpin, false);
       assert.equal(spin(p.b.cq, 30).length, 0, 'nothing without a turn of the loop');
       const [wc] = await waitCompletions(p.b.cq, 1);
       assert.equal(wc!.status, 0);
@@ -127,6 +137,7 @@ describe('rxe busy polling', { skip: !mmsgAvailable() && 'recvmmsg is not availa
       qa.postSend({ wrId: 1n, opcode: WrOpcode.SEND, sendFlags: SendFlags.SIGNALED, sgList: [p.a.pd.regMr(Buffer.from('chan'), 0).sge()] });
       await Promise.resolve();
       assert.equal(rxeOf(p.a.dev).link.queued, 0, 'the SEND left a');
+      assert.equal(cq.canSpin, false);
       assert.equal(spin(cq, 30).length, 0, 'nothing without a turn of the loop');
       assert.equal(rxeOf(p.b.dev).counters.busy_poll_batches, 0);
       const [wc] = await waitCompletions(cq, 1);

@@ -21,6 +21,8 @@ export class RxeCq implements ProviderCq {
     private readonly onOverflow: (cq: RxeCq) => void,
     /** Deliver what the device's socket holds now (RxeLink.busyPoll); see poll. */
     private readonly busyPoll?: () => void,
+    /** Whether another busy poll can bring anything in now (RxeLink.canSpin). */
+    private readonly linkCanSpin?: () => boolean,
   ) {
     this.queue = new Ring(cqe);
   }
@@ -56,6 +58,11 @@ export class RxeCq implements ProviderCq {
     const out: WorkCompletion[] = [];
     while (out.length < max && this.queue.length) out.push(this.queue.shift()!);
     return out;
+  }
+
+  /** See ProviderCq.canSpin: a poll of this CQ reads the socket, and another read may help now. */
+  get canSpin(): boolean {
+    return this.busyPoll !== undefined && !this.onNotify && !this.destroyed && (this.linkCanSpin?.() ?? false);
   }
 
   reqNotify(solicitedOnly: boolean): void {

@@ -7,6 +7,8 @@ import dgram from 'node:dgram';
 import { isIPv4 } from 'node:net';
 import { VerbsError } from '../../uapi/errors.js';
 import { IcrcFlow } from './wire/icrc.js';
+import { turnWork } from './turn-work.js';
+import { sendDeferredAcksNow } from './responder.js';
 import { ipv4Bytes, ipv6Bytes } from '../../abi/inet.js';
 import { enableUdpGro, prepareRoceSocket } from './sockopt.js';
 import { endsRun, groSegmentSize, joinsRun } from './wire/gro.js';
@@ -205,11 +207,15 @@ export class RxeLink {
    * a delivery, or once closed.
    */
   readonly busyPoll = (): void => {
-    if (!this.busyPolling || !this.mmsg || this.closed || this.busyReads >= BUSY_READS_PER_TURN) return;
+    if (!this.busyPolling || !this.mmsg || this.closed) return;
     // A send the socket refuses is a lost packet (RC resends it), as in the flush microtask.
+    // Before the bound on reads: what the poller posted leaves whether or not it may read, and
+    // so do the ACKs deferred for the batch delivered before this poll.
+    sendDeferredAcksNow();
     if (this.out.length > 0) {
       try { this.flush(); } catch { this.counters.send_err++; }
     }
+    if (this.busyReads >= BUSY_READS_PER_TURN) return;
     if (this.mmsg.readNow() > 0) {
       this.counters.busy_poll_batches++;
       if (this.busyReads++ === 0) setImmediate(this.busyTurn);
@@ -217,6 +223,16 @@ export class RxeLink {
   };
 
   private readonly busyTurn = (): void => { this.busyReads = 0; };
+
+  /**
+   * Whether polling an empty CQ again, without a turn of the event loop, can bring anything
+   * in: busy polling is on and reads the socket (recvmmsg), its bound on delivering reads is
+   * not reached, and no requester waits for the next turn to go on with its send queue (a spin
+   * would hold it back; deferred ACKs leave at each busy poll instead). See CQ.canSpin.
+   */
+  get canSpin(): boolean {
+    return this.busyPolling && this.mmsg !== undefined && !this.closed && this.busyReads < BUSY_READS_PER_TURN && turnWork.pending === 0;
+  }
 
   /** The ICRC flow for packets between us and a peer, in one direction. */
   flow(peer: string, outgoing: boolean, peerPort = this.port, localPort = this.port): IcrcFlow {

@@ -10,6 +10,7 @@ import { WqeState, type RxeQp, type SendWqe } from './qp.js';
 import { packetOpcode } from './wire/wr-opcodes.js';
 import { resolveSegs, views } from './mem.js';
 import { ackEvery, noteSending, windowPkts } from './window.js';
+import { deferToTurn } from './turn-work.js';
 import { RxeMr, RxeMw } from './keys.js';
 import type { RxeAh } from './context.js';
 import { ACK_ASKS, ACK_DEFERRABLE, ACK_NONE } from './link.js';
@@ -39,7 +40,7 @@ export function runRequester(qp: RxeQp): void {
       if (budget === 0) {
         if (!qp.req.scheduled) {
           qp.req.scheduled = true;
-          setImmediate(() => { qp.req.scheduled = false; runRequester(qp); });
+          deferToTurn(() => { qp.req.scheduled = false; runRequester(qp); });
         }
         break;
       }

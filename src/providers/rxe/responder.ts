@@ -86,6 +86,15 @@ function sendAcksAtExit(): void {
   }
 }
 
+/**
+ * The ACKs deferred to the end of the poll phase, sent now: a poller is about to read the
+ * socket in place (RxeLink.busyPoll), so the batch whose ACKs were held has been delivered, and
+ * a spin would otherwise hold them until it yields (the peer's window and latency wait on them).
+ */
+export function sendDeferredAcksNow(): void {
+  if (ackQueue.length > 0) sendPendingAcks();
+}
+
 function sendPendingAcks(): void {
   acksScheduled = false;
   const q = ackQueue;

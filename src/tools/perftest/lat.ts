@@ -141,7 +141,7 @@ async function writeLat(s: Session, size: number): Promise<LatResult> {
       const give = Date.now() + timeout;
       // Polling the CQ (for the send completions) is what reads the socket: the peer's WRITE
       // lands in the buffer during a poll (busy polling).
-      while (!spinUntil(() => { drain(); return s.buf[pollAt] === want; })) {
+      while (!spinUntil(() => { drain(); return s.buf[pollAt] === want; }, () => s.cq.canSpin)) {
         if (nowNs() >= deadline) break;
         if (Date.now() > give) throw new Error(`the peer's write for round ${rcnt} never arrived`);
         await yieldToLoop();
