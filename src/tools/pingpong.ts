@@ -230,7 +230,7 @@ export async function pingpong(argv: string[], out: (line: string) => void = (l)
         await waits.run(EXCHANGE_TIMEOUT_MS, (signal) => channel.getCqEvent({ signal }));
         cq.reqNotify();
       }
-      const wcs = channel ? cq.poll(2) : spinPoll(cq, 2);
+      const wcs = spinPoll(cq, 2); // a CQ with a channel cannot spin: one poll
       for (const wc of wcs) onWc(wc);
       if (wcs.length) idleSince = Date.now();
       else if (!channel) {

@@ -13,10 +13,8 @@ export const SPIN_TURN_MS = Number(process.env.SOFTRDMA_SPIN_TURN_US ?? 20) / 10
 
 /** Up to `max` completions of `cq`, polling it again for up to `ms` while it has none and spinning can help (CQ.canSpin). */
 export function spinPoll(cq: CQ, max: number, ms = SPIN_TURN_MS): WorkCompletion[] {
-  let wcs = cq.poll(max);
-  if (wcs.length > 0 || ms <= 0 || !cq.canSpin) return wcs;
-  const until = performance.now() + ms;
-  do wcs = cq.poll(max); while (wcs.length === 0 && cq.canSpin && performance.now() < until);
+  let wcs: WorkCompletion[] = [];
+  spinUntil(() => (wcs = cq.poll(max)).length > 0, () => cq.canSpin, ms);
   return wcs;
 }
 

@@ -66,7 +66,7 @@ export class RxeContext implements ProviderContext {
     return new RxeCq(cqe, (cq) => {
       this.device.counters.cq_overflows++;
       this.event(AsyncEventType.CQ_ERR, cq);
-    }, this.device.link.busyPoll, () => this.device.link.canSpin);
+    }, this.device.link);
   }
 
   resizeCq(cq: ProviderCq, cqe: number): void {

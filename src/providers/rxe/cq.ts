@@ -19,10 +19,8 @@ export class RxeCq implements ProviderCq {
   constructor(
     public cqe: number,
     private readonly onOverflow: (cq: RxeCq) => void,
-    /** Deliver what the device's socket holds now (RxeLink.busyPoll); see poll. */
-    private readonly busyPoll?: () => void,
-    /** Whether another busy poll can bring anything in now (RxeLink.canSpin). */
-    private readonly linkCanSpin?: () => boolean,
+    /** The device's link: busyPoll() delivers what its socket holds now (see poll), canSpin says whether another read can help. */
+    private readonly link?: { busyPoll(): void; readonly canSpin: boolean },
   ) {
     this.queue = new Ring(cqe);
   }
@@ -54,7 +52,7 @@ export class RxeCq implements ProviderCq {
     // CQ with a completion channel: its consumer is event-driven and polls to drain what an
     // event announced; reading there measured slower (SMC-R's ping-pong round trip, whose
     // links drain on events: 106-139 us against 63-69 without, docs/rxe.md).
-    if (this.queue.length === 0 && this.busyPoll && !this.onNotify && !this.destroyed) this.busyPoll();
+    if (this.queue.length === 0 && this.link && !this.onNotify && !this.destroyed) this.link.busyPoll();
     const out: WorkCompletion[] = [];
     while (out.length < max && this.queue.length) out.push(this.queue.shift()!);
     return out;
@@ -62,7 +60,7 @@ export class RxeCq implements ProviderCq {
 
   /** See ProviderCq.canSpin: a poll of this CQ reads the socket, and another read may help now. */
   get canSpin(): boolean {
-    return this.busyPoll !== undefined && !this.onNotify && !this.destroyed && (this.linkCanSpin?.() ?? false);
+    return this.link !== undefined && !this.onNotify && !this.destroyed && this.link.canSpin;
   }
 
   reqNotify(solicitedOnly: boolean): void {
