@@ -57,6 +57,12 @@ export interface RxeDeviceOptions {
    */
   recvmmsg?: boolean;
   /**
+   * Hand the datagrams a flush sends to one socket in a row to the kernel with one sendmmsg
+   * call (default: on where it works, Linux on 64-bit, unless SOFTRDMA_RXE_SENDMMSG=0; see
+   * mmsg-sender.ts). Off: a node:dgram send per datagram (or GSO run).
+   */
+  sendmmsg?: boolean;
+  /**
    * Busy polling: a poll of an empty CQ reads the device socket at once (one recvmmsg batch)
    * instead of leaving the datagrams to the next turn of the event loop, so a consumer that
    * spins on its CQ (perftest's latency tests) sees an answer without an epoll round in
@@ -153,6 +159,7 @@ export class RxeDevice implements ProviderDevice {
     const link = await RxeLink.open(
       opts.address, opts.port ?? ROCE_V2_PORT, counters, opts.gso ?? process.env.SOFTRDMA_RXE_GSO !== '0',
       opts.perQpSourcePort ?? process.env.SOFTRDMA_RXE_SPORT !== '0', opts.recvmmsg ?? process.env.SOFTRDMA_RXE_RECVMMSG !== '0',
+      opts.sendmmsg ?? process.env.SOFTRDMA_RXE_SENDMMSG !== '0',
     );
     link.busyPolling = opts.busyPoll ?? process.env.SOFTRDMA_RXE_BUSY_POLL !== '0';
     return new RxeDevice(opts.name ?? `rxe${deviceCount++}`, link, mtu, counters, limits);

@@ -14,6 +14,7 @@ import { enableUdpGro, prepareRoceSocket } from './sockopt.js';
 import { endsRun, groSegmentSize, joinsRun } from './wire/gro.js';
 import { SourcePort, literalLookup } from './source-port.js';
 import { MmsgReceiver } from './mmsg-receiver.js';
+import { MmsgSender } from './mmsg-sender.js';
 import type { DeviceCounters } from './counters.js';
 
 export const ROCE_V2_PORT = 4791;
@@ -100,6 +101,8 @@ export class RxeLink {
   private busyReads = 0;
   /** The recvmmsg reader, when the device socket is read that way. */
   private mmsg: MmsgReceiver | undefined;
+  /** The sendmmsg sender, when flushes send that way (see mmsg-sender.ts). */
+  private mmsgOut: MmsgSender | undefined;
   /**
    * Bytes a sender may keep unacknowledged towards a peer: a quarter of the receive buffer
    * the kernel granted us (measured: an 8 MiB buffer holds ~990 datagrams of 4 KiB, as each
@@ -126,7 +129,7 @@ export class RxeLink {
     sock.on('error', () => { counters.send_err++; });
   }
 
-  static open(address: string, port: number, counters: DeviceCounters, gso: boolean, perQpPorts: boolean, recvmmsg: boolean): Promise<RxeLink> {
+  static open(address: string, port: number, counters: DeviceCounters, gso: boolean, perQpPorts: boolean, recvmmsg: boolean, sendmmsg = false): Promise<RxeLink> {
     const family = isIPv4(address) ? 4 : 6;
     const sock = dgram.createSocket({ type: family === 4 ? 'udp4' : 'udp6', recvBufferSize: 8 << 20, sendBufferSize: 8 << 20, lookup: literalLookup });
     return new Promise((resolve, reject) => {
@@ -149,6 +152,7 @@ export class RxeLink {
         const link = new RxeLink(sock, address, sock.address().port, family, counters, gso, perQpPorts);
         link.groEnabled = gso && enableUdpGro(sock);
         if (recvmmsg) link.attachMmsg();
+        if (sendmmsg) link.mmsgOut = MmsgSender.shared();
         resolve(link);
       });
     });
@@ -415,7 +419,8 @@ export class RxeLink {
             for (const b of parts) all.push(b);
             if (onSent) (sent ??= []).push(onSent);
           }
-          g.sock.send(all, this.port, a.to, sent && (() => { for (const f of sent!) f(); }));
+          const done = sent && (() => { for (const f of sent!) f(); });
+          if (!this.mmsgOut?.add(g.sock, all, a.to, this.port, done)) g.sock.send(all, this.port, a.to, done);
           this.counters.gso_sends++;
           this.counters.gso_packets += j - i;
         } else {
@@ -423,11 +428,12 @@ export class RxeLink {
             const o = q[k]!;
             const from = o.src.sender;
             this.flow(o.to, true, this.port, from.port).sealParts(o.parts);
-            from.socket.send(o.parts, this.port, o.to, o.onSent);
+            if (!this.mmsgOut?.add(from.socket, o.parts, o.to, this.port, o.onSent)) from.socket.send(o.parts, this.port, o.to, o.onSent);
           }
         }
         i = j;
       }
+      this.mmsgOut?.commit();
     } finally {
       // Cleared even if a send threw: a queue is never sent twice.
       q.length = 0;

@@ -1,0 +1,251 @@
+// The sendmmsg sender (mmsg-sender.ts): datagrams staged for one socket leave in one call,
+// byte-exact and in order, whatever mix of copied and by-address parts they have; a change of
+// socket sends what was staged first; a full send buffer hands the rest to node:dgram and keeps
+// the socket node:dgram's until those have left; a datagram the kernel refuses is reported as
+// node:dgram reports it and the others still leave; sockets node:dgram may hold datagrams for
+// are never sent to directly.
+
+import assert from 'node:assert/strict';
+import dgram from 'node:dgram';
+import { once } from 'node:events';
+import { describe, it } from 'node:test';
+import { MmsgSender, bindLibc, type SendSys } from '../../src/providers/rxe/mmsg-sender.js';
+
+const libc = bindLibc();
+const skip = libc ? false : 'sendmmsg needs Linux on a 64-bit CPU';
+
+async function bound(type: 'udp4' | 'udp6', address: string): Promise<dgram.Socket> {
+  const s = dgram.createSocket(type);
+  s.bind(0, address);
+  await once(s, 'listening');
+  return s;
+}
+
+/** Collect `n` datagrams from `sock` (bounded wait). */
+function receive(sock: dgram.Socket, n: number, ms = 5000): Promise<Buffer[]> {
+  const got: Buffer[] = [];
+  return new Promise((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`received ${got.length} of ${n} datagrams`)), ms);
+    sock.on('message', (m) => {
+      got.push(m);
+      if (got.length === n) { clearTimeout(t); resolve(got); }
+    });
+  });
+}
+
+/** Datagram k: a small header, a by-address payload view into a shared buffer, a small tail. */
+function datagram(k: number, big: Buffer): Buffer[] {
+  const hdr = Buffer.alloc(28, k & 0xff); // small: on V8's heap until its buffer is asked for
+  const len = 256 + ((k * 97) % 1200);
+  const payload = big.subarray(k * 7, k * 7 + len);
+  const tail = Buffer.from([k, k >> 8, 0xee, 0xff]);
+  return [hdr, payload, tail];
+}
+
+function pattern(n: number): Buffer {
+  const b = Buffer.allocUnsafe(n);
+  for (let i = 0; i < n; i++) b[i] = (i * 31 + 7) & 0xff;
+  return b;
+}
+
+/** A sender over the C library's sendmmsg, counting calls; `fail(call, first)` may answer -1 with an errno instead. */
+function counting(fail?: (call: number, vec: number) => number | undefined): { sys: SendSys; calls: number[] } {
+  const calls: number[] = [];
+  let errno = 0;
+  const sys: SendSys = {
+    sendmmsg(fd, vec, vlen) {
+      calls.push(vlen);
+      const e = fail?.(calls.length, vec);
+      if (e !== undefined) { errno = e; return -1; }
+      return libc!.sendmmsg(fd, vec, vlen);
+    },
+    errno: () => errno || libc!.errno(),
+  };
+  return { sys, calls };
+}
+
+describe('rxe sendmmsg sender', { skip }, () => {
+  it('sends a socket run of datagrams in one call, byte-exact and in order; onSent after the call', async () => {
+    const rx = await bound('udp4', '127.0.0.1');
+    const tx = await bound('udp4', '127.0.0.1');
+    const { sys, calls } = counting();
+    const s = MmsgSender.withSys(sys);
+    try {
+      const big = pattern(64 << 10);
+      const want: Buffer[] = [];
+      const arrived = receive(rx, 40);
+      let sent = 0;
+      for (let k = 0; k < 40; k++) {
+        const parts = datagram(k, big);
+        want.push(Buffer.concat(parts));
+        assert.equal(s.add(tx, parts, '127.0.0.1', rx.address().port, () => { sent++; }), true);
+      }
+      assert.equal(calls.length, 0, 'nothing leaves before the commit');
+      s.commit();
+      assert.deepEqual(calls, [40]);
+      assert.equal(sent, 0, 'onSent waits for a microtask');
+      await Promise.resolve();
+      assert.equal(sent, 40);
+      const got = await arrived;
+      assert.deepEqual(got, want);
+    } finally {
+      s.free();
+      rx.close();
+      tx.close();
+    }
+  });
+
+  it('cuts calls at 64 datagrams and when the copy area is full, in order', async () => {
+    const rx = await bound('udp4', '127.0.0.1');
+    const tx = await bound('udp4', '127.0.0.1');
+    const { sys, calls } = counting();
+    const s = MmsgSender.withSys(sys);
+    try {
+      // 150 datagrams of 200 copied bytes: 64 a call, and 16 KiB of copies cut the second call at 81.
+      const arrived = receive(rx, 150);
+      const want: Buffer[] = [];
+      for (let k = 0; k < 150; k++) {
+        const d = Buffer.alloc(200, k);
+        d.writeUInt16BE(k);
+        want.push(d);
+        assert.equal(s.add(tx, [d.subarray(0, 100), d.subarray(100)], '127.0.0.1', rx.address().port), true);
+      }
+      s.commit();
+      assert.equal(calls.reduce((a, b) => a + b, 0), 150);
+      assert.ok(calls.every((n) => n <= 64) && calls.length >= 3, `calls ${calls.join(',')}`);
+      assert.deepEqual(await arrived, want);
+    } finally {
+      s.free();
+      rx.close();
+      tx.close();
+    }
+  });
+
+  it('sends what was staged for one socket before staging for another', async () => {
+    const rx = await bound('udp4', '127.0.0.1');
+    const a = await bound('udp4', '127.0.0.1');
+    const b = await bound('udp4', '127.0.0.1');
+    const { sys, calls } = counting();
+    const s = MmsgSender.withSys(sys);
+    try {
+      const arrived = receive(rx, 6);
+      const from: number[] = [];
+      rx.on('message', (_m, r) => from.push(r.port));
+      const seq = [a, a, b, a, b, b];
+      seq.forEach((sock, k) => assert.equal(s.add(sock, [Buffer.from([k])], '127.0.0.1', rx.address().port), true));
+      s.commit();
+      assert.deepEqual(calls, [2, 1, 1, 2]);
+      const got = await arrived;
+      assert.deepEqual(got.map((m) => m[0]), [0, 1, 2, 3, 4, 5]);
+      assert.deepEqual(from, seq.map((x) => x.address().port));
+    } finally {
+      s.free();
+      for (const x of [rx, a, b]) x.close();
+    }
+  });
+
+  it('a full send buffer: the rest goes by node:dgram, and the socket stays its until they left', async () => {
+    const rx = await bound('udp4', '127.0.0.1');
+    const tx = await bound('udp4', '127.0.0.1');
+    const EAGAIN = 11;
+    // The first call sends two of five, the second finds the buffer full.
+    let first = true;
+    const { sys, calls } = counting((call) => (call === 2 ? EAGAIN : undefined));
+    const real = sys.sendmmsg;
+    sys.sendmmsg = (fd, vec, vlen) => {
+      if (first) { first = false; return real(fd, vec, 2); }
+      return real(fd, vec, vlen);
+    };
+    const s = MmsgSender.withSys(sys);
+    try {
+      const arrived = receive(rx, 6);
+      let sent = 0;
+      for (let k = 0; k < 5; k++) assert.equal(s.add(tx, [Buffer.from([k])], '127.0.0.1', rx.address().port, () => { sent++; }), true);
+      s.commit();
+      assert.equal(s.stats.fallbacks, 3);
+      // node:dgram may still hold those three: a sixth must queue behind them.
+      assert.equal(s.add(tx, [Buffer.from([5])], '127.0.0.1', rx.address().port), false);
+      tx.send(Buffer.from([5]), rx.address().port, '127.0.0.1');
+      const got = await arrived;
+      assert.deepEqual(got.map((m) => m[0]), [0, 1, 2, 3, 4, 5]);
+      assert.equal(sent, 5, 'every onSent ran');
+      assert.equal(s.add(tx, [Buffer.from([6])], '127.0.0.1', rx.address().port), true, 'direct again once they left');
+      s.commit();
+      assert.equal(calls.length, 3);
+    } finally {
+      s.free();
+      rx.close();
+      tx.close();
+    }
+  });
+
+  it('a refused datagram is an error event on its socket; the ones after it still leave', async () => {
+    const rx = await bound('udp4', '127.0.0.1');
+    const tx = await bound('udp4', '127.0.0.1');
+    const EPERM = 1;
+    const { sys } = counting((call) => (call === 2 ? EPERM : undefined));
+    const real = sys.sendmmsg;
+    let n = 0;
+    // Call 1 sends the first two and stops (as the kernel does before a failing datagram),
+    // call 2 refuses the third, call 3 sends the rest.
+    sys.sendmmsg = (fd, vec, vlen) => (++n === 1 ? real(fd, vec, 2) : real(fd, vec, vlen));
+    const s = MmsgSender.withSys(sys);
+    const errors: Error[] = [];
+    tx.on('error', (e) => errors.push(e));
+    try {
+      const arrived = receive(rx, 4);
+      for (let k = 0; k < 5; k++) assert.equal(s.add(tx, [Buffer.from([k])], '127.0.0.1', rx.address().port), true);
+      s.commit();
+      assert.equal(errors.length, 1);
+      assert.equal((errors[0] as NodeJS.ErrnoException).errno, -EPERM);
+      assert.equal(s.stats.errors, 1);
+      assert.deepEqual((await arrived).map((m) => m[0]), [0, 1, 3, 4]);
+    } finally {
+      s.free();
+      rx.close();
+      tx.close();
+    }
+  });
+
+  it('leaves unbound, binding and closed sockets, and zoned addresses, to node:dgram', async () => {
+    const s = MmsgSender.withSys(counting().sys);
+    try {
+      const fresh = dgram.createSocket('udp4');
+      assert.equal(s.add(fresh, [Buffer.from([1])], '127.0.0.1', 9), false, 'unbound');
+      fresh.bind(0, '127.0.0.1');
+      fresh.send(Buffer.from([1]), 9, '127.0.0.1'); // queued by node:dgram until the bind is done
+      assert.equal(s.add(fresh, [Buffer.from([1])], '127.0.0.1', 9), false, 'binding, with a queued send');
+      await once(fresh, 'listening');
+      await new Promise((r) => setImmediate(r));
+      assert.equal(s.add(fresh, [Buffer.from([1])], 'fe80::1%lo', 9), false, 'zoned address');
+      const rx = await bound('udp4', '127.0.0.1');
+      const got = receive(rx, 1);
+      assert.equal(s.add(fresh, [Buffer.from([2])], '127.0.0.1', rx.address().port), true, 'bound');
+      s.commit();
+      assert.deepEqual((await got).map((m) => m[0]), [2]);
+      rx.close();
+      fresh.close();
+      assert.equal(s.add(fresh, [Buffer.from([3])], '127.0.0.1', 9), false, 'closed');
+    } finally {
+      s.free();
+    }
+  });
+
+  it('sends to IPv6 peers', async () => {
+    const rx = await bound('udp6', '::1');
+    const tx = await bound('udp6', '::1');
+    const s = MmsgSender.withSys(counting().sys);
+    try {
+      const big = pattern(4096);
+      const arrived = receive(rx, 2);
+      const d = [[Buffer.from('v6'), big.subarray(0, 3000)], [big.subarray(100, 400)]];
+      for (const parts of d) assert.equal(s.add(tx, parts, '::1', rx.address().port), true);
+      s.commit();
+      assert.deepEqual(await arrived, d.map((p) => Buffer.concat(p)));
+    } finally {
+      s.free();
+      rx.close();
+      tx.close();
+    }
+  });
+});
