@@ -15,6 +15,8 @@
 //              beside it (no target).
 //   pingpong   14-byte round trip, median of --iters (default 5000) after 500 not counted,
 //              one connection                                            target SMC-R/TCP <= 0.8
+//              Printed beside it, the floor (udp-floor.ts): raw UDP with the same datagrams
+//              each way, busy-polled, no protocol work: what no user-space SMC-R can beat here.
 //   http       node:http keep-alive requests/s, 8 in flight, for --seconds: both ends under
 //              --import softrdma/smc/auto with no device of their own (SMC-R on by default
 //              brings them up), against both ends plain node:http (src/tools/smc-peer.ts);
@@ -36,6 +38,7 @@ import { formatTable } from '../src/tools/table.js';
 import { benchOptions, benchRuntimeDir } from './options.js';
 import { median, verdict } from './stats.js';
 import { deleteNamespaces, ip, setUpVethPair } from '../test/helpers/netns.js';
+import { SMCR_MESSAGE_DATAGRAMS, floorClient, floorServer } from './udp-floor.js';
 
 const USAGE = 'usage: node dist/bench/smcr-vs-tcp.js [--runs N] [--json] [--seconds S] [--iters N] [--only bulk,pingpong,http,shortconn,learned]  (as root: it makes two network namespaces)';
 const { runs: RUNS, json, strings } = benchOptions(USAGE, {
@@ -51,7 +54,7 @@ const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 const PEER = fileURLToPath(new URL('../src/tools/smc-peer.js', import.meta.url));
 const AUTO = pathToFileURL(fileURLToPath(new URL('../src/smc/auto.js', import.meta.url))).href;
 
-const PORT_SMCR = 7301, PORT_TCP = 7302, PORT_PERF = 18601, UDP_PERF = 4793;
+const PORT_SMCR = 7301, PORT_TCP = 7302, PORT_PERF = 18601, UDP_PERF = 4793, PORT_FLOOR = 7303;
 const CHUNK = 64 * 1024;
 const PING = 14;
 
@@ -169,6 +172,12 @@ async function clientRole(bind: string, peer: string, test: string, api: string)
 
 if (strings.role === 'server') {
   await serverRole(strings.bind!);
+} else if (strings.role === 'floor-server') {
+  await floorServer(strings.bind!, PORT_FLOOR, strings.peer!, PORT_FLOOR, () => out({ listening: true }));
+  process.exit(0);
+} else if (strings.role === 'floor-client') {
+  out({ result: true, medianUs: await floorClient(strings.bind!, PORT_FLOOR, strings.peer!, PORT_FLOOR, ITERS) ?? null });
+  process.exit(0);
 } else if (strings.role === 'client') {
   await clientRole(strings.bind!, strings.peer!, strings.test!, strings.api!);
 } else {
@@ -248,6 +257,23 @@ async function main(): Promise<void> {
     }
   };
 
+  /** The floor under the ping-pong (udp-floor.ts): its server, then its client; the median round trip (us). */
+  const floor = async (): Promise<number> => {
+    const fs = inNs(NS_A, [SELF, '--role', 'floor-server', '--bind', ADDR_A, '--peer', ADDR_B]);
+    await new Promise<void>((resolve, reject) => {
+      let text = '';
+      fs.stdout!.on('data', (d: Buffer) => { text += d.toString(); if (text.includes('"listening"')) resolve(); });
+      fs.on('exit', (code) => reject(new Error(`floor server exited (${code})`)));
+    });
+    try {
+      const r = await result(inNs(NS_B, [SELF, '--role', 'floor-client', '--bind', ADDR_B, '--peer', ADDR_A, '--iters', String(ITERS)]), 'result');
+      if (typeof r.medianUs !== 'number') throw new Error('the floor server did not answer');
+      return r.medianUs;
+    } finally {
+      fs.kill('SIGKILL');
+    }
+  };
+
   /** A smc-peer server (stdin kept open: it exits when stdin ends); resolves with its ports. */
   const peerServer = (args: string[]): Promise<{ port: number; netPort?: number }> => new Promise((resolve, reject) => {
     const c = inNs(NS_A, args, {}, 'pipe');
@@ -289,7 +315,7 @@ async function main(): Promise<void> {
     const shortRates = { smcr: [] as number[], tcp: [] as number[] };
     const learnedRates = { smcr: [] as number[], tcp: [] as number[] };
     const bulk = { smcr: [] as number[], tcp: [] as number[], perf: [] as number[] };
-    const pp = { smcr: [] as number[], tcp: [] as number[] };
+    const pp = { smcr: [] as number[], tcp: [] as number[], floor: [] as number[] };
     const modes = new Set<string>();
     /** The SMC-R client's counters of the last run: per MiB (bulk), per round trip (ping-pong), per request (http). */
     const counts: Record<string, unknown> = {};
@@ -300,6 +326,7 @@ async function main(): Promise<void> {
         ['bulk', async () => { bulk.perf.push(await perftest()); }],
         ['pingpong', async () => { const r = await client('pingpong', 'smcr'); modes.add(String(r.mode)); pp.smcr.push(r.medianUs as number); counts.pingpong = { ...(r.perRoundTrip as object), busyCpuPeriods: r.busyCpuPeriods }; }],
         ['pingpong', async () => { pp.tcp.push((await client('pingpong', 'tcp')).medianUs as number); }],
+        ['pingpong', async () => { pp.floor.push(await floor()); }],
         ['http', async () => { const r = await httpRun(true); for (const m of r.modes as string[]) modes.add(`http ${m}`); httpRates.smcr.push(r.perSec as number); counts.http = r.perRequest; }],
         ['http', async () => { httpRates.tcp.push((await httpRun(false)).perSec as number); }],
         ['shortconn', async () => { const r = await shortRun(true); for (const m of r.modes as string[]) modes.add(`shortconn ${m}`); shortRates.smcr.push(r.perSec as number); }],
@@ -325,7 +352,7 @@ async function main(): Promise<void> {
     const med = (xs: number[]) => (xs.length ? median(xs) : NaN);
     const allRows = [
       { test: 'bulk', metric: 'bulk 64 KiB one way', smcr: med(bulk.smcr), baseline: med(bulk.perf), unit: 'MiB/s', digits: 1, method: 'perftest write_bw 64 KiB', ratio: bulkRatio, tcp: med(bulk.tcp), tcpNote: `${med(bulk.tcp).toFixed(1)} MiB/s`, spread: spread(bulk.smcr, bulk.perf), runs: bulk, ...verdict(bulkRatio, true, 0.8) },
-      { test: 'pingpong', metric: 'pingpong 14 B median', smcr: med(pp.smcr), baseline: med(pp.tcp), unit: 'us', digits: 1, method: 'node:net, same veth', ratio: ppRatio, tcp: med(pp.tcp), tcpNote: `${med(pp.tcp).toFixed(1)} us`, spread: spread(pp.smcr, pp.tcp), runs: pp, ...verdict(ppRatio, false, 0.8) },
+      { test: 'pingpong', metric: 'pingpong 14 B median', smcr: med(pp.smcr), baseline: med(pp.tcp), unit: 'us', digits: 1, method: 'node:net, same veth', ratio: ppRatio, tcp: med(pp.tcp), tcpNote: `${med(pp.tcp).toFixed(1)} us`, spread: spread(pp.smcr, pp.tcp), runs: pp, floorUs: med(pp.floor), floorToTcp: pp.floor.length ? pairRatio(pp.floor, pp.tcp) : NaN, ...verdict(ppRatio, false, 0.8) },
       { test: 'http', metric: 'http keep-alive, 8 in flight', smcr: med(httpRates.smcr), baseline: med(httpRates.tcp), unit: 'req/s', digits: 0, method: 'plain node:http both ends', ratio: httpRatio, tcp: med(httpRates.tcp), tcpNote: '', spread: spread(httpRates.smcr, httpRates.tcp), runs: httpRates, ...verdict(httpRatio, true, 1.0) },
       { test: 'shortconn', metric: 'short connections', smcr: med(shortRates.smcr), baseline: med(shortRates.tcp), unit: 'conn/s', digits: 0, method: 'node:net both ends', ratio: shortRatio, tcp: med(shortRates.tcp), tcpNote: '', spread: spread(shortRates.smcr, shortRates.tcp), runs: shortRates, ...verdict(shortRatio, true, 0.8) },
       { test: 'learned', metric: 'short connections, learned', smcr: med(learnedRates.smcr), baseline: med(learnedRates.tcp), unit: 'conn/s', digits: 0, method: 'node:net both ends', ratio: learnedRatio, tcp: med(learnedRates.tcp), tcpNote: '', spread: spread(learnedRates.smcr, learnedRates.tcp), runs: learnedRates, ...verdict(learnedRatio, true, 0.8) },
@@ -337,6 +364,10 @@ async function main(): Promise<void> {
       const head = ['metric', 'SMC-R', 'baseline', 'unit', 'baseline method', 'SMC-R/baseline', 'runs', 'target', 'met', 'TCP'];
       console.log(formatTable([head, ...allRows.filter((r) => ONLY.includes(r.test)).map((r) =>
         [r.metric, r.smcr.toFixed(r.digits), r.baseline.toFixed(r.digits), r.unit, r.method, r.ratio.toFixed(2), r.spread, r.target, r.met ? 'yes' : 'NO', r.tcpNote])]));
+      if (ONLY.includes('pingpong')) {
+        console.log(`\npingpong floor: ${med(pp.floor).toFixed(1)} us, ${pairRatio(pp.floor, pp.tcp).toFixed(2)}x TCP's round trip (runs ${spread(pp.floor, pp.tcp)}); SMC-R's is ${pairRatio(pp.smcr, pp.floor).toFixed(2)}x the floor. ` +
+          `The floor (bench/udp-floor.ts): raw UDP carrying an SMC-R message's datagrams each way (${SMCR_MESSAGE_DATAGRAMS.join(' and ')} bytes), both ends spinning on recv, one sendmmsg a message, no ACKs, no event loop: no user-space SMC-R over this veth can do a round trip in less.`);
+      }
       console.log(`\nmedians of ${RUNS} runs (ratio: the median of the runs' pair ratios; runs: their range); SMC-R mode ${[...modes].join('+')}; ` +
         `SMC-R client per MiB ${JSON.stringify(counts.bulk)}, per round trip ${JSON.stringify(counts.pingpong)}, per http request ${JSON.stringify(counts.http)}; two network namespaces joined by veth, each side its own process and rxe device; ${os.cpus().length} CPUs, node ${process.version}`);
     }
