@@ -285,6 +285,12 @@ async function httpLoad(port: number, seconds: number, concurrency: number): Pro
 let HOST = '127.0.0.1';
 let BIND = '127.0.0.1';
 
+const USAGE = 'usage: smc-peer.js serve --api smc|net [--http] [--and-net] [--bind ADDR]\n       smc-peer.js --api smc|net --test bulk|recv|pingpong|shortconn|http --port N [--host ADDR] [options: see the head of src/tools/smc-peer.ts]';
+
+function usageError(message: string): Error {
+  return Object.assign(new Error(message), { code: 'ERR_SMC_PEER_USAGE' });
+}
+
 export async function smcPeer(argv: string[]): Promise<void> {
   const { values, positionals } = parseArgs({
     args: argv, allowPositionals: true,
@@ -296,7 +302,7 @@ export async function smcPeer(argv: string[]): Promise<void> {
     },
   });
   const a = values.api as Api;
-  if (a !== 'smc' && a !== 'net') throw new Error(`--api must be smc or net, got ${a}`);
+  if (a !== 'smc' && a !== 'net') throw usageError(`--api must be smc or net, got ${a}`);
   if (values.host !== undefined) HOST = values.host;
   if (values.bind !== undefined) BIND = values.bind;
   if (values['smc-buffer'] !== undefined) smcOpts = { smcBufferSize: Number(values['smc-buffer']) };
@@ -341,12 +347,21 @@ export async function smcPeer(argv: string[]): Promise<void> {
       break;
     }
     case 'http': r = await httpLoad(port, Number(values.seconds ?? 3), Number(values.concurrency)); break;
-    default: throw new Error(`unknown --test ${values.test}`);
+    default: throw usageError(`unknown --test ${values.test}`);
   }
   // How often this client's poller saw busy CPUs and stopped spinning (src/smc/poller.ts).
   console.log(JSON.stringify({ ...r, pollerContended: pollerContention().entered }));
 }
 
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  smcPeer(process.argv.slice(2)).catch((e) => { console.error(e); process.exit(1); });
+  smcPeer(process.argv.slice(2)).catch((e: unknown) => {
+    // A usage mistake is a message and the usage, not a stack (the options are in the header above).
+    const code = (e as { code?: string }).code;
+    if (typeof code === 'string' && (code.startsWith('ERR_PARSE_ARGS') || code === 'ERR_SMC_PEER_USAGE')) {
+      console.error(`smc-peer: ${(e as Error).message.split('. ')[0]}\n${USAGE}`);
+      process.exit(2);
+    }
+    console.error(e);
+    process.exit(1);
+  });
 }

@@ -320,3 +320,16 @@ describe('smc-run (smc_run)', () => {
     assert.match(bad.stderr, /cannot make a cgroup in \/no\/such\/dir: ENOENT/);
   });
 });
+
+describe('smc-peer (the benchmarks\' and demos\' peer process)', () => {
+  it('a usage mistake is one line naming it and the usage, exit 2, no stack', async () => {
+    const { spawnSync } = await import('node:child_process');
+    const peer = new URL('../../src/tools/smc-peer.js', import.meta.url).pathname;
+    for (const args of [['--bogus'], ['--api', 'foo', '--test', 'bulk'], ['--api', 'net', '--test', 'nope', '--port', '1']]) {
+      const r = spawnSync(process.execPath, [peer, ...args], { encoding: 'utf8', env: { ...process.env, ...env }, timeout: 20_000 });
+      assert.equal(r.status, 2, `${args.join(' ')}: ${r.stderr}`);
+      assert.match(r.stderr, /^smc-peer: .*\nusage: smc-peer\.js serve/);
+      assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
+    }
+  });
+});
