@@ -1,7 +1,8 @@
 // Sending the datagrams of one flush with sendmmsg(2) instead of a node:dgram send each.
 //
 // The datagrams a flush hands to one socket in a row (an SMC-R message's WRITE and CDC SEND,
-// a burst of small messages, GSO runs of one segment size) leave in one system call. Measured
+// a burst of small messages, ACKs) leave in one system call. (GSO runs stay with node:dgram:
+// link.ts flush.) Measured
 // between two namespaces on a veth, both ends busy-polling: two datagrams each way took a
 // 20.2 us round trip by sendmmsg against 25.3 us by two node:dgram sends on connected sockets
 // (bench/RESULTS.md, 2026-12-05). node:dgram's send is a SendWrap, a lookup and a
