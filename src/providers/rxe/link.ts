@@ -391,6 +391,8 @@ export class RxeLink {
     const q = this.out;
     if (q.length === 0) return;
     this.out = this.spare;
+    const mm = this.mmsgOut;
+    const refused = mm ? mm.stats.errors : 0;
     try {
       if (this.deferrable > 0) {
         this.deferrable = 0;
@@ -422,7 +424,7 @@ export class RxeLink {
           // A run goes by node:dgram: staging its ~190 parts for sendmmsg took 11 us a run in
           // JavaScript (docs/rxe.md, the send path), node:dgram's C++ walks them for less, and
           // it is one system call either way. What was staged for the plain sockets leaves first.
-          this.mmsgOut?.commit();
+          mm?.commit();
           g.sock.send(all, this.port, a.to, sent && (() => { for (const f of sent!) f(); }));
           this.counters.gso_sends++;
           this.counters.gso_packets += j - i;
@@ -431,13 +433,18 @@ export class RxeLink {
             const o = q[k]!;
             const from = o.src.sender;
             this.flow(o.to, true, this.port, from.port).sealParts(o.parts);
-            if (!this.mmsgOut?.add(from.socket, o.parts, o.to, this.port, o.onSent)) from.socket.send(o.parts, this.port, o.to, o.onSent);
+            if (!mm?.add(from.socket, o.parts, o.to, this.port, o.onSent)) from.socket.send(o.parts, this.port, o.to, o.onSent);
           }
         }
         i = j;
       }
-      this.mmsgOut?.commit();
     } finally {
+      // What was staged leaves even if a send threw (nothing stays staged past a flush), and
+      // sends the kernel refused count as node:dgram's failed sends do not: send_err.
+      if (mm) {
+        mm.commit();
+        this.counters.send_err += mm.stats.errors - refused;
+      }
       // Cleared even if a send threw: a queue is never sent twice.
       q.length = 0;
       this.spare = q;

@@ -14,12 +14,16 @@
 // does: the kernel copies them during the call, so they may change once it has returned.
 //
 // Ordering. node:dgram hands a datagram to the kernel at once unless the socket is still
-// binding or its send buffer was full (then libuv queues it and sends it later). A socket that
-// node:dgram may hold datagrams for is never sent to directly: one that is not bound yet, and
-// one to which a datagram this sender could not place (EAGAIN) went by node:dgram, until that
-// datagram's callback says it left. A send the kernel refuses for another reason is what
-// node:dgram reports as an 'error' event on the socket: emitted the same way here, and the
-// batch goes on with the next datagram (a lost packet, as RC sees it).
+// binding, its address lookup is asynchronous, or its send buffer was full (then libuv queues
+// it and sends it later). A socket that node:dgram may hold datagrams for is never sent to
+// directly: one that is not bound yet, one with datagrams in libuv's queue
+// (getSendQueueCount), and one to which this sender handed datagrams it could not place
+// (EAGAIN), until their callbacks say they left. That is checked again after every call.
+// A send the kernel refuses for another reason (an nftables drop answers EPERM) is a lost
+// packet, as RC sees it: node:dgram passes the error to the send's callback and emits nothing;
+// here onSent runs all the same, the refusal is counted (the link adds it to send_err), and
+// the batch goes on with the next datagram. A socket closed before its datagrams were sent
+// sends nothing more: they are dropped as refused (node:dgram would throw).
 
 import type { Socket } from 'node:dgram';
 import koffi from 'koffi';
@@ -29,7 +33,7 @@ import { ipv4Bytes, ipv6Bytes } from '../../abi/inet.js';
 
 /** Datagrams per sendmmsg call (UIO_MAXIOV caps the call at 1024). */
 const MAX_MSGS = 64;
-/** iovecs for all the datagrams of one call (a GSO run of 64 packets has ~3 parts each). */
+/** iovecs for all the datagrams of one call (a datagram has at most maxSge + 2 parts). */
 const MAX_IOVS = 512;
 /**
  * Parts shorter than this are copied into the staging area (30 ns for up to 1 KiB); longer
@@ -80,7 +84,7 @@ export function bindLibc(): SendSys | null {
 interface DgramState { handle: { fd?: number } | null; bindState: number; queue: unknown }
 /** node:dgram's BIND_STATE_BOUND. */
 const BOUND = 2;
-interface SocketState { dgram: DgramState | undefined; fd: number; heldByDgram: number }
+interface SocketState { dgram: DgramState | undefined; fd: number; v6: boolean; heldByDgram: number }
 
 function dgramState(sock: Socket): DgramState | undefined {
   for (const sym of Object.getOwnPropertySymbols(sock)) {
@@ -95,9 +99,9 @@ let shared: MmsgSender | null | undefined;
 interface Staged { parts: Buffer[]; to: string; port: number; onSent: (() => void) | undefined }
 
 export class MmsgSender {
-  private readonly mem: unknown;
+  /** The staging area: off the V8 heap, its own ArrayBuffer, so its address never changes; freed by the GC. */
   private readonly view: Buffer;
-  /** The staging area's address, as a number (user-space addresses are below 2^53). */
+  /** The staging area's address, as a number (checked to be exact). */
   private readonly base: number;
   private readonly sockets = new WeakMap<Socket, SocketState>();
   /** ArrayBuffers' addresses (their memory does not move: V8 keeps a backing store in place). */
@@ -108,18 +112,22 @@ export class MmsgSender {
   private readonly staged: Staged[] = [];
   private iovs = 0;
   private copied = 0;
-  /** The destination last written as a sockaddr, per family: datagrams go in runs to one peer. */
+  /** The destination last written as a sockaddr: datagrams go in runs to one peer. */
   private lastTo = '';
+  private lastToV4 = false;
   private readonly lastName = Buffer.alloc(NAME_BYTES);
   private lastNameLen = 0;
-  /** Datagrams sent, system calls made, datagrams node:dgram took instead (counters). */
+  /**
+   * Datagrams sent, system calls made, datagrams handed to node:dgram after EAGAIN, and
+   * datagrams refused or dropped (counters; the link adds refusals to its send_err).
+   */
   readonly stats = { datagrams: 0, calls: 0, fallbacks: 0, errors: 0 };
 
   private constructor(private readonly sys: SendSys) {
-    this.mem = koffi.alloc('uint8_t', AREA_BYTES);
-    this.view = Buffer.from(koffi.view(this.mem, AREA_BYTES));
+    this.view = Buffer.allocUnsafeSlow(AREA_BYTES);
     this.view.fill(0, 0, COPY_AT);
-    this.base = Number(koffi.address(this.mem));
+    this.base = Number(koffi.address(this.view));
+    if (!Number.isSafeInteger(this.base)) throw new RangeError('an address beyond 2^53');
   }
 
   /**
@@ -129,73 +137,53 @@ export class MmsgSender {
   static shared(): MmsgSender | undefined {
     if (shared === undefined) {
       const s = bindLibc();
-      shared = s ? new MmsgSender(s) : null;
+      try {
+        shared = s ? new MmsgSender(s) : null;
+      } catch {
+        shared = null;
+      }
     }
     return shared ?? undefined;
   }
 
-  /** A sender of its own over the given system calls (tests); free() it after. */
+  /** A sender of its own over the given system calls (tests). */
   static withSys(sys: SendSys): MmsgSender {
     return new MmsgSender(sys);
-  }
-
-  free(): void {
-    if (this === shared) return;
-    koffi.free(this.mem);
   }
 
   /**
    * Stage one datagram (its parts, in order) for `sock`, to (to, port). What is staged for
    * another socket is sent first. Returns false when this datagram must go by node:dgram (the
-   * socket is not bound, is closed, or node:dgram may hold datagrams for it): then nothing of
-   * it was taken, and what was staged before has been sent.
+   * socket is not bound, is closed, or node:dgram may hold datagrams for it; an address with a
+   * zone or of the other family; more parts than one call takes): then nothing of it was
+   * taken, and what was staged before has been sent.
    */
   add(sock: Socket, parts: Buffer[], to: string, port: number, onSent?: () => void): boolean {
-    if (sock !== this.sock) {
-      this.commit();
-      const st = this.stateOf(sock);
-      const d = st.dgram;
-      const fd = d?.handle?.fd;
-      // Not bound yet, or node:dgram holds datagrams for it (queued while it was binding, or
-      // after a full send buffer): those must leave first.
-      if (fd === undefined || fd < 0 || d!.bindState !== BOUND || d!.queue !== undefined || st.heldByDgram > 0) return false;
-      st.fd = fd;
-      this.sock = sock;
-      this.state = st;
-    } else if (this.state!.dgram?.handle == null) {
-      // Closed since the last datagram (a close from inside a callback): node:dgram says how.
-      this.commit();
-      return false;
-    }
     let need = 0, copy = 0;
     for (const b of parts) {
       if (b.length < COPY_BELOW) copy += b.length;
       need++;
     }
-    if (this.staged.length === MAX_MSGS || this.iovs + need > MAX_IOVS || this.copied + copy > COPY_BYTES) {
+    if (sock === this.sock && (this.staged.length === MAX_MSGS || this.iovs + need > MAX_IOVS || this.copied + copy > COPY_BYTES)) this.commit();
+    if (sock !== this.sock) {
+      // A new socket, or the same after a call: its state may have changed (EAGAIN, a close).
       this.commit();
+      const st = this.stateOf(sock);
+      if (!this.direct(sock, st)) return false;
       this.sock = sock;
-      this.state = this.stateOf(sock);
+      this.state = st;
+    }
+    if (need > MAX_IOVS || copy > COPY_BYTES || !this.destination(to, this.state!.v6)) {
+      this.commit();
+      return false;
     }
     const i = this.staged.length;
     const v = this.view;
     const m = MSGS_AT + i * MMSG_BYTES;
     const name = NAMES_AT + i * NAME_BYTES;
-    const nameLen = this.writeName(name, to, port);
-    if (nameLen === 0) {
-      // An address written with a zone (fe80::1%eth0): node:dgram resolves those.
-      this.commit();
-      return false;
-    }
-    const iov0 = this.iovs;
+    const iov0 = this.iovs, copied0 = this.copied;
     // Parts copied one after another share an iovec.
     let runStart = -1, runLen = 0;
-    const endRun = () => {
-      if (runStart < 0) return;
-      this.writeIov(this.iovs++, this.base + COPY_AT + runStart, runLen);
-      runStart = -1;
-      runLen = 0;
-    };
     for (const b of parts) {
       if (b.length === 0) continue;
       if (b.length < COPY_BELOW) {
@@ -203,21 +191,38 @@ export class MmsgSender {
         b.copy(v, COPY_AT + this.copied);
         this.copied += b.length;
         runLen += b.length;
-      } else {
-        endRun();
-        this.writeIov(this.iovs++, this.addressOf(b), b.length);
+        continue;
       }
+      const at = this.addressOf(b);
+      if (at < 0) {
+        // Memory whose address a double cannot hold exactly: node:dgram sends it.
+        this.iovs = iov0;
+        this.copied = copied0;
+        this.commit();
+        return false;
+      }
+      if (runStart >= 0) {
+        this.writeIov(this.iovs++, this.base + COPY_AT + runStart, runLen);
+        runStart = -1;
+        runLen = 0;
+      }
+      this.writeIov(this.iovs++, at, b.length);
     }
-    endRun();
+    if (runStart >= 0) this.writeIov(this.iovs++, this.base + COPY_AT + runStart, runLen);
+    this.lastName.copy(v, name, 0, this.lastNameLen);
+    v.writeUInt16BE(port, name + 2);
     writeAddr(v, m, this.base + name); // msg_name
-    v.writeUInt32LE(nameLen, m + 8); // msg_namelen
+    v.writeUInt32LE(this.lastNameLen, m + 8); // msg_namelen
     writeAddr(v, m + 16, this.base + IOVS_AT + iov0 * IOV_BYTES); // msg_iov
     writeAddr(v, m + 24, this.iovs - iov0); // msg_iovlen
     this.staged.push({ parts, to, port, onSent });
     return true;
   }
 
-  /** Send what is staged. onSent callbacks run on a microtask (the kernel has the datagrams). */
+  /**
+   * Send what is staged. onSent callbacks run on the next tick (the kernel has the datagrams),
+   * as node:dgram runs a send's callback, whether the datagram left or was refused.
+   */
   commit(): void {
     const n = this.staged.length;
     const sock = this.sock, st = this.state;
@@ -227,13 +232,17 @@ export class MmsgSender {
     const staged = this.staged.splice(0, n);
     this.iovs = 0;
     this.copied = 0;
+    // Closed since the datagrams were staged (its fd number may be another file's by now).
+    if (st!.dgram?.handle?.fd !== st!.fd) {
+      this.stats.errors += n;
+      callBack(staged, 0, n);
+      return;
+    }
     let done = 0;
-    let sent: Array<() => void> | undefined;
     while (done < n) {
       const r = this.sys.sendmmsg(st!.fd, this.base + MSGS_AT + done * MMSG_BYTES, n - done);
       this.stats.calls++;
       if (r > 0) {
-        for (let k = done; k < done + r; k++) if (staged[k]!.onSent) (sent ??= []).push(staged[k]!.onSent!);
         this.stats.datagrams += r;
         done += r;
         continue;
@@ -242,40 +251,56 @@ export class MmsgSender {
       if (e === EINTR) continue;
       if (e === EAGAIN || e === ENOBUFS) {
         // The send buffer is full: node:dgram queues the rest in libuv, in order, and the
-        // socket is node:dgram's until the last of them has left.
+        // socket is node:dgram's until the last of them has left; their onSent runs then.
+        callBack(staged, 0, done);
         for (let k = done; k < n; k++) {
           const s = staged[k]!;
           st!.heldByDgram++;
           this.stats.fallbacks++;
           const cb = s.onSent;
-          sock!.send(s.parts, s.port, s.to, () => { st!.heldByDgram--; cb?.(); });
+          try {
+            sock!.send(s.parts, s.port, s.to, () => { st!.heldByDgram--; cb?.(); });
+          } catch {
+            st!.heldByDgram--;
+            this.stats.errors++;
+            if (cb) process.nextTick(cb);
+          }
         }
-        break;
+        return;
       }
-      // Refused (an nftables drop answers EPERM, say): that datagram is lost, as node:dgram
-      // reports it, and the batch goes on.
+      // Refused: that datagram is lost (RC resends it), and the batch goes on.
       this.stats.errors++;
-      if (sock!.listenerCount('error') > 0) {
-        const err = Object.assign(new Error(`sendmmsg errno ${e}`), { errno: -e, syscall: 'send' });
-        sock!.emit('error', err);
-      }
       done++;
     }
-    if (sent) queueMicrotask(() => { for (const f of sent!) f(); });
+    callBack(staged, 0, n);
+  }
+
+  /** Whether datagrams for `sock` may go to the kernel directly now (see the head of this file). */
+  private direct(sock: Socket, st: SocketState): boolean {
+    const d = st.dgram;
+    const fd = d?.handle?.fd;
+    if (fd === undefined || fd < 0 || d!.bindState !== BOUND || d!.queue !== undefined || st.heldByDgram > 0) return false;
+    if (sock.getSendQueueCount() > 0) return false;
+    st.fd = fd;
+    return true;
   }
 
   private stateOf(sock: Socket): SocketState {
     let st = this.sockets.get(sock);
-    if (!st) this.sockets.set(sock, st = { dgram: dgramState(sock), fd: -1, heldByDgram: 0 });
+    if (!st) this.sockets.set(sock, st = { dgram: dgramState(sock), fd: -1, v6: (sock as unknown as { type?: string }).type === 'udp6', heldByDgram: 0 });
     return st;
   }
 
-  /** Where b's bytes are: its ArrayBuffer's address (found once per buffer) plus its offset. */
+  /** Where b's bytes are: its ArrayBuffer's address (found once per buffer) plus its offset; -1 if not exact. */
   private addressOf(b: Buffer): number {
     const ab = b.buffer;
     let a = this.buffers.get(ab);
-    if (a === undefined) this.buffers.set(ab, a = Number(koffi.address(new Uint8Array(ab))));
-    return a + b.byteOffset;
+    if (a === undefined) {
+      a = Number(koffi.address(new Uint8Array(ab)));
+      if (!Number.isSafeInteger(a + ab.byteLength)) a = -1;
+      this.buffers.set(ab, a);
+    }
+    return a < 0 ? -1 : a + b.byteOffset;
   }
 
   private writeIov(k: number, addr: number, len: number): void {
@@ -284,14 +309,18 @@ export class MmsgSender {
     writeAddr(this.view, at + 8, len);
   }
 
-  /** A sockaddr for (to, port) at `at`; returns its length. */
-  private writeName(at: number, to: string, port: number): number {
-    const v = this.view;
+  /**
+   * Make lastName the sockaddr of `to` (port written per datagram). false for what node:dgram
+   * handles differently: an address with a zone (fe80::1%eth0), or one of the other family
+   * than the socket's (node:dgram refuses it).
+   */
+  private destination(to: string, v6Socket: boolean): boolean {
     if (to !== this.lastTo) {
-      if (to.includes('%')) return 0;
+      if (to.includes('%')) return false;
       const n = this.lastName;
       n.fill(0);
-      if (isIPv4(to)) {
+      const v4 = isIPv4(to);
+      if (v4) {
         n.writeUInt16LE(AF_INET, 0);
         ipv4Bytes(to).copy(n, 4);
         this.lastNameLen = 16;
@@ -301,11 +330,21 @@ export class MmsgSender {
         this.lastNameLen = 28;
       }
       this.lastTo = to;
+      this.lastToV4 = v4;
     }
-    this.lastName.copy(v, at, 0, this.lastNameLen);
-    v.writeUInt16BE(port, at + 2);
-    return this.lastNameLen;
+    return this.lastToV4 !== v6Socket;
   }
+}
+
+/** Run the onSent of staged[from, to) on the next tick, as node:dgram runs a synchronous send's callback. */
+function callBack(staged: Staged[], from: number, to: number): void {
+  let fs: Array<() => void> | undefined;
+  for (let k = from; k < to; k++) if (staged[k]!.onSent) (fs ??= []).push(staged[k]!.onSent!);
+  if (fs) process.nextTick(runAll, fs);
+}
+
+function runAll(fs: Array<() => void>): void {
+  for (const f of fs) f();
 }
 
 /** A 64-bit little-endian integer below 2^53 (an address or a length). */
