@@ -34,6 +34,29 @@ function receive(sock: dgram.Socket, n: number, ms = 5000): Promise<Buffer[]> {
   });
 }
 
+/** A receiving and a sending socket on loopback, closed after fn. */
+async function withPair(fn: (rx: dgram.Socket, tx: dgram.Socket) => Promise<void>, type: 'udp4' | 'udp6' = 'udp4'): Promise<void> {
+  const address = type === 'udp4' ? '127.0.0.1' : '::1';
+  const rx = await bound(type, address);
+  const tx = await bound(type, address);
+  try {
+    await fn(rx, tx);
+  } finally {
+    rx.close();
+    tx.close();
+  }
+}
+
+/** Stage each datagram for tx (each must be taken), commit, and check they all arrived at rx byte-exact and in order. */
+async function stageAll(s: MmsgSender, tx: dgram.Socket, rx: dgram.Socket, datagrams: Buffer[][]): Promise<void> {
+  rx.removeAllListeners('message');
+  const arrived = receive(rx, datagrams.length);
+  const to = rx.address();
+  for (const parts of datagrams) assert.equal(s.add(tx, parts, to.address, to.port), true);
+  s.commit();
+  assert.deepEqual(await arrived, datagrams.map((p) => Buffer.concat(p)));
+}
+
 /** Datagram k: a small header, a by-address payload view into a shared buffer, a small tail. */
 function datagram(k: number, big: Buffer): Buffer[] {
   const hdr = Buffer.alloc(28, k & 0xff); // small: on V8's heap until its buffer is asked for
@@ -67,11 +90,9 @@ function counting(fail?: (call: number, vec: number) => number | undefined): { s
 
 describe('rxe sendmmsg sender', { skip }, () => {
   it('sends a socket run of datagrams in one call, byte-exact and in order; onSent after the call', async () => {
-    const rx = await bound('udp4', '127.0.0.1');
-    const tx = await bound('udp4', '127.0.0.1');
-    const { sys, calls } = counting();
-    const s = MmsgSender.withSys(sys);
-    try {
+    await withPair(async (rx, tx) => {
+      const { sys, calls } = counting();
+      const s = MmsgSender.withSys(sys);
       const big = pattern(64 << 10);
       const want: Buffer[] = [];
       const arrived = receive(rx, 40);
@@ -89,47 +110,21 @@ describe('rxe sendmmsg sender', { skip }, () => {
       assert.equal(sent, 40);
       const got = await arrived;
       assert.deepEqual(got, want);
-    } finally {
-      rx.close();
-      tx.close();
-    }
+    });
   });
 
   it('cuts calls at 64 datagrams, and when the copy area is full, in order', async () => {
-    const rx = await bound('udp4', '127.0.0.1');
-    const tx = await bound('udp4', '127.0.0.1');
-    const { sys, calls } = counting();
-    const s = MmsgSender.withSys(sys);
-    try {
+    await withPair(async (rx, tx) => {
+      const { sys, calls } = counting();
+      const s = MmsgSender.withSys(sys);
       // 150 one-part datagrams of 100 copied bytes: 64 a call.
-      let arrived = receive(rx, 150);
-      let want: Buffer[] = [];
-      for (let k = 0; k < 150; k++) {
-        const d = Buffer.alloc(100, k);
-        want.push(d);
-        assert.equal(s.add(tx, [d], '127.0.0.1', rx.address().port), true);
-      }
-      s.commit();
+      await stageAll(s, tx, rx, Array.from({ length: 150 }, (_, k) => [Buffer.alloc(100, k)]));
       assert.deepEqual(calls, [64, 64, 22]);
-      assert.deepEqual(await arrived, want);
-      rx.removeAllListeners('message');
       // 100 datagrams of two 250-byte parts (both copied): the 16 KiB area holds 32 of them.
       calls.length = 0;
-      arrived = receive(rx, 100);
-      want = [];
-      for (let k = 0; k < 100; k++) {
-        const d = Buffer.alloc(500, k);
-        d.writeUInt16BE(k);
-        want.push(d);
-        assert.equal(s.add(tx, [d.subarray(0, 250), d.subarray(250)], '127.0.0.1', rx.address().port), true);
-      }
-      s.commit();
+      await stageAll(s, tx, rx, Array.from({ length: 100 }, (_, k) => [Buffer.alloc(250, k), Buffer.alloc(250, 255 - k)]));
       assert.deepEqual(calls, [32, 32, 32, 4]);
-      assert.deepEqual(await arrived, want);
-    } finally {
-      rx.close();
-      tx.close();
-    }
+    });
   });
 
   it('sends what was staged for one socket before staging for another', async () => {
@@ -155,19 +150,17 @@ describe('rxe sendmmsg sender', { skip }, () => {
   });
 
   it('a full send buffer: the rest goes by node:dgram, and the socket stays its until they left', async () => {
-    const rx = await bound('udp4', '127.0.0.1');
-    const tx = await bound('udp4', '127.0.0.1');
-    const EAGAIN = 11;
-    // The first call sends two of five, the second finds the buffer full.
-    let first = true;
-    const { sys, calls } = counting((call) => (call === 2 ? EAGAIN : undefined));
-    const real = sys.sendmmsg;
-    sys.sendmmsg = (fd, vec, vlen) => {
-      if (first) { first = false; return real(fd, vec, 2); }
-      return real(fd, vec, vlen);
-    };
-    const s = MmsgSender.withSys(sys);
-    try {
+    await withPair(async (rx, tx) => {
+      const EAGAIN = 11;
+      // The first call sends two of five, the second finds the buffer full.
+      let first = true;
+      const { sys, calls } = counting((call) => (call === 2 ? EAGAIN : undefined));
+      const real = sys.sendmmsg;
+      sys.sendmmsg = (fd, vec, vlen) => {
+        if (first) { first = false; return real(fd, vec, 2); }
+        return real(fd, vec, vlen);
+      };
+      const s = MmsgSender.withSys(sys);
       const arrived = receive(rx, 6);
       let sent = 0;
       for (let k = 0; k < 5; k++) assert.equal(s.add(tx, [Buffer.from([k])], '127.0.0.1', rx.address().port, () => { sent++; }), true);
@@ -182,23 +175,18 @@ describe('rxe sendmmsg sender', { skip }, () => {
       assert.equal(s.add(tx, [Buffer.from([6])], '127.0.0.1', rx.address().port), true, 'direct again once they left');
       s.commit();
       assert.equal(calls.length, 3);
-    } finally {
-      rx.close();
-      tx.close();
-    }
+    });
   });
 
   it('a full send buffer when the batch filled up mid-flush: nothing overtakes what node:dgram queued', async () => {
-    const rx = await bound('udp4', '127.0.0.1');
-    const tx = await bound('udp4', '127.0.0.1');
-    const EAGAIN = 11;
-    const { sys, calls } = counting((call) => (call === 2 ? EAGAIN : undefined));
-    const real = sys.sendmmsg;
-    let n = 0;
-    // The 64-datagram batch: the first call sends 10 of them, the second finds the buffer full.
-    sys.sendmmsg = (fd, vec, vlen) => (++n === 1 ? real(fd, vec, 10) : real(fd, vec, vlen));
-    const s = MmsgSender.withSys(sys);
-    try {
+    await withPair(async (rx, tx) => {
+      const EAGAIN = 11;
+      const { sys, calls } = counting((call) => (call === 2 ? EAGAIN : undefined));
+      const real = sys.sendmmsg;
+      let n = 0;
+      // The 64-datagram batch: the first call sends 10 of them, the second finds the buffer full.
+      sys.sendmmsg = (fd, vec, vlen) => (++n === 1 ? real(fd, vec, 10) : real(fd, vec, vlen));
+      const s = MmsgSender.withSys(sys);
       const arrived = receive(rx, 70);
       const byDgram: number[] = [];
       for (let k = 0; k < 70; k++) {
@@ -213,26 +201,21 @@ describe('rxe sendmmsg sender', { skip }, () => {
       assert.equal(s.stats.fallbacks, 54);
       assert.deepEqual(byDgram, [64, 65, 66, 67, 68, 69], 'held by node:dgram after the EAGAIN');
       assert.deepEqual((await arrived).map((m) => m[0]), Array.from({ length: 70 }, (_, k) => k));
-    } finally {
-      rx.close();
-      tx.close();
-    }
+    });
   });
 
   it('a refused datagram is counted and lost, its onSent still runs, no error event; the ones after it leave', async () => {
-    const rx = await bound('udp4', '127.0.0.1');
-    const tx = await bound('udp4', '127.0.0.1');
-    const EPERM = 1;
-    const { sys } = counting((call) => (call === 2 ? EPERM : undefined));
-    const real = sys.sendmmsg;
-    let n = 0;
-    // Call 1 sends the first two and stops (as the kernel does before a failing datagram),
-    // call 2 refuses the third, call 3 sends the rest.
-    sys.sendmmsg = (fd, vec, vlen) => (++n === 1 ? real(fd, vec, 2) : real(fd, vec, vlen));
-    const s = MmsgSender.withSys(sys);
-    const errors: Error[] = [];
-    tx.on('error', (e) => errors.push(e));
-    try {
+    await withPair(async (rx, tx) => {
+      const EPERM = 1;
+      const { sys } = counting((call) => (call === 2 ? EPERM : undefined));
+      const real = sys.sendmmsg;
+      let n = 0;
+      // Call 1 sends the first two and stops (as the kernel does before a failing datagram),
+      // call 2 refuses the third, call 3 sends the rest.
+      sys.sendmmsg = (fd, vec, vlen) => (++n === 1 ? real(fd, vec, 2) : real(fd, vec, vlen));
+      const s = MmsgSender.withSys(sys);
+      const errors: Error[] = [];
+      tx.on('error', (e) => errors.push(e));
       const arrived = receive(rx, 4);
       const sent: number[] = [];
       for (let k = 0; k < 5; k++) assert.equal(s.add(tx, [Buffer.from([k])], '127.0.0.1', rx.address().port, () => sent.push(k)), true);
@@ -241,10 +224,7 @@ describe('rxe sendmmsg sender', { skip }, () => {
       assert.deepEqual((await arrived).map((m) => m[0]), [0, 1, 3, 4]);
       assert.deepEqual(sent, [0, 1, 2, 3, 4]);
       assert.deepEqual(errors, []);
-    } finally {
-      rx.close();
-      tx.close();
-    }
+    });
   });
 
   it('a socket closed with datagrams staged: they are dropped (counted), their onSent runs, nothing is sent', async () => {
@@ -286,19 +266,10 @@ describe('rxe sendmmsg sender', { skip }, () => {
   });
 
   it('sends to IPv6 peers', async () => {
-    const rx = await bound('udp6', '::1');
-    const tx = await bound('udp6', '::1');
-    const s = MmsgSender.withSys(counting().sys);
-    try {
+    await withPair(async (rx, tx) => {
+      const s = MmsgSender.withSys(counting().sys);
       const big = pattern(4096);
-      const arrived = receive(rx, 2);
-      const d = [[Buffer.from('v6'), big.subarray(0, 3000)], [big.subarray(100, 400)]];
-      for (const parts of d) assert.equal(s.add(tx, parts, '::1', rx.address().port), true);
-      s.commit();
-      assert.deepEqual(await arrived, d.map((p) => Buffer.concat(p)));
-    } finally {
-      rx.close();
-      tx.close();
-    }
+      await stageAll(s, tx, rx, [[Buffer.from('v6'), big.subarray(0, 3000)], [big.subarray(100, 400)]]);
+    }, 'udp6');
   });
 });
