@@ -11,6 +11,7 @@ import { once } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import { libcLibrary } from '../src/sys/libc.js';
 import { ipv4Bytes } from '../src/abi/inet.js';
+import { dgramHandle } from '../src/providers/rxe/sockopt.js';
 
 /** The datagram sizes of one SMC-R message of 14 bytes: WRITE (BTH, RETH, payload, pad, ICRC) and CDC SEND (BTH, 44, ICRC). */
 export const SMCR_MESSAGE_DATAGRAMS = [12 + 16 + 14 + 2 + 4, 12 + 44 + 4];
@@ -22,11 +23,7 @@ async function open(bind: string, port: number, peer: string, peerPort: number):
   const sock = dgram.createSocket('udp4');
   sock.bind(port, bind);
   await once(sock, 'listening');
-  let handle: { fd: number; recvStop(): number } | undefined;
-  for (const sym of Object.getOwnPropertySymbols(sock)) {
-    const h = (sock as unknown as Record<symbol, { handle?: { fd: number; recvStop(): number } }>)[sym]?.handle;
-    if (typeof h?.fd === 'number') handle = h;
-  }
+  const handle = dgramHandle(sock);
   if (!handle) throw new Error('no fd for the UDP socket');
   handle.recvStop();
   const fd = handle.fd;
@@ -59,7 +56,7 @@ async function open(bind: string, port: number, peer: string, peerPort: number):
 }
 
 /** Spin until `n` datagrams came, or `ms` passed with none (false). */
-function await_(f: Floor, n: number, ms: number): boolean {
+function awaitDatagrams(f: Floor, n: number, ms: number): boolean {
   let got = 0;
   let last = performance.now();
   while (got < n) {
@@ -72,7 +69,7 @@ function await_(f: Floor, n: number, ms: number): boolean {
 export async function floorServer(bind: string, port: number, peer: string, peerPort: number, ready: () => void, idleMs = 3000): Promise<void> {
   const f = await open(bind, port, peer, peerPort);
   ready();
-  while (await_(f, SMCR_MESSAGE_DATAGRAMS.length, idleMs)) f.send();
+  while (awaitDatagrams(f, SMCR_MESSAGE_DATAGRAMS.length, idleMs)) f.send();
   f.sock.close();
 }
 
@@ -85,7 +82,7 @@ export async function floorClient(bind: string, port: number, peer: string, peer
     for (let i = 0; i < warm + iters; i++) {
       const t0 = performance.now();
       f.send();
-      if (!await_(f, n, i === 0 ? 5000 : 1000)) return undefined;
+      if (!awaitDatagrams(f, n, i === 0 ? 5000 : 1000)) return undefined;
       if (i >= warm) times.push((performance.now() - t0) * 1000);
     }
   } finally {

@@ -129,7 +129,7 @@ export class RxeLink {
     sock.on('error', () => { counters.send_err++; });
   }
 
-  static open(address: string, port: number, counters: DeviceCounters, gso: boolean, perQpPorts: boolean, recvmmsg: boolean, sendmmsg = false): Promise<RxeLink> {
+  static open(address: string, port: number, counters: DeviceCounters, gso: boolean, perQpPorts: boolean, recvmmsg: boolean, sendmmsg: boolean): Promise<RxeLink> {
     const family = isIPv4(address) ? 4 : 6;
     const sock = dgram.createSocket({ type: family === 4 ? 'udp4' : 'udp6', recvBufferSize: 8 << 20, sendBufferSize: 8 << 20, lookup: literalLookup });
     return new Promise((resolve, reject) => {

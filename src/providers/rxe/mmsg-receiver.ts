@@ -33,18 +33,18 @@ import { libcLibrary } from '../../sys/libc.js';
 /** Datagrams per recvmmsg call; each slot holds the largest (a 64 KiB GRO run). */
 const BATCH = 32;
 const SLOT_BYTES = 65536;
-/** struct mmsghdr on LP64 Linux: msghdr (56 bytes) then msg_len; 64 with padding. */
-const MMSG_BYTES = 64;
-const IOV_BYTES = 16;
+/** struct mmsghdr on LP64 Linux: msghdr (56 bytes) then msg_len; 64 with padding (also mmsg-sender.ts). */
+export const MMSG_BYTES = 64;
+export const IOV_BYTES = 16;
 /** sockaddr_in6 is 28 bytes. */
-const NAME_BYTES = 32;
+export const NAME_BYTES = 32;
 /** One cmsg with an int: CMSG_SPACE(4) = 16 + 8. Room for two in case the kernel adds one. */
 const CONTROL_BYTES = 48;
 const SOL_UDP = 17, UDP_GRO = 104;
-const AF_INET = 2, AF_INET6 = 10;
+export const AF_INET = 2, AF_INET6 = 10;
 const MSG_DONTWAIT = 0x40;
 const UV_READABLE = 1;
-const EAGAIN = 11, EINTR = 4;
+export const EAGAIN = 11, EINTR = 4;
 
 export interface MmsgHandlers {
   /** One datagram: a view of the reused area, its sender, and its GRO segment size (0: one packet). */

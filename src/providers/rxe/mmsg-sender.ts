@@ -30,6 +30,8 @@ import koffi from 'koffi';
 import { isIPv4 } from 'node:net';
 import { libcLibrary } from '../../sys/libc.js';
 import { ipv4Bytes, ipv6Bytes } from '../../abi/inet.js';
+import { dgramState, type DgramState } from './sockopt.js';
+import { AF_INET, AF_INET6, EAGAIN, EINTR, IOV_BYTES, MMSG_BYTES, NAME_BYTES } from './mmsg-receiver.js';
 
 /** Datagrams per sendmmsg call (UIO_MAXIOV caps the call at 1024). */
 const MAX_MSGS = 64;
@@ -42,13 +44,7 @@ const MAX_IOVS = 512;
  */
 const COPY_BELOW = 256;
 const COPY_BYTES = 16 << 10;
-/** struct mmsghdr on LP64 Linux: msghdr (56 bytes) then msg_len; 64 with padding. */
-const MMSG_BYTES = 64;
-const IOV_BYTES = 16;
-/** sockaddr_in6 is 28 bytes. */
-const NAME_BYTES = 32;
-const AF_INET = 2, AF_INET6 = 10;
-const EAGAIN = 11, EINTR = 4, ENOBUFS = 105;
+const ENOBUFS = 105;
 
 const MSGS_AT = 0;
 const IOVS_AT = MSGS_AT + MAX_MSGS * MMSG_BYTES;
@@ -80,19 +76,10 @@ export function bindLibc(): SendSys | null {
   return libcSys;
 }
 
-/** node:dgram's per-socket state (its `handle` is null once closed), found once per socket. */
-interface DgramState { handle: { fd?: number } | null; bindState: number; queue: unknown }
 /** node:dgram's BIND_STATE_BOUND. */
 const BOUND = 2;
+/** Per socket: node:dgram's state (found once), the fd last checked, its family, datagrams handed to node:dgram not yet sent. */
 interface SocketState { dgram: DgramState | undefined; fd: number; v6: boolean; heldByDgram: number }
-
-function dgramState(sock: Socket): DgramState | undefined {
-  for (const sym of Object.getOwnPropertySymbols(sock)) {
-    const s = (sock as unknown as Record<symbol, unknown>)[sym];
-    if (s && typeof s === 'object' && 'handle' in s && 'bindState' in s) return s as DgramState;
-  }
-  return undefined;
-}
 
 let shared: MmsgSender | null | undefined;
 
@@ -159,11 +146,10 @@ export class MmsgSender {
    * taken, and what was staged before has been sent.
    */
   add(sock: Socket, parts: Buffer[], to: string, port: number, onSent?: () => void): boolean {
-    let need = 0, copy = 0;
-    for (const b of parts) {
-      if (b.length < COPY_BELOW) copy += b.length;
-      need++;
-    }
+    const need = parts.length;
+    let copy = 0;
+    for (const b of parts) if (b.length < COPY_BELOW) copy += b.length;
+    // A full batch is sent first; the socket is then checked again as a new one (below).
     if (sock === this.sock && (this.staged.length === MAX_MSGS || this.iovs + need > MAX_IOVS || this.copied + copy > COPY_BYTES)) this.commit();
     if (sock !== this.sock) {
       // A new socket, or the same after a call: its state may have changed (EAGAIN, a close).

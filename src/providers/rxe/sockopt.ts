@@ -22,12 +22,25 @@ function setsockopt(fd: number, level: number, name: number, value: number): voi
   if (setsockoptFn!(fd, level, name, v, 4) !== 0) throw new Error(`setsockopt(${level}, ${name}) failed`);
 }
 
-/** The native UDP handle of a bound dgram socket (its fd, and recvStop), without the deprecated `_handle` getter. */
-export function dgramHandle(sock: Socket): { fd: number; recvStop(): number } | undefined {
+/**
+ * node:dgram's state of a socket (the object under its state symbol): the native handle
+ * (null once closed), the bind state (BIND_STATE_BOUND is 2) and the queue of sends held
+ * while it binds. Read without the deprecated `_handle` getter.
+ */
+export interface DgramState { handle: { fd?: number; recvStop?: () => number } | null; bindState: number; queue: unknown }
+
+export function dgramState(sock: Socket): DgramState | undefined {
   for (const sym of Object.getOwnPropertySymbols(sock)) {
-    const h = (sock as unknown as Record<symbol, { handle?: { fd?: number; recvStop?: () => number } }>)[sym]?.handle;
-    if (typeof h?.fd === 'number' && h.fd >= 0 && typeof h.recvStop === 'function') return h as { fd: number; recvStop(): number };
+    const s = (sock as unknown as Record<symbol, unknown>)[sym];
+    if (s && typeof s === 'object' && 'handle' in s && 'bindState' in s) return s as DgramState;
   }
+  return undefined;
+}
+
+/** The native UDP handle of a bound dgram socket (its fd, and recvStop). */
+export function dgramHandle(sock: Socket): { fd: number; recvStop(): number } | undefined {
+  const h = dgramState(sock)?.handle;
+  if (typeof h?.fd === 'number' && h.fd >= 0 && typeof h.recvStop === 'function') return h as { fd: number; recvStop(): number };
   return undefined;
 }
 
