@@ -212,6 +212,61 @@ test('the responder sends an RNR NAK with its min_rnr_timer while no receive is 
   assert.deepEqual(states(h, 'resp'), ['RESPST_ERR_RNR', 'RESPST_EXECUTE', 'RESPST_COMPLETE', 'RESPST_ACKNOWLEDGE']);
 });
 
+/** Bound the window by the peer's receive buffer (link.windowBytes), whatever the congestion window. */
+function setWindowBytes(h: Harness, bytes: number) {
+  (h.rxe.link as { windowBytes: number }).windowBytes = bytes;
+}
+
+test('a window that shrank under unasked packets: one more packet goes, asking, not a retransmit timeout', async (t) => {
+  const h = await openHarness({ timeout: 14, cap: { maxSendWr: 4 } });
+  t.after(() => h.close());
+  const time = fakeTime(t);
+  h.rq.req.cwnd = h.rq.req.ssthresh = 64; // ACKs asked every 32 packets
+  const big = h.mr(120 * 1024); // 120 packets at MTU 1024
+  h.qp.postSend({ wrId: 1, opcode: WrOpcode.SEND, sendFlags: SendFlags.SIGNALED, sgList: [big.sge()] });
+  const first = h.take();
+  assert.deepEqual(first.map((s) => s.pkt.psn), [...Array(64).keys()].map(psn));
+  assert.deepEqual(first.filter((s) => s.pkt.ackReq).map((s) => s.pkt.psn), [psn(31), psn(63)]);
+  // The peer acknowledges what it has so far (a cumulative ACK for a packet that did not ask).
+  h.feed(ackOf(h, psn(40)));
+  const second = h.take();
+  assert.deepEqual([second[0]!.pkt.psn, second.at(-1)!.pkt.psn], [psn(64), psn(104)]);
+  assert.deepEqual(second.filter((s) => s.pkt.ackReq).map((s) => s.pkt.psn), [psn(95)]);
+  // The window shrinks to 8 (as when more QPs start sending); then the ACK for 95 comes.
+  // 96..104 are in flight and none asks: without an ask nothing would come back.
+  setWindowBytes(h, MIN_WINDOW * 1024);
+  h.feed(ackOf(h, psn(95)));
+  const forced = h.take();
+  assert.deepEqual(forced.map((s) => [s.pkt.psn, s.pkt.ackReq]), [[psn(105), true]], 'one packet past the window, asking');
+  assert.equal(h.rxe.counters.window_forced_asks, 1);
+  h.feed(ackOf(h, psn(105)));
+  assert.deepEqual(h.take().map((s) => s.pkt.psn), [106, 107, 108, 109, 110, 111, 112, 113].map(psn), 'the window of 8 again');
+  h.feed(ackOf(h, psn(113)));
+  assert.deepEqual(h.take().map((s) => s.pkt.psn), [114, 115, 116, 117, 118, 119].map(psn));
+  h.feed(ackOf(h, psn(119)));
+  assert.deepEqual(statuses(h), [[1, WcStatus.SUCCESS]]);
+  time.advance(1000);
+  assert.deepEqual([h.rq.counters.timeouts, h.take().length], [0, 0], 'no retransmit timeout, nothing resent');
+});
+
+test('a short message goes whole or waits for the window; a long one is cut by it', async (t) => {
+  const h = await openHarness({ timeout: 14, cap: { maxSendWr: 16 } });
+  t.after(() => h.close());
+  fakeTime(t);
+  setWindowBytes(h, 36 * 1024); // 36 packets, no multiple of the messages' 8
+  const mr = h.mr(8 * 1024);
+  for (let i = 0; i < 6; i++) h.qp.postSend({ wrId: 10 + i, opcode: WrOpcode.SEND, sendFlags: SendFlags.SIGNALED, sgList: [mr.sge()] });
+  assert.deepEqual(h.take().map((s) => s.pkt.psn), [...Array(32).keys()].map(psn), 'four messages; the fifth would not fit');
+  h.feed(ackOf(h, psn(7)));
+  assert.deepEqual(h.take().map((s) => s.pkt.psn), [...Array(8).keys()].map((k) => psn(32 + k)), 'the fifth, whole');
+  // A message longer than a quarter of the window is cut where the window ends.
+  h.feed(ackOf(h, psn(39)));
+  assert.equal(h.poll().length, 5);
+  const long = h.mr(40 * 1024);
+  h.qp.postSend({ wrId: 20, opcode: WrOpcode.SEND, sendFlags: SendFlags.SIGNALED, sgList: [long.sge()] });
+  assert.deepEqual(h.take().map((s) => s.pkt.psn), [...Array(36).keys()].map((k) => psn(40 + k)), 'the sixth (8) and 28 of the long one');
+});
+
 test('responses outside the window of sent PSNs are dropped; stale ones change nothing', async (t) => {
   const h = await openHarness({ timeout: 14 });
   t.after(() => h.close());

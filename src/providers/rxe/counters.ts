@@ -18,6 +18,8 @@ export function newDeviceCounters() {
     ack_deferred: 0,
     /** Last packets of SENDs and WRITEs sent without AckReq because a later packet of the same burst asked (one ACK covers both). */
     ack_req_coalesced: 0,
+    /** Packets sent past a full window with AckReq because nothing in flight had asked (requester.ts). */
+    window_forced_asks: 0,
     rdma_sends: 0,
     rdma_recvs: 0,
     link_downed: 0,

@@ -55,11 +55,27 @@ export function runRequester(qp: RxeQp): void {
       if (w.state === WqeState.POSTED && !start(qp, w)) break;
       if (w.nextPkt === 0 && w.wr.sendFlags! & SendFlags.FENCE && outstandingRdAtomic(qp) > 0) break;
       if (w.nextPkt === 0 && w.rdAtomic && outstandingRdAtomic(qp) >= qp.attr.maxRdAtomic) break;
+      let mustAsk = false;
       if (qp.qpType === QpType.RC) {
-        if (psnDiff(psnAdd(w.firstPsn, w.nextPkt), qp.comp.psn) >= windowPkts(qp)) break;
+        const psn = psnAdd(w.firstPsn, w.nextPkt);
+        const window = windowPkts(qp);
+        // A short message goes whole or waits: one cut by the window leaves in two GSO sends
+        // where one would do (the window varies with the QPs sending: 1024 / 13 is no
+        // multiple of a 64 KiB message's 16 packets). A long one is cut packet by packet.
+        const room = w.nextPkt === 0 && w.npkts <= window >> 2 ? w.npkts - 1 : 0;
+        if (psnDiff(psn, qp.comp.psn) + room >= window) {
+          // The window is full. An ACK is on its way if a packet in flight asked; it brings
+          // this QP back. If none did (the window shrank under packets sent while it was
+          // larger: another QP began sending, or a loss cut it), nothing would until the
+          // retransmit timer, which then resends the window for nothing: one more packet
+          // goes, asking.
+          if (askInFlight(qp, psn)) break;
+          mustAsk = true;
+          qp.device.counters.window_forced_asks++;
+        }
         noteSending(qp);
       }
-      sendPacket(qp, w);
+      sendPacket(qp, w, mustAsk);
       budget--;
     }
   } finally {
@@ -86,8 +102,17 @@ function start(qp: RxeQp, w: SendWqe): boolean {
   return true;
 }
 
-/** Build and send packet number w.nextPkt of a WQE. */
-export function sendPacket(qp: RxeQp, w: SendWqe): void {
+/**
+ * Whether a packet sent before `psn` and not yet acknowledged asks for an ACK (a deferrable
+ * last packet counts: the link sets AckReq on it unless a later one of the QP asks).
+ */
+function askInFlight(qp: RxeQp, psn: number): boolean {
+  const a = qp.req.askPsn;
+  return a >= 0 && psnDiff(a, qp.comp.psn) >= 0 && psnDiff(a, psn) < 0;
+}
+
+/** Build and send packet number w.nextPkt of a WQE; `mustAsk` sets AckReq whatever the count. */
+export function sendPacket(qp: RxeQp, w: SendWqe, mustAsk = false): void {
   const k = w.nextPkt;
   const psn = psnAdd(w.firstPsn, k);
   const opcode = packetOpcode(w.ops, k, w.npkts);
@@ -111,11 +136,15 @@ export function sendPacket(qp: RxeQp, w: SendWqe): void {
   let ackReq = false;
   let ack = ACK_NONE;
   if (qp.qpType === QpType.RC) {
-    ackReq = (end && (w.rdAtomic || !ackCoalescing.on)) || ++qp.req.noackPkts >= ackEvery(qp);
+    ackReq = (end && (w.rdAtomic || !ackCoalescing.on)) || ++qp.req.noackPkts >= ackEvery(qp) || mustAsk;
     if (ackReq) {
       qp.req.noackPkts = 0;
+      qp.req.askPsn = psn;
       ack = ACK_ASKS;
-    } else if (end) ack = ACK_DEFERRABLE;
+    } else if (end) {
+      ack = ACK_DEFERRABLE;
+      qp.req.askPsn = psn;
+    }
   }
   let destQp = qp.attr.destQpNum;
   let to = qp.destAddr!;
