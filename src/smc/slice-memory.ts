@@ -7,8 +7,8 @@
 //
 // So every SLICE_CHECK bytes of slices, we look whether V8 scavenged meanwhile (its new
 // space shrank), and if it did not, we ask for a scavenge: the slices the application dropped
-// are freed, and the next ones reuse their pages. If the external memory still grew by a whole
-// interval across our scavenge, the application keeps its slices; the checks then back off,
+// are freed, and the next ones reuse their pages. If the external memory still grew by half
+// an interval or more across our scavenge, the application keeps its slices; the checks then back off,
 // doubling their interval up to 1 GiB. In steady state V8 scavenges on its own, and a check
 // costs one v8.getHeapSpaceStatistics() (~1.4 us) per 8 MiB.
 //
@@ -64,10 +64,12 @@ export function slicesAllocated(bytes: number): void {
   newSpaceUsed = used;
   if (scavenged && externalAtGc < 0) { interval = SLICE_CHECK; return; } // V8 collects on its own
   const external = v8.getHeapStatistics().external_memory;
-  if (externalAtGc >= 0 && external - externalAtGc >= interval) {
-    interval = Math.min(MAX_CHECK, interval * 2); // our scavenge freed nothing: the slices are kept
-  } else if (externalAtGc >= 0) {
-    interval = SLICE_CHECK;
+  if (externalAtGc >= 0) {
+    // Since our last scavenge another interval of slices came. If it freed the ones before,
+    // the external memory is about where it was; if it grew by half an interval or more, the
+    // application keeps its slices (half: V8 accounts freed ArrayBuffers as its sweeper gets
+    // to them, and other external memory comes and goes).
+    interval = external - externalAtGc >= interval >> 1 ? Math.min(MAX_CHECK, interval * 2) : SLICE_CHECK;
   }
   const gc = gcFunction();
   if (!gc) { sliceGc.on = false; return; }

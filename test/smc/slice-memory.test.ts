@@ -33,7 +33,7 @@ describe('received slices in a fresh process', { skip: !glibc && 'keeping freed 
     const kept = run('1', 'keep');
     assert.deepEqual([kept.kept, kept.intact], [512, true]);
     // 128 MiB with the interval doubling from 8 MiB after each fruitless scavenge: 8, 16, 32,
-    // 64 MiB apart; without the back-off it would have been 16.
-    assert.ok(kept.forced >= 1 && kept.forced <= 6, `asked for ${kept.forced} scavenges`);
+    // 64 MiB apart, 5 here (7 once on a busy machine); without the back-off, 16.
+    assert.ok(kept.forced >= 1 && kept.forced <= 10, `asked for ${kept.forced} scavenges`);
   });
 });
