@@ -267,6 +267,45 @@ test('a short message goes whole or waits for the window; a long one is cut by i
   assert.deepEqual(h.take().map((s) => s.pkt.psn), [...Array(36).keys()].map((k) => psn(40 + k)), 'the sixth (8) and 28 of the long one');
 });
 
+test('a READ in flight holds the window until its last response, not its first', async (t) => {
+  const h = await openHarness({ timeout: 14, cap: { maxSendWr: 16 } });
+  t.after(() => h.close());
+  fakeTime(t);
+  setWindowBytes(h, MIN_WINDOW * 1024);
+  const dst = h.mr(64 * 1024), src = h.mr(64 * 1024);
+  const read = (wrId: number) => h.qp.postSend({ wrId, opcode: WrOpcode.RDMA_READ, sendFlags: SendFlags.SIGNALED, sgList: [dst.sge()], rdma: { remoteAddr: src.addr, rkey: src.rkey } });
+  read(1); // 64 response PSNs, far past the window of 8
+  assert.deepEqual(h.take().map((s) => s.pkt.psn), [psn(0)]);
+  h.feed(readResponseOf(h, OpCode.RC_RDMA_READ_RESPONSE_FIRST, psn(0), Buffer.alloc(1024)));
+  read(2);
+  assert.deepEqual(h.take(), [], 'the second READ waits: 63 responses of the first are still coming');
+  assert.equal(h.rxe.counters.window_forced_asks, 0);
+});
+
+test('a short message that does not fit waits for the ACK on its way; with none on its way it goes whole', async (t) => {
+  const h = await openHarness({ timeout: 14, cap: { maxSendWr: 16 } });
+  t.after(() => h.close());
+  fakeTime(t);
+  setWindowBytes(h, 36 * 1024);
+  const m = h.mr(8 * 1024);
+  const send = (wrId: number) => h.qp.postSend({ wrId, opcode: WrOpcode.SEND, sendFlags: SendFlags.SIGNALED, sgList: [m.sge()] });
+  for (let i = 0; i < 4; i++) send(i);
+  assert.equal(h.take().length, 32);
+  h.feed(ackOf(h, psn(7)));
+  send(4);
+  send(5);
+  assert.deepEqual(h.take().map((s) => s.pkt.psn), [...Array(8).keys()].map((k) => psn(32 + k)), 'the fifth fits; the sixth waits');
+  // As go-back-N leaves it: nothing known to ask in flight. The sixth goes whole, its last packet asking.
+  h.rq.req.askPsn = -1;
+  send(6);
+  const whole = h.take();
+  assert.deepEqual(whole.map((s) => s.pkt.psn), [...Array(8).keys()].map((k) => psn(40 + k)));
+  assert.equal(whole.at(-1)!.pkt.ackReq, true);
+  assert.equal(h.rxe.counters.window_forced_asks, 1);
+  send(7);
+  assert.deepEqual(h.take(), [], 'the seventh waits for that ACK');
+});
+
 test('responses outside the window of sent PSNs are dropped; stale ones change nothing', async (t) => {
   const h = await openHarness({ timeout: 14 });
   t.after(() => h.close());

@@ -101,6 +101,9 @@ export function goBackN(qp: RxeQp, psn: number): void {
   }
   if (first < 0) return;
   qp.req.index = first;
+  // What asked before may go again without asking (the count restarts); a short message sent
+  // whole past the window is sent again under the window.
+  qp.req.askPsn = qp.req.wholeTo = -1;
   qp.counters.retransmits++;
   qp.runRequester();
 }

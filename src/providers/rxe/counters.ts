@@ -18,7 +18,7 @@ export function newDeviceCounters() {
     ack_deferred: 0,
     /** Last packets of SENDs and WRITEs sent without AckReq because a later packet of the same burst asked (one ACK covers both). */
     ack_req_coalesced: 0,
-    /** Packets sent past a full window with AckReq because nothing in flight had asked (requester.ts). */
+    /** Times the requester went past its window because no packet in flight asked for an ACK: one packet that asks, or a short message whole (requester.ts). */
     window_forced_asks: 0,
     rdma_sends: 0,
     rdma_recvs: 0,

@@ -87,7 +87,7 @@ export class RxeQp implements ProviderQp {
 
   /** cwnd/ssthresh: the packet window after losses (Reno-style AIMD; see requester.ts). */
   /** ackPass: the link's AckReq pass that last saw a packet of ours ask (link.ts, AckGroup). */
-  readonly req = { psn: 0, index: 0, noackPkts: 0, running: false, scheduled: false, paused: false, cwnd: MAX_CWND, ssthresh: MAX_CWND, ackPass: 0, askPsn: -1 };
+  readonly req = { psn: 0, index: 0, noackPkts: 0, running: false, scheduled: false, paused: false, cwnd: MAX_CWND, ssthresh: MAX_CWND, ackPass: 0, askPsn: -1, wholeTo: -1 };
   readonly comp = {
     psn: 0, retryCnt: 0, rnrRetry: 0, lastProgress: 0,
     timer: undefined as NodeJS.Timeout | undefined, rnrTimer: undefined as NodeJS.Timeout | undefined,
@@ -186,7 +186,7 @@ export class RxeQp implements ProviderQp {
     if (mask & QpAttr.RETRY_CNT) { this.attr.retryCnt = a.retryCnt!; this.comp.retryCnt = a.retryCnt!; }
     if (mask & QpAttr.RNR_RETRY) { this.attr.rnrRetry = a.rnrRetry!; this.comp.rnrRetry = a.rnrRetry!; }
     if (mask & QpAttr.RQ_PSN) { this.attr.rqPsn = a.rqPsn!; this.resp.psn = a.rqPsn!; }
-    if (mask & QpAttr.SQ_PSN) { this.attr.sqPsn = a.sqPsn!; this.req.psn = a.sqPsn!; this.comp.psn = a.sqPsn!; }
+    if (mask & QpAttr.SQ_PSN) { this.attr.sqPsn = a.sqPsn!; this.req.psn = a.sqPsn!; this.comp.psn = a.sqPsn!; this.req.askPsn = this.req.wholeTo = -1; }
     if (mask & QpAttr.MAX_QP_RD_ATOMIC) this.attr.maxRdAtomic = a.maxRdAtomic!;
     if (mask & QpAttr.MAX_DEST_RD_ATOMIC) this.attr.maxDestRdAtomic = a.maxDestRdAtomic!;
     if (mask & QpAttr.MIN_RNR_TIMER) this.attr.minRnrTimer = a.minRnrTimer!;
@@ -240,7 +240,7 @@ export class RxeQp implements ProviderQp {
     this.rq.clear();
     this.state = QpState.RESET;
     this.attr.qpState = QpState.RESET;
-    Object.assign(this.req, { psn: 0, index: 0, noackPkts: 0, paused: false, cwnd: MAX_CWND, ssthresh: MAX_CWND, askPsn: -1 });
+    Object.assign(this.req, { psn: 0, index: 0, noackPkts: 0, paused: false, cwnd: MAX_CWND, ssthresh: MAX_CWND, askPsn: -1, wholeTo: -1 });
     Object.assign(this.comp, { psn: 0 });
     Object.assign(this.resp, { psn: 0, msn: 0, nakSent: false, inMessage: 0, wqe: undefined, offset: 0, resources: [], nextResource: 0, ackPsn: -1 });
   }

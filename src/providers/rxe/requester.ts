@@ -58,20 +58,29 @@ export function runRequester(qp: RxeQp): void {
       let mustAsk = false;
       if (qp.qpType === QpType.RC) {
         const psn = psnAdd(w.firstPsn, w.nextPkt);
-        const window = windowPkts(qp);
-        // A short message goes whole or waits: one cut by the window leaves in two GSO sends
-        // where one would do (the window varies with the QPs sending: 1024 / 13 is no
-        // multiple of a 64 KiB message's 16 packets). A long one is cut packet by packet.
-        const room = w.nextPkt === 0 && w.npkts <= window >> 2 ? w.npkts - 1 : 0;
-        if (psnDiff(psn, qp.comp.psn) + room >= window) {
-          // The window is full. An ACK is on its way if a packet in flight asked; it brings
-          // this QP back. If none did (the window shrank under packets sent while it was
-          // larger: another QP began sending, or a loss cut it), nothing would until the
-          // retransmit timer, which then resends the window for nothing: one more packet
-          // goes, asking.
-          if (askInFlight(qp, psn)) break;
-          mustAsk = true;
-          qp.device.counters.window_forced_asks++;
+        const r = qp.req;
+        if (r.wholeTo < 0 || psnDiff(psn, r.wholeTo) > 0) {
+          r.wholeTo = -1;
+          const window = windowPkts(qp);
+          const inFlight = psnDiff(psn, qp.comp.psn);
+          if (inFlight >= window) {
+            // The window is full. An ACK is on its way if a packet in flight asked; it brings
+            // this QP back. If none did (the window shrank under packets sent while it was
+            // larger: another QP began sending, or a loss cut it), nothing would until the
+            // retransmit timer, which then resends the window for nothing: one more packet
+            // goes, asking.
+            if (askInFlight(qp, psn)) break;
+            mustAsk = true;
+            qp.device.counters.window_forced_asks++;
+          } else if (w.nextPkt === 0 && w.npkts > 1 && w.npkts <= window >> 2 && inFlight + w.npkts > window) {
+            // A short message goes whole or waits: one cut by the window leaves in two GSO
+            // sends where one would do (the window varies with the QPs sending: 1024 / 13 is
+            // no multiple of a 64 KiB message's 16 packets). It waits for the ACK on its way;
+            // with none on its way it goes whole, past the window (its last packet asks).
+            if (askInFlight(qp, psn)) break;
+            r.wholeTo = w.lastPsn;
+            qp.device.counters.window_forced_asks++;
+          }
         }
         noteSending(qp);
       }
@@ -139,7 +148,8 @@ export function sendPacket(qp: RxeQp, w: SendWqe, mustAsk = false): void {
     ackReq = (end && (w.rdAtomic || !ackCoalescing.on)) || ++qp.req.noackPkts >= ackEvery(qp) || mustAsk;
     if (ackReq) {
       qp.req.noackPkts = 0;
-      qp.req.askPsn = psn;
+      // A read or atomic is answered by its responses: the last one is what wakes the QP.
+      qp.req.askPsn = w.rdAtomic ? w.lastPsn : psn;
       ack = ACK_ASKS;
     } else if (end) {
       ack = ACK_DEFERRABLE;
