@@ -15,6 +15,7 @@ import { testRuntimeDir } from '../helpers/runtime-dir.js';
 const runtime = testRuntimeDir('onread-test');
 process.env.SOFTRDMA_RUNTIME_DIR ??= runtime;
 const smc = await import('../../src/smc/index.js');
+const { sliceGc } = await import('../../src/smc/slice-memory.js');
 smc.setSmcLearning(false);
 const SERVER = fileURLToPath(new URL('../helpers/smc-test-server.js', import.meta.url));
 const AUTO = pathToFileURL(fileURLToPath(new URL('../../src/smc/auto.js', import.meta.url))).href;
@@ -197,6 +198,23 @@ describe('onread', () => {
     await once(s, 'close');
     return seq;
   }
+
+  it("SMC-D's 'data' slices are told to slice-memory.ts (a fresh process's scavenges), onread's reads are not", async () => {
+    const before = sliceGc.bytes;
+    const r = await echoThroughOnread(smcConnect(() => smcSrv.port), Buffer.alloc(MiB), 16 * MiB);
+    assert.deepEqual([r.mode, r.bytes, sliceGc.bytes - before], ['SMCD', 16 * MiB, 0]);
+    const s = smcConnect(() => smcSrv.port)({});
+    await once(s, 'connect');
+    let got = 0;
+    const all = new Promise<void>((res) => s.on('data', (d: Buffer) => { got += d.length; if (got === 16 * MiB) res(); }));
+    s.write('E');
+    const chunk = Buffer.alloc(MiB, 1);
+    for (let i = 0; i < 16; i++) if (!s.write(chunk)) await once(s, 'drain');
+    await all;
+    assert.equal(smc.getSmcInfo(s).mode, 'SMCD');
+    s.destroy();
+    assert.equal(sliceGc.bytes - before, 16 * MiB);
+  });
 
   it('end and close come as over node:net, also after a callback stopped reading', async () => {
     // Servers that answer a client's first byte with 3000 bytes and end: node:net and SMC.
