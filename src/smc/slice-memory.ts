@@ -5,13 +5,16 @@
 // faults in and zeroes page by page. Measured here (a fresh process copying 256 MiB out in
 // 256 KiB slices), the first 64 MiB took 90 ms and the rest 11 ms.
 //
-// So every SLICE_CHECK bytes of slices we look whether V8 collected on its own meanwhile
-// (perf_hooks 'gc' entries without the forced flag), and if it did not, we ask for a scavenge:
-// the slices the application dropped are freed, and the next ones reuse their pages. An
-// application that allocates on the heap gets V8's own scavenges and none of ours. If the
-// external memory still grew by most of an interval across our scavenge, the application keeps
-// its slices; the checks then back off, doubling their interval up to 1 GiB. A check costs
-// one v8.getHeapStatistics() (~1.3 us) per 8 MiB.
+// So every SLICE_CHECK bytes of slices we look at V8's external memory. If it grew by less than
+// 3/4 of what came, slices are being freed: V8 collects on its own (as it does every ~2 MiB
+// in a steady stream once it has started, and whenever the application allocates on the
+// heap), or our last scavenge did. Otherwise we ask for a scavenge: the slices the application
+// dropped are freed, and the next ones reuse their pages. In a fresh process that is every
+// other check, as the check after ours sees our scavenge's work. If the memory still grows by
+// that much right after one of ours, the application keeps its slices, and the checks back off,
+// doubling their interval up to 1 GiB. A check costs one v8.getHeapStatistics() (~1.3 us).
+// (V8's own collections could be counted from perf_hooks' gc entries, but observing them cost
+// a third of a steady stream's rate.)
 //
 // The scavenge is V8's gc({ type: 'minor' }). It needs --expose-gc, set here at run time as
 // the flag is read when a context is made, and taken from a new vm context. The process's own
@@ -20,7 +23,6 @@
 // is nothing to reuse). The first scavenge asked for applies the heap tuning (keepFreedHeap),
 // as the first SMC-D connection does.
 
-import { PerformanceObserver, constants } from 'node:perf_hooks';
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import { keepFreedHeap } from '../ism/libc.js';
@@ -33,12 +35,9 @@ type MinorGc = (o: { type: 'minor' }) => void;
 let minorGc: MinorGc | null | undefined;
 let interval = SLICE_CHECK;
 let since = 0;
-/** Collections V8 did on its own (not asked for), as perf_hooks reports them, and the count at the last check. */
-let ownGcs = 0;
-let ownGcsSeen = 0;
-let observer: PerformanceObserver | undefined;
-/** External memory just before our last scavenge, or -1 if the last check asked for none. */
-let externalAtGc = -1;
+/** External memory at the last check (-1: none yet), and whether that check asked for a scavenge. */
+let externalThen = -1;
+let askedLast = false;
 
 /** Whether checks run at all (SOFTRDMA_SMC_SLICE_GC=0: not); slice bytes told of; scavenges asked for. */
 export const sliceGc = { on: process.env.SOFTRDMA_SMC_SLICE_GC !== '0', bytes: 0, forced: 0 };
@@ -55,45 +54,29 @@ function gcFunction(): MinorGc | null {
   return minorGc;
 }
 
-function observe(): void {
-  observer = new PerformanceObserver((list) => {
-    for (const e of list.getEntries()) {
-      const flags = (e as { detail?: { flags?: number } }).detail?.flags ?? 0;
-      if (!(flags & constants.NODE_PERFORMANCE_GC_FLAGS_FORCED)) ownGcs++;
-    }
-  });
-  observer.observe({ entryTypes: ['gc'] });
-}
-
 /** A receiver allocated `bytes` of fresh slices for 'data' listeners. */
 export function slicesAllocated(bytes: number): void {
   sliceGc.bytes += bytes;
   since += bytes;
   if (since < interval || !sliceGc.on) return;
+  const came = since;
   since = 0;
-  if (!observer) observe();
-  if (ownGcs !== ownGcsSeen) {
-    // V8 collected on its own since the last check (entries come a turn of the loop late).
-    ownGcsSeen = ownGcs;
-    externalAtGc = -1;
+  const external = v8.getHeapStatistics().external_memory;
+  const grew = external - externalThen;
+  const first = externalThen < 0;
+  externalThen = external;
+  if (!first && grew < came - (came >> 2)) {
+    // Slices are being freed, by V8 or by our last scavenge (its sweep done by now).
+    askedLast = false;
     interval = SLICE_CHECK;
     return;
   }
-  const external = v8.getHeapStatistics().external_memory;
-  if (externalAtGc >= 0) {
-    // Since our last scavenge another interval of slices came. If the scavenge freed the ones
-    // before, the external memory is about where it was. If it grew by most of the interval,
-    // the application keeps its slices. (Not by half: V8 accounts freed ArrayBuffers as its
-    // sweeper reaches them, and a late sweep reads as up to ~3/4 of an interval kept.)
-    interval = external - externalAtGc >= interval - (interval >> 3) ? Math.min(MAX_CHECK, interval * 2) : SLICE_CHECK;
-  }
+  // Nothing freed. Right after a scavenge of ours that means the slices are kept (or its sweep
+  // is late: then the next check sees twice the freeing, and the interval comes back).
+  if (askedLast) interval = Math.min(MAX_CHECK, interval * 2);
   const gc = gcFunction();
-  if (!gc) {
-    sliceGc.on = false;
-    observer?.disconnect();
-    return;
-  }
-  externalAtGc = external;
+  if (!gc) { sliceGc.on = false; return; }
   gc({ type: 'minor' });
+  askedLast = true;
   sliceGc.forced++;
 }
