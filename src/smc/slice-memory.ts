@@ -1,9 +1,10 @@
 // The Buffers a receiver hands to 'data' listeners are fresh memory, freed only when V8 collects
 // them. In a steady stream V8 scavenges every few MiB of them, and glibc reuses what was freed
 // (keepFreedHeap). A fresh process is different. V8 collects ArrayBuffers for the first time
-// only after external memory grew by 64 MiB. Until then every slice is new heap that the kernel
-// faults in and zeroes page by page. Measured here (a fresh process copying 256 MiB out in
-// 256 KiB slices), the first 64 MiB took 90 ms and the rest 11 ms.
+// only after external memory grew by 32-64 MiB (~32 on Node 20 and 22, ~64 on Node 24). Until
+// then every slice is new heap that the kernel faults in and zeroes page by page. Measured here
+// (a fresh process copying 256 MiB out in 256 KiB slices, Node 20), the first 256 MiB took
+// 108 ms and the next 11 ms.
 //
 // So every SLICE_CHECK bytes of slices we look at V8's external memory. If it grew by less than
 // 3/4 of what came, slices are being freed: V8 collects on its own (as it does every ~2 MiB
@@ -54,8 +55,13 @@ function gcFunction(): MinorGc | null {
   return minorGc;
 }
 
-/** A receiver allocated `bytes` of fresh slices for 'data' listeners. */
-export function slicesAllocated(bytes: number): void {
+/** A fresh slice of `bytes` for 'data' listeners (Buffer.allocUnsafe), counted for the checks above. */
+export function freshSlice(bytes: number): Buffer {
+  slicesAllocated(bytes);
+  return Buffer.allocUnsafe(bytes);
+}
+
+function slicesAllocated(bytes: number): void {
   sliceGc.bytes += bytes;
   since += bytes;
   if (since < interval || !sliceGc.on) return;

@@ -8,7 +8,7 @@
 
 import type { Dmb, RemoteDmb } from '../ism/device.js';
 import { keepFreedHeap } from '../ism/libc.js';
-import { slicesAllocated } from './slice-memory.js';
+import { freshSlice } from './slice-memory.js';
 import {
   CdcArea, CONN_ABORT, CONN_CLOSED, CONN_DONE_WRITING, PROD_CONS_UPD_REQ, PROD_WRITE_BLOCKED, SMCD_CDC_LEN,
   cursorWord, readCursorInto, type Cursor,
@@ -299,8 +299,7 @@ export class SmcdConnection implements SmcTransport {
       const n = Math.min(this.readable, into ? into.length : slice);
       const pos = this.consumed % this.rxRing;
       const first = Math.min(n, this.rxRing - pos);
-      const out = into ?? Buffer.allocUnsafe(n);
-      if (!into) slicesAllocated(n);
+      const out = into ?? freshSlice(n);
       out.set(ring.subarray(SMCD_CDC_LEN + pos, SMCD_CDC_LEN + pos + first), 0);
       if (n > first) out.set(ring.subarray(SMCD_CDC_LEN, SMCD_CDC_LEN + n - first), first);
       this.consumed += n;

@@ -1,12 +1,12 @@
 // Child process of test/smc/slice-memory.test.ts: a fresh process receiving 256 MiB as a
-// receiver hands it to 'data' listeners (a fresh 256 KiB Buffer per slice, slicesAllocated
-// told of each), the listener dropping each slice (SLICE_CHILD_MODE=drop) or keeping them all
-// (keep, 128 MiB). Prints the minor page faults, the peak of V8's external memory above the
-// start, and how many scavenges slice-memory.ts asked for.
+// receiver hands it to 'data' listeners (a fresh 256 KiB Buffer per slice from freshSlice),
+// the listener dropping each slice (SLICE_CHILD_MODE=drop) or keeping them all (keep, 128 MiB).
+// Prints the minor page faults, the peak of V8's external memory above the start, and how many
+// scavenges slice-memory.ts asked for.
 
 import v8 from 'node:v8';
 import { keepFreedHeap } from '../../src/ism/libc.js';
-import { sliceGc, slicesAllocated } from '../../src/smc/slice-memory.js';
+import { freshSlice, sliceGc } from '../../src/smc/slice-memory.js';
 import { libcLibrary } from '../../src/sys/libc.js';
 
 // Transparent huge pages would fault 2 MiB at a time and shrink the counts compared.
@@ -26,8 +26,7 @@ const start = v8.getHeapStatistics().external_memory;
 let peak = 0;
 const faults0 = process.resourceUsage().minorPageFault;
 for (let off = 0; off < total; off += SLICE) {
-  const out = Buffer.allocUnsafe(SLICE);
-  slicesAllocated(SLICE);
+  const out = freshSlice(SLICE);
   out.set(ring.subarray(off % ring.length, (off % ring.length) + SLICE));
   if (keep) kept.push(out);
   if ((off & ((4 << 20) - 1)) === 0) peak = Math.max(peak, v8.getHeapStatistics().external_memory - start);

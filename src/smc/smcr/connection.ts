@@ -24,7 +24,7 @@ import type { Rmb, SmcrLinkGroup } from './lgr.js';
 import type { SmcrLink } from './link.js';
 import { remoteAddrPlus, type RemoteAddr } from '../../abi/remote-addr.js';
 import { smcrActivity } from '../poller.js';
-import { slicesAllocated } from '../slice-memory.js';
+import { freshSlice } from '../slice-memory.js';
 
 function toWire(total: number, ring: number): { wrap: number; count: number } {
   return { wrap: Math.floor(total / ring) & 0xffff, count: total % ring };
@@ -436,8 +436,7 @@ export class SmcrConnection implements SmcTransport {
       const n = Math.min(this.readable, into ? into.length : SLICE);
       const pos = this.consumed % this.rxRing;
       const first = Math.min(n, this.rxRing - pos);
-      const out = into ?? Buffer.allocUnsafe(n);
-      if (!into) slicesAllocated(n);
+      const out = into ?? freshSlice(n);
       out.set(ring.subarray(pos, pos + first), 0);
       if (n > first) out.set(ring.subarray(0, n - first), first);
       this.consumed += n;
