@@ -63,23 +63,21 @@ export function runRequester(qp: RxeQp): void {
           r.wholeTo = -1;
           const window = windowPkts(qp);
           const inFlight = psnDiff(psn, qp.comp.psn);
-          if (inFlight >= window) {
-            // The window is full. An ACK is on its way if a packet in flight asked; it brings
-            // this QP back. If none did (the window shrank under packets sent while it was
-            // larger: another QP began sending, or a loss cut it), nothing would until the
-            // retransmit timer, which then resends the window for nothing: one more packet
-            // goes, asking.
+          // Two reasons to stop here: the window is full, or a short message would not fit
+          // whole. A short message goes whole or waits, as one cut by the window leaves in two
+          // GSO sends where one would do (the window varies with the QPs sending: 1024 / 13 is
+          // no multiple of a 64 KiB message's 16 packets).
+          const full = inFlight >= window;
+          if (full || (w.nextPkt === 0 && w.npkts > 1 && w.npkts <= window >> 2 && inFlight + w.npkts > window)) {
+            // An ACK is on its way if a packet in flight asked; it brings this QP back. If none
+            // did (the window shrank under packets sent while it was larger: another QP began
+            // sending, or a loss cut it), nothing would until the retransmit timer, which then
+            // resends the window for nothing: one more packet goes, asking, or the short message
+            // goes whole (its last packet asks).
             if (askInFlight(qp, psn)) break;
-            mustAsk = true;
             qp.device.counters.window_forced_asks++;
-          } else if (w.nextPkt === 0 && w.npkts > 1 && w.npkts <= window >> 2 && inFlight + w.npkts > window) {
-            // A short message goes whole or waits: one cut by the window leaves in two GSO
-            // sends where one would do (the window varies with the QPs sending: 1024 / 13 is
-            // no multiple of a 64 KiB message's 16 packets). It waits for the ACK on its way;
-            // with none on its way it goes whole, past the window (its last packet asks).
-            if (askInFlight(qp, psn)) break;
-            r.wholeTo = w.lastPsn;
-            qp.device.counters.window_forced_asks++;
+            if (full) mustAsk = true;
+            else r.wholeTo = w.lastPsn;
           }
         }
         noteSending(qp);
