@@ -12,6 +12,7 @@
 
 import { keepFreedHeap } from '../../src/ism/libc.js';
 import { libcLibrary } from '../../src/sys/libc.js';
+import { disableTransparentHugePages } from './page-faults.js';
 
 const BLOCK = 256 * 1024;
 const BLOCKS = 64;
@@ -21,10 +22,7 @@ const so = libcLibrary();
 const malloc = so.func('void *malloc(size_t size)') as (n: number) => unknown;
 const free = so.func('void free(void *p)') as (p: unknown) => void;
 const memset = so.func('void *memset(void *p, int c, size_t n)') as (p: unknown, c: number, n: number) => unknown;
-// Transparent huge pages would fault 2 MiB at a time and shrink the counts this compares.
-const prctl = so.func('int prctl(int option, unsigned long a2, unsigned long a3, unsigned long a4, unsigned long a5)') as (...a: number[]) => number;
-const PR_SET_THP_DISABLE = 41;
-prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0);
+disableTransparentHugePages();
 
 const M_MMAP_THRESHOLD = -3;
 const mallopt = so.func('int mallopt(int param, int value)') as (param: number, value: number) => number;

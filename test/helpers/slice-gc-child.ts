@@ -7,11 +7,9 @@
 import v8 from 'node:v8';
 import { keepFreedHeap } from '../../src/ism/libc.js';
 import { freshSlice, sliceGc } from '../../src/smc/slice-memory.js';
-import { libcLibrary } from '../../src/sys/libc.js';
+import { disableTransparentHugePages } from './page-faults.js';
 
-// Transparent huge pages would fault 2 MiB at a time and shrink the counts compared.
-const prctl = libcLibrary().func('int prctl(int option, unsigned long a2, unsigned long a3, unsigned long a4, unsigned long a5)') as (...a: number[]) => number;
-prctl(41 /* PR_SET_THP_DISABLE */, 1, 0, 0, 0);
+disableTransparentHugePages();
 
 // Both ways with the heap tuning an SMC-D receiver has (smcd-connection.ts): the control differs
 // only in the scavenges asked for.

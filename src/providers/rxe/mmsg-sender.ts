@@ -221,7 +221,7 @@ export class MmsgSender {
     // Closed since the datagrams were staged (its fd number may be another file's by now).
     if (st!.dgram?.handle?.fd !== st!.fd) {
       this.stats.errors += n;
-      callBack(staged, 0, n);
+      callBack(staged, n);
       return;
     }
     let done = 0;
@@ -238,7 +238,7 @@ export class MmsgSender {
       if (e === EAGAIN || e === ENOBUFS) {
         // The send buffer is full: node:dgram queues the rest in libuv, in order, and the
         // socket is node:dgram's until the last of them has left; their onSent runs then.
-        callBack(staged, 0, done);
+        callBack(staged, done);
         for (let k = done; k < n; k++) {
           const s = staged[k]!;
           st!.heldByDgram++;
@@ -258,7 +258,7 @@ export class MmsgSender {
       this.stats.errors++;
       done++;
     }
-    callBack(staged, 0, n);
+    callBack(staged, n);
   }
 
   /** Whether datagrams for `sock` may go to the kernel directly now (see the head of this file). */
@@ -322,10 +322,10 @@ export class MmsgSender {
   }
 }
 
-/** Run the onSent of staged[from, to) on the next tick, as node:dgram runs a synchronous send's callback. */
-function callBack(staged: Staged[], from: number, to: number): void {
+/** Run the onSent of the first `count` staged on the next tick, as node:dgram runs a synchronous send's callback. */
+function callBack(staged: Staged[], count: number): void {
   let fs: Array<() => void> | undefined;
-  for (let k = from; k < to; k++) if (staged[k]!.onSent) (fs ??= []).push(staged[k]!.onSent!);
+  for (let k = 0; k < count; k++) if (staged[k]!.onSent) (fs ??= []).push(staged[k]!.onSent!);
   if (fs) process.nextTick(runAll, fs);
 }
 
