@@ -37,8 +37,9 @@ async function line(p: Proc, key: string, value: unknown, ms = 30_000): Promise<
   return p.waitUntil((out) => jsonLines(out).find((l) => l[key] === value), `a line with ${key}=${String(value)}`, ms);
 }
 
-type Counters = Array<{ qpn: number; rx: Record<string, number>; dropped: Record<string, number> }>;
-const countersLines = (p: Proc) => jsonLines(p.stdout).filter((l) => l.counters).map((l) => l.counters as Counters);
+type Counters = Array<{ qpn: number; rx: Record<string, number>; dropped: Record<string, number>; rtokens?: number }>;
+const countersIn = (stdout: string) => jsonLines(stdout).filter((l) => l.counters).map((l) => l.counters as Counters);
+const countersLines = (p: Proc) => countersIn(p.stdout);
 
 test('SMC-R under hostile input from the peer', { skip }, async (t) => {
   t.after(async () => {
@@ -121,7 +122,7 @@ test('SMC-R under hostile input from the peer', { skip }, async (t) => {
     // The table was empty then (no second entry for the reused RMB): 255 CONFIRM_RKEYs taken, the
     // 256th refused with NEG | RETRY (smc_rmb_reserve_rtoken_idx: -ENOSPC), one it holds taken again.
     // On a failure, the server's table sizes for this group as they changed, and where the refusals were.
-    const history = () => JSON.stringify({ negativeAt: r.fillNegativeAt, rtokens: countersLines(srv).map((g) => (g.find((x) => x.qpn === r.qpn) as { rtokens?: number } | undefined)?.rtokens) });
+    const history = () => JSON.stringify({ negativeAt: r.fillNegativeAt, rtokens: countersLines(srv).map((g) => g.find((x) => x.qpn === r.qpn)?.rtokens) });
     assert.equal(r.fillPositive, 255, history());
     assert.deepEqual(r.fillLast, { kind: 'CONFIRM_RKEY', negative: true, retry: true });
     assert.deepEqual(r.fillAgain, { kind: 'CONFIRM_RKEY', negative: false, retry: false });
@@ -130,10 +131,15 @@ test('SMC-R under hostile input from the peer', { skip }, async (t) => {
     assert.deepEqual(r.freeOne, [{ kind: 'DELETE_RKEY', negative: false, errMask: 0 }]);
     assert.equal(r.sameLgr, true, 'one entry freed: the next connection joins the first group again');
     assert.equal(await c.exit(10_000), 0, c.stdout + c.stderr);
-    // The server's own view of that group: 254 made-up RMBs and the last connection's.
-    const counters = countersLines(srv).at(-1)!.find((g) => g.qpn === r.qpn);
-    assert.ok(counters, JSON.stringify(countersLines(srv).at(-1)));
-    assert.equal((counters as unknown as { rtokens: number }).rtokens, 255);
+    // The server's own view of that group: 254 made-up RMBs and the last connection's. The
+    // server prints its counters every 20 ms when they change, so the line with the last
+    // connection's entry may come after the client has exited: waited for, with a bound (on a
+    // timeout the server's output, printed with the error, shows where the count stopped).
+    const counters = await srv.waitUntil((out) => {
+      const g = countersIn(out).at(-1)?.find((x) => x.qpn === r.qpn);
+      return g?.rtokens === 255 && g.rx.rkeyNegative === 2 ? g : undefined;
+    }, 'a last counters line with the group at 255 rtokens and 2 negative answers', 10_000);
+    assert.equal(counters.rtokens, 255);
     assert.equal(counters.rx.rkeyNegative, 2, 'the second DELETE_RKEY and the 256th CONFIRM_RKEY');
   });
 
