@@ -24,7 +24,7 @@ const TABLE: Record<number, Partial<Record<number, Rule>>> = {
     [S.INIT]: {
       req: { [UD]: A.PKEY_INDEX | A.PORT | A.QKEY, [UC]: A.PKEY_INDEX | A.PORT | A.ACCESS_FLAGS, [RC]: A.PKEY_INDEX | A.PORT | A.ACCESS_FLAGS },
     },
-    [S.ERR]: ok,
+    // No RESET -> ERR: Linux's qp_state_table (core/verbs.c) allows only RESET and INIT from RESET.
   },
   [S.INIT]: {
     [S.RESET]: ok,

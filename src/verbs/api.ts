@@ -491,7 +491,7 @@ export class SRQ extends Obj_ {
     super(context, handle);
     this.srq = context.impl<ProviderSrq>(handle);
   }
-  postRecv(wr: RecvWr | RecvWr[]): void { postEach(wr, (w) => this.srq.postRecv(w)); }
+  postRecv(wr: RecvWr | RecvWr[]): void { postEach(wr, (w) => this.srq.postRecv(w), 'SRQ', 'POST_RECV'); }
   modify(attr: Partial<SrqAttrValues>, mask: number): void {
     const a = Attr.SRQ.MODIFY;
     this.context.invoke(Obj.SRQ, M.SRQ.MODIFY, { [a.HANDLE]: this.handle, [a.ATTR_MASK]: mask, [a.MAX_WR]: attr.maxWr, [a.SRQ_LIMIT]: attr.srqLimit });
@@ -528,9 +528,9 @@ export class QP extends Obj_ {
       if (w.ud && w.ud.ah instanceof AH) w = { ...w, ud: { ...w.ud, ah: this.context.impl(w.ud.ah.handle) } };
       if (w.bindMw && w.bindMw.mw instanceof MW) w = { ...w, bindMw: { ...w.bindMw, mw: this.context.impl(w.bindMw.mw.handle) } };
       this.qp.postSend(w);
-    });
+    }, 'QP', 'POST_SEND');
   }
-  postRecv(wr: RecvWr | RecvWr[]): void { postEach(wr, (w) => this.qp.postRecv(w)); }
+  postRecv(wr: RecvWr | RecvWr[]): void { postEach(wr, (w) => this.qp.postRecv(w), 'QP', 'POST_RECV'); }
 
   /** ibv_bind_mw for a type 1 window: posts the bind and returns the window's new rkey. */
   bindMw(mw: MW, bind: { wrId: WrId; sendFlags?: number; bindInfo: MwBindInfo }): number {
@@ -544,11 +544,15 @@ export class QP extends Obj_ {
   }
 }
 
-function postEach<T>(wr: T | T[], post: (w: T) => void): void {
-  if (!Array.isArray(wr)) return post(wr);
+function postEach<T>(wr: T | T[], post: (w: T) => void, object: string, method: string): void {
+  const one = (w: T) => {
+    if (typeof w !== 'object' || w === null) fail('EINVAL', 'a work request must be an object', { object, method, attr: 'wr' });
+    post(w);
+  };
+  if (!Array.isArray(wr)) return one(wr);
   for (let i = 0; i < wr.length; i++) {
     try {
-      post(wr[i]!);
+      one(wr[i]!);
     } catch (err) {
       if (err instanceof VerbsError) (err as VerbsError & { badWrIndex?: number }).badWrIndex = i;
       throw err;

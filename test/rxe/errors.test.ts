@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { Access, QpAttr, QpState, QpType, SendFlags, WcFlags, WcOpcode, WcStatus, WrOpcode, incRkey } from '../../src/index.js';
+import { Access, QpAttr, QpState, QpType, SendFlags, VerbsError, WcFlags, WcOpcode, WcStatus, WrOpcode, incRkey } from '../../src/index.js';
 import { makePair, once, waitCompletions, waitFor } from '../helpers/pair.js';
 
 test('remote access errors: bad key, out of bounds, wrong PD, stale key after rereg', async (t) => {
@@ -200,5 +200,55 @@ test('post_send checks: state, queue depth, SGE count, inline size, opcode per Q
     const cq = a.ctx.createCq(4);
     const fresh = a.pd.createQp({ qpType: QpType.RC, sendCq: cq, recvCq: cq, cap: { maxSendWr: 1, maxRecvWr: 1 } });
     assert.throws(() => fresh.postSend({ wrId: 1, opcode: WrOpcode.SEND }), /RESET; post_send needs RTS/);
+  } finally { await close(); }
+});
+
+test('post_send refuses fields the send path could not use (naming them), and the QP goes on working', async () => {
+  const { a, b, close } = await makePair(QpType.RC);
+  try {
+    const lmr = a.pd.regMr(Buffer.alloc(64), Access.LOCAL_WRITE);
+    const rmr = b.pd.regMr(Buffer.alloc(4096), Access.LOCAL_WRITE | Access.REMOTE_WRITE | Access.REMOTE_ATOMIC);
+    const psn = a.qp.query().sqPsn;
+    const bad: Array<[string, () => void]> = [
+      ['atomic', () => a.qp.postSend({ wrId: 1, opcode: WrOpcode.ATOMIC_FETCH_AND_ADD, sgList: [lmr.sge(0, 8)], atomic: { remoteAddr: rmr.addr, rkey: rmr.rkey, compareAdd: 1 as unknown as bigint } })],
+      ['atomic', () => a.qp.postSend({ wrId: 1, opcode: WrOpcode.ATOMIC_CMP_AND_SWP, sgList: [lmr.sge(0, 8)], atomic: { remoteAddr: rmr.addr, rkey: rmr.rkey, compareAdd: 1n, swap: -1n } })],
+      ['atomic', () => a.qp.postSend({ wrId: 1, opcode: WrOpcode.ATOMIC_FETCH_AND_ADD, sgList: [lmr.sge(0, 8)], atomic: { remoteAddr: rmr.addr, rkey: BigInt(rmr.rkey) as unknown as number, compareAdd: 1n } })],
+      ['rdma', () => a.qp.postSend({ wrId: 1, opcode: WrOpcode.RDMA_WRITE, sgList: [lmr.sge(0, 8)], rdma: { remoteAddr: rmr.addr, rkey: 2 ** 32 } })],
+      ['imm_data', () => a.qp.postSend({ wrId: 1, opcode: WrOpcode.RDMA_WRITE_WITH_IMM, immData: 7n as unknown as number, sgList: [lmr.sge(0, 8)], rdma: { remoteAddr: rmr.addr, rkey: rmr.rkey } })],
+      ['bind_mw', () => a.qp.postSend({ wrId: 1, opcode: WrOpcode.BIND_MW, bindMw: { mw: {}, rkey: 1 } as never })],
+      ['invalidate_rkey', () => a.qp.postSend({ wrId: 1, opcode: WrOpcode.LOCAL_INV, invalidateRkey: -1 })],
+      ['wr', () => a.qp.postSend(null as never)],
+    ];
+    for (const [attr, post] of bad) assert.throws(post, (e: unknown) => e instanceof VerbsError && e.code === 'EINVAL' && e.attr === attr, attr);
+    assert.equal(a.qp.query().sqPsn, psn, 'no refused request took a PSN');
+    // The queue is not jammed: a good request after the bad ones completes.
+    a.qp.postSend({ wrId: 2, opcode: WrOpcode.ATOMIC_FETCH_AND_ADD, sendFlags: SendFlags.SIGNALED, sgList: [lmr.sge(0, 8)], atomic: { remoteAddr: rmr.addr, rkey: rmr.rkey, compareAdd: 3n } });
+    const [wc] = await waitCompletions(a.cq, 1);
+    assert.deepEqual([wc!.wrId, wc!.status], [2, WcStatus.SUCCESS]);
+    assert.equal((a.dev.provider as any).counters.requester_errors, 0);
+  } finally { await close(); }
+});
+
+test('UD: an AH of another PD fails the send with LOC_QP_OP_ERR (Linux rxe_get_av), not a delivery', async () => {
+  const { a, b, close } = await makePair(QpType.UD);
+  try {
+    const ah = a.ctx.allocPd().createAh({ grh: { dgid: b.ctx.queryGid(), hopLimit: 64 } });
+    b.qp.postRecv({ wrId: 1, sgList: [b.pd.regMr(Buffer.alloc(128), Access.LOCAL_WRITE).sge()] });
+    const smr = a.pd.regMr(Buffer.from('wrong pd'), 0);
+    a.qp.postSend({ wrId: 7, opcode: WrOpcode.SEND, sendFlags: SendFlags.SIGNALED, sgList: [smr.sge()], ud: { ah, remoteQpn: b.qp.qpn, remoteQkey: 0x11111111 } });
+    const [wc] = await waitCompletions(a.cq, 1);
+    assert.deepEqual([wc!.wrId, wc!.status], [7, WcStatus.LOC_QP_OP_ERR]);
+    assert.equal(a.qp.state, QpState.ERR);
+    assert.equal(b.cq.poll(1).length, 0, 'nothing was delivered');
+  } finally { await close(); }
+});
+
+test('modify_qp: RESET -> ERR is EINVAL, as in Linux qp_state_table', async () => {
+  const { a, close } = await makePair(QpType.RC);
+  try {
+    const qp = a.pd.createQp({ qpType: QpType.RC, sendCq: a.cq, recvCq: a.cq, cap: { maxSendWr: 4, maxRecvWr: 4 } });
+    assert.throws(() => qp.modify({ qpState: QpState.ERR }, QpAttr.STATE), (e: unknown) => e instanceof VerbsError && e.code === 'EINVAL');
+    assert.equal(qp.query().qpState, QpState.RESET);
+    qp.destroy();
   } finally { await close(); }
 });

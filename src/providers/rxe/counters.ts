@@ -41,6 +41,8 @@ export function newDeviceCounters() {
     /** QPs that send from the device port because their own source port could not be bound (or too many are in use). */
     sport_unavailable: 0,
     malformed_drops: 0,
+    /** WQEs the send path failed because building a packet threw (a bug: post_send should have refused the WR): LOC_QP_OP_ERR, reported on softrdma:rxe:requester-error. */
+    requester_errors: 0,
     unknown_qp_drops: 0,
     /** Packets for a connected (RC/UC) QP from an address other than its path's (Linux rxe's check_addr; it counts none). */
     addr_mismatch_drops: 0,

@@ -236,6 +236,8 @@ export class RxeQp implements ProviderQp {
   private reset(): void {
     flushDeferredAck(this);
     stopTimers(this);
+    // Out of the device's senders, or every other RC QP's window stays divided by one more.
+    noteIdle(this);
     this.sq.clear();
     this.rq.clear();
     this.state = QpState.RESET;
@@ -301,6 +303,7 @@ export class RxeQp implements ProviderQp {
 
   postSend(wr: SendWr): void {
     if (this.destroyed) fail('EINVAL', 'QP is destroyed', POST_SEND);
+    if (typeof wr !== 'object' || wr === null) fail('EINVAL', 'a work request must be an object', { ...POST_SEND, attr: 'wr' });
     if (this.state === QpState.RESET || this.state === QpState.INIT || this.state === QpState.RTR) {
       fail('EINVAL', `QP ${this.qpn} is in ${qpStateName(this.state)}; post_send needs RTS`, POST_SEND);
     }
@@ -332,8 +335,14 @@ export class RxeQp implements ProviderQp {
         off += r.mem.copy(inline, off, r.offset, r.offset + s.length);
       }
     }
+    // Every field the requester reads later is checked here: one it cannot use would throw
+    // from the send loop, after the WQE took its PSNs, and jam the send queue.
+    if (wr.immData !== undefined && !isU32(wr.immData)) fail('EINVAL', `must be a u32 (got ${String(wr.immData)})`, { ...POST_SEND, attr: 'imm_data' });
     if (isAtomic) {
       if (!wr.atomic) fail('EINVAL', 'atomic work requests need it', { ...POST_SEND, attr: 'atomic' });
+      if (!isU32(wr.atomic.rkey)) fail('EINVAL', `atomic.rkey must be a u32 (got ${String(wr.atomic.rkey)})`, { ...POST_SEND, attr: 'atomic' });
+      if (!isU64Bigint(wr.atomic.compareAdd)) fail('EINVAL', `atomic.compareAdd must be a bigint in [0, 2^64) (got ${String(wr.atomic.compareAdd)})`, { ...POST_SEND, attr: 'atomic' });
+      if (wr.atomic.swap !== undefined && !isU64Bigint(wr.atomic.swap)) fail('EINVAL', `atomic.swap must be a bigint in [0, 2^64) (got ${String(wr.atomic.swap)})`, { ...POST_SEND, attr: 'atomic' });
       if (sgl.length !== 1 || length !== 8) fail('EINVAL', 'atomics take one 8-byte SGE', { ...POST_SEND, attr: 'sg_list' });
       checkRemoteAddr(wr.atomic.remoteAddr, 'atomic');
       if ((typeof wr.atomic.remoteAddr === 'bigint' ? Number(wr.atomic.remoteAddr & 7n) : wr.atomic.remoteAddr % 8) !== 0) {
@@ -343,14 +352,25 @@ export class RxeQp implements ProviderQp {
     if (mask & (WrFlag.WRITE | WrFlag.READ)) {
       if (!wr.rdma) fail('EINVAL', 'RDMA work requests need it', { ...POST_SEND, attr: 'rdma' });
       checkRemoteAddr(wr.rdma.remoteAddr, 'rdma');
+      if (!isU32(wr.rdma.rkey)) fail('EINVAL', `rdma.rkey must be a u32 (got ${String(wr.rdma.rkey)})`, { ...POST_SEND, attr: 'rdma' });
     }
     if (this.qpType === QpType.UD) {
       if (!wr.ud || !this.device.isAh(wr.ud.ah)) fail('EINVAL', 'UD sends need it, with an AH of this device', { ...POST_SEND, attr: 'ud' });
+      if (!Number.isInteger(wr.ud.remoteQpn) || wr.ud.remoteQpn < 0 || wr.ud.remoteQpn > 0xffffff) fail('EINVAL', `ud.remoteQpn must be a 24-bit QPN (got ${String(wr.ud.remoteQpn)})`, { ...POST_SEND, attr: 'ud' });
+      if (!isU32(wr.ud.remoteQkey)) fail('EINVAL', `ud.remoteQkey must be a u32 (got ${String(wr.ud.remoteQkey)})`, { ...POST_SEND, attr: 'ud' });
       if (length > this.mtu) fail('EINVAL', `UD message of ${length} bytes exceeds the port MTU ${this.mtu}`, { ...POST_SEND, attr: 'sg_list' });
     }
-    if (wr.opcode === WrOpcode.BIND_MW && !wr.bindMw) fail('EINVAL', 'BIND_MW needs it', { ...POST_SEND, attr: 'bind_mw' });
+    if (wr.opcode === WrOpcode.BIND_MW) {
+      const b = wr.bindMw;
+      if (!b) fail('EINVAL', 'BIND_MW needs it', { ...POST_SEND, attr: 'bind_mw' });
+      if (!isU32(b.rkey)) fail('EINVAL', `bindMw.rkey must be a u32 (got ${String(b.rkey)})`, { ...POST_SEND, attr: 'bind_mw' });
+      const i = b.bindInfo;
+      if (typeof i !== 'object' || i === null || !Number.isSafeInteger(i.addr) || i.addr < 0 || !Number.isSafeInteger(i.length) || i.length < 0 || !Number.isInteger(i.mwAccessFlags)) {
+        fail('EINVAL', 'bindMw.bindInfo must be { mr, addr, length, mwAccessFlags } with non-negative integers', { ...POST_SEND, attr: 'bind_mw' });
+      }
+    }
     if (wr.opcode === WrOpcode.LOCAL_INV || wr.opcode === WrOpcode.SEND_WITH_INV) {
-      if (!Number.isInteger(wr.invalidateRkey)) fail('EINVAL', 'is required for LOCAL_INV and SEND_WITH_INV', { ...POST_SEND, attr: 'invalidate_rkey' });
+      if (!isU32(wr.invalidateRkey)) fail('EINVAL', 'is required for LOCAL_INV and SEND_WITH_INV, a u32', { ...POST_SEND, attr: 'invalidate_rkey' });
     }
     const local = (mask & WrFlag.LOCAL_OP) !== 0;
     const wqe: SendWqe = {
@@ -417,6 +437,9 @@ const POST_SEND = { object: 'QP', method: 'POST_SEND' } as const;
 const U64_MAX = (1n << 64n) - 1n;
 
 /** A remote address is a u64: a safe-integer number (larger ones have lost bits) or a bigint. */
+const isU32 = (v: unknown): v is number => Number.isInteger(v) && (v as number) >= 0 && (v as number) <= 0xffff_ffff;
+const isU64Bigint = (v: unknown): v is bigint => typeof v === 'bigint' && v >= 0n && v <= U64_MAX;
+
 function checkRemoteAddr(v: unknown, attr: 'rdma' | 'atomic'): void {
   if (typeof v === 'bigint' ? v < 0n || v > U64_MAX : !Number.isSafeInteger(v) || (v as number) < 0) {
     fail('EINVAL', `${attr}.remoteAddr must be a u64: a bigint, or a number below 2^53 (got ${String(v)})`, { ...POST_SEND, attr });

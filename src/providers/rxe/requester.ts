@@ -15,6 +15,9 @@ import { RxeMr, RxeMw } from './keys.js';
 import type { RxeAh } from './context.js';
 import { ACK_ASKS, ACK_DEFERRABLE, ACK_NONE } from './link.js';
 import { remoteAddrPlus } from '../../abi/remote-addr.js';
+import { tracer } from '../../sys/trace.js';
+
+const traceRequesterError = tracer('rxe', 'requester-error');
 
 /**
  * Whether the last packet of a SEND or WRITE may leave without AckReq when a later packet of
@@ -32,9 +35,10 @@ export function runRequester(qp: RxeQp): void {
   if (qp.req.running) return;
   qp.req.running = true;
   let budget = BUDGET;
+  let w: SendWqe | undefined;
   try {
     while (qp.state === QpState.RTS && !qp.destroyed && !qp.req.paused) {
-      const w = qp.sq.at(qp.req.index);
+      w = qp.sq.at(qp.req.index);
       if (!w) break;
       if (w.state === WqeState.DONE || w.state === WqeState.PENDING) { qp.req.index++; continue; }
       if (budget === 0) {
@@ -85,6 +89,15 @@ export function runRequester(qp: RxeQp): void {
       sendPacket(qp, w, mustAsk);
       budget--;
     }
+  } catch (e) {
+    // post_send checks every field the send path reads, so this is a bug; it must not jam the
+    // send queue for good or escape from a timer: the WQE fails as Linux fails one it cannot
+    // build (LOC_QP_OP_ERR, the QP to ERR), and the error is counted (requester_errors) and
+    // reported on softrdma:rxe:requester-error.
+    qp.device.counters.requester_errors++;
+    if (traceRequesterError.active) traceRequesterError({ error: e, qpn: qp.qpn });
+    if (w && w.state !== WqeState.DONE) qp.failSend(w, WcStatus.LOC_QP_OP_ERR);
+    else qp.toError();
   } finally {
     qp.req.running = false;
   }
@@ -99,6 +112,8 @@ function start(qp: RxeQp, w: SendWqe): boolean {
     w.segs = segs;
   }
   if (w.rdAtomic && qp.attr.maxRdAtomic === 0) { qp.failSend(w, WcStatus.LOC_QP_OP_ERR); return false; }
+  // An AH from another PD (Linux rxe_get_av: "PDs don't match for AH and QP").
+  if (qp.qpType === QpType.UD && (w.wr.ud!.ah as RxeAh).pd !== qp.pd) { qp.failSend(w, WcStatus.LOC_QP_OP_ERR); return false; }
   const mtu = qp.mtu;
   w.npkts = w.opcode === WrOpcode.ATOMIC_CMP_AND_SWP || w.opcode === WrOpcode.ATOMIC_FETCH_AND_ADD ? 1 : Math.max(1, Math.ceil(w.length / mtu));
   w.firstPsn = qp.req.psn;
