@@ -137,10 +137,12 @@ export class CmDevice {
     const sink = (e.event === 'REQ_RECEIVED' || e.event === 'SIDR_REQ_RECEIVED') && e.listenId !== undefined
       ? this.owners.get(e.listenId) : this.owners.get(e.localId);
     if (sink) sink.onCmEvent(e, this);
-    else if (e.event === 'REQ_RECEIVED' || e.event === 'SIDR_REQ_RECEIVED') {
-      // A listener that is already gone: refuse as cm_destroy_id would (REJ / SIDR_REP(REJECT)).
-      this.agent.call(e.localId, { type: 'destroy' });
-    }
+    if (e.event !== 'REQ_RECEIVED' && e.event !== 'SIDR_REQ_RECEIVED') return;
+    // A listener that is already gone, or one that neither answered the request nor took it
+    // (owns its comm id): refuse as cm_destroy_id would (REJ / SIDR_REP(REJECT)), so nothing
+    // is left waiting in REQ_RCVD for a peer that would retry for a minute and a half.
+    const c = this.agent.table.get(e.localId);
+    if (c && (c.state === 'REQ_RCVD' || c.state === 'SIDR_REQ_RCVD') && !this.owners.has(e.localId)) this.agent.call(e.localId, { type: 'destroy' });
   }
 
   /** The device closed (its contexts close first): every id on it sees DEVICE_REMOVAL; the agent leaves QP1. */
@@ -149,10 +151,12 @@ export class CmDevice {
     this.removed = true;
     byDevice.delete(this.device);
     this.agent.close();
-    const users = [...this.users];
+    // Every id, and every sink that only owns comm ids (SMC-R discovery's queries), hears it
+    // once: the agent's timers are gone, so nothing else would ever end their waits.
+    const sinks = new Set<CmIdSink>([...this.users, ...this.owners.values()]);
     this.users.clear();
     this.owners.clear();
-    for (const u of users) u.onDeviceRemoval(this);
+    for (const u of sinks) u.onDeviceRemoval(this);
   }
 }
 

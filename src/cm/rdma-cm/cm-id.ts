@@ -15,7 +15,7 @@ import { QpType } from '../../abi/enums.js';
 import type { Context, PD, QP } from '../../verbs/api.js';
 import type { CmAgentEvent } from '../agent.js';
 import { cmAckTimeout } from '../cm-state.js';
-import { CmDataSize, RejReason, SidrStatus, rejReasonName, sidrStatusName, type CmMessageOf } from '../wire/cm-messages.js';
+import { CmDataSize, RejReason, SidrStatus, rejReasonName, reqQpType, sidrStatusName, type CmMessageOf } from '../wire/cm-messages.js';
 import {
   CMA_REQ_USER_PRIVATE_DATA, CMA_SIDR_REQ_USER_PRIVATE_DATA, cmaReqPrivateData, cmaRoceFlowLabel, cmaUserData, decodeCmaHeader, roceGid, serviceIdFor,
 } from '../wire/cma-header.js';
@@ -201,6 +201,7 @@ export class RdmaCmId implements CmIdSink {
     if (!this.dev) throw new SoftrdmaError('EINVAL', 'rdma_cm: createQp on an id bound to no device (bind a local address or resolve one first)');
     if (this.qp) throw new SoftrdmaError('EINVAL', `rdma_cm: id already has QP ${this.qp.qpn}`);
     if (!pd || pd.context?.device !== this.dev.device) throw new SoftrdmaError('EINVAL', `rdma_cm: pd is not of a context on ${this.dev.device.name}`);
+    if (typeof init !== 'object' || init === null) throw new SoftrdmaError('EINVAL', 'rdma_cm: createQp needs its attributes ({ sendCq, recvCq, cap })');
     const qpType = this.ud ? QpType.UD : QpType.RC;
     if (init.qpType !== undefined && init.qpType !== qpType) throw new SoftrdmaError('EINVAL', `rdma_cm: qpType ${init.qpType} does not fit port space ${this.portSpace}`);
     const attr = { qpType, sendCq: init.sendCq, recvCq: init.recvCq, cap: init.cap, ...(init.srq ? { srq: init.srq } : {}), ...(init.sqSigAll !== undefined ? { sqSigAll: init.sqSigAll } : {}) };
@@ -233,6 +234,7 @@ export class RdmaCmId implements CmIdSink {
    */
   connect(param: ConnParam = {}): void {
     this.expect('connect', ['route-resolved']);
+    connParamObject(param);
     const dev = this.dev!;
     const user = privateData('privateData', param.privateData, this.ud ? CMA_SIDR_REQ_USER_PRIVATE_DATA : CMA_REQ_USER_PRIVATE_DATA);
     const hdr = cmaReqPrivateData({ ipVersion: this.local!.family, srcPort: this.local!.port, srcAddr: this.local!.address, dstAddr: this.remote!.address }, user, Infinity);
@@ -318,10 +320,13 @@ export class RdmaCmId implements CmIdSink {
   /**
    * rdma_accept. TCP: the QP (if the id has one) to RTR and RTS with the REQ's QPN, PSN and
    * path (cma_accept_ib), then the REP; ESTABLISHED when the RTU arrives. UDP: a SIDR_REP with
-   * our QPN and RDMA_UDP_QKEY. A call that throws leaves the request pending (reject or destroy it).
+   * our QPN and RDMA_UDP_QKEY. A call that throws on its arguments leaves the request pending
+   * (reject or destroy it); one whose QP cannot be moved to RTR or RTS has rejected it, as
+   * Linux's rdma_accept does.
    */
   accept(param: ConnParam = {}): void {
     this.expect('accept', ['connect-request']);
+    connParamObject(param);
     const dev = this.dev!;
     if (this.ud) {
       const qpn = this.qp?.qpn ?? uint('qpNum', param.qpNum, undefined, 0xffffff);
@@ -345,7 +350,12 @@ export class RdmaCmId implements CmIdSink {
         qpToRtr(this.qp, { path: this.path!, remoteQpn: req.localQpn, rqPsn: this.seqNum, responderResources: rr });
         qpToRts(this.qp, { sqPsn: req.startingPsn, timeout: req.primaryLocalAckTimeout, retryCount: req.retryCount, rnrRetryCount: req.rnrRetryCount, initiatorDepth: id });
       } catch (err) {
+        // As rdma_accept: the QP to ERR and a REJ (CONSUMER_DEFINED), so the peer is not left
+        // waiting on its retries; the id is done (destroy it).
         qpToErr(this.qp);
+        dev.agent.call(this.commId!, { type: 'send_rej', reason: RejReason.CONSUMER_DEFINED });
+        this.settled();
+        this.st = 'rejected';
         throw err;
       }
     }
@@ -529,9 +539,14 @@ export class RdmaCmId implements CmIdSink {
     const m = e.msg as CmMessageOf<'REQ'> | CmMessageOf<'SIDR_REQ'>;
     const hdr = decodeCmaHeader(m.privateData);
     if (!hdr.ok || !e.source || this.pending >= this.backlog) return refuse();
+    // cma_ib_check_req_qp_type: a REQ for an RC QP reaches only a TCP id, a SIDR_REQ only a UDP id.
+    if (m.kind === 'REQ' ? this.ud || reqQpType(m) !== 'RC' : !this.ud) return refuse();
+    // A path MTU that no QP can take: rdma_accept would fail at RTR and reject; refuse now.
+    if (m.kind === 'REQ' && !(m.pathMtu >= 1 && m.pathMtu <= 5)) return refuse();
     const h = hdr.value;
-    const dstAddr = h.ipVersion === 4 ? h.dstAddr : h.dstAddr.replace(/^::ffff:/, '');
-    if (!isWildcard(this.local!.address) && dstAddr !== this.local!.address && h.dstAddr !== this.local!.address) return refuse();
+    // cma_match_private_data: a listener on one address takes only headers of its IP version
+    // naming that address.
+    if (!isWildcard(this.local!.address) && (h.ipVersion !== this.local!.family || h.dstAddr !== this.local!.address)) return refuse();
     const child = new RdmaCmId(this.channel, this.portSpace, { context: this.context, ...this.timing });
     child.dev = dev;
     dev.attach(child);
@@ -633,4 +648,9 @@ export class RdmaCmId implements CmIdSink {
 /** rdma_create_id */
 export function createId(channel: EventChannel, portSpace: PortSpaceName, opts: CreateIdOptions = {}): RdmaCmId {
   return new RdmaCmId(channel, portSpace, opts);
+}
+
+/** connect's and accept's parameters: an object (omitted: defaults), never null or a scalar. */
+function connParamObject(param: unknown): void {
+  if (typeof param !== 'object' || param === null) throw new SoftrdmaError('EINVAL', 'rdma_cm: the connection parameters must be an object');
 }

@@ -100,6 +100,8 @@ export class EventChannel extends EventEmitter implements AsyncIterable<RdmaCmEv
     const i = this.queue.findIndex(match);
     if (i >= 0) return Promise.resolve(this.queue.splice(i, 1)[0]!);
     if (this.closed) return Promise.reject(new SoftrdmaError('EBADF', 'rdma_cm: the event channel is closed'));
+    // An id destroyed (or never on this channel) gets no more events: fail now, not at the timeout.
+    if (id !== undefined && !this.members.has(id as ChannelMember)) return Promise.reject(new SoftrdmaError('EBADF', 'rdma_cm: the id was destroyed or is not on this channel'));
     return new Promise((resolve, reject) => {
       const w: Waiter = { id, match, resolve, reject, timer: undefined };
       if (Number.isFinite(timeoutMs)) {
