@@ -45,6 +45,8 @@ export class CmTable {
   private readonly listeners = new Map<number, { serviceId: bigint; mask: bigint }>();
   private readonly remoteIds = new Map<string, number>();
   private readonly remoteQpns = new Map<string, number>();
+  /** The keys each connection holds in remoteIds and remoteQpns, so that leaving them costs two deletes, not a walk of both maps. */
+  private readonly indexedBy = new Map<number, { remoteId: string; remoteQpn: string }>();
   private readonly sidrKeys = new Map<number, string>();
   private readonly sidrSeen = new Set<string>();
 
@@ -151,7 +153,8 @@ export class CmTable {
       const c = this.conns.get(dup)!;
       return { outcomes: [this.commit(cmStep(c, { type: 'recv', msg: req, tid }))], dropped: 'duplicate' };
     }
-    const stale = this.remoteQpns.get(key(req.localQpn, req.localCaGuid));
+    const qpnKey = key(req.localQpn, req.localCaGuid);
+    const stale = this.remoteQpns.get(qpnKey);
     if (stale !== undefined) {
       // the peer reuses a QP we still think is connected: refuse, and disconnect the old one
       const outcomes = [this.issueRej({ localCommId: req.localCommId, remoteCommId: 0 }, RejReason.STALE_CONN, CmMsgResponse.REQ, tid)];
@@ -164,8 +167,7 @@ export class CmTable {
       return { outcomes: [this.issueRej({ localCommId: req.localCommId, remoteCommId: 0 }, RejReason.INVALID_SERVICE_ID, CmMsgResponse.REQ, tid)], dropped: 'no_listener' };
     }
     const step = passiveFromReq({ localId: this.allocateId(), localCaGuid: this.localCaGuid, hiTid: this.hiTid }, req, tid);
-    this.remoteIds.set(key(req.localCommId, req.localCaGuid), step.conn.localId);
-    this.remoteQpns.set(key(req.localQpn, req.localCaGuid), step.conn.localId);
+    this.index(step.conn.localId, key(req.localCommId, req.localCaGuid), qpnKey);
     return { outcomes: [{ ...this.commit(step), listenId }] };
   }
 
@@ -174,16 +176,17 @@ export class CmTable {
     const c = this.conns.get(rep.remoteCommId);
     if (!c) return { outcomes: [], dropped: 'unexpected' };
     if (c.remoteId === 0 && (c.state === 'REQ_SENT' || c.state === 'MRA_REQ_RCVD')) {
-      if (this.remoteIds.has(key(rep.localCommId, rep.localCaGuid))) return { outcomes: [], dropped: 'duplicate' };
-      const stale = this.remoteQpns.get(key(rep.localQpn, rep.localCaGuid));
+      const idKey = key(rep.localCommId, rep.localCaGuid);
+      if (this.remoteIds.has(idKey)) return { outcomes: [], dropped: 'duplicate' };
+      const qpnKey = key(rep.localQpn, rep.localCaGuid);
+      const stale = this.remoteQpns.get(qpnKey);
       if (stale !== undefined) {
         const outcomes = [this.issueRej(rep, RejReason.STALE_CONN, CmMsgResponse.REP, tid)];
         const old = this.conns.get(stale)!;
         if (old.state === 'ESTABLISHED') outcomes.push(this.commit(cmStep(old, { type: 'send_dreq' })));
         return { outcomes, dropped: 'stale' };
       }
-      this.remoteIds.set(key(rep.localCommId, rep.localCaGuid), c.localId);
-      this.remoteQpns.set(key(rep.localQpn, rep.localCaGuid), c.localId);
+      this.index(c.localId, idKey, qpnKey);
       return { outcomes: [this.commit(cmStep(c, { type: 'recv', msg: rep, tid }))] };
     }
     if (c.remoteId !== rep.localCommId) return { outcomes: [], dropped: 'unexpected' };
@@ -210,14 +213,29 @@ export class CmTable {
     return step.dropped ? { outcomes, dropped: step.dropped } : { outcomes };
   }
 
+  /** Enter a connection in the duplicate (peer's comm id) and stale (peer's QPN) indexes. */
+  private index(localId: number, remoteId: string, remoteQpn: string): void {
+    this.unindex(localId);
+    this.remoteIds.set(remoteId, localId);
+    this.remoteQpns.set(remoteQpn, localId);
+    this.indexedBy.set(localId, { remoteId, remoteQpn });
+  }
+
+  /** Take a connection out of both indexes (an entry another connection took over since stays). */
+  private unindex(localId: number): void {
+    const k = this.indexedBy.get(localId);
+    if (!k) return;
+    this.indexedBy.delete(localId);
+    if (this.remoteIds.get(k.remoteId) === localId) this.remoteIds.delete(k.remoteId);
+    if (this.remoteQpns.get(k.remoteQpn) === localId) this.remoteQpns.delete(k.remoteQpn);
+  }
+
   /** Store a step's result and keep the indexes in line with cm.c's lifetimes. */
   private commit(step: CmStep): CmOutcome {
     const c = step.conn;
     this.conns.set(c.localId, c);
-    if (c.state === 'IDLE' || c.state === 'TIMEWAIT') {
-      // cm_reset_to_idle / cm_enter_timewait take the id out of the duplicate and stale indexes
-      for (const m of [this.remoteIds, this.remoteQpns]) for (const [k, v] of m) if (v === c.localId) m.delete(k);
-    }
+    // cm_reset_to_idle / cm_enter_timewait take the id out of the duplicate and stale indexes
+    if (c.state === 'IDLE' || c.state === 'TIMEWAIT') this.unindex(c.localId);
     if (c.state !== 'SIDR_REQ_RCVD') {
       const k = this.sidrKeys.get(c.localId);
       if (k !== undefined) { this.sidrSeen.delete(k); this.sidrKeys.delete(c.localId); }
