@@ -252,3 +252,32 @@ test('modify_qp: RESET -> ERR is EINVAL, as in Linux qp_state_table', async () =
     qp.destroy();
   } finally { await close(); }
 });
+
+test('SQD: a message already started finishes (resent if need be), nothing new starts, SQ_DRAINED fires; RTS sends the rest', async () => {
+  const { a, b, close } = await makePair(QpType.RC);
+  try {
+    const big = randomBytes(1 << 20);
+    const src = a.pd.regMr(big, 0);
+    const dst = Buffer.alloc(1 << 20);
+    const rmr = b.pd.regMr(dst, Access.LOCAL_WRITE | Access.REMOTE_WRITE);
+    const drained = once(a.ctx, 'async-event');
+    const psn0 = a.qp.query().sqPsn;
+    const npkts = (1 << 20) / (128 << a.qp.query().pathMtu);
+    // Hundreds of packets: the requester sends 64 a turn, so the SQD below comes in the middle.
+    a.qp.postSend({ wrId: 1, opcode: WrOpcode.RDMA_WRITE, sendFlags: SendFlags.SIGNALED, sgList: [src.sge()], rdma: { remoteAddr: rmr.addr, rkey: rmr.rkey } });
+    a.qp.postSend({ wrId: 2, opcode: WrOpcode.RDMA_WRITE, sendFlags: SendFlags.SIGNALED, sgList: [src.sge(0, 16)], rdma: { remoteAddr: rmr.addr, rkey: rmr.rkey } });
+    a.qp.modify({ qpState: QpState.SQD, enSqdAsyncNotify: true }, QpAttr.STATE | QpAttr.EN_SQD_ASYNC_NOTIFY);
+    const [first] = await waitCompletions(a.cq, 1);
+    assert.deepEqual([first!.wrId, first!.status], [1, WcStatus.SUCCESS]);
+    assert.ok(dst.equals(big));
+    const [ev] = await drained;
+    assert.equal(ev.name, 'SQ_DRAINED');
+    assert.equal(a.qp.query().sqDraining, false);
+    // The second was only posted: it took no PSN, and waits for RTS.
+    assert.equal(a.qp.query().sqPsn, (psn0 + npkts) & 0xffffff);
+    assert.equal(a.cq.poll(1).length, 0);
+    a.qp.modify({ qpState: QpState.RTS }, QpAttr.STATE);
+    const [second] = await waitCompletions(a.cq, 1);
+    assert.deepEqual([second!.wrId, second!.status], [2, WcStatus.SUCCESS]);
+  } finally { await close(); }
+});

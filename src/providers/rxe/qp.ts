@@ -158,11 +158,20 @@ export class RxeQp implements ProviderQp {
   }
 
   query(): QpAttrFull {
-    return { ...this.attr, qpState: this.state, cap: { ...this.cap }, sqPsn: this.req.psn, rqPsn: this.resp.psn, sqDraining: this.state === QpState.SQD && this.hasOutstanding() };
+    return { ...this.attr, qpState: this.state, cap: { ...this.cap }, sqPsn: this.req.psn, rqPsn: this.resp.psn, sqDraining: this.state === QpState.SQD && this.hasStarted() };
   }
 
-  hasOutstanding(): boolean {
-    for (let i = 0; i < this.sq.length; i++) if (this.sq.at(i)!.state !== WqeState.DONE) return true;
+  /**
+   * Whether a send WQE the requester has started (PSNs taken, packets sent or to send) is not
+   * done yet. SQD drains exactly these; WQEs still only posted wait for RTS (rxe_req.c
+   * req_next_wqe: in SQD only a WQE in processing goes on, and the queue counts as drained
+   * when the requester has caught up with the completer and the head WQE is still posted).
+   */
+  hasStarted(): boolean {
+    for (let i = 0; i < this.sq.length; i++) {
+      const s = this.sq.at(i)!.state;
+      if (s === WqeState.SENDING || s === WqeState.PENDING) return true;
+    }
     return false;
   }
 
@@ -227,7 +236,7 @@ export class RxeQp implements ProviderQp {
   }
 
   checkDrained(): void {
-    if (this.state === QpState.SQD && this.enSqdAsyncNotify && !this.hasOutstanding()) {
+    if (this.state === QpState.SQD && this.enSqdAsyncNotify && !this.hasStarted()) {
       this.enSqdAsyncNotify = false;
       this.ctx.event(AsyncEventType.SQ_DRAINED, this);
     }

@@ -37,10 +37,12 @@ export function runRequester(qp: RxeQp): void {
   let budget = BUDGET;
   let w: SendWqe | undefined;
   try {
-    while (qp.state === QpState.RTS && !qp.destroyed && !qp.req.paused) {
+    while ((qp.state === QpState.RTS || qp.state === QpState.SQD) && !qp.destroyed && !qp.req.paused) {
       w = qp.sq.at(qp.req.index);
       if (!w) break;
       if (w.state === WqeState.DONE || w.state === WqeState.PENDING) { qp.req.index++; continue; }
+      // SQD: a message already started is finished (and resent if need be); nothing new starts.
+      if (w.state === WqeState.POSTED && qp.state === QpState.SQD) break;
       if (budget === 0) {
         if (!qp.req.scheduled) {
           qp.req.scheduled = true;
