@@ -281,3 +281,48 @@ test('SQD: a message already started finishes (resent if need be), nothing new s
     assert.deepEqual([second!.wrId, second!.status], [2, WcStatus.SUCCESS]);
   } finally { await close(); }
 });
+
+test('memory windows: a zero-based type 1 bind, and a bind to a zero-based MR, fail with MW_BIND_ERR (rxe_check_bind_mw)', async () => {
+  for (const [what, type, mrAccess, mwAccess] of [
+    ['zero-based type 1 window', 1, 0, Access.ZERO_BASED],
+    ['type 2 window on a zero-based MR', 2, Access.ZERO_BASED, 0],
+  ] as const) {
+    const { b, close } = await makePair(QpType.RC);
+    try {
+      const bmr = b.pd.regMr(Buffer.alloc(8192), Access.LOCAL_WRITE | Access.MW_BIND | mrAccess);
+      const mw = b.pd.allocMw(type);
+      const bindInfo = { mr: bmr, addr: bmr.addr, length: 1024, mwAccessFlags: Access.REMOTE_WRITE | mwAccess };
+      if (type === 1) b.qp.bindMw(mw, { wrId: 1, sendFlags: SendFlags.SIGNALED, bindInfo });
+      else b.qp.postSend({ wrId: 1, opcode: WrOpcode.BIND_MW, sendFlags: SendFlags.SIGNALED, bindMw: { mw, rkey: incRkey(mw.rkey), bindInfo } });
+      const [wc] = await waitCompletions(b.cq, 1);
+      assert.equal(wc!.status, WcStatus.MW_BIND_ERR, what);
+    } finally { await close(); }
+  }
+});
+
+test('MR REREG keeps ZERO_BASED: a new translation of a zero-based MR starts at VA 0; ZERO_BASED alone cannot be switched', async () => {
+  const { a, close } = await makePair(QpType.RC);
+  try {
+    const mr = a.pd.regMr(Buffer.alloc(4096), Access.LOCAL_WRITE | Access.ZERO_BASED);
+    assert.equal(mr.addr, 0);
+    mr.rereg({ memory: Buffer.alloc(8192) });
+    assert.equal(mr.addr, 0, 'a zero-based MR stays at VA 0 after a new translation');
+    const plain = a.pd.regMr(Buffer.alloc(4096), Access.LOCAL_WRITE);
+    assert.throws(() => plain.rereg({ access: Access.LOCAL_WRITE | Access.ZERO_BASED }), (e: unknown) => e instanceof VerbsError && e.code === 'EINVAL' && e.attr === 'access_flags');
+    plain.rereg({ memory: Buffer.alloc(4096), access: Access.LOCAL_WRITE | Access.ZERO_BASED });
+    assert.equal(plain.addr, 0);
+  } finally { await close(); }
+});
+
+test('CQ resize below the completions it holds is EINVAL naming cqe (rxe_cq_chk_attr), and changes nothing', async () => {
+  const { a, close } = await makePair(QpType.RC);
+  try {
+    const mr = a.pd.regMr(Buffer.alloc(64), Access.LOCAL_WRITE);
+    for (let i = 0; i < 3; i++) a.qp.postRecv({ wrId: i, sgList: [mr.sge()] });
+    a.qp.modify({ qpState: QpState.ERR }, QpAttr.STATE); // three flush completions queued, at once
+    const cqe = a.cq.cqe;
+    assert.throws(() => a.cq.resize(2), (e: unknown) => e instanceof VerbsError && e.code === 'EINVAL' && e.attr === 'cqe');
+    assert.equal(a.cq.cqe, cqe);
+    assert.equal((await waitCompletions(a.cq, 3)).length, 3);
+  } finally { await close(); }
+});

@@ -1,6 +1,7 @@
 // Completion queue: a bounded queue of work completions with IBTA notification semantics
 // (arm for next or solicited; an armed CQ notifies once). Overflow is an async CQ_ERR.
 
+import { fail } from '../../uapi/errors.js';
 import type { ProviderCq } from '../../uapi/provider.js';
 import type { WorkCompletion } from '../../abi/types.js';
 import { WcStatus } from '../../abi/enums.js';
@@ -68,7 +69,8 @@ export class RxeCq implements ProviderCq {
   }
 
   resize(cqe: number): void {
-    if (cqe < this.queue.length) throw new RangeError(`cannot shrink below the ${this.queue.length} completions queued`);
+    // Linux rxe_cq_chk_attr: EINVAL for a size below the entries it holds.
+    if (cqe < this.queue.length) fail('EINVAL', `cannot shrink below the ${this.queue.length} completions queued`, { object: 'CQ', method: 'RESIZE', attr: 'cqe' });
     this.queue.resize(cqe);
     this.cqe = cqe;
   }

@@ -259,7 +259,9 @@ function executeLocal(qp: RxeQp, w: SendWqe): void {
     const bad =
       !(mw instanceof RxeMw) || mw.pd !== qp.pd || (b.rkey >>> 8) !== mw.index ||
       (mw.type === MwType.TYPE_2 && (mw.bound || info.length === 0)) ||
-      (info.length > 0 && (!(mr instanceof RxeMr) || !mr.valid || mr.pd !== qp.pd || !(mr.access & Access.MW_BIND) ||
+      // o10-36.2.2: no zero-based type 1 window; and no window on a zero-based MR (rxe_check_bind_mw).
+      (mw.type === MwType.TYPE_1 && (info.mwAccessFlags & Access.ZERO_BASED) !== 0) ||
+      (info.length > 0 && (!(mr instanceof RxeMr) || !mr.valid || mr.pd !== qp.pd || !(mr.access & Access.MW_BIND) || (mr.access & Access.ZERO_BASED) !== 0 ||
         info.addr < mr.iova || info.addr + info.length > mr.iova + mr.length)) ||
       (info.mwAccessFlags & ~remote) !== 0 ||
       (info.mwAccessFlags & (Access.REMOTE_WRITE | Access.REMOTE_ATOMIC) && !(mr instanceof RxeMr && mr.access & Access.LOCAL_WRITE));

@@ -103,6 +103,15 @@ export function defineMr(r: UapiRegistry): void {
         const access = ctx.get(REREG.access);
         if (access === undefined) fail('EINVAL', 'CHANGE_ACCESS needs access flags', { attr: 'access_flags' });
         change.access = checkAccess(access);
+        // ZERO_BASED decides the MR's addresses, which only a new translation sets.
+        if (!change.mem && ((change.access ^ mr.access) & Access.ZERO_BASED)) {
+          fail('EINVAL', 'adding or removing ZERO_BASED needs CHANGE_TRANSLATION too', { attr: 'access_flags' });
+        }
+      }
+      if (change.mem) {
+        // As REG: a zero-based MR starts at VA 0, and iova + length must stay exact.
+        if ((change.access ?? mr.access) & Access.ZERO_BASED) change.iova = 0;
+        if (change.iova !== undefined && change.iova + change.mem.length > Number.MAX_SAFE_INTEGER) fail('EINVAL', 'iova + length overflows', { attr: 'iova' });
       }
       ctx.context.provider.reregMr(mr, change);
       if (change.pd) moveHold(ctx.handle(REREG.handle), ctx.handle(REREG.pd), Obj.PD);
