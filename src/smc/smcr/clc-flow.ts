@@ -63,6 +63,8 @@ interface Hs {
   link: SmcrLink | undefined;
   firstContact: boolean;
   rmb: Rmb | undefined;
+  /** Server: our Accept gave the peer the RMB's rkey (it may write into it from then on). */
+  offered?: boolean;
   sndbuf: Rmb | undefined;
   token: number;
   conn: SmcrConnection | undefined;
@@ -206,18 +208,20 @@ export function releaseSmcr(key: object): void {
   closeGate(hs);
   if (hs.conn) {
     if (!hs.conn.released) { hs.conn.abort(); hs.conn.release(); }
-  } else hs.lgr?.giveBack(hs.rmb, hs.sndbuf, hs.token);
+  } else hs.lgr?.giveBack(hs.rmb, hs.sndbuf, hs.token, hs.offered === true);
   if (hs.firstContact && hs.lgr && !hs.lgr.confirmed) hs.lgr.free(false, 'first contact failed');
 }
 
 /** A CLC message (any version) for a socket in an SMC-R handshake, or a v2 Proposal at a server. */
 export function onSmcrClc(key: object, ops: SmcrOps, m: SmcClcMessage): void {
+  const hs = handshakes.get(key);
   if (m.type === CLC_DECLINE) {
+    // A client that declines instead of confirming never settled: nothing writes into the RMB.
+    if (hs) hs.offered = false;
     releaseSmcr(key);
     ops.peerDeclined(m.diagnosis);
     return;
   }
-  const hs = handshakes.get(key);
   if (ops.role === 'server' && !hs && m.type === CLC_PROPOSAL) return void onProposal(key, ops, m as SmcProposal);
   if (ops.role === 'client' && hs && !hs.lgr && m.type === CLC_ACCEPT && 'qpn' in m) return void onAccept(key, ops, hs, m);
   if (ops.role === 'server' && hs?.lgr && !hs.conn && m.type === CLC_CONFIRM && 'qpn' in m) return void onConfirm(key, ops, hs, m);
@@ -269,8 +273,9 @@ function onProposal(key: object, ops: SmcrOps, p: SmcProposal): void {
     return fail(key, ops, bufferFailure(e, DECLINE.ERR_REGBUF), `declined: ${(e as Error).message}`);
   }
   hs.token = SmcrLinkGroup.newToken();
-  hs.lgr.expect(hs.token);
+  hs.lgr.expect(hs.token, hs.link);
   const accept = () => {
+    hs.offered = true;
     ops.write(encodeSmcrAcceptConfirm(acceptConfirm(CLC_ACCEPT, hs)));
     ops.restartTimer();
   };
@@ -361,17 +366,29 @@ function onConfirm(key: object, ops: SmcrOps, hs: Hs, m: SmcrAcceptConfirm): voi
   // ID; Linux fills lcl.id_for_peer only with SMC-Rv1 indicated (smc_clc.c 887-893, 6.1).
   const proposedId = smcrIndicated(p.typeV1);
   if (m.firstContact !== hs.firstContact || (proposedId && !m.peerId.equals(p.peerId))) return fail(key, ops, DECLINE.SYNCERR, 'declined: Confirm does not match the Proposal');
-  const link = hs.link!;
+  let link = hs.link!;
   if (!hs.firstContact && (link.remote?.qpn !== m.qpn || !link.remote.gid.equals(m.gid))) return fail(key, ops, DECLINE.SYNCERR, 'declined: Confirm names another link');
   const peerSize = uncompressBufSize(m.rmbeSize);
   if (peerSize > SMCR_MAX_RMB) return fail(key, ops, DECLINE.SYNCERR, `declined: peer RMB of ${peerSize} bytes`);
+  // The group may have ended (its device closed, the peer deleted it) since the Accept.
+  if (lgr.dead) return fail(key, ops, DECLINE.NOACTLINK, 'declined: the link group ended before the Confirm');
+  let peer = peerRmbOf(m);
+  if (!hs.firstContact && !lgr.activeLinks().includes(link)) {
+    // The Accept's link failed or was deleted since: another active link where the peer's RMB
+    // has a key (its CONFIRM_RKEY), else no link for the connection (a connection on the
+    // removed link would never send anything).
+    const alt = lgr.peerKeyElsewhere(link, peer.rkey, peer.wireAddr);
+    if (!alt) return fail(key, ops, DECLINE.NOACTLINK, 'declined: the link the Accept named is gone, and the peer\'s RMB has no key on another link');
+    link = alt.link;
+    peer = { ...peer, rkey: alt.rkey, addr: remoteAddr(alt.addr), wireAddr: alt.addr };
+  }
   try {
     if (hs.firstContact) link.connect({ qpn: m.qpn, psn: m.psn, gid: m.gid, mtu: m.qpMtu });
     hs.sndbuf = lgr.takeSndbuf(peerSize);
   } catch (e) {
     return fail(key, ops, bufferFailure(e, DECLINE.ERR_RDYLNK), `declined: ${(e as Error).message}`);
   }
-  const conn = new SmcrConnection(lgr, hs.rmb!, hs.sndbuf, hs.token, peerRmbOf(m), ops.events(), link);
+  const conn = new SmcrConnection(lgr, hs.rmb!, hs.sndbuf, hs.token, peer, ops.events(), link);
   // smc_listen_rdma_finish (af_smc.c 2439-2440): the client's RMB into the rtoken table, or
   // Decline ERR_RTOK (the table filled up since the Proposal chose this group).
   if (!lgr.attach(conn)) return fail(key, ops, DECLINE.ERR_RTOK, 'declined: the link group\'s rtoken table is full');

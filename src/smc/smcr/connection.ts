@@ -223,10 +223,16 @@ export class SmcrConnection implements SmcTransport {
       return;
     }
     if (pending > 0) {
-      const mr = this.lgr.mrOn(this.sndbuf, link.dev);
-      link.write(mr.sge(pos, first), remoteAddrPlus(key.addr, pos), key.rkey);
+      let sges;
+      try {
+        const mr = this.lgr.mrOn(this.sndbuf, link.dev);
+        sges = [mr.sge(pos, first), mr.sge(0, pending - first)];
+      } catch (e) {
+        return link.postFailed(e); // the MR is gone with its device: the link is down, not this call
+      }
+      link.write(sges[0]!, remoteAddrPlus(key.addr, pos), key.rkey);
       if (pending > first) {
-        link.write(mr.sge(0, pending - first), key.addr, key.rkey);
+        link.write(sges[1]!, key.addr, key.rkey);
         this.wrapWrites++;
       }
       this.written = this.produced;
@@ -321,13 +327,14 @@ export class SmcrConnection implements SmcTransport {
   abort(): void {
     if (this.released || (this.connFlags & CONN_ABORT)) return;
     this.connFlags |= CONN_ABORT;
-    this.sendCdc();
+    // Nothing goes on a link that is down (its QP may be gone with its device).
+    if (!this.link.isDown) this.sendCdc();
   }
 
   closeOrderly(): void {
     if (this.released || (this.connFlags & (CONN_CLOSED | CONN_ABORT))) return;
     this.connFlags |= CONN_CLOSED | CONN_DONE_WRITING;
-    this.sendCdc();
+    if (!this.link.isDown) this.sendCdc();
   }
 
   /** Bytes the peer wrote that we have not consumed: every CDC is handled as it arrives, so this is current. */

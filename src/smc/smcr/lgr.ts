@@ -25,7 +25,8 @@
 // verbs require with it), each its own MR and so its own rkey, one per device the group's links
 // use; they are reused within the link group after the connection that had one ended and the
 // peer's last CDC for it arrived (so a late WRITE of the old connection cannot land in a new
-// one), and deregistered with the link group. Send buffers are local-only MRs, reused the same
+// one; an RMB offered in an Accept whose handshake then failed waits the same way), and
+// deregistered with the link group. Send buffers are local-only MRs, reused the same
 // way.
 
 import { randomBytes } from 'node:crypto';
@@ -58,7 +59,14 @@ const RKEYS_PER_MSG = 3;
  * a process's link groups to peers that have gone do not pile up, and freeing one early costs
  * only a new first contact.
  */
-const LINGER_MS = 10_000;
+let lingerMs = 10_000;
+
+/** @internal Set how long an unused link group stays (tests); returns the previous value. */
+export function setSmcrLingerMs(ms: number): number {
+  const was = lingerMs;
+  lingerMs = ms;
+  return was;
+}
 
 /**
  * The buffer memory SMC-R may hold in this process (RMBs and send buffers, in use or pooled):
@@ -73,6 +81,12 @@ const memory = { held: 0, max: positiveEnv('SOFTRDMA_SMCR_MAX_MEM') ?? 2 ** 30, 
 function positiveEnv(name: string): number | undefined {
   const v = Number(process.env[name]);
   return Number.isSafeInteger(v) && v > 0 ? v : undefined;
+}
+
+/** Deregister a buffer on every device it was registered on, and count its memory free. */
+function dereg(b: Rmb): void {
+  memory.held -= b.size;
+  for (const mr of b.mrs.values()) try { mr.dereg(); } catch { /* context gone */ }
 }
 
 /** Throw ENOMEM, counted, unless `need` more bytes fit in the memory bound. */
@@ -167,6 +181,13 @@ export class SmcrLinkGroup {
    * The latest CDC for each is kept (cursors are totals, close flags stay set) for attach().
    */
   private readonly expected = new Map<number, SmcrCdc | undefined>();
+  /** The link each expected token's Accept named. */
+  private readonly expectedOn = new Map<number, SmcrLink>();
+  /**
+   * The peer's rtokens on links removed while an Accept naming them awaited its Confirm (by
+   * entry index), so onConfirm can still find that RMB's entry and its key on another link.
+   */
+  private readonly retired = new Map<SmcrLink, Array<{ idx: number; rkey: number; addr: bigint }>>();
   /** The first link's UID (smc_link.link_uid); the group's ID for smcss. */
   readonly linkUid = randomBytes(4);
   /** Links the peer and we agreed on (the CLC first contact: min of both sides' max_links); 1: no ADD_LINK. */
@@ -390,13 +411,32 @@ export class SmcrLinkGroup {
     l.push(b);
   }
 
-  /** A connection's buffers when its handshake failed before the peer learnt of them. */
-  giveBack(rmb: Rmb | undefined, sndbuf: Rmb | undefined, token?: number): void {
-    if (token !== undefined) this.expected.delete(token);
-    if (rmb) this.put(this.freeRmbs, rmb);
+  /**
+   * A connection's buffers when its handshake failed before the connection joined the group.
+   * offered: our Accept gave the peer the RMB's rkey (token); the peer may have settled and may
+   * write into it, so it waits in quarantine for the peer's last CDC for the token as a closed
+   * connection's RMB does (or goes with the group). Buffers of a group that ended are
+   * deregistered now: its pools are gone.
+   */
+  giveBack(rmb: Rmb | undefined, sndbuf: Rmb | undefined, token?: number, offered = false): void {
+    const early = token !== undefined ? this.expected.get(token) : undefined;
+    if (token !== undefined) this.unexpect(token);
+    if (this.dead) {
+      if (rmb) dereg(rmb);
+      if (sndbuf) dereg(sndbuf);
+      return;
+    }
+    if (rmb) {
+      const peerDone = early !== undefined && (early.peerConnClosed || early.peerConnAbort);
+      if (offered && token !== undefined && !peerDone && this.activeLinks().length > 0) this.quarantined.set(token, rmb);
+      else this.put(this.freeRmbs, rmb);
+    }
     if (sndbuf) this.put(this.freeSndbufs, sndbuf);
     this.maybeLinger();
   }
+
+  /** RMBs offered in an Accept or held by an ended connection that the peer may still write into (tests, diagnostics). */
+  get quarantinedCount(): number { return this.quarantined.size; }
 
   static newToken(): number {
     const t = nextToken;
@@ -406,9 +446,38 @@ export class SmcrLinkGroup {
 
   // --- connections ---------------------------------------------------------------------
 
-  /** A token was offered (server's Accept): hold its CDCs until attach(). */
-  expect(token: number): void {
+  /**
+   * A token was offered (server's Accept) on `link`: hold its CDCs until attach(). The group
+   * does not linger out while a handshake is pending: its Confirm would find it gone.
+   */
+  expect(token: number, link: SmcrLink): void {
     this.expected.set(token, undefined);
+    this.expectedOn.set(token, link);
+    clearTimeout(this.lingerTimer);
+    this.lingerTimer = undefined;
+  }
+
+  private unexpect(token: number): void {
+    this.expected.delete(token);
+    const link = this.expectedOn.get(token);
+    this.expectedOn.delete(token);
+    if (link && ![...this.expectedOn.values()].includes(link)) this.retired.delete(link);
+  }
+
+  /**
+   * Server, a Confirm whose Accept named a link that is no longer active: another active link
+   * on which the peer's RMB (its rkey and address on the named link) has a key (the peer
+   * announced it with CONFIRM_RKEY), with that key; undefined: none.
+   */
+  peerKeyElsewhere(from: SmcrLink, rkey: number, addr: bigint): { link: SmcrLink; rkey: number; addr: bigint } | undefined {
+    const hit = this.retired.get(from)?.find((t) => t.rkey === rkey && t.addr === addr);
+    const e = hit && this.rtokens.entry(hit.idx);
+    if (!e) return undefined;
+    for (const l of this.activeLinks()) {
+      const t = e.get(l);
+      if (l !== from && t) return { link: l, rkey: t.rkey, addr: t.addr };
+    }
+    return undefined;
   }
 
   /**
@@ -422,6 +491,7 @@ export class SmcrLinkGroup {
    * (af_smc.c 1331-1334, 2439-2440).
    */
   attach(conn: SmcrConnection): boolean {
+    if (this.dead) return false;
     const idx = this.rtokens.add(conn.link, { rkey: conn.peer.rkey, addr: conn.peer.wireAddr });
     if (idx === undefined) return false;
     clearTimeout(this.lingerTimer);
@@ -431,7 +501,7 @@ export class SmcrLinkGroup {
       if (l !== conn.link && (this.links.includes(l) || this.addFlow?.link === l)) conn.setPeerKey(l, { rkey: t.rkey, addr: remoteAddr(t.addr) });
     }
     const early = this.expected.get(conn.token);
-    this.expected.delete(conn.token);
+    this.unexpect(conn.token);
     if (early) conn.onCdc(early);
     return true;
   }
@@ -454,8 +524,8 @@ export class SmcrLinkGroup {
   }
 
   private maybeLinger(): void {
-    if (this.conns.size > 0 || this.lingerTimer || this.dead) return;
-    this.lingerTimer = setTimeout(() => this.free(true), LINGER_MS);
+    if (this.conns.size > 0 || this.expected.size > 0 || this.lingerTimer || this.dead) return;
+    this.lingerTimer = setTimeout(() => this.free(true), lingerMs);
     this.lingerTimer.unref();
   }
 
@@ -908,6 +978,14 @@ export class SmcrLinkGroup {
     this.links = this.links.filter((l) => l !== link);
     link.active = false;
     for (const c of this.conns.values()) c.forgetLink(link);
+    if ([...this.expectedOn.values()].includes(link)) {
+      const keys: Array<{ idx: number; rkey: number; addr: bigint }> = [];
+      for (let idx = 0; idx < MAX_CONNS; idx++) {
+        const t = this.rtokens.entry(idx)?.get(link);
+        if (t) keys.push({ idx, rkey: t.rkey, addr: t.addr });
+      }
+      this.retired.set(link, keys);
+    }
     this.rtokens.clearLink(link); // smcr_link_clear -> smcr_rtoken_clear_link (smc_core.c 1320-1329)
     setImmediate(() => link.destroy());
   }
@@ -938,6 +1016,9 @@ export class SmcrLinkGroup {
    */
   private onLinkDown(link: SmcrLink, reason: string): void {
     if (this.dead) return;
+    // Down now, before any connection hears of it: a closed device's QP is gone already, and
+    // a connection's abort must not post on it.
+    link.markDown(reason);
     if (this.addFlow?.link === link) return this.addFailed(`the new link went down: ${reason}`, true);
     if (!this.links.includes(link)) return;
     const to = this.confirmed ? this.activeLinks().find((l) => l !== link) : undefined;
@@ -1016,14 +1097,15 @@ export class SmcrLinkGroup {
     if (orderly && up) {
       this.sendLlc({ kind: 'DELETE_LINK', version: 2, response: false, all: true, orderly: true, linkNum: up.id, reason: LLC_DEL.PROG_INIT_TERM }, up);
     }
+    // The links are down before the connections hear of it (their aborts must not post on a
+    // QP a closed device destroyed already); the QPs go once the DELETE_LINK has left.
+    for (const l of links) l.markDown(reason);
+    this.expected.clear();
+    this.expectedOn.clear();
+    this.retired.clear();
     for (const c of [...this.conns.values()]) c.linkDown(reason);
-    // Let the DELETE_LINK leave before the QPs go.
     setImmediate(() => {
       for (const l of links) l.destroy();
-      const dereg = (b: Rmb) => {
-        memory.held -= b.size;
-        for (const mr of b.mrs.values()) try { mr.dereg(); } catch { /* context gone */ }
-      };
       for (const pool of [this.freeRmbs, this.freeSndbufs]) for (const l of pool.values()) for (const b of l) dereg(b);
       for (const b of this.quarantined.values()) dereg(b);
       for (const d of this.draining) dereg(d.buf);

@@ -144,26 +144,58 @@ export class SmcrLink {
   /** Post one signalled INLINE SEND of a 44-byte message (CDC, LLC); the caller checked canPost(). */
   send(msg: Buffer): void {
     if (this.isDown) return;
+    if (msg.length > V2_BUF) throw new RangeError(`an LLC message of ${msg.length} bytes`);
+    try {
+      if (msg.length > WR_MSG_LEN) {
+        // A long v2 LLC message (rare: one LLC flow at a time uses the buffer, as Linux's wr_tx_buf_v2).
+        msg.copy(this.txV2, 0);
+        this.qp.postSend({ wrId: this.wrSeq + 1, opcode: WrOpcode.SEND, sendFlags: SendFlags.SIGNALED, sgList: [this.txV2Mr.sge(0, msg.length)] });
+      } else {
+        msg.copy(this.txBuf, 0);
+        this.qp.postSend({ wrId: this.wrSeq + 1, opcode: WrOpcode.SEND, sendFlags: SendFlags.SIGNALED | SendFlags.INLINE, sgList: [this.txMr.sge(0, msg.length)] });
+      }
+    } catch (e) {
+      return this.postFailed(e);
+    }
+    this.wrSeq++;
     this.inFlight++;
     this.stats.sends++;
-    if (msg.length > WR_MSG_LEN) {
-      // A long v2 LLC message (rare: one LLC flow at a time uses the buffer, as Linux's wr_tx_buf_v2).
-      if (msg.length > V2_BUF) throw new RangeError(`an LLC message of ${msg.length} bytes`);
-      msg.copy(this.txV2, 0);
-      this.qp.postSend({ wrId: ++this.wrSeq, opcode: WrOpcode.SEND, sendFlags: SendFlags.SIGNALED, sgList: [this.txV2Mr.sge(0, msg.length)] });
-      return;
-    }
-    msg.copy(this.txBuf, 0);
-    this.qp.postSend({ wrId: ++this.wrSeq, opcode: WrOpcode.SEND, sendFlags: SendFlags.SIGNALED | SendFlags.INLINE, sgList: [this.txMr.sge(0, msg.length)] });
   }
 
   /** Post one signalled RDMA WRITE; the caller checked canPost(). */
   write(sge: Sge, remoteAddr: RemoteAddr, rkey: number): void {
     if (this.isDown) return;
+    try {
+      this.qp.postSend({ wrId: this.wrSeq + 1, opcode: WrOpcode.RDMA_WRITE, sendFlags: SendFlags.SIGNALED, sgList: [sge], rdma: { remoteAddr, rkey } });
+    } catch (e) {
+      return this.postFailed(e);
+    }
+    this.wrSeq++;
     this.inFlight++;
     this.stats.writes++;
     this.stats.writeBytes += sge.length;
-    this.qp.postSend({ wrId: ++this.wrSeq, opcode: WrOpcode.RDMA_WRITE, sendFlags: SendFlags.SIGNALED, sgList: [sge], rdma: { remoteAddr, rkey } });
+  }
+
+  /**
+   * Mark the link down now without telling the handlers: the link group is taking it down
+   * itself, and nothing may post on it meanwhile (its QP and MRs may be gone already: a closed
+   * device's context destroys them before its link groups hear of it).
+   */
+  markDown(reason: string): void {
+    if (this.isDown) return;
+    this.isDown = true;
+    this.downReason = reason;
+  }
+
+  /**
+   * A post failed (the QP or an MR is gone: the device was closed): the link is down. The
+   * handlers hear of it after the caller's stack unwound, not inside a write or a close.
+   */
+  postFailed(e: unknown): void {
+    if (this.isDown) return;
+    const reason = `posting failed: ${(e as Error).message}`;
+    this.markDown(reason);
+    queueMicrotask(() => this.handlers?.down(reason));
   }
 
   private postRecv(slot: number): void {
