@@ -11,7 +11,7 @@ import { isIPv4 } from 'node:net';
 import { mtuBytes } from '../../abi/enums.js';
 import { addressFromGid } from '../../abi/inet.js';
 import { CmDevice } from '../../cm/rdma-cm/cm-device.js';
-import type { Context, Device, PD } from '../../verbs/api.js';
+import type { Context, Device } from '../../verbs/api.js';
 
 /**
  * What a socket's `smcr` option may be. `discovery: false` proposes SMC-R without asking the
@@ -22,7 +22,6 @@ export type SmcrOption = boolean | { device: Device; discovery?: boolean };
 
 export class SmcrDevice {
   readonly ctx: Context;
-  readonly pd: PD;
   /** The port's IPv4-mapped RoCEv2 GID (index 0 of softrdma's rxe) and its address. */
   readonly gid: Buffer;
   readonly address: string;
@@ -45,7 +44,6 @@ export class SmcrDevice {
       if (byDevice.get(device) === this) byDevice.delete(device);
       for (const f of [...this.onClose]) f();
     });
-    this.pd = this.ctx.allocPd();
     this.gid = Buffer.from(this.ctx.queryGid(1, 0));
     this.address = addressFromGid(this.gid);
     this.mtu = this.ctx.queryPort(1).activeMtu;

@@ -33,7 +33,7 @@ import { randomBytes } from 'node:crypto';
 import { isIPv4 } from 'node:net';
 import { Access } from '../../abi/enums.js';
 import { addressFromGid } from '../../abi/inet.js';
-import { getDeviceList, type MR } from '../../verbs/api.js';
+import { getDeviceList, type MR, type PD } from '../../verbs/api.js';
 import { CDC_TYPE } from '../cdc.js';
 import { decodeSmcrCdc, type SmcrCdc } from '../wire/cdc-r.js';
 import { SmcrWireError } from '../wire/error.js';
@@ -238,8 +238,15 @@ export class SmcrLinkGroup {
   private readonly onDeviceClose = () => this.free(false, 'the RoCE device was closed');
   private readonly altClose = new Map<SmcrDevice, () => void>();
 
+  /**
+   * The group's own PD on each device its links use (Linux: one per link, smcr_link_init). An
+   * rkey is honoured only on a QP of its MR's PD, so a peer holding one of its own RMBs' keys
+   * cannot reach another group's RMBs by guessing a key byte: their MRs are in other PDs.
+   */
+  private readonly pds = new Map<SmcrDevice, PD>();
+
   constructor(readonly dev: SmcrDevice, readonly role: LgrRole) {
-    this.first = new SmcrLink(dev);
+    this.first = new SmcrLink(dev, this.pdOn(dev));
     this.first.id = 1;
     this.first.uid = this.linkUid;
     this.links.push(this.first);
@@ -373,7 +380,7 @@ export class SmcrLinkGroup {
     checkMemory(size);
     const buf = Buffer.alloc(size);
     const dev = this.link.dev;
-    const mr = dev.pd.regMr(buf, access);
+    const mr = this.pdOn(dev).regMr(buf, access);
     memory.held += size;
     return { buf, mr, size, access, mrs: new Map([[dev, mr]]) };
   }
@@ -381,8 +388,29 @@ export class SmcrLinkGroup {
   /** The buffer's MR on a device, registered there on first use (a link on another device). */
   mrOn(b: Rmb, dev: SmcrDevice): MR {
     let mr = b.mrs.get(dev);
-    if (!mr) b.mrs.set(dev, mr = dev.pd.regMr(b.buf, b.access));
+    if (!mr) b.mrs.set(dev, mr = this.pdOn(dev).regMr(b.buf, b.access));
     return mr;
+  }
+
+  /** The group's PD on a device, allocated on first use. */
+  private pdOn(dev: SmcrDevice): PD {
+    let pd = this.pds.get(dev);
+    if (!pd) this.pds.set(dev, pd = dev.ctx.allocPd());
+    return pd;
+  }
+
+  /** Deallocate the group's PDs that nothing uses any more (an ended group; late buffers keep theirs until they go). */
+  private releasePds(): void {
+    for (const [dev, pd] of this.pds) {
+      try {
+        pd.dealloc();
+        this.pds.delete(dev);
+      } catch (e) {
+        // EBUSY: a buffer a handshake still holds (deregistered when given back); EBADF or
+        // ENOENT: the device's context closed, which took the PD with it.
+        if ((e as { code?: string }).code !== 'EBUSY') this.pds.delete(dev);
+      }
+    }
   }
 
   takeRmb(size: number): Rmb {
@@ -424,6 +452,7 @@ export class SmcrLinkGroup {
     if (this.dead) {
       if (rmb) dereg(rmb);
       if (sndbuf) dereg(sndbuf);
+      this.releasePds();
       return;
     }
     if (rmb) {
@@ -842,7 +871,7 @@ export class SmcrLinkGroup {
   }
 
   private newLink(dev: SmcrDevice, id: number): SmcrLink {
-    const link = new SmcrLink(dev);
+    const link = new SmcrLink(dev, this.pdOn(dev));
     link.id = id;
     link.uid = this.uidFor(id);
     this.bind(link);
@@ -987,7 +1016,10 @@ export class SmcrLinkGroup {
       this.retired.set(link, keys);
     }
     this.rtokens.clearLink(link); // smcr_link_clear -> smcr_rtoken_clear_link (smc_core.c 1320-1329)
-    setImmediate(() => link.destroy());
+    setImmediate(() => {
+      link.destroy();
+      if (this.dead) this.releasePds(); // the group ended meanwhile: this QP kept its PD busy
+    });
   }
 
   /**
@@ -1114,6 +1146,7 @@ export class SmcrLinkGroup {
       this.freeRmbs.clear();
       this.freeSndbufs.clear();
       this.quarantined.clear();
+      this.releasePds();
     });
   }
 }

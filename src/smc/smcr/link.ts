@@ -19,7 +19,7 @@ import { randomBytes } from 'node:crypto';
 import { Access, QpType, SendFlags, WcOpcode, WcStatus, WrOpcode, wcStatusStr, type MtuValue } from '../../abi/enums.js';
 import type { Sge, WorkCompletion } from '../../abi/types.js';
 import { connectQp, initQp } from '../../verbs/connect.js';
-import type { CompChannel, CQ, MR, QP } from '../../verbs/api.js';
+import type { CompChannel, CQ, MR, PD, QP } from '../../verbs/api.js';
 import type { SmcrDevice } from './device.js';
 import type { RemoteAddr } from '../../abi/remote-addr.js';
 
@@ -94,19 +94,20 @@ export class SmcrLink {
   readonly stats = { sends: 0, writes: 0, writeBytes: 0, recvs: 0 };
   handlers: LinkHandlers | undefined;
 
-  constructor(readonly dev: SmcrDevice) {
+  /** pd: the link group's PD on this device (lgr.ts pdOn): its QP and MRs are reachable only with the group's keys. */
+  constructor(readonly dev: SmcrDevice, pd: PD) {
     this.channel = dev.ctx.createCompChannel();
     this.cq = dev.ctx.createCq(SQ_DEPTH + RQ_DEPTH, { channel: this.channel });
-    this.qp = dev.pd.createQp({
+    this.qp = pd.createQp({
       qpType: QpType.RC, sendCq: this.cq, recvCq: this.cq,
       cap: { maxSendWr: SQ_DEPTH, maxRecvWr: RQ_DEPTH, maxSendSge: 1, maxRecvSge: 2, maxInlineData: WR_MSG_LEN },
     });
     initQp(this.qp, { access: Access.REMOTE_WRITE | Access.LOCAL_WRITE });
     this.rxBuf = Buffer.alloc(RQ_DEPTH * RX_SLOT);
-    this.rxMr = dev.pd.regMr(this.rxBuf, Access.LOCAL_WRITE);
-    this.txMr = dev.pd.regMr(this.txBuf, 0);
-    this.rxV2Mr = dev.pd.regMr(this.rxV2, Access.LOCAL_WRITE);
-    this.txV2Mr = dev.pd.regMr(this.txV2, 0);
+    this.rxMr = pd.regMr(this.rxBuf, Access.LOCAL_WRITE);
+    this.txMr = pd.regMr(this.txBuf, 0);
+    this.rxV2Mr = pd.regMr(this.rxV2, Access.LOCAL_WRITE);
+    this.txV2Mr = pd.regMr(this.txV2, 0);
     for (let i = 0; i < RQ_DEPTH; i++) this.postRecv(i);
     this.local = { qpn: this.qp.qpn, psn: randomBytes(3).readUIntBE(0, 3), gid: dev.gid, mac: dev.mac, mtu: dev.mtu };
     this.stopEvents = this.channel.onCqEvent(() => this.drain());
