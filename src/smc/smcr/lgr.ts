@@ -704,9 +704,14 @@ export class SmcrLinkGroup {
       return { linkId: l.id, rmbKey: m.rkey, rmbVaddr: BigInt(m.addr) };
     });
     return new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => { this.rkeyWaits.delete(mr.rkey); reject(new Error(`no CONFIRM_RKEY response within ${LLC_WAIT_MS} ms`)); }, LLC_WAIT_MS);
-      timer.unref();
-      this.rkeyWaits.set(mr.rkey, { resolve, reject, timer });
+      // A later announce of the same buffer (reused within the wait) takes the entry over: this
+      // one's timeout must not delete that one's.
+      const w = { resolve, reject, timer: setTimeout(() => {
+        if (this.rkeyWaits.get(mr.rkey) === w) this.rkeyWaits.delete(mr.rkey);
+        reject(new Error(`no CONFIRM_RKEY response within ${LLC_WAIT_MS} ms`));
+      }, LLC_WAIT_MS) };
+      w.timer.unref();
+      this.rkeyWaits.set(mr.rkey, w);
       this.sendLlc({ kind: 'CONFIRM_RKEY', version: 2, response: false, negative: false, retry: false, numRkeys: rt.length, rmbKey: mr.rkey, rmbVaddr: BigInt(mr.addr), others: rt }, link);
     });
   }
