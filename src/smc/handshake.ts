@@ -32,7 +32,7 @@ import { kick, stayAwakeUntil } from './poller.js';
 import { peerKey, shouldTrySmc } from './handshake-control.js';
 import { anyPolicy, policyAllows } from './policy.js';
 import { SmcdConnection } from './smcd-connection.js';
-import { inSmcrHandshake, onSmcrClc, releaseSmcr, smcrDecline, smcrDiscovery, smcrMayTry, smcrProposal, type SmcrOps } from './smcr/clc-flow.js';
+import { inSmcrHandshake, onSmcrClc, releaseSmcr, smcrDecline, smcrPeerEndedHandshake, smcrDiscovery, smcrMayTry, smcrProposal, type SmcrOps } from './smcr/clc-flow.js';
 import { smcrWaitEnded } from './smcr/discovery.js';
 import type { Socket } from './socket.js';
 import { connReset, getSmcInfo, kSmc, restoreOwner, toBuffer, withSmcCounters, type Held, type SmcState } from './state.js';
@@ -339,6 +339,7 @@ export function onClcBytes(sock: Socket, s: SmcState, chunk: Buffer | null): voi
     // The peer closed during the handshake: nothing more to negotiate.
     const rest = s.clc;
     s.clc = undefined;
+    smcrPeerEndedHandshake(s);
     releaseHandshake(s);
     settleTcp(sock, s, DECLINE.SYNCERR, 'peer closed during the handshake');
     if (rest?.length) sock.smcPush(rest);

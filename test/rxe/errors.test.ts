@@ -253,7 +253,7 @@ test('modify_qp: RESET -> ERR is EINVAL, as in Linux qp_state_table', async () =
   } finally { await close(); }
 });
 
-test('SQD: a message already started finishes (resent if need be), nothing new starts, SQ_DRAINED fires; RTS sends the rest', async () => {
+test('SQD: a message already started finishes, nothing new starts, SQ_DRAINED fires; RTS sends the rest', async () => {
   const { a, b, close } = await makePair(QpType.RC);
   try {
     const big = randomBytes(1 << 20);
@@ -324,5 +324,24 @@ test('CQ resize below the completions it holds is EINVAL naming cqe (rxe_cq_chk_
     assert.throws(() => a.cq.resize(2), (e: unknown) => e instanceof VerbsError && e.code === 'EINVAL' && e.attr === 'cqe');
     assert.equal(a.cq.cqe, cqe);
     assert.equal((await waitCompletions(a.cq, 3)).length, 3);
+  } finally { await close(); }
+});
+
+test('SQD: a started SEND that drew an RNR NAK is resent when the RNR timer fires (not left to the retry timer), then SQ_DRAINED', async () => {
+  // retry_cnt 0: were the resend left to the retransmit timer, the SEND would fail with
+  // RETRY_EXC_ERR. Its timeout (16: ~270 ms) leaves a cold process time to read the RNR NAK.
+  const { a, b, close } = await makePair(QpType.RC, { retryCnt: 0, rnrRetry: 7, minRnrTimer: 1, timeout: 16 });
+  try {
+    const src = a.pd.regMr(Buffer.from('after the RNR'), 0);
+    const dst = Buffer.alloc(64);
+    const drained = once(a.ctx, 'async-event');
+    a.qp.postSend({ wrId: 1, opcode: WrOpcode.SEND, sendFlags: SendFlags.SIGNALED, sgList: [src.sge()] });
+    await waitFor('an RNR NAK', () => (b.dev.provider as any).counters.send_rnr_err > 0);
+    a.qp.modify({ qpState: QpState.SQD, enSqdAsyncNotify: true }, QpAttr.STATE | QpAttr.EN_SQD_ASYNC_NOTIFY);
+    b.qp.postRecv({ wrId: 5, sgList: [b.pd.regMr(dst, Access.LOCAL_WRITE).sge()] });
+    const [wc] = await waitCompletions(a.cq, 1);
+    assert.deepEqual([wc!.wrId, wc!.status], [1, WcStatus.SUCCESS]);
+    assert.equal(dst.subarray(0, 13).toString(), 'after the RNR');
+    assert.equal((await drained)[0].name, 'SQ_DRAINED');
   } finally { await close(); }
 });

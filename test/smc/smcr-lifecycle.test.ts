@@ -301,3 +301,23 @@ test('a link group that ended between Accept and Confirm: the Confirm is decline
   for (const g of SmcrLinkGroup.list()) g.free(false, 'test end');
   await until(() => smcrMemory().held === base, 5000, `SMC-R memory back to ${base} bytes (held: ${smcrMemory().held})`);
 });
+
+test('a client that closes before it got the Accept never settled: the RMB the Accept offered is pooled at once, not quarantined', async (t) => {
+  const env = await setup(t);
+  await smcrConnection(env, 'first contact');
+  const lgr = env.serverLgr();
+  let acceptSeen!: () => void;
+  const accepted = new Promise<void>((r) => { acceptSeen = r; });
+  // The Accept never reaches the client, which closes: the server reads the end of the stream
+  // before any Confirm, so nothing can write into the RMB it offered.
+  env.next({ server: (m) => (m.type === CLC_ACCEPT ? (acceptSeen(), null) : undefined) });
+  const gone = env.connect();
+  await within(accepted, 5000, 'the server\'s Accept');
+  const offered = acceptOf(env.relayed[1]!);
+  gone.destroy();
+  await until(() => env.accepted.length >= 2, 5000, 'the server done with the second connection');
+  assert.equal(lgr.quarantinedCount, 0, 'nothing waits for a CDC that cannot come');
+  await smcrConnection(env, 'third');
+  const third = acceptOf(env.relayed[2]!);
+  assert.deepEqual([third.rmbRkey, third.rmbDmaAddr], [offered.rmbRkey, offered.rmbDmaAddr], 'the offered RMB was reused');
+});

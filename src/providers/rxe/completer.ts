@@ -207,7 +207,7 @@ export function onResponse(qp: RxeQp, pkt: Packet): void {
         qp.comp.rnrTimer = undefined;
         qp.req.paused = false;
         qp.comp.lastProgress = performance.now();
-        if (qp.state === QpState.RTS) goBackN(qp, psn);
+        if (qp.state === QpState.RTS || qp.state === QpState.SQD) goBackN(qp, psn); // SQD resends a started WQE too (rnr_nak_timer, req_retry)
       }, RNR_TIMER_MS[syn & 0x1f]!);
     } else if (type === AethSyndrome.NAK) {
       const code = syn & 0x1f;

@@ -445,10 +445,12 @@ const POST_SEND = { object: 'QP', method: 'POST_SEND' } as const;
 
 const U64_MAX = (1n << 64n) - 1n;
 
-/** A remote address is a u64: a safe-integer number (larger ones have lost bits) or a bigint. */
+/** A key, immediate data or Q_Key: an integer in [0, 2^32). */
 const isU32 = (v: unknown): v is number => Number.isInteger(v) && (v as number) >= 0 && (v as number) <= 0xffff_ffff;
+/** An atomic operand: a bigint in [0, 2^64). */
 const isU64Bigint = (v: unknown): v is bigint => typeof v === 'bigint' && v >= 0n && v <= U64_MAX;
 
+/** A remote address is a u64: a safe-integer number (larger ones have lost bits) or a bigint. */
 function checkRemoteAddr(v: unknown, attr: 'rdma' | 'atomic'): void {
   if (typeof v === 'bigint' ? v < 0n || v > U64_MAX : !Number.isSafeInteger(v) || (v as number) < 0) {
     fail('EINVAL', `${attr}.remoteAddr must be a u64: a bigint, or a number below 2^53 (got ${String(v)})`, { ...POST_SEND, attr });

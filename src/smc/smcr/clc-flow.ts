@@ -200,6 +200,16 @@ export function smcrDiscovery(ops: SmcrOps, remote: string, port: number | undef
   return { go: 'wait', query: q, ms: waitBudget() };
 }
 
+/**
+ * The peer closed its end of the TCP connection before we read a Confirm: TCP is ordered, so
+ * it never sent one and never settled, and nothing will write into the RMB our Accept offered.
+ * It goes back to the pool at once instead of waiting in quarantine for a CDC that cannot come.
+ */
+export function smcrPeerEndedHandshake(key: object): void {
+  const hs = handshakes.get(key);
+  if (hs && !hs.conn) hs.offered = false;
+}
+
 /** Give back what an SMC-R handshake that did not settle set up. */
 export function releaseSmcr(key: object): void {
   const hs = handshakes.get(key);

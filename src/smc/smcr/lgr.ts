@@ -53,6 +53,8 @@ import { SoftrdmaError } from '../../abi/errors.js';
 export const MAX_CONNS = 255;
 /** SMC_LLC_RKEYS_PER_MSG (smc_llc.c 150): a CONFIRM_RKEY naming more rtokens is refused. */
 const RKEYS_PER_MSG = 3;
+/** How long an RMB offered in a failed handshake waits for a CDC for its token (see offeredDeadlines). */
+const OFFERED_QUARANTINE_MS = 60_000;
 /**
  * How long an unused link group stays for the next connection. Linux keeps one 600 s (server)
  * or 610 s (client; SMC_LGR_FREE_DELAY_SERV/CLNT, smc_core.c 40-41); softrdma keeps them 10 s:
@@ -168,6 +170,12 @@ export class SmcrLinkGroup {
   private readonly freeSndbufs = new Map<number, Rmb[]>();
   /** RMBs of ended connections whose peer has not sent its last CDC yet, by token. */
   private readonly quarantined = new Map<number, Rmb>();
+  /**
+   * Deadlines of quarantined RMBs only an Accept offered (their handshake failed): the peer may
+   * never have settled, so no CDC may ever come for the token; after OFFERED_QUARANTINE_MS the
+   * RMB is deregistered (a write that late finds no key) rather than held until the group ends.
+   */
+  private readonly offeredDeadlines = new Map<number, NodeJS.Timeout>();
   private readonly owing = new Set<SmcrConnection>();
   /**
    * Send buffers of ended connections whose last RDMA WRITE has not completed: rxe reads the
@@ -187,7 +195,7 @@ export class SmcrLinkGroup {
    * The peer's rtokens on links removed while an Accept naming them awaited its Confirm (by
    * entry index), so onConfirm can still find that RMB's entry and its key on another link.
    */
-  private readonly retired = new Map<SmcrLink, Array<{ idx: number; rkey: number; addr: bigint }>>();
+  private readonly retired = new Map<SmcrLink, Array<{ idx: number; rkey: number; addr: bigint; entry: ReadonlyMap<SmcrLink, unknown> }>>();
   /** The first link's UID (smc_link.link_uid); the group's ID for smcss. */
   readonly linkUid = randomBytes(4);
   /** Links the peer and we agreed on (the CLC first contact: min of both sides' max_links); 1: no ADD_LINK. */
@@ -246,7 +254,7 @@ export class SmcrLinkGroup {
   private readonly pds = new Map<SmcrDevice, PD>();
 
   constructor(readonly dev: SmcrDevice, readonly role: LgrRole) {
-    this.first = new SmcrLink(dev, this.pdOn(dev));
+    this.first = this.linkIn(dev);
     this.first.id = 1;
     this.first.uid = this.linkUid;
     this.links.push(this.first);
@@ -392,11 +400,27 @@ export class SmcrLinkGroup {
     return mr;
   }
 
-  /** The group's PD on a device, allocated on first use. */
+  /** The group's PD on a device, allocated on first use; none for a group that ended. */
   private pdOn(dev: SmcrDevice): PD {
+    if (this.dead) throw new SoftrdmaError('EINVAL', 'smc-r: the link group has ended');
     let pd = this.pds.get(dev);
     if (!pd) this.pds.set(dev, pd = dev.ctx.allocPd());
     return pd;
+  }
+
+  /** A new link on `dev` in the group's PD there; a PD made for it alone goes if the link cannot be made. */
+  private linkIn(dev: SmcrDevice): SmcrLink {
+    const had = this.pds.has(dev);
+    const pd = this.pdOn(dev);
+    try {
+      return new SmcrLink(dev, pd);
+    } catch (e) {
+      if (!had) {
+        this.pds.delete(dev);
+        try { pd.dealloc(); } catch { /* its context is gone */ }
+      }
+      throw e;
+    }
   }
 
   /** Deallocate the group's PDs that nothing uses any more (an ended group; late buffers keep theirs until they go). */
@@ -457,8 +481,17 @@ export class SmcrLinkGroup {
     }
     if (rmb) {
       const peerDone = early !== undefined && (early.peerConnClosed || early.peerConnAbort);
-      if (offered && token !== undefined && !peerDone && this.activeLinks().length > 0) this.quarantined.set(token, rmb);
-      else this.put(this.freeRmbs, rmb);
+      if (offered && token !== undefined && !peerDone && this.activeLinks().length > 0) {
+        this.quarantined.set(token, rmb);
+        const t = setTimeout(() => {
+          this.offeredDeadlines.delete(token);
+          if (this.quarantined.get(token) !== rmb || this.dead) return;
+          this.quarantined.delete(token);
+          dereg(rmb);
+        }, OFFERED_QUARANTINE_MS);
+        t.unref();
+        this.offeredDeadlines.set(token, t);
+      } else this.put(this.freeRmbs, rmb);
     }
     if (sndbuf) this.put(this.freeSndbufs, sndbuf);
     this.maybeLinger();
@@ -501,7 +534,8 @@ export class SmcrLinkGroup {
   peerKeyElsewhere(from: SmcrLink, rkey: number, addr: bigint): { link: SmcrLink; rkey: number; addr: bigint } | undefined {
     const hit = this.retired.get(from)?.find((t) => t.rkey === rkey && t.addr === addr);
     const e = hit && this.rtokens.entry(hit.idx);
-    if (!e) return undefined;
+    // The same entry, not a slot DELETE_RKEY freed and CONFIRM_RKEY filled again since.
+    if (!e || e !== hit.entry) return undefined;
     for (const l of this.activeLinks()) {
       const t = e.get(l);
       if (l !== from && t) return { link: l, rkey: t.rkey, addr: t.addr };
@@ -571,6 +605,8 @@ export class SmcrLinkGroup {
       const q = this.quarantined.get(cdc.token);
       if (q && (cdc.peerConnClosed || cdc.peerConnAbort)) {
         this.quarantined.delete(cdc.token);
+        clearTimeout(this.offeredDeadlines.get(cdc.token));
+        this.offeredDeadlines.delete(cdc.token);
         this.put(this.freeRmbs, q);
       } else if (!q) { this.dropped.cdc++; this.rx.cdcNoConn++; } // smc_cdc.c 485-489: no connection with this token
       return;
@@ -876,7 +912,7 @@ export class SmcrLinkGroup {
   }
 
   private newLink(dev: SmcrDevice, id: number): SmcrLink {
-    const link = new SmcrLink(dev, this.pdOn(dev));
+    const link = this.linkIn(dev);
     link.id = id;
     link.uid = this.uidFor(id);
     this.bind(link);
@@ -1013,10 +1049,11 @@ export class SmcrLinkGroup {
     link.active = false;
     for (const c of this.conns.values()) c.forgetLink(link);
     if ([...this.expectedOn.values()].includes(link)) {
-      const keys: Array<{ idx: number; rkey: number; addr: bigint }> = [];
+      const keys: Array<{ idx: number; rkey: number; addr: bigint; entry: ReadonlyMap<SmcrLink, unknown> }> = [];
       for (let idx = 0; idx < MAX_CONNS; idx++) {
-        const t = this.rtokens.entry(idx)?.get(link);
-        if (t) keys.push({ idx, rkey: t.rkey, addr: t.addr });
+        const entry = this.rtokens.entry(idx);
+        const t = entry?.get(link);
+        if (entry && t) keys.push({ idx, rkey: t.rkey, addr: t.addr, entry });
       }
       this.retired.set(link, keys);
     }
@@ -1145,6 +1182,8 @@ export class SmcrLinkGroup {
       for (const l of links) l.destroy();
       for (const pool of [this.freeRmbs, this.freeSndbufs]) for (const l of pool.values()) for (const b of l) dereg(b);
       for (const b of this.quarantined.values()) dereg(b);
+      for (const t of this.offeredDeadlines.values()) clearTimeout(t);
+      this.offeredDeadlines.clear();
       for (const d of this.draining) dereg(d.buf);
       this.draining.length = 0;
       for (const c of this.conns.values()) { dereg(c.rmb); dereg(c.sndbuf); }
