@@ -345,3 +345,19 @@ test('SQD: a started SEND that drew an RNR NAK is resent when the RNR timer fire
     assert.equal((await drained)[0].name, 'SQ_DRAINED');
   } finally { await close(); }
 });
+
+test('a send path that throws (a WR changed under the requester: a getter) fails its WQE with LOC_QP_OP_ERR, counted, and nothing escapes', async () => {
+  const { a, b, close } = await makePair(QpType.RC);
+  try {
+    const lmr = a.pd.regMr(Buffer.alloc(64), Access.LOCAL_WRITE);
+    const rmr = b.pd.regMr(Buffer.alloc(64), Access.LOCAL_WRITE | Access.REMOTE_WRITE);
+    let reads = 0;
+    // post_send reads the rkey once to check it; the requester's read throws.
+    const rdma = { remoteAddr: rmr.addr, get rkey(): number { if (++reads > 1) throw new Error('changed under the requester'); return rmr.rkey; } };
+    a.qp.postSend({ wrId: 1, opcode: WrOpcode.RDMA_WRITE, sendFlags: SendFlags.SIGNALED, sgList: [lmr.sge(0, 8)], rdma });
+    const [wc] = await waitCompletions(a.cq, 1);
+    assert.deepEqual([wc!.wrId, wc!.status], [1, WcStatus.LOC_QP_OP_ERR]);
+    assert.equal(a.qp.state, QpState.ERR);
+    assert.equal((a.dev.provider as any).counters.requester_errors, 1);
+  } finally { await close(); }
+});
