@@ -2,6 +2,7 @@
 // The softrdma command.
 
 import fs from 'node:fs';
+import os from 'node:os';
 import { devinfoCommand, DEVINFO_USAGE } from './devinfo.js';
 import { demo, DEMO_USAGE } from './demo.js';
 import { smcDemo, SMC_DEMO_USAGE } from './smc-demo.js';
@@ -27,6 +28,8 @@ interface Command {
   args: string;
   about: string;
   usage: string;
+  /** The tool talks to a peer over rxe or the rdma_cm: SIGINT and SIGTERM exit through the exit hooks. */
+  exitOnSignals?: boolean;
   /** Short options that mean --version for this tool (as in the original: smc_run -v, perftest -V). */
   versionShort?: string[];
   /** Where the tool's own options end (smc-run: at the command it runs). */
@@ -38,10 +41,10 @@ interface Command {
 const COMMANDS: Record<string, Command> = {
   demo: { args: '[-v]', about: 'RDMA WRITE and SEND between two rxe devices in one process', usage: DEMO_USAGE, run: demo },
   devinfo: { args: '[-d DEV] [-i PORT] [-l] [-v]', about: 'like ibv_devinfo (an rxe device on --bind ADDR)', usage: DEVINFO_USAGE, run: devinfoCommand },
-  perftest: { args: '<test> [options] [host]', about: "perftest's ib_*_bw and ib_*_lat (write, read, send, atomic)", usage: PERFTEST_USAGE, versionShort: ['-V'], run: async (a) => { await perftest(a); } },
-  pingpong: { args: 'rc|ud [options] [host]', about: "rdma-core's ibv_rc_pingpong / ibv_ud_pingpong", usage: PINGPONG_USAGE, run: async (a) => { await pingpong(a); } },
-  rping: { args: '-s|-c [-a ADDR] [options]', about: "librdmacm's rping, through softrdma/cm", usage: RPING_USAGE, run: rping },
-  cmatose: { args: '[-s ADDR] [-c N] [--ud]', about: "librdmacm's cmatose / udaddy: N connections at once", usage: CMATOSE_USAGE, run: cmatose },
+  perftest: { args: '<test> [options] [host]', about: "perftest's ib_*_bw and ib_*_lat (write, read, send, atomic)", usage: PERFTEST_USAGE, versionShort: ['-V'], exitOnSignals: true, run: async (a) => { await perftest(a); } },
+  pingpong: { args: 'rc|ud [options] [host]', about: "rdma-core's ibv_rc_pingpong / ibv_ud_pingpong", usage: PINGPONG_USAGE, exitOnSignals: true, run: async (a) => { await pingpong(a); } },
+  rping: { args: '-s|-c [-a ADDR] [options]', about: "librdmacm's rping, through softrdma/cm", usage: RPING_USAGE, exitOnSignals: true, run: rping },
+  cmatose: { args: '[-s ADDR] [-c N] [--ud]', about: "librdmacm's cmatose / udaddy: N connections at once", usage: CMATOSE_USAGE, exitOnSignals: true, run: cmatose },
   smcss: { args: '[-a|-l] [-d] [-D|-R] [-W] [-v]', about: "SMC sockets of this user's processes (like smcss)", usage: SMCSS_USAGE, versionShort: ['-V'], run: smcss },
   linkgroup: { args: '[-d|-dd] [show|link-show]', about: "SMC-R link groups and links (like smcr linkgroup)", usage: LINKGROUP_USAGE, versionShort: ['-v'], run: linkgroup },
   'smc-chk': { args: '<host> <port>', about: 'does a service get SMC-D, and if not why (like smc_chk -C)', usage: SMC_CHK_USAGE, versionShort: ['-v'], run: smcChk },
@@ -79,6 +82,12 @@ async function main(argv: string[]): Promise<number> {
     const w = wants(c, rest);
     if (w === 'help') { console.log(c.usage); return 0; }
     if (w === 'version') { console.log(`softrdma ${cmd} ${packageVersion()}`); return 0; }
+    // Ctrl-C and kill end a run through process.exit, so that the exit hooks run: the rdma_cm's
+    // sweep sends the DREQ or REJ a Linux peer gets from the kernel when a process dies (without
+    // it a peer waiting on its CQ waits for ever), and rxe's held ACKs leave.
+    if (c.exitOnSignals) {
+      for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => process.exit(128 + os.constants.signals[sig]));
+    }
     try {
       return (await c.run(rest)) ?? 0;
     } catch (err) {

@@ -7,6 +7,9 @@
 
 import type { Device, Gsi, GsiDest, GsiSource } from '../verbs/api.js';
 import { MadMethod, MadStatus, MgmtClass, decodeMad, isResponseMethod, type Mad } from './wire/mad.js';
+
+/** IB_MGMT_CLASSPORTINFO_ATTR_ID */
+const CLASS_PORT_INFO = 0x0001;
 import { tracer } from '../sys/trace.js';
 
 const traceDrop = tracer('cm', 'drop');
@@ -128,6 +131,8 @@ export class MadLayer {
     const h = mad.header;
     // validate_mad: the subnet-management classes travel on QP0 only
     if (h.mgmtClass === MgmtClass.SUBN_LID_ROUTED || h.mgmtClass === MgmtClass.SUBN_DIRECTED_ROUTE) { c.invalid_drops++; return; }
+    // validate_mad: CM attributes other than ClassPortInfo travel by SEND only (no answer to a GET)
+    if (h.mgmtClass === MgmtClass.CM && h.attrId !== CLASS_PORT_INFO && h.method !== MadMethod.SEND) { c.invalid_drops++; return; }
     let agent: MadAgentSpec | undefined;
     if (isResponseMethod(h.method)) {
       agent = this.agents.get(Number(h.tid >> 32n));

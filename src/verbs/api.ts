@@ -198,7 +198,7 @@ export class Context extends EventEmitter {
 
   createCq(cqe: number, opts: { channel?: CompChannel; compVector?: number } = {}): CQ {
     const a = Attr.CQ.CREATE;
-    const out = this.invoke(Obj.CQ, M.CQ.CREATE, { [a.CQE]: cqe, [a.COMP_CHANNEL]: opts.channel?.handle, [a.COMP_VECTOR]: opts.compVector });
+    const out = this.invoke(Obj.CQ, M.CQ.CREATE, { [a.CQE]: cqe, [a.COMP_CHANNEL]: handleIn(this, opts.channel, 'comp_channel', 'CQ', 'CREATE'), [a.COMP_VECTOR]: opts.compVector });
     return this.wrap(new CQ(this, out[a.HANDLE] as number));
   }
 
@@ -232,6 +232,16 @@ abstract class Obj_ {
   constructor(readonly context: Context, readonly handle: number) {}
 }
 
+/**
+ * The handle of an object argument, which must be a wrapper of `ctx`: handles are numbered per
+ * context, so another context's object would name whatever this one has under that number.
+ */
+function handleIn(ctx: Context, x: unknown, attr: string, object: string, method: string): number | undefined {
+  if (x === undefined) return undefined;
+  if (!(x instanceof Obj_) || x.context !== ctx) fail('EINVAL', 'must be an object of the same context', { object, method, attr });
+  return x.handle;
+}
+
 export class PD extends Obj_ {
   /** ibv_reg_mr: `memory` is the registered buffer; `addr` of the MR is its I/O virtual address. */
   regMr(memory: ArrayBufferView | ArrayBuffer, access: number, opts: { iova?: number } = {}): MR {
@@ -258,8 +268,9 @@ export class PD extends Obj_ {
   createQp(init: QpCreateAttr): QP {
     const a = Attr.QP.CREATE;
     const out = this.context.invoke(Obj.QP, M.QP.CREATE, {
-      [a.PD_HANDLE]: this.handle, [a.QP_TYPE]: init.qpType, [a.SEND_CQ]: init.sendCq.handle, [a.RECV_CQ]: init.recvCq.handle,
-      [a.SRQ]: init.srq?.handle, [a.CAP]: init.cap, [a.SQ_SIG_ALL]: init.sqSigAll,
+      [a.PD_HANDLE]: this.handle, [a.QP_TYPE]: init.qpType,
+      [a.SEND_CQ]: handleIn(this.context, init.sendCq, 'send_cq', 'QP', 'CREATE'), [a.RECV_CQ]: handleIn(this.context, init.recvCq, 'recv_cq', 'QP', 'CREATE'),
+      [a.SRQ]: handleIn(this.context, init.srq, 'srq', 'QP', 'CREATE'), [a.CAP]: init.cap, [a.SQ_SIG_ALL]: init.sqSigAll,
     });
     return this.context.wrap(new QP(this.context, out[a.HANDLE] as number, out[a.RESP_CAP] as QpCap, init.srq));
   }
@@ -288,7 +299,7 @@ export class MR extends Obj_ {
   rereg(change: { pd?: PD; memory?: ArrayBufferView | ArrayBuffer; iova?: number; access?: number }): void {
     const flags = (change.pd ? Rereg.CHANGE_PD : 0) | (change.memory ? Rereg.CHANGE_TRANSLATION : 0) | (change.access !== undefined ? Rereg.CHANGE_ACCESS : 0);
     const a = Attr.MR.REREG;
-    this.context.invoke(Obj.MR, M.MR.REREG, { [a.HANDLE]: this.handle, [a.FLAGS]: flags, [a.PD_HANDLE]: change.pd?.handle, [a.MEMORY]: change.memory, [a.IOVA]: change.iova, [a.ACCESS_FLAGS]: change.access });
+    this.context.invoke(Obj.MR, M.MR.REREG, { [a.HANDLE]: this.handle, [a.FLAGS]: flags, [a.PD_HANDLE]: handleIn(this.context, change.pd, 'pd_handle', 'MR', 'REREG'), [a.MEMORY]: change.memory, [a.IOVA]: change.iova, [a.ACCESS_FLAGS]: change.access });
     if (change.memory) this.memory = change.memory;
   }
   /** ibv_dereg_mr: EBUSY while memory windows are bound to it. */
@@ -525,8 +536,8 @@ export class QP extends Obj_ {
   /** ibv_post_send. A list stops at the first bad WR; the error carries `badWrIndex`. */
   postSend(wr: SendWr | SendWr[]): void {
     postEach(wr, (w) => {
-      if (w.ud && w.ud.ah instanceof AH) w = { ...w, ud: { ...w.ud, ah: this.context.impl(w.ud.ah.handle) } };
-      if (w.bindMw && w.bindMw.mw instanceof MW) w = { ...w, bindMw: { ...w.bindMw, mw: this.context.impl(w.bindMw.mw.handle) } };
+      if (w.ud && w.ud.ah instanceof AH) w = { ...w, ud: { ...w.ud, ah: this.context.impl(handleIn(this.context, w.ud.ah, 'ud', 'QP', 'POST_SEND')!) } };
+      if (w.bindMw && w.bindMw.mw instanceof MW) w = { ...w, bindMw: { ...w.bindMw, mw: this.context.impl(handleIn(this.context, w.bindMw.mw, 'bind_mw', 'QP', 'POST_SEND')!) } };
       this.qp.postSend(w);
     }, 'QP', 'POST_SEND');
   }

@@ -178,8 +178,11 @@ describe('what QP1 and the MAD layer cannot take: counted, dropped or answered, 
       la.send(smp, { dgid: B.gid });
       await waitFor('invalid drops', () => lb.counters.invalid_drops === 2);
       la.send(encodeCmMad({ ...blankCm('DREQ') }, 1n, { classVersion: 1 }), { dgid: B.gid }); // no agent for CM v1
-      la.send(encodeCmMad({ ...blankCm('DREQ') }, 1n, { method: MadMethod.REPORT }), { dgid: B.gid }); // the CM takes SEND only
-      await waitFor('unclaimed', () => lb.counters.unclaimed_drops === 2);
+      // validate_mad: a CM attribute other than ClassPortInfo by any method but SEND is invalid (a GET is not answered)
+      la.send(encodeCmMad({ ...blankCm('DREQ') }, 1n, { method: MadMethod.REPORT }), { dgid: B.gid });
+      la.send(encodeCmMad({ ...blankCm('DREQ') }, 1n, { method: MadMethod.GET }), { dgid: B.gid });
+      await waitFor('unclaimed and invalid', () => lb.counters.unclaimed_drops === 1 && lb.counters.invalid_drops === 4);
+      assert.equal(lb.counters.unsupported_answered, 0);
       // CM class, version 2, SEND: the agent's, but LAP (0x19) is not a message this CM handles
       la.send(encodeMad({ ...cmMadHeader(0x19, 1n) }), { dgid: B.gid });
       await waitFor('malformed CM', () => B.counters.rx_malformed === 1);

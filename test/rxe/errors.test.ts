@@ -361,3 +361,19 @@ test('a send path that throws (a WR changed under the requester: a getter) fails
     assert.equal((a.dev.provider as any).counters.requester_errors, 1);
   } finally { await close(); }
 });
+
+test('objects of another context are refused by name (handles are per context: one would name whatever this context has under its number)', async () => {
+  const { a, b, close } = await makePair(QpType.UD);
+  try {
+    const other = a.dev.open();
+    try {
+      const foreignCq = other.createCq(8);
+      const foreignAh = other.allocPd().createAh({ grh: { dgid: b.ctx.queryGid(), hopLimit: 64 } });
+      const refused = (attr: string) => (e: unknown) => e instanceof VerbsError && e.code === 'EINVAL' && e.attr === attr;
+      assert.throws(() => a.pd.createQp({ qpType: QpType.UD, sendCq: foreignCq, recvCq: a.cq, cap: { maxSendWr: 1, maxRecvWr: 1 } }), refused('send_cq'));
+      assert.throws(() => a.pd.createQp({ qpType: QpType.UD, cap: { maxSendWr: 1, maxRecvWr: 1 } } as never), refused('send_cq'));
+      const smr = a.pd.regMr(Buffer.from('x'), 0);
+      assert.throws(() => a.qp.postSend({ wrId: 1, opcode: WrOpcode.SEND, sgList: [smr.sge()], ud: { ah: foreignAh, remoteQpn: b.qp.qpn, remoteQkey: 0x11111111 } }), refused('ud'));
+    } finally { other.close(); }
+  } finally { await close(); }
+});
