@@ -146,13 +146,16 @@ export class Dmb {
   disarm(): void { Atomics.store(this.device.table.i32, this.device.table.armedIndex(this.index), 0); }
   get isClosed(): boolean { return this.closed; }
   /** @internal */
-  release(): void {
+  /** unmapMemory false: at process exit, where views of it may still be read by later 'exit' listeners. */
+  release(unmapMemory = true): void {
     if (this.closed) return;
     this.closed = true;
     this.bytes = new Uint8Array(0);
     this.onSignal = undefined;
-    unmap(this.mapping);
-    fs.closeSync(this.fd);
+    if (unmapMemory) {
+      unmap(this.mapping);
+      fs.closeSync(this.fd);
+    }
     const released = this.onRelease;
     this.onRelease = undefined;
     released?.();
@@ -396,7 +399,12 @@ export class IsmDevice extends EventEmitter {
   private readonly key: Buffer;
   private entryCheckedAt = 0;
   private closed = false;
-  private readonly onExit = () => this.close();
+  /**
+   * At exit the entry goes (nobody may attach to a dead process's device), but the memory stays
+   * mapped: an 'exit' listener after ours may still destroy a socket, whose teardown reads its
+   * DMB's cursors (unmapped, that was a SIGSEGV); the kernel frees it all a moment later.
+   */
+  private readonly onExit = () => this.close(true);
 
   private constructor(slots: number, private readonly maxDoorbell: number) {
     super();
@@ -545,12 +553,21 @@ export class IsmDevice extends EventEmitter {
   attachDmb(peerGid: bigint, token: bigint): RemoteDmb {
     if (this.closed) throw new IsmError('ENODEV', 'ism device is closed');
     const peer = this.peerDevice(peerGid);
-    const index = peer.table.find(token);
-    if (index < 0) throw new IsmError('ENOENT', `peer ${hex64(peerGid)} has no DMB with token ${hex64(token)}`);
-    const size = peer.table.size(index);
-    let mapping = peer.unpark(token, index, size);
-    if (mapping) this.stats.attachReused++;
-    else mapping = mapPeerMemfd(peer.entry.pid, peer.table.fd(index), `softrdma-dmb-${hex64(token)}`, size);
+    let index: number, size: number, mapping: Mapping | undefined;
+    try {
+      index = peer.table.find(token);
+      if (index < 0) throw new IsmError('ENOENT', `peer ${hex64(peerGid)} has no DMB with token ${hex64(token)}`);
+      size = peer.table.size(index);
+      mapping = peer.unpark(token, index, size);
+      if (mapping) this.stats.attachReused++;
+      else mapping = mapPeerMemfd(peer.entry.pid, peer.table.fd(index), `softrdma-dmb-${hex64(token)}`, size);
+    } catch (err) {
+      // A peer just mapped for this attach, and used by nothing, lingers out as after its last
+      // DMB (it kept its page mapped, and answered reachable(), for the life of the process).
+      peer.ref();
+      peer.unref();
+      throw err;
+    }
     peer.ref();
     this.stats.dmbsAttached++;
     return new RemoteDmb(peer, token, index, size, mapping);
@@ -613,7 +630,9 @@ export class IsmDevice extends EventEmitter {
         const dmb = this.dmbs.get(ix);
         if (!dmb) { this.stats.badSignals++; continue; }
         this.stats.signalsReceived++;
-        dmb.onSignal?.();
+        // A throwing consumer must not cost the rest of the chunk's rings (their writers think
+        // them heard): thrown again on its own tick.
+        try { dmb.onSignal?.(); } catch (err) { process.nextTick(() => { throw err; }); }
       }
       carry = whole < buf.length ? Buffer.from(buf.subarray(whole)) : undefined;
     };
@@ -625,15 +644,16 @@ export class IsmDevice extends EventEmitter {
     s.on('error', () => {});
   }
 
-  close(): void {
+  close(atExit = false): void {
     if (this.closed) return;
     this.closed = true;
     process.removeListener('exit', this.onExit);
-    for (const d of this.dmbs.values()) d.release();
+    for (const d of this.dmbs.values()) d.release(!atExit);
     this.dmbs.clear();
     this.server.close();
     const entry = openEntryPath('ism', this.entryName);
     if (entry) removeEntry(entry);
+    if (atExit) return;
     unmap(this.page);
     fs.closeSync(this.pageFd);
   }

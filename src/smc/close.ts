@@ -6,7 +6,7 @@
 
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
-import { releaseHandshake } from './handshake.js';
+import { onClientConnect, releaseHandshake } from './handshake.js';
 import type { Socket } from './socket.js';
 import { connReset, restoreOwner, type SmcState } from './state.js';
 import { recordConnection } from './handshake-control.js';
@@ -107,6 +107,9 @@ function teardown(sock: Socket, s: SmcState): void {
   }
   s.dmb = undefined;
   s.remote = undefined;
+  // A connect that failed never emitted 'connect': its handshake listener would stay, one more
+  // with every retry on the same socket.
+  sock.removeListener('connect', onClientConnect);
   if (s.pending || s.held || s.heldFinal) {
     const waiting = [s.pending?.cb, s.held?.cb, s.heldFinal];
     s.pending = undefined;

@@ -17,7 +17,12 @@ interface ListenerEntry extends ProcessStamp {
   netns: string;
   address: string;
   port: number;
+  /** A '::' listener that takes IPv6 only (IPV6_V6ONLY): not a listener for IPv4 destinations. */
+  v6only?: true;
 }
+
+/** How a v6-only '::' listener stands in the port cache's address list. */
+const V6ONLY_ANY = '::%v6only';
 
 let serial = 0;
 
@@ -65,9 +70,9 @@ export class ListenerRegistration {
   private readonly name: string;
   private readonly stopKeeping: () => void;
   private removed = false;
-  constructor(address: string, port: number) {
+  constructor(address: string, port: number, v6only = false) {
     this.name = `${port}.${process.pid}.${++serial}.json`;
-    const e: ListenerEntry = { ...selfStamp(), netns: netNamespace(), address, port };
+    const e: ListenerEntry = { ...selfStamp(), netns: netNamespace(), address, port, ...(v6only && address === '::' ? { v6only: true as const } : {}) };
     writeEntry('listeners', this.name, e);
     sweepDeadListeners();
     if (live.size === 0) process.on('exit', removeAllAtExit);
@@ -108,6 +113,7 @@ function addressMatches(listening: string, dest: string): boolean {
   const l = unmapV4(listening);
   if (l === dest) return true;
   if (l === '::') return true; // dual-stack wildcard
+  if (l === V6ONLY_ANY) return net.isIPv6(dest);
   if (l === '0.0.0.0') return net.isIPv4(dest);
   return false;
 }
@@ -156,7 +162,7 @@ function listenersOn(port: number): PortEntry {
   for (const name of names ?? []) {
     if (!name.startsWith(prefix) || !name.endsWith('.json')) continue;
     const e = liveEntry(dir, name);
-    if (e && e.port === port && e.netns === netNamespace()) addresses.push(e.address);
+    if (e && e.port === port && e.netns === netNamespace()) addresses.push(e.v6only ? V6ONLY_ANY : e.address);
   }
   const entry: PortEntry = { at: now, addresses, lastDest: undefined, lastAnswer: false };
   cache.set(port, entry);

@@ -32,7 +32,7 @@ import { kick, stayAwakeUntil } from './poller.js';
 import { peerKey, shouldTrySmc } from './handshake-control.js';
 import { anyPolicy, policyAllows } from './policy.js';
 import { SmcdConnection } from './smcd-connection.js';
-import { inSmcrHandshake, onSmcrClc, releaseSmcr, smcrDecline, smcrPeerEndedHandshake, smcrDiscovery, smcrMayTry, smcrProposal, type SmcrOps } from './smcr/clc-flow.js';
+import { inSmcrHandshake, onSmcrClc, releaseSmcr, smcrDecline, smcrFirstContact, smcrPeerEndedHandshake, smcrDiscovery, smcrMayTry, smcrProposal, type SmcrOps } from './smcr/clc-flow.js';
 import { smcrWaitEnded } from './smcr/discovery.js';
 import type { Socket } from './socket.js';
 import { connReset, getSmcInfo, kSmc, restoreOwner, toBuffer, withSmcCounters, type Held, type SmcState } from './state.js';
@@ -103,11 +103,33 @@ function sendDecline(sock: Socket, s: SmcState, reason: number, smcr = inSmcrHan
   s.stripClc = true;
 }
 
+/**
+ * Whether the client settles on SMC as it sends its Confirm (so a server must not fall back
+ * once its Accept is out): always for SMC-D; for SMC-R except at first contact, where the
+ * client still waits for CONFIRM_LINK and falls back with us if it does not come.
+ */
+function confirmSettlesClient(s: SmcState): boolean {
+  return !inSmcrHandshake(s) || smcrFirstContact(s) === false;
+}
+
 function startTimer(sock: Socket, s: SmcState): void {
   clearTimeout(s.timer);
   s.timer = setTimeout(() => {
     s.timer = undefined;
-    if (s.phase === 'proposing' || s.phase === 'srv-accepting') {
+    if (s.phase === 'srv-accepting' && confirmSettlesClient(s)) {
+      // Our Accept is out, and a client goes to SMC as it sends its Confirm: a fallback now
+      // would lose what it writes. The Confirm may be in the kernel already (timers run before
+      // the poll phase reads), so look once more after the poll phase; if it still has not
+      // come, reset, as onConfirm does when the Confirm does not fit.
+      setImmediate(() => {
+        if (s.phase !== 'srv-accepting' || sock.destroyed) return;
+        sendDecline(sock, s, DECLINE.TIMEOUT_CL);
+        releaseHandshake(s);
+        s.fallbackReason = DECLINE.TIMEOUT_CL;
+        countSettled('failed');
+        sock.destroy(connReset('SMC handshake timed out waiting for the client\'s Confirm (the client may be on SMC already)'));
+      });
+    } else if (s.phase === 'proposing' || s.phase === 'srv-accepting') {
       sendDecline(sock, s, DECLINE.TIMEOUT_CL);
       releaseHandshake(s);
       settleTcp(sock, s, DECLINE.TIMEOUT_CL, 'handshake timed out');
@@ -537,7 +559,8 @@ function startSmcd(sock: Socket, s: SmcState): void {
   clearTimeout(s.timer);
   s.timer = undefined;
   const conn = new SmcdConnection(s.dmb!, s.remote!, transportEvents(sock, s, 'SMC-D'), (d) => returnDmb(s.device!, s.peerGid!, d));
-  s.dmb!.onSignal = () => { if (!conn.released) { conn.process(); kick(conn); } };
+  // kick in finally: a throwing application callback inside process() must not leave the connection unpolled.
+  s.dmb!.onSignal = () => { if (!conn.released) { try { conn.process(); } finally { kick(conn); } } };
   countSettled('SMCD');
   settleSmc(sock, s, conn, 'SMC-D');
 }
@@ -551,21 +574,26 @@ function settleSmc(sock: Socket, s: SmcState, conn: SmcTransport, label: string)
   s.conn = conn;
   s.phase = 'smcd';
   if (settled.active) traceSettled(sock, s, conn.mode, label);
-  sock.emit('smc', getSmcInfo(sock));
-  const held = s.held;
-  s.held = undefined;
-  if (held) {
-    const buf = held.writev
-      ? Buffer.concat((held.data as Array<{ chunk: unknown; encoding: BufferEncoding }>).map((c) => toBuffer(c.chunk, c.encoding)))
-      : toBuffer(held.data, held.encoding);
-    smcWrite(sock, s, buf, held.cb);
+  try {
+    sock.emit('smc', getSmcInfo(sock));
+    const held = s.held;
+    s.held = undefined;
+    if (held) {
+      const buf = held.writev
+        ? Buffer.concat((held.data as Array<{ chunk: unknown; encoding: BufferEncoding }>).map((c) => toBuffer(c.chunk, c.encoding)))
+        : toBuffer(held.data, held.encoding);
+      smcWrite(sock, s, buf, held.cb);
+    }
+    const fin = s.heldFinal;
+    s.heldFinal = undefined;
+    if (fin) sock._final(fin);
+    // The client writes right after its Confirm: the server may find data waiting already.
+    if (s.role === 'server') conn.process();
+  } finally {
+    // An application callback that threw ('smc', 'data', a write callback) must not leave the
+    // connection unpolled: the exception goes on up, the polling goes on.
+    conn.kick();
   }
-  const fin = s.heldFinal;
-  s.heldFinal = undefined;
-  if (fin) sock._final(fin);
-  // The client writes right after its Confirm: the server may find data waiting already.
-  if (s.role === 'server') conn.process();
-  conn.kick();
 }
 
 export function stripThenPush(sock: Socket, s: SmcState, chunk: Buffer | null): boolean {

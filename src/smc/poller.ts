@@ -104,7 +104,7 @@ function spin(): void {
   let longYield = false;
   for (;;) {
     for (const c of hot) {
-      if (c.process()) { any = true; c.lastActive = performance.now(); }
+      if (processSafely(c)) { any = true; c.lastActive = performance.now(); }
     }
     if (any) { longYields = 0; break; }
     if (busy) break;
@@ -140,7 +140,7 @@ function spin(): void {
     if (c.released) { hot.delete(c); continue; }
     if (now - c.lastActive < idle) continue;
     c.rx.arm();
-    if (c.process()) {
+    if (processSafely(c)) {
       c.rx.disarm();
       c.lastActive = now;
     } else {
@@ -150,6 +150,21 @@ function spin(): void {
   if (hot.size > 0 && !scheduled) {
     scheduled = true;
     setImmediate(spin);
+  }
+}
+
+/**
+ * Poll one connection. Its processing runs application callbacks ('data', 'drain', write
+ * callbacks); one that throws must not stop the poller (every hot connection would stay
+ * disarmed, unpolled): the exception is thrown again on its own tick, as an uncaught exception
+ * from a 'data' handler is, and the connection counts as active.
+ */
+function processSafely(c: SmcdConnection): boolean {
+  try {
+    return c.process();
+  } catch (err) {
+    process.nextTick(() => { throw err; });
+    return true;
   }
 }
 

@@ -2,6 +2,7 @@
 // itself in the per-host listener registry while listening, so local SMC clients know they
 // may propose; everyone else simply sees a TCP server.
 
+import { libcLibrary } from '../sys/libc.js';
 import net from 'node:net';
 import tls from 'node:tls';
 import util from 'node:util';
@@ -49,7 +50,7 @@ export function enableSmcOnServer(server: net.Server, opts: ResolvedSmcOptions):
     if (a && typeof a === 'object' && opts.enabled) {
       unregister();
       try {
-        state.registration = new ListenerRegistration(a.address, a.port);
+        state.registration = new ListenerRegistration(a.address, a.port, a.address === '::' && v6Only(server));
       } catch (err) {
         // Without an entry no client proposes SMC: the server still serves, over TCP.
         debug('cannot register the SMC listener %s:%d: %s', a.address, a.port, (err as Error).message);
@@ -113,6 +114,26 @@ function gentleDrops(server: net.Server, timeout: number): void {
     }
     onconnection.call(this, err, client);
   };
+}
+
+let getsockoptFn: ((fd: number, level: number, name: number, val: Buffer, len: Buffer) => number) | undefined;
+
+/**
+ * Whether a '::' listener takes IPv6 only (listen's ipv6Only, or the system's bindv6only):
+ * IPV6_V6ONLY read from its socket. When that cannot be read, dual-stack, as Linux's default.
+ */
+function v6Only(server: net.Server): boolean {
+  const fd = (server as unknown as { _handle?: { fd?: number } })._handle?.fd;
+  if (typeof fd !== 'number' || fd < 0) return false;
+  try {
+    getsockoptFn ??= libcLibrary().func('int getsockopt(int, int, int, _Out_ uint8_t *, _Inout_ uint32_t *)') as unknown as typeof getsockoptFn;
+    const v = Buffer.alloc(4);
+    const len = Buffer.alloc(4);
+    len.writeUInt32LE(4);
+    return getsockoptFn!(fd, 41 /* IPPROTO_IPV6 */, 26 /* IPV6_V6ONLY */, v, len) === 0 && v.readInt32LE(0) !== 0;
+  } catch {
+    return false;
+  }
 }
 
 export class Server extends net.Server {

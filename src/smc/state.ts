@@ -166,7 +166,9 @@ export const counterAccessors = {
     configurable: true,
     get(this: Socket): number | undefined {
       const s = this[kSmc];
-      if (s?.conn) return s.conn.bytesSent + (s.pending ? s.pending.buf.length - s.pending.off : 0) + this.writableLength;
+      // Everything written so far, as node:net counts it: what went out, plus what is queued.
+      // writableLength holds the chunk in flight whole, and its first pending.off bytes are out.
+      if (s?.conn) return s.conn.bytesSent + this.writableLength - (s.pending ? s.pending.off : 0);
       const b = tcpBytesWritten.call(this) as number | undefined;
       // node counts a write queued while connecting (its _pendingData); ours are held here.
       return b === undefined ? b : b - (s?.clcOut ?? 0) + heldBytes(s?.held);

@@ -94,3 +94,19 @@ describe('entries kept present', () => {
     }
   });
 });
+
+describe('a \'::\' listener and IPv4 destinations', () => {
+  it('dual-stack: a listener for both; ipv6Only: for IPv6 destinations only (no Proposal to whoever holds 0.0.0.0 on that port)', async () => {
+    const smc = await import('../../src/smc/index.js');
+    for (const ipv6Only of [false, true]) {
+      const srv = smc.createServer(() => {});
+      await new Promise<void>((r) => srv.listen({ port: 0, host: '::', ipv6Only }, r));
+      try {
+        clearDiscoveryCache();
+        const port = (srv.address() as { port: number }).port;
+        assert.equal(isSmcListener('::1', port), true, `ipv6Only ${ipv6Only}, ::1`);
+        assert.equal(isSmcListener('127.0.0.1', port), !ipv6Only, `ipv6Only ${ipv6Only}, 127.0.0.1`);
+      } finally { srv.close(); }
+    }
+  });
+});

@@ -41,6 +41,15 @@ describe('ism device', () => {
     assert.equal(code(() => a.registerDmb(10)), 'EINVAL');
   });
 
+  it('a failed first attach to a peer leaves it lingering out, not mapped for the life of the process', () => {
+    const c = IsmDevice.open({ slots: 8 });
+    try {
+      assert.equal(code(() => c.attachDmb(a.gid, 54321n)), 'ENOENT');
+      const peer = (c as unknown as { peers: Map<bigint, { linger?: NodeJS.Timeout }> }).peers.get(a.gid);
+      assert.ok(peer?.linger, 'the peer mapped for the attach has its linger timer');
+    } finally { c.close(); }
+  });
+
   it('DMBs are sealed against resizing, so a peer cannot SIGBUS us', () => {
     const dmb = a.registerDmb(8192);
     const fd = fs.openSync(`/proc/self/fd/${dmb.fd}`, 'r+');

@@ -61,6 +61,38 @@ describe('node:net behaviour around the SMC handshake', () => {
     });
   });
 
+  it('a socket that connects again after failed connects keeps no listener per attempt (as node:net)', async () => {
+    const c = new smc.Socket();
+    c.on('error', () => {});
+    const base = c.listenerCount('connect');
+    for (let i = 0; i < 5; i++) {
+      const closed = new Promise((r) => c.once('close', r));
+      c.connect(1, '127.0.0.1'); // nobody listens on port 1: ECONNREFUSED
+      await bounded(closed, 10_000, 'the failed connect');
+    }
+    assert.equal(c.listenerCount('connect'), base);
+  });
+
+  it('bytesWritten while a large write waits on a reader that does not read: each byte once (written or queued)', async () => {
+    const accepted = new Set<net.Socket>();
+    const server = smc.createServer((s) => { accepted.add(s); s.pause(); });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const c = smc.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
+    try {
+      await bounded(once(c, 'smc'), 10_000, 'the handshake');
+      assert.equal(smc.getSmcInfo(c).mode, 'SMCD');
+      c.write(Buffer.alloc(4 << 20)); // far more than the peer's DMB holds
+      await new Promise((r) => setImmediate(r));
+      assert.ok(c.writableLength > 0, 'the write is blocked');
+      assert.equal(c.bytesWritten, 4 << 20);
+    } finally {
+      c.destroy();
+      for (const s of accepted) s.destroy();
+      server.close();
+    }
+  });
+
   it('a write queued before the connection fails with ERR_SOCKET_CLOSED_BEFORE_CONNECTION on destroy, and emits no error', async () => {
     await withEchoServer(async (port, sockets) => {
       const c = new smc.Socket();
