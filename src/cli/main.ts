@@ -85,8 +85,15 @@ async function main(argv: string[]): Promise<number> {
     // Ctrl-C and kill end a run through process.exit, so that the exit hooks run: the rdma_cm's
     // sweep sends the DREQ or REJ a Linux peer gets from the kernel when a process dies (without
     // it a peer waiting on its CQ waits for ever), and rxe's held ACKs leave.
+    // The process still dies of the signal (the last 'exit' listener raises it again, with the
+    // default action back), so shells and parents see what they would without this.
     if (c.exitOnSignals) {
-      for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => process.exit(128 + os.constants.signals[sig]));
+      for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+        process.once(sig, () => {
+          process.once('exit', () => process.kill(process.pid, sig));
+          process.exit(128 + os.constants.signals[sig]);
+        });
+      }
     }
     try {
       return (await c.run(rest)) ?? 0;

@@ -404,7 +404,7 @@ export class IsmDevice extends EventEmitter {
    * mapped: an 'exit' listener after ours may still destroy a socket, whose teardown reads its
    * DMB's cursors (unmapped, that was a SIGSEGV); the kernel frees it all a moment later.
    */
-  private readonly onExit = () => this.close(true);
+  private readonly onExit = () => this.shutdown(true);
 
   private constructor(slots: number, private readonly maxDoorbell: number) {
     super();
@@ -644,7 +644,11 @@ export class IsmDevice extends EventEmitter {
     s.on('error', () => {});
   }
 
-  close(atExit = false): void {
+  close(): void {
+    this.shutdown(false);
+  }
+
+  private shutdown(atExit: boolean): void {
     if (this.closed) return;
     this.closed = true;
     process.removeListener('exit', this.onExit);

@@ -32,7 +32,7 @@ import { kick, stayAwakeUntil } from './poller.js';
 import { peerKey, shouldTrySmc } from './handshake-control.js';
 import { anyPolicy, policyAllows } from './policy.js';
 import { SmcdConnection } from './smcd-connection.js';
-import { inSmcrHandshake, onSmcrClc, releaseSmcr, smcrDecline, smcrFirstContact, smcrPeerEndedHandshake, smcrDiscovery, smcrMayTry, smcrProposal, type SmcrOps } from './smcr/clc-flow.js';
+import { inSmcrHandshake, onSmcrClc, releaseSmcr, smcrDecline, smcrPeerEndedHandshake, smcrDiscovery, smcrMayTry, smcrProposal, type SmcrOps } from './smcr/clc-flow.js';
 import { smcrWaitEnded } from './smcr/discovery.js';
 import type { Socket } from './socket.js';
 import { connReset, getSmcInfo, kSmc, restoreOwner, toBuffer, withSmcCounters, type Held, type SmcState } from './state.js';
@@ -103,37 +103,28 @@ function sendDecline(sock: Socket, s: SmcState, reason: number, smcr = inSmcrHan
   s.stripClc = true;
 }
 
-/**
- * Whether the client settles on SMC as it sends its Confirm (so a server must not fall back
- * once its Accept is out): always for SMC-D; for SMC-R except at first contact, where the
- * client still waits for CONFIRM_LINK and falls back with us if it does not come.
- */
-function confirmSettlesClient(s: SmcState): boolean {
-  return !inSmcrHandshake(s) || smcrFirstContact(s) === false;
-}
-
 function startTimer(sock: Socket, s: SmcState): void {
   clearTimeout(s.timer);
   s.timer = setTimeout(() => {
     s.timer = undefined;
-    if (s.phase === 'srv-accepting' && confirmSettlesClient(s)) {
-      // Our Accept is out, and a client goes to SMC as it sends its Confirm: a fallback now
-      // would lose what it writes. The Confirm may be in the kernel already (timers run before
-      // the poll phase reads), so look once more after the poll phase; if it still has not
-      // come, reset, as onConfirm does when the Confirm does not fit.
-      setImmediate(() => {
-        if (s.phase !== 'srv-accepting' || sock.destroyed) return;
-        sendDecline(sock, s, DECLINE.TIMEOUT_CL);
-        releaseHandshake(s);
-        s.fallbackReason = DECLINE.TIMEOUT_CL;
-        countSettled('failed');
-        sock.destroy(connReset('SMC handshake timed out waiting for the client\'s Confirm (the client may be on SMC already)'));
-      });
-    } else if (s.phase === 'proposing' || s.phase === 'srv-accepting') {
+    const fallBack = () => {
       sendDecline(sock, s, DECLINE.TIMEOUT_CL);
       releaseHandshake(s);
       settleTcp(sock, s, DECLINE.TIMEOUT_CL, 'handshake timed out');
       if (s.clc) startTimer(sock, s); // part of one may be here already: bound that wait too
+    };
+    if (s.phase === 'srv-accepting' && !s.acceptGrace) {
+      // Our SMC-D Accept is out. The client goes to SMC-D as it sends its Confirm, and one
+      // that does not settle sends its Decline when its own timer runs out: wait one more
+      // period for either instead of falling back now, which would lose what a client on
+      // SMC-D writes (its Confirm may be in the kernel already: timers run before reads).
+      s.acceptGrace = true;
+      startTimer(sock, s);
+    } else if (s.phase === 'srv-accepting') {
+      // Neither came: read what the poll phase brings first, then fall back.
+      setImmediate(() => { if (s.phase === 'srv-accepting' && !sock.destroyed) fallBack(); });
+    } else if (s.phase === 'proposing') {
+      fallBack();
     } else if (s.phase === 'srv-wait' && s.clc) {
       // The first bytes looked like the start of a CLC message and no more came: they are the
       // client's data. Deliver them, and let the server's held writes go out.

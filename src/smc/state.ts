@@ -76,6 +76,8 @@ export interface SmcState {
   conn: SmcTransport | undefined;
   proposal: Proposal | undefined;
   timer: NodeJS.Timeout | undefined;
+  /** A server's handshake timer ran out once after its Accept: it waits one more period (handshake.ts startTimer). */
+  acceptGrace: boolean;
   pending: { buf: Buffer; off: number; cb: (err?: Error | null) => void } | undefined;
   clcIn: number;
   clcOut: number;
@@ -118,7 +120,7 @@ export function newState(role: 'client' | 'server', opts: ResolvedSmcOptions, co
   return {
     role, phase: role === 'client' ? 'idle' : 'srv-wait', opts, clc: undefined, held: undefined, heldFinal: undefined,
     stripClc: false, serverDecline: 0, fallbackReason: undefined, peerDeclineReason: undefined, fallbackCause: undefined,
-    device: undefined, peerGid: undefined, dmb: undefined, remote: undefined, conn: undefined, proposal: undefined, timer: undefined,
+    device: undefined, peerGid: undefined, dmb: undefined, remote: undefined, conn: undefined, proposal: undefined, timer: undefined, acceptGrace: false,
     pending: undefined, clcIn: 0, clcOut: 0, strayTcpBytes: 0, writeDone: false, writeDoneAfterPeer: false, wroteAfterPeerClosed: false,
     targetPort: undefined, targetHost: undefined, counters, ownerHandle: undefined, learnKey: undefined, learnedTcp: false, startedAt: 0, onread: undefined,
   };
@@ -166,9 +168,14 @@ export const counterAccessors = {
     configurable: true,
     get(this: Socket): number | undefined {
       const s = this[kSmc];
-      // Everything written so far, as node:net counts it: what went out, plus what is queued.
-      // writableLength holds the chunk in flight whole, and its first pending.off bytes are out.
-      if (s?.conn) return s.conn.bytesSent + this.writableLength - (s.pending ? s.pending.off : 0);
+      // Everything written so far, as node:net counts it, in bytes: what went out, the rest of
+      // the chunk in flight, and the chunks queued behind it (writableLength would count that
+      // chunk twice, and a queued string in characters).
+      if (s?.conn) {
+        let n = s.conn.bytesSent + (s.pending ? s.pending.buf.length - s.pending.off : 0);
+        for (const e of (this as unknown as { writableBuffer: Array<{ chunk: unknown; encoding: string }> }).writableBuffer) n += typeof e.chunk === 'string' ? Buffer.byteLength(e.chunk, e.encoding as BufferEncoding) : (e.chunk as Uint8Array).byteLength;
+        return n;
+      }
       const b = tcpBytesWritten.call(this) as number | undefined;
       // node counts a write queued while connecting (its _pendingData); ours are held here.
       return b === undefined ? b : b - (s?.clcOut ?? 0) + heldBytes(s?.held);

@@ -230,28 +230,38 @@ export function deferTlsConnection(server: tls.Server, emit: (...a: unknown[]) =
   };
   // On a fallback the bytes that told the server so are pushed back into the socket right
   // after the 'smc' event; node:tls reads them when it starts, on the next tick.
+  const timeoutMs = handshakeTimeoutOf(server);
   if (getSmcInfo(sock).pending) {
     // A client that never says a word never settles the SMC handshake, and node:tls, which
     // has not seen the socket, would never time its handshake out: do what it does after
     // handshakeTimeout, a tlsClientError with ERR_TLS_HANDSHAKE_TIMEOUT (node:tls 20 leaves
     // the connection open; so does this).
     let timedOut = false;
-    const timer = setTimeout(() => {
+    const timer = timeoutMs <= 0 ? undefined : setTimeout(() => {
       if (!getSmcInfo(sock).pending || sock.destroyed) return;
       timedOut = true;
       const err = Object.assign(new Error('TLS handshake timeout'), { code: 'ERR_TLS_HANDSHAKE_TIMEOUT' });
       server.emit('tlsClientError', err, sock);
-    }, handshakeTimeoutOf(server));
-    timer.unref();
-    sock.once('close', () => clearTimeout(timer));
+    }, timeoutMs);
+    timer?.unref();
+    // node:tls has not seen the socket yet: an error now (a reset because the client's Confirm
+    // did not fit) goes where node:tls sends errors before a handshake, not to nobody (which
+    // would make it an uncaught exception).
+    const onError = (err: Error) => { server.emit('tlsClientError', err, sock); };
+    sock.on('error', onError);
+    sock.once('close', () => { clearTimeout(timer); sock.off('error', onError); });
     // After the timeout the connection gets no TLS (node:tls reports one error per connection).
-    sock.once('smc', () => { clearTimeout(timer); if (timedOut) sock.destroy(); else process.nextTick(hand); });
+    sock.once('smc', () => {
+      clearTimeout(timer);
+      sock.off('error', onError);
+      if (timedOut) sock.destroy(); else process.nextTick(hand);
+    });
   } else hand();
 }
 
-/** node:tls's handshakeTimeout of a server (its own symbol; 120 s, its default, if not found). */
+/** node:tls's handshakeTimeout of a server (its own symbol; 120 s, its default, if not found; ≤ 0: none, as node:tls). */
 function handshakeTimeoutOf(server: tls.Server): number {
   const sym = Object.getOwnPropertySymbols(server).find((x) => x.description === 'handshake-timeout');
   const v = sym ? (server as unknown as Record<symbol, unknown>)[sym] : undefined;
-  return typeof v === 'number' && v > 0 ? v : 120_000;
+  return typeof v === 'number' ? v : 120_000;
 }

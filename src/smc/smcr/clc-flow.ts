@@ -210,12 +210,6 @@ export function smcrPeerEndedHandshake(key: object): void {
   if (hs && !hs.conn) hs.offered = false;
 }
 
-/** Whether the SMC-R handshake of `key` is a first contact (undefined: none, or not decided yet). */
-export function smcrFirstContact(key: object): boolean | undefined {
-  const hs = handshakes.get(key);
-  return hs?.lgr ? hs.firstContact : undefined;
-}
-
 /** Give back what an SMC-R handshake that did not settle set up. */
 export function releaseSmcr(key: object): void {
   const hs = handshakes.get(key);
