@@ -7,12 +7,11 @@
 
 import type { Device, Gsi, GsiDest, GsiSource } from '../verbs/api.js';
 import { MadMethod, MadStatus, MgmtClass, decodeMad, isResponseMethod, type Mad } from './wire/mad.js';
-
-/** IB_MGMT_CLASSPORTINFO_ATTR_ID */
-const CLASS_PORT_INFO = 0x0001;
 import { tracer } from '../sys/trace.js';
 
 const traceDrop = tracer('cm', 'drop');
+/** IB_MGMT_CLASSPORTINFO_ATTR_ID */
+const CLASS_PORT_INFO = 0x0001;
 
 export interface MadRecv {
   mad: Mad;

@@ -145,8 +145,7 @@ export class Dmb {
   arm(): void { Atomics.store(this.device.table.i32, this.device.table.armedIndex(this.index), 1); }
   disarm(): void { Atomics.store(this.device.table.i32, this.device.table.armedIndex(this.index), 0); }
   get isClosed(): boolean { return this.closed; }
-  /** @internal */
-  /** unmapMemory false: at process exit, where views of it may still be read by later 'exit' listeners. */
+  /** @internal unmapMemory false: at process exit, where later 'exit' listeners may still read it. */
   release(unmapMemory = true): void {
     if (this.closed) return;
     this.closed = true;

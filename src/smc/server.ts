@@ -2,10 +2,10 @@
 // itself in the per-host listener registry while listening, so local SMC clients know they
 // may propose; everyone else simply sees a TCP server.
 
-import { libcLibrary } from '../sys/libc.js';
 import net from 'node:net';
 import tls from 'node:tls';
 import util from 'node:util';
+import { libcLibrary } from '../sys/libc.js';
 import { ListenerRegistration } from './discovery.js';
 import { lingerHandle } from './close.js';
 import { Socket } from './socket.js';

@@ -173,7 +173,7 @@ export const counterAccessors = {
       // chunk twice, and a queued string in characters).
       if (s?.conn) {
         let n = s.conn.bytesSent + (s.pending ? s.pending.buf.length - s.pending.off : 0);
-        for (const e of (this as unknown as { writableBuffer: Array<{ chunk: unknown; encoding: string }> }).writableBuffer) n += typeof e.chunk === 'string' ? Buffer.byteLength(e.chunk, e.encoding as BufferEncoding) : (e.chunk as Uint8Array).byteLength;
+        for (const e of (this as unknown as { writableBuffer: Array<{ chunk: unknown; encoding: BufferEncoding }> }).writableBuffer) n += chunkBytes(e.chunk, e.encoding);
         return n;
       }
       const b = tcpBytesWritten.call(this) as number | undefined;
@@ -183,11 +183,15 @@ export const counterAccessors = {
   },
 } satisfies Record<string, PropertyDescriptor>;
 
+/** A written chunk's size in bytes, as node:net counts it (a string in its encoding). */
+function chunkBytes(chunk: unknown, enc: BufferEncoding): number {
+  return typeof chunk === 'string' ? Buffer.byteLength(chunk, enc) : (chunk as Uint8Array).byteLength;
+}
+
 function heldBytes(h: Held | undefined): number {
   if (!h) return 0;
-  const size = (chunk: unknown, enc: BufferEncoding): number => (typeof chunk === 'string' ? Buffer.byteLength(chunk, enc) : (chunk as Uint8Array).byteLength);
-  if (!h.writev) return size(h.data, h.encoding);
-  return (h.data as Array<{ chunk: unknown; encoding: BufferEncoding }>).reduce((n, c) => n + size(c.chunk, c.encoding), 0);
+  if (!h.writev) return chunkBytes(h.data, h.encoding);
+  return (h.data as Array<{ chunk: unknown; encoding: BufferEncoding }>).reduce((n, c) => n + chunkBytes(c.chunk, c.encoding), 0);
 }
 
 export function toBuffer(data: unknown, encoding: BufferEncoding): Buffer {

@@ -230,8 +230,8 @@ export function deferTlsConnection(server: tls.Server, emit: (...a: unknown[]) =
   };
   // On a fallback the bytes that told the server so are pushed back into the socket right
   // after the 'smc' event; node:tls reads them when it starts, on the next tick.
-  const timeoutMs = handshakeTimeoutOf(server);
   if (getSmcInfo(sock).pending) {
+    const timeoutMs = handshakeTimeoutOf(server);
     // A client that never says a word never settles the SMC handshake, and node:tls, which
     // has not seen the socket, would never time its handshake out: do what it does after
     // handshakeTimeout, a tlsClientError with ERR_TLS_HANDSHAKE_TIMEOUT (node:tls 20 leaves

@@ -31,6 +31,13 @@ function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
     .finally(() => clearTimeout(timer));
 }
 
+/** A promise and the function that settles it (what one test step waits for another to see). */
+function latch(): [Promise<void>, () => void] {
+  let fire!: () => void;
+  const seen = new Promise<void>((r) => { fire = r; });
+  return [seen, fire];
+}
+
 /** Poll a condition every 5 ms, within a bound. */
 async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
   const t0 = Date.now();
@@ -178,8 +185,7 @@ const acceptOf = (r: Relayed) => r.fromServer.find((m) => m.type === CLC_ACCEPT)
 test('a device closed under a first contact waiting for CONFIRM_LINK: TCP, nothing thrown', async (t) => {
   const env = await setup(t);
   const thrown = strays(t);
-  let confirmSeen!: () => void;
-  const confirmed = new Promise<void>((r) => { confirmSeen = r; });
+  const [confirmed, confirmSeen] = latch();
   // The client's Confirm never reaches the server: the client waits for CONFIRM_LINK.
   env.next({ client: (m) => (m.type === CLC_CONFIRM ? (confirmSeen(), null) : undefined) });
   const c = env.connect();
@@ -221,8 +227,7 @@ test('an RMB offered in an Accept whose handshake failed is not reused before th
   // The second connection's Confirm names another QP: the server declines (SYNCERR) after its
   // Accept, while the client, no first contact, settled on SMC-R as it sent the Confirm and
   // may write into the RMB the Accept named.
-  let declined!: () => void;
-  const declineSeen = new Promise<void>((r) => { declined = r; });
+  const [declineSeen, declined] = latch();
   env.next({
     client: (m) => {
       if (m.type !== CLC_CONFIRM) return undefined;
@@ -255,10 +260,8 @@ test('a handshake between Accept and Confirm keeps the link group from lingering
   t.after(() => { setSmcrLingerMs(was); });
   const one = await smcrConnection(env, 'one');
   const lgr = env.serverLgr();
-  let release!: () => void;
-  const held = new Promise<void>((r) => { release = r; });
-  let confirmSeen!: () => void;
-  const confirmed = new Promise<void>((r) => { confirmSeen = r; });
+  const [held, release] = latch();
+  const [confirmed, confirmSeen] = latch();
   env.next({ client: async (m) => { if (m.type === CLC_CONFIRM) { confirmSeen(); await held; } return undefined; } });
   const two = env.connect();
   const twoInfo = settled(two, 'the second client settles');
@@ -283,10 +286,8 @@ test('a link group that ended between Accept and Confirm: the Confirm is decline
   const base = smcrMemory().held;
   await smcrConnection(env, 'one');
   const lgr = env.serverLgr();
-  let release!: () => void;
-  const held = new Promise<void>((r) => { release = r; });
-  let confirmSeen!: () => void;
-  const confirmed = new Promise<void>((r) => { confirmSeen = r; });
+  const [held, release] = latch();
+  const [confirmed, confirmSeen] = latch();
   env.next({ client: async (m) => { if (m.type === CLC_CONFIRM) { confirmSeen(); await held; } return undefined; } });
   const two = env.connect();
   await within(confirmed, 5000, 'the second Confirm');
@@ -306,8 +307,7 @@ test('a client that closes before it got the Accept never settled: the RMB the A
   const env = await setup(t);
   await smcrConnection(env, 'first contact');
   const lgr = env.serverLgr();
-  let acceptSeen!: () => void;
-  const accepted = new Promise<void>((r) => { acceptSeen = r; });
+  const [accepted, acceptSeen] = latch();
   // The Accept never reaches the client, which closes: the server reads the end of the stream
   // before any Confirm, so nothing can write into the RMB it offered.
   env.next({ server: (m) => (m.type === CLC_ACCEPT ? (acceptSeen(), null) : undefined) });

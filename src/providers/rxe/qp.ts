@@ -312,7 +312,6 @@ export class RxeQp implements ProviderQp {
 
   postSend(wr: SendWr): void {
     if (this.destroyed) fail('EINVAL', 'QP is destroyed', POST_SEND);
-    if (typeof wr !== 'object' || wr === null) fail('EINVAL', 'a work request must be an object', { ...POST_SEND, attr: 'wr' });
     if (this.state === QpState.RESET || this.state === QpState.INIT || this.state === QpState.RTR) {
       fail('EINVAL', `QP ${this.qpn} is in ${qpStateName(this.state)}; post_send needs RTS`, POST_SEND);
     }
@@ -452,7 +451,7 @@ const isU64Bigint = (v: unknown): v is bigint => typeof v === 'bigint' && v >= 0
 
 /** A remote address is a u64: a safe-integer number (larger ones have lost bits) or a bigint. */
 function checkRemoteAddr(v: unknown, attr: 'rdma' | 'atomic'): void {
-  if (typeof v === 'bigint' ? v < 0n || v > U64_MAX : !Number.isSafeInteger(v) || (v as number) < 0) {
+  if (typeof v === 'bigint' ? !isU64Bigint(v) : !Number.isSafeInteger(v) || (v as number) < 0) {
     fail('EINVAL', `${attr}.remoteAddr must be a u64: a bigint, or a number below 2^53 (got ${String(v)})`, { ...POST_SEND, attr });
   }
 }

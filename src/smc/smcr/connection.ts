@@ -223,17 +223,17 @@ export class SmcrConnection implements SmcTransport {
       return;
     }
     if (pending > 0) {
-      let sges;
+      // link.write takes a failed post as the link going down; the MR (gone with its device)
+      // is looked at here, so its failure is taken the same way, not thrown at this call.
       try {
         const mr = this.lgr.mrOn(this.sndbuf, link.dev);
-        sges = [mr.sge(pos, first), mr.sge(0, pending - first)];
+        link.write(mr.sge(pos, first), remoteAddrPlus(key.addr, pos), key.rkey);
+        if (pending > first) {
+          link.write(mr.sge(0, pending - first), key.addr, key.rkey);
+          this.wrapWrites++;
+        }
       } catch (e) {
-        return link.postFailed(e); // the MR is gone with its device: the link is down, not this call
-      }
-      link.write(sges[0]!, remoteAddrPlus(key.addr, pos), key.rkey);
-      if (pending > first) {
-        link.write(sges[1]!, key.addr, key.rkey);
-        this.wrapWrites++;
+        return link.postFailed(e);
       }
       this.written = this.produced;
       if (this.written > this.sentHigh) this.sentHigh = this.written;

@@ -188,9 +188,7 @@ export class SmcrLinkGroup {
    * write (and send its CDC) as soon as it sent its Confirm, before the server has read it.
    * The latest CDC for each is kept (cursors are totals, close flags stay set) for attach().
    */
-  private readonly expected = new Map<number, SmcrCdc | undefined>();
-  /** The link each expected token's Accept named. */
-  private readonly expectedOn = new Map<number, SmcrLink>();
+  private readonly expected = new Map<number, { link: SmcrLink; cdc: SmcrCdc | undefined }>();
   /**
    * The peer's rtokens on links removed while an Accept naming them awaited its Confirm (by
    * entry index), so onConfirm can still find that RMB's entry and its key on another link.
@@ -471,7 +469,7 @@ export class SmcrLinkGroup {
    * deregistered now: its pools are gone.
    */
   giveBack(rmb: Rmb | undefined, sndbuf: Rmb | undefined, token?: number, offered = false): void {
-    const early = token !== undefined ? this.expected.get(token) : undefined;
+    const early = token !== undefined ? this.expected.get(token)?.cdc : undefined;
     if (token !== undefined) this.unexpect(token);
     if (this.dead) {
       if (rmb) dereg(rmb);
@@ -513,17 +511,21 @@ export class SmcrLinkGroup {
    * does not linger out while a handshake is pending: its Confirm would find it gone.
    */
   expect(token: number, link: SmcrLink): void {
-    this.expected.set(token, undefined);
-    this.expectedOn.set(token, link);
+    this.expected.set(token, { link, cdc: undefined });
     clearTimeout(this.lingerTimer);
     this.lingerTimer = undefined;
   }
 
   private unexpect(token: number): void {
+    const e = this.expected.get(token);
     this.expected.delete(token);
-    const link = this.expectedOn.get(token);
-    this.expectedOn.delete(token);
-    if (link && ![...this.expectedOn.values()].includes(link)) this.retired.delete(link);
+    if (e && !this.expecting(e.link)) this.retired.delete(e.link);
+  }
+
+  /** Whether a pending handshake's Accept named `link`. */
+  private expecting(link: SmcrLink): boolean {
+    for (const e of this.expected.values()) if (e.link === link) return true;
+    return false;
   }
 
   /**
@@ -563,7 +565,7 @@ export class SmcrLinkGroup {
     for (const [l, t] of this.rtokens.entry(idx)!) {
       if (l !== conn.link && (this.links.includes(l) || this.addFlow?.link === l)) conn.setPeerKey(l, { rkey: t.rkey, addr: remoteAddr(t.addr) });
     }
-    const early = this.expected.get(conn.token);
+    const early = this.expected.get(conn.token)?.cdc;
     this.unexpect(conn.token);
     if (early) conn.onCdc(early);
     return true;
@@ -600,7 +602,8 @@ export class SmcrLinkGroup {
       try { cdc = decodeSmcrCdc(m); } catch (e) { if (e instanceof SmcrWireError) { this.dropped.cdc++; this.rx.cdcMalformed++; return; } throw e; }
       const conn = this.conns.get(cdc.token);
       if (conn) { conn.onCdc(cdc); return; }
-      if (this.expected.has(cdc.token)) { this.expected.set(cdc.token, cdc); return; }
+      const pending = this.expected.get(cdc.token);
+      if (pending) { pending.cdc = cdc; return; }
       // The last CDC of a connection that ended here: its RMB may be reused now.
       const q = this.quarantined.get(cdc.token);
       if (q && (cdc.peerConnClosed || cdc.peerConnAbort)) {
@@ -1048,7 +1051,7 @@ export class SmcrLinkGroup {
     this.links = this.links.filter((l) => l !== link);
     link.active = false;
     for (const c of this.conns.values()) c.forgetLink(link);
-    if ([...this.expectedOn.values()].includes(link)) {
+    if (this.expecting(link)) {
       const keys: Array<{ idx: number; rkey: number; addr: bigint; entry: ReadonlyMap<SmcrLink, unknown> }> = [];
       for (let idx = 0; idx < MAX_CONNS; idx++) {
         const entry = this.rtokens.entry(idx);
@@ -1175,7 +1178,6 @@ export class SmcrLinkGroup {
     // QP a closed device destroyed already); the QPs go once the DELETE_LINK has left.
     for (const l of links) l.markDown(reason);
     this.expected.clear();
-    this.expectedOn.clear();
     this.retired.clear();
     for (const c of [...this.conns.values()]) c.linkDown(reason);
     setImmediate(() => {
