@@ -185,26 +185,39 @@ export class UapiContext<Impl = unknown> {
     return out;
   }
 
-  /** Close the context: destroy every object, children before parents. */
+  /**
+   * Close the context: destroy every object, children before parents. A provider whose destroy
+   * throws does not stop the close (as uverbs' cleanup goes on past a failing object): the
+   * object is dropped anyway, the rest are destroyed, and the first error is thrown at the end.
+   */
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    let firstError: unknown;
+    const drop = (u: UObject): void => {
+      try {
+        this.destroyUObject(u, true);
+      } catch (err) {
+        firstError ??= err;
+      }
+    };
     // Newest first, skipping anything still pinned; repeat until nothing is left. Each pass
     // frees at least one object unless a provider reports a cycle, which is then broken by force.
     while (this.table.size > 0) {
       let progress = false;
       for (const u of this.table.all().reverse()) {
         if (u.usecnt === 0 && !this.busyReason(u, true)) {
-          this.destroyUObject(u);
+          drop(u);
           progress = true;
         }
       }
       if (!progress) {
         const u = this.table.all().pop()!;
         u.usecnt = 0;
-        this.destroyUObject(u);
+        drop(u);
       }
     }
+    if (firstError !== undefined) throw firstError;
   }
 
   private busyReason(u: UObject, closing = false): string | undefined {
@@ -213,12 +226,21 @@ export class UapiContext<Impl = unknown> {
     return closing ? undefined : obj.busy?.(u.impl);
   }
 
-  private destroyUObject(u: UObject): void {
+  /**
+   * Destroy an object through its provider. If the provider throws, an explicit destroy leaves
+   * the object live; a close (`force`) drops it regardless.
+   */
+  private destroyUObject(u: UObject, force = false): void {
     const obj = this.registry.objects.get(u.type)!;
+    let done = false;
     this.table.remove(u, () => {
-      if (obj.limit) this.counts.add(u.type, -1);
-      obj.destroy(u.impl, this.impl);
-    });
+      try {
+        obj.destroy(u.impl, this.impl);
+        done = true;
+      } finally {
+        if ((done || force) && obj.limit) this.counts.add(u.type, -1);
+      }
+    }, !force);
   }
 
   private objName(type: number): string {

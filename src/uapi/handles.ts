@@ -38,14 +38,26 @@ export class HandleTable {
     return u;
   }
 
-  /** Remove an object: it names nothing from now on; `teardown` runs, then its holds are released. */
-  remove(u: UObject, teardown: () => void): void {
+  /**
+   * Remove an object: it names nothing from now on (also while `teardown` runs, so a teardown
+   * that calls back in cannot destroy it twice); then its holds on its parents are released.
+   * If `teardown` throws and `keepOnFailure` is set, the object is put back as it was (uverbs
+   * keeps a uobject whose destroy failed, so the caller can retry).
+   */
+  remove(u: UObject, teardown: () => void, keepOnFailure: boolean): void {
     u.live = false;
     this.byHandle.delete(u.handle);
+    let done = false;
     try {
       teardown();
+      done = true;
     } finally {
-      for (const p of u.holds) if (p.usecnt > 0) p.usecnt--;
+      if (done || !keepOnFailure) {
+        for (const p of u.holds) if (p.usecnt > 0) p.usecnt--;
+      } else {
+        u.live = true;
+        this.byHandle.set(u.handle, u);
+      }
     }
   }
 }

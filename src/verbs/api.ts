@@ -119,8 +119,18 @@ export class Device {
     // context closed on its own (the rdma_cm's DEVICE_REMOVAL).
     const i = devices.indexOf(this);
     if (i >= 0) devices.splice(i, 1);
-    for (const c of [...this.contexts]) c.close();
+    // A context whose close fails (a provider's destroy threw) does not keep the others or the
+    // device open; the first failure is reported once everything is down.
+    let firstError: unknown;
+    for (const c of [...this.contexts]) {
+      try {
+        c.close();
+      } catch (err) {
+        firstError ??= err;
+      }
+    }
     await this.provider.close?.();
+    if (firstError !== undefined) throw firstError;
   }
 }
 
@@ -211,8 +221,17 @@ export class Context extends EventEmitter {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    this.uapi.close();
+    // Everything is torn down even if a step fails; the first failure is thrown after.
+    let firstError: unknown;
+    for (const step of [() => this.uapi.close(), () => this.uapi.impl.provider.close()]) {
+      try {
+        step();
+      } catch (err) {
+        firstError ??= err;
+      }
+    }
     this.emit('close');
+    if (firstError !== undefined) throw firstError;
   }
 
   /** @internal */

@@ -79,6 +79,10 @@ export class FakeContext implements ProviderContext {
     return obj;
   }
   private end(op: string, obj: object): void {
+    if (this.dev.failNext === op) {
+      this.dev.failNext = undefined;
+      throw new Error(`fake ${op} failed`);
+    }
     this.dev.calls.push({ op, obj: obj as FakeObject });
   }
   private next(): number { return ++this.serial; }
@@ -133,6 +137,8 @@ export class FakeDevice implements ProviderDevice {
   readonly calls: FakeCall[] = [];
   readonly contexts: FakeContext[] = [];
   keepAlive: boolean | undefined;
+  /** The next call of this teardown op (e.g. 'deregMr') throws instead of running. */
+  failNext: string | undefined;
 
   constructor(private readonly limits: FakeLimits = {}, private readonly driverMethods?: (r: DriverRegistrar) => void) {}
 

@@ -106,10 +106,11 @@ test('fake provider: closing a context destroys every object, each child before 
   let channelClosed = false;
   const waiting = channel.getCqEvent().catch((e: VerbsError) => { channelClosed = e.code === 'EBADF'; });
   ctx.close();
-  // Nine provider objects (the channel is the uapi's own), each destroyed once.
+  // Nine provider objects (the channel is the uapi's own), each destroyed once, then the context.
   const calls = [...fake.calls];
   const seen = fake.takeCalls().join(', ');
-  assert.equal(calls.length, 9, seen);
+  assert.equal(calls.length, 10, seen);
+  assert.equal(calls.at(-1)!.op, 'closeContext');
   const when = (w: { handle: number }) => calls.findIndex((c) => c.obj === impls.get(w));
   for (const [child, parent] of parentOf) {
     assert.ok(when(child) >= 0 && when(child) < when(parent), `handle ${child.handle} before ${parent.handle}: ${seen}`);
@@ -120,6 +121,45 @@ test('fake provider: closing a context destroys every object, each child before 
   assert.equal(err(() => ctx.allocPd()).message, 'EBADF: PD.ALLOC: the context is closed');
   ctx.close();
   return waiting.then(() => assert.ok(channelClosed, 'a waiter on a destroyed channel is rejected'));
+}));
+
+test('fake provider: a destroy the provider fails leaves the object live; a close goes on past it and reports it', () => withFake((dev, fake) => {
+  const ctx = dev.open();
+  const pd = ctx.allocPd();
+  const mr = pd.regMr(new Uint8Array(64), Access.LOCAL_WRITE);
+  fake.failNext = 'deregMr';
+  assert.throws(() => mr.dereg(), /fake deregMr failed/);
+  // As uverbs keeps a uobject whose destroy failed: the handle still works and still pins the PD.
+  assert.deepEqual(ctx.census(), { MR: 1, PD: 1 });
+  assert.equal(err(() => pd.dealloc()).code, 'EBUSY');
+  mr.dereg();
+  pd.dealloc();
+  assert.equal(ctx.uapi.objectCount, 0);
+
+  // At close, a failing destroy does not stop the rest: everything goes, the provider context
+  // is closed, and the first failure comes out of close().
+  const other = dev.open();
+  const pd2 = other.allocPd();
+  pd2.regMr(new Uint8Array(8), 0);
+  other.createCq(4);
+  fake.takeCalls();
+  fake.failNext = 'deregMr';
+  assert.throws(() => other.close(), /fake deregMr failed/);
+  assert.deepEqual(fake.takeCalls().map((c) => c.split(' ')[0]), ['destroyCq', 'deallocPd', 'closeContext']);
+  assert.equal(other.uapi.objectCount, 0);
+  assert.equal(err(() => other.allocPd()).code, 'EBADF');
+
+  // A device close goes on past a context that fails to close, and reports it after.
+  const third = dev.open();
+  third.allocPd();
+  fake.failNext = 'deallocPd';
+  const fourth = dev.open();
+  fourth.createCq(4);
+  fake.takeCalls();
+  return dev.close().then(() => assert.fail('close should report the failure'), (e: Error) => {
+    assert.match(e.message, /fake deallocPd failed/);
+    assert.deepEqual(fake.takeCalls().map((c) => c.split(' ')[0]).sort(), ['closeContext', 'closeContext', 'closeContext', 'destroyCq'].sort());
+  });
 }));
 
 test('fake provider: object-count limits are per device, across contexts, freed by destroy and close', () => withFake((dev) => {
