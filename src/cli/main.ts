@@ -45,7 +45,7 @@ const COMMANDS: Record<string, Command> = {
   pingpong: { args: 'rc|ud [options] [host]', about: "rdma-core's ibv_rc_pingpong / ibv_ud_pingpong", usage: PINGPONG_USAGE, exitOnSignals: true, run: async (a) => { await pingpong(a); } },
   rping: { args: '-s|-c [-a ADDR] [options]', about: "librdmacm's rping, through softrdma/cm", usage: RPING_USAGE, exitOnSignals: true, run: rping },
   cmatose: { args: '[-s ADDR] [-c N] [--ud]', about: "librdmacm's cmatose / udaddy: N connections at once", usage: CMATOSE_USAGE, exitOnSignals: true, run: cmatose },
-  smcss: { args: '[-a|-l] [-d] [-D|-R] [-W] [-v]', about: "SMC sockets of this user's processes (like smcss)", usage: SMCSS_USAGE, versionShort: ['-V'], run: smcss },
+  smcss: { args: '[-a|-l] [-d] [-D|-R] [-W]', about: "SMC sockets of this user's processes (like smcss)", usage: SMCSS_USAGE, versionShort: ['-V', '-v'], run: smcss },
   linkgroup: { args: '[-d|-dd] [show|link-show]', about: "SMC-R link groups and links (like smcr linkgroup)", usage: LINKGROUP_USAGE, versionShort: ['-v'], run: linkgroup },
   'smc-chk': { args: '<host> <port>', about: 'does a service get SMC-D, and if not why (like smc_chk -C)', usage: SMC_CHK_USAGE, versionShort: ['-v'], run: smcChk },
   'smc-run': { args: '[-d] [-r SIZE] [-o] <cmd...>', about: 'run a Node program with SMC-capable sockets (like smc_run)', usage: SMC_RUN_USAGE, versionShort: ['-v'], optionEnd: smcRunOptionEnd, run: smcRun },

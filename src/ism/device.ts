@@ -18,14 +18,25 @@
 //   Proposal carries an HMAC with it over the TCP connection (proposalProof), which a server
 //   checks against the entry of the GID the Proposal names (verifyProposal) before it
 //   allocates anything; see src/smc/peer-proof.ts.
+// - Lifetime. close() ends the SMC-D connections over the device (they abort, their sockets get
+//   an error), gives back every DMB, peer mapping and descriptor, and removes the entry and the
+//   doorbell; memory a caller may still hold a view of (`bytes`) is replaced by zeroed private
+//   memory, never left unmapped (see releaseMapping). At process exit only the entry and the
+//   doorbell go (the memory stays for later 'exit' listeners; the kernel frees it a moment
+//   later); when a worker thread ends, everything goes, as at close() but without telling the
+//   peers (the thread's TCP connections tell them). Opening a device sweeps the entries (and
+//   their doorbells) of processes and threads that died without closing theirs.
 
 import { EventEmitter } from 'node:events';
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
+import { isMainThread } from 'node:worker_threads';
 import { SoftrdmaError } from '../abi/errors.js';
-import { F_SEAL_GROW, F_SEAL_SHRINK, mapShared, memfdCreate, sealSize, seals, unmap, type Mapping } from './libc.js';
-import { entryPath, liveness, netNamespace, openEntryPath, readEntry, removeEntry, restoreEntry, selfStamp, subdir, writeEntry } from './runtime-dir.js';
+import { F_SEAL_GROW, F_SEAL_SHRINK, mapShared, memfdCreate, releaseMapping, sealSize, seals, kernelThreadId, type Mapping } from './libc.js';
+import {
+  entryPath, listEntries, liveness, netNamespace, openEntryPath, pidNamespace, readEntry, removeEntry, restoreEntry, selfStamp, subdir, writeEntry,
+} from './runtime-dir.js';
 
 /** node:net's connect as it was when this module loaded (see PeerDevice.connect). */
 const nodeConnect = net.Socket.prototype.connect;
@@ -62,6 +73,8 @@ interface DeviceEntry {
   start: string;
   /** The writer's pid namespace: only processes in the same one can judge its pid (or reach its fds). */
   pidns?: string;
+  /** The writer's thread (kernel tid): a worker thread can end, and be terminated, before its process. */
+  tid?: number;
   netns: string;
   pageFd: number;
   slots: number;
@@ -123,36 +136,60 @@ class SlotTable {
   }
 }
 
+const NO_BYTES = new Uint8Array(0);
+
 /** A DMB this device owns; the peer writes into it. */
 export class Dmb {
   /** Called (on the event loop) when the peer rang the doorbell for this DMB. */
   onSignal: (() => void) | undefined;
   /** @internal Called once when the DMB is unregistered (the DMB pool's per-peer count). */
   onRelease: (() => void) | undefined;
-  bytes: Uint8Array;
+  /**
+   * @internal Called when the device closes under the DMB, before its memory goes (atExit:
+   * the worker thread is ending). The connection using it ends, and drops its views of it.
+   */
+  onDeviceClose: ((atExit: boolean) => void) | undefined;
+  /** @internal The memory, for softrdma's own users, who drop their views when it goes (empty once released). */
+  view: Uint8Array;
   private closed = false;
+  private mapping: Mapping | undefined;
   constructor(
     private readonly device: IsmDevice,
     readonly token: bigint,
     readonly index: number,
     readonly size: number,
     readonly fd: number,
-    private readonly mapping: Mapping,
+    mapping: Mapping,
   ) {
-    this.bytes = new Uint8Array(mapping.buffer);
+    this.mapping = mapping;
+    this.view = new Uint8Array(mapping.buffer);
+  }
+  /**
+   * The DMB's memory (empty once it is unregistered). A view kept beyond that reads zeros: the
+   * memory goes, but its addresses stay mapped while such a view may exist.
+   */
+  get bytes(): Uint8Array {
+    if (this.mapping) this.mapping.exposed = true;
+    return this.view;
   }
   /** Ask writers to ring the doorbell on their next signal. Re-check for data after arming. */
-  arm(): void { Atomics.store(this.device.table.i32, this.device.table.armedIndex(this.index), 1); }
-  disarm(): void { Atomics.store(this.device.table.i32, this.device.table.armedIndex(this.index), 0); }
+  arm(): void {
+    if (!this.closed) Atomics.store(this.device.table.i32, this.device.table.armedIndex(this.index), 1);
+  }
+  disarm(): void {
+    if (!this.closed) Atomics.store(this.device.table.i32, this.device.table.armedIndex(this.index), 0);
+  }
   get isClosed(): boolean { return this.closed; }
-  /** @internal unmapMemory false: at process exit, where later 'exit' listeners may still read it. */
-  release(unmapMemory = true): void {
+  /** @internal keepMemory: at process exit, where later 'exit' listeners may still read it. */
+  release(keepMemory = false): void {
     if (this.closed) return;
     this.closed = true;
-    this.bytes = new Uint8Array(0);
+    this.view = NO_BYTES;
     this.onSignal = undefined;
-    if (unmapMemory) {
-      unmap(this.mapping);
+    this.onDeviceClose = undefined;
+    if (!keepMemory) {
+      releaseMapping(this.mapping!);
+      this.mapping = undefined;
       fs.closeSync(this.fd);
     }
     const released = this.onRelease;
@@ -163,25 +200,38 @@ export class Dmb {
 
 /** A peer's DMB, mapped here for writing. */
 export class RemoteDmb {
-  bytes: Uint8Array;
+  /** @internal The memory, for softrdma's own users, who drop their views when it goes (empty once detached). */
+  view: Uint8Array;
   private detached = false;
+  private mapping: Mapping | undefined;
   constructor(
     private readonly peer: PeerDevice,
     readonly token: bigint,
     readonly index: number,
     readonly size: number,
-    private readonly mapping: Mapping,
+    mapping: Mapping,
   ) {
-    this.bytes = new Uint8Array(mapping.buffer);
+    this.mapping = mapping;
+    this.view = new Uint8Array(mapping.buffer);
+  }
+  /**
+   * The peer's DMB as mapped here (empty once detached). A view kept beyond that reads zeros
+   * and writes nowhere the peer sees.
+   */
+  get bytes(): Uint8Array {
+    if (this.mapping) this.mapping.exposed = true;
+    return this.view;
   }
   get peerGid(): bigint { return this.peer.gid; }
+  /** Detached (by detach(), or by the device's close). */
+  get isDetached(): boolean { return this.detached; }
   /** Copy bytes into the peer's DMB at offset; bounds are checked, never trusted. */
   write(offset: number, data: Uint8Array, signal = false): void {
     if (this.detached) throw new IsmError('ENODEV', 'DMB is detached');
     if (!Number.isInteger(offset) || offset < 0 || offset + data.length > this.size) {
       throw new IsmError('EINVAL', `write of ${data.length} bytes at offset ${offset} exceeds the DMB (${this.size} bytes)`);
     }
-    this.bytes.set(data, offset);
+    this.view.set(data, offset);
     if (signal) this.signal();
   }
   /** Ring the peer's doorbell if the peer armed this DMB; returns whether it rang. */
@@ -196,10 +246,19 @@ export class RemoteDmb {
   }
   detach(): void {
     if (this.detached) return;
-    this.detached = true;
-    this.bytes = new Uint8Array(0);
-    this.peer.park(this.token, this.index, this.size, this.mapping);
+    const mapping = this.revoke()!;
+    this.peer.attached.delete(this);
+    this.peer.park(this.token, this.index, this.size, mapping);
     this.peer.unref();
+  }
+  /** @internal Detached without parking: the peer device is closing; returns the mapping to release. */
+  revoke(): Mapping | undefined {
+    if (this.detached) return undefined;
+    this.detached = true;
+    this.view = NO_BYTES;
+    const m = this.mapping;
+    this.mapping = undefined;
+    return m;
   }
 }
 
@@ -244,7 +303,10 @@ function readIntoOwnBuffer(s: net.Socket, cb: (n: number, buf: Buffer) => void):
 /** What this process knows of another device: its page, and a doorbell connection. */
 class PeerDevice {
   table: SlotTable;
+  /** This device's DMBs attached now (not detached): revoked if the device closes first. */
+  readonly attached = new Set<RemoteDmb>();
   private readonly parked = new Map<bigint, Parked>();
+  private closed = false;
   private sock: net.Socket | undefined;
   private refs = 0;
   private linger: NodeJS.Timeout | undefined;
@@ -276,11 +338,11 @@ class PeerDevice {
    */
   park(token: bigint, index: number, size: number, mapping: Mapping): void {
     for (const [t, p] of this.parked) {
-      if (this.table.token(p.index) !== t) { unmap(p.mapping); this.parked.delete(t); }
+      if (this.table.token(p.index) !== t) { releaseMapping(p.mapping); this.parked.delete(t); }
     }
     if (this.parked.size >= MAX_PARKED) {
       const [oldest, p] = this.parked.entries().next().value as [bigint, Parked];
-      unmap(p.mapping);
+      releaseMapping(p.mapping);
       this.parked.delete(oldest);
     }
     this.parked.set(token, { index, size, mapping });
@@ -291,7 +353,7 @@ class PeerDevice {
     if (!p) return undefined;
     this.parked.delete(token);
     if (p.index === index && p.size === size && this.table.token(index) === token) return p.mapping;
-    unmap(p.mapping);
+    releaseMapping(p.mapping);
     return undefined;
   }
   ring(index: number): void {
@@ -335,13 +397,25 @@ class PeerDevice {
     s.on('error', () => {});
     s.on('close', () => { this.sock = undefined; this.connected = false; this.pending = []; });
   }
-  close(): void {
-    if (this.refs > 0) return;
+  /**
+   * Unmap the peer's page and the DMBs kept for reuse, and drop the doorbell connection: once
+   * idle (no DMB attached), or at once with force (the owning device closes), when DMBs still
+   * attached are revoked (RemoteDmb.revoke) and their mappings released too.
+   */
+  close(force = false): void {
+    if (this.closed || (this.refs > 0 && !force)) return;
+    this.closed = true;
+    if (this.linger) { clearTimeout(this.linger); this.linger = undefined; }
     this.owner.forgetPeer(this);
     this.sock?.destroy();
-    for (const p of this.parked.values()) unmap(p.mapping);
+    for (const r of this.attached) {
+      const m = r.revoke();
+      if (m) releaseMapping(m);
+    }
+    this.attached.clear();
+    for (const p of this.parked.values()) releaseMapping(p.mapping);
     this.parked.clear();
-    unmap(this.page);
+    releaseMapping(this.page);
   }
 }
 
@@ -393,15 +467,19 @@ export class IsmDevice extends EventEmitter {
   private readonly dmbs = new Map<number, Dmb>();
   private readonly peers = new Map<bigint, PeerDevice>();
   private server: net.Server;
+  /** Accepted doorbell connections (server.close() leaves them open). */
+  private readonly doorbells = new Set<net.Socket>();
   private readonly entryName: string;
   private readonly entry: DeviceEntry;
   private readonly key: Buffer;
   private entryCheckedAt = 0;
   private closed = false;
   /**
-   * At exit the entry goes (nobody may attach to a dead process's device), but the memory stays
-   * mapped: an 'exit' listener after ours may still destroy a socket, whose teardown reads its
-   * DMB's cursors (unmapped, that was a SIGSEGV); the kernel frees it all a moment later.
+   * At exit the entry goes (nobody may attach to a dead process's device). In the main thread
+   * the memory stays mapped: an 'exit' listener after ours may still destroy a socket, whose
+   * teardown reads its DMB's cursors and writes its closing CDC into the peer's; the kernel
+   * frees it all a moment later. A worker thread's exit is not the process's: there everything
+   * is released (as close() does, but the peers learn of it through TCP, as of a process exit).
    */
   private readonly onExit = () => this.shutdown(true);
 
@@ -413,6 +491,7 @@ export class IsmDevice extends EventEmitter {
     const bell = `${hex64(randomToken())}.sock`;
     // The runtime directory first: if it is refused, nothing is made (and nothing can leak).
     subdir('ism');
+    sweepDeadEntries();
     // Whatever is made below is released again if a later step fails.
     let memfd: { fd: number; mapping: Mapping } | undefined;
     let server: net.Server | undefined;
@@ -424,15 +503,16 @@ export class IsmDevice extends EventEmitter {
       hdr.setUint32(8, process.pid, true);
       hdr.setBigUint64(16, this.gid, true);
       server = this.listenDoorbell(bell);
+      const tid = kernelThreadId();
       this.entry = {
-        gid: hex64(this.gid), chid: this.chid, ...selfStamp(), netns: netNamespace(),
+        gid: hex64(this.gid), chid: this.chid, ...selfStamp(), ...(tid === undefined ? {} : { tid }), netns: netNamespace(),
         pageFd: memfd.fd, slots, bell, key: this.key.toString('hex'),
       };
       writeEntry('ism', this.entryName, this.entry);
     } catch (err) {
       server?.close();
       if (memfd) {
-        unmap(memfd.mapping);
+        releaseMapping(memfd.mapping);
         fs.closeSync(memfd.fd);
       }
       throw err;
@@ -516,10 +596,10 @@ export class IsmDevice extends EventEmitter {
     return ok;
   }
 
-  /** gid's registry entry, if it is of a live process this one can reach (same namespaces). */
+  /** gid's registry entry, if it is of a live process (and thread) this one can reach (same namespaces). */
   private liveEntry(gid: bigint): DeviceEntry | undefined {
     const e = readEntry<DeviceEntry>(entryPath('ism', deviceEntryName(gid)));
-    return e && e.gid === hex64(gid) && e.netns === netNamespace() && liveness(e) === true ? e : undefined;
+    return e && e.gid === hex64(gid) && e.netns === netNamespace() && entryAlive(e) === true ? e : undefined;
   }
 
   query(): IsmDeviceInfo {
@@ -569,7 +649,9 @@ export class IsmDevice extends EventEmitter {
     }
     peer.ref();
     this.stats.dmbsAttached++;
-    return new RemoteDmb(peer, token, index, size, mapping);
+    const remote = new RemoteDmb(peer, token, index, size, mapping);
+    peer.attached.add(remote);
+    return remote;
   }
 
   /**
@@ -597,19 +679,19 @@ export class IsmDevice extends EventEmitter {
     const e = readEntry<DeviceEntry>(file);
     if (!e || e.gid !== hex64(gid)) throw new IsmError('ENODEV', `no ism device ${hex64(gid)} on this host`);
     if (e.netns !== netNamespace()) throw new IsmError('ENODEV', `ism device ${hex64(gid)} is in another network namespace`);
-    const alive = liveness(e);
+    const alive = entryAlive(e);
     // Only a process that can judge the pid (same pid namespace) may remove the entry.
     if (alive === undefined) throw new IsmError('ENODEV', `ism device ${hex64(gid)} is in another pid namespace`);
     if (!alive) {
-      removeEntry(file);
-      throw new IsmError('ENODEV', `ism device ${hex64(gid)} is gone (pid ${e.pid} exited)`);
+      removeDeadEntry(file, e);
+      throw new IsmError('ENODEV', `ism device ${hex64(gid)} is gone (pid ${e.pid}${e.tid === undefined ? '' : ` thread ${e.tid}`} exited)`);
     }
     if (typeof e.bell !== 'string') throw new IsmError('ENODEV', `ism device ${hex64(gid)} has no doorbell`);
     const size = PAGE_HEADER + e.slots * SLOT_SIZE;
     const page = mapPeerMemfd(e.pid, e.pageFd, `softrdma-ism-${hex64(gid)}`, size);
     const hdr = new DataView(page.buffer);
     if (hdr.getUint32(0, true) !== PAGE_MAGIC || hdr.getBigUint64(16, true) !== gid) {
-      unmap(page);
+      releaseMapping(page);
       throw new IsmError('ENODEV', `ism device ${hex64(gid)} has a malformed device page`);
     }
     const p = new PeerDevice(this, gid, e, page);
@@ -618,8 +700,11 @@ export class IsmDevice extends EventEmitter {
   }
 
   private onDoorbellConnection(s: net.Socket): void {
+    if (this.closed) { s.destroy(); return; }
     s.setNoDelay(true);
     s.unref(); // a doorbell never keeps the process alive
+    this.doorbells.add(s);
+    s.on('close', () => this.doorbells.delete(s));
     let carry: Buffer | undefined;
     const rings = (chunk: Buffer) => {
       const buf = carry ? Buffer.concat([carry, chunk]) : chunk;
@@ -643,6 +728,18 @@ export class IsmDevice extends EventEmitter {
     s.on('error', () => {});
   }
 
+  /** Whether close() ran (or the process or thread is exiting): nothing can be registered or attached. */
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  /**
+   * Close the device, as Linux's ISM device going away: the SMC-D connections over it abort
+   * (their sockets get an error, their peers ECONNRESET), and its DMBs, its mappings of peer
+   * DMBs, its descriptors, its registry entry and its doorbell go. A Dmb or RemoteDmb used
+   * afterwards is closed or detached; a `bytes` view kept from before reads zeros. If this was
+   * the process's default device, defaultIsmDevice() opens a new one next time.
+   */
   close(): void {
     this.shutdown(false);
   }
@@ -650,15 +747,98 @@ export class IsmDevice extends EventEmitter {
   private shutdown(atExit: boolean): void {
     if (this.closed) return;
     this.closed = true;
+    if (shared === this) shared = undefined;
     process.removeListener('exit', this.onExit);
-    for (const d of this.dmbs.values()) d.release(!atExit);
+    const keepMemory = atExit && isMainThread;
+    if (!keepMemory) {
+      // Users first, while the memory is still mapped: a connection writes its abort into the
+      // peer's DMB, and lets go of its views. It may return its DMB meanwhile (hence the copy).
+      for (const d of [...this.dmbs.values()]) {
+        const closing = d.onDeviceClose;
+        d.onDeviceClose = undefined;
+        try { closing?.(atExit); } catch (err) { process.nextTick(() => { throw err; }); }
+      }
+    }
+    for (const d of this.dmbs.values()) d.release(keepMemory);
     this.dmbs.clear();
+    if (!keepMemory) for (const p of [...this.peers.values()]) p.close(true);
     this.server.close();
+    for (const s of this.doorbells) s.destroy();
+    this.doorbells.clear();
     const entry = openEntryPath('ism', this.entryName);
     if (entry) removeEntry(entry);
-    if (atExit) return;
-    unmap(this.page);
+    if (keepMemory) return;
+    releaseMapping(this.page);
     fs.closeSync(this.pageFd);
+  }
+}
+
+/**
+ * Is the process (and thread) that wrote an entry alive: as liveness(), and for an entry of a
+ * live process that names its thread, whether that thread still runs (a worker thread ended,
+ * or was terminated without running its exit hooks). undefined: this process cannot tell.
+ */
+function entryAlive(e: DeviceEntry): boolean | undefined {
+  const alive = liveness(e);
+  if (alive !== true || e.tid === undefined) return alive;
+  if (!Number.isSafeInteger(e.tid) || e.tid <= 0) return alive;
+  return fs.existsSync(`/proc/${e.pid}/task/${e.tid}`);
+}
+
+/** A dead device's entry and its doorbell socket (if the entry names one as we name them). */
+function removeDeadEntry(file: string, e: DeviceEntry): void {
+  removeEntry(file);
+  if (typeof e.bell === 'string' && BELL_NAME.test(e.bell)) {
+    const bell = openEntryPath('ism', e.bell);
+    if (bell) removeEntry(bell);
+  }
+}
+
+const ENTRY_NAME = /^[0-9a-f]{16}\.json$/;
+const BELL_NAME = /^[0-9a-f]{16}\.sock$/;
+/** writeEntry's temporary file: <entry>.<pid>.tmp (possibly with the pid namespace's tag after the pid). */
+const TMP_NAME = /^[0-9a-f]{16}\.json\.(\d+)(?:\.(\d+))?\.tmp$/;
+/** A temporary entry file older than this was left by a writer that died before its rename. */
+const TMP_STALE_MS = 60_000;
+
+/**
+ * Remove what processes (and worker threads) that died without closing their devices left in
+ * the ism directory: entries whose writer is dead (judged as peerDevice() judges them: only
+ * entries of this pid namespace are judged, others are left alone), with their doorbell
+ * sockets, and temporary files of a writeEntry that never got to its rename (the writer's pid
+ * gone from this namespace, and the file over a minute old). Run as a device opens; never
+ * fails the open.
+ */
+function sweepDeadEntries(): void {
+  let dir: string;
+  let names: string[] | undefined;
+  try {
+    dir = subdir('ism');
+    names = listEntries(dir);
+  } catch {
+    return;
+  }
+  if (!names) return;
+  const nsTag = /\[(\d+)\]/.exec(pidNamespace())?.[1];
+  const now = Date.now();
+  for (const name of names) {
+    try {
+      if (ENTRY_NAME.test(name)) {
+        const file = `${dir}/${name}`;
+        const e = readEntry<DeviceEntry>(file);
+        if (e && typeof e.pid === 'number' && entryAlive(e) === false) removeDeadEntry(file, e);
+        continue;
+      }
+      const tmp = TMP_NAME.exec(name);
+      if (!tmp) continue;
+      if (tmp[2] !== undefined && tmp[2] !== nsTag) continue; // another pid namespace's
+      if (fs.existsSync(`/proc/${tmp[1]}`)) continue;
+      const file = `${dir}/${name}`;
+      const st = fs.lstatSync(file);
+      if (st.isFile() && now - st.mtimeMs > TMP_STALE_MS) removeEntry(file);
+    } catch {
+      // Gone meanwhile, or unreadable: the next sweep looks again.
+    }
   }
 }
 
@@ -689,22 +869,44 @@ function mapPeerMemfd(pid: number, remoteFd: number, name: string, size: number)
   }
 }
 
+/** O_PATH (Linux): a descriptor that names a file without opening it (no open side effects). */
+const O_PATH = 0o10000000;
+
 /**
  * Open another process's memfd and check it is the one we were told about: the name carries
  * the token (so a recycled fd number cannot be mistaken for it), the size matches, and the
  * size is sealed (so the owner cannot shrink it under our mapping and crash us with SIGBUS).
+ *
+ * The peer's fd number may have been reused for anything by the time we look (a FIFO, a
+ * terminal, a device), so its target is not opened until it has been checked: first an O_PATH
+ * descriptor (which follows the /proc magic link, as O_NOFOLLOW would not: that would name the
+ * link itself, and opens nothing), checked to be a regular file with the memfd's name; then
+ * that very file is opened through /proc/self/fd, read-write, with O_NOCTTY and O_NONBLOCK
+ * should it be anything else after all.
  */
 function openPeerMemfd(pid: number, remoteFd: number, name: string, size: number): number {
-  let fd: number;
+  const { O_RDWR, O_NOCTTY, O_NONBLOCK } = fs.constants;
+  let path: number;
   try {
-    fd = fs.openSync(`/proc/${pid}/fd/${remoteFd}`, fs.constants.O_RDWR /* libuv adds O_CLOEXEC */);
+    path = fs.openSync(`/proc/${pid}/fd/${remoteFd}`, O_PATH /* libuv adds O_CLOEXEC */);
   } catch (e) {
     throw new IsmError((e as NodeJS.ErrnoException).code ?? 'EACCES', `cannot open memfd ${remoteFd} of pid ${pid}: ${(e as Error).message}`);
   }
+  let fd: number;
   try {
-    const link = fs.readlinkSync(`/proc/self/fd/${fd}`);
+    const link = fs.readlinkSync(`/proc/self/fd/${path}`);
     if (link !== `/memfd:${name} (deleted)`) throw new IsmError('ENOENT', `pid ${pid} fd ${remoteFd} is ${link}, not ${name}`);
+    if (!fs.fstatSync(path).isFile()) throw new IsmError('ENOENT', `pid ${pid} fd ${remoteFd} (${link}) is not a regular file`);
+    fd = fs.openSync(`/proc/self/fd/${path}`, O_RDWR | O_NOCTTY | O_NONBLOCK);
+  } catch (e) {
+    if (e instanceof IsmError) throw e;
+    throw new IsmError((e as NodeJS.ErrnoException).code ?? 'EACCES', `cannot open memfd ${remoteFd} of pid ${pid}: ${(e as Error).message}`);
+  } finally {
+    fs.closeSync(path);
+  }
+  try {
     const st = fs.fstatSync(fd);
+    if (!st.isFile()) throw new IsmError('ENOENT', `${name} is not a regular file`);
     if (st.size !== size) throw new IsmError('EINVAL', `${name} is ${st.size} bytes, expected ${size}`);
     const s = seals(fd);
     if ((s & (F_SEAL_SHRINK | F_SEAL_GROW)) !== (F_SEAL_SHRINK | F_SEAL_GROW)) throw new IsmError('EPERM', `${name} is not sealed against resizing`);
@@ -721,7 +923,7 @@ export function openedIsmDevice(): IsmDevice | undefined {
   return shared;
 }
 
-/** The process's ism device, opened on first use. */
+/** The process's ism device, opened on first use (and again after it was closed). */
 export function defaultIsmDevice(): IsmDevice {
   shared ??= IsmDevice.open();
   shared.ensureRegistered();

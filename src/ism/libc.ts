@@ -1,6 +1,7 @@
 // The libc calls Node lacks for shared memory: memfd_create, mmap/munmap and the memfd seals;
-// mallopt, for the receive path's heap (see keepFreedHeap); sched_yield, for pollers.
-// Everything else (open, fstat, readlink, close) goes through node:fs.
+// mallopt, for the receive path's heap (see keepFreedHeap); sched_yield, for pollers; gettid,
+// which names the thread that owns an ism device. Everything else (open, fstat, readlink,
+// close) goes through node:fs.
 
 import koffi from 'koffi';
 import { SoftrdmaError } from '../abi/errors.js';
@@ -9,6 +10,9 @@ import { libcLibrary } from '../sys/libc.js';
 export const PROT_READ = 1;
 export const PROT_WRITE = 2;
 export const MAP_SHARED = 1;
+export const MAP_PRIVATE = 2;
+export const MAP_FIXED = 0x10;
+export const MAP_ANONYMOUS = 0x20;
 export const MFD_CLOEXEC = 1;
 export const MFD_ALLOW_SEALING = 2;
 export const F_ADD_SEALS = 1033;
@@ -19,11 +23,12 @@ export const F_SEAL_GROW = 4;
 
 interface Libc {
   memfdCreate(name: string, flags: number): number;
-  mmap(addr: null, len: number, prot: number, flags: number, fd: number, off: number): unknown;
+  mmap(addr: unknown, len: number, prot: number, flags: number, fd: number, off: number): unknown;
   munmap(addr: unknown, len: number): number;
   fcntl(fd: number, cmd: number, ...rest: unknown[]): number;
   mallopt?: (param: number, value: number) => number;
   schedYield: () => number;
+  gettid?: () => number;
   errno(): number;
 }
 
@@ -45,6 +50,11 @@ function libc(): Libc {
     lib.mallopt = so.func('int mallopt(int param, int value)') as Libc['mallopt'];
   } catch {
     // Not glibc: nothing to tune.
+  }
+  try {
+    lib.gettid = so.func('int gettid(void)') as Libc['gettid'];
+  } catch {
+    // glibc before 2.30: threads are not told apart (see kernelThreadId).
   }
   return lib;
 }
@@ -88,6 +98,12 @@ export interface Mapping {
   readonly pointer: unknown;
   readonly length: number;
   readonly buffer: ArrayBuffer;
+  /**
+   * A view of the memory was handed to code outside softrdma (a Dmb's or RemoteDmb's
+   * `bytes`), which may keep it after the memory is released: releaseMapping then leaves
+   * zeroed private memory in its place instead of a hole.
+   */
+  exposed?: boolean;
 }
 
 export function mapShared(fd: number, length: number): Mapping {
@@ -96,8 +112,47 @@ export function mapShared(fd: number, length: number): Mapping {
   return { pointer: ptr, length, buffer: koffi.view(ptr, length) as ArrayBuffer };
 }
 
-export function unmap(m: Mapping): void {
+/** Placeholders left by releaseMapping: unmapped once no view of them can be reached. */
+const unmapWhenCollected = new FinalizationRegistry<{ pointer: unknown; length: number }>((m) => {
   libc().munmap(m.pointer, m.length);
+  placeholders--;
+});
+const releasedMappings = new WeakSet<Mapping>();
+let placeholders = 0;
+
+/** @internal (tests) Placeholders of this thread not unmapped yet. */
+export function placeholderCount(): number {
+  return placeholders;
+}
+
+/**
+ * Give a mapping's memory back (once; later calls do nothing). A typed array made over the
+ * mapping (koffi.view) is not told when the memory goes, so munmap would turn a view that
+ * someone kept into a SIGSEGV at its next access. A mapping whose views stayed within
+ * softrdma (whose owners drop them first) is unmapped. An exposed one is replaced, in one
+ * mmap (MAP_FIXED), by private anonymous memory: the shared pages are no longer referenced
+ * from here (the peer's memfd is freed once its last mapping goes), a stale view reads zeros
+ * and its writes land in memory of its own; the placeholder is unmapped once its ArrayBuffer
+ * has been garbage collected (a worker thread that ends before that leaves it reserved,
+ * without memory, for the process's life). If even that mmap fails, the shared mapping stays
+ * until then.
+ */
+export function releaseMapping(m: Mapping): void {
+  if (releasedMappings.has(m)) return;
+  releasedMappings.add(m);
+  const c = libc();
+  if (!m.exposed) {
+    c.munmap(m.pointer, m.length);
+    return;
+  }
+  c.mmap(m.pointer, m.length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+  unmapWhenCollected.register(m.buffer, { pointer: m.pointer, length: m.length });
+  placeholders++;
+}
+
+/** The calling thread's kernel thread id, or undefined where libc lacks gettid. */
+export function kernelThreadId(): number | undefined {
+  return libc().gettid?.();
 }
 
 const M_TRIM_THRESHOLD = -1;

@@ -65,11 +65,29 @@ function uid(): number {
   return process.geteuid?.() ?? 0;
 }
 
-/** $SOFTRDMA_RUNTIME_DIR, else $XDG_RUNTIME_DIR/softrdma, else <tmpdir>/softrdma-<uid>. */
+/**
+ * $SOFTRDMA_RUNTIME_DIR, else $XDG_RUNTIME_DIR/softrdma, else /run/user/<uid>/softrdma when the
+ * user's runtime directory exists (a service or cron job without $XDG_RUNTIME_DIR then meets the
+ * user's other processes there), else <tmpdir>/softrdma-<uid>. The last is a name any user can
+ * take first in a shared /tmp: that refuses the directory (it is not ours), so SMC turns off for
+ * this user (fails closed; docs/security.md).
+ */
 export function runtimeDirName(): string {
-  return process.env.SOFTRDMA_RUNTIME_DIR
-    ?? (process.env.XDG_RUNTIME_DIR ? path.join(process.env.XDG_RUNTIME_DIR, 'softrdma')
-      : path.join(os.tmpdir(), `softrdma-${process.getuid?.() ?? 0}`));
+  if (process.env.SOFTRDMA_RUNTIME_DIR) return process.env.SOFTRDMA_RUNTIME_DIR;
+  if (process.env.XDG_RUNTIME_DIR) return path.join(process.env.XDG_RUNTIME_DIR, 'softrdma');
+  const userRun = `/run/user/${uid()}`;
+  if (isOwnPrivateDir(userRun)) return path.join(userRun, 'softrdma');
+  return path.join(os.tmpdir(), `softrdma-${process.getuid?.() ?? 0}`);
+}
+
+/** A real directory (not a link) of this user, mode 0700: what systemd-logind makes /run/user/<uid>. */
+function isOwnPrivateDir(p: string): boolean {
+  try {
+    const st = fs.lstatSync(p);
+    return st.isDirectory() && st.uid === uid() && (st.mode & 0o777) === 0o700;
+  } catch {
+    return false;
+  }
 }
 
 interface Held {
@@ -203,8 +221,14 @@ export function selfStartTime(): string {
   return selfStart;
 }
 
+/** The process with this pid and start time runs (a zombie does not: it has exited, unreaped). */
 export function isAlive(pid: number, start: string): boolean {
-  return processStartTime(pid) === start;
+  try {
+    const f = procStatFields(pid);
+    return f[19] === start && f[0] !== 'Z' && f[0] !== 'X';
+  } catch {
+    return false;
+  }
 }
 
 function nsLink(kind: string): string {
@@ -223,6 +247,14 @@ let pidns: string | undefined;
 export function pidNamespace(): string {
   pidns ??= nsLink('pid');
   return pidns;
+}
+
+/**
+ * The pid namespace's inode number, for file names that hold a pid: two containers sharing the
+ * directory can have the same pid, and must not take each other's names. '0' if unknown.
+ */
+export function pidNamespaceTag(): string {
+  return /\[(\d+)\]/.exec(pidNamespace())?.[1] ?? '0';
 }
 
 /** What every entry records about the process that wrote it. */

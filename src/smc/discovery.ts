@@ -10,15 +10,22 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
+import { threadId } from 'node:worker_threads';
 import { interfaceAddresses, type InterfaceAddress } from './interfaces.js';
-import { keepPresent, openEntryPath, listEntries, liveness, netNamespace, readEntry, removeEntry, restoreEntry, selfStamp, subdir, writeEntry, type ProcessStamp } from '../ism/runtime-dir.js';
+import { keepPresent, openEntryPath, listEntries, liveness, netNamespace, pidNamespaceTag, readEntry, removeEntry, restoreEntry, selfStamp, subdir, writeEntry, type ProcessStamp } from '../ism/runtime-dir.js';
 
-interface ListenerEntry extends ProcessStamp {
+export interface ListenerEntry extends ProcessStamp {
   netns: string;
   address: string;
   port: number;
   /** A '::' listener that takes IPv6 only (IPV6_V6ONLY): not a listener for IPv4 destinations. */
   v6only?: true;
+  /**
+   * A worker thread's listener: its thread's status socket (a name in the status directory).
+   * A terminated worker runs no exit hook, so its entry stays while the process lives; libuv
+   * unlinks the socket when the thread's handles close, which tells that the listener is gone.
+   */
+  anchor?: string;
 }
 
 /** How a v6-only '::' listener stands in the port cache's address list. */
@@ -42,9 +49,35 @@ function liveEntry(dir: string, name: string): ListenerEntry | undefined {
   const file = `${dir}/${name}`;
   const e = readEntry<ListenerEntry>(file);
   if (!e) return undefined;
-  const alive = liveness(e);
+  const alive = listenerLiveness(e);
   if (alive === false) removeEntry(file);
   return alive ? e : undefined;
+}
+
+/** liveness() of the entry's process, and for a worker's listener, of its thread. */
+export function listenerLiveness(e: ListenerEntry): boolean | undefined {
+  const alive = liveness(e);
+  if (alive !== true || e.anchor === undefined) return alive;
+  if (typeof e.anchor !== 'string' || e.anchor.includes('/')) return false;
+  try {
+    return fs.existsSync(`${subdir('status')}/${e.anchor}`);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Between full reads of the directory (a second), a cheap check that a listener's process has
+ * not exited: kill -9 changes no file, so the directory watch cannot tell, and a process of
+ * another user could take the port meanwhile. signal 0 to a pid that is gone is ESRCH.
+ */
+function stillRunning(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 let lastSweep = 0;
@@ -70,9 +103,16 @@ export class ListenerRegistration {
   private readonly name: string;
   private readonly stopKeeping: () => void;
   private removed = false;
-  constructor(address: string, port: number, v6only = false) {
-    this.name = `${port}.${process.pid}.${++serial}.json`;
-    const e: ListenerEntry = { ...selfStamp(), netns: netNamespace(), address, port, ...(v6only && address === '::' ? { v6only: true as const } : {}) };
+  /** `anchor`: in a worker thread, its status socket's name (see ListenerEntry.anchor). */
+  constructor(address: string, port: number, v6only = false, anchor?: string) {
+    // The pid namespace and thread in the name: containers sharing the directory, or workers of
+    // one process, never write each other's entry.
+    this.name = `${port}.${process.pid}.${threadId}.${pidNamespaceTag()}.${++serial}.json`;
+    const e: ListenerEntry = {
+      ...selfStamp(), netns: netNamespace(), address, port,
+      ...(v6only && address === '::' ? { v6only: true as const } : {}),
+      ...(anchor !== undefined ? { anchor } : {}),
+    };
     writeEntry('listeners', this.name, e);
     sweepDeadListeners();
     if (live.size === 0) process.on('exit', removeAllAtExit);
@@ -127,6 +167,8 @@ const cache = new Map<number, PortEntry>();
 interface PortEntry {
   at: number;
   addresses: string[];
+  /** The pids of the listeners behind `addresses`, checked on every use (stillRunning). */
+  pids: number[];
   /** The last loopback destination asked about and the answer (the same while the entry lives). */
   lastDest: string | undefined;
   lastAnswer: boolean;
@@ -152,6 +194,7 @@ function listenersOn(port: number): PortEntry {
   const dir = subdir('listeners');
   watch(dir);
   const addresses: string[] = [];
+  const pids: number[] = [];
   const prefix = `${port}.`;
   const names = listEntries(dir);
   if (!names) {
@@ -162,9 +205,12 @@ function listenersOn(port: number): PortEntry {
   for (const name of names ?? []) {
     if (!name.startsWith(prefix) || !name.endsWith('.json')) continue;
     const e = liveEntry(dir, name);
-    if (e && e.port === port && e.netns === netNamespace()) addresses.push(e.v6only ? V6ONLY_ANY : e.address);
+    if (e && e.port === port && e.netns === netNamespace()) {
+      addresses.push(e.v6only ? V6ONLY_ANY : e.address);
+      if (!pids.includes(e.pid)) pids.push(e.pid);
+    }
   }
-  const entry: PortEntry = { at: now, addresses, lastDest: undefined, lastAnswer: false };
+  const entry: PortEntry = { at: now, addresses, pids, lastDest: undefined, lastAnswer: false };
   cache.set(port, entry);
   return entry;
 }
@@ -192,6 +238,19 @@ export function isSmcListener(address: string | undefined | (() => string | unde
     entry.lastAnswer = answer;
   }
   return answer;
+}
+
+/**
+ * Right before a Proposal goes to a listener isSmcListener found: are the listeners behind the
+ * port's cached answer still running? If one is not, the cache for the port is dropped and the
+ * caller asks isSmcListener again (which reads the directory). Not part of isSmcListener itself:
+ * a connection that then goes TCP anyway (learned) should not pay the system call.
+ */
+export function listenersStillRunning(port: number | undefined): boolean {
+  const hit = port ? cache.get(port) : undefined;
+  if (!hit || hit.pids.every(stillRunning)) return true;
+  cache.delete(port!);
+  return false;
 }
 
 /** Forget cached answers (tests, or after starting a server in this process). */

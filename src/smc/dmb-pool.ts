@@ -76,7 +76,7 @@ function key(device: IsmDevice, peerGid: bigint, size: number): string {
 /** Has the peer written its last CDC (closed or aborted) into this DMB? */
 export function peerLetGo(dmb: Dmb): boolean {
   if (dmb.isClosed) return false;
-  const flags = unpackCursor(new CdcArea(dmb.bytes).loadProd()).connFlags;
+  const flags = unpackCursor(new CdcArea(dmb.view).loadProd()).connFlags;
   return (flags & (CONN_CLOSED | CONN_ABORT)) !== 0;
 }
 
@@ -100,7 +100,7 @@ export function takeDmb(device: IsmDevice, peerGid: bigint, size: number): Dmb {
     for (let d = p.free.pop(); d; d = p.free.pop()) {
       freeBytes -= d.size;
       if (d.isClosed) continue; // the device closed under the pool
-      d.bytes.fill(0, 0, SMCD_CDC_LEN);
+      d.view.fill(0, 0, SMCD_CDC_LEN);
       reuseCount++;
       hold(d, k);
       return d;

@@ -24,7 +24,7 @@ import {
   localSystemId, mayBeClc, smcdIndicated, smcrIndicated, uncompressBufSize, type AcceptConfirm, type ClcMessage, type Proposal, type SmcProposal,
 } from './clc.js';
 import { smcWrite, transportEvents } from './data.js';
-import { isLoopback, isSmcListener, unmapV4 } from './discovery.js';
+import { isLoopback, isSmcListener, listenersStillRunning, unmapV4 } from './discovery.js';
 import { smcrOf } from './options.js';
 import { returnDmb, takeDmb } from './dmb-pool.js';
 import { checkProposal, proposalProof } from './peer-proof.js';
@@ -151,14 +151,21 @@ export function onClientConnect(this: Socket): void {
     const info = () => ({ role: 'client' as const, localAddress: sock.localAddress, localPort: sock.localPort, remoteAddress: sock.remoteAddress, remotePort: sock.remotePort });
     if (!policyAllows(s.opts.policy, info)) return settleTcp(sock, s, undefined, 'policy', true);
   }
-  let listener = false;
   // The address and port we connected to are the peer's: without an IPv4 address given to
   // connect() (a name, IPv6), only a port some listener uses costs a getpeername.
   const remote = s.targetHost;
-  try { listener = isSmcListener(remote ?? (() => sock.remoteAddress), s.targetPort ?? sock.remotePort); } catch (e) {
-    if (e instanceof RuntimeDirError) return settleTcp(sock, s, DECLINE.NOSMCDEV, `runtime directory refused (${e.kind})`, true);
-    listener = false;
-  }
+  const port = s.targetPort ?? sock.remotePort;
+  const ask = (): boolean | undefined => {
+    try { return isSmcListener(remote ?? (() => sock.remoteAddress), port); } catch (e) {
+      if (e instanceof RuntimeDirError) {
+        settleTcp(sock, s, DECLINE.NOSMCDEV, `runtime directory refused (${e.kind})`, true);
+        return undefined;
+      }
+      return false;
+    }
+  };
+  const listener = ask();
+  if (listener === undefined) return;
   // Not a local SMC listener: SMC-R, where this end could have it (and the peer has it, which
   // discovery asks); otherwise TCP.
   const smcr = !listener && smcrMayTry(s.opts, unmapV4(sock.localAddress ?? ''));
@@ -172,6 +179,13 @@ export function onClientConnect(this: Socket): void {
     return settleTcp(sock, s, undefined, 'short connections to this peer: TCP is cheaper (learned; SOFTRDMA_SMC_LEARN=0 turns this off)', true);
   }
   if (smcr) return discoverThenProposeSmcr(sock, s);
+  // The listener's process may have died since the answer was cached (kill -9 changes no file),
+  // and another process may hold the port now: it must not get a Proposal.
+  if (!listenersStillRunning(port)) {
+    const again = ask();
+    if (again === undefined) return;
+    if (!again) return settleTcp(sock, s, DECLINE.PEERNOSMC, 'peer is not an SMC listener', true);
+  }
   try {
     s.device = defaultIsmDevice();
   } catch {

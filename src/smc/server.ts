@@ -5,6 +5,7 @@
 import net from 'node:net';
 import tls from 'node:tls';
 import util from 'node:util';
+import { isMainThread } from 'node:worker_threads';
 import { libcLibrary } from '../sys/libc.js';
 import { ListenerRegistration } from './discovery.js';
 import { lingerHandle } from './close.js';
@@ -13,6 +14,7 @@ import { kSmc } from './state.js';
 import { resolveSmcOptions, smcrOf, type ResolvedSmcOptions, type SmcSocketOptions } from './options.js';
 import { deferTlsConnection } from './tls.js';
 import { registerSmcrListener, type SmcrListenHandle } from './smcr/discovery.js';
+import { statusSocketAnchor } from './status.js';
 
 const debug = util.debuglog('smc');
 
@@ -50,7 +52,9 @@ export function enableSmcOnServer(server: net.Server, opts: ResolvedSmcOptions):
     if (a && typeof a === 'object' && opts.enabled) {
       unregister();
       try {
-        state.registration = new ListenerRegistration(a.address, a.port, a.address === '::' && v6Only(server));
+        // A worker's entry names its thread's status socket: terminate() runs no exit hook.
+        const anchor = isMainThread ? undefined : statusSocketAnchor();
+        state.registration = new ListenerRegistration(a.address, a.port, a.address === '::' && v6Only(server), anchor);
       } catch (err) {
         // Without an entry no client proposes SMC: the server still serves, over TCP.
         debug('cannot register the SMC listener %s:%d: %s', a.address, a.port, (err as Error).message);

@@ -51,8 +51,9 @@ export class SmcdConnection implements SmcTransport {
   private peerProdFlags = 0;
   private peerConnFlags = 0;
   private readonly seen = new Int32Array(4);
-  private readonly rxCdc: CdcArea;
-  private readonly txCdc: CdcArea;
+  // Views of the two DMBs' CDC areas; private ones once the device closed under the connection.
+  private rxCdc: CdcArea;
+  private txCdc: CdcArea;
   private paused = false;
   private doneReported = false;
   private abortReported = false;
@@ -73,9 +74,10 @@ export class SmcdConnection implements SmcTransport {
     this.rxRing = rx.size - SMCD_CDC_LEN;
     this.txRing = tx.size - SMCD_CDC_LEN;
     if (this.rxRing <= 0 || this.txRing <= 0) throw new RangeError('DMB too small for a CDC area');
-    this.rxCdc = new CdcArea(rx.bytes);
-    this.txCdc = new CdcArea(tx.bytes);
+    this.rxCdc = new CdcArea(rx.view);
+    this.txCdc = new CdcArea(tx.view);
     this.txCdc.init();
+    rx.onDeviceClose = this.onDeviceClose;
     // deliver() allocates a fresh Buffer per slice. With the heap kept, 256 KiB slices come
     // from memory already mapped and cost fewer events and cursor updates than 64 KiB ones
     // (about 15% more throughput here); without it, anything over glibc's 128 KiB mmap
@@ -146,7 +148,7 @@ export class SmcdConnection implements SmcTransport {
     const n = Math.min(space, data.length);
     const pos = this.produced % this.txRing;
     const first = Math.min(n, this.txRing - pos);
-    const ring = this.tx.bytes;
+    const ring = this.tx.view;
     ring.set(n === data.length && first === n ? data : data.subarray(0, first), SMCD_CDC_LEN + pos);
     if (n > first) ring.set(data.subarray(first, n), SMCD_CDC_LEN);
     this.produced += n;
@@ -203,10 +205,19 @@ export class SmcdConnection implements SmcTransport {
    */
   unreadNow(): number {
     if (this.released || this.failed) return this.readable;
+    return this.readable + (this.arrivedNow() ?? 0);
+  }
+
+  /**
+   * How far the peer's producer cursor moved since the last poll, as the ring says now; held to
+   * readCursors' rules (the peer writes the cursor, and may write anything): undefined if it
+   * moved back, beyond the ring, or past the free space.
+   */
+  private arrivedNow(): number | undefined {
     const p = readCursorInto(this.rxCdc.loadProd(), prodSeen);
-    if (p.count >= this.rxRing) return this.readable;
+    if (p.count >= this.rxRing) return undefined;
     const d = cursorDelta(this.peerProduced, this.rxRing, p.wrap, p.count);
-    return d > 0 ? this.readable + d : this.readable;
+    return d < 0 || this.readable + d > this.rxRing ? undefined : d;
   }
 
   /**
@@ -216,8 +227,12 @@ export class SmcdConnection implements SmcTransport {
    */
   consumeArrived(): void {
     if (this.released || this.failed) return;
-    const d = this.unreadNow() - this.readable;
-    if (d > 0) this.peerProduced += d;
+    const d = this.arrivedNow();
+    if (d === undefined) {
+      this.fail('producer cursor beyond the ring or its free space at close');
+      return;
+    }
+    this.peerProduced += d;
     this.bytesReceived += this.peerProduced - this.consumed;
     this.consumed = this.peerProduced;
     this.publish();
@@ -287,12 +302,14 @@ export class SmcdConnection implements SmcTransport {
   }
 
   private deliver(): boolean {
+    if (this.failed) return false;
     let any = false;
     // Deliver in slices and publish the consumer cursor after each: the writer refills the
     // ring while we copy out, instead of the two sides taking turns over the whole ring.
     const slice = this.slice;
-    const ring = this.rx.bytes;
-    while (!this.paused && !this.released && this.readable > 0) {
+    const ring = this.rx.view;
+    // failed: the device may have closed under us in a callback below (ring is unmapped then).
+    while (!this.paused && !this.released && !this.failed && this.readable > 0) {
       // onread: straight from the ring into the application's buffer, as much as fits.
       const into = this.h.userBuffer?.();
       if (this.released) break;
@@ -335,6 +352,23 @@ export class SmcdConnection implements SmcTransport {
     return false;
   }
 
+  /**
+   * The ism device is closing under the connection, and its DMBs and mappings go next (Linux:
+   * the ISM device went away, smc_conn_kill). Unless the thread is exiting, the peer is told
+   * with an abort in its DMB (it gets ECONNRESET) and the socket gets the error; either way the
+   * connection lets go of the memory: it polls no more, moves no data, and its CDC views are
+   * private from now on. Its socket releases it as usual.
+   */
+  private readonly onDeviceClose = (atExit: boolean): void => {
+    if (this.released) return;
+    if (!atExit) this.abort();
+    this.failed = true;
+    forget(this);
+    this.rxCdc = new CdcArea(new Uint8Array(SMCD_CDC_LEN));
+    this.txCdc = new CdcArea(new Uint8Array(SMCD_CDC_LEN));
+    if (!atExit) this.h.protocolError('the ism device was closed');
+  };
+
   private publish(): void {
     if (this.released) return;
     this.txCdc.storeCons(totalWord(this.consumed, this.rxRing, 0, 0));
@@ -346,6 +380,7 @@ export class SmcdConnection implements SmcTransport {
     if (this.released) return;
     forget(this);
     this.released = true;
+    if (this.rx.onDeviceClose === this.onDeviceClose) this.rx.onDeviceClose = undefined;
     this.tx.detach();
     unregister?.(this.rx);
   }

@@ -10,7 +10,7 @@ import path from 'node:path';
 import util from 'node:util';
 import { threadId } from 'node:worker_threads';
 import { openedIsmDevice } from '../ism/device.js';
-import { forgetDirectories, keepPresent, removeEntry, runtimeDirRefusals, subdir, type RefusalKind } from '../ism/runtime-dir.js';
+import { forgetDirectories, keepPresent, listEntries, pidNamespaceTag, removeEntry, runtimeDirRefusals, subdir, type RefusalKind } from '../ism/runtime-dir.js';
 import { poolStats } from './dmb-pool.js';
 import { declineName } from './clc.js';
 import { CONN_ABORT, CONN_CLOSED, CONN_DONE_WRITING, PROD_CONS_UPD_REQ, PROD_URG_PENDING, PROD_URG_PRESENT, PROD_WRITE_BLOCKED } from './cdc.js';
@@ -199,15 +199,46 @@ export function untrack(sock: net.Socket): void {
   live.delete(sock);
 }
 
-/** The status socket's file name: one per thread that uses SMC sockets (worker threads have their own). */
+/**
+ * The status socket's file name: one per thread that uses SMC sockets (worker threads have their
+ * own), with the pid namespace, so that containers sharing the directory do not take each other's.
+ */
 function statusSocketName(pid: number, thread: number): string {
-  return thread === 0 ? `${pid}.sock` : `${pid}-${thread}.sock`;
+  return `${thread === 0 ? pid : `${pid}-${thread}`}.${pidNamespaceTag()}.sock`;
 }
 
-/** The pid a status socket's file name belongs to, or undefined for another file. */
-export function statusSocketPid(name: string): number | undefined {
-  const m = /^(\d+)(?:-\d+)?\.sock$/.exec(name);
-  return m ? Number(m[1]) : undefined;
+/** The pid a status socket's file name belongs to (and its pid namespace), or undefined for another file. */
+export function parseStatusSocketName(name: string): { pid: number; pidns: string | undefined } | undefined {
+  const m = /^(\d+)(?:-\d+)?(?:\.(\d+))?\.sock$/.exec(name);
+  return m ? { pid: Number(m[1]), pidns: m[2] } : undefined;
+}
+
+/**
+ * Remove the status sockets of this pid namespace whose process is gone (kill -9 and signals
+ * Node does not handle skip the exit hook that removes them). A pid that runs again (reused)
+ * keeps its stale file until that process lists itself: harmless, smcss gets no answer there.
+ */
+function sweepDeadStatusSockets(dir: string): void {
+  const ns = pidNamespaceTag();
+  for (const name of listEntries(dir) ?? []) {
+    const n = parseStatusSocketName(name);
+    if (!n || n.pidns !== ns || n.pid === process.pid) continue;
+    try {
+      process.kill(n.pid, 0);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ESRCH') removeEntry(`${dir}/${name}`);
+    }
+  }
+}
+
+/**
+ * This thread's status socket's file name (in the status directory), opening it if need be;
+ * undefined if it cannot be opened. A worker's listener entries name it (discovery.ts).
+ */
+export function statusSocketAnchor(): string | undefined {
+  if (!shared.endpoint?.server) openEndpoint();
+  const f = shared.endpoint?.server ? shared.endpoint.file : undefined;
+  return f === undefined ? undefined : path.basename(f);
 }
 
 interface Endpoint {
@@ -216,6 +247,8 @@ interface Endpoint {
   /** Checks, with the registry's other entries, that the socket file is still there. */
   kept: boolean;
 }
+
+let swept = false;
 
 function openEndpoint(): void {
   const ep: Endpoint = shared.endpoint ?? { server: undefined, file: undefined, kept: false };
@@ -235,7 +268,12 @@ function openEndpoint(): void {
   }
   let file: string;
   try {
-    file = path.join(subdir('status'), statusSocketName(process.pid, threadId));
+    const dir = subdir('status');
+    file = path.join(dir, statusSocketName(process.pid, threadId));
+    if (!swept) {
+      swept = true;
+      sweepDeadStatusSockets(dir);
+    }
   } catch (err) {
     debug('smcss status socket unavailable: %s', (err as Error).message);
     return;

@@ -7,22 +7,23 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { liveness, readEntry, removeEntry, runtimeDir, type ProcessStamp } from '../ism/runtime-dir.js';
-import { statusSocketPid, type ConnectionStatus, type DiagCursor, type ProcessStatus } from '../smc/status.js';
+import { pidNamespaceTag, readEntry, removeEntry, runtimeDir } from '../ism/runtime-dir.js';
+import { listenerLiveness, type ListenerEntry } from '../smc/discovery.js';
+import { parseStatusSocketName, type ConnectionStatus, type DiagCursor, type ProcessStatus } from '../smc/status.js';
 import type { SmcrLinkGroupStatus } from '../smc/smcr/diag.js';
 import { codeOf, declineHex, declineShortName } from './decline-text.js';
 import { UsageError } from './usage.js';
 
 export const SMCSS_USAGE = `usage: softrdma smcss [ OPTIONS ]
   -h, --help          this message
-  -V, --version       show version information
+  -V, -v, --version   show version information (as smcss)
   -a, --all           show all sockets
   -l, --listening     show listening sockets
   -d, --debug         show debug socket information
   -W, --wide          do not truncate IP addresses
   -D, --smcd          show SMC-D information (GIDs, DMB tokens); SMC-D sockets only
   -R, --smcr          show SMC-R information (role, RoCE device, port, link id, GIDs); SMC-R sockets only
-  -v, --verbose       fallback and decline reasons also by name, with the cause in words
+      --verbose       fallback and decline reasons also by name, with the cause in words
       --json          the rows as one JSON document, for scripts
   no OPTIONS          show all connected sockets
 
@@ -94,16 +95,19 @@ export async function collect(all: boolean): Promise<Collected> {
   const rows: Row[] = [];
   const linkGroups: Collected['linkGroups'] = [];
   if (all) {
-    for (const { value: l } of list<ProcessStamp & { address: string; port: number }>(path.join(root, 'listeners'))) {
-      if (liveness(l) !== true) continue;
+    for (const { value: l } of list<ListenerEntry>(path.join(root, 'listeners'))) {
+      if (listenerLiveness(l) !== true) continue;
       rows.push({ pid: l.pid, state: 'LISTEN', localAddress: l.address, localPort: l.port, peerAddress: '*', peerPort: 0, mode: 'SMCD' });
     }
   }
   const dir = path.join(root, 'status');
   const warnings: string[] = [];
+  // Sockets of another pid namespace (a container sharing the directory) are left out: their
+  // pids mean nothing here.
+  const ns = pidNamespaceTag();
   const asked = namesIn(dir).flatMap((n) => {
-    const pid = statusSocketPid(n);
-    return pid === undefined ? [] : [ask(path.join(dir, n), pid)];
+    const s = parseStatusSocketName(n);
+    return s === undefined || (s.pidns !== undefined && s.pidns !== ns) ? [] : [ask(path.join(dir, n), s.pid)];
   });
   for (const p of await Promise.all(asked)) {
     if (!p) continue;
@@ -169,7 +173,7 @@ function smcrColumns(r: Row): string {
 
 /** Rows as smcss prints them (print_header and show_one_smc_sock). */
 export function format(rows: Row[], o: FormatOptions = {}): string {
-  let head = 'State          UID   Pid     Local Address           Peer Address            Intf Mode ';
+  let head = 'State          UID   Inode   Local Address           Peer Address            Intf Mode ';
   if (o.debug) head += 'Shutd Token    Sndbuf   Rcvbuf   Peerbuf  rxprod-Cursor rxcons-Cursor rxFlags txprod-Cursor txcons-Cursor txFlags txprep-Cursor txsent-Cursor txfin-Cursor  ';
   if (o.smcr) head += 'Role IB-device       Port Linkid GID                                      Peer-GID';
   if (o.smcd) head += 'GID              Token            Peer-GID         Peer-Token       Linkid';
@@ -207,7 +211,7 @@ export async function smcss(args: string[]): Promise<void> {
     options: {
       all: { type: 'boolean', short: 'a' }, listening: { type: 'boolean', short: 'l' }, debug: { type: 'boolean', short: 'd' },
       wide: { type: 'boolean', short: 'W' }, smcd: { type: 'boolean', short: 'D' }, smcr: { type: 'boolean', short: 'R' },
-      verbose: { type: 'boolean', short: 'v' }, json: { type: 'boolean' },
+      verbose: { type: 'boolean' }, json: { type: 'boolean' },
       details: { type: 'boolean' }, // the old spelling of --debug
     },
   });

@@ -157,6 +157,23 @@ describe('SMC-D ring', () => {
     }), { numRuns: 200 });
   });
 
+  it('a producer cursor beyond the free space is refused at close too (unreadNow, consumeArrived)', () => {
+    const { ca, cb, log, rxB, release } = pair(16384 + 32);
+    try {
+      ca.write(Buffer.alloc(100, 1));
+      cb.process();
+      // The peer (A) writes a producer cursor three wraps ahead into B's DMB.
+      new CdcArea(rxB.bytes).storeProd(packCursor(3, 100, 0, 0));
+      assert.equal(cb.unreadNow(), cb.readable, 'the bogus cursor counts nothing as unread');
+      cb.consumeArrived();
+      assert.equal(cb.bytesReceived, 100, 'only what really arrived is counted');
+      assert.equal(log.errors.length, 1, 'and the connection fails');
+      assert.match(log.errors[0]!, /producer cursor/);
+    } finally {
+      release();
+    }
+  });
+
   it("the data path's cursor words are packCursor's and unpackCursor's, every field at its edges", () => {
     const out = { wrap: 0, count: 0, prodFlags: 0, connFlags: 0 };
     const area = new CdcArea(new Uint8Array(32));

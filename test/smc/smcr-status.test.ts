@@ -102,7 +102,7 @@ test('smcss -R and linkgroup show an SMC-R connection, its link group and link i
 
   await t.test('smcss -R: Role, IB-device, Port, Linkid, GID and Peer-GID of both ends', async () => {
     const text = await cli(['smcss', '-R']);
-    assert.equal(text.split('\n')[0], 'State          UID   Pid     Local Address           Peer Address            Intf Mode Role IB-device       Port Linkid GID                                      Peer-GID');
+    assert.equal(text.split('\n')[0], 'State          UID   Inode   Local Address           Peer Address            Intf Mode Role IB-device       Port Linkid GID                                      Peer-GID');
     assert.deepEqual(body(text), [
       `ACTIVE         00000 ${pid7(cl)} ${clientLocal.padEnd(23)} ${serverLocal.padEnd(23)} 0000 SMCR CLNT ${DEV_B.padEnd(15)} 01   01     ${gidOf(ADDR_B).padEnd(40)} ${gidOf(ADDR_A)}`,
       `ACTIVE         00000 ${pid7(srv)} ${serverLocal.padEnd(23)} ${clientLocal.padEnd(23)} 0000 SMCR SERV ${DEV_A.padEnd(15)} 01   01     ${gidOf(ADDR_A).padEnd(40)} ${gidOf(ADDR_B)}`,

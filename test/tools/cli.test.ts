@@ -146,7 +146,7 @@ describe('smcss (smc-tools smcss.c)', () => {
     const row = { ...base, state: 'ACTIVE', mode: 'SMCD', shutdown: 2, conninfo, dmbinfo };
     const text = format([row, { ...base, state: 'LISTEN', mode: 'SMCD', peerAddress: '*', peerPort: 0 }], { debug: true, uid: 0 });
     const [head, line, listen] = text.split('\n');
-    assert.match(head!, /^State {10}UID {3}Pid {5}Local Address {11}Peer Address {12}Intf Mode Shutd Token {4}Sndbuf {3}Rcvbuf {3}Peerbuf  rxprod-Cursor rxcons-Cursor rxFlags txprod-Cursor/);
+    assert.match(head!, /^State {10}UID {3}Inode {3}Local Address {11}Peer Address {12}Intf Mode Shutd Token {4}Sndbuf {3}Rcvbuf {3}Peerbuf  rxprod-Cursor rxcons-Cursor rxFlags txprod-Cursor/);
     assert.equal(line, 'ACTIVE         00000 0000042 127.0.0.1:5000          127.0.0.1:40000         0000 SMCD  <-W  0000002a 000fffe0 0000ffe0 000fffe0 0000:0000002a 0001:00000008 80:00   0001:00000010 0000:0000002a 00:80   0001:00000010 0001:00000010 0001:00000010');
     assert.equal(listen, 'LISTEN         00000 0000042 127.0.0.1:5000');
     const [dHead, dLine] = format([row], { smcd: true, uid: 0 }).split('\n');

@@ -18,7 +18,7 @@ describe('smcss -R (smc-tools smcss.c)', () => {
       { ...base, state: 'ACTIVE', mode: 'SMCR', lgrinfo },
       { ...base, state: 'ACTIVE', mode: 'SMCR', lgrinfo: { ...lgrinfo, role: 'client', ibDev: 'rxe_a_longer_name', linkId: 0x1f, gid: G2, peerGid: G1 } },
     ], { smcr: true, uid: 0 }).split('\n');
-    assert.equal(head, 'State          UID   Pid     Local Address           Peer Address            Intf Mode Role IB-device       Port Linkid GID                                      Peer-GID');
+    assert.equal(head, 'State          UID   Inode   Local Address           Peer Address            Intf Mode Role IB-device       Port Linkid GID                                      Peer-GID');
     assert.equal(line, `ACTIVE         00000 0000042 10.0.0.1:5000           10.0.0.2:40000          0000 SMCR SERV rxe0            01   01     ${G1}  ${G2}`);
     assert.equal(client, `ACTIVE         00000 0000042 10.0.0.1:5000           10.0.0.2:40000          0000 SMCR CLNT rxe_a_longer_name 01   1f     ${G2}  ${G1}`);
   });

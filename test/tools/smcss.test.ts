@@ -80,7 +80,7 @@ test('smcss -D and -d show the GIDs, DMB tokens, connection token, sizes, cursor
 
   // -D: smcss.c's header, then per row: ... Mode, GID, Token, Peer-GID, Peer-Token, Linkid.
   const d = await smcss(['-D']);
-  assert.match(d.split('\n')[0]!, /^State {10}UID {3}Pid {5}Local Address {11}Peer Address {12}Intf Mode GID {14}Token {12}Peer-GID {9}Peer-Token {7}Linkid$/);
+  assert.match(d.split('\n')[0]!, /^State {10}UID {3}Inode {3}Local Address {11}Peer Address {12}Intf Mode GID {14}Token {12}Peer-GID {9}Peer-Token {7}Linkid$/);
   const client = row(d, sock.localPort!);
   const server = row(d, Number(portText));
   // Linux's state names for the half-close: we finished writing first, the server saw it.
