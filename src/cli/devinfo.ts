@@ -6,7 +6,7 @@
 import { isIPv4 } from 'node:net';
 import { parseArgs } from 'node:util';
 import { addressFromGid, createRxeDevice, getDeviceList, mtuBytes, type Device } from '../index.js';
-import { UsageError } from '../tools/usage.js';
+import { getoptArgs, intOption } from '../tools/usage.js';
 
 export const DEVINFO_USAGE = `usage: softrdma devinfo [options]      print the ca attributes (like ibv_devinfo)
 
@@ -95,23 +95,19 @@ export function devinfo(devs: readonly Device[] = getDeviceList(), opts: Devinfo
 }
 
 /** `softrdma devinfo [options]`; returns the exit code (ibv_devinfo's: 4 for a port the device lacks). */
+const DEVINFO_OPTIONS = {
+  'ib-dev': { type: 'string', short: 'd' }, 'ib-port': { type: 'string', short: 'i' }, list: { type: 'boolean', short: 'l' },
+  verbose: { type: 'boolean', short: 'v' }, bind: { type: 'string', multiple: true }, 'udp-port': { type: 'string' },
+  port: { type: 'string' }, // the old spelling of --udp-port
+} as const;
+
 export async function devinfoCommand(args: string[]): Promise<number> {
-  const { values } = parseArgs({
-    args,
-    options: {
-      'ib-dev': { type: 'string', short: 'd' }, 'ib-port': { type: 'string', short: 'i' }, list: { type: 'boolean', short: 'l' },
-      verbose: { type: 'boolean', short: 'v' }, bind: { type: 'string', multiple: true }, 'udp-port': { type: 'string' },
-      port: { type: 'string' }, // the old spelling of --udp-port
-    },
-  });
-  let port = 0;
-  if (values['ib-port'] !== undefined) {
-    port = Number(values['ib-port']);
-    if (!Number.isInteger(port) || port <= 0) throw new UsageError(`--ib-port must be a positive integer, got '${values['ib-port']}'`);
-  }
-  const udpText = values['udp-port'] ?? values.port;
-  const udpPort = udpText === undefined ? 0 : Number(udpText);
-  if (!Number.isInteger(udpPort) || udpPort < 0 || udpPort > 65535) throw new UsageError(`--udp-port must be an integer in [0, 65535], got '${udpText}'`);
+  const { values } = parseArgs({ args: getoptArgs(args, DEVINFO_OPTIONS), options: DEVINFO_OPTIONS });
+  // devinfo.c reads -i with strtol(optarg, NULL, 0) and refuses a port below 1 (its port is a uint8_t).
+  const port = intOption('-i/--ib-port', values['ib-port'], 0, 1, 255, 'c');
+  const udpPort = values.port !== undefined && values['udp-port'] === undefined
+    ? intOption('--port', values.port, 0, 0, 65535, 'c')
+    : intOption('--udp-port', values['udp-port'], 0, 0, 65535, 'c');
   const binds = values.bind?.length ? values.bind : ['127.0.0.1'];
   const devs: Device[] = [];
   try {

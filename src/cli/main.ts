@@ -42,7 +42,7 @@ const COMMANDS: Record<string, Command> = {
   demo: { args: '[-v]', about: 'RDMA WRITE and SEND between two rxe devices in one process', usage: DEMO_USAGE, run: demo },
   devinfo: { args: '[-d DEV] [-i PORT] [-l] [-v]', about: 'like ibv_devinfo (an rxe device on --bind ADDR)', usage: DEVINFO_USAGE, run: devinfoCommand },
   perftest: { args: '<test> [options] [host]', about: "perftest's ib_*_bw and ib_*_lat (write, read, send, atomic)", usage: PERFTEST_USAGE, versionShort: ['-V'], exitOnSignals: true, run: async (a) => { await perftest(a); } },
-  pingpong: { args: 'rc|ud [options] [host]', about: "rdma-core's ibv_rc_pingpong / ibv_ud_pingpong", usage: PINGPONG_USAGE, exitOnSignals: true, run: async (a) => { await pingpong(a); } },
+  pingpong: { args: 'rc|uc|ud [options] [host]', about: "rdma-core's ibv_{rc,uc,ud}_pingpong", usage: PINGPONG_USAGE, exitOnSignals: true, run: async (a) => { await pingpong(a); } },
   rping: { args: '-s|-c [-a ADDR] [options]', about: "librdmacm's rping, through softrdma/cm", usage: RPING_USAGE, exitOnSignals: true, run: rping },
   cmatose: { args: '[-s ADDR] [-c N] [--ud]', about: "librdmacm's cmatose / udaddy: N connections at once", usage: CMATOSE_USAGE, exitOnSignals: true, run: cmatose },
   smcss: { args: '[-a|-l] [-d] [-D|-R] [-W]', about: "SMC sockets of this user's processes (like smcss)", usage: SMCSS_USAGE, versionShort: ['-V', '-v'], run: smcss },

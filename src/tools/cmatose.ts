@@ -20,7 +20,7 @@ import {
   Access, createRxeDevice, rxeOf, SendFlags, WcOpcode, WcStatus, wcStatusStr, WrOpcode, type AH, type CQ, type MR, type PD, type QP, type WorkCompletion,
 } from '../index.js';
 import { createEventChannel, createId, type EventChannel, type RdmaCmEvent, type RdmaCmId } from '../cm/index.js';
-import { UsageError, checkAddressOptions, intOption } from './usage.js';
+import { UsageError, getoptArgs, intOption, MAX_TIMER_SEC, resolveAddressOptions } from './usage.js';
 import { routeSource } from './route-source.js';
 import { WaitTimeouts } from './wait-timeouts.js';
 
@@ -31,7 +31,7 @@ rdma-core's cmatose (RC, rdma_cm TCP port space) or, with --ud, udaddy (UD throu
 space), over softrdma/cm: -c connections at once, -C messages of -S bytes each way on each.
 Either side may be the kernel's ucmatose / udaddy.
 
-  -s addr      the server's address (makes this the client; without it, the server)
+  -s addr      the server's address or host name (makes this the client; without it, the server)
   -b addr      the local address (the server's: required; the client's: default what the
                kernel's routing picks towards -s)
   -c n         connections (default 1)
@@ -51,24 +51,25 @@ interface Opts {
   ud: boolean; udpPort: number; timeoutMs: number;
 }
 
-function parse(args: string[]): Opts {
-  const { values, positionals } = parseArgs({
-    args, allowPositionals: true, strict: true,
-    options: {
-      s: { type: 'string', short: 's' }, b: { type: 'string', short: 'b' }, c: { type: 'string', short: 'c' },
-      C: { type: 'string', short: 'C' }, S: { type: 'string', short: 'S' }, p: { type: 'string', short: 'p' },
-      ud: { type: 'boolean' }, 'udp-port': { type: 'string' }, timeout: { type: 'string' },
-    },
-  });
+const CMATOSE_OPTIONS = {
+  s: { type: 'string', short: 's' }, b: { type: 'string', short: 'b' }, c: { type: 'string', short: 'c' },
+  C: { type: 'string', short: 'C' }, S: { type: 'string', short: 'S' }, p: { type: 'string', short: 'p' },
+  ud: { type: 'boolean' }, 'udp-port': { type: 'string' }, timeout: { type: 'string' },
+} as const;
+
+async function parse(args: string[]): Promise<Opts> {
+  const { values, positionals } = parseArgs({ args: getoptArgs(args, CMATOSE_OPTIONS), allowPositionals: true, strict: true, options: CMATOSE_OPTIONS });
   if (positionals.length) throw new UsageError(`unexpected argument '${positionals[0]}'`);
-  checkAddressOptions([['s', values.s], ['b', values.b]]);
   if (values.s === undefined && (values.b === undefined || values.b === '0.0.0.0' || values.b === '::')) throw new UsageError('the server needs -b with the address of its softrdma device');
   const ud = values.ud === true;
-  return {
-    dst: values.s, src: values.b, connections: intOption('c', values.c, 1, 1, 10_000), count: intOption('C', values.C, 10, 0, 100_000),
-    size: intOption('S', values.S, 100, 0, ud ? 4096 : 1 << 24), port: intOption('p', values.p, ud ? 7174 : 7471, 0, 65535), ud,
-    udpPort: intOption('-udp-port', values['udp-port'], 4791, 0, 65535), timeoutMs: intOption('-timeout', values.timeout, 30, 1, 86400) * 1000,
+  const o: Opts = {
+    dst: values.s, src: values.b, connections: intOption('-c', values.c, 1, 1, 10_000), count: intOption('-C', values.C, 10, 0, 100_000),
+    size: intOption('-S', values.S, 100, 0, ud ? 4096 : 1 << 24), port: intOption('-p', values.p, ud ? 7174 : 7471, 0, 65535), ud,
+    udpPort: intOption('--udp-port', values['udp-port'], 4791, 0, 65535), timeoutMs: intOption('--timeout', values.timeout, 30, 1, MAX_TIMER_SEC) * 1000,
   };
+  // cmatose resolves -s and -b with rdma_getaddrinfo(): host names too.
+  const addrs = await resolveAddressOptions([['b', values.b], ['s', values.s]]);
+  return { ...o, dst: addrs.s, src: addrs.b };
 }
 
 /** One connection: struct cmatest_node. */
@@ -256,7 +257,7 @@ class Test {
 }
 
 export async function cmatose(args: string[]): Promise<number> {
-  const o = parse(args);
+  const o = await parse(args);
   const name = o.ud ? 'udaddy' : 'cmatose';
   const local = o.src ?? await routeSource(o.dst!);
   const dev = await createRxeDevice({ address: local, port: o.udpPort });

@@ -1,14 +1,35 @@
 // The out-of-band TCP channel the tools use to swap QP numbers, PSNs, GIDs and keys before
 // any RDMA traffic flows, and to keep both sides in step between test phases. It carries
 // two kinds of message on one byte stream: perftest's fixed-size binary ones (readBytes /
-// write) and softrdma's own JSON lines (recv / send). Every wait is bounded, and a closed or
-// silent peer, or one that sends what cannot be parsed, is a clear error.
+// write) and softrdma's own JSON lines (recv / send). Every wait is bounded (except one a
+// caller asks to be unbounded: a server waiting out the client's run), and a closed or silent
+// peer, or one that sends what cannot be parsed, is a clear error. TCP keepalive is on, so
+// that a peer host that vanishes (no FIN, no RST) ends even an unbounded wait.
 
 import net from 'node:net';
 import { once } from 'node:events';
 
 /** A JSON line longer than this is not one of ours. */
 const MAX_LINE = 1 << 20;
+/** Idle time before the first keepalive probe (the kernel's interval and count do the rest). */
+const KEEPALIVE_MS = 15_000;
+
+/**
+ * A softrdma message: a JSON object. Anything else (null, an array, a number) is not one of
+ * ours, and reading fields of it would fail with a TypeError that says nothing of the peer.
+ */
+export function jsonMessage<T>(text: string, who: string): T {
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch {
+    throw new Error(`${who} sent a malformed message`);
+  }
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) {
+    throw new Error(`${who} sent ${text.length > 40 ? `${text.slice(0, 40)}...` : text} where a JSON object was expected`);
+  }
+  return v as T;
+}
 
 export class OobChannel {
   private buf: Buffer = Buffer.alloc(0);
@@ -18,6 +39,7 @@ export class OobChannel {
 
   constructor(private readonly sock: net.Socket, private readonly timeoutMs: number) {
     sock.setNoDelay(true);
+    sock.setKeepAlive(true, KEEPALIVE_MS);
     sock.on('data', (chunk: Buffer) => {
       this.buf = this.buf.length ? Buffer.concat([this.buf, chunk]) : chunk;
       this.wake();
@@ -40,7 +62,7 @@ export class OobChannel {
     this.wake();
   }
 
-  /** Waits until `ready()` returns a value (checked now and after every chunk), the peer goes away, or the timeout. */
+  /** Waits until `ready()` returns a value (checked now and after every chunk), the peer goes away, or the timeout (Infinity: none). */
   private async until<T>(ready: () => T | undefined, what: string, timeoutMs: number): Promise<T> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
@@ -53,7 +75,7 @@ export class OobChannel {
       const left = deadline - Date.now();
       if (left <= 0) throw new Error(`out-of-band peer silent for ${timeoutMs} ms (expected ${what})`);
       await new Promise<void>((resolve) => {
-        const timer = setTimeout(() => { this.waiter = undefined; resolve(); }, left);
+        const timer = Number.isFinite(left) ? setTimeout(() => { this.waiter = undefined; resolve(); }, left) : undefined;
         this.waiter = () => { clearTimeout(timer); resolve(); };
       });
     }
@@ -65,7 +87,7 @@ export class OobChannel {
     return out;
   }
 
-  /** Exactly `n` bytes of the stream (one of perftest's fixed-size messages). */
+  /** Exactly `n` bytes of the stream (one of perftest's fixed-size messages); `timeoutMs` Infinity waits as long as the peer is there. */
   readBytes(n: number, what = `${n} bytes`, timeoutMs = this.timeoutMs): Promise<Buffer> {
     return this.until(() => (this.buf.length >= n ? this.take(n) : undefined), what, timeoutMs);
   }
@@ -79,7 +101,7 @@ export class OobChannel {
     this.write(Buffer.from(JSON.stringify(msg, (_k, v) => (typeof v === 'bigint' ? v.toString() : v)) + '\n'));
   }
 
-  /** The next JSON line; rejects if the peer closes, stays silent for the timeout, or sends something else. */
+  /** The next JSON object; rejects if the peer closes, stays silent for the timeout, or sends anything else. */
   async recv<T = Record<string, unknown>>(timeoutMs = this.timeoutMs): Promise<T> {
     const line = await this.until(() => {
       const nl = this.buf.indexOf(10);
@@ -87,11 +109,7 @@ export class OobChannel {
       if (this.buf.length > MAX_LINE) throw new Error('out-of-band message too long');
       return undefined;
     }, 'a message', timeoutMs);
-    try {
-      return JSON.parse(line) as T;
-    } catch {
-      throw new Error('out-of-band peer sent a malformed message');
-    }
+    return jsonMessage<T>(line, 'out-of-band peer');
   }
 
   /** Both sides call this; neither returns until the other has arrived. */

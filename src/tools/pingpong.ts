@@ -1,7 +1,9 @@
-// `softrdma pingpong rc|ud`: ports of rdma-core's ibv_rc_pingpong and ibv_ud_pingpong. They
-// speak the same TCP exchange (port 18515; "%04x:%06x:%06x:%s" = LID:QPN:PSN:GID in a
-// 52-byte buffer with its NUL, then "done\0" from the client), use the same defaults and
-// print the same lines, so either side can be the real binary on a kernel rxe device.
+// `softrdma pingpong rc|uc|ud`: ports of rdma-core's ibv_rc_pingpong, ibv_uc_pingpong and
+// ibv_ud_pingpong. They speak the same TCP exchange (port 18515; "%04x:%06x:%06x:%s" =
+// LID:QPN:PSN:GID in a 52-byte buffer with its NUL, then "done\0" from the client), use the
+// same defaults and print the same lines, so either side can be the real binary on a kernel
+// rxe device. uc is rc on a UC QP (uc_pingpong.c): no ACKs, so no retries, RNR timer or
+// outstanding reads to set up.
 
 import net, { isIPv4 } from 'node:net';
 import { once } from 'node:events';
@@ -11,29 +13,33 @@ import {
   Access, addressFromGid, connectQp, createRxeDevice, initQp, rxeOf, mtuEnum, QpType, SendFlags, WcStatus, wcStatusStr, WrOpcode,
   type AH, type CompChannel, type CQ, type Device, type QP, type WorkCompletion,
 } from '../index.js';
-import { UsageError } from './usage.js';
+import { getoptArgs, intOption, udpPortTaken, UsageError } from './usage.js';
 import { hex } from './table.js';
 import { WaitTimeouts } from './wait-timeouts.js';
 import { spinPoll } from './spin-poll.js';
 
-export const PINGPONG_USAGE = `usage: softrdma pingpong rc|ud [options] [server-host]
+export const PINGPONG_USAGE = `usage: softrdma pingpong rc|uc|ud [options] [server-host]
 
 Run the server without a host, then the client with the server's host. Either side may be
-rdma-core's ibv_rc_pingpong / ibv_ud_pingpong (give it -g with the index of a RoCEv2 GID).
+rdma-core's ibv_rc_pingpong / ibv_uc_pingpong / ibv_ud_pingpong (give it -g with the index of
+a RoCEv2 GID). Numbers may be decimal, 0x hex or 0-prefixed octal, as strtol reads them.
 
   -p, --port N       TCP port of the exchange (default 18515)
   -d, --ib-dev NAME  device name (default rxe0)
       --bind ADDR    local IP address of the rxe device (default 127.0.0.1)
       --udp-port N   RoCEv2 UDP port (default 4791)
   -i, --ib-port N    port number (default 1)
-  -s, --size N       message size (default 4096 for rc, 2048 for ud)
-  -m, --mtu N        path MTU for rc (default 1024)
+  -s, --size N       message size (default 4096 for rc and uc, 1024 for ud: ud_pingpong.c's
+                     default, whatever its --help says)
+  -m, --mtu N        path MTU for rc and uc (default 1024)
   -r, --rx-depth N   receives to post (default 500)
   -n, --iters N      exchanges (default 1000)
   -l, --sl N         service level (default 0)
   -e, --events       wait on a completion channel instead of polling
   -g, --gid-idx N    local GID index (default 0; the only GID an rxe device has)
-  -c, --chk          validate the received buffer (rc)`;
+  -c, --chk          validate the received buffer: the client writes the first byte of each
+                     4 KiB page, the server checks it after the run (as the C tools, the byte
+                     is i / page_size % sizeof(char): always 0)`;
 
 /** The 52-byte message: "%04x:%06x:%06x:%s" with a 32-hex-digit GID and the NUL. */
 export const MSG_BYTES = 52;
@@ -90,40 +96,51 @@ class Reader {
 
 const SEND_WRID = 2, RECV_WRID = 1;
 const EXCHANGE_TIMEOUT_MS = 60_000;
+/** The page size the C tools' -c walks the buffer by (sysconf(_SC_PAGESIZE) on x86-64). */
+const PAGE_SIZE = 4096;
+/** UD receives start with the 40-byte GRH; sends go from just after it. */
+const GRH = 40;
+
+const OPTIONS = {
+  port: { type: 'string', short: 'p' }, 'ib-dev': { type: 'string', short: 'd' }, bind: { type: 'string' },
+  'udp-port': { type: 'string' }, 'ib-port': { type: 'string', short: 'i' }, size: { type: 'string', short: 's' },
+  mtu: { type: 'string', short: 'm' }, 'rx-depth': { type: 'string', short: 'r' }, iters: { type: 'string', short: 'n' },
+  sl: { type: 'string', short: 'l' }, events: { type: 'boolean', short: 'e' }, 'gid-idx': { type: 'string', short: 'g' },
+  chk: { type: 'boolean', short: 'c' },
+} as const;
 
 export async function pingpong(argv: string[], out: (line: string) => void = (l) => console.log(l)): Promise<{ usecPerIter: number; bytes: number }> {
-  const { values, positionals } = parseArgs({
-    args: argv, allowPositionals: true,
-    options: {
-      port: { type: 'string', short: 'p' }, 'ib-dev': { type: 'string', short: 'd' }, bind: { type: 'string' },
-      'udp-port': { type: 'string' }, 'ib-port': { type: 'string', short: 'i' }, size: { type: 'string', short: 's' },
-      mtu: { type: 'string', short: 'm' }, 'rx-depth': { type: 'string', short: 'r' }, iters: { type: 'string', short: 'n' },
-      sl: { type: 'string', short: 'l' }, events: { type: 'boolean', short: 'e' }, 'gid-idx': { type: 'string', short: 'g' },
-      chk: { type: 'boolean', short: 'c' },
-    },
-  });
+  const { values, positionals } = parseArgs({ args: getoptArgs(argv, OPTIONS), allowPositionals: true, options: OPTIONS });
   const [kind, servername, extra] = positionals;
-  if (kind !== 'rc' && kind !== 'ud') throw new UsageError(`expected 'rc' or 'ud', got '${kind ?? ''}'`);
+  if (kind !== 'rc' && kind !== 'uc' && kind !== 'ud') throw new UsageError(`expected 'rc', 'uc' or 'ud', got '${kind ?? ''}'`);
   if (extra !== undefined) throw new UsageError(`unexpected argument '${extra}'`);
-  const num = (name: string, v: string | undefined, d: number, min = 0, max = 2 ** 31) => {
-    if (v === undefined) return d;
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < min || n > max) throw new UsageError(`--${name} must be an integer in [${min}, ${max}], got '${v}'`);
-    return n;
+  // The C tools read their numbers with strtol(..., 0): decimal, 0x hex, 0-prefixed octal.
+  const num = (name: keyof typeof OPTIONS, v: string | undefined, d: number, min: number, max: number) => {
+    const short = (OPTIONS as Record<string, { short?: string }>)[name]!.short;
+    return intOption(short ? `-${short}/--${name}` : `--${name}`, v, d, min, max, 'c');
   };
   const ud = kind === 'ud';
   const port = num('port', values.port, 18515, 0, 65535);
   const ibPort = num('ib-port', values['ib-port'], 1, 1, 1);
-  const size = num('size', values.size, ud ? 2048 : 4096, 1, 1 << 30);
+  // ud_pingpong.c's size is 1024 (its usage text says 2048; the code is what runs).
+  const size = num('size', values.size, ud ? 1024 : 4096, 1, 1 << 30);
   const mtuBytes = num('mtu', values.mtu, 1024, 256, 4096);
-  if (![256, 512, 1024, 2048, 4096].includes(mtuBytes)) throw new UsageError(`--mtu must be 256, 512, 1024, 2048 or 4096, got '${values.mtu}'`);
+  if (![256, 512, 1024, 2048, 4096].includes(mtuBytes)) throw new UsageError(`-m/--mtu must be 256, 512, 1024, 2048 or 4096, got '${values.mtu}'`);
   const mtu = mtuEnum(mtuBytes);
   const rxDepth = num('rx-depth', values['rx-depth'], 500, 1, 16384);
-  const iters = num('iters', values.iters, 1000, 1);
+  const iters = num('iters', values.iters, 1000, 1, 2 ** 31 - 1);
   const sl = num('sl', values.sl, 0, 0, 15);
   const gidx = num('gid-idx', values['gid-idx'], 0, 0, 0);
+  const bind = values.bind ?? '127.0.0.1';
+  const udpPort = num('udp-port', values['udp-port'], 4791, 0, 65535);
 
-  const dev: Device = await createRxeDevice({ address: values.bind ?? '127.0.0.1', port: num('udp-port', values['udp-port'], 4791, 0, 65535), name: values['ib-dev'] ?? 'rxe0' });
+  let dev: Device;
+  try {
+    dev = await createRxeDevice({ address: bind, port: udpPort, name: values['ib-dev'] ?? 'rxe0' });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw err;
+    throw new Error(udpPortTaken(bind, udpPort, 'pingpong'));
+  }
   const ctx = dev.open();
   let sock: net.Socket | undefined;
   try {
@@ -132,14 +149,13 @@ export async function pingpong(argv: string[], out: (line: string) => void = (l)
       if (size > portMtu) throw new UsageError(`Requested size larger than port MTU (${portMtu})`);
     }
     const pd = ctx.allocPd();
-    // UD receives start with the 40-byte GRH; sends go from just after it.
-    const buf = Buffer.alloc(ud ? size + 40 : size, 0x7b);
+    const buf = Buffer.alloc(ud ? size + GRH : size, 0x7b);
     const mr = pd.regMr(buf, Access.LOCAL_WRITE);
     const channel: CompChannel | undefined = values.events ? ctx.createCompChannel() : undefined;
     const cq: CQ = ctx.createCq(rxDepth + 1, { channel });
     const maxInline = 256;
     const qp: QP = pd.createQp({
-      qpType: ud ? QpType.UD : QpType.RC, sendCq: cq, recvCq: cq,
+      qpType: ud ? QpType.UD : kind === 'uc' ? QpType.UC : QpType.RC, sendCq: cq, recvCq: cq,
       cap: { maxSendWr: 1, maxRecvWr: rxDepth, maxSendSge: 1, maxRecvSge: 1, maxInlineData: maxInline },
     });
     const sendFlags = SendFlags.SIGNALED | (size <= maxInline ? SendFlags.INLINE : 0);
@@ -153,7 +169,8 @@ export async function pingpong(argv: string[], out: (line: string) => void = (l)
     if (channel) cq.reqNotify();
 
     const my: Dest = { lid: ctx.queryPort(ibPort).lid, qpn: qp.qpn, psn: randomBytes(3).readUIntBE(0, 3), gid: ctx.queryGid(ibPort, gidx) };
-    out(`  local address:  LID 0x${hex(my.lid, 4)}, QPN 0x${hex(my.qpn, 6)}, PSN 0x${hex(my.psn, 6)}, GID ${gidText(my.gid)}`);
+    // ud_pingpong.c's line has a colon before the GID where rc's and uc's have a comma.
+    out(`  local address:  LID 0x${hex(my.lid, 4)}, QPN 0x${hex(my.qpn, 6)}, PSN 0x${hex(my.psn, 6)}${ud ? ':' : ','} GID ${gidText(my.gid)}`);
 
     let ah: AH | undefined;
     const connect = (rem: Dest) => {
@@ -161,7 +178,8 @@ export async function pingpong(argv: string[], out: (line: string) => void = (l)
         connectQp(qp, { qpn: rem.qpn, psn: rem.psn, gid: rem.gid }, { psn: my.psn });
         ah = pd.createAh({ grh: { dgid: rem.gid, hopLimit: 64, sgidIndex: gidx }, isGlobal: true, portNum: ibPort, sl });
       } else {
-        // As rc_pingpong: hop limit 1, one outstanding read/atomic, RNR timer 12.
+        // As rc_pingpong: hop limit 1, one outstanding read/atomic, RNR timer 12 (uc_pingpong:
+        // hop limit 1; connectQp leaves the RC-only attributes out of a UC QP's transitions).
         connectQp(qp, { qpn: rem.qpn, psn: rem.psn, gid: rem.gid }, {
           psn: my.psn, mtu, hopLimit: 1, sgidIndex: gidx, portNum: ibPort, maxRdAtomic: 1, maxDestRdAtomic: 1, minRnrTimer: 12, timeout: 14, retryCnt: 7, rnrRetry: 7,
         });
@@ -198,13 +216,17 @@ export async function pingpong(argv: string[], out: (line: string) => void = (l)
     out(`  remote address: LID 0x${hex(rem.lid, 4)}, QPN 0x${hex(rem.qpn, 6)}, PSN 0x${hex(rem.psn, 6)}, GID ${gidText(rem.gid)}`);
     if (servername) connect(rem);
 
-    const sendSge = ud ? mr.sge(40, size) : mr.sge(0, size);
+    const sendSge = ud ? mr.sge(GRH, size) : mr.sge(0, size);
     const postSend = () => qp.postSend({
       wrId: SEND_WRID, opcode: WrOpcode.SEND, sendFlags, sgList: [sendSge],
       ...(ud ? { ud: { ah: ah!, remoteQpn: rem.qpn, remoteQkey: 0x11111111 } } : {}),
     });
-    const pageSize = 4096;
-    if (servername && values.chk && !ud) for (let i = 0; i < size; i += pageSize) buf[i] = (i / pageSize) % 256;
+    // -c, as rc_pingpong.c, uc_pingpong.c and ud_pingpong.c: the client writes
+    // `i / page_size % sizeof(char)` at the start of each page, which is 0 for every page (the
+    // modulus is 1), and the server checks the same after the run (what it received last).
+    // Matching it keeps -c working against a C peer, whose buffers start as 0x7b.
+    const data = ud ? GRH : 0;
+    if (servername && values.chk) for (let i = 0; i < size; i += PAGE_SIZE) buf[data + i] = 0;
 
     let pending = RECV_WRID;
     if (servername) { postSend(); pending |= SEND_WRID; }
@@ -242,8 +264,8 @@ export async function pingpong(argv: string[], out: (line: string) => void = (l)
     const bytes = size * iters * 2;
     out(`${bytes} bytes in ${(usec / 1e6).toFixed(2)} seconds = ${((bytes * 8) / usec).toFixed(2)} Mbit/sec`);
     out(`${iters} iters in ${(usec / 1e6).toFixed(2)} seconds = ${(usec / iters).toFixed(2)} usec/iter`);
-    if (!servername && values.chk && !ud) {
-      for (let i = 0; i < size; i += pageSize) if (buf[i] !== (i / pageSize) % 256) out(`invalid data in page ${i / pageSize}`);
+    if (!servername && values.chk) {
+      for (let i = 0; i < size; i += PAGE_SIZE) if (buf[data + i] !== 0) out(`invalid data in page ${i / PAGE_SIZE}`);
     }
     return { usecPerIter: usec / iters, bytes };
   } finally {

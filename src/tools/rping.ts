@@ -12,7 +12,7 @@ import {
   Access, createRxeDevice, rxeOf, SendFlags, WcOpcode, WcStatus, wcStatusStr, WrOpcode, type CQ, type Device, type MR, type PD, type WorkCompletion,
 } from '../index.js';
 import { createEventChannel, createId, type EventChannel, type RdmaCmEvent, type RdmaCmId } from '../cm/index.js';
-import { UsageError, checkAddressOptions, intOption } from './usage.js';
+import { UsageError, getoptArgs, intOption, resolveAddressOptions } from './usage.js';
 import { routeSource } from './route-source.js';
 import { remoteAddr, type RemoteAddr } from '../abi/remote-addr.js';
 
@@ -23,7 +23,7 @@ rdma-core's rping over softrdma's rdma_cm; either side may be the kernel's rping
 
   -c            client side
   -s            server side
-  -a addr       address (server: to listen on; client: of the server)
+  -a addr       address (server: to listen on; client: of the server); or a host name
   -I addr       source address for the client (default: the one the kernel's routing picks)
   -p port       port (default 7174)
   -C count      ping count times (default: until interrupted)
@@ -75,26 +75,27 @@ interface Opts {
   verbose: boolean; validate: boolean; debug: boolean; persistent: boolean; udpPort: number;
 }
 
-function parse(args: string[]): Opts {
-  const { values, positionals } = parseArgs({
-    args, allowPositionals: true, strict: true,
-    options: {
-      a: { type: 'string', short: 'a' }, I: { type: 'string', short: 'I' }, P: { type: 'boolean', short: 'P' },
-      p: { type: 'string', short: 'p' }, C: { type: 'string', short: 'C' }, S: { type: 'string', short: 'S' },
-      s: { type: 'boolean', short: 's' }, c: { type: 'boolean', short: 'c' }, v: { type: 'boolean', short: 'v', multiple: true },
-      V: { type: 'boolean', short: 'V', multiple: true }, d: { type: 'boolean', short: 'd', multiple: true }, 'udp-port': { type: 'string' },
-    },
-  });
+const RPING_OPTIONS = {
+  a: { type: 'string', short: 'a' }, I: { type: 'string', short: 'I' }, P: { type: 'boolean', short: 'P' },
+  p: { type: 'string', short: 'p' }, C: { type: 'string', short: 'C' }, S: { type: 'string', short: 'S' },
+  s: { type: 'boolean', short: 's' }, c: { type: 'boolean', short: 'c' }, v: { type: 'boolean', short: 'v', multiple: true },
+  V: { type: 'boolean', short: 'V', multiple: true }, d: { type: 'boolean', short: 'd', multiple: true }, 'udp-port': { type: 'string' },
+} as const;
+
+async function parse(args: string[]): Promise<Opts> {
+  const { values, positionals } = parseArgs({ args: getoptArgs(args, RPING_OPTIONS), allowPositionals: true, strict: true, options: RPING_OPTIONS });
   if (positionals.length) throw new UsageError(`unexpected argument '${positionals[0]}'`);
   if (values.s === values.c) throw new UsageError('give one of -s (server) and -c (client)');
-  checkAddressOptions([['a', values.a], ['I', values.I]]);
   if (values.c && values.a === undefined) throw new UsageError('the client needs -a (the server\'s address)');
-  return {
-    server: values.s === true, addr: values.a, source: values.I, port: intOption('p', values.p, 7174, 0, 65535),
-    count: intOption('C', values.C, 0, 0, 0x7fffffff), size: intOption('S', values.S, 64, RPING_MIN_BUFSIZE, RPING_MAX_BUFSIZE),
+  const o: Opts = {
+    server: values.s === true, addr: values.a, source: values.I, port: intOption('-p', values.p, 7174, 0, 65535),
+    count: intOption('-C', values.C, 0, 0, 0x7fffffff), size: intOption('-S', values.S, 64, RPING_MIN_BUFSIZE, RPING_MAX_BUFSIZE),
     verbose: (values.v?.length ?? 0) > 0, validate: (values.V?.length ?? 0) > 0, debug: (values.d?.length ?? 0) > 0,
-    persistent: values.P === true, udpPort: intOption('udp-port', values['udp-port'], 4791, 0, 65535),
+    persistent: values.P === true, udpPort: intOption('--udp-port', values['udp-port'], 4791, 0, 65535),
   };
+  // rping resolves -a and -I with getaddrinfo(): host names too.
+  const addrs = await resolveAddressOptions([['I', values.I], ['a', values.a]]);
+  return { ...o, addr: addrs.a, source: addrs.I };
 }
 
 /** One connection's verbs objects, as rping_setup_qp + rping_setup_buffers. */
@@ -179,7 +180,7 @@ function cmaError(e: RdmaCmEvent): Error {
 }
 
 export async function rping(args: string[]): Promise<number> {
-  const o = parse(args);
+  const o = await parse(args);
   const dbg = o.debug ? out : () => {};
   let local: string;
   if (o.server) {

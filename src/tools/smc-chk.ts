@@ -7,10 +7,11 @@
 
 import type net from 'node:net';
 import { interfaceAddresses } from '../smc/interfaces.js';
+import { runtimeDirName } from '../ism/runtime-dir.js';
 import { once } from 'node:events';
 import { parseArgs } from 'node:util';
 import { connect, createServer, DECLINE, type SmcInfo } from '../smc/index.js';
-import { UsageError } from './usage.js';
+import { getoptArgs, intOption, MAX_TIMER_SEC, UsageError } from './usage.js';
 import { describeDecline } from './decline-text.js';
 
 export const SMC_CHK_USAGE = `usage: softrdma smc-chk [options] <host> <port>
@@ -62,7 +63,7 @@ export function advice(info: SmcInfo, host: string, port: number): string[] {
   }
   if (cause.startsWith('runtime directory refused')) {
     return ["softrdma's runtime directory failed its checks (owner, mode 0700, no symbolic links): fix or remove it",
-      '($XDG_RUNTIME_DIR/softrdma or /tmp/softrdma-<uid>) and retry.'];
+      `(${runtimeDirName()}; another user may have made it first) and retry, or set SOFTRDMA_RUNTIME_DIR to a directory of your own.`];
   }
   if (cause === 'no ism device') return ['The shared-memory (ism) device could not be opened: see NODE_DEBUG=smc output (smc-chk -d).'];
   if (cause === 'disabled' || cause === 'policy') return [`SMC was turned off for this connection (${cause}): check SOFTRDMA_SMC and any smcPolicy.`];
@@ -118,29 +119,27 @@ async function serve(port: number): Promise<number> {
   return 0;
 }
 
+const SMC_CHK_OPTIONS = {
+  connect: { type: 'string', short: 'C' }, port: { type: 'string', short: 'p' }, server: { type: 'boolean', short: 'S' },
+  debug: { type: 'boolean', short: 'd' }, timeout: { type: 'string', short: 't' },
+} as const;
+
 export async function smcChk(args: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args, allowPositionals: true,
-    options: {
-      connect: { type: 'string', short: 'C' }, port: { type: 'string', short: 'p' }, server: { type: 'boolean', short: 'S' },
-      debug: { type: 'boolean', short: 'd' }, timeout: { type: 'string', short: 't' },
-    },
-  });
+  const { values, positionals } = parseArgs({ args: getoptArgs(args, SMC_CHK_OPTIONS), allowPositionals: true, options: SMC_CHK_OPTIONS });
   // smc_chk's -C HOST -p PORT, or HOST PORT as arguments.
   const rest = [...positionals];
   const host = values.server ? undefined : values.connect ?? rest.shift();
   const portText = values.port ?? rest.shift();
   if (rest.length) throw new UsageError(`unexpected argument '${rest[0]}'`);
-  const port = portText === undefined ? DEFAULT_PORT : Number(portText);
-  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError(`invalid port '${portText}'`);
+  const port = intOption(values.port !== undefined ? '-p/--port' : 'the port', portText, DEFAULT_PORT, 0, 65535);
   if (values.server) {
     if (values.connect !== undefined) throw new UsageError('-S and -C exclude each other');
     return serve(port);
   }
   if (host === undefined) throw new UsageError('no host given');
   if (port === 0) throw new UsageError('port 0 is not a service');
-  const timeoutMs = (values.timeout === undefined ? 10 : Number(values.timeout)) * 1000;
-  if (!(timeoutMs > 0)) throw new UsageError(`invalid timeout '${values.timeout}'`);
+  // Whole seconds, within what a timer takes (a larger value would fire at once, with a warning).
+  const timeoutMs = intOption('-t/--timeout', values.timeout, 10, 1, MAX_TIMER_SEC) * 1000;
 
   const sock = connect({ host, port, smc: true });
   const info = await new Promise<SmcInfo | Error>((resolve) => {

@@ -1,29 +1,133 @@
 // The error a tool throws for bad command-line input: the CLI prints it with the tool's
-// usage and exits 2, unlike a runtime failure (exit 1).
+// usage and exits 2, unlike a runtime failure (exit 1). And what every tool's option parsing
+// shares: integer values (one parser for all), getopt's way with values that start with '-',
+// addresses that may be host names.
 
+import { lookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
+import type { ParseArgsConfig } from 'node:util';
 
 export class UsageError extends Error {}
 
 /**
- * A single-dash integer option as rdma-core's examples take them (`-C 100`): `def` when not
- * given, else an integer in [min, max] or a UsageError naming the option.
+ * How an integer option's value may be written. 'c': what C's strtol(s, &end, 0) takes whole
+ * (the rdma-core and perftest tools parse their numbers so): decimal, 0x hex, or octal with a
+ * leading 0 ('010' is 8). 'decimal': digits only (atoi-style tools: rping, cmatose; smc-chk).
+ * Neither takes a sign, spaces, an empty value, exponents, '0b' or '0o'.
  */
-export function intOption(name: string, v: string | undefined, def: number, min: number, max: number): number {
+export type IntSyntax = 'c' | 'decimal';
+
+const C_INT = /^(0x[0-9a-f]+|0[0-7]*|[1-9]\d*)$/i;
+const DECIMAL_INT = /^\d+$/;
+
+/** The longest delay setTimeout takes (ms); a timeout option must stay below it. */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+/** The same in whole seconds: the upper bound of every timeout option given in seconds. */
+export const MAX_TIMER_SEC = Math.floor(MAX_TIMER_MS / 1000);
+
+/** The value of an integer written in `syntax`, or NaN when it is not one. */
+export function parseIntText(text: string, syntax: IntSyntax): number {
+  if (syntax === 'decimal') return DECIMAL_INT.test(text) ? Number(text) : NaN;
+  if (!C_INT.test(text)) return NaN;
+  if (/^0x/i.test(text)) return parseInt(text.slice(2), 16);
+  if (text.length > 1 && text.startsWith('0')) return parseInt(text.slice(1), 8);
+  return Number(text);
+}
+
+/**
+ * An integer option: `def` when not given, else an integer in [min, max] written in `syntax`,
+ * or a UsageError that names the option by `label`, as the user would write it ('-C',
+ * '--udp-port', '-s/--size').
+ */
+export function intOption(label: string, v: string | undefined, def: number, min: number, max: number, syntax: IntSyntax = 'decimal'): number {
   if (v === undefined) return def;
-  const n = Number(v);
-  if (!/^\d+$/.test(v) || n < min || n > max) throw new UsageError(`-${name} must be an integer from ${min} to ${max}, got '${v}'`);
+  const n = parseIntText(v, syntax);
+  if (!(n >= min && n <= max)) {
+    const forms = syntax === 'c' ? ' (decimal, 0x hex or 0-prefixed octal)' : '';
+    throw new UsageError(`${label} must be an integer from ${min} to ${max}${forms}, got '${v}'`);
+  }
   return n;
 }
 
-/** Single-dash address options (`-a`, `-b`, ...): each given one must be an IPv4 or IPv6 literal. */
-export function checkAddressOptions(options: ReadonlyArray<readonly [string, string | undefined]>): void {
-  for (const [k, v] of options) if (v !== undefined && isIP(v) === 0) throw new UsageError(`-${k} must be an IPv4 or IPv6 address, got '${v}'`);
+type Options = NonNullable<ParseArgsConfig['options']>;
+
+/**
+ * The arguments as getopt reads them, for parseArgs: an option that takes a value takes the
+ * next argument whatever it starts with ('-C -1' is -C with '-1', which the range check then
+ * refuses in words), where parseArgs would call '-1' an ambiguous value. Rewritten as '-C-1'
+ * and '--name=-1', which parseArgs reads as the value. Nothing after '--' is touched.
+ */
+export function getoptArgs(args: readonly string[], options: Options): string[] {
+  const out: string[] = [];
+  const shortTakes = new Map<string, boolean>();
+  for (const o of Object.values(options)) if (o.short) shortTakes.set(o.short, o.type === 'string');
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    const next = args[i + 1];
+    out.push(a);
+    if (a === '--') { out.push(...args.slice(i + 1)); break; }
+    const dashValue = next !== undefined && next.startsWith('-') && next.length > 1;
+    if (!dashValue) continue;
+    if (a.startsWith('--')) {
+      if (!a.includes('=') && options[a.slice(2)]?.type === 'string') { out[out.length - 1] = `${a}=${next}`; i++; }
+      continue;
+    }
+    if (!a.startsWith('-') || a.length < 2) continue;
+    // A group of short options: the first that takes a value takes the rest of the group, or
+    // (when it ends the group) the next argument.
+    for (let k = 1; k < a.length; k++) {
+      const takes = shortTakes.get(a[k]!);
+      if (takes === undefined) break;
+      if (!takes) continue;
+      if (k === a.length - 1) { out[out.length - 1] = a + next; i++; }
+      break;
+    }
+  }
+  return out;
+}
+
+/**
+ * Addresses given to the single-dash address options (`-a`, `-I`, `-s`, `-b`): IP literals, or
+ * host names resolved as getaddrinfo() resolves them for the originals (the first answer).
+ * A name is resolved in the family of a literal given with it (`-I 127.0.0.3 -a localhost`
+ * gives 127.0.0.1, not ::1), so that both ends of a connection are of one family.
+ * Returns the addresses by option name; an unresolvable name is a UsageError.
+ */
+export async function resolveAddressOptions(options: ReadonlyArray<readonly [string, string | undefined]>): Promise<Record<string, string | undefined>> {
+  const out: Record<string, string | undefined> = {};
+  const literal = options.map(([, v]) => (v === undefined ? 0 : isIP(v))).find((f) => f !== 0);
+  for (const [k, v] of options) {
+    if (v === undefined || isIP(v) !== 0) { out[k] = v; continue; }
+    if (v === '') throw new UsageError(`-${k} must be an IPv4 or IPv6 address or a host name, got ''`);
+    try {
+      out[k] = (await lookup(v, literal ? { family: literal } : {})).address;
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      throw new UsageError(`-${k} must be an IPv4 or IPv6 address or a host name that resolves${literal ? ` to an IPv${literal} address` : ''}, got '${v}' (${code ?? (err as Error).message})`);
+    }
+  }
+  return out;
+}
+
+/**
+ * What to say when an rxe device cannot take its UDP port (EADDRINUSE): two tools on one host
+ * need an address each. For perftest and pingpong, whose options are these.
+ */
+export function udpPortTaken(bind: string, udpPort: number, tool: string): string {
+  return `UDP port ${udpPort} on ${bind} is taken (another rxe device, perftest or pingpong on this address?). ` +
+    'Two processes on one host need an address each: e.g. --bind 127.0.0.2 for the server and --bind 127.0.0.3 ' +
+    `for the client (each on port 4791 of its own address); or --udp-port 0 on the ${tool} server and, on the client, ` +
+    'the port the server prints.';
 }
 
 /** parseArgs' own errors (unknown option, missing value) are usage errors too. */
 export function isUsageError(err: unknown): err is Error {
   return err instanceof UsageError || ((err as { code?: string })?.code?.startsWith('ERR_PARSE_ARGS') ?? false);
+}
+
+/** parseArgs names an option '-C, --C' when its long name is its short one: that is just '-C'. */
+function optionName(s: string): string {
+  return s.replace(/^-(\w), --\1$/, '-$1');
 }
 
 /**
@@ -37,8 +141,8 @@ export function usageErrorLine(err: Error): string {
   let x: RegExpExecArray | null;
   if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' && (x = /Unknown option '([^']+)'/.exec(m))) return `unknown option '${x[1]}'`;
   if (code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE') {
-    if ((x = /Option '([^']+?)(?: <value>)?' argument missing/.exec(m))) return `option '${x[1]}' needs a value`;
-    if ((x = /Option '([^']+?)(?: <value>)?' does not take an argument/.exec(m))) return `option '${x[1]}' takes no value`;
+    if ((x = /Option '([^']+?)(?: <value>)?' argument missing/.exec(m))) return `option '${optionName(x[1]!)}' needs a value`;
+    if ((x = /Option '([^']+?)(?: <value>)?' does not take an argument/.exec(m))) return `option '${optionName(x[1]!)}' takes no value`;
   }
   if (code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL' && (x = /Unexpected argument '([^']+)'/.exec(m))) return `unexpected argument '${x[1]}'`;
   return m.split('\n')[0]!;

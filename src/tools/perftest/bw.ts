@@ -10,7 +10,7 @@
 import { createHash } from 'node:crypto';
 import { SendFlags, WcOpcode, WrOpcode, type SendWr, type WorkCompletion } from '../../index.js';
 import type { BwReport } from './exchange.js';
-import { bwResult, MB, sampleWindow, toGbits, within, type BwResult } from './report.js';
+import { bwResult, MB, sampleWindow, toGbits, WindowedCount, type BwResult } from './report.js';
 import { MAX_INLINE, nowNs, RX_DEPTH, type Session } from './session.js';
 
 const CQ_MOD = 64;
@@ -35,8 +35,9 @@ export async function runBwTest(s: Session, emit: (r: BwResult) => void): Promis
   const active = !s.isServer || o.bidir;
 
   if (!send && !o.bidir && s.isServer && !s.softrdma) {
-    // perftest's server of a one-way RDMA test only waits, then shows the client's report.
-    await s.sync();
+    // perftest's server of a one-way RDMA test only waits (for the client's whole run: no
+    // --timeout), then shows the client's report.
+    await s.sync(true);
     out(fromReport(o.test, await s.xchgReport(ZERO), o.gbits));
     await s.closeConnection();
     return results;
@@ -54,14 +55,16 @@ export async function runBwTest(s: Session, emit: (r: BwResult) => void): Promis
     const after = (p: Promise<void>) => (rx && o.durationSec ? s.drainDuring(p, (wc) => rx.onWc(wc)) : p);
     let result = mine?.result;
     await after((async () => {
-      if (!send && o.bidir && o.all) await s.sync();
+      // The first message after our run may have to wait for the end of the peer's (the
+      // server of a one-way test, or the slower side of -b): no --timeout on it.
+      if (!send && o.bidir && o.all) await s.sync(true);
       if (s.softrdma) {
         const peer = await endCheck(s, size, mine, before!);
         result ??= peer.result ?? undefined;
         if (result) result = { ...result, verified: peer.verified };
       }
       if (o.bidir && !(send && o.durationSec)) {
-        const rep = await s.xchgReport(toReport(mine!.result, o.gbits));
+        const rep = await s.xchgReport(toReport(mine!.result, o.gbits), !s.softrdma);
         result = sum(mine!.result, fromReport(o.test, rep, o.gbits), result!.verified);
       }
       if (send && o.all) await s.sync();
@@ -72,7 +75,7 @@ export async function runBwTest(s: Session, emit: (r: BwResult) => void): Promis
   }
   if (!send && !o.bidir) {
     // One-way RDMA tests: the client's last report goes to the server at the end.
-    await s.sync();
+    await s.sync(s.isServer);
     await s.xchgReport(last && !s.isServer ? toReport(last, o.gbits) : ZERO);
   }
   await s.closeConnection();
@@ -115,7 +118,8 @@ async function exchangeCheck(s: Session, size: number, phase: 'before'): Promise
 async function endCheck(s: Session, size: number, mine: { result: BwResult; counts: number[] } | undefined, before: { mine: Check; peer: Check }): Promise<{ result: BwResult | null; verified: boolean }> {
   const oob = s.oob!;
   oob.send({ done: size, counts: mine?.counts ?? [], result: mine?.result ?? null } satisfies Done);
-  const peerDone = await oob.recv<Done>();
+  // The peer says so when its run ends, however long that takes (-D 3600, a long -n): no --timeout.
+  const peerDone = await oob.recv<Done>(Infinity);
   if (peerDone.done !== size) throw new Error(`softrdma peer out of step after the ${size}-byte run`);
   const after = check(s, size);
   oob.send({ after: size, ...after });
@@ -167,26 +171,45 @@ class Receiver {
   async run(): Promise<{ result: BwResult; counts: number[] }> {
     const s = this.s;
     const deadline = s.o.durationSec ? nowNs() + s.o.durationSec * 1e9 : Infinity;
-    const times = new Times();
     const t0 = nowNs(); // just after the handshake that lets the sender start
+    const times = completions(s, t0);
+    let any = false;
     while (s.o.durationSec ? nowNs() < deadline : !this.doneCount()) {
-      await s.poll(1, (wc) => { if (this.onWc(wc)) times.push(nowNs(), 1); }, deadline);
+      await s.poll(1, (wc) => { if (this.onWc(wc)) { times.push(nowNs(), 1); any = true; } }, deadline);
     }
-    if (!times.n) throw new Error('no message arrived');
+    if (!any) throw new Error('no message arrived');
+    const r = times.result(s.o.test, this.size);
+    if (!r) throw new Error('no message arrived between the margins');
     // Arrivals are seen in batches of one poll, so windows of them say nothing about a peak:
     // the receiver reports its average as its peak.
-    const w = sampleWindow(t0, s.o.durationSec, s.o.marginSec);
-    const counted = within(times.view(), w.from, w.to);
-    if (!counted.length) throw new Error('no message arrived between the margins');
-    const r = bwResult(s.o.test, this.size, w.from, counted, null);
     return { result: { ...r, bw_peak_MBps: r.bw_avg_MBps }, counts: [...this.received] };
   }
 }
 
+/** What a run keeps of its completions: see completions(). */
+interface Completions {
+  push(t: number, count: number): void;
+  result(test: string, size: number): BwResult | undefined;
+}
+
+/**
+ * -n: every completion's time (-n x -q of them, as perftest keeps); -D: only the counts
+ * between the margins (WindowedCount), so that a long timed run does not grow.
+ */
+function completions(s: Session, t0: number): Completions {
+  if (!s.o.durationSec) return new Times(t0);
+  const w = sampleWindow(t0, s.o.durationSec, s.o.marginSec);
+  return new WindowedCount(w.from, w.to);
+}
+
 /** Completion timestamps, growing as needed. */
-class Times {
+class Times implements Completions {
   private a = new Float64Array(1 << 12);
   n = 0;
+  constructor(private readonly t0: number) {}
+  result(test: string, size: number): BwResult | undefined {
+    return this.n ? bwResult(test, size, this.t0, this.view(), null) : undefined;
+  }
   push(t: number, count: number) {
     if (this.n + count > this.a.length) {
       const b = new Float64Array(Math.max(this.n + count, this.a.length * 2));
@@ -218,8 +241,8 @@ export async function sendLoop(s: Session, size: number, rx: Receiver | undefine
   const timed = !!s.o.durationSec;
   const limit = new Array<number>(nq).fill(timed ? Number.MAX_SAFE_INTEGER : iters);
   const posted = new Array<number>(nq).fill(0), completed = new Array<number>(nq).fill(0);
-  const times = new Times();
   const t0 = nowNs();
+  const times = completions(s, t0);
   const deadline = timed ? t0 + s.o.durationSec! * 1e9 : Infinity;
   let stopped = !timed;
   const onWc = (wc: WorkCompletion) => {
@@ -249,8 +272,7 @@ export async function sendLoop(s: Session, size: number, rx: Receiver | undefine
     if (stopped && sendsDone() && recvsDone()) break;
     await s.poll(1, onWc, stopped ? Infinity : deadline);
   }
-  const w = sampleWindow(t0, s.o.durationSec, s.o.marginSec);
-  const counted = within(times.view(), w.from, w.to);
-  if (!counted.length) throw new Error('no operation completed between the margins');
-  return { result: bwResult(test, size, w.from, counted, null), counts: completed };
+  const result = times.result(test, size);
+  if (!result) throw new Error('no operation completed between the margins');
+  return { result, counts: completed };
 }

@@ -16,6 +16,7 @@ import {
   Access, SendFlags, WcOpcode, WcStatus, wcStatusStr, WrOpcode, type CQ, type MR, type PD, type QP, type WorkCompletion,
 } from '../../index.js';
 import { createEventChannel, createId, type EventChannel, type RdmaCmEvent, type RdmaCmEventType, type RdmaCmId } from '../../cm/index.js';
+import { jsonMessage } from '../oob.js';
 
 /** Our receive buffers: larger than perftest's 56 bytes, for the JSON steps two softrdma sides add. */
 const RECV_BYTES = 64 * 1024;
@@ -90,7 +91,11 @@ export class CmChannel {
     }
   }
 
-  /** rdma_server_connect: bind, listen, take one CONNECT_REQUEST, accept it, destroy the listener. */
+  /**
+   * rdma_server_connect: bind, listen, take one CONNECT_REQUEST, accept it, destroy the listener.
+   * The wait for the client has no limit, as perftest's (rdma_get_cm_event blocks) and as our
+   * TCP server's accept; `timeoutMs` bounds the exchange's messages afterwards.
+   */
   static async accept(bind: string, port: number, timeoutMs: number, onListening?: (port: number) => void): Promise<CmChannel> {
     const ch = createEventChannel();
     const listener = createId(ch, 'tcp');
@@ -98,7 +103,7 @@ export class CmChannel {
       listener.bindAddr(bind, port);
       listener.listen(1);
       onListening?.(listener.localAddr!.port);
-      const req = await ch.next('CONNECT_REQUEST', timeoutMs);
+      const req = await ch.next('CONNECT_REQUEST', Infinity);
       const c = new CmChannel(ch, req.id, true, timeoutMs);
       // perftest neither waits for ESTABLISHED here: the QP is in RTS once accept() returns.
       req.id.accept({ retryCount: 7, rnrRetryCount: 7 });
@@ -191,7 +196,8 @@ export class CmChannel {
       const left = deadline - Date.now();
       if (left <= 0) throw new Error(`rdma_cm exchange peer silent for ${timeoutMs} ms (expected ${what})`);
       await new Promise<void>((resolve) => {
-        const timer = setTimeout(() => { this.waiter = undefined; resolve(); }, left);
+        // Infinity: a server waiting out the client's run; a DISCONNECTED (the peer's exit) still ends it.
+        const timer = Number.isFinite(left) ? setTimeout(() => { this.waiter = undefined; resolve(); }, left) : undefined;
         this.waiter = () => { clearTimeout(timer); resolve(); };
       });
     }
@@ -210,11 +216,7 @@ export class CmChannel {
 
   async recv<T = Record<string, unknown>>(timeoutMs = this.timeoutMs): Promise<T> {
     const m = await this.nextMessage('a message', timeoutMs);
-    try {
-      return JSON.parse(m.toString('utf8')) as T;
-    } catch {
-      throw new Error('rdma_cm exchange peer sent a malformed message');
-    }
+    return jsonMessage<T>(m.toString('utf8'), 'rdma_cm exchange peer');
   }
 
   async barrier(tag: string): Promise<void> {

@@ -1,15 +1,24 @@
 // `softrdma perftest <test>`: perftest's ib_*_bw / ib_*_lat over an rxe device, speaking
 // perftest's own out-of-band exchange so that either side may be the C binary.
 
+import { writeFileSync } from 'node:fs';
 import { runBwTest } from './bw.js';
 import { runLatTest } from './lat.js';
-import { parsePerftestArgs, PERFTEST_USAGE } from './options.js';
+import { parsePerftestArgs, PERFTEST_USAGE, type PerftestOptions } from './options.js';
 import {
-  bwHeader, bwLine, latDurHeader, latDurLine, latHeader, latLine, RESULT_LINE, TITLES, withPerftestKeys, type BwResult, type LatResult,
+  bwHeader, bwLine, latDurHeader, latDurLine, latHeader, latLine, RESULT_LINE, TITLES, toGbits, withPerftestKeys, type BwResult, type LatResult,
 } from './report.js';
 import { Session } from './session.js';
 
 export { PERFTEST_USAGE };
+
+/** --output: the one figure perftest prints ("%lf": six decimals), in the table's unit. */
+export function outputFigure(o: Pick<PerftestOptions, 'output' | 'gbits'>, r: BwResult | LatResult): string {
+  if (o.output === 'latency') return (r as LatResult).t_avg_us.toFixed(6);
+  const b = r as BwResult;
+  if (o.output === 'message_rate') return b.msg_rate_Mpps.toFixed(6);
+  return (o.gbits ? toGbits(b.bw_avg_MBps) : b.bw_avg_MBps).toFixed(6);
+}
 
 /** Runs one perftest side; returns the results (also printed). Throws UsageError on bad options. */
 export async function perftest(argv: string[]): Promise<(BwResult | LatResult)[]> {
@@ -24,9 +33,22 @@ export async function perftest(argv: string[]): Promise<(BwResult | LatResult)[]
     if (!o.json && table) s.say(lat ? (o.durationSec ? latDurHeader() : latHeader()) : bwHeader(o.gbits));
     const role = s.isServer ? 'server' : 'client';
     let failed: string | undefined;
+    const fileLines: string[] = [];
     const emit = (r: BwResult | LatResult) => {
-      if (o.json) process.stdout.write(JSON.stringify({ ...withPerftestKeys(r, o.gbits), role }) + '\n');
+      const json = JSON.stringify({ ...withPerftestKeys(r, o.gbits), role }) + '\n';
+      if (o.json) process.stdout.write(json);
+      else if (o.output) process.stdout.write(outputFigure(o, r) + '\n');
       else s.say(lat ? (o.durationSec ? latDurLine(r as LatResult) : latLine(r as LatResult)) : bwLine(r as BwResult, o.gbits));
+      if (o.jsonFile) {
+        // perftest rewrites its file for each report; ours holds every size so far. As perftest,
+        // a file that cannot be written is said on stderr and the run goes on.
+        fileLines.push(json);
+        try {
+          writeFileSync(o.jsonFile, fileLines.join(''));
+        } catch (err) {
+          process.stderr.write(`failed to open ${o.jsonFile}: ${(err as Error).message}\n`);
+        }
+      }
       if ('verified' in r && r.verified === false) failed ??= `data check failed at ${r.bytes} bytes: the target's bytes differ from the source's`;
     };
     const results = lat ? await runLatTest(s, emit) : await runBwTest(s, emit);

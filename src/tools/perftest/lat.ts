@@ -5,10 +5,12 @@
 //   last byte of the peer's area and waits for the peer's round in its own.
 // - read_lat: only the client works (RDMA READs from the server's area); the server closes.
 // send_lat and write_lat report half the round trip (each side times its own posts, as
-// perftest does); read_lat the time of each READ. With -D a side stops when its time is up.
+// perftest does); read_lat the time of each READ. With -D a side stops when its time is up,
+// and reports what perftest's timed table has (the rounds between the margins, t_avg as their
+// time over their count, tps) from a summary that does not grow with the run's length.
 
 import { SendFlags, WcOpcode, WrOpcode, type WorkCompletion } from '../../index.js';
-import { latResult, sampleWindow, type LatResult } from './report.js';
+import { LatSummary, latResult, sampleWindow, type LatResult } from './report.js';
 import { MAX_INLINE, nowNs, yieldToLoop, type Session } from './session.js';
 import { spinUntil } from '../spin-poll.js';
 
@@ -18,8 +20,9 @@ export async function runLatTest(s: Session, emit: (r: LatResult) => void): Prom
   const o = s.o;
   const results: LatResult[] = [];
   if (o.test === 'read_lat' && s.isServer) {
-    // perftest's read_lat server has nothing to do but close; it prints no result.
-    await s.closeConnection();
+    // perftest's read_lat server has nothing to do but close; it prints no result. Its close
+    // waits for the client's whole run: no --timeout.
+    await s.closeConnection(true);
     return results;
   }
   for (const size of o.sizes) {
@@ -54,21 +57,47 @@ function more(s: Session, done: number, deadline: number): boolean {
   return s.o.durationSec ? nowNs() < deadline : done < s.o.iters;
 }
 
-/** Half the gaps between successive posts (perftest's latency samples for ping-pongs). */
 /**
- * Half the time between consecutive posts (each post follows the peer's answer to the one
- * before); with -D only the posts between perftest's margins (t0: when the test started).
+ * The times of a ping-pong's posts (each follows the peer's answer to the one before); the
+ * latency samples are half the gaps between consecutive ones (perftest's, for ping-pongs).
+ * With -n every post is kept (-n of them); with -D only what is between perftest's margins
+ * counts, and it is summarised as it comes (LatSummary), so a long timed run does not grow.
  */
-function gaps(s: Session, size: number, all: number[], iters: number, t0: number): LatResult {
-  const test = s.o.test;
-  const w = sampleWindow(t0, s.o.durationSec, s.o.marginSec);
-  const posts = s.o.durationSec ? all.filter((t) => t >= w.from && t <= w.to) : all;
-  if (s.o.durationSec) iters = Math.max(0, posts.length - 1);
-  const n = posts.length - 1;
-  if (n < 1) throw new Error('too few rounds to measure');
-  const samples = new Float64Array(n);
-  for (let i = 0; i < n; i++) samples[i] = (posts[i + 1]! - posts[i]!) / 2e3;
-  return { ...latResult(test, size, samples), iterations: iters, tps_average: round(iters / ((posts[n]! - posts[0]!) / 1e9)) };
+class Posts {
+  private readonly all: number[] | undefined;
+  private readonly w: { from: number; to: number };
+  private readonly summary = new LatSummary();
+  private first = 0;
+  private prev = 0;
+  private inWindow = 0;
+  constructor(s: Session, t0: number) {
+    this.w = sampleWindow(t0, s.o.durationSec, s.o.marginSec);
+    this.all = s.o.durationSec ? undefined : [];
+  }
+
+  push(t: number): void {
+    if (this.all) { this.all.push(t); return; }
+    if (t < this.w.from || t > this.w.to) return;
+    if (this.inWindow++ === 0) this.first = t;
+    else this.summary.add((t - this.prev) / 2e3);
+    this.prev = t;
+  }
+
+  /** The result; `iters`: the rounds of a -n run. */
+  result(s: Session, size: number, iters: number): LatResult {
+    if (this.all) {
+      const posts = this.all, n = posts.length - 1;
+      if (n < 1) throw new Error('too few rounds to measure');
+      const samples = new Float64Array(n);
+      for (let i = 0; i < n; i++) samples[i] = (posts[i + 1]! - posts[i]!) / 2e3;
+      return { ...latResult(s.o.test, size, samples), iterations: iters, tps_average: round(iters / ((posts[n]! - posts[0]!) / 1e9)) };
+    }
+    // perftest's timed report: the rounds between the margins, t_avg = their time / rounds / 2.
+    const r = this.summary.result(s.o.test, size);
+    if (!r) throw new Error('too few rounds to measure');
+    const secs = (this.prev - this.first) / 1e9;
+    return { ...r, t_avg_us: round((secs * 1e6) / r.iterations / 2), tps_average: round(r.iterations / secs) };
+  }
 }
 
 const round = (x: number) => Math.round(x * 100) / 100;
@@ -103,7 +132,7 @@ async function sendLat(s: Session, size: number, rx: Receives): Promise<LatResul
   const sge = s.mr.sge(s.sendOff(0), size);
   const t0 = nowNs();
   const deadline = deadlineOf(s);
-  const posts: number[] = [];
+  const posts = new Posts(s, t0);
   let sent = 0;
   for (;;) {
     // The client sends first and then waits for each answer; the server waits, then answers.
@@ -119,7 +148,7 @@ async function sendLat(s: Session, size: number, rx: Receives): Promise<LatResul
     sent++;
   }
   posts.push(nowNs());
-  return gaps(s, size, posts, sent, t0);
+  return posts.result(s, size, sent);
 }
 
 async function writeLat(s: Session, size: number): Promise<LatResult> {
@@ -130,7 +159,7 @@ async function writeLat(s: Session, size: number): Promise<LatResult> {
   const t0 = nowNs();
   const deadline = deadlineOf(s);
   const timeout = s.o.timeoutMs;
-  const posts: number[] = [];
+  const posts = new Posts(s, t0);
   let scnt = 0, rcnt = 0;
   const drain = () => { for (const wc of s.cq.poll(16)) if (wc.status !== 0) throw new Error(`completion error ${wc.status}`); };
   while (s.o.durationSec ? nowNs() < deadline : scnt < s.o.iters || rcnt < s.o.iters) {
@@ -156,29 +185,34 @@ async function writeLat(s: Session, size: number): Promise<LatResult> {
   }
   drain();
   posts.push(nowNs());
-  return gaps(s, size, posts, scnt, t0);
+  return posts.result(s, size, scnt);
 }
 
 async function readLat(s: Session, size: number): Promise<LatResult> {
   const deadline = deadlineOf(s);
-  const samples: number[] = [];
+  // -n: every READ's time (-n of them); -D: a summary of those between the margins.
+  const samples: number[] | undefined = s.o.durationSec ? undefined : [];
+  const summary = new LatSummary();
   const remote = { remoteAddr: s.remoteAddr(0), rkey: s.remote[0]!.rkey };
   const sge = s.mr.sge(s.sendOff(0), size);
   const t0 = nowNs();
   // With -D only the READs posted between perftest's margins count.
   const w = sampleWindow(t0, s.o.durationSec, s.o.marginSec);
-  let rounds = 0, first = 0, last = 0;
+  let rounds = 0, first = 0, last = 0, counted = 0;
   while (more(s, rounds, deadline)) {
     const t = nowNs();
     s.qp.postSend({ wrId: rounds++, opcode: WrOpcode.RDMA_READ, sendFlags: SendFlags.SIGNALED, sgList: [sge], rdma: remote });
     await s.poll(1, () => {});
     const done = nowNs();
     if (t < w.from || t > w.to) continue;
-    if (!samples.length) first = t;
+    if (!counted++) first = t;
     last = done;
-    samples.push((done - t) / 1e3);
+    if (samples) samples.push((done - t) / 1e3);
+    else summary.add((done - t) / 1e3);
   }
-  if (!samples.length) throw new Error('no READ completed between the margins');
-  const r = latResult(s.o.test, size, Float64Array.from(samples));
-  return { ...r, tps_average: round(samples.length / ((last - first) / 1e9)) };
+  const r = samples ? (samples.length ? latResult(s.o.test, size, Float64Array.from(samples)) : undefined) : summary.result(s.o.test, size);
+  if (!r) throw new Error('no READ completed between the margins');
+  const secs = (last - first) / 1e9;
+  // -D: perftest's timed report, t_avg = the time of the READs between the margins / their count.
+  return { ...r, ...(samples ? {} : { t_avg_us: round((secs * 1e6) / counted) }), tps_average: round(counted / secs) };
 }

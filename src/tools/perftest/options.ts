@@ -1,7 +1,8 @@
 // Command-line options of `softrdma perftest`, following perftest's names and defaults.
 
 import { parseArgs } from 'node:util';
-import { UsageError } from '../usage.js';
+import { RXE_DEFAULT_LIMITS } from '../../index.js';
+import { getoptArgs, intOption, MAX_TIMER_SEC, parseIntText, UsageError } from '../usage.js';
 
 export const TESTS = ['write_bw', 'read_bw', 'send_bw', 'atomic_bw', 'write_lat', 'read_lat', 'send_lat'] as const;
 export type TestName = (typeof TESTS)[number];
@@ -19,6 +20,10 @@ export interface PerftestOptions {
   txDepth: number;
   mtu: number | undefined;
   json: boolean;
+  /** --out_json / --out_json_file: also write the JSON objects to this file (perftest's perftest_out.json). */
+  jsonFile: string | undefined;
+  /** --output: print only this figure of each result, as perftest does. */
+  output: 'bandwidth' | 'latency' | 'message_rate' | undefined;
   counters: boolean;
   timeoutMs: number;
   /** -D: run for this many seconds instead of -n iterations. */
@@ -43,6 +48,9 @@ export interface PerftestOptions {
   explicit: { size: boolean; iters: boolean };
 }
 
+/** perftest's DEFAULT_JSON_FILE_NAME, in the working directory. */
+export const DEFAULT_JSON_FILE = 'perftest_out.json';
+
 export const PERFTEST_USAGE = `usage: softrdma perftest <test> [options] [server-host]
 
 tests: ${TESTS.join(', ')}
@@ -53,11 +61,12 @@ Run the server without a host, then the client with the server's host.
       --udp-port N     RoCEv2 UDP port, the same on both sides (default 4791; 0 on a
                        server picks a free one and prints it)
   -p, --port N         TCP port of the out-of-band exchange (default 18515)
-  -s, --size N         message size in bytes (default 65536 for bw, 2 for lat, 8 for atomic)
+  -s, --size N         message size in bytes, 1 to 8388608 (default 65536 for bw, 2 for lat,
+                       8 for atomic); as perftest, K and M multiply by 1024 and 1048576 (-s 64K)
   -n, --iters N        iterations (default 5000 for bw, 1000 for lat)
   -a, --all            every size from 2 to 2^23 (atomic_bw: 8 only)
-  -D, --duration SEC   run for SEC seconds instead of -n iterations (not with -a); as perftest,
-                       results count only between the margins
+  -D, --duration SEC   run for SEC (whole) seconds instead of -n iterations (not with -a); as
+                       perftest, results count only between the margins
   -f, --margin SEC     with -D: seconds left out at the start and the end (default SEC/4,
                        rounded down, as perftest)
   -x, --gid-index N    local GID index (default 0, the device's only GID: its address)
@@ -68,75 +77,159 @@ Run the server without a host, then the client with the server's host.
                        the exchange runs as SENDs on an rdma_cm connection to the server's
                        address and -p port (no TCP); give the server's device address as host
       --report_gbits   report bandwidth in Gb/sec (10^9 bits) instead of MiB/sec
-  -t, --tx-depth N     outstanding work requests in bw tests (default 128)
+  -t, --tx-depth N     outstanding work requests in bw tests (default 128; -q x (-t + 544) must
+                       fit the device's 262144 completion queue entries)
   -m, --mtu N          path MTU: 256, 512, 1024, 2048 or 4096 (default: the port's active MTU)
       --json           one JSON object per size on stdout instead of the table (perftest's
                        --out_json keys: MsgSize, n_iterations, BW_peak, BW_average, MsgRate;
-                       t_min ... percentile_99.9)
+                       t_min ... percentile_99.9; with -D t_avg, tps_average)
+      --out_json       as perftest: the table as usual, and the same JSON objects written to
+                       perftest_out.json in the working directory
+      --out_json_file=PATH  --out_json, to PATH
+      --output=WHAT    print only one figure per size, as perftest: bandwidth or message_rate
+                       (bw tests), latency (lat tests: t_avg); the rest goes to stderr
       --counters       print the device's and the QP's rxe counters at the end
-      --timeout SEC    give up if the peer is silent this long (default 30)
+      --timeout SEC    give up if the peer is silent this long (default 30); not while the
+                       peer is running its test (as perftest, a server waits for the client's
+                       run however long it is; a closed connection still ends the wait)
       --perftest-only  speak perftest's exchange only, as the C ib_* binaries do, even to a
                        softrdma peer: no data check; the server uses its own -s, -n, -D, -q, -b
+
+Numbers may be written as perftest's strtol reads them: decimal, 0x hex, 0-prefixed octal.
+An option given twice is refused ("Duplicated argument"), as perftest does.
 
 The out-of-band exchange is perftest's (version 6.06: TCP, or with -R the rdma_cm), so
 either side may be the C ib_write_bw, ib_read_bw, ib_send_bw, ib_atomic_bw, ib_write_lat,
 ib_read_lat or ib_send_lat on a Linux rxe (give it -x with a RoCEv2 GID index). Between two
-softrdma sides the server takes the client's sizes, -n, -D, -q and -b, and every bw run
+softrdma sides the server takes the client's sizes, -n, -D, -f, -q and -b, and every bw run
 checks the data that moved.`;
 
 
-function intOpt(name: string, v: string | undefined, dflt: number, min: number, max: number): number {
-  if (v === undefined) return dflt;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < min || n > max) throw new UsageError(`--${name} must be an integer in [${min}, ${max}], got '${v}'`);
+/** Receive queue depth for SENDs (perftest's rx_depth is 512 for bw). */
+export const RX_DEPTH = 512;
+/** Work requests each queue has beyond what the test keeps in flight. */
+export const WR_SLACK = 16;
+/** What we say in check_sys_data: a 4 KiB page as the cycle buffer, 64-byte cache lines. */
+export const CYCLE_BUFFER = 4096;
+export const CACHE_LINE = 64;
+/** The largest message (perftest's MAX_SIZE, 8 MiB). */
+export const MAX_MSG = 1 << 23;
+/**
+ * The largest buffer a run may have: crypto.randomBytes, which fills the bw tests' buffer,
+ * takes no more (2 GiB - 1).
+ */
+export const MAX_BUFFER_BYTES = 2 ** 31 - 1;
+
+/** Bytes per area (each QP has a send and a target area): the largest message and the cycle buffer, in cache lines. */
+export function areaBytes(maxSize: number, cycle = CYCLE_BUFFER, line = CACHE_LINE): number {
+  return Math.ceil(Math.max(maxSize, 8, cycle) / line) * line;
+}
+
+/** The completion queue a run creates: per QP its send queue (-t + 16) and receive queue (512 + 16). */
+export function cqEntries(qps: number, txDepth: number): number {
+  return qps * (txDepth + WR_SLACK + RX_DEPTH + WR_SLACK);
+}
+
+/**
+ * What -q, -s (or -a) and -t ask of memory and of the device, checked before anything is
+ * opened (and by a server on the options a softrdma client sends): the buffer of two areas
+ * per QP, and the completion queue. Returns what is wrong, naming the options, or undefined.
+ */
+export function resourceProblem(x: { qps: number; sizes: readonly number[]; txDepth: number; all: boolean }, maxCqe: number = RXE_DEFAULT_LIMITS.maxCqe): string | undefined {
+  const maxSize = Math.max(...x.sizes);
+  const area = areaBytes(maxSize);
+  const buf = 2 * x.qps * area;
+  if (buf > MAX_BUFFER_BYTES) {
+    const size = x.all ? `-a (sizes up to ${maxSize})` : `-s ${maxSize}`;
+    return `-q ${x.qps} with ${size} needs a buffer of ${(buf / 2 ** 20).toFixed(0)} MiB (a send and a target area of ${area} bytes per QP), ` +
+      `more than the ${Math.floor(MAX_BUFFER_BYTES / 2 ** 20)} MiB a buffer can have: lower -q or the size`;
+  }
+  const cqe = cqEntries(x.qps, x.txDepth);
+  if (cqe > maxCqe) {
+    return `-q ${x.qps} with -t ${x.txDepth} needs a completion queue of ${cqe} entries (${x.qps} x (${x.txDepth} + ${WR_SLACK} + ${RX_DEPTH} + ${WR_SLACK})), ` +
+      `more than the device's max_cqe ${maxCqe}: lower -q or -t`;
+  }
+  return undefined;
+}
+
+const OPTIONS = {
+  'ib-dev': { type: 'string', short: 'd' },
+  bind: { type: 'string' },
+  'udp-port': { type: 'string' },
+  port: { type: 'string', short: 'p' },
+  size: { type: 'string', short: 's' },
+  iters: { type: 'string', short: 'n' },
+  all: { type: 'boolean', short: 'a' },
+  'tx-depth': { type: 'string', short: 't' },
+  mtu: { type: 'string', short: 'm' },
+  json: { type: 'boolean' },
+  out_json: { type: 'boolean' },
+  out_json_file: { type: 'string' },
+  output: { type: 'string' },
+  counters: { type: 'boolean' },
+  timeout: { type: 'string' },
+  duration: { type: 'string', short: 'D' },
+  margin: { type: 'string', short: 'f' },
+  'gid-index': { type: 'string', short: 'x' },
+  qp: { type: 'string', short: 'q' },
+  bidirectional: { type: 'boolean', short: 'b' },
+  'perftest-only': { type: 'boolean' },
+  'CPU-freq': { type: 'boolean', short: 'F' },
+  report_gbits: { type: 'boolean' },
+  rdma_cm: { type: 'boolean', short: 'R' },
+} as const;
+
+function shortOf(name: string): string | undefined {
+  return (OPTIONS as Record<string, { short?: string }>)[name]?.short;
+}
+
+/** How an option is named in messages: '-s/--size', or '--json' for one without a short form. */
+function label(name: keyof typeof OPTIONS): string {
+  const short = shortOf(name);
+  return short ? `-${short}/--${name}` : `--${name}`;
+}
+
+/** An integer option, written as perftest's strtol(..., 0) takes it. */
+function intOpt(name: keyof typeof OPTIONS, v: string | undefined, dflt: number, min: number, max: number): number {
+  return intOption(label(name), v, dflt, min, max, 'c');
+}
+
+/** -s: an integer (strtol base 0), or with perftest's suffix K (x 1024) or M (x 1024 * 1024). */
+function sizeOpt(v: string, max: number): number {
+  const m = /^(.+?)([KM]?)$/.exec(v);
+  const n = m ? parseIntText(m[1]!, 'c') * (m[2] === 'K' ? 1024 : m[2] === 'M' ? 1 << 20 : 1) : NaN;
+  if (!(n >= 1 && n <= max)) throw new UsageError(`${label('size')} must be an integer from 1 to ${max} (decimal, 0x hex or 0-prefixed octal; K: x 1024, M: x 1048576), got '${v}'`);
   return n;
 }
 
 export function parsePerftestArgs(argv: string[]): PerftestOptions {
-  const { values, positionals } = parseArgs({
-    args: argv,
-    allowPositionals: true,
-    options: {
-      'ib-dev': { type: 'string', short: 'd' },
-      bind: { type: 'string' },
-      'udp-port': { type: 'string' },
-      port: { type: 'string', short: 'p' },
-      size: { type: 'string', short: 's' },
-      iters: { type: 'string', short: 'n' },
-      all: { type: 'boolean', short: 'a' },
-      'tx-depth': { type: 'string', short: 't' },
-      mtu: { type: 'string', short: 'm' },
-      json: { type: 'boolean' },
-      counters: { type: 'boolean' },
-      timeout: { type: 'string' },
-      duration: { type: 'string', short: 'D' },
-      margin: { type: 'string', short: 'f' },
-      'gid-index': { type: 'string', short: 'x' },
-      qp: { type: 'string', short: 'q' },
-      bidirectional: { type: 'boolean', short: 'b' },
-      'perftest-only': { type: 'boolean' },
-      'CPU-freq': { type: 'boolean', short: 'F' },
-      report_gbits: { type: 'boolean' },
-      rdma_cm: { type: 'boolean', short: 'R' },
-    },
-  });
+  const { values, positionals, tokens } = parseArgs({ args: getoptArgs(argv, OPTIONS), allowPositionals: true, tokens: true, options: OPTIONS });
+  // As perftest (since 2023): an option given twice is refused, whatever its spelling (-s and --size are one).
+  const seen = new Set<string>();
+  for (const t of tokens) {
+    if (t.kind !== 'option') continue;
+    if (seen.has(t.name)) {
+      const short = shortOf(t.name);
+      throw new UsageError(`Duplicated argument: ${short ? `-${short}` : t.name}`);
+    }
+    seen.add(t.name);
+  }
   const [test, host, ...extra] = positionals;
   if (!test || !(TESTS as readonly string[]).includes(test)) throw new UsageError(`unknown or missing test '${test ?? ''}'`);
   if (extra.length) throw new UsageError(`unexpected argument '${extra[0]}'`);
   const t = test as TestName;
   const lat = t.endsWith('_lat');
   const atomic = t === 'atomic_bw';
-  const maxSize = 1 << 23;
   let sizes: number[];
   if (atomic) {
-    if (values.size !== undefined && values.size !== '8') throw new UsageError('atomic_bw moves 8 bytes per operation; --size must be 8');
+    if (values.size !== undefined && sizeOpt(values.size, MAX_MSG) !== 8) throw new UsageError('atomic_bw moves 8 bytes per operation; --size must be 8');
     sizes = [8];
   } else if (values.all) {
     if (values.size !== undefined) throw new UsageError('--all and --size exclude each other');
     sizes = [];
-    for (let s = 2; s <= maxSize; s *= 2) sizes.push(s);
+    for (let s = 2; s <= MAX_MSG; s *= 2) sizes.push(s);
   } else {
-    sizes = [intOpt('size', values.size, lat ? 2 : 65536, 1, maxSize)];
+    sizes = [values.size === undefined ? (lat ? 2 : 65536) : sizeOpt(values.size, MAX_MSG)];
   }
   const qps = intOpt('qp', values.qp, 1, 1, 256);
   // perftest's latency loops use one QP and one direction; its parser refuses the rest too.
@@ -144,21 +237,31 @@ export function parsePerftestArgs(argv: string[]): PerftestOptions {
   if (lat && values.bidirectional) throw new UsageError(`-b (bidirectional) is for the bw tests, not ${t}`);
   let durationSec: number | undefined;
   if (values.duration !== undefined) {
-    durationSec = Number(values.duration);
-    if (!(durationSec > 0) || durationSec > 86400) throw new UsageError(`--duration must be a number of seconds in (0, 86400], got '${values.duration}'`);
+    // perftest's -D and -f are whole seconds (CHECK_VALUE_POSITIVE / _NON_NEGATIVE on an int).
+    durationSec = intOpt('duration', values.duration, 0, 1, 86400);
     if (values.all) throw new UsageError('--duration and --all exclude each other (perftest: duration mode does not run all sizes)');
   }
   let marginSec = durationSec !== undefined ? Math.floor(durationSec / 4) : 0;
   if (values.margin !== undefined) {
-    marginSec = Number(values.margin);
     if (durationSec === undefined) throw new UsageError('--margin applies to --duration runs only');
-    if (!(marginSec >= 0)) throw new UsageError(`--margin must be a number of seconds >= 0, got '${values.margin}'`);
+    marginSec = intOpt('margin', values.margin, 0, 0, 86400);
   }
   if (durationSec !== undefined && !(durationSec > 2 * marginSec)) {
     throw new UsageError(`--duration ${durationSec} must be more than twice --margin ${marginSec}`);
   }
-  const mtu = values.mtu === undefined ? undefined : Number(values.mtu);
+  const mtu = values.mtu === undefined ? undefined : intOpt('mtu', values.mtu, 0, 256, 4096);
   if (mtu !== undefined && ![256, 512, 1024, 2048, 4096].includes(mtu)) throw new UsageError(`--mtu must be 256, 512, 1024, 2048 or 4096, got '${values.mtu}'`);
+  let output: PerftestOptions['output'];
+  if (values.output !== undefined) {
+    if (!['bandwidth', 'latency', 'message_rate'].includes(values.output)) throw new UsageError(`Invalid verbosity level output flag '${values.output}'. Please use bandwidth, latency, message_rate`);
+    output = values.output as PerftestOptions['output'];
+    if (!lat && output === 'latency') throw new UsageError('Output verbosity level for BW can be: bandwidth, message_rate');
+    if (lat && output !== 'latency') throw new UsageError('Output verbosity level for LAT can be: latency');
+    if (values.json) throw new UsageError('--output and --json exclude each other (one prints a number, the other JSON)');
+  }
+  const txDepth = intOpt('tx-depth', values['tx-depth'], 128, 1, 8192);
+  const problem = resourceProblem({ qps, sizes, txDepth, all: !!values.all });
+  if (problem) throw new UsageError(problem);
   return {
     test: t,
     host,
@@ -168,11 +271,13 @@ export function parsePerftestArgs(argv: string[]): PerftestOptions {
     port: intOpt('port', values.port, 18515, 0, 65535),
     sizes,
     iters: intOpt('iters', values.iters, lat ? 1000 : 5000, 1, 1e9),
-    txDepth: intOpt('tx-depth', values['tx-depth'], 128, 1, 8192),
+    txDepth,
     mtu,
     json: values.json ?? false,
+    jsonFile: values.out_json || values.out_json_file !== undefined ? (values.out_json_file ?? DEFAULT_JSON_FILE) : undefined,
+    output,
     counters: values.counters ?? false,
-    timeoutMs: intOpt('timeout', values.timeout, 30, 1, 86400) * 1000,
+    timeoutMs: intOpt('timeout', values.timeout, 30, 1, MAX_TIMER_SEC) * 1000,
     durationSec,
     marginSec,
     all: values.all ?? false,

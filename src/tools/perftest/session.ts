@@ -14,9 +14,10 @@ import {
 } from '../../index.js';
 import { queryRxeCounters, rxeOf } from '../../index.js';
 import { oobAccept, oobConnect, type OobChannel } from '../oob.js';
+import { udpPortTaken } from '../usage.js';
 import { CmChannel } from './cm-channel.js';
 import { createEventChannel, createId, type EventChannel, type RdmaCmEvent, type RdmaCmId } from '../../cm/index.js';
-import type { PerftestOptions } from './options.js';
+import { areaBytes, CACHE_LINE, CYCLE_BUFFER, MAX_BUFFER_BYTES, MAX_MSG, resourceProblem, RX_DEPTH, WR_SLACK, type PerftestOptions } from './options.js';
 import { hex } from '../table.js';
 import {
   BW_REPORT_BYTES, decodeBwReport, decodeDest, decodeDestCm, decodeInt32, decodeMtu, decodeVersion, DEST_BYTES, DEST_CM_BYTES, DONE,
@@ -28,16 +29,17 @@ import { WaitTimeoutError, WaitTimeouts } from '../wait-timeouts.js';
 import { spinPoll } from '../spin-poll.js';
 
 export const MAX_INLINE = 256;
-/** What we say in check_sys_data: a 4 KiB page as the cycle buffer, 64-byte cache lines. */
-const CYCLE_BUFFER = 4096;
-const CACHE_LINE = 64;
 /** Outstanding RDMA READs/atomics we accept per QP (out_reads in the address message). */
 const OUT_READS = 16;
-/** Receive queue depth for SENDs (perftest's rx_depth is 512 for bw). */
-export const RX_DEPTH = 512;
+export { RX_DEPTH };
 
-/** What a softrdma client tells a softrdma server (only between two softrdma sides). */
-interface Hello { protocol: string; test: string; sizes: number[]; iters: number; txDepth: number; durationSec?: number; qps: number; bidir: boolean; all: boolean }
+/**
+ * What a softrdma client tells a softrdma server (only between two softrdma sides). marginSec
+ * came later: a server that finds none (an older client) takes the default margin of the
+ * client's -D, which is what such a client used unless it was given -f; an older server
+ * ignores it. Adding a field that may be absent keeps the protocol's name.
+ */
+interface Hello { protocol: string; test: string; sizes: number[]; iters: number; txDepth: number; durationSec?: number; marginSec?: number; qps: number; bidir: boolean; all: boolean }
 const PROTOCOL = 'softrdma-perftest/2';
 
 /** How long poll() spins on an empty CQ before it waits for a completion event (ns). */
@@ -76,9 +78,9 @@ export class Session {
   recvOff(i: number): number { return (this.nq + i) * this.area; }
   remoteAddr(i: number): RemoteAddr { return remoteAddr(this.remote[i]!.vaddr); }
 
-  /** Messages that are not results go to stderr with --json, so stdout stays machine-readable. */
+  /** Messages that are not results go to stderr with --json or --output, so stdout stays machine-readable. */
   say(line: string): void {
-    if (this.o.json) process.stderr.write(line + '\n');
+    if (this.o.json || this.o.output) process.stderr.write(line + '\n');
     else process.stdout.write(line + '\n');
   }
 
@@ -88,10 +90,7 @@ export class Session {
       this.dev = await createRxeDevice({ address: o.bind, port: o.udpPort, name: o.ibDev });
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw err;
-      throw new Error(`UDP port ${o.udpPort} on ${o.bind} is taken (another rxe device, perftest or pingpong on this address?). ` +
-        'Two processes on one host need an address each: e.g. --bind 127.0.0.2 for the server and --bind 127.0.0.3 ' +
-        'for the client (each on port 4791 of its own address); or --udp-port 0 on the server and, on the client, ' +
-        'the port the server prints.');
+      throw new Error(udpPortTaken(o.bind, o.udpPort, 'perftest'));
     }
     const gids = this.dev.open();
     try {
@@ -146,17 +145,19 @@ export class Session {
 
     // The buffer: per QP a send area and a target area, each as big as the largest message
     // and the cycle buffer the peer may walk through, rounded to cache lines.
-    const maxSize = Math.max(...o.sizes, 8);
-    this.area = Math.ceil(Math.max(maxSize, cycle) / line) * line;
+    this.area = areaBytes(Math.max(...o.sizes), cycle, line);
+    if (2 * this.nq * this.area > MAX_BUFFER_BYTES) {
+      throw new Error(`the peer's cycle buffer of ${cycle} bytes makes the buffer ${2 * this.nq * this.area} bytes (-q ${this.nq}), more than ${MAX_BUFFER_BYTES}`);
+    }
     const lat = o.test.endsWith('_lat');
     // Latency tests poll a byte for the peer's round number, so they start from zeros; bw
     // tests move random bytes, which the data check can tell apart.
     this.buf = lat ? Buffer.alloc(2 * this.nq * this.area) : randomBytes(2 * this.nq * this.area);
     this.mr = this.pd.regMr(this.buf, Access.LOCAL_WRITE | Access.REMOTE_WRITE | Access.REMOTE_READ | Access.REMOTE_ATOMIC);
-    const sendDepth = o.txDepth + 16;
-    this.cq = this.ctx.createCq(this.nq * (sendDepth + RX_DEPTH + 16));
+    const sendDepth = o.txDepth + WR_SLACK;
+    this.cq = this.ctx.createCq(this.nq * (sendDepth + RX_DEPTH + WR_SLACK));
     const gid = this.ctx.queryGid(1, o.gidIndex);
-    const cap = { maxSendWr: sendDepth, maxRecvWr: RX_DEPTH + 16, maxSendSge: 1, maxRecvSge: 1, maxInlineData: MAX_INLINE };
+    const cap = { maxSendWr: sendDepth, maxRecvWr: RX_DEPTH + WR_SLACK, maxSendSge: 1, maxRecvSge: 1, maxInlineData: MAX_INLINE };
     if (o.rdmaCm) {
       // create_rdma_cm_connection: a handshake, the rdma_cm connections (the QPs made by the ids), a handshake.
       // Our server listens before that first handshake (perftest's after it, and its client retries).
@@ -276,7 +277,10 @@ export class Session {
   private async hello(): Promise<void> {
     const o = this.o, oob = this.oob!;
     if (!this.isServer) {
-      const h: Hello = { protocol: PROTOCOL, test: o.test, sizes: o.sizes, iters: o.iters, txDepth: o.txDepth, durationSec: o.durationSec, qps: o.qps, bidir: o.bidir, all: o.all };
+      const h: Hello = {
+        protocol: PROTOCOL, test: o.test, sizes: o.sizes, iters: o.iters, txDepth: o.txDepth, durationSec: o.durationSec,
+        marginSec: o.durationSec === undefined ? undefined : o.marginSec, qps: o.qps, bidir: o.bidir, all: o.all,
+      };
       oob.send(h);
       const ok = await oob.recv<{ ok?: boolean; error?: string }>();
       if (!ok.ok) throw new Error(`server refused: ${ok.error ?? 'no reason given'}`);
@@ -287,56 +291,77 @@ export class Session {
     if (h.protocol !== PROTOCOL) throw refuse(`the softrdma peer speaks ${String(h.protocol)}, not ${PROTOCOL}`);
     if (h.test !== o.test) { oob.send({ error: `server runs ${o.test}, client asked for ${h.test}` }); throw new Error(`client asked for ${h.test}, this server runs ${o.test}`); }
     // As in perftest both sides should be given the same options; the client's win.
-    if (!Array.isArray(h.sizes) || !h.sizes.length || !h.sizes.every((s) => Number.isInteger(s) && s > 0 && s <= 1 << 23)) throw refuse('client sent bad sizes');
+    if (!Array.isArray(h.sizes) || !h.sizes.length || h.sizes.length > 64 || !h.sizes.every((s) => Number.isInteger(s) && s > 0 && s <= MAX_MSG)) throw refuse('client sent bad sizes');
     if (!Number.isInteger(h.iters) || h.iters! < 1) throw refuse('client sent a bad iteration count');
     if (!Number.isInteger(h.qps) || h.qps! < 1 || h.qps! > 256) throw refuse('client sent a bad QP count');
+    const txDepth = Number.isInteger(h.txDepth) && h.txDepth! >= 1 && h.txDepth! <= 8192 ? h.txDepth! : o.txDepth;
+    let durationSec: number | undefined, marginSec = 0;
+    if (h.durationSec !== undefined && h.durationSec !== null) {
+      if (typeof h.durationSec !== 'number' || !(h.durationSec > 0 && h.durationSec <= 86400)) throw refuse('client sent a bad duration');
+      durationSec = h.durationSec;
+      // An older client sends no margin: its default, a quarter of -D rounded down.
+      marginSec = h.marginSec === undefined || h.marginSec === null ? Math.floor(durationSec / 4) : h.marginSec;
+      if (typeof marginSec !== 'number' || !(marginSec >= 0 && durationSec > 2 * marginSec)) throw refuse('client sent a bad margin');
+    }
+    // What the client's options need here too (the same check as the client's parser made).
+    const problem = resourceProblem({ qps: h.qps!, sizes: h.sizes, txDepth, all: h.all === true });
+    if (problem) throw refuse(`client's options: ${problem}`);
     if (o.explicit.size && h.sizes.join() !== o.sizes.join()) this.say(`note: using the client's sizes (${h.sizes.join(', ')})`);
     if (o.explicit.iters && h.iters !== o.iters) this.say(`note: using the client's iteration count (${h.iters})`);
     o.sizes = h.sizes;
     o.iters = h.iters!;
-    o.txDepth = Number.isInteger(h.txDepth) && h.txDepth! >= 1 && h.txDepth! <= 8192 ? h.txDepth! : o.txDepth;
-    o.durationSec = typeof h.durationSec === 'number' && h.durationSec > 0 ? h.durationSec : undefined;
+    o.txDepth = txDepth;
+    o.durationSec = durationSec;
+    o.marginSec = marginSec;
     o.qps = h.qps!;
     o.bidir = h.bidir === true;
     o.all = h.all === true;
     oob.send({ protocol: PROTOCOL, ok: true });
   }
 
-  /** One address message each way (ctx_hand_shake); perftest also uses it as a barrier. */
-  async handshake(i: number): Promise<Dest> {
+  /**
+   * One address message each way (ctx_hand_shake); perftest also uses it as a barrier. With
+   * `peerRun` the peer may be in the middle of its test (a server waiting for the client's
+   * run): no --timeout then, as perftest's server blocks in read() for as long as the run
+   * lasts; a peer that dies still ends the wait (the connection closes or, for a vanished
+   * host, TCP keepalive gives up on it).
+   */
+  async handshake(i: number, peerRun = false): Promise<Dest> {
+    const timeout = peerRun ? Infinity : undefined;
     if (this.o.rdmaCm) {
       // rdma_write_keys / rdma_read_keys: the binary struct; before the QPs exist, perftest sends zeros.
       this.oob!.write(encodeDestCm(this.local[i] ?? ZERO_DEST, this.o.gidIndex));
-      return decodeDestCm(await this.oob!.readBytes(DEST_CM_BYTES, "the peer's address message"));
+      return decodeDestCm(await this.oob!.readBytes(DEST_CM_BYTES, "the peer's address message", timeout));
     }
     this.oob!.write(encodeDest(this.local[i]!));
-    return decodeDest(await this.oob!.readBytes(DEST_BYTES, "the peer's address message"));
+    return decodeDest(await this.oob!.readBytes(DEST_BYTES, "the peer's address message", timeout));
   }
 
-  /** A handshake with QP 0's address, used only to keep the sides in step. */
-  async sync(): Promise<void> {
-    await this.handshake(0);
+  /** A handshake with QP 0's address, used only to keep the sides in step (`peerRun`: see handshake). */
+  async sync(peerRun = false): Promise<void> {
+    await this.handshake(0, peerRun);
   }
 
-  /** xchg_bw_reports: ours for theirs. */
-  async xchgReport(r: BwReport): Promise<BwReport> {
+  /** xchg_bw_reports: ours for theirs (`peerRun`: the peer may still be running, see handshake). */
+  async xchgReport(r: BwReport, peerRun = false): Promise<BwReport> {
+    const timeout = peerRun ? Infinity : undefined;
     if (this.o.rdmaCm) {
       // Over the rdma_cm each field is its own ctx_xchg_data: five 8-byte SENDs each way.
       const mine = encodeBwReport(r);
       const parts: Buffer[] = [];
       for (let k = 0; k < BW_REPORT_BYTES; k += 8) {
         this.oob!.write(mine.subarray(k, k + 8));
-        parts.push(await this.oob!.readBytes(8, "a field of the peer's bw report"));
+        parts.push(await this.oob!.readBytes(8, "a field of the peer's bw report", k === 0 ? timeout : undefined));
       }
       return decodeBwReport(Buffer.concat(parts));
     }
     this.oob!.write(encodeBwReport(r));
-    return decodeBwReport(await this.oob!.readBytes(BW_REPORT_BYTES, "the peer's bw report"));
+    return decodeBwReport(await this.oob!.readBytes(BW_REPORT_BYTES, "the peer's bw report", timeout));
   }
 
   /** ctx_close_connection: a last handshake, then "done" (which nobody reads), then close. */
-  async closeConnection(): Promise<void> {
-    await this.sync();
+  async closeConnection(peerRun = false): Promise<void> {
+    await this.sync(peerRun);
     if (!this.o.rdmaCm) this.oob!.write(DONE); // no "done" over the rdma_cm
     await this.oob!.finish(2000);
   }
@@ -352,7 +377,8 @@ export class Session {
       ` ${side} address: LID ${cx(e.lid, 4)} QPN ${cx(e.qpn, 6)} PSN ${cx(e.psn, 6)}${out ? ` OUT ${cx(e.outReads, 4)}` : ''}${rdma ? ` RKey ${cx(e.rkey, 8)} VAddr ${cx(e.vaddr, 16)}` : ''}\n GID: ${gidBytes(e.gid)}`;
     return [
       '-'.repeat(87),
-      `                    ${title}${o.bidir ? ' (bidirectional)' : ''}`,
+      // ctx_print_test_info: "RDMA_Write Bidirectional BW Test" with -b.
+      `                    ${o.bidir ? title.replace(/ BW Test$/, ' Bidirectional BW Test') : title}`,
       ` Number of qps   : ${this.nq}\t\tTransport type : IB`,
       ` Connection type : RC\t\tUsing SRQ      : OFF`,
       ` Device          : ${this.dev!.name}\t\tBound address  : ${o.bind}`,
