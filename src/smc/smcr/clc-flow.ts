@@ -80,17 +80,24 @@ const handshakes = new WeakMap<object, Hs>();
  * Server: first contacts under way, by link group key. A Proposal from a peer that has one
  * under way waits for it to end, then joins the group it made (or, if it failed, makes the next
  * first contact), as Linux serializes them with smc_server_lgr_pending (af_smc.c, held from
- * the Proposal to the first link's confirmation): 200 connections opened at once make one link
- * group, not 200. The handshake timer bounds the wait.
+ * the Proposal to the first link's confirmation and the ADD_LINK after it,
+ * smcr_serv_conf_first_link): 200 connections opened at once make one link group, not 200,
+ * and join it once its second link is there (or failed), each then announcing its RMB on both
+ * links. The handshake timer bounds the wait.
  */
 interface FirstContactGate { done: Promise<void>; open(): void }
 const firstContacts = new Map<string, FirstContactGate>();
 
-function closeGate(hs: Hs): void {
+/** Let the Proposals waiting at the handshake's gate go on. */
+function openGate(hs: Hs): void {
   const g = hs.gate;
   if (!g) return;
   hs.gate = undefined;
-  if (firstContacts.get(hs.key) === g) firstContacts.delete(hs.key);
+  releaseGate(hs.key, g);
+}
+
+function releaseGate(key: string, g: FirstContactGate): void {
+  if (firstContacts.get(key) === g) firstContacts.delete(key);
   g.open();
 }
 
@@ -215,7 +222,7 @@ export function releaseSmcr(key: object): void {
   const hs = handshakes.get(key);
   if (!hs) return;
   handshakes.delete(key);
-  closeGate(hs);
+  openGate(hs);
   if (hs.conn) {
     if (!hs.conn.released) { hs.conn.abort(); hs.conn.release(); }
   } else hs.lgr?.giveBack(hs.rmb, hs.sndbuf, hs.token, hs.offered === true);
@@ -234,7 +241,7 @@ export function onSmcrClc(key: object, ops: SmcrOps, m: SmcClcMessage): void {
   }
   if (ops.role === 'server' && !hs && m.type === CLC_PROPOSAL) return void onProposal(key, ops, m as SmcProposal);
   if (ops.role === 'client' && hs && !hs.lgr && m.type === CLC_ACCEPT && 'qpn' in m) return void onAccept(key, ops, hs, m);
-  if (ops.role === 'server' && hs?.lgr && !hs.conn && m.type === CLC_CONFIRM && 'qpn' in m) return void onConfirm(key, ops, hs, m);
+  if (ops.role === 'server' && hs?.lgr && hs.offered && !hs.conn && m.type === CLC_CONFIRM && 'qpn' in m) return void onConfirm(key, ops, hs, m);
   fail(key, ops, DECLINE.SYNCERR, `unexpected CLC message type ${m.type} in the SMC-R handshake`);
 }
 
@@ -272,7 +279,6 @@ function onProposal(key: object, ops: SmcrOps, p: SmcProposal): void {
       hs.lgr = new SmcrLinkGroup(dev, 'server');
       hs.lgr.maxLinks = Math.max(1, Math.min(p.v2.maxLinks, localMaxLinks(dev)));
     }
-    hs.link = hs.lgr.linkForNewConn();
     // Linux makes the send buffer and the RMB before its Accept (smc_listen_rdma_init). Ours is
     // the client's RMB size, known only from its Confirm, when a failure would come after the
     // client settled: decline now unless both, at our own size, fit in the memory bound.
@@ -283,18 +289,34 @@ function onProposal(key: object, ops: SmcrOps, p: SmcProposal): void {
     return fail(key, ops, bufferFailure(e, DECLINE.ERR_REGBUF), `declined: ${(e as Error).message}`);
   }
   hs.token = SmcrLinkGroup.newToken();
-  hs.lgr.expect(hs.token, hs.link);
   const accept = () => {
     hs.offered = true;
     ops.write(encodeSmcrAcceptConfirm(acceptConfirm(CLC_ACCEPT, hs)));
     ops.restartTimer();
   };
-  if (hs.firstContact || hs.lgr.activeLinks().length < 2) return accept();
-  // smc_listen_rdma_reg (af_smc.c 2285-2300): the RMB's rkeys on the other links first.
-  hs.lgr.announceRmb(hs.rmb, hs.link).then(() => {
-    if (ops.stillPending() && handshakes.get(key) === hs) accept();
+  const group = hs.lgr;
+  const rmb = hs.rmb;
+  if (hs.firstContact) {
+    hs.link = group.link;
+    group.expect(hs.token, hs.link, rmb);
+    return accept();
+  }
+  // smc_listen_rdma_reg -> smcr_lgr_reg_rmbs (af_smc.c 2285-2300, smc_core.c): under the link
+  // group's LLC flow (an ADD_LINK under way ends first), the link the connection goes on and,
+  // with more than one active link, the RMB's rkeys on the others by CONFIRM_RKEY. The RMB is
+  // pending (expect) from then on: an ADD_LINK after the flow names it itself.
+  const live = () => ops.stillPending() && handshakes.get(key) === hs;
+  group.withFlow('CONFIRM_RKEY', async () => {
+    if (!live()) return false;
+    if (group.dead || group.activeLinks().length === 0) throw new Error('the link group has no active link');
+    const link = hs.link = group.linkForNewConn();
+    group.expect(hs.token, link, rmb);
+    await group.announceRmbHeld(rmb, link);
+    return true;
+  }).then((ok) => {
+    if (ok && live()) accept();
   }, (e: Error) => {
-    if (ops.stillPending() && handshakes.get(key) === hs) fail(key, ops, DECLINE.ERR_REGBUF, `declined: ${e.message}`);
+    if (live()) fail(key, ops, DECLINE.ERR_REGBUF, `declined: ${e.message}`);
   });
 }
 
@@ -341,23 +363,10 @@ function onAccept(key: object, ops: SmcrOps, hs: Hs, m: SmcrAcceptConfirm): void
   }
   hs.token = SmcrLinkGroup.newToken();
   const conn = new SmcrConnection(hs.lgr, hs.rmb, hs.sndbuf, hs.token, peerRmbOf(m), ops.events(), hs.link);
+  if (!m.firstContact) return joinGroup(key, ops, hs, conn);
   // smc_connect_rdma (af_smc.c 1331-1334): the server's RMB into the rtoken table, or Decline ERR_RTOK.
   if (!hs.lgr.attach(conn)) return fail(key, ops, DECLINE.ERR_RTOK, 'declined: the link group\'s rtoken table is full');
   hs.conn = conn;
-  if (!m.firstContact) {
-    const confirm = () => {
-      ops.write(encodeSmcrAcceptConfirm(acceptConfirm(CLC_CONFIRM, hs)));
-      settle(key, ops, hs);
-    };
-    if (hs.lgr.activeLinks().length < 2) return confirm();
-    // smc_connect_rdma (af_smc.c 1340-1352): the RMB's rkeys on the other links before the Confirm.
-    hs.lgr.announceRmb(hs.rmb, hs.link!).then(() => {
-      if (ops.stillPending() && handshakes.get(key) === hs) confirm();
-    }, (e: Error) => {
-      if (ops.stillPending() && handshakes.get(key) === hs) fail(key, ops, DECLINE.ERR_REGBUF, `declined: ${e.message}`);
-    });
-    return;
-  }
   ops.write(encodeSmcrAcceptConfirm(acceptConfirm(CLC_CONFIRM, hs)));
   ops.restartTimer();
   const lgr = hs.lgr;
@@ -366,6 +375,36 @@ function onAccept(key: object, ops: SmcrOps, hs: Hs, m: SmcrAcceptConfirm): void
     if (ops.stillPending() && handshakes.get(key) === hs) settle(key, ops, hs);
   }, (e: Error) => {
     if (ops.stillPending() && handshakes.get(key) === hs) fail(key, ops, DECLINE.TIMEOUT_CL, `first link not confirmed: ${e.message}`);
+  });
+}
+
+/**
+ * Client, a group the server reused (smc_connect_rdma, af_smc.c 1331-1352): under the link
+ * group's LLC flow (a peer's ADD_LINK under way ends first), the server's RMB goes into the
+ * rtoken table (smc_rmb_rtoken_handling, or Decline ERR_RTOK) and the connection joins with its
+ * keys on every link; with more than one active link then, our RMB's rkeys on the others go by
+ * CONFIRM_RKEY (smcr_lgr_reg_rmbs). Then the Confirm.
+ */
+function joinGroup(key: object, ops: SmcrOps, hs: Hs, conn: SmcrConnection): void {
+  const lgr = hs.lgr!;
+  const link = hs.link!;
+  const rmb = hs.rmb!;
+  const live = () => ops.stillPending() && handshakes.get(key) === hs;
+  lgr.withFlow('CONFIRM_RKEY', async () => {
+    if (!live()) return 'gone';
+    if (lgr.dead || !lgr.activeLinks().includes(link)) return 'nolink';
+    if (!lgr.attach(conn)) return 'rtok';
+    hs.conn = conn;
+    await lgr.announceRmbHeld(rmb, link);
+    return 'ok';
+  }).then((r) => {
+    if (!live()) return;
+    if (r === 'nolink') return fail(key, ops, DECLINE.NOACTLINK, 'declined: the link the Accept named went down');
+    if (r === 'rtok') return fail(key, ops, DECLINE.ERR_RTOK, 'declined: the link group\'s rtoken table is full');
+    ops.write(encodeSmcrAcceptConfirm(acceptConfirm(CLC_CONFIRM, hs)));
+    settle(key, ops, hs);
+  }, (e: Error) => {
+    if (live()) fail(key, ops, DECLINE.ERR_REGBUF, `declined: ${e.message}`);
   });
 }
 
@@ -415,7 +454,13 @@ function onConfirm(key: object, ops: SmcrOps, hs: Hs, m: SmcrAcceptConfirm): voi
 
 function settle(key: object, ops: SmcrOps, hs: Hs): void {
   handshakes.delete(key);
-  closeGate(hs); // after lgr.register: the Proposals that waited find the group
+  // After lgr.register: the Proposals that waited find the group. A server's first contact
+  // holds them until the ADD_LINK that followed it ended too (see firstContacts).
+  const g = hs.gate;
+  if (g && hs.lgr) {
+    hs.gate = undefined;
+    void hs.lgr.firstAddDone().then(() => releaseGate(hs.key, g));
+  } else openGate(hs);
   const conn = hs.conn!;
   conn.start();
   ops.settleSmc(conn);

@@ -86,6 +86,11 @@ export class SmcrConnection implements SmcTransport {
   private graceTimer: NodeJS.Timeout | undefined;
   private readonly updateLimit: number;
   released = false;
+  /**
+   * Released with WRITEs or a CDC still unconfirmed (the link group keeps it in its closing
+   * set): it still sends what it owes and, on a failover, resends them on the new link.
+   */
+  closing = false;
   bytesReceived = 0;
   bytesSent = 0;
   /** Writes that wrapped the peer's ring (two RDMA WRITEs), for tests and diagnostics. */
@@ -255,6 +260,9 @@ export class SmcrConnection implements SmcTransport {
     this.cdcLog.splice(0, i);
   }
 
+  /** CDCs (and the WRITEs before them) posted and not confirmed complete, or a CDC owed. */
+  get unconfirmed(): boolean { return this.cdcLog.length > 0 || this.cdcPending; }
+
   peerKeyOn(link: SmcrLink): PeerKey | undefined { return this.peerKeys.get(link); }
   setPeerKey(link: SmcrLink, key: PeerKey): void { this.peerKeys.set(link, key); }
   forgetLink(link: SmcrLink): void { if (link !== this.link) this.peerKeys.delete(link); }
@@ -266,11 +274,12 @@ export class SmcrConnection implements SmcTransport {
    * further on), after a CDC with the failover-validation flag and the seqno of the last
    * confirmed CDC, which the peer compares and never applies (smcr_cdc_msg_send_validation,
    * smc_cdc.c 137-165). Bytes go again to the same places in the peer's RMB, so nothing is
-   * lost, duplicated or reordered; the next CDC's cursors cover them. false: the peer's RMB
-   * has no rkey on that link (the connection cannot move).
+   * lost, duplicated or reordered; the next CDC's cursors cover them. A closing connection
+   * (released, its last posts unconfirmed) does the same: its last bytes and its closing CDC
+   * go again. false: the peer's RMB has no rkey on that link (the connection cannot move).
    */
   switchLink(to: SmcrLink): boolean {
-    if (this.released || this.failed) return true;
+    if (!this.closing && (this.released || this.failed)) return true;
     if (!this.peerKeys.has(to)) return false;
     const from = this.link;
     this.link = to;
@@ -314,7 +323,7 @@ export class SmcrConnection implements SmcTransport {
 
   /** The link's send queue has room again (from the link group). */
   sendable(): void {
-    if (this.released) return;
+    if (this.released && !this.closing) return;
     if (this.cdcPending) this.sendCdc();
   }
 

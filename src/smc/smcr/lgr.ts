@@ -18,8 +18,13 @@
 // other link and resend from their last confirmed cursor (connection.ts switchLink), and the
 // peer gets DELETE_LINK for the lost link; the server adds a link again on a timer. A
 // connection made while the group has two links announces its RMB's rkey on the other link
-// with CONFIRM_RKEY before its CLC message (announceRmb). Not done: asymmetric links (a second
-// link on the same device), REQ_ADD_LINK from the client.
+// with CONFIRM_RKEY before its CLC message (announceRmbHeld). The group runs one LLC flow at a
+// time (llcFlow, Linux's smc_llc_flow_initiate): an ADD_LINK and the handshakes' CONFIRM_RKEY
+// flows take turns, so a handshake decides about CONFIRM_RKEY with the links active when it
+// holds the flow, and an ADD_LINK names the RMBs of handshakes that decided before it (their
+// Accept sent, their Confirm not yet read) as well as the connections'. A device that closes
+// takes down only its links, the first link's device too (smcr_port_err). Not done: asymmetric
+// links (a second link on the same device), REQ_ADD_LINK from the client.
 //
 // RMBs (the buffers a peer writes into) are registered with REMOTE_WRITE (and the LOCAL_WRITE
 // verbs require with it), each its own MR and so its own rkey, one per device the group's links
@@ -54,7 +59,29 @@ export const MAX_CONNS = 255;
 /** SMC_LLC_RKEYS_PER_MSG (smc_llc.c 150): a CONFIRM_RKEY naming more rtokens is refused. */
 const RKEYS_PER_MSG = 3;
 /** How long an RMB offered in a failed handshake waits for a CDC for its token (see offeredDeadlines). */
-const OFFERED_QUARANTINE_MS = 60_000;
+let offeredQuarantineMs = 60_000;
+
+/** @internal Set how long an offered RMB waits in quarantine (tests); returns the previous value. */
+export function setSmcrOfferedQuarantineMs(ms: number): number {
+  const was = offeredQuarantineMs;
+  offeredQuarantineMs = ms;
+  return was;
+}
+/**
+ * How long a local LLC flow waits for the one under way to end before it gives up
+ * (smc_llc_flow_initiate waits SMC_LLC_WAIT_TIME * 10). Every flow ends within its own
+ * timeouts (an answer awaited LLC_WAIT_MS, a new link's CONFIRM_LINK LLC_WAIT_FIRST_MS), so
+ * this bounds only a queue of them.
+ */
+const FLOW_WAIT_MS = 10 * LLC_WAIT_MS;
+/**
+ * How long ADD_LINK rkeys for peer RMBs that the rtoken table does not hold yet (a handshake
+ * between the peer's CLC message and ours) are kept for that connection's attach. The peer
+ * keeps such an RMB registered, with those keys, at least the offered quarantine's 60 s.
+ */
+const LATE_KEYS_MS = 30_000;
+/** LLC messages a link holds while every send queue slot, the reserved ones too, is taken; beyond this they are dropped (counted). */
+const LLC_BACKLOG = 16;
 /**
  * How long an unused link group stays for the next connection. Linux keeps one 600 s (server)
  * or 610 s (client; SMC_LGR_FREE_DELAY_SERV/CLNT, smc_core.c 40-41); softrdma keeps them 10 s:
@@ -152,10 +179,33 @@ function ipv4Of(d: ReturnType<typeof getDeviceList>[number]): string | undefined
 
 let nextToken = 1;
 
+/**
+ * What makes an ADD_LINK's QP impossible, or undefined: a QPN no RC QP has (0 and 1 are the
+ * special QPs, 0xffffff the multicast QPN), an MTU (when given) outside IB's 256..4096 (1..5).
+ */
+function impossibleQp(qpn: number, mtu: number | undefined): string | undefined {
+  if (qpn < 2 || qpn >= 0xffffff) return `QPN ${qpn}`;
+  if (mtu !== undefined && (mtu < 1 || mtu > 5)) return `QP MTU ${mtu}`;
+  return undefined;
+}
+
 export type LgrRole = 'client' | 'server';
 
-/** An ADD_LINK flow under way (smc_llc_srv_add_link / smc_llc_cli_add_link): the new link, the link the flow's LLC messages go on, and what is awaited. */
-interface AddFlow { link: SmcrLink; via: SmcrLink; stage: 'add' | 'confirm'; timer: NodeJS.Timeout }
+/**
+ * An ADD_LINK flow under way (smc_llc_srv_add_link / smc_llc_cli_add_link): the new link, the
+ * link the flow's LLC messages go on, what is awaited, and what ends it (releases the group's
+ * LLC flow).
+ */
+interface AddFlow { link: SmcrLink; via: SmcrLink; stage: 'add' | 'confirm'; timer: NodeJS.Timeout; end(): void }
+
+/** A local LLC flow waiting for the group's flow lock (llcFlow). */
+interface FlowWaiter { kind: string; grant(release: () => void): void; fail(e: Error): void; timer: NodeJS.Timeout }
+
+/** Our CONFIRM_RKEY or DELETE_RKEY request awaiting its response, on `link`, for `rkey` (the RMB's rkey on that link). */
+interface RkeyWait { kind: 'CONFIRM_RKEY' | 'DELETE_RKEY'; link: SmcrLink; rkey: number; resolve(): void; reject(e: Error): void; timer: NodeJS.Timeout }
+
+/** A peer RMB's rtoken on a new link, from ADD_LINK, for an RMB the rtoken table did not hold yet. */
+interface LateKey { link: SmcrLink; rkey: number; addr: bigint }
 
 export class SmcrLinkGroup {
   /** Every live link group, by lgrKey(). */
@@ -188,7 +238,14 @@ export class SmcrLinkGroup {
    * write (and send its CDC) as soon as it sent its Confirm, before the server has read it.
    * The latest CDC for each is kept (cursors are totals, close flags stay set) for attach().
    */
-  private readonly expected = new Map<number, { link: SmcrLink; cdc: SmcrCdc | undefined }>();
+  private readonly expected = new Map<number, { link: SmcrLink; rmb: Rmb; cdc: SmcrCdc | undefined }>();
+  /**
+   * Connections the application closed whose last WRITEs and CDC were posted but have not
+   * completed (Linux keeps a closing connection in the group until smc_conn_free): a failover
+   * meanwhile resends them on the other link, as for an open connection. They leave once
+   * everything they posted completed; their send buffer is reused only then.
+   */
+  private readonly closing = new Set<SmcrConnection>();
   /**
    * The peer's rtokens on links removed while an Accept naming them awaited its Confirm (by
    * entry index), so onConfirm can still find that RMB's entry and its key on another link.
@@ -204,6 +261,35 @@ export class SmcrLinkGroup {
   private confirmWait: { resolve(): void; reject(e: Error): void; timer: NodeJS.Timeout } | undefined;
   private addFlow: AddFlow | undefined;
   private addTimer: NodeJS.Timeout | undefined;
+  /** Server: an ADD_LINK flow waits for the flow lock. */
+  private addStarting = false;
+  /** Server: the ADD_LINK flow started when the first link was confirmed; settles when it ended (or did not start). */
+  private firstAdd: Promise<void> | undefined;
+  /** Client: the peer's ADD_LINK request waits for a flow of ours to end. */
+  private rmtAddQueued = false;
+  /**
+   * The link group's LLC flow (Linux: lgr->llc_flow_lcl and llc_flow_rmt, smc_llc_flow_initiate):
+   * what holds it, and the local flows waiting for it. One flow at a time: an ADD_LINK (ours,
+   * or the peer's request at the client) and our CONFIRM_RKEY / DELETE_RKEY flows (a handshake
+   * choosing its link and announcing its RMB) take turns, so a handshake decides about
+   * CONFIRM_RKEY with the links that are active when it holds the flow, and an ADD_LINK names
+   * every RMB those decisions left out. The peer's CONFIRM_RKEY, DELETE_RKEY, TEST_LINK and
+   * DELETE_LINK are answered at once, without it (Linux runs them as the remote flow beside a
+   * local one), so two groups waiting on each other's answers cannot deadlock.
+   */
+  private flowBusy: string | undefined;
+  private readonly flowQueue: FlowWaiter[] = [];
+  /** LLC messages waiting for a send queue slot, per link (sendLlc), sent as completions free slots. */
+  private readonly llcBacklog = new Map<SmcrLink, Buffer[]>();
+  /** LLC messages that waited for a send queue slot, and those dropped because the backlog was full. */
+  readonly llcSq = { waited: 0, dropped: 0 };
+  /**
+   * ADD_LINK rtokens for peer RMBs the table did not hold when they came, by the link the pair
+   * names the RMB on and its rkey there: a handshake between the peer's CLC message and ours
+   * (the server's ADD_LINK names RMBs its Accepts offered; the client's response names RMBs of
+   * Accepts whose Confirm the server has not read). attach() takes them; kept LATE_KEYS_MS.
+   */
+  private readonly lateKeys = new Map<SmcrLink, { keys: Map<number, LateKey>; timer: NodeJS.Timeout }>();
   /** DELETE_LINK requests of ours whose response may come (each waited for SMC_LLC_WAIT_TIME). */
   private delWaits = 0;
   private readonly delTimers = new Set<NodeJS.Timeout>();
@@ -237,12 +323,12 @@ export class SmcrLinkGroup {
    * or from ADD_LINK point).
    */
   private readonly rtokens = new RtokenTable();
-  /** Our CONFIRM_RKEY requests awaiting their response, by the rkey they announce. */
-  private readonly rkeyWaits = new Map<number, { resolve(): void; reject(e: Error): void; timer: NodeJS.Timeout }>();
+  /** Our CONFIRM_RKEY or DELETE_RKEY request awaiting its answer (one at a time: they hold the flow). */
+  private rkeyWait: RkeyWait | undefined;
   peerKey = '';
 
-  private readonly onDeviceClose = () => this.free(false, 'the RoCE device was closed');
-  private readonly altClose = new Map<SmcrDevice, () => void>();
+  /** What each device the group's links use does when it closes (onDeviceGone). */
+  private readonly devClose = new Map<SmcrDevice, () => void>();
 
   /**
    * The group's own PD on each device its links use (Linux: one per link, smcr_link_init). An
@@ -256,8 +342,26 @@ export class SmcrLinkGroup {
     this.first.id = 1;
     this.first.uid = this.linkUid;
     this.links.push(this.first);
-    dev.onClose.add(this.onDeviceClose);
+    this.watchDevice(dev);
     this.bind(this.first);
+  }
+
+  /** Hear of `dev` closing (once per device). */
+  private watchDevice(dev: SmcrDevice): void {
+    if (this.devClose.has(dev)) return;
+    const f = () => this.onDeviceGone(dev);
+    this.devClose.set(dev, f);
+    dev.onClose.add(f);
+  }
+
+  /**
+   * A device of the group closed: its links are lost, the first link's device as any other
+   * (Linux: smcr_port_err / smc_smcr_terminate_all(smcibdev) take down only that device's
+   * links). Each goes down as a failed link does: its connections move to a link on another
+   * device and the peer hears DELETE_LINK; the group ends when no active link is left.
+   */
+  private onDeviceGone(dev: SmcrDevice): void {
+    for (const l of [...this.links, ...(this.addFlow ? [this.addFlow.link] : [])]) if (l.dev === dev) this.onLinkDown(l, 'the RoCE device was closed');
   }
 
   /** The link new connections and the connections' data go on: the first active one (the first link before it is confirmed). */
@@ -274,7 +378,9 @@ export class SmcrLinkGroup {
   linkForNewConn(): SmcrLink {
     const active = this.activeLinks();
     if (active.length === 0) return this.link;
-    return this.conns.size % 2 === 1 && active.length > 1 ? active[1]! : active[0]!;
+    // Handshakes whose Accept chose a link count as connections: the Proposals of connections
+    // opened together come before any of them joins the group.
+    return (this.conns.size + this.expected.size) % 2 === 1 && active.length > 1 ? active[1]! : active[0]!;
   }
 
   /** The link number (smc_link.link_id) of that link. */
@@ -484,15 +590,37 @@ export class SmcrLinkGroup {
         const t = setTimeout(() => {
           this.offeredDeadlines.delete(token);
           if (this.quarantined.get(token) !== rmb || this.dead) return;
-          this.quarantined.delete(token);
-          dereg(rmb);
-        }, OFFERED_QUARANTINE_MS);
+          this.expireOffered(token, rmb);
+        }, offeredQuarantineMs);
         t.unref();
         this.offeredDeadlines.set(token, t);
       } else this.put(this.freeRmbs, rmb);
     }
     if (sndbuf) this.put(this.freeSndbufs, sndbuf);
     this.maybeLinger();
+  }
+
+  /**
+   * An offered RMB's quarantine ran out: it is deregistered. While the group has an active
+   * link the peer is told first, with DELETE_RKEY for its rkey there, and the answer awaited
+   * (smc_llc_do_delete_rkey, smc_llc.c, a local RKEY flow): its rtoken table entry for the RMB
+   * goes. It stays in quarantine (not reused) meanwhile; if a closing CDC for its token takes
+   * it back to the pool, or the group ends and deregisters it, it is left alone here.
+   */
+  private expireOffered(token: number, rmb: Rmb): void {
+    const done = () => {
+      if (this.quarantined.get(token) !== rmb || this.dead) return;
+      this.quarantined.delete(token);
+      dereg(rmb);
+      this.maybeLinger();
+    };
+    if (this.activeLinks().length === 0) return done();
+    this.withFlow('DELETE_RKEY', () => {
+      const link = this.activeLinks()[0];
+      const mr = link && rmb.mrs.get(link.dev);
+      if (!link || !mr || this.quarantined.get(token) !== rmb) return undefined;
+      return this.rkeyRequest({ kind: 'DELETE_RKEY', version: 2, response: false, negative: false, numRkeys: 1, errMask: 0, rkeys: [mr.rkey] }, link, mr.rkey);
+    }).then(done, done);
   }
 
   /** RMBs offered in an Accept or held by an ended connection that the peer may still write into (tests, diagnostics). */
@@ -507,11 +635,12 @@ export class SmcrLinkGroup {
   // --- connections ---------------------------------------------------------------------
 
   /**
-   * A token was offered (server's Accept) on `link`: hold its CDCs until attach(). The group
-   * does not linger out while a handshake is pending: its Confirm would find it gone.
+   * A token is about to be offered (server's Accept) on `link` with `rmb`: hold its CDCs until
+   * attach(); an ADD_LINK meanwhile names the RMB's rkeys (rkeyPairs). The group does not
+   * linger out while a handshake is pending: its Confirm would find it gone.
    */
-  expect(token: number, link: SmcrLink): void {
-    this.expected.set(token, { link, cdc: undefined });
+  expect(token: number, link: SmcrLink, rmb: Rmb): void {
+    this.expected.set(token, { link, rmb, cdc: undefined });
     clearTimeout(this.lingerTimer);
     this.lingerTimer = undefined;
   }
@@ -551,7 +680,8 @@ export class SmcrLinkGroup {
    * smc_rtoken_add: the same rkey and address on the same link is the same entry, as when the
    * peer reuses an RMB or announced it with CONFIRM_RKEY first), and the connection takes the
    * entry's rkeys on the other links (a link still being added included: its ADD_LINK put
-   * them there, and a failed flow takes them back, clearLink). false: the table is full; the
+   * them there, and a failed flow takes them back, clearLink; an ADD_LINK that came before the
+   * RMB was in the table left them in lateKeys). false: the table is full; the
    * connection does not join, and its handshake declines SMC_CLC_DECL_ERR_RTOK as Linux's does
    * (af_smc.c 1331-1334, 2439-2440).
    */
@@ -562,6 +692,13 @@ export class SmcrLinkGroup {
     clearTimeout(this.lingerTimer);
     this.lingerTimer = undefined;
     this.conns.set(conn.token, conn);
+    const lk = this.lateKeys.get(conn.link)?.keys;
+    const late = lk?.get(conn.peer.rkey);
+    if (late) {
+      // An ADD_LINK's rtoken for this RMB came before the RMB was in the table.
+      lk!.delete(conn.peer.rkey);
+      if (!this.rtokens.entry(idx)!.has(late.link)) this.rtokens.set(idx, late.link, { rkey: late.rkey, addr: late.addr });
+    }
     for (const [l, t] of this.rtokens.entry(idx)!) {
       if (l !== conn.link && (this.links.includes(l) || this.addFlow?.link === l)) conn.setPeerKey(l, { rkey: t.rkey, addr: remoteAddr(t.addr) });
     }
@@ -571,17 +708,41 @@ export class SmcrLinkGroup {
     return true;
   }
 
+  /**
+   * The connection was released (closed, or its handshake failed after it joined). Its RMB
+   * waits in quarantine for the peer's last CDC. If WRITEs or a CDC of its are still
+   * unconfirmed (the close's own, typically), it stays in `closing` until they complete, so a
+   * failover resends them; else its send buffer is reused once the link read it.
+   */
   detach(conn: SmcrConnection): void {
     if (this.conns.get(conn.token) !== conn) return;
     this.conns.delete(conn.token);
-    this.owing.delete(conn);
     const link = conn.link;
-    if (link.isDown || link.completedSeq >= link.postedSeq) this.put(this.freeSndbufs, conn.sndbuf);
-    else this.draining.push({ link, seq: link.postedSeq, buf: conn.sndbuf });
+    conn.completed(link.okSeq);
+    if (!link.isDown && conn.unconfirmed) {
+      conn.closing = true;
+      this.closing.add(conn);
+    } else {
+      this.owing.delete(conn);
+      if (link.isDown || link.completedSeq >= link.postedSeq) this.put(this.freeSndbufs, conn.sndbuf);
+      else this.draining.push({ link, seq: link.postedSeq, buf: conn.sndbuf });
+    }
     if (conn.peerGone || this.activeLinks().length === 0) this.put(this.freeRmbs, conn.rmb);
     else this.quarantined.set(conn.token, conn.rmb);
     this.maybeLinger();
   }
+
+  /** A closing connection's posts all completed (or cannot be resent): it leaves, and its send buffer is free. */
+  private closed(conn: SmcrConnection): void {
+    if (!this.closing.delete(conn)) return;
+    conn.closing = false;
+    this.owing.delete(conn);
+    this.put(this.freeSndbufs, conn.sndbuf);
+    this.maybeLinger();
+  }
+
+  /** Connections closed with posts still unconfirmed (tests, diagnostics). */
+  get closingCount(): number { return this.closing.size; }
 
   /** The connection waits for room in the send queue (a CDC it owes, or a write). */
   wantsQueue(conn: SmcrConnection): void {
@@ -589,7 +750,7 @@ export class SmcrLinkGroup {
   }
 
   private maybeLinger(): void {
-    if (this.conns.size > 0 || this.expected.size > 0 || this.lingerTimer || this.dead) return;
+    if (this.conns.size > 0 || this.expected.size > 0 || this.closing.size > 0 || this.lingerTimer || this.dead) return;
     this.lingerTimer = setTimeout(() => this.free(true), lingerMs);
     this.lingerTimer.unref();
   }
@@ -659,7 +820,7 @@ export class SmcrLinkGroup {
         } else this.unexpected();
         return;
       case 'ADD_LINK':
-        if (this.role === 'client' && !m.response) this.cliAddLink(link, m);
+        if (this.role === 'client' && !m.response) this.rmtAddLink(link, m);
         else if (this.role === 'server' && m.response && this.addFlow?.stage === 'add' && link === this.addFlow.via) this.srvAddLinkResponse(m);
         else this.unexpected();
         return;
@@ -681,18 +842,13 @@ export class SmcrLinkGroup {
         } else this.onDeleteLink(link, m);
         return;
       case 'CONFIRM_RKEY':
-        if (m.response) {
-          // The answer to announceRmb(); any other is out of flow.
-          const w = this.rkeyWaits.get(m.rmbKey);
-          if (!w) return this.unexpected();
-          this.rkeyWaits.delete(m.rmbKey);
-          clearTimeout(w.timer);
-          if (m.negative) w.reject(new Error('the peer refused the CONFIRM_RKEY'));
-          else w.resolve();
-        } else this.confirmRkey(link, m);
+        // The answer to our request (announceRmbHeld); any other is out of flow.
+        if (m.response) this.rkeyResponse(link, 'CONFIRM_RKEY', m.rmbKey, m.negative);
+        else this.confirmRkey(link, m);
         return;
       case 'DELETE_RKEY':
-        if (m.response) this.unexpected();
+        // Linux answers with the rkeys zeroed: the link and the flow say which request it answers.
+        if (m.response) this.rkeyResponse(link, 'DELETE_RKEY', undefined, m.negative);
         else this.deleteRkey(link, m);
         return;
       default:
@@ -727,14 +883,86 @@ export class SmcrLinkGroup {
     this.sendLlc({ ...m, version: 2, response: true, negative: m.negative || !ok, retry: m.retry || !ok }, link);
   }
 
+  // --- the LLC flow lock ------------------------------------------------------------------
+
+  /**
+   * Take the group's LLC flow (see flowBusy): resolves with the function that releases it, at
+   * once when no flow is under way or waiting, else when the flows before it ended; rejects
+   * when the group ends or after `ms`. `front`: ahead of the waiting local flows (the peer's
+   * ADD_LINK request, whose sender waits for its answer).
+   */
+  llcFlow(kind: string, opts: { front?: boolean; ms?: number } = {}): Promise<() => void> {
+    if (this.dead) return Promise.reject(new SoftrdmaError('ENOLINK', 'smc-r: the link group has ended'));
+    const now = this.tryFlow(kind);
+    if (now) return Promise.resolve(now);
+    const ms = opts.ms ?? FLOW_WAIT_MS;
+    return new Promise((resolve, reject) => {
+      const w: FlowWaiter = {
+        kind, grant: resolve, fail: reject, timer: setTimeout(() => {
+          const i = this.flowQueue.indexOf(w);
+          if (i >= 0) this.flowQueue.splice(i, 1);
+          reject(new SoftrdmaError('ETIMEDOUT', `smc-r: the link group's ${this.flowBusy ?? 'LLC'} flow did not end within ${ms} ms`));
+        }, ms),
+      };
+      w.timer.unref();
+      if (opts.front) this.flowQueue.unshift(w);
+      else this.flowQueue.push(w);
+    });
+  }
+
+  /** The flow, now, if nothing holds it or waits for it; else undefined. */
+  private tryFlow(kind: string): (() => void) | undefined {
+    if (this.dead || this.flowBusy !== undefined || this.flowQueue.length > 0) return undefined;
+    return this.takeFlow(kind);
+  }
+
+  private takeFlow(kind: string): () => void {
+    this.flowBusy = kind;
+    let held = true;
+    return () => {
+      if (!held) return;
+      held = false;
+      this.flowBusy = undefined;
+      const w = this.flowQueue.shift();
+      if (w) {
+        clearTimeout(w.timer);
+        w.grant(this.takeFlow(w.kind));
+      }
+    };
+  }
+
+  /** Run fn holding the group's LLC flow; it is released when fn's result settles. */
+  async withFlow<T>(kind: string, fn: () => T | Promise<T>): Promise<T> {
+    const release = await this.llcFlow(kind);
+    try {
+      return await fn();
+    } finally {
+      release();
+    }
+  }
+
+  /** The LLC flow under way, if any (tests, diagnostics). */
+  get flowUnderWay(): string | undefined { return this.flowBusy; }
+
+  /**
+   * smcr_lgr_reg_rmbs (smc_core.c): take the flow, announce the RMB (announceRmbHeld), release.
+   * The handshakes use withFlow and announceRmbHeld, as they choose a link or join the group
+   * under the same flow.
+   */
+  announceRmb(rmb: Rmb, link: SmcrLink): Promise<void> {
+    return this.withFlow('CONFIRM_RKEY', () => this.announceRmbHeld(rmb, link));
+  }
+
   /**
    * A connection made while the group has more than one active link: announce its RMB's rkey
    * on each other link with CONFIRM_RKEY on `link` (the one its CLC message names) and wait
    * SMC_LLC_WAIT_TIME for the answer (smc_llc_do_confirm_rkey / smc_llc_send_confirm_rkey,
    * smc_llc.c 2212-2232, 488-535), before the CLC message, as af_smc.c 1351 and 2297 do. With
-   * one link nothing is sent (Linux sends one with no other rtokens; softrdma saves the round trip).
+   * one link nothing is sent (Linux sends one with no other rtokens; softrdma saves the round
+   * trip). The caller holds the group's LLC flow, so the links looked at are the ones an
+   * ADD_LINK flow left (an ADD_LINK after it names the RMB itself).
    */
-  announceRmb(rmb: Rmb, link: SmcrLink): Promise<void> {
+  announceRmbHeld(rmb: Rmb, link: SmcrLink): Promise<void> {
     const others = this.activeLinks().filter((l) => l !== link);
     if (others.length === 0) return Promise.resolve();
     const mr = this.mrOn(rmb, link.dev);
@@ -742,17 +970,36 @@ export class SmcrLinkGroup {
       const m = this.mrOn(rmb, l.dev);
       return { linkId: l.id, rmbKey: m.rkey, rmbVaddr: BigInt(m.addr) };
     });
+    return this.rkeyRequest({ kind: 'CONFIRM_RKEY', version: 2, response: false, negative: false, retry: false, numRkeys: rt.length, rmbKey: mr.rkey, rmbVaddr: BigInt(mr.addr), others: rt }, link, mr.rkey);
+  }
+
+  /**
+   * Send our CONFIRM_RKEY or DELETE_RKEY request on `link` and wait SMC_LLC_WAIT_TIME for the
+   * answer on that link (the caller holds the flow, so it is the only one awaited: a late
+   * answer to an earlier one names another rkey or comes when nothing waits).
+   */
+  private rkeyRequest(m: LlcConfirmRkey | LlcDeleteRkey, link: SmcrLink, rkey: number): Promise<void> {
     return new Promise<void>((resolve, reject) => {
-      // A later announce of the same buffer (reused within the wait) takes the entry over: this
-      // one's timeout must not delete that one's.
-      const w = { resolve, reject, timer: setTimeout(() => {
-        if (this.rkeyWaits.get(mr.rkey) === w) this.rkeyWaits.delete(mr.rkey);
-        reject(new Error(`no CONFIRM_RKEY response within ${LLC_WAIT_MS} ms`));
-      }, LLC_WAIT_MS) };
+      const w: RkeyWait = {
+        kind: m.kind, link, rkey, resolve, reject, timer: setTimeout(() => {
+          if (this.rkeyWait === w) this.rkeyWait = undefined;
+          reject(new Error(`no ${m.kind} response within ${LLC_WAIT_MS} ms`));
+        }, LLC_WAIT_MS),
+      };
       w.timer.unref();
-      this.rkeyWaits.set(mr.rkey, w);
-      this.sendLlc({ kind: 'CONFIRM_RKEY', version: 2, response: false, negative: false, retry: false, numRkeys: rt.length, rmbKey: mr.rkey, rmbVaddr: BigInt(mr.addr), others: rt }, link);
+      this.rkeyWait = w;
+      this.sendLlc(m, link);
     });
+  }
+
+  /** A CONFIRM_RKEY (rkey: the one it names) or DELETE_RKEY response: the answer to our request on that link, else out of flow. */
+  private rkeyResponse(link: SmcrLink, kind: RkeyWait['kind'], rkey: number | undefined, negative: boolean): void {
+    const w = this.rkeyWait;
+    if (!w || w.kind !== kind || w.link !== link || (rkey !== undefined && rkey !== w.rkey)) return this.unexpected();
+    this.rkeyWait = undefined;
+    clearTimeout(w.timer);
+    if (negative) w.reject(new Error(`the peer refused the ${kind}`));
+    else w.resolve();
   }
 
   /**
@@ -783,12 +1030,27 @@ export class SmcrLinkGroup {
     };
   }
 
-  /** Send an LLC message on a link (the group's data link when none is named). */
+  /**
+   * Send an LLC message on a link (the group's data link when none is named). It may take the
+   * send queue slots kept for LLC (link.ts LLC_RESERVE); with every slot taken it waits, in
+   * order, in the link's backlog (LLC_BACKLOG, the rest dropped and counted) and goes as
+   * completions free slots (onSendable), as Linux's smc_wr_tx_get_free_slot waits for one.
+   */
   sendLlc(m: LlcMessage, link: SmcrLink = this.link): void {
-    if (!link.canPost(1)) return; // LLC traffic is rare: a full queue means the link is in trouble anyway
+    if (link.isDown) return;
+    const msg = encodeLlc(m);
+    const q = this.llcBacklog.get(link);
+    if (!q && link.canPostLlc()) link.send(msg);
+    else if ((q?.length ?? 0) >= LLC_BACKLOG) {
+      this.llcSq.dropped++;
+      return;
+    } else {
+      this.llcSq.waited++;
+      if (q) q.push(msg);
+      else this.llcBacklog.set(link, [msg]);
+    }
     const k = m.response ? `${m.kind} resp` : m.kind;
     this.llcTx[k] = (this.llcTx[k] ?? 0) + 1;
-    link.post([{ kind: 'send', msg: encodeLlc(m) }]);
   }
 
   /**
@@ -840,11 +1102,24 @@ export class SmcrLinkGroup {
     const w = this.confirmWait;
     this.confirmWait = undefined;
     if (w) { clearTimeout(w.timer); w.resolve(); }
-    // af_smc.c 1919-1923: the server tries a second link right after the first contact.
-    if (this.role === 'server') this.scheduleAddLink(0);
+    // af_smc.c 1919-1923: the server adds a second link right after the first contact, while
+    // it still holds smc_server_lgr_pending; the first-contact gate of clc-flow.ts stays closed
+    // until this flow ended (firstAddDone).
+    if (this.role === 'server') this.firstAdd = this.srvAddLink().catch(() => undefined);
+  }
+
+  /** Server: settles when the ADD_LINK flow that followed the first link's confirmation ended (or at once when there was none). */
+  firstAddDone(): Promise<void> {
+    return this.firstAdd ?? Promise.resolve();
   }
 
   private onSendable(link: SmcrLink): void {
+    // LLC messages that waited for a slot go first, in order.
+    const q = this.llcBacklog.get(link);
+    if (q) {
+      while (q.length > 0 && link.canPostLlc()) link.send(q.shift()!);
+      if (q.length === 0) this.llcBacklog.delete(link);
+    }
     for (let i = 0; i < this.draining.length;) {
       const d = this.draining[i]!;
       if (d.link.isDown || (d.link === link && d.seq <= link.completedSeq)) {
@@ -853,6 +1128,11 @@ export class SmcrLinkGroup {
       } else i++;
     }
     for (const c of this.conns.values()) if (c.link === link) c.completed(link.okSeq);
+    for (const c of [...this.closing]) {
+      if (c.link !== link) continue;
+      c.completed(link.okSeq);
+      if (!c.unconfirmed) this.closed(c);
+    }
     if (this.owing.size === 0) return;
     for (const c of [...this.owing]) {
       if (!c.link.canPost(1)) continue;
@@ -865,8 +1145,8 @@ export class SmcrLinkGroup {
 
   /** Server: try ADD_LINK in ms (none scheduled or under way, the group has room for a link). */
   private scheduleAddLink(ms: number): void {
-    if (this.role !== 'server' || this.dead || this.addTimer || this.addFlow) return;
-    this.addTimer = setTimeout(() => { this.addTimer = undefined; this.srvAddLink(); }, ms);
+    if (this.role !== 'server' || this.dead || this.addTimer || this.addFlow || this.addStarting) return;
+    this.addTimer = setTimeout(() => { this.addTimer = undefined; this.srvAddLink().catch(() => undefined); }, ms);
     this.addTimer.unref();
   }
 
@@ -885,20 +1165,41 @@ export class SmcrLinkGroup {
     return u;
   }
 
-  /** Our RMBs' rkeys on `via` and on the new link, with their addresses there (smc_llc_fill_ext_v2, smc_llc.c 604-642). */
+  /**
+   * Our RMBs' rkeys on `via` and on the new link, with their addresses there
+   * (smc_llc_fill_ext_v2, smc_llc.c 604-642: every RMB in use): the connections' and those of
+   * handshakes whose Accept offered one and whose Confirm has not come (the peer may be about
+   * to join with it; no CONFIRM_RKEY will name it, as the group had one link when it chose).
+   */
   private rkeyPairs(via: SmcrLink, link: SmcrLink): LlcRkeyPair[] {
-    return [...this.conns.values()].slice(0, 255).map((c) => {
-      const mr = this.mrOn(c.rmb, link.dev);
-      return { rmbKey: this.mrOn(c.rmb, via.dev).rkey, rmbKeyNew: mr.rkey, rmbVaddrNew: BigInt(mr.addr) };
+    const rmbs = new Set<Rmb>();
+    for (const c of this.conns.values()) rmbs.add(c.rmb);
+    for (const e of this.expected.values()) rmbs.add(e.rmb);
+    return [...rmbs].slice(0, 255).map((b) => {
+      const mr = this.mrOn(b, link.dev);
+      return { rmbKey: this.mrOn(b, via.dev).rkey, rmbKeyNew: mr.rkey, rmbVaddrNew: BigInt(mr.addr) };
     });
   }
 
   /**
    * The peer's rkeys on the new link, by their rkeys on `via` (smc_llc_save_add_link_rkeys ->
-   * smc_rtoken_set): into the rtoken table's entries, and the connections' own keys.
+   * smc_rtoken_set): into the rtoken table's entries, and the connections' own keys. A pair
+   * for an RMB the table does not hold yet (its connection's handshake is between the peer's
+   * CLC message and ours) waits in lateKeys for that connection's attach.
    */
   private saveRkeys(via: SmcrLink, link: SmcrLink, pairs: LlcRkeyPair[]): void {
-    for (const p of pairs) this.rtokens.setByKnown(via, p.rmbKey, link, { rkey: p.rmbKeyNew, addr: p.rmbVaddrNew });
+    for (const p of pairs) {
+      const t = { rkey: p.rmbKeyNew, addr: p.rmbVaddrNew };
+      if (this.rtokens.setByKnown(via, p.rmbKey, link, t)) continue;
+      let late = this.lateKeys.get(via);
+      if (!late) {
+        const keys = new Map<number, LateKey>();
+        const timer = setTimeout(() => { if (this.lateKeys.get(via)?.keys === keys) this.lateKeys.delete(via); }, LATE_KEYS_MS);
+        timer.unref();
+        this.lateKeys.set(via, late = { keys, timer });
+      }
+      late.keys.set(p.rmbKey, { link, ...t });
+    }
     for (const c of this.conns.values()) {
       const k = c.peerKeyOn(via);
       const p = k && pairs.find((x) => x.rmbKey === k.rkey);
@@ -919,36 +1220,75 @@ export class SmcrLinkGroup {
     link.id = id;
     link.uid = this.uidFor(id);
     this.bind(link);
-    if (dev !== this.dev && !this.altClose.has(dev)) {
-      const f = () => { for (const l of [...this.links, ...(this.addFlow ? [this.addFlow.link] : [])]) if (l.dev === dev) this.onLinkDown(l, 'the RoCE device was closed'); };
-      this.altClose.set(dev, f);
-      dev.onClose.add(f);
-    }
+    this.watchDevice(dev);
     return link;
   }
 
+  /** Server: may the group get another link now (the first confirmed, room for one, no flow adding one)? */
+  private wantsLink(): boolean {
+    return !this.dead && this.confirmed && this.maxLinks >= 2 && !this.addFlow && this.activeLinks().length === 1;
+  }
+
   /**
-   * Server: ADD_LINK (smc_llc_srv_add_link, smc_llc.c 1404-1523, the v2 branch): a QP on
-   * another device, our RMBs registered there, ADD_LINK request on the active link with the
-   * new QP and the rkey pairs; then wait 2 s for the response, connect the QP, CONFIRM_LINK on
-   * the new link and wait 5 s (SMC_LLC_WAIT_FIRST_TIME) for its response.
+   * Server: ADD_LINK (smc_llc_srv_add_link, smc_llc.c 1404-1523, the v2 branch), holding the
+   * group's LLC flow (smc_llc_flow_initiate(SMC_LLC_FLOW_ADD_LINK): a handshake's CONFIRM_RKEY
+   * flow under way ends first): a QP on another device, our RMBs registered there, ADD_LINK
+   * request on the active link with the new QP and the rkey pairs; then wait 2 s for the
+   * response, connect the QP, CONFIRM_LINK on the new link and wait 5 s
+   * (SMC_LLC_WAIT_FIRST_TIME) for its response. Settles when the flow ended (or did not start).
    */
-  private srvAddLink(): void {
-    if (this.dead || !this.confirmed || this.maxLinks < 2 || this.addFlow || this.activeLinks().length !== 1) return;
-    const via = this.link;
-    const dev = this.altDevice(undefined);
-    if (!dev) return this.scheduleAddLink(ADDLINK_RETRY_MS);
-    let link: SmcrLink;
+  private async srvAddLink(): Promise<void> {
+    if (!this.wantsLink() || this.addStarting) return;
+    this.addStarting = true;
+    let release: () => void;
     try {
-      link = this.newLink(dev, this.nextLinkId());
-    } catch (e) {
-      this.linkEvents.addFailed++;
-      this.linkEvents.lastFailure = (e as Error).message;
+      release = await this.llcFlow('ADD_LINK');
+    } catch {
+      this.addStarting = false;
       return this.scheduleAddLink(ADDLINK_RETRY_MS);
     }
-    const msg = this.addLinkMsg(link, false, link.local.mtu, via);
-    this.addFlow = { link, via, stage: 'add', timer: this.flowTimer('no ADD_LINK response', LLC_WAIT_MS, false) };
-    this.sendLlc(msg, via);
+    this.addStarting = false;
+    if (!this.wantsLink()) return release();
+    const failed = (e: unknown, link?: SmcrLink) => {
+      link?.destroy();
+      release();
+      this.linkEvents.addFailed++;
+      this.linkEvents.lastFailure = (e as Error).message;
+      this.scheduleAddLink(ADDLINK_RETRY_MS);
+    };
+    const via = this.link;
+    let dev: SmcrDevice | undefined;
+    let link: SmcrLink;
+    let msg: LlcAddLink;
+    try {
+      dev = this.altDevice(undefined);
+      if (!dev) {
+        release();
+        return this.scheduleAddLink(ADDLINK_RETRY_MS);
+      }
+      link = this.newLink(dev, this.nextLinkId());
+    } catch (e) {
+      return failed(e);
+    }
+    try {
+      msg = this.addLinkMsg(link, false, link.local.mtu, via);
+    } catch (e) {
+      return failed(e, link); // an RMB could not be registered on the new device
+    }
+    await new Promise<void>((resolve) => {
+      this.addFlow = { link, via, stage: 'add', timer: this.flowTimer('no ADD_LINK response', LLC_WAIT_MS, false), end: () => { release(); resolve(); } };
+      this.sendLlc(msg, via);
+    });
+  }
+
+  /** End the ADD_LINK flow under way (its timer, the flow lock); the flow, if there was one. */
+  private endAddFlow(): AddFlow | undefined {
+    const f = this.addFlow;
+    if (!f) return undefined;
+    this.addFlow = undefined;
+    clearTimeout(f.timer);
+    f.end();
+    return f;
   }
 
   private flowTimer(what: string, ms: number, tellPeer: boolean): NodeJS.Timeout {
@@ -964,6 +1304,8 @@ export class SmcrLinkGroup {
       this.linkEvents.addRejected++;
       return this.addFailed('the peer rejected ADD_LINK', false);
     }
+    const bad = impossibleQp(m.senderQpn, undefined);
+    if (bad) return this.addFailed(`the ADD_LINK response names ${bad}`, true);
     try {
       f.link.connect({ qpn: m.senderQpn, psn: m.initialPsn, gid: m.senderGid, mtu: m.qpMtu || f.link.local.mtu });
     } catch (e) {
@@ -975,46 +1317,90 @@ export class SmcrLinkGroup {
     this.sendLlc(this.confirmLinkMsg(f.link), f.link);
   }
 
+  /** Client: refuse the peer's ADD_LINK request (smc_llc_cli_add_link_reject: the request echoed with RESP | ADD_LNK_REJ). */
+  private rejectAddLink(via: SmcrLink, m: LlcAddLink, why: string): void {
+    this.linkEvents.addRejected++;
+    this.linkEvents.lastFailure = why;
+    this.sendLlc({ ...m, version: 2, response: true, rejected: true, rejReason: 0, v2ext: null }, via);
+  }
+
   /**
-   * Client: an ADD_LINK request (smc_llc_cli_add_link, smc_llc.c 1031-1122, the v2 branch).
-   * Rejected (the request echoed with RESP | ADD_LNK_REJ, smc_llc_cli_add_link_reject) when the
-   * group may not have another link or no device of ours reaches the server's new GID (Linux
-   * would then make an asymmetric link on the same device; softrdma does not); else a QP on
-   * that device, connected to the server's, our rkeys for it in the response, and the
-   * CONFIRM_LINK request awaited 5 s on the new link.
+   * Client: the peer's ADD_LINK request, a remote flow. A flow of ours under way (a
+   * handshake's CONFIRM_RKEY awaiting its answer) ends first, as smc_llc_process_cli_add_link
+   * waits for llc_conf_mutex; the request goes ahead of our waiting flows, within the 2 s the
+   * server waits for the answer. A second request while one waits or runs is refused.
    */
-  private cliAddLink(via: SmcrLink, m: LlcAddLink): void {
-    const reject = (why: string) => {
-      this.linkEvents.addRejected++;
-      this.linkEvents.lastFailure = why;
-      this.sendLlc({ ...m, version: 2, response: true, rejected: true, rejReason: 0, v2ext: null }, via);
+  private rmtAddLink(via: SmcrLink, m: LlcAddLink): void {
+    if (this.addFlow || this.rmtAddQueued) return this.rejectAddLink(via, m, 'an ADD_LINK flow is under way');
+    // Whatever happens, the flow is not left held (release is idempotent; a flow that started ends it too).
+    const run = (release: () => void) => {
+      try {
+        this.cliAddLink(via, m, release);
+      } catch (e) {
+        release();
+        throw e;
+      }
     };
+    const now = this.tryFlow('ADD_LINK');
+    if (now) return run(now);
+    this.rmtAddQueued = true;
+    this.llcFlow('ADD_LINK', { front: true, ms: LLC_WAIT_MS }).then((release) => {
+      this.rmtAddQueued = false;
+      run(release);
+    }, () => {
+      this.rmtAddQueued = false;
+      if (!this.dead) this.rejectAddLink(via, m, 'a flow of ours did not end in time');
+    });
+  }
+
+  /**
+   * Client: an ADD_LINK request (smc_llc_cli_add_link, smc_llc.c 1031-1122, the v2 branch),
+   * holding the group's flow (release). Rejected when the group may not have another link, the
+   * request is impossible (a QPN or MTU no RC QP has, a link number in use) or no device of
+   * ours reaches the server's new GID (Linux would then make an asymmetric link on the same
+   * device; softrdma does not); else a QP on that device, connected to the server's, our rkeys
+   * for it in the response, and the CONFIRM_LINK request awaited 5 s on the new link. A QP
+   * that cannot be connected is destroyed (out_clear_lnk: smcr_link_clear).
+   */
+  private cliAddLink(via: SmcrLink, m: LlcAddLink, release: () => void): void {
+    const reject = (why: string) => {
+      release();
+      this.rejectAddLink(via, m, why);
+    };
+    if (this.dead || via.isDown) return release();
     if (!this.confirmed || this.maxLinks < 2 || this.activeLinks().length >= this.maxLinks) return reject('no room for another link');
     if (this.addFlow) return reject('an ADD_LINK flow is under way');
-    if (!m.qpMtu) return reject('no QP MTU');
+    const bad = impossibleQp(m.senderQpn, m.qpMtu);
+    if (bad) return reject(`the request names ${bad}`);
+    if (m.linkNum === 0 || this.links.some((l) => l.id === m.linkNum)) return reject(`link number ${m.linkNum} is in use`);
     const dev = this.altDevice(addressFromGid(m.senderGid));
     if (!dev) return reject('no device reaches the new GID');
     let link: SmcrLink;
     try {
       link = this.newLink(dev, m.linkNum);
-      link.connect({ qpn: m.senderQpn, psn: m.initialPsn, gid: m.senderGid, mtu: m.qpMtu });
     } catch (e) {
       return reject((e as Error).message);
     }
+    let resp: LlcAddLink;
+    try {
+      link.connect({ qpn: m.senderQpn, psn: m.initialPsn, gid: m.senderGid, mtu: m.qpMtu });
+      resp = this.addLinkMsg(link, true, Math.min(link.local.mtu, m.qpMtu), via);
+    } catch (e) {
+      link.destroy();
+      return reject((e as Error).message);
+    }
     this.saveRkeys(via, link, m.v2ext?.rkeys ?? []);
-    this.addFlow = { link, via, stage: 'confirm', timer: this.flowTimer('no CONFIRM_LINK request on the new link', LLC_WAIT_FIRST_MS, true) };
-    this.sendLlc(this.addLinkMsg(link, true, Math.min(link.local.mtu, m.qpMtu), via), via);
+    this.addFlow = { link, via, stage: 'confirm', timer: this.flowTimer('no CONFIRM_LINK request on the new link', LLC_WAIT_FIRST_MS, true), end: release };
+    this.sendLlc(resp, via);
   }
 
   private activate(link: SmcrLink): void {
-    const f = this.addFlow!;
-    clearTimeout(f.timer);
-    this.addFlow = undefined;
     link.active = true;
     link.lastRx = performance.now();
     this.links.push(link);
     this.linkEvents.added++;
     this.scheduleTestLink(link, TESTLINK_MS);
+    this.endAddFlow(); // the flows waiting see two links
   }
 
   /**
@@ -1025,8 +1411,6 @@ export class SmcrLinkGroup {
   private addFailed(reason: string, tellPeer: boolean): void {
     const f = this.addFlow;
     if (!f) return;
-    this.addFlow = undefined;
-    clearTimeout(f.timer);
     this.linkEvents.addFailed++;
     this.linkEvents.lastFailure = reason;
     if (tellPeer && !this.dead) {
@@ -1034,6 +1418,7 @@ export class SmcrLinkGroup {
       this.awaitDeleteResponse();
     }
     this.clearLink(f.link);
+    this.endAddFlow();
     this.scheduleAddLink(ADDLINK_RETRY_MS);
   }
 
@@ -1061,6 +1446,10 @@ export class SmcrLinkGroup {
       this.retired.set(link, keys);
     }
     this.rtokens.clearLink(link); // smcr_link_clear -> smcr_rtoken_clear_link (smc_core.c 1320-1329)
+    const late = this.lateKeys.get(link);
+    if (late) { clearTimeout(late.timer); this.lateKeys.delete(link); }
+    for (const { keys } of this.lateKeys.values()) for (const [k, v] of keys) if (v.link === link) keys.delete(k);
+    this.llcBacklog.delete(link);
     setImmediate(() => {
       link.destroy();
       if (this.dead) this.releasePds(); // the group ended meanwhile: this QP kept its PD busy
@@ -1071,7 +1460,8 @@ export class SmcrLinkGroup {
    * Move the connections on `from` to `to` (smc_switch_conns, smc_core.c 1076-1150), each
    * resending from its last confirmed cursor with a failover-validation CDC first
    * (smc_switch_cursor, smc_core.c 1014-1074); one without the peer's rkey on `to` fails
-   * as a lost link did. Then the link goes.
+   * as a lost link did. Closing connections whose last posts were unconfirmed move too, and
+   * resend them. Then the link goes.
    */
   private switchConns(from: SmcrLink, to: SmcrLink, reason: string): void {
     this.links = this.links.filter((l) => l !== from);
@@ -1080,6 +1470,11 @@ export class SmcrLinkGroup {
       if (c.link !== from) continue;
       if (c.switchLink(to)) this.linkEvents.connsMoved++;
       else { this.linkEvents.connsLost++; c.linkDown(reason); }
+    }
+    for (const c of [...this.closing]) {
+      if (c.link !== from) continue;
+      if (c.switchLink(to) && c.link === to) this.linkEvents.connsMoved++;
+      else { this.linkEvents.connsLost++; this.closed(c); }
     }
     this.clearLink(from);
   }
@@ -1096,6 +1491,13 @@ export class SmcrLinkGroup {
     // Down now, before any connection hears of it: a closed device's QP is gone already, and
     // a connection's abort must not post on it.
     link.markDown(reason);
+    // A CONFIRM_RKEY or DELETE_RKEY awaiting its answer on the link fails now, not in 2 s.
+    const w = this.rkeyWait;
+    if (w?.link === link) {
+      this.rkeyWait = undefined;
+      clearTimeout(w.timer);
+      w.reject(new Error(`link down: ${reason}`));
+    }
     if (this.addFlow?.link === link) return this.addFailed(`the new link went down: ${reason}`, true);
     if (!this.links.includes(link)) return;
     const to = this.confirmed ? this.activeLinks().find((l) => l !== link) : undefined;
@@ -1125,11 +1527,10 @@ export class SmcrLinkGroup {
     }
     if (!target) return;
     if (flow) {
-      clearTimeout(flow.timer);
-      this.addFlow = undefined;
       this.linkEvents.addFailed++;
       this.linkEvents.lastFailure = 'the peer deleted the new link';
       this.clearLink(flow.link);
+      this.endAddFlow();
     } else {
       const to = this.activeLinks().find((l) => l !== target);
       if (!to) return this.free(false, 'peer deleted the link');
@@ -1152,21 +1553,27 @@ export class SmcrLinkGroup {
   free(orderly: boolean, reason = 'link group freed'): void {
     if (this.dead) return;
     this.dead = true;
-    this.dev.onClose.delete(this.onDeviceClose);
-    for (const [d, f] of this.altClose) d.onClose.delete(f);
-    this.altClose.clear();
+    for (const [d, f] of this.devClose) d.onClose.delete(f);
+    this.devClose.clear();
     clearTimeout(this.lingerTimer);
     clearTimeout(this.addTimer);
     for (const t of this.delTimers) clearTimeout(t);
     this.delTimers.clear();
+    // The flows waiting for the lock fail; the one under way ends (its waits fail below).
+    for (const q of this.flowQueue.splice(0)) { clearTimeout(q.timer); q.fail(new SoftrdmaError('ENOLINK', `smc-r: ${reason}`)); }
     const links = [...this.links];
-    if (this.addFlow) { clearTimeout(this.addFlow.timer); links.push(this.addFlow.link); this.addFlow = undefined; }
+    if (this.addFlow) links.push(this.addFlow.link);
+    this.endAddFlow();
     for (const l of links) { clearTimeout(l.testTimer); clearTimeout(l.testWait); }
     const w = this.confirmWait;
     this.confirmWait = undefined;
     if (w) { clearTimeout(w.timer); w.reject(new Error(reason)); }
-    for (const r of this.rkeyWaits.values()) { clearTimeout(r.timer); r.reject(new Error(reason)); }
-    this.rkeyWaits.clear();
+    const r = this.rkeyWait;
+    this.rkeyWait = undefined;
+    if (r) { clearTimeout(r.timer); r.reject(new Error(reason)); }
+    for (const { timer } of this.lateKeys.values()) clearTimeout(timer);
+    this.lateKeys.clear();
+    this.llcBacklog.clear();
     this.rtokens.clear();
     SmcrLinkGroup.all.get(this.peerKey)?.delete(this);
     if (SmcrLinkGroup.all.get(this.peerKey)?.size === 0) SmcrLinkGroup.all.delete(this.peerKey);
@@ -1189,6 +1596,8 @@ export class SmcrLinkGroup {
       for (const d of this.draining) dereg(d.buf);
       this.draining.length = 0;
       for (const c of this.conns.values()) { dereg(c.rmb); dereg(c.sndbuf); }
+      for (const c of this.closing) { c.closing = false; dereg(c.sndbuf); } // their RMBs are in quarantine
+      this.closing.clear();
       this.freeRmbs.clear();
       this.freeSndbufs.clear();
       this.quarantined.clear();

@@ -12,7 +12,8 @@
 //
 // Sends are signalled 44-byte inline SENDs (CDC, LLC) and RDMA WRITEs from registered send
 // buffers; the send queue has a fixed depth, and what does not fit waits for completions
-// (Linux waits for a free smc_wr_tx slot the same way, smc_wr.c smc_wr_tx_get_free_slot).
+// (Linux waits for a free smc_wr_tx slot the same way, smc_wr.c smc_wr_tx_get_free_slot). A few
+// slots are kept for LLC messages (LLC_RESERVE), so connections cannot crowd them out.
 // Completions come through a completion channel, so an idle link costs no CPU.
 
 import { randomBytes } from 'node:crypto';
@@ -37,6 +38,13 @@ const V2_BUF = 8192;
 /** Queue depths. Linux: SMC_WR_BUF_CNT 16 send slots and 3 × that receives (smc_wr.h 21); here more, as RDMA WRITEs share the queue. */
 const SQ_DEPTH = 256;
 const RQ_DEPTH = 256;
+/**
+ * Send queue slots only LLC messages may take: connections' WRITEs and CDCs stop at
+ * SQ_DEPTH - LLC_RESERVE, so a DELETE_LINK, CONFIRM_LINK or an answer still goes when a link
+ * carries many busy connections (Linux waits up to SMC_WR_TX_WAIT_FREE_SLOT_TIME, 10 s, for a
+ * free slot, smc_wr_tx_get_free_slot; here nothing may block, so the slots are set aside).
+ */
+export const LLC_RESERVE = 8;
 
 /** Our end of a link as the CLC Accept/Confirm carry it. */
 export interface LinkLocal { qpn: number; psn: number; gid: Buffer; mac: Buffer; mtu: number }
@@ -126,9 +134,14 @@ export class SmcrLink {
   /** The last send work request posted: buffers it reads are free once completedSeq reaches it. */
   get postedSeq(): number { return this.wrSeq; }
 
-  /** Room for n more work requests in the send queue. */
+  /** Room for n more work requests of a connection (WRITEs, CDCs) in the send queue: all but the LLC_RESERVE slots. */
   canPost(n: number): boolean {
-    return !this.isDown && this.inFlight + n <= SQ_DEPTH;
+    return !this.isDown && this.inFlight + n <= SQ_DEPTH - LLC_RESERVE;
+  }
+
+  /** Room for one LLC message: any free slot, the reserved ones included. */
+  canPostLlc(): boolean {
+    return !this.isDown && this.inFlight < SQ_DEPTH;
   }
 
   /**

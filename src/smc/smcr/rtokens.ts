@@ -88,10 +88,12 @@ export class RtokenTable {
     if (this.slots[i]) this.put(i, link, t);
   }
 
-  /** smc_rtoken_set: the entry whose rkey on `known` is rkeyKnown gets its rtoken on `link` (ADD_LINK's rkey pairs). */
-  setByKnown(known: SmcrLink, rkeyKnown: number, link: SmcrLink, t: Rtoken): void {
+  /** smc_rtoken_set: the entry whose rkey on `known` is rkeyKnown gets its rtoken on `link` (ADD_LINK's rkey pairs); false: no such entry. */
+  setByKnown(known: SmcrLink, rkeyKnown: number, link: SmcrLink, t: Rtoken): boolean {
     const i = this.first(known, rkeyKnown);
-    if (i !== undefined) this.put(i, link, t);
+    if (i === undefined) return false;
+    this.put(i, link, t);
+    return true;
   }
 
   /** Entry i's rtokens on every link. */
