@@ -34,7 +34,8 @@
 // warm-up, 95 optimizing compiles of 1-33 ms each still fell in a sequential run's counted
 // window, and the rate read 365 conn/s against 889 after 4 s). The cold row is the start.
 //   cold         a fresh client process's first 200 connections, one at a time (the rxe
-//                device and the CM agent already made, not counted; V8 still compiling)
+//                device made before, not counted; the CM agent, the PD, CQ and MR are made
+//                by the first connection, counted; V8 still compiling)
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
@@ -281,7 +282,7 @@ async function driver(): Promise<void> {
     await netS.stop();
   }
   const how = `rdma_cm: resolveAddr, resolveRoute, createQp, connect, accept, ESTABLISHED, ${SEND ? 'one 16-byte SEND and its completion (both QPs send), ' : 'no data (--send 0: QPs that never send), '}disconnect, DISCONNECTED, destroyId; ` +
-    'node:net: connect, setNoDelay, the server ends first, the client ends on its end, close on both sides; each side in its own process, 127.0.0.3 -> 127.0.0.2';
+    'node:net: connect, setNoDelay, no data (the rdma_cm side\'s SEND has no counterpart here: it counts against rdma_cm), the server ends first, the client ends on its end, close on both sides; each side in its own process, 127.0.0.3 -> 127.0.0.2';
   if (json) {
     console.log(JSON.stringify({ runs: RUNS, cpus: os.cpus().length, node: process.version, how, rows }, null, 2));
     return;

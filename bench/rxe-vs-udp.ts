@@ -1,12 +1,16 @@
 // rxe against raw node:dgram between the same two addresses, in the same run, measured two ways:
-//   cold:   as a user runs perftest (its defaults, fresh processes, start-up included):
+//   cold:   as a user runs perftest (its defaults, fresh processes: the JIT's warm-up counted,
+//           process start and device/QP setup not, on either side):
 //           write_bw and send_bw at 64 KiB, -n 5000; send_lat at 2 B, -n 1000
 //   steady: -D seconds, of which perftest counts only the middle half (its margins: D/4 at
 //           each end, left out), for write_bw, send_bw and send_lat; and
 //           write_bw with -q 16 against -q 1
 // against a raw pair written as a careful Node programmer would (bench/raw-udp.ts: connected
-// sockets, 8 MiB buffers, 4 KiB datagrams = rxe's payload per packet at MTU 4096, up to 256
-// sends in flight; goodput counted at the receiver), cold and steady in the same way.
+// sockets, 8 MiB buffers, up to 256 sends in flight; goodput counted at the receiver), cold and
+// steady in the same way. Bandwidth against two such pairs: 4 KiB datagrams (rxe's payload per
+// packet at MTU 4096, a system call each) and 65,000-byte datagrams (a system call per message,
+// as rxe's GSO run of a message's packets is; on loopback the kernel moves each as one packet).
+// The second is the stronger baseline and the one a skeptic would pick: both rows carry the target.
 // Every figure is the median of --runs runs, interleaved so both sides see the same machine;
 // which side of a row runs first alternates from run to run (the machine drifts within a
 // run), and the table gives the range of the runs' own ratios beside the ratio of the medians.
@@ -30,9 +34,14 @@ const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 const RAW = fileURLToPath(new URL('./raw-udp.js', import.meta.url));
 const A = '127.0.0.2', B = '127.0.0.3';
 
+/** The large-datagram baseline's size: 64 KiB messages do not fit a UDP datagram (65,507 B at most). */
+const BIG = 65_000;
+
 export const BASELINE =
-  'raw UDP: node:dgram, connected sockets (socket.connect), 8 MiB socket buffers, 4 KiB datagrams ' +
-  '(rxe\'s payload per packet at MTU 4096), up to 256 sends in flight, goodput at the receiver; ' +
+  'raw UDP: node:dgram, connected sockets (socket.connect), 8 MiB socket buffers, up to 256 sends in ' +
+  'flight, goodput at the receiver; bandwidth twice: 4 KiB datagrams (rxe\'s payload per packet at MTU ' +
+  `4096, one send each, where rxe sends a message's packets as one GSO run) and ${BIG}-byte datagrams ` +
+  '(as near a 64 KiB message as a datagram gets: one send per message, as rxe\'s GSO run); ' +
   'ping-pong of 2-byte datagrams on connected sockets';
 
 interface Child { out: Promise<string>; onLine(re: RegExp): Promise<RegExpMatchArray> }
@@ -81,13 +90,13 @@ async function perftest(test: string, args: string[]) {
 let portSeq = 0;
 const rawPort = () => 20000 + ((process.pid * 7 + portSeq++) % 20000);
 
-async function rawGoodput(mode: { bytes: number } | { seconds: number }) {
+async function rawGoodput(mode: { bytes: number } | { seconds: number }, size = 4096) {
   const port = rawPort();
   const steady = 'seconds' in mode;
   const sink = start(RAW, ['sink', '--bind', A, '--port', String(port), '--warmup-ms', steady ? String(MARGIN_MS) : '0']);
   await sink.onLine(/"ready"/);
-  const amount = steady ? ['--duration-ms', String(mode.seconds * 1000 + MARGIN_MS)] : ['--count', String(Math.ceil(mode.bytes / 4096))];
-  const blast = start(RAW, ['blast', '--bind', B, '--port', String(port), '--to', A, '--size', '4096', ...amount]);
+  const amount = steady ? ['--duration-ms', String(mode.seconds * 1000 + MARGIN_MS)] : ['--count', String(Math.ceil(mode.bytes / size))];
+  const blast = start(RAW, ['blast', '--bind', B, '--port', String(port), '--to', A, '--size', String(size), ...amount]);
   const [text] = await Promise.all([sink.out, blast.out]);
   return lastJson(text, 'MBps').MBps as number;
 }
@@ -125,12 +134,22 @@ async function pair<A, B>(run: number, rxe: () => Promise<A>, base: () => Promis
   return [await rxe(), b];
 }
 
+/**
+ * A bandwidth test against both raw baselines (4 KiB and BIG-byte datagrams): one rxe run, the
+ * two raw runs before or after it (alternating), two rows.
+ */
+async function bwRows(run: number, metric: string, target: number, what: string, rxe: () => Promise<number>, mode: { bytes: number } | { seconds: number }) {
+  const [x, [small, big]] = await pair(run, rxe, async () => [await rawGoodput(mode, 4096), await rawGoodput(mode, BIG)] as const);
+  add(metric, 'MiB/s', true, target, `raw UDP, ${what}, 4 KiB datagrams`, x, small);
+  add(`${metric}, vs ${BIG} B datagrams`, 'MiB/s', true, target, `raw UDP, ${what}, ${BIG}-byte datagrams`, x, big);
+}
+
 for (let run = 0; run < RUNS; run++) {
   // Cold: perftest's defaults, fresh processes on both sides.
-  if (want('cold write_bw')) add('cold write_bw 64 KiB, -n 5000', 'MiB/s', true, 0.8, 'raw UDP, 5000 x 64 KiB in 4 KiB datagrams, fresh processes',
-    ...await pair(run, async () => (await perftest('write_bw', ['-s', '65536'])).bw_avg_MBps, () => rawGoodput({ bytes: 5000 * 65536 })));
-  if (want('cold send_bw')) add('cold send_bw 64 KiB, -n 5000', 'MiB/s', true, 0.8, 'raw UDP, 5000 x 64 KiB in 4 KiB datagrams, fresh processes',
-    ...await pair(run, async () => (await perftest('send_bw', ['-s', '65536'])).bw_avg_MBps, () => rawGoodput({ bytes: 5000 * 65536 })));
+  if (want('cold write_bw')) await bwRows(run, 'cold write_bw 64 KiB, -n 5000', 0.8, 'the bytes of 5000 x 64 KiB, fresh processes',
+    async () => (await perftest('write_bw', ['-s', '65536'])).bw_avg_MBps, { bytes: 5000 * 65536 });
+  if (want('cold send_bw')) await bwRows(run, 'cold send_bw 64 KiB, -n 5000', 0.8, 'the bytes of 5000 x 64 KiB, fresh processes',
+    async () => (await perftest('send_bw', ['-s', '65536'])).bw_avg_MBps, { bytes: 5000 * 65536 });
   if (want('cold send_lat')) {
     const [x, y] = await pair(run, () => rxeLat([]), () => rawPing({ iters: 1000 }));
     add('cold send_lat 2 B round trip, mean, -n 1000', 'us', false, undefined, 'raw UDP ping-pong, 1000 rounds, fresh processes', x.mean, y.mean);
@@ -138,10 +157,11 @@ for (let run = 0; run < RUNS; run++) {
   }
   // Steady state: -D seconds after the warm-up margin.
   const D = ['-D', String(DURATION)];
-  if (want('steady write_bw')) add(`steady write_bw 64 KiB, -D ${DURATION}`, 'MiB/s', true, 1.0, `raw UDP: the ${WINDOW} s after ${MARGIN_MS / 1000} s of warm-up, as perftest counts -D ${DURATION}`,
-    ...await pair(run, async () => (await perftest('write_bw', ['-s', '65536', ...D])).bw_avg_MBps, () => rawGoodput({ seconds: WINDOW })));
-  if (want('steady send_bw')) add(`steady send_bw 64 KiB, -D ${DURATION}`, 'MiB/s', true, 1.0, `raw UDP: the ${WINDOW} s after ${MARGIN_MS / 1000} s of warm-up, as perftest counts -D ${DURATION}`,
-    ...await pair(run, async () => (await perftest('send_bw', ['-s', '65536', ...D])).bw_avg_MBps, () => rawGoodput({ seconds: WINDOW })));
+  const window = `the ${WINDOW} s after ${MARGIN_MS / 1000} s of warm-up, as perftest counts -D ${DURATION}`;
+  if (want('steady write_bw')) await bwRows(run, `steady write_bw 64 KiB, -D ${DURATION}`, 1.0, window,
+    async () => (await perftest('write_bw', ['-s', '65536', ...D])).bw_avg_MBps, { seconds: WINDOW });
+  if (want('steady send_bw')) await bwRows(run, `steady send_bw 64 KiB, -D ${DURATION}`, 1.0, window,
+    async () => (await perftest('send_bw', ['-s', '65536', ...D])).bw_avg_MBps, { seconds: WINDOW });
   if (want('steady send_lat')) {
     const [x, y] = await pair(run, () => rxeLat(D), () => rawPing({ seconds: WINDOW }));
     add(`steady send_lat 2 B round trip, mean, -D ${DURATION}`, 'us', false, 1.0, `raw UDP ping-pong: the ${WINDOW} s after ${MARGIN_MS / 1000} s of warm-up, as perftest counts -D ${DURATION}`, x.mean, y.mean);

@@ -37,6 +37,13 @@ import { AB_FOOTER, fallbackRows, printRows } from './fallback.js';
 import { benchOptions, benchRuntimeDir } from './options.js';
 import { median, verdict } from './stats.js';
 
+/** How the TCP side is written, printed with the table (src/tools/smc-peer.ts). */
+export const BASELINE =
+  'node:net with the same program (src/tools/smc-peer.ts --api net): net.createServer and net.connect, ' +
+  'setNoDelay(true) on both ends, the same 64 KiB writes (bulk) or 14-byte messages (ping-pong, short ' +
+  'connections), read through \'data\' events (the onread row: node:net\'s onread into one 64 KiB buffer); ' +
+  'http: node:http keep-alive on both ends without the preload; each side its own client and server process';
+
 const { runs: RUNS, json, strings: { only } } = benchOptions('usage: node dist/bench/smc-vs-tcp.js [--runs N] [--json] [--only METRIC-PREFIX]', { only: undefined });
 const AUTO = autoModuleUrl();
 const env = { ...process.env, SOFTRDMA_RUNTIME_DIR: benchRuntimeDir() };
@@ -63,7 +70,8 @@ async function measure(metric: string, unit: string, field: string, higherBetter
   const tcpS = shared ? smcS : await serve(tcpSide.server, tcpSide.serverAuto);
   const a: number[] = [];
   const b: number[] = [];
-  let mode = '';
+  // Every run's SMC-side mode: a row whose runs did not all settle alike says so (SMCD x2 + TCP x1).
+  const modes = new Map<string, number>();
   try {
     for (let i = 0; i < RUNS; i++) {
       // Alternate which side runs first, so warm-up and drift do not favour one of them.
@@ -73,7 +81,8 @@ async function measure(metric: string, unit: string, field: string, higherBetter
       let r2: Awaited<ReturnType<typeof client>>;
       if (i % 2 === 0) { r1 = await runSmc(); r2 = await runTcp(); } else { r2 = await runTcp(); r1 = await runSmc(); }
       if (r1.verified === false || r2.verified === false) throw new Error(`${metric}: byte count mismatch`);
-      mode = String(r1.mode ?? (r1.modes as string[] | undefined)?.join('+'));
+      const m = String(r1.mode ?? (r1.modes as string[] | undefined)?.join('+'));
+      modes.set(m, (modes.get(m) ?? 0) + 1);
       a.push(r1[field] as number);
       b.push(r2[field] as number);
     }
@@ -87,7 +96,8 @@ async function measure(metric: string, unit: string, field: string, higherBetter
   // between runs (this machine's rates move by 10% and more from one run to the next).
   const runs = a.map((x, i) => ({ smc: x, tcp: b[i]!, ratio: x / b[i]! }));
   const ratio = median(runs.map((r) => r.ratio));
-  rows.push({ metric, smc, tcp, unit, ratio, runs, smcMode: mode, ...verdict(ratio, higherBetter, target) });
+  const smcMode = modes.size === 1 ? [...modes.keys()][0]! : [...modes].map(([m, n]) => `${m} x${n}`).join(' + ');
+  rows.push({ metric, smc, tcp, unit, ratio, runs, smcMode, ...verdict(ratio, higherBetter, target) });
 }
 
 const bulk = ['--test', 'bulk', '--seconds', '3', '--warmup-seconds', '1', '--no-verify'];
@@ -146,7 +156,7 @@ if (busy('http requests, CPUs busy')) {
 const fallback = await fallbackRows(6 * RUNS, env, only);
 
 if (json) {
-  console.log(JSON.stringify({ runs: RUNS, cpus: os.cpus().length, node: process.version, rows, fallback: { pairs: 6 * RUNS, rows: fallback } }, null, 2));
+  console.log(JSON.stringify({ runs: RUNS, cpus: os.cpus().length, node: process.version, baseline: BASELINE, rows, fallback: { pairs: 6 * RUNS, rows: fallback } }, null, 2));
 } else {
   const head = ['metric', 'SMC', 'TCP', 'unit', 'SMC/TCP', 'runs', 'target', 'met', 'SMC mode'];
   const spread = (r: Row) => {
@@ -157,6 +167,7 @@ if (json) {
   if (lines.length) {
     console.log(formatTable([head, ...lines]));
     console.log(`\nmedians of ${RUNS} runs (SMC/TCP: the median of the runs' pair ratios; runs: their range); each side its own process on 127.0.0.1; ${os.cpus().length} CPUs, node ${process.version}`);
+    console.log(`baseline: ${BASELINE}`);
   }
   if (fallback.length) {
     if (lines.length) console.log('');

@@ -9,7 +9,8 @@
 //              connection after 1 s of the same on another connection not counted; the rate is
 //              the bytes the server counted over the time from the first write until the server's
 //              count came back after the client's end()                 target SMC-R/perftest >= 0.8
-//              The baseline is `softrdma perftest write_bw -s 65536 -D SECONDS` between the
+//              The baseline is `softrdma perftest write_bw -s 65536 -D SECONDS+2 -f 1` (the
+//              SECONDS after 1 s of warm-up, as the SMC-R side's) between the
 //              same addresses (two more rxe devices on UDP 4793): rxe's RDMA WRITE path alone,
 //              which the issue names as the reference. TCP's bulk over the same veth is printed
 //              beside it (no target).
@@ -74,6 +75,7 @@ async function serverRole(bind: string): Promise<void> {
     let kind = '';
     let n = 0;
     sock.on('error', () => {});
+    sock.setNoDelay(true);
     sock.on('data', (d: Buffer) => {
       if (!kind) { kind = String.fromCharCode(d[0]!); d = d.subarray(1); }
       if (kind === 'p') sock.write(d);
@@ -240,7 +242,10 @@ async function main(): Promise<void> {
   const client = (test: string, api: string) => result(inNs(NS_B, [SELF, '--role', 'client', '--bind', ADDR_B, '--peer', ADDR_A, '--test', test, '--api', api, '--seconds', String(SECONDS), '--iters', String(ITERS)],
     { SOFTRDMA_SMCR_DISCOVERY_WAIT_MS: '1000' }), 'result');
   const perftest = async (): Promise<number> => {
-    const args = ['perftest', 'write_bw', '-s', String(CHUNK), '-D', String(SECONDS), '--udp-port', String(UDP_PERF), '-p', String(PORT_PERF)];
+    // The same warm-up as the SMC-R side's (1 s not counted): -D SECONDS+2 with a 1 s margin at
+    // each end counts SECONDS of a warm process (a bare -D 3 has no margin and counts the JIT's
+    // warm-up against the baseline).
+    const args = ['perftest', 'write_bw', '-s', String(CHUNK), '-D', String(SECONDS + 2), '-f', '1', '--udp-port', String(UDP_PERF), '-p', String(PORT_PERF)];
     const srv = inNs(NS_A, [CLI, ...args, '--bind', ADDR_A, '-d', 'rxe_pa']);
     let srvOut = '';
     srv.stdout!.on('data', (d: Buffer) => { srvOut += d.toString(); });
@@ -317,19 +322,26 @@ async function main(): Promise<void> {
     const bulk = { smcr: [] as number[], tcp: [] as number[], perf: [] as number[] };
     const pp = { smcr: [] as number[], tcp: [] as number[], floor: [] as number[] };
     const modes = new Set<string>();
+    // A run whose SMC-R side did not run SMC-R (discovery too slow, a fallback) measured TCP: it
+    // must not be counted as SMC-R's. Stop, saying so, rather than print a wrong median.
+    const requireSmcr = (row: string, seen: unknown): void => {
+      const list = Array.isArray(seen) ? seen.map(String) : [String(seen)];
+      const other = list.filter((m) => m !== 'SMCR');
+      if (other.length) throw new Error(`${row}: the SMC-R side ran ${other.join(', ')}, not SMC-R; not counted`);
+    };
     /** The SMC-R client's counters of the last run: per MiB (bulk), per round trip (ping-pong), per request (http). */
     const counts: Record<string, unknown> = {};
     for (let i = 0; i < RUNS; i++) {
       const all: Array<[string, () => Promise<void>]> = [
-        ['bulk', async () => { const r = await client('bulk', 'smcr'); modes.add(String(r.mode)); bulk.smcr.push(r.mibPerSec as number); counts.bulk = r.perMiB; }],
+        ['bulk', async () => { const r = await client('bulk', 'smcr'); requireSmcr('bulk', r.mode); modes.add(String(r.mode)); bulk.smcr.push(r.mibPerSec as number); counts.bulk = r.perMiB; }],
         ['bulk', async () => { bulk.tcp.push((await client('bulk', 'tcp')).mibPerSec as number); }],
         ['bulk', async () => { bulk.perf.push(await perftest()); }],
-        ['pingpong', async () => { const r = await client('pingpong', 'smcr'); modes.add(String(r.mode)); pp.smcr.push(r.medianUs as number); counts.pingpong = { ...(r.perRoundTrip as object), busyCpuPeriods: r.busyCpuPeriods }; }],
+        ['pingpong', async () => { const r = await client('pingpong', 'smcr'); requireSmcr('pingpong', r.mode); modes.add(String(r.mode)); pp.smcr.push(r.medianUs as number); counts.pingpong = { ...(r.perRoundTrip as object), busyCpuPeriods: r.busyCpuPeriods }; }],
         ['pingpong', async () => { pp.tcp.push((await client('pingpong', 'tcp')).medianUs as number); }],
         ['pingpong', async () => { pp.floor.push(await floor()); }],
-        ['http', async () => { const r = await httpRun(true); for (const m of r.modes as string[]) modes.add(`http ${m}`); httpRates.smcr.push(r.perSec as number); counts.http = r.perRequest; }],
+        ['http', async () => { const r = await httpRun(true); requireSmcr('http', r.modes); for (const m of r.modes as string[]) modes.add(`http ${m}`); httpRates.smcr.push(r.perSec as number); counts.http = r.perRequest; }],
         ['http', async () => { httpRates.tcp.push((await httpRun(false)).perSec as number); }],
-        ['shortconn', async () => { const r = await shortRun(true); for (const m of r.modes as string[]) modes.add(`shortconn ${m}`); shortRates.smcr.push(r.perSec as number); }],
+        ['shortconn', async () => { const r = await shortRun(true); requireSmcr('shortconn', r.modes); for (const m of r.modes as string[]) modes.add(`shortconn ${m}`); shortRates.smcr.push(r.perSec as number); }],
         ['shortconn-tcp', async () => { shortRates.tcp.push((await shortRun(false)).perSec as number); }],
         ['learned', async () => { learnedRates.smcr.push((await shortRun(true, true)).perSec as number); }],
       ];
@@ -368,6 +380,11 @@ async function main(): Promise<void> {
         console.log(`\npingpong floor: ${med(pp.floor).toFixed(1)} us, ${pairRatio(pp.floor, pp.tcp).toFixed(2)}x TCP's round trip (runs ${spread(pp.floor, pp.tcp)}); SMC-R's is ${pairRatio(pp.smcr, pp.floor).toFixed(2)}x the floor. ` +
           `The floor (bench/udp-floor.ts): raw UDP carrying an SMC-R message's datagrams each way (${SMCR_MESSAGE_DATAGRAMS.join(' and ')} bytes), both ends spinning on recv, one sendmmsg a message, no ACKs, no event loop: no user-space SMC-R over this veth can do a round trip in less.`);
       }
+      console.log('\nbaselines, each its own process in the same namespaces as the SMC-R side:');
+      console.log(`  bulk: softrdma perftest write_bw -s ${CHUNK} -D ${SECONDS + 2} -f 1 between two more rxe devices on the same addresses (the ${SECONDS} s after 1 s of warm-up, as the SMC-R side's); TCP: the SMC-R client program with node:net, setNoDelay(true), the same 64 KiB writes`);
+      console.log('  pingpong: the same client and server programs with node:net (net.connect / net.createServer), setNoDelay(true) on both ends, one 14-byte message each way');
+      console.log('  http: node:http keep-alive, 8 requests in flight, on both ends without the preload (src/tools/smc-peer.ts)');
+      console.log('  short connections: connect, 14-byte echo, end, with node:net on both ends (setNoDelay(true)), tcp_tw_reuse in the client\'s namespace for both sides');
       console.log(`\nmedians of ${RUNS} runs (ratio: the median of the runs' pair ratios; runs: their range); SMC-R mode ${[...modes].join('+')}; ` +
         `SMC-R client per MiB ${JSON.stringify(counts.bulk)}, per round trip ${JSON.stringify(counts.pingpong)}, per http request ${JSON.stringify(counts.http)}; two network namespaces joined by veth, each side its own process and rxe device; ${os.cpus().length} CPUs, node ${process.version}`);
     }

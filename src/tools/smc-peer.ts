@@ -44,6 +44,9 @@ function api(name: Api): { createServer: typeof net.createServer; connect: (port
 /** The service a connection asks for with its first byte (see the top of this file). */
 function service(sock: net.Socket): void {
   sock.on('error', () => {});
+  // As a careful server does for request/response traffic (Nagle would hold a reply behind an
+  // unacknowledged one); the benchmarks' node:net baselines get it too.
+  sock.setNoDelay(true);
   sock.once('data', function first(this: net.Socket, chunk: Buffer) {
     const kind = chunk[0];
     const rest = chunk.subarray(1);
@@ -99,6 +102,7 @@ export async function recv(a: Api, port: number, amount: BulkAmount, size: numbe
   const counted = (n: number): void => { got += n; if (got === count) finish(); };
   const extra: Extra | undefined = onread > 0 ? { onread: { buffer: Buffer.allocUnsafe(onread), callback: (n: number) => { counted(n); return true; } } } : undefined;
   const s = api(a).connect(port, HOST, extra);
+  s.setNoDelay(true);
   s.on('error', () => {});
   if (!extra) s.on('data', (d: Buffer) => counted(d.length));
   await connected(s);
@@ -151,6 +155,7 @@ export type BulkAmount = { bytes: number } | { seconds: number };
  */
 export async function bulk(a: Api, port: number, amount: BulkAmount, size: number, verify: boolean): Promise<BulkResult> {
   const s = api(a).connect(port, HOST);
+  s.setNoDelay(true);
   await connected(s);
   const chunk = randomBytes(size);
   const h = createHash('sha256');
