@@ -47,9 +47,11 @@ function onTimer(qp: RxeQp): void {
   if (qp.destroyed || (qp.state !== QpState.RTS && qp.state !== QpState.SQD)) return;
   const head = firstOutstanding(qp);
   if (!head || head.state !== WqeState.PENDING && head.nextPkt === 0) return; // nothing in flight
+  // Waiting out an RNR NAK: the RNR timer resends, which arms this timer again.
+  if (qp.req.paused) return;
   const rto = rtoMs(qp.attr.timeout);
   const idle = performance.now() - qp.comp.lastProgress;
-  if (idle < rto || qp.req.paused) {
+  if (idle < rto) {
     qp.comp.timer = setTimeout(() => onTimer(qp), Math.max(1, rto - idle));
     return;
   }
@@ -63,7 +65,7 @@ function onTimer(qp: RxeQp): void {
   traceComp(qp.qpn, CompState.ERROR_RETRY, qp.comp.psn);
   qp.device.counters.completer_retry_err++;
   windowCut(qp, true);
-  goBackN(qp, qp.comp.psn);
+  goBackN(qp);
   armRetransmit(qp);
 }
 
@@ -83,8 +85,12 @@ function firstOutstanding(qp: RxeQp): SendWqe | undefined {
   return undefined;
 }
 
-/** Resend everything from `psn` on: WQEs keep their PSNs, so packets come out identical. */
-export function goBackN(qp: RxeQp, psn: number): void {
+/**
+ * Resend everything not yet acknowledged, from qp.comp.psn on, as Linux's req_retry does:
+ * WQEs keep their PSNs, so packets come out identical.
+ */
+export function goBackN(qp: RxeQp): void {
+  const psn = qp.comp.psn;
   let first = -1;
   for (let i = 0; i < qp.sq.length; i++) {
     const w = qp.sq.at(i)!;
@@ -122,8 +128,9 @@ function progress(qp: RxeQp, nextPsn: number): void {
 /**
  * Everything up to and including ackPsn was received. Completes sends and writes; a read or
  * atomic still unanswered below ackPsn means its response was lost (implicit NAK): go back.
+ * Returns whether it went back (the caller must not start another retry for the same loss).
  */
-function acked(qp: RxeQp, ackPsn: number): void {
+function acked(qp: RxeQp, ackPsn: number): boolean {
   for (let i = 0; i < qp.sq.length; i++) {
     const w = qp.sq.at(i)!;
     if (w.state === WqeState.DONE || w.local) continue;
@@ -134,14 +141,15 @@ function acked(qp: RxeQp, ackPsn: number): void {
       progress(qp, w.firstPsn); // everything before it is acknowledged
       qp.retire();
       windowCut(qp, false);
-      goBackN(qp, qp.comp.psn);
-      return;
+      goBackN(qp);
+      return true;
     }
     if (psnDiff(w.lastPsn, ackPsn) > 0) break; // partly acknowledged
     w.state = WqeState.DONE;
   }
   progress(qp, psnAdd(ackPsn, 1));
   qp.retire();
+  return false;
 }
 
 function nakStatus(code: number): number {
@@ -207,7 +215,7 @@ export function onResponse(qp: RxeQp, pkt: Packet): void {
         qp.comp.rnrTimer = undefined;
         qp.req.paused = false;
         qp.comp.lastProgress = performance.now();
-        if (qp.state === QpState.RTS || qp.state === QpState.SQD) goBackN(qp, psn); // SQD resends a started WQE too (rnr_nak_timer, req_retry)
+        if (qp.state === QpState.RTS || qp.state === QpState.SQD) goBackN(qp); // SQD resends a started WQE too (rnr_nak_timer, req_retry)
       }, RNR_TIMER_MS[syn & 0x1f]!);
     } else if (type === AethSyndrome.NAK) {
       const code = syn & 0x1f;
@@ -215,16 +223,20 @@ export function onResponse(qp: RxeQp, pkt: Packet): void {
       if (code === NakCode.PSN_SEQ_ERROR) {
         qp.counters.seq_naks_rcvd++;
         qp.device.counters.rcvd_seq_err++;
-        acked(qp, psnAdd(psn, -1));
+        // A read or atomic before the NAK's PSN that is still unanswered makes this an
+        // implicit NAK too: acked() has gone back for it already, from the same PSN on. One
+        // loss, one retry (Linux rxe_comp.c: a retry already started is not started again).
+        const wentBack = acked(qp, psnAdd(psn, -1));
         if (!consumeRetry(qp, 'retry')) {
           traceComp(qp.qpn, CompState.ERROR, psn);
-          const w = wqeAt(qp, psn);
+          const w = wentBack ? firstOutstanding(qp) : wqeAt(qp, psn);
           if (w) qp.failSend(w, WcStatus.RETRY_EXC_ERR);
           return;
         }
+        if (wentBack) return;
         traceComp(qp.qpn, CompState.ERROR_RETRY, psn);
         windowCut(qp, false);
-        goBackN(qp, psn);
+        goBackN(qp);
         return;
       }
       traceComp(qp.qpn, CompState.ERROR, psn);

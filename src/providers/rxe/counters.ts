@@ -58,6 +58,8 @@ export function newDeviceCounters() {
     gsi_handler_errors: 0,
     no_recv_wqe_drops: 0,
     unexpected_response_drops: 0,
+    /** RC request packets dropped because too many were already held behind a read being answered (responder.ts MAX_HELD). */
+    resp_held_drops: 0,
     fault_dropped: 0,
     fault_duplicated: 0,
     fault_reordered: 0,

@@ -149,6 +149,7 @@ export class RxeDevice implements ProviderDevice {
     this.keys = new KeyTable(limits.maxMr + limits.maxMw);
     this.nodeGuid = nodeGuidFor(link.address);
     link.onPacket = (pkt, from, fromPort, segment) => this.receive(pkt, from, fromPort, segment);
+    link.pathMtuOf = (qpn) => this.qps.get(qpn)?.mtu ?? 0;
   }
 
   static async create(opts: RxeDeviceOptions): Promise<RxeDevice> {

@@ -6,7 +6,7 @@
 import dgram from 'node:dgram';
 import { isIPv4 } from 'node:net';
 import { VerbsError } from '../../uapi/errors.js';
-import { IcrcFlow } from './wire/icrc.js';
+import { IcrcFlow, type PrefixBudget } from './wire/icrc.js';
 import { turnWork } from './turn-work.js';
 import { sendDeferredAcksNow } from './responder.js';
 import { ipv4Bytes, ipv6Bytes } from '../../abi/inet.js';
@@ -33,10 +33,25 @@ const GSO_MAX_SEGMENTS = 64;
 /** A GSO send is one UDP datagram until it is cut: its payload must stay under 64 KiB. */
 const GSO_MAX_BYTES = 65_000;
 /**
+ * Buffers one GSO send may have: the kernel takes at most UIO_MAXIOV (1024) iovecs a call and
+ * refuses more with EMSGSIZE (a run of 64 packets of 32 SGEs each has over 2000).
+ */
+const GSO_MAX_IOVS = 1024;
+/**
  * Source ports with sockets of their own per device. QPs beyond that many distinct ports send
  * from the device port (rxe hashes 2^14 ports; a few hundred QPs rarely need this many).
  */
 const MAX_SOURCE_PORTS = 256;
+/**
+ * ICRC flows (one per peer address, ports and direction) and cached prefix CRCs a link keeps,
+ * all peers together. Every source port of every address is a flow, and a packet makes its
+ * flow before its ICRC is checked, so only a bound on the whole table bounds the memory a
+ * sender of made-up packets can take (a prefix CRC costs ~100 bytes; per-flow bounds alone
+ * let one address spraying ports and lengths hold ~450 MB). Past either bound the table
+ * starts afresh: a flow in use costs one CRC of a 36- or 56-byte prefix per length again.
+ */
+const MAX_FLOWS = 4096;
+const MAX_PREFIXES = 65536;
 
 interface Outgoing { parts: Buffer[]; len: number; to: string; onSent: (() => void) | undefined; src: SourcePort; ack: number; group: AckGroup | undefined }
 
@@ -83,6 +98,9 @@ export class RxeLink {
   readonly devicePort: SourcePort;
   private readonly ports = new Map<number, SourcePort>();
   private readonly flows = new Map<string, { remote: Buffer; flows: Map<number, IcrcFlow> }>();
+  /** Flows in `flows`, and their cached prefix CRCs (MAX_FLOWS, MAX_PREFIXES). */
+  private flowCount = 0;
+  private readonly prefixBudget: PrefixBudget = { entries: 0, max: MAX_PREFIXES, full: () => this.forgetFlows() };
   /**
    * The last flow looked up in each direction. One per direction: a request/response exchange
    * alternates receiving and sending, and a single entry missed (two map lookups and a new
@@ -90,9 +108,15 @@ export class RxeLink {
    */
   private readonly lastFlow = [{ peer: '', peerPort: -1, localPort: -1, flow: undefined as IcrcFlow | undefined }, { peer: '', peerPort: -1, localPort: -1, flow: undefined as IcrcFlow | undefined }];
   private held: { pkt: Buffer; to: string; sock: dgram.Socket } | undefined;
-  /** Runs arrive whole (UDP_GRO is on); the last run's segment size. */
+  /** Packets of a source port waiting for its GSO sends that libuv queued (SourcePort.gsoQueued), in order. */
+  private readonly waiting = new Map<SourcePort, Outgoing[]>();
+  /** Runs arrive whole (UDP_GRO is on). */
   private groEnabled = false;
-  private groHint = 0;
+  /**
+   * The path MTU of a local QP by number, 0 if there is none (the device's): a run of FIRST or
+   * MIDDLE packets that arrived whole on node:dgram's path is cut by it (wire/gro.ts).
+   */
+  pathMtuOf: (qpn: number) => number = () => 0;
   private readonly local: Buffer;
   private closed = false;
   /** Whether busyPoll reads (the device's busyPoll option). */
@@ -164,10 +188,9 @@ export class RxeLink {
    * recovered from the packets (wire/gro.ts).
    */
   private deliver(msg: Buffer, address: string, port: number, groSegment: number): void {
-    const s = groSegment < 0 ? groSegmentSize(msg, this.groHint) : groSegment < msg.length ? groSegment : 0;
+    const s = groSegment < 0 ? groSegmentSize(msg, msg.length >= 8 ? this.pathMtuOf(msg.readUInt32BE(4) & 0xffffff) : 0) : groSegment < msg.length ? groSegment : 0;
     if (s === 0) this.onPacket(msg, address, port, 0);
     else {
-      this.groHint = s;
       this.counters.gro_datagrams++;
       for (let off = 0, k = 0; off < msg.length; off += s, k++) {
         this.counters.gro_packets++;
@@ -244,26 +267,41 @@ export class RxeLink {
     const last = this.lastFlow[outgoing ? 1 : 0]!;
     if (last.flow && last.peer === peer && last.peerPort === peerPort && last.localPort === localPort) return last.flow;
     // Per peer, flows by (direction, ports) as one number: no key string per packet.
-    let byPorts = this.flows.get(peer);
-    if (!byPorts) {
-      if (this.flows.size > 4096) this.flows.clear();
-      this.flows.set(peer, byPorts = { remote: this.family === 4 ? ipv4Bytes(peer) : ipv6Bytes(peer), flows: new Map() });
-    }
     const key = (outgoing ? 0x1_0000_0000 : 0) + peerPort * 0x10000 + localPort;
-    let f = byPorts.flows.get(key);
+    let byPorts = this.flows.get(peer);
+    let f = byPorts?.flows.get(key);
     if (!f) {
+      if (this.flowCount >= MAX_FLOWS) {
+        this.forgetFlows();
+        byPorts = undefined;
+      }
+      if (!byPorts) this.flows.set(peer, byPorts = { remote: this.family === 4 ? ipv4Bytes(peer) : ipv6Bytes(peer), flows: new Map() });
       f = outgoing
         ? new IcrcFlow(this.family, this.local, byPorts.remote, localPort, peerPort)
         : new IcrcFlow(this.family, byPorts.remote, this.local, peerPort, localPort);
-      // Each connection's QPs send from a port of their own: forget old ones now and then.
-      if (byPorts.flows.size > 4096) byPorts.flows.clear();
+      f.budget = this.prefixBudget;
       byPorts.flows.set(key, f);
+      this.flowCount++;
     }
     last.peer = peer;
     last.peerPort = peerPort;
     last.localPort = localPort;
     last.flow = f;
     return f;
+  }
+
+  /** Start the flow table afresh (MAX_FLOWS, MAX_PREFIXES). Flows in use go on working; they are no longer counted. */
+  private forgetFlows(): void {
+    for (const byPorts of this.flows.values()) for (const f of byPorts.flows.values()) f.budget = undefined;
+    this.flows.clear();
+    this.flowCount = 0;
+    this.prefixBudget.entries = 0;
+    for (const l of this.lastFlow) l.flow = undefined;
+  }
+
+  /** The flow table's size: flows and the prefix CRCs they cache (tests and tools). */
+  get icrcState(): { flows: number; prefixes: number } {
+    return { flows: this.flowCount, prefixes: this.prefixBudget.entries };
   }
 
   /**
@@ -400,17 +438,30 @@ export class RxeLink {
       }
       for (let i = 0; i < q.length;) {
         const a = q[i]!;
+        // A port's sockets (its plain one and its GSO ones) are one ordered flow: while a GSO
+        // send of the port waits in libuv's queue, the port's later packets wait here.
+        const sender = a.src.sender;
+        if (sender.gsoQueued > 0) {
+          let w = this.waiting.get(sender);
+          if (!w) this.waiting.set(sender, w = []);
+          w.push(a);
+          i++;
+          continue;
+        }
         let j = i + 1;
         if (this.gsoEnabled) {
           const max = Math.min(GSO_MAX_SEGMENTS, Math.floor(GSO_MAX_BYTES / a.len));
+          let iovs = a.parts.length;
           // Only runs the receiver can cut again without the kernel's help (wire/gro.ts).
-          while (j < q.length && j - i < max && q[j]!.len === a.len && q[j]!.to === a.to && q[j]!.src === a.src && joinsRun(a.parts[0]!, q[j]!.parts[0]!, j - i)) j++;
+          while (j < q.length && j - i < max && q[j]!.len === a.len && q[j]!.to === a.to && q[j]!.src === a.src && iovs + q[j]!.parts.length <= GSO_MAX_IOVS && joinsRun(a.parts[0]!, q[j]!.parts[0]!, j - i)) iovs += q[j++]!.parts.length;
           // A shorter packet may end the run (the kernel cuts a GSO send's last segment short):
           // SMC-R's CDC SEND behind its data WRITE, a message's SEND behind a WRITE's run.
           const t = q[j];
-          if (t && j - i < GSO_MAX_SEGMENTS && (j - i) * a.len + t.len <= GSO_MAX_BYTES && t.len <= a.len && t.to === a.to && t.src === a.src && endsRun(a.parts[0]!, a.len, t.parts[0]!, j - i)) j++;
+          if (t && j - i < GSO_MAX_SEGMENTS && (j - i) * a.len + t.len <= GSO_MAX_BYTES && t.len <= a.len && t.to === a.to && t.src === a.src && iovs + t.parts.length <= GSO_MAX_IOVS && endsRun(a.parts[0]!, a.len, t.parts[0]!, j - i)) j++;
         }
-        const g = j - i > 1 ? a.src.sender.gsoSocket(a.len) : undefined;
+        // Datagrams node:dgram holds for the plain socket (its send buffer was full) leave
+        // before a run: the run goes packet by packet behind them.
+        const g = j - i > 1 && !(sender.socket.getSendQueueCount() > 0 || mm?.holds(sender.socket)) ? sender.gsoSocket(a.len) : undefined;
         if (g) {
           const flow = this.flow(a.to, true, this.port, g.port);
           const all: Buffer[] = [];
@@ -425,7 +476,25 @@ export class RxeLink {
           // JavaScript (docs/rxe.md, the send path), node:dgram's C++ walks them for less, and
           // it is one system call either way. What was staged for the plain sockets leaves first.
           mm?.commit();
-          g.sock.send(all, this.port, a.to, sent && (() => { for (const f of sent!) f(); }));
+          // Always with a callback: without one node:dgram drops a send's error silently. The
+          // kernel refuses UDP_SEGMENT on a route without checksum offload (EIO), as it would a
+          // run it cannot take: that run is lost (RC resends it), and this port sends runs of
+          // this size packet by packet from now on (SourcePort.gsoRefused).
+          const size = a.len;
+          let queued = false;
+          g.sock.send(all, this.port, a.to, (err) => {
+            if (err) {
+              this.counters.send_err++;
+              sender.gsoRefused(size, g, (err as NodeJS.ErrnoException).code);
+            }
+            if (sent) for (const f of sent) f();
+            if (queued && --sender.gsoQueued === 0) this.sendWaiting(sender);
+          });
+          // Not sent at once (EAGAIN): libuv sends it when the socket is writable.
+          if (g.sock.getSendQueueCount() > 0) {
+            queued = true;
+            sender.gsoQueued++;
+          }
           this.counters.gso_sends++;
           this.counters.gso_packets += j - i;
         } else {
@@ -448,6 +517,25 @@ export class RxeLink {
       // Cleared even if a send threw: a queue is never sent twice.
       q.length = 0;
       this.spare = q;
+    }
+  }
+
+  /** A port's queued GSO sends have left: what waited for them goes now, ahead of anything queued since. */
+  private sendWaiting(sender: SourcePort): void {
+    const w = this.waiting.get(sender);
+    if (!w) return;
+    this.waiting.delete(sender);
+    if (this.closed) return;
+    for (const o of this.out) w.push(o);
+    this.out.length = 0;
+    const out = this.out;
+    this.out = w;
+    // The emptied queue array becomes the spare one after the flush (flush swaps them).
+    this.spare = out;
+    try {
+      this.flush();
+    } catch {
+      this.counters.send_err++;
     }
   }
 

@@ -261,6 +261,14 @@ export class MmsgSender {
     callBack(staged, n);
   }
 
+  /**
+   * Whether node:dgram holds datagrams of `sock` this sender handed to it (after EAGAIN) that
+   * have not left yet: a GSO socket of the same port must not send past them (link.ts).
+   */
+  holds(sock: Socket): boolean {
+    return (this.sockets.get(sock)?.heldByDgram ?? 0) > 0;
+  }
+
   /** Whether datagrams for `sock` may go to the kernel directly now (see the head of this file). */
   private direct(sock: Socket, st: SocketState): boolean {
     const d = st.dgram;

@@ -66,6 +66,15 @@ export interface RespResource {
   length: number;
   atomicOrig: bigint;
   valid: boolean;
+  /**
+   * A read's reply cursor (Linux's res->cur_psn, res->read.va and res->read.resid): the PSN,
+   * VA and bytes left of the next response, and whether that one goes on a reply (MIDDLE or
+   * LAST) rather than starting it (FIRST or ONLY; Linux's rdatm_res_state_next / _new).
+   */
+  curPsn: number;
+  curVa: number;
+  resid: number;
+  started: boolean;
 }
 
 export class RxeQp implements ProviderQp {
@@ -104,6 +113,15 @@ export class RxeQp implements ProviderQp {
     writeDone: 0,
     resources: [] as RespResource[],
     nextResource: 0,
+    /**
+     * The read being answered, a turn's worth of responses at a time (Linux's qp->resp.res),
+     * the request packets that came meanwhile, copied, to be executed after it (Linux's
+     * req_pkts), and whether its next turn is scheduled or it is being sent now.
+     */
+    reading: undefined as RespResource | undefined,
+    held: [] as Buffer[],
+    readTurn: false,
+    replying: false,
     /** A deferred ACK (responder.ts deferAck): the PSN to acknowledge, -1 for none, and the MSN at it. */
     ackPsn: -1,
     ackMsn: 0,
@@ -253,7 +271,7 @@ export class RxeQp implements ProviderQp {
     this.attr.qpState = QpState.RESET;
     Object.assign(this.req, { psn: 0, index: 0, noackPkts: 0, paused: false, cwnd: MAX_CWND, ssthresh: MAX_CWND, askPsn: -1, wholeTo: -1 });
     Object.assign(this.comp, { psn: 0 });
-    Object.assign(this.resp, { psn: 0, msn: 0, nakSent: false, inMessage: 0, wqe: undefined, offset: 0, resources: [], nextResource: 0, ackPsn: -1 });
+    Object.assign(this.resp, { psn: 0, msn: 0, nakSent: false, inMessage: 0, wqe: undefined, offset: 0, resources: [], nextResource: 0, reading: undefined, held: [], ackPsn: -1 });
   }
 
   /** Move to ERR: every outstanding work request completes, in order, with WR_FLUSH_ERR. */
@@ -275,6 +293,9 @@ export class RxeQp implements ProviderQp {
     if (this.resp.wqe) this.flushRecv(this.resp.wqe);
     this.resp.wqe = undefined;
     this.resp.inMessage = 0;
+    this.resp.offset = 0;
+    this.resp.reading = undefined;
+    this.resp.held = [];
     for (const r of this.rq.clear()) this.flushRecv(r);
     if (this.srq) this.ctx.event(AsyncEventType.QP_LAST_WQE_REACHED, this);
   }
@@ -435,6 +456,8 @@ export class RxeQp implements ProviderQp {
     this.destroyed = true;
     stopTimers(this);
     noteIdle(this);
+    this.resp.reading = undefined;
+    this.resp.held = [];
     this.state = QpState.ERR;
   }
 }

@@ -4,7 +4,7 @@
 // atomics replayed.
 
 import { Access, AsyncEventType, QpState, QpType, WcFlags, WcOpcode, WcStatus, MwType } from '../../abi/enums.js';
-import { ACK_SYNDROME_NO_CREDIT_LIMIT, AethSyndrome, NakCode, aeth, atmack, atmeth, deth, ieth, immdt, reth, writeBth, type Packet } from './wire/headers.js';
+import { ACK_SYNDROME_NO_CREDIT_LIMIT, AethSyndrome, NakCode, aeth, atmack, atmeth, deth, ieth, immdt, parsePacket, reth, writeBth, type Packet } from './wire/headers.js';
 import { BTH_BYTES, DETH_BYTES, ICRC_BYTES, OPCODES, Op, OpCode } from './wire/opcodes.js';
 import { psnAdd, psnDiff } from './wire/psn.js';
 import { ipv4Bytes, ipv6Bytes } from '../../abi/inet.js';
@@ -13,6 +13,9 @@ import { resolveSegs, scatter } from './mem.js';
 import { RxeMw } from './keys.js';
 import { RespState, type RespStateValue } from './states.js';
 import { traceResp } from './debug.js';
+import { deferToTurn } from './turn-work.js';
+import { MAX_CWND } from './window.js';
+import { tracer } from '../../sys/trace.js';
 
 export function onRequest(qp: RxeQp, pkt: Packet, from: string): void {
   const s = qp.state;
@@ -138,45 +141,165 @@ function sendAeth(qp: RxeQp, opcode: number, psn: number, syndrome: number, orig
 
 const ack = (qp: RxeQp, psn: number) => sendAeth(qp, OpCode.RC_ACKNOWLEDGE, psn, AethSyndrome.ACK | ACK_SYNDROME_NO_CREDIT_LIMIT);
 
-function sendReadResponses(qp: RxeQp, res: RespResource, fromPsn: number, mem: Buffer, memOff: number): void {
+/**
+ * Read responses a QP sends in one turn of the event loop; the rest of a longer read follows
+ * on the next turns. Linux rxe's responder sends one response per run of its task
+ * (read_reply) and never holds a whole read; here a read was once built whole in one
+ * synchronous loop: a 128 MiB READ queued 128 Ki packets (+128 MiB of copies) and blocked the
+ * loop for seconds, and the requester's socket overflowed under responses nobody paced. One
+ * turn's worth is what the requester sends in one run (requester.ts BUDGET): a read of up to
+ * 64 packets still leaves at once, in the flush of the datagram that asked.
+ */
+export const READ_BUDGET = 64;
+
+/**
+ * Request packets held behind a read being answered (copied: a received packet is a view of
+ * the receive area). A requester that keeps to its window sends no more than MAX_CWND
+ * packets past what it has seen answered; beyond that they are dropped as lost (RC recovers).
+ */
+const MAX_HELD = MAX_CWND;
+
+/**
+ * Answer qp's read (resp.reading): up to READ_BUDGET responses now, the rest on later turns.
+ * Once it is answered, the requests that came meanwhile are executed in order, as Linux's
+ * responder takes its queued request packets only after read_reply has finished; one of
+ * them may start the next read.
+ */
+function replyRead(qp: RxeQp): void {
+  const r = qp.resp;
+  if (r.replying) return; // a held request started a read from inside the loop below: it goes on there
+  r.replying = true;
+  try {
+    let budget = READ_BUDGET;
+    for (;;) {
+      if (qp.destroyed || !answering(qp.state)) {
+        r.reading = undefined;
+        r.held = [];
+        return;
+      }
+      const res = r.reading;
+      if (res) {
+        if (budget === 0) {
+          if (!r.readTurn) {
+            r.readTurn = true;
+            deferToTurn(() => nextReadTurn(qp));
+          }
+          return;
+        }
+        budget -= sendReadResponses(qp, res, budget);
+        continue;
+      }
+      if (r.held.length === 0) return;
+      const held = r.held;
+      r.held = [];
+      let i = 0;
+      while (i < held.length && !r.reading && !qp.destroyed && answering(qp.state)) {
+        const p = parsePacket(held[i++]!);
+        if (typeof p !== 'string') onRc(qp, p);
+      }
+      // A request started another read: the rest wait for it, ahead of anything it held.
+      if (i < held.length) r.held = held.slice(i).concat(r.held);
+    }
+  } catch (err) {
+    // A bug (the receive path counts and reports it): the read and what waits behind it are
+    // given up, as lost packets the requester resends, rather than held for ever.
+    r.reading = undefined;
+    r.held = [];
+    throw err;
+  } finally {
+    r.replying = false;
+  }
+}
+
+function nextReadTurn(qp: RxeQp): void {
+  qp.resp.readTurn = false;
+  try {
+    replyRead(qp);
+  } catch (err) {
+    // As the receive path does with a packet that breaks it: counted, reported, and the device carries on.
+    qp.device.counters.malformed_drops++;
+    if (traceReceiveError.active) traceReceiveError({ error: err, from: qp.destAddr });
+  }
+}
+
+const traceReceiveError = tracer('rxe', 'receive-error');
+
+const answering = (s: number) => s === QpState.RTR || s === QpState.RTS || s === QpState.SQD || s === QpState.SQE;
+
+/**
+ * Send up to `budget` responses of `res` from its cursor (Linux read_reply, once per
+ * response); returns how many were sent. The memory is looked up again for each turn's
+ * responses (Linux rechecks the MR for each): an MR deregistered or a window invalidated
+ * meanwhile ends the read with a remote access error NAK, the QP in ERR.
+ */
+function sendReadResponses(qp: RxeQp, res: RespResource, budget: number): number {
   flushDeferredAck(qp);
+  let mem: Buffer | undefined;
+  let memOff = 0;
+  if (res.resid > 0) {
+    const m = qp.device.keys.resolveRemote(res.rkey, qp.pd, qp.qpn, res.curVa, res.resid, Access.REMOTE_READ);
+    if (typeof m === 'string') {
+      qp.resp.reading = undefined;
+      traceResp(qp.qpn, RespState.ERR_RKEY_VIOLATION, res.curPsn);
+      nakErrorAt(qp, res.curPsn, false, NakCode.REMOTE_ACCESS_ERROR, WcStatus.REM_ACCESS_ERR);
+      return budget;
+    }
+    mem = m.mem;
+    memOff = m.offset;
+  }
   const mtu = qp.mtu;
-  const npkts = psnDiff(res.lastPsn, res.firstPsn) + 1;
-  for (let k = psnDiff(fromPsn, res.firstPsn); k < npkts; k++) {
-    const only = npkts === 1, first = k === 0, last = k === npkts - 1;
-    const opcode = only ? OpCode.RC_RDMA_READ_RESPONSE_ONLY : first ? OpCode.RC_RDMA_READ_RESPONSE_FIRST
-      : last ? OpCode.RC_RDMA_READ_RESPONSE_LAST : OpCode.RC_RDMA_READ_RESPONSE_MIDDLE;
+  let n = 0;
+  while (n < budget) {
+    const end = res.resid <= mtu;
+    const opcode = res.started
+      ? (end ? OpCode.RC_RDMA_READ_RESPONSE_LAST : OpCode.RC_RDMA_READ_RESPONSE_MIDDLE)
+      : (end ? OpCode.RC_RDMA_READ_RESPONSE_ONLY : OpCode.RC_RDMA_READ_RESPONSE_FIRST);
     const info = OPCODES[opcode]!;
-    const len = Math.min(mtu, res.length - k * mtu);
+    const len = end ? res.resid : mtu;
     const pad = (4 - (len & 3)) & 3;
     const buf = Buffer.allocUnsafe(info.length + len + pad + ICRC_BYTES);
-    writeBth(buf, { opcode, padCount: pad, destQp: qp.attr.destQpNum, ackReq: false, psn: psnAdd(res.firstPsn, k) });
+    writeBth(buf, { opcode, padCount: pad, destQp: qp.attr.destQpNum, ackReq: false, psn: res.curPsn });
     if (info.aeth >= 0) aeth.write(buf, info.aeth, AethSyndrome.ACK | ACK_SYNDROME_NO_CREDIT_LIMIT, qp.resp.msn);
-    if (len > 0) mem.copy(buf, info.length, memOff + k * mtu, memOff + k * mtu + len);
+    if (len > 0) mem!.copy(buf, info.length, memOff, memOff + len);
     for (let i = 0; i < pad; i++) buf[info.length + len + i] = 0;
     qp.counters.sent_pkts++;
     qp.device.link.send(buf, qp.destAddr!, qp.source);
+    n++;
+    memOff += len;
+    res.started = true;
+    res.curVa += len;
+    res.resid -= len;
+    res.curPsn = psnAdd(res.curPsn, 1);
+    if (end) {
+      qp.resp.reading = undefined;
+      break;
+    }
   }
+  return n;
 }
 
 // ---- completion helpers ----
 
-function completeRecv(qp: RxeQp, w: RecvWqe, status: number, opcode: number, byteLen: number, pkt: Packet | undefined, extra: { flags?: number; imm?: number; inv?: number; srcQp?: number } = {}): void {
+function completeRecv(qp: RxeQp, w: RecvWqe, status: number, opcode: number, byteLen: number, pkt: Packet | boolean | undefined, extra: { flags?: number; imm?: number; inv?: number; srcQp?: number } = {}): void {
   const wc = qp.wc(w.wrId, status, opcode, status === WcStatus.SUCCESS ? byteLen : 0);
   wc.srcQp = extra.srcQp ?? qp.attr.destQpNum;
   wc.wcFlags = extra.flags ?? 0;
   if (extra.imm !== undefined) wc.immData = extra.imm;
   if (extra.inv !== undefined) wc.invalidatedRkey = extra.inv;
   qp.device.counters.rdma_recvs++;
-  qp.recvCq.push(wc, pkt?.se ?? false);
+  qp.recvCq.push(wc, typeof pkt === 'boolean' ? pkt : pkt?.se ?? false);
 }
 
 /** Class B/C error at an RC responder: NAK, fail the receive in progress, QP to ERR. */
 function nakError(qp: RxeQp, pkt: Packet, code: number, recvStatus: number): void {
-  sendAeth(qp, OpCode.RC_ACKNOWLEDGE, pkt.psn, AethSyndrome.NAK | code);
+  nakErrorAt(qp, pkt.psn, pkt.se, code, recvStatus);
+}
+
+function nakErrorAt(qp: RxeQp, psn: number, se: boolean, code: number, recvStatus: number): void {
+  sendAeth(qp, OpCode.RC_ACKNOWLEDGE, psn, AethSyndrome.NAK | code);
   const w = qp.resp.wqe;
   qp.resp.wqe = undefined;
-  if (w) completeRecv(qp, w, recvStatus, WcOpcode.RECV, 0, pkt);
+  if (w) completeRecv(qp, w, recvStatus, WcOpcode.RECV, 0, se);
   qp.ctx.event(code === NakCode.REMOTE_ACCESS_ERROR ? AsyncEventType.QP_ACCESS_ERR : AsyncEventType.QP_REQ_ERR, qp);
   qp.toError();
 }
@@ -201,6 +324,15 @@ function qpAllows(qp: RxeQp, m: number): boolean {
 function onRc(qp: RxeQp, pkt: Packet): void {
   const r = qp.resp;
   const m = pkt.mask;
+  if (r.reading) {
+    // A read is being answered: what came after it waits (its ACK must not pass the read's
+    // responses, a WRITE behind it must not change what it reads), except a repeat of that
+    // READ, which moves its cursor back to what the requester asks for again.
+    if (m & Op.READ && inResource(pkt.psn, r.reading)) return duplicate(qp, pkt);
+    if (r.held.length < MAX_HELD) r.held.push(Buffer.from(pkt.buf));
+    else qp.device.counters.resp_held_drops++;
+    return;
+  }
   const diff = psnDiff(pkt.psn, r.psn);
   if (diff > 0) {
     traceResp(qp.qpn, RespState.ERR_PSN_OUT_OF_SEQ, pkt.psn);
@@ -284,12 +416,16 @@ function takeRecv(qp: RxeQp): boolean {
   return true;
 }
 
+/** Linux check_length: an RDMA length above 2^31 is invalid (and a read that long would span half the PSN space). */
+const MAX_RDMA_LENGTH = 0x80000000;
+
 /** Place a WRITE packet. Returns a NAK code on error. */
 function placeWrite(qp: RxeQp, pkt: Packet): number | undefined {
   const r = qp.resp;
   const m = pkt.mask;
   if (m & Op.START) {
     const len = reth.len(pkt);
+    if (len > MAX_RDMA_LENGTH) return NakCode.INVALID_REQUEST;
     r.writeLen = len;
     r.writeDone = 0;
     r.writeMem = undefined;
@@ -345,23 +481,31 @@ function newResource(qp: RxeQp, res: RespResource): void {
 
 function rcRead(qp: RxeQp, pkt: Packet): void {
   const len = reth.len(pkt), va = reth.va(pkt), rkey = reth.rkey(pkt);
-  let mem: Buffer = Buffer.alloc(0), off = 0;
+  if (len > MAX_RDMA_LENGTH) {
+    traceResp(qp.qpn, RespState.ERR_LENGTH, pkt.psn);
+    return nakError(qp, pkt, NakCode.INVALID_REQUEST, WcStatus.REM_INV_REQ_ERR);
+  }
   if (len > 0) {
     const res = qp.device.keys.resolveRemote(rkey, qp.pd, qp.qpn, va, len, Access.REMOTE_READ);
     if (typeof res === 'string') {
       traceResp(qp.qpn, RespState.ERR_RKEY_VIOLATION, pkt.psn);
       return nakError(qp, pkt, NakCode.REMOTE_ACCESS_ERROR, WcStatus.REM_ACCESS_ERR);
     }
-    mem = res.mem; off = res.offset;
   }
   traceResp(qp.qpn, RespState.READ_REPLY, pkt.psn);
   const npkts = Math.max(1, Math.ceil(len / qp.mtu));
-  const res: RespResource = { kind: 'read', firstPsn: pkt.psn, lastPsn: psnAdd(pkt.psn, npkts - 1), va, rkey, length: len, atomicOrig: 0n, valid: true };
+  const res: RespResource = {
+    kind: 'read', firstPsn: pkt.psn, lastPsn: psnAdd(pkt.psn, npkts - 1), va, rkey, length: len, atomicOrig: 0n, valid: true,
+    curPsn: pkt.psn, curVa: va, resid: len, started: false,
+  };
   newResource(qp, res);
   qp.resp.psn = psnAdd(pkt.psn, npkts);
   qp.resp.msn = (qp.resp.msn + 1) & 0xffffff;
-  sendReadResponses(qp, res, pkt.psn, mem, off);
+  qp.resp.reading = res;
+  replyRead(qp);
 }
+
+const inResource = (psn: number, res: RespResource) => psnDiff(psn, res.firstPsn) >= 0 && psnDiff(psn, res.lastPsn) <= 0;
 
 function rcAtomic(qp: RxeQp, pkt: Packet): void {
   const va = atmeth.va(pkt), rkey = atmeth.rkey(pkt);
@@ -381,7 +525,7 @@ function rcAtomic(qp: RxeQp, pkt: Packet): void {
     ? (orig === atmeth.compare(pkt) ? atmeth.swapAdd(pkt) : orig)
     : BigInt.asUintN(64, orig + atmeth.swapAdd(pkt));
   res.mem.writeBigUInt64LE(value, res.offset);
-  newResource(qp, { kind: 'atomic', firstPsn: pkt.psn, lastPsn: pkt.psn, va, rkey, length: 8, atomicOrig: orig, valid: true });
+  newResource(qp, { kind: 'atomic', firstPsn: pkt.psn, lastPsn: pkt.psn, va, rkey, length: 8, atomicOrig: orig, valid: true, curPsn: pkt.psn, curVa: va, resid: 0, started: false });
   qp.resp.psn = psnAdd(pkt.psn, 1);
   qp.resp.msn = (qp.resp.msn + 1) & 0xffffff;
   sendAeth(qp, OpCode.RC_ATOMIC_ACKNOWLEDGE, pkt.psn, AethSyndrome.ACK | ACK_SYNDROME_NO_CREDIT_LIMIT, orig);
@@ -397,16 +541,25 @@ function duplicate(qp: RxeQp, pkt: Packet): void {
     ack(qp, psnAdd(qp.resp.psn, -1));
     return;
   }
-  const res = qp.resp.resources.find((x) => x.valid && psnDiff(pkt.psn, x.firstPsn) >= 0 && psnDiff(pkt.psn, x.lastPsn) <= 0);
+  const res = qp.resp.resources.find((x) => x.valid && inResource(pkt.psn, x));
   if (!res) return;
   if (m & Op.READ && res.kind === 'read') {
-    let mem: Buffer = Buffer.alloc(0), off = 0;
-    if (res.length > 0) {
-      const r = qp.device.keys.resolveRemote(res.rkey, qp.pd, qp.qpn, res.va, res.length, Access.REMOTE_READ);
-      if (typeof r === 'string') return; // the memory is gone: nothing to replay
-      mem = r.mem; off = r.offset;
-    }
-    sendReadResponses(qp, res, pkt.psn, mem, off);
+    // Linux duplicate_request: the request must ask for the resource's memory again, or a
+    // part of it, with its rkey; the reply restarts from it (one cursor per resource, so a
+    // repeat never adds a second copy of the read) and must end within the resource's PSNs.
+    const va = reth.va(pkt), len = reth.len(pkt);
+    const within = res.length === 0 ? len === 0 : va >= res.va && len <= res.length && va + len <= res.va + res.length;
+    const npkts = Math.max(1, Math.ceil(len / qp.mtu));
+    if (!within || reth.rkey(pkt) !== res.rkey || psnDiff(psnAdd(pkt.psn, npkts - 1), res.lastPsn) > 0) return;
+    res.curPsn = pkt.psn;
+    res.curVa = va;
+    res.resid = len;
+    res.started = pkt.psn !== res.firstPsn;
+    const r = qp.resp;
+    const going = r.reading === res && r.readTurn;
+    r.reading = res;
+    // A read already answered turn by turn goes on from here on its next turn.
+    if (!going) replyRead(qp);
   } else if (m & Op.ATOMIC && res.kind === 'atomic' && res.firstPsn === pkt.psn) {
     sendAeth(qp, OpCode.RC_ATOMIC_ACKNOWLEDGE, pkt.psn, AethSyndrome.ACK | ACK_SYNDROME_NO_CREDIT_LIMIT, res.atomicOrig);
   }
@@ -418,9 +571,7 @@ function onUc(qp: RxeQp, pkt: Packet): void {
   const r = qp.resp;
   const m = pkt.mask;
   if (pkt.psn !== r.psn || !sequenceOk(qp, m)) {
-    // Abandon a partial message; its receive WQE (if any) is kept for the next one.
-    r.inMessage = 0;
-    r.offset = 0;
+    ucAbandon(qp);
     if (!(m & Op.START)) {
       traceResp(qp.qpn, RespState.ERR_PSN_OUT_OF_SEQ, pkt.psn);
       qp.device.counters.out_of_seq_request++; r.psn = psnAdd(pkt.psn, 1); return;
@@ -432,10 +583,10 @@ function onUc(qp: RxeQp, pkt: Packet): void {
     traceResp(qp.qpn, RespState.ERR_RNR, pkt.psn);
     qp.device.counters.no_recv_wqe_drops++; return;
   }
-  if (!(m & Op.END) && pkt.payloadLength !== qp.mtu) { r.inMessage = 0; ucDrop(qp, pkt, RespState.ERR_LENGTH); return; }
+  if (!(m & Op.END) && pkt.payloadLength !== qp.mtu) { ucAbandon(qp); ucDrop(qp, pkt, RespState.ERR_LENGTH); return; }
   if (m & Op.WRITE) {
     const err = placeWrite(qp, pkt);
-    if (err !== undefined) { r.inMessage = 0; ucDrop(qp, pkt, err === NakCode.REMOTE_ACCESS_ERROR ? RespState.ERR_RKEY_VIOLATION : RespState.ERR_LENGTH); return; }
+    if (err !== undefined) { ucAbandon(qp); ucDrop(qp, pkt, err === NakCode.REMOTE_ACCESS_ERROR ? RespState.ERR_RKEY_VIOLATION : RespState.ERR_LENGTH); return; }
   } else {
     const w = r.wqe!;
     if (!w.segs) w.segs = resolveSegs(qp, w.sgList, true);
@@ -451,6 +602,19 @@ function onUc(qp: RxeQp, pkt: Packet): void {
   traceResp(qp.qpn, RespState.EXECUTE, pkt.psn);
   r.inMessage = m & Op.END ? 0 : m & Op.WRITE ? 'write' : 'send';
   if (m & Op.END && m & Op.COMP) finishRecv(qp, pkt);
+}
+
+/**
+ * Abandon the UC message in progress: the next one starts afresh (Linux do_class_d1e_error
+ * resets the receive WQE to its original state). Its receive WQE, if any, is kept for it, and
+ * is filled again from its start.
+ */
+function ucAbandon(qp: RxeQp): void {
+  const r = qp.resp;
+  r.inMessage = 0;
+  r.offset = 0;
+  r.writeMem = undefined;
+  r.writeLen = r.writeDone = 0;
 }
 
 /** UC has no NAK: a bad packet is dropped and counted. */

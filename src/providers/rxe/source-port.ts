@@ -26,6 +26,12 @@ export interface GsoSocket { sock: dgram.Socket; port: number; ready: boolean }
 export class SourcePort {
   /** QPs sending from this port. */
   refs = 0;
+  /**
+   * GSO sends of this port that libuv queued (its send buffer was full) and that have not left
+   * yet: until they have, the port's other packets wait in the link (RxeLink.flush), or they
+   * would pass them on their own sockets.
+   */
+  gsoQueued = 0;
   private sock: dgram.Socket | undefined;
   private state: 'unbound' | 'opening' | 'ready' | 'unavailable' | 'closed';
   private readonly gso = new Map<number, GsoSocket | 'unavailable'>();
@@ -117,12 +123,22 @@ export class SourcePort {
       if (!enableUdpSegmentation(g.sock, size)) { this.gso.set(size, 'unavailable'); g.sock.close(); return; }
       g.port = g.sock.address().port;
       g.ready = true;
-      // A send the kernel refuses (a route without checksum offload, say) loses that run,
-      // as a lost packet would (RC resends it); later runs of this size go one by one.
-      g.sock.on('error', () => {
-        if (this.gso.get(size) === g) { this.gso.set(size, 'unavailable'); g.sock.close(); }
-      });
     });
+  }
+
+  /**
+   * A GSO send of this size failed (the link's send callback: node:dgram reports a send's error
+   * there and nowhere else). Runs of this size go packet by packet from now on, unless the
+   * error says the send buffer was full for a moment (ENOBUFS, EAGAIN). The refused run is lost,
+   * as a lost packet would be (RC resends it). A route without checksum offload or through
+   * xfrm refuses every UDP_SEGMENT send (EIO), and RC resending runs again and again would
+   * never get through.
+   */
+  gsoRefused(size: number, g: GsoSocket, code: string | undefined): void {
+    if (code === 'ENOBUFS' || code === 'EAGAIN' || this.gso.get(size) !== g) return;
+    this.gso.set(size, 'unavailable');
+    // Sends still queued on it fail the same way, or leave before it closes.
+    setImmediate(() => g.sock.close());
   }
 
   /**

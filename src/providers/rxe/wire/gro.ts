@@ -7,9 +7,11 @@
 // themselves, and a sender only batches runs for which that is unambiguous:
 //   - a run that starts with a packet without payload (ACKs, READ requests, atomics): the
 //     head's opcode fixes its size;
-//   - a run that starts with a FIRST or MIDDLE packet: its payload is one path MTU (256 to
-//     4096 bytes), and the next segment is the same QP's next PSN; of the five MTUs, the one
-//     whose offset holds that BTH is the segment size;
+//   - a run that starts with a FIRST or MIDDLE packet: its payload is one path MTU, the
+//     receiving QP's (a responder refuses a FIRST or MIDDLE of another size, Linux
+//     check_length); for a QP it does not know, the link passes no MTU, and of the five MTUs
+//     the one whose offset holds the same QP's next BTH is the segment size, unless the
+//     datagram is exactly one packet of some MTU;
 //   - an RDMA WRITE ONLY followed by the same QP's next packet, no longer than it (SMC-R's
 //     data write and its CDC SEND): the RETH's DMA length gives the WRITE's size.
 // A GSO send's last segment may be shorter than the others (the kernel cuts it so), which is
@@ -20,7 +22,6 @@
 import { BTH_BYTES, ICRC_BYTES, OPCODES, Op } from './opcodes.js';
 
 const MTUS = [4096, 2048, 1024, 512, 256];
-const MTU_SET: Record<number, true> = Object.fromEntries(MTUS.map((m) => [m, true]));
 
 /** Does the BTH at `at` follow the one at 0 (same destination QP, next PSN)? */
 function continues(buf: Buffer, at: number): boolean {
@@ -33,9 +34,13 @@ function continues(buf: Buffer, at: number): boolean {
 
 /**
  * The segment size of a datagram that holds a run of packets, or 0 when it holds one packet.
- * `hint`: the size found last time (runs repeat), tried first.
+ * `pathMtu`: the path MTU of the QP the head packet is for, 0 if unknown. With it, a run of
+ * FIRST or MIDDLE packets is cut exactly: the payload bytes are never read as headers. (The
+ * size found for the last run, tried first, did read them: a single 4 KiB FIRST packet whose
+ * payload held a BTH at 1 KiB was cut there; and a run of 1 KiB MIDDLE packets whose short
+ * tail made it as long as one 2 or 4 KiB packet was taken for that packet.)
  */
-export function groSegmentSize(buf: Buffer, hint = 0): number {
+export function groSegmentSize(buf: Buffer, pathMtu = 0): number {
   const len = buf.length;
   if (len < 2 * (BTH_BYTES + ICRC_BYTES)) return 0;
   const info = OPCODES[buf[0]!];
@@ -48,7 +53,10 @@ export function groSegmentSize(buf: Buffer, hint = 0): number {
     const s = writeOnlySize(buf, info);
     return s > 0 && len > s && continues(buf, s) ? s : 0;
   }
-  if (hint > 0 && len > hint && (hint - info.length - ICRC_BYTES) in MTU_SET && continues(buf, hint)) return hint;
+  if (pathMtu > 0) {
+    const s = info.length + pathMtu + ICRC_BYTES;
+    return len > s && len - s >= BTH_BYTES + ICRC_BYTES ? s : 0;
+  }
   for (const mtu of MTUS) {
     const s = info.length + mtu + ICRC_BYTES;
     if (len === s) return 0;

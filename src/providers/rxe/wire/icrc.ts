@@ -19,11 +19,26 @@ export type IpFamily = 4 | 6;
 /** Prefix CRCs kept per flow: a few packet lengths times the Identifications of a GSO run. */
 const PREFIX_CACHE_MAX = 1024;
 
+/**
+ * The prefix CRCs the flows of one link keep, counted together (RxeLink.flow): every source
+ * address and port is a flow, so per-flow bounds alone let a peer spraying ports and lengths
+ * hold hundreds of MB. `full` is called before one more would go past `max`.
+ */
+export interface PrefixBudget { entries: number; readonly max: number; full(): void }
+
 export class IcrcFlow {
   private readonly prefix: Buffer;
   private readonly ipBytes: number;
   /** CRC of the masked LRH + IP + UDP prefix, by (UDP length, Identification). */
   private readonly prefixCrc = new Map<number, number>();
+  /** Where this flow's cached prefixes are counted (its link's), if anywhere. */
+  budget: PrefixBudget | undefined;
+  /**
+   * A prefix CRC check() computed and has not cached yet (key -1: none): it is cached only if
+   * the packet passes, so packets that fail the check leave nothing behind.
+   */
+  private pendingKey = -1;
+  private pendingCrc = 0;
 
   constructor(
     readonly family: IpFamily,
@@ -69,6 +84,11 @@ export class IcrcFlow {
    * last part), so a payload can be sent straight from registered memory without a copy.
    */
   computeParts(parts: readonly Buffer[], ipv4Id = this.ipv4Id): number {
+    return this.crcOf(parts, ipv4Id, true);
+  }
+
+  /** computeParts; `keep`: cache a prefix CRC computed on the way (else it is left pending). */
+  private crcOf(parts: readonly Buffer[], ipv4Id: number, keep: boolean): number {
     let len = 0;
     for (const b of parts) len += b.length;
     const first = parts[0]!;
@@ -76,7 +96,7 @@ export class IcrcFlow {
     first[4] = 0xff;
     // Each zlib call costs about as much as CRCing a few hundred bytes: the prefix comes
     // from the cache and an empty tail is skipped.
-    let crc = this.prefixCrcFor(UDP_BYTES + len, ipv4Id & 0xffff);
+    let crc = this.prefixCrcFor(UDP_BYTES + len, ipv4Id & 0xffff, keep);
     const last = parts.length - 1;
     for (let i = 0; i < last; i++) crc = crc32(parts[i]!, crc);
     const tail = parts[last]!;
@@ -85,7 +105,7 @@ export class IcrcFlow {
     return crc >>> 0;
   }
 
-  private prefixCrcFor(udpLen: number, id: number): number {
+  private prefixCrcFor(udpLen: number, id: number, keep: boolean): number {
     const key = this.family === 4 ? udpLen * 0x10000 + id : udpLen;
     let crc = this.prefixCrc.get(key);
     if (crc !== undefined) return crc;
@@ -98,9 +118,33 @@ export class IcrcFlow {
     } else p.writeUInt16BE(udpLen, ip + 4);
     p.writeUInt16BE(udpLen, ip + this.ipBytes + 4);
     crc = crc32(p);
-    if (this.prefixCrc.size >= PREFIX_CACHE_MAX) this.prefixCrc.clear();
-    this.prefixCrc.set(key, crc);
+    if (keep) this.remember(key, crc);
+    else {
+      this.pendingKey = key;
+      this.pendingCrc = crc;
+    }
     return crc;
+  }
+
+  private remember(key: number, crc: number): void {
+    const b = this.budget;
+    if (this.prefixCrc.size >= PREFIX_CACHE_MAX) {
+      if (b) b.entries -= this.prefixCrc.size;
+      this.prefixCrc.clear();
+    }
+    if (b) {
+      if (b.entries >= b.max) b.full();
+      // full() may have let go of this flow too (its link starts afresh): then it counts nowhere.
+      if (this.budget === b) b.entries++;
+    }
+    this.prefixCrc.set(key, crc);
+  }
+
+  /** The packet check() computed passed: cache the prefix CRC it computed for it, if any. */
+  private keepPending(): void {
+    if (this.pendingKey < 0) return;
+    this.remember(this.pendingKey, this.pendingCrc);
+    this.pendingKey = -1;
   }
 
   /** Write the ICRC into the last 4 bytes. */
@@ -122,15 +166,26 @@ export class IcrcFlow {
    */
   check(pkt: Buffer, ipv4IdHint = 0): 'ok' | 'bad' | number {
     const want = pkt.readUInt32LE(pkt.length - ICRC_BYTES);
+    const parts = [pkt];
     // Segment i of a run that arrived whole (UDP GRO) left with Identification i: try that first.
-    if (ipv4IdHint > 0 && this.family === 4 && this.computeParts([pkt], ipv4IdHint) === want) return ipv4IdHint;
-    const got = this.compute(pkt);
-    if (want === got) return 'ok';
+    this.pendingKey = -1;
+    if (ipv4IdHint > 0 && this.family === 4 && this.crcOf(parts, ipv4IdHint, false) === want) {
+      this.keepPending();
+      return ipv4IdHint;
+    }
+    this.pendingKey = -1;
+    const got = this.crcOf(parts, this.ipv4Id, false);
+    if (want === got) {
+      this.keepPending();
+      return 'ok';
+    }
     if (this.family !== 4) return 'bad';
     // Bytes covered by the CRC after the 2-byte Identification field (offset 12 of the stream).
     const after = LRH_MASK_BYTES + IPV4_BYTES + UDP_BYTES + pkt.length - ICRC_BYTES - (LRH_MASK_BYTES + 6);
     const id = inferIpv4Id((want ^ got) >>> 0, after);
-    return id < 0 ? 'bad' : id;
+    if (id < 0) return 'bad';
+    this.keepPending();
+    return id;
   }
 }
 
@@ -181,21 +236,21 @@ const UNFEED: Mat = (() => {
   return m;
 })();
 
-const powCache = new Map<number, Mat>();
+/**
+ * UNFEED^(2^j) for j = 0, 1, ...: undoing k zero bytes applies those of k's set bits to the
+ * vector, at most 17 matrix-vector products for any UDP length and nothing cached per length
+ * (matrix-matrix powers per length cost ~50 us, which packets of ever new lengths that fail
+ * the check could make a peer pay for every time).
+ */
+const UNFEED_POW2: Mat[] = [UNFEED];
 
-function unfeedPow(k: number): Mat {
-  let m = powCache.get(k);
-  if (m) return m;
-  let result: Mat | undefined;
-  let base = UNFEED;
-  for (let e = k; e > 0; e >>>= 1) {
-    if (e & 1) result = result ? mul(base, result) : base;
-    if (e > 1) base = mul(base, base);
+/** A^-k applied to v: undo k zero bytes fed into the CRC register. */
+function unfeed(k: number, v: number): number {
+  for (let j = 0; k > 0; j++, k = Math.floor(k / 2)) {
+    if (j === UNFEED_POW2.length) UNFEED_POW2.push(mul(UNFEED_POW2[j - 1]!, UNFEED_POW2[j - 1]!));
+    if (k % 2 === 1) v = apply(UNFEED_POW2[j]!, v);
   }
-  m = result ?? Uint32Array.from({ length: 32 }, (_, i) => (1 << i) >>> 0);
-  if (powCache.size >= 256) powCache.clear(); // packet lengths are few in practice
-  powCache.set(k, m);
-  return m;
+  return v;
 }
 
 let idByImage: Map<number, number> | undefined;
@@ -206,5 +261,5 @@ export function inferIpv4Id(diff: number, bytesAfterId: number): number {
     idByImage = new Map();
     for (let x = 0; x < 0x10000; x++) idByImage.set(feedByte(feedByte(0, x >>> 8), x & 0xff), x);
   }
-  return idByImage.get(apply(unfeedPow(bytesAfterId), diff)) ?? -1;
+  return idByImage.get(unfeed(bytesAfterId, diff)) ?? -1;
 }

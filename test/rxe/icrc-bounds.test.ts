@@ -1,0 +1,99 @@
+// What packets nobody vouches for can make the ICRC check keep or compute. Every source
+// address and port is a flow with cached prefix CRCs, made before the ICRC is checked: the
+// link bounds flows and cached prefixes across all peers (link.ts MAX_FLOWS, MAX_PREFIXES),
+// a packet that fails the check caches nothing, and inferring an IPv4 Identification costs
+// a few matrix-vector products whatever the packet's length (no matrix powers per length).
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createRxeDevice, rxeOf } from '../../src/index.js';
+import { ipv4Bytes } from '../../src/abi/inet.js';
+import { IcrcFlow, inferIpv4Id } from '../../src/providers/rxe/wire/icrc.js';
+import type { RxeLink } from '../../src/providers/rxe/link.js';
+
+const PEER = '127.0.0.9';
+
+/** Flows and cached prefix CRCs the link holds, counted from its table (so this also runs against builds without icrcState). */
+function held(link: RxeLink): { flows: number; prefixes: number } {
+  const table = (link as unknown as { flows: Map<string, { flows: Map<number, IcrcFlow> }> }).flows;
+  let flows = 0, prefixes = 0;
+  for (const peer of table.values()) {
+    for (const f of peer.flows.values()) {
+      flows++;
+      prefixes += (f as unknown as { prefixCrc: Map<number, number> }).prefixCrc.size;
+    }
+  }
+  return { flows, prefixes };
+}
+
+/** An RC SEND ONLY of `len` bytes to QP 0x11 (ICRC field left zero). */
+function sendOnly(len: number): Buffer {
+  const b = Buffer.alloc(len);
+  b[0] = 0x04;
+  b[1] = 0; // TVer 0
+  b.writeUInt16BE(0xffff, 2);
+  b.writeUInt32BE(0x11, 4);
+  return b;
+}
+
+async function device() {
+  const dev = await createRxeDevice({ address: '127.0.0.2', port: 0 });
+  return { dev, link: rxeOf(dev).link };
+}
+
+test('packets that fail the ICRC check leave no cached prefix behind, from any number of ports and lengths', async (t) => {
+  const { dev, link } = await device();
+  t.after(() => dev.close());
+  let bad = 0;
+  for (let port = 20000; port < 22000; port++) {
+    for (let k = 0; k < 40; k++) {
+      const pkt = sendOnly(32 + 4 * k);
+      pkt.writeUInt32LE((port * 40 + k) >>> 0, pkt.length - 4); // a made-up ICRC
+      if (link.flow(PEER, false, port).check(pkt) === 'bad') bad++;
+    }
+  }
+  assert.ok(bad > 79_000, `${bad} of 80000 made-up ICRCs failed (16 of 32 bits are checked)`);
+  const h = held(link);
+  assert.ok(h.prefixes <= 1000, `${h.prefixes} prefix CRCs cached for packets that failed (one per one that passed by chance at most)`);
+  assert.ok(h.flows <= 4096, `${h.flows} flows`);
+});
+
+test('flows and cached prefixes stay bounded across all peers and ports, also for packets whose ICRC holds', async (t) => {
+  const { dev, link } = await device();
+  t.after(() => dev.close());
+  const peer = ipv4Bytes(PEER), local = ipv4Bytes('127.0.0.2');
+  let ok = 0;
+  for (let port = 30000; port < 33000; port++) {
+    const sender = new IcrcFlow(4, peer, local, port, link.port);
+    for (let k = 0; k < 30; k++) {
+      const pkt = sendOnly(32 + 4 * k);
+      sender.seal(pkt);
+      if (link.flow(PEER, false, port).check(pkt) === 'ok') ok++;
+    }
+  }
+  assert.equal(ok, 90_000);
+  const h = held(link);
+  assert.ok(h.prefixes <= 65_536, `${h.prefixes} prefix CRCs cached`);
+  assert.ok(h.flows <= 4096, `${h.flows} flows`);
+  assert.deepEqual(link.icrcState, h, 'the link counts what it holds');
+});
+
+test('inferring the Identification costs microseconds for any length, not a matrix power per length', () => {
+  // Correct for lengths never seen (wire.test.ts checks every Identification on a few).
+  for (const len of [100, 1234, 5000, 65_000]) {
+    const pkt = Buffer.alloc(len, 0x5a);
+    pkt[0] = 0x04;
+    pkt[1] = 0;
+    new IcrcFlow(4, ipv4Bytes('10.0.0.1'), ipv4Bytes('10.0.0.2'), 0xc000, 4791, 0xbeef).seal(pkt);
+    assert.equal(new IcrcFlow(4, ipv4Bytes('10.0.0.1'), ipv4Bytes('10.0.0.2'), 0xc000, 4791).check(pkt), 0xbeef);
+  }
+  inferIpv4Id(1, 100); // its table of images is built once
+  let best = Infinity;
+  for (let round = 0; round < 3; round++) {
+    const t0 = performance.now();
+    for (let k = 0; k < 2000; k++) inferIpv4Id((k * 0x9e3779b1) >>> 0, 40 + 4 * k + round * 8000);
+    best = Math.min(best, performance.now() - t0);
+  }
+  // ~2-5 us each here, against 50-90 us each with a matrix power per new length.
+  assert.ok(best < 40, `2000 inferences for new lengths took ${best.toFixed(1)} ms`);
+});
