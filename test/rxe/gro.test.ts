@@ -81,7 +81,7 @@ describe('UDP GRO datagrams', () => {
         const payload = !(info.mask & Op.PAYLOAD) ? 0 : info.mask & Op.END ? Math.min(len, mtu) : mtu;
         const p = packet(op, qpn, psn, payload, fill);
         assert.equal(groSegmentSize(p), 0);
-        assert.equal(groSegmentSize(p, p.length), 0, 'even with a hint of its own size');
+        assert.equal(groSegmentSize(p, p.length), 0, 'even given its own length as the path MTU');
       }));
   });
 
