@@ -248,7 +248,10 @@ export class RemoteDmb {
     if (this.detached) return;
     const mapping = this.revoke()!;
     this.peer.attached.delete(this);
-    this.peer.park(this.token, this.index, this.size, mapping);
+    // A mapping whose view was handed out is not kept for reuse: writes through a kept view
+    // would land in the peer's DMB, and in a later connection's ring once it is handed out again.
+    if (mapping.exposed) releaseMapping(mapping);
+    else this.peer.park(this.token, this.index, this.size, mapping);
     this.peer.unref();
   }
   /** @internal Detached without parking: the peer device is closing; returns the mapping to release. */

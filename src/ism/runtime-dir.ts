@@ -21,6 +21,7 @@
 // Nothing is chmod'ed or chown'ed into shape: a directory that is not as we would have made
 // it may already hold what someone else put there.
 
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -75,10 +76,14 @@ function uid(): number {
 export function runtimeDirName(): string {
   if (process.env.SOFTRDMA_RUNTIME_DIR) return process.env.SOFTRDMA_RUNTIME_DIR;
   if (process.env.XDG_RUNTIME_DIR) return path.join(process.env.XDG_RUNTIME_DIR, 'softrdma');
-  const userRun = `/run/user/${uid()}`;
-  if (isOwnPrivateDir(userRun)) return path.join(userRun, 'softrdma');
-  return path.join(os.tmpdir(), `softrdma-${process.getuid?.() ?? 0}`);
+  // Decided once per process: a process must not move to another directory when logind makes
+  // or removes /run/user/<uid> (at a first login, a last logout) under it; its entries and its
+  // status sockets would be split over two directories.
+  userRunDir ??= isOwnPrivateDir(`/run/user/${uid()}`) ? path.join(`/run/user/${uid()}`, 'softrdma') : '';
+  return userRunDir || path.join(os.tmpdir(), `softrdma-${process.getuid?.() ?? 0}`);
 }
+
+let userRunDir: string | undefined;
 
 /** A real directory (not a link) of this user, mode 0700: what systemd-logind makes /run/user/<uid>. */
 function isOwnPrivateDir(p: string): boolean {
@@ -251,10 +256,19 @@ export function pidNamespace(): string {
 
 /**
  * The pid namespace's inode number, for file names that hold a pid: two containers sharing the
- * directory can have the same pid, and must not take each other's names. '0' if unknown.
+ * directory can have the same pid, and must not take each other's names. Where /proc does not
+ * say, a random name of this process's own (so it takes no other process's names either).
  */
 export function pidNamespaceTag(): string {
-  return /\[(\d+)\]/.exec(pidNamespace())?.[1] ?? '0';
+  pidnsTag ??= /\[(\d+)\]/.exec(pidNamespace())?.[1] ?? `x${randomBytes(6).toString('hex')}`;
+  return pidnsTag;
+}
+
+let pidnsTag: string | undefined;
+
+/** Whether this process knows its pid namespace (pidNamespaceTag is its inode number, not a random name). */
+export function pidNamespaceKnown(): boolean {
+  return /^\d+$/.test(pidNamespaceTag());
 }
 
 /** What every entry records about the process that wrote it. */

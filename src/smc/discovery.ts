@@ -69,14 +69,18 @@ export function listenerLiveness(e: ListenerEntry): boolean | undefined {
 /**
  * Between full reads of the directory (a second), a cheap check that a listener's process has
  * not exited: kill -9 changes no file, so the directory watch cannot tell, and a process of
- * another user could take the port meanwhile. signal 0 to a pid that is gone is ESRCH.
+ * another user could take the port meanwhile. signal 0 to a pid that is gone is ESRCH. (A
+ * killed listener not yet reaped, a zombie, still takes the signal: until its parent reaps it,
+ * only the next read of the directory, at most a second later, tells; see isAlive.)
  */
 function stillRunning(pid: number): boolean {
+  if (pid === process.pid) return true;
   try {
     process.kill(pid, 0);
     return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  } catch {
+    // ESRCH: gone. EPERM: the pid is another user's now (entries are this user's): gone too.
+    return false;
   }
 }
 
@@ -167,8 +171,10 @@ const cache = new Map<number, PortEntry>();
 interface PortEntry {
   at: number;
   addresses: string[];
-  /** The pids of the listeners behind `addresses`, checked on every use (stillRunning). */
+  /** The pids of the listeners behind `addresses`, checked before a Proposal (stillRunning). */
   pids: number[];
+  /** Worker listeners' status sockets (ListenerEntry.anchor), checked with the pids. */
+  anchors: string[];
   /** The last loopback destination asked about and the answer (the same while the entry lives). */
   lastDest: string | undefined;
   lastAnswer: boolean;
@@ -195,6 +201,7 @@ function listenersOn(port: number): PortEntry {
   watch(dir);
   const addresses: string[] = [];
   const pids: number[] = [];
+  const anchors: string[] = [];
   const prefix = `${port}.`;
   const names = listEntries(dir);
   if (!names) {
@@ -208,9 +215,10 @@ function listenersOn(port: number): PortEntry {
     if (e && e.port === port && e.netns === netNamespace()) {
       addresses.push(e.v6only ? V6ONLY_ANY : e.address);
       if (!pids.includes(e.pid)) pids.push(e.pid);
+      if (e.anchor !== undefined) anchors.push(`${subdir('status')}/${e.anchor}`);
     }
   }
-  const entry: PortEntry = { at: now, addresses, pids, lastDest: undefined, lastAnswer: false };
+  const entry: PortEntry = { at: now, addresses, pids, anchors, lastDest: undefined, lastAnswer: false };
   cache.set(port, entry);
   return entry;
 }
@@ -248,7 +256,7 @@ export function isSmcListener(address: string | undefined | (() => string | unde
  */
 export function listenersStillRunning(port: number | undefined): boolean {
   const hit = port ? cache.get(port) : undefined;
-  if (!hit || hit.pids.every(stillRunning)) return true;
+  if (!hit || (hit.pids.every(stillRunning) && hit.anchors.every((a) => fs.existsSync(a)))) return true;
   cache.delete(port!);
   return false;
 }

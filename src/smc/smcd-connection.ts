@@ -347,6 +347,9 @@ export class SmcdConnection implements SmcTransport {
   }
 
   private fail(message: string): false {
+    // The peer broke the protocol: it gets an abort (ECONNRESET), not the orderly close the
+    // socket's teardown would otherwise publish for a connection with nothing left unread.
+    this.abort();
     this.failed = true;
     this.h.protocolError(message);
     return false;

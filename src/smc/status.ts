@@ -10,7 +10,7 @@ import path from 'node:path';
 import util from 'node:util';
 import { threadId } from 'node:worker_threads';
 import { openedIsmDevice } from '../ism/device.js';
-import { forgetDirectories, keepPresent, listEntries, pidNamespaceTag, removeEntry, runtimeDirRefusals, subdir, type RefusalKind } from '../ism/runtime-dir.js';
+import { forgetDirectories, keepPresent, listEntries, pidNamespaceKnown, pidNamespaceTag, removeEntry, runtimeDirRefusals, subdir, type RefusalKind } from '../ism/runtime-dir.js';
 import { poolStats } from './dmb-pool.js';
 import { declineName } from './clc.js';
 import { CONN_ABORT, CONN_CLOSED, CONN_DONE_WRITING, PROD_CONS_UPD_REQ, PROD_URG_PENDING, PROD_URG_PRESENT, PROD_WRITE_BLOCKED } from './cdc.js';
@@ -209,7 +209,7 @@ function statusSocketName(pid: number, thread: number): string {
 
 /** The pid a status socket's file name belongs to (and its pid namespace), or undefined for another file. */
 export function parseStatusSocketName(name: string): { pid: number; pidns: string | undefined } | undefined {
-  const m = /^(\d+)(?:-\d+)?(?:\.(\d+))?\.sock$/.exec(name);
+  const m = /^(\d+)(?:-\d+)?(?:\.(\d+|x[0-9a-f]+))?\.sock$/.exec(name);
   return m ? { pid: Number(m[1]), pidns: m[2] } : undefined;
 }
 
@@ -219,6 +219,7 @@ export function parseStatusSocketName(name: string): { pid: number; pidns: strin
  * keeps its stale file until that process lists itself: harmless, smcss gets no answer there.
  */
 function sweepDeadStatusSockets(dir: string): void {
+  if (!pidNamespaceKnown()) return; // pids cannot be judged
   const ns = pidNamespaceTag();
   for (const name of listEntries(dir) ?? []) {
     const n = parseStatusSocketName(name);
@@ -250,6 +251,11 @@ interface Endpoint {
 
 let swept = false;
 
+/** Where this thread's status socket belongs now (the runtime directory may have been made again). */
+function statusSocketPath(): string {
+  return path.join(subdir('status'), statusSocketName(process.pid, threadId));
+}
+
 function openEndpoint(): void {
   const ep: Endpoint = shared.endpoint ?? { server: undefined, file: undefined, kept: false };
   shared.endpoint = ep;
@@ -258,7 +264,7 @@ function openEndpoint(): void {
   if (!ep.kept) {
     ep.kept = true;
     keepPresent(() => {
-      if (ep.server && ep.file && fs.existsSync(ep.file)) return;
+      if (ep.server && ep.file && ep.file === statusSocketPath() && fs.existsSync(ep.file)) return;
       // The directory was removed under us, or never made: listen again at the same name.
       forgetDirectories();
       ep.server?.close();
@@ -269,7 +275,7 @@ function openEndpoint(): void {
   let file: string;
   try {
     const dir = subdir('status');
-    file = path.join(dir, statusSocketName(process.pid, threadId));
+    file = statusSocketPath();
     if (!swept) {
       swept = true;
       sweepDeadStatusSockets(dir);

@@ -173,12 +173,18 @@ describe('listeners that went away without their exit hook', () => {
       const { parentPort } = await import('node:worker_threads');
       const srv = smc.createServer(() => {});
       srv.listen(0, '127.0.0.1', () => parentPort.postMessage(srv.address().port));`, { eval: true });
-    const [port] = await once(w, 'message') as [number];
-    clearDiscoveryCache();
-    assert.equal(isSmcListener('127.0.0.1', port), true);
-    await w.terminate();
-    clearDiscoveryCache();
-    assert.equal(isSmcListener('127.0.0.1', port), false, 'no Proposal to whoever takes the port next');
+    const { listenersStillRunning } = await import('../../src/smc/discovery.js');
+    let port: number;
+    try {
+      [port] = await once(w, 'message') as [number];
+      clearDiscoveryCache();
+      assert.equal(isSmcListener('127.0.0.1', port), true);
+    } finally {
+      await w.terminate();
+    }
+    // The cached answer is still fresh; the check before a Proposal sees the thread gone.
+    assert.equal(listenersStillRunning(port), false, 'no Proposal to whoever takes the port next');
+    assert.equal(isSmcListener('127.0.0.1', port), false);
     // The entry itself is removed by the next reader.
     assert.deepEqual(fs.readdirSync(subdir('listeners')).filter((n) => n.startsWith(`${port}.`)), []);
   });

@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
-import { describe, it } from 'node:test';
+import { after, describe, it } from 'node:test';
 import koffi from 'koffi';
 import { testRuntimeDir } from '../helpers/runtime-dir.js';
 
@@ -35,10 +35,15 @@ interface Child {
 }
 
 /** An ES module as a child process (code may import SMC, ISM, DEVICE). */
+/** Every child, killed when the file's tests end (a failed assertion leaves none running). */
+const spawned: ChildProcess[] = [];
+after(() => { for (const c of spawned) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL'); });
+
 function child(code: string, opts: { detached?: boolean; execArgv?: string[] } = {}): Child {
   const c = spawn(process.execPath, [...(opts.execArgv ?? []), '--input-type=module', '-e', code], {
     stdio: ['ignore', 'pipe', 'pipe'], env: process.env, detached: opts.detached ?? false,
   });
+  spawned.push(c);
   let stdout = '';
   let stderr = '';
   c.stdout!.setEncoding('utf8').on('data', (d: string) => { stdout += d; });

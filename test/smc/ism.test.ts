@@ -169,8 +169,27 @@ describe('SMC-D ring', () => {
       assert.equal(cb.bytesReceived, 100, 'only what really arrived is counted');
       assert.equal(log.errors.length, 1, 'and the connection fails');
       assert.match(log.errors[0]!, /producer cursor/);
+      ca.process();
+      assert.ok(ca.peerAborted, 'the peer that broke the protocol gets an abort, not an orderly close');
     } finally {
       release();
+    }
+  });
+
+  it('a view of a peer DMB kept after detach writes nowhere the peer sees, then or after the DMB is handed out again', () => {
+    const rx = a.registerDmb(4096);
+    try {
+      const tx = b.attachDmb(a.gid, rx.token);
+      const kept = tx.bytes;
+      tx.detach();
+      kept[100] = 0x5a;
+      assert.equal(rx.view[100], 0, 'not in the owner\'s DMB');
+      const again = b.attachDmb(a.gid, rx.token);
+      kept[101] = 0x5b;
+      assert.equal(rx.view[101], 0, 'nor once it is attached again');
+      again.detach();
+    } finally {
+      a.unregisterDmb(rx);
     }
   });
 
