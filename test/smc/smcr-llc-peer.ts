@@ -6,7 +6,7 @@
 // the client's TCP stream, to put a handshake or a close where a scenario needs it. Prints one
 // JSON line with the scenario's findings ({ scenario: ... }) and exits; { fail } on an error.
 //
-//   node smcr-llc-peer.js <overlap|readd|sqfull|hostile|devclose|closing|rkeys|delrkey>
+//   node smcr-llc-peer.js <overlap|readd|sqfull|hostile|devclose|reuse|linger|rkeys|delrkey>
 
 import net from 'node:net';
 import { once } from 'node:events';
@@ -269,32 +269,73 @@ const scenarios: Record<string, () => Promise<Record<string, unknown>>> = {
     return { links, told, res, client: g('client'), server: g('server'), errors: env.errors };
   },
 
-  // A connection on link 1 writes 40000 bytes and is destroyed at once; link 1 stops delivering
-  // (A1 sends nothing) before any of it arrived. Its WRITEs and closing CDC are resent on link 2
-  // when the loss is found (TEST_LINK), so the server reads all 40000 bytes, then the end. The
-  // client's TCP end is held until the bytes arrived (or 8 s): RoCE and TCP are separate paths.
-  async closing() {
+  // A connection on link 1 writes 40000 bytes and is destroyed; the client's posts on link 1
+  // arrive but their ACKs do not (B1 sends nothing), so they stay unconfirmed. The server reads
+  // them and closes, and its RMB goes back to the pool; a new connection gets that RMB and its
+  // client writes 30000 bytes, unread. When the client finds link 1 dead (TEST_LINK) and fails
+  // over, the closed connection must not write its old bytes again: they would land in the new
+  // connection's ring (Linux does not resend for closing connections either).
+  async reuse() {
     const d = await devices();
-    let got = 0;
-    let ended = '';
+    const serverSocks: net.Socket[] = [];
+    const got: number[] = [];
     const env = await setup(d, (s) => {
-      s.on('data', (b: Buffer) => { got += b.length; });
-      s.on('end', () => { ended ||= `end after ${got} bytes`; });
-      s.on('close', () => { ended ||= `close after ${got} bytes`; });
+      const i = serverSocks.push(s) - 1;
+      got[i] = 0;
+      if (i < 2) s.on('data', (b: Buffer) => { got[i]! += b.length; });
+      s.on('end', () => s.end());
     });
     const first = await env.open();
     await until(twoLinks, 'two links');
     const other = await env.open();
+    const cl = group('client');
     const victim = connOf(first)!.link.id === 1 ? first : other;
-    env.relay.holdEnd = () => within(() => got >= 40000, 8000).then(() => undefined);
-    rxeOf(d.A1).faults = { drop: 1 };
+    const vIdx = victim === first ? 0 : 1;
+    await until(() => serverSocks.length === 2, 'both server sockets');
+    const vServer = connOf(serverSocks[vIdx]!)!;
+    const vRmb = vServer.rmb;
+    rxeOf(d.B1).faults = { drop: 1 };
     victim.write(Buffer.alloc(40000, 7));
     victim.destroy();
-    const closing = group('client').closingCount;
-    await within(() => ended !== '', 15_000);
-    // The closing connection leaves the group once its resent posts completed.
-    await within(() => group('client').closingCount === 0, 5000);
-    return { victimLink: 1, closingAfterDestroy: closing, got, ended, events: group('client').linkEvents, closingLeft: group('client').closingCount };
+    await until(() => got[vIdx]! >= 40000, 'the victim\'s bytes at the server');
+    await until(() => vServer.released, 'the server\'s end released', 5000);
+    const next = await env.open();
+    await until(() => serverSocks.length === 3 && connOf(serverSocks[2]!) !== undefined, 'the new connection at the server');
+    const c3 = connOf(serverSocks[2]!)!;
+    c3.pause();
+    const sameRmb = c3.rmb === vRmb;
+    next.write(Buffer.alloc(30000, 0x4e));
+    await until(() => c3.readable >= 30000, 'the new connection\'s bytes in its RMB');
+    const failedOver = await within(() => cl.linkEvents.deleted > 0, 15_000);
+    await new Promise((r) => setTimeout(r, 500)); // any resend has landed
+    const app: Buffer[] = [];
+    serverSocks[2]!.on('data', (b: Buffer) => { app.push(b); });
+    c3.resume();
+    await within(() => Buffer.concat(app).length >= 30000, 3000);
+    const read = Buffer.concat(app);
+    return { sameRmb, failedOver, read: read.length, sevens: read.filter((x) => x === 7).length, closingLeft: cl.closingCount };
+  },
+
+  // An idle group lingers (400 ms here); a Proposal arrives while an ADD_LINK-like flow holds
+  // the lock for 1 s. The handshake waiting for its turn keeps the group from lingering out
+  // under it: it gets SMC-R in the same group (before, the group was freed and the handshake
+  // declined to TCP).
+  async linger() {
+    lgrModule.setSmcrLingerMs(400);
+    const d = await devices();
+    const env = await setup(d, undefined, 16384);
+    const s = await env.open();
+    await until(twoLinks, 'two links');
+    const sv = group('server');
+    s.destroy();
+    await until(() => sv.conns.size === 0 && sv.closingCount === 0, 'the group idle');
+    await new Promise((r) => setTimeout(r, 100)); // lingering now
+    const release = await sv.llcFlow('ADD_LINK'); // as the server's ADD_LINK holds it
+    setTimeout(release, 1000);
+    const c = env.connect();
+    const [m] = await once(c, 'smc') as [{ mode: string }];
+    c.destroy();
+    return { mode: m.mode, serverGroupDead: sv.dead, deleteLinkTx: sv.llcTx.DELETE_LINK ?? 0 };
   },
 
   // Two CONFIRM_RKEY requests of the client at once, on the two links, announcing buffers
@@ -330,8 +371,9 @@ const scenarios: Record<string, () => Promise<Record<string, unknown>>> = {
     const held = smcrMemory().held;
     sv.giveBack(rmb, undefined, SmcrLinkGroup.newToken(), true);
     const quarantined = sv.quarantinedCount;
-    const answered = await within(() => (sv.llcRx['DELETE_RKEY resp'] ?? 0) > 0 && sv.quarantinedCount === quarantined - 1, 5000);
-    return { answered, quarantined, left: sv.quarantinedCount, tx: sv.llcTx.DELETE_RKEY ?? 0, clientRx: cl.llcRx.DELETE_RKEY ?? 0, freed: held - smcrMemory().held };
+    const expired = await within(() => sv.quarantinedCount === quarantined - 1, 5000);
+    await new Promise((r) => setTimeout(r, 300)); // a DELETE_RKEY, if one went, has arrived
+    return { expired, quarantined, left: sv.quarantinedCount, tx: sv.llcTx.DELETE_RKEY ?? 0, clientRx: cl.llcRx.DELETE_RKEY ?? 0, freed: held - smcrMemory().held };
   },
 };
 

@@ -88,7 +88,7 @@ export class SmcrConnection implements SmcTransport {
   released = false;
   /**
    * Released with WRITEs or a CDC still unconfirmed (the link group keeps it in its closing
-   * set): it still sends what it owes and, on a failover, resends them on the new link.
+   * set): it still sends a CDC it owes (the send queue was full); a failover ends it.
    */
   closing = false;
   bytesReceived = 0;
@@ -274,12 +274,12 @@ export class SmcrConnection implements SmcTransport {
    * further on), after a CDC with the failover-validation flag and the seqno of the last
    * confirmed CDC, which the peer compares and never applies (smcr_cdc_msg_send_validation,
    * smc_cdc.c 137-165). Bytes go again to the same places in the peer's RMB, so nothing is
-   * lost, duplicated or reordered; the next CDC's cursors cover them. A closing connection
-   * (released, its last posts unconfirmed) does the same: its last bytes and its closing CDC
-   * go again. false: the peer's RMB has no rkey on that link (the connection cannot move).
+   * lost, duplicated or reordered; the next CDC's cursors cover them. false: the peer's RMB
+   * has no rkey on that link (the connection cannot move). A closing connection is not moved
+   * (SmcrLinkGroup.switchConns).
    */
   switchLink(to: SmcrLink): boolean {
-    if (!this.closing && (this.released || this.failed)) return true;
+    if (this.released || this.failed) return true;
     if (!this.peerKeys.has(to)) return false;
     const from = this.link;
     this.link = to;

@@ -86,9 +86,12 @@ const LLC_BACKLOG = 16;
  * How long an unused link group stays for the next connection. Linux keeps one 600 s (server)
  * or 610 s (client; SMC_LGR_FREE_DELAY_SERV/CLNT, smc_core.c 40-41); softrdma keeps them 10 s:
  * a process's link groups to peers that have gone do not pile up, and freeing one early costs
- * only a new first contact.
+ * only a new first contact. A client's stays CLIENT_LINGER_EXTRA_MS longer, as Linux's: the
+ * server decides whether a connection reuses a group, and a client group lingering out while
+ * the server reuses it (its Accept delayed behind an LLC flow) would end that handshake.
  */
 let lingerMs = 10_000;
+const CLIENT_LINGER_EXTRA_MS = 10_000;
 
 /** @internal Set how long an unused link group stays (tests); returns the previous value. */
 export function setSmcrLingerMs(ms: number): number {
@@ -601,26 +604,18 @@ export class SmcrLinkGroup {
   }
 
   /**
-   * An offered RMB's quarantine ran out: it is deregistered. While the group has an active
-   * link the peer is told first, with DELETE_RKEY for its rkey there, and the answer awaited
-   * (smc_llc_do_delete_rkey, smc_llc.c, a local RKEY flow): its rtoken table entry for the RMB
-   * goes. It stays in quarantine (not reused) meanwhile; if a closing CDC for its token takes
-   * it back to the pool, or the group ends and deregisters it, it is left alone here.
+   * An offered RMB's quarantine ran out: it is deregistered, without a DELETE_RKEY. A client
+   * that settled on it may still refer to it in its rtoken table: Linux's smc_rtoken_delete
+   * would free that slot for reuse under the connection that still uses it, whose writes could
+   * then land in another connection's RMB; a write with the deregistered key is NAKed instead
+   * (Linux sends DELETE_RKEY only for buffers whose registration failed). If a closing CDC for
+   * its token took it back to the pool, or the group ended and deregistered it, it is left alone.
    */
   private expireOffered(token: number, rmb: Rmb): void {
-    const done = () => {
-      if (this.quarantined.get(token) !== rmb || this.dead) return;
-      this.quarantined.delete(token);
-      dereg(rmb);
-      this.maybeLinger();
-    };
-    if (this.activeLinks().length === 0) return done();
-    this.withFlow('DELETE_RKEY', () => {
-      const link = this.activeLinks()[0];
-      const mr = link && rmb.mrs.get(link.dev);
-      if (!link || !mr || this.quarantined.get(token) !== rmb) return undefined;
-      return this.rkeyRequest({ kind: 'DELETE_RKEY', version: 2, response: false, negative: false, numRkeys: 1, errMask: 0, rkeys: [mr.rkey] }, link, mr.rkey);
-    }).then(done, done);
+    if (this.quarantined.get(token) !== rmb || this.dead) return;
+    this.quarantined.delete(token);
+    dereg(rmb);
+    this.maybeLinger();
   }
 
   /** RMBs offered in an Accept or held by an ended connection that the peer may still write into (tests, diagnostics). */
@@ -750,8 +745,8 @@ export class SmcrLinkGroup {
   }
 
   private maybeLinger(): void {
-    if (this.conns.size > 0 || this.expected.size > 0 || this.closing.size > 0 || this.lingerTimer || this.dead) return;
-    this.lingerTimer = setTimeout(() => this.free(true), lingerMs);
+    if (this.conns.size > 0 || this.expected.size > 0 || this.closing.size > 0 || this.flowUsers > 0 || this.lingerTimer || this.dead) return;
+    this.lingerTimer = setTimeout(() => this.free(true), this.role === 'client' ? lingerMs + CLIENT_LINGER_EXTRA_MS : lingerMs);
     this.lingerTimer.unref();
   }
 
@@ -933,13 +928,26 @@ export class SmcrLinkGroup {
 
   /** Run fn holding the group's LLC flow; it is released when fn's result settles. */
   async withFlow<T>(kind: string, fn: () => T | Promise<T>): Promise<T> {
-    const release = await this.llcFlow(kind);
+    // A handshake waiting for its turn (and taking it) keeps an idle group from lingering out
+    // under it: the linger timer is off until it has joined (expect, attach) or given up.
+    this.flowUsers++;
+    clearTimeout(this.lingerTimer);
+    this.lingerTimer = undefined;
     try {
-      return await fn();
+      const release = await this.llcFlow(kind);
+      try {
+        return await fn();
+      } finally {
+        release();
+      }
     } finally {
-      release();
+      this.flowUsers--;
+      this.maybeLinger();
     }
   }
+
+  /** withFlow callers waiting for or holding the flow (see maybeLinger). */
+  private flowUsers = 0;
 
   /** The LLC flow under way, if any (tests, diagnostics). */
   get flowUnderWay(): string | undefined { return this.flowBusy; }
@@ -1197,6 +1205,8 @@ export class SmcrLinkGroup {
         const timer = setTimeout(() => { if (this.lateKeys.get(via)?.keys === keys) this.lateKeys.delete(via); }, LATE_KEYS_MS);
         timer.unref();
         this.lateKeys.set(via, late = { keys, timer });
+      } else {
+        late.timer.refresh(); // kept LATE_KEYS_MS from the last keys saved, not the first
       }
       late.keys.set(p.rmbKey, { link, ...t });
     }
@@ -1254,7 +1264,7 @@ export class SmcrLinkGroup {
       release();
       this.linkEvents.addFailed++;
       this.linkEvents.lastFailure = (e as Error).message;
-      this.scheduleAddLink(ADDLINK_RETRY_MS);
+      this.scheduleAddLink(this.addRetryMs());
     };
     const via = this.link;
     let dev: SmcrDevice | undefined;
@@ -1399,6 +1409,7 @@ export class SmcrLinkGroup {
     link.lastRx = performance.now();
     this.links.push(link);
     this.linkEvents.added++;
+    this.addFailuresInARow = 0;
     this.scheduleTestLink(link, TESTLINK_MS);
     this.endAddFlow(); // the flows waiting see two links
   }
@@ -1419,8 +1430,21 @@ export class SmcrLinkGroup {
     }
     this.clearLink(f.link);
     this.endAddFlow();
-    this.scheduleAddLink(ADDLINK_RETRY_MS);
+    this.scheduleAddLink(this.addRetryMs());
   }
+
+  /**
+   * The wait before the next ADD_LINK after one failed: doubling from SOFTRDMA_SMCR_ADDLINK_MS
+   * (10 s) with each failure in a row, up to 32 times that. A failing ADD_LINK holds the
+   * group's LLC flow for up to 7 s (its two answers' waits), and handshakes wait for the flow:
+   * retried every 10 s on a broken second path, it made 13 of 50 connections miss their 2 s
+   * handshake timeout and go TCP.
+   */
+  private addRetryMs(): number {
+    return ADDLINK_RETRY_MS * 2 ** Math.min(5, this.addFailuresInARow++);
+  }
+
+  private addFailuresInARow = 0;
 
   // --- DELETE_LINK and the failover -------------------------------------------------------
 
@@ -1471,11 +1495,11 @@ export class SmcrLinkGroup {
       if (c.switchLink(to)) this.linkEvents.connsMoved++;
       else { this.linkEvents.connsLost++; c.linkDown(reason); }
     }
-    for (const c of [...this.closing]) {
-      if (c.link !== from) continue;
-      if (c.switchLink(to) && c.link === to) this.linkEvents.connsMoved++;
-      else { this.linkEvents.connsLost++; this.closed(c); }
-    }
+    // A closed connection whose last posts were not confirmed is not resent: the peer may have
+    // received them, and its close, and handed that RMB to a new connection, whose bytes a
+    // rewrite would overwrite. Linux moves such a connection without smc_switch_cursor
+    // (smc_switch_conns skips the resend for the closing states); here it just leaves.
+    for (const c of [...this.closing]) if (c.link === from) this.closed(c);
     this.clearLink(from);
   }
 
