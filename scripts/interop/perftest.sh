@@ -24,7 +24,7 @@ LOGS=$(mktemp -d /tmp/perftest-interop.XXXXXX)
 export RXE_QUIET=1
 
 ALL=(write_bw read_bw send_bw atomic_bw write_lat read_lat send_lat write_bw_q2 send_bw_b pingpong_rc pingpong_ud
-     write_bw_R read_bw_R send_bw_R atomic_bw_R write_lat_R send_lat_R)
+     pingpong_uc pingpong_rc_check pingpong_ud_default write_bw_R read_bw_R send_bw_R atomic_bw_R write_lat_R send_lat_R)
 TESTS=("${@:-${ALL[@]}}")
 
 # Per test: the C binary, its arguments (-F: under TCG perftest's CPU clock estimate can fail its
@@ -39,6 +39,11 @@ c_args() {
     write_lat|read_lat|send_lat) echo "ib_$1 -d rxe0 -F -x $GID -s 64 -n 200" ;;
     pingpong_rc) echo "ibv_rc_pingpong -d rxe0 -g $GID -n 50" ;;
     pingpong_ud) echo "ibv_ud_pingpong -d rxe0 -g $GID -s 512 -n 50" ;;
+    pingpong_uc) echo "ibv_uc_pingpong -d rxe0 -g $GID -n 50" ;;
+    # -c (check the data) with a message of three pages: rc_pingpong's page pattern
+    pingpong_rc_check) echo "ibv_rc_pingpong -d rxe0 -g $GID -s 12288 -c -n 20" ;;
+    # both sides' default size (ud_pingpong.c: 1024 in its code, whatever its --help says)
+    pingpong_ud_default) echo "ibv_ud_pingpong -d rxe0 -g $GID -n 50" ;;
     # -R: the QPs connected by the rdma_cm, the exchange over an rdma_cm connection (no TCP)
     write_bw_R|read_bw_R|send_bw_R) echo "ib_${1%_R} -d rxe0 -F -R -s 4096 -n 200" ;;
     atomic_bw_R) echo "ib_atomic_bw -d rxe0 -F -R -n 200" ;;
@@ -54,6 +59,9 @@ s_args() {
     write_lat|read_lat|send_lat) echo "perftest $1 --bind $HOST_IP -s 64 -n 200 --timeout 60" ;;
     pingpong_rc) echo "pingpong rc --bind $HOST_IP -n 50" ;;
     pingpong_ud) echo "pingpong ud --bind $HOST_IP -s 512 -n 50" ;;
+    pingpong_uc) echo "pingpong uc --bind $HOST_IP -n 50" ;;
+    pingpong_rc_check) echo "pingpong rc --bind $HOST_IP -s 12288 -c -n 20" ;;
+    pingpong_ud_default) echo "pingpong ud --bind $HOST_IP -n 50" ;;
     write_bw_R|read_bw_R|send_bw_R) echo "perftest ${1%_R} -R --bind $HOST_IP -s 4096 -n 200 --timeout 60" ;;
     atomic_bw_R) echo "perftest atomic_bw -R --bind $HOST_IP -n 200 --timeout 60" ;;
     write_lat_R|send_lat_R) echo "perftest ${1%_R} -R --bind $HOST_IP -s 64 -n 200 --timeout 60" ;;
