@@ -138,8 +138,29 @@ class SlotTable {
 
 const NO_BYTES = new Uint8Array(0);
 
+/**
+ * Mapped memory shared with another process: `view` for softrdma's own users, who drop it when
+ * the memory goes (it is empty then); `bytes` for the application, which may keep it, so the
+ * mapping is marked exposed and releaseMapping leaves zeroed private memory in its place: a
+ * view kept beyond the release reads zeros and writes nowhere the peer sees.
+ */
+abstract class SharedMemoryView {
+  /** @internal */
+  view: Uint8Array;
+  protected mapping: Mapping | undefined;
+  constructor(mapping: Mapping) {
+    this.mapping = mapping;
+    this.view = new Uint8Array(mapping.buffer);
+  }
+  /** The memory (empty once it is released). */
+  get bytes(): Uint8Array {
+    if (this.mapping) this.mapping.exposed = true;
+    return this.view;
+  }
+}
+
 /** A DMB this device owns; the peer writes into it. */
-export class Dmb {
+export class Dmb extends SharedMemoryView {
   /** Called (on the event loop) when the peer rang the doorbell for this DMB. */
   onSignal: (() => void) | undefined;
   /** @internal Called once when the DMB is unregistered (the DMB pool's per-peer count). */
@@ -149,10 +170,7 @@ export class Dmb {
    * the worker thread is ending). The connection using it ends, and drops its views of it.
    */
   onDeviceClose: ((atExit: boolean) => void) | undefined;
-  /** @internal The memory, for softrdma's own users, who drop their views when it goes (empty once released). */
-  view: Uint8Array;
   private closed = false;
-  private mapping: Mapping | undefined;
   constructor(
     private readonly device: IsmDevice,
     readonly token: bigint,
@@ -161,16 +179,7 @@ export class Dmb {
     readonly fd: number,
     mapping: Mapping,
   ) {
-    this.mapping = mapping;
-    this.view = new Uint8Array(mapping.buffer);
-  }
-  /**
-   * The DMB's memory (empty once it is unregistered). A view kept beyond that reads zeros: the
-   * memory goes, but its addresses stay mapped while such a view may exist.
-   */
-  get bytes(): Uint8Array {
-    if (this.mapping) this.mapping.exposed = true;
-    return this.view;
+    super(mapping);
   }
   /** Ask writers to ring the doorbell on their next signal. Re-check for data after arming. */
   arm(): void {
@@ -199,11 +208,8 @@ export class Dmb {
 }
 
 /** A peer's DMB, mapped here for writing. */
-export class RemoteDmb {
-  /** @internal The memory, for softrdma's own users, who drop their views when it goes (empty once detached). */
-  view: Uint8Array;
+export class RemoteDmb extends SharedMemoryView {
   private detached = false;
-  private mapping: Mapping | undefined;
   constructor(
     private readonly peer: PeerDevice,
     readonly token: bigint,
@@ -211,16 +217,7 @@ export class RemoteDmb {
     readonly size: number,
     mapping: Mapping,
   ) {
-    this.mapping = mapping;
-    this.view = new Uint8Array(mapping.buffer);
-  }
-  /**
-   * The peer's DMB as mapped here (empty once detached). A view kept beyond that reads zeros
-   * and writes nowhere the peer sees.
-   */
-  get bytes(): Uint8Array {
-    if (this.mapping) this.mapping.exposed = true;
-    return this.view;
+    super(mapping);
   }
   get peerGid(): bigint { return this.peer.gid; }
   /** Detached (by detach(), or by the device's close). */
