@@ -13,6 +13,9 @@ import { jsonLines, run, runNode, type Proc } from '../helpers/procs.js';
 import { testRuntimeDir } from '../helpers/runtime-dir.js';
 
 const runtime = testRuntimeDir('preload-test');
+const { pidNamespaceTag } = await import('../../src/ism/runtime-dir.js');
+/** A main thread's status socket name (src/smc/status.ts): pid and pid namespace. */
+const statusName = (pid: number | undefined) => `${pid}.${pidNamespaceTag()}.sock`;
 const env = { SOFTRDMA_RUNTIME_DIR: runtime };
 const PEER = fileURLToPath(new URL('../../src/tools/smc-peer.js', import.meta.url));
 const AUTO = pathToFileURL(fileURLToPath(new URL('../../src/smc/auto.js', import.meta.url))).href;
@@ -95,7 +98,7 @@ describe('smcss', () => {
     assert.ok(rows.some((r) => r.state === 'LISTEN' && r.localPort === port));
     const text = run(['smcss', '-d'], { env });
     assert.equal(await text.exit(10_000), 0);
-    assert.match(text.stdout, /State\s+UID\s+Pid\s+Local Address\s+Peer Address\s+Intf\s+Mode\s+Shutd\s+Token\s+Sndbuf/);
+    assert.match(text.stdout, /State\s+UID\s+Inode\s+Local Address\s+Peer Address\s+Intf\s+Mode\s+Shutd\s+Token\s+Sndbuf/);
     assert.match(text.stdout, new RegExp(`127\\.0\\.0\\.1:${port}\\s+0000 SMCD  <->  [0-9a-f]{8} `));
     // Closed is gone at once: nothing is cached.
     s.destroy();
@@ -166,7 +169,7 @@ describe('smcss', () => {
     const p = runNode(code, [], { env: { SOFTRDMA_RUNTIME_DIR: dir }, execArgv: ['--input-type=module', '-e'], stdin: 'pipe' });
     try {
       await p.waitFor(/settled TCP/);
-      const sockFile = path.join(dir, 'status', `${p.child.pid}.sock`);
+      const sockFile = path.join(dir, 'status', statusName(p.child.pid));
       fs.rmSync(path.join(dir, 'status'));
       // The endpoint retries every 2 s; wait for the socket, with a bound.
       const deadline = Date.now() + 8000;
@@ -187,7 +190,7 @@ describe('smcss', () => {
   it('removes the status socket a killed process left behind, without a warning', () => withSmcConnection(async (srv, _port, s) => {
     s.on('error', () => {});
     const closed = new Promise((r) => s.on('close', r)); // after an error (ECONNRESET), which once() would reject on
-    const left = path.join(runtime, 'status', `${srv.child.pid}.sock`);
+    const left = path.join(runtime, 'status', statusName(srv.child.pid!));
     assert.ok(fs.existsSync(left));
     srv.child.kill('SIGKILL');
     await srv.exit(10_000).catch(() => {});
