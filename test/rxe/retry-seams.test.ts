@@ -35,6 +35,36 @@ test('a sequence NAK behind an unanswered READ: one go-back-N round, the READ re
   assert.deepEqual(h.poll(), []);
 });
 
+test('an RNR NAK behind an unanswered READ is an implicit NAK: one go-back-N round, not a second after the RNR timer', async (t) => {
+  const h = await openHarness({ timeout: 14, retryCnt: 3, rnrRetry: 3 });
+  t.after(() => h.close());
+  const time = fakeTime(t);
+  const m = h.mr(8192);
+  h.qp.postSend({ wrId: 1, opcode: WrOpcode.RDMA_READ, sendFlags: SendFlags.SIGNALED, sgList: [m.mr.sge(0, 4096)], rdma: { remoteAddr: 0x10000, rkey: 1 } });
+  h.qp.postSend({ wrId: 2, opcode: WrOpcode.SEND, sendFlags: SendFlags.SIGNALED, sgList: [m.mr.sge(4096, 100)] });
+  h.take();
+  // The READ's responses were lost; the SEND met no receive.
+  h.feed(rnrNakOf(h, psn(4), 14)); // 1.28 ms
+  assert.deepEqual(h.take().map(describe), [`RC_RDMA_READ_REQUEST 0x${hex(0)}`, `RC_SEND_ONLY 0x${hex(4)}`], 'resent once, from the READ');
+  time.advance(5);
+  assert.deepEqual(h.take().map(describe), [], 'and not again when an RNR timer would have run out');
+  assert.equal(h.rq.counters.retransmits, 1);
+});
+
+test('a NAK inside a READ (the responder failed it part way) fails the READ without resending it', async (t) => {
+  const h = await openHarness({ timeout: 14, retryCnt: 3 });
+  t.after(() => h.close());
+  fakeTime(t);
+  const m = h.mr(8192);
+  h.qp.postSend({ wrId: 1, opcode: WrOpcode.RDMA_READ, sendFlags: SendFlags.SIGNALED, sgList: [m.mr.sge(0, 4096)], rdma: { remoteAddr: 0x10000, rkey: 1 } });
+  h.take();
+  // Linux NAKs at the request's PSN, softrdma at the response it could not send: both fail it.
+  h.feed(nakOf(h, psn(2), NakCode.REMOTE_ACCESS_ERROR));
+  assert.deepEqual(h.take().map(describe), [], 'no READ request resent');
+  assert.equal(h.rq.counters.retransmits, 0);
+  assert.deepEqual(h.poll().map((wc) => [Number(wc.wrId), wc.status]), [[1, WcStatus.REM_ACCESS_ERR]]);
+});
+
 test('the retransmit timer does not wake up while the requester waits out an RNR NAK', async (t) => {
   const h = await openHarness({ timeout: 10, retryCnt: 7, rnrRetry: 7 }); // RTO 4.2 ms
   t.after(() => h.close());

@@ -52,6 +52,19 @@ test('ICRC inference finds any Identification, for IPv4 packets of any length', 
   assert.equal(inferIpv4Id(0, 100), 0);
 });
 
+test('ICRC inference at a length it has explained before (its matrix kept) finds every Identification too', () => {
+  // A Linux peer sends many packets of a few lengths, each with its own Identification.
+  for (const len of [60, 1024 + 28, 4096 + 28]) {
+    for (let k = 0; k < 40; k++) {
+      const id = (k * 0x9e37 + len) & 0xffff;
+      const pkt = Buffer.concat([Buffer.alloc(len - 4, k), Buffer.alloc(4)]);
+      new IcrcFlow(4, ipv4Bytes('127.0.0.2'), ipv4Bytes('127.0.0.3'), 0xc001, 4791, id).seal(pkt);
+      const r = new IcrcFlow(4, ipv4Bytes('127.0.0.2'), ipv4Bytes('127.0.0.3'), 0xc001, 4791).check(pkt);
+      assert.equal(r, id === 0 ? 'ok' : id, `length ${len}, packet ${k}`);
+    }
+  }
+});
+
 test('IPv6 ICRC covers addresses and length, with traffic class, flow label and hop limit masked', () => {
   const a = ipv6Bytes('fe80::1'), b = ipv6Bytes('fe80::2');
   const pkt = Buffer.concat([UDP_PAYLOAD.subarray(0, -4), Buffer.alloc(4)]);

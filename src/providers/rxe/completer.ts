@@ -199,7 +199,10 @@ export function onResponse(qp: RxeQp, pkt: Packet): void {
       qp.counters.rnr_naks_rcvd++;
       qp.device.counters.rcvd_rnr_err++;
       if (psnDiff(psn, qp.comp.psn) < 0) return dropped(qp, psn); // stale
-      acked(qp, psnAdd(psn, -1));
+      // An unanswered read or atomic before the NAK's PSN makes this an implicit NAK: acked()
+      // has gone back from it already, the RNR'd message included, and that one retry is all
+      // (Linux rxe_comp.c check_psn retries before it looks at the RNR NAK).
+      if (acked(qp, psnAdd(psn, -1))) { qp.runRequester(); return; }
       const w = wqeAt(qp, psn);
       if (!w) return;
       if (!consumeRetry(qp, 'rnr')) {
@@ -240,8 +243,11 @@ export function onResponse(qp: RxeQp, pkt: Packet): void {
         return;
       }
       traceComp(qp.qpn, CompState.ERROR, psn);
-      acked(qp, psnAdd(psn, -1));
+      // What came before the NAK'd message is acknowledged; the NAK's PSN may lie inside it (a
+      // responder NAKs a read that failed part way at the response it could not send), which
+      // must not count as an unanswered read to go back for: it fails.
       const w = wqeAt(qp, psn);
+      acked(qp, psnAdd(w ? w.firstPsn : psn, -1));
       if (w) qp.failSend(w, nakStatus(code));
     } else {
       dropped(qp, psn);

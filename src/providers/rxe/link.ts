@@ -48,9 +48,11 @@ const MAX_SOURCE_PORTS = 256;
  * flow before its ICRC is checked, so only a bound on the whole table bounds the memory a
  * sender of made-up packets can take (a prefix CRC costs ~100 bytes; per-flow bounds alone
  * let one address spraying ports and lengths hold ~450 MB). Past either bound the table
- * starts afresh: a flow in use costs one CRC of a 36- or 56-byte prefix per length again.
+ * starts afresh: a flow in use costs one CRC of a 36- or 56-byte prefix per length again. A
+ * connection uses two flows (one each way), so 65,536 leaves room for ~30,000 live QPs before
+ * the table is dropped for them (a flow alone, without its prefixes, is ~200 bytes).
  */
-const MAX_FLOWS = 4096;
+const MAX_FLOWS = 65536;
 const MAX_PREFIXES = 65536;
 
 interface Outgoing { parts: Buffer[]; len: number; to: string; onSent: (() => void) | undefined; src: SourcePort; ack: number; group: AckGroup | undefined }
@@ -483,12 +485,16 @@ export class RxeLink {
           const size = a.len;
           let queued = false;
           g.sock.send(all, this.port, a.to, (err) => {
-            if (err) {
-              this.counters.send_err++;
-              sender.gsoRefused(size, g, (err as NodeJS.ErrnoException).code);
+            try {
+              if (err) {
+                this.counters.send_err++;
+                sender.gsoRefused(size, g, (err as NodeJS.ErrnoException).code);
+              }
+              if (sent) for (const f of sent) f();
+            } finally {
+              // Whatever threw above, the port's waiting packets must not wait for ever.
+              if (queued && --sender.gsoQueued === 0) this.sendWaiting(sender);
             }
-            if (sent) for (const f of sent) f();
-            if (queued && --sender.gsoQueued === 0) this.sendWaiting(sender);
           });
           // Not sent at once (EAGAIN): libuv sends it when the socket is writable.
           if (g.sock.getSendQueueCount() > 0) {

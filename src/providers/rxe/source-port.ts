@@ -128,14 +128,16 @@ export class SourcePort {
 
   /**
    * A GSO send of this size failed (the link's send callback: node:dgram reports a send's error
-   * there and nowhere else). Runs of this size go packet by packet from now on, unless the
-   * error says the send buffer was full for a moment (ENOBUFS, EAGAIN). The refused run is lost,
-   * as a lost packet would be (RC resends it). A route without checksum offload or through
-   * xfrm refuses every UDP_SEGMENT send (EIO), and RC resending runs again and again would
-   * never get through.
+   * there and nowhere else). The run is lost, as a lost packet would be (RC resends it). Only
+   * errors that say the kernel refuses UDP_SEGMENT itself turn it off for this size (runs go
+   * packet by packet from then on): EIO (a route without checksum offload, or through xfrm,
+   * refuses every such send: RC resending runs again and again would never get through),
+   * EINVAL and EMSGSIZE (a segment size the path no longer takes). Anything else (a full send
+   * buffer, an unreachable route for a moment, a firewall's EPERM) would fail a single packet
+   * alike, and GSO stays.
    */
   gsoRefused(size: number, g: GsoSocket, code: string | undefined): void {
-    if (code === 'ENOBUFS' || code === 'EAGAIN' || this.gso.get(size) !== g) return;
+    if (!(code === 'EIO' || code === 'EINVAL' || code === 'EMSGSIZE') || this.gso.get(size) !== g) return;
     this.gso.set(size, 'unavailable');
     // Sends still queued on it fail the same way, or leave before it closes.
     setImmediate(() => g.sock.close());
