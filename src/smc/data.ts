@@ -40,7 +40,9 @@ export function transportEvents(sock: Socket, s: SmcState, label: string): Trans
     },
     peerAbort: () => { sock.destroy(connReset('peer aborted the SMC connection')); },
     writable: () => pump(s),
-    protocolError: (msg) => { sock.destroy(Object.assign(new Error(`${label} protocol error: ${msg}`), { code: 'EPROTO' })); },
+    protocolError: (msg, code = 'EPROTO') => {
+      sock.destroy(Object.assign(new Error(code === 'EPROTO' ? `${label} protocol error: ${msg}` : `${label}: ${msg}`), { code }));
+    },
   };
 }
 

@@ -369,7 +369,7 @@ export class SmcdConnection implements SmcTransport {
     forget(this);
     this.rxCdc = new CdcArea(new Uint8Array(SMCD_CDC_LEN));
     this.txCdc = new CdcArea(new Uint8Array(SMCD_CDC_LEN));
-    if (!atExit) this.h.protocolError('the ism device was closed');
+    if (!atExit) this.h.protocolError('the ism device was closed', 'ECONNABORTED');
   };
 
   private publish(): void {

@@ -50,8 +50,12 @@ export interface TransportEvents {
   peerAbort(): void;
   /** The peer consumed data: blocked writes can continue. */
   writable(): void;
-  /** The peer's cursors make no sense. */
-  protocolError(message: string): void;
+  /**
+   * The connection cannot go on: the peer's cursors make no sense (EPROTO), or `code` names
+   * another cause (ECONNABORTED: the device under the connection went away, as Linux's
+   * smc_conn_kill reports it).
+   */
+  protocolError(message: string, code?: string): void;
 }
 
 export interface SmcTransport {
