@@ -35,7 +35,7 @@ import { isMainThread } from 'node:worker_threads';
 import { SoftrdmaError } from '../abi/errors.js';
 import { F_SEAL_GROW, F_SEAL_SHRINK, mapShared, memfdCreate, releaseMapping, sealSize, seals, kernelThreadId, type Mapping } from './libc.js';
 import {
-  entryPath, listEntries, liveness, netNamespace, openEntryPath, pidNamespace, readEntry, removeEntry, restoreEntry, selfStamp, subdir, writeEntry,
+  entryPath, listEntries, liveness, netNamespace, openEntryPath, pidNamespaceKnown, pidNamespaceTag, readEntry, removeEntry, restoreEntry, selfStamp, subdir, writeEntry,
 } from './runtime-dir.js';
 
 /** node:net's connect as it was when this module loaded (see PeerDevice.connect). */
@@ -819,7 +819,7 @@ function sweepDeadEntries(): void {
     return;
   }
   if (!names) return;
-  const nsTag = /\[(\d+)\]/.exec(pidNamespace())?.[1];
+  const nsTag = pidNamespaceKnown() ? pidNamespaceTag() : undefined;
   const now = Date.now();
   for (const name of names) {
     try {

@@ -6,6 +6,7 @@ import { once } from 'node:events';
 import fs from 'node:fs';
 import { describe, it, mock } from 'node:test';
 import { Worker } from 'node:worker_threads';
+import { waitFor } from '../helpers/pair.js';
 import { testRuntimeDir } from '../helpers/runtime-dir.js';
 
 testRuntimeDir('discovery-test');
@@ -114,15 +115,6 @@ describe('a \'::\' listener and IPv4 destinations', () => {
   });
 });
 
-/** Wait for `cond` (polled every 10 ms), failing after `ms`. */
-async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) assert.fail(`not within ${ms} ms: ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
-
 describe('listeners that went away without their exit hook', () => {
   const discoveryUrl = new URL('../../src/smc/discovery.js', import.meta.url).href;
 
@@ -160,7 +152,7 @@ describe('listeners that went away without their exit hook', () => {
       const start = processStartTime(pid);
       assert.ok(start, 'the short sleep runs');
       assert.equal(isAlive(pid, start), true);
-      await until(() => /\) Z /.test(fs.readFileSync(`/proc/${pid}/stat`, 'latin1')), 5000, 'the sleep is a zombie');
+      await waitFor('the sleep to be a zombie', () => /\) Z /.test(fs.readFileSync(`/proc/${pid}/stat`, 'latin1')), 5000);
       assert.equal(isAlive(pid, start), false);
     } finally {
       sh.kill('SIGKILL');
