@@ -76,7 +76,7 @@ export class SmcrConnection implements SmcTransport {
    * A failure between joining the link group and the handshake's settling (the link went
    * down, a hostile early CDC): the socket gets it once it is SMC's (settled()).
    */
-  private earlyError: string | undefined;
+  private earlyError: { message: string; code: string } | undefined;
   /** A CDC is owed to the peer but the send queue was full: the link group sends it when it can. */
   cdcPending = false;
   /** Bytes RDMA-written into the peer's RMB and announced (produced counts those still only in the send buffer). */
@@ -152,7 +152,7 @@ export class SmcrConnection implements SmcTransport {
   settled(): void {
     const e = this.earlyError;
     this.earlyError = undefined;
-    if (e !== undefined && !this.released) this.h.protocolError(e);
+    if (e !== undefined && !this.released) this.h.protocolError(e.message, e.code);
   }
 
   diag(): TransportDiag {
@@ -486,12 +486,13 @@ export class SmcrConnection implements SmcTransport {
     }
   }
 
-  /** The link failed under the connection: as an abort by the peer (Linux: smc_conn_kill, ECONNABORTED). */
+  /** The link failed under the connection and no other link took it: ECONNABORTED, as Linux's smc_conn_kill sets sk_err. */
   linkDown(reason: string): void {
     if (this.released || this.failed) return;
     this.failed = true;
-    if (this.started) this.h.protocolError(`link down: ${reason}`);
-    else this.earlyError = `link down: ${reason}`;
+    const message = `link down: ${reason}`;
+    if (this.started) this.h.protocolError(message, 'ECONNABORTED');
+    else this.earlyError = { message, code: 'ECONNABORTED' };
   }
 
   /**
@@ -505,7 +506,7 @@ export class SmcrConnection implements SmcTransport {
     this.lgr.rx.connAborts++;
     this.abort();
     if (this.started) this.h.protocolError(message);
-    else this.earlyError = message;
+    else this.earlyError = { message, code: 'EPROTO' };
   }
 
   release(): void {
