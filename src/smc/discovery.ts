@@ -69,19 +69,50 @@ export function listenerLiveness(e: ListenerEntry): boolean | undefined {
 /**
  * Between full reads of the directory (a second), a cheap check that a listener's process has
  * not exited: kill -9 changes no file, so the directory watch cannot tell, and a process of
- * another user could take the port meanwhile. signal 0 to a pid that is gone is ESRCH. (A
- * killed listener not yet reaped, a zombie, still takes the signal: until its parent reaps it,
- * only the next read of the directory, at most a second later, tells; see isAlive.)
+ * another user could take the port meanwhile. The process's /proc/<pid>/stat stays open (one
+ * pread per Proposal, ~2 us, where an open and close cost ~25 us): a read of a process that
+ * has been reaped fails with ESRCH, even once its pid is reused, and a killed process not yet
+ * reaped reads state Z. (signal 0, used until 2026-12-05, could not tell a zombie: its socket
+ * is closed and its port free, yet it takes signals until its parent reaps it.)
  */
-function stillRunning(pid: number): boolean {
+const statFds = new Map<number, { fd: number; start: string }>();
+/** Open stat files at most: listener processes of this user that clients here talk to. */
+const MAX_STAT_FDS = 64;
+const statBuf = Buffer.alloc(1024);
+
+function dropStat(pid: number): void {
+  const h = statFds.get(pid);
+  if (!h) return;
+  statFds.delete(pid);
+  try { fs.closeSync(h.fd); } catch { /* already closed */ }
+}
+
+/** The state letter and start time (fields 3 and 22) from the stat file's fd, or undefined when the process is gone. */
+function readStat(fd: number): { state: string; start: string } | undefined {
+  let n: number;
+  try { n = fs.readSync(fd, statBuf, 0, statBuf.length, 0); } catch { return undefined; }
+  const line = statBuf.toString('latin1', 0, n);
+  const f = line.slice(line.lastIndexOf(')') + 2).split(' ', 20);
+  return f.length === 20 ? { state: f[0]!, start: f[19]! } : undefined;
+}
+
+function stillRunning(pid: number, start: string): boolean {
   if (pid === process.pid) return true;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    // ESRCH: gone. EPERM: the pid is another user's now (entries are this user's): gone too.
-    return false;
+  let h = statFds.get(pid);
+  if (h && h.start !== start) { dropStat(pid); h = undefined; }
+  let fresh = false;
+  if (!h) {
+    let fd: number;
+    try { fd = fs.openSync(`/proc/${pid}/stat`, 'r'); } catch { return false; }
+    if (statFds.size >= MAX_STAT_FDS) dropStat(statFds.keys().next().value!);
+    statFds.set(pid, (h = { fd, start }));
+    fresh = true;
   }
+  const st = readStat(h.fd);
+  // The pid may belong to another process than the entry's (reused): its start time tells.
+  const alive = st !== undefined && st.state !== 'Z' && st.state !== 'X' && (!fresh || st.start === start);
+  if (!alive) dropStat(pid);
+  return alive;
 }
 
 let lastSweep = 0;
@@ -171,8 +202,8 @@ const cache = new Map<number, PortEntry>();
 interface PortEntry {
   at: number;
   addresses: string[];
-  /** The pids of the listeners behind `addresses`, checked before a Proposal (stillRunning). */
-  pids: number[];
+  /** The processes of the listeners behind `addresses`, checked before a Proposal (stillRunning). */
+  procs: { pid: number; start: string }[];
   /** Worker listeners' status sockets (ListenerEntry.anchor), checked with the pids. */
   anchors: string[];
   /** The last loopback destination asked about and the answer (the same while the entry lives). */
@@ -200,7 +231,7 @@ function listenersOn(port: number): PortEntry {
   const dir = subdir('listeners');
   watch(dir);
   const addresses: string[] = [];
-  const pids: number[] = [];
+  const procs: { pid: number; start: string }[] = [];
   const anchors: string[] = [];
   const prefix = `${port}.`;
   const names = listEntries(dir);
@@ -214,11 +245,11 @@ function listenersOn(port: number): PortEntry {
     const e = liveEntry(dir, name);
     if (e && e.port === port && e.netns === netNamespace()) {
       addresses.push(e.v6only ? V6ONLY_ANY : e.address);
-      if (!pids.includes(e.pid)) pids.push(e.pid);
+      if (!procs.some((p) => p.pid === e.pid)) procs.push({ pid: e.pid, start: e.start });
       if (e.anchor !== undefined) anchors.push(`${subdir('status')}/${e.anchor}`);
     }
   }
-  const entry: PortEntry = { at: now, addresses, pids, anchors, lastDest: undefined, lastAnswer: false };
+  const entry: PortEntry = { at: now, addresses, procs, anchors, lastDest: undefined, lastAnswer: false };
   cache.set(port, entry);
   return entry;
 }
@@ -256,7 +287,7 @@ export function isSmcListener(address: string | undefined | (() => string | unde
  */
 export function listenersStillRunning(port: number | undefined): boolean {
   const hit = port ? cache.get(port) : undefined;
-  if (!hit || (hit.pids.every(stillRunning) && hit.anchors.every((a) => fs.existsSync(a)))) return true;
+  if (!hit || (hit.procs.every((p) => stillRunning(p.pid, p.start)) && hit.anchors.every((a) => fs.existsSync(a)))) return true;
   cache.delete(port!);
   return false;
 }

@@ -142,6 +142,30 @@ describe('listeners that went away without their exit hook', () => {
     }
   });
 
+  it('a listener killed and not yet reaped (a zombie) gets no Proposal while the cached answer is fresh', async () => {
+    const { listenersStillRunning } = await import('../../src/smc/discovery.js');
+    const port = 43000 + (process.pid % 20000);
+    // sh starts the listener, then becomes a sleep that never reaps it: killed, it stays a zombie.
+    const script = `const { ListenerRegistration } = await import(${JSON.stringify(discoveryUrl)}); new ListenerRegistration('127.0.0.1', ${port}); console.log(process.pid); setInterval(() => {}, 1000);`;
+    const sh = spawn('sh', ['-c', `"${process.execPath}" --input-type=module -e "$0" & exec sleep 30`, script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let pid = 0;
+    try {
+      const [out] = await once(sh.stdout!, 'data') as [Buffer];
+      pid = Number(out.toString().trim());
+      clearDiscoveryCache();
+      assert.equal(isSmcListener('127.0.0.1', port), true);
+      assert.equal(listenersStillRunning(port), true, 'checked once while it runs (its stat file stays open)');
+      process.kill(pid, 'SIGKILL');
+      await waitFor('the listener to be a zombie', () => /\) Z /.test(fs.readFileSync(`/proc/${pid}/stat`, 'latin1')), 5000);
+      assert.doesNotThrow(() => process.kill(pid, 0), 'a zombie still takes signal 0');
+      assert.equal(isSmcListener('127.0.0.1', port), true, 'the cached answer, younger than a second');
+      assert.equal(listenersStillRunning(port), false, 'the zombie is no listener');
+    } finally {
+      if (pid) try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
+      sh.kill('SIGKILL');
+    }
+  });
+
   it('a zombie (exited, not yet reaped) is not alive', async () => {
     const { isAlive, processStartTime } = await import('../../src/ism/runtime-dir.js');
     // sh starts a short sleep, then becomes a long one that never reaps it.
