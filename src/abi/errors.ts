@@ -21,3 +21,27 @@ export class SoftrdmaError extends Error {
     this.errno = ERRNO[code];
   }
 }
+
+/**
+ * Teardown that must go on past a failing step (uverbs' cleanup does: one object whose destroy
+ * fails does not keep the others alive): run() every step, then rethrow() the first failure.
+ */
+export class FirstError {
+  private failed = false;
+  private error: unknown;
+
+  run(step: () => void): void {
+    try {
+      step();
+    } catch (err) {
+      if (!this.failed) {
+        this.failed = true;
+        this.error = err;
+      }
+    }
+  }
+
+  rethrow(): void {
+    if (this.failed) throw this.error;
+  }
+}

@@ -5,6 +5,7 @@
 // kernel's rules: an object named by live children cannot be destroyed (EBUSY), handles are
 // never reused (handles.ts), and closing the context tears everything down, children first.
 
+import { FirstError } from '../abi/errors.js';
 import { checkValue } from './attr-values.js';
 import { ObjectCounts } from './device-counts.js';
 import { VerbsError, fail, internal, type ErrorSite } from './errors.js';
@@ -193,14 +194,8 @@ export class UapiContext<Impl = unknown> {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    let firstError: unknown;
-    const drop = (u: UObject): void => {
-      try {
-        this.destroyUObject(u, true);
-      } catch (err) {
-        firstError ??= err;
-      }
-    };
+    const errors = new FirstError();
+    const drop = (u: UObject): void => errors.run(() => this.destroyUObject(u, true));
     // Newest first, skipping anything still pinned; repeat until nothing is left. Each pass
     // frees at least one object unless a provider reports a cycle, which is then broken by force.
     while (this.table.size > 0) {
@@ -217,7 +212,7 @@ export class UapiContext<Impl = unknown> {
         drop(u);
       }
     }
-    if (firstError !== undefined) throw firstError;
+    errors.rethrow();
   }
 
   private busyReason(u: UObject, closing = false): string | undefined {

@@ -3,6 +3,7 @@
 
 import { EventEmitter } from 'node:events';
 import { Attr, M, Obj, Rereg } from '../abi/ids.js';
+import { FirstError } from '../abi/errors.js';
 import { deviceCounts } from '../uapi/device-counts.js';
 import { UapiContext } from '../uapi/dispatcher.js';
 import { type CompChannelImpl, createRegistry, type CoreContext } from '../uapi/objects/index.js';
@@ -121,16 +122,10 @@ export class Device {
     if (i >= 0) devices.splice(i, 1);
     // A context whose close fails (a provider's destroy threw) does not keep the others or the
     // device open; the first failure is reported once everything is down.
-    let firstError: unknown;
-    for (const c of [...this.contexts]) {
-      try {
-        c.close();
-      } catch (err) {
-        firstError ??= err;
-      }
-    }
+    const errors = new FirstError();
+    for (const c of [...this.contexts]) errors.run(() => c.close());
     await this.provider.close?.();
-    if (firstError !== undefined) throw firstError;
+    errors.rethrow();
   }
 }
 
@@ -222,16 +217,11 @@ export class Context extends EventEmitter {
     if (this.closed) return;
     this.closed = true;
     // Everything is torn down even if a step fails; the first failure is thrown after.
-    let firstError: unknown;
-    for (const step of [() => this.uapi.close(), () => this.uapi.impl.provider.close()]) {
-      try {
-        step();
-      } catch (err) {
-        firstError ??= err;
-      }
-    }
+    const errors = new FirstError();
+    errors.run(() => this.uapi.close());
+    errors.run(() => this.uapi.impl.provider.close());
     this.emit('close');
-    if (firstError !== undefined) throw firstError;
+    errors.rethrow();
   }
 
   /** @internal */
