@@ -14,6 +14,7 @@ import { WcOpcode, WcStatus, type SendWr, type WorkCompletion } from '../../src/
 import { sendLoop } from '../../src/tools/perftest/bw.js';
 import * as report from '../../src/tools/perftest/report.js';
 import type { Session } from '../../src/tools/perftest/session.js';
+import { peakNotMeasured } from '../../src/tools/perftest/options.js';
 
 // Looked up when a test runs (a build without the -D summaries fails those tests only).
 const { bwResult, LatSummary, latResult, WindowedCount } = report;
@@ -68,6 +69,35 @@ test('-D bandwidth: the windowed count gives bwResult\'s average from counts alo
   assert.equal(r.msg_rate_Mpps, exact.msg_rate_Mpps);
   assert.ok(r.bw_peak_MBps >= r.bw_avg_MBps);
   assert.equal(new WindowedCount(from, to).result('write_bw', 4096), undefined);
+});
+
+test('-D bandwidth: the average is over the whole window, as perftest\'s (a stall inside it counts)', () => {
+  const from = 1e9, to = 3e9;
+  const w = new WindowedCount(from, to);
+  // Completions in the window's first half only, then nothing.
+  for (let t = from + 1e6; t <= from + 1e9; t += 1e6) w.push(t, 1);
+  const r = w.result('write_bw', 1 << 20)!;
+  assert.equal(r.iterations, 1000);
+  assert.equal(r.bw_avg_MBps, 500, '1000 MiB over the 2 s window, not over the 1 s until the last completion');
+});
+
+test('no BW peak where perftest measures none (noPeak): -N, -D, -n over 20000, send_bw\'s receiving server', () => {
+  const o = { test: 'write_bw' as const, noPeak: false, durationSec: undefined, iters: 5000, bidir: false };
+  assert.equal(peakNotMeasured(o, false), false);
+  assert.equal(peakNotMeasured({ ...o, noPeak: true }, false), true);
+  assert.equal(peakNotMeasured({ ...o, durationSec: 8 }, false), true);
+  assert.equal(peakNotMeasured({ ...o, iters: 20000 }, false), false);
+  assert.equal(peakNotMeasured({ ...o, iters: 20001 }, false), true);
+  assert.equal(peakNotMeasured({ ...o, test: 'send_bw' }, true), true);
+  assert.equal(peakNotMeasured({ ...o, test: 'send_bw', bidir: true }, true), false);
+  assert.equal(peakNotMeasured({ ...o, test: 'send_bw' }, false), false);
+  assert.equal(peakNotMeasured({ ...o, test: 'send_lat', durationSec: 8 }, false), false);
+});
+
+test('-N: perftest\'s warning, and 0.00 in the peak column', async () => {
+  const { client } = await pair('write_bw', [], ['-N', '-n', '50', '-s', '4096']);
+  assert.match(client.stdout, /^ WARNING: BW peak won't be measured in this run\.$/m);
+  assert.match(client.stdout, /^ 4096\s+50\s+0\.00\s+\d/m);
 });
 
 test('-D latency: the summary gives latResult\'s figures (percentiles to 4 significant digits) without keeping samples', () => {

@@ -74,3 +74,31 @@ test('-R towards an address nobody serves fails with the rdma_cm\'s reason', asy
   srv.child.kill('SIGTERM');
   await srv.exit(10_000).catch(() => 0);
 });
+
+test('-R with a host name: resolved as perftest resolves it (rdma_getaddrinfo), to --bind\'s family; a name that does not resolve is a usage error', async () => {
+  const srv = run(['perftest', 'write_bw', '-R', '--bind', '127.0.0.1', '-p', '0', '--udp-port', '0', '--json']);
+  const [, port, udp] = await srv.waitFor(/rdma_cm port (\d+) on 127\.0\.0\.1, RoCE UDP port (\d+)/);
+  const cli = run(['perftest', 'write_bw', '-R', '--bind', '127.0.0.3', '-p', port!, '--udp-port', udp!, '--json', '-n', '20', '-s', '4096', 'localhost']);
+  const [cc, sc] = await Promise.all([cli.exit(), srv.exit()]);
+  assert.equal(cc, 0, `client failed:\n${cli.stderr}`);
+  assert.equal(sc, 0, `server failed:\n${srv.stderr}`);
+  assert.equal(jsonLines(cli.stdout).find((o) => o.test === 'write_bw')?.iterations, 20);
+  const bad = run(['perftest', 'write_bw', '-R', '--bind', '127.0.0.3', '-p', port!, 'no-such-host.invalid']);
+  assert.equal(await bad.exit(), 2);
+  assert.match(bad.stderr, /server-host must be an IPv4 or IPv6 address or a host name that resolves to an IPv4 address, got 'no-such-host\.invalid'/);
+});
+
+test('-R -D: a client killed mid-run (no DREQ comes) ends the server\'s wait after -D and --timeout, not never', async () => {
+  const srv = run(['perftest', 'write_bw', '-R', '--bind', '127.0.0.2', '-p', '0', '--udp-port', '0', '--timeout', '2']);
+  const [, port, udp] = await srv.waitFor(/rdma_cm port (\d+) on 127\.0\.0\.2, RoCE UDP port (\d+)/);
+  const cli = run(['perftest', 'write_bw', '-R', '--bind', '127.0.0.3', '-p', port!, '--udp-port', udp!, '-D', '3', '-s', '4096', '127.0.0.2']);
+  await cli.waitFor(/#bytes/);
+  const killedAt = Date.now();
+  cli.child.kill('SIGKILL');
+  await cli.exit();
+  // The server adopted the client's -D 3; its wait for the end of the run is bounded by 3 s + 2 s.
+  const code = await srv.exit(20_000);
+  assert.notEqual(code, 0);
+  assert.match(srv.stderr + srv.stdout, /peer silent for 5000 ms/);
+  assert.ok(Date.now() - killedAt < 12_000, `the server ended ${Date.now() - killedAt} ms after the kill`);
+});

@@ -118,8 +118,9 @@ async function exchangeCheck(s: Session, size: number, phase: 'before'): Promise
 async function endCheck(s: Session, size: number, mine: { result: BwResult; counts: number[] } | undefined, before: { mine: Check; peer: Check }): Promise<{ result: BwResult | null; verified: boolean }> {
   const oob = s.oob!;
   oob.send({ done: size, counts: mine?.counts ?? [], result: mine?.result ?? null } satisfies Done);
-  // The peer says so when its run ends, however long that takes (-D 3600, a long -n): no --timeout.
-  const peerDone = await oob.recv<Done>(Infinity);
+  // The peer says so when its run ends, however long that takes (a long -n: no --timeout; with
+  // -D, at most -D and --timeout more: see Session.handshake).
+  const peerDone = await oob.recv<Done>(s.peerRunWaitMs());
   if (peerDone.done !== size) throw new Error(`softrdma peer out of step after the ${size}-byte run`);
   const after = check(s, size);
   oob.send({ after: size, ...after });
@@ -181,7 +182,7 @@ class Receiver {
     const r = times.result(s.o.test, this.size);
     if (!r) throw new Error('no message arrived between the margins');
     // Arrivals are seen in batches of one poll, so windows of them say nothing about a peak:
-    // the receiver reports its average as its peak.
+    // the receiver's stands at its average (printed as 0.00 where perftest measures none, peakNotMeasured).
     return { result: { ...r, bw_peak_MBps: r.bw_avg_MBps }, counts: [...this.received] };
   }
 }

@@ -1,10 +1,13 @@
 // `softrdma perftest <test>`: perftest's ib_*_bw / ib_*_lat over an rxe device, speaking
 // perftest's own out-of-band exchange so that either side may be the C binary.
 
+import { lookup } from 'node:dns/promises';
 import { writeFileSync } from 'node:fs';
+import { isIP } from 'node:net';
+import { UsageError } from '../usage.js';
 import { runBwTest } from './bw.js';
 import { runLatTest } from './lat.js';
-import { parsePerftestArgs, PERFTEST_USAGE, type PerftestOptions } from './options.js';
+import { parsePerftestArgs, peakNotMeasured, PERFTEST_USAGE, type PerftestOptions } from './options.js';
 import {
   bwHeader, bwLine, latDurHeader, latDurLine, latHeader, latLine, RESULT_LINE, TITLES, toGbits, withPerftestKeys, type BwResult, type LatResult,
 } from './report.js';
@@ -20,13 +23,30 @@ export function outputFigure(o: Pick<PerftestOptions, 'output' | 'gbits'>, r: Bw
   return (o.gbits ? toGbits(b.bw_avg_MBps) : b.bw_avg_MBps).toFixed(6);
 }
 
+/**
+ * -R: the rdma_cm resolves addresses, not names; perftest calls rdma_getaddrinfo on the host.
+ * A name resolves to the family of --bind (the device's address).
+ */
+async function resolveCmHost(host: string, bind: string): Promise<string> {
+  if (isIP(host) !== 0) return host;
+  const family = isIP(bind) || 4;
+  try {
+    return (await lookup(host, { family })).address;
+  } catch (err) {
+    throw new UsageError(`server-host must be an IPv4 or IPv6 address or a host name that resolves to an IPv${family} address, got '${host}' (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+  }
+}
+
 /** Runs one perftest side; returns the results (also printed). Throws UsageError on bad options. */
 export async function perftest(argv: string[]): Promise<(BwResult | LatResult)[]> {
   const o = parsePerftestArgs(argv);
+  if (o.rdmaCm && o.host !== undefined) o.host = await resolveCmHost(o.host, o.bind);
   const s = new Session(o);
   try {
     await s.open();
     const lat = o.test.endsWith('_lat');
+    const noPeak = peakNotMeasured(o, s.isServer);
+    if (noPeak && !o.json) s.say(" WARNING: BW peak won't be measured in this run.");
     s.say(s.describe(TITLES[o.test]!));
     // perftest's read_lat server prints no table, only the closing line.
     const table = !(o.test === 'read_lat' && s.isServer);
@@ -35,6 +55,7 @@ export async function perftest(argv: string[]): Promise<(BwResult | LatResult)[]
     let failed: string | undefined;
     const fileLines: string[] = [];
     const emit = (r: BwResult | LatResult) => {
+      if (noPeak && 'bw_peak_MBps' in r) r = { ...r, bw_peak_MBps: 0 };
       const json = JSON.stringify({ ...withPerftestKeys(r, o.gbits), role }) + '\n';
       if (o.json) process.stdout.write(json);
       else if (o.output) process.stdout.write(outputFigure(o, r) + '\n');

@@ -46,6 +46,8 @@ export interface PerftestOptions {
   rdmaCm: boolean;
   /** Whether -s/-n were given (the server adopts the client's choice otherwise). */
   explicit: { size: boolean; iters: boolean };
+  /** -N: no BW peak (perftest also leaves it out by itself: see peakNotMeasured). */
+  noPeak: boolean;
 }
 
 /** perftest's DEFAULT_JSON_FILE_NAME, in the working directory. */
@@ -72,6 +74,8 @@ Run the server without a host, then the client with the server's host.
   -x, --gid-index N    local GID index (default 0, the device's only GID: its address)
   -q, --qp N           number of QPs, each doing -n iterations (bw tests; default 1)
   -b, --bidirectional  both sides send and the table shows the sum (bw tests)
+  -N, --noPeak         do not measure the BW peak (0.00 in the table); perftest also leaves it
+                       out with -D, with -n over 20000, and on send_bw's receiving side
   -F, --CPU-freq       accepted (no cpufreq warning to silence)
   -R, --rdma_cm        connect the QPs through the rdma_cm (softrdma/cm) as perftest's -R does:
                        the exchange runs as SENDs on an rdma_cm connection to the server's
@@ -177,6 +181,7 @@ const OPTIONS = {
   'CPU-freq': { type: 'boolean', short: 'F' },
   report_gbits: { type: 'boolean' },
   rdma_cm: { type: 'boolean', short: 'R' },
+  noPeak: { type: 'boolean', short: 'N' },
 } as const;
 
 function shortOf(name: string): string | undefined {
@@ -288,5 +293,16 @@ export function parsePerftestArgs(argv: string[]): PerftestOptions {
     gbits: values.report_gbits ?? false,
     rdmaCm: values.rdma_cm ?? false,
     explicit: { size: values.size !== undefined || !!values.all, iters: values.iters !== undefined },
+    noPeak: values.noPeak ?? false,
   };
+}
+
+/**
+ * perftest's noPeak (perftest_parameters.c): a bw test measures no peak with -N, with -D, with
+ * -n over 20000 and on send_bw's receiving server (not -b); it says so, and prints 0.00. Asked
+ * once the options are final (a softrdma server adopts the client's).
+ */
+export function peakNotMeasured(o: Pick<PerftestOptions, 'test' | 'noPeak' | 'durationSec' | 'iters' | 'bidir'>, isServer: boolean): boolean {
+  if (o.test.endsWith('_lat')) return false;
+  return o.noPeak || !!o.durationSec || o.iters > 20000 || (o.test === 'send_bw' && isServer && !o.bidir);
 }

@@ -145,37 +145,28 @@ export function sampleWindow(t0Ns: number, durationSec: number | undefined, marg
 /**
  * -D in a bandwidth test: the completions between the margins, counted in constant memory
  * (a timed run may last hours; a timestamp per operation would not fit). The average is
- * perftest's: the operations completed between the margins over the time from the first
- * margin to the last of them. The peak is the best of 16 equal slices of that window (perftest
- * measures no peak with -D: "BW peak won't be measured").
+ * perftest's: the operations completed between the margins over the whole window (its
+ * catch_alarm takes the times at the window's ends), so a stall inside the window counts. No
+ * peak: perftest measures none with -D (peakNotMeasured), the average stands in for it here.
  */
 export class WindowedCount {
   n = 0;
-  private last = 0;
-  private readonly slices = new Float64Array(16);
-  private readonly sliceNs: number;
-  constructor(readonly from: number, readonly to: number) {
-    this.sliceNs = (to - from) / this.slices.length;
-  }
+  constructor(readonly from: number, readonly to: number) {}
 
   /** `count` operations known complete at `t` (ns). */
   push(t: number, count: number): void {
     if (t < this.from || t > this.to || count <= 0) return;
     this.n += count;
-    this.last = Math.max(this.last, t);
-    this.slices[Math.min(this.slices.length - 1, Math.floor((t - this.from) / this.sliceNs))]! += count;
   }
 
   /** The result, or undefined when nothing completed between the margins. */
   result(test: string, bytes: number): BwResult | undefined {
-    if (!this.n || !(this.last > this.from)) return undefined;
-    const secs = (this.last - this.from) / 1e9;
+    if (!this.n || !(this.to > this.from)) return undefined;
+    const secs = (this.to - this.from) / 1e9;
     const avg = (bytes * this.n) / secs / MB;
-    const best = Math.max(...this.slices);
-    const peak = (bytes * best) / (this.sliceNs / 1e9) / MB;
     return {
       test, bytes, iterations: this.n,
-      bw_peak_MBps: round(Math.max(peak, avg)), bw_avg_MBps: round(avg),
+      bw_peak_MBps: round(avg), bw_avg_MBps: round(avg),
       msg_rate_Mpps: Math.round((this.n / secs / 1e6) * 1e6) / 1e6, verified: null,
     };
   }

@@ -323,11 +323,13 @@ export class Session {
    * One address message each way (ctx_hand_shake); perftest also uses it as a barrier. With
    * `peerRun` the peer may be in the middle of its test (a server waiting for the client's
    * run): no --timeout then, as perftest's server blocks in read() for as long as the run
-   * lasts; a peer that dies still ends the wait (the connection closes or, for a vanished
-   * host, TCP keepalive gives up on it).
+   * lasts. With -D the run's length is known, and the wait ends at -D plus --timeout: a peer
+   * killed mid-run sends no DREQ over the rdma_cm (a C perftest's kernel would), and over TCP
+   * a vanished host is told only by keepalive, minutes later. With -n, a peer that dies still
+   * ends the wait over TCP (the connection closes), not over the rdma_cm (see docs/tools.md).
    */
   async handshake(i: number, peerRun = false): Promise<Dest> {
-    const timeout = peerRun ? Infinity : undefined;
+    const timeout = peerRun ? this.peerRunWaitMs() : undefined;
     if (this.o.rdmaCm) {
       // rdma_write_keys / rdma_read_keys: the binary struct; before the QPs exist, perftest sends zeros.
       this.oob!.write(encodeDestCm(this.local[i] ?? ZERO_DEST, this.o.gidIndex));
@@ -344,7 +346,7 @@ export class Session {
 
   /** xchg_bw_reports: ours for theirs (`peerRun`: the peer may still be running, see handshake). */
   async xchgReport(r: BwReport, peerRun = false): Promise<BwReport> {
-    const timeout = peerRun ? Infinity : undefined;
+    const timeout = peerRun ? this.peerRunWaitMs() : undefined;
     if (this.o.rdmaCm) {
       // Over the rdma_cm each field is its own ctx_xchg_data: five 8-byte SENDs each way.
       const mine = encodeBwReport(r);
@@ -357,6 +359,11 @@ export class Session {
     }
     this.oob!.write(encodeBwReport(r));
     return decodeBwReport(await this.oob!.readBytes(BW_REPORT_BYTES, "the peer's bw report", timeout));
+  }
+
+  /** How long to wait for a peer that may be in the middle of its run (see handshake). */
+  peerRunWaitMs(): number {
+    return this.o.durationSec ? this.o.durationSec * 1000 + this.o.timeoutMs : Infinity;
   }
 
   /** ctx_close_connection: a last handshake, then "done" (which nobody reads), then close. */
