@@ -34,6 +34,20 @@ export interface CmAgentEvent {
   source?: GsiSource;
 }
 
+/**
+ * Run a call into the application (an event listener). A listener that throws is the
+ * consumer's bug: it surfaces as an uncaught exception, as it would from any emitter, but on
+ * the next tick, after the caller's state, timers and sends are done and without hiding the
+ * other events of the step or the other ids (the MAD layer below would otherwise swallow it).
+ */
+export function guarded(f: () => void): void {
+  try {
+    f();
+  } catch (err) {
+    process.nextTick(() => { throw err; });
+  }
+}
+
 /** The process's open agents: at exit, each destroys what is left (exit.ts). */
 const openAgents = new Set<CmAgent>();
 const destroyAllAtExit = (): void => {
@@ -245,21 +259,8 @@ export class CmAgent extends EventEmitter {
         this.lastState.set(id, conn.state);
       }
     }
-    for (const e of events) this.guarded(() => this.emitEvent(e));
-    if (reached && !conn!.destroyed) this.guarded(() => this.emit('established', id));
-  }
-
-  /**
-   * A listener that throws is the consumer's bug: it surfaces as an uncaught exception, as it
-   * would from any emitter, but only after this step's state, timers and sends are done and
-   * without hiding the step's other events (the MAD layer below would otherwise swallow it).
-   */
-  private guarded(f: () => void): void {
-    try {
-      f();
-    } catch (err) {
-      process.nextTick(() => { throw err; });
-    }
+    for (const e of events) guarded(() => this.emitEvent(e));
+    if (reached && !conn!.destroyed) guarded(() => this.emit('established', id));
   }
 
   private act(o: CmOutcome, a: CmAction, src: GsiSource | undefined, events: CmAgentEvent[]): void {

@@ -66,6 +66,21 @@ export function cmAckTimeout(caAckDelay: number, packetLifeTime: number): number
   return Math.min(31, t);
 }
 
+/**
+ * How long after its first send a peer may still be resending a REQ (ms): maxCmRetries + 1
+ * tries of 2 × packet life + remote CM response timeout (ib_send_cm_req's timeout_ms), where an
+ * MRA asking for `mraServiceTimeout` stretches the try it lands in and the ones after it to
+ * service timeout + path ACK timeout (ib_modify_mad): at most one try more of the longer kind.
+ * The REQ carries no packet life; its ACK timeout - 1 stands for it, as cm.c's passive side
+ * reads it (an upper bound: the ACK timeout is at least packet life + 1).
+ */
+export function reqRetryBudgetMs(req: Pick<CmReq, 'primaryLocalAckTimeout' | 'remoteCmResponseTimeout' | 'maxCmRetries'>, mraServiceTimeout: number): number {
+  const ack = req.primaryLocalAckTimeout;
+  const tryMs = cmConvertToMs(Math.max(ack - 1, 0)) * 2 + cmConvertToMs(req.remoteCmResponseTimeout);
+  const mraTryMs = cmConvertToMs(mraServiceTimeout) + cmConvertToMs(ack);
+  return (req.maxCmRetries + 2) * Math.max(tryMs, mraTryMs);
+}
+
 /** Soft-RoCE's local CA ACK delay (RXE_LOCAL_CA_ACK_DELAY), the REP's target ACK delay from rxe. */
 export const RXE_LOCAL_CA_ACK_DELAY = 15;
 
@@ -93,7 +108,15 @@ export interface CmConn {
   readonly hiTid: number;
   readonly localQpn: number;
   readonly remoteQpn: number;
-  /** How long the outstanding message waits for an answer before it is resent (ms). */
+  /**
+   * How long a message this side sends waits for its answer (ms): cm_id_priv->timeout_ms, set by
+   * the REQ (ours or the peer's) or the SIDR_REQ call; each REQ, REP and DREQ starts with it.
+   */
+  readonly responseTimeoutMs: number;
+  /**
+   * How long the outstanding message waits for an answer before it is resent (ms): the response
+   * timeout, or longer for the message an MRA answered (ib_modify_mad changes that MAD only).
+   */
   readonly timeoutMs: number;
   readonly maxRetries: number;
   /** Resends of the outstanding message so far. */
@@ -147,7 +170,7 @@ export interface CmStep {
 export function newConn(o: { localId: number; localCaGuid: bigint; hiTid?: number }): CmConn {
   return {
     state: 'IDLE', localId: o.localId >>> 0, remoteId: 0, localCaGuid: o.localCaGuid, remoteCaGuid: 0n, serviceId: 0n,
-    tid: 0n, hiTid: o.hiTid ?? 0, localQpn: 0, remoteQpn: 0, timeoutMs: 0, maxRetries: 0, retries: 0, outstanding: undefined,
+    tid: 0n, hiTid: o.hiTid ?? 0, localQpn: 0, remoteQpn: 0, responseTimeoutMs: 0, timeoutMs: 0, maxRetries: 0, retries: 0, outstanding: undefined,
     avTimeout: 0, lastMra: undefined, lastRtu: undefined, lastDrep: undefined, retryTimer: false, timewaitTimer: false, destroyed: false,
   };
 }
@@ -159,9 +182,10 @@ export function newConn(o: { localId: number; localCaGuid: bigint; hiTid?: numbe
 export function passiveFromReq(o: { localId: number; localCaGuid: bigint; hiTid?: number }, req: CmMessageOf<'REQ'>, tid: bigint): CmStep {
   const ack = req.primaryLocalAckTimeout;
   const packetLife = ack - (ack > 0 ? 1 : 0);
+  const responseTimeoutMs = cmConvertToMs(req.localCmResponseTimeout);
   const conn: CmConn = {
     ...newConn(o), state: 'REQ_RCVD', remoteId: req.localCommId, remoteCaGuid: req.localCaGuid, serviceId: req.serviceId, tid,
-    remoteQpn: req.localQpn, timeoutMs: cmConvertToMs(req.localCmResponseTimeout), maxRetries: req.maxCmRetries, avTimeout: packetLife + 1,
+    remoteQpn: req.localQpn, responseTimeoutMs, timeoutMs: responseTimeoutMs, maxRetries: req.maxCmRetries, avTimeout: packetLife + 1,
   };
   return { conn, actions: [{ type: 'deliver', event: 'REQ_RECEIVED', msg: req }] };
 }
@@ -214,11 +238,14 @@ function transition(c: CmConn, to: CmStateName, patch: Partial<CmConn>, actions:
   return { conn: n, actions: out };
 }
 
-/** Send `msg` and wait for its answer: the outstanding message, retry timer (re)started. */
+/**
+ * Send `msg` and wait for its answer: the outstanding message, retry timer (re)started. It waits
+ * the connection's response timeout, never what an MRA granted an earlier message.
+ */
 function sendAndWait(c: CmConn, to: CmStateName, msg: CmMessage, tid: bigint, patch: Partial<CmConn>, extra: CmAction[] = []): CmStep {
-  const timeoutMs = patch.timeoutMs ?? c.timeoutMs;
+  const timeoutMs = patch.responseTimeoutMs ?? c.responseTimeoutMs;
   const restart: CmAction[] = c.retryTimer ? [{ type: 'timer_stop', timer: 'retry' }] : [];
-  return transition(c, to, { ...patch, tid, outstanding: msg, retries: 0, retryTimer: false },
+  return transition(c, to, { ...patch, timeoutMs, tid, outstanding: msg, retries: 0, retryTimer: false },
     [...restart, { type: 'send', msg, tid }, { type: 'timer_start', timer: 'retry', ms: timeoutMs }, ...extra]);
 }
 
@@ -296,7 +323,11 @@ const onRetryTimeout: Handler = (c) => {
   }
 };
 
-/** An MRA for our REQ or REP: wait longer (service timeout + path timeout), as ib_modify_mad. */
+/**
+ * An MRA for our REQ or REP: that message waits longer (service timeout + path timeout), its
+ * resends too, as ib_modify_mad does to the one MAD; the response timeout stays (cm_mra_handler
+ * leaves cm_id_priv->timeout_ms alone), so a later DREQ waits the usual time.
+ */
 const onMra = (expect: number, to: CmStateName): Handler => (c, i) => {
   const { msg } = recvOf(i, 'MRA');
   if (msg.messageMraed !== expect) return drop(c);
@@ -394,14 +425,14 @@ export const CM_TABLE: { readonly [S in CmStateName]: Partial<Record<CmInputKey,
       const msg: CmMessageOf<'REQ'> = { kind: 'REQ', ...req, localCommId: c.localId };
       return sendAndWait(c, 'REQ_SENT', msg, formTid(c), {
         serviceId: req.serviceId, localQpn: req.localQpn, maxRetries: req.maxCmRetries, avTimeout: packetLifeTime + 1,
-        timeoutMs: cmConvertToMs(packetLifeTime) * 2 + cmConvertToMs(req.remoteCmResponseTimeout),
+        responseTimeoutMs: cmConvertToMs(packetLifeTime) * 2 + cmConvertToMs(req.remoteCmResponseTimeout),
       });
     },
     send_sidr_req: (c, i) => { // ib_send_cm_sidr_req
       const { req, timeoutMs, maxRetries } = callOf(i, 'send_sidr_req');
       if (tooLong(req.privateData, 216)) return refuse(c);
       const msg: CmMessageOf<'SIDR_REQ'> = { kind: 'SIDR_REQ', ...req, requestId: c.localId };
-      return sendAndWait(c, 'SIDR_REQ_SENT', msg, formTid(c), { serviceId: req.serviceId, timeoutMs, maxRetries });
+      return sendAndWait(c, 'SIDR_REQ_SENT', msg, formTid(c), { serviceId: req.serviceId, responseTimeoutMs: timeoutMs, maxRetries });
     },
     destroy: destroyTo('IDLE'),
     ...TIMERS_STALE,

@@ -40,7 +40,7 @@ export function connect(qp: QP, remote: { qpn: number; gid: Uint8Array }, opts: 
 /**
  * Two sides on one UDP port (each device sends to its own port number): ephemeral, retried if
  * taken. On 127.0.0.2 and 127.0.0.3 unless told: a test about fixed ports (the per-QP source
- * ports follow from the QPNs, the same in every process) takes addresses of its own.
+ * ports follow from the QPNs, which two processes may share) takes addresses of its own.
  */
 async function openTwo(addrs: readonly [string, string] = ['127.0.0.2', '127.0.0.3'], device: Partial<RxeDeviceOptions> = {}) {
   for (let attempt = 0; ; attempt++) {

@@ -51,7 +51,7 @@ test('a perftest capture decodes as InfiniBand in tshark, with every ICRC correc
     assert.equal(fields.length, packets, 'tshark dissected every packet as InfiniBand');
     assert.ok(fields.every((f) => f[1] === '0x0000'), 'softrdma sends IPv4 with Identification 0 (DF)');
     // Both QPs send from the port rxe derives from the two QPNs (the destination QPNs seen;
-    // two fresh processes may well both have QPN 0x11).
+    // two processes may happen to have the same QPN).
     const qpns = [...new Set(fields.map((f) => Number(f[4])))];
     assert.ok(qpns.length === 1 || qpns.length === 2, `two QPs: ${qpns}`);
     const sport = connectedSourcePort(0, qpns[0]!, qpns[1] ?? qpns[0]!);

@@ -35,18 +35,20 @@ function crafted(o: { opcode?: number; qkey?: number; payload?: number; destQp?:
   return buf;
 }
 
-test('QPNs: never 0 or 1, also after the 24-bit space wraps', async () => {
+test('QPNs: never 0, 1 or the multicast QPN, also after the 24-bit space wraps', async () => {
   const dev = await createRxeDevice({ address: '127.0.0.2', port: 0 });
   try {
     const ctx = dev.open();
     const pd = ctx.allocPd();
     const cq = ctx.createCq(16);
     const cap = { maxSendWr: 1, maxRecvWr: 1, maxSendSge: 1, maxRecvSge: 1 };
+    // A device starts at a random QPN (device.ts); start this one at the bottom of the pool.
+    (rxeOf(dev) as unknown as { nextQpn: number }).nextQpn = FIRST_QPN;
     const first = pd.createQp({ qpType: QpType.UD, sendCq: cq, recvCq: cq, cap });
     assert.equal(first.qpn, FIRST_QPN);
-    (rxeOf(dev) as unknown as { nextQpn: number }).nextQpn = 0xfffffe;
+    (rxeOf(dev) as unknown as { nextQpn: number }).nextQpn = 0xfffffd; // the pool ends at 0xfffffe (LAST_QPN)
     const qpns = [0, 1, 2].map(() => pd.createQp({ qpType: QpType.UD, sendCq: cq, recvCq: cq, cap }).qpn);
-    assert.deepEqual(qpns, [0xfffffe, 0xffffff, FIRST_QPN + 1]); // 0x11 is taken: the next free one
+    assert.deepEqual(qpns, [0xfffffd, 0xfffffe, FIRST_QPN + 1]); // no 0xffffff; 0x11 is taken: the next free one
     ctx.close();
   } finally {
     await dev.close();

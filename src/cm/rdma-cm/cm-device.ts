@@ -7,7 +7,7 @@
 
 import { getDeviceList, type Context, type Device } from '../../verbs/api.js';
 import { addressFromGid } from '../../abi/inet.js';
-import { CmAgent, type CmAgentEvent } from '../agent.js';
+import { CmAgent, guarded, type CmAgentEvent } from '../agent.js';
 
 /** What the CM device asks of an id: its agent events, and the device going away. */
 export interface CmIdSink {
@@ -152,11 +152,12 @@ export class CmDevice {
     byDevice.delete(this.device);
     this.agent.close();
     // Every id, and every sink that only owns comm ids (SMC-R discovery's queries), hears it
-    // once: the agent's timers are gone, so nothing else would ever end their waits.
+    // once: the agent's timers are gone, so nothing else would ever end their waits. One
+    // application handler that throws must not keep the removal from the others (guarded).
     const sinks = new Set<CmIdSink>([...this.users, ...this.owners.values()]);
     this.users.clear();
     this.owners.clear();
-    for (const u of sinks) u.onDeviceRemoval(this);
+    for (const u of sinks) guarded(() => u.onDeviceRemoval(this));
   }
 }
 

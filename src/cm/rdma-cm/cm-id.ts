@@ -14,7 +14,7 @@ import { SoftrdmaError } from '../../abi/errors.js';
 import { QpType } from '../../abi/enums.js';
 import type { Context, PD, QP } from '../../verbs/api.js';
 import type { CmAgentEvent } from '../agent.js';
-import { cmAckTimeout } from '../cm-state.js';
+import { cmAckTimeout, reqRetryBudgetMs } from '../cm-state.js';
 import { CmDataSize, RejReason, SidrStatus, rejReasonName, reqQpType, sidrStatusName, type CmMessageOf } from '../wire/cm-messages.js';
 import {
   CMA_REQ_USER_PRIVATE_DATA, CMA_SIDR_REQ_USER_PRIVATE_DATA, cmaReqPrivateData, cmaRoceFlowLabel, cmaUserData, decodeCmaHeader, roceGid, serviceIdFor,
@@ -69,6 +69,8 @@ export class RdmaCmId implements CmIdSink {
   private pending = 0;
   /** Child of a listener, until accepted or rejected: its listener (for the backlog) and the REQ. */
   private listener: RdmaCmId | undefined;
+  /** Child of a listener: frees its backlog slot once the client's REQ resends are surely over. */
+  private slotTimer: NodeJS.Timeout | undefined;
   private req: CmMessageOf<'REQ'> | undefined;
   /** Our starting PSN (id_priv->seq_num): the PSN we expect to receive first. */
   private readonly seqNum = randomInt(0x1000000);
@@ -568,6 +570,7 @@ export class RdmaCmId implements CmIdSink {
       // As cma_ib_req_handler for an id still connecting after the event: a delayed MRA (sent
       // only when the REQ comes again) so a slow accept does not run out the peer's retries.
       dev.agent.call(e.localId, { type: 'send_mra', serviceTimeout: this.mraServiceTimeout, delay: true });
+      child.releaseSlotAfter(reqRetryBudgetMs(m, this.mraServiceTimeout));
       this.emitEvent('CONNECT_REQUEST', { id: child, listenId: this, conn: child.connParamOf({ privateData: cmaUserData(m.privateData), req: m }) });
     } else {
       child.path = {
@@ -642,6 +645,19 @@ export class RdmaCmId implements CmIdSink {
   private settled(): void {
     if (this.listener) this.listener.pending--;
     this.listener = undefined;
+    clearTimeout(this.slotTimer);
+    this.slotTimer = undefined;
+  }
+
+  /**
+   * A client whose REQ is never answered gives up without a word (REQ_ERROR sends nothing), so
+   * the backlog cannot wait for its REJ: once its resends are over for sure (`ms` after the
+   * REQ came), the request leaves the backlog. The id stays as it is: the application may
+   * still accept (the REP then goes unanswered) or reject it.
+   */
+  private releaseSlotAfter(ms: number): void {
+    this.slotTimer = setTimeout(() => this.settled(), ms);
+    this.slotTimer.unref(); // a request nobody answers does not keep the process alive
   }
 }
 

@@ -1,9 +1,12 @@
 // struct rdma_event_channel in Node's idiom: an EventEmitter ('event', and each event's own
 // name) that is also an async iterator, plus next() to wait for one event with a bound.
-// An event goes to a waiting next() if one wants it, else to the listeners if there are any
-// ('event' or its own name), else it waits in the channel (as librdmacm's queue) for next()
-// or the iterator. So a channel used through listeners alone does not grow. While an async
-// iterator is running, events it has not taken yet are always queued, listeners or not.
+// Every event is emitted to the listeners ('event' and its own name), and a waiting next()
+// that wants it takes it too: a program may listen for the events that end a connection and
+// still wait for one of them with next() (rping's client disconnects, waits for DISCONNECTED
+// and, as rping's event thread does, reports it from its listener). An event that no next()
+// took and no listener heard waits in the channel (as librdmacm's queue) for next() or the
+// iterator, so a channel used through listeners alone does not grow. While an async iterator
+// is running, events it has not taken yet are always queued, listeners or not.
 //
 // The channel knows its ids (ucma's file and its contexts): a destroyed id's queued events go
 // with it (a queued CONNECT_REQUEST's new id is destroyed, which rejects the peer), a next()
@@ -67,7 +70,10 @@ export class EventChannel extends EventEmitter implements AsyncIterable<RdmaCmEv
     for (const o of orphans) o.destroyId();
   }
 
-  /** @internal Deliver one event (the CM ids do this). */
+  /**
+   * @internal Deliver one event (the CM ids do this): to the first waiting next() that wants it
+   * and to the listeners; queued only if neither took it (or an iterator runs).
+   */
   deliver(e: RdmaCmEvent): void {
     if (this.closed) {
       // Nobody can take it: a new id would wait forever (ids are destroyed at close, so this

@@ -2,7 +2,7 @@
 // table and the key table, checks every received packet (length, opcode, ICRC, QP, state)
 // before a QP sees it, and counts every drop.
 
-import { createHash } from 'node:crypto';
+import { createHash, randomInt } from 'node:crypto';
 import { isIPv4 } from 'node:net';
 import type { ProviderContext, ProviderDevice } from '../../uapi/provider.js';
 import type { DriverRegistrar } from '../../uapi/registry.js';
@@ -101,10 +101,23 @@ function checkLimits(given: Partial<RxeLimits> | undefined): RxeLimits {
   return out;
 }
 /**
- * QPN 0 (SMI, not on RoCE) and 1 (GSI, gsi.ts) are special, and never in the QP table; rxe
- * starts its pool at 16 and hands out 17 first, and so does this (also after wrapping).
+ * QPN 0 (SMI, not on RoCE) and 1 (GSI, gsi.ts) are special, and never in the QP table; as rxe's
+ * pool (which starts at 16), user QPNs run from 17. 0xffffff is the multicast QPN (Linux's
+ * IB_MULTICAST_QPN), never a QP's. The pool wraps from LAST_QPN to FIRST_QPN.
  */
 export const FIRST_QPN = 0x11;
+export const LAST_QPN = 0xfffffe;
+
+/**
+ * Where a new device starts handing out QPNs: anywhere in the pool. Linux's QPN counter lives
+ * in the kernel and keeps counting across processes (hardware hands out what looks random); a
+ * device made per process that started at 17 every time would give a restarted process the
+ * QPN of its previous life, and its peer's CM, still holding that connection (same CA GUID:
+ * nodeGuidFor), would refuse the first REQ as stale (REJ STALE_CONN).
+ */
+function firstQpnOfDevice(): number {
+  return randomInt(FIRST_QPN, LAST_QPN + 1);
+}
 
 let deviceCount = 0;
 
@@ -131,7 +144,7 @@ export class RxeDevice implements ProviderDevice {
   readonly qps = new Map<number, RxeQp>();
   readonly nodeGuid: bigint;
   readonly portMtu: MtuValue;
-  private nextQpn = FIRST_QPN;
+  private nextQpn = firstQpnOfDevice();
   /** Port 1's QP1 while the MAD layer has it open. */
   private gsi: RxeGsi | undefined;
   private iovaCursor = 0x7f0000000000;
@@ -180,7 +193,7 @@ export class RxeDevice implements ProviderDevice {
     if (this.qps.size >= this.limits.maxQp) fail('ENOMEM', `no free QP numbers (${this.limits.maxQp} in use)`);
     for (;;) {
       const q = this.nextQpn;
-      this.nextQpn = this.nextQpn >= 0xffffff ? FIRST_QPN : this.nextQpn + 1;
+      this.nextQpn = this.nextQpn >= LAST_QPN ? FIRST_QPN : this.nextQpn + 1;
       if (!this.qps.has(q)) return q;
     }
   }
