@@ -34,7 +34,7 @@ test('--output: only the figure perftest prints ("%lf"), in the table\'s unit; -
   const dir = mkdtempSync(join(tmpdir(), 'perftest-out-'));
   try {
     const file = join(dir, 'report.json');
-    const bw = await pair('write_bw', ['--output=message_rate'], ['--output=bandwidth', '-n', '100', '-s', '4096', `--out_json_file=${file}`]);
+    const bw = await pair('write_bw', ['--output=message_rate'], ['--output=bandwidth', '-n', '100', '-s', '4096', '--out_json', `--out_json_file=${file}`]);
     assert.match(bw.client.stdout, /^\d+\.\d{6}\n$/);
     assert.match(bw.server.stdout, /^\d+\.\d{6}\n$/);
     assert.match(bw.client.stderr, /RDMA_Write BW Test/); // the rest goes to stderr

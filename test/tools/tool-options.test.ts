@@ -105,7 +105,8 @@ describe('perftest (strtol base 0, as perftest_parameters.c)', () => {
     assert.throws(() => parsePerftestArgs(['send_lat', '--output=bandwidth']), /Output verbosity level for LAT can be: latency/);
     assert.throws(() => parse('--output=fast'), /Invalid verbosity level output flag/);
     assert.equal(parse('--out_json').jsonFile, 'perftest_out.json');
-    assert.equal(parse('--out_json_file=/tmp/x.json').jsonFile, '/tmp/x.json');
+    assert.equal(parsePerftestArgs(['write_bw', '--out_json', '--out_json_file=/tmp/x.json']).jsonFile, '/tmp/x.json');
+    assert.equal(parse('--out_json_file=/tmp/x.json').jsonFile, undefined, 'alone it only names the file (perftest_parameters.c)');
     assert.equal(parse().jsonFile, undefined);
   });
 

@@ -42,7 +42,7 @@ for (const name of ['write_lat', 'read_lat', 'send_lat']) {
 }
 
 test('perftest --all covers 2 B to 8 MiB, multi-packet messages verified at every size', async () => {
-  const { client } = await perftest('write_bw', ['-a', '-n', '3']);
+  const { client } = await perftest('write_bw', ['-a', '-n', '5']);
   const sizes = client.filter((o) => o.test === 'write_bw').map((o) => o.bytes);
   assert.deepEqual(sizes, Array.from({ length: 23 }, (_, i) => 2 << i));
   assert.ok(client.filter((o) => o.test).every((o) => o.verified === true));

@@ -65,7 +65,7 @@ Run the server without a host, then the client with the server's host.
   -p, --port N         TCP port of the out-of-band exchange (default 18515)
   -s, --size N         message size in bytes, 1 to 8388608 (default 65536 for bw, 2 for lat,
                        8 for atomic); as perftest, K and M multiply by 1024 and 1048576 (-s 64K)
-  -n, --iters N        iterations (default 5000 for bw, 1000 for lat)
+  -n, --iters N        iterations, 5 to 1000000000 (default 5000 for bw, 1000 for lat)
   -a, --all            every size from 2 to 2^23 (atomic_bw: 8 only)
   -D, --duration SEC   run for SEC (whole) seconds instead of -n iterations (not with -a); as
                        perftest, results count only between the margins
@@ -87,9 +87,10 @@ Run the server without a host, then the client with the server's host.
       --json           one JSON object per size on stdout instead of the table (perftest's
                        --out_json keys: MsgSize, n_iterations, BW_peak, BW_average, MsgRate;
                        t_min ... percentile_99.9; with -D t_avg, tps_average)
-      --out_json       as perftest: the table as usual, and the same JSON objects written to
-                       perftest_out.json in the working directory
-      --out_json_file=PATH  --out_json, to PATH
+      --out_json       the table as usual, and the same JSON objects (one per size) written to
+                       perftest_out.json in the working directory (perftest's file has its
+                       own layout: one test_info/results document)
+      --out_json_file=PATH  the file --out_json writes (alone it writes nothing, as perftest)
       --output=WHAT    print only one figure per size, as perftest: bandwidth or message_rate
                        (bw tests), latency (lat tests: t_avg); the rest goes to stderr
       --counters       print the device's and the QP's rxe counters at the end
@@ -264,7 +265,8 @@ export function parsePerftestArgs(argv: string[]): PerftestOptions {
     if (lat && output !== 'latency') throw new UsageError('Output verbosity level for LAT can be: latency');
     if (values.json) throw new UsageError('--output and --json exclude each other (one prints a number, the other JSON)');
   }
-  const txDepth = intOpt('tx-depth', values['tx-depth'], 128, 1, 8192);
+  // perftest's MIN_TX..MAX_TX (the device's 16384 work requests a QP hold more).
+  const txDepth = intOpt('tx-depth', values['tx-depth'], 128, 1, 15000);
   const problem = resourceProblem({ qps, sizes, txDepth, all: !!values.all });
   if (problem) throw new UsageError(problem);
   return {
@@ -275,11 +277,12 @@ export function parsePerftestArgs(argv: string[]): PerftestOptions {
     udpPort: intOpt('udp-port', values['udp-port'], 4791, 0, 65535),
     port: intOpt('port', values.port, 18515, 0, 65535),
     sizes,
-    iters: intOpt('iters', values.iters, lat ? 1000 : 5000, 1, 1e9),
+    // perftest's MIN_ITER is 5; its MAX_ITER 2^32, where a -n run's per-operation times would not fit in memory here.
+    iters: intOpt('iters', values.iters, lat ? 1000 : 5000, 5, 1e9),
     txDepth,
     mtu,
     json: values.json ?? false,
-    jsonFile: values.out_json || values.out_json_file !== undefined ? (values.out_json_file ?? DEFAULT_JSON_FILE) : undefined,
+    jsonFile: values.out_json ? (values.out_json_file ?? DEFAULT_JSON_FILE) : undefined,
     output,
     counters: values.counters ?? false,
     timeoutMs: intOpt('timeout', values.timeout, 30, 1, MAX_TIMER_SEC) * 1000,
