@@ -103,7 +103,8 @@ const DEVINFO_OPTIONS = {
 
 export async function devinfoCommand(args: string[]): Promise<number> {
   const { values } = parseArgs({ args: getoptArgs(args, DEVINFO_OPTIONS), options: DEVINFO_OPTIONS });
-  // devinfo.c reads -i with strtol(optarg, NULL, 0) and refuses a port below 1 (its port is a uint8_t).
+  // devinfo.c reads -i with strtol(optarg, NULL, 0) into an int and refuses a port below 1;
+  // print_hca_cap takes it as a uint8_t, so 256 would wrap to 0 (every port): refused here.
   const port = intOption('-i/--ib-port', values['ib-port'], 0, 1, 255, 'c');
   const udpPort = values.port !== undefined && values['udp-port'] === undefined
     ? intOption('--port', values.port, 0, 0, 65535, 'c')
