@@ -60,7 +60,11 @@ export class OobChannel {
     this.ended = err;
     this.sock.destroy();
     this.wake();
+    this.onGone?.(err);
   }
+
+  /** Called once when the exchange is gone (the peer closed it, or it failed). */
+  onGone: ((err: Error) => void) | undefined;
 
   /** Waits until `ready()` returns a value (checked now and after every chunk), the peer goes away, or the timeout (Infinity: none). */
   private async until<T>(ready: () => T | undefined, what: string, timeoutMs: number): Promise<T> {

@@ -21,14 +21,22 @@ export class WaitTimeouts {
    */
   async run<T>(ms: number, wait: (signal: AbortSignal) => Promise<T>): Promise<T> {
     const ac = this.ac;
-    const timer = setTimeout(() => {
+    // Infinity: no timer, the wait ends by itself or by abort().
+    const timer = Number.isFinite(ms) ? setTimeout(() => {
       this.ac = new AbortController();
       ac.abort(new WaitTimeoutError(ms));
-    }, ms);
+    }, ms) : undefined;
     try {
       return await wait(ac.signal);
     } finally {
       clearTimeout(timer);
     }
+  }
+
+  /** End the wait under way (if any) with `reason`. */
+  abort(reason: Error): void {
+    const ac = this.ac;
+    this.ac = new AbortController();
+    ac.abort(reason);
   }
 }

@@ -136,3 +136,20 @@ test("a hello's margin: none from an older client is the default one; one that l
   assert.match(JSON.parse(bad.answer).error as string, /bad margin/);
   await bad.srv.exit(10_000).catch(() => {});
 });
+
+test('send_bw: a client killed mid-run ends the receiving server at once (its exchange connection closes), not at -D\'s end', async () => {
+  const srv = run(['perftest', 'send_bw', '--bind', '127.0.0.2', '-p', '0', '--udp-port', '0']);
+  const [, tcp, udp] = await srv.waitFor(/out-of-band TCP port (\d+), RoCE UDP port (\d+)/);
+  const cli = run(['perftest', 'send_bw', '--bind', '127.0.0.3', '-p', tcp!, '--udp-port', udp!, '-D', '30', '-s', '4096', '127.0.0.1']);
+  await Promise.all([cli.waitFor(/#bytes/), srv.waitFor(/#bytes/)]);
+  // Into the run: the server is counting receives, not in an exchange wait (which a closed
+  // connection always ended).
+  await sleep(1000);
+  const killedAt = Date.now();
+  cli.child.kill('SIGKILL');
+  await cli.exit();
+  const code = await srv.exit(20_000);
+  assert.notEqual(code, 0);
+  assert.match(srv.stderr, /out-of-band peer closed the connection/);
+  assert.ok(Date.now() - killedAt < 5000, `the server ended ${Date.now() - killedAt} ms after the kill (-D 30)`);
+});

@@ -99,6 +99,8 @@ test('-R -D: a client killed mid-run (no DREQ comes) ends the server\'s wait aft
   // The server adopted the client's -D 3; its wait for the end of the run is bounded by 3 s + 2 s.
   const code = await srv.exit(20_000);
   assert.notEqual(code, 0);
-  assert.match(srv.stderr + srv.stdout, /peer silent for 5000 ms/);
+  // Killed during the run: the wait for its end gives up after 3 s + 2 s; killed a moment
+  // earlier, a plain exchange wait after --timeout's 2 s. Either way, not never.
+  assert.match(srv.stderr + srv.stdout, /peer silent for (5000|2000) ms/);
   assert.ok(Date.now() - killedAt < 12_000, `the server ended ${Date.now() - killedAt} ms after the kill`);
 });

@@ -129,9 +129,14 @@ export class CmChannel {
   }
 
   private fail(err: Error): void {
-    this.failed ??= err;
+    if (this.failed) return;
+    this.failed = err;
     this.wake();
+    this.onGone?.(err);
   }
+
+  /** Called once when the exchange is gone (DISCONNECTED, DEVICE_REMOVAL, a failed SEND). */
+  onGone: ((err: Error) => void) | undefined;
 
   private wake(): void {
     const w = this.waiter;

@@ -120,6 +120,9 @@ export class Session {
       this.oob = await oobConnect(o.host!, o.port, o.timeoutMs);
     }
     const oob = this.oob;
+    // A peer that goes away mid-run (its exchange connection closes) ends a completion wait at
+    // once, rather than at -D's end or after --timeout of silence.
+    oob.onGone = (err) => { this.exchangeGone = err; this.waits.abort(err); };
 
     // exchange_versions / check_version_compatibility
     oob.write(encodeVersion(!o.perftestOnly));
@@ -448,13 +451,15 @@ export class Session {
 
   /** The completion waits' timeouts (one shared signal: see wait-timeouts.ts). */
   private readonly waits = new WaitTimeouts();
+  /** The exchange went away (oob.onGone): completion waits fail with this. */
+  private exchangeGone: Error | undefined;
 
   /** The next completion, waiting on the event loop until one comes or `untilNs` passes. */
   private async waitCompletion(untilNs: number): Promise<WorkCompletion | undefined> {
+    if (this.exchangeGone) throw this.exchangeGone;
     const ms = Math.max(0, (untilNs - nowNs()) / 1e6);
-    if (!Number.isFinite(ms)) return this.cq.next();
     try {
-      return await this.waits.run(Math.ceil(ms), (signal) => this.cq.next({ signal }));
+      return await this.waits.run(Number.isFinite(ms) ? Math.ceil(ms) : Infinity, (signal) => this.cq.next({ signal }));
     } catch (err) {
       if (err instanceof WaitTimeoutError) return undefined;
       throw err;
