@@ -13,7 +13,8 @@
 //   poll and writers never make a system call. The doorbell socket is a file in the owner-only
 //   runtime directory (not an abstract name, which any user could connect to), so only this
 //   user's processes can connect; its connections are capped (maxDoorbellConnections, excess
-//   closed at once and counted).
+//   closed at once and counted). A ring that cannot be delivered is lost (counted): the owner's
+//   poller looks at its armed DMBs now and then on its own (src/smc/poller.ts).
 // - Proposals: a device has a secret key, kept in its owner-only registry entry. A client's
 //   Proposal carries an HMAC with it over the TCP connection (proposalProof), which a server
 //   checks against the entry of the GID the Proposal names (verifyProposal) before it
@@ -189,6 +190,19 @@ export class Dmb extends SharedMemoryView {
     if (!this.closed) Atomics.store(this.device.table.i32, this.device.table.armedIndex(this.index), 0);
   }
   get isClosed(): boolean { return this.closed; }
+  /**
+   * @internal The poller found data that came while armed, without (or before) its ring: the
+   * ring may be lost because our doorbell's file was removed (a tmp cleaner), and every ring
+   * would be until the device's next handshake. Make it again now (at most once a second).
+   */
+  ringMissed(): void {
+    if (this.closed) return;
+    try {
+      this.device.ensureRegistered();
+    } catch {
+      // No runtime directory or doorbell to be had now: the poller's looks still find the data.
+    }
+  }
   /** @internal keepMemory: at process exit, where later 'exit' listeners may still read it. */
   release(keepMemory = false): void {
     if (this.closed) return;
@@ -220,6 +234,12 @@ export class RemoteDmb extends SharedMemoryView {
     super(mapping);
   }
   get peerGid(): bigint { return this.peer.gid; }
+  /**
+   * Whether the peer device's process (and thread) still runs, as its registry entry names it
+   * (pid and start time): false once it died, even unreaped; undefined where this process
+   * cannot tell (another pid namespace).
+   */
+  peerAlive(): boolean | undefined { return entryAlive(this.peer.entry); }
   /** Detached (by detach(), or by the device's close). */
   get isDetached(): boolean { return this.detached; }
   /** Copy bytes into the peer's DMB at offset; bounds are checked, never trusted. */
@@ -359,6 +379,9 @@ class PeerDevice {
   ring(index: number): void {
     this.owner.stats.signalsSent++;
     if (!this.sock) this.connect();
+    // No doorbell now (no runtime directory): lost, as one whose connect fails (see 'close').
+    // The sleeper's poller finds the data on its own look (smc/poller.ts recheck).
+    if (!this.sock) { this.owner.stats.signalsLost++; return; }
     if (!this.connected) { this.pending.push(index); return; }
     // One 4-byte Buffer per DMB index, reused: the stream may still hold an earlier write of
     // it, whose bytes are the same.
@@ -395,7 +418,14 @@ class PeerDevice {
     });
     // The peer went away: its connections learn that through TCP; drop our doorbell.
     s.on('error', () => {});
-    s.on('close', () => { this.sock = undefined; this.connected = false; this.pending = []; });
+    // Rings still pending are lost (the file removed, a refused or failed connect); the next
+    // ring connects afresh, to the path the entry names then.
+    s.on('close', () => {
+      this.owner.stats.signalsLost += this.pending.length;
+      this.sock = undefined;
+      this.connected = false;
+      this.pending = [];
+    });
   }
   /**
    * Unmap the peer's page and the DMBs kept for reuse, and drop the doorbell connection: once
@@ -431,6 +461,8 @@ export interface IsmStats {
   attachReused: number;
   signalsSent: number;
   signalsReceived: number;
+  /** Rings that could not be delivered (no doorbell file, a failed or refused connect). */
+  signalsLost: number;
   badSignals: number;
   /** Doorbell connections closed at once because maxDoorbellConnections were open. */
   doorbellRefused: number;
@@ -459,7 +491,7 @@ export class IsmDevice extends EventEmitter {
   readonly chid = VIRTUAL_CHID;
   /** @internal */ readonly table: SlotTable;
   readonly stats: IsmStats = {
-    dmbsRegistered: 0, dmbsAttached: 0, attachReused: 0, signalsSent: 0, signalsReceived: 0, badSignals: 0,
+    dmbsRegistered: 0, dmbsAttached: 0, attachReused: 0, signalsSent: 0, signalsReceived: 0, signalsLost: 0, badSignals: 0,
     doorbellRefused: 0, proposalsRefused: 0,
   };
   private readonly page: Mapping;

@@ -38,8 +38,8 @@ export function transportEvents(sock: Socket, s: SmcState, label: string): Trans
       if (s.onread?.stopped) s.onread.endPending = true;
       else process.nextTick(peerEnded, sock);
     },
-    peerAbort: () => { sock.destroy(connReset('peer aborted the SMC connection')); },
-    writable: () => pump(s),
+    peerAbort: (message = 'peer aborted the SMC connection') => { sock.destroy(connReset(message)); },
+    writable: () => pump(sock, s),
     protocolError: (msg, code = 'EPROTO') => {
       sock.destroy(Object.assign(new Error(code === 'EPROTO' ? `${label} protocol error: ${msg}` : `${label}: ${msg}`), { code }));
     },
@@ -56,10 +56,10 @@ function peerEnded(sock: Socket): void {
 export function smcWrite(sock: Socket, s: SmcState, buf: Buffer, cb: (err?: Error | null) => void): void {
   unrefTimer(sock);
   s.pending = { buf, off: 0, cb };
-  pump(s);
+  pump(sock, s);
 }
 
-function pump(s: SmcState): void {
+function pump(sock: Socket, s: SmcState): void {
   const p = s.pending;
   const conn = s.conn;
   if (!p || !conn || conn.released) return;
@@ -78,6 +78,8 @@ function pump(s: SmcState): void {
   }
   const n = conn.write(p.off === 0 ? p.buf : p.buf.subarray(p.off));
   p.off += n;
+  // Progress is activity: node:net's _onTimeout holds 'timeout' back while the write queue shrinks.
+  if (n > 0) unrefTimer(sock);
   if (p.off === p.buf.length) {
     s.pending = undefined;
     p.cb();

@@ -1,7 +1,7 @@
 // Spin-then-arm: while a connection has traffic, poll its CDC from setImmediate (bounded
 // slices, so other I/O still runs); once it has been quiet for a while, arm its DMB so the
 // peer rings the doorbell, re-check once (a write may have raced the arming), and stop
-// polling it. An idle connection costs no CPU.
+// polling it. An idle connection costs no system calls: a look at its CDC every RECHECK_MS.
 
 import { performance } from 'node:perf_hooks';
 import { schedYield } from '../ism/libc.js';
@@ -83,6 +83,7 @@ export function kick(conn: SmcdConnection): void {
   conn.lastActive = performance.now();
   if (!hot.has(conn)) {
     hot.add(conn);
+    wake(conn);
     conn.rx.disarm();
   }
   if (!scheduled) {
@@ -93,6 +94,7 @@ export function kick(conn: SmcdConnection): void {
 
 export function forget(conn: SmcdConnection): void {
   hot.delete(conn);
+  wake(conn);
 }
 
 function spin(): void {
@@ -145,6 +147,7 @@ function spin(): void {
       c.lastActive = now;
     } else {
       hot.delete(c);
+      sleep(c);
     }
   }
   if (hot.size > 0 && !scheduled) {
@@ -170,6 +173,75 @@ function processSafely(c: SmcdConnection): boolean {
 
 export function hotCount(): number {
   return hot.size;
+}
+
+// Asleep: armed, waiting for the doorbell. Two things a doorbell alone cannot do:
+// - A ring can be lost: the writer clears our armed flag before it rings, and the ring goes
+//   nowhere if the doorbell's file was removed (a tmp cleaner), its connect failed or the
+//   connection was refused; the writer's later writes then see us disarmed and ring no more.
+//   So every RECHECK_MS the sleepers' CDCs are looked at (four word loads each; the timer is
+//   unref'd, and exists only while something sleeps). A sleeper that finds a change wakes as
+//   a ring would wake it, and its device checks that its doorbell is still there.
+// - The doorbell socket is unref'd, so a writer waiting for room in the peer's ring keeps
+//   nothing alive once it sleeps: where the peer finished writing (its end read, libuv stops
+//   reading TCP) the process would exit mid-write. node:net's pending write keeps the loop
+//   alive, so here the timer is ref'd while such a writer sleeps. Its peer's process is looked
+//   for then too: a peer that died after its end (TCP tells us nothing more) would never make
+//   room, and the write would wait forever.
+/** How often sleeping connections are looked at (ms). */
+const RECHECK_MS = 500;
+const asleep = new Set<SmcdConnection>();
+/** The sleepers whose writer waits for room in the peer's ring (a subset of asleep). */
+const waiting = new Set<SmcdConnection>();
+let recheckTimer: NodeJS.Timeout | undefined;
+let holding = false;
+
+function sleep(c: SmcdConnection): void {
+  asleep.add(c);
+  if (c.writerWaits) waiting.add(c);
+  if (!recheckTimer) {
+    recheckTimer = setInterval(recheck, RECHECK_MS);
+    recheckTimer.unref();
+    holding = false;
+  }
+  holdLoop();
+}
+
+function wake(c: SmcdConnection): void {
+  if (!asleep.delete(c)) return;
+  if (waiting.delete(c)) holdLoop();
+}
+
+/** Keep the event loop alive while a sleeping writer waits, as a pending write does over TCP. */
+function holdLoop(): void {
+  const hold = waiting.size > 0;
+  if (hold === holding || !recheckTimer) return;
+  holding = hold;
+  if (hold) recheckTimer.ref();
+  else recheckTimer.unref();
+}
+
+function recheck(): void {
+  for (const c of asleep) {
+    if (c.released) { forget(c); continue; }
+    if (processSafely(c)) {
+      c.rx.ringMissed();
+      kick(c);
+      continue;
+    }
+    // Only a waiting writer asks after its peer's process: a /proc read, where the rest is none.
+    if (!waiting.has(c)) continue;
+    try {
+      c.checkPeer();
+    } catch (err) {
+      process.nextTick(() => { throw err; });
+    }
+  }
+  if (asleep.size === 0 && recheckTimer) {
+    clearInterval(recheckTimer);
+    recheckTimer = undefined;
+    holding = false;
+  }
 }
 
 // Waiting for a reply that comes within a few hundred microseconds (a CLC message; an SMC-R

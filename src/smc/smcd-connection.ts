@@ -243,6 +243,28 @@ export class SmcdConnection implements SmcTransport {
     return this.produced - this.peerConsumed;
   }
 
+  /** @internal (poller) A write waits for room in the peer's ring: only the peer's consumer cursor ends the wait. */
+  get writerWaits(): boolean {
+    return !this.released && !this.failed && (this.prodFlags & PROD_WRITE_BLOCKED) !== 0
+      && (this.connFlags & (CONN_DONE_WRITING | CONN_ABORT)) === 0 && !this.peerClosed;
+  }
+
+  /**
+   * @internal (poller) Our write has waited, asleep: is the peer's process still there to make
+   * room? One killed after its end was read tells us nothing more through TCP (libuv reads no
+   * further, and we never write there), so the write would wait forever. Gone: as close.ts
+   * takes a peer whose process ended, an abort when bytes of ours are left unconsumed.
+   */
+  checkPeer(): void {
+    if (!this.writerWaits || this.tx.peerAlive() !== false) return;
+    if (this.unconsumed === 0) {
+      this.peerExited();
+      return;
+    }
+    this.abortReported = true;
+    this.h.peerAbort('peer process died with data of ours unread');
+  }
+
   /**
    * The peer's process is gone without a closing CDC (its kernel closed the TCP connection):
    * treat it as peer_conn_closed. What it wrote is still delivered, then the end.

@@ -31,7 +31,8 @@ export interface TransportCursors {
 
 /**
  * What a transport tells the socket that drives it. Called from within the transport's own
- * methods (process(), resume(), peerExited()), never later on their own.
+ * methods (process(), resume(), peerExited(); SMC-D's checkPeer(), which its poller calls
+ * while a write waits), never later on their own.
  */
 export interface TransportEvents {
   /** New bytes in order; return false to stop delivery until resume(). */
@@ -46,8 +47,8 @@ export interface TransportEvents {
   userData?(n: number, buf: Uint8Array): boolean;
   /** The peer finished writing and everything it wrote was delivered. */
   peerDone(): void;
-  /** The peer aborted the connection. */
-  peerAbort(): void;
+  /** The peer aborted the connection; message: why, where the transport saw no abort from the peer (its process died). */
+  peerAbort(message?: string): void;
   /** The peer consumed data: blocked writes can continue. */
   writable(): void;
   /**
