@@ -51,6 +51,36 @@ const SLICE = 64 * 1024;
  */
 const CLOSE_GRACE_MS = 300;
 
+// A write waiting for room in the peer's RMB keeps the event loop alive, as a pending TCP write
+// does (libuv counts a write request as active whatever the handle's ref). Nothing else would:
+// the rxe device is unref()'d (an automatic one always), the wait has no work request
+// outstanding, SMC-R's awake loop stops 300 us after the last traffic, and once the peer's end
+// was read libuv reads the TCP connection no further. So a process uploading to a peer that
+// half-closed and reads slowly exited mid-write, and the peer saw a clean end of a truncated
+// stream. One ref'd handle for all waiting writers: a timer made once and only ref()'d while a
+// connection's write waits (its callback does nothing). A peer that died meanwhile is found
+// by TEST_LINK (lgr.ts): the link goes down, the write fails (ECONNABORTED) and the hold goes.
+let holdTimer: NodeJS.Timeout | undefined;
+/** Connections whose write waits for the peer's consumer cursor. */
+let holders = 0;
+/** The hold timer's period: it only needs to exist (2^30 ms, under setInterval's limit). */
+const HOLD_PERIOD_MS = 2 ** 30;
+
+function holdLoop(): void {
+  if (holders++ > 0) return;
+  holdTimer ??= setInterval(() => {}, HOLD_PERIOD_MS);
+  holdTimer.ref();
+}
+
+function releaseLoop(): void {
+  if (--holders === 0) holdTimer!.unref();
+}
+
+/** How many SMC-R connections have a write waiting for the peer to consume (each holds the event loop), for tests and diagnostics. */
+export function smcrWaitingWriters(): number {
+  return holders;
+}
+
 export class SmcrConnection implements SmcTransport {
   readonly rxRing: number;
   readonly txRing: number;
@@ -113,6 +143,12 @@ export class SmcrConnection implements SmcTransport {
   staleCdcs = 0;
   /** Calls of write() that found the peer's RMB full (the writer waits for a consumer cursor update), for diagnostics. */
   writeStalls = 0;
+  /**
+   * The last write() took less than it was given: the socket's write waits for the peer's
+   * consumer cursor, and holds the event loop (holdLoop) until a write() takes all, the
+   * peer closes, or the connection fails or is released.
+   */
+  private writerWaits = false;
 
   constructor(
     readonly lgr: SmcrLinkGroup, readonly rmb: Rmb, readonly sndbuf: Rmb, readonly token: number, readonly peer: PeerRmb,
@@ -180,6 +216,7 @@ export class SmcrConnection implements SmcTransport {
     const space = this.writeSpace;
     if (space === 0) {
       this.writeStalls++;
+      if (!this.writerWaits && data.length > 0) this.waits(true);
       if (!(this.prodFlags & PROD_WRITE_BLOCKED)) {
         this.prodFlags |= PROD_WRITE_BLOCKED;
         this.sendCdc();
@@ -196,11 +233,20 @@ export class SmcrConnection implements SmcTransport {
     this.bytesSent += n;
     if (data.length >= space) this.prodFlags |= PROD_WRITE_BLOCKED;
     else this.prodFlags &= ~PROD_WRITE_BLOCKED;
+    if (this.writerWaits !== n < data.length) this.waits(n < data.length);
     if (!this.flushQueued) {
       this.flushQueued = true;
       queueMicrotask(this.flushTask);
     }
     return n;
+  }
+
+  /** A write waits for the peer (or no longer does): hold the event loop while it does. */
+  private waits(on: boolean): void {
+    if (on === this.writerWaits) return;
+    this.writerWaits = on;
+    if (on) holdLoop();
+    else releaseLoop();
   }
 
   private readonly flushTask = (): void => {
@@ -475,6 +521,8 @@ export class SmcrConnection implements SmcTransport {
 
   private reportState(): void {
     if (this.released || !this.started) return;
+    // A peer that closed (or aborted) makes no more room: the socket drops or fails the write.
+    if (this.writerWaits && this.peerClosed) this.waits(false);
     if ((this.peerConnFlags & CONN_ABORT) && !this.abortReported) {
       this.abortReported = true;
       this.h.peerAbort();
@@ -490,7 +538,9 @@ export class SmcrConnection implements SmcTransport {
   linkDown(reason: string): void {
     if (this.released || this.failed) return;
     this.failed = true;
-    const message = `link down: ${reason}`;
+    this.waits(false);
+    // The link group's reason may name the link's fall already ("link down: no TEST_LINK ...").
+    const message = reason.startsWith('link down') ? reason : `link down: ${reason}`;
     if (this.started) this.h.protocolError(message, 'ECONNABORTED');
     else this.earlyError = { message, code: 'ECONNABORTED' };
   }
@@ -503,6 +553,7 @@ export class SmcrConnection implements SmcTransport {
    */
   private fail(message: string): void {
     this.failed = true;
+    this.waits(false);
     this.lgr.rx.connAborts++;
     this.abort();
     if (this.started) this.h.protocolError(message);
@@ -512,6 +563,7 @@ export class SmcrConnection implements SmcTransport {
   release(): void {
     if (this.released) return;
     clearTimeout(this.graceTimer);
+    this.waits(false);
     this.released = true;
     this.lgr.detach(this);
   }
