@@ -6,18 +6,23 @@
 
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
-import { onClientConnect, releaseHandshake } from './handshake.js';
+import { onClientConnect, releaseHandshake, writeHeldOnRelease } from './handshake.js';
 import type { Socket } from './socket.js';
 import { connReset, restoreOwner, type SmcState } from './state.js';
 import { recordConnection } from './handshake-control.js';
 import { untrack } from './status.js';
 
 /**
- * destroy() of an SMC socket (Linux: smc_release), before node:net's own _destroy: a server
- * still in the handshake lingers (lingerClose), anything else closes by TCP's rule (teardown).
+ * destroy() of an SMC socket (Linux: smc_release), before node:net's own _destroy: a write the
+ * handshake held goes out over TCP where it still can (handshake.ts writeHeldOnRelease); a
+ * server still in the handshake, or a client that just declined, lingers (lingerClose);
+ * anything else closes by TCP's rule (teardown).
  */
 export function smcRelease(sock: Socket, s: SmcState): void {
-  const linger = s.role === 'server' && (s.phase === 'srv-wait' || s.phase === 'srv-accepting') && !resetting(sock);
+  const reset = resetting(sock);
+  let linger = s.role === 'server' && (s.phase === 'srv-wait' || s.phase === 'srv-accepting') && !reset;
+  // Held while connecting, a write fails as node:net's queued ones do (teardown).
+  if (s.held !== undefined && s.phase !== 'idle' && writeHeldOnRelease(sock, s) && !reset) linger = true;
   teardown(sock, s);
   if (linger) lingerClose(sock, s.opts.timeout);
 }
@@ -58,11 +63,32 @@ export function onTcpEndWhileSmc(sock: Socket, s: SmcState): void {
  * is done at once ('close' as usual); the lingering one keeps no process alive.
  */
 function lingerClose(sock: Socket, timeout: number): void {
-  const self = sock as unknown as { _handle: object | null };
+  const self = sock as unknown as { _handle: { bytesRead: number; bytesWritten: number } | null };
   const handle = self._handle;
   if (!handle) return;
+  keepByteCounts(sock, handle);
   self._handle = null; // node:net's _destroy then closes nothing and emits 'close' itself
   lingerHandle(handle, timeout);
+}
+
+/** node:net's kBytesRead and kBytesWritten: where its _destroy keeps a closed handle's counts. */
+let byteCountKeys: [symbol, symbol] | null | undefined;
+
+/**
+ * What node:net's _destroy does before it closes a handle, for the one it will not see: the
+ * byte counters read the kept counts from then on (state.ts subtracts the CLC bytes from them).
+ */
+function keepByteCounts(sock: Socket, handle: { bytesRead: number; bytesWritten: number }): void {
+  if (byteCountKeys === undefined) {
+    const own = Object.getOwnPropertySymbols(sock);
+    const read = own.find((k) => k.description === 'kBytesRead');
+    const written = own.find((k) => k.description === 'kBytesWritten');
+    byteCountKeys = read && written ? [read, written] : null;
+  }
+  if (!byteCountKeys) return;
+  const slots = sock as unknown as Record<symbol, number>;
+  slots[byteCountKeys[0]] = handle.bytesRead;
+  slots[byteCountKeys[1]] = handle.bytesWritten;
 }
 
 /** @internal Close a TCP handle as lingerClose does (also for connections a server drops). */
@@ -80,6 +106,7 @@ function teardown(sock: Socket, s: SmcState): void {
   restoreOwner(s);
   clearTimeout(s.timer);
   s.timer = undefined;
+  s.clcRead = false;
   const conn = s.conn;
   if (conn && !conn.released) {
     if (s.learnKey !== undefined) recordConnection(s.learnKey, conn.bytesSent + conn.bytesReceived, performance.now() - s.startedAt);

@@ -15,6 +15,7 @@
 
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
+import util from 'node:util';
 import { tracer } from '../sys/trace.js';
 import { defaultIsmDevice } from '../ism/device.js';
 import { RuntimeDirError } from '../ism/runtime-dir.js';
@@ -23,7 +24,7 @@ import {
   clcFrameLength, clcFrameLengthAny, compressBufSize, decodeClc, decodeSmcClc, declineName, encodeAcceptConfirm, encodeDecline, encodeProposal,
   localSystemId, mayBeClc, smcdIndicated, smcrIndicated, uncompressBufSize, type AcceptConfirm, type ClcMessage, type Proposal, type SmcProposal,
 } from './clc.js';
-import { smcWrite, transportEvents } from './data.js';
+import { pauseOnread, smcWrite, transportEvents } from './data.js';
 import { isLoopback, isSmcListener, listenersStillRunning, unmapV4 } from './discovery.js';
 import { smcrOf } from './options.js';
 import { returnDmb, takeDmb } from './dmb-pool.js';
@@ -206,6 +207,7 @@ export function onClientConnect(this: Socket): void {
     version: 1, path: SMC_TYPE_D, peerId: localSystemId(), smcdGid: s.device.gid, chid: s.device.chid, proof, ...prefix,
   });
   s.phase = 'proposing';
+  readForHandshake(sock, s);
   rawWrite(sock, s, proposal);
   startTimer(sock, s);
   stayAwakeUntil(() => s.phase !== 'proposing');
@@ -228,6 +230,7 @@ function discoverThenProposeSmcr(sock: Socket, s: SmcState): void {
   if (d.go === 'propose') return proposeSmcr(sock, s);
   if (d.go === 'tcp') return settleTcp(sock, s, d.reason ?? (d.outside ? DECLINE.DIFFPREFIX : DECLINE.PEERNOSMC), `SMC-R discovery: ${d.cause}`, true);
   s.phase = 'proposing';
+  readForHandshake(sock, s); // bytes from the server end the wait
   let timer: NodeJS.Timeout | undefined;
   let stop: (() => void) | undefined;
   const end = (answer: boolean | undefined, cancel = false): void => {
@@ -255,6 +258,7 @@ function proposeSmcr(sock: Socket, s: SmcState): void {
   const p = smcrProposal(s, smcrOps(sock, s));
   if (typeof p === 'number') return settleTcp(sock, s, p, `SMC-R: ${declineName(p)}`, true);
   s.phase = 'proposing';
+  readForHandshake(sock, s);
   rawWrite(sock, s, p);
   startTimer(sock, s);
 }
@@ -301,6 +305,42 @@ function subnetOf(a: string): string {
   return `${x}.0.0.0`;
 }
 
+interface ReadHandle { reading?: boolean; fd?: number; readStop(): number }
+
+/**
+ * Client: the handshake reads the TCP handle whatever the application's pause state. node:net
+ * skips its first read for a socket paused at 'connect' (and its pause() stops an onread
+ * socket's handle, socket.ts), so the server's answer would lie unread until the handshake
+ * timed out. The CLC bytes never reach the application; endHandshakeRead gives node:net's
+ * state back.
+ */
+function readForHandshake(sock: Socket, s: SmcState): void {
+  s.clcRead = true;
+  // node:net's own _read: it starts the handle as it would (tryReadStart), errors included.
+  (net.Socket.prototype._read as (n: number) => void).call(sock, 0);
+}
+
+/**
+ * The handshake is over. An onread socket paused meanwhile delivers nothing until resume()
+ * (over SMC too). Over TCP the handle reads only if node:net's would by now: once the stream
+ * asked for data (its Readable says so in `reading` until data come, and none came: CLC bytes
+ * never reach it), and for an onread socket, not paused since. Stopping it is safe: node:net's
+ * read() and resume() start a handle that does not read.
+ */
+function endHandshakeRead(sock: Socket, s: SmcState): void {
+  s.clcRead = false;
+  const paused = sock.isPaused();
+  if (s.onread && paused) pauseOnread(s);
+  if (s.phase !== 'tcp' || sock.destroyed) return; // SMC: TCP goes on being read for the peer's end
+  const asked = (sock as unknown as { _readableState: { reading: boolean } })._readableState.reading;
+  if (asked && !(s.onread && paused)) return;
+  const h = (sock as unknown as { _handle?: ReadHandle | null })._handle;
+  if (!h?.reading || (typeof h.fd === 'number' && h.fd < 0)) return;
+  h.reading = false;
+  const err = h.readStop();
+  if (err) sock.destroy(Object.assign(new Error(`read ${util.getSystemErrorName(err)}`), { errno: err, code: util.getSystemErrorName(err), syscall: 'read' }));
+}
+
 /**
  * Leave the handshake for TCP: release what it set up, flush held writes through TCP. From
  * the 'connect' event (deferFlush), the held writes go out after the application's own
@@ -316,26 +356,66 @@ export function settleTcp(sock: Socket, s: SmcState, reason: number | undefined,
   s.fallbackCause = cause;
   countSettled('TCP', reason, cause); // still listed by smcss (as TCP, with the reason) until it closes
   if (settled.active) traceSettled(sock, s, 'TCP', 'TCP');
+  if (s.clcRead) endHandshakeRead(sock, s);
+  if (sock.listenerCount('smc') > 0) sock.emit('smc', getSmcInfo(sock));
+  if (!s.held && !s.heldFinal) return;
+  // Deferred, they stay held until then: a destroy() in a 'connect' listener still sends them (close.ts).
+  if (deferFlush) process.nextTick(flushHeld, sock, s);
+  else flushHeld(sock, s);
+}
+
+function flushHeld(sock: Socket, s: SmcState): void {
   const held = s.held;
   s.held = undefined;
   const fin = s.heldFinal;
   s.heldFinal = undefined;
-  if (sock.listenerCount('smc') > 0) sock.emit('smc', getSmcInfo(sock));
-  if (!held && !fin) return;
-  if (deferFlush) process.nextTick(flushHeld, sock, held, fin);
-  else flushHeld(sock, held, fin);
-}
-
-function flushHeld(sock: Socket, held: Held | undefined, fin: ((err?: Error | null) => void) | undefined): void {
   if (held) {
-    // The application made these writes before anything went wrong; over TCP they would have
-    // been taken, and a reset met later by a read.
-    const cb = (err?: Error | null) => held.cb(err ? clcWriteError(err) : err);
-    if (sock.destroyed) cb();
-    else if (held.writev) net.Socket.prototype._writev!.call(sock, held.data as Array<{ chunk: unknown; encoding: BufferEncoding }>, cb);
-    else net.Socket.prototype._write.call(sock, held.data, held.encoding, cb);
+    if (sock.destroyed) held.cb(destroyedError()); // not sent (close.ts sends what it can)
+    else writeHeld(sock, held);
   }
   if (fin && !sock.destroyed) net.Socket.prototype._final.call(sock, fin);
+}
+
+/**
+ * A held write through TCP, as node:net writes. The application made it before anything went
+ * wrong; over TCP it would have been taken, and a reset met later by a read.
+ */
+function writeHeld(sock: Socket, held: Held): void {
+  const cb = (err?: Error | null) => held.cb(err ? clcWriteError(err) : err);
+  if (held.writev) net.Socket.prototype._writev!.call(sock, held.data as Array<{ chunk: unknown; encoding: BufferEncoding }>, cb);
+  else net.Socket.prototype._write.call(sock, held.data, held.encoding, cb);
+}
+
+/**
+ * destroy() with a write held by the handshake (close.ts, before node:net closes the handle).
+ * Over node:net those bytes reached the kernel at write(), and the peer gets them. Where the
+ * peer cannot be on SMC yet they go over TCP now: a client whose Proposal is unanswered
+ * declines first (an SMC-D server goes to SMC-D only at our Confirm, an SMC-R one after it);
+ * a server holding what may be the start of a Proposal writes as its handshake timer would;
+ * a connection that settled on TCP a moment ago (its flush waits for a tick) just writes.
+ * Anywhere else the peer may be on SMC already, and TCP bytes would be lost there: the write
+ * fails, as node:net's writes that never went out do. True when a CLC reply may still come:
+ * the handle should close gently.
+ */
+export function writeHeldOnRelease(sock: Socket, s: SmcState): boolean {
+  const held = s.held!;
+  s.held = undefined;
+  const unanswered = s.role === 'client' && s.phase === 'proposing' && s.clcIn === 0;
+  if (!unanswered && s.phase !== 'srv-wait' && s.phase !== 'tcp') {
+    held.cb(destroyedError());
+    return false;
+  }
+  // Not while SMC-R discovery was asked (nothing sent). CLC has no code for "the application
+  // closed": Linux's generic one.
+  const proposed = unanswered && s.clcOut > 0;
+  if (proposed) sendDecline(sock, s, DECLINE.INTERR);
+  writeHeld(sock, held);
+  return proposed;
+}
+
+/** node:net's error for a write a destroyed stream never sent. */
+function destroyedError(): NodeJS.ErrnoException {
+  return Object.assign(new Error('Cannot call write after a stream was destroyed'), { code: 'ERR_STREAM_DESTROYED' });
 }
 
 function fallbackAfterDecline(sock: Socket, s: SmcState, reason: number, sendOwn: boolean, cause: string): void {
@@ -578,6 +658,7 @@ function settleSmc(sock: Socket, s: SmcState, conn: SmcTransport, label: string)
   withSmcCounters(sock, s);
   s.conn = conn;
   s.phase = 'smcd';
+  if (s.clcRead) endHandshakeRead(sock, s);
   if (settled.active) traceSettled(sock, s, conn.mode, label);
   try {
     sock.emit('smc', getSmcInfo(sock));

@@ -19,7 +19,7 @@ import { handleGone, onClcBytes, onClientConnect, serverSpeaksFirst, settleTcp, 
 import { resolveSmcOptions, type ResolvedSmcOptions, type SmcSocketOptions } from './options.js';
 import { anyPolicy, policyAllows } from './policy.js';
 import { counterAccessors, kSmc, newState, toBuffer, withSmcCounters, type SmcState } from './state.js';
-import { track } from './status.js';
+import { track, untrack } from './status.js';
 
 export type { SmcInfo, SmcMode } from './state.js';
 
@@ -48,11 +48,16 @@ let tcpEofRead: Socket | undefined;
 
 /**
  * A new owner of an accepted handle during the handshake (handle-owner.ts): it becomes an SMC
- * socket sharing this state, so the handshake goes on with it.
+ * socket sharing this state, so the handshake goes on with it, and smcss lists it in place of
+ * the socket it replaced (whose teardown, if any, would come through the new owner's).
  */
 setOwnerJoin((prev, v) => {
   const s = (prev as Socket)[kSmc];
-  if (s && v instanceof net.Socket && !(kSmc in v) && (s.phase === 'srv-wait' || s.phase === 'srv-accepting')) graft(v)[kSmc] = s;
+  if (s && v instanceof net.Socket && !(kSmc in v) && (s.phase === 'srv-wait' || s.phase === 'srv-accepting')) {
+    graft(v)[kSmc] = s;
+    untrack(prev as Socket);
+    track(v);
+  }
 });
 
 export class Socket extends net.Socket {
@@ -190,10 +195,11 @@ export class Socket extends net.Socket {
   override read(size?: number): unknown {
     // node:net's read() starts an onread socket's handle reading again; ours is the ring.
     // Not the read(0) node's onStreamRead makes right after TCP's end: that is no
-    // application asking for data (the ring, not TCP, carries the stream).
+    // application asking for data (the ring, not TCP, carries the stream). Over TCP, node
+    // restarts the handle, and what came with the last CLC message (held) goes first.
     const s = this[kSmc];
     if (tcpEofRead === this) tcpEofRead = undefined;
-    else if (s?.onread?.stopped && s.phase === 'smcd') resumeOnread(this, s);
+    else if (s?.onread?.stopped && (s.phase === 'smcd' || s.phase === 'tcp')) resumeOnread(this, s);
     return super.read(size);
   }
 
@@ -204,6 +210,8 @@ export class Socket extends net.Socket {
       if (s.onread) pauseOnread(s);
       return Duplex.prototype.pause.call(this) as this;
     }
+    // The handshake reads the handle whatever the pause state; settling gives node:net's back.
+    if (s?.clcRead) return Duplex.prototype.pause.call(this) as this;
     return super.pause();
   }
 

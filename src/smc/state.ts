@@ -101,6 +101,8 @@ export interface SmcState {
   startedAt: number;
   /** node:net's onread on this socket (data.ts): the application's callback, and its stops. */
   onread: OnreadState | undefined;
+  /** Client: the handshake reads the TCP handle whatever the pause state; settling gives node:net's back (handshake.ts). */
+  clcRead: boolean;
 }
 
 export interface OnreadState {
@@ -123,6 +125,7 @@ export function newState(role: 'client' | 'server', opts: ResolvedSmcOptions, co
     device: undefined, peerGid: undefined, dmb: undefined, remote: undefined, conn: undefined, proposal: undefined, timer: undefined, acceptGrace: false,
     pending: undefined, clcIn: 0, clcOut: 0, strayTcpBytes: 0, writeDone: false, writeDoneAfterPeer: false, wroteAfterPeerClosed: false,
     targetPort: undefined, targetHost: undefined, counters, ownerHandle: undefined, learnKey: undefined, learnedTcp: false, startedAt: 0, onread: undefined,
+    clcRead: false,
   };
 }
 
