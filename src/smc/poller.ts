@@ -231,6 +231,12 @@ function recheck(): void {
     }
     // Only a waiting writer asks after its peer's process: a /proc read, where the rest is none.
     if (!waiting.has(c)) continue;
+    // Its write may have ended meanwhile (the socket dropped it, the peer closed) without a wake.
+    if (!c.writerWaits) {
+      waiting.delete(c);
+      holdLoop();
+      continue;
+    }
     try {
       c.checkPeer();
     } catch (err) {

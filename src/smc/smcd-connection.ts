@@ -136,6 +136,8 @@ export class SmcdConnection implements SmcTransport {
   /** Copy as much of data as fits into the peer's ring; returns the number of bytes taken. */
   write(data: Uint8Array): number {
     if (this.released || this.failed || (this.connFlags & (CONN_DONE_WRITING | CONN_ABORT))) return 0;
+    // Nothing to write waits for nothing (write_blocked would make it a waiting writer: poller.ts).
+    if (data.length === 0) return 0;
     const space = this.writeSpace;
     if (space === 0) {
       if (!(this.prodFlags & PROD_WRITE_BLOCKED)) {

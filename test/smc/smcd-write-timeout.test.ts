@@ -47,3 +47,15 @@ test('one large write the peer does not drain: \'timeout\' comes', async (t) => 
   t.after(() => clearTimeout(late));
   await once(c, 'timeout');
 });
+
+test('an empty write into a full ring waits for nothing: no write_blocked, no writer holding the process', async (t) => {
+  const c = await pair(t, (s) => s.pause());
+  const { kSmc } = await import('../../src/smc/state.js');
+  const conn = (c as unknown as Record<symbol, { conn: { write(d: Uint8Array): number; writeSpace: number; writerWaits: boolean } }>)[kSmc]!.conn;
+  // Fill the peer's ring exactly, then the empty write.
+  assert.equal(conn.write(new Uint8Array(conn.writeSpace)) > 0, true);
+  assert.equal(conn.writeSpace, 0);
+  assert.equal(conn.writerWaits, false, 'a write that took everything waits for nothing');
+  assert.equal(conn.write(new Uint8Array(0)), 0);
+  assert.equal(conn.writerWaits, false, 'nor does an empty one');
+});

@@ -46,7 +46,8 @@ export async function perftest(argv: string[]): Promise<(BwResult | LatResult)[]
     await s.open();
     const lat = o.test.endsWith('_lat');
     const noPeak = peakNotMeasured(o, s.isServer);
-    if (noPeak && !o.json) s.say(" WARNING: BW peak won't be measured in this run.");
+    // perftest warns when it turns noPeak on itself, not for -N.
+    if (noPeak && !o.noPeak && !o.json) s.say(" WARNING: BW peak won't be measured in this run.");
     s.say(s.describe(TITLES[o.test]!));
     // perftest's read_lat server prints no table, only the closing line.
     const table = !(o.test === 'read_lat' && s.isServer);

@@ -241,6 +241,7 @@ export function parsePerftestArgs(argv: string[]): PerftestOptions {
   // perftest's latency loops use one QP and one direction; its parser refuses the rest too.
   if (lat && qps > 1) throw new UsageError(`-q ${qps}: more than one QP is for the bw tests, not ${t}`);
   if (lat && values.bidirectional) throw new UsageError(`-b (bidirectional) is for the bw tests, not ${t}`);
+  if (lat && values.noPeak) throw new UsageError('NoPeak only valid for BW tests');
   let durationSec: number | undefined;
   if (values.duration !== undefined) {
     // perftest's -D and -f are whole seconds (CHECK_VALUE_POSITIVE / _NON_NEGATIVE on an int).
