@@ -144,7 +144,11 @@ export function installOnread(sock: Socket, s: SmcState): void {
     // through smcPush (deliverToUser).
     const go = sock.push(Buffer.from(buf.subarray(0, nread)));
     skipGen = true;
-    return go;
+    // Settled on TCP with this read, whose data the application's callback refused (false):
+    // node:net stops the handle then, and resume() starts it (over SMC-D, TCP must go on being
+    // read for the peer's end).
+    const after = sock[kSmc];
+    return go && !(after?.phase === 'tcp' && after.onread?.stopped);
   };
 }
 

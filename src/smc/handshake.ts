@@ -408,9 +408,36 @@ export function writeHeldOnRelease(sock: Socket, s: SmcState): boolean {
   // Not while SMC-R discovery was asked (nothing sent). CLC has no code for "the application
   // closed": Linux's generic one.
   const proposed = unanswered && s.clcOut > 0;
+  // Taken before the held write completes: its callback, on a destroyed stream, fails the rest.
+  const queued = takeQueuedWrites(sock);
   if (proposed) sendDecline(sock, s, DECLINE.INTERR);
   writeHeld(sock, held);
+  if (queued.length > 0) {
+    const chunks = queued.map((w) => ({ chunk: w.chunk, encoding: w.encoding }));
+    net.Socket.prototype._writev!.call(sock, chunks, (err?: Error | null) => {
+      for (const w of queued) w.callback(err ? clcWriteError(err) : err);
+    });
+  }
   return proposed;
+}
+
+interface QueuedWrite { chunk: Buffer | string; encoding: BufferEncoding; callback: (err?: Error | null) => void }
+
+/**
+ * The writes node's Writable queued behind the held one, taken out of its buffer: over
+ * node:net they reached the kernel at write() as well, so they go out with it (left there,
+ * destroy() fails them with ERR_STREAM_DESTROYED). Nothing where the buffer is not as Node's
+ * streams keep it (buffered from bufferedIndex, Node 20-24).
+ */
+function takeQueuedWrites(sock: Socket): QueuedWrite[] {
+  const st = (sock as unknown as { _writableState?: { buffered?: QueuedWrite[]; bufferedIndex?: number; length: number; objectMode?: boolean } })._writableState;
+  if (!st || st.objectMode || !Array.isArray(st.buffered) || typeof st.bufferedIndex !== 'number') return [];
+  const rest = st.buffered.slice(st.bufferedIndex);
+  if (rest.length === 0) return [];
+  for (const w of rest) st.length -= w.chunk.length;
+  st.buffered = [];
+  st.bufferedIndex = 0;
+  return rest;
 }
 
 /** node:net's error for a write a destroyed stream never sent. */

@@ -76,6 +76,23 @@ describe('destroy() right after a write the handshake holds', () => {
     });
   }
 
+  it('two writes in the connect listener, then destroy(): both go out, the second queued behind the held one (SMC listener and plain one)', async () => {
+    for (const [target, n] of [[srv, ++conns], [plain, ++plainConns]] as const) {
+      const c = smc.connect({ port: target.port, host: '127.0.0.1' });
+      c.on('error', () => {});
+      const cbs: Array<Promise<Error | null | undefined>> = [];
+      c.on('connect', () => {
+        cbs.push(new Promise((res) => c.write('Bhello', res)));
+        cbs.push(new Promise((res) => c.write('world', res)));
+        c.destroy();
+      });
+      const ev = await closedConnection(target.proc, n);
+      const got = ev.filter((e) => e.event === 'received').reduce((a, e) => a + (e.bytes as number), 0);
+      assert.equal(got, 10, JSON.stringify(ev));
+      for (const cb of await bounded(Promise.all(cbs), 5000, 'the write callbacks')) assert.ok(!cb, `callback: ${cb?.message}`);
+    }
+  });
+
   it('write while connecting to a plain listener, destroy() in the connect listener: the bytes go out (the flush waited for a tick)', async () => {
     const c = smc.connect({ port: plain.port, host: '127.0.0.1' });
     c.on('error', () => {});
@@ -289,5 +306,40 @@ describe('smcss after an accepted handle changed owners during the handshake', (
     assert.equal(listedWhileOpen, 3);
     assert.deepEqual([...replaced, ...owners].filter((x) => live.has(x)).length, 0);
     assert.equal(smc.getSmcInfo(owners[0]!).mode, 'SMCD');
+  });
+});
+
+describe('onread after the handshake', () => {
+  it('a callback that returns false on the bytes that came with the last CLC message stops delivery until resume(), \'end\' included, as node:net', async () => {
+    let finished!: Promise<unknown>;
+    const srv = smc.createServer((s) => {
+      s.on('error', () => {});
+      // A server that speaks first: its banner may share a TCP read with its Decline.
+      s.write('220 banner\r\n');
+      setTimeout(() => { finished = once(s, 'finish'); s.end('more data after the banner'); }, 50);
+    });
+    srv.listen(0, '127.0.0.1');
+    await once(srv, 'listening');
+    let first = true;
+    let resumed = false;
+    const calls: string[] = [];
+    const c = smc.connect({
+      port: (srv.address() as net.AddressInfo).port, host: '127.0.0.1',
+      onread: { buffer: Buffer.alloc(64), callback: (n: number, b: Buffer) => {
+        calls.push(`${resumed ? 'after' : 'before'}: ${b.toString('latin1', 0, n)}`);
+        if (first) { first = false; return false; }
+        return true;
+      } },
+    });
+    c.on('error', () => {});
+    c.on('end', () => calls.push(`end ${resumed ? 'after' : 'before'}`));
+    await waitFor('the server\'s end sent', () => finished !== undefined, 5000);
+    await finished;
+    await new Promise((r) => setTimeout(r, 100)); // what the server sent has arrived
+    resumed = true;
+    c.resume();
+    await bounded(once(c, 'close'), 5000, 'the client\'s close');
+    srv.close();
+    assert.deepEqual(calls, ['before: 220 banner\r\n', 'after: more data after the banner', 'end after']);
   });
 });
