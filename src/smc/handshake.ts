@@ -331,8 +331,12 @@ function endHandshakeRead(sock: Socket, s: SmcState): void {
   s.clcRead = false;
   const paused = sock.isPaused();
   if (s.onread && paused) pauseOnread(s);
-  if (s.phase !== 'tcp' || sock.destroyed) return; // SMC: TCP goes on being read for the peer's end
+  if (sock.destroyed) return;
   const asked = (sock as unknown as { _readableState: { reading: boolean } })._readableState.reading;
+  // Over SMC, TCP goes on being read for the peer's end, unless node:net would not be reading
+  // it yet (paused before it asked for data): a reading handle keeps the process alive, which a
+  // paused node:net socket does not. Its _read (socket.ts) starts the handle again.
+  if (s.phase !== 'tcp' && !(paused && !asked)) return;
   if (asked && !(s.onread && paused)) return;
   const h = (sock as unknown as { _handle?: ReadHandle | null })._handle;
   if (!h?.reading || (typeof h.fd === 'number' && h.fd < 0)) return;

@@ -185,6 +185,8 @@ export class Socket extends net.Socket {
   override _read(n: number): void {
     const s = this[kSmc];
     if (s?.phase === 'smcd') {
+      // TCP carries the peer's end: read it again if the handshake stopped it for a paused socket.
+      if (!(this as unknown as { _handle?: { reading?: boolean } | null })._handle?.reading) super._read(n);
       if (s.onread?.stopped) return; // only resume() restarts an onread socket
       if (s.conn!.resume()) s.conn!.kick();
       return;
