@@ -207,8 +207,17 @@ export function openEntryPath(dir: string, name: string): string | undefined {
  * such process.
  */
 export function procStatFields(pid: number): string[] {
-  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
-  return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return statFields(fs.readFileSync(`/proc/${pid}/stat`, 'latin1'));
+}
+
+/** The fields of a /proc/<pid>/stat line after the command name (which may hold spaces): the state (field 3) first. */
+export function statFields(line: string): string[] {
+  return line.slice(line.lastIndexOf(')') + 2).split(' ');
+}
+
+/** Whether stat fields (statFields) are of the process that started at `start`, and running: a zombie (Z) or dead (X) one is not. */
+export function statRunning(f: string[], start: string): boolean {
+  return f[19] === start && f[0] !== 'Z' && f[0] !== 'X';
 }
 
 /** Field 22 of /proc/<pid>/stat: the start time, which tells a live pid from a recycled one. */
@@ -229,8 +238,7 @@ export function selfStartTime(): string {
 /** The process with this pid and start time runs (a zombie does not: it has exited, unreaped). */
 export function isAlive(pid: number, start: string): boolean {
   try {
-    const f = procStatFields(pid);
-    return f[19] === start && f[0] !== 'Z' && f[0] !== 'X';
+    return statRunning(procStatFields(pid), start);
   } catch {
     return false;
   }

@@ -12,7 +12,7 @@ import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { threadId } from 'node:worker_threads';
 import { interfaceAddresses, type InterfaceAddress } from './interfaces.js';
-import { keepPresent, openEntryPath, listEntries, liveness, netNamespace, pidNamespaceTag, readEntry, removeEntry, restoreEntry, selfStamp, subdir, writeEntry, type ProcessStamp } from '../ism/runtime-dir.js';
+import { keepPresent, listEntries, liveness, netNamespace, openEntryPath, pidNamespaceTag, readEntry, removeEntry, restoreEntry, selfStamp, statFields, statRunning, subdir, type ProcessStamp, writeEntry } from '../ism/runtime-dir.js';
 
 export interface ListenerEntry extends ProcessStamp {
   netns: string;
@@ -87,30 +87,20 @@ function dropStat(pid: number): void {
   try { fs.closeSync(h.fd); } catch { /* already closed */ }
 }
 
-/** The state letter and start time (fields 3 and 22) from the stat file's fd, or undefined when the process is gone. */
-function readStat(fd: number): { state: string; start: string } | undefined {
-  let n: number;
-  try { n = fs.readSync(fd, statBuf, 0, statBuf.length, 0); } catch { return undefined; }
-  const line = statBuf.toString('latin1', 0, n);
-  const f = line.slice(line.lastIndexOf(')') + 2).split(' ', 20);
-  return f.length === 20 ? { state: f[0]!, start: f[19]! } : undefined;
-}
-
 function stillRunning(pid: number, start: string): boolean {
   if (pid === process.pid) return true;
   let h = statFds.get(pid);
   if (h && h.start !== start) { dropStat(pid); h = undefined; }
-  let fresh = false;
   if (!h) {
     let fd: number;
     try { fd = fs.openSync(`/proc/${pid}/stat`, 'r'); } catch { return false; }
     if (statFds.size >= MAX_STAT_FDS) dropStat(statFds.keys().next().value!);
     statFds.set(pid, (h = { fd, start }));
-    fresh = true;
   }
-  const st = readStat(h.fd);
+  let n: number;
+  try { n = fs.readSync(h.fd, statBuf, 0, statBuf.length, 0); } catch { n = -1; }
   // The pid may belong to another process than the entry's (reused): its start time tells.
-  const alive = st !== undefined && st.state !== 'Z' && st.state !== 'X' && (!fresh || st.start === start);
+  const alive = n > 0 && statRunning(statFields(statBuf.toString('latin1', 0, n)), start);
   if (!alive) dropStat(pid);
   return alive;
 }
