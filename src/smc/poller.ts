@@ -184,41 +184,31 @@ export function hotCount(): number {
 //   a ring would wake it, and its device checks that its doorbell is still there.
 // - The doorbell socket is unref'd, so a writer waiting for room in the peer's ring keeps
 //   nothing alive once it sleeps: where the peer finished writing (its end read, libuv stops
-//   reading TCP) the process would exit mid-write. node:net's pending write keeps the loop
-//   alive, so here the timer is ref'd while such a writer sleeps. Its peer's process is looked
-//   for then too: a peer that died after its end (TCP tells us nothing more) would never make
-//   room, and the write would wait forever.
+//   reading TCP) the process would exit mid-write. Such a writer holds the event loop
+//   (writeWaits). Its peer's process is looked for then too: a peer that died after its end
+//   (TCP tells us nothing more) would never make room, and the write would wait forever.
 /** How often sleeping connections are looked at (ms). */
 const RECHECK_MS = 500;
 const asleep = new Set<SmcdConnection>();
-/** The sleepers whose writer waits for room in the peer's ring (a subset of asleep). */
+/** The sleepers whose writer waits for room in the peer's ring (a subset of asleep), each holding the loop. */
 const waiting = new Set<SmcdConnection>();
 let recheckTimer: NodeJS.Timeout | undefined;
-let holding = false;
 
 function sleep(c: SmcdConnection): void {
   asleep.add(c);
-  if (c.writerWaits) waiting.add(c);
+  if (c.writerWaits && !waiting.has(c)) {
+    waiting.add(c);
+    writeWaits();
+  }
   if (!recheckTimer) {
     recheckTimer = setInterval(recheck, RECHECK_MS);
     recheckTimer.unref();
-    holding = false;
   }
-  holdLoop();
 }
 
 function wake(c: SmcdConnection): void {
   if (!asleep.delete(c)) return;
-  if (waiting.delete(c)) holdLoop();
-}
-
-/** Keep the event loop alive while a sleeping writer waits, as a pending write does over TCP. */
-function holdLoop(): void {
-  const hold = waiting.size > 0;
-  if (hold === holding || !recheckTimer) return;
-  holding = hold;
-  if (hold) recheckTimer.ref();
-  else recheckTimer.unref();
+  if (waiting.delete(c)) writeWaitEnded();
 }
 
 function recheck(): void {
@@ -234,7 +224,7 @@ function recheck(): void {
     // Its write may have ended meanwhile (the socket dropped it, the peer closed) without a wake.
     if (!c.writerWaits) {
       waiting.delete(c);
-      holdLoop();
+      writeWaitEnded();
       continue;
     }
     try {
@@ -246,8 +236,27 @@ function recheck(): void {
   if (asleep.size === 0 && recheckTimer) {
     clearInterval(recheckTimer);
     recheckTimer = undefined;
-    holding = false;
   }
+}
+
+// A write waiting for room in the peer's buffer (SMC-D's ring, SMC-R's RMB) keeps the event loop
+// alive, as a pending TCP write does (libuv counts a write request as active whatever the
+// handle's ref). Nothing else would: the doorbells and the rxe device are unref'd, the wait has
+// no request outstanding, and once the peer's end was read libuv reads TCP no further, so a
+// process uploading to a peer that half-closed and reads slowly exited mid-write. One handle for
+// all waiting writers: a timer made once, ref'd only while some write waits (it does nothing).
+let waitingWrites = 0;
+let writeHold: NodeJS.Timeout | undefined;
+
+/** A write waits for the peer (call writeWaitEnded once when it no longer does). */
+export function writeWaits(): void {
+  if (waitingWrites++ > 0) return;
+  writeHold ??= setInterval(() => {}, 2 ** 30); // under setInterval's limit: it only needs to exist
+  writeHold.ref();
+}
+
+export function writeWaitEnded(): void {
+  if (--waitingWrites === 0) writeHold!.unref();
 }
 
 // Waiting for a reply that comes within a few hundred microseconds (a CLC message; an SMC-R

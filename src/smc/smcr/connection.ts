@@ -23,7 +23,7 @@ import { cdcSeqBefore, encodeSmcrCdc, type SmcrCdc } from '../wire/cdc-r.js';
 import type { Rmb, SmcrLinkGroup } from './lgr.js';
 import type { SmcrLink } from './link.js';
 import { remoteAddrPlus, type RemoteAddr } from '../../abi/remote-addr.js';
-import { smcrActivity } from '../poller.js';
+import { smcrActivity, writeWaitEnded, writeWaits } from '../poller.js';
 import { freshSlice } from '../slice-memory.js';
 
 function toWire(total: number, ring: number): { wrap: number; count: number } {
@@ -51,30 +51,12 @@ const SLICE = 64 * 1024;
  */
 const CLOSE_GRACE_MS = 300;
 
-// A write waiting for room in the peer's RMB keeps the event loop alive, as a pending TCP write
-// does (libuv counts a write request as active whatever the handle's ref). Nothing else would:
-// the rxe device is unref()'d (an automatic one always), the wait has no work request
-// outstanding, SMC-R's awake loop stops 300 us after the last traffic, and once the peer's end
-// was read libuv reads the TCP connection no further. So a process uploading to a peer that
-// half-closed and reads slowly exited mid-write, and the peer saw a clean end of a truncated
-// stream. One ref'd handle for all waiting writers: a timer made once and only ref()'d while a
-// connection's write waits (its callback does nothing). A peer that died meanwhile is found
-// by TEST_LINK (lgr.ts): the link goes down, the write fails (ECONNABORTED) and the hold goes.
-let holdTimer: NodeJS.Timeout | undefined;
+// A write waiting for room in the peer's RMB holds the event loop (poller.ts writeWaits): the
+// rxe device is unref()'d and SMC-R's awake loop stops 300 us after the last traffic. A peer that
+// died meanwhile is found by TEST_LINK (lgr.ts): the link goes down, the write fails
+// (ECONNABORTED) and the hold goes.
 /** Connections whose write waits for the peer's consumer cursor. */
 let holders = 0;
-/** The hold timer's period: it only needs to exist (2^30 ms, under setInterval's limit). */
-const HOLD_PERIOD_MS = 2 ** 30;
-
-function holdLoop(): void {
-  if (holders++ > 0) return;
-  holdTimer ??= setInterval(() => {}, HOLD_PERIOD_MS);
-  holdTimer.ref();
-}
-
-function releaseLoop(): void {
-  if (--holders === 0) holdTimer!.unref();
-}
 
 /** How many SMC-R connections have a write waiting for the peer to consume (each holds the event loop), for tests and diagnostics. */
 export function smcrWaitingWriters(): number {
@@ -145,7 +127,7 @@ export class SmcrConnection implements SmcTransport {
   writeStalls = 0;
   /**
    * The last write() took less than it was given: the socket's write waits for the peer's
-   * consumer cursor, and holds the event loop (holdLoop) until a write() takes all, the
+   * consumer cursor, and holds the event loop (poller.ts writeWaits) until a write() takes all, the
    * peer closes, or the connection fails or is released.
    */
   private writerWaits = false;
@@ -245,8 +227,9 @@ export class SmcrConnection implements SmcTransport {
   private waits(on: boolean): void {
     if (on === this.writerWaits) return;
     this.writerWaits = on;
-    if (on) holdLoop();
-    else releaseLoop();
+    holders += on ? 1 : -1;
+    if (on) writeWaits();
+    else writeWaitEnded();
   }
 
   private readonly flushTask = (): void => {
