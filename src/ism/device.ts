@@ -565,7 +565,9 @@ export class IsmDevice extends EventEmitter {
     server.on('error', (e) => { if (this.listenerCount('error') > 0) this.emit('error', e); });
     server.on('drop', () => { this.stats.doorbellRefused++; });
     server.maxConnections = this.maxDoorbell;
-    server.listen(entryPath('ism', bell)); // binds at once; a failure leaves it not listening
+    // exclusive: in a cluster worker, a listen without it is the primary's (over IPC, later),
+    // and this process's doorbell must be its own, bound now.
+    server.listen({ path: entryPath('ism', bell), exclusive: true }); // binds at once; a failure leaves it not listening
     if (!server.listening) {
       server.close();
       throw new IsmError('EADDRNOTAVAIL', `cannot listen for doorbell connections at ${bell}`);

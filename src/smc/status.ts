@@ -294,7 +294,8 @@ function openEndpoint(): void {
     debug('smcss status socket %s: %s', file, err.message);
     if (ep.server === server) ep.server = undefined;
   });
-  (plainListen as (path: string) => net.Server).call(server, file);
+  // exclusive: a cluster worker's listen would otherwise be the primary's (see ism/device.ts).
+  (plainListen as (o: net.ListenOptions) => net.Server).call(server, { path: file, exclusive: true });
   server.unref();
   ep.server = server;
   if (ep.file === undefined) process.once('exit', () => { if (ep.file) removeEntry(ep.file); });

@@ -47,6 +47,13 @@ describe('auto preload', () => {
     assert.ok((r.requests as number) > 10);
   });
 
+  it('a node:cluster program: workers serve the primary\'s port over SMC-D (their own doorbells, not the primary\'s)', async () => {
+    const CLUSTER = fileURLToPath(new URL('../helpers/cluster-echo.js', import.meta.url));
+    // --require: with --import the event loop turns before a worker's main script runs (docs/smc.md).
+    const r = await result(runNode(CLUSTER, [], { env, execArgv: ['--require', fileURLToPath(AUTO)] }));
+    assert.deepEqual(r.results, [0, 1, 2, 3].map((i) => ({ mode: 'SMCD', echo: `echo ping ${i}` })));
+  });
+
   it('softrdma smc-run -- node … enables it for an unmodified program', async () => {
     const p = run(['smc-run', '--', process.execPath, PEER, 'client', '--api', 'net', '--test', 'http', '--port', String(port), '--seconds', '0.3'], { env });
     const r = await result(p);
