@@ -11,6 +11,7 @@ import { ListenerRegistration } from './discovery.js';
 import { lingerHandle } from './close.js';
 import { Socket } from './socket.js';
 import { kSmc } from './state.js';
+import { DECLINE } from './clc.js';
 import { resolveSmcOptions, smcrOf, type ResolvedSmcOptions, type SmcSocketOptions } from './options.js';
 import { deferTlsConnection } from './tls.js';
 import { registerSmcrListener, type SmcrListenHandle } from './smcr/discovery.js';
@@ -49,8 +50,11 @@ export function enableSmcOnServer(server: net.Server, opts: ResolvedSmcOptions):
     gentleDrops(server, opts.timeout);
     const a = server.address();
     state.ipListener = a !== null && typeof a === 'object';
-    if (a && typeof a === 'object' && opts.enabled) {
-      unregister();
+    unregister();
+    // pauseOnConnect is node:net's way to pass a connection to another process unread. That
+    // process has no part in this handshake, and a Proposal would reach it as data: such a
+    // listener does not announce itself, so no client proposes (it stays plain TCP).
+    if (a && typeof a === 'object' && opts.enabled && !pausesOnConnect(server)) {
       try {
         // A worker's entry names its thread's status socket: terminate() runs no exit hook.
         const anchor = isMainThread ? undefined : statusSocketAnchor();
@@ -84,6 +88,8 @@ export function enableSmcOnServer(server: net.Server, opts: ResolvedSmcOptions):
     // Only TCP listeners: a Unix-socket server (the ism doorbell's among them) has nothing to negotiate.
     if (event === 'connection' && conn instanceof net.Socket && !(kSmc in conn) && (state.ipListener ??= typeof this.address() === 'object')) {
       const sock = Socket.adopt(conn, state.opts);
+      // A client that still proposes (an SMC-R answer cached before this listener) is declined.
+      if (pausesOnConnect(this)) sock[kSmc]!.serverDecline ||= DECLINE.NOSMCDEV;
       if (isTls) {
         deferTlsConnection(this as tls.Server, emit, sock);
         return true;
@@ -96,6 +102,11 @@ export function enableSmcOnServer(server: net.Server, opts: ResolvedSmcOptions):
     // Every event of the server passes here: no rest parameter to allocate.
     return emit.apply(this, arguments as unknown as unknown[]);
   } as typeof server.emit;
+}
+
+/** node:net keeps the option as a public field of the server. */
+function pausesOnConnect(server: net.Server): boolean {
+  return (server as net.Server & { pauseOnConnect?: boolean }).pauseOnConnect === true;
 }
 
 const kGentle = Symbol('softrdma.smc.gentleDrops');

@@ -4,6 +4,7 @@
 
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
+import { fork } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -331,6 +332,41 @@ describe('an accepted handle wrapped in a new net.Socket during the handshake', 
       c.destroy();
       wrapper?.destroy();
       server.close();
+    }
+  });
+});
+
+describe('a pauseOnConnect server passing its connections to another process', () => {
+  it('is plain TCP: the child process (no softrdma) reads exactly the client\'s bytes, no CLC', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'smc-handoff-'));
+    const childFile = path.join(dir, 'child.cjs');
+    // Reads everything the client sends until its end, reports it, answers and closes.
+    fs.writeFileSync(childFile, `process.on('message', (m, sock) => {
+      const parts = [];
+      sock.on('data', (d) => parts.push(d));
+      sock.on('end', () => { process.send(Buffer.concat(parts).toString('base64')); sock.end('bye'); });
+      sock.resume();
+    });`);
+    const child = fork(childFile, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    const server = smc.createServer({ pauseOnConnect: true }, (s) => { child.send('socket', s); });
+    try {
+      server.listen(0, '127.0.0.1');
+      await once(server, 'listening');
+      const got = bounded(once(child, 'message'), 10_000, "the child's report");
+      const c = smc.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
+      c.on('error', () => {});
+      let answer = '';
+      c.setEncoding('utf8').on('data', (d: string) => { answer += d; });
+      c.end('hello from the client');
+      const [b64] = await got as [string];
+      assert.equal(Buffer.from(b64, 'base64').toString('latin1'), 'hello from the client');
+      await bounded(once(c, 'close'), 5000, "the client's close");
+      assert.equal(answer, 'bye');
+      assert.equal(smc.getSmcInfo(c).mode, 'TCP');
+    } finally {
+      server.close();
+      child.kill();
+      fs.rmSync(dir, { recursive: true, force: true });
     }
   });
 });
