@@ -158,7 +158,8 @@ export class SourcePort {
     sock.once('error', give);
     // This callback runs before node:dgram sends what was queued during the bind. If close()
     // came first, node:dgram closes the socket after those sends (or already has).
-    sock.bind({ address: this.address, port }, () => {
+    // exclusive: in a cluster worker a plain bind is the primary's, over IPC (as link.ts's).
+    sock.bind({ address: this.address, port, exclusive: true }, () => {
       sock.off('error', give);
       if (this.state === 'closed') return;
       sock.on('error', () => { this.counters.send_err++; });
