@@ -396,14 +396,26 @@ function writeHeld(sock: Socket, held: Held): void {
  * peer cannot be on SMC yet they go over TCP now: a client whose Proposal is unanswered
  * declines first (an SMC-D server goes to SMC-D only at our Confirm, an SMC-R one after it);
  * a server holding what may be the start of a Proposal writes as its handshake timer would;
- * a connection that settled on TCP a moment ago (its flush waits for a tick) just writes.
- * Anywhere else the peer may be on SMC already, and TCP bytes would be lost there: the write
+ * a connection that settled on TCP a moment ago (its flush waits for a tick) just writes, and
+ * one that settled on SMC (destroyed by an 'smc' listener) writes into the ring. Anywhere else the peer may be on SMC already, and TCP bytes would be lost there: the write
  * fails, as node:net's writes that never went out do. True when a CLC reply may still come:
  * the handle should close gently.
  */
 export function writeHeldOnRelease(sock: Socket, s: SmcState): boolean {
   const held = s.held!;
   s.held = undefined;
+  if (s.phase === 'smcd' && s.conn && !s.conn.released) {
+    // Settled on SMC, its 'smc' listener destroyed the socket before the held write went out:
+    // it goes into the ring now (what fits, as teardown's rule for a write in progress), with
+    // the writes queued behind it, ahead of the close.
+    const queued = takeQueuedWrites(sock);
+    const parts = [heldBuffer(held), ...queued.map((w) => toBuffer(w.chunk, w.encoding))];
+    smcWrite(sock, s, parts.length === 1 ? parts[0]! : Buffer.concat(parts), (err) => {
+      held.cb(err);
+      for (const w of queued) w.callback(err);
+    });
+    return false;
+  }
   const unanswered = s.role === 'client' && s.phase === 'proposing' && s.clcIn === 0;
   if (!unanswered && s.phase !== 'srv-wait' && s.phase !== 'tcp') {
     held.cb(destroyedError());
@@ -423,6 +435,13 @@ export function writeHeldOnRelease(sock: Socket, s: SmcState): boolean {
     });
   }
   return proposed;
+}
+
+/** A held write's bytes as one buffer. */
+function heldBuffer(held: Held): Buffer {
+  return held.writev
+    ? Buffer.concat((held.data as Array<{ chunk: unknown; encoding: BufferEncoding }>).map((c) => toBuffer(c.chunk, c.encoding)))
+    : toBuffer(held.data, held.encoding);
 }
 
 interface QueuedWrite { chunk: Buffer | string; encoding: BufferEncoding; callback: (err?: Error | null) => void }
@@ -695,12 +714,7 @@ function settleSmc(sock: Socket, s: SmcState, conn: SmcTransport, label: string)
     sock.emit('smc', getSmcInfo(sock));
     const held = s.held;
     s.held = undefined;
-    if (held) {
-      const buf = held.writev
-        ? Buffer.concat((held.data as Array<{ chunk: unknown; encoding: BufferEncoding }>).map((c) => toBuffer(c.chunk, c.encoding)))
-        : toBuffer(held.data, held.encoding);
-      smcWrite(sock, s, buf, held.cb);
-    }
+    if (held) smcWrite(sock, s, heldBuffer(held), held.cb);
     const fin = s.heldFinal;
     s.heldFinal = undefined;
     if (fin) sock._final(fin);

@@ -370,3 +370,32 @@ describe('a pauseOnConnect server passing its connections to another process', (
     }
   });
 });
+
+describe('destroy() in an \'smc\' listener', () => {
+  it('sends the writes made before the connection settled on SMC-D (over node:net they reached the kernel at connect)', async () => {
+    const got: Buffer[] = [];
+    let ended: () => void;
+    const serverDone = new Promise<void>((r) => { ended = r; });
+    const server = smc.createServer((s) => {
+      s.on('data', (d: Buffer) => got.push(d));
+      s.on('error', () => {});
+      s.on('close', () => ended());
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    try {
+      const c = smc.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
+      const results: Array<string | undefined> = [];
+      c.write('hello ', (err) => results.push(err ? (err as NodeJS.ErrnoException).code : 'ok'));
+      c.write('world', (err) => results.push(err ? (err as NodeJS.ErrnoException).code : 'ok'));
+      let mode = '';
+      c.on('smc', (info: { mode: string }) => { mode = info.mode; c.destroy(); });
+      await bounded(serverDone, 5000, "the server's close");
+      assert.equal(mode, 'SMCD');
+      assert.equal(Buffer.concat(got).toString(), 'hello world');
+      assert.deepEqual(results, ['ok', 'ok']);
+    } finally {
+      server.close();
+    }
+  });
+});
