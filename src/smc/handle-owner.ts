@@ -27,10 +27,10 @@ interface OwnedHandle {
   getAsyncId?: () => number;
 }
 
-/** What a new owner does to the handshake of the socket it replaces (socket.ts sets it). */
-let join: (sock: object, owner: unknown) => void = () => {};
+/** What a new owner does to the handshake of the socket it replaces (socket.ts sets it): true if it joined. */
+let join: (sock: object, owner: unknown) => boolean = () => false;
 
-export function setOwnerJoin(fn: (sock: object, owner: unknown) => void): void {
+export function setOwnerJoin(fn: (sock: object, owner: unknown) => boolean): void {
   join = fn;
 }
 
@@ -51,7 +51,8 @@ function getAsyncIdFollowing(this: OwnedHandle): number {
   const sock = this[kFollow];
   if (sock !== undefined) {
     const owner = this[ownerSymbol!];
-    if (owner !== sock) join(sock, owner);
+    // The owner that joined is the one a later owner replaces (a handle wrapped twice).
+    if (owner !== sock && join(sock, owner)) this[kFollow] = owner as object;
   }
   return protoGetAsyncId(this)!.call(this);
 }

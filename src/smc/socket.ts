@@ -57,7 +57,9 @@ setOwnerJoin((prev, v) => {
     graft(v)[kSmc] = s;
     untrack(prev as Socket);
     track(v);
+    return true;
   }
+  return false;
 });
 
 export class Socket extends net.Socket {

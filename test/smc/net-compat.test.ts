@@ -336,6 +336,35 @@ describe('an accepted handle wrapped in a new net.Socket during the handshake', 
   });
 });
 
+describe('an accepted handle wrapped twice during the handshake', () => {
+  it('only the last owner is listed (the first one it replaced is not kept)', async () => {
+    const live = (globalThis as unknown as Record<symbol, { live: Set<net.Socket> }>)[Symbol.for('softrdma.smc.status')]!.live;
+    let first: net.Socket | undefined;
+    let second: net.Socket | undefined;
+    const server = smc.createServer((s) => {
+      const handle = (s as unknown as { _handle: object })._handle;
+      first = new net.Socket({ handle } as net.SocketConstructorOpts);
+      second = new net.Socket({ handle } as net.SocketConstructorOpts);
+      second.pipe(second);
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const c = smc.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
+    try {
+      c.write('hi');
+      await bounded(once(c, 'data'), 5000, 'the echo');
+      assert.equal(smc.getSmcInfo(second!).mode, 'SMCD');
+      assert.ok(live.has(second!), 'the last owner is listed');
+      assert.ok(!live.has(first!), 'the owner it replaced is not');
+    } finally {
+      c.destroy();
+      first?.destroy();
+      second?.destroy();
+      server.close();
+    }
+  });
+});
+
 describe('a pauseOnConnect server passing its connections to another process', () => {
   it('is plain TCP: the child process (no softrdma) reads exactly the client\'s bytes, no CLC', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'smc-handoff-'));
