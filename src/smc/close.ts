@@ -63,32 +63,19 @@ export function onTcpEndWhileSmc(sock: Socket, s: SmcState): void {
  * is done at once ('close' as usual); the lingering one keeps no process alive.
  */
 function lingerClose(sock: Socket, timeout: number): void {
-  const self = sock as unknown as { _handle: { bytesRead: number; bytesWritten: number } | null };
-  const handle = self._handle;
+  const self = sock as unknown as { _handle: object | null };
+  const handle = self._handle as { bytesRead: number; bytesWritten: number } | null;
   if (!handle) return;
-  keepByteCounts(sock, handle);
-  self._handle = null; // node:net's _destroy then closes nothing and emits 'close' itself
+  // node:net's _destroy, next, "closes" a stand-in: it keeps the byte counts from it and emits
+  // 'close' with hadError from its callback, as for a real handle (without a handle it emits
+  // 'close' with no argument).
+  self._handle = { bytesRead: handle.bytesRead, bytesWritten: handle.bytesWritten, onread: null, close: closedLater };
   lingerHandle(handle, timeout);
 }
 
-/** node:net's kBytesRead and kBytesWritten: where its _destroy keeps a closed handle's counts. */
-let byteCountKeys: [symbol, symbol] | null | undefined;
-
-/**
- * What node:net's _destroy does before it closes a handle, for the one it will not see: the
- * byte counters read the kept counts from then on (state.ts subtracts the CLC bytes from them).
- */
-function keepByteCounts(sock: Socket, handle: { bytesRead: number; bytesWritten: number }): void {
-  if (byteCountKeys === undefined) {
-    const own = Object.getOwnPropertySymbols(sock);
-    const read = own.find((k) => k.description === 'kBytesRead');
-    const written = own.find((k) => k.description === 'kBytesWritten');
-    byteCountKeys = read && written ? [read, written] : null;
-  }
-  if (!byteCountKeys) return;
-  const slots = sock as unknown as Record<symbol, number>;
-  slots[byteCountKeys[0]] = handle.bytesRead;
-  slots[byteCountKeys[1]] = handle.bytesWritten;
+/** A stand-in handle's close: the callback comes in a later turn, as libuv's close callback does. */
+function closedLater(cb?: () => void): void {
+  if (cb) setImmediate(cb);
 }
 
 /** @internal Close a TCP handle as lingerClose does (also for connections a server drops). */

@@ -336,6 +336,25 @@ describe('an accepted handle wrapped in a new net.Socket during the handshake', 
   });
 });
 
+describe('a server socket destroyed during the handshake', () => {
+  it("emits 'close' with hadError false, as node:net's, and keeps its byte counts", async () => {
+    const closed = new Promise<{ args: unknown[]; bytesRead: number }>((resolve) => {
+      const server = smc.createServer((s) => {
+        s.on('close', (...args: unknown[]) => { server.close(); resolve({ args, bytesRead: s.bytesRead }); });
+        s.destroy();
+      });
+      server.listen(0, '127.0.0.1', () => {
+        const c = smc.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
+        c.on('error', () => {});
+        c.resume();
+      });
+    });
+    const { args, bytesRead } = await bounded(closed, 5000, "the server socket's close");
+    assert.deepEqual(args, [false]);
+    assert.equal(bytesRead, 0);
+  });
+});
+
 describe('an accepted handle wrapped twice during the handshake', () => {
   it('only the last owner is listed (the first one it replaced is not kept)', async () => {
     const live = (globalThis as unknown as Record<symbol, { live: Set<net.Socket> }>)[Symbol.for('softrdma.smc.status')]!.live;
