@@ -12,6 +12,7 @@ import { QpType, createRxeDevice, rxeOf, type Device } from '../../src/index.js'
 import { EventChannel, createEventChannel, createId, type RdmaCmEvent, type RdmaCmEventType, type RdmaCmId } from '../../src/cm/index.js';
 import { cmStep, newConn, passiveFromReq, reqRetryBudgetMs, type CmInput, type CmStep } from '../../src/cm/cm-state.js';
 import { CmMsgResponse, blankCm, type CmMessageOf } from '../../src/cm/wire/cm-messages.js';
+import { sidrRetryBudgetMs } from '../../src/cm/rdma-cm/cm-id.js';
 import { FIRST_QPN } from '../../src/providers/rxe/device.js';
 import { twoDevices, waitFor } from '../helpers/pair.js';
 import { jsonLines, run, runNode } from '../helpers/procs.js';
@@ -167,6 +168,49 @@ describe('a request whose client gave up without a word leaves the backlog', () 
       req.id.reject(); // the late answer is allowed, and the count stays right
       assert.equal(pending(), 0);
       for (const id of [c2, req.id, req2.id, l]) id.destroyId();
+    } finally {
+      sch.close();
+      cch.close();
+      await a.close();
+      await b.close();
+    }
+  });
+});
+
+describe('a SIDR request nobody answers leaves the backlog', () => {
+  it('once its client\'s resends are surely over (the listener\'s timing: every try and one more)', async () => {
+    assert.equal(sidrRetryBudgetMs({ cmResponseTimeout: 20, maxCmRetries: 15, packetLifeTime: 18 }), 17 * 4096);
+    const { a, b } = await twoDevices();
+    const sch = createEventChannel(), cch = createEventChannel();
+    try {
+      // Tries of 2 ms, 2 retries: the slot is free 8 ms after the SIDR_REQ came.
+      const T = { packetLifeTime: 1, cmResponseTimeout: 9, maxCmRetries: 2 };
+      const l = createId(sch, 'udp', T);
+      l.bindAddr('127.0.0.3', 0);
+      l.listen(1);
+      const pending = () => (l as unknown as { pending: number }).pending;
+      const udpTo = async (opts: typeof T) => {
+        const id = createId(cch, 'udp', opts);
+        id.resolveAddr({ address: '127.0.0.3', port: l.localAddr!.port }, '127.0.0.2');
+        await cch.next('ADDR_RESOLVED', 5000, id);
+        id.resolveRoute();
+        await cch.next('ROUTE_RESOLVED', 5000, id);
+        return id;
+      };
+      const c1 = await udpTo(T);
+      c1.connect();
+      const req = await sch.next('CONNECT_REQUEST', 5000);
+      assert.equal(pending(), 1, 'the request holds the one slot');
+      assert.equal((await cch.next(CONNECT_OUTCOMES, 5000, c1)).event, 'UNREACHABLE');
+      await waitFor('the backlog slot to be freed', () => pending() === 0, 5000);
+      const c2 = await udpTo({ ...T, cmResponseTimeout: 16 });
+      c2.connect();
+      const req2 = await sch.next('CONNECT_REQUEST', 5000);
+      req2.id.accept({ qpNum: 0x77 });
+      const est = await cch.next(CONNECT_OUTCOMES, 5000, c2);
+      assert.equal(est.event, 'ESTABLISHED');
+      assert.equal(est.ud?.qpNum, 0x77);
+      for (const id of [c1, c2, req.id, req2.id, l]) id.destroyId();
     } finally {
       sch.close();
       cch.close();

@@ -245,7 +245,7 @@ export class RdmaCmId implements CmIdSink {
     if (this.ud) {
       this.commId = dev.agent.sidrRequest({
         dgid: path.dgid, req: { partitionKey: 0xffff, serviceId, privateData: hdr },
-        timeoutMs: 2 ** (this.timing.cmResponseTimeout - 8 > 0 ? this.timing.cmResponseTimeout - 8 : 0), maxRetries: this.timing.maxCmRetries,
+        timeoutMs: sidrTryMs(this.timing), maxRetries: this.timing.maxCmRetries,
       });
       dev.own(this.commId, this);
       this.st = 'connect';
@@ -577,6 +577,9 @@ export class RdmaCmId implements CmIdSink {
         sgid: Buffer.from(dev.gid), dgid: Buffer.from(e.source.sgid), mtu: dev.activeMtu, flowLabel: 0, hopLimit: 64, trafficClass: 0,
         packetLifeTime: this.timing.packetLifeTime,
       };
+      // A SIDR_REQ carries no timing: its client (rdma_cm's, with these ids' options, Linux's
+      // defaults unless set) resends every 2^(t-8) ms, max CM retries times, then gives up silently.
+      child.releaseSlotAfter(sidrRetryBudgetMs(this.timing));
       this.emitEvent('CONNECT_REQUEST', { id: child, listenId: this, ud: child.udParamOf(cmaUserData(m.privateData), 0, 0) });
     }
   }
@@ -659,6 +662,16 @@ export class RdmaCmId implements CmIdSink {
     this.slotTimer = setTimeout(() => this.settled(), ms);
     this.slotTimer.unref(); // a request nobody answers does not keep the process alive
   }
+}
+
+/** One try of a SIDR_REQ (cma_resolve_ib_udp: 1 << (CMA_CM_RESPONSE_TIMEOUT - 8) ms). */
+function sidrTryMs(t: CmTiming): number {
+  return 2 ** Math.max(t.cmResponseTimeout - 8, 0);
+}
+
+/** How long a SIDR_REQ's client may still resend: every try and one more, as reqRetryBudgetMs. */
+export function sidrRetryBudgetMs(t: CmTiming): number {
+  return (t.maxCmRetries + 2) * sidrTryMs(t);
 }
 
 /** rdma_create_id */
