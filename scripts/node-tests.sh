@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Node's own tests (test/common, test/fixtures and the test/parallel cases the conformance
-# runner uses: test-net-*, test-http-*, test-https-*, test-tls-*), taken from Debian's
+# runner uses: test-net-*, test-http-*, test-https-*, test-tls-*, test-cluster-*,
+# test-child-process-fork-net*), taken from Debian's
 # `nodejs` source package of a release that ships Node 20 (trixie: 20.19.x), the way the
 # project gets them: `apt-get source --download-only nodejs`, through a private apt
 # configuration (its own sources, lists and cache under the cache directory; the system's
@@ -96,10 +97,11 @@ echo "node tests: apt-get source --download-only nodejs=$version" >&2
 got="$(sha256sum "$work/dl/$orig" | cut -d' ' -f1)"
 [ "$got" = "$want" ] || fail "$orig: sha256 $got, the archive's index says $want"
 
-echo "node tests: extracting test/common, test/fixtures, test/parallel/test-{net,http,https,tls}-* from $orig" >&2
+echo "node tests: extracting test/common, test/fixtures, test/parallel/test-{net,http,https,tls,cluster}-*, test-child-process-fork-net* from $orig" >&2
 tar -xJf "$work/dl/$orig" -C "$work/tree" --strip-components=1 --wildcards --no-same-owner \
   '*/test/common/*' '*/test/fixtures/*' \
   '*/test/parallel/test-net-*' '*/test/parallel/test-http-*' '*/test/parallel/test-https-*' '*/test/parallel/test-tls-*' \
+  '*/test/parallel/test-cluster-*' '*/test/parallel/test-child-process-fork-net*' \
   2>"$work/tar.log" || true   # the tarball's checksum is verified: tar fails only on a pattern that matched nothing
 [ -f "$work/tree/test/common/index.js" ] || fail "$orig has no test/common/index.js: $(tr '\n' ' ' < "$work/tar.log")"
 grep -E 'Not found in archive' "$work/tar.log" | sed 's/^/node tests: (not in this release) /' >&2 || true

@@ -1,5 +1,5 @@
 // Node's own test/parallel cases (test-net-* by default; test-http-*, test-https-*,
-// test-tls-* with --prefix), run twice each: once on plain node and once under the preload
+// test-tls-*, test-cluster-*, test-child-process-fork-net* with --prefix), run twice each: once on plain node and once under the preload
 // as smc-run gives it (`--require softrdma/smc/auto` where Node can require() an ES module,
 // else `--import`; --preload require|import chooses). The preload must pass exactly the cases
 // plain node passes.
@@ -130,11 +130,17 @@ const PRELOAD = (values.preload ?? (canRequireEsm() ? 'require' : 'import')) ===
   ? ['--require', fileURLToPath(AUTO)] : ['--import', AUTO];
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'softrdma-node-net-'));
 
-/** Cases that fail on plain node too, with the reason: { "cases": { "<name>": "<why>" } }. */
+/**
+ * Cases that fail on plain node too, with the reason: { "cases": { "<name>": "<why>" } }; and
+ * cases that fail under the preload by design (what the preload cannot do, as docs/smc.md
+ * says), with the reason: { "unsupported": { "<name>": "<why>" } }.
+ */
 const knownFile = values['known-failures'] ?? DEFAULT_KNOWN;
-const known: Record<string, string> = fs.existsSync(knownFile)
-  ? (JSON.parse(fs.readFileSync(knownFile, 'utf8')) as { cases?: Record<string, string> }).cases ?? {}
+const knownLists = fs.existsSync(knownFile)
+  ? JSON.parse(fs.readFileSync(knownFile, 'utf8')) as { cases?: Record<string, string>; unsupported?: Record<string, string> }
   : {};
+const known: Record<string, string> = knownLists.cases ?? {};
+const unsupported: Record<string, string> = knownLists.unsupported ?? {};
 
 interface Outcome { code: number | null; signal: string | null; timedOut: boolean; output: string; ms: number }
 
@@ -195,7 +201,7 @@ function readSummary(file: string): Summary {
 const status = (o: Outcome) => (o.timedOut ? 'timeout' : o.signal ? o.signal : o.code === 0 ? 'pass' : `fail(${o.code})`);
 const passed = (o: Outcome) => !o.timedOut && o.code === 0;
 
-type Verdict = 'same' | 'REGRESSION' | 'flaky' | 'better';
+type Verdict = 'same' | 'REGRESSION' | 'flaky' | 'better' | 'unsupported';
 interface Row {
   name: string; plain: string; smc: string; verdict: Verdict; seconds: number;
   smcdConns: number; tcpConns: number; reasons: Record<string, number>;
@@ -224,14 +230,15 @@ async function runCase(name: string, slot: number): Promise<{ plain: Outcome; sm
 }
 
 function rowOf(name: string, r: { plain: Outcome; smc: Outcome; sum: Summary }): Row {
-  const verdict: Verdict = passed(r.plain) === passed(r.smc) ? 'same' : passed(r.plain) ? 'REGRESSION' : 'better';
+  let verdict: Verdict = passed(r.plain) === passed(r.smc) ? 'same' : passed(r.plain) ? 'REGRESSION' : 'better';
+  if (verdict === 'REGRESSION' && unsupported[name] !== undefined) verdict = 'unsupported';
   const row: Row = {
     name, plain: status(r.plain), smc: status(r.smc), verdict, seconds: Math.round((r.plain.ms + r.smc.ms) / 100) / 10,
     smcdConns: r.sum.smcd, tcpConns: r.sum.tcp, reasons: r.sum.fallbackReasons,
   };
   if (known[name] !== undefined) row.knownFailure = known[name];
   if (!passed(r.plain)) row.plainOutput = r.plain.output;
-  if (verdict === 'REGRESSION') row.smcOutput = r.smc.output;
+  if (verdict === 'REGRESSION' || verdict === 'unsupported') row.smcOutput = r.smc.output;
   return row;
 }
 
@@ -262,6 +269,7 @@ const regressions = all.filter((r) => r.verdict === 'REGRESSION');
 const plainFails = all.filter((r) => r.plain !== 'pass');
 const unlisted = plainFails.filter((r) => r.knownFailure === undefined).map((r) => r.name);
 const stale = all.filter((r) => r.plain === 'pass' && r.knownFailure !== undefined).map((r) => r.name);
+const nowSupported = all.filter((r) => r.smc === 'pass' && unsupported[r.name] !== undefined).map((r) => r.name);
 const counts = {
   cases: all.length,
   passBoth: all.filter((r) => r.plain === 'pass' && r.smc === 'pass').length,
@@ -269,10 +277,11 @@ const counts = {
   regressions: regressions.length,
   flaky: all.filter((r) => r.verdict === 'flaky').length,
   better: all.filter((r) => r.verdict === 'better').length,
+  unsupported: all.filter((r) => r.verdict === 'unsupported').length,
   seconds: Math.round((Date.now() - t0) / 1000),
 };
 if (values.json) {
-  console.log(JSON.stringify({ node: process.version, tests: testsFrom, prefixes, counts, cases: all, missing, regressions: regressions.length, unlistedPlainFailures: unlisted, staleKnownFailures: stale }, null, 2));
+  console.log(JSON.stringify({ node: process.version, tests: testsFrom, prefixes, counts, cases: all, missing, regressions: regressions.length, unlistedPlainFailures: unlisted, staleKnownFailures: stale, passingUnsupported: nowSupported }, null, 2));
 } else {
   const shortReason = (k: string) => k.replace(/^SMC_CLC_DECL_/, '').replace(/ \(0x[0-9a-f]+\)$/, '');
   console.log(formatTable([
@@ -281,10 +290,12 @@ if (values.json) {
       `${r.tcpConns}${r.tcpConns ? ` (${Object.entries(r.reasons).map(([k, v]) => `${shortReason(k)} ${v}`).join(', ')})` : ''}`]),
   ]));
   console.log(`\nnode ${process.version}, tests from ${testsFrom}: ${counts.cases} cases (${prefixes.join(' ')}) in ${counts.seconds} s, ` +
-    `${counts.passBoth} pass on both, ${counts.failBoth} fail on both, ${counts.regressions} regressions, ${counts.flaky} flaky, ${counts.better} better` +
+    `${counts.passBoth} pass on both, ${counts.failBoth} fail on both, ${counts.regressions} regressions, ${counts.flaky} flaky, ${counts.better} better, ${counts.unsupported} unsupported` +
     (missing.length ? `; not in this tree: ${missing.join(', ')}` : ''));
   if (unlisted.length) console.log(`fail on plain node but not in ${path.relative(process.cwd(), knownFile)}: ${unlisted.join(', ')}`);
   if (stale.length) console.log(`listed in ${path.relative(process.cwd(), knownFile)} but pass on plain node: ${stale.join(', ')}`);
+  if (nowSupported.length) console.log(`listed as unsupported in ${path.relative(process.cwd(), knownFile)} but pass under the preload: ${nowSupported.join(', ')}`);
+  for (const r of all.filter((x) => x.verdict === 'unsupported')) console.log(`unsupported: ${r.name}: ${unsupported[r.name]}`);
   for (const r of regressions) console.log(`\n--- ${r.name} under the preload:\n${r.smcOutput}`);
 }
 process.exitCode = regressions.length ? 1 : 0;
