@@ -9,7 +9,7 @@ import { AethSyndrome, NakCode } from './wire/headers.js';
 import { Op, OpCode } from './wire/opcodes.js';
 import { psnAdd, psnDiff } from './wire/psn.js';
 import { WqeState, type RxeQp, type SendWqe } from './qp.js';
-import { scatter } from './mem.js';
+import { scatter, sgesLive } from './mem.js';
 import { noteIdle, windowCut, windowOpen } from './window.js';
 import { CompState } from './states.js';
 import { traceComp } from './debug.js';
@@ -126,17 +126,29 @@ function progress(qp: RxeQp, nextPsn: number): void {
 }
 
 /**
- * Everything up to and including ackPsn was received. Completes sends and writes; a read or
- * atomic still unanswered below ackPsn means its response was lost (implicit NAK): go back.
+ * A response with PSN `psn` came back: an ACK (`acks`: everything up to and including psn was
+ * received), or a NAK, RNR NAK or read response / atomic ACK (everything before psn was).
+ * Completes sends and writes before it (Linux rxe_comp.c check_psn: COMPST_COMP_WQE for a WQE
+ * whose last_psn the response is past, COMPST_COMP_ACK for the one it acknowledges). A read or
+ * atomic the response is past (psn beyond its last_psn) and still unanswered means its
+ * responses were lost (an implicit NAK, check_psn's COMPST_ERROR_RETRY): go back. One the
+ * response is not past stops the walk: everything before it is acknowledged, nothing of it.
  * Returns whether it went back (the caller must not start another retry for the same loss).
  */
-function acked(qp: RxeQp, ackPsn: number): boolean {
+function acked(qp: RxeQp, psn: number, acks: boolean): boolean {
+  const through = acks ? psn : psnAdd(psn, -1);
   for (let i = 0; i < qp.sq.length; i++) {
     const w = qp.sq.at(i)!;
     if (w.state === WqeState.DONE || w.local) continue;
     if (w.state === WqeState.POSTED) break;
-    if (psnDiff(w.firstPsn, ackPsn) > 0) break;
+    if (psnDiff(w.firstPsn, through) > 0) break;
     if (w.rdAtomic) {
+      if (psnDiff(psn, w.lastPsn) <= 0) {
+        // Not past it (Linux: COMPST_DONE, the response is dropped at this WQE).
+        progress(qp, w.firstPsn);
+        qp.retire();
+        return false;
+      }
       traceComp(qp.qpn, CompState.ERROR_RETRY, w.firstPsn); // an implicit NAK
       progress(qp, w.firstPsn); // everything before it is acknowledged
       qp.retire();
@@ -144,10 +156,10 @@ function acked(qp: RxeQp, ackPsn: number): boolean {
       goBackN(qp);
       return true;
     }
-    if (psnDiff(w.lastPsn, ackPsn) > 0) break; // partly acknowledged
+    if (psnDiff(w.lastPsn, through) > 0) break; // partly acknowledged
     w.state = WqeState.DONE;
   }
-  progress(qp, psnAdd(ackPsn, 1));
+  progress(qp, psnAdd(through, 1));
   qp.retire();
   return false;
 }
@@ -193,7 +205,7 @@ export function onResponse(qp: RxeQp, pkt: Packet): void {
     if (type === AethSyndrome.ACK) {
       if (psnDiff(psn, qp.comp.psn) >= 0) {
         traceComp(qp.qpn, CompState.COMP_ACK, psn);
-        acked(qp, psn);
+        acked(qp, psn, true);
       } else dropped(qp, psn); // a stale or duplicate ACK
     } else if (type === AethSyndrome.RNR_NAK) {
       qp.counters.rnr_naks_rcvd++;
@@ -202,7 +214,7 @@ export function onResponse(qp: RxeQp, pkt: Packet): void {
       // An unanswered read or atomic before the NAK's PSN makes this an implicit NAK: acked()
       // has gone back from it already, the RNR'd message included, and that one retry is all
       // (Linux rxe_comp.c check_psn retries before it looks at the RNR NAK).
-      if (acked(qp, psnAdd(psn, -1))) { qp.runRequester(); return; }
+      if (acked(qp, psn, false)) { qp.runRequester(); return; }
       const w = wqeAt(qp, psn);
       if (!w) return;
       if (!consumeRetry(qp, 'rnr')) {
@@ -218,7 +230,12 @@ export function onResponse(qp: RxeQp, pkt: Packet): void {
         qp.comp.rnrTimer = undefined;
         qp.req.paused = false;
         qp.comp.lastProgress = performance.now();
-        if (qp.state === QpState.RTS || qp.state === QpState.SQD) goBackN(qp); // SQD resends a started WQE too (rnr_nak_timer, req_retry)
+        if (qp.state !== QpState.RTS && qp.state !== QpState.SQD) return;
+        goBackN(qp); // SQD resends a started WQE too (rnr_nak_timer, req_retry)
+        // Linux rnr_nak_timer always runs the requester: the RNR'd WQE may have completed
+        // meanwhile (a reordered ACK), leaving goBackN nothing to resend, while WQEs posted
+        // during the wait are still queued behind the pause.
+        qp.runRequester();
       }, RNR_TIMER_MS[syn & 0x1f]!);
     } else if (type === AethSyndrome.NAK) {
       const code = syn & 0x1f;
@@ -229,7 +246,7 @@ export function onResponse(qp: RxeQp, pkt: Packet): void {
         // A read or atomic before the NAK's PSN that is still unanswered makes this an
         // implicit NAK too: acked() has gone back for it already, from the same PSN on. One
         // loss, one retry (Linux rxe_comp.c: a retry already started is not started again).
-        const wentBack = acked(qp, psnAdd(psn, -1));
+        const wentBack = acked(qp, psn, false);
         if (!consumeRetry(qp, 'retry')) {
           traceComp(qp.qpn, CompState.ERROR, psn);
           const w = wentBack ? firstOutstanding(qp) : wqeAt(qp, psn);
@@ -247,7 +264,7 @@ export function onResponse(qp: RxeQp, pkt: Packet): void {
       // responder NAKs a read that failed part way at the response it could not send), which
       // must not count as an unanswered read to go back for: it fails.
       const w = wqeAt(qp, psn);
-      acked(qp, psnAdd(w ? w.firstPsn : psn, -1));
+      acked(qp, w ? w.firstPsn : psn, false);
       if (w) qp.failSend(w, nakStatus(code));
     } else {
       dropped(qp, psn);
@@ -258,6 +275,18 @@ export function onResponse(qp: RxeQp, pkt: Packet): void {
   }
 
   // RDMA READ responses and atomic acknowledgements answer the oldest outstanding read/atomic.
+  let implicitAck = false;
+  if (psnDiff(psn, qp.comp.psn) > 0) {
+    // A response past a SEND or WRITE still waiting for its ACK (with AckReq coalescing, one
+    // posted with a READ or atomic left without asking) acknowledges it: Linux check_psn
+    // completes such a WQE (COMPST_COMP_WQE) and goes on with the response. A read or atomic
+    // before the response's that is still unanswered is an implicit NAK instead.
+    const w = wqeAt(qp, psn);
+    if (w && w.rdAtomic && psnDiff(w.firstPsn, qp.comp.psn) > 0) {
+      if (acked(qp, w.firstPsn, false)) return dropped(qp, psn);
+      implicitAck = true;
+    }
+  }
   if (psnDiff(psn, qp.comp.psn) !== 0) {
     // Duplicate (already placed) or beyond a gap: drop; the timer or an implicit NAK recovers.
     dropped(qp, psn);
@@ -275,10 +304,11 @@ export function onResponse(qp: RxeQp, pkt: Packet): void {
     const type = aeth.syndrome(pkt) & AethSyndrome.TYPE_MASK;
     if (type !== AethSyndrome.ACK) { dropped(qp, psn); qp.device.counters.unexpected_response_drops++; return; }
   }
-  acked(qp, psnAdd(w.firstPsn, -1));
+  acked(qp, w.firstPsn, false);
   if (qp.state !== QpState.RTS && qp.state !== QpState.SQD) return;
   if (isAtomicAck) {
     traceComp(qp.qpn, CompState.ATOMIC, psn);
+    if (!placeable(qp, w, 0, 8)) return;
     const b = Buffer.allocUnsafe(8);
     b.writeBigUInt64LE(atmack.orig(pkt)); // host (little-endian) order in local memory, as rxe on x86
     scatter(w.segs!, 0, b, 0, 8);
@@ -293,9 +323,11 @@ export function onResponse(qp: RxeQp, pkt: Packet): void {
       return;
     }
     traceComp(qp.qpn, CompState.READ, psn);
+    if (!placeable(qp, w, k * qp.mtu, pkt.payloadLength)) return;
     scatter(w.segs!, k * qp.mtu, pkt.buf, pkt.payloadOffset, pkt.payloadLength);
     if (!last) {
       progress(qp, psnAdd(psn, 1));
+      if (implicitAck) qp.runRequester();
       return;
     }
   }
@@ -304,6 +336,21 @@ export function onResponse(qp: RxeQp, pkt: Packet): void {
   progress(qp, psnAdd(psn, 1));
   qp.retire();
   qp.runRequester();
+}
+
+const NO_SGES: readonly { length: number; lkey: number }[] = [];
+
+/**
+ * Whether a read response's bytes [off, off + len) or an atomic's result may be placed: the
+ * local MRs of the SGEs they land in must still be valid (Linux do_read / do_atomic: copy_data
+ * looks each lkey up again and fails the WQE with LOC_PROT_ERR, the QP to ERR). If not, the WQE
+ * has failed so.
+ */
+function placeable(qp: RxeQp, w: SendWqe, off: number, len: number): boolean {
+  if (sgesLive(qp, w.wr.sgList ?? NO_SGES, off, len)) return true;
+  traceComp(qp.qpn, CompState.ERROR, psnAdd(w.firstPsn, Math.floor(off / qp.mtu)));
+  qp.failSend(w, WcStatus.LOC_PROT_ERR);
+  return false;
 }
 
 /** The packet is dropped (rxe_comp.c's COMPST_DONE without progress); the counters say why. */

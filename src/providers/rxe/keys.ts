@@ -125,8 +125,28 @@ export class KeyTable {
     return { mem: mr.mem, offset };
   }
 
+  /**
+   * Whether an SGE's lkey still names a valid MR of `pd` (Linux copy_data looks each SGE's MR
+   * up again on every copy). A deregistered MR has left the table, and a re-registered one has
+   * a new key byte, so a match also means its memory, address and access are unchanged.
+   */
+  liveLocal(lkey: number, pd: RxePd): boolean {
+    const mr = this.lookup(lkey);
+    return mr instanceof RxeMr && mr.valid && mr.pd === pd;
+  }
+
   /** Remote (rkey) access from a responder: PD, full key, access, bounds and state. */
   resolveRemote(rkey: number, pd: RxePd, qpn: number, va: number, len: number, need: number): Resolved | KeyError {
+    const out: Resolved = { mem: NO_MEM, offset: 0 };
+    return this.resolveRemoteInto(out, rkey, pd, qpn, va, len, need) ?? out;
+  }
+
+  /**
+   * resolveRemote without allocating: the memory and offset go into `out`, undefined is
+   * returned on success. For the responder's per-packet lookups (Linux check_rkey looks the
+   * rkey up for every RDMA WRITE packet).
+   */
+  resolveRemoteInto(out: Resolved, rkey: number, pd: RxePd, qpn: number, va: number, len: number, need: number): KeyError | undefined {
     const o = this.lookup(rkey);
     if (!o) return 'rkey';
     if (o instanceof RxeMr) {
@@ -135,13 +155,20 @@ export class KeyTable {
       if ((o.access & need) !== need) return 'access';
       const offset = va - o.iova;
       if (!(offset >= 0 && offset + len <= o.length)) return 'bounds';
-      return { mem: o.mem, offset };
+      out.mem = o.mem;
+      out.offset = offset;
+      return undefined;
     }
     if (!o.mr) return 'state';
     if (o.type === 1 ? o.pd !== pd : o.qpn !== qpn) return 'pd';
     if ((o.access & need) !== need) return 'access';
     const offset = va - o.iova;
     if (!(offset >= 0 && offset + len <= o.length)) return 'bounds';
-    return { mem: o.mr.mem, offset: o.base - o.mr.iova + offset };
+    out.mem = o.mr.mem;
+    out.offset = o.base - o.mr.iova + offset;
+    return undefined;
   }
 }
+
+/** The memory of a Resolved that names none yet. */
+export const NO_MEM = Buffer.alloc(0);

@@ -45,3 +45,22 @@ export function scatter(segs: Seg[], msgOff: number, src: Buffer, srcOff: number
   }
   return len === 0;
 }
+
+/**
+ * Whether the SGEs that hold message bytes [msgOff, msgOff + len) still name valid memory of
+ * the QP's PD. Segments are resolved once, but Linux's copy_data looks the lkey of every SGE it
+ * copies into up again on each copy (lookup_mr), so an MR deregistered or re-registered under
+ * a receive or a READ in progress stops further bytes from landing in it. No allocation: this
+ * runs for every SEND packet and READ response.
+ */
+export function sgesLive(qp: RxeQp, sgl: readonly { length: number; lkey: number }[], msgOff: number, len: number): boolean {
+  const keys = qp.device.keys;
+  for (let i = 0; i < sgl.length && len > 0; i++) {
+    const s = sgl[i]!;
+    if (msgOff >= s.length) { msgOff -= s.length; continue; }
+    if (!keys.liveLocal(s.lkey, qp.pd)) return false;
+    len -= s.length - msgOff;
+    msgOff = 0;
+  }
+  return true;
+}

@@ -9,8 +9,8 @@ import { BTH_BYTES, DETH_BYTES, ICRC_BYTES, OPCODES, Op, OpCode } from './wire/o
 import { psnAdd, psnDiff } from './wire/psn.js';
 import { ipv4Bytes, ipv6Bytes } from '../../abi/inet.js';
 import type { RecvWqe, RespResource, RxeQp } from './qp.js';
-import { resolveSegs, scatter } from './mem.js';
-import { RxeMw } from './keys.js';
+import { resolveSegs, scatter, sgesLive } from './mem.js';
+import { NO_MEM, RxeMw, type Resolved } from './keys.js';
 import { RespState, type RespStateValue } from './states.js';
 import { traceResp } from './debug.js';
 import { deferToTurn } from './turn-work.js';
@@ -363,7 +363,7 @@ function onRc(qp: RxeQp, pkt: Packet): void {
     sendAeth(qp, OpCode.RC_ACKNOWLEDGE, pkt.psn, AethSyndrome.RNR_NAK | qp.attr.minRnrTimer);
     return;
   }
-  if (!(m & Op.END) && pkt.payloadLength !== qp.mtu) {
+  if (!lengthOk(m, pkt.payloadLength, qp.mtu)) {
     traceResp(qp.qpn, RespState.ERR_LENGTH, pkt.psn);
     return nakError(qp, pkt, NakCode.INVALID_REQUEST, WcStatus.REM_INV_REQ_ERR);
   }
@@ -371,24 +371,30 @@ function onRc(qp: RxeQp, pkt: Packet): void {
   if (m & Op.WRITE) {
     const err = placeWrite(qp, pkt);
     if (err !== undefined) {
-      traceResp(qp.qpn, err === NakCode.REMOTE_ACCESS_ERROR ? RespState.ERR_RKEY_VIOLATION : RespState.ERR_LENGTH, pkt.psn);
-      return nakError(qp, pkt, err, WcStatus.REM_INV_REQ_ERR);
+      // Linux: RESPST_ERR_RKEY_VIOLATION is class C with IB_WC_REM_ACCESS_ERR for the receive
+      // a WRITE_WITH_IMM took; a length error is REM_INV_REQ_ERR.
+      const access = err === NakCode.REMOTE_ACCESS_ERROR;
+      traceResp(qp.qpn, access ? RespState.ERR_RKEY_VIOLATION : RespState.ERR_LENGTH, pkt.psn);
+      return nakError(qp, pkt, err, access ? WcStatus.REM_ACCESS_ERR : WcStatus.REM_INV_REQ_ERR);
     }
   } else {
-    if (!r.wqe!.segs) {
-      const segs = resolveSegs(qp, r.wqe!.sgList, true);
-      if (!segs) {
-        traceResp(qp.qpn, RespState.ERR_MALFORMED_WQE, pkt.psn);
-        return nakError(qp, pkt, NakCode.REMOTE_OPERATIONAL_ERROR, WcStatus.LOC_PROT_ERR);
-      }
-      r.wqe!.segs = segs;
+    const w = r.wqe!;
+    // Linux copy_data looks the lkey of each SGE it copies into up on every packet: an MR
+    // deregistered or re-registered under the receive is RESPST_ERR_MALFORMED_WQE (class A:
+    // NAK remote operational error, the receive completes with LOC_QP_OP_ERR).
+    if (w.segs ? !sgesLive(qp, w.sgList, r.offset, pkt.payloadLength) : !(w.segs = resolveSegs(qp, w.sgList, true))) {
+      traceResp(qp.qpn, RespState.ERR_MALFORMED_WQE, pkt.psn);
+      return nakError(qp, pkt, NakCode.REMOTE_OPERATIONAL_ERROR, WcStatus.LOC_QP_OP_ERR);
     }
-    if (r.offset + pkt.payloadLength > r.wqe!.total || !scatter(r.wqe!.segs, r.offset, pkt.buf, pkt.payloadOffset, pkt.payloadLength)) {
+    if (r.offset + pkt.payloadLength > w.total || !scatter(w.segs!, r.offset, pkt.buf, pkt.payloadOffset, pkt.payloadLength)) {
       traceResp(qp.qpn, RespState.ERR_LENGTH, pkt.psn);
       return nakError(qp, pkt, NakCode.INVALID_REQUEST, WcStatus.LOC_LEN_ERR);
     }
     r.offset += pkt.payloadLength;
   }
+  // SEND with Invalidate: an rkey that cannot be invalidated is Linux's
+  // RESPST_ERR_INVALIDATE_RKEY (class J), before the PSN and MSN move on.
+  if (m & Op.IETH && !invalidateRkey(qp, ieth.rkey(pkt))) return invalidateFailed(qp, pkt);
   traceResp(qp.qpn, RespState.EXECUTE, pkt.psn);
   r.psn = psnAdd(pkt.psn, 1);
   r.inMessage = m & Op.END ? 0 : m & Op.WRITE ? 'write' : 'send';
@@ -401,6 +407,43 @@ function onRc(qp: RxeQp, pkt: Packet): void {
     if (ackDeferral.on) deferAck(qp, pkt.psn);
     else ack(qp, pkt.psn);
   }
+}
+
+/**
+ * Linux rxe_resp_check_length (RC and UC): an ONLY packet carries at most the path MTU, a FIRST
+ * or MIDDLE exactly the MTU, a LAST from 1 byte to the MTU; anything else is RESPST_ERR_LENGTH.
+ */
+function lengthOk(m: number, n: number, mtu: number): boolean {
+  if (m & Op.START) return m & Op.END ? n <= mtu : n === mtu;
+  if (m & Op.END) return n > 0 && n <= mtu;
+  return n === mtu;
+}
+
+/**
+ * Invalidate the rkey a SEND with Invalidate names (Linux invalidate_rkey). Only a bound type 2
+ * window of the QP's PD can be (softrdma has no fast-registration MRs). False if it cannot.
+ */
+function invalidateRkey(qp: RxeQp, key: number): boolean {
+  const o = qp.device.keys.lookup(key);
+  if (!(o instanceof RxeMw) || o.type !== MwType.TYPE_2 || !o.bound || o.pd !== qp.pd) return false;
+  o.unbind();
+  return true;
+}
+
+/**
+ * Class J (Linux RESPST_ERR_INVALIDATE_RKEY): the data was placed, the receive completes with
+ * REM_INV_REQ_ERR and the QP goes to ERR, but the syndrome stays ACK: a packet that asked is
+ * acknowledged as usual (its PSN and the MSN not yet moved on), no NAK.
+ */
+function invalidateFailed(qp: RxeQp, pkt: Packet): void {
+  traceResp(qp.qpn, RespState.ERR_INVALIDATE_RKEY, pkt.psn);
+  const r = qp.resp;
+  const w = r.wqe;
+  r.wqe = undefined;
+  if (w) completeRecv(qp, w, WcStatus.REM_INV_REQ_ERR, WcOpcode.RECV, 0, pkt);
+  if (pkt.ackReq) ack(qp, pkt.psn);
+  qp.ctx.event(AsyncEventType.QP_REQ_ERR, qp);
+  qp.toError();
 }
 
 /** Which ordering rule a packet broke (check_op_seq): no message open, or one left unfinished. */
@@ -419,26 +462,71 @@ function takeRecv(qp: RxeQp): boolean {
 /** Linux check_length: an RDMA length above 2^31 is invalid (and a read that long would span half the PSN space). */
 const MAX_RDMA_LENGTH = 0x80000000;
 
-/** Place a WRITE packet. Returns a NAK code on error. */
+/**
+ * What the responder keeps per QP beyond qp.resp (responder-only state; created once per QP,
+ * never per packet):
+ * - the RDMA WRITE in progress, its rkey and VA (Linux qp->resp.rkey and qp->resp.va), looked
+ *   up again for every packet of the message;
+ * - where the run of READs executed last began and ended (resp.psn before the first and after
+ *   the last), for the PSN a duplicate SEND or WRITE is acknowledged with (ackPsnOf), and the
+ *   resources array they belong to (qp.ts replaces it when the QP is reset).
+ */
+interface RespExtra {
+  writeRkey: number;
+  writeVa: number;
+  readFrom: number;
+  readTo: number;
+  readResources: RespResource[] | undefined;
+}
+
+const extras = new WeakMap<RxeQp, RespExtra>();
+
+function extraOf(qp: RxeQp): RespExtra {
+  let x = extras.get(qp);
+  if (!x) extras.set(qp, (x = { writeRkey: 0, writeVa: 0, readFrom: 0, readTo: -1, readResources: undefined }));
+  return x;
+}
+
+/**
+ * Linux's qp->resp.ack_psn: resp.psn after the last SEND, WRITE or atomic executed, which a READ
+ * does not move (it advances resp.psn only). Before any, the PSN the QP started from.
+ */
+function ackPsnOf(qp: RxeQp): number {
+  const r = qp.resp;
+  const x = extras.get(qp);
+  return x && x.readResources === r.resources && x.readTo === r.psn ? x.readFrom : r.psn;
+}
+
+/** Where a WRITE packet's bytes go (reused: no allocation per packet). */
+const writeMem: Resolved = { mem: NO_MEM, offset: 0 };
+
+/**
+ * Place a WRITE packet. Returns a NAK code on error. The rkey is looked up for every packet,
+ * over what is left of the message (Linux check_rkey with qp->resp.rkey and qp->resp.va for a
+ * MIDDLE or LAST): an MR deregistered or re-registered, or a window invalidated, after the
+ * FIRST packet is a remote access error for the next, and nothing more is written.
+ */
 function placeWrite(qp: RxeQp, pkt: Packet): number | undefined {
   const r = qp.resp;
+  const x = extraOf(qp);
   const m = pkt.mask;
   if (m & Op.START) {
     const len = reth.len(pkt);
     if (len > MAX_RDMA_LENGTH) return NakCode.INVALID_REQUEST;
     r.writeLen = len;
     r.writeDone = 0;
-    r.writeMem = undefined;
-    if (len > 0) {
-      const res = qp.device.keys.resolveRemote(reth.rkey(pkt), qp.pd, qp.qpn, reth.va(pkt), len, Access.REMOTE_WRITE);
-      if (typeof res === 'string') return NakCode.REMOTE_ACCESS_ERROR;
-      r.writeMem = res.mem;
-      r.writeOff = res.offset;
-    }
+    x.writeRkey = reth.rkey(pkt);
+    x.writeVa = reth.va(pkt);
   }
   const n = pkt.payloadLength;
-  if (r.writeDone + n > r.writeLen) return NakCode.INVALID_REQUEST;
-  if (n > 0) pkt.buf.copy(r.writeMem!, r.writeOff + r.writeDone, pkt.payloadOffset, pkt.payloadOffset + n);
+  const resid = r.writeLen - r.writeDone;
+  // A zero-length WRITE names no memory (C9-88): its rkey is not checked.
+  if (resid > 0 && qp.device.keys.resolveRemoteInto(writeMem, x.writeRkey, qp.pd, qp.qpn, x.writeVa + r.writeDone, resid, Access.REMOTE_WRITE) !== undefined) {
+    return NakCode.REMOTE_ACCESS_ERROR;
+  }
+  if (n > resid) return NakCode.INVALID_REQUEST;
+  if (n > 0) pkt.buf.copy(writeMem.mem, writeMem.offset, pkt.payloadOffset, pkt.payloadOffset + n);
+  writeMem.mem = NO_MEM; // hold no MR's memory between packets
   r.writeDone += n;
   if (m & Op.END && r.writeDone !== r.writeLen) return NakCode.INVALID_REQUEST;
   return undefined;
@@ -453,16 +541,9 @@ function finishRecv(qp: RxeQp, pkt: Packet): boolean {
   const extra: { flags: number; imm?: number; inv?: number } = { flags: 0 };
   if (m & Op.IMMDT) { extra.flags |= WcFlags.WITH_IMM; extra.imm = immdt.get(pkt); }
   if (m & Op.IETH) {
-    const key = ieth.rkey(pkt);
-    const o = qp.device.keys.lookup(key);
-    if (!(o instanceof RxeMw) || o.type !== MwType.TYPE_2 || !o.bound || o.pd !== qp.pd) {
-      traceResp(qp.qpn, RespState.ERR_INVALIDATE_RKEY, pkt.psn);
-      nakError(qp, pkt, NakCode.INVALID_REQUEST, WcStatus.REM_INV_REQ_ERR);
-      return false;
-    }
-    o.unbind();
+    // Invalidated already (onRc, before the PSN moved on).
     extra.flags |= WcFlags.WITH_INV;
-    extra.inv = key;
+    extra.inv = ieth.rkey(pkt);
   }
   const isWrite = (m & Op.WRITE) !== 0;
   traceResp(qp.qpn, RespState.COMPLETE, pkt.psn);
@@ -493,6 +574,12 @@ function rcRead(qp: RxeQp, pkt: Packet): void {
     }
   }
   traceResp(qp.qpn, RespState.READ_REPLY, pkt.psn);
+  // A READ does not move the PSN a duplicate SEND or WRITE is acknowledged with (ackPsnOf).
+  const x = extraOf(qp);
+  if (x.readResources !== qp.resp.resources || x.readTo !== qp.resp.psn) {
+    x.readFrom = qp.resp.psn;
+    x.readResources = qp.resp.resources;
+  }
   const npkts = Math.max(1, Math.ceil(len / qp.mtu));
   const res: RespResource = {
     kind: 'read', firstPsn: pkt.psn, lastPsn: psnAdd(pkt.psn, npkts - 1), va, rkey, length: len, atomicOrig: 0n, valid: true,
@@ -500,6 +587,7 @@ function rcRead(qp: RxeQp, pkt: Packet): void {
   };
   newResource(qp, res);
   qp.resp.psn = psnAdd(pkt.psn, npkts);
+  x.readTo = qp.resp.psn;
   qp.resp.msn = (qp.resp.msn + 1) & 0xffffff;
   qp.resp.reading = res;
   replyRead(qp);
@@ -509,14 +597,18 @@ const inResource = (psn: number, res: RespResource) => psnDiff(psn, res.firstPsn
 
 function rcAtomic(qp: RxeQp, pkt: Packet): void {
   const va = atmeth.va(pkt), rkey = atmeth.rkey(pkt);
-  if (!(va % 8 === 0)) {
-    traceResp(qp.qpn, RespState.ERR_MISALIGNED_ATOMIC, pkt.psn);
-    return nakError(qp, pkt, NakCode.INVALID_REQUEST, WcStatus.REM_INV_REQ_ERR);
-  }
+  // Linux checks the rkey and range first (check_rkey: a bad key, or a VA no MR has, such as
+  // one at or above 2^53, which reads as NaN here, is a remote access error) and the alignment
+  // only then (rxe_mr_do_atomic_op: RESPST_ERR_MISALIGNED_ATOMIC, invalid request).
   const res = qp.device.keys.resolveRemote(rkey, qp.pd, qp.qpn, va, 8, Access.REMOTE_ATOMIC);
   if (typeof res === 'string') {
     traceResp(qp.qpn, RespState.ERR_RKEY_VIOLATION, pkt.psn);
     return nakError(qp, pkt, NakCode.REMOTE_ACCESS_ERROR, WcStatus.REM_ACCESS_ERR);
+  }
+  // The low three bits from the packet itself: exact for any u64 VA.
+  if ((pkt.buf[pkt.info.atmeth + 7]! & 7) !== 0) {
+    traceResp(qp.qpn, RespState.ERR_MISALIGNED_ATOMIC, pkt.psn);
+    return nakError(qp, pkt, NakCode.INVALID_REQUEST, WcStatus.REM_INV_REQ_ERR);
   }
   traceResp(qp.qpn, RespState.ATOMIC_REPLY, pkt.psn);
   // 64-bit operands in host (little-endian) order in memory, as Linux rxe does on x86.
@@ -537,8 +629,9 @@ function duplicate(qp: RxeQp, pkt: Packet): void {
   qp.device.counters.duplicate_request++;
   const m = pkt.mask;
   if (m & (Op.SEND | Op.WRITE)) {
-    // C9-105: acknowledge again; nothing is executed twice.
-    ack(qp, psnAdd(qp.resp.psn, -1));
+    // C9-105: acknowledge again; nothing is executed twice. Linux duplicate_request sends
+    // ack_psn - 1: the last SEND, WRITE or atomic PSN, not a READ's that may have come after.
+    ack(qp, psnAdd(ackPsnOf(qp), -1));
     return;
   }
   const res = qp.resp.resources.find((x) => x.valid && inResource(pkt.psn, x));
@@ -583,18 +676,19 @@ function onUc(qp: RxeQp, pkt: Packet): void {
     traceResp(qp.qpn, RespState.ERR_RNR, pkt.psn);
     qp.device.counters.no_recv_wqe_drops++; return;
   }
-  if (!(m & Op.END) && pkt.payloadLength !== qp.mtu) { ucAbandon(qp); ucDrop(qp, pkt, RespState.ERR_LENGTH); return; }
+  if (!lengthOk(m, pkt.payloadLength, qp.mtu)) { ucAbandon(qp); ucDrop(qp, pkt, RespState.ERR_LENGTH); return; }
   if (m & Op.WRITE) {
     const err = placeWrite(qp, pkt);
     if (err !== undefined) { ucAbandon(qp); ucDrop(qp, pkt, err === NakCode.REMOTE_ACCESS_ERROR ? RespState.ERR_RKEY_VIOLATION : RespState.ERR_LENGTH); return; }
   } else {
     const w = r.wqe!;
-    if (!w.segs) w.segs = resolveSegs(qp, w.sgList, true);
-    if (!w.segs || r.offset + pkt.payloadLength > w.total || !scatter(w.segs, r.offset, pkt.buf, pkt.payloadOffset, pkt.payloadLength)) {
-      traceResp(qp.qpn, w.segs ? RespState.ERR_LENGTH : RespState.ERR_MALFORMED_WQE, pkt.psn);
+    // The lkeys are looked up again for every packet, as on RC (Linux copy_data).
+    const live = w.segs ? sgesLive(qp, w.sgList, r.offset, pkt.payloadLength) : (w.segs = resolveSegs(qp, w.sgList, true)) !== undefined;
+    if (!live || r.offset + pkt.payloadLength > w.total || !scatter(w.segs!, r.offset, pkt.buf, pkt.payloadOffset, pkt.payloadLength)) {
+      traceResp(qp.qpn, live ? RespState.ERR_LENGTH : RespState.ERR_MALFORMED_WQE, pkt.psn);
       r.wqe = undefined;
       r.inMessage = 0;
-      completeRecv(qp, w, w.segs ? WcStatus.LOC_LEN_ERR : WcStatus.LOC_PROT_ERR, WcOpcode.RECV, 0, pkt);
+      completeRecv(qp, w, live ? WcStatus.LOC_LEN_ERR : WcStatus.LOC_PROT_ERR, WcOpcode.RECV, 0, pkt);
       return;
     }
     r.offset += pkt.payloadLength;
