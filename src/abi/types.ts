@@ -86,7 +86,9 @@ export interface QpCap {
 
 /**
  * The capacities createQp takes: maxSendWr always; maxRecvWr unless the QP receives through
- * an SRQ; SGEs default to 1 and inline data to 0. The QP's `cap` has the values it got.
+ * an SRQ; SGEs default to 1 and inline data to 0. A queue may have 0 entries (posting to it
+ * fails as to a full one). The QP's `cap` has the values it got: with an SRQ, no receive
+ * capacities (0; the SRQ has them).
  */
 export interface QpCapInit {
   maxSendWr: number;

@@ -4,6 +4,14 @@
 import { fail, type ErrorSite } from './errors.js';
 import type { AttrType } from './spec.js';
 
+/**
+ * A u32 flag word, as the C verbs take them. Checked before any bit test: JavaScript's
+ * bitwise operators truncate to 32 bits, so 2**32 + 1 would pass as 1, and NaN or 1.5 as 0.
+ */
+export function isFlagWord(v: unknown): v is number {
+  return typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= 0xffffffff;
+}
+
 export function checkValue(t: AttrType, v: unknown, at: ErrorSite): unknown {
   switch (t.kind) {
     case 'uint': {
@@ -24,8 +32,8 @@ export function checkValue(t: AttrType, v: unknown, at: ErrorSite): unknown {
       if (typeof v !== 'number' || !t.values.includes(v)) fail('EINVAL', `${String(v)} is not one of ${t.values.join(', ')}`, at);
       return v;
     case 'flags': {
-      if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) fail('EINVAL', 'must be a flag word', at);
-      const unknown = v & ~t.mask;
+      if (!isFlagWord(v)) fail('EINVAL', `must be a 32-bit flag word, got ${String(v)}`, at);
+      const unknown = (v & ~t.mask) >>> 0;
       if (unknown) fail('EINVAL', `unknown flag bits 0x${unknown.toString(16)}`, at);
       return v;
     }

@@ -11,7 +11,7 @@ import type { UapiRegistry } from '../uapi/registry.js';
 import type { AttrIn } from '../uapi/spec.js';
 import type { ProviderCq, ProviderDevice, ProviderGsi, ProviderMr, ProviderMw, ProviderQp, ProviderSrq } from '../uapi/provider.js';
 import { VerbsError, fail } from '../uapi/errors.js';
-import { ASYNC_EVENT_NAMES, WrOpcode } from '../abi/enums.js';
+import { ASYNC_EVENT_NAMES, Access, MwType, WrOpcode } from '../abi/enums.js';
 import type {
   AhAttr, AsyncEvent, DeviceAttr, GidEntry, MwBindInfo, PortAttr, QpAttrFull, QpAttrValues, QpCap, QpCapInit, RecvWr, SendWr, SrqAttrValues, WorkCompletion, WrId,
 } from '../abi/types.js';
@@ -161,6 +161,9 @@ export class Context extends EventEmitter {
   }
 
   private onAsync(ev: AsyncEvent): void {
+    // An event of an object destroyed since it was raised goes with the object (as uverbs
+    // drops its queued events): nothing arrives about it after destroy returns.
+    if (this.uapi.uobjectOf(ev.element)?.live === false) return;
     const w = typeof ev.element === 'object' && ev.element ? this.wrappers.get(ev.element) : undefined;
     const info: AsyncEventInfo = { type: ev.type, name: ASYNC_EVENT_NAMES[ev.type] ?? String(ev.type) };
     if (w instanceof QP) info.qp = w;
@@ -202,6 +205,7 @@ export class Context extends EventEmitter {
   }
 
   createCq(cqe: number, opts: { channel?: CompChannel; compVector?: number } = {}): CQ {
+    objectArg(opts, 'opts', 'CQ', 'CREATE');
     const a = Attr.CQ.CREATE;
     const out = this.invoke(Obj.CQ, M.CQ.CREATE, { [a.CQE]: cqe, [a.COMP_CHANNEL]: handleIn(this, opts.channel, 'comp_channel', 'CQ', 'CREATE'), [a.COMP_VECTOR]: opts.compVector });
     return this.wrap(new CQ(this, out[a.HANDLE] as number));
@@ -251,9 +255,28 @@ function handleIn(ctx: Context, x: unknown, attr: string, object: string, method
   return x.handle;
 }
 
+/**
+ * An options or attributes argument, which must be a plain object: checked before any field
+ * is read, so a wrong shape is EINVAL naming the argument rather than a TypeError.
+ */
+function objectArg(x: unknown, attr: string, object: string, method: string): void {
+  if (typeof x !== 'object' || x === null || Array.isArray(x)) fail('EINVAL', `must be an object, got ${x === null ? 'null' : typeof x}`, { object, method, attr });
+}
+
+/** objectArg for a method that returns a promise: the error as a rejection, as its others are. */
+function rejectedArg(x: unknown, attr: string, object: string, method: string): Promise<never> | undefined {
+  try {
+    objectArg(x, attr, object, method);
+    return undefined;
+  } catch (err) {
+    return Promise.reject(err);
+  }
+}
+
 export class PD extends Obj_ {
   /** ibv_reg_mr: `memory` is the registered buffer; `addr` of the MR is its I/O virtual address. */
   regMr(memory: ArrayBufferView | ArrayBuffer, access: number, opts: { iova?: number } = {}): MR {
+    objectArg(opts, 'opts', 'MR', 'REG');
     const a = Attr.MR.REG;
     const out = this.context.invoke(Obj.MR, M.MR.REG, { [a.PD_HANDLE]: this.handle, [a.MEMORY]: memory, [a.ACCESS_FLAGS]: access, [a.IOVA]: opts.iova });
     return this.context.wrap(new MR(this.context, out[a.HANDLE] as number, memory));
@@ -269,12 +292,14 @@ export class PD extends Obj_ {
     return this.context.wrap(new AH(this.context, out[a.HANDLE] as number, attr));
   }
   createSrq(attr: { maxWr: number; maxSge: number; srqLimit?: number }): SRQ {
+    objectArg(attr, 'attr', 'SRQ', 'CREATE');
     const a = Attr.SRQ.CREATE;
     const out = this.context.invoke(Obj.SRQ, M.SRQ.CREATE, { [a.PD_HANDLE]: this.handle, [a.MAX_WR]: attr.maxWr, [a.MAX_SGE]: attr.maxSge, [a.SRQ_LIMIT]: attr.srqLimit });
     return this.context.wrap(new SRQ(this.context, out[a.HANDLE] as number));
   }
   /** ibv_create_qp: without an SRQ, `cap.maxRecvWr` is required too. */
   createQp(init: QpCreateAttr): QP {
+    objectArg(init, 'init', 'QP', 'CREATE');
     const a = Attr.QP.CREATE;
     const out = this.context.invoke(Obj.QP, M.QP.CREATE, {
       [a.PD_HANDLE]: this.handle, [a.QP_TYPE]: init.qpType,
@@ -306,6 +331,7 @@ export class MR extends Obj_ {
   }
   /** ibv_rereg_mr: new keys every time; the old ones stop working. */
   rereg(change: { pd?: PD; memory?: ArrayBufferView | ArrayBuffer; iova?: number; access?: number }): void {
+    objectArg(change, 'change', 'MR', 'REREG');
     const flags = (change.pd ? Rereg.CHANGE_PD : 0) | (change.memory ? Rereg.CHANGE_TRANSLATION : 0) | (change.access !== undefined ? Rereg.CHANGE_ACCESS : 0);
     const a = Attr.MR.REREG;
     this.context.invoke(Obj.MR, M.MR.REREG, { [a.HANDLE]: this.handle, [a.FLAGS]: flags, [a.PD_HANDLE]: handleIn(this.context, change.pd, 'pd_handle', 'MR', 'REREG'), [a.MEMORY]: change.memory, [a.IOVA]: change.iova, [a.ACCESS_FLAGS]: change.access });
@@ -338,46 +364,99 @@ export class AH extends Obj_ {
   }
 }
 
-/** A completion channel: `await channel.getCqEvent()` or listen to 'cq'. */
+interface ChannelWaiter {
+  resolve(cq: CQ): void;
+  reject(err: unknown): void;
+  release: () => void;
+  signal: AbortSignal | undefined;
+  onAbort: (() => void) | undefined;
+}
+
+/**
+ * A completion channel: `await channel.getCqEvent()`, or a listener (onCqEvent). Each event
+ * goes to exactly one reader, as a read of the channel's fd does: to the longest-waiting
+ * getCqEvent() if any waits, else to the listener, else it stays queued for the next reader.
+ */
 export class CompChannel extends Obj_ {
   private get p(): CompChannelImpl { return this.context.impl<CompChannelImpl>(this.handle); }
-  private listening = false;
-  constructor(context: Context, handle: number) { super(context, handle); }
+  private listener: ((cq: CQ) => void) | undefined;
+  private readonly waiters: ChannelWaiter[] = [];
+  constructor(context: Context, handle: number) {
+    super(context, handle);
+    const p = this.p;
+    p.on('event', () => this.deliver(p));
+    p.once('close', () => this.onClose());
+  }
 
   /**
    * ibv_get_cq_event: resolves with the CQ that was notified (keeping the process alive while
-   * it waits). Rejects if the channel closes.
+   * it waits). Several waiters get one event each, in call order. Rejects if the channel closes.
    */
   getCqEvent(opts: { signal?: AbortSignal } = {}): Promise<CQ> {
+    const bad = rejectedArg(opts, 'opts', 'COMP_CHANNEL', 'GET_CQ_EVENT');
+    if (bad) return bad;
     const p = this.p;
-    const take = () => this.context.wrappers.get(p.pending.shift()!) as CQ;
-    if (p.pending.length) return Promise.resolve(take());
+    // Anything queued has no earlier waiter (deliver() would have handed it out).
+    if (p.pending.length) return Promise.resolve(this.take(p));
     if (opts.signal?.aborted) return Promise.reject(opts.signal.reason);
     return new Promise((resolve, reject) => {
-      const release = this.context.device.hold();
-      const onEvent = () => { cleanup(); resolve(take()); };
-      const onClose = () => { cleanup(); reject(new VerbsError('EBADF', 'completion channel destroyed', { object: 'COMP_CHANNEL' })); };
-      const onAbort = () => { cleanup(); reject(opts.signal!.reason); };
-      const cleanup = () => { release(); p.off('event', onEvent); p.off('close', onClose); opts.signal?.removeEventListener('abort', onAbort); };
-      p.once('event', onEvent);
-      p.once('close', onClose);
-      opts.signal?.addEventListener('abort', onAbort, { once: true });
+      const w: ChannelWaiter = { resolve, reject, release: this.context.device.hold(), signal: opts.signal, onAbort: undefined };
+      if (w.signal) {
+        w.onAbort = () => { this.drop(w); reject(w.signal!.reason); };
+        w.signal.addEventListener('abort', w.onAbort, { once: true });
+      }
+      this.waiters.push(w);
     });
   }
 
-  /** Call `fn(cq)` for every CQ event (the event is consumed). Returns a function to stop. */
+  /**
+   * Call `fn(cq)` for every CQ event no getCqEvent() waits for (the event is consumed).
+   * Returns a function to stop.
+   */
   onCqEvent(fn: (cq: CQ) => void): () => void {
     const p = this.p;
-    if (this.listening) fail('EBUSY', 'a listener is already attached', { object: 'COMP_CHANNEL' });
-    this.listening = true;
-    const h = () => { while (p.pending.length) fn(this.context.wrappers.get(p.pending.shift()!) as CQ); };
-    p.on('event', h);
-    h();
-    return () => { p.off('event', h); this.listening = false; };
+    if (this.listener) fail('EBUSY', 'a listener is already attached', { object: 'COMP_CHANNEL' });
+    const listener = (cq: CQ) => fn(cq);
+    this.listener = listener;
+    this.deliver(p);
+    return () => { if (this.listener === listener) this.listener = undefined; };
   }
 
   destroy(): void {
     this.context.invoke(Obj.COMP_CHANNEL, M.COMP_CHANNEL.DESTROY, { [Attr.COMP_CHANNEL.DESTROY.HANDLE]: this.handle });
+  }
+
+  /** Hand queued events out, one reader each: waiters first, in order, then the listener. */
+  private deliver(p: CompChannelImpl): void {
+    while (p.pending.length) {
+      const w = this.waiters[0];
+      if (w) {
+        this.drop(w);
+        w.resolve(this.take(p));
+      } else if (this.listener) {
+        this.listener(this.take(p));
+      } else {
+        return;
+      }
+    }
+  }
+
+  private take(p: CompChannelImpl): CQ {
+    return this.context.wrappers.get(p.pending.shift()!) as CQ;
+  }
+
+  private drop(w: ChannelWaiter): void {
+    const i = this.waiters.indexOf(w);
+    if (i >= 0) this.waiters.splice(i, 1);
+    w.release();
+    if (w.onAbort) w.signal!.removeEventListener('abort', w.onAbort);
+  }
+
+  private onClose(): void {
+    for (const w of [...this.waiters]) {
+      this.drop(w);
+      w.reject(new VerbsError('EBADF', 'completion channel destroyed', { object: 'COMP_CHANNEL' }));
+    }
   }
 }
 
@@ -423,6 +502,8 @@ export class CQ extends Obj_ {
    * with or without a completion channel, and leaves the CQ's notification state alone.
    */
   next(opts: { signal?: AbortSignal } = {}): Promise<WorkCompletion> {
+    const bad = rejectedArg(opts, 'opts', 'CQ', 'NEXT');
+    if (bad) return bad;
     if (this.waiters.length === 0) {
       const [wc] = this.cq.poll(1);
       if (wc) return Promise.resolve(wc);
@@ -513,6 +594,7 @@ export class SRQ extends Obj_ {
   }
   postRecv(wr: RecvWr | RecvWr[]): void { postEach(wr, (w) => this.srq.postRecv(w), 'SRQ', 'POST_RECV'); }
   modify(attr: Partial<SrqAttrValues>, mask: number): void {
+    objectArg(attr, 'attr', 'SRQ', 'MODIFY');
     const a = Attr.SRQ.MODIFY;
     this.context.invoke(Obj.SRQ, M.SRQ.MODIFY, { [a.HANDLE]: this.handle, [a.ATTR_MASK]: mask, [a.MAX_WR]: attr.maxWr, [a.SRQ_LIMIT]: attr.srqLimit });
   }
@@ -552,8 +634,14 @@ export class QP extends Obj_ {
   }
   postRecv(wr: RecvWr | RecvWr[]): void { postEach(wr, (w) => this.qp.postRecv(w), 'QP', 'POST_RECV'); }
 
-  /** ibv_bind_mw for a type 1 window: posts the bind and returns the window's new rkey. */
+  /**
+   * ibv_bind_mw for a type 1 window: posts the bind and returns the window's new rkey. What
+   * ibv_bind_mw and rxe_bind_mw check before posting fails here, with nothing posted: EINVAL
+   * for a window that is not type 1, a zero-based bind, or an address range without an MR;
+   * EPERM for an MR of another PD than the window's or the QP's.
+   */
   bindMw(mw: MW, bind: { wrId: WrId; sendFlags?: number; bindInfo: MwBindInfo }): number {
+    checkBindMw(this, mw, bind);
     const rkey = incRkey(mw.rkey);
     this.postSend({ wrId: bind.wrId, opcode: WrOpcode.BIND_MW, sendFlags: bind.sendFlags ?? 0, bindMw: { mw, rkey, bindInfo: bind.bindInfo } });
     return rkey;
@@ -561,6 +649,30 @@ export class QP extends Obj_ {
 
   destroy(): void {
     this.context.invoke(Obj.QP, M.QP.DESTROY, { [Attr.QP.DESTROY.HANDLE]: this.handle });
+  }
+}
+
+const BIND_MW = { object: 'QP', method: 'BIND_MW' } as const;
+
+/** The PD an object of `ctx` holds (its parent; an MR's follows REREG). */
+function pdOf(ctx: Context, o: Obj_): number | undefined {
+  return ctx.uapi.lookup(o.handle).holds.find((h) => h.type === Obj.PD)?.handle;
+}
+
+/** ibv_bind_mw's and rxe_bind_mw's synchronous checks (the rest fail the bind's completion). */
+function checkBindMw(qp: QP, mw: unknown, bind: unknown): asserts mw is MW {
+  if (!(mw instanceof MW) || mw.context !== qp.context) fail('EINVAL', 'must be a memory window of the same context', { ...BIND_MW, attr: 'mw' });
+  objectArg(bind, 'mw_bind', BIND_MW.object, BIND_MW.method);
+  const info = (bind as { bindInfo?: unknown }).bindInfo;
+  objectArg(info, 'bind_info', BIND_MW.object, BIND_MW.method);
+  const { mr, addr, length, mwAccessFlags } = info as MwBindInfo;
+  if (mw.type !== MwType.TYPE_1) fail('EINVAL', 'only type 1 windows are bound this way; type 2 takes a BIND_MW work request', { ...BIND_MW, attr: 'mw' });
+  if (!mr && (addr || length)) fail('EINVAL', 'is needed for a non-zero addr or length', { ...BIND_MW, attr: 'bind_info.mr' });
+  if (typeof mwAccessFlags === 'number' && mwAccessFlags & Access.ZERO_BASED) fail('EINVAL', 'a type 1 window cannot be ZERO_BASED', { ...BIND_MW, attr: 'bind_info.mw_access_flags' });
+  // Only an MR wrapper says which PD it is in; a bare { lkey } is left to the bind itself.
+  if (mr instanceof MR) {
+    const pd = mr.context === qp.context ? pdOf(qp.context, mr) : undefined;
+    if (pd === undefined || pd !== pdOf(qp.context, mw) || pd !== pdOf(qp.context, qp)) fail('EPERM', 'is in another PD than the window or the QP', { ...BIND_MW, attr: 'bind_info.mr' });
   }
 }
 

@@ -292,8 +292,13 @@ test('memory windows: a zero-based type 1 bind, and a bind to a zero-based MR, f
       const bmr = b.pd.regMr(Buffer.alloc(8192), Access.LOCAL_WRITE | Access.MW_BIND | mrAccess);
       const mw = b.pd.allocMw(type);
       const bindInfo = { mr: bmr, addr: bmr.addr, length: 1024, mwAccessFlags: Access.REMOTE_WRITE | mwAccess };
-      if (type === 1) b.qp.bindMw(mw, { wrId: 1, sendFlags: SendFlags.SIGNALED, bindInfo });
-      else b.qp.postSend({ wrId: 1, opcode: WrOpcode.BIND_MW, sendFlags: SendFlags.SIGNALED, bindMw: { mw, rkey: incRkey(mw.rkey), bindInfo } });
+      if (type === 1) {
+        // ibv_bind_mw refuses a zero-based bind before posting (rdma-core's rxe_bind_mw); a
+        // BIND_MW work request reaches the kernel's check, as here.
+        assert.throws(() => b.qp.bindMw(mw, { wrId: 1, sendFlags: SendFlags.SIGNALED, bindInfo }),
+          (e: unknown) => e instanceof VerbsError && e.code === 'EINVAL' && e.attr === 'bind_info.mw_access_flags');
+      }
+      b.qp.postSend({ wrId: 1, opcode: WrOpcode.BIND_MW, sendFlags: SendFlags.SIGNALED, bindMw: { mw, rkey: incRkey(mw.rkey), bindInfo } });
       const [wc] = await waitCompletions(b.cq, 1);
       assert.equal(wc!.status, WcStatus.MW_BIND_ERR, what);
     } finally { await close(); }

@@ -4,7 +4,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Access, QpAttr, QpState, QpType, SendFlags, VerbsError, WrOpcode } from '../../src/index.js';
+import { Access, Attr, M, Obj, QpAttr, QpState, QpType, SendFlags, SrqAttr, VerbsError, WrOpcode } from '../../src/index.js';
 import { makePair } from '../helpers/pair.js';
 
 function caught(fn: () => unknown): VerbsError {
@@ -26,7 +26,7 @@ test('every error names its attribute once, snake_case', async () => {
     const cases: Array<[string, () => unknown]> = [
       ['access_flags', () => pd.regMr(Buffer.alloc(8), Access.REMOTE_WRITE)],
       ['cqe', () => ctx.createCq(1 << 30)],
-      ['cap.max_send_wr', () => pd.createQp({ qpType: QpType.RC, sendCq: cq, recvCq: cq, cap: { maxSendWr: 0, maxRecvWr: 1 } })],
+      ['cap.max_send_wr', () => pd.createQp({ qpType: QpType.RC, sendCq: cq, recvCq: cq, cap: { maxSendWr: ctx.queryDevice().maxQpWr + 1, maxRecvWr: 1 } })],
       ['cap.max_recv_wr', () => pd.createQp({ qpType: QpType.RC, sendCq: cq, recvCq: cq, cap: { maxSendWr: 1 } } as never)],
       ['cap.max_send_sge', () => pd.createQp({ qpType: QpType.RC, sendCq: cq, recvCq: cq, cap: { maxSendWr: 1, maxRecvWr: 1, maxSendSge: -1 } })],
       ['port_num', () => fresh.modify({ qpState: QpState.INIT, pkeyIndex: 0, portNum: 2, qpAccessFlags: 0 }, QpAttr.STATE | QpAttr.PKEY_INDEX | QpAttr.PORT | QpAttr.ACCESS_FLAGS)],
@@ -50,6 +50,71 @@ test('every error names its attribute once, snake_case', async () => {
       assert.equal(mentions, 1, `mentions ${bare} once: ${e.message}`);
       assert.doesNotMatch(e.message, /\b[a-z]+[A-Z][A-Za-z]*\b/, `no camelCase field names: ${e.message}`);
     }
+  } finally {
+    await close();
+  }
+});
+
+test('a flag word must be a u32 integer: 2**32 + bits, NaN, fractions and negatives are EINVAL naming it', async () => {
+  const { a, close } = await makePair(QpType.RC);
+  try {
+    const { ctx, pd, cq } = a;
+    const fresh = pd.createQp({ qpType: QpType.RC, sendCq: cq, recvCq: cq, cap: { maxSendWr: 1, maxRecvWr: 1 } });
+    const srq = pd.createSrq({ maxWr: 4, maxSge: 1 });
+    const mr = pd.regMr(Buffer.alloc(8), Access.LOCAL_WRITE);
+    const INIT = QpAttr.STATE | QpAttr.PKEY_INDEX | QpAttr.PORT | QpAttr.ACCESS_FLAGS;
+    const toInit = { qpState: QpState.INIT, pkeyIndex: 0, portNum: 1 };
+    for (const bad of [2 ** 32 + Access.LOCAL_WRITE, 2 ** 32, 1.5, NaN, -1, Infinity]) {
+      const cases: Array<[string, () => unknown]> = [
+        ['access_flags', () => pd.regMr(Buffer.alloc(8), bad)],
+        ['access_flags', () => mr.rereg({ access: bad })],
+        ['qp_access_flags', () => fresh.modify({ ...toInit, qpAccessFlags: bad }, INIT)],
+        ['attr_mask', () => fresh.modify({ ...toInit, qpAccessFlags: 0 }, bad)],
+        ['attr_mask', () => srq.modify({ srqLimit: 1 }, bad)],
+        ['flags', () => ctx.invoke(Obj.MR, M.MR.REREG, { [Attr.MR.REREG.HANDLE]: mr.handle, [Attr.MR.REREG.FLAGS]: bad, [Attr.MR.REREG.ACCESS_FLAGS]: Access.LOCAL_WRITE })],
+      ];
+      for (const [attr, fn] of cases) {
+        const e = caught(fn);
+        assert.deepEqual([e.code, e.attr], ['EINVAL', attr], `${String(bad)}: ${e.message}`);
+      }
+    }
+    // Cut to 32 bits these are valid: a mask of 2**32 + INIT would have moved the QP.
+    const e = caught(() => fresh.modify({ ...toInit, qpAccessFlags: 0 }, 2 ** 32 + INIT));
+    assert.deepEqual([e.code, e.attr], ['EINVAL', 'attr_mask']);
+    assert.equal(fresh.state, QpState.RESET);
+    assert.equal(mr.access, Access.LOCAL_WRITE);
+  } finally {
+    await close();
+  }
+});
+
+test('a wrong argument shape is EINVAL naming the argument, never a TypeError', async () => {
+  const { a, close } = await makePair(QpType.RC);
+  try {
+    const { ctx, pd, cq } = a;
+    const srq = pd.createSrq({ maxWr: 4, maxSge: 1 });
+    const mr = pd.regMr(Buffer.alloc(8), 0);
+    const ch = ctx.createCompChannel();
+    const before = ctx.census();
+    const cases: Array<[string, string, () => unknown]> = [
+      ['CQ.CREATE', 'opts', () => ctx.createCq(4, null as never)],
+      ['MR.REG', 'opts', () => pd.regMr(Buffer.alloc(8), 0, null as never)],
+      ['SRQ.CREATE', 'attr', () => pd.createSrq(undefined as never)],
+      ['QP.CREATE', 'init', () => pd.createQp(undefined as never)],
+      ['QP.CREATE', 'init', () => pd.createQp(7 as never)],
+      ['MR.REREG', 'change', () => mr.rereg(undefined as never)],
+      ['SRQ.MODIFY', 'attr', () => srq.modify(undefined as never, SrqAttr.LIMIT)],
+    ];
+    for (const [where, attr, fn] of cases) {
+      const e = caught(fn);
+      assert.deepEqual([e.code, `${e.object}.${e.method}`, e.attr], ['EINVAL', where, attr], e.message);
+      assert.match(e.message, new RegExp(`^EINVAL: ${where.replace('.', '\\.')} attribute '${attr}': must be an object`));
+    }
+    // The waits reject the same way.
+    for (const [where, attr, p] of [['COMP_CHANNEL.GET_CQ_EVENT', 'opts', () => ch.getCqEvent(null as never)], ['CQ.NEXT', 'opts', () => cq.next(null as never)]] as const) {
+      await assert.rejects(p(), (e: unknown) => e instanceof VerbsError && e.code === 'EINVAL' && `${e.object}.${e.method}` === where && e.attr === attr);
+    }
+    assert.deepEqual(ctx.census(), before, 'nothing made');
   } finally {
     await close();
   }

@@ -194,7 +194,7 @@ test('limits given to a device are validated', async () => {
   }
 });
 
-test('a CQ grows on demand and still overflows exactly past cqe (CQ_ERR once; nothing lost before it)', () => {
+test('a CQ grows on demand and still overflows exactly past cqe (CQ_ERR for each completion lost, as rxe_cq_post; nothing lost before it)', () => {
   const wc = (i: number) => ({ wrId: i, status: 0, opcode: 0, vendorErr: 0, byteLen: 0, qpNum: 1, srcQp: 0, wcFlags: 0, pkeyIndex: 0, slid: 0, sl: 0, dlidPathBits: 0 }) as WorkCompletion;
   let overflows = 0;
   const cq = new RxeCq(1000, () => overflows++);
@@ -204,11 +204,11 @@ test('a CQ grows on demand and still overflows exactly past cqe (CQ_ERR once; no
     for (let i = 0; i < 37 * round && cq.count < 1000; i++) cq.push(wc(next++), false);
     for (const c of cq.poll(11 * round)) assert.equal(c.wrId, expect++);
   }
-  while (cq.count < 1000) cq.push(wc(next++), false);
+  while (cq.count < 1000) assert.equal(cq.push(wc(next++), false), true);
   assert.equal(overflows, 0);
+  assert.equal(cq.push(wc(next++), false), false, 'not queued (rxe_cq_post: -EBUSY)');
   cq.push(wc(next++), false);
-  cq.push(wc(next++), false);
-  assert.equal(overflows, 1, 'one CQ_ERR for an overflowing CQ');
+  assert.equal(overflows, 2, 'a CQ_ERR for each completion the full CQ lost');
   const rest = cq.poll(5000);
   assert.equal(rest.length, 1000);
   rest.forEach((c) => assert.equal(c.wrId, expect++));
@@ -220,9 +220,9 @@ test('a CQ grows on demand and still overflows exactly past cqe (CQ_ERR once; no
   cq2.resize(25);
   assert.equal(cq2.cqe, 25);
   for (let i = 30; i < 35; i++) cq2.push(wc(i), false);
-  assert.equal(overflows, 1);
-  cq2.push(wc(35), false);
   assert.equal(overflows, 2);
+  cq2.push(wc(35), false);
+  assert.equal(overflows, 3);
   assert.deepEqual(cq2.poll(100).map((c) => c.wrId), Array.from({ length: 25 }, (_, i) => i + 10));
 });
 
@@ -243,4 +243,8 @@ test('Ring: lazily sized, FIFO through growth and wrap-around, bounded by its ca
   assert.ok(small.full);
   assert.throws(() => small.push(5), RangeError);
   assert.deepEqual(small.clear(), [0, 1, 2, 3, 4]);
+  // A 0-entry ring (a QP's empty send or receive queue) is always full.
+  const none = new Ring<number>(0);
+  assert.deepEqual([none.capacity, none.full], [0, true]);
+  assert.throws(() => none.push(0), RangeError);
 });

@@ -11,6 +11,10 @@ import { RxeQp, resolveAv } from './qp.js';
 import { RxeSrq } from './srq.js';
 import type { RxeDevice } from './device.js';
 
+/** Whether an event's element is a provider object (QP, CQ, SRQ) that has been destroyed. */
+const isDestroyed = (element: unknown): boolean =>
+  typeof element === 'object' && element !== null && (element as { destroyed?: unknown }).destroyed === true;
+
 export class RxeAh {
   constructor(readonly pd: RxePd, readonly attr: AhAttr, readonly address: string) {}
 }
@@ -23,8 +27,15 @@ export class RxeContext implements ProviderContext {
     private readonly onEvent: (ev: AsyncEvent) => void,
   ) {}
 
+  /**
+   * Raise an async event on the next microtask. An event whose QP, CQ or SRQ is destroyed by
+   * then is dropped: destroy takes an object's queued events with it (ib_uverbs_release_uevent),
+   * so none arrives after destroy returns.
+   */
   event(type: number, element: unknown): void {
-    queueMicrotask(() => this.onEvent({ type, element }));
+    queueMicrotask(() => {
+      if (!isDestroyed(element)) this.onEvent({ type, element });
+    });
   }
 
   allocPd(): object { return new RxePd(); }

@@ -1,5 +1,6 @@
 // Completion queue: a bounded queue of work completions with IBTA notification semantics
-// (arm for next or solicited; an armed CQ notifies once). Overflow is an async CQ_ERR.
+// (arm for next or solicited; an armed CQ notifies once). Every completion that finds the
+// CQ full is lost and raises an async CQ_ERR (rxe_cq_post).
 
 import { fail } from '../../uapi/errors.js';
 import type { ProviderCq } from '../../uapi/provider.js';
@@ -14,8 +15,14 @@ export class RxeCq implements ProviderCq {
   onCompletion: ((destroyed: boolean) => void) | undefined;
   private readonly queue: Ring<WorkCompletion>;
   private armed = ARM_NONE;
-  overflowed = false;
   destroyed = false;
+  /**
+   * The completion event, read when it runs rather than when it is queued: a CQ destroyed
+   * (or taken off its channel) in between must announce nothing.
+   */
+  private readonly fireNotify = (): void => {
+    if (!this.destroyed) this.onNotify?.();
+  };
 
   constructor(
     public cqe: number,
@@ -28,22 +35,23 @@ export class RxeCq implements ProviderCq {
 
   get count(): number { return this.queue.length; }
 
-  push(wc: WorkCompletion, solicited: boolean): void {
-    if (this.destroyed) return;
+  /**
+   * Queue a completion. False when it was not queued: the CQ is destroyed, or full (then the
+   * completion is lost and CQ_ERR raised, each time, as rxe_cq_post does; it returns -EBUSY).
+   */
+  push(wc: WorkCompletion, solicited: boolean): boolean {
+    if (this.destroyed) return false;
     if (this.queue.full) {
-      if (!this.overflowed) {
-        this.overflowed = true;
-        this.onOverflow(this);
-      }
-      return;
+      this.onOverflow(this);
+      return false;
     }
     this.queue.push(wc);
     this.onCompletion?.(false);
     if (this.armed === ARM_NEXT || (this.armed === ARM_SOLICITED && (solicited || wc.status !== WcStatus.SUCCESS))) {
       this.armed = ARM_NONE;
-      const cb = this.onNotify;
-      if (cb) queueMicrotask(cb);
+      if (this.onNotify) queueMicrotask(this.fireNotify);
     }
+    return true;
   }
 
   poll(max: number): WorkCompletion[] {

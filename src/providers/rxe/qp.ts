@@ -143,7 +143,7 @@ export class RxeQp implements ProviderQp {
     this.sourcePort = initialSourcePort(qpn);
     this.source = ctx.device.link.acquirePort(this.sourcePort);
     this.sq = new Ring(cap.maxSendWr);
-    this.rq = new Ring(Math.max(1, cap.maxRecvWr));
+    this.rq = new Ring(cap.maxRecvWr);
     this.attr = {
       qpState: QpState.RESET, qpAccessFlags: 0, pkeyIndex: 0, portNum: 1, qkey: 0, ahAttr: undefined, pathMtu: 3,
       timeout: 0, retryCnt: 0, rnrRetry: 0, rqPsn: 0, maxRdAtomic: 0, minRnrTimer: 0, sqPsn: 0, maxDestRdAtomic: 0,

@@ -22,8 +22,9 @@ export class Ring<T> {
   length = 0;
   private cap: number;
 
+  /** `capacity` may be 0: a 0-entry work queue is legal, and always full. */
   constructor(capacity: number) {
-    this.cap = Math.max(1, capacity);
+    this.cap = capacity;
     this.buf = new Array(INITIAL_SLOTS);
     this.mask = INITIAL_SLOTS - 1;
   }
@@ -69,7 +70,7 @@ export class Ring<T> {
   /** Change the capacity (CQ resize); entries stay in order. Fails below the entries held. */
   resize(capacity: number): void {
     if (capacity < this.length) throw new RangeError(`cannot shrink below the ${this.length} entries queued`);
-    this.cap = Math.max(1, capacity);
+    this.cap = capacity;
     if (this.buf.length > slotsFor(this.cap)) this.realloc(slotsFor(this.length));
   }
 

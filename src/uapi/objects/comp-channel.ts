@@ -15,6 +15,11 @@ export class CompChannelImpl extends EventEmitter {
     this.pending.push(cq);
     this.emit('event', cq);
   }
+
+  /** Drop the queued events of a CQ being destroyed, as ib_uverbs_release_ucq does. */
+  forget(cq: ProviderCq): void {
+    for (let i = this.pending.length - 1; i >= 0; i--) if (this.pending[i] === cq) this.pending.splice(i, 1);
+  }
 }
 
 const CREATE = { handle: newHandle(Attr.COMP_CHANNEL.CREATE.HANDLE, 'channel_handle', Obj.COMP_CHANNEL) };

@@ -22,6 +22,9 @@ const RESIZE = {
 };
 const DESTROY = { handle: mandatory(handle<ProviderCq>(Attr.CQ.DESTROY.HANDLE, 'cq_handle', Obj.CQ, 'destroy')) };
 
+/** Each CQ's completion channel, whose queued events for it go when the CQ does. */
+const channels = new WeakMap<ProviderCq, CompChannelImpl>();
+
 function checkCqe(ctx: CoreMethodContext, cqe: number): number {
   const max = ctx.context.device.queryDevice().maxCqe;
   if (cqe > max) fail('EINVAL', overMax(cqe, 'max_cqe', max), { attr: 'cqe' });
@@ -32,10 +35,12 @@ export function defineCq(r: UapiRegistry): void {
   r.defineObject({
     id: Obj.CQ, name: 'CQ',
     destroy: (cq: ProviderCq, c: CoreContext) => {
+      // The provider first: if it fails, the CQ stays as it was, still on its channel.
+      c.provider.destroyCq(cq);
       cq.onNotify = undefined;
+      channels.get(cq)?.forget(cq);
       const waiting = cq.onCompletion;
       cq.onCompletion = undefined;
-      c.provider.destroyCq(cq);
       waiting?.(true);
     },
     limit: { name: 'max_cq', max: (c: CoreContext) => c.device.queryDevice().maxCq },
@@ -47,6 +52,7 @@ export function defineCq(r: UapiRegistry): void {
       const channel = ctx.get(CREATE.channel);
       if (channel) {
         cq.onNotify = () => channel.notify(cq);
+        channels.set(cq, channel);
         ctx.hold(ctx.handle(CREATE.channel));
       }
       ctx.set(CREATE.respCqe, cq.cqe);

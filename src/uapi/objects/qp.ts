@@ -2,9 +2,10 @@
 // of them). MODIFY checks each attribute's value, then the IBTA table of which attributes a
 // transition requires and allows (qp-transitions.ts), before the provider sees the call.
 
-import { Access, QP_ATTR_NAMES, QpAttr, QpType, qpStateName, qpTypeName } from '../../abi/enums.js';
+import { Access, QP_ATTR_NAMES, QpAttr, QpState, QpType, qpStateName, qpTypeName } from '../../abi/enums.js';
 import { Attr, M, Obj } from '../../abi/ids.js';
 import type { QpAttrFull, QpAttrValues, QpCap, QpCapInit } from '../../abi/types.js';
+import { isFlagWord } from '../attr-values.js';
 import { bool, flags, handle, mandatory, newHandle, object, oneOf, out } from '../attrs.js';
 import { fail } from '../errors.js';
 import type { ProviderCq, ProviderDevice, ProviderQp, ProviderSrq } from '../provider.js';
@@ -41,18 +42,21 @@ const DESTROY = { handle: mandatory(handle<ProviderQp>(Attr.QP.DESTROY.HANDLE, '
 /** The attribute at fault (a verbs name) and what is wrong with it. */
 type Problem = [string, string];
 
+/**
+ * The capacities against the device's maxima (rxe_qp_chk_cap). No lower bound: a 0-entry
+ * queue is legal (posting to it fails as to a full one). With an SRQ the QP has no receive
+ * queue, so its receive capacities are not looked at.
+ */
 function checkCap(c: Partial<Record<keyof QpCapInit, unknown>>, dev: ReturnType<ProviderDevice['queryDevice']>, hasSrq: boolean): Problem | undefined {
-  const lim: Array<[keyof QpCap, string, number]> = [
-    ['maxSendWr', 'max_qp_wr', dev.maxQpWr], ['maxRecvWr', 'max_qp_wr', dev.maxQpWr], ['maxSendSge', 'max_sge', dev.maxSge],
-    ['maxRecvSge', 'max_sge', dev.maxSge], ['maxInlineData', 'max_inline_data', dev.maxInlineData],
-  ];
+  const lim: Array<[keyof QpCap, string, number]> = [['maxSendWr', 'max_qp_wr', dev.maxQpWr], ['maxSendSge', 'max_sge', dev.maxSge], ['maxInlineData', 'max_inline_data', dev.maxInlineData]];
+  if (!hasSrq) lim.push(['maxRecvWr', 'max_qp_wr', dev.maxQpWr], ['maxRecvSge', 'max_sge', dev.maxSge]);
   for (const [k, limit, max] of lim) {
-    const v = c[k] ?? 0;
+    const v = c[k] === undefined ? 0 : c[k];
     if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) return [`cap.${verbsName(k)}`, `must be a non-negative integer, got ${String(v)}`];
     if (v > max) return [`cap.${verbsName(k)}`, overMax(v, limit, max)];
   }
-  if (((c.maxSendWr as number) ?? 0) < 1) return ['cap.max_send_wr', 'must be at least 1'];
-  if (!hasSrq && ((c.maxRecvWr as number) ?? 0) < 1) return ['cap.max_recv_wr', 'must be at least 1 without an SRQ'];
+  if (c.maxSendWr === undefined) return ['cap.max_send_wr', 'is required'];
+  if (!hasSrq && c.maxRecvWr === undefined) return ['cap.max_recv_wr', 'is required without an SRQ'];
   return undefined;
 }
 
@@ -81,7 +85,8 @@ const QP_ATTR_CHECKS: ReadonlyArray<readonly [number, (e: CheckEnv) => Problem |
   [QpAttr.ACCESS_FLAGS, ({ attr }) => {
     const v = attr.qpAccessFlags;
     const allowed = Access.LOCAL_WRITE | Access.REMOTE_WRITE | Access.REMOTE_READ | Access.REMOTE_ATOMIC | Access.MW_BIND;
-    if (typeof v !== 'number' || (v & ~allowed) !== 0) return ['qpAccessFlags', `unknown bits in ${String(v)}`];
+    if (!isFlagWord(v)) return ['qpAccessFlags', `must be a 32-bit flag word, got ${String(v)}`];
+    if ((v & ~allowed) !== 0) return ['qpAccessFlags', `unknown bits in ${String(v)}`];
     return undefined;
   }],
   [QpAttr.PKEY_INDEX, (e) => range('pkeyIndex', e.attr.pkeyIndex, 0, portOf(e).pkeyTblLen - 1)],
@@ -118,6 +123,15 @@ function checkQpAttrValues(attr: QpAttrValues, mask: number, core: CoreContext, 
   return undefined;
 }
 
+/**
+ * rxe's __qp_chk_state: while SQD still drains work the requester has started, the only
+ * state change allowed is to ERR (leaving, or re-entering, SQD waits for SQ_DRAINED).
+ */
+function checkSqdDrain(qp: ProviderQp, cur: number, next: number, mask: number): void {
+  if (!(mask & QpAttr.STATE) || cur !== QpState.SQD || next === QpState.ERR) return;
+  if (qp.query().sqDraining) fail('EINVAL', `the send queue is still draining: only ERR is allowed until SQ_DRAINED, not ${qpStateName(next)}`, { attr: 'qp_state' });
+}
+
 export function defineQp(r: UapiRegistry): void {
   r.defineObject({
     id: Obj.QP, name: 'QP',
@@ -135,7 +149,8 @@ export function defineQp(r: UapiRegistry): void {
       const n = (v: unknown, otherwise: number) => (v as number | undefined) ?? otherwise;
       const c: QpCap = {
         maxSendWr: n(cap.maxSendWr, 0), maxRecvWr: srq ? 0 : n(cap.maxRecvWr, 0),
-        maxSendSge: n(cap.maxSendSge, 1), maxRecvSge: n(cap.maxRecvSge, 1), maxInlineData: n(cap.maxInlineData, 0),
+        // With an SRQ there is no receive queue: rxe_qp_to_attr reports no receive caps.
+        maxSendSge: n(cap.maxSendSge, 1), maxRecvSge: srq ? 0 : n(cap.maxRecvSge, 1), maxInlineData: n(cap.maxInlineData, 0),
       };
       const qp = ctx.context.provider.createQp(ctx.get(CREATE.pd), {
         qpType: ctx.get(CREATE.qpType), sendCq: ctx.get(CREATE.sendCq), recvCq: ctx.get(CREATE.recvCq),
@@ -167,6 +182,7 @@ export function defineQp(r: UapiRegistry): void {
         if (t.reason === 'transition') fail('EINVAL', `${what} is not a valid transition`, { attr: 'attr_mask' });
         fail('EINVAL', `${what} ${t.reason === 'missing' ? 'requires' : 'does not allow'} ${names(t.attrs)}`, { attr: 'attr_mask' });
       }
+      checkSqdDrain(qp, cur, next, mask);
       ctx.context.provider.modifyQp(qp, attr, mask);
     },
   });
