@@ -212,3 +212,31 @@ test('UC lengths: an ONLY above the MTU and a LAST of 0 bytes are dropped; the n
   assert.equal(m.buf[0], 0xcc);
   assert.equal(rq.state, QpState.RTS);
 });
+
+// ---- a full receive CQ (rxe_cq_post -EBUSY, do_complete's RESPST_ERR_CQ_OVERFLOW) ----
+
+test('a SEND whose completion finds the receive CQ full: no ACK, the QP goes to ERR (the message is not reported as delivered)', async (t) => {
+  const h = await openHarness();
+  t.after(() => h.close());
+  const m = h.mr(100);
+  h.qp.postRecv({ wrId: 1, sgList: [m.sge()] });
+  const cq = h.rq.recvCq;
+  const filler = { wrId: 0, status: 0, opcode: 0, vendorErr: 0, byteLen: 0, qpNum: 0, srcQp: 0, wcFlags: 0, pkeyIndex: 0, slid: 0, sl: 0, dlidPathBits: 0 };
+  while (cq.count < cq.cqe) cq.push({ ...filler }, false);
+  h.feed(sendOnlyOf(h, RQ_PSN, Buffer.alloc(10, 9)));
+  assert.deepEqual(h.take().map(describe), []);
+  assert.equal(h.rq.state, QpState.ERR);
+});
+
+test('a CQ armed for the next completion stays so when solicited-only is asked after (rxe_req_notify_cq)', async (t) => {
+  const h = await openHarness();
+  t.after(() => h.close());
+  const cq = h.rq.recvCq;
+  let notified = 0;
+  cq.onNotify = () => { notified++; };
+  cq.reqNotify(false);
+  cq.reqNotify(true);
+  cq.push({ wrId: 0, status: WcStatus.SUCCESS, opcode: 0, vendorErr: 0, byteLen: 0, qpNum: 0, srcQp: 0, wcFlags: 0, pkeyIndex: 0, slid: 0, sl: 0, dlidPathBits: 0 }, false);
+  await new Promise((r) => setImmediate(r));
+  assert.equal(notified, 1);
+});

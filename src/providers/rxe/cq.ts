@@ -73,7 +73,9 @@ export class RxeCq implements ProviderCq {
   }
 
   reqNotify(solicitedOnly: boolean): void {
-    this.armed = solicitedOnly ? ARM_SOLICITED : ARM_NEXT;
+    // A "next completion" arm is not narrowed to solicited ones by a later request (C11-31/32,
+    // rxe_req_notify_cq).
+    if (this.armed !== ARM_NEXT) this.armed = solicitedOnly ? ARM_SOLICITED : ARM_NEXT;
   }
 
   resize(cqe: number): void {

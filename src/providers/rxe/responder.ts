@@ -280,14 +280,24 @@ function sendReadResponses(qp: RxeQp, res: RespResource, budget: number): number
 
 // ---- completion helpers ----
 
-function completeRecv(qp: RxeQp, w: RecvWqe, status: number, opcode: number, byteLen: number, pkt: Packet | boolean | undefined, extra: { flags?: number; imm?: number; inv?: number; srcQp?: number } = {}): void {
+/** Post a receive completion. False if the CQ could not take it (full: the completion is lost). */
+function completeRecv(qp: RxeQp, w: RecvWqe, status: number, opcode: number, byteLen: number, pkt: Packet | boolean | undefined, extra: { flags?: number; imm?: number; inv?: number; srcQp?: number } = {}): boolean {
   const wc = qp.wc(w.wrId, status, opcode, status === WcStatus.SUCCESS ? byteLen : 0);
   wc.srcQp = extra.srcQp ?? qp.attr.destQpNum;
   wc.wcFlags = extra.flags ?? 0;
   if (extra.imm !== undefined) wc.immData = extra.imm;
   if (extra.inv !== undefined) wc.invalidatedRkey = extra.inv;
   qp.device.counters.rdma_recvs++;
-  qp.recvCq.push(wc, typeof pkt === 'boolean' ? pkt : pkt?.se ?? false);
+  return qp.recvCq.push(wc, typeof pkt === 'boolean' ? pkt : pkt?.se ?? false);
+}
+
+/**
+ * A successful message's completion found the receive CQ full (Linux do_complete:
+ * RESPST_ERR_CQ_OVERFLOW, then RESPST_ERROR): the QP goes to ERR, and nothing is acknowledged.
+ */
+function cqOverflow(qp: RxeQp, psn: number): void {
+  traceResp(qp.qpn, RespState.ERR_CQ_OVERFLOW, psn);
+  qp.toError();
 }
 
 /** Class B/C error at an RC responder: NAK, fail the receive in progress, QP to ERR. */
@@ -548,8 +558,9 @@ function finishRecv(qp: RxeQp, pkt: Packet): boolean {
   const isWrite = (m & Op.WRITE) !== 0;
   traceResp(qp.qpn, RespState.COMPLETE, pkt.psn);
   r.wqe = undefined;
-  completeRecv(qp, w, WcStatus.SUCCESS, isWrite ? WcOpcode.RECV_RDMA_WITH_IMM : WcOpcode.RECV, isWrite ? r.writeLen : r.offset, pkt, extra);
-  return true;
+  if (completeRecv(qp, w, WcStatus.SUCCESS, isWrite ? WcOpcode.RECV_RDMA_WITH_IMM : WcOpcode.RECV, isWrite ? r.writeLen : r.offset, pkt, extra)) return true;
+  cqOverflow(qp, pkt.psn);
+  return false;
 }
 
 function newResource(qp: RxeQp, res: RespResource): void {
@@ -732,12 +743,14 @@ function onUd(qp: RxeQp, pkt: Packet, from: string): void {
   const segs = resolveSegs(qp, w.sgList, true);
   if (!segs) {
     traceResp(qp.qpn, RespState.ERR_MALFORMED_WQE, pkt.psn);
-    return completeRecv(qp, w, WcStatus.LOC_PROT_ERR, WcOpcode.RECV, 0, pkt);
+    completeRecv(qp, w, WcStatus.LOC_PROT_ERR, WcOpcode.RECV, 0, pkt);
+    return;
   }
   const len = pkt.payloadLength;
   if (GRH_BYTES + len > w.total) {
     traceResp(qp.qpn, RespState.ERR_LENGTH, pkt.psn);
-    return completeRecv(qp, w, WcStatus.LOC_LEN_ERR, WcOpcode.RECV, 0, pkt);
+    completeRecv(qp, w, WcStatus.LOC_LEN_ERR, WcOpcode.RECV, 0, pkt);
+    return;
   }
   scatter(segs, 0, buildGrh(qp, from, len), 0, GRH_BYTES);
   scatter(segs, GRH_BYTES, pkt.buf, pkt.payloadOffset, len);
@@ -745,7 +758,7 @@ function onUd(qp: RxeQp, pkt: Packet, from: string): void {
   const extra: { flags: number; imm?: number; srcQp: number } = { flags: WcFlags.GRH, srcQp: deth.srcQp(pkt) };
   if (m & Op.IMMDT) { extra.flags |= WcFlags.WITH_IMM; extra.imm = immdt.get(pkt); }
   traceResp(qp.qpn, RespState.COMPLETE, pkt.psn);
-  completeRecv(qp, w, WcStatus.SUCCESS, WcOpcode.RECV, GRH_BYTES + len, pkt, extra);
+  if (!completeRecv(qp, w, WcStatus.SUCCESS, WcOpcode.RECV, GRH_BYTES + len, pkt, extra)) cqOverflow(qp, pkt.psn);
 }
 
 /** The 40-byte GRH area: an IPv6 header, or for IPv4 20 zero bytes then the IPv4 header (as rxe). */
