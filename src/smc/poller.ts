@@ -166,9 +166,20 @@ function processSafely(c: SmcdConnection): boolean {
   try {
     return c.process();
   } catch (err) {
-    process.nextTick(() => { throw err; });
+    rethrowLater(err);
     return true;
   }
+}
+
+/**
+ * An exception from an application callback ('data', 'drain', a write callback) caught where
+ * it must not unwind (a poll loop, a batch of completions): thrown again on its own tick, so it
+ * reaches 'uncaughtException' (or ends the process) as one from a node:net 'data' handler
+ * does, while the loop that caught it goes on. SMC-R's link (smcr/link.ts) and link group
+ * (smcr/lgr.ts) use it for their CDC and completion handling.
+ */
+export function rethrowLater(err: unknown): void {
+  process.nextTick(() => { throw err; });
 }
 
 export function hotCount(): number {
@@ -230,7 +241,7 @@ function recheck(): void {
     try {
       c.checkPeer();
     } catch (err) {
-      process.nextTick(() => { throw err; });
+      rethrowLater(err);
     }
   }
   if (asleep.size === 0 && recheckTimer) {

@@ -27,7 +27,7 @@ import { pickSmcrDevice, type SmcrDevice } from './device.js';
 import { SmcrQuery, discoverSmcr, inLocalSubnet, waitBudget, type SmcrDiscovery } from './discovery.js';
 import { CmDevice } from '../../cm/rdma-cm/cm-device.js';
 import { autoDevice, autoDeviceAllowed, autoDeviceError } from './auto-device.js';
-import { MAX_CONNS, MAX_LINKS, SmcrLinkGroup, type Rmb } from './lgr.js';
+import { MAX_CONNS, MAX_LINKS, MIN_CONNS, SmcrDeclineError, SmcrLinkGroup, type Rmb } from './lgr.js';
 import type { SmcrLink } from './link.js';
 import { remoteAddr } from '../../abi/remote-addr.js';
 
@@ -72,6 +72,8 @@ interface Hs {
   proposal: SmcProposal | undefined;
   /** Server, first contact: the gate later Proposals from the same peer wait at. */
   gate?: FirstContactGate;
+  /** Server: the handshake holds a place in lgr (reserveConn) until it joins or gives up. */
+  slot?: boolean;
 }
 
 const handshakes = new WeakMap<object, Hs>();
@@ -111,13 +113,18 @@ function bufferFailure(e: unknown, otherwise: number): number {
   return (e as { code?: unknown }).code === 'ENOMEM' ? DECLINE.MEM : otherwise;
 }
 
+/** The Decline for a first link not confirmed: the reason the link group gave (RMBE_EC), else TIMEOUT_CL. */
+function firstLinkFailure(e: unknown): number {
+  return e instanceof SmcrDeclineError ? e.reason : DECLINE.TIMEOUT_CL;
+}
+
 /** A v2 Decline as Linux sends one (smc_clc_send_decline): the SMC-R handshake's. */
 export function smcrDecline(reason: number): Buffer {
   return encodeSmcDecline({ version: SMC_CLC_V2, outOfSync: reason === DECLINE.SYNCERR, peerId: localSystemId(), diagnosis: reason, osType: CLC_OS_LINUX, diagnosisV2: [0, 0, 0, 0] });
 }
 
-function fce(maxLinks: number): FirstContactExt {
-  return { v2Direct: true, osType: CLC_OS_LINUX, release: SMC_RELEASE, hostname: hostname().slice(0, 32), v2x: { maxConns: MAX_CONNS, maxLinks, featureMask: 0, vendorExpOptions: 0 } };
+function fce(lgr: SmcrLinkGroup): FirstContactExt {
+  return { v2Direct: true, osType: CLC_OS_LINUX, release: SMC_RELEASE, hostname: hostname().slice(0, 32), v2x: { maxConns: lgr.maxConns, maxLinks: lgr.maxLinks, featureMask: 0, vendorExpOptions: 0 } };
 }
 
 /**
@@ -217,12 +224,20 @@ export function smcrPeerEndedHandshake(key: object): void {
   if (hs && !hs.conn) hs.offered = false;
 }
 
+/** Server: give back the place the handshake took in its link group at the Proposal. */
+function dropSlot(hs: Hs): void {
+  if (!hs.slot) return;
+  hs.slot = false;
+  hs.lgr?.unreserveConn();
+}
+
 /** Give back what an SMC-R handshake that did not settle set up. */
 export function releaseSmcr(key: object): void {
   const hs = handshakes.get(key);
   if (!hs) return;
   handshakes.delete(key);
   openGate(hs);
+  dropSlot(hs);
   if (hs.conn) {
     if (!hs.conn.released) { hs.conn.abort(); hs.conn.release(); }
   } else hs.lgr?.giveBack(hs.rmb, hs.sndbuf, hs.token, hs.offered === true);
@@ -254,6 +269,14 @@ function fail(key: object, ops: SmcrOps, reason: number, cause: string): void {
 function onProposal(key: object, ops: SmcrOps, p: SmcProposal): void {
   if (p.version < SMC_CLC_V2 || !p.v2 || !smcrIndicated(p.typeV2)) return fail(key, ops, DECLINE.MODEUNSUPP, 'declined: no SMC-Rv2 offered');
   if (!p.v2.userEids.includes(SOFTRDMA_UEID)) return fail(key, ops, DECLINE.NOUEID, 'declined: no common UEID');
+  // smc_clc_srv_v2x_features_validate (smc_clc.c), for a Proposal of release 1 or later: the
+  // smaller of the client's max_conns and ours, at least SMC_CONN_PER_LGR_MIN, else Decline
+  // MAXCONNERR; the smaller of its max_links and ours, at least 1, else MAXLINKERR (before a
+  // device is looked for, as smc_listen_work). Release 0 names neither.
+  const v2x = p.v2.release >= 1;
+  const maxConns = v2x ? Math.min(p.v2.maxConns, MAX_CONNS) : MAX_CONNS;
+  if (maxConns < MIN_CONNS) return fail(key, ops, DECLINE.MAXCONNERR, `declined: the client offers max_conns ${p.v2.maxConns} (at least ${MIN_CONNS})`);
+  if (v2x && p.v2.maxLinks < 1) return fail(key, ops, DECLINE.MAXLINKERR, `declined: the client offers max_links ${p.v2.maxLinks}`);
   let dev: SmcrDevice | undefined;
   try { dev = pickSmcrDevice(smcrOf(ops.opts), ops.localAddress()); } catch { dev = undefined; }
   if (!dev) return fail(key, ops, DECLINE.NOSMCRDEV, 'declined: no SMC-R device');
@@ -278,7 +301,13 @@ function onProposal(key: object, ops: SmcrOps, p: SmcProposal): void {
       // smc_clc.c 1279-1281: the server takes the smaller of the client's max_links and its own.
       hs.lgr = new SmcrLinkGroup(dev, 'server');
       hs.lgr.maxLinks = Math.max(1, Math.min(p.v2.maxLinks, localMaxLinks(dev)));
+      hs.lgr.maxConns = maxConns;
     }
+    // A place in the group from now on (smc_conn_create at the Proposal): the Proposals of
+    // connections opened together all choose before any of them joins, and a full group sends
+    // the next one to a new group (first contact).
+    hs.lgr.reserveConn();
+    hs.slot = true;
     // Linux makes the send buffer and the RMB before its Accept (smc_listen_rdma_init). Ours is
     // the client's RMB size, known only from its Confirm, when a failure would come after the
     // client settled: decline now unless both, at our own size, fit in the memory bound.
@@ -328,7 +357,7 @@ function acceptConfirm(type: typeof CLC_ACCEPT | typeof CLC_CONFIRM, hs: Hs): Sm
     type, version: SMC_CLC_V2, firstContact: hs.firstContact, peerId: localSystemId(), gid: link.dev.gid, mac: link.dev.mac,
     qpn: link.qp.qpn, rmbRkey: mr.rkey, rmbeIndex: 1, rmbeAlertToken: hs.token, rmbeSize: compressBufSize(hs.rmb!.size),
     qpMtu: link.local.mtu, rmbDmaAddr: BigInt(mr.addr), psn: link.local.psn, eid: SOFTRDMA_UEID,
-    fce: hs.firstContact ? fce(hs.lgr!.maxLinks) : null, gidList: hs.firstContact && type === CLC_CONFIRM ? [] : null,
+    fce: hs.firstContact ? fce(hs.lgr!) : null, gidList: hs.firstContact && type === CLC_CONFIRM ? [] : null,
   };
 }
 
@@ -342,24 +371,40 @@ function onAccept(key: object, ops: SmcrOps, hs: Hs, m: SmcrAcceptConfirm): void
   if (peerSize > SMCR_MAX_RMB) return fail(key, ops, DECLINE.SYNCERR, `declined: peer RMB of ${peerSize} bytes`);
   hs.key = SmcrLinkGroup.key(hs.dev, m.peerId, m.gid);
   hs.firstContact = m.firstContact;
+  // smc_clc_clnt_v2x_features_validate (smc_clc.c), a first contact of release 1 or later: the
+  // server's max_conns at least SMC_CONN_PER_LGR_MIN, else MAXCONNERR; its max_links 1 or 2
+  // (SMC_LINKS_ADD_LNK_MIN/MAX), else MAXLINKERR.
+  const v2x = m.firstContact ? m.fce?.v2x : undefined;
+  if (v2x && v2x.maxConns < MIN_CONNS) return fail(key, ops, DECLINE.MAXCONNERR, `declined: the server names max_conns ${v2x.maxConns} (at least ${MIN_CONNS})`);
+  if (v2x && (v2x.maxLinks < 1 || v2x.maxLinks > MAX_LINKS)) return fail(key, ops, DECLINE.MAXLINKERR, `declined: the server names max_links ${v2x.maxLinks} (1 to ${MAX_LINKS})`);
   try {
     if (m.firstContact) {
       hs.lgr = new SmcrLinkGroup(hs.dev, 'client');
-      // smc_clc.c 1302-1305: the client takes the server's max_links from the Accept.
-      hs.lgr.maxLinks = Math.max(1, Math.min(m.fce?.v2x?.maxLinks ?? 1, MAX_LINKS));
+      // smc_clc.c 1302-1305: the client takes the server's max_links (and max_conns) from the Accept.
+      hs.lgr.maxLinks = Math.max(1, Math.min(v2x?.maxLinks ?? 1, MAX_LINKS));
+      if (v2x) hs.lgr.maxConns = Math.min(v2x.maxConns, MAX_CONNS);
       hs.link = hs.lgr.link;
-      hs.link.connect({ qpn: m.qpn, psn: m.psn, gid: m.gid, mtu: m.qpMtu });
     } else {
       // The server reuses a link group: ours to that peer with a link to the server's QP, by
       // QPN and GID (af_smc.c smc_connect_rdma; the Accept names the link the server chose).
+      // None: Linux's smc_conn_create declines SYNCERR ("Server reuses a link group, but
+      // Client wants to start a new one"), whose out-of-sync flag makes the server end that group.
       const found = SmcrLinkGroup.findByServerLink(hs.dev, m.peerId, m.qpn, m.gid);
       if (found) { hs.lgr = found.lgr; hs.link = found.link; hs.key = found.lgr.peerKey; }
-      if (!hs.lgr) return fail(key, ops, DECLINE.NOSRVLINK, 'declined: the server reused a link group this client does not have');
+      if (!hs.lgr) return fail(key, ops, DECLINE.SYNCERR, 'declined: the server reused a link group this client does not have');
     }
     hs.rmb = hs.lgr.takeRmb(rmbSize(ops.opts));
     hs.sndbuf = hs.lgr.takeSndbuf(peerSize);
   } catch (e) {
     return fail(key, ops, bufferFailure(e, DECLINE.ERR_REGBUF), `declined: ${(e as Error).message}`);
+  }
+  if (m.firstContact) {
+    // smc_ib_ready_link (af_smc.c smc_connect_rdma): the QP to RTR/RTS, or Decline ERR_RDYLNK.
+    try {
+      hs.link!.connect({ qpn: m.qpn, psn: m.psn, gid: m.gid, mtu: m.qpMtu });
+    } catch (e) {
+      return fail(key, ops, DECLINE.ERR_RDYLNK, `declined: the link's QP: ${(e as Error).message}`);
+    }
   }
   hs.token = SmcrLinkGroup.newToken();
   const conn = new SmcrConnection(hs.lgr, hs.rmb, hs.sndbuf, hs.token, peerRmbOf(m), ops.events(), hs.link);
@@ -374,7 +419,7 @@ function onAccept(key: object, ops: SmcrOps, hs: Hs, m: SmcrAcceptConfirm): void
     lgr.register(hs.key);
     if (ops.stillPending() && handshakes.get(key) === hs) settle(key, ops, hs);
   }, (e: Error) => {
-    if (ops.stillPending() && handshakes.get(key) === hs) fail(key, ops, DECLINE.TIMEOUT_CL, `first link not confirmed: ${e.message}`);
+    if (ops.stillPending() && handshakes.get(key) === hs) fail(key, ops, firstLinkFailure(e), `first link not confirmed: ${e.message}`);
   });
 }
 
@@ -417,6 +462,11 @@ function onConfirm(key: object, ops: SmcrOps, hs: Hs, m: SmcrAcceptConfirm): voi
   if (m.firstContact !== hs.firstContact || (proposedId && !m.peerId.equals(p.peerId))) return fail(key, ops, DECLINE.SYNCERR, 'declined: Confirm does not match the Proposal');
   let link = hs.link!;
   if (!hs.firstContact && (link.remote?.qpn !== m.qpn || !link.remote.gid.equals(m.gid))) return fail(key, ops, DECLINE.SYNCERR, 'declined: Confirm names another link');
+  // smc_clc_v2x_features_confirm_check (smc_clc.c): a first contact's Confirm of release 1 or
+  // later repeats the max_conns and max_links of our Accept, else MAXCONNERR / MAXLINKERR.
+  const v2x = hs.firstContact ? m.fce?.v2x : undefined;
+  if (v2x && v2x.maxConns !== lgr.maxConns) return fail(key, ops, DECLINE.MAXCONNERR, `declined: the Confirm names max_conns ${v2x.maxConns}, the Accept ${lgr.maxConns}`);
+  if (v2x && v2x.maxLinks !== lgr.maxLinks) return fail(key, ops, DECLINE.MAXLINKERR, `declined: the Confirm names max_links ${v2x.maxLinks}, the Accept ${lgr.maxLinks}`);
   const peerSize = uncompressBufSize(m.rmbeSize);
   if (peerSize > SMCR_MAX_RMB) return fail(key, ops, DECLINE.SYNCERR, `declined: peer RMB of ${peerSize} bytes`);
   // The group may have ended (its device closed, the peer deleted it) since the Accept.
@@ -442,13 +492,14 @@ function onConfirm(key: object, ops: SmcrOps, hs: Hs, m: SmcrAcceptConfirm): voi
   // Decline ERR_RTOK (the table filled up since the Proposal chose this group).
   if (!lgr.attach(conn)) return fail(key, ops, DECLINE.ERR_RTOK, 'declined: the link group\'s rtoken table is full');
   hs.conn = conn;
+  dropSlot(hs); // a connection of the group now
   if (!hs.firstContact) return settle(key, ops, hs);
   ops.restartTimer();
   lgr.confirmFirstLink().then(() => {
     lgr.register(hs.key);
     if (ops.stillPending() && handshakes.get(key) === hs) settle(key, ops, hs);
   }, (e: Error) => {
-    if (ops.stillPending() && handshakes.get(key) === hs) fail(key, ops, DECLINE.TIMEOUT_CL, `first link not confirmed: ${e.message}`);
+    if (ops.stillPending() && handshakes.get(key) === hs) fail(key, ops, firstLinkFailure(e), `first link not confirmed: ${e.message}`);
   });
 }
 

@@ -13,7 +13,11 @@
 // (smc_rmb_wnd_update_limit, smc_core.c 2119-2122: max(rmbe_size / 10, SOCK_MIN_SNDBUF / 2))
 // and either the writer sees half the ring or less free, or it said write_blocked. Every CDC
 // we send carries the cursor anyway. write_blocked is set as smc_tx.c 501 does: what we have
-// to send is at least the room in the peer's RMB.
+// to send is at least the room in the peer's RMB. A Linux sender's urgent byte (send(MSG_OOB):
+// urg_data_present) is not delivered, as a TCP socket without SO_OOBINLINE (node:net's) drops it
+// from the stream, and the consumer cursor goes back as soon as the reader passed it
+// (smc_cdc_handle_urg_data_arrival, smc_rx_update_consumer); urg_data_pending is answered with
+// a CDC at once (smc_cdc_msg_recv_action).
 
 import {
   CONN_ABORT, CONN_CLOSED, CONN_DONE_WRITING, PROD_CONS_UPD_REQ, PROD_WRITE_BLOCKED,
@@ -76,6 +80,16 @@ export class SmcrConnection implements SmcTransport {
   private connFlags = 0;
   private peerProdFlags = 0;
   private peerConnFlags = 0;
+  /**
+   * The peer's closing CDC (peer_conn_closed or peer_conn_abort) arrived: nothing more will be
+   * written into our RMB. peerConnFlags may also hold a close only inferred (peerTcpEnded).
+   */
+  private closedOnWire = false;
+  /**
+   * Where the peer's urgent byte is (its position in the peer's byte stream, a total like
+   * consumed), until the reader gets to it; -1: none. See onCdc.
+   */
+  private urgAt = -1;
   private seqno = 0;
   private lastSeq: number | undefined;
   private paused = false;
@@ -154,8 +168,12 @@ export class SmcrConnection implements SmcTransport {
   get peerFinished(): boolean { return (this.peerConnFlags & (CONN_DONE_WRITING | CONN_CLOSED | CONN_ABORT)) !== 0; }
   get peerClosed(): boolean { return (this.peerConnFlags & (CONN_CLOSED | CONN_ABORT)) !== 0; }
   get peerAborted(): boolean { return (this.peerConnFlags & CONN_ABORT) !== 0; }
-  /** The peer sent its last CDC (closed or aborted): nothing more will be written into our RMB. */
-  get peerGone(): boolean { return this.peerClosed; }
+  /**
+   * The peer sent its last CDC (closed or aborted): nothing more will be written into our RMB.
+   * Not a close inferred when its TCP connection ended without one (peerTcpEnded): its late
+   * WRITEs may still come (the link group quarantines the RMB then).
+   */
+  get peerGone(): boolean { return this.closedOnWire; }
 
   /** The handshake settled: from now on events go to the socket. */
   start(): void {
@@ -377,12 +395,14 @@ export class SmcrConnection implements SmcTransport {
 
   /** Bytes the peer wrote that we have not consumed: every CDC is handled as it arrives, so this is current. */
   unreadNow(): number {
-    return this.readable;
+    // An urgent byte not reached yet is no data of the application's (Linux's bytes_to_rcv leaves it out).
+    return this.urgAt >= this.consumed ? this.readable - 1 : this.readable;
   }
 
   consumeArrived(): void {
     if (this.released || this.failed) return;
-    this.bytesReceived += this.peerProduced - this.consumed;
+    this.bytesReceived += this.peerProduced - this.consumed - (this.urgAt >= this.consumed ? 1 : 0);
+    this.urgAt = -1;
     this.consumed = this.peerProduced;
     this.updateConsumer(true);
   }
@@ -456,8 +476,15 @@ export class SmcrConnection implements SmcTransport {
       return;
     }
     this.peerProduced += prodDelta;
+    // smc_cdc_handle_urg_data_arrival (smc_cdc.c): a Linux sender's send(MSG_OOB) makes the
+    // last byte of this CDC's data urgent. Without SO_OOBINLINE (node:net never sets it, so a
+    // TCP socket's kernel takes that byte out of the stream) it is not the application's: the
+    // reader skips it and then tells the sender at once (deliver, skipUrgent), which waits for
+    // exactly that (urg_tx_pend until its peer_rmbe_space is whole again).
+    if (m.urgDataPresent && prodDelta > 0) this.urgAt = this.peerProduced - 1;
     this.peerProdFlags = (m.writeBlocked ? PROD_WRITE_BLOCKED : 0) | (m.consCursUpdReq ? PROD_CONS_UPD_REQ : 0);
     this.peerConnFlags |= (m.peerDoneWriting ? CONN_DONE_WRITING : 0) | (m.peerConnClosed ? CONN_CLOSED | CONN_DONE_WRITING : 0) | (m.peerConnAbort ? CONN_ABORT : 0);
+    if (m.peerConnClosed || m.peerConnAbort) this.closedOnWire = true;
     if (consDelta > 0) {
       this.peerConsumed += consDelta;
       // After a failover the peer may have consumed what is to be written again: skip that.
@@ -467,8 +494,12 @@ export class SmcrConnection implements SmcTransport {
     if (!this.started) return; // the socket takes it from here once the handshake settled
     if (consDelta > 0) this.h.writable();
     if (this.released) return;
+    const seq = this.seqno;
     this.deliver();
     this.updateConsumer(false);
+    // smc_cdc_msg_recv_action: urg_data_pending is answered at once (smc_tx_sndbuf_nonempty:
+    // a CDC, with data if there is any to send), unless one just went.
+    if (m.urgDataPending && this.seqno === seq && !this.released) this.sendCdc();
     this.reportState();
   }
 
@@ -476,9 +507,14 @@ export class SmcrConnection implements SmcTransport {
     let any = false;
     const ring = this.rmb.buf;
     while (!this.paused && !this.released && this.readable > 0) {
+      if (this.consumed === this.urgAt) {
+        this.skipUrgent();
+        continue;
+      }
       const into = this.h.userBuffer?.();
       if (this.released) break;
-      const n = Math.min(this.readable, into ? into.length : SLICE);
+      let n = Math.min(this.readable, into ? into.length : SLICE);
+      if (this.urgAt > this.consumed && this.urgAt - this.consumed < n) n = this.urgAt - this.consumed; // up to the urgent byte
       const pos = this.consumed % this.rxRing;
       const first = Math.min(n, this.rxRing - pos);
       const out = into ?? freshSlice(n);
@@ -487,10 +523,22 @@ export class SmcrConnection implements SmcTransport {
       this.consumed += n;
       this.bytesReceived += n;
       any = true;
-      this.updateConsumer(false);
+      // Read up to the urgent byte: past it at once (smc_rx_update_consumer), as a paused reader too.
+      if (this.consumed === this.urgAt) this.skipUrgent();
+      else this.updateConsumer(false);
       if (!(into ? this.h.userData!(n, into) : this.h.data(out as Buffer))) this.paused = true;
     }
     return any;
+  }
+
+  /**
+   * The reader got to the peer's urgent byte: step over it and send the consumer cursor now
+   * (smc_rx_update_consumer without SOCK_URGINLINE: diff 1, the byte skipped, force).
+   */
+  private skipUrgent(): void {
+    this.urgAt = -1;
+    this.consumed++;
+    this.updateConsumer(true);
   }
 
   /** smc_tx_consumer_update (smc_tx.c 699-733): tell the peer our consumer cursor when it needs it. */

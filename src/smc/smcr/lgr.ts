@@ -23,15 +23,18 @@
 // flows take turns, so a handshake decides about CONFIRM_RKEY with the links active when it
 // holds the flow, and an ADD_LINK names the RMBs of handshakes that decided before it (their
 // Accept sent, their Confirm not yet read) as well as the connections'. A device that closes
-// takes down only its links, the first link's device too (smcr_port_err). Not done: asymmetric
-// links (a second link on the same device), REQ_ADD_LINK from the client.
+// takes down only its links, the first link's device too (smcr_port_err). A client's
+// REQ_ADD_LINK gets an ADD_LINK, or, where no link is added, the response Linux sends
+// (reqAddLink). Not done: asymmetric links (a second link on the same device).
 //
 // RMBs (the buffers a peer writes into) are registered with REMOTE_WRITE (and the LOCAL_WRITE
 // verbs require with it), each its own MR and so its own rkey, one per device the group's links
 // use; they are reused within the link group after the connection that had one ended and the
 // peer's last CDC for it arrived (so a late WRITE of the old connection cannot land in a new
-// one; an RMB offered in an Accept whose handshake then failed waits the same way), and
-// deregistered with the link group. Send buffers are local-only MRs, reused the same
+// one; an RMB offered in an Accept whose handshake then failed waits the same way, as does one
+// whose peer's close was only inferred from its TCP connection's end, each at most 60 s), and
+// deregistered with the link group. A group holding such an RMB does not linger out: its peer
+// has not closed. Send buffers are local-only MRs, reused the same
 // way.
 
 import { randomBytes } from 'node:crypto';
@@ -40,7 +43,8 @@ import { Access } from '../../abi/enums.js';
 import { addressFromGid } from '../../abi/inet.js';
 import { getDeviceList, type MR, type PD } from '../../verbs/api.js';
 import { CDC_TYPE } from '../cdc.js';
-import { decodeSmcrCdc, type SmcrCdc } from '../wire/cdc-r.js';
+import { DECLINE } from '../clc.js';
+import { cdcSeqBefore, decodeSmcrCdc, type SmcrCdc } from '../wire/cdc-r.js';
 import { SmcrWireError } from '../wire/error.js';
 import {
   LLC_DEL, LLC_TESTLINK_DEFAULT_MS, LLC_WAIT_FIRST_MS, LLC_WAIT_MS, decodeLlc, encodeLlc,
@@ -53,9 +57,19 @@ import { SmcrLink } from './link.js';
 import { RtokenTable } from './rtokens.js';
 import { remoteAddr } from '../../abi/remote-addr.js';
 import { SoftrdmaError } from '../../abi/errors.js';
+import { rethrowLater } from '../poller.js';
+
+/** A link group's step failed the way Linux declines a handshake for: the Decline's reason (SMC_CLC_DECL_*). */
+export class SmcrDeclineError extends Error {
+  constructor(readonly reason: number, message: string) {
+    super(message);
+  }
+}
 
 /** Linux's SMC_RMBS_PER_LGR_MAX: connections per link group (and rtokens, smc_core.h 26). */
 export const MAX_CONNS = 255;
+/** SMC_CONN_PER_LGR_MIN (smc_core.h): the fewest connections per link group a v2.1 peer may name (else MAXCONNERR). */
+export const MIN_CONNS = 16;
 /** SMC_LLC_RKEYS_PER_MSG (smc_llc.c 150): a CONFIRM_RKEY naming more rtokens is refused. */
 const RKEYS_PER_MSG = 3;
 /** How long an RMB offered in a failed handshake waits for a CDC for its token (see offeredDeadlines). */
@@ -207,6 +221,19 @@ interface FlowWaiter { kind: string; grant(release: () => void): void; fail(e: E
 /** Our CONFIRM_RKEY or DELETE_RKEY request awaiting its response, on `link`, for `rkey` (the RMB's rkey on that link). */
 interface RkeyWait { kind: 'CONFIRM_RKEY' | 'DELETE_RKEY'; link: SmcrLink; rkey: number; resolve(): void; reject(e: Error): void; timer: NodeJS.Timeout }
 
+/**
+ * A handshake whose Accept offered `rmb` on `link` and whose connection has not joined yet: the
+ * CDCs that came for its token meanwhile (holdEarly), for attach().
+ */
+interface Expected {
+  link: SmcrLink;
+  rmb: Rmb;
+  /** The CDC with the highest seqno so far (it says all the earlier ones said: cursors are totals, close flags stay set). */
+  cdc: SmcrCdc | undefined;
+  /** A failover-validation CDC beyond any seen (CDCs were lost): the connection aborts as it joins, and takes nothing after it. */
+  outOfSync: SmcrCdc | undefined;
+}
+
 /** A peer RMB's rtoken on a new link, from ADD_LINK, for an RMB the rtoken table did not hold yet. */
 interface LateKey { link: SmcrLink; rkey: number; addr: bigint }
 
@@ -239,9 +266,10 @@ export class SmcrLinkGroup {
   /**
    * Tokens of RMBs offered in an Accept whose connection does not exist yet: the client may
    * write (and send its CDC) as soon as it sent its Confirm, before the server has read it.
-   * The latest CDC for each is kept (cursors are totals, close flags stay set) for attach().
+   * The CDC with the highest seqno for each is kept (cursors are totals, close flags stay set)
+   * for attach(); see holdEarly.
    */
-  private readonly expected = new Map<number, { link: SmcrLink; rmb: Rmb; cdc: SmcrCdc | undefined }>();
+  private readonly expected = new Map<number, Expected>();
   /**
    * Connections the application closed whose last WRITEs and CDC were posted but have not
    * completed (Linux keeps a closing connection in the group until smc_conn_free): a failover
@@ -258,6 +286,18 @@ export class SmcrLinkGroup {
   readonly linkUid = randomBytes(4);
   /** Links the peer and we agreed on (the CLC first contact: min of both sides' max_links); 1: no ADD_LINK. */
   maxLinks = 1;
+  /**
+   * Connections the group takes (lgr->max_conns): the CLC first contact's max_conns, at most
+   * MAX_CONNS (the server takes the smaller of the client's and its own, smc_clc.c
+   * smc_clc_srv_v2x_features_validate; the client the server's).
+   */
+  maxConns = MAX_CONNS;
+  /**
+   * Server: handshakes that chose this group at their Proposal and have not joined (or given
+   * up) yet. They count against maxConns as Linux's conns_num does from smc_conn_create at the
+   * Proposal: connections opened together all choose before any joins.
+   */
+  private reservedConns = 0;
   confirmed = false;
   dead = false;
   private lingerTimer: NodeJS.Timeout | undefined;
@@ -410,14 +450,35 @@ export class SmcrLinkGroup {
    * Link groups to this peer, in this role, that new connections may join. The role matters
    * when the peer is this very process (a connection to itself over one device: its client
    * and server groups have the same key), as in Linux's smcr_lgr_match. A server does not add
-   * a connection to a group whose rtoken table is full (smc_conn_create, smc_core.c 1992-1996:
-   * it makes a new group, first contact, instead); a client joins the group the server's Accept
-   * names, and declines ERR_RTOK if its table is full (attach).
+   * a connection to a group that has maxConns connections and handshakes holding a place
+   * (reserveConn), or whose rtoken table is full (smc_conn_create, smc_core.c 1992-1996: it
+   * makes a new group, first contact, instead); a client joins the group the server's Accept
+   * names however many connections it has (smc_conn_create counts none for SMC_CLNT), and
+   * declines ERR_RTOK if its table is full (attach).
    */
   static find(key: string, role: 'client' | 'server'): SmcrLinkGroup[] {
-    return [...(SmcrLinkGroup.all.get(key) ?? [])].filter((g) => g.role === role && g.confirmed && !g.dead && g.activeLinks().length > 0 && g.conns.size < MAX_CONNS
-      && (role === 'client' || !g.rtokens.full));
+    return [...(SmcrLinkGroup.all.get(key) ?? [])].filter((g) => g.role === role && g.confirmed && !g.dead && g.activeLinks().length > 0
+      && (role === 'client' || (g.conns.size + g.reservedConns < g.maxConns && !g.rtokens.full)));
   }
+
+  /**
+   * Server: a handshake takes a place in the group at its Proposal (smc_conn_create counts
+   * conns_num there), given back by unreserveConn when it joined (attach) or gave up. A group
+   * whose places are all taken is not found (find): the next Proposal makes a new group.
+   */
+  reserveConn(): void {
+    this.reservedConns++;
+    clearTimeout(this.lingerTimer);
+    this.lingerTimer = undefined;
+  }
+
+  unreserveConn(): void {
+    if (this.reservedConns > 0) this.reservedConns--;
+    this.maybeLinger();
+  }
+
+  /** Places taken by handshakes not joined yet (tests, diagnostics). */
+  get reservedCount(): number { return this.reservedConns; }
 
   /**
    * Client, a group the server reused: ours to that peer (its system ID) on `dev` with an active
@@ -588,19 +649,28 @@ export class SmcrLinkGroup {
     }
     if (rmb) {
       const peerDone = early !== undefined && (early.peerConnClosed || early.peerConnAbort);
-      if (offered && token !== undefined && !peerDone && this.activeLinks().length > 0) {
-        this.quarantined.set(token, rmb);
-        const t = setTimeout(() => {
-          this.offeredDeadlines.delete(token);
-          if (this.quarantined.get(token) !== rmb || this.dead) return;
-          this.expireOffered(token, rmb);
-        }, offeredQuarantineMs);
-        t.unref();
-        this.offeredDeadlines.set(token, t);
-      } else this.put(this.freeRmbs, rmb);
+      if (offered && token !== undefined && !peerDone && this.activeLinks().length > 0) this.quarantineBounded(token, rmb);
+      else this.put(this.freeRmbs, rmb);
     }
     if (sndbuf) this.put(this.freeSndbufs, sndbuf);
     this.maybeLinger();
+  }
+
+  /**
+   * Quarantine an RMB the peer may write into, though it may never send a CDC for the token
+   * again (an offered RMB whose handshake failed, a connection whose peer's close was only
+   * inferred): it waits for the peer's closing CDC as any, but at most the offered quarantine
+   * (60 s), and is then deregistered (expireOffered).
+   */
+  private quarantineBounded(token: number, rmb: Rmb): void {
+    this.quarantined.set(token, rmb);
+    const t = setTimeout(() => {
+      this.offeredDeadlines.delete(token);
+      if (this.quarantined.get(token) !== rmb || this.dead) return;
+      this.expireOffered(token, rmb);
+    }, offeredQuarantineMs);
+    t.unref();
+    this.offeredDeadlines.set(token, t);
   }
 
   /**
@@ -635,7 +705,7 @@ export class SmcrLinkGroup {
    * linger out while a handshake is pending: its Confirm would find it gone.
    */
   expect(token: number, link: SmcrLink, rmb: Rmb): void {
-    this.expected.set(token, { link, rmb, cdc: undefined });
+    this.expected.set(token, { link, rmb, cdc: undefined, outOfSync: undefined });
     clearTimeout(this.lingerTimer);
     this.lingerTimer = undefined;
   }
@@ -697,17 +767,24 @@ export class SmcrLinkGroup {
     for (const [l, t] of this.rtokens.entry(idx)!) {
       if (l !== conn.link && (this.links.includes(l) || this.addFlow?.link === l)) conn.setPeerKey(l, { rkey: t.rkey, addr: remoteAddr(t.addr) });
     }
-    const early = this.expected.get(conn.token)?.cdc;
+    const pending = this.expected.get(conn.token);
     this.unexpect(conn.token);
-    if (early) conn.onCdc(early);
+    // Not started: these reach no application callback (the socket takes over at settle).
+    if (pending?.cdc) conn.onCdc(pending.cdc);
+    if (pending?.outOfSync) conn.onCdc(pending.outOfSync); // compared as it came: beyond the held seqno, so it aborts
     return true;
   }
 
   /**
    * The connection was released (closed, or its handshake failed after it joined). Its RMB
-   * waits in quarantine for the peer's last CDC. If WRITEs or a CDC of its are still
-   * unconfirmed (the close's own, typically), it stays in `closing` until they complete, so a
-   * failover resends them; else its send buffer is reused once the link read it.
+   * waits in quarantine for the peer's last CDC (Linux frees it only after the peer's closing
+   * CDC, at SMC_CLOSED): it goes back to the pool at once only when that CDC came (or no link
+   * is left to write through). A close the connection only inferred (the peer's TCP ended with
+   * no closing CDC, peerTcpEnded) is no such CDC: the peer's late WRITEs (retransmitted, or
+   * behind its CDC) could land in the next connection's ring, so that RMB waits too, bounded
+   * as an offered one (quarantineBounded). If WRITEs or a CDC of its are still unconfirmed
+   * (the close's own, typically), it stays in `closing` until they complete, so a failover
+   * resends them; else its send buffer is reused once the link read it.
    */
   detach(conn: SmcrConnection): void {
     if (this.conns.get(conn.token) !== conn) return;
@@ -723,6 +800,7 @@ export class SmcrLinkGroup {
       else this.draining.push({ link, seq: link.postedSeq, buf: conn.sndbuf });
     }
     if (conn.peerGone || this.activeLinks().length === 0) this.put(this.freeRmbs, conn.rmb);
+    else if (conn.peerClosed) this.quarantineBounded(conn.token, conn.rmb); // inferred, not on the wire
     else this.quarantined.set(conn.token, conn.rmb);
     this.maybeLinger();
   }
@@ -744,8 +822,16 @@ export class SmcrLinkGroup {
     this.owing.add(conn);
   }
 
+  /**
+   * Start the linger timer of a group nothing uses. A quarantined RMB is a use: its peer has not
+   * sent its closing CDC (Linux frees a connection only at SMC_CLOSED, and its link group only
+   * after its last connection), and may still write, read or keep its end open half-closed, as
+   * a node:net socket with allowHalfOpen may; ending the group under it would abort that end
+   * (ECONNABORTED) where TCP would have sat idle. Such a group stays until the peer closes, its
+   * bounded quarantines run out (offered or inferred, 60 s), or TEST_LINK finds the peer dead.
+   */
   private maybeLinger(): void {
-    if (this.conns.size > 0 || this.expected.size > 0 || this.closing.size > 0 || this.flowUsers > 0 || this.lingerTimer || this.dead) return;
+    if (this.conns.size > 0 || this.expected.size > 0 || this.closing.size > 0 || this.quarantined.size > 0 || this.reservedConns > 0 || this.flowUsers > 0 || this.lingerTimer || this.dead) return;
     this.lingerTimer = setTimeout(() => this.free(true), this.role === 'client' ? lingerMs + CLIENT_LINGER_EXTRA_MS : lingerMs);
     this.lingerTimer.unref();
   }
@@ -757,9 +843,20 @@ export class SmcrLinkGroup {
       let cdc;
       try { cdc = decodeSmcrCdc(m); } catch (e) { if (e instanceof SmcrWireError) { this.dropped.cdc++; this.rx.cdcMalformed++; return; } throw e; }
       const conn = this.conns.get(cdc.token);
-      if (conn) { conn.onCdc(cdc); return; }
+      if (conn) {
+        // The connection's handling runs application callbacks ('data', 'drain', write
+        // callbacks). One that throws must not take the link's other messages of this batch
+        // with it, nor leave the link's CQ unarmed: it is thrown again on its own tick, as the
+        // SMC-D poller does (poller.ts rethrowLater), and the link goes on.
+        try {
+          conn.onCdc(cdc);
+        } catch (err) {
+          rethrowLater(err);
+        }
+        return;
+      }
       const pending = this.expected.get(cdc.token);
-      if (pending) { pending.cdc = cdc; return; }
+      if (pending) return this.holdEarly(pending, cdc);
       // The last CDC of a connection that ended here: its RMB may be reused now.
       const q = this.quarantined.get(cdc.token);
       if (q && (cdc.peerConnClosed || cdc.peerConnAbort)) {
@@ -767,6 +864,7 @@ export class SmcrLinkGroup {
         clearTimeout(this.offeredDeadlines.get(cdc.token));
         this.offeredDeadlines.delete(cdc.token);
         this.put(this.freeRmbs, q);
+        this.maybeLinger(); // the peer's last close this group waited for, maybe
       } else if (!q) { this.dropped.cdc++; this.rx.cdcNoConn++; } // smc_cdc.c 485-489: no connection with this token
       return;
     }
@@ -787,6 +885,26 @@ export class SmcrLinkGroup {
     this.onLlc(link, llc);
   }
 
+  /**
+   * A CDC for a handshake whose connection has not joined yet (expect): Linux has the
+   * connection from the Proposal on (smc_conn_create registers its token) and handles such a
+   * CDC as any (smc_cdc_rx_handler), so it is kept for attach() as that would have taken it.
+   * A failover-validation CDC is never kept: it is compared with the seqno of the CDC held
+   * (smc_cdc_msg_validate, smc_cdc.c 308-328, against local_rx_ctrl.seqno, 0 before any), and
+   * one beyond it means CDCs were lost: the connection aborts as it joins, and nothing after it
+   * is taken (conn->out_of_sync, smc_cdc.c 487). Of the others the one with the highest seqno
+   * is kept, not the last to arrive (a stale one is dropped, smc_cdc_before, 498-501).
+   */
+  private holdEarly(p: Expected, cdc: SmcrCdc): void {
+    if (p.outOfSync) return;
+    const held = p.cdc;
+    if (cdc.failoverValidation) {
+      if (cdcSeqBefore(held?.seqno ?? 0, cdc.seqno)) p.outOfSync = cdc;
+      return;
+    }
+    if (held === undefined || !cdcSeqBefore(cdc.seqno, held.seqno)) p.cdc = cdc;
+  }
+
   /** An LLC message Linux would drop here (an out-of-flow response, smc_llc.c 2018-2046, or a request out of flow). */
   private unexpected(): void {
     this.dropped.llc++;
@@ -802,10 +920,15 @@ export class SmcrLinkGroup {
         }
         if (!this.confirmed && link === this.first) {
           if (this.role === 'client' && !m.response) {
-            // smc_llc.c smc_llc_rx_response / af_smc.c smcr_clnt_conf_first_link: answer, and the link is up.
+            // smcr_clnt_conf_first_link (af_smc.c): smc_llc_eval_conf_link refuses a peer that
+            // did not set NO_RMBE_EYEC (it would expect an eyecatcher in each RMB element):
+            // Decline RMBE_EC, no response. Else answer, and the link is up.
+            if (!m.noRmbeEyec) return this.firstLinkRefused('the CONFIRM_LINK request lacks the NO_RMBE_EYEC flag');
             this.sendLlc({ ...this.confirmLinkMsg(link), response: true }, link);
             this.confirmDone();
           } else if (this.role === 'server' && m.response) {
+            // smcr_serv_conf_first_link: the same check on the response.
+            if (!m.noRmbeEyec) return this.firstLinkRefused('the CONFIRM_LINK response lacks the NO_RMBE_EYEC flag');
             this.confirmDone();
           } else this.unexpected();
         } else if (this.addFlow?.link === link && this.addFlow.stage === 'confirm' && m.response === (this.role === 'server')) {
@@ -846,10 +969,16 @@ export class SmcrLinkGroup {
         if (m.response) this.rkeyResponse(link, 'DELETE_RKEY', undefined, m.negative);
         else this.deleteRkey(link, m);
         return;
+      case 'REQ_ADD_LINK':
+        // A client's request (smc_llc_event_handler: a server starts its ADD_LINK flow); a
+        // client drops requests, and responses outside a REQ_ADD_LINK flow (softrdma's client
+        // never asks).
+        if (this.role === 'server' && !m.response) this.reqAddLink(link);
+        else this.unexpected();
+        return;
       default:
         // ADD_LINK_CONT (v2 link groups carry the rkeys in ADD_LINK's extension, smc_llc.c
-        // 1110-1111, 1501-1502), REQ_ADD_LINK (softrdma's server adds links on its own timer),
-        // CONFIRM_RKEY_CONT (Linux ignores it too, smc_llc.c 1950-1954).
+        // 1110-1111, 1501-1502), CONFIRM_RKEY_CONT (Linux ignores it too, smc_llc.c 1950-1954).
         this.unexpected();
     }
   }
@@ -876,6 +1005,28 @@ export class SmcrLinkGroup {
     }
     const ok = idx !== undefined;
     this.sendLlc({ ...m, version: 2, response: true, negative: m.negative || !ok, retry: m.retry || !ok }, link);
+  }
+
+  /**
+   * Server: the client asks for another link (REQ_ADD_LINK; a Linux client sends it when it
+   * lost a link or a port came back, smc_llc_send_request_add_link, and holds its LLC flow
+   * until the answer: without one, each of its new connections' smcr_lgr_reg_rmbs waits 20 s
+   * for that flow and fails). Linux's server runs its ADD_LINK flow for it
+   * (smc_llc_srv_add_link with the request): the ADD_LINK it sends is the answer, and when it
+   * adds no link it answers with the request echoed, the response flag set and the data zeroed
+   * (smc_llc_send_req_add_link_response: a 44-byte v2 REQ_ADD_LINK, no GIDs). softrdma does
+   * the same: an ADD_LINK now where the group may have another link and a device for it,
+   * else (no room, no device, an ADD_LINK flow of ours already under way, which the client
+   * takes as the answer, or one that fails before its ADD_LINK goes) the response.
+   */
+  private reqAddLink(via: SmcrLink): void {
+    const answer = () => {
+      if (!this.dead && !via.isDown) this.sendLlc({ kind: 'REQ_ADD_LINK', version: 2, response: true, gids: [] }, via);
+    };
+    if (this.addFlow || this.addStarting || !this.wantsLink() || !this.altDevice(undefined)) return answer();
+    clearTimeout(this.addTimer);
+    this.addTimer = undefined;
+    void this.srvAddLink(answer);
   }
 
   // --- the LLC flow lock ------------------------------------------------------------------
@@ -1034,7 +1185,7 @@ export class SmcrLinkGroup {
   private confirmLinkMsg(link: SmcrLink): LlcMessage {
     return {
       kind: 'CONFIRM_LINK', version: 2, response: false, noRmbeEyec: true, senderMac: link.dev.mac, senderGid: link.dev.gid,
-      senderQpn: link.qp.qpn, linkNum: link.id, linkUid: link.uid, maxLinks: this.maxLinks, maxConns: MAX_CONNS,
+      senderQpn: link.qp.qpn, linkNum: link.id, linkUid: link.uid, maxLinks: this.maxLinks, maxConns: this.maxConns,
     };
   }
 
@@ -1069,6 +1220,7 @@ export class SmcrLinkGroup {
    */
   confirmFirstLink(): Promise<void> {
     if (this.confirmed) return Promise.resolve();
+    if (this.confirmRefused) return Promise.reject(this.confirmRefused);
     return new Promise<void>((resolve, reject) => {
       const ms = this.role === 'server' ? LLC_WAIT_MS : 2 * LLC_WAIT_MS;
       const timer = setTimeout(() => { this.confirmWait = undefined; reject(new Error(`no CONFIRM_LINK ${this.role === 'server' ? 'response' : 'request'} within ${ms} ms`)); }, ms);
@@ -1101,6 +1253,22 @@ export class SmcrLinkGroup {
     }, LLC_WAIT_MS);
     link.testWait.unref();
   }
+
+  /**
+   * The first link's CONFIRM_LINK came without SMC_LLC_FLAG_NO_RMBE_EYEC: Linux's
+   * smc_llc_eval_conf_link returns -ENOTSUPP and the handshake declines SMC_CLC_DECL_RMBE_EC
+   * (af_smc.c smcr_clnt_conf_first_link, smcr_serv_conf_first_link). The wait for the first
+   * link fails with that reason (one that had not begun yet fails as it begins).
+   */
+  private firstLinkRefused(why: string): void {
+    const e = new SmcrDeclineError(DECLINE.RMBE_EC, why);
+    this.confirmRefused = e;
+    const w = this.confirmWait;
+    this.confirmWait = undefined;
+    if (w) { clearTimeout(w.timer); w.reject(e); }
+  }
+
+  private confirmRefused: SmcrDeclineError | undefined;
 
   private confirmDone(): void {
     this.confirmed = true;
@@ -1246,24 +1414,31 @@ export class SmcrLinkGroup {
    * request on the active link with the new QP and the rkey pairs; then wait 2 s for the
    * response, connect the QP, CONFIRM_LINK on the new link and wait 5 s
    * (SMC_LLC_WAIT_FIRST_TIME) for its response. Settles when the flow ended (or did not start).
+   * noLink: called when no ADD_LINK goes out after all (the peer's REQ_ADD_LINK that started
+   * it is then answered, reqAddLink).
    */
-  private async srvAddLink(): Promise<void> {
-    if (!this.wantsLink() || this.addStarting) return;
+  private async srvAddLink(noLink?: () => void): Promise<void> {
+    if (!this.wantsLink() || this.addStarting) return noLink?.();
     this.addStarting = true;
     let release: () => void;
     try {
       release = await this.llcFlow('ADD_LINK');
     } catch {
       this.addStarting = false;
+      noLink?.();
       return this.scheduleAddLink(ADDLINK_RETRY_MS);
     }
     this.addStarting = false;
-    if (!this.wantsLink()) return release();
+    if (!this.wantsLink()) {
+      release();
+      return noLink?.();
+    }
     const failed = (e: unknown, link?: SmcrLink) => {
       link?.destroy();
       release();
       this.linkEvents.addFailed++;
       this.linkEvents.lastFailure = (e as Error).message;
+      noLink?.();
       this.scheduleAddLink(this.addRetryMs());
     };
     const via = this.link;
@@ -1274,6 +1449,7 @@ export class SmcrLinkGroup {
       dev = this.altDevice(undefined);
       if (!dev) {
         release();
+        noLink?.();
         return this.scheduleAddLink(ADDLINK_RETRY_MS);
       }
       link = this.newLink(dev, this.nextLinkId());
@@ -1455,8 +1631,23 @@ export class SmcrLinkGroup {
     this.delTimers.add(t);
   }
 
+  /**
+   * A CONFIRM_RKEY or DELETE_RKEY of ours awaiting its answer on `link` fails now, not when its
+   * 2 s run out: the link went down or was removed (Linux's smc_llc_wait returns as soon as the
+   * link it waits on is no longer usable).
+   */
+  private failRkeyWait(link: SmcrLink, why: string): void {
+    const w = this.rkeyWait;
+    if (w?.link !== link) return;
+    this.rkeyWait = undefined;
+    clearTimeout(w.timer);
+    w.reject(new Error(why));
+  }
+
   /** Destroy a link that is no longer the group's (once this tick's completions are handled). */
   private clearLink(link: SmcrLink): void {
+    // Removed without going down first (the peer deleted it, an ADD_LINK flow failed): no answer will come on it.
+    this.failRkeyWait(link, 'the link was removed');
     this.links = this.links.filter((l) => l !== link);
     link.active = false;
     for (const c of this.conns.values()) c.forgetLink(link);
@@ -1515,13 +1706,7 @@ export class SmcrLinkGroup {
     // Down now, before any connection hears of it: a closed device's QP is gone already, and
     // a connection's abort must not post on it.
     link.markDown(reason);
-    // A CONFIRM_RKEY or DELETE_RKEY awaiting its answer on the link fails now, not in 2 s.
-    const w = this.rkeyWait;
-    if (w?.link === link) {
-      this.rkeyWait = undefined;
-      clearTimeout(w.timer);
-      w.reject(new Error(`link down: ${reason}`));
-    }
+    this.failRkeyWait(link, `link down: ${reason}`);
     if (this.addFlow?.link === link) return this.addFailed(`the new link went down: ${reason}`, true);
     if (!this.links.includes(link)) return;
     const to = this.confirmed ? this.activeLinks().find((l) => l !== link) : undefined;

@@ -23,6 +23,7 @@ import { connectQp, initQp } from '../../verbs/connect.js';
 import type { CompChannel, CQ, MR, PD, QP } from '../../verbs/api.js';
 import type { SmcrDevice } from './device.js';
 import type { RemoteAddr } from '../../abi/remote-addr.js';
+import { rethrowLater } from '../poller.js';
 
 /** Linux's SMC_WR_TX_SIZE: every LLC (v1) and CDC message is 44 bytes. */
 export const WR_MSG_LEN = 44;
@@ -216,21 +217,44 @@ export class SmcrLink {
     this.qp.postRecv({ wrId: slot, sgList: [this.rxMr.sge(slot * RX_SLOT, WR_MSG_LEN), this.rxV2Mr.sge(0, this.rxV2.length)] });
   }
 
+  /**
+   * Handle the completions, in batches, until the CQ is empty and armed again. Handling runs
+   * application callbacks ('data', 'drain', write callbacks, through the link group and the
+   * connections); one that throws must not end the batch (its other completions would be lost:
+   * receive slots not reposted, send slots not counted free, CDCs not confirmed) nor leave the
+   * CQ unarmed (no event would come again, and every connection on the link would stall until
+   * TEST_LINK took it down). Each message's handling is wrapped (handle), and the exception
+   * thrown again on its own tick, as the SMC-D poller does (poller.ts rethrowLater); anything
+   * else that throws here is thrown again the same way, and the CQ is drained (and armed) again
+   * on the next turn.
+   */
   private drain(): void {
     let freed = false;
-    for (;;) {
-      const wcs = this.cq.poll(32);
-      if (wcs.length === 0) {
-        if (this.isDown) return;
-        this.cq.reqNotify();
-        const more = this.cq.poll(32);
-        if (more.length === 0) break;
-        freed = this.handle(more) || freed;
-        continue;
+    try {
+      for (;;) {
+        const wcs = this.cq.poll(32);
+        if (wcs.length === 0) {
+          if (this.isDown) return;
+          this.cq.reqNotify();
+          const more = this.cq.poll(32);
+          if (more.length === 0) break;
+          freed = this.handle(more) || freed;
+          continue;
+        }
+        freed = this.handle(wcs) || freed;
       }
-      freed = this.handle(wcs) || freed;
+    } catch (err) {
+      rethrowLater(err);
+      if (!this.isDown) setImmediate(() => { if (!this.isDown) this.drain(); });
+      return;
     }
-    if (freed && !this.isDown) this.handlers?.sendable();
+    if (freed && !this.isDown) {
+      try {
+        this.handlers?.sendable();
+      } catch (err) {
+        rethrowLater(err);
+      }
+    }
   }
 
   private handle(wcs: WorkCompletion[]): boolean {
@@ -245,8 +269,16 @@ export class SmcrLink {
         const head = this.rxBuf.subarray(off, off + Math.min(wc.byteLen, WR_MSG_LEN));
         try {
           this.handlers?.message(wc.byteLen <= WR_MSG_LEN ? head : Buffer.concat([head, this.rxV2.subarray(0, wc.byteLen - WR_MSG_LEN)]));
+        } catch (err) {
+          rethrowLater(err); // the batch goes on (see drain)
         } finally {
-          if (!this.isDown) this.postRecv(slot);
+          if (!this.isDown) {
+            try {
+              this.postRecv(slot);
+            } catch (e) {
+              this.postFailed(e); // the QP is gone (its device closed)
+            }
+          }
         }
       } else {
         this.inFlight--;
@@ -263,7 +295,11 @@ export class SmcrLink {
     if (this.isDown) return;
     this.isDown = true;
     this.downReason = reason;
-    this.handlers?.down(reason);
+    try {
+      this.handlers?.down(reason);
+    } catch (err) {
+      rethrowLater(err); // an application callback of a connection that failed with the link
+    }
   }
 
   /** Destroy the QP and its CQ (the peer's next packet is answered by nothing: its retries run out). */
