@@ -18,7 +18,7 @@ import { Socket } from './socket.js';
 import { kSmc } from './state.js';
 import { resolveSmcOptions } from './options.js';
 import { smcTotals } from './status.js';
-import { connectTls } from './tls.js';
+import { connectTls, hookTlsWrapping } from './tls.js';
 
 const opts = resolveSmcOptions({ smc: process.env.SOFTRDMA_SMC !== '0' });
 
@@ -41,6 +41,7 @@ net.Server.prototype.listen = function listen(this: net.Server, ...args: unknown
 tls.connect = function connect(...args: unknown[]) {
   return connectTls(opts, ...args);
 } as typeof tls.connect;
+if (opts.enabled) hookTlsWrapping();
 
 const summaryFile = process.env.SOFTRDMA_SMC_SUMMARY;
 if (summaryFile) {

@@ -58,6 +58,30 @@ export class SmcStream extends Duplex {
     if (!this.socket.destroyed) this.socket.destroy(err ?? undefined);
     cb(err);
   }
+  // What a tls.Server's own 'connection' listeners read of the socket they are given (over
+  // TCP: the net.Socket itself), from the SMC socket.
+  get server(): net.Server | undefined { return (this.socket as net.Socket & { server?: net.Server }).server; }
+  get remoteAddress(): string | undefined { return this.socket.remoteAddress; }
+  get remotePort(): number | undefined { return this.socket.remotePort; }
+  get remoteFamily(): string | undefined { return this.socket.remoteFamily; }
+  get localAddress(): string | undefined { return this.socket.localAddress; }
+  get localPort(): number | undefined { return this.socket.localPort; }
+  address(): ReturnType<net.Socket['address']> { return this.socket.address(); }
+  setNoDelay(noDelay?: boolean): this { this.socket.setNoDelay(noDelay); return this; }
+  setKeepAlive(enable?: boolean, delay?: number): this { this.socket.setKeepAlive(enable, delay); return this; }
+  ref(): this { this.socket.ref(); return this; }
+  unref(): this { this.socket.unref(); return this; }
+}
+
+/**
+ * Whether node:tls must meet `sock` through an SmcStream: an SMC socket that has not settled
+ * on TCP for good (still negotiating, over SMC, or on TCP with a late CLC message to strip).
+ * Anything else node:tls wraps as it does, its TCP handle in C++.
+ */
+export function needsSmcStream(sock: unknown): sock is Socket {
+  if (!(sock instanceof net.Socket) || !(kSmc in sock) || sock.destroyed) return false;
+  const st = smcState(sock);
+  return st !== undefined && st.phase !== 'closed' && !(st.phase === 'tcp' && !st.stripClc);
 }
 
 /**
@@ -110,6 +134,10 @@ function lendSocketMethods(jsStream: Record<string, unknown>, sock: Socket): voi
       return h && typeof h[name] === 'function' ? h[name]!(...a) : -9 /* UV_EBADF */;
     };
   }
+  // TLSWrap's ref() and unref() go to the handle it wraps (node:tls proxies them): here the
+  // SMC socket's, so an unref()'d TLS socket keeps the process alive no more than over TCP.
+  jsStream.ref = () => { sock.ref(); };
+  jsStream.unref = () => { sock.unref(); };
 }
 
 let hooked = false;
@@ -121,7 +149,15 @@ export function hookTls(): void {
   const wrapHandle = proto._wrapHandle;
   proto._wrapHandle = function (this: tls.TLSSocket, wrap: unknown, handle: unknown, ...rest: unknown[]) {
     const stream = (wrap as { stream?: unknown } | null)?.stream;
-    if (stream instanceof SmcStream && handle) lendSocketMethods(handle as Record<string, unknown>, stream.socket);
+    if (stream instanceof SmcStream && handle) {
+      lendSocketMethods(handle as Record<string, unknown>, stream.socket);
+      // node:tls destroys a TLS socket when the net.Socket it wraps closes, before that
+      // socket's own 'close' listeners run (its listener came first); through the stream it
+      // would be a tick later, and the TLS socket may have been built after the application's
+      // listeners (a tls.Server sees the socket once its SMC handshake settled).
+      const t = this;
+      stream.socket.prependOnceListener('close', () => { if (!t.destroyed) t.destroy(); });
+    }
     return wrapHandle.call(this, wrap, handle, ...rest);
   };
 }
@@ -202,12 +238,10 @@ function relayConnect(sock: net.Socket, t: tls.TLSSocket): void {
  * on (its writes are held while it negotiates, and its 'data' is the application's bytes only).
  */
 function overGivenSocket(o: tls.ConnectionOptions, cb: (() => void) | undefined, args: unknown[]): tls.TLSSocket {
-  const sock = o.socket;
-  const st = sock instanceof net.Socket && kSmc in sock ? smcState(sock) : undefined;
+  const smcSock = o.socket;
   // A plain socket, or one on TCP with no late CLC message to strip: node:tls's own path.
-  if (!st || st.phase === 'closed' || (st.phase === 'tcp' && !st.stripClc) || sock!.destroyed) return plain(...args);
+  if (!needsSmcStream(smcSock)) return plain(...args);
   hookTls();
-  const smcSock = sock as Socket;
   const stream = new SmcStream(smcSock);
   const t = asTransport(stream, smcSock.allowHalfOpen, () => plain({ ...o, socket: stream }, ...(cb ? [cb] : [])));
   relayConnect(smcSock, t);
@@ -264,4 +298,42 @@ function handshakeTimeoutOf(server: tls.Server): number {
   const sym = Object.getOwnPropertySymbols(server).find((x) => x.description === 'handshake-timeout');
   const v = sym ? (server as unknown as Record<symbol, unknown>)[sym] : undefined;
   return typeof v === 'number' ? v : 120_000;
+}
+
+let wrappingHooked = false;
+
+/**
+ * The auto preload: TLS that the application builds on an SMC socket itself goes through an
+ * SmcStream too, as tls.connect({ socket }) does (overGivenSocket): `new tls.TLSSocket(sock,
+ * { isServer: true })` on an accepted socket, and `tlsServer.emit('connection', sock)` handing
+ * one to a tls.Server. node:tls would wrap the socket's TCP handle in C++ (TLS records around
+ * an SMC connection; the CLC messages of one still negotiating read as TLS). tls.TLSSocket
+ * becomes a Proxy of the class (instanceof, subclasses and statics as before) whose construct
+ * swaps such a socket for its stream; tls.Server's emit hands such a socket over once its
+ * handshake settled, as an SMC tls.Server's own accepted sockets are (deferTlsConnection).
+ */
+export function hookTlsWrapping(): void {
+  if (wrappingHooked) return;
+  wrappingHooked = true;
+  const Original = tls.TLSSocket;
+  tls.TLSSocket = new Proxy(Original, {
+    construct(target, args: unknown[], newTarget) {
+      const sock = args[0];
+      if (!needsSmcStream(sock)) return Reflect.construct(target, args, newTarget) as object;
+      hookTls();
+      const stream = new SmcStream(sock);
+      const t = asTransport(stream, sock.allowHalfOpen, () => Reflect.construct(target, [stream, ...args.slice(1)], newTarget) as tls.TLSSocket);
+      relayConnect(sock, t);
+      return t;
+    },
+  });
+  const proto = tls.Server.prototype as unknown as { emit(...a: unknown[]): boolean };
+  const emit = proto.emit;
+  proto.emit = function (this: tls.Server, event: unknown, conn?: unknown): boolean {
+    if (event === 'connection' && needsSmcStream(conn)) {
+      deferTlsConnection(this, emit, conn);
+      return true;
+    }
+    return emit.apply(this, arguments as unknown as unknown[]);
+  };
 }

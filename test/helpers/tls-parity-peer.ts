@@ -1,7 +1,8 @@
 // node:tls scenarios for the TLS parity tests (test/smc/tls-parity.test.ts), run with and
 // without the auto preload: each prints one JSON line of what the application saw, which must
 // be the same both ways, and the process must end by itself.
-//   tls-parity-peer series | client-ends-first | given-connected | given-connecting | bad-options
+//   tls-parity-peer series | client-ends-first | given-connected | given-connecting | bad-options |
+//     tls-socket-on-accepted | tls-server-emit-connection
 
 import fs from 'node:fs';
 import net from 'node:net';
@@ -97,7 +98,45 @@ async function badOptions(): Promise<unknown> {
   return { code };
 }
 
+/** A plain node:net server (an SMC listener under the preload) that puts TLS on its sockets itself. */
+function netServer(onConnection: (c: net.Socket) => void): Promise<{ server: net.Server; port: number }> {
+  const s = net.createServer(onConnection);
+  return new Promise((resolve) => s.listen(0, '127.0.0.1', () => resolve({ server: s, port: (s.address() as net.AddressInfo).port })));
+}
+
+async function tlsOnAccepted(how: 'constructor' | 'emit'): Promise<unknown> {
+  // new tls.TLSSocket(accepted, { isServer: true }) 100 ms after the accept (the client's
+  // ClientHello already arrived), or tlsServer.emit('connection', accepted): TLS over that very
+  // connection, which the client reached over SMC-D; the server answers and ends.
+  const serverEvents: string[] = [];
+  let serverClosed!: Promise<void>;
+  const onSecure = (t: tls.TLSSocket) => {
+    t.on('data', (d: Buffer) => { serverEvents.push(`data(${d.toString()})`); t.end('pong'); });
+    serverClosed = closed(t).then(() => { serverEvents.push('close'); });
+  };
+  const tlsServer = tls.createServer({ key, cert }, (t) => {
+    serverEvents.push(`server: ${(t as unknown as { server?: unknown }).server === tlsServer}`);
+    onSecure(t);
+  });
+  const { server: s, port } = await netServer((c) => {
+    if (how === 'emit') { tlsServer.emit('connection', c); return; }
+    setTimeout(() => {
+      const t = new tls.TLSSocket(c, { isServer: true, secureContext: tls.createSecureContext({ key, cert }) });
+      serverEvents.push(`instanceof: ${t instanceof tls.TLSSocket}`);
+      onSecure(t);
+    }, 100);
+  });
+  const c = tls.connect({ port, host: '127.0.0.1', rejectUnauthorized: false }, () => { mode(c); c.write('ping'); });
+  const w = watch(c);
+  await w.done;
+  await serverClosed;
+  await new Promise((resolve) => s.close(resolve));
+  return { client: w.events, server: serverEvents };
+}
+
 const scenarios: Record<string, () => Promise<unknown>> = {
+  'tls-socket-on-accepted': () => tlsOnAccepted('constructor'),
+  'tls-server-emit-connection': () => tlsOnAccepted('emit'),
   'bad-options': badOptions,
   series,
   'client-ends-first': clientEndsFirst,

@@ -54,6 +54,16 @@ describe('node:tls parity under the preload', () => {
     assert.deepEqual(smc.result, { code: 'ERR_SSL_NO_CIPHER_MATCH' });
   });
 
+  it('new tls.TLSSocket(accepted, { isServer: true }) on an accepted socket: TLS over its SMC-D connection', async () => {
+    const smc = await parity('tls-socket-on-accepted');
+    assert.deepEqual(smc.modes, ['SMCD']);
+  });
+
+  it("tlsServer.emit('connection', accepted) from a plain server: TLS over its SMC-D connection, socket.server as over TCP", async () => {
+    const smc = await parity('tls-server-emit-connection');
+    assert.deepEqual(smc.modes, ['SMCD']);
+  });
+
   it('tls.connect({ socket }) over a socket still connecting', async () => {
     const smc = await parity('given-connecting');
     assert.deepEqual(smc.modes, ['SMCD']);
