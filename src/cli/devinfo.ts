@@ -6,7 +6,7 @@
 import { isIPv4 } from 'node:net';
 import { parseArgs } from 'node:util';
 import { addressFromGid, createRxeDevice, getDeviceList, mtuBytes, type Device } from '../index.js';
-import { getoptArgs, intOption } from '../tools/usage.js';
+import { getoptArgs, intOption, resolveBindOption } from '../tools/usage.js';
 
 export const DEVINFO_USAGE = `usage: softrdma devinfo [options]      print the ca attributes (like ibv_devinfo)
 
@@ -24,6 +24,52 @@ const PORT_STATE: Record<number, string> = { 1: 'PORT_DOWN', 2: 'PORT_INIT', 3: 
 const PHYS_STATE: Record<number, string> = { 1: 'SLEEP', 2: 'POLLING', 3: 'DISABLED', 4: 'PORT_CONFIGURATION TRAINNING', 5: 'LINK_UP', 6: 'LINK_ERROR_RECOVERY', 7: 'PHY TEST' };
 const WIDTH: Record<number, string> = { 1: '1', 2: '4', 4: '8', 8: '12', 16: '2' };
 const SPEED: Record<number, string> = { 1: '2.5 Gbps', 2: '5.0 Gbps', 4: '10.0 Gbps', 8: '10.0 Gbps', 16: '14.0 Gbps', 32: '25.0 Gbps', 64: '50.0 Gbps', 128: '100.0 Gbps', 256: '200.0 Gbps' };
+
+/** print_device_cap_flags: the IBV_DEVICE_* bits devinfo.c names, in its order. */
+const DEVICE_CAP_FLAGS: ReadonlyArray<readonly [number, string]> = [
+  [1 << 0, 'RESIZE_MAX_WR'], [1 << 1, 'BAD_PKEY_CNTR'], [1 << 2, 'BAD_QKEY_CNTR'], [1 << 3, 'RAW_MULTI'],
+  [1 << 4, 'AUTO_PATH_MIG'], [1 << 5, 'CHANGE_PHY_PORT'], [1 << 6, 'UD_AV_PORT_ENFORCE'], [1 << 7, 'CURR_QP_STATE_MOD'],
+  [1 << 8, 'SHUTDOWN_PORT'], [1 << 9, 'INIT_TYPE'], [1 << 10, 'PORT_ACTIVE_EVENT'], [1 << 11, 'SYS_IMAGE_GUID'],
+  [1 << 12, 'RC_RNR_NAK_GEN'], [1 << 13, 'SRQ_RESIZE'], [1 << 14, 'N_NOTIFY_CQ'], [1 << 17, 'MEM_WINDOW'],
+  [1 << 18, 'UD_IP_CSUM'], [1 << 20, 'XRC'], [1 << 21, 'MEM_MGT_EXTENSIONS'], [1 << 23, 'MEM_WINDOW_TYPE_2A'],
+  [1 << 24, 'MEM_WINDOW_TYPE_2B'], [1 << 25, 'RC_IP_CSUM'], [1 << 26, 'RAW_IP_CSUM'], [1 << 29, 'MANAGED_FLOW_STEERING'],
+];
+
+/** print_device_cap_flags: one line per flag set, five tabs in; the rest as 'Unknown flags: 0x%X'. */
+export function deviceCapFlagLines(flags: number): string[] {
+  let unknown = flags >>> 0;
+  const out: string[] = [];
+  for (const [bit, name] of DEVICE_CAP_FLAGS) {
+    if (flags & bit) out.push(`\t\t\t\t\t${name}`);
+    unknown = (unknown & ~bit) >>> 0;
+  }
+  if (unknown) out.push(`\t\t\t\t\tUnknown flags: 0x${unknown.toString(16).toUpperCase()}`);
+  return out;
+}
+
+/**
+ * What devinfo.c (rdma-core 44 and later) prints after local_ca_ack_delay for a device with no
+ * ODP, no completion timestamps, no TSO, RSS, packet pacing or tag matching, no extended
+ * capability flags (a softrdma device has none of them, nor has Linux rxe), then
+ * num_comp_vectors: 1, the completion vectors a softrdma CQ may be given (Linux rxe has one per CPU).
+ */
+const EXTENDED_ATTRIBUTES: readonly string[] = [
+  '\tgeneral_odp_caps:',
+  '\trc_odp_caps:', '\t\t\t\t\tNO SUPPORT',
+  '\tuc_odp_caps:', '\t\t\t\t\tNO SUPPORT',
+  '\tud_odp_caps:', '\t\t\t\t\tNO SUPPORT',
+  '\txrc_odp_caps:', '\t\t\t\t\tNO SUPPORT',
+  '\tcompletion_timestamp_mask not supported',
+  '\tcore clock not supported',
+  '\tdevice_cap_flags_ex:\t\t0x%EX%',
+  '\ttso_caps:', '\t\tmax_tso:\t\t\t0',
+  '\trss_caps:', '\t\tmax_rwq_indirection_tables:\t\t\t0', '\t\tmax_rwq_indirection_table_size:\t\t\t0',
+  '\t\trx_hash_function:\t\t\t\t0x0', '\t\trx_hash_fields_mask:\t\t\t\t0x0',
+  '\tmax_wq_type_rq:\t\t\t0',
+  '\tpacket_pacing_caps:', '\t\tqp_rate_limit_min:\t0kbps', '\t\tqp_rate_limit_max:\t0kbps',
+  '\ttag matching not supported',
+  '\tnum_comp_vectors:\t\t1',
+];
 
 /** guid_str(): four groups of four hex digits. */
 export function guidString(g: bigint): string {
@@ -55,7 +101,8 @@ export function devinfo(devs: readonly Device[] = getDeviceList(), opts: Devinfo
         out.push(
           `\tmax_mr_size:\t\t\t0x${d.maxMrSize.toString(16)}`, `\tpage_size_cap:\t\t\t0x${d.pageSizeCap.toString(16)}`,
           `\tmax_qp:\t\t\t\t${d.maxQp}`, `\tmax_qp_wr:\t\t\t${d.maxQpWr}`,
-          `\tdevice_cap_flags:\t\t0x${d.deviceCapFlags.toString(16).padStart(8, '0')}`,
+          `\tdevice_cap_flags:\t\t0x${(d.deviceCapFlags >>> 0).toString(16).padStart(8, '0')}`,
+          ...deviceCapFlagLines(d.deviceCapFlags),
           `\tmax_sge:\t\t\t${d.maxSge}`, `\tmax_sge_rd:\t\t\t${d.maxSge}`, `\tmax_cq:\t\t\t\t${d.maxCq}`, `\tmax_cqe:\t\t\t${d.maxCqe}`,
           `\tmax_mr:\t\t\t\t${d.maxMr}`, `\tmax_pd:\t\t\t\t${d.maxPd}`, `\tmax_qp_rd_atom:\t\t\t${d.maxQpRdAtom}`,
           `\tmax_ee_rd_atom:\t\t\t0`, `\tmax_res_rd_atom:\t\t${d.maxQpRdAtom * d.maxQp}`, `\tmax_qp_init_rd_atom:\t\t${d.maxQpInitRdAtom}`,
@@ -65,6 +112,10 @@ export function devinfo(devs: readonly Device[] = getDeviceList(), opts: Devinfo
           `\tmax_ah:\t\t\t\t${d.maxAh}`, `\tmax_fmr:\t\t\t0`, `\tmax_srq:\t\t\t${d.maxSrq}`);
         if (d.maxSrq) out.push(`\tmax_srq_wr:\t\t\t${d.maxSrqWr}`, `\tmax_srq_sge:\t\t\t${d.maxSrqSge}`);
         out.push(`\tmax_pkeys:\t\t\t1`, `\tlocal_ca_ack_delay:\t\t15`);
+        // device_cap_flags_ex (PRIX64): the 64-bit flags, whose low half is device_cap_flags;
+        // none of the high half (print_device_cap_flags_ex) is set.
+        const ex = (d.deviceCapFlags >>> 0).toString(16).toUpperCase();
+        out.push(...EXTENDED_ATTRIBUTES.map((l) => l.replace('%EX%', ex)));
       }
       for (let port = 1; port <= d.physPortCnt; port++) {
         if (opts.port && port !== opts.port) continue;
@@ -94,7 +145,12 @@ export function devinfo(devs: readonly Device[] = getDeviceList(), opts: Devinfo
   return out.join('\n');
 }
 
-/** `softrdma devinfo [options]`; returns the exit code (ibv_devinfo's: 4 for a port the device lacks). */
+/**
+ * `softrdma devinfo [options]`; returns the exit code (ibv_devinfo's: 4 for a port the device
+ * lacks, 255 for a device it does not have). Usage errors are thrown: parseArgs' (getopt's in
+ * devinfo.c: 255) and UsageErrors for values (-i below 1: 1 in devinfo.c; --bind and
+ * --udp-port alike). Arguments that are not options are ignored, as devinfo.c ignores them.
+ */
 const DEVINFO_OPTIONS = {
   'ib-dev': { type: 'string', short: 'd' }, 'ib-port': { type: 'string', short: 'i' }, list: { type: 'boolean', short: 'l' },
   verbose: { type: 'boolean', short: 'v' }, bind: { type: 'string', multiple: true }, 'udp-port': { type: 'string' },
@@ -102,14 +158,16 @@ const DEVINFO_OPTIONS = {
 } as const;
 
 export async function devinfoCommand(args: string[]): Promise<number> {
-  const { values } = parseArgs({ args: getoptArgs(args, DEVINFO_OPTIONS), options: DEVINFO_OPTIONS });
+  const { values } = parseArgs({ args: getoptArgs(args, DEVINFO_OPTIONS), options: DEVINFO_OPTIONS, allowPositionals: true });
   // devinfo.c reads -i with strtol(optarg, NULL, 0) into an int and refuses a port below 1;
   // print_hca_cap takes it as a uint8_t, so 256 would wrap to 0 (every port): refused here.
   const port = intOption('-i/--ib-port', values['ib-port'], 0, 1, 255, 'c');
   const udpPort = values.port !== undefined && values['udp-port'] === undefined
     ? intOption('--port', values.port, 0, 0, 65535, 'c')
     : intOption('--udp-port', values['udp-port'], 0, 0, 65535, 'c');
-  const binds = values.bind?.length ? values.bind : ['127.0.0.1'];
+  // Checked before any device is made (an empty --bind once left a socket open for ever).
+  const binds: string[] = [];
+  for (const b of values.bind?.length ? values.bind : ['127.0.0.1']) binds.push(await resolveBindOption('--bind', b));
   const devs: Device[] = [];
   try {
     for (const [i, address] of binds.entries()) devs.push(await createRxeDevice({ address, port: udpPort, name: `rxe${i}` }));

@@ -60,13 +60,16 @@ const CMATOSE_OPTIONS = {
 async function parse(args: string[]): Promise<Opts> {
   const { values, positionals } = parseArgs({ args: getoptArgs(args, CMATOSE_OPTIONS), allowPositionals: true, strict: true, options: CMATOSE_OPTIONS });
   if (positionals.length) throw new UsageError(`unexpected argument '${positionals[0]}'`);
-  if (values.s === undefined && (values.b === undefined || values.b === '0.0.0.0' || values.b === '::')) throw new UsageError('the server needs -b with the address of its softrdma device');
   const ud = values.ud === true;
+  // The values first (getopt's order: the options as given), then what they lack together.
   const o: Opts = {
     dst: values.s, src: values.b, connections: intOption('-c', values.c, 1, 1, 10_000), count: intOption('-C', values.C, 10, 0, 100_000),
     size: intOption('-S', values.S, 100, 0, ud ? 4096 : 1 << 24), port: intOption('-p', values.p, ud ? 7174 : 7471, 0, 65535), ud,
     udpPort: intOption('--udp-port', values['udp-port'], 4791, 0, 65535), timeoutMs: intOption('--timeout', values.timeout, 30, 1, MAX_TIMER_SEC) * 1000,
   };
+  // create_message(): no message size, no messages (the run is connections only).
+  if (o.size === 0) o.count = 0;
+  if (values.s === undefined && (values.b === undefined || values.b === '0.0.0.0' || values.b === '::')) throw new UsageError('the server needs -b with the address of its softrdma device');
   // cmatose resolves -s and -b with rdma_getaddrinfo(): host names too.
   const addrs = await resolveAddressOptions([['b', values.b], ['s', values.s]]);
   return { ...o, dst: addrs.s, src: addrs.b };
@@ -137,12 +140,20 @@ class Node {
   }
 }
 
+/** A CM error event ended the run: cmatose returns its status (no message beyond the event line). */
+class CmFailure extends Error {
+  constructor(readonly status: number) {
+    super(`rdma_cm event status ${status}`);
+  }
+}
+
 class Test {
   readonly nodes: Node[];
   connIndex = 0;
   connectsLeft: number;
   disconnectsLeft = 0;
-  failed: string | undefined;
+  /** The first CM error: cma_handler's `ret = event->status`, what cmatose returns and prints. */
+  failed: { status: number } | undefined;
   /** The completion waits' timeouts (one shared signal: see wait-timeouts.ts). */
   private readonly waits = new WaitTimeouts();
   constructor(readonly o: Opts, readonly ch: EventChannel, readonly name: string) {
@@ -193,7 +204,7 @@ class Test {
       case 'ADDR_ERROR': case 'ROUTE_ERROR': case 'CONNECT_ERROR': case 'UNREACHABLE': case 'REJECTED':
         this.say(`${this.name}: event: RDMA_CM_EVENT_${e.event}, error: ${e.status}`);
         this.connectsLeft--;
-        this.failed ??= `${e.event} (status ${e.status})`;
+        this.failed ??= { status: e.status };
         return;
       case 'DISCONNECTED':
         try { e.id.disconnect(); } catch { /* we started it: this is the DREP */ }
@@ -209,7 +220,7 @@ class Test {
       const e = await this.ch.next(undefined, this.o.timeoutMs).catch(() => { throw new Error(`${this.name}: no rdma_cm event for ${this.o.timeoutMs / 1000} s (${this.connectsLeft} connects, ${this.disconnectsLeft} disconnects left)`); });
       this.handle(e);
     }
-    if (this.failed) throw new Error(`${this.name}: ${this.failed}`);
+    if (this.failed) throw new CmFailure(this.failed.status);
   }
 
   /** poll_cqs: -C completions on every connected node's CQ; a UD server makes its reply AH from the first. */
@@ -268,8 +279,11 @@ export async function cmatose(args: string[]): Promise<number> {
     if (o.dst) await runClient(t, local);
     else await runServer(t, local, rxeOf(dev).port);
   } catch (err) {
-    process.stderr.write(`${err instanceof Error ? err.message : String(err)}\n`);
-    ret = 1;
+    if (err instanceof CmFailure) ret = err.status; // cma_handler's ret = event->status
+    else {
+      process.stderr.write(`${err instanceof Error ? err.message : String(err)}\n`);
+      ret = 1;
+    }
   }
   t.say('test complete');
   t.destroy();
@@ -278,7 +292,8 @@ export async function cmatose(args: string[]): Promise<number> {
   // the device's sockets close (its close waits a turn of the loop for them).
   await dev.close();
   t.say(`return status ${ret}`);
-  return ret;
+  // main()'s `return ret`: the exit status is its low byte (-110, ETIMEDOUT, exits 146).
+  return ret & 0xff;
 }
 
 async function runServer(t: Test, local: string, udpPort: number): Promise<void> {

@@ -19,12 +19,15 @@ export const LINKGROUP_USAGE = `usage: softrdma linkgroup [-d|-dd] [show | link-
   -d, --details       show: one block of details per link group;
                       link-show: also Link-UID, Peer-UID, IB-Dev, IB-P
   -dd, --ddetails     link-show: also the local and the peer GID
+  -a, --absolute      taken, as smc-tools takes it (no details: a later -a undoes -d)
       --json          the link groups and their links as one JSON document, with their pids
+                      (link-show: the links that pass ibdev/netdev)
   -h, --help          this message
   -v, --version       show version information
 
 Like smc-tools' smcr linkgroup, for the SMC-R link groups of this user's softrdma processes on
-this host. As smc-tools, prints nothing at all when there is no link group.`;
+this host. As smc-tools, prints nothing at all when there is no link group; 'linkgroup help'
+prints this on stderr and exits 255, as 'smcr linkgroup help'.`;
 
 /** linkgroup.c's SMC_DETAIL_LEVEL_V / _VV. */
 const DETAIL_V = 1;
@@ -58,20 +61,26 @@ function hexNumber(s: string): number | undefined {
   return (m[1] === '-' ? -v : v) >>> 0;
 }
 
-/** The options and arguments, as smc.c's main() and linkgroup.c's handle_cmd_params() take them. */
+/**
+ * The options and arguments, as smc.c's main() and linkgroup.c's handle_cmd_params() take them
+ * (smc.c takes options before the object only; softrdma anywhere, up to '--'). An unknown
+ * option is smc.c's error, alone, and exit 255 (its exit(-1)).
+ */
 export function parseLinkgroupArgs(args: string[]): LinkgroupOptions {
   const o: LinkgroupOptions = { help: false, links: false, detail: 0, lgid: 0, ibdev: '', netdev: '', json: false };
   const rest: string[] = [];
+  let optionsEnd = false;
   for (const a of args) {
+    if (optionsEnd || !a.startsWith('-')) { rest.push(a); continue; }
+    if (a === '--') { optionsEnd = true; continue; }
     if (a === '--json') { o.json = true; continue; }
-    if (a.startsWith('-') && a.length > 1) {
-      const opt = a.startsWith('--') ? a.slice(1) : a;
-      if (prefixOf(opt, '-details')) o.detail = DETAIL_V;
-      else if (prefixOf(opt, '-ddetails')) o.detail = DETAIL_VV;
-      else throw new UsageError(`unknown option '${a}'`);
-      continue;
-    }
-    rest.push(a);
+    const opt = a.startsWith('--') ? a.slice(1) : a;
+    // smc.c: -ad / -da (SMC_OPTION_DETAIL_ABS) and -a[bsolute] (SMC_OPTION_ABS) replace the
+    // detail level with one below SMC_DETAIL_LEVEL_V, so linkgroup prints no details.
+    if (opt.startsWith('-ad') || opt.startsWith('-da') || prefixOf(opt, '-absolute')) o.detail = 0;
+    else if (prefixOf(opt, '-details')) o.detail = DETAIL_V;
+    else if (prefixOf(opt, '-ddetails')) o.detail = DETAIL_VV;
+    else throw new UsageError(`Error: Option "${opt}" is unknown, try "softrdma linkgroup help".`, { bare: true });
   }
   if (rest.length > 4) throw new UsageError(`unexpected argument '${rest[4]!}'`);
   if (rest.length === 1 && prefixOf(rest[0]!, 'help')) return { ...o, help: true };
@@ -94,7 +103,7 @@ export function parseLinkgroupArgs(args: string[]): LinkgroupOptions {
     i++;
     break;
   }
-  if (pending) throw new UsageError(`${pending} needs a device name`);
+  // `ibdev` or `netdev` last, without a device: no filter (handle_cmd_params leaves it empty).
   if (i < rest.length) throw new UsageError(`unexpected argument '${rest[i]!}'`);
   return o;
 }
@@ -156,15 +165,15 @@ function row(o: LinkgroupOptions, g: SmcrLinkGroupStatus, l: SmcrLinkStatus | un
   } else {
     r += `${altHex4(g.vlan)}  ${String(g.conns).padStart(6)}  ${g.pnetId.trim().padEnd(16)} `;
   }
-  return r.trimEnd();
+  return r;
 }
 
-/** The text `smcr linkgroup` would print for these link groups (no trailing spaces; nothing when there are none). */
+/** The text `smcr linkgroup` would print for these link groups (its trailing blanks too; nothing when there are none). */
 export function formatLinkgroups(groups: SmcrLinkGroupStatus[], o: LinkgroupOptions): string {
   if (groups.length === 0) return '';
   const lines: string[] = [];
   const head = linkgroupHeader(o);
-  if (head !== undefined) lines.push(head.trimEnd());
+  if (head !== undefined) lines.push(head);
   let blocks = 0;
   for (const g of groups) {
     if (o.links) {
@@ -174,21 +183,32 @@ export function formatLinkgroups(groups: SmcrLinkGroupStatus[], o: LinkgroupOpti
     if (filtered(o, g, undefined)) continue;
     if (o.detail >= DETAIL_V) {
       if (blocks++ > 0) lines.push('');
-      lines.push(...detailsBlock(g).map((l) => l.trimEnd()));
+      lines.push(...detailsBlock(g));
     } else lines.push(row(o, g, undefined));
   }
   return lines.join('\n');
 }
 
-export async function linkgroup(args: string[]): Promise<void> {
+/** --json: the link groups the text would show; for link-show, those with a link that passes, with those links. */
+export function jsonLinkgroups<G extends SmcrLinkGroupStatus>(groups: G[], o: LinkgroupOptions): G[] {
+  if (!o.links) return groups.filter((g) => !filtered(o, g, undefined));
+  return groups.flatMap((g) => {
+    const links = g.links.filter((l) => !filtered(o, g, l));
+    return links.length ? [{ ...g, links }] : [];
+  });
+}
+
+export async function linkgroup(args: string[]): Promise<number> {
   const o = parseLinkgroupArgs(args);
-  if (o.help) { console.log(LINKGROUP_USAGE); return; }
+  // linkgroup.c's usage(): on stderr, exit(-1).
+  if (o.help) { console.error(LINKGROUP_USAGE); return 255; }
   const { linkGroups, warnings } = await collect(false);
   for (const w of warnings) console.error(`linkgroup: ${w}`);
   if (o.json) {
-    console.log(JSON.stringify(linkGroups.filter((g) => !filtered(o, g, o.links ? g.links[0] : undefined)), null, 2));
-    return;
+    console.log(JSON.stringify(jsonLinkgroups(linkGroups, o), null, 2));
+    return 0;
   }
   const text = formatLinkgroups(linkGroups, o);
   if (text) console.log(text);
+  return 0;
 }

@@ -13,9 +13,9 @@ import {
   Access, addressFromGid, connectQp, createRxeDevice, initQp, rxeOf, mtuEnum, QpType, SendFlags, WcStatus, wcStatusStr, WrOpcode,
   type AH, type CompChannel, type CQ, type Device, type QP, type WorkCompletion,
 } from '../index.js';
-import { getoptArgs, intOption, udpPortTaken, UsageError } from './usage.js';
+import { getoptArgs, intOption, resolveBindOption, udpPortTaken, UsageError } from './usage.js';
 import { hex } from './table.js';
-import { WaitTimeouts } from './wait-timeouts.js';
+import { WaitTimeoutError, WaitTimeouts } from './wait-timeouts.js';
 import { spinPoll } from './spin-poll.js';
 
 export const PINGPONG_USAGE = `usage: softrdma pingpong rc|uc|ud [options] [server-host]
@@ -31,7 +31,7 @@ a RoCEv2 GID). Numbers may be decimal, 0x hex or 0-prefixed octal, as strtol rea
   -i, --ib-port N    port number (default 1)
   -s, --size N       message size (default 4096 for rc and uc, 1024 for ud: ud_pingpong.c's
                      default, whatever its --help says)
-  -m, --mtu N        path MTU for rc and uc (default 1024)
+  -m, --mtu N        path MTU for rc and uc (default 1024; ud has no -m, as ud_pingpong)
   -r, --rx-depth N   receives to post (default 500)
   -n, --iters N      exchanges (default 1000)
   -l, --sl N         service level (default 0)
@@ -39,7 +39,10 @@ a RoCEv2 GID). Numbers may be decimal, 0x hex or 0-prefixed octal, as strtol rea
   -g, --gid-idx N    local GID index (default 0; the only GID an rxe device has)
   -c, --chk          validate the received buffer: the client writes the first byte of each
                      4 KiB page, the server checks it after the run (as the C tools, the byte
-                     is i / page_size % sizeof(char): always 0)`;
+                     is i / page_size % sizeof(char): always 0)
+
+Not here: rc_pingpong's -o, -O, -P (on-demand paging), -t (timestamps), -j (device memory),
+-N (the new post-send API) and -U; ibv_srq_pingpong and ibv_xsrq_pingpong.`;
 
 /** The 52-byte message: "%04x:%06x:%06x:%s" with a 32-hex-digit GID and the NUL. */
 export const MSG_BYTES = 52;
@@ -96,6 +99,12 @@ class Reader {
 
 const SEND_WRID = 2, RECV_WRID = 1;
 const EXCHANGE_TIMEOUT_MS = 60_000;
+/**
+ * Polling, how long the CQ may stay empty before we sleep on it until it has a completion
+ * (as perftest does, session.ts): spinning alone, as the C tools do on a hardware CQ, takes the
+ * CPU from the peer on a busy host, and every exchange then costs a scheduler slice.
+ */
+const SPIN_NS = 50_000n;
 /** The page size the C tools' -c walks the buffer by (sysconf(_SC_PAGESIZE) on x86-64). */
 const PAGE_SIZE = 4096;
 /** UD receives start with the 40-byte GRH; sends go from just after it. */
@@ -114,6 +123,11 @@ export async function pingpong(argv: string[], out: (line: string) => void = (l)
   const [kind, servername, extra] = positionals;
   if (kind !== 'rc' && kind !== 'uc' && kind !== 'ud') throw new UsageError(`expected 'rc', 'uc' or 'ud', got '${kind ?? ''}'`);
   if (extra !== undefined) throw new UsageError(`unexpected argument '${extra}'`);
+  // ud_pingpong.c's getopt string has no 'm' ("p:d:i:s:r:n:l:eg:c"): an unknown option there.
+  if (kind === 'ud' && values.mtu !== undefined) {
+    const given = argv.find((a) => a === '--mtu' || a.startsWith('--mtu=')) ? '--mtu' : '-m';
+    throw new UsageError(`unknown option '${given}' (ud_pingpong has no path MTU option)`);
+  }
   // The C tools read their numbers with strtol(..., 0): decimal, 0x hex, 0-prefixed octal.
   const num = (name: keyof typeof OPTIONS, v: string | undefined, d: number, min: number, max: number) => {
     const short = (OPTIONS as Record<string, { short?: string }>)[name]!.short;
@@ -131,7 +145,7 @@ export async function pingpong(argv: string[], out: (line: string) => void = (l)
   const iters = num('iters', values.iters, 1000, 1, 2 ** 31 - 1);
   const sl = num('sl', values.sl, 0, 0, 15);
   const gidx = num('gid-idx', values['gid-idx'], 0, 0, 0);
-  const bind = values.bind ?? '127.0.0.1';
+  const bind = await resolveBindOption('--bind', values.bind ?? '127.0.0.1');
   const udpPort = num('udp-port', values['udp-port'], 4791, 0, 65535);
 
   let dev: Device;
@@ -146,7 +160,8 @@ export async function pingpong(argv: string[], out: (line: string) => void = (l)
   try {
     if (ud) {
       const portMtu = 128 << ctx.queryPort(ibPort).activeMtu;
-      if (size > portMtu) throw new UsageError(`Requested size larger than port MTU (${portMtu})`);
+      // pp_init_ctx: a message, no usage, exit 1.
+      if (size > portMtu) throw new Error(`Requested size larger than port MTU (${portMtu})`);
     }
     const pd = ctx.allocPd();
     const buf = Buffer.alloc(ud ? size + GRH : size, 0x7b);
@@ -246,7 +261,9 @@ export async function pingpong(argv: string[], out: (line: string) => void = (l)
       }
     };
     let idleSince = Date.now();
+    let quietSince = process.hrtime.bigint();
     const waits = new WaitTimeouts();
+    const silent = () => new Error(`no completion for ${EXCHANGE_TIMEOUT_MS} ms (${rcnt} received, ${scnt} sent)`);
     while (rcnt < iters || scnt < iters) {
       if (channel) {
         await waits.run(EXCHANGE_TIMEOUT_MS, (signal) => channel.getCqEvent({ signal }));
@@ -254,11 +271,28 @@ export async function pingpong(argv: string[], out: (line: string) => void = (l)
       }
       const wcs = spinPoll(cq, 2); // a CQ with a channel cannot spin: one poll
       for (const wc of wcs) onWc(wc);
-      if (wcs.length) idleSince = Date.now();
-      else if (!channel) {
-        if (Date.now() - idleSince > EXCHANGE_TIMEOUT_MS) throw new Error(`no completion for ${EXCHANGE_TIMEOUT_MS} ms (${rcnt} received, ${scnt} sent)`);
-        await new Promise((r) => setImmediate(r));
+      if (wcs.length) {
+        idleSince = Date.now();
+        quietSince = process.hrtime.bigint();
+        continue;
       }
+      if (channel) continue;
+      if (Date.now() - idleSince > EXCHANGE_TIMEOUT_MS) throw silent();
+      // Spin (a turn of the event loop at a time) while an answer is likely soon; then sleep
+      // until the CQ has a completion.
+      if (process.hrtime.bigint() - quietSince < SPIN_NS) {
+        await new Promise((r) => setImmediate(r));
+        continue;
+      }
+      try {
+        const wc = await waits.run(Math.max(1, EXCHANGE_TIMEOUT_MS - (Date.now() - idleSince)), (signal) => cq.next({ signal }));
+        onWc(wc);
+        idleSince = Date.now();
+      } catch (err) {
+        if (err instanceof WaitTimeoutError) throw silent();
+        throw err;
+      }
+      quietSince = process.hrtime.bigint();
     }
     const usec = Number(process.hrtime.bigint() - t0) / 1e3;
     const bytes = size * iters * 2;

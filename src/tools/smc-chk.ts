@@ -6,6 +6,7 @@
 // listener that reads and drops what it is sent), as smc_chk -S does.
 
 import type net from 'node:net';
+import { lookup } from 'node:dns/promises';
 import { interfaceAddresses } from '../smc/interfaces.js';
 import { runtimeDirName } from '../ism/runtime-dir.js';
 import { once } from 'node:events';
@@ -16,17 +17,20 @@ import { describeDecline } from './decline-text.js';
 
 export const SMC_CHK_USAGE = `usage: softrdma smc-chk [options] <host> <port>
        softrdma smc-chk [options] -C <host> [-p <port>]
-       softrdma smc-chk -S [-p <port>]
+       softrdma smc-chk -S [-6] [-p <port>]
 
 Check SMC with a service: connect to it with softrdma/smc and tell whether the connection
 uses SMC-D (a service on this host) or SMC-R (another host) and, if it fell back to TCP, why
 and what to do about it (like smc_chk -C).
-Exit code 0: SMC-D or SMC-R; 1: TCP fallback or no connection.
+Exit code 0: SMC-D or SMC-R; 1: TCP fallback, no connection, or an unknown host (smc_chk
+exits 0 after a fallback); 2: bad options.
 
-  -C, --connect HOST   the service's host (or give host and port as arguments)
+  -C, --connect HOST   the service's host (or give host and port as arguments); a name is
+                       resolved first, as smc_chk does, and the test uses its first address
   -p, --port PORT      its port (default 37373, as smc_chk's)
   -S, --server         start an SMC server on PORT (0: any free port) to check against;
                        it prints "Server started on port N" and runs until interrupted
+  -6, --ipv6           with -S: listen on IPv6 only (with -C the address decides, as in smc_chk)
   -d, --debug          show the connection's SMC state as JSON (getSmcInfo)
   -t, --timeout SEC    give up on connecting after SEC seconds (default 10)
   -v, --version        version;  -h, --help  this help`;
@@ -79,14 +83,14 @@ export function advice(info: SmcInfo, host: string, port: number): string[] {
   return [];
 }
 
-/** The live test's name, as smc_chk prints it: SMC-D for a service on this host, SMC-R for another. */
-function liveTest(info: SmcInfo, host: string): string {
-  const r = info.mode === 'SMCR' || (info.mode !== 'SMCD' && !isLocal(host));
-  return `  Live test (SMC-${r ? 'R' : 'D'})`;
-}
+/**
+ * The live test's line, smc_chk's in its connect mode (-C): softrdma/smc's client tries both, SMC-D
+ * with a service on this host and SMC-R with one on another.
+ */
+const LIVE_TEST = '  Live test (SMC-D and SMC-R)';
 
 export function report(info: SmcInfo, host: string, port: number): string[] {
-  const out = [`Test with target IP ${host} and port ${port}`, liveTest(info, host)];
+  const out = [`Test with target IP ${host} and port ${port}`, LIVE_TEST];
   if (info.mode === 'SMCD') {
     out.push('     Success, using SMC-D', `     (buffers: ${info.bufferSize} bytes to receive, ${info.peerBufferSize} bytes at the peer)`);
     return out;
@@ -106,9 +110,10 @@ export function report(info: SmcInfo, host: string, port: number): string[] {
   return out;
 }
 
-async function serve(port: number): Promise<number> {
+async function serve(port: number, ipv6: boolean): Promise<number> {
   const server = createServer((s) => { s.on('error', () => {}); s.resume(); });
-  server.listen(port);
+  // smc_chk -S -6: its server binds an AF_INET6 socket; without -6 ours takes both families.
+  server.listen(ipv6 ? { port, host: '::', ipv6Only: true } : { port });
   await once(server, 'listening');
   console.log(`Server started on port ${(server.address() as net.AddressInfo).port}`);
   await new Promise<void>((resolve) => {
@@ -121,25 +126,46 @@ async function serve(port: number): Promise<number> {
 
 const SMC_CHK_OPTIONS = {
   connect: { type: 'string', short: 'C' }, port: { type: 'string', short: 'p' }, server: { type: 'boolean', short: 'S' },
-  debug: { type: 'boolean', short: 'd' }, timeout: { type: 'string', short: 't' },
+  debug: { type: 'boolean', short: 'd' }, timeout: { type: 'string', short: 't' }, ipv6: { type: 'boolean', short: '6' },
 } as const;
 
+/**
+ * `softrdma smc-chk`. Usage errors exit 2 (smc_chk's when getopt fails); no host and no -S prints
+ * the usage and exits 0, as smc_chk without a mode; a host that does not resolve is smc_chk's
+ * `Error: Unknown destination '<name>'`, exit 1.
+ */
 export async function smcChk(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({ args: getoptArgs(args, SMC_CHK_OPTIONS), allowPositionals: true, options: SMC_CHK_OPTIONS });
   // smc_chk's -C HOST -p PORT, or HOST PORT as arguments.
   const rest = [...positionals];
-  const host = values.server ? undefined : values.connect ?? rest.shift();
+  const name = values.server ? undefined : values.connect ?? rest.shift();
   const portText = values.port ?? rest.shift();
   if (rest.length) throw new UsageError(`unexpected argument '${rest[0]}'`);
   const port = intOption(values.port !== undefined ? '-p/--port' : 'the port', portText, DEFAULT_PORT, 0, 65535);
   if (values.server) {
-    if (values.connect !== undefined) throw new UsageError('-S and -C exclude each other');
-    return serve(port);
+    if (values.connect !== undefined) {
+      // set_mode(): the mode given first, then the other.
+      const first = args.findIndex((a) => /^(-S|--server)$/.test(a)) < args.findIndex((a) => /^(-C|--connect)/.test(a));
+      const [a, b] = first ? ["'-S/--server'", "'-C/--connect'"] : ["'-C/--connect'", "'-S/--server'"];
+      throw new UsageError(`Error: Cannot combine options ${a} and ${b}`, { bare: true, exitCode: 1 });
+    }
+    return serve(port, values.ipv6 === true);
   }
-  if (host === undefined) throw new UsageError('no host given');
+  if (name === undefined) {
+    console.log(SMC_CHK_USAGE);
+    return 0;
+  }
   if (port === 0) throw new UsageError('port 0 is not a service');
   // Whole seconds, within what a timer takes (a larger value would fire at once, with a warning).
   const timeoutMs = intOption('-t/--timeout', values.timeout, 10, 1, MAX_TIMER_SEC) * 1000;
+  // smc_chk: ip="`getent ahosts $2 | awk '{print($1)}' | head -1`" (getaddrinfo's first answer).
+  let host: string;
+  try {
+    host = (await lookup(name)).address;
+  } catch {
+    console.log(`Error: Unknown destination '${name}'`);
+    return 1;
+  }
 
   const sock = connect({ host, port, smc: true });
   const info = await new Promise<SmcInfo | Error>((resolve) => {
@@ -149,10 +175,11 @@ export async function smcChk(args: string[]): Promise<number> {
   });
   sock.destroy();
   if (info instanceof Error) {
-    console.log(`Test with target IP ${host} and port ${port}\n  Live test (SMC-${isLocal(host) ? 'D' : 'R'})\n     Failed, no connection: ${(info as NodeJS.ErrnoException).code ?? info.message}`);
+    console.log(`Test with target IP ${host} and port ${port}\n${LIVE_TEST}\n     Failed, no connection: ${(info as NodeJS.ErrnoException).code ?? info.message}\n`);
     return 1;
   }
   for (const l of report(info, host, port)) console.log(l);
   if (values.debug) console.log(`     [debug] getSmcInfo: ${JSON.stringify(info)}`);
+  console.log(''); // test_iface's closing echo
   return info.mode === 'SMCD' || info.mode === 'SMCR' ? 0 : 1;
 }

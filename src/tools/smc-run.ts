@@ -10,6 +10,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { resolveCommand } from './command-path.js';
 import { runWithTcpOption } from './smc-tcp-option.js';
 import { UsageError } from './usage.js';
+import { packageVersion } from './version.js';
 
 export { resolveCommand };
 
@@ -60,15 +61,55 @@ export function preloadOptions(version = process.versions.node): string {
   return canRequireEsm(version) ? `--require ${quoted}` : `--import ${autoModuleUrl()}`;
 }
 
-/** Where smc-run's own options end: at the first word that is not one of them (the command). */
-export function smcRunOptionEnd(args: string[]): number {
+/**
+ * smc-run's own options, as smc_run's `getopts "dhr:t:v"` reads them (plus softrdma's -o): a group
+ * of letters in one word (-dr 1m, -dr1m, -do), the value of -r or -t the rest of the word or
+ * the next word; they end at the first word that is not an option (the command), or '--'.
+ * softrdma's long options (--debug, --any, --tcp-option, --cgroup DIR) go among them.
+ */
+interface Scanned {
+  /** Index of the command (or of '--' before it). */
+  end: number;
+  flags: Array<{ opt: string; value?: string }>;
+  /** An option smc_run's getopts does not know, or one that lacks its value. */
+  error?: string;
+}
+
+const SHORT_FLAGS = new Set(['d', 'h', 'v', 'o']);
+const SHORT_VALUES = new Set(['r', 't']);
+const LONG_FLAGS = new Set(['--debug', '--any', '--tcp-option', '--help', '--version']);
+
+function scan(args: string[]): Scanned {
+  const flags: Scanned['flags'] = [];
   for (let i = 0; i < args.length; i++) {
     const a = args[i]!;
-    if (a === '--') return i;
-    if (a === '-r' || a === '-t' || a === '--cgroup') { i++; continue; }
-    if (!a.startsWith('-') || a === '-') return i;
+    if (a === '--' || !a.startsWith('-') || a === '-') return { end: i, flags };
+    if (a.startsWith('--')) {
+      if (LONG_FLAGS.has(a)) { flags.push({ opt: a }); continue; }
+      if (a === '--cgroup' || a.startsWith('--cgroup=')) {
+        const value = a === '--cgroup' ? args[++i] : a.slice('--cgroup='.length);
+        if (value === undefined) return { end: args.length, flags, error: "option '--cgroup' needs a value" };
+        flags.push({ opt: '--cgroup', value });
+        continue;
+      }
+      return { end: i, flags, error: `unknown option '${a}'` };
+    }
+    for (let k = 1; k < a.length; k++) {
+      const c = a[k]!;
+      if (SHORT_FLAGS.has(c)) { flags.push({ opt: `-${c}` }); continue; }
+      if (!SHORT_VALUES.has(c)) return { end: i, flags, error: `unknown option '-${c}'` };
+      const value = k < a.length - 1 ? a.slice(k + 1) : args[++i];
+      if (value === undefined) return { end: args.length, flags, error: `option '-${c}' needs a value` };
+      flags.push({ opt: `-${c}`, value });
+      break;
+    }
   }
-  return args.length;
+  return { end: args.length, flags };
+}
+
+/** Where smc-run's own options end: at the first word that is not one of them (the command). */
+export function smcRunOptionEnd(args: string[]): number {
+  return scan(args).end;
 }
 
 /** smc_run's SIZE: bytes, or with a k/m suffix; as a DMB size, rounded up to 16 KiB x 2^n. */
@@ -82,29 +123,34 @@ export function parseBufferSize(text: string): number {
   return size;
 }
 
-export interface SmcRunOptions { command: string[]; debug: boolean; bufferSize: number | undefined; any: boolean; tcpOption: boolean; cgroup: string | undefined }
+export interface SmcRunOptions {
+  command: string[]; debug: boolean; bufferSize: number | undefined; any: boolean; tcpOption: boolean; cgroup: string | undefined;
+  /** -h or -v inside a group of options (`-dv`): smc_run's getopts acts on it where it comes. */
+  action?: 'help' | 'version';
+}
 
+/**
+ * smc-run's arguments. Usage errors exit 1, as smc_run's (an invalid option, an invalid size, no
+ * command).
+ */
 export function parseSmcRunArgs(args: string[]): SmcRunOptions {
   const o: SmcRunOptions = { command: [], debug: false, bufferSize: undefined, any: false, tcpOption: false, cgroup: undefined };
-  const end = smcRunOptionEnd(args);
-  for (let i = 0; i < end; i++) {
-    const a = args[i]!;
-    if (a === '-d' || a === '--debug') o.debug = true;
-    else if (a === '--any') o.any = true;
-    else if (a === '-o' || a === '--tcp-option') o.tcpOption = true;
-    else if (a === '--cgroup') {
-      o.cgroup = args[++i];
-      if (o.cgroup === undefined) throw new UsageError("option '--cgroup' needs a value");
+  const s = scan(args);
+  for (const { opt, value } of s.flags) {
+    if (opt === '-h' || opt === '--help') return { ...o, action: 'help' };
+    if (opt === '-v' || opt === '--version') return { ...o, action: 'version' };
+    if (opt === '-d' || opt === '--debug') o.debug = true;
+    else if (opt === '--any') o.any = true;
+    else if (opt === '-o' || opt === '--tcp-option') o.tcpOption = true;
+    else if (opt === '--cgroup') o.cgroup = value;
+    else if (opt === '-r') o.bufferSize = parseBufferSize(value!);
+    else if (opt === '-t') {
+      parseBufferSize(value!);
+      process.stderr.write('softrdma smc-run: -t ignored: SMC-D has no send buffer (the sender writes into the receiver\'s buffer; size that with -r)\n');
     }
-    else if (/^-[rt]/.test(a)) { // -r SIZE or -rSIZE
-      const v = a.length > 2 ? a.slice(2) : args[++i];
-      if (v === undefined) throw new UsageError(`option '${a}' needs a value`);
-      const size = parseBufferSize(v);
-      if (a.startsWith('-r')) o.bufferSize = size;
-      else process.stderr.write('softrdma smc-run: -t ignored: SMC-D has no send buffer (the sender writes into the receiver\'s buffer; size that with -r)\n');
-    } else throw new UsageError(`unknown option '${a}'`);
   }
-  o.command = args[end] === '--' ? args.slice(end + 1) : args.slice(end);
+  if (s.error) throw new UsageError(s.error);
+  o.command = args[s.end] === '--' ? args.slice(s.end + 1) : args.slice(s.end);
   if (o.command.length === 0) throw new UsageError('no command given');
   if (o.cgroup !== undefined && !o.tcpOption) throw new UsageError("--cgroup goes with --tcp-option");
   return o;
@@ -138,6 +184,8 @@ export function isNodeProgram(file: string): boolean {
 export function smcRun(args: string[]): Promise<number> {
   let o: SmcRunOptions;
   try { o = parseSmcRunArgs(args); } catch (e) { return Promise.reject(e); }
+  if (o.action === 'help') { console.log(SMC_RUN_USAGE); return Promise.resolve(0); }
+  if (o.action === 'version') { console.log(`softrdma smc-run ${packageVersion()}`); return Promise.resolve(0); }
   const cmd = o.command;
   const file = resolveCommand(cmd[0]!);
   if (!file) {

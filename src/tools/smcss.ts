@@ -16,7 +16,7 @@ import { UsageError } from './usage.js';
 
 export const SMCSS_USAGE = `usage: softrdma smcss [ OPTIONS ]
   -h, --help          this message
-  -V, -v, --version   show version information (as smcss)
+  -v, -V, --version   show version information (smcss's -v)
   -a, --all           show all sockets
   -l, --listening     show listening sockets
   -d, --debug         show debug socket information
@@ -118,9 +118,13 @@ export async function collect(all: boolean): Promise<Collected> {
   return { rows, linkGroups, warnings };
 }
 
-/** smcss's addr_format: "addr:port", the address cut to fit 23 characters unless wide. */
+/**
+ * smcss's addr_format: "addr:port", the address cut to fit 23 characters unless wide. As
+ * smcss prints the kernel's, an IPv4 address of an AF_INET6 socket keeps its '::ffff:' (Node
+ * reports an AF_INET6 socket's IPv4 peers so, an AF_INET socket's addresses without it).
+ */
 export function addrText(a: string, p: number, wide: boolean): string {
-  const host = a.replace(/^::ffff:(?=\d+\.)/, '');
+  const host = a;
   const port = String(p);
   if (wide || host.length + 1 + port.length <= ADDR_LEN_SHORT) return `${host}:${port}`;
   return `${host.slice(0, ADDR_LEN_SHORT - 1 - port.length - 2)}..:${port}`;
@@ -171,14 +175,14 @@ function smcrColumns(r: Row): string {
   return g ? `${g.role === 'server' ? 'SERV' : 'CLNT'} ${g.ibDev.padEnd(15)} ${hex(g.ibPort, 2)}   ${hex(g.linkId, 2)}     ${g.gid.padEnd(40)} ${g.peerGid}` : '';
 }
 
-/** Rows as smcss prints them (print_header and show_one_smc_sock). */
+/** Rows as smcss prints them (print_header and show_one_smc_sock), trailing blanks and all. */
 export function format(rows: Row[], o: FormatOptions = {}): string {
   let head = 'State          UID   Inode   Local Address           Peer Address            Intf Mode ';
   if (o.debug) head += 'Shutd Token    Sndbuf   Rcvbuf   Peerbuf  rxprod-Cursor rxcons-Cursor rxFlags txprod-Cursor txcons-Cursor txFlags txprep-Cursor txsent-Cursor txfin-Cursor  ';
   if (o.smcr) head += 'Role IB-device       Port Linkid GID                                      Peer-GID';
   if (o.smcd) head += 'GID              Token            Peer-GID         Peer-Token       Linkid';
   const uid = o.uid ?? (process.getuid?.() ?? 0);
-  const lines = [head.trimEnd()];
+  const lines = [head];
   for (const r of rows) {
     let l = `${r.state.padEnd(14)} ${String(uid).padStart(5, '0')} ${String(r.pid).padStart(7, '0')} `;
     if (r.state !== 'INIT') {
@@ -200,14 +204,19 @@ export function format(rows: Row[], o: FormatOptions = {}): string {
         }
       }
     }
-    lines.push(l.trimEnd());
+    lines.push(l);
   }
   return lines.join('\n');
 }
 
+/**
+ * `softrdma smcss [options]`. Usage errors (an unknown option, combinations smcss refuses) exit
+ * 1, as smcss's usage(); arguments that are not options are ignored, as smcss.c ignores them.
+ */
 export async function smcss(args: string[]): Promise<void> {
   const { values: v } = parseArgs({
     args,
+    allowPositionals: true,
     options: {
       all: { type: 'boolean', short: 'a' }, listening: { type: 'boolean', short: 'l' }, debug: { type: 'boolean', short: 'd' },
       wide: { type: 'boolean', short: 'W' }, smcd: { type: 'boolean', short: 'D' }, smcr: { type: 'boolean', short: 'R' },
@@ -226,10 +235,11 @@ export async function smcss(args: string[]): Promise<void> {
   const rows = all.filter((r) => {
     if (v.listening) return r.state === 'LISTEN';
     if (!v.all && (r.state === 'LISTEN' || r.state === 'INIT')) return false;
-    if (v.smcd && r.mode !== 'SMCD') return false;
     // Linux reports a socket without a link group that did not fall back (a listener, a handshake
-    // in progress) as SMC-R, so smcss -R -a lists those too.
-    if (v.smcr && r.mode !== 'SMCR' && r.state !== 'LISTEN' && r.state !== 'INIT') return false;
+    // in progress) as SMC-R (diag_mode), so smcss -R -a lists those too and -D -a does not.
+    const unsettled = r.state === 'LISTEN' || r.state === 'INIT';
+    if (v.smcd && (r.mode !== 'SMCD' || unsettled)) return false;
+    if (v.smcr && r.mode !== 'SMCR' && !unsettled) return false;
     return true;
   });
   for (const w of warnings) console.error(`smcss: ${w}`);

@@ -1,13 +1,29 @@
 // The error a tool throws for bad command-line input: the CLI prints it with the tool's
-// usage and exits 2, unlike a runtime failure (exit 1). And what every tool's option parsing
-// shares: integer values (one parser for all), getopt's way with values that start with '-',
-// addresses that may be host names.
+// synopsis and exits with the status the original tool exits with for bad input (each
+// command's in src/cli/main.ts; an error may carry its own), unlike a runtime failure (exit 1).
+// And what every tool's option parsing shares: integer values (one parser for all), getopt's
+// way with values that start with '-', addresses that may be host names.
 
 import { lookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
 import type { ParseArgsConfig } from 'node:util';
 
-export class UsageError extends Error {}
+export interface UsageErrorOptions {
+  /** The exit status, where the original exits with another one for this mistake than for the command's other usage errors. */
+  exitCode?: number;
+  /** Print the message alone, as the original does (no 'softrdma <cmd>: ' prefix, no synopsis). */
+  bare?: boolean;
+}
+
+export class UsageError extends Error {
+  readonly exitCode: number | undefined;
+  readonly bare: boolean;
+  constructor(message: string, opts: UsageErrorOptions = {}) {
+    super(message);
+    this.exitCode = opts.exitCode;
+    this.bare = opts.bare ?? false;
+  }
+}
 
 /**
  * How an integer option's value may be written. 'c': what C's strtol(s, &end, 0) takes whole
@@ -107,6 +123,22 @@ export async function resolveAddressOptions(options: ReadonlyArray<readonly [str
     }
   }
   return out;
+}
+
+/**
+ * A local address option of softrdma's own (`--bind`): an IP literal, or a host name resolved as
+ * resolveAddressOptions resolves -b (its first answer); anything else (an empty value, a name
+ * that does not resolve) is a UsageError naming the option as `label` ('--bind').
+ */
+export async function resolveBindOption(label: string, v: string, opts: UsageErrorOptions = {}): Promise<string> {
+  if (isIP(v) !== 0) return v;
+  if (v === '') throw new UsageError(`${label} must be an IPv4 or IPv6 address or a host name, got ''`, opts);
+  try {
+    return (await lookup(v)).address;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new UsageError(`${label} must be an IPv4 or IPv6 address or a host name that resolves, got '${v}' (${code ?? (err as Error).message})`, opts);
+  }
 }
 
 /**

@@ -72,7 +72,7 @@ test('rping -c towards a port nobody listens on: REJECTED with IB_CM_REJ_INVALID
   await s.exit().catch(() => 0);
 });
 
-test('rping usage errors exit 2', async () => {
+test('rping usage errors exit 22 (EINVAL, as rping.c returns from main)', async () => {
   for (const [args, re] of [
     [['rping'], /give one of -s/],
     [['rping', '-c'], /needs -a/],
@@ -81,7 +81,7 @@ test('rping usage errors exit 2', async () => {
     [['rping', '-s'], /the server needs -a/],
   ] as const) {
     const p = run([...args]);
-    assert.equal(await p.exit(), 2, `${args.join(' ')}: ${p.stderr}`);
+    assert.equal(await p.exit(), 22, `${args.join(' ')}: ${p.stderr}`);
     assert.match(p.stderr, re);
   }
 });

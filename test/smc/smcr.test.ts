@@ -144,7 +144,7 @@ test('SMC-R across two network namespaces', { skip }, async (t) => {
     const p = run(['smc-chk', ADDR_A, '7101'], { netns: NS_B, env: { ...env, SOFTRDMA_SMCR_DISCOVERY_WAIT_MS: '1000' } });
     procs.push(p);
     assert.equal(await p.exit(30_000), 0, p.stdout + p.stderr);
-    assert.match(p.stdout, new RegExp(`^Test with target IP ${ADDR_A.replace(/\./g, '\\.')} and port 7101\n  Live test \\(SMC-R\\)\n     Success, using SMC-R\n     \\(buffers: \\d+ bytes to receive, \\d+ bytes at the peer; link 1 on \\S+, QP 0x[0-9a-f]+ to 0x[0-9a-f]+\\)`));
+    assert.match(p.stdout, new RegExp(`^Test with target IP ${ADDR_A.replace(/\./g, '\\.')} and port 7101\n  Live test \\(SMC-D and SMC-R\\)\n     Success, using SMC-R\n     \\(buffers: \\d+ bytes to receive, \\d+ bytes at the peer; link 1 on \\S+, QP 0x[0-9a-f]+ to 0x[0-9a-f]+\\)`));
   });
 
   await t.test('later connections to the same peer reuse the link group, also in parallel', async () => {

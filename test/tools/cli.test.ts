@@ -25,6 +25,16 @@ const runtime = testRuntimeDir('cli');
 const env = { SOFTRDMA_RUNTIME_DIR: runtime };
 const COMMANDS = ['demo', 'devinfo', 'perftest', 'pingpong', 'rping', 'cmatose', 'smcss', 'linkgroup', 'smc-chk', 'smc-run', 'smc-tcp-option', 'smc-demo'];
 const version = (JSON.parse(fs.readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+/**
+ * The exit status of a usage error, the original's: ibv_devinfo 255 (getopt's default: return
+ * -1), the *_pingpong examples, cmatose, smcss and smc_run 1, perftest 1 (FAILURE), rping 22
+ * (EINVAL), smc_chk 2 (getopt failed), smcr linkgroup 255 (exit(-1)); softrdma's own commands 2.
+ */
+const USAGE_EXIT: Record<string, number> = {
+  demo: 2, devinfo: 255, perftest: 1, pingpong: 1, rping: 22, cmatose: 1, smcss: 1, linkgroup: 255, 'smc-chk': 2, 'smc-run': 1, 'smc-tcp-option': 2, 'smc-demo': 2,
+};
+/** What --version prints: smcss's format (smcss.c: "smcss utility, smc-tools-%s"), else softrdma's. */
+const versionLine = (cmd: string) => (cmd === 'smcss' ? `smcss utility, softrdma-${version}` : `softrdma ${cmd} ${version}`);
 
 async function out(args: string[], ms = 20_000): Promise<{ code: number; stdout: string; stderr: string }> {
   const p = run(args, { env });
@@ -54,15 +64,20 @@ describe('every subcommand', () => {
       assert.equal(h.stderr, '');
       const v = await out([cmd, '--version']);
       assert.equal(v.code, 0, v.stderr);
-      assert.equal(v.stdout.trim(), `softrdma ${cmd} ${version}`);
+      assert.equal(v.stdout.trim(), versionLine(cmd));
       assert.ok(Date.now() - t0 < 10_000);
     });
 
-    it(`${cmd} --bogus: one line naming the option, then the synopsis`, async () => {
+    it(`${cmd} --bogus: one line naming the option, then the synopsis; exit ${USAGE_EXIT[cmd]}, as the original`, async () => {
       const args = cmd === 'perftest' ? [cmd, 'write_bw', '--bogus'] : cmd === 'pingpong' ? [cmd, 'rc', '--bogus'] : [cmd, '--bogus'];
       const r = await out(args);
-      assert.equal(r.code, 2);
+      assert.equal(r.code, USAGE_EXIT[cmd]);
       assert.equal(r.stdout, '');
+      if (cmd === 'linkgroup') {
+        // smc.c's own message, alone (its '--' prefix loses one dash, as there).
+        assert.equal(r.stderr, 'Error: Option "-bogus" is unknown, try "softrdma linkgroup help".\n');
+        return;
+      }
       const [first, second, third] = r.stderr.trimEnd().split('\n');
       assert.equal(first, `softrdma ${cmd}: unknown option '--bogus'`);
       assert.match(second!, new RegExp(`^usage: softrdma ${cmd}`));
@@ -70,9 +85,23 @@ describe('every subcommand', () => {
     });
   }
 
-  it('an unknown command or top-level option is named', async () => {
-    assert.match((await out(['frobnicate'])).stderr, /^softrdma: unknown command 'frobnicate'/);
-    assert.match((await out(['--frob'])).stderr, /^softrdma: unknown option '--frob'/);
+  it('an unknown command or top-level option is named, exit 1', async () => {
+    const cmd = await out(['frobnicate']);
+    assert.match(cmd.stderr, /^softrdma: unknown command 'frobnicate'/);
+    assert.equal(cmd.code, 1);
+    const opt = await out(['--frob']);
+    assert.match(opt.stderr, /^softrdma: unknown option '--frob'/);
+    assert.equal(opt.code, 1);
+  });
+
+  it('no command: the usage on stderr, exit 1 (as npm and git); --help: on stdout, exit 0', async () => {
+    const none = await out([]);
+    assert.equal(none.code, 1);
+    assert.equal(none.stdout, '');
+    assert.match(none.stderr, /^usage: softrdma <command> \[options\]\n/);
+    const help = await out(['--help']);
+    assert.equal(help.code, 0);
+    assert.equal(help.stdout, `${none.stderr}`);
   });
 });
 
@@ -107,6 +136,76 @@ describe('devinfo (ibv_devinfo)', () => {
     assert.equal(port.code, 4);
     assert.equal(port.stderr, 'Invalid port requested for device\n');
     assert.match((await out(['devinfo', '-i', '1'])).stdout, /\t\tport:\t1\n/);
+  });
+
+  it('-v: device_cap_flags and their names (print_device_cap_flags), the ODP block, the unsupported lines and num_comp_vectors, as devinfo.c', async () => {
+    const r = await out(['devinfo', '-v', '--bind', '127.0.0.2']);
+    assert.equal(r.code, 0, r.stderr);
+    // PORT_ACTIVE_EVENT | SYS_IMAGE_GUID | RC_RNR_NAK_GEN | MEM_WINDOW | MEM_WINDOW_TYPE_2B (ib_user_verbs.h's bits).
+    assert.match(r.stdout, /\tmax_qp_wr:\t\t\t\d+\n\tdevice_cap_flags:\t\t0x01021c00\n\t{5}PORT_ACTIVE_EVENT\n\t{5}SYS_IMAGE_GUID\n\t{5}RC_RNR_NAK_GEN\n\t{5}MEM_WINDOW\n\t{5}MEM_WINDOW_TYPE_2B\n\tmax_sge:/);
+    assert.doesNotMatch(r.stdout, /SRQ_RESIZE|MEM_MGT_EXTENSIONS|AUTO_PATH_MIG|Unknown flags/);
+    const after = [
+      '\tlocal_ca_ack_delay:\t\t15',
+      '\tgeneral_odp_caps:',
+      '\trc_odp_caps:', '\t\t\t\t\tNO SUPPORT', '\tuc_odp_caps:', '\t\t\t\t\tNO SUPPORT',
+      '\tud_odp_caps:', '\t\t\t\t\tNO SUPPORT', '\txrc_odp_caps:', '\t\t\t\t\tNO SUPPORT',
+      '\tcompletion_timestamp_mask not supported',
+      '\tcore clock not supported',
+      '\tdevice_cap_flags_ex:\t\t0x1021C00',
+      '\ttso_caps:', '\t\tmax_tso:\t\t\t0',
+      '\trss_caps:', '\t\tmax_rwq_indirection_tables:\t\t\t0', '\t\tmax_rwq_indirection_table_size:\t\t\t0',
+      '\t\trx_hash_function:\t\t\t\t0x0', '\t\trx_hash_fields_mask:\t\t\t\t0x0',
+      '\tmax_wq_type_rq:\t\t\t0',
+      '\tpacket_pacing_caps:', '\t\tqp_rate_limit_min:\t0kbps', '\t\tqp_rate_limit_max:\t0kbps',
+      '\ttag matching not supported',
+      '\tnum_comp_vectors:\t\t1',
+      '\t\tport:\t1',
+    ].join('\n');
+    assert.ok(r.stdout.includes(`\n${after}\n`), r.stdout);
+    // Without -v none of it.
+    assert.doesNotMatch((await out(['devinfo', '--bind', '127.0.0.2'])).stdout, /device_cap_flags|odp_caps|num_comp_vectors/);
+  });
+
+  it('exit codes of bad input as devinfo.c: an unknown option or a missing value 255, -i below 1 1; other words are ignored', async () => {
+    const bogus = await out(['devinfo', '-x']);
+    assert.equal(bogus.code, 255);
+    assert.equal((await out(['devinfo', '-d'])).code, 255);
+    assert.equal((await out(['devinfo', '-i', '0'])).code, 1);
+    assert.equal((await out(['devinfo', '-i', 'abc'])).code, 1);
+    const words = await out(['devinfo', 'extra', '-l', 'words']);
+    assert.equal(words.code, 0, words.stderr);
+    assert.equal(words.stdout, '1 HCA found:\n\trxe0\n\n');
+  });
+
+  it('--bind that is no address (empty, or a name that does not resolve): a usage error at once, no device made, exit 1', async () => {
+    for (const [args, re] of [
+      [['devinfo', '--bind='], /^softrdma devinfo: --bind must be an IPv4 or IPv6 address or a host name, got ''\n/],
+      [['devinfo', '--bind', ''], /^softrdma devinfo: --bind must be/],
+      [['devinfo', '-v', '--bind', 'no-such-host.invalid'], /^softrdma devinfo: --bind must be an IPv4 or IPv6 address or a host name that resolves, got 'no-such-host\.invalid'/],
+    ] as const) {
+      const t0 = Date.now();
+      const r = await out([...args], 10_000); // it used to hang for ever: the UDP socket stayed open
+      assert.equal(r.code, 1, r.stderr);
+      assert.match(r.stderr, re);
+      assert.equal(r.stdout, '');
+      assert.ok(Date.now() - t0 < 10_000);
+    }
+  });
+
+  it('RxeDevice.create with an address that is no IP address rejects and leaves no socket open (the process exits)', async () => {
+    const { spawnSync } = await import('node:child_process');
+    const index = new URL('../../src/index.js', import.meta.url).href;
+    const script = `import { createRxeDevice } from ${JSON.stringify(index)};
+      for (const address of ['', 'localhost', '127.0.0.300', undefined]) {
+        try { await createRxeDevice({ address, port: 0 }); console.log('created'); } catch (e) { console.log(e.code, e.message); }
+      }
+      console.log(JSON.stringify(process.getActiveResourcesInfo().filter((r) => /UDP/.test(r))));`;
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 15_000 });
+    assert.equal(r.status, 0, `${r.stdout}${r.stderr}${r.error ? String(r.error) : ''}`);
+    const lines = r.stdout.trim().split('\n');
+    assert.equal(lines.length, 5, r.stdout);
+    for (const l of lines.slice(0, 4)) assert.match(l, /^EINVAL .*address must be an IPv4 or IPv6 address/);
+    assert.equal(lines[4], '[]');
   });
 
   it('the node GUID comes from the address, EUI-64 style, the same in every run', async () => {
@@ -147,25 +246,46 @@ describe('smcss (smc-tools smcss.c)', () => {
     const text = format([row, { ...base, state: 'LISTEN', mode: 'SMCD', peerAddress: '*', peerPort: 0 }], { debug: true, uid: 0 });
     const [head, line, listen] = text.split('\n');
     assert.match(head!, /^State {10}UID {3}Inode {3}Local Address {11}Peer Address {12}Intf Mode Shutd Token {4}Sndbuf {3}Rcvbuf {3}Peerbuf  rxprod-Cursor rxcons-Cursor rxFlags txprod-Cursor/);
-    assert.equal(line, 'ACTIVE         00000 0000042 127.0.0.1:5000          127.0.0.1:40000         0000 SMCD  <-W  0000002a 000fffe0 0000ffe0 000fffe0 0000:0000002a 0001:00000008 80:00   0001:00000010 0000:0000002a 00:80   0001:00000010 0001:00000010 0001:00000010');
-    assert.equal(listen, 'LISTEN         00000 0000042 127.0.0.1:5000');
+    // Every printf of smcss.c ends with its blank ("%04x:%08x ", "%-*s "): kept, as smcss prints them.
+    assert.equal(line, 'ACTIVE         00000 0000042 127.0.0.1:5000          127.0.0.1:40000         0000 SMCD  <-W  0000002a 000fffe0 0000ffe0 000fffe0 0000:0000002a 0001:00000008 80:00   0001:00000010 0000:0000002a 00:80   0001:00000010 0001:00000010 0001:00000010 ');
+    assert.equal(listen, 'LISTEN         00000 0000042 127.0.0.1:5000          ');
+    assert.ok(head!.endsWith('txfin-Cursor  '), JSON.stringify(head));
     const [dHead, dLine] = format([row], { smcd: true, uid: 0 }).split('\n');
     assert.match(dHead!, /Intf Mode GID {14}Token {12}Peer-GID {9}Peer-Token {7}Linkid$/);
-    assert.equal(dLine, 'ACTIVE         00000 0000042 127.0.0.1:5000          127.0.0.1:40000         0000 SMCD 00000000000000ab 1234567890abcdef fedcba0987654321 0000000000000001 00000000');
+    assert.equal(dLine, 'ACTIVE         00000 0000042 127.0.0.1:5000          127.0.0.1:40000         0000 SMCD 00000000000000ab 1234567890abcdef fedcba0987654321 0000000000000001 00000000 ');
+  });
+
+  it('the trailing blanks of print_header and show_one_smc_sock: "Mode ", "%4s ", INIT after the inode, CLOSED after the interface', () => {
+    const [head, smcd, init, closed] = format([
+      { ...base, state: 'ACTIVE', mode: 'SMCD' }, { ...base, state: 'INIT', mode: 'SMCD' }, { ...base, state: 'CLOSED', mode: 'SMCD' },
+    ], { uid: 0 }).split('\n');
+    assert.equal(head, 'State          UID   Inode   Local Address           Peer Address            Intf Mode ');
+    assert.equal(smcd, 'ACTIVE         00000 0000042 127.0.0.1:5000          127.0.0.1:40000         0000 SMCD ');
+    assert.equal(init, 'INIT           00000 0000042 ');
+    assert.equal(closed, 'CLOSED         00000 0000042 127.0.0.1:5000          127.0.0.1:40000         0000 ');
+    const [rHead] = format([], { smcr: true, uid: 0 }).split('\n');
+    assert.ok(rHead!.endsWith('Mode Role IB-device       Port Linkid GID                                      Peer-GID'), JSON.stringify(rHead));
   });
 
   it('addresses longer than 23 characters are cut with ".." unless -W', () => {
     assert.equal(addrText('fd00:1234:5678:9abc::1', 40000, false), 'fd00:1234:5678:..:40000');
     assert.equal(addrText('fd00:1234:5678:9abc::1', 40000, true), 'fd00:1234:5678:9abc::1:40000');
-    assert.equal(addrText('::ffff:127.0.0.1', 80, false), '127.0.0.1:80');
+    // An AF_INET6 socket's IPv4 address, as the kernel reports it and smcss's inet_ntop prints it.
+    assert.equal(addrText('::ffff:127.0.0.1', 80, false), '::ffff:127.0.0.1:80');
+    assert.equal(addrText('127.0.0.1', 80, false), '127.0.0.1:80');
   });
 
-  it("smcss's option rules: -l excludes -a and -d, -D excludes -R", async () => {
+  it("smcss's option rules: -l excludes -a and -d, -D excludes -R; usage() exits 1; -v is smcss's version line; other words are ignored", async () => {
     for (const [a, b] of [['-l', '-a'], ['-l', '-d'], ['-D', '-R']] as const) {
       const r = await out(['smcss', a, b]);
-      assert.equal(r.code, 2);
+      assert.equal(r.code, 1);
       assert.match(r.stderr, /together with .* is not supported/);
     }
+    assert.equal((await out(['smcss', '-x'])).code, 1);
+    for (const v of ['-v', '-V', '--version']) assert.equal((await out(['smcss', v])).stdout, `smcss utility, softrdma-${version}\n`);
+    const words = await out(['smcss', 'extra']);
+    assert.equal(words.code, 0, words.stderr);
+    assert.match(words.stdout, /^State {10}UID/);
   });
 
   it('lists a live SMC-D connection and its listener: default, -a, -l, -D, -R', async () => {
@@ -175,17 +295,28 @@ describe('smcss (smc-tools smcss.c)', () => {
       const client = run(['smc-run', process.execPath, '-e', `const s=require('net').connect(${port},'127.0.0.1',()=>console.log('connected'));setTimeout(()=>s.destroy(),20000)`], { env });
       try {
         await client.waitFor(/connected/);
-        const rowRe = new RegExp(`^ACTIVE +\\d{5} \\d{7} 127\\.0\\.0\\.1:\\d+ +127\\.0\\.0\\.1:${port} +0000 SMCD$`, 'm');
-        const listenRe = new RegExp(`^LISTEN +\\d{5} \\d{7} \\S+:${port}$`, 'm');
+        const rowRe = new RegExp(`^ACTIVE +\\d{5} \\d{7} 127\\.0\\.0\\.1:\\d+ +127\\.0\\.0\\.1:${port} +0000 SMCD $`, 'm');
+        const listenRe = new RegExp(`^LISTEN +\\d{5} \\d{7} \\S+:${port} +$`, 'm');
+        // The server side is an AF_INET6 socket where the host has IPv6 (smc-chk -S listens on ::): its IPv4
+        // addresses keep '::ffff:', as smcss prints the kernel's.
+        const v6 = new RegExp(`^LISTEN +\\d{5} \\d{7} :::${port} `, 'm').test((await out(['smcss', '-l'])).stdout);
+        const mapped = v6 ? '::ffff:' : '';
+        const serverRe = new RegExp(`^ACTIVE +\\d{5} \\d{7} ${mapped}127\\.0\\.0\\.1:${port} +${mapped}127\\.0\\.0\\.1:\\d+ +0000 SMCD $`, 'm');
         let r = await out(['smcss']);
         for (let i = 0; i < 20 && !rowRe.test(r.stdout); i++) r = await out(['smcss']); // the handshake may still run
         assert.match(r.stdout, rowRe);
+        assert.match(r.stdout, serverRe);
         assert.doesNotMatch(r.stdout, listenRe);
         assert.match((await out(['smcss', '-a'])).stdout, listenRe);
+        // A listener has no link group: Linux reports it as SMC-R (diag_mode), so -D -a leaves it out and -R -a shows it.
+        const da = (await out(['smcss', '-D', '-a'])).stdout;
+        assert.doesNotMatch(da, /^LISTEN/m);
+        assert.match(da, /^ACTIVE/m);
+        assert.match((await out(['smcss', '-R', '-a'])).stdout, listenRe);
         const l = (await out(['smcss', '-l'])).stdout;
         assert.match(l, listenRe);
         assert.doesNotMatch(l, /^ACTIVE/m);
-        const smcdRe = new RegExp(`${rowRe.source.slice(0, -1)} [0-9a-f]{16} [0-9a-f]{16} [0-9a-f]{16} [0-9a-f]{16} 00000000$`, 'm');
+        const smcdRe = new RegExp(`${rowRe.source.slice(0, -1)}[0-9a-f]{16} [0-9a-f]{16} [0-9a-f]{16} [0-9a-f]{16} 00000000 $`, 'm');
         assert.match((await out(['smcss', '-D'])).stdout, smcdRe);
         assert.equal((await out(['smcss', '-R'])).stdout.trim().split('\n').length, 1);
       } finally {
@@ -206,9 +337,16 @@ describe('smc-chk (smc_chk -C)', () => {
       const [, port] = await srv.waitFor(/Server started on port (\d+)/);
       const r = await out(['smc-chk', '127.0.0.1', port!]);
       assert.equal(r.code, 0, r.stdout + r.stderr);
-      assert.match(r.stdout, new RegExp(`^Test with target IP 127\\.0\\.0\\.1 and port ${port}\n  Live test \\(SMC-D\\)\n     Success, using SMC-D\n`));
+      // smc_chk's connect mode: "  Live test (SMC-D and SMC-R)", the result, then test_iface's blank line.
+      assert.match(r.stdout, new RegExp(`^Test with target IP 127\\.0\\.0\\.1 and port ${port}\n  Live test \\(SMC-D and SMC-R\\)\n     Success, using SMC-D\n.*\n\n$`));
       const c = await out(['smc-chk', '-C', '127.0.0.1', '-p', port!]);
       assert.equal(c.code, 0);
+      // -6 is taken (with -C the address decides, as in smc_chk).
+      const six = await out(['smc-chk', '-6', '-C', '127.0.0.1', '-p', port!]);
+      assert.equal(six.code, 0, six.stdout + six.stderr);
+      assert.match(six.stdout, /Success, using SMC-D/);
+      const long = await out(['smc-chk', '--ipv6', '127.0.0.1', port!]);
+      assert.equal(long.code, 0, long.stdout + long.stderr);
     } finally {
       srv.child.kill('SIGINT');
       assert.equal(await srv.exit(), 0);
@@ -240,7 +378,29 @@ describe('smc-chk (smc_chk -C)', () => {
     assert.match(advice(info('peer is not an SMC listener'), '192.0.2.1', 80).join(' '), /not an address of this host/);
     const closed = await out(['smc-chk', '127.0.0.1', '1']);
     assert.equal(closed.code, 1);
-    assert.match(closed.stdout, /Failed, no connection: ECONNREFUSED/);
+    assert.match(closed.stdout, /Failed, no connection: ECONNREFUSED\n\n$/);
+  });
+
+  it('the destination is resolved first: an unknown host is smc_chk\'s "Error: Unknown destination", exit 1; a name is tested at its address', async () => {
+    for (const args of [['-C', 'no-such-host.invalid', '-p', '1'], ['no-such-host.invalid', '80']]) {
+      const r = await out(['smc-chk', ...args]);
+      assert.equal(r.code, 1, r.stdout + r.stderr);
+      assert.equal(r.stdout, "Error: Unknown destination 'no-such-host.invalid'\n");
+    }
+    const { lookup } = await import('node:dns/promises');
+    const ip = (await lookup('localhost')).address;
+    const named = await out(['smc-chk', '-C', 'localhost', '-p', '1']);
+    assert.match(named.stdout, new RegExp(`^Test with target IP ${ip.replace(/\./g, '\\.')} and port 1\n`));
+  });
+
+  it('no host and no -S: the usage, exit 0 (smc_chk without a mode); -S with -C: smc_chk\'s error, exit 1; a bad option: exit 2', async () => {
+    const none = await out(['smc-chk']);
+    assert.equal(none.code, 0);
+    assert.match(none.stdout, /^usage: softrdma smc-chk/);
+    const both = await out(['smc-chk', '-S', '-C', '127.0.0.1']);
+    assert.equal(both.code, 1);
+    assert.equal(both.stderr, "Error: Cannot combine options '-S/--server' and '-C/--connect'\n");
+    assert.equal((await out(['smc-chk', '-x'])).code, 2);
   });
 });
 
@@ -259,6 +419,27 @@ describe('smc-run (smc_run)', () => {
     assert.throws(() => parseBufferSize('12q'), /invalid buffer size/);
     assert.deepEqual(parseSmcRunArgs(['-r64k', '--', 'node', '-d']).command, ['node', '-d']);
     assert.equal(parseSmcRunArgs(['-r64k', 'node']).bufferSize, 65536);
+  });
+
+  it('options grouped as smc_run\'s getopts "dhr:t:v" takes them: -dr 1m, -dr1m, -dv; bad input exits 1', async () => {
+    const g = parseSmcRunArgs(['-dr', '1m', 'node', '-x']);
+    assert.equal(g.debug, true);
+    assert.equal(g.bufferSize, 1 << 20);
+    assert.deepEqual(g.command, ['node', '-x']);
+    assert.equal(parseSmcRunArgs(['-dr64k', 'node']).bufferSize, 65536);
+    assert.equal(parseSmcRunArgs(['-do', 'node']).tcpOption, true);
+    assert.equal(parseSmcRunArgs(['-dv', 'node']).action, 'version');
+    assert.throws(() => parseSmcRunArgs(['-dx', 'node']), /unknown option '-x'/);
+    assert.throws(() => parseSmcRunArgs(['-dr']), /option '-r' needs a value/);
+    const r = await out(['smc-run', '-dr', '100k', process.execPath, '-e', show]);
+    assert.equal(r.code, 0, r.stderr);
+    const o = JSON.parse(r.stdout) as { debug: string; buffer: string };
+    assert.match(o.debug, /(^|,)smc$/);
+    assert.equal(o.buffer, String(128 * 1024));
+    const v = await out(['smc-run', '-dv', 'node']);
+    assert.equal(v.code, 0);
+    assert.equal(v.stdout, `softrdma smc-run ${version}\n`);
+    for (const bad of [['-x', 'node'], ['-r', '12q', 'node'], []]) assert.equal((await out(['smc-run', ...bad])).code, 1, bad.join(' '));
   });
 
   it('a Node script (#! runs node) is run; a program that is not Node gets a clear error, unless --any', async () => {

@@ -37,21 +37,29 @@ test('cmatose --ud -c 16 -C 10: udaddy over SIDR, datagrams both ways on every i
     'data transfers complete', 'test complete', 'return status 0']);
 });
 
-test('a client towards a port nobody serves: REJECTED, error 8, return status 1', async () => {
+test('a client towards a port nobody serves: REJECTED, error 8, return status 8 and exit 8 (cma_handler: ret = event->status)', async () => {
   const srv = run(['cmatose', '-b', '127.0.0.2', '-p', '0', '--udp-port', '0', '--timeout', '5']);
   const [, port, udp] = await srv.waitFor(/listening: port (\d+), RoCE UDP port (\d+)/);
   const other = String(Number(port) === 65535 ? 65534 : Number(port) + 1);
   const cli = run(['cmatose', '-s', '127.0.0.2', '-b', '127.0.0.3', '-p', other, '--udp-port', udp!, '-c', '3']);
-  assert.equal(await cli.exit(), 1);
-  assert.match(cli.stdout, /^cmatose: event: RDMA_CM_EVENT_REJECTED, error: 8$/m);
-  assert.match(cli.stdout, /return status 1/);
+  assert.equal(await cli.exit(), 8);
+  assert.deepEqual(cli.stdout.trim().split('\n'), ['cmatose: starting client', 'cmatose: connecting', 'cmatose: event: RDMA_CM_EVENT_REJECTED, error: 8',
+    'test complete', 'return status 8']);
+  assert.equal(cli.stderr, '', 'nothing beyond cmatose\'s own lines');
   assert.equal(await srv.exit(30_000), 1);
 });
 
-test('usage errors', async () => {
-  for (const [args, re] of [[['-c', 'x', '-b', '127.0.0.2'], /-c must be an integer/], [[], /the server needs -b/], [['-s', 'nohost'], /-s must be an IPv4 or IPv6 address/]] as const) {
+test('usage errors exit 1, as cmatose\'s usage; a bad -c is named before a missing -b', async () => {
+  for (const [args, re] of [[['-c', 'x', '-b', '127.0.0.2'], /-c must be an integer/], [[], /the server needs -b/], [['-s', 'nohost'], /-s must be an IPv4 or IPv6 address/],
+    [['-c', 'abc'], /^softrdma cmatose: -c must be an integer from 1 to 10000, got 'abc'$/m], [['--ud', '--bogus'], /unknown option '--bogus'/]] as const) {
     const p = run(['cmatose', ...args]);
-    assert.equal(await p.exit(), 2, p.stderr);
+    assert.equal(await p.exit(), 1, p.stderr);
     assert.match(p.stderr, re);
   }
+});
+
+test('cmatose -S 0: no message size, no messages (create_message sets message_count 0): connections only, status 0', async () => {
+  const { client, server } = await pair(['-c', '2', '-S', '0']);
+  assert.deepEqual(server, ['cmatose: starting server', 'cmatose: disconnecting', 'disconnected', 'test complete', 'return status 0']);
+  assert.deepEqual(client, ['cmatose: starting client', 'cmatose: connecting', 'test complete', 'return status 0']);
 });

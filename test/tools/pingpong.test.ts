@@ -127,11 +127,35 @@ test("pingpong's numbers: strtol's forms (0x, octal) are taken; empty, spaced, 1
     [['rc', '-r', '-1'], /-r\/--rx-depth must be an integer from 1 to 16384 .*got '-1'/],
   ] as const) {
     const p = run(['pingpong', ...args]);
-    assert.equal(await p.exit(10_000), 2, `${args.join(' ')}: ${p.stdout}${p.stderr}`);
+    assert.equal(await p.exit(10_000), 1, `${args.join(' ')}: ${p.stdout}${p.stderr}`); // usage(); return 1
     assert.match(p.stderr, re);
   }
   // 0x hex and a leading-0 octal, as rdma-core's strtol(optarg, NULL, 0): -s 0x200 is 512, -n 010 is 8.
   const { client } = await pair(['rc', '-s', '0x200', '-n', '010']);
   assert.match(client, new RegExp(`^${512 * 8 * 2} bytes in`, 'm'));
   assert.match(client, /^8 iters in/m);
+});
+
+test('pingpong ud -m: ud_pingpong.c has no -m ("p:d:i:s:r:n:l:eg:c"), so it is an unknown option, exit 1; rc and uc take it', async () => {
+  for (const args of [['ud', '-m', '1024'], ['ud', '--mtu', '1024'], ['ud', '-em', '1024']]) {
+    const p = run(['pingpong', ...args, '--bind', '127.0.0.61', '--udp-port', '0', '-p', '0']);
+    assert.equal(await p.exit(10_000), 1, `${args.join(' ')}: ${p.stdout}${p.stderr}`);
+    assert.match(p.stderr, /^softrdma pingpong: unknown option '(-m|--mtu)'/, args.join(' '));
+    assert.equal(p.stdout, '', 'nothing ran');
+  }
+});
+
+test('pingpong ud -s over the port MTU: pp_init_ctx\'s one line, no usage, exit 1', async () => {
+  const p = run(['pingpong', 'ud', '-s', '5000', '--bind', '127.0.0.61', '--udp-port', '0', '-p', '0']);
+  assert.equal(await p.exit(10_000), 1, p.stdout + p.stderr);
+  assert.match(p.stderr, /^softrdma pingpong: Requested size larger than port MTU \(\d+\)\n$/);
+  assert.doesNotMatch(p.stderr, /usage:/);
+});
+
+test('pingpong --bind that is no address: a usage error before any device is made, exit 1, promptly', async () => {
+  const t0 = Date.now();
+  const p = run(['pingpong', 'rc', '--bind=', '-p', '0']);
+  assert.equal(await p.exit(10_000), 1, p.stdout + p.stderr);
+  assert.match(p.stderr, /^softrdma pingpong: --bind must be an IPv4 or IPv6 address or a host name, got ''\n/);
+  assert.ok(Date.now() - t0 < 10_000);
 });

@@ -38,8 +38,9 @@ describe('smcss -R (smc-tools smcss.c)', () => {
     assert.match(text[0]!, /txfin-Cursor {2}Role IB-device {7}Port Linkid GID {38}Peer-GID$/);
     const five = '0000:00000005';
     assert.equal(text[1], `ACTIVE         00000 0000042 10.0.0.1:5000           10.0.0.2:40000          0000 SMCR  <->  00000007 00100000 00100000 00100000 ${five} ${five} 00:00   ${five} ${five} 00:00   ${five} ${five} ${five} SERV rxe0            01   01     ${G1}  ${G2}`);
-    assert.equal(text[2], 'ACTIVE         00000 0000042 10.0.0.1:5000           10.0.0.2:40000          0000 SMCR  <->');
-    assert.equal(text[3], 'LISTEN         00000 0000042 10.0.0.1:5000');
-    assert.equal(text[4], 'INIT           00000 0000042');
+    // With their trailing blanks, as smcss.c's printf formats leave them (" %c-%c  ", "%-*s ", "%07llu ").
+    assert.equal(text[2], 'ACTIVE         00000 0000042 10.0.0.1:5000           10.0.0.2:40000          0000 SMCR  <->  ');
+    assert.equal(text[3], 'LISTEN         00000 0000042 10.0.0.1:5000           ');
+    assert.equal(text[4], 'INIT           00000 0000042 ');
   });
 });

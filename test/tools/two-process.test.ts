@@ -58,12 +58,12 @@ test('perftest: a client asking for another test is refused with a reason, on bo
   assert.match(client.stderr, /server refused: server runs write_bw, client asked for read_bw/);
 });
 
-test('perftest: bad options are usage errors naming the option', async () => {
+test('perftest: bad options are usage errors naming the option, exit 1 (perftest\'s parser returns FAILURE)', async () => {
   const p = run(['perftest', 'write_bw', '--size', '0']);
-  assert.equal(await p.exit(), 2);
+  assert.equal(await p.exit(), 1);
   assert.match(p.stderr, /--size must be an integer/);
   const q = run(['perftest', 'atomic_bw', '-s', '16']);
-  assert.equal(await q.exit(), 2);
+  assert.equal(await q.exit(), 1);
   assert.match(q.stderr, /atomic_bw moves 8 bytes/);
 });
 

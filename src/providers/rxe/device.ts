@@ -3,7 +3,7 @@
 // before a QP sees it, and counts every drop.
 
 import { createHash, randomInt } from 'node:crypto';
-import { isIPv4 } from 'node:net';
+import { isIP, isIPv4 } from 'node:net';
 import type { ProviderContext, ProviderDevice } from '../../uapi/provider.js';
 import type { DriverRegistrar } from '../../uapi/registry.js';
 import type { AsyncEvent, DeviceAttr, GidEntry, PortAttr } from '../../abi/types.js';
@@ -122,6 +122,23 @@ function firstQpnOfDevice(): number {
 let deviceCount = 0;
 
 /**
+ * device_cap_flags (uverbs' IB_UVERBS_DEVICE_* bits, which are libibverbs' IBV_DEVICE_*): those
+ * of Linux rxe's RXE_DEVICE_CAP_FLAGS this device really has. PORT_ACTIVE_EVENT (every context
+ * opens with IBV_EVENT_PORT_ACTIVE), SYS_IMAGE_GUID (sys_image_guid is the node GUID),
+ * RC_RNR_NAK_GEN (the responder answers a SEND without a receive with an RNR NAK), MEM_WINDOW
+ * and MEM_WINDOW_TYPE_2B (type 1 and type 2 windows, a type 2 bound to its QP). Not claimed:
+ * SRQ_RESIZE (modify_srq with MAX_WR is EOPNOTSUPP), MEM_MGT_EXTENSIONS (no fast registration),
+ * AUTO_PATH_MIG (no alternate paths), BAD_PKEY_CNTR and BAD_QKEY_CNTR (the port counters read
+ * 0), CHANGE_PHY_PORT and UD_AV_PORT_ENFORCE (one port).
+ */
+export const RXE_DEVICE_CAP_FLAGS =
+  (1 << 10) | // PORT_ACTIVE_EVENT
+  (1 << 11) | // SYS_IMAGE_GUID
+  (1 << 12) | // RC_RNR_NAK_GEN
+  (1 << 17) | // MEM_WINDOW
+  (1 << 24); // MEM_WINDOW_TYPE_2B
+
+/**
  * The node GUID of a device on this address, the same in every run. Linux rxe makes it from
  * the netdev's MAC, EUI-64 style (addrconf_addr_eui48: flip the universal/local bit, put
  * ff:fe in the middle). A softrdma device has an address, not a MAC: an IPv4 address a.b.c.d
@@ -166,17 +183,30 @@ export class RxeDevice implements ProviderDevice {
   }
 
   static async create(opts: RxeDeviceOptions): Promise<RxeDevice> {
+    // Everything that can be refused is checked before the socket is bound: an address that is
+    // not an IP literal ('' bound the wildcard, then the GUID refused it with the socket open,
+    // and the process never exited).
+    const address = (opts as Partial<RxeDeviceOptions>).address;
+    if (typeof address !== 'string' || isIP(address) === 0) {
+      fail('EINVAL', `address must be an IPv4 or IPv6 address, got ${typeof address === 'string' ? `'${address}'` : String(address)}`, { object: 'rxe', attr: 'address' });
+    }
     const counters = newDeviceCounters();
-    const mtu = opts.mtu ?? defaultPortMtu(opts.address);
+    const mtu = opts.mtu ?? defaultPortMtu(address);
     mtuEnum(mtu); // validate before binding
     const limits = checkLimits(opts.limits);
     const link = await RxeLink.open(
-      opts.address, opts.port ?? ROCE_V2_PORT, counters, opts.gso ?? process.env.SOFTRDMA_RXE_GSO !== '0',
+      address, opts.port ?? ROCE_V2_PORT, counters, opts.gso ?? process.env.SOFTRDMA_RXE_GSO !== '0',
       opts.perQpSourcePort ?? process.env.SOFTRDMA_RXE_SPORT !== '0', opts.recvmmsg ?? process.env.SOFTRDMA_RXE_RECVMMSG !== '0',
       opts.sendmmsg ?? process.env.SOFTRDMA_RXE_SENDMMSG !== '0',
     );
-    link.busyPolling = opts.busyPoll ?? process.env.SOFTRDMA_RXE_BUSY_POLL !== '0';
-    return new RxeDevice(opts.name ?? `rxe${deviceCount++}`, link, mtu, counters, limits);
+    try {
+      link.busyPolling = opts.busyPoll ?? process.env.SOFTRDMA_RXE_BUSY_POLL !== '0';
+      return new RxeDevice(opts.name ?? `rxe${deviceCount++}`, link, mtu, counters, limits);
+    } catch (err) {
+      // No device to close later: the link is ours to close, or its socket keeps the process alive.
+      await link.close();
+      throw err;
+    }
   }
 
   get family(): 4 | 6 { return this.link.family; }
@@ -209,7 +239,7 @@ export class RxeDevice implements ProviderDevice {
     const l = this.limits;
     return {
       fwVer: '0.1.0', nodeGuid: this.nodeGuid, sysImageGuid: this.nodeGuid, maxMrSize: 2 ** 32, pageSizeCap: 0xfffff000,
-      vendorId: 0xffffff, vendorPartId: 0, hwVer: 0, maxQp: l.maxQp, maxQpWr: l.maxQpWr, deviceCapFlags: 0, maxSge: l.maxSge,
+      vendorId: 0xffffff, vendorPartId: 0, hwVer: 0, maxQp: l.maxQp, maxQpWr: l.maxQpWr, deviceCapFlags: RXE_DEVICE_CAP_FLAGS, maxSge: l.maxSge,
       maxCq: l.maxCq, maxCqe: l.maxCqe, maxMr: l.maxMr, maxPd: l.maxPd, maxQpRdAtom: 128, maxQpInitRdAtom: 128,
       maxMw: l.maxMw, maxAh: l.maxAh, maxSrq: l.maxSrq, maxSrqWr: l.maxSrqWr, maxSrqSge: l.maxSrqSge, maxInlineData: 1024,
       atomicCap: 'HCA', physPortCnt: 1,
