@@ -7,10 +7,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Access, Obj, QpState, QpType, RxeAttr, RxeMethod, SendFlags, WcStatus, WrOpcode } from '../../src/index.js';
-import { ACK_SYNDROME_NO_CREDIT_LIMIT, AethSyndrome, aeth, atmack } from '../../src/providers/rxe/wire/headers.js';
+import { ACK_SYNDROME_NO_CREDIT_LIMIT, AethSyndrome, NakCode, aeth, atmack } from '../../src/providers/rxe/wire/headers.js';
 import { OpCode } from '../../src/providers/rxe/wire/opcodes.js';
 import { ackCoalescing } from '../../src/providers/rxe/requester.js';
-import { MTU, SQ_PSN, ackOf, describe, fakeTime, openHarness, packet, readResponseOf, rnrNakOf, type Harness } from '../helpers/rxe-harness.js';
+import { MTU, SQ_PSN, ackOf, describe, fakeTime, nakOf, openHarness, packet, readResponseOf, rnrNakOf, type Harness } from '../helpers/rxe-harness.js';
 import { makePair, waitCompletions } from '../helpers/pair.js';
 
 const psn = (k: number) => (SQ_PSN + k) & 0xffffff;
@@ -136,4 +136,18 @@ test('an RNR NAK whose WQE completes during the wait (a reordered ACK): the RNR 
   time.advance(2);
   assert.deepEqual(h.take().map(describe), [`RC_SEND_ONLY 0x${hex(1)}`]);
   assert.equal(h.rq.req.paused, false);
+});
+
+test('a SEND whose MR is deregistered before a packet is resent fails with LOC_PROT_ERR and sends nothing more (copy_data looks the lkey up for every packet)', async (t) => {
+  const h = await openHarness({ timeout: 0 });
+  t.after(() => h.close());
+  const m = h.mr(3 * MTU);
+  h.qp.postSend({ wrId: 1, opcode: WrOpcode.SEND, sendFlags: SendFlags.SIGNALED, sgList: [m.sge()] });
+  assert.deepEqual(h.take().map(describe), [`RC_SEND_FIRST 0x${hex(0)}`, `RC_SEND_MIDDLE 0x${hex(1)}`, `RC_SEND_LAST 0x${hex(2)}`]);
+  m.mr.dereg();
+  // The responder lost the MIDDLE: a sequence-error NAK asks for it again.
+  h.feed(nakOf(h, psn(0), NakCode.PSN_SEQ_ERROR));
+  assert.deepEqual(h.take().map(describe), []);
+  assert.deepEqual(wcs(h), [[1, WcStatus.LOC_PROT_ERR]]);
+  assert.equal(h.rq.state, QpState.ERR);
 });

@@ -107,12 +107,19 @@ export class RxeQp implements ProviderQp {
     inMessage: 0 as 0 | 'send' | 'write',
     wqe: undefined as RecvWqe | undefined,
     offset: 0,
-    writeMem: undefined as Buffer | undefined,
-    writeOff: 0,
+    /** The RDMA WRITE in progress: its rkey and VA (Linux qp->resp.rkey, .va), looked up for every packet. */
+    writeRkey: 0,
+    writeVa: 0,
     writeLen: 0,
     writeDone: 0,
     resources: [] as RespResource[],
     nextResource: 0,
+    /**
+     * The run of READs executed last: resp.psn before its first and after its last (-1: none),
+     * for the PSN a duplicate SEND or WRITE is acknowledged with (responder.ts ackPsnOf).
+     */
+    readFrom: 0,
+    readTo: -1,
     /**
      * The read being answered, a turn's worth of responses at a time (Linux's qp->resp.res),
      * the request packets that came meanwhile, copied, to be executed after it (Linux's
@@ -271,7 +278,7 @@ export class RxeQp implements ProviderQp {
     this.attr.qpState = QpState.RESET;
     Object.assign(this.req, { psn: 0, index: 0, noackPkts: 0, paused: false, cwnd: MAX_CWND, ssthresh: MAX_CWND, askPsn: -1, wholeTo: -1 });
     Object.assign(this.comp, { psn: 0 });
-    Object.assign(this.resp, { psn: 0, msn: 0, nakSent: false, inMessage: 0, wqe: undefined, offset: 0, resources: [], nextResource: 0, reading: undefined, held: [], ackPsn: -1 });
+    Object.assign(this.resp, { psn: 0, msn: 0, nakSent: false, inMessage: 0, wqe: undefined, offset: 0, resources: [], nextResource: 0, readTo: -1, reading: undefined, held: [], ackPsn: -1 });
   }
 
   /** Move to ERR: every outstanding work request completes, in order, with WR_FLUSH_ERR. */

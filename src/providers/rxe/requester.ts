@@ -8,7 +8,7 @@ import { atmeth, deth, ieth, immdt, reth, writeBth } from './wire/headers.js';
 import { psnAdd, psnDiff } from './wire/psn.js';
 import { WqeState, type RxeQp, type SendWqe } from './qp.js';
 import { packetOpcode } from './wire/wr-opcodes.js';
-import { resolveSegs, views } from './mem.js';
+import { resolveSegs, sgesLive, views } from './mem.js';
 import { ackEvery, noteSending, windowPkts } from './window.js';
 import { deferToTurn } from './turn-work.js';
 import { RxeMr, RxeMw } from './keys.js';
@@ -88,6 +88,7 @@ export function runRequester(qp: RxeQp): void {
         }
         noteSending(qp);
       }
+      if (!payloadLive(qp, w)) { qp.failSend(w, WcStatus.LOC_PROT_ERR); break; }
       sendPacket(qp, w, mustAsk);
       budget--;
     }
@@ -103,6 +104,19 @@ export function runRequester(qp: RxeQp): void {
   } finally {
     qp.req.running = false;
   }
+}
+
+/**
+ * Whether the local memory the next packet of a SEND or WRITE carries is still registered:
+ * Linux's requester copies each packet's payload through copy_data, which looks the lkeys up
+ * every time (an MR deregistered or re-registered under a posted WQE: LOC_PROT_ERR), also for
+ * a resent packet. Reads and atomics carry none (the completer checks where their results go).
+ */
+function payloadLive(qp: RxeQp, w: SendWqe): boolean {
+  if (w.inline || w.rdAtomic || !w.segs) return true;
+  const off = w.nextPkt * qp.mtu;
+  const len = Math.min(qp.mtu, w.length - off);
+  return len <= 0 || sgesLive(qp, w.wr.sgList ?? [], off, len);
 }
 
 /** First touch: resolve SGEs, fix PSNs. False if the WQE failed (the QP is then in ERR). */

@@ -473,38 +473,12 @@ function takeRecv(qp: RxeQp): boolean {
 const MAX_RDMA_LENGTH = 0x80000000;
 
 /**
- * What the responder keeps per QP beyond qp.resp (responder-only state; created once per QP,
- * never per packet):
- * - the RDMA WRITE in progress, its rkey and VA (Linux qp->resp.rkey and qp->resp.va), looked
- *   up again for every packet of the message;
- * - where the run of READs executed last began and ended (resp.psn before the first and after
- *   the last), for the PSN a duplicate SEND or WRITE is acknowledged with (ackPsnOf), and the
- *   resources array they belong to (qp.ts replaces it when the QP is reset).
- */
-interface RespExtra {
-  writeRkey: number;
-  writeVa: number;
-  readFrom: number;
-  readTo: number;
-  readResources: RespResource[] | undefined;
-}
-
-const extras = new WeakMap<RxeQp, RespExtra>();
-
-function extraOf(qp: RxeQp): RespExtra {
-  let x = extras.get(qp);
-  if (!x) extras.set(qp, (x = { writeRkey: 0, writeVa: 0, readFrom: 0, readTo: -1, readResources: undefined }));
-  return x;
-}
-
-/**
  * Linux's qp->resp.ack_psn: resp.psn after the last SEND, WRITE or atomic executed, which a READ
  * does not move (it advances resp.psn only). Before any, the PSN the QP started from.
  */
 function ackPsnOf(qp: RxeQp): number {
   const r = qp.resp;
-  const x = extras.get(qp);
-  return x && x.readResources === r.resources && x.readTo === r.psn ? x.readFrom : r.psn;
+  return r.readTo === r.psn ? r.readFrom : r.psn;
 }
 
 /** Where a WRITE packet's bytes go (reused: no allocation per packet). */
@@ -518,25 +492,24 @@ const writeMem: Resolved = { mem: NO_MEM, offset: 0 };
  */
 function placeWrite(qp: RxeQp, pkt: Packet): number | undefined {
   const r = qp.resp;
-  const x = extraOf(qp);
   const m = pkt.mask;
   if (m & Op.START) {
     const len = reth.len(pkt);
     if (len > MAX_RDMA_LENGTH) return NakCode.INVALID_REQUEST;
     r.writeLen = len;
     r.writeDone = 0;
-    x.writeRkey = reth.rkey(pkt);
-    x.writeVa = reth.va(pkt);
+    r.writeRkey = reth.rkey(pkt);
+    r.writeVa = reth.va(pkt);
   }
   const n = pkt.payloadLength;
   const resid = r.writeLen - r.writeDone;
   // A zero-length WRITE names no memory (C9-88): its rkey is not checked.
-  if (resid > 0 && qp.device.keys.resolveRemoteInto(writeMem, x.writeRkey, qp.pd, qp.qpn, x.writeVa + r.writeDone, resid, Access.REMOTE_WRITE) !== undefined) {
+  if (resid > 0 && qp.device.keys.resolveRemoteInto(writeMem, r.writeRkey, qp.pd, qp.qpn, r.writeVa + r.writeDone, resid, Access.REMOTE_WRITE) !== undefined) {
     return NakCode.REMOTE_ACCESS_ERROR;
   }
-  if (n > resid) return NakCode.INVALID_REQUEST;
-  if (n > 0) pkt.buf.copy(writeMem.mem, writeMem.offset, pkt.payloadOffset, pkt.payloadOffset + n);
+  if (n <= resid && n > 0) pkt.buf.copy(writeMem.mem, writeMem.offset, pkt.payloadOffset, pkt.payloadOffset + n);
   writeMem.mem = NO_MEM; // hold no MR's memory between packets
+  if (n > resid) return NakCode.INVALID_REQUEST;
   r.writeDone += n;
   if (m & Op.END && r.writeDone !== r.writeLen) return NakCode.INVALID_REQUEST;
   return undefined;
@@ -586,11 +559,7 @@ function rcRead(qp: RxeQp, pkt: Packet): void {
   }
   traceResp(qp.qpn, RespState.READ_REPLY, pkt.psn);
   // A READ does not move the PSN a duplicate SEND or WRITE is acknowledged with (ackPsnOf).
-  const x = extraOf(qp);
-  if (x.readResources !== qp.resp.resources || x.readTo !== qp.resp.psn) {
-    x.readFrom = qp.resp.psn;
-    x.readResources = qp.resp.resources;
-  }
+  if (qp.resp.readTo !== qp.resp.psn) qp.resp.readFrom = qp.resp.psn;
   const npkts = Math.max(1, Math.ceil(len / qp.mtu));
   const res: RespResource = {
     kind: 'read', firstPsn: pkt.psn, lastPsn: psnAdd(pkt.psn, npkts - 1), va, rkey, length: len, atomicOrig: 0n, valid: true,
@@ -598,7 +567,7 @@ function rcRead(qp: RxeQp, pkt: Packet): void {
   };
   newResource(qp, res);
   qp.resp.psn = psnAdd(pkt.psn, npkts);
-  x.readTo = qp.resp.psn;
+  qp.resp.readTo = qp.resp.psn;
   qp.resp.msn = (qp.resp.msn + 1) & 0xffffff;
   qp.resp.reading = res;
   replyRead(qp);
@@ -718,7 +687,6 @@ function ucAbandon(qp: RxeQp): void {
   const r = qp.resp;
   r.inMessage = 0;
   r.offset = 0;
-  r.writeMem = undefined;
   r.writeLen = r.writeDone = 0;
 }
 
