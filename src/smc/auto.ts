@@ -10,6 +10,7 @@
 // connections settled (SMCD, TCP by fallback reason), for scripts that check a whole run.
 
 import fs from 'node:fs';
+import { syncBuiltinESMExports } from 'node:module';
 import net from 'node:net';
 import tls from 'node:tls';
 import { connectTarget } from './connect-args.js';
@@ -42,6 +43,9 @@ tls.connect = function connect(...args: unknown[]) {
   return connectTls(opts, ...args);
 } as typeof tls.connect;
 if (opts.enabled) hookTlsWrapping();
+// ES modules that import names (`import { connect, TLSSocket } from 'node:tls'`) see the
+// patched functions too: their bindings were made when node:tls was first imported.
+syncBuiltinESMExports();
 
 const summaryFile = process.env.SOFTRDMA_SMC_SUMMARY;
 if (summaryFile) {

@@ -326,6 +326,16 @@ export function hookTlsWrapping(): void {
       relayConnect(sock, t);
       return t;
     },
+    // An ES5-style subclass (util.inherits, then tls.TLSSocket.call(this, sock, opts)).
+    apply(target, thisArg: unknown, args: unknown[]) {
+      const sock = args[0];
+      if (!needsSmcStream(sock)) return Reflect.apply(target, thisArg, args) as unknown;
+      hookTls();
+      const stream = new SmcStream(sock);
+      const r = asTransport(stream, sock.allowHalfOpen, () => Reflect.apply(target, thisArg, [stream, ...args.slice(1)]) as unknown);
+      if (thisArg instanceof net.Socket) relayConnect(sock, thisArg as tls.TLSSocket);
+      return r;
+    },
   });
   const proto = tls.Server.prototype as unknown as { emit(...a: unknown[]): boolean };
   const emit = proto.emit;

@@ -2,11 +2,11 @@
 // without the auto preload: each prints one JSON line of what the application saw, which must
 // be the same both ways, and the process must end by itself.
 //   tls-parity-peer series | client-ends-first | given-connected | given-connecting | bad-options |
-//     tls-socket-on-accepted | tls-server-emit-connection
+//     tls-socket-on-accepted | tls-server-emit-connection | named-imports
 
 import fs from 'node:fs';
 import net from 'node:net';
-import tls from 'node:tls';
+import tls, { TLSSocket as NamedTLSSocket, connect as namedConnect } from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import { getSmcInfo } from '../../src/smc/index.js';
 
@@ -134,7 +134,26 @@ async function tlsOnAccepted(how: 'constructor' | 'emit'): Promise<unknown> {
   return { client: w.events, server: serverEvents };
 }
 
+async function namedImports(): Promise<unknown> {
+  // An ES module that imports the names (TLSSocket, connect): the same as through the default
+  // export, a TLS socket built on an accepted socket and a client, over one SMC-D connection.
+  const serverEvents: string[] = [];
+  let serverClosed!: Promise<void>;
+  const { server: s, port } = await netServer((c) => {
+    const t = new NamedTLSSocket(c, { isServer: true, secureContext: tls.createSecureContext({ key, cert }) });
+    t.on('data', (d: Buffer) => { serverEvents.push(`data(${d.toString()})`); t.end('pong'); });
+    serverClosed = closed(t).then(() => { serverEvents.push('close'); });
+  });
+  const c = namedConnect({ port, host: '127.0.0.1', rejectUnauthorized: false }, () => { mode(c); c.write('ping'); });
+  const w = watch(c);
+  await w.done;
+  await serverClosed;
+  await new Promise((resolve) => s.close(resolve));
+  return { client: w.events, server: serverEvents };
+}
+
 const scenarios: Record<string, () => Promise<unknown>> = {
+  'named-imports': namedImports,
   'tls-socket-on-accepted': () => tlsOnAccepted('constructor'),
   'tls-server-emit-connection': () => tlsOnAccepted('emit'),
   'bad-options': badOptions,

@@ -64,6 +64,11 @@ describe('node:tls parity under the preload', () => {
     assert.deepEqual(smc.modes, ['SMCD']);
   });
 
+  it("an ES module importing TLSSocket and connect by name from 'node:tls' gets the preload's too", async () => {
+    const smc = await parity('named-imports');
+    assert.deepEqual(smc.modes, ['SMCD']);
+  });
+
   it('tls.connect({ socket }) over a socket still connecting', async () => {
     const smc = await parity('given-connecting');
     assert.deepEqual(smc.modes, ['SMCD']);
