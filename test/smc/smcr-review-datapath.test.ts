@@ -72,9 +72,8 @@ test('a close only inferred (the peer\'s TCP ended, no closing CDC) quarantines 
   const src = cc1.lgr.takeSndbuf(4096);
   src.buf.fill(0x58, 0, 16);
   cc1.link.write(cc1.lgr.mrOn(src, cc1.link.dev).sge(0, 16), cc1.peer.addr, cc1.peer.rkey);
-  await sleep(300);
+  await until(() => s1.rmb.buf.readUInt32BE(0) === 0x58585858, 3000, 'the late WRITE in the quarantined RMB');
   assert.deepEqual(s2.rmb.buf.subarray(0, 32), before, 'nothing landed in the new connection\'s ring');
-  assert.equal(s1.rmb.buf.readUInt32BE(0), 0x58585858, 'the late WRITE went to the quarantined RMB');
   // The peer's closing CDC, when it comes, frees it for reuse.
   c1.destroy();
   await until(() => lgr.quarantinedCount === 0, 3000, 'the RMB released by the peer\'s closing CDC');
@@ -141,9 +140,10 @@ test('a Linux sender\'s urgent byte (send(MSG_OOB)) is skipped as a TCP socket w
   };
   c1.write('ab!U');
   await until(() => marked, 3000, 'the urgent CDC sent');
-  await sleep(200);
+  // The server's forced consumer update says it consumed everything, the urgent byte included
+  // (smc_rx_update_consumer); by then the bytes before it were delivered.
+  await until(() => cc.unconsumed === 0, 3000, 'the consumer cursor past the urgent byte');
   assert.equal(got, 'warmupab!', 'the urgent byte is not in the stream');
-  assert.equal(cc.unconsumed, 0, 'the server told the sender it consumed everything, the urgent byte included (smc_rx_update_consumer\'s forced update)');
   link.send = send;
   c1.write('more');
   await until(() => got === 'warmupab!more', 3000, 'the stream goes on');

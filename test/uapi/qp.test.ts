@@ -73,7 +73,10 @@ test('modify_qp out of SQD while the send queue drains is EINVAL naming qp_state
     const qp = pd.createQp({ qpType: QpType.RC, sendCq: cq, recvCq: cq, cap: { maxSendWr: 4, maxRecvWr: 4 } });
     toSilentPeer(qp);
     qp.postSend({ wrId: 1, opcode: WrOpcode.SEND, sendFlags: SendFlags.SIGNALED, sgList: [mr.sge(0, 100)] });
-    await new Promise((r) => setTimeout(r, 20));
+    // Started: its packet is sent (the requester runs at post; bounded wait, not a sleep).
+    const counters = (ctx.device.provider as unknown as { counters: { sent_pkts: number } }).counters;
+    for (let i = 0; i < 200 && counters.sent_pkts === 0; i++) await new Promise((r) => setTimeout(r, 5));
+    assert.ok(counters.sent_pkts > 0, 'the SEND left');
     qp.modify({ qpState: QpState.SQD }, QpAttr.STATE);
     assert.equal(qp.query().sqDraining, true, 'the SEND is unanswered, so SQD drains it');
     for (const [to, extra, mask] of [[QpState.RTS, {}, 0], [QpState.SQD, { timeout: 3 }, QpAttr.TIMEOUT], [QpState.RESET, {}, 0]] as const) {

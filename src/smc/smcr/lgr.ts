@@ -1016,8 +1016,9 @@ export class SmcrLinkGroup {
    * adds no link it answers with the request echoed, the response flag set and the data zeroed
    * (smc_llc_send_req_add_link_response: a 44-byte v2 REQ_ADD_LINK, no GIDs). softrdma does
    * the same: an ADD_LINK now where the group may have another link and a device for it,
-   * else (no room, no device, an ADD_LINK flow of ours already under way, which the client
-   * takes as the answer, or one that fails before its ADD_LINK goes) the response.
+   * else (no room, no device, or one that fails before its ADD_LINK goes) the response. With
+   * an ADD_LINK flow of ours under way the response goes at once: Linux queues the request
+   * behind that flow and then, no link being left to add, sends the same response.
    */
   private reqAddLink(via: SmcrLink): void {
     const answer = () => {
