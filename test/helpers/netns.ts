@@ -35,15 +35,7 @@ export interface VethPairSpec {
  * (not root, a tool missing, the machine refusing), with nothing left.
  */
 export function setUpVethPair(s: VethPairSpec): string | undefined {
-  if (process.getuid?.() !== 0) return 'needs root to create network namespaces';
-  for (const tool of ['ip', ...(s.tools ?? [])]) {
-    try {
-      execFileSync(tool, ['-V'], { stdio: 'ignore' });
-    } catch {
-      return `iproute2 (${tool}) is not installed`;
-    }
-  }
-  try {
+  return makeNamespaces([s.nsA, s.nsB], s.tools ?? [], () => {
     ip('netns', 'add', s.nsA);
     ip('netns', 'add', s.nsB);
     ip('link', 'add', `${s.tag}va`, 'type', 'veth', 'peer', 'name', `${s.tag}vb`);
@@ -55,14 +47,45 @@ export function setUpVethPair(s: VethPairSpec): string | undefined {
       ip('-n', ns, 'link', 'set', 'lo', 'up');
     }
     s.extra?.();
+  });
+}
+
+/**
+ * Make one namespace whose loopback (up) carries these addresses, each with a /24. Returns
+ * undefined when done (deleted when the process exits, if not before), else why not, with
+ * nothing left; as setUpVethPair.
+ */
+export function setUpLoopbackNamespace(ns: string, addrs: readonly string[]): string | undefined {
+  return makeNamespaces([ns], [], () => {
+    ip('netns', 'add', ns);
+    ip('-n', ns, 'link', 'set', 'lo', 'up');
+    for (const a of addrs) ip('-n', ns, 'addr', 'add', `${a}/24`, 'dev', 'lo');
+  });
+}
+
+/**
+ * Check root and the tools (`ip` and these), then run `make`; a throw deletes `names` again.
+ * Undefined when done, else why not.
+ */
+function makeNamespaces(names: string[], tools: string[], make: () => void): string | undefined {
+  if (process.getuid?.() !== 0) return 'needs root to create network namespaces';
+  for (const tool of ['ip', ...tools]) {
+    try {
+      execFileSync(tool, ['-V'], { stdio: 'ignore' });
+    } catch {
+      return `iproute2 (${tool}) is not installed`;
+    }
+  }
+  try {
+    make();
     // Whatever the test does with them, they go when the process exits (not when a signal
     // kills it: 'exit' does not run then): a file run with
     // --test-name-pattern skips the test whose after-hook deletes them, and a failed
     // setup in the test may throw before it registers one.
-    process.once('exit', () => deleteNamespaces(s.nsA, s.nsB));
+    process.once('exit', () => deleteNamespaces(...names));
     return undefined;
   } catch (err) {
-    deleteNamespaces(s.nsA, s.nsB);
+    deleteNamespaces(...names);
     const msg = (err as { stderr?: Buffer }).stderr?.toString().trim() || (err as Error).message;
     return `this machine forbids the namespace setup: ${msg}`;
   }

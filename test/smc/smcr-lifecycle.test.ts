@@ -4,170 +4,25 @@
 // Accept and the client's Confirm. One process, no namespaces: the client's rxe device on
 // 127.0.0.2, the server's on 127.0.0.3, and the client reaching the server through a TCP relay of
 // the test's (a local SMC listener's own port would get SMC-D), which sees every CLC message and
-// can hold, drop or rewrite one.
+// can hold, drop or rewrite one (smcr-relay-harness.ts).
 
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
-import net from 'node:net';
 import { test, type TestContext } from 'node:test';
 import { testRuntimeDir } from '../helpers/runtime-dir.js';
+import type { Relayed } from './smcr-relay-harness.js';
 
 testRuntimeDir('smcr-lifecycle');
 process.env.SOFTRDMA_SMC_LEARN = '0'; // every connection tries SMC, however short
-const smc = await import('../../src/smc/index.js');
+const { setup, within, until, settled, echo, smcrConnection } = await import('./smcr-relay-harness.js');
 const { SmcrLinkGroup, smcrMemory, setSmcrLingerMs } = await import('../../src/smc/smcr/lgr.js');
-const { CLC_ACCEPT, CLC_CONFIRM, CLC_DECLINE, DECLINE, clcFrameLengthAny, decodeSmcClc, encodeSmcrAcceptConfirm } = await import('../../src/smc/clc.js');
-const { twoDevices } = await import('../helpers/pair.js');
-type SmcClcMessage = ReturnType<typeof decodeSmcClc>;
+const { CLC_ACCEPT, CLC_CONFIRM, CLC_DECLINE, DECLINE, encodeSmcrAcceptConfirm } = await import('../../src/smc/clc.js');
 type SmcrAcceptConfirm = Parameters<typeof encodeSmcrAcceptConfirm>[0];
-type Lgr = InstanceType<typeof SmcrLinkGroup>;
-
-const EYECATCHER = 0xe2d4c3d9; // "SMCR" in EBCDIC
-
-/** A bound on every wait: the test fails naming what did not happen. */
-function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  return Promise.race([p, new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms); })])
-    .finally(() => clearTimeout(timer));
-}
 
 /** A promise and the function that settles it (what one test step waits for another to see). */
 function latch(): [Promise<void>, () => void] {
   let fire!: () => void;
   const seen = new Promise<void>((r) => { fire = r; });
   return [seen, fire];
-}
-
-/** Poll a condition every 5 ms, within a bound. */
-async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
-  const t0 = Date.now();
-  while (!cond()) {
-    if (Date.now() - t0 > ms) throw new Error(`${what}: not within ${ms} ms`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
-
-/** What a hook makes of one CLC frame: undefined forwards it, null drops it, a Buffer replaces it; possibly later. */
-type Hook = (m: SmcClcMessage, frame: Buffer) => Buffer | null | undefined | Promise<Buffer | null | undefined>;
-interface Hooks { client?: Hook; server?: Hook }
-interface Relayed { fromClient: SmcClcMessage[]; fromServer: SmcClcMessage[] }
-
-/** Forward from -> to, handing each CLC frame (while the stream starts with one) to the hook, in order. */
-function pump(from: net.Socket, to: net.Socket, seen: SmcClcMessage[], hook: Hook | undefined): void {
-  let buf = Buffer.alloc(0);
-  let clc = true;
-  let chain: Promise<unknown> = Promise.resolve();
-  const then = (f: () => unknown) => { chain = chain.then(f).catch((e: unknown) => { to.destroy(e as Error); }); };
-  from.on('data', (d: Buffer) => then(async () => {
-    if (!clc) return void (to.destroyed || to.write(d));
-    buf = Buffer.concat([buf, d]);
-    while (clc && buf.length >= 4) {
-      if (buf.readUInt32BE(0) !== EYECATCHER) { clc = false; break; }
-      const n = clcFrameLengthAny(buf);
-      if (n === 0) return;
-      const frame = buf.subarray(0, n);
-      buf = buf.subarray(n);
-      const m = decodeSmcClc(frame);
-      seen.push(m);
-      const out = hook ? await hook(m, frame) : undefined;
-      if (out !== null && !to.destroyed) to.write(out ?? frame);
-    }
-    if (!clc && buf.length > 0 && !to.destroyed) to.write(buf);
-    if (!clc) buf = Buffer.alloc(0);
-  }));
-  from.on('end', () => then(() => to.end()));
-  from.on('close', () => then(() => to.destroy()));
-  from.on('error', () => {});
-}
-
-interface Env {
-  a: Awaited<ReturnType<typeof twoDevices>>['a'];
-  b: Awaited<ReturnType<typeof twoDevices>>['b'];
-  /** The server's sockets, in the order accepted. */
-  accepted: net.Socket[];
-  /** The relay's record of each connection's CLC messages, in the order made. */
-  relayed: Relayed[];
-  /** Hooks for the next connection through the relay. */
-  next(h: Hooks): void;
-  connect(): net.Socket;
-  serverLgr(): Lgr;
-}
-
-/** Devices, an echo server with SMC-R on 127.0.0.3, the relay, and their teardown after the test. */
-async function setup(t: TestContext): Promise<Env> {
-  const { a, b } = await twoDevices();
-  const accepted: net.Socket[] = [];
-  const server = smc.createServer({ smcr: { device: b } }, (s) => {
-    accepted.push(s);
-    s.on('error', () => {});
-    s.pipe(s);
-  });
-  server.listen(0, '127.0.0.3');
-  await once(server, 'listening');
-  const relayed: Relayed[] = [];
-  let hooks: Hooks = {};
-  const relaySockets = new Set<net.Socket>();
-  const relay = net.createServer((c) => {
-    const h = hooks;
-    hooks = {};
-    const r: Relayed = { fromClient: [], fromServer: [] };
-    relayed.push(r);
-    const u = net.connect({ host: '127.0.0.3', port: (server.address() as net.AddressInfo).port, localAddress: '127.0.0.2' });
-    for (const s of [c, u]) { relaySockets.add(s); s.on('close', () => relaySockets.delete(s)); }
-    pump(c, u, r.fromClient, h.client);
-    pump(u, c, r.fromServer, h.server);
-  });
-  relay.listen(0, '127.0.0.3');
-  await once(relay, 'listening');
-  const clients: net.Socket[] = [];
-  t.after(async () => {
-    for (const s of [...clients, ...accepted, ...relaySockets]) s.destroy();
-    relay.close();
-    server.close();
-    await a.close();
-    await b.close();
-    await new Promise((r) => setImmediate(r));
-  });
-  return {
-    a, b, accepted, relayed,
-    next: (h) => { hooks = h; },
-    connect: () => {
-      const s = smc.connect({ host: '127.0.0.3', port: (relay.address() as net.AddressInfo).port, localAddress: '127.0.0.2', smcr: { device: a, discovery: false } });
-      s.on('error', () => {});
-      clients.push(s);
-      return s;
-    },
-    serverLgr: () => {
-      const g = SmcrLinkGroup.list().find((x) => x.role === 'server' && x.dev.address === '127.0.0.3');
-      assert.ok(g, 'the server has a link group');
-      return g;
-    },
-  };
-}
-
-/** The 'smc' event's info: how the socket settled. */
-function settled(s: net.Socket, what: string): Promise<ReturnType<typeof smc.getSmcInfo>> {
-  return within(once(s, 'smc').then(([info]) => info as ReturnType<typeof smc.getSmcInfo>), 5000, what);
-}
-
-/** Write a line and wait for the echo server to send it back. */
-async function echo(s: net.Socket, line: string): Promise<void> {
-  const got = new Promise<void>((resolve) => {
-    let b = '';
-    const on = (d: Buffer) => { b += d.toString(); if (b.includes(line)) { s.off('data', on); resolve(); } };
-    s.on('data', on);
-  });
-  s.write(line);
-  await within(got, 5000, `echo of ${line}`);
-}
-
-/** A connection that settled on SMC-R at both ends (the echo proves the server's end). */
-async function smcrConnection(env: Env, name: string): Promise<net.Socket> {
-  const c = env.connect();
-  const info = await settled(c, `${name} settles`);
-  assert.equal(info.mode, 'SMCR', `${name}: ${info.fallbackCause ?? ''}`);
-  await echo(c, `${name}\n`);
-  return c;
 }
 
 /** Unhandled rejections and uncaught exceptions while the test runs. */

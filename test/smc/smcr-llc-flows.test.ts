@@ -11,10 +11,9 @@
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { jsonLines, runNode } from '../helpers/procs.js';
-import { deleteNamespaces, ip } from '../helpers/netns.js';
+import { deleteNamespaces, setUpLoopbackNamespace } from '../helpers/netns.js';
 import { testRuntimeDir } from '../helpers/runtime-dir.js';
 
 testRuntimeDir('smcr-llc-test');
@@ -22,27 +21,8 @@ testRuntimeDir('smcr-llc-test');
 const PEER = fileURLToPath(new URL('./smcr-llc-peer.js', import.meta.url));
 const NS = `fixllc-${process.pid}`;
 
-function setUp(): string | undefined {
-  if (process.getuid?.() !== 0) return 'needs root to create network namespaces';
-  try {
-    execFileSync('ip', ['-V'], { stdio: 'ignore' });
-  } catch {
-    return 'iproute2 (ip) is not installed';
-  }
-  try {
-    ip('netns', 'add', NS);
-    ip('-n', NS, 'link', 'set', 'lo', 'up');
-    for (const a of ['10.91.1.1', '10.91.1.2', '10.91.2.1', '10.91.2.2']) ip('-n', NS, 'addr', 'add', `${a}/24`, 'dev', 'lo');
-    process.once('exit', () => deleteNamespaces(NS));
-    return undefined;
-  } catch (err) {
-    deleteNamespaces(NS);
-    return `this machine forbids the namespace setup: ${(err as { stderr?: Buffer }).stderr?.toString().trim() || (err as Error).message}`;
-  }
-}
-
 let skip: string | undefined;
-before(() => { skip = setUp(); });
+before(() => { skip = setUpLoopbackNamespace(NS, ['10.91.1.1', '10.91.1.2', '10.91.2.1', '10.91.2.2']); });
 after(() => deleteNamespaces(NS));
 
 /** Run a scenario of the peer; its JSON line. */

@@ -1,7 +1,8 @@
 // The scenarios of smcr-llc-flows.test.ts, one per process: run inside a network namespace
 // whose loopback has four addresses in two /24 subnets, an rxe device on each (A1, B1 in the
 // first subnet, A2, B2 in the second), so link groups between A1 (client) and B1 (server) get a
-// second link on the second subnet (ADD_LINK). The SMC-R server listens on B1 behind a TCP
+// second link on the second subnet (ADD_LINK; what it shares with smcr-review-llc-peer.ts is in
+// smcr-llc-peer-common.ts). The SMC-R server listens on B1 behind a TCP
 // relay, which can hold a CLC message of one connection (an Accept or a Confirm) or the end of
 // the client's TCP stream, to put a handshake or a close where a scenario needs it. Prints one
 // JSON line with the scenario's findings ({ scenario: ... }) and exits; { fail } on an error.
@@ -10,7 +11,7 @@
 
 import net from 'node:net';
 import { once } from 'node:events';
-import { createRxeDevice, rxeOf, type Device } from '../../src/index.js';
+import { rxeOf, type Device } from '../../src/index.js';
 import * as smc from '../../src/smc/index.js';
 import * as lgrModule from '../../src/smc/smcr/lgr.js';
 import { SmcrLinkGroup, smcrMemory, type Rmb } from '../../src/smc/smcr/lgr.js';
@@ -18,34 +19,14 @@ import type { SmcrConnection } from '../../src/smc/smcr/connection.js';
 import type { SmcrLink } from '../../src/smc/smcr/link.js';
 import { smcState } from '../../src/smc/state.js';
 import { EYECATCHER_R } from '../../src/smc/clc.js';
+import { devices, group, groups, runScenario, twoLinks, until, type Name } from './smcr-llc-peer-common.js';
 
-const out = (o: Record<string, unknown>) => process.stdout.write(`${JSON.stringify(o)}\n`);
-const scenario = process.argv[2] ?? '';
 const ADDR = { A1: '10.91.1.1', B1: '10.91.1.2', A2: '10.91.2.1', B2: '10.91.2.2' } as const;
-type Name = keyof typeof ADDR;
 const CLC_ACCEPT = 2, CLC_CONFIRM = 3;
-
-/** Wait until cond() holds, looking every 5 ms; throws after ms. */
-async function until(cond: () => boolean, what: string, ms = 10_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`no ${what} within ${ms} ms`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
 
 /** Like until, but false instead of a throw (for what the old code never does). */
 async function within(cond: () => boolean, ms: number): Promise<boolean> {
   try { await until(cond, '', ms); return true; } catch { return false; }
-}
-
-async function devices(): Promise<Record<Name, Device>> {
-  const d = {} as Record<Name, Device>;
-  for (const n of ['A1', 'B1', 'A2', 'B2'] as Name[]) {
-    d[n] = await createRxeDevice({ address: ADDR[n], port: 4791, name: `rxe_${n}` });
-    d[n].unref();
-  }
-  return d;
 }
 
 /** A CLC message of this type starts the chunk (each CLC message of a handshake goes alone). */
@@ -100,9 +81,6 @@ async function setup(d: Record<Name, Device>, serverHandler?: (s: net.Socket) =>
   return { relay, connect, open, errors, accepted };
 }
 
-const groups = () => SmcrLinkGroup.list().filter((g) => !g.dead);
-const group = (role: 'client' | 'server') => groups().find((g) => g.role === role)!;
-const twoLinks = () => groups().length === 2 && groups().every((g) => g.activeLinks().length === 2);
 const oneLink = () => groups().length === 2 && groups().every((g) => g.activeLinks().length === 1);
 const connOf = (s: net.Socket) => smcState(s)?.conn as SmcrConnection | undefined;
 
@@ -147,7 +125,7 @@ const scenarios: Record<string, () => Promise<Record<string, unknown>>> = {
   // peer's keys on both links, they spread over both links, and when the first link is cut
   // (A1 stops sending) all of them carry on over the second.
   async overlap() {
-    const d = await devices();
+    const d = await devices(ADDR);
     const env = await setup(d);
     const socks = Array.from({ length: 6 }, () => env.connect());
     const modes = await Promise.all(socks.map(async (s) => ((await once(s, 'smc'))[0] as { mode: string }).mode));
@@ -167,7 +145,7 @@ const scenarios: Record<string, () => Promise<Record<string, unknown>>> = {
   // offered its RMB, the client has not seen it). ADD_LINK names their RMBs: both connections end
   // with the peer's keys on both links, on both sides.
   async readd() {
-    const d = await devices();
+    const d = await devices(ADDR);
     const env = await setup(d);
     await env.open();
     await until(twoLinks, 'two links');
@@ -208,7 +186,7 @@ const scenarios: Record<string, () => Promise<Record<string, unknown>>> = {
   // holds, and the DELETE_LINK after them must still reach the client, whose connections
   // then move too.
   async sqfull() {
-    const d = await devices();
+    const d = await devices(ADDR);
     const env = await setup(d, undefined, 16384);
     const socks = [await env.open()];
     await until(twoLinks, 'two links');
@@ -230,7 +208,7 @@ const scenarios: Record<string, () => Promise<Record<string, unknown>>> = {
   // refused, and none leaves a QP behind.
   async hostile() {
     (SmcrLinkGroup.prototype as unknown as { srvAddLink(): Promise<void> }).srvAddLink = async () => {};
-    const d = await devices();
+    const d = await devices(ADDR);
     const env = await setup(d, undefined, 16384);
     await env.open();
     await until(() => groups().length === 2, 'both groups');
@@ -254,7 +232,7 @@ const scenarios: Record<string, () => Promise<Record<string, unknown>>> = {
   // is closed: the connections on it move to link 2, the server hears DELETE_LINK, and all
   // three still echo.
   async devclose() {
-    const d = await devices();
+    const d = await devices(ADDR);
     const env = await setup(d);
     const socks = [await env.open()];
     await until(twoLinks, 'two links');
@@ -276,7 +254,7 @@ const scenarios: Record<string, () => Promise<Record<string, unknown>>> = {
   // over, the closed connection must not write its old bytes again: they would land in the new
   // connection's ring (Linux does not resend for closing connections either).
   async reuse() {
-    const d = await devices();
+    const d = await devices(ADDR);
     const serverSocks: net.Socket[] = [];
     const got: number[] = [];
     const env = await setup(d, (s) => {
@@ -322,7 +300,7 @@ const scenarios: Record<string, () => Promise<Record<string, unknown>>> = {
   // declined to TCP).
   async linger() {
     lgrModule.setSmcrLingerMs(400);
-    const d = await devices();
+    const d = await devices(ADDR);
     const env = await setup(d, undefined, 16384);
     const s = await env.open();
     await until(twoLinks, 'two links');
@@ -342,7 +320,7 @@ const scenarios: Record<string, () => Promise<Record<string, unknown>>> = {
   // whose rkeys on those links are the same number (each device numbers its own keys): each
   // must get its own answer.
   async rkeys() {
-    const d = await devices();
+    const d = await devices(ADDR);
     const env = await setup(d);
     await env.open();
     await until(twoLinks, 'two links');
@@ -362,7 +340,7 @@ const scenarios: Record<string, () => Promise<Record<string, unknown>>> = {
     const setQuarantine = (lgrModule as { setSmcrOfferedQuarantineMs?: (ms: number) => number }).setSmcrOfferedQuarantineMs;
     if (!setQuarantine) throw new Error('no setSmcrOfferedQuarantineMs: the offered quarantine cannot be shortened');
     setQuarantine(200);
-    const d = await devices();
+    const d = await devices(ADDR);
     const env = await setup(d);
     await env.open();
     await until(twoLinks, 'two links');
@@ -377,12 +355,4 @@ const scenarios: Record<string, () => Promise<Record<string, unknown>>> = {
   },
 };
 
-try {
-  const run = scenarios[scenario];
-  if (!run) throw new Error(`no scenario ${scenario}`);
-  out({ scenario, ...await run() });
-  process.exit(0);
-} catch (e) {
-  out({ scenario, fail: (e as Error).stack ?? String(e) });
-  process.exit(1);
-}
+await runScenario(scenarios);

@@ -3,7 +3,7 @@
 // peer's close was only inferred, CDCs held for a handshake not joined yet (failover
 // validation among them), a Linux sender's urgent byte (send(MSG_OOB)), and a half-closed
 // peer keeping its end open while the other end's link group would linger out. One process,
-// no namespaces (smcr-review-harness.ts); the throwing handler runs in a child process of its
+// no namespaces (smcr-relay-harness.ts); the throwing handler runs in a child process of its
 // own, since the exception must reach its 'uncaughtException'.
 
 import assert from 'node:assert/strict';
@@ -14,7 +14,7 @@ import { jsonLines, runNode } from '../helpers/procs.js';
 
 testRuntimeDir('smcr-review-datapath');
 process.env.SOFTRDMA_SMC_LEARN = '0'; // every connection tries SMC, however short
-const { setup, settled, smcrConnection, until, sleep } = await import('./smcr-review-harness.js');
+const { setup, settled, smcrConnection, until, sleep } = await import('./smcr-relay-harness.js');
 const { setSmcrLingerMs } = await import('../../src/smc/smcr/lgr.js');
 const { SmcrConnection } = await import('../../src/smc/smcr/connection.js');
 const { encodeSmcrCdc } = await import('../../src/smc/wire/cdc-r.js');

@@ -4,19 +4,20 @@
 // NO_RMBE_EYEC flag (RMBE_EC), a QP that cannot be readied (ERR_RDYLNK), a reuse of a group
 // the client does not have (SYNCERR), and a client's REQ_ADD_LINK (answered as
 // smc_llc_send_req_add_link_response does when no link is added). One process, no namespaces
-// (smcr-review-harness.ts): the relay rewrites CLC messages where a test needs a peer that
+// (smcr-relay-harness.ts): the relay rewrites CLC messages where a test needs a peer that
 // sends other values than softrdma does.
 
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import net from 'node:net';
+import type net from 'node:net';
 import { test } from 'node:test';
 import { testRuntimeDir } from '../helpers/runtime-dir.js';
+import { listenBehindRelay } from '../helpers/tcp-relay.js';
 
 testRuntimeDir('smcr-review-handshake');
 process.env.SOFTRDMA_SMC_LEARN = '0'; // every connection tries SMC, however short
 const smc = await import('../../src/smc/index.js');
-const { setup, settled, smcrConnection, until, sleep } = await import('./smcr-review-harness.js');
+const { setup, settled, smcrConnection, until, sleep } = await import('./smcr-relay-harness.js');
 const { SmcrLinkGroup } = await import('../../src/smc/smcr/lgr.js');
 const { CLC_ACCEPT, CLC_CONFIRM, CLC_DECLINE, CLC_PROPOSAL, DECLINE, encodeSmcProposal, encodeSmcrAcceptConfirm } = await import('../../src/smc/clc.js');
 const { encodeLlc } = await import('../../src/smc/wire/llc.js');
@@ -52,16 +53,7 @@ test('connections opened at once beyond a link group\'s 255: the full group send
     s.once('smc', (i: { mode: string; fallbackReason?: number }) => serverInfo.push(`${i.mode}${i.fallbackReason ? ` ${hex(i.fallbackReason)}` : ''}`));
     s.pipe(s);
   });
-  server.listen(0, '127.0.0.3');
-  await once(server, 'listening');
-  const relay = net.createServer((c) => {
-    const u = net.connect({ host: '127.0.0.3', port: (server.address() as net.AddressInfo).port, localAddress: '127.0.0.2' });
-    for (const x of [c, u]) x.on('error', () => {});
-    c.pipe(u);
-    u.pipe(c);
-  });
-  relay.listen(0, '127.0.0.3');
-  await once(relay, 'listening');
+  const relay = await listenBehindRelay(server, '127.0.0.3', '127.0.0.2');
   const socks: net.Socket[] = [];
   t.after(async () => {
     for (const s of socks) s.destroy();

@@ -1,54 +1,27 @@
 // The scenario of smcr-review-llc.test.ts, in a process of its own inside a network namespace
 // whose loopback has four addresses in two /24 subnets, an rxe device on each (A1, B1 in the
 // first subnet, A2, B2 in the second), so the link group between A1 (client) and B1 (server)
-// gets a second link (as smcr-llc-peer.ts). Prints one JSON line ({ scenario, ... }, or
-// { fail }) and exits.
+// gets a second link (as smcr-llc-peer.ts; what they share is in smcr-llc-peer-common.ts). Prints
+// one JSON line ({ scenario, ... }, or { fail }) and exits.
 //
 //   node smcr-review-llc-peer.js rkeyclear
 
-import net from 'node:net';
+import type net from 'node:net';
 import { once } from 'node:events';
-import { createRxeDevice, type Device } from '../../src/index.js';
+import type { Device } from '../../src/index.js';
 import * as smc from '../../src/smc/index.js';
-import { SmcrLinkGroup, type Rmb } from '../../src/smc/smcr/lgr.js';
+import type { Rmb } from '../../src/smc/smcr/lgr.js';
 import type { SmcrLink } from '../../src/smc/smcr/link.js';
+import { listenBehindRelay } from '../helpers/tcp-relay.js';
+import { devices, group, runScenario, twoLinks, until, type Name } from './smcr-llc-peer-common.js';
 
-const out = (o: Record<string, unknown>) => process.stdout.write(`${JSON.stringify(o)}\n`);
-const scenario = process.argv[2] ?? '';
 const ADDR = { A1: '10.93.1.1', B1: '10.93.1.2', A2: '10.93.2.1', B2: '10.93.2.2' } as const;
-type Name = keyof typeof ADDR;
-
-async function until(cond: () => boolean, what: string, ms = 10_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`no ${what} within ${ms} ms`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
-
-async function devices(): Promise<Record<Name, Device>> {
-  const d = {} as Record<Name, Device>;
-  for (const n of ['A1', 'B1', 'A2', 'B2'] as Name[]) {
-    d[n] = await createRxeDevice({ address: ADDR[n], port: 4791, name: `rxe_${n}` });
-    d[n].unref();
-  }
-  return d;
-}
 
 /** An echo server on B1 behind a plain TCP relay (the client reaches the server from A1). */
 async function setup(d: Record<Name, Device>) {
   const opts = { smcBufferSize: 65536, smcHandshakeTimeout: 10_000 };
   const server = smc.createServer({ smcr: { device: d.B1 }, ...opts }, (s) => { s.on('error', () => {}); s.pipe(s); });
-  server.listen(0, ADDR.B1);
-  await once(server, 'listening');
-  const rs = net.createServer((c) => {
-    const u = net.connect({ host: ADDR.B1, port: (server.address() as net.AddressInfo).port, localAddress: ADDR.A1 });
-    for (const x of [c, u]) x.on('error', () => {});
-    c.pipe(u);
-    u.pipe(c);
-  });
-  rs.listen(0, ADDR.B1);
-  await once(rs, 'listening');
+  const rs = await listenBehindRelay(server, ADDR.B1, ADDR.A1);
   const open = async () => {
     const s = smc.connect({ host: ADDR.B1, port: (rs.address() as net.AddressInfo).port, localAddress: ADDR.A1, smcr: { device: d.A1, discovery: false }, ...opts });
     s.on('error', () => {});
@@ -59,10 +32,6 @@ async function setup(d: Record<Name, Device>) {
   return { open };
 }
 
-const groups = () => SmcrLinkGroup.list().filter((g) => !g.dead);
-const group = (role: 'client' | 'server') => groups().find((g) => g.role === role)!;
-const twoLinks = () => groups().length === 2 && groups().every((g) => g.activeLinks().length === 2);
-
 const scenarios: Record<string, () => Promise<Record<string, unknown>>> = {
   // The client announces an RMB with CONFIRM_RKEY on link 2 and waits for the answer (which
   // the server here never sends); the server then loses link 2 and tells the client with
@@ -70,7 +39,7 @@ const scenarios: Record<string, () => Promise<Record<string, unknown>>> = {
   // client: the wait must fail then, as Linux's smc_llc_wait returns when its link is no longer
   // usable, not when its 2 s run out.
   async rkeyclear() {
-    const d = await devices();
+    const d = await devices(ADDR);
     const env = await setup(d);
     await env.open();
     await until(twoLinks, 'two links');
@@ -90,12 +59,4 @@ const scenarios: Record<string, () => Promise<Record<string, unknown>>> = {
   },
 };
 
-try {
-  const run = scenarios[scenario];
-  if (!run) throw new Error(`no scenario ${scenario}`);
-  out({ scenario, ...await run() });
-  process.exit(0);
-} catch (e) {
-  out({ scenario, fail: (e as Error).stack ?? String(e) });
-  process.exit(1);
-}
+await runScenario(scenarios);

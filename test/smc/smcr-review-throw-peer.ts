@@ -4,8 +4,9 @@
 // throw; the second must still echo (the link's completion handling goes on), and the
 // exception must still reach 'uncaughtException'. Prints one JSON line and exits.
 
-import net from 'node:net';
+import type net from 'node:net';
 import { once } from 'node:events';
+import { listenBehindRelay } from '../helpers/tcp-relay.js';
 
 process.env.SOFTRDMA_SMC_LEARN = '0';
 const smc = await import('../../src/smc/index.js');
@@ -29,17 +30,8 @@ const server = smc.createServer({ smcr: { device: b } }, (s) => {
   });
   s.pipe(s);
 });
-server.listen(0, '127.0.0.3');
-await once(server, 'listening');
 // A plain TCP relay: the server's own port would give a local client SMC-D.
-const relay = net.createServer((c) => {
-  const u = net.connect({ host: '127.0.0.3', port: (server.address() as net.AddressInfo).port, localAddress: '127.0.0.2' });
-  for (const x of [c, u]) x.on('error', () => {});
-  c.pipe(u);
-  u.pipe(c);
-});
-relay.listen(0, '127.0.0.3');
-await once(relay, 'listening');
+const relay = await listenBehindRelay(server, '127.0.0.3', '127.0.0.2');
 
 const connect = async () => {
   const s = smc.connect({ host: '127.0.0.3', port: (relay.address() as net.AddressInfo).port, localAddress: '127.0.0.2', smcr: { device: a, discovery: false } });

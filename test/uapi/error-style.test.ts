@@ -6,16 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Access, Attr, M, Obj, QpAttr, QpState, QpType, SendFlags, SrqAttr, VerbsError, WrOpcode } from '../../src/index.js';
 import { makePair } from '../helpers/pair.js';
-
-function caught(fn: () => unknown): VerbsError {
-  try {
-    fn();
-  } catch (e) {
-    assert.ok(e instanceof VerbsError, `not a VerbsError: ${String(e)}`);
-    return e;
-  }
-  assert.fail('did not throw');
-}
+import { caught } from '../helpers/uapi.js';
 
 test('every error names its attribute once, snake_case', async () => {
   const { a, close } = await makePair(QpType.RC, { cap: { maxSendSge: 1, maxRecvSge: 1, maxInlineData: 8 } });

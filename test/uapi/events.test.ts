@@ -5,21 +5,12 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { QpAttr, QpState, QpType, createRxeDevice, type AsyncEventInfo, type CompChannel, type CQ, type Context, type PD } from '../../src/index.js';
+import { QpAttr, QpState, QpType, type AsyncEventInfo, type CompChannel, type CQ, type PD } from '../../src/index.js';
+import { withDevice } from '../helpers/uapi.js';
 
 const INIT_MASK = QpAttr.STATE | QpAttr.PKEY_INDEX | QpAttr.PORT | QpAttr.ACCESS_FLAGS;
 const toInit = { qpState: QpState.INIT, pkeyIndex: 0, portNum: 1, qpAccessFlags: 0 };
 const turn = () => new Promise((r) => setImmediate(r));
-
-async function withDevice(fn: (ctx: Context, pd: PD) => Promise<void>): Promise<void> {
-  const dev = await createRxeDevice({ address: '127.0.0.2', port: 0 });
-  try {
-    const ctx = dev.open();
-    await fn(ctx, ctx.allocPd());
-  } finally {
-    await dev.close();
-  }
-}
 
 /** A QP in INIT on `cq` with `n` receives posted: taking it to ERR flushes n completions at once. */
 function flushable(pd: PD, cq: CQ, n: number) {

@@ -5,30 +5,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  Access, QpAttr, QpState, QpType, SendFlags, VerbsError, WcStatus, WrOpcode, connectQp, createRxeDevice, gidFromAddress, type Context, type PD, type QP,
+  Access, QpAttr, QpState, QpType, SendFlags, WcStatus, WrOpcode, connectQp, gidFromAddress, type QP,
 } from '../../src/index.js';
+import { caught, withDevice } from '../helpers/uapi.js';
 
 const turn = () => new Promise((r) => setImmediate(r));
-
-function caught(fn: () => unknown): VerbsError {
-  try {
-    fn();
-  } catch (e) {
-    assert.ok(e instanceof VerbsError, `not a VerbsError: ${String(e)}`);
-    return e;
-  }
-  assert.fail('did not throw');
-}
-
-async function withDevice(fn: (ctx: Context, pd: PD) => Promise<void> | void): Promise<void> {
-  const dev = await createRxeDevice({ address: '127.0.0.2', port: 0 });
-  try {
-    const ctx = dev.open();
-    await fn(ctx, ctx.allocPd());
-  } finally {
-    await dev.close();
-  }
-}
 
 /** To RTS towards a peer that never answers (nothing at 127.0.0.9): sends stay outstanding. */
 function toSilentPeer(qp: QP): void {

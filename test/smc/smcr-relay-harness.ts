@@ -1,7 +1,8 @@
-// In-process harness of the smcr-review-*.test.ts files (as smcr-lifecycle.test.ts's): the
+// In-process SMC-R harness of smcr-lifecycle.test.ts and the smcr-review-*.test.ts files: the
 // client's rxe device on 127.0.0.2, the server's on 127.0.0.3, an SMC-R server there, and a TCP
 // relay of the test's between them (a local SMC listener's own port would get SMC-D) that sees
-// every CLC message of each connection and can drop or rewrite one. Everything goes with the test.
+// every CLC message of each connection and can hold, drop or rewrite one. Everything goes with
+// the test.
 
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
@@ -37,18 +38,19 @@ export async function until(cond: () => boolean, ms: number, what: string): Prom
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** What a hook makes of one CLC frame: undefined forwards it, null drops it, a Buffer replaces it. */
-export type Hook = (m: SmcClcMessage, frame: Buffer) => Buffer | null | undefined;
+/** What a hook makes of one CLC frame: undefined forwards it, null drops it, a Buffer replaces it; possibly later. */
+export type Hook = (m: SmcClcMessage, frame: Buffer) => Buffer | null | undefined | Promise<Buffer | null | undefined>;
 export interface Hooks { client?: Hook; server?: Hook }
 export interface Relayed { fromClient: SmcClcMessage[]; fromServer: SmcClcMessage[] }
 
-/** Forward from -> to, handing each CLC frame (while the stream starts with one) to the hook. */
+/** Forward from -> to, handing each CLC frame (while the stream starts with one) to the hook, in order. */
 function pump(from: net.Socket, to: net.Socket, seen: SmcClcMessage[], hook: Hook | undefined): void {
   let buf = Buffer.alloc(0);
   let clc = true;
-  from.on('data', (d: Buffer) => {
-    if (to.destroyed) return;
-    if (!clc) return void to.write(d);
+  let chain: Promise<unknown> = Promise.resolve();
+  const then = (f: () => unknown) => { chain = chain.then(f).catch((e: unknown) => { to.destroy(e as Error); }); };
+  from.on('data', (d: Buffer) => then(async () => {
+    if (!clc) return void (to.destroyed || to.write(d));
     buf = Buffer.concat([buf, d]);
     while (clc && buf.length >= 4) {
       if (buf.readUInt32BE(0) !== EYECATCHER) { clc = false; break; }
@@ -58,14 +60,14 @@ function pump(from: net.Socket, to: net.Socket, seen: SmcClcMessage[], hook: Hoo
       buf = buf.subarray(n);
       const m = decodeSmcClc(frame);
       seen.push(m);
-      const out = hook ? hook(m, frame) : undefined;
-      if (out !== null) to.write(out ?? frame);
+      const out = hook ? await hook(m, frame) : undefined;
+      if (out !== null && !to.destroyed) to.write(out ?? frame);
     }
-    if (!clc && buf.length > 0) to.write(buf);
+    if (!clc && buf.length > 0 && !to.destroyed) to.write(buf);
     if (!clc) buf = Buffer.alloc(0);
-  });
-  from.on('end', () => to.end());
-  from.on('close', () => to.destroy());
+  }));
+  from.on('end', () => then(() => to.end()));
+  from.on('close', () => then(() => to.destroy()));
   from.on('error', () => {});
 }
 
