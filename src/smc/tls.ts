@@ -157,6 +157,16 @@ export function hookTls(): void {
       // listeners (a tls.Server sees the socket once its SMC handshake settled).
       const t = this;
       stream.socket.prependOnceListener('close', () => { if (!t.destroyed) t.destroy(); });
+      // And the other way: over TCP a destroyed TLS socket has closed the handle it wraps, so
+      // nothing reads for it any more. Here the JSStreamSocket in between would go on reading
+      // (a read it had scheduled runs into the TLS socket's closed handle: a TypeError emitted
+      // as a second error, after an AbortSignal's AbortError): it goes with the TLS socket.
+      const js = wrap as net.Socket;
+      const destroy = (t as unknown as { _destroy: (err: Error | null, cb: (e?: Error | null) => void) => void })._destroy;
+      (t as unknown as { _destroy: typeof destroy })._destroy = function (this: tls.TLSSocket, err, cb) {
+        destroy.call(this, err, cb);
+        if (!js.destroyed) js.destroy();
+      };
     }
     return wrapHandle.call(this, wrap, handle, ...rest);
   };
