@@ -397,9 +397,10 @@ function writeHeld(sock: Socket, held: Held): void {
  * declines first (an SMC-D server goes to SMC-D only at our Confirm, an SMC-R one after it);
  * a server holding what may be the start of a Proposal writes as its handshake timer would;
  * a connection that settled on TCP a moment ago (its flush waits for a tick) just writes, and
- * one that settled on SMC (destroyed by an 'smc' listener) writes into the ring. Anywhere else the peer may be on SMC already, and TCP bytes would be lost there: the write
- * fails, as node:net's writes that never went out do. True when a CLC reply may still come:
- * the handle should close gently.
+ * one that settled on SMC (destroyed by an 'smc' listener) writes into the ring. Anywhere else
+ * the peer may be on SMC already, and TCP bytes would be lost there: the write fails, as
+ * node:net's writes that never went out do. True when a CLC reply may still come: the handle
+ * should close gently.
  */
 export function writeHeldOnRelease(sock: Socket, s: SmcState): boolean {
   const held = s.held!;

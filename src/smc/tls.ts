@@ -251,11 +251,22 @@ function overGivenSocket(o: tls.ConnectionOptions, cb: (() => void) | undefined,
   const smcSock = o.socket;
   // A plain socket, or one on TCP with no late CLC message to strip: node:tls's own path.
   if (!needsSmcStream(smcSock)) return plain(...args);
+  return overSmcStream(smcSock, (stream) => plain({ ...o, socket: stream }, ...(cb ? [cb] : [])));
+}
+
+/**
+ * TLS on an SMC socket the application gave (tls.connect({ socket }), or the TLSSocket class
+ * under the preload): `build` makes the TLS socket on the socket's SmcStream, with the
+ * allowHalfOpen the TCP transport would have had, and the TLS socket (`tlsOf` the result, if
+ * build returns something else) learns of the socket's 'connect'.
+ */
+function overSmcStream<T>(sock: Socket, build: (stream: SmcStream) => T, tlsOf: (r: T) => unknown = (r) => r): T {
   hookTls();
-  const stream = new SmcStream(smcSock);
-  const t = asTransport(stream, smcSock.allowHalfOpen, () => plain({ ...o, socket: stream }, ...(cb ? [cb] : [])));
-  relayConnect(smcSock, t);
-  return t;
+  const stream = new SmcStream(sock);
+  const r = asTransport(stream, sock.allowHalfOpen, () => build(stream));
+  const t = tlsOf(r);
+  if (t instanceof net.Socket) relayConnect(sock, t as tls.TLSSocket);
+  return r;
 }
 
 /**
@@ -330,21 +341,13 @@ export function hookTlsWrapping(): void {
     construct(target, args: unknown[], newTarget) {
       const sock = args[0];
       if (!needsSmcStream(sock)) return Reflect.construct(target, args, newTarget) as object;
-      hookTls();
-      const stream = new SmcStream(sock);
-      const t = asTransport(stream, sock.allowHalfOpen, () => Reflect.construct(target, [stream, ...args.slice(1)], newTarget) as tls.TLSSocket);
-      relayConnect(sock, t);
-      return t;
+      return overSmcStream(sock, (stream) => Reflect.construct(target, [stream, ...args.slice(1)], newTarget) as object);
     },
     // An ES5-style subclass (util.inherits, then tls.TLSSocket.call(this, sock, opts)).
     apply(target, thisArg: unknown, args: unknown[]) {
       const sock = args[0];
       if (!needsSmcStream(sock)) return Reflect.apply(target, thisArg, args) as unknown;
-      hookTls();
-      const stream = new SmcStream(sock);
-      const r = asTransport(stream, sock.allowHalfOpen, () => Reflect.apply(target, thisArg, [stream, ...args.slice(1)]) as unknown);
-      if (thisArg instanceof net.Socket) relayConnect(sock, thisArg as tls.TLSSocket);
-      return r;
+      return overSmcStream(sock, (stream) => Reflect.apply(target, thisArg, [stream, ...args.slice(1)]) as unknown, () => thisArg);
     },
   });
   const proto = tls.Server.prototype as unknown as { emit(...a: unknown[]): boolean };
