@@ -111,17 +111,8 @@ export function getoptArgs(args: readonly string[], options: Options): string[] 
  */
 export async function resolveAddressOptions(options: ReadonlyArray<readonly [string, string | undefined]>): Promise<Record<string, string | undefined>> {
   const out: Record<string, string | undefined> = {};
-  const literal = options.map(([, v]) => (v === undefined ? 0 : isIP(v))).find((f) => f !== 0);
-  for (const [k, v] of options) {
-    if (v === undefined || isIP(v) !== 0) { out[k] = v; continue; }
-    if (v === '') throw new UsageError(`-${k} must be an IPv4 or IPv6 address or a host name, got ''`);
-    try {
-      out[k] = (await lookup(v, literal ? { family: literal } : {})).address;
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      throw new UsageError(`-${k} must be an IPv4 or IPv6 address or a host name that resolves${literal ? ` to an IPv${literal} address` : ''}, got '${v}' (${code ?? (err as Error).message})`);
-    }
-  }
+  const literal = options.map(([, v]) => (v === undefined ? 0 : isIP(v))).find((f) => f !== 0) ?? 0;
+  for (const [k, v] of options) out[k] = v === undefined ? v : await resolveAddress(`-${k}`, v, literal);
   return out;
 }
 
@@ -130,14 +121,19 @@ export async function resolveAddressOptions(options: ReadonlyArray<readonly [str
  * resolveAddressOptions resolves -b (its first answer); anything else (an empty value, a name
  * that does not resolve) is a UsageError naming the option as `label` ('--bind').
  */
-export async function resolveBindOption(label: string, v: string, opts: UsageErrorOptions = {}): Promise<string> {
+export function resolveBindOption(label: string, v: string, opts: UsageErrorOptions = {}): Promise<string> {
+  return resolveAddress(label, v, 0, opts);
+}
+
+/** One address option: an IP literal as it is, a host name by getaddrinfo (in `family` if not 0). */
+async function resolveAddress(label: string, v: string, family: number, opts: UsageErrorOptions = {}): Promise<string> {
   if (isIP(v) !== 0) return v;
   if (v === '') throw new UsageError(`${label} must be an IPv4 or IPv6 address or a host name, got ''`, opts);
   try {
-    return (await lookup(v)).address;
+    return (await lookup(v, family ? { family } : {})).address;
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    throw new UsageError(`${label} must be an IPv4 or IPv6 address or a host name that resolves, got '${v}' (${code ?? (err as Error).message})`, opts);
+    throw new UsageError(`${label} must be an IPv4 or IPv6 address or a host name that resolves${family ? ` to an IPv${family} address` : ''}, got '${v}' (${code ?? (err as Error).message})`, opts);
   }
 }
 
