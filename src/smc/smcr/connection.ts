@@ -401,7 +401,7 @@ export class SmcrConnection implements SmcTransport {
 
   consumeArrived(): void {
     if (this.released || this.failed) return;
-    this.bytesReceived += this.peerProduced - this.consumed - (this.urgAt >= this.consumed ? 1 : 0);
+    this.bytesReceived += this.unreadNow();
     this.urgAt = -1;
     this.consumed = this.peerProduced;
     this.updateConsumer(true);
