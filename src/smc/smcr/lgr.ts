@@ -57,7 +57,6 @@ import { SmcrLink } from './link.js';
 import { RtokenTable } from './rtokens.js';
 import { remoteAddr } from '../../abi/remote-addr.js';
 import { SoftrdmaError } from '../../abi/errors.js';
-import { rethrowLater } from '../poller.js';
 
 /** A link group's step failed the way Linux declines a handshake for: the Decline's reason (SMC_CLC_DECL_*). */
 export class SmcrDeclineError extends Error {
@@ -843,18 +842,10 @@ export class SmcrLinkGroup {
       let cdc;
       try { cdc = decodeSmcrCdc(m); } catch (e) { if (e instanceof SmcrWireError) { this.dropped.cdc++; this.rx.cdcMalformed++; return; } throw e; }
       const conn = this.conns.get(cdc.token);
-      if (conn) {
-        // The connection's handling runs application callbacks ('data', 'drain', write
-        // callbacks). One that throws must not take the link's other messages of this batch
-        // with it, nor leave the link's CQ unarmed: it is thrown again on its own tick, as the
-        // SMC-D poller does (poller.ts rethrowLater), and the link goes on.
-        try {
-          conn.onCdc(cdc);
-        } catch (err) {
-          rethrowLater(err);
-        }
-        return;
-      }
+      // The connection's handling runs application callbacks ('data', 'drain', write
+      // callbacks); one that throws is thrown again on its own tick by the link, which goes on
+      // with the rest of its batch (link.ts handle).
+      if (conn) { conn.onCdc(cdc); return; }
       const pending = this.expected.get(cdc.token);
       if (pending) return this.holdEarly(pending, cdc);
       // The last CDC of a connection that ended here: its RMB may be reused now.
