@@ -8,6 +8,8 @@ import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
 const PEER = path.join(path.dirname(fileURLToPath(import.meta.url)), 'smc-peer.js');
+/** SMC_BENCH_PROF=DIR: a CPU profile of every peer process (node --cpu-prof), to see where a benchmark's time goes. */
+const PROF = process.env.SMC_BENCH_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.SMC_BENCH_PROF] : [];
 
 export interface PeerOptions {
   execArgv?: string[];
@@ -24,7 +26,7 @@ export interface PeerServer {
 
 /** smc-peer serve ...; resolves once it listens. stop() closes its stdin and waits for exit. */
 export async function startPeerServer(args: string[], opts: PeerOptions = {}): Promise<PeerServer> {
-  const child = spawn(process.execPath, [...(opts.execArgv ?? []), PEER, 'serve', ...args], { stdio: ['pipe', 'pipe', 'inherit'], env: opts.env ?? process.env });
+  const child = spawn(process.execPath, [...PROF, ...(opts.execArgv ?? []), PEER, 'serve', ...args], { stdio: ['pipe', 'pipe', 'inherit'], env: opts.env ?? process.env });
   const rl = readline.createInterface({ input: child.stdout! });
   const [line] = (await once(rl, 'line')) as [string];
   rl.close();
@@ -39,7 +41,7 @@ export async function startPeerServer(args: string[], opts: PeerOptions = {}): P
 
 /** smc-peer client ...; the JSON object it printed. */
 export async function runPeerClient(args: string[], opts: PeerOptions = {}): Promise<Record<string, unknown>> {
-  const child = spawn(process.execPath, [...(opts.execArgv ?? []), PEER, 'client', ...args], { stdio: ['ignore', 'pipe', 'inherit'], env: opts.env ?? process.env });
+  const child = spawn(process.execPath, [...PROF, ...(opts.execArgv ?? []), PEER, 'client', ...args], { stdio: ['ignore', 'pipe', 'inherit'], env: opts.env ?? process.env });
   let out = '';
   child.stdout!.on('data', (d: Buffer) => { out += d; });
   const [code] = (await once(child, 'exit')) as [number];
