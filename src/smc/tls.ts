@@ -48,6 +48,19 @@ export class SmcStream extends Duplex {
     if (this.selfEnded) return cb();
     this.socket.write(chunk, encoding, cb);
   }
+  /**
+   * A write after node:tls shut this stream down (JSStreamSocket's doShutdown ended it): what
+   * TLS writes in answer to records that still come (over TCP, uv_write refuses it with EPIPE
+   * and TLSWrap ignores write errors once shut down, OnStreamAfterWrite). A Writable would
+   * raise ERR_STREAM_WRITE_AFTER_END, which JSStreamSocket passes on as the TLS socket's
+   * 'error': the write fails with EPIPE to its callback alone.
+   */
+  override write(chunk: unknown, encoding?: BufferEncoding | ((err?: Error | null) => void), cb?: (err?: Error | null) => void): boolean {
+    if (!this.writableEnded) return super.write(chunk, encoding as BufferEncoding, cb);
+    const done = typeof encoding === 'function' ? encoding : cb;
+    if (done) process.nextTick(done, Object.assign(new Error('write EPIPE'), { code: 'EPIPE', errno: -32, syscall: 'write' }));
+    return false;
+  }
   override _final(cb: (err?: Error | null) => void): void {
     if (this.selfEnded) return cb();
     this.socket.end(cb);

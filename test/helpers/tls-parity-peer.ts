@@ -2,7 +2,7 @@
 // without the auto preload: each prints one JSON line of what the application saw, which must
 // be the same both ways, and the process must end by itself.
 //   tls-parity-peer series | client-ends-first | given-connected | given-connecting | bad-options |
-//     tls-socket-on-accepted | tls-server-emit-connection | named-imports
+//     tls-socket-on-accepted | tls-server-emit-connection | named-imports | end-at-connect
 
 import fs from 'node:fs';
 import net from 'node:net';
@@ -152,7 +152,23 @@ async function namedImports(): Promise<unknown> {
   return { client: w.events, server: serverEvents };
 }
 
+async function endAtConnect(): Promise<unknown> {
+  // The client ends at 'connect' (TCP connected, the handshake not begun), as the last case of
+  // test-https-agent-create-connection does: node:tls shuts its transport down at once, and what
+  // it writes after that (the rest of its handshake, in answer to the server's) must fail
+  // quietly, as a write to a shut-down TCP socket does under TLSWrap, not become an 'error'.
+  const { server: s, port } = await server(() => {});
+  s.on('tlsClientError', () => {});
+  const c = tls.connect({ port, host: '127.0.0.1', rejectUnauthorized: false });
+  c.on('connect', () => { mode(c); c.end(); });
+  const w = watch(c);
+  await w.done;
+  await new Promise((resolve) => s.close(resolve));
+  return { client: w.events };
+}
+
 const scenarios: Record<string, () => Promise<unknown>> = {
+  'end-at-connect': endAtConnect,
   'named-imports': namedImports,
   'tls-socket-on-accepted': () => tlsOnAccepted('constructor'),
   'tls-server-emit-connection': () => tlsOnAccepted('emit'),

@@ -69,6 +69,11 @@ describe('node:tls parity under the preload', () => {
     assert.deepEqual(smc.modes, ['SMCD']);
   });
 
+  it("a client that ends at 'connect', before its handshake: node:tls's later writes fail quietly, no 'error'", async () => {
+    const smc = await parity('end-at-connect');
+    assert.deepEqual(smc.result, { client: ['secureConnect', 'end()', 'close'] });
+  });
+
   it('tls.connect({ socket }) over a socket still connecting', async () => {
     const smc = await parity('given-connecting');
     assert.deepEqual(smc.modes, ['SMCD']);
