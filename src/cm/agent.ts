@@ -134,14 +134,14 @@ export class CmAgent extends EventEmitter {
     return this.table.get(localId);
   }
 
-  /** ib_cm_listen on a new id; EINVAL if another listener covers the service id. */
+  /** ib_cm_listen on a new id; EBUSY if another listener's service id and mask overlap these. */
   listen(serviceId: bigint, mask?: bigint): number {
     this.checkOpen();
     const c = this.table.create();
     const out = this.table.listen(c.localId, serviceId, mask);
     if (out.error) {
       this.table.call(c.localId, { type: 'destroy' });
-      throw new SoftrdmaError(out.error, `cm: service id 0x${serviceId.toString(16)} has a listener already`);
+      throw new SoftrdmaError(out.error, `cm: service id 0x${serviceId.toString(16)}${mask === undefined ? '' : ` mask 0x${mask.toString(16)}`} has a listener already`);
     }
     return c.localId;
   }

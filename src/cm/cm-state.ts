@@ -66,21 +66,6 @@ export function cmAckTimeout(caAckDelay: number, packetLifeTime: number): number
   return Math.min(31, t);
 }
 
-/**
- * How long after its first send a peer may still be resending a REQ (ms): maxCmRetries + 1
- * tries of 2 × packet life + remote CM response timeout (ib_send_cm_req's timeout_ms), where an
- * MRA asking for `mraServiceTimeout` stretches the try it lands in and the ones after it to
- * service timeout + path ACK timeout (ib_modify_mad): at most one try more of the longer kind.
- * The REQ carries no packet life; its ACK timeout - 1 stands for it, as cm.c's passive side
- * reads it (an upper bound: the ACK timeout is at least packet life + 1).
- */
-export function reqRetryBudgetMs(req: Pick<CmReq, 'primaryLocalAckTimeout' | 'remoteCmResponseTimeout' | 'maxCmRetries'>, mraServiceTimeout: number): number {
-  const ack = req.primaryLocalAckTimeout;
-  const tryMs = cmConvertToMs(Math.max(ack - 1, 0)) * 2 + cmConvertToMs(req.remoteCmResponseTimeout);
-  const mraTryMs = cmConvertToMs(mraServiceTimeout) + cmConvertToMs(ack);
-  return (req.maxCmRetries + 2) * Math.max(tryMs, mraTryMs);
-}
-
 /** Soft-RoCE's local CA ACK delay (RXE_LOCAL_CA_ACK_DELAY), the REP's target ACK delay from rxe. */
 export const RXE_LOCAL_CA_ACK_DELAY = 15;
 
@@ -147,7 +132,11 @@ export type CmInput =
   | { type: 'send_drep'; privateData?: Buffer }
   /** ib_cm_notify(IB_EVENT_COMM_EST): the QP saw traffic before the RTU. */
   | { type: 'establish' }
-  | { type: 'destroy' }
+  /**
+   * ib_destroy_cm_id. `noMemory`: cm_destroy_id with -ENOMEM (the consumer could not take a new
+   * REQ): in REQ_RCVD the REQ is forgotten without a REJ, so the peer's resend comes as a new REQ.
+   */
+  | { type: 'destroy'; noMemory?: true }
   | { type: 'send_sidr_req'; req: Omit<CmSidrReq, 'requestId'>; timeoutMs: number; maxRetries: number }
   | { type: 'send_sidr_rep'; rep: Omit<CmFields<'SIDR_REP'>, 'requestId' | 'serviceId'> }
   | { type: 'recv'; msg: CmMessage; tid: bigint }
@@ -461,7 +450,9 @@ export const CM_TABLE: { readonly [S in CmStateName]: Partial<Record<CmInputKey,
     send_rej: sendRej,
     'recv:REQ': dupDrop, // cm_dup_req_handler: the consumer has not answered yet
     'recv:REJ': onRej,
-    destroy: destroyTo('IDLE', (c) => formatRej(c, RejReason.CONSUMER_DEFINED, undefined, undefined)),
+    // cm_destroy_id: REJ(CONSUMER_DEFINED); with -ENOMEM cm_reset_to_idle, "Do not reject to allow future retries"
+    destroy: (c, i) => (callOf(i, 'destroy').noMemory ? destroyTo('IDLE')(c, i)
+      : destroyTo('IDLE', (x) => formatRej(x, RejReason.CONSUMER_DEFINED, undefined, undefined))(c, i)),
   },
   MRA_REQ_SENT: {
     send_rep: sendRep,
@@ -535,9 +526,10 @@ export const CM_TABLE: { readonly [S in CmStateName]: Partial<Record<CmInputKey,
     destroy: destroyTo('TIMEWAIT', (c) => drep(c)),
   },
   TIMEWAIT: {
-    // cm_dreq_handler: the peer missed our DREP; send it again
+    // cm_dreq_handler: the peer missed our DREP; send it again (a DREQ naming another QP is dropped)
     'recv:DREQ': (c, i) => {
-      const { tid } = recvOf(i, 'DREQ');
+      const { msg, tid } = recvOf(i, 'DREQ');
+      if (msg.remoteQpnEecn !== c.localQpn) return drop(c);
       return { conn: c, actions: [{ type: 'send', msg: c.lastDrep ?? drep(c), tid }], dropped: 'duplicate' };
     },
     // cm_dup_req_handler: a REQ for a connection in time-wait is stale

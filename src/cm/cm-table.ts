@@ -19,7 +19,7 @@ export interface CmOutcome {
   actions: CmAction[];
   /** For a new passive connection: the listener it came in on. */
   listenId?: number;
-  error?: CmStep['error'];
+  error?: CmStep['error'] | 'EBUSY';
 }
 
 export interface CmRouted {
@@ -85,13 +85,17 @@ export class CmTable {
     return c;
   }
 
-  /** ib_cm_listen: EBUSY if another listener already covers this service id. */
+  /**
+   * ib_cm_listen: the service id is masked first; EBUSY if another listener's (id, mask) and
+   * this one's overlap as cm_insert_listen compares them.
+   */
   listen(localId: number, serviceId: bigint, mask = ALL_ONES): CmOutcome {
+    const sid = serviceId & mask;
     for (const l of this.listeners.values()) {
-      if ((l.mask & serviceId) === (mask & l.serviceId)) return { localId, actions: [], error: 'EINVAL' };
+      if ((l.mask & sid) === (mask & l.serviceId)) return { localId, actions: [], error: 'EBUSY' };
     }
-    const out = this.call(localId, { type: 'listen', serviceId: serviceId & mask });
-    if (!out.error) this.listeners.set(localId >>> 0, { serviceId: serviceId & mask, mask });
+    const out = this.call(localId, { type: 'listen', serviceId: sid });
+    if (!out.error) this.listeners.set(localId >>> 0, { serviceId: sid, mask });
     return out;
   }
 

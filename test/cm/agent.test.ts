@@ -225,7 +225,7 @@ describe('what QP1 and the MAD layer cannot take: counted, dropped or answered, 
       const A = new CmAgent(dev);
       assert.throws(() => dev.openGsi(), { code: 'EBUSY' });
       A.listen(SID);
-      assert.throws(() => A.listen(SID), { code: 'EINVAL' }); // cm_insert_listen: one listener per service id
+      assert.throws(() => A.listen(SID), { code: 'EBUSY' }); // ib_cm_listen: -EBUSY when cm_insert_listen finds one
       A.close();
       A.close();
       assert.throws(() => A.listen(SID), { code: 'EINVAL' });

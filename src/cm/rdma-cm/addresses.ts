@@ -42,23 +42,30 @@ function canonical(a: string): string {
 /** The ephemeral range Linux uses by default (net.ipv4.ip_local_port_range). */
 const EPHEMERAL_LOW = 32768, EPHEMERAL_HIGH = 60999;
 
-/** Bound ports per port space: (port, address) pairs; a wildcard conflicts with every address of its port. */
+/**
+ * Bound ports per port space: (port, address) pairs. As Linux's cma_check_port: a port bound to
+ * a wildcard and any other address on it (or a wildcard joining a port in use) is
+ * EADDRNOTAVAIL; the same address twice is EADDRINUSE; other addresses share the port.
+ */
 export class PortTable {
   private readonly bound = new Map<string, Set<string>>();
 
   private key(ps: number, port: number) { return `${ps}:${port}`; }
 
-  private conflicts(ps: number, port: number, address: string): boolean {
+  /** Why `address` cannot take `port` (cma_check_port's errno), or undefined if it can. */
+  private conflict(ps: number, port: number, address: string): 'EADDRNOTAVAIL' | 'EADDRINUSE' | undefined {
     const s = this.bound.get(this.key(ps, port));
-    if (!s) return false;
-    if (isWildcard(address)) return s.size > 0;
-    return s.has(address) || [...s].some(isWildcard);
+    if (!s || s.size === 0) return undefined;
+    if (isWildcard(address) || [...s].some(isWildcard)) return 'EADDRNOTAVAIL';
+    return s.has(address) ? 'EADDRINUSE' : undefined;
   }
 
-  /** Bind `address:port` (port 0: an ephemeral port); EADDRINUSE, or EADDRNOTAVAIL when the range is full. */
+  /** Bind `address:port` (port 0: an ephemeral port); EADDRINUSE / EADDRNOTAVAIL as cma_check_port, EADDRNOTAVAIL when the range is full. */
   bind(ps: number, address: string, port: number): number {
     if (port !== 0) {
-      if (this.conflicts(ps, port, address)) throw new SoftrdmaError('EADDRINUSE', `rdma_cm: port ${port} on ${address} is in use`);
+      const why = this.conflict(ps, port, address);
+      if (why === 'EADDRINUSE') throw new SoftrdmaError(why, `rdma_cm: port ${port} on ${address} is in use`);
+      if (why) throw new SoftrdmaError(why, `rdma_cm: port ${port} is bound to ${isWildcard(address) ? 'an address' : 'a wildcard'} already; ${address} cannot share it`);
       this.add(ps, port, address);
       return port;
     }
@@ -66,7 +73,7 @@ export class PortTable {
     const start = randomInt(span);
     for (let i = 0; i < span; i++) {
       const p = EPHEMERAL_LOW + ((start + i) % span);
-      if (!this.conflicts(ps, p, address)) { this.add(ps, p, address); return p; }
+      if (!this.conflict(ps, p, address)) { this.add(ps, p, address); return p; }
     }
     throw new SoftrdmaError('EADDRNOTAVAIL', 'rdma_cm: no ephemeral port left');
   }

@@ -14,17 +14,17 @@ import { SoftrdmaError } from '../../abi/errors.js';
 import { QpType } from '../../abi/enums.js';
 import type { Context, PD, QP } from '../../verbs/api.js';
 import type { CmAgentEvent } from '../agent.js';
-import { cmAckTimeout, reqRetryBudgetMs } from '../cm-state.js';
+import { cmAckTimeout } from '../cm-state.js';
 import { CmDataSize, RejReason, SidrStatus, rejReasonName, reqQpType, sidrStatusName, type CmMessageOf } from '../wire/cm-messages.js';
 import {
-  CMA_REQ_USER_PRIVATE_DATA, CMA_SIDR_REQ_USER_PRIVATE_DATA, cmaReqPrivateData, cmaRoceFlowLabel, cmaUserData, decodeCmaHeader, roceGid, serviceIdFor,
+  CMA_REQ_USER_PRIVATE_DATA, CMA_SIDR_REQ_USER_PRIVATE_DATA, RDMA_UDP_QKEY, cmaReqPrivateData, cmaRoceFlowLabel, cmaUserData, decodeCmaHeader, roceGid, serviceIdFor,
 } from '../wire/cma-header.js';
 import { PORT_SPACE, isWildcard, ports, sockAddr, type PortSpaceName, type SockAddr } from './addresses.js';
 import { CmDevice, type CmIdSink } from './cm-device.js';
 import { connEventParam, formatRep, formatReq, sidrRep, udEventParam } from './cm-fields.js';
 import type { EventChannel } from './event-channel.js';
 import { ERRNO, type ConnEventParam, type RdmaCmEvent, type RdmaCmEventType, type UdEventParam } from './events.js';
-import { checkTimeout, privateData, timingOf, uint, type CmQpInit, type CmTiming, type ConnParam, type CreateIdOptions } from './params.js';
+import { checkTimeout, privateData, rdAtomic, retries, timingOf, uint, type CmQpInit, type CmTiming, type ConnParam, type CreateIdOptions } from './params.js';
 import { qpToErr, qpToInit, qpToRtr, qpToRts, type CmPath } from './qp-transitions.js';
 import { armCmExit, cmExitCounters, exitGuard } from '../exit.js';
 
@@ -66,11 +66,9 @@ export class RdmaCmId implements CmIdSink {
   /** Listener: the comm id on each device it listens on. */
   private readonly listens = new Map<CmDevice, number>();
   private backlog = 0;
+  /** Listener: CONNECT_REQUESTs on the channel the application has not taken yet (ucma's backlog). */
   private pending = 0;
-  /** Child of a listener, until accepted or rejected: its listener (for the backlog) and the REQ. */
-  private listener: RdmaCmId | undefined;
-  /** Child of a listener: frees its backlog slot once the client's REQ resends are surely over. */
-  private slotTimer: NodeJS.Timeout | undefined;
+  /** Child of a listener: the REQ it answers. */
   private req: CmMessageOf<'REQ'> | undefined;
   /** Our starting PSN (id_priv->seq_num): the PSN we expect to receive first. */
   private readonly seqNum = randomInt(0x1000000);
@@ -124,9 +122,13 @@ export class RdmaCmId implements CmIdSink {
   }
 
   /**
-   * rdma_resolve_addr: the local device for `dst` (the one holding `src`, or the id's bound
-   * address, or the only device of dst's family, or the one holding dst itself) and the GIDs;
-   * ADDR_RESOLVED follows (ADDR_ERROR with -EADDRNOTAVAIL when no device can be chosen).
+   * rdma_resolve_addr: the local device for `dst` (the one holding the source: `src`, or the
+   * id's bound address, which makes `src` ignored as Linux's resolve_prepare_src does; else the
+   * only device of dst's family, or the one holding dst itself) and the GIDs; ADDR_RESOLVED
+   * follows (ADDR_ERROR with -EADDRNOTAVAIL when no device can be chosen). A wildcard `src`
+   * chooses no device but binds its port and family, as rdma_bind_addr would. A wildcard `dst`
+   * is loopback (cma_resolve_loopback): the chosen device's own address (a device of its family
+   * when nothing else chooses one). The source's family must be dst's (EINVAL).
    * Resolution is local (the GID of a RoCEv2 peer is its address), so `timeoutMs` only bounds it.
    */
   resolveAddr(dst: { address: string; port: number }, src?: string | { address: string; port?: number }, timeoutMs = 2000): void {
@@ -135,38 +137,47 @@ export class RdmaCmId implements CmIdSink {
     const d = sockAddr('dst', dst.address, dst.port);
     if (d.port === 0 && !this.ud) throw new SoftrdmaError('EINVAL', 'rdma_cm: dst port must not be 0');
     checkTimeout(timeoutMs);
-    const s = src === undefined ? undefined : typeof src === 'string' ? sockAddr('src', src, 0) : sockAddr('src', src.address, src.port ?? 0);
-    if (s && this.st === 'addr-bound') throw new SoftrdmaError('EINVAL', 'rdma_cm: src given for an id already bound (bindAddr)');
-    const from = s ?? (this.local && !isWildcard(this.local.address) ? this.local : undefined);
-    if (from && from.family !== d.family) throw new SoftrdmaError('EINVAL', `rdma_cm: src ${from.address} and dst ${d.address} are of different families`);
-    if (this.local?.address === '0.0.0.0' && d.family === 6) throw new SoftrdmaError('EINVAL', `rdma_cm: bound to 0.0.0.0, dst ${d.address} is IPv6`);
-    let dev: CmDevice | undefined;
-    if (from) dev = this.dev ?? this.deviceHolding(from.address, 'src');
-    else {
-      const fam = CmDevice.ofFamily(d.family);
-      const pick = CmDevice.holding(d.address) ?? (fam.length === 1 ? fam[0] : undefined);
-      if (pick) dev = CmDevice.of(pick);
+    const given = src === undefined ? undefined : typeof src === 'string' ? sockAddr('src', src, 0) : sockAddr('src', src.address, src.port ?? 0);
+    const bound = this.st === 'addr-bound';
+    const s = bound ? this.local : given;
+    if (s && s.family !== d.family) {
+      throw new SoftrdmaError('EINVAL', `rdma_cm: ${bound ? 'bound address' : 'src'} ${s.address} and dst ${d.address} are of different families`);
     }
+    const dev = this.deviceFor(d, s);
     if (!dev) {
       this.later(() => this.emitEvent('ADDR_ERROR', { status: ERRNO.EADDRNOTAVAIL }));
       return;
     }
-    // Bind now (the local address is the device's), so nothing is half-done if binding fails.
-    if (this.st === 'idle') {
-      const port = ports.bind(this.ps, dev.address, s?.port ?? 0);
-      this.boundPort = { address: dev.address, port };
+    // Bind now (the local address is the device's; a wildcard src keeps its port on the
+    // wildcard, as rdma_bind_addr), so nothing is half-done if binding fails.
+    if (!bound) {
+      const at = s && isWildcard(s.address) ? s.address : dev.address;
+      const port = ports.bind(this.ps, at, s?.port ?? 0);
+      this.boundPort = { address: at, port };
       this.local = { address: dev.address, port, family: dev.family };
-    } else if (this.local && isWildcard(this.local.address)) {
-      this.local = { address: dev.address, port: this.local.port, family: dev.family };
+    } else if (isWildcard(this.local!.address)) {
+      this.local = { address: dev.address, port: this.local!.port, family: dev.family };
     }
     this.attach(dev);
-    this.remote = d;
+    this.remote = isWildcard(d.address) ? { address: dev.address, port: d.port, family: dev.family } : d;
     this.st = 'addr-query';
     this.later(() => {
       if (this.st !== 'addr-query') return;
       this.st = 'addr-resolved';
       this.emitEvent('ADDR_RESOLVED', {});
     });
+  }
+
+  /**
+   * The device resolveAddr uses: the one holding a specific source (EADDRNOTAVAIL if none);
+   * else, for a wildcard dst (loopback), the first device of its family; else the one holding
+   * dst, or the only one of dst's family.
+   */
+  private deviceFor(d: SockAddr, s: SockAddr | undefined): CmDevice | undefined {
+    if (s && !isWildcard(s.address)) return this.dev ?? this.deviceHolding(s.address, 'src');
+    const fam = CmDevice.ofFamily(d.family);
+    const pick = isWildcard(d.address) ? fam[0] : CmDevice.holding(d.address) ?? (fam.length === 1 ? fam[0] : undefined);
+    return pick && CmDevice.of(pick);
   }
 
   /**
@@ -253,10 +264,10 @@ export class RdmaCmId implements CmIdSink {
     }
     const qpNum = this.qp?.qpn ?? uint('qpNum', param.qpNum, undefined, 0xffffff);
     if (qpNum === undefined) throw new SoftrdmaError('EINVAL', 'rdma_cm: connect needs a QP (createQp) or param.qpNum');
-    const rr = uint('responderResources', param.responderResources, 1, dev.maxQpRdAtom);
-    const id = uint('initiatorDepth', param.initiatorDepth, 1, dev.maxQpInitRdAtom);
-    const retry = uint('retryCount', param.retryCount, 7, 7);
-    const rnr = uint('rnrRetryCount', param.rnrRetryCount, 7, 7);
+    const rr = rdAtomic('responderResources', param.responderResources, 1, dev.maxQpRdAtom, dev.maxQpRdAtom);
+    const id = rdAtomic('initiatorDepth', param.initiatorDepth, 1, dev.maxQpInitRdAtom, dev.maxQpInitRdAtom);
+    const retry = retries('retryCount', param.retryCount);
+    const rnr = retries('rnrRetryCount', param.rnrRetryCount);
     const flow = uint('flowControl', param.flowControl, 0, 1);
     const req = formatReq({
       serviceId, qpNum, responderResources: rr, initiatorDepth: id, flowControl: flow, startingPsn: this.seqNum, retryCount: retry,
@@ -286,11 +297,15 @@ export class RdmaCmId implements CmIdSink {
    * rdma_listen: the service id of the bound port in the id's port space, on the device of
    * the bound address (a wildcard: on every device of that family present now; '::' takes
    * both families). An id that is not bound is bound to the IPv4 wildcard and an ephemeral port.
-   * At most `backlog` new ids wait for accept/reject; a REQ beyond that is rejected.
+   * `backlog` bounds the CONNECT_REQUESTs queued on the channel that the application has not
+   * taken yet (ucma's backlog: an event is taken when next(), the iterator or a listener gets
+   * it); a REQ beyond that is dropped without a word, so the client's resend of it comes in
+   * later as a new REQ (cm_destroy_id with -ENOMEM); a SIDR_REQ gets SIDR_REP(REJECT), as
+   * Linux's. A backlog <= 0 or above MAX_BACKLOG is MAX_BACKLOG (ucma_listen).
    */
   listen(backlog = 128): void {
     this.expect('listen', ['idle', 'addr-bound']);
-    uint('backlog', backlog, undefined, 0xffff);
+    const max = backlogOf(backlog);
     const bindNow = this.st === 'idle';
     if (bindNow) this.bindAddr('0.0.0.0', 0);
     const local = this.local!;
@@ -315,7 +330,7 @@ export class RdmaCmId implements CmIdSink {
       d.own(lid, this);
       d.attach(this);
     }
-    this.backlog = backlog || 128;
+    this.backlog = max;
     this.st = 'listen';
   }
 
@@ -335,7 +350,6 @@ export class RdmaCmId implements CmIdSink {
       if (qpn === undefined) throw new SoftrdmaError('EINVAL', 'rdma_cm: accept on a UDP id needs a QP (createQp) or param.qpNum');
       const pdata = privateData('privateData', param.privateData, CmDataSize.SIDR_REP_PRIVATE_DATA);
       dev.agent.call(this.commId!, { type: 'send_sidr_rep', rep: sidrRep(SidrStatus.SUCCESS, qpn, pdata) });
-      this.settled();
       this.st = 'established';
       return;
     }
@@ -343,10 +357,15 @@ export class RdmaCmId implements CmIdSink {
     const qpNum = this.qp?.qpn ?? uint('qpNum', param.qpNum, undefined, 0xffffff);
     if (qpNum === undefined) throw new SoftrdmaError('EINVAL', 'rdma_cm: accept needs a QP (createQp) or param.qpNum');
     const pdata = privateData('privateData', param.privateData, CmDataSize.REP_PRIVATE_DATA);
-    const rr = uint('responderResources', param.responderResources, Math.min(req.initiatorDepth, dev.maxQpRdAtom), dev.maxQpRdAtom);
-    const id = uint('initiatorDepth', param.initiatorDepth, Math.min(req.responderResources, dev.maxQpInitRdAtom), dev.maxQpInitRdAtom);
-    const rnr = uint('rnrRetryCount', param.rnrRetryCount, 7, 7);
+    // Defaults (and 255, librdmacm's rdma_accept): what the peer asked, capped by the device.
+    const rrDef = Math.min(req.initiatorDepth, dev.maxQpRdAtom), idDef = Math.min(req.responderResources, dev.maxQpInitRdAtom);
+    const rr = rdAtomic('responderResources', param.responderResources, rrDef, dev.maxQpRdAtom, rrDef);
+    const id = rdAtomic('initiatorDepth', param.initiatorDepth, idDef, dev.maxQpInitRdAtom, idDef);
+    const rnr = retries('rnrRetryCount', param.rnrRetryCount);
     const flow = uint('flowControl', param.flowControl, 0, 1);
+    // Without a QP on the id the application says whether its QP has an SRQ (rdma_accept:
+    // id_priv->srq = conn_param->srq).
+    const srq = this.qp ? (this.qp.srq ? 1 : 0) : uint('srq', param.srq, 0, 1);
     if (this.qp) {
       try {
         qpToRtr(this.qp, { path: this.path!, remoteQpn: req.localQpn, rqPsn: this.seqNum, responderResources: rr });
@@ -356,16 +375,14 @@ export class RdmaCmId implements CmIdSink {
         // waiting on its retries; the id is done (destroy it).
         qpToErr(this.qp);
         dev.agent.call(this.commId!, { type: 'send_rej', reason: RejReason.CONSUMER_DEFINED });
-        this.settled();
         this.st = 'rejected';
         throw err;
       }
     }
     dev.agent.call(this.commId!, {
       type: 'send_rep',
-      rep: formatRep({ qpNum, startingPsn: this.seqNum, responderResources: rr, initiatorDepth: id, rnrRetryCount: rnr, flowControl: flow, srq: this.qp?.srq ? 1 : 0, privateData: pdata }),
+      rep: formatRep({ qpNum, startingPsn: this.seqNum, responderResources: rr, initiatorDepth: id, rnrRetryCount: rnr, flowControl: flow, srq, privateData: pdata }),
     });
-    this.settled();
     this.st = 'connect';
   }
 
@@ -384,7 +401,6 @@ export class RdmaCmId implements CmIdSink {
       dev.agent.call(this.commId!, { type: 'send_rej', reason: RejReason.CONSUMER_DEFINED, privateData: pdata });
     }
     qpToErr(this.qp);
-    this.settled();
     this.st = 'rejected';
   }
 
@@ -393,14 +409,15 @@ export class RdmaCmId implements CmIdSink {
    * else the DREP if the peer's DREQ came (DISCONNECTED having been delivered), else nothing
    * (the CM is not in a state to disconnect, e.g. a REP still unanswered: destroyId rejects).
    * DISCONNECTED comes with the DREP (or after the DREQ's retries, status -ETIMEDOUT), then
-   * TIMEWAIT_EXIT. EINVAL only for an id with no connection (Linux: no ib cm_id).
+   * TIMEWAIT_EXIT. EINVAL only for an id with no connection (Linux: no ib cm_id). A UDP id
+   * (after its SIDR exchange) only has its QP moved to ERR: there is nothing to tear down.
    */
   disconnect(): void {
     if (this.st === 'destroyed') throw new SoftrdmaError('EBADF', 'rdma_cm: disconnect on a destroyed id');
-    if (this.ud) throw new SoftrdmaError('EINVAL', 'rdma_cm: disconnect on a UDP id');
     const dev = this.dev;
     if (this.commId === undefined || !dev) throw new SoftrdmaError('EINVAL', `rdma_cm: disconnect in state ${this.st} (no connection)`);
     qpToErr(this.qp);
+    if (this.ud) return;
     const cs = dev.agent.state(this.commId);
     if (cs === 'ESTABLISHED') dev.agent.call(this.commId, { type: 'send_dreq' });
     else if (cs === 'DREQ_RCVD') dev.agent.call(this.commId, { type: 'send_drep' });
@@ -414,7 +431,6 @@ export class RdmaCmId implements CmIdSink {
   destroyId(): void {
     if (this.st === 'destroyed') return;
     liveIds.delete(this);
-    this.settled();
     const dev = this.dev;
     if (dev && !dev.isRemoved) {
       if (this.commId !== undefined) {
@@ -471,14 +487,12 @@ export class RdmaCmId implements CmIdSink {
       case 'REJ_RECEIVED': {
         const rej = m as CmMessageOf<'REJ'>;
         qpToErr(this.qp);
-        this.settled();
         this.st = 'rejected';
         return this.emitEvent('REJECTED', { status: rej.reason, reason: rejReasonName(rej.reason), conn: this.connParamOf({ privateData: rej.privateData }) });
       }
       case 'REQ_ERROR':
       case 'REP_ERROR':
         qpToErr(this.qp);
-        this.settled();
         this.st = 'rejected';
         return this.emitEvent('UNREACHABLE', { status: ERRNO.ETIMEDOUT });
       case 'DREQ_RECEIVED':
@@ -496,8 +510,14 @@ export class RdmaCmId implements CmIdSink {
           this.st = 'rejected';
           return this.emitEvent('UNREACHABLE', { status: rep.status, reason: sidrStatusName(rep.status), ud: this.udParamOf(rep.privateData, 0, 0) });
         }
+        // cma_set_qkey: the QP createQp made has RDMA_UDP_QKEY, and a SIDR_REP naming another
+        // is ADDR_ERROR -EINVAL; without one the id takes the peer's (RDMA_UDP_QKEY for 0).
+        if (this.qp && rep.qkey !== 0 && rep.qkey !== RDMA_UDP_QKEY) {
+          this.st = 'rejected';
+          return this.emitEvent('ADDR_ERROR', { status: ERRNO.EINVAL });
+        }
         this.st = 'established';
-        return this.emitEvent('ESTABLISHED', { ud: this.udParamOf(rep.privateData, rep.qpn, rep.qkey) });
+        return this.emitEvent('ESTABLISHED', { ud: this.udParamOf(rep.privateData, rep.qpn, rep.qkey || RDMA_UDP_QKEY) });
       }
       case 'SIDR_REQ_ERROR':
         this.st = 'rejected';
@@ -540,7 +560,7 @@ export class RdmaCmId implements CmIdSink {
     const refuse = () => dev.agent.call(e.localId, { type: 'destroy' });
     const m = e.msg as CmMessageOf<'REQ'> | CmMessageOf<'SIDR_REQ'>;
     const hdr = decodeCmaHeader(m.privateData);
-    if (!hdr.ok || !e.source || this.pending >= this.backlog) return refuse();
+    if (!hdr.ok || !e.source) return refuse();
     // cma_ib_check_req_qp_type: a REQ for an RC QP reaches only a TCP id, a SIDR_REQ only a UDP id.
     if (m.kind === 'REQ' ? this.ud || reqQpType(m) !== 'RC' : !this.ud) return refuse();
     // A path MTU that no QP can take: rdma_accept would fail at RTR and reject; refuse now.
@@ -549,14 +569,18 @@ export class RdmaCmId implements CmIdSink {
     // cma_match_private_data: a listener on one address takes only headers of its IP version
     // naming that address.
     if (!isWildcard(this.local!.address) && (h.ipVersion !== this.local!.family || h.dstAddr !== this.local!.address)) return refuse();
+    // The backlog is full (ucma_connect_event_handler's -ENOMEM): cm_destroy_id forgets a REQ
+    // without a REJ so the client's resend is taken once the application has read the queue;
+    // a SIDR_REQ is rejected (SIDR_REP(REJECT)) whatever the error, as there.
+    if (this.pending >= this.backlog) return dev.agent.call(e.localId, m.kind === 'REQ' ? { type: 'destroy', noMemory: true } : { type: 'destroy' });
     const child = new RdmaCmId(this.channel, this.portSpace, { context: this.context, ...this.timing });
     child.dev = dev;
     dev.attach(child);
     child.local = { address: dev.address, port: this.local!.port, family: dev.family };
     child.remote = { address: h.srcAddr, port: h.srcPort, family: h.ipVersion };
     child.commId = e.localId;
-    child.listener = this;
     this.pending++;
+    const taken = () => { this.pending--; };
     dev.own(e.localId, child);
     child.st = 'connect-request';
     if (m.kind === 'REQ') {
@@ -570,17 +594,13 @@ export class RdmaCmId implements CmIdSink {
       // As cma_ib_req_handler for an id still connecting after the event: a delayed MRA (sent
       // only when the REQ comes again) so a slow accept does not run out the peer's retries.
       dev.agent.call(e.localId, { type: 'send_mra', serviceTimeout: this.mraServiceTimeout, delay: true });
-      child.releaseSlotAfter(reqRetryBudgetMs(m, this.mraServiceTimeout));
-      this.emitEvent('CONNECT_REQUEST', { id: child, listenId: this, conn: child.connParamOf({ privateData: cmaUserData(m.privateData), req: m }) });
+      this.emitEvent('CONNECT_REQUEST', { id: child, listenId: this, conn: child.connParamOf({ privateData: cmaUserData(m.privateData), req: m }) }, taken);
     } else {
       child.path = {
         sgid: Buffer.from(dev.gid), dgid: Buffer.from(e.source.sgid), mtu: dev.activeMtu, flowLabel: 0, hopLimit: 64, trafficClass: 0,
         packetLifeTime: this.timing.packetLifeTime,
       };
-      // A SIDR_REQ carries no timing: its client (rdma_cm's, with these ids' options, Linux's
-      // defaults unless set) resends every 2^(t-8) ms, max CM retries times, then gives up silently.
-      child.releaseSlotAfter(sidrRetryBudgetMs(this.timing));
-      this.emitEvent('CONNECT_REQUEST', { id: child, listenId: this, ud: child.udParamOf(cmaUserData(m.privateData), 0, 0) });
+      this.emitEvent('CONNECT_REQUEST', { id: child, listenId: this, ud: child.udParamOf(cmaUserData(m.privateData), 0, 0) }, taken);
     }
   }
 
@@ -591,7 +611,6 @@ export class RdmaCmId implements CmIdSink {
     // per-device listen id silently: cma_listen_handler, cma_process_remove).
     this.listens.delete(dev);
     if (this.dev !== dev) return;
-    this.settled();
     this.commId = undefined;
     this.qp = undefined;
     this.st = 'device-removal';
@@ -608,9 +627,10 @@ export class RdmaCmId implements CmIdSink {
     return udEventParam(this.path!, pdata, qpNum, qkey);
   }
 
-  private emitEvent(event: RdmaCmEventType, o: Partial<Omit<RdmaCmEvent, 'event'>>): void {
+  /** `taken`: called once the application has the event (a CONNECT_REQUEST's backlog slot). */
+  private emitEvent(event: RdmaCmEventType, o: Partial<Omit<RdmaCmEvent, 'event'>>, taken?: () => void): void {
     if (this.st === 'destroyed' && o.id === undefined) return;
-    this.channel.deliver({ event, id: o.id ?? this, status: 0, ...o });
+    this.channel.deliver({ event, id: o.id ?? this, status: 0, ...o }, taken);
   }
 
   /**
@@ -643,25 +663,6 @@ export class RdmaCmId implements CmIdSink {
     if (this.boundPort) ports.release(this.ps, this.boundPort.address, this.boundPort.port);
     this.boundPort = undefined;
   }
-
-  /** The request is no longer waiting on its listener's backlog. */
-  private settled(): void {
-    if (this.listener) this.listener.pending--;
-    this.listener = undefined;
-    clearTimeout(this.slotTimer);
-    this.slotTimer = undefined;
-  }
-
-  /**
-   * A client whose REQ is never answered gives up without a word (REQ_ERROR sends nothing), so
-   * the backlog cannot wait for its REJ: once its resends are over for sure (`ms` after the
-   * REQ came), the request leaves the backlog. The id stays as it is: the application may
-   * still accept (the REP then goes unanswered) or reject it.
-   */
-  private releaseSlotAfter(ms: number): void {
-    this.slotTimer = setTimeout(() => this.settled(), ms);
-    this.slotTimer.unref(); // a request nobody answers does not keep the process alive
-  }
 }
 
 /** One try of a SIDR_REQ (cma_resolve_ib_udp: 1 << (CMA_CM_RESPONSE_TIMEOUT - 8) ms). */
@@ -669,9 +670,13 @@ function sidrTryMs(t: CmTiming): number {
   return 2 ** Math.max(t.cmResponseTimeout - 8, 0);
 }
 
-/** How long a SIDR_REQ's client may still resend: every try and one more, as reqRetryBudgetMs. */
-export function sidrRetryBudgetMs(t: CmTiming): number {
-  return (t.maxCmRetries + 2) * sidrTryMs(t);
+/** ucma's max_backlog (its default, net/rdma_ucm/max_backlog): the most a listen takes. */
+export const MAX_BACKLOG = 1024;
+
+/** ucma_listen: an integer backlog; <= 0 or above MAX_BACKLOG means MAX_BACKLOG. */
+function backlogOf(v: unknown): number {
+  if (typeof v !== 'number' || !Number.isInteger(v)) throw new SoftrdmaError('EINVAL', `rdma_cm: backlog must be an integer, got ${String(v)}`);
+  return v <= 0 || v > MAX_BACKLOG ? MAX_BACKLOG : v;
 }
 
 /** rdma_create_id */

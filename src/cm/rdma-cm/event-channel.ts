@@ -12,6 +12,10 @@
 // with it (a queued CONNECT_REQUEST's new id is destroyed, which rejects the peer), a next()
 // waiting for that id fails with EBADF, and close() destroys every id still on the channel, as
 // closing the ucma file does (ucma_close, ucma_cleanup_ctx_events).
+//
+// An event may come with a call for when the application has it (a CONNECT_REQUEST gives its
+// listener's backlog slot back, as ucma_get_event does): when a next() or a listener gets it,
+// or, if queued, when next() or the iterator takes it out (or it goes with its id).
 
 import { EventEmitter } from 'node:events';
 import { SoftrdmaError } from '../../abi/errors.js';
@@ -24,6 +28,9 @@ interface Waiter {
   reject: (err: Error) => void;
   timer: NodeJS.Timeout | undefined;
 }
+
+/** The longest timer Node keeps (setTimeout fires at once for more): a longer wait has none. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** What the channel asks of the ids on it. */
 export interface ChannelMember {
@@ -38,6 +45,8 @@ export class EventChannel extends EventEmitter implements AsyncIterable<RdmaCmEv
   private readonly queue: RdmaCmEvent[] = [];
   private readonly waiters = new Set<Waiter>();
   private readonly members = new Set<ChannelMember>();
+  /** Queued events' calls for when the application takes them (deliver's `taken`). */
+  private readonly onTaken = new Map<RdmaCmEvent, () => void>();
   private iterators = 0;
   private closed = false;
 
@@ -57,7 +66,7 @@ export class EventChannel extends EventEmitter implements AsyncIterable<RdmaCmEv
     for (let i = this.queue.length - 1; i >= 0; i--) {
       const e = this.queue[i]!;
       if (e.id === id || (e.event === 'CONNECT_REQUEST' && e.listenId === id)) {
-        this.queue.splice(i, 1);
+        this.take(i);
         if (e.event === 'CONNECT_REQUEST' && e.id !== id) orphans.push(e.id as ChannelMember);
       }
     }
@@ -72,12 +81,14 @@ export class EventChannel extends EventEmitter implements AsyncIterable<RdmaCmEv
 
   /**
    * @internal Deliver one event (the CM ids do this): to the first waiting next() that wants it
-   * and to the listeners; queued only if neither took it (or an iterator runs).
+   * and to the listeners; queued only if neither took it (or an iterator runs). `took` is
+   * called once the application has it (at once if a next() or a listener got it).
    */
-  deliver(e: RdmaCmEvent): void {
+  deliver(e: RdmaCmEvent, took?: () => void): void {
     if (this.closed) {
       // Nobody can take it: a new id would wait forever (ids are destroyed at close, so this
       // is only a race with that), and the peer is owed an answer.
+      took?.();
       if (e.event === 'CONNECT_REQUEST') (e.id as ChannelMember).destroyId();
       return;
     }
@@ -91,26 +102,30 @@ export class EventChannel extends EventEmitter implements AsyncIterable<RdmaCmEv
       break;
     }
     const heard = this.listenerCount('event') + this.listenerCount(e.event) > 0;
-    if (!taken && (!heard || this.iterators > 0)) this.queue.push(e);
+    const queued = !taken && (!heard || this.iterators > 0);
+    if (queued) this.queue.push(e);
+    if (taken || heard) took?.();
+    else if (took) this.onTaken.set(e, took);
     this.emit('event', e);
     this.emit(e.event, e);
   }
 
   /**
    * The next event (of one of `types`, and for `id` if given), within `timeoutMs` (ETIMEDOUT
-   * otherwise). Queued events from an iterator are looked at first.
+   * otherwise). Queued events from an iterator are looked at first. Infinity, or more than
+   * 2^31 - 1 ms (about 24.8 days, the most a Node timer takes), means no timeout.
    */
   next(types?: RdmaCmEventType | readonly RdmaCmEventType[], timeoutMs = 30_000, id?: unknown): Promise<RdmaCmEvent> {
     const want = types === undefined ? undefined : new Set(typeof types === 'string' ? [types] : types);
     const match = (e: RdmaCmEvent) => (!want || want.has(e.event)) && (id === undefined || e.id === id);
     const i = this.queue.findIndex(match);
-    if (i >= 0) return Promise.resolve(this.queue.splice(i, 1)[0]!);
+    if (i >= 0) return Promise.resolve(this.take(i));
     if (this.closed) return Promise.reject(new SoftrdmaError('EBADF', 'rdma_cm: the event channel is closed'));
     // An id destroyed (or never on this channel) gets no more events: fail now, not at the timeout.
     if (id !== undefined && !this.members.has(id as ChannelMember)) return Promise.reject(new SoftrdmaError('EBADF', 'rdma_cm: the id was destroyed or is not on this channel'));
     return new Promise((resolve, reject) => {
       const w: Waiter = { id, match, resolve, reject, timer: undefined };
-      if (Number.isFinite(timeoutMs)) {
+      if (Number.isFinite(timeoutMs) && timeoutMs <= MAX_TIMER_MS) {
         w.timer = setTimeout(() => {
           this.waiters.delete(w);
           reject(new SoftrdmaError('ETIMEDOUT', `rdma_cm: no ${want ? [...want].join('/') : 'event'} within ${timeoutMs} ms`));
@@ -120,11 +135,22 @@ export class EventChannel extends EventEmitter implements AsyncIterable<RdmaCmEv
     });
   }
 
+  /** Take queued event `i` out: the application has it now (its `took` call runs). */
+  private take(i: number): RdmaCmEvent {
+    const e = this.queue.splice(i, 1)[0]!;
+    const took = this.onTaken.get(e);
+    if (took) {
+      this.onTaken.delete(e);
+      took();
+    }
+    return e;
+  }
+
   async *[Symbol.asyncIterator](): AsyncIterator<RdmaCmEvent> {
     this.iterators++;
     try {
       while (!this.closed) {
-        const e = this.queue.shift() ?? await this.next(undefined, Infinity).catch(() => undefined);
+        const e = (this.queue.length > 0 ? this.take(0) : undefined) ?? await this.next(undefined, Infinity).catch(() => undefined);
         if (!e) return;
         yield e;
       }
@@ -142,6 +168,7 @@ export class EventChannel extends EventEmitter implements AsyncIterable<RdmaCmEv
     for (const id of [...this.members]) id.destroyId();
     this.closed = true;
     this.queue.length = 0;
+    this.onTaken.clear();
     for (const w of this.waiters) {
       if (w.timer) clearTimeout(w.timer);
       w.reject(new SoftrdmaError('EBADF', 'rdma_cm: the event channel is closed'));

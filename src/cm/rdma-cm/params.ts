@@ -11,14 +11,20 @@ import { CMA_CM_RESPONSE_TIMEOUT, CMA_IBOE_PACKET_LIFETIME, CMA_MAX_CM_RETRIES }
 export interface ConnParam {
   /** At most 56 bytes in a REQ (92 less the RDMA CM header), 196 in a REP, 180 in a SIDR_REQ, 136 in a SIDR_REP. */
   privateData?: Uint8Array;
-  /** RDMA READ/atomic requests we accept at once (≤ the device's maxQpRdAtom); default: connect 1, accept what the peer's REQ asked. */
+  /**
+   * RDMA READ/atomic requests we accept at once (≤ the device's maxQpRdAtom); default: connect 1,
+   * accept what the peer's REQ asked. 255 (RDMA_MAX_RESP_RES): connect the device's most, accept the default.
+   */
   responderResources?: number;
-  /** RDMA READ/atomic requests we issue at once (≤ the device's maxQpInitRdAtom); default: connect 1, accept what the peer offered. */
+  /**
+   * RDMA READ/atomic requests we issue at once (≤ the device's maxQpInitRdAtom); default: connect 1,
+   * accept what the peer offered. 255 (RDMA_MAX_INIT_DEPTH): connect the device's most, accept the default.
+   */
   initiatorDepth?: number;
   flowControl?: number;
-  /** Transport retries, 0-7 (default 7). */
+  /** Transport retries, 0-255, above 7 taken as 7 (cma_connect_ib; default 7). */
   retryCount?: number;
-  /** RNR retries, 0-7, 7 = infinite (default 7). */
+  /** RNR retries, 0-255, above 7 taken as 7 (7 = infinite; default 7). */
   rnrRetryCount?: number;
   /** Without a QP on the id (createQp), the QP number to advertise (the application moves its QP itself). */
   qpNum?: number;
@@ -68,6 +74,22 @@ export function uint(field: string, v: unknown, def: number | undefined, max: nu
   if (v === undefined) return def;
   if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > max) throw new SoftrdmaError('EINVAL', `rdma_cm: ${field} must be an integer from 0 to ${max}, got ${String(v)}`);
   return v;
+}
+
+/** librdmacm's RDMA_MAX_RESP_RES and RDMA_MAX_INIT_DEPTH: "as many as the device takes". */
+export const RDMA_MAX_RD_ATOMIC = 0xff;
+
+/**
+ * responderResources / initiatorDepth: `def` when not given, `most` for RDMA_MAX_RD_ATOMIC, else
+ * at most `max` (EINVAL beyond, as librdmacm's ucma_valid_param).
+ */
+export function rdAtomic(field: string, v: unknown, def: number, max: number, most: number): number {
+  return v === RDMA_MAX_RD_ATOMIC ? most : uint(field, v, def, max);
+}
+
+/** retryCount / rnrRetryCount: a u8 (EINVAL otherwise); above 7 is 7, as cma_connect_ib and cma_accept_ib take it. */
+export function retries(field: string, v: unknown): number {
+  return Math.min(7, uint(field, v, 7, 0xff));
 }
 
 export function privateData(field: string, v: unknown, max: number): Buffer {
