@@ -1,6 +1,7 @@
 // Bandwidth tests. The sender keeps up to tx-depth work requests in flight on each QP,
-// signalling every CQ_MOD-th (perftest's cq moderation), and timestamps each completion;
-// with -q each QP does -n operations (or runs until -D is up), posted round robin.
+// signalling every CQ_MOD-th (perftest's cq moderation), and timestamps each post and each
+// completion (perftest's tposted and tcompleted, from which the peak comes); with -q each QP
+// does -n operations (or runs until -D is up), posted round robin.
 //
 // The out-of-band steps follow perftest 6.06's write_bw/read_bw/atomic_bw and send_bw mains
 // (see session.ts). Between two softrdma sides, each size also gets a data check: the sides
@@ -10,10 +11,10 @@
 import { createHash } from 'node:crypto';
 import { SendFlags, WcOpcode, WrOpcode, type SendWr, type WorkCompletion } from '../../index.js';
 import type { BwReport } from './exchange.js';
-import { bwResult, MB, sampleWindow, toGbits, WindowedCount, type BwResult } from './report.js';
+import { peakNotMeasured } from './options.js';
+import { bwResult, CQ_MOD, MB, sampleWindow, toGbits, WindowedCount, type BwResult } from './report.js';
 import { MAX_INLINE, nowNs, RX_DEPTH, type Session } from './session.js';
 
-const CQ_MOD = 64;
 /** wr_id = sequence * QP_SLOTS + QP index. */
 const QP_SLOTS = 256;
 
@@ -203,13 +204,14 @@ function completions(s: Session, t0: number): Completions {
   return new WindowedCount(w.from, w.to);
 }
 
-/** Completion timestamps, growing as needed. */
+/** Completion timestamps, growing as needed; `posted`: the posts' (see sendLoop), for the peak. */
 class Times implements Completions {
   private a = new Float64Array(1 << 12);
   n = 0;
   constructor(private readonly t0: number) {}
+  posted: Float64Array | undefined;
   result(test: string, size: number): BwResult | undefined {
-    return this.n ? bwResult(test, size, this.t0, this.view(), null) : undefined;
+    return this.n ? bwResult(test, size, this.t0, this.view(), null, this.posted, CQ_MOD) : undefined;
   }
   push(t: number, count: number) {
     if (this.n + count > this.a.length) {
@@ -221,6 +223,15 @@ class Times implements Completions {
     this.n += count;
   }
   view(): Float64Array { return this.a.subarray(0, this.n); }
+}
+
+/**
+ * A clock on nowNs's scale (ns) that allocates nothing (performance.now; nowNs makes a BigInt
+ * each time), for the timestamps of every post and completion of a bw run.
+ */
+function opClock(): () => number {
+  const off = nowNs() - performance.now() * 1e6;
+  return () => performance.now() * 1e6 + off;
 }
 
 /** The sending side (the client, or both with -b): -n operations per QP, or until -D is up. */
@@ -242,14 +253,20 @@ export async function sendLoop(s: Session, size: number, rx: Receiver | undefine
   const timed = !!s.o.durationSec;
   const limit = new Array<number>(nq).fill(timed ? Number.MAX_SAFE_INTEGER : iters);
   const posted = new Array<number>(nq).fill(0), completed = new Array<number>(nq).fill(0);
-  const t0 = nowNs();
+  const clock = opClock();
+  const t0 = clock();
   const times = completions(s, t0);
+  // perftest's tposted: each post's time, in the order of the posts over all QPs, where the
+  // peak is measured (-n; at most 20000 per QP, see peakNotMeasured), in an array made once.
+  const postTimes = !timed && times instanceof Times && !peakNotMeasured(s.o, s.isServer) ? new Float64Array(iters * nq) : undefined;
+  if (postTimes) (times as Times).posted = postTimes;
+  let k = 0;
   const deadline = timed ? t0 + s.o.durationSec! * 1e9 : Infinity;
   let stopped = !timed;
   const onWc = (wc: WorkCompletion) => {
     if (rx?.onWc(wc)) return;
     const id = Number(wc.wrId), i = id % QP_SLOTS, upto = Math.floor(id / QP_SLOTS) + 1;
-    times.push(nowNs(), upto - completed[i]!);
+    times.push(clock(), upto - completed[i]!);
     completed[i] = upto;
   };
   const sendsDone = () => completed.every((c, i) => c >= limit[i]!);
@@ -264,6 +281,7 @@ export async function sendLoop(s: Session, size: number, rx: Receiver | undefine
       while (posted[i]! < limit[i]! && posted[i]! - completed[i]! < txDepth) {
         const p = posted[i]!;
         const signaled = (p + 1) % CQ_MOD === 0 || p === limit[i]! - 1 || p - completed[i]! + 1 === txDepth;
+        if (postTimes) postTimes[k++] = clock();
         s.qps[i]!.postSend({ ...templates[i]!, wrId: p * QP_SLOTS + i, sendFlags: inline | (signaled ? SendFlags.SIGNALED : 0) });
         posted[i]!++;
       }

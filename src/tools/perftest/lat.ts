@@ -4,8 +4,10 @@
 // - write_lat: the server writes first; each side WRITEs its round number (mod 256) into the
 //   last byte of the peer's area and waits for the peer's round in its own.
 // - read_lat: only the client works (RDMA READs from the server's area); the server closes.
-// send_lat and write_lat report half the round trip (each side times its own posts, as
-// perftest does); read_lat the time of each READ. With -D a side stops when its time is up,
+// As perftest (run_iter_lat*, print_report_lat), each side times its own posts, and the
+// samples are the gaps between consecutive posts (-n posts, -n - 1 gaps): send_lat and
+// write_lat report half of each gap (a round trip), read_lat the whole gap (one READ and its
+// completion). With -D a side stops when its time is up,
 // and reports what perftest's timed table has (the rounds between the margins, t_avg as their
 // time over their count, tps) from a summary that does not grow with the run's length.
 
@@ -59,7 +61,8 @@ function more(s: Session, done: number, deadline: number): boolean {
 
 /**
  * The times of a ping-pong's posts (each follows the peer's answer to the one before); the
- * latency samples are half the gaps between consecutive ones (perftest's, for ping-pongs).
+ * latency samples are half the gaps between consecutive ones (perftest's tposted and its
+ * rtt_factor 2): -n posts make -n - 1 samples, and nothing after the last post is timed.
  * With -n every post is kept (-n of them); with -D only what is between perftest's margins
  * counts, and it is summarised as it comes (LatSummary), so a long timed run does not grow.
  */
@@ -90,7 +93,7 @@ class Posts {
       if (n < 1) throw new Error('too few rounds to measure');
       const samples = new Float64Array(n);
       for (let i = 0; i < n; i++) samples[i] = (posts[i + 1]! - posts[i]!) / 2e3;
-      return { ...latResult(s.o.test, size, samples), iterations: iters, tps_average: round(iters / ((posts[n]! - posts[0]!) / 1e9)) };
+      return { ...latResult(s.o.test, size, samples), iterations: iters, tps_average: round(n / ((posts[n]! - posts[0]!) / 1e9)) };
     }
     // perftest's timed report: the rounds between the margins, t_avg = their time / rounds / 2.
     const r = this.summary.result(s.o.test, size);
@@ -147,7 +150,6 @@ async function sendLat(s: Session, size: number, rx: Receives): Promise<LatResul
     s.qp.postSend({ wrId: sent, opcode: WrOpcode.SEND, sendFlags: inline | SendFlags.SIGNALED, sgList: [sge] });
     sent++;
   }
-  posts.push(nowNs());
   return posts.result(s, size, sent);
 }
 
@@ -184,21 +186,22 @@ async function writeLat(s: Session, size: number): Promise<LatResult> {
     }
   }
   drain();
-  posts.push(nowNs());
   return posts.result(s, size, scnt);
 }
 
 async function readLat(s: Session, size: number): Promise<LatResult> {
   const deadline = deadlineOf(s);
-  // -n: every READ's time (-n of them); -D: a summary of those between the margins.
-  const samples: number[] | undefined = s.o.durationSec ? undefined : [];
+  // -n: every READ's post time (-n of them; the samples are the -n - 1 gaps between them, as
+  // perftest's run_iter_lat and print_report_lat, rtt_factor 1); -D: a summary of the gaps
+  // between the margins.
+  const posts: number[] | undefined = s.o.durationSec ? undefined : [];
   const summary = new LatSummary();
   const remote = { remoteAddr: s.remoteAddr(0), rkey: s.remote[0]!.rkey };
   const sge = s.mr.sge(s.sendOff(0), size);
   const t0 = nowNs();
   // With -D only the READs posted between perftest's margins count.
   const w = sampleWindow(t0, s.o.durationSec, s.o.marginSec);
-  let rounds = 0, first = 0, last = 0, counted = 0;
+  let rounds = 0, first = 0, last = 0, counted = 0, prev = 0;
   while (more(s, rounds, deadline)) {
     const t = nowNs();
     s.qp.postSend({ wrId: rounds++, opcode: WrOpcode.RDMA_READ, sendFlags: SendFlags.SIGNALED, sgList: [sge], rdma: remote });
@@ -206,13 +209,24 @@ async function readLat(s: Session, size: number): Promise<LatResult> {
     const done = nowNs();
     if (t < w.from || t > w.to) continue;
     if (!counted++) first = t;
+    else if (!posts) summary.add((t - prev) / 1e3);
+    prev = t;
     last = done;
-    if (samples) samples.push((done - t) / 1e3);
-    else summary.add((done - t) / 1e3);
+    posts?.push(t);
   }
-  const r = samples ? (samples.length ? latResult(s.o.test, size, Float64Array.from(samples)) : undefined) : summary.result(s.o.test, size);
+  let r: LatResult | undefined;
+  if (posts) {
+    if (posts.length < 2) throw new Error('too few READs to measure');
+    const gaps = new Float64Array(posts.length - 1);
+    for (let i = 0; i < gaps.length; i++) gaps[i] = (posts[i + 1]! - posts[i]!) / 1e3;
+    r = latResult(s.o.test, size, gaps);
+  } else {
+    // A single READ between the margins has no gap: its own time stands in.
+    if (counted === 1) summary.add((last - first) / 1e3);
+    r = summary.result(s.o.test, size);
+  }
   if (!r) throw new Error('no READ completed between the margins');
   const secs = (last - first) / 1e9;
   // -D: perftest's timed report, t_avg = the time of the READs between the margins / their count.
-  return { ...r, ...(samples ? {} : { t_avg_us: round((secs * 1e6) / counted) }), tps_average: round(counted / secs) };
+  return { ...r, iterations: counted, ...(posts ? {} : { t_avg_us: round((secs * 1e6) / counted) }), tps_average: round(counted / secs) };
 }

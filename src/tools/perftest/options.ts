@@ -50,6 +50,18 @@ export interface PerftestOptions {
   noPeak: boolean;
 }
 
+/** perftest's DEF_DURATION: the duration its -f is checked against when -D is not given. */
+export const DEF_DURATION = 5;
+
+/**
+ * -n's default, perftest's (init_perftest_params): DEF_ITERS_WB (5000) for write_bw (its
+ * tst == BW && verb == WRITE), DEF_ITERS (1000) for every other test. Both sides of a C pair
+ * must run the same count, so a default that differs from perftest's makes the pair fail.
+ */
+export function defaultIters(test: TestName): number {
+  return test === 'write_bw' ? 5000 : 1000;
+}
+
 /** perftest's DEFAULT_JSON_FILE_NAME, in the working directory. */
 export const DEFAULT_JSON_FILE = 'perftest_out.json';
 
@@ -65,12 +77,13 @@ Run the server without a host, then the client with the server's host.
   -p, --port N         TCP port of the out-of-band exchange (default 18515)
   -s, --size N         message size in bytes, 1 to 8388608 (default 65536 for bw, 2 for lat,
                        8 for atomic); as perftest, K and M multiply by 1024 and 1048576 (-s 64K)
-  -n, --iters N        iterations, 5 to 1000000000 (default 5000 for bw, 1000 for lat)
+  -n, --iters N        iterations, 5 to 1000000000 (default 5000 for write_bw, 1000 for the
+                       other tests, as perftest)
   -a, --all            every size from 2 to 2^23 (atomic_bw: 8 only)
   -D, --duration SEC   run for SEC (whole) seconds instead of -n iterations (not with -a); as
                        perftest, results count only between the margins
   -f, --margin SEC     with -D: seconds left out at the start and the end (default SEC/4,
-                       rounded down, as perftest)
+                       rounded down, as perftest); without -D accepted and unused, as perftest
   -x, --gid-index N    local GID index (default 0, the device's only GID: its address)
   -q, --qp N           number of QPs, each doing -n iterations (bw tests; default 1)
   -b, --bidirectional  both sides send and the table shows the sum (bw tests)
@@ -250,8 +263,11 @@ export function parsePerftestArgs(argv: string[]): PerftestOptions {
   }
   let marginSec = durationSec !== undefined ? Math.floor(durationSec / 4) : 0;
   if (values.margin !== undefined) {
-    if (durationSec === undefined) throw new UsageError('--margin applies to --duration runs only');
-    marginSec = intOpt('margin', values.margin, 0, 0, 86400);
+    const margin = intOpt('margin', values.margin, 0, 0, 86400);
+    if (durationSec !== undefined) marginSec = margin;
+    // perftest takes -f without -D and leaves it unused, but still checks it against its
+    // default duration (DEF_DURATION, 5 s): "please check that DURATION > 2*MARGIN".
+    else if (!(DEF_DURATION > 2 * margin)) throw new UsageError(`--margin ${margin} without --duration: perftest's default duration ${DEF_DURATION} must be more than twice the margin`);
   }
   if (durationSec !== undefined && !(durationSec > 2 * marginSec)) {
     throw new UsageError(`--duration ${durationSec} must be more than twice --margin ${marginSec}`);
@@ -279,7 +295,7 @@ export function parsePerftestArgs(argv: string[]): PerftestOptions {
     port: intOpt('port', values.port, 18515, 0, 65535),
     sizes,
     // perftest's MIN_ITER is 5; its MAX_ITER 2^32, where a -n run's per-operation times would not fit in memory here.
-    iters: intOpt('iters', values.iters, lat ? 1000 : 5000, 5, 1e9),
+    iters: intOpt('iters', values.iters, defaultIters(t), 5, 1e9),
     txDepth,
     mtu,
     json: values.json ?? false,

@@ -51,7 +51,9 @@ export const toGbits = (mib: number) => (mib * MB * 8) / 1e9;
 export function withPerftestKeys<T extends BwResult | LatResult>(r: T, gbits: boolean): T {
   if ('bw_avg_MBps' in r) {
     const u = gbits ? toGbits : (x: number) => x;
-    return { ...r, MsgSize: r.bytes, n_iterations: r.iterations, BW_peak: round(u(r.bw_peak_MBps)), BW_average: round(u(r.bw_avg_MBps)), MsgRate: r.msg_rate_Mpps };
+    // REPORT_FMT_EXT_JSON (%.6lf) where the table is REPORT_FMT_EXT: see incAccuracy.
+    const fix = incAccuracy(r, gbits) ? (x: number) => Math.round(x * 1e6) / 1e6 : round;
+    return { ...r, MsgSize: r.bytes, n_iterations: r.iterations, BW_peak: fix(u(r.bw_peak_MBps)), BW_average: fix(u(r.bw_avg_MBps)), MsgRate: r.msg_rate_Mpps };
   }
   const l = r as LatResult;
   return { ...l, MsgSize: l.bytes, n_iterations: l.iterations, t_min: l.t_min_us, t_max: l.t_max_us, t_typical: l.t_typical_us, t_avg: l.t_avg_us, t_stdev: l.t_stdev_us, percentile_99: l.p99_us, 'percentile_99.9': l.p999_us } as T;
@@ -59,38 +61,126 @@ export function withPerftestKeys<T extends BwResult | LatResult>(r: T, gbits: bo
 
 export const MB = 1 << 20;
 
+/** perftest's DEF_CQ_MOD: the bw tests signal one work request in this many. */
+export const CQ_MOD = 64;
+
 /**
- * Bandwidth from completion times: `doneNs[i]` is when operation i was known complete.
- * The peak is the best rate over any window of 1/16 of the run (at least one operation),
- * which is steadier than perftest's per-completion peak but means the same thing.
+ * Bandwidth from completion times: `doneNs[k]` is when the k-th operation (counted over all
+ * QPs, as perftest's tcompleted) was known complete, that is the time of the signalled
+ * completion that covered it; `postedNs[k]`, when given, when the k-th operation was posted
+ * (perftest's tposted). The average is perftest's: every operation over the time from the
+ * first post (`startNs` without post times) to the last completion. The peak is perftest's
+ * (print_report_bw): the least (tcompleted[j] - tposted[i]) / (j - i + 1) over every i and
+ * every j >= i that a signalled completion ends (each CQ_MOD-th operation, and the last one):
+ * see peakDelta. Without post times the peak is the average.
  */
-export function bwResult(test: string, bytes: number, startNs: number, doneNs: Float64Array, verified: boolean | null): BwResult {
+export function bwResult(test: string, bytes: number, startNs: number, doneNs: Float64Array, verified: boolean | null, postedNs?: Float64Array, cqMod: number = CQ_MOD): BwResult {
   const n = doneNs.length;
-  const total = (doneNs[n - 1]! - startNs) / 1e9;
-  const win = Math.max(1, Math.floor(n / 16));
-  let best = Infinity;
-  for (let i = win; i < n; i++) best = Math.min(best, doneNs[i]! - doneNs[i - win]!);
-  const peak = n > win && best > 0 ? (bytes * win) / (best / 1e9) / MB : (bytes * n) / total / MB;
+  const posts = postedNs && postedNs.length >= n ? postedNs : undefined;
+  const total = (doneNs[n - 1]! - (posts ? posts[0]! : startNs)) / 1e9;
+  const avg = (bytes * n) / total / MB;
+  const delta = posts ? peakDelta(posts, doneNs, cqMod) : Infinity;
+  const peak = delta > 0 && Number.isFinite(delta) ? bytes / (delta / 1e9) / MB : avg;
   return {
     test, bytes, iterations: n,
-    bw_peak_MBps: round(Math.max(peak, (bytes * n) / total / MB)),
-    bw_avg_MBps: round((bytes * n) / total / MB),
+    bw_peak_MBps: round(peak),
+    bw_avg_MBps: round(avg),
     msg_rate_Mpps: Math.round((n / total / 1e6) * 1e6) / 1e6,
     verified,
   };
 }
 
+/**
+ * perftest's opt_delta (print_report_bw): the least time per operation over every run of
+ * operations i..j that begins at a post (tposted[i]) and ends at a signalled completion
+ * (tcompleted[j], j = ROUND_UP(i + 1, cq_mod) - 1 + k * cq_mod, and j = n - 1 when n is not a
+ * multiple of cq_mod):
+ *
+ *     for (i = 0; i < n; i++) {
+ *       for (j = ROUND_UP(i + 1, cq_mod) - 1; j < n; j += cq_mod)
+ *         opt_delta = min(opt_delta, (tcompleted[j] - tposted[i]) / (j - i + 1));
+ *       if (n % cq_mod) { j = n - 1; opt_delta = min(opt_delta, (tcompleted[j] - tposted[i]) / (j - i + 1)); }
+ *     }
+ *
+ * The same minimum without perftest's n^2 / cq_mod steps (-q 256 -n 20000 would be 10^11): the
+ * quotient is the slope from (i, tposted[i]) up to (j + 1, tcompleted[j]); for a given j the
+ * least slope over i <= j is the tangent from that point to the upper convex hull of the post
+ * points so far, found by bisection. O(n log n), no allocation but the hull's index array.
+ */
+export function peakDelta(postedNs: Float64Array, doneNs: Float64Array, cqMod: number = CQ_MOD): number {
+  const n = doneNs.length;
+  if (!n) return Infinity;
+  // Times relative to the first post, so the products below keep their precision.
+  const base = postedNs[0]!;
+  const px = (i: number) => i, py = (i: number) => postedNs[i]! - base;
+  const hull = new Int32Array(n);
+  let h = 0, next = 0, best = Infinity;
+  const query = (j: number) => {
+    while (next <= j) {
+      // Upper hull: drop the last point while it is not above the line from the one before it to the new one.
+      const c = next++;
+      while (h >= 2) {
+        const a = hull[h - 2]!, b = hull[h - 1]!;
+        if ((px(b) - px(a)) * (py(c) - py(a)) - (py(b) - py(a)) * (px(c) - px(a)) >= 0) h--;
+        else break;
+      }
+      hull[h++] = c;
+    }
+    const ax = j + 1, ay = doneNs[j]! - base;
+    const slope = (k: number) => (ay - py(hull[k]!)) / (ax - px(hull[k]!));
+    // Along the upper hull the slope to a point on its right falls, then rises: find the turn.
+    let lo = 0, hi = h - 1;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (slope(mid + 1) <= slope(mid)) lo = mid + 1;
+      else hi = mid;
+    }
+    const t = slope(lo);
+    if (t < best) best = t;
+  };
+  for (let j = cqMod - 1; j < n; j += cqMod) query(j);
+  if (n % cqMod) query(n - 1);
+  return best;
+}
+
+/** perftest's LAT_MEASURE_TAIL: the largest gaps its latency report leaves out. */
+export const LAT_MEASURE_TAIL = 2;
+
+/**
+ * perftest's print_report_lat (perftest_parameters.c), on its `delta`: `samplesUs` are the
+ * gaps between consecutive posts (-n posts, -n - 1 gaps), already divided by perftest's
+ * rtt_factor (2 for send_lat and write_lat, whose gaps are round trips; 1 for read_lat). As
+ * perftest: the gaps sorted, the LAT_MEASURE_TAIL largest dropped (m = count - 2), t_min =
+ * delta[0], t_max = delta[m] (the second largest), t_typical get_median(m, delta), t_avg and
+ * t_stdev over delta[0..m-1], the percentiles delta[ceil(m * 0.99)] and delta[ceil(m * 0.999)].
+ * t_stdev is perftest's too: each deviation from the average truncated to whole microseconds
+ * (its `int temp_var`) before it is squared, so jitter under 1 us counts as none.
+ */
 export function latResult(test: string, bytes: number, samplesUs: Float64Array): LatResult {
   const s = Float64Array.from(samplesUs).sort();
   const n = s.length;
-  const avg = s.reduce((a, b) => a + b, 0) / n;
-  const variance = s.reduce((a, b) => a + (b - avg) ** 2, 0) / n;
-  const pct = (p: number) => s[Math.min(n - 1, Math.ceil(p * n) - 1)]!;
+  const m = measureCount(n);
+  const at = (i: number) => s[Math.min(i, n - 1)]!;
+  let sum = 0;
+  for (let i = 0; i < m; i++) sum += s[i]!;
+  const avg = sum / m;
+  let sq = 0;
+  for (let i = 0; i < m; i++) sq += Math.trunc(avg - s[i]!) ** 2;
   return {
     test, bytes, iterations: n,
-    t_min_us: round(s[0]!), t_max_us: round(s[n - 1]!), t_typical_us: round(s[n >> 1]!),
-    t_avg_us: round(avg), t_stdev_us: round(Math.sqrt(variance)), p99_us: round(pct(0.99)), p999_us: round(pct(0.999)),
+    t_min_us: round(s[0]!), t_max_us: round(at(m)), t_typical_us: round(median(m, at)),
+    t_avg_us: round(avg), t_stdev_us: round(Math.sqrt(sq / m)), p99_us: round(at(Math.ceil(m * 0.99))), p999_us: round(at(Math.ceil(m * 0.999))),
   };
+}
+
+/** perftest's measure_cnt after the tail is dropped (at least one gap counts when there are fewer than three). */
+function measureCount(n: number): number {
+  return Math.max(1, n - LAT_MEASURE_TAIL);
+}
+
+/** perftest's get_median(m, delta): the middle gap, or the mean of the two middle ones when m is even. */
+function median(m: number, at: (i: number) => number): number {
+  return m % 2 === 0 ? (at(m / 2) + at(m / 2 - 1)) / 2 : at((m - 1) / 2);
 }
 
 function round(x: number): number { return Math.round(x * 100) / 100; }
@@ -102,9 +192,25 @@ export function bwHeader(gbits = false): string {
     : ` #bytes     #iterations    BW peak[MiB/sec]    BW average[MiB/sec]   MsgRate[Mpps]`;
 }
 
-/** perftest's REPORT_FMT: " %-7lu    %-10lu       %-7.2lf            %-7.2lf\t\t     %-7.6lf". */
+/**
+ * perftest's inc_accuracy (print_full_bw_report): with --report_gbits, an average under
+ * 0.1 Gb/sec is printed with six decimals (REPORT_FMT_EXT, REPORT_FMT_EXT_JSON). The figures
+ * come from MiB/sec kept to 0.01 (8.4e-5 Gb/sec), so the last digit or two are not measured.
+ */
+export function incAccuracy(r: Pick<BwResult, 'bw_avg_MBps'>, gbits: boolean): boolean {
+  return gbits && toGbits(r.bw_avg_MBps) < 0.1;
+}
+
+/**
+ * perftest's REPORT_FMT: " %-7lu    %-10lu       %-7.2lf            %-7.2lf\t\t     %-7.6lf"; with
+ * incAccuracy its REPORT_FMT_EXT: " %-7lu    %lu           %-7.6lf            %-7.6lf            %-7.6lf".
+ */
 export function bwLine(r: BwResult, gbits = false): string {
   const u = gbits ? toGbits : (x: number) => x;
+  if (incAccuracy(r, gbits)) {
+    const f = (x: number) => x.toFixed(6).padEnd(7);
+    return ` ${String(r.bytes).padEnd(7)}    ${r.iterations}           ${f(u(r.bw_peak_MBps))}            ${f(u(r.bw_avg_MBps))}            ${f(r.msg_rate_Mpps)}`;
+  }
   return ` ${String(r.bytes).padEnd(7)}    ${String(r.iterations).padEnd(10)}       ${u(r.bw_peak_MBps).toFixed(2).padEnd(7)}            ${u(r.bw_avg_MBps).toFixed(2).padEnd(7)}\t\t     ${r.msg_rate_Mpps.toFixed(6).padEnd(7)}`;
 }
 
@@ -174,27 +280,24 @@ export class WindowedCount {
 
 /**
  * -D in a latency test: the samples (us) between the margins, summarised in bounded memory:
- * count, min, max, mean and standard deviation exactly; the median and percentiles from a
- * histogram of four significant digits (to the 0.01 us the table shows below 100 us, within
- * 0.1% above; at most 9000 buckets a decade).
+ * count, min, the two largest and the sum exactly; the median, the percentiles and the
+ * deviation from a histogram of four significant digits (to the 0.01 us the table shows below
+ * 100 us, within 0.1% above; at most 9000 buckets a decade). perftest's timed table shows
+ * only t_avg and tps; the rest goes to the JSON, with latResult's (perftest's) definitions.
  */
 export class LatSummary {
   n = 0;
   private min = Infinity;
-  private max = -Infinity;
+  /** The two largest samples (top[0] >= top[1]): perftest's statistics leave them out. */
+  private readonly top = [-Infinity, -Infinity];
   private sum = 0;
-  private mean = 0;
-  private m2 = 0;
   private readonly hist = new Map<number, number>();
 
   add(us: number): void {
     this.n++;
     this.sum += us;
     this.min = Math.min(this.min, us);
-    this.max = Math.max(this.max, us);
-    const d = us - this.mean;
-    this.mean += d / this.n;
-    this.m2 += d * (us - this.mean);
+    if (us > this.top[0]!) { this.top[1] = this.top[0]!; this.top[0] = us; } else if (us > this.top[1]!) this.top[1] = us;
     const k = LatSummary.bucket(us);
     this.hist.set(k, (this.hist.get(k) ?? 0) + 1);
   }
@@ -207,25 +310,40 @@ export class LatSummary {
     return (Math.floor(v / unit) * unit) / 100;
   }
 
-  /** The sample of rank `r` (0-based) in ascending order, as its bucket. */
-  private at(r: number): number {
-    let seen = 0;
-    for (const k of [...this.hist.keys()].sort((a, b) => a - b)) {
-      seen += this.hist.get(k)!;
-      if (seen > r) return k;
-    }
-    return this.max;
-  }
-
-  /** latResult's fields from the summary (undefined without samples). */
+  /**
+   * latResult's fields from the summary (undefined without samples), with latResult's (perftest's)
+   * definitions: the two largest samples left out, t_max the second largest (exact), t_min and
+   * t_avg exact; the median, the percentiles and t_stdev (deviations truncated to whole
+   * microseconds, as perftest's) from the histogram.
+   */
   result(test: string, bytes: number): LatResult | undefined {
     const n = this.n;
     if (!n) return undefined;
-    const rank = (p: number) => Math.min(n - 1, Math.ceil(p * n) - 1);
+    const m = measureCount(n);
+    const keys = [...this.hist.keys()].sort((a, b) => a - b);
+    // The sample of rank r (0-based) in ascending order, as its bucket; the largest two exact.
+    const at = (r: number): number => {
+      r = Math.min(r, n - 1);
+      if (r === n - 1) return this.top[0]!;
+      if (r === n - 2) return this.top[1]!;
+      let seen = 0;
+      for (const k of keys) {
+        seen += this.hist.get(k)!;
+        if (seen > r) return k;
+      }
+      return this.top[0]!;
+    };
+    const dropped = this.top.slice(0, n - m);
+    let sum = this.sum;
+    for (const x of dropped) sum -= x;
+    const avg = sum / m;
+    let sq = 0;
+    for (const k of keys) sq += this.hist.get(k)! * Math.trunc(avg - k) ** 2;
+    for (const x of dropped) sq -= Math.trunc(avg - LatSummary.bucket(x)) ** 2;
     return {
       test, bytes, iterations: n,
-      t_min_us: round(this.min), t_max_us: round(this.max), t_typical_us: round(this.at(n >> 1)),
-      t_avg_us: round(this.sum / n), t_stdev_us: round(Math.sqrt(this.m2 / n)), p99_us: round(this.at(rank(0.99))), p999_us: round(this.at(rank(0.999))),
+      t_min_us: round(this.min), t_max_us: round(at(m)), t_typical_us: round(median(m, at)),
+      t_avg_us: round(avg), t_stdev_us: round(Math.sqrt(Math.max(0, sq) / m)), p99_us: round(at(Math.ceil(m * 0.99))), p999_us: round(at(Math.ceil(m * 0.999))),
     };
   }
 }
