@@ -23,7 +23,7 @@ GID=1                      # the guest's RoCEv2 IPv4 GID (::ffff:10.77.0.2)
 LOGS=$(mktemp -d /tmp/perftest-interop.XXXXXX)
 export RXE_QUIET=1
 
-ALL=(write_bw read_bw send_bw atomic_bw write_lat read_lat send_lat write_bw_q2 send_bw_b pingpong_rc pingpong_ud
+ALL=(write_bw read_bw send_bw send_bw_default atomic_bw write_lat read_lat send_lat write_bw_q2 send_bw_b pingpong_rc pingpong_ud
      pingpong_uc pingpong_rc_check pingpong_ud_default write_bw_R read_bw_R send_bw_R atomic_bw_R write_lat_R send_lat_R)
 TESTS=("${@:-${ALL[@]}}")
 
@@ -35,6 +35,8 @@ c_args() {
     write_bw|read_bw|send_bw) echo "ib_$1 -d rxe0 -F -x $GID -s 4096 -n 200" ;;
     write_bw_q2) echo "ib_write_bw -d rxe0 -F -x $GID -s 4096 -n 100 -q 2" ;;
     send_bw_b) echo "ib_send_bw -d rxe0 -F -x $GID -s 4096 -n 100 -b" ;;
+    # no -n on either side: the two defaults must agree (perftest's 1000 for send_bw)
+    send_bw_default) echo "ib_send_bw -d rxe0 -F -x $GID -s 4096" ;;
     atomic_bw) echo "ib_atomic_bw -d rxe0 -F -x $GID -n 200" ;;
     write_lat|read_lat|send_lat) echo "ib_$1 -d rxe0 -F -x $GID -s 64 -n 200" ;;
     pingpong_rc) echo "ibv_rc_pingpong -d rxe0 -g $GID -n 50" ;;
@@ -55,6 +57,7 @@ s_args() {
     write_bw|read_bw|send_bw) echo "perftest $1 --bind $HOST_IP -s 4096 -n 200 --timeout 60" ;;
     write_bw_q2) echo "perftest write_bw --bind $HOST_IP -s 4096 -n 100 -q 2 --timeout 60" ;;
     send_bw_b) echo "perftest send_bw --bind $HOST_IP -s 4096 -n 100 -b --timeout 60" ;;
+    send_bw_default) echo "perftest send_bw --bind $HOST_IP -s 4096 --timeout 60" ;;
     atomic_bw) echo "perftest atomic_bw --bind $HOST_IP -n 200 --timeout 60" ;;
     write_lat|read_lat|send_lat) echo "perftest $1 --bind $HOST_IP -s 64 -n 200 --timeout 60" ;;
     pingpong_rc) echo "pingpong rc --bind $HOST_IP -n 50" ;;
