@@ -28,16 +28,25 @@
 //   peers (the thread's TCP connections tell them). Opening a device sweeps the entries (and
 //   their doorbells) of processes and threads that died without closing theirs.
 
+import diagnosticsChannel from 'node:diagnostics_channel';
 import { EventEmitter } from 'node:events';
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import { isMainThread } from 'node:worker_threads';
 import { SoftrdmaError } from '../abi/errors.js';
-import { F_SEAL_GROW, F_SEAL_SHRINK, mapShared, memfdCreate, releaseMapping, sealSize, seals, kernelThreadId, type Mapping } from './libc.js';
+import { F_SEAL_GROW, F_SEAL_SHRINK, mapShared, memfdCreate, reapDeadThreadMappings, releaseLedgerIfEmpty, releaseMapping, sealSize, seals, kernelThreadId, type Mapping } from './libc.js';
 import {
   entryPath, listEntries, liveness, netNamespace, openEntryPath, pidNamespaceKnown, pidNamespaceTag, readEntry, removeEntry, restoreEntry, selfStamp, subdir, writeEntry,
 } from './runtime-dir.js';
+
+// A worker thread ended by terminate() leaves its mappings (see libc.ts's ledger): they are
+// reaped when the Worker made in this thread reports its 'exit' (the thread has been joined
+// then), and at each device open, in whichever thread.
+diagnosticsChannel.subscribe('worker_threads', (message) => {
+  const worker = (message as { worker?: EventEmitter } | undefined)?.worker;
+  worker?.once('exit', () => { reapDeadThreadMappings(); });
+});
 
 /** node:net's connect as it was when this module loaded (see PeerDevice.connect). */
 const nodeConnect = net.Socket.prototype.connect;
@@ -524,6 +533,7 @@ export class IsmDevice extends EventEmitter {
     // The runtime directory first: if it is refused, nothing is made (and nothing can leak).
     subdir('ism');
     sweepDeadEntries();
+    reapDeadThreadMappings();
     // Whatever is made below is released again if a later step fails.
     let memfd: { fd: number; mapping: Mapping } | undefined;
     let server: net.Server | undefined;
@@ -804,6 +814,8 @@ export class IsmDevice extends EventEmitter {
     if (keepMemory) return;
     releaseMapping(this.page);
     fs.closeSync(this.pageFd);
+    // A worker thread's last device: its mapping ledger (libc.ts) has nothing left to name.
+    if (!isMainThread) releaseLedgerIfEmpty();
   }
 }
 

@@ -1,6 +1,7 @@
 // Closing an SMC socket as close(2) closes TCP (Linux: smc_close.c): end() is
 // peer_done_writing, destroy() an orderly close (peer_conn_closed) when nothing received is
-// left unread and an abort (peer_conn_abort) when something is or the application reset; a
+// left unread and an abort (peer_conn_abort) when something is, when the peer's write waits
+// for room (its bytes would reach a closed TCP socket: a RST) or the application reset; a
 // peer whose TCP connection ends without a closing CDC has exited. During the handshake the
 // server's TCP handle lingers instead of answering a CLC message in flight with a RST.
 
@@ -10,6 +11,7 @@ import { onClientConnect, releaseHandshake, writeHeldOnRelease } from './handsha
 import type { Socket } from './socket.js';
 import { connReset, restoreOwner, type SmcState } from './state.js';
 import { recordConnection } from './handshake-control.js';
+import { PROD_WRITE_BLOCKED } from './cdc.js';
 import { untrack } from './status.js';
 
 /**
@@ -108,7 +110,15 @@ function teardown(sock: Socket, s: SmcState): void {
     // An onread socket reads as it arrives unless its callback or pause() stopped it.
     const reading = s.onread ? !s.onread.stopped : sock.readableFlowing === true;
     if (!reset && reading && conn.readable === 0) conn.consumeArrived();
-    if (reset || conn.peerAborted || conn.unreadNow() > 0) conn.abort();
+    const unread = conn.unreadNow();
+    // A peer whose write waits for room in our buffer (write_blocked, as of the look just
+    // taken) has more to send than arrived: over TCP those bytes would come after close(2)
+    // and draw a RST, so this close is an abort too, however much of it was read. SMC-D's
+    // writer sets the flag exactly while a write waits; SMC-R's also when a write that
+    // completed filled the ring, so there it is no sign of more to come (its writer fails
+    // with ECONNRESET on its own when our close finds its write under way: data.ts pump).
+    const writerBlocked = conn.mode === 'SMCD' && !conn.peerFinished && (conn.diag().peerProdFlags & PROD_WRITE_BLOCKED) !== 0;
+    if (reset || conn.peerAborted || unread > 0 || writerBlocked) conn.abort();
     else conn.closeOrderly();
     conn.release();
   } else {

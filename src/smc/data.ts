@@ -59,14 +59,27 @@ export function smcWrite(sock: Socket, s: SmcState, buf: Buffer, cb: (err?: Erro
   pump(sock, s);
 }
 
+/** Writes that went through pump() at least once without finishing: they wait for the peer. */
+const underway = new WeakSet<object>();
+
 function pump(sock: Socket, s: SmcState): void {
   const p = s.pending;
   const conn = s.conn;
   if (!p || !conn || conn.released) return;
   if (conn.peerClosed) {
-    // The peer closed its end entirely (peer_conn_closed). As over TCP, where the first write
-    // into a closed connection is discarded and draws a reset, the first write is dropped
-    // and the next fails with EPIPE.
+    // The peer closed its end entirely (peer_conn_closed) while this write was under way
+    // (part of it sent, or waiting for room): the rest can never be read. Over TCP the bytes
+    // that keep arriving after close(2) draw a RST, and Linux's smc_tx_sendmsg returns
+    // -ECONNRESET once it sees any close (smc_tx_wait): the socket fails with ECONNRESET, as
+    // node:net's does (no 'end'; the write's callback comes as for any write destroy() cut
+    // short, close.ts teardown).
+    if (underway.has(p)) {
+      sock.destroy(connReset(conn.peerAborted ? 'peer aborted the SMC connection' : 'peer closed the SMC connection with our write under way'));
+      return;
+    }
+    // A write made after the peer's close was seen. As over TCP, where the first write into a
+    // closed connection is discarded and draws a reset, the first write is dropped and the
+    // next fails with EPIPE.
     s.pending = undefined;
     if (!s.wroteAfterPeerClosed) {
       s.wroteAfterPeerClosed = true;
@@ -83,6 +96,8 @@ function pump(sock: Socket, s: SmcState): void {
   if (p.off === p.buf.length) {
     s.pending = undefined;
     p.cb();
+  } else {
+    underway.add(p);
   }
   conn.kick(); // poll for the peer's reply or its consumer cursor
 }

@@ -219,7 +219,11 @@ export class SmcdConnection implements SmcTransport {
     const p = readCursorInto(this.rxCdc.loadProd(), prodSeen);
     if (p.count >= this.rxRing) return undefined;
     const d = cursorDelta(this.peerProduced, this.rxRing, p.wrap, p.count);
-    return d < 0 || this.readable + d > this.rxRing ? undefined : d;
+    if (d < 0 || this.readable + d > this.rxRing) return undefined;
+    // The producer flags that came with the cursor are as current: close.ts asks whether the
+    // peer's write is blocked on us (write_blocked) when it decides between close and abort.
+    this.peerProdFlags = p.prodFlags;
+    return d;
   }
 
   /**
@@ -273,7 +277,10 @@ export class SmcdConnection implements SmcTransport {
    */
   peerExited(): void {
     if (this.released || this.failed) return;
+    const wasClosed = this.peerClosed;
     this.peerConnFlags |= CONN_CLOSED | CONN_DONE_WRITING;
+    if (!wasClosed) this.wakeWriterAtClose();
+    if (this.released) return;
     this.deliver();
     this.reportState();
   }
@@ -317,12 +324,24 @@ export class SmcdConnection implements SmcTransport {
     }
     this.peerProduced += prodDelta;
     this.peerProdFlags = p.prodFlags;
+    const wasClosed = this.peerClosed;
     this.peerConnFlags |= p.connFlags;
     if (consDelta > 0) {
       this.peerConsumed += consDelta;
       this.h.writable();
+    } else if (!wasClosed) {
+      this.wakeWriterAtClose();
     }
     return true;
+  }
+
+  /**
+   * The peer's close just came: a write of ours waiting for room learns now that it never will
+   * (Linux: the close wakes smc_tx_wait, which returns -ECONNRESET), before the end is read.
+   */
+  private wakeWriterAtClose(): void {
+    // An abort has its own report (reportState's peerAbort, ECONNRESET as well).
+    if (this.peerClosed && !this.peerAborted && (this.prodFlags & PROD_WRITE_BLOCKED) && !this.released && !this.failed) this.h.writable();
   }
 
   private deliver(): boolean {

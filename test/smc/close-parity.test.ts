@@ -8,6 +8,8 @@ import net from 'node:net';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import * as smc from '../../src/smc/index.js';
+import { CONN_ABORT, PROD_WRITE_BLOCKED } from '../../src/smc/cdc.js';
+import { smcState } from '../../src/smc/state.js';
 
 // The close rule over SMC-D, over many short connections to one server: without this, the
 // learned handshake control would send most of them to TCP (it has its own test).
@@ -159,6 +161,20 @@ const scenarios: Scenario[] = [
       server.resume();
     },
   },
+  {
+    // A reader that closes while the writer still has most of a long write to send: over TCP
+    // the bytes that keep coming draw a RST, and the writer gets ECONNRESET, not 'end'.
+    name: 'the server destroy()s while the client is still writing 64 MiB: the client sees ECONNRESET',
+    run({ client, server }) {
+      let got = 0;
+      let timer: NodeJS.Timeout | undefined;
+      server.on('data', (d: Buffer) => {
+        got += d.length;
+        if (got >= 1 << 20 && !timer) timer = setTimeout(() => server.destroy(), 50);
+      });
+      client.write(Buffer.alloc(64 << 20));
+    },
+  },
 ];
 
 async function outcome(kind: Kind, sc: Scenario): Promise<{ client: string[]; server: string[] }> {
@@ -186,6 +202,52 @@ describe('close parity with node:net (TCP close rule over SMC-D)', () => {
       assert.deepEqual(overSmc, tcp, `SMC-D ${JSON.stringify(overSmc)} vs node:net ${JSON.stringify(tcp)}`);
     });
   }
+
+  it('a reader that closes while the writer waits for room aborts (TCP\'s RST): the writer gets ECONNRESET', async () => {
+    const p = await pair('smc');
+    try {
+      const conn = smcState(p.client)!.conn!;
+      let got = 0;
+      let timer: NodeJS.Timeout | undefined;
+      p.server.on('data', (d: Buffer) => {
+        got += d.length;
+        if (got >= 1 << 20 && !timer) timer = setTimeout(() => p.server.destroy(), 50);
+      });
+      let written: string | undefined;
+      p.client.write(Buffer.alloc(64 << 20), (err) => { written = err ? String((err as NodeJS.ErrnoException).code) : 'ok'; });
+      await bounded(Promise.all([closed(p.client), closed(p.server)]), 10_000, 'both ends closed');
+      // The server's close was peer_conn_abort, not peer_conn_closed: the peer's write was blocked.
+      assert.ok(conn.diag().peerConnFlags & CONN_ABORT, `the server's close flags: ${conn.diag().peerConnFlags}`);
+      assert.ok(!p.events.client.includes('end'), `client: ${p.events.client.join(',')}`);
+      assert.ok(p.events.client.includes('error:ECONNRESET'), `client: ${p.events.client.join(',')}`);
+      // As over node:net: the write's callback comes (the socket was destroyed under it), but
+      // nowhere near everything reached the server.
+      assert.equal(written, 'ok');
+      assert.ok(got < 64 << 20, `the server read ${got} bytes`);
+    } finally {
+      p.close();
+    }
+  });
+
+  it('a peer_conn_closed that comes while a write waits for room fails the writer with ECONNRESET, not an end', async () => {
+    // A peer that closes with peer_conn_closed though our write is blocked on it (Linux's
+    // smc_close_active looks only at unread data): the rest of the write can never be read.
+    // Linux's sender returns -ECONNRESET then (smc_tx_wait); TCP's gets the RST.
+    const p = await pair('smc');
+    try {
+      p.server.pause();
+      let written: string | undefined;
+      p.client.write(Buffer.alloc(16 << 20), (err) => { written = err ? String((err as NodeJS.ErrnoException).code) : 'ok'; });
+      const clientConn = smcState(p.client)!.conn!;
+      await waitFor('the client\'s write blocked', () => (clientConn.diag().prodFlags & PROD_WRITE_BLOCKED) !== 0, 5000);
+      smcState(p.server)!.conn!.closeOrderly();
+      await bounded(closed(p.client), 10_000, `the client's close (${p.events.client.join(',')})`);
+      assert.deepEqual(p.events.client, ['error:ECONNRESET', 'close']);
+      assert.equal(written, 'ok');
+    } finally {
+      p.close();
+    }
+  });
 
   it('200 request/reply exchanges closed by the client: the server never sees an error', async () => {
     const errors: string[] = [];
