@@ -67,6 +67,20 @@ export function pollerContention(): { contended: boolean; entered: number } {
   return { contended: performance.now() < contendedUntil, entered: contendedCount };
 }
 
+/**
+ * What a yield from y0 to now gave to other processes (ms): its length less the CPU time this
+ * process's own threads used meanwhile (`cu0`: process.cpuUsage() just before it). A late yield
+ * that let only V8's GC or compiler threads, or libuv's pool, run on this CPU is no sign of a
+ * busy host; counted as one, it sent an idle 2-CPU host's SMC-R ping-pong into the busy-CPU mode
+ * several times a run (2026-12-05: of ~40 late yields per process in a run with the two
+ * processes pinned to different CPUs, about two thirds were the process's own threads, CPU time
+ * equal to the yield's length).
+ */
+function lostToOthers(y0: number, now: number, cu0: NodeJS.CpuUsage): number {
+  const cu = process.cpuUsage(cu0);
+  return Math.max(0, now - y0 - (cu.user + cu.system) / 1000);
+}
+
 function markContended(now: number): void {
   if (now >= contendedUntil) {
     contendedCount++;
@@ -124,10 +138,12 @@ function spin(): void {
     // yield took long and the next poll still finds nothing, it was not the peer that ran.
     if (YIELD) {
       const y0 = performance.now();
+      const cu0 = process.cpuUsage();
       schedYield();
       now = performance.now();
-      longYield = now - y0 > LONG_YIELD_MS;
-      if (now - y0 > SLICE_YIELD_MS) {
+      const lost = now - y0 > LONG_YIELD_MS ? lostToOthers(y0, now, cu0) : 0;
+      longYield = lost > LONG_YIELD_MS;
+      if (lost > SLICE_YIELD_MS) {
         longYields = 0;
         markContended(now);
         break;
@@ -344,10 +360,11 @@ function awake(): void {
     if (YIELD && waiters.size > 0) schedYield();
     else if (YIELD && now - lastAwakeYield >= AWAKE_YIELD_MS) {
       const y0 = now;
+      const cu0 = process.cpuUsage();
       schedYield();
       now = performance.now();
       lastAwakeYield = now;
-      if (now - y0 > LONG_YIELD_MS) windowLost += now - y0;
+      if (now - y0 > LONG_YIELD_MS) windowLost += lostToOthers(y0, now, cu0);
       if (now - windowStart >= AWAKE_WINDOW_MS) {
         if (windowLost > (now - windowStart) * AWAKE_LOST_SHARE) markContended(now);
         windowStart = now;

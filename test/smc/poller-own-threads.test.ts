@@ -1,0 +1,24 @@
+// The poller's busy-CPU mode is for CPUs that other processes want: a yield that gives the CPU
+// to one of this process's own threads (V8's GC and compiler threads, a worker) and comes back
+// late is no such sign. Here a worker thread busy-loops on the one CPU the process may use
+// while SMC-R traffic keeps the awake loop yielding: every yield hands the CPU to the worker for
+// a slice, and the poller must not call the host busy. (test/smc/busy-host.test.ts checks the
+// other side: busy processes still make it sleep.)
+
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { jsonLines } from '../helpers/procs.js';
+
+const CHILD = fileURLToPath(new URL('../helpers/own-thread-yields.js', import.meta.url));
+const taskset = spawnSync('taskset', ['-c', '0', 'true']).status === 0;
+
+test("yields that only let this process's own threads run do not put the poller in its busy-CPU mode", { skip: taskset ? false : 'no taskset (util-linux) to pin the process to one CPU' }, () => {
+  const p = spawnSync('taskset', ['-c', '0', process.execPath, CHILD, '1.5'], { encoding: 'utf8', timeout: 30_000 });
+  assert.equal(p.status, 0, `${p.stderr}${p.error ? String(p.error) : ''}`);
+  const r = jsonLines(p.stdout).at(-1) as { entered: number; late: number };
+  // The worker did take the CPU at the yields (else the test tests nothing).
+  assert.ok(r.late > 20, `the worker thread never held the CPU across a yield: ${JSON.stringify(r)}`);
+  assert.equal(r.entered, 0, `the poller called the host busy: ${JSON.stringify(r)}`);
+});
