@@ -121,9 +121,16 @@ if (mode === 'sink') {
     sock.send(msg);
   });
   samples.sort((a, b) => a - b);
-  const avg = samples.reduce((a, b) => a + b, 0) / samples.length;
-  const pct = (p: number) => samples[Math.min(samples.length - 1, Math.ceil(p * samples.length) - 1)];
-  process.stdout.write(JSON.stringify({ iterations: samples.length, rounds, rtt_avg_us: avg, rtt_typical_us: samples[samples.length >> 1], rtt_p99_us: pct(0.99) }) + '\n');
+  // A counted run (--iters, as perftest -n) gets perftest's statistics (print_report_lat), as
+  // the rxe side does: the two largest samples left out (LAT_MEASURE_TAIL), the mean over the
+  // rest, the median of the rest (two middle ones averaged), p99 = delta[ceil(m * 0.99)]. A
+  // timed run (-D) keeps every sample, as perftest's -D mean does.
+  const m = values.iters && samples.length > 2 ? samples.length - 2 : samples.length;
+  const kept = samples.slice(0, m);
+  const avg = kept.reduce((a, b) => a + b, 0) / m;
+  const typical = m % 2 === 0 ? (kept[m / 2 - 1]! + kept[m / 2]!) / 2 : kept[(m - 1) / 2]!;
+  const p99 = values.iters ? samples[Math.min(samples.length - 1, Math.ceil(m * 0.99))] : samples[Math.min(samples.length - 1, Math.ceil(0.99 * samples.length) - 1)];
+  process.stdout.write(JSON.stringify({ iterations: samples.length, rounds, rtt_avg_us: avg, rtt_typical_us: typical, rtt_p99_us: p99 }) + '\n');
   sock.send(END, () => sock.close());
 } else {
   console.error('usage: raw-udp.js sink|blast|echo|ping ...');

@@ -1,7 +1,8 @@
 // rxe against raw node:dgram between the same two addresses, in the same run, measured two ways:
 //   cold:   as a user runs perftest (its defaults, fresh processes: the JIT's warm-up counted,
 //           process start and device/QP setup not, on either side):
-//           write_bw and send_bw at 64 KiB, -n 5000; send_lat at 2 B, -n 1000
+//           write_bw at 64 KiB, -n 5000; send_bw at 64 KiB, -n 1000; send_lat at 2 B, -n 1000
+//           (perftest's statistics on both sides: the two largest round trips left out)
 //   steady: -D seconds, of which perftest counts only the middle half (its margins: D/4 at
 //           each end, left out), for write_bw, send_bw and send_lat; and
 //           write_bw with -q 16 against -q 1
@@ -153,7 +154,7 @@ for (let run = 0; run < RUNS; run++) {
     async () => (await perftest('send_bw', ['-s', '65536'])).bw_avg_MBps, { bytes: 1000 * 65536 });
   if (want('cold send_lat')) {
     const [x, y] = await pair(run, () => rxeLat([]), () => rawPing({ iters: 1000 }));
-    add('cold send_lat 2 B round trip, mean, -n 1000', 'us', false, undefined, 'raw UDP ping-pong, 1000 rounds, fresh processes', x.mean, y.mean);
+    add('cold send_lat 2 B round trip, mean, -n 1000', 'us', false, undefined, "raw UDP ping-pong, 1000 rounds, fresh processes, perftest's statistics (the two largest left out)", x.mean, y.mean);
     add('cold send_lat 2 B round trip, p99', 'us', false, undefined, 'the same runs', x.p99, y.p99);
   }
   // Steady state: -D seconds after the warm-up margin.

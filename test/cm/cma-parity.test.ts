@@ -141,11 +141,11 @@ describe('resolveAddr\'s addresses, as cma.c\'s', () => {
       const c = await resolved(cch, { address: '127.0.0.3', port: 9 }, '0.0.0.0');
       assert.equal(c.localAddr!.family, 4);
       assert.ok(c.device);
-      const c2 = await resolved(cch, { address: '127.0.0.3', port: 9 }, { address: '0.0.0.0', port: 40123 });
-      assert.equal(c2.localAddr!.port, 40123);
+      const c2 = await resolved(cch, { address: '127.0.0.3', port: 9 }, { address: '0.0.0.0', port: 20123 });
+      assert.equal(c2.localAddr!.port, 20123);
       // bound on the wildcard: another id cannot take that port on any address (cma_check_port)
       const other = createId(cch, 'tcp');
-      assert.throws(() => other.bindAddr('127.0.0.2', 40123), { code: 'EADDRNOTAVAIL' });
+      assert.throws(() => other.bindAddr('127.0.0.2', 20123), { code: 'EADDRNOTAVAIL' });
       const v6 = createId(cch, 'tcp');
       assert.throws(() => v6.resolveAddr({ address: '127.0.0.3', port: 9 }, '::'), { code: 'EINVAL', message: /different families/ });
       assert.equal(v6.state, 'idle');

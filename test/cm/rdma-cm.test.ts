@@ -613,7 +613,7 @@ describe('rdma_cm: races and clean-up (as Linux cma.c and ucma do them)', () => 
     });
   });
 
-  it('a request the client gives up on leaves the listener\'s backlog', async () => {
+  it('a request the client gives up on: its id gets REJECTED (REJ TIMEOUT), and the listener goes on taking requests', async () => {
     await onTwoDevices(async ({ sch, cch }) => {
       const l = createId(sch, 'tcp', QUICK);
       l.bindAddr('127.0.0.3', 0);
@@ -623,7 +623,7 @@ describe('rdma_cm: races and clean-up (as Linux cma.c and ucma do them)', () => 
       const req = await sch.next('CONNECT_REQUEST', 5000);
       c.destroyId(); // REJ(TIMEOUT) from REQ_SENT
       assert.equal((await sch.next('REJECTED', 5000, req.id)).event, 'REJECTED');
-      // The backlog of 1 is free again: a second request gets through.
+      // The listener goes on (its backlog slot was given back when next() took the event).
       const c2 = await resolved(cch, '127.0.0.3', l.localAddr!.port, '127.0.0.2');
       c2.connect({ qpNum: 0x56 });
       const req2 = await sch.next('CONNECT_REQUEST', 5000);

@@ -72,6 +72,8 @@ describe('node:tls parity under the preload', () => {
   it("a client that ends at 'connect', before its handshake: node:tls's later writes fail quietly, no 'error'", async () => {
     const smc = await parity('end-at-connect');
     assert.deepEqual(smc.result, { client: ['secureConnect', 'end()', 'close'] });
+    // Over SMC-D: on TCP node:tls has the handle and this stream's write is never used.
+    assert.deepEqual(smc.modes, ['SMCD']);
   });
 
   it('tls.connect({ socket }) over a socket still connecting', async () => {

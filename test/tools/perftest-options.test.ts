@@ -24,7 +24,9 @@ describe('perftest as perftest users know it', () => {
     const { client, server } = await pair('write_bw', ['-n', '200', '-s', '4096', '-x', '0', '-F', '--report_gbits'], ['-F']);
     assert.match(server.stdout, /^ #bytes {5}#iterations {4}BW peak\[MiB\/sec\] {4}BW average\[MiB\/sec\] {3}MsgRate\[Mpps\]$/m);
     assert.match(client.stdout, /^ #bytes {5}#iterations {4}BW peak\[Gb\/sec\] {4}BW average\[Gb\/sec\] {3}MsgRate\[Mpps\]$/m);
-    assert.match(client.stdout, /^ 4096 {7}200 {14}\d+\.\d\d +\d+\.\d\d *\t\t {5}\d\.\d{6}$/m);
+    // REPORT_FMT, or REPORT_FMT_EXT (six decimals) where the average is under 0.1 Gb/sec (a
+    // loaded machine's fresh process can be that slow).
+    assert.match(client.stdout, /^ 4096 {7}200( {14}\d+\.\d\d +\d+\.\d\d *\t\t {5}\d\.\d{6}| +\d+\.\d{6} +\d+\.\d{6} +\d\.\d{6})$/m);
     assert.match(client.stdout, /^ GID index {7}: 0$/m);
     // perftest's %#06x, %#08x, %#016Lx: a minimum width with the 0x counted, so a random PSN
     // below 0x100000 has five digits, not six.

@@ -260,7 +260,9 @@ function bwSession(iters: number, slow: number): Session {
     mr: { sge: (addr: number, length: number) => ({ addr, length, lkey: 1 }) },
     sendOff: () => 0, remoteAddr: () => 0n,
     async poll(_want: number, onWc: (wc: WorkCompletion) => void): Promise<number> {
-      await new Promise((r) => setTimeout(r, delivered++ < slow ? 8 : 1));
+      // Slow completions 50 ms apart, then as fast as the loop turns: a late timer (a loaded
+      // machine) only makes the slow half slower, so the peak stays well above the average.
+      await new Promise((r) => (delivered++ < slow ? setTimeout(r, 50) : setImmediate(r)));
       onWc(done.shift()!);
       return 1;
     },
