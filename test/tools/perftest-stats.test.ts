@@ -15,7 +15,7 @@ import { WcOpcode, WcStatus, type SendWr, type WorkCompletion } from '../../src/
 import { parsePerftestArgs, PERFTEST_USAGE } from '../../src/tools/perftest/options.js';
 import * as report from '../../src/tools/perftest/report.js';
 import { runLatTest } from '../../src/tools/perftest/lat.js';
-import { sendLoop } from '../../src/tools/perftest/bw.js';
+import { sendLoop, sum } from '../../src/tools/perftest/bw.js';
 import type { Session } from '../../src/tools/perftest/session.js';
 
 const { bwResult, latResult, LatSummary } = report;
@@ -285,6 +285,17 @@ describe("--report_gbits under 0.1 Gb/sec: perftest's inc_accuracy (REPORT_FMT_E
     // MiB/sec, or Gb/sec from 0.1 up: REPORT_FMT, two decimals.
     assert.match(report.bwLine(r, false), /^ 2 {10}1000 {13}1\.23 {4}/);
     assert.match(report.bwLine({ ...r, bw_avg_MBps: 12 }, true), /^ 2 {10}1000 {13}0\.01 {15}0\.10 /);
+  });
+
+  it('-b: decided on this side\'s own average, as perftest decides before adding the peer\'s', () => {
+    // 8 MiB/sec each way: 0.067 Gb/sec per direction, 0.134 summed.
+    const one: report.BwResult = { ...r, bw_peak_MBps: 9, bw_avg_MBps: 8 };
+    const both = sum(one, { ...one }, null);
+    assert.equal(both.bw_avg_MBps, 16);
+    assert.match(report.bwLine(both, true), /^ 2 {10}1000 {11}0\.\d{6} {12}0\.134218 /);
+    assert.equal(report.withPerftestKeys(both, true).BW_average, 0.134218);
+    // Without a local average on record (one direction): the usual rule.
+    assert.match(report.bwLine({ ...both }, true), /^ 2 {10}1000 {13}0\.\d\d {15}0\.13 /);
   });
 
   it('the JSON has six decimals too (REPORT_FMT_EXT_JSON)', () => {

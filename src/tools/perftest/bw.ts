@@ -12,7 +12,7 @@ import { createHash } from 'node:crypto';
 import { SendFlags, WcOpcode, WrOpcode, type SendWr, type WorkCompletion } from '../../index.js';
 import type { BwReport } from './exchange.js';
 import { peakNotMeasured } from './options.js';
-import { bwResult, CQ_MOD, MB, sampleWindow, toGbits, WindowedCount, type BwResult } from './report.js';
+import { bwResult, CQ_MOD, localAverage, MB, sampleWindow, toGbits, WindowedCount, type BwResult } from './report.js';
 import { MAX_INLINE, nowNs, RX_DEPTH, type Session } from './session.js';
 
 /** wr_id = sequence * QP_SLOTS + QP index. */
@@ -96,9 +96,11 @@ function fromReport(test: string, r: BwReport, gbits: boolean): BwResult {
   return { test, bytes: Number(r.size), iterations: Number(r.iters), bw_peak_MBps: round(mib(r.bwPeak)), bw_avg_MBps: round(mib(r.bwAvg)), msg_rate_Mpps: r.msgRate, verified: null };
 }
 
-/** -b: perftest's table shows the sum of both directions. */
-function sum(a: BwResult, b: BwResult, verified: boolean | null): BwResult {
-  return { ...a, bw_peak_MBps: round(a.bw_peak_MBps + b.bw_peak_MBps), bw_avg_MBps: round(a.bw_avg_MBps + b.bw_avg_MBps), msg_rate_Mpps: round6(a.msg_rate_Mpps + b.msg_rate_Mpps), verified };
+/** -b: perftest's table shows the sum of both directions. @internal Exported for test/tools/perftest-stats.test.ts. */
+export function sum(a: BwResult, b: BwResult, verified: boolean | null): BwResult {
+  const r = { ...a, bw_peak_MBps: round(a.bw_peak_MBps + b.bw_peak_MBps), bw_avg_MBps: round(a.bw_avg_MBps + b.bw_avg_MBps), msg_rate_Mpps: round6(a.msg_rate_Mpps + b.msg_rate_Mpps), verified };
+  localAverage.set(r, a.bw_avg_MBps);
+  return r;
 }
 
 const round = (x: number) => Math.round(x * 100) / 100;
