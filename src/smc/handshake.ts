@@ -33,8 +33,8 @@ import { kick, stayAwakeUntil } from './poller.js';
 import { peerKey, shouldTrySmc } from './handshake-control.js';
 import { anyPolicy, policyAllows } from './policy.js';
 import { SmcdConnection } from './smcd-connection.js';
-import { inSmcrHandshake, onSmcrClc, releaseSmcr, smcrDecline, smcrPeerEndedHandshake, smcrDiscovery, smcrMayTry, smcrProposal, type SmcrOps } from './smcr/clc-flow.js';
-import { smcrWaitEnded } from './smcr/discovery.js';
+import { inSmcrHandshake, onSmcrClc, releaseSmcr, smcrAwaitingConfirm, smcrDecline, smcrPeerEndedHandshake, smcrDiscovery, smcrMayTry, smcrProposal, type SmcrOps } from './smcr/clc-flow.js';
+import { forgetSmcrListener, smcrWaitEnded } from './smcr/discovery.js';
 import type { Socket } from './socket.js';
 import { connReset, getSmcInfo, kSmc, restoreOwner, toBuffer, withSmcCounters, type Held, type SmcState } from './state.js';
 import { countSettled } from './status.js';
@@ -54,10 +54,12 @@ const settled = tracer<SettledEvent>('smc', 'settled', (e) =>
 /**
  * A server application that writes before any byte arrived (an SMTP-style banner) commits
  * the connection to TCP. A Proposal that may still arrive is swallowed; the client falls
- * back when it reads our bytes.
+ * back when it reads our bytes. Once a Proposal came (an SMC-R one may wait for the link
+ * group's first contact or LLC flow before our Accept: still srv-wait) and after our Accept
+ * (srv-accepting, SMC-D and SMC-R), the write is held until the handshake settles.
  */
 export function serverSpeaksFirst(sock: Socket, s: SmcState): boolean {
-  if (s.phase !== 'srv-wait' || s.clc) return false;
+  if (s.phase !== 'srv-wait' || s.clc || s.clcIn > 0) return false;
   settleTcp(sock, s, DECLINE.PEERNOSMC, 'server wrote first');
   s.stripClc = true;
   return true;
@@ -114,7 +116,11 @@ function startTimer(sock: Socket, s: SmcState): void {
       settleTcp(sock, s, DECLINE.TIMEOUT_CL, 'handshake timed out');
       if (s.clc) startTimer(sock, s); // part of one may be here already: bound that wait too
     };
-    if (s.phase === 'srv-accepting' && !s.acceptGrace) {
+    const smcrWait = s.phase === 'srv-accepting' && inSmcrHandshake(s) ? smcrAwaitingConfirm(s) : undefined;
+    if (s.phase === 'srv-accepting' && inSmcrHandshake(s) && !smcrWait) {
+      // SMC-R, the client's Confirm came: the first link's confirmation (CONFIRM_LINK) bounds
+      // the rest of the wait (smcr/clc-flow.ts).
+    } else if (s.phase === 'srv-accepting' && !s.acceptGrace) {
       // Our SMC-D Accept is out. The client goes to SMC-D as it sends its Confirm, and one
       // that does not settle sends its Decline when its own timer runs out: wait one more
       // period for either instead of falling back now, which would lose what a client on
@@ -123,8 +129,16 @@ function startTimer(sock: Socket, s: SmcState): void {
       startTimer(sock, s);
     } else if (s.phase === 'srv-accepting') {
       // Neither came: read what the poll phase brings first, then fall back.
-      setImmediate(() => { if (s.phase === 'srv-accepting' && !sock.destroyed) fallBack(); });
+      setImmediate(() => {
+        if (s.phase !== 'srv-accepting' || sock.destroyed) return;
+        if (!smcrWait) return fallBack();
+        const now = smcrAwaitingConfirm(s);
+        if (now === 'first') return fallBack(); // the client waits for our CONFIRM_LINK: not on SMC-R yet
+        if (now === 'reuse') return acceptTimedOut(sock, s);
+        // The Confirm came in the poll phase: the first link's confirmation bounds the rest.
+      });
     } else if (s.phase === 'proposing') {
+      if (s.clcIn === 0) withdrawSmcrYes(s); // no CLC answer to our Proposal
       fallBack();
     } else if (s.phase === 'srv-wait' && s.clc) {
       // The first bytes looked like the start of a CLC message and no more came: they are the
@@ -142,6 +156,45 @@ function startTimer(sock: Socket, s: SmcState): void {
     }
   }, s.opts.timeout);
   s.timer.unref();
+}
+
+/**
+ * Server, SMC-R: our Accept joined the client to a link group it has (no first contact), and
+ * neither its Confirm nor its Decline came within two handshake periods. That client goes to
+ * SMC-R as it sends its Confirm, and may have written into our RMB: TCP would lose those bytes.
+ * The connection fails, as Linux's smc_listen_work does when smc_clc_wait_msg(CONFIRM) returns
+ * an error (smc_listen_decline -> smc_listen_out_err); the Decline goes first, for the record.
+ */
+function acceptTimedOut(sock: Socket, s: SmcState): void {
+  sendDecline(sock, s, DECLINE.TIMEOUT_CL);
+  releaseHandshake(s);
+  s.fallbackReason = DECLINE.TIMEOUT_CL;
+  countSettled('failed');
+  sock.destroy(connReset('SMC-R handshake: no Confirm from the client after our Accept'));
+}
+
+/**
+ * Client sockets whose SMC-R Proposal went out on discovery's yes (cached or just answered):
+ * the destination (address:port) that answer is kept under. A Proposal that gets no valid CLC
+ * answer (withdrawSmcrYes) drops it, so the next connections ask again instead of sending a
+ * Proposal to a server that no longer speaks SMC-R, for the rest of the answer's lifetime.
+ */
+const proposedOnYes = new WeakMap<SmcState, { dst: string; port: number }>();
+
+function withdrawSmcrYes(s: SmcState): void {
+  const d = proposedOnYes.get(s);
+  if (!d) return;
+  proposedOnYes.delete(s);
+  forgetSmcrListener(d.dst, d.port);
+}
+
+/**
+ * The peer's Decline reasons that say it has no SMC-R listener (any more) on that port. Not
+ * NOSMCDEV: a softrdma SMC-R server whose policy said no to this connection declines with it,
+ * and is still the SMC-R listener discovery found.
+ */
+function noSmcrListener(reason: number): boolean {
+  return reason === DECLINE.PEERNOSMC || reason === DECLINE.NOSMCRDEV;
 }
 
 export function onClientConnect(this: Socket): void {
@@ -226,8 +279,14 @@ const discoveryWaits = new WeakMap<SmcState, (answer: boolean | undefined, cance
  * for the next ones). Bytes from the server meanwhile end the wait: TCP.
  */
 function discoverThenProposeSmcr(sock: Socket, s: SmcState): void {
-  const d = smcrDiscovery(smcrOps(sock, s), unmapV4(sock.remoteAddress ?? ''), s.targetPort ?? sock.remotePort);
-  if (d.go === 'propose') return proposeSmcr(sock, s);
+  const dst = unmapV4(sock.remoteAddress ?? '');
+  const dport = s.targetPort ?? sock.remotePort;
+  const d = smcrDiscovery(smcrOps(sock, s), dst, dport);
+  const onYes = () => { if (dport !== undefined) proposedOnYes.set(s, { dst, port: dport }); };
+  if (d.go === 'propose') {
+    if (d.cached) onYes();
+    return proposeSmcr(sock, s);
+  }
   if (d.go === 'tcp') return settleTcp(sock, s, d.reason ?? (d.outside ? DECLINE.DIFFPREFIX : DECLINE.PEERNOSMC), `SMC-R discovery: ${d.cause}`, true);
   s.phase = 'proposing';
   readForHandshake(sock, s); // bytes from the server end the wait
@@ -241,7 +300,10 @@ function discoverThenProposeSmcr(sock: Socket, s: SmcState): void {
     if (cancel) return;
     smcrWaitEnded(answer !== undefined);
     if (s.phase !== 'proposing' || sock.destroyed) return;
-    if (answer) return proposeSmcr(sock, s);
+    if (answer) {
+      onYes();
+      return proposeSmcr(sock, s);
+    }
     const f = d.query.failure;
     if (f) return settleTcp(sock, s, f.reason, `SMC-R: ${f.cause}`);
     settleTcp(sock, s, DECLINE.PEERNOSMC, answer === false ? 'SMC-R discovery: no SMC-R listener at the peer'
@@ -256,7 +318,10 @@ function discoverThenProposeSmcr(sock: Socket, s: SmcState): void {
 /** Client: propose SMC-R (smcr/clc-flow.ts), or stay on TCP when this end cannot. */
 function proposeSmcr(sock: Socket, s: SmcState): void {
   const p = smcrProposal(s, smcrOps(sock, s));
-  if (typeof p === 'number') return settleTcp(sock, s, p, `SMC-R: ${declineName(p)}`, true);
+  if (typeof p === 'number') {
+    proposedOnYes.delete(s); // nothing sent
+    return settleTcp(sock, s, p, `SMC-R: ${declineName(p)}`, true);
+  }
   s.phase = 'proposing';
   readForHandshake(sock, s);
   rawWrite(sock, s, p);
@@ -283,10 +348,17 @@ function smcrOps(sock: Socket, s: SmcState): SmcrOps {
       settleSmc(sock, s, conn, 'SMC-R');
     },
     peerDeclined: (reason) => {
+      if (s.role === 'client' && noSmcrListener(reason)) withdrawSmcrYes(s);
       s.peerDeclineReason = reason;
       settleTcp(sock, s, DECLINE.PEERDECL, `peer declined: ${declineName(reason)}`);
     },
     destroy: (message) => sock.destroy(connReset(message)),
+    serverDecline: () => s.serverDecline,
+    acceptSent: () => {
+      // Our Accept is out: as an SMC-D Accept (acceptSmcd), the server's writes are held until
+      // the handshake settles, and the timer bounds the wait for the Confirm (startTimer).
+      s.phase = 'srv-accepting';
+    },
   };
 }
 
@@ -498,6 +570,17 @@ export function onClcBytes(sock: Socket, s: SmcState, chunk: Buffer | null): voi
     const rest = s.clc;
     s.clc = undefined;
     smcrPeerEndedHandshake(s);
+    if (s.role === 'client' && s.phase === 'proposing' && s.clcIn === 0) withdrawSmcrYes(s);
+    if (rest?.length && s.role === 'client' && s.phase === 'proposing' && s.clcOut > 0) {
+      // Our Proposal is out and the server sent part of a CLC message, then its end: those are
+      // no data of the application's. Linux's smc_clc_wait_msg fails the connect (a zero-length
+      // read is ECONNRESET, a short message EPROTO); SMC-D and SMC-R alike.
+      releaseHandshake(s);
+      s.fallbackReason = DECLINE.SYNCERR;
+      countSettled('failed');
+      sock.destroy(connReset('SMC handshake: the peer closed in the middle of a CLC message'));
+      return;
+    }
     releaseHandshake(s);
     settleTcp(sock, s, DECLINE.SYNCERR, 'peer closed during the handshake');
     if (rest?.length) sock.smcPush(rest);
@@ -510,6 +593,7 @@ export function onClcBytes(sock: Socket, s: SmcState, chunk: Buffer | null): voi
     if (!mayBeClc(buf) && (s.phase === 'srv-wait' || s.phase === 'proposing')) {
       // Not CLC at all: a plain client (server side) or a server that spoke first (client side).
       s.clc = undefined;
+      if (s.role === 'client' && s.clcIn === 0) withdrawSmcrYes(s);
       settleTcp(sock, s, DECLINE.PEERNOSMC, s.role === 'server' ? 'peer did not propose SMC' : 'server wrote first');
       sock.smcPush(buf);
       return;
@@ -526,6 +610,7 @@ export function onClcBytes(sock: Socket, s: SmcState, chunk: Buffer | null): voi
         settleTcp(sock, s, DECLINE.PEERNOSMC, 'peer did not propose SMC');
         sock.smcPush(buf);
       } else {
+        if (s.role === 'client' && s.clcIn === 0) withdrawSmcrYes(s);
         releaseHandshake(s);
         sock.destroy(connReset(`SMC handshake out of sync: ${(e as Error).message}`));
       }
@@ -550,9 +635,13 @@ export function onClcBytes(sock: Socket, s: SmcState, chunk: Buffer | null): voi
           handleClc(sock, s, m);
           continue;
         }
+        // The first answer to our Proposal is a CLC message no SMC-R server sends there (a plain
+        // server echoing the Proposal back): out of sync (the flow declines SYNCERR), no SMC-R listener.
+        if (s.role === 'client' && s.clcIn === len && m.type !== CLC_ACCEPT && m.type !== CLC_DECLINE) withdrawSmcrYes(s);
         onSmcrClc(s, smcrOps(sock, s), m);
       } catch (e) {
         const reason = e instanceof ClcError ? e.reason : DECLINE.SYNCERR;
+        if (s.role === 'client' && s.clcIn === len) withdrawSmcrYes(s); // the first answer was no valid CLC message
         fallbackAfterDecline(sock, s, reason, true, `malformed CLC message: ${(e as Error).message}`);
         break;
       }

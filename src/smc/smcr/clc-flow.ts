@@ -17,7 +17,7 @@ import { hostname } from 'node:os';
 import { isIPv4 } from 'node:net';
 import {
   CLC_ACCEPT, CLC_CONFIRM, CLC_DECLINE, CLC_OS_LINUX, CLC_PROPOSAL, DECLINE, SMC_CLC_V2, SMC_RELEASE, SMC_TYPE_D, SMC_TYPE_N, SMC_TYPE_R,
-  compressBufSize, encodeSmcDecline, encodeSmcProposal, encodeSmcrAcceptConfirm, localSystemId, smcrIndicated,
+  compressBufSize, declineName, encodeSmcDecline, encodeSmcProposal, encodeSmcrAcceptConfirm, localSystemId, smcrIndicated,
   uncompressBufSize, type ClcPrefix, type FirstContactExt, type SmcClcMessage, type SmcProposal, type SmcrAcceptConfirm,
 } from '../clc.js';
 import { smcrOf, type ResolvedSmcOptions } from '../options.js';
@@ -54,6 +54,10 @@ export interface SmcrOps {
   peerDeclined(reason: number): void;
   /** Fail the connection (a reset): the handshake cannot go back to TCP any more. */
   destroy(message: string): void;
+  /** Server: the Decline reason when this socket must not use SMC (smc: false, a policy veto, pauseOnConnect), else 0. */
+  serverDecline(): number;
+  /** Server: our Accept goes out; the Confirm is awaited (the server's writes are held from here on). */
+  acceptSent(): void;
 }
 
 interface Hs {
@@ -224,6 +228,17 @@ export function smcrPeerEndedHandshake(key: object): void {
   if (hs && !hs.conn) hs.offered = false;
 }
 
+/**
+ * Server: our Accept is out and no Confirm came yet: 'first' on a first contact (the client
+ * cannot be on SMC-R before our CONFIRM_LINK), 'reuse' when it joins a group (the client goes
+ * to SMC-R as it sends its Confirm); undefined otherwise (no Accept, or the Confirm came).
+ */
+export function smcrAwaitingConfirm(key: object): 'first' | 'reuse' | undefined {
+  const hs = handshakes.get(key);
+  if (!hs || !hs.offered || hs.conn) return undefined;
+  return hs.firstContact ? 'first' : 'reuse';
+}
+
 /** Server: give back the place the handshake took in its link group at the Proposal. */
 function dropSlot(hs: Hs): void {
   if (!hs.slot) return;
@@ -267,6 +282,10 @@ function fail(key: object, ops: SmcrOps, reason: number, cause: string): void {
 }
 
 function onProposal(key: object, ops: SmcrOps, p: SmcProposal): void {
+  // This socket may not use SMC (smc: false, the policy said no, pauseOnConnect): declined
+  // with that reason before anything is looked at, as the SMC-D path does (smcdServerCheck).
+  const veto = ops.serverDecline();
+  if (veto) return fail(key, ops, veto, `declined: ${declineName(veto)}`);
   if (p.version < SMC_CLC_V2 || !p.v2 || !smcrIndicated(p.typeV2)) return fail(key, ops, DECLINE.MODEUNSUPP, 'declined: no SMC-Rv2 offered');
   if (!p.v2.userEids.includes(SOFTRDMA_UEID)) return fail(key, ops, DECLINE.NOUEID, 'declined: no common UEID');
   // smc_clc_srv_v2x_features_validate (smc_clc.c), for a Proposal of release 1 or later: the
@@ -320,6 +339,7 @@ function onProposal(key: object, ops: SmcrOps, p: SmcProposal): void {
   hs.token = SmcrLinkGroup.newToken();
   const accept = () => {
     hs.offered = true;
+    ops.acceptSent();
     ops.write(encodeSmcrAcceptConfirm(acceptConfirm(CLC_ACCEPT, hs)));
     ops.restartTimer();
   };

@@ -108,6 +108,8 @@ function newCounters() {
     outside_subnet: 0,
     /** SIDR_REQs this process's SMC-R listeners answered. */
     served: 0,
+    /** Yes answers forgotten because a Proposal sent on one got no valid CLC answer (forgetSmcrListener). */
+    withdrawn: 0,
   };
 }
 const counters = newCounters();
@@ -256,7 +258,7 @@ export function clearSmcrDiscoveryCache(): void {
 }
 
 export type SmcrDiscovery =
-  | { go: 'propose'; cause: string }
+  | { go: 'propose'; cause: string; cached?: true }
   | { go: 'tcp'; cause: string; outside?: true; reason?: number }
   | { go: 'wait'; query: SmcrQuery; ms: number };
 
@@ -306,7 +308,7 @@ export function discoverSmcr(dev: Device | undefined, local: string, dst: string
   const hit = cache.get(key);
   if (hit && hit.expires > now) {
     counters.hits++;
-    if (hit.answer) { counters.hits_positive++; return { go: 'propose', cause: 'cached: an SMC-R listener' }; }
+    if (hit.answer) { counters.hits_positive++; return { go: 'propose', cause: 'cached: an SMC-R listener', cached: true }; }
     counters.hits_negative++;
     return { go: 'tcp', cause: 'cached: no SMC-R listener at the peer' };
   }
@@ -324,6 +326,21 @@ export function discoverSmcr(dev: Device | undefined, local: string, dst: string
     return { go: 'tcp', cause: 'SMC-R discovery under way: TCP for this connection' };
   }
   return { go: 'wait', query: q, ms: left };
+}
+
+/**
+ * A Proposal sent on a yes for dst:port got no valid CLC answer (non-CLC bytes, the handshake
+ * timer, the peer's end, a message out of sync, or the peer's Decline saying it has no SMC-R):
+ * whatever answered the query then is not that port's server now (an SMC-R server replaced by
+ * a plain one). The yes is forgotten, so the next connection asks again instead of proposing.
+ */
+export function forgetSmcrListener(dst: string, port: number): void {
+  const key = `${dst}:${port}`;
+  const hit = cache.get(key);
+  if (hit?.answer) {
+    cache.delete(key);
+    counters.withdrawn++;
+  }
 }
 
 /** A connection stopped waiting: count how (the answer came in time, or not). */
