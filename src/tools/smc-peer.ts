@@ -23,7 +23,6 @@ import { pollerContention } from '../smc/poller.js';
 import { SmcrLinkGroup } from '../smc/smcr/lgr.js';
 import { getDeviceList } from '../verbs/api.js';
 import { rxeOf } from '../index.js';
-import { MmsgSender } from '../providers/rxe/mmsg-sender.js';
 
 export type Api = 'smc' | 'net';
 
@@ -245,15 +244,16 @@ async function shortconn(a: Api, port: number, seconds: number): Promise<object>
 
 /** This process's SMC-R data path so far: its rxe devices' packets, its links' WRITEs, SENDs and receives (bench/smcr-vs-tcp too). */
 export function smcrPath(): Record<string, number> {
-  // sendCalls: sendmmsg system calls (the process's one sender); recvBatches: recvmmsg reads
-  // that delivered, from the event loop or a poller's spin.
-  const c = { pktsOut: 0, pktsIn: 0, sendCalls: MmsgSender.shared()?.stats.calls ?? 0, recvBatches: 0, writes: 0, sends: 0, recvs: 0 };
+  // sendCalls: sendmmsg system calls; recvBatches: recvmmsg reads that delivered, from the
+  // event loop or a poller's spin.
+  const c = { pktsOut: 0, pktsIn: 0, sendCalls: 0, recvBatches: 0, writes: 0, sends: 0, recvs: 0 };
   for (const d of getDeviceList()) {
     if (d.driver !== 'rxe') continue;
     const { counters } = rxeOf(d);
     c.pktsOut += counters.sent_pkts;
     c.pktsIn += counters.rcvd_pkts;
     c.recvBatches += counters.recvmmsg_batches;
+    c.sendCalls += counters.sendmmsg_calls;
   }
   for (const g of SmcrLinkGroup.list()) for (const l of g.links) { c.writes += l.stats.writes; c.sends += l.stats.sends; c.recvs += l.stats.recvs; }
   return c;

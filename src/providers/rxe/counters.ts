@@ -36,6 +36,8 @@ export function newDeviceCounters() {
     recvmmsg_batches: 0,
     /** Of those, the batches an empty CQ's poll read (busy polling, cq.ts) rather than the event loop. */
     busy_poll_batches: 0,
+    /** sendmmsg calls this device's flushes made (mmsg-sender.ts; 0 on node:dgram's path). */
+    sendmmsg_calls: 0,
     /** Receive errors the socket reported (recvmmsg's path: a failed call, or a datagram too large for a slot). */
     recv_err: 0,
     /** QPs that send from the device port because their own source port could not be bound (or too many are in use). */

@@ -433,6 +433,7 @@ export class RxeLink {
     this.out = this.spare;
     const mm = this.mmsgOut;
     const refused = mm ? mm.stats.errors : 0;
+    const calls = mm ? mm.stats.calls : 0;
     try {
       if (this.deferrable > 0) {
         this.deferrable = 0;
@@ -519,6 +520,7 @@ export class RxeLink {
       if (mm) {
         mm.commit();
         this.counters.send_err += mm.stats.errors - refused;
+        this.counters.sendmmsg_calls += mm.stats.calls - calls;
       }
       // Cleared even if a send threw: a queue is never sent twice.
       q.length = 0;
