@@ -9,7 +9,7 @@
 
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { QpState, type CQ, type Device, type PD } from '../../src/index.js';
+import { QpState, type CQ, type PD } from '../../src/index.js';
 import {
   createEventChannel, createId, type EventChannel, type RdmaCmEvent, type RdmaCmEventType, type RdmaCmId,
 } from '../../src/cm/index.js';
@@ -19,7 +19,8 @@ import { cmStep, newConn, type CmConn } from '../../src/cm/cm-state.js';
 import { CmTable } from '../../src/cm/cm-table.js';
 import { blankCm } from '../../src/cm/wire/cm-messages.js';
 import { PortSpace, serviceIdFor } from '../../src/cm/wire/cma-header.js';
-import { twoDevices, waitFor } from '../helpers/pair.js';
+import { waitFor } from '../helpers/pair.js';
+import { onTwoDevices } from '../helpers/cm-pair.js';
 
 const QUICK = { packetLifeTime: 1 } as const; // time-wait of a few ms instead of 2 s
 const OUTCOMES: RdmaCmEventType[] = ['ESTABLISHED', 'REJECTED', 'UNREACHABLE', 'CONNECT_ERROR', 'CONNECT_RESPONSE'];
@@ -30,19 +31,6 @@ function withQp(id: RdmaCmId): Res {
   const cq = id.verbs!.createCq(16);
   id.createQp(pd, { sendCq: cq, recvCq: cq, cap: { maxSendWr: 4, maxRecvWr: 4, maxSendSge: 1, maxRecvSge: 1 } });
   return { pd, cq };
-}
-
-/** Two devices (127.0.0.2, 127.0.0.3) and a channel for each side, closed whatever the body does. */
-async function onTwoDevices(body: (t: { a: Device; b: Device; sch: EventChannel; cch: EventChannel }) => Promise<void>): Promise<void> {
-  const { a, b, close } = await twoDevices();
-  const sch = createEventChannel(), cch = createEventChannel();
-  try {
-    await body({ a, b, sch, cch });
-  } finally {
-    sch.close();
-    cch.close();
-    await close();
-  }
 }
 
 async function resolved(ch: EventChannel, dst: { address: string; port: number }, src?: string | { address: string; port?: number }, opts = {}, ps: 'tcp' | 'udp' = 'tcp') {

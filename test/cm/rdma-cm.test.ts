@@ -14,6 +14,7 @@ import {
 import { cmDevices } from '../../src/cm/rdma-cm/cm-device.js';
 import { ports } from '../../src/cm/rdma-cm/addresses.js';
 import { twoDevices, waitCompletions, waitFor } from '../helpers/pair.js';
+import { onTwoDevices } from '../helpers/cm-pair.js';
 
 const WC = (w: unknown) => JSON.stringify(w, (_k, v: unknown) => (typeof v === 'bigint' ? String(v) : v));
 const QUICK = { packetLifeTime: 1 } as const; // time-wait of a few ms instead of 2 s
@@ -55,19 +56,6 @@ function sentMads(): number {
 function nothingLeft() {
   for (const d of cmDevices()) assert.deepEqual(d.census(), { commIds: 0, ids: 0, agentConnections: 0 }, `device ${d.address}`);
   assert.equal(ports.size, 0, 'bound ports');
-}
-
-/** Two devices (127.0.0.2, 127.0.0.3) and a channel for each side, closed whatever the body does. */
-async function onTwoDevices(body: (t: { a: Device; b: Device; sch: EventChannel; cch: EventChannel }) => Promise<void>): Promise<void> {
-  const { a, b, close } = await twoDevices();
-  const sch = createEventChannel(), cch = createEventChannel();
-  try {
-    await body({ a, b, sch, cch });
-  } finally {
-    sch.close();
-    cch.close();
-    await close();
-  }
 }
 
 /** Connect a client on `a` to a listener on `b`, both with QPs; returns both ids after ESTABLISHED. */
