@@ -14,11 +14,24 @@ import { jsonLines } from '../helpers/procs.js';
 const CHILD = fileURLToPath(new URL('../helpers/own-thread-yields.js', import.meta.url));
 const taskset = spawnSync('taskset', ['-c', '0', 'true']).status === 0;
 
-test("yields that only let this process's own threads run do not put the poller in its busy-CPU mode", { skip: taskset ? false : 'no taskset (util-linux) to pin the process to one CPU' }, () => {
-  const p = spawnSync('taskset', ['-c', '0', process.execPath, CHILD, '1.5'], { encoding: 'utf8', timeout: 30_000 });
-  assert.equal(p.status, 0, `${p.stderr}${p.error ? String(p.error) : ''}`);
-  const r = jsonLines(p.stdout).at(-1) as { entered: number; late: number };
-  // The worker did take the CPU at the yields (else the test tests nothing).
-  assert.ok(r.late > 20, `the worker thread never held the CPU across a yield: ${JSON.stringify(r)}`);
-  assert.equal(r.entered, 0, `the poller called the host busy: ${JSON.stringify(r)}`);
+test("yields that only let this process's own threads run do not put the poller in its busy-CPU mode", { skip: taskset ? false : 'no taskset (util-linux) to pin the process to one CPU' }, (t) => {
+  // Other processes (the rest of the suite, running beside this test) may take the CPU at a
+  // yield too, and rightly count: a try counts only if they took little of CPU 0 (/proc/stat
+  // against the process's own CPU time), and one of up to six must be such a try. Without the
+  // accounting of the process's own CPU time every try enters the mode (the worker takes the
+  // CPU at each yield), 8 times in 1.5 s on this machine.
+  const tries: Array<{ entered: number; late: number; othersMs: number }> = [];
+  let quiet: (typeof tries)[number] | undefined;
+  for (let i = 0; i < 6 && !quiet; i++) {
+    const p = spawnSync('taskset', ['-c', '0', process.execPath, CHILD, '1.5'], { encoding: 'utf8', timeout: 30_000 });
+    assert.equal(p.status, 0, `${p.stderr}${p.error ? String(p.error) : ''}`);
+    const r = jsonLines(p.stdout).at(-1) as (typeof tries)[number];
+    // The worker did take the CPU at the yields (else the try tests nothing).
+    assert.ok(r.late > 20, `the worker thread never held the CPU across a yield: ${JSON.stringify(r)}`);
+    tries.push(r);
+    // 1.5 s: others under 40 ms of it (the kernel's own work, the test runner waking).
+    if (r.othersMs < 40) quiet = r;
+  }
+  if (!quiet) return t.skip(`other processes kept CPU 0 busy in every try, so none could tell: ${JSON.stringify(tries)}`);
+  assert.equal(quiet.entered, 0, `the poller called the host busy with only its own threads beside it: ${JSON.stringify(tries)}`);
 });
