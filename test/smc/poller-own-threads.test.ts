@@ -19,7 +19,7 @@ test("yields that only let this process's own threads run do not put the poller 
   // yield too, and rightly count: a try counts only if they took little of CPU 0 (/proc/stat
   // against the process's own CPU time), and one of up to six must be such a try. Without the
   // accounting of the process's own CPU time every try enters the mode (the worker takes the
-  // CPU at each yield), 8 times in 1.5 s on this machine.
+  // CPU at each yield), 8 times in 1.5 s on this machine with nothing else running.
   const tries: Array<{ entered: number; late: number; othersMs: number }> = [];
   let quiet: (typeof tries)[number] | undefined;
   for (let i = 0; i < 6 && !quiet; i++) {
@@ -29,9 +29,11 @@ test("yields that only let this process's own threads run do not put the poller 
     // The worker did take the CPU at the yields (else the try tests nothing).
     assert.ok(r.late > 20, `the worker thread never held the CPU across a yield: ${JSON.stringify(r)}`);
     tries.push(r);
-    // 1.5 s: others under 40 ms of it (the kernel's own work, the test runner waking).
-    if (r.othersMs < 40) quiet = r;
+    // 1.5 s: others under 10 ms of it (the kernel's own work, the test runner waking).
+    if (r.othersMs < 10) quiet = r;
   }
   if (!quiet) return t.skip(`other processes kept CPU 0 busy in every try, so none could tell: ${JSON.stringify(tries)}`);
-  assert.equal(quiet.entered, 0, `the poller called the host busy with only its own threads beside it: ${JSON.stringify(tries)}`);
+  // One period at most: another process that got the CPU at a yield has a whole scheduler slice
+  // (a few ms, over a quarter of a 20 ms window) however little it ran in all (CI: 15 ms, one).
+  assert.ok(quiet.entered <= 1, `the poller called the host busy with only its own threads beside it: ${JSON.stringify(tries)}`);
 });
