@@ -55,6 +55,7 @@ const PAGE_MAGIC = 0x314d5349; // 'ISM1'
 const PAGE_HEADER = 64;
 const SLOT_SIZE = 32;
 const DEFAULT_SLOTS = 8192;
+const MAX_SLOTS = 1 << 20;
 const EMPTY = 0n;
 const TOMBSTONE = 1n;
 /** The CHID Linux gives its software (loopback) ISM device. */
@@ -606,7 +607,7 @@ export class IsmDevice extends EventEmitter {
 
   static open(opts: IsmOpenOptions = {}): IsmDevice {
     const slots = opts.slots ?? DEFAULT_SLOTS;
-    if (!Number.isInteger(slots) || slots < 1 || slots > 1 << 20) throw new IsmError('EINVAL', `slots must be 1..2^20, got ${slots}`);
+    if (!Number.isInteger(slots) || slots < 1 || slots > MAX_SLOTS) throw new IsmError('EINVAL', `slots must be 1..2^20, got ${slots}`);
     const max = opts.maxDoorbellConnections ?? DEFAULT_MAX_DOORBELL_CONNECTIONS;
     if (!Number.isInteger(max) || max < 1) throw new IsmError('EINVAL', `maxDoorbellConnections must be a positive integer, got ${max}`);
     return new IsmDevice(slots, max);
@@ -730,7 +731,12 @@ export class IsmDevice extends EventEmitter {
       removeDeadEntry(file, e);
       throw new IsmError('ENODEV', `ism device ${hex64(gid)} is gone (pid ${e.pid}${e.tid === undefined ? '' : ` thread ${e.tid}`} exited)`);
     }
-    if (typeof e.bell !== 'string') throw new IsmError('ENODEV', `ism device ${hex64(gid)} has no doorbell`);
+    // The entry is the peer's word (the same user's, but any of its processes): a doorbell is a
+    // socket file of the ism directory by the name the runtime directory gives one (as
+    // removeDeadEntry requires), never a path to some other socket; the slot count is one a
+    // device may have (open()'s bounds), checked before the page is mapped by it.
+    if (typeof e.bell !== 'string' || !BELL_NAME.test(e.bell)) throw new IsmError('ENODEV', `ism device ${hex64(gid)} has no doorbell (or a malformed one)`);
+    if (!Number.isInteger(e.slots) || e.slots < 1 || e.slots > MAX_SLOTS) throw new IsmError('ENODEV', `ism device ${hex64(gid)} has a malformed entry (slots ${String(e.slots)})`);
     const size = PAGE_HEADER + e.slots * SLOT_SIZE;
     const page = mapPeerMemfd(e.pid, e.pageFd, `softrdma-ism-${hex64(gid)}`, size);
     const hdr = new DataView(page.buffer);
@@ -738,7 +744,13 @@ export class IsmDevice extends EventEmitter {
       releaseMapping(page);
       throw new IsmError('ENODEV', `ism device ${hex64(gid)} has a malformed device page`);
     }
-    const p = new PeerDevice(this, gid, e, page);
+    let p: PeerDevice;
+    try {
+      p = new PeerDevice(this, gid, e, page);
+    } catch (err) {
+      releaseMapping(page);
+      throw err;
+    }
     this.peers.set(gid, p);
     return p;
   }
