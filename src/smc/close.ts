@@ -11,7 +11,6 @@ import { onClientConnect, releaseHandshake, writeHeldOnRelease } from './handsha
 import type { Socket } from './socket.js';
 import { connReset, restoreOwner, type SmcState } from './state.js';
 import { recordConnection } from './handshake-control.js';
-import { PROD_WRITE_BLOCKED } from './cdc.js';
 import { untrack } from './status.js';
 
 /**
@@ -110,15 +109,11 @@ function teardown(sock: Socket, s: SmcState): void {
     // An onread socket reads as it arrives unless its callback or pause() stopped it.
     const reading = s.onread ? !s.onread.stopped : sock.readableFlowing === true;
     if (!reset && reading && conn.readable === 0) conn.consumeArrived();
+    // A peer whose write waits for room in our buffer (as of the look unreadNow just took)
+    // has more to send than arrived: over TCP those bytes would come after close(2) and draw
+    // a RST, so this close is an abort too, however much of it was read.
     const unread = conn.unreadNow();
-    // A peer whose write waits for room in our buffer (write_blocked, as of the look just
-    // taken) has more to send than arrived: over TCP those bytes would come after close(2)
-    // and draw a RST, so this close is an abort too, however much of it was read. SMC-D's
-    // writer sets the flag exactly while a write waits; SMC-R's also when a write that
-    // completed filled the ring, so there it is no sign of more to come (its writer fails
-    // with ECONNRESET on its own when our close finds its write under way: data.ts pump).
-    const writerBlocked = conn.mode === 'SMCD' && !conn.peerFinished && (conn.diag().peerProdFlags & PROD_WRITE_BLOCKED) !== 0;
-    if (reset || conn.peerAborted || unread > 0 || writerBlocked) conn.abort();
+    if (reset || conn.peerAborted || unread > 0 || conn.peerWriteWaits) conn.abort();
     else conn.closeOrderly();
     conn.release();
   } else {

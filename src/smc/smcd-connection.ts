@@ -188,6 +188,11 @@ export class SmcdConnection implements SmcTransport {
     this.tx.signal();
   }
 
+  /** SMC-D's writer sets write_blocked exactly while a write waits for room. */
+  get peerWriteWaits(): boolean {
+    return !this.peerFinished && (this.peerProdFlags & PROD_WRITE_BLOCKED) !== 0;
+  }
+
   get peerFinished(): boolean {
     return (this.peerConnFlags & (CONN_DONE_WRITING | CONN_CLOSED | CONN_ABORT)) !== 0;
   }

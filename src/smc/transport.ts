@@ -100,6 +100,11 @@ export interface SmcTransport {
   peerTcpEnded?(): void;
   /** The peer sent done-writing, closed or aborted. */
   readonly peerFinished: boolean;
+  /**
+   * The peer's write waits for room in our buffer (write_blocked as of the last look): it has
+   * more to send, so a close now is an abort (close.ts), as close(2) with data coming draws a RST.
+   */
+  readonly peerWriteWaits: boolean;
   /** The peer closed its end entirely: it reads nothing more. */
   readonly peerClosed: boolean;
   readonly peerAborted: boolean;

@@ -166,6 +166,12 @@ export class SmcrConnection implements SmcTransport {
   get readable(): number { return this.peerProduced - this.consumed; }
   get unconsumed(): number { return this.produced - this.peerConsumed; }
   get peerFinished(): boolean { return (this.peerConnFlags & (CONN_DONE_WRITING | CONN_CLOSED | CONN_ABORT)) !== 0; }
+  /**
+   * Never taken as a sign here: SMC-R's writer also sets write_blocked when a write that
+   * completed filled the ring, so it does not say more is coming (the writer fails with
+   * ECONNRESET on its own when our close finds its write under way: data.ts pump).
+   */
+  get peerWriteWaits(): boolean { return false; }
   get peerClosed(): boolean { return (this.peerConnFlags & (CONN_CLOSED | CONN_ABORT)) !== 0; }
   get peerAborted(): boolean { return (this.peerConnFlags & CONN_ABORT) !== 0; }
   /**
