@@ -35,7 +35,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import { isMainThread } from 'node:worker_threads';
 import { SoftrdmaError } from '../abi/errors.js';
-import { F_SEAL_GROW, F_SEAL_SHRINK, mapShared, memfdCreate, reapDeadThreadMappings, releaseLedgerIfEmpty, releaseMapping, sealSize, seals, kernelThreadId, type Mapping } from './libc.js';
+import { F_SEAL_GROW, F_SEAL_SHRINK, mapShared, memfdCreate, openProcFdChecked, reapDeadThreadMappings, releaseLedgerIfEmpty, releaseMapping, sealSize, seals, kernelThreadId, type Mapping } from './libc.js';
 import {
   entryPath, listEntries, liveness, netNamespace, openEntryPath, pidNamespaceKnown, pidNamespaceTag, readEntry, removeEntry, restoreEntry, selfStamp, subdir, writeEntry,
 } from './runtime-dir.js';
@@ -927,41 +927,28 @@ function mapPeerMemfd(pid: number, remoteFd: number, name: string, size: number)
   }
 }
 
-/** O_PATH (Linux): a descriptor that names a file without opening it (no open side effects). */
-const O_PATH = 0o10000000;
-
 /**
  * Open another process's memfd and check it is the one we were told about: the name carries
  * the token (so a recycled fd number cannot be mistaken for it), the size matches, and the
  * size is sealed (so the owner cannot shrink it under our mapping and crash us with SIGBUS).
  *
  * The peer's fd number may have been reused for anything by the time we look (a FIFO, a
- * terminal, a device), so its target is not opened until it has been checked: first an O_PATH
- * descriptor (which follows the /proc magic link, as O_NOFOLLOW would not: that would name the
- * link itself, and opens nothing), checked to be a regular file with the memfd's name; then
- * that very file is opened through /proc/self/fd, read-write, with O_NOCTTY and O_NONBLOCK
- * should it be anything else after all.
+ * terminal, a device), so its target is not opened until it has been checked
+ * (libc.ts openProcFdChecked: an O_PATH descriptor first, which follows the /proc magic link,
+ * as O_NOFOLLOW would not, and opens nothing; checked to be a regular file with the memfd's
+ * name; then that very file opened read-write, O_NOCTTY and O_NONBLOCK).
  */
 function openPeerMemfd(pid: number, remoteFd: number, name: string, size: number): number {
-  const { O_RDWR, O_NOCTTY, O_NONBLOCK } = fs.constants;
-  let path: number;
+  let opened: ReturnType<typeof openProcFdChecked>;
   try {
-    path = fs.openSync(`/proc/${pid}/fd/${remoteFd}`, O_PATH /* libuv adds O_CLOEXEC */);
+    opened = openProcFdChecked(`/proc/${pid}/fd/${remoteFd}`, `/memfd:${name} (deleted)`);
   } catch (e) {
     throw new IsmError((e as NodeJS.ErrnoException).code ?? 'EACCES', `cannot open memfd ${remoteFd} of pid ${pid}: ${(e as Error).message}`);
   }
-  let fd: number;
-  try {
-    const link = fs.readlinkSync(`/proc/self/fd/${path}`);
-    if (link !== `/memfd:${name} (deleted)`) throw new IsmError('ENOENT', `pid ${pid} fd ${remoteFd} is ${link}, not ${name}`);
-    if (!fs.fstatSync(path).isFile()) throw new IsmError('ENOENT', `pid ${pid} fd ${remoteFd} (${link}) is not a regular file`);
-    fd = fs.openSync(`/proc/self/fd/${path}`, O_RDWR | O_NOCTTY | O_NONBLOCK);
-  } catch (e) {
-    if (e instanceof IsmError) throw e;
-    throw new IsmError((e as NodeJS.ErrnoException).code ?? 'EACCES', `cannot open memfd ${remoteFd} of pid ${pid}: ${(e as Error).message}`);
-  } finally {
-    fs.closeSync(path);
+  if (!('fd' in opened)) {
+    throw new IsmError('ENOENT', opened.notFile ? `pid ${pid} fd ${remoteFd} (${opened.named}) is not a regular file` : `pid ${pid} fd ${remoteFd} is ${opened.named}, not ${name}`);
   }
+  const fd = opened.fd;
   try {
     const st = fs.fstatSync(fd);
     if (!st.isFile()) throw new IsmError('ENOENT', `${name} is not a regular file`);

@@ -368,21 +368,34 @@ export function reapDeadThreadMappings(): number {
 /** O_PATH (Linux): a descriptor that names a file without opening it. */
 const O_PATH = 0o10000000;
 
-function reapLedger(raw: number, link: string): number {
-  const c = libc();
-  // A descriptor of our own for the ledger, checked to be the same file the number named: the
-  // number may be closed and reused meanwhile (by a reaper in another thread) for anything. So,
-  // as device.ts's openPeerMemfd: an O_PATH descriptor first (it opens nothing), checked, and
-  // only then that very file opened read-write (O_NOCTTY, O_NONBLOCK should it be anything else).
+/**
+ * Open read-write the file a /proc/<pid>/fd/<n> link names, only once it is checked: the
+ * number may name anything (closed and reused meanwhile, or another process's terminal or
+ * device), and opening some files has side effects. So an O_PATH descriptor first (it opens
+ * nothing), its link compared with `link` and its type a regular file, and only then that very
+ * file opened (O_NOCTTY, O_NONBLOCK should it be anything else). Returns the descriptor, or
+ * what the link named instead; system call failures throw.
+ */
+export function openProcFdChecked(procFd: string, link: string): { fd: number } | { named: string; notFile?: true } {
   const { O_RDWR, O_NOCTTY, O_NONBLOCK } = fs.constants;
-  const path = fs.openSync(`/proc/self/fd/${raw}`, O_PATH);
-  let own: number;
+  const path = fs.openSync(procFd, O_PATH /* libuv adds O_CLOEXEC */);
   try {
-    if (fs.readlinkSync(`/proc/self/fd/${path}`) !== link || !fs.fstatSync(path).isFile()) return 0;
-    own = fs.openSync(`/proc/self/fd/${path}`, O_RDWR | O_NOCTTY | O_NONBLOCK);
+    const named = fs.readlinkSync(`/proc/self/fd/${path}`);
+    if (named !== link) return { named };
+    if (!fs.fstatSync(path).isFile()) return { named, notFile: true };
+    return { fd: fs.openSync(`/proc/self/fd/${path}`, O_RDWR | O_NOCTTY | O_NONBLOCK) };
   } finally {
     fs.closeSync(path);
   }
+}
+
+function reapLedger(raw: number, link: string): number {
+  const c = libc();
+  // A descriptor of our own for the ledger, checked to be the same file the number named: the
+  // number may be closed and reused meanwhile (by a reaper in another thread) for anything.
+  const opened = openProcFdChecked(`/proc/self/fd/${raw}`, link);
+  if (!('fd' in opened)) return 0;
+  const own = opened.fd;
   let ptr: unknown;
   try {
     const st = fs.fstatSync(own, { bigint: true });
