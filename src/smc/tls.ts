@@ -10,8 +10,10 @@
 // SMC listener nor a host discovery found an SMC-R listener on is node:tls's own, untouched.
 
 import net from 'node:net';
+import os from 'node:os';
 import { Duplex } from 'node:stream';
 import tls from 'node:tls';
+import { isUint8Array } from 'node:util/types';
 import { normalizeConnectArgs } from './connect-args.js';
 import { isSmcListener } from './discovery.js';
 import { Socket } from './socket.js';
@@ -25,12 +27,43 @@ import { smcrKnownListener } from './smcr/discovery.js';
  * see asTransport(): the TLS socket built on it must not be.
  */
 export class SmcStream extends Duplex {
+  /**
+   * One entry per write() not yet taken by _write, in order (a Writable calls _write in the
+   * order of the writes): where _write leaves the error of the SMC socket's write, for a
+   * write with a callback (one without has its error emitted, as a Writable's).
+   */
+  private readonly writeSlots: Array<{ err?: Error; cb: boolean }> = [];
+  /** The error the SMC socket's last failed write gave (it emits the same error next). */
+  private writeError: Error | undefined;
+  /** The peer's end came (pushed). */
+  private peerEnded = false;
+  /**
+   * @internal The TLS socket on this stream stands for one node:tls connects itself (the
+   * preload's connectTls), which over TCP has no net.Socket under it (see hookTls).
+   */
+  ownConnection = false;
+
   constructor(readonly socket: Socket) {
     super({ allowHalfOpen: true });
     socket.on('data', (d: Buffer) => { if (!this.push(d)) socket.pause(); });
-    socket.on('end', () => this.push(null));
-    socket.on('error', (e) => this.destroy(e));
-    socket.on('close', () => { if (!this.destroyed) this.destroy(); });
+    socket.on('end', () => { this.peerEnded = true; this.push(null); });
+    // A failed write reaches node:tls through that write's callback alone (see write()); the
+    // socket's 'error' for it is not the stream's.
+    socket.on('error', (e) => { if (e !== this.writeError) this.destroy(e); });
+    socket.on('close', () => { if (!this.destroyed && !this.outlivesSocket) this.destroy(); });
+  }
+  /**
+   * A net.Socket whose write fails destroys itself (a Writable's write error); a TCP handle
+   * under TLSWrap does not: its writes fail (EPIPE, which TLSWrap ignores once it shut down),
+   * its shutdown completes all the same (net.js's afterShutdown takes no status), and the TLS
+   * socket closes when it is done ('finish' after a client's end(), then 'close'). So when
+   * the SMC socket closed because of a failed write after the peer's end arrived (nothing is
+   * left to read), this stream stays until its owner ends or destroys it (JSStreamSocket, when
+   * the TLS socket closes); its writes fail and its end completes. With the peer's end not
+   * yet read, the stream closes with the socket, as a TCP read would fail then.
+   */
+  get outlivesSocket(): boolean {
+    return this.writeError !== undefined && this.peerEnded;
   }
   override _read(): void {
     this.socket.resume();
@@ -45,24 +78,48 @@ export class SmcStream extends Duplex {
     return this.socket.writableEnded || (!this.socket.allowHalfOpen && this.socket.readableEnded);
   }
   override _write(chunk: Buffer, encoding: BufferEncoding, cb: (err?: Error | null) => void): void {
+    const slot = this.writeSlots.shift();
     if (this.selfEnded) return cb();
-    this.socket.write(chunk, encoding, cb);
+    this.socket.write(chunk, encoding, (err?: Error | null) => {
+      if (!err || !slot?.cb) return cb(err);
+      slot.err = err;
+      this.writeError = err;
+      cb();
+    });
   }
   /**
-   * A write after node:tls shut this stream down (JSStreamSocket's doShutdown ended it): what
+   * Over TCP node:tls writes into the TCP handle, and a write that fails (EPIPE once the peer
+   * is gone) comes back to TLSWrap as that write's status alone (OnStreamAfterWrite: ignored
+   * after TLSWrap shut the stream down, else the failure of the TLS write it carried); nothing
+   * emits 'error'. Through a JSStreamSocket, a Writable's failed write would also be an
+   * 'error' of this stream, which JSStreamSocket passes on as the TLS socket's 'error' (a
+   * client whose peer closed failed on writing its close_notify). So the SMC socket's write
+   * error goes to the write's callback only (JSStreamSocket makes it the write's status).
+   *
+   * And a write after node:tls shut this stream down (JSStreamSocket's doShutdown ended it): what
    * TLS writes in answer to records that still come (over TCP, uv_write refuses it with EPIPE
    * and TLSWrap ignores write errors once shut down, OnStreamAfterWrite). A Writable would
    * raise ERR_STREAM_WRITE_AFTER_END, which JSStreamSocket passes on as the TLS socket's
    * 'error': the write fails with EPIPE to its callback alone.
    */
   override write(chunk: unknown, encoding?: BufferEncoding | ((err?: Error | null) => void), cb?: (err?: Error | null) => void): boolean {
-    if (!this.writableEnded) return super.write(chunk, encoding as BufferEncoding, cb);
     const done = typeof encoding === 'function' ? encoding : cb;
+    if (!this.writableEnded) {
+      const slot: { err?: Error; cb: boolean } = { cb: done !== undefined };
+      this.writeSlots.push(slot);
+      const after = (err?: Error | null): void => {
+        // A write the Writable failed without calling _write (destroyed meanwhile) took no slot.
+        const i = this.writeSlots.indexOf(slot);
+        if (i >= 0) this.writeSlots.splice(i, 1);
+        done?.(err ?? slot.err);
+      };
+      return super.write(chunk, (typeof encoding === 'function' ? undefined : encoding) as BufferEncoding, after);
+    }
     if (done) process.nextTick(done, Object.assign(new Error('write EPIPE'), { code: 'EPIPE', errno: -32, syscall: 'write' }));
     return false;
   }
   override _final(cb: (err?: Error | null) => void): void {
-    if (this.selfEnded) return cb();
+    if (this.selfEnded || this.outlivesSocket) return cb();
     this.socket.end(cb);
   }
   override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
@@ -169,7 +226,11 @@ export function hookTls(): void {
       // would be a tick later, and the TLS socket may have been built after the application's
       // listeners (a tls.Server sees the socket once its SMC handshake settled).
       const t = this;
-      stream.socket.prependOnceListener('close', () => { if (!t.destroyed) t.destroy(); });
+      // (Not a TLS socket whose own destroy closed its handle already and that the application
+      // revived since, with _undestroy(): nothing destroys that again over TCP, see below.)
+      stream.socket.prependOnceListener('close', () => {
+        if (!t.destroyed && !stream.outlivesSocket && (t as unknown as { _handle: unknown })._handle !== null) t.destroy();
+      });
       // And the other way: over TCP a destroyed TLS socket has closed the handle it wraps, so
       // nothing reads for it any more. Here the JSStreamSocket in between would go on reading
       // (a read it had scheduled runs into the TLS socket's closed handle: a TypeError emitted
@@ -180,8 +241,121 @@ export function hookTls(): void {
         destroy.call(this, err, cb);
         if (!js.destroyed) js.destroy();
       };
+      queueWrites(js);
+      startWhenConnected(t, stream.socket);
+      if (stream.ownConnection) {
+        const before = js.listeners('close') as Array<(...a: unknown[]) => void>;
+        const res = wrapHandle.call(this, wrap, handle, ...rest);
+        noSecondDestroy(t, js, before);
+        return res;
+      }
     }
     return wrapHandle.call(this, wrap, handle, ...rest);
+  };
+}
+
+/**
+ * node:tls destroys a TLS socket when the socket it wraps closes (_wrapHandle: `if (wrap)
+ * wrap.on('close', () => this.destroy())`). A TLS socket tls.connect makes over TCP wraps no
+ * socket (its own TCP handle): when it is destroyed, its handle closes and TLSWrap cancels the
+ * writes still pending (TLSWrap.close's destroySSL: ECANCELED), and nothing destroys it again.
+ * Over an SmcStream the JSStreamSocket's 'close' comes first and destroyed it once more: an
+ * application that revived it in its 'error' listener (_undestroy, as test-tls-writewrap-leak
+ * does) had its pending write succeed (onWriteComplete gives a destroyed stream's write no
+ * error) instead of failing with ECANCELED. For such a socket, node's listener leaves alone a
+ * TLS socket whose own destroy closed its handle already (the one case where it differs).
+ */
+function noSecondDestroy(t: tls.TLSSocket, js: net.Socket, before: Array<(...a: unknown[]) => void>): void {
+  for (const l of js.listeners('close') as Array<(...a: unknown[]) => void>) {
+    if (before.includes(l)) continue;
+    js.off('close', l);
+    js.on('close', function (this: unknown, ...a: unknown[]) {
+      if ((t as unknown as { _handle: unknown })._handle === null) return;
+      l.apply(this, a);
+    });
+  }
+}
+
+interface JsStreamWrites {
+  _handle: unknown;
+  doWrite(req: unknown, bufs: unknown): number;
+  doShutdown(req: unknown): number;
+  finishWrite(handle: { finishWrite(req: unknown, status: number): void }, status: number): void;
+}
+
+const UV_ECANCELED = -os.constants.errno.ECANCELED;
+
+/**
+ * Node's JSStreamSocket carries one write at a time (doWrite asserts that none is under way,
+ * lib/internal/js_stream_socket.js), and completes each from setImmediate. TLSWrap keeps to
+ * that for its record writes (EncOut waits while write_size_ != 0) but not for the empty
+ * write it passes down when the TLS socket writes nothing (TLSWrap::DoWrite, length 0: the
+ * underlying stream's Write() without looking at write_size_; renegotiate() writes ''). Over
+ * TCP libuv finishes that write at once; here it is under way for a turn, and records that
+ * arrive meanwhile (the poller delivers them from the check phase, where setImmediate runs)
+ * make TLSWrap write again: ERR_INTERNAL_ASSERTION. Writes that come while one is under way
+ * wait and go in order, as uv_write queues them, before a shutdown that came after them.
+ */
+function queueWrites(js: net.Socket): void {
+  const j = js as unknown as JsStreamWrites & Record<symbol, unknown>;
+  const own = Object.getOwnPropertySymbols(js);
+  const sym = (d: string) => own.find((k) => k.description === d);
+  const kWrite = sym('kCurrentWriteRequest');
+  const kShutdown = sym('kPendingShutdownRequest');
+  const kClosing = sym('kPendingClose');
+  if (!kWrite || !kShutdown || !kClosing || typeof j.doWrite !== 'function' || typeof j.finishWrite !== 'function') return;
+  const doWrite = j.doWrite;
+  const finishWrite = j.finishWrite;
+  const queue: Array<[unknown, unknown]> = [];
+  j.doWrite = function (this: typeof j, req, bufs) {
+    if (this[kWrite] !== null || queue.length > 0) {
+      queue.push([req, bufs]);
+      return 0;
+    }
+    return doWrite.call(this, req, bufs);
+  };
+  j.finishWrite = function (this: typeof j, handle, status) {
+    if (this[kWrite] === null || queue.length === 0) return finishWrite.call(this, handle, status);
+    // The shutdown waits for the queued writes; a write TLSWrap makes as this one completes
+    // (inside finishWrite) joins the queue behind them.
+    const shutdown = this[kShutdown];
+    this[kShutdown] = null;
+    finishWrite.call(this, handle, status);
+    while (queue.length > 0 && this[kWrite] === null) {
+      const [req, bufs] = queue.shift()!;
+      // Closing (doClose cancels what is under way): the queued writes are cancelled too.
+      if (this[kClosing] || this._handle === null) handle.finishWrite(req, UV_ECANCELED);
+      else doWrite.call(this, req, bufs);
+    }
+    if (shutdown) {
+      if (this[kWrite] !== null) this[kShutdown] = shutdown;
+      else this.doShutdown(shutdown);
+    }
+  };
+}
+
+/**
+ * node:tls starts the handshake of a client when its connection is up: tls.connect makes
+ * _start a 'connect' listener of the TLS socket, ahead of the application's (and TLSSocket's
+ * _init has it wait while a net.Socket it wraps connects). Over the SmcStream of a socket
+ * still connecting it would start at once: a handshake that fails as it starts (no protocol
+ * the client's options allow) failed before there was a connection, and the server saw none,
+ * where over TCP it gets the client's alert (its tlsClientError reports it). So _start waits
+ * for the TLS socket's 'connect' (relayConnect emits it), its listener ahead of the
+ * application's as node:tls's own: the ClientHello goes before what a 'connect' listener
+ * does (an end() there shuts down after it). Without relayConnect (an SmcStream the
+ * application handed to tls.connect), it waits for the SMC socket's 'connect'.
+ */
+function startWhenConnected(t: tls.TLSSocket, sock: Socket): void {
+  if (!sock.connecting) return;
+  const tt = t as tls.TLSSocket & { _start(): void };
+  const start = tt._start;
+  tt._start = function (this: typeof tt) {
+    if (!sock.connecting) return start.call(this);
+    let started = false;
+    const go = () => { if (!started) { started = true; start.call(this); } };
+    this.once('connect', go);
+    sock.once('connect', () => { if (!this.connecting) go(); });
   };
 }
 
@@ -223,6 +397,7 @@ export function connectTls(smcOpts: ResolvedSmcOptions, ...args: unknown[]): tls
   if (o.timeout) sock.setTimeout(o.timeout);
   const servername = o.servername ?? (net.isIP(host) ? undefined : host);
   const stream = new SmcStream(sock);
+  stream.ownConnection = true;
   let t: tls.TLSSocket;
   try {
     t = asTransport(stream, Boolean((o as { allowHalfOpen?: boolean }).allowHalfOpen),
@@ -235,8 +410,41 @@ export function connectTls(smcOpts: ResolvedSmcOptions, ...args: unknown[]): tls
     sock.destroy();
     throw err;
   }
+  useOnread(t, (o as { onread?: unknown }).onread);
   relayConnect(sock, t);
   return t;
+}
+
+/**
+ * tls.connect's onread ({ buffer, callback }): node:tls gives it to the TLS socket only when
+ * it makes the connection itself (TLSSocket: `onread: !socket ? tlsOptions.onread : null`),
+ * and here it is handed a stream, so the cleartext would come as 'data'. As net.Socket's
+ * constructor and initSocketHandle do with it (lib/net.js): node's own symbols on the TLS
+ * socket (kBuffer, kBufferCb, kBufferGen, found by their descriptions), and the buffer given
+ * to TLSWrap (useUserBuffer), before the TLS socket reads (node:tls starts on the next tick).
+ */
+function useOnread(t: tls.TLSSocket, onread: unknown): void {
+  if (onread === null || typeof onread !== 'object') return;
+  const { buffer, callback } = onread as { buffer?: unknown; callback?: unknown };
+  if (!(isUint8Array(buffer) || typeof buffer === 'function') || typeof callback !== 'function') return;
+  const own = Object.getOwnPropertySymbols(t);
+  const sym = (d: string) => own.find((k) => k.description === d);
+  const kBuffer = sym('kBuffer');
+  const kBufferCb = sym('kBufferCb');
+  const kBufferGen = sym('kBufferGen');
+  const handle = (t as unknown as { _handle?: { useUserBuffer?(b: Uint8Array): void } | null })._handle;
+  if (!kBuffer || !kBufferCb || !kBufferGen || typeof handle?.useUserBuffer !== 'function') return;
+  const slots = t as unknown as Record<symbol, unknown>;
+  slots[kBufferCb] = callback;
+  let userBuf: unknown = buffer;
+  if (typeof buffer === 'function') {
+    slots[kBuffer] = true;
+    slots[kBufferGen] = buffer;
+    userBuf = (buffer as () => unknown)();
+  }
+  if (!isUint8Array(userBuf)) return;
+  slots[kBuffer] = userBuf;
+  handle.useUserBuffer(userBuf);
 }
 
 /**
@@ -324,6 +532,11 @@ export function deferTlsConnection(server: tls.Server, emit: (...a: unknown[]) =
       sock.off('error', onError);
       if (timedOut) sock.destroy(); else process.nextTick(hand);
     });
+    // A server with pauseOnConnect has its sockets made not reading (net.Server's onconnection:
+    // pauseOnCreate), and the handshake would wait for ever for the client's first bytes.
+    // node:tls reads such a socket at once all the same (initRead's read(0) starts the handle
+    // whatever the pause; only the TLS socket stays paused): so may the handshake.
+    if ((server as tls.Server & { pauseOnConnect?: boolean }).pauseOnConnect) sock.read(0);
   } else hand();
 }
 
