@@ -116,6 +116,7 @@ export class Socket extends net.Socket {
       const target = connectTarget(args);
       s.targetPort = target.port;
       s.targetHost = target.host;
+      s.loopbackPeer = target.host !== undefined && target.host.startsWith('127.') && !target.bound;
       if (!s.opts.enabled || target.ipc) settleTcp(this, s, undefined, s.opts.enabled ? 'not an IP connection' : 'disabled');
       else {
         this.prependOnceListener('connect', onClientConnect);

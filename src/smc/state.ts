@@ -90,6 +90,8 @@ export interface SmcState {
   targetPort: number | undefined;
   /** The host connect() was given, when an IPv4 address: the peer's address, without a getpeername(2). */
   targetHost: string | undefined;
+  /** connect() named an IPv4 loopback address and no localAddress: the local end is loopback too. */
+  loopbackPeer: boolean;
   /** bytesRead/bytesWritten are Socket's (its instances; adopted sockets once withSmcCounters ran). */
   counters: boolean;
   /** Server: the accepted handle whose new owners join the handshake until it settles (handle-owner.ts). */
@@ -124,7 +126,7 @@ export function newState(role: 'client' | 'server', opts: ResolvedSmcOptions, co
     stripClc: false, serverDecline: 0, fallbackReason: undefined, peerDeclineReason: undefined, fallbackCause: undefined,
     device: undefined, peerGid: undefined, dmb: undefined, remote: undefined, conn: undefined, proposal: undefined, timer: undefined, acceptGrace: false,
     pending: undefined, clcIn: 0, clcOut: 0, strayTcpBytes: 0, writeDone: false, writeDoneAfterPeer: false, wroteAfterPeerClosed: false,
-    targetPort: undefined, targetHost: undefined, counters, ownerHandle: undefined, learnKey: undefined, learnedTcp: false, startedAt: 0, onread: undefined,
+    targetPort: undefined, targetHost: undefined, loopbackPeer: false, counters, ownerHandle: undefined, learnKey: undefined, learnedTcp: false, startedAt: 0, onread: undefined,
     clcRead: false,
   };
 }

@@ -282,6 +282,34 @@ describe('fallback to TCP', () => {
     }
   });
 
+  it('a fallback to a plain server on loopback costs no getsockname, unless a localAddress was given', async () => {
+    // Whether SMC-R could be tried depends on the local address; between loopback addresses no
+    // device is brought up, so without an rxe device on loopback that is known without asking.
+    const plain = net.createServer((c) => c.resume());
+    plain.listen(0, '127.0.0.1');
+    await once(plain, 'listening');
+    const { port } = plain.address() as net.AddressInfo;
+    const sockets: net.Socket[] = [];
+    try {
+      for (const [opts, calls] of [[{}, 0], [{ localAddress: '127.0.0.1' }, 1]] as const) {
+        const s = smc.connect({ port, host: '127.0.0.1', ...opts });
+        sockets.push(s);
+        const h = (s as unknown as { _handle: { getsockname(out: object): number } })._handle;
+        const orig = h.getsockname;
+        let n = 0;
+        h.getsockname = function (this: unknown, out: object) { n++; return orig.call(this, out); };
+        await once(s, 'connect'); // the SMC decision ran first (its listener is prepended)
+        assert.equal(n, calls, `getsockname calls with ${JSON.stringify(opts)}`);
+        const info = smc.getSmcInfo(s);
+        assert.equal(info.mode, 'TCP');
+        assert.equal(info.fallbackReason, smc.DECLINE.PEERNOSMC);
+      }
+    } finally {
+      for (const s of sockets) s.destroy();
+      plain.close();
+    }
+  });
+
   it('plain node:net client to an SMC server: TCP on the server, byte-exact', async () => {
     const srv = await server();
     try {

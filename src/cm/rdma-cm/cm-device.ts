@@ -93,6 +93,15 @@ export class CmDevice {
     return undefined;
   }
 
+  /** Whether an rxe device of the process has an IPv4 loopback address (127/8). */
+  static anyOnLoopback(): boolean {
+    for (const dev of getDeviceList()) {
+      if (dev.driver !== 'rxe') continue;
+      for (const g of dev.provider.gidTable(1)) if (addressFromGid(g.gid).startsWith('127.')) return true;
+    }
+    return false;
+  }
+
   /** The process's devices of an address family (4, 6, or both for undefined) that can be CM devices. */
   static ofFamily(family: 4 | 6 | undefined): Device[] {
     return getDeviceList().filter((dev) => !notCm.has(dev) && dev.provider.gidTable(1).some((g) => {

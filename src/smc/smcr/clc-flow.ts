@@ -169,17 +169,22 @@ export function smcrProposal(key: object, ops: SmcrOps, smcd?: SmcdOffer): Buffe
 }
 
 /**
- * Client, before anything SMC-R: can this end try it from `local`? A socket that asked for
- * SMC-R (its own `smcr`) always goes on, to decline for itself (NOSMCRDEV) where it cannot; one
- * on the process default only where a device is or may be brought up (IPv4, not loopback), so
- * a connection SMC-R could never take keeps its plain reason (PEERNOSMC).
+ * Client, before anything SMC-R: can this end try it from `local` (asked only when needed: a
+ * getsockname)? A socket that asked for SMC-R (its own `smcr`) always goes on, to decline for
+ * itself (NOSMCRDEV) where it cannot; one on the process default only where a device is or may
+ * be brought up (IPv4, not loopback), so a connection SMC-R could never take keeps its plain
+ * reason (PEERNOSMC). `loopbackPeer`: the connection is between loopback addresses, where no
+ * device is brought up; unless the process has an rxe device on one, the answer is no without
+ * the local address (a fallback connection to a local plain server pays no system call here).
  */
-export function smcrMayTry(opts: ResolvedSmcOptions, local: string): boolean {
+export function smcrMayTry(opts: ResolvedSmcOptions, local: () => string, loopbackPeer = false): boolean {
   const opt = smcrOf(opts);
   if (!opt) return false;
   if (opts.smcr !== undefined) return true;
-  if (autoDeviceAllowed(local)) return true;
-  const dev = CmDevice.holding(local);
+  if (loopbackPeer && !CmDevice.anyOnLoopback()) return false;
+  const address = local();
+  if (autoDeviceAllowed(address)) return true;
+  const dev = CmDevice.holding(address);
   return dev !== undefined && dev.driver === 'rxe';
 }
 
