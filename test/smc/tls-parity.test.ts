@@ -20,20 +20,24 @@ const AUTO = pathToFileURL(fileURLToPath(new URL('../../src/smc/auto.js', import
 
 interface Out { result: unknown; modes: string[] }
 
-async function scenario(name: string, preload: boolean): Promise<Out> {
-  const p = runNode(PEER, [name], { env: { SOFTRDMA_RUNTIME_DIR: runtime }, execArgv: preload ? ['--import', AUTO] : [] });
+/** Run a scenario program (plain node or under the preload); its last JSON line. */
+async function runScenario(file: string, args: string[], name: string, preload: boolean): Promise<Out> {
+  const p = runNode(file, args, { env: { SOFTRDMA_RUNTIME_DIR: runtime }, execArgv: preload ? ['--import', AUTO] : [] });
   // On plain node each scenario takes well under a second; a hang is what is tested for.
   const code = await p.exit(15_000).catch((e: Error) => assert.fail(`${name}${preload ? ' under the preload' : ''} did not end: ${e.message}`));
   assert.equal(code, 0, p.stderr);
   return jsonLines(p.stdout).at(-1) as unknown as Out;
 }
 
-async function parity(name: string): Promise<Out> {
-  const [plain, smc] = await Promise.all([scenario(name, false), scenario(name, true)]);
+/** The scenario on plain node and under the preload at once: the application saw the same; the SMC side's record. */
+async function parityOf(name: string, run: (preload: boolean) => Promise<Out>): Promise<Out> {
+  const [plain, smc] = await Promise.all([run(false), run(true)]);
   assert.deepEqual(smc.result, plain.result, `${name}: what the application saw differs under the preload`);
   assert.ok(plain.modes.every((m) => m === 'TCP'));
   return smc;
 }
+
+const parity = (name: string): Promise<Out> => parityOf(name, (preload) => runScenario(PEER, [name], name, preload));
 
 describe('node:tls parity under the preload', () => {
   it('a series of TLS connections to one server: each closes when the server ends it (not half-open)', async () => {
@@ -244,20 +248,11 @@ const SCENARIOS: Record<string, string> = {
 const scripts = fs.mkdtempSync(path.join(os.tmpdir(), 'softrdma-tls-parity-'));
 after(() => fs.rmSync(scripts, { recursive: true, force: true }));
 
-async function scriptScenario(name: string, preload: boolean): Promise<Out> {
+/** A scenario of SCENARIOS, written out once as its own program. */
+function scriptParity(name: string): Promise<Out> {
   const file = path.join(scripts, `${name}.mjs`);
   if (!fs.existsSync(file)) fs.writeFileSync(file, `${PRELUDE}\n${SCENARIOS[name]}`);
-  const p = runNode(file, [], { env: { SOFTRDMA_RUNTIME_DIR: runtime }, execArgv: preload ? ['--import', AUTO] : [] });
-  const code = await p.exit(15_000).catch((e: Error) => assert.fail(`${name}${preload ? ' under the preload' : ''} did not end: ${e.message}`));
-  assert.equal(code, 0, p.stderr);
-  return jsonLines(p.stdout).at(-1) as unknown as Out;
-}
-
-async function scriptParity(name: string): Promise<Out> {
-  const [plain, smc] = await Promise.all([scriptScenario(name, false), scriptScenario(name, true)]);
-  assert.deepEqual(smc.result, plain.result, `${name}: what the application saw differs under the preload`);
-  assert.ok(plain.modes.every((m) => m === 'TCP'));
-  return smc;
+  return parityOf(name, (preload) => runScenario(file, [], name, preload));
 }
 
 describe("node:tls parity under the preload: Node's test-tls-* cases", () => {
