@@ -296,16 +296,18 @@ const UV_ECANCELED = -os.constants.errno.ECANCELED;
  * make TLSWrap write again: ERR_INTERNAL_ASSERTION. Writes that come while one is under way
  * wait and go in order, as uv_write queues them, before a shutdown that came after them.
  */
-function queueWrites(js: net.Socket): void {
+/** @internal Exported for its test (a real JSStreamSocket, test/smc/tls-queue-writes.test.ts). */
+export function queueWrites(js: net.Socket): void {
   const j = js as unknown as JsStreamWrites & Record<symbol, unknown>;
   const own = Object.getOwnPropertySymbols(js);
   const sym = (d: string) => own.find((k) => k.description === d);
   const kWrite = sym('kCurrentWriteRequest');
   const kShutdown = sym('kPendingShutdownRequest');
   const kClosing = sym('kPendingClose');
-  if (!kWrite || !kShutdown || !kClosing || typeof j.doWrite !== 'function' || typeof j.finishWrite !== 'function') return;
+  if (!kWrite || !kShutdown || !kClosing || typeof j.doWrite !== 'function' || typeof j.finishWrite !== 'function' || typeof j.doShutdown !== 'function') return;
   const doWrite = j.doWrite;
   const finishWrite = j.finishWrite;
+  const doShutdown = j.doShutdown;
   const queue: Array<[unknown, unknown]> = [];
   j.doWrite = function (this: typeof j, req, bufs) {
     if (this[kWrite] !== null || queue.length > 0) {
@@ -314,22 +316,36 @@ function queueWrites(js: net.Socket): void {
     }
     return doWrite.call(this, req, bufs);
   };
+  // A shutdown while writes wait goes after them. TLSWrap's shuts down from inside a write's
+  // completion (finishWrite -> the TLS socket's write callback -> its end()'s _final), when no
+  // write is under way but the queue is not empty: node's doShutdown would start it at once,
+  // and the next queued write would then fail its assertion that no shutdown is under way.
+  j.doShutdown = function (this: typeof j, req) {
+    if (queue.length > 0) {
+      this[kShutdown] = req;
+      return 0;
+    }
+    return doShutdown.call(this, req);
+  };
   j.finishWrite = function (this: typeof j, handle, status) {
     if (this[kWrite] === null || queue.length === 0) return finishWrite.call(this, handle, status);
     // The shutdown waits for the queued writes; a write TLSWrap makes as this one completes
-    // (inside finishWrite) joins the queue behind them.
-    const shutdown = this[kShutdown];
+    // (inside finishWrite) joins the queue behind them, and so does a shutdown it makes then.
+    const before = this[kShutdown];
     this[kShutdown] = null;
     finishWrite.call(this, handle, status);
+    const during = this[kShutdown];
+    this[kShutdown] = null;
     while (queue.length > 0 && this[kWrite] === null) {
       const [req, bufs] = queue.shift()!;
       // Closing (doClose cancels what is under way): the queued writes are cancelled too.
       if (this[kClosing] || this._handle === null) handle.finishWrite(req, UV_ECANCELED);
       else doWrite.call(this, req, bufs);
     }
+    const shutdown = before ?? during;
     if (shutdown) {
       if (this[kWrite] !== null) this[kShutdown] = shutdown;
-      else this.doShutdown(shutdown);
+      else doShutdown.call(this, shutdown);
     }
   };
 }

@@ -169,6 +169,35 @@ const SCENARIOS: Record<string, string> = {
     s.close();
     report(out);
   `,
+  // The same with the client's end() right after renegotiate(): TLSWrap may shut down from
+  // inside the empty write's completion while records it wrote meanwhile wait. This run does
+  // not hit that timing reliably; the order itself is tested on Node's JSStreamSocket in
+  // tls-queue-writes.test.ts. Here: the application sees what it sees over TCP.
+  'renegotiate-then-end': `
+    const s = tls.createServer({ key, cert, maxVersion: 'TLSv1.2' }, (c) => {
+      c.write('a');
+      c.write('b');
+      c.resume();
+      c.on('end', () => c.end());
+      c.on('error', () => {});
+    });
+    const port = await listen(s);
+    const out = { client: [], data: '' };
+    const c = tls.connect({ port, host: '127.0.0.1', rejectUnauthorized: false, maxVersion: 'TLSv1.2' }, () => mode(c));
+    let asked = false;
+    c.on('data', (d) => {
+      out.data += d;
+      if (asked) return;
+      asked = true;
+      out.client.push('renegotiate ' + c.renegotiate({ rejectUnauthorized: false }, () => {}));
+      c.end();
+    });
+    c.on('error', (e) => { out.client.push('error ' + e.code); });
+    c.on('finish', () => { out.client.push('finish'); });
+    await new Promise((resolve) => c.on('close', resolve));
+    s.close();
+    report(out);
+  `,
   // test-tls-inception: a client writing after its peer closed the connection (its close_notify
   // among them): over TCP the failed write is TLSWrap's to judge (ignored once TLS shut its
   // side down), never an 'error' of the TLS socket, and its shutdown completes ('finish');
@@ -265,6 +294,11 @@ describe("node:tls parity under the preload: Node's test-tls-* cases", () => {
   it('renegotiate() while records arrive: TLSWrap writes one at a time through the SMC stream (test-tls-disable-renegotiation)', async () => {
     const smc = await scriptParity('renegotiate-while-reading');
     assert.deepEqual(smc.result, { client: ['renegotiate true', 'renegotiated ok'], data: 'abbye' });
+    assert.deepEqual(smc.modes, ['SMCD']);
+  });
+
+  it('renegotiate() then end() while records arrive: the shutdown waits for the queued writes', async () => {
+    const smc = await scriptParity('renegotiate-then-end');
     assert.deepEqual(smc.modes, ['SMCD']);
   });
 
