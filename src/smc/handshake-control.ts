@@ -33,6 +33,19 @@ interface PeerHistory {
 }
 
 const peers = new Map<string, PeerHistory>();
+/** Remembered peers by port: a connection to a port none of them has is not looked up (its key may need a getpeername). */
+const ports = new Map<number, number>();
+
+function portOf(key: string): number {
+  return Number(key.slice(key.lastIndexOf('|') + 1));
+}
+
+function forget(key: string): void {
+  if (!peers.delete(key)) return;
+  const p = portOf(key);
+  const n = ports.get(p)! - 1;
+  if (n > 0) ports.set(p, n); else ports.delete(p);
+}
 let enabled = process.env.SOFTRDMA_SMC_LEARN !== '0';
 let skipped = 0;
 
@@ -40,7 +53,10 @@ let skipped = 0;
 export function setSmcLearning(on: boolean): void {
   if (typeof on !== 'boolean') throw new TypeError('setSmcLearning expects a boolean');
   enabled = on;
-  if (!on) peers.clear();
+  if (!on) {
+    peers.clear();
+    ports.clear();
+  }
 }
 
 /** The last key made: a client that connects to one peer again and again looks it up with one string, hashed once. */
@@ -51,6 +67,14 @@ export function peerKey(address: string | undefined, port: number | undefined): 
   const p = port ?? 0;
   if (a !== lastKey.address || p !== lastKey.port) lastKey = { address: a, port: p, key: `${a}|${p}` };
   return lastKey.key;
+}
+
+/**
+ * Whether the rule could send a connection to this port to TCP (a peer on that port is
+ * remembered): only then is the peer's key worth making, which needs its address.
+ */
+export function mayLearnTcp(port: number | undefined): boolean {
+  return enabled && ports.has(port ?? 0);
 }
 
 /** Whether a new connection to this peer should propose SMC. */
@@ -74,13 +98,14 @@ export function recordConnection(key: string, bytes: number, ms: number): void {
   let h = peers.get(key);
   if (!h) {
     if (!short) return; // nothing to learn from a peer whose connections pay
-    if (peers.size >= MAX_PEERS) peers.delete(peers.keys().next().value!);
+    if (peers.size >= MAX_PEERS) forget(peers.keys().next().value!);
     peers.set(key, (h = { shortRun: 0, sinceProbe: 0, probeAfter: PROBE_FIRST }));
+    ports.set(portOf(key), (ports.get(portOf(key)) ?? 0) + 1);
   }
   if (short) {
     h.shortRun++;
   } else {
-    peers.delete(key);
+    forget(key);
   }
 }
 

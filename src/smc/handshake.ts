@@ -30,7 +30,7 @@ import { smcrOf } from './options.js';
 import { returnDmb, takeDmb } from './dmb-pool.js';
 import { checkProposal, proposalProof } from './peer-proof.js';
 import { kick, stayAwakeUntil } from './poller.js';
-import { peerKey, shouldTrySmc } from './handshake-control.js';
+import { mayLearnTcp, peerKey, shouldTrySmc } from './handshake-control.js';
 import { anyPolicy, policyAllows } from './policy.js';
 import { SmcdConnection } from './smcd-connection.js';
 import { inSmcrHandshake, onSmcrClc, releaseSmcr, smcrAwaitingConfirm, smcrDecline, smcrPeerEndedHandshake, smcrDiscovery, smcrMayTry, smcrProposal, type SmcrOps } from './smcr/clc-flow.js';
@@ -219,15 +219,19 @@ export function onClientConnect(this: Socket): void {
     }
   };
   // Short connections cost more over SMC-D or SMC-R than over TCP: learned per peer (only a
-  // peer that took SMC is ever learned). Asked first, so a connection that goes TCP by it pays
-  // for nothing else: not the listener lookup, not the local address SMC-R's check reads (a
-  // getsockname, ~6 us of a learned connection's ~35 us over plain node:net's).
-  const key = peerKey(remote ?? sock.remoteAddress, port);
-  s.learnKey = key;
-  s.startedAt = performance.now();
-  if (!shouldTrySmc(key)) {
-    s.learnedTcp = true; // recorded as it closes (teardown), as an SMC-D connection is
-    return settleTcp(sock, s, undefined, 'short connections to this peer: TCP is cheaper (learned; SOFTRDMA_SMC_LEARN=0 turns this off)', true);
+  // peer that took SMC is ever learned). Asked first where it could say no (a peer on this
+  // port is remembered; the key needs the peer's address, a getpeername when connect() was
+  // given a name), so a connection that goes TCP by it pays for nothing else: not the listener
+  // lookup, not the local address SMC-R's check reads.
+  let key: string | undefined;
+  if (mayLearnTcp(port)) {
+    key = peerKey(remote ?? sock.remoteAddress, port);
+    if (!shouldTrySmc(key)) {
+      s.learnKey = key;
+      s.startedAt = performance.now();
+      s.learnedTcp = true; // recorded as it closes (teardown), as an SMC-D connection is
+      return settleTcp(sock, s, undefined, 'short connections to this peer: TCP is cheaper (learned; SOFTRDMA_SMC_LEARN=0 turns this off)', true);
+    }
   }
   const listener = ask();
   if (listener === undefined) return;
@@ -235,6 +239,9 @@ export function onClientConnect(this: Socket): void {
   // discovery asks); otherwise TCP.
   const smcr = !listener && smcrMayTry(s.opts, () => unmapV4(sock.localAddress ?? ''), s.loopbackPeer);
   if (!listener && !smcr) return settleTcp(sock, s, DECLINE.PEERNOSMC, 'peer is not an SMC listener', true);
+  // How this connection ends (its bytes, its life) teaches the rule.
+  s.learnKey = key ?? peerKey(remote ?? sock.remoteAddress, port);
+  s.startedAt = performance.now();
   if (smcr) return discoverThenProposeSmcr(sock, s);
   // The listener's process may have died since the answer was cached (kill -9 changes no file),
   // and another process may hold the port now: it must not get a Proposal.

@@ -282,24 +282,30 @@ describe('fallback to TCP', () => {
     }
   });
 
-  it('a fallback to a plain server on loopback costs no getsockname, unless a localAddress was given', async () => {
+  it('a fallback to a plain server on loopback costs no getsockname (unless a localAddress was given) and no getpeername', async () => {
     // Whether SMC-R could be tried depends on the local address; between loopback addresses no
     // device is brought up, so without an rxe device on loopback that is known without asking.
+    // The peer's address (a getpeername for a host name) is needed only where a peer on the
+    // port was learned.
     const plain = net.createServer((c) => c.resume());
     plain.listen(0, '127.0.0.1');
     await once(plain, 'listening');
     const { port } = plain.address() as net.AddressInfo;
     const sockets: net.Socket[] = [];
     try {
-      for (const [opts, calls] of [[{}, 0], [{ localAddress: '127.0.0.1' }, 1]] as const) {
-        const s = smc.connect({ port, host: '127.0.0.1', ...opts });
+      const cases = [[{ host: '127.0.0.1' }, 0], [{ host: '127.0.0.1', localAddress: '127.0.0.1' }, 1], [{ host: 'localhost', family: 4 }, 1]] as const;
+      for (const [opts, calls] of cases) {
+        const s = smc.connect({ port, ...opts });
         sockets.push(s);
-        const h = (s as unknown as { _handle: { getsockname(out: object): number } })._handle;
-        const orig = h.getsockname;
-        let n = 0;
-        h.getsockname = function (this: unknown, out: object) { n++; return orig.call(this, out); };
+        type Fn = (out: object) => number;
+        const h = (s as unknown as { _handle: { getsockname: Fn; getpeername: Fn } })._handle;
+        const count = { getsockname: 0, getpeername: 0 };
+        for (const name of ['getsockname', 'getpeername'] as const) {
+          const orig = h[name];
+          h[name] = function (this: unknown, out: object) { count[name]++; return orig.call(this, out); };
+        }
         await once(s, 'connect'); // the SMC decision ran first (its listener is prepended)
-        assert.equal(n, calls, `getsockname calls with ${JSON.stringify(opts)}`);
+        assert.deepEqual(count, { getsockname: calls, getpeername: 0 }, `system calls with ${JSON.stringify(opts)}`);
         const info = smc.getSmcInfo(s);
         assert.equal(info.mode, 'TCP');
         assert.equal(info.fallbackReason, smc.DECLINE.PEERNOSMC);
