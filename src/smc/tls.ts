@@ -113,7 +113,14 @@ export class SmcStream extends Duplex {
         if (i >= 0) this.writeSlots.splice(i, 1);
         done?.(err ?? slot.err);
       };
-      return super.write(chunk, (typeof encoding === 'function' ? undefined : encoding) as BufferEncoding, after);
+      try {
+        return super.write(chunk, (typeof encoding === 'function' ? undefined : encoding) as BufferEncoding, after);
+      } catch (e) {
+        // Refused at once (a chunk of the wrong type): no _write will take the slot.
+        const i = this.writeSlots.indexOf(slot);
+        if (i >= 0) this.writeSlots.splice(i, 1);
+        throw e;
+      }
     }
     if (done) process.nextTick(done, Object.assign(new Error('write EPIPE'), { code: 'EPIPE', errno: -32, syscall: 'write' }));
     return false;

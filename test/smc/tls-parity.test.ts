@@ -216,6 +216,26 @@ const SCENARIOS: Record<string, string> = {
     s.close();
     report(ev);
   `,
+  // A client whose writes fail while the peer's end is not yet read (paused): the TLS
+  // socket's 'error' as over TCP, not a quiet close.
+  'write-fails-unread-end': `
+    const s = tls.createServer({ key, cert }, (c) => { c.write('x', () => c.destroy()); });
+    const port = await listen(s);
+    const ev = [];
+    const c = tls.connect({ port, host: '127.0.0.1', rejectUnauthorized: false }, () => {
+      mode(c);
+      c.pause();
+      setTimeout(() => {
+        c.write('a', (e) => { ev.push('write a ' + (e ? e.code : 'ok')); });
+        c.write('b', (e) => { ev.push('write b ' + (e ? e.code : 'ok')); });
+      }, 100);
+    });
+    c.on('error', (e) => { ev.push('error'); });
+    await new Promise((resolve) => c.on('close', resolve));
+    ev.push('close');
+    s.close();
+    report(ev.filter((e, i) => e !== 'error' || ev.indexOf('error') === i));
+  `,
   // test-tls-server-parent-constructor-options: a TLS server with pauseOnConnect: node:net
   // makes its sockets not reading, node:tls reads them all the same; the server waited for
   // the client's first bytes for ever.
@@ -306,6 +326,11 @@ describe("node:tls parity under the preload: Node's test-tls-* cases", () => {
     const smc = await scriptParity('write-after-peer-closed');
     assert.deepEqual(smc.result, ['data hello', 'end', 'write ok', 'finish', 'close']);
     assert.deepEqual(smc.modes, ['SMCD']);
+  });
+
+  it("writes that fail before the peer's end was read: the TLS socket's 'error', as over TCP", async () => {
+    const smc = await scriptParity('write-fails-unread-end');
+    assert.ok((smc.result as string[]).includes('error'), JSON.stringify(smc.result));
   });
 
   it('a TLS server with pauseOnConnect answers (test-tls-server-parent-constructor-options)', async () => {
