@@ -201,9 +201,11 @@ describe('SMC sockets across processes', () => {
       s.end(Buffer.concat([Buffer.from('E'), data]));
       return { s, data, got };
     }));
-    for (const c of conns) {
+    for (const [i, c] of conns.entries()) {
       assert.deepEqual(await bounded(c.got, 30_000, 'echo'), c.data);
-      assert.equal(smc.getSmcInfo(c.s).mode, 'SMCD');
+      const info = smc.getSmcInfo(c.s);
+      // (Seen once in CI with the machine loaded by other test runs: one of the 500 went TCP.)
+      assert.equal(info.mode, 'SMCD', `connection ${i}: ${info.fallbackCause} (reason ${info.fallbackReason})`);
     }
   });
 
