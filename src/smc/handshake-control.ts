@@ -100,7 +100,8 @@ export function recordConnection(key: string, bytes: number, ms: number): void {
     if (!short) return; // nothing to learn from a peer whose connections pay
     if (peers.size >= MAX_PEERS) forget(peers.keys().next().value!);
     peers.set(key, (h = { shortRun: 0, sinceProbe: 0, probeAfter: PROBE_FIRST }));
-    ports.set(portOf(key), (ports.get(portOf(key)) ?? 0) + 1);
+    const p = portOf(key);
+    ports.set(p, (ports.get(p) ?? 0) + 1);
   }
   if (short) {
     h.shortRun++;

@@ -116,8 +116,9 @@ function startTimer(sock: Socket, s: SmcState): void {
       settleTcp(sock, s, DECLINE.TIMEOUT_CL, 'handshake timed out');
       if (s.clc) startTimer(sock, s); // part of one may be here already: bound that wait too
     };
-    const smcrWait = s.phase === 'srv-accepting' && inSmcrHandshake(s) ? smcrAwaitingConfirm(s) : undefined;
-    if (s.phase === 'srv-accepting' && inSmcrHandshake(s) && !smcrWait) {
+    const smcrAccepting = s.phase === 'srv-accepting' && inSmcrHandshake(s);
+    const smcrWait = smcrAccepting ? smcrAwaitingConfirm(s) : undefined;
+    if (smcrAccepting && !smcrWait) {
       // SMC-R, the client's Confirm came: the first link's confirmation (CONFIRM_LINK) bounds
       // the rest of the wait (smcr/clc-flow.ts).
     } else if (s.phase === 'srv-accepting' && !s.acceptGrace) {
@@ -178,6 +179,7 @@ function acceptTimedOut(sock: Socket, s: SmcState): void {
  * the destination (address:port) that answer is kept under. A Proposal that gets no valid CLC
  * answer (withdrawSmcrYes) drops it, so the next connections ask again instead of sending a
  * Proposal to a server that no longer speaks SMC-R, for the rest of the answer's lifetime.
+ * Only client sockets are ever in it: withdrawing for any other socket does nothing.
  */
 const proposedOnYes = new WeakMap<SmcState, { dst: string; port: number }>();
 
@@ -358,7 +360,7 @@ function smcrOps(sock: Socket, s: SmcState): SmcrOps {
       settleSmc(sock, s, conn, 'SMC-R');
     },
     peerDeclined: (reason) => {
-      if (s.role === 'client' && noSmcrListener(reason)) withdrawSmcrYes(s);
+      if (noSmcrListener(reason)) withdrawSmcrYes(s);
       s.peerDeclineReason = reason;
       settleTcp(sock, s, DECLINE.PEERDECL, `peer declined: ${declineName(reason)}`);
     },
@@ -580,7 +582,7 @@ export function onClcBytes(sock: Socket, s: SmcState, chunk: Buffer | null): voi
     const rest = s.clc;
     s.clc = undefined;
     smcrPeerEndedHandshake(s);
-    if (s.role === 'client' && s.phase === 'proposing' && s.clcIn === 0) withdrawSmcrYes(s);
+    if (s.phase === 'proposing' && s.clcIn === 0) withdrawSmcrYes(s);
     if (rest?.length && s.role === 'client' && s.phase === 'proposing' && s.clcOut > 0) {
       // Our Proposal is out and the server sent part of a CLC message, then its end: those are
       // no data of the application's. Linux's smc_clc_wait_msg fails the connect (a zero-length
@@ -603,7 +605,7 @@ export function onClcBytes(sock: Socket, s: SmcState, chunk: Buffer | null): voi
     if (!mayBeClc(buf) && (s.phase === 'srv-wait' || s.phase === 'proposing')) {
       // Not CLC at all: a plain client (server side) or a server that spoke first (client side).
       s.clc = undefined;
-      if (s.role === 'client' && s.clcIn === 0) withdrawSmcrYes(s);
+      if (s.clcIn === 0) withdrawSmcrYes(s);
       settleTcp(sock, s, DECLINE.PEERNOSMC, s.role === 'server' ? 'peer did not propose SMC' : 'server wrote first');
       sock.smcPush(buf);
       return;
@@ -620,7 +622,7 @@ export function onClcBytes(sock: Socket, s: SmcState, chunk: Buffer | null): voi
         settleTcp(sock, s, DECLINE.PEERNOSMC, 'peer did not propose SMC');
         sock.smcPush(buf);
       } else {
-        if (s.role === 'client' && s.clcIn === 0) withdrawSmcrYes(s);
+        if (s.clcIn === 0) withdrawSmcrYes(s);
         releaseHandshake(s);
         sock.destroy(connReset(`SMC handshake out of sync: ${(e as Error).message}`));
       }
@@ -647,11 +649,11 @@ export function onClcBytes(sock: Socket, s: SmcState, chunk: Buffer | null): voi
         }
         // The first answer to our Proposal is a CLC message no SMC-R server sends there (a plain
         // server echoing the Proposal back): out of sync (the flow declines SYNCERR), no SMC-R listener.
-        if (s.role === 'client' && s.clcIn === len && m.type !== CLC_ACCEPT && m.type !== CLC_DECLINE) withdrawSmcrYes(s);
+        if (s.clcIn === len && m.type !== CLC_ACCEPT && m.type !== CLC_DECLINE) withdrawSmcrYes(s);
         onSmcrClc(s, smcrOps(sock, s), m);
       } catch (e) {
         const reason = e instanceof ClcError ? e.reason : DECLINE.SYNCERR;
-        if (s.role === 'client' && s.clcIn === len) withdrawSmcrYes(s); // the first answer was no valid CLC message
+        if (s.clcIn === len) withdrawSmcrYes(s); // the first answer was no valid CLC message
         fallbackAfterDecline(sock, s, reason, true, `malformed CLC message: ${(e as Error).message}`);
         break;
       }

@@ -109,21 +109,22 @@ export class SmcStream extends Duplex {
       this.writeSlots.push(slot);
       const after = (err?: Error | null): void => {
         // A write the Writable failed without calling _write (destroyed meanwhile) took no slot.
-        const i = this.writeSlots.indexOf(slot);
-        if (i >= 0) this.writeSlots.splice(i, 1);
+        this.dropSlot(slot);
         done?.(err ?? slot.err);
       };
       try {
         return super.write(chunk, (typeof encoding === 'function' ? undefined : encoding) as BufferEncoding, after);
       } catch (e) {
-        // Refused at once (a chunk of the wrong type): no _write will take the slot.
-        const i = this.writeSlots.indexOf(slot);
-        if (i >= 0) this.writeSlots.splice(i, 1);
+        this.dropSlot(slot); // refused at once (a chunk of the wrong type): no _write will take it
         throw e;
       }
     }
     if (done) process.nextTick(done, Object.assign(new Error('write EPIPE'), { code: 'EPIPE', errno: -32, syscall: 'write' }));
     return false;
+  }
+  private dropSlot(slot: { err?: Error; cb: boolean }): void {
+    const i = this.writeSlots.indexOf(slot);
+    if (i >= 0) this.writeSlots.splice(i, 1);
   }
   override _final(cb: (err?: Error | null) => void): void {
     if (this.selfEnded || this.outlivesSocket) return cb();
