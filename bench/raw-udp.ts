@@ -15,6 +15,7 @@
 import dgram from 'node:dgram';
 import { once } from 'node:events';
 import { parseArgs } from 'node:util';
+import { latResult } from '../src/tools/perftest/report.js';
 
 const { positionals, values } = parseArgs({
   allowPositionals: true,
@@ -120,17 +121,24 @@ if (mode === 'sink') {
     t0 = now();
     sock.send(msg);
   });
-  samples.sort((a, b) => a - b);
-  // A counted run (--iters, as perftest -n) gets perftest's statistics (print_report_lat), as
-  // the rxe side does: the two largest samples left out (LAT_MEASURE_TAIL), the mean over the
-  // rest, the median of the rest (two middle ones averaged), p99 = delta[ceil(m * 0.99)]. A
-  // timed run (-D) keeps every sample, as perftest's -D mean does.
-  const m = values.iters && samples.length > 2 ? samples.length - 2 : samples.length;
-  const kept = samples.slice(0, m);
-  const avg = kept.reduce((a, b) => a + b, 0) / m;
-  const typical = m % 2 === 0 ? (kept[m / 2 - 1]! + kept[m / 2]!) / 2 : kept[(m - 1) / 2]!;
-  const p99 = values.iters ? samples[Math.min(samples.length - 1, Math.ceil(m * 0.99))] : samples[Math.min(samples.length - 1, Math.ceil(0.99 * samples.length) - 1)];
-  process.stdout.write(JSON.stringify({ iterations: samples.length, rounds, rtt_avg_us: avg, rtt_typical_us: typical, rtt_p99_us: p99 }) + '\n');
+  let stats: { rtt_avg_us: number; rtt_typical_us: number; rtt_p99_us: number };
+  if (values.iters) {
+    // A counted run (--iters, as perftest -n) gets perftest's statistics, as the rxe side's
+    // (print_report_lat: the two largest samples left out, the mean and median of the rest,
+    // p99 = delta[ceil(m * 0.99)]).
+    const r = latResult('raw UDP ping', msg.length, Float64Array.from(samples));
+    stats = { rtt_avg_us: r.t_avg_us, rtt_typical_us: r.t_typical_us, rtt_p99_us: r.p99_us };
+  } else {
+    // A timed run (-D) keeps every sample, as perftest's -D mean does.
+    samples.sort((a, b) => a - b);
+    const n = samples.length;
+    stats = {
+      rtt_avg_us: samples.reduce((a, b) => a + b, 0) / n,
+      rtt_typical_us: n % 2 === 0 ? (samples[n / 2 - 1]! + samples[n / 2]!) / 2 : samples[(n - 1) / 2]!,
+      rtt_p99_us: samples[Math.min(n - 1, Math.ceil(0.99 * n) - 1)]!,
+    };
+  }
+  process.stdout.write(JSON.stringify({ iterations: samples.length, rounds, ...stats }) + '\n');
   sock.send(END, () => sock.close());
 } else {
   console.error('usage: raw-udp.js sink|blast|echo|ping ...');
