@@ -84,3 +84,91 @@ test('a TLS server with SMC and a client that never speaks: tlsClientError ERR_T
   }
   assert.deepEqual(errors, ['ERR_TLS_HANDSHAKE_TIMEOUT']);
 });
+
+/**
+ * A client whose socket resets as the server's first CLC answer reaches it: the reset a client
+ * process that exits mid-handshake causes (its kernel holds our CLC bytes unread when it
+ * closes). The server's application wrote nothing, so over TCP that close would have been a
+ * FIN: its socket ends ('end', 'close' without error) instead of failing with ECONNRESET (a
+ * server with no 'error' listener died of it: Node's test-https-agent-unref-socket).
+ */
+async function resetOnFirstAnswer(serverOpts: Parameters<typeof smc.createServer>[0]): Promise<{ events: string[]; mode: string }> {
+  const events: string[] = [];
+  let serverSide: Parameters<typeof smc.getSmcInfo>[0] | undefined;
+  let closed!: () => void;
+  const done = new Promise<void>((r) => { closed = r; });
+  const server = smc.createServer(serverOpts, (s) => {
+    serverSide = s;
+    s.on('data', (d: Buffer) => events.push(`data ${d.length}`));
+    s.on('end', () => events.push('end'));
+    s.on('error', (e: NodeJS.ErrnoException) => events.push(`error ${e.code}`));
+    s.on('close', (hadError: boolean) => { events.push(`close ${hadError}`); closed(); });
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const c = smc.connect({ port: (server.address() as AddressInfo).port, host: '127.0.0.1' });
+  c.on('error', () => {});
+  // The first bytes the client's handle reads are the server's answer: reset instead of reading them.
+  let reset = false;
+  (c as unknown as { push: (chunk: unknown) => boolean }).push = function (this: typeof c, chunk: unknown): boolean {
+    if (!reset && chunk !== null) {
+      reset = true;
+      this.resetAndDestroy();
+      return true;
+    }
+    return Object.getPrototypeOf(this).push.call(this, chunk);
+  };
+  try {
+    const bound = setTimeout(() => closed(), 5000);
+    await done;
+    clearTimeout(bound);
+    assert.ok(reset, 'the client read no answer from the server');
+    return { events, mode: serverSide ? smc.getSmcInfo(serverSide).mode : 'none' };
+  } finally {
+    c.destroy();
+    server.close();
+  }
+}
+
+test('a client that resets with the server\'s Accept unread (mid-handshake): the server\'s socket ends as on a FIN, no error', async () => {
+  const r = await resetOnFirstAnswer({});
+  assert.deepEqual(r.events, ['end', 'close false']);
+  assert.equal(r.mode, 'TCP');
+});
+
+test('a client that resets with the server\'s Decline unread: the server\'s socket, settled on TCP, ends as on a FIN', async () => {
+  const r = await resetOnFirstAnswer({ smcPolicy: () => false });
+  assert.deepEqual(r.events, ['end', 'close false']);
+  assert.equal(r.mode, 'TCP');
+});
+
+test('a reset before the server wrote anything is still an error, as on node:net (a plain client that connects and resets)', async () => {
+  const net = await import('node:net');
+  const run = async (make: typeof net.createServer): Promise<string[]> => {
+    const events: string[] = [];
+    let closed!: () => void;
+    const done = new Promise<void>((r) => { closed = r; });
+    const server = make((s) => {
+      s.on('end', () => events.push('end'));
+      s.on('error', (e: NodeJS.ErrnoException) => events.push(`error ${e.code}`));
+      s.on('close', (hadError: boolean) => { events.push(`close ${hadError}`); closed(); });
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const c = net.connect((server.address() as AddressInfo).port, '127.0.0.1');
+    c.on('error', () => {});
+    c.on('connect', () => c.resetAndDestroy());
+    try {
+      const bound = setTimeout(() => closed(), 5000);
+      await done;
+      clearTimeout(bound);
+      return events;
+    } finally {
+      c.destroy();
+      server.close();
+    }
+  };
+  const plain = await run(net.createServer);
+  assert.deepEqual(plain, ['error ECONNRESET', 'close true']);
+  assert.deepEqual(await run(smc.createServer as typeof net.createServer), plain);
+});
