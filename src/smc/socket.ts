@@ -18,7 +18,7 @@ import { followOwner, setOwnerJoin } from './handle-owner.js';
 import { handleGone, onClcBytes, onClientConnect, serverSpeaksFirst, settleTcp, stripThenPush } from './handshake.js';
 import { resolveSmcOptions, type ResolvedSmcOptions, type SmcSocketOptions } from './options.js';
 import { anyPolicy, policyAllows } from './policy.js';
-import { counterAccessors, isReadReset, kSmc, newState, onlyClcWritten, toBuffer, withSmcCounters, type SmcState } from './state.js';
+import { counterAccessors, kSmc, newState, toBuffer, withSmcCounters, type SmcState } from './state.js';
 import { track, untrack } from './status.js';
 
 export type { SmcInfo, SmcMode } from './state.js';
@@ -39,7 +39,7 @@ function graft(sock: net.Socket): Socket {
   const o = sock as Socket;
   const p = Socket.prototype;
   o.connect = p.connect; o.push = p.push; o.smcPush = p.smcPush; o._write = p._write; o._writev = p._writev;
-  o._final = p._final; o._read = p._read; o.read = p.read; o.pause = p.pause; o.resume = p.resume; o.destroy = p.destroy; o._destroy = p._destroy;
+  o._final = p._final; o._read = p._read; o.read = p.read; o.pause = p.pause; o.resume = p.resume; o._destroy = p._destroy;
   return o;
 }
 
@@ -225,29 +225,6 @@ export class Socket extends net.Socket {
     if (s?.onread) resumeOnread(this, s);
     if (s?.phase === 'smcd') return Duplex.prototype.resume.call(this) as this;
     return super.resume();
-  }
-
-  /**
-   * A reset from a peer to which this end wrote nothing but CLC messages is the end of the
-   * stream, as node:net's read reports a FIN. The peer's kernel sent it because our CLC bytes
-   * were unread when its process closed the socket (typically a client process that exits
-   * mid-handshake); over TCP nothing would have been written to it, and its close would have
-   * been a FIN. (Linux's SMC hands a server's connection to accept() only after the handshake,
-   * so its application never sees such a reset; here the application already holds the
-   * socket, and a server without an 'error' listener would die of it.) node:net's read calls
-   * destroy(err) on the socket; a failed CLC write comes here as the same read error.
-   */
-  override destroy(error?: Error | null, cb?: (err: Error | null) => void): this {
-    const s = this[kSmc];
-    if (s !== undefined && error != null && !this.destroyed && isReadReset(error) && onlyClcWritten(this, s)) {
-      // What node:net's onStreamRead does with UV_EOF.
-      if (!this.readableEnded) {
-        this.push(null);
-        this.read(0);
-      }
-      return this;
-    }
-    return (super.destroy as (error?: Error | null, cb?: (err: Error | null) => void) => this).call(this, error, cb);
   }
 
   override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {

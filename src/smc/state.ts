@@ -148,26 +148,6 @@ export function restoreOwner(s: SmcState): void {
   if (h) { s.ownerHandle = undefined; unfollow(h); }
 }
 
-/**
- * Whether the only bytes this end ever put on the TCP connection are our CLC messages (the
- * application wrote nothing, nor holds a write or an end for after the handshake), in a phase
- * where that connection still carries nothing else: a peer that closes with such bytes unread
- * (a client process that exits mid-handshake) resets the connection, where over TCP, with
- * nothing written to it, the same close is a FIN.
- */
-export function onlyClcWritten(sock: net.Socket, s: SmcState): boolean {
-  if (s.clcOut === 0 || s.held !== undefined || s.heldFinal !== undefined) return false;
-  const p = s.phase;
-  if (p !== 'proposing' && p !== 'srv-wait' && p !== 'srv-accepting' && p !== 'tcp') return false;
-  return tcpBytesWritten.call(sock) === s.clcOut;
-}
-
-/** A reset as node:net's read reports it (errnoException(UV_ECONNRESET, 'read')), or as a CLC write's failure is reported (clcWriteError). */
-export function isReadReset(err: unknown): boolean {
-  const e = err as NodeJS.ErrnoException | null | undefined;
-  return e instanceof Error && e.code === 'ECONNRESET' && e.syscall === 'read' && e.message === 'read ECONNRESET';
-}
-
 export function connReset(message: string): NodeJS.ErrnoException {
   return Object.assign(new Error(message), { code: 'ECONNRESET', errno: -104, syscall: 'read' });
 }
