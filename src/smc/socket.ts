@@ -24,6 +24,18 @@ import { track, untrack } from './status.js';
 export type { SmcInfo, SmcMode } from './state.js';
 
 const nodeConnect = net.Socket.prototype.connect;
+const nodeOnTimeout = (net.Socket.prototype as unknown as { _onTimeout(): void })._onTimeout;
+
+/**
+ * Whether the CLC handshake is under way: our Proposal or Accept is out (or an SMC-R discovery
+ * query, the Proposal's first step), or the first bytes of a Proposal came and the rest is
+ * awaited. The application's writes are held meanwhile; each step is bounded by the handshake
+ * timer. A server that has received nothing yet is idle as over TCP.
+ */
+function handshakeUnderWay(s: SmcState): boolean {
+  const p = s.phase;
+  return p === 'proposing' || p === 'srv-accepting' || (p === 'srv-wait' && s.clc !== undefined);
+}
 
 /**
  * Give a node:net socket (one node:net's server accepted, or one the auto preload is about
@@ -40,6 +52,7 @@ function graft(sock: net.Socket): Socket {
   const p = Socket.prototype;
   o.connect = p.connect; o.push = p.push; o.smcPush = p.smcPush; o._write = p._write; o._writev = p._writev;
   o._final = p._final; o._read = p._read; o.read = p.read; o.pause = p.pause; o.resume = p.resume; o._destroy = p._destroy;
+  o._onTimeout = p._onTimeout;
   return o;
 }
 
@@ -225,6 +238,24 @@ export class Socket extends net.Socket {
     if (s?.onread) resumeOnread(this, s);
     if (s?.phase === 'smcd') return Duplex.prototype.resume.call(this) as this;
     return super.resume();
+  }
+
+  /**
+   * The idle timer (setTimeout) ran out. node:net holds 'timeout' back while a write is making
+   * progress (its _onTimeout re-arms the timer when the write queue shrank); SMC holds it back
+   * while the handshake is under way: the connection is not idle, its first bytes are being
+   * negotiated, and over TCP they would have been flowing (a server with a 1 ms timeout timed out
+   * twice during a slow handshake, before the request it was waiting for: Node's
+   * test-http-set-timeout-server). The timer is re-armed, so an idle connection still times out
+   * once the handshake settles; the handshake timer bounds the wait.
+   */
+  _onTimeout(): void {
+    const s = this[kSmc];
+    if (s !== undefined && handshakeUnderWay(s)) {
+      (this as unknown as { _unrefTimer(): void })._unrefTimer();
+      return;
+    }
+    nodeOnTimeout.call(this);
   }
 
   override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {

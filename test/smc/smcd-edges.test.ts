@@ -16,6 +16,7 @@ import { testRuntimeDir } from '../helpers/runtime-dir.js';
 
 testRuntimeDir('smcd-edges');
 const smc = await import('../../src/smc/index.js');
+const { kSmc: kSmcSym } = await import('../../src/smc/state.js');
 smc.setSmcLearning(false);
 
 /** Busy-wait: the event loop does nothing else meanwhile. */
@@ -83,4 +84,43 @@ test('a TLS server with SMC and a client that never speaks: tlsClientError ERR_T
     await new Promise((r) => setTimeout(r, 10));
   }
   assert.deepEqual(errors, ['ERR_TLS_HANDSHAKE_TIMEOUT']);
+});
+
+test('a socket\'s idle timeout does not fire while the SMC handshake is under way, and fires once it settled and the connection is idle', async (t) => {
+  const timeouts: string[] = [];
+  let gotTimeout!: () => void;
+  const settledTimeout = new Promise<void>((r) => { gotTimeout = r; });
+  const server = smc.createServer((s) => {
+    s.setTimeout(5);
+    s.on('timeout', () => {
+      const info = smc.getSmcInfo(s);
+      timeouts.push(info.pending ? `during the handshake ${(s as unknown as Record<symbol, { phase: string; clcIn: number; clcOut: number }>)[kSmcSym]!.phase}` : info.mode);
+      if (!info.pending) gotTimeout();
+    });
+    s.on('error', () => {});
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const c = smc.connect({ port: (server.address() as AddressInfo).port, host: '127.0.0.1' });
+  c.on('error', () => {});
+  t.after(() => { c.destroy(); server.close(); });
+  // The server's Accept reaches the client: hold the event loop for six of the server's timeout
+  // periods before the client answers with its Confirm, the server waiting in between.
+  let held = false;
+  (c as unknown as { push: (chunk: unknown) => boolean }).push = function (this: typeof c, chunk: unknown): boolean {
+    if (!held && chunk !== null) {
+      held = true;
+      block(30);
+    }
+    return Object.getPrototypeOf(this).push.call(this, chunk);
+  };
+  const [info] = await once(c, 'smc') as [ReturnType<typeof smc.getSmcInfo>];
+  assert.equal(info.mode, 'SMCD');
+  assert.ok(held, 'the client read the server\'s answer');
+  const bound = setTimeout(() => gotTimeout(), 5000);
+  await settledTimeout;
+  clearTimeout(bound);
+  // Before the Proposal is read the server is idle as over TCP (a slow loop may time it out
+  // there); while its Accept waits for the Confirm it is not.
+  assert.deepEqual(timeouts.filter((x) => x !== 'during the handshake srv-wait'), ['SMCD']);
 });
