@@ -27,14 +27,16 @@ const nodeConnect = net.Socket.prototype.connect;
 const nodeOnTimeout = (net.Socket.prototype as unknown as { _onTimeout(): void })._onTimeout;
 
 /**
- * Whether the CLC handshake is under way: our Proposal or Accept is out (or an SMC-R discovery
- * query, the Proposal's first step), or the first bytes of a Proposal came and the rest is
- * awaited. The application's writes are held meanwhile; each step is bounded by the handshake
- * timer. A server that has received nothing yet is idle as over TCP.
+ * Whether the CLC handshake is under way with both ends taking part: the server answered our
+ * Proposal (a client waiting for the rest: SMC-R's CONFIRM_LINK, say), our Accept is out, or the
+ * first bytes of a Proposal came and the rest is awaited. Each step is bounded by the handshake
+ * timer. A client whose Proposal is unanswered is not held back: a listener that does not answer
+ * (its process stuck) is what a client's connect timeout is for, as over TCP; nor is a server
+ * that has received nothing yet, idle as over TCP.
  */
 function handshakeUnderWay(s: SmcState): boolean {
   const p = s.phase;
-  return p === 'proposing' || p === 'srv-accepting' || (p === 'srv-wait' && s.clc !== undefined);
+  return (p === 'proposing' && s.clcIn > 0) || p === 'srv-accepting' || (p === 'srv-wait' && s.clc !== undefined);
 }
 
 /**

@@ -124,3 +124,19 @@ test('a socket\'s idle timeout does not fire while the SMC handshake is under wa
   // there); while its Accept waits for the Confirm it is not.
   assert.deepEqual(timeouts.filter((x) => x !== 'during the handshake srv-wait'), ['SMCD']);
 });
+
+test('a client\'s timeout set at \'connect\' still fires on time when the listener never answers its Proposal (its process stuck)', async (t) => {
+  const p = runNode(fileURLToPath(new URL('../helpers/smc-stuck-listener.js', import.meta.url)), [], { stdin: 'pipe' });
+  t.after(async () => { p.child.stdin?.end(); await p.exit(10_000).catch(() => p.child.kill('SIGKILL')); });
+  const [, port] = await p.waitFor(/\{"port":(\d+)\}/);
+  const c = smc.connect({ port: Number(port), host: '127.0.0.1' });
+  c.on('error', () => {});
+  t.after(() => c.destroy());
+  await once(c, 'connect');
+  assert.equal(smc.getSmcInfo(c).pending, true, 'the Proposal is out, unanswered');
+  const t0 = performance.now();
+  c.setTimeout(100);
+  const timedOut = await Promise.race([once(c, 'timeout').then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 1500))]);
+  assert.ok(timedOut, 'no timeout within 1.5 s (the handshake timer is 2 s)');
+  assert.ok(performance.now() - t0 < 1000, `timed out after ${(performance.now() - t0).toFixed(0)} ms`);
+});
