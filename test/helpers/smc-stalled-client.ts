@@ -3,9 +3,9 @@
 // for as long as a test needs it there. Says 'proposed' (stdout, a pipe: written at once), then
 // blocks in a read of stdin until a line (or the end) comes; exits when stdin ends.
 
-import fs from 'node:fs';
 import { parseArgs } from 'node:util';
 import * as smc from '../../src/smc/index.js';
+import { stallUntilStdin } from './stall-until-stdin.js';
 
 const { values } = parseArgs({ options: { port: { type: 'string' } } });
 smc.setSmcLearning(false);
@@ -14,16 +14,5 @@ c.on('error', () => {});
 // After softrdma's own 'connect' listener, which wrote the Proposal.
 c.on('connect', () => {
   process.stdout.write(`${JSON.stringify({ event: 'proposed', pending: smc.getSmcInfo(c).pending })}\n`);
-  const b = Buffer.alloc(64);
-  for (;;) {
-    try {
-      fs.readSync(0, b);
-      break;
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EAGAIN') throw e;
-      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 5); // a non-blocking stdin: poll it
-    }
-  }
-  process.stdin.resume();
-  process.stdin.on('end', () => process.exit(0));
+  stallUntilStdin();
 });
