@@ -117,6 +117,21 @@ const modes = [];
 const mode = (t) => { modes.push(getSmcInfo(t).mode); };
 const report = (result) => { console.log(JSON.stringify({ result, modes })); };
 const listen = (s) => new Promise((resolve) => s.listen(0, '127.0.0.1', () => resolve(s.address().port)));
+// A TLS 1.2 client that renegotiates at the first data it gets (the data and its steps in out);
+// then(c) runs right after renegotiate() returns.
+const renegotiatingClient = (port, out, onRenegotiated, then = () => {}) => {
+  const c = tls.connect({ port, host: '127.0.0.1', rejectUnauthorized: false, maxVersion: 'TLSv1.2' }, () => mode(c));
+  let asked = false;
+  c.on('data', (d) => {
+    out.data += d;
+    if (asked) return;
+    asked = true;
+    out.client.push('renegotiate ' + c.renegotiate({ rejectUnauthorized: false }, onRenegotiated));
+    then(c);
+  });
+  c.on('error', (e) => { out.client.push('error ' + e.code); });
+  return c;
+};
 `;
 
 const SCENARIOS: Record<string, string> = {
@@ -153,18 +168,10 @@ const SCENARIOS: Record<string, string> = {
     });
     const port = await listen(s);
     const out = { client: [], data: '' };
-    const c = tls.connect({ port, host: '127.0.0.1', rejectUnauthorized: false, maxVersion: 'TLSv1.2' }, () => mode(c));
-    let asked = false;
-    c.on('data', (d) => {
-      out.data += d;
-      if (asked) return;
-      asked = true;
-      out.client.push('renegotiate ' + c.renegotiate({ rejectUnauthorized: false }, (err) => {
-        out.client.push('renegotiated ' + (err ? err.code : 'ok'));
-        c.write('done');
-      }));
+    const c = renegotiatingClient(port, out, (err) => {
+      out.client.push('renegotiated ' + (err ? err.code : 'ok'));
+      c.write('done');
     });
-    c.on('error', (e) => { out.client.push('error ' + e.code); });
     await new Promise((resolve) => c.on('close', resolve));
     s.close();
     report(out);
@@ -183,16 +190,7 @@ const SCENARIOS: Record<string, string> = {
     });
     const port = await listen(s);
     const out = { client: [], data: '' };
-    const c = tls.connect({ port, host: '127.0.0.1', rejectUnauthorized: false, maxVersion: 'TLSv1.2' }, () => mode(c));
-    let asked = false;
-    c.on('data', (d) => {
-      out.data += d;
-      if (asked) return;
-      asked = true;
-      out.client.push('renegotiate ' + c.renegotiate({ rejectUnauthorized: false }, () => {}));
-      c.end();
-    });
-    c.on('error', (e) => { out.client.push('error ' + e.code); });
+    const c = renegotiatingClient(port, out, () => {}, (t) => t.end());
     c.on('finish', () => { out.client.push('finish'); });
     await new Promise((resolve) => c.on('close', resolve));
     s.close();
