@@ -56,17 +56,34 @@ function onTimer(qp: RxeQp): void {
     return;
   }
   qp.counters.timeouts++;
+  // A timeout retries even while a retry is under way (Linux: timeout_retry).
+  if (retryLoss(qp, true)) armRetransmit(qp);
+}
+
+/**
+ * Go back for a loss (Linux rxe_comp.c COMPST_ERROR_RETRY): spend a retry and resend from the
+ * completer's PSN, or fail the oldest outstanding WQE with RETRY_EXC_ERR once retry_cnt is
+ * spent. One loss, one retry: a sequence NAK or an implicit NAK that comes while a retry is
+ * under way (nothing acknowledged since it started: a duplicated NAK, the late NAK of a loss
+ * the timer retried, every ACK past a read whose responses are still missing) starts nothing
+ * (started_retry && !timeout_retry); only the retransmit timer goes back again. Returns
+ * whether it went back.
+ */
+function retryLoss(qp: RxeQp, byTimer: boolean): boolean {
+  if (qp.comp.startedRetry && !byTimer) return false;
   if (!consumeRetry(qp, 'retry')) {
     traceComp(qp.qpn, CompState.ERROR, qp.comp.psn);
     qp.device.counters.retry_exceeded_err++;
-    qp.failSend(head, WcStatus.RETRY_EXC_ERR);
-    return;
+    const head = firstOutstanding(qp);
+    if (head) qp.failSend(head, WcStatus.RETRY_EXC_ERR);
+    return false;
   }
   traceComp(qp.qpn, CompState.ERROR_RETRY, qp.comp.psn);
+  qp.comp.startedRetry = true;
   qp.device.counters.completer_retry_err++;
-  windowCut(qp, true);
+  windowCut(qp, byTimer);
   goBackN(qp);
-  armRetransmit(qp);
+  return true;
 }
 
 function consumeRetry(qp: RxeQp, which: 'retry' | 'rnr'): boolean {
@@ -121,6 +138,7 @@ function progress(qp: RxeQp, nextPsn: number): void {
     if (psnDiff(qp.req.psn, nextPsn) <= 0) noteIdle(qp);
     qp.comp.retryCnt = qp.attr.retryCnt;
     qp.comp.rnrRetry = qp.attr.rnrRetry;
+    qp.comp.startedRetry = false;
     qp.comp.lastProgress = performance.now();
   }
 }
@@ -133,7 +151,8 @@ function progress(qp: RxeQp, nextPsn: number): void {
  * atomic the response is past (psn beyond its last_psn) and still unanswered means its
  * responses were lost (an implicit NAK, check_psn's COMPST_ERROR_RETRY): go back. One the
  * response is not past stops the walk: everything before it is acknowledged, nothing of it.
- * Returns whether it went back (the caller must not start another retry for the same loss).
+ * Returns whether the response was such an implicit NAK (retried for, or not if a retry is
+ * under way): the caller must not start another retry for the same loss.
  */
 function acked(qp: RxeQp, psn: number, acks: boolean): boolean {
   const through = acks ? psn : psnAdd(psn, -1);
@@ -149,11 +168,9 @@ function acked(qp: RxeQp, psn: number, acks: boolean): boolean {
         qp.retire();
         return false;
       }
-      traceComp(qp.qpn, CompState.ERROR_RETRY, w.firstPsn); // an implicit NAK
       progress(qp, w.firstPsn); // everything before it is acknowledged
       qp.retire();
-      windowCut(qp, false);
-      goBackN(qp);
+      retryLoss(qp, false);
       return true;
     }
     if (psnDiff(w.lastPsn, through) > 0) break; // partly acknowledged
@@ -168,9 +185,8 @@ function nakStatus(code: number): number {
   switch (code) {
     case NakCode.INVALID_REQUEST: return WcStatus.REM_INV_REQ_ERR;
     case NakCode.REMOTE_ACCESS_ERROR: return WcStatus.REM_ACCESS_ERR;
-    case NakCode.REMOTE_OPERATIONAL_ERROR: return WcStatus.REM_OP_ERR;
-    case NakCode.INVALID_RD_REQUEST: return WcStatus.REM_INV_RD_REQ_ERR;
-    default: return WcStatus.BAD_RESP_ERR;
+    // Any other code (invalid RD request, reserved ones) too: Linux rxe_comp.c check_ack's default.
+    default: return WcStatus.REM_OP_ERR;
   }
 }
 
@@ -243,20 +259,11 @@ export function onResponse(qp: RxeQp, pkt: Packet): void {
       if (code === NakCode.PSN_SEQ_ERROR) {
         qp.counters.seq_naks_rcvd++;
         qp.device.counters.rcvd_seq_err++;
-        // A read or atomic before the NAK's PSN that is still unanswered makes this an
-        // implicit NAK too: acked() has gone back for it already, from the same PSN on. One
-        // loss, one retry (Linux rxe_comp.c: a retry already started is not started again).
-        const wentBack = acked(qp, psn, false);
-        if (!consumeRetry(qp, 'retry')) {
-          traceComp(qp.qpn, CompState.ERROR, psn);
-          const w = wentBack ? firstOutstanding(qp) : wqeAt(qp, psn);
-          if (w) qp.failSend(w, WcStatus.RETRY_EXC_ERR);
-          return;
-        }
-        if (wentBack) return;
-        traceComp(qp.qpn, CompState.ERROR_RETRY, psn);
-        windowCut(qp, false);
-        goBackN(qp);
+        // What came before the NAK's PSN is acknowledged. A read or atomic before it that is
+        // still unanswered makes this an implicit NAK: acked() has dealt with that loss, from
+        // the same PSN on. One loss, one retry.
+        if (acked(qp, psn, false)) return;
+        retryLoss(qp, false);
         return;
       }
       traceComp(qp.qpn, CompState.ERROR, psn);

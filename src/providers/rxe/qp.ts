@@ -99,6 +99,8 @@ export class RxeQp implements ProviderQp {
   readonly req = { psn: 0, index: 0, noackPkts: 0, running: false, scheduled: false, paused: false, cwnd: MAX_CWND, ssthresh: MAX_CWND, ackPass: 0, askPsn: -1, wholeTo: -1 };
   readonly comp = {
     psn: 0, retryCnt: 0, rnrRetry: 0, lastProgress: 0,
+    /** A go-back-N retry is under way and nothing was acknowledged since (Linux comp.started_retry). */
+    startedRetry: false,
     timer: undefined as NodeJS.Timeout | undefined, rnrTimer: undefined as NodeJS.Timeout | undefined,
   };
   readonly resp = {

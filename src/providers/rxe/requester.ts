@@ -192,7 +192,9 @@ export function sendPacket(qp: RxeQp, w: SendWqe, mustAsk = false): void {
     destQp = ud.remoteQpn;
     to = (ud.ah as RxeAh).address;
   }
-  writeBth(buf, { opcode, se: end && (w.wr.sendFlags! & SendFlags.SOLICITED) !== 0, padCount: pad, pkey: 0xffff, destQp, ackReq, psn });
+  // SE only on a message that consumes a receive (SEND, WRITE with immediate): Linux rxe_req.c
+  // init_req_packet; a solicited WRITE, READ or atomic carries none.
+  writeBth(buf, { opcode, se: end && (info.mask & Op.SEND) !== 0 && (w.wr.sendFlags! & SendFlags.SOLICITED) !== 0, padCount: pad, pkey: 0xffff, destQp, ackReq, psn });
   if (info.reth >= 0) {
     const r = w.wr.rdma!;
     if (isRead) {

@@ -507,9 +507,16 @@ function placeWrite(qp: RxeQp, pkt: Packet): number | undefined {
   if (resid > 0 && qp.device.keys.resolveRemoteInto(writeMem, r.writeRkey, qp.pd, qp.qpn, r.writeVa + r.writeDone, resid, Access.REMOTE_WRITE) !== undefined) {
     return NakCode.REMOTE_ACCESS_ERROR;
   }
-  if (n <= resid && n > 0) pkt.buf.copy(writeMem.mem, writeMem.offset, pkt.payloadOffset, pkt.payloadOffset + n);
-  writeMem.mem = NO_MEM; // hold no MR's memory between packets
+  // Linux check_rkey, before anything is written: a packet carries the MTU while more than
+  // that is left, else exactly what is left, padded to 4 bytes (a WRITE_ONLY or LAST shorter
+  // than its RETH said, or a FIRST/MIDDLE short of the MTU, writes nothing and is NAKed).
+  if (resid > 0 && (resid > qp.mtu ? n !== qp.mtu : n !== resid || pkt.padCount !== (-resid & 3))) {
+    writeMem.mem = NO_MEM;
+    return NakCode.INVALID_REQUEST;
+  }
   if (n > resid) return NakCode.INVALID_REQUEST;
+  if (n > 0) pkt.buf.copy(writeMem.mem, writeMem.offset, pkt.payloadOffset, pkt.payloadOffset + n);
+  writeMem.mem = NO_MEM; // hold no MR's memory between packets
   r.writeDone += n;
   if (m & Op.END && r.writeDone !== r.writeLen) return NakCode.INVALID_REQUEST;
   return undefined;
