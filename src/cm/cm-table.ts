@@ -118,7 +118,9 @@ export class CmTable {
       case 'MRA':
         return to(msg.messageMraed === CmMsgResponse.REQ ? exact(msg.remoteCommId, 0) : exact(msg.remoteCommId, msg.localCommId));
       case 'REJ': {
-        if (msg.reason === RejReason.TIMEOUT && msg.rejectedInfoLength >= 8) {
+        // cm_acquire_rejected_id: a REJ for TIMEOUT names the connection by the sender's comm
+        // id and the CA GUID in its ARI, whatever its ARI length says; no match, no connection.
+        if (msg.reason === RejReason.TIMEOUT) {
           const id = this.remoteIds.get(key(msg.localCommId, msg.ari.readBigUInt64BE(0)));
           return to(id === undefined ? undefined : this.conns.get(id));
         }

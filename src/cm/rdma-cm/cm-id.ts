@@ -492,7 +492,8 @@ export class RdmaCmId implements CmIdSink {
       }
       case 'REQ_ERROR':
       case 'REP_ERROR':
-        qpToErr(this.qp);
+        // cma_ib_handler leaves the QP alone here (only a REJ moves it to ERR): a passive side
+        // whose REP resends ran out may face a client that is ESTABLISHED (its RTUs lost).
         this.st = 'rejected';
         return this.emitEvent('UNREACHABLE', { status: ERRNO.ETIMEDOUT });
       case 'DREQ_RECEIVED':
