@@ -100,12 +100,13 @@ export async function setup(t: TestContext, onConn?: (s: net.Socket) => void, se
   const relayed: Relayed[] = [];
   let hooks: Hooks = {};
   const relaySockets = new Set<net.Socket>();
-  const relay = net.createServer((c) => {
+  // Half-open on both sides: the relay passes each end's FIN on, and answers none with its own.
+  const relay = net.createServer({ allowHalfOpen: true }, (c) => {
     const h = hooks;
     hooks = {};
     const r: Relayed = { fromClient: [], fromServer: [] };
     relayed.push(r);
-    const u = net.connect({ host: '127.0.0.3', port: (server.address() as net.AddressInfo).port, localAddress: '127.0.0.2' });
+    const u = net.connect({ host: '127.0.0.3', port: (server.address() as net.AddressInfo).port, localAddress: '127.0.0.2', allowHalfOpen: true });
     for (const s of [c, u]) { relaySockets.add(s); s.on('close', () => relaySockets.delete(s)); }
     pump(c, u, r.fromClient, h.client);
     pump(u, c, r.fromServer, h.server);

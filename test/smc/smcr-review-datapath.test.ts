@@ -14,11 +14,12 @@ import { jsonLines, runNode } from '../helpers/procs.js';
 
 testRuntimeDir('smcr-review-datapath');
 process.env.SOFTRDMA_SMC_LEARN = '0'; // every connection tries SMC, however short
-const { setup, settled, smcrConnection, until, sleep } = await import('./smcr-relay-harness.js');
+const { setup, settled, smcrConnection, until, sleep, within } = await import('./smcr-relay-harness.js');
 const { setSmcrLingerMs } = await import('../../src/smc/smcr/lgr.js');
 const { SmcrConnection } = await import('../../src/smc/smcr/connection.js');
 const { encodeSmcrCdc } = await import('../../src/smc/wire/cdc-r.js');
 const { smcState } = await import('../../src/smc/state.js');
+const { rxeOf } = await import('../../src/index.js');
 type Conn = InstanceType<typeof SmcrConnection>;
 type Cdc = Parameters<typeof encodeSmcrCdc>[0];
 
@@ -53,11 +54,14 @@ test('a close only inferred (the peer\'s TCP ended, no closing CDC) quarantines 
   await until(() => got === 3, 3000, 'the first bytes at the server');
   const lgr = env.serverLgr();
   const s1 = [...lgr.conns.values()][0]!;
-  // What close.ts does when the server's TCP connection ends with no closing CDC seen: after
-  // 300 ms the connection takes the peer as closed (orderly: nothing of ours is unconsumed),
-  // and the server's socket ends and is released.
+  // What close.ts does when the server's TCP connection ends with no closing CDC seen: it asks
+  // the peer over the link, and without an answer (the client's RoCE packets are lost here, as
+  // from a dead process) takes the peer as closed (orderly: nothing of ours is unconsumed); the
+  // server's socket ends and is released.
+  rxeOf(env.a).faults = { drop: 1 };
   s1.peerTcpEnded();
   await until(() => s1.released, 3000, 'the server\'s end released');
+  rxeOf(env.a).faults = undefined;
   assert.equal(s1.peerGone, false, 'no closing CDC came');
   assert.equal(c1.destroyed, false);
   assert.equal(lgr.quarantinedCount, 1, 'the RMB waits for the peer (Linux frees it only after the peer\'s closing CDC)');
@@ -170,4 +174,102 @@ test('a peer keeping its half-closed end open keeps the other end\'s link group:
   c1.destroy();
   await until(() => lgr.dead, 3000, 'the server\'s group lingering out after the peer\'s close');
   assert.deepEqual(errors, []);
+});
+
+test('a write waiting for room fails with ECONNRESET when the peer closes having read everything (its closing CDC moves no cursor), as smc_tx_wait on any close; it waited for ever', async (t) => {
+  const N = 3 << 20;
+  let got = 0;
+  const env = await setup(t, (s) => {
+    s.on('data', (d: Buffer) => {
+      got += d.length;
+      // Everything that arrived is read (and its consumer cursor sent) before the close.
+      if (got >= N && !s.destroyed) setImmediate(() => s.destroy());
+    });
+  });
+  const c = env.connect();
+  assert.equal((await settled(c, 'the client settles')).mode, 'SMCR');
+  const errors: string[] = [];
+  c.on('error', (e: NodeJS.ErrnoException) => errors.push(String(e.code)));
+  const written = new Promise<string>((resolve) => c.write(Buffer.alloc(64 << 20, 7), (e) => resolve(e ? String((e as NodeJS.ErrnoException).code) : 'ok')));
+  await within(new Promise((r) => c.once('close', r)), 5000, 'the client\'s close');
+  assert.deepEqual(errors, ['ECONNRESET']);
+  // The write's callback comes as for any write destroy() cut short (node's onWriteComplete on a destroyed stream: no error).
+  await within(written, 1000, 'the write\'s callback');
+  assert.ok(got >= N);
+});
+
+/**
+ * The client's RoCE packets are lost for `ms` (RC resends them after), while TCP goes on: a
+ * closing CDC reaches the server well after the TCP FIN that followed it.
+ */
+function roceOutage(env: { a: Parameters<typeof rxeOf>[0] }, ms: number): void {
+  const dev = rxeOf(env.a);
+  dev.faults = { drop: 1 };
+  setTimeout(() => { dev.faults = undefined; }, ms);
+}
+
+test('a half-close whose peer_done_writing comes 450 ms after the FIN stays a half-close: the server\'s answer after \'end\' reaches the client (a close inferred after 300 ms dropped it)', async (t) => {
+  const env = await setup(t, (s) => {
+    let req = '';
+    s.on('data', (d: Buffer) => { req += d.toString(); });
+    s.on('end', () => s.end(`answer to ${req}`));
+  }, { allowHalfOpen: true });
+  const c = env.connect({ allowHalfOpen: true });
+  assert.equal((await settled(c, 'the client settles')).mode, 'SMCR');
+  let answer = '';
+  c.on('data', (d: Buffer) => { answer += d.toString(); });
+  const errors: string[] = [];
+  c.on('error', (e: NodeJS.ErrnoException) => errors.push(String(e.code)));
+  c.write('request');
+  await until(() => env.accepted.length === 1 && env.accepted[0]!.bytesRead > 0, 3000, 'the request at the server');
+  roceOutage(env, 450);
+  c.end();
+  await within(new Promise((r) => c.once('end', r)), 5000, 'the server\'s end at the client');
+  assert.equal(answer, 'answer to request');
+  assert.deepEqual(errors, []);
+  const sErrors: string[] = [];
+  env.accepted[0]!.on('error', (e: NodeJS.ErrnoException) => sErrors.push(String(e.code)));
+  assert.deepEqual(sErrors, []);
+});
+
+test('an orderly close whose closing CDC comes 450 ms after the FIN is an orderly end at the server, not an abort (our bytes it read but had not yet confirmed)', async (t) => {
+  const events: string[] = [];
+  const env = await setup(t, (s) => {
+    s.on('error', (e: NodeJS.ErrnoException) => events.push(`error ${String(e.code)}`));
+    s.on('end', () => events.push('end'));
+    s.on('close', () => events.push('close'));
+    s.once('data', () => s.write('hello from the server'));
+  });
+  const c = env.connect();
+  assert.equal((await settled(c, 'the client settles')).mode, 'SMCR');
+  c.write('hi');
+  let got = '';
+  c.on('data', (d: Buffer) => { got += d.toString(); });
+  await until(() => got === 'hello from the server', 3000, 'the server\'s bytes at the client');
+  roceOutage(env, 450);
+  c.destroy();
+  await until(() => events.includes('close'), 5000, 'the server socket\'s close');
+  assert.deepEqual(events, ['end', 'close']);
+});
+
+test('data after the peer\'s peer_done_writing is a protocol error (EPROTO, the connection aborted) instead of a stream error after EOF', async (t) => {
+  const errors: string[] = [];
+  const env = await setup(t, (s) => {
+    s.on('error', (e: NodeJS.ErrnoException) => errors.push(String(e.code)));
+    s.pipe(s, { end: false });
+  }, { allowHalfOpen: true });
+  await smcrConnection(env, 'the client');
+  const lgr = env.serverLgr();
+  const conn = [...lgr.conns.values()][0]!;
+  const x = conn as unknown as { lastSeq: number | undefined; peerProduced: number; peerConsumed: number };
+  const seq = x.lastSeq ?? 0;
+  const at = { wrap: 0, count: x.peerProduced % conn.rxRing };
+  const cons = { wrap: 0, count: x.peerConsumed % conn.txRing };
+  feed(lgr, lgr.link, { ...cdcBase, seqno: seq + 1, token: conn.token, prod: at, cons, peerDoneWriting: true });
+  await sleep(50);
+  assert.deepEqual(errors, []);
+  feed(lgr, lgr.link, { ...cdcBase, seqno: seq + 2, token: conn.token, prod: { wrap: 0, count: at.count + 50 }, cons });
+  await until(() => errors.length > 0, 3000, 'the server socket\'s error');
+  assert.deepEqual(errors, ['EPROTO']);
+  assert.equal(conn.released, true);
 });

@@ -49,11 +49,12 @@ const UPDATE_LIMIT_MIN = 2304;
 /** The most one delivery copies out of the ring. */
 const SLICE = 64 * 1024;
 /**
- * How long the end of the peer's TCP connection waits for the peer's closing CDC: the CDC goes
- * by RoCE and the FIN by TCP, and the FIN can come first. Well inside the 2 s in which a dead
- * peer must be noticed.
+ * How long the end of the peer's TCP connection waits for an answer from the peer over the link
+ * (peerTcpEnded) before it takes the peer's process as gone: the link's RTO is 134 ms (timeout
+ * 15), so a live peer's answer gets through several losses in this time. Inside the 2 s in
+ * which a dead peer must be noticed.
  */
-const CLOSE_GRACE_MS = 300;
+const CLOSE_GRACE_MS = 1000;
 
 // A write waiting for room in the peer's RMB holds the event loop (poller.ts writeWaits): the
 // rxe device is unref()'d and SMC-R's awake loop stops 300 us after the last traffic. A peer that
@@ -85,6 +86,8 @@ export class SmcrConnection implements SmcTransport {
    * written into our RMB. peerConnFlags may also hold a close only inferred (peerTcpEnded).
    */
   private closedOnWire = false;
+  /** The peer's peer_done_writing (or close) came in a CDC: no more data may follow. */
+  private doneOnWire = false;
   /**
    * Where the peer's urgent byte is (its position in the peer's byte stream, a total like
    * consumed), until the reader gets to it; -1: none. See onCdc.
@@ -414,13 +417,21 @@ export class SmcrConnection implements SmcTransport {
   }
 
   /**
-   * The peer's TCP connection ended with no closing CDC seen. The CDC may still be on its way
-   * (RoCE and TCP are separate paths), so wait a little for it; if it does not come, the peer's
-   * process is gone: with bytes of ours unconsumed that is an abort (the RST TCP would have
-   * sent), else an orderly end after what it wrote is delivered.
+   * The peer's TCP connection ended with no closing CDC seen. Linux acts on the CDCs alone (its
+   * clcsock's FIN closes nothing), but a peer whose process died sends none, and must be noticed.
+   * The CDC goes by RoCE and the FIN by TCP, so it may still be on its way (a lost packet costs
+   * the link's RTO): ask the peer over the link (a TEST_LINK). A live peer answers, and then
+   * nothing is inferred: its CDCs say what happened (a live peer sends one before its FIN: a
+   * half-close's peer_done_writing, a close), however late they come, as in Linux. No answer
+   * within CLOSE_GRACE_MS: the peer's process is gone. With bytes of ours unconsumed that is an abort (the RST TCP would have sent), else an
+   * orderly end after what it wrote is delivered.
    */
   peerTcpEnded(): void {
     if (this.released || this.failed || this.peerFinished || this.graceTimer) return;
+    const answered = () => {
+      clearTimeout(this.graceTimer);
+      this.graceTimer = undefined;
+    };
     this.graceTimer = setTimeout(() => {
       this.graceTimer = undefined;
       if (this.released || this.failed || this.peerFinished) return;
@@ -429,6 +440,7 @@ export class SmcrConnection implements SmcTransport {
       this.deliver();
       this.reportState();
     }, CLOSE_GRACE_MS);
+    this.lgr.probe(this.link, answered);
   }
 
   peerExited(): void {
@@ -481,6 +493,12 @@ export class SmcrConnection implements SmcTransport {
       this.fail(`consumer cursor moved by ${consDelta} past the ${this.sentHigh - this.peerConsumed} bytes in flight`);
       return;
     }
+    // Nothing may follow the peer's peer_done_writing (a CDC may carry its last data and the
+    // flag together): what does is a broken or hostile peer's, as data after a FIN is.
+    if (prodDelta > 0 && this.doneOnWire) {
+      this.fail(`producer cursor moved by ${prodDelta} after the peer's peer_done_writing`);
+      return;
+    }
     this.peerProduced += prodDelta;
     // smc_cdc_handle_urg_data_arrival (smc_cdc.c): a Linux sender's send(MSG_OOB) makes the
     // last byte of this CDC's data urgent. Without SO_OOBINLINE (node:net never sets it, so a
@@ -491,6 +509,7 @@ export class SmcrConnection implements SmcTransport {
     this.peerProdFlags = (m.writeBlocked ? PROD_WRITE_BLOCKED : 0) | (m.consCursUpdReq ? PROD_CONS_UPD_REQ : 0);
     this.peerConnFlags |= (m.peerDoneWriting ? CONN_DONE_WRITING : 0) | (m.peerConnClosed ? CONN_CLOSED | CONN_DONE_WRITING : 0) | (m.peerConnAbort ? CONN_ABORT : 0);
     if (m.peerConnClosed || m.peerConnAbort) this.closedOnWire = true;
+    if (m.peerDoneWriting || m.peerConnClosed) this.doneOnWire = true;
     if (consDelta > 0) {
       this.peerConsumed += consDelta;
       // After a failover the peer may have consumed what is to be written again: skip that.
@@ -558,8 +577,14 @@ export class SmcrConnection implements SmcTransport {
 
   private reportState(): void {
     if (this.released || !this.started) return;
-    // A peer that closed (or aborted) makes no more room: the socket drops or fails the write.
-    if (this.writerWaits && this.peerClosed) this.waits(false);
+    // A peer that closed (or aborted) makes no more room: the socket fails the write waiting
+    // for it (ECONNRESET, as smc_tx_wait does on any close), also when the closing CDC moved no
+    // cursor (the peer had read everything and said so before it closed) and so woke nothing.
+    if (this.writerWaits && this.peerClosed) {
+      this.waits(false);
+      this.h.writable();
+      if (this.released) return;
+    }
     if ((this.peerConnFlags & CONN_ABORT) && !this.abortReported) {
       this.abortReported = true;
       this.h.peerAbort();

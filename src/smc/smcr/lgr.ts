@@ -170,6 +170,9 @@ export interface Rmb { buf: Buffer; mr: MR; size: number; access: number; mrs: M
 const TESTLINK_MS = process.env.SOFTRDMA_SMCR_TESTLINK_MS !== undefined && Number(process.env.SOFTRDMA_SMCR_TESTLINK_MS) >= 0
   ? Number(process.env.SOFTRDMA_SMCR_TESTLINK_MS) : LLC_TESTLINK_DEFAULT_MS;
 
+/** A liveness probe (probe) unanswered this long is asked again rather than waited on. */
+const PROBE_STALE_MS = 2000;
+
 /**
  * How long a server whose link group has one link (and a second device to offer) waits before
  * it tries ADD_LINK again, after a failed attempt or a lost link. Linux adds a link right after
@@ -334,6 +337,8 @@ export class SmcrLinkGroup {
   private readonly lateKeys = new Map<SmcrLink, { keys: Map<number, LateKey>; timer: NodeJS.Timeout }>();
   /** DELETE_LINK requests of ours whose response may come (each waited for SMC_LLC_WAIT_TIME). */
   private delWaits = 0;
+  /** Liveness probes sent so far (probe): each carries its number. */
+  private probeSeq = 0;
   private readonly delTimers = new Set<NodeJS.Timeout>();
   private lastLinkId = 1;
   /** LLC messages dropped as Linux drops them (unknown type, short, bad length), and CDCs for no connection. */
@@ -935,10 +940,17 @@ export class SmcrLinkGroup {
         return;
       case 'TEST_LINK':
         if (!m.response) this.sendLlc({ ...m, response: true }, link);
-        else if (link.testWait) {
-          clearTimeout(link.testWait);
-          link.testWait = undefined;
-          this.scheduleTestLink(link, TESTLINK_MS);
+        else {
+          if (link.testWait) {
+            clearTimeout(link.testWait);
+            link.testWait = undefined;
+            this.scheduleTestLink(link, TESTLINK_MS);
+          }
+          const p = link.probe;
+          if (p && m.userData.toString('hex') === p.tag) {
+            link.probe = undefined;
+            for (const f of p.answered) f();
+          }
         }
         return;
       case 'DELETE_LINK':
@@ -1187,6 +1199,27 @@ export class SmcrLinkGroup {
    * order, in the link's backlog (LLC_BACKLOG, the rest dropped and counted) and goes as
    * completions free slots (onSendable), as Linux's smc_wr_tx_get_free_slot waits for one.
    */
+  /**
+   * Ask the peer over `link` whether it is there: a TEST_LINK whose user data (which the answer
+   * echoes, smc_llc_rx_test_link) names this probe; `answered` runs when its answer comes. One
+   * probe at a time per link: while one is unanswered, later askers wait for its answer (the
+   * connections of a peer that died all ask at once). No answer, no call: the caller bounds
+   * its wait.
+   */
+  probe(link: SmcrLink, answered: () => void): void {
+    if (link.isDown || this.dead) return;
+    // One whose question or answer was lost (an LLC backlog full) is not waited on for ever.
+    if (link.probe && performance.now() - link.probe.at < PROBE_STALE_MS) {
+      link.probe.answered.push(answered);
+      return;
+    }
+    const tag = Buffer.alloc(16);
+    tag.write('softrdma probe', 'latin1');
+    tag.writeUInt16BE(++this.probeSeq & 0xffff, 14);
+    link.probe = { tag: tag.toString('hex'), at: performance.now(), answered: [answered] };
+    this.sendLlc({ kind: 'TEST_LINK', version: 2, response: false, userData: tag }, link);
+  }
+
   sendLlc(m: LlcMessage, link: SmcrLink = this.link): void {
     if (link.isDown) return;
     const msg = encodeLlc(m);
