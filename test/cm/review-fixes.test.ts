@@ -13,27 +13,12 @@ import { cmStep, newConn, passiveFromReq, type CmInput, type CmStep } from '../.
 import { CmMsgResponse, blankCm, type CmMessageOf } from '../../src/cm/wire/cm-messages.js';
 import { FIRST_QPN } from '../../src/providers/rxe/device.js';
 import { twoDevices } from '../helpers/pair.js';
+import { resolvedTo, withQp } from '../helpers/cm-pair.js';
 import { jsonLines, run, runNode } from '../helpers/procs.js';
 
 const QUICK = { packetLifeTime: 1 } as const; // time-wait of a few ms instead of 2 s
 const CONNECT_OUTCOMES: RdmaCmEventType[] = ['ESTABLISHED', 'REJECTED', 'UNREACHABLE', 'CONNECT_ERROR', 'CONNECT_RESPONSE'];
 
-/** A QP on the id's device, from a PD and CQ of its own. */
-function withQp(id: RdmaCmId): void {
-  const pd = id.verbs!.allocPd();
-  const cq = id.verbs!.createCq(16);
-  id.createQp(pd, { sendCq: cq, recvCq: cq, cap: { maxSendWr: 4, maxRecvWr: 4, maxSendSge: 1, maxRecvSge: 1 } });
-}
-
-/** An id of `ch` resolved towards `l` (on 127.0.0.3) from 127.0.0.2. */
-async function resolvedTo(ch: EventChannel, l: RdmaCmId, opts: Parameters<typeof createId>[2]): Promise<RdmaCmId> {
-  const id = createId(ch, 'tcp', opts);
-  id.resolveAddr({ address: '127.0.0.3', port: l.localAddr!.port }, '127.0.0.2');
-  await ch.next('ADDR_RESOLVED', 5000, id);
-  id.resolveRoute();
-  await ch.next('ROUTE_RESOLVED', 5000, id);
-  return id;
-}
 
 describe('QPNs start anywhere in the pool', () => {
   it('the first QP of each new device has a QPN from 0x11 to 0xfffffe, not the same one every time', async () => {

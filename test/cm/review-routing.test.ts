@@ -11,6 +11,7 @@ import { CmTable } from '../../src/cm/cm-table.js';
 import { CmMsgResponse, RejReason, blankCm, decodeCmMad, encodeCmMad, type CmMad, type CmMessage } from '../../src/cm/wire/cm-messages.js';
 import { PortSpace, cmaReqPrivateData, serviceIdFor } from '../../src/cm/wire/cma-header.js';
 import { twoDevices } from '../helpers/pair.js';
+import { resolvedTo, withQp } from '../helpers/cm-pair.js';
 
 const ACTIVE_GUID = 0x1111222233334444n, PASSIVE_GUID = 0x5555666677778888n;
 const SID = serviceIdFor(PortSpace.TCP, 7174);
@@ -69,22 +70,14 @@ describe('UNREACHABLE leaves the QP alone (cma_ib_handler)', () => {
       let server: RdmaCmId | undefined;
       sch.on('CONNECT_REQUEST', (e: RdmaCmEvent) => {
         server = e.id;
-        const pd = e.id.verbs!.allocPd();
-        const cq = e.id.verbs!.createCq(16);
-        e.id.createQp(pd, { sendCq: cq, recvCq: cq, cap: { maxSendWr: 4, maxRecvWr: 4, maxSendSge: 1, maxRecvSge: 1 } });
+        withQp(e.id);
         // From now on nothing the client sends arrives: its RTUs are lost.
         rxeOf(a).faults = { drop: 1 };
         e.id.accept();
       });
       // The REP waits the client's response timeout (2^8 x 4.096 us), resent twice.
-      const c = createId(cch, 'tcp', { cmResponseTimeout: 8, maxCmRetries: 2, packetLifeTime: 1 });
-      c.resolveAddr({ address: '127.0.0.3', port: l.localAddr!.port }, '127.0.0.2');
-      await cch.next('ADDR_RESOLVED', 5000, c);
-      c.resolveRoute();
-      await cch.next('ROUTE_RESOLVED', 5000, c);
-      const pd = c.verbs!.allocPd();
-      const cq = c.verbs!.createCq(16);
-      c.createQp(pd, { sendCq: cq, recvCq: cq, cap: { maxSendWr: 4, maxRecvWr: 4, maxSendSge: 1, maxRecvSge: 1 } });
+      const c = await resolvedTo(cch, l, { cmResponseTimeout: 8, maxCmRetries: 2, packetLifeTime: 1 });
+      withQp(c);
       c.connect();
       assert.equal((await cch.next(['ESTABLISHED', 'REJECTED', 'UNREACHABLE'], 5000, c)).event, 'ESTABLISHED');
       const e = await sch.next(['ESTABLISHED', 'UNREACHABLE', 'REJECTED'], 10_000);
