@@ -268,10 +268,16 @@ export function releaseSmcr(key: object): void {
 export function onSmcrClc(key: object, ops: SmcrOps, m: SmcClcMessage): void {
   const hs = handshakes.get(key);
   if (m.type === CLC_DECLINE) {
+    // A Decline with the first-contact bit says the peer's view of the link group is out of
+    // sync (it no longer has the group our Accept reused): Linux ends that group
+    // (smc_clc_wait_msg: sync_err, smc_lgr_terminate_sched), or every later connection to the
+    // peer would be declined the same way.
+    const stale = m.outOfSync ? hs?.lgr : undefined;
     // A client that declines instead of confirming never settled: nothing writes into the RMB.
     if (hs) hs.offered = false;
     releaseSmcr(key);
     ops.peerDeclined(m.diagnosis);
+    if (stale && !stale.dead) stale.free(false, 'the peer declined: link group out of sync');
     return;
   }
   if (ops.role === 'server' && !hs && m.type === CLC_PROPOSAL) return void onProposal(key, ops, m as SmcProposal);
@@ -478,31 +484,44 @@ function joinGroup(key: object, ops: SmcrOps, hs: Hs, conn: SmcrConnection): voi
   });
 }
 
+/**
+ * Server: a Confirm it cannot take. On a first contact the client waits for our CONFIRM_LINK,
+ * so the Decline sends both ends to TCP. A client joining a group went to SMC-R as it sent its
+ * Confirm (as Linux's does) and reads no more TCP: the Decline, then a reset, so that neither
+ * end waits for the other (Linux 6.1 falls back to TCP here, and the client, on SMC-R, hangs).
+ */
+function failConfirm(key: object, ops: SmcrOps, hs: Hs, reason: number, cause: string): void {
+  if (hs.firstContact) return fail(key, ops, reason, cause);
+  ops.decline(reason);
+  releaseSmcr(key);
+  ops.destroy(cause);
+}
+
 function onConfirm(key: object, ops: SmcrOps, hs: Hs, m: SmcrAcceptConfirm): void {
   const lgr = hs.lgr!;
   const p = hs.proposal!;
   // A Proposal without SMC-Rv1 (typeV1 N: Linux's client over RoCEv2-only GIDs) carries no peer
   // ID; Linux fills lcl.id_for_peer only with SMC-Rv1 indicated (smc_clc.c 887-893, 6.1).
   const proposedId = smcrIndicated(p.typeV1);
-  if (m.firstContact !== hs.firstContact || (proposedId && !m.peerId.equals(p.peerId))) return fail(key, ops, DECLINE.SYNCERR, 'declined: Confirm does not match the Proposal');
+  if (m.firstContact !== hs.firstContact || (proposedId && !m.peerId.equals(p.peerId))) return failConfirm(key, ops, hs, DECLINE.SYNCERR, 'declined: Confirm does not match the Proposal');
   let link = hs.link!;
-  if (!hs.firstContact && (link.remote?.qpn !== m.qpn || !link.remote.gid.equals(m.gid))) return fail(key, ops, DECLINE.SYNCERR, 'declined: Confirm names another link');
+  if (!hs.firstContact && (link.remote?.qpn !== m.qpn || !link.remote.gid.equals(m.gid))) return failConfirm(key, ops, hs, DECLINE.SYNCERR, 'declined: Confirm names another link');
   // smc_clc_v2x_features_confirm_check (smc_clc.c): a first contact's Confirm of release 1 or
   // later repeats the max_conns and max_links of our Accept, else MAXCONNERR / MAXLINKERR.
   const v2x = hs.firstContact ? m.fce?.v2x : undefined;
-  if (v2x && v2x.maxConns !== lgr.maxConns) return fail(key, ops, DECLINE.MAXCONNERR, `declined: the Confirm names max_conns ${v2x.maxConns}, the Accept ${lgr.maxConns}`);
-  if (v2x && v2x.maxLinks !== lgr.maxLinks) return fail(key, ops, DECLINE.MAXLINKERR, `declined: the Confirm names max_links ${v2x.maxLinks}, the Accept ${lgr.maxLinks}`);
+  if (v2x && v2x.maxConns !== lgr.maxConns) return failConfirm(key, ops, hs, DECLINE.MAXCONNERR, `declined: the Confirm names max_conns ${v2x.maxConns}, the Accept ${lgr.maxConns}`);
+  if (v2x && v2x.maxLinks !== lgr.maxLinks) return failConfirm(key, ops, hs, DECLINE.MAXLINKERR, `declined: the Confirm names max_links ${v2x.maxLinks}, the Accept ${lgr.maxLinks}`);
   const peerSize = uncompressBufSize(m.rmbeSize);
-  if (peerSize > SMCR_MAX_RMB) return fail(key, ops, DECLINE.SYNCERR, `declined: peer RMB of ${peerSize} bytes`);
+  if (peerSize > SMCR_MAX_RMB) return failConfirm(key, ops, hs, DECLINE.SYNCERR, `declined: peer RMB of ${peerSize} bytes`);
   // The group may have ended (its device closed, the peer deleted it) since the Accept.
-  if (lgr.dead) return fail(key, ops, DECLINE.NOACTLINK, 'declined: the link group ended before the Confirm');
+  if (lgr.dead) return failConfirm(key, ops, hs, DECLINE.NOACTLINK, 'declined: the link group ended before the Confirm');
   let peer = peerRmbOf(m);
   if (!hs.firstContact && !lgr.activeLinks().includes(link)) {
     // The Accept's link failed or was deleted since: another active link where the peer's RMB
     // has a key (its CONFIRM_RKEY), else no link for the connection (a connection on the
     // removed link would never send anything).
     const alt = lgr.peerKeyElsewhere(link, peer.rkey, peer.wireAddr);
-    if (!alt) return fail(key, ops, DECLINE.NOACTLINK, 'declined: the link the Accept named is gone, and the peer\'s RMB has no key on another link');
+    if (!alt) return failConfirm(key, ops, hs, DECLINE.NOACTLINK, 'declined: the link the Accept named is gone, and the peer\'s RMB has no key on another link');
     link = alt.link;
     peer = { ...peer, rkey: alt.rkey, addr: remoteAddr(alt.addr), wireAddr: alt.addr };
   }
@@ -510,12 +529,12 @@ function onConfirm(key: object, ops: SmcrOps, hs: Hs, m: SmcrAcceptConfirm): voi
     if (hs.firstContact) link.connect({ qpn: m.qpn, psn: m.psn, gid: m.gid, mtu: m.qpMtu });
     hs.sndbuf = lgr.takeSndbuf(peerSize);
   } catch (e) {
-    return fail(key, ops, bufferFailure(e, DECLINE.ERR_RDYLNK), `declined: ${(e as Error).message}`);
+    return failConfirm(key, ops, hs, bufferFailure(e, DECLINE.ERR_RDYLNK), `declined: ${(e as Error).message}`);
   }
   const conn = new SmcrConnection(lgr, hs.rmb!, hs.sndbuf, hs.token, peer, ops.events(), link);
   // smc_listen_rdma_finish (af_smc.c 2439-2440): the client's RMB into the rtoken table, or
   // Decline ERR_RTOK (the table filled up since the Proposal chose this group).
-  if (!lgr.attach(conn)) return fail(key, ops, DECLINE.ERR_RTOK, 'declined: the link group\'s rtoken table is full');
+  if (!lgr.attach(conn)) return failConfirm(key, ops, hs, DECLINE.ERR_RTOK, 'declined: the link group\'s rtoken table is full');
   hs.conn = conn;
   dropSlot(hs); // a connection of the group now
   if (!hs.firstContact) return settle(key, ops, hs);

@@ -420,27 +420,27 @@ export class SmcrConnection implements SmcTransport {
    * The peer's TCP connection ended with no closing CDC seen. Linux acts on the CDCs alone (its
    * clcsock's FIN closes nothing), but a peer whose process died sends none, and must be noticed.
    * The CDC goes by RoCE and the FIN by TCP, so it may still be on its way (a lost packet costs
-   * the link's RTO): ask the peer over the link (a TEST_LINK). A live peer answers, and then
-   * nothing is inferred: its CDCs say what happened (a live peer sends one before its FIN: a
-   * half-close's peer_done_writing, a close), however late they come, as in Linux. No answer
-   * within CLOSE_GRACE_MS: the peer's process is gone. With bytes of ours unconsumed that is an abort (the RST TCP would have sent), else an
-   * orderly end after what it wrote is delivered.
+   * the link's RTO): ask the peer over the connection's link (a TEST_LINK). A live peer sent its
+   * CDC (a half-close's peer_done_writing, a close) before its FIN, so by the link's order it
+   * comes before the answer: whatever came by then says what happened. If nothing came, the
+   * peer is there but this connection is not (its end was torn down without a CDC): it ends as
+   * below. No answer within CLOSE_GRACE_MS: the peer's process is gone. With bytes of ours
+   * unconsumed either is an abort (the RST TCP would have sent), else an orderly end after what
+   * it wrote is delivered.
    */
   peerTcpEnded(): void {
     if (this.released || this.failed || this.peerFinished || this.graceTimer) return;
-    const answered = () => {
+    const infer = () => {
       clearTimeout(this.graceTimer);
       this.graceTimer = undefined;
-    };
-    this.graceTimer = setTimeout(() => {
-      this.graceTimer = undefined;
-      if (this.released || this.failed || this.peerFinished) return;
+      if (this.released || this.failed || (this.peerConnFlags & (CONN_DONE_WRITING | CONN_CLOSED | CONN_ABORT))) return;
       if (this.unconsumed > 0) this.peerConnFlags |= CONN_ABORT;
       else this.peerConnFlags |= CONN_CLOSED | CONN_DONE_WRITING;
       this.deliver();
       this.reportState();
-    }, CLOSE_GRACE_MS);
-    this.lgr.probe(this.link, answered);
+    };
+    this.graceTimer = setTimeout(infer, CLOSE_GRACE_MS);
+    this.lgr.probe(this.link, infer);
   }
 
   peerExited(): void {

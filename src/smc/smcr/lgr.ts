@@ -170,8 +170,8 @@ export interface Rmb { buf: Buffer; mr: MR; size: number; access: number; mrs: M
 const TESTLINK_MS = process.env.SOFTRDMA_SMCR_TESTLINK_MS !== undefined && Number(process.env.SOFTRDMA_SMCR_TESTLINK_MS) >= 0
   ? Number(process.env.SOFTRDMA_SMCR_TESTLINK_MS) : LLC_TESTLINK_DEFAULT_MS;
 
-/** A liveness probe (probe) unanswered this long is asked again rather than waited on. */
-const PROBE_STALE_MS = 2000;
+/** Liveness probes (probe) a link keeps waiting for an answer at most. */
+const MAX_PROBES = 256;
 
 /**
  * How long a server whose link group has one link (and a second device to offer) waits before
@@ -946,10 +946,11 @@ export class SmcrLinkGroup {
             link.testWait = undefined;
             this.scheduleTestLink(link, TESTLINK_MS);
           }
-          const p = link.probe;
-          if (p && m.userData.toString('hex') === p.tag) {
-            link.probe = undefined;
-            for (const f of p.answered) f();
+          const k = m.userData.toString('hex');
+          const answered = link.probes.get(k);
+          if (answered) {
+            link.probes.delete(k);
+            answered();
           }
         }
         return;
@@ -1201,22 +1202,19 @@ export class SmcrLinkGroup {
    */
   /**
    * Ask the peer over `link` whether it is there: a TEST_LINK whose user data (which the answer
-   * echoes, smc_llc_rx_test_link) names this probe; `answered` runs when its answer comes. One
-   * probe at a time per link: while one is unanswered, later askers wait for its answer (the
-   * connections of a peer that died all ask at once). No answer, no call: the caller bounds
-   * its wait.
+   * echoes, smc_llc_rx_test_link) names this probe; `answered` runs when its answer comes. The
+   * link is an RC QP, delivered in order: by then everything the peer sent on the link before it
+   * saw the question has come too. No answer, no call: the caller bounds its wait.
    */
   probe(link: SmcrLink, answered: () => void): void {
     if (link.isDown || this.dead) return;
-    // One whose question or answer was lost (an LLC backlog full) is not waited on for ever.
-    if (link.probe && performance.now() - link.probe.at < PROBE_STALE_MS) {
-      link.probe.answered.push(answered);
-      return;
-    }
+    // Probes of a peer that died are never answered: the oldest are forgotten (their askers
+    // gave up already).
+    if (link.probes.size >= MAX_PROBES) link.probes.delete(link.probes.keys().next().value!);
     const tag = Buffer.alloc(16);
     tag.write('softrdma probe', 'latin1');
     tag.writeUInt16BE(++this.probeSeq & 0xffff, 14);
-    link.probe = { tag: tag.toString('hex'), at: performance.now(), answered: [answered] };
+    link.probes.set(tag.toString('hex'), answered);
     this.sendLlc({ kind: 'TEST_LINK', version: 2, response: false, userData: tag }, link);
   }
 
