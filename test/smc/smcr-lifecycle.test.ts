@@ -80,15 +80,23 @@ test('an RMB offered in an Accept whose handshake failed is not reused before th
   await smcrConnection(env, 'first contact');
   const lgr = env.serverLgr();
   // The second connection's Confirm names another QP: the server declines (SYNCERR) after its
-  // Accept, while the client, no first contact, settled on SMC-R as it sent the Confirm and
-  // may write into the RMB the Accept named.
+  // Accept and resets the connection, while the client, no first contact, settled on SMC-R as
+  // it sent the Confirm and may write into the RMB the Accept named. The relay holds the
+  // Decline and the reset back, so the client's closing CDC waits for the test.
   const [declineSeen, declined] = latch();
+  const [resetHeld, letReset] = latch();
+  t.after(letReset);
   env.next({
     client: (m) => {
       if (m.type !== CLC_CONFIRM) return undefined;
       return encodeSmcrAcceptConfirm({ ...(m as SmcrAcceptConfirm), qpn: ((m as SmcrAcceptConfirm).qpn + 1) & 0xffffff });
     },
-    server: (m) => (m.type === CLC_DECLINE ? (declined(), null) : undefined),
+    server: async (m) => {
+      if (m.type !== CLC_DECLINE) return undefined;
+      declined();
+      await resetHeld;
+      return null;
+    },
   });
   const stale = env.connect();
   const staleInfo = await settled(stale, 'the second client settles');
@@ -104,6 +112,7 @@ test('an RMB offered in an Accept whose handshake failed is not reused before th
   // The stale client's closing CDC frees the RMB for reuse.
   stale.destroy();
   await until(() => lgr.quarantinedCount === 0, 5000, 'the quarantined RMB released by the peer\'s closing CDC');
+  letReset();
   await smcrConnection(env, 'fourth');
   const fourth = acceptOf(env.relayed[3]!);
   assert.deepEqual([fourth.rmbRkey, fourth.rmbDmaAddr], [offered.rmbRkey, offered.rmbDmaAddr], 'reused once the peer was done with it');
@@ -136,7 +145,7 @@ test('a handshake between Accept and Confirm keeps the link group from lingering
   assert.equal(lgr.conns.size, 1);
 });
 
-test('a link group that ended between Accept and Confirm: the Confirm is declined, the RMB deregistered', async (t) => {
+test('a link group that ended between Accept and Confirm: the Confirm is declined (then a reset: the client joined the group), the RMB deregistered', async (t) => {
   const env = await setup(t);
   const base = smcrMemory().held;
   await smcrConnection(env, 'one');
@@ -147,12 +156,13 @@ test('a link group that ended between Accept and Confirm: the Confirm is decline
   const two = env.connect();
   await within(confirmed, 5000, 'the second Confirm');
   const serverTwo = await within(until(() => env.accepted.length === 2, 5000, 'the server accepts').then(() => env.accepted[1]!), 5000, 'accept');
-  const serverInfo = settled(serverTwo, 'the server end settles');
+  const serverError = new Promise<NodeJS.ErrnoException>((r) => serverTwo.once('error', r));
   lgr.free(false, 'ended by the test');
   release();
-  const i = await serverInfo;
-  assert.equal(i.mode, 'TCP');
-  assert.equal(i.fallbackReason, DECLINE.NOACTLINK, i.fallbackCause);
+  const e = await within(serverError, 5000, 'the server end\'s reset');
+  assert.equal(e.code, 'ECONNRESET');
+  assert.match(e.message, /the link group ended before the Confirm/);
+  await until(() => env.relayed[1]!.fromServer.some((m) => m.type === CLC_DECLINE && (m as { diagnosis: number }).diagnosis === DECLINE.NOACTLINK), 5000, 'the Decline NOACTLINK');
   two.destroy();
   for (const g of SmcrLinkGroup.list()) g.free(false, 'test end');
   await until(() => smcrMemory().held === base, 5000, `SMC-R memory back to ${base} bytes (held: ${smcrMemory().held})`);
