@@ -1195,12 +1195,6 @@ export class SmcrLinkGroup {
   }
 
   /**
-   * Send an LLC message on a link (the group's data link when none is named). It may take the
-   * send queue slots kept for LLC (link.ts LLC_RESERVE); with every slot taken it waits, in
-   * order, in the link's backlog (LLC_BACKLOG, the rest dropped and counted) and goes as
-   * completions free slots (onSendable), as Linux's smc_wr_tx_get_free_slot waits for one.
-   */
-  /**
    * Ask the peer over `link` whether it is there: a TEST_LINK whose user data (which the answer
    * echoes, smc_llc_rx_test_link) names this probe; `answered` runs when its answer comes. The
    * link is an RC QP, delivered in order: by then everything the peer sent on the link before it
@@ -1218,6 +1212,12 @@ export class SmcrLinkGroup {
     this.sendLlc({ kind: 'TEST_LINK', version: 2, response: false, userData: tag }, link);
   }
 
+  /**
+   * Send an LLC message on a link (the group's data link when none is named). It may take the
+   * send queue slots kept for LLC (link.ts LLC_RESERVE); with every slot taken it waits, in
+   * order, in the link's backlog (LLC_BACKLOG, the rest dropped and counted) and goes as
+   * completions free slots (onSendable), as Linux's smc_wr_tx_get_free_slot waits for one.
+   */
   sendLlc(m: LlcMessage, link: SmcrLink = this.link): void {
     if (link.isDown) return;
     const msg = encodeLlc(m);
