@@ -348,9 +348,18 @@ export function incRkey(rkey: number): number {
   return ((rkey & 0xffffff00) | ((rkey + 1) & 0xff)) >>> 0;
 }
 
+/**
+ * The rkey of the last bind posted on a type 1 window, as rdma-core's rxe_bind_mw keeps it in
+ * ibmw->rkey from the post on. The provider's key changes only when the bind runs, so a bind
+ * posted behind another still waiting in the send queue would reuse that one's key, and the
+ * key of the earlier binding would outlive the re-bind.
+ */
+const postedRkey = new WeakMap<MW, number>();
+
 export class MW extends Obj_ {
   private get p(): ProviderMw { return this.context.impl<ProviderMw>(this.handle); }
-  get rkey(): number { return this.p.rkey; }
+  /** A type 1 window's rkey is the one its last posted bind asked for (ibv_bind_mw's). */
+  get rkey(): number { return postedRkey.get(this) ?? this.p.rkey; }
   get type(): number { return this.p.type; }
   dealloc(): void {
     this.context.invoke(Obj.MW, M.MW.DEALLOC, { [Attr.MW.DEALLOC.HANDLE]: this.handle });
@@ -628,8 +637,14 @@ export class QP extends Obj_ {
   postSend(wr: SendWr | SendWr[]): void {
     postEach(wr, (w) => {
       if (w.ud && w.ud.ah instanceof AH) w = { ...w, ud: { ...w.ud, ah: this.context.impl(handleIn(this.context, w.ud.ah, 'ud', 'QP', 'POST_SEND')!) } };
-      if (w.bindMw && w.bindMw.mw instanceof MW) w = { ...w, bindMw: { ...w.bindMw, mw: this.context.impl(handleIn(this.context, w.bindMw.mw, 'bind_mw', 'QP', 'POST_SEND')!) } };
+      const mw = w.bindMw?.mw;
+      if (w.bindMw && mw instanceof MW) w = { ...w, bindMw: { ...w.bindMw, mw: this.context.impl(handleIn(this.context, mw, 'bind_mw', 'QP', 'POST_SEND')!) } };
       this.qp.postSend(w);
+      // Posted: the next bind of a type 1 window takes its key from this one (postedRkey). A key
+      // of another index fails the bind and is not the window's.
+      if (w.opcode === WrOpcode.BIND_MW && mw instanceof MW && mw.type === MwType.TYPE_1 && w.bindMw!.rkey >>> 8 === mw.rkey >>> 8) {
+        postedRkey.set(mw, w.bindMw!.rkey);
+      }
     }, 'QP', 'POST_SEND');
   }
   postRecv(wr: RecvWr | RecvWr[]): void { postEach(wr, (w) => this.qp.postRecv(w), 'QP', 'POST_RECV'); }

@@ -18,6 +18,8 @@ function newKeyByte(old = -1): number {
   return k;
 }
 
+const REMOTE_ACCESS = Access.REMOTE_READ | Access.REMOTE_WRITE | Access.REMOTE_ATOMIC;
+
 export class RxeMr implements ProviderMr {
   keyByte: number;
   boundMwCount = 0;
@@ -32,7 +34,8 @@ export class RxeMr implements ProviderMr {
     this.keyByte = newKeyByte();
   }
   get lkey(): number { return ((this.index << 8) | this.keyByte) >>> 0; }
-  get rkey(): number { return this.lkey; }
+  /** Linux rxe_mr_init: the rkey is the lkey only when the MR grants remote access; 0 otherwise. */
+  get rkey(): number { return this.access & REMOTE_ACCESS ? this.lkey : 0; }
   get length(): number { return this.mem.length; }
   rekey(): void { this.keyByte = newKeyByte(this.keyByte); }
 }

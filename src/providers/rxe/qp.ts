@@ -134,6 +134,13 @@ export class RxeQp implements ProviderQp {
     /** A deferred ACK (responder.ts deferAck): the PSN to acknowledge, -1 for none, and the MSN at it. */
     ackPsn: -1,
     ackMsn: 0,
+    /**
+     * The last packet of the last SEND or WRITE executed that no ACK, sent or deferred, covers
+     * yet (-1 for none), and the MSN after it: acknowledged before the QP goes to ERR without a
+     * NAK (responder.ts ackExecuted).
+     */
+    unackedPsn: -1,
+    unackedMsn: 0,
   };
 
   constructor(
@@ -280,7 +287,7 @@ export class RxeQp implements ProviderQp {
     this.attr.qpState = QpState.RESET;
     Object.assign(this.req, { psn: 0, index: 0, noackPkts: 0, paused: false, cwnd: MAX_CWND, ssthresh: MAX_CWND, askPsn: -1, wholeTo: -1 });
     Object.assign(this.comp, { psn: 0 });
-    Object.assign(this.resp, { psn: 0, msn: 0, nakSent: false, inMessage: 0, wqe: undefined, offset: 0, resources: [], nextResource: 0, readTo: -1, reading: undefined, held: [], ackPsn: -1 });
+    Object.assign(this.resp, { psn: 0, msn: 0, nakSent: false, inMessage: 0, wqe: undefined, offset: 0, resources: [], nextResource: 0, readTo: -1, reading: undefined, held: [], ackPsn: -1, unackedPsn: -1 });
   }
 
   /** Move to ERR: every outstanding work request completes, in order, with WR_FLUSH_ERR. */
@@ -426,11 +433,11 @@ export class RxeQp implements ProviderQp {
   }
 
   postRecv(wr: RecvWr): void {
-    if (this.destroyed) fail('EINVAL', 'QP is destroyed');
-    if (this.srq) fail('EINVAL', 'QP uses an SRQ; post receives to the SRQ');
-    if (this.state === QpState.RESET) fail('EINVAL', `QP ${this.qpn} is in RESET; post_recv needs INIT or later`);
+    if (this.destroyed) fail('EINVAL', 'QP is destroyed', POST_RECV);
+    if (this.srq) fail('EINVAL', 'QP uses an SRQ; post receives to the SRQ', POST_RECV);
+    if (this.state === QpState.RESET) fail('EINVAL', `QP ${this.qpn} is in RESET; post_recv needs INIT or later`, POST_RECV);
     const r = validateRecv(wr, this.cap.maxRecvSge);
-    if (this.rq.full) fail('ENOMEM', `receive queue full (${this.rq.capacity} work requests)`);
+    if (this.rq.full) fail('ENOMEM', `receive queue full (${this.rq.capacity} work requests)`, POST_RECV);
     if (this.state === QpState.ERR) {
       this.flushRecv(r);
       return;
@@ -473,6 +480,7 @@ export class RxeQp implements ProviderQp {
 
 /** Where post_send errors happen: QP.POST_SEND, attribute named as in ibv_send_wr. */
 const POST_SEND = { object: 'QP', method: 'POST_SEND' } as const;
+const POST_RECV = { object: 'QP', method: 'POST_RECV' } as const;
 
 const U64_MAX = (1n << 64n) - 1n;
 

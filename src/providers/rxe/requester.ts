@@ -169,8 +169,8 @@ export function sendPacket(qp: RxeQp, w: SendWqe, mustAsk = false): void {
   // RC asks for an ACK at least every ackEvery packets, and on the last packet of a READ or
   // atomic request. The last packet of a SEND or WRITE is deferrable: the link sets AckReq on
   // it unless a later packet of this QP in the same send batch asks (RxeLink.markAckReqs), so
-  // a burst of messages draws one ACK (only while ackCoalescing is on: by default every
-  // message's last packet asks, as Linux rxe's do).
+  // a burst of messages draws one ACK. ackCoalescing is on by default; with
+  // SOFTRDMA_RXE_ACK_COALESCE=0 every message's last packet asks, as Linux rxe's do.
   let ackReq = false;
   let ack = ACK_NONE;
   if (qp.qpType === QpType.RC) {

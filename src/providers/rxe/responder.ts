@@ -68,6 +68,7 @@ function deferAck(qp: RxeQp, psn: number): void {
   if (r.ackPsn < 0) ackQueue.push(qp);
   r.ackPsn = psn;
   r.ackMsn = r.msn;
+  acknowledged(qp, psn);
   if (!acksScheduled) {
     acksScheduled = true;
     setImmediate(sendPendingAcks);
@@ -129,6 +130,7 @@ export function flushDeferredAck(qp: RxeQp): void {
 
 function sendAeth(qp: RxeQp, opcode: number, psn: number, syndrome: number, orig?: bigint, msn = qp.resp.msn): void {
   flushDeferredAck(qp);
+  acknowledged(qp, psn);
   const info = OPCODES[opcode]!;
   const buf = Buffer.allocUnsafe(info.length + ICRC_BYTES);
   writeBth(buf, { opcode, padCount: 0, destQp: qp.attr.destQpNum, ackReq: false, psn });
@@ -140,6 +142,26 @@ function sendAeth(qp: RxeQp, opcode: number, psn: number, syndrome: number, orig
 }
 
 const ack = (qp: RxeQp, psn: number) => sendAeth(qp, OpCode.RC_ACKNOWLEDGE, psn, AethSyndrome.ACK | ACK_SYNDROME_NO_CREDIT_LIMIT);
+
+/** An answer for `psn` goes out (or is deferred): it covers the messages executed up to it. */
+function acknowledged(qp: RxeQp, psn: number): void {
+  const r = qp.resp;
+  if (r.unackedPsn >= 0 && psnDiff(psn, r.unackedPsn) >= 0) r.unackedPsn = -1;
+}
+
+/**
+ * Acknowledge the SENDs and WRITEs executed that no ACK covers yet, before the QP goes to ERR
+ * on an error that sends no NAK (CQ overflow, class J). With ACK coalescing a message's last
+ * packet asks for an ACK only if it ends its send batch, so messages delivered before the
+ * failing one may not have been acknowledged; the requester would retry them into a QP in
+ * ERR and fail them (RETRY_EXC_ERR) although they were delivered. Linux's requester asks on
+ * every message end, so they were acknowledged already there; this ACK is the one it had.
+ */
+function ackExecuted(qp: RxeQp): void {
+  const r = qp.resp;
+  if (qp.qpType !== QpType.RC || r.unackedPsn < 0) return;
+  sendAeth(qp, OpCode.RC_ACKNOWLEDGE, r.unackedPsn, AethSyndrome.ACK | ACK_SYNDROME_NO_CREDIT_LIMIT, undefined, r.unackedMsn);
+}
 
 /**
  * Read responses a QP sends in one turn of the event loop; the rest of a longer read follows
@@ -264,6 +286,7 @@ function sendReadResponses(qp: RxeQp, res: RespResource, budget: number): number
     for (let i = 0; i < pad; i++) buf[info.length + len + i] = 0;
     qp.counters.sent_pkts++;
     qp.device.link.send(buf, qp.destAddr!, qp.source);
+    acknowledged(qp, res.curPsn); // a read response implicitly acknowledges what came before
     n++;
     memOff += len;
     res.started = true;
@@ -293,10 +316,12 @@ function completeRecv(qp: RxeQp, w: RecvWqe, status: number, opcode: number, byt
 
 /**
  * A successful message's completion found the receive CQ full (Linux do_complete:
- * RESPST_ERR_CQ_OVERFLOW, then RESPST_ERROR): the QP goes to ERR, and nothing is acknowledged.
+ * RESPST_ERR_CQ_OVERFLOW, then RESPST_ERROR): the QP goes to ERR, and this message is not
+ * acknowledged; the ones executed before it are (ackExecuted).
  */
 function cqOverflow(qp: RxeQp, psn: number): void {
   traceResp(qp.qpn, RespState.ERR_CQ_OVERFLOW, psn);
+  ackExecuted(qp);
   qp.toError();
 }
 
@@ -411,6 +436,8 @@ function onRc(qp: RxeQp, pkt: Packet): void {
   if (m & Op.END) {
     r.msn = (r.msn + 1) & 0xffffff;
     if (m & Op.COMP && !finishRecv(qp, pkt)) return;
+    r.unackedPsn = pkt.psn;
+    r.unackedMsn = r.msn;
   }
   if (pkt.ackReq) {
     traceResp(qp.qpn, RespState.ACKNOWLEDGE, pkt.psn);
@@ -451,7 +478,9 @@ function invalidateFailed(qp: RxeQp, pkt: Packet): void {
   const w = r.wqe;
   r.wqe = undefined;
   if (w) completeRecv(qp, w, WcStatus.REM_INV_REQ_ERR, WcOpcode.RECV, 0, pkt);
+  // A packet that did not ask (ACK coalescing) still has the messages before it acknowledged.
   if (pkt.ackReq) ack(qp, pkt.psn);
+  else ackExecuted(qp);
   qp.ctx.event(AsyncEventType.QP_REQ_ERR, qp);
   qp.toError();
 }

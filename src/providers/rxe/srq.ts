@@ -9,6 +9,8 @@ import { Ring } from './ring.js';
 import { validateRecv, type RecvWqe } from './qp.js';
 import type { RxePd } from './keys.js';
 
+const POST_RECV = { object: 'SRQ', method: 'POST_RECV' } as const;
+
 export class RxeSrq implements ProviderSrq {
   private readonly q: Ring<RecvWqe>;
   limit: number;
@@ -24,9 +26,9 @@ export class RxeSrq implements ProviderSrq {
   }
 
   postRecv(wr: RecvWr): void {
-    if (this.destroyed) fail('EINVAL', 'SRQ is destroyed');
+    if (this.destroyed) fail('EINVAL', 'SRQ is destroyed', POST_RECV);
     const w = validateRecv(wr, this.attr.maxSge, 'SRQ');
-    if (this.q.full) fail('ENOMEM', `SRQ full (${this.q.capacity} work requests)`);
+    if (this.q.full) fail('ENOMEM', `SRQ full (${this.q.capacity} work requests)`, POST_RECV);
     this.q.push(w);
   }
 

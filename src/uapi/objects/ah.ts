@@ -17,6 +17,9 @@ const DESTROY = { handle: mandatory(handle<object>(Attr.AH.DESTROY.HANDLE, 'ah_h
 
 /** What is wrong with an address vector (ibv_ah_attr), or undefined; shared with QP.MODIFY's AV. */
 export function checkGid(attr: Record<string, unknown>, gidCount: number): string | undefined {
+  // Linux rdma_check_ah_attr: a RoCE address without IB_AH_GRH is EINVAL. Left out, it means true.
+  if (attr.isGlobal === false) return 'is_global must be true on RoCE: a RoCE address needs the GRH (GIDs address the peer)';
+  if (attr.isGlobal !== undefined && attr.isGlobal !== true) return `is_global must be a boolean (got ${String(attr.isGlobal)})`;
   const grh = attr.grh as Record<string, unknown> | undefined;
   if (typeof grh !== 'object' || grh === null) return 'grh is required on RoCE (GIDs address the peer)';
   if (!(grh.dgid instanceof Uint8Array) || grh.dgid.length !== 16) return 'grh.dgid must be 16 bytes';
