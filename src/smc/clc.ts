@@ -291,7 +291,8 @@ export function decodeClc(b: Buffer): ClcMessage {
   const len = clcFrameLength(b);
   if (len === 0 || len !== b.length) throw new ClcError(DECLINE.SYNCERR, `CLC message truncated (${b.length} bytes)`);
   const h = decodeHeader(b);
-  if (!b.subarray(len - 4).equals(b.subarray(0, 4))) throw new ClcError(DECLINE.SYNCERR, 'CLC trailer eyecatcher does not match');
+  // A Decline's trailer is not checked, as Linux (smc_clc_msg_hdr_valid) and decodeSmcClc.
+  if (h.type !== CLC_DECLINE && !b.subarray(len - 4).equals(b.subarray(0, 4))) throw new ClcError(DECLINE.SYNCERR, 'CLC trailer eyecatcher does not match');
   if (h.version < 1) throw new ClcError(DECLINE.VERSMISMAT, `CLC version ${h.version}`);
   switch (h.type) {
     case CLC_PROPOSAL: {
@@ -329,7 +330,10 @@ export function decodeClc(b: Buffer): ClcMessage {
       };
     }
     default: {
-      if (len !== DECLINE_LEN) throw new ClcError(DECLINE.SYNCERR, `decline must be ${DECLINE_LEN} bytes, got ${len}`);
+      // The length by version, as decodeSmcClc and Linux's smc_clc_msg_decl_valid: a peer that
+      // speaks CLC v2 declines in 44 bytes, also on the SMC-D path.
+      const want = h.version >= SMC_CLC_V2 ? DECLINE_V2_LEN : DECLINE_LEN;
+      if (len !== want) throw new ClcError(DECLINE.SYNCERR, `version ${h.version} decline must be ${want} bytes, got ${len}`);
       return {
         type: CLC_DECLINE, version: h.version, outOfSync: h.flag, peerId: Buffer.from(b.subarray(8, 16)),
         diagnosis: b.readUInt32BE(16), eyecatcher: h.eyecatcher,

@@ -60,9 +60,35 @@ const settled = tracer<SettledEvent>('smc', 'settled', (e) =>
  */
 export function serverSpeaksFirst(sock: Socket, s: SmcState): boolean {
   if (s.phase !== 'srv-wait' || s.clc || s.clcIn > 0) return false;
-  settleTcp(sock, s, DECLINE.PEERNOSMC, 'server wrote first');
+  settleTcpInWrite(sock, s, DECLINE.PEERNOSMC, 'server wrote first');
   s.stripClc = true;
   return true;
+}
+
+/**
+ * settleTcp from inside the application's write() or end() (socket.ts's _write, _writev and
+ * _final go on over TCP after it): an 'smc' listener's exception thrown through node's Writable
+ * would leave that write unsent and the stream stuck mid-write. It reaches 'uncaughtException'
+ * a tick later instead, as in onClientConnect.
+ */
+function settleTcpInWrite(sock: Socket, s: SmcState, reason: number | undefined, cause: string): void {
+  try {
+    settleTcp(sock, s, reason, cause);
+  } catch (e) {
+    process.nextTick(() => { throw e; });
+  }
+}
+
+/**
+ * settleTcp, then what came with it for the application (null: the peer's end), pushed also
+ * when an 'smc' listener throws (the exception goes on up).
+ */
+function settleTcpThenPush(sock: Socket, s: SmcState, reason: number | undefined, cause: string, ...chunks: Array<Buffer | null>): void {
+  try {
+    settleTcp(sock, s, reason, cause);
+  } finally {
+    for (const c of chunks) sock.smcPush(c);
+  }
 }
 
 function rawWrite(sock: Socket, s: SmcState, buf: Buffer): void {
@@ -91,7 +117,7 @@ export function handleGone(sock: Socket, s: SmcState): boolean {
   const h = (sock as unknown as { _handle?: { fd?: number } | null })._handle;
   if (h && !(typeof h.fd === 'number' && h.fd < 0)) return false;
   releaseHandshake(s);
-  settleTcp(sock, s, undefined, 'TCP handle closed by the application');
+  settleTcpInWrite(sock, s, undefined, 'TCP handle closed by the application');
   return true;
 }
 
@@ -146,8 +172,7 @@ function startTimer(sock: Socket, s: SmcState): void {
       // client's data. Deliver them, and let the server's held writes go out.
       const got = s.clc;
       s.clc = undefined;
-      settleTcp(sock, s, DECLINE.PEERNOSMC, 'incomplete CLC message: taken as TCP data');
-      sock.smcPush(got);
+      settleTcpThenPush(sock, s, DECLINE.PEERNOSMC, 'incomplete CLC message: taken as TCP data', got);
     } else if (s.phase === 'tcp' && s.stripClc && s.clc) {
       // What might have been the start of a late CLC message was not one.
       const got = s.clc;
@@ -199,8 +224,21 @@ function noSmcrListener(reason: number): boolean {
   return reason === DECLINE.PEERNOSMC || reason === DECLINE.NOSMCRDEV;
 }
 
+/**
+ * The first 'connect' listener of a client socket: the application's own listeners and node:net's
+ * start of reading come after it. An 'smc' listener that throws as the connection settles here
+ * must not take those away (the socket would neither read nor tell the application it is
+ * connected): its exception reaches 'uncaughtException' a tick later instead.
+ */
 export function onClientConnect(this: Socket): void {
-  const sock = this;
+  try {
+    clientConnect(this);
+  } catch (e) {
+    process.nextTick(() => { throw e; });
+  }
+}
+
+function clientConnect(sock: Socket): void {
   const s = sock[kSmc];
   if (!s || s.phase !== 'idle') return;
   if (anyPolicy(s.opts.policy)) {
@@ -445,11 +483,17 @@ export function settleTcp(sock: Socket, s: SmcState, reason: number | undefined,
   countSettled('TCP', reason, cause); // still listed by smcss (as TCP, with the reason) until it closes
   if (settled.active) traceSettled(sock, s, 'TCP', 'TCP');
   if (s.clcRead) endHandshakeRead(sock, s);
-  if (sock.listenerCount('smc') > 0) sock.emit('smc', getSmcInfo(sock));
-  if (!s.held && !s.heldFinal) return;
-  // Deferred, they stay held until then: a destroy() in a 'connect' listener still sends them (close.ts).
-  if (deferFlush) process.nextTick(flushHeld, sock, s);
-  else flushHeld(sock, s);
+  try {
+    if (sock.listenerCount('smc') > 0) sock.emit('smc', getSmcInfo(sock));
+  } finally {
+    // Also when an 'smc' listener throws (the exception goes on up): over node:net those bytes
+    // and the FIN reached the kernel at write() and end().
+    if (s.held || s.heldFinal) {
+      // Deferred, they stay held until then: a destroy() in a 'connect' listener still sends them (close.ts).
+      if (deferFlush) process.nextTick(flushHeld, sock, s);
+      else flushHeld(sock, s);
+    }
+  }
 }
 
 function flushHeld(sock: Socket, s: SmcState): void {
@@ -573,8 +617,7 @@ export function onClcBytes(sock: Socket, s: SmcState, chunk: Buffer | null): voi
   if (waiting) {
     // The server spoke (or closed) while we waited for SMC-R discovery: nothing was sent, TCP.
     waiting(undefined, true);
-    settleTcp(sock, s, DECLINE.PEERNOSMC, chunk === null ? 'peer closed during SMC-R discovery' : 'server wrote first');
-    sock.smcPush(chunk);
+    settleTcpThenPush(sock, s, DECLINE.PEERNOSMC, chunk === null ? 'peer closed during SMC-R discovery' : 'server wrote first', chunk);
     return;
   }
   if (chunk === null) {
@@ -583,10 +626,15 @@ export function onClcBytes(sock: Socket, s: SmcState, chunk: Buffer | null): voi
     s.clc = undefined;
     smcrPeerEndedHandshake(s);
     if (s.phase === 'proposing' && s.clcIn === 0) withdrawSmcrYes(s);
-    if (rest?.length && s.role === 'client' && s.phase === 'proposing' && s.clcOut > 0) {
-      // Our Proposal is out and the server sent part of a CLC message, then its end: those are
-      // no data of the application's. Linux's smc_clc_wait_msg fails the connect (a zero-length
-      // read is ECONNRESET, a short message EPROTO); SMC-D and SMC-R alike.
+    const midHandshake = s.role === 'client'
+      ? s.phase === 'proposing' && s.clcOut > 0
+      : s.phase === 'srv-accepting' || s.clcIn > 0;
+    if (rest?.length && midHandshake) {
+      // Our Proposal (client) or Accept (server; or the client's Proposal came) is out, and the
+      // peer sent part of a CLC message, then its end: those are no data of the application's.
+      // Linux's smc_clc_wait_msg fails the connect, and smc_listen_work hands such a connection
+      // to no application (a zero-length read is ECONNRESET, a short message EPROTO); SMC-D
+      // and SMC-R alike.
       releaseHandshake(s);
       s.fallbackReason = DECLINE.SYNCERR;
       countSettled('failed');
@@ -594,20 +642,45 @@ export function onClcBytes(sock: Socket, s: SmcState, chunk: Buffer | null): voi
       return;
     }
     releaseHandshake(s);
-    settleTcp(sock, s, DECLINE.SYNCERR, 'peer closed during the handshake');
-    if (rest?.length) sock.smcPush(rest);
-    sock.smcPush(null);
+    settleTcpThenPush(sock, s, DECLINE.SYNCERR, 'peer closed during the handshake', ...(rest?.length ? [rest] : []), null);
     return;
   }
   s.clc = s.clc ? Buffer.concat([s.clc, chunk]) : chunk;
+  try {
+    readClcMessages(sock, s);
+  } finally {
+    // Whatever follows the handshake belongs to the stream it settled on (also when an 'smc'
+    // listener threw in a settle above: the exception goes on up).
+    const rest = s.clc;
+    if (rest && (s.phase === 'tcp' || s.phase === 'smcd')) {
+      s.clc = undefined;
+      if (s.phase === 'tcp') {
+        if (s.stripClc) stripThenPush(sock, s, rest);
+        else sock.smcPush(rest);
+      } else s.strayTcpBytes += rest.length;
+    }
+  }
+}
+
+/** The CLC messages at the start of s.clc, while the handshake is under way. */
+function readClcMessages(sock: Socket, s: SmcState): void {
   while (s.clc && s.clc.length > 0 && (s.phase === 'proposing' || s.phase === 'srv-wait' || s.phase === 'srv-accepting')) {
     const buf: Buffer = s.clc;
     if (!mayBeClc(buf) && (s.phase === 'srv-wait' || s.phase === 'proposing')) {
-      // Not CLC at all: a plain client (server side) or a server that spoke first (client side).
       s.clc = undefined;
-      if (s.clcIn === 0) withdrawSmcrYes(s);
-      settleTcp(sock, s, DECLINE.PEERNOSMC, s.role === 'server' ? 'peer did not propose SMC' : 'server wrote first');
-      sock.smcPush(buf);
+      releaseHandshake(s);
+      if (s.clcIn > 0) {
+        // A CLC message came already (the server's SMC-R Accept, the client's Proposal): bytes
+        // that are not CLC are out of sync, not the peer's data, as Linux's smc_clc_wait_msg
+        // (EPROTO). The peer may be on SMC-R already: TCP would split the connection.
+        s.fallbackReason = DECLINE.SYNCERR;
+        countSettled('failed');
+        sock.destroy(connReset('SMC handshake out of sync: bytes that are no CLC message after one'));
+        return;
+      }
+      // Not CLC at all: a plain client (server side) or a server that spoke first (client side).
+      withdrawSmcrYes(s);
+      settleTcpThenPush(sock, s, DECLINE.PEERNOSMC, s.role === 'server' ? 'peer did not propose SMC' : 'server wrote first', buf);
       return;
     }
     let len: number;
@@ -619,8 +692,7 @@ export function onClcBytes(sock: Socket, s: SmcState, chunk: Buffer | null): voi
       // after our Proposal the server must answer in CLC; anything else is out of sync.
       s.clc = undefined;
       if (s.phase === 'srv-wait') {
-        settleTcp(sock, s, DECLINE.PEERNOSMC, 'peer did not propose SMC');
-        sock.smcPush(buf);
+        settleTcpThenPush(sock, s, DECLINE.PEERNOSMC, 'peer did not propose SMC', buf);
       } else {
         if (s.clcIn === 0) withdrawSmcrYes(s);
         releaseHandshake(s);
@@ -652,6 +724,9 @@ export function onClcBytes(sock: Socket, s: SmcState, chunk: Buffer | null): voi
         if (s.clcIn === len && m.type !== CLC_ACCEPT && m.type !== CLC_DECLINE) withdrawSmcrYes(s);
         onSmcrClc(s, smcrOps(sock, s), m);
       } catch (e) {
+        // An 'smc' listener that threw as the handshake settled: not the peer's fault, and
+        // nothing left to decline; the exception goes on up.
+        if (s.phase !== 'proposing' && s.phase !== 'srv-wait' && s.phase !== 'srv-accepting') throw e;
         const reason = e instanceof ClcError ? e.reason : DECLINE.SYNCERR;
         if (s.clcIn === len) withdrawSmcrYes(s); // the first answer was no valid CLC message
         fallbackAfterDecline(sock, s, reason, true, `malformed CLC message: ${(e as Error).message}`);
@@ -668,15 +743,6 @@ export function onClcBytes(sock: Socket, s: SmcState, chunk: Buffer | null): voi
       break;
     }
     handleClc(sock, s, msg);
-  }
-  // Whatever follows the handshake belongs to the stream it settled on.
-  const rest = s.clc;
-  if (rest && (s.phase === 'tcp' || s.phase === 'smcd')) {
-    s.clc = undefined;
-    if (s.phase === 'tcp') {
-      if (s.stripClc) stripThenPush(sock, s, rest);
-      else sock.smcPush(rest);
-    } else s.strayTcpBytes += rest.length;
   }
 }
 
@@ -814,18 +880,22 @@ function settleSmc(sock: Socket, s: SmcState, conn: SmcTransport, label: string)
   if (settled.active) traceSettled(sock, s, conn.mode, label);
   try {
     sock.emit('smc', getSmcInfo(sock));
-    const held = s.held;
-    s.held = undefined;
-    if (held) smcWrite(sock, s, heldBuffer(held), held.cb);
-    const fin = s.heldFinal;
-    s.heldFinal = undefined;
-    if (fin) sock._final(fin);
-    // The client writes right after its Confirm: the server may find data waiting already.
-    if (s.role === 'server') conn.process();
   } finally {
-    // An application callback that threw ('smc', 'data', a write callback) must not leave the
-    // connection unpolled: the exception goes on up, the polling goes on.
-    conn.kick();
+    // An application callback that threw ('smc', 'data', a write callback) must not lose the
+    // writes and end() held during the handshake nor leave the connection unpolled: the
+    // exception goes on up, the rest goes on.
+    try {
+      const held = s.held;
+      s.held = undefined;
+      if (held) smcWrite(sock, s, heldBuffer(held), held.cb);
+      const fin = s.heldFinal;
+      s.heldFinal = undefined;
+      if (fin) sock._final(fin);
+      // The client writes right after its Confirm: the server may find data waiting already.
+      if (s.role === 'server') conn.process();
+    } finally {
+      conn.kick();
+    }
   }
 }
 

@@ -6,7 +6,7 @@ import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import {
   ClcError, CLC_ACCEPT, CLC_CONFIRM, CLC_DECLINE, CLC_PROPOSAL, DECLINE, clcFrameLength, compressBufSize, decodeClc, declineName,
-  encodeAcceptConfirm, encodeDecline, encodeProposal, uncompressBufSize,
+  encodeAcceptConfirm, encodeDecline, encodeProposal, encodeSmcDecline, uncompressBufSize,
 } from '../../src/smc/clc.js';
 import { packCursor, unpackCursor } from '../../src/smc/cdc.js';
 
@@ -35,6 +35,23 @@ describe('CLC layouts', () => {
     assert.equal(b.subarray(0, 8).toString('hex'), 'e2d4c3c4' + '04' + '001c' + '10');
     assert.equal(b.readUInt32BE(16), 0x03010000);
     assert.equal(declineName(0x03010000), 'SMC_CLC_DECL_PEERNOSMC (0x03010000)');
+  });
+
+  it('v2 decline: 44 bytes decode on the SMC-D path, the trailer unchecked; the length goes by version (smc_clc_msg_decl_valid)', () => {
+    const b = encodeSmcDecline({ version: 2, outOfSync: false, peerId, diagnosis: DECLINE.TIMEOUT_CL, osType: 2, diagnosisV2: [1, 2, 3, 4], eyecatcher: 'SMCD' });
+    assert.equal(b.toString('hex'),
+      'e2d4c3c4' + '04' + '002c' + '20' + '0102030405060708' + '02010000' + '20000000'
+      + '00000001' + '00000002' + '00000003' + '00000004' + 'e2d4c3c4');
+    assert.deepEqual(decodeClc(b), { type: CLC_DECLINE, version: 2, outOfSync: false, peerId, diagnosis: DECLINE.TIMEOUT_CL, eyecatcher: 'SMCD' });
+    const badTrailer = Buffer.from(b);
+    badTrailer.fill(0, 40);
+    assert.equal((decodeClc(badTrailer) as { diagnosis: number }).diagnosis, DECLINE.TIMEOUT_CL);
+    const v1Long = Buffer.from(b);
+    v1Long[7] = 0x10; // version 1 in 44 bytes
+    assert.throws(() => decodeClc(v1Long), (e: unknown) => e instanceof ClcError && e.reason === DECLINE.SYNCERR);
+    const v2Short = encodeDecline({ diagnosis: 1, smcd: true });
+    v2Short[7] = 0x20; // version 2 in 28 bytes
+    assert.throws(() => decodeClc(v2Short), (e: unknown) => e instanceof ClcError && e.reason === DECLINE.SYNCERR);
   });
 
   it('buffer size classes are 16 KiB << n', () => {
