@@ -50,8 +50,6 @@ export class SmcdConnection implements SmcTransport {
   private connFlags = 0;
   private peerProdFlags = 0;
   private peerConnFlags = 0;
-  /** The peer's peer_done_writing, close or abort was in its CDC (not inferred): no data may follow. */
-  private doneOnWire = false;
   private readonly seen = new Int32Array(4);
   // Views of the two DMBs' CDC areas; private ones once the device closed under the connection.
   private rxCdc: CdcArea;
@@ -226,7 +224,7 @@ export class SmcdConnection implements SmcTransport {
     const p = readCursorInto(this.rxCdc.loadProd(), prodSeen);
     if (p.count >= this.rxRing) return undefined;
     const d = cursorDelta(this.peerProduced, this.rxRing, p.wrap, p.count);
-    if (d < 0 || this.readable + d > this.rxRing || (d > 0 && this.doneOnWire)) return undefined;
+    if (d < 0 || this.readable + d > this.rxRing) return undefined;
     // The producer flags that came with the cursor are as current: close.ts asks whether the
     // peer's write is blocked on us (write_blocked) when it decides between close and abort.
     this.peerProdFlags = p.prodFlags;
@@ -329,14 +327,10 @@ export class SmcdConnection implements SmcTransport {
     if (consDelta < 0 || this.peerConsumed + consDelta > this.produced) {
       return this.fail(`consumer cursor moved by ${consDelta} past the ${this.produced - this.peerConsumed} bytes in flight`);
     }
-    // Nothing may follow the peer's peer_done_writing or close (the cursor and its flags are one
-    // word, so data written with the flag is in): what does is a broken or hostile peer's.
-    if (prodDelta > 0 && this.doneOnWire) return this.fail(`producer cursor moved by ${prodDelta} after the peer's peer_done_writing`);
     this.peerProduced += prodDelta;
     this.peerProdFlags = p.prodFlags;
     const wasClosed = this.peerClosed;
     this.peerConnFlags |= p.connFlags;
-    if (p.connFlags & (CONN_DONE_WRITING | CONN_CLOSED | CONN_ABORT)) this.doneOnWire = true;
     if (consDelta > 0) {
       this.peerConsumed += consDelta;
       this.h.writable();

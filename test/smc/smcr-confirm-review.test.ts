@@ -1,6 +1,6 @@
 // SMC-R's server at the Confirm, against Linux's net/smc (review findings): a client's
-// out-of-sync Decline ends the link group the Accept reused (smc_clc_wait_msg: sync_err,
-// smc_lgr_terminate_sched), and a Confirm the server cannot take from a client that joins a
+// out-of-sync Decline ends the link group the Accept reused, telling the peer with a DELETE_LINK
+// (smc_clc_wait_msg: sync_err, smc_lgr_terminate_sched, smc_lgr_cleanup), and a Confirm the server cannot take from a client that joins a
 // group (and so went to SMC-R as it sent it) resets the connection instead of leaving the two
 // ends on different transports, each waiting for the other. One process, no namespaces
 // (smcr-relay-harness.ts).
@@ -19,8 +19,11 @@ const { SmcrLinkGroup } = await import('../../src/smc/smcr/lgr.js');
 
 test('a client\'s out-of-sync Decline (it lost the group the Accept reused) ends that group at the server; the next connection makes a new one', async (t) => {
   const env = await setup(t);
-  await smcrConnection(env, 'first');
+  const first = await smcrConnection(env, 'first');
+  const firstErrors: string[] = [];
+  first.on('error', (e: NodeJS.ErrnoException) => firstErrors.push(String(e.code)));
   const lgr = env.serverLgr();
+  const clientLgr = env.clientLgr();
   // The Accept of the second connection names a QP the client's group does not have: the client
   // takes the group as out of sync (SYNCERR, the first-contact bit set).
   env.next({ server: (m) => (m.type === CLC_ACCEPT && 'qpn' in m ? encodeSmcrAcceptConfirm({ ...m, qpn: (m.qpn + 7) & 0xffffff }) : undefined) });
@@ -32,6 +35,11 @@ test('a client\'s out-of-sync Decline (it lost the group the Accept reused) ends
   assert.equal(decline?.diagnosis, DECLINE.SYNCERR);
   assert.equal(decline?.outOfSync, true);
   await until(() => lgr.dead, 3000, 'the server\'s group ended');
+  // The peer is told (DELETE_LINK, as smc_lgr_cleanup): its side of the group ends too, and the
+  // first connection with it, instead of waiting for TEST_LINK.
+  await until(() => clientLgr.dead, 3000, 'the client\'s group ended');
+  await until(() => first.destroyed, 3000, 'the first connection ended at the client');
+  assert.deepEqual(firstErrors, ['ECONNABORTED']);
   assert.equal(SmcrLinkGroup.list().filter((g) => g.role === 'server' && !g.dead).length, 0);
   const c3 = env.connect();
   assert.equal((await settled(c3, 'the third client settles')).mode, 'SMCR');

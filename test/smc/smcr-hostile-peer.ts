@@ -207,13 +207,11 @@ if (role === 'server') {
       const t4 = await open();
       const lgr = by.conn.lgr;
       out({ client: 'open', sameLgr: [t1, t2, t3, t4].every((t) => t.conn.lgr === lgr) });
-      // Answers from the peer's link group, read before ours handles them. TEST_LINK answers
-      // are not among them: they answer the probes our link group sends when a connection's
-      // TCP ends before its closing CDC came (connection.ts peerTcpEnded).
+      // Answers from the peer's link group, read before ours handles them.
       const answers: Buffer[] = [];
       const h = lgr.link.handlers!;
       const orig = h.message;
-      h.message = (m) => { if (m[0] !== 0xfe && decodeLlc(m).kind !== 'TEST_LINK') answers.push(Buffer.from(m)); orig(m); };
+      h.message = (m) => { if (m[0] !== 0xfe) answers.push(Buffer.from(m)); orig(m); };
       // t3 moves some bytes first, so its producer cursor has somewhere to go back from.
       const t3Echo = await echo(t3.sock, 100_000, 3);
       // The bystander keeps moving bytes through all that follows.

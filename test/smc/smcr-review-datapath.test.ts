@@ -251,25 +251,3 @@ test('an orderly close whose closing CDC comes 450 ms after the FIN is an orderl
   await until(() => events.includes('close'), 5000, 'the server socket\'s close');
   assert.deepEqual(events, ['end', 'close']);
 });
-
-test('data after the peer\'s peer_done_writing is a protocol error (EPROTO, the connection aborted) instead of a stream error after EOF', async (t) => {
-  const errors: string[] = [];
-  const env = await setup(t, (s) => {
-    s.on('error', (e: NodeJS.ErrnoException) => errors.push(String(e.code)));
-    s.pipe(s, { end: false });
-  }, { allowHalfOpen: true });
-  await smcrConnection(env, 'the client');
-  const lgr = env.serverLgr();
-  const conn = [...lgr.conns.values()][0]!;
-  const x = conn as unknown as { lastSeq: number | undefined; peerProduced: number; peerConsumed: number };
-  const seq = x.lastSeq ?? 0;
-  const at = { wrap: 0, count: x.peerProduced % conn.rxRing };
-  const cons = { wrap: 0, count: x.peerConsumed % conn.txRing };
-  feed(lgr, lgr.link, { ...cdcBase, seqno: seq + 1, token: conn.token, prod: at, cons, peerDoneWriting: true });
-  await sleep(50);
-  assert.deepEqual(errors, []);
-  feed(lgr, lgr.link, { ...cdcBase, seqno: seq + 2, token: conn.token, prod: { wrap: 0, count: at.count + 50 }, cons });
-  await until(() => errors.length > 0, 3000, 'the server socket\'s error');
-  assert.deepEqual(errors, ['EPROTO']);
-  assert.equal(conn.released, true);
-});

@@ -276,8 +276,10 @@ export function onSmcrClc(key: object, ops: SmcrOps, m: SmcClcMessage): void {
     // A client that declines instead of confirming never settled: nothing writes into the RMB.
     if (hs) hs.offered = false;
     releaseSmcr(key);
+    // Before the socket settles (its 'smc' listener may throw): the peer is told with a
+    // DELETE_LINK, as smc_lgr_cleanup does, so its side of the group's connections ends too.
+    if (stale && !stale.dead) stale.free(false, 'the peer declined: link group out of sync', true);
     ops.peerDeclined(m.diagnosis);
-    if (stale && !stale.dead) stale.free(false, 'the peer declined: link group out of sync');
     return;
   }
   if (ops.role === 'server' && !hs && m.type === CLC_PROPOSAL) return void onProposal(key, ops, m as SmcProposal);

@@ -49,10 +49,10 @@ const UPDATE_LIMIT_MIN = 2304;
 /** The most one delivery copies out of the ring. */
 const SLICE = 64 * 1024;
 /**
- * How long the end of the peer's TCP connection waits for an answer from the peer over the link
- * (peerTcpEnded) before it takes the peer's process as gone: the link's RTO is 134 ms (timeout
- * 15), so a live peer's answer gets through several losses in this time. Inside the 2 s in
- * which a dead peer must be noticed.
+ * How long the end of the peer's TCP connection waits for the peer's closing CDC (peerTcpEnded)
+ * before it takes the peer's process as gone: the link's RTO is 134 ms (timeout 15), so a live
+ * peer's CDC gets through several losses in this time (300 ms, until 2026-12-06, was two or
+ * three). Inside the 2 s in which a dead peer must be noticed.
  */
 const CLOSE_GRACE_MS = 1000;
 
@@ -86,8 +86,6 @@ export class SmcrConnection implements SmcTransport {
    * written into our RMB. peerConnFlags may also hold a close only inferred (peerTcpEnded).
    */
   private closedOnWire = false;
-  /** The peer's peer_done_writing (or close) came in a CDC: no more data may follow. */
-  private doneOnWire = false;
   /**
    * Where the peer's urgent byte is (its position in the peer's byte stream, a total like
    * consumed), until the reader gets to it; -1: none. See onCdc.
@@ -419,28 +417,24 @@ export class SmcrConnection implements SmcTransport {
   /**
    * The peer's TCP connection ended with no closing CDC seen. Linux acts on the CDCs alone (its
    * clcsock's FIN closes nothing), but a peer whose process died sends none, and must be noticed.
-   * The CDC goes by RoCE and the FIN by TCP, so it may still be on its way (a lost packet costs
-   * the link's RTO): ask the peer over the connection's link (a TEST_LINK). A live peer sent its
-   * CDC (a half-close's peer_done_writing, a close) before its FIN, so by the link's order it
-   * comes before the answer: whatever came by then says what happened. If nothing came, the
-   * peer is there but this connection is not (its end was torn down without a CDC): it ends as
-   * below. No answer within CLOSE_GRACE_MS: the peer's process is gone. With bytes of ours
-   * unconsumed either is an abort (the RST TCP would have sent), else an orderly end after what
-   * it wrote is delivered.
+   * The CDC goes by RoCE and the FIN by TCP, so it may still be on its way: a lost packet costs
+   * the link's RTO (134 ms), and a softrdma peer's CDC may wait for a send slot behind others.
+   * So wait CLOSE_GRACE_MS for it. By then a peer_done_writing (a half-close) or a close says
+   * what happened and nothing is inferred; else the peer's process is taken as gone: with bytes
+   * of ours unconsumed an abort (the RST TCP would have sent), else an orderly end after what it
+   * wrote is delivered. (A TEST_LINK probe was tried on 2026-12-06: its answer can overtake a
+   * softrdma peer's CDC waiting for a send slot, the LLC slots being reserved.)
    */
   peerTcpEnded(): void {
     if (this.released || this.failed || this.peerFinished || this.graceTimer) return;
-    const infer = () => {
-      clearTimeout(this.graceTimer);
+    this.graceTimer = setTimeout(() => {
       this.graceTimer = undefined;
       if (this.released || this.failed || (this.peerConnFlags & (CONN_DONE_WRITING | CONN_CLOSED | CONN_ABORT))) return;
       if (this.unconsumed > 0) this.peerConnFlags |= CONN_ABORT;
       else this.peerConnFlags |= CONN_CLOSED | CONN_DONE_WRITING;
       this.deliver();
       this.reportState();
-    };
-    this.graceTimer = setTimeout(infer, CLOSE_GRACE_MS);
-    this.lgr.probe(this.link, infer);
+    }, CLOSE_GRACE_MS);
   }
 
   peerExited(): void {
@@ -493,12 +487,6 @@ export class SmcrConnection implements SmcTransport {
       this.fail(`consumer cursor moved by ${consDelta} past the ${this.sentHigh - this.peerConsumed} bytes in flight`);
       return;
     }
-    // Nothing may follow the peer's peer_done_writing (a CDC may carry its last data and the
-    // flag together): what does is a broken or hostile peer's, as data after a FIN is.
-    if (prodDelta > 0 && this.doneOnWire) {
-      this.fail(`producer cursor moved by ${prodDelta} after the peer's peer_done_writing`);
-      return;
-    }
     this.peerProduced += prodDelta;
     // smc_cdc_handle_urg_data_arrival (smc_cdc.c): a Linux sender's send(MSG_OOB) makes the
     // last byte of this CDC's data urgent. Without SO_OOBINLINE (node:net never sets it, so a
@@ -509,7 +497,6 @@ export class SmcrConnection implements SmcTransport {
     this.peerProdFlags = (m.writeBlocked ? PROD_WRITE_BLOCKED : 0) | (m.consCursUpdReq ? PROD_CONS_UPD_REQ : 0);
     this.peerConnFlags |= (m.peerDoneWriting ? CONN_DONE_WRITING : 0) | (m.peerConnClosed ? CONN_CLOSED | CONN_DONE_WRITING : 0) | (m.peerConnAbort ? CONN_ABORT : 0);
     if (m.peerConnClosed || m.peerConnAbort) this.closedOnWire = true;
-    if (m.peerDoneWriting || m.peerConnClosed) this.doneOnWire = true;
     if (consDelta > 0) {
       this.peerConsumed += consDelta;
       // After a failover the peer may have consumed what is to be written again: skip that.

@@ -170,9 +170,6 @@ export interface Rmb { buf: Buffer; mr: MR; size: number; access: number; mrs: M
 const TESTLINK_MS = process.env.SOFTRDMA_SMCR_TESTLINK_MS !== undefined && Number(process.env.SOFTRDMA_SMCR_TESTLINK_MS) >= 0
   ? Number(process.env.SOFTRDMA_SMCR_TESTLINK_MS) : LLC_TESTLINK_DEFAULT_MS;
 
-/** Liveness probes (probe) a link keeps waiting for an answer at most. */
-const MAX_PROBES = 256;
-
 /**
  * How long a server whose link group has one link (and a second device to offer) waits before
  * it tries ADD_LINK again, after a failed attempt or a lost link. Linux adds a link right after
@@ -337,8 +334,6 @@ export class SmcrLinkGroup {
   private readonly lateKeys = new Map<SmcrLink, { keys: Map<number, LateKey>; timer: NodeJS.Timeout }>();
   /** DELETE_LINK requests of ours whose response may come (each waited for SMC_LLC_WAIT_TIME). */
   private delWaits = 0;
-  /** Liveness probes sent so far (probe): each carries its number. */
-  private probeSeq = 0;
   private readonly delTimers = new Set<NodeJS.Timeout>();
   private lastLinkId = 1;
   /** LLC messages dropped as Linux drops them (unknown type, short, bad length), and CDCs for no connection. */
@@ -940,18 +935,10 @@ export class SmcrLinkGroup {
         return;
       case 'TEST_LINK':
         if (!m.response) this.sendLlc({ ...m, response: true }, link);
-        else {
-          if (link.testWait) {
-            clearTimeout(link.testWait);
-            link.testWait = undefined;
-            this.scheduleTestLink(link, TESTLINK_MS);
-          }
-          const k = m.userData.toString('hex');
-          const answered = link.probes.get(k);
-          if (answered) {
-            link.probes.delete(k);
-            answered();
-          }
+        else if (link.testWait) {
+          clearTimeout(link.testWait);
+          link.testWait = undefined;
+          this.scheduleTestLink(link, TESTLINK_MS);
         }
         return;
       case 'DELETE_LINK':
@@ -1192,24 +1179,6 @@ export class SmcrLinkGroup {
       kind: 'CONFIRM_LINK', version: 2, response: false, noRmbeEyec: true, senderMac: link.dev.mac, senderGid: link.dev.gid,
       senderQpn: link.qp.qpn, linkNum: link.id, linkUid: link.uid, maxLinks: this.maxLinks, maxConns: this.maxConns,
     };
-  }
-
-  /**
-   * Ask the peer over `link` whether it is there: a TEST_LINK whose user data (which the answer
-   * echoes, smc_llc_rx_test_link) names this probe; `answered` runs when its answer comes. The
-   * link is an RC QP, delivered in order: by then everything the peer sent on the link before it
-   * saw the question has come too. No answer, no call: the caller bounds its wait.
-   */
-  probe(link: SmcrLink, answered: () => void): void {
-    if (link.isDown || this.dead) return;
-    // Probes of a peer that died are never answered: the oldest are forgotten (their askers
-    // gave up already).
-    if (link.probes.size >= MAX_PROBES) link.probes.delete(link.probes.keys().next().value!);
-    const tag = Buffer.alloc(16);
-    tag.write('softrdma probe', 'latin1');
-    tag.writeUInt16BE(++this.probeSeq & 0xffff, 14);
-    link.probes.set(tag.toString('hex'), answered);
-    this.sendLlc({ kind: 'TEST_LINK', version: 2, response: false, userData: tag }, link);
   }
 
   /**
@@ -1782,7 +1751,7 @@ export class SmcrLinkGroup {
    * End the link group: tell the peer (DELETE_LINK, orderly, when the link still works),
    * fail the connections still on it, destroy the QPs and deregister the buffers.
    */
-  free(orderly: boolean, reason = 'link group freed'): void {
+  free(orderly: boolean, reason = 'link group freed', tellPeer = orderly): void {
     if (this.dead) return;
     this.dead = true;
     for (const [d, f] of this.devClose) d.onClose.delete(f);
@@ -1810,8 +1779,10 @@ export class SmcrLinkGroup {
     SmcrLinkGroup.all.get(this.peerKey)?.delete(this);
     if (SmcrLinkGroup.all.get(this.peerKey)?.size === 0) SmcrLinkGroup.all.delete(this.peerKey);
     const up = this.activeLinks()[0];
-    if (orderly && up) {
-      this.sendLlc({ kind: 'DELETE_LINK', version: 2, response: false, all: true, orderly: true, linkNum: up.id, reason: LLC_DEL.PROG_INIT_TERM }, up);
+    // tellPeer without orderly: Linux's smc_lgr_cleanup after a termination
+    // (smc_llc_send_link_delete_all(lgr, false, rsn)), so the peer's connections end too.
+    if (tellPeer && up) {
+      this.sendLlc({ kind: 'DELETE_LINK', version: 2, response: false, all: true, orderly, linkNum: up.id, reason: LLC_DEL.PROG_INIT_TERM }, up);
     }
     // The links are down before the connections hear of it (their aborts must not post on a
     // QP a closed device destroyed already); the QPs go once the DELETE_LINK has left.

@@ -97,8 +97,6 @@ export class SmcrLink {
   lastRx = performance.now();
   testTimer: NodeJS.Timeout | undefined;
   testWait: NodeJS.Timeout | undefined;
-  /** Liveness probes (SmcrLinkGroup.probe) waiting for their TEST_LINK answer, by the user data they carry. */
-  readonly probes = new Map<string, () => void>();
   isDown = false;
   downReason = '';
   /** Counters (smcss, tests): messages sent and received, RDMA WRITEs posted. */
@@ -310,7 +308,6 @@ export class SmcrLink {
     this.active = false;
     clearTimeout(this.testTimer);
     clearTimeout(this.testWait);
-    this.probes.clear();
     this.stopEvents();
     for (const f of [() => this.qp.destroy(), () => this.rxMr.dereg(), () => this.txMr.dereg(), () => this.rxV2Mr.dereg(), () => this.txV2Mr.dereg(), () => this.cq.destroy(), () => this.channel.destroy()]) {
       try { f(); } catch { /* the context is gone already */ }
