@@ -9,10 +9,10 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { SendFlags, WcStatus, WrOpcode, QpState } from '../../src/index.js';
+import { QpAttr, SendFlags, WcStatus, WrOpcode, QpState, connectQp, gidFromAddress } from '../../src/index.js';
 import { OpCode } from '../../src/providers/rxe/wire/opcodes.js';
 import { NakCode, reth } from '../../src/providers/rxe/wire/headers.js';
-import { RQ_PSN, SQ_PSN, ackOf, describe, fakeTime, nakOf, openHarness, packet } from '../helpers/rxe-harness.js';
+import { PEER, PEER_QPN, RQ_PSN, SQ_PSN, ackOf, describe, fakeTime, nakOf, openHarness, packet } from '../helpers/rxe-harness.js';
 
 const psn = (k: number) => (SQ_PSN + k) & 0xffffff;
 const statuses = (wcs: Array<{ wrId: unknown; status: number }>) => wcs.map((wc) => [Number(wc.wrId), wc.status]);
@@ -52,6 +52,25 @@ test('the late NAK of a loss the timer already retried starts nothing; the timer
   // retry_cnt is spent: the next timeout fails the oldest WQE, the rest flushed.
   time.advance(5);
   assert.deepEqual(statuses(h.poll()), [[1, WcStatus.RETRY_EXC_ERR], [2, WcStatus.WR_FLUSH_ERR], [3, WcStatus.WR_FLUSH_ERR]]);
+});
+
+test('a QP reused through RESET forgets a retry that was under way: its first sequence NAK goes back', async (t) => {
+  const h = await openHarness({ timeout: 14, retryCnt: 7 });
+  t.after(() => h.close());
+  fakeTime(t);
+  const m = h.mr(8192);
+  const post = (id: number) => h.qp.postSend({ wrId: id, opcode: WrOpcode.SEND, sendFlags: SendFlags.SIGNALED, sgList: [m.mr.sge(0, 100)] });
+  post(1); post(2);
+  h.take();
+  h.feed(nakOf(h, psn(0), NakCode.PSN_SEQ_ERROR)); // a retry starts, nothing acknowledged since
+  assert.equal(h.take().length, 2);
+  h.qp.modify({ qpState: QpState.RESET }, QpAttr.STATE);
+  connectQp(h.qp, { qpn: PEER_QPN, gid: gidFromAddress(PEER), psn: RQ_PSN }, { psn: SQ_PSN, mtu: 3, minRnrTimer: 1, timeout: 14, retryCnt: 7 });
+  h.poll();
+  post(3); post(4);
+  assert.equal(h.take().length, 2);
+  h.feed(nakOf(h, psn(0), NakCode.PSN_SEQ_ERROR));
+  assert.deepEqual(h.take().map((x) => x.pkt.psn), [psn(0), psn(1)], 'a new loss: go back');
 });
 
 test('ACKs past a READ whose responses are missing: one go-back-N round and one retry spent, until something is acknowledged', async (t) => {

@@ -286,7 +286,7 @@ export class RxeQp implements ProviderQp {
     this.state = QpState.RESET;
     this.attr.qpState = QpState.RESET;
     Object.assign(this.req, { psn: 0, index: 0, noackPkts: 0, paused: false, cwnd: MAX_CWND, ssthresh: MAX_CWND, askPsn: -1, wholeTo: -1 });
-    Object.assign(this.comp, { psn: 0 });
+    Object.assign(this.comp, { psn: 0, startedRetry: false });
     Object.assign(this.resp, { psn: 0, msn: 0, nakSent: false, inMessage: 0, wqe: undefined, offset: 0, resources: [], nextResource: 0, readTo: -1, reading: undefined, held: [], ackPsn: -1, unackedPsn: -1 });
   }
 
