@@ -29,7 +29,7 @@ import { isLoopback, isSmcListener, listenersStillRunning, unmapV4 } from './dis
 import { smcrOf } from './options.js';
 import { returnDmb, takeDmb } from './dmb-pool.js';
 import { checkProposal, proposalProof } from './peer-proof.js';
-import { kick, stayAwakeUntil } from './poller.js';
+import { kick, rethrowLater, stayAwakeUntil } from './poller.js';
 import { mayLearnTcp, peerKey, shouldTrySmc } from './handshake-control.js';
 import { anyPolicy, policyAllows } from './policy.js';
 import { SmcdConnection } from './smcd-connection.js';
@@ -75,7 +75,7 @@ function settleTcpInWrite(sock: Socket, s: SmcState, reason: number | undefined,
   try {
     settleTcp(sock, s, reason, cause);
   } catch (e) {
-    process.nextTick(() => { throw e; });
+    rethrowLater(e);
   }
 }
 
@@ -234,7 +234,7 @@ export function onClientConnect(this: Socket): void {
   try {
     clientConnect(this);
   } catch (e) {
-    process.nextTick(() => { throw e; });
+    rethrowLater(e);
   }
 }
 

@@ -16,6 +16,11 @@ const hex = (k: number) => ((RQ_PSN + k) & 0xffffff).toString(16);
 const sendOnly = (h: Harness, k: number, ackReq: boolean) => packet(h.rq.qpn, OpCode.RC_SEND_ONLY, RQ_PSN + k, { payload: Buffer.alloc(8, k), ackReq });
 const filler = { wrId: 0, status: 0, opcode: 0, vendorErr: 0, byteLen: 0, qpNum: 0, srcQp: 0, wcFlags: 0, pkeyIndex: 0, slid: 0, sl: 0, dlidPathBits: 0 };
 
+/** `n` receives of 64 bytes each, one after the other in `m`. */
+function postReceives(h: Harness, m: { addr: number; mr: { lkey: number } }, n: number): void {
+  for (let i = 0; i < n; i++) h.qp.postRecv({ wrId: i, sgList: [{ addr: m.addr + i * 64, length: 64, lkey: m.mr.lkey }] });
+}
+
 /** Fill the receive CQ but for `room` entries. */
 function leaveRoom(h: Harness, room: number): void {
   const cq = h.rq.recvCq;
@@ -26,7 +31,7 @@ test('receive CQ overflow after messages that did not ask for an ACK: they are a
   const h = await openHarness();
   t.after(() => h.close());
   const m = h.mr(256);
-  for (let i = 0; i < 3; i++) h.qp.postRecv({ wrId: i, sgList: [{ addr: m.addr + i * 64, length: 64, lkey: m.mr.lkey }] });
+  postReceives(h, m, 3);
   leaveRoom(h, 2);
   h.feed(sendOnly(h, 0, false));
   h.feed(sendOnly(h, 1, false));
@@ -58,7 +63,7 @@ test('receive CQ overflow with a deferred ACK held: the deferred ACK leaves firs
   const h = await openHarness({ ackDeferral: true });
   t.after(() => h.close());
   const m = h.mr(256);
-  for (let i = 0; i < 3; i++) h.qp.postRecv({ wrId: i, sgList: [{ addr: m.addr + i * 64, length: 64, lkey: m.mr.lkey }] });
+  postReceives(h, m, 3);
   leaveRoom(h, 2);
   h.feed(sendOnly(h, 0, true)); // deferred to the end of the poll phase
   h.feed(sendOnly(h, 1, false));
@@ -70,7 +75,7 @@ test('receive CQ overflow when everything executed was acknowledged (a read resp
   const h = await openHarness();
   t.after(() => h.close());
   const m = h.mr(256);
-  for (let i = 0; i < 2; i++) h.qp.postRecv({ wrId: i, sgList: [{ addr: m.addr + i * 64, length: 64, lkey: m.mr.lkey }] });
+  postReceives(h, m, 2);
   leaveRoom(h, 1);
   h.feed(sendOnly(h, 0, false));
   h.feed(readRequestOf(h, RQ_PSN + 1, m.addr, m.rkey, 16));
@@ -84,7 +89,7 @@ test('class J (SEND_WITH_INV of a bad rkey) that did not ask for an ACK: the mes
   const h = await openHarness();
   t.after(() => h.close());
   const m = h.mr(256);
-  for (let i = 0; i < 2; i++) h.qp.postRecv({ wrId: i, sgList: [{ addr: m.addr + i * 64, length: 64, lkey: m.mr.lkey }] });
+  postReceives(h, m, 2);
   h.feed(sendOnly(h, 0, false));
   h.feed(packet(h.rq.qpn, OpCode.RC_SEND_ONLY_WITH_INVALIDATE, RQ_PSN + 1, { payload: Buffer.alloc(10, 1), fill: (b, i) => ieth.write(b, i.ieth, m.rkey) }));
   const sent = h.take();

@@ -82,7 +82,7 @@ test('ACKs past a READ whose responses are missing: one go-back-N round and one 
   h.qp.postSend({ wrId: 2, opcode: WrOpcode.SEND, sendFlags: SendFlags.SIGNALED, sgList: [m.mr.sge(4096, 10)] });
   h.take();
   h.feed(ackOf(h, psn(1)));
-  assert.deepEqual(h.take().map(describe).length, 2, 'the READ and the SEND again');
+  assert.equal(h.take().length, 2, 'the READ and the SEND again');
   assert.equal(h.rq.comp.retryCnt, 1, 'an implicit NAK spends a retry');
   for (let i = 0; i < 3; i++) h.feed(ackOf(h, psn(1)));
   assert.deepEqual(h.take(), []);

@@ -538,14 +538,12 @@ function placeWrite(qp: RxeQp, pkt: Packet): number | undefined {
   }
   // Linux check_rkey, before anything is written: a packet carries the MTU while more than
   // that is left, else exactly what is left, padded to 4 bytes (a WRITE_ONLY or LAST shorter
-  // than its RETH said, or a FIRST/MIDDLE short of the MTU, writes nothing and is NAKed).
-  if (resid > 0 && (resid > qp.mtu ? n !== qp.mtu : n !== resid || pkt.padCount !== (-resid & 3))) {
-    writeMem.mem = NO_MEM;
-    return NakCode.INVALID_REQUEST;
-  }
-  if (n > resid) return NakCode.INVALID_REQUEST;
-  if (n > 0) pkt.buf.copy(writeMem.mem, writeMem.offset, pkt.payloadOffset, pkt.payloadOffset + n);
+  // than its RETH said, or a FIRST/MIDDLE short of the MTU, writes nothing and is NAKed); a
+  // zero-length WRITE carries nothing.
+  const bad = resid > 0 ? (resid > qp.mtu ? n !== qp.mtu : n !== resid || pkt.padCount !== (-resid & 3)) : n > 0;
+  if (!bad && n > 0) pkt.buf.copy(writeMem.mem, writeMem.offset, pkt.payloadOffset, pkt.payloadOffset + n);
   writeMem.mem = NO_MEM; // hold no MR's memory between packets
+  if (bad) return NakCode.INVALID_REQUEST;
   r.writeDone += n;
   if (m & Op.END && r.writeDone !== r.writeLen) return NakCode.INVALID_REQUEST;
   return undefined;

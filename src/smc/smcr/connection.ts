@@ -429,7 +429,7 @@ export class SmcrConnection implements SmcTransport {
     if (this.released || this.failed || this.peerFinished || this.graceTimer) return;
     this.graceTimer = setTimeout(() => {
       this.graceTimer = undefined;
-      if (this.released || this.failed || (this.peerConnFlags & (CONN_DONE_WRITING | CONN_CLOSED | CONN_ABORT))) return;
+      if (this.released || this.failed || this.peerFinished) return;
       if (this.unconsumed > 0) this.peerConnFlags |= CONN_ABORT;
       else this.peerConnFlags |= CONN_CLOSED | CONN_DONE_WRITING;
       this.deliver();
