@@ -113,7 +113,7 @@ function teardown(sock: Socket, s: SmcState): void {
     // has more to send than arrived: over TCP those bytes would come after close(2) and draw
     // a RST, so this close is an abort too, however much of it was read.
     const unread = conn.unreadNow();
-    if (reset || conn.peerAborted || unread > 0 || conn.peerWriteWaits) conn.abort();
+    if (reset || conn.peerAborted || unread > 0 || conn.peerWriteWaits || s.lateBytes > 0) conn.abort();
     else conn.closeOrderly();
     conn.release();
   } else {

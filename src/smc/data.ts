@@ -21,11 +21,13 @@ export function transportEvents(sock: Socket, s: SmcState, label: string): Trans
   return {
     data: (chunk) => {
       unrefTimer(sock);
+      if (endRead(sock)) return dropLate(s, chunk.length);
       return sock.smcPush(chunk);
     },
     userBuffer: () => (s.onread ? currentBuffer(sock) : undefined),
     userData: (n, buf) => {
       unrefTimer(sock);
+      if (endRead(sock)) return dropLate(s, n);
       return callUser(sock, s.onread!, n, buf);
     },
     // After the ticks the data set off, as TCP's FIN comes in a read callback of its own after
@@ -44,6 +46,24 @@ export function transportEvents(sock: Socket, s: SmcState, label: string): Trans
       sock.destroy(Object.assign(new Error(code === 'EPROTO' ? `${label} protocol error: ${msg}` : `${label}: ${msg}`), { code }));
     },
   };
+}
+
+/** Whether the stream has its end already (push(null) ran: no data may follow it). */
+function endRead(sock: Socket): boolean {
+  return (sock as unknown as { _readableState: { ended: boolean } })._readableState.ended;
+}
+
+/**
+ * Bytes after the end: a Linux peer whose close stopped waiting for room in our buffer
+ * (smc_close_stream_wait) sends the rest of its buffer later, its CDCs still saying it is done
+ * writing, and this socket took the first of those CDCs for the end. A stream cannot take
+ * data after its end (ERR_STREAM_PUSH_AFTER_EOF), so they are dropped as read, and counted:
+ * the close is then an abort, as Linux's smc_close_final sends one for a socket closed with
+ * bytes unread, so the sender learns that they were never read.
+ */
+function dropLate(s: SmcState, n: number): boolean {
+  s.lateBytes += n;
+  return true;
 }
 
 function peerEnded(sock: Socket): void {

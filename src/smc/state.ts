@@ -33,6 +33,11 @@ export interface SmcInfo {
   /** Bytes carried over shared memory. */
   smcBytesSent: number;
   smcBytesReceived: number;
+  /**
+   * Of smcBytesReceived, bytes that came after the end was read and were dropped (a Linux
+   * peer's close that stopped waiting for room sends its rest later); absent when none.
+   */
+  lateBytesDropped?: number;
   /** DMB sizes (ours, which the peer writes into, and the peer's). */
   bufferSize?: number;
   peerBufferSize?: number;
@@ -82,6 +87,11 @@ export interface SmcState {
   clcIn: number;
   clcOut: number;
   strayTcpBytes: number;
+  /**
+   * Bytes the peer sent after the end this socket already read (a Linux sender whose close
+   * stopped waiting sends the rest later): dropped, and the close is an abort (data.ts).
+   */
+  lateBytes: number;
   writeDone: boolean;
   /** Whether the peer had finished writing when we did (smcss: APPFINCLOSEWAIT1, else PEERCLOSEWAIT2). */
   writeDoneAfterPeer: boolean;
@@ -125,7 +135,7 @@ export function newState(role: 'client' | 'server', opts: ResolvedSmcOptions, co
     role, phase: role === 'client' ? 'idle' : 'srv-wait', opts, clc: undefined, held: undefined, heldFinal: undefined,
     stripClc: false, serverDecline: 0, fallbackReason: undefined, peerDeclineReason: undefined, fallbackCause: undefined,
     device: undefined, peerGid: undefined, dmb: undefined, remote: undefined, conn: undefined, proposal: undefined, timer: undefined, acceptGrace: false,
-    pending: undefined, clcIn: 0, clcOut: 0, strayTcpBytes: 0, writeDone: false, writeDoneAfterPeer: false, wroteAfterPeerClosed: false,
+    pending: undefined, clcIn: 0, clcOut: 0, strayTcpBytes: 0, lateBytes: 0, writeDone: false, writeDoneAfterPeer: false, wroteAfterPeerClosed: false,
     targetPort: undefined, targetHost: undefined, loopbackPeer: false, counters, ownerHandle: undefined, learnKey: undefined, learnedTcp: false, startedAt: 0, onread: undefined,
     clcRead: false,
   };
@@ -219,6 +229,7 @@ export function getSmcInfo(sock: net.Socket): SmcInfo {
   if (s.fallbackReason !== undefined) info.fallbackReason = s.fallbackReason;
   if (s.peerDeclineReason !== undefined) info.peerDeclineReason = s.peerDeclineReason;
   if (s.fallbackCause !== undefined) info.fallbackCause = s.fallbackCause;
+  if (s.lateBytes > 0) info.lateBytesDropped = s.lateBytes;
   if (s.conn) {
     info.bufferSize = s.conn.bufferSize;
     info.peerBufferSize = s.conn.peerBufferSize;

@@ -8,7 +8,7 @@ import net from 'node:net';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import * as smc from '../../src/smc/index.js';
-import { CONN_ABORT, PROD_WRITE_BLOCKED } from '../../src/smc/cdc.js';
+import { CONN_ABORT, CONN_DONE_WRITING, PROD_WRITE_BLOCKED } from '../../src/smc/cdc.js';
 import { smcState } from '../../src/smc/state.js';
 
 // The close rule over SMC-D, over many short connections to one server: without this, the
@@ -248,6 +248,46 @@ describe('close parity with node:net (TCP close rule over SMC-D)', () => {
       assert.equal(written, 'ok');
     } finally {
       p.close();
+    }
+  });
+
+  it('data after the end the reader already had (a Linux sender whose close stopped waiting): dropped and counted, no error, and the close is an abort', async () => {
+    const srv = smc.createServer();
+    srv.listen(0, '127.0.0.1');
+    await once(srv, 'listening');
+    const accepted = once(srv, 'connection') as Promise<[net.Socket]>;
+    const client = smc.connect({ port: (srv.address() as net.AddressInfo).port, host: '127.0.0.1', allowHalfOpen: true });
+    const events = record(client);
+    const [server] = await bounded(accepted, 5000, 'accept');
+    server.on('error', () => {});
+    try {
+      const settled = (x: net.Socket) => (smc.getSmcInfo(x).pending ? once(x, 'smc') : Promise.resolve());
+      await bounded(Promise.all([settled(client), settled(server)]), 5000, 'SMC handshake');
+      assert.equal(smc.getSmcInfo(server).mode, 'SMCD');
+      const got: Buffer[] = [];
+      client.on('data', (d: Buffer) => got.push(d));
+      const conn = smcState(server)!.conn! as unknown as { connFlags: number; write(b: Uint8Array): number; closeWrite(): void; publish(): void; diag(): { peerConnFlags: number } };
+      assert.equal(conn.write(Buffer.from('before')), 6);
+      conn.closeWrite();
+      await bounded(once(client, 'end'), 5000, 'the client\'s end');
+      // What Linux's sender does with the rest of its buffer: written later, the CDC still
+      // saying done writing (write() here refuses after closeWrite, so the flag goes off and on).
+      conn.connFlags &= ~CONN_DONE_WRITING;
+      assert.equal(conn.write(Buffer.from('late')), 4);
+      conn.connFlags |= CONN_DONE_WRITING;
+      conn.publish();
+      await waitFor('the late bytes taken off the ring', () => smcState(client)!.lateBytes === 4, 5000);
+      assert.equal(Buffer.concat(got).toString(), 'before');
+      assert.equal(smc.getSmcInfo(client).lateBytesDropped, 4);
+      client.end();
+      await bounded(closed(client), 5000, `the client's close (${events.join(',')})`);
+      assert.deepEqual(events, ['data', 'end', 'finish', 'close']);
+      // Closed with bytes it never read, as Linux's smc_close_final: peer_conn_abort.
+      assert.ok(conn.diag().peerConnFlags & CONN_ABORT, `the server saw flags ${conn.diag().peerConnFlags}`);
+    } finally {
+      client.destroy();
+      server.destroy();
+      srv.close();
     }
   });
 
