@@ -59,7 +59,7 @@ export function sidrRep(status: number, qpn: number, privateData: Buffer): Omit<
 }
 
 /** The connection parameters of an event, from the peer's REQ or REP (its view swapped into ours). */
-export function connEventParam(privateData: Uint8Array | undefined, m: CmMessageOf<'REQ'> | CmMessageOf<'REP'> | undefined, retryCount: number): ConnEventParam {
+export function connEventParam(privateData: Uint8Array | undefined, m: CmMessageOf<'REQ'> | CmMessageOf<'REP'> | undefined): ConnEventParam {
   const p: ConnEventParam = {
     privateData: Buffer.from(privateData ?? Buffer.alloc(0)), responderResources: 0, initiatorDepth: 0, flowControl: 0,
     retryCount: 0, rnrRetryCount: 0, srq: 0, qpNum: 0,
@@ -71,7 +71,8 @@ export function connEventParam(privateData: Uint8Array | undefined, m: CmMessage
     p.rnrRetryCount = m.rnrRetryCount;
     p.srq = m.srq;
     p.qpNum = m.localQpn;
-    p.retryCount = m.kind === 'REQ' ? m.retryCount : retryCount;
+    // cma_set_rep_event_data leaves retry_count 0 for a REP (a REP carries none).
+    p.retryCount = m.kind === 'REQ' ? m.retryCount : 0;
   }
   return p;
 }

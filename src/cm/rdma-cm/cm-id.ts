@@ -368,8 +368,11 @@ export class RdmaCmId implements CmIdSink {
     const srq = this.qp ? (this.qp.srq ? 1 : 0) : uint('srq', param.srq, 0, 1);
     if (this.qp) {
       try {
-        qpToRtr(this.qp, { path: this.path!, remoteQpn: req.localQpn, rqPsn: this.seqNum, responderResources: rr });
-        qpToRts(this.qp, { sqPsn: req.startingPsn, timeout: req.primaryLocalAckTimeout, retryCount: req.retryCount, rnrRetryCount: req.rnrRetryCount, initiatorDepth: id });
+        // librdmacm's rdma_accept sets the access (INIT to INIT) before its REP goes out, from
+        // the REQ's initiator depth; the RTS timeout is cm_av's (packet life + 1, as
+        // cm_init_av_by_path: a REQ's ACK timeout of 0 still gives a retransmission timer).
+        qpToRtr(this.qp, { path: this.path!, remoteQpn: req.localQpn, rqPsn: this.seqNum, responderResources: rr, accessResources: req.initiatorDepth });
+        qpToRts(this.qp, { sqPsn: req.startingPsn, timeout: this.path!.packetLifeTime + 1, retryCount: req.retryCount, rnrRetryCount: req.rnrRetryCount, initiatorDepth: id });
       } catch (err) {
         // As rdma_accept: the QP to ERR and a REJ (CONSUMER_DEFINED), so the peer is not left
         // waiting on its retries; the id is done (destroy it).
@@ -483,7 +486,8 @@ export class RdmaCmId implements CmIdSink {
       case 'USER_ESTABLISHED':
         if (this.st !== 'connect') return;
         this.st = 'established';
-        return this.emitEvent('ESTABLISHED', { conn: this.connParamOf({ privateData: (m as CmMessageOf<'RTU'> | undefined)?.privateData }) });
+        // cma_ib_handler: an RTU's ESTABLISHED carries no parameters and no private data.
+        return this.emitEvent('ESTABLISHED', { conn: this.connParamOf({}) });
       case 'REJ_RECEIVED': {
         const rej = m as CmMessageOf<'REJ'>;
         qpToErr(this.qp);
@@ -497,11 +501,11 @@ export class RdmaCmId implements CmIdSink {
         this.st = 'rejected';
         return this.emitEvent('UNREACHABLE', { status: ERRNO.ETIMEDOUT });
       case 'DREQ_RECEIVED':
-        this.st = 'disconnect';
-        return this.emitEvent('DISCONNECTED', { conn: this.connParamOf({ privateData: (m as CmMessageOf<'DREQ'>).privateData }) });
       case 'DREP_RECEIVED':
+        // As cma_ib_handler: DISCONNECTED carries no parameters (a DREQ's or DREP's private
+        // data does not reach the application).
         this.st = 'disconnect';
-        return this.emitEvent('DISCONNECTED', { conn: this.connParamOf({ privateData: (m as CmMessageOf<'DREP'>).privateData }) });
+        return this.emitEvent('DISCONNECTED', { conn: this.connParamOf({}) });
       case 'DREQ_ERROR':
         this.st = 'disconnect';
         return this.emitEvent('DISCONNECTED', { status: ERRNO.ETIMEDOUT });
@@ -540,7 +544,7 @@ export class RdmaCmId implements CmIdSink {
       return this.emitEvent('CONNECT_RESPONSE', { conn });
     }
     try {
-      qpToRtr(this.qp, { path: this.path!, remoteQpn: rep.localQpn, rqPsn: this.seqNum, responderResources: rep.initiatorDepth });
+      qpToRtr(this.qp, { path: this.path!, remoteQpn: rep.localQpn, rqPsn: this.seqNum, responderResources: rep.initiatorDepth, accessResources: rep.initiatorDepth });
       qpToRts(this.qp, {
         sqPsn: rep.startingPsn, timeout: cmAckTimeout(rep.targetAckDelay, this.path!.packetLifeTime), retryCount: this.retryCount,
         rnrRetryCount: rep.rnrRetryCount, initiatorDepth: rep.responderResources,
@@ -549,7 +553,8 @@ export class RdmaCmId implements CmIdSink {
       qpToErr(this.qp);
       dev.agent.call(this.commId!, { type: 'send_rej', reason: RejReason.CONSUMER_DEFINED });
       this.st = 'rejected';
-      return this.emitEvent('CONNECT_ERROR', { status: -((err as SoftrdmaError).errno ?? 22) });
+      // cma_ib_handler fills in the REP's parameters for CONNECT_ERROR as for ESTABLISHED.
+      return this.emitEvent('CONNECT_ERROR', { status: -((err as SoftrdmaError).errno ?? 22), conn });
     }
     dev.agent.call(this.commId!, { type: 'send_rtu' });
     this.st = 'established';
@@ -621,7 +626,7 @@ export class RdmaCmId implements CmIdSink {
   // ---- helpers ----
 
   private connParamOf(o: { privateData?: Uint8Array | undefined; rep?: CmMessageOf<'REP'>; req?: CmMessageOf<'REQ'> }): ConnEventParam {
-    return connEventParam(o.privateData, o.rep ?? o.req, this.retryCount);
+    return connEventParam(o.privateData, o.rep ?? o.req);
   }
 
   private udParamOf(pdata: Uint8Array, qpNum: number, qkey: number): UdEventParam {

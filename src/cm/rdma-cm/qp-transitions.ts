@@ -43,11 +43,17 @@ export interface RtrParams {
   /** Our starting PSN (what we advertised: the peer sends from it). */
   rqPsn: number;
   responderResources: number;
+  /**
+   * What grants REMOTE_READ and REMOTE_ATOMIC (cm_init_qp_init_attr: cm_id_priv's
+   * responder_resources when the QP's access is set, which on the passive side, before its REP,
+   * is the REQ's initiator depth, not what the accept gives).
+   */
+  accessResources: number;
 }
 
 export function qpToRtr(qp: QP, p: RtrParams): void {
   const rc = qp.qpType === QpType.RC;
-  const access = Access.REMOTE_WRITE | (p.responderResources > 0 ? Access.REMOTE_READ | Access.REMOTE_ATOMIC : 0);
+  const access = Access.REMOTE_WRITE | (p.accessResources > 0 ? Access.REMOTE_READ | Access.REMOTE_ATOMIC : 0);
   qp.modify({
     qpState: QpState.RTR, qpAccessFlags: access, pathMtu: p.path.mtu as 1, destQpNum: p.remoteQpn, rqPsn: p.rqPsn,
     ahAttr: {

@@ -324,7 +324,7 @@ export function decodeCmData<K extends CmKind>(kind: K, data: Uint8Array): CmMes
  * Decode a CM MAD. Refuses (with the field named) what Linux's CM would not act on: another
  * length or base version, another class, class version or method (the CM agent registers
  * SEND only), an attribute id it does not handle (LAP and APR included: Linux ignores them on
- * RoCE), a REJ/MRA naming message type 3, ARI or additional-information lengths over 72.
+ * RoCE), an MRA naming message type 3 (cm_acquire_mraed_id matches nothing for it).
  */
 export function decodeCmMad(buf: Uint8Array): Result<CmMad> {
   const mad = decodeMad(buf);
@@ -345,13 +345,10 @@ function checkCm(m: CmMessage) {
     case 'MRA':
       if (m.messageMraed > CmMsgResponse.OTHER) return { field: 'messageMraed', reason: 'message type 3 is reserved', value: m.messageMraed };
       return undefined;
-    case 'REJ':
-      if (m.messageRejected > CmMsgResponse.OTHER) return { field: 'messageRejected', reason: 'message type 3 is reserved', value: m.messageRejected };
-      if (m.rejectedInfoLength > CmDataSize.REJ_ARI_LENGTH) return { field: 'rejectedInfoLength', reason: `at most ${CmDataSize.REJ_ARI_LENGTH}`, value: m.rejectedInfoLength };
-      return undefined;
-    case 'SIDR_REP':
-      if (m.additionalInfoLength > CmDataSize.SIDR_REP_INFO_LENGTH) return { field: 'additionalInfoLength', reason: `at most ${CmDataSize.SIDR_REP_INFO_LENGTH}`, value: m.additionalInfoLength };
-      return undefined;
+    // A REJ's message type 3 and info lengths over 72 (a REJ's ARI, a SIDR_REP's additional
+    // information) are taken, as cm.c takes them: cm_acquire_rejected_id routes any type other
+    // than REQ by both comm ids, cm_format_rej_event and cm_format_sidr_rep_event copy the
+    // lengths unchecked (rejAri and the field's 72 bytes bound what is read).
     default:
       return undefined;
   }
