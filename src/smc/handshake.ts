@@ -384,6 +384,7 @@ function smcrOps(sock: Socket, s: SmcState): SmcrOps {
     opts: s.opts,
     role: s.role,
     localAddress: () => unmapV4(sock.localAddress ?? ''),
+    remoteAddress: () => unmapV4(sock.remoteAddress ?? ''),
     write: (buf) => rawWrite(sock, s, buf),
     decline: (reason) => sendDecline(sock, s, reason, true),
     restartTimer: () => startTimer(sock, s),

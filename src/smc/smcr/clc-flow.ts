@@ -30,6 +30,7 @@ import { autoDevice, autoDeviceAllowed, autoDeviceError } from './auto-device.js
 import { MAX_CONNS, MAX_LINKS, MIN_CONNS, SmcrDeclineError, SmcrLinkGroup, type Rmb } from './lgr.js';
 import type { SmcrLink } from './link.js';
 import { remoteAddr } from '../../abi/remote-addr.js';
+import { addressFromGid } from '../../abi/inet.js';
 
 /** The user EID softrdma offers and accepts (blank-padded to 32 on the wire; a Linux peer needs `smcr ueid add SOFTRDMA-SMCR`). */
 export const SOFTRDMA_UEID = 'SOFTRDMA-SMCR'.padEnd(32, ' ');
@@ -41,6 +42,8 @@ export interface SmcrOps {
   opts: ResolvedSmcOptions;
   role: 'client' | 'server';
   localAddress(): string;
+  /** The TCP connection's peer address (IPv4-mapped IPv6 unmapped). */
+  remoteAddress(): string;
   write(buf: Buffer): void;
   /** Send our Decline; the peer's own, crossing it, is then stripped from the stream. */
   decline(reason: number): void;
@@ -271,14 +274,16 @@ export function onSmcrClc(key: object, ops: SmcrOps, m: SmcClcMessage): void {
     // A Decline with the first-contact bit says the peer's view of the link group is out of
     // sync (it no longer has the group our Accept reused): Linux ends that group
     // (smc_clc_wait_msg: sync_err, smc_lgr_terminate_sched), or every later connection to the
-    // peer would be declined the same way.
+    // peer would be declined the same way. Here the group's peer is asked first (TEST_LINK):
+    // one that answers still runs the group, and a Decline alone, which anyone who can open a
+    // TCP connection from the peer's address can send, does not end its connections.
     const stale = m.outOfSync ? hs?.lgr : undefined;
     // A client that declines instead of confirming never settled: nothing writes into the RMB.
     if (hs) hs.offered = false;
     releaseSmcr(key);
     // Before the socket settles (its 'smc' listener may throw): the peer is told with a
     // DELETE_LINK, as smc_lgr_cleanup does, so its side of the group's connections ends too.
-    if (stale && !stale.dead) stale.free(false, 'the peer declined: link group out of sync', true);
+    if (stale && !stale.dead) stale.endUnlessPeerAnswers('the peer declined: link group out of sync');
     ops.peerDeclined(m.diagnosis);
     return;
   }
@@ -309,6 +314,14 @@ function onProposal(key: object, ops: SmcrOps, p: SmcProposal): void {
   const maxConns = v2x ? Math.min(p.v2.maxConns, MAX_CONNS) : MAX_CONNS;
   if (maxConns < MIN_CONNS) return fail(key, ops, DECLINE.MAXCONNERR, `declined: the client offers max_conns ${p.v2.maxConns} (at least ${MIN_CONNS})`);
   if (v2x && p.v2.maxLinks < 1) return fail(key, ops, DECLINE.MAXLINKERR, `declined: the client offers max_links ${p.v2.maxLinks}`);
+  // The Proposal's GID must be the TCP peer's own address (a softrdma client's device holds
+  // the connection's local address; RoCE does not cross a NAT). Linux does not check this
+  // (smcr_lgr_match keys on the system id and GID alone): any host that reaches the port could
+  // then name another peer's group, join it and end it with an out-of-sync Decline, or turn
+  // the server's RoCE traffic at a third host.
+  if (addressFromGid(p.v2.roceGid) !== ops.remoteAddress()) {
+    return fail(key, ops, DECLINE.NOROUTE, `declined: the Proposal's GID ${addressFromGid(p.v2.roceGid)} is not the TCP peer's address ${ops.remoteAddress()}`);
+  }
   let dev: SmcrDevice | undefined;
   try { dev = pickSmcrDevice(smcrOf(ops.opts), ops.localAddress()); } catch { dev = undefined; }
   if (!dev) return fail(key, ops, DECLINE.NOSMCRDEV, 'declined: no SMC-R device');

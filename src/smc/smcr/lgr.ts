@@ -303,6 +303,8 @@ export class SmcrLinkGroup {
   private confirmWait: { resolve(): void; reject(e: Error): void; timer: NodeJS.Timeout } | undefined;
   private addFlow: AddFlow | undefined;
   private addTimer: NodeJS.Timeout | undefined;
+  /** endUnlessPeerAnswers: the wait for any answer on the group's links. */
+  private syncCheck: NodeJS.Timeout | undefined;
   /** Server: an ADD_LINK flow waits for the flow lock. */
   private addStarting = false;
   /** Server: the ADD_LINK flow started when the first link was confirmed; settles when it ended (or did not start). */
@@ -1748,12 +1750,36 @@ export class SmcrLinkGroup {
   }
 
   /**
+   * The peer said (an out-of-sync Decline) that it no longer has this group. Linux ends the
+   * group at once (smc_clc_wait_msg: smc_lgr_terminate_sched); here its peer is asked first,
+   * with a TEST_LINK on each active link, and the group ends (telling the peer, as
+   * smc_lgr_cleanup) only when nothing comes back on any of them within LLC_WAIT_MS: a peer
+   * that answers still runs the group, and the Decline, which any process that can open a
+   * TCP connection from the peer's address can send, was not its word.
+   */
+  endUnlessPeerAnswers(reason: string): void {
+    if (this.dead || this.syncCheck) return;
+    const links = this.activeLinks();
+    if (links.length === 0) return this.free(false, reason, true);
+    const sentAt = performance.now();
+    for (const l of links) this.sendLlc({ kind: 'TEST_LINK', version: 2, response: false, userData: Buffer.alloc(16) }, l);
+    this.syncCheck = setTimeout(() => {
+      this.syncCheck = undefined;
+      if (this.dead || this.links.some((l) => l.lastRx > sentAt)) return;
+      this.free(false, `${reason}, and no answer to TEST_LINK within ${LLC_WAIT_MS} ms`, true);
+    }, LLC_WAIT_MS);
+    this.syncCheck.unref();
+  }
+
+  /**
    * End the link group: tell the peer (DELETE_LINK, orderly, when the link still works),
    * fail the connections still on it, destroy the QPs and deregister the buffers.
    */
   free(orderly: boolean, reason = 'link group freed', tellPeer = orderly): void {
     if (this.dead) return;
     this.dead = true;
+    clearTimeout(this.syncCheck);
+    this.syncCheck = undefined;
     for (const [d, f] of this.devClose) d.onClose.delete(f);
     this.devClose.clear();
     clearTimeout(this.lingerTimer);
