@@ -196,7 +196,9 @@ test('post_send checks: state, queue depth, SGE count, inline size, opcode per Q
     const e = (wr: any) => { try { a.qp.postSend(wr); } catch (err: any) { return err.code + ':' + (err.attr ?? ''); } return 'ok'; };
     assert.equal(e({ wrId: 1, opcode: WrOpcode.RDMA_READ, sgList: [], rdma: { remoteAddr: 0, rkey: 0 } }), 'EINVAL:opcode');
     assert.equal(e({ wrId: 1, opcode: WrOpcode.SEND, sgList: [mr.sge(0, 1), mr.sge(1, 1)] }), 'EINVAL:sg_list');
-    assert.equal(e({ wrId: 1, opcode: WrOpcode.SEND, sendFlags: SendFlags.INLINE, sgList: [mr.sge(0, 9)] }), 'EINVAL:send_flags');
+    // max_inline_data 8 with one SGE is 16: rxe sizes a send WQE for max(16 * max_send_sge, max_inline_data).
+    assert.equal(a.qp.cap.maxInlineData, 16);
+    assert.equal(e({ wrId: 1, opcode: WrOpcode.SEND, sendFlags: SendFlags.INLINE, sgList: [mr.sge(0, 17)] }), 'EINVAL:send_flags');
     const cq = a.ctx.createCq(4);
     const fresh = a.pd.createQp({ qpType: QpType.RC, sendCq: cq, recvCq: cq, cap: { maxSendWr: 1, maxRecvWr: 1 } });
     assert.throws(() => fresh.postSend({ wrId: 1, opcode: WrOpcode.SEND }), /RESET; post_send needs RTS/);

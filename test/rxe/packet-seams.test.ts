@@ -108,7 +108,7 @@ test('the responder NAKs a PSN gap once, then takes the expected PSN', async (t)
   h.feed(sendOnlyOf(h, rpsn(0), Buffer.from('first')));
   assert.deepEqual(h.take().map(describe), [`RC_ACKNOWLEDGE 0x${rpsn(0).toString(16)} ACK`]);
   const [wc] = h.poll();
-  assert.deepEqual([wc!.wrId, wc!.status, wc!.opcode, wc!.byteLen, wc!.srcQp], [10, WcStatus.SUCCESS, WcOpcode.RECV, 5, PEER_QPN]);
+  assert.deepEqual([wc!.wrId, wc!.status, wc!.opcode, wc!.byteLen, wc!.srcQp], [10, WcStatus.SUCCESS, WcOpcode.RECV, 5, 0], 'src_qp only from a DETH (UD)');
   assert.equal(h.qp.query().rqPsn, rpsn(1));
   // The NAK was for this gap; a new gap NAKs again.
   h.feed(sendOnlyOf(h, rpsn(3), Buffer.from('gap')));

@@ -17,11 +17,13 @@ test('RC SEND (multi-packet, several SGEs) and SEND_WITH_IMM arrive byte-exact',
     a.qp.postSend({ wrId: 11, opcode: WrOpcode.SEND_WITH_IMM, immData: 0xdeadbeef, sendFlags: SendFlags.SIGNALED | SendFlags.INLINE, sgList: [smr.sge(0, 3)] });
     const [s1, s2] = await waitCompletions(a.cq, 2);
     assert.deepEqual([s1!.wrId, s1!.status, s1!.opcode], [10, WcStatus.SUCCESS, WcOpcode.SEND]);
-    assert.deepEqual([s2!.wrId, s2!.status], [11, WcStatus.SUCCESS]);
+    // Linux make_send_cqe: IB_WC_WITH_IMM on a successful SEND_WITH_IMM's completion.
+    assert.deepEqual([s1!.wcFlags, s2!.wrId, s2!.status, s2!.wcFlags], [0, 11, WcStatus.SUCCESS, WcFlags.WITH_IMM]);
     const [r1, r2] = await waitCompletions(b.cq, 2);
-    assert.deepEqual([r1!.wrId, r1!.status, r1!.opcode, r1!.byteLen, r1!.srcQp], [1, WcStatus.SUCCESS, WcOpcode.RECV, src.length, a.qp.qpn]);
+    // Linux do_complete: IB_WC_GRH on every successful receive, src_qp only from a DETH (0 on RC).
+    assert.deepEqual([r1!.wrId, r1!.status, r1!.opcode, r1!.byteLen, r1!.srcQp, r1!.wcFlags], [1, WcStatus.SUCCESS, WcOpcode.RECV, src.length, 0, WcFlags.GRH]);
     assert.ok(dst.subarray(0, src.length).equals(src));
-    assert.deepEqual([r2!.wrId, r2!.byteLen, r2!.immData, r2!.wcFlags & WcFlags.WITH_IMM], [2, 3, 0xdeadbeef, WcFlags.WITH_IMM]);
+    assert.deepEqual([r2!.wrId, r2!.byteLen, r2!.immData, r2!.wcFlags], [2, 3, 0xdeadbeef, WcFlags.GRH | WcFlags.WITH_IMM]);
   } finally {
     await close();
   }

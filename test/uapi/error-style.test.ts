@@ -24,7 +24,8 @@ test('every error names its attribute once, snake_case', async () => {
       ['pkey_index', () => fresh.modify({ qpState: QpState.INIT, pkeyIndex: 7, portNum: 1, qpAccessFlags: 0 }, QpAttr.STATE | QpAttr.PKEY_INDEX | QpAttr.PORT | QpAttr.ACCESS_FLAGS)],
       ['qp_access_flags', () => fresh.modify({ qpState: QpState.INIT, pkeyIndex: 0, portNum: 1, qpAccessFlags: 1 << 12 }, QpAttr.STATE | QpAttr.PKEY_INDEX | QpAttr.PORT | QpAttr.ACCESS_FLAGS)],
       ['sg_list', () => qp.postSend({ wrId: 1, opcode: WrOpcode.SEND, sgList: [mr.sge(0, 1), mr.sge(1, 1)] })],
-      ['send_flags', () => qp.postSend({ wrId: 1, opcode: WrOpcode.SEND, sendFlags: SendFlags.INLINE, sgList: [mr.sge(0, 9)] })],
+      // max_inline_data 8 with one SGE is 16 (rxe sizes a send WQE for max(16 * max_send_sge, max_inline_data)).
+      ['send_flags', () => qp.postSend({ wrId: 1, opcode: WrOpcode.SEND, sendFlags: SendFlags.INLINE, sgList: [mr.sge(0, 17)] })],
       ['rdma', () => qp.postSend({ wrId: 1, opcode: WrOpcode.RDMA_WRITE, sgList: [mr.sge(0, 1)] })],
       ['sg_list', () => qp.postRecv({ wrId: 1, sgList: [mr.sge(0, 1), mr.sge(1, 1)] })],
       ['max_wr', () => pd.createSrq({ maxWr: 1 << 30, maxSge: 1 })],

@@ -21,7 +21,8 @@ test('QP capacities: 0-entry queues are legal and full; with an SRQ the receive 
     const cq = ctx.createCq(16);
     const dev = ctx.queryDevice();
     const qp = pd.createQp({ qpType: QpType.RC, sendCq: cq, recvCq: cq, cap: { maxSendWr: 0, maxRecvWr: 0 } });
-    assert.deepEqual(qp.query().cap, { maxSendWr: 0, maxRecvWr: 0, maxSendSge: 1, maxRecvSge: 1, maxInlineData: 0 });
+    // A send WQE has room for one 16-byte SGE, so for 16 bytes inline (rxe_qp_init_req).
+    assert.deepEqual(qp.query().cap, { maxSendWr: 0, maxRecvWr: 0, maxSendSge: 1, maxRecvSge: 1, maxInlineData: 16 });
     assert.deepEqual(qp.cap, qp.query().cap);
     toSilentPeer(qp);
     // As a full queue: ENOMEM, and nothing queued.

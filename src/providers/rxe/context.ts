@@ -2,7 +2,7 @@
 // user context and routes async events to it.
 
 import type { ProviderContext, ProviderCq, ProviderMr, ProviderMw, ProviderQp, ProviderSrq } from '../../uapi/provider.js';
-import type { AhAttr, AsyncEvent, QpAttrValues, QpInitAttr, SrqAttrValues } from '../../abi/types.js';
+import type { AhAttr, AsyncEvent, QpAttrValues, QpCap, QpInitAttr, SrqAttrValues } from '../../abi/types.js';
 import { AsyncEventType } from '../../abi/enums.js';
 import { fail } from '../../uapi/errors.js';
 import { RxeCq } from './cq.js';
@@ -14,6 +14,20 @@ import type { RxeDevice } from './device.js';
 /** Whether an event's element is a provider object (QP, CQ, SRQ) that has been destroyed. */
 const isDestroyed = (element: unknown): boolean =>
   typeof element === 'object' && element !== null && (element as { destroyed?: unknown }).destroyed === true;
+
+/**
+ * The entries a work queue asked for `n` holds (Linux rxe_queue_init): its slots are n + 1
+ * rounded up to a power of two, one kept empty, so roundup_pow_of_two(n + 1) - 1; not beyond
+ * `max`, the device's maximum.
+ */
+export function queueEntries(n: number, max: number): number {
+  let slots = 1;
+  while (slots < n + 1) slots *= 2;
+  return Math.min(slots - 1, max);
+}
+
+/** Bytes of an SGE in a send WQE (struct ib_sge). */
+const SGE_BYTES = 16;
 
 export class RxeAh {
   constructor(readonly pd: RxePd, readonly attr: AhAttr, readonly address: string) {}
@@ -95,7 +109,9 @@ export class RxeContext implements ProviderContext {
   destroyAh(): void {}
 
   createSrq(pd: object, attr: SrqAttrValues): ProviderSrq {
-    return new RxeSrq(pd as RxePd, attr, (srq) => this.event(AsyncEventType.SRQ_LIMIT_REACHED, srq));
+    // rxe_srq_from_init: the queue holds what rxe_queue_init rounds max_wr up to, and says so.
+    const sized = { ...attr, maxWr: queueEntries(attr.maxWr, this.device.limits.maxSrqWr) };
+    return new RxeSrq(pd as RxePd, sized, (srq) => this.event(AsyncEventType.SRQ_LIMIT_REACHED, srq));
   }
 
   modifySrq(srq: ProviderSrq, attr: Partial<SrqAttrValues>, mask: number): void {
@@ -108,10 +124,29 @@ export class RxeContext implements ProviderContext {
 
   createQp(pd: object, init: QpInitAttr): ProviderQp {
     const qpn = this.device.allocQpn();
-    const qp = new RxeQp(this, qpn, init.qpType, pd as RxePd, init.sendCq as RxeCq, init.recvCq as RxeCq, init.srq as RxeSrq | undefined, init.cap, init.sqSigAll ?? false);
+    const qp = new RxeQp(this, qpn, init.qpType, pd as RxePd, init.sendCq as RxeCq, init.recvCq as RxeCq, init.srq as RxeSrq | undefined, this.sizeQueues(init.cap), init.sqSigAll ?? false);
     this.device.qps.set(qpn, qp);
     this.qps.add(qp);
     return qp;
+  }
+
+  /**
+   * The capacities a QP's queues get for the ones asked (checked against the device's maxima
+   * already), as Linux rxe_qp_init_req and rxe_qp_init_resp size them and report them back: a
+   * send WQE has room for max(16 * max_send_sge, max_inline_data) bytes, which sets both
+   * max_send_sge and max_inline_data; each queue holds what rxe_queue_init rounds it up to. None
+   * beyond the device's maximum (where Linux's rounding could pass it).
+   */
+  private sizeQueues(cap: QpCap): QpCap {
+    const dev = this.device.queryDevice();
+    const wqe = Math.max(SGE_BYTES * cap.maxSendSge, cap.maxInlineData);
+    return {
+      maxSendWr: queueEntries(cap.maxSendWr, dev.maxQpWr),
+      maxRecvWr: queueEntries(cap.maxRecvWr, dev.maxQpWr),
+      maxSendSge: Math.min(Math.floor(wqe / SGE_BYTES), dev.maxSge),
+      maxRecvSge: cap.maxRecvSge,
+      maxInlineData: Math.min(wqe, dev.maxInlineData),
+    };
   }
 
   modifyQp(qp: ProviderQp, attr: QpAttrValues, mask: number): void {

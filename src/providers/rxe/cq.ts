@@ -5,7 +5,6 @@
 import { fail } from '../../uapi/errors.js';
 import type { ProviderCq } from '../../uapi/provider.js';
 import type { WorkCompletion } from '../../abi/types.js';
-import { WcStatus } from '../../abi/enums.js';
 import { Ring } from './ring.js';
 
 const ARM_NONE = 0, ARM_NEXT = 1, ARM_SOLICITED = 2;
@@ -47,7 +46,9 @@ export class RxeCq implements ProviderCq {
     }
     this.queue.push(wc);
     this.onCompletion?.(false);
-    if (this.armed === ARM_NEXT || (this.armed === ARM_SOLICITED && (solicited || wc.status !== WcStatus.SUCCESS))) {
+    // Linux rxe_cq_post: a solicited-only arm is met only by a completion posted as solicited
+    // (a receive of a packet with the SE bit, or a receive flush), an error or not.
+    if (this.armed === ARM_NEXT || (this.armed === ARM_SOLICITED && solicited)) {
       this.armed = ARM_NONE;
       if (this.onNotify) queueMicrotask(this.fireNotify);
     }

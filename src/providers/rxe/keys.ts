@@ -119,13 +119,25 @@ export class KeyTable {
 
   /** Local (lkey) access for an SGE: MRs only, same PD, LOCAL_WRITE when written. */
   resolveLocal(lkey: number, pd: RxePd, addr: number, len: number, write: boolean): Resolved | KeyError {
+    const out: Resolved = { mem: NO_MEM, offset: 0 };
+    return this.resolveLocalInto(out, lkey, pd, addr, len, write) ?? out;
+  }
+
+  /**
+   * resolveLocal without allocating: the memory and offset go into `out`, undefined is
+   * returned on success. For the responder's per-packet lookups of receive SGEs (Linux
+   * copy_data looks up each SGE it copies into, on every copy).
+   */
+  resolveLocalInto(out: Resolved, lkey: number, pd: RxePd, addr: number, len: number, write: boolean): KeyError | undefined {
     const mr = this.lookup(lkey);
     if (!(mr instanceof RxeMr) || !mr.valid) return 'rkey';
     if (mr.pd !== pd) return 'pd';
     if (write && !(mr.access & Access.LOCAL_WRITE)) return 'access';
     const offset = addr - mr.iova;
     if (!(offset >= 0 && offset + len <= mr.length)) return 'bounds';
-    return { mem: mr.mem, offset };
+    out.mem = mr.mem;
+    out.offset = offset;
+    return undefined;
   }
 
   /**

@@ -1,9 +1,12 @@
 // Moving message bytes between packets and registered memory, as Linux rxe keeps it in
-// rxe_mr.c (copy_data, rxe_mr_copy): a work request's SGEs are resolved once to views of
-// the registered buffers (segments), and a message offset then names bytes across them.
-// The requester sends from these views; the responder and completer copy into them.
+// rxe_mr.c (copy_data, rxe_mr_copy): a send WQE's SGEs are resolved once to views of the
+// registered buffers (segments), and a message offset then names bytes across them; the
+// requester sends from these views and the completer copies read results into them. The
+// responder places a message into a receive WQE's SGEs looking each one up only when its
+// bytes reach it (placeRecv), as copy_data does.
 
 import type { RxeQp } from './qp.js';
+import { NO_MEM, type Resolved } from './keys.js';
 
 /** One resolved SGE: `len` bytes of registered memory `mem` from `off`. */
 export interface Seg { mem: Buffer; off: number; len: number }
@@ -63,4 +66,45 @@ export function sgesLive(qp: RxeQp, sgl: readonly { length: number; lkey: number
     msgOff = 0;
   }
   return true;
+}
+
+/** What placing bytes into a receive WQE found (Linux copy_data's outcomes). */
+export const enum Placed {
+  OK,
+  /** More bytes than the WQE has room for at that offset: nothing was copied. */
+  LENGTH,
+  /** An SGE the bytes reach names no valid memory of the QP's PD (RESPST_ERR_MALFORMED_WQE). */
+  WQE,
+}
+
+/** Where one SGE's bytes go (reused: no allocation per packet). */
+const recvMem: Resolved = { mem: NO_MEM, offset: 0 };
+
+/**
+ * Copy `len` bytes of `src` from `srcOff` into a receive WQE's SGEs at message offset `msgOff`,
+ * as Linux copy_data does for the responder: bytes beyond the WQE's total length are a length
+ * error before anything is copied; otherwise the SGEs are walked from `msgOff`, and each one the
+ * bytes reach is looked up when they reach it (a valid MR of the QP's PD, LOCAL_WRITE, and the
+ * part copied within it), on every call, so an MR deregistered or re-registered under a
+ * receive in progress stops the bytes that would land in it. An SGE that fails stops the copy
+ * there (what went into the SGEs before it stays). SGEs the message never reaches are never
+ * looked up: a receive whose unused SGEs name dead memory completes normally.
+ */
+export function placeRecv(qp: RxeQp, sgl: readonly { addr: number; length: number; lkey: number }[], total: number, msgOff: number, src: Buffer, srcOff: number, len: number): Placed {
+  if (len === 0) return Placed.OK;
+  if (msgOff + len > total) return Placed.LENGTH;
+  const keys = qp.device.keys;
+  try {
+    for (let i = 0; i < sgl.length && len > 0; i++) {
+      const s = sgl[i]!;
+      if (msgOff >= s.length) { msgOff -= s.length; continue; }
+      const n = Math.min(len, s.length - msgOff);
+      if (keys.resolveLocalInto(recvMem, s.lkey, qp.pd, s.addr + msgOff, n, true) !== undefined) return Placed.WQE;
+      src.copy(recvMem.mem, recvMem.offset, srcOff, srcOff + n);
+      srcOff += n; len -= n; msgOff = 0;
+    }
+  } finally {
+    recvMem.mem = NO_MEM; // hold no MR's memory between packets
+  }
+  return len === 0 ? Placed.OK : Placed.LENGTH;
 }

@@ -2,7 +2,7 @@
 // work is done by requester.ts (builds and sends request packets), completer.ts (handles
 // ACKs and responses, retries, completions) and responder.ts (executes incoming requests).
 
-import { AsyncEventType, MigState, mtuBytes, QpAttr, QpState, QpType, qpStateName, qpTypeName, WR_OPCODE_NAMES, SendFlags, WcOpcode, WcStatus, WrOpcode, type MtuValue } from '../../abi/enums.js';
+import { AsyncEventType, MigState, mtuBytes, QpAttr, QpState, QpType, qpStateName, qpTypeName, WR_OPCODE_NAMES, SendFlags, WcFlags, WcOpcode, WcStatus, WrOpcode, type MtuValue } from '../../abi/enums.js';
 import type { AhAttr, QpAttrFull, QpAttrValues, QpCap, RecvWr, SendWr, WorkCompletion } from '../../abi/types.js';
 import type { ProviderQp } from '../../uapi/provider.js';
 import { fail } from '../../uapi/errors.js';
@@ -49,11 +49,11 @@ export interface SendWqe {
   local: boolean;
 }
 
+/** A receive WQE. Its SGEs are looked up only as a message's bytes reach them (mem.ts placeRecv). */
 export interface RecvWqe {
   wrId: RecvWr['wrId'];
   sgList: NonNullable<RecvWr['sgList']>;
   total: number;
-  segs: Seg[] | undefined;
 }
 
 /** Responder resources for RDMA READ and atomics, kept for duplicate requests. */
@@ -88,7 +88,10 @@ export class RxeQp implements ProviderQp {
   /** That address as a GID (IPv4-mapped for IPv4): what a RoCEv2 packet's source must be. */
   private destGid: Buffer | undefined;
   mtu = 1024;
+  /** The attribute as set; Linux rxe stores it and raises SQ_DRAINED whatever it says. */
   enSqdAsyncNotify = false;
+  /** Entered SQD and SQ_DRAINED not raised yet (Linux's req.state QP_STATE_DRAIN). */
+  draining = false;
   destroyed = false;
   /** The UDP source port this QP's packets leave from (rxe's rule, wire/udp-sport.ts), and its sockets. */
   sourcePort: number;
@@ -240,6 +243,7 @@ export class RxeQp implements ProviderQp {
     if (mask & QpAttr.AV) this.useSourcePort(connectedSourcePort(a.ahAttr!.grh.flowLabel ?? 0, this.qpn, this.attr.destQpNum));
 
     if (next === this.state) return;
+    this.draining = false;
     switch (next) {
       case QpState.RESET: this.reset(); break;
       case QpState.ERR: this.toError(); break;
@@ -251,6 +255,7 @@ export class RxeQp implements ProviderQp {
       case QpState.SQD:
         this.state = next;
         this.attr.qpState = next;
+        this.draining = true;
         this.checkDrained();
         break;
       default:
@@ -269,9 +274,15 @@ export class RxeQp implements ProviderQp {
     armRetransmit(this);
   }
 
+  /**
+   * Raise SQ_DRAINED once per entry into SQD, when no started WQE is left: at once if there is
+   * none, else when the last one completes. Linux 6.1 does so whether or not
+   * en_sqd_async_notify was set (req_next_wqe and complete_ack move req.state from DRAIN to
+   * DRAINED and call the QP's event handler, which uverbs always installs).
+   */
   checkDrained(): void {
-    if (this.state === QpState.SQD && this.enSqdAsyncNotify && !this.hasStarted()) {
-      this.enSqdAsyncNotify = false;
+    if (this.state === QpState.SQD && this.draining && !this.hasStarted()) {
+      this.draining = false;
       this.ctx.event(AsyncEventType.SQ_DRAINED, this);
     }
   }
@@ -297,6 +308,7 @@ export class RxeQp implements ProviderQp {
     noteIdle(this);
     this.state = QpState.ERR;
     this.attr.qpState = QpState.ERR;
+    this.draining = false;
     for (let i = 0; i < this.sq.length; i++) {
       const w = this.sq.at(i)!;
       if (w.state !== WqeState.DONE) {
@@ -317,7 +329,8 @@ export class RxeQp implements ProviderQp {
   }
 
   private flushRecv(r: RecvWqe) {
-    this.recvCq.push(this.wc(r.wrId, WcStatus.WR_FLUSH_ERR, WcOpcode.RECV, 0), false);
+    // Solicited, as Linux's responder posts a flush (do_complete without a packet: rxe_cq_post(..., 1)).
+    this.recvCq.push(this.wc(r.wrId, WcStatus.WR_FLUSH_ERR, WcOpcode.RECV, 0), true);
   }
 
   /** Generate completions for finished send WQEs at the head of the SQ, in order. */
@@ -328,7 +341,12 @@ export class RxeQp implements ProviderQp {
       this.sq.shift();
       if (this.req.index > 0) this.req.index--;
       if (w.signaled || w.status !== WcStatus.SUCCESS) {
-        this.sendCq.push(this.wc(w.wr.wrId, w.status, wrOpcodeInfo(w.wr.opcode)?.wcOpcode ?? 0, w.status === WcStatus.SUCCESS ? w.length : 0), false);
+        // Linux make_send_cqe: byte count and IB_WC_WITH_IMM (SEND_WITH_IMM, RDMA_WRITE_WITH_IMM)
+        // only on success; never solicited (the completer posts with solicited 0).
+        const ok = w.status === WcStatus.SUCCESS;
+        const wc = this.wc(w.wr.wrId, w.status, wrOpcodeInfo(w.wr.opcode)?.wcOpcode ?? 0, ok ? w.length : 0);
+        if (ok && (w.opcode === WrOpcode.SEND_WITH_IMM || w.opcode === WrOpcode.RDMA_WRITE_WITH_IMM)) wc.wcFlags = WcFlags.WITH_IMM;
+        this.sendCq.push(wc, false);
       }
     }
     if (this.state === QpState.SQD) this.checkDrained();
@@ -506,7 +524,7 @@ export function validateRecv(wr: RecvWr, maxSge: number, object: 'QP' | 'SRQ' = 
     if (!s || !Number.isInteger(s.addr) || !Number.isInteger(s.length) || s.length < 0 || !Number.isInteger(s.lkey)) fail('EINVAL', 'malformed SGE', site);
     total += s.length;
   }
-  return { wrId: wr.wrId, sgList: sgl, total, segs: undefined };
+  return { wrId: wr.wrId, sgList: sgl, total };
 }
 
 export function resolveAv(ah: AhAttr, family: 4 | 6): string {

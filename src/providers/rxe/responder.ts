@@ -9,7 +9,7 @@ import { BTH_BYTES, DETH_BYTES, ICRC_BYTES, OPCODES, Op, OpCode } from './wire/o
 import { psnAdd, psnDiff } from './wire/psn.js';
 import { ipv4Bytes, ipv6Bytes } from '../../abi/inet.js';
 import type { RecvWqe, RespResource, RxeQp } from './qp.js';
-import { resolveSegs, scatter, sgesLive } from './mem.js';
+import { Placed, placeRecv } from './mem.js';
 import { NO_MEM, RxeMw, type Resolved } from './keys.js';
 import { RespState, type RespStateValue } from './states.js';
 import { traceResp } from './debug.js';
@@ -303,14 +303,24 @@ function sendReadResponses(qp: RxeQp, res: RespResource, budget: number): number
 
 // ---- completion helpers ----
 
-/** Post a receive completion. False if the CQ could not take it (full: the completion is lost). */
+/**
+ * Post a receive completion. False if the CQ could not take it (full: the completion is lost).
+ * As Linux do_complete fills a user CQE: the byte count, flags, immediate data, invalidated
+ * rkey and source QP only on success; IB_WC_GRH on every successful receive, of any transport
+ * (rxe always has the packet's network header); the source QP only from a DETH (UD), 0 on
+ * RC and UC. An error completion carries its status and work request ID (and here still its
+ * opcode: see docs/rxe.md).
+ */
 function completeRecv(qp: RxeQp, w: RecvWqe, status: number, opcode: number, byteLen: number, pkt: Packet | boolean | undefined, extra: { flags?: number; imm?: number; inv?: number; srcQp?: number } = {}): boolean {
-  const wc = qp.wc(w.wrId, status, opcode, status === WcStatus.SUCCESS ? byteLen : 0);
-  wc.srcQp = extra.srcQp ?? qp.attr.destQpNum;
-  wc.wcFlags = extra.flags ?? 0;
-  if (extra.imm !== undefined) wc.immData = extra.imm;
-  if (extra.inv !== undefined) wc.invalidatedRkey = extra.inv;
-  qp.device.counters.rdma_recvs++;
+  const ok = status === WcStatus.SUCCESS;
+  const wc = qp.wc(w.wrId, status, opcode, ok ? byteLen : 0);
+  if (ok) {
+    wc.wcFlags = WcFlags.GRH | (extra.flags ?? 0);
+    if (extra.srcQp !== undefined) wc.srcQp = extra.srcQp;
+    if (extra.imm !== undefined) wc.immData = extra.imm;
+    if (extra.inv !== undefined) wc.invalidatedRkey = extra.inv;
+    qp.device.counters.rdma_recvs++;
+  }
   return qp.recvCq.push(wc, typeof pkt === 'boolean' ? pkt : pkt?.se ?? false);
 }
 
@@ -414,16 +424,18 @@ function onRc(qp: RxeQp, pkt: Packet): void {
     }
   } else {
     const w = r.wqe!;
-    // Linux copy_data looks the lkey of each SGE it copies into up on every packet: an MR
-    // deregistered or re-registered under the receive is RESPST_ERR_MALFORMED_WQE (class A:
+    // Linux copy_data looks up the lkey of each SGE it copies into, on every packet, and only
+    // those: an SGE the bytes reach that names no valid memory (never did, or its MR was
+    // deregistered or re-registered under the receive) is RESPST_ERR_MALFORMED_WQE (class A:
     // NAK remote operational error, the receive completes with LOC_QP_OP_ERR).
-    if (w.segs ? !sgesLive(qp, w.sgList, r.offset, pkt.payloadLength) : !(w.segs = resolveSegs(qp, w.sgList, true))) {
-      traceResp(qp.qpn, RespState.ERR_MALFORMED_WQE, pkt.psn);
-      return nakError(qp, pkt, NakCode.REMOTE_OPERATIONAL_ERROR, WcStatus.LOC_QP_OP_ERR);
-    }
-    if (r.offset + pkt.payloadLength > w.total || !scatter(w.segs!, r.offset, pkt.buf, pkt.payloadOffset, pkt.payloadLength)) {
+    const placed = placeRecv(qp, w.sgList, w.total, r.offset, pkt.buf, pkt.payloadOffset, pkt.payloadLength);
+    if (placed === Placed.LENGTH) {
       traceResp(qp.qpn, RespState.ERR_LENGTH, pkt.psn);
       return nakError(qp, pkt, NakCode.INVALID_REQUEST, WcStatus.LOC_LEN_ERR);
+    }
+    if (placed === Placed.WQE) {
+      traceResp(qp.qpn, RespState.ERR_MALFORMED_WQE, pkt.psn);
+      return nakError(qp, pkt, NakCode.REMOTE_OPERATIONAL_ERROR, WcStatus.LOC_QP_OP_ERR);
     }
     r.offset += pkt.payloadLength;
   }
@@ -696,13 +708,11 @@ function onUc(qp: RxeQp, pkt: Packet): void {
     if (err !== undefined) { ucAbandon(qp); ucDrop(qp, pkt, err === NakCode.REMOTE_ACCESS_ERROR ? RespState.ERR_RKEY_VIOLATION : RespState.ERR_LENGTH); return; }
   } else {
     const w = r.wqe!;
-    // The lkeys are looked up again for every packet, as on RC (Linux copy_data).
-    const live = w.segs ? sgesLive(qp, w.sgList, r.offset, pkt.payloadLength) : (w.segs = resolveSegs(qp, w.sgList, true)) !== undefined;
-    if (!live || r.offset + pkt.payloadLength > w.total || !scatter(w.segs!, r.offset, pkt.buf, pkt.payloadOffset, pkt.payloadLength)) {
-      traceResp(qp.qpn, live ? RespState.ERR_LENGTH : RespState.ERR_MALFORMED_WQE, pkt.psn);
+    // The lkeys of the SGEs reached are looked up for every packet, as on RC (Linux copy_data).
+    const placed = placeRecv(qp, w.sgList, w.total, r.offset, pkt.buf, pkt.payloadOffset, pkt.payloadLength);
+    if (placed !== Placed.OK) {
       r.wqe = undefined;
-      r.inMessage = 0;
-      completeRecv(qp, w, live ? WcStatus.LOC_LEN_ERR : WcStatus.LOC_PROT_ERR, WcOpcode.RECV, 0, pkt);
+      badRecvWqe(qp, w, pkt, placed);
       return;
     }
     r.offset += pkt.payloadLength;
@@ -724,6 +734,20 @@ function ucAbandon(qp: RxeQp): void {
   r.writeLen = r.writeDone = 0;
 }
 
+/**
+ * A UD or UC receive WQE the message cannot be placed in (Linux send_data_in's copy_data
+ * failing): RESPST_ERR_MALFORMED_WQE, class A for every transport. The receive completes with
+ * LOC_QP_OP_ERR for an SGE naming no valid memory (LOC_LEN_ERR for a message longer than the
+ * WQE: Linux 6.1 reports that as LOC_QP_OP_ERR too; see docs/rxe.md), no NAK (UD and UC have
+ * none), and the QP goes to ERR (rxe_qp_error): the WQEs behind it are flushed.
+ */
+function badRecvWqe(qp: RxeQp, w: RecvWqe, pkt: Packet, placed: Placed): void {
+  const length = placed === Placed.LENGTH;
+  traceResp(qp.qpn, length ? RespState.ERR_LENGTH : RespState.ERR_MALFORMED_WQE, pkt.psn);
+  completeRecv(qp, w, length ? WcStatus.LOC_LEN_ERR : WcStatus.LOC_QP_OP_ERR, WcOpcode.RECV, 0, pkt);
+  qp.toError();
+}
+
 /** UC has no NAK: a bad packet is dropped and counted. */
 function ucDrop(qp: RxeQp, pkt: Packet, state: RespStateValue): void {
   traceResp(qp.qpn, state, pkt.psn);
@@ -742,22 +766,14 @@ function onUd(qp: RxeQp, pkt: Packet, from: string): void {
     traceResp(qp.qpn, RespState.ERR_RNR, pkt.psn);
     qp.device.counters.no_recv_wqe_drops++; return;
   }
-  const segs = resolveSegs(qp, w.sgList, true);
-  if (!segs) {
-    traceResp(qp.qpn, RespState.ERR_MALFORMED_WQE, pkt.psn);
-    completeRecv(qp, w, WcStatus.LOC_PROT_ERR, WcOpcode.RECV, 0, pkt);
-    return;
-  }
   const len = pkt.payloadLength;
-  if (GRH_BYTES + len > w.total) {
-    traceResp(qp.qpn, RespState.ERR_LENGTH, pkt.psn);
-    completeRecv(qp, w, WcStatus.LOC_LEN_ERR, WcOpcode.RECV, 0, pkt);
-    return;
-  }
-  scatter(segs, 0, buildGrh(qp, from, len), 0, GRH_BYTES);
-  scatter(segs, GRH_BYTES, pkt.buf, pkt.payloadOffset, len);
+  // Linux execute: the network header, then the payload, each copied by copy_data (only the
+  // SGEs they reach are looked up).
+  let placed = placeRecv(qp, w.sgList, w.total, 0, buildGrh(qp, from, len), 0, GRH_BYTES);
+  if (placed === Placed.OK) placed = placeRecv(qp, w.sgList, w.total, GRH_BYTES, pkt.buf, pkt.payloadOffset, len);
+  if (placed !== Placed.OK) return badRecvWqe(qp, w, pkt, placed);
   const m = pkt.mask;
-  const extra: { flags: number; imm?: number; srcQp: number } = { flags: WcFlags.GRH, srcQp: deth.srcQp(pkt) };
+  const extra: { flags: number; imm?: number; srcQp: number } = { flags: 0, srcQp: deth.srcQp(pkt) };
   if (m & Op.IMMDT) { extra.flags |= WcFlags.WITH_IMM; extra.imm = immdt.get(pkt); }
   traceResp(qp.qpn, RespState.COMPLETE, pkt.psn);
   if (!completeRecv(qp, w, WcStatus.SUCCESS, WcOpcode.RECV, GRH_BYTES + len, pkt, extra)) cqOverflow(qp, pkt.psn);

@@ -161,7 +161,9 @@ export function defineQp(r: UapiRegistry): void {
       ctx.hold(ctx.handle(CREATE.recvCq));
       if (srq) ctx.hold(ctx.handle(CREATE.srq));
       ctx.set(CREATE.qpNum, qp.qpn);
-      ctx.set(CREATE.respCap, c);
+      // What the provider made of them: a queue may hold more than asked (rxe rounds its sizes
+      // up), and the response says so, as ib_uverbs_create_qp returns the driver's caps.
+      ctx.set(CREATE.respCap, qp.query().cap);
       return { created: qp };
     },
   });
