@@ -174,9 +174,29 @@ class Conn {
 const out = (s: string) => process.stdout.write(s + '\n');
 const err = (s: string) => process.stderr.write(s + '\n');
 
-/** Connection errors as rping prints them ("cma event RDMA_CM_EVENT_REJECTED, error 8"). */
-function cmaError(e: RdmaCmEvent): Error {
-  return new Error(`cma event RDMA_CM_EVENT_${e.event}, error ${e.status}${e.reason ? ` (${e.reason})` : ''}`);
+/** Connection errors as rping prints them ("cma event RDMA_CM_EVENT_REJECTED, error 8"), with the reason's name after. */
+function cmaText(e: RdmaCmEvent): string {
+  return `cma event RDMA_CM_EVENT_${e.event}, error ${e.status}${e.reason ? ` (${e.reason})` : ''}`;
+}
+
+/**
+ * What rping's main returns when a run fails (-1): the process exits 255. Its CM thread exits
+ * with the same -1 on an error event (rping_cma_event_handler: ADDR_ERROR, ROUTE_ERROR,
+ * CONNECT_ERROR, UNREACHABLE, REJECTED, DEVICE_REMOVAL), and its client returns -1 on a data mismatch.
+ */
+export const RPING_FAILED = 255;
+
+/** rping.c's enum test_state, for its "wait for ... state N" lines. */
+const State = { IDLE: 1, ADDR_RESOLVED: 3, ROUTE_RESOLVED: 4, DISCONNECTED: 10, ERROR: 11 } as const;
+
+/** The state an event leaves rping's cb in (rping_cma_event_handler), from the state it was in. */
+function stateAfter(e: RdmaCmEvent, before: number): number {
+  return e.event === 'DISCONNECTED' ? State.DISCONNECTED : e.event === 'DEVICE_REMOVAL' ? State.ERROR : before;
+}
+
+/** The line rping_cma_event_handler prints for an event (DISCONNECTED and DEVICE_REMOVAL: the connection's own handler prints those). */
+function reportEvent(e: RdmaCmEvent): void {
+  if (e.event !== 'DISCONNECTED' && e.event !== 'DEVICE_REMOVAL') err(cmaText(e));
 }
 
 export async function rping(args: string[]): Promise<number> {
@@ -215,8 +235,9 @@ async function runServer(o: Opts, dev: Device, ch: EventChannel, dbg: (s: string
     for (;;) {
       const req = await Promise.race([ch.next('CONNECT_REQUEST', Infinity), removed]);
       if (!req) {
+        // rping's CM thread: exit(-1).
         err('cma detected device removal!!!!');
-        return 1;
+        return RPING_FAILED;
       }
       dbg(`cma_event type RDMA_CM_EVENT_CONNECT_REQUEST cma_id ${req.id.no} (child)`);
       const p = serveOne(o, req.id, ch, dbg);
@@ -270,7 +291,19 @@ async function serveOne(o: Opts, child: RdmaCmId, ch: EventChannel, dbg: (s: str
     dbg('accepting client connection request');
     child.accept({ responderResources: 1, initiatorDepth: 1 });
     const est = await ch.next(['ESTABLISHED', 'DISCONNECTED', 'REJECTED', 'UNREACHABLE', 'CONNECT_ERROR', 'DEVICE_REMOVAL'], 60_000, child);
-    if (est.event !== 'ESTABLISHED') throw cmaError(est);
+    if (est.event !== 'ESTABLISHED') {
+      // As rping_run_server: an error event ends the process from the CM thread (exit(-1));
+      // device removal leaves the state ERROR ("wait for CONNECTED state 11", "connect error
+      // -1"); a DISCONNECTED leaves it DISCONNECTED, and rping_test_server gives up at once and
+      // returns 0.
+      reportEvent(est);
+      if (est.event === 'DISCONNECTED') {
+        err(`wait for RDMA_READ_ADV state ${State.DISCONNECTED}`);
+        return 0;
+      }
+      if (est.event === 'DEVICE_REMOVAL') err(`wait for CONNECTED state ${State.ERROR}\nconnect error -1`);
+      return RPING_FAILED;
+    }
     dbg('cma_event type RDMA_CM_EVENT_ESTABLISHED');
     const qp = child.qp!;
     for (;;) {
@@ -328,12 +361,22 @@ async function runClient(o: Opts, _dev: Device, ch: EventChannel, dbg: (s: strin
   };
   const stopHearing = onEnd(ch, id, onEvent);
   try {
+    // rping_bind_client: an ADDR_ERROR or ROUTE_ERROR is printed (and its CM thread exits -1);
+    // the main thread says which state it found.
     id.resolveAddr({ address: o.addr!, port: o.port }, o.source, 2000);
     const ar = await ch.next(['ADDR_RESOLVED', 'ADDR_ERROR'], 5000, id);
-    if (ar.event !== 'ADDR_RESOLVED') throw cmaError(ar);
+    if (ar.event !== 'ADDR_RESOLVED') {
+      reportEvent(ar);
+      err(`waiting for addr/route resolution state ${State.IDLE}`);
+      return RPING_FAILED;
+    }
     id.resolveRoute(2000);
     const rr = await ch.next(['ROUTE_RESOLVED', 'ROUTE_ERROR'], 5000, id);
-    if (rr.event !== 'ROUTE_RESOLVED') throw cmaError(rr);
+    if (rr.event !== 'ROUTE_RESOLVED') {
+      reportEvent(rr);
+      err(`waiting for addr/route resolution state ${State.ADDR_RESOLVED}`);
+      return RPING_FAILED;
+    }
     dbg('rdma_resolve_addr - rdma_resolve_route successful');
     conn = new Conn(id, o.size, true);
     dbg('allocated & registered buffers...');
@@ -341,7 +384,13 @@ async function runClient(o: Opts, _dev: Device, ch: EventChannel, dbg: (s: strin
     id.connect({ responderResources: 1, initiatorDepth: 1, retryCount: 7, rnrRetryCount: 7 });
     // 16 REQ retries of 6 s each before UNREACHABLE, as Linux.
     const est = await ch.next(['ESTABLISHED', 'REJECTED', 'UNREACHABLE', 'CONNECT_ERROR', 'DISCONNECTED', 'DEVICE_REMOVAL'], 120_000, id);
-    if (est.event !== 'ESTABLISHED') throw cmaError(est);
+    if (est.event !== 'ESTABLISHED') {
+      // rping_connect_client, then rping_run_client: the state is not CONNECTED (still
+      // ROUTE_RESOLVED after a REJECTED, UNREACHABLE or CONNECT_ERROR), and main returns -1.
+      reportEvent(est);
+      err(`wait for CONNECTED state ${stateAfter(est, State.ROUTE_RESOLVED)}\nconnect error -1`);
+      return RPING_FAILED;
+    }
     dbg('rdma_connect successful');
     const qp = id.qp!;
     const startBuf = conn.startBuf!, startMr = conn.startMr!;
@@ -369,7 +418,9 @@ async function runClient(o: Opts, _dev: Device, ch: EventChannel, dbg: (s: strin
       if (done.opcode !== WcOpcode.RECV) throw new Error(`wait for RDMA_WRITE_COMPLETE: completion opcode ${done.opcode}`);
       conn.postRecv();
       if (o.validate && !startBuf.equals(conn.rdmaBuf)) {
+        // rping_test_client returns -1, and rping_run_client says so before it disconnects.
         err('data mismatch!');
+        err('rping client failed: -1');
         ret = -1;
         break;
       }
@@ -380,7 +431,7 @@ async function runClient(o: Opts, _dev: Device, ch: EventChannel, dbg: (s: strin
       id.disconnect();
       await ch.next('DISCONNECTED', 10_000, id).catch(() => undefined);
     }
-    return ret === 0 ? 0 : 1;
+    return ret === 0 ? 0 : RPING_FAILED;
   } finally {
     stopHearing();
     conn?.free();

@@ -63,11 +63,12 @@ test('rping -P: a persistent server serves one client after another', async () =
   assert.equal(s.stdout.trim().split('\n').filter((l) => l.startsWith('server ping data')).length, 8);
 });
 
-test('rping -c towards a port nobody listens on: REJECTED with IB_CM_REJ_INVALID_SERVICE_ID, exit 1', async () => {
+test('rping -c towards a port nobody listens on: REJECTED with IB_CM_REJ_INVALID_SERVICE_ID, exit 255 (rping.c exits -1)', async () => {
   const { s, port, udp } = await server();
   const c = run(['rping', '-c', '-a', '127.0.0.2', '-I', '127.0.0.3', '-p', String(Number(port) + 1), '--udp-port', udp, '-C', '1']);
-  assert.equal(await c.exit(), 1);
+  assert.equal(await c.exit(), 255);
   assert.match(c.stderr, /cma event RDMA_CM_EVENT_REJECTED, error 8 \(IB_CM_REJ_INVALID_SERVICE_ID\)/);
+  assert.match(c.stderr, /connect error -1/);
   s.child.kill();
   await s.exit().catch(() => 0);
 });

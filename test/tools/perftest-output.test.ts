@@ -15,6 +15,7 @@ import { sendLoop } from '../../src/tools/perftest/bw.js';
 import * as report from '../../src/tools/perftest/report.js';
 import type { Session } from '../../src/tools/perftest/session.js';
 import { peakNotMeasured } from '../../src/tools/perftest/options.js';
+import { outputFigure } from '../../src/tools/perftest/index.js';
 
 // Looked up when a test runs (a build without the -D summaries fails those tests only).
 const { bwResult, LatSummary, latResult, WindowedCount } = report;
@@ -30,6 +31,23 @@ async function pair(name: string, server: string[], client: string[]) {
   return { client: cli, server: srv };
 }
 
+test("--output prints perftest's %lf of the unrounded figure, not one rounded to 0.01 first", () => {
+  // 3 ms for one 4096-byte WRITE: 4096 / 0.003 / 2^20 = 1.3020833... MiB/sec.
+  const bw = bwResult('write_bw', 4096, 0, Float64Array.from([3e6]), null);
+  assert.equal(outputFigure({ output: 'bandwidth', gbits: false }, bw), '1.302083');
+  assert.equal(outputFigure({ output: 'bandwidth', gbits: true }, bw), (1.3020833333333333 * 2 ** 20 * 8 / 1e9).toFixed(6));
+  assert.equal(outputFigure({ output: 'message_rate', gbits: false }, bw), '0.000333');
+  // The table still rounds (%.2lf), and the JSON as perftest's --out_json (%.2lf).
+  assert.match(report.bwLine(bw), /^ 4096 {7}1 {16}1\.30 /);
+  assert.equal(report.withPerftestKeys(bw, false).BW_average, 1.3);
+  // Gaps of 10 us and one of 15 (the two largest left out): t_avg = (1000 x 10 + 15) / 1001 us.
+  const gaps = Float64Array.from([...Array<number>(1000).fill(10), 15, 500, 2000]);
+  const lat = latResult('read_lat', 2, gaps);
+  assert.equal(outputFigure({ output: 'latency', gbits: false }, lat), (10015 / 1001).toFixed(6));
+  assert.equal((10015 / 1001).toFixed(6), '10.004995');
+  assert.equal(report.withPerftestKeys(lat, false).t_avg, 10);
+});
+
 test('--output: only the figure perftest prints ("%lf"), in the table\'s unit; --out_json_file gets the JSON', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'perftest-out-'));
   try {
@@ -41,7 +59,8 @@ test('--output: only the figure perftest prints ("%lf"), in the table\'s unit; -
     const [r] = jsonLines(readFileSync(file, 'utf8'));
     assert.equal(r!.test, 'write_bw');
     assert.equal(r!.MsgSize, 4096);
-    assert.equal(Number(bw.client.stdout), r!.BW_average);
+    // The JSON rounds as perftest's (%.2lf); --output prints the unrounded figure (%lf).
+    assert.ok(Math.abs(Number(bw.client.stdout) - (r!.BW_average as number)) <= 0.005 + 1e-9, `${bw.client.stdout} vs ${String(r!.BW_average)}`);
     assert.equal(Number(bw.server.stdout), r!.MsgRate);
     const lat = await pair('send_lat', ['--output=latency'], ['--output=latency', '-n', '50']);
     for (const p of [lat.client, lat.server]) assert.match(p.stdout, /^\d+\.\d{6}\n$/);

@@ -58,3 +58,22 @@ test('perftest -D: with WRs in flight at the deadline, one more signalled WR is 
   const r = await sendLoop(s, 4096, undefined);
   assert.ok(r.counts[0]! > 0);
 });
+
+test("perftest's CQ moderation in the sender: one WR in 100 signalled, every one over 8192 bytes (unless -a or -Q), at most -t", async () => {
+  const signalled = async (size: number, o: Record<string, unknown> = {}) => {
+    const { s } = fakeSession(128, 0);
+    Object.assign(s.o, { durationSec: undefined, ...o });
+    let n = 0;
+    const qp = s.qps[0]!;
+    const post = qp.postSend.bind(qp);
+    (qp as { postSend: (wr: SendWr) => void }).postSend = (wr: SendWr) => { if (wr.sendFlags! & 2) n++; post(wr); };
+    const r = await sendLoop(s, size, undefined);
+    assert.equal(r.counts[0], 1000);
+    return n;
+  };
+  assert.equal(await signalled(4096), 10); // the 100th, 200th, ... 1000th (perftest's DEF_CQ_MOD; it was 64)
+  assert.equal(await signalled(65536), 1000); // MSG_SIZE_CQ_MOD_LIMIT: every WR
+  assert.equal(await signalled(65536, { all: true }), 10);
+  assert.equal(await signalled(65536, { cqMod: 250 }), 8); // -Q 250 is capped at -t 128: 7 x 128 and the last
+  assert.equal(await signalled(4096, { cqMod: 40 }), 25);
+});

@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import { describe, it, test } from 'node:test';
 import { devinfoCommand } from '../../src/cli/devinfo.js';
 import { cmatose } from '../../src/tools/cmatose.js';
-import { parsePerftestArgs } from '../../src/tools/perftest/options.js';
+import { cqModeration, cqModWarning, parsePerftestArgs } from '../../src/tools/perftest/options.js';
 import { rping } from '../../src/tools/rping.js';
 import { smcChk } from '../../src/tools/smc-chk.js';
 import * as usage from '../../src/tools/usage.js';
@@ -85,11 +85,38 @@ describe('perftest (strtol base 0, as perftest_parameters.c)', () => {
     assert.equal(parse('-D', '0x4').marginSec, 1);
   });
 
-  it('-s takes K (x 1024) and M (x 1048576), as perftest: 64K, 8M, 0x10K; not k, 9M or K alone', () => {
+  it('-s takes K (x 1024) and M (x 1048576), as perftest: 64K, 8M, 0x10K; not k, K alone or beyond UINT_MAX / 2', () => {
     assert.deepEqual(parse('-s', '64K').sizes, [65536]);
     assert.deepEqual(parse('-s', '8M').sizes, [8388608]);
     assert.deepEqual(parse('-s', '0x10K').sizes, [16384]);
-    for (const bad of ['1k', '9M', 'K', '1KM', '1.5K']) assert.throws(() => parse('-s', bad), /-s\/--size must be an integer from 1 to 8388608/, bad);
+    for (const bad of ['1k', '2048M', 'K', '1KM', '1.5K', '2147483648']) assert.throws(() => parse('-s', bad), /-s\/--size must be an integer from 1 to 2147483647/, bad);
+  });
+
+  it("-s above perftest's MAX_SIZE (8 MiB, which bounds only -a): up to UINT_MAX / 2, what the buffer cannot hold refused naming -s", () => {
+    assert.deepEqual(parse('-s', '9M').sizes, [9437184]);
+    assert.deepEqual(parse('-s', '512M').sizes, [536870912]);
+    assert.throws(() => parse('-s', '1024M'), /: -q 1 with -s 1073741824 needs a buffer of 2048 MiB .*lower -q or the size$/);
+    assert.throws(() => parse('-s', '2147483647'), /: -q 1 with -s 2147483647 needs a buffer of 4096 MiB/);
+    assert.equal(Math.max(...parse('-a').sizes), 8388608);
+  });
+
+  it("-Q/--cq-mod and the CQ moderation perftest uses (force_dependecies): 100, 1 over 8192 bytes unless -a or -Q, at most the TX depth", () => {
+    const at = (size: number, ...args: string[]) => cqModeration(parse(...args), size);
+    assert.equal(at(8192), 100);
+    assert.equal(at(8193), 1);
+    assert.equal(at(65536), 1); // perftest's default bw size: every WR signalled
+    assert.equal(at(65536, '-a'), 100);
+    assert.equal(at(65536, '-Q', '16'), 16);
+    assert.equal(at(64, '-t', '32'), 32);
+    assert.equal(at(64, '-n', '20'), 20); // tx_depth = min(-t, -n), and cq_mod at most that
+    assert.equal(at(64, '-n', '20', '-D', '2'), 100); // -D: no -n to bound the TX depth
+    assert.equal(parse('--cq-mod', '1024').cqMod, 1024);
+    assert.throws(() => parse('-Q', '0'), /-Q\/--cq-mod must be an integer from 1 to 1024/);
+    assert.throws(() => parse('-Q', '1025'), /-Q\/--cq-mod must be an integer from 1 to 1024/);
+    assert.equal(parse().cqMod, undefined);
+    assert.match(cqModWarning(parse('-Q', '4', '-s', '65536'))!, /\nWarning: Large message requested and CQ moderation enabled\nWarning: It can lead to inaccurate results$/);
+    assert.equal(cqModWarning(parse('-s', '65536')), undefined);
+    assert.equal(cqModWarning(parse('-Q', '4', '-s', '8192')), undefined);
   });
 
   it('an option given twice is refused, whatever the spelling ("Duplicated argument", as perftest)', () => {

@@ -1,5 +1,5 @@
 // Bandwidth tests. The sender keeps up to tx-depth work requests in flight on each QP,
-// signalling every CQ_MOD-th (perftest's cq moderation), and timestamps each post and each
+// signalling every cq_mod-th (perftest's CQ moderation: options.ts cqModeration), and timestamps each post and each
 // completion (perftest's tposted and tcompleted, from which the peak comes); with -q each QP
 // does -n operations (or runs until -D is up), posted round robin.
 //
@@ -11,9 +11,9 @@
 import { createHash } from 'node:crypto';
 import { SendFlags, WcOpcode, WrOpcode, type SendWr, type WorkCompletion } from '../../index.js';
 import type { BwReport } from './exchange.js';
-import { peakNotMeasured } from './options.js';
-import { bwResult, CQ_MOD, localAverage, MB, sampleWindow, toGbits, WindowedCount, type BwResult } from './report.js';
-import { MAX_INLINE, nowNs, RX_DEPTH, type Session } from './session.js';
+import { cqModeration, peakNotMeasured } from './options.js';
+import { bwResult, DEF_CQ_MOD, localAverage, MB, sampleWindow, toGbits, WindowedCount, type BwResult } from './report.js';
+import { INLINE_SIZE, nowNs, RX_DEPTH, type Session } from './session.js';
 
 /** wr_id = sequence * QP_SLOTS + QP index. */
 const QP_SLOTS = 256;
@@ -93,18 +93,16 @@ function toReport(r: BwResult, gbits: boolean): BwReport {
 /** A peer's report, in MiB/sec (perftest sends it in the unit its side reports in; we assume ours). */
 function fromReport(test: string, r: BwReport, gbits: boolean): BwResult {
   const mib = (x: number) => (gbits ? (x * 1e9) / 8 / MB : x);
-  return { test, bytes: Number(r.size), iterations: Number(r.iters), bw_peak_MBps: round(mib(r.bwPeak)), bw_avg_MBps: round(mib(r.bwAvg)), msg_rate_Mpps: r.msgRate, verified: null };
+  return { test, bytes: Number(r.size), iterations: Number(r.iters), bw_peak_MBps: mib(r.bwPeak), bw_avg_MBps: mib(r.bwAvg), msg_rate_Mpps: r.msgRate, verified: null };
 }
 
 /** -b: perftest's table shows the sum of both directions. @internal Exported for test/tools/perftest-stats.test.ts. */
 export function sum(a: BwResult, b: BwResult, verified: boolean | null): BwResult {
-  const r = { ...a, bw_peak_MBps: round(a.bw_peak_MBps + b.bw_peak_MBps), bw_avg_MBps: round(a.bw_avg_MBps + b.bw_avg_MBps), msg_rate_Mpps: round6(a.msg_rate_Mpps + b.msg_rate_Mpps), verified };
+  const r = { ...a, bw_peak_MBps: a.bw_peak_MBps + b.bw_peak_MBps, bw_avg_MBps: a.bw_avg_MBps + b.bw_avg_MBps, msg_rate_Mpps: a.msg_rate_Mpps + b.msg_rate_Mpps, verified };
   localAverage.set(r, a.bw_avg_MBps);
   return r;
 }
 
-const round = (x: number) => Math.round(x * 100) / 100;
-const round6 = (x: number) => Math.round(x * 1e6) / 1e6;
 
 async function exchangeCheck(s: Session, size: number, phase: 'before'): Promise<{ mine: Check; peer: Check }> {
   const mine = check(s, size);
@@ -200,8 +198,8 @@ interface Completions {
  * -n: every completion's time (-n x -q of them, as perftest keeps); -D: only the counts
  * between the margins (WindowedCount), so that a long timed run does not grow.
  */
-function completions(s: Session, t0: number): Completions {
-  if (!s.o.durationSec) return new Times(t0);
+function completions(s: Session, t0: number, cqMod = DEF_CQ_MOD): Completions {
+  if (!s.o.durationSec) return new Times(t0, cqMod);
   const w = sampleWindow(t0, s.o.durationSec, s.o.marginSec);
   return new WindowedCount(w.from, w.to);
 }
@@ -210,10 +208,11 @@ function completions(s: Session, t0: number): Completions {
 class Times implements Completions {
   private a = new Float64Array(1 << 12);
   n = 0;
-  constructor(private readonly t0: number) {}
+  /** `cqMod`: the run's CQ moderation, which the peak's signalled completions follow. */
+  constructor(private readonly t0: number, private readonly cqMod: number) {}
   posted: Float64Array | undefined;
   result(test: string, size: number): BwResult | undefined {
-    return this.n ? bwResult(test, size, this.t0, this.view(), null, this.posted, CQ_MOD) : undefined;
+    return this.n ? bwResult(test, size, this.t0, this.view(), null, this.posted, this.cqMod) : undefined;
   }
   push(t: number, count: number) {
     if (this.n + count > this.a.length) {
@@ -250,14 +249,16 @@ export async function sendLoop(s: Session, size: number, rx: Receiver | undefine
       // The fetched old values land in our own send area, leaving the target's counter alone.
       : { wrId: 0, opcode: WrOpcode.ATOMIC_FETCH_AND_ADD, sgList: [s.mr.sge(s.sendOff(i), 8)], atomic: { ...remote, compareAdd: 1n } };
   });
-  const inline = (test === 'write_bw' || test === 'send_bw') && size <= MAX_INLINE ? SendFlags.INLINE : 0;
+  const inline = (test === 'write_bw' || test === 'send_bw') && size <= INLINE_SIZE ? SendFlags.INLINE : 0;
   // -D: post until the time is up, then one last signalled WR per QP; otherwise -n per QP.
   const timed = !!s.o.durationSec;
   const limit = new Array<number>(nq).fill(timed ? Number.MAX_SAFE_INTEGER : iters);
   const posted = new Array<number>(nq).fill(0), completed = new Array<number>(nq).fill(0);
+  // perftest's cq_mod: one WR in cqMod is signalled, and the peak is measured at those completions.
+  const cqMod = cqModeration(s.o, size);
   const clock = opClock();
   const t0 = clock();
-  const times = completions(s, t0);
+  const times = completions(s, t0, cqMod);
   // perftest's tposted: each post's time, in the order of the posts over all QPs, where the
   // peak is measured (-n; at most 20000 per QP, see peakNotMeasured), in an array made once.
   const postTimes = !timed && times instanceof Times && !peakNotMeasured(s.o, s.isServer) ? new Float64Array(iters * nq) : undefined;
@@ -282,7 +283,9 @@ export async function sendLoop(s: Session, size: number, rx: Receiver | undefine
     for (let i = 0; i < nq; i++) {
       while (posted[i]! < limit[i]! && posted[i]! - completed[i]! < txDepth) {
         const p = posted[i]!;
-        const signaled = (p + 1) % CQ_MOD === 0 || p === limit[i]! - 1 || p - completed[i]! + 1 === txDepth;
+        // As perftest's run_iter_bw: every cq_mod-th and the last; cq_mod is at most the TX
+        // depth, so a signalled WR is always in flight when the depth is reached.
+        const signaled = (p + 1) % cqMod === 0 || p === limit[i]! - 1;
         if (postTimes) postTimes[k++] = clock();
         s.qps[i]!.postSend({ ...templates[i]!, wrId: p * QP_SLOTS + i, sendFlags: inline | (signaled ? SendFlags.SIGNALED : 0) });
         posted[i]!++;

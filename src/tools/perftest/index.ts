@@ -7,7 +7,7 @@ import { isIP } from 'node:net';
 import { UsageError } from '../usage.js';
 import { runBwTest } from './bw.js';
 import { runLatTest } from './lat.js';
-import { parsePerftestArgs, peakNotMeasured, PERFTEST_USAGE, type PerftestOptions } from './options.js';
+import { cqModWarning, parsePerftestArgs, peakNotMeasured, PERFTEST_USAGE, type PerftestOptions } from './options.js';
 import {
   bwHeader, bwLine, latDurHeader, latDurLine, latHeader, latLine, RESULT_LINE, TITLES, toGbits, withPerftestKeys, type BwResult, type LatResult,
 } from './report.js';
@@ -43,12 +43,17 @@ export async function perftest(argv: string[]): Promise<(BwResult | LatResult)[]
   if (o.rdmaCm && o.host !== undefined) o.host = await resolveCmHost(o.host, o.bind);
   const s = new Session(o);
   try {
+    // force_dependecies' warning, from perftest's parser: before anything else.
+    const warning = cqModWarning(o);
+    if (warning) s.say(warning);
     await s.open();
     const lat = o.test.endsWith('_lat');
     const noPeak = peakNotMeasured(o, s.isServer);
     // perftest warns when it turns noPeak on itself, not for -N.
     if (noPeak && !o.noPeak && !o.json) s.say(" WARNING: BW peak won't be measured in this run.");
     s.say(s.describe(TITLES[o.test]!));
+    // softrdma's own facts, after perftest's block and on stderr (see Session.headerExtra).
+    s.extra(s.headerExtra());
     // perftest's read_lat server prints no table, only the closing line.
     const table = !(o.test === 'read_lat' && s.isServer);
     if (!o.json && table) s.say(lat ? (o.durationSec ? latDurHeader() : latHeader()) : bwHeader(o.gbits));

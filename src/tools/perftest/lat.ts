@@ -13,7 +13,7 @@
 
 import { SendFlags, WcOpcode, WrOpcode, type WorkCompletion } from '../../index.js';
 import { LatSummary, latResult, sampleWindow, type LatResult } from './report.js';
-import { MAX_INLINE, nowNs, yieldToLoop, type Session } from './session.js';
+import { INLINE_SIZE, nowNs, yieldToLoop, type Session } from './session.js';
 import { spinUntil } from '../spin-poll.js';
 
 const RX_DEPTH = 64;
@@ -93,17 +93,15 @@ class Posts {
       if (n < 1) throw new Error('too few rounds to measure');
       const samples = new Float64Array(n);
       for (let i = 0; i < n; i++) samples[i] = (posts[i + 1]! - posts[i]!) / 2e3;
-      return { ...latResult(s.o.test, size, samples), iterations: iters, tps_average: round(n / ((posts[n]! - posts[0]!) / 1e9)) };
+      return { ...latResult(s.o.test, size, samples), iterations: iters, tps_average: n / ((posts[n]! - posts[0]!) / 1e9) };
     }
     // perftest's timed report: the rounds between the margins, t_avg = their time / rounds / 2.
     const r = this.summary.result(s.o.test, size);
     if (!r) throw new Error('too few rounds to measure');
     const secs = (this.prev - this.first) / 1e9;
-    return { ...r, t_avg_us: round((secs * 1e6) / r.iterations / 2), tps_average: round(r.iterations / secs) };
+    return { ...r, t_avg_us: (secs * 1e6) / r.iterations / 2, tps_average: r.iterations / secs };
   }
 }
-
-const round = (x: number) => Math.round(x * 100) / 100;
 
 class Receives {
   posted = 0;
@@ -131,7 +129,7 @@ class Receives {
 }
 
 async function sendLat(s: Session, size: number, rx: Receives): Promise<LatResult> {
-  const inline = size <= MAX_INLINE ? SendFlags.INLINE : 0;
+  const inline = size <= INLINE_SIZE ? SendFlags.INLINE : 0;
   const sge = s.mr.sge(s.sendOff(0), size);
   const t0 = nowNs();
   const deadline = deadlineOf(s);
@@ -154,7 +152,7 @@ async function sendLat(s: Session, size: number, rx: Receives): Promise<LatResul
 }
 
 async function writeLat(s: Session, size: number): Promise<LatResult> {
-  const inline = size <= MAX_INLINE ? SendFlags.INLINE : 0;
+  const inline = size <= INLINE_SIZE ? SendFlags.INLINE : 0;
   const sge = s.mr.sge(s.sendOff(0), size);
   const remote = { remoteAddr: s.remoteAddr(0), rkey: s.remote[0]!.rkey };
   const postAt = s.sendOff(0) + size - 1, pollAt = s.recvOff(0) + size - 1;
@@ -228,5 +226,5 @@ async function readLat(s: Session, size: number): Promise<LatResult> {
   if (!r) throw new Error('no READ completed between the margins');
   const secs = (last - first) / 1e9;
   // -D: perftest's timed report, t_avg = the time of the READs between the margins / their count.
-  return { ...r, iterations: counted, ...(posts ? {} : { t_avg_us: round((secs * 1e6) / counted) }), tps_average: round(counted / secs) };
+  return { ...r, iterations: counted, ...(posts ? {} : { t_avg_us: (secs * 1e6) / counted }), tps_average: counted / secs };
 }

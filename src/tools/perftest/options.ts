@@ -48,6 +48,8 @@ export interface PerftestOptions {
   explicit: { size: boolean; iters: boolean };
   /** -N: no BW peak (perftest also leaves it out by itself: see peakNotMeasured). */
   noPeak: boolean;
+  /** -Q: the CQ moderation asked for (perftest's req_cq_mod); undefined: perftest's default (see cqModeration). */
+  cqMod?: number | undefined;
 }
 
 /** perftest's DEF_DURATION: the duration its -f is checked against when -D is not given. */
@@ -75,8 +77,9 @@ Run the server without a host, then the client with the server's host.
       --udp-port N     RoCEv2 UDP port, the same on both sides (default 4791; 0 on a
                        server picks a free one and prints it)
   -p, --port N         TCP port of the out-of-band exchange (default 18515)
-  -s, --size N         message size in bytes, 1 to 8388608 (default 65536 for bw, 2 for lat,
-                       8 for atomic); as perftest, K and M multiply by 1024 and 1048576 (-s 64K)
+  -s, --size N         message size in bytes, 1 to 2147483647 as perftest (default 65536 for bw,
+                       2 for lat, 8 for atomic); -q x 2 areas of the size must fit in a 2 GiB
+                       buffer; as perftest, K and M multiply by 1024 and 1048576 (-s 64K)
   -n, --iters N        iterations, 5 to 1000000000 (default 5000 for write_bw, 1000 for the
                        other tests, as perftest)
   -a, --all            every size from 2 to 2^23 (atomic_bw: 8 only)
@@ -94,8 +97,10 @@ Run the server without a host, then the client with the server's host.
                        the exchange runs as SENDs on an rdma_cm connection to the server's
                        address and -p port (no TCP); give the server's device address as host
       --report_gbits   report bandwidth in Gb/sec (10^9 bits) instead of MiB/sec
-  -t, --tx-depth N     outstanding work requests in bw tests (default 128; -q x (-t + 544) must
-                       fit the device's 262144 completion queue entries)
+  -t, --tx-depth N     outstanding work requests in bw tests (default 128, at most -n as perftest;
+                       -q x (-t + 544) must fit the device's 262144 completion queue entries)
+  -Q, --cq-mod N       bw tests: signal one work request in N, 1 to 1024 (perftest's default 100,
+                       at most -t; 1 for sizes over 8192 unless -a or -Q)
   -m, --mtu N          path MTU: 256, 512, 1024, 2048 or 4096 (default: the port's active MTU)
       --json           one JSON object per size on stdout instead of the table (perftest's
                        --out_json keys: MsgSize, n_iterations, BW_peak, BW_average, MsgRate;
@@ -130,8 +135,35 @@ export const WR_SLACK = 16;
 /** What we say in check_sys_data: a 4 KiB page as the cycle buffer, 64-byte cache lines. */
 export const CYCLE_BUFFER = 4096;
 export const CACHE_LINE = 64;
-/** The largest message (perftest's MAX_SIZE, 8 MiB). */
+/** The largest size of -a (perftest's MAX_SIZE, 8 MiB). */
 export const MAX_MSG = 1 << 23;
+/** The largest -s (perftest's case 's': UINT_MAX / 2); what memory cannot hold, resourceProblem refuses. */
+export const MAX_SIZE_OPT = 2 ** 31 - 1;
+/** perftest's DEF_CQ_MOD: the bw tests signal one work request in this many. */
+export const DEF_CQ_MOD = 100;
+/** perftest's MSG_SIZE_CQ_MOD_LIMIT: above this size (without -a), every work request is signalled. */
+export const MSG_SIZE_CQ_MOD_LIMIT = 8192;
+
+/**
+ * perftest's cq_mod (force_dependecies): DEF_CQ_MOD or -Q; 1 (DISABLED_CQ_MOD_VALUE) for a size
+ * over MSG_SIZE_CQ_MOD_LIMIT unless -a or -Q; then at most the TX depth (txDepth()).
+ */
+export function cqModeration(o: Pick<PerftestOptions, 'txDepth' | 'iters' | 'durationSec'> & { all?: boolean; cqMod?: number | undefined }, size: number): number {
+  let cq = o.cqMod ?? DEF_CQ_MOD;
+  if (size > MSG_SIZE_CQ_MOD_LIMIT && !o.all && o.cqMod === undefined) cq = 1;
+  return Math.max(1, Math.min(cq, txDepth(o)));
+}
+
+/** perftest's tx_depth after force_dependecies: -t, at most -n in a counted (-n) run. */
+export function txDepth(o: Pick<PerftestOptions, 'txDepth' | 'iters' | 'durationSec'>): number {
+  return o.durationSec ? o.txDepth : Math.min(o.txDepth, o.iters);
+}
+
+/** perftest's warning (force_dependecies) when -Q keeps moderation on for a size over 8192, or undefined. */
+export function cqModWarning(o: Pick<PerftestOptions, 'test' | 'sizes' | 'all' | 'cqMod'>): string | undefined {
+  if (o.test.endsWith('_lat') || o.all || o.cqMod === undefined || o.cqMod <= 1 || !(Math.max(...o.sizes) > MSG_SIZE_CQ_MOD_LIMIT)) return undefined;
+  return `${'-'.repeat(87)}\nWarning: Large message requested and CQ moderation enabled\nWarning: It can lead to inaccurate results`;
+}
 /**
  * The largest buffer a run may have: crypto.randomBytes, which fills the bw tests' buffer,
  * takes no more (2 GiB - 1).
@@ -196,6 +228,7 @@ const OPTIONS = {
   report_gbits: { type: 'boolean' },
   rdma_cm: { type: 'boolean', short: 'R' },
   noPeak: { type: 'boolean', short: 'N' },
+  'cq-mod': { type: 'string', short: 'Q' },
 } as const;
 
 function shortOf(name: string): string | undefined {
@@ -241,14 +274,14 @@ export function parsePerftestArgs(argv: string[]): PerftestOptions {
   const atomic = t === 'atomic_bw';
   let sizes: number[];
   if (atomic) {
-    if (values.size !== undefined && sizeOpt(values.size, MAX_MSG) !== 8) throw new UsageError('atomic_bw moves 8 bytes per operation; --size must be 8');
+    if (values.size !== undefined && sizeOpt(values.size, MAX_SIZE_OPT) !== 8) throw new UsageError('atomic_bw moves 8 bytes per operation; --size must be 8');
     sizes = [8];
   } else if (values.all) {
     if (values.size !== undefined) throw new UsageError('--all and --size exclude each other');
     sizes = [];
     for (let s = 2; s <= MAX_MSG; s *= 2) sizes.push(s);
   } else {
-    sizes = [values.size === undefined ? (lat ? 2 : 65536) : sizeOpt(values.size, MAX_MSG)];
+    sizes = [values.size === undefined ? (lat ? 2 : 65536) : sizeOpt(values.size, MAX_SIZE_OPT)];
   }
   const qps = intOpt('qp', values.qp, 1, 1, 256);
   // perftest's latency loops use one QP and one direction; its parser refuses the rest too.
@@ -284,6 +317,8 @@ export function parsePerftestArgs(argv: string[]): PerftestOptions {
   }
   // perftest's MIN_TX..MAX_TX (the device's 16384 work requests a QP hold more).
   const txDepth = intOpt('tx-depth', values['tx-depth'], 128, 1, 15000);
+  // perftest's MIN_CQ_MOD..MAX_CQ_MOD; its latency tests take -Q and do not use it.
+  const cqMod = values['cq-mod'] === undefined ? undefined : intOpt('cq-mod', values['cq-mod'], 0, 1, 1024);
   const problem = resourceProblem({ qps, sizes, txDepth, all: !!values.all });
   if (problem) throw new UsageError(problem);
   return {
@@ -314,6 +349,7 @@ export function parsePerftestArgs(argv: string[]): PerftestOptions {
     rdmaCm: values.rdma_cm ?? false,
     explicit: { size: values.size !== undefined || !!values.all, iters: values.iters !== undefined },
     noPeak: values.noPeak ?? false,
+    cqMod,
   };
 }
 

@@ -1,5 +1,9 @@
 // perftest's result tables and the matching JSON objects. As in perftest, MB is 2^20 bytes
-// and the latency of send_lat/write_lat is half the measured round trip.
+// and the latency of send_lat/write_lat is half the measured round trip. The results keep the
+// figures unrounded, as perftest's doubles: the table rounds them (%.2lf), the JSON as perftest's
+// --out_json does (jsonRounded), --output prints them with %lf.
+
+import { DEF_CQ_MOD } from './options.js';
 
 export const RESULT_LINE = '-'.repeat(87);
 
@@ -47,22 +51,33 @@ export interface LatResult {
 /** Gb/sec from MiB/sec (perftest: Factor = 10^9 / (2^20 * 8) = 119.2). */
 export const toGbits = (mib: number) => (mib * MB * 8) / 1e9;
 
-/** The result with perftest's own JSON keys added (the first ones stay for existing scripts). */
+/**
+ * The result as JSON shows it, with perftest's own keys added (the first ones stay for existing
+ * scripts): rounded as perftest's --out_json prints them (REPORT_FMT_JSON: BW %.2lf, MsgRate
+ * %.6lf; REPORT_FMT_LAT_JSON and _LAT_DUR_JSON: %.2f), softrdma's keys the same way.
+ */
 export function withPerftestKeys<T extends BwResult | LatResult>(r: T, gbits: boolean): T {
   if ('bw_avg_MBps' in r) {
     const u = gbits ? toGbits : (x: number) => x;
     // REPORT_FMT_EXT_JSON (%.6lf) where the table is REPORT_FMT_EXT: see incAccuracy.
-    const fix = incAccuracy(r, gbits) ? (x: number) => Math.round(x * 1e6) / 1e6 : round;
-    return { ...r, MsgSize: r.bytes, n_iterations: r.iterations, BW_peak: fix(u(r.bw_peak_MBps)), BW_average: fix(u(r.bw_avg_MBps)), MsgRate: r.msg_rate_Mpps };
+    const fix = incAccuracy(r, gbits) ? round6 : round;
+    return {
+      ...r, bw_peak_MBps: round(r.bw_peak_MBps), bw_avg_MBps: round(r.bw_avg_MBps), msg_rate_Mpps: round6(r.msg_rate_Mpps),
+      MsgSize: r.bytes, n_iterations: r.iterations, BW_peak: fix(u(r.bw_peak_MBps)), BW_average: fix(u(r.bw_avg_MBps)), MsgRate: round6(r.msg_rate_Mpps),
+    };
   }
   const l = r as LatResult;
-  return { ...l, MsgSize: l.bytes, n_iterations: l.iterations, t_min: l.t_min_us, t_max: l.t_max_us, t_typical: l.t_typical_us, t_avg: l.t_avg_us, t_stdev: l.t_stdev_us, percentile_99: l.p99_us, 'percentile_99.9': l.p999_us } as T;
+  const t = {
+    t_min_us: round(l.t_min_us), t_max_us: round(l.t_max_us), t_typical_us: round(l.t_typical_us), t_avg_us: round(l.t_avg_us),
+    t_stdev_us: round(l.t_stdev_us), p99_us: round(l.p99_us), p999_us: round(l.p999_us),
+    ...(l.tps_average === undefined ? {} : { tps_average: round(l.tps_average) }),
+  };
+  return { ...l, ...t, MsgSize: l.bytes, n_iterations: l.iterations, t_min: t.t_min_us, t_max: t.t_max_us, t_typical: t.t_typical_us, t_avg: t.t_avg_us, t_stdev: t.t_stdev_us, percentile_99: t.p99_us, 'percentile_99.9': t.p999_us } as T;
 }
 
 export const MB = 1 << 20;
 
-/** perftest's DEF_CQ_MOD: the bw tests signal one work request in this many. */
-export const CQ_MOD = 64;
+export { DEF_CQ_MOD };
 
 /**
  * Bandwidth from completion times: `doneNs[k]` is when the k-th operation (counted over all
@@ -71,10 +86,11 @@ export const CQ_MOD = 64;
  * (perftest's tposted). The average is perftest's: every operation over the time from the
  * first post (`startNs` without post times) to the last completion. The peak is perftest's
  * (print_report_bw): the least (tcompleted[j] - tposted[i]) / (j - i + 1) over every i and
- * every j >= i that a signalled completion ends (each CQ_MOD-th operation, and the last one):
- * see peakDelta. Without post times the peak is the average.
+ * every j >= i that a signalled completion ends (each cqMod-th operation, and the last one):
+ * see peakDelta. `cqMod` must be the run's (options.ts cqModeration: perftest's cq_mod, which
+ * is what its peak uses too). Without post times the peak is the average. Unrounded.
  */
-export function bwResult(test: string, bytes: number, startNs: number, doneNs: Float64Array, verified: boolean | null, postedNs?: Float64Array, cqMod: number = CQ_MOD): BwResult {
+export function bwResult(test: string, bytes: number, startNs: number, doneNs: Float64Array, verified: boolean | null, postedNs?: Float64Array, cqMod: number = DEF_CQ_MOD): BwResult {
   const n = doneNs.length;
   const posts = postedNs && postedNs.length >= n ? postedNs : undefined;
   const total = (doneNs[n - 1]! - (posts ? posts[0]! : startNs)) / 1e9;
@@ -83,9 +99,9 @@ export function bwResult(test: string, bytes: number, startNs: number, doneNs: F
   const peak = delta > 0 && Number.isFinite(delta) ? bytes / (delta / 1e9) / MB : avg;
   return {
     test, bytes, iterations: n,
-    bw_peak_MBps: round(peak),
-    bw_avg_MBps: round(avg),
-    msg_rate_Mpps: Math.round((n / total / 1e6) * 1e6) / 1e6,
+    bw_peak_MBps: peak,
+    bw_avg_MBps: avg,
+    msg_rate_Mpps: n / total / 1e6,
     verified,
   };
 }
@@ -107,7 +123,7 @@ export function bwResult(test: string, bytes: number, startNs: number, doneNs: F
  * least slope over i <= j is the tangent from that point to the upper convex hull of the post
  * points so far, found by bisection. O(n log n), no allocation but the hull's index array.
  */
-export function peakDelta(postedNs: Float64Array, doneNs: Float64Array, cqMod: number = CQ_MOD): number {
+export function peakDelta(postedNs: Float64Array, doneNs: Float64Array, cqMod: number = DEF_CQ_MOD): number {
   const n = doneNs.length;
   if (!n) return Infinity;
   // Times relative to the first post, so the products below keep their precision.
@@ -168,8 +184,8 @@ export function latResult(test: string, bytes: number, samplesUs: Float64Array):
   for (let i = 0; i < m; i++) sq += Math.trunc(avg - s[i]!) ** 2;
   return {
     test, bytes, iterations: n,
-    t_min_us: round(s[0]!), t_max_us: round(at(m)), t_typical_us: round(median(m, at)),
-    t_avg_us: round(avg), t_stdev_us: round(Math.sqrt(sq / m)), p99_us: round(at(Math.ceil(m * 0.99))), p999_us: round(at(Math.ceil(m * 0.999))),
+    t_min_us: s[0]!, t_max_us: at(m), t_typical_us: median(m, at),
+    t_avg_us: avg, t_stdev_us: Math.sqrt(sq / m), p99_us: at(Math.ceil(m * 0.99)), p999_us: at(Math.ceil(m * 0.999)),
   };
 }
 
@@ -183,7 +199,9 @@ function median(m: number, at: (i: number) => number): number {
   return m % 2 === 0 ? (at(m / 2) + at(m / 2 - 1)) / 2 : at((m - 1) / 2);
 }
 
+/** perftest's %.2lf and %.6lf, for the JSON. */
 function round(x: number): number { return Math.round(x * 100) / 100; }
+function round6(x: number): number { return Math.round(x * 1e6) / 1e6; }
 
 /** perftest's RESULT_FMT / RESULT_FMT_G (perftest_parameters.h). */
 export function bwHeader(gbits = false): string {
@@ -280,8 +298,8 @@ export class WindowedCount {
     const avg = (bytes * this.n) / secs / MB;
     return {
       test, bytes, iterations: this.n,
-      bw_peak_MBps: round(avg), bw_avg_MBps: round(avg),
-      msg_rate_Mpps: Math.round((this.n / secs / 1e6) * 1e6) / 1e6, verified: null,
+      bw_peak_MBps: avg, bw_avg_MBps: avg,
+      msg_rate_Mpps: this.n / secs / 1e6, verified: null,
     };
   }
 }
@@ -350,8 +368,8 @@ export class LatSummary {
     for (const x of dropped) sq -= Math.trunc(avg - LatSummary.bucket(x)) ** 2;
     return {
       test, bytes, iterations: n,
-      t_min_us: round(this.min), t_max_us: round(at(m)), t_typical_us: round(median(m, at)),
-      t_avg_us: round(avg), t_stdev_us: round(Math.sqrt(Math.max(0, sq) / m)), p99_us: round(at(Math.ceil(m * 0.99))), p999_us: round(at(Math.ceil(m * 0.999))),
+      t_min_us: this.min, t_max_us: at(m), t_typical_us: median(m, at),
+      t_avg_us: avg, t_stdev_us: Math.sqrt(Math.max(0, sq) / m), p99_us: at(Math.ceil(m * 0.99)), p999_us: at(Math.ceil(m * 0.999)),
     };
   }
 }

@@ -17,7 +17,7 @@ import { oobAccept, oobConnect, type OobChannel } from '../oob.js';
 import { udpPortTaken } from '../usage.js';
 import { CmChannel } from './cm-channel.js';
 import { createEventChannel, createId, type EventChannel, type RdmaCmEvent, type RdmaCmId } from '../../cm/index.js';
-import { areaBytes, CACHE_LINE, CYCLE_BUFFER, MAX_BUFFER_BYTES, MAX_MSG, resourceProblem, RX_DEPTH, WR_SLACK, type PerftestOptions } from './options.js';
+import { areaBytes, CACHE_LINE, cqModeration, CYCLE_BUFFER, MAX_BUFFER_BYTES, MAX_SIZE_OPT, resourceProblem, RX_DEPTH, txDepth, WR_SLACK, type PerftestOptions } from './options.js';
 import { hex } from '../table.js';
 import {
   BW_REPORT_BYTES, decodeBwReport, decodeDest, decodeDestCm, decodeInt32, decodeMtu, decodeVersion, DEST_BYTES, DEST_CM_BYTES, DONE,
@@ -28,7 +28,11 @@ import { remoteAddr, type RemoteAddr } from '../../abi/remote-addr.js';
 import { WaitTimeoutError, WaitTimeouts } from '../wait-timeouts.js';
 import { spinPoll } from '../spin-poll.js';
 
-export const MAX_INLINE = 256;
+/**
+ * perftest's inline_size on a Linux rxe: ctx_set_max_inline knows no rxe (vendor part 0 is
+ * "UNKNOWN"), so it is 0 for every test ("Max inline data : 0[B]"), and nothing is sent inline.
+ */
+export const INLINE_SIZE = 0;
 /** Outstanding RDMA READs/atomics we accept per QP (out_reads in the address message). */
 const OUT_READS = 16;
 export { RX_DEPTH };
@@ -39,7 +43,7 @@ export { RX_DEPTH };
  * client's -D, which is what such a client used unless it was given -f; an older server
  * ignores it. Adding a field that may be absent keeps the protocol's name.
  */
-interface Hello { protocol: string; test: string; sizes: number[]; iters: number; txDepth: number; durationSec?: number; marginSec?: number; qps: number; bidir: boolean; all: boolean }
+interface Hello { protocol: string; test: string; sizes: number[]; iters: number; txDepth: number; durationSec?: number; marginSec?: number; qps: number; bidir: boolean; all: boolean; cqMod?: number }
 const PROTOCOL = 'softrdma-perftest/2';
 
 /** How long poll() spins on an empty CQ before it waits for a completion event (ns). */
@@ -63,6 +67,8 @@ export class Session {
   mtu = 0;
   /** -R: the rdma_cm port (-p, or the one a server given 0 took). */
   cmPort = 0;
+  /** The exchange's TCP port (-p, or the one a server given 0 took). */
+  oobPort = 0;
   /** Both sides are softrdma (the version message said so): our extra messages may flow. */
   softrdma = false;
   peerVersion = '';
@@ -82,6 +88,11 @@ export class Session {
   say(line: string): void {
     if (this.o.json || this.o.output) process.stderr.write(line + '\n');
     else process.stdout.write(line + '\n');
+  }
+
+  /** softrdma's own lines (ports, the peer's version), which perftest does not print: on stderr, so stdout stays perftest's. */
+  extra(line: string): void {
+    process.stderr.write(line + '\n');
   }
 
   async open(): Promise<void> {
@@ -106,7 +117,8 @@ export class Session {
     if (o.rdmaCm && this.isServer) {
       this.oob = await CmChannel.accept(o.bind, o.port, o.timeoutMs, (port) => {
         this.cmPort = port;
-        this.say(`\n************************************\n* Waiting for client to connect... *\n************************************\n(rdma_cm port ${port} on ${o.bind}, RoCE UDP port ${rxeOf(this.dev!).port})`);
+        this.say(WAITING);
+        this.extra(`(rdma_cm port ${port} on ${o.bind}, RoCE UDP port ${rxeOf(this.dev!).port})`);
       });
     } else if (o.rdmaCm) {
       this.cmPort = o.port;
@@ -114,7 +126,11 @@ export class Session {
     } else if (this.isServer) {
       this.oob = await oobAccept(o.port, {
         timeoutMs: o.timeoutMs,
-        onListening: (port) => this.say(`\n************************************\n* Waiting for client to connect... *\n************************************\n(out-of-band TCP port ${port}, RoCE UDP port ${rxeOf(this.dev!).port})`),
+        onListening: (port) => {
+          this.oobPort = port;
+          this.say(WAITING);
+          this.extra(`(out-of-band TCP port ${port}, RoCE UDP port ${rxeOf(this.dev!).port})`);
+        },
       });
     } else {
       this.oob = await oobConnect(o.host!, o.port, o.timeoutMs);
@@ -160,7 +176,7 @@ export class Session {
     const sendDepth = o.txDepth + WR_SLACK;
     this.cq = this.ctx.createCq(this.nq * (sendDepth + RX_DEPTH + WR_SLACK));
     const gid = this.ctx.queryGid(1, o.gidIndex);
-    const cap = { maxSendWr: sendDepth, maxRecvWr: RX_DEPTH + WR_SLACK, maxSendSge: 1, maxRecvSge: 1, maxInlineData: MAX_INLINE };
+    const cap = { maxSendWr: sendDepth, maxRecvWr: RX_DEPTH + WR_SLACK, maxSendSge: 1, maxRecvSge: 1, maxInlineData: INLINE_SIZE };
     if (o.rdmaCm) {
       // create_rdma_cm_connection: a handshake, the rdma_cm connections (the QPs made by the ids), a handshake.
       // Our server listens before that first handshake (perftest's after it, and its client retries).
@@ -282,7 +298,7 @@ export class Session {
     if (!this.isServer) {
       const h: Hello = {
         protocol: PROTOCOL, test: o.test, sizes: o.sizes, iters: o.iters, txDepth: o.txDepth, durationSec: o.durationSec,
-        marginSec: o.durationSec === undefined ? undefined : o.marginSec, qps: o.qps, bidir: o.bidir, all: o.all,
+        marginSec: o.durationSec === undefined ? undefined : o.marginSec, qps: o.qps, bidir: o.bidir, all: o.all, cqMod: o.cqMod,
       };
       oob.send(h);
       const ok = await oob.recv<{ ok?: boolean; error?: string }>();
@@ -294,7 +310,7 @@ export class Session {
     if (h.protocol !== PROTOCOL) throw refuse(`the softrdma peer speaks ${String(h.protocol)}, not ${PROTOCOL}`);
     if (h.test !== o.test) { oob.send({ error: `server runs ${o.test}, client asked for ${h.test}` }); throw new Error(`client asked for ${h.test}, this server runs ${o.test}`); }
     // As in perftest both sides should be given the same options; the client's win.
-    if (!Array.isArray(h.sizes) || !h.sizes.length || h.sizes.length > 64 || !h.sizes.every((s) => Number.isInteger(s) && s > 0 && s <= MAX_MSG)) throw refuse('client sent bad sizes');
+    if (!Array.isArray(h.sizes) || !h.sizes.length || h.sizes.length > 64 || !h.sizes.every((s) => Number.isInteger(s) && s > 0 && s <= MAX_SIZE_OPT)) throw refuse('client sent bad sizes');
     if (!Number.isInteger(h.iters) || h.iters! < 1) throw refuse('client sent a bad iteration count');
     if (!Number.isInteger(h.qps) || h.qps! < 1 || h.qps! > 256) throw refuse('client sent a bad QP count');
     const txDepth = Number.isInteger(h.txDepth) && h.txDepth! >= 1 && h.txDepth! <= 8192 ? h.txDepth! : o.txDepth;
@@ -319,6 +335,8 @@ export class Session {
     o.qps = h.qps!;
     o.bidir = h.bidir === true;
     o.all = h.all === true;
+    // -Q came later too: a client that sends none asked for none (or is older: perftest's default).
+    o.cqMod = Number.isInteger(h.cqMod) && h.cqMod! >= 1 && h.cqMod! <= 1024 ? h.cqMod : undefined;
     oob.send({ protocol: PROTOCOL, ok: true });
   }
 
@@ -376,35 +394,64 @@ export class Session {
     await this.oob!.finish(2000);
   }
 
+  /**
+   * perftest's ctx_print_test_info (perftest_parameters.c, 6.06) for this run, then its
+   * ctx_print_pingpong_data lines. Its lines, in its order, on its conditions; the values are
+   * what perftest prints on a Linux rxe (vendor part 0: an "UNKNOWN" device, so no inline data)
+   * built without relaxed ordering, posting with ibv_post_send (as --use_old_post_send).
+   * softrdma's own facts (ports, the peer's version) go to stderr: see headerExtra.
+   */
   describe(title: string): string {
     const o = this.o;
-    // perftest_communication.h: BASIC_ADDR_FMT, RDMA_FMT ("%#0Nx": 0x counts in the width) and PERF_GID_FMT (bytes in decimal).
-    const cx = (n: number | bigint, width: number) => (n === 0 || n === 0n ? '0'.repeat(width) : `0x${hex(Number(n), width - 2)}`);
-    const gidBytes = (g: Uint8Array) => Array.from(g, (b) => String(b).padStart(2, '0')).join(':');
-    const out = o.test === 'read_bw' || o.test === 'read_lat' || o.test === 'atomic_bw';
-    const rdma = o.test !== 'send_bw' && o.test !== 'send_lat';
-    const fmt = (side: string, e: Dest) =>
-      ` ${side} address: LID ${cx(e.lid, 4)} QPN ${cx(e.qpn, 6)} PSN ${cx(e.psn, 6)}${out ? ` OUT ${cx(e.outReads, 4)}` : ''}${rdma ? ` RKey ${cx(e.rkey, 8)} VAddr ${cx(e.vaddr, 16)}` : ''}\n GID: ${gidBytes(e.gid)}`;
-    return [
+    const bw = o.test.endsWith('_bw');
+    const send = o.test === 'send_bw' || o.test === 'send_lat';
+    const reads = o.test === 'read_bw' || o.test === 'read_lat' || o.test === 'atomic_bw';
+    // perftest's tx_depth: DEF_TX_BW (128) or -t for bw, DEF_TX_LAT (1) for lat; at most -n (force_dependecies).
+    const tx = txDepth({ ...o, txDepth: bw ? o.txDepth : 1 });
+    // rx_depth: DEF_RX_SEND (512), at most -n, made even ("WA for a bug when rx_depth is odd in SEND", not with -a).
+    let rx = o.durationSec ? RX_DEPTH : Math.min(RX_DEPTH, o.iters);
+    if (rx % 2 === 1 && !o.all) rx++;
+    const lines = [
       '-'.repeat(87),
-      // ctx_print_test_info: "RDMA_Write Bidirectional BW Test" with -b.
+      // "RDMA_Write Bidirectional BW Test" with -b.
       `                    ${o.bidir ? title.replace(/ BW Test$/, ' Bidirectional BW Test') : title}`,
+      ` Dual-port       : OFF\t\tDevice         : ${this.dev!.name}`,
       ` Number of qps   : ${this.nq}\t\tTransport type : IB`,
       ` Connection type : RC\t\tUsing SRQ      : OFF`,
-      ` Device          : ${this.dev!.name}\t\tBound address  : ${o.bind}`,
-      o.test.endsWith('_bw') ? ` TX depth        : ${o.txDepth}` : ` Mtu             : ${mtuBytes(this.mtu)}[B]`,
-      o.test.endsWith('_bw') ? ` Mtu             : ${mtuBytes(this.mtu)}[B]` : ` Max inline data : ${MAX_INLINE}[B]`,
+      ` PCIe relax order: Unsupported`,
+      ` ibv_wr* API     : OFF`,
+      ...(!this.isServer || o.bidir ? [` TX depth        : ${tx}`] : []),
+      ...(send && (this.isServer || o.bidir) ? [` RX depth        : ${rx}`] : []),
+      ...(bw ? [` CQ Moderation   : ${cqModeration(o, o.sizes[0]!)}`] : []),
+      ` Mtu             : ${mtuBytes(this.mtu)}[B]`,
       ` Link type       : Ethernet`,
       ` GID index       : ${o.gidIndex}`,
-      ...(o.rdmaCm ? [` rdma_cm QPs\t : ON`] : []),
-      o.rdmaCm
-        ? ` Data ex. method : rdma_cm (port ${this.cmPort}; peer perftest ${printable(this.peerVersion)}${this.softrdma ? ', softrdma' : ''})`
-        : ` Data ex. method : Ethernet (TCP port ${o.port}; peer perftest ${printable(this.peerVersion)}${this.softrdma ? ', softrdma' : ''})`,
+      reads ? ` Outstand reads  : ${OUT_READS}` : ` Max inline data : ${INLINE_SIZE}[B]`,
+      ` rdma_cm QPs\t : ${o.rdmaCm ? 'ON' : 'OFF'}`,
+      ` Data ex. method : ${o.rdmaCm ? 'rdma_cm' : 'Ethernet'}`,
+      ...(o.rdmaCm && this.isServer ? ['-'.repeat(87), ' Waiting for client rdma_cm QP to connect', ' Please run the same command with the IB/RoCE interface IP'] : []),
       '-'.repeat(87),
+    ];
+    // ctx_print_pingpong_data: " OUT" for READ (and not atomics), " RKey ... VAddr" for READ and WRITE.
+    const cx = (n: number | bigint, width: number) => (n === 0 || n === 0n ? '0'.repeat(width) : `0x${hex(Number(n), width - 2)}`);
+    const gidBytes = (g: Uint8Array) => Array.from(g, (b) => String(b).padStart(2, '0')).join(':');
+    const read = o.test === 'read_bw' || o.test === 'read_lat';
+    const rdma = read || o.test === 'write_bw' || o.test === 'write_lat';
+    const fmt = (side: string, e: Dest) =>
+      ` ${side} address: LID ${cx(e.lid, 4)} QPN ${cx(e.qpn, 6)} PSN ${cx(e.psn, 6)}${read ? ` OUT ${cx(e.outReads, 4)}` : ''}${rdma ? ` RKey ${cx(e.rkey, 8)} VAddr ${cx(e.vaddr, 16)}` : ''}\n GID: ${gidBytes(e.gid)}`;
+    return [
+      ...lines,
       ...this.local.map((e) => fmt('local', e)),
       ...this.remote.map((e) => fmt('remote', e)),
       '-'.repeat(87),
     ].join('\n');
+  }
+
+  /** What softrdma adds to perftest's header (on stderr, after it): the exchange's port, the peer's version, the bound address. */
+  headerExtra(): string {
+    const o = this.o;
+    const ex = o.rdmaCm ? `rdma_cm port ${this.cmPort}` : `TCP port ${this.oobPort || o.port}`;
+    return `softrdma: bound address ${o.bind}, ${ex}; peer perftest ${printable(this.peerVersion)}${this.softrdma ? ', softrdma' : ''}`;
   }
 
   /**
@@ -501,6 +548,9 @@ export function yieldToLoop(): Promise<void> {
 }
 
 const ZERO_DEST: Dest = { lid: 0, outReads: 0, qpn: 0, psn: 0, rkey: 0, vaddr: 0n, gid: new Uint8Array(16), srqn: 0 };
+
+/** What perftest's servers print before they wait for the client (write_bw.c etc.: "\n***...\n"). */
+const WAITING = '\n************************************\n* Waiting for client to connect... *\n************************************';
 
 export function nowNs(): number { return Number(process.hrtime.bigint()); }
 
