@@ -314,6 +314,9 @@ function onProposal(key: object, ops: SmcrOps, p: SmcProposal): void {
   const maxConns = v2x ? Math.min(p.v2.maxConns, MAX_CONNS) : MAX_CONNS;
   if (maxConns < MIN_CONNS) return fail(key, ops, DECLINE.MAXCONNERR, `declined: the client offers max_conns ${p.v2.maxConns} (at least ${MIN_CONNS})`);
   if (v2x && p.v2.maxLinks < 1) return fail(key, ops, DECLINE.MAXLINKERR, `declined: the client offers max_links ${p.v2.maxLinks}`);
+  let dev: SmcrDevice | undefined;
+  try { dev = pickSmcrDevice(smcrOf(ops.opts), ops.localAddress()); } catch { dev = undefined; }
+  if (!dev) return fail(key, ops, DECLINE.NOSMCRDEV, 'declined: no SMC-R device');
   // The Proposal's GID must be the TCP peer's own address (a softrdma client's device holds
   // the connection's local address; RoCE does not cross a NAT). Linux does not check this
   // (smcr_lgr_match keys on the system id and GID alone): any host that reaches the port could
@@ -322,9 +325,6 @@ function onProposal(key: object, ops: SmcrOps, p: SmcProposal): void {
   if (addressFromGid(p.v2.roceGid) !== ops.remoteAddress()) {
     return fail(key, ops, DECLINE.NOROUTE, `declined: the Proposal's GID ${addressFromGid(p.v2.roceGid)} is not the TCP peer's address ${ops.remoteAddress()}`);
   }
-  let dev: SmcrDevice | undefined;
-  try { dev = pickSmcrDevice(smcrOf(ops.opts), ops.localAddress()); } catch { dev = undefined; }
-  if (!dev) return fail(key, ops, DECLINE.NOSMCRDEV, 'declined: no SMC-R device');
   const hs: Hs = { dev, lgr: undefined, link: undefined, firstContact: false, rmb: undefined, sndbuf: undefined, token: 0, conn: undefined, key: SmcrLinkGroup.key(dev, p.peerId, p.v2.roceGid), proposal: p };
   const lgr = SmcrLinkGroup.find(hs.key, 'server')[0];
   const pending = lgr ? undefined : firstContacts.get(hs.key);
