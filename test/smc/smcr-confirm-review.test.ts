@@ -2,22 +2,26 @@
 // client's out-of-sync Decline ends the link group the Accept reused, telling the peer with a
 // DELETE_LINK (smc_clc_wait_msg: sync_err, smc_lgr_terminate_sched, smc_lgr_cleanup), once a
 // TEST_LINK finds that the peer really lost it (a security review: anyone who reaches the port
-// could send that Decline); a Proposal whose GID is not the TCP peer's address is declined; and
+// could send that Decline); a server's group is keyed by the TCP peer's address too, so a
+// Proposal from another address cannot find it; and
 // a Confirm the server cannot take from a client that joins a
 // group (and so went to SMC-R as it sent it) resets the connection instead of leaving the two
 // ends on different transports, each waiting for the other. One process, no namespaces
 // (smcr-relay-harness.ts).
 
 import assert from 'node:assert/strict';
-import type net from 'node:net';
+import { once } from 'node:events';
+import net from 'node:net';
 import { test } from 'node:test';
 import { testRuntimeDir } from '../helpers/runtime-dir.js';
 
 testRuntimeDir('smcr-confirm-review');
 process.env.SOFTRDMA_SMC_LEARN = '0'; // every connection tries SMC, however short
 const smc = await import('../../src/smc/index.js');
-const { echo, setup, settled, smcrConnection, until, within } = await import('./smcr-relay-harness.js');
-const { CLC_ACCEPT, CLC_CONFIRM, CLC_DECLINE, DECLINE, encodeSmcrAcceptConfirm } = await import('../../src/smc/clc.js');
+const { echo, setup, settled, sleep, smcrConnection, until, within } = await import('./smcr-relay-harness.js');
+const { CLC_ACCEPT, CLC_CONFIRM, CLC_DECLINE, DECLINE, SMC_CLC_V2, SMC_TYPE_N, SMC_TYPE_R, clcFrameLengthAny, decodeSmcClc, encodeSmcDecline, encodeSmcProposal, encodeSmcrAcceptConfirm, localSystemId } = await import('../../src/smc/clc.js');
+const { SOFTRDMA_UEID } = await import('../../src/smc/smcr/clc-flow.js');
+const { gidFromAddress } = await import('../../src/abi/inet.js');
 const { SmcrLinkGroup } = await import('../../src/smc/smcr/lgr.js');
 
 test('an out-of-sync Decline from a client whose group still answers (TEST_LINK) leaves the group and its connections alone; the next connection joins it', async (t) => {
@@ -61,39 +65,51 @@ test('a client that lost its group without a word: its out-of-sync Decline, an u
   const decline = () => env.relayed.at(-1)!.fromClient.find((m) => m.type === CLC_DECLINE) as { diagnosis: number; outOfSync: boolean } | undefined;
   await until(() => decline() !== undefined, 3000, 'the client\'s Decline through the relay');
   assert.equal(decline()?.outOfSync, true);
-  await until(() => lgr.dead, 6000, 'the server\'s group ended');
-  assert.equal(SmcrLinkGroup.list().filter((g) => g.role === 'server' && !g.dead).length, 0);
+  // While the server asks the peer, the group takes no one: the next connection makes a new
+  // one at once (first contact), as after Linux's immediate termination.
+  assert.equal(lgr.dead, false);
   const c3 = env.connect();
   assert.equal((await settled(c3, 'the third client settles')).mode, 'SMCR');
   await echo(c3, 'third\n');
-  assert.notEqual(env.serverLgr(), lgr, 'a new group at the server');
+  assert.ok(SmcrLinkGroup.list().some((g) => g.role === 'server' && !g.dead && g !== lgr && g.conns.size === 1), 'a new group at the server');
+  await until(() => lgr.dead, 6000, 'the stale group ended');
+  assert.equal(SmcrLinkGroup.list().filter((g) => g.role === 'server' && !g.dead).length, 1);
 });
 
-test('a Proposal whose GID is not the TCP peer\'s address is declined (NOROUTE): no Accept, no place in the group that GID has', async (t) => {
+test('a Proposal from another TCP address naming a client\'s system id and GID does not find its group (first contact), and its out-of-sync Decline leaves the group alone', async (t) => {
   const env = await setup(t);
-  await smcrConnection(env, 'first');
+  const first = await smcrConnection(env, 'first');
   const lgr = env.serverLgr();
   const conns = lgr.conns.size;
-  // The client's own GID (::ffff:127.0.0.2) in its Proposal made another address's.
-  const own = Buffer.from('00000000000000000000ffff7f000002', 'hex');
-  env.next({
-    client: (m, frame) => {
-      if (m.type !== 1) return undefined;
-      const forged = Buffer.from(frame);
-      let n = 0;
-      for (let at = forged.indexOf(own); at > 0; at = forged.indexOf(own, at + 16), n++) forged[at + 15] = 9;
-      assert.ok(n > 0, 'the Proposal carries the client\'s GID');
-      return forged;
-    },
+  // What another host (here 127.0.0.1) can learn and send: the client's system id (in every
+  // CLC message its process sends) and GID, in a Proposal of its own, then a Decline saying the
+  // group is out of sync.
+  const proposal = encodeSmcProposal({
+    version: SMC_CLC_V2, typeV1: SMC_TYPE_N, typeV2: SMC_TYPE_R, peerId: localSystemId(), gid: Buffer.alloc(16), mac: Buffer.alloc(6),
+    ismGid: 0n, ismChid: 0, proof: null, prefix: null,
+    v2: { release: 1, seid: false, roceGid: gidFromAddress('127.0.0.2'), maxConns: 255, maxLinks: 1, featureMask: 0, userEids: [SOFTRDMA_UEID], smcd: null },
   });
-  const c2 = env.connect();
-  const info = await settled(c2, 'the second client settles');
-  assert.equal(info.mode, 'TCP');
-  assert.equal(info.peerDeclineReason, DECLINE.NOROUTE);
-  await echo(c2, 'over tcp\n');
-  assert.equal(env.relayed.at(-1)!.fromServer.some((m) => m.type === CLC_ACCEPT), false);
+  const decline = encodeSmcDecline({ version: SMC_CLC_V2, eyecatcher: 'SMCR', outOfSync: true, peerId: localSystemId(), diagnosis: DECLINE.SYNCERR, osType: 2, diagnosisV2: [0, 0, 0, 0] });
+  const raw = net.connect({ host: '127.0.0.3', port: env.serverPort, localAddress: '127.0.0.1' });
+  raw.on('error', () => {});
+  t.after(() => raw.destroy());
+  await once(raw, 'connect');
+  raw.write(proposal);
+  const [answer] = await within(once(raw, 'data'), 5000, 'the server\'s answer') as [Buffer];
+  const m = decodeSmcClc(answer.subarray(0, clcFrameLengthAny(answer)));
+  assert.equal(m.type, CLC_ACCEPT);
+  assert.equal((m as { firstContact: boolean }).firstContact, true, 'not the client\'s group');
+  raw.write(decline);
+  // The server goes on over TCP (an echo server here): the bytes after the Decline come back.
+  let echoed = '';
+  raw.on('data', (d: Buffer) => { echoed += d.toString('latin1'); });
+  raw.write('hello');
+  await until(() => echoed.includes('hello'), 5000, 'the echo over TCP');
+  await sleep(100);
+  assert.equal(lgr.dead, false);
   assert.equal(lgr.conns.size, conns);
-  assert.equal((lgr as unknown as { reservedConns: number }).reservedConns, 0);
+  assert.equal(lgr.reservedCount, 0);
+  await echo(first, 'untouched\n');
 });
 
 test('a Confirm the server cannot take from a client joining its group: Decline, then a reset (the client is on SMC-R already); no end waits for ever', async (t) => {

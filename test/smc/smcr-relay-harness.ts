@@ -76,6 +76,8 @@ export interface Env {
   b: Awaited<ReturnType<typeof twoDevices>>['b'];
   /** The server's sockets, in the order accepted. */
   accepted: net.Socket[];
+  /** The SMC-R server's own port (on 127.0.0.3), for connections that do not go through the relay. */
+  serverPort: number;
   /** The relay's record of each connection's CLC messages, in the order made. */
   relayed: Relayed[];
   /** Hooks for the next connection through the relay. */
@@ -130,6 +132,7 @@ export async function setup(t: TestContext, onConn?: (s: net.Socket) => void, se
   };
   return {
     a, b, accepted, relayed,
+    serverPort: (server.address() as net.AddressInfo).port,
     next: (h) => { hooks = h; },
     connect: (opts = {}) => {
       const s = smc.connect({ host: '127.0.0.3', port: (relay.address() as net.AddressInfo).port, localAddress: '127.0.0.2', smcr: { device: a, discovery: false }, ...opts });

@@ -30,7 +30,6 @@ import { autoDevice, autoDeviceAllowed, autoDeviceError } from './auto-device.js
 import { MAX_CONNS, MAX_LINKS, MIN_CONNS, SmcrDeclineError, SmcrLinkGroup, type Rmb } from './lgr.js';
 import type { SmcrLink } from './link.js';
 import { remoteAddr } from '../../abi/remote-addr.js';
-import { addressFromGid } from '../../abi/inet.js';
 
 /** The user EID softrdma offers and accepts (blank-padded to 32 on the wire; a Linux peer needs `smcr ueid add SOFTRDMA-SMCR`). */
 export const SOFTRDMA_UEID = 'SOFTRDMA-SMCR'.padEnd(32, ' ');
@@ -317,15 +316,13 @@ function onProposal(key: object, ops: SmcrOps, p: SmcProposal): void {
   let dev: SmcrDevice | undefined;
   try { dev = pickSmcrDevice(smcrOf(ops.opts), ops.localAddress()); } catch { dev = undefined; }
   if (!dev) return fail(key, ops, DECLINE.NOSMCRDEV, 'declined: no SMC-R device');
-  // The Proposal's GID must be the TCP peer's own address (a softrdma client's device holds
-  // the connection's local address; RoCE does not cross a NAT). Linux does not check this
-  // (smcr_lgr_match keys on the system id and GID alone): any host that reaches the port could
-  // then name another peer's group, join it and end it with an out-of-sync Decline, or turn
-  // the server's RoCE traffic at a third host.
-  if (addressFromGid(p.v2.roceGid) !== ops.remoteAddress()) {
-    return fail(key, ops, DECLINE.NOROUTE, `declined: the Proposal's GID ${addressFromGid(p.v2.roceGid)} is not the TCP peer's address ${ops.remoteAddress()}`);
-  }
-  const hs: Hs = { dev, lgr: undefined, link: undefined, firstContact: false, rmb: undefined, sndbuf: undefined, token: 0, conn: undefined, key: SmcrLinkGroup.key(dev, p.peerId, p.v2.roceGid), proposal: p };
+  // A server's group is the peer's as seen from TCP too: its key adds the connection's peer
+  // address to the system id and GID a Proposal names (Linux's smcr_lgr_match looks at those
+  // alone), so a Proposal from another address cannot find, join or end another peer's group
+  // (the system id is in every CLC message a process sends). A Linux client may propose a GID
+  // other than its TCP source address (smc_ib_determine_gid_rcu takes the RoCE netdev's first
+  // address in the source's subnet): it still gets its group, keyed by both.
+  const hs: Hs = { dev, lgr: undefined, link: undefined, firstContact: false, rmb: undefined, sndbuf: undefined, token: 0, conn: undefined, key: SmcrLinkGroup.key(dev, p.peerId, p.v2.roceGid, ops.remoteAddress()), proposal: p };
   const lgr = SmcrLinkGroup.find(hs.key, 'server')[0];
   const pending = lgr ? undefined : firstContacts.get(hs.key);
   if (pending) {

@@ -443,8 +443,10 @@ export class SmcrLinkGroup {
     };
   }
 
-  static key(dev: SmcrDevice, peerId: Buffer, peerGid: Buffer): string {
-    return `${dev.address}|${peerId.toString('hex')}|${peerGid.toString('hex')}`;
+  /** A group's key: our address, the peer's system ID and GID, and (server) the TCP peer's address. */
+  static key(dev: SmcrDevice, peerId: Buffer, peerGid: Buffer, tcpPeer?: string): string {
+    const k = `${dev.address}|${peerId.toString('hex')}|${peerGid.toString('hex')}`;
+    return tcpPeer === undefined ? k : `${k}|${tcpPeer}`;
   }
 
   /**
@@ -453,13 +455,14 @@ export class SmcrLinkGroup {
    * and server groups have the same key), as in Linux's smcr_lgr_match. A server does not add
    * a connection to a group that has maxConns connections and handshakes holding a place
    * (reserveConn), or whose rtoken table is full (smc_conn_create, smc_core.c 1992-1996: it
-   * makes a new group, first contact, instead); a client joins the group the server's Accept
+   * makes a new group, first contact, instead), nor to one whose peer is being asked whether it
+   * still has it (endUnlessPeerAnswers: the peer said it lost it); a client joins the group the server's Accept
    * names however many connections it has (smc_conn_create counts none for SMC_CLNT), and
    * declines ERR_RTOK if its table is full (attach).
    */
   static find(key: string, role: 'client' | 'server'): SmcrLinkGroup[] {
     return [...(SmcrLinkGroup.all.get(key) ?? [])].filter((g) => g.role === role && g.confirmed && !g.dead && g.activeLinks().length > 0
-      && (role === 'client' || (g.conns.size + g.reservedConns < g.maxConns && !g.rtokens.full)));
+      && (role === 'client' || (g.conns.size + g.reservedConns < g.maxConns && !g.rtokens.full && !g.syncCheck)));
   }
 
   /**
