@@ -294,8 +294,9 @@ async function serveOne(o: Opts, child: RdmaCmId, ch: EventChannel, dbg: (s: str
     if (est.event !== 'ESTABLISHED') {
       // As rping_run_server: an error event ends the process from the CM thread (exit(-1));
       // device removal leaves the state ERROR ("wait for CONNECTED state 11", "connect error
-      // -1"); a DISCONNECTED leaves it DISCONNECTED, and rping_test_server gives up at once and
-      // returns 0.
+      // -1"). A DISCONNECTED before the first ping: rping.c's rping_accept takes the one wakeup
+      // it posts and rping_test_server then waits for ever; softrdma's server gives up instead,
+      // with the line rping_test_server would print, and returns 0 (a deliberate difference).
       reportEvent(est);
       if (est.event === 'DISCONNECTED') {
         err(`wait for RDMA_READ_ADV state ${State.DISCONNECTED}`);

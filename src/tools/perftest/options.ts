@@ -161,7 +161,7 @@ export function txDepth(o: Pick<PerftestOptions, 'txDepth' | 'iters' | 'duration
 
 /** perftest's warning (force_dependecies) when -Q keeps moderation on for a size over 8192, or undefined. */
 export function cqModWarning(o: Pick<PerftestOptions, 'test' | 'sizes' | 'all' | 'cqMod'>): string | undefined {
-  if (o.test.endsWith('_lat') || o.all || o.cqMod === undefined || o.cqMod <= 1 || !(Math.max(...o.sizes) > MSG_SIZE_CQ_MOD_LIMIT)) return undefined;
+  if (o.all || o.cqMod === undefined || o.cqMod <= 1 || !(Math.max(...o.sizes) > MSG_SIZE_CQ_MOD_LIMIT)) return undefined;
   return `${'-'.repeat(87)}\nWarning: Large message requested and CQ moderation enabled\nWarning: It can lead to inaccurate results`;
 }
 /**
