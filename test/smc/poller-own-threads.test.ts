@@ -33,7 +33,10 @@ test("yields that only let this process's own threads run do not put the poller 
     if (r.othersMs < 10) quiet = r;
   }
   if (!quiet) return t.skip(`other processes kept CPU 0 busy in every try, so none could tell: ${JSON.stringify(tries)}`);
-  // One period at most: another process that got the CPU at a yield has a whole scheduler slice
-  // (a few ms, over a quarter of a 20 ms window) however little it ran in all (CI: 15 ms, one).
-  assert.ok(quiet.entered <= 1, `the poller called the host busy with only its own threads beside it: ${JSON.stringify(tries)}`);
+  // Two periods at most: another process that got the CPU at a yield has a whole scheduler slice
+  // (a few ms, over a quarter of a 20 ms window) however little it ran in all (CI: 15 ms, one
+  // period), and /proc/stat counts in 10 ms ticks, so a "quiet" try may hide up to 10 ms of
+  // kernel workers' time on CPU 0 (CI on 2026-12-06, Node 22: othersMs 0 and two periods).
+  // Without the accounting of the process's own threads every try enters the mode ~8 times.
+  assert.ok(quiet.entered <= 2, `the poller called the host busy with only its own threads beside it: ${JSON.stringify(tries)}`);
 });
