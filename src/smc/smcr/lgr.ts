@@ -1233,13 +1233,21 @@ export class SmcrLinkGroup {
     link.testTimer.unref();
   }
 
+  /**
+   * A TEST_LINK request on `link`; returns when it went (anything the link receives after that
+   * time, its answer or not, shows the peer alive: lastRx).
+   */
+  private sendTestLink(link: SmcrLink): number {
+    this.sendLlc({ kind: 'TEST_LINK', version: 2, response: false, userData: Buffer.alloc(16) }, link);
+    return performance.now();
+  }
+
   private testLink(link: SmcrLink): void {
     link.testTimer = undefined;
     if (this.dead || link.isDown || !this.links.includes(link)) return;
     const quiet = performance.now() - link.lastRx;
     if (quiet < TESTLINK_MS) return this.scheduleTestLink(link, TESTLINK_MS - quiet);
-    this.sendLlc({ kind: 'TEST_LINK', version: 2, response: false, userData: Buffer.alloc(16) }, link);
-    const sentAt = performance.now();
+    const sentAt = this.sendTestLink(link);
     link.testWait = setTimeout(() => {
       link.testWait = undefined;
       // Unlike Linux (smc_llc.c 2128-2134), anything received on the link meanwhile counts as
@@ -1764,8 +1772,8 @@ export class SmcrLinkGroup {
     if (this.dead || this.syncCheck) return;
     const links = this.activeLinks();
     if (links.length === 0) return this.free(false, reason, true);
-    const sentAt = performance.now();
-    for (const l of links) this.sendLlc({ kind: 'TEST_LINK', version: 2, response: false, userData: Buffer.alloc(16) }, l);
+    let sentAt = 0;
+    for (const l of links) sentAt = this.sendTestLink(l);
     this.syncCheck = setTimeout(() => {
       this.syncCheck = undefined;
       if (this.dead || this.links.some((l) => l.lastRx > sentAt)) return;
