@@ -46,11 +46,19 @@ function listener(ch: EventChannel, ps: 'tcp' | 'udp' = 'tcp'): RdmaCmId {
   return l;
 }
 
-async function connected(t: { sch: EventChannel; cch: EventChannel }, l: RdmaCmId, param: Parameters<RdmaCmId['connect']>[0] = {}, accept: Parameters<RdmaCmId['accept']>[0] = {}) {
+type Channels = { sch: EventChannel; cch: EventChannel };
+
+/** A client id with a QP that connected to `l`, and the server's CONNECT_REQUEST for it. */
+async function requested(t: Channels, l: RdmaCmId, param: Parameters<RdmaCmId['connect']>[0] = {}) {
   const c = await resolvedTo(t.cch, l, QUICK);
   withQp(c);
   c.connect(param);
   const req = await t.sch.next('CONNECT_REQUEST', 5000);
+  return { c, req };
+}
+
+async function connected(t: Channels, l: RdmaCmId, param: Parameters<RdmaCmId['connect']>[0] = {}, accept: Parameters<RdmaCmId['accept']>[0] = {}) {
+  const { c, req } = await requested(t, l, param);
   const s = req.id;
   withQp(s);
   s.accept(accept);
@@ -61,10 +69,7 @@ async function connected(t: { sch: EventChannel; cch: EventChannel }, l: RdmaCmI
 describe('the CM decoder takes what cm.c takes', () => {
   it('a REJ(TIMEOUT) whose ARI length says 100 rejects the passive id (REJECTED, reason TIMEOUT), not counted malformed', () => onTwoDevices(async (t) => {
     const l = listener(t.sch);
-    const c = await resolvedTo(t.cch, l, QUICK);
-    withQp(c);
-    c.connect({});
-    const req = await t.sch.next('CONNECT_REQUEST', 5000);
+    const { c, req } = await requested(t, l);
     const before = cmDev('127.0.0.3').agent.counters.rx_malformed;
     // The client gives up while the server holds its REQ: REJ(TIMEOUT) with its GUID in the ARI.
     patchNext('127.0.0.2', CmAttrId.REJ, (b) => { b[24 + 9] = 100 << 1; });
@@ -173,10 +178,7 @@ describe('event parameters, as cma_ib_handler fills them in', () => {
 
   it('CONNECT_ERROR (our QP cannot take the REP) carries the REP\'s parameters', () => onTwoDevices(async (t) => {
     const l = listener(t.sch);
-    const c = await resolvedTo(t.cch, l, QUICK);
-    withQp(c);
-    c.connect({});
-    const req = await t.sch.next('CONNECT_REQUEST', 5000);
+    const { c, req } = await requested(t, l);
     c.qp!.modify({ qpState: 6 }, 1); // ERR: RTR will fail
     withQp(req.id);
     req.id.accept({ privateData: Buffer.from('welcome') });
