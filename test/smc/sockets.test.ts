@@ -22,6 +22,7 @@ const smc = await import('../../src/smc/index.js');
 // this, the learned handshake control would send most of them to TCP (it has its own test).
 smc.setSmcLearning(false);
 const { clearDiscoveryCache } = await import('../../src/smc/discovery.js');
+const { smcState } = await import('../../src/smc/state.js');
 const SERVER = fileURLToPath(new URL('../helpers/smc-test-server.js', import.meta.url));
 const PEER = fileURLToPath(new URL('../../src/tools/smc-peer.js', import.meta.url));
 const shmBefore = new Set(fs.readdirSync('/dev/shm'));
@@ -170,7 +171,11 @@ describe('SMC sockets across processes', () => {
     // The echo comes back faster than it is read: the stream stops taking it at its high-water
     // mark, and the rest stays unread in the ring.
     s.write(Buffer.alloc(4 << 20));
-    await waitFor('the echo arriving', () => s.readableLength > 0);
+    // Unread means in the ring: bytes the stream already took are the application's, as bytes
+    // libuv read are for a TCP socket, whose close(2) sends a FIN when its kernel queue is empty.
+    // So wait for the stream to be full (it takes nothing more) and the ring to hold some.
+    await waitFor('the echo filling the stream and reaching the ring', () =>
+      s.readableLength >= s.readableHighWaterMark && (smcState(s)?.conn?.unreadNow() ?? 0) > 0);
     const before = events(srv.proc, 'error').length;
     s.destroy();
     await eventCount(srv.proc, 'error', before + 1, 5000);
