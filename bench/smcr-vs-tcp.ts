@@ -40,6 +40,7 @@ import os from 'node:os';
 import { execFileSync, spawn as spawnChild } from 'node:child_process';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { formatTable } from '../src/tools/table.js';
+import { crc32Implementation } from '../src/sys/crc32.js';
 import { benchOptions, benchRuntimeDir } from './options.js';
 import { median, verdict } from './stats.js';
 import { deleteNamespaces, ip, setUpVethPair } from '../test/helpers/netns.js';
@@ -383,7 +384,7 @@ async function main(): Promise<void> {
     ];
     const rows = allRows.filter((r) => ONLY.includes(r.test)).map(({ test: _t, digits: _d, tcpNote: _n, spread: _s, ...r }) => r);
     if (json) {
-      console.log(JSON.stringify({ runs: RUNS, seconds: SECONDS, iters: ITERS, cpus: os.cpus().length, node: process.version, smcrModes: [...modes], rows, smcrClientCounters: counts }, null, 2));
+      console.log(JSON.stringify({ runs: RUNS, seconds: SECONDS, iters: ITERS, cpus: os.cpus().length, node: process.version, icrc: crc32Implementation, smcrModes: [...modes], rows, smcrClientCounters: counts }, null, 2));
     } else {
       const head = ['metric', 'SMC-R', 'baseline', 'unit', 'baseline method', 'SMC-R/baseline', 'runs', 'target', 'met', 'TCP'];
       console.log(formatTable([head, ...allRows.filter((r) => ONLY.includes(r.test)).map((r) =>
@@ -398,7 +399,7 @@ async function main(): Promise<void> {
       console.log('  http: node:http keep-alive, 8 requests in flight, on both ends without the preload (src/tools/smc-peer.ts); steady: the 3 s after 2 s of the same load; fresh: a new client process counted from its first request (the servers are one process each for all runs)');
       console.log('  short connections: connect, 14-byte echo, end, with node:net on both ends (setNoDelay(true)), tcp_tw_reuse in the client\'s namespace for both sides');
       console.log(`\nmedians of ${RUNS} runs (ratio: the median of the runs' pair ratios; runs: their range); SMC-R mode ${[...modes].join('+')}; ` +
-        `SMC-R client per MiB ${JSON.stringify(counts.bulk)}, per round trip ${JSON.stringify(counts.pingpong)}, per http request ${JSON.stringify(counts.http)}; two network namespaces joined by veth, each side its own process and rxe device; ${os.cpus().length} CPUs, node ${process.version}`);
+        `SMC-R client per MiB ${JSON.stringify(counts.bulk)}, per round trip ${JSON.stringify(counts.pingpong)}, per http request ${JSON.stringify(counts.http)}; two network namespaces joined by veth, each side its own process and rxe device; rxe's ICRC ${crc32Implementation.impl === 'pclmul' ? 'by native/crc32.c (PCLMULQDQ)' : `by node:zlib (${crc32Implementation.why})`}; ${os.cpus().length} CPUs, node ${process.version}`);
     }
   } finally {
     srv.kill('SIGTERM');
