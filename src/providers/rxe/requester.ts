@@ -43,7 +43,9 @@ export function runRequester(qp: RxeQp): void {
       if (w.state === WqeState.DONE || w.state === WqeState.PENDING) { qp.req.index++; continue; }
       // SQD: a message already started is finished (and resent if need be); nothing new starts.
       if (w.state === WqeState.POSTED && qp.state === QpState.SQD) break;
-      if (budget === 0) {
+      // The budget ends a run at a message's boundary unless the message alone is larger: a
+      // message cut in two leaves in two GSO sends where one would do.
+      if (budget <= 0 && (w.nextPkt === 0 || w.npkts > BUDGET)) {
         if (!qp.req.scheduled) {
           qp.req.scheduled = true;
           deferToTurn(() => { qp.req.scheduled = false; runRequester(qp); });
@@ -69,12 +71,13 @@ export function runRequester(qp: RxeQp): void {
           r.wholeTo = -1;
           const window = windowPkts(qp);
           const inFlight = psnDiff(psn, qp.comp.psn);
-          // Two reasons to stop here: the window is full, or a short message would not fit
-          // whole. A short message goes whole or waits, as one cut by the window leaves in two
-          // GSO sends where one would do (the window varies with the QPs sending: 1024 / 13 is
-          // no multiple of a 64 KiB message's 16 packets).
+          // Two reasons to stop here: the window is full, or a short message (half the window
+          // or less) would not fit whole. A short message goes whole or waits, as one cut by the
+          // window leaves in two GSO sends where one would do (the window varies with the QPs
+          // sending: 512 / 13 is no multiple of a 64 KiB message's 16 packets; with -q 16 a
+          // quarter of the window was too little to call 16 packets short).
           const full = inFlight >= window;
-          if (full || (w.nextPkt === 0 && w.npkts > 1 && w.npkts <= window >> 2 && inFlight + w.npkts > window)) {
+          if (full || (w.nextPkt === 0 && w.npkts > 1 && w.npkts <= window >> 1 && inFlight + w.npkts > window)) {
             // An ACK is on its way if a packet in flight asked; it brings this QP back. If none
             // did (the window shrank under packets sent while it was larger: another QP began
             // sending, or a loss cut it), nothing would until the retransmit timer, which then
@@ -84,6 +87,10 @@ export function runRequester(qp: RxeQp): void {
             qp.device.counters.window_forced_asks++;
             if (full) mustAsk = true;
             else r.wholeTo = w.lastPsn;
+          } else if (w.nextPkt === 0 && w.npkts > 1 && w.npkts <= window >> 1) {
+            // A short message that fits as it starts goes whole even if the window shrinks
+            // under it (another QP begins sending): past it by half the window at most.
+            r.wholeTo = w.lastPsn;
           }
         }
         noteSending(qp);
