@@ -154,5 +154,6 @@ __attribute__((visibility("default"))) napi_value napi_register_module_v1(napi_e
   return exports;
 }
 
-/* Node-API version 1 features only; Node checks this before calling the initializer. */
+/* The Node-API version this addon is written against: it calls version 1 functions only, and
+ * Node raises anything below its default (8) to that default, which changes nothing here. */
 __attribute__((visibility("default"))) int32_t node_api_module_get_api_version_v1(void) { return 1; }

@@ -83,6 +83,30 @@ describe('crc32 (the ICRC)', () => {
     assert.equal(crc32(Buffer.alloc(0)), 0);
   });
 
+  it('the build script takes a CC with arguments, and a package directory it cannot write is no failed install', { skip: haveCc ? false : 'no C compiler' }, () => {
+    const tmp = fs.mkdtempSync('/tmp/softrdma-native-');
+    try {
+      fs.mkdirSync(path.join(tmp, 'scripts'));
+      fs.mkdirSync(path.join(tmp, 'native'));
+      fs.copyFileSync(path.join(root, 'scripts', 'build-native.mjs'), path.join(tmp, 'scripts', 'build-native.mjs'));
+      fs.copyFileSync(path.join(root, 'native', 'crc32.c'), path.join(tmp, 'native', 'crc32.c'));
+      const build = (env: NodeJS.ProcessEnv) => spawnSync(process.execPath, [path.join(tmp, 'scripts', 'build-native.mjs')], { env: { ...process.env, SOFTRDMA_NATIVE: '', ...env }, encoding: 'utf8' });
+      // "env cc": a program and its arguments, as CC="ccache gcc" is.
+      const r = build({ CC: `env ${process.env.CC || 'cc'}` });
+      assert.equal(r.status, 0, r.stderr);
+      assert.equal(r.stderr, '');
+      assert.ok(fs.existsSync(path.join(tmp, 'native', 'build', 'crc32.node')));
+      // A file where the build directory would go: mkdir fails as it would in a read-only tree.
+      fs.rmSync(path.join(tmp, 'native', 'build'), { recursive: true });
+      fs.writeFileSync(path.join(tmp, 'native', 'build'), '');
+      const ro = build({});
+      assert.equal(ro.status, 0, ro.stderr);
+      assert.match(ro.stderr, /cannot build the native CRC here: .*node:zlib's CRC/);
+    } finally {
+      fs.rmSync(tmp, { recursive: true, force: true });
+    }
+  });
+
   it('SOFTRDMA_NATIVE=0 makes softrdma use node:zlib', () => {
     const mod = fileURLToPath(new URL('../../src/sys/crc32.js', import.meta.url));
     const r = spawnSync(process.execPath, ['--input-type=module', '-e', `import(${JSON.stringify(mod)}).then((m) => console.log(JSON.stringify({ ...m.crc32Implementation, empty: m.crc32(new Uint8Array(0), 7), check: m.crc32(Buffer.from('123456789')) })))`], { env: { ...process.env, SOFTRDMA_NATIVE: '0' }, encoding: 'utf8' });
@@ -94,7 +118,7 @@ describe('crc32 (the ICRC)', () => {
     const before = fs.existsSync(addonFile) ? fs.readFileSync(addonFile) : undefined;
     const r = spawnSync(process.execPath, [path.join(root, 'scripts', 'build-native.mjs')], { env: { ...process.env, CC: '/bin/false', SOFTRDMA_NATIVE: '' }, encoding: 'utf8' });
     assert.equal(r.status, 0);
-    assert.match(r.stderr, /failed .*node:zlib's CRC/);
+    assert.match(r.stderr, before ? /failed .*the addon built before .* stays/ : /failed .*node:zlib's CRC/);
     const after = fs.existsSync(addonFile) ? fs.readFileSync(addonFile) : undefined;
     assert.deepEqual(after, before);
     assert.deepEqual(fs.readdirSync(path.dirname(addonFile)).filter((f) => f.endsWith('.tmp')), []);
