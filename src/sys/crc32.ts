@@ -38,5 +38,5 @@ const chosen = load();
 /** zlib.crc32(data, value), by whichever implementation was chosen at load. */
 export const crc32: Crc32 = chosen.fn;
 
-/** Which implementation crc32 is, and why not the native one when it is not (for devinfo -v and the tests). */
+/** Which implementation crc32 is, and why not the native one when it is not (the benches print it; the tests check it). */
 export const crc32Implementation: { impl: 'pclmul' | 'zlib'; why?: string } = { impl: chosen.impl, ...(chosen.why ? { why: chosen.why } : {}) };

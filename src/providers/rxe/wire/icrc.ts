@@ -94,8 +94,8 @@ export class IcrcFlow {
     const first = parts[0]!;
     const resv8a = first[4]!;
     first[4] = 0xff;
-    // Each call costs about as much as CRCing a few hundred bytes (zlib's) or a thousand
-    // (the native fold's): the prefix comes from the cache and an empty tail is skipped.
+    // Each call costs about as much as CRCing a few hundred bytes: the prefix comes from the
+    // cache and an empty tail is skipped.
     let crc = this.prefixCrcFor(UDP_BYTES + len, ipv4Id & 0xffff, keep);
     const last = parts.length - 1;
     for (let i = 0; i < last; i++) crc = crc32(parts[i]!, crc);
