@@ -178,7 +178,7 @@ for (let run = 0; run < RUNS; run++) {
 /** Which CRC the perftest processes use (they load it as this process does, in the same environment). */
 function icrcText(): string {
   const c = crc32Implementation;
-  return c.impl === 'pclmul' ? 'CRC-32 by native/crc32.c (PCLMULQDQ)' : `node:zlib's crc32 (${c.why})`;
+  return c.impl === 'pclmul' ? `CRC-32 by native/crc32.c (${c.foldBits === 256 ? 'VPCLMULQDQ, 256-bit folds' : 'PCLMULQDQ'})` : `node:zlib's crc32 (${c.why})`;
 }
 
 const table = [...rows.values()].map((r) => {

@@ -19,13 +19,14 @@ const cpuHasPclmul = /\bpclmulqdq\b/.test(fs.readFileSync('/proc/cpuinfo', 'utf8
 const haveCc = spawnSync(process.env.CC || 'cc', ['--version']).status === 0;
 /** zlib.crc32, except that nothing appended leaves the CRC as it was (zlib returns 0 for no bytes). */
 const ref = (v: Uint8Array, start = 0): number => (v.length === 0 ? start >>> 0 : zlibCrc32(v, start));
-const addon = fs.existsSync(addonFile) ? createRequire(import.meta.url)(addonFile) as { crc32: Crc32; accelerated: boolean } : undefined;
+const addon = fs.existsSync(addonFile) ? createRequire(import.meta.url)(addonFile) as { crc32: Crc32; accelerated: boolean; foldBits: number } : undefined;
 
 describe('crc32 (the ICRC)', () => {
   it('is the native fold on a machine that can build and run it', { skip: haveCc && cpuHasPclmul && process.env.SOFTRDMA_NATIVE !== '0' ? false : 'no C compiler, no PCLMULQDQ, or SOFTRDMA_NATIVE=0: node:zlib is used' }, () => {
     assert.ok(addon, `${addonFile} was not built (npm install runs scripts/build-native.mjs)`);
     assert.equal(addon.accelerated, true);
-    assert.deepEqual(crc32Implementation, { impl: 'pclmul' });
+    assert.equal(crc32Implementation.impl, 'pclmul');
+    assert.equal(crc32Implementation.foldBits, addon.foldBits);
     assert.equal(crc32, addon.crc32);
   });
 
@@ -76,6 +77,31 @@ describe('crc32 (the ICRC)', () => {
       const u16 = new Uint16Array([0x0201, 0x0403]);
       assert.equal(native(u16 as unknown as Uint8Array), zlibCrc32(Buffer.from([1, 2, 3, 4])));
     });
+  });
+
+  // Each process picks its fold once (at the addon's first load), so each path runs in its own.
+  it('every fold the addon has (256-bit, 128-bit, bytes only) gives zlib\'s results', { skip: addon ? false : 'the addon is not built here' }, () => {
+    const flags = fs.readFileSync('/proc/cpuinfo', 'utf8');
+    const cpuBits = !cpuHasPclmul ? 0 : /\bvpclmulqdq\b/.test(flags) && /\bavx2\b/.test(flags) ? 256 : 128;
+    const script = `
+      const { crc32: z } = require('node:zlib');
+      const a = require(${JSON.stringify(addonFile)});
+      let bad = 0, seed = 12345;
+      const rnd = () => (seed = (seed * 1103515245 + 12345) >>> 0);
+      const big = Buffer.alloc(70000);
+      for (let i = 0; i < big.length; i++) big[i] = rnd() >>> 24;
+      const ref = (v, s) => (v.length === 0 ? s >>> 0 : z(v, s));
+      for (let off = 0; off < 16; off++) for (let len = 0; len <= 600; len++) if (a.crc32(big.subarray(off, off + len), 7) !== ref(big.subarray(off, off + len), 7)) bad++;
+      for (let i = 0; i < 3000; i++) {
+        const off = rnd() % 64, len = rnd() % 66000, s = rnd();
+        if (a.crc32(big.subarray(off, off + len), s) !== ref(big.subarray(off, off + len), s)) bad++;
+      }
+      console.log(JSON.stringify({ foldBits: a.foldBits, bad }));`;
+    for (const cap of [256, 128, 0]) {
+      const r = spawnSync(process.execPath, ['-e', script], { env: { ...process.env, SOFTRDMA_CRC_FOLD: String(cap) }, encoding: 'utf8' });
+      assert.equal(r.status, 0, r.stderr);
+      assert.deepEqual(JSON.parse(r.stdout), { foldBits: Math.min(cap, cpuBits), bad: 0 }, `SOFTRDMA_CRC_FOLD=${cap}`);
+    }
   });
 
   it('empty data leaves the CRC as it was, in whichever implementation is in use', () => {
