@@ -108,7 +108,8 @@ static uint32_t crc_fold256(const uint8_t *buf, size_t len, uint32_t crc) {
 #define LOAD(p) _mm_loadu_si128((const __m128i *)(p))
 #define FOLD(x, k, next) \
   _mm_xor_si128(_mm_xor_si128(_mm_clmulepi64_si128(x, k, 0x11), _mm_clmulepi64_si128(x, k, 0x00)), next)
-  __m256i y0 = _mm256_xor_si256(LOAD256(buf), _mm256_zextsi128_si256(_mm_cvtsi32_si128((int)crc)));
+  /* (setr, not _mm256_zextsi128_si256, which GCC before 10 lacks.) */
+  __m256i y0 = _mm256_xor_si256(LOAD256(buf), _mm256_setr_epi32((int)crc, 0, 0, 0, 0, 0, 0, 0));
   __m256i y1 = LOAD256(buf + 32), y2 = LOAD256(buf + 64), y3 = LOAD256(buf + 96);
   buf += 128;
   len -= 128;
@@ -189,9 +190,15 @@ static napi_value js_crc32(napi_env env, napi_callback_info info) {
 static void init_once(void) {
   init_table();
   __builtin_cpu_init();
-  /* SOFTRDMA_CRC_FOLD=128 or =0 holds the choice down (the tests run every path). */
+  /* SOFTRDMA_CRC_FOLD=128 or =0 holds the choice down (the tests run every path); a value that
+   * is not a number in range is ignored. */
   const char *cap = getenv("SOFTRDMA_CRC_FOLD");
-  int max = cap && *cap ? atoi(cap) : 256;
+  long max = 256;
+  if (cap && *cap) {
+    char *end;
+    long v = strtol(cap, &end, 10);
+    if (*end == '\0' && v >= 0 && v <= 256) max = v;
+  }
   if (max >= 128 && __builtin_cpu_supports("pclmul") && __builtin_cpu_supports("sse4.1")) fold_bits = 128;
   if (max >= 256 && fold_bits == 128 && __builtin_cpu_supports("vpclmulqdq") && __builtin_cpu_supports("avx2")) fold_bits = 256;
 }

@@ -30,7 +30,10 @@ function load(): { fn: Crc32; impl: 'pclmul' | 'zlib'; foldBits?: number; why?: 
     return { fn: zlibCrc, impl: 'zlib', why: code === 'MODULE_NOT_FOUND' ? 'the native addon was not built (no C compiler at install?)' : `the native addon did not load: ${(err as Error).message}` };
   }
   // Without PCLMULQDQ the addon's byte-at-a-time loop is slower than zlib's.
-  if (!addon.accelerated) return { fn: zlibCrc, impl: 'zlib', why: 'the CPU has no PCLMULQDQ' };
+  if (!addon.accelerated) {
+    const cap = process.env.SOFTRDMA_CRC_FOLD;
+    return { fn: zlibCrc, impl: 'zlib', why: cap && /^\d+$/.test(cap) && Number(cap) < 128 ? `SOFTRDMA_CRC_FOLD=${cap}` : 'the CPU has no PCLMULQDQ' };
+  }
   return { fn: addon.crc32, impl: 'pclmul', foldBits: addon.foldBits };
 }
 
