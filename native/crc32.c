@@ -42,25 +42,44 @@ static uint32_t crc_bytes(uint32_t c, const uint8_t *p, size_t n) {
   return c;
 }
 
+/* x^(128+32), x^(128-32) mod P: fold one 128-bit lane into the next (16 bytes). */
+#define K_128 _mm_set_epi64x(0x0ccaa009e, 0x1751997d0)
+#define LOAD(p) _mm_loadu_si128((const __m128i *)(p))
+#define FOLD(x, k, next) \
+  _mm_xor_si128(_mm_xor_si128(_mm_clmulepi64_si128(x, k, 0x11), _mm_clmulepi64_si128(x, k, 0x00)), next)
+
 /*
- * The CRC register (pre-inverted) after `len` bytes, len >= 64 and a multiple of 16: four
- * 128-bit lanes folded 64 bytes at a time, folded into one, then reduced to 32 bits
- * (128 -> 64 -> 32, then a Barrett reduction).
+ * What both folds end with: the remaining 16-byte blocks folded into x0, then 128 -> 64 -> 32
+ * bits and a Barrett reduction to the CRC register (pre-inverted).
  */
-__attribute__((target("pclmul,sse4.1")))
-static uint32_t crc_fold(const uint8_t *buf, size_t len, uint32_t crc) {
-  /* x^(512+32), x^(512-32) mod P: fold a lane over the other three (64 bytes). */
-  const __m128i k_512 = _mm_set_epi64x(0x1c6e41596, 0x154442bd4);
-  /* x^(128+32), x^(128-32) mod P: fold one lane into the next (16 bytes). */
-  const __m128i k_128 = _mm_set_epi64x(0x0ccaa009e, 0x1751997d0);
+__attribute__((target("pclmul,sse4.1"), always_inline))
+static inline uint32_t crc_finish(__m128i x0, const uint8_t *buf, size_t len) {
+  const __m128i k_128 = K_128;
   /* x^64 mod P: 64 bits down to 32. */
   const __m128i k_64 = _mm_set_epi64x(0, 0x163cd6124);
   /* Barrett: floor(x^64 / P) and P, bit-reflected. */
   const __m128i mu_p = _mm_set_epi64x(0x1f7011641, 0x1db710641);
   const __m128i low32 = _mm_set_epi32(0, 0, 0, -1);
-#define LOAD(p) _mm_loadu_si128((const __m128i *)(p))
-#define FOLD(x, k, next) \
-  _mm_xor_si128(_mm_xor_si128(_mm_clmulepi64_si128(x, k, 0x11), _mm_clmulepi64_si128(x, k, 0x00)), next)
+  for (; len >= 16; buf += 16, len -= 16) x0 = FOLD(x0, k_128, LOAD(buf));
+  /* 128 -> 64 bits */
+  x0 = _mm_xor_si128(_mm_srli_si128(x0, 8), _mm_clmulepi64_si128(x0, k_128, 0x10));
+  /* 64 -> 32 bits */
+  x0 = _mm_xor_si128(_mm_clmulepi64_si128(_mm_and_si128(x0, low32), k_64, 0x00), _mm_srli_si128(x0, 4));
+  /* Barrett reduction to the 32-bit remainder */
+  __m128i t = _mm_clmulepi64_si128(_mm_and_si128(x0, low32), mu_p, 0x10);
+  t = _mm_clmulepi64_si128(_mm_and_si128(t, low32), mu_p, 0x00);
+  return (uint32_t)_mm_extract_epi32(_mm_xor_si128(x0, t), 1);
+}
+
+/*
+ * The CRC register (pre-inverted) after `len` bytes, len >= 64 and a multiple of 16: four
+ * 128-bit lanes folded 64 bytes at a time, folded into one, then crc_finish.
+ */
+__attribute__((target("pclmul,sse4.1")))
+static uint32_t crc_fold(const uint8_t *buf, size_t len, uint32_t crc) {
+  /* x^(512+32), x^(512-32) mod P: fold a lane over the other three (64 bytes). */
+  const __m128i k_512 = _mm_set_epi64x(0x1c6e41596, 0x154442bd4);
+  const __m128i k_128 = K_128;
   __m128i x0 = _mm_xor_si128(LOAD(buf), _mm_cvtsi32_si128((int)crc));
   __m128i x1 = LOAD(buf + 16), x2 = LOAD(buf + 32), x3 = LOAD(buf + 48);
   buf += 64;
@@ -74,22 +93,12 @@ static uint32_t crc_fold(const uint8_t *buf, size_t len, uint32_t crc) {
   x0 = FOLD(x0, k_128, x1);
   x0 = FOLD(x0, k_128, x2);
   x0 = FOLD(x0, k_128, x3);
-  for (; len >= 16; buf += 16, len -= 16) x0 = FOLD(x0, k_128, LOAD(buf));
-#undef FOLD
-#undef LOAD
-  /* 128 -> 64 bits */
-  x0 = _mm_xor_si128(_mm_srli_si128(x0, 8), _mm_clmulepi64_si128(x0, k_128, 0x10));
-  /* 64 -> 32 bits */
-  x0 = _mm_xor_si128(_mm_clmulepi64_si128(_mm_and_si128(x0, low32), k_64, 0x00), _mm_srli_si128(x0, 4));
-  /* Barrett reduction to the 32-bit remainder */
-  __m128i t = _mm_clmulepi64_si128(_mm_and_si128(x0, low32), mu_p, 0x10);
-  t = _mm_clmulepi64_si128(_mm_and_si128(t, low32), mu_p, 0x00);
-  return (uint32_t)_mm_extract_epi32(_mm_xor_si128(x0, t), 1);
+  return crc_finish(x0, buf, len);
 }
 
 /*
  * The same with 256-bit carry-less multiplies (VPCLMULQDQ): four ymm accumulators, 128 bytes
- * a round, then folded into one ymm, its two lanes into one xmm, and on as crc_fold ends.
+ * a round, then folded into one ymm, its two lanes into one xmm, then crc_finish.
  * len >= 128 and a multiple of 16.
  */
 __attribute__((target("vpclmulqdq,pclmul,avx2,sse4.1")))
@@ -98,16 +107,9 @@ static uint32_t crc_fold256(const uint8_t *buf, size_t len, uint32_t crc) {
   const __m256i k_1024 = _mm256_set_epi64x(0x14a7fe880, 0x1e88ef372, 0x14a7fe880, 0x1e88ef372);
   /* x^(256+32), x^(256-32) mod P: a ymm into the next (32 bytes). */
   const __m256i k_256 = _mm256_set_epi64x(0x15a546366, 0x0f1da05aa, 0x15a546366, 0x0f1da05aa);
-  const __m128i k_128 = _mm_set_epi64x(0x0ccaa009e, 0x1751997d0);
-  const __m128i k_64 = _mm_set_epi64x(0, 0x163cd6124);
-  const __m128i mu_p = _mm_set_epi64x(0x1f7011641, 0x1db710641);
-  const __m128i low32 = _mm_set_epi32(0, 0, 0, -1);
 #define LOAD256(p) _mm256_loadu_si256((const __m256i *)(p))
 #define FOLD256(y, k, next) \
   _mm256_xor_si256(_mm256_xor_si256(_mm256_clmulepi64_epi128(y, k, 0x11), _mm256_clmulepi64_epi128(y, k, 0x00)), next)
-#define LOAD(p) _mm_loadu_si128((const __m128i *)(p))
-#define FOLD(x, k, next) \
-  _mm_xor_si128(_mm_xor_si128(_mm_clmulepi64_si128(x, k, 0x11), _mm_clmulepi64_si128(x, k, 0x00)), next)
   /* (setr, not _mm256_zextsi128_si256, which GCC before 10 lacks.) */
   __m256i y0 = _mm256_xor_si256(LOAD256(buf), _mm256_setr_epi32((int)crc, 0, 0, 0, 0, 0, 0, 0));
   __m256i y1 = LOAD256(buf + 32), y2 = LOAD256(buf + 64), y3 = LOAD256(buf + 96);
@@ -122,18 +124,13 @@ static uint32_t crc_fold256(const uint8_t *buf, size_t len, uint32_t crc) {
   y0 = FOLD256(y0, k_256, y1);
   y0 = FOLD256(y0, k_256, y2);
   y0 = FOLD256(y0, k_256, y3);
-  __m128i x0 = FOLD(_mm256_castsi256_si128(y0), k_128, _mm256_extracti128_si256(y0, 1));
-  for (; len >= 16; buf += 16, len -= 16) x0 = FOLD(x0, k_128, LOAD(buf));
-#undef FOLD
-#undef LOAD
 #undef FOLD256
 #undef LOAD256
-  x0 = _mm_xor_si128(_mm_srli_si128(x0, 8), _mm_clmulepi64_si128(x0, k_128, 0x10));
-  x0 = _mm_xor_si128(_mm_clmulepi64_si128(_mm_and_si128(x0, low32), k_64, 0x00), _mm_srli_si128(x0, 4));
-  __m128i t = _mm_clmulepi64_si128(_mm_and_si128(x0, low32), mu_p, 0x10);
-  t = _mm_clmulepi64_si128(_mm_and_si128(t, low32), mu_p, 0x00);
-  return (uint32_t)_mm_extract_epi32(_mm_xor_si128(x0, t), 1);
+  return crc_finish(FOLD(_mm256_castsi256_si128(y0), K_128, _mm256_extracti128_si256(y0, 1)), buf, len);
 }
+#undef FOLD
+#undef LOAD
+#undef K_128
 
 /* Which fold the CPU can run: 0 none (bytes only), 128 PCLMULQDQ, 256 VPCLMULQDQ. */
 static int fold_bits;
