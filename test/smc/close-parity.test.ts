@@ -277,16 +277,16 @@ describe('close parity with node:net (TCP close rule over SMC-D)', () => {
       conn.connFlags |= CONN_DONE_WRITING;
       conn.publish();
       await waitFor('the late bytes taken off the ring', () => smcState(client)!.lateBytes === 4, 5000);
+      const clientConn = smcState(client)!.conn! as unknown as { diag(): { connFlags: number } };
       assert.equal(Buffer.concat(got).toString(), 'before');
       assert.equal(smc.getSmcInfo(client).lateBytesDropped, 4);
       client.end();
       await bounded(closed(client), 5000, `the client's close (${events.join(',')})`);
       assert.deepEqual(events, ['data', 'end', 'finish', 'close']);
-      // Closed with bytes it never read, as Linux's smc_close_final: peer_conn_abort. The server
-      // learns it when its poller reads the client's last CDC, which can come after the client's
-      // 'close' (CI on Node 22 once saw only done-writing at that moment).
-      await waitFor(`the server seeing the abort (flags ${conn.diag().peerConnFlags})`, () => (conn.diag().peerConnFlags & CONN_ABORT) !== 0, 5000);
-      assert.equal(conn.diag().peerConnFlags & CONN_ABORT, CONN_ABORT);
+      // Closed with bytes it never read, as Linux's smc_close_final: peer_conn_abort. Checked in
+      // what the client wrote: the server, which ends on the client's end (allowHalfOpen off),
+      // may close before its poller reads that last CDC, and then never sees it (CI, twice).
+      assert.ok(clientConn.diag().connFlags & CONN_ABORT, `the client wrote flags ${clientConn.diag().connFlags}`);
     } finally {
       client.destroy();
       server.destroy();
