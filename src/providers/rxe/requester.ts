@@ -77,7 +77,8 @@ export function runRequester(qp: RxeQp): void {
           // sending: 512 / 13 is no multiple of a 64 KiB message's 16 packets; with -q 16 a
           // quarter of the window was too little to call 16 packets short).
           const full = inFlight >= window;
-          if (full || (w.nextPkt === 0 && w.npkts > 1 && w.npkts <= window >> 1 && inFlight + w.npkts > window)) {
+          const short = w.nextPkt === 0 && w.npkts > 1 && w.npkts <= window >> 1;
+          if (full || (short && inFlight + w.npkts > window)) {
             // An ACK is on its way if a packet in flight asked; it brings this QP back. If none
             // did (the window shrank under packets sent while it was larger: another QP began
             // sending, or a loss cut it), nothing would until the retransmit timer, which then
@@ -87,7 +88,7 @@ export function runRequester(qp: RxeQp): void {
             qp.device.counters.window_forced_asks++;
             if (full) mustAsk = true;
             else r.wholeTo = w.lastPsn;
-          } else if (w.nextPkt === 0 && w.npkts > 1 && w.npkts <= window >> 1) {
+          } else if (short) {
             // A short message that fits as it starts goes whole even if the window shrinks
             // under it (another QP begins sending): past it by half the window at most.
             r.wholeTo = w.lastPsn;
