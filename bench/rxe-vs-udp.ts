@@ -21,7 +21,7 @@
 import { spawn } from 'node:child_process';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { crc32Implementation } from '../src/sys/crc32.js';
+import { crc32Implementation, describeCrc32 } from '../src/sys/crc32.js';
 import { benchOptions } from './options.js';
 import { median, verdict } from './stats.js';
 
@@ -175,12 +175,6 @@ for (let run = 0; run < RUNS; run++) {
     ...await pair(run, async () => (await perftest('write_bw', ['-s', '65536', '-q', '16', ...D])).bw_avg_MBps, async () => (await perftest('write_bw', ['-s', '65536', ...D])).bw_avg_MBps));
 }
 
-/** Which CRC the perftest processes use (they load it as this process does, in the same environment). */
-function icrcText(): string {
-  const c = crc32Implementation;
-  return c.impl === 'pclmul' ? `CRC-32 by native/crc32.c (${c.foldBits === 256 ? 'VPCLMULQDQ, 256-bit folds' : 'PCLMULQDQ'})` : `node:zlib's crc32 (${c.why})`;
-}
-
 const table = [...rows.values()].map((r) => {
   const rxe = median(r.rxe), raw = median(r.raw), ratio = rxe / raw;
   const v = verdict(ratio, r.higherBetter, r.target);
@@ -193,7 +187,8 @@ if (json) {
 } else {
   console.log(`rxe vs raw node:dgram, ${A} <-> ${B}, each side its own process; medians of ${RUNS} runs; ${os.cpus().length} CPUs, node ${process.version}`);
   console.log(`baseline: ${BASELINE}`);
-  console.log(`rxe's ICRC: ${icrcText()}\n`);
+  // The perftest processes load the CRC as this one does, in the same environment.
+  console.log(`rxe's ICRC: ${describeCrc32()}\n`);
   const w = Math.max(...table.map((t) => t.metric.length)) + 2;
   console.log(`${'metric'.padEnd(w)}${'rxe'.padStart(10)}${'baseline'.padStart(10)}  unit    ratio  runs       target`);
   for (const t of table) {

@@ -40,7 +40,7 @@ import os from 'node:os';
 import { execFileSync, spawn as spawnChild } from 'node:child_process';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { formatTable } from '../src/tools/table.js';
-import { crc32Implementation } from '../src/sys/crc32.js';
+import { crc32Implementation, describeCrc32 } from '../src/sys/crc32.js';
 import { benchOptions, benchRuntimeDir } from './options.js';
 import { median, verdict } from './stats.js';
 import { deleteNamespaces, ip, setUpVethPair } from '../test/helpers/netns.js';
@@ -399,7 +399,7 @@ async function main(): Promise<void> {
       console.log('  http: node:http keep-alive, 8 requests in flight, on both ends without the preload (src/tools/smc-peer.ts); steady: the 3 s after 2 s of the same load; fresh: a new client process counted from its first request (the servers are one process each for all runs)');
       console.log('  short connections: connect, 14-byte echo, end, with node:net on both ends (setNoDelay(true)), tcp_tw_reuse in the client\'s namespace for both sides');
       console.log(`\nmedians of ${RUNS} runs (ratio: the median of the runs' pair ratios; runs: their range); SMC-R mode ${[...modes].join('+')}; ` +
-        `SMC-R client per MiB ${JSON.stringify(counts.bulk)}, per round trip ${JSON.stringify(counts.pingpong)}, per http request ${JSON.stringify(counts.http)}; two network namespaces joined by veth, each side its own process and rxe device; rxe's ICRC ${crc32Implementation.impl === 'pclmul' ? `by native/crc32.c (${crc32Implementation.foldBits === 256 ? 'VPCLMULQDQ' : 'PCLMULQDQ'})` : `by node:zlib (${crc32Implementation.why})`}; ${os.cpus().length} CPUs, node ${process.version}`);
+        `SMC-R client per MiB ${JSON.stringify(counts.bulk)}, per round trip ${JSON.stringify(counts.pingpong)}, per http request ${JSON.stringify(counts.http)}; two network namespaces joined by veth, each side its own process and rxe device; rxe's ICRC: ${describeCrc32()}; ${os.cpus().length} CPUs, node ${process.version}`);
     }
   } finally {
     srv.kill('SIGTERM');

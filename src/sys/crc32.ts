@@ -48,3 +48,9 @@ export const crc32Implementation: { impl: 'pclmul' | 'zlib'; foldBits?: number; 
   ...(chosen.foldBits ? { foldBits: chosen.foldBits } : {}),
   ...(chosen.why ? { why: chosen.why } : {}),
 };
+
+/** crc32Implementation in words, as the benchmarks print it. */
+export function describeCrc32(): string {
+  const c = crc32Implementation;
+  return c.impl === 'pclmul' ? `native/crc32.c (${c.foldBits === 256 ? 'VPCLMULQDQ, 256-bit folds' : 'PCLMULQDQ'})` : `node:zlib's crc32 (${c.why})`;
+}

@@ -12,17 +12,16 @@ import { fileURLToPath } from 'node:url';
 import { crc32 as zlibCrc32 } from 'node:zlib';
 import fc from 'fast-check';
 import { ADDON_PATH, crc32, crc32Implementation, type Crc32 } from '../../src/sys/crc32.js';
+import { cpuFoldBits, haveCc } from '../helpers/native-build.js';
 
 const root = fileURLToPath(new URL('../../../', import.meta.url));
 const addonFile = fileURLToPath(ADDON_PATH);
-const cpuHasPclmul = /\bpclmulqdq\b/.test(fs.readFileSync('/proc/cpuinfo', 'utf8'));
-const haveCc = spawnSync(process.env.CC || 'cc', ['--version']).status === 0;
 /** zlib.crc32, except that nothing appended leaves the CRC as it was (zlib returns 0 for no bytes). */
 const ref = (v: Uint8Array, start = 0): number => (v.length === 0 ? start >>> 0 : zlibCrc32(v, start));
 const addon = fs.existsSync(addonFile) ? createRequire(import.meta.url)(addonFile) as { crc32: Crc32; accelerated: boolean; foldBits: number } : undefined;
 
 describe('crc32 (the ICRC)', () => {
-  it('is the native fold on a machine that can build and run it', { skip: haveCc && cpuHasPclmul && process.env.SOFTRDMA_NATIVE !== '0' ? false : 'no C compiler, no PCLMULQDQ, or SOFTRDMA_NATIVE=0: node:zlib is used' }, () => {
+  it('is the native fold on a machine that can build and run it', { skip: haveCc && cpuFoldBits > 0 && process.env.SOFTRDMA_NATIVE !== '0' ? false : 'no C compiler, no PCLMULQDQ, or SOFTRDMA_NATIVE=0: node:zlib is used' }, () => {
     assert.ok(addon, `${addonFile} was not built (npm install runs scripts/build-native.mjs)`);
     assert.equal(addon.accelerated, true);
     assert.equal(crc32Implementation.impl, 'pclmul');
@@ -81,8 +80,6 @@ describe('crc32 (the ICRC)', () => {
 
   // Each process picks its fold once (at the addon's first load), so each path runs in its own.
   it('every fold the addon has (256-bit, 128-bit, bytes only) gives zlib\'s results', { skip: addon ? false : 'the addon is not built here' }, () => {
-    const flags = fs.readFileSync('/proc/cpuinfo', 'utf8');
-    const cpuBits = !cpuHasPclmul ? 0 : /\bvpclmulqdq\b/.test(flags) && /\bavx2\b/.test(flags) ? 256 : 128;
     const script = `
       const { crc32: z } = require('node:zlib');
       const a = require(${JSON.stringify(addonFile)});
@@ -100,7 +97,7 @@ describe('crc32 (the ICRC)', () => {
     for (const cap of [256, 128, 0]) {
       const r = spawnSync(process.execPath, ['-e', script], { env: { ...process.env, SOFTRDMA_CRC_FOLD: String(cap) }, encoding: 'utf8' });
       assert.equal(r.status, 0, r.stderr);
-      assert.deepEqual(JSON.parse(r.stdout), { foldBits: Math.min(cap, cpuBits), bad: 0 }, `SOFTRDMA_CRC_FOLD=${cap}`);
+      assert.deepEqual(JSON.parse(r.stdout), { foldBits: Math.min(cap, cpuFoldBits), bad: 0 }, `SOFTRDMA_CRC_FOLD=${cap}`);
     }
   });
 

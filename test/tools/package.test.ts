@@ -8,11 +8,12 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile, execFileSync, spawnSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { cpuFoldBits, haveCc } from '../helpers/native-build.js';
 import { testRuntimeDir } from '../helpers/runtime-dir.js';
 
 const root = fileURLToPath(new URL('../../../', import.meta.url));
@@ -183,7 +184,7 @@ test('a scratch project installs softrdma from a git URL and from a tarball, run
     assert.ok(fs.existsSync(path.join(installed, 'dist', 'src', 'smc', 'index.js')), `${kind}: built`);
     assert.ok(!fs.existsSync(path.join(installed, 'src')) && !fs.existsSync(path.join(installed, 'examples')), `${kind}: only what the package's files list`);
     // npm ran the install script: with a C compiler here, the ICRC's native CRC was built and is used.
-    if (spawnSync(process.env.CC || 'cc', ['--version']).status === 0 && /\bpclmulqdq\b/.test(fs.readFileSync('/proc/cpuinfo', 'utf8'))) {
+    if (haveCc && cpuFoldBits > 0) {
       const impl = await sh(process.execPath, ['--input-type=module', '-e', "import('./node_modules/softrdma/dist/src/sys/crc32.js').then((m) => console.log(m.crc32Implementation.impl))"], { cwd: app });
       assert.equal(impl.stdout.trim(), 'pclmul', `${kind}: the native CRC (native/build/crc32.node)\n${impl.stderr}`);
     }
