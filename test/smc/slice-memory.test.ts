@@ -23,13 +23,13 @@ describe('received slices in a fresh process', { skip: !glibc && 'keeping freed 
     const off = run('0', 'drop');
     assert.equal(off.forced, 0);
     assert.ok(on.forced >= 8, `asked for ${on.forced} scavenges over 256 MiB`);
-    // Measured here, both with the heap tuning: Node 20 ~4,600 faults with it, ~8,700 without
-    // (V8 first collects them after ~32 MiB); Node 24 ~4,800 and ~17,800 (~64 MiB).
-    // The external memory, sampled every 4 MiB, peaked at 17-21 MiB with it (a scavenge
-    // every other 8 MiB check).
-    assert.ok(on.peakMiB <= 32, `peak external memory ${on.peakMiB} MiB with it`);
-    // 0.8: a full `npm test` run (two files at once) once measured 6,559 against 8,884 (0.74).
-    assert.ok(on.faults < off.faults * 0.8, `page faults ${on.faults} with it, ${off.faults} without (the control: V8 waits for 32-64 MiB)`);
+    // Measured here, both with the heap tuning: Node 20 ~4,450 faults with it, ~8,700 without
+    // (V8 first collects them after ~32 MiB); Node 24 ~4,450 and ~17,800 (~64 MiB), with two
+    // busy loops on the two CPUs too, as our scavenge sweeps on the main thread. (It was 8,676
+    // against 9,145 in a CI run when the sweep was left to V8's background thread, which a busy
+    // host kept waiting.) The external memory, sampled every 4 MiB, peaks at 13 MiB with it.
+    assert.ok(on.peakMiB <= 24, `peak external memory ${on.peakMiB} MiB with it`);
+    assert.ok(on.faults < off.faults * 0.7, `page faults ${on.faults} with it, ${off.faults} without (the control: V8 waits for 32-64 MiB)`);
   });
 
   it('kept slices: the checks back off instead of scavenging for nothing, and every slice stays intact', () => {
