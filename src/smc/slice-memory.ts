@@ -55,6 +55,9 @@ function gcFunction(): MinorGc | null {
   return minorGc;
 }
 
+/** The process was started with V8's sweep on the main thread already: ours leaves it so. */
+const sweepsOnMainThread = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)].some((a) => /^--no[-_]concurrent[-_]array[-_]buffer[-_]sweeping$/.test(a));
+
 /** A fresh slice of `bytes` for 'data' listeners (Buffer.allocUnsafe), counted for the checks above. */
 export function freshSlice(bytes: number): Buffer {
   slicesAllocated(bytes);
@@ -92,7 +95,7 @@ function slicesAllocated(bytes: number): void {
   try {
     gc({ type: 'minor' });
   } finally {
-    v8.setFlagsFromString('--concurrent-array-buffer-sweeping');
+    if (!sweepsOnMainThread) v8.setFlagsFromString('--concurrent-array-buffer-sweeping');
   }
   askedLast = true;
   sliceGc.forced++;
