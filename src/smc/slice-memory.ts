@@ -50,13 +50,28 @@ function gcFunction(): MinorGc | null {
   try {
     v8.setFlagsFromString('--expose-gc');
     const gc: unknown = vm.runInNewContext('typeof gc === "function" ? gc : undefined');
-    if (typeof gc === 'function') minorGc = gc as MinorGc;
+    if (typeof gc === 'function') {
+      // The scavenge frees the slices' memory in V8's array-buffer sweep, which V8 runs on a
+      // background thread. On a busy host that thread waits for a CPU while the next slices
+      // are already allocated on fresh pages: under CI load the scavenges saved almost nothing
+      // (8,676 page faults against 9,145 without them). Swept on this thread, the memory is
+      // free before the next slice: ~4,450 faults whatever the load (Node 20, 22 and 24). Only
+      // our scavenge sweeps this way; V8's own collections keep the background sweep, unless
+      // the process was started with it off.
+      const restore = ![...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)].some((a) => /^--no[-_]concurrent[-_]array[-_]buffer[-_]sweeping$/.test(a));
+      const scavenge = gc as MinorGc;
+      minorGc = (o) => {
+        v8.setFlagsFromString('--no-concurrent-array-buffer-sweeping');
+        try {
+          scavenge(o);
+        } finally {
+          if (restore) v8.setFlagsFromString('--concurrent-array-buffer-sweeping');
+        }
+      };
+    }
   } catch { /* no way to ask: V8 collects when it decides */ }
   return minorGc;
 }
-
-/** The process was started with V8's sweep on the main thread already: ours leaves it so. */
-const sweepsOnMainThread = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)].some((a) => /^--no[-_]concurrent[-_]array[-_]buffer[-_]sweeping$/.test(a));
 
 /** A fresh slice of `bytes` for 'data' listeners (Buffer.allocUnsafe), counted for the checks above. */
 export function freshSlice(bytes: number): Buffer {
@@ -80,23 +95,12 @@ function slicesAllocated(bytes: number): void {
     interval = SLICE_CHECK;
     return;
   }
-  // Nothing freed. Right after a scavenge of ours (swept before it returned, below) that means
-  // the application keeps its slices.
+  // Nothing freed. Right after a scavenge of ours (swept before it returned: gcFunction) that
+  // means the application keeps its slices.
   if (askedLast) interval = Math.min(MAX_CHECK, interval * 2);
   const gc = gcFunction();
   if (!gc) { sliceGc.on = false; return; }
-  // The scavenge frees the slices' memory in V8's array-buffer sweep, which V8 runs on a
-  // background thread. On a busy host that thread waits for a CPU while the next slices are
-  // already allocated on fresh pages: under CI load the scavenges saved almost nothing (8,676
-  // page faults against 9,145 without them). Swept on this thread, the memory is free before
-  // the next slice: ~4,450 faults whatever the load (Node 20, 22 and 24). Only our scavenge
-  // sweeps this way; V8's own collections keep the background sweep.
-  v8.setFlagsFromString('--no-concurrent-array-buffer-sweeping');
-  try {
-    gc({ type: 'minor' });
-  } finally {
-    if (!sweepsOnMainThread) v8.setFlagsFromString('--concurrent-array-buffer-sweeping');
-  }
+  gc({ type: 'minor' });
   askedLast = true;
   sliceGc.forced++;
 }

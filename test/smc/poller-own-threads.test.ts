@@ -40,8 +40,8 @@ test("yields that only let this process's own threads run do not put the poller 
   }
   if (!quiet) return t.skip(`other processes kept CPU 0 busy in every try, so none could tell: ${JSON.stringify(tries)}`);
   // Two periods at most: under 10 ms taken by others can push at most one window over the
-  // threshold (5 ms); the bound allows one more as a margin. (Before the
-  // child measured others to the microsecond, /proc/stat's 10 ms ticks called tries quiet that
-  // were not: CI on 2026-12-06 saw othersMs 0 and four periods.)
+  // threshold (5 ms); the bound allows one more as a margin. (Before the child measured others
+  // to the microsecond, /proc/stat's 10 ms ticks called tries quiet that were not: CI on
+  // 2026-12-06 saw othersMs 0 and four periods.)
   assert.ok(quiet.entered <= 2, `the poller called the host busy with only its own threads beside it: ${JSON.stringify(tries)}`);
 });
