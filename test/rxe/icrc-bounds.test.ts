@@ -6,7 +6,8 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createRxeDevice, rxeOf } from '../../src/index.js';
+import { Access, QpType, SendFlags, WcStatus, WrOpcode, createRxeDevice, rxeOf } from '../../src/index.js';
+import { connect, openSide, waitCompletions } from '../helpers/pair.js';
 import { ipv4Bytes } from '../../src/abi/inet.js';
 import { IcrcFlow, inferIpv4Id } from '../../src/providers/rxe/wire/icrc.js';
 import type { RxeLink } from '../../src/providers/rxe/link.js';
@@ -20,7 +21,8 @@ function held(link: RxeLink): { flows: number; prefixes: number } {
   for (const peer of table.values()) {
     for (const f of peer.flows.values()) {
       flows++;
-      prefixes += (f as unknown as { prefixCrc: Map<number, number> }).prefixCrc.size;
+      const x = f as unknown as { cached?: number; prefixCrc?: Map<number, number> };
+      prefixes += x.cached ?? x.prefixCrc?.size ?? 0;
     }
   }
   return { flows, prefixes };
@@ -84,6 +86,42 @@ test('flows and cached prefixes stay bounded across all peers and ports, also fo
   assert.ok(h.prefixes <= 65_536, `${h.prefixes} prefix CRCs cached`);
   assert.ok(h.flows <= 65_536, `${h.flows} flows`);
   assert.deepEqual(link.icrcState, h, 'the link counts what it holds');
+});
+
+test('a QP\'s flows leave the table with its source port: connections made and torn down by the thousand leave none behind', async (t) => {
+  // As the rdma_cm makes and drops connections: each pair of QPs sends from a port of its own
+  // (both ends derive it from both QPNs), which is two flows a side. They used to stay until
+  // the table held 65,536 (tens of MB, old enough for the collector to copy).
+  const a = await openSide('127.0.0.2', 0);
+  const b = await openSide('127.0.0.3', rxeOf(a.dev).port);
+  t.after(async () => { await a.dev.close(); await b.dev.close(); });
+  const la = rxeOf(a.dev).link, lb = rxeOf(b.dev).link;
+  const sbuf = Buffer.from('sixteen bytes...'), rbuf = Buffer.alloc(64);
+  const smr = a.pd.regMr(sbuf, Access.LOCAL_WRITE), rmr = b.pd.regMr(rbuf, Access.LOCAL_WRITE);
+  const base = { a: held(la).flows, b: held(lb).flows };
+  const cap = { maxSendWr: 4, maxRecvWr: 4, maxSendSge: 1, maxRecvSge: 1 };
+  let most = 0;
+  for (let i = 0; i < 200; i++) {
+    const qa = a.pd.createQp({ qpType: QpType.RC, sendCq: a.cq, recvCq: a.cq, cap });
+    const qb = b.pd.createQp({ qpType: QpType.RC, sendCq: b.cq, recvCq: b.cq, cap });
+    connect(qa, { qpn: qb.qpn, gid: b.ctx.queryGid() }, { psn: 1, remotePsn: 2 });
+    connect(qb, { qpn: qa.qpn, gid: a.ctx.queryGid() }, { psn: 2, remotePsn: 1 });
+    qb.postRecv({ wrId: 1n, sgList: [rmr.sge()] });
+    qa.postSend({ wrId: 2n, opcode: WrOpcode.SEND, sendFlags: SendFlags.SIGNALED, sgList: [smr.sge()] });
+    const [sent] = await waitCompletions(a.cq, 1);
+    const [got] = await waitCompletions(b.cq, 1);
+    assert.equal(sent!.status, WcStatus.SUCCESS);
+    assert.equal(got!.status, WcStatus.SUCCESS);
+    // While the pair lives, its flows are there (the SEND, and the ACK back).
+    most = Math.max(most, held(la).flows - base.a, held(lb).flows - base.b);
+    qa.destroy();
+    qb.destroy();
+  }
+  assert.ok(most >= 1, 'a live pair has flows of its own');
+  const after = { a: held(la).flows - base.a, b: held(lb).flows - base.b };
+  assert.ok(after.a <= 2 && after.b <= 2, `flows left after 200 pairs came and went: ${JSON.stringify(after)} (each pair made two a side)`);
+  assert.deepEqual(la.icrcState, held(la), 'the link counts what it holds');
+  assert.deepEqual(lb.icrcState, held(lb), 'the link counts what it holds');
 });
 
 test('inferring the Identification costs microseconds for any length, not a matrix power per length', () => {

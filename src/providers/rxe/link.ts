@@ -53,6 +53,8 @@ const MAX_SOURCE_PORTS = 256;
  * the table is dropped for them (a flow alone, without its prefixes, is ~200 bytes).
  */
 const MAX_FLOWS = 65536;
+/** Flows a QP's source port records for dropping with it (tieFlow). */
+const MAX_TIED_FLOWS = 16;
 const MAX_PREFIXES = 65536;
 
 interface Outgoing { parts: Buffer[]; len: number; to: string; onSent: (() => void) | undefined; src: SourcePort; ack: number; group: AckGroup | undefined }
@@ -102,6 +104,8 @@ export class RxeLink {
   private readonly flows = new Map<string, { remote: Buffer; flows: Map<number, IcrcFlow> }>();
   /** Flows in `flows`, and their cached prefix CRCs (MAX_FLOWS, MAX_PREFIXES). */
   private flowCount = 0;
+  /** Counts forgetFlows() calls: a port's list of its flows (SourcePort.flows) from before one names nothing. */
+  private flowGen = 0;
   private readonly prefixBudget: PrefixBudget = { entries: 0, max: MAX_PREFIXES, full: () => this.forgetFlows() };
   /**
    * The last flow looked up in each direction. One per direction: a request/response exchange
@@ -284,6 +288,7 @@ export class RxeLink {
       f.budget = this.prefixBudget;
       byPorts.flows.set(key, f);
       this.flowCount++;
+      this.tieFlow(outgoing ? localPort : peerPort, peer, key);
     }
     last.peer = peer;
     last.peerPort = peerPort;
@@ -292,8 +297,44 @@ export class RxeLink {
     return f;
   }
 
+  /**
+   * A flow from or to one of our QPs' source ports (outgoing: from it; incoming: from the same
+   * port number on the peer, which is where an RC QP's peer sends from, as both ends derive the
+   * port from both QPNs) leaves the table when the port does (releasePort), rather than when the
+   * table fills: connections set up and torn down by the thousand (the rdma_cm) made two flows
+   * each per side, and they lived on, 65,536 of them, old enough for the collector to copy.
+   */
+  private tieFlow(port: number, peer: string, key: number): void {
+    const sp = port === this.port ? undefined : this.ports.get(port);
+    if (!sp) return;
+    if (sp.flowGen !== this.flowGen) {
+      sp.flows = undefined;
+      sp.flowGen = this.flowGen;
+    }
+    // A port with many peers (a UD QP) keeps a few; the rest stay until the table is full, as before.
+    if ((sp.flows ??= []).length < MAX_TIED_FLOWS * 2) sp.flows.push(peer, key);
+  }
+
+  /** Drop the flows tied to a port that no QP uses any more. */
+  private untieFlows(sp: SourcePort): void {
+    const tied = sp.flows;
+    sp.flows = undefined;
+    if (!tied || sp.flowGen !== this.flowGen) return;
+    for (let i = 0; i < tied.length; i += 2) {
+      const byPorts = this.flows.get(tied[i] as string);
+      const f = byPorts?.flows.get(tied[i + 1] as number);
+      if (!f) continue;
+      byPorts!.flows.delete(tied[i + 1] as number);
+      this.flowCount--;
+      f.release();
+      for (const l of this.lastFlow) if (l.flow === f) l.flow = undefined;
+      if (byPorts!.flows.size === 0) this.flows.delete(tied[i] as string);
+    }
+  }
+
   /** Start the flow table afresh (MAX_FLOWS, MAX_PREFIXES). Flows in use go on working; they are no longer counted. */
   private forgetFlows(): void {
+    this.flowGen++;
     for (const byPorts of this.flows.values()) for (const f of byPorts.flows.values()) f.budget = undefined;
     this.flows.clear();
     this.flowCount = 0;
@@ -324,6 +365,7 @@ export class RxeLink {
 
   releasePort(sp: SourcePort): void {
     if (sp === this.devicePort || --sp.refs > 0) return;
+    this.untieFlows(sp);
     sp.close();
     if (this.ports.get(sp.port) === sp) this.ports.delete(sp.port);
   }

@@ -26,6 +26,9 @@ export interface GsoSocket { sock: dgram.Socket; port: number; ready: boolean }
 export class SourcePort {
   /** QPs sending from this port. */
   refs = 0;
+  /** The link's ICRC flows of this port, as (peer, key) pairs, and the table generation they belong to (RxeLink.tieFlow). */
+  flows: Array<string | number> | undefined;
+  flowGen = 0;
   /**
    * GSO sends of this port that libuv queued (its send buffer was full) and that have not left
    * yet: until they have, the port's other packets wait in the link (RxeLink.flush), or they

@@ -29,8 +29,15 @@ export interface PrefixBudget { entries: number; readonly max: number; full(): v
 export class IcrcFlow {
   private readonly prefix: Buffer;
   private readonly ipBytes: number;
-  /** CRC of the masked LRH + IP + UDP prefix, by (UDP length, Identification). */
-  private readonly prefixCrc = new Map<number, number>();
+  /**
+   * CRC of the masked LRH + IP + UDP prefix, by (UDP length, Identification): the first one
+   * kept inline, the others in a map made when a second comes. A flow often lives as long as
+   * one short connection's QP, and sees one or two lengths: objects it does not make are
+   * objects the collector does not copy.
+   */
+  private firstKey = -1;
+  private firstCrc = 0;
+  private prefixCrc: Map<number, number> | undefined;
   /** Where this flow's cached prefixes are counted (its link's), if anywhere. */
   budget: PrefixBudget | undefined;
   /**
@@ -50,22 +57,23 @@ export class IcrcFlow {
     private readonly ipv4Id = 0,
   ) {
     this.ipBytes = family === 4 ? IPV4_BYTES : IPV6_BYTES;
-    const p = Buffer.alloc(LRH_MASK_BYTES + this.ipBytes + UDP_BYTES, 0xff);
+    // From node:buffer's pool (a slice of a shared 8 KiB ArrayBuffer): no backing store of its own per flow.
+    const p = Buffer.allocUnsafe(LRH_MASK_BYTES + this.ipBytes + UDP_BYTES).fill(0xff);
     const ip = LRH_MASK_BYTES;
     if (family === 4) {
       p[ip] = 0x45; // version 4, IHL 5; TOS (byte 1) stays masked
       p.writeUInt16BE(ipv4Id, ip + 4); // 0 is what the kernel writes for DF on an unconnected socket
       p.writeUInt16BE(0x4000, ip + 6); // DF, fragment offset 0
       p[ip + 9] = 17; // UDP; TTL (8) and header checksum (10..11) stay masked
-      Buffer.from(src).copy(p, ip + 12);
-      Buffer.from(dst).copy(p, ip + 16);
+      p.set(src, ip + 12);
+      p.set(dst, ip + 16);
     } else {
       // Version 6, then traffic class and flow label masked to ones: 0x6fffffff (rxe sets
       // priority to 0xf and the flow label to ones; the version nibble stays 6).
       p[ip] = 0x6f;
       p[ip + 6] = 17; // next header; hop limit (7) stays masked
-      Buffer.from(src).copy(p, ip + 8);
-      Buffer.from(dst).copy(p, ip + 24);
+      p.set(src, ip + 8);
+      p.set(dst, ip + 24);
     }
     const udp = ip + this.ipBytes;
     p.writeUInt16BE(sport, udp);
@@ -107,7 +115,8 @@ export class IcrcFlow {
 
   private prefixCrcFor(udpLen: number, id: number, keep: boolean): number {
     const key = this.family === 4 ? udpLen * 0x10000 + id : udpLen;
-    let crc = this.prefixCrc.get(key);
+    if (key === this.firstKey) return this.firstCrc;
+    let crc = this.prefixCrc?.get(key);
     if (crc !== undefined) return crc;
     const p = this.prefix;
     const ip = LRH_MASK_BYTES;
@@ -126,18 +135,33 @@ export class IcrcFlow {
     return crc;
   }
 
+  /** Prefix CRCs this flow keeps. */
+  get cached(): number {
+    return (this.firstKey >= 0 ? 1 : 0) + (this.prefixCrc?.size ?? 0);
+  }
+
   private remember(key: number, crc: number): void {
     const b = this.budget;
-    if (this.prefixCrc.size >= PREFIX_CACHE_MAX) {
-      if (b) b.entries -= this.prefixCrc.size;
-      this.prefixCrc.clear();
+    if (this.cached >= PREFIX_CACHE_MAX) {
+      if (b) b.entries -= this.cached;
+      this.firstKey = -1;
+      this.prefixCrc?.clear();
     }
     if (b) {
       if (b.entries >= b.max) b.full();
       // full() may have let go of this flow too (its link starts afresh): then it counts nowhere.
       if (this.budget === b) b.entries++;
     }
-    this.prefixCrc.set(key, crc);
+    if (this.firstKey < 0) {
+      this.firstKey = key;
+      this.firstCrc = crc;
+    } else (this.prefixCrc ??= new Map()).set(key, crc);
+  }
+
+  /** The flow leaves its link's table: what it caches no longer counts against the link's budget. */
+  release(): void {
+    if (this.budget) this.budget.entries -= this.cached;
+    this.budget = undefined;
   }
 
   /** The packet check() computed passed: cache the prefix CRC it computed for it, if any. */
