@@ -97,6 +97,9 @@ export interface CmConnectOptions {
  * (localId) when a connection reaches ESTABLISHED by any way (RTU in, RTU sent, COMM_EST),
  * 'rejected' ({ localId, reason, reasonName, msg }), 'timewait-exit' (localId).
  */
+/** Time-waits of one length, in the order they began (CmAgent.startTimewait). */
+interface TimewaitQueue { ids: number[]; ends: number[]; head: number; timer: NodeJS.Timeout | undefined; expiring: boolean }
+
 export class CmAgent extends EventEmitter {
   readonly table: CmTable;
   readonly counters = newCmCounters();
@@ -105,8 +108,17 @@ export class CmAgent extends EventEmitter {
   private readonly mad: MadAgent;
   /** Where each connection's messages go: the peer's GID. */
   private readonly peers = new Map<number, Buffer>();
-  /** Running timers by comm id, one table per timer (numbers as keys: no string per start and stop). */
-  private readonly timers: Record<TimerName, Map<number, NodeJS.Timeout>> = { retry: new Map(), timewait: new Map() };
+  /** Running retry timers by comm id (numbers as keys: no string per start and stop). */
+  private readonly retryTimers = new Map<number, NodeJS.Timeout>();
+  /**
+   * Time-waits: when each comm id's ends, and per length of time-wait (it follows the path's
+   * packet life: one or two lengths in practice) a queue in the order they began, which is the
+   * order they end, with one timer for the first. A timer per connection (a Timeout, a closure
+   * and its context, held for the two seconds of Linux's time-wait) was a large part of what
+   * each connection left for the collector to copy when thousands come and go a second.
+   */
+  private readonly timewaitEnds = new Map<number, number>();
+  private readonly timewaitQueues = new Map<number, TimewaitQueue>();
   /** Each connection's state after its last step, to see it reach ESTABLISHED. */
   private readonly lastState = new Map<number, CmStateName>();
   private closed = false;
@@ -194,10 +206,11 @@ export class CmAgent extends EventEmitter {
     if (this.closed) return;
     this.closed = true;
     openAgents.delete(this);
-    for (const m of Object.values(this.timers)) {
-      for (const t of m.values()) clearTimeout(t);
-      m.clear();
-    }
+    for (const t of this.retryTimers.values()) clearTimeout(t);
+    this.retryTimers.clear();
+    for (const q of this.timewaitQueues.values()) if (q.timer) clearTimeout(q.timer);
+    this.timewaitQueues.clear();
+    this.timewaitEnds.clear();
     this.mad.unregister();
   }
 
@@ -278,10 +291,11 @@ export class CmAgent extends EventEmitter {
       case 'timer_start': {
         if (id === undefined) return;
         this.stopTimer(id, a.timer);
+        if (a.timer === 'timewait') return this.startTimewait(id, a.ms);
         const t = setTimeout(() => this.fire(id, a.timer), a.ms);
         // Time-wait and retries alone do not hold the process open (the device's socket decides that).
         t.unref();
-        this.timers[a.timer].set(id, t);
+        this.retryTimers.set(id, t);
         return;
       }
       case 'timer_stop':
@@ -300,16 +314,64 @@ export class CmAgent extends EventEmitter {
   }
 
   private fire(id: number, timer: TimerName): void {
-    this.timers[timer].delete(id);
+    if (timer === 'retry') this.retryTimers.delete(id);
+    else this.timewaitEnds.delete(id);
     if (this.closed) return;
     const out = this.table.call(id, { type: timer === 'retry' ? 'retry_timeout' : 'timewait_timeout' });
     if (!out.error) this.run(out, undefined);
   }
 
+  private startTimewait(id: number, ms: number): void {
+    const end = performance.now() + ms;
+    this.timewaitEnds.set(id, end);
+    let q = this.timewaitQueues.get(ms);
+    if (!q) this.timewaitQueues.set(ms, q = { ids: [], ends: [], head: 0, timer: undefined, expiring: false });
+    q.ids.push(id);
+    q.ends.push(end);
+    if (!q.timer && !q.expiring) this.armTimewait(q);
+  }
+
+  private armTimewait(q: TimewaitQueue): void {
+    q.timer = setTimeout(() => this.expireTimewaits(q), Math.max(0, q.ends[q.head]! - performance.now()));
+    q.timer.unref();
+  }
+
+  /** The time-waits of a queue that have ended, in order; a stopped or restarted one is skipped. */
+  private expireTimewaits(q: TimewaitQueue): void {
+    q.timer = undefined;
+    q.expiring = true;
+    try {
+      // Timers run on the loop's clock, which may lag performance.now() by a little: within a
+      // millisecond counts as ended (Linux's time-wait is in jiffies).
+      while (q.head < q.ids.length && q.ends[q.head]! <= performance.now() + 1) {
+        const id = q.ids[q.head]!, end = q.ends[q.head]!;
+        q.head++;
+        if (this.timewaitEnds.get(id) !== end) continue;
+        this.fire(id, 'timewait');
+      }
+    } finally {
+      q.expiring = false;
+      if (q.head === q.ids.length) {
+        q.ids.length = 0;
+        q.ends.length = 0;
+        q.head = 0;
+      } else if (q.head >= 1024) {
+        q.ids.splice(0, q.head);
+        q.ends.splice(0, q.head);
+        q.head = 0;
+      }
+      if (!this.closed && q.head < q.ids.length) this.armTimewait(q);
+    }
+  }
+
   private stopTimer(id: number, timer: TimerName): void {
-    const m = this.timers[timer];
-    const t = m.get(id);
-    if (t) { clearTimeout(t); m.delete(id); }
+    if (timer === 'timewait') {
+      // Its queue entry stays, and is skipped when its time comes.
+      this.timewaitEnds.delete(id);
+      return;
+    }
+    const t = this.retryTimers.get(id);
+    if (t) { clearTimeout(t); this.retryTimers.delete(id); }
   }
 
   private forget(id: number): void {

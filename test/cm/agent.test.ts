@@ -133,6 +133,56 @@ describe('two CM agents over QP1', () => {
 });
 
 describe('timers', () => {
+  it('time-waits of two lengths, many at once: each ends after its own length, in the order they began, and nothing is left', async () => {
+    const { a, b, close } = await two();
+    const A = new CmAgent(a), B = new CmAgent(b);
+    try {
+      B.listen(SID);
+      let qpn = 0x200; // a QPN per connection: the same one twice is a stale connection (REJ)
+      B.on('event', (e: CmAgentEvent) => {
+        if (e.event === 'REQ_RECEIVED') B.call(e.localId, { type: 'send_rep', rep: rep(qpn++, true) });
+        if (e.event === 'DREQ_RECEIVED') B.call(e.localId, { type: 'send_drep' });
+      });
+      // The REQ's ACK timeout t gives a time-wait of cm_convert_to_ms(t) = 2^(t - 8) ms: 64 and 128.
+      const lengthOf = new Map<number, number>();
+      const began = new Map<number, number>(), ended = new Map<number, number>();
+      const order: number[] = [];
+      A.on('event', (e: CmAgentEvent) => {
+        if (e.event === 'REP_RECEIVED') A.call(e.localId, { type: 'send_rtu' });
+        if (e.event === 'DREP_RECEIVED') began.set(e.localId, performance.now());
+        if (e.event === 'TIMEWAIT_EXIT') { ended.set(e.localId, performance.now()); order.push(e.localId); }
+      });
+      const ids: number[] = [];
+      for (let i = 0; i < 20; i++) {
+        const ack = i % 2 ? 15 : 14;
+        const id = A.connect({ dgid: B.gid, req: { ...rdmaCmReq({ qpn: 0x100 + i }), primaryLocalAckTimeout: ack }, packetLifeTime: ack - 1 });
+        lengthOf.set(id, 2 ** (ack - 8));
+        ids.push(id);
+      }
+      await waitFor('all established', () => ids.every((id) => A.state(id) === 'ESTABLISHED'));
+      for (const id of ids) {
+        A.call(id, { type: 'send_dreq' });
+        await waitFor('DREP', () => began.has(id)); // one after another: distinct starts
+      }
+      await waitFor('every time-wait over', () => ended.size === ids.length, 5_000);
+      for (const id of ids) {
+        const took = ended.get(id)! - began.get(id)!;
+        assert.ok(took >= lengthOf.get(id)! - 1 && took < lengthOf.get(id)! + 200, `time-wait of ${lengthOf.get(id)} ms took ${took.toFixed(1)} ms`);
+      }
+      for (const len of [64, 128]) {
+        const mine = order.filter((id) => lengthOf.get(id) === len);
+        assert.deepEqual(mine, ids.filter((id) => lengthOf.get(id) === len), `the ${len} ms time-waits ended in the order they began`);
+      }
+      const inner = A as unknown as { timewaitEnds: Map<number, number>; timewaitQueues: Map<number, { ids: number[]; timer: unknown }> };
+      assert.equal(inner.timewaitEnds.size, 0);
+      for (const q of inner.timewaitQueues.values()) assert.deepEqual([q.ids.length, q.timer], [0, undefined]);
+    } finally {
+      A.close();
+      B.close();
+      await close();
+    }
+  });
+
   it('an unanswered REQ is resent max_cm_retries times on the retry timer, then REQ_ERROR and IDLE', async () => {
     const { a, b, close } = await two(); // b holds no QP1: its device drops the REQs (unknown QP)
     const A = new CmAgent(a);
