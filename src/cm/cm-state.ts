@@ -242,7 +242,9 @@ const stay = (c: CmConn, actions: CmAction[] = []): CmStep => ({ conn: c, action
 const refuse = (c: CmConn, error: 'EINVAL' | 'EISCONN' = 'EINVAL'): CmStep => ({ conn: c, actions: [], error });
 const drop = (c: CmConn, why: 'duplicate' | 'unexpected' = 'unexpected'): CmStep => ({ conn: c, actions: [], dropped: why });
 const deliver = (event: CmEventName, msg?: CmMessage): CmAction => (msg ? { type: 'deliver', event, msg } : { type: 'deliver', event });
-const pd = (b: Buffer | undefined) => b ?? Buffer.alloc(0);
+/** No private data: one empty buffer for all (it has no bytes to change). */
+const NO_DATA = Buffer.alloc(0);
+const pd = (b: Buffer | undefined) => b ?? NO_DATA;
 
 function recvOf<K extends CmKind>(i: CmInput, kind: K): { msg: CmMessageOf<K>; tid: bigint } {
   if (i.type !== 'recv' || i.msg.kind !== kind) throw new Error(`cm-state: ${inputKey(i)} routed to the ${kind} handler`);

@@ -133,6 +133,21 @@ describe('MAD header', () => {
 });
 
 describe('CM messages: byte vectors built from the IBTA tables', () => {
+  it('blankCm: every field as a zeroed MAD decodes, with byte fields of its own (changing one changes no other blank)', () => {
+    for (const kind of CM_KINDS) {
+      const a = blankCm(kind), b = blankCm(kind);
+      const fromZero = decodeCmMad(encodeCmMad(blankCm(kind), 0n));
+      assert.ok(fromZero.ok);
+      assert.deepEqual(a, fromZero.value.msg, kind);
+      for (const [name, v] of Object.entries(a)) {
+        if (!Buffer.isBuffer(v) || v.length === 0) continue;
+        v.fill(0xab);
+        assert.ok((b as unknown as Record<string, Buffer>)[name]!.every((x) => x === 0), `${kind}.${name} shared`);
+        assert.ok((blankCm(kind) as unknown as Record<string, Buffer>)[name]!.every((x) => x === 0), `${kind}.${name} of the next blank`);
+      }
+    }
+  });
+
   it('REQ: packed bytes 32..51 and the primary path', () => {
     const req = {
       ...blankCm('REQ'),

@@ -369,8 +369,21 @@ export const rejAri = (rej: Pick<CmRej, 'ari' | 'rejectedInfoLength'>) => rej.ar
 
 /** A message of `kind` with every field zero (numbers 0n/0, byte strings zero-filled). */
 export function blankCm<K extends CmKind>(kind: K): CmMessageOf<K> {
-  return decodeCmData(kind, Buffer.alloc(MAD_DATA_SIZE));
+  // Every message this side sends starts here: a copy of the kind's blank, decoded once, with
+  // fresh zeroed byte fields of its own (as decoding a zeroed MAD gave, without the 232-byte
+  // buffer and the bit-field walk per message).
+  let b = blanks.get(kind);
+  if (!b) {
+    const msg = decodeCmData(kind, Buffer.alloc(MAD_DATA_SIZE)) as Record<string, unknown>;
+    const bytes = (CM_LAYOUTS[kind] as readonly { name: string; kind: string; width: number }[]).filter((f) => f.kind === 'bytes').map((f) => [f.name, f.width / 8] as const);
+    b = { msg, bytes };
+    blanks.set(kind, b);
+  }
+  const out = { ...b.msg };
+  for (const [name, len] of b.bytes) out[name] = Buffer.allocUnsafe(len).fill(0);
+  return out as CmMessageOf<K>;
 }
+const blanks = new Map<CmKind, { msg: Record<string, unknown>; bytes: ReadonlyArray<readonly [string, number]> }>();
 
 /** Byte offset in the MAD of a CM field (for tests and dissector cross-checks). */
 export function cmFieldMadOffset(kind: CmKind, name: string): number | undefined {
