@@ -35,7 +35,30 @@ export interface CmTableOptions {
 }
 
 const ALL_ONES = 0xffff_ffff_ffff_ffffn;
-const key = (id: number, guid: bigint) => `${id >>> 0}:${guid}`;
+
+/**
+ * Local comm ids by a peer's (32-bit number, CA GUID): a map per GUID (a table talks to a few
+ * peers). A string key per lookup (the GUID in decimal) cost more than
+ * the lookup.
+ */
+class PeerIndex {
+  private readonly byGuid = new Map<bigint, Map<number, number>>();
+  get(n: number, guid: bigint): number | undefined { return this.byGuid.get(guid)?.get(n >>> 0); }
+  set(n: number, guid: bigint, localId: number): void {
+    let m = this.byGuid.get(guid);
+    if (!m) this.byGuid.set(guid, m = new Map());
+    m.set(n >>> 0, localId);
+  }
+  /** Remove (n, guid) if it still names localId (an entry another connection took over since stays). */
+  release(n: number, guid: bigint, localId: number): void {
+    const m = this.byGuid.get(guid);
+    if (!m || m.get(n >>> 0) !== localId) return;
+    m.delete(n >>> 0);
+    // An empty map stays while the table knows few peers (the next connection to the same peer
+    // would make it again); past that, a peer making up GUIDs leaves nothing behind.
+    if (m.size === 0 && this.byGuid.size > 16) this.byGuid.delete(guid);
+  }
+}
 
 export class CmTable {
   readonly localCaGuid: bigint;
@@ -43,10 +66,10 @@ export class CmTable {
   private readonly rand: () => number;
   private readonly conns = new Map<number, CmConn>();
   private readonly listeners = new Map<number, { serviceId: bigint; mask: bigint }>();
-  private readonly remoteIds = new Map<string, number>();
-  private readonly remoteQpns = new Map<string, number>();
+  private readonly remoteIds = new PeerIndex();
+  private readonly remoteQpns = new PeerIndex();
   /** The keys each connection holds in remoteIds and remoteQpns, so that leaving them costs two deletes, not a walk of both maps. */
-  private readonly indexedBy = new Map<number, { remoteId: string; remoteQpn: string }>();
+  private readonly indexedBy = new Map<number, { remoteId: number; remoteQpn: number; guid: bigint }>();
   private readonly sidrKeys = new Map<number, string>();
   private readonly sidrSeen = new Set<string>();
 
@@ -121,7 +144,7 @@ export class CmTable {
         // cm_acquire_rejected_id: a REJ for TIMEOUT names the connection by the sender's comm
         // id and the CA GUID in its ARI, whatever its ARI length says; no match, no connection.
         if (msg.reason === RejReason.TIMEOUT) {
-          const id = this.remoteIds.get(key(msg.localCommId, msg.ari.readBigUInt64BE(0)));
+          const id = this.remoteIds.get(msg.localCommId, msg.ari.readBigUInt64BE(0));
           return to(id === undefined ? undefined : this.conns.get(id));
         }
         return to(msg.messageRejected === CmMsgResponse.REQ ? exact(msg.remoteCommId, 0) : exact(msg.remoteCommId, msg.localCommId));
@@ -154,13 +177,12 @@ export class CmTable {
 
   /** cm_match_req + cm_req_handler. */
   private onReq(req: CmMessageOf<'REQ'>, tid: bigint): CmRouted {
-    const dup = this.remoteIds.get(key(req.localCommId, req.localCaGuid));
+    const dup = this.remoteIds.get(req.localCommId, req.localCaGuid);
     if (dup !== undefined) {
       const c = this.conns.get(dup)!;
       return { outcomes: [this.commit(cmStep(c, { type: 'recv', msg: req, tid }))], dropped: 'duplicate' };
     }
-    const qpnKey = key(req.localQpn, req.localCaGuid);
-    const stale = this.remoteQpns.get(qpnKey);
+    const stale = this.remoteQpns.get(req.localQpn, req.localCaGuid);
     if (stale !== undefined) {
       // the peer reuses a QP we still think is connected: refuse, and disconnect the old one
       const outcomes = [this.issueRej({ localCommId: req.localCommId, remoteCommId: 0 }, RejReason.STALE_CONN, CmMsgResponse.REQ, tid)];
@@ -173,7 +195,7 @@ export class CmTable {
       return { outcomes: [this.issueRej({ localCommId: req.localCommId, remoteCommId: 0 }, RejReason.INVALID_SERVICE_ID, CmMsgResponse.REQ, tid)], dropped: 'no_listener' };
     }
     const step = passiveFromReq({ localId: this.allocateId(), localCaGuid: this.localCaGuid, hiTid: this.hiTid }, req, tid);
-    this.index(step.conn.localId, key(req.localCommId, req.localCaGuid), qpnKey);
+    this.index(step.conn.localId, req.localCommId, req.localQpn, req.localCaGuid);
     return { outcomes: [{ ...this.commit(step), listenId }] };
   }
 
@@ -182,17 +204,15 @@ export class CmTable {
     const c = this.conns.get(rep.remoteCommId);
     if (!c) return { outcomes: [], dropped: 'unexpected' };
     if (c.remoteId === 0 && (c.state === 'REQ_SENT' || c.state === 'MRA_REQ_RCVD')) {
-      const idKey = key(rep.localCommId, rep.localCaGuid);
-      if (this.remoteIds.has(idKey)) return { outcomes: [], dropped: 'duplicate' };
-      const qpnKey = key(rep.localQpn, rep.localCaGuid);
-      const stale = this.remoteQpns.get(qpnKey);
+      if (this.remoteIds.get(rep.localCommId, rep.localCaGuid) !== undefined) return { outcomes: [], dropped: 'duplicate' };
+      const stale = this.remoteQpns.get(rep.localQpn, rep.localCaGuid);
       if (stale !== undefined) {
         const outcomes = [this.issueRej(rep, RejReason.STALE_CONN, CmMsgResponse.REP, tid)];
         const old = this.conns.get(stale)!;
         if (old.state === 'ESTABLISHED') outcomes.push(this.commit(cmStep(old, { type: 'send_dreq' })));
         return { outcomes, dropped: 'stale' };
       }
-      this.index(c.localId, idKey, qpnKey);
+      this.index(c.localId, rep.localCommId, rep.localQpn, rep.localCaGuid);
       return { outcomes: [this.commit(cmStep(c, { type: 'recv', msg: rep, tid }))] };
     }
     if (c.remoteId !== rep.localCommId) return { outcomes: [], dropped: 'unexpected' };
@@ -220,11 +240,11 @@ export class CmTable {
   }
 
   /** Enter a connection in the duplicate (peer's comm id) and stale (peer's QPN) indexes. */
-  private index(localId: number, remoteId: string, remoteQpn: string): void {
+  private index(localId: number, remoteId: number, remoteQpn: number, guid: bigint): void {
     this.unindex(localId);
-    this.remoteIds.set(remoteId, localId);
-    this.remoteQpns.set(remoteQpn, localId);
-    this.indexedBy.set(localId, { remoteId, remoteQpn });
+    this.remoteIds.set(remoteId, guid, localId);
+    this.remoteQpns.set(remoteQpn, guid, localId);
+    this.indexedBy.set(localId, { remoteId, remoteQpn, guid });
   }
 
   /** Take a connection out of both indexes (an entry another connection took over since stays). */
@@ -232,8 +252,8 @@ export class CmTable {
     const k = this.indexedBy.get(localId);
     if (!k) return;
     this.indexedBy.delete(localId);
-    if (this.remoteIds.get(k.remoteId) === localId) this.remoteIds.delete(k.remoteId);
-    if (this.remoteQpns.get(k.remoteQpn) === localId) this.remoteQpns.delete(k.remoteQpn);
+    this.remoteIds.release(k.remoteId, k.guid, localId);
+    this.remoteQpns.release(k.remoteQpn, k.guid, localId);
   }
 
   /** Store a step's result and keep the indexes in line with cm.c's lifetimes. */
