@@ -125,8 +125,14 @@ export class CmDevice {
 
   /** The port's active MTU (ibv_mtu enum value). */
   get activeMtu(): number { return this.device.provider.queryPort(1).activeMtu; }
-  get maxQpRdAtom(): number { return this.device.provider.queryDevice().maxQpRdAtom; }
-  get maxQpInitRdAtom(): number { return this.device.provider.queryDevice().maxQpInitRdAtom; }
+  /** The device's RDMA READ/atomic limits: fixed when it is made, asked once (queryDevice builds every attribute). */
+  get maxQpRdAtom(): number { return (this.rdAtom ??= this.queryRdAtom()).maxQpRdAtom; }
+  get maxQpInitRdAtom(): number { return (this.rdAtom ??= this.queryRdAtom()).maxQpInitRdAtom; }
+  private rdAtom: { maxQpRdAtom: number; maxQpInitRdAtom: number } | undefined;
+  private queryRdAtom(): { maxQpRdAtom: number; maxQpInitRdAtom: number } {
+    const a = this.device.provider.queryDevice();
+    return { maxQpRdAtom: a.maxQpRdAtom, maxQpInitRdAtom: a.maxQpInitRdAtom };
+  }
   get isRemoved(): boolean { return this.removed; }
 
   attach(id: CmIdSink): void { this.users.add(id); }
