@@ -340,10 +340,13 @@ export class CmAgent extends EventEmitter {
   private expireTimewaits(q: TimewaitQueue): void {
     q.timer = undefined;
     q.expiring = true;
+    // Time-waits that begin during this pass (an event handler's) wait for a later one, as a
+    // timer of their own would.
+    const stop = q.ids.length;
     try {
       // Timers run on the loop's clock, which may lag performance.now() by a little: within a
       // millisecond counts as ended (Linux's time-wait is in jiffies).
-      while (q.head < q.ids.length && q.ends[q.head]! <= performance.now() + 1) {
+      while (q.head < stop && q.ends[q.head]! <= performance.now() + 1) {
         const id = q.ids[q.head]!, end = q.ends[q.head]!;
         q.head++;
         if (this.timewaitEnds.get(id) !== end) continue;

@@ -167,7 +167,7 @@ describe('timers', () => {
       await waitFor('every time-wait over', () => ended.size === ids.length, 5_000);
       for (const id of ids) {
         const took = ended.get(id)! - began.get(id)!;
-        assert.ok(took >= lengthOf.get(id)! - 1 && took < lengthOf.get(id)! + 200, `time-wait of ${lengthOf.get(id)} ms took ${took.toFixed(1)} ms`);
+        assert.ok(took >= lengthOf.get(id)! - 1 && took < lengthOf.get(id)! + 1000, `time-wait of ${lengthOf.get(id)} ms took ${took.toFixed(1)} ms`);
       }
       for (const len of [64, 128]) {
         const mine = order.filter((id) => lengthOf.get(id) === len);

@@ -57,8 +57,9 @@ export class IcrcFlow {
     private readonly ipv4Id = 0,
   ) {
     this.ipBytes = family === 4 ? IPV4_BYTES : IPV6_BYTES;
-    // From node:buffer's pool (a slice of a shared 8 KiB ArrayBuffer): no backing store of its own per flow.
-    const p = Buffer.allocUnsafe(LRH_MASK_BYTES + this.ipBytes + UDP_BYTES).fill(0xff);
+    // 36 or 56 bytes: V8 keeps a typed array this small on its heap (no backing store of its
+    // own), and not from node:buffer's pool, whose 8 KiB blocks a long-lived slice would pin.
+    const p = Buffer.alloc(LRH_MASK_BYTES + this.ipBytes + UDP_BYTES, 0xff);
     const ip = LRH_MASK_BYTES;
     if (family === 4) {
       p[ip] = 0x45; // version 4, IHL 5; TOS (byte 1) stays masked
