@@ -38,8 +38,7 @@ const ALL_ONES = 0xffff_ffff_ffff_ffffn;
 
 /**
  * Local comm ids by a peer's (32-bit number, CA GUID): a map per GUID (a table talks to a few
- * peers). A string key per lookup (the GUID in decimal) cost more than
- * the lookup.
+ * peers). A string key per lookup (the GUID in decimal) cost more than the lookup.
  */
 class PeerIndex {
   private readonly byGuid = new Map<bigint, Map<number, number>>();

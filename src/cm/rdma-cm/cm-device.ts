@@ -6,6 +6,7 @@
 // for every id on it.
 
 import { getDeviceList, type Context, type Device } from '../../verbs/api.js';
+import type { DeviceAttr } from '../../abi/types.js';
 import { addressFromGid } from '../../abi/inet.js';
 import { CmAgent, guarded, type CmAgentEvent } from '../agent.js';
 
@@ -125,14 +126,11 @@ export class CmDevice {
 
   /** The port's active MTU (ibv_mtu enum value). */
   get activeMtu(): number { return this.device.provider.queryPort(1).activeMtu; }
-  /** The device's RDMA READ/atomic limits: fixed when it is made, asked once (queryDevice builds every attribute). */
-  get maxQpRdAtom(): number { return (this.rdAtom ??= this.queryRdAtom()).maxQpRdAtom; }
-  get maxQpInitRdAtom(): number { return (this.rdAtom ??= this.queryRdAtom()).maxQpInitRdAtom; }
-  private rdAtom: { maxQpRdAtom: number; maxQpInitRdAtom: number } | undefined;
-  private queryRdAtom(): { maxQpRdAtom: number; maxQpInitRdAtom: number } {
-    const a = this.device.provider.queryDevice();
-    return { maxQpRdAtom: a.maxQpRdAtom, maxQpInitRdAtom: a.maxQpInitRdAtom };
-  }
+  /** The device's RDMA READ/atomic limits: fixed when it is made, so its attributes are asked once (queryDevice builds them all). */
+  get maxQpRdAtom(): number { return this.attrs.maxQpRdAtom; }
+  get maxQpInitRdAtom(): number { return this.attrs.maxQpInitRdAtom; }
+  private deviceAttrs: DeviceAttr | undefined;
+  private get attrs(): DeviceAttr { return this.deviceAttrs ??= this.device.provider.queryDevice(); }
   get isRemoved(): boolean { return this.removed; }
 
   attach(id: CmIdSink): void { this.users.add(id); }
