@@ -332,7 +332,7 @@ export class CmAgent extends EventEmitter {
   }
 
   private armTimewait(q: TimewaitQueue): void {
-    q.timer = setTimeout(() => this.expireTimewaits(q), Math.max(0, q.ends[q.head]! - performance.now()));
+    q.timer = setTimeout(() => this.expireTimewaits(q), Math.max(1, Math.ceil(q.ends[q.head]! - performance.now())));
     q.timer.unref();
   }
 
@@ -344,9 +344,10 @@ export class CmAgent extends EventEmitter {
     // timer of their own would.
     const stop = q.ids.length;
     try {
-      // Timers run on the loop's clock, which may lag performance.now() by a little: within a
-      // millisecond counts as ended (Linux's time-wait is in jiffies).
-      while (q.head < stop && q.ends[q.head]! <= performance.now() + 1) {
+      // A time-wait lasts at least its length. Timers run on the loop's clock, which may lag
+      // performance.now() by up to a millisecond, so a timer can fire just before its first
+      // entry's end: nothing ends then, and the queue is armed again for the rest.
+      while (q.head < stop && q.ends[q.head]! <= performance.now()) {
         const id = q.ids[q.head]!, end = q.ends[q.head]!;
         q.head++;
         if (this.timewaitEnds.get(id) !== end) continue;
