@@ -42,6 +42,10 @@ test('an out-of-sync Decline from a client whose group still answers (TEST_LINK)
   assert.equal(decline?.diagnosis, DECLINE.SYNCERR);
   assert.equal(decline?.outOfSync, true);
   const checking = () => (lgr as unknown as { syncCheck?: NodeJS.Timeout }).syncCheck !== undefined;
+  // The Decline passed the relay before the server read it: wait for the check to begin (it
+  // lasts LLC_WAIT_MS) before waiting for its end, or the third connection may come while the
+  // group is being checked and make a group of its own (first contact), as it should then.
+  await until(checking, 3000, 'the server asks its peer (TEST_LINK)');
   await until(() => !checking(), 5000, 'the server\'s check of its peer done');
   assert.equal(lgr.dead, false, 'the peer answered: the group stays');
   await echo(first, 'still here\n');
