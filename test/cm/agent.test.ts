@@ -145,11 +145,16 @@ describe('timers', () => {
       });
       // The REQ's ACK timeout t gives a time-wait of cm_convert_to_ms(t) = 2^(t - 8) ms: 64 and 128.
       const lengthOf = new Map<number, number>();
-      const began = new Map<number, number>(), ended = new Map<number, number>();
+      // When each DREQ left, when its DREP's event came, the end the agent set for the
+      // time-wait (read at that event: the time-wait begins as the DREP is handled, before its
+      // event is emitted), and when TIMEWAIT_EXIT came.
+      const sent = new Map<number, number>(), began = new Map<number, number>();
+      const endOf = new Map<number, number>(), ended = new Map<number, number>();
       const order: number[] = [];
+      const inner = A as unknown as { timewaitEnds: Map<number, number>; timewaitQueues: Map<number, { ids: number[]; timer: unknown }> };
       A.on('event', (e: CmAgentEvent) => {
         if (e.event === 'REP_RECEIVED') A.call(e.localId, { type: 'send_rtu' });
-        if (e.event === 'DREP_RECEIVED') began.set(e.localId, performance.now());
+        if (e.event === 'DREP_RECEIVED') { began.set(e.localId, performance.now()); endOf.set(e.localId, inner.timewaitEnds.get(e.localId)!); }
         if (e.event === 'TIMEWAIT_EXIT') { ended.set(e.localId, performance.now()); order.push(e.localId); }
       });
       const ids: number[] = [];
@@ -161,19 +166,23 @@ describe('timers', () => {
       }
       await waitFor('all established', () => ids.every((id) => A.state(id) === 'ESTABLISHED'));
       for (const id of ids) {
+        sent.set(id, performance.now());
         A.call(id, { type: 'send_dreq' });
         await waitFor('DREP', () => began.has(id)); // one after another: distinct starts
       }
       await waitFor('every time-wait over', () => ended.size === ids.length, 5_000);
+      // Exact comparisons on one clock: a preemption between the time-wait's start and its
+      // event (seen on a loaded CI machine: 1.8 ms) must not read as a short time-wait.
       for (const id of ids) {
-        const took = ended.get(id)! - began.get(id)!;
-        assert.ok(took >= lengthOf.get(id)! - 1 && took < lengthOf.get(id)! + 1000, `time-wait of ${lengthOf.get(id)} ms took ${took.toFixed(1)} ms`);
+        const len = lengthOf.get(id)!, end = endOf.get(id)!, start = end - len;
+        assert.ok(start >= sent.get(id)! && start <= began.get(id)!, `time-wait of ${len} ms: its end ${end.toFixed(1)} is its length after a start between the DREQ (${sent.get(id)!.toFixed(1)}) and the DREP's event (${began.get(id)!.toFixed(1)})`);
+        assert.ok(ended.get(id)! >= end, `time-wait of ${len} ms ended at ${ended.get(id)!.toFixed(1)}, before its end ${end.toFixed(1)}`);
+        assert.ok(ended.get(id)! - start < len + 1000, `time-wait of ${len} ms took ${(ended.get(id)! - start).toFixed(1)} ms`);
       }
       for (const len of [64, 128]) {
         const mine = order.filter((id) => lengthOf.get(id) === len);
         assert.deepEqual(mine, ids.filter((id) => lengthOf.get(id) === len), `the ${len} ms time-waits ended in the order they began`);
       }
-      const inner = A as unknown as { timewaitEnds: Map<number, number>; timewaitQueues: Map<number, { ids: number[]; timer: unknown }> };
       assert.equal(inner.timewaitEnds.size, 0);
       for (const q of inner.timewaitQueues.values()) assert.deepEqual([q.ids.length, q.timer], [0, undefined]);
     } finally {
