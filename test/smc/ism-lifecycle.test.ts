@@ -82,6 +82,11 @@ function result<T>(e: Ended): T {
   return JSON.parse(line.slice('result '.length)) as T;
 }
 
+/** What a child printed, for an assertion's message. */
+function output(e: Ended): string {
+  return `the child printed:\n${e.stdout}${e.stderr}`;
+}
+
 function assertCleanExit(e: Ended): void {
   assert.equal(e.signal, null, `the child died of ${e.signal}:\n${e.stdout}${e.stderr}`);
   assert.equal(e.code, 0, `the child exited ${e.code}:\n${e.stdout}${e.stderr}`);
@@ -95,7 +100,7 @@ describe('ism device lifetime', () => {
     const server = child(`
       const smc = await import(${JSON.stringify(SMC)});
       smc.setSmcLearning(false);
-      const srv = smc.createServer((c) => {
+      const srv = smc.createServer({ smcHandshakeTimeout: 20_000 }, (c) => {
         c.on('error', (e) => console.log('server-conn-error ' + e.code));
         c.on('close', () => console.log('server-conn-close'));
         c.pipe(c);
@@ -109,10 +114,12 @@ describe('ism device lifetime', () => {
         const { defaultIsmDevice } = await import(${JSON.stringify(ISM)});
         smc.setSmcLearning(false);
         const once = (em, ev) => new Promise((resolve) => em.once(ev, resolve));
-        const s = smc.connect(${port}, '127.0.0.1');
+        const s = smc.connect({ port: ${port}, host: '127.0.0.1', smcHandshakeTimeout: 20_000 });
         const err = new Promise((resolve) => s.on('error', resolve));
         const closed = once(s, 'close');
         const info = await once(s, 'smc');
+        // Not on SMC-D: nothing below would happen (no abort to wait for); say why at once.
+        if (info.mode !== 'SMCD') { console.log('result ' + JSON.stringify({ mode: info.mode, cause: info.fallbackCause })); process.exit(0); }
         s.write('a');
         await once(s, 'data');
         const first = defaultIsmDevice();
@@ -122,7 +129,7 @@ describe('ism device lifetime', () => {
         await closed;
         // The closed device is not the default any more: the next connection gets a new one.
         const second = defaultIsmDevice();
-        const s2 = smc.connect(${port}, '127.0.0.1');
+        const s2 = smc.connect({ port: ${port}, host: '127.0.0.1', smcHandshakeTimeout: 20_000 });
         s2.on('error', (e) => console.log('s2 error ' + e.message));
         const info2 = await once(s2, 'smc');
         const closed2 = once(s2, 'close');
@@ -139,7 +146,7 @@ describe('ism device lifetime', () => {
       const ended = await client.ended();
       assertCleanExit(ended);
       const r = result<{ mode: string; code: string; message: string; firstClosed: boolean; fresh: boolean; mode2: string; echo: string }>(ended);
-      assert.equal(r.mode, 'SMCD');
+      assert.equal(r.mode, 'SMCD', output(ended));
       assert.equal(r.code, 'ECONNABORTED', 'as Linux when an ISM device goes away (smc_conn_kill)');
       assert.match(r.message, /ism device was closed/);
       assert.equal(r.firstClosed, true);
@@ -163,9 +170,9 @@ describe('ism device lifetime', () => {
       const first = defaultIsmDevice();
       first.close();
       const second = defaultIsmDevice();
-      const srv = smc.createServer((c) => { c.on('error', () => {}); c.pipe(c); });
+      const srv = smc.createServer({ smcHandshakeTimeout: 20_000 }, (c) => { c.on('error', () => {}); c.pipe(c); });
       await new Promise((resolve) => srv.listen(0, '127.0.0.1', resolve));
-      const s = smc.connect(srv.address().port, '127.0.0.1');
+      const s = smc.connect({ port: srv.address().port, host: '127.0.0.1', smcHandshakeTimeout: 20_000 });
       const mode = await new Promise((resolve) => s.once('smc', (i) => resolve(i.mode)));
       s.end();
       srv.close();
@@ -174,7 +181,7 @@ describe('ism device lifetime', () => {
     `);
     const e = await c.ended();
     assertCleanExit(e);
-    assert.deepEqual(result(e), { same: false, gidChanged: true, mode: 'SMCD' });
+    assert.deepEqual(result(e), { same: false, gidChanged: true, mode: 'SMCD' }, output(e));
   });
 
   it('views kept after unregisterDmb, detach, a dropped parked mapping or close() read zeros instead of faulting', async () => {
@@ -227,7 +234,7 @@ describe('ism device lifetime', () => {
     assert.deepEqual(result(ended), {
       before: [7, 8, 9], afterUnregister: 0, writeKept: 1, parkedDropped: 0, memfdUnmapped: true,
       d3before: 42, attachedAfterPeerClose: 0, write: 'ENODEV', d3after: 0, closed: true, d3bytes: 0, noSharedLeft: true,
-    });
+    }, output(ended));
   });
 
   it('the zeroed memory left under a kept view is unmapped once the view is garbage collected', async () => {
@@ -262,7 +269,7 @@ describe('ism device lifetime', () => {
     `, { execArgv: ['--expose-gc'] });
     const e = await c.ended();
     assertCleanExit(e);
-    assert.deepEqual(result(e), { anonymous: true, zero: 0, counted: [0, 1, 0] });
+    assert.deepEqual(result(e), { anonymous: true, zero: 0, counted: [0, 1, 0] }, output(e));
   });
 
   it('a worker thread that used SMC-D gives back its mappings, descriptors and entry when it ends (process.exit or its last handle)', async () => {
@@ -281,9 +288,9 @@ describe('ism device lifetime', () => {
         const { parentPort } = await import('node:worker_threads');
         const smc = await import(${JSON.stringify(SMC)});
         smc.setSmcLearning(false);
-        const srv = smc.createServer((c) => { c.on('error', () => {}); c.pipe(c); });
+        const srv = smc.createServer({ smcHandshakeTimeout: 20_000 }, (c) => { c.on('error', () => {}); c.pipe(c); });
         srv.listen(0, '127.0.0.1', () => {
-          const s = smc.connect(srv.address().port, '127.0.0.1');
+          const s = smc.connect({ port: srv.address().port, host: '127.0.0.1', smcHandshakeTimeout: 20_000 });
           let mode;
           s.once('smc', (i) => { mode = i.mode; });
           s.on('connect', () => s.write('x'));
@@ -313,7 +320,7 @@ describe('ism device lifetime', () => {
     assert.deepEqual(result(ended), {
       before: none,
       after: { exit: { mode: 'SMCD', code: 0, ...none }, natural: { mode: 'SMCD', code: 0, ...none } },
-    });
+    }, output(ended));
   });
 
   it('opening a device sweeps the entries and doorbells of killed processes and terminated threads, and stale temporary files, and leaves those of other pid namespaces', async () => {
@@ -349,6 +356,16 @@ describe('ism device lifetime', () => {
     Object.assign(foreign, { gid: foreignGid, pidns: 'pid:[1]', bell: foreignBell });
     fs.writeFileSync(`${ismDir}/${foreignGid}.json`, JSON.stringify(foreign), { mode: 0o600 });
     fs.writeFileSync(`${ismDir}/${foreignBell}`, '', { mode: 0o600 });
+    // Entries of this live process naming its main thread (tid = pid): one with the thread's
+    // start time (it runs: kept), one with another start time, as when a thread that wrote it
+    // ended and a later thread got its tid (not the writer: swept).
+    const threadEntry = (tidStart: string) => {
+      const g = randomBytes(8).toString('hex');
+      fs.writeFileSync(`${ismDir}/${g}.json`, JSON.stringify({ ...foreign, gid: g, ...selfStamp(), tid: process.pid, tidStart, bell: undefined }), { mode: 0o600 });
+      return `${g}.json`;
+    };
+    const liveThread = threadEntry(selfStamp().start);
+    const reusedTid = threadEntry(String(Number(selfStamp().start) + 1));
     // writeEntry's temporary files: a dead pid's (old, and fresh: perhaps another namespace's
     // write in progress), and an old one of a live pid.
     const old = new Date(Date.now() - 5 * 60_000);
@@ -369,13 +386,18 @@ describe('ism device lifetime', () => {
       const { Worker } = await import('node:worker_threads');
       const w = new Worker(\`
         const { parentPort } = await import('node:worker_threads');
+        const fs = await import('node:fs');
         const { IsmDevice } = await import(${JSON.stringify(DEVICE)});
         const d = IsmDevice.open({ slots: 8 });
-        parentPort.postMessage(d.gid.toString(16).padStart(16, '0'));
+        const tid = fs.readlinkSync('/proc/thread-self').split('/').pop();
+        parentPort.postMessage({ gid: d.gid.toString(16).padStart(16, '0'), tid });
         setInterval(() => {}, 1000);
       \`, { eval: true, type: 'module' });
-      const gid = await new Promise((resolve) => w.once('message', resolve));
+      const { gid, tid } = await new Promise((resolve) => w.once('message', resolve));
       await w.terminate();
+      // 'exit' follows the thread's join, which may come just before /proc stops listing the
+      // thread (the sweep judges a thread by /proc/self/task/<tid>): wait for that, bounded.
+      for (let i = 0; i < 200 && fs.existsSync('/proc/self/task/' + tid); i++) await new Promise((resolve) => setTimeout(resolve, 10));
       const dir = process.env.SOFTRDMA_RUNTIME_DIR + '/ism';
       const present = () => fs.readdirSync(dir).includes(gid + '.json');
       const before = present();
@@ -392,8 +414,9 @@ describe('ism device lifetime', () => {
       assert.ok(!left.includes(d.bell), `the doorbell of killed pid ${d.pid} is swept`);
     }
     assert.ok(!left.includes(staleTmp), 'an old temporary file of a dead pid is swept');
-    assert.deepEqual(left, [`${foreignGid}.json`, foreignBell, freshTmp, liveTmp].sort());
-    assert.deepEqual(result(e), { before: true, after: false }, 'the terminated thread\'s entry is swept by the next device of its process');
+    assert.ok(!left.includes(reusedTid), 'an entry whose thread start time is not its tid\'s is swept');
+    assert.deepEqual(left, [`${foreignGid}.json`, foreignBell, freshTmp, liveTmp, liveThread].sort());
+    assert.deepEqual(result(e), { before: true, after: false }, `the terminated thread's entry is swept by the next device of its process; ${output(e)}`);
     for (const f of left) fs.rmSync(`${ismDir}/${f}`);
   });
 
