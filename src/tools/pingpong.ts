@@ -264,12 +264,13 @@ export async function pingpong(argv: string[], out: (line: string) => void = (l)
     let quietSince = process.hrtime.bigint();
     const waits = new WaitTimeouts();
     const silent = () => new Error(`no completion for ${EXCHANGE_TIMEOUT_MS} ms (${rcnt} received, ${scnt} sent)`);
+    const wcs: WorkCompletion[] = []; // one array for every poll: a spin allocates nothing
     while (rcnt < iters || scnt < iters) {
       if (channel) {
         await waits.run(EXCHANGE_TIMEOUT_MS, (signal) => channel.getCqEvent({ signal }));
         cq.reqNotify();
       }
-      const wcs = spinPoll(cq, 2); // a CQ with a channel cannot spin: one poll
+      spinPoll(cq, 2, undefined, wcs); // a CQ with a channel cannot spin: one poll
       for (const wc of wcs) onWc(wc);
       if (wcs.length) {
         idleSince = Date.now();

@@ -11,11 +11,17 @@ import type { CQ, WorkCompletion } from '../index.js';
 /** How long one spin lasts before the caller should yield to the event loop (ms). */
 export const SPIN_TURN_MS = Number(process.env.SOFTRDMA_SPIN_TURN_US ?? 20) / 1000;
 
-/** Up to `max` completions of `cq`, polling it again for up to `ms` while it has none and spinning can help (CQ.canSpin). */
-export function spinPoll(cq: CQ, max: number, ms = SPIN_TURN_MS): WorkCompletion[] {
-  let wcs: WorkCompletion[] = [];
-  spinUntil(() => (wcs = cq.poll(max)).length > 0, () => cq.canSpin, ms);
-  return wcs;
+/**
+ * Up to `max` completions of `cq`, polling it again for up to `ms` while it has none and
+ * spinning can help (CQ.canSpin). In `into` (emptied first) when given: a spin then allocates
+ * nothing per poll, which matters to a latency loop's tail (each young-generation collection
+ * is a slow round).
+ */
+export function spinPoll(cq: CQ, max: number, ms = SPIN_TURN_MS, into: WorkCompletion[] = []): WorkCompletion[] {
+  if (cq.poll(max, into).length > 0 || ms <= 0 || !cq.canSpin) return into;
+  const until = performance.now() + ms;
+  do if (cq.poll(max, into).length > 0) return into; while (cq.canSpin && performance.now() < until);
+  return into;
 }
 
 /** Run `step` (a poll that reports whether it got what it waited for) again for up to `ms` while `canSpin()` says it can help. */

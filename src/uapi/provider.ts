@@ -89,7 +89,8 @@ export interface ProviderMw {
 
 export interface ProviderCq {
   readonly cqe: number;
-  poll(max: number): WorkCompletion[];
+  /** Up to max completions, oldest first: in `into` when given (emptied first, and returned), else in a new array. */
+  poll(max: number, into?: WorkCompletion[]): WorkCompletion[];
   reqNotify(solicitedOnly: boolean): void;
   /** Called by the provider when an armed CQ gets a completion. */
   onNotify: (() => void) | undefined;

@@ -492,8 +492,15 @@ export class CQ extends Obj_ {
     this.cq = context.impl<ProviderCq>(handle);
   }
   get cqe(): number { return this.cq.cqe; }
-  /** ibv_poll_cq: up to `max` completions, oldest first. */
-  poll(max = 16): WorkCompletion[] { return this.cq.poll(max); }
+  /**
+   * ibv_poll_cq: up to `max` completions, oldest first. `into`, like ibv_poll_cq's array of the
+   * caller's: an array to fill (emptied first) and return instead of a new one, so a poller
+   * that spins on an empty CQ allocates nothing.
+   */
+  poll(max = 16, into?: WorkCompletion[]): WorkCompletion[] {
+    if (into !== undefined && !Array.isArray(into)) fail('EINVAL', `must be an array, got ${into === null ? 'null' : typeof into}`, { object: 'CQ', method: 'POLL', attr: 'into' });
+    return this.cq.poll(max, into);
+  }
   /**
    * Whether spinning on poll() while the CQ is empty, without yielding to the event loop, can
    * bring completions in right now: true on an rxe device with busy polling (a poll reads the

@@ -30,7 +30,13 @@ export class FakeCq implements ProviderCq, FakeObject {
   readonly queue: WorkCompletion[] = [];
   armed = false;
   constructor(readonly id: number, public cqe: number) {}
-  poll(max: number): WorkCompletion[] { return this.queue.splice(0, max); }
+  poll(max: number, into?: WorkCompletion[]): WorkCompletion[] {
+    const got = this.queue.splice(0, max);
+    if (!into) return got;
+    into.length = 0;
+    into.push(...got);
+    return into;
+  }
   reqNotify(): void { this.armed = true; }
   /** What the provider does on a completion: queue it, then tell who listens. */
   complete(wc: WorkCompletion): void {

@@ -353,15 +353,21 @@ test('SQD: a started SEND that drew an RNR NAK is resent when the RNR timer fire
   } finally { await close(); }
 });
 
-test('a send path that throws (a WR changed under the requester: a getter) fails its WQE with LOC_QP_OP_ERR, counted, and nothing escapes', async () => {
+test('a send path that throws (a bug: here the key table\'s lookup made to throw under the requester) fails its WQE with LOC_QP_OP_ERR, counted, and nothing escapes', async () => {
   const { a, b, close } = await makePair(QpType.RC);
   try {
     const lmr = a.pd.regMr(Buffer.alloc(64), Access.LOCAL_WRITE);
     const rmr = b.pd.regMr(Buffer.alloc(64), Access.LOCAL_WRITE | Access.REMOTE_WRITE);
-    let reads = 0;
-    // post_send reads the rkey once to check it; the requester's read throws.
-    const rdma = { remoteAddr: rmr.addr, get rkey(): number { if (++reads > 1) throw new Error('changed under the requester'); return rmr.rkey; } };
-    a.qp.postSend({ wrId: 1, opcode: WrOpcode.RDMA_WRITE, sendFlags: SendFlags.SIGNALED, sgList: [lmr.sge(0, 8)], rdma });
+    // post_send checks a WRITE's SGEs without looking their keys up (the requester does, as
+    // Linux's copy_data): a lookup that throws is a send path that throws.
+    const keys = (a.dev.provider as any).keys as { resolveLocal: (...args: unknown[]) => unknown };
+    const resolveLocal = keys.resolveLocal;
+    keys.resolveLocal = () => { throw new Error('a bug in the send path'); };
+    try {
+      a.qp.postSend({ wrId: 1, opcode: WrOpcode.RDMA_WRITE, sendFlags: SendFlags.SIGNALED, sgList: [lmr.sge(0, 8)], rdma: { remoteAddr: rmr.addr, rkey: rmr.rkey } });
+    } finally {
+      keys.resolveLocal = resolveLocal;
+    }
     const [wc] = await waitCompletions(a.cq, 1);
     assert.deepEqual([wc!.wrId, wc!.status], [1, WcStatus.LOC_QP_OP_ERR]);
     assert.equal(a.qp.state, QpState.ERR);

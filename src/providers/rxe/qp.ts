@@ -3,7 +3,7 @@
 // ACKs and responses, retries, completions) and responder.ts (executes incoming requests).
 
 import { AsyncEventType, MigState, mtuBytes, QpAttr, QpState, QpType, qpStateName, qpTypeName, WR_OPCODE_NAMES, SendFlags, WcFlags, WcOpcode, WcStatus, WrOpcode, type MtuValue } from '../../abi/enums.js';
-import type { AhAttr, QpAttrFull, QpAttrValues, QpCap, RecvWr, SendWr, WorkCompletion } from '../../abi/types.js';
+import type { AhAttr, MwBindInfo, QpAttrFull, QpAttrValues, QpCap, RecvWr, SendWr, Sge, WorkCompletion } from '../../abi/types.js';
 import type { ProviderQp } from '../../uapi/provider.js';
 import { fail } from '../../uapi/errors.js';
 import { addressFromGid, gidFromAddress } from '../../abi/inet.js';
@@ -365,11 +365,13 @@ export class RxeQp implements ProviderQp {
 
   // ---- posting ----
 
-  postSend(wr: SendWr): void {
+  postSend(posted: SendWr): void {
     if (this.destroyed) fail('EINVAL', 'QP is destroyed', POST_SEND);
     if (this.state === QpState.RESET || this.state === QpState.INIT || this.state === QpState.RTR) {
       fail('EINVAL', `QP ${this.qpn} is in ${qpStateName(this.state)}; post_send needs RTS`, POST_SEND);
     }
+    // The provider's copy, each field read once: what is checked below is what the WQE keeps.
+    const wr = copySendWr(posted);
     const ops = packetOpcodesOf(wr.opcode, this.qpType);
     if (!ops) fail('EINVAL', `${WR_OPCODE_NAMES[wr.opcode] ?? String(wr.opcode)} is not allowed on ${qpTypeName(this.qpType)} QPs`, { ...POST_SEND, attr: 'opcode' });
     if (this.sq.full) fail('ENOMEM', `send queue full (${this.sq.capacity} work requests)`, POST_SEND);
@@ -514,7 +516,8 @@ function checkRemoteAddr(v: unknown, attr: 'rdma' | 'atomic'): void {
   }
 }
 
-export function validateRecv(wr: RecvWr, maxSge: number, object: 'QP' | 'SRQ' = 'QP'): RecvWqe {
+export function validateRecv(posted: RecvWr, maxSge: number, object: 'QP' | 'SRQ' = 'QP'): RecvWqe {
+  const wr = copyRecvWr(posted); // the provider's copy (see copySendWr): checked, and kept
   const site = { object, method: 'POST_RECV', attr: 'sg_list' };
   const sgl = wr.sgList ?? [];
   if (!Array.isArray(sgl)) fail('EINVAL', 'must be an array', site);
@@ -525,6 +528,57 @@ export function validateRecv(wr: RecvWr, maxSge: number, object: 'QP' | 'SRQ' = 
     total += s.length;
   }
   return { wrId: wr.wrId, sgList: sgl, total };
+}
+
+/*
+ * A posted work request is the provider's copy, as ibv_post_send and ibv_post_recv copy the
+ * caller's into the queue: the caller may reuse or change its WR and SGE objects as soon as
+ * the call returns, and what was checked at the post is what runs (a field read again later
+ * could have become something the send path cannot use). Each field is read once, into the
+ * copy, and the checks run on the copy; a value of the wrong kind is kept as it is, for the
+ * checks to refuse by name.
+ */
+
+const NO_SGES = Object.freeze([]) as unknown as Sge[];
+
+const isObject = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null;
+
+/** The SGEs, copied (an sg_list that is not an array is kept, for the check to refuse). */
+function copySgList(sgl: unknown): Sge[] | undefined {
+  if (!Array.isArray(sgl)) return sgl as Sge[] | undefined;
+  if (sgl.length === 0) return NO_SGES;
+  const out = new Array<Sge>(sgl.length);
+  for (let i = 0; i < sgl.length; i++) {
+    const s: unknown = sgl[i];
+    out[i] = isObject(s) ? { addr: s.addr as number, length: s.length as number, lkey: s.lkey as number } : s as Sge;
+  }
+  return out;
+}
+
+/** A receive work request's copy (see above); validateRecv checks it. */
+function copyRecvWr(wr: RecvWr): RecvWr {
+  return isObject(wr) ? { wrId: wr.wrId, sgList: copySgList(wr.sgList) } : wr;
+}
+
+function copySendWr(wr: SendWr): SendWr {
+  const c: SendWr = { wrId: wr.wrId, opcode: wr.opcode, sendFlags: wr.sendFlags, sgList: copySgList(wr.sgList) };
+  const { immData, invalidateRkey, rdma, atomic, ud, bindMw } = wr;
+  if (immData !== undefined) c.immData = immData;
+  if (invalidateRkey !== undefined) c.invalidateRkey = invalidateRkey;
+  if (rdma !== undefined) c.rdma = isObject(rdma) ? { remoteAddr: rdma.remoteAddr, rkey: rdma.rkey } : rdma;
+  if (atomic !== undefined) {
+    c.atomic = isObject(atomic) ? { remoteAddr: atomic.remoteAddr, rkey: atomic.rkey, compareAdd: atomic.compareAdd } : atomic;
+    const swap = isObject(atomic) ? atomic.swap : undefined;
+    if (swap !== undefined) c.atomic.swap = swap;
+  }
+  if (ud !== undefined) c.ud = isObject(ud) ? { ah: ud.ah, remoteQpn: ud.remoteQpn, remoteQkey: ud.remoteQkey } : ud;
+  if (bindMw !== undefined) {
+    const i: unknown = isObject(bindMw) ? bindMw.bindInfo : undefined;
+    c.bindMw = isObject(bindMw)
+      ? { mw: bindMw.mw, rkey: bindMw.rkey, bindInfo: (isObject(i) ? { mr: i.mr, addr: i.addr, length: i.length, mwAccessFlags: i.mwAccessFlags } : i) as MwBindInfo }
+      : bindMw;
+  }
+  return c;
 }
 
 export function resolveAv(ah: AhAttr, family: 4 | 6): string {

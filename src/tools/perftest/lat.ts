@@ -106,6 +106,7 @@ class Posts {
 class Receives {
   posted = 0;
   received = 0;
+  private readonly take = (wc: WorkCompletion) => this.onWc(wc);
   constructor(private readonly s: Session, private readonly size: number) {
     const n = s.o.durationSec ? RX_DEPTH : Math.min(RX_DEPTH, s.o.iters);
     for (let k = 0; k < n; k++) this.post();
@@ -121,7 +122,7 @@ class Receives {
   /** Until `target` SENDs arrived; false if the deadline passed first. */
   async wait(target: number, deadline: number): Promise<boolean> {
     while (this.received < target) {
-      await this.s.poll(1, (wc) => this.onWc(wc), deadline);
+      await this.s.poll(1, this.take, deadline);
       if (nowNs() >= deadline && this.received < target) return false;
     }
     return true;
@@ -161,7 +162,8 @@ async function writeLat(s: Session, size: number): Promise<LatResult> {
   const timeout = s.o.timeoutMs;
   const posts = new Posts(s, t0);
   let scnt = 0, rcnt = 0;
-  const drain = () => { for (const wc of s.cq.poll(16)) if (wc.status !== 0) throw new Error(`completion error ${wc.status}`); };
+  const polled: WorkCompletion[] = []; // one array for every poll of the spin
+  const drain = () => { for (const wc of s.cq.poll(16, polled)) if (wc.status !== 0) throw new Error(`completion error ${wc.status}`); };
   while (s.o.durationSec ? nowNs() < deadline : scnt < s.o.iters || rcnt < s.o.iters) {
     // As perftest: everyone waits for the peer's round first, except the server before its first write.
     if ((s.o.durationSec || rcnt < s.o.iters) && !(scnt < 1 && s.isServer)) {

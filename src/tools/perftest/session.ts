@@ -467,8 +467,10 @@ export class Session {
       onWc(wc);
       got++;
     };
+    // One array for every poll of this wait: spinning on an empty CQ allocates nothing.
+    const wcs: WorkCompletion[] = [];
     while (got < want) {
-      const wcs = spinPoll(this.cq, 32);
+      spinPoll(this.cq, 32, undefined, wcs);
       for (const wc of wcs) take(wc);
       if (wcs.length) {
         last = Date.now();

@@ -1,0 +1,114 @@
+// The caller's objects stay the caller's. A work request belongs to its caller again once postSend/postRecv returns, as with
+// ibv_post_send/ibv_post_recv (the provider copies it into its queue): a program that reuses one
+// WR object and its SGEs for the next post, as C programs reuse their structs, must get each
+// posted request carried out as it was when posted. Also a hardening: a field changed after
+// the post into something post_send would have refused must not reach the requester (it would
+// throw from the send loop with the WQE's PSNs taken, and jam the send queue).
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Access, QpType, SendFlags, VerbsError, WcOpcode, WcStatus, WrOpcode, type RecvWr, type SendWr, type Sge, type WorkCompletion } from '../../src/index.js';
+import { makePair, waitCompletions } from '../helpers/pair.js';
+
+test('one SendWr and one RecvWr object reused for every post (wrId, SGE, remote address changed after each): each request is done as posted', async () => {
+  const { a, b, close } = await makePair(QpType.RC);
+  try {
+    const N = 8, LEN = 3000; // two packets per message at the default MTU: the second is built after postSend returned
+    const src = a.pd.regMr(Buffer.alloc(N * LEN), Access.LOCAL_WRITE);
+    const dst = b.pd.regMr(Buffer.alloc(2 * N * LEN), Access.LOCAL_WRITE | Access.REMOTE_WRITE);
+    for (let i = 0; i < N; i++) (src.memory as Buffer).fill(0x41 + i, i * LEN, (i + 1) * LEN);
+
+    // Receives: one RecvWr and one SGE object, changed after each post.
+    const rsge: Sge = { ...dst.sge(0, LEN) };
+    const rwr: RecvWr = { wrId: 0, sgList: [rsge] };
+    for (let i = 0; i < N; i++) {
+      rwr.wrId = 100 + i;
+      rsge.addr = dst.addr + i * LEN;
+      b.qp.postRecv(rwr);
+    }
+    rwr.wrId = 999;
+    rsge.addr = dst.addr + N * LEN; // an area no receive was posted for
+    rsge.length = 1;
+
+    // Sends and writes: one SendWr, its sgList array and SGE, changed after each post.
+    const ssge: Sge = { ...src.sge(0, LEN) };
+    const swr: SendWr = { wrId: 0, opcode: WrOpcode.SEND, sendFlags: SendFlags.SIGNALED, sgList: [ssge] };
+    for (let i = 0; i < N; i++) {
+      swr.wrId = i;
+      ssge.addr = src.addr + i * LEN;
+      a.qp.postSend(swr);
+    }
+    const wwr: SendWr = { wrId: 0, opcode: WrOpcode.RDMA_WRITE, sendFlags: SendFlags.SIGNALED, sgList: [ssge], rdma: { remoteAddr: 0, rkey: dst.rkey } };
+    for (let i = 0; i < N; i++) {
+      wwr.wrId = 50 + i;
+      ssge.addr = src.addr + i * LEN;
+      wwr.rdma!.remoteAddr = dst.addr + (N + i) * LEN;
+      a.qp.postSend(wwr);
+    }
+    // Changed after the last post into what post_send refuses: the posted requests do not see it.
+    swr.wrId = 777;
+    ssge.addr = -1;
+    ssge.length = 1 << 30;
+    wwr.rdma!.rkey = 'bad' as unknown as number;
+    wwr.sgList!.length = 0;
+
+    const sent = await waitCompletions(a.cq, 2 * N);
+    assert.deepEqual(sent.map((wc) => [wc.wrId, wc.status]), [
+      ...Array.from({ length: N }, (_, i) => [i, WcStatus.SUCCESS]),
+      ...Array.from({ length: N }, (_, i) => [50 + i, WcStatus.SUCCESS]),
+    ]);
+    const got = await waitCompletions(b.cq, N);
+    assert.deepEqual(got.map((wc) => [wc.wrId, wc.opcode, wc.status, wc.byteLen]), Array.from({ length: N }, (_, i) => [100 + i, WcOpcode.RECV, WcStatus.SUCCESS, LEN]));
+    const mem = dst.memory as Buffer;
+    for (let i = 0; i < N; i++) {
+      assert.ok(mem.subarray(i * LEN, (i + 1) * LEN).every((x) => x === 0x41 + i), `SEND ${i} landed in receive ${i}'s area, whole`);
+      assert.ok(mem.subarray((N + i) * LEN, (N + i + 1) * LEN).every((x) => x === 0x41 + i), `WRITE ${i} landed where it was posted to, whole`);
+    }
+  } finally {
+    await close();
+  }
+});
+
+test('cq.poll(max, into) fills the caller\'s array (emptied first) and returns it, as ibv_poll_cq fills the caller\'s; a non-array is EINVAL naming it', async () => {
+  const { a, b, close } = await makePair(QpType.RC);
+  try {
+    const src = a.pd.regMr(Buffer.alloc(64), Access.LOCAL_WRITE);
+    const dst = b.pd.regMr(Buffer.alloc(64), Access.LOCAL_WRITE | Access.REMOTE_WRITE);
+    const into: WorkCompletion[] = [{ wrId: -1 } as WorkCompletion];
+    assert.equal(a.cq.poll(4, into), into);
+    assert.equal(into.length, 0, 'an empty CQ empties it');
+    for (let i = 0; i < 3; i++) a.qp.postSend({ wrId: i, opcode: WrOpcode.RDMA_WRITE, sendFlags: SendFlags.SIGNALED, sgList: [src.sge(0, 8)], rdma: { remoteAddr: dst.addr, rkey: dst.rkey } });
+    const got: number[] = [];
+    const deadline = Date.now() + 10_000;
+    while (got.length < 3 && Date.now() < deadline) {
+      const r = a.cq.poll(2, into);
+      assert.equal(r, into);
+      assert.ok(into.length <= 2, 'at most max');
+      got.push(...into.map((wc) => Number(wc.wrId)));
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    assert.deepEqual(got, [0, 1, 2]);
+    for (const bad of [null, {}, 'x', 1]) {
+      assert.throws(() => a.cq.poll(1, bad as unknown as WorkCompletion[]), (e: unknown) => e instanceof VerbsError && e.code === 'EINVAL' && /POLL attribute 'into'/.test(e.message));
+    }
+  } finally {
+    await close();
+  }
+});
+
+test('a WR field read through a getter is read once, at the post: a getter that would give another value later changes nothing posted', async () => {
+  const { a, b, close } = await makePair(QpType.RC);
+  try {
+    const lmr = a.pd.regMr(Buffer.from('abcdefgh'), Access.LOCAL_WRITE);
+    const rmr = b.pd.regMr(Buffer.alloc(64), Access.LOCAL_WRITE | Access.REMOTE_WRITE);
+    let reads = 0;
+    const rdma = { remoteAddr: rmr.addr, get rkey(): number { return ++reads > 1 ? 'not a key' as unknown as number : rmr.rkey; } };
+    a.qp.postSend({ wrId: 1, opcode: WrOpcode.RDMA_WRITE, sendFlags: SendFlags.SIGNALED, sgList: [lmr.sge(0, 8)], rdma });
+    const [wc] = await waitCompletions(a.cq, 1);
+    assert.deepEqual([wc!.wrId, wc!.status], [1, WcStatus.SUCCESS]);
+    assert.equal(reads, 1);
+    assert.equal((rmr.memory as Buffer).toString('latin1', 0, 8), 'abcdefgh');
+  } finally {
+    await close();
+  }
+});
