@@ -498,7 +498,9 @@ export class CQ extends Obj_ {
    * that spins on an empty CQ allocates nothing.
    */
   poll(max = 16, into?: WorkCompletion[]): WorkCompletion[] {
-    if (into !== undefined && !Array.isArray(into)) fail('EINVAL', `must be an array, got ${into === null ? 'null' : typeof into}`, { object: 'CQ', method: 'POLL', attr: 'into' });
+    if (into !== undefined && (!Array.isArray(into) || !Object.isExtensible(into))) {
+      fail('EINVAL', `must be a writable array, got ${into === null ? 'null' : Array.isArray(into) ? 'a frozen or sealed array' : typeof into}`, { object: 'CQ', method: 'POLL', attr: 'into' });
+    }
     return this.cq.poll(max, into);
   }
   /**

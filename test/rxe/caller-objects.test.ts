@@ -8,6 +8,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Access, QpType, SendFlags, VerbsError, WcOpcode, WcStatus, WrOpcode, type RecvWr, type SendWr, type Sge, type WorkCompletion } from '../../src/index.js';
+import { incRkey } from '../../src/verbs/api.js';
 import { makePair, waitCompletions } from '../helpers/pair.js';
 
 test('one SendWr and one RecvWr object reused for every post (wrId, SGE, remote address changed after each): each request is done as posted', async () => {
@@ -88,7 +89,7 @@ test('cq.poll(max, into) fills the caller\'s array (emptied first) and returns i
       await new Promise((resolve) => setImmediate(resolve));
     }
     assert.deepEqual(got, [0, 1, 2]);
-    for (const bad of [null, {}, 'x', 1]) {
+    for (const bad of [null, {}, 'x', 1, Object.freeze([])]) {
       assert.throws(() => a.cq.poll(1, bad as unknown as WorkCompletion[]), (e: unknown) => e instanceof VerbsError && e.code === 'EINVAL' && /POLL attribute 'into'/.test(e.message));
     }
   } finally {
@@ -108,6 +109,44 @@ test('a WR field read through a getter is read once, at the post: a getter that 
     assert.deepEqual([wc!.wrId, wc!.status], [1, WcStatus.SUCCESS]);
     assert.equal(reads, 1);
     assert.equal((rmr.memory as Buffer).toString('latin1', 0, 8), 'abcdefgh');
+  } finally {
+    await close();
+  }
+});
+
+for (const change of ['the MR deregistered', 'the { lkey } object changed'] as const) {
+  test(`a BIND_MW keeps the MR's key it was posted with (${change} before the bind runs): the bind goes by that key, as Linux keeps wr.mw.mr_lkey`, async () => {
+    const { a, b, close } = await makePair(QpType.RC);
+    try {
+      const rmr = b.pd.regMr(Buffer.alloc(64 * 1024), Access.LOCAL_WRITE | Access.REMOTE_READ);
+      const lmr = a.pd.regMr(Buffer.alloc(64 * 1024), Access.LOCAL_WRITE);
+      const bmr = a.pd.regMr(Buffer.alloc(8192), Access.LOCAL_WRITE | Access.MW_BIND);
+      const mw = a.pd.allocMw(2);
+      const rkey = incRkey(mw.rkey);
+      // A READ first, and the bind fenced behind it: the bind runs after this test has changed things.
+      a.qp.postSend({ wrId: 1, opcode: WrOpcode.RDMA_READ, sendFlags: SendFlags.SIGNALED, sgList: [lmr.sge(0, 64 * 1024)], rdma: { remoteAddr: rmr.addr, rkey: rmr.rkey } });
+      const bare = { lkey: bmr.lkey };
+      const dereg = change === 'the MR deregistered';
+      a.qp.postSend({ wrId: 2, opcode: WrOpcode.BIND_MW, sendFlags: SendFlags.SIGNALED | SendFlags.FENCE, bindMw: { mw, rkey, bindInfo: { mr: dereg ? bmr : bare, addr: bmr.addr, length: 1024, mwAccessFlags: Access.REMOTE_READ } } });
+      if (dereg) bmr.dereg();
+      else bare.lkey = 0x12345600; // no MR has this key
+      const wcs = await waitCompletions(a.cq, 2);
+      assert.deepEqual(wcs.map((wc) => [wc.wrId, wc.status]), [[1, WcStatus.SUCCESS], [2, dereg ? WcStatus.MW_BIND_ERR : WcStatus.SUCCESS]]);
+      assert.equal((a.dev.provider as unknown as { counters: { requester_errors: number } }).counters.requester_errors, 0, 'no exception in the send path');
+    } finally {
+      await close();
+    }
+  });
+}
+
+test('an sg_list longer than max_send_sge / max_recv_sge is refused before anything is copied (an array of length 2^32 - 1 does not hang the post)', async () => {
+  const { a, close } = await makePair(QpType.RC);
+  try {
+    const huge: Sge[] = [];
+    huge.length = 2 ** 32 - 1;
+    const refused = (e: unknown) => e instanceof VerbsError && e.code === 'EINVAL' && /exceed max_(send|recv)_sge/.test(e.message);
+    assert.throws(() => a.qp.postSend({ wrId: 1, opcode: WrOpcode.SEND, sgList: huge }), refused);
+    assert.throws(() => a.qp.postRecv({ wrId: 1, sgList: huge }), refused);
   } finally {
     await close();
   }

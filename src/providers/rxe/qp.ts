@@ -371,7 +371,7 @@ export class RxeQp implements ProviderQp {
       fail('EINVAL', `QP ${this.qpn} is in ${qpStateName(this.state)}; post_send needs RTS`, POST_SEND);
     }
     // The provider's copy, each field read once: what is checked below is what the WQE keeps.
-    const wr = copySendWr(posted);
+    const wr = copySendWr(posted, this.cap.maxSendSge);
     const ops = packetOpcodesOf(wr.opcode, this.qpType);
     if (!ops) fail('EINVAL', `${WR_OPCODE_NAMES[wr.opcode] ?? String(wr.opcode)} is not allowed on ${qpTypeName(this.qpType)} QPs`, { ...POST_SEND, attr: 'opcode' });
     if (this.sq.full) fail('ENOMEM', `send queue full (${this.sq.capacity} work requests)`, POST_SEND);
@@ -517,7 +517,7 @@ function checkRemoteAddr(v: unknown, attr: 'rdma' | 'atomic'): void {
 }
 
 export function validateRecv(posted: RecvWr, maxSge: number, object: 'QP' | 'SRQ' = 'QP'): RecvWqe {
-  const wr = copyRecvWr(posted); // the provider's copy (see copySendWr): checked, and kept
+  const wr = copyRecvWr(posted, maxSge); // the provider's copy (see copySendWr): checked, and kept
   const site = { object, method: 'POST_RECV', attr: 'sg_list' };
   const sgl = wr.sgList ?? [];
   if (!Array.isArray(sgl)) fail('EINVAL', 'must be an array', site);
@@ -543,9 +543,17 @@ const NO_SGES = Object.freeze([]) as unknown as Sge[];
 
 const isObject = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null;
 
-/** The SGEs, copied (an sg_list that is not an array is kept, for the check to refuse). */
-function copySgList(sgl: unknown): Sge[] | undefined {
-  if (!Array.isArray(sgl)) return sgl as Sge[] | undefined;
+/** A bind's MR as its key (Linux keeps wr.mw.mr_lkey in the WQE): deregistered after the post, the bind fails on the key. */
+function copyMrKey(mr: unknown): unknown {
+  return isObject(mr) ? { lkey: mr.lkey } : mr;
+}
+
+/**
+ * The SGEs, copied. An sg_list that is not an array, or longer than `max`, is kept as it is,
+ * for the checks to refuse (a huge one is not walked first).
+ */
+function copySgList(sgl: unknown, max: number): Sge[] | undefined {
+  if (!Array.isArray(sgl) || sgl.length > max) return sgl as Sge[] | undefined;
   if (sgl.length === 0) return NO_SGES;
   const out = new Array<Sge>(sgl.length);
   for (let i = 0; i < sgl.length; i++) {
@@ -556,12 +564,12 @@ function copySgList(sgl: unknown): Sge[] | undefined {
 }
 
 /** A receive work request's copy (see above); validateRecv checks it. */
-function copyRecvWr(wr: RecvWr): RecvWr {
-  return isObject(wr) ? { wrId: wr.wrId, sgList: copySgList(wr.sgList) } : wr;
+function copyRecvWr(wr: RecvWr, maxSge: number): RecvWr {
+  return isObject(wr) ? { wrId: wr.wrId, sgList: copySgList(wr.sgList, maxSge) } : wr;
 }
 
-function copySendWr(wr: SendWr): SendWr {
-  const c: SendWr = { wrId: wr.wrId, opcode: wr.opcode, sendFlags: wr.sendFlags, sgList: copySgList(wr.sgList) };
+function copySendWr(wr: SendWr, maxSge: number): SendWr {
+  const c: SendWr = { wrId: wr.wrId, opcode: wr.opcode, sendFlags: wr.sendFlags, sgList: copySgList(wr.sgList, maxSge) };
   const { immData, invalidateRkey, rdma, atomic, ud, bindMw } = wr;
   if (immData !== undefined) c.immData = immData;
   if (invalidateRkey !== undefined) c.invalidateRkey = invalidateRkey;
@@ -575,7 +583,7 @@ function copySendWr(wr: SendWr): SendWr {
   if (bindMw !== undefined) {
     const i: unknown = isObject(bindMw) ? bindMw.bindInfo : undefined;
     c.bindMw = isObject(bindMw)
-      ? { mw: bindMw.mw, rkey: bindMw.rkey, bindInfo: (isObject(i) ? { mr: i.mr, addr: i.addr, length: i.length, mwAccessFlags: i.mwAccessFlags } : i) as MwBindInfo }
+      ? { mw: bindMw.mw, rkey: bindMw.rkey, bindInfo: (isObject(i) ? { mr: copyMrKey(i.mr), addr: i.addr, length: i.length, mwAccessFlags: i.mwAccessFlags } : i) as MwBindInfo }
       : bindMw;
   }
   return c;
