@@ -37,7 +37,7 @@ import { isMainThread } from 'node:worker_threads';
 import { SoftrdmaError } from '../abi/errors.js';
 import { F_SEAL_GROW, F_SEAL_SHRINK, mapShared, memfdCreate, openProcFdChecked, reapDeadThreadMappings, releaseLedgerIfEmpty, releaseMapping, sealSize, seals, kernelThreadId, type Mapping } from './libc.js';
 import {
-  entryPath, listEntries, liveness, netNamespace, openEntryPath, pidNamespaceKnown, pidNamespaceTag, readEntry, removeEntry, restoreEntry, selfStamp, statFields, statRunning, subdir, writeEntry,
+  entryPath, isAlive, listEntries, liveness, netNamespace, openEntryPath, pidNamespaceKnown, pidNamespaceTag, processStartTime, readEntry, removeEntry, restoreEntry, selfStamp, subdir, writeEntry,
 } from './runtime-dir.js';
 
 // A worker thread ended by terminate() leaves its mappings (see libc.ts's ledger): they are
@@ -549,7 +549,7 @@ export class IsmDevice extends EventEmitter {
       hdr.setBigUint64(16, this.gid, true);
       server = this.listenDoorbell(bell);
       const tid = kernelThreadId();
-      const tidStart = tid === undefined ? undefined : threadStartTime(process.pid, tid);
+      const tidStart = tid === undefined ? undefined : processStartTime(process.pid, tid);
       this.entry = {
         gid: hex64(this.gid), chid: this.chid, ...selfStamp(), ...(tid === undefined ? {} : { tid }), ...(tidStart === undefined ? {} : { tidStart }), netns: netNamespace(),
         pageFd: memfd.fd, slots, bell, key: this.key.toString('hex'),
@@ -845,25 +845,7 @@ function entryAlive(e: DeviceEntry): boolean | undefined {
   if (!Number.isSafeInteger(e.tid) || e.tid <= 0) return alive;
   // An entry without the thread's start time (written before it was recorded): the tid alone.
   if (typeof e.tidStart !== 'string') return fs.existsSync(`/proc/${e.pid}/task/${e.tid}`);
-  return threadRunning(e.pid, e.tid, e.tidStart);
-}
-
-/** Field 22 of /proc/<pid>/task/<tid>/stat: when the thread started (undefined if it cannot be read). */
-function threadStartTime(pid: number, tid: number): string | undefined {
-  try {
-    return statFields(fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'latin1'))[19];
-  } catch {
-    return undefined;
-  }
-}
-
-/** The thread with this tid and start time runs in process pid (not a zombie, not a later thread given the same tid). */
-function threadRunning(pid: number, tid: number, start: string): boolean {
-  try {
-    return statRunning(statFields(fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'latin1')), start);
-  } catch {
-    return false;
-  }
+  return isAlive(e.pid, e.tidStart, e.tid); // not a later thread given the same tid
 }
 
 /** A dead device's entry and its doorbell socket (if the entry names one as we name them). */

@@ -206,8 +206,9 @@ export function openEntryPath(dir: string, name: string): string | undefined {
  * parentheses): index 0 is field 3 (state), index i is field i + 3. Throws if there is no
  * such process.
  */
-export function procStatFields(pid: number): string[] {
-  return statFields(fs.readFileSync(`/proc/${pid}/stat`, 'latin1'));
+export function procStatFields(pid: number, tid?: number): string[] {
+  // With a thread id: that thread's own line (/proc/<pid>/task/<tid>/stat), the same fields.
+  return statFields(fs.readFileSync(tid === undefined ? `/proc/${pid}/stat` : `/proc/${pid}/task/${tid}/stat`, 'latin1'));
 }
 
 /** The fields of a /proc/<pid>/stat line after the command name (which may hold spaces): the state (field 3) first. */
@@ -220,10 +221,10 @@ export function statRunning(f: string[], start: string): boolean {
   return f[19] === start && f[0] !== 'Z' && f[0] !== 'X';
 }
 
-/** Field 22 of /proc/<pid>/stat: the start time, which tells a live pid from a recycled one. */
-export function processStartTime(pid: number): string | undefined {
+/** Field 22 of /proc/<pid>/stat (of a thread's, with tid): the start time, which tells a live pid (or tid) from a recycled one. */
+export function processStartTime(pid: number, tid?: number): string | undefined {
   try {
-    return procStatFields(pid)[19];
+    return procStatFields(pid, tid)[19];
   } catch {
     return undefined;
   }
@@ -235,10 +236,10 @@ export function selfStartTime(): string {
   return selfStart;
 }
 
-/** The process with this pid and start time runs (a zombie does not: it has exited, unreaped). */
-export function isAlive(pid: number, start: string): boolean {
+/** The process with this pid and start time runs (a zombie does not: it has exited, unreaped); with tid, that thread of it. */
+export function isAlive(pid: number, start: string, tid?: number): boolean {
   try {
-    return statRunning(procStatFields(pid), start);
+    return statRunning(procStatFields(pid, tid), start);
   } catch {
     return false;
   }

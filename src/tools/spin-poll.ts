@@ -18,9 +18,7 @@ export const SPIN_TURN_MS = Number(process.env.SOFTRDMA_SPIN_TURN_US ?? 20) / 10
  * is a slow round).
  */
 export function spinPoll(cq: CQ, max: number, ms = SPIN_TURN_MS, into: WorkCompletion[] = []): WorkCompletion[] {
-  if (cq.poll(max, into).length > 0 || ms <= 0 || !cq.canSpin) return into;
-  const until = performance.now() + ms;
-  do if (cq.poll(max, into).length > 0) return into; while (cq.canSpin && performance.now() < until);
+  spinUntil(() => cq.poll(max, into).length > 0, () => cq.canSpin, ms);
   return into;
 }
 

@@ -543,9 +543,11 @@ const NO_SGES = Object.freeze([]) as unknown as Sge[];
 
 const isObject = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null;
 
-/** A bind's MR as its key (Linux keeps wr.mw.mr_lkey in the WQE): deregistered after the post, the bind fails on the key. */
-function copyMrKey(mr: unknown): unknown {
-  return isObject(mr) ? { lkey: mr.lkey } : mr;
+/** A bind's info, its MR as its key (Linux keeps wr.mw.mr_lkey in the WQE): deregistered after the post, the bind fails on the key. */
+function copyBindInfo(i: unknown): MwBindInfo {
+  if (!isObject(i)) return i as MwBindInfo;
+  const mr = i.mr;
+  return { mr: isObject(mr) ? { lkey: mr.lkey as number } : mr as undefined, addr: i.addr as number, length: i.length as number, mwAccessFlags: i.mwAccessFlags as number };
 }
 
 /**
@@ -575,17 +577,11 @@ function copySendWr(wr: SendWr, maxSge: number): SendWr {
   if (invalidateRkey !== undefined) c.invalidateRkey = invalidateRkey;
   if (rdma !== undefined) c.rdma = isObject(rdma) ? { remoteAddr: rdma.remoteAddr, rkey: rdma.rkey } : rdma;
   if (atomic !== undefined) {
-    c.atomic = isObject(atomic) ? { remoteAddr: atomic.remoteAddr, rkey: atomic.rkey, compareAdd: atomic.compareAdd } : atomic;
     const swap = isObject(atomic) ? atomic.swap : undefined;
-    if (swap !== undefined) c.atomic.swap = swap;
+    c.atomic = isObject(atomic) ? { remoteAddr: atomic.remoteAddr, rkey: atomic.rkey, compareAdd: atomic.compareAdd, ...(swap === undefined ? {} : { swap }) } : atomic;
   }
   if (ud !== undefined) c.ud = isObject(ud) ? { ah: ud.ah, remoteQpn: ud.remoteQpn, remoteQkey: ud.remoteQkey } : ud;
-  if (bindMw !== undefined) {
-    const i: unknown = isObject(bindMw) ? bindMw.bindInfo : undefined;
-    c.bindMw = isObject(bindMw)
-      ? { mw: bindMw.mw, rkey: bindMw.rkey, bindInfo: (isObject(i) ? { mr: copyMrKey(i.mr), addr: i.addr, length: i.length, mwAccessFlags: i.mwAccessFlags } : i) as MwBindInfo }
-      : bindMw;
-  }
+  if (bindMw !== undefined) c.bindMw = isObject(bindMw) ? { mw: bindMw.mw, rkey: bindMw.rkey, bindInfo: copyBindInfo(bindMw.bindInfo) } : bindMw;
   return c;
 }
 
