@@ -3,6 +3,7 @@
 
 import { EventEmitter } from 'node:events';
 import { Attr, M, Obj, Rereg } from '../abi/ids.js';
+import { copyAhAttr, copyAv } from '../abi/av.js';
 import { FirstError } from '../abi/errors.js';
 import { deviceCounts } from '../uapi/device-counts.js';
 import { UapiContext } from '../uapi/dispatcher.js';
@@ -288,8 +289,9 @@ export class PD extends Obj_ {
   }
   createAh(attr: AhAttr): AH {
     const a = Attr.AH.CREATE;
-    const out = this.context.invoke(Obj.AH, M.AH.CREATE, { [a.PD_HANDLE]: this.handle, [a.AH_ATTR]: attr });
-    return this.context.wrap(new AH(this.context, out[a.HANDLE] as number, attr));
+    const av = copyAv(attr) as AhAttr; // read once: what the AH reports is what it was made with
+    const out = this.context.invoke(Obj.AH, M.AH.CREATE, { [a.PD_HANDLE]: this.handle, [a.AH_ATTR]: av });
+    return this.context.wrap(new AH(this.context, out[a.HANDLE] as number, av));
   }
   createSrq(attr: { maxWr: number; maxSge: number; srqLimit?: number }): SRQ {
     objectArg(attr, 'attr', 'SRQ', 'CREATE');
@@ -367,7 +369,13 @@ export class MW extends Obj_ {
 }
 
 export class AH extends Obj_ {
-  constructor(context: Context, handle: number, readonly attr: AhAttr) { super(context, handle); }
+  readonly #attr: AhAttr;
+  constructor(context: Context, handle: number, attr: AhAttr) {
+    super(context, handle);
+    this.#attr = copyAhAttr(attr);
+  }
+  /** The address vector the AH was created with (a copy: changing it changes no AH). */
+  get attr(): AhAttr { return copyAhAttr(this.#attr); }
   destroy(): void {
     this.context.invoke(Obj.AH, M.AH.DESTROY, { [Attr.AH.DESTROY.HANDLE]: this.handle });
   }

@@ -7,7 +7,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Access, QpType, SendFlags, VerbsError, WcOpcode, WcStatus, WrOpcode, type RecvWr, type SendWr, type Sge, type WorkCompletion } from '../../src/index.js';
+import { Access, QpAttr, QpState, QpType, SendFlags, VerbsError, WcOpcode, WcStatus, WrOpcode, type AhAttr, type RecvWr, type SendWr, type Sge, type WorkCompletion } from '../../src/index.js';
 import { incRkey } from '../../src/verbs/api.js';
 import { makePair, waitCompletions } from '../helpers/pair.js';
 
@@ -147,6 +147,81 @@ test('an sg_list longer than max_send_sge / max_recv_sge is refused before anyth
     const refused = (e: unknown) => e instanceof VerbsError && e.code === 'EINVAL' && /exceed max_(send|recv)_sge/.test(e.message);
     assert.throws(() => a.qp.postSend({ wrId: 1, opcode: WrOpcode.SEND, sgList: huge }), refused);
     assert.throws(() => a.qp.postRecv({ wrId: 1, sgList: huge }), refused);
+  } finally {
+    await close();
+  }
+});
+
+// An address vector is the caller's too: libibverbs copies ibv_ah_attr (and ibv_qp_attr's) into
+// the command, so a program may reuse the struct for the next QP or AH.
+test('modifyQp keeps a copy of the address vector: the caller changing its object (or a query\'s) changes nothing, and a getter is read once', async () => {
+  const { a, b, close } = await makePair(QpType.RC);
+  try {
+    const gidB = Buffer.from(b.ctx.queryGid());
+    const toRtr = (av: unknown) => {
+      const qp = a.pd.createQp({ qpType: QpType.RC, sendCq: a.cq, recvCq: a.cq, cap: { maxSendWr: 4, maxRecvWr: 4 } });
+      qp.modify({ qpState: QpState.INIT, pkeyIndex: 0, portNum: 1, qpAccessFlags: 0 }, QpAttr.STATE | QpAttr.PKEY_INDEX | QpAttr.PORT | QpAttr.ACCESS_FLAGS);
+      qp.modify({ qpState: QpState.RTR, pathMtu: 3, destQpNum: b.qp.qpn, rqPsn: 0, maxDestRdAtomic: 1, minRnrTimer: 1, ahAttr: av as AhAttr },
+        QpAttr.STATE | QpAttr.AV | QpAttr.PATH_MTU | QpAttr.DEST_QPN | QpAttr.RQ_PSN | QpAttr.MAX_DEST_RD_ATOMIC | QpAttr.MIN_RNR_TIMER);
+      return qp;
+    };
+    const av: AhAttr = { grh: { dgid: Buffer.from(gidB), hopLimit: 64, sgidIndex: 0, flowLabel: 7 }, isGlobal: true, portNum: 1 };
+    const qp = toRtr(av);
+    // The struct reused for something else.
+    av.grh.dgid.fill(0xee);
+    av.grh.hopLimit = 1;
+    av.grh.flowLabel = 99;
+    av.portNum = 2;
+    const expect = (q: ReturnType<typeof qp.query>) => {
+      assert.deepEqual([...q.ahAttr!.grh.dgid], [...gidB]);
+      assert.deepEqual([q.ahAttr!.grh.hopLimit, q.ahAttr!.grh.flowLabel, q.ahAttr!.portNum], [64, 7, 1]);
+    };
+    const q = qp.query();
+    expect(q);
+    // A query's answer is the caller's to change.
+    q.ahAttr!.grh.dgid.fill(0);
+    q.ahAttr!.grh.hopLimit = 3;
+    expect(qp.query());
+
+    // A getter that would hand the provider something the checks never saw.
+    let reads = 0;
+    const tricky = { grh: { get dgid() { return reads++ === 0 ? Buffer.from(gidB) : new Uint8Array(3); }, sgidIndex: 0 }, isGlobal: true };
+    const qp2 = toRtr(tricky);
+    assert.equal(reads, 1, 'dgid read once');
+    assert.deepEqual([...qp2.query().ahAttr!.grh.dgid], [...gidB]);
+    assert.equal(qp2.state, QpState.RTR);
+  } finally {
+    await close();
+  }
+});
+
+test('createAh keeps a copy of the address vector: a UD send through it reaches the peer after the caller reused its object, and ah.attr is a copy', async () => {
+  const { a, b, close } = await makePair(QpType.UD);
+  try {
+    const gidB = Buffer.from(b.ctx.queryGid());
+    const av: AhAttr = { grh: { dgid: Buffer.from(gidB), hopLimit: 64 } };
+    const ah = a.pd.createAh(av);
+    av.grh.dgid.fill(0);
+    av.grh.dgid[10] = 0xff; av.grh.dgid[11] = 0xff; av.grh.dgid[12] = 127; av.grh.dgid[15] = 9; // ::ffff:127.0.0.9, nobody
+    av.grh.hopLimit = 1;
+    assert.deepEqual([...ah.attr.grh.dgid], [...gidB]);
+    ah.attr.grh.dgid.fill(0);
+    assert.deepEqual([...ah.attr.grh.dgid], [...gidB], 'ah.attr hands out a copy');
+
+    const buf = Buffer.alloc(40 + 16);
+    b.qp.postRecv({ wrId: 1, sgList: [b.pd.regMr(buf, Access.LOCAL_WRITE).sge()] });
+    const smr = a.pd.regMr(Buffer.from('through the AH'), 0);
+    a.qp.postSend({ wrId: 2, opcode: WrOpcode.SEND, sendFlags: SendFlags.SIGNALED, sgList: [smr.sge()], ud: { ah, remoteQpn: b.qp.qpn, remoteQkey: 0x11111111 } });
+    assert.equal((await waitCompletions(a.cq, 1))[0]!.status, WcStatus.SUCCESS);
+    const [wc] = await waitCompletions(b.cq, 1);
+    assert.equal(wc!.status, WcStatus.SUCCESS);
+    assert.equal(buf.subarray(40, 54).toString(), 'through the AH');
+
+    let reads = 0;
+    const gidOnce = { grh: { get dgid() { return reads++ === 0 ? Buffer.from(gidB) : 'not a gid'; } } };
+    const ah2 = a.pd.createAh(gidOnce as unknown as AhAttr);
+    assert.equal(reads, 1, 'dgid read once');
+    assert.deepEqual([...ah2.attr.grh.dgid], [...gidB]);
   } finally {
     await close();
   }

@@ -2,6 +2,7 @@
 // by GID, so the GRH is required.
 
 import { Attr, M, Obj } from '../../abi/ids.js';
+import { copyAv } from '../../abi/av.js';
 import type { AhAttr } from '../../abi/types.js';
 import { handle, mandatory, newHandle, object } from '../attrs.js';
 import { fail } from '../errors.js';
@@ -42,7 +43,8 @@ export function defineAh(r: UapiRegistry): void {
   r.defineMethod<CoreContext>(Obj.AH, {
     id: M.AH.CREATE, name: 'CREATE', attrs: Object.values(CREATE),
     handler: (ctx) => {
-      const attr = ctx.get(CREATE.ahAttr);
+      // A copy, each field read once (abi/av.ts): the AH keeps none of the caller's objects.
+      const attr = copyAv(ctx.get(CREATE.ahAttr)) as Record<string, unknown>;
       const bad = checkGid(attr, ctx.context.device.gidTable(1).length);
       if (bad) fail('EINVAL', bad, { attr: 'ah_attr' });
       // checkGid has checked the fields an AhAttr needs.

@@ -11,6 +11,7 @@ import { fail } from '../errors.js';
 import type { ProviderCq, ProviderDevice, ProviderQp, ProviderSrq } from '../provider.js';
 import { checkTransition } from '../qp-transitions.js';
 import type { UapiRegistry } from '../registry.js';
+import { copyAv } from '../../abi/av.js';
 import { checkGid } from './ah.js';
 import { overMax, verbsName, type CoreContext } from './core.js';
 
@@ -111,6 +112,32 @@ const QP_ATTR_CHECKS: ReadonlyArray<readonly [number, (e: CheckEnv) => Problem |
   [QpAttr.CAP, () => ['cap', 'resizing work queues with modify_qp is not supported']],
 ];
 
+/** The field of ibv_qp_attr each mask bit selects (ALT_PATH has none: it is refused). */
+const QP_ATTR_FIELDS: ReadonlyArray<readonly [number, keyof QpAttrValues]> = [
+  [QpAttr.STATE, 'qpState'], [QpAttr.CUR_STATE, 'curQpState'], [QpAttr.EN_SQD_ASYNC_NOTIFY, 'enSqdAsyncNotify'],
+  [QpAttr.ACCESS_FLAGS, 'qpAccessFlags'], [QpAttr.PKEY_INDEX, 'pkeyIndex'], [QpAttr.PORT, 'portNum'], [QpAttr.QKEY, 'qkey'],
+  [QpAttr.AV, 'ahAttr'], [QpAttr.PATH_MTU, 'pathMtu'], [QpAttr.TIMEOUT, 'timeout'], [QpAttr.RETRY_CNT, 'retryCnt'],
+  [QpAttr.RNR_RETRY, 'rnrRetry'], [QpAttr.RQ_PSN, 'rqPsn'], [QpAttr.MAX_QP_RD_ATOMIC, 'maxRdAtomic'],
+  [QpAttr.MIN_RNR_TIMER, 'minRnrTimer'], [QpAttr.SQ_PSN, 'sqPsn'], [QpAttr.MAX_DEST_RD_ATOMIC, 'maxDestRdAtomic'],
+  [QpAttr.PATH_MIG_STATE, 'pathMigState'], [QpAttr.CAP, 'cap'], [QpAttr.DEST_QPN, 'destQpNum'],
+];
+
+/**
+ * modify_qp's attributes as the mask selects them, each read once, the address vector copied
+ * (abi/av.ts): the checks and the provider see the same values, and the QP keeps none of the
+ * caller's objects.
+ */
+function snapshotQpAttr(attr: QpAttrValues, mask: number): QpAttrValues {
+  const a = attr as Record<string, unknown>;
+  const out: Record<string, unknown> = {};
+  for (const [bit, key] of QP_ATTR_FIELDS) {
+    if (!(mask & bit)) continue;
+    const v = a[key];
+    out[key] = key === 'ahAttr' ? copyAv(v) : v;
+  }
+  return out as QpAttrValues;
+}
+
 /** Value checks for modify_qp, beyond which attributes are allowed. */
 function checkQpAttrValues(attr: QpAttrValues, mask: number, core: CoreContext, qp: ProviderQp): Problem | undefined {
   const env: CheckEnv = { attr, core, qp, dev: undefined, port: undefined };
@@ -172,7 +199,7 @@ export function defineQp(r: UapiRegistry): void {
     handler: (ctx) => {
       const qp = ctx.get(MODIFY.handle);
       const mask = ctx.get(MODIFY.mask);
-      const attr = ctx.get(MODIFY.attr);
+      const attr = snapshotQpAttr(ctx.get(MODIFY.attr), mask);
       const cur = mask & QpAttr.CUR_STATE && typeof attr.curQpState === 'number' ? attr.curQpState : qp.state;
       const bad = checkQpAttrValues(attr, mask, ctx.context, qp);
       if (bad) fail('EINVAL', bad[1], { attr: verbsName(bad[0]) });
@@ -190,7 +217,11 @@ export function defineQp(r: UapiRegistry): void {
   });
   r.defineMethod<CoreContext>(Obj.QP, {
     id: M.QP.QUERY, name: 'QUERY', attrs: Object.values(QUERY),
-    handler: (ctx) => ctx.set(QUERY.attr, ctx.get(QUERY.handle).query()),
+    handler: (ctx) => {
+      const a = ctx.get(QUERY.handle).query();
+      // The QP's address vector stays the QP's: the caller gets a copy to change as it likes.
+      ctx.set(QUERY.attr, a.ahAttr ? { ...a, ahAttr: copyAv(a.ahAttr) as QpAttrFull['ahAttr'] } : a);
+    },
   });
   r.defineMethod<CoreContext>(Obj.QP, { id: M.QP.DESTROY, name: 'DESTROY', attrs: Object.values(DESTROY), handler: () => {} });
 }
