@@ -303,12 +303,13 @@ export class PD extends Obj_ {
   createQp(init: QpCreateAttr): QP {
     objectArg(init, 'init', 'QP', 'CREATE');
     const a = Attr.QP.CREATE;
+    const srq = init.srq; // read once: the QP's SRQ is the one it was created with
     const out = this.context.invoke(Obj.QP, M.QP.CREATE, {
       [a.PD_HANDLE]: this.handle, [a.QP_TYPE]: init.qpType,
       [a.SEND_CQ]: handleIn(this.context, init.sendCq, 'send_cq', 'QP', 'CREATE'), [a.RECV_CQ]: handleIn(this.context, init.recvCq, 'recv_cq', 'QP', 'CREATE'),
-      [a.SRQ]: handleIn(this.context, init.srq, 'srq', 'QP', 'CREATE'), [a.CAP]: init.cap, [a.SQ_SIG_ALL]: init.sqSigAll,
+      [a.SRQ]: handleIn(this.context, srq, 'srq', 'QP', 'CREATE'), [a.CAP]: init.cap, [a.SQ_SIG_ALL]: init.sqSigAll,
     });
-    return this.context.wrap(new QP(this.context, out[a.HANDLE] as number, out[a.RESP_CAP] as QpCap, init.srq));
+    return this.context.wrap(new QP(this.context, out[a.HANDLE] as number, out[a.RESP_CAP] as QpCap, srq));
   }
   /** ibv_dealloc_pd: EBUSY while MRs, MWs, AHs, SRQs or QPs use it. */
   dealloc(): void {

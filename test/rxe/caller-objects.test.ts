@@ -226,3 +226,17 @@ test('createAh keeps a copy of the address vector: a UD send through it reaches 
     await close();
   }
 });
+
+test('createQp reads each cap field once: a getter cannot pass the limit check with one value and size the queue with another', async () => {
+  const { a, close } = await makePair(QpType.RC);
+  try {
+    let reads = 0;
+    const cap = { get maxSendWr() { return reads++ === 0 ? 4 : 1e9; }, maxRecvWr: 4 };
+    const qp = a.pd.createQp({ qpType: QpType.RC, sendCq: a.cq, recvCq: a.cq, cap: cap as unknown as { maxSendWr: number; maxRecvWr: number } });
+    assert.equal(reads, 1, 'maxSendWr read once');
+    const got = qp.query().cap.maxSendWr;
+    assert.ok(got >= 4 && got < 1e6, `the send queue holds ${got}`);
+  } finally {
+    await close();
+  }
+});

@@ -168,7 +168,11 @@ export function defineQp(r: UapiRegistry): void {
   r.defineMethod<CoreContext>(Obj.QP, {
     id: M.QP.CREATE, name: 'CREATE', attrs: Object.values(CREATE),
     handler: (ctx) => {
-      const cap = ctx.get(CREATE.cap);
+      // Each field read once: what checkCap passes is what the QP gets.
+      const given = ctx.get(CREATE.cap);
+      const cap: Partial<Record<keyof QpCapInit, unknown>> = {
+        maxSendWr: given.maxSendWr, maxRecvWr: given.maxRecvWr, maxSendSge: given.maxSendSge, maxRecvSge: given.maxRecvSge, maxInlineData: given.maxInlineData,
+      };
       const srq = ctx.get(CREATE.srq);
       const bad = checkCap(cap, ctx.context.device.queryDevice(), srq !== undefined);
       if (bad) fail('EINVAL', bad[1], { attr: bad[0] });
