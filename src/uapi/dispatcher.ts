@@ -249,26 +249,32 @@ export class UapiContext<Impl = unknown> {
     const uobjs = new Map<number, UObject>();
     if (!Array.isArray(attrsIn)) fail('EINVAL', 'attributes must be an array of {id, value}', site);
     for (const a of attrsIn) {
-      if (typeof a !== 'object' || a === null || !Number.isInteger(a.id)) fail('EINVAL', 'malformed attribute', site);
-      const spec = specs.get(a.id);
+      if (typeof a !== 'object' || a === null) fail('EINVAL', 'malformed attribute', site);
+      // Each of the caller's fields read once (as uverbs copies the attribute array in): an id
+      // checked as one attribute and stored as another would let a handler's later lookup fail
+      // after the provider made its object.
+      const id: unknown = a.id;
+      if (typeof id !== 'number' || !Number.isInteger(id)) fail('EINVAL', 'malformed attribute', site);
+      const spec = specs.get(id);
       if (!spec) {
         // As in uverbs: an attribute the kernel does not know fails only if the caller needs it understood.
-        if (a.mandatory) fail('EPROTONOSUPPORT', `unknown mandatory attribute id ${a.id}`, site);
+        if (a.mandatory) fail('EPROTONOSUPPORT', `unknown mandatory attribute id ${id}`, site);
         continue;
       }
-      const at = plan.sites.get(a.id)!;
-      if (values.has(a.id)) fail('EINVAL', 'given twice', at);
+      const at = plan.sites.get(id)!;
+      if (values.has(id)) fail('EINVAL', 'given twice', at);
       if (isOutput(spec)) fail('EINVAL', 'is an output and cannot be given', at);
-      if (a.value === undefined) {
+      const value: unknown = a.value;
+      if (value === undefined) {
         if (spec.mandatory) fail('EINVAL', 'is mandatory', at);
         continue;
       }
       if (spec.type.kind === 'handle') {
-        const u = this.lookupAttr(a.value, spec.type.object, at);
-        uobjs.set(a.id, u);
-        values.set(a.id, u.impl);
+        const u = this.lookupAttr(value, spec.type.object, at);
+        uobjs.set(id, u);
+        values.set(id, u.impl);
       } else {
-        values.set(a.id, checkValue(spec.type, a.value, at));
+        values.set(id, checkValue(spec.type, value, at));
       }
     }
     for (const spec of plan.mandatory) {

@@ -413,7 +413,13 @@ export class CompChannel extends Obj_ {
   getCqEvent(opts: { signal?: AbortSignal } = {}): Promise<CQ> {
     const bad = rejectedArg(opts, 'opts', 'COMP_CHANNEL', 'GET_CQ_EVENT');
     if (bad) return bad;
-    const p = this.p;
+    let p: CompChannelImpl;
+    try {
+      p = this.p;
+    } catch {
+      // Destroyed: a rejection, as for a waiter the destroy finds (onClose) and as cq.next().
+      return Promise.reject(new VerbsError('EBADF', 'completion channel destroyed', { object: 'COMP_CHANNEL', method: 'GET_CQ_EVENT' }));
+    }
     // Anything queued has no earlier waiter (deliver() would have handed it out).
     if (p.pending.length) return Promise.resolve(this.take(p));
     if (opts.signal?.aborted) return Promise.reject(opts.signal.reason);
@@ -507,6 +513,9 @@ export class CQ extends Obj_ {
    * that spins on an empty CQ allocates nothing.
    */
   poll(max = 16, into?: WorkCompletion[]): WorkCompletion[] {
+    // A negative count polls nothing, as ibv_poll_cq's loop; what is not an integer is refused
+    // (NaN or a string would have polled nothing for ever, 1.5 polled two).
+    if (!Number.isInteger(max)) fail('EINVAL', `must be an integer, got ${String(max)}`, { object: 'CQ', method: 'POLL', attr: 'num_entries' });
     if (into !== undefined && (!Array.isArray(into) || !Object.isExtensible(into))) {
       fail('EINVAL', `must be a writable array, got ${into === null ? 'null' : Array.isArray(into) ? 'a frozen or sealed array' : typeof into}`, { object: 'CQ', method: 'POLL', attr: 'into' });
     }

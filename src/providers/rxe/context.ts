@@ -30,6 +30,8 @@ export function queueEntries(n: number, max: number): number {
 const SGE_BYTES = 16;
 
 export class RxeAh {
+  /** Destroyed: a UD work request posted with it before then fails (rxe_get_av finds no AH by its ah_num). */
+  destroyed = false;
   constructor(readonly pd: RxePd, readonly attr: AhAttr, readonly address: string) {}
 }
 
@@ -106,7 +108,9 @@ export class RxeContext implements ProviderContext {
     return new RxeAh(pd as RxePd, attr, resolveAv(attr, this.device.family));
   }
 
-  destroyAh(): void {}
+  destroyAh(ah: object): void {
+    (ah as RxeAh).destroyed = true;
+  }
 
   createSrq(pd: object, attr: SrqAttrValues): ProviderSrq {
     // rxe_srq_from_init: the queue holds what rxe_queue_init rounds max_wr up to, and says so.

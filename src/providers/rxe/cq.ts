@@ -56,13 +56,14 @@ export class RxeCq implements ProviderCq {
   }
 
   poll(max: number, into?: WorkCompletion[]): WorkCompletion[] {
+    if (this.destroyed) fail('EBADF', 'the CQ was destroyed', { object: 'CQ', method: 'POLL' });
     // Polled empty: the consumer is looking for work. Read what the socket holds now rather
     // than leave it to the next turn of the event loop (a spinning poller then sees an answer
     // without an epoll round and a check-phase callback in between: busy polling). Not for a
     // CQ with a completion channel: its consumer is event-driven and polls to drain what an
     // event announced; reading there measured slower (SMC-R's ping-pong round trip, whose
     // links drain on events: 106-139 us against 63-69 without, docs/rxe.md).
-    if (this.queue.length === 0 && this.link && !this.onNotify && !this.destroyed) this.link.busyPoll();
+    if (this.queue.length === 0 && this.link && !this.onNotify) this.link.busyPoll();
     const out = into ?? [];
     out.length = 0;
     while (out.length < max && this.queue.length) out.push(this.queue.shift()!);
@@ -75,6 +76,7 @@ export class RxeCq implements ProviderCq {
   }
 
   reqNotify(solicitedOnly: boolean): void {
+    if (this.destroyed) fail('EBADF', 'the CQ was destroyed', { object: 'CQ', method: 'REQ_NOTIFY' });
     // A "next completion" arm is not narrowed to solicited ones by a later request (C11-31/32,
     // rxe_req_notify_cq).
     if (this.armed !== ARM_NEXT) this.armed = solicitedOnly ? ARM_SOLICITED : ARM_NEXT;

@@ -112,6 +112,11 @@ export class KeyTable {
     if (this.objs.get(obj.index) === obj) this.objs.delete(obj.index);
   }
 
+  /** Whether obj is still in the table (not deregistered or deallocated). */
+  holds(obj: RxeMr | RxeMw): boolean {
+    return this.objs.get(obj.index) === obj;
+  }
+
   lookup(key: number): RxeMr | RxeMw | undefined {
     const o = this.objs.get(key >>> 8);
     return o && o.keyByte === (key & 0xff) ? o : undefined;

@@ -385,6 +385,7 @@ export class RxeQp implements ProviderQp {
     }
     if (length > 0x80000000) fail('EINVAL', `message of ${length} bytes exceeds the 2 GiB limit`, { ...POST_SEND, attr: 'sg_list' });
     const flags = wr.sendFlags ?? 0;
+    if (!isU32(flags)) fail('EINVAL', `must be a 32-bit flag word (got ${String(flags)})`, { ...POST_SEND, attr: 'send_flags' });
     const mask = wrOpcodeInfo(wr.opcode)!.mask;
     const isAtomic = (mask & WrFlag.ATOMIC) !== 0;
     const rdAtomic = (mask & (WrFlag.ATOMIC | WrFlag.READ)) !== 0;
@@ -430,9 +431,12 @@ export class RxeQp implements ProviderQp {
       if (!b) fail('EINVAL', 'BIND_MW needs it', { ...POST_SEND, attr: 'bind_mw' });
       if (!isU32(b.rkey)) fail('EINVAL', `bindMw.rkey must be a u32 (got ${String(b.rkey)})`, { ...POST_SEND, attr: 'bind_mw' });
       const i = b.bindInfo;
-      if (typeof i !== 'object' || i === null || !Number.isSafeInteger(i.addr) || i.addr < 0 || !Number.isSafeInteger(i.length) || i.length < 0 || !Number.isInteger(i.mwAccessFlags)) {
-        fail('EINVAL', 'bindMw.bindInfo must be { mr, addr, length, mwAccessFlags } with non-negative integers', { ...POST_SEND, attr: 'bind_mw' });
+      if (typeof i !== 'object' || i === null || !Number.isSafeInteger(i.addr) || i.addr < 0 || !Number.isSafeInteger(i.length) || i.length < 0 || !isU32(i.mwAccessFlags)) {
+        fail('EINVAL', 'bindMw.bindInfo must be { mr, addr, length, mwAccessFlags } with non-negative integers (mwAccessFlags a 32-bit flag word)', { ...POST_SEND, attr: 'bind_mw' });
       }
+      // rdma-core's rxe validate_send_wr: a bind carries no data and no immediate.
+      if (sgl.length > 0) fail('EINVAL', 'BIND_MW takes no SGEs', { ...POST_SEND, attr: 'sg_list' });
+      if (wr.immData) fail('EINVAL', 'BIND_MW takes no immediate data', { ...POST_SEND, attr: 'imm_data' });
     }
     if (wr.opcode === WrOpcode.LOCAL_INV || wr.opcode === WrOpcode.SEND_WITH_INV) {
       if (!isU32(wr.invalidateRkey)) fail('EINVAL', 'is required for LOCAL_INV and SEND_WITH_INV, a u32', { ...POST_SEND, attr: 'invalidate_rkey' });

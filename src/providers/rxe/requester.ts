@@ -136,8 +136,9 @@ function start(qp: RxeQp, w: SendWqe): boolean {
     w.segs = segs;
   }
   if (w.rdAtomic && qp.attr.maxRdAtomic === 0) { qp.failSend(w, WcStatus.LOC_QP_OP_ERR); return false; }
-  // An AH from another PD (Linux rxe_get_av: "PDs don't match for AH and QP").
-  if (qp.qpType === QpType.UD && (w.wr.ud!.ah as RxeAh).pd !== qp.pd) { qp.failSend(w, WcStatus.LOC_QP_OP_ERR); return false; }
+  // Linux rxe_get_av: an AH of another PD ("PDs don't match for AH and QP"), or one destroyed
+  // since the post (its ah_num finds no AH).
+  if (qp.qpType === QpType.UD && ((w.wr.ud!.ah as RxeAh).pd !== qp.pd || (w.wr.ud!.ah as RxeAh).destroyed)) { qp.failSend(w, WcStatus.LOC_QP_OP_ERR); return false; }
   const mtu = qp.mtu;
   w.npkts = w.opcode === WrOpcode.ATOMIC_CMP_AND_SWP || w.opcode === WrOpcode.ATOMIC_FETCH_AND_ADD ? 1 : Math.max(1, Math.ceil(w.length / mtu));
   w.firstPsn = qp.req.psn;
@@ -281,7 +282,9 @@ function executeLocal(qp: RxeQp, w: SendWqe): void {
     const mr = info.mr ? keys.lookup(info.mr.lkey) : undefined;
     const remote = Access.REMOTE_READ | Access.REMOTE_WRITE | Access.REMOTE_ATOMIC | Access.ZERO_BASED;
     const bad =
-      !(mw instanceof RxeMw) || mw.pd !== qp.pd || (b.rkey >>> 8) !== mw.index ||
+      // rxe_bind_mw looks the window up by its key when the bind runs: one deallocated since
+      // the post is gone (and binding it would pin its MR for good: nothing could unbind it).
+      !(mw instanceof RxeMw) || !keys.holds(mw) || mw.pd !== qp.pd || (b.rkey >>> 8) !== mw.index ||
       (mw.type === MwType.TYPE_2 && (mw.bound || info.length === 0)) ||
       // o10-36.2.2: no zero-based type 1 window; and no window on a zero-based MR (rxe_check_bind_mw).
       (mw.type === MwType.TYPE_1 && (info.mwAccessFlags & Access.ZERO_BASED) !== 0) ||

@@ -21,6 +21,7 @@ import { Access, QpType, SendFlags, WcOpcode, WcStatus, WrOpcode, wcStatusStr, t
 import type { Sge, WorkCompletion } from '../../abi/types.js';
 import { connectQp, initQp } from '../../verbs/connect.js';
 import type { CompChannel, CQ, MR, PD, QP } from '../../verbs/api.js';
+import { VerbsError } from '../../uapi/errors.js';
 import type { SmcrDevice } from './device.js';
 import type { RemoteAddr } from '../../abi/remote-addr.js';
 import { rethrowLater } from '../poller.js';
@@ -244,6 +245,11 @@ export class SmcrLink {
         freed = this.handle(wcs) || freed;
       }
     } catch (err) {
+      // The CQ is gone (its device closed under the link): the link is down, nothing to rethrow.
+      if (err instanceof VerbsError && err.code === 'EBADF') {
+        this.postFailed(err);
+        return;
+      }
       rethrowLater(err);
       if (!this.isDown) setImmediate(() => { if (!this.isDown) this.drain(); });
       return;
