@@ -540,8 +540,14 @@ export class CQ extends Obj_ {
   next(opts: { signal?: AbortSignal } = {}): Promise<WorkCompletion> {
     const bad = rejectedArg(opts, 'opts', 'CQ', 'NEXT');
     if (bad) return bad;
-    if (this.waiters.length === 0) {
-      const [wc] = this.cq.poll(1);
+    if (this.waiters.length === 0 && !this.destroyed) {
+      let wc: WorkCompletion | undefined;
+      try {
+        [wc] = this.cq.poll(1);
+      } catch (e) {
+        if (!(e instanceof VerbsError && e.code === 'EBADF')) throw e;
+        this.destroyed = true; // a destroyed CQ's poll is EBADF: the promise rejects below
+      }
       if (wc) return Promise.resolve(wc);
     }
     if (!this.destroyed && !this.context.uapi.uobjectOf(this.cq)?.live) this.destroyed = true;
@@ -580,8 +586,16 @@ export class CQ extends Obj_ {
     this.scheduled = true;
     queueMicrotask(() => {
       this.scheduled = false;
-      while (this.waiters.length) {
-        const [wc] = this.cq.poll(1);
+      while (this.waiters.length && !this.destroyed) {
+        let wc: WorkCompletion | undefined;
+        try {
+          [wc] = this.cq.poll(1);
+        } catch (e) {
+          // Destroyed without word to the waiters (onCompletion(true) tells them): tell them now.
+          if (e instanceof VerbsError && e.code === 'EBADF') this.onDestroyed();
+          else throw e;
+          break;
+        }
         if (!wc) break;
         const w = this.waiters[0]!;
         this.drop(w);

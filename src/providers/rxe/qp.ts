@@ -99,7 +99,7 @@ export class RxeQp implements ProviderQp {
 
   /** cwnd/ssthresh: the packet window after losses (Reno-style AIMD; see requester.ts). */
   /** ackPass: the link's AckReq pass that last saw a packet of ours ask (link.ts, AckGroup). */
-  readonly req = { psn: 0, index: 0, noackPkts: 0, running: false, scheduled: false, paused: false, cwnd: MAX_CWND, ssthresh: MAX_CWND, ackPass: 0, askPsn: -1, wholeTo: -1 };
+  readonly req = { psn: 0, index: 0, noackPkts: 0, running: false, scheduled: false, paused: false, lifWait: false, cwnd: MAX_CWND, ssthresh: MAX_CWND, ackPass: 0, askPsn: -1, wholeTo: -1 };
   readonly comp = {
     psn: 0, retryCnt: 0, rnrRetry: 0, lastProgress: 0,
     /** A go-back-N retry is under way and nothing was acknowledged since (Linux comp.started_retry). */
@@ -233,8 +233,14 @@ export class RxeQp implements ProviderQp {
     if (mask & QpAttr.RNR_RETRY) { this.attr.rnrRetry = a.rnrRetry!; this.comp.rnrRetry = a.rnrRetry!; }
     if (mask & QpAttr.RQ_PSN) { this.attr.rqPsn = a.rqPsn!; this.resp.psn = a.rqPsn!; }
     if (mask & QpAttr.SQ_PSN) { this.attr.sqPsn = a.sqPsn!; this.req.psn = a.sqPsn!; this.comp.psn = a.sqPsn!; this.req.askPsn = this.req.wholeTo = -1; }
-    if (mask & QpAttr.MAX_QP_RD_ATOMIC) this.attr.maxRdAtomic = a.maxRdAtomic!;
-    if (mask & QpAttr.MAX_DEST_RD_ATOMIC) this.attr.maxDestRdAtomic = a.maxDestRdAtomic!;
+    // rxe_qp_from_attr: both rounded up to a power of two (0 stays 0), and the responder's
+    // READ/atomic resources made afresh for the new count (free_rd_atomic_resources).
+    if (mask & QpAttr.MAX_QP_RD_ATOMIC) this.attr.maxRdAtomic = roundUpPow2(a.maxRdAtomic!);
+    if (mask & QpAttr.MAX_DEST_RD_ATOMIC) {
+      this.attr.maxDestRdAtomic = roundUpPow2(a.maxDestRdAtomic!);
+      this.resp.resources = [];
+      this.resp.nextResource = 0;
+    }
     if (mask & QpAttr.MIN_RNR_TIMER) this.attr.minRnrTimer = a.minRnrTimer!;
     if (mask & QpAttr.DEST_QPN) this.attr.destQpNum = a.destQpNum!;
     if (mask & QpAttr.PATH_MIG_STATE) this.attr.pathMigState = a.pathMigState!;
@@ -296,7 +302,7 @@ export class RxeQp implements ProviderQp {
     this.rq.clear();
     this.state = QpState.RESET;
     this.attr.qpState = QpState.RESET;
-    Object.assign(this.req, { psn: 0, index: 0, noackPkts: 0, paused: false, cwnd: MAX_CWND, ssthresh: MAX_CWND, askPsn: -1, wholeTo: -1 });
+    Object.assign(this.req, { psn: 0, index: 0, noackPkts: 0, paused: false, lifWait: false, cwnd: MAX_CWND, ssthresh: MAX_CWND, askPsn: -1, wholeTo: -1 });
     Object.assign(this.comp, { psn: 0, startedRetry: false });
     Object.assign(this.resp, { psn: 0, msn: 0, nakSent: false, inMessage: 0, wqe: undefined, offset: 0, resources: [], nextResource: 0, readTo: -1, reading: undefined, held: [], ackPsn: -1, unackedPsn: -1 });
   }
@@ -309,12 +315,17 @@ export class RxeQp implements ProviderQp {
     this.state = QpState.ERR;
     this.attr.qpState = QpState.ERR;
     this.draining = false;
+    // Everything behind the first WQE that did not complete well is flushed, a local operation
+    // the requester has already carried out included: it completes in order, and Linux's
+    // flush_send_queue flushes whatever is still queued.
+    let behind = false;
     for (let i = 0; i < this.sq.length; i++) {
       const w = this.sq.at(i)!;
-      if (w.state !== WqeState.DONE) {
+      if (w.state !== WqeState.DONE || (behind && w.status === WcStatus.SUCCESS)) {
         w.state = WqeState.DONE;
         w.status = WcStatus.WR_FLUSH_ERR;
       }
+      behind ||= w.status !== WcStatus.SUCCESS;
     }
     this.retire();
     this.req.index = 0;
@@ -509,6 +520,11 @@ const POST_RECV = { object: 'QP', method: 'POST_RECV' } as const;
 const U64_MAX = (1n << 64n) - 1n;
 
 /** A key, immediate data or Q_Key: an integer in [0, 2^32). */
+/** Linux roundup_pow_of_two, with 0 kept as 0 (as rxe_qp_from_attr keeps it). */
+function roundUpPow2(n: number): number {
+  return n <= 1 ? n : 2 ** Math.ceil(Math.log2(n));
+}
+
 const isU32 = (v: unknown): v is number => Number.isInteger(v) && (v as number) >= 0 && (v as number) <= 0xffff_ffff;
 /** An atomic operand: a bigint in [0, 2^64). */
 const isU64Bigint = (v: unknown): v is bigint => typeof v === 'bigint' && v >= 0n && v <= U64_MAX;

@@ -53,6 +53,10 @@ export function runRequester(qp: RxeQp): void {
         break;
       }
       if (w.local) {
+        // Local invalidate fence (IBA 10.6.5.1; rxe_wqe_is_fenced makes it mandatory): a
+        // LOCAL_INV waits until every WQE before it has completed, so a window or MR the peer
+        // may still be using for earlier work stays valid until then.
+        if (w.opcode === WrOpcode.LOCAL_INV && qp.req.index > 0) { qp.req.lifWait = true; break; }
         if (w.wr.sendFlags! & SendFlags.FENCE && outstandingRdAtomic(qp) > 0) break;
         executeLocal(qp, w);
         if (qp.state !== QpState.RTS) break; // the op failed and took the QP to ERR
@@ -253,6 +257,11 @@ function sentUnacked(qp: RxeQp, w: SendWqe): void {
   if (w.state !== WqeState.PENDING || qp.destroyed) return;
   w.state = WqeState.DONE;
   qp.retire();
+  // A LOCAL_INV waiting for this one (UC: nothing else runs the requester again).
+  if (qp.req.lifWait) {
+    qp.req.lifWait = false;
+    runRequester(qp);
+  }
 }
 
 /** Reads and atomics sent and not yet answered (they count against max_rd_atomic). */

@@ -21,7 +21,6 @@ import { Access, QpType, SendFlags, WcOpcode, WcStatus, WrOpcode, wcStatusStr, t
 import type { Sge, WorkCompletion } from '../../abi/types.js';
 import { connectQp, initQp } from '../../verbs/connect.js';
 import type { CompChannel, CQ, MR, PD, QP } from '../../verbs/api.js';
-import { VerbsError } from '../../uapi/errors.js';
 import type { SmcrDevice } from './device.js';
 import type { RemoteAddr } from '../../abi/remote-addr.js';
 import { rethrowLater } from '../poller.js';
@@ -246,7 +245,7 @@ export class SmcrLink {
       }
     } catch (err) {
       // The CQ is gone (its device closed under the link): the link is down, nothing to rethrow.
-      if (err instanceof VerbsError && err.code === 'EBADF') {
+      if (err instanceof Error && (err as NodeJS.ErrnoException).code === 'EBADF') {
         this.postFailed(err);
         return;
       }
