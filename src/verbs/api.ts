@@ -45,10 +45,36 @@ export type QpCreateAttr = { qpType: number; sendCq: CQ; recvCq: CQ; sqSigAll?: 
 export type { ProviderGsi as Gsi, GsiDest, GsiSource } from '../uapi/provider.js';
 
 const devices: Device[] = [];
+const addedListeners = new Set<(device: Device) => void>();
 
 /** The devices this process has (ibv_get_device_list). */
 export function getDeviceList(): readonly Device[] {
   return devices.slice();
+}
+
+/**
+ * Call `fn` with every device made from now on, on the microtask after it is made (Linux
+ * tells its ib_clients so: ib_register_device → each client's add, the rdma_cm's cma_add_one).
+ * A device closed by then is not announced. Returns a function to stop.
+ */
+export function onDeviceAdded(fn: (device: Device) => void): () => void {
+  addedListeners.add(fn);
+  return () => { addedListeners.delete(fn); };
+}
+
+function announce(device: Device): void {
+  if (addedListeners.size === 0) return;
+  queueMicrotask(() => {
+    if (!devices.includes(device)) return;
+    for (const fn of [...addedListeners]) {
+      try {
+        fn(device);
+      } catch (e) {
+        // One listener that throws (a bug) keeps the device from no other; the error is not lost.
+        queueMicrotask(() => { throw e; });
+      }
+    }
+  });
 }
 
 export class Device {
@@ -57,6 +83,7 @@ export class Device {
   private holds = 0;
   constructor(readonly provider: ProviderDevice & { close?(): Promise<void> }) {
     devices.push(this);
+    announce(this);
   }
 
   /**

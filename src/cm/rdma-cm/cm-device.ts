@@ -4,8 +4,14 @@
 // Devices are the process's rxe devices (getDeviceList()); one holding an address is found
 // through its GID table (RoCEv2: the GID is the address). A device closing is DEVICE_REMOVAL
 // for every id on it.
+//
+// Devices come and go while the CM runs. As Linux tells every ib_client of a new device
+// (ib_register_device → cma_add_one, which makes each wildcard listener on listen_any_list
+// listen there: cma_listen_on_dev), the verbs layer announces each device made (onDeviceAdded):
+// while any id is alive, the CM gives it its CM agent and tells the followers (wildcard
+// listeners). A device going away is seen through its context closing.
 
-import { getDeviceList, type Context, type Device } from '../../verbs/api.js';
+import { getDeviceList, onDeviceAdded, type Context, type Device } from '../../verbs/api.js';
 import type { DeviceAttr } from '../../abi/types.js';
 import { addressFromGid } from '../../abi/inet.js';
 import { CmAgent, guarded, type CmAgentEvent } from '../agent.js';
@@ -16,8 +22,18 @@ export interface CmIdSink {
   onDeviceRemoval(dev: CmDevice): void;
 }
 
+/** What hears of each CM device as it is made (Linux's listen_any_list: wildcard listeners). */
+export interface CmDeviceFollower {
+  onDeviceAdded(dev: CmDevice): void;
+}
+
 const byDevice = new Map<Device, CmDevice>();
 const notCm = new WeakSet<Device>();
+const followers = new Set<CmDeviceFollower>();
+
+/** Ids alive (retain/release): while there is one, every device made gets its CM agent. */
+let retained = 0;
+let stopFollowing: (() => void) | undefined;
 
 export class CmDevice {
   private ctx: Context;
@@ -63,11 +79,37 @@ export class CmDevice {
     });
   }
 
-  /** The CM device of `device`, made on first use. */
+  /** The CM device of `device`, made on first use; the followers hear of it then (cma_add_one). */
   static of(device: Device): CmDevice {
     let d = byDevice.get(device);
-    if (!d) byDevice.set(device, d = new CmDevice(device));
+    if (!d) {
+      byDevice.set(device, d = new CmDevice(device));
+      // One follower that throws (a bug) must not keep the device from the others.
+      for (const f of [...followers]) guarded(() => f.onDeviceAdded(d!));
+    }
     return d;
+  }
+
+  /** `f` hears of every CM device made from now on, until unfollow (a wildcard listener). */
+  static follow(f: CmDeviceFollower): void { followers.add(f); }
+  static unfollow(f: CmDeviceFollower): void { followers.delete(f); }
+
+  /**
+   * An id is alive (createId): every device gets its CM agent now and, until the last id is
+   * released, every device made later as the verbs layer announces it (onDeviceAdded).
+   */
+  static retain(): void {
+    retained++;
+    CmDevice.attachAll();
+    stopFollowing ??= onDeviceAdded(() => CmDevice.attachAll());
+  }
+
+  /** An id was destroyed: with the last one, new devices are no longer followed. */
+  static release(): void {
+    if (retained > 0) retained--;
+    if (retained > 0 || !stopFollowing) return;
+    stopFollowing();
+    stopFollowing = undefined;
   }
 
   /**

@@ -14,15 +14,15 @@ import { SoftrdmaError } from '../../abi/errors.js';
 import { QpType } from '../../abi/enums.js';
 import type { Context, PD, QP } from '../../verbs/api.js';
 import type { CmAgentEvent } from '../agent.js';
-import { cmAckTimeout } from '../cm-state.js';
+import { cmAckTimeout, type CmStateName } from '../cm-state.js';
 import { CmDataSize, RejReason, SidrStatus, rejReasonName, reqQpType, sidrStatusName, type CmMessageOf } from '../wire/cm-messages.js';
 import {
   CMA_REQ_USER_PRIVATE_DATA, CMA_SIDR_REQ_USER_PRIVATE_DATA, RDMA_UDP_QKEY, cmaReqPrivateData, cmaRoceFlowLabel, cmaUserData, decodeCmaHeader, roceGid, serviceIdFor,
 } from '../wire/cma-header.js';
 import { PORT_SPACE, isWildcard, ports, sockAddr, type PortSpaceName, type SockAddr } from './addresses.js';
-import { CmDevice, type CmIdSink } from './cm-device.js';
+import { CmDevice, type CmDeviceFollower, type CmIdSink } from './cm-device.js';
 import { connEventParam, formatRep, formatReq, sidrRep, udEventParam } from './cm-fields.js';
-import type { EventChannel } from './event-channel.js';
+import { EventChannel } from './event-channel.js';
 import { ERRNO, type ConnEventParam, type RdmaCmEvent, type RdmaCmEventType, type UdEventParam } from './events.js';
 import { checkTimeout, privateData, rdAtomic, retries, timingOf, uint, type CmQpInit, type CmTiming, type ConnParam, type CreateIdOptions } from './params.js';
 import { qpToErr, qpToInit, qpToRtr, qpToRts, type CmPath } from './qp-transitions.js';
@@ -47,7 +47,7 @@ const destroyIdsAtExit = (): void => {
 };
 
 
-export class RdmaCmId implements CmIdSink {
+export class RdmaCmId implements CmIdSink, CmDeviceFollower {
   /** The application's context (librdmacm's id->context). */
   context: unknown;
   readonly portSpace: PortSpaceName;
@@ -77,14 +77,16 @@ export class RdmaCmId implements CmIdSink {
 
   /** @internal use createId */
   constructor(readonly channel: EventChannel, portSpace: PortSpaceName, opts: CreateIdOptions = {}) {
+    if (!(channel instanceof EventChannel)) throw new SoftrdmaError('EINVAL', `rdma_cm: channel must be an EventChannel (createEventChannel()), got ${shown(channel)}`);
     if (portSpace !== 'tcp' && portSpace !== 'udp') throw new SoftrdmaError('EINVAL', `rdma_cm: portSpace must be 'tcp' or 'udp', got ${String(portSpace)}`);
+    if (typeof opts !== 'object' || opts === null) throw new SoftrdmaError('EINVAL', `rdma_cm: opts must be an object (or left out), got ${shown(opts)}`);
     this.portSpace = portSpace;
     this.context = opts.context;
     this.timing = timingOf(opts);
     channel.adopt(this);
     liveIds.add(this);
     armCmExit('ids', destroyIdsAtExit);
-    CmDevice.attachAll();
+    CmDevice.retain();
   }
 
   get state(): RdmaCmState { return this.st; }
@@ -137,7 +139,7 @@ export class RdmaCmId implements CmIdSink {
     const d = sockAddr('dst', dst.address, dst.port);
     if (d.port === 0 && !this.ud) throw new SoftrdmaError('EINVAL', 'rdma_cm: dst port must not be 0');
     checkTimeout(timeoutMs);
-    const given = src === undefined ? undefined : typeof src === 'string' ? sockAddr('src', src, 0) : sockAddr('src', src.address, src.port ?? 0);
+    const given = srcAddr(src);
     const bound = this.st === 'addr-bound';
     const s = bound ? this.local : given;
     if (s && s.family !== d.family) {
@@ -295,8 +297,9 @@ export class RdmaCmId implements CmIdSink {
 
   /**
    * rdma_listen: the service id of the bound port in the id's port space, on the device of
-   * the bound address (a wildcard: on every device of that family present now; '::' takes
-   * both families). An id that is not bound is bound to the IPv4 wildcard and an ephemeral port.
+   * the bound address (a wildcard: on every device of that family, present now or made later,
+   * as Linux's listen_any_list; '::' takes both families). An id that is not bound is bound to
+   * the IPv4 wildcard and an ephemeral port.
    * `backlog` bounds the CONNECT_REQUESTs queued on the channel that the application has not
    * taken yet (ucma's backlog: an event is taken when next(), the iterator or a listener gets
    * it); a REQ beyond that is dropped without a word, so the client's resend of it comes in
@@ -312,9 +315,10 @@ export class RdmaCmId implements CmIdSink {
     const sid = serviceIdFor(this.ps, local.port);
     const done: Array<[CmDevice, number]> = [];
     try {
-      // A wildcard listens on the CM devices of the family present now (Linux: cma_listen_on_all);
-      // the listener itself stays on no device (its verbs undefined), as in Linux.
-      const devs = this.dev ? [this.dev] : CmDevice.cmDevicesOf(local.address === '::' ? undefined : local.family);
+      // A wildcard listens on the CM devices of its family present now (Linux: cma_listen_on_all)
+      // and on those made later (onDeviceAdded); the listener itself stays on no device (its
+      // verbs undefined), as in Linux.
+      const devs = this.dev ? [this.dev] : CmDevice.cmDevicesOf(this.wildcardFamily());
       for (const d of devs) done.push([d, d.agent.listen(sid)]);
     } catch (err) {
       for (const [d, lid] of done) try { d.agent.call(lid, { type: 'destroy' }); } catch { /* gone with its device */ }
@@ -325,13 +329,39 @@ export class RdmaCmId implements CmIdSink {
       }
       throw err;
     }
-    for (const [d, lid] of done) {
-      this.listens.set(d, lid);
-      d.own(lid, this);
-      d.attach(this);
-    }
+    for (const [d, lid] of done) this.listenOn(d, lid);
     this.backlog = max;
     this.st = 'listen';
+    if (!this.dev) CmDevice.follow(this);
+  }
+
+  /**
+   * @internal A CM device was made after our listen (cma_add_one): a wildcard listener listens
+   * there too when the device is of its family (cma_listen_on_dev). Where the service id is
+   * taken on that device it goes without, as Linux warns and goes on.
+   */
+  onDeviceAdded(dev: CmDevice): void {
+    if (this.st !== 'listen' || this.dev || this.listens.has(dev)) return;
+    const fam = this.wildcardFamily();
+    if (fam !== undefined && dev.family !== fam) return;
+    let lid: number;
+    try {
+      lid = dev.agent.listen(serviceIdFor(this.ps, this.local!.port));
+    } catch {
+      return;
+    }
+    this.listenOn(dev, lid);
+  }
+
+  /** The family a wildcard listener takes devices of: '::' both (AFONLY off, Linux's default). */
+  private wildcardFamily(): 4 | 6 | undefined {
+    return this.local!.address === '::' ? undefined : this.local!.family;
+  }
+
+  private listenOn(d: CmDevice, lid: number): void {
+    this.listens.set(d, lid);
+    d.own(lid, this);
+    d.attach(this);
   }
 
   /**
@@ -390,12 +420,18 @@ export class RdmaCmId implements CmIdSink {
   }
 
   /**
-   * rdma_reject: TCP a REJ with reason CONSUMER_DEFINED (28) and up to 148 bytes of private
-   * data; UDP a SIDR_REP with status REJECT and up to 136 bytes.
+   * rdma_reject, "a connection request or response": TCP a REJ with reason CONSUMER_DEFINED (28)
+   * and up to 148 bytes of private data; UDP a SIDR_REP with status REJECT and up to 136 bytes.
+   * Linux's rdma_reject checks no rdma_cm state, only ib_send_cm_rej the CM's: besides a request
+   * (REQ_RCVD), a REP on the active side after CONNECT_RESPONSE (REP_RCVD, MRA_REP_SENT: the CM
+   * goes back to IDLE) and, on the passive side, our own REP before the RTU (REP_SENT,
+   * MRA_REP_RCVD: the CM goes into time-wait). No event follows on this id: cma_ib_handler
+   * gates TIMEWAIT_EXIT on RDMA_CM_DISCONNECT, which a rejected id never reaches.
    */
   reject(privateDataIn?: Uint8Array): void {
-    this.expect('reject', ['connect-request']);
+    this.expect('reject', ['connect-request', 'connect']);
     const dev = this.dev!;
+    if (this.st === 'connect') this.expectRejectable(dev);
     if (this.ud) {
       const pdata = privateData('privateData', privateDataIn, CmDataSize.SIDR_REP_PRIVATE_DATA);
       dev.agent.call(this.commId!, { type: 'send_sidr_rep', rep: sidrRep(SidrStatus.REJECT, 0, pdata) });
@@ -407,10 +443,17 @@ export class RdmaCmId implements CmIdSink {
     this.st = 'rejected';
   }
 
+  /** reject() in 'connect': a REP to answer, or our REP without its RTU (ib_send_cm_rej's states). */
+  private expectRejectable(dev: CmDevice): void {
+    const cs = this.ud ? undefined : dev.agent.state(this.commId!);
+    if (cs !== undefined && REJECTABLE.has(cs)) return;
+    throw new SoftrdmaError('EINVAL', `rdma_cm: reject in state connect with the CM in ${cs ?? 'a SIDR exchange'} (only a request, a REP before establish(), or our REP before the RTU can be rejected)`);
+  }
+
   /**
    * rdma_disconnect, as Linux's: the QP to ERR, then a DREQ if the connection is established,
    * else the DREP if the peer's DREQ came (DISCONNECTED having been delivered), else nothing
-   * (the CM is not in a state to disconnect, e.g. a REP still unanswered: destroyId rejects).
+   * (the CM is not in a state to disconnect, e.g. a REP still unanswered: reject or destroyId).
    * DISCONNECTED comes with the DREP (or after the DREQ's retries, status -ETIMEDOUT), then
    * TIMEWAIT_EXIT. EINVAL only for an id with no connection (Linux: no ib cm_id). A UDP id
    * (after its SIDR exchange) only has its QP moved to ERR: there is nothing to tear down.
@@ -434,6 +477,8 @@ export class RdmaCmId implements CmIdSink {
   destroyId(): void {
     if (this.st === 'destroyed') return;
     liveIds.delete(this);
+    CmDevice.unfollow(this);
+    CmDevice.release();
     const dev = this.dev;
     if (dev && !dev.isRemoved) {
       if (this.commId !== undefined) {
@@ -671,6 +716,12 @@ export class RdmaCmId implements CmIdSink {
   }
 }
 
+/**
+ * The CM states in which an id in 'connect' can reject (ib_send_cm_rej): the active side holding
+ * a REP (CONNECT_RESPONSE came), the passive side whose REP awaits its RTU.
+ */
+const REJECTABLE: ReadonlySet<CmStateName> = new Set(['REP_RCVD', 'MRA_REP_SENT', 'REP_SENT', 'MRA_REP_RCVD']);
+
 /** One try of a SIDR_REQ (cma_resolve_ib_udp: 1 << (CMA_CM_RESPONSE_TIMEOUT - 8) ms). */
 function sidrTryMs(t: CmTiming): number {
   return 2 ** Math.max(t.cmResponseTimeout - 8, 0);
@@ -688,6 +739,20 @@ function backlogOf(v: unknown): number {
 /** rdma_create_id */
 export function createId(channel: EventChannel, portSpace: PortSpaceName, opts: CreateIdOptions = {}): RdmaCmId {
   return new RdmaCmId(channel, portSpace, opts);
+}
+
+/** resolveAddr's `src`: left out, an address, or { address, port? } (EINVAL naming src otherwise). */
+function srcAddr(src: unknown): SockAddr | undefined {
+  if (src === undefined) return undefined;
+  if (typeof src === 'string') return sockAddr('src', src, 0);
+  if (typeof src !== 'object' || src === null) throw new SoftrdmaError('EINVAL', `rdma_cm: src must be an address or { address, port }, got ${shown(src)}`);
+  const o = src as { address?: unknown; port?: unknown };
+  return sockAddr('src', o.address, o.port ?? 0);
+}
+
+/** A bad argument as an error message shows it. */
+function shown(v: unknown): string {
+  return v === null ? 'null' : typeof v === 'object' ? (v.constructor?.name ?? 'an object') : `${typeof v} ${String(v)}`;
 }
 
 /** connect's and accept's parameters: an object (omitted: defaults), never null or a scalar. */

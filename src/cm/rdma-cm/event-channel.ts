@@ -19,7 +19,7 @@
 
 import { EventEmitter } from 'node:events';
 import { SoftrdmaError } from '../../abi/errors.js';
-import type { RdmaCmEvent, RdmaCmEventType } from './events.js';
+import { RDMA_CM_EVENT, type RdmaCmEvent, type RdmaCmEventType } from './events.js';
 
 interface Waiter {
   id: unknown;
@@ -112,12 +112,21 @@ export class EventChannel extends EventEmitter implements AsyncIterable<RdmaCmEv
 
   /**
    * The next event (of one of `types`, and for `id` if given), within `timeoutMs` (ETIMEDOUT
-   * otherwise). Queued events from an iterator are looked at first. Infinity, or more than
-   * 2^31 - 1 ms (about 24.8 days, the most a Node timer takes), means no timeout.
+   * otherwise). An event is for `id` when it is about `id` or, a CONNECT_REQUEST, arrived on
+   * listener `id` (so next('CONNECT_REQUEST', ms, listener) is librdmacm's rdma_get_request).
+   * Queued events from an iterator are looked at first. Infinity, or more than 2^31 - 1 ms
+   * (about 24.8 days, the most a Node timer takes), means no timeout. An unknown event type or a
+   * timeout that is not a number of 0 or more is EINVAL (a rejected promise, as every failure here).
    */
   next(types?: RdmaCmEventType | readonly RdmaCmEventType[], timeoutMs = 30_000, id?: unknown): Promise<RdmaCmEvent> {
-    const want = types === undefined ? undefined : new Set(typeof types === 'string' ? [types] : types);
-    const match = (e: RdmaCmEvent) => (!want || want.has(e.event)) && (id === undefined || e.id === id);
+    let want: Set<RdmaCmEventType> | undefined;
+    try {
+      want = eventTypes(types);
+      checkWait(timeoutMs);
+    } catch (err) {
+      return Promise.reject(err as Error);
+    }
+    const match = (e: RdmaCmEvent) => (!want || want.has(e.event)) && (id === undefined || e.id === id || e.listenId === id);
     const i = this.queue.findIndex(match);
     if (i >= 0) return Promise.resolve(this.take(i));
     if (this.closed) return Promise.reject(new SoftrdmaError('EBADF', 'rdma_cm: the event channel is closed'));
@@ -175,6 +184,23 @@ export class EventChannel extends EventEmitter implements AsyncIterable<RdmaCmEv
     }
     this.waiters.clear();
   }
+}
+
+/** next()'s `types`: one event type or a list of them (EINVAL naming an unknown one); undefined: any. */
+function eventTypes(types: unknown): Set<RdmaCmEventType> | undefined {
+  if (types === undefined) return undefined;
+  const list: unknown[] = typeof types === 'string' ? [types] : Array.isArray(types) ? types : [types];
+  for (const t of list) {
+    if (typeof t !== 'string' || !Object.hasOwn(RDMA_CM_EVENT, t)) {
+      throw new SoftrdmaError('EINVAL', `rdma_cm: next() types: ${JSON.stringify(t) ?? String(t)} is not an event type (${Object.keys(RDMA_CM_EVENT).join(', ')})`);
+    }
+  }
+  return new Set(list as RdmaCmEventType[]);
+}
+
+/** next()'s `timeoutMs`: a number of 0 or more (Infinity: no timeout); anything else would set no timer and wait for ever. */
+function checkWait(ms: unknown): void {
+  if (typeof ms !== 'number' || Number.isNaN(ms) || ms < 0) throw new SoftrdmaError('EINVAL', `rdma_cm: next() timeoutMs must be a number of 0 or more (Infinity: none), got ${typeof ms === 'string' ? JSON.stringify(ms) : String(ms)}`);
 }
 
 /** rdma_create_event_channel */
