@@ -32,7 +32,9 @@ test('a GSO run libuv had to queue is not passed by the packets behind it', asyn
   proto.getSendQueueCount = function (this: dgram.Socket) { return (queued.get(this) ?? 0) + count.call(this); };
   t.after(() => { proto.send = send; proto.getSendQueueCount = count; });
 
-  const { a, b, close } = await makePair(undefined, { timeout: 14, retryCnt: 3 });
+  // A local ACK timeout of ~1 s (18): a retransmit here must come from a NAK, not from this
+  // machine stalling past the 67 ms of timeout 14 under load (a CI run's flake).
+  const { a, b, close } = await makePair(undefined, { timeout: 18, retryCnt: 3 });
   t.after(close);
   // A 64 KiB WRITE: FIRST (with RETH) alone, the MIDDLEs as GSO runs, LAST alone behind them.
   const size = 64 << 10;

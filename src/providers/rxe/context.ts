@@ -3,7 +3,7 @@
 
 import type { ProviderContext, ProviderCq, ProviderMr, ProviderMw, ProviderQp, ProviderSrq } from '../../uapi/provider.js';
 import type { AhAttr, AsyncEvent, QpAttrValues, QpCap, QpInitAttr, SrqAttrValues } from '../../abi/types.js';
-import { AsyncEventType } from '../../abi/enums.js';
+import { AsyncEventType, SrqAttr } from '../../abi/enums.js';
 import { fail } from '../../uapi/errors.js';
 import { RxeCq } from './cq.js';
 import { type RxeMr, type RxeMw, RxePd } from './keys.js';
@@ -119,7 +119,9 @@ export class RxeContext implements ProviderContext {
   }
 
   modifySrq(srq: ProviderSrq, attr: Partial<SrqAttrValues>, mask: number): void {
-    (srq as RxeSrq).modify(attr, mask);
+    // A new size is rounded as at create (rxe_queue_resize goes through rxe_queue_init's rule).
+    const sized = mask & SrqAttr.MAX_WR ? { ...attr, maxWr: queueEntries(attr.maxWr!, this.device.limits.maxSrqWr) } : attr;
+    (srq as RxeSrq).modify(sized, mask);
   }
 
   destroySrq(srq: ProviderSrq): void {

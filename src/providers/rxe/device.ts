@@ -126,8 +126,8 @@ let deviceCount = 0;
  * of Linux rxe's RXE_DEVICE_CAP_FLAGS this device really has. PORT_ACTIVE_EVENT (every context
  * opens with IBV_EVENT_PORT_ACTIVE), SYS_IMAGE_GUID (sys_image_guid is the node GUID),
  * RC_RNR_NAK_GEN (the responder answers a SEND without a receive with an RNR NAK), MEM_WINDOW
- * and MEM_WINDOW_TYPE_2B (type 1 and type 2 windows, a type 2 bound to its QP). Not claimed:
- * SRQ_RESIZE (modify_srq with MAX_WR is EOPNOTSUPP), MEM_MGT_EXTENSIONS (no fast registration),
+ * and MEM_WINDOW_TYPE_2B (type 1 and type 2 windows, a type 2 bound to its QP), SRQ_RESIZE
+ * (modify_srq with MAX_WR, as rxe_srq_from_attr). Not claimed: MEM_MGT_EXTENSIONS (no fast registration),
  * AUTO_PATH_MIG (no alternate paths), BAD_PKEY_CNTR and BAD_QKEY_CNTR (the port counters read
  * 0), CHANGE_PHY_PORT and UD_AV_PORT_ENFORCE (one port).
  */
@@ -135,6 +135,7 @@ export const RXE_DEVICE_CAP_FLAGS =
   (1 << 10) | // PORT_ACTIVE_EVENT
   (1 << 11) | // SYS_IMAGE_GUID
   (1 << 12) | // RC_RNR_NAK_GEN
+  (1 << 13) | // SRQ_RESIZE
   (1 << 17) | // MEM_WINDOW
   (1 << 24); // MEM_WINDOW_TYPE_2B
 

@@ -225,9 +225,10 @@ export function sendPacket(qp: RxeQp, w: SendWqe, mustAsk = false): void {
   if (info.immdt >= 0) immdt.write(buf, info.immdt, w.wr.immData ?? 0);
   if (info.ieth >= 0) ieth.write(buf, info.ieth, w.wr.invalidateRkey!);
   if (info.deth >= 0) {
-    const qkey = w.wr.ud!.remoteQkey;
-    // A Q_Key with the high bit set means "use the QP's own Q_Key" (IBA 10.2.5).
-    deth.write(buf, info.deth, qkey & 0x80000000 ? qp.attr.qkey : qkey, qp.qpn);
+    // The work request's Q_Key as it is, as Linux's init_req_packet sends it: the IBTA's rule
+    // that one with bit 31 set means the QP's own (10.2.5) is not Linux rxe's (a peer QP whose
+    // Q_Key has bit 31 set is reached by naming that Q_Key).
+    deth.write(buf, info.deth, w.wr.ud!.remoteQkey, qp.qpn);
   }
   const parts: Buffer[] = [buf];
   if (payloadLen > 0) {

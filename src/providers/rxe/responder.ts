@@ -5,7 +5,7 @@
 
 import { Access, AsyncEventType, QpState, QpType, WcFlags, WcOpcode, WcStatus, MwType } from '../../abi/enums.js';
 import { ACK_SYNDROME_NO_CREDIT_LIMIT, AethSyndrome, NakCode, aeth, atmack, atmeth, deth, ieth, immdt, parsePacket, reth, writeBth, type Packet } from './wire/headers.js';
-import { BTH_BYTES, DETH_BYTES, ICRC_BYTES, OPCODES, Op, OpCode } from './wire/opcodes.js';
+import { ICRC_BYTES, OPCODES, Op, OpCode } from './wire/opcodes.js';
 import { psnAdd, psnDiff } from './wire/psn.js';
 import { ipv4Bytes, ipv6Bytes } from '../../abi/inet.js';
 import type { RecvWqe, RespResource, RxeQp } from './qp.js';
@@ -690,7 +690,7 @@ function onUc(qp: RxeQp, pkt: Packet): void {
   const r = qp.resp;
   const m = pkt.mask;
   if (pkt.psn !== r.psn || !sequenceOk(qp, m)) {
-    ucAbandon(qp);
+    ucAbandon(qp, WcStatus.REM_INV_REQ_ERR, pkt);
     if (!(m & Op.START)) {
       traceResp(qp.qpn, RespState.ERR_PSN_OUT_OF_SEQ, pkt.psn);
       qp.device.counters.out_of_seq_request++; r.psn = psnAdd(pkt.psn, 1); return;
@@ -702,10 +702,18 @@ function onUc(qp: RxeQp, pkt: Packet): void {
     traceResp(qp.qpn, RespState.ERR_RNR, pkt.psn);
     qp.device.counters.no_recv_wqe_drops++; return;
   }
-  if (!lengthOk(m, pkt.payloadLength, qp.mtu)) { ucAbandon(qp); ucDrop(qp, pkt, RespState.ERR_LENGTH); return; }
+  if (!lengthOk(m, pkt.payloadLength, qp.mtu)) { ucAbandon(qp, WcStatus.REM_INV_REQ_ERR, pkt); ucDrop(qp, pkt, RespState.ERR_LENGTH); return; }
   if (m & Op.WRITE) {
     const err = placeWrite(qp, pkt);
-    if (err !== undefined) { ucAbandon(qp); ucDrop(qp, pkt, err === NakCode.REMOTE_ACCESS_ERROR ? RespState.ERR_RKEY_VIOLATION : RespState.ERR_LENGTH); return; }
+    if (err !== undefined) {
+      const access = err === NakCode.REMOTE_ACCESS_ERROR;
+      // A write with immediate data has taken its receive by now in Linux (check_resource):
+      // with an SRQ, that receive completes in error below.
+      if (qp.srq && m & Op.IMMDT && !r.wqe) takeRecv(qp);
+      ucAbandon(qp, access ? WcStatus.REM_ACCESS_ERR : WcStatus.REM_INV_REQ_ERR, pkt);
+      ucDrop(qp, pkt, access ? RespState.ERR_RKEY_VIOLATION : RespState.ERR_LENGTH);
+      return;
+    }
   } else {
     const w = r.wqe!;
     // The lkeys of the SGEs reached are looked up for every packet, as on RC (Linux copy_data).
@@ -723,15 +731,23 @@ function onUc(qp: RxeQp, pkt: Packet): void {
 }
 
 /**
- * Abandon the UC message in progress: the next one starts afresh (Linux do_class_d1e_error
- * resets the receive WQE to its original state). Its receive WQE, if any, is kept for it, and
- * is filled again from its start.
+ * Abandon the UC message in progress: the next one starts afresh. Without an SRQ its receive
+ * WQE, if any, is kept for it and filled again from its start (class D: Linux
+ * do_class_d1e_error resets the WQE). With an SRQ the receive it took from the SRQ completes
+ * with `status` (class E: REM_INV_REQ_ERR for a broken sequence or a bad length, REM_ACCESS_ERR
+ * for an rkey violation), the QP staying as it is; unlike Linux, whose UC SRQ QP then drops
+ * every later message (its resp.opcode is never reset), the next message is taken.
  */
-function ucAbandon(qp: RxeQp): void {
+function ucAbandon(qp: RxeQp, status: number, pkt: Packet): void {
   const r = qp.resp;
   r.inMessage = 0;
   r.offset = 0;
   r.writeLen = r.writeDone = 0;
+  const w = r.wqe;
+  if (qp.srq && w) {
+    r.wqe = undefined;
+    if (!completeRecv(qp, w, status, WcOpcode.RECV, 0, pkt)) cqOverflow(qp, pkt.psn);
+  }
 }
 
 /**
@@ -769,7 +785,7 @@ function onUd(qp: RxeQp, pkt: Packet, from: string): void {
   const len = pkt.payloadLength;
   // Linux execute: the network header, then the payload, each copied by copy_data (only the
   // SGEs they reach are looked up).
-  let placed = placeRecv(qp, w.sgList, w.total, 0, buildGrh(qp, from, len), 0, GRH_BYTES);
+  let placed = placeRecv(qp, w.sgList, w.total, 0, buildGrh(qp, from, pkt.buf.length), 0, GRH_BYTES);
   if (placed === Placed.OK) placed = placeRecv(qp, w.sgList, w.total, GRH_BYTES, pkt.buf, pkt.payloadOffset, len);
   if (placed !== Placed.OK) return badRecvWqe(qp, w, pkt, placed);
   const m = pkt.mask;
@@ -780,9 +796,11 @@ function onUd(qp: RxeQp, pkt: Packet, from: string): void {
 }
 
 /** The 40-byte GRH area: an IPv6 header, or for IPv4 20 zero bytes then the IPv4 header (as rxe). */
-function buildGrh(qp: RxeQp, from: string, payloadLen: number): Buffer {
+function buildGrh(qp: RxeQp, from: string, packetLen: number): Buffer {
   const g = Buffer.alloc(GRH_BYTES);
-  const udpLen = UDP_BYTES + BTH_BYTES + DETH_BYTES + payloadLen + ICRC_BYTES;
+  // The datagram's own length, as the IP header Linux copies (ip_hdr / ipv6_hdr) carries it:
+  // the whole RoCE packet, ImmDt and pad bytes included.
+  const udpLen = UDP_BYTES + packetLen;
   if (qp.device.family === 4) {
     const ip = 20;
     g[ip] = 0x45;

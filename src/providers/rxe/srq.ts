@@ -41,7 +41,18 @@ export class RxeSrq implements ProviderSrq {
     return w;
   }
 
+  /**
+   * rxe_srq_from_attr: MAX_WR resizes the queue (rxe_queue_resize, `maxWr` already rounded as
+   * rxe_queue_init rounds it), the WQEs posted staying in order; refused (EINVAL, nothing
+   * changed) when they would not fit. LIMIT arms the limit.
+   */
   modify(attr: Partial<SrqAttrValues>, mask: number): void {
+    if (mask & SrqAttr.MAX_WR) {
+      const n = attr.maxWr!;
+      if (n < this.q.length) fail('EINVAL', `${n} entries cannot hold the ${this.q.length} receives posted`, { object: 'SRQ', method: 'MODIFY', attr: 'max_wr' });
+      this.q.resize(n);
+      this.attr.maxWr = n;
+    }
     if (mask & SrqAttr.LIMIT) this.limit = attr.srqLimit ?? 0;
   }
 

@@ -42,7 +42,7 @@ export function defineSrq(r: UapiRegistry): void {
       const maxWr = ctx.get(CREATE.maxWr), maxSge = ctx.get(CREATE.maxSge), limit = ctx.get(CREATE.srqLimit) ?? 0;
       if (maxWr > dev.maxSrqWr) fail('EINVAL', overMax(maxWr, 'max_srq_wr', dev.maxSrqWr), { attr: 'max_wr' });
       if (maxSge > dev.maxSrqSge) fail('EINVAL', overMax(maxSge, 'max_srq_sge', dev.maxSrqSge), { attr: 'max_sge' });
-      if (limit > maxWr) fail('EINVAL', `${limit} exceeds max_wr ${maxWr}`, { attr: 'srq_limit' });
+      // No check of srq_limit here: rxe_srq_chk_init has none (the limit is armed as given).
       const srq = ctx.context.provider.createSrq(ctx.get(CREATE.pd), { maxWr, maxSge, srqLimit: limit });
       ctx.hold(ctx.handle(CREATE.pd));
       return { created: srq };
@@ -54,13 +54,22 @@ export function defineSrq(r: UapiRegistry): void {
       const srq = ctx.get(MODIFY.handle);
       const mask = ctx.get(MODIFY.mask);
       const limit = ctx.get(MODIFY.srqLimit);
-      if (mask & SrqAttr.MAX_WR) fail('EOPNOTSUPP', 'resizing an SRQ is not supported', { attr: 'max_wr' });
+      const maxWr = ctx.get(MODIFY.maxWr);
+      // rxe_srq_chk_attr: a new size within the device's, not below an armed limit; a limit
+      // within the queue as it is now.
+      const cur = srq.query();
+      if (mask & SrqAttr.MAX_WR) {
+        if (maxWr === undefined) fail('EINVAL', 'MAX_WR in the mask needs max_wr', { attr: 'max_wr' });
+        const dev = ctx.context.device.queryDevice();
+        if (maxWr > dev.maxSrqWr) fail('EINVAL', overMax(maxWr, 'max_srq_wr', dev.maxSrqWr), { attr: 'max_wr' });
+        if (cur.srqLimit > 0 && maxWr < cur.srqLimit) fail('EINVAL', `${maxWr} is below the armed srq_limit ${cur.srqLimit}`, { attr: 'max_wr' });
+      }
       if (mask & SrqAttr.LIMIT) {
         if (limit === undefined) fail('EINVAL', 'LIMIT in the mask needs srq_limit', { attr: 'srq_limit' });
-        if (limit > srq.query().maxWr) fail('EINVAL', `${String(limit)} exceeds max_wr ${srq.query().maxWr}`, { attr: 'srq_limit' });
+        if (limit > cur.maxWr) fail('EINVAL', `${String(limit)} exceeds max_wr ${cur.maxWr}`, { attr: 'srq_limit' });
       }
-      // Without LIMIT in the mask the provider does not read srqLimit (which may then be absent).
-      ctx.context.provider.modifySrq(srq, { srqLimit: limit as number }, mask);
+      // The provider reads only what the mask names (the others may be absent).
+      ctx.context.provider.modifySrq(srq, { maxWr: maxWr as number, srqLimit: limit as number }, mask);
     },
   });
   r.defineMethod<CoreContext>(Obj.SRQ, {
