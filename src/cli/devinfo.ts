@@ -6,7 +6,7 @@
 import { isIPv4 } from 'node:net';
 import { parseArgs } from 'node:util';
 import { addressFromGid, createRxeDevice, getDeviceList, mtuBytes, type Device } from '../index.js';
-import { getoptArgs, intOption, resolveBindOption } from '../tools/usage.js';
+import { getoptArgs, getoptScan, intOption, resolveBindOption } from '../tools/usage.js';
 
 export const DEVINFO_USAGE = `usage: softrdma devinfo [options]      print the ca attributes (like ibv_devinfo)
 
@@ -151,14 +151,30 @@ export function devinfo(devs: readonly Device[] = getDeviceList(), opts: Devinfo
  * devinfo.c: 255) and UsageErrors for values (-i below 1: 1 in devinfo.c; --bind and
  * --udp-port alike). Arguments that are not options are ignored, as devinfo.c ignores them.
  */
-const DEVINFO_OPTIONS = {
+export const DEVINFO_OPTIONS = {
   'ib-dev': { type: 'string', short: 'd' }, 'ib-port': { type: 'string', short: 'i' }, list: { type: 'boolean', short: 'l' },
   verbose: { type: 'boolean', short: 'v' }, bind: { type: 'string', multiple: true }, 'udp-port': { type: 'string' },
   port: { type: 'string' }, // the old spelling of --udp-port
 } as const;
 
+/**
+ * devinfo.c lists the devices as soon as getopt returns 'l' (and returns 0): the options before
+ * -l are read (an unknown one, or -i 0, is still a usage error), those after it are not
+ * (`-l -x`, `-l -i 0` list). softrdma's own --bind, --udp-port (--port) make the devices that
+ * are listed, so they are taken wherever they are.
+ */
+function untilList(args: string[]): string[] {
+  const scan = getoptScan(args, DEVINFO_OPTIONS);
+  const l = scan.find((o) => o.name === 'list');
+  if (!l) return args;
+  const head = args.slice(0, l.first);
+  if (l.char !== undefined && l.char > 1) head.push(args[l.first]!.slice(0, l.char));
+  const own = scan.filter((o) => o.first > l.first && (o.name === 'bind' || o.name === 'udp-port' || o.name === 'port'));
+  return [...head, '-l', ...own.flatMap((o) => args.slice(o.first, o.last + 1))];
+}
+
 export async function devinfoCommand(args: string[]): Promise<number> {
-  const { values } = parseArgs({ args: getoptArgs(args, DEVINFO_OPTIONS), options: DEVINFO_OPTIONS, allowPositionals: true });
+  const { values } = parseArgs({ args: getoptArgs(untilList(args), DEVINFO_OPTIONS), options: DEVINFO_OPTIONS, allowPositionals: true });
   // devinfo.c reads -i with strtol(optarg, NULL, 0) into an int and refuses a port below 1;
   // print_hca_cap takes it as a uint8_t, so 256 would wrap to 0 (every port): refused here.
   const port = intOption('-i/--ib-port', values['ib-port'], 0, 1, 255, 'c');

@@ -2,17 +2,17 @@
 // The softrdma command.
 
 import os from 'node:os';
-import { devinfoCommand, DEVINFO_USAGE } from './devinfo.js';
+import { devinfoCommand, DEVINFO_OPTIONS, DEVINFO_USAGE } from './devinfo.js';
 import { demo, DEMO_USAGE } from './demo.js';
 import { smcDemo, SMC_DEMO_USAGE } from './smc-demo.js';
-import { perftest, PERFTEST_USAGE } from '../tools/perftest/index.js';
-import { isUsageError, synopsis, UsageError, usageErrorLine } from '../tools/usage.js';
-import { pingpong, PINGPONG_USAGE } from '../tools/pingpong.js';
-import { rping, RPING_USAGE } from '../tools/rping.js';
-import { cmatose, CMATOSE_USAGE } from '../tools/cmatose.js';
-import { smcss, SMCSS_USAGE } from '../tools/smcss.js';
-import { linkgroup, LINKGROUP_USAGE } from '../tools/linkgroup.js';
-import { smcChk, SMC_CHK_USAGE } from '../tools/smc-chk.js';
+import { perftest, PERFTEST_OPTIONS, PERFTEST_USAGE } from '../tools/perftest/index.js';
+import { getoptScan, isUsageError, synopsis, UsageError, usageErrorLine, type Options } from '../tools/usage.js';
+import { pingpong, PINGPONG_OPTIONS, PINGPONG_USAGE } from '../tools/pingpong.js';
+import { rping, RPING_OPTIONS, RPING_USAGE } from '../tools/rping.js';
+import { cmatose, CMATOSE_OPTIONS, CMATOSE_USAGE } from '../tools/cmatose.js';
+import { smcss, SMCSS_OPTIONS, SMCSS_USAGE } from '../tools/smcss.js';
+import { linkgroup, linkgroupWants, LINKGROUP_USAGE } from '../tools/linkgroup.js';
+import { smcChk, SMC_CHK_OPTIONS, SMC_CHK_USAGE } from '../tools/smc-chk.js';
 import { smcRun, SMC_RUN_USAGE, smcRunOptionEnd } from '../tools/smc-run.js';
 import { smcTcpOption, SMC_TCP_OPTION_USAGE, tcpOptionRunOptionEnd } from '../tools/smc-tcp-option.js';
 import { packageVersion } from '../tools/version.js';
@@ -29,6 +29,16 @@ interface Command {
   exitOnSignals?: boolean;
   /** Short options that mean --version for this tool (as in the original: smc_run -v, perftest -V). */
   versionShort?: string[];
+  /**
+   * The tool's options as getopt_long reads them (its parseArgs options): --help and --version
+   * are then found as getopt would meet them, abbreviated (`--vers`), grouped (`smcss -av`), and
+   * not inside another option's value; unset: only the exact words, anywhere.
+   */
+  options?: Options;
+  /** The tool's own way of finding help and version among its arguments (linkgroup: smc.c's prefixes). */
+  wants?: (args: string[]) => 'help' | 'version' | undefined;
+  /** The exit status after --help or --version (perftest: FAILURE, as its mains return after HELP_EXIT/VERSION_EXIT); default 0. */
+  helpVersionExit?: number;
   /** Where the tool's own options end (smc-run: at the command it runs). */
   optionEnd?: (args: string[]) => number;
   /**
@@ -48,14 +58,14 @@ interface Command {
 // getopt fails; smc.c (smcr linkgroup) exits -1 (255).
 const COMMANDS: Record<string, Command> = {
   demo: { args: '[-v]', about: 'RDMA WRITE and SEND between two rxe devices in one process', usage: DEMO_USAGE, usageExit: 2, run: demo },
-  devinfo: { args: '[-d DEV] [-i PORT] [-l] [-v]', about: 'like ibv_devinfo (an rxe device on --bind ADDR)', usage: DEVINFO_USAGE, usageExit: (err) => (isParseArgsError(err) ? 255 : 1), run: devinfoCommand },
-  perftest: { args: '<test> [options] [host]', about: "perftest's ib_*_bw and ib_*_lat (write, read, send, atomic)", usage: PERFTEST_USAGE, usageExit: 1, versionShort: ['-V'], exitOnSignals: true, run: async (a) => { await perftest(a); } },
-  pingpong: { args: 'rc|uc|ud [options] [host]', about: "rdma-core's ibv_{rc,uc,ud}_pingpong", usage: PINGPONG_USAGE, usageExit: 1, exitOnSignals: true, run: async (a) => { await pingpong(a); } },
-  rping: { args: '-s|-c [-a ADDR] [options]', about: "librdmacm's rping, through softrdma/cm", usage: RPING_USAGE, usageExit: 22, exitOnSignals: true, run: rping },
-  cmatose: { args: '[-s ADDR] [-c N] [--ud]', about: "librdmacm's cmatose / udaddy: N connections at once", usage: CMATOSE_USAGE, usageExit: 1, exitOnSignals: true, run: cmatose },
-  smcss: { args: '[-a|-l] [-d] [-D|-R] [-W]', about: "SMC sockets of this user's processes (like smcss)", usage: SMCSS_USAGE, usageExit: 1, versionShort: ['-V', '-v'], versionText: (v) => `smcss utility, softrdma-${v}`, run: smcss },
-  linkgroup: { args: '[-d|-dd] [show|link-show]', about: "SMC-R link groups and links (like smcr linkgroup)", usage: LINKGROUP_USAGE, usageExit: 255, versionShort: ['-v'], run: linkgroup },
-  'smc-chk': { args: '<host> <port>', about: 'does a service get SMC-D, and if not why (like smc_chk -C)', usage: SMC_CHK_USAGE, usageExit: 2, versionShort: ['-v'], run: smcChk },
+  devinfo: { args: '[-d DEV] [-i PORT] [-l] [-v]', about: 'like ibv_devinfo (an rxe device on --bind ADDR)', usage: DEVINFO_USAGE, options: DEVINFO_OPTIONS, usageExit: (err) => (isParseArgsError(err) ? 255 : 1), run: devinfoCommand },
+  perftest: { args: '<test> [options] [host]', about: "perftest's ib_*_bw and ib_*_lat (write, read, send, atomic)", usage: PERFTEST_USAGE, options: PERFTEST_OPTIONS, usageExit: 1, versionShort: ['-V'], helpVersionExit: 1, exitOnSignals: true, run: async (a) => { await perftest(a); } },
+  pingpong: { args: 'rc|uc|ud [options] [host]', about: "rdma-core's ibv_{rc,uc,ud}_pingpong", usage: PINGPONG_USAGE, options: PINGPONG_OPTIONS, usageExit: 1, exitOnSignals: true, run: async (a) => { await pingpong(a); } },
+  rping: { args: '-s|-c -a ADDR [options]', about: "librdmacm's rping, through softrdma/cm", usage: RPING_USAGE, options: RPING_OPTIONS, usageExit: 22, exitOnSignals: true, run: rping },
+  cmatose: { args: '[-s ADDR] [-c N] [--ud]', about: "librdmacm's cmatose / udaddy: N connections at once", usage: CMATOSE_USAGE, options: CMATOSE_OPTIONS, usageExit: 1, exitOnSignals: true, run: cmatose },
+  smcss: { args: '[-a|-l] [-d] [-D|-R] [-W]', about: "SMC sockets of this user's processes (like smcss)", usage: SMCSS_USAGE, options: SMCSS_OPTIONS, usageExit: 1, versionShort: ['-V', '-v'], versionText: (v) => `smcss utility, softrdma-${v}`, run: smcss },
+  linkgroup: { args: '[-d|-dd] [show|link-show]', about: "SMC-R link groups and links (like smcr linkgroup)", usage: LINKGROUP_USAGE, usageExit: 255, versionShort: ['-v'], wants: linkgroupWants, run: linkgroup },
+  'smc-chk': { args: '<host> <port>', about: 'does a service get SMC-D, and if not why (like smc_chk -C)', usage: SMC_CHK_USAGE, options: SMC_CHK_OPTIONS, usageExit: 2, versionShort: ['-v'], run: smcChk },
   'smc-run': { args: '[-d] [-r SIZE] [-o] <cmd...>', about: 'run a Node program with SMC-capable sockets (like smc_run)', usage: SMC_RUN_USAGE, usageExit: 1, versionShort: ['-v'], optionEnd: smcRunOptionEnd, run: smcRun },
   'smc-tcp-option': { args: '<sub> [DIR | CMD...]', about: "Linux's SMC TCP option in a cgroup's SYNs (BPF, root)", usage: SMC_TCP_OPTION_USAGE, usageExit: 2, versionShort: ['-v'], optionEnd: tcpOptionRunOptionEnd, run: smcTcpOption },
   'smc-demo': { args: '', about: 'SMC-D next to TCP on this host: mode, MiB/s, round trip', usage: SMC_DEMO_USAGE, usageExit: 2, run: smcDemo },
@@ -73,10 +83,32 @@ commands:
 ${lines.join('\n')}`;
 }
 
-/** --help / --version anywhere among the tool's own options (not in a value, not after --). */
+/**
+ * --help / --version among the tool's own options (not after --). With the tool's options, as
+ * getopt_long meets them: in order, by any unambiguous prefix (`--vers`), in a group of short
+ * options (`smcss -av`), not inside an option's value; up to the first option getopt would
+ * refuse (the tool's parser reports that one). Without, the exact words anywhere.
+ */
 function wants(c: Command, args: string[]): 'help' | 'version' | undefined {
+  if (c.wants) return c.wants(args);
   const end = c.optionEnd ? c.optionEnd(args) : args.indexOf('--') < 0 ? args.length : args.indexOf('--');
-  for (const a of args.slice(0, end)) {
+  const own = args.slice(0, end);
+  if (c.options) {
+    for (const o of getoptScan(own, c.options)) {
+      if (o.char === undefined) {
+        if (o.name === 'help' || o.name === 'version') return o.name;
+        if (o.name === undefined) return undefined;
+        continue;
+      }
+      if (o.name !== undefined) continue;
+      const letter = `-${own[o.first]![o.char]!}`;
+      if (letter === '-h') return 'help';
+      if (c.versionShort?.includes(letter)) return 'version';
+      return undefined;
+    }
+    return undefined;
+  }
+  for (const a of own) {
     if (a === '-h' || a === '--help') return 'help';
     if (a === '--version' || c.versionShort?.includes(a)) return 'version';
   }
@@ -88,8 +120,8 @@ async function main(argv: string[]): Promise<number> {
   if (cmd !== undefined && Object.hasOwn(COMMANDS, cmd)) {
     const c = COMMANDS[cmd]!;
     const w = wants(c, rest);
-    if (w === 'help') { console.log(c.usage); return 0; }
-    if (w === 'version') { console.log(c.versionText ? c.versionText(packageVersion()) : `softrdma ${cmd} ${packageVersion()}`); return 0; }
+    if (w === 'help') { console.log(c.usage); return c.helpVersionExit ?? 0; }
+    if (w === 'version') { console.log(c.versionText ? c.versionText(packageVersion()) : `softrdma ${cmd} ${packageVersion()}`); return c.helpVersionExit ?? 0; }
     // Ctrl-C and kill end a run through process.exit, so that the exit hooks run: the rdma_cm's
     // sweep sends the DREQ or REJ a Linux peer gets from the kernel when a process dies (without
     // it a peer waiting on its CQ waits for ever), and rxe's held ACKs leave.

@@ -10,11 +10,13 @@
 // SENDs its replies. The server disconnects every connection; the client answers each DISCONNECTED
 // with rdma_disconnect. udaddy: the client SENDs -C datagrams WITH_IMM (its QPN) on each id to the
 // QPN and Q_Key of the SIDR_REP; the server makes a reply AH from the first one's GRH and answers
-// with -C of its own. Not here: -f (address format), -P ib, -t (TOS), -m (migrate), -a (ACK timeout):
-// softrdma/cm has no AF_IB, no rdma_set_option and no rdma_migrate_id.
+// with -C of its own. -f name|ip and -P tcp (udaddy: udp) are taken as cmatose takes them. Not here:
+// -f gid, -P ib (udaddy: ipoib), -t (TOS), -m (migrate), -a (ACK timeout): softrdma/cm has no
+// AF_IB, no RDMA_PS_IB or IPoIB port space, no rdma_set_option and no rdma_migrate_id.
 // softrdma adds a check (every message arrives with -S bytes) and a --timeout, where cmatose would
 // wait for ever.
 
+import { isIP } from 'node:net';
 import { parseArgs } from 'node:util';
 import {
   Access, createRxeDevice, rxeOf, SendFlags, WcOpcode, WcStatus, wcStatusStr, WrOpcode, type AH, type CQ, type MR, type PD, type QP, type WorkCompletion,
@@ -24,8 +26,8 @@ import { UsageError, getoptArgs, intOption, MAX_TIMER_SEC, resolveAddressOptions
 import { routeSource } from './route-source.js';
 import { WaitTimeouts } from './wait-timeouts.js';
 
-export const CMATOSE_USAGE = `usage: softrdma cmatose [-s server_address] [-b bind_address] [-c connections]
-                        [-C message_count] [-S message_size] [-p port] [--ud]
+export const CMATOSE_USAGE = `usage: softrdma cmatose [-s server_address] [-b bind_address] [-f name|ip] [-P tcp]
+                        [-c connections] [-C message_count] [-S message_size] [-p port] [--ud]
 
 rdma-core's cmatose (RC, rdma_cm TCP port space) or, with --ud, udaddy (UD through SIDR, UDP port
 space), over softrdma/cm: -c connections at once, -C messages of -S bytes each way on each.
@@ -34,6 +36,10 @@ Either side may be the kernel's ucmatose / udaddy.
   -s addr      the server's address or host name (makes this the client; without it, the server)
   -b addr      the local address (the server's: required; the client's: default what the
                kernel's routing picks towards -s)
+  -f format    address format of -s and -b: name (a host name or an address, the default) or
+               ip (numeric addresses only), as cmatose's; gid (AF_IB) is not taken
+  -P space     port space: tcp, cmatose's default (--ud: udp, udaddy's); ib (--ud: ipoib) is
+               not taken
   -c n         connections (default 1)
   -C n         messages each way per connection (default 10)
   -S n         message size (default 100; --ud: at most the path MTU)
@@ -51,10 +57,10 @@ interface Opts {
   ud: boolean; udpPort: number; timeoutMs: number;
 }
 
-const CMATOSE_OPTIONS = {
+export const CMATOSE_OPTIONS = {
   s: { type: 'string', short: 's' }, b: { type: 'string', short: 'b' }, c: { type: 'string', short: 'c' },
   C: { type: 'string', short: 'C' }, S: { type: 'string', short: 'S' }, p: { type: 'string', short: 'p' },
-  ud: { type: 'boolean' }, 'udp-port': { type: 'string' }, timeout: { type: 'string' },
+  f: { type: 'string', short: 'f' }, P: { type: 'string', short: 'P' }, ud: { type: 'boolean' }, 'udp-port': { type: 'string' }, timeout: { type: 'string' },
 } as const;
 
 async function parse(args: string[]): Promise<Opts> {
@@ -69,6 +75,24 @@ async function parse(args: string[]): Promise<Opts> {
   };
   // create_message(): no message size, no messages (the run is connections only).
   if (o.size === 0) o.count = 0;
+  // -f and -P as cmatose.c and udaddy.c read them (strncasecmp on the first letters); a word they
+  // do not know is their warning, and the default stays.
+  const starts = (v: string, w: string) => v.slice(0, w.length).toLowerCase() === w;
+  let numeric = false;
+  if (values.f !== undefined) {
+    if (starts(values.f, 'ip')) numeric = true;
+    else if (starts(values.f, 'gid')) throw new UsageError('-f gid: softrdma/cm has no AF_IB (give IP addresses or host names)');
+    else if (!starts(values.f, 'name')) process.stderr.write('Warning: unknown address format\n');
+  }
+  if (values.P !== undefined) {
+    const [own, other] = ud ? ['udp', 'ipoib'] : ['tcp', 'ib'];
+    if (starts(values.P, other)) throw new UsageError(`-P ${values.P}: softrdma/cm has no ${ud ? 'IPoIB' : 'RDMA_PS_IB'} port space (${ud ? 'udaddy' : 'cmatose'} runs on ${own}, the default)`);
+    if (!starts(values.P, own)) process.stderr.write('Warning: unknown port space format\n');
+  }
+  // -f ip: rdma_getaddrinfo with RAI_NUMERICHOST, which takes no host name.
+  for (const [k, v] of [['-s', values.s], ['-b', values.b]] as const) {
+    if (numeric && v !== undefined && isIP(v) === 0) throw new UsageError(`${k} must be a numeric IPv4 or IPv6 address with -f ip, got '${v}'`);
+  }
   if (values.s === undefined && (values.b === undefined || values.b === '0.0.0.0' || values.b === '::')) throw new UsageError('the server needs -b with the address of its softrdma device');
   // cmatose resolves -s and -b with rdma_getaddrinfo(): host names too.
   const addrs = await resolveAddressOptions([['b', values.b], ['s', values.s]]);

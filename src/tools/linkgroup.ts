@@ -22,8 +22,8 @@ export const LINKGROUP_USAGE = `usage: softrdma linkgroup [-d|-dd] [show | link-
   -a, --absolute      taken, as smc-tools takes it (no details: a later -a undoes -d)
       --json          the link groups and their links as one JSON document, with their pids
                       (link-show: the links that pass ibdev/netdev)
-  -h, --help          this message
-  -v, --version       show version information
+  -h, --help          this message (any prefix of -help or --help: -he, as smc.c)
+  -v, --version       show version information (any prefix of -version: -vers)
 
 Like smc-tools' smcr linkgroup, for the SMC-R link groups of this user's softrdma processes on
 this host. As smc-tools, prints nothing at all when there is no link group; 'linkgroup help'
@@ -52,6 +52,27 @@ export interface LinkgroupOptions {
 
 /** util.c's contains(): whether `given` is a non-empty prefix of `word`. */
 const prefixOf = (given: string, word: string) => given.length > 0 && word.startsWith(given);
+
+/**
+ * Whether the options ask for the version or the help, as smc.c's main() takes its options in
+ * order (`--x` read as `-x`): -ad/-da and any prefix of -absolute first, then of -version, of
+ * -details, of -ddetails, of -help (so `-v`, `-vers`, `--version`; `-h`, `-he`, `--help`); as
+ * parseLinkgroupArgs, anywhere up to '--', and up to an unknown option (which it reports).
+ */
+export function linkgroupWants(args: string[]): 'help' | 'version' | undefined {
+  for (const a of args) {
+    if (a === '--') return undefined;
+    if (!a.startsWith('-')) continue;
+    if (a === '--json') continue;
+    const opt = a.startsWith('--') ? a.slice(1) : a;
+    if (opt.startsWith('-ad') || opt.startsWith('-da') || prefixOf(opt, '-absolute')) continue;
+    if (prefixOf(opt, '-version')) return 'version';
+    if (prefixOf(opt, '-details') || prefixOf(opt, '-ddetails')) continue;
+    if (prefixOf(opt, '-help')) return 'help';
+    return undefined;
+  }
+  return undefined;
+}
 
 /** strtol(s, 16) as unsigned int: the leading hex digits, or undefined when there are none. */
 function hexNumber(s: string): number | undefined {

@@ -117,6 +117,7 @@ const OPTIONS = {
   sl: { type: 'string', short: 'l' }, events: { type: 'boolean', short: 'e' }, 'gid-idx': { type: 'string', short: 'g' },
   chk: { type: 'boolean', short: 'c' },
 } as const;
+export const PINGPONG_OPTIONS = OPTIONS;
 
 export async function pingpong(argv: string[], out: (line: string) => void = (l) => console.log(l)): Promise<{ usecPerIter: number; bytes: number }> {
   const { values, positionals } = parseArgs({ args: getoptArgs(argv, OPTIONS), allowPositionals: true, options: OPTIONS });
@@ -125,7 +126,7 @@ export async function pingpong(argv: string[], out: (line: string) => void = (l)
   if (extra !== undefined) throw new UsageError(`unexpected argument '${extra}'`);
   // ud_pingpong.c's getopt string has no 'm' ("p:d:i:s:r:n:l:eg:c"): an unknown option there.
   if (kind === 'ud' && values.mtu !== undefined) {
-    const given = argv.find((a) => a === '--mtu' || a.startsWith('--mtu=')) ? '--mtu' : '-m';
+    const given = argv.some((a) => a.startsWith('--m')) ? '--mtu' : '-m'; // --mtu, or a prefix of it
     throw new UsageError(`unknown option '${given}' (ud_pingpong has no path MTU option)`);
   }
   // The C tools read their numbers with strtol(..., 0): decimal, 0x hex, 0-prefixed octal.

@@ -16,14 +16,15 @@ import { UsageError, getoptArgs, intOption, resolveAddressOptions } from './usag
 import { routeSource } from './route-source.js';
 import { remoteAddr, type RemoteAddr } from '../abi/remote-addr.js';
 
-export const RPING_USAGE = `usage: softrdma rping -s [-vVd] [-S size] [-C count] [-a addr] [-p port] [-P]
+export const RPING_USAGE = `usage: softrdma rping -s [-vVd] [-S size] [-C count] -a addr [-p port] [-P]
        softrdma rping -c [-vVd] [-S size] [-C count] [-I addr] -a addr [-p port]
 
 rdma-core's rping over softrdma's rdma_cm; either side may be the kernel's rping.
 
   -c            client side
   -s            server side
-  -a addr       address (server: to listen on; client: of the server); or a host name
+  -a addr       address (server: to listen on, required: its softrdma device's address, where
+                rping listens on any address without -a; client: of the server); or a host name
   -I addr       source address for the client (default: the one the kernel's routing picks)
   -p port       port (default 7174)
   -C count      ping count times (default: until interrupted)
@@ -75,7 +76,7 @@ interface Opts {
   verbose: boolean; validate: boolean; debug: boolean; persistent: boolean; udpPort: number;
 }
 
-const RPING_OPTIONS = {
+export const RPING_OPTIONS = {
   a: { type: 'string', short: 'a' }, I: { type: 'string', short: 'I' }, P: { type: 'boolean', short: 'P' },
   p: { type: 'string', short: 'p' }, C: { type: 'string', short: 'C' }, S: { type: 'string', short: 'S' },
   s: { type: 'boolean', short: 's' }, c: { type: 'boolean', short: 'c' }, v: { type: 'boolean', short: 'v', multiple: true },
@@ -307,35 +308,45 @@ async function serveOne(o: Opts, child: RdmaCmId, ch: EventChannel, dbg: (s: str
     }
     dbg('cma_event type RDMA_CM_EVENT_ESTABLISHED');
     const qp = child.qp!;
+    // rping_test_server's waits: when one finds the connection gone (the client's DREQ, the normal
+    // end: DISCONNECTED, state 10; a device removal: ERROR, 11), rping says which wait and what
+    // state on stderr, and returns 0 for DISCONNECTED (-1 otherwise: "rping server failed").
+    let endedAt = '';
     for (;;) {
       // Wait for the client's start buffer advertisement.
       const start = await conn.recvInfo();
-      if (!start) break;
+      if (!start) { endedAt = 'RDMA_READ_ADV'; break; }
       dbg(`Received rkey ${start.rkey.toString(16)} addr ${start.addr.toString(16)} len ${start.size} from peer`);
       dbg('server received sink adv');
       const len = Math.min(start.size, conn.rdmaBuf.length);
       qp.postSend({ wrId: 3n, opcode: WrOpcode.RDMA_READ, sendFlags: SendFlags.SIGNALED, sgList: [conn.rdmaMr.sge(0, len)], rdma: { remoteAddr: start.addr, rkey: start.rkey } });
       dbg('server posted rdma read req ');
       const rd = await conn.next();
-      if (!rd) break;
+      if (!rd) { endedAt = 'RDMA_READ_COMPLETE'; break; }
       if (rd.opcode !== WcOpcode.RDMA_READ) throw new Error(`wait for RDMA_READ_COMPLETE: completion opcode ${rd.opcode}`);
       dbg('server received read complete');
       if (o.verbose) out(`server ping data: ${cstr(conn.rdmaBuf)}`);
       conn.postSend();
       dbg('server posted go ahead');
       const sink = await conn.recvInfo();
-      if (!sink) break;
+      if (!sink) { endedAt = 'RDMA_WRITE_ADV'; break; }
       dbg(`Received rkey ${sink.rkey.toString(16)} addr ${sink.addr.toString(16)} len ${sink.size} from peer`);
       dbg('server received sink adv');
       const wlen = Math.min(cstr(conn.rdmaBuf).length + 1, conn.rdmaBuf.length);
       dbg(`rdma write from lkey ${conn.rdmaMr.lkey.toString(16)} laddr ${conn.rdmaMr.addr.toString(16)} len ${wlen}`);
       qp.postSend({ wrId: 4n, opcode: WrOpcode.RDMA_WRITE, sendFlags: SendFlags.SIGNALED, sgList: [conn.rdmaMr.sge(0, wlen)], rdma: { remoteAddr: sink.addr, rkey: sink.rkey } });
       const wr = await conn.next();
-      if (!wr) break;
+      if (!wr) { endedAt = 'RDMA_WRITE_COMPLETE'; break; }
       if (wr.opcode !== WcOpcode.RDMA_WRITE) throw new Error(`wait for RDMA_WRITE_COMPLETE: completion opcode ${wr.opcode}`);
       dbg('server rdma write complete ');
       conn.postSend();
       dbg('server posted go ahead');
+    }
+    const state = conn.disconnected ? State.DISCONNECTED : State.ERROR;
+    err(`wait for ${endedAt} state ${state}`);
+    if (state !== State.DISCONNECTED) {
+      err('rping server failed: -1');
+      return RPING_FAILED;
     }
     // The client disconnected (we sent the DREP); wait for time-wait to end, as the kernel's id does.
     await ch.next('TIMEWAIT_EXIT', 10_000, child).catch(() => undefined);

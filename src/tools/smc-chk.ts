@@ -124,7 +124,7 @@ async function serve(port: number, ipv6: boolean): Promise<number> {
   return 0;
 }
 
-const SMC_CHK_OPTIONS = {
+export const SMC_CHK_OPTIONS = {
   connect: { type: 'string', short: 'C' }, port: { type: 'string', short: 'p' }, server: { type: 'boolean', short: 'S' },
   debug: { type: 'boolean', short: 'd' }, timeout: { type: 'string', short: 't' }, ipv6: { type: 'boolean', short: '6' },
 } as const;

@@ -12,7 +12,7 @@ import { listenerLiveness, type ListenerEntry } from '../smc/discovery.js';
 import { parseStatusSocketName, type ConnectionStatus, type DiagCursor, type ProcessStatus } from '../smc/status.js';
 import type { SmcrLinkGroupStatus } from '../smc/smcr/diag.js';
 import { codeOf, declineHex, declineShortName } from './decline-text.js';
-import { UsageError } from './usage.js';
+import { getoptArgs, UsageError } from './usage.js';
 
 export const SMCSS_USAGE = `usage: softrdma smcss [ OPTIONS ]
   -h, --help          this message
@@ -26,6 +26,8 @@ export const SMCSS_USAGE = `usage: softrdma smcss [ OPTIONS ]
       --verbose       fallback and decline reasons also by name, with the cause in words
       --json          the rows as one JSON document, for scripts
   no OPTIONS          show all connected sockets
+Long options may be abbreviated, as smcss's getopt_long takes them (--listen, --wid, --vers);
+--v and --ver are ambiguous here (--verbose, --version).
 
 Like smc-tools' smcss, for the SMC sockets of this user's processes on this host
 (the Inode column is the process id).`;
@@ -213,17 +215,19 @@ export function format(rows: Row[], o: FormatOptions = {}): string {
  * `softrdma smcss [options]`. Usage errors (an unknown option, combinations smcss refuses) exit
  * 1, as smcss's usage(); arguments that are not options are ignored, as smcss.c ignores them.
  */
+export const SMCSS_OPTIONS = {
+  all: { type: 'boolean', short: 'a' }, listening: { type: 'boolean', short: 'l' }, debug: { type: 'boolean', short: 'd' },
+  wide: { type: 'boolean', short: 'W' }, smcd: { type: 'boolean', short: 'D' }, smcr: { type: 'boolean', short: 'R' },
+  verbose: { type: 'boolean' }, json: { type: 'boolean' },
+  details: { type: 'boolean' }, // the old spelling of --debug
+  // smcss.c's own --help and --version (the CLI answers them first): listed so that getopt_long's
+  // prefix rule weighs them as the original's options (--vers is --version).
+  help: { type: 'boolean' }, version: { type: 'boolean' },
+} as const;
+
 export async function smcss(args: string[]): Promise<void> {
-  const { values: v } = parseArgs({
-    args,
-    allowPositionals: true,
-    options: {
-      all: { type: 'boolean', short: 'a' }, listening: { type: 'boolean', short: 'l' }, debug: { type: 'boolean', short: 'd' },
-      wide: { type: 'boolean', short: 'W' }, smcd: { type: 'boolean', short: 'D' }, smcr: { type: 'boolean', short: 'R' },
-      verbose: { type: 'boolean' }, json: { type: 'boolean' },
-      details: { type: 'boolean' }, // the old spelling of --debug
-    },
-  });
+  // smcss.c reads them with getopt_long: long options by any unambiguous prefix (--listen, --wid).
+  const { values: v } = parseArgs({ args: getoptArgs(args, SMCSS_OPTIONS), allowPositionals: true, options: SMCSS_OPTIONS });
   const debug = v.debug || v.details;
   // smcss's own combinations (main() in smcss.c).
   if (v.smcr && v.smcd) throw new UsageError('--smcd together with --smcr is not supported');

@@ -65,29 +65,131 @@ export function intOption(label: string, v: string | undefined, def: number, min
   return n;
 }
 
-type Options = NonNullable<ParseArgsConfig['options']>;
+export type Options = NonNullable<ParseArgsConfig['options']>;
 
 /**
- * The arguments as getopt reads them, for parseArgs: an option that takes a value takes the
- * next argument whatever it starts with ('-C -1' is -C with '-1', which the range check then
- * refuses in words), where parseArgs would call '-1' an ambiguous value. Rewritten as '-C-1'
- * and '--name=-1', which parseArgs reads as the value. Nothing after '--' is touched.
+ * The long options every command answers besides its own: the CLI (src/cli/main.ts) handles
+ * --help and --version before the tool parses, so they count for getopt_long's prefix rule too.
+ */
+const COMMON_LONG = ['help', 'version'] as const;
+
+/**
+ * getopt_long's rule for a long option's name (glibc's getopt.c): an exact match wins;
+ * otherwise any prefix of exactly one option's name stands for it; a prefix of several is
+ * "ambiguous". Returns the full name; undefined when nothing matches (getopt's "unrecognized
+ * option", which parseArgs reports); throws the ambiguity as getopt words it, as a usage error
+ * (a parse error, as getopt's: the code parseArgs' own errors have).
+ */
+export function longOptionName(given: string, options: Options): string | undefined {
+  const own = Object.keys(options);
+  const added = COMMON_LONG.filter((n) => !Object.hasOwn(options, n));
+  if (own.includes(given) || (added as readonly string[]).includes(given)) return given;
+  if (given === '') return undefined;
+  // The original's own options first: softrdma's added --help/--version must not make a prefix
+  // the original reads as one of its options ambiguous (ibv_devinfo's --ver is --verbose).
+  for (const names of [own, added as readonly string[]]) {
+    const hits = names.filter((n) => n.startsWith(given));
+    if (hits.length === 1) return hits[0];
+    if (hits.length > 1) {
+      const err = new Error(`option '--${given}' is ambiguous; possibilities: ${hits.map((h) => `'--${h}'`).join(' ')}`) as Error & { code: string };
+      err.code = 'ERR_PARSE_ARGS_AMBIGUOUS_OPTION';
+      throw err;
+    }
+  }
+  return undefined;
+}
+
+/** An argument `--name[=value]` with its name expanded by longOptionName (unchanged when nothing matches). */
+function expandLong(a: string, options: Options, lenient: boolean): { arg: string; name: string | undefined } {
+  const eq = a.indexOf('=');
+  const given = eq < 0 ? a.slice(2) : a.slice(2, eq);
+  let name: string | undefined;
+  try {
+    name = longOptionName(given, options);
+  } catch (err) {
+    if (!lenient) throw err;
+    name = undefined;
+  }
+  return { arg: name === undefined ? a : `--${name}${eq < 0 ? '' : a.slice(eq)}`, name };
+}
+
+/** One option as getopt meets it: its name (undefined: unknown), the arguments it spans, where it sits in a group. */
+export interface GetoptOption {
+  name: string | undefined;
+  /** Its first argument's index in args, and its last (the value's, when the next argument is the value). */
+  first: number;
+  last: number;
+  /** In a group of short options ('-vl'): the character's index in args[first]; undefined for a long option. */
+  char?: number | undefined;
+}
+
+/**
+ * The options in `args` in getopt's order, as getopt_long meets them (without complaining: an
+ * unknown or ambiguous option is listed with no name): long options by the prefix rule, groups
+ * of short options letter by letter, a value-taking option's value (the rest of its group, or
+ * the next argument whatever it starts with) skipped. Stops at '--'. For tools that act on an
+ * option as soon as getopt returns it (devinfo's -l), and for the CLI's --help/--version.
+ */
+export function getoptScan(args: readonly string[], options: Options): GetoptOption[] {
+  const shortName = new Map<string, string>();
+  for (const [n, o] of Object.entries(options)) if (o.short) shortName.set(o.short, n);
+  const takes = (n: string | undefined) => n !== undefined && options[n]?.type === 'string';
+  const out: GetoptOption[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    if (a === '--') break;
+    if (a.startsWith('--')) {
+      const { name } = expandLong(a, options, true);
+      const value = takes(name) && !a.includes('=') && i + 1 < args.length;
+      out.push({ name, first: i, last: value ? i + 1 : i });
+      if (value) i++;
+      continue;
+    }
+    if (!a.startsWith('-') || a.length < 2) continue;
+    for (let k = 1; k < a.length; k++) {
+      const name = shortName.get(a[k]!);
+      const o: GetoptOption = { name, first: i, last: i, char: k };
+      out.push(o);
+      if (!takes(name)) continue;
+      if (k === a.length - 1 && i + 1 < args.length) o.last = ++i;
+      break;
+    }
+  }
+  return out;
+}
+
+/**
+ * The arguments as getopt_long reads them, for parseArgs:
+ * - a long option may be abbreviated to any unambiguous prefix of its name (`--iter 5` is
+ *   `--iters 5`; an exact name wins; `--help` and `--version` count, as the CLI answers them):
+ *   rewritten to its full name; an ambiguous prefix is getopt's "option '--x' is ambiguous;
+ *   possibilities: ..." (a usage error);
+ * - an option that takes a value takes the next argument whatever it starts with ('-C -1' is
+ *   -C with '-1', which the range check then refuses in words), where parseArgs would call '-1'
+ *   an ambiguous value: rewritten as '-C-1' and '--name=-1', which parseArgs reads as the value.
+ * Nothing after '--' is touched.
  */
 export function getoptArgs(args: readonly string[], options: Options): string[] {
   const out: string[] = [];
   const shortTakes = new Map<string, boolean>();
   for (const o of Object.values(options)) if (o.short) shortTakes.set(o.short, o.type === 'string');
   for (let i = 0; i < args.length; i++) {
-    const a = args[i]!;
-    const next = args[i + 1];
+    let a = args[i]!;
+    if (a === '--') { out.push(...args.slice(i)); break; }
+    let longName: string | undefined;
+    if (a.startsWith('--')) ({ arg: a, name: longName } = expandLong(a, options, false));
     out.push(a);
-    if (a === '--') { out.push(...args.slice(i + 1)); break; }
-    const dashValue = next !== undefined && next.startsWith('-') && next.length > 1;
-    if (!dashValue) continue;
+    const next = args[i + 1];
     if (a.startsWith('--')) {
-      if (!a.includes('=') && options[a.slice(2)]?.type === 'string') { out[out.length - 1] = `${a}=${next}`; i++; }
+      // The value of a long option that takes one is the next argument, whatever it is.
+      if (next !== undefined && !a.includes('=') && longName !== undefined && options[longName]?.type === 'string') {
+        out[out.length - 1] = `${a}=${next}`;
+        i++;
+      }
       continue;
     }
+    const dashValue = next !== undefined && next.startsWith('-') && next.length > 1;
+    if (!dashValue) continue;
     if (!a.startsWith('-') || a.length < 2) continue;
     // A group of short options: the first that takes a value takes the rest of the group, or
     // (when it ends the group) the next argument.

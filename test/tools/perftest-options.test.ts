@@ -70,7 +70,7 @@ describe('perftest as perftest users know it', () => {
     for (const [test, args, re] of [['send_lat', ['-q', '4'], /-q 4: more than one QP is for the bw tests, not send_lat/],
       ['write_lat', ['-b'], /-b \(bidirectional\) is for the bw tests, not write_lat/],
       ['send_bw', ['-D', '2', '-a'], /--duration and --all exclude each other/],
-      ['write_bw', ['-q', '0'], /-q\/--qp must be an integer from 1 to 256/]] as const) {
+      ['write_bw', ['-q', '0'], /-q\/--qp must be an integer from 1 to 16384/]] as const) {
       const p = run(['perftest', test, ...args]);
       assert.equal(await p.exit(), 1); // perftest's parser: FAILURE
       assert.match(p.stderr, re);

@@ -7,13 +7,13 @@ import { isIP } from 'node:net';
 import { UsageError } from '../usage.js';
 import { runBwTest } from './bw.js';
 import { runLatTest } from './lat.js';
-import { cqModWarning, parsePerftestArgs, peakNotMeasured, PERFTEST_USAGE, type PerftestOptions } from './options.js';
+import { cqModWarning, parsePerftestArgs, peakNotMeasured, PERFTEST_OPTIONS, PERFTEST_USAGE, type PerftestOptions } from './options.js';
 import {
   bwHeader, bwLine, latDurHeader, latDurLine, latHeader, latLine, RESULT_LINE, TITLES, toGbits, withPerftestKeys, type BwResult, type LatResult,
 } from './report.js';
 import { Session } from './session.js';
 
-export { PERFTEST_USAGE };
+export { PERFTEST_OPTIONS, PERFTEST_USAGE };
 
 /** --output: the one figure perftest prints ("%lf": six decimals), in the table's unit. */
 export function outputFigure(o: Pick<PerftestOptions, 'output' | 'gbits'>, r: BwResult | LatResult): string {
@@ -48,9 +48,9 @@ export async function perftest(argv: string[]): Promise<(BwResult | LatResult)[]
     if (warning) s.say(warning);
     await s.open();
     const lat = o.test.endsWith('_lat');
+    // perftest 4.5-0.17 turns noPeak on silently (the " WARNING: BW peak won't be measured in
+    // this run." line is perftest 24.01's and later).
     const noPeak = peakNotMeasured(o, s.isServer);
-    // perftest warns when it turns noPeak on itself, not for -N.
-    if (noPeak && !o.noPeak && !o.json) s.say(" WARNING: BW peak won't be measured in this run.");
     s.say(s.describe(TITLES[o.test]!));
     // softrdma's own facts, after perftest's block and on stderr (see Session.headerExtra).
     s.extra(s.headerExtra());
@@ -79,7 +79,8 @@ export async function perftest(argv: string[]): Promise<(BwResult | LatResult)[]
       if ('verified' in r && r.verified === false) failed ??= `data check failed at ${r.bytes} bytes: the target's bytes differ from the source's`;
     };
     const results = lat ? await runLatTest(s, emit) : await runBwTest(s, emit);
-    if (!o.json) s.say(RESULT_LINE);
+    // After the table; read_lat's server has none, and its one closing line ends describe()'s block.
+    if (!o.json && table) s.say(RESULT_LINE);
     if (o.counters) {
       const c = s.counters();
       const nonzero = (r: Record<string, number>) => Object.fromEntries(Object.entries(r).filter(([, v]) => v !== 0));

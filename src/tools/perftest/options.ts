@@ -50,6 +50,39 @@ export interface PerftestOptions {
   noPeak: boolean;
   /** -Q: the CQ moderation asked for (perftest's req_cq_mod); undefined: perftest's default (see cqModeration). */
   cqMod?: number | undefined;
+  /**
+   * -o: the outstanding READs/atomics asked for (perftest's out_reads); undefined or 0: the
+   * device's max_qp_rd_atom, as perftest's ctx_set_out_reads (see outReads()).
+   */
+  outReads?: number | undefined;
+}
+
+/** perftest's MAX_QP_NUM (perftest_parameters.h): -q goes up to it. */
+export const MAX_QP_NUM = 16384;
+/** perftest's MAX_GID_IX: -x goes up to it ("Gid index should be between 0 and 64"). */
+export const MAX_GID_IX = 64;
+
+/** -o: read and atomic tests only, as perftest ("Setting Outstanding reads only available on READ verb"). */
+function outReadsOpt(t: TestName, v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  if (t !== 'read_bw' && t !== 'read_lat' && t !== 'atomic_bw') throw new UsageError('Setting Outstanding reads only available on READ verb');
+  return intOption(label('outs'), v, 0, 0, 2 ** 31 - 1, 'c');
+}
+
+/**
+ * perftest's out_reads after check_link_and_mtu: for READ and atomic tests ctx_set_out_reads
+ * (-o, or the device's max_qp_rd_atom when -o is not given or not positive; above it, the max,
+ * with perftest's message on stderr); 1 for the other tests. What the header's "Outstand reads"
+ * and the address messages' OUT show, and what the QPs get (max_dest_rd_atomic: ours; max_rd_atomic: the peer's).
+ */
+export function outReads(o: Pick<PerftestOptions, 'test' | 'outReads'>, deviceMax: number, warn: (line: string) => void = () => {}): number {
+  if (o.test !== 'read_bw' && o.test !== 'read_lat' && o.test !== 'atomic_bw') return 1;
+  const asked = o.outReads ?? 0;
+  if (asked > deviceMax) {
+    warn(` Number of outstanding reads is above max = ${deviceMax}\n Changing to that max value`);
+    return deviceMax;
+  }
+  return asked <= 0 ? deviceMax : asked;
 }
 
 /** perftest's DEF_DURATION: the duration its -f is checked against when -D is not given. */
@@ -82,13 +115,17 @@ Run the server without a host, then the client with the server's host.
                        buffer; as perftest, K and M multiply by 1024 and 1048576 (-s 64K)
   -n, --iters N        iterations, 5 to 1000000000 (default 5000 for write_bw, 1000 for the
                        other tests, as perftest)
-  -a, --all            every size from 2 to 2^23 (atomic_bw: 8 only)
+  -a, --all            every size from 2 to 2^23 (not atomic_bw, as perftest: its size is 8)
   -D, --duration SEC   run for SEC (whole) seconds instead of -n iterations (not with -a); as
                        perftest, results count only between the margins
   -f, --margin SEC     with -D: seconds left out at the start and the end (default SEC/4,
                        rounded down, as perftest); without -D accepted and unused, as perftest
-  -x, --gid-index N    local GID index (default 0, the device's only GID: its address)
-  -q, --qp N           number of QPs, each doing -n iterations (bw tests; default 1)
+  -x, --gid-index N    local GID index, 0 to 64 as perftest (default 0, the device's only GID:
+                       its address)
+  -q, --qp N           number of QPs, each doing -n iterations (bw tests; default 1; 1 to 16384
+                       as perftest, as many as the device's completion queue holds: see -t)
+  -o, --outs N         read and atomic tests: outstanding READs/atomics per QP (default, or 0:
+                       the device's max_qp_rd_atom, 128, as perftest; at most that)
   -b, --bidirectional  both sides send and the table shows the sum (bw tests)
   -N, --noPeak         do not measure the BW peak (0.00 in the table); perftest also leaves it
                        out with -D, with -n over 20000, and on send_bw's receiving side
@@ -119,7 +156,8 @@ Run the server without a host, then the client with the server's host.
                        softrdma peer: no data check; the server uses its own -s, -n, -D, -q, -b
 
 Numbers may be written as perftest's strtol reads them: decimal, 0x hex, 0-prefixed octal.
-An option given twice is refused ("Duplicated argument"), as perftest does.
+As in perftest 4.5-0.17 (getopt_long): a long option may be abbreviated (--iter), and an option
+given twice takes its last value. -h and -V exit 1, as perftest's mains return FAILURE after them.
 
 The out-of-band exchange is perftest's (version 6.06: TCP, or with -R the rdma_cm), so
 either side may be the C ib_write_bw, ib_read_bw, ib_send_bw, ib_atomic_bw, ib_write_lat,
@@ -202,7 +240,7 @@ export function resourceProblem(x: { qps: number; sizes: readonly number[]; txDe
   return undefined;
 }
 
-const OPTIONS = {
+export const PERFTEST_OPTIONS = {
   'ib-dev': { type: 'string', short: 'd' },
   bind: { type: 'string' },
   'udp-port': { type: 'string' },
@@ -229,7 +267,9 @@ const OPTIONS = {
   rdma_cm: { type: 'boolean', short: 'R' },
   noPeak: { type: 'boolean', short: 'N' },
   'cq-mod': { type: 'string', short: 'Q' },
+  outs: { type: 'string', short: 'o' },
 } as const;
+const OPTIONS = PERFTEST_OPTIONS;
 
 function shortOf(name: string): string | undefined {
   return (OPTIONS as Record<string, { short?: string }>)[name]?.short;
@@ -255,17 +295,9 @@ function sizeOpt(v: string, max: number): number {
 }
 
 export function parsePerftestArgs(argv: string[]): PerftestOptions {
-  const { values, positionals, tokens } = parseArgs({ args: getoptArgs(argv, OPTIONS), allowPositionals: true, tokens: true, options: OPTIONS });
-  // As perftest (since 2023): an option given twice is refused, whatever its spelling (-s and --size are one).
-  const seen = new Set<string>();
-  for (const t of tokens) {
-    if (t.kind !== 'option') continue;
-    if (seen.has(t.name)) {
-      const short = shortOf(t.name);
-      throw new UsageError(`Duplicated argument: ${short ? `-${short}` : t.name}`);
-    }
-    seen.add(t.name);
-  }
+  // As perftest 4.5-0.17's getopt_long loop: an option given twice takes its last value
+  // (perftest 23.04 and later refuse it: "Duplicated argument").
+  const { values, positionals } = parseArgs({ args: getoptArgs(argv, OPTIONS), allowPositionals: true, options: OPTIONS });
   const [test, host, ...extra] = positionals;
   if (!test || !(TESTS as readonly string[]).includes(test)) throw new UsageError(`unknown or missing test '${test ?? ''}'`);
   if (extra.length) throw new UsageError(`unexpected argument '${extra[0]}'`);
@@ -274,7 +306,8 @@ export function parsePerftestArgs(argv: string[]): PerftestOptions {
   const atomic = t === 'atomic_bw';
   let sizes: number[];
   if (atomic) {
-    if (values.size !== undefined && sizeOpt(values.size, MAX_SIZE_OPT) !== 8) throw new UsageError('atomic_bw moves 8 bytes per operation; --size must be 8');
+    // force_dependecies: -a sets the size to MAX_SIZE, and an atomic test takes DEF_SIZE_ATOMIC (8) only.
+    if (values.all || (values.size !== undefined && sizeOpt(values.size, MAX_SIZE_OPT) !== 8)) throw new UsageError('Message size cannot be changed for Atomic tests');
     sizes = [8];
   } else if (values.all) {
     if (values.size !== undefined) throw new UsageError('--all and --size exclude each other');
@@ -283,7 +316,8 @@ export function parsePerftestArgs(argv: string[]): PerftestOptions {
   } else {
     sizes = [values.size === undefined ? (lat ? 2 : 65536) : sizeOpt(values.size, MAX_SIZE_OPT)];
   }
-  const qps = intOpt('qp', values.qp, 1, 1, 256);
+  // perftest's MIN_QP_NUM..MAX_QP_NUM; what the device cannot hold, resourceProblem refuses.
+  const qps = intOpt('qp', values.qp, 1, 1, MAX_QP_NUM);
   // perftest's latency loops use one QP and one direction; its parser refuses the rest too.
   if (lat && qps > 1) throw new UsageError(`-q ${qps}: more than one QP is for the bw tests, not ${t}`);
   if (lat && values.bidirectional) throw new UsageError(`-b (bidirectional) is for the bw tests, not ${t}`);
@@ -344,7 +378,9 @@ export function parsePerftestArgs(argv: string[]): PerftestOptions {
     qps,
     bidir: values.bidirectional ?? false,
     perftestOnly: values['perftest-only'] ?? false,
-    gidIndex: intOpt('gid-index', values['gid-index'], 0, 0, 255),
+    // perftest's MIN_GID_IX..MAX_GID_IX; the device has index 0 only (Session.open says so).
+    gidIndex: intOpt('gid-index', values['gid-index'], 0, 0, MAX_GID_IX),
+    outReads: outReadsOpt(t, values.outs),
     gbits: values.report_gbits ?? false,
     rdmaCm: values.rdma_cm ?? false,
     explicit: { size: values.size !== undefined || !!values.all, iters: values.iters !== undefined },

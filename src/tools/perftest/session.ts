@@ -17,7 +17,7 @@ import { oobAccept, oobConnect, type OobChannel } from '../oob.js';
 import { udpPortTaken } from '../usage.js';
 import { CmChannel } from './cm-channel.js';
 import { createEventChannel, createId, type EventChannel, type RdmaCmEvent, type RdmaCmId } from '../../cm/index.js';
-import { areaBytes, CACHE_LINE, cqModeration, CYCLE_BUFFER, MAX_BUFFER_BYTES, MAX_SIZE_OPT, resourceProblem, RX_DEPTH, txDepth, WR_SLACK, type PerftestOptions } from './options.js';
+import { areaBytes, CACHE_LINE, cqModeration, CYCLE_BUFFER, MAX_BUFFER_BYTES, MAX_SIZE_OPT, outReads, resourceProblem, RX_DEPTH, txDepth, WR_SLACK, type PerftestOptions } from './options.js';
 import { hex } from '../table.js';
 import {
   BW_REPORT_BYTES, decodeBwReport, decodeDest, decodeDestCm, decodeInt32, decodeMtu, decodeVersion, DEST_BYTES, DEST_CM_BYTES, DONE,
@@ -33,8 +33,6 @@ import { spinPoll } from '../spin-poll.js';
  * "UNKNOWN"), so it is 0 for every test ("Max inline data : 0[B]"), and nothing is sent inline.
  */
 export const INLINE_SIZE = 0;
-/** Outstanding RDMA READs/atomics we accept per QP (out_reads in the address message). */
-const OUT_READS = 16;
 export { RX_DEPTH };
 
 /**
@@ -74,6 +72,14 @@ export class Session {
   peerVersion = '';
   /** Bytes per area: QP i sends from area i and is written/read/sent into at area qps + i. */
   area = 0;
+  /**
+   * perftest's out_reads (options.ts outReads): READ and atomic tests -o or the device's
+   * max_qp_rd_atom, the others 1. The address messages' OUT, the header's "Outstand reads", our
+   * QPs' max_dest_rd_atomic (and, with -R, the responder resources and initiator depth).
+   */
+  outReads = 1;
+  /** The device's max_qp_init_rd_atom: the most READs/atomics our QPs may have in flight. */
+  maxInitRdAtom = 1;
 
   constructor(readonly o: PerftestOptions) {}
 
@@ -113,6 +119,10 @@ export class Session {
     }
     this.ctx = this.dev.open();
     this.pd = this.ctx.allocPd();
+    // check_link_and_mtu's ctx_set_out_reads, before the exchange starts.
+    const limits = this.ctx.queryDevice();
+    this.outReads = outReads(o, limits.maxQpRdAtom, (line) => process.stderr.write(line + '\n'));
+    this.maxInitRdAtom = limits.maxQpInitRdAtom;
 
     if (o.rdmaCm && this.isServer) {
       this.oob = await CmChannel.accept(o.bind, o.port, o.timeoutMs, (port) => {
@@ -193,7 +203,7 @@ export class Session {
       const qp = o.rdmaCm ? this.cmIds[i]!.qp! : this.pd.createQp({ qpType: QpType.RC, sendCq: this.cq, recvCq: this.cq, cap });
       this.qps.push(qp);
       this.local.push({
-        lid: 0, outReads: OUT_READS, qpn: qp.qpn, psn: randomBytes(3).readUIntBE(0, 3), rkey: this.mr.rkey,
+        lid: 0, outReads: this.outReads, qpn: qp.qpn, psn: randomBytes(3).readUIntBE(0, 3), rkey: this.mr.rkey,
         vaddr: BigInt(this.mr.addr + this.recvOff(i)), gid: Uint8Array.from(gid), srqn: 0,
       });
     }
@@ -214,7 +224,8 @@ export class Session {
       connectQp(this.qps[i]!, { qpn: r.qpn, psn: r.psn, gid: r.gid }, {
         psn: this.local[i]!.psn, mtu: this.mtu as MtuValue, sgidIndex: o.gidIndex, hopLimit: 64,
         minRnrTimer: 12, timeout: 14, retryCnt: 7, rnrRetry: 7,
-        maxDestRdAtomic: OUT_READS, maxRdAtomic: Math.max(1, Math.min(OUT_READS, r.outReads)),
+        // ctx_modify_qp_to_rtr/rts: max_dest_rd_atomic ours, max_rd_atomic the peer's (at most the device's).
+        maxDestRdAtomic: this.outReads, maxRdAtomic: Math.max(1, Math.min(this.maxInitRdAtom, r.outReads)),
       });
     }
     if (t === 'send_bw' || t === 'send_lat') { await this.sync(); await perQp(); } else { await perQp(); await this.sync(); }
@@ -250,8 +261,8 @@ export class Session {
     const attr = this.ctx!.queryDevice();
     const reads = o.test === 'read_bw' || o.test === 'read_lat' || o.test === 'atomic_bw';
     const param = {
-      responderResources: reads ? Math.min(OUT_READS, attr.maxQpRdAtom) : 0,
-      initiatorDepth: reads ? Math.min(OUT_READS, attr.maxQpInitRdAtom) : 0,
+      responderResources: reads ? Math.min(this.outReads, attr.maxQpRdAtom) : 0,
+      initiatorDepth: reads ? Math.min(this.outReads, attr.maxQpInitRdAtom) : 0,
       retryCount: 7, rnrRetryCount: 7,
     };
     const init = { sendCq: this.cq, recvCq: this.cq, cap };
@@ -426,7 +437,7 @@ export class Session {
       ` Mtu             : ${mtuBytes(this.mtu)}[B]`,
       ` Link type       : Ethernet`,
       ` GID index       : ${o.gidIndex}`,
-      reads ? ` Outstand reads  : ${OUT_READS}` : ` Max inline data : ${INLINE_SIZE}[B]`,
+      reads ? ` Outstand reads  : ${this.outReads}` : ` Max inline data : ${INLINE_SIZE}[B]`,
       ` rdma_cm QPs\t : ${o.rdmaCm ? 'ON' : 'OFF'}`,
       ` Data ex. method : ${o.rdmaCm ? 'rdma_cm' : 'Ethernet'}`,
       ...(o.rdmaCm && this.isServer ? ['-'.repeat(87), ' Waiting for client rdma_cm QP to connect', ' Please run the same command with the IB/RoCE interface IP'] : []),
