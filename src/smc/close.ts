@@ -9,9 +9,10 @@ import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { onClientConnect, releaseHandshake, writeHeldOnRelease } from './handshake.js';
 import type { Socket } from './socket.js';
-import { connReset, restoreOwner, type SmcState } from './state.js';
+import { restoreOwner, type SmcState } from './state.js';
 import { recordConnection } from './handshake-control.js';
 import { untrack } from './status.js';
+import { peerReset } from './data.js';
 
 /**
  * destroy() of an SMC socket (Linux: smc_release), before node:net's own _destroy: a write the
@@ -42,6 +43,7 @@ function closedBeforeConnection(): NodeJS.ErrnoException {
  * CDC, or, without one, the peer's process is gone.
  */
 export function onTcpEndWhileSmc(sock: Socket, s: SmcState): void {
+  s.tcpEnded = true;
   const conn = s.conn;
   if (!conn || conn.released) return;
   // The peer writes its CDC before it closes TCP, so the CDC is current now.
@@ -51,7 +53,7 @@ export function onTcpEndWhileSmc(sock: Socket, s: SmcState): void {
   // No closing CDC: the peer's process ended (exit, a signal) and its kernel closed the TCP
   // connection, with a FIN if nothing was left unread there and a RST otherwise. The same rule
   // on the ring: bytes of ours it never consumed make it an abort, as the RST would.
-  if (conn.unconsumed > 0) sock.destroy(connReset('peer closed the TCP connection with data of ours unread (process died?)'));
+  if (conn.unconsumed > 0) peerReset(sock, conn, 'peer closed the TCP connection with data of ours unread (process died?)');
   else conn.peerExited();
 }
 

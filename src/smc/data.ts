@@ -4,10 +4,12 @@
 // reports becomes the stream's data, end and errors, or, with node:net's onread option,
 // bytes copied straight into the application's buffer.
 
+import net from 'node:net';
+import util from 'node:util';
 import { isUint8Array } from 'node:util/types';
 import type { Socket } from './socket.js';
-import { connReset, kSmc, type OnreadState, type SmcState } from './state.js';
-import type { TransportEvents } from './transport.js';
+import { brokenPipe, connReset, kSmc, type OnreadState, type SmcState } from './state.js';
+import type { SmcTransport, TransportEvents } from './transport.js';
 
 function unrefTimer(sock: Socket): void {
   (sock as unknown as { _unrefTimer(): void })._unrefTimer();
@@ -22,13 +24,13 @@ export function transportEvents(sock: Socket, s: SmcState, label: string): Trans
     data: (chunk) => {
       unrefTimer(sock);
       if (endRead(sock)) return dropLate(s, chunk.length);
-      return sock.smcPush(chunk);
+      return sock.smcPush(chunk) || stopTcpRead(sock, s);
     },
     userBuffer: () => (s.onread ? currentBuffer(sock) : undefined),
     userData: (n, buf) => {
       unrefTimer(sock);
       if (endRead(sock)) return dropLate(s, n);
-      return callUser(sock, s.onread!, n, buf);
+      return callUser(sock, s.onread!, n, buf) || stopTcpRead(sock, s);
     },
     // After the ticks the data set off, as TCP's FIN comes in a read callback of its own after
     // the data's: node:http answers a request in the request's 'end' handler (a tick after
@@ -40,7 +42,7 @@ export function transportEvents(sock: Socket, s: SmcState, label: string): Trans
       if (s.onread?.stopped) s.onread.endPending = true;
       else process.nextTick(peerEnded, sock);
     },
-    peerAbort: (message = 'peer aborted the SMC connection') => { sock.destroy(connReset(message)); },
+    peerAbort: (cause = 'peer aborted the SMC connection') => { sock.destroy(connReset(cause)); },
     writable: () => pump(sock, s),
     protocolError: (msg, code = 'EPROTO') => {
       sock.destroy(Object.assign(new Error(code === 'EPROTO' ? `${label} protocol error: ${msg}` : `${label}: ${msg}`), { code }));
@@ -72,9 +74,111 @@ function peerEnded(sock: Socket): void {
   sock.read(0);
 }
 
+interface TcpHandle { reading?: boolean; readStop(): number }
+
+function tcpHandle(sock: Socket): TcpHandle | null | undefined {
+  return (sock as unknown as { _handle?: TcpHandle | null })._handle;
+}
+
+/**
+ * The reader stopped taking data (push() or the onread callback said false, or pause() of an
+ * onread socket): stop reading the TCP handle too, as node's onStreamRead does (handle.reading =
+ * false; readStop()), so a reader paused by backpressure keeps the process alive no more than
+ * node:net's does. TCP only carries the peer's end (and its reset) meanwhile, which a paused
+ * node:net socket does not read either; the stream's _read starts it again (socket.ts), as
+ * node's Socket._read (tryReadStart). A handle whose end or error was read is left alone: it
+ * cannot read again (libuv's ENOTCONN would destroy the socket), and reads nothing more. Returns
+ * false, for the callers' `||`.
+ */
+export function stopTcpRead(sock: Socket, s: SmcState): false {
+  const h = tcpHandle(sock);
+  if (s.phase !== 'smcd' || s.tcpEnded || !h?.reading || sock.destroyed) return false;
+  h.reading = false;
+  const err = h.readStop();
+  if (err) sock.destroy(Object.assign(new Error(`read ${util.getSystemErrorName(err)}`), { errno: err, code: util.getSystemErrorName(err), syscall: 'read' }));
+  return false;
+}
+
+/** Read the TCP handle again after stopTcpRead, as node's tryReadStart (through node:net's own _read). */
+export function startTcpRead(sock: Socket, s: SmcState): void {
+  if (s.tcpEnded || tcpHandle(sock)?.reading !== false) return;
+  (net.Socket.prototype._read as (n: number) => void).call(sock, 0);
+}
+
+/**
+ * The peer is gone with a reset. A transport that can (SMC-D) reports it as the peer's abort,
+ * after what a stopped reader has yet to read from its buffer (smcd-connection.ts reportState);
+ * otherwise the socket fails now.
+ */
+export function peerReset(sock: Socket, conn: SmcTransport, cause: string): void {
+  if (conn.peerReset) conn.peerReset(cause);
+  else sock.destroy(connReset(cause));
+}
+
+type OnStreamRead = (this: unknown, arrayBuffer?: ArrayBuffer) => unknown;
+
+/**
+ * SMC-D: TCP's reads pass through here before node's onStreamRead (the handle's onread). Over
+ * TCP a reset is read after everything that arrived before it; node:net destroys the socket when
+ * it reads one. Over SMC-D the peer's data are in our ring, not behind the RST in the kernel: a
+ * reset read at once would destroy the socket with bytes in the ring its reader has not read
+ * yet (a reader that resumed just now, whose handle reads again: the peer's resetAndDestroy()).
+ * So node's destroy for a reset is taken here and goes the way of TCP's end (onTcpResetWhileSmc).
+ * Data (none but stray bytes over SMC) and the end (push(null): onTcpEndWhileSmc) go to node's
+ * code as before; only reads with no data can be a reset, and only for them is the socket's
+ * destroy looked at, while node's function runs.
+ */
+export function watchTcpReset(sock: Socket, s: SmcState): void {
+  const h = (sock as unknown as { _handle?: { onread?: unknown } | null })._handle;
+  const nodeOnread = h?.onread;
+  if (!h || typeof nodeOnread !== 'function') return;
+  h.onread = function tcpReadWhileSmc(this: unknown, arrayBuffer?: ArrayBuffer): unknown {
+    if (arrayBuffer !== undefined || s.phase !== 'smcd') return (nodeOnread as OnStreamRead).call(this, arrayBuffer);
+    const self = sock as unknown as { destroy: Socket['destroy'] };
+    const own = Object.getOwnPropertyDescriptor(sock, 'destroy');
+    let reset: Error | undefined;
+    self.destroy = function destroyUnlessReset(this: Socket, ...args: unknown[]): Socket {
+      if (reset === undefined && isTcpReset(args[0])) {
+        reset = args[0];
+        return this;
+      }
+      return Reflect.apply(own ? own.value as Socket['destroy'] : net.Socket.prototype.destroy, this, args) as Socket;
+    };
+    try {
+      return (nodeOnread as OnStreamRead).call(this, arrayBuffer);
+    } finally {
+      if (own) Object.defineProperty(sock, 'destroy', own);
+      else delete (self as { destroy?: unknown }).destroy;
+      if (reset) onTcpResetWhileSmc(sock, s, reset);
+    }
+  };
+}
+
+/** node's error for a reset its read saw ('read ECONNRESET'), not one of ours (those carry smcCause). */
+function isTcpReset(err: unknown): err is Error {
+  const e = err as (NodeJS.ErrnoException & { smcCause?: string }) | undefined;
+  return e instanceof Error && e.code === 'ECONNRESET' && e.syscall === 'read' && e.smcCause === undefined;
+}
+
+/**
+ * TCP's reset while the stream runs over SMC-D, as TCP's end (onTcpEndWhileSmc): the CDC, which
+ * the peer writes before it closes TCP, says what happened (its abort, reported as a reset after
+ * what the ring holds); without one the peer's process died with something unread, and its
+ * kernel answered with the RST: the peer's abort too. The handle reads nothing more.
+ */
+function onTcpResetWhileSmc(sock: Socket, s: SmcState, err: Error): void {
+  s.tcpEnded = true;
+  const conn = s.conn;
+  if (!conn || conn.released || sock.destroyed) return;
+  conn.process();
+  if (conn.released || sock.destroyed || conn.peerClosed) return;
+  peerReset(sock, conn, `the peer's TCP connection was reset without a closing CDC (process died?): ${err.message}`);
+}
+
 /** Write buf through the transport; cb when all of it is in the peer's buffer. */
 export function smcWrite(sock: Socket, s: SmcState, buf: Buffer, cb: (err?: Error | null) => void): void {
   unrefTimer(sock);
+  s.bytesDispatched += buf.length;
   s.pending = { buf, off: 0, cb };
   pump(sock, s);
 }
@@ -105,7 +209,7 @@ function pump(sock: Socket, s: SmcState): void {
       s.wroteAfterPeerClosed = true;
       p.cb();
     } else {
-      p.cb(Object.assign(new Error('write after the peer closed the SMC connection'), { code: 'EPIPE', errno: -32, syscall: 'write' }));
+      p.cb(brokenPipe('write after the peer closed the SMC connection'));
     }
     return;
   }

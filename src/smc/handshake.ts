@@ -24,7 +24,7 @@ import {
   clcFrameLength, clcFrameLengthAny, compressBufSize, decodeClc, decodeSmcClc, declineName, encodeAcceptConfirm, encodeDecline, encodeProposal,
   localSystemId, mayBeClc, smcdIndicated, smcrIndicated, uncompressBufSize, type AcceptConfirm, type ClcMessage, type Proposal, type SmcProposal,
 } from './clc.js';
-import { pauseOnread, smcWrite, transportEvents } from './data.js';
+import { pauseOnread, smcWrite, transportEvents, watchTcpReset } from './data.js';
 import { isLoopback, isSmcListener, listenersStillRunning, unmapV4 } from './discovery.js';
 import { smcrOf } from './options.js';
 import { returnDmb, takeDmb } from './dmb-pool.js';
@@ -36,7 +36,7 @@ import { SmcdConnection } from './smcd-connection.js';
 import { inSmcrHandshake, onSmcrClc, releaseSmcr, smcrAwaitingConfirm, smcrDecline, smcrPeerEndedHandshake, smcrDiscovery, smcrMayTry, smcrProposal, type SmcrOps } from './smcr/clc-flow.js';
 import { forgetSmcrListener, smcrWaitEnded } from './smcr/discovery.js';
 import type { Socket } from './socket.js';
-import { connReset, getSmcInfo, kSmc, restoreOwner, toBuffer, withSmcCounters, type Held, type SmcState } from './state.js';
+import { connReset, getSmcInfo, kSmc, peerName, restoreOwner, toBuffer, withSmcCounters, type Held, type SmcState } from './state.js';
 import { countSettled } from './status.js';
 import type { SmcTransport } from './transport.js';
 
@@ -248,9 +248,9 @@ function clientConnect(sock: Socket): void {
   // The address and port we connected to are the peer's: without an IPv4 address given to
   // connect() (a name, IPv6), only a port some listener uses costs a getpeername.
   const remote = s.targetHost;
-  const port = s.targetPort ?? sock.remotePort;
+  const port = s.targetPort ?? peerName(sock).port;
   const ask = (): boolean | undefined => {
-    try { return isSmcListener(remote ?? (() => sock.remoteAddress), port); } catch (e) {
+    try { return isSmcListener(remote ?? (() => peerName(sock).address), port); } catch (e) {
       if (e instanceof RuntimeDirError) {
         settleTcp(sock, s, DECLINE.NOSMCDEV, `runtime directory refused (${e.kind})`, true);
         return undefined;
@@ -265,7 +265,7 @@ function clientConnect(sock: Socket): void {
   // lookup, not the local address SMC-R's check reads.
   let key: string | undefined;
   if (mayLearnTcp(port)) {
-    key = peerKey(remote ?? sock.remoteAddress, port);
+    key = peerKey(remote ?? peerName(sock).address, port);
     if (!shouldTrySmc(key)) {
       s.learnKey = key;
       s.startedAt = performance.now();
@@ -280,7 +280,7 @@ function clientConnect(sock: Socket): void {
   const smcr = !listener && smcrMayTry(s.opts, () => unmapV4(sock.localAddress ?? ''), s.loopbackPeer);
   if (!listener && !smcr) return settleTcp(sock, s, DECLINE.PEERNOSMC, 'peer is not an SMC listener', true);
   // How this connection ends (its bytes, its life) teaches the rule.
-  s.learnKey = key ?? peerKey(remote ?? sock.remoteAddress, port);
+  s.learnKey = key ?? peerKey(remote ?? peerName(sock).address, port);
   s.startedAt = performance.now();
   if (smcr) return discoverThenProposeSmcr(sock, s);
   // The listener's process may have died since the answer was cached (kill -9 changes no file),
@@ -329,8 +329,8 @@ const discoveryWaits = new WeakMap<SmcState, (answer: boolean | undefined, cance
  * for the next ones). Bytes from the server meanwhile end the wait: TCP.
  */
 function discoverThenProposeSmcr(sock: Socket, s: SmcState): void {
-  const dst = unmapV4(sock.remoteAddress ?? '');
-  const dport = s.targetPort ?? sock.remotePort;
+  const dst = unmapV4(peerName(sock).address ?? '');
+  const dport = s.targetPort ?? peerName(sock).port;
   const d = smcrDiscovery(smcrOps(sock, s), dst, dport);
   const onYes = () => { if (dport !== undefined) proposedOnYes.set(s, { dst, port: dport }); };
   if (d.go === 'propose') {
@@ -384,7 +384,7 @@ function smcrOps(sock: Socket, s: SmcState): SmcrOps {
     opts: s.opts,
     role: s.role,
     localAddress: () => unmapV4(sock.localAddress ?? ''),
-    remoteAddress: () => unmapV4(sock.remoteAddress ?? ''),
+    remoteAddress: () => unmapV4(peerName(sock).address ?? ''),
     write: (buf) => rawWrite(sock, s, buf),
     decline: (reason) => sendDecline(sock, s, reason, true),
     restartTimer: () => startTimer(sock, s),
@@ -457,9 +457,10 @@ function endHandshakeRead(sock: Socket, s: SmcState): void {
   if (sock.destroyed) return;
   const asked = (sock as unknown as { _readableState: { reading: boolean } })._readableState.reading;
   // Over SMC, TCP goes on being read for the peer's end, unless node:net would not be reading
-  // it yet (paused before it asked for data): a reading handle keeps the process alive, which a
-  // paused node:net socket does not. Its _read (socket.ts) starts the handle again.
-  if (s.phase !== 'tcp' && !(paused && !asked)) return;
+  // it yet (paused before it asked for data) or not any more (an onread socket paused): a
+  // reading handle keeps the process alive, which a paused node:net socket does not. Its _read
+  // or resume() (socket.ts) starts the handle again.
+  if (s.phase !== 'tcp' && !(paused && (!asked || s.onread))) return;
   if (asked && !(s.onread && paused)) return;
   const h = (sock as unknown as { _handle?: ReadHandle | null })._handle;
   if (!h?.reading || (typeof h.fd === 'number' && h.fd < 0)) return;
@@ -865,6 +866,7 @@ function startSmcd(sock: Socket, s: SmcState): void {
   const conn = new SmcdConnection(s.dmb!, s.remote!, transportEvents(sock, s, 'SMC-D'), (d) => returnDmb(s.device!, s.peerGid!, d));
   // kick in finally: a throwing application callback inside process() must not leave the connection unpolled.
   s.dmb!.onSignal = () => { if (!conn.released) { try { conn.process(); } finally { kick(conn); } } };
+  watchTcpReset(sock, s);
   countSettled('SMCD');
   settleSmc(sock, s, conn, 'SMC-D');
 }

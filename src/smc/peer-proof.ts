@@ -29,6 +29,7 @@ import type net from 'node:net';
 import type { IsmDevice } from '../ism/device.js';
 import { DECLINE, type Proposal } from './clc.js';
 import { unmapV4 } from './discovery.js';
+import { peerName } from './state.js';
 
 function connection(clientAddress: string | undefined, clientPort: number | undefined, serverAddress: string | undefined, serverPort: number | undefined): string {
   return `${unmapV4(clientAddress ?? '')} ${clientPort ?? 0} ${unmapV4(serverAddress ?? '')} ${serverPort ?? 0}`;
@@ -36,12 +37,14 @@ function connection(clientAddress: string | undefined, clientPort: number | unde
 
 /** The proof a client puts into its Proposal on this (connected) socket. */
 export function proposalProof(device: IsmDevice, sock: net.Socket): Buffer {
-  return device.proposalProof(connection(sock.localAddress, sock.localPort, sock.remoteAddress, sock.remotePort));
+  const peer = peerName(sock); // not sock.remoteAddress: node:net would keep it past 'close'
+  return device.proposalProof(connection(sock.localAddress, sock.localPort, peer.address, peer.port));
 }
 
 /** 0 if the Proposal received on this (accepted) socket comes from the device it names, else the Decline reason. */
 export function checkProposal(device: IsmDevice, p: Proposal, sock: net.Socket): number {
   if (!p.smcdGid) return DECLINE.NOSMCDDEV;
-  const ok = device.verifyProposal(p.smcdGid, connection(sock.remoteAddress, sock.remotePort, sock.localAddress, sock.localPort), p.proof);
+  const peer = peerName(sock);
+  const ok = device.verifyProposal(p.smcdGid, connection(peer.address, peer.port, sock.localAddress, sock.localPort), p.proof);
   return ok ? 0 : DECLINE.NOSMCDDEV;
 }

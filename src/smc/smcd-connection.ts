@@ -57,6 +57,10 @@ export class SmcdConnection implements SmcTransport {
   private paused = false;
   private doneReported = false;
   private abortReported = false;
+  /** The peer's abort came while the reader was stopped: what it has yet to read comes first, then the end. */
+  private abortHeld = false;
+  /** Why the peer aborted, where it did not say so itself (its process died: peerReset). */
+  private abortCause: string | undefined;
   private failed = false;
   released = false;
   /** The most one delivery copies out of the ring. */
@@ -290,13 +294,28 @@ export class SmcdConnection implements SmcTransport {
     this.reportState();
   }
 
+  /**
+   * The peer is gone with a reset and no closing CDC (its process died with something unread:
+   * close.ts): taken as its abort, and reported as one.
+   */
+  peerReset(cause: string): void {
+    if (this.released || this.failed || this.peerAborted) return;
+    this.peerConnFlags |= CONN_ABORT;
+    this.abortCause = cause;
+    this.reportState();
+  }
+
   /** Deliver nothing until resume(). */
   pause(): void { this.paused = true; }
 
-  /** The application wants data again. Returns whether anything happened. */
+  /**
+   * The application wants data again. Returns whether anything happened, or is to be reported
+   * (an abort held while it was stopped: the next process() reports it, kick()).
+   */
   resume(): boolean {
     this.paused = false;
-    return this.deliver();
+    const any = this.deliver();
+    return any || ((this.peerConnFlags & CONN_ABORT) !== 0 && !this.abortReported && !this.released && !this.failed);
   }
 
   /**
@@ -384,14 +403,39 @@ export class SmcdConnection implements SmcTransport {
   private reportState(): void {
     if (this.released) return;
     if ((this.peerConnFlags & CONN_ABORT) && !this.abortReported) {
+      if (this.holdAbort()) return;
       this.abortReported = true;
-      this.h.peerAbort();
+      if (!this.abortHeld) {
+        this.h.peerAbort(this.abortCause);
+        return;
+      }
+      // The ring is read: the end, as smc_rx_recvmsg returns 0 once it copied what the RMB
+      // held and an abort was received.
+      this.doneReported = true;
+      this.h.peerDone();
       return;
     }
     if ((this.peerConnFlags & (CONN_DONE_WRITING | CONN_CLOSED)) && this.readable === 0 && !this.doneReported) {
       this.doneReported = true;
       this.h.peerDone();
     }
+  }
+
+  /**
+   * Whether the peer's abort waits for the reader. A reader stopped by backpressure (or by its
+   * onread callback) hears of it only when it reads again, as node:net's, whose stopped handle
+   * reads the RST only then; what it has not read comes first, and then the end ('end', not
+   * ECONNRESET), as Linux's smc_rx_recvmsg copies what the RMB holds and then returns 0 once a
+   * close or abort was received, before it looks at sk_err (docs/smc.md, Closing). A reader
+   * that is reading gets ECONNRESET at once, after what the ring held, as node:net's does. A
+   * write of ours waiting for room is told at once, reading or not: the peer will never make
+   * room (Linux: smc_tx_wait sees the abort).
+   */
+  private holdAbort(): boolean {
+    if (this.abortHeld) return this.paused;
+    if (!this.paused || (this.prodFlags & PROD_WRITE_BLOCKED)) return false;
+    this.abortHeld = true;
+    return true;
   }
 
   private fail(message: string): false {

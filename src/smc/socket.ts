@@ -13,7 +13,7 @@ import { Duplex } from 'node:stream';
 import { DECLINE } from './clc.js';
 import { onTcpEndWhileSmc, smcRelease } from './close.js';
 import { connectTarget } from './connect-args.js';
-import { deliverToUser, installOnread, pauseOnread, resumeOnread, smcWrite } from './data.js';
+import { deliverToUser, installOnread, pauseOnread, resumeOnread, smcWrite, startTcpRead, stopTcpRead } from './data.js';
 import { followOwner, setOwnerJoin } from './handle-owner.js';
 import { handleGone, onClcBytes, onClientConnect, serverSpeaksFirst, settleTcp, stripThenPush } from './handshake.js';
 import { resolveSmcOptions, type ResolvedSmcOptions, type SmcSocketOptions } from './options.js';
@@ -203,8 +203,9 @@ export class Socket extends net.Socket {
   override _read(n: number): void {
     const s = this[kSmc];
     if (s?.phase === 'smcd') {
-      // TCP carries the peer's end: read it again if the handshake stopped it for a paused socket.
-      if (!(this as unknown as { _handle?: { reading?: boolean } | null })._handle?.reading) super._read(n);
+      // TCP carries the peer's end (and reset): read it again if backpressure (data.ts
+      // stopTcpRead) or the handshake stopped it for a paused socket, as node's Socket._read.
+      if (!s.tcpEnded && !(this as unknown as { _handle?: { reading?: boolean } | null })._handle?.reading) super._read(n);
       if (s.onread?.stopped) return; // only resume() restarts an onread socket
       if (s.conn!.resume()) s.conn!.kick();
       return;
@@ -226,8 +227,12 @@ export class Socket extends net.Socket {
   override pause(): this {
     const s = this[kSmc];
     if (s?.phase === 'smcd') {
-      // node:net stops reading an onread socket's handle here; ours is the ring.
-      if (s.onread) pauseOnread(s);
+      // node:net stops reading an onread socket's handle here: ours is the ring, and the
+      // handle too, which only the peer's end would come through (stopTcpRead).
+      if (s.onread) {
+        pauseOnread(s);
+        stopTcpRead(this, s);
+      }
       return Duplex.prototype.pause.call(this) as this;
     }
     // The handshake reads the handle whatever the pause state; settling gives node:net's back.
@@ -238,7 +243,10 @@ export class Socket extends net.Socket {
   override resume(): this {
     const s = this[kSmc];
     if (s?.onread) resumeOnread(this, s);
-    if (s?.phase === 'smcd') return Duplex.prototype.resume.call(this) as this;
+    if (s?.phase === 'smcd') {
+      if (s.onread) startTcpRead(this, s); // as node:net's resume() of an onread socket
+      return Duplex.prototype.resume.call(this) as this;
+    }
     return super.resume();
   }
 

@@ -115,6 +115,13 @@ export interface SmcState {
   onread: OnreadState | undefined;
   /** Client: the handshake reads the TCP handle whatever the pause state; settling gives node:net's back (handshake.ts). */
   clcRead: boolean;
+  /**
+   * Bytes handed to the transport by write() (node:net's _bytesDispatched): a write cut short
+   * by destroy() still counts whole, as node:net's does once libuv has it.
+   */
+  bytesDispatched: number;
+  /** Over SMC, TCP's end or a read error was read: the handle has nothing more to say and is never read again. */
+  tcpEnded: boolean;
 }
 
 export interface OnreadState {
@@ -137,7 +144,7 @@ export function newState(role: 'client' | 'server', opts: ResolvedSmcOptions, co
     device: undefined, peerGid: undefined, dmb: undefined, remote: undefined, conn: undefined, proposal: undefined, timer: undefined, acceptGrace: false,
     pending: undefined, clcIn: 0, clcOut: 0, strayTcpBytes: 0, lateBytes: 0, writeDone: false, writeDoneAfterPeer: false, wroteAfterPeerClosed: false,
     targetPort: undefined, targetHost: undefined, loopbackPeer: false, counters, ownerHandle: undefined, learnKey: undefined, learnedTcp: false, startedAt: 0, onread: undefined,
-    clcRead: false,
+    clcRead: false, bytesDispatched: 0, tcpEnded: false,
   };
 }
 
@@ -158,8 +165,41 @@ export function restoreOwner(s: SmcState): void {
   if (h) { s.ownerHandle = undefined; unfollow(h); }
 }
 
-export function connReset(message: string): NodeJS.ErrnoException {
-  return Object.assign(new Error(message), { code: 'ECONNRESET', errno: -104, syscall: 'read' });
+interface PeerName { address?: string; port?: number }
+
+/**
+ * The peer's address and port, as remoteAddress and remotePort give them, without filling
+ * node:net's cache (_peername, _getpeername): node:net shows a peer name it was once asked for
+ * even after 'close', and none for a socket whose application never asked; the handshake's
+ * own look must not change that.
+ */
+export function peerName(sock: net.Socket): PeerName {
+  const o = sock as unknown as { _peername?: PeerName; _handle?: { getpeername?(out: PeerName): number } | null };
+  if (o._peername) return o._peername;
+  const h = o._handle;
+  const out: PeerName = {};
+  if (!h?.getpeername || sock.connecting || h.getpeername(out)) return {};
+  return out;
+}
+
+/** An error as node:net makes it for a failed system call (its message 'read ECONNRESET'), and softrdma's reason in smcCause. */
+export interface SmcError extends NodeJS.ErrnoException {
+  /** Why, in SMC's terms (the peer's abort, its process died, ...): the message stays node:net's, which applications match on. */
+  smcCause?: string;
+}
+
+function sysError(code: string, errno: number, syscall: string, cause: string): SmcError {
+  return Object.assign(new Error(`${syscall} ${code}`), { code, errno, syscall, smcCause: cause });
+}
+
+/** ECONNRESET as node:net reports a reset its read saw ('read ECONNRESET'); cause says what SMC saw. */
+export function connReset(cause: string): SmcError {
+  return sysError('ECONNRESET', -104, 'read', cause);
+}
+
+/** EPIPE as node:net reports a write after the peer closed ('write EPIPE'). */
+export function brokenPipe(cause: string): SmcError {
+  return sysError('EPIPE', -32, 'write', cause);
 }
 
 // node:net's own counters, which count the CLC handshake and nothing that went over SMC.
@@ -183,11 +223,12 @@ export const counterAccessors = {
     configurable: true,
     get(this: Socket): number | undefined {
       const s = this[kSmc];
-      // Everything written so far, as node:net counts it, in bytes: what went out, the rest of
-      // the chunk in flight, and the chunks queued behind it (writableLength would count that
-      // chunk twice, and a queued string in characters).
+      // Everything written so far, as node:net counts it, in bytes: every chunk handed to the
+      // transport, whole (node's _bytesDispatched: a write destroy() cut short still counts),
+      // and the chunks queued behind it (writableLength would count the one in flight twice,
+      // and a queued string in characters).
       if (s?.conn) {
-        let n = s.conn.bytesSent + (s.pending ? s.pending.buf.length - s.pending.off : 0);
+        let n = s.bytesDispatched;
         for (const e of (this as unknown as { writableBuffer: Array<{ chunk: unknown; encoding: BufferEncoding }> }).writableBuffer) n += chunkBytes(e.chunk, e.encoding);
         return n;
       }

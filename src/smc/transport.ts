@@ -98,6 +98,12 @@ export interface SmcTransport {
    * socket decides at once (SMC-D: the CDC is in shared memory before the FIN is sent).
    */
   peerTcpEnded?(): void;
+  /**
+   * The peer is gone with a reset and no closing message (its process died with something
+   * unread): report it as the peer's abort, after what a stopped reader has yet to read.
+   * Without it the socket fails at once (close.ts).
+   */
+  peerReset?(cause: string): void;
   /** The peer sent done-writing, closed or aborted. */
   readonly peerFinished: boolean;
   /**

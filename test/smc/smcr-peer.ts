@@ -206,7 +206,7 @@ if (role !== 'server') {
         sock.on('drain', pump);
         pump();
       });
-      sock.on('error', (e: NodeJS.ErrnoException) => out({ client: 'error', code: e.code, message: e.message, sent, at: Date.now() }));
+      sock.on('error', (e: NodeJS.ErrnoException & { smcCause?: string }) => out({ client: 'error', code: e.code, message: e.message, smcCause: e.smcCause, sent, at: Date.now() }));
       sock.on('close', (hadError) => {
         out({ client: 'close', hadError, at: Date.now() });
         // --freed: the peer was killed; wait (bounded) for the link group to go, and say what is left.
