@@ -76,6 +76,17 @@ function record(s: net.Socket): { events: string[]; errors: NodeJS.ErrnoExceptio
   return { events, errors, closed };
 }
 
+/** A reader held through the peer's abort: not destroyed while paused; resumed, all its data, then the end. */
+async function dataThenEnd(s: net.Socket, rec: ReturnType<typeof record>, bytes: number): Promise<void> {
+  assert.equal(await closesWithin(s, 200), false, 'a paused reader is not destroyed by the abort');
+  let got = 0;
+  s.on('data', (d: Buffer) => { got += d.length; });
+  s.resume();
+  await within(rec.closed, 10_000, "the reader's close");
+  assert.equal(got, bytes);
+  assert.deepEqual(rec.events, ['end', 'close']);
+}
+
 /** Whether the peer's abort reached this SMC-D socket's connection (its CDC flags). */
 function abortSeen(s: net.Socket): boolean {
   const conn = smcState(s)?.conn;
@@ -132,13 +143,7 @@ describe("a peer's abort with data the paused reader has not read", () => {
     await until(() => s.readableLength >= s.readableHighWaterMark, 'the reader stopped by backpressure');
     c.resetAndDestroy();
     await until(() => abortSeen(s), 'the abort at the reader');
-    assert.equal(await closesWithin(s, 200), false, 'a paused reader is not destroyed by the reset');
-    let got = 0;
-    s.on('data', (d: Buffer) => { got += d.length; });
-    s.resume();
-    await within(rec.closed, 10_000, "the reader's close");
-    assert.equal(got, 200_000);
-    assert.deepEqual(rec.events, ['end', 'close']);
+    await dataThenEnd(s, rec, 200_000);
   });
 
   it("destroy() of a peer with our data unread (its close is an abort): the data, then the end", async (t) => {
@@ -151,13 +156,7 @@ describe("a peer's abort with data the paused reader has not read", () => {
     await until(() => smcState(s)!.conn!.unconsumed > 0 && smcState(c)!.conn!.bytesSent === 200_000, 'both writes in the rings');
     c.destroy();
     await until(() => abortSeen(s), 'the abort at the reader');
-    assert.equal(await closesWithin(s, 200), false);
-    let got = 0;
-    s.on('data', (d: Buffer) => { got += d.length; });
-    s.resume();
-    await within(rec.closed, 10_000, "the reader's close");
-    assert.equal(got, 200_000);
-    assert.deepEqual(rec.events, ['end', 'close']);
+    await dataThenEnd(s, rec, 200_000);
   });
 
   it('a peer process killed with our data unread: the data come first, then the reset', async (t) => {
