@@ -398,9 +398,10 @@ export class MW extends Obj_ {
 
 export class AH extends Obj_ {
   readonly #attr: AhAttr;
+  /** @internal `attr` becomes the AH's own: createAh passes the copy it made (no one else holds it). */
   constructor(context: Context, handle: number, attr: AhAttr) {
     super(context, handle);
-    this.#attr = copyAhAttr(attr);
+    this.#attr = attr;
   }
   /** The address vector the AH was created with (a copy: changing it changes no AH). */
   get attr(): AhAttr { return copyAhAttr(this.#attr); }
@@ -568,13 +569,7 @@ export class CQ extends Obj_ {
     const bad = rejectedArg(opts, 'opts', 'CQ', 'NEXT');
     if (bad) return bad;
     if (this.waiters.length === 0 && !this.destroyed) {
-      let wc: WorkCompletion | undefined;
-      try {
-        [wc] = this.cq.poll(1);
-      } catch (e) {
-        if (!(e instanceof VerbsError && e.code === 'EBADF')) throw e;
-        this.destroyed = true; // a destroyed CQ's poll is EBADF: the promise rejects below
-      }
+      const wc = this.takeOne(); // destroyed: the promise rejects below
       if (wc) return Promise.resolve(wc);
     }
     if (!this.destroyed && !this.context.uapi.uobjectOf(this.cq)?.live) this.destroyed = true;
@@ -614,15 +609,7 @@ export class CQ extends Obj_ {
     queueMicrotask(() => {
       this.scheduled = false;
       while (this.waiters.length && !this.destroyed) {
-        let wc: WorkCompletion | undefined;
-        try {
-          [wc] = this.cq.poll(1);
-        } catch (e) {
-          // Destroyed without word to the waiters (onCompletion(true) tells them): tell them now.
-          if (e instanceof VerbsError && e.code === 'EBADF') this.onDestroyed();
-          else throw e;
-          break;
-        }
+        const wc = this.takeOne();
         if (!wc) break;
         const w = this.waiters[0]!;
         this.drop(w);
@@ -639,6 +626,20 @@ export class CQ extends Obj_ {
       if (this.cq.onCompletion) this.cq.onCompletion = undefined;
       this.release();
       this.release = undefined;
+    }
+  }
+
+  /**
+   * The oldest completion, or undefined. A destroyed CQ's poll is EBADF: then the waiters are
+   * told (onCompletion(true) tells them when the destroy itself is seen) and undefined returned.
+   */
+  private takeOne(): WorkCompletion | undefined {
+    try {
+      return this.cq.poll(1)[0];
+    } catch (e) {
+      if (!(e instanceof VerbsError && e.code === 'EBADF')) throw e;
+      this.onDestroyed();
+      return undefined;
     }
   }
 
