@@ -76,15 +76,18 @@ function record(s: net.Socket): { events: string[]; errors: NodeJS.ErrnoExceptio
   return { events, errors, closed };
 }
 
-/** A reader held through the peer's abort: not destroyed while paused; resumed, all its data, then the end. */
-async function dataThenEnd(s: net.Socket, rec: ReturnType<typeof record>, bytes: number): Promise<void> {
-  assert.equal(await closesWithin(s, 200), false, 'a paused reader is not destroyed by the abort');
+/**
+ * A reader held through the peer's abort (or death): not destroyed while paused for `holdMs`;
+ * resumed, all its data, then `events` (the end, unless told).
+ */
+async function dataThenEnd(s: net.Socket, rec: ReturnType<typeof record>, bytes: number, events = ['end', 'close'], holdMs = 200): Promise<void> {
+  assert.equal(await closesWithin(s, holdMs), false, 'a paused reader is not destroyed by the abort');
   let got = 0;
   s.on('data', (d: Buffer) => { got += d.length; });
   s.resume();
   await within(rec.closed, 10_000, "the reader's close");
   assert.equal(got, bytes);
-  assert.deepEqual(rec.events, ['end', 'close']);
+  assert.deepEqual(rec.events, events);
 }
 
 /** Whether the peer's abort reached this SMC-D socket's connection (its CDC flags). */
@@ -176,14 +179,8 @@ describe("a peer's abort with data the paused reader has not read", () => {
     p.child.kill('SIGKILL');
     await p.exit(10_000);
     // Its kernel closed TCP: a paused node:net reader does not read that before it reads again.
-    assert.equal(await closesWithin(s, 300), false);
-    let got = 0;
-    s.on('data', (d: Buffer) => { got += d.length; });
-    s.resume();
-    await within(rec.closed, 10_000, "the reader's close");
-    assert.equal(got, n);
     // Learnt by a reader that reads (TCP's end, read after the ring): ECONNRESET, as node:net's reset then.
-    assert.deepEqual(rec.events, ['error:ECONNRESET', 'close']);
+    await dataThenEnd(s, rec, n, ['error:ECONNRESET', 'close'], 300);
   });
 
   it('a reader paused by pipe() backpressure: everything reaches the destination, then the end', async (t) => {
