@@ -1,7 +1,8 @@
 // Fixes from a second review of the rdma_cm API, each with the cases that showed the bug:
 // a wildcard listener that never covered a device created after listen() (Linux's cma_add_one
 // makes every id on listen_any_list listen there), and a device created after the last createId
-// left without a CM agent; reject() refused for a REP (active side, after CONNECT_RESPONSE) and
+// left without a CM agent; reject() refused for our own REQ before its REP (the active side
+// abandoning a connect), for a REP (active side, after CONNECT_RESPONSE) and
 // for our own REP before its RTU (passive side), which rdma_reject / ib_send_cm_rej allow;
 // next(type, ms, listener) that never saw the listener's CONNECT_REQUEST (rdma_get_request);
 // and bad arguments that threw TypeErrors or waited for ever instead of EINVAL.
@@ -145,8 +146,6 @@ describe('reject() of a response (rdma_reject, ib_send_cm_rej)', () => {
       const c = await resolvedTo(cch, l, QUICK);
       c.connect({ qpNum: 0x123 });
       const req = await sch.next('CONNECT_REQUEST', 5000);
-      // Before the REP the client has nothing to reject (REQ_SENT): EINVAL, nothing changed.
-      assert.throws(() => c.reject(), { code: 'EINVAL', message: /reject in state connect/ });
       const s = req.id;
       s.accept({ qpNum: 0x456 });
       assert.equal((await cch.next(OUTCOMES, 5000, c)).event, 'CONNECT_RESPONSE');
@@ -162,6 +161,35 @@ describe('reject() of a response (rdma_reject, ib_send_cm_rej)', () => {
       assert.throws(() => c.establish(), { code: 'EINVAL' }, 'a rejected response cannot be established');
       // The client's CM went back to IDLE (cm_reset_to_idle): no event follows for it.
       await assert.rejects(cch.next(undefined, 50, c), { code: 'ETIMEDOUT' });
+      for (const id of [c, s, l]) id.destroyId();
+      await waitEmpty();
+    });
+  });
+
+  it('the active side abandons its connect before the REP (REQ_SENT): a REJ (28) the server cannot match, as Linux; the REQ is not resent; the server\'s REP goes unanswered', async () => {
+    await onTwoDevices(async ({ sch, cch }) => {
+      const l = createId(sch, 'tcp', QUICK);
+      l.bindAddr('127.0.0.3', 0);
+      l.listen(8);
+      // The REQ would be resent every ~64 ms: a resend after the reject would be a new request.
+      const c = await resolvedTo(cch, l, RESENDING);
+      c.connect({ qpNum: 0x125 });
+      const s = (await sch.next('CONNECT_REQUEST', 5000)).id;
+      assert.throws(() => c.reject(Buffer.alloc(149)), { code: 'EINVAL', message: /privateData is 149 bytes, at most 148/ });
+      c.reject(Buffer.from('never mind'));
+      assert.equal(c.state, 'rejected');
+      assert.throws(() => c.reject(), { code: 'EINVAL' }, 'nothing left to reject');
+      // cm_format_rej in REQ_SENT: message rejected "other", remote comm id 0 (no REP yet), so
+      // the server's CM finds no id for it (cm_acquire_rejected_id) and drops it. Its id is
+      // still a request: accept() sends a REP, which the client's CM (IDLE) drops, and after the
+      // REP's resends (the client's response timeout, ~64 ms, 15 times) the server's id is
+      // UNREACHABLE (-ETIMEDOUT). No REQ came again in the meantime.
+      s.accept({ qpNum: 0x457 });
+      const se = await sch.next(['REJECTED', 'ESTABLISHED', 'UNREACHABLE', 'CONNECT_REQUEST'], 5000);
+      assert.equal(se.id, s, `${se.event} for another id`);
+      assert.equal(se.event, 'UNREACHABLE');
+      assert.equal(se.status, -110);
+      await assert.rejects(cch.next(undefined, 0, c), { code: 'ETIMEDOUT' }, 'the client heard nothing');
       for (const id of [c, s, l]) id.destroyId();
       await waitEmpty();
     });

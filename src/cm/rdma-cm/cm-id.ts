@@ -423,9 +423,10 @@ export class RdmaCmId implements CmIdSink, CmDeviceFollower {
    * rdma_reject, "a connection request or response": TCP a REJ with reason CONSUMER_DEFINED (28)
    * and up to 148 bytes of private data; UDP a SIDR_REP with status REJECT and up to 136 bytes.
    * Linux's rdma_reject checks no rdma_cm state, only ib_send_cm_rej the CM's: besides a request
-   * (REQ_RCVD), a REP on the active side after CONNECT_RESPONSE (REP_RCVD, MRA_REP_SENT: the CM
-   * goes back to IDLE) and, on the passive side, our own REP before the RTU (REP_SENT,
-   * MRA_REP_RCVD: the CM goes into time-wait). No event follows on this id: cma_ib_handler
+   * (REQ_RCVD), our own REQ not yet answered (REQ_SENT, MRA_REQ_RCVD: the connect is abandoned,
+   * its resends stop, the peer's id gets REJECTED) and a REP on the active side after
+   * CONNECT_RESPONSE (REP_RCVD, MRA_REP_SENT: the CM goes back to IDLE); on the passive side,
+   * our own REP before the RTU (REP_SENT, MRA_REP_RCVD: the CM goes into time-wait). No event follows on this id: cma_ib_handler
    * gates TIMEWAIT_EXIT on RDMA_CM_DISCONNECT, which a rejected id never reaches.
    */
   reject(privateDataIn?: Uint8Array): void {
@@ -443,11 +444,11 @@ export class RdmaCmId implements CmIdSink, CmDeviceFollower {
     this.st = 'rejected';
   }
 
-  /** reject() in 'connect': a REP to answer, or our REP without its RTU (ib_send_cm_rej's states). */
+  /** reject() in 'connect': our REQ or a REP unanswered, or our REP without its RTU (ib_send_cm_rej's states). */
   private expectRejectable(dev: CmDevice): void {
     const cs = this.ud ? undefined : dev.agent.state(this.commId!);
     if (cs !== undefined && REJECTABLE.has(cs)) return;
-    throw new SoftrdmaError('EINVAL', `rdma_cm: reject in state connect with the CM in ${cs ?? 'a SIDR exchange'} (only a request, a REP before establish(), or our REP before the RTU can be rejected)`);
+    throw new SoftrdmaError('EINVAL', `rdma_cm: reject in state connect with the CM in ${cs ?? 'a SIDR exchange'} (only a request, our REQ before its REP, a REP before establish(), or our REP before the RTU can be rejected)`);
   }
 
   /**
@@ -717,10 +718,11 @@ export class RdmaCmId implements CmIdSink, CmDeviceFollower {
 }
 
 /**
- * The CM states in which an id in 'connect' can reject (ib_send_cm_rej): the active side holding
- * a REP (CONNECT_RESPONSE came), the passive side whose REP awaits its RTU.
+ * The CM states in which an id in 'connect' can reject (cm_send_rej_locked): the active side
+ * whose REQ awaits its REP, or holding a REP (CONNECT_RESPONSE came); the passive side whose REP
+ * awaits its RTU.
  */
-const REJECTABLE: ReadonlySet<CmStateName> = new Set(['REP_RCVD', 'MRA_REP_SENT', 'REP_SENT', 'MRA_REP_RCVD']);
+const REJECTABLE: ReadonlySet<CmStateName> = new Set(['REQ_SENT', 'MRA_REQ_RCVD', 'REP_RCVD', 'MRA_REP_SENT', 'REP_SENT', 'MRA_REP_RCVD']);
 
 /** One try of a SIDR_REQ (cma_resolve_ib_udp: 1 << (CMA_CM_RESPONSE_TIMEOUT - 8) ms). */
 function sidrTryMs(t: CmTiming): number {
