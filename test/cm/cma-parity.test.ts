@@ -201,10 +201,10 @@ describe('ports: conflicts with a wildcard (cma_check_port)', () => {
   it('a wildcard and any address on one port: EADDRNOTAVAIL both ways; the same address twice: EADDRINUSE; two addresses share it', () => {
     const t = new PortTable();
     t.bind(2, '0.0.0.0', 5000);
-    assert.throws(() => t.bind(2, '10.0.0.1', 5000), { code: 'EADDRNOTAVAIL' });
-    assert.throws(() => t.bind(2, '::', 5000), { code: 'EADDRNOTAVAIL' });
+    assert.throws(() => t.bind(2, '10.0.0.1', 5000), { code: 'EADDRNOTAVAIL', message: /port 5000 is bound to 0\.0\.0\.0 already; 10\.0\.0\.1 cannot share it/ });
+    assert.throws(() => t.bind(2, '::', 5000), { code: 'EADDRNOTAVAIL', message: /bound to 0\.0\.0\.0 already; :: cannot/ });
     t.bind(2, '10.0.0.1', 5001);
-    assert.throws(() => t.bind(2, '0.0.0.0', 5001), { code: 'EADDRNOTAVAIL' });
+    assert.throws(() => t.bind(2, '0.0.0.0', 5001), { code: 'EADDRNOTAVAIL', message: /port 5001 is bound to 10\.0\.0\.1 already; 0\.0\.0\.0 cannot share it/ });
     assert.throws(() => t.bind(2, '10.0.0.1', 5001), { code: 'EADDRINUSE' });
     t.bind(2, '10.0.0.2', 5001);
     t.bind(3, '10.0.0.1', 5001); // another port space
@@ -247,6 +247,21 @@ describe('accept, disconnect and the channel, as librdmacm\'s', () => {
       for (const id of [c, req.id, l, idle]) id.destroyId();
       cr.cq.destroy();
       cr.pd.dealloc();
+    });
+  });
+
+  it('disconnect on a listener: a no-op on one bound to a device\'s address (it has an ib cm_id), EINVAL on a wildcard one', async () => {
+    await onTwoDevices(async ({ sch }) => {
+      const l = createId(sch, 'tcp', QUICK);
+      l.bindAddr('127.0.0.3', 0);
+      l.listen();
+      l.disconnect();
+      assert.equal(l.state, 'listen');
+      const w = createId(sch, 'tcp', QUICK);
+      w.bindAddr('0.0.0.0', 0);
+      w.listen();
+      assert.throws(() => w.disconnect(), { code: 'EINVAL', message: /no connection/ });
+      for (const id of [l, w]) id.destroyId();
     });
   });
 

@@ -65,7 +65,10 @@ export class PortTable {
     if (port !== 0) {
       const why = this.conflict(ps, port, address);
       if (why === 'EADDRINUSE') throw new SoftrdmaError(why, `rdma_cm: port ${port} on ${address} is in use`);
-      if (why) throw new SoftrdmaError(why, `rdma_cm: port ${port} is bound to ${isWildcard(address) ? 'an address' : 'a wildcard'} already; ${address} cannot share it`);
+      if (why) {
+        const held = [...this.bound.get(this.key(ps, port))!].join(', ');
+        throw new SoftrdmaError(why, `rdma_cm: port ${port} is bound to ${held} already; ${address} cannot share it (a wildcard shares a port with no other address)`);
+      }
       this.add(ps, port, address);
       return port;
     }

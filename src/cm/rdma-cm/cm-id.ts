@@ -457,11 +457,15 @@ export class RdmaCmId implements CmIdSink, CmDeviceFollower {
    * (the CM is not in a state to disconnect, e.g. a REP still unanswered: reject or destroyId).
    * DISCONNECTED comes with the DREP (or after the DREQ's retries, status -ETIMEDOUT), then
    * TIMEWAIT_EXIT. EINVAL only for an id with no connection (Linux: no ib cm_id). A UDP id
-   * (after its SIDR exchange) only has its QP moved to ERR: there is nothing to tear down.
+   * (after its SIDR exchange) only has its QP moved to ERR: there is nothing to tear down. A
+   * listener bound to one device's address has an ib cm_id (its listen), so Linux's
+   * rdma_disconnect finds nothing to send and returns 0: so does this; a wildcard listener has
+   * none (its listens are per device): EINVAL.
    */
   disconnect(): void {
     if (this.st === 'destroyed') throw new SoftrdmaError('EBADF', 'rdma_cm: disconnect on a destroyed id');
     const dev = this.dev;
+    if (this.st === 'listen' && dev && this.commId === undefined) return;
     if (this.commId === undefined || !dev) throw new SoftrdmaError('EINVAL', `rdma_cm: disconnect in state ${this.st} (no connection)`);
     qpToErr(this.qp);
     if (this.ud) return;
