@@ -7,8 +7,18 @@ export const Access = {
   REMOTE_ATOMIC: 1 << 3,
   MW_BIND: 1 << 4,
   ZERO_BASED: 1 << 5,
+  // reg_mr's other bits, as ib_check_mr_access (Linux 6.1) takes them: ON_DEMAND is EOPNOTSUPP
+  // (no on-demand paging); HUGETLB and RELAXED_ORDERING are hints rxe ignores.
+  ON_DEMAND: 1 << 6,
+  HUGETLB: 1 << 7,
+  RELAXED_ORDERING: 1 << 20,
 } as const;
+/** The access bits an MR or a window keeps (what they mean to rxe). */
 export const ACCESS_MASK = 0x3f;
+/** IBV_ACCESS_OPTIONAL_RANGE: bits 20-29, hints a device that does not know them ignores. */
+export const ACCESS_OPTIONAL_RANGE = 0x3ff << 20;
+/** Every bit reg_mr accepts (IB_ACCESS_SUPPORTED in 6.1: up to HUGETLB, and the optional range). */
+export const MR_ACCESS_SUPPORTED = ((Access.HUGETLB << 1) - 1) | ACCESS_OPTIONAL_RANGE;
 
 export const QpType = { RC: 2, UC: 3, UD: 4 } as const;
 export type QpTypeValue = (typeof QpType)[keyof typeof QpType];

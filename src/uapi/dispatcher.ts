@@ -120,7 +120,8 @@ export class UapiContext<Impl = unknown> {
     if (destroyAttr) {
       const victim = uobjs.get(destroyAttr.id)!;
       const reason = this.busyReason(victim);
-      if (reason) fail('EBUSY', reason, { ...site, attr: destroyAttr.name });
+      // Held by other objects: EBUSY (uverbs); the provider's own refusal: its errno.
+      if (reason) fail(victim.usecnt > 0 ? 'EBUSY' : (this.registry.objects.get(victim.type) as RegisteredObject).busyErrno ?? 'EBUSY', reason, { ...site, attr: destroyAttr.name });
     }
     // The device's object-count limits, checked here for every object type that has one.
     const newType = newAttr ? (newAttr.type as { object: number }).object : -1;

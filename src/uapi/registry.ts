@@ -9,12 +9,14 @@ export interface RegisteredObject extends ObjectSpec {
   methods: Map<number, MethodSpec>;
   /** Optional check before destroy: a reason the object is still in use, or undefined. */
   busy?: (impl: any) => string | undefined;
+  /** The errno of a `busy` refusal, where the kernel's is not EBUSY (rxe_dereg_mr: EINVAL). */
+  busyErrno?: 'EBUSY' | 'EINVAL';
 }
 
 export class UapiRegistry {
   readonly objects = new Map<number, RegisteredObject>();
 
-  defineObject(spec: ObjectSpec & { busy?: (impl: any) => string | undefined }, namespace: 'core' | 'driver' = 'core'): void {
+  defineObject(spec: ObjectSpec & Pick<RegisteredObject, 'busy' | 'busyErrno'>, namespace: 'core' | 'driver' = 'core'): void {
     checkNamespace(spec.id, namespace, `object ${spec.name}`);
     if (this.objects.has(spec.id)) fail('EEXIST', `object id ${spec.id} (${spec.name}) is already defined`);
     this.objects.set(spec.id, { ...spec, methods: new Map() });
@@ -44,7 +46,7 @@ export class UapiRegistry {
 }
 
 export interface DriverRegistrar {
-  defineObject(spec: ObjectSpec & { busy?: (impl: any) => string | undefined }): void;
+  defineObject(spec: ObjectSpec & Pick<RegisteredObject, 'busy' | 'busyErrno'>): void;
   defineMethod(objectId: number, spec: MethodSpec): void;
 }
 

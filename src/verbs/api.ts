@@ -367,7 +367,7 @@ export class MR extends Obj_ {
     this.context.invoke(Obj.MR, M.MR.REREG, { [a.HANDLE]: this.handle, [a.FLAGS]: flags, [a.PD_HANDLE]: handleIn(this.context, change.pd, 'pd_handle', 'MR', 'REREG'), [a.MEMORY]: change.memory, [a.IOVA]: change.iova, [a.ACCESS_FLAGS]: change.access });
     if (change.memory) this.memory = change.memory;
   }
-  /** ibv_dereg_mr: EBUSY while memory windows are bound to it. */
+  /** ibv_dereg_mr: EINVAL while memory windows are bound to it (rxe_dereg_mr), EBUSY while other objects hold it. */
   dereg(): void {
     this.context.invoke(Obj.MR, M.MR.DEREG, { [Attr.MR.DEREG.HANDLE]: this.handle });
   }

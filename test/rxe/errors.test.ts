@@ -88,7 +88,7 @@ test('memory windows: type 2 bind, remote write through the window, SEND_WITH_IN
     const [bound] = await waitCompletions(b.cq, 1);
     assert.deepEqual([bound!.status, bound!.opcode], [WcStatus.SUCCESS, WcOpcode.BIND_MW]);
     assert.equal(mw.rkey, rkey);
-    assert.throws(() => bmr.dereg(), (e: any) => e.code === 'EBUSY');
+    assert.throws(() => bmr.dereg(), (e: any) => e.code === 'EINVAL'); // rxe_dereg_mr: IBA 10.6.7.2.6
     const data = randomBytes(100);
     const smr = a.pd.regMr(data, 0);
     a.qp.postSend({ wrId: 2, opcode: WrOpcode.RDMA_WRITE, sendFlags: SendFlags.SIGNALED, sgList: [smr.sge()], rdma: { remoteAddr: bmr.addr + 4096 + 10, rkey } });
@@ -307,17 +307,24 @@ test('memory windows: a zero-based type 1 bind, and a bind to a zero-based MR, f
   }
 });
 
-test('MR REREG keeps ZERO_BASED: a new translation of a zero-based MR starts at VA 0; ZERO_BASED alone cannot be switched', async () => {
-  const { a, close } = await makePair(QpType.RC);
+test('ZERO_BASED on an MR moves nothing (rxe_mr_init_user keeps the iova given): the MR is at its iova, before and after REREG, and the flag can be switched alone', async () => {
+  const { a, b, close } = await makePair(QpType.RC);
   try {
-    const mr = a.pd.regMr(Buffer.alloc(4096), Access.LOCAL_WRITE | Access.ZERO_BASED);
-    assert.equal(mr.addr, 0);
-    mr.rereg({ memory: Buffer.alloc(8192) });
-    assert.equal(mr.addr, 0, 'a zero-based MR stays at VA 0 after a new translation');
-    const plain = a.pd.regMr(Buffer.alloc(4096), Access.LOCAL_WRITE);
-    assert.throws(() => plain.rereg({ access: Access.LOCAL_WRITE | Access.ZERO_BASED }), (e: unknown) => e instanceof VerbsError && e.code === 'EINVAL' && e.attr === 'access_flags');
-    plain.rereg({ memory: Buffer.alloc(4096), access: Access.LOCAL_WRITE | Access.ZERO_BASED });
-    assert.equal(plain.addr, 0);
+    const X = 0x100000;
+    const mem = Buffer.alloc(4096);
+    const mr = b.pd.regMr(mem, Access.LOCAL_WRITE | Access.REMOTE_WRITE | Access.ZERO_BASED, { iova: X });
+    assert.equal(mr.addr, X);
+    const src = a.pd.regMr(Buffer.alloc(16, 0xab), Access.LOCAL_WRITE);
+    a.qp.postSend({ wrId: 1, opcode: WrOpcode.RDMA_WRITE, sendFlags: SendFlags.SIGNALED, sgList: [src.sge()], rdma: { remoteAddr: X + 8, rkey: mr.rkey } });
+    assert.equal((await waitCompletions(a.cq, 1))[0]!.status, WcStatus.SUCCESS);
+    assert.equal(mem[8], 0xab);
+    mr.rereg({ memory: Buffer.alloc(8192), iova: 2 * X });
+    assert.equal(mr.addr, 2 * X, 'a new translation takes its iova, zero-based or not');
+    const plain = b.pd.regMr(Buffer.alloc(4096), Access.LOCAL_WRITE);
+    const at = plain.addr;
+    plain.rereg({ access: Access.LOCAL_WRITE | Access.ZERO_BASED });
+    assert.equal(plain.addr, at);
+    assert.equal(plain.access, Access.LOCAL_WRITE | Access.ZERO_BASED);
   } finally { await close(); }
 });
 

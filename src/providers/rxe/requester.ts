@@ -2,7 +2,7 @@
 // the window of unacknowledged PSNs. Each WQE's PSNs are fixed when it is first reached, so
 // a retry (go-back-N from any PSN) rebuilds exactly the packets it sent before.
 
-import { Access, MwType, QpState, QpType, SendFlags, WcStatus, WrOpcode } from '../../abi/enums.js';
+import { Access, MR_ACCESS_SUPPORTED, MwType, QpState, QpType, SendFlags, WcStatus, WrOpcode } from '../../abi/enums.js';
 import { OPCODES, Op, OpCode, ICRC_BYTES } from './wire/opcodes.js';
 import { atmeth, deth, ieth, immdt, reth, writeBth } from './wire/headers.js';
 import { psnAdd, psnDiff } from './wire/psn.js';
@@ -290,7 +290,6 @@ function executeLocal(qp: RxeQp, w: SendWqe): void {
     const mw = b.mw;
     const info = b.bindInfo;
     const mr = info.mr ? keys.lookup(info.mr.lkey) : undefined;
-    const remote = Access.REMOTE_READ | Access.REMOTE_WRITE | Access.REMOTE_ATOMIC | Access.ZERO_BASED;
     const bad =
       // rxe_bind_mw looks the window up by its key when the bind runs: one deallocated since
       // the post is gone (and binding it would pin its MR for good: nothing could unbind it).
@@ -300,8 +299,11 @@ function executeLocal(qp: RxeQp, w: SendWqe): void {
       (mw.type === MwType.TYPE_1 && (info.mwAccessFlags & Access.ZERO_BASED) !== 0) ||
       (info.length > 0 && (!(mr instanceof RxeMr) || !mr.valid || mr.pd !== qp.pd || !(mr.access & Access.MW_BIND) || (mr.access & Access.ZERO_BASED) !== 0 ||
         info.addr < mr.iova || info.addr + info.length > mr.iova + mr.length)) ||
-      (info.mwAccessFlags & ~remote) !== 0 ||
-      (info.mwAccessFlags & (Access.REMOTE_WRITE | Access.REMOTE_ATOMIC) && !(mr instanceof RxeMr && mr.access & Access.LOCAL_WRITE));
+      // Any bit an MR may have (6.2's RXE_ACCESS_SUPPORTED_MW; 6.1 checked none): a window keeps
+      // only its remote rights, so LOCAL_WRITE or MW_BIND copied from an MR's flags do no harm.
+      (info.mwAccessFlags & ~MR_ACCESS_SUPPORTED) !== 0 ||
+      // C10-74, only for a window over memory (a zero-length bind has no MR to check).
+      (info.length > 0 && info.mwAccessFlags & (Access.REMOTE_WRITE | Access.REMOTE_ATOMIC) && !(mr instanceof RxeMr && mr.access & Access.LOCAL_WRITE));
     if (bad) {
       qp.failSend(w, WcStatus.MW_BIND_ERR);
       return;
@@ -317,7 +319,7 @@ function executeLocal(qp: RxeQp, w: SendWqe): void {
       m.iova = info.mwAccessFlags & Access.ZERO_BASED ? 0 : info.addr;
       m.base = info.addr;
       m.length = info.length;
-      m.access = info.mwAccessFlags & ~Access.ZERO_BASED;
+      m.access = info.mwAccessFlags & (Access.REMOTE_READ | Access.REMOTE_WRITE | Access.REMOTE_ATOMIC);
       m.qpn = m.type === MwType.TYPE_2 ? qp.qpn : undefined;
     }
   }

@@ -1,8 +1,8 @@
 // MR: a memory region in a PD (which it holds). REREG changes its memory, PD or access and
-// gives it new keys; an MR with memory windows bound to it can be neither changed nor
-// deregistered (EBUSY).
+// gives it new keys; an MR with memory windows bound to it cannot be changed (EBUSY) or
+// deregistered (EINVAL, rxe_dereg_mr's "IBA 10.6.7.2.6").
 
-import { Access, ACCESS_MASK } from '../../abi/enums.js';
+import { Access, ACCESS_MASK, MR_ACCESS_SUPPORTED } from '../../abi/enums.js';
 import { Attr, M, Obj, Rereg } from '../../abi/ids.js';
 import { buffer, flags, handle, mandatory, newHandle, out, uint } from '../attrs.js';
 import { fail } from '../errors.js';
@@ -12,7 +12,7 @@ import type { UapiRegistry } from '../registry.js';
 import type { CoreContext, CoreMethodContext } from './core.js';
 
 const iova = (id: number) => uint(id, 'iova', { max: Number.MAX_SAFE_INTEGER });
-const accessFlags = (id: number) => flags(id, 'access_flags', ACCESS_MASK);
+const accessFlags = (id: number) => flags(id, 'access_flags', MR_ACCESS_SUPPORTED);
 
 const REG = {
   handle: newHandle(Attr.MR.REG.HANDLE, 'mr_handle', Obj.MR),
@@ -45,10 +45,12 @@ export function checkMrAccess(access: number): string | undefined {
   return undefined;
 }
 
+/** The access an MR keeps: the IBTA's rule checked, ON_DEMAND refused, the hints dropped. */
 function checkAccess(access: number): number {
   const bad = checkMrAccess(access);
   if (bad) fail('EINVAL', bad, { attr: 'access_flags' });
-  return access;
+  if (access & Access.ON_DEMAND) fail('EOPNOTSUPP', 'ON_DEMAND: the device has no on-demand paging', { attr: 'access_flags' });
+  return access & ACCESS_MASK;
 }
 
 function checkLength(ctx: CoreMethodContext, mem: Uint8Array): Uint8Array {
@@ -64,14 +66,16 @@ export function defineMr(r: UapiRegistry): void {
     destroy: (mr: ProviderMr, c: CoreContext) => c.provider.deregMr(mr),
     limit: { name: 'max_mr', max: (c: CoreContext) => c.device.queryDevice().maxMr },
     busy: (mr: ProviderMr) => (mr.boundMwCount > 0 ? `MR has ${mr.boundMwCount} memory window(s) bound` : undefined),
+    busyErrno: 'EINVAL',
   });
   r.defineMethod<CoreContext>(Obj.MR, {
     id: M.MR.REG, name: 'REG', attrs: Object.values(REG),
     handler: (ctx) => {
       const access = checkAccess(ctx.get(REG.access));
       const mem = checkLength(ctx, ctx.get(REG.memory));
-      let iova = ctx.get(REG.iova);
-      if (access & Access.ZERO_BASED) iova = 0;
+      // ZERO_BASED moves nothing: as rxe_mr_init_user, the MR is at the iova given (the flag
+      // only keeps windows off it, rxe_check_bind_mw).
+      const iova = ctx.get(REG.iova);
       if (iova !== undefined && iova + mem.length > Number.MAX_SAFE_INTEGER) fail('EINVAL', 'iova + length overflows', { attr: 'iova' });
       const mr = ctx.context.provider.regMr(ctx.get(REG.pd), mem, iova, access);
       ctx.hold(ctx.handle(REG.pd));
@@ -103,14 +107,9 @@ export function defineMr(r: UapiRegistry): void {
         const access = ctx.get(REREG.access);
         if (access === undefined) fail('EINVAL', 'CHANGE_ACCESS needs access flags', { attr: 'access_flags' });
         change.access = checkAccess(access);
-        // ZERO_BASED decides the MR's addresses, which only a new translation sets.
-        if (!change.mem && ((change.access ^ mr.access) & Access.ZERO_BASED)) {
-          fail('EINVAL', 'adding or removing ZERO_BASED needs CHANGE_TRANSLATION too', { attr: 'access_flags' });
-        }
       }
       if (change.mem) {
-        // As REG: a zero-based MR starts at VA 0, and iova + length must stay exact.
-        if ((change.access ?? mr.access) & Access.ZERO_BASED) change.iova = 0;
+        // As REG: iova + length must stay exact.
         if (change.iova !== undefined && change.iova + change.mem.length > Number.MAX_SAFE_INTEGER) fail('EINVAL', 'iova + length overflows', { attr: 'iova' });
       }
       ctx.context.provider.reregMr(mr, change);
