@@ -216,8 +216,8 @@ test('a CQ grows on demand and still overflows exactly past cqe (CQ_ERR for each
   const cq2 = new RxeCq(40, () => overflows++);
   for (let i = 0; i < 30; i++) cq2.push(wc(i), false);
   cq2.poll(10);
-  assert.throws(() => cq2.resize(19), (e: unknown) => (e as { code?: string; attr?: string }).code === 'EINVAL' && (e as { attr?: string }).attr === 'cqe');
-  cq2.resize(25);
+  assert.throws(() => cq2.resize(19, 31), (e: unknown) => (e as { code?: string; attr?: string }).code === 'EINVAL' && (e as { attr?: string }).attr === 'cqe');
+  cq2.resize(25, 25);
   assert.equal(cq2.cqe, 25);
   for (let i = 30; i < 35; i++) cq2.push(wc(i), false);
   assert.equal(overflows, 2);

@@ -89,15 +89,16 @@ export class RxeContext implements ProviderContext {
     this.device.keys.remove(m);
   }
 
+  /** A CQ holds what its queue holds (rxe_cq_from_init: the size rounded as rxe_queue_init's, and reported). */
   createCq(cqe: number): ProviderCq {
-    return new RxeCq(cqe, (cq) => {
+    return new RxeCq(queueEntries(cqe, this.device.limits.maxCqe), (cq) => {
       this.device.counters.cq_overflows++;
       this.event(AsyncEventType.CQ_ERR, cq);
     }, this.device.link);
   }
 
   resizeCq(cq: ProviderCq, cqe: number): void {
-    (cq as RxeCq).resize(cqe);
+    (cq as RxeCq).resize(cqe, queueEntries(cqe, this.device.limits.maxCqe));
   }
 
   destroyCq(cq: ProviderCq): void {

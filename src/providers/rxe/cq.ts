@@ -82,10 +82,10 @@ export class RxeCq implements ProviderCq {
     if (this.armed !== ARM_NEXT) this.armed = solicitedOnly ? ARM_SOLICITED : ARM_NEXT;
   }
 
-  resize(cqe: number): void {
-    // Linux rxe_cq_chk_attr: EINVAL for a size below the entries it holds.
-    if (cqe < this.queue.length) fail('EINVAL', `cannot shrink below the ${this.queue.length} completions queued`, { object: 'CQ', method: 'RESIZE', attr: 'cqe' });
-    this.queue.resize(cqe);
-    this.cqe = cqe;
+  /** `asked` is checked (rxe_cq_chk_attr: EINVAL below the entries held); the queue holds `entries` (rounded as at create). */
+  resize(asked: number, entries: number): void {
+    if (asked < this.queue.length) fail('EINVAL', `cannot shrink below the ${this.queue.length} completions queued`, { object: 'CQ', method: 'RESIZE', attr: 'cqe' });
+    this.queue.resize(entries);
+    this.cqe = entries;
   }
 }

@@ -249,7 +249,8 @@ export class RxeDevice implements ProviderDevice {
 
   queryPort(): PortAttr {
     return {
-      state: this.closed ? PortState.DOWN : PortState.ACTIVE, maxMtu: this.portMtu, activeMtu: this.portMtu, gidTblLen: 1,
+      // max_mtu is rxe's IB_MTU_4096 whatever the link's (rxe_init_port_param); active_mtu the link's.
+      state: this.closed ? PortState.DOWN : PortState.ACTIVE, maxMtu: 5, activeMtu: this.portMtu, gidTblLen: 1,
       portCapFlags: 0, maxMsgSz: 0x80000000, pkeyTblLen: 1, lid: 0, smLid: 0, linkLayer: 'Ethernet',
       activeWidth: 1, activeSpeed: 1, physState: this.closed ? 3 : 5,
     };

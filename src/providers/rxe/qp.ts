@@ -221,8 +221,11 @@ export class RxeQp implements ProviderQp {
       this.attr.ahAttr = a.ahAttr;
     }
     if (mask & QpAttr.PATH_MTU) {
-      this.attr.pathMtu = Math.min(a.pathMtu!, this.device.portMtu) as MtuValue;
-      this.mtu = mtuBytes(this.attr.pathMtu);
+      // Kept and reported as given (rxe_qp_from_attr; the port's max_mtu bounds it), but the
+      // packets are cut at no more than the port's active MTU: Linux would send packets the
+      // link drops (its IP header has DF set) and retry them until the QP fails.
+      this.attr.pathMtu = a.pathMtu!;
+      this.mtu = mtuBytes(Math.min(a.pathMtu!, this.device.portMtu) as MtuValue);
     }
     if (mask & QpAttr.ACCESS_FLAGS) this.attr.qpAccessFlags = a.qpAccessFlags!;
     if (mask & QpAttr.PKEY_INDEX) this.attr.pkeyIndex = a.pkeyIndex!;

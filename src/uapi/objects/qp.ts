@@ -101,8 +101,9 @@ const QP_ATTR_CHECKS: ReadonlyArray<readonly [number, (e: CheckEnv) => Problem |
   [QpAttr.TIMEOUT, ({ attr }) => range('timeout', attr.timeout, 0, 31)],
   [QpAttr.RETRY_CNT, ({ attr }) => range('retryCnt', attr.retryCnt, 0, 7)],
   [QpAttr.RNR_RETRY, ({ attr }) => range('rnrRetry', attr.rnrRetry, 0, 7)],
-  [QpAttr.RQ_PSN, ({ attr }) => range('rqPsn', attr.rqPsn, 0, 0xffffff)],
-  [QpAttr.SQ_PSN, ({ attr }) => range('sqPsn', attr.sqPsn, 0, 0xffffff)],
+  // u32 as the ABI's; the handler masks them to 24 bits, as _ib_modify_qp ("psn overflow, masking to 24 bits").
+  [QpAttr.RQ_PSN, ({ attr }) => range('rqPsn', attr.rqPsn, 0, 0xffffffff)],
+  [QpAttr.SQ_PSN, ({ attr }) => range('sqPsn', attr.sqPsn, 0, 0xffffffff)],
   [QpAttr.MAX_QP_RD_ATOMIC, (e) => range('maxRdAtomic', e.attr.maxRdAtomic, 0, devOf(e).maxQpInitRdAtom)],
   [QpAttr.MAX_DEST_RD_ATOMIC, (e) => range('maxDestRdAtomic', e.attr.maxDestRdAtomic, 0, devOf(e).maxQpRdAtom)],
   [QpAttr.MIN_RNR_TIMER, ({ attr }) => range('minRnrTimer', attr.minRnrTimer, 0, 31)],
@@ -207,6 +208,8 @@ export function defineQp(r: UapiRegistry): void {
       const cur = mask & QpAttr.CUR_STATE && typeof attr.curQpState === 'number' ? attr.curQpState : qp.state;
       const bad = checkQpAttrValues(attr, mask, ctx.context, qp);
       if (bad) fail('EINVAL', bad[1], { attr: verbsName(bad[0]) });
+      if (mask & QpAttr.RQ_PSN) attr.rqPsn = attr.rqPsn! & 0xffffff;
+      if (mask & QpAttr.SQ_PSN) attr.sqPsn = attr.sqPsn! & 0xffffff;
       const next = mask & QpAttr.STATE ? (attr.qpState as number) : cur;
       const t = checkTransition(qp.qpType, cur, next, mask);
       if (!t.ok) {

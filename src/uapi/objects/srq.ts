@@ -14,7 +14,8 @@ const CREATE = {
   handle: newHandle(Attr.SRQ.CREATE.HANDLE, 'srq_handle', Obj.SRQ),
   pd: mandatory(handle<object>(Attr.SRQ.CREATE.PD_HANDLE, 'pd_handle', Obj.PD, 'read')),
   maxWr: mandatory(uint(Attr.SRQ.CREATE.MAX_WR, 'max_wr', { min: 1 })),
-  maxSge: mandatory(uint(Attr.SRQ.CREATE.MAX_SGE, 'max_sge', { min: 1 })),
+  // 0 is taken as 1 (rxe_srq_chk_init: RXE_MIN_SRQ_SGE).
+  maxSge: mandatory(uint(Attr.SRQ.CREATE.MAX_SGE, 'max_sge', { min: 0 })),
   srqLimit: uint(Attr.SRQ.CREATE.SRQ_LIMIT, 'srq_limit'),
 };
 const MODIFY = {
@@ -39,7 +40,7 @@ export function defineSrq(r: UapiRegistry): void {
     id: M.SRQ.CREATE, name: 'CREATE', attrs: Object.values(CREATE),
     handler: (ctx) => {
       const dev = ctx.context.device.queryDevice();
-      const maxWr = ctx.get(CREATE.maxWr), maxSge = ctx.get(CREATE.maxSge), limit = ctx.get(CREATE.srqLimit) ?? 0;
+      const maxWr = ctx.get(CREATE.maxWr), maxSge = Math.max(1, ctx.get(CREATE.maxSge)), limit = ctx.get(CREATE.srqLimit) ?? 0;
       if (maxWr > dev.maxSrqWr) fail('EINVAL', overMax(maxWr, 'max_srq_wr', dev.maxSrqWr), { attr: 'max_wr' });
       if (maxSge > dev.maxSrqSge) fail('EINVAL', overMax(maxSge, 'max_srq_sge', dev.maxSrqSge), { attr: 'max_sge' });
       // No check of srq_limit here: rxe_srq_chk_init has none (the limit is armed as given).
