@@ -6,7 +6,7 @@
 // One layer per device, shared by its agents (the CM now; SA or vendor classes later).
 
 import type { Device, Gsi, GsiDest, GsiSource } from '../verbs/api.js';
-import { MadMethod, MadStatus, MgmtClass, decodeMad, isResponseMethod, type Mad } from './wire/mad.js';
+import { MadMethod, MadStatus, MgmtClass, decodeMad, isResponseMad, type Mad } from './wire/mad.js';
 import { tracer } from '../sys/trace.js';
 
 const traceDrop = tracer('cm', 'drop');
@@ -133,7 +133,7 @@ export class MadLayer {
     // validate_mad: CM attributes other than ClassPortInfo travel by SEND only (no answer to a GET)
     if (h.mgmtClass === MgmtClass.CM && h.attrId !== CLASS_PORT_INFO && h.method !== MadMethod.SEND) { c.invalid_drops++; return; }
     let agent: MadAgentSpec | undefined;
-    if (isResponseMethod(h.method)) {
+    if (isResponseMad(h)) {
       agent = this.agents.get(Number(h.tid >> 32n));
       if (!agent) { c.unmatched_response_drops++; return; }
     } else {

@@ -263,6 +263,12 @@ describe('what QP1 and the MAD layer cannot take: counted, dropped or answered, 
       // a response nobody here started
       la.send(encodeMad({ ...cmMadHeader(0x12, 0x7777_0000_0001n), mgmtClass: MgmtClass.PERF_MGMT, method: MadMethod.GET_RESP }), { dgid: B.gid });
       await waitFor('unmatched response', () => lb.counters.unmatched_response_drops === 1);
+      // ib_response_mad: a TrapRepress, and a Baseboard Management GET whose AttributeModifier
+      // has the response bit, are responses (routed by TID: dropped here), never answered
+      la.send(encodeMad({ ...cmMadHeader(0x12, 0x7777_0000_0002n), mgmtClass: MgmtClass.BM, classVersion: 1, method: MadMethod.GET, attrMod: 1 }), { dgid: B.gid });
+      la.send(encodeMad({ ...cmMadHeader(0x12, 0x7777_0000_0003n), mgmtClass: MgmtClass.PERF_MGMT, classVersion: 1, method: MadMethod.TRAP_REPRESS }), { dgid: B.gid });
+      await waitFor('two more unmatched responses', () => lb.counters.unmatched_response_drops === 3);
+      assert.equal(lb.counters.unsupported_answered, 1);
       perf.unregister();
 
       // none of it disturbed B: a real REQ still connects to its listener

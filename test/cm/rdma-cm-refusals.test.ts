@@ -27,12 +27,12 @@ function req(o: { serviceId: bigint; mtu?: number; privateData?: Buffer; qpn?: n
   });
 }
 
-/** Two devices, a listener of `ps` on 127.0.0.3:PORT, and the client device's agent events. */
-async function setUp(ps: 'tcp' | 'udp') {
+/** Two devices, a listener of `ps` on 127.0.0.3:PORT (or `address`), and the client device's agent events. */
+async function setUp(ps: 'tcp' | 'udp', address = '127.0.0.3') {
   const { a, b, close } = await twoDevices();
   const ch = createEventChannel();
   const listener = createId(ch, ps);
-  listener.bindAddr('127.0.0.3', PORT);
+  listener.bindAddr(address, PORT);
   listener.listen(8);
   const requests: RdmaCmEvent[] = [];
   ch.on('CONNECT_REQUEST', (e: RdmaCmEvent) => requests.push(e));
@@ -64,14 +64,15 @@ test('a SIDR_REQ to a TCP listener gets SIDR_REP(REJECT), with no CONNECT_REQUES
   } finally { await s.done(); }
 });
 
-test('a REQ to a UDP listener, a REQ for a UC QP and a REQ with path MTU 0 get REJ(CONSUMER_DEFINED), with no CONNECT_REQUEST', async () => {
-  for (const [what, ps, make] of [
+test('a REQ to a UDP listener, a REQ for a UC QP, a REQ with path MTU 0 and an IPv6 header to an IPv4 listener (0.0.0.0 too: afonly) get REJ(CONSUMER_DEFINED), with no CONNECT_REQUEST', async () => {
+  for (const [what, ps, make, address] of [
     ['REQ to a UDP listener', 'udp', () => req({ serviceId: serviceIdFor(PortSpace.UDP, PORT) })],
     ['REQ for UC', 'tcp', () => ({ ...req({ serviceId: serviceIdFor(PortSpace.TCP, PORT) }), transportServiceType: TransportServiceType.UC })],
     ['REQ with path MTU 0', 'tcp', () => req({ serviceId: serviceIdFor(PortSpace.TCP, PORT), mtu: 0 })],
     ['REQ with an IPv6 header to an IPv4 listener', 'tcp', () => req({ serviceId: serviceIdFor(PortSpace.TCP, PORT), privateData: header(6, '::ffff:127.0.0.3') })],
+    ['REQ with an IPv6 header to a 0.0.0.0 listener', 'tcp', () => req({ serviceId: serviceIdFor(PortSpace.TCP, PORT), privateData: header(6, 'fd00::3') }), '0.0.0.0'],
   ] as const) {
-    const s = await setUp(ps);
+    const s = await setUp(ps, address);
     try {
       s.client.connect({ dgid: roceGid('127.0.0.3'), req: make(), packetLifeTime: 1 });
       const rej = await waitFor(`the REJ (${what})`, () => s.answers.find((e) => e.event === 'REJ_RECEIVED'));

@@ -623,8 +623,10 @@ export class RdmaCmId implements CmIdSink, CmDeviceFollower {
     if (m.kind === 'REQ' && !(m.pathMtu >= 1 && m.pathMtu <= 5)) return refuse();
     const h = hdr.value;
     // cma_match_private_data: a listener on one address takes only headers of its IP version
-    // naming that address.
+    // naming that address; one on 0.0.0.0 only IPv4 ones (rdma_bind_addr makes an AF_INET id
+    // afonly), one on :: both (afonly 0, as with net.ipv6.bindv6only's default).
     if (!isWildcard(this.local!.address) && (h.ipVersion !== this.local!.family || h.dstAddr !== this.local!.address)) return refuse();
+    if (isWildcard(this.local!.address) && this.local!.family === 4 && h.ipVersion !== 4) return refuse();
     // The backlog is full (ucma_connect_event_handler's -ENOMEM): cm_destroy_id forgets a REQ
     // without a REJ so the client's resend is taken once the application has read the queue;
     // a SIDR_REQ is rejected (SIDR_REP(REJECT)) whatever the error, as there.

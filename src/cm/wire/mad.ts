@@ -147,3 +147,15 @@ export function encodeMad(header: MadHeader, data: Uint8Array = NO_DATA): Buffer
 
 /** Whether a method is a response (ib_response_mad's test for most classes). */
 export const isResponseMethod = (method: number) => (method & MadMethod.RESP) !== 0;
+
+/** IB_BM_ATTR_MOD_RESP: a Baseboard Management MAD with this AttributeModifier bit is a response. */
+const BM_ATTR_MOD_RESP = 1;
+
+/**
+ * Whether a MAD is a response, routed by its TID to the agent that sent the request (mad.c's
+ * ib_response_mad): the response bit, a TrapRepress, or a Baseboard Management MAD whose
+ * AttributeModifier says so.
+ */
+export function isResponseMad(h: { method: number; mgmtClass: number; attrMod: number }): boolean {
+  return isResponseMethod(h.method) || h.method === MadMethod.TRAP_REPRESS || (h.mgmtClass === MgmtClass.BM && (h.attrMod & BM_ATTR_MOD_RESP) !== 0);
+}
