@@ -106,9 +106,9 @@ export function startTcpRead(sock: Socket, s: SmcState): void {
 }
 
 /**
- * The peer is gone with a reset. A transport that can (SMC-D) reports it as the peer's abort,
- * after what a stopped reader has yet to read from its buffer (smcd-connection.ts reportState);
- * otherwise the socket fails now.
+ * The peer is gone with a reset. A transport that can (both do) reports it as the peer's abort,
+ * after what a stopped reader has yet to read from its buffer (reportState in
+ * smcd-connection.ts and smcr/connection.ts); otherwise the socket fails now.
  */
 export function peerReset(sock: Socket, conn: SmcTransport, cause: string): void {
   if (conn.peerReset) conn.peerReset(cause);
@@ -118,9 +118,9 @@ export function peerReset(sock: Socket, conn: SmcTransport, cause: string): void
 type OnStreamRead = (this: unknown, arrayBuffer?: ArrayBuffer) => unknown;
 
 /**
- * SMC-D: TCP's reads pass through here before node's onStreamRead (the handle's onread). Over
+ * SMC-D and SMC-R: TCP's reads pass through here before node's onStreamRead (the handle's onread). Over
  * TCP a reset is read after everything that arrived before it; node:net destroys the socket when
- * it reads one. Over SMC-D the peer's data are in our ring, not behind the RST in the kernel: a
+ * it reads one. Over SMC the peer's data are in our ring, not behind the RST in the kernel: a
  * reset read at once would destroy the socket with bytes in the ring its reader has not read
  * yet (a reader that resumed just now, whose handle reads again: the peer's resetAndDestroy()).
  * So node's destroy for a reset is taken here and goes the way of TCP's end (onTcpResetWhileSmc).
@@ -161,7 +161,7 @@ function isTcpReset(err: unknown): err is Error {
 }
 
 /**
- * TCP's reset while the stream runs over SMC-D, as TCP's end (onTcpEndWhileSmc): the CDC, which
+ * TCP's reset while the stream runs over SMC, as TCP's end (onTcpEndWhileSmc): the CDC, which
  * the peer writes before it closes TCP, says what happened (its abort, reported as a reset after
  * what the ring holds); without one the peer's process died with something unread, and its
  * kernel answered with the RST: the peer's abort too. The handle reads nothing more.

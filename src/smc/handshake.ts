@@ -395,6 +395,7 @@ function smcrOps(sock: Socket, s: SmcState): SmcrOps {
       restoreOwner(s);
       clearTimeout(s.timer);
       s.timer = undefined;
+      watchTcpReset(sock, s);
       countSettled('SMCR');
       settleSmc(sock, s, conn, 'SMC-R');
     },

@@ -96,6 +96,10 @@ export class SmcrConnection implements SmcTransport {
   private paused = false;
   private doneReported = false;
   private abortReported = false;
+  /** The peer's abort waits for a stopped reader (holdAbort). */
+  private abortHeld = false;
+  /** Why the peer aborted, where it did not say so itself (its TCP connection was reset: peerReset). */
+  private abortCause: string | undefined;
   private failed = false;
   /** Events go to the socket only once the handshake settled (start()). */
   private started = false;
@@ -437,6 +441,18 @@ export class SmcrConnection implements SmcTransport {
     }, CLOSE_GRACE_MS);
   }
 
+  /**
+   * The peer's TCP connection was reset and no closing CDC came (data.ts onTcpResetWhileSmc,
+   * after the grace peerTcpEnded gives a CDC on its way): taken as its abort, reported as one.
+   */
+  peerReset(cause: string): void {
+    if (this.released || this.failed || this.peerAborted) return;
+    this.peerConnFlags |= CONN_ABORT;
+    this.abortCause = cause;
+    this.deliver();
+    this.reportState();
+  }
+
   peerExited(): void {
     if (this.released || this.failed) return;
     this.peerConnFlags |= CONN_CLOSED | CONN_DONE_WRITING;
@@ -573,14 +589,36 @@ export class SmcrConnection implements SmcTransport {
       if (this.released) return;
     }
     if ((this.peerConnFlags & CONN_ABORT) && !this.abortReported) {
+      if (this.holdAbort()) return;
       this.abortReported = true;
-      this.h.peerAbort();
+      if (!this.abortHeld) {
+        this.h.peerAbort(this.abortCause);
+        return;
+      }
+      // The RMB is read: the end, as smc_rx_recvmsg returns 0 once it copied what the RMB held
+      // and an abort was received.
+      this.doneReported = true;
+      this.h.peerDone();
       return;
     }
     if ((this.peerConnFlags & (CONN_DONE_WRITING | CONN_CLOSED)) && this.readable === 0 && !this.doneReported) {
       this.doneReported = true;
       this.h.peerDone();
     }
+  }
+
+  /**
+   * Whether the peer's abort waits for the reader, as SMC-D's (smcd-connection.ts holdAbort): a
+   * reader stopped by backpressure (or its onread callback) hears of it when it reads again,
+   * after what the RMB holds, and then gets the end, as node:net's stopped handle reads the RST
+   * only then; a reader that is reading gets ECONNRESET at once; a write of ours waiting for
+   * room is told at once (the peer will never make room).
+   */
+  private holdAbort(): boolean {
+    if (this.abortHeld) return this.paused;
+    if (!this.paused || this.writerWaits || (this.prodFlags & PROD_WRITE_BLOCKED)) return false;
+    this.abortHeld = true;
+    return true;
   }
 
   /** The link failed under the connection and no other link took it: ECONNABORTED, as Linux's smc_conn_kill sets sk_err. */
