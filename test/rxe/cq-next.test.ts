@@ -71,7 +71,7 @@ test('cq.next() with an AbortSignal', async () => {
 });
 
 const script = (body: string) => `
-  import { createRxeDevice, connectQp, Access, QpType, WrOpcode, SendFlags } from ${JSON.stringify(fileURLToPath(new URL('../../src/index.js', import.meta.url)))};
+  import { createRxeDevice, connectQp, queryRxeCounters, Access, QpType, WrOpcode, SendFlags } from ${JSON.stringify(fileURLToPath(new URL('../../src/index.js', import.meta.url)))};
   const port = 20000 + (process.pid % 20000);
   const A = await createRxeDevice({ address: '127.0.0.2', port }), B = await createRxeDevice({ address: '127.0.0.3', port });
   const side = (dev) => { const ctx = dev.open(), pd = ctx.allocPd(), cq = ctx.createCq(16);
@@ -106,4 +106,19 @@ test('an unref()\'d device lets the program end; awaiting a completion keeps it 
   const kept = await runsFor(script(`console.log('done');`), 1500);
   assert.equal(kept.exited, false, kept.out);
   assert.match(kept.out, /done/);
+});
+
+test('an unref()\'d device whose peer is gone: retry_cnt 7 retries for ever (as rxe), but holds the process only for 7 timeouts', async () => {
+  // timeout 14 (67 ms): the process may end after 7 timeouts without an ACK, ~0.5 s; before,
+  // the retransmit timer held it for ever.
+  const gone = await runsFor(script(`
+    const rdma = { remoteAddr: b.mr.addr, rkey: b.mr.rkey };
+    await B.close();
+    A.unref();
+    process.on('exit', () => console.log('timeouts', queryRxeCounters(a.ctx, a.qp).qp.timeouts));
+    a.qp.postSend({ wrId: 1, opcode: WrOpcode.RDMA_WRITE, sendFlags: SendFlags.SIGNALED, sgList: [a.mr.sge(0, 8)], rdma });
+  `), 8000);
+  assert.equal(gone.exited, true, gone.out);
+  assert.equal(gone.code, 0, gone.out);
+  assert.equal(Number(/timeouts (\d+)/.exec(gone.out)?.[1]), 7, gone.out);
 });

@@ -39,7 +39,23 @@ export function armRetransmit(qp: RxeQp): void {
   const rto = rtoMs(qp.attr.timeout);
   if (!Number.isFinite(rto)) return;
   qp.comp.lastProgress = performance.now();
-  qp.comp.timer = setTimeout(() => onTimer(qp), rto);
+  qp.comp.timer = retransmitTimer(qp, rto);
+}
+
+/**
+ * Timeouts without an acknowledgement after which the retransmit timer of an unref()'d device
+ * stops keeping the process alive: the retries a finite retry_cnt allows. Work in flight keeps
+ * a process alive (a program that posts and exits would lose it, where a kernel would go on
+ * sending), but retry_cnt 7 never gives up (rxe's: `if (qp->comp.retry_cnt != 7)
+ * qp->comp.retry_cnt--`), and SMC-R's links use 7: a peer whose process died would hold ours
+ * until the link's keepalive failed (30 s). The retries go on; only the hold ends.
+ */
+const KEEPALIVE_TIMEOUTS = 7;
+
+function retransmitTimer(qp: RxeQp, ms: number): NodeJS.Timeout {
+  const t = setTimeout(() => onTimer(qp), ms);
+  if (qp.comp.idleTimeouts >= KEEPALIVE_TIMEOUTS && !qp.device.link.keepAlive) t.unref();
+  return t;
 }
 
 function onTimer(qp: RxeQp): void {
@@ -52,10 +68,11 @@ function onTimer(qp: RxeQp): void {
   const rto = rtoMs(qp.attr.timeout);
   const idle = performance.now() - qp.comp.lastProgress;
   if (idle < rto) {
-    qp.comp.timer = setTimeout(() => onTimer(qp), Math.max(1, rto - idle));
+    qp.comp.timer = retransmitTimer(qp, Math.max(1, rto - idle));
     return;
   }
   qp.counters.timeouts++;
+  qp.comp.idleTimeouts++;
   // A timeout retries even while a retry is under way (Linux: timeout_retry).
   if (retryLoss(qp, true)) armRetransmit(qp);
 }
@@ -139,6 +156,7 @@ function progress(qp: RxeQp, nextPsn: number): void {
     qp.comp.retryCnt = qp.attr.retryCnt;
     qp.comp.rnrRetry = qp.attr.rnrRetry;
     qp.comp.startedRetry = false;
+    qp.comp.idleTimeouts = 0;
     qp.comp.lastProgress = performance.now();
   }
 }

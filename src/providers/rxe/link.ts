@@ -125,6 +125,8 @@ export class RxeLink {
   pathMtuOf: (qpn: number) => number = () => 0;
   private readonly local: Buffer;
   private closed = false;
+  /** Whether the device keeps the process alive (setKeepAlive): the retransmit timers' hold depends on it. */
+  keepAlive = true;
   /** Whether busyPoll reads (the device's busyPoll option). */
   busyPolling = false;
   /** busyPoll's reads in this turn of the event loop that delivered datagrams (cleared in the check phase). */
@@ -640,9 +642,12 @@ export class RxeLink {
 
   /**
    * Whether the device socket keeps the process alive (it receives; the send-only source-port
-   * and GSO sockets never do). Timers of work in flight (retransmission, RNR) always do.
+   * and GSO sockets never do). Timers of work in flight (retransmission, RNR) do too, but on a
+   * device that does not, a retransmit timer only for 7 timeouts without an acknowledgement
+   * (completer.ts retransmitTimer).
    */
   setKeepAlive(on: boolean): void {
+    this.keepAlive = on;
     if (on) this.sock.ref();
     else this.sock.unref();
     this.mmsg?.setKeepAlive(on);

@@ -104,6 +104,8 @@ export class RxeQp implements ProviderQp {
     psn: 0, retryCnt: 0, rnrRetry: 0, lastProgress: 0,
     /** A go-back-N retry is under way and nothing was acknowledged since (Linux comp.started_retry). */
     startedRetry: false,
+    /** Retransmit timeouts since the last acknowledgement (completer.ts keepsAlive). */
+    idleTimeouts: 0,
     timer: undefined as NodeJS.Timeout | undefined, rnrTimer: undefined as NodeJS.Timeout | undefined,
   };
   readonly resp = {
@@ -306,7 +308,7 @@ export class RxeQp implements ProviderQp {
     this.state = QpState.RESET;
     this.attr.qpState = QpState.RESET;
     Object.assign(this.req, { psn: 0, index: 0, noackPkts: 0, paused: false, lifWait: false, cwnd: MAX_CWND, ssthresh: MAX_CWND, askPsn: -1, wholeTo: -1 });
-    Object.assign(this.comp, { psn: 0, startedRetry: false });
+    Object.assign(this.comp, { psn: 0, startedRetry: false, idleTimeouts: 0 });
     Object.assign(this.resp, { psn: 0, msn: 0, nakSent: false, inMessage: 0, wqe: undefined, offset: 0, resources: [], nextResource: 0, readTo: -1, reading: undefined, held: [], ackPsn: -1, unackedPsn: -1 });
   }
 
