@@ -8,13 +8,12 @@ import assert from 'node:assert/strict';
 import type net from 'node:net';
 import { test } from 'node:test';
 import { testRuntimeDir } from '../helpers/runtime-dir.js';
+import type { SmcrConnection as Conn } from '../../src/smc/smcr/connection.js';
 
 testRuntimeDir('smcr-abort-hold');
 process.env.SOFTRDMA_SMC_LEARN = '0';
 const { setup, settled, until, within } = await import('./smcr-relay-harness.js');
 const { smcState } = await import('../../src/smc/state.js');
-const { SmcrConnection } = await import('../../src/smc/smcr/connection.js');
-type Conn = InstanceType<typeof SmcrConnection>;
 
 const N = 20_000;
 
