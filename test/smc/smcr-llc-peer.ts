@@ -347,7 +347,7 @@ const scenarios: Record<string, () => Promise<Record<string, unknown>>> = {
     const sv = group('server'), cl = group('client');
     const rmb = sv.takeRmb(16384);
     const held = smcrMemory().held;
-    sv.giveBack(rmb, undefined, SmcrLinkGroup.newToken(), true);
+    sv.giveBack(rmb, undefined, sv.newToken(), true);
     const quarantined = sv.quarantinedCount;
     const expired = await within(() => sv.quarantinedCount === quarantined - 1, 5000);
     await new Promise((r) => setTimeout(r, 300)); // a DELETE_RKEY, if one went, has arrived

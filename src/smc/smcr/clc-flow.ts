@@ -359,7 +359,7 @@ function onProposal(key: object, ops: SmcrOps, p: SmcProposal): void {
   } catch (e) {
     return fail(key, ops, bufferFailure(e, DECLINE.ERR_REGBUF), `declined: ${(e as Error).message}`);
   }
-  hs.token = SmcrLinkGroup.newToken();
+  hs.token = hs.lgr.newToken();
   const accept = () => {
     hs.offered = true;
     ops.acceptSent();
@@ -412,7 +412,7 @@ function onAccept(key: object, ops: SmcrOps, hs: Hs, m: SmcrAcceptConfirm): void
   if (m.eid !== SOFTRDMA_UEID) return fail(key, ops, DECLINE.NOUEID, 'declined: the server chose an EID we did not offer');
   const peerSize = uncompressBufSize(m.rmbeSize);
   if (peerSize > SMCR_MAX_RMB) return fail(key, ops, DECLINE.SYNCERR, `declined: peer RMB of ${peerSize} bytes`);
-  hs.key = SmcrLinkGroup.key(hs.dev, m.peerId, m.gid);
+  hs.key = SmcrLinkGroup.key(hs.dev, m.peerId, m.gid, ops.remoteAddress());
   hs.firstContact = m.firstContact;
   // smc_clc_clnt_v2x_features_validate (smc_clc.c), a first contact of release 1 or later: the
   // server's max_conns at least SMC_CONN_PER_LGR_MIN, else MAXCONNERR; its max_links 1 or 2
@@ -432,7 +432,10 @@ function onAccept(key: object, ops: SmcrOps, hs: Hs, m: SmcrAcceptConfirm): void
       // QPN and GID (af_smc.c smc_connect_rdma; the Accept names the link the server chose).
       // None: Linux's smc_conn_create declines SYNCERR ("Server reuses a link group, but
       // Client wants to start a new one"), whose out-of-sync flag makes the server end that group.
-      const found = SmcrLinkGroup.findByServerLink(hs.dev, m.peerId, m.qpn, m.gid);
+      const found = SmcrLinkGroup.findByServerLink(hs.dev, m.peerId, m.qpn, m.gid, ops.remoteAddress());
+      // A group made with another server address: not this server's to name. Declined without
+      // the out-of-sync flag (which would make the server end the group it named).
+      if (found === 'elsewhere') return fail(key, ops, DECLINE.INTERR, 'declined: the server named a link group this client made with another server address');
       if (found) { hs.lgr = found.lgr; hs.link = found.link; hs.key = found.lgr.peerKey; }
       if (!hs.lgr) return fail(key, ops, DECLINE.SYNCERR, 'declined: the server reused a link group this client does not have');
     }
@@ -449,7 +452,7 @@ function onAccept(key: object, ops: SmcrOps, hs: Hs, m: SmcrAcceptConfirm): void
       return fail(key, ops, DECLINE.ERR_RDYLNK, `declined: the link's QP: ${(e as Error).message}`);
     }
   }
-  hs.token = SmcrLinkGroup.newToken();
+  hs.token = hs.lgr.newToken();
   const conn = new SmcrConnection(hs.lgr, hs.rmb, hs.sndbuf, hs.token, peerRmbOf(m), ops.events(), hs.link);
   if (!m.firstContact) return joinGroup(key, ops, hs, conn);
   // smc_connect_rdma (af_smc.c 1331-1334): the server's RMB into the rtoken table, or Decline ERR_RTOK.

@@ -193,8 +193,6 @@ function ipv4Of(d: ReturnType<typeof getDeviceList>[number]): string | undefined
   return undefined;
 }
 
-let nextToken = 1;
-
 /**
  * What makes an ADD_LINK's QP impossible, or undefined: a QPN no RC QP has (0 and 1 are the
  * special QPs, 0xffffff the multicast QPN), an MTU (when given) outside IB's 256..4096 (1..5).
@@ -443,7 +441,7 @@ export class SmcrLinkGroup {
     };
   }
 
-  /** A group's key: our address, the peer's system ID and GID, and (server) the TCP peer's address. */
+  /** A group's key: our address, the peer's system ID and GID, and the TCP peer's address (the client's for a server group, the server's for a client group). */
   static key(dev: SmcrDevice, peerId: Buffer, peerGid: Buffer, tcpPeer?: string): string {
     const k = `${dev.address}|${peerId.toString('hex')}|${peerGid.toString('hex')}`;
     return tcpPeer === undefined ? k : `${k}|${tcpPeer}`;
@@ -488,18 +486,26 @@ export class SmcrLinkGroup {
    * Client, a group the server reused: ours to that peer (its system ID) on `dev` with an active
    * link to the server's QP the Accept names, by QPN and GID over every link, as smcr_lgr_match
    * (smc_core.c) looks: the server may put the connection on either link, and each device
-   * numbers its QPs alike.
+   * numbers its QPs alike. And, unlike Linux, one made over a TCP connection to this same
+   * server address (a client group's key ends with it, as a server group's ends with the
+   * client's): 'elsewhere' when only a group of another server address matches. Without that,
+   * any server could name another server's group in its Accept (the system id, GID and QPN
+   * are in every Accept that server sends) and have this client's bytes for it written on the
+   * other server's link, where they break that group's connections.
    */
-  static findByServerLink(dev: SmcrDevice, peerId: Buffer, qpn: number, gid: Buffer): { lgr: SmcrLinkGroup; link: SmcrLink } | undefined {
+  static findByServerLink(dev: SmcrDevice, peerId: Buffer, qpn: number, gid: Buffer, tcpPeer: string): { lgr: SmcrLinkGroup; link: SmcrLink } | 'elsewhere' | undefined {
     const prefix = SmcrLinkGroup.key(dev, peerId, Buffer.alloc(0)); // the keys of every peer GID
+    let elsewhere = false;
     for (const key of SmcrLinkGroup.all.keys()) {
       if (!key.startsWith(prefix)) continue;
       for (const lgr of SmcrLinkGroup.find(key, 'client')) {
         const link = lgr.activeLinks().find((l) => l.remote?.qpn === qpn && l.remote.gid.equals(gid));
-        if (link) return { lgr, link };
+        if (!link) continue;
+        if (key.endsWith(`|${tcpPeer}`)) return { lgr, link };
+        elsewhere = true;
       }
     }
-    return undefined;
+    return elsewhere ? 'elsewhere' : undefined;
   }
 
   /** Entries in the peer's rtoken table (tests, diagnostics). */
@@ -695,10 +701,17 @@ export class SmcrLinkGroup {
   /** RMBs offered in an Accept or held by an ended connection that the peer may still write into (tests, diagnostics). */
   get quarantinedCount(): number { return this.quarantined.size; }
 
-  static newToken(): number {
-    const t = nextToken;
-    nextToken = nextToken >= 0xffffffff ? 1 : nextToken + 1;
-    return t;
+  /**
+   * A connection token (our alert token) for this group: random, non-zero, and named by no
+   * connection, offer or quarantined RMB of the group. Linux counts them up for the host
+   * (smc_lgr_register_conn); counted, one Accept told any server the tokens of the
+   * connections made just before it, to name in a forged CLC message.
+   */
+  newToken(): number {
+    for (;;) {
+      const t = randomBytes(4).readUInt32BE(0);
+      if (t !== 0 && !this.conns.has(t) && !this.expected.has(t) && !this.quarantined.has(t)) return t;
+    }
   }
 
   // --- connections ---------------------------------------------------------------------
