@@ -140,8 +140,11 @@ describe('perftest (strtol base 0, as perftest_parameters.c)', () => {
   it('-q with -s/-a and -t: a buffer or a CQ the run could not have is refused before anything starts, naming the options', () => {
     assert.throws(() => parse('-q', '200', '-s', '8388608'), /: -q 200 with -s 8388608 needs a buffer of 3200 MiB .*lower -q or the size$/);
     assert.throws(() => parse('-q', '256', '-a'), /: -q 256 with -a \(sizes up to 8388608\) needs a buffer of 4096 MiB/);
-    assert.throws(() => parse('-q', '64', '-t', '4096'), /: -q 64 with -t 4096 needs a completion queue of 296960 entries .*max_cqe 262144: lower -q or -t$/);
-    assert.equal(parse('-q', '64', '-t', '3500').qps, 64); // 64 x (3500 + 544) = 258816 fits
+    assert.throws(() => parse('-q', '64', '-t', '4096'), /: -q 64 with -t 4096 needs a completion queue of 263168 entries \(64 x \(4096 \+ 16\)\), more than the device's max_cqe 32767: lower -q or -t$/);
+    assert.equal(parse('-q', '64', '-t', '495').qps, 64); // 64 x (495 + 16) = 32704 fits
+    // A SEND test's queue holds its receives too (perftest's receive CQ): 64 x (128 + 16 + 512 + 16) does not fit.
+    assert.throws(() => parsePerftestArgs(['send_bw', '-q', '64']), /: -q 64 with -t 128 needs a completion queue of 43008 entries \(64 x \(128 \+ 16 \+ 512 \+ 16\)\)/);
+    assert.equal(parsePerftestArgs(['send_bw', '-q', '48']).qps, 48); // 48 x 672 = 32256
   });
 });
 

@@ -82,7 +82,7 @@ export interface RxeDeviceOptions {
 
 /** The limits an rxe device advertises by default (those of Linux rxe's rxe_param.h, or near them). */
 export const RXE_DEFAULT_LIMITS = Object.freeze({
-  maxQp: 1 << 16, maxQpWr: 16384, maxSge: 32, maxCq: 16384, maxCqe: 1 << 18, maxMr: 1 << 20, maxPd: 1 << 16,
+  maxQp: 1 << 16, maxQpWr: 16384, maxSge: 32, maxCq: 16384, maxCqe: (1 << 15) - 1, maxMr: 1 << 20, maxPd: 1 << 16,
   maxMw: 1 << 20, maxAh: 1 << 16, maxSrq: 1 << 14, maxSrqWr: 16384, maxSrqSge: 27,
 });
 export type RxeLimits = { -readonly [K in keyof typeof RXE_DEFAULT_LIMITS]: number };

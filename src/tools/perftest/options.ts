@@ -213,9 +213,16 @@ export function areaBytes(maxSize: number, cycle = CYCLE_BUFFER, line = CACHE_LI
   return Math.ceil(Math.max(maxSize, 8, cycle) / line) * line;
 }
 
-/** The completion queue a run creates: per QP its send queue (-t + 16) and receive queue (512 + 16). */
-export function cqEntries(qps: number, txDepth: number): number {
-  return qps * (txDepth + WR_SLACK + RX_DEPTH + WR_SLACK);
+/** Whether a test posts receives (SEND tests: perftest makes a receive CQ for them alone). */
+export const postsReceives = (test: string): boolean => test === 'send_bw' || test === 'send_lat';
+
+/**
+ * The completion queue a run creates: per QP its send queue (-t + 16), and its receive queue
+ * (512 + 16) in a test that posts receives, as perftest's send and receive CQs
+ * (create_reg_cqs: tx_depth x QPs, and rx_depth x QPs only where there are receives).
+ */
+export function cqEntries(qps: number, txDepth: number, receives: boolean): number {
+  return qps * (txDepth + WR_SLACK + (receives ? RX_DEPTH + WR_SLACK : 0));
 }
 
 /**
@@ -223,7 +230,7 @@ export function cqEntries(qps: number, txDepth: number): number {
  * opened (and by a server on the options a softrdma client sends): the buffer of two areas
  * per QP, and the completion queue. Returns what is wrong, naming the options, or undefined.
  */
-export function resourceProblem(x: { qps: number; sizes: readonly number[]; txDepth: number; all: boolean }, maxCqe: number = RXE_DEFAULT_LIMITS.maxCqe): string | undefined {
+export function resourceProblem(x: { test: string; qps: number; sizes: readonly number[]; txDepth: number; all: boolean }, maxCqe: number = RXE_DEFAULT_LIMITS.maxCqe): string | undefined {
   const maxSize = Math.max(...x.sizes);
   const area = areaBytes(maxSize);
   const buf = 2 * x.qps * area;
@@ -232,9 +239,10 @@ export function resourceProblem(x: { qps: number; sizes: readonly number[]; txDe
     return `-q ${x.qps} with ${size} needs a buffer of ${(buf / 2 ** 20).toFixed(0)} MiB (a send and a target area of ${area} bytes per QP), ` +
       `more than the ${Math.floor(MAX_BUFFER_BYTES / 2 ** 20)} MiB a buffer can have: lower -q or the size`;
   }
-  const cqe = cqEntries(x.qps, x.txDepth);
+  const receives = postsReceives(x.test);
+  const cqe = cqEntries(x.qps, x.txDepth, receives);
   if (cqe > maxCqe) {
-    return `-q ${x.qps} with -t ${x.txDepth} needs a completion queue of ${cqe} entries (${x.qps} x (${x.txDepth} + ${WR_SLACK} + ${RX_DEPTH} + ${WR_SLACK})), ` +
+    return `-q ${x.qps} with -t ${x.txDepth} needs a completion queue of ${cqe} entries (${x.qps} x (${x.txDepth} + ${WR_SLACK}${receives ? ` + ${RX_DEPTH} + ${WR_SLACK}` : ''})), ` +
       `more than the device's max_cqe ${maxCqe}: lower -q or -t`;
   }
   return undefined;
@@ -353,7 +361,7 @@ export function parsePerftestArgs(argv: string[]): PerftestOptions {
   const txDepth = intOpt('tx-depth', values['tx-depth'], 128, 1, 15000);
   // perftest's MIN_CQ_MOD..MAX_CQ_MOD; its latency tests take -Q and do not use it.
   const cqMod = values['cq-mod'] === undefined ? undefined : intOpt('cq-mod', values['cq-mod'], 0, 1, 1024);
-  const problem = resourceProblem({ qps, sizes, txDepth, all: !!values.all });
+  const problem = resourceProblem({ test: t, qps, sizes, txDepth, all: !!values.all });
   if (problem) throw new UsageError(problem);
   return {
     test: t,

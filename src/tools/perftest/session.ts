@@ -17,7 +17,7 @@ import { oobAccept, oobConnect, type OobChannel } from '../oob.js';
 import { udpPortTaken } from '../usage.js';
 import { CmChannel } from './cm-channel.js';
 import { createEventChannel, createId, type EventChannel, type RdmaCmEvent, type RdmaCmId } from '../../cm/index.js';
-import { areaBytes, CACHE_LINE, cqModeration, CYCLE_BUFFER, MAX_BUFFER_BYTES, MAX_SIZE_OPT, outReads, resourceProblem, RX_DEPTH, txDepth, WR_SLACK, type PerftestOptions } from './options.js';
+import { areaBytes, CACHE_LINE, cqEntries, cqModeration, CYCLE_BUFFER, MAX_BUFFER_BYTES, MAX_SIZE_OPT, outReads, postsReceives, resourceProblem, RX_DEPTH, txDepth, WR_SLACK, type PerftestOptions } from './options.js';
 import { hex } from '../table.js';
 import {
   BW_REPORT_BYTES, decodeBwReport, decodeDest, decodeDestCm, decodeInt32, decodeMtu, decodeVersion, DEST_BYTES, DEST_CM_BYTES, DONE,
@@ -184,7 +184,7 @@ export class Session {
     this.buf = lat ? Buffer.alloc(2 * this.nq * this.area) : randomBytes(2 * this.nq * this.area);
     this.mr = this.pd.regMr(this.buf, Access.LOCAL_WRITE | Access.REMOTE_WRITE | Access.REMOTE_READ | Access.REMOTE_ATOMIC);
     const sendDepth = o.txDepth + WR_SLACK;
-    this.cq = this.ctx.createCq(this.nq * (sendDepth + RX_DEPTH + WR_SLACK));
+    this.cq = this.ctx.createCq(cqEntries(this.nq, o.txDepth, postsReceives(o.test)));
     const gid = this.ctx.queryGid(1, o.gidIndex);
     const cap = { maxSendWr: sendDepth, maxRecvWr: RX_DEPTH + WR_SLACK, maxSendSge: 1, maxRecvSge: 1, maxInlineData: INLINE_SIZE };
     if (o.rdmaCm) {
@@ -334,7 +334,7 @@ export class Session {
       if (typeof marginSec !== 'number' || !(marginSec >= 0 && durationSec > 2 * marginSec)) throw refuse('client sent a bad margin');
     }
     // What the client's options need here too (the same check as the client's parser made).
-    const problem = resourceProblem({ qps: h.qps!, sizes: h.sizes, txDepth, all: h.all === true });
+    const problem = resourceProblem({ test: o.test, qps: h.qps!, sizes: h.sizes, txDepth, all: h.all === true });
     if (problem) throw refuse(`client's options: ${problem}`);
     if (o.explicit.size && h.sizes.join() !== o.sizes.join()) this.say(`note: using the client's sizes (${h.sizes.join(', ')})`);
     if (o.explicit.iters && h.iters !== o.iters) this.say(`note: using the client's iteration count (${h.iters})`);
