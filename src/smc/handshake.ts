@@ -331,7 +331,7 @@ const discoveryWaits = new WeakMap<SmcState, (answer: boolean | undefined, cance
 function discoverThenProposeSmcr(sock: Socket, s: SmcState): void {
   const dst = unmapV4(peerName(sock).address ?? '');
   const dport = s.targetPort ?? peerName(sock).port;
-  const d = smcrDiscovery(smcrOps(sock, s), dst, dport);
+  const d = smcrDiscovery(smcrOps(sock, s), dst, dport, s.connectAt > 0 ? performance.now() - s.connectAt : undefined);
   const onYes = () => { if (dport !== undefined) proposedOnYes.set(s, { dst, port: dport }); };
   if (d.go === 'propose') {
     if (d.cached) onYes();
@@ -356,6 +356,8 @@ function discoverThenProposeSmcr(sock: Socket, s: SmcState): void {
     }
     const f = d.query.failure;
     if (f) return settleTcp(sock, s, f.reason, `SMC-R: ${f.cause}`);
+    // The wait ran out while this end's device was still coming up: nothing was asked yet.
+    if (answer === undefined && d.query.awaitsDevice) return settleTcp(sock, s, DECLINE.NOSMCRDEV, `SMC-R: the local device was still coming up after ${d.ms.toFixed(1)} ms (TCP for this connection)`);
     settleTcp(sock, s, DECLINE.PEERNOSMC, answer === false ? 'SMC-R discovery: no SMC-R listener at the peer'
       : `SMC-R discovery: no answer within ${d.ms.toFixed(1)} ms (TCP for this connection; the answer is cached for the next)`);
   };

@@ -14,6 +14,7 @@ import { kSmc } from './state.js';
 import { DECLINE } from './clc.js';
 import { resolveSmcOptions, smcrOf, type ResolvedSmcOptions, type SmcSocketOptions } from './options.js';
 import { deferTlsConnection } from './tls.js';
+import { policyAllows } from './policy.js';
 import { registerSmcrListener, type SmcrListenHandle } from './smcr/discovery.js';
 import { statusSocketAnchor } from './status.js';
 
@@ -65,7 +66,10 @@ export function enableSmcOnServer(server: net.Server, opts: ResolvedSmcOptions):
       }
       // SMC-R: answer the discovery query (SIDR) for this port on the device(s) it may use.
       const o = smcrOf(opts);
-      if (o) smcrListen = registerSmcrListener(a.address, a.port, o === true ? undefined : o.device);
+      // Its policy, asked about the querying address as about a connection from it: a no is
+      // answered no, so that client stays TCP without a Proposal.
+      const check = (remote: string | undefined) => policyAllows(opts.policy, () => ({ role: 'server', localAddress: a.address, localPort: a.port, remoteAddress: remote, remotePort: undefined }));
+      if (o) smcrListen = registerSmcrListener(a.address, a.port, o === true ? undefined : o.device, check);
     }
   };
   // The entry goes when the listening socket closes, i.e. in close() itself: the 'close'

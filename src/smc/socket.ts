@@ -128,6 +128,7 @@ export class Socket extends net.Socket {
       if (onread) s.onread = { ...onread, stopped: false, endPending: false, held: undefined };
     }
     if (s && s.phase === 'idle') {
+      s.connectAt = performance.now();
       const target = connectTarget(args);
       s.targetPort = target.port;
       s.targetHost = target.host;

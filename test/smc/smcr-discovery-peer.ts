@@ -6,8 +6,9 @@
 //       --plain: node:net servers that echo and report every byte they received ({plain, got});
 //       --banner: the same, writing "220 hi\n" first (a server that speaks first).
 //   node smcr-discovery-peer.js client --bind B --plan JSON
-//       plan: [{ "to": "host:port" } | { "sleep": ms }, ...]; each connection writes "hello",
-//       reads the echo, ends, and reports its mode, cause, settle time and the discovery counters.
+//       plan: [{ "to": "host:port" } | { "hold": "host:port" } | { "sleep": ms }, ...]; each
+//       connection writes "hello", reads the echo, ends ("hold": stays open until the plan is
+//       done), and reports its mode, cause, settle time and the discovery counters.
 
 import net from 'node:net';
 import { parseArgs } from 'node:util';
@@ -19,7 +20,7 @@ const { positionals, values } = parseArgs({
   allowPositionals: true,
   options: {
     bind: { type: 'string' }, device: { type: 'boolean', default: false }, smcr: { type: 'string' }, plain: { type: 'string' },
-    'plain-bind': { type: 'string' }, plan: { type: 'string' }, banner: { type: 'string' },
+    'plain-bind': { type: 'string' }, plan: { type: 'string' }, banner: { type: 'string' }, 'policy-no': { type: 'string' },
   },
 });
 const out = (o: Record<string, unknown>) => process.stdout.write(`${JSON.stringify(o)}\n`);
@@ -29,6 +30,15 @@ if (positionals[0] === 'server') {
   if (values.device) (await createRxeDevice({ address: values.bind!, port: 4791, name: 'rxe_srv' })).unref();
   for (const port of ports(values.smcr)) {
     smc.createServer({ smcr: true }, (s) => s.pipe(s)).listen(port, values.bind, () => out({ listening: port, smcr: true, sidrListens: smcrListenCount() }));
+  }
+  // --policy-no P: an SMC-R server on P whose policy offers SMC to nobody; reports what it received.
+  for (const port of ports(values['policy-no'])) {
+    smc.createServer({ smcr: true, smcPolicy: () => false }, (s) => {
+      const got: Buffer[] = [];
+      s.on('data', (d: Buffer) => { got.push(d); s.write(d); });
+      s.on('end', () => { out({ plain: port, got: Buffer.concat(got).toString('hex'), served: smcrDiscoveryCounters() }); s.end(); });
+      s.on('error', () => undefined);
+    }).listen(port, values.bind, () => out({ listening: port, smcr: true }));
   }
   const banner = ports(values.banner);
   for (const port of [...ports(values.plain), ...banner]) {
@@ -43,8 +53,16 @@ if (positionals[0] === 'server') {
 } else {
   const device = await createRxeDevice({ address: values.bind!, port: 4791, name: 'rxe_cli' });
   device.unref();
-  const plan = JSON.parse(values.plan!) as Array<{ to?: string; sleep?: number }>;
-  const one = (host: string, port: number) => new Promise<Record<string, unknown>>((resolve, reject) => {
+  const plan = JSON.parse(values.plan!) as Array<{ to?: string; hold?: string; sleep?: number; line?: true }>;
+  // { line: true }: wait for a line on stdin (the test's go-ahead).
+  let lines = 0, waiting: (() => void) | undefined;
+  process.stdin.on('data', (d: Buffer) => { lines += d.toString().split('\n').length - 1; waiting?.(); });
+  const nextLine = async (): Promise<void> => {
+    while (lines === 0) await new Promise<void>((r) => { waiting = r; });
+    lines--;
+  };
+  const held: net.Socket[] = [];
+  const one = (host: string, port: number, hold = false) => new Promise<Record<string, unknown>>((resolve, reject) => {
     const sock = smc.connect({ host, port, localAddress: values.bind!, smcr: true });
     let connectedAt = 0;
     let settleMs = -1;
@@ -55,18 +73,26 @@ if (positionals[0] === 'server') {
     sock.on('connect', () => { sock.write('hello'); });
     sock.once('smc', () => { settleMs = performance.now() - connectedAt; });
     sock.setEncoding('utf8');
-    sock.on('data', (d: string) => { got += d; if (got.endsWith('hello')) sock.end(); });
-    sock.on('close', () => {
+    const report = () => {
       const info = smc.getSmcInfo(sock);
-      resolve({ client: `${host}:${port}`, echo: got, mode: info.mode, cause: info.fallbackCause, reason: info.fallbackReason, settleMs, counters: smcrDiscoveryCounters() });
+      resolve({ client: `${host}:${port}`, echo: got, mode: info.mode, cause: info.fallbackCause, reason: info.fallbackReason, settleMs, held: hold, counters: smcrDiscoveryCounters() });
+    };
+    sock.on('data', (d: string) => {
+      got += d;
+      if (!got.endsWith('hello')) return;
+      if (hold) { held.push(sock); report(); } else sock.end();
     });
+    sock.on('close', () => { if (!hold) report(); });
   });
   for (const step of plan) {
     if (step.sleep) await new Promise((r) => setTimeout(r, step.sleep));
+    else if (step.line) await nextLine();
     else {
-      const [host, port] = step.to!.split(':');
-      out(await one(host!, Number(port)));
+      const [host, port] = (step.to ?? step.hold)!.split(':');
+      out(await one(host!, Number(port), step.hold !== undefined));
     }
   }
+  await Promise.all(held.map((s) => new Promise((r) => { s.once('close', r); s.end(); })));
+  process.stdin.destroy();
   out({ done: true, counters: smcrDiscoveryCounters() });
 }

@@ -13,7 +13,7 @@ import assert from 'node:assert/strict';
 import { fileURLToPath } from 'node:url';
 import { jsonLines, runNode, type Proc } from '../helpers/procs.js';
 import { testRuntimeDir } from '../helpers/runtime-dir.js';
-import { inLocalSubnet, smcrServiceId, SMCR_SERVICE_ID_BASE } from '../../src/smc/smcr/discovery.js';
+import { inLocalSubnet, smcrServiceId, waitBudget, SMCR_SERVICE_ID_BASE } from '../../src/smc/smcr/discovery.js';
 import { parseServiceId, serviceIdFor, PortSpace } from '../../src/cm/wire/cma-header.js';
 import { deleteNamespaces, ip, setUpVethPair } from '../helpers/netns.js';
 
@@ -22,7 +22,7 @@ testRuntimeDir('smcr-discovery-test');
 const PEER = fileURLToPath(new URL('./smcr-discovery-peer.js', import.meta.url));
 const tag = `sd${process.pid % 100000}`;
 const NS_A = `${tag}a`, NS_B = `${tag}b`;
-const A = '10.233.9.1', A2 = '10.233.9.3', B = '10.233.9.2', FAR = '10.233.10.1';
+const A = '10.233.9.1', A2 = '10.233.9.3', A3 = '10.233.9.4', B = '10.233.9.2', FAR = '10.233.10.1';
 const HELLO = Buffer.from('hello').toString('hex');
 
 function setUp(): string | undefined {
@@ -30,6 +30,7 @@ function setUp(): string | undefined {
     tag, nsA: NS_A, nsB: NS_B, addrA: A, addrB: B,
     extra: () => {
       ip('-n', NS_A, 'addr', 'add', `${A2}/24`, 'dev', `${tag}va`);
+      ip('-n', NS_A, 'addr', 'add', `${A3}/24`, 'dev', `${tag}va`);
       ip('-n', NS_A, 'addr', 'add', `${FAR}/24`, 'dev', `${tag}va`);
       ip('-n', NS_B, 'route', 'add', '10.233.10.0/24', 'dev', `${tag}vb`);
     },
@@ -51,6 +52,13 @@ test('the SMC-R service id names SMC-R and the port, and no rdma_cm port space c
   assert.throws(() => smcrServiceId(0), RangeError);
 });
 
+test('the wait for an answer before the device has one: 2 x the TCP handshake, 2 to 20 ms', () => {
+  assert.equal(waitBudget(undefined, 0.3), 2);
+  assert.equal(waitBudget(undefined, 3), 6);
+  assert.equal(waitBudget(undefined, 50), 20);
+  assert.equal(waitBudget(undefined, undefined), 20, 'no handshake time known: the bound');
+});
+
 test('the prefix rule: the subnet of the interface holding the local address', () => {
   assert.equal(inLocalSubnet('127.0.0.1', '127.0.0.2'), true);
   assert.equal(inLocalSubnet('127.0.0.1', '10.1.2.3'), false);
@@ -61,8 +69,8 @@ test('the prefix rule: the subnet of the interface holding the local address', (
 const skip = setUp();
 const procs: Proc[] = [];
 
-function peer(ns: string, args: string[], env: Record<string, string> = {}): Proc {
-  const p = runNode(PEER, args, { netns: ns, env });
+function peer(ns: string, args: string[], env: Record<string, string> = {}, stdin?: 'pipe'): Proc {
+  const p = runNode(PEER, args, { netns: ns, env, stdin });
   procs.push(p);
   return p;
 }
@@ -83,20 +91,20 @@ test('SMC-R discovery across two network namespaces', { skip }, async (t) => {
     await Promise.all(procs.map((p) => p.exit(5000).catch(() => undefined)));
     tearDown();
   });
-  const srv = peer(NS_A, ['server', '--bind', A, '--device', '--smcr', '7202', '--plain', '7201']);
+  const srv = peer(NS_A, ['server', '--bind', A, '--device', '--smcr', '7202', '--plain', '7201', '--policy-no', '7207']);
   const far = peer(NS_A, ['server', '--bind', FAR, '--plain', '7204']);
-  const bare = peer(NS_A, ['server', '--bind', A2, '--plain', '7203', '--banner', '7205']);
-  for (const [p, n] of [[srv, 2], [far, 1], [bare, 2]] as const) {
+  const bare = peer(NS_A, ['server', '--bind', A2, '--plain', '7203,7208', '--banner', '7205']);
+  for (const [p, n] of [[srv, 3], [far, 1], [bare, 3]] as const) {
     await p.waitUntil((out) => (jsonLines(out).filter((l) => l.listening).length === n ? true : undefined), `${n} listeners`);
   }
   const plainGot = (p: Proc, port: number) => jsonLines(p.stdout).filter((l) => l.plain === port).map((l) => l.got);
 
   await t.test('towards plain node:net servers: no CLC byte, no delay beyond the wait bound, and the answer is cached', async () => {
     const lines = await runClient([
-      { to: `${A2}:7203` }, { to: `${A}:7201` }, { sleep: 1200 }, { to: `${A2}:7203` }, { to: `${A}:7201` },
+      { to: `${A2}:7203` }, { to: `${A}:7201` }, { sleep: 1200 }, { to: `${A2}:7203` }, { to: `${A}:7201` }, { to: `${A2}:7208` },
     ]);
     const r = lines.filter((l) => l.client);
-    assert.equal(r.length, 4);
+    assert.equal(r.length, 5);
     for (const l of r) {
       assert.equal(l.mode, 'TCP', JSON.stringify(l));
       assert.equal(l.echo, 'hello');
@@ -109,11 +117,13 @@ test('SMC-R discovery across two network namespaces', { skip }, async (t) => {
     assert.match(r[1]!.cause as string, /no SMC-R listener|no answer within/);
     assert.match(r[2]!.cause as string, /cached: no SMC-R listener/);
     assert.match(r[3]!.cause as string, /cached: no SMC-R listener/);
+    // Another port of the host that answered nothing: not asked (no softrdma device there).
+    assert.match(r[4]!.cause as string, /cached: the peer host answered no SMC-R query/);
     const c = lines.at(-1)!.counters as Counters;
     assert.equal(c.queries, 2, JSON.stringify(c));
     assert.equal(c.timeouts, 1, 'the host without a device never answered');
     assert.equal(c.answers_negative, 1, 'the device without a listener answered UNSUPPORTED');
-    assert.equal(c.hits_negative, 2);
+    assert.equal(c.hits_negative, 3);
     assert.equal(c.misses, 2);
     // What the plain servers received: exactly the application's bytes, never a CLC byte.
     await bare.waitUntil((out) => (jsonLines(out).filter((l) => l.plain === 7203).length === 2 ? true : undefined), 'two connections at 7203');
@@ -134,24 +144,27 @@ test('SMC-R discovery across two network namespaces', { skip }, async (t) => {
     assert.deepEqual(plainGot(bare, 7205), [HELLO]);
   });
 
-  await t.test('towards an SMC-R server: the first connection is TCP or SMC-R (the wait rule), later ones SMC-R', async (t) => {
-    const lines = await runClient([{ to: `${A}:7202` }, { sleep: 300 }, { to: `${A}:7202` }, { to: `${A}:7202` }]);
+  await t.test('towards an SMC-R server: the first connection is TCP or SMC-R (the wait rule), later ones SMC-R; a yes is taken as it is only while a connection to the peer is live', async (t) => {
+    // Waits as long as an answer takes (the rule's bound is the first subtest's): every connection here is counted.
+    const lines = await runClient([{ to: `${A}:7202` }, { sleep: 300 }, { to: `${A}:7202` }, { hold: `${A}:7202` }, { to: `${A}:7202` }, { to: `${A}:7202` }], { SOFTRDMA_SMCR_DISCOVERY_WAIT_MS: '5000' });
     const r = lines.filter((l) => l.client);
     for (const l of r) assert.equal(l.echo, 'hello');
     t.diagnostic(`first connection: ${JSON.stringify(r[0])}`);
     assert.ok(r[0]!.mode === 'SMCR' || (r[0]!.mode === 'TCP' && /no answer within/.test(r[0]!.cause as string)), JSON.stringify(r[0]));
-    assert.equal(r[1]!.mode, 'SMCR', JSON.stringify(r[1]));
-    assert.equal(r[2]!.mode, 'SMCR', JSON.stringify(r[2]));
+    for (const l of r.slice(1)) assert.equal(l.mode, 'SMCR', JSON.stringify(l));
+    // The second and the held one find the yes with no live connection to the peer: asked
+    // again (a plain server may have taken the port since); the last two find the held one.
     const c = lines.at(-1)!.counters as Counters;
-    assert.equal(c.queries, 1, JSON.stringify(c));
-    assert.equal(c.answers_positive, 1);
+    assert.equal(c.queries, 3, JSON.stringify(c));
+    assert.equal(c.revalidated, 2, JSON.stringify(c));
+    assert.equal(c.answers_positive, 3);
     assert.equal(c.hits_positive, 2);
   });
 
   await t.test('answers expire: after the expiry the destination is asked again', async () => {
-    const env = { SOFTRDMA_SMCR_DISCOVERY_POSITIVE_MS: '1500', SOFTRDMA_SMCR_DISCOVERY_NEGATIVE_MS: '1500' };
+    const env = { SOFTRDMA_SMCR_DISCOVERY_POSITIVE_MS: '1500', SOFTRDMA_SMCR_DISCOVERY_NEGATIVE_MS: '1500', SOFTRDMA_SMCR_DISCOVERY_WAIT_MS: '5000' };
     const lines = await runClient([
-      { to: `${A}:7202` }, { sleep: 100 }, { to: `${A}:7202` }, { to: `${A}:7201` }, { sleep: 1800 }, { to: `${A}:7202` }, { to: `${A}:7201` },
+      { hold: `${A}:7202` }, { sleep: 100 }, { to: `${A}:7202` }, { to: `${A}:7201` }, { sleep: 1800 }, { to: `${A}:7202` }, { to: `${A}:7201` },
     ], env);
     const r = lines.filter((l) => l.client);
     assert.equal(r[1]!.mode, 'SMCR', JSON.stringify(r[1]));
@@ -159,6 +172,42 @@ test('SMC-R discovery across two network namespaces', { skip }, async (t) => {
     assert.equal(c.queries, 4, `7202 and 7201 asked twice each: ${JSON.stringify(c)}`);
     assert.equal(c.hits, 1, JSON.stringify(c));
     for (const l of r) assert.equal(l.echo, 'hello');
+  });
+
+  await t.test('an SMC-R server killed and a plain one on its port: the plain server sees no CLC byte (the yes is asked again)', async () => {
+    const first = peer(NS_A, ['server', '--bind', A3, '--device', '--smcr', '7206']);
+    await first.waitFor(/"listening":7206/);
+    const c = peer(NS_B, ['client', '--bind', B, '--plan', JSON.stringify([{ to: `${A3}:7206` }, { to: `${A3}:7206` }, { line: true }, { to: `${A3}:7206` }])],
+      { SOFTRDMA_SMCR_DISCOVERY_WAIT_MS: '5000' }, 'pipe');
+    await c.waitUntil((out) => (jsonLines(out).filter((l) => l.client).length === 2 ? true : undefined), 'two connections');
+    assert.deepEqual(jsonLines(c.stdout).filter((l) => l.client).map((l) => l.mode), ['SMCR', 'SMCR']);
+    // The server dies between connections (none is open to notice it), and a plain one takes its port.
+    first.child.kill('SIGKILL');
+    await first.exit(5000).catch(() => undefined);
+    const plain = peer(NS_A, ['server', '--bind', A3, '--plain', '7206']);
+    await plain.waitFor(/"listening":7206/);
+    c.child.stdin!.write('go\n');
+    await c.waitUntil((out) => jsonLines(out).find((l) => l.done), 'the client done', 30_000);
+    const r = jsonLines(c.stdout).filter((l) => l.client);
+    assert.equal(r[2]!.mode, 'TCP', JSON.stringify(r[2]));
+    assert.equal(r[2]!.echo, 'hello');
+    await plain.waitUntil((out) => jsonLines(out).find((l) => l.plain === 7206), 'the plain server\'s report');
+    assert.deepEqual(plainGot(plain, 7206), [HELLO], 'the application\'s bytes, no CLC byte');
+    const counters = jsonLines(c.stdout).at(-1)!.counters as Counters;
+    assert.equal(counters.revalidated, 2, JSON.stringify(counters));
+    plain.child.kill('SIGKILL');
+  });
+
+  await t.test('a server whose policy offers SMC to nobody answers the query no: the client stays TCP with no Proposal', async () => {
+    const lines = await runClient([{ to: `${A}:7207` }, { to: `${A}:7207` }], { SOFTRDMA_SMCR_DISCOVERY_WAIT_MS: '5000' });
+    const r = lines.filter((l) => l.client);
+    for (const l of r) { assert.equal(l.mode, 'TCP', JSON.stringify(l)); assert.equal(l.echo, 'hello'); }
+    assert.match(r[0]!.cause as string, /no SMC-R listener at the peer/);
+    assert.match(r[1]!.cause as string, /cached: no SMC-R listener/);
+    await srv.waitUntil((out) => (jsonLines(out).filter((l) => l.plain === 7207).length === 2 ? true : undefined), 'two connections at 7207');
+    assert.deepEqual(plainGot(srv, 7207), [HELLO, HELLO], 'no CLC byte');
+    const served = jsonLines(srv.stdout).filter((l) => l.plain === 7207).at(-1)!.served as Counters;
+    assert.equal(served.served_refused, 1, JSON.stringify(served));
   });
 
   await t.test('a destination outside the local subnet is never asked: TCP at once, no CLC byte', async () => {

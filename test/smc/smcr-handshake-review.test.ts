@@ -18,7 +18,7 @@ const { setup, settled, smcrConnection, until, sleep, within } = await import('.
 const { SmcrLinkGroup } = await import('../../src/smc/smcr/lgr.js');
 const { CLC_ACCEPT, CLC_CONFIRM, CLC_DECLINE, CLC_PROPOSAL, DECLINE, encodeSmcProposal, encodeSmcrAcceptConfirm, clcFrameLengthAny, localSystemId } = await import('../../src/smc/clc.js');
 const { SOFTRDMA_UEID } = await import('../../src/smc/smcr/clc-flow.js');
-const { clearSmcrDiscoveryCache, discoverSmcr, registerSmcrListener, smcrDiscoveryCounters } = await import('../../src/smc/smcr/discovery.js');
+const { clearSmcrDiscoveryCache, discoverSmcr, registerSmcrListener, setSmcrLivePeerCheck, smcrDiscoveryCounters } = await import('../../src/smc/smcr/discovery.js');
 const { twoDevices } = await import('../helpers/pair.js');
 type Env = Awaited<ReturnType<typeof setup>>;
 type Msg = Env['relayed'][number]['fromClient'][number];
@@ -132,10 +132,17 @@ test('a server write after its Accept waits for the Confirm and goes over SMC-R,
   assert.equal(Buffer.concat(got).toString(), 'BANNER\n');
 });
 
-/** A cached yes for a port an SMC-R server had, now a plain server's (it greets first, or echoes); 3 connections; the CLC frames it saw in each. */
-async function staleYes(t: TestContext, plainKind: 'greets' | 'echoes'): Promise<number[]> {
+/**
+ * A cached yes for a port an SMC-R server had, now a plain server's (it greets first, or
+ * echoes); 3 connections; the CLC frames it saw in each. `live`: the client has a live SMC-R
+ * connection to that host meanwhile (its process lives; it closed that listener), so the yes
+ * is taken as it is; without one the yes is asked again before any Proposal.
+ */
+async function staleYes(t: TestContext, plainKind: 'greets' | 'echoes', live = true): Promise<number[]> {
   const { a, b } = await twoDevices();
   clearSmcrDiscoveryCache();
+  const was = setSmcrLivePeerCheck(() => live);
+  t.after(() => { setSmcrLivePeerCheck(was); });
   const frames: number[] = [];
   const socks = new Set<net.Socket>();
   // The plain server that took the port: it greets first (the client learns at once that no CLC answer comes).
@@ -163,7 +170,9 @@ async function staleYes(t: TestContext, plainKind: 'greets' | 'echoes'): Promise
   const d = discoverSmcr(a, '127.0.0.2', '127.0.0.3', port);
   if (d.go === 'wait') await within(new Promise((r) => d.query.onDone(r)), 3000, 'the SIDR answer');
   listen.remove(); // that server is gone
-  assert.equal(discoverSmcr(a, '127.0.0.2', '127.0.0.3', port).go, 'propose', 'a cached yes');
+  const d2 = discoverSmcr(a, '127.0.0.2', '127.0.0.3', port);
+  assert.equal(d2.go, live ? 'propose' : 'wait', live ? 'a cached yes, a live connection to the peer' : 'a cached yes asked again');
+  if (d2.go === 'wait') await within(new Promise((r) => d2.query.onDone(r)), 3000, 'the second SIDR answer');
   for (let i = 0; i < 3; i++) {
     const c = smc.connect({ host: '127.0.0.3', port, localAddress: '127.0.0.2', smcr: { device: a } });
     c.on('error', () => {});
@@ -193,6 +202,13 @@ test('a discovery yes whose Proposal gets no CLC answer is forgotten: an SMC-R s
 test('the same with a plain echo server (the Proposal comes back: out of sync): only the first connection carries CLC bytes', { timeout: 30_000 }, async (t) => {
   const frames = await staleYes(t, 'echoes');
   assert.deepEqual(frames.slice(1), [0, 0], `CLC frames per connection: ${frames.join(', ')}`);
+});
+
+test('with no live connection to the peer a cached yes is asked again first: the plain server that took the port sees no CLC byte at all', { timeout: 30_000 }, async (t) => {
+  const before = smcrDiscoveryCounters().revalidated;
+  const frames = await staleYes(t, 'greets', false);
+  assert.deepEqual(frames, [0, 0, 0], `CLC frames per connection: ${frames.join(', ')}`);
+  assert.equal(smcrDiscoveryCounters().revalidated, before + 1);
 });
 
 test('the server answers the Proposal with part of an Accept, then its end: the client gets an error, never those bytes as data', async (t) => {

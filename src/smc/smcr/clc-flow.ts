@@ -195,34 +195,36 @@ export function smcrMayTry(opts: ResolvedSmcOptions, local: () => string, loopba
  * (smcr/discovery.ts)? No device on the local address or IPv6: propose, and smcrProposal says
  * why not without sending anything. `smcr: { device, discovery: false }` proposes without asking.
  */
-export function smcrDiscovery(ops: SmcrOps, remote: string, port: number | undefined): SmcrDiscovery {
+export function smcrDiscovery(ops: SmcrOps, remote: string, port: number | undefined, tcpMs?: number): SmcrDiscovery {
   const local = ops.localAddress();
   const opt = smcrOf(ops.opts);
   if (typeof opt === 'object' && opt.discovery === false) return { go: 'propose', cause: 'discovery off for this socket' };
   if (!isIPv4(local) || port === undefined) return { go: 'propose', cause: 'not asked' };
   let dev: SmcrDevice | undefined;
   try { dev = pickSmcrDevice(opt, local); } catch { dev = undefined; }
-  if (dev) return discoverSmcr(dev.device, local, remote, port);
+  if (dev) return discoverSmcr(dev.device, local, remote, port, tcpMs);
   if (opt !== true || !autoDeviceAllowed(local)) return { go: 'propose', cause: 'no device' };
   // smcr: true and no device on the local address yet: bring one up (smcr/auto-device.ts),
   // unless nothing would be asked with it (a destination beyond the subnet).
   if (!inLocalSubnet(local, remote)) return discoverSmcr(undefined, local, remote, port);
   const a = autoDevice(local);
   if ('failed' in a) return { go: 'tcp', cause: a.failed, reason: DECLINE.NOSMCRDEV };
-  if ('device' in a) return discoverSmcr(a.device, local, remote, port);
+  if ('device' in a) return discoverSmcr(a.device, local, remote, port, tcpMs);
   // Coming up: the connection waits for the device and then the query, within one budget.
   const q = new SmcrQuery(`device ${local}`);
+  q.awaitsDevice = true;
   a.pending.then((device) => {
+    q.awaitsDevice = false;
     if (!device) {
       q.failure = { reason: DECLINE.NOSMCRDEV, cause: autoDeviceError(local) ?? 'no SMC-R device' };
       return q.finish(undefined);
     }
-    const d = discoverSmcr(device, local, remote, port);
+    const d = discoverSmcr(device, local, remote, port, tcpMs);
     if (d.go === 'propose') q.finish(true);
     else if (d.go === 'tcp') q.finish(false);
     else d.query.onDone((answer) => q.finish(answer));
   }, () => q.finish(undefined));
-  return { go: 'wait', query: q, ms: waitBudget() };
+  return { go: 'wait', query: q, ms: waitBudget(undefined, tcpMs) };
 }
 
 /**

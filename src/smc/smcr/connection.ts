@@ -179,6 +179,9 @@ export class SmcrConnection implements SmcTransport {
   get peerWriteWaits(): boolean { return false; }
   get peerClosed(): boolean { return (this.peerConnFlags & (CONN_CLOSED | CONN_ABORT)) !== 0; }
   get peerAborted(): boolean { return (this.peerConnFlags & CONN_ABORT) !== 0; }
+
+  /** Proof that the peer's process lives: on SMC-R, its TCP connection not ended or reset, nothing broken (discovery's trust in a yes). */
+  get peerLive(): boolean { return !this.released && !this.failed && this.graceTimer === undefined && !this.peerAborted; }
   /**
    * The peer sent its last CDC (closed or aborted): nothing more will be written into our RMB.
    * Not a close inferred when its TCP connection ended without one (peerTcpEnded): its late
@@ -434,6 +437,7 @@ export class SmcrConnection implements SmcTransport {
     this.graceTimer = setTimeout(() => {
       this.graceTimer = undefined;
       if (this.released || this.failed || this.peerFinished) return;
+      this.lgr.peerGone();
       if (this.unconsumed > 0) this.peerConnFlags |= CONN_ABORT;
       else this.peerConnFlags |= CONN_CLOSED | CONN_DONE_WRITING;
       this.deliver();
@@ -447,6 +451,7 @@ export class SmcrConnection implements SmcTransport {
    */
   peerReset(cause: string): void {
     if (this.released || this.failed || this.peerAborted) return;
+    this.lgr.peerGone();
     this.peerConnFlags |= CONN_ABORT;
     this.abortCause = cause;
     this.deliver();

@@ -61,8 +61,9 @@ export interface SmcrDiscoveryConfig {
   /**
    * The longest a connection to an unknown destination waits for the answer before it goes
    * TCP (SOFTRDMA_SMCR_DISCOVERY_WAIT_MS). Unset: about one round trip, 3 × the smoothed SIDR
-   * round-trip time of earlier answers on the device (at least 2 ms), and 20 ms before the
-   * device has had any answer; never more than 20 ms.
+   * round-trip time of earlier answers on the device (at least 2 ms); before the device has
+   * had any answer, 2 × the time the connection's own TCP handshake took (at least 2 ms);
+   * never more than 20 ms.
    */
   waitMs: number | undefined;
   /** SOFTRDMA_SMCR_DISCOVERY=0: propose SMC-R without asking (the first slice's behaviour). */
@@ -108,8 +109,12 @@ function newCounters() {
     outside_subnet: 0,
     /** SIDR_REQs this process's SMC-R listeners answered. */
     served: 0,
-    /** Yes answers forgotten because a Proposal sent on one got no valid CLC answer (forgetSmcrListener). */
+    /** Of those, answered UNSUPPORTED because the servers' policy would not offer SMC-R to the asker. */
+    served_refused: 0,
+    /** Yes answers forgotten: a Proposal sent on one got no valid CLC answer (forgetSmcrListener), or the peer's process was taken for gone (forgetSmcrPeer). */
     withdrawn: 0,
+    /** Connections that found a fresh yes but no live SMC-R connection to the peer, and asked again. */
+    revalidated: 0,
   };
 }
 const counters = newCounters();
@@ -122,7 +127,14 @@ export function smcrDiscoveryCounters(): ReturnType<typeof newCounters> {
 // ---------------------------------------------------------------------------------------------
 // Server: SIDR listeners
 
-interface ListenEntry { cm: CmDevice; listenId: number; refs: number }
+/**
+ * Whether a server's SMC-R may be offered to a client at `remote` (its policy, server.ts): a
+ * listener whose policy says no answers UNSUPPORTED, so the client stays on TCP at TCP's cost
+ * instead of proposing and being declined.
+ */
+export type SmcrOfferCheck = (remote: string | undefined) => boolean;
+
+interface ListenEntry { cm: CmDevice; listenId: number; refs: number; checks: Array<SmcrOfferCheck | undefined> }
 /** (device, service id) → the CM listen; two servers on one port (wildcard and specific) share it. */
 const listens = new Map<string, ListenEntry>();
 const deviceIds = new WeakMap<Device, number>();
@@ -141,16 +153,26 @@ function ipv4DeviceAddress(dev: Device): string | undefined {
   return undefined;
 }
 
-/** Answers every SIDR_REQ on its listen with SUCCESS (the meaning: an SMC-R listener is here). */
+/**
+ * Answers every SIDR_REQ on its listen with SUCCESS (the meaning: an SMC-R listener is here),
+ * unless no server on it would offer SMC-R to the asking address (its policy): UNSUPPORTED, as
+ * for a port without an SMC-R listener.
+ */
 class ListenSink implements CmIdSink {
   constructor(private readonly key: string) {}
   onCmEvent(e: CmAgentEvent, dev: CmDevice): void {
     if (e.event !== 'SIDR_REQ_RECEIVED') return;
     counters.served++;
+    const checks = listens.get(this.key)?.checks ?? [undefined];
+    const from = e.source ? addressFromGid(e.source.sgid) : undefined;
+    const yes = checks.some((c) => { try { return !c || c(from); } catch { return false; } });
+    if (!yes) counters.served_refused++;
     try {
       dev.agent.call(e.localId, {
         type: 'send_sidr_rep',
-        rep: { status: SidrStatus.SUCCESS, additionalInfoLength: 0, qpn: 1, qkey: 0x8001_0000, additionalInfo: Buffer.alloc(0), privateData: ANSWER },
+        rep: yes
+          ? { status: SidrStatus.SUCCESS, additionalInfoLength: 0, qpn: 1, qkey: 0x8001_0000, additionalInfo: Buffer.alloc(0), privateData: ANSWER }
+          : { status: SidrStatus.UNSUPPORTED, additionalInfoLength: 0, qpn: 0, qkey: 0, additionalInfo: Buffer.alloc(0), privateData: Buffer.alloc(0) },
       });
       dev.agent.call(e.localId, { type: 'destroy' });
     } catch { /* the agent closed under us */ }
@@ -170,7 +192,7 @@ export interface SmcrListenHandle { remove(): void }
  * wildcard one, where the process has none; those listen once they are up. Devices the
  * application creates after listen() are not covered.
  */
-export function registerSmcrListener(address: string, port: number, named?: Device): SmcrListenHandle {
+export function registerSmcrListener(address: string, port: number, named?: Device, check?: SmcrOfferCheck): SmcrListenHandle {
   const sid = smcrServiceId(port);
   const wildcard = address === '0.0.0.0' || address === '::';
   const a = address.startsWith('::ffff:') ? address.slice(7) : address;
@@ -181,12 +203,12 @@ export function registerSmcrListener(address: string, port: number, named?: Devi
     const key = devKey(dev, sid);
     if (held.includes(key)) return;
     const have = listens.get(key);
-    if (have && !have.cm.isRemoved) { have.refs++; held.push(key); return; }
+    if (have && !have.cm.isRemoved) { have.refs++; have.checks.push(check); held.push(key); return; }
     try {
       const cm = CmDevice.of(dev);
       const listenId = cm.agent.listen(sid);
       cm.own(listenId, new ListenSink(key));
-      listens.set(key, { cm, listenId, refs: 1 });
+      listens.set(key, { cm, listenId, refs: 1, checks: [check] });
       held.push(key);
     } catch { /* QP1 held by another owner, or the device closing: this device cannot be asked */ }
   };
@@ -205,6 +227,7 @@ export function registerSmcrListener(address: string, port: number, named?: Devi
       removed = true;
       for (const key of held) {
         const e = listens.get(key);
+        if (e) { const i = e.checks.indexOf(check); if (i >= 0) e.checks.splice(i, 1); }
         if (!e || --e.refs > 0) continue;
         listens.delete(key);
         e.cm.disown(e.listenId);
@@ -231,6 +254,8 @@ export class SmcrQuery {
   answer: Answer | undefined;
   /** Set when the query could not be asked for a reason of this end (no device): how to decline. */
   failure: { reason: number; cause: string } | undefined;
+  /** A stand-in while this end's device comes up (clc-flow.ts smcrDiscovery): true until the real query starts. */
+  awaitsDevice = false;
   constructor(readonly key: string) {}
   /** cb(answer) when the query ends: true / false, undefined if it could not be asked. */
   onDone(cb: (a: Answer | undefined) => void): () => void {
@@ -285,11 +310,16 @@ export function inLocalSubnet(local: string, dst: string): boolean {
   return len !== undefined && sameSubnet(v4(local), v4(dst), len);
 }
 
-/** How long a connection waits for a query's answer: about one round trip (see SmcrDiscoveryConfig.waitMs). */
-export function waitBudget(dev?: Device): number {
+/**
+ * How long a connection waits for a query's answer: about one round trip (see
+ * SmcrDiscoveryConfig.waitMs); `tcpMs`, the connection's TCP handshake (connect() to
+ * 'connect'), stands for it before the device has an estimate of its own.
+ */
+export function waitBudget(dev?: Device, tcpMs?: number): number {
   if (config.waitMs !== undefined) return config.waitMs;
   const rtt = dev && srtt.get(dev);
-  return rtt === undefined ? MAX_WAIT_MS : Math.min(MAX_WAIT_MS, Math.max(2, 3 * rtt));
+  if (rtt !== undefined) return Math.min(MAX_WAIT_MS, Math.max(2, 3 * rtt));
+  return tcpMs === undefined || !(tcpMs >= 0) ? MAX_WAIT_MS : Math.min(MAX_WAIT_MS, Math.max(2, 2 * tcpMs));
 }
 
 /**
@@ -297,7 +327,7 @@ export function waitBudget(dev?: Device): number {
  * TCP (a fresh no, or a destination outside the subnet), or wait for a query, started here,
  * or one already under way, up to the returned ms (what is left of the budget since it started).
  */
-export function discoverSmcr(dev: Device | undefined, local: string, dst: string, port: number): SmcrDiscovery {
+export function discoverSmcr(dev: Device | undefined, local: string, dst: string, port: number, tcpMs?: number): SmcrDiscovery {
   if (!config.enabled) return { go: 'propose', cause: 'discovery off' };
   if (!inLocalSubnet(local, dst)) {
     counters.outside_subnet++;
@@ -306,13 +336,25 @@ export function discoverSmcr(dev: Device | undefined, local: string, dst: string
   const key = `${dst}:${port}`;
   const now = performance.now();
   const hit = cache.get(key);
-  if (hit && hit.expires > now) {
+  // A yes is taken as it is only while a connection of ours to that address is live on SMC-R:
+  // its TCP connection would have ended had the peer's process gone (and the yes with it,
+  // forgetSmcrPeer). Otherwise the peer may have died since and a plain server taken its port
+  // (a kill leaves an idle link group looking alive until its keepalive fails): asked again.
+  if (hit && hit.expires > now && (!hit.answer || livePeer(dst))) {
     counters.hits++;
     if (hit.answer) { counters.hits_positive++; return { go: 'propose', cause: 'cached: an SMC-R listener', cached: true }; }
     counters.hits_negative++;
     return { go: 'tcp', cause: 'cached: no SMC-R listener at the peer' };
   }
-  if (hit) cache.delete(key);
+  if (hit && hit.expires > now) counters.revalidated++;
+  else if (hit) cache.delete(key);
+  // A host that answered no query at all lately has no softrdma device: none of its ports is asked.
+  const mute = cache.get(hostKey(dst));
+  if (mute && mute.expires > now) {
+    counters.hits++;
+    counters.hits_negative++;
+    return { go: 'tcp', cause: 'cached: the peer host answered no SMC-R query (no softrdma device)' };
+  }
   if (!dev) return { go: 'propose', cause: 'no device to ask with' }; // the Proposal then declines NOSMCRDEV
   counters.misses++;
   let q = inflight.get(key);
@@ -320,7 +362,7 @@ export function discoverSmcr(dev: Device | undefined, local: string, dst: string
     q = startQuery(dev, dst, port, key);
     if (q.done) return q.answer ? { go: 'propose', cause: 'discovered' } : { go: 'tcp', cause: 'SMC-R discovery could not ask' };
   }
-  const left = waitBudget(dev) - (now - q.startedAt);
+  const left = waitBudget(dev, tcpMs) - (now - q.startedAt);
   if (left <= 0) {
     counters.waited_out++;
     return { go: 'tcp', cause: 'SMC-R discovery under way: TCP for this connection' };
@@ -341,6 +383,30 @@ export function forgetSmcrListener(dst: string, port: number): void {
     cache.delete(key);
     counters.withdrawn++;
   }
+}
+
+/**
+ * The peer host's SMC-R process is taken for gone (a connection's TCP ended or was reset with
+ * no closing CDC, or our link group with it failed): every yes for its address is forgotten,
+ * whichever port, so the next connection asks again instead of proposing to whatever holds
+ * the port now (a plain server that took it over). Returns how many were forgotten.
+ */
+export function forgetSmcrPeer(dst: string): number {
+  let n = 0;
+  for (const [k, e] of cache) {
+    if (e.answer && k.slice(0, k.lastIndexOf(':')) === dst) { cache.delete(k); n++; }
+  }
+  counters.withdrawn += n;
+  return n;
+}
+
+/** Does this process have a live client SMC-R connection to `dst` (set by lgr.ts, which imports this module)? */
+let livePeer: (dst: string) => boolean = () => false;
+/** Returns the check it replaces (tests put it back). */
+export function setSmcrLivePeerCheck(f: (dst: string) => boolean): (dst: string) => boolean {
+  const was = livePeer;
+  livePeer = f;
+  return was;
 }
 
 /** A connection stopped waiting: count how (the answer came in time, or not). */
@@ -378,6 +444,9 @@ function localAddressFor(dst: string): string | undefined {
   return undefined;
 }
 
+/** The cache entry of a host that answered nothing (every port's query of it goes unasked while it is fresh). */
+const hostKey = (dst: string) => `${dst}:*`;
+
 /** Above this many destinations, expired answers are swept out before a new one is kept. */
 const CACHE_SWEEP_AT = 4096;
 
@@ -400,6 +469,8 @@ class QuerySink implements CmIdSink {
     if (e.event === 'SIDR_REQ_ERROR') {
       counters.timeouts++;
       remember(this.q.key, false);
+      // Nothing answered, not even "unsupported": no softrdma device at that address, for any port.
+      remember(hostKey(this.q.key.slice(0, this.q.key.lastIndexOf(':'))), false);
       return this.q.finish(false);
     }
     const rep = e.msg as CmMessageOf<'SIDR_REP'>;

@@ -52,7 +52,7 @@ import {
 } from '../wire/llc.js';
 import type { SmcrConnection } from './connection.js';
 import { smcrDeviceOf, type SmcrDevice } from './device.js';
-import { inLocalSubnet } from './discovery.js';
+import { forgetSmcrPeer, inLocalSubnet, setSmcrLivePeerCheck } from './discovery.js';
 import { SmcrLink } from './link.js';
 import { RtokenTable } from './rtokens.js';
 import { remoteAddr } from '../../abi/remote-addr.js';
@@ -549,6 +549,21 @@ export class SmcrLinkGroup {
       } catch { /* closing */ }
     }
     return undefined;
+  }
+
+  /** The TCP address of the peer this group was made with (the last part of its key). */
+  get tcpPeer(): string | undefined {
+    const k = this.peerKey.split('|');
+    return k.length > 3 ? k[3] : undefined;
+  }
+
+  /**
+   * The peer's process is taken for gone (a connection learnt it, or the group failed): a
+   * client forgets the discovery answers that said it had an SMC-R listener (forgetSmcrPeer).
+   */
+  peerGone(): void {
+    const p = this.tcpPeer;
+    if (this.role === 'client' && p !== undefined) forgetSmcrPeer(p);
   }
 
   /** Make the group findable for its peer, once the link is confirmed. */
@@ -1802,6 +1817,7 @@ export class SmcrLinkGroup {
   free(orderly: boolean, reason = 'link group freed', tellPeer = orderly): void {
     if (this.dead) return;
     this.dead = true;
+    if (!orderly) this.peerGone();
     clearTimeout(this.syncCheck);
     this.syncCheck = undefined;
     for (const [d, f] of this.devClose) d.onClose.delete(f);
@@ -1858,3 +1874,6 @@ export class SmcrLinkGroup {
     });
   }
 }
+
+// Discovery trusts a cached yes for an address only while a client connection to it is live.
+setSmcrLivePeerCheck((dst) => SmcrLinkGroup.list().some((g) => g.role === 'client' && !g.dead && g.tcpPeer === dst && [...g.conns.values()].some((c) => c.peerLive)));
