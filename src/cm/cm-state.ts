@@ -560,11 +560,13 @@ export const CM_TABLE: { readonly [S in CmStateName]: Partial<Record<CmInputKey,
     destroy: destroyTo('TIMEWAIT', (c) => drep(c)),
   },
   TIMEWAIT: {
-    // cm_dreq_handler: the peer missed our DREP; send it again (a DREQ naming another QP is dropped)
+    // cm_dreq_handler: the peer missed our DREP; send it again (a DREQ naming another QP is
+    // dropped), with the id's own TID as cm_format_drep writes it (cm_id_priv->tid: the first
+    // DREQ's, whose resends carry the same), not the one this DREQ carries
     'recv:DREQ': (c, i) => {
-      const { msg, tid } = recvOf(i, 'DREQ');
+      const { msg } = recvOf(i, 'DREQ');
       if (msg.remoteQpnEecn !== c.localQpn) return drop(c);
-      return { conn: c, actions: [{ type: 'send', msg: c.lastDrep ?? drep(c), tid }], dropped: 'duplicate' };
+      return { conn: c, actions: [{ type: 'send', msg: c.lastDrep ?? drep(c), tid: c.tid }], dropped: 'duplicate' };
     },
     // cm_dup_req_handler: a REQ for a connection in time-wait is stale
     'recv:REQ': (c) => ({ conn: c, actions: [{ type: 'send', msg: formatRej(c, RejReason.STALE_CONN, undefined, undefined), tid: c.tid }], dropped: 'duplicate' }),

@@ -141,6 +141,11 @@ describe('two CMs over the codecs', () => {
     const again = wire(dreq, B)[0]!;
     assert.deepEqual(sends(again).map((s) => s.msg), [{ ...B.get(b)!.lastDrep! }]);
     assert.equal(again.dropped, 'duplicate');
+    // A DREQ with another TID gets it too, with B's own TID (cm_format_drep: cm_id_priv->tid, the first DREQ's)
+    const firstTid = sends(dreq)[0]!.tid;
+    const other = decodeCmMad(encodeCmMad(sends(dreq)[0]!.msg, firstTid + 7n));
+    assert.ok(other.ok);
+    assert.deepEqual(sends(B.receive(other.value, 'peer')).map((s) => s.tid), [firstTid]);
     const exit = B.call(b, { type: 'timewait_timeout' });
     assert.deepEqual(events(exit), ['TIMEWAIT_EXIT']);
     assert.equal(B.get(b)!.state, 'IDLE');
