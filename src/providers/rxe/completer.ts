@@ -225,8 +225,10 @@ export function onResponse(qp: RxeQp, pkt: Packet): void {
     return;
   }
   const psn = pkt.psn;
-  // A response for a PSN never sent (beyond what the requester has issued) is bogus.
-  if (psnDiff(psn, qp.req.psn) >= 0) {
+  // A response for a PSN never sent is bogus: beyond the highest PSN that left (a message the
+  // window holds back has its PSNs reserved, not sent: an ACK for them must not complete it).
+  // (Both bounds: half the PSN space beyond the last sent one reads as behind it.)
+  if (psnDiff(psn, qp.req.psn) >= 0 || psnDiff(psn, qp.req.sentTo) > 0) {
     dropped(qp, psn);
     qp.device.counters.unexpected_response_drops++;
     return;
@@ -247,9 +249,11 @@ export function onResponse(qp: RxeQp, pkt: Packet): void {
       if (psnDiff(psn, qp.comp.psn) < 0) return dropped(qp, psn); // stale
       // An unanswered read or atomic before the NAK's PSN makes this an implicit NAK: acked()
       // has gone back from it already, the RNR'd message included, and that one retry is all
-      // (Linux rxe_comp.c check_psn retries before it looks at the RNR NAK).
-      if (acked(qp, psn, false)) { qp.runRequester(); return; }
+      // (Linux rxe_comp.c check_psn retries before it looks at the RNR NAK). Only the messages
+      // before the RNR'd one are acknowledged: the RNR retry resends that one from its start
+      // (rnr_nak_timer → req_retry from comp.psn, which an RNR NAK leaves where it was).
       const w = wqeAt(qp, psn);
+      if (acked(qp, w ? w.firstPsn : psn, false)) { qp.runRequester(); return; }
       if (!w) return;
       if (!consumeRetry(qp, 'rnr')) {
         traceComp(qp.qpn, CompState.ERROR, psn);

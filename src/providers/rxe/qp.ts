@@ -99,7 +99,8 @@ export class RxeQp implements ProviderQp {
 
   /** cwnd/ssthresh: the packet window after losses (Reno-style AIMD; see requester.ts). */
   /** ackPass: the link's AckReq pass that last saw a packet of ours ask (link.ts, AckGroup). */
-  readonly req = { psn: 0, index: 0, noackPkts: 0, running: false, scheduled: false, paused: false, lifWait: false, cwnd: MAX_CWND, ssthresh: MAX_CWND, ackPass: 0, askPsn: -1, wholeTo: -1 };
+  /** sentTo: the highest PSN sent so far (a READ request's last response PSN): a response beyond it answers nothing sent (completer.ts). */
+  readonly req = { psn: 0, index: 0, noackPkts: 0, running: false, scheduled: false, paused: false, lifWait: false, cwnd: MAX_CWND, ssthresh: MAX_CWND, ackPass: 0, askPsn: -1, wholeTo: -1, sentTo: 0xffffff };
   readonly comp = {
     psn: 0, retryCnt: 0, rnrRetry: 0, lastProgress: 0,
     /** A go-back-N retry is under way and nothing was acknowledged since (Linux comp.started_retry). */
@@ -237,7 +238,7 @@ export class RxeQp implements ProviderQp {
     if (mask & QpAttr.RETRY_CNT) { this.attr.retryCnt = a.retryCnt!; this.comp.retryCnt = a.retryCnt!; }
     if (mask & QpAttr.RNR_RETRY) { this.attr.rnrRetry = a.rnrRetry!; this.comp.rnrRetry = a.rnrRetry!; }
     if (mask & QpAttr.RQ_PSN) { this.attr.rqPsn = a.rqPsn!; this.resp.psn = a.rqPsn!; }
-    if (mask & QpAttr.SQ_PSN) { this.attr.sqPsn = a.sqPsn!; this.req.psn = a.sqPsn!; this.comp.psn = a.sqPsn!; this.req.askPsn = this.req.wholeTo = -1; }
+    if (mask & QpAttr.SQ_PSN) { this.attr.sqPsn = a.sqPsn!; this.req.psn = a.sqPsn!; this.comp.psn = a.sqPsn!; this.req.askPsn = this.req.wholeTo = -1; this.req.sentTo = psnAdd(a.sqPsn!, -1); }
     // rxe_qp_from_attr: both rounded up to a power of two (0 stays 0), and the responder's
     // READ/atomic resources made afresh for the new count (free_rd_atomic_resources).
     if (mask & QpAttr.MAX_QP_RD_ATOMIC) this.attr.maxRdAtomic = roundUpPow2(a.maxRdAtomic!);
@@ -307,7 +308,7 @@ export class RxeQp implements ProviderQp {
     this.rq.clear();
     this.state = QpState.RESET;
     this.attr.qpState = QpState.RESET;
-    Object.assign(this.req, { psn: 0, index: 0, noackPkts: 0, paused: false, lifWait: false, cwnd: MAX_CWND, ssthresh: MAX_CWND, askPsn: -1, wholeTo: -1 });
+    Object.assign(this.req, { psn: 0, index: 0, noackPkts: 0, paused: false, lifWait: false, cwnd: MAX_CWND, ssthresh: MAX_CWND, askPsn: -1, wholeTo: -1, sentTo: 0xffffff });
     Object.assign(this.comp, { psn: 0, startedRetry: false, idleTimeouts: 0 });
     Object.assign(this.resp, { psn: 0, msn: 0, nakSent: false, inMessage: 0, wqe: undefined, offset: 0, resources: [], nextResource: 0, readTo: -1, reading: undefined, held: [], ackPsn: -1, unackedPsn: -1 });
   }

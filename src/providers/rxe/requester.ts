@@ -241,6 +241,8 @@ export function sendPacket(qp: RxeQp, w: SendWqe, mustAsk = false): void {
   qp.counters.sent_bytes += info.length + payloadLen + tail.length;
   // One read request covers all its response PSNs.
   w.nextPkt = isRead ? w.npkts : w.nextPkt + 1;
+  const hi = isRead ? w.lastPsn : psnAdd(w.firstPsn, w.nextPkt - 1);
+  if (psnDiff(hi, qp.req.sentTo) > 0) qp.req.sentTo = hi;
   const lastPkt = w.nextPkt >= w.npkts;
   // UC and UD complete when sent, as there is no acknowledgement: when the kernel has the
   // last packet (it copies the payload), so the application may then reuse the buffer.
