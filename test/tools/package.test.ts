@@ -95,7 +95,16 @@ test('a project that installs the tarball: npx softrdma --version, import, requi
     import net from 'softrdma/smc';
     import { connect, getSmcInfo, type SmcInfo } from 'softrdma/smc';
     import { createRxeDevice, connectQp, Mtu, QpType, type MtuValue, type CQ, type WorkCompletion, type QpCreateAttr } from 'softrdma';
+    import { createEventChannel, createId, type RdmaCmEvent } from 'softrdma/cm';
+    import * as ism from 'softrdma/ism';
     type IsAny<T> = 0 extends 1 & T ? true : false;
+    export function cm(): void {
+      const ch = createEventChannel();
+      const id = createId(ch, 'tcp');
+      ch.on('event', (e: RdmaCmEvent) => { void e.event; });
+      id.destroyId();
+      void ism;
+    }
     export function typed(cq: CQ): Promise<WorkCompletion> {
       const sock = net.connect(7000, '127.0.0.1');
       sock.on('smc', (info) => { const notAny: IsAny<typeof info> = false; const i: SmcInfo = info; void notAny; void i.mode; });

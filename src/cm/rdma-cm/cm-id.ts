@@ -20,7 +20,7 @@ import {
   CMA_REQ_USER_PRIVATE_DATA, CMA_SIDR_REQ_USER_PRIVATE_DATA, RDMA_UDP_QKEY, cmaReqPrivateData, cmaRoceFlowLabel, cmaUserData, decodeCmaHeader, roceGid, serviceIdFor,
 } from '../wire/cma-header.js';
 import { PORT_SPACE, isWildcard, ports, sockAddr, type PortSpaceName, type SockAddr } from './addresses.js';
-import { CmDevice, type CmDeviceFollower, type CmIdSink } from './cm-device.js';
+import { CmDevice } from './cm-device.js';
 import { connEventParam, formatRep, formatReq, sidrRep, udEventParam } from './cm-fields.js';
 import { EventChannel } from './event-channel.js';
 import { ERRNO, type ConnEventParam, type RdmaCmEvent, type RdmaCmEventType, type UdEventParam } from './events.js';
@@ -46,8 +46,12 @@ const destroyIdsAtExit = (): void => {
   }
 };
 
-
-export class RdmaCmId implements CmIdSink, CmDeviceFollower {
+// The CM device's sink and follower (onCmEvent, onDeviceRemoval, onDeviceAdded: internal ones,
+// which the published declarations leave out) are met structurally where it is registered, not
+// by an `implements` clause: one would name members the .d.ts lacks, and a consumer's tsc
+// without skipLibCheck would fail on it. (The word that marks a member internal must not appear
+// here: tsc's stripInternal would take the whole class out.)
+export class RdmaCmId {
   /** The application's context (librdmacm's id->context). */
   context: unknown;
   readonly portSpace: PortSpaceName;
