@@ -219,7 +219,7 @@ export function smcrDiscovery(ops: SmcrOps, remote: string, port: number | undef
       q.failure = { reason: DECLINE.NOSMCRDEV, cause: autoDeviceError(local) ?? 'no SMC-R device' };
       return q.finish(undefined);
     }
-    const d = discoverSmcr(device, local, remote, port, tcpMs);
+    const d = discoverSmcr(device, local, remote, port, tcpMs, true);
     if (d.go === 'propose') q.finish(true);
     else if (d.go === 'tcp') q.finish(false);
     else d.query.onDone((answer) => q.finish(answer));

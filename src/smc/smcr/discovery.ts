@@ -327,7 +327,7 @@ export function waitBudget(dev?: Device, tcpMs?: number): number {
  * TCP (a fresh no, or a destination outside the subnet), or wait for a query, started here,
  * or one already under way, up to the returned ms (what is left of the budget since it started).
  */
-export function discoverSmcr(dev: Device | undefined, local: string, dst: string, port: number, tcpMs?: number): SmcrDiscovery {
+export function discoverSmcr(dev: Device | undefined, local: string, dst: string, port: number, tcpMs?: number, join = false): SmcrDiscovery {
   if (!config.enabled) return { go: 'propose', cause: 'discovery off' };
   if (!inLocalSubnet(local, dst)) {
     counters.outside_subnet++;
@@ -362,6 +362,9 @@ export function discoverSmcr(dev: Device | undefined, local: string, dst: string
     q = startQuery(dev, dst, port, key);
     if (q.done) return q.answer ? { go: 'propose', cause: 'discovered' } : { go: 'tcp', cause: 'SMC-R discovery could not ask' };
   }
+  // join: a connection already waiting (for its device to come up, clc-flow.ts) only takes the
+  // query; its own wait decides, and counts, how it ends.
+  if (join) return { go: 'wait', query: q, ms: 0 };
   const left = waitBudget(dev, tcpMs) - (now - q.startedAt);
   if (left <= 0) {
     counters.waited_out++;

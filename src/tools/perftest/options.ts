@@ -135,7 +135,7 @@ Run the server without a host, then the client with the server's host.
                        address and -p port (no TCP); give the server's device address as host
       --report_gbits   report bandwidth in Gb/sec (10^9 bits) instead of MiB/sec
   -t, --tx-depth N     outstanding work requests in bw tests (default 128, at most -n as perftest;
-                       -q x (-t + 544) must fit the device's 262144 completion queue entries)
+                       -q x (-t + 16), + 528 in SEND tests, must fit the device's max_cqe ${RXE_DEFAULT_LIMITS.maxCqe})
   -Q, --cq-mod N       bw tests: signal one work request in N, 1 to 1024 (perftest's default 100,
                        at most -t; 1 for sizes over 8192 unless -a or -Q)
   -m, --mtu N          path MTU: 256, 512, 1024, 2048 or 4096 (default: the port's active MTU)
