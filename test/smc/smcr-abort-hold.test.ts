@@ -25,10 +25,10 @@ function record(s: net.Socket): { events: string[]; closed: Promise<void> } {
   return { events, closed };
 }
 
-/** A client whose server writes N bytes once told ('x') and then resets: the client's socket and connection, the abort seen. */
-async function abortedWhilePaused(t: Parameters<typeof setup>[0], how: (s: net.Socket) => void) {
+/** A paused client whose server writes N bytes once told ('x'), then does `after`: the client's socket and connection, the N bytes in. */
+async function pausedWithData(t: Parameters<typeof setup>[0], after?: (s: net.Socket) => void) {
   const env = await setup(t, (s) => {
-    s.once('data', () => s.write(Buffer.alloc(N, 7), () => how(s)));
+    s.once('data', () => s.write(Buffer.alloc(N, 7), () => after?.(s)));
   });
   const c = env.connect();
   assert.equal((await settled(c, 'the client settles')).mode, 'SMCR');
@@ -36,7 +36,6 @@ async function abortedWhilePaused(t: Parameters<typeof setup>[0], how: (s: net.S
   const rec = record(c);
   c.write('x');
   const conn = smcState(c)!.conn as Conn;
-  await until(() => conn.peerAborted, 5000, "the server's abort at the client");
   await until(() => conn.unreadNow() + c.readableLength === N, 5000, 'all N bytes in the RMB or the stream');
   return { c, conn, rec };
 }
@@ -55,21 +54,15 @@ async function dataThenEnd(c: net.Socket, rec: { events: string[]; closed: Promi
 }
 
 test('resetAndDestroy() of the peer after it wrote: the paused reader gets the data, then the end (as SMC-D and Linux SMC)', async (t) => {
-  const { c, rec } = await abortedWhilePaused(t, (s) => s.resetAndDestroy());
+  const { c, conn, rec } = await pausedWithData(t, (s) => s.resetAndDestroy());
+  await until(() => conn.peerAborted, 5000, "the server's abort at the client");
   await dataThenEnd(c, rec, ['end', 'close']);
 });
 
 test("the peer's TCP connection reset with no closing CDC (peerReset: its process died): held the same way", async (t) => {
   // The server's socket lets its connection go without a word on the link (a dead process
   // sends none): only what close.ts and data.ts do at a TCP reset tells the client.
-  const env = await setup(t, (s) => { s.once('data', () => s.write(Buffer.alloc(N, 7))); });
-  const c = env.connect();
-  assert.equal((await settled(c, 'the client settles')).mode, 'SMCR');
-  c.pause();
-  const rec = record(c);
-  c.write('x');
-  const conn = smcState(c)!.conn as Conn;
-  await until(() => conn.unreadNow() + c.readableLength === N, 5000, 'all N bytes in the RMB or the stream');
+  const { c, conn, rec } = await pausedWithData(t);
   conn.peerReset('the peer\'s TCP connection was reset without a closing CDC (process died?)');
   assert.equal(conn.peerAborted, true);
   await dataThenEnd(c, rec, ['end', 'close']);
