@@ -68,8 +68,10 @@ export function enableSmcOnServer(server: net.Server, opts: ResolvedSmcOptions):
       const o = smcrOf(opts);
       // Its policy, asked about the querying address as about a connection from it: a no is
       // answered no, so that client stays TCP without a Proposal.
-      const check = (remote: string | undefined) => policyAllows(opts.policy, () => ({ role: 'server', localAddress: a.address, localPort: a.port, remoteAddress: remote, remotePort: undefined }));
-      if (o) smcrListen = registerSmcrListener(a.address, a.port, o === true ? undefined : o.device, check);
+      if (o) {
+        const check = (remote: string | undefined) => policyAllows(opts.policy, () => ({ role: 'server', localAddress: a.address, localPort: a.port, remoteAddress: remote, remotePort: undefined }));
+        smcrListen = registerSmcrListener(a.address, a.port, o === true ? undefined : o.device, check);
+      }
     }
   };
   // The entry goes when the listening socket closes, i.e. in close() itself: the 'close'

@@ -463,7 +463,7 @@ function remember(key: string, answer: Answer): void {
 }
 
 class QuerySink implements CmIdSink {
-  constructor(private readonly q: SmcrQuery, private readonly dev: Device, private readonly sid: bigint, private readonly localId: () => number) {}
+  constructor(private readonly q: SmcrQuery, private readonly dev: Device, private readonly dst: string, private readonly sid: bigint, private readonly localId: () => number) {}
   onCmEvent(e: CmAgentEvent, cm: CmDevice): void {
     if (e.event !== 'SIDR_REP_RECEIVED' && e.event !== 'SIDR_REQ_ERROR') return;
     cm.disown(this.localId());
@@ -473,7 +473,7 @@ class QuerySink implements CmIdSink {
       counters.timeouts++;
       remember(this.q.key, false);
       // Nothing answered, not even "unsupported": no softrdma device at that address, for any port.
-      remember(hostKey(this.q.key.slice(0, this.q.key.lastIndexOf(':'))), false);
+      remember(hostKey(this.dst), false);
       return this.q.finish(false);
     }
     const rep = e.msg as CmMessageOf<'SIDR_REP'>;
@@ -509,7 +509,7 @@ function startQuery(dev: Device, dst: string, port: number, key: string): SmcrQu
     return q;
   }
   counters.queries++;
-  cm.own(localId, new QuerySink(q, dev, sid, () => localId));
+  cm.own(localId, new QuerySink(q, dev, dst, sid, () => localId));
   inflight.set(key, q);
   return q;
 }

@@ -508,6 +508,23 @@ export class SmcrLinkGroup {
     return elsewhere ? 'elsewhere' : undefined;
   }
 
+  /**
+   * Does a client group made over TCP with `dst` (its key ends with it, as findByServerLink
+   * reads it) have a connection whose peer is shown alive (SmcrConnection.peerLive)? Discovery
+   * trusts a cached yes for `dst` only then. Asked per connection: no copies of the tables.
+   */
+  static liveClientTo(dst: string): boolean {
+    const suffix = `|${dst}`;
+    for (const [key, groups] of SmcrLinkGroup.all) {
+      if (!key.endsWith(suffix)) continue;
+      for (const g of groups) {
+        if (g.role !== 'client' || g.dead) continue;
+        for (const c of g.conns.values()) if (c.peerLive) return true;
+      }
+    }
+    return false;
+  }
+
   /** Entries in the peer's rtoken table (tests, diagnostics). */
   get rtokenCount(): number { return this.rtokens.size; }
 
@@ -1876,4 +1893,4 @@ export class SmcrLinkGroup {
 }
 
 // Discovery trusts a cached yes for an address only while a client connection to it is live.
-setSmcrLivePeerCheck((dst) => SmcrLinkGroup.list().some((g) => g.role === 'client' && !g.dead && g.tcpPeer === dst && [...g.conns.values()].some((c) => c.peerLive)));
+setSmcrLivePeerCheck((dst) => SmcrLinkGroup.liveClientTo(dst));
