@@ -14,6 +14,7 @@ import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { jsonLines, runNode, type Proc } from '../helpers/procs.js';
 import { testRuntimeDir } from '../helpers/runtime-dir.js';
+import { readUntilClosed, recordEvents, type SocketEvents } from '../helpers/socket-events.js';
 
 testRuntimeDir('net-parity-2');
 const smc = await import('../../src/smc/index.js');
@@ -66,27 +67,13 @@ async function pair(t: { after(fn: () => void): void }, api: Api, clientOpts: Pa
   return { server, c, s };
 }
 
-/** The socket's end events as names, and a promise of its 'close'. */
-function record(s: net.Socket): { events: string[]; errors: NodeJS.ErrnoException[]; closed: Promise<void> } {
-  const events: string[] = [];
-  const errors: NodeJS.ErrnoException[] = [];
-  s.on('end', () => events.push('end'));
-  s.on('error', (e: NodeJS.ErrnoException) => { events.push(`error:${e.code}`); errors.push(e); });
-  const closed = new Promise<void>((resolve) => s.on('close', () => { events.push('close'); resolve(); }));
-  return { events, errors, closed };
-}
-
 /**
  * A reader held through the peer's abort (or death): not destroyed while paused for `holdMs`;
  * resumed, all its data, then `events` (the end, unless told).
  */
-async function dataThenEnd(s: net.Socket, rec: ReturnType<typeof record>, bytes: number, events = ['end', 'close'], holdMs = 200): Promise<void> {
+async function dataThenEnd(s: net.Socket, rec: SocketEvents, bytes: number, events = ['end', 'close'], holdMs = 200): Promise<void> {
   assert.equal(await closesWithin(s, holdMs), false, 'a paused reader is not destroyed by the abort');
-  let got = 0;
-  s.on('data', (d: Buffer) => { got += d.length; });
-  s.resume();
-  await within(rec.closed, 10_000, "the reader's close");
-  assert.equal(got, bytes);
+  assert.equal(await readUntilClosed(s, rec), bytes);
   assert.deepEqual(rec.events, events);
 }
 
@@ -121,7 +108,7 @@ describe('a reader paused by backpressure', () => {
 
   it("still gets the peer's end after everything once it reads again", async (t) => {
     const { c, s } = await pair(t, smc);
-    const rec = record(c);
+    const rec = recordEvents(c);
     let got = 0;
     c.once('data', (d: Buffer) => { got += d.length; c.pause(); });
     s.end(Buffer.alloc(600 << 10, 'e'));
@@ -141,7 +128,7 @@ describe("a peer's abort with data the paused reader has not read", () => {
   it('resetAndDestroy(): the data, then the end (as Linux SMC)', async (t) => {
     const { c, s } = await pair(t, smc);
     s.pause();
-    const rec = record(s);
+    const rec = recordEvents(s);
     await new Promise((r) => c.write(Buffer.alloc(200_000, 1), r)); // all of it in the reader's ring
     await until(() => s.readableLength >= s.readableHighWaterMark, 'the reader stopped by backpressure');
     c.resetAndDestroy();
@@ -152,7 +139,7 @@ describe("a peer's abort with data the paused reader has not read", () => {
   it("destroy() of a peer with our data unread (its close is an abort): the data, then the end", async (t) => {
     const { c, s } = await pair(t, smc, { onread: { buffer: Buffer.alloc(16 << 10), callback: () => false } } as Partial<net.NetConnectOpts>);
     s.pause();
-    const rec = record(s);
+    const rec = recordEvents(s);
     s.write(Buffer.alloc(100 << 10, 's')); // the client's callback stops at its first 16 KiB
     c.write(Buffer.alloc(200_000, 'c'));
     await until(() => s.readableLength >= s.readableHighWaterMark, 'the reader stopped by backpressure');
@@ -174,7 +161,7 @@ describe("a peer's abort with data the paused reader has not read", () => {
     assert.deepEqual(line, { written: n, mode: 'SMCD' });
     const s = sock!;
     await until(() => smcState(s)!.conn!.unconsumed > 0, 'our data unread in the peer');
-    const rec = record(s);
+    const rec = recordEvents(s);
     await until(() => s.readableLength >= s.readableHighWaterMark, 'the reader stopped by backpressure');
     p.child.kill('SIGKILL');
     await p.exit(10_000);
@@ -185,7 +172,7 @@ describe("a peer's abort with data the paused reader has not read", () => {
 
   it('a reader paused by pipe() backpressure: everything reaches the destination, then the end', async (t) => {
     const { c, s } = await pair(t, smc);
-    const rec = record(s);
+    const rec = recordEvents(s);
     let held: Array<() => void> | undefined = [];
     let got = 0;
     const dest = new Writable({
@@ -236,7 +223,7 @@ describe("errors carry node:net's messages, softrdma's reason in smcCause", () =
     const seen: Array<NodeJS.ErrnoException | undefined> = [];
     for (const api of [net, smc] as Api[]) {
       const { c, s } = await pair(t, api);
-      const rec = record(s);
+      const rec = recordEvents(s);
       c.resetAndDestroy();
       await within(rec.closed, 10_000, 'close');
       seen.push(rec.errors[0]);
@@ -250,7 +237,7 @@ describe("errors carry node:net's messages, softrdma's reason in smcCause", () =
     const seen: Array<NodeJS.ErrnoException | undefined> = [];
     for (const api of [net, smc] as Api[]) {
       const { c, s } = await pair(t, api, { allowHalfOpen: true });
-      const rec = record(c);
+      const rec = recordEvents(c);
       s.destroy();
       await within(once(c, 'end'), 10_000, "the client's end");
       let err: NodeJS.ErrnoException | undefined;

@@ -14,6 +14,7 @@ import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { jsonLines, runNode, type Proc } from '../helpers/procs.js';
 import { testRuntimeDir } from '../helpers/runtime-dir.js';
+import { recordEvents } from '../helpers/socket-events.js';
 import type { ServerOptions } from '../../src/smc/index.js';
 
 testRuntimeDir('smcd-peer-death');
@@ -42,15 +43,6 @@ function peer(t: { after(fn: () => void): void }, args: string[]): Proc {
   const p = runNode(PEER, args);
   t.after(() => { if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill('SIGKILL'); });
   return p;
-}
-
-/** The socket's events as names ('error:CODE'), with a promise of its 'close'. */
-function recordEvents(s: net.Socket): { events: string[]; closed: Promise<void> } {
-  const events: string[] = [];
-  s.on('end', () => events.push('end'));
-  s.on('error', (e: NodeJS.ErrnoException) => events.push(`error:${e.code}`));
-  const closed = new Promise<void>((resolve) => s.on('close', () => { events.push('close'); resolve(); }));
-  return { events, closed };
 }
 
 /** Write 64 KiB chunks (waiting for 'drain') until the socket closes. */

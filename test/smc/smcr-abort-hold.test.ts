@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import type net from 'node:net';
 import { test } from 'node:test';
 import { testRuntimeDir } from '../helpers/runtime-dir.js';
+import { readUntilClosed, recordEvents, type SocketEvents } from '../helpers/socket-events.js';
 import type { SmcrConnection as Conn } from '../../src/smc/smcr/connection.js';
 
 testRuntimeDir('smcr-abort-hold');
@@ -20,14 +21,6 @@ const { smcState } = await import('../../src/smc/state.js');
 // whose buffer still has room reads on, and over TCP it would get the reset at once.
 const N = 200_000;
 
-function record(s: net.Socket): { events: string[]; closed: Promise<void> } {
-  const events: string[] = [];
-  s.on('end', () => events.push('end'));
-  s.on('error', (e: NodeJS.ErrnoException) => events.push(`error:${e.code}`));
-  const closed = new Promise<void>((resolve) => s.on('close', () => { events.push('close'); resolve(); }));
-  return { events, closed };
-}
-
 /** A paused client whose server writes N bytes once told ('x'), then does `after`: the client's socket and connection, the N bytes in. */
 async function pausedWithData(t: Parameters<typeof setup>[0], after?: (s: net.Socket) => void) {
   const env = await setup(t, (s) => {
@@ -36,7 +29,7 @@ async function pausedWithData(t: Parameters<typeof setup>[0], after?: (s: net.So
   const c = env.connect();
   assert.equal((await settled(c, 'the client settles')).mode, 'SMCR');
   c.pause();
-  const rec = record(c);
+  const rec = recordEvents(c);
   c.write('x');
   const conn = smcState(c)!.conn as Conn;
   await until(() => conn.unreadNow() + c.readableLength === N, 5000, 'all N bytes in the RMB or the stream');
@@ -44,16 +37,12 @@ async function pausedWithData(t: Parameters<typeof setup>[0], after?: (s: net.So
   return { c, conn, rec };
 }
 
-async function dataThenEnd(c: net.Socket, rec: { events: string[]; closed: Promise<void> }, events: string[]): Promise<void> {
+async function dataThenEnd(c: net.Socket, rec: SocketEvents, events: string[]): Promise<void> {
   // The abort is in; the socket waits for its reader (no timer: the abort has been handled).
   await new Promise((r) => setImmediate(r));
   assert.equal(c.destroyed, false, 'a paused reader is not destroyed by the abort');
   assert.deepEqual(rec.events, []);
-  let got = 0;
-  c.on('data', (d: Buffer) => { got += d.length; });
-  c.resume();
-  await within(rec.closed, 10_000, "the reader's close");
-  assert.equal(got, N);
+  assert.equal(await readUntilClosed(c, rec), N);
   assert.deepEqual(rec.events, events);
 }
 
@@ -76,7 +65,7 @@ test('a reader that is reading when the abort comes gets the data, then ECONNRES
   const env = await setup(t, (s) => { s.once('data', () => s.write(Buffer.alloc(N, 7), () => s.resetAndDestroy())); });
   const c = env.connect();
   assert.equal((await settled(c, 'the client settles')).mode, 'SMCR');
-  const rec = record(c);
+  const rec = recordEvents(c);
   let got = 0;
   c.on('data', (d: Buffer) => { got += d.length; });
   c.write('x');
