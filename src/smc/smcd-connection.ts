@@ -13,6 +13,7 @@ import {
   CdcArea, CONN_ABORT, CONN_CLOSED, CONN_DONE_WRITING, PROD_CONS_UPD_REQ, PROD_WRITE_BLOCKED, SMCD_CDC_LEN,
   cursorWord, readCursorInto, type Cursor,
 } from './cdc.js';
+import { PeerEnd } from './peer-end.js';
 import { forget, kick } from './poller.js';
 import type { SmcTransport, SmcTransportMode, TransportDiag, TransportEvents } from './transport.js';
 
@@ -55,12 +56,7 @@ export class SmcdConnection implements SmcTransport {
   private rxCdc: CdcArea;
   private txCdc: CdcArea;
   private paused = false;
-  private doneReported = false;
-  private abortReported = false;
-  /** The peer's abort came while the reader was stopped: what it has yet to read comes first, then the end. */
-  private abortHeld = false;
-  /** Why the peer aborted, where it did not say so itself (its process died: peerReset). */
-  private abortCause: string | undefined;
+  private readonly end = new PeerEnd();
   private failed = false;
   released = false;
   /** The most one delivery copies out of the ring. */
@@ -276,7 +272,7 @@ export class SmcdConnection implements SmcTransport {
       this.peerExited();
       return;
     }
-    this.abortReported = true;
+    this.end.abortTold();
     this.h.peerAbort('peer process died with data of ours unread');
   }
 
@@ -301,7 +297,7 @@ export class SmcdConnection implements SmcTransport {
   peerReset(cause: string): void {
     if (this.released || this.failed || this.peerAborted) return;
     this.peerConnFlags |= CONN_ABORT;
-    this.abortCause = cause;
+    this.end.cause = cause;
     this.reportState();
   }
 
@@ -315,7 +311,7 @@ export class SmcdConnection implements SmcTransport {
   resume(): boolean {
     this.paused = false;
     const any = this.deliver();
-    return any || ((this.peerConnFlags & CONN_ABORT) !== 0 && !this.abortReported && !this.released && !this.failed);
+    return any || (this.end.abortUntold(this.peerConnFlags) && !this.released && !this.failed);
   }
 
   /**
@@ -402,40 +398,9 @@ export class SmcdConnection implements SmcTransport {
 
   private reportState(): void {
     if (this.released) return;
-    if ((this.peerConnFlags & CONN_ABORT) && !this.abortReported) {
-      if (this.holdAbort()) return;
-      this.abortReported = true;
-      if (!this.abortHeld) {
-        this.h.peerAbort(this.abortCause);
-        return;
-      }
-      // The ring is read: the end, as smc_rx_recvmsg returns 0 once it copied what the RMB
-      // held and an abort was received.
-      this.doneReported = true;
-      this.h.peerDone();
-      return;
-    }
-    if ((this.peerConnFlags & (CONN_DONE_WRITING | CONN_CLOSED)) && this.readable === 0 && !this.doneReported) {
-      this.doneReported = true;
-      this.h.peerDone();
-    }
-  }
-
-  /**
-   * Whether the peer's abort waits for the reader. A reader stopped by backpressure (or by its
-   * onread callback) hears of it only when it reads again, as node:net's, whose stopped handle
-   * reads the RST only then; what it has not read comes first, and then the end ('end', not
-   * ECONNRESET), as Linux's smc_rx_recvmsg copies what the RMB holds and then returns 0 once a
-   * close or abort was received, before it looks at sk_err (docs/smc.md, Closing). A reader
-   * that is reading gets ECONNRESET at once, after what the ring held, as node:net's does. A
-   * write of ours waiting for room is told at once, reading or not: the peer will never make
-   * room (Linux: smc_tx_wait sees the abort).
-   */
-  private holdAbort(): boolean {
-    if (this.abortHeld) return this.paused;
-    if (!this.paused || (this.prodFlags & PROD_WRITE_BLOCKED)) return false;
-    this.abortHeld = true;
-    return true;
+    const news = this.end.next(this.peerConnFlags, this.readable, this.paused, (this.prodFlags & PROD_WRITE_BLOCKED) !== 0);
+    if (news === 'abort') this.h.peerAbort(this.end.cause);
+    else if (news === 'done') this.h.peerDone();
   }
 
   private fail(message: string): false {

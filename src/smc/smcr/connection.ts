@@ -28,6 +28,7 @@ import type { Rmb, SmcrLinkGroup } from './lgr.js';
 import type { SmcrLink } from './link.js';
 import { remoteAddrPlus, type RemoteAddr } from '../../abi/remote-addr.js';
 import { smcrActivity, writeWaitEnded, writeWaits } from '../poller.js';
+import { PeerEnd } from '../peer-end.js';
 import { freshSlice } from '../slice-memory.js';
 
 function toWire(total: number, ring: number): { wrap: number; count: number } {
@@ -94,12 +95,7 @@ export class SmcrConnection implements SmcTransport {
   private seqno = 0;
   private lastSeq: number | undefined;
   private paused = false;
-  private doneReported = false;
-  private abortReported = false;
-  /** The peer's abort waits for a stopped reader (holdAbort). */
-  private abortHeld = false;
-  /** Why the peer aborted, where it did not say so itself (its TCP connection was reset: peerReset). */
-  private abortCause: string | undefined;
+  private readonly end = new PeerEnd();
   private failed = false;
   /** Events go to the socket only once the handshake settled (start()). */
   private started = false;
@@ -453,7 +449,7 @@ export class SmcrConnection implements SmcTransport {
     if (this.released || this.failed || this.peerAborted) return;
     this.lgr.peerGone();
     this.peerConnFlags |= CONN_ABORT;
-    this.abortCause = cause;
+    this.end.cause = cause;
     this.deliver();
     this.reportState();
   }
@@ -593,37 +589,9 @@ export class SmcrConnection implements SmcTransport {
       this.h.writable();
       if (this.released) return;
     }
-    if ((this.peerConnFlags & CONN_ABORT) && !this.abortReported) {
-      if (this.holdAbort()) return;
-      this.abortReported = true;
-      if (!this.abortHeld) {
-        this.h.peerAbort(this.abortCause);
-        return;
-      }
-      // The RMB is read: the end, as smc_rx_recvmsg returns 0 once it copied what the RMB held
-      // and an abort was received.
-      this.doneReported = true;
-      this.h.peerDone();
-      return;
-    }
-    if ((this.peerConnFlags & (CONN_DONE_WRITING | CONN_CLOSED)) && this.readable === 0 && !this.doneReported) {
-      this.doneReported = true;
-      this.h.peerDone();
-    }
-  }
-
-  /**
-   * Whether the peer's abort waits for the reader, as SMC-D's (smcd-connection.ts holdAbort): a
-   * reader stopped by backpressure (or its onread callback) hears of it when it reads again,
-   * after what the RMB holds, and then gets the end, as node:net's stopped handle reads the RST
-   * only then; a reader that is reading gets ECONNRESET at once; a write of ours waiting for
-   * room is told at once (the peer will never make room).
-   */
-  private holdAbort(): boolean {
-    if (this.abortHeld) return this.paused;
-    if (!this.paused || this.writerWaits || (this.prodFlags & PROD_WRITE_BLOCKED)) return false;
-    this.abortHeld = true;
-    return true;
+    const news = this.end.next(this.peerConnFlags, this.readable, this.paused, this.writerWaits || (this.prodFlags & PROD_WRITE_BLOCKED) !== 0);
+    if (news === 'abort') this.h.peerAbort(this.end.cause);
+    else if (news === 'done') this.h.peerDone();
   }
 
   /** The link failed under the connection and no other link took it: ECONNABORTED, as Linux's smc_conn_kill sets sk_err. */
