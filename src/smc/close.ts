@@ -142,8 +142,9 @@ function teardown(sock: Socket, s: SmcState): void {
       sock.once('close', () => { for (const cb of waiting) cb?.(closedBeforeConnection()); });
     } else {
       // As node:net's: a write libuv was still carrying completes without an error when the
-      // socket is destroyed (onWriteComplete on a destroyed stream); nothing is emitted.
-      for (const cb of waiting) cb?.();
+      // socket is destroyed (onWriteComplete on a destroyed stream); nothing is emitted. Later,
+      // not inside destroy(): node:net's callback comes from libuv or a nextTick.
+      process.nextTick(() => { for (const cb of waiting) cb?.(); });
     }
   }
   s.phase = 'closed';

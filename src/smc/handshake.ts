@@ -517,8 +517,12 @@ function flushHeld(sock: Socket, s: SmcState): void {
  * A held write through TCP, as node:net writes. The application made it before anything went
  * wrong; over TCP it would have been taken, and a reset met later by a read.
  */
-function writeHeld(sock: Socket, held: Held): void {
-  const cb = (err?: Error | null) => held.cb(err ? clcWriteError(err) : err);
+function writeHeld(sock: Socket, held: Held, later = false): void {
+  const cb = (err?: Error | null) => {
+    const e = err ? clcWriteError(err) : err;
+    if (later) process.nextTick(held.cb, e);
+    else held.cb(e);
+  };
   if (held.writev) net.Socket.prototype._writev!.call(sock, held.data as Array<{ chunk: unknown; encoding: BufferEncoding }>, cb);
   else net.Socket.prototype._write.call(sock, held.data, held.encoding, cb);
 }
@@ -533,7 +537,8 @@ function writeHeld(sock: Socket, held: Held): void {
  * one that settled on SMC (destroyed by an 'smc' listener) writes into the ring. Anywhere else
  * the peer may be on SMC already, and TCP bytes would be lost there: the write fails, as
  * node:net's writes that never went out do. True when a CLC reply may still come: the handle
- * should close gently.
+ * should close gently. Every callback runs after destroy() returns, as node:net's (from libuv or
+ * a tick), never inside it.
  */
 export function writeHeldOnRelease(sock: Socket, s: SmcState): boolean {
   const held = s.held!;
@@ -544,15 +549,15 @@ export function writeHeldOnRelease(sock: Socket, s: SmcState): boolean {
     // the writes queued behind it, ahead of the close.
     const queued = takeQueuedWrites(sock);
     const parts = [heldBuffer(held), ...queued.map((w) => toBuffer(w.chunk, w.encoding))];
-    smcWrite(sock, s, parts.length === 1 ? parts[0]! : Buffer.concat(parts), (err) => {
+    smcWrite(sock, s, parts.length === 1 ? parts[0]! : Buffer.concat(parts), (err) => process.nextTick(() => {
       held.cb(err);
       for (const w of queued) w.callback(err);
-    });
+    }));
     return false;
   }
   const unanswered = s.role === 'client' && s.phase === 'proposing' && s.clcIn === 0;
   if (!unanswered && s.phase !== 'srv-wait' && s.phase !== 'tcp') {
-    held.cb(destroyedError());
+    process.nextTick(held.cb, destroyedError());
     return false;
   }
   // Not while SMC-R discovery was asked (nothing sent). CLC has no code for "the application
@@ -561,12 +566,12 @@ export function writeHeldOnRelease(sock: Socket, s: SmcState): boolean {
   // Taken before the held write completes: its callback, on a destroyed stream, fails the rest.
   const queued = takeQueuedWrites(sock);
   if (proposed) sendDecline(sock, s, DECLINE.INTERR);
-  writeHeld(sock, held);
+  writeHeld(sock, held, true);
   if (queued.length > 0) {
     const chunks = queued.map((w) => ({ chunk: w.chunk, encoding: w.encoding }));
-    net.Socket.prototype._writev!.call(sock, chunks, (err?: Error | null) => {
+    net.Socket.prototype._writev!.call(sock, chunks, (err?: Error | null) => process.nextTick(() => {
       for (const w of queued) w.callback(err ? clcWriteError(err) : err);
-    });
+    }));
   }
   return proposed;
 }

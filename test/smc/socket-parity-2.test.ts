@@ -43,6 +43,17 @@ function bounded<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
     .finally(() => clearTimeout(t));
 }
 
+/** Whether a call of c.destroy() is under way: node:net never runs a write's callback inside it. */
+function watchDestroy(c: net.Socket): () => boolean {
+  let inside = false;
+  const destroy = c.destroy.bind(c);
+  c.destroy = (err?: Error) => {
+    inside = true;
+    try { return destroy(err); } finally { inside = false; }
+  };
+  return () => inside;
+}
+
 describe('destroy() right after a write the handshake holds', () => {
   let srv: Srv;
   let plain: Srv;
@@ -60,10 +71,14 @@ describe('destroy() right after a write the handshake holds', () => {
     ['write(data, cb) while connecting, destroy() in the connect listener', (c, cb) => { c.write('Bhello', cb); c.on('connect', () => c.destroy()); }, undefined],
   ];
   for (const [name, act, code] of cases) {
-    it(`${name}: the SMC server gets the bytes over TCP, the callback as node:net's`, async () => {
+    it(`${name}: the SMC server gets the bytes over TCP, the callback as node:net's (after destroy() returned)`, async () => {
       const c = smc.connect({ port: srv.port, host: '127.0.0.1' });
       c.on('error', () => {});
-      const wrote = new Promise<Error | null | undefined>((res) => act(c, res));
+      const inDestroy = watchDestroy(c);
+      const wrote = new Promise<Error | null | undefined>((res) => act(c, (err) => {
+        assert.equal(inDestroy(), false, 'the callback ran inside destroy()');
+        res(err);
+      }));
       const id = ++conns;
       const ev = await closedConnection(srv.proc, id);
       assert.deepEqual(ev.filter((e) => e.event === 'received').map((e) => e.bytes), [5], JSON.stringify(ev));
@@ -81,9 +96,11 @@ describe('destroy() right after a write the handshake holds', () => {
       const c = smc.connect({ port: target.port, host: '127.0.0.1' });
       c.on('error', () => {});
       const cbs: Array<Promise<Error | null | undefined>> = [];
+      const inDestroy = watchDestroy(c);
+      const later = (res: (err?: Error | null) => void) => (err?: Error | null) => res(inDestroy() ? new Error('the callback ran inside destroy()') : err);
       c.on('connect', () => {
-        cbs.push(new Promise((res) => c.write('Bhello', res)));
-        cbs.push(new Promise((res) => c.write('world', res)));
+        cbs.push(new Promise((res) => c.write('Bhello', later(res))));
+        cbs.push(new Promise((res) => c.write('world', later(res))));
         c.destroy();
       });
       const ev = await closedConnection(target.proc, n);
