@@ -5,7 +5,7 @@ import os from 'node:os';
 import { devinfoCommand, DEVINFO_OPTIONS, DEVINFO_USAGE } from './devinfo.js';
 import { demo, DEMO_USAGE } from './demo.js';
 import { smcDemo, SMC_DEMO_USAGE } from './smc-demo.js';
-import { perftest, PERFTEST_OPTIONS, PERFTEST_USAGE } from '../tools/perftest/index.js';
+import { perftest, PERFTEST_OPTIONS, PERFTEST_USAGE, PERFTEST_VERSION } from '../tools/perftest/index.js';
 import { getoptScan, isUsageError, synopsis, UsageError, usageErrorLine, type Options } from '../tools/usage.js';
 import { pingpong, PINGPONG_OPTIONS, PINGPONG_USAGE } from '../tools/pingpong.js';
 import { rping, RPING_OPTIONS, RPING_USAGE } from '../tools/rping.js';
@@ -59,7 +59,7 @@ interface Command {
 const COMMANDS: Record<string, Command> = {
   demo: { args: '[-v]', about: 'RDMA WRITE and SEND between two rxe devices in one process', usage: DEMO_USAGE, usageExit: 2, run: demo },
   devinfo: { args: '[-d DEV] [-i PORT] [-l] [-v]', about: 'like ibv_devinfo (an rxe device on --bind ADDR)', usage: DEVINFO_USAGE, options: DEVINFO_OPTIONS, usageExit: (err) => (isParseArgsError(err) ? 255 : 1), run: devinfoCommand },
-  perftest: { args: '<test> [options] [host]', about: "perftest's ib_*_bw and ib_*_lat (write, read, send, atomic)", usage: PERFTEST_USAGE, options: PERFTEST_OPTIONS, usageExit: 1, versionShort: ['-V'], helpVersionExit: 1, exitOnSignals: true, run: async (a) => { await perftest(a); } },
+  perftest: { args: '<test> [options] [host]', about: "perftest's ib_*_bw and ib_*_lat (write, read, send, atomic)", usage: PERFTEST_USAGE, options: PERFTEST_OPTIONS, usageExit: 1, versionShort: ['-V'], helpVersionExit: 1, versionText: () => `Version: ${PERFTEST_VERSION}`, exitOnSignals: true, run: async (a) => { await perftest(a); } },
   pingpong: { args: 'rc|uc|ud [options] [host]', about: "rdma-core's ibv_{rc,uc,ud}_pingpong", usage: PINGPONG_USAGE, options: PINGPONG_OPTIONS, usageExit: 1, exitOnSignals: true, run: async (a) => { await pingpong(a); } },
   rping: { args: '-s|-c -a ADDR [options]', about: "librdmacm's rping, through softrdma/cm", usage: RPING_USAGE, options: RPING_OPTIONS, usageExit: 22, exitOnSignals: true, run: rping },
   cmatose: { args: '[-s ADDR] [-c N] [--ud]', about: "librdmacm's cmatose / udaddy: N connections at once", usage: CMATOSE_USAGE, options: CMATOSE_OPTIONS, usageExit: 1, exitOnSignals: true, run: cmatose },

@@ -12,8 +12,9 @@ import {
   bwHeader, bwLine, latDurHeader, latDurLine, latHeader, latLine, RESULT_LINE, TITLES, toGbits, withPerftestKeys, type BwResult, type LatResult,
 } from './report.js';
 import { Session } from './session.js';
+import { VERSION as PERFTEST_VERSION } from './exchange.js';
 
-export { PERFTEST_OPTIONS, PERFTEST_USAGE };
+export { PERFTEST_OPTIONS, PERFTEST_USAGE, PERFTEST_VERSION };
 
 /** --output: the one figure perftest prints ("%lf": six decimals), in the table's unit. */
 export function outputFigure(o: Pick<PerftestOptions, 'output' | 'gbits'>, r: BwResult | LatResult): string {

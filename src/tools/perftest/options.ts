@@ -40,7 +40,7 @@ export interface PerftestOptions {
   perftestOnly: boolean;
   /** -x: the local GID index (an rxe device of softrdma has one GID: index 0). */
   gidIndex: number;
-  /** --report_gbits: Gb/sec (10^9 bits) instead of MiB/sec. */
+  /** --report_gbits: Gb/sec (10^9 bits) instead of MB/sec (2^20 bytes). */
   gbits: boolean;
   /** -R: connect the QPs through the rdma_cm and run the exchange over an rdma_cm connection, not TCP. */
   rdmaCm: boolean;
@@ -113,15 +113,18 @@ Run the server without a host, then the client with the server's host.
   -s, --size N         message size in bytes, 1 to 2147483647 as perftest (default 65536 for bw,
                        2 for lat, 8 for atomic); -q x 2 areas of the size must fit in a 2 GiB
                        buffer; as perftest, K and M multiply by 1024 and 1048576 (-s 64K)
-  -n, --iters N        iterations, 5 to 1000000000 (default 5000 for write_bw, 1000 for the
+  -n, --iters N        iterations, 5 to 100000000 (default 5000 for write_bw, 1000 for the
                        other tests, as perftest)
-  -a, --all            every size from 2 to 2^23 (not atomic_bw, as perftest: its size is 8)
+  -a, --all            every size from 2 to 2^23 (not atomic_bw, as perftest: its size is 8);
+                       -s is then not used, as perftest
   -D, --duration SEC   run for SEC (whole) seconds instead of -n iterations (not with -a); as
                        perftest, results count only between the margins
   -f, --margin SEC     with -D: seconds left out at the start and the end (default SEC/4,
                        rounded down, as perftest); without -D accepted and unused, as perftest
   -x, --gid-index N    local GID index, 0 to 64 as perftest (default 0, the device's only GID:
                        its address)
+  -i, --ib-port N      the device's port: 1 (an rxe device has one)
+  -c, --connection T   the connection type: RC (the only one softrdma's perftest runs)
   -q, --qp N           number of QPs, each doing -n iterations (bw tests; default 1; 1 to 16384
                        as perftest, as many as the device's completion queue holds: see -t)
   -o, --outs N         read and atomic tests: outstanding READs/atomics per QP (default, or 0:
@@ -133,7 +136,7 @@ Run the server without a host, then the client with the server's host.
   -R, --rdma_cm        connect the QPs through the rdma_cm (softrdma/cm) as perftest's -R does:
                        the exchange runs as SENDs on an rdma_cm connection to the server's
                        address and -p port (no TCP); give the server's device address as host
-      --report_gbits   report bandwidth in Gb/sec (10^9 bits) instead of MiB/sec
+      --report_gbits   report bandwidth in Gb/sec (10^9 bits) instead of MB/sec (2^20 bytes)
   -t, --tx-depth N     outstanding work requests in bw tests (default 128, at most -n as perftest;
                        -q x (-t + 16), + 528 in SEND tests, must fit the device's max_cqe ${RXE_DEFAULT_LIMITS.maxCqe})
   -Q, --cq-mod N       bw tests: signal one work request in N, 1 to 1024 (perftest's default 100,
@@ -157,7 +160,8 @@ Run the server without a host, then the client with the server's host.
 
 Numbers may be written as perftest's strtol reads them: decimal, 0x hex, 0-prefixed octal.
 As in perftest 4.5-0.17 (getopt_long): a long option may be abbreviated (--iter), and an option
-given twice takes its last value. -h and -V exit 1, as perftest's mains return FAILURE after them.
+given twice takes its last value. -h and -V (which prints perftest's "Version: 6.06") exit 1, as
+perftest's mains return FAILURE after them.
 
 The out-of-band exchange is perftest's (version 6.06: TCP, or with -R the rdma_cm), so
 either side may be the C ib_write_bw, ib_read_bw, ib_send_bw, ib_atomic_bw, ib_write_lat,
@@ -248,6 +252,9 @@ export function resourceProblem(x: { test: string; qps: number; sizes: readonly 
   return undefined;
 }
 
+/** The connection types perftest's -c names (change_conn_type). */
+const CONNECTION_TYPES = ['RC', 'UC', 'UD', 'XRC', 'DC', 'SRD'];
+
 export const PERFTEST_OPTIONS = {
   'ib-dev': { type: 'string', short: 'd' },
   bind: { type: 'string' },
@@ -276,6 +283,8 @@ export const PERFTEST_OPTIONS = {
   noPeak: { type: 'boolean', short: 'N' },
   'cq-mod': { type: 'string', short: 'Q' },
   outs: { type: 'string', short: 'o' },
+  'ib-port': { type: 'string', short: 'i' },
+  connection: { type: 'string', short: 'c' },
 } as const;
 const OPTIONS = PERFTEST_OPTIONS;
 
@@ -318,16 +327,17 @@ export function parsePerftestArgs(argv: string[]): PerftestOptions {
     if (values.all || (values.size !== undefined && sizeOpt(values.size, MAX_SIZE_OPT) !== 8)) throw new UsageError('Message size cannot be changed for Atomic tests');
     sizes = [8];
   } else if (values.all) {
-    if (values.size !== undefined) throw new UsageError('--all and --size exclude each other');
+    // As perftest: -a runs every size, and -s is not used.
+    if (values.size !== undefined) sizeOpt(values.size, MAX_SIZE_OPT);
     sizes = [];
     for (let s = 2; s <= MAX_MSG; s *= 2) sizes.push(s);
   } else {
     sizes = [values.size === undefined ? (lat ? 2 : 65536) : sizeOpt(values.size, MAX_SIZE_OPT)];
   }
+  // perftest's latency loops use one QP and one direction; its parser refuses -q there, even -q 1.
+  if (lat && values.qp !== undefined) throw new UsageError(`-q/--qp is for the bw tests, not ${t} (perftest: Multiple QPs only available on bw tests)`);
   // perftest's MIN_QP_NUM..MAX_QP_NUM; what the device cannot hold, resourceProblem refuses.
   const qps = intOpt('qp', values.qp, 1, 1, MAX_QP_NUM);
-  // perftest's latency loops use one QP and one direction; its parser refuses the rest too.
-  if (lat && qps > 1) throw new UsageError(`-q ${qps}: more than one QP is for the bw tests, not ${t}`);
   if (lat && values.bidirectional) throw new UsageError(`-b (bidirectional) is for the bw tests, not ${t}`);
   if (lat && values.noPeak) throw new UsageError('NoPeak only valid for BW tests');
   let durationSec: number | undefined;
@@ -361,6 +371,12 @@ export function parsePerftestArgs(argv: string[]): PerftestOptions {
   const txDepth = intOpt('tx-depth', values['tx-depth'], 128, 1, 15000);
   // perftest's MIN_CQ_MOD..MAX_CQ_MOD; its latency tests take -Q and do not use it.
   const cqMod = values['cq-mod'] === undefined ? undefined : intOpt('cq-mod', values['cq-mod'], 0, 1, 1024);
+  // -i: the rxe device has one port. -c: RC is what softrdma's perftest runs.
+  if (values['ib-port'] !== undefined) intOpt('ib-port', values['ib-port'], 1, 1, 1);
+  if (values.connection !== undefined && values.connection !== 'RC') {
+    if (!CONNECTION_TYPES.includes(values.connection)) throw new UsageError(`-c/--connection must be one of ${CONNECTION_TYPES.join(', ')} (perftest's names), got '${values.connection}'`);
+    throw new UsageError(`-c ${values.connection}: softrdma's perftest runs RC connections only`);
+  }
   const problem = resourceProblem({ test: t, qps, sizes, txDepth, all: !!values.all });
   if (problem) throw new UsageError(problem);
   return {
@@ -371,8 +387,8 @@ export function parsePerftestArgs(argv: string[]): PerftestOptions {
     udpPort: intOpt('udp-port', values['udp-port'], 4791, 0, 65535),
     port: intOpt('port', values.port, 18515, 0, 65535),
     sizes,
-    // perftest's MIN_ITER is 5; its MAX_ITER 2^32, where a -n run's per-operation times would not fit in memory here.
-    iters: intOpt('iters', values.iters, defaultIters(t), 5, 1e9),
+    // perftest 4.5-0.17's MIN_ITER and MAX_ITER (perftest_parameters.h).
+    iters: intOpt('iters', values.iters, defaultIters(t), 5, 1e8),
     txDepth,
     mtu,
     json: values.json ?? false,

@@ -203,11 +203,14 @@ function median(m: number, at: (i: number) => number): number {
 function round(x: number): number { return Math.round(x * 100) / 100; }
 function round6(x: number): number { return Math.round(x * 1e6) / 1e6; }
 
-/** perftest's RESULT_FMT / RESULT_FMT_G (perftest_parameters.h). */
+/**
+ * perftest 4.5-0.17's RESULT_FMT / RESULT_FMT_G (perftest_parameters.h). Its "MB" is 2^20 bytes,
+ * as the figures are (later perftest releases say MiB).
+ */
 export function bwHeader(gbits = false): string {
   return gbits
     ? ` #bytes     #iterations    BW peak[Gb/sec]    BW average[Gb/sec]   MsgRate[Mpps]`
-    : ` #bytes     #iterations    BW peak[MiB/sec]    BW average[MiB/sec]   MsgRate[Mpps]`;
+    : ` #bytes     #iterations    BW peak[MB/sec]    BW average[MB/sec]   MsgRate[Mpps]`;
 }
 
 /**
@@ -228,7 +231,7 @@ export function incAccuracy(r: Pick<BwResult, 'bw_avg_MBps'>, gbits: boolean): b
 export const localAverage = new WeakMap<object, number>();
 
 /**
- * perftest's REPORT_FMT: " %-7lu    %-10lu       %-7.2lf            %-7.2lf\t\t     %-7.6lf"; with
+ * perftest 4.5-0.17's REPORT_FMT: " %-7lu    %-10lu       %-7.2lf            %-7.2lf\t\t   %-7.6lf"; with
  * incAccuracy its REPORT_FMT_EXT: " %-7lu    %lu           %-7.6lf            %-7.6lf            %-7.6lf".
  */
 export function bwLine(r: BwResult, gbits = false): string {
@@ -237,7 +240,7 @@ export function bwLine(r: BwResult, gbits = false): string {
     const f = (x: number) => x.toFixed(6).padEnd(7);
     return ` ${String(r.bytes).padEnd(7)}    ${r.iterations}           ${f(u(r.bw_peak_MBps))}            ${f(u(r.bw_avg_MBps))}            ${f(r.msg_rate_Mpps)}`;
   }
-  return ` ${String(r.bytes).padEnd(7)}    ${String(r.iterations).padEnd(10)}       ${u(r.bw_peak_MBps).toFixed(2).padEnd(7)}            ${u(r.bw_avg_MBps).toFixed(2).padEnd(7)}\t\t     ${r.msg_rate_Mpps.toFixed(6).padEnd(7)}`;
+  return ` ${String(r.bytes).padEnd(7)}    ${String(r.iterations).padEnd(10)}       ${u(r.bw_peak_MBps).toFixed(2).padEnd(7)}            ${u(r.bw_avg_MBps).toFixed(2).padEnd(7)}\t\t   ${r.msg_rate_Mpps.toFixed(6).padEnd(7)}`;
 }
 
 export function latHeader(): string {
