@@ -183,6 +183,13 @@ export class Dmb extends SharedMemoryView {
    * the worker thread is ending). The connection using it ends, and drops its views of it.
    */
   onDeviceClose: ((atExit: boolean) => void) | undefined;
+  /**
+   * @internal The peer device the DMB was handed out for, set by SMC's DMB pool (which reuses a
+   * DMB for that peer only, and keeps it named so while it waits in the pool: a peer may attach
+   * after our side has let go). SMC's handshake takes one of this device's own DMBs only where
+   * it was handed out for ourselves.
+   */
+  forPeer: bigint | undefined;
   private closed = false;
   constructor(
     private readonly device: IsmDevice,
@@ -674,6 +681,22 @@ export class IsmDevice extends EventEmitter {
     this.dmbs.delete(dmb.index);
     this.table.setToken(dmb.index, TOMBSTONE);
     dmb.release();
+  }
+
+  /**
+   * @internal Why the DMB a peer names cannot be a new connection's to write into, or undefined:
+   * it is attached here already (a DMB has one writer), or it is one of this device's own (the
+   * peer named our GID) that was not handed out for a connection with ourselves. SMC's handshake
+   * asks before it attaches.
+   */
+  dmbTaken(peerGid: bigint, token: bigint): string | undefined {
+    if (peerGid === this.gid) {
+      const own = this.dmbs.get(this.table.find(token));
+      if (!own || own.token !== token || own.forPeer !== this.gid) return 'a DMB of this device not handed out for a connection with itself';
+    }
+    const peer = this.peers.get(peerGid);
+    if (peer) for (const r of peer.attached) if (r.token === token) return 'a DMB attached here already, for another connection';
+    return undefined;
   }
 
   /** Map a peer's DMB by token. Fails with ENODEV (no such device), ENOENT (no such token). */

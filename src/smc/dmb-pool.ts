@@ -103,11 +103,13 @@ export function takeDmb(device: IsmDevice, peerGid: bigint, size: number): Dmb {
       d.view.fill(0, 0, SMCD_CDC_LEN);
       reuseCount++;
       hold(d, k);
+      d.forPeer = peerGid;
       return d;
     }
   }
   const d = device.registerDmb(size);
   hold(d, k);
+  d.forPeer = peerGid;
   return d;
 }
 

@@ -827,6 +827,10 @@ function acceptSmcd(sock: Socket, s: SmcState, p: Proposal): void {
 }
 
 function attachPeer(s: SmcState, m: AcceptConfirm): number {
+  // A DMB that another connection of ours writes into, or one of our own not handed out for a
+  // connection with ourselves (another peer's ring), is not this connection's: our writes would
+  // land in another connection. The peer is out of step with us, or hostile.
+  if (s.device!.dmbTaken(m.gid, m.token) !== undefined) return DECLINE.SYNCERR;
   try {
     s.remote = s.device!.attachDmb(m.gid, m.token);
   } catch {
