@@ -117,24 +117,37 @@ function pausesOnConnect(server: net.Server): boolean {
 
 const kGentle = Symbol('softrdma.smc.gentleDrops');
 
+type ClientHandle = { close(cb?: () => void): void; getpeername?(out: { address?: string }): number };
+
 /**
- * A connection node:net drops (maxConnections) has its handle closed at once; an SMC client's
- * Proposal unread in it would turn that close into a RST where node:net's is a FIN. Such a
- * handle closes as a server's connection closed during the handshake does (lingerHandle).
+ * A connection node:net drops (maxConnections, or Node 22's server blockList) has its handle
+ * closed at once; an SMC client's Proposal unread in it would turn that close into a RST where
+ * node:net's is a FIN. Such a handle closes as a server's connection closed during the
+ * handshake does (lingerHandle).
  */
 function gentleDrops(server: net.Server, timeout: number): void {
-  type Handle = { onconnection?: (err: number, client?: { close(cb?: () => void): void }) => void; [kGentle]?: true };
+  type Handle = { onconnection?: (err: number, client?: ClientHandle) => void; [kGentle]?: true };
   const h = (server as unknown as { _handle?: Handle | null })._handle;
   if (!h || h[kGentle] || typeof h.onconnection !== 'function') return;
   h[kGentle] = true;
   const onconnection = h.onconnection;
   const srv = server as net.Server & { _connections: number };
-  h.onconnection = function (this: unknown, err: number, client?: { close(cb?: () => void): void }): void {
-    if (!err && client && srv.maxConnections != null && srv._connections >= srv.maxConnections) {
+  h.onconnection = function (this: unknown, err: number, client?: ClientHandle): void {
+    if (!err && client && ((srv.maxConnections != null && srv._connections >= srv.maxConnections) || blocked(srv, client))) {
       client.close = () => lingerHandle(client, timeout);
     }
     onconnection.call(this, err, client);
   };
+}
+
+/** node:net's own test (onconnection, Node 22 and later): the peer's address in the server's blockList. */
+function blocked(server: net.Server, client: ClientHandle): boolean {
+  const list = (server as net.Server & { blockList?: net.BlockList }).blockList;
+  if (!list || typeof client.getpeername !== 'function') return false;
+  const peer: { address?: string } = {};
+  client.getpeername(peer);
+  const family = peer.address ? net.isIP(peer.address) : 0;
+  return family !== 0 && list.check(peer.address!, family === 6 ? 'ipv6' : 'ipv4');
 }
 
 let getsockoptFn: ((fd: number, level: number, name: number, val: Buffer, len: Buffer) => number) | undefined;

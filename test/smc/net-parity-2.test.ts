@@ -271,3 +271,25 @@ it("a client connected by host name that never asked for the peer's address show
     assert.deepEqual([c.remoteAddress, c.remotePort, c.remoteFamily], [undefined, undefined, undefined], api === net ? 'node:net' : 'smc');
   }
 });
+
+const serverBlockList = Number(process.versions.node.split('.')[0]) >= 22;
+it("a client refused by the server's blockList gets node:net's end, not ECONNRESET (its Proposal unread in the dropped handle)", { skip: serverBlockList ? false : 'the server blockList option is Node 22 and later' }, async (t) => {
+  const seen: Record<string, string[]> = {};
+  for (const api of [net, smc] as Api[]) {
+    const name = api === net ? 'node:net' : 'smc';
+    const blockList = new net.BlockList();
+    blockList.addAddress('127.0.0.3');
+    const server = api.createServer({ blockList } as net.ServerOpts, (s: net.Socket) => s.destroy());
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    t.after(() => server.close());
+    const c = api.connect({ port: (server.address() as net.AddressInfo).port, host: '127.0.0.1', localAddress: '127.0.0.3' });
+    const events: string[] = (seen[name] = []);
+    for (const e of ['connect', 'end', 'close']) c.on(e, () => events.push(e));
+    c.on('error', (e: NodeJS.ErrnoException) => events.push(`error ${e.code}`));
+    c.resume();
+    await within(once(c, 'close'), 10_000, 'close');
+  }
+  assert.deepEqual(seen.smc, seen['node:net']);
+  assert.deepEqual(seen['node:net'], ['connect', 'end', 'close']);
+});
