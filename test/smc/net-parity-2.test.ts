@@ -278,15 +278,16 @@ it("a client refused by the server's blockList gets node:net's end, not ECONNRES
   for (const api of [net, smc] as Api[]) {
     const name = api === net ? 'node:net' : 'smc';
     const blockList = new net.BlockList();
-    blockList.addAddress('127.0.0.3');
+    blockList.addAddress('127.0.0.1');
     const server = api.createServer({ blockList } as net.ServerOpts, (s: net.Socket) => s.destroy());
-    server.listen(0, '127.0.0.1');
+    server.listen(0, '0.0.0.0');
     await once(server, 'listening');
     t.after(() => server.close());
-    const c = api.connect({ port: (server.address() as net.AddressInfo).port, host: '127.0.0.1', localAddress: '127.0.0.3' });
+    const c = api.connect({ port: (server.address() as net.AddressInfo).port, host: '127.0.0.1' });
     const events: string[] = (seen[name] = []);
     for (const e of ['connect', 'end', 'close']) c.on(e, () => events.push(e));
     c.on('error', (e: NodeJS.ErrnoException) => events.push(`error ${e.code}`));
+    c.on('connect', () => c.write('hello'));
     c.resume();
     await within(once(c, 'close'), 10_000, 'close');
   }
