@@ -56,6 +56,15 @@ function planOf(objectName: string, method: MethodSpec): MethodPlan {
   return p;
 }
 
+/** Every attribute a method returned must be one of its declared outputs. */
+function checkOutputs(plan: MethodPlan, out: Record<number, unknown>): void {
+  for (const key in out) {
+    const id = Number(key);
+    const spec = plan.specs.get(id);
+    if (!spec || !spec.out) internal(`${plan.where} returned attribute id ${id}, which it does not declare as an output`);
+  }
+}
+
 export class UapiContext<Impl = unknown> {
   private readonly table = new HandleTable();
   private closed = false;
@@ -111,10 +120,20 @@ export class UapiContext<Impl = unknown> {
     const method = obj.methods.get(methodId);
     if (!method) fail('EPROTONOSUPPORT', `unknown method id ${methodId}`, { object: obj.name });
     const plan = planOf(obj.name, method);
-    const { site, newAttr, destroyAttr, where } = plan;
-    if (this.closed) fail('EBADF', 'the context is closed', site);
+    if (this.closed) fail('EBADF', 'the context is closed', plan.site);
 
-    const { values, uobjs } = this.validate(plan, attrsIn);
+    const locked: UObject[] = [];
+    try {
+      return this.run(plan, method, attrsIn, locked);
+    } finally {
+      // The call's locks on the objects it named, whatever became of it.
+      for (const u of locked) u.locks = u.locks < 0 ? 0 : u.locks - 1;
+    }
+  }
+
+  private run(plan: MethodPlan, method: MethodSpec, attrsIn: readonly AttrIn[], locked: UObject[]): Record<number, unknown> {
+    const { site, newAttr, destroyAttr, where } = plan;
+    const { values, uobjs } = this.validate(plan, attrsIn, locked);
     const held: UObject[] = [];
 
     if (destroyAttr) {
@@ -123,13 +142,7 @@ export class UapiContext<Impl = unknown> {
       // Held by other objects: EBUSY (uverbs); the provider's own refusal: its errno.
       if (reason) fail(victim.usecnt > 0 ? 'EBUSY' : (this.registry.objects.get(victim.type) as RegisteredObject).busyErrno ?? 'EBUSY', reason, { ...site, attr: destroyAttr.name });
     }
-    // The device's object-count limits, checked here for every object type that has one.
     const newType = newAttr ? (newAttr.type as { object: number }).object : -1;
-    const limit = newAttr ? this.registry.objects.get(newType)?.limit : undefined;
-    if (limit) {
-      const max = limit.max(this.impl);
-      if (this.counts.get(newType) >= max) fail('ENOMEM', `device limit ${limit.name} (${max}) reached`, site);
-    }
 
     const declared = (attr: AttrSpec, verb: string): void => {
       const spec = plan.specs.get(attr.id);
@@ -158,12 +171,23 @@ export class UapiContext<Impl = unknown> {
         if (!u) fail('EINVAL', 'hold: not an object of this context', site);
         held.push(u);
       },
+      made: (impl) => {
+        if (!newAttr) internal(`${where} makes no object`);
+        made = impl;
+      },
     };
 
+    // The object this call made: once the provider made it, any failure destroys it again
+    // (uverbs' rdma_alloc_abort_uobject), so nothing is left that no handle names.
+    let made: unknown;
+    const abort = (): void => {
+      if (made !== undefined) (this.registry.objects.get(newType) as RegisteredObject).destroy(made, this.impl);
+    };
     let result;
     try {
       result = method.handler(ctx) ?? {};
     } catch (err) {
+      abort();
       if (err instanceof VerbsError) {
         if (err.object) throw err;
         throw new VerbsError(err.code, err.detail, { ...site, attr: err.attr });
@@ -172,16 +196,26 @@ export class UapiContext<Impl = unknown> {
       throw err;
     }
     const out: Record<number, unknown> = result.out ? { ...outs, ...result.out } : outs;
-    for (const key in out) {
-      const id = Number(key);
-      const spec = plan.specs.get(id);
-      if (!spec || !spec.out) internal(`${where} returned attribute id ${id}, which it does not declare as an output`);
-    }
-
     if (newAttr) {
-      if (result.created === undefined) fail('EIO', 'method made no object', site);
-      if (limit) this.counts.add(newType, 1);
-      out[newAttr.id] = this.table.add(newType, result.created, held).handle;
+      if (result.created !== undefined) made = result.created;
+      if (made === undefined) fail('EIO', 'method made no object', site);
+      try {
+        checkOutputs(plan, out);
+        // The device's object-count limits, for every object type that has one: after the
+        // method's own checks, as rxe adds an object to its pool after checking the arguments.
+        const limit = this.registry.objects.get(newType)?.limit;
+        if (limit) {
+          const max = limit.max(this.impl);
+          if (this.counts.get(newType) >= max) fail(limit.errno ?? 'EINVAL', `device limit ${limit.name} (${max}) reached`, site);
+          this.counts.add(newType, 1);
+        }
+      } catch (err) {
+        abort();
+        throw err;
+      }
+      out[newAttr.id] = this.table.add(newType, made, held).handle;
+    } else {
+      checkOutputs(plan, out);
     }
     if (destroyAttr) this.destroyUObject(uobjs.get(destroyAttr.id)!);
     return out;
@@ -243,8 +277,14 @@ export class UapiContext<Impl = unknown> {
     return this.registry.objects.get(type)?.name ?? `object ${type}`;
   }
 
-  /** Check the caller's attributes against the method's declaration; handles become their objects. */
-  private validate(plan: MethodPlan, attrsIn: readonly AttrIn[]) {
+  /**
+   * Check the caller's attributes against the method's declaration; handles become their
+   * objects, each locked for the call (pushed on `locked`, which the caller releases): shared to
+   * read, exclusive to change or destroy, EBUSY where another call under way holds it the other
+   * way (uverbs_try_lock_object). A handler that calls back in (a getter on an attribute's value,
+   * a listener) cannot destroy or change what the call is using.
+   */
+  private validate(plan: MethodPlan, attrsIn: readonly AttrIn[], locked: UObject[]) {
     const { specs, site } = plan;
     const values = new Map<number, unknown>();
     const uobjs = new Map<number, UObject>();
@@ -272,6 +312,12 @@ export class UapiContext<Impl = unknown> {
       }
       if (spec.type.kind === 'handle') {
         const u = this.lookupAttr(value, spec.type.object, at);
+        const exclusive = spec.type.access !== 'read';
+        if (exclusive ? u.locks !== 0 : u.locks < 0) {
+          fail('EBUSY', `${this.objName(u.type)} ${u.handle} is ${u.locks < 0 ? 'being changed' : 'in use'} by a call under way`, at);
+        }
+        u.locks = exclusive ? -1 : u.locks + 1;
+        locked.push(u);
         uobjs.set(id, u);
         values.set(id, u.impl);
       } else {
@@ -286,6 +332,8 @@ export class UapiContext<Impl = unknown> {
 
   private lookupAttr(value: unknown, type: number, at: AttrSite): UObject {
     if (typeof value !== 'number' || !Number.isInteger(value)) fail('EINVAL', 'a handle must be an integer', at);
+    // As uverbs' lookup_get_idr_uobject: a negative id is no handle at all.
+    if (value < 0) fail('EINVAL', `handle ${value} is negative`, at);
     const u = this.table.get(value);
     if (!u) fail('ENOENT', `no live object with handle ${value}`, at);
     if (u.type !== type) fail('EINVAL', `handle ${value} is a ${this.objName(u.type)}, not a ${this.objName(type)}`, at);

@@ -31,7 +31,7 @@ export class HandleTable {
 
   /** Add a new object holding a use count on each of `holds` until it is removed. */
   add(type: number, impl: unknown, holds: UObject[]): UObject {
-    const u: UObject = { handle: this.nextHandle++, type, impl, usecnt: 0, holds, live: true };
+    const u: UObject = { handle: this.nextHandle++, type, impl, usecnt: 0, holds, live: true, locks: 0 };
     for (const p of holds) p.usecnt++;
     this.byHandle.set(u.handle, u);
     if (typeof impl === 'object' && impl !== null) this.byImpl.set(impl, u);

@@ -55,6 +55,12 @@ export interface MethodContext<Impl = unknown> {
   handle(attr: AttrSpec | number): UObject;
   /** Record that the new object holds a use count on `parent` until it is destroyed. */
   hold(parent: UObject | unknown): void;
+  /**
+   * The object this call makes, as soon as the provider made it (before steps that may still
+   * fail): if the call fails from here on, the dispatcher destroys it. Returning it as
+   * `created` does the same for what fails after the handler returns.
+   */
+  made(impl: unknown): void;
   /** Provider state shared by the context (the ucontext). */
   readonly context: Impl;
 }
@@ -83,7 +89,15 @@ export interface ObjectSpec {
    * (the kernel's per-ib_device max_pd, max_cq, ...): the device attribute's name, as errors
    * name it, and its value for a context. The dispatcher enforces it (see UapiContext.invoke).
    */
-  limit?: { name: string; max: (context: any) => number };
+  limit?: {
+    name: string;
+    max: (context: any) => number;
+    /**
+     * The errno past the limit: Linux rxe's pools give EINVAL (__rxe_add_to_pool), except the
+     * MR pool's allocation, ENOMEM (rxe_alloc in rxe_reg_user_mr). Default EINVAL.
+     */
+    errno?: 'EINVAL' | 'ENOMEM';
+  };
 }
 
 export interface UObject {
@@ -95,6 +109,11 @@ export interface UObject {
   /** Objects this one holds a use count on. */
   readonly holds: UObject[];
   live: boolean;
+  /**
+   * Calls under way that name the object (uverbs' uobject lock): a count of readers, or -1 for
+   * one writer (a method that changes or destroys it). A call that cannot take its lock is EBUSY.
+   */
+  locks: number;
 }
 
 export type AttrIn = { id: number; value: unknown; mandatory?: boolean };

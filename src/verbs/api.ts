@@ -189,6 +189,13 @@ export class Context extends EventEmitter {
   }
 
   private onAsync(ev: AsyncEvent): void {
+    // Delivered after the call that raised it returns, as uverbs queues events on the async
+    // fd: a listener that destroys the QP at QP_LAST_WQE_REACHED does it after the modify
+    // that raised it, not in the middle of it (where the QP is locked: EBUSY).
+    queueMicrotask(() => this.deliverAsync(ev));
+  }
+
+  private deliverAsync(ev: AsyncEvent): void {
     // An event of an object destroyed since it was raised goes with the object (as uverbs
     // drops its queued events): nothing arrives about it after destroy returns.
     if (this.uapi.uobjectOf(ev.element)?.live === false) return;

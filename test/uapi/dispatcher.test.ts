@@ -165,14 +165,14 @@ test('fake provider: a destroy the provider fails leaves the object live; a clos
 test('fake provider: object-count limits are per device, across contexts, freed by destroy and close', () => withFake((dev) => {
   const c1 = dev.open(), c2 = dev.open();
   const pds = [c1.allocPd(), c2.allocPd(), c1.allocPd()];
-  assert.equal(err(() => c2.allocPd()).message, 'ENOMEM: PD.ALLOC: device limit max_pd (3) reached');
+  assert.equal(err(() => c2.allocPd()).message, 'EINVAL: PD.ALLOC: device limit max_pd (3) reached');
   pds[0]!.dealloc();
   const again = c2.allocPd();
-  assert.equal(err(() => c1.allocPd()).code, 'ENOMEM');
+  assert.equal(err(() => c1.allocPd()).code, 'EINVAL');
   c2.close(); // frees `again` and pds[1]
   c1.allocPd();
   c1.allocPd();
-  assert.equal(err(() => c1.allocPd()).code, 'ENOMEM');
+  assert.equal(err(() => c1.allocPd()).code, 'EINVAL');
   assert.ok(again.handle > 0);
   // Sizes past the device's maxima are EINVAL naming the attribute and the limit.
   assert.equal(err(() => c1.createCq(33)).message, "EINVAL: CQ.CREATE attribute 'cqe': 33 exceeds the device's max_cqe (32)");

@@ -1,6 +1,8 @@
 // Limits are enforced and memory is bounded: every object-count limit a device advertises
-// (max_pd, max_cq, max_ah, max_srq, max_qp, max_mr, max_mw) is ENOMEM naming the limit one
-// object past it, counted per device across contexts and freed by destroy and by context
+// (max_pd, max_cq, max_ah, max_srq, max_qp, max_mr, max_mw) is refused naming the limit one
+// object past it, with Linux rxe's errno (EINVAL from its pools, ENOMEM for an MR, whose pool
+// allocates: rxe_pool.c), after the call's own argument checks (rxe adds an object to its pool
+// after checking them), counted per device across contexts and freed by destroy and by context
 // close; sizes past the device's maxima are EINVAL naming the attribute; and queues created
 // at the maximum sizes cost nothing until they are filled, so creating many of them cannot
 // exhaust the heap.
@@ -22,8 +24,9 @@ const err = (fn: () => unknown): VerbsError => {
   throw new Error('no error');
 };
 
-/** Create with `make` until refused: the refusal must be ENOMEM naming `limit` and `max`. */
+/** Create with `make` until refused: the refusal must be rxe's errno naming `limit` and `max`. */
 function exhaust<T>(object: string, method: string, limit: string, max: number, make: (i: number) => T): T[] {
+  const errno = object === 'MR' ? 'ENOMEM' : 'EINVAL';
   const made: T[] = [];
   for (;;) {
     let e: unknown;
@@ -33,15 +36,15 @@ function exhaust<T>(object: string, method: string, limit: string, max: number, 
       continue;
     }
     assert.ok(e instanceof VerbsError, String(e));
-    assert.equal(e.code, 'ENOMEM', e.message);
-    assert.equal(e.message, `ENOMEM: ${object}.${method}: device limit ${limit} (${max}) reached`);
+    assert.equal(e.code, errno, e.message);
+    assert.equal(e.message, `${errno}: ${object}.${method}: device limit ${limit} (${max}) reached`);
     return made;
   }
 }
 
 const LIMITS = { maxPd: 12, maxCq: 10, maxAh: 9, maxSrq: 8, maxQp: 7, maxMr: 11, maxMw: 6 };
 
-test('each object-count limit is ENOMEM naming it, per device across contexts; destroy and close free the count', async () => {
+test("each object-count limit is refused with rxe's errno naming it, per device across contexts; destroy and close free the count", async () => {
   const dev = await createRxeDevice({ address: '127.0.0.2', port: 0, limits: LIMITS });
   try {
     const c1 = dev.open(), c2 = dev.open();
@@ -75,16 +78,20 @@ test('each object-count limit is ENOMEM naming it, per device across contexts; d
     // Destroying one frees its place, for either context; the next past the limit is refused again.
     pds[0]!.dealloc();
     side(1).ctx.allocPd();
-    assert.equal(err(() => c1.allocPd()).code, 'ENOMEM');
+    assert.equal(err(() => c1.allocPd()).code, 'EINVAL');
     cqs[1]!.destroy();
     c1.createCq(1);
-    assert.equal(err(() => c2.createCq(1)).code, 'ENOMEM');
+    assert.equal(err(() => c2.createCq(1)).code, 'EINVAL');
     mws[0]!.dealloc();
     mrs[0]!.dereg();
     base[0]!.pd.allocMw(1);
     base[0]!.pd.regMr(Buffer.alloc(8), 0);
-    assert.equal(err(() => base[0]!.pd.allocMw(1)).message, `ENOMEM: MW.ALLOC: device limit max_mw (${LIMITS.maxMw}) reached`);
+    assert.equal(err(() => base[0]!.pd.allocMw(1)).message, `EINVAL: MW.ALLOC: device limit max_mw (${LIMITS.maxMw}) reached`);
     assert.equal(err(() => base[0]!.pd.regMr(Buffer.alloc(8), 0)).message, `ENOMEM: MR.REG: device limit max_mr (${LIMITS.maxMr}) reached`);
+    // At the limit, a call with a bad argument is refused for the argument, as rxe checks
+    // arguments before its pool: an MR asking REMOTE_WRITE without LOCAL_WRITE, a CQ too big.
+    assert.match(err(() => base[0]!.pd.regMr(Buffer.alloc(8), Access.REMOTE_WRITE)).message, /^EINVAL: MR\.REG attribute 'access_flags'/);
+    assert.match(err(() => c1.createCq(attr.maxCqe + 1)).message, /^EINVAL: CQ\.CREATE attribute 'cqe'/);
 
     // Closing a context frees everything it held: the other context can fill up to the limit again.
     const census2 = c2.census();

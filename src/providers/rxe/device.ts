@@ -177,7 +177,7 @@ export class RxeDevice implements ProviderDevice {
   ) {
     this.portMtu = mtuEnum(mtu);
     // MRs and MWs share one key space; the uapi keeps each within its own limit.
-    this.keys = new KeyTable(limits.maxMr + limits.maxMw);
+    this.keys = new KeyTable();
     this.nodeGuid = nodeGuidFor(link.address);
     link.onPacket = (pkt, from, fromPort, segment) => this.receive(pkt, from, fromPort, segment);
     link.pathMtuOf = (qpn) => this.qps.get(qpn)?.mtu ?? 0;
@@ -220,8 +220,8 @@ export class RxeDevice implements ProviderDevice {
   isAh(x: unknown): x is RxeAh { return x instanceof RxeAh; }
 
   allocQpn(): number {
-    // The uapi enforces max_qp; this guards the QPN table itself.
-    if (this.qps.size >= this.limits.maxQp) fail('ENOMEM', `no free QP numbers (${this.limits.maxQp} in use)`);
+    // The uapi enforces max_qp (after the QP is made: rxe's order); this guards the QPN space itself.
+    if (this.qps.size >= LAST_QPN - FIRST_QPN + 1) fail('ENOMEM', `no free QP numbers (${this.qps.size} in use)`);
     for (;;) {
       const q = this.nextQpn;
       this.nextQpn = this.nextQpn >= LAST_QPN ? FIRST_QPN : this.nextQpn + 1;

@@ -81,12 +81,12 @@ export class KeyTable {
   private readonly objs = new Map<number, RxeMr | RxeMw>();
   private next = 1;
 
-  constructor(readonly max: number) {}
-
   get size(): number { return this.objs.size; }
 
   private allocIndex(): number {
-    if (this.objs.size >= this.max) fail('ENOMEM', `no free memory keys (${this.max} in use)`);
+    // The uapi enforces max_mr and max_mw (after the object is made: rxe's order); this guards
+    // the 24-bit index space itself.
+    if (this.objs.size >= 0xffffff) fail('ENOMEM', `no free memory keys (${this.objs.size} in use)`);
     // Walk forward instead of reusing the lowest free index, so a just-freed index (and any
     // key a peer still holds for it) is not handed out again soon.
     for (;;) {

@@ -64,7 +64,7 @@ export function defineMr(r: UapiRegistry): void {
   r.defineObject({
     id: Obj.MR, name: 'MR',
     destroy: (mr: ProviderMr, c: CoreContext) => c.provider.deregMr(mr),
-    limit: { name: 'max_mr', max: (c: CoreContext) => c.device.queryDevice().maxMr },
+    limit: { name: 'max_mr', max: (c: CoreContext) => c.device.queryDevice().maxMr, errno: 'ENOMEM' },
     busy: (mr: ProviderMr) => (mr.boundMwCount > 0 ? `MR has ${mr.boundMwCount} memory window(s) bound` : undefined),
     busyErrno: 'EINVAL',
   });
