@@ -72,7 +72,8 @@ export interface RxeDeviceOptions {
   busyPoll?: boolean;
   /**
    * Lower some of the limits the device advertises (queryDevice) and enforces: object counts
-   * (maxPd, maxCq, maxAh, maxSrq, maxQp, maxMr, maxMw: one more is ENOMEM) and sizes (maxCqe,
+   * (maxPd, maxCq, maxAh, maxSrq, maxQp, maxMw: one more is EINVAL, as Linux rxe's pools;
+   * maxMr: ENOMEM) and sizes (maxCqe,
    * maxQpWr, maxSge, maxSrqWr, maxSrqSge: more is EINVAL). Each must be an integer from 1 to
    * its default (RXE_DEFAULT_LIMITS); for tests, and for a process that wants to cap what a
    * device may hold. An unknown name or a value out of range is EINVAL.
