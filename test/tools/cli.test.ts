@@ -34,7 +34,8 @@ const USAGE_EXIT: Record<string, number> = {
   demo: 2, devinfo: 255, perftest: 1, pingpong: 1, rping: 22, cmatose: 1, smcss: 1, linkgroup: 255, 'smc-chk': 2, 'smc-run': 1, 'smc-tcp-option': 2, 'smc-demo': 2,
 };
 /** What --version prints: smcss's format (smcss.c: "smcss utility, smc-tools-%s"), else softrdma's. */
-const versionLine = (cmd: string) => (cmd === 'smcss' ? `smcss utility, softrdma-${version}` : `softrdma ${cmd} ${version}`);
+// smcss and perftest print what the originals print (perftest 4.5-0.17: the version of its exchange).
+const versionLine = (cmd: string) => (cmd === 'smcss' ? `smcss utility, softrdma-${version}` : cmd === 'perftest' ? 'Version: 6.06' : `softrdma ${cmd} ${version}`);
 
 async function out(args: string[], ms = 20_000): Promise<{ code: number; stdout: string; stderr: string }> {
   const p = run(args, { env });
