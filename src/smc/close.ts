@@ -7,7 +7,8 @@
 
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
-import { onClientConnect, releaseHandshake, writeHeldOnRelease } from './handshake.js';
+import { declineOnRelease, onClientConnect, releaseHandshake, writeHeldOnRelease } from './handshake.js';
+import { smcrPeerEndedHandshake } from './smcr/clc-flow.js';
 import type { Socket } from './socket.js';
 import { restoreOwner, type SmcState } from './state.js';
 import { recordConnection } from './handshake-control.js';
@@ -20,7 +21,10 @@ import { peerReset } from './data.js';
  * server still in the handshake, or a client that just declined, lingers (lingerClose);
  * anything else closes by TCP's rule (teardown).
  */
-export function smcRelease(sock: Socket, s: SmcState): void {
+export function smcRelease(sock: Socket, s: SmcState, err?: Error | null): void {
+  // The peer reset the connection: TCP hands us what it sent before the reset first (and takes
+  // a reset only in sequence: RFC 5961), so a Confirm we have not read was never sent.
+  if ((err as NodeJS.ErrnoException | null | undefined)?.code === 'ECONNRESET') smcrPeerEndedHandshake(s);
   const reset = resetting(sock);
   let linger = s.role === 'server' && (s.phase === 'srv-wait' || s.phase === 'srv-accepting') && !reset;
   // Held while connecting, a write fails as node:net's queued ones do (teardown).
@@ -124,6 +128,7 @@ function teardown(sock: Socket, s: SmcState): void {
       s.learnedTcp = false;
       recordConnection(s.learnKey!, sock.bytesRead + (sock.bytesWritten ?? 0), performance.now() - s.startedAt);
     }
+    declineOnRelease(sock, s);
     releaseHandshake(s);
   }
   s.dmb = undefined;

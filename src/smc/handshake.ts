@@ -33,7 +33,7 @@ import { kick, rethrowLater, stayAwakeUntil } from './poller.js';
 import { mayLearnTcp, peerKey, shouldTrySmc } from './handshake-control.js';
 import { anyPolicy, policyAllows } from './policy.js';
 import { SmcdConnection } from './smcd-connection.js';
-import { inSmcrHandshake, onSmcrClc, releaseSmcr, smcrAwaitingConfirm, smcrDecline, smcrPeerEndedHandshake, smcrDiscovery, smcrMayTry, smcrProposal, type SmcrOps } from './smcr/clc-flow.js';
+import { inSmcrHandshake, onSmcrClc, releaseSmcr, smcrAwaitingConfirm, smcrClientOwesConfirm, smcrDecline, smcrPeerEndedHandshake, smcrDiscovery, smcrMayTry, smcrProposal, type SmcrOps } from './smcr/clc-flow.js';
 import { forgetSmcrListener, smcrWaitEnded } from './smcr/discovery.js';
 import type { Socket } from './socket.js';
 import { connReset, getSmcInfo, kSmc, peerName, restoreOwner, toBuffer, withSmcCounters, type Held, type SmcState } from './state.js';
@@ -614,6 +614,15 @@ function fallbackAfterDecline(sock: Socket, s: SmcState, reason: number, sendOwn
 }
 
 /** Give back what SMC-D's handshake set up (our DMB, the peer's mapping), when it ends without a transport. */
+/**
+ * A client socket released in the middle of an SMC-R handshake, after the server's Accept and
+ * before our Confirm: the server is told with a Decline (Linux's generic INTERR: CLC has no
+ * code for "the application closed"), so that it takes back the RMB its Accept offered.
+ */
+export function declineOnRelease(sock: Socket, s: SmcState): void {
+  if (s.role === 'client' && smcrClientOwesConfirm(s) && (sock as unknown as { _handle: unknown })._handle) sendDecline(sock, s, DECLINE.INTERR, true);
+}
+
 export function releaseHandshake(s: SmcState): void {
   if (s.dmb && s.device) s.device.unregisterDmb(s.dmb);
   s.dmb = undefined;

@@ -271,7 +271,7 @@ export class Socket extends net.Socket {
 
   override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
     const s = this[kSmc];
-    if (s) smcRelease(this, s);
+    if (s) smcRelease(this, s, err);
     super._destroy(err, cb);
   }
 }

@@ -188,3 +188,40 @@ test('a client that closes before it got the Accept never settled: the RMB the A
   const third = acceptOf(env.relayed[2]!);
   assert.deepEqual([third.rmbRkey, third.rmbDmaAddr], [offered.rmbRkey, offered.rmbDmaAddr], 'the offered RMB was reused');
 });
+
+test('a client that resets before it sent a Confirm never settled: the offered RMB is pooled at once, not quarantined (no fresh RMB, no rtoken more for the client)', async (t) => {
+  const env = await setup(t);
+  await smcrConnection(env, 'first contact');
+  const lgr = env.serverLgr();
+  let rtokens: number | undefined;
+  let offered: { rmbRkey: number; rmbDmaAddr: bigint } | undefined;
+  for (let i = 0; i < 3; i++) {
+    const [accepted, acceptSeen] = latch();
+    // The Accept never reaches the client; the client's end resets: the server reads the reset
+    // (RFC 5961: only in sequence) before any Confirm, so none was sent.
+    env.next({ server: (m) => (m.type === CLC_ACCEPT ? (acceptSeen(), null) : undefined) });
+    const n = env.relayed.length;
+    const gone = env.connect();
+    gone.on('error', () => {});
+    await within(accepted, 5000, 'the server\'s Accept');
+    const serverEnd = await within(until(() => env.accepted.length === n + 1, 5000, 'the server accepts').then(() => env.accepted[n]!), 5000, 'accept');
+    const closed = new Promise((r) => serverEnd.once('close', r));
+    env.upstreams[n]!.resetAndDestroy();
+    await within(closed, 5000, 'the server end closes');
+    gone.destroy();
+    assert.equal(lgr.quarantinedCount, 0, 'nothing waits for a CDC that cannot come');
+    // The next connection is offered the same RMB; it ends, and its RMB goes back to the pool.
+    const c = await smcrConnection(env, `after reset ${i}`);
+    const got = acceptOf(env.relayed[n + 1]!);
+    if (offered) assert.deepEqual([got.rmbRkey, got.rmbDmaAddr], [offered.rmbRkey, offered.rmbDmaAddr], 'the RMB the reset handshake was offered, reused');
+    offered = acceptOf(env.relayed[n]!);
+    assert.deepEqual([got.rmbRkey, got.rmbDmaAddr], [offered.rmbRkey, offered.rmbDmaAddr], 'the offered RMB was reused');
+    if (rtokens === undefined) rtokens = env.clientLgr().rtokenCount;
+    else assert.equal(env.clientLgr().rtokenCount, rtokens, 'no rtoken more at the client');
+    const serverSide = env.accepted[n + 1]!;
+    const both = Promise.all([new Promise((r) => c.once('close', r)), new Promise((r) => serverSide.once('close', r))]);
+    c.end();
+    await within(both, 5000, 'the connection closes');
+    await until(() => lgr.quarantinedCount === 0, 5000, 'its RMB back in the pool');
+  }
+});

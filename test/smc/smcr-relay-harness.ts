@@ -82,6 +82,8 @@ export interface Env {
   relayed: Relayed[];
   /** Hooks for the next connection through the relay. */
   next(h: Hooks): void;
+  /** The relay's socket to the server for each connection, in the order made (resetAndDestroy() on one: the client's reset, as the server sees it). */
+  upstreams: net.Socket[];
   connect(opts?: Record<string, unknown>): net.Socket;
   serverLgr(): Lgr;
   clientLgr(): Lgr;
@@ -102,6 +104,7 @@ export async function setup(t: TestContext, onConn?: (s: net.Socket) => void, se
   const relayed: Relayed[] = [];
   let hooks: Hooks = {};
   const relaySockets = new Set<net.Socket>();
+  const upstreams: net.Socket[] = [];
   // Half-open on both sides: the relay passes each end's FIN on, and answers none with its own.
   const relay = net.createServer({ allowHalfOpen: true }, (c) => {
     const h = hooks;
@@ -109,6 +112,7 @@ export async function setup(t: TestContext, onConn?: (s: net.Socket) => void, se
     const r: Relayed = { fromClient: [], fromServer: [] };
     relayed.push(r);
     const u = net.connect({ host: '127.0.0.3', port: (server.address() as net.AddressInfo).port, localAddress: '127.0.0.2', allowHalfOpen: true });
+    upstreams.push(u);
     for (const s of [c, u]) { relaySockets.add(s); s.on('close', () => relaySockets.delete(s)); }
     pump(c, u, r.fromClient, h.client);
     pump(u, c, r.fromServer, h.server);
@@ -131,7 +135,7 @@ export async function setup(t: TestContext, onConn?: (s: net.Socket) => void, se
     return g;
   };
   return {
-    a, b, accepted, relayed,
+    a, b, accepted, relayed, upstreams,
     serverPort: (server.address() as net.AddressInfo).port,
     next: (h) => { hooks = h; },
     connect: (opts = {}) => {

@@ -80,6 +80,8 @@ interface Hs {
   gate?: FirstContactGate;
   /** Server: the handshake holds a place in lgr (reserveConn) until it joins or gives up. */
   slot?: boolean;
+  /** Client: the server's Accept was taken (its RMB offered to us), and our Confirm has not gone out. */
+  owesConfirm?: boolean;
 }
 
 const handshakes = new WeakMap<object, Hs>();
@@ -228,13 +230,25 @@ export function smcrDiscovery(ops: SmcrOps, remote: string, port: number | undef
 }
 
 /**
- * The peer closed its end of the TCP connection before we read a Confirm: TCP is ordered, so
- * it never sent one and never settled, and nothing will write into the RMB our Accept offered.
- * It goes back to the pool at once instead of waiting in quarantine for a CDC that cannot come.
+ * The peer closed or reset its end of the TCP connection before we read a Confirm: TCP is
+ * ordered (and takes a reset only in sequence), so it never sent one and never settled, and
+ * nothing will write into the RMB our Accept offered. It goes back to the pool at once instead
+ * of waiting in quarantine for a CDC that cannot come (and the next connection is offered the
+ * same RMB, whose rtoken the client has, not a fresh one).
  */
 export function smcrPeerEndedHandshake(key: object): void {
   const hs = handshakes.get(key);
   if (hs && !hs.conn) hs.offered = false;
+}
+
+/**
+ * Client: the server's Accept offered us its RMB and our Confirm has not gone out. A socket
+ * released now declines first (close.ts): the server then takes its RMB back at once, where a
+ * bare reset leaves it not knowing whether we settled (it holds the RMB in quarantine and offers
+ * the next connection a fresh one, one more rtoken for us to keep).
+ */
+export function smcrClientOwesConfirm(key: object): boolean {
+  return handshakes.get(key)?.owesConfirm === true;
 }
 
 /**
@@ -455,12 +469,15 @@ function onAccept(key: object, ops: SmcrOps, hs: Hs, m: SmcrAcceptConfirm): void
     }
   }
   hs.token = hs.lgr.newToken();
+  hs.owesConfirm = true;
   const conn = new SmcrConnection(hs.lgr, hs.rmb, hs.sndbuf, hs.token, peerRmbOf(m), ops.events(), hs.link);
   if (!m.firstContact) return joinGroup(key, ops, hs, conn);
   // smc_connect_rdma (af_smc.c 1331-1334): the server's RMB into the rtoken table, or Decline ERR_RTOK.
-  if (!hs.lgr.attach(conn)) return fail(key, ops, DECLINE.ERR_RTOK, 'declined: the link group\'s rtoken table is full');
+  if (!hs.lgr.attach(conn, true)) return fail(key, ops, DECLINE.ERR_RTOK, 'declined: the link group\'s rtoken table is full');
   hs.conn = conn;
   ops.write(encodeSmcrAcceptConfirm(acceptConfirm(CLC_CONFIRM, hs)));
+  hs.owesConfirm = false;
+  hs.lgr.confirmSent(conn);
   ops.restartTimer();
   const lgr = hs.lgr;
   lgr.confirmFirstLink().then(() => {
@@ -486,7 +503,7 @@ function joinGroup(key: object, ops: SmcrOps, hs: Hs, conn: SmcrConnection): voi
   lgr.withFlow('CONFIRM_RKEY', async () => {
     if (!live()) return 'gone';
     if (lgr.dead || !lgr.activeLinks().includes(link)) return 'nolink';
-    if (!lgr.attach(conn)) return 'rtok';
+    if (!lgr.attach(conn, true)) return 'rtok';
     hs.conn = conn;
     await lgr.announceRmbHeld(rmb, link);
     return 'ok';
@@ -495,6 +512,8 @@ function joinGroup(key: object, ops: SmcrOps, hs: Hs, conn: SmcrConnection): voi
     if (r === 'nolink') return fail(key, ops, DECLINE.NOACTLINK, 'declined: the link the Accept named went down');
     if (r === 'rtok') return fail(key, ops, DECLINE.ERR_RTOK, 'declined: the link group\'s rtoken table is full');
     ops.write(encodeSmcrAcceptConfirm(acceptConfirm(CLC_CONFIRM, hs)));
+    hs.owesConfirm = false;
+    lgr.confirmSent(conn);
     settle(key, ops, hs);
   }, (e: Error) => {
     if (live()) fail(key, ops, DECLINE.ERR_REGBUF, `declined: ${e.message}`);

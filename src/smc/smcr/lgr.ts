@@ -54,7 +54,7 @@ import type { SmcrConnection } from './connection.js';
 import { smcrDeviceOf, type SmcrDevice } from './device.js';
 import { forgetSmcrPeer, inLocalSubnet, setSmcrLivePeerCheck } from './discovery.js';
 import { SmcrLink } from './link.js';
-import { RtokenTable } from './rtokens.js';
+import { RtokenTable, type Rtoken } from './rtokens.js';
 import { remoteAddr } from '../../abi/remote-addr.js';
 import { SoftrdmaError } from '../../abi/errors.js';
 
@@ -365,6 +365,8 @@ export class SmcrLinkGroup {
    * or from ADD_LINK point).
    */
   private readonly rtokens = new RtokenTable();
+  /** Client: entries attach added for connections whose Confirm has not gone out (dropProvisional). */
+  private readonly provisional = new Map<SmcrConnection, { idx: number; entry: ReadonlyMap<SmcrLink, Rtoken> }>();
   /** Our CONFIRM_RKEY or DELETE_RKEY request awaiting its answer (one at a time: they hold the flow). */
   private rkeyWait: RkeyWait | undefined;
   peerKey = '';
@@ -799,10 +801,12 @@ export class SmcrLinkGroup {
    * connection does not join, and its handshake declines SMC_CLC_DECL_ERR_RTOK as Linux's does
    * (af_smc.c 1331-1334, 2439-2440).
    */
-  attach(conn: SmcrConnection): boolean {
+  attach(conn: SmcrConnection, provisional = false): boolean {
     if (this.dead) return false;
+    const before = this.rtokens.size;
     const idx = this.rtokens.add(conn.link, { rkey: conn.peer.rkey, addr: conn.peer.wireAddr });
     if (idx === undefined) return false;
+    if (provisional && this.rtokens.size > before) this.provisional.set(conn, { idx, entry: this.rtokens.entry(idx)! });
     clearTimeout(this.lingerTimer);
     this.lingerTimer = undefined;
     this.conns.set(conn.token, conn);
@@ -838,6 +842,7 @@ export class SmcrLinkGroup {
   detach(conn: SmcrConnection): void {
     if (this.conns.get(conn.token) !== conn) return;
     this.conns.delete(conn.token);
+    this.dropProvisional(conn);
     const link = conn.link;
     conn.completed(link.okSeq);
     if (!link.isDown && conn.unconfirmed) {
@@ -852,6 +857,25 @@ export class SmcrLinkGroup {
     else if (conn.peerClosed) this.quarantineBounded(conn.token, conn.rmb); // inferred, not on the wire
     else this.quarantined.set(conn.token, conn.rmb);
     this.maybeLinger();
+  }
+
+  /** Client: the CLC Confirm for conn went out; its rtoken entry is the server's to delete from now on. */
+  confirmSent(conn: SmcrConnection): void {
+    this.provisional.delete(conn);
+  }
+
+  /**
+   * Client: conn leaves before its Confirm went out. An rtoken entry its attach added, which no
+   * other connection of the group names, is freed (rtokens.ts): the server never counted on it.
+   */
+  private dropProvisional(conn: SmcrConnection): void {
+    const p = this.provisional.get(conn);
+    if (!p) return;
+    this.provisional.delete(conn);
+    for (const c of this.conns.values()) {
+      if (c.link === conn.link && c.peer.rkey === conn.peer.rkey && c.peer.wireAddr === conn.peer.wireAddr) return;
+    }
+    this.rtokens.deleteEntry(p.idx, p.entry);
   }
 
   /** A closing connection's posts all completed (or cannot be resent): it leaves, and its send buffer is free. */

@@ -10,6 +10,12 @@
 // rkeys on the group's other links. Nothing writes through it: a connection copies its keys when
 // it joins (and gets those of a link added later from ADD_LINK), so what the peer does to the
 // table afterwards changes nothing a connection writes to.
+//
+// One departure from Linux: an entry a client added for a connection whose handshake then
+// failed before its CLC Confirm went out is freed again (lgr.ts provisional). The server never
+// counts on it, and a softrdma server quarantines an RMB offered in a failed handshake and
+// offers the next connection a fresh one: kept, such entries filled the table after ~1,000
+// failed handshakes, and every later connection to that server declined ERR_RTOK.
 
 import type { SmcrLink } from './link.js';
 
@@ -106,6 +112,17 @@ export class RtokenTable {
     const i = this.first(link, rkey);
     if (i === undefined) return false;
     for (const [l, t] of this.slots[i]!) this.unindex(i, l, t.rkey);
+    this.slots[i] = undefined;
+    this.used--;
+    while (this.slots.length > 0 && this.slots[this.slots.length - 1] === undefined) this.slots.pop();
+    return true;
+  }
+
+  /** Free entry i if it is still `expected` (not freed and filled again since). */
+  deleteEntry(i: number, expected: ReadonlyMap<SmcrLink, Rtoken>): boolean {
+    const e = this.slots[i];
+    if (!e || e !== expected) return false;
+    for (const [l, t] of e) this.unindex(i, l, t.rkey);
     this.slots[i] = undefined;
     this.used--;
     while (this.slots.length > 0 && this.slots[this.slots.length - 1] === undefined) this.slots.pop();
