@@ -264,6 +264,7 @@ export class RemoteDmb extends SharedMemoryView {
   /** Copy bytes into the peer's DMB at offset; bounds are checked, never trusted. */
   write(offset: number, data: Uint8Array, signal = false): void {
     if (this.detached) throw new IsmError('ENODEV', 'DMB is detached');
+    if (!(data instanceof Uint8Array)) throw new IsmError('EINVAL', `data must be a Buffer or Uint8Array, got ${typeof data === 'string' ? 'a string' : String(data)}`);
     if (!Number.isInteger(offset) || offset < 0 || offset + data.length > this.size) {
       throw new IsmError('EINVAL', `write of ${data.length} bytes at offset ${offset} exceeds the DMB (${this.size} bytes)`);
     }
@@ -663,7 +664,7 @@ export class IsmDevice extends EventEmitter {
 
   registerDmb(size: number): Dmb {
     if (this.closed) throw new IsmError('ENODEV', 'ism device is closed');
-    if (!Number.isInteger(size) || size < 64 || size > 1 << 30) throw new IsmError('EINVAL', `DMB size must be 64 B..1 GiB, got ${size}`);
+    if (!Number.isInteger(size) || size < 64 || size > 1 << 30) throw new IsmError('EINVAL', `DMB size must be an integer from 64 B to 1 GiB, got ${typeof size === 'string' ? `'${size}'` : String(size)}`);
     const token = randomToken();
     const index = this.table.freeSlotFor(token);
     if (index < 0) throw new IsmError('ENOSPC', `all ${this.table.slots} DMB slots are in use`);
@@ -677,6 +678,7 @@ export class IsmDevice extends EventEmitter {
   }
 
   unregisterDmb(dmb: Dmb): void {
+    if (!(dmb instanceof Dmb)) throw new IsmError('EINVAL', `unregisterDmb needs a Dmb, got ${String(dmb)}`);
     if (this.dmbs.get(dmb.index) !== dmb) return;
     this.dmbs.delete(dmb.index);
     this.table.setToken(dmb.index, TOMBSTONE);
@@ -702,6 +704,8 @@ export class IsmDevice extends EventEmitter {
   /** Map a peer's DMB by token. Fails with ENODEV (no such device), ENOENT (no such token). */
   attachDmb(peerGid: bigint, token: bigint): RemoteDmb {
     if (this.closed) throw new IsmError('ENODEV', 'ism device is closed');
+    if (typeof peerGid !== 'bigint') throw new IsmError('EINVAL', `peerGid must be a bigint, got ${typeof peerGid === 'string' ? `'${peerGid}'` : String(peerGid)}`);
+    if (typeof token !== 'bigint') throw new IsmError('EINVAL', `token must be a bigint, got ${typeof token === 'string' ? `'${token}'` : String(token)}`);
     const peer = this.peerDevice(peerGid);
     let index: number, size: number, mapping: Mapping | undefined;
     try {

@@ -157,6 +157,11 @@ export function nodeGuidFor(address: string): bigint {
   return Buffer.from([mac[0]! ^ 0x02, mac[1]!, mac[2]!, 0xff, 0xfe, mac[3]!, mac[4]!, mac[5]!]).readBigUInt64BE();
 }
 
+/** A value as a message shows it: strings quoted, so that '16' is not taken for 16. */
+function shown(v: unknown): string {
+  return typeof v === 'string' ? `'${v}'` : typeof v === 'bigint' ? `${v}n` : String(v);
+}
+
 export class RxeDevice implements ProviderDevice {
   readonly driver = 'rxe';
   readonly keys: KeyTable;
@@ -187,14 +192,34 @@ export class RxeDevice implements ProviderDevice {
   static async create(opts: RxeDeviceOptions): Promise<RxeDevice> {
     // Everything that can be refused is checked before the socket is bound: an address that is
     // not an IP literal ('' bound the wildcard, then the GUID refused it with the socket open,
-    // and the process never exited).
-    const address = (opts as Partial<RxeDeviceOptions>).address;
+    // and the process never exited); a port node:dgram would take modulo 65536.
+    if (typeof opts !== 'object' || opts === null) fail('EINVAL', `options must be an object with an address, got ${shown(opts)}`, { object: 'rxe', attr: 'options' });
+    let address = (opts as Partial<RxeDeviceOptions>).address;
     if (typeof address !== 'string' || isIP(address) === 0) {
-      fail('EINVAL', `address must be an IPv4 or IPv6 address, got ${typeof address === 'string' ? `'${address}'` : String(address)}`, { object: 'rxe', attr: 'address' });
+      fail('EINVAL', `address must be an IPv4 or IPv6 address, got ${shown(address)}`, { object: 'rxe', attr: 'address' });
+    }
+    // An IPv4-mapped IPv6 address (as a '::' server reports its IPv4 peers) is the IPv4 address:
+    // its GID is that address's, as Linux's for an IPv4 netdev address.
+    const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
+    if (mapped) address = mapped[1]!;
+    // A wildcard is no address of a port: Linux never has an all-zero GID.
+    if (address === '0.0.0.0' || (isIP(address) === 6 && gidFromAddress(address).every((b) => b === 0))) {
+      fail('EINVAL', `address must be a unicast address of this host, not the wildcard ${address}`, { object: 'rxe', attr: 'address' });
+    }
+    if (opts.port !== undefined && !(Number.isInteger(opts.port) && opts.port >= 0 && opts.port <= 65535)) {
+      fail('EINVAL', `port must be an integer from 0 to 65535, got ${shown(opts.port)}`, { object: 'rxe', attr: 'port' });
+    }
+    if (opts.mtu !== undefined && !(typeof opts.mtu === 'number' && [256, 512, 1024, 2048, 4096].includes(opts.mtu))) {
+      fail('EINVAL', `mtu must be 256, 512, 1024, 2048 or 4096 (bytes), got ${shown(opts.mtu)}`, { object: 'rxe', attr: 'mtu' });
+    }
+    if (opts.name !== undefined && (typeof opts.name !== 'string' || opts.name === '')) {
+      fail('EINVAL', `name must be a non-empty string, got ${shown(opts.name)}`, { object: 'rxe', attr: 'name' });
+    }
+    for (const k of ['gso', 'perQpSourcePort', 'recvmmsg', 'sendmmsg', 'busyPoll'] as const) {
+      if (opts[k] !== undefined && typeof opts[k] !== 'boolean') fail('EINVAL', `${k} must be a boolean, got ${shown(opts[k])}`, { object: 'rxe', attr: k });
     }
     const counters = newDeviceCounters();
     const mtu = opts.mtu ?? defaultPortMtu(address);
-    mtuEnum(mtu); // validate before binding
     const limits = checkLimits(opts.limits);
     const link = await RxeLink.open(
       address, opts.port ?? ROCE_V2_PORT, counters, opts.gso ?? process.env.SOFTRDMA_RXE_GSO !== '0',
