@@ -56,16 +56,19 @@ export function enableSmcOnServer(server: net.Server, opts: ResolvedSmcOptions):
     // process has no part in this handshake, and a Proposal would reach it as data: such a
     // listener does not announce itself, so no client proposes (it stays plain TCP).
     if (a && typeof a === 'object' && opts.enabled && !pausesOnConnect(server)) {
+      const v6only = a.address === '::' && v6Only(server);
       try {
         // A worker's entry names its thread's status socket: terminate() runs no exit hook.
         const anchor = isMainThread ? undefined : statusSocketAnchor();
-        state.registration = new ListenerRegistration(a.address, a.port, a.address === '::' && v6Only(server), anchor);
+        state.registration = new ListenerRegistration(a.address, a.port, v6only, anchor);
       } catch (err) {
         // Without an entry no client proposes SMC: the server still serves, over TCP.
         debug('cannot register the SMC listener %s:%d: %s', a.address, a.port, (err as Error).message);
       }
       // SMC-R: answer the discovery query (SIDR) for this port on the device(s) it may use.
-      const o = smcrOf(opts);
+      // Not for an IPv6-only '::' listener: SMC-R runs over IPv4 only, and an IPv4 client
+      // answered yes would send its Proposal to whatever holds the port for IPv4.
+      const o = v6only ? undefined : smcrOf(opts);
       // Its policy, asked about the querying address as about a connection from it: a no is
       // answered no, so that client stays TCP without a Proposal.
       if (o) {
