@@ -6,6 +6,7 @@
 // destroy at every stage frees everything; DEVICE_REMOVAL.
 
 import assert from 'node:assert/strict';
+import os from 'node:os';
 import { describe, it } from 'node:test';
 import { Access, QpState, SendFlags, WcOpcode, WcStatus, WrOpcode, createRxeDevice, type CQ, type Device, type PD } from '../../src/index.js';
 import {
@@ -277,6 +278,33 @@ describe('rdma_cm: IPv6, UD, several ids, errors', () => {
       assert.equal(req.conn!.privateData.subarray(0, 21).toString(), 'hello from the client');
       assert.equal(s.remoteAddr!.family, 6);
       assert.deepEqual(c.route!.dgid, c.route!.sgid);
+      s.disconnect();
+      await cch.next('DISCONNECTED', 5000, c);
+      c.disconnect();
+      await Promise.all([sch.next('DISCONNECTED', 5000, s), sch.next('TIMEWAIT_EXIT', 5000, s), cch.next('TIMEWAIT_EXIT', 5000, c)]);
+      for (const id of [c, s, l]) id.destroyId();
+      free(cr);
+      free(sr);
+      nothingLeft();
+    } finally {
+      sch.close();
+      cch.close();
+      await dev.close();
+    }
+  });
+
+  // rping -a fe80::...%eth0: the zone names the interface; the GID and the cma header have none.
+  const linkLocal = Object.entries(os.networkInterfaces()).flatMap(([name, list]) => (list ?? [])
+    .filter((i) => i.family === 'IPv6' && i.address.startsWith('fe80:') && !i.internal).map((i) => `${i.address}%${name}`))[0];
+  it('IPv6 link-local with a zone (one device talking to itself): bind, listen, connect, established', { skip: linkLocal ? false : 'no link-local IPv6 address on this host' }, async () => {
+    const ll = linkLocal!;
+    const dev = await createRxeDevice({ address: ll, port: 0 });
+    const sch = createEventChannel(), cch = createEventChannel();
+    try {
+      const l = listener(sch, ll);
+      const { c, s, cr, sr, ce } = await establish(sch, cch, l, ll, ll);
+      assert.equal(ce.event, 'ESTABLISHED');
+      assert.equal(s.remoteAddr!.family, 6);
       s.disconnect();
       await cch.next('DISCONNECTED', 5000, c);
       c.disconnect();

@@ -29,14 +29,22 @@ export function sockAddr(field: string, address: unknown, port: unknown = 0): So
   return { address: canonical(address), port, family: isIP(address) === 4 ? 4 : 6 };
 }
 
-/** One spelling per address (IPv6 compressed and lower case, as node:net prints it). */
+/** One spelling per address (IPv6 compressed and lower case, as node:net prints it); a zone index kept as given. */
 function canonical(a: string): string {
   if (isIP(a) === 4) return a;
+  const zone = a.indexOf('%');
+  const base = zone >= 0 ? a.slice(0, zone) : a;
   try {
-    return new URL(`http://[${a}]/`).hostname.slice(1, -1);
+    return new URL(`http://[${base}]/`).hostname.slice(1, -1) + (zone >= 0 ? a.slice(zone) : '');
   } catch {
-    return a.toLowerCase(); // a zone index (fe80::1%eth0), which URL does not take
+    return a.toLowerCase();
   }
+}
+
+/** The address without its zone index (fe80::1%eth0 is fe80::1 on the wire: the cma header has no zone). */
+export function withoutZone(a: string): string {
+  const zone = a.indexOf('%');
+  return zone >= 0 ? a.slice(0, zone) : a;
 }
 
 /** The ephemeral range Linux uses by default (net.ipv4.ip_local_port_range). */

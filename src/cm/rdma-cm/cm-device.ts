@@ -13,7 +13,7 @@
 
 import { getDeviceList, onDeviceAdded, type Context, type Device } from '../../verbs/api.js';
 import type { DeviceAttr } from '../../abi/types.js';
-import { addressFromGid } from '../../abi/inet.js';
+import { addressFromGid, gidFromAddress } from '../../abi/inet.js';
 import { CmAgent, guarded, type CmAgentEvent } from '../agent.js';
 
 /** What the CM device asks of an id: its agent events, and the device going away. */
@@ -128,10 +128,20 @@ export class CmDevice {
     }
   }
 
-  /** The process's device holding `address`, without opening anything on the others. */
+  /**
+   * The process's device holding `address`, without opening anything on the others. The address
+   * is compared as its GID is written: a link-local one's zone (fe80::1%eth0, as rping -a takes
+   * it) and an IPv4-mapped form name the same GID.
+   */
   static holding(address: string): Device | undefined {
+    let want: string;
+    try {
+      want = addressFromGid(gidFromAddress(address));
+    } catch {
+      return undefined;
+    }
     for (const dev of getDeviceList()) {
-      for (const g of dev.provider.gidTable(1)) if (addressFromGid(g.gid) === address) return dev;
+      for (const g of dev.provider.gidTable(1)) if (addressFromGid(g.gid) === want) return dev;
     }
     return undefined;
   }

@@ -19,7 +19,7 @@ import { CmDataSize, RejReason, SidrStatus, rejReasonName, reqQpType, sidrStatus
 import {
   CMA_REQ_USER_PRIVATE_DATA, CMA_SIDR_REQ_USER_PRIVATE_DATA, RDMA_UDP_QKEY, cmaReqPrivateData, cmaRoceFlowLabel, cmaUserData, decodeCmaHeader, roceGid, serviceIdFor,
 } from '../wire/cma-header.js';
-import { PORT_SPACE, isWildcard, ports, sockAddr, type PortSpaceName, type SockAddr } from './addresses.js';
+import { PORT_SPACE, isWildcard, ports, sockAddr, withoutZone, type PortSpaceName, type SockAddr } from './addresses.js';
 import { CmDevice } from './cm-device.js';
 import { connEventParam, formatRep, formatReq, sidrRep, udEventParam } from './cm-fields.js';
 import { EventChannel } from './event-channel.js';
@@ -629,7 +629,7 @@ export class RdmaCmId {
     // cma_match_private_data: a listener on one address takes only headers of its IP version
     // naming that address; one on 0.0.0.0 only IPv4 ones (rdma_bind_addr makes an AF_INET id
     // afonly), one on :: both (afonly 0, as with net.ipv6.bindv6only's default).
-    if (!isWildcard(this.local!.address) && (h.ipVersion !== this.local!.family || h.dstAddr !== this.local!.address)) return refuse();
+    if (!isWildcard(this.local!.address) && (h.ipVersion !== this.local!.family || h.dstAddr !== withoutZone(this.local!.address))) return refuse();
     if (isWildcard(this.local!.address) && this.local!.family === 4 && h.ipVersion !== 4) return refuse();
     // The backlog is full (ucma_connect_event_handler's -ENOMEM): cm_destroy_id forgets a REQ
     // without a REJ so the client's resend is taken once the application has read the queue;
