@@ -15,6 +15,8 @@
 // SOFTRDMA_SMC_LEARN=0 or setSmcLearning(false) turns it off (every connection to an SMC
 // listener then proposes SMC, as before).
 
+import { invalidArgType } from './options.js';
+
 const SHORT_BYTES = 64 * 1024;
 /** SOFTRDMA_SMC_LEARN_SHORT_MS changes it (tests on a loaded machine, where 100 ms is not short). */
 const SHORT_MS = Number(process.env.SOFTRDMA_SMC_LEARN_SHORT_MS) > 0 ? Number(process.env.SOFTRDMA_SMC_LEARN_SHORT_MS) : 100;
@@ -51,7 +53,7 @@ let skipped = 0;
 
 /** Turn the learned choice on or off for this process (on unless SOFTRDMA_SMC_LEARN=0). */
 export function setSmcLearning(on: boolean): void {
-  if (typeof on !== 'boolean') throw new TypeError('setSmcLearning expects a boolean');
+  if (typeof on !== 'boolean') throw invalidArgType('on', 'of type boolean', on);
   enabled = on;
   if (!on) {
     peers.clear();

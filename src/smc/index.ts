@@ -10,23 +10,35 @@ import { Socket } from './socket.js';
 import { getSmcInfo as socketSmcInfo, type SmcInfo } from './state.js';
 import { resolveSmcOptions, type SmcSocketOptions } from './options.js';
 import { connectTls as tlsOverSmc, tlsSmcInfo, SmcStream } from './tls.js';
-import { enableSmcOnServer } from './server.js';
+import { enableSmcOnServer as enableOnServer } from './server.js';
 import { setSmcPolicy } from './policy.js';
 import { learningStats, setSmcLearning } from './handshake-control.js';
 import { DECLINE, declineName } from './clc.js';
 import { smcTotals, smcRefusals } from './status.js';
 
-export { Server, enableSmcOnServer, type ServerOptions } from './server.js';
+export { Server, type ServerOptions } from './server.js';
 export { Socket, type SmcInfo, type SmcMode } from './socket.js';
 export type { SmcrInfo, SmcrLinkGroupStatus, SmcrLinkStatus } from './smcr/diag.js';
 export type { SmcSocketOptions } from './options.js';
-import { setSmcrDefault } from './options.js';
+export type { SmcrOption } from './smcr/device.js';
+import { invalidArgType, setSmcrDefault } from './options.js';
 export { setSmcrDefault };
 export { SmcStream } from './tls.js';
 
 /** How a socket carries its data: SMC-D, or TCP with the reasons; for TLS sockets, the socket beneath. */
 export function getSmcInfo(sock: net.Socket): SmcInfo {
+  if (!(sock instanceof net.Socket)) throw invalidArgType('sock', 'an instance of net.Socket', sock);
   return (sock instanceof tls.TLSSocket ? tlsSmcInfo(sock) : undefined) ?? socketSmcInfo(sock);
+}
+
+/**
+ * SMC on a server made by another module (node:http's, a framework's): its connections
+ * negotiate SMC as softrdma/smc's own servers' do, with these options (the smc* socket options;
+ * default: the process's). Call it before listen(). A second call changes nothing.
+ */
+export function enableSmcOnServer(server: net.Server, options?: SmcSocketOptions): void {
+  if (!(server instanceof net.Server)) throw invalidArgType('server', 'an instance of net.Server', server);
+  enableOnServer(server, resolveSmcOptions(options));
 }
 
 /**

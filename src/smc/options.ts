@@ -40,7 +40,7 @@ let smcrDefault = process.env.SOFTRDMA_SMCR !== '0';
 
 /** The per-process switch: SMC-R for sockets and servers that do not set `smcr` (from their next connection on). */
 export function setSmcrDefault(enabled: boolean): void {
-  if (typeof enabled !== 'boolean') throw new TypeError('setSmcrDefault takes a boolean');
+  if (typeof enabled !== 'boolean') throw invalidArgType('enabled', 'of type boolean', enabled);
   smcrDefault = enabled;
 }
 
@@ -68,15 +68,41 @@ export function resolveSmcOptions(o: SmcSocketOptions | undefined, inherit?: Res
   return resolveFrom(o, inherit);
 }
 
+/** A value as node's ERR_INVALID_ARG_TYPE messages show it ("Received type string ('no')"). */
+export function received(v: unknown): string {
+  if (v === null || v === undefined) return `Received ${String(v)}`;
+  if (typeof v === 'function') return `Received function ${v.name || '<anonymous>'}`;
+  if (typeof v === 'object') return `Received an instance of ${(v as object).constructor?.name ?? 'Object'}`;
+  const shown = typeof v === 'string' ? `'${v.length > 28 ? `${v.slice(0, 25)}...` : v}'` : typeof v === 'bigint' ? `${v}n` : String(v);
+  return `Received type ${typeof v} (${shown})`;
+}
+
+/** node's TypeError for an argument or option of the wrong type (code ERR_INVALID_ARG_TYPE). */
+export function invalidArgType(name: string, expected: string, v: unknown): TypeError {
+  return Object.assign(new TypeError(`The "${name}" ${name.includes('.') ? 'property' : 'argument'} must be ${expected}. ${received(v)}`), { code: 'ERR_INVALID_ARG_TYPE' });
+}
+
+/** The largest delay a Node timer takes (a longer one fires after 1 ms, with a warning). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 function resolveFrom(o: SmcSocketOptions | undefined, inherit: ResolvedSmcOptions | undefined): ResolvedSmcOptions {
+  if (o !== undefined && (typeof o !== 'object' || o === null)) throw invalidArgType('options', 'of type object', o);
   const size = o?.smcBufferSize ?? inherit?.bufferSize ?? DEFAULT_BUFFER;
+  if (typeof size !== 'number') throw invalidArgType('options.smcBufferSize', 'of type number', size);
   if (!Number.isInteger(size) || size < 16384 || size > 1 << 30 || uncompressBufSize(compressBufSize(size)) !== size) {
     throw Object.assign(new RangeError(`smcBufferSize must be 16 KiB × 2^n up to 1 GiB, got ${size}`), { code: 'ERR_OUT_OF_RANGE' });
   }
   const timeout = o?.smcHandshakeTimeout ?? inherit?.timeout ?? 2000;
-  if (!(timeout > 0)) throw Object.assign(new RangeError(`smcHandshakeTimeout must be > 0, got ${timeout}`), { code: 'ERR_OUT_OF_RANGE' });
-  if (o?.smcPolicy !== undefined && typeof o.smcPolicy !== 'function') throw new TypeError('smcPolicy must be a function');
+  if (typeof timeout !== 'number') throw invalidArgType('options.smcHandshakeTimeout', 'of type number', timeout);
+  if (!(timeout > 0 && timeout <= MAX_TIMER_MS)) throw Object.assign(new RangeError(`smcHandshakeTimeout must be > 0 and at most ${MAX_TIMER_MS} ms (a Node timer's longest), got ${timeout}`), { code: 'ERR_OUT_OF_RANGE' });
+  if (o?.smcPolicy !== undefined && typeof o.smcPolicy !== 'function') throw invalidArgType('options.smcPolicy', 'of type function', o.smcPolicy);
+  if (o?.smc !== undefined && typeof o.smc !== 'boolean') throw invalidArgType('options.smc', 'of type boolean', o.smc);
   const smcr = o?.smcr ?? inherit?.smcr;
-  if (smcr !== undefined && typeof smcr !== 'boolean' && !(typeof smcr === 'object' && smcr !== null && 'device' in smcr)) throw new TypeError('smcr must be a boolean or { device }');
+  if (smcr !== undefined && typeof smcr !== 'boolean') {
+    const dev = typeof smcr === 'object' && smcr !== null ? (smcr as { device?: unknown }).device : undefined;
+    if (typeof dev !== 'object' || dev === null) throw invalidArgType('options.smcr', 'a boolean or { device } with an rxe device', smcr);
+    const discovery = (smcr as { discovery?: unknown }).discovery;
+    if (discovery !== undefined && typeof discovery !== 'boolean') throw invalidArgType('options.smcr.discovery', 'of type boolean', discovery);
+  }
   return { enabled: o?.smc ?? inherit?.enabled ?? true, policy: o?.smcPolicy ?? inherit?.policy, bufferSize: size, timeout, smcr };
 }

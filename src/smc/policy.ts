@@ -1,6 +1,8 @@
 // Who decides whether a connection tries SMC: per socket (`smc: false`), per process
 // (setSmcPolicy, like the eBPF update_socket_protocol hook), per connection (smcPolicy).
 
+import { invalidArgType } from './options.js';
+
 export interface SmcPolicyInfo {
   role: 'client' | 'server';
   localAddress: string | undefined;
@@ -14,7 +16,7 @@ export type SmcPolicy = (info: SmcPolicyInfo) => boolean;
 let processPolicy: SmcPolicy | undefined;
 
 export function setSmcPolicy(policy: SmcPolicy | undefined): void {
-  if (policy !== undefined && typeof policy !== 'function') throw new TypeError('setSmcPolicy expects a function or undefined');
+  if (policy !== undefined && typeof policy !== 'function') throw invalidArgType('policy', 'of type function or undefined', policy);
   processPolicy = policy;
 }
 
