@@ -170,7 +170,13 @@ export interface AsyncEventInfo {
  * An open device (ibv_context). Emits 'async-event' (AsyncEventInfo) for QP, CQ, SRQ and
  * port events, and 'close'.
  */
-export class Context extends EventEmitter {
+/** A Context's events, typed for its listeners. */
+export interface ContextEvents {
+  'async-event': [info: AsyncEventInfo];
+  close: [];
+}
+
+export class Context extends EventEmitter<ContextEvents> {
   readonly uapi: UapiContext<CoreContext>;
   /** Wrapper objects by provider object, for async events and completions. */
   readonly wrappers = new WeakMap<object, unknown>();

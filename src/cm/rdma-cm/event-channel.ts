@@ -41,7 +41,10 @@ export interface ChannelMember {
  * Emits 'event' (RdmaCmEvent) and the event's type ('ESTABLISHED', ...). `for await (const e of
  * channel)` sees every event from the first iteration on; `next(type?, ms)` waits for one.
  */
-export class EventChannel extends EventEmitter implements AsyncIterable<RdmaCmEvent> {
+/** An EventChannel's events, typed for its listeners: 'event' and each event's type, with the event. */
+export type EventChannelEvents = { event: [e: RdmaCmEvent] } & { [K in RdmaCmEventType]: [e: RdmaCmEvent] };
+
+export class EventChannel extends EventEmitter<EventChannelEvents> implements AsyncIterable<RdmaCmEvent> {
   private readonly queue: RdmaCmEvent[] = [];
   private readonly waiters = new Set<Waiter>();
   private readonly members = new Set<ChannelMember>();
