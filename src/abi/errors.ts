@@ -45,3 +45,8 @@ export class FirstError {
     if (this.failed) throw this.error;
   }
 }
+
+/** A value as an error message shows it: strings quoted (so that '16' is not taken for 16), bigints with n. */
+export function shown(v: unknown): string {
+  return typeof v === 'string' ? `'${v}'` : typeof v === 'bigint' ? `${v}n` : String(v);
+}

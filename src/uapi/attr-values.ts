@@ -3,6 +3,7 @@
 
 import { fail, type ErrorSite } from './errors.js';
 import type { AttrType } from './spec.js';
+import { shown } from '../abi/errors.js';
 
 /**
  * A u32 flag word, as the C verbs take them. Checked before any bit test: JavaScript's
@@ -15,7 +16,7 @@ export function isFlagWord(v: unknown): v is number {
 export function checkValue(t: AttrType, v: unknown, at: ErrorSite): unknown {
   switch (t.kind) {
     case 'uint': {
-      if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) fail('EINVAL', `must be a non-negative integer, got ${String(v)}`, at);
+      if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) fail('EINVAL', `must be a non-negative integer, got ${shown(v)}`, at);
       if ((t.min !== undefined && v < t.min) || (t.max !== undefined && v > t.max)) {
         fail('EINVAL', `${v} is out of range ${t.min ?? 0}..${t.max ?? Infinity}`, at);
       }
@@ -32,7 +33,7 @@ export function checkValue(t: AttrType, v: unknown, at: ErrorSite): unknown {
       if (typeof v !== 'number' || !t.values.includes(v)) fail('EINVAL', `${String(v)} is not one of ${t.values.join(', ')}`, at);
       return v;
     case 'flags': {
-      if (!isFlagWord(v)) fail('EINVAL', `must be a 32-bit flag word, got ${String(v)}`, at);
+      if (!isFlagWord(v)) fail('EINVAL', `must be a 32-bit flag word, got ${shown(v)}`, at);
       const unknown = (v & ~t.mask) >>> 0;
       if (unknown) fail('EINVAL', `unknown flag bits 0x${unknown.toString(16)}`, at);
       return v;

@@ -4,7 +4,7 @@
 import { EventEmitter } from 'node:events';
 import { Attr, M, Obj, Rereg } from '../abi/ids.js';
 import { copyAhAttr, copyAv } from '../abi/av.js';
-import { FirstError } from '../abi/errors.js';
+import { FirstError, shown } from '../abi/errors.js';
 import { deviceCounts } from '../uapi/device-counts.js';
 import { UapiContext } from '../uapi/dispatcher.js';
 import { type CompChannelImpl, createRegistry, type CoreContext } from '../uapi/objects/index.js';
@@ -556,7 +556,7 @@ export class CQ extends Obj_ {
   poll(max = 16, into?: WorkCompletion[]): WorkCompletion[] {
     // A negative count polls nothing, as ibv_poll_cq's loop; what is not an integer is refused
     // (NaN or a string would have polled nothing for ever, 1.5 polled two).
-    if (!Number.isInteger(max)) fail('EINVAL', `must be an integer, got ${String(max)}`, { object: 'CQ', method: 'POLL', attr: 'num_entries' });
+    if (!Number.isInteger(max)) fail('EINVAL', `must be an integer, got ${shown(max)}`, { object: 'CQ', method: 'POLL', attr: 'num_entries' });
     if (into !== undefined && (!Array.isArray(into) || !Object.isExtensible(into))) {
       fail('EINVAL', `must be a writable array, got ${into === null ? 'null' : Array.isArray(into) ? 'a frozen or sealed array' : typeof into}`, { object: 'CQ', method: 'POLL', attr: 'into' });
     }

@@ -17,6 +17,7 @@ import type { RxeQp } from './qp.js';
 import { parsePacket } from './wire/headers.js';
 import { Op } from './wire/opcodes.js';
 import { gidFromAddress } from '../../abi/inet.js';
+import { shown } from '../../abi/errors.js';
 import { onResponse } from './completer.js';
 import { onRequest } from './responder.js';
 import { registerRxeDriverMethods } from './driver-methods.js';
@@ -155,11 +156,6 @@ export function nodeGuidFor(address: string): bigint {
     mac[0] = (mac[0]! & 0xfc) | 0x02;
   }
   return Buffer.from([mac[0]! ^ 0x02, mac[1]!, mac[2]!, 0xff, 0xfe, mac[3]!, mac[4]!, mac[5]!]).readBigUInt64BE();
-}
-
-/** A value as a message shows it: strings quoted, so that '16' is not taken for 16. */
-function shown(v: unknown): string {
-  return typeof v === 'string' ? `'${v}'` : typeof v === 'bigint' ? `${v}n` : String(v);
 }
 
 export class RxeDevice implements ProviderDevice {

@@ -8,6 +8,7 @@ import { handle, mandatory, newHandle, object } from '../attrs.js';
 import { fail } from '../errors.js';
 import type { UapiRegistry } from '../registry.js';
 import type { CoreContext } from './core.js';
+import { shown } from '../../abi/errors.js';
 
 const CREATE = {
   handle: newHandle(Attr.AH.CREATE.HANDLE, 'ah_handle', Obj.AH),
@@ -20,7 +21,7 @@ const DESTROY = { handle: mandatory(handle<object>(Attr.AH.DESTROY.HANDLE, 'ah_h
 export function checkGid(attr: Record<string, unknown>, gidCount: number): string | undefined {
   // Linux rdma_check_ah_attr: a RoCE address without IB_AH_GRH is EINVAL. Left out, it means true.
   if (attr.isGlobal === false) return 'is_global must be true on RoCE: a RoCE address needs the GRH (GIDs address the peer)';
-  if (attr.isGlobal !== undefined && attr.isGlobal !== true) return `is_global must be a boolean (got ${String(attr.isGlobal)})`;
+  if (attr.isGlobal !== undefined && attr.isGlobal !== true) return `is_global must be a boolean (got ${shown(attr.isGlobal)})`;
   const grh = attr.grh as Record<string, unknown> | undefined;
   if (typeof grh !== 'object' || grh === null) return 'grh is required on RoCE (GIDs address the peer)';
   if (!(grh.dgid instanceof Uint8Array) || grh.dgid.length !== 16) return 'grh.dgid must be 16 bytes';

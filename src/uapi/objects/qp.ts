@@ -14,6 +14,7 @@ import type { UapiRegistry } from '../registry.js';
 import { copyAv } from '../../abi/av.js';
 import { checkGid } from './ah.js';
 import { overMax, verbsName, type CoreContext } from './core.js';
+import { shown } from '../../abi/errors.js';
 
 const CREATE = {
   handle: newHandle(Attr.QP.CREATE.HANDLE, 'qp_handle', Obj.QP),
@@ -53,7 +54,7 @@ function checkCap(c: Partial<Record<keyof QpCapInit, unknown>>, dev: ReturnType<
   if (!hasSrq) lim.push(['maxRecvWr', 'max_qp_wr', dev.maxQpWr], ['maxRecvSge', 'max_sge', dev.maxSge]);
   for (const [k, limit, max] of lim) {
     const v = c[k] === undefined ? 0 : c[k];
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) return [`cap.${verbsName(k)}`, `must be a non-negative integer, got ${String(v)}`];
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) return [`cap.${verbsName(k)}`, `must be a non-negative integer, got ${shown(v)}`];
     if (v > max) return [`cap.${verbsName(k)}`, overMax(v, limit, max)];
   }
   if (c.maxSendWr === undefined) return ['cap.max_send_wr', 'is required'];
@@ -71,7 +72,7 @@ interface CheckEnv {
 }
 
 const range = (name: string, v: unknown, min: number, max: number): Problem | undefined =>
-  typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max ? [name, `must be ${min}..${max}, got ${String(v)}`] : undefined;
+  typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max ? [name, `must be ${min}..${max}, got ${shown(v)}`] : undefined;
 const devOf = (e: CheckEnv) => (e.dev ??= e.core.device.queryDevice());
 const portOf = (e: CheckEnv) => (e.port ??= e.core.device.queryPort(1));
 
@@ -86,7 +87,7 @@ const QP_ATTR_CHECKS: ReadonlyArray<readonly [number, (e: CheckEnv) => Problem |
   [QpAttr.ACCESS_FLAGS, ({ attr }) => {
     const v = attr.qpAccessFlags;
     const allowed = Access.LOCAL_WRITE | Access.REMOTE_WRITE | Access.REMOTE_READ | Access.REMOTE_ATOMIC | Access.MW_BIND;
-    if (!isFlagWord(v)) return ['qpAccessFlags', `must be a 32-bit flag word, got ${String(v)}`];
+    if (!isFlagWord(v)) return ['qpAccessFlags', `must be a 32-bit flag word, got ${shown(v)}`];
     if ((v & ~allowed) !== 0) return ['qpAccessFlags', `unknown bits in ${String(v)}`];
     return undefined;
   }],
