@@ -5,6 +5,7 @@
 import { Access, QpAttr, QpState, QpType, type MtuValue } from '../abi/enums.js';
 import type { QP } from './api.js';
 import { fail } from '../uapi/errors.js';
+import { shown } from '../abi/errors.js';
 
 export interface RemoteQpInfo {
   qpn: number;
@@ -41,13 +42,35 @@ export function initQp(qp: QP, o: ConnectOptions = {}): void {
     QpAttr.STATE | QpAttr.PKEY_INDEX | QpAttr.PORT | (ud ? QpAttr.QKEY : QpAttr.ACCESS_FLAGS));
 }
 
-/** Bring a QP in RESET or INIT to RTS against `remote`. */
+/**
+ * Bring a QP in RESET or INIT to RTS against `remote`. What the peer told is checked first; a
+ * QP that started in RESET goes back to RESET if a step fails, so a failed connect leaves it as
+ * it was.
+ */
 export function connectQp(qp: QP, remote: RemoteQpInfo, o: ConnectOptions = {}): void {
+  const site = { object: 'QP', method: 'connect' };
+  const ud = qp.qpType === QpType.UD;
+  if (typeof remote !== 'object' || remote === null) fail('EINVAL', `the remote QP must be { qpn, psn, gid }, got ${remote === null ? 'null' : typeof remote}`, { ...site, attr: 'remote' });
+  if (!ud) {
+    if (!Number.isInteger(remote.qpn) || remote.qpn < 0 || remote.qpn > 0xffffff) fail('EINVAL', `remote.qpn must be a 24-bit QPN, got ${shown(remote.qpn)}`, { ...site, attr: 'remote.qpn' });
+    if (!Number.isInteger(remote.psn) || remote.psn < 0 || remote.psn > 0xffffff) fail('EINVAL', `remote.psn must be a 24-bit PSN, got ${shown(remote.psn)}`, { ...site, attr: 'remote.psn' });
+    if (!(remote.gid instanceof Uint8Array) || remote.gid.length !== 16) fail('EINVAL', 'remote.gid must be 16 bytes', { ...site, attr: 'remote.gid' });
+  }
+  if (qp.state !== QpState.RESET && qp.state !== QpState.INIT) fail('EINVAL', `QP ${qp.qpn} must be in RESET or INIT to connect`, site);
+  const fromReset = qp.state === QpState.RESET;
+  try {
+    toRts(qp, remote, o);
+  } catch (err) {
+    if (fromReset && qp.state !== QpState.RESET) qp.modify({ qpState: QpState.RESET }, QpAttr.STATE);
+    throw err;
+  }
+}
+
+function toRts(qp: QP, remote: RemoteQpInfo, o: ConnectOptions): void {
   const type = qp.qpType;
   const portNum = o.portNum ?? 1;
   const ud = type === QpType.UD;
   if (qp.state === QpState.RESET) initQp(qp, o);
-  else if (qp.state !== QpState.INIT) fail('EINVAL', `QP ${qp.qpn} must be in RESET or INIT to connect`, { object: 'QP', method: 'connect' });
   if (ud) {
     qp.modify({ qpState: QpState.RTR }, QpAttr.STATE);
     qp.modify({ qpState: QpState.RTS, sqPsn: o.psn ?? 0 }, QpAttr.STATE | QpAttr.SQ_PSN);

@@ -5,7 +5,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Access, QpType, SendFlags, WcStatus, WrOpcode, createRxeDevice, rxeOf, type RxeDeviceOptions } from '../../src/index.js';
+import { Access, QpState, QpType, SendFlags, WcStatus, WrOpcode, connectQp, createRxeDevice, rxeOf, type MtuValue, type RemoteQpInfo, type RxeDeviceOptions } from '../../src/index.js';
 import { IsmDevice } from '../../src/ism/device.js';
 import { testRuntimeDir } from '../helpers/runtime-dir.js';
 import { connect, openSide, waitCompletions } from '../helpers/pair.js';
@@ -75,5 +75,23 @@ test('ism: a RemoteDmb write of a string is EINVAL (it wrote zeros and said noth
     dev.unregisterDmb(dmb);
   } finally {
     dev.close();
+  }
+});
+
+test('connectQp checks the remote QP first, and a QP that started in RESET is left in RESET when a step fails', async () => {
+  const a = await openSide('127.0.0.2', 0);
+  try {
+    const qp = a.pd.createQp({ qpType: QpType.RC, sendCq: a.cq, recvCq: a.cq, cap: { maxSendWr: 1, maxRecvWr: 1 } });
+    const attr = (e: unknown) => (e as { attr?: string }).attr;
+    assert.throws(() => connectQp(qp, undefined as unknown as RemoteQpInfo), (e) => attr(e) === 'remote');
+    assert.throws(() => connectQp(qp, { qpn: '5', psn: 0, gid: a.ctx.queryGid() } as unknown as RemoteQpInfo), (e) => attr(e) === 'remote.qpn');
+    assert.throws(() => connectQp(qp, { qpn: 5, psn: 0, gid: Buffer.alloc(4) }), (e) => attr(e) === 'remote.gid');
+    assert.equal(qp.state, QpState.RESET);
+    // A path MTU no QP takes: RTR fails after INIT, and the QP goes back to RESET.
+    assert.throws(() => connectQp(qp, { qpn: 5, psn: 0, gid: a.ctx.queryGid() }, { mtu: 9 as MtuValue }), { code: 'EINVAL', message: /path_mtu/ });
+    assert.equal(qp.state, QpState.RESET);
+    qp.destroy();
+  } finally {
+    await a.dev.close();
   }
 });
