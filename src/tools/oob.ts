@@ -168,7 +168,7 @@ export async function oobConnect(host: string, port: number, timeoutMs: number):
   try {
     await once(sock, 'connect');
   } catch (err) {
-    throw new Error(`couldn't connect to ${host}:${port}: ${(err as Error).message}`);
+    throw new Error(`Couldn't connect to ${host}:${port}: ${(err as Error).message}`);
   } finally {
     clearTimeout(timer);
   }
