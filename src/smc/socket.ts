@@ -119,6 +119,11 @@ export class Socket extends net.Socket {
     return this === Socket && typeof x === 'object' && x !== null && kSmc in x && x instanceof net.Socket;
   }
 
+  // node:net's overloads, so that a wrong call does not compile (the implementation takes them all).
+  override connect(options: net.SocketConnectOpts, connectionListener?: () => void): this;
+  override connect(port: number, host: string, connectionListener?: () => void): this;
+  override connect(port: number, connectionListener?: () => void): this;
+  override connect(path: string, connectionListener?: () => void): this;
   override connect(...args: unknown[]): this {
     let s = this[kSmc];
     // node:net lets a closed socket connect again; so does SMC, with a fresh handshake.
