@@ -9,7 +9,7 @@
 
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { QpState, type CQ, type PD } from '../../src/index.js';
+import { QpState, createRxeDevice, type CQ, type PD } from '../../src/index.js';
 import {
   createEventChannel, createId, type EventChannel, type RdmaCmEvent, type RdmaCmEventType, type RdmaCmId,
 } from '../../src/cm/index.js';
@@ -209,6 +209,56 @@ describe('ports: conflicts with a wildcard (cma_check_port)', () => {
     t.bind(2, '10.0.0.2', 5001);
     t.bind(3, '10.0.0.1', 5001); // another port space
     assert.equal(t.size, 4);
+  });
+});
+
+describe('AFONLY (rdma_set_option RDMA_OPTION_ID_AFONLY, an IPv6 review\'s finding)', () => {
+  it('ports: a :: id with afonly shares a port with 0.0.0.0 (always afonly); without it, not', () => {
+    const t = new PortTable();
+    t.bind(2, '0.0.0.0', 5000);
+    t.bind(2, '::', 5000, true);
+    assert.throws(() => t.bind(2, '::1', 5000, true), { code: 'EADDRNOTAVAIL' }, 'the :: wildcard holds the port for IPv6');
+    t.bind(2, '10.0.0.1', 5001);
+    t.bind(2, '::', 5001, true);
+    assert.throws(() => t.bind(2, '::', 5002, false) && t.bind(2, '0.0.0.0', 5002), { code: 'EADDRNOTAVAIL' });
+  });
+
+  it("a '::' listener with afonly takes IPv6 clients only (IPv4 is refused, as with no listener), and shares its port with a '0.0.0.0' one", async () => {
+    const v6 = await createRxeDevice({ address: '::1', port: 0 });
+    try {
+      await onTwoDevices(async ({ sch, cch }) => {
+        const l6 = createId(sch, 'tcp', QUICK);
+        l6.setOption('afonly', true);
+        l6.bindAddr('::', 0);
+        l6.listen();
+        const port = l6.localAddr!.port;
+        assert.throws(() => l6.setOption('afonly', false), { code: 'EINVAL', message: /before the id is more than bound/ });
+        assert.throws(() => createId(sch, 'tcp').setOption('tos' as 'afonly', true), { code: 'ENOSYS' });
+        // An IPv4 client: refused (the header names IPv4), as by a port nobody listens on.
+        const c4 = await resolved(cch, { address: '127.0.0.3', port }, '127.0.0.2');
+        const r4 = withQp(c4);
+        c4.connect();
+        const e4 = await cch.next(OUTCOMES, 5000, c4);
+        assert.equal(e4.event, 'REJECTED');
+        // An IPv6 one connects.
+        const c6 = await resolved(cch, { address: '::1', port }, '::1');
+        const r6 = withQp(c6);
+        c6.connect();
+        const req = await sch.next('CONNECT_REQUEST', 5000);
+        const sr = withQp(req.id);
+        req.id.accept();
+        assert.equal((await cch.next(OUTCOMES, 5000, c6)).event, 'ESTABLISHED');
+        await sch.next('ESTABLISHED', 5000, req.id);
+        // 0.0.0.0 on the same port: an IPv4 listener beside it.
+        const l4 = createId(sch, 'tcp', QUICK);
+        l4.bindAddr('0.0.0.0', port);
+        l4.listen();
+        for (const id of [c4, c6, req.id, l6, l4]) id.destroyId();
+        for (const r of [r4, r6, sr]) { r.cq.destroy(); r.pd.dealloc(); }
+      });
+    } finally {
+      await v6.close();
+    }
   });
 });
 

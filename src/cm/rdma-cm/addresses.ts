@@ -56,44 +56,59 @@ const EPHEMERAL_LOW = 32768, EPHEMERAL_HIGH = 60999;
  * EADDRNOTAVAIL; the same address twice is EADDRINUSE; other addresses share the port.
  */
 export class PortTable {
-  private readonly bound = new Map<string, Set<string>>();
+  /** Per port: each bound address and whether its id takes its own family only (AFONLY). */
+  private readonly bound = new Map<string, Map<string, boolean>>();
 
   private key(ps: number, port: number) { return `${ps}:${port}`; }
 
-  /** Why `address` cannot take `port` (cma_check_port's errno), or undefined if it can. */
-  private conflict(ps: number, port: number, address: string): 'EADDRNOTAVAIL' | 'EADDRINUSE' | undefined {
+  /**
+   * Why `address` cannot take `port` (cma_check_port's errno), or undefined if it can. Two ids
+   * that both take their own family only, of different families, share any port (a '::' with
+   * AFONLY beside a '0.0.0.0', whose id is always AFONLY).
+   */
+  private conflict(ps: number, port: number, address: string, afonly: boolean): 'EADDRNOTAVAIL' | 'EADDRINUSE' | undefined {
     const s = this.bound.get(this.key(ps, port));
     if (!s || s.size === 0) return undefined;
-    if (isWildcard(address) || [...s].some(isWildcard)) return 'EADDRNOTAVAIL';
-    return s.has(address) ? 'EADDRINUSE' : undefined;
+    const family = isIP(withoutZone(address));
+    let why: 'EADDRNOTAVAIL' | 'EADDRINUSE' | undefined;
+    for (const [cur, curAfonly] of s) {
+      if (afonly && curAfonly && isIP(withoutZone(cur)) !== family) continue;
+      if (isWildcard(address) || isWildcard(cur)) return 'EADDRNOTAVAIL';
+      if (cur === address) why = 'EADDRINUSE';
+    }
+    return why;
   }
 
-  /** Bind `address:port` (port 0: an ephemeral port); EADDRINUSE / EADDRNOTAVAIL as cma_check_port, EADDRNOTAVAIL when the range is full. */
-  bind(ps: number, address: string, port: number): number {
+  /**
+   * Bind `address:port` (port 0: an ephemeral port); EADDRINUSE / EADDRNOTAVAIL as
+   * cma_check_port, EADDRNOTAVAIL when the range is full. `afonly`: the id takes its own
+   * family only (always for IPv4).
+   */
+  bind(ps: number, address: string, port: number, afonly = isIP(withoutZone(address)) === 4): number {
     if (port !== 0) {
-      const why = this.conflict(ps, port, address);
+      const why = this.conflict(ps, port, address, afonly);
       if (why === 'EADDRINUSE') throw new SoftrdmaError(why, `rdma_cm: port ${port} on ${address} is in use`);
       if (why) {
-        const held = [...this.bound.get(this.key(ps, port))!].join(', ');
-        throw new SoftrdmaError(why, `rdma_cm: port ${port} is bound to ${held} already; ${address} cannot share it (a wildcard shares a port with no other address)`);
+        const held = [...this.bound.get(this.key(ps, port))!.keys()].join(', ');
+        throw new SoftrdmaError(why, `rdma_cm: port ${port} is bound to ${held} already; ${address} cannot share it (a wildcard shares a port with no other address, unless both take their own family only: afonly)`);
       }
-      this.add(ps, port, address);
+      this.add(ps, port, address, afonly);
       return port;
     }
     const span = EPHEMERAL_HIGH - EPHEMERAL_LOW + 1;
     const start = randomInt(span);
     for (let i = 0; i < span; i++) {
       const p = EPHEMERAL_LOW + ((start + i) % span);
-      if (!this.conflict(ps, p, address)) { this.add(ps, p, address); return p; }
+      if (!this.conflict(ps, p, address, afonly)) { this.add(ps, p, address, afonly); return p; }
     }
     throw new SoftrdmaError('EADDRNOTAVAIL', 'rdma_cm: no ephemeral port left');
   }
 
-  private add(ps: number, port: number, address: string): void {
+  private add(ps: number, port: number, address: string, afonly: boolean): void {
     const k = this.key(ps, port);
     let s = this.bound.get(k);
-    if (!s) this.bound.set(k, s = new Set());
-    s.add(address);
+    if (!s) this.bound.set(k, s = new Map());
+    s.set(address, afonly);
   }
 
   release(ps: number, address: string, port: number): void {

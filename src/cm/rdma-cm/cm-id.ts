@@ -9,6 +9,7 @@
 // the field or the state, EBADF on a destroyed id, EADDRNOTAVAIL, EADDRINUSE); a call that
 // throws has changed nothing. Results come as events on the id's channel, as in librdmacm.
 
+import { readFileSync } from 'node:fs';
 import { randomInt } from 'node:crypto';
 import { SoftrdmaError } from '../../abi/errors.js';
 import { QpType } from '../../abi/enums.js';
@@ -64,6 +65,10 @@ export class RdmaCmId {
   private local: SockAddr | undefined;
   private remote: SockAddr | undefined;
   private boundPort: { address: string; port: number } | undefined;
+  /** setOption('afonly'), if given. */
+  private afonlyOpt: boolean | undefined;
+  /** Bound: whether the id takes its own family only (cma's id_priv->afonly). */
+  private afonly = false;
   private path: CmPath | undefined;
   /** The comm id of the connection (or SIDR exchange) in progress. */
   private commId: number | undefined;
@@ -114,13 +119,35 @@ export class RdmaCmId {
 
   // ---- addresses and routes ----
 
+  /**
+   * rdma_set_option(RDMA_OPTION_ID, ...): 'afonly' (RDMA_OPTION_ID_AFONLY), before the id is
+   * bound or while it is only bound (rdma_set_afonly): true, an IPv6 id takes IPv6 only (a '::'
+   * listener no IPv4 connections, and it shares its port with a '0.0.0.0' one); false, both. An
+   * IPv6 id that is not told follows net.ipv6.bindv6only (0 by default: both), as Linux's; an
+   * IPv4 id takes IPv4 only whatever it is told. The other options of librdmacm (tos,
+   * reuseaddr, ack timeout, path records) are not supported: ENOSYS, as the kernel answers an
+   * option it does not know.
+   */
+  setOption(name: 'afonly', value: boolean): void {
+    if (name !== 'afonly') throw new SoftrdmaError('ENOSYS', `rdma_cm: option ${String(name)} is not supported (softrdma has: afonly)`);
+    if (typeof value !== 'boolean') throw new SoftrdmaError('EINVAL', `rdma_cm: afonly must be a boolean, got ${shown(value)}`);
+    if (this.st !== 'idle' && this.st !== 'addr-bound') throw new SoftrdmaError('EINVAL', `rdma_cm: afonly is set before the id is more than bound (it is ${this.st})`);
+    this.afonlyOpt = value;
+  }
+
+  /** Whether the id takes its own family only: always for IPv4, else as set or as the system's bindv6only. */
+  private afonlyFor(family: 4 | 6): boolean {
+    return family === 4 || (this.afonlyOpt ?? bindv6only());
+  }
+
   /** rdma_bind_addr: a local address (a wildcard, or one a device holds) and port (0: ephemeral). */
   bindAddr(address: string, port = 0): void {
     this.expect('bindAddr', ['idle']);
     const a = sockAddr('address', address, port);
     let dev: CmDevice | undefined;
     if (!isWildcard(a.address)) dev = this.deviceHolding(a.address, 'address');
-    a.port = ports.bind(this.ps, a.address, a.port);
+    this.afonly = this.afonlyFor(a.family);
+    a.port = ports.bind(this.ps, a.address, a.port, this.afonly);
     this.boundPort = { address: a.address, port: a.port };
     this.local = a;
     if (dev) this.attach(dev);
@@ -158,7 +185,8 @@ export class RdmaCmId {
     // wildcard, as rdma_bind_addr), so nothing is half-done if binding fails.
     if (!bound) {
       const at = s && isWildcard(s.address) ? s.address : dev.address;
-      const port = ports.bind(this.ps, at, s?.port ?? 0);
+      this.afonly = this.afonlyFor(dev.family);
+      const port = ports.bind(this.ps, at, s?.port ?? 0, this.afonly);
       this.boundPort = { address: at, port };
       this.local = { address: dev.address, port, family: dev.family };
     } else if (isWildcard(this.local!.address)) {
@@ -357,9 +385,9 @@ export class RdmaCmId {
     this.listenOn(dev, lid);
   }
 
-  /** The family a wildcard listener takes devices of: '::' both (AFONLY off, Linux's default). */
+  /** The family a wildcard listener takes devices of: '::' both unless AFONLY (off: Linux's default). */
   private wildcardFamily(): 4 | 6 | undefined {
-    return this.local!.address === '::' ? undefined : this.local!.family;
+    return this.local!.address === '::' && !this.afonly ? undefined : this.local!.family;
   }
 
   private listenOn(d: CmDevice, lid: number): void {
@@ -630,7 +658,7 @@ export class RdmaCmId {
     // naming that address; one on 0.0.0.0 only IPv4 ones (rdma_bind_addr makes an AF_INET id
     // afonly), one on :: both (afonly 0, as with net.ipv6.bindv6only's default).
     if (!isWildcard(this.local!.address) && (h.ipVersion !== this.local!.family || h.dstAddr !== withoutZone(this.local!.address))) return refuse();
-    if (isWildcard(this.local!.address) && this.local!.family === 4 && h.ipVersion !== 4) return refuse();
+    if (isWildcard(this.local!.address) && (this.local!.family === 4 || this.afonly) && h.ipVersion !== this.local!.family) return refuse();
     // The backlog is full (ucma_connect_event_handler's -ENOMEM): cm_destroy_id forgets a REQ
     // without a REJ so the client's resend is taken once the application has read the queue;
     // a SIDR_REQ is rejected (SIDR_REP(REJECT)) whatever the error, as there.
@@ -770,4 +798,17 @@ function shown(v: unknown): string {
 /** connect's and accept's parameters: an object (omitted: defaults), never null or a scalar. */
 function connParamObject(param: unknown): void {
   if (typeof param !== 'object' || param === null) throw new SoftrdmaError('EINVAL', 'rdma_cm: the connection parameters must be an object');
+}
+
+let v6only: boolean | undefined;
+/** net.ipv6.bindv6only (read once; 0 where it cannot be read), the default AFONLY of an IPv6 id. */
+function bindv6only(): boolean {
+  if (v6only === undefined) {
+    try {
+      v6only = readFileSync('/proc/sys/net/ipv6/bindv6only', 'utf8').trim() === '1';
+    } catch {
+      v6only = false;
+    }
+  }
+  return v6only;
 }
