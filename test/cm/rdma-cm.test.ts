@@ -268,12 +268,13 @@ async function waitEmpty(ms = 5000) {
 }
 
 describe('rdma_cm: IPv6, UD, several ids, errors', () => {
-  it('IPv6 (::1, one device talking to itself): connect, accept, established, disconnect', async () => {
-    const dev = await createRxeDevice({ address: '::1', port: 0 });
+  /** One device on `address` talking to itself: connect, accept, established, disconnect, all freed. */
+  async function selfConnect(address: string): Promise<void> {
+    const dev = await createRxeDevice({ address, port: 0 });
     const sch = createEventChannel(), cch = createEventChannel();
     try {
-      const l = listener(sch, '::1');
-      const { c, s, cr, sr, req, ce } = await establish(sch, cch, l, '::1', '::1');
+      const l = listener(sch, address);
+      const { c, s, cr, sr, req, ce } = await establish(sch, cch, l, address, address);
       assert.equal(ce.event, 'ESTABLISHED');
       assert.equal(req.conn!.privateData.subarray(0, 21).toString(), 'hello from the client');
       assert.equal(s.remoteAddr!.family, 6);
@@ -291,34 +292,14 @@ describe('rdma_cm: IPv6, UD, several ids, errors', () => {
       cch.close();
       await dev.close();
     }
-  });
+  }
+
+  it('IPv6 (::1, one device talking to itself): connect, accept, established, disconnect', () => selfConnect('::1'));
 
   // rping -a fe80::...%eth0: the zone names the interface; the GID and the cma header have none.
   const linkLocal = Object.entries(os.networkInterfaces()).flatMap(([name, list]) => (list ?? [])
     .filter((i) => i.family === 'IPv6' && i.address.startsWith('fe80:') && !i.internal).map((i) => `${i.address}%${name}`))[0];
-  it('IPv6 link-local with a zone (one device talking to itself): bind, listen, connect, established', { skip: linkLocal ? false : 'no link-local IPv6 address on this host' }, async () => {
-    const ll = linkLocal!;
-    const dev = await createRxeDevice({ address: ll, port: 0 });
-    const sch = createEventChannel(), cch = createEventChannel();
-    try {
-      const l = listener(sch, ll);
-      const { c, s, cr, sr, ce } = await establish(sch, cch, l, ll, ll);
-      assert.equal(ce.event, 'ESTABLISHED');
-      assert.equal(s.remoteAddr!.family, 6);
-      s.disconnect();
-      await cch.next('DISCONNECTED', 5000, c);
-      c.disconnect();
-      await Promise.all([sch.next('DISCONNECTED', 5000, s), sch.next('TIMEWAIT_EXIT', 5000, s), cch.next('TIMEWAIT_EXIT', 5000, c)]);
-      for (const id of [c, s, l]) id.destroyId();
-      free(cr);
-      free(sr);
-      nothingLeft();
-    } finally {
-      sch.close();
-      cch.close();
-      await dev.close();
-    }
-  });
+  it('IPv6 link-local with a zone (one device talking to itself): bind, listen, connect, established', { skip: linkLocal ? false : 'no link-local IPv6 address on this host' }, () => selfConnect(linkLocal!));
 
   it('UD through SIDR: the SIDR_REP brings the QPN and RDMA_UDP_QKEY; a datagram goes through; a SIDR reject is UNREACHABLE', async () => {
     await onTwoDevices(async ({ sch, cch }) => {
