@@ -2,6 +2,14 @@
 
 import { isIPv4, isIPv6 } from 'node:net';
 
+/**
+ * An IPv4 address written in IPv6 form ('::ffff:1.2.3.4', as a dual-stack socket reports an IPv4
+ * peer) as the IPv4 address; anything else as it is.
+ */
+export function unmapV4(a: string): string {
+  return /^::ffff:/i.test(a) && isIPv4(a.slice(7)) ? a.slice(7) : a;
+}
+
 export function ipv4Bytes(addr: string): Buffer {
   if (!isIPv4(addr)) throw new TypeError(`not an IPv4 address: ${addr}`);
   return Buffer.from(addr.split('.').map((x) => Number(x)));

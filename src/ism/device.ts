@@ -34,7 +34,7 @@ import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import { isMainThread } from 'node:worker_threads';
-import { SoftrdmaError } from '../abi/errors.js';
+import { SoftrdmaError, shown } from '../abi/errors.js';
 import { F_SEAL_GROW, F_SEAL_SHRINK, mapShared, memfdCreate, openProcFdChecked, reapDeadThreadMappings, releaseLedgerIfEmpty, releaseMapping, sealSize, seals, kernelThreadId, type Mapping } from './libc.js';
 import {
   entryPath, isAlive, listEntries, liveness, netNamespace, openEntryPath, pidNamespaceKnown, pidNamespaceTag, processStartTime, readEntry, removeEntry, restoreEntry, selfStamp, subdir, writeEntry,
@@ -664,7 +664,7 @@ export class IsmDevice extends EventEmitter {
 
   registerDmb(size: number): Dmb {
     if (this.closed) throw new IsmError('ENODEV', 'ism device is closed');
-    if (!Number.isInteger(size) || size < 64 || size > 1 << 30) throw new IsmError('EINVAL', `DMB size must be an integer from 64 B to 1 GiB, got ${typeof size === 'string' ? `'${size}'` : String(size)}`);
+    if (!Number.isInteger(size) || size < 64 || size > 1 << 30) throw new IsmError('EINVAL', `DMB size must be an integer from 64 B to 1 GiB, got ${shown(size)}`);
     const token = randomToken();
     const index = this.table.freeSlotFor(token);
     if (index < 0) throw new IsmError('ENOSPC', `all ${this.table.slots} DMB slots are in use`);
@@ -704,8 +704,8 @@ export class IsmDevice extends EventEmitter {
   /** Map a peer's DMB by token. Fails with ENODEV (no such device), ENOENT (no such token). */
   attachDmb(peerGid: bigint, token: bigint): RemoteDmb {
     if (this.closed) throw new IsmError('ENODEV', 'ism device is closed');
-    if (typeof peerGid !== 'bigint') throw new IsmError('EINVAL', `peerGid must be a bigint, got ${typeof peerGid === 'string' ? `'${peerGid}'` : String(peerGid)}`);
-    if (typeof token !== 'bigint') throw new IsmError('EINVAL', `token must be a bigint, got ${typeof token === 'string' ? `'${token}'` : String(token)}`);
+    if (typeof peerGid !== 'bigint') throw new IsmError('EINVAL', `peerGid must be a bigint, got ${shown(peerGid)}`);
+    if (typeof token !== 'bigint') throw new IsmError('EINVAL', `token must be a bigint, got ${shown(token)}`);
     const peer = this.peerDevice(peerGid);
     let index: number, size: number, mapping: Mapping | undefined;
     try {

@@ -11,6 +11,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { threadId } from 'node:worker_threads';
+import { unmapV4 } from '../abi/inet.js';
 import { interfaceAddresses, type InterfaceAddress } from './interfaces.js';
 import { keepPresent, listEntries, liveness, netNamespace, openEntryPath, pidNamespaceTag, readEntry, removeEntry, restoreEntry, selfStamp, statFields, statRunning, subdir, type ProcessStamp, writeEntry } from '../ism/runtime-dir.js';
 
@@ -155,11 +156,6 @@ export class ListenerRegistration {
     if (file) removeEntry(file);
     cache.clear();
   }
-}
-
-/** '::ffff:1.2.3.4' (an IPv4 peer on a dual-stack socket) as '1.2.3.4'. */
-export function unmapV4(a: string): string {
-  return a.startsWith('::ffff:') && net.isIPv4(a.slice(7)) ? a.slice(7) : a;
 }
 
 export function isLoopback(a: string): boolean {

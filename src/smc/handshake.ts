@@ -25,7 +25,8 @@ import {
   localSystemId, mayBeClc, smcdIndicated, smcrIndicated, uncompressBufSize, type AcceptConfirm, type ClcMessage, type Proposal, type SmcProposal,
 } from './clc.js';
 import { pauseOnread, smcWrite, transportEvents, watchTcpReset } from './data.js';
-import { isLoopback, isSmcListener, listenersStillRunning, unmapV4 } from './discovery.js';
+import { unmapV4 } from '../abi/inet.js';
+import { isLoopback, isSmcListener, listenersStillRunning } from './discovery.js';
 import { smcrOf } from './options.js';
 import { returnDmb, takeDmb } from './dmb-pool.js';
 import { checkProposal, proposalProof } from './peer-proof.js';
@@ -517,12 +518,8 @@ function flushHeld(sock: Socket, s: SmcState): void {
  * A held write through TCP, as node:net writes. The application made it before anything went
  * wrong; over TCP it would have been taken, and a reset met later by a read.
  */
-function writeHeld(sock: Socket, held: Held, later = false): void {
-  const cb = (err?: Error | null) => {
-    const e = err ? clcWriteError(err) : err;
-    if (later) process.nextTick(held.cb, e);
-    else held.cb(e);
-  };
+function writeHeld(sock: Socket, held: Held): void {
+  const cb = (err?: Error | null) => held.cb(err ? clcWriteError(err) : err);
   if (held.writev) net.Socket.prototype._writev!.call(sock, held.data as Array<{ chunk: unknown; encoding: BufferEncoding }>, cb);
   else net.Socket.prototype._write.call(sock, held.data, held.encoding, cb);
 }
@@ -549,7 +546,7 @@ export function writeHeldOnRelease(sock: Socket, s: SmcState): boolean {
     // the writes queued behind it, ahead of the close.
     const queued = takeQueuedWrites(sock);
     const parts = [heldBuffer(held), ...queued.map((w) => toBuffer(w.chunk, w.encoding))];
-    smcWrite(sock, s, parts.length === 1 ? parts[0]! : Buffer.concat(parts), (err) => process.nextTick(() => {
+    smcWrite(sock, s, parts.length === 1 ? parts[0]! : Buffer.concat(parts), later((err) => {
       held.cb(err);
       for (const w of queued) w.callback(err);
     }));
@@ -557,7 +554,7 @@ export function writeHeldOnRelease(sock: Socket, s: SmcState): boolean {
   }
   const unanswered = s.role === 'client' && s.phase === 'proposing' && s.clcIn === 0;
   if (!unanswered && s.phase !== 'srv-wait' && s.phase !== 'tcp') {
-    process.nextTick(held.cb, destroyedError());
+    later(held.cb)(destroyedError());
     return false;
   }
   // Not while SMC-R discovery was asked (nothing sent). CLC has no code for "the application
@@ -566,14 +563,19 @@ export function writeHeldOnRelease(sock: Socket, s: SmcState): boolean {
   // Taken before the held write completes: its callback, on a destroyed stream, fails the rest.
   const queued = takeQueuedWrites(sock);
   if (proposed) sendDecline(sock, s, DECLINE.INTERR);
-  writeHeld(sock, held, true);
+  writeHeld(sock, { ...held, cb: later(held.cb) });
   if (queued.length > 0) {
     const chunks = queued.map((w) => ({ chunk: w.chunk, encoding: w.encoding }));
-    net.Socket.prototype._writev!.call(sock, chunks, (err?: Error | null) => process.nextTick(() => {
+    net.Socket.prototype._writev!.call(sock, chunks, later((err) => {
       for (const w of queued) w.callback(err ? clcWriteError(err) : err);
     }));
   }
   return proposed;
+}
+
+/** A write callback that runs on the next tick, never inside the call that completes it (destroy()). */
+function later(cb: (err?: Error | null) => void): (err?: Error | null) => void {
+  return (err) => process.nextTick(cb, err);
 }
 
 /** A held write's bytes as one buffer. */

@@ -28,7 +28,7 @@
 import type net from 'node:net';
 import type { IsmDevice } from '../ism/device.js';
 import { DECLINE, type Proposal } from './clc.js';
-import { unmapV4 } from './discovery.js';
+import { unmapV4 } from '../abi/inet.js';
 import { peerName } from './state.js';
 
 function connection(clientAddress: string | undefined, clientPort: number | undefined, serverAddress: string | undefined, serverPort: number | undefined): string {

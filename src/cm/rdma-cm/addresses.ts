@@ -32,10 +32,9 @@ export function sockAddr(field: string, address: unknown, port: unknown = 0): So
 /** One spelling per address (IPv6 compressed and lower case, as node:net prints it); a zone index kept as given. */
 function canonical(a: string): string {
   if (isIP(a) === 4) return a;
-  const zone = a.indexOf('%');
-  const base = zone >= 0 ? a.slice(0, zone) : a;
+  const base = withoutZone(a);
   try {
-    return new URL(`http://[${base}]/`).hostname.slice(1, -1) + (zone >= 0 ? a.slice(zone) : '');
+    return new URL(`http://[${base}]/`).hostname.slice(1, -1) + a.slice(base.length);
   } catch {
     return a.toLowerCase();
   }

@@ -16,7 +16,7 @@ import { RxeAh, RxeContext } from './context.js';
 import type { RxeQp } from './qp.js';
 import { parsePacket } from './wire/headers.js';
 import { Op } from './wire/opcodes.js';
-import { gidFromAddress } from '../../abi/inet.js';
+import { gidFromAddress, unmapV4 } from '../../abi/inet.js';
 import { shown } from '../../abi/errors.js';
 import { onResponse } from './completer.js';
 import { onRequest } from './responder.js';
@@ -190,14 +190,13 @@ export class RxeDevice implements ProviderDevice {
     // not an IP literal ('' bound the wildcard, then the GUID refused it with the socket open,
     // and the process never exited); a port node:dgram would take modulo 65536.
     if (typeof opts !== 'object' || opts === null) fail('EINVAL', `options must be an object with an address, got ${shown(opts)}`, { object: 'rxe', attr: 'options' });
-    let address = (opts as Partial<RxeDeviceOptions>).address;
-    if (typeof address !== 'string' || isIP(address) === 0) {
-      fail('EINVAL', `address must be an IPv4 or IPv6 address, got ${shown(address)}`, { object: 'rxe', attr: 'address' });
+    const given = (opts as Partial<RxeDeviceOptions>).address;
+    if (typeof given !== 'string' || isIP(given) === 0) {
+      fail('EINVAL', `address must be an IPv4 or IPv6 address, got ${shown(given)}`, { object: 'rxe', attr: 'address' });
     }
     // An IPv4-mapped IPv6 address (as a '::' server reports its IPv4 peers) is the IPv4 address:
     // its GID is that address's, as Linux's for an IPv4 netdev address.
-    const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
-    if (mapped) address = mapped[1]!;
+    const address = unmapV4(given);
     // A wildcard is no address of a port: Linux never has an all-zero GID.
     if (address === '0.0.0.0' || (isIP(address) === 6 && gidFromAddress(address).every((b) => b === 0))) {
       fail('EINVAL', `address must be a unicast address of this host, not the wildcard ${address}`, { object: 'rxe', attr: 'address' });

@@ -25,7 +25,7 @@
 
 import { interfaceAddresses } from '../interfaces.js';
 import { isIPv4 } from 'node:net';
-import { addressFromGid } from '../../abi/inet.js';
+import { addressFromGid, unmapV4 } from '../../abi/inet.js';
 import { getDeviceList, type Device } from '../../verbs/api.js';
 import type { CmAgentEvent } from '../../cm/agent.js';
 import { CmDevice, type CmIdSink } from '../../cm/rdma-cm/cm-device.js';
@@ -195,7 +195,7 @@ export interface SmcrListenHandle { remove(): void }
 export function registerSmcrListener(address: string, port: number, named?: Device, check?: SmcrOfferCheck): SmcrListenHandle {
   const sid = smcrServiceId(port);
   const wildcard = address === '0.0.0.0' || address === '::';
-  const a = address.startsWith('::ffff:') ? address.slice(7) : address;
+  const a = unmapV4(address);
   const devs = named ? [named] : getDeviceList().filter((d) => d.driver === 'rxe' && (wildcard || ipv4DeviceAddress(d) === a));
   const held: string[] = [];
   let removed = false;
