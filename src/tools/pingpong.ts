@@ -1,5 +1,5 @@
-// `softrdma pingpong rc|uc|ud`: ports of rdma-core's ibv_rc_pingpong, ibv_uc_pingpong and
-// ibv_ud_pingpong. They speak the same TCP exchange (port 18515; "%04x:%06x:%06x:%s" =
+// `softrdma pingpong rc|uc|ud|srq`: ports of rdma-core's ibv_rc_pingpong, ibv_uc_pingpong and
+// ibv_ud_pingpong (srq, ibv_srq_pingpong, in srq-pingpong.ts). They speak the same TCP exchange (port 18515; "%04x:%06x:%06x:%s" =
 // LID:QPN:PSN:GID in a 52-byte buffer with its NUL, then "done\0" from the client), use the
 // same defaults and print the same lines, so either side can be the real binary on a kernel
 // rxe device. uc is rc on a UC QP (uc_pingpong.c): no ACKs, so no retries, RNR timer or
@@ -17,12 +17,14 @@ import { getoptArgs, intOption, resolveBindOption, udpPortTaken, UsageError } fr
 import { hex } from './table.js';
 import { WaitTimeoutError, WaitTimeouts } from './wait-timeouts.js';
 import { spinPoll } from './spin-poll.js';
+import { MAX_QP, srqPingpong } from './srq-pingpong.js';
 
-export const PINGPONG_USAGE = `usage: softrdma pingpong rc|uc|ud [options] [server-host]
+export const PINGPONG_USAGE = `usage: softrdma pingpong rc|uc|ud|srq [options] [server-host]
 
 Run the server without a host, then the client with the server's host. Either side may be
-rdma-core's ibv_rc_pingpong / ibv_uc_pingpong / ibv_ud_pingpong (give it -g with the index of
-a RoCEv2 GID). Numbers may be decimal, 0x hex or 0-prefixed octal, as strtol reads them.
+rdma-core's ibv_rc_pingpong / ibv_uc_pingpong / ibv_ud_pingpong / ibv_srq_pingpong (give it -g
+with the index of a RoCEv2 GID). Numbers may be decimal, 0x hex or 0-prefixed octal, as strtol
+reads them.
 
   -p, --port N       TCP port of the exchange (default 18515)
   -d, --ib-dev NAME  device name (default rxe0)
@@ -32,17 +34,19 @@ a RoCEv2 GID). Numbers may be decimal, 0x hex or 0-prefixed octal, as strtol rea
   -s, --size N       message size (default 4096 for rc and uc, 1024 for ud: ud_pingpong.c's
                      default, whatever its --help says)
   -m, --mtu N        path MTU for rc and uc (default 1024; ud has no -m, as ud_pingpong)
-  -r, --rx-depth N   receives to post (default 500)
-  -n, --iters N      exchanges (default 1000)
+  -r, --rx-depth N   receives to post (default 500; srq: the shared receive queue's)
+  -n, --iters N      exchanges (default 1000; srq: sends and receives of all QPs together,
+                     as srq_pingpong.c counts them, whatever its --help says)
+  -q, --num-qp N     srq only: RC QPs sharing the receive queue (default 16, at most 256)
   -l, --sl N         service level (default 0)
   -e, --events       wait on a completion channel instead of polling
   -g, --gid-idx N    local GID index (default 0; the only GID an rxe device has)
   -c, --chk          validate the received buffer: the client writes the first byte of each
                      4 KiB page, the server checks it after the run (as the C tools, the byte
-                     is i / page_size % sizeof(char): always 0)
+                     is i / page_size % sizeof(char): always 0); not srq (srq_pingpong has no -c)
 
 Not here: rc_pingpong's -o, -O, -P (on-demand paging), -t (timestamps), -j (device memory),
--N (the new post-send API) and -U; ibv_srq_pingpong and ibv_xsrq_pingpong.`;
+-N (the new post-send API) and -U; ibv_xsrq_pingpong (XRC).`;
 
 /** The 52-byte message: "%04x:%06x:%06x:%s" with a 32-hex-digit GID and the NUL. */
 export const MSG_BYTES = 52;
@@ -67,13 +71,13 @@ export function decodeDest(msg: Buffer): Dest {
 
 
 /** inet_ntop(AF_INET6) of a GID, as the C tools print it (IPv4-mapped as ::ffff:a.b.c.d). */
-function gidText(gid: Uint8Array): string {
+export function gidText(gid: Uint8Array): string {
   const addr = addressFromGid(gid);
   return isIPv4(addr) ? `::ffff:${addr}` : addr;
 }
 
 /** Read exactly n bytes (the C tools do one read() per message; TCP may split it). */
-class Reader {
+export class Reader {
   private buf = Buffer.alloc(0);
   private ended = false;
   private wake: (() => void) | undefined;
@@ -97,8 +101,8 @@ class Reader {
   }
 }
 
-const SEND_WRID = 2, RECV_WRID = 1;
-const EXCHANGE_TIMEOUT_MS = 60_000;
+export const SEND_WRID = 2, RECV_WRID = 1;
+export const EXCHANGE_TIMEOUT_MS = 60_000;
 /**
  * Polling, how long the CQ may stay empty before we sleep on it until it has a completion
  * (as perftest does, session.ts): spinning alone, as the C tools do on a hardware CQ, takes the
@@ -115,20 +119,22 @@ const OPTIONS = {
   'udp-port': { type: 'string' }, 'ib-port': { type: 'string', short: 'i' }, size: { type: 'string', short: 's' },
   mtu: { type: 'string', short: 'm' }, 'rx-depth': { type: 'string', short: 'r' }, iters: { type: 'string', short: 'n' },
   sl: { type: 'string', short: 'l' }, events: { type: 'boolean', short: 'e' }, 'gid-idx': { type: 'string', short: 'g' },
-  chk: { type: 'boolean', short: 'c' },
+  chk: { type: 'boolean', short: 'c' }, 'num-qp': { type: 'string', short: 'q' },
 } as const;
 export const PINGPONG_OPTIONS = OPTIONS;
 
 export async function pingpong(argv: string[], out: (line: string) => void = (l) => console.log(l)): Promise<{ usecPerIter: number; bytes: number }> {
   const { values, positionals } = parseArgs({ args: getoptArgs(argv, OPTIONS), allowPositionals: true, options: OPTIONS });
   const [kind, servername, extra] = positionals;
-  if (kind !== 'rc' && kind !== 'uc' && kind !== 'ud') throw new UsageError(`expected 'rc', 'uc' or 'ud', got '${kind ?? ''}'`);
+  if (kind !== 'rc' && kind !== 'uc' && kind !== 'ud' && kind !== 'srq') throw new UsageError(`expected 'rc', 'uc', 'ud' or 'srq', got '${kind ?? ''}'`);
   if (extra !== undefined) throw new UsageError(`unexpected argument '${extra}'`);
-  // ud_pingpong.c's getopt string has no 'm' ("p:d:i:s:r:n:l:eg:c"): an unknown option there.
-  if (kind === 'ud' && values.mtu !== undefined) {
-    const given = argv.some((a) => a.startsWith('--m')) ? '--mtu' : '-m'; // --mtu, or a prefix of it
-    throw new UsageError(`unknown option '${given}' (ud_pingpong has no path MTU option)`);
-  }
+  // Options the C tool of that kind does not have are unknown to its getopt.
+  const given = (long: string, short: string) => (argv.some((a) => a.startsWith(`--${long.slice(0, 3)}`)) ? `--${long}` : `-${short}`); // --name, or a prefix of it
+  // ud_pingpong.c's getopt string has no 'm' ("p:d:i:s:r:n:l:eg:c").
+  if (kind === 'ud' && values.mtu !== undefined) throw new UsageError(`unknown option '${given('mtu', 'm')}' (ud_pingpong has no path MTU option)`);
+  // srq_pingpong.c's is "p:d:i:s:m:q:r:n:l:eg:": no -c; only it has -q.
+  if (kind === 'srq' && values.chk) throw new UsageError(`unknown option '${given('chk', 'c')}' (srq_pingpong has no data check)`);
+  if (kind !== 'srq' && values['num-qp'] !== undefined) throw new UsageError(`unknown option '${given('num-qp', 'q')}' (only srq has several QPs)`);
   // The C tools read their numbers with strtol(..., 0): decimal, 0x hex, 0-prefixed octal.
   const num = (name: keyof typeof OPTIONS, v: string | undefined, d: number, min: number, max: number) => {
     const short = (OPTIONS as Record<string, { short?: string }>)[name]!.short;
@@ -146,6 +152,9 @@ export async function pingpong(argv: string[], out: (line: string) => void = (l)
   const iters = num('iters', values.iters, 1000, 1, 2 ** 31 - 1);
   const sl = num('sl', values.sl, 0, 0, 15);
   const gidx = num('gid-idx', values['gid-idx'], 0, 0, 0);
+  // srq_pingpong.c does not check -q against MAX_QP (its arrays would overflow): refused here.
+  const numQp = num('num-qp', values['num-qp'], 16, 1, MAX_QP);
+  if (kind === 'srq' && numQp > rxDepth) throw new Error(`rx_depth ${rxDepth} is too small for ${numQp} QPs -- must have at least one receive per QP.`);
   const bind = await resolveBindOption('--bind', values.bind ?? '127.0.0.1');
   const udpPort = num('udp-port', values['udp-port'], 4791, 0, 65535);
 
@@ -159,6 +168,12 @@ export async function pingpong(argv: string[], out: (line: string) => void = (l)
   const ctx = dev.open();
   let sock: net.Socket | undefined;
   try {
+    if (kind === 'srq') {
+      return await srqPingpong(dev, ctx, {
+        servername, port, ibPort, size, mtu, numQp, rxDepth, iters, gidx, events: values.events === true,
+        announce: port === 0 || values['udp-port'] === '0',
+      }, out);
+    }
     if (ud) {
       const portMtu = 128 << ctx.queryPort(ibPort).activeMtu;
       // pp_init_ctx: a message, no usage, exit 1.
@@ -261,41 +276,7 @@ export async function pingpong(argv: string[], out: (line: string) => void = (l)
         pending = RECV_WRID | SEND_WRID;
       }
     };
-    let idleSince = Date.now();
-    let quietSince = process.hrtime.bigint();
-    const waits = new WaitTimeouts();
-    const silent = () => new Error(`no completion for ${EXCHANGE_TIMEOUT_MS} ms (${rcnt} received, ${scnt} sent)`);
-    const wcs: WorkCompletion[] = []; // one array for every poll: a spin allocates nothing
-    while (rcnt < iters || scnt < iters) {
-      if (channel) {
-        await waits.run(EXCHANGE_TIMEOUT_MS, (signal) => channel.getCqEvent({ signal }));
-        cq.reqNotify();
-      }
-      spinPoll(cq, 2, undefined, wcs); // a CQ with a channel cannot spin: one poll
-      for (const wc of wcs) onWc(wc);
-      if (wcs.length) {
-        idleSince = Date.now();
-        quietSince = process.hrtime.bigint();
-        continue;
-      }
-      if (channel) continue;
-      if (Date.now() - idleSince > EXCHANGE_TIMEOUT_MS) throw silent();
-      // Spin (a turn of the event loop at a time) while an answer is likely soon; then sleep
-      // until the CQ has a completion.
-      if (process.hrtime.bigint() - quietSince < SPIN_NS) {
-        await new Promise((r) => setImmediate(r));
-        continue;
-      }
-      try {
-        const wc = await waits.run(Math.max(1, EXCHANGE_TIMEOUT_MS - (Date.now() - idleSince)), (signal) => cq.next({ signal }));
-        onWc(wc);
-        idleSince = Date.now();
-      } catch (err) {
-        if (err instanceof WaitTimeoutError) throw silent();
-        throw err;
-      }
-      quietSince = process.hrtime.bigint();
-    }
+    await driveCq(cq, channel, 2, () => rcnt >= iters && scnt >= iters, onWc, () => `${rcnt} received, ${scnt} sent`);
     const usec = Number(process.hrtime.bigint() - t0) / 1e3;
     const bytes = size * iters * 2;
     out(`${bytes} bytes in ${(usec / 1e6).toFixed(2)} seconds = ${((bytes * 8) / usec).toFixed(2)} Mbit/sec`);
@@ -308,5 +289,49 @@ export async function pingpong(argv: string[], out: (line: string) => void = (l)
     sock?.destroy();
     ctx.close();
     await dev.close();
+  }
+}
+
+/**
+ * The C tools' loop: poll `cq` (or, with a channel, wait for its event and poll once) and hand
+ * each completion to `onWc`, up to `batch` a poll, until `done()`. Spins while an answer is likely soon (SPIN_NS), then
+ * sleeps until the CQ has a completion; fails after EXCHANGE_TIMEOUT_MS with no completion
+ * (`counts()` says how far the run got).
+ */
+export async function driveCq(cq: CQ, channel: CompChannel | undefined, batch: number, done: () => boolean, onWc: (wc: WorkCompletion) => void, counts: () => string): Promise<void> {
+  let idleSince = Date.now();
+  let quietSince = process.hrtime.bigint();
+  const waits = new WaitTimeouts();
+  const silent = () => new Error(`no completion for ${EXCHANGE_TIMEOUT_MS} ms (${counts()})`);
+  const wcs: WorkCompletion[] = []; // one array for every poll: a spin allocates nothing
+  while (!done()) {
+    if (channel) {
+      await waits.run(EXCHANGE_TIMEOUT_MS, (signal) => channel.getCqEvent({ signal }));
+      cq.reqNotify();
+    }
+    spinPoll(cq, batch, undefined, wcs); // a CQ with a channel cannot spin: one poll
+    for (const wc of wcs) onWc(wc);
+    if (wcs.length) {
+      idleSince = Date.now();
+      quietSince = process.hrtime.bigint();
+      continue;
+    }
+    if (channel) continue;
+    if (Date.now() - idleSince > EXCHANGE_TIMEOUT_MS) throw silent();
+    // Spin (a turn of the event loop at a time) while an answer is likely soon; then sleep
+    // until the CQ has a completion.
+    if (process.hrtime.bigint() - quietSince < SPIN_NS) {
+      await new Promise((r) => setImmediate(r));
+      continue;
+    }
+    try {
+      const wc = await waits.run(Math.max(1, EXCHANGE_TIMEOUT_MS - (Date.now() - idleSince)), (signal) => cq.next({ signal }));
+      onWc(wc);
+      idleSince = Date.now();
+    } catch (err) {
+      if (err instanceof WaitTimeoutError) throw silent();
+      throw err;
+    }
+    quietSince = process.hrtime.bigint();
   }
 }

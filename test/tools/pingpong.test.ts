@@ -159,3 +159,60 @@ test('pingpong --bind that is no address: a usage error before any device is mad
   assert.match(p.stderr, /^softrdma pingpong: --bind must be an IPv4 or IPv6 address or a host name, got ''\n/);
   assert.ok(Date.now() - t0 < 10_000);
 });
+
+test('pingpong srq (ibv_srq_pingpong): -q RC QPs on one SRQ, a local and a remote line per QP, the run counted across them', async () => {
+  const { client, server: srvOut } = await pair(['srq', '-q', '4', '-n', '300', '-s', '64']);
+  for (const out of [client, srvOut]) {
+    const local = out.match(/^ {2}local address: {2}LID 0x0000, QPN 0x([0-9a-f]{6}), PSN 0x[0-9a-f]{6}, GID ::ffff:127\.0\.0\.[23]$/gm) ?? [];
+    const remote = out.match(/^ {2}remote address: LID 0x0000, QPN 0x([0-9a-f]{6}), PSN 0x[0-9a-f]{6}, GID ::ffff:127\.0\.0\.[23]$/gm) ?? [];
+    assert.equal(local.length, 4, out);
+    assert.equal(remote.length, 4, out);
+    assert.equal(new Set(local).size, 4, 'four QPs of their own');
+    assert.match(out, /^300 iters in [\d.]+ seconds = [\d.]+ usec\/iter$/m);
+    assert.match(out, new RegExp(`^${64 * 300 * 2} bytes in`, 'm'));
+  }
+  // What the client's QPs are, the server's remote lines name (line i for QP i).
+  const qpns = (out: string, side: string) => [...out.matchAll(new RegExp(`^ {2}${side} address: +LID 0x0000, QPN 0x([0-9a-f]{6})`, 'gm'))].map((m) => m[1]);
+  assert.deepEqual(qpns(srvOut, 'remote'), qpns(client, 'local'));
+  assert.deepEqual(qpns(client, 'remote'), qpns(srvOut, 'local'));
+});
+
+test("pingpong srq's exchange is srq_pingpong.c's: 256 address lines each way whatever -q is (zeros past it), then the client's done", async () => {
+  const { srv, tcp } = await server(['srq', '-q', '2', '-n', '5']);
+  const sock = net.connect(Number(tcp), '127.0.0.1');
+  try {
+    await once(sock, 'connect');
+    let got = Buffer.alloc(0);
+    sock.on('data', (d: Buffer) => { got = Buffer.concat([got, d]); });
+    // A C client's 256 lines (its QPs are never connected: the server only has to answer).
+    const v4Gid = Uint8Array.from([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 127, 0, 0, 3]);
+    const lines = Array.from({ length: 256 }, (_, i) => encodeDest({ lid: 0, qpn: i < 2 ? 0x100 + i : 0, psn: i < 2 ? 7 : 0, gid: i < 2 ? v4Gid : new Uint8Array(16) }));
+    sock.write(Buffer.concat(lines));
+    const deadline = Date.now() + 10_000;
+    while (got.length < 256 * MSG_BYTES && Date.now() < deadline) await Promise.race([once(sock, 'data'), new Promise((r) => setTimeout(r, 200))]);
+    assert.equal(got.length, 256 * MSG_BYTES, 'the server answers with exactly 256 lines');
+    const answer = Array.from({ length: 256 }, (_, i) => decodeDest(got.subarray(i * MSG_BYTES, (i + 1) * MSG_BYTES)));
+    assert.ok(answer[0]!.qpn > 0 && answer[1]!.qpn > 0 && answer[0]!.qpn !== answer[1]!.qpn, 'two QPs of its own');
+    for (const d of answer.slice(2)) assert.deepEqual(d, { lid: 0, qpn: 0, psn: 0, gid: Buffer.alloc(16) });
+    assert.equal(got.subarray(2 * MSG_BYTES, 3 * MSG_BYTES).toString('latin1'), '0000:000000:000000:00000000000000000000000000000000\0');
+  } finally {
+    sock.destroy();
+    srv.child.kill();
+    await srv.exit(10_000).catch(() => {});
+  }
+});
+
+test("pingpong srq's options: -q only for srq, -c not for srq, -q up to 256, rx_depth at least -q (srq_pingpong.c's message)", async () => {
+  for (const [args, code, re] of [
+    [['rc', '-q', '4'], 1, /^softrdma pingpong: unknown option '-q' \(only srq has several QPs\)/],
+    [['srq', '-c'], 1, /^softrdma pingpong: unknown option '-c' \(srq_pingpong has no data check\)/],
+    [['srq', '-q', '257'], 1, /-q\/--num-qp must be an integer from 1 to 256/],
+    [['srq', '-q', '0'], 1, /-q\/--num-qp must be an integer from 1 to 256/],
+    [['srq', '-q', '32', '-r', '16'], 1, /^softrdma pingpong: rx_depth 16 is too small for 32 QPs -- must have at least one receive per QP\.$/m],
+  ] as const) {
+    const p = run(['pingpong', ...args, '--bind', '127.0.0.61', '--udp-port', '0', '-p', '0']);
+    assert.equal(await p.exit(10_000), code, `${args.join(' ')}: ${p.stdout}${p.stderr}`);
+    assert.match(p.stderr, re, args.join(' '));
+    assert.equal(p.stdout, '', 'nothing ran');
+  }
+});
