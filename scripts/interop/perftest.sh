@@ -23,10 +23,13 @@ GID=1                      # the guest's RoCEv2 IPv4 GID (::ffff:10.77.0.2)
 LOGS=$(mktemp -d /tmp/perftest-interop.XXXXXX)
 export RXE_QUIET=1
 
-ALL=(write_bw read_bw send_bw send_bw_default atomic_bw write_lat read_lat send_lat write_bw_q2 send_bw_b pingpong_rc pingpong_ud
-     pingpong_uc pingpong_rc_check pingpong_ud_default write_bw_R read_bw_R send_bw_R atomic_bw_R write_lat_R send_lat_R)
+ALL=(write_bw read_bw send_bw send_bw_default atomic_bw atomic_bw_cas write_lat read_lat send_lat atomic_lat atomic_lat_cas write_bw_q2
+     send_bw_b pingpong_rc pingpong_ud pingpong_uc pingpong_rc_check pingpong_ud_default pingpong_srq pingpong_srq_q4
+     write_bw_R read_bw_R send_bw_R atomic_bw_R write_lat_R send_lat_R)
 TESTS=("${@:-${ALL[@]}}")
 
+# The latency tests' -s: an atomic test's size is 8, and perftest refuses another.
+declare -A SIZE_LAT=([atomic_lat]=8)
 # Per test: the C binary, its arguments (-F: under TCG perftest's CPU clock estimate can fail its
 # own r^2 check and refuse to report: "Can't produce a report"), softrdma's arguments (both sides get the same -s/-n:
 # perftest does not exchange them). Small sizes and counts: the guest runs under TCG.
@@ -38,7 +41,9 @@ c_args() {
     # no -n on either side: the two defaults must agree (perftest's 1000 for send_bw)
     send_bw_default) echo "ib_send_bw -d rxe0 -F -x $GID -s 4096" ;;
     atomic_bw) echo "ib_atomic_bw -d rxe0 -F -x $GID -n 200" ;;
-    write_lat|read_lat|send_lat) echo "ib_$1 -d rxe0 -F -x $GID -s 64 -n 200" ;;
+    atomic_bw_cas) echo "ib_atomic_bw -d rxe0 -F -x $GID -n 200 -A CMP_AND_SWAP" ;;
+    write_lat|read_lat|send_lat|atomic_lat) echo "ib_$1 -d rxe0 -F -x $GID -s ${SIZE_LAT[$1]:-64} -n 200" ;;
+    atomic_lat_cas) echo "ib_atomic_lat -d rxe0 -F -x $GID -n 200 -A CMP_AND_SWAP" ;;
     pingpong_rc) echo "ibv_rc_pingpong -d rxe0 -g $GID -n 50" ;;
     pingpong_ud) echo "ibv_ud_pingpong -d rxe0 -g $GID -s 512 -n 50" ;;
     pingpong_uc) echo "ibv_uc_pingpong -d rxe0 -g $GID -n 50" ;;
@@ -46,6 +51,9 @@ c_args() {
     pingpong_rc_check) echo "ibv_rc_pingpong -d rxe0 -g $GID -s 12288 -c -n 20" ;;
     # both sides' default size (ud_pingpong.c: 1024 in its code, whatever its --help says)
     pingpong_ud_default) echo "ibv_ud_pingpong -d rxe0 -g $GID -n 50" ;;
+    # srq_pingpong: 16 RC QPs on one SRQ (its default), and 4 with small messages
+    pingpong_srq) echo "ibv_srq_pingpong -d rxe0 -g $GID -n 200" ;;
+    pingpong_srq_q4) echo "ibv_srq_pingpong -d rxe0 -g $GID -q 4 -s 64 -n 200" ;;
     # -R: the QPs connected by the rdma_cm, the exchange over an rdma_cm connection (no TCP)
     write_bw_R|read_bw_R|send_bw_R) echo "ib_${1%_R} -d rxe0 -F -R -s 4096 -n 200" ;;
     atomic_bw_R) echo "ib_atomic_bw -d rxe0 -F -R -n 200" ;;
@@ -59,27 +67,31 @@ s_args() {
     send_bw_b) echo "perftest send_bw --bind $HOST_IP -s 4096 -n 100 -b --timeout 60" ;;
     send_bw_default) echo "perftest send_bw --bind $HOST_IP -s 4096 --timeout 60" ;;
     atomic_bw) echo "perftest atomic_bw --bind $HOST_IP -n 200 --timeout 60" ;;
-    write_lat|read_lat|send_lat) echo "perftest $1 --bind $HOST_IP -s 64 -n 200 --timeout 60" ;;
+    atomic_bw_cas) echo "perftest atomic_bw --bind $HOST_IP -n 200 -A CMP_AND_SWAP --timeout 60" ;;
+    write_lat|read_lat|send_lat|atomic_lat) echo "perftest $1 --bind $HOST_IP -s ${SIZE_LAT[$1]:-64} -n 200 --timeout 60" ;;
+    atomic_lat_cas) echo "perftest atomic_lat --bind $HOST_IP -n 200 -A CMP_AND_SWAP --timeout 60" ;;
     pingpong_rc) echo "pingpong rc --bind $HOST_IP -n 50" ;;
     pingpong_ud) echo "pingpong ud --bind $HOST_IP -s 512 -n 50" ;;
     pingpong_uc) echo "pingpong uc --bind $HOST_IP -n 50" ;;
     pingpong_rc_check) echo "pingpong rc --bind $HOST_IP -s 12288 -c -n 20" ;;
     pingpong_ud_default) echo "pingpong ud --bind $HOST_IP -n 50" ;;
+    pingpong_srq) echo "pingpong srq --bind $HOST_IP -n 200" ;;
+    pingpong_srq_q4) echo "pingpong srq --bind $HOST_IP -q 4 -s 64 -n 200" ;;
     write_bw_R|read_bw_R|send_bw_R) echo "perftest ${1%_R} -R --bind $HOST_IP -s 4096 -n 200 --timeout 60" ;;
     atomic_bw_R) echo "perftest atomic_bw -R --bind $HOST_IP -n 200 --timeout 60" ;;
     write_lat_R|send_lat_R) echo "perftest ${1%_R} -R --bind $HOST_IP -s 64 -n 200 --timeout 60" ;;
   esac
 }
 # What a side prints when it has a result: a row of perftest's table, or pingpong's summary.
-# perftest's read_lat server prints no table, only its closing line of dashes.
+# perftest's read_lat and atomic_lat servers print no table, only their closing line of dashes.
 result_re() {
   case $1 in
     pingpong_*) echo 'iters in [0-9.]+ seconds' ;;
-    *_lat|*_lat_R) echo '^ *[0-9]+[[:space:]]+[0-9]+[[:space:]]+[0-9.]+[[:space:]]+[0-9.]+' ;;
+    *_lat|*_lat_R|*_lat_cas) echo '^ *[0-9]+[[:space:]]+[0-9]+[[:space:]]+[0-9.]+[[:space:]]+[0-9.]+' ;;
     *) echo '^ *[0-9]+[[:space:]]+[0-9]+[[:space:]]+[0-9.]+[[:space:]]+[0-9.]+[[:space:]]+[0-9.]+' ;;
   esac
 }
-server_has_result() { [ "$1" != read_lat ]; }
+server_has_result() { case $1 in read_lat|atomic_lat|atomic_lat_cas) return 1 ;; esac; }
 
 vm_exec() { RXE_EXEC_TIMEOUT=${2:-120} "$VM" exec "$1"; }
 

@@ -229,6 +229,19 @@ describe("11. perftest's ranges", () => {
     assert.throws(() => parsePerftestArgs(['atomic_bw', '-s', '16']), /Message size cannot be changed for Atomic tests/);
     assert.deepEqual(parsePerftestArgs(['atomic_bw', '-s', '8']).sizes, [8]);
   });
+
+  it("atomic_lat takes atomic_bw's size rule; -A names the operation, only in an atomic test", () => {
+    assert.throws(() => parsePerftestArgs(['atomic_lat', '-s', '16']), /Message size cannot be changed for Atomic tests/);
+    assert.throws(() => parsePerftestArgs(['atomic_lat', '-a']), /Message size cannot be changed for Atomic tests/);
+    assert.deepEqual(parsePerftestArgs(['atomic_lat']).sizes, [8]);
+    assert.equal(parsePerftestArgs(['atomic_lat']).atomicType, 'FETCH_AND_ADD');
+    assert.equal(parsePerftestArgs(['atomic_bw', '-A', 'CMP_AND_SWAP']).atomicType, 'CMP_AND_SWAP');
+    assert.equal(parsePerftestArgs(['atomic_lat', '--atomic_type=CMP_AND_SWAP']).atomicType, 'CMP_AND_SWAP');
+    assert.throws(() => parsePerftestArgs(['atomic_lat', '-A', 'cmp_and_swap']), /-A\/--atomic_type must be CMP_AND_SWAP or FETCH_AND_ADD, got 'cmp_and_swap'/);
+    assert.throws(() => parsePerftestArgs(['read_lat', '-A', 'FETCH_AND_ADD']), /-A\/--atomic_type is for the atomic tests, not read_lat/);
+    assert.throws(() => parsePerftestArgs(['atomic_lat', '-q', '2']), /-q\/--qp is for the bw tests/);
+    assert.equal(parsePerftestArgs(['atomic_lat', '-o', '4']).outReads, 4);
+  });
 });
 
 describe('12. cmatose -P tcp and -f name|ip', () => {

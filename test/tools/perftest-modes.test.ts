@@ -80,3 +80,23 @@ for (const name of ['write_bw', 'read_bw', 'send_bw', 'atomic_bw', 'write_lat', 
     else assert.equal(server[0]!.iterations, 100);
   });
 }
+
+test('atomic_lat (ib_atomic_lat): the client times 8-byte atomics, the server prints no table; -A picks the operation', async () => {
+  for (const type of ['FETCH_AND_ADD', 'CMP_AND_SWAP']) {
+    const { client, server, clientErr } = await pair('atomic_lat', ['-n', '100', ...(type === 'CMP_AND_SWAP' ? ['-A', type] : [])]);
+    assert.equal(client.length, 1);
+    assert.equal(client[0]!.bytes, 8);
+    assert.equal(client[0]!.iterations, 100);
+    assert.ok((client[0]!.t_min_us as number) > 0);
+    assert.equal(server.length, 0, 'read_lat\'s and atomic_lat\'s servers report nothing');
+    assert.match(clientErr, new RegExp(`^ {20}Atomic ${type} Latency Test$`, 'm'));
+    assert.match(clientErr, /^ Outstand reads {2}: \d+$/m);
+  }
+});
+
+test('atomic_bw -A CMP_AND_SWAP: compare with 0 and swap in 0, so the target does not move (checked on both sides)', async () => {
+  const { client, server, clientErr } = await pair('atomic_bw', ['-n', '200', '-A', 'CMP_AND_SWAP']);
+  assert.equal(client[0]!.verified, true);
+  assert.equal(server[0]!.verified, true);
+  assert.match(clientErr, /^ {20}Atomic CMP_AND_SWAP BW Test$/m);
+});

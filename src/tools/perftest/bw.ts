@@ -135,7 +135,9 @@ async function endCheck(s: Session, size: number, mine: { result: BwResult; coun
   for (const [ini, tgt] of dirs) {
     for (let i = 0; i < s.nq; i++) {
       const I = { b: ini!.before.qps[i]!, a: ini!.after.qps[i]! }, T = { b: tgt!.before.qps[i]!, a: tgt!.after.qps[i]! };
-      if (s.o.test === 'atomic_bw') ok &&= BigInt.asUintN(64, BigInt(T.b.u64) + BigInt(ini!.counts[i] ?? -1)) === BigInt(T.a.u64);
+      // FETCH_AND_ADD: the target's counter grew by the atomics done; CMP_AND_SWAP (0 for 0): unchanged, and every one was done.
+      if (s.o.test === 'atomic_bw' && s.o.atomicType === 'CMP_AND_SWAP') ok &&= T.b.u64 === T.a.u64 && (ini!.counts[i] ?? -1) >= 0;
+      else if (s.o.test === 'atomic_bw') ok &&= BigInt.asUintN(64, BigInt(T.b.u64) + BigInt(ini!.counts[i] ?? -1)) === BigInt(T.a.u64);
       else if (s.o.test === 'read_bw') ok &&= I.a.send === T.b.recv;
       else ok &&= T.a.recv === I.b.send;
     }
@@ -247,6 +249,8 @@ export async function sendLoop(s: Session, size: number, rx: Receiver | undefine
       : test === 'read_bw' ? { wrId: 0, opcode: WrOpcode.RDMA_READ, sgList: [sge], rdma: remote }
       : test === 'send_bw' ? { wrId: 0, opcode: WrOpcode.SEND, sgList: [sge] }
       // The fetched old values land in our own send area, leaving the target's counter alone.
+      // -A CMP_AND_SWAP: compare with 0 and swap in 0, as perftest (the target does not change).
+      : s.o.atomicType === 'CMP_AND_SWAP' ? { wrId: 0, opcode: WrOpcode.ATOMIC_CMP_AND_SWP, sgList: [s.mr.sge(s.sendOff(i), 8)], atomic: { ...remote, compareAdd: 0n, swap: 0n } }
       : { wrId: 0, opcode: WrOpcode.ATOMIC_FETCH_AND_ADD, sgList: [s.mr.sge(s.sendOff(i), 8)], atomic: { ...remote, compareAdd: 1n } };
   });
   const inline = (test === 'write_bw' || test === 'send_bw') && size <= INLINE_SIZE ? SendFlags.INLINE : 0;

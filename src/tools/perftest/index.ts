@@ -9,7 +9,7 @@ import { runBwTest } from './bw.js';
 import { runLatTest } from './lat.js';
 import { cqModWarning, parsePerftestArgs, peakNotMeasured, PERFTEST_OPTIONS, PERFTEST_USAGE, type PerftestOptions } from './options.js';
 import {
-  bwHeader, bwLine, latDurHeader, latDurLine, latHeader, latLine, RESULT_LINE, TITLES, toGbits, withPerftestKeys, type BwResult, type LatResult,
+  bwHeader, bwLine, latDurHeader, latDurLine, latHeader, latLine, RESULT_LINE, title, toGbits, withPerftestKeys, type BwResult, type LatResult,
 } from './report.js';
 import { Session } from './session.js';
 import { VERSION as PERFTEST_VERSION } from './exchange.js';
@@ -52,11 +52,11 @@ export async function perftest(argv: string[]): Promise<(BwResult | LatResult)[]
     // perftest 4.5-0.17 turns noPeak on silently (the " WARNING: BW peak won't be measured in
     // this run." line is perftest 24.01's and later).
     const noPeak = peakNotMeasured(o, s.isServer);
-    s.say(s.describe(TITLES[o.test]!));
+    s.say(s.describe(title(o)));
     // softrdma's own facts, after perftest's block and on stderr (see Session.headerExtra).
     s.extra(s.headerExtra());
-    // perftest's read_lat server prints no table, only the closing line.
-    const table = !(o.test === 'read_lat' && s.isServer);
+    // perftest's read_lat and atomic_lat servers print no table, only the closing line.
+    const table = !((o.test === 'read_lat' || o.test === 'atomic_lat') && s.isServer);
     if (!o.json && table) s.say(lat ? (o.durationSec ? latDurHeader() : latHeader()) : bwHeader(o.gbits));
     const role = s.isServer ? 'server' : 'client';
     let failed: string | undefined;
@@ -80,7 +80,7 @@ export async function perftest(argv: string[]): Promise<(BwResult | LatResult)[]
       if ('verified' in r && r.verified === false) failed ??= `data check failed at ${r.bytes} bytes: the target's bytes differ from the source's`;
     };
     const results = lat ? await runLatTest(s, emit) : await runBwTest(s, emit);
-    // After the table; read_lat's server has none, and its one closing line ends describe()'s block.
+    // After the table; read_lat's and atomic_lat's servers have none, and its one closing line ends describe()'s block.
     if (!o.json && table) s.say(RESULT_LINE);
     if (o.counters) {
       const c = s.counters();

@@ -4,14 +4,16 @@
 // - write_lat: the server writes first; each side WRITEs its round number (mod 256) into the
 //   last byte of the peer's area and waits for the peer's round in its own.
 // - read_lat: only the client works (RDMA READs from the server's area); the server closes.
+// - atomic_lat: as read_lat, with an 8-byte atomic (-A: FETCH_AND_ADD of 1, or CMP_AND_SWAP
+//   of 0 for 0) on the server's area in place of the READ.
 // As perftest (run_iter_lat*, print_report_lat), each side times its own posts, and the
 // samples are the gaps between consecutive posts (-n posts, -n - 1 gaps): send_lat and
-// write_lat report half of each gap (a round trip), read_lat the whole gap (one READ and its
-// completion). With -D a side stops when its time is up,
+// write_lat report half of each gap (a round trip), read_lat and atomic_lat the whole gap
+// (one READ or atomic and its completion). With -D a side stops when its time is up,
 // and reports what perftest's timed table has (the rounds between the margins, t_avg as their
 // time over their count, tps) from a summary that does not grow with the run's length.
 
-import { SendFlags, WcOpcode, WrOpcode, type WorkCompletion } from '../../index.js';
+import { SendFlags, WcOpcode, WrOpcode, type SendWr, type WorkCompletion } from '../../index.js';
 import { LatSummary, latResult, sampleWindow, type LatResult } from './report.js';
 import { INLINE_SIZE, nowNs, yieldToLoop, type Session } from './session.js';
 import { spinUntil } from '../spin-poll.js';
@@ -21,9 +23,9 @@ const RX_DEPTH = 64;
 export async function runLatTest(s: Session, emit: (r: LatResult) => void): Promise<LatResult[]> {
   const o = s.o;
   const results: LatResult[] = [];
-  if (o.test === 'read_lat' && s.isServer) {
-    // perftest's read_lat server has nothing to do but close; it prints no result. Its close
-    // waits for the client's whole run: no --timeout.
+  if ((o.test === 'read_lat' || o.test === 'atomic_lat') && s.isServer) {
+    // perftest's read_lat and atomic_lat servers have nothing to do but close; they print no
+    // result. The close waits for the client's whole run: no --timeout.
     await s.closeConnection(true);
     return results;
   }
@@ -39,7 +41,7 @@ export async function runLatTest(s: Session, emit: (r: LatResult) => void): Prom
       if (s.softrdma) await s.oob!.barrier(`write_lat ${size}`);
       r = await writeLat(s, size);
     } else {
-      r = await readLat(s, size);
+      r = await readLat(s, size); // read_lat and atomic_lat
     }
     results.push(r);
     emit(r);
@@ -198,13 +200,20 @@ async function readLat(s: Session, size: number): Promise<LatResult> {
   const summary = new LatSummary();
   const remote = { remoteAddr: s.remoteAddr(0), rkey: s.remote[0]!.rkey };
   const sge = s.mr.sge(s.sendOff(0), size);
+  // atomic_lat: the old value lands in our send area (as perftest's), the server's counter moves.
+  const wr: SendWr = s.o.test !== 'atomic_lat'
+    ? { wrId: 0, opcode: WrOpcode.RDMA_READ, sendFlags: SendFlags.SIGNALED, sgList: [sge], rdma: remote }
+    : s.o.atomicType === 'CMP_AND_SWAP'
+      ? { wrId: 0, opcode: WrOpcode.ATOMIC_CMP_AND_SWP, sendFlags: SendFlags.SIGNALED, sgList: [sge], atomic: { ...remote, compareAdd: 0n, swap: 0n } }
+      : { wrId: 0, opcode: WrOpcode.ATOMIC_FETCH_AND_ADD, sendFlags: SendFlags.SIGNALED, sgList: [sge], atomic: { ...remote, compareAdd: 1n } };
   const t0 = nowNs();
   // With -D only the READs posted between perftest's margins count.
   const w = sampleWindow(t0, s.o.durationSec, s.o.marginSec);
   let rounds = 0, first = 0, last = 0, counted = 0, prev = 0;
   while (more(s, rounds, deadline)) {
     const t = nowNs();
-    s.qp.postSend({ wrId: rounds++, opcode: WrOpcode.RDMA_READ, sendFlags: SendFlags.SIGNALED, sgList: [sge], rdma: remote });
+    wr.wrId = rounds++;
+    s.qp.postSend(wr);
     await s.poll(1, () => {});
     const done = nowNs();
     if (t < w.from || t > w.to) continue;

@@ -4,8 +4,16 @@ import { parseArgs } from 'node:util';
 import { RXE_DEFAULT_LIMITS } from '../../index.js';
 import { getoptArgs, intOption, MAX_TIMER_SEC, parseIntText, UsageError } from '../usage.js';
 
-export const TESTS = ['write_bw', 'read_bw', 'send_bw', 'atomic_bw', 'write_lat', 'read_lat', 'send_lat'] as const;
+export const TESTS = ['write_bw', 'read_bw', 'send_bw', 'atomic_bw', 'write_lat', 'read_lat', 'send_lat', 'atomic_lat'] as const;
 export type TestName = (typeof TESTS)[number];
+
+/** perftest's atomicTypesStr: -A's values (FETCH_AND_ADD the default). */
+export const ATOMIC_TYPES = ['CMP_AND_SWAP', 'FETCH_AND_ADD'] as const;
+export type AtomicType = (typeof ATOMIC_TYPES)[number];
+
+export const isAtomic = (t: string): boolean => t === 'atomic_bw' || t === 'atomic_lat';
+/** The tests whose QPs issue RDMA READs or atomics (perftest's out_reads, the header's "Outstand reads"). */
+export const readsOrAtomics = (t: string): boolean => t === 'read_bw' || t === 'read_lat' || isAtomic(t);
 
 export interface PerftestOptions {
   test: TestName;
@@ -55,6 +63,8 @@ export interface PerftestOptions {
    * device's max_qp_rd_atom, as perftest's ctx_set_out_reads (see outReads()).
    */
   outReads?: number | undefined;
+  /** -A: the atomic tests' operation (CMP_AND_SWAP compares with 0 and swaps in 0, as perftest). */
+  atomicType: AtomicType;
 }
 
 /** perftest's MAX_QP_NUM (perftest_parameters.h): -q goes up to it. */
@@ -65,7 +75,7 @@ export const MAX_GID_IX = 64;
 /** -o: read and atomic tests only, as perftest ("Setting Outstanding reads only available on READ verb"). */
 function outReadsOpt(t: TestName, v: string | undefined): number | undefined {
   if (v === undefined) return undefined;
-  if (t !== 'read_bw' && t !== 'read_lat' && t !== 'atomic_bw') throw new UsageError('Setting Outstanding reads only available on READ verb');
+  if (!readsOrAtomics(t)) throw new UsageError('Setting Outstanding reads only available on READ verb');
   return intOption(label('outs'), v, 0, 0, 2 ** 31 - 1, 'c');
 }
 
@@ -76,7 +86,7 @@ function outReadsOpt(t: TestName, v: string | undefined): number | undefined {
  * and the address messages' OUT show, and what the QPs get (max_dest_rd_atomic: ours; max_rd_atomic: the peer's).
  */
 export function outReads(o: Pick<PerftestOptions, 'test' | 'outReads'>, deviceMax: number, warn: (line: string) => void = () => {}): number {
-  if (o.test !== 'read_bw' && o.test !== 'read_lat' && o.test !== 'atomic_bw') return 1;
+  if (!readsOrAtomics(o.test)) return 1;
   const asked = o.outReads ?? 0;
   if (asked > deviceMax) {
     warn(` Number of outstanding reads is above max = ${deviceMax}\n Changing to that max value`);
@@ -115,7 +125,7 @@ Run the server without a host, then the client with the server's host.
                        buffer; as perftest, K and M multiply by 1024 and 1048576 (-s 64K)
   -n, --iters N        iterations, 5 to 100000000 (default 5000 for write_bw, 1000 for the
                        other tests, as perftest)
-  -a, --all            every size from 2 to 2^23 (not atomic_bw, as perftest: its size is 8);
+  -a, --all            every size from 2 to 2^23 (not atomic tests, as perftest: their size is 8);
                        -s is then not used, as perftest
   -D, --duration SEC   run for SEC (whole) seconds instead of -n iterations (not with -a); as
                        perftest, results count only between the margins
@@ -129,6 +139,8 @@ Run the server without a host, then the client with the server's host.
                        as perftest, as many as the device's completion queue holds: see -t)
   -o, --outs N         read and atomic tests: outstanding READs/atomics per QP (default, or 0:
                        the device's max_qp_rd_atom, 128, as perftest; at most that)
+  -A, --atomic_type T  atomic tests: CMP_AND_SWAP (compare with 0, swap in 0) or FETCH_AND_ADD
+                       (add 1; the default), as perftest
   -b, --bidirectional  both sides send and the table shows the sum (bw tests)
   -N, --noPeak         do not measure the BW peak (0.00 in the table); perftest also leaves it
                        out with -D, with -n over 20000, and on send_bw's receiving side
@@ -165,7 +177,8 @@ perftest's mains return FAILURE after them.
 
 The out-of-band exchange is perftest's (version 6.06: TCP, or with -R the rdma_cm), so
 either side may be the C ib_write_bw, ib_read_bw, ib_send_bw, ib_atomic_bw, ib_write_lat,
-ib_read_lat or ib_send_lat on a Linux rxe (give it -x with a RoCEv2 GID index). Between two
+ib_read_lat, ib_send_lat or ib_atomic_lat on a Linux rxe (give it -x with a RoCEv2 GID
+index). Between two
 softrdma sides the server takes the client's sizes, -n, -D, -f, -q and -b, and every bw run
 checks the data that moved.`;
 
@@ -285,6 +298,7 @@ export const PERFTEST_OPTIONS = {
   outs: { type: 'string', short: 'o' },
   'ib-port': { type: 'string', short: 'i' },
   connection: { type: 'string', short: 'c' },
+  atomic_type: { type: 'string', short: 'A' },
 } as const;
 const OPTIONS = PERFTEST_OPTIONS;
 
@@ -320,7 +334,7 @@ export function parsePerftestArgs(argv: string[]): PerftestOptions {
   if (extra.length) throw new UsageError(`unexpected argument '${extra[0]}'`);
   const t = test as TestName;
   const lat = t.endsWith('_lat');
-  const atomic = t === 'atomic_bw';
+  const atomic = isAtomic(t);
   let sizes: number[];
   if (atomic) {
     // force_dependecies: -a sets the size to MAX_SIZE, and an atomic test takes DEF_SIZE_ATOMIC (8) only.
@@ -377,6 +391,13 @@ export function parsePerftestArgs(argv: string[]): PerftestOptions {
     if (!CONNECTION_TYPES.includes(values.connection)) throw new UsageError(`-c/--connection must be one of ${CONNECTION_TYPES.join(', ')} (perftest's names), got '${values.connection}'`);
     throw new UsageError(`-c ${values.connection}: softrdma's perftest runs RC connections only`);
   }
+  // perftest's case 'A': the type's name exactly, and only in an atomic test.
+  let atomicType: AtomicType = 'FETCH_AND_ADD';
+  if (values.atomic_type !== undefined) {
+    if (!atomic) throw new UsageError(`-A/--atomic_type is for the atomic tests, not ${t} (perftest: You are not running the atomic_lat/bw test!)`);
+    if (!(ATOMIC_TYPES as readonly string[]).includes(values.atomic_type)) throw new UsageError(`-A/--atomic_type must be CMP_AND_SWAP or FETCH_AND_ADD, got '${values.atomic_type}' (perftest: Invalid Atomic type!)`);
+    atomicType = values.atomic_type as AtomicType;
+  }
   const problem = resourceProblem({ test: t, qps, sizes, txDepth, all: !!values.all });
   if (problem) throw new UsageError(problem);
   return {
@@ -410,6 +431,7 @@ export function parsePerftestArgs(argv: string[]): PerftestOptions {
     explicit: { size: values.size !== undefined || !!values.all, iters: values.iters !== undefined },
     noPeak: values.noPeak ?? false,
     cqMod,
+    atomicType,
   };
 }
 

@@ -262,10 +262,12 @@ export function latDurLine(r: LatResult): string {
   return ` ${String(r.bytes).padEnd(7)}       ${r.iterations}            ${r.t_avg_us.toFixed(2).padEnd(7)}        ${(r.tps_average ?? 0).toFixed(2).padEnd(7)}`;
 }
 
-export const TITLES: Record<string, string> = {
-  write_bw: 'RDMA_Write BW Test', read_bw: 'RDMA_Read BW Test', send_bw: 'Send BW Test', atomic_bw: 'Atomic FETCH_AND_ADD BW Test',
-  write_lat: 'RDMA_Write Latency Test', read_lat: 'RDMA_Read Latency Test', send_lat: 'Send Latency Test',
-};
+/** ctx_print_test_info's title: the verb, the atomic type for the atomic tests, "BW" or "Latency", "Test". */
+export function title(o: { test: string; atomicType: string }): string {
+  const [verb, kind] = o.test.split('_') as [string, string];
+  const name = { write: 'RDMA_Write', read: 'RDMA_Read', send: 'Send', atomic: `Atomic ${o.atomicType}` }[verb] ?? verb;
+  return `${name} ${kind === 'bw' ? 'BW' : 'Latency'} Test`;
+}
 
 /**
  * perftest's -D window: results count only from `margin` seconds after the start to `margin`

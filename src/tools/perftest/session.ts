@@ -17,7 +17,7 @@ import { oobAccept, oobConnect, type OobChannel } from '../oob.js';
 import { udpPortTaken } from '../usage.js';
 import { CmChannel } from './cm-channel.js';
 import { createEventChannel, createId, type EventChannel, type RdmaCmEvent, type RdmaCmId } from '../../cm/index.js';
-import { areaBytes, CACHE_LINE, cqEntries, cqModeration, CYCLE_BUFFER, MAX_BUFFER_BYTES, MAX_SIZE_OPT, outReads, postsReceives, resourceProblem, RX_DEPTH, txDepth, WR_SLACK, type PerftestOptions } from './options.js';
+import { areaBytes, CACHE_LINE, cqEntries, cqModeration, CYCLE_BUFFER, MAX_BUFFER_BYTES, MAX_SIZE_OPT, outReads, postsReceives, readsOrAtomics, resourceProblem, RX_DEPTH, txDepth, WR_SLACK, ATOMIC_TYPES, type AtomicType, type PerftestOptions } from './options.js';
 import { hex } from '../table.js';
 import {
   BW_REPORT_BYTES, decodeBwReport, decodeDest, decodeDestCm, decodeInt32, decodeMtu, decodeVersion, DEST_BYTES, DEST_CM_BYTES, DONE,
@@ -41,7 +41,7 @@ export { RX_DEPTH };
  * client's -D, which is what such a client used unless it was given -f; an older server
  * ignores it. Adding a field that may be absent keeps the protocol's name.
  */
-interface Hello { protocol: string; test: string; sizes: number[]; iters: number; txDepth: number; durationSec?: number; marginSec?: number; qps: number; bidir: boolean; all: boolean; cqMod?: number }
+interface Hello { protocol: string; test: string; sizes: number[]; iters: number; txDepth: number; durationSec?: number; marginSec?: number; qps: number; bidir: boolean; all: boolean; cqMod?: number; atomicType?: AtomicType }
 const PROTOCOL = 'softrdma-perftest/2';
 
 /** How long poll() spins on an empty CQ before it waits for a completion event (ns). */
@@ -211,7 +211,7 @@ export class Session {
     // The address rounds, in the order of each test's main().
     const t = o.test;
     const perQp = async () => { for (let i = 0; i < this.nq; i++) this.remote[i] = await this.handshake(i); };
-    if (t === 'write_lat' || t === 'read_lat') await this.sync();
+    if (t === 'write_lat' || t === 'read_lat' || t === 'atomic_lat') await this.sync();
     await perQp();
     const v4 = (g: Uint8Array) => g.subarray(0, 12).every((b, k) => b === (k < 10 ? 0 : 0xff));
     if (!o.rdmaCm && v4(this.local[0]!.gid) !== v4(this.remote[0]!.gid)) {
@@ -228,6 +228,7 @@ export class Session {
         maxDestRdAtomic: this.outReads, maxRdAtomic: Math.max(1, Math.min(this.maxInitRdAtom, r.outReads)),
       });
     }
+    // atomic_lat as read_lat (perftest 4.5-0.17's atomic_lat.c; later versions drop the round per QP here).
     if (t === 'send_bw' || t === 'send_lat') { await this.sync(); await perQp(); } else { await perQp(); await this.sync(); }
   }
 
@@ -259,7 +260,7 @@ export class Session {
     const o = this.o;
     const ch = this.cmCh ??= createEventChannel();
     const attr = this.ctx!.queryDevice();
-    const reads = o.test === 'read_bw' || o.test === 'read_lat' || o.test === 'atomic_bw';
+    const reads = readsOrAtomics(o.test);
     const param = {
       responderResources: reads ? Math.min(this.outReads, attr.maxQpRdAtom) : 0,
       initiatorDepth: reads ? Math.min(this.outReads, attr.maxQpInitRdAtom) : 0,
@@ -310,6 +311,7 @@ export class Session {
       const h: Hello = {
         protocol: PROTOCOL, test: o.test, sizes: o.sizes, iters: o.iters, txDepth: o.txDepth, durationSec: o.durationSec,
         marginSec: o.durationSec === undefined ? undefined : o.marginSec, qps: o.qps, bidir: o.bidir, all: o.all, cqMod: o.cqMod,
+        atomicType: o.atomicType,
       };
       oob.send(h);
       const ok = await oob.recv<{ ok?: boolean; error?: string }>();
@@ -338,6 +340,9 @@ export class Session {
     if (problem) throw refuse(`client's options: ${problem}`);
     if (o.explicit.size && h.sizes.join() !== o.sizes.join()) this.say(`note: using the client's sizes (${h.sizes.join(', ')})`);
     if (o.explicit.iters && h.iters !== o.iters) this.say(`note: using the client's iteration count (${h.iters})`);
+    // An older client sends no atomic type: perftest's default.
+    if (h.atomicType !== undefined && !(ATOMIC_TYPES as readonly unknown[]).includes(h.atomicType)) throw refuse('client sent a bad atomic type');
+    o.atomicType = h.atomicType ?? 'FETCH_AND_ADD';
     o.sizes = h.sizes;
     o.iters = h.iters!;
     o.txDepth = txDepth;
@@ -416,7 +421,7 @@ export class Session {
     const o = this.o;
     const bw = o.test.endsWith('_bw');
     const send = o.test === 'send_bw' || o.test === 'send_lat';
-    const reads = o.test === 'read_bw' || o.test === 'read_lat' || o.test === 'atomic_bw';
+    const reads = readsOrAtomics(o.test);
     // perftest's tx_depth: DEF_TX_BW (128) or -t for bw, DEF_TX_LAT (1) for lat; at most -n (force_dependecies).
     const tx = txDepth({ ...o, txDepth: bw ? o.txDepth : 1 });
     // rx_depth: DEF_RX_SEND (512), at most -n, made even ("WA for a bug when rx_depth is odd in SEND", not with -a).
