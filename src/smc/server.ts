@@ -105,6 +105,14 @@ export function enableSmcOnServer(server: net.Server, opts: ResolvedSmcOptions):
       }
     } else if (event === 'listening') {
       onListening();
+      const r = emit.apply(this, arguments as unknown as unknown[]);
+      // node:cluster's primary (round_robin_handle.js) listens through a net.Server, takes its
+      // handle away in a 'listening' listener and later closes the handle itself: this server
+      // never closes. That primary accepts for its workers (each registers its own entry), so
+      // it must not be a listener of its own: a plain worker would read a Proposal as data,
+      // and the entry would outlive the workers.
+      if (!(this as net.Server & { _handle?: unknown })._handle) unregister();
+      return r;
     } else if (event === 'close') {
       onClose();
     }

@@ -2,6 +2,8 @@
 // forks two workers that each serve an echo on the shared port (round-robin: the primary
 // accepts and passes each handle on), then connects four clients and prints one JSON line
 // with how each client's connection settled and what came back.
+// CLUSTER_WORKERS=plain: the workers are forked without the preload (setupPrimary's execArgv
+// replaces the primary's --require), as an application that sets its workers' flags does.
 
 import cluster from 'node:cluster';
 import net from 'node:net';
@@ -9,6 +11,7 @@ import net from 'node:net';
 interface SmcInfo { mode: string }
 
 if (cluster.isPrimary) {
+  if (process.env.CLUSTER_WORKERS === 'plain') cluster.setupPrimary({ execArgv: [] });
   const workers = [cluster.fork(), cluster.fork()];
   let listening = 0;
   let port = 0;

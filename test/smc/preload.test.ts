@@ -54,6 +54,12 @@ describe('auto preload', () => {
     assert.deepEqual(r.results, [0, 1, 2, 3].map((i) => ({ mode: 'SMCD', echo: `echo ping ${i}` })));
   });
 
+  it("a node:cluster primary with the preload and workers without it: no Proposal reaches the workers' application (the primary's round-robin server is no SMC listener)", async () => {
+    const CLUSTER = fileURLToPath(new URL('../helpers/cluster-echo.js', import.meta.url));
+    const r = await result(runNode(CLUSTER, [], { env: { ...env, CLUSTER_WORKERS: 'plain' }, execArgv: ['--require', fileURLToPath(AUTO)] }));
+    assert.deepEqual(r.results, [0, 1, 2, 3].map((i) => ({ mode: 'TCP', echo: `echo ping ${i}` })));
+  });
+
   it('softrdma smc-run -- node … enables it for an unmodified program', async () => {
     const p = run(['smc-run', '--', process.execPath, PEER, 'client', '--api', 'net', '--test', 'http', '--port', String(port), '--seconds', '0.3'], { env });
     const r = await result(p);
