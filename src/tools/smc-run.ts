@@ -7,7 +7,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { resolveCommand } from './command-path.js';
+import { forwardSignals } from './forward-signals.js';
+import { resolveCommand, whyNotRunnable } from './command-path.js';
 import { runWithTcpOption } from './smc-tcp-option.js';
 import { UsageError } from './usage.js';
 import { packageVersion } from './version.js';
@@ -189,8 +190,9 @@ export function smcRun(args: string[]): Promise<number> {
   const cmd = o.command;
   const file = resolveCommand(cmd[0]!);
   if (!file) {
-    process.stderr.write(`softrdma smc-run: ${cmd[0]}: command not found${cmd[0]!.includes('/') ? '' : ' on PATH'}\n`);
-    return Promise.resolve(127);
+    const { code, why } = whyNotRunnable(cmd[0]!);
+    process.stderr.write(`softrdma smc-run: ${cmd[0]}: ${why}\n`);
+    return Promise.resolve(code);
   }
   if (!o.any && !isNodeProgram(file)) {
     process.stderr.write(`softrdma smc-run: ${cmd[0]} (${file}) is not a Node program, so SMC would not reach its sockets: ` +
@@ -204,8 +206,9 @@ export function smcRun(args: string[]): Promise<number> {
   if (o.tcpOption) return runWithTcpOption(file, cmd.slice(1), { env, parent: o.cgroup });
   return new Promise((resolve, reject) => {
     const child = spawn(file, cmd.slice(1), { stdio: 'inherit', env, argv0: cmd[0] });
-    child.on('error', reject);
+    const stop = forwardSignals(child);
+    child.on('error', (err) => { stop(); reject(err); });
     // A child killed by a signal exits as a shell reports it: 128 + the signal number.
-    child.on('exit', (code, signal) => resolve(code ?? (signal ? 128 + os.constants.signals[signal] : 1)));
+    child.on('exit', (code, signal) => { stop(); resolve(code ?? (signal ? 128 + os.constants.signals[signal] : 1)); });
   });
 }

@@ -12,6 +12,7 @@ import {
   type AttachedProgram,
 } from '../sys/smc-tcp-option.js';
 import { resolveCommand } from './command-path.js';
+import { forwardSignals } from './forward-signals.js';
 import { UsageError } from './usage.js';
 
 export const SMC_TCP_OPTION_USAGE = `usage: softrdma smc-tcp-option attach|detach CGROUP_DIR
@@ -76,10 +77,7 @@ export function runWithTcpOption(file: string, args: string[], o: TcpOptionRunOp
     const child = spawn('/bin/sh', ['-c', shim, dir, file, ...args], { stdio: 'inherit', env: o.env ?? process.env });
     // Signals meant for the command reach it (the shim has exec'd by then); the cgroup is
     // removed once it has exited.
-    const forward = (sig: NodeJS.Signals) => { child.kill(sig); };
-    const sigs: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
-    for (const s of sigs) process.on(s, forward);
-    const done = () => { for (const s of sigs) process.off(s, forward); };
+    const done = forwardSignals(child);
     child.on('error', (err) => { done(); removeCgroup(dir); reject(err); });
     child.on('exit', (code, signal) => {
       done();

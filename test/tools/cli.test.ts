@@ -470,8 +470,31 @@ describe('smc-run (smc_run)', () => {
       const missing = run(['smc-run', 'no-such-tool-here'], { env: withPath });
       assert.equal(await missing.exit(), 127);
       assert.match(missing.stderr, /no-such-tool-here: command not found on PATH/);
+      // What a shell says and returns for a file it may not execute, and for a directory: 126.
+      const noExec = path.join(dir, 'noexec.js');
+      fs.writeFileSync(noExec, `#!/usr/bin/env node\n${show}\n`, { mode: 0o644 });
+      for (const [target, why] of [[noExec, 'Permission denied'], [dir, 'Is a directory']]) {
+        const r = run(['smc-run', target], { env: withPath });
+        assert.equal(await r.exit(), 126, r.stderr);
+        assert.equal(r.stderr, `softrdma smc-run: ${target}: ${why}\n`);
+      }
+      const onPath = run(['smc-run', 'noexec.js'], { env: withPath });
+      assert.equal(await onPath.exit(), 126);
+      assert.match(onPath.stderr, /noexec\.js: Permission denied/);
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('signals sent to smc-run reach the program (as smc_run, which execs it): its handler runs, smc-run waits and exits with its status', async () => {
+    const app = `for (const s of ['SIGTERM', 'SIGINT', 'SIGHUP']) process.on(s, () => { console.log('got ' + s); setTimeout(() => process.exit(s === 'SIGTERM' ? 0 : 3), 200); });
+      console.log('ready'); setTimeout(() => {}, 20000);`;
+    for (const [sig, code] of [['SIGTERM', 0], ['SIGINT', 3], ['SIGHUP', 3]] as const) {
+      const p = run(['smc-run', process.execPath, '-e', app], { env });
+      await p.waitFor(/ready/);
+      p.child.kill(sig);
+      assert.equal(await p.exit(10_000), code, `${sig}: ${p.stdout}${p.stderr}`);
+      assert.match(p.stdout, new RegExp(`^got ${sig}$`, 'm'));
     }
   });
 
