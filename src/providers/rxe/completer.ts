@@ -29,17 +29,33 @@ const INFINITE_RETRIES = 7;
 
 export function stopTimers(qp: RxeQp): void {
   if (qp.comp.timer) clearTimeout(qp.comp.timer);
+  if (qp.comp.timeoutCheck) clearImmediate(qp.comp.timeoutCheck);
+  qp.comp.timeoutCheck = undefined;
   if (qp.comp.rnrTimer) clearTimeout(qp.comp.rnrTimer);
   qp.comp.timer = qp.comp.rnrTimer = undefined;
   qp.req.paused = false;
 }
 
-export function armRetransmit(qp: RxeQp): void {
-  if (qp.comp.timer) return;
+/**
+ * Start the wait for an acknowledgement, when a request packet goes out with none in flight
+ * before it (`first`: its PSN is the oldest unacknowledged one; a timer left running from
+ * earlier work then starts over), or with the timer not running.
+ */
+export function armRetransmit(qp: RxeQp, first = false): void {
+  if (qp.comp.timer && !first) return;
   const rto = rtoMs(qp.attr.timeout);
   if (!Number.isFinite(rto)) return;
   qp.comp.lastProgress = performance.now();
-  qp.comp.timer = retransmitTimer(qp, rto);
+  qp.comp.timer ??= retransmitTimer(qp, rto);
+  // The packet leaves in the link's flush microtask, after the code that posted it has run to
+  // its end: the wait for its ACK starts then, not while the application still computes.
+  if (!qp.comp.stampQueued) {
+    qp.comp.stampQueued = true;
+    queueMicrotask(() => {
+      qp.comp.stampQueued = false;
+      qp.comp.lastProgress = Math.max(qp.comp.lastProgress, performance.now());
+    });
+  }
 }
 
 /**
@@ -60,13 +76,36 @@ function retransmitTimer(qp: RxeQp, ms: number): NodeJS.Timeout {
 
 function onTimer(qp: RxeQp): void {
   qp.comp.timer = undefined;
-  if (qp.destroyed || (qp.state !== QpState.RTS && qp.state !== QpState.SQD)) return;
+  expire(qp, false);
+}
+
+/** Whatever is in flight and unacknowledged for the timeout: nothing to time out otherwise. */
+function timing(qp: RxeQp): boolean {
+  if (qp.destroyed || (qp.state !== QpState.RTS && qp.state !== QpState.SQD)) return false;
   const head = firstOutstanding(qp);
-  if (!head || head.state !== WqeState.PENDING && head.nextPkt === 0) return; // nothing in flight
+  if (!head || head.state !== WqeState.PENDING && head.nextPkt === 0) return false; // nothing in flight
   // Waiting out an RNR NAK: the RNR timer resends, which arms this timer again.
-  if (qp.req.paused) return;
+  return !qp.req.paused;
+}
+
+function expire(qp: RxeQp, deferred: boolean): void {
+  if (!timing(qp)) return;
   const rto = rtoMs(qp.attr.timeout);
-  const idle = performance.now() - qp.comp.lastProgress;
+  let idle = performance.now() - qp.comp.lastProgress;
+  if (idle >= rto) {
+    // An ACK may be waiting in the socket (the event loop was held up past the timeout): read
+    // it before counting a timeout; without a synchronous read, look again after the poll phase.
+    if (!qp.device.link.readWaiting() && !deferred) {
+      qp.comp.timeoutCheck = setImmediate(() => {
+        qp.comp.timeoutCheck = undefined;
+        if (!qp.comp.timer) expire(qp, true);
+      });
+      return;
+    }
+    // What was read may have settled it: everything acknowledged, or the timer armed afresh.
+    if (qp.comp.timer || !timing(qp)) return;
+    idle = performance.now() - qp.comp.lastProgress;
+  }
   if (idle < rto) {
     qp.comp.timer = retransmitTimer(qp, Math.max(1, rto - idle));
     return;

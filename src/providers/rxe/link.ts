@@ -260,6 +260,21 @@ export class RxeLink {
   private readonly busyTurn = (): void => { this.busyReads = 0; };
 
   /**
+   * Read and deliver what the socket holds now, before a retransmit timer counts a timeout:
+   * node runs expired timers before the poll phase, so after the event loop was held up (a
+   * long synchronous stretch, a GC) longer than the timeout, the ACK that came meanwhile is
+   * still in the socket when the timer fires. Linux rxe takes packets in softirq, apart from
+   * its timers, and has no such race. Returns false where no synchronous read exists
+   * (node:dgram's path: its reads come in the poll phase, which the caller then waits out).
+   */
+  readWaiting(): boolean {
+    if (!this.mmsg || this.closed) return false;
+    // Bounded: a peer that keeps sending must not hold the timer callback.
+    for (let i = 0; i < 8 && this.mmsg.readNow() > 0; i++);
+    return true;
+  }
+
+  /**
    * Whether polling an empty CQ again, without a turn of the event loop, can bring anything
    * in: busy polling is on and reads the socket (recvmmsg), its bound on delivering reads is
    * not reached, and no requester waits for the next turn to go on with its send queue (a spin

@@ -108,6 +108,10 @@ export class RxeQp implements ProviderQp {
     /** Retransmit timeouts since the last acknowledgement (completer.ts keepsAlive). */
     idleTimeouts: 0,
     timer: undefined as NodeJS.Timeout | undefined, rnrTimer: undefined as NodeJS.Timeout | undefined,
+    /** An expired timer's second look, after the poll phase, where the link cannot read at once (completer.ts expire). */
+    timeoutCheck: undefined as NodeJS.Immediate | undefined,
+    /** A microtask will stamp lastProgress once the packets just built have left (completer.ts armRetransmit). */
+    stampQueued: false,
   };
   readonly resp = {
     psn: 0, msn: 0, nakSent: false,
@@ -282,8 +286,8 @@ export class RxeQp implements ProviderQp {
   }
 
   /** Start the retransmit timer unless it runs (rxe_req.c's mod_timer on qp->retrans_timer). */
-  armRetransmit(): void {
-    armRetransmit(this);
+  armRetransmit(first = false): void {
+    armRetransmit(this, first);
   }
 
   /**

@@ -252,7 +252,9 @@ export function sendPacket(qp: RxeQp, w: SendWqe, mustAsk = false): void {
     qp.req.index++;
     w.state = WqeState.PENDING;
   }
-  if (qp.qpType === QpType.RC) qp.armRetransmit();
+  // This packet's PSN (a read request's: its first response's) being the completer's, nothing
+  // was in flight before it: the wait for an ACK starts now, whatever timer still runs.
+  if (qp.qpType === QpType.RC) qp.armRetransmit(psnDiff(isRead ? w.firstPsn : psnAdd(w.firstPsn, w.nextPkt - 1), qp.comp.psn) === 0);
 }
 
 function sentUnacked(qp: RxeQp, w: SendWqe): void {
