@@ -20,6 +20,7 @@ export const SMCSS_USAGE = `usage: softrdma smcss [ OPTIONS ]
   -a, --all           show all sockets
   -l, --listening     show listening sockets
   -d, --debug         show debug socket information
+  -e, --extended      the same (smc-tools' later name for it)
   -W, --wide          do not truncate IP addresses
   -D, --smcd          show SMC-D information (GIDs, DMB tokens); SMC-D sockets only
   -R, --smcr          show SMC-R information (role, RoCE device, port, link id, GIDs); SMC-R sockets only
@@ -220,6 +221,7 @@ export const SMCSS_OPTIONS = {
   wide: { type: 'boolean', short: 'W' }, smcd: { type: 'boolean', short: 'D' }, smcr: { type: 'boolean', short: 'R' },
   verbose: { type: 'boolean' }, json: { type: 'boolean' },
   details: { type: 'boolean' }, // the old spelling of --debug
+  extended: { type: 'boolean', short: 'e' }, // smc-tools' later spelling (getopt "aleDRhvVW")
   // smcss.c's own --help and --version (the CLI answers them first): listed so that getopt_long's
   // prefix rule weighs them as the original's options (--vers is --version).
   help: { type: 'boolean' }, version: { type: 'boolean' },
@@ -228,10 +230,10 @@ export const SMCSS_OPTIONS = {
 export async function smcss(args: string[]): Promise<void> {
   // smcss.c reads them with getopt_long: long options by any unambiguous prefix (--listen, --wid).
   const { values: v } = parseArgs({ args: getoptArgs(args, SMCSS_OPTIONS), allowPositionals: true, options: SMCSS_OPTIONS });
-  const debug = v.debug || v.details;
+  const debug = v.debug || v.details || v.extended;
   // smcss's own combinations (main() in smcss.c).
   if (v.smcr && v.smcd) throw new UsageError('--smcd together with --smcr is not supported');
-  if (v.listening && debug) throw new UsageError('--listening together with --debug is not supported');
+  if (v.listening && debug) throw new UsageError(`--listening together with --${v.extended ? 'extended' : 'debug'} is not supported`);
   if (v.listening && v.all) throw new UsageError('--listening together with --all is not supported');
   if (v.listening && v.smcr) throw new UsageError('--listening together with --smcr is not supported');
   if (v.listening && v.smcd) throw new UsageError('--listening together with --smcd is not supported');

@@ -103,6 +103,8 @@ test('smcss -D and -d show the GIDs, DMB tokens, connection token, sizes, cursor
   assert.deepEqual([s[0], ...s.slice(2)], ['R->', hex8(conn.rxRing), hex8(conn.txRing), hex8(conn.rxRing), five, five, '00:80', five, five, '00:00', five, five, five]);
   assert.match(c[1]!, /^[0-9a-f]{8}$/);
   assert.notEqual(c[1], '00000000');
+  // -e (--extended): smc-tools' later name for the same columns.
+  assert.deepEqual(row(await smcss(['-e']), sock.localPort!).slice(7, 9), c.slice(0, 2));
 
   // --json: the same, by name, for scripts; the token stays the connection's from one look to the next.
   const rows = JSON.parse(await smcss(['--json'])) as Array<ConnectionStatus & { pid: number }>;
