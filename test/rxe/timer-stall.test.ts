@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { Worker } from 'node:worker_threads';
 import {
-  Access, connectQp, createRxeDevice, gidFromAddress, gidToString, queryRxeCounters, QpType, SendFlags, WcStatus, wcStatusStr, WrOpcode, type QP,
+  Access, connectQp, createRxeDevice, gidFromAddress, gidToString, queryRxeCounters, QpType, rxeOf, SendFlags, WcStatus, wcStatusStr, WrOpcode, type QP,
 } from '../../src/index.js';
 
 const INDEX = new URL('../../src/index.js', import.meta.url).href;
@@ -83,6 +83,57 @@ describe('rxe retransmit timer after an event-loop stall longer than the timeout
       await dev.close();
       w.postMessage('close');
       await new Promise((resolve) => w.once('exit', resolve));
+    }
+  });
+});
+
+describe('rxe retransmit timer without a synchronous read (node:dgram path)', () => {
+  it('a lost packet still times out after one timeout while the application keeps posting (the second look does not start the wait over)', async () => {
+    const { default: dgram } = await import('node:dgram');
+    const a = await createRxeDevice({ address: '127.0.0.2', port: 0, recvmmsg: false });
+    const b = await createRxeDevice({ address: '127.0.0.3', port: rxeOf(a).port, recvmmsg: false });
+    const u = dgram.createSocket('udp4');
+    let stop = false;
+    try {
+      const mk = (dev: Awaited<ReturnType<typeof createRxeDevice>>) => {
+        const ctx = dev.open();
+        const pd = ctx.allocPd();
+        const cq = ctx.createCq(4096);
+        const mr = pd.regMr(Buffer.alloc(65536), Access.LOCAL_WRITE | Access.REMOTE_WRITE);
+        const qp = pd.createQp({ qpType: QpType.RC, sendCq: cq, recvCq: cq, cap: { maxSendWr: 2048, maxRecvWr: 4 } });
+        return { ctx, cq, mr, qp };
+      };
+      const A = mk(a), B = mk(b);
+      connectQp(A.qp, { qpn: B.qp.qpn, psn: 0, gid: B.ctx.queryGid() }, { psn: 0 });
+      // timeout 14: 67 ms; no retry: the first timeout fails the WRITE.
+      connectQp(B.qp, { qpn: A.qp.qpn, psn: 0, gid: A.ctx.queryGid() }, { psn: 0, timeout: 14, retryCnt: 0 });
+      rxeOf(b).faults = { drop: 1 };
+      const post = (id: number) => B.qp.postSend({ wrId: id, opcode: WrOpcode.RDMA_WRITE, sendFlags: SendFlags.SIGNALED, sgList: [B.mr.sge(0, 64)], rdma: { remoteAddr: A.mr.addr, rkey: A.mr.rkey } });
+      const t0 = performance.now();
+      post(0);
+      // The application posts a WRITE for each datagram of its own it reads (callbacks in the
+      // poll phase, where node:dgram's reads come too), one every millisecond or so.
+      await new Promise<void>((r) => u.bind(0, '127.0.0.1', r));
+      let n = 1;
+      u.on('message', () => {
+        if (stop) return;
+        try { post(n++); } catch { stop = true; return; }
+        setTimeout(() => { if (!stop) u.send('x', u.address().port, '127.0.0.1'); }, 1);
+      });
+      u.send('x', u.address().port, '127.0.0.1');
+      const wc = await B.cq.next({ signal: AbortSignal.timeout(10_000) });
+      stop = true;
+      const dt = performance.now() - t0;
+      assert.equal(wc.status, WcStatus.RETRY_EXC_ERR, wcStatusStr(wc.status));
+      assert.ok(dt < 67 * 3, `the timeout came after ${dt.toFixed(0)} ms (one is 67 ms; ${n} WRs posted meanwhile)`);
+      rxeOf(b).faults = undefined;
+      A.ctx.close();
+      B.ctx.close();
+    } finally {
+      stop = true;
+      u.close();
+      await a.close();
+      await b.close();
     }
   });
 });

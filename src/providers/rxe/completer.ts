@@ -42,7 +42,9 @@ export function stopTimers(qp: RxeQp): void {
  * earlier work then starts over), or with the timer not running.
  */
 export function armRetransmit(qp: RxeQp, first = false): void {
-  if (qp.comp.timer && !first) return;
+  // An expired timer's second look (timeoutCheck) is a running timer too: a packet sent
+  // meanwhile must not start the wait over, or a loss would never time out while sends go on.
+  if ((qp.comp.timer || qp.comp.timeoutCheck) && !first) return;
   const rto = rtoMs(qp.attr.timeout);
   if (!Number.isFinite(rto)) return;
   qp.comp.lastProgress = performance.now();
