@@ -8,7 +8,11 @@ import { RxeDevice, RXE_DEFAULT_LIMITS, type RxeDeviceOptions, type RxeLimits } 
 export * from './verbs/api.js';
 export * from './abi/enums.js';
 export * from './verbs/connect.js';
-export type * from './abi/types.js';
+// SendWr is the verbs API's (its ud.ah and bindMw.mw are the API's objects).
+export type {
+  WrId, Sge, GlobalRoute, AhAttr, MwBindInfo, RecvWr, WorkCompletion, QpCap, QpCapInit, QpInitAttr, QpAttrValues, QpAttrFull,
+  SrqAttrValues, DeviceAttr, PortAttr, GidEntry, AsyncEvent,
+} from './abi/types.js';
 export { VerbsError } from './uapi/errors.js';
 export { SoftrdmaError } from './abi/errors.js';
 export { Obj, M, Attr, A, DRIVER_NS } from './abi/ids.js';

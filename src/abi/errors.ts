@@ -48,5 +48,13 @@ export class FirstError {
 
 /** A value as an error message shows it: strings quoted (so that '16' is not taken for 16), bigints with n. */
 export function shown(v: unknown): string {
-  return typeof v === 'string' ? `'${v}'` : typeof v === 'bigint' ? `${v}n` : String(v);
+  if (typeof v === 'string') return `'${v}'`;
+  if (typeof v === 'bigint') return `${v}n`;
+  if (typeof v === 'function') return `function ${v.name || '(anonymous)'}`;
+  if (typeof v === 'object' && v !== null) {
+    // What it is, not String()'s "[object Object]".
+    const name = Array.isArray(v) ? 'array' : (Object.getPrototypeOf(v) as { constructor?: { name?: string } } | null)?.constructor?.name;
+    return !name || name === 'Object' ? 'an object' : `${/^[aeiouAEIOU]/.test(name) ? 'an' : 'a'} ${name}`;
+  }
+  return String(v);
 }

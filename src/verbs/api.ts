@@ -14,7 +14,7 @@ import type { ProviderCq, ProviderDevice, ProviderGsi, ProviderMr, ProviderMw, P
 import { VerbsError, fail } from '../uapi/errors.js';
 import { ASYNC_EVENT_NAMES, Access, MwType, WrOpcode } from '../abi/enums.js';
 import type {
-  AhAttr, AsyncEvent, DeviceAttr, GidEntry, MwBindInfo, PortAttr, QpAttrFull, QpAttrValues, QpCap, QpCapInit, RecvWr, SendWr, SrqAttrValues, WorkCompletion, WrId,
+  AhAttr, AsyncEvent, DeviceAttr, GidEntry, MwBindInfo, PortAttr, QpAttrFull, QpAttrValues, QpCap, QpCapInit, RecvWr, SendWr as WireSendWr, SrqAttrValues, WorkCompletion, WrId,
 } from '../abi/types.js';
 
 const attrs = (o: Record<number, unknown>): AttrIn[] => {
@@ -35,6 +35,16 @@ function registryFor(dev: ProviderDevice): UapiRegistry {
     registries.set(dev, r);
   }
   return r;
+}
+
+/**
+ * A send work request (ibv_send_wr): a UD send names its address handle, a type 2 bind its
+ * memory window, as the objects this API made (a plain object in their place is refused
+ * EINVAL when posted).
+ */
+export interface SendWr extends Omit<WireSendWr, 'ud' | 'bindMw'> {
+  ud?: { ah: AH; remoteQpn: number; remoteQkey: number };
+  bindMw?: { mw: MW; rkey: number; bindInfo: MwBindInfo };
 }
 
 /** What createQp takes: with an SRQ, receives go to it and cap.maxRecvWr may be left out. */

@@ -94,7 +94,7 @@ test('a project that installs the tarball: npx softrdma --version, import, requi
   fs.writeFileSync(path.join(app, 'consumer.ts'), `
     import net from 'softrdma/smc';
     import { connect, getSmcInfo, type SmcInfo } from 'softrdma/smc';
-    import { createRxeDevice, connectQp, Mtu, QpType, type MtuValue, type CQ, type WorkCompletion, type QpCreateAttr } from 'softrdma';
+    import { createRxeDevice, connectQp, Mtu, QpType, type MtuValue, type CQ, type WorkCompletion, type QpCreateAttr, type SendWr, type AH } from 'softrdma';
     import { createEventChannel, createId, type RdmaCmEvent } from 'softrdma/cm';
     import * as ism from 'softrdma/ism';
     type IsAny<T> = 0 extends 1 & T ? true : false;
@@ -120,6 +120,11 @@ test('a project that installs the tarball: npx softrdma --version, import, requi
       // @ts-expect-error without an SRQ, cap.maxRecvWr is required
       const noRecv: QpCreateAttr = attr;
       void noRecv;
+      const ah = undefined as unknown as AH;
+      const udSend: SendWr = { wrId: 1, opcode: 0, ud: { ah, remoteQpn: 2, remoteQkey: 3 } };
+      // @ts-expect-error a UD send names an AH this API made, not its attributes
+      const udBad: SendWr = { wrId: 1, opcode: 0, ud: { ah: { portNum: 1 }, remoteQpn: 2, remoteQkey: 3 } };
+      void udSend; void udBad;
       return cq.next();
     }
   `);

@@ -111,3 +111,17 @@ test('a wrong argument shape is EINVAL naming the argument, never a TypeError', 
     await close();
   }
 });
+
+test("a bad value as messages show it: quoted strings, bigints with n, and what an object is (not String()'s [object Object])", async () => {
+  const { shown } = await import('../../src/abi/errors.js');
+  assert.equal(shown('x'), "'x'");
+  assert.equal(shown(5n), '5n');
+  assert.equal(shown(null), 'null');
+  assert.equal(shown(undefined), 'undefined');
+  assert.equal(shown({}), 'an object');
+  assert.equal(shown(Object.create(null)), 'an object');
+  assert.equal(shown([1, 2]), 'an array');
+  assert.equal(shown(new Date(0)), 'a Date');
+  assert.equal(shown(new ArrayBuffer(1)), 'an ArrayBuffer');
+  assert.equal(shown(function named() {}), 'function named');
+});

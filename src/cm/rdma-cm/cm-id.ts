@@ -11,7 +11,7 @@
 
 import { readFileSync } from 'node:fs';
 import { randomInt } from 'node:crypto';
-import { SoftrdmaError } from '../../abi/errors.js';
+import { shown, SoftrdmaError } from '../../abi/errors.js';
 import { QpType } from '../../abi/enums.js';
 import type { Context, PD, QP } from '../../verbs/api.js';
 import type { CmAgentEvent } from '../agent.js';
@@ -788,11 +788,6 @@ function srcAddr(src: unknown): SockAddr | undefined {
   if (typeof src !== 'object' || src === null) throw new SoftrdmaError('EINVAL', `rdma_cm: src must be an address or { address, port }, got ${shown(src)}`);
   const o = src as { address?: unknown; port?: unknown };
   return sockAddr('src', o.address, o.port ?? 0);
-}
-
-/** A bad argument as an error message shows it. */
-function shown(v: unknown): string {
-  return v === null ? 'null' : typeof v === 'object' ? (v.constructor?.name ?? 'an object') : `${typeof v} ${String(v)}`;
 }
 
 /** connect's and accept's parameters: an object (omitted: defaults), never null or a scalar. */
