@@ -17,16 +17,20 @@ export function resolveCommand(name: string, env: NodeJS.ProcessEnv = process.en
 }
 
 /**
- * Why `name` does not run, as a shell says it: a directory or a file without the execute bit
- * (the first one execvp would have tried) is "Is a directory" / "Permission denied", status
- * 126; nothing at all is "command not found", 127.
+ * Why `name` does not run, as bash says it (smc_run is a bash script that execs the command): a
+ * path to a directory is "Is a directory" and to a file without the execute bit "Permission
+ * denied", status 126; a PATH search skips directories and reports a non-executable file found
+ * on it as "Permission denied", 126; nothing at all is "command not found", 127.
  */
 export function whyNotRunnable(name: string, env: NodeJS.ProcessEnv = process.env): { code: 126 | 127; why: string } {
-  const candidates = name.includes('/') ? [name] : (env.PATH ?? '').split(':').map((dir) => path.join(dir || '.', name));
-  for (const f of candidates) {
-    let st: fs.Stats;
-    try { st = fs.statSync(f); } catch { continue; }
-    return { code: 126, why: st.isDirectory() ? 'Is a directory' : 'Permission denied' };
+  const stat = (f: string) => { try { return fs.statSync(f); } catch { return undefined; } };
+  if (name.includes('/')) {
+    const st = stat(name);
+    if (st) return { code: 126, why: st.isDirectory() ? 'Is a directory' : 'Permission denied' };
+    return { code: 127, why: 'command not found' };
   }
-  return { code: 127, why: `command not found${name.includes('/') ? '' : ' on PATH'}` };
+  for (const dir of (env.PATH ?? '').split(':')) {
+    if (stat(path.join(dir || '.', name))?.isFile()) return { code: 126, why: 'Permission denied' };
+  }
+  return { code: 127, why: 'command not found on PATH' };
 }

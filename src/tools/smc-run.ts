@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { forwardSignals } from './forward-signals.js';
+import { forwardSignals, OWN_SESSION } from './forward-signals.js';
 import { resolveCommand, whyNotRunnable } from './command-path.js';
 import { runWithTcpOption } from './smc-tcp-option.js';
 import { UsageError } from './usage.js';
@@ -205,7 +205,7 @@ export function smcRun(args: string[]): Promise<number> {
   if (o.bufferSize !== undefined) env.SOFTRDMA_SMC_BUFFER = String(o.bufferSize);
   if (o.tcpOption) return runWithTcpOption(file, cmd.slice(1), { env, parent: o.cgroup });
   return new Promise((resolve, reject) => {
-    const child = spawn(file, cmd.slice(1), { stdio: 'inherit', env, argv0: cmd[0] });
+    const child = spawn(file, cmd.slice(1), { stdio: 'inherit', env, argv0: cmd[0], ...OWN_SESSION });
     const stop = forwardSignals(child);
     child.on('error', (err) => { stop(); reject(err); });
     // A child killed by a signal exits as a shell reports it: 128 + the signal number.

@@ -12,7 +12,7 @@ import {
   type AttachedProgram,
 } from '../sys/smc-tcp-option.js';
 import { resolveCommand } from './command-path.js';
-import { forwardSignals } from './forward-signals.js';
+import { forwardSignals, OWN_SESSION } from './forward-signals.js';
 import { UsageError } from './usage.js';
 
 export const SMC_TCP_OPTION_USAGE = `usage: softrdma smc-tcp-option attach|detach CGROUP_DIR
@@ -74,7 +74,7 @@ export function runWithTcpOption(file: string, args: string[], o: TcpOptionRunOp
   o.onCgroup?.(dir);
   return new Promise((resolve, reject) => {
     const shim = 'echo $$ > "$0/cgroup.procs" && exec "$@"';
-    const child = spawn('/bin/sh', ['-c', shim, dir, file, ...args], { stdio: 'inherit', env: o.env ?? process.env });
+    const child = spawn('/bin/sh', ['-c', shim, dir, file, ...args], { stdio: 'inherit', env: o.env ?? process.env, ...OWN_SESSION });
     // Signals meant for the command reach it (the shim has exec'd by then); the cgroup is
     // removed once it has exited.
     const done = forwardSignals(child);

@@ -11,6 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { once } from 'node:events';
 import { describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import { run } from '../helpers/procs.js';
 import { testRuntimeDir } from '../helpers/runtime-dir.js';
 import { addrText, format, tcpModeText } from '../../src/tools/smcss.js';
@@ -481,8 +482,32 @@ describe('smc-run (smc_run)', () => {
       const onPath = run(['smc-run', 'noexec.js'], { env: withPath });
       assert.equal(await onPath.exit(), 126);
       assert.match(onPath.stderr, /noexec\.js: Permission denied/);
+      // bash's PATH search passes over a directory of that name: not found, 127.
+      fs.mkdirSync(path.join(dir, 'adir'));
+      const dirOnPath = run(['smc-run', 'adir'], { env: withPath });
+      assert.equal(await dirOnPath.exit(), 127);
+      assert.match(dirOnPath.stderr, /adir: command not found on PATH/);
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("a signal to smc-run's whole process group (timeout, kill -- -PGID, a terminal's Ctrl-C) reaches the program once, not twice", async () => {
+    const { spawn } = await import('node:child_process');
+    const cli = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
+    const app = `let n = 0; for (const s of ['SIGTERM', 'SIGINT']) process.on(s, () => { console.log('got ' + s + ' ' + (++n)); setTimeout(() => process.exit(0), 300); });
+      console.log('ready'); setTimeout(() => {}, 20000);`;
+    for (const sig of ['SIGTERM', 'SIGINT'] as const) {
+      // A group of its own, as a shell's job or timeout's child has.
+      const p = spawn(process.execPath, [cli, 'smc-run', process.execPath, '-e', app], { detached: true, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+      let out = '';
+      p.stdout!.on('data', (d: Buffer) => { out += d; });
+      const exited = new Promise<number | null>((resolve) => p.on('close', (code) => resolve(code)));
+      for (let i = 0; i < 200 && !out.includes('ready'); i++) await new Promise((r) => setTimeout(r, 50));
+      assert.match(out, /ready/);
+      process.kill(-p.pid!, sig);
+      assert.equal(await Promise.race([exited, new Promise((r) => setTimeout(() => r('hung'), 10_000))]), 0, out);
+      assert.deepEqual(out.match(/^got .*$/gm), [`got ${sig} 1`], `${sig}: ${out}`);
     }
   });
 
