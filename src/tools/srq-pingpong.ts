@@ -77,9 +77,14 @@ export async function srqPingpong(dev: Device, ctx: Context, o: SrqSettings, out
   const mine: Dest[] = qps.map((qp) => ({ lid, qpn: qp.qpn, psn: randomBytes(3).readUIntBE(0, 3), gid }));
   for (const d of mine) out(`  local address:  LID 0x${hex(d.lid, 4)}, QPN 0x${hex(d.qpn, 6)}, PSN 0x${hex(d.psn, 6)}, GID ${gidText(d.gid)}`);
 
+  // A peer with fewer QPs sends zero lines for the rest: srq_pingpong.c connects those QPs to
+  // QPN 0, which Linux takes and never uses on the server side (nothing arrives on them to
+  // answer); QPN 0 is refused here, so they stay in INIT, and a client's first send on one
+  // fails, as the C client's retries to QPN 0 run out.
   const connect = (rem: Dest[]) => {
     qps.forEach((qp, i) => {
       const r = rem[i]!;
+      if (r.qpn === 0) return;
       try {
         connectQp(qp, { qpn: r.qpn, psn: r.psn, gid: r.gid }, {
           psn: mine[i]!.psn, mtu: o.mtu as MtuValue, hopLimit: 1, sgidIndex: o.gidx, portNum: o.ibPort,
@@ -132,7 +137,13 @@ export async function srqPingpong(dev: Device, ctx: Context, o: SrqSettings, out
   const postSend = (i: number) => qps[i]!.postSend({ wrId: SEND_WRID, opcode: WrOpcode.SEND, sendFlags, sgList: [sendSge] });
   // Per QP, the completions it still waits for before its next send (srq_pingpong.c's pending[]).
   const pending = new Array<number>(o.numQp).fill(RECV_WRID);
-  if (o.servername) for (let i = 0; i < o.numQp; i++) { postSend(i); pending[i] = RECV_WRID | SEND_WRID; }
+  if (o.servername) {
+    for (let i = 0; i < o.numQp; i++) {
+      if (rem[i]!.qpn === 0) throw new Error(`Couldn't post send: QP[${i}] has no peer (the server runs ${rem.findIndex((d) => d.qpn === 0)} QPs; give both sides the same -q)`);
+      postSend(i);
+      pending[i] = RECV_WRID | SEND_WRID;
+    }
+  }
   const t0 = process.hrtime.bigint();
   let rcnt = 0, scnt = 0;
   const onWc = (wc: WorkCompletion) => {

@@ -216,3 +216,17 @@ test("pingpong srq's options: -q only for srq, -c not for srq, -q up to 256, rx_
     assert.equal(p.stdout, '', 'nothing ran');
   }
 });
+
+test('pingpong srq with fewer QPs on the client than on the server: the server connects what the client has and the run completes, as with ibv_srq_pingpong; the other way round the client says why it stops', async () => {
+  const { client, server: srvOut } = await pair(['srq', '-q', '8', '-n', '100', '-s', '64'], ['srq', '-q', '2', '-n', '100', '-s', '64']);
+  assert.match(client, /^100 iters in/m);
+  assert.match(srvOut, /^100 iters in/m);
+  // The server prints a remote line for each of its QPs, the spare ones zero.
+  assert.equal(srvOut.match(/^ {2}remote address: LID 0x0000, QPN 0x000000, PSN 0x000000, GID ::$/gm)?.length, 6);
+  const { srv, tcp, udp } = await server(['srq', '-q', '2', '-n', '100']);
+  const cli = run(['pingpong', 'srq', '-q', '4', '-n', '100', '--bind', '127.0.0.3', '-p', tcp, '--udp-port', udp, '127.0.0.1']);
+  assert.equal(await cli.exit(30_000), 1);
+  assert.match(cli.stderr, /Couldn't post send: QP\[2\] has no peer \(the server runs 2 QPs; give both sides the same -q\)/);
+  srv.child.kill();
+  await srv.exit(10_000).catch(() => {});
+});
