@@ -14,6 +14,7 @@ import { restoreOwner, type SmcState } from './state.js';
 import { recordConnection } from './handshake-control.js';
 import { untrack } from './status.js';
 import { peerReset } from './data.js';
+import type { SmcTransport } from './transport.js';
 
 /**
  * destroy() of an SMC socket (Linux: smc_release), before node:net's own _destroy: a write the
@@ -99,6 +100,43 @@ function closedLater(cb?: () => void): void {
   if (cb) setImmediate(cb);
 }
 
+/** The longest a close waits for its closing CDC to reach the peer before TCP's FIN goes all the same. */
+const SENT_WAIT_MS = 10_000;
+
+/**
+ * go() once what conn posted (its closing CDC last) has reached the peer, at once for a
+ * transport without whenSent (SMC-D: the CDC is in shared memory), or after SENT_WAIT_MS.
+ * Over SMC-R the CDC goes by RoCE and the FIN by TCP: a FIN first looks to the peer like this
+ * process gone (peerTcpEnded), which under loss (the CDC resent behind a window of WRITEs)
+ * could last past the peer's grace and cut the stream short.
+ */
+export function afterCdcSent(conn: SmcTransport, go: () => void): void {
+  if (!conn.whenSent) return go();
+  let done = false;
+  const timer = setTimeout(() => { if (!done) { done = true; go(); } }, SENT_WAIT_MS);
+  timer.unref();
+  conn.whenSent(() => {
+    if (done) return;
+    done = true;
+    clearTimeout(timer);
+    go();
+  });
+}
+
+/**
+ * destroy() of a connection that closed orderly over SMC-R: the application's socket is done
+ * at once, and the TCP handle closes (the FIN) once the closing CDC has reached the peer, as
+ * end() does (afterCdcSent). It keeps no process alive meanwhile.
+ */
+function closeHandleAfterSent(sock: Socket, conn: SmcTransport): void {
+  const self = sock as unknown as { _handle: object | null };
+  const handle = self._handle as { bytesRead: number; bytesWritten: number; readStop?(): number; unref?(): void; close(): void } | null;
+  if (!handle) return;
+  self._handle = { bytesRead: handle.bytesRead, bytesWritten: handle.bytesWritten, onread: null, close: closedLater };
+  try { handle.readStop?.(); handle.unref?.(); } catch { /* closing anyway */ }
+  afterCdcSent(conn, () => { try { handle.close(); } catch { /* already closed */ } });
+}
+
 /** @internal Close a TCP handle as lingerClose does (also for connections a server drops). */
 export function lingerHandle(handle: object, timeout: number): void {
   const l = new net.Socket({ handle } as net.SocketConstructorOpts);
@@ -133,9 +171,12 @@ function teardown(sock: Socket, s: SmcState, abort = false): void {
     // has more to send than arrived: over TCP those bytes would come after close(2) and draw
     // a RST, so this close is an abort too, however much of it was read.
     const unread = conn.unreadNow();
-    if (reset || conn.peerAborted || unread > 0 || conn.peerWriteWaits || s.lateBytes > 0) conn.abort();
+    const aborts = reset || conn.peerAborted || unread > 0 || conn.peerWriteWaits || s.lateBytes > 0;
+    if (aborts) conn.abort();
     else conn.closeOrderly();
     conn.release();
+    // An orderly close's FIN follows its CDC (a reset may overtake it: it is an abort either way).
+    if (!aborts && !abort && conn.whenSent) closeHandleAfterSent(sock, conn);
   } else {
     if (s.learnedTcp) {
       // Its byte counts are final: node:net's _destroy, next, closes the handle.

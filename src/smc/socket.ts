@@ -11,7 +11,7 @@
 import net from 'node:net';
 import { Duplex } from 'node:stream';
 import { DECLINE } from './clc.js';
-import { onTcpEndWhileSmc, smcHandedOff, smcRelease } from './close.js';
+import { afterCdcSent, onTcpEndWhileSmc, smcHandedOff, smcRelease } from './close.js';
 import { connectTarget } from './connect-args.js';
 import { deliverToUser, installOnread, pauseOnread, resumeOnread, smcWrite, startTcpRead, stopTcpRead } from './data.js';
 import { followOwner, setOwnerJoin } from './handle-owner.js';
@@ -198,8 +198,11 @@ export class Socket extends net.Socket {
     if (s.phase === 'smcd') {
       s.writeDone = true;
       s.writeDoneAfterPeer = s.conn!.peerFinished;
-      s.conn!.closeWrite();
-      return super._final(cb); // TCP FIN after peer_done_writing: the peer checks the CDC first
+      const conn = s.conn!;
+      conn.closeWrite();
+      // TCP's FIN once peer_done_writing has reached the peer (SMC-R: afterCdcSent), which
+      // takes the CDC for what happened and the FIN only for a process gone.
+      return afterCdcSent(conn, () => super._final(cb));
     }
     // A server that ends before anything arrived speaks first, as one that writes: TCP.
     if (serverSpeaksFirst(this, s)) return super._final(cb);

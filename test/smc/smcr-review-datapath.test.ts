@@ -251,3 +251,30 @@ test('an orderly close whose closing CDC comes 450 ms after the FIN is an orderl
   await until(() => events.includes('close'), 5000, 'the server socket\'s close');
   assert.deepEqual(events, ['end', 'close']);
 });
+
+test("the server's end() during a RoCE outage: its TCP FIN waits for its closing CDC, so the client gets every byte and then its end (the FIN went first, and the client took the server as gone a second later)", async (t) => {
+  const env: { b?: Awaited<ReturnType<typeof setup>>['b'] } = {};
+  const reply = Buffer.alloc(1 << 20, 0x61);
+  let restore: NodeJS.Timeout | undefined;
+  t.after(() => clearTimeout(restore));
+  const e = await setup(t, (s) => {
+    s.once('data', () => {
+      // The server's RoCE packets are lost from now on for 2.5 s (TCP goes on): its reply and
+      // closing CDC wait for the path; its FIN must wait for them.
+      rxeOf(env.b!).faults = { drop: 1 };
+      s.end(reply);
+      restore = setTimeout(() => { rxeOf(env.b!).faults = undefined; }, 2500);
+    });
+  });
+  env.b = e.b;
+  const c = e.connect();
+  assert.equal((await settled(c, 'the client settles')).mode, 'SMCR');
+  let got = 0, ended = false, error: Error | undefined;
+  c.on('data', (d: Buffer) => { got += d.length; });
+  c.on('end', () => { ended = true; });
+  c.on('error', (err: Error) => { error = err; });
+  c.write('request');
+  await until(() => ended || error !== undefined, 20_000, "the client's end");
+  assert.equal(error, undefined);
+  assert.equal(got, reply.length, 'every byte of the reply before the end');
+});

@@ -56,6 +56,8 @@ const SLICE = 64 * 1024;
  * three). Inside the 2 s in which a dead peer must be noticed.
  */
 const CLOSE_GRACE_MS = 1000;
+/** The longest a closing CDC is waited for from a peer whose link keeps delivering (peerTcpEnded). */
+const CLOSE_WAIT_MAX_MS = 60_000;
 
 // A write waiting for room in the peer's RMB holds the event loop (poller.ts writeWaits): the
 // rxe device is unref()'d and SMC-R's awake loop stops 300 us after the last traffic. A peer that
@@ -315,10 +317,36 @@ export class SmcrConnection implements SmcTransport {
     this.writtenFin = written;
     this.seqFin = seq;
     this.cdcLog.splice(0, i);
+    if (!this.unconfirmed) this.wakeSent();
   }
 
   /** CDCs (and the WRITEs before them) posted and not confirmed complete, or a CDC owed. */
   get unconfirmed(): boolean { return this.cdcLog.length > 0 || this.cdcPending; }
+
+  private sentWaiters: Array<() => void> = [];
+  /** The peer was taken as gone (peerTcpEnded): nothing of ours will be confirmed now. */
+  private inferredGone = false;
+  /** peerTcpEnded's wait for its TEST_LINK's answer. */
+  private probing: (() => void) | undefined;
+
+  /**
+   * done() once every CDC posted so far (and the WRITEs before it) has completed, i.e. the
+   * peer's QP has it, or once it never will (the link or the connection failed, the group
+   * ended). The socket sends its TCP FIN after the closing CDC: a FIN that overtook it, as it
+   * could under loss, looked to the peer like this process gone (peerTcpEnded).
+   */
+  whenSent(done: () => void): void {
+    if (!this.unconfirmed || this.failed || this.link.isDown || this.inferredGone) return done();
+    this.sentWaiters.push(done);
+  }
+
+  /** @internal The posts are confirmed, or will not be (lgr.ts: a closing connection leaves). */
+  wakeSent(): void {
+    if (this.sentWaiters.length === 0) return;
+    const w = this.sentWaiters;
+    this.sentWaiters = [];
+    for (const f of w) f();
+  }
 
   peerKeyOn(link: SmcrLink): PeerKey | undefined { return this.peerKeys.get(link); }
   setPeerKey(link: SmcrLink, key: PeerKey): void { this.peerKeys.set(link, key); }
@@ -420,25 +448,56 @@ export class SmcrConnection implements SmcTransport {
   /**
    * The peer's TCP connection ended with no closing CDC seen. Linux acts on the CDCs alone (its
    * clcsock's FIN closes nothing), but a peer whose process died sends none, and must be noticed.
-   * The CDC goes by RoCE and the FIN by TCP, so it may still be on its way: a lost packet costs
-   * the link's RTO (134 ms), and a softrdma peer's CDC may wait for a send slot behind others.
-   * So wait CLOSE_GRACE_MS for it. By then a peer_done_writing (a half-close) or a close says
-   * what happened and nothing is inferred; else the peer's process is taken as gone: with bytes
-   * of ours unconsumed an abort (the RST TCP would have sent), else an orderly end after what it
-   * wrote is delivered. (A TEST_LINK probe was tried on 2026-12-06: its answer can overtake a
-   * softrdma peer's CDC waiting for a send slot, the LLC slots being reserved.)
+   * The CDC goes by RoCE and the FIN by TCP, so it may still be on its way (a softrdma peer
+   * sends its FIN once its CDC has arrived, but Linux's smc_close_active shuts its clcsock down
+   * right after posting the CDC, and under loss the CDC is resent behind a window of WRITEs).
+   * So a TEST_LINK asks the peer at once: it answers on the same RC QP after the CDC it posted
+   * before (RC delivers in order), so its answer with no CDC before it means it has no such
+   * connection (a Decline after we settled, say), and no answer and nothing else received on
+   * the link within CLOSE_GRACE_MS means it is gone. A link that keeps delivering without the
+   * answer yet (a lossy path) is waited for, a grace at a time with a fresh TEST_LINK, up to
+   * CLOSE_WAIT_MAX_MS (its keepalive ends a link that stops delivering). Then: with bytes of ours
+   * unconsumed an abort (the RST TCP would have sent), else an orderly end after what it wrote
+   * is delivered.
    */
   peerTcpEnded(): void {
-    if (this.released || this.failed || this.peerFinished || this.graceTimer) return;
-    this.graceTimer = setTimeout(() => {
+    if (this.released || this.failed || this.peerFinished || this.graceTimer || this.probing) return;
+    const since = performance.now();
+    const link = this.link;
+    let probedAt = this.lgr.probe(link);
+    const settled = () => this.released || this.failed || this.peerFinished;
+    const infer = (): void => {
+      this.probing = undefined;
+      clearTimeout(this.graceTimer);
       this.graceTimer = undefined;
-      if (this.released || this.failed || this.peerFinished) return;
+      if (settled()) return;
+      this.inferredGone = true;
+      this.wakeSent();
       this.lgr.peerGone();
       if (this.unconsumed > 0) this.peerConnFlags |= CONN_ABORT;
       else this.peerConnFlags |= CONN_CLOSED | CONN_DONE_WRITING;
       this.deliver();
       this.reportState();
-    }, CLOSE_GRACE_MS);
+    };
+    // The answer: whatever the link delivered before it has been handled (the CDC among it).
+    this.probing = () => { if (link.testAnsweredAt > probedAt) infer(); };
+    const grace = (): void => {
+      this.graceTimer = undefined;
+      if (settled()) { this.probing = undefined; return; }
+      if (probedAt > 0 && link.lastRx > probedAt && !link.isDown && performance.now() - since < CLOSE_WAIT_MAX_MS) {
+        probedAt = this.lgr.probe(link);
+        this.graceTimer = setTimeout(grace, CLOSE_GRACE_MS);
+        return;
+      }
+      infer();
+    };
+    if (probedAt === 0) return infer(); // no link to ask on: the group has ended
+    this.graceTimer = setTimeout(grace, CLOSE_GRACE_MS);
+  }
+
+  /** @internal A TEST_LINK answer came on this connection's link (lgr.ts). */
+  testAnswered(): void {
+    this.probing?.();
   }
 
   /**
@@ -596,6 +655,7 @@ export class SmcrConnection implements SmcTransport {
 
   /** The link failed under the connection and no other link took it: ECONNABORTED, as Linux's smc_conn_kill sets sk_err. */
   linkDown(reason: string): void {
+    this.wakeSent();
     if (this.released || this.failed) return;
     this.failed = true;
     this.waits(false);
@@ -616,6 +676,7 @@ export class SmcrConnection implements SmcTransport {
     this.waits(false);
     this.lgr.rx.connAborts++;
     this.abort();
+    this.wakeSent();
     if (this.started) this.h.protocolError(message);
     else this.earlyError = { message, code: 'EPROTO' };
   }
@@ -623,6 +684,7 @@ export class SmcrConnection implements SmcTransport {
   release(): void {
     if (this.released) return;
     clearTimeout(this.graceTimer);
+    this.probing = undefined;
     this.waits(false);
     this.released = true;
     this.lgr.detach(this);

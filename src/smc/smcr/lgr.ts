@@ -880,6 +880,7 @@ export class SmcrLinkGroup {
 
   /** A closing connection's posts all completed (or cannot be resent): it leaves, and its send buffer is free. */
   private closed(conn: SmcrConnection): void {
+    conn.wakeSent();
     if (!this.closing.delete(conn)) return;
     conn.closing = false;
     this.owing.delete(conn);
@@ -1009,7 +1010,12 @@ export class SmcrLinkGroup {
         return;
       case 'TEST_LINK':
         if (!m.response) this.sendLlc({ ...m, response: true }, link);
-        else if (link.testWait) {
+        else {
+          link.testAnsweredAt = performance.now();
+          // A connection that asked on this link (its peer's TCP ended with no closing CDC).
+          for (const c of this.conns.values()) if (c.link === link) c.testAnswered();
+        }
+        if (m.response && link.testWait) {
           clearTimeout(link.testWait);
           link.testWait = undefined;
           this.scheduleTestLink(link, TESTLINK_MS);
@@ -1309,6 +1315,16 @@ export class SmcrLinkGroup {
   private sendTestLink(link: SmcrLink): number {
     this.sendLlc({ kind: 'TEST_LINK', version: 2, response: false, userData: Buffer.alloc(16) }, link);
     return performance.now();
+  }
+
+  /**
+   * Ask the peer whether it still runs its end of `link` (a TEST_LINK); returns when it went
+   * (anything received on the link after that shows it alive: lastRx), or 0 where it cannot go
+   * (the group ended, the link is down).
+   */
+  probe(link: SmcrLink): number {
+    if (this.dead || link.isDown || !this.links.includes(link)) return 0;
+    return this.sendTestLink(link);
   }
 
   private testLink(link: SmcrLink): void {
@@ -1906,7 +1922,7 @@ export class SmcrLinkGroup {
       for (const d of this.draining) dereg(d.buf);
       this.draining.length = 0;
       for (const c of this.conns.values()) { dereg(c.rmb); dereg(c.sndbuf); }
-      for (const c of this.closing) { c.closing = false; dereg(c.sndbuf); } // their RMBs are in quarantine
+      for (const c of this.closing) { c.closing = false; c.wakeSent(); dereg(c.sndbuf); } // their RMBs are in quarantine
       this.closing.clear();
       this.freeRmbs.clear();
       this.freeSndbufs.clear();

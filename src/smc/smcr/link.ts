@@ -95,6 +95,8 @@ export class SmcrLink {
   active = false;
   /** When the link last received anything (performance.now()), for TEST_LINK. */
   lastRx = performance.now();
+  /** When a TEST_LINK answer last came (performance.now()); 0 before any. */
+  testAnsweredAt = 0;
   testTimer: NodeJS.Timeout | undefined;
   testWait: NodeJS.Timeout | undefined;
   isDown = false;
