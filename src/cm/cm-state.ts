@@ -372,9 +372,25 @@ const toEstablished = (event: CmEventName): Handler => (c, i) =>
 
 const onDrep: Handler = (c, i) => transition(c, 'TIMEWAIT', {}, [deliver('DREP_RECEIVED', recvOf(i, 'DREP').msg)]);
 
-const destroyTo = (to: CmStateName, send?: (c: CmConn) => CmMessage): Handler => (c) => {
+const destroyTo = (to: CmStateName, send?: (c: CmConn) => CmMessage | CmMessage[]): Handler => (c) => {
   const d = { ...c, destroyed: true };
-  return transition(d, to, {}, send ? [{ type: 'send', msg: send(c), tid: c.tid }] : []);
+  const msgs = send ? [send(c)].flat() : [];
+  return transition(d, to, {}, msgs.map((msg) => ({ type: 'send' as const, msg, tid: c.tid })));
+};
+
+/**
+ * The REJs a passive side sends when its id goes after its REP (REP_SENT, MRA_REP_RCVD):
+ * cm_format_rej's (message OTHER, our comm id), which a peer that has our REP matches, and the
+ * same as a REQ's rejection (message REQ), which a peer still in REQ_SENT matches (it never
+ * saw the REP, so it does not know our comm id: cm_acquire_rejected_id looks a REQ's REJ up by
+ * its own id alone). Linux sends only the first: its kernel CM outlives the process and
+ * rejects the peer's next REQ resend; a softrdma process that exits takes its CM with it, and
+ * without the second REJ a peer whose copy of the REP was lost would wait out all its REQ
+ * resends (~98 s with Linux's timing) before UNREACHABLE.
+ */
+const rejAfterRep = (c: CmConn): CmMessage[] => {
+  const rej = formatRej(c, RejReason.CONSUMER_DEFINED, undefined, undefined);
+  return [rej, { ...rej, messageRejected: CmMsgResponse.REQ, localCommId: 0 }];
 };
 
 /** A REP for our REQ (cm_rep_handler): learn the peer, stop waiting. */
@@ -503,7 +519,7 @@ export const CM_TABLE: { readonly [S in CmStateName]: Partial<Record<CmInputKey,
     'recv:DREQ': onDreq,
     'recv:REQ': dupDrop, // cm_dup_req_handler: the REP is being retransmitted already
     send_rej: sendRej,
-    destroy: destroyTo('TIMEWAIT', (c) => formatRej(c, RejReason.CONSUMER_DEFINED, undefined, undefined)),
+    destroy: destroyTo('TIMEWAIT', rejAfterRep),
     ...TIMERS_STALE,
   },
   MRA_REP_RCVD: {
@@ -514,7 +530,7 @@ export const CM_TABLE: { readonly [S in CmStateName]: Partial<Record<CmInputKey,
     'recv:DREQ': onDreq,
     'recv:REQ': dupDrop,
     send_rej: sendRej,
-    destroy: destroyTo('TIMEWAIT', (c) => formatRej(c, RejReason.CONSUMER_DEFINED, undefined, undefined)),
+    destroy: destroyTo('TIMEWAIT', rejAfterRep),
     ...TIMERS_STALE,
   },
   REP_RCVD: {

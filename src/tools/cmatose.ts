@@ -165,6 +165,9 @@ class Node {
 }
 
 /** A CM error event ended the run: cmatose returns its status (no message beyond the event line). */
+/** The longest the end of a run waits for its connections' time-wait (rping's server waits as long). */
+const TIMEWAIT_WAIT_MS = 10_000;
+
 class CmFailure extends Error {
   constructor(readonly status: number) {
     super(`rdma_cm event status ${status}`);
@@ -176,6 +179,8 @@ class Test {
   connIndex = 0;
   connectsLeft: number;
   disconnectsLeft = 0;
+  /** Connections disconnected whose time-wait has not ended (TIMEWAIT_EXIT). */
+  timewaitLeft = 0;
   /** The first CM error: cma_handler's `ret = event->status`, what cmatose returns and prints. */
   failed: { status: number } | undefined;
   /** The completion waits' timeouts (one shared signal: see wait-timeouts.ts). */
@@ -233,12 +238,32 @@ class Test {
       case 'DISCONNECTED':
         try { e.id.disconnect(); } catch { /* we started it: this is the DREP */ }
         this.disconnectsLeft--;
+        this.timewaitLeft++;
+        return;
+      case 'TIMEWAIT_EXIT':
+        this.timewaitLeft--;
         return;
       default:
     }
   }
 
   /** connect_events / disconnect_events: take events until `until()` is false. */
+  /**
+   * Stay until every disconnected connection's time-wait has ended (at most `ms`): a kernel's CM
+   * outlives the process and answers the peer's resent DREQ (its DREP may have been lost) from
+   * time-wait; this process's CM goes with it, and the peer would wait out all its resends.
+   */
+  async timewait(ms: number): Promise<void> {
+    const until = Date.now() + ms;
+    while (this.timewaitLeft > 0) {
+      const left = until - Date.now();
+      if (left <= 0) return;
+      const e = await this.ch.next(undefined, left).catch(() => undefined);
+      if (!e) return;
+      this.handle(e);
+    }
+  }
+
   async events(until: () => boolean): Promise<void> {
     while (until() && !this.failed) {
       const e = await this.ch.next(undefined, this.o.timeoutMs).catch(() => { throw new Error(`${this.name}: no rdma_cm event for ${this.o.timeoutMs / 1000} s (${this.connectsLeft} connects, ${this.disconnectsLeft} disconnects left)`); });
@@ -309,6 +334,7 @@ export async function cmatose(args: string[]): Promise<number> {
       ret = 1;
     }
   }
+  if (!t.failed) await t.timewait(TIMEWAIT_WAIT_MS);
   t.say('test complete');
   t.destroy();
   ch.close();

@@ -211,6 +211,29 @@ describe('two CMs over the codecs', () => {
     assert.equal(A.get(a)!.retryTimer, false);
   });
 
+  it("the passive id destroyed after its REP (the process exiting): a peer that never got the REP is rejected at once, one that did is rejected once", () => {
+    for (const gotRep of [false, true]) {
+      const A = new CmTable({ localCaGuid: GUID_A, randomU32: counter });
+      const B = new CmTable({ localCaGuid: GUID_B, randomU32: counter });
+      assert.equal(B.listen(B.create().localId, SID).error, undefined);
+      const a = A.create().localId;
+      const [atB] = wire(A.call(a, { type: 'send_req', req: rdmaCmReq(0x11), packetLifeTime: 18 }), B);
+      const b = atB!.outcomes[0]!.localId!;
+      const repOut = B.call(b, { type: 'send_rep', rep: rep(0x22) });
+      if (gotRep) wire(repOut, A); // else the REP was lost
+      const bye = B.call(b, { type: 'destroy' });
+      const rejs = sends(bye).map((x) => x.msg as CmMessageOf<'REJ'>);
+      // cm_format_rej's (message OTHER, B's comm id), and one as a REQ's rejection (message REQ, comm id 0).
+      assert.deepEqual(rejs.map((r) => [r.kind, r.messageRejected, r.localCommId === 0, r.remoteCommId, r.reason]),
+        [['REJ', CmMsgResponse.OTHER, false, a, RejReason.CONSUMER_DEFINED], ['REJ', CmMsgResponse.REQ, true, a, RejReason.CONSUMER_DEFINED]]);
+      const atA = wire(bye, A);
+      // With the REP, A matches the first; without it, only the second (it does not know B's comm id).
+      assert.deepEqual(atA.map((r) => events(r)), gotRep ? [['REJ_RECEIVED'], []] : [[], ['REJ_RECEIVED']], `gotRep ${gotRep}`);
+      assert.deepEqual(atA.map((r) => r.dropped), gotRep ? [undefined, 'unexpected'] : ['unexpected', undefined]);
+      assert.equal(A.get(a)!.retryTimer, false, 'no REQ resend left to wait for');
+    }
+  });
+
   it('a DREQ for nobody gets a DREP (cm_issue_drep)', () => {
     const B = new CmTable({ localCaGuid: GUID_B, randomU32: counter });
     const r = B.receive({ header: { baseVersion: 1, mgmtClass: 7, classVersion: 2, method: 3, status: 0, classSpecific: 0, tid: 9n, attrId: 0x15, resv: 0, attrMod: 0 },
