@@ -100,41 +100,51 @@ function closedLater(cb?: () => void): void {
   if (cb) setImmediate(cb);
 }
 
-/** The longest a close waits for its closing CDC to reach the peer before TCP's FIN goes all the same. */
-const SENT_WAIT_MS = 10_000;
+/**
+ * The longest a close waits for its closing CDC to reach the peer: past the link's own verdict
+ * (TEST_LINK's 30 s and its 2 s wait, or a failover), which ends the wait sooner. Then the CDC
+ * is taken as lost.
+ */
+const SENT_WAIT_MS = 60_000;
 
 /**
- * go() once what conn posted (its closing CDC last) has reached the peer, at once for a
- * transport without whenSent (SMC-D: the CDC is in shared memory), or after SENT_WAIT_MS.
- * Over SMC-R the CDC goes by RoCE and the FIN by TCP: a FIN first looks to the peer like this
+ * go(true) once what conn posted (its closing CDC last) has reached the peer, at once for a
+ * transport without whenSent (SMC-D: the CDC is in shared memory); go(false) when it will not
+ * (the link failed, a failover left the closing connection behind, SENT_WAIT_MS passed). Over
+ * SMC-R the CDC goes by RoCE and the FIN by TCP: a FIN first looks to the peer like this
  * process gone (peerTcpEnded), which under loss (the CDC resent behind a window of WRITEs)
- * could last past the peer's grace and cut the stream short.
+ * could last past the peer's wait and cut the stream short; and a FIN after a CDC that never
+ * arrived would do the same for good, so that close is a RST.
  */
-export function afterCdcSent(conn: SmcTransport, go: () => void): void {
-  if (!conn.whenSent) return go();
+export function afterCdcSent(conn: SmcTransport, go: (confirmed: boolean) => void): void {
+  if (!conn.whenSent) return go(true);
   let done = false;
-  const timer = setTimeout(() => { if (!done) { done = true; go(); } }, SENT_WAIT_MS);
+  const timer = setTimeout(() => { if (!done) { done = true; go(false); } }, SENT_WAIT_MS);
   timer.unref();
-  conn.whenSent(() => {
+  conn.whenSent((confirmed) => {
     if (done) return;
     done = true;
     clearTimeout(timer);
-    go();
+    go(confirmed);
   });
 }
 
 /**
  * destroy() of a connection that closed orderly over SMC-R: the application's socket is done
- * at once, and the TCP handle closes (the FIN) once the closing CDC has reached the peer, as
- * end() does (afterCdcSent). It keeps no process alive meanwhile.
+ * at once, and the TCP handle closes once the closing CDC has reached the peer (a FIN), as
+ * end() does (afterCdcSent), or with a RST if it will not. It keeps no process alive meanwhile.
  */
 function closeHandleAfterSent(sock: Socket, conn: SmcTransport): void {
   const self = sock as unknown as { _handle: object | null };
-  const handle = self._handle as { bytesRead: number; bytesWritten: number; readStop?(): number; unref?(): void; close(): void } | null;
+  const handle = self._handle as { bytesRead: number; bytesWritten: number; readStop?(): number; unref?(): void; reset?(cb: () => void): number; close(): void } | null;
   if (!handle) return;
   self._handle = { bytesRead: handle.bytesRead, bytesWritten: handle.bytesWritten, onread: null, close: closedLater };
   try { handle.readStop?.(); handle.unref?.(); } catch { /* closing anyway */ }
-  afterCdcSent(conn, () => { try { handle.close(); } catch { /* already closed */ } });
+  afterCdcSent(conn, (confirmed) => {
+    try {
+      if (confirmed || !handle.reset || handle.reset(() => {}) !== 0) handle.close();
+    } catch { /* already closed */ }
+  });
 }
 
 /** @internal Close a TCP handle as lingerClose does (also for connections a server drops). */

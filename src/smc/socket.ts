@@ -201,8 +201,14 @@ export class Socket extends net.Socket {
       const conn = s.conn!;
       conn.closeWrite();
       // TCP's FIN once peer_done_writing has reached the peer (SMC-R: afterCdcSent), which
-      // takes the CDC for what happened and the FIN only for a process gone.
-      return afterCdcSent(conn, () => super._final(cb));
+      // takes the CDC for what happened and the FIN only for a process gone. If it cannot
+      // arrive (the link failed), the close is a RST, and end() fails: what was written may
+      // not have arrived, and the peer must not take a clean end for it.
+      return afterCdcSent(conn, (confirmed) => {
+        if (confirmed) return super._final(cb);
+        (this as unknown as { resetAndClosing?: boolean }).resetAndClosing = true;
+        cb(Object.assign(new Error('the SMC-R connection\'s closing message did not reach the peer (the link failed)'), { code: 'ECONNABORTED' }));
+      });
     }
     // A server that ends before anything arrived speaks first, as one that writes: TCP.
     if (serverSpeaksFirst(this, s)) return super._final(cb);

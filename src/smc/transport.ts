@@ -90,11 +90,12 @@ export interface SmcTransport {
   /** peer_conn_abort. */
   abort(): void;
   /**
-   * done() once what was posted so far (the closing CDC among it) has reached the peer, or
-   * never will. Transports whose CDCs travel apart from TCP (SMC-R) implement it, so that the
-   * TCP FIN does not overtake the closing CDC; SMC-D's CDC is in shared memory at once.
+   * done(true) once what was posted so far (the closing CDC among it) has reached the peer,
+   * done(false) once it never will. Transports whose CDCs travel apart from TCP (SMC-R)
+   * implement it, so that the TCP FIN does not overtake the closing CDC (and a RST goes where
+   * it cannot arrive); SMC-D's CDC is in shared memory at once.
    */
-  whenSent?(done: () => void): void;
+  whenSent?(done: (confirmed: boolean) => void): void;
   /** The peer's process is gone without a closing message: take it as peer_conn_closed. */
   peerExited(): void;
   /**

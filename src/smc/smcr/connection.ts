@@ -317,35 +317,40 @@ export class SmcrConnection implements SmcTransport {
     this.writtenFin = written;
     this.seqFin = seq;
     this.cdcLog.splice(0, i);
-    if (!this.unconfirmed) this.wakeSent();
+    if (!this.unconfirmed) this.wakeSent(true);
   }
 
   /** CDCs (and the WRITEs before them) posted and not confirmed complete, or a CDC owed. */
   get unconfirmed(): boolean { return this.cdcLog.length > 0 || this.cdcPending; }
 
-  private sentWaiters: Array<() => void> = [];
+  private sentWaiters: Array<(confirmed: boolean) => void> = [];
   /** The peer was taken as gone (peerTcpEnded): nothing of ours will be confirmed now. */
   private inferredGone = false;
   /** peerTcpEnded's wait for its TEST_LINK's answer. */
   private probing: (() => void) | undefined;
 
   /**
-   * done() once every CDC posted so far (and the WRITEs before it) has completed, i.e. the
-   * peer's QP has it, or once it never will (the link or the connection failed, the group
-   * ended). The socket sends its TCP FIN after the closing CDC: a FIN that overtook it, as it
-   * could under loss, looked to the peer like this process gone (peerTcpEnded).
+   * done(true) once every CDC posted so far (and the WRITEs before it) has completed, i.e. the
+   * peer's QP has it; done(false) once it never will (the link or the connection failed, a
+   * failover left the closing connection behind, the group ended). The socket sends its TCP
+   * FIN after the closing CDC (a FIN that overtook it, as it could under loss, looked to the
+   * peer like this process gone: peerTcpEnded), and a RST when it did not arrive, so that the
+   * peer reports the loss rather than a clean end.
    */
-  whenSent(done: () => void): void {
-    if (!this.unconfirmed || this.failed || this.link.isDown || this.inferredGone) return done();
+  whenSent(done: (confirmed: boolean) => void): void {
+    if (!this.unconfirmed) return done(true);
+    // A peer taken as gone confirms nothing: its close as inferred says how ours goes.
+    if (this.inferredGone) return done((this.peerConnFlags & CONN_ABORT) === 0);
+    if (this.failed || this.link.isDown) return done(false);
     this.sentWaiters.push(done);
   }
 
   /** @internal The posts are confirmed, or will not be (lgr.ts: a closing connection leaves). */
-  wakeSent(): void {
+  wakeSent(confirmed: boolean): void {
     if (this.sentWaiters.length === 0) return;
     const w = this.sentWaiters;
     this.sentWaiters = [];
-    for (const f of w) f();
+    for (const f of w) f(confirmed);
   }
 
   peerKeyOn(link: SmcrLink): PeerKey | undefined { return this.peerKeys.get(link); }
@@ -463,7 +468,7 @@ export class SmcrConnection implements SmcTransport {
   peerTcpEnded(): void {
     if (this.released || this.failed || this.peerFinished || this.graceTimer || this.probing) return;
     const since = performance.now();
-    const link = this.link;
+    let link = this.link;
     let probedAt = this.lgr.probe(link);
     const settled = () => this.released || this.failed || this.peerFinished;
     const infer = (): void => {
@@ -472,10 +477,10 @@ export class SmcrConnection implements SmcTransport {
       this.graceTimer = undefined;
       if (settled()) return;
       this.inferredGone = true;
-      this.wakeSent();
       this.lgr.peerGone();
       if (this.unconsumed > 0) this.peerConnFlags |= CONN_ABORT;
       else this.peerConnFlags |= CONN_CLOSED | CONN_DONE_WRITING;
+      this.wakeSent((this.peerConnFlags & CONN_ABORT) === 0);
       this.deliver();
       this.reportState();
     };
@@ -484,7 +489,11 @@ export class SmcrConnection implements SmcTransport {
     const grace = (): void => {
       this.graceTimer = undefined;
       if (settled()) { this.probing = undefined; return; }
-      if (probedAt > 0 && link.lastRx > probedAt && !link.isDown && performance.now() - since < CLOSE_WAIT_MAX_MS) {
+      const waited = performance.now() - since;
+      // A failover moved the connection meanwhile: the CDC comes on its new link; ask there.
+      const moved = this.link !== link && !this.link.isDown;
+      if (waited < CLOSE_WAIT_MAX_MS && (moved || (probedAt > 0 && link.lastRx > probedAt && !link.isDown))) {
+        link = this.link;
         probedAt = this.lgr.probe(link);
         this.graceTimer = setTimeout(grace, CLOSE_GRACE_MS);
         return;
@@ -655,7 +664,7 @@ export class SmcrConnection implements SmcTransport {
 
   /** The link failed under the connection and no other link took it: ECONNABORTED, as Linux's smc_conn_kill sets sk_err. */
   linkDown(reason: string): void {
-    this.wakeSent();
+    this.wakeSent(false);
     if (this.released || this.failed) return;
     this.failed = true;
     this.waits(false);
@@ -676,7 +685,7 @@ export class SmcrConnection implements SmcTransport {
     this.waits(false);
     this.lgr.rx.connAborts++;
     this.abort();
-    this.wakeSent();
+    this.wakeSent(false);
     if (this.started) this.h.protocolError(message);
     else this.earlyError = { message, code: 'EPROTO' };
   }

@@ -880,7 +880,9 @@ export class SmcrLinkGroup {
 
   /** A closing connection's posts all completed (or cannot be resent): it leaves, and its send buffer is free. */
   private closed(conn: SmcrConnection): void {
-    conn.wakeSent();
+    // Confirmed, or left behind (a failover does not move a closing connection): the socket's
+    // TCP close says which (afterCdcSent: a FIN, or a RST).
+    conn.wakeSent(!conn.unconfirmed);
     if (!this.closing.delete(conn)) return;
     conn.closing = false;
     this.owing.delete(conn);
@@ -1922,7 +1924,7 @@ export class SmcrLinkGroup {
       for (const d of this.draining) dereg(d.buf);
       this.draining.length = 0;
       for (const c of this.conns.values()) { dereg(c.rmb); dereg(c.sndbuf); }
-      for (const c of this.closing) { c.closing = false; c.wakeSent(); dereg(c.sndbuf); } // their RMBs are in quarantine
+      for (const c of this.closing) { c.closing = false; c.wakeSent(!c.unconfirmed); dereg(c.sndbuf); } // their RMBs are in quarantine
       this.closing.clear();
       this.freeRmbs.clear();
       this.freeSndbufs.clear();
