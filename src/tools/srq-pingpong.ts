@@ -14,7 +14,7 @@ import net from 'node:net';
 import { once } from 'node:events';
 import { randomBytes } from 'node:crypto';
 import { rxeOf, connectQp, initQp, QpType, SendFlags, WcStatus, wcStatusStr, WrOpcode, Access, type Context, type CompChannel, type MtuValue, type Device, type QP, type WorkCompletion } from '../index.js';
-import { decodeDest, driveCq, encodeDest, EXCHANGE_TIMEOUT_MS, gidText, MSG_BYTES, Reader, RECV_WRID, SEND_WRID, type Dest } from './pingpong.js';
+import { decodeDest, driveCq, encodeDest, EXCHANGE_TIMEOUT_MS, gidText, MSG_BYTES, Reader, RECV_WRID, SEND_WRID, type Dest } from './pingpong-common.js';
 import { hex } from './table.js';
 
 /** srq_pingpong.c's MAX_QP: the exchange's line count, and the most QPs -q may ask for. */
