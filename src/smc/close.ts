@@ -34,20 +34,6 @@ export function smcRelease(sock: Socket, s: SmcState, err?: Error | null): void 
   if (linger) lingerClose(sock, s.opts.timeout);
 }
 
-/**
- * The application gave the TCP handle to another process (child_process's send of a socket,
- * without keepOpen: node takes the handle away and leaves the socket object inert). The SMC
- * connection cannot follow it (its rings, cursors and doorbells belong to this process), and
- * the process that now holds the handle would never see the peer's data, nor the peer its
- * writes: the connection is aborted (the peer reads ECONNRESET and closes TCP, which the new
- * holder then sees) and released here, without the handle, which is no longer ours. The
- * socket object stays as node:net leaves it (no events, writes fail ERR_SOCKET_CLOSED).
- */
-export function smcHandedOff(sock: Socket, s: SmcState): void {
-  s.fallbackCause = 'the TCP handle was sent to another process';
-  teardown(sock, s, true);
-}
-
 /** Is this destroy() resetAndDestroy()'s (node:net sets the flag before it destroys)? */
 function resetting(sock: net.Socket): boolean {
   return (sock as unknown as { resetAndClosing?: boolean }).resetAndClosing === true;
@@ -158,7 +144,7 @@ export function lingerHandle(handle: object, timeout: number): void {
 }
 
 /** Release everything of the connection; writes still waiting complete as node:net's would. */
-function teardown(sock: Socket, s: SmcState, abort = false): void {
+function teardown(sock: Socket, s: SmcState): void {
   restoreOwner(s);
   clearTimeout(s.timer);
   s.timer = undefined;
@@ -173,7 +159,7 @@ function teardown(sock: Socket, s: SmcState, abort = false): void {
     // (flowing, nothing held back), count as read: libuv reads TCP as it arrives, while the
     // ring is looked at only when polled or signalled. node:tls closes its transport right
     // after the peer's last record, which would otherwise make its close an abort.
-    const reset = abort || resetting(sock);
+    const reset = resetting(sock);
     // An onread socket reads as it arrives unless its callback or pause() stopped it.
     const reading = s.onread ? !s.onread.stopped : sock.readableFlowing === true;
     if (!reset && reading && conn.readable === 0) conn.consumeArrived();
@@ -186,7 +172,7 @@ function teardown(sock: Socket, s: SmcState, abort = false): void {
     else conn.closeOrderly();
     conn.release();
     // An orderly close's FIN follows its CDC (a reset may overtake it: it is an abort either way).
-    if (!aborts && !abort && conn.whenSent) closeHandleAfterSent(sock, conn);
+    if (!aborts && conn.whenSent) closeHandleAfterSent(sock, conn);
   } else {
     if (s.learnedTcp) {
       // Its byte counts are final: node:net's _destroy, next, closes the handle.

@@ -11,7 +11,7 @@
 import net from 'node:net';
 import { Duplex } from 'node:stream';
 import { DECLINE } from './clc.js';
-import { afterCdcSent, onTcpEndWhileSmc, smcHandedOff, smcRelease } from './close.js';
+import { afterCdcSent, onTcpEndWhileSmc, smcRelease } from './close.js';
 import { connectTarget } from './connect-args.js';
 import { deliverToUser, installOnread, pauseOnread, resumeOnread, smcWrite, startTcpRead, stopTcpRead } from './data.js';
 import { followOwner, setOwnerJoin } from './handle-owner.js';
@@ -54,7 +54,7 @@ function graft(sock: net.Socket): Socket {
   const p = Socket.prototype;
   o.connect = p.connect; o.push = p.push; o.smcPush = p.smcPush; o._write = p._write; o._writev = p._writev;
   o._final = p._final; o._read = p._read; o.read = p.read; o.pause = p.pause; o.resume = p.resume; o._destroy = p._destroy;
-  o._onTimeout = p._onTimeout; o.setTimeout = p.setTimeout;
+  o._onTimeout = p._onTimeout;
   return o;
 }
 
@@ -281,18 +281,6 @@ export class Socket extends net.Socket {
       return;
     }
     nodeOnTimeout.call(this);
-  }
-
-  /**
-   * child_process's send() of a socket takes its handle (`_handle = null`) and then calls
-   * setTimeout(0) on it (node 20 to 24, internal/child_process.js): the one place where a live
-   * socket loses its handle without being destroyed. A settled SMC connection is aborted then
-   * (smcHandedOff); during the handshake handleGone sees the missing handle.
-   */
-  override setTimeout(timeout: number, callback?: () => void): this {
-    const s = this[kSmc];
-    if (s?.conn && !s.conn.released && timeout === 0 && !this.destroyed && (this as unknown as { _handle?: unknown })._handle === null) smcHandedOff(this, s);
-    return super.setTimeout(timeout, callback);
   }
 
   override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {

@@ -419,49 +419,6 @@ describe('a pauseOnConnect server passing its connections to another process', (
   });
 });
 
-describe('a settled SMC-D connection sent to another process (child.send without pauseOnConnect)', () => {
-  it('is aborted, not left half in each process: the client reads ECONNRESET at once, the parent delivers nothing more, the child sees the connection end', async () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'smc-handoff-'));
-    const childFile = path.join(dir, 'child.cjs');
-    // Reports what its socket reads and how it ends.
-    fs.writeFileSync(childFile, `process.on('message', (m, sock) => {
-      let got = '';
-      sock.on('data', (d) => { got += d; });
-      sock.on('error', () => {});
-      sock.on('close', () => process.send({ got }));
-      process.send('has it');
-    });`);
-    const child = fork(childFile, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-    let parentLate = '';
-    const server = smc.createServer((s) => {
-      s.once('data', () => {
-        child.send('socket', s);
-        s.on('data', (d: Buffer) => { parentLate += d.toString(); });
-      });
-    });
-    try {
-      server.listen(0, '127.0.0.1');
-      await once(server, 'listening');
-      const c = smc.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
-      const failed = new Promise<string | undefined>((resolve) => {
-        c.on('error', (e: NodeJS.ErrnoException) => resolve(e.code));
-        c.on('close', () => resolve(undefined));
-      });
-      const childEnd = new Promise<{ got: string }>((resolve) => child.on('message', (m) => { if (typeof m === 'object') resolve(m as { got: string }); }));
-      const [info] = await bounded(once(c, 'smc'), 5000, 'the handshake') as [{ mode: string }];
-      assert.equal(info.mode, 'SMCD');
-      c.write('first');
-      assert.equal(await bounded(failed, 5000, "the client's ECONNRESET"), 'ECONNRESET');
-      assert.deepEqual(await bounded(childEnd, 5000, "the child's socket closing"), { got: '' });
-      assert.equal(parentLate, '', 'the parent delivered nothing after the handle left');
-    } finally {
-      server.close();
-      child.kill();
-      fs.rmSync(dir, { recursive: true, force: true });
-    }
-  });
-});
-
 describe('destroy() in an \'smc\' listener', () => {
   it('sends the writes made before the connection settled on SMC-D (over node:net they reached the kernel at connect)', async () => {
     const got: Buffer[] = [];
