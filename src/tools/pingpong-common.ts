@@ -1,7 +1,8 @@
 // What rdma-core's *_pingpong examples share, for pingpong.ts and srq-pingpong.ts: the TCP
 // exchange's address message, its reader, and the completion loop.
 
-import { isIPv4, type Socket } from 'node:net';
+import net, { isIPv4, type Socket } from 'node:net';
+import { once } from 'node:events';
 import { addressFromGid, type CompChannel, type CQ, type WorkCompletion } from '../index.js';
 import { hex } from './table.js';
 import { WaitTimeoutError, WaitTimeouts } from './wait-timeouts.js';
@@ -57,6 +58,52 @@ export class Reader {
     const out = this.buf.subarray(0, n);
     this.buf = this.buf.subarray(n);
     return out;
+  }
+}
+
+/**
+ * The TCP exchange (pp_client_exch_dest, pp_server_exch_dest): the client connects, sends its
+ * lines, reads the server's, sends "done\0" and ends; the server accepts one connection, reads
+ * the client's lines, calls `beforeAnswer` with them (it connects its QPs, as the C servers do
+ * before they answer), sends its own and waits for the "done". Returns the peer's bytes and the
+ * socket, ended, for the caller to destroy when the run is over (destroyed here on failure).
+ * `announce(tcpPort)`: the server says which port it took (scripts' -p 0).
+ */
+export async function exchangeDests(
+  x: { servername: string | undefined; port: number; announce?: (tcpPort: number) => void },
+  mine: Buffer, theirLength: number, beforeAnswer: (theirs: Buffer) => void,
+): Promise<{ theirs: Buffer; sock: Socket }> {
+  let sock: Socket | undefined;
+  try {
+    if (x.servername) {
+      sock = net.connect({ host: x.servername, port: x.port });
+      await once(sock, 'connect').catch((e: Error) => { throw new Error(`Couldn't connect to ${x.servername}:${x.port}: ${e.message}`); });
+      const rd = new Reader(sock);
+      sock.write(mine);
+      const theirs = await rd.read(theirLength, EXCHANGE_TIMEOUT_MS);
+      sock.write(Buffer.from('done\0', 'latin1'));
+      sock.end();
+      return { theirs, sock };
+    }
+    const server = net.createServer();
+    server.listen({ port: x.port, exclusive: true });
+    await once(server, 'listening');
+    x.announce?.((server.address() as net.AddressInfo).port);
+    try {
+      [sock] = (await once(server, 'connection')) as [Socket];
+    } finally {
+      server.close();
+    }
+    const rd = new Reader(sock);
+    const theirs = await rd.read(theirLength, EXCHANGE_TIMEOUT_MS);
+    beforeAnswer(theirs);
+    sock.write(mine);
+    await rd.read(5, EXCHANGE_TIMEOUT_MS);
+    sock.end();
+    return { theirs, sock };
+  } catch (err) {
+    sock?.destroy();
+    throw err;
   }
 }
 

@@ -5,8 +5,7 @@
 // rxe device. uc is rc on a UC QP (uc_pingpong.c): no ACKs, so no retries, RNR timer or
 // outstanding reads to set up.
 
-import net from 'node:net';
-import { once } from 'node:events';
+import type net from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { parseArgs } from 'node:util';
 import {
@@ -16,7 +15,7 @@ import {
 import { getoptArgs, intOption, resolveBindOption, udpPortTaken, UsageError } from './usage.js';
 import { hex } from './table.js';
 import { MAX_QP, srqPingpong } from './srq-pingpong.js';
-import { decodeDest, driveCq, encodeDest, EXCHANGE_TIMEOUT_MS, gidText, MSG_BYTES, Reader, RECV_WRID, SEND_WRID, type Dest } from './pingpong-common.js';
+import { decodeDest, driveCq, encodeDest, exchangeDests, gidText, MSG_BYTES, RECV_WRID, SEND_WRID, type Dest } from './pingpong-common.js';
 
 // The exchange's message, for tests and other tools.
 export { decodeDest, encodeDest, MSG_BYTES, type Dest } from './pingpong-common.js';
@@ -108,12 +107,19 @@ export async function pingpong(argv: string[], out: (line: string) => void = (l)
   }
   const ctx = dev.open();
   let sock: net.Socket | undefined;
+  // The TCP exchange; its socket closes when the run is over. An extension for scripts: with
+  // -p 0 or --udp-port 0, the server says which ports it took.
+  const announce = port === 0 || values['udp-port'] === '0'
+    ? (tcpPort: number) => process.stderr.write(`listening: TCP port ${tcpPort}, UDP port ${rxeOf(dev).port}\n`)
+    : undefined;
+  const exchange = async (mine: Buffer, theirLength: number, beforeAnswer: (theirs: Buffer) => void): Promise<Buffer> => {
+    const r = await exchangeDests({ servername, port, announce }, mine, theirLength, beforeAnswer);
+    sock = r.sock;
+    return r.theirs;
+  };
   try {
     if (kind === 'srq') {
-      return await srqPingpong(dev, ctx, {
-        servername, port, ibPort, size, mtu, numQp, rxDepth, iters, gidx, events: values.events === true,
-        announce: port === 0 || values['udp-port'] === '0',
-      }, out);
+      return await srqPingpong(ctx, { servername, ibPort, size, mtu, numQp, rxDepth, iters, gidx, events: values.events === true, exchange }, out);
     }
     if (ud) {
       const portMtu = 128 << ctx.queryPort(ibPort).activeMtu;
@@ -158,33 +164,7 @@ export async function pingpong(argv: string[], out: (line: string) => void = (l)
       }
     };
 
-    let rem: Dest;
-    if (servername) {
-      sock = net.connect({ host: servername, port });
-      await once(sock, 'connect').catch((e: Error) => { throw new Error(`Couldn't connect to ${servername}:${port}: ${e.message}`); });
-      const rd = new Reader(sock);
-      sock.write(encodeDest(my));
-      rem = decodeDest(await rd.read(MSG_BYTES, EXCHANGE_TIMEOUT_MS));
-      sock.write(Buffer.from('done\0', 'latin1'));
-      sock.end();
-    } else {
-      const server = net.createServer();
-      server.listen({ port, exclusive: true });
-      await once(server, 'listening');
-      // An extension for scripts: with -p 0 or --udp-port 0, say which ports were taken.
-      if (port === 0 || values['udp-port'] === '0') process.stderr.write(`listening: TCP port ${(server.address() as net.AddressInfo).port}, UDP port ${rxeOf(dev).port}\n`);
-      try {
-        [sock] = (await once(server, 'connection')) as [net.Socket];
-      } finally {
-        server.close();
-      }
-      const rd = new Reader(sock);
-      rem = decodeDest(await rd.read(MSG_BYTES, EXCHANGE_TIMEOUT_MS));
-      connect(rem);
-      sock.write(encodeDest(my));
-      await rd.read(5, EXCHANGE_TIMEOUT_MS);
-      sock.end();
-    }
+    const rem = decodeDest(await exchange(encodeDest(my), MSG_BYTES, (theirs) => connect(decodeDest(theirs))));
     out(`  remote address: LID 0x${hex(rem.lid, 4)}, QPN 0x${hex(rem.qpn, 6)}, PSN 0x${hex(rem.psn, 6)}, GID ${gidText(rem.gid)}`);
     if (servername) connect(rem);
 

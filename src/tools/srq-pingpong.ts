@@ -10,11 +10,9 @@
 // Each QP i connects to the peer's line i; the QPs' attributes are rc_pingpong's (hop limit
 // 1, one outstanding read/atomic, RNR timer 12, timeout 14, retries 7/7).
 
-import net from 'node:net';
-import { once } from 'node:events';
 import { randomBytes } from 'node:crypto';
-import { rxeOf, connectQp, initQp, QpType, SendFlags, WcStatus, wcStatusStr, WrOpcode, Access, type Context, type CompChannel, type MtuValue, type Device, type QP, type WorkCompletion } from '../index.js';
-import { decodeDest, driveCq, encodeDest, EXCHANGE_TIMEOUT_MS, gidText, MSG_BYTES, Reader, RECV_WRID, SEND_WRID, type Dest } from './pingpong-common.js';
+import { connectQp, initQp, QpType, SendFlags, WcStatus, wcStatusStr, WrOpcode, Access, type Context, type CompChannel, type MtuValue, type QP, type WorkCompletion } from '../index.js';
+import { decodeDest, driveCq, encodeDest, gidText, MSG_BYTES, RECV_WRID, SEND_WRID, type Dest } from './pingpong-common.js';
 import { hex } from './table.js';
 
 /** srq_pingpong.c's MAX_QP: the exchange's line count, and the most QPs -q may ask for. */
@@ -22,7 +20,6 @@ export const MAX_QP = 256;
 
 export interface SrqSettings {
   servername: string | undefined;
-  port: number;
   ibPort: number;
   size: number;
   mtu: number;
@@ -31,8 +28,8 @@ export interface SrqSettings {
   iters: number;
   gidx: number;
   events: boolean;
-  /** Say which ports a server took (-p 0 or --udp-port 0). */
-  announce: boolean;
+  /** The TCP exchange (pingpong-common.ts exchangeDests, its socket closed by the caller). */
+  exchange(mine: Buffer, theirLength: number, beforeAnswer: (theirs: Buffer) => void): Promise<Buffer>;
 }
 
 /** The 256 lines of one side: its QPs', then zeros. */
@@ -41,12 +38,11 @@ function encodeAll(mine: Dest[]): Buffer {
   return Buffer.concat(Array.from({ length: MAX_QP }, (_, i) => encodeDest(mine[i] ?? zero)));
 }
 
-async function readAll(rd: Reader): Promise<Dest[]> {
-  const all = await rd.read(MSG_BYTES * MAX_QP, EXCHANGE_TIMEOUT_MS);
+function decodeAll(all: Buffer): Dest[] {
   return Array.from({ length: MAX_QP }, (_, i) => decodeDest(all.subarray(i * MSG_BYTES, (i + 1) * MSG_BYTES)));
 }
 
-export async function srqPingpong(dev: Device, ctx: Context, o: SrqSettings, out: (line: string) => void): Promise<{ usecPerIter: number; bytes: number }> {
+export async function srqPingpong(ctx: Context, o: SrqSettings, out: (line: string) => void): Promise<{ usecPerIter: number; bytes: number }> {
   const pd = ctx.allocPd();
   const buf = Buffer.alloc(o.size, 0);
   const mr = pd.regMr(buf, Access.LOCAL_WRITE);
@@ -96,37 +92,7 @@ export async function srqPingpong(dev: Device, ctx: Context, o: SrqSettings, out
     });
   };
 
-  let sock: net.Socket | undefined;
-  let rem: Dest[];
-  try {
-    if (o.servername) {
-      sock = net.connect({ host: o.servername, port: o.port });
-      await once(sock, 'connect').catch((e: Error) => { throw new Error(`Couldn't connect to ${o.servername}:${o.port}: ${e.message}`); });
-      const rd = new Reader(sock);
-      sock.write(encodeAll(mine));
-      rem = await readAll(rd);
-      sock.write(Buffer.from('done\0', 'latin1'));
-      sock.end();
-    } else {
-      const server = net.createServer();
-      server.listen({ port: o.port, exclusive: true });
-      await once(server, 'listening');
-      if (o.announce) process.stderr.write(`listening: TCP port ${(server.address() as net.AddressInfo).port}, UDP port ${rxeOf(dev).port}\n`);
-      try {
-        [sock] = (await once(server, 'connection')) as [net.Socket];
-      } finally {
-        server.close();
-      }
-      const rd = new Reader(sock);
-      rem = await readAll(rd);
-      connect(rem);
-      sock.write(encodeAll(mine));
-      await rd.read(5, EXCHANGE_TIMEOUT_MS);
-      sock.end();
-    }
-  } finally {
-    sock?.destroy();
-  }
+  const rem = decodeAll(await o.exchange(encodeAll(mine), MSG_BYTES * MAX_QP, (theirs) => connect(decodeAll(theirs))));
   for (let i = 0; i < o.numQp; i++) {
     const r = rem[i]!;
     out(`  remote address: LID 0x${hex(r.lid, 4)}, QPN 0x${hex(r.qpn, 6)}, PSN 0x${hex(r.psn, 6)}, GID ${gidText(r.gid)}`);
