@@ -254,7 +254,7 @@ export function sendPacket(qp: RxeQp, w: SendWqe, mustAsk = false): void {
   }
   // This packet's PSN (a read request's: its first response's) being the completer's, nothing
   // was in flight before it: the wait for an ACK starts now, whatever timer still runs.
-  if (qp.qpType === QpType.RC) qp.armRetransmit(psnDiff(isRead ? w.firstPsn : psnAdd(w.firstPsn, w.nextPkt - 1), qp.comp.psn) === 0);
+  if (qp.qpType === QpType.RC) qp.armRetransmit(psnDiff(isRead ? w.firstPsn : hi, qp.comp.psn) === 0);
 }
 
 function sentUnacked(qp: RxeQp, w: SendWqe): void {
