@@ -71,14 +71,23 @@ export function onTcpEndWhileSmc(sock: Socket, s: SmcState): void {
  * is done at once ('close' as usual); the lingering one keeps no process alive.
  */
 function lingerClose(sock: Socket, timeout: number): void {
+  const handle = takeHandle(sock);
+  if (handle) lingerHandle(handle, timeout);
+}
+
+interface TcpHandle { bytesRead: number; bytesWritten: number; readStop?(): number; unref?(): void; reset?(cb: () => void): number; close(): void }
+
+/**
+ * The socket's TCP handle, for the caller to close later, and a stand-in in its place: node:net's
+ * _destroy, next, "closes" the stand-in, keeps the byte counts from it and emits 'close' with
+ * hadError from its callback, as for a real handle (without a handle it emits 'close' with no
+ * argument).
+ */
+function takeHandle(sock: Socket): TcpHandle | null {
   const self = sock as unknown as { _handle: object | null };
-  const handle = self._handle as { bytesRead: number; bytesWritten: number } | null;
-  if (!handle) return;
-  // node:net's _destroy, next, "closes" a stand-in: it keeps the byte counts from it and emits
-  // 'close' with hadError from its callback, as for a real handle (without a handle it emits
-  // 'close' with no argument).
-  self._handle = { bytesRead: handle.bytesRead, bytesWritten: handle.bytesWritten, onread: null, close: closedLater };
-  lingerHandle(handle, timeout);
+  const handle = self._handle as TcpHandle | null;
+  if (handle) self._handle = { bytesRead: handle.bytesRead, bytesWritten: handle.bytesWritten, onread: null, close: closedLater };
+  return handle;
 }
 
 /** A stand-in handle's close: the callback comes in a later turn, as libuv's close callback does. */
@@ -121,10 +130,8 @@ export function afterCdcSent(conn: SmcTransport, go: (confirmed: boolean) => voi
  * end() does (afterCdcSent), or with a RST if it will not. It keeps no process alive meanwhile.
  */
 function closeHandleAfterSent(sock: Socket, conn: SmcTransport): void {
-  const self = sock as unknown as { _handle: object | null };
-  const handle = self._handle as { bytesRead: number; bytesWritten: number; readStop?(): number; unref?(): void; reset?(cb: () => void): number; close(): void } | null;
+  const handle = takeHandle(sock);
   if (!handle) return;
-  self._handle = { bytesRead: handle.bytesRead, bytesWritten: handle.bytesWritten, onread: null, close: closedLater };
   try { handle.readStop?.(); handle.unref?.(); } catch { /* closing anyway */ }
   afterCdcSent(conn, (confirmed) => {
     try {
