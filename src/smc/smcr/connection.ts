@@ -340,10 +340,13 @@ export class SmcrConnection implements SmcTransport {
   whenSent(done: (confirmed: boolean) => void): void {
     if (!this.unconfirmed) return done(true);
     // A peer taken as gone confirms nothing: its close as inferred says how ours goes.
-    if (this.inferredGone) return done((this.peerConnFlags & CONN_ABORT) === 0);
+    if (this.inferredGone) return done(this.inferredOrderly);
     if (this.failed || this.link.isDown) return done(false);
     this.sentWaiters.push(done);
   }
+
+  /** The peer taken as gone closed orderly (nothing of ours unconsumed), not with an abort. */
+  private get inferredOrderly(): boolean { return (this.peerConnFlags & CONN_ABORT) === 0; }
 
   /** @internal The posts are confirmed, or will not be (lgr.ts: a closing connection leaves). */
   wakeSent(confirmed: boolean): void {
@@ -480,7 +483,7 @@ export class SmcrConnection implements SmcTransport {
       this.lgr.peerGone();
       if (this.unconsumed > 0) this.peerConnFlags |= CONN_ABORT;
       else this.peerConnFlags |= CONN_CLOSED | CONN_DONE_WRITING;
-      this.wakeSent((this.peerConnFlags & CONN_ABORT) === 0);
+      this.wakeSent(this.inferredOrderly);
       this.deliver();
       this.reportState();
     };

@@ -1011,13 +1011,14 @@ export class SmcrLinkGroup {
         else this.unexpected();
         return;
       case 'TEST_LINK':
-        if (!m.response) this.sendLlc({ ...m, response: true }, link);
-        else {
-          link.testAnsweredAt = performance.now();
-          // A connection that asked on this link (its peer's TCP ended with no closing CDC).
-          for (const c of this.conns.values()) if (c.link === link) c.testAnswered();
+        if (!m.response) {
+          this.sendLlc({ ...m, response: true }, link);
+          return;
         }
-        if (m.response && link.testWait) {
+        link.testAnsweredAt = performance.now();
+        // A connection that asked on this link (its peer's TCP ended with no closing CDC).
+        for (const c of this.conns.values()) if (c.link === link) c.testAnswered();
+        if (link.testWait) {
           clearTimeout(link.testWait);
           link.testWait = undefined;
           this.scheduleTestLink(link, TESTLINK_MS);
