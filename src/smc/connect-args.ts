@@ -35,13 +35,14 @@ function ipv4(host: string): boolean {
  * (when given as a valid number; the peer's port is then known without asking the kernel), and
  * the host when it is an IPv4 address (the peer's address, likewise: node:net connects to an
  * address as given, and getpeername(2) gives it back as written), and whether a localAddress
- * was given. net.connect hands connect() its arguments already normalized, as one array.
+ * was given (and it, when it is an IPv4 address). net.connect hands connect() its arguments already normalized, as one array.
  */
-export function connectTarget(args: unknown[]): { ipc: boolean; port: number | undefined; host: string | undefined; bound: boolean } {
+export function connectTarget(args: unknown[]): { ipc: boolean; port: number | undefined; host: string | undefined; bound: boolean; localAddress: string | undefined } {
   const list = Array.isArray(args[0]) ? (args[0] as unknown[]) : args;
   // net.connect's normalized [options, cb] (the common case): read it, no copy.
   const o = typeof list[0] === 'object' && list[0] !== null ? (list[0] as Record<string, unknown>) : normalizeConnectArgs(list)[0];
   const port = Number(o.port);
   const host = typeof o.host === 'string' && ipv4(o.host) ? o.host : undefined;
-  return { ipc: Boolean(o.path), port: Number.isInteger(port) && port > 0 && port < 65536 ? port : undefined, host, bound: o.localAddress !== undefined };
+  const localAddress = typeof o.localAddress === 'string' && isIPv4(o.localAddress) ? o.localAddress : undefined;
+  return { ipc: Boolean(o.path), port: Number.isInteger(port) && port > 0 && port < 65536 ? port : undefined, host, bound: o.localAddress !== undefined, localAddress };
 }

@@ -79,6 +79,17 @@ export function mayLearnTcp(port: number | undefined): boolean {
   return enabled && ports.has(port ?? 0);
 }
 
+/**
+ * Whether the rule would let a connection to this peer try SMC without a probe (shouldTrySmc with
+ * nothing counted or changed): a peer it sends to TCP reads false even where shouldTrySmc would
+ * let this one through as its probe.
+ */
+export function wouldTrySmc(key: string): boolean {
+  if (!enabled) return true;
+  const h = peers.get(key);
+  return !h || h.shortRun < SHORT_RUN;
+}
+
 /** Whether a new connection to this peer should propose SMC. */
 export function shouldTrySmc(key: string): boolean {
   if (!enabled) return true;

@@ -31,10 +31,10 @@ import { smcrOf } from './options.js';
 import { returnDmb, takeDmb } from './dmb-pool.js';
 import { checkProposal, proposalProof } from './peer-proof.js';
 import { kick, rethrowLater, stayAwakeUntil } from './poller.js';
-import { mayLearnTcp, peerKey, shouldTrySmc } from './handshake-control.js';
+import { mayLearnTcp, peerKey, shouldTrySmc, wouldTrySmc } from './handshake-control.js';
 import { anyPolicy, policyAllows } from './policy.js';
 import { SmcdConnection } from './smcd-connection.js';
-import { inSmcrHandshake, onSmcrClc, releaseSmcr, smcrAwaitingConfirm, smcrClientOwesConfirm, smcrDecline, smcrPeerEndedHandshake, smcrDiscovery, smcrMayTry, smcrProposal, type SmcrOps } from './smcr/clc-flow.js';
+import { inSmcrHandshake, onSmcrClc, releaseSmcr, smcrAwaitingConfirm, smcrClientOwesConfirm, smcrDecline, smcrPeerEndedHandshake, smcrDiscovery, smcrMayTry, smcrPrefetch, smcrProposal, type SmcrOps } from './smcr/clc-flow.js';
 import { forgetSmcrListener, smcrWaitEnded } from './smcr/discovery.js';
 import type { Socket } from './socket.js';
 import { connReset, getSmcInfo, kSmc, peerName, restoreOwner, toBuffer, withSmcCounters, type Held, type SmcState } from './state.js';
@@ -318,6 +318,20 @@ function clientConnect(sock: Socket): void {
 }
 
 /**
+ * Client, at connect() to an IPv4 address and port (`local`: the address it binds, if given):
+ * SMC-R discovery's query, if this connection will need one, goes now, beside the SYN, instead
+ * of once 'connect' has come (its answer then arrives about when the handshake ends, and the
+ * connection proposes one round trip sooner). Not where the connection could not go SMC-R by what
+ * is known before it connects: a policy (which sees the connection only once it is up), a peer
+ * the learned rule sends to TCP, a loopback peer.
+ */
+export function prefetchSmcrDiscovery(s: SmcState, host: string, port: number, local?: string): void {
+  if (s.loopbackPeer || anyPolicy(s.opts.policy)) return;
+  if (mayLearnTcp(port) && !wouldTrySmc(peerKey(host, port))) return;
+  smcrPrefetch(s.opts, host, port, local);
+}
+
+/**
  * Client sockets waiting for an SMC-R discovery answer (phase 'proposing' with nothing sent, so
  * the application's writes are held): what ends the wait.
  */
@@ -332,7 +346,7 @@ const discoveryWaits = new WeakMap<SmcState, (answer: boolean | undefined, cance
 function discoverThenProposeSmcr(sock: Socket, s: SmcState): void {
   const dst = unmapV4(peerName(sock).address ?? '');
   const dport = s.targetPort ?? peerName(sock).port;
-  const d = smcrDiscovery(smcrOps(sock, s), dst, dport, s.connectAt > 0 ? performance.now() - s.connectAt : undefined);
+  const d = smcrDiscovery(smcrOps(sock, s), dst, dport, s.connectAt > 0 ? performance.now() - s.connectAt : undefined, s.connectAt > 0 ? s.connectAt : undefined);
   const onYes = () => { if (dport !== undefined) proposedOnYes.set(s, { dst, port: dport }); };
   if (d.go === 'propose') {
     if (d.cached) onYes();

@@ -15,7 +15,7 @@ import { afterCdcSent, onTcpEndWhileSmc, smcRelease } from './close.js';
 import { connectTarget } from './connect-args.js';
 import { deliverToUser, installOnread, pauseOnread, resumeOnread, smcWrite, startTcpRead, stopTcpRead } from './data.js';
 import { followOwner, setOwnerJoin } from './handle-owner.js';
-import { handleGone, onClcBytes, onClientConnect, serverSpeaksFirst, settleTcp, stripThenPush } from './handshake.js';
+import { handleGone, onClcBytes, onClientConnect, prefetchSmcrDiscovery, serverSpeaksFirst, settleTcp, stripThenPush } from './handshake.js';
 import { resolveSmcOptions, type ResolvedSmcOptions, type SmcSocketOptions } from './options.js';
 import { anyPolicy, policyAllows } from './policy.js';
 import { counterAccessors, kSmc, newState, toBuffer, withSmcCounters, type SmcState } from './state.js';
@@ -142,6 +142,7 @@ export class Socket extends net.Socket {
       else {
         this.prependOnceListener('connect', onClientConnect);
         track(this);
+        if (target.host !== undefined && target.port !== undefined) prefetchSmcrDiscovery(s, target.host, target.port, target.localAddress);
       }
     }
     // node:net's own connect as it was when this module loaded, not whatever net.Socket's

@@ -8,7 +8,8 @@
 //   node smcr-discovery-peer.js client --bind B --plan JSON
 //       plan: [{ "to": "host:port" } | { "hold": "host:port" } | { "sleep": ms }, ...]; each
 //       connection writes "hello", reads the echo, ends ("hold": stays open until the plan is
-//       done), and reports its mode, cause, settle time and the discovery counters.
+//       done), and reports its mode, cause, settle time and the discovery counters ("policyNo":
+//       true on a step: the socket's smcPolicy says no).
 
 import net from 'node:net';
 import { parseArgs } from 'node:util';
@@ -53,7 +54,7 @@ if (positionals[0] === 'server') {
 } else {
   const device = await createRxeDevice({ address: values.bind!, port: 4791, name: 'rxe_cli' });
   device.unref();
-  const plan = JSON.parse(values.plan!) as Array<{ to?: string; hold?: string; sleep?: number; line?: true }>;
+  const plan = JSON.parse(values.plan!) as Array<{ to?: string; hold?: string; sleep?: number; line?: true; policyNo?: true }>;
   // { line: true }: wait for a line on stdin (the test's go-ahead).
   let lines = 0, waiting: (() => void) | undefined;
   process.stdin.on('data', (d: Buffer) => { lines += d.toString().split('\n').length - 1; waiting?.(); });
@@ -62,20 +63,24 @@ if (positionals[0] === 'server') {
     lines--;
   };
   const held: net.Socket[] = [];
-  const one = (host: string, port: number, hold = false) => new Promise<Record<string, unknown>>((resolve, reject) => {
-    const sock = smc.connect({ host, port, localAddress: values.bind!, smcr: true });
+  const one = (host: string, port: number, hold = false, policyNo = false) => new Promise<Record<string, unknown>>((resolve, reject) => {
+    // The queries started before connect() and by the TCP handshake's end ('connect'): discovery
+    // asks at connect(), beside the SYN, where it will need to.
+    const queriesBefore = smcrDiscoveryCounters().queries;
+    let queriesAtConnect = -1;
+    const sock = smc.connect({ host, port, localAddress: values.bind!, smcr: true, ...(policyNo ? { smcPolicy: () => false } : {}) });
     let connectedAt = 0;
     let settleMs = -1;
     let got = '';
     sock.on('error', reject);
     // Before the SMC layer's own 'connect' listener, which may settle at once.
-    sock.prependListener('connect', () => { connectedAt = performance.now(); });
+    sock.prependListener('connect', () => { connectedAt = performance.now(); queriesAtConnect = smcrDiscoveryCounters().queries; });
     sock.on('connect', () => { sock.write('hello'); });
     sock.once('smc', () => { settleMs = performance.now() - connectedAt; });
     sock.setEncoding('utf8');
     const report = () => {
       const info = smc.getSmcInfo(sock);
-      resolve({ client: `${host}:${port}`, echo: got, mode: info.mode, cause: info.fallbackCause, reason: info.fallbackReason, settleMs, held: hold, counters: smcrDiscoveryCounters() });
+      resolve({ client: `${host}:${port}`, echo: got, mode: info.mode, cause: info.fallbackCause, reason: info.fallbackReason, settleMs, held: hold, queriesBefore, queriesAtConnect, counters: smcrDiscoveryCounters() });
     };
     sock.on('data', (d: string) => {
       got += d;
@@ -89,7 +94,7 @@ if (positionals[0] === 'server') {
     else if (step.line) await nextLine();
     else {
       const [host, port] = (step.to ?? step.hold)!.split(':');
-      out(await one(host!, Number(port), step.hold !== undefined));
+      out(await one(host!, Number(port), step.hold !== undefined, step.policyNo === true));
     }
   }
   await Promise.all(held.map((s) => new Promise((r) => { s.once('close', r); s.end(); })));

@@ -24,8 +24,9 @@ import { smcrOf, type ResolvedSmcOptions } from '../options.js';
 import type { TransportEvents } from '../transport.js';
 import { SmcrConnection, type PeerRmb } from './connection.js';
 import { pickSmcrDevice, type SmcrDevice } from './device.js';
-import { SmcrQuery, discoverSmcr, inLocalSubnet, waitBudget, type SmcrDiscovery } from './discovery.js';
+import { SmcrQuery, discoverSmcr, inLocalSubnet, localAddressFor, prefetchSmcr, waitBudget, type SmcrDiscovery } from './discovery.js';
 import { CmDevice } from '../../cm/rdma-cm/cm-device.js';
+import { getDeviceList } from '../../verbs/api.js';
 import { autoDevice, autoDeviceAllowed, autoDeviceError } from './auto-device.js';
 import { MAX_CONNS, MAX_LINKS, MIN_CONNS, SmcrDeclineError, SmcrLinkGroup, type Rmb } from './lgr.js';
 import type { SmcrLink } from './link.js';
@@ -197,21 +198,21 @@ export function smcrMayTry(opts: ResolvedSmcOptions, local: () => string, loopba
  * (smcr/discovery.ts)? No device on the local address or IPv6: propose, and smcrProposal says
  * why not without sending anything. `smcr: { device, discovery: false }` proposes without asking.
  */
-export function smcrDiscovery(ops: SmcrOps, remote: string, port: number | undefined, tcpMs?: number): SmcrDiscovery {
+export function smcrDiscovery(ops: SmcrOps, remote: string, port: number | undefined, tcpMs?: number, since?: number): SmcrDiscovery {
   const local = ops.localAddress();
   const opt = smcrOf(ops.opts);
   if (typeof opt === 'object' && opt.discovery === false) return { go: 'propose', cause: 'discovery off for this socket' };
   if (!isIPv4(local) || port === undefined) return { go: 'propose', cause: 'not asked' };
   let dev: SmcrDevice | undefined;
   try { dev = pickSmcrDevice(opt, local); } catch { dev = undefined; }
-  if (dev) return discoverSmcr(dev.device, local, remote, port, tcpMs);
+  if (dev) return discoverSmcr(dev.device, local, remote, port, tcpMs, false, since);
   if (opt !== true || !autoDeviceAllowed(local)) return { go: 'propose', cause: 'no device' };
   // smcr: true and no device on the local address yet: bring one up (smcr/auto-device.ts),
   // unless nothing would be asked with it (a destination beyond the subnet).
   if (!inLocalSubnet(local, remote)) return discoverSmcr(undefined, local, remote, port);
   const a = autoDevice(local);
   if ('failed' in a) return { go: 'tcp', cause: a.failed, reason: DECLINE.NOSMCRDEV };
-  if ('device' in a) return discoverSmcr(a.device, local, remote, port, tcpMs);
+  if ('device' in a) return discoverSmcr(a.device, local, remote, port, tcpMs, false, since);
   // Coming up: the connection waits for the device and then the query, within one budget.
   const q = new SmcrQuery(`device ${local}`);
   q.awaitsDevice = true;
@@ -221,12 +222,31 @@ export function smcrDiscovery(ops: SmcrOps, remote: string, port: number | undef
       q.failure = { reason: DECLINE.NOSMCRDEV, cause: autoDeviceError(local) ?? 'no SMC-R device' };
       return q.finish(undefined);
     }
-    const d = discoverSmcr(device, local, remote, port, tcpMs, true);
+    const d = discoverSmcr(device, local, remote, port, tcpMs, true, since);
     if (d.go === 'propose') q.finish(true);
     else if (d.go === 'tcp') q.finish(false);
     else d.query.onDone((answer) => q.finish(answer));
   }, () => q.finish(undefined));
   return { go: 'wait', query: q, ms: waitBudget(undefined, tcpMs) };
+}
+
+/**
+ * Client, at connect() to remote:port (an IPv4 address; `local`: the address it binds, if any):
+ * start discovery's query now, so that its round trip overlaps the TCP handshake's
+ * (smcr/discovery.ts prefetchSmcr). Only on a device that is up already, the application's or
+ * one SMC-R brought up for an earlier connection (none is brought up here: smcrDiscovery does
+ * that, and waits for it), and only where smcrDiscovery would ask from the same address.
+ */
+export function smcrPrefetch(opts: ResolvedSmcOptions, remote: string, port: number, local?: string): void {
+  const opt = smcrOf(opts);
+  if (!opt || (typeof opt === 'object' && opt.discovery === false)) return;
+  // A process with no device (most under the preload, until SMC-R first brings one up) pays no more.
+  if (getDeviceList().length === 0) return;
+  const from = local ?? localAddressFor(remote);
+  if (from === undefined || !isIPv4(from)) return;
+  let dev: SmcrDevice | undefined;
+  try { dev = pickSmcrDevice(opt, from); } catch { dev = undefined; }
+  if (dev) prefetchSmcr(dev.device, from, remote, port);
 }
 
 /**

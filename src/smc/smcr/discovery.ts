@@ -113,8 +113,10 @@ function newCounters() {
     served_refused: 0,
     /** Yes answers forgotten: a Proposal sent on one got no valid CLC answer (forgetSmcrListener), or the peer's process was taken for gone (forgetSmcrPeer). */
     withdrawn: 0,
-    /** Connections that found a fresh yes but no live SMC-R connection to the peer, and asked again. */
+    /** Connections that found a fresh yes but no live SMC-R connection to the peer, and asked again (at connect(), or once connected). */
     revalidated: 0,
+    /** Queries started at connect(), alongside the TCP handshake, instead of after it (prefetchSmcr). */
+    prefetched: 0,
   };
 }
 const counters = newCounters();
@@ -246,7 +248,8 @@ export function smcrListenCount(): number {
 // Client: the cache and the queries
 
 type Answer = boolean;
-interface CacheEntry { answer: Answer; expires: number }
+/** `at`: when the answer came (performance.now()). */
+interface CacheEntry { answer: Answer; expires: number; at: number }
 export class SmcrQuery {
   readonly startedAt = performance.now();
   private readonly waiters = new Set<(a: Answer | undefined) => void>();
@@ -323,11 +326,25 @@ export function waitBudget(dev?: Device, tcpMs?: number): number {
 }
 
 /**
+ * Is a cached yes good for a connection to dst without asking again? Only while a connection of
+ * ours to that address is live on SMC-R (its TCP connection would have ended had the peer's
+ * process gone, and the yes with it, forgetSmcrPeer), or when the answer came after this
+ * connection's connect() (`since`): the listener answered while our SYN was on its way. Otherwise
+ * the peer may have died since and a plain server taken its port (a kill leaves an idle link
+ * group looking alive until its keepalive fails): asked again.
+ */
+function yesHolds(hit: CacheEntry, dst: string, since: number | undefined): boolean {
+  return (since !== undefined && hit.at >= since) || livePeer(dst);
+}
+
+/**
  * Client, before an SMC-R Proposal from `local` (on `dev`) to dst:port: propose (a fresh yes),
  * TCP (a fresh no, or a destination outside the subnet), or wait for a query, started here,
- * or one already under way, up to the returned ms (what is left of the budget since it started).
+ * or one already under way, up to the returned ms: what is left of the budget since the query
+ * started, or all of it for one started since this connection's connect() (`since`; its own
+ * prefetchSmcr's, or a neighbour's), whose answer also holds for it (yesHolds).
  */
-export function discoverSmcr(dev: Device | undefined, local: string, dst: string, port: number, tcpMs?: number, join = false): SmcrDiscovery {
+export function discoverSmcr(dev: Device | undefined, local: string, dst: string, port: number, tcpMs?: number, join = false, since?: number): SmcrDiscovery {
   if (!config.enabled) return { go: 'propose', cause: 'discovery off' };
   if (!inLocalSubnet(local, dst)) {
     counters.outside_subnet++;
@@ -336,17 +353,14 @@ export function discoverSmcr(dev: Device | undefined, local: string, dst: string
   const key = `${dst}:${port}`;
   const now = performance.now();
   const hit = cache.get(key);
-  // A yes is taken as it is only while a connection of ours to that address is live on SMC-R:
-  // its TCP connection would have ended had the peer's process gone (and the yes with it,
-  // forgetSmcrPeer). Otherwise the peer may have died since and a plain server taken its port
-  // (a kill leaves an idle link group looking alive until its keepalive fails): asked again.
-  if (hit && hit.expires > now && (!hit.answer || livePeer(dst))) {
+  if (hit && hit.expires > now && (!hit.answer || yesHolds(hit, dst, since))) {
     counters.hits++;
     if (hit.answer) { counters.hits_positive++; return { go: 'propose', cause: 'cached: an SMC-R listener', cached: true }; }
     counters.hits_negative++;
     return { go: 'tcp', cause: 'cached: no SMC-R listener at the peer' };
   }
-  if (hit && hit.expires > now) counters.revalidated++;
+  // A yes asked again (unless prefetchSmcr asked already, and counted it).
+  if (hit && hit.expires > now) { if (!inflight.has(key)) counters.revalidated++; }
   else if (hit) cache.delete(key);
   // A host that answered no query at all lately has no softrdma device: none of its ports is asked.
   const mute = cache.get(hostKey(dst));
@@ -365,12 +379,37 @@ export function discoverSmcr(dev: Device | undefined, local: string, dst: string
   // join: a connection already waiting (for its device to come up, clc-flow.ts) only takes the
   // query; its own wait decides, and counts, how it ends.
   if (join) return { go: 'wait', query: q, ms: 0 };
-  const left = waitBudget(dev, tcpMs) - (now - q.startedAt);
+  // The budget runs from now for a query asked since this connection's connect() (prefetchSmcr's,
+  // sent beside its SYN): the handshake's time is not taken from its wait.
+  const left = waitBudget(dev, tcpMs) - (since !== undefined && q.startedAt >= since ? 0 : now - q.startedAt);
   if (left <= 0) {
     counters.waited_out++;
     return { go: 'tcp', cause: 'SMC-R discovery under way: TCP for this connection' };
   }
   return { go: 'wait', query: q, ms: left };
+}
+
+/**
+ * Client, at connect() (before the TCP handshake): start the query discoverSmcr would start once
+ * the connection is up, so that its round trip runs alongside the handshake's instead of after
+ * it. Only where discoverSmcr would ask: discovery on, dst in local's subnet and not an address of
+ * this host (SMC-D's), no fresh answer that holds without asking, no query under way, the host not
+ * known to answer nothing. Counts nothing else; returns whether a query started.
+ */
+export function prefetchSmcr(dev: Device, local: string, dst: string, port: number): boolean {
+  if (!config.enabled || inflight.has(`${dst}:${port}`) || !inLocalSubnet(local, dst)) return false;
+  const key = `${dst}:${port}`;
+  const now = performance.now();
+  const hit = cache.get(key);
+  if (hit && hit.expires > now && (!hit.answer || livePeer(dst))) return false;
+  const mute = cache.get(hostKey(dst));
+  if (mute && mute.expires > now) return false;
+  if (interfaceAddresses().some((i) => i.address === dst)) return false;
+  const q = startQuery(dev, dst, port, key);
+  if (q.done) return false;
+  counters.prefetched++;
+  if (hit?.answer && hit.expires > now) counters.revalidated++;
+  return true;
 }
 
 /**
@@ -438,7 +477,7 @@ export function smcrKnownListener(dst: string, port: number): boolean {
 }
 
 /** The non-loopback IPv4 address of the interface whose subnet holds dst (where TCP would leave from). */
-function localAddressFor(dst: string): string | undefined {
+export function localAddressFor(dst: string): string | undefined {
   if (!isIPv4(dst)) return undefined;
   for (const i of interfaceAddresses()) {
     if (i.family !== 'IPv4' || i.internal || !i.cidr || !autoDeviceAllowed(i.address)) continue;
@@ -459,7 +498,8 @@ function remember(key: string, answer: Answer): void {
     for (const [k, e] of cache) if (e.expires <= now) cache.delete(k);
     if (cache.size >= CACHE_SWEEP_AT) cache.delete(cache.keys().next().value!);
   }
-  cache.set(key, { answer, expires: performance.now() + (answer ? config.positiveMs : config.negativeMs) });
+  const now = performance.now();
+  cache.set(key, { answer, expires: now + (answer ? config.positiveMs : config.negativeMs), at: now });
 }
 
 class QuerySink implements CmIdSink {
