@@ -27,12 +27,19 @@
 //   http-cold  the same from a fresh client process, counted from its first request, as a
 //              user's program starts: discovery, the link group's first contact and V8's
 //              warm-up included (no target: printed beside the steady row)
-//   shortconn  connect, 14-byte echo, close, per second, for --seconds after 1 s of the same
-//              not counted (the link group is then up and reused), softrdma/smc with SMC-R by
-//              default and the learned handshake control off (SOFTRDMA_SMC_LEARN=0), against
-//              node:net to node:net (tcp_tw_reuse in the client's namespace) target SMC-R/TCP >= 0.8
+//   shortconn  connect, 14-byte echo, close, per second, for --seconds after 5 s of the same
+//              not counted (steady state: the link group up and reused, and V8 done compiling:
+//              a connection runs each of SMC-R's handshake functions once or twice, so the
+//              optimizing compiler reaches them only after some thousands of connections; with
+//              1 s of warm-up a client read 417 conn/s, with 4 s 694, against the same server in
+//              the same minute, 2026-12-07), softrdma/smc with SMC-R by default and the learned
+//              handshake control off (SOFTRDMA_SMC_LEARN=0), against node:net to node:net
+//              (tcp_tw_reuse in the client's namespace), warmed up the same way
+//                                                                       target SMC-R/TCP >= 0.8
 //              and again with the learned handshake control on (its default), which sends
 //              a peer's short connections to TCP after 8 of them        target >= 0.8
+//   shortconn-cold  the same from a fresh client process, counted from its first connection for
+//              --seconds, as a user's program starts (no target: printed beside the steady row)
 
 import type { ChildProcess } from 'node:child_process';
 import net from 'node:net';
@@ -46,15 +53,17 @@ import { median, verdict } from './stats.js';
 import { deleteNamespaces, ip, setUpVethPair } from '../test/helpers/netns.js';
 import { SMCR_MESSAGE_DATAGRAMS, floorClient, floorServer } from './udp-floor.js';
 
-const USAGE = 'usage: node dist/bench/smcr-vs-tcp.js [--runs N] [--json] [--seconds S] [--iters N] [--only bulk,pingpong,http,http-cold,shortconn,learned]  (as root: it makes two network namespaces)';
+const USAGE = 'usage: node dist/bench/smcr-vs-tcp.js [--runs N] [--json] [--seconds S] [--iters N] [--only bulk,pingpong,http,http-cold,shortconn,shortconn-cold,learned]  (as root: it makes two network namespaces)';
 const { runs: RUNS, json, strings } = benchOptions(USAGE, {
   seconds: '3', iters: '5000', only: undefined, role: undefined, bind: undefined, peer: undefined, test: undefined, api: undefined, port: undefined,
 });
 const SECONDS = Number(strings.seconds);
-const TESTS = ['bulk', 'pingpong', 'http', 'http-cold', 'shortconn', 'learned'];
+const TESTS = ['bulk', 'pingpong', 'http', 'http-cold', 'shortconn', 'shortconn-cold', 'learned'];
 const ONLY = strings.only === undefined ? TESTS : strings.only.split(',');
 for (const t of ONLY) if (!TESTS.includes(t)) { console.error(`--only: unknown test ${t} (${TESTS.join(', ')})\n${USAGE}`); process.exit(2); }
 const ITERS = Number(strings.iters);
+/** The short-connection rows' warm-up (s): see shortconn at the head of this file. */
+const SHORT_WARMUP = 5;
 const SELF = fileURLToPath(import.meta.url);
 const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 const PEER = fileURLToPath(new URL('../src/tools/smc-peer.js', import.meta.url));
@@ -322,11 +331,12 @@ async function main(): Promise<void> {
     // datagrams per 250 ms of one run's capture: ~600 in the first second, ~9,000 from 2.5 s).
     const httpRun = (smcr: boolean, cold = false) => peerClient([...(smcr ? ['--import', AUTO] : []), PEER, '--api', 'net', '--test', 'http', '--host', ADDR_HTTP, '--port', String(smcr ? httpSmcr.port : httpTcp.port), '--seconds', String(SECONDS), '--warmup-seconds', cold ? '0' : '2'],
       smcr ? { SOFTRDMA_SMCR_DISCOVERY_WAIT_MS: '1000' } : {});
-    const shortRun = (smcr: boolean, learn = false) => peerClient([PEER, '--api', smcr ? 'smc' : 'net', '--test', 'shortconn', '--host', ADDR_SHORT, '--port', String(smcr ? short.port : short.netPort), '--seconds', String(SECONDS), '--warmup-seconds', '1'],
+    const shortRun = (smcr: boolean, learn = false, cold = false) => peerClient([PEER, '--api', smcr ? 'smc' : 'net', '--test', 'shortconn', '--host', ADDR_SHORT, '--port', String(smcr ? short.port : short.netPort), '--seconds', String(SECONDS), '--warmup-seconds', cold ? '0' : String(SHORT_WARMUP)],
       { SOFTRDMA_SMCR_DISCOVERY_WAIT_MS: '1000', SOFTRDMA_SMC_LEARN: learn ? '1' : '0' });
     const httpRates = { smcr: [] as number[], tcp: [] as number[] };
     const httpColdRates = { smcr: [] as number[], tcp: [] as number[] };
     const shortRates = { smcr: [] as number[], tcp: [] as number[] };
+    const shortColdRates = { smcr: [] as number[], tcp: [] as number[] };
     const learnedRates = { smcr: [] as number[], tcp: [] as number[] };
     const bulk = { smcr: [] as number[], tcp: [] as number[], perf: [] as number[] };
     const pp = { smcr: [] as number[], tcp: [] as number[], floor: [] as number[] };
@@ -354,6 +364,8 @@ async function main(): Promise<void> {
         ['http-cold', async () => { httpColdRates.tcp.push((await httpRun(false, true)).perSec as number); }],
         ['shortconn', async () => { const r = await shortRun(true); requireSmcr('shortconn', r.modes); for (const m of r.modes as string[]) modes.add(`shortconn ${m}`); shortRates.smcr.push(r.perSec as number); }],
         ['shortconn-tcp', async () => { shortRates.tcp.push((await shortRun(false)).perSec as number); }],
+        ['shortconn-cold', async () => { const r = await shortRun(true, false, true); requireSmcr('shortconn-cold', r.modes); shortColdRates.smcr.push(r.perSec as number); }],
+        ['shortconn-cold', async () => { shortColdRates.tcp.push((await shortRun(false, false, true)).perSec as number); }],
         ['learned', async () => { learnedRates.smcr.push((await shortRun(true, true)).perSec as number); }],
       ];
       // The learned row is paired with the plain short-connection row's node:net figure.
@@ -368,6 +380,7 @@ async function main(): Promise<void> {
     const httpRatio = pairRatio(httpRates.smcr, httpRates.tcp);
     const httpColdRatio = pairRatio(httpColdRates.smcr, httpColdRates.tcp);
     const shortRatio = pairRatio(shortRates.smcr, shortRates.tcp);
+    const shortColdRatio = pairRatio(shortColdRates.smcr, shortColdRates.tcp);
     // Paired with the same run's node:net figure.
     learnedRates.tcp = [...shortRates.tcp];
     const learnedRatio = pairRatio(learnedRates.smcr, learnedRates.tcp);
@@ -380,6 +393,7 @@ async function main(): Promise<void> {
       { test: 'http', metric: 'http keep-alive, 8 in flight, steady', smcr: med(httpRates.smcr), baseline: med(httpRates.tcp), unit: 'req/s', digits: 0, method: 'plain node:http both ends', ratio: httpRatio, tcp: med(httpRates.tcp), tcpNote: '', spread: spread(httpRates.smcr, httpRates.tcp), runs: httpRates, ...verdict(httpRatio, true, 1.0) },
       { test: 'http-cold', metric: 'the same, a fresh client process', smcr: med(httpColdRates.smcr), baseline: med(httpColdRates.tcp), unit: 'req/s', digits: 0, method: 'plain node:http both ends', ratio: httpColdRatio, tcp: med(httpColdRates.tcp), tcpNote: '', spread: spread(httpColdRates.smcr, httpColdRates.tcp), runs: httpColdRates, ...verdict(httpColdRatio, true, undefined) },
       { test: 'shortconn', metric: 'short connections', smcr: med(shortRates.smcr), baseline: med(shortRates.tcp), unit: 'conn/s', digits: 0, method: 'node:net both ends', ratio: shortRatio, tcp: med(shortRates.tcp), tcpNote: '', spread: spread(shortRates.smcr, shortRates.tcp), runs: shortRates, ...verdict(shortRatio, true, 0.8) },
+      { test: 'shortconn-cold', metric: 'the same, a fresh client process', smcr: med(shortColdRates.smcr), baseline: med(shortColdRates.tcp), unit: 'conn/s', digits: 0, method: 'node:net both ends', ratio: shortColdRatio, tcp: med(shortColdRates.tcp), tcpNote: '', spread: spread(shortColdRates.smcr, shortColdRates.tcp), runs: shortColdRates, ...verdict(shortColdRatio, true, undefined) },
       { test: 'learned', metric: 'short connections, learned', smcr: med(learnedRates.smcr), baseline: med(learnedRates.tcp), unit: 'conn/s', digits: 0, method: 'node:net both ends', ratio: learnedRatio, tcp: med(learnedRates.tcp), tcpNote: '', spread: spread(learnedRates.smcr, learnedRates.tcp), runs: learnedRates, ...verdict(learnedRatio, true, 0.8) },
     ];
     const rows = allRows.filter((r) => ONLY.includes(r.test)).map(({ test: _t, digits: _d, tcpNote: _n, spread: _s, ...r }) => r);
@@ -397,7 +411,7 @@ async function main(): Promise<void> {
       console.log(`  bulk: softrdma perftest write_bw -s ${CHUNK} -D ${SECONDS + 2} -f 1 between two more rxe devices on the same addresses (the ${SECONDS} s after 1 s of warm-up, as the SMC-R side's); TCP: the SMC-R client program with node:net, setNoDelay(true), the same 64 KiB writes`);
       console.log('  pingpong: the same client and server programs with node:net (net.connect / net.createServer), setNoDelay(true) on both ends, one 14-byte message each way');
       console.log('  http: node:http keep-alive, 8 requests in flight, on both ends without the preload (src/tools/smc-peer.ts); steady: the 3 s after 2 s of the same load; fresh: a new client process counted from its first request (the servers are one process each for all runs)');
-      console.log('  short connections: connect, 14-byte echo, end, with node:net on both ends (setNoDelay(true)), tcp_tw_reuse in the client\'s namespace for both sides');
+      console.log(`  short connections: connect, 14-byte echo, end, with node:net on both ends (setNoDelay(true)), tcp_tw_reuse in the client's namespace for both sides; steady: the ${SECONDS} s after ${SHORT_WARMUP} s of the same (both sides); fresh: a new client process counted from its first connection`);
       console.log(`\nmedians of ${RUNS} runs (ratio: the median of the runs' pair ratios; runs: their range); SMC-R mode ${[...modes].join('+')}; ` +
         `SMC-R client per MiB ${JSON.stringify(counts.bulk)}, per round trip ${JSON.stringify(counts.pingpong)}, per http request ${JSON.stringify(counts.http)}; two network namespaces joined by veth, each side its own process and rxe device; rxe's ICRC: ${describeCrc32()}; ${os.cpus().length} CPUs, node ${process.version}`);
     }
