@@ -7,7 +7,7 @@
 
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
-import { declineOnRelease, onClientConnect, releaseHandshake, writeHeldOnRelease } from './handshake.js';
+import { declineOnRelease, onClientConnect, releaseHandshake, releasePrefetch, writeHeldOnRelease } from './handshake.js';
 import { smcrPeerEndedHandshake } from './smcr/clc-flow.js';
 import type { Socket } from './socket.js';
 import { restoreOwner, type SmcState } from './state.js';
@@ -26,6 +26,7 @@ export function smcRelease(sock: Socket, s: SmcState, err?: Error | null): void 
   // The peer reset the connection: TCP hands us what it sent before the reset first (and takes
   // a reset only in sequence: RFC 5961), so a Confirm we have not read was never sent.
   if ((err as NodeJS.ErrnoException | null | undefined)?.code === 'ECONNRESET') smcrPeerEndedHandshake(s);
+  releasePrefetch(s);
   const reset = resetting(sock);
   let linger = s.role === 'server' && (s.phase === 'srv-wait' || s.phase === 'srv-accepting') && !reset;
   // Held while connecting, a write fails as node:net's queued ones do (teardown).

@@ -35,7 +35,7 @@ import { mayLearnTcp, peerKey, shouldTrySmc, wouldTrySmc } from './handshake-con
 import { anyPolicy, policyAllows } from './policy.js';
 import { SmcdConnection } from './smcd-connection.js';
 import { inSmcrHandshake, onSmcrClc, releaseSmcr, smcrAwaitingConfirm, smcrClientOwesConfirm, smcrDecline, smcrPeerEndedHandshake, smcrDiscovery, smcrMayTry, smcrPrefetch, smcrProposal, type SmcrOps } from './smcr/clc-flow.js';
-import { forgetSmcrListener, smcrWaitEnded } from './smcr/discovery.js';
+import { abandonSmcrPrefetch, claimSmcrPrefetch, forgetSmcrListener, smcrWaitEnded } from './smcr/discovery.js';
 import type { Socket } from './socket.js';
 import { connReset, getSmcInfo, kSmc, peerName, restoreOwner, toBuffer, withSmcCounters, type Held, type SmcState } from './state.js';
 import { countSettled } from './status.js';
@@ -242,6 +242,8 @@ export function onClientConnect(this: Socket): void {
 function clientConnect(sock: Socket): void {
   const s = sock[kSmc];
   if (!s || s.phase !== 'idle') return;
+  // Connected: what this socket's query at connect() answers stands, wherever the connection goes.
+  if (s.prefetch) claimSmcrPrefetch(s.prefetch.query);
   if (anyPolicy(s.opts.policy)) {
     const info = () => ({ role: 'client' as const, localAddress: sock.localAddress, localPort: sock.localPort, remoteAddress: sock.remoteAddress, remotePort: sock.remotePort });
     if (!policyAllows(s.opts.policy, info)) return settleTcp(sock, s, undefined, 'policy', true);
@@ -328,7 +330,19 @@ function clientConnect(sock: Socket): void {
 export function prefetchSmcrDiscovery(s: SmcState, host: string, port: number, local?: string): void {
   if (s.loopbackPeer || anyPolicy(s.opts.policy)) return;
   if (mayLearnTcp(port) && !wouldTrySmc(peerKey(host, port))) return;
-  smcrPrefetch(s.opts, host, port, local);
+  s.prefetch = smcrPrefetch(s.opts, host, port, local);
+}
+
+/**
+ * The socket is released: if its connect() never reached 'connect' (refused, unreachable,
+ * destroyed), a no its query brought, or will bring, is not kept (the server may not have been up
+ * yet); nothing once a connection used it (clientConnect claims it).
+ */
+export function releasePrefetch(s: SmcState): void {
+  const p = s.prefetch;
+  if (!p) return;
+  s.prefetch = undefined;
+  abandonSmcrPrefetch(p.query);
 }
 
 /**
@@ -346,7 +360,13 @@ const discoveryWaits = new WeakMap<SmcState, (answer: boolean | undefined, cance
 function discoverThenProposeSmcr(sock: Socket, s: SmcState): void {
   const dst = unmapV4(peerName(sock).address ?? '');
   const dport = s.targetPort ?? peerName(sock).port;
-  const d = smcrDiscovery(smcrOps(sock, s), dst, dport, s.connectAt > 0 ? performance.now() - s.connectAt : undefined, s.connectAt > 0 ? s.connectAt : undefined);
+  // A yes asked since connect() holds for this connection only where connect() was given the
+  // address (no lookup in between: its SYN went as the query did).
+  const d = smcrDiscovery(smcrOps(sock, s), dst, dport, {
+    tcpMs: s.connectAt > 0 ? performance.now() - s.connectAt : undefined,
+    since: s.connectAt > 0 && s.targetHost !== undefined ? s.connectAt : undefined,
+    counted: s.prefetch?.revalidated === true,
+  });
   const onYes = () => { if (dport !== undefined) proposedOnYes.set(s, { dst, port: dport }); };
   if (d.go === 'propose') {
     if (d.cached) onYes();

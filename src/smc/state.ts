@@ -113,6 +113,12 @@ export interface SmcState {
   startedAt: number;
   /** When connect() was called (performance.now()), 0 before: the TCP handshake's time bounds SMC-R discovery's wait. */
   connectAt: number;
+  /**
+   * SMC-R discovery's query this socket's connect() sent (handshake.ts prefetchSmcrDiscovery),
+   * until its connect ends ('connect', or a close before it); `revalidated`: it asked a cached
+   * yes again (counted once, there).
+   */
+  prefetch: { query: object; revalidated: boolean } | undefined;
   /** node:net's onread on this socket (data.ts): the application's callback, and its stops. */
   onread: OnreadState | undefined;
   /** Client: the handshake reads the TCP handle whatever the pause state; settling gives node:net's back (handshake.ts). */
@@ -145,7 +151,7 @@ export function newState(role: 'client' | 'server', opts: ResolvedSmcOptions, co
     stripClc: false, serverDecline: 0, fallbackReason: undefined, peerDeclineReason: undefined, fallbackCause: undefined,
     device: undefined, peerGid: undefined, dmb: undefined, remote: undefined, conn: undefined, proposal: undefined, timer: undefined, acceptGrace: false,
     pending: undefined, clcIn: 0, clcOut: 0, strayTcpBytes: 0, lateBytes: 0, writeDone: false, writeDoneAfterPeer: false, wroteAfterPeerClosed: false,
-    targetPort: undefined, targetHost: undefined, loopbackPeer: false, counters, ownerHandle: undefined, learnKey: undefined, learnedTcp: false, startedAt: 0, connectAt: 0, onread: undefined,
+    targetPort: undefined, targetHost: undefined, loopbackPeer: false, counters, ownerHandle: undefined, learnKey: undefined, learnedTcp: false, startedAt: 0, connectAt: 0, prefetch: undefined, onread: undefined,
     clcRead: false, bytesDispatched: 0, tcpEnded: false,
   };
 }

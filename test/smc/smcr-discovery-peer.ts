@@ -9,7 +9,10 @@
 //       plan: [{ "to": "host:port" } | { "hold": "host:port" } | { "sleep": ms }, ...]; each
 //       connection writes "hello", reads the echo, ends ("hold": stays open until the plan is
 //       done), and reports its mode, cause, settle time and the discovery counters ("policyNo":
-//       true on a step: the socket's smcPolicy says no).
+//       true on a step: the socket's smcPolicy says no; { "try": "host:port" }: a connection
+//       expected to fail, reported with its error code; { "named": "host:port" }: a connection
+//       to that address given as the name "smc-peer.test", whose lookup answers only at a later
+//       { "lookedUp": true } step, which waits for and reports that connection).
 
 import net from 'node:net';
 import { parseArgs } from 'node:util';
@@ -54,7 +57,7 @@ if (positionals[0] === 'server') {
 } else {
   const device = await createRxeDevice({ address: values.bind!, port: 4791, name: 'rxe_cli' });
   device.unref();
-  const plan = JSON.parse(values.plan!) as Array<{ to?: string; hold?: string; sleep?: number; line?: true; policyNo?: true }>;
+  const plan = JSON.parse(values.plan!) as Array<{ to?: string; hold?: string; try?: string; named?: string; lookedUp?: true; sleep?: number; line?: true; policyNo?: true }>;
   // { line: true }: wait for a line on stdin (the test's go-ahead).
   let lines = 0, waiting: (() => void) | undefined;
   process.stdin.on('data', (d: Buffer) => { lines += d.toString().split('\n').length - 1; waiting?.(); });
@@ -63,12 +66,18 @@ if (positionals[0] === 'server') {
     lines--;
   };
   const held: net.Socket[] = [];
-  const one = (host: string, port: number, hold = false, policyNo = false) => new Promise<Record<string, unknown>>((resolve, reject) => {
+  let named: Promise<Record<string, unknown>> | undefined, answerLookup: (() => void) | undefined;
+  const one = (host: string, port: number, hold = false, policyNo = false, slowName = false) => new Promise<Record<string, unknown>>((resolve, reject) => {
     // The queries started before connect() and by the TCP handshake's end ('connect'): discovery
     // asks at connect(), beside the SYN, where it will need to.
     const queriesBefore = smcrDiscoveryCounters().queries;
     let queriesAtConnect = -1;
-    const sock = smc.connect({ host, port, localAddress: values.bind!, smcr: true, ...(policyNo ? { smcPolicy: () => false } : {}) });
+    const lookedUp = slowName ? new Promise<void>((r) => { answerLookup = r; }) : undefined;
+    const lookup = (_name: string, o: { all?: boolean }, cb: (...a: unknown[]) => void) => {
+      void lookedUp!.then(() => (o.all ? cb(null, [{ address: host, family: 4 }]) : cb(null, host, 4)));
+    };
+    const sock = smc.connect({ host: slowName ? 'smc-peer.test' : host, port, localAddress: values.bind!, smcr: true,
+      ...(slowName ? { lookup: lookup as unknown as net.LookupFunction } : {}), ...(policyNo ? { smcPolicy: () => false } : {}) });
     let connectedAt = 0;
     let settleMs = -1;
     let got = '';
@@ -92,7 +101,17 @@ if (positionals[0] === 'server') {
   for (const step of plan) {
     if (step.sleep) await new Promise((r) => setTimeout(r, step.sleep));
     else if (step.line) await nextLine();
-    else {
+    else if (step.named) {
+      const [host, port] = step.named.split(':');
+      named = one(host!, Number(port), false, false, true);
+    } else if (step.lookedUp) {
+      answerLookup!();
+      out(await named!);
+    } else if (step.try) {
+      const [host, port] = step.try.split(':');
+      const r = await one(host!, Number(port)).then((x) => ({ ...x, error: undefined }), (e: NodeJS.ErrnoException) => ({ client: step.try, error: e.code, counters: smcrDiscoveryCounters() }));
+      out(r);
+    } else {
       const [host, port] = (step.to ?? step.hold)!.split(':');
       out(await one(host!, Number(port), step.hold !== undefined, step.policyNo === true));
     }

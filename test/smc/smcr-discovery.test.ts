@@ -6,6 +6,7 @@
 //     10.233.10.1 (another subnet, routed on-link from B): a plain server on 7204.
 //   A2 (10.233.9.3, no softrdma device at all): a plain node:net server on 7203, one that
 //     writes a banner first on 7205.
+//   A3, A4 (10.233.9.4, .5): servers started and killed by single subtests.
 //   B (10.233.9.2, rxe device): the client.
 
 import { test } from 'node:test';
@@ -22,7 +23,7 @@ testRuntimeDir('smcr-discovery-test');
 const PEER = fileURLToPath(new URL('./smcr-discovery-peer.js', import.meta.url));
 const tag = `sd${process.pid % 100000}`;
 const NS_A = `${tag}a`, NS_B = `${tag}b`;
-const A = '10.233.9.1', A2 = '10.233.9.3', A3 = '10.233.9.4', B = '10.233.9.2', FAR = '10.233.10.1';
+const A = '10.233.9.1', A2 = '10.233.9.3', A3 = '10.233.9.4', A4 = '10.233.9.5', B = '10.233.9.2', FAR = '10.233.10.1';
 const HELLO = Buffer.from('hello').toString('hex');
 
 function setUp(): string | undefined {
@@ -31,6 +32,7 @@ function setUp(): string | undefined {
     extra: () => {
       ip('-n', NS_A, 'addr', 'add', `${A2}/24`, 'dev', `${tag}va`);
       ip('-n', NS_A, 'addr', 'add', `${A3}/24`, 'dev', `${tag}va`);
+      ip('-n', NS_A, 'addr', 'add', `${A4}/24`, 'dev', `${tag}va`);
       ip('-n', NS_A, 'addr', 'add', `${FAR}/24`, 'dev', `${tag}va`);
       ip('-n', NS_B, 'route', 'add', '10.233.10.0/24', 'dev', `${tag}vb`);
     },
@@ -217,6 +219,54 @@ test('SMC-R discovery across two network namespaces', { skip }, async (t) => {
     assert.deepEqual(plainGot(plain, 7206), [HELLO], 'the application\'s bytes, no CLC byte');
     const counters = jsonLines(c.stdout).at(-1)!.counters as Counters;
     assert.equal(counters.revalidated, 2, JSON.stringify(counters));
+    plain.child.kill('SIGKILL');
+  });
+
+  await t.test('a connect() that fails keeps no "no" from the query it sent: a client retrying until its server is up gets SMC-R', async () => {
+    // A device but no listener on the port: UNSUPPORTED, in before or after the refusal; not kept,
+    // so the second attempt asks again.
+    const port = await runClient([{ try: `${A}:7299` }, { sleep: 300 }, { try: `${A}:7299` }]);
+    const p = port.filter((l) => l.client);
+    assert.deepEqual(p.map((l) => l.error), ['ECONNREFUSED', 'ECONNREFUSED']);
+    assert.equal((p[1]!.counters as Counters).prefetched, 2, JSON.stringify(p[1]));
+    // No device on the host yet: the query goes unanswered (after the refusal) and is not kept
+    // for the host; the server comes up, and the next connection asks and goes SMC-R.
+    const c = peer(NS_B, ['client', '--bind', B, '--plan', JSON.stringify([{ try: `${A4}:7209` }, { sleep: 1200 }, { line: true }, { to: `${A4}:7209` }])],
+      { SOFTRDMA_SMCR_DISCOVERY_WAIT_MS: '5000' }, 'pipe');
+    await c.waitUntil((out) => jsonLines(out).find((l) => l.client), 'the refused connection');
+    assert.equal(jsonLines(c.stdout).find((l) => l.client)!.error, 'ECONNREFUSED');
+    const srv4 = peer(NS_A, ['server', '--bind', A4, '--device', '--smcr', '7209']);
+    await srv4.waitFor(/"listening":7209/);
+    c.child.stdin!.write('go\n');
+    await c.waitUntil((out) => jsonLines(out).find((l) => l.done), 'the client done', 30_000);
+    const r = jsonLines(c.stdout).filter((l) => l.client);
+    assert.equal(r[1]!.mode, 'SMCR', JSON.stringify(r[1]));
+    assert.equal(r[1]!.echo, 'hello');
+    assert.equal(await c.exit(10_000), 0, c.stdout + c.stderr);
+    srv4.child.kill('SIGKILL');
+  });
+
+  await t.test('a connect() given a name: a yes another connection got during its lookup does not hold for it (its SYN goes after the lookup); a plain server that took the port meanwhile sees no CLC byte', async () => {
+    const first = peer(NS_A, ['server', '--bind', A3, '--device', '--smcr', '7212']);
+    await first.waitFor(/"listening":7212/);
+    // The named connection's lookup waits; meanwhile a connection by address gets a yes (asked at
+    // its connect()), and the SMC-R server is replaced by a plain one before the lookup answers.
+    const c = peer(NS_B, ['client', '--bind', B, '--plan', JSON.stringify([{ named: `${A3}:7212` }, { to: `${A3}:7212` }, { line: true }, { lookedUp: true }])],
+      { SOFTRDMA_SMCR_DISCOVERY_WAIT_MS: '5000' }, 'pipe');
+    await c.waitUntil((out) => jsonLines(out).find((l) => l.client), 'the connection by address');
+    assert.equal(jsonLines(c.stdout).find((l) => l.client)!.mode, 'SMCR');
+    first.child.kill('SIGKILL');
+    await first.exit(5000).catch(() => undefined);
+    const plain = peer(NS_A, ['server', '--bind', A3, '--plain', '7212']);
+    await plain.waitFor(/"listening":7212/);
+    c.child.stdin!.write('go\n');
+    await c.waitUntil((out) => jsonLines(out).find((l) => l.done), 'the client done', 30_000);
+    const r = jsonLines(c.stdout).filter((l) => l.client);
+    assert.equal(r[1]!.mode, 'TCP', JSON.stringify(r[1]));
+    assert.equal(r[1]!.echo, 'hello');
+    await plain.waitUntil((out) => jsonLines(out).find((l) => l.plain === 7212), 'the plain server\'s report');
+    assert.deepEqual(plainGot(plain, 7212), [HELLO], 'the application\'s bytes, no CLC byte');
+    assert.equal(await c.exit(10_000), 0, c.stdout + c.stderr);
     plain.child.kill('SIGKILL');
   });
 

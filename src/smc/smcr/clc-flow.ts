@@ -24,7 +24,7 @@ import { smcrOf, type ResolvedSmcOptions } from '../options.js';
 import type { TransportEvents } from '../transport.js';
 import { SmcrConnection, type PeerRmb } from './connection.js';
 import { pickSmcrDevice, type SmcrDevice } from './device.js';
-import { SmcrQuery, discoverSmcr, inLocalSubnet, localAddressFor, prefetchSmcr, waitBudget, type SmcrDiscovery } from './discovery.js';
+import { SmcrQuery, discoverSmcr, inLocalSubnet, localAddressFor, prefetchSmcr, prefetchWanted, waitBudget, type SmcrAsker, type SmcrDiscovery } from './discovery.js';
 import { CmDevice } from '../../cm/rdma-cm/cm-device.js';
 import { getDeviceList } from '../../verbs/api.js';
 import { autoDevice, autoDeviceAllowed, autoDeviceError } from './auto-device.js';
@@ -198,21 +198,21 @@ export function smcrMayTry(opts: ResolvedSmcOptions, local: () => string, loopba
  * (smcr/discovery.ts)? No device on the local address or IPv6: propose, and smcrProposal says
  * why not without sending anything. `smcr: { device, discovery: false }` proposes without asking.
  */
-export function smcrDiscovery(ops: SmcrOps, remote: string, port: number | undefined, tcpMs?: number, since?: number): SmcrDiscovery {
+export function smcrDiscovery(ops: SmcrOps, remote: string, port: number | undefined, ask: SmcrAsker = {}): SmcrDiscovery {
   const local = ops.localAddress();
   const opt = smcrOf(ops.opts);
   if (typeof opt === 'object' && opt.discovery === false) return { go: 'propose', cause: 'discovery off for this socket' };
   if (!isIPv4(local) || port === undefined) return { go: 'propose', cause: 'not asked' };
   let dev: SmcrDevice | undefined;
   try { dev = pickSmcrDevice(opt, local); } catch { dev = undefined; }
-  if (dev) return discoverSmcr(dev.device, local, remote, port, tcpMs, false, since);
+  if (dev) return discoverSmcr(dev.device, local, remote, port, ask);
   if (opt !== true || !autoDeviceAllowed(local)) return { go: 'propose', cause: 'no device' };
   // smcr: true and no device on the local address yet: bring one up (smcr/auto-device.ts),
   // unless nothing would be asked with it (a destination beyond the subnet).
   if (!inLocalSubnet(local, remote)) return discoverSmcr(undefined, local, remote, port);
   const a = autoDevice(local);
   if ('failed' in a) return { go: 'tcp', cause: a.failed, reason: DECLINE.NOSMCRDEV };
-  if ('device' in a) return discoverSmcr(a.device, local, remote, port, tcpMs, false, since);
+  if ('device' in a) return discoverSmcr(a.device, local, remote, port, ask);
   // Coming up: the connection waits for the device and then the query, within one budget.
   const q = new SmcrQuery(`device ${local}`);
   q.awaitsDevice = true;
@@ -222,12 +222,12 @@ export function smcrDiscovery(ops: SmcrOps, remote: string, port: number | undef
       q.failure = { reason: DECLINE.NOSMCRDEV, cause: autoDeviceError(local) ?? 'no SMC-R device' };
       return q.finish(undefined);
     }
-    const d = discoverSmcr(device, local, remote, port, tcpMs, true, since);
+    const d = discoverSmcr(device, local, remote, port, { ...ask, join: true });
     if (d.go === 'propose') q.finish(true);
     else if (d.go === 'tcp') q.finish(false);
     else d.query.onDone((answer) => q.finish(answer));
   }, () => q.finish(undefined));
-  return { go: 'wait', query: q, ms: waitBudget(undefined, tcpMs) };
+  return { go: 'wait', query: q, ms: waitBudget(undefined, ask.tcpMs) };
 }
 
 /**
@@ -235,18 +235,21 @@ export function smcrDiscovery(ops: SmcrOps, remote: string, port: number | undef
  * start discovery's query now, so that its round trip overlaps the TCP handshake's
  * (smcr/discovery.ts prefetchSmcr). Only on a device that is up already, the application's or
  * one SMC-R brought up for an earlier connection (none is brought up here: smcrDiscovery does
- * that, and waits for it), and only where smcrDiscovery would ask from the same address.
+ * that, and waits for it), and only where smcrDiscovery would ask from the same address. Returns
+ * the query started (for claimSmcrPrefetch / abandonSmcrPrefetch) and whether it counted a
+ * revalidation, or undefined.
  */
-export function smcrPrefetch(opts: ResolvedSmcOptions, remote: string, port: number, local?: string): void {
+export function smcrPrefetch(opts: ResolvedSmcOptions, remote: string, port: number, local?: string): { query: object; revalidated: boolean } | undefined {
   const opt = smcrOf(opts);
-  if (!opt || (typeof opt === 'object' && opt.discovery === false)) return;
-  // A process with no device (most under the preload, until SMC-R first brings one up) pays no more.
-  if (getDeviceList().length === 0) return;
+  if (!opt || (typeof opt === 'object' && opt.discovery === false)) return undefined;
+  // A process with no device (most under the preload, until SMC-R first brings one up) pays no
+  // more; nor does a connection whose answer is known (looked up before addresses and devices).
+  if (getDeviceList().length === 0 || !prefetchWanted(remote, port)) return undefined;
   const from = local ?? localAddressFor(remote);
-  if (from === undefined || !isIPv4(from)) return;
+  if (from === undefined || !isIPv4(from)) return undefined;
   let dev: SmcrDevice | undefined;
   try { dev = pickSmcrDevice(opt, from); } catch { dev = undefined; }
-  if (dev) prefetchSmcr(dev.device, from, remote, port);
+  return dev ? prefetchSmcr(dev.device, from, remote, port) : undefined;
 }
 
 /**

@@ -248,8 +248,14 @@ export function smcrListenCount(): number {
 // Client: the cache and the queries
 
 type Answer = boolean;
-/** `at`: when the answer came (performance.now()). */
-interface CacheEntry { answer: Answer; expires: number; at: number }
+/**
+ * `asked`: when the query that answered started (performance.now()). `provisional`: a no from a
+ * query sent at connect() (prefetchSmcr) that no connection which got as far as 'connect' has
+ * used yet: if that connect fails, the no goes (abandonSmcrPrefetch), since it may only say that
+ * the server was not up yet (a client retrying until its server starts must not keep a no for a
+ * minute).
+ */
+interface CacheEntry { answer: Answer; expires: number; asked: number; provisional?: SmcrQuery }
 export class SmcrQuery {
   readonly startedAt = performance.now();
   private readonly waiters = new Set<(a: Answer | undefined) => void>();
@@ -259,7 +265,12 @@ export class SmcrQuery {
   failure: { reason: number; cause: string } | undefined;
   /** A stand-in while this end's device comes up (clc-flow.ts smcrDiscovery): true until the real query starts. */
   awaitsDevice = false;
-  constructor(readonly key: string) {}
+  /**
+   * Sent at connect() (prefetchSmcr): 'pending' until a connection that reached 'connect' uses it
+   * ('claimed'), or its socket's connect failed first ('abandoned'): see CacheEntry.provisional.
+   */
+  prefetch: 'pending' | 'claimed' | 'abandoned' | undefined;
+  constructor(readonly key: string, readonly dst = '') {}
   /** cb(answer) when the query ends: true / false, undefined if it could not be asked. */
   onDone(cb: (a: Answer | undefined) => void): () => void {
     if (this.done) { cb(this.answer); return () => undefined; }
@@ -328,23 +339,36 @@ export function waitBudget(dev?: Device, tcpMs?: number): number {
 /**
  * Is a cached yes good for a connection to dst without asking again? Only while a connection of
  * ours to that address is live on SMC-R (its TCP connection would have ended had the peer's
- * process gone, and the yes with it, forgetSmcrPeer), or when the answer came after this
- * connection's connect() (`since`): the listener answered while our SYN was on its way. Otherwise
- * the peer may have died since and a plain server taken its port (a kill leaves an idle link
- * group looking alive until its keepalive fails): asked again.
+ * process gone, and the yes with it, forgetSmcrPeer), or when it was asked at or after this
+ * connection's connect() to an IPv4 address (`since`): the listener answered while our SYN was on
+ * its way. Otherwise the peer may have died since and a plain server taken its port (a kill
+ * leaves an idle link group looking alive until its keepalive fails): asked again.
  */
 function yesHolds(hit: CacheEntry, dst: string, since: number | undefined): boolean {
-  return (since !== undefined && hit.at >= since) || livePeer(dst);
+  return (since !== undefined && hit.asked >= since) || livePeer(dst);
+}
+
+/** What discoverSmcr knows of the connection that asks. */
+export interface SmcrAsker {
+  /** Its TCP handshake's time (ms): waitBudget's stand-in for a round trip. */
+  tcpMs?: number;
+  /** Already waiting (for its device to come up, clc-flow.ts): it takes the query, its own wait decides. */
+  join?: boolean;
+  /** Its connect() (performance.now()), when that was given an IPv4 address (yesHolds, the budget). */
+  since?: number;
+  /** Its connect() asked already, and counted `revalidated` (prefetchSmcr). */
+  counted?: boolean;
 }
 
 /**
- * Client, before an SMC-R Proposal from `local` (on `dev`) to dst:port: propose (a fresh yes),
- * TCP (a fresh no, or a destination outside the subnet), or wait for a query, started here,
- * or one already under way, up to the returned ms: what is left of the budget since the query
- * started, or all of it for one started since this connection's connect() (`since`; its own
- * prefetchSmcr's, or a neighbour's), whose answer also holds for it (yesHolds).
+ * Client, before an SMC-R Proposal from `local` (on `dev`) to dst:port, by a connection that
+ * got as far as 'connect': propose (a fresh yes), TCP (a fresh no, or a destination outside the
+ * subnet), or wait for a query, started here, or one already under way, up to the returned ms:
+ * what is left of the budget since the query started, or all of it for one started since this
+ * connection's connect() (its own prefetchSmcr's, or a neighbour's), whose answer also holds
+ * for it (yesHolds).
  */
-export function discoverSmcr(dev: Device | undefined, local: string, dst: string, port: number, tcpMs?: number, join = false, since?: number): SmcrDiscovery {
+export function discoverSmcr(dev: Device | undefined, local: string, dst: string, port: number, ask: SmcrAsker = {}): SmcrDiscovery {
   if (!config.enabled) return { go: 'propose', cause: 'discovery off' };
   if (!inLocalSubnet(local, dst)) {
     counters.outside_subnet++;
@@ -353,18 +377,20 @@ export function discoverSmcr(dev: Device | undefined, local: string, dst: string
   const key = `${dst}:${port}`;
   const now = performance.now();
   const hit = cache.get(key);
-  if (hit && hit.expires > now && (!hit.answer || yesHolds(hit, dst, since))) {
+  if (hit && hit.expires > now && (!hit.answer || yesHolds(hit, dst, ask.since))) {
+    if (hit.provisional) claim(hit.provisional);
     counters.hits++;
     if (hit.answer) { counters.hits_positive++; return { go: 'propose', cause: 'cached: an SMC-R listener', cached: true }; }
     counters.hits_negative++;
     return { go: 'tcp', cause: 'cached: no SMC-R listener at the peer' };
   }
-  // A yes asked again (unless prefetchSmcr asked already, and counted it).
-  if (hit && hit.expires > now) { if (!inflight.has(key)) counters.revalidated++; }
+  // A yes asked again (unless this connection's connect() asked already, and counted it).
+  if (hit && hit.expires > now) { if (!ask.counted) counters.revalidated++; }
   else if (hit) cache.delete(key);
   // A host that answered no query at all lately has no softrdma device: none of its ports is asked.
   const mute = cache.get(hostKey(dst));
   if (mute && mute.expires > now) {
+    if (mute.provisional) claim(mute.provisional);
     counters.hits++;
     counters.hits_negative++;
     return { go: 'tcp', cause: 'cached: the peer host answered no SMC-R query (no softrdma device)' };
@@ -372,16 +398,17 @@ export function discoverSmcr(dev: Device | undefined, local: string, dst: string
   if (!dev) return { go: 'propose', cause: 'no device to ask with' }; // the Proposal then declines NOSMCRDEV
   counters.misses++;
   let q = inflight.get(key);
-  if (!q) {
+  if (q) claim(q);
+  else {
     q = startQuery(dev, dst, port, key);
     if (q.done) return q.answer ? { go: 'propose', cause: 'discovered' } : { go: 'tcp', cause: 'SMC-R discovery could not ask' };
   }
   // join: a connection already waiting (for its device to come up, clc-flow.ts) only takes the
   // query; its own wait decides, and counts, how it ends.
-  if (join) return { go: 'wait', query: q, ms: 0 };
+  if (ask.join) return { go: 'wait', query: q, ms: 0 };
   // The budget runs from now for a query asked since this connection's connect() (prefetchSmcr's,
   // sent beside its SYN): the handshake's time is not taken from its wait.
-  const left = waitBudget(dev, tcpMs) - (since !== undefined && q.startedAt >= since ? 0 : now - q.startedAt);
+  const left = waitBudget(dev, ask.tcpMs) - (ask.since !== undefined && q.startedAt >= ask.since ? 0 : now - q.startedAt);
   if (left <= 0) {
     counters.waited_out++;
     return { go: 'tcp', cause: 'SMC-R discovery under way: TCP for this connection' };
@@ -390,26 +417,40 @@ export function discoverSmcr(dev: Device | undefined, local: string, dst: string
 }
 
 /**
- * Client, at connect() (before the TCP handshake): start the query discoverSmcr would start once
- * the connection is up, so that its round trip runs alongside the handshake's instead of after
- * it. Only where discoverSmcr would ask: discovery on, dst in local's subnet and not an address of
- * this host (SMC-D's), no fresh answer that holds without asking, no query under way, the host not
- * known to answer nothing. Counts nothing else; returns whether a query started.
+ * Client, at connect() (before the TCP handshake): would discoverSmcr ask about dst:port now?
+ * Discovery on, no query under way, no fresh answer that holds without asking, the host not
+ * known to answer nothing, dst not a loopback address. The cheap half of prefetchSmcr, looked at
+ * before the local address and device are (what most connections need never be).
  */
-export function prefetchSmcr(dev: Device, local: string, dst: string, port: number): boolean {
-  if (!config.enabled || inflight.has(`${dst}:${port}`) || !inLocalSubnet(local, dst)) return false;
+export function prefetchWanted(dst: string, port: number): boolean {
+  if (!config.enabled || dst.startsWith('127.')) return false;
   const key = `${dst}:${port}`;
+  if (inflight.has(key)) return false;
   const now = performance.now();
   const hit = cache.get(key);
   if (hit && hit.expires > now && (!hit.answer || livePeer(dst))) return false;
   const mute = cache.get(hostKey(dst));
-  if (mute && mute.expires > now) return false;
-  if (interfaceAddresses().some((i) => i.address === dst)) return false;
+  return !(mute && mute.expires > now);
+}
+
+/**
+ * Client, at connect(), where prefetchWanted said so: start the query discoverSmcr would start
+ * once the connection is up, so that its round trip runs alongside the handshake's instead of
+ * after it; dst in local's subnet and not an address of this host (SMC-D's). Returns the query
+ * (the socket tells how its connect ended: claimSmcrPrefetch, abandonSmcrPrefetch) and whether
+ * it asked a cached yes again (`revalidated`, counted here), or undefined if none started.
+ */
+export function prefetchSmcr(dev: Device, local: string, dst: string, port: number): { query: object; revalidated: boolean } | undefined {
+  if (!inLocalSubnet(local, dst) || interfaceAddresses().some((i) => i.address === dst)) return undefined;
+  const key = `${dst}:${port}`;
+  const hit = cache.get(key);
+  const revalidated = hit !== undefined && hit.answer && hit.expires > performance.now();
   const q = startQuery(dev, dst, port, key);
-  if (q.done) return false;
+  if (q.done) return undefined;
+  q.prefetch = 'pending';
   counters.prefetched++;
-  if (hit?.answer && hit.expires > now) counters.revalidated++;
-  return true;
+  if (revalidated) counters.revalidated++;
+  return { query: q, revalidated };
 }
 
 /**
@@ -492,14 +533,46 @@ const hostKey = (dst: string) => `${dst}:*`;
 /** Above this many destinations, expired answers are swept out before a new one is kept. */
 const CACHE_SWEEP_AT = 4096;
 
-function remember(key: string, answer: Answer): void {
+function remember(key: string, answer: Answer, q: SmcrQuery): void {
+  // A no for a connect() that failed before anyone used the query says nothing to keep.
+  if (!answer && q.prefetch === 'abandoned') return;
   if (cache.size >= CACHE_SWEEP_AT) {
     const now = performance.now();
     for (const [k, e] of cache) if (e.expires <= now) cache.delete(k);
     if (cache.size >= CACHE_SWEEP_AT) cache.delete(cache.keys().next().value!);
   }
   const now = performance.now();
-  cache.set(key, { answer, expires: now + (answer ? config.positiveMs : config.negativeMs), at: now });
+  cache.set(key, { answer, expires: now + (answer ? config.positiveMs : config.negativeMs), asked: q.startedAt, provisional: !answer && q.prefetch === 'pending' ? q : undefined });
+}
+
+/** A connection that reached 'connect' uses q (its own prefetch, or one it joined): q's answers stand. */
+function claim(q: SmcrQuery): void {
+  // (An abandoned one too: another connection to the same place got as far, and waits for it.)
+  if (q.prefetch !== 'pending' && q.prefetch !== 'abandoned') return;
+  q.prefetch = 'claimed';
+  for (const k of [q.key, hostKey(q.dst)]) {
+    const e = cache.get(k);
+    if (e?.provisional === q) e.provisional = undefined;
+  }
+}
+
+/**
+ * Client: the socket whose connect() sent `query` (prefetchSmcrDiscovery) closed before 'connect'
+ * (refused, unreachable, destroyed). Unless a connection that got further used it, the no it
+ * brought (or will bring) is not kept: the server may just not have been up yet.
+ */
+export function abandonSmcrPrefetch(query: object): void {
+  if (!(query instanceof SmcrQuery) || query.prefetch !== 'pending') return;
+  query.prefetch = 'abandoned';
+  for (const k of [query.key, hostKey(query.dst)]) {
+    const e = cache.get(k);
+    if (e?.provisional === query) cache.delete(k);
+  }
+}
+
+/** Client: the socket whose connect() sent `query` reached 'connect': what it answers stands. */
+export function claimSmcrPrefetch(query: object): void {
+  if (query instanceof SmcrQuery) claim(query);
 }
 
 class QuerySink implements CmIdSink {
@@ -511,9 +584,9 @@ class QuerySink implements CmIdSink {
     inflight.delete(this.q.key);
     if (e.event === 'SIDR_REQ_ERROR') {
       counters.timeouts++;
-      remember(this.q.key, false);
+      remember(this.q.key, false, this.q);
       // Nothing answered, not even "unsupported": no softrdma device at that address, for any port.
-      remember(hostKey(this.dst), false);
+      remember(hostKey(this.dst), false, this.q);
       return this.q.finish(false);
     }
     const rep = e.msg as CmMessageOf<'SIDR_REP'>;
@@ -523,7 +596,7 @@ class QuerySink implements CmIdSink {
     const yes = rep.status === SidrStatus.SUCCESS && rep.serviceId === this.sid && Buffer.from(rep.privateData.subarray(0, ANSWER.length)).equals(ANSWER);
     if (yes) counters.answers_positive++;
     else counters.answers_negative++;
-    remember(this.q.key, yes);
+    remember(this.q.key, yes, this.q);
     this.q.finish(yes);
   }
   onDeviceRemoval(): void {
@@ -533,7 +606,7 @@ class QuerySink implements CmIdSink {
 }
 
 function startQuery(dev: Device, dst: string, port: number, key: string): SmcrQuery {
-  const q = new SmcrQuery(key);
+  const q = new SmcrQuery(key, dst);
   const sid = smcrServiceId(port);
   let cm: CmDevice;
   let localId = 0;
