@@ -100,6 +100,25 @@ test('SMC-R discovery across two network namespaces', { skip }, async (t) => {
     await p.waitUntil((out) => (jsonLines(out).filter((l) => l.listening).length === n ? true : undefined), `${n} listeners`);
   }
   const plainGot = (p: Proc, port: number) => jsonLines(p.stdout).filter((l) => l.plain === port).map((l) => l.got);
+  /**
+   * The SMC-R server `first` on A3:port is killed and a plain server takes its port; then the
+   * client `c` (waiting at a { line } step) goes on: its connection number `n` must be TCP and
+   * the plain server must see the application's bytes only. Returns the plain server.
+   */
+  const replacedByPlain = async (first: Proc, c: Proc, port: number, n: number): Promise<Proc> => {
+    first.child.kill('SIGKILL');
+    await first.exit(5000).catch(() => undefined);
+    const plain = peer(NS_A, ['server', '--bind', A3, '--plain', String(port)]);
+    await plain.waitFor(new RegExp(`"listening":${port}`));
+    c.child.stdin!.write('go\n');
+    await c.waitUntil((out) => jsonLines(out).find((l) => l.done), 'the client done', 30_000);
+    const r = jsonLines(c.stdout).filter((l) => l.client);
+    assert.equal(r[n]!.mode, 'TCP', JSON.stringify(r[n]));
+    assert.equal(r[n]!.echo, 'hello');
+    await plain.waitUntil((out) => jsonLines(out).find((l) => l.plain === port), 'the plain server\'s report');
+    assert.deepEqual(plainGot(plain, port), [HELLO], 'the application\'s bytes, no CLC byte');
+    return plain;
+  };
 
   await t.test('towards plain node:net servers: no CLC byte, no delay beyond the wait bound, and the answer is cached', async () => {
     const lines = await runClient([
@@ -206,17 +225,7 @@ test('SMC-R discovery across two network namespaces', { skip }, async (t) => {
     await c.waitUntil((out) => (jsonLines(out).filter((l) => l.client).length === 2 ? true : undefined), 'two connections');
     assert.deepEqual(jsonLines(c.stdout).filter((l) => l.client).map((l) => l.mode), ['SMCR', 'SMCR']);
     // The server dies between connections (none is open to notice it), and a plain one takes its port.
-    first.child.kill('SIGKILL');
-    await first.exit(5000).catch(() => undefined);
-    const plain = peer(NS_A, ['server', '--bind', A3, '--plain', '7206']);
-    await plain.waitFor(/"listening":7206/);
-    c.child.stdin!.write('go\n');
-    await c.waitUntil((out) => jsonLines(out).find((l) => l.done), 'the client done', 30_000);
-    const r = jsonLines(c.stdout).filter((l) => l.client);
-    assert.equal(r[2]!.mode, 'TCP', JSON.stringify(r[2]));
-    assert.equal(r[2]!.echo, 'hello');
-    await plain.waitUntil((out) => jsonLines(out).find((l) => l.plain === 7206), 'the plain server\'s report');
-    assert.deepEqual(plainGot(plain, 7206), [HELLO], 'the application\'s bytes, no CLC byte');
+    const plain = await replacedByPlain(first, c, 7206, 2);
     const counters = jsonLines(c.stdout).at(-1)!.counters as Counters;
     assert.equal(counters.revalidated, 2, JSON.stringify(counters));
     plain.child.kill('SIGKILL');
@@ -255,17 +264,7 @@ test('SMC-R discovery across two network namespaces', { skip }, async (t) => {
       { SOFTRDMA_SMCR_DISCOVERY_WAIT_MS: '5000' }, 'pipe');
     await c.waitUntil((out) => jsonLines(out).find((l) => l.client), 'the connection by address');
     assert.equal(jsonLines(c.stdout).find((l) => l.client)!.mode, 'SMCR');
-    first.child.kill('SIGKILL');
-    await first.exit(5000).catch(() => undefined);
-    const plain = peer(NS_A, ['server', '--bind', A3, '--plain', '7212']);
-    await plain.waitFor(/"listening":7212/);
-    c.child.stdin!.write('go\n');
-    await c.waitUntil((out) => jsonLines(out).find((l) => l.done), 'the client done', 30_000);
-    const r = jsonLines(c.stdout).filter((l) => l.client);
-    assert.equal(r[1]!.mode, 'TCP', JSON.stringify(r[1]));
-    assert.equal(r[1]!.echo, 'hello');
-    await plain.waitUntil((out) => jsonLines(out).find((l) => l.plain === 7212), 'the plain server\'s report');
-    assert.deepEqual(plainGot(plain, 7212), [HELLO], 'the application\'s bytes, no CLC byte');
+    const plain = await replacedByPlain(first, c, 7212, 1);
     assert.equal(await c.exit(10_000), 0, c.stdout + c.stderr);
     plain.child.kill('SIGKILL');
   });
