@@ -37,6 +37,8 @@ export interface Row extends Paired {
   target: string; met: boolean | undefined; smcMode: string;
   /** CPU time per operation (client and server processes), SMC side over node:net side. */
   cpu: Paired;
+  /** The CPU ratio's target (issue 18: short connections' CPU <= 1.2x TCP's) and verdict, '-' and undefined for none. */
+  cpuTarget: string; cpuMet: boolean | undefined;
 }
 
 function paired(a: number[], b: number[]): Paired {
@@ -77,14 +79,15 @@ export async function fallbackRows(pairs: number, env: NodeJS.ProcessEnv, only?:
   ];
   try {
     // want: the mode the SMC client must settle on (null: whatever it learns to).
-    const measure = async (metric: string, k: typeof kinds[number], a: string, portA: number, target: number | undefined, want: string | null = 'TCP', extraEnv: NodeJS.ProcessEnv = {}) => {
+    const measure = async (metric: string, k: typeof kinds[number], a: string, portA: number, target: number | undefined, want: string | null = 'TCP', extraEnv: NodeJS.ProcessEnv = {}, cpuTarget?: number) => {
       if (only && !metric.startsWith(only)) return;
       const r = await ab(['--kind', k.kind, '--a', a, '--b', 'net', '--port-a', String(portA), '--port-b', String(netPort), '--pairs', String(pairs), '--server-pid', String(server.pid)], { ...env, ...extraEnv });
       // The SMC client must have fallen back (a plain listener); a plain client never proposes.
       if (a === 'smc' && want !== null && (r.modes.length !== 1 || r.modes[0] !== want)) throw new Error(`${metric}: SMC client settled ${r.modes.join('+')}, not ${want}`);
       const runs = r.a.map((x, i) => ({ smc: x, tcp: r.b[i]!, ratio: x / r.b[i]! }));
       const row = { metric, unit: k.unit, ...paired(r.a, r.b), runs, cpu: paired(r.cpuA, r.cpuB) };
-      rows.push({ ...row, ...verdict(row.ratio, k.higher, target), smcMode: want ?? r.modes.join('+') });
+      const cv = verdict(row.cpu.ratio, false, cpuTarget);
+      rows.push({ ...row, ...verdict(row.ratio, k.higher, target), cpuTarget: cv.target, cpuMet: cv.met, smcMode: want ?? r.modes.join('+') });
     };
     await measure('control: node:net vs node:net, A/B setup', kinds[0]!, 'net', netPort, undefined);
     for (const k of kinds) {
@@ -93,7 +96,7 @@ export async function fallbackRows(pairs: number, env: NodeJS.ProcessEnv, only?:
     // Not a fallback: the short-connection rows of smc-vs-tcp, SMC client to the SMC listener
     // against node:net to the plain one, read the same way: as an application gets them (the
     // learned handshake control sends all but its probes to TCP), and forced onto SMC-D.
-    await measure('short connections, A/B', kinds[0]!, 'smc', smcPort, 1.0, null);
+    await measure('short connections, A/B', kinds[0]!, 'smc', smcPort, 1.0, null, {}, 1.2);
     await measure('short connections over SMC-D, A/B', kinds[0]!, 'smc', smcPort, undefined, 'SMCD', { SOFTRDMA_SMC_LEARN: '0' });
   } finally {
     await server.stop();
@@ -103,12 +106,12 @@ export async function fallbackRows(pairs: number, env: NodeJS.ProcessEnv, only?:
 
 /** The A/B rows as a table: the figure's ratio and the CPU time's, each with its 95% interval. */
 export function printRows(rows: Row[], footer: string): void {
-  const head = ['metric', 'SMC', 'TCP', 'unit', 'SMC/TCP', '95% ci', 'target', 'met', 'CPU/op SMC/TCP', '95% ci', 'CPU us/op'];
+  const head = ['metric', 'SMC', 'TCP', 'unit', 'SMC/TCP', '95% ci', 'target', 'met', 'CPU/op SMC/TCP', '95% ci', 'CPU target', 'met', 'CPU us/op'];
   const ci = (lo: number, hi: number) => `${lo.toFixed(3)}-${hi.toFixed(3)}`;
   const lines = rows.map((r) => [
     r.metric, r.smc.toFixed(1), r.tcp.toFixed(1), r.unit, r.ratio.toFixed(3), ci(r.lo, r.hi), r.target,
     r.met === undefined ? '-' : r.met ? 'yes' : 'NO',
-    r.cpu.ratio.toFixed(3), ci(r.cpu.lo, r.cpu.hi), `${r.cpu.smc.toFixed(1)} / ${r.cpu.tcp.toFixed(1)}`,
+    r.cpu.ratio.toFixed(3), ci(r.cpu.lo, r.cpu.hi), r.cpuTarget, r.cpuMet === undefined ? '-' : r.cpuMet ? 'yes' : 'NO', `${r.cpu.smc.toFixed(1)} / ${r.cpu.tcp.toFixed(1)}`,
   ]);
   console.log(formatTable([head, ...lines]));
   console.log(`\n${footer}`);

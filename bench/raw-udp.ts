@@ -47,6 +47,7 @@ if (mode === 'sink') {
   // Counts until the blaster's end marker (a 1-byte datagram) or an idle gap.
   let bytes = 0, n = 0, first = 0, last = 0, start = 0;
   let idle: NodeJS.Timeout | undefined;
+  const idleMs = Number(values['idle-ms']);
   const finish = () => {
     const secs = (last - first) / 1e9;
     process.stdout.write(JSON.stringify({ bytes, datagrams: n, secs, MBps: secs > 0 ? bytes / secs / (1 << 20) : 0 }) + '\n');
@@ -60,8 +61,10 @@ if (mode === 'sink') {
     if (!n) first = t;
     else bytes += m.length; // the first counted datagram opens the window: bytes after it
     n++; last = t;
-    clearTimeout(idle);
-    idle = setTimeout(finish, Number(values['idle-ms']));
+    // One timer, pushed back per datagram (refresh: no timer made and cancelled per datagram on
+    // the side that is the bottleneck).
+    if (idle) idle.refresh();
+    else idle = setTimeout(finish, idleMs);
   });
   ready();
 } else if (mode === 'blast') {

@@ -62,19 +62,27 @@ const rows: Row[] = [];
 
 async function measure(metric: string, unit: string, field: string, higherBetter: boolean, target: number | undefined,
   smcSide: { server: string[]; serverAuto?: boolean; client: string[]; clientAuto?: boolean; clientEnv?: NodeJS.ProcessEnv },
-  tcpSide: { server: string[]; serverAuto?: boolean; client: string[]; clientAuto?: boolean }): Promise<void> {
+  tcpSide: { server: string[]; serverAuto?: boolean; client: string[]; clientAuto?: boolean },
+  freshServers = false): Promise<void> {
   if (only && !metric.startsWith(only)) return;
   // Where both sides need the same server (the control row), both talk to one process:
   // two server processes differ by a few percent on their own (scheduling, CPU placement).
   const shared = JSON.stringify([smcSide.server, smcSide.serverAuto]) === JSON.stringify([tcpSide.server, tcpSide.serverAuto]);
-  const smcS = await serve(smcSide.server, smcSide.serverAuto);
-  const tcpS = shared ? smcS : await serve(tcpSide.server, tcpSide.serverAuto);
+  let smcS = await serve(smcSide.server, smcSide.serverAuto);
+  let tcpS = shared ? smcS : await serve(tcpSide.server, tcpSide.serverAuto);
   const a: number[] = [];
   const b: number[] = [];
   // Every run's SMC-side mode: a row whose runs did not all settle alike says so (SMCD x2 + TCP x1).
   const modes = new Map<string, number>();
   try {
     for (let i = 0; i < RUNS; i++) {
+      // freshServers: new server processes for every run (a cold row counts the server's warm-up too).
+      if (freshServers && i > 0) {
+        await smcS.stop();
+        if (!shared) await tcpS.stop();
+        smcS = await serve(smcSide.server, smcSide.serverAuto);
+        tcpS = shared ? smcS : await serve(tcpSide.server, tcpSide.serverAuto);
+      }
       // Alternate which side runs first, so warm-up and drift do not favour one of them.
       const runSmc = () => client([...smcSide.client, '--port', String(smcS.port)], smcSide.clientAuto, smcSide.clientEnv);
       const runTcp = () => client([...tcpSide.client, '--port', String(tcpS.port)], tcpSide.clientAuto);
@@ -121,7 +129,7 @@ await measure('pingpong 14 B mean', 'us', 'meanUs', false, 0.5, { server: ['--ap
 // A fresh server and client process each run, counted from the first request (as a user's
 // programs start), then the steady state: the same after 2 s of the load not counted.
 const http = ['--api', 'net', '--test', 'http', '--seconds', '3'];
-await measure('http requests', 'req/s', 'perSec', true, 1.35, { server: ['--http'], serverAuto: true, client: http, clientAuto: true }, { server: ['--http'], client: http });
+await measure('http requests', 'req/s', 'perSec', true, 1.35, { server: ['--http'], serverAuto: true, client: http, clientAuto: true }, { server: ['--http'], client: http }, true);
 const httpSteady = [...http, '--warmup-seconds', '2'];
 await measure('http requests, steady', 'req/s', 'perSec', true, 1.35, { server: ['--http'], serverAuto: true, client: httpSteady, clientAuto: true }, { server: ['--http'], client: httpSteady });
 const sc = ['--test', 'shortconn', '--seconds', '3', '--warmup-seconds', '1'];
