@@ -163,7 +163,8 @@ export function isLoopback(a: string): boolean {
 }
 
 let localAddrs: { of: readonly InterfaceAddress[]; set: Set<string> } | undefined;
-function isLocalAddress(a: string): boolean {
+/** A loopback address or one of this host's interfaces' (from the refreshed snapshot). */
+export function isLocalAddress(a: string): boolean {
   if (isLoopback(a)) return true;
   const list = interfaceAddresses();
   if (localAddrs?.of !== list) localAddrs = { of: list, set: new Set(list.map((i) => unmapV4(i.address))) };

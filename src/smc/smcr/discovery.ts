@@ -24,6 +24,7 @@
 // nothing is sent towards hosts beyond a router.
 
 import { interfaceAddresses } from '../interfaces.js';
+import { isLocalAddress } from '../discovery.js';
 import { isIPv4 } from 'node:net';
 import { addressFromGid, unmapV4 } from '../../abi/inet.js';
 import { getDeviceList, type Device } from '../../verbs/api.js';
@@ -348,6 +349,18 @@ function yesHolds(hit: CacheEntry, dst: string, since: number | undefined): bool
   return (since !== undefined && hit.asked >= since) || livePeer(dst);
 }
 
+/** The fresh cached answer for dst:port that a connection takes without asking: a no, or a yes that holds for it. */
+function answerThatHolds(key: string, dst: string, since: number | undefined, now: number): CacheEntry | undefined {
+  const hit = cache.get(key);
+  return hit && hit.expires > now && (!hit.answer || yesHolds(hit, dst, since)) ? hit : undefined;
+}
+
+/** The fresh entry of a host that answered no query at all lately (no softrdma device: none of its ports is asked). */
+function muteHost(dst: string, now: number): CacheEntry | undefined {
+  const mute = cache.get(hostKey(dst));
+  return mute && mute.expires > now ? mute : undefined;
+}
+
 /** What discoverSmcr knows of the connection that asks. */
 export interface SmcrAsker {
   /** Its TCP handshake's time (ms): waitBudget's stand-in for a round trip. */
@@ -376,20 +389,20 @@ export function discoverSmcr(dev: Device | undefined, local: string, dst: string
   }
   const key = `${dst}:${port}`;
   const now = performance.now();
-  const hit = cache.get(key);
-  if (hit && hit.expires > now && (!hit.answer || yesHolds(hit, dst, ask.since))) {
-    if (hit.provisional) claim(hit.provisional);
+  const held = answerThatHolds(key, dst, ask.since, now);
+  if (held) {
+    if (held.provisional) claim(held.provisional);
     counters.hits++;
-    if (hit.answer) { counters.hits_positive++; return { go: 'propose', cause: 'cached: an SMC-R listener', cached: true }; }
+    if (held.answer) { counters.hits_positive++; return { go: 'propose', cause: 'cached: an SMC-R listener', cached: true }; }
     counters.hits_negative++;
     return { go: 'tcp', cause: 'cached: no SMC-R listener at the peer' };
   }
+  const hit = cache.get(key);
   // A yes asked again (unless this connection's connect() asked already, and counted it).
   if (hit && hit.expires > now) { if (!ask.counted) counters.revalidated++; }
   else if (hit) cache.delete(key);
-  // A host that answered no query at all lately has no softrdma device: none of its ports is asked.
-  const mute = cache.get(hostKey(dst));
-  if (mute && mute.expires > now) {
+  const mute = muteHost(dst, now);
+  if (mute) {
     if (mute.provisional) claim(mute.provisional);
     counters.hits++;
     counters.hits_negative++;
@@ -419,29 +432,27 @@ export function discoverSmcr(dev: Device | undefined, local: string, dst: string
 /**
  * Client, at connect() (before the TCP handshake): would discoverSmcr ask about dst:port now?
  * Discovery on, no query under way, no fresh answer that holds without asking, the host not
- * known to answer nothing, dst not a loopback address. The cheap half of prefetchSmcr, looked at
- * before the local address and device are (what most connections need never be).
+ * known to answer nothing, dst neither loopback nor an address of this host (SMC-D's). The cheap
+ * half of prefetchSmcr, looked at before the local address and device are (what most
+ * connections need never be).
  */
 export function prefetchWanted(dst: string, port: number): boolean {
-  if (!config.enabled || dst.startsWith('127.')) return false;
+  if (!config.enabled) return false;
   const key = `${dst}:${port}`;
   if (inflight.has(key)) return false;
   const now = performance.now();
-  const hit = cache.get(key);
-  if (hit && hit.expires > now && (!hit.answer || livePeer(dst))) return false;
-  const mute = cache.get(hostKey(dst));
-  return !(mute && mute.expires > now);
+  return !answerThatHolds(key, dst, undefined, now) && !muteHost(dst, now) && !isLocalAddress(dst);
 }
 
 /**
  * Client, at connect(), where prefetchWanted said so: start the query discoverSmcr would start
  * once the connection is up, so that its round trip runs alongside the handshake's instead of
- * after it; dst in local's subnet and not an address of this host (SMC-D's). Returns the query
+ * after it; dst in local's subnet. Returns the query
  * (the socket tells how its connect ended: claimSmcrPrefetch, abandonSmcrPrefetch) and whether
  * it asked a cached yes again (`revalidated`, counted here), or undefined if none started.
  */
 export function prefetchSmcr(dev: Device, local: string, dst: string, port: number): { query: object; revalidated: boolean } | undefined {
-  if (!inLocalSubnet(local, dst) || interfaceAddresses().some((i) => i.address === dst)) return undefined;
+  if (!inLocalSubnet(local, dst)) return undefined;
   const key = `${dst}:${port}`;
   const hit = cache.get(key);
   const revalidated = hit !== undefined && hit.answer && hit.expires > performance.now();
