@@ -384,24 +384,24 @@ async function main(): Promise<void> {
     const pairRatio = (a: number[], b: number[]) => median(a.map((x, k) => x / b[k]!));
     const bulkRatio = pairRatio(bulk.smcr, bulk.perf);
     const ppRatio = pairRatio(pp.smcr, pp.tcp);
-    const httpRatio = pairRatio(httpRates.smcr, httpRates.tcp);
-    const httpColdRatio = pairRatio(httpColdRates.smcr, httpColdRates.tcp);
-    const shortRatio = pairRatio(shortRates.smcr, shortRates.tcp);
-    const shortColdRatio = pairRatio(shortColdRates.smcr, shortColdRates.tcp);
     // Paired with the same run's node:net figure.
     learnedRates.tcp = [...shortRates.tcp];
-    const learnedRatio = pairRatio(learnedRates.smcr, learnedRates.tcp);
     const spread = (a: number[], b: number[]) => { const xs = a.map((x, k) => x / b[k]!); return `${Math.min(...xs).toFixed(2)}-${Math.max(...xs).toFixed(2)}`; };
     // A test left out by --only has no figures (its row is not printed).
     const med = (xs: number[]) => (xs.length ? median(xs) : NaN);
+    /** A rate row (higher is better) against node:net's figure of the same runs. */
+    const rateRow = (test: string, metric: string, unit: string, method: string, rates: { smcr: number[]; tcp: number[] }, target: number | undefined) => {
+      const ratio = pairRatio(rates.smcr, rates.tcp);
+      return { test, metric, smcr: med(rates.smcr), baseline: med(rates.tcp), unit, digits: 0, method, ratio, tcp: med(rates.tcp), tcpNote: '', spread: spread(rates.smcr, rates.tcp), runs: rates, ...verdict(ratio, true, target) };
+    };
     const allRows = [
       { test: 'bulk', metric: 'bulk 64 KiB one way', smcr: med(bulk.smcr), baseline: med(bulk.perf), unit: 'MiB/s', digits: 1, method: 'perftest write_bw 64 KiB', ratio: bulkRatio, tcp: med(bulk.tcp), tcpNote: `${med(bulk.tcp).toFixed(1)} MiB/s`, spread: spread(bulk.smcr, bulk.perf), runs: bulk, ...verdict(bulkRatio, true, 0.8) },
       { test: 'pingpong', metric: 'pingpong 14 B median', smcr: med(pp.smcr), baseline: med(pp.tcp), unit: 'us', digits: 1, method: 'node:net, same veth', ratio: ppRatio, tcp: med(pp.tcp), tcpNote: `${med(pp.tcp).toFixed(1)} us`, spread: spread(pp.smcr, pp.tcp), runs: pp, floorUs: med(pp.floor), floorToTcp: pp.floor.length ? pairRatio(pp.floor, pp.tcp) : NaN, ...verdict(ppRatio, false, 0.8) },
-      { test: 'http', metric: 'http keep-alive, 8 in flight, steady', smcr: med(httpRates.smcr), baseline: med(httpRates.tcp), unit: 'req/s', digits: 0, method: 'plain node:http both ends', ratio: httpRatio, tcp: med(httpRates.tcp), tcpNote: '', spread: spread(httpRates.smcr, httpRates.tcp), runs: httpRates, ...verdict(httpRatio, true, 1.0) },
-      { test: 'http-cold', metric: 'the same, a fresh client process', smcr: med(httpColdRates.smcr), baseline: med(httpColdRates.tcp), unit: 'req/s', digits: 0, method: 'plain node:http both ends', ratio: httpColdRatio, tcp: med(httpColdRates.tcp), tcpNote: '', spread: spread(httpColdRates.smcr, httpColdRates.tcp), runs: httpColdRates, ...verdict(httpColdRatio, true, undefined) },
-      { test: 'shortconn', metric: 'short connections', smcr: med(shortRates.smcr), baseline: med(shortRates.tcp), unit: 'conn/s', digits: 0, method: 'node:net both ends', ratio: shortRatio, tcp: med(shortRates.tcp), tcpNote: '', spread: spread(shortRates.smcr, shortRates.tcp), runs: shortRates, ...verdict(shortRatio, true, 0.8) },
-      { test: 'shortconn-cold', metric: 'the same, a fresh client process', smcr: med(shortColdRates.smcr), baseline: med(shortColdRates.tcp), unit: 'conn/s', digits: 0, method: 'node:net both ends', ratio: shortColdRatio, tcp: med(shortColdRates.tcp), tcpNote: '', spread: spread(shortColdRates.smcr, shortColdRates.tcp), runs: shortColdRates, ...verdict(shortColdRatio, true, undefined) },
-      { test: 'learned', metric: 'short connections, learned', smcr: med(learnedRates.smcr), baseline: med(learnedRates.tcp), unit: 'conn/s', digits: 0, method: 'node:net both ends', ratio: learnedRatio, tcp: med(learnedRates.tcp), tcpNote: '', spread: spread(learnedRates.smcr, learnedRates.tcp), runs: learnedRates, ...verdict(learnedRatio, true, undefined) },
+      rateRow('http', 'http keep-alive, 8 in flight, steady', 'req/s', 'plain node:http both ends', httpRates, 1.0),
+      rateRow('http-cold', 'the same, a fresh client process', 'req/s', 'plain node:http both ends', httpColdRates, undefined),
+      rateRow('shortconn', 'short connections', 'conn/s', 'node:net both ends', shortRates, 0.8),
+      rateRow('shortconn-cold', 'the same, a fresh client process', 'conn/s', 'node:net both ends', shortColdRates, undefined),
+      rateRow('learned', 'short connections, learned', 'conn/s', 'node:net both ends', learnedRates, undefined),
     ];
     const rows = allRows.filter((r) => ONLY.includes(r.test)).map(({ test: _t, digits: _d, tcpNote: _n, spread: _s, ...r }) => r);
     if (json) {
