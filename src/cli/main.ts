@@ -2,33 +2,15 @@
 // The softrdma command.
 
 import os from 'node:os';
-import { devinfoCommand, DEVINFO_OPTIONS, DEVINFO_USAGE } from './devinfo.js';
-import { demo, DEMO_USAGE } from './demo.js';
-import { smcDemo, SMC_DEMO_USAGE } from './smc-demo.js';
-import { perftest, PERFTEST_OPTIONS, PERFTEST_USAGE, PERFTEST_VERSION } from '../tools/perftest/index.js';
-import { getoptScan, isUsageError, synopsis, UsageError, usageErrorLine, type Options } from '../tools/usage.js';
-import { pingpong, PINGPONG_OPTIONS, PINGPONG_USAGE } from '../tools/pingpong.js';
-import { rping, RPING_OPTIONS, RPING_USAGE } from '../tools/rping.js';
-import { cmatose, CMATOSE_OPTIONS, CMATOSE_USAGE } from '../tools/cmatose.js';
-import { smcss, SMCSS_OPTIONS, SMCSS_USAGE } from '../tools/smcss.js';
-import { linkgroup, linkgroupWants, LINKGROUP_USAGE } from '../tools/linkgroup.js';
-import { smcChk, SMC_CHK_OPTIONS, SMC_CHK_USAGE } from '../tools/smc-chk.js';
-import { smcRun, SMC_RUN_USAGE, smcRunOptionEnd } from '../tools/smc-run.js';
-import { smcTcpOption, SMC_TCP_OPTION_USAGE, tcpOptionRunOptionEnd } from '../tools/smc-tcp-option.js';
+import { isUsageError, synopsis, UsageError, usageErrorLine, getoptScan, type Options } from '../tools/usage.js';
 import { packageVersion } from '../tools/version.js';
 
 /** parseArgs' own errors: an unknown option, a missing value (getopt's, in the C tools). */
 const isParseArgsError = (err: Error) => !(err instanceof UsageError);
 
-interface Command {
-  /** What the top-level help shows: the arguments, then one line or two of what it does. */
-  args: string;
-  about: string;
+/** What a command's module provides; loaded only for the command run (see COMMANDS). */
+interface CommandImpl {
   usage: string;
-  /** The tool talks to a peer over rxe or the rdma_cm: SIGINT and SIGTERM exit through the exit hooks. */
-  exitOnSignals?: boolean;
-  /** Short options that mean --version for this tool (as in the original: smc_run -v, perftest -V). */
-  versionShort?: string[];
   /**
    * The tool's options as getopt_long reads them (its parseArgs options): --help and --version
    * are then found as getopt would meet them, abbreviated (`--vers`), grouped (`smcss -av`), and
@@ -37,19 +19,34 @@ interface Command {
   options?: Options;
   /** The tool's own way of finding help and version among its arguments (linkgroup: smc.c's prefixes). */
   wants?: (args: string[]) => 'help' | 'version' | undefined;
-  /** The exit status after --help or --version (perftest: FAILURE, as its mains return after HELP_EXIT/VERSION_EXIT); default 0. */
-  helpVersionExit?: number;
   /** Where the tool's own options end (smc-run: at the command it runs). */
   optionEnd?: (args: string[]) => number;
+  /** What --version prints, given the package version (default `softrdma <command> <version>`). */
+  versionText?: (version: string) => string;
+  /** Exit code, or nothing for 0. Usage errors are thrown (UsageError or parseArgs'). */
+  run(args: string[]): Promise<number | void>;
+}
+
+interface Command {
+  /** What the top-level help shows: the arguments, then one line or two of what it does. */
+  args: string;
+  about: string;
+  /** The tool talks to a peer over rxe or the rdma_cm: SIGINT and SIGTERM exit through the exit hooks. */
+  exitOnSignals?: boolean;
+  /** Short options that mean --version for this tool (as in the original: smc_run -v, perftest -V). */
+  versionShort?: string[];
+  /** The exit status after --help or --version (perftest: FAILURE, as its mains return after HELP_EXIT/VERSION_EXIT); default 0. */
+  helpVersionExit?: number;
   /**
    * The exit status of a usage error (UsageError or parseArgs'), as the original exits for bad
    * input (a UsageError may carry its own); softrdma's own commands exit 2.
    */
   usageExit: number | ((err: Error) => number);
-  /** What --version prints, given the package version (default `softrdma <command> <version>`). */
-  versionText?: (version: string) => string;
-  /** Exit code, or nothing for 0. Usage errors are thrown (UsageError or parseArgs'). */
-  run(args: string[]): Promise<number | void>;
+  /**
+   * The command's module, imported when it runs: each tool loads only what it uses (loading
+   * every tool's modules, ~150 of them, took a command's start from node's ~60 ms to ~200).
+   */
+  load(): Promise<CommandImpl>;
 }
 
 // The usage exit statuses are the originals': ibv_devinfo returns -1 (255) from getopt's
@@ -57,18 +54,57 @@ interface Command {
 // exit 1; perftest's parser returns FAILURE (1); rping returns EINVAL (22); smc_chk exits 2 when
 // getopt fails; smc.c (smcr linkgroup) exits -1 (255).
 const COMMANDS: Record<string, Command> = {
-  demo: { args: '[-v]', about: 'RDMA WRITE and SEND between two rxe devices in one process', usage: DEMO_USAGE, usageExit: 2, run: demo },
-  devinfo: { args: '[-d DEV] [-i PORT] [-l] [-v]', about: 'like ibv_devinfo (an rxe device on --bind ADDR)', usage: DEVINFO_USAGE, options: DEVINFO_OPTIONS, usageExit: (err) => (isParseArgsError(err) ? 255 : 1), run: devinfoCommand },
-  perftest: { args: '<test> [options] [host]', about: "perftest's ib_*_bw and ib_*_lat (write, read, send, atomic)", usage: PERFTEST_USAGE, options: PERFTEST_OPTIONS, usageExit: 1, versionShort: ['-V'], helpVersionExit: 1, versionText: () => `Version: ${PERFTEST_VERSION}`, exitOnSignals: true, run: async (a) => { await perftest(a); } },
-  pingpong: { args: 'rc|uc|ud|srq [opts] [host]', about: "rdma-core's ibv_{rc,uc,ud,srq}_pingpong", usage: PINGPONG_USAGE, options: PINGPONG_OPTIONS, usageExit: 1, exitOnSignals: true, run: async (a) => { await pingpong(a); } },
-  rping: { args: '-s|-c -a ADDR [options]', about: "librdmacm's rping, through softrdma/cm", usage: RPING_USAGE, options: RPING_OPTIONS, usageExit: 22, exitOnSignals: true, run: rping },
-  cmatose: { args: '[-s ADDR] [-c N] [--ud]', about: "librdmacm's cmatose / udaddy: N connections at once", usage: CMATOSE_USAGE, options: CMATOSE_OPTIONS, usageExit: 1, exitOnSignals: true, run: cmatose },
-  smcss: { args: '[-a|-l] [-d] [-D|-R] [-W]', about: "SMC sockets of this user's processes (like smcss)", usage: SMCSS_USAGE, options: SMCSS_OPTIONS, usageExit: 1, versionShort: ['-V', '-v'], versionText: (v) => `smcss utility, softrdma-${v}`, run: smcss },
-  linkgroup: { args: '[-d|-dd] [show|link-show]', about: "SMC-R link groups and links (like smcr linkgroup)", usage: LINKGROUP_USAGE, usageExit: 255, versionShort: ['-v'], wants: linkgroupWants, run: linkgroup },
-  'smc-chk': { args: '<host> <port>', about: 'does a service get SMC-D, and if not why (like smc_chk -C)', usage: SMC_CHK_USAGE, options: SMC_CHK_OPTIONS, usageExit: 2, versionShort: ['-v'], run: smcChk },
-  'smc-run': { args: '[-d] [-r SIZE] [-o] <cmd...>', about: 'run a Node program with SMC-capable sockets (like smc_run)', usage: SMC_RUN_USAGE, usageExit: 1, versionShort: ['-v'], optionEnd: smcRunOptionEnd, run: smcRun },
-  'smc-tcp-option': { args: '<sub> [DIR | CMD...]', about: "Linux's SMC TCP option in a cgroup's SYNs (BPF, root)", usage: SMC_TCP_OPTION_USAGE, usageExit: 2, versionShort: ['-v'], optionEnd: tcpOptionRunOptionEnd, run: smcTcpOption },
-  'smc-demo': { args: '', about: 'SMC-D next to TCP on this host: mode, MiB/s, round trip', usage: SMC_DEMO_USAGE, usageExit: 2, run: smcDemo },
+  demo: {
+    args: '[-v]', about: 'RDMA WRITE and SEND between two rxe devices in one process', usageExit: 2,
+    load: async () => { const m = await import('./demo.js'); return { usage: m.DEMO_USAGE, run: m.demo }; },
+  },
+  devinfo: {
+    args: '[-d DEV] [-i PORT] [-l] [-v]', about: 'like ibv_devinfo (an rxe device on --bind ADDR)', usageExit: (err) => (isParseArgsError(err) ? 255 : 1),
+    load: async () => { const m = await import('./devinfo.js'); return { usage: m.DEVINFO_USAGE, options: m.DEVINFO_OPTIONS, run: m.devinfoCommand }; },
+  },
+  perftest: {
+    args: '<test> [options] [host]', about: "perftest's ib_*_bw and ib_*_lat (write, read, send, atomic)", usageExit: 1, versionShort: ['-V'], helpVersionExit: 1, exitOnSignals: true,
+    load: async () => {
+      const m = await import('../tools/perftest/index.js');
+      return { usage: m.PERFTEST_USAGE, options: m.PERFTEST_OPTIONS, versionText: () => `Version: ${m.PERFTEST_VERSION}`, run: async (a) => { await m.perftest(a); } };
+    },
+  },
+  pingpong: {
+    args: 'rc|uc|ud|srq [opts] [host]', about: "rdma-core's ibv_{rc,uc,ud,srq}_pingpong", usageExit: 1, exitOnSignals: true,
+    load: async () => { const m = await import('../tools/pingpong.js'); return { usage: m.PINGPONG_USAGE, options: m.PINGPONG_OPTIONS, run: async (a) => { await m.pingpong(a); } }; },
+  },
+  rping: {
+    args: '-s|-c -a ADDR [options]', about: "librdmacm's rping, through softrdma/cm", usageExit: 22, exitOnSignals: true,
+    load: async () => { const m = await import('../tools/rping.js'); return { usage: m.RPING_USAGE, options: m.RPING_OPTIONS, run: m.rping }; },
+  },
+  cmatose: {
+    args: '[-s ADDR] [-c N] [--ud]', about: "librdmacm's cmatose / udaddy: N connections at once", usageExit: 1, exitOnSignals: true,
+    load: async () => { const m = await import('../tools/cmatose.js'); return { usage: m.CMATOSE_USAGE, options: m.CMATOSE_OPTIONS, run: m.cmatose }; },
+  },
+  smcss: {
+    args: '[-a|-l] [-d] [-D|-R] [-W]', about: "SMC sockets of this user's processes (like smcss)", usageExit: 1, versionShort: ['-V', '-v'],
+    load: async () => { const m = await import('../tools/smcss.js'); return { usage: m.SMCSS_USAGE, options: m.SMCSS_OPTIONS, versionText: (v) => `smcss utility, softrdma-${v}`, run: m.smcss }; },
+  },
+  linkgroup: {
+    args: '[-d|-dd] [show|link-show]', about: 'SMC-R link groups and links (like smcr linkgroup)', usageExit: 255, versionShort: ['-v'],
+    load: async () => { const m = await import('../tools/linkgroup.js'); return { usage: m.LINKGROUP_USAGE, wants: m.linkgroupWants, run: m.linkgroup }; },
+  },
+  'smc-chk': {
+    args: '<host> <port>', about: 'does a service get SMC-D, and if not why (like smc_chk -C)', usageExit: 2, versionShort: ['-v'],
+    load: async () => { const m = await import('../tools/smc-chk.js'); return { usage: m.SMC_CHK_USAGE, options: m.SMC_CHK_OPTIONS, run: m.smcChk }; },
+  },
+  'smc-run': {
+    args: '[-d] [-r SIZE] [-o] <cmd...>', about: 'run a Node program with SMC-capable sockets (like smc_run)', usageExit: 1, versionShort: ['-v'],
+    load: async () => { const m = await import('../tools/smc-run.js'); return { usage: m.SMC_RUN_USAGE, optionEnd: m.smcRunOptionEnd, run: m.smcRun }; },
+  },
+  'smc-tcp-option': {
+    args: '<sub> [DIR | CMD...]', about: "Linux's SMC TCP option in a cgroup's SYNs (BPF, root)", usageExit: 2, versionShort: ['-v'],
+    load: async () => { const m = await import('../tools/smc-tcp-option.js'); return { usage: m.SMC_TCP_OPTION_USAGE, optionEnd: m.tcpOptionRunOptionEnd, run: m.smcTcpOption }; },
+  },
+  'smc-demo': {
+    args: '', about: 'SMC-D next to TCP on this host: mode, MiB/s, round trip', usageExit: 2,
+    load: async () => { const m = await import('./smc-demo.js'); return { usage: m.SMC_DEMO_USAGE, run: m.smcDemo }; },
+  },
 };
 
 function topUsage(): string {
@@ -89,12 +125,12 @@ ${lines.join('\n')}`;
  * options (`smcss -av`), not inside an option's value; up to the first option getopt would
  * refuse (the tool's parser reports that one). Without, the exact words anywhere.
  */
-function wants(c: Command, args: string[]): 'help' | 'version' | undefined {
-  if (c.wants) return c.wants(args);
-  const end = c.optionEnd ? c.optionEnd(args) : args.indexOf('--') < 0 ? args.length : args.indexOf('--');
+function wants(c: Command, impl: CommandImpl, args: string[]): 'help' | 'version' | undefined {
+  if (impl.wants) return impl.wants(args);
+  const end = impl.optionEnd ? impl.optionEnd(args) : args.indexOf('--') < 0 ? args.length : args.indexOf('--');
   const own = args.slice(0, end);
-  if (c.options) {
-    for (const o of getoptScan(own, c.options)) {
+  if (impl.options) {
+    for (const o of getoptScan(own, impl.options)) {
       if (o.char === undefined) {
         if (o.name === 'help' || o.name === 'version') return o.name;
         if (o.name === undefined) return undefined;
@@ -119,9 +155,10 @@ async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
   if (cmd !== undefined && Object.hasOwn(COMMANDS, cmd)) {
     const c = COMMANDS[cmd]!;
-    const w = wants(c, rest);
-    if (w === 'help') { console.log(c.usage); return c.helpVersionExit ?? 0; }
-    if (w === 'version') { console.log(c.versionText ? c.versionText(packageVersion()) : `softrdma ${cmd} ${packageVersion()}`); return c.helpVersionExit ?? 0; }
+    const impl = await c.load();
+    const w = wants(c, impl, rest);
+    if (w === 'help') { console.log(impl.usage); return c.helpVersionExit ?? 0; }
+    if (w === 'version') { console.log(impl.versionText ? impl.versionText(packageVersion()) : `softrdma ${cmd} ${packageVersion()}`); return c.helpVersionExit ?? 0; }
     // Ctrl-C and kill end a run through process.exit, so that the exit hooks run: the rdma_cm's
     // sweep sends the DREQ or REJ a Linux peer gets from the kernel when a process dies (without
     // it a peer waiting on its CQ waits for ever), and rxe's held ACKs leave.
@@ -136,7 +173,7 @@ async function main(argv: string[]): Promise<number> {
       }
     }
     try {
-      return (await c.run(rest)) ?? 0;
+      return (await impl.run(rest)) ?? 0;
     } catch (err) {
       if (!isUsageError(err)) {
         console.error(`softrdma ${cmd}: ${err instanceof Error ? err.message : String(err)}`);
@@ -144,7 +181,7 @@ async function main(argv: string[]): Promise<number> {
       }
       const own = err instanceof UsageError ? err : undefined;
       if (own?.bare) console.error(own.message);
-      else console.error(`softrdma ${cmd}: ${usageErrorLine(err)}\n${synopsis(c.usage)}\n(softrdma ${cmd} --help lists the options)`);
+      else console.error(`softrdma ${cmd}: ${usageErrorLine(err)}\n${synopsis(impl.usage)}\n(softrdma ${cmd} --help lists the options)`);
       return own?.exitCode ?? (typeof c.usageExit === 'number' ? c.usageExit : c.usageExit(err));
     }
   }

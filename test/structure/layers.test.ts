@@ -153,3 +153,27 @@ test('no runtime import cycles in the compiled code (beyond the known ones being
   assert.deepEqual(found.filter((c) => !known.includes(c)), [], 'new import cycles');
   assert.deepEqual(known.filter((c) => !found.includes(c)), [], 'cycles in KNOWN_CYCLES that are gone: delete their entries');
 });
+
+/** The files a module loads before it runs: its static imports, transitively (the compiled code). */
+function staticClosure(entry: string): Set<string> {
+  const g = graph(distSrcDir, '.js');
+  const seen = new Set<string>();
+  const stack = [entry];
+  while (stack.length) {
+    const f = stack.pop()!;
+    if (seen.has(f)) continue;
+    seen.add(f);
+    for (const e of g.get(f) ?? []) if (!e.dynamic) stack.push(e.to);
+  }
+  return seen;
+}
+
+test('the softrdma command loads a tool only when it runs it, and perftest loads the rdma_cm only for -R', () => {
+  assert.ok(existsSync(distSrcDir), 'dist/src is missing: run npm run build');
+  // Each module costs a cold start ~1 ms (~150 of them took `softrdma devinfo` from node's ~60 ms to ~250).
+  const main = [...staticClosure('cli/main.js')].filter((f) => f !== 'cli/main.js').sort();
+  assert.deepEqual(main, ['tools/usage.js', 'tools/version.js'], 'cli/main.js imports, before it knows the command');
+  const perftest = [...staticClosure('tools/perftest/index.js')];
+  assert.deepEqual(perftest.filter((f) => /^(cm|smc|ism)\//.test(f)), [], 'perftest without -R loads these');
+  assert.ok(perftest.includes('providers/rxe/device.js'), 'the closure walk found rxe (a check that cannot see imports passes anything)');
+});

@@ -15,8 +15,10 @@ import {
 import { queryRxeCounters, rxeOf } from '../../index.js';
 import { oobAccept, oobConnect, type OobChannel } from '../oob.js';
 import { udpPortTaken } from '../usage.js';
-import { CmChannel } from './cm-channel.js';
-import { createEventChannel, createId, type EventChannel, type RdmaCmEvent, type RdmaCmId } from '../../cm/index.js';
+// The rdma_cm is loaded for -R only (a run without it loads none of its modules: a cold start's cost).
+import type { CmChannel } from './cm-channel.js';
+import type { EventChannel, RdmaCmEvent, RdmaCmId } from '../../cm/index.js';
+import type * as Cm from '../../cm/index.js';
 import { areaBytes, CACHE_LINE, cqEntries, cqModeration, CYCLE_BUFFER, MAX_BUFFER_BYTES, MAX_SIZE_OPT, outReads, postsReceives, readsOrAtomics, resourceProblem, RX_DEPTH, txDepth, WR_SLACK, ATOMIC_TYPES, type AtomicType, type PerftestOptions } from './options.js';
 import { hex } from '../table.js';
 import {
@@ -60,6 +62,8 @@ export class Session {
   /** -R: the event channel and the ids of the test's QPs (one connection per QP). */
   cmCh: EventChannel | undefined;
   cmIds: RdmaCmId[] = [];
+  /** -R: softrdma/cm, loaded when the exchange starts. */
+  private cm: typeof Cm | undefined;
   local: Dest[] = [];
   remote: Dest[] = [];
   mtu = 0;
@@ -124,13 +128,15 @@ export class Session {
     this.outReads = outReads(o, limits.maxQpRdAtom, (line) => process.stderr.write(line + '\n'));
     this.maxInitRdAtom = limits.maxQpInitRdAtom;
 
-    if (o.rdmaCm && this.isServer) {
+    const CmChannel = o.rdmaCm ? (await import('./cm-channel.js')).CmChannel : undefined;
+    if (o.rdmaCm) this.cm = await import('../../cm/index.js');
+    if (CmChannel && this.isServer) {
       this.oob = await CmChannel.accept(o.bind, o.port, o.timeoutMs, (port) => {
         this.cmPort = port;
         this.say(WAITING);
         this.extra(`(rdma_cm port ${port} on ${o.bind}, RoCE UDP port ${rxeOf(this.dev!).port})`);
       });
-    } else if (o.rdmaCm) {
+    } else if (CmChannel) {
       this.cmPort = o.port;
       this.oob = await CmChannel.connect(o.host!, o.port, o.bind, o.timeoutMs);
     } else if (this.isServer) {
@@ -244,8 +250,8 @@ export class Session {
    * perftest does, and drops the listener.
    */
   private cmListen(): RdmaCmId {
-    const ch = this.cmCh = createEventChannel();
-    const listener = createId(ch, 'tcp');
+    const ch = this.cmCh = this.cm!.createEventChannel();
+    const listener = this.cm!.createId(ch, 'tcp');
     try {
       listener.bindAddr(this.o.bind, this.cmPort);
       listener.listen(this.nq);
@@ -258,7 +264,7 @@ export class Session {
 
   private async connectThroughCm(cap: { maxSendWr: number; maxRecvWr: number; maxSendSge: number; maxRecvSge: number; maxInlineData: number }, listener: RdmaCmId | undefined): Promise<void> {
     const o = this.o;
-    const ch = this.cmCh ??= createEventChannel();
+    const ch = this.cmCh ??= this.cm!.createEventChannel();
     const attr = this.ctx!.queryDevice();
     const reads = readsOrAtomics(o.test);
     const param = {
@@ -281,7 +287,7 @@ export class Session {
     }
     for (let i = 0; i < this.nq; i++) {
       for (let attempt = 1; ; attempt++) {
-        const id = createId(ch, 'tcp');
+        const id = this.cm!.createId(ch, 'tcp');
         try {
           id.resolveAddr({ address: o.host!, port: this.cmPort }, o.bind, 2000);
           const ar = await ch.next(['ADDR_RESOLVED', 'ADDR_ERROR'], 5000, id);
