@@ -15,7 +15,6 @@
 import dgram from 'node:dgram';
 import { once } from 'node:events';
 import { parseArgs } from 'node:util';
-import { latResult } from '../src/tools/perftest/report.js';
 
 const { positionals, values } = parseArgs({
   allowPositionals: true,
@@ -45,12 +44,14 @@ async function connectTo(): Promise<void> {
 
 if (mode === 'sink') {
   // Counts until the blaster's end marker (a 1-byte datagram) or an idle gap.
-  let bytes = 0, n = 0, first = 0, last = 0, start = 0;
+  let bytes = 0, n = 0, first = 0, last = 0, start = 0, firstLen = 0;
   let idle: NodeJS.Timeout | undefined;
   const idleMs = Number(values['idle-ms']);
   const finish = () => {
     const secs = (last - first) / 1e9;
-    process.stdout.write(JSON.stringify({ bytes, datagrams: n, secs, MBps: secs > 0 ? bytes / secs / (1 << 20) : 0 }) + '\n');
+    // last_ns and bytes_all (the first datagram's too), on the host's monotonic clock (hrtime),
+    // for a caller that times the whole run from its own start of the blaster.
+    process.stdout.write(JSON.stringify({ bytes, bytes_all: bytes + firstLen, datagrams: n, secs, MBps: secs > 0 ? bytes / secs / (1 << 20) : 0, last_ns: last }) + '\n');
     sock.close();
   };
   sock.on('message', (m) => {
@@ -58,7 +59,7 @@ if (mode === 'sink') {
     if (m.length === 1) { clearTimeout(idle); finish(); return; }
     start ||= t;
     if (t - start < warmupNs) return;
-    if (!n) first = t;
+    if (!n) { first = t; firstLen = m.length; }
     else bytes += m.length; // the first counted datagram opens the window: bytes after it
     n++; last = t;
     // One timer, pushed back per datagram (refresh: no timer made and cancelled per datagram on
@@ -111,13 +112,13 @@ if (mode === 'sink') {
   const msg = Buffer.from([1, 2]);
   const samples: number[] = [];
   const begin = now();
-  let t0 = 0, rounds = 0;
+  let t0 = 0, rounds = 0, doneNs = 0;
   await new Promise<void>((done) => {
     sock.on('message', () => {
       const t = now();
       if (t - begin >= warmupNs) samples.push((t - t0) / 1e3);
       rounds++;
-      if (samples.length >= iters || t >= until) return done();
+      if (samples.length >= iters || t >= until) { doneNs = t; return done(); }
       t0 = now();
       sock.send(msg);
     });
@@ -129,6 +130,8 @@ if (mode === 'sink') {
     // A counted run (--iters, as perftest -n) gets perftest's statistics, as the rxe side's
     // (print_report_lat: the two largest samples left out, the mean and median of the rest,
     // p99 = delta[ceil(m * 0.99)]).
+    // (Loaded here, after the run: the cold rows time this process from its start.)
+    const { latResult } = await import('../src/tools/perftest/report.js');
     const r = latResult('raw UDP ping', msg.length, Float64Array.from(samples));
     stats = { rtt_avg_us: r.t_avg_us, rtt_typical_us: r.t_typical_us, rtt_p99_us: r.p99_us };
   } else {
@@ -141,7 +144,7 @@ if (mode === 'sink') {
       rtt_p99_us: samples[Math.min(n - 1, Math.ceil(0.99 * n) - 1)]!,
     };
   }
-  process.stdout.write(JSON.stringify({ iterations: samples.length, rounds, ...stats }) + '\n');
+  process.stdout.write(JSON.stringify({ iterations: samples.length, rounds, ...stats, done_ns: doneNs }) + '\n');
   sock.send(END, () => sock.close());
 } else {
   console.error('usage: raw-udp.js sink|blast|echo|ping ...');

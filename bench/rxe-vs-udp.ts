@@ -2,7 +2,10 @@
 //   cold:   as a user runs perftest (its defaults, fresh processes: the JIT's warm-up counted,
 //           process start and device/QP setup not, on either side):
 //           write_bw at 64 KiB, -n 5000; send_bw at 64 KiB, -n 1000; send_lat at 2 B, -n 1000
-//           (perftest's statistics on both sides: the two largest round trips left out)
+//           (perftest's statistics on both sides: the two largest round trips left out);
+//           and the same runs timed whole, as the user waits for them: from spawning the
+//           client (the raw sender) to its result, node's start, module loading, the device,
+//           the out-of-band exchange and the QP included (the "whole run" rows)
 //   steady: -D seconds, of which perftest counts only the middle half (its margins: D/4 at
 //           each end, left out), for write_bw, send_bw and send_lat; and
 //           write_bw with -q 16 against -q 1
@@ -46,17 +49,28 @@ export const BASELINE =
   '(as near a 64 KiB message as a datagram gets: one send per message, as rxe\'s GSO run); ' +
   'ping-pong of 2-byte datagrams on connected sockets';
 
-interface Child { out: Promise<string>; onLine(re: RegExp): Promise<RegExpMatchArray> }
+interface Child {
+  out: Promise<string>;
+  onLine(re: RegExp): Promise<RegExpMatchArray>;
+  /** When the process was spawned, on the host's monotonic clock (hrtime ns, as raw-udp's *_ns). */
+  spawnedNs: number;
+  /** When output matching `re` first arrived (hrtime ns). */
+  seenAt(re: RegExp): Promise<number>;
+}
+
+const nowNs = () => Number(process.hrtime.bigint());
 
 function start(script: string, args: string[]): Child {
+  const spawnedNs = nowNs();
   const c = spawn(process.execPath, [script, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   let text = '';
-  const waiters: { re: RegExp; resolve: (m: RegExpMatchArray) => void }[] = [];
+  const waiters: { re: RegExp; resolve: (m: RegExpMatchArray, ns: number) => void }[] = [];
   const feed = (d: Buffer) => {
+    const ns = nowNs();
     text += d.toString();
     for (const w of [...waiters]) {
       const m = text.match(w.re);
-      if (m) { waiters.splice(waiters.indexOf(w), 1); w.resolve(m); }
+      if (m) { waiters.splice(waiters.indexOf(w), 1); w.resolve(m, ns); }
     }
   };
   c.stdout.on('data', feed);
@@ -66,15 +80,13 @@ function start(script: string, args: string[]): Child {
     clearTimeout(timer);
     if (code === 0) resolve(text); else reject(new Error(`${script} ${args.join(' ')} exited ${code}:\n${text}`));
   }));
-  return {
-    out,
-    onLine: (re) => new Promise((resolve, reject) => {
-      const m = text.match(re);
-      if (m) return resolve(m);
-      waiters.push({ re, resolve });
-      out.then(() => reject(new Error(`no ${re} from ${script}`)), reject);
-    }),
-  };
+  const seen = (re: RegExp) => new Promise<[RegExpMatchArray, number]>((resolve, reject) => {
+    const m = text.match(re);
+    if (m) return resolve([m, nowNs()]);
+    waiters.push({ re, resolve: (x, ns) => resolve([x, ns]) });
+    out.then(() => reject(new Error(`no ${re} from ${script}`)), reject);
+  });
+  return { out, spawnedNs, onLine: async (re) => (await seen(re))[0], seenAt: async (re) => (await seen(re))[1] };
 }
 
 const lastJson = (text: string, key: string) =>
@@ -84,9 +96,13 @@ async function perftest(test: string, args: string[]) {
   const server = start(CLI, ['perftest', test, '--bind', A, '-p', '0', '--udp-port', '0', '--json', ...args]);
   const [, tcp, udp] = await server.onLine(/out-of-band TCP port (\d+), RoCE UDP port (\d+)/);
   const client = start(CLI, ['perftest', test, '--bind', B, '-p', tcp!, '--udp-port', udp!, '--json', ...args, '127.0.0.1']);
-  const [cText, sText] = await Promise.all([client.out, server.out]);
+  const [cText, sText, doneNs] = await Promise.all([client.out, server.out, client.seenAt(/"role":"client"/)]);
   // send_bw's receiver measures what arrived; the other tests are measured by the client.
-  return lastJson(test === 'send_bw' ? sText : cText, 'test');
+  const r = lastJson(test === 'send_bw' ? sText : cText, 'test');
+  // The client's whole run as its user waits for it: from spawning it (node's start, the
+  // module loading, the device, the out-of-band exchange, the QP) to its result line (its
+  // messages all completed: acknowledged by the server).
+  return { ...r, wholeSec: (doneNs - client.spawnedNs) / 1e9 };
 }
 
 let portSeq = 0;
@@ -100,7 +116,9 @@ async function rawGoodput(mode: { bytes: number } | { seconds: number }, size = 
   const amount = steady ? ['--duration-ms', String(mode.seconds * 1000 + MARGIN_MS)] : ['--count', String(Math.ceil(mode.bytes / size))];
   const blast = start(RAW, ['blast', '--bind', B, '--port', String(port), '--to', A, '--size', String(size), ...amount]);
   const [text] = await Promise.all([sink.out, blast.out]);
-  return lastJson(text, 'MBps').MBps as number;
+  const r = lastJson(text, 'MBps');
+  // The whole run, as rxe's (perftest): from spawning the sender to the sink's last datagram.
+  return { MBps: r.MBps as number, wholeMBps: r.bytes_all / ((r.last_ns - blast.spawnedNs) / 1e9) / (1 << 20) };
 }
 
 async function rawPing(mode: { iters: number } | { seconds: number }) {
@@ -111,13 +129,13 @@ async function rawPing(mode: { iters: number } | { seconds: number }) {
   const ping = start(RAW, ['ping', '--bind', B, '--port', String(port), '--to', A, ...amount]);
   const [text] = await Promise.all([ping.out, echo.out]);
   const r = lastJson(text, 'rtt_avg_us');
-  return { mean: r.rtt_avg_us as number, typical: r.rtt_typical_us as number, p99: r.rtt_p99_us as number };
+  return { mean: r.rtt_avg_us as number, typical: r.rtt_typical_us as number, p99: r.rtt_p99_us as number, wholeMs: (r.done_ns - ping.spawnedNs) / 1e6 };
 }
 
 /** perftest's lat tests report half the round trip; the rows compare whole round trips. */
 async function rxeLat(args: string[]) {
   const r = await perftest('send_lat', ['-s', '2', ...args]);
-  return { mean: r.t_avg_us * 2, typical: r.t_typical_us * 2, p99: r.p99_us * 2 };
+  return { mean: r.t_avg_us * 2, typical: r.t_typical_us * 2, p99: r.p99_us * 2, wholeMs: r.wholeSec * 1000 };
 }
 
 interface Row { metric: string; unit: string; higherBetter: boolean; target?: number; rxe: number[]; raw: number[]; baseline: string }
@@ -140,31 +158,37 @@ async function pair<A, B>(run: number, rxe: () => Promise<A>, base: () => Promis
  * A bandwidth test against both raw baselines (4 KiB and BIG-byte datagrams): one rxe run, the
  * two raw runs before or after it (alternating), two rows.
  */
-async function bwRows(run: number, metric: string, target: number, what: string, rxe: () => Promise<number>, mode: { bytes: number } | { seconds: number }) {
+async function bwRows(run: number, metric: string, target: number, what: string, rxe: () => Promise<{ bw_avg_MBps: number; wholeSec: number }>, mode: { bytes: number } | { seconds: number }) {
   const [x, [small, big]] = await pair(run, rxe, async () => [await rawGoodput(mode, 4096), await rawGoodput(mode, BIG)] as const);
-  add(metric, 'MiB/s', true, target, `raw UDP, ${what}, 4 KiB datagrams`, x, small);
-  add(`${metric}, vs ${BIG} B datagrams`, 'MiB/s', true, target, `raw UDP, ${what}, ${BIG}-byte datagrams`, x, big);
+  add(metric, 'MiB/s', true, target, `raw UDP, ${what}, 4 KiB datagrams`, x.bw_avg_MBps, small.MBps);
+  add(`${metric}, vs ${BIG} B datagrams`, 'MiB/s', true, target, `raw UDP, ${what}, ${BIG}-byte datagrams`, x.bw_avg_MBps, big.MBps);
+  if (!('bytes' in mode)) return;
+  // As the user waits for it: the bytes over the client's whole run, process start included.
+  const whole = x.wholeSec > 0 ? mode.bytes / x.wholeSec / (1 << 20) : 0;
+  add(`${metric}, whole run`, 'MiB/s', true, target, `the same bytes over each side's whole run: from spawning the sender (node's start, module loading and setup included) to its result (rxe: perftest's result line; raw: the sink's last datagram); 4 KiB datagrams`, whole, small.wholeMBps);
+  add(`${metric}, whole run, vs ${BIG} B datagrams`, 'MiB/s', true, target, `the same, ${BIG}-byte datagrams`, whole, big.wholeMBps);
 }
 
 for (let run = 0; run < RUNS; run++) {
   // Cold: perftest's defaults, fresh processes on both sides.
   if (want('cold write_bw')) await bwRows(run, 'cold write_bw 64 KiB, -n 5000', 0.8, 'the bytes of 5000 x 64 KiB, fresh processes',
-    async () => (await perftest('write_bw', ['-s', '65536'])).bw_avg_MBps, { bytes: 5000 * 65536 });
+    () => perftest('write_bw', ['-s', '65536']), { bytes: 5000 * 65536 });
   // perftest's default -n is 5000 for write_bw and 1000 for send_bw (perftest_parameters.c).
   if (want('cold send_bw')) await bwRows(run, 'cold send_bw 64 KiB, -n 1000', 0.8, 'the bytes of 1000 x 64 KiB, fresh processes',
-    async () => (await perftest('send_bw', ['-s', '65536'])).bw_avg_MBps, { bytes: 1000 * 65536 });
+    () => perftest('send_bw', ['-s', '65536']), { bytes: 1000 * 65536 });
   if (want('cold send_lat')) {
     const [x, y] = await pair(run, () => rxeLat([]), () => rawPing({ iters: 1000 }));
     add('cold send_lat 2 B round trip, mean, -n 1000', 'us', false, undefined, "raw UDP ping-pong, 1000 rounds, fresh processes, perftest's statistics (the two largest left out)", x.mean, y.mean);
     add('cold send_lat 2 B round trip, p99', 'us', false, undefined, 'the same runs', x.p99, y.p99);
+    add('cold send_lat -n 1000, whole run', 'ms', false, undefined, "the same runs' whole run: from spawning the client (node's start, module loading and setup included) to its result (rxe: perftest's result line; raw: its last answer)", x.wholeMs, y.wholeMs);
   }
   // Steady state: -D seconds after the warm-up margin.
   const D = ['-D', String(DURATION)];
   const window = `the ${WINDOW} s after ${MARGIN_MS / 1000} s of warm-up, as perftest counts -D ${DURATION}`;
   if (want('steady write_bw')) await bwRows(run, `steady write_bw 64 KiB, -D ${DURATION}`, 1.0, window,
-    async () => (await perftest('write_bw', ['-s', '65536', ...D])).bw_avg_MBps, { seconds: WINDOW });
+    () => perftest('write_bw', ['-s', '65536', ...D]), { seconds: WINDOW });
   if (want('steady send_bw')) await bwRows(run, `steady send_bw 64 KiB, -D ${DURATION}`, 1.0, window,
-    async () => (await perftest('send_bw', ['-s', '65536', ...D])).bw_avg_MBps, { seconds: WINDOW });
+    () => perftest('send_bw', ['-s', '65536', ...D]), { seconds: WINDOW });
   if (want('steady send_lat')) {
     const [x, y] = await pair(run, () => rxeLat(D), () => rawPing({ seconds: WINDOW }));
     add(`steady send_lat 2 B round trip, mean, -D ${DURATION}`, 'us', false, 1.0, `raw UDP ping-pong: the ${WINDOW} s after ${MARGIN_MS / 1000} s of warm-up, as perftest counts -D ${DURATION}`, x.mean, y.mean);
