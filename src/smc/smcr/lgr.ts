@@ -269,9 +269,9 @@ export class SmcrLinkGroup {
   private readonly expected = new Map<number, Expected>();
   /**
    * Connections the application closed whose last WRITEs and CDC were posted but have not
-   * completed (Linux keeps a closing connection in the group until smc_conn_free): a failover
-   * meanwhile resends them on the other link, as for an open connection. They leave once
-   * everything they posted completed; their send buffer is reused only then.
+   * completed (Linux keeps a closing connection in the group until smc_conn_free). They leave
+   * once everything they posted completed, or at a failover of their link, which does not
+   * resend them (switchConns); their send buffer is reused only then.
    */
   private readonly closing = new Set<SmcrConnection>();
   /**
@@ -1768,8 +1768,8 @@ export class SmcrLinkGroup {
    * Move the connections on `from` to `to` (smc_switch_conns, smc_core.c 1076-1150), each
    * resending from its last confirmed cursor with a failover-validation CDC first
    * (smc_switch_cursor, smc_core.c 1014-1074); one without the peer's rkey on `to` fails
-   * as a lost link did. Closing connections whose last posts were unconfirmed move too, and
-   * resend them. Then the link goes.
+   * as a lost link did. A closed connection whose last posts were unconfirmed leaves (see
+   * below). Then the link goes.
    */
   private switchConns(from: SmcrLink, to: SmcrLink, reason: string): void {
     this.links = this.links.filter((l) => l !== from);
@@ -1781,8 +1781,12 @@ export class SmcrLinkGroup {
     }
     // A closed connection whose last posts were not confirmed is not resent: the peer may have
     // received them, and its close, and handed that RMB to a new connection, whose bytes a
-    // rewrite would overwrite. Linux moves such a connection without smc_switch_cursor
-    // (smc_switch_conns skips the resend for the closing states); here it just leaves.
+    // rewrite would overwrite. Linux does not resend either: smc_switch_conns moves a
+    // connection in a closing state (PEERCLOSEWAIT1 and the rest) to the new link without
+    // smc_switch_cursor, and its close goes on with the FIN. Here it leaves the group, and the
+    // socket, not knowing whether the peer has its closing CDC, resets the TCP connection
+    // instead of sending a FIN (close.ts): the peer then reports ECONNRESET, never a clean end
+    // of a stream that may not have arrived whole.
     for (const c of [...this.closing]) if (c.link === from) this.closed(c);
     this.clearLink(from);
   }
