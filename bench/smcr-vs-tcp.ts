@@ -14,8 +14,13 @@
 //              same addresses (two more rxe devices on UDP 4793): rxe's RDMA WRITE path alone,
 //              which the issue names as the reference. TCP's bulk over the same veth is printed
 //              beside it (no target).
+//   bulk-cold  the same from a fresh client process: its first connection's --seconds, no
+//              connection before it, against node:net's the same way (no target: what a
+//              short-lived program gets; V8's warm-up and the first contact included)
 //   pingpong   14-byte round trip, median of --iters (default 5000) after 500 not counted,
 //              one connection                                            target SMC-R/TCP <= 0.8
+//   pingpong-cold  the median of a fresh client process's first 1000 round trips, none left
+//              out, against node:net's the same way (no target)
 //              Printed beside it, the floor (udp-floor.ts): raw UDP with the same datagrams
 //              each way, busy-polled, no protocol work: what no user-space SMC-R can beat here.
 //   http       node:http keep-alive requests/s, 8 in flight, for --seconds after 2 s of the
@@ -60,12 +65,12 @@ import { median, verdict } from './stats.js';
 import { deleteNamespaces, ip, setUpVethPair } from '../test/helpers/netns.js';
 import { SMCR_MESSAGE_DATAGRAMS, floorClient, floorServer } from './udp-floor.js';
 
-const USAGE = 'usage: node dist/bench/smcr-vs-tcp.js [--runs N] [--json] [--seconds S] [--iters N] [--only bulk,pingpong,http,http-cold,shortconn,shortconn-cold,learned]  (as root: it makes two network namespaces)';
+const USAGE = 'usage: node dist/bench/smcr-vs-tcp.js [--runs N] [--json] [--seconds S] [--iters N] [--only bulk,bulk-cold,pingpong,pingpong-cold,http,http-cold,shortconn,shortconn-cold,learned]  (as root: it makes two network namespaces)';
 const { runs: RUNS, json, strings } = benchOptions(USAGE, {
-  seconds: '3', iters: '5000', only: undefined, role: undefined, bind: undefined, peer: undefined, test: undefined, api: undefined, port: undefined,
+  seconds: '3', iters: '5000', only: undefined, role: undefined, bind: undefined, peer: undefined, test: undefined, api: undefined, port: undefined, cold: '0',
 });
 const SECONDS = Number(strings.seconds);
-const TESTS = ['bulk', 'pingpong', 'http', 'http-cold', 'shortconn', 'shortconn-cold', 'learned'];
+const TESTS = ['bulk', 'bulk-cold', 'pingpong', 'pingpong-cold', 'http', 'http-cold', 'shortconn', 'shortconn-cold', 'learned'];
 const ONLY = strings.only === undefined ? TESTS : strings.only.split(',');
 for (const t of ONLY) if (!TESTS.includes(t)) { console.error(`--only: unknown test ${t} (${TESTS.join(', ')})\n${USAGE}`); process.exit(2); }
 const ITERS = Number(strings.iters);
@@ -110,7 +115,8 @@ async function serverRole(bind: string): Promise<void> {
   for (const [s, p] of [[s1, PORT_SMCR], [s2, PORT_TCP]] as const) s.listen(p, bind, () => { if (++up === 2) out({ listening: true }); });
 }
 
-async function clientRole(bind: string, peer: string, test: string, api: string): Promise<void> {
+/** cold: a fresh process's first figures (no warm-up connection, no round trips left out). */
+async function clientRole(bind: string, peer: string, test: string, api: string, cold: boolean): Promise<void> {
   const { createRxeDevice } = await import('../src/index.js');
   const smc = await import('../src/smc/index.js');
   // The client's side of the data path, per MiB (bulk) or per round trip (ping-pong): its rxe
@@ -159,7 +165,7 @@ async function clientRole(bind: string, peer: string, test: string, api: string)
       sock.destroy();
       return { bytes: Number(reply.trim()), s, mode: m, stalls };
     };
-    await run(1000);
+    if (!cold) await run(1000);
     const c0 = snap();
     const r = await run(SECONDS * 1000);
     out({ result: true, mibPerSec: r.bytes / 2 ** 20 / r.s, bytes: r.bytes, mode: r.mode, perMiB: { ...per(c0, snap(), r.bytes / 2 ** 20), writeStalls: Math.round((r.stalls / (r.bytes / 2 ** 20)) * 100) / 100 } });
@@ -168,6 +174,7 @@ async function clientRole(bind: string, peer: string, test: string, api: string)
     const m = mode(sock);
     const msg = Buffer.alloc(PING, 0x61);
     const times: number[] = [];
+    const warm = cold ? 0 : 500, iters = cold ? 1000 : ITERS;
     let got = 0;
     let t0 = 0;
     let i = 0;
@@ -177,8 +184,8 @@ async function clientRole(bind: string, peer: string, test: string, api: string)
         got += d.length;
         if (got < PING) return;
         got -= PING;
-        if (i++ >= 500) times.push(performance.now() - t0);
-        if (times.length >= ITERS) { resolve(); return; }
+        if (i++ >= warm) times.push(performance.now() - t0);
+        if (times.length >= iters) { resolve(); return; }
         t0 = performance.now();
         sock.write(msg);
       });
@@ -188,7 +195,7 @@ async function clientRole(bind: string, peer: string, test: string, api: string)
     });
     sock.destroy();
     const { pollerContention } = await import('../src/smc/poller.js');
-    out({ result: true, medianUs: median(times) * 1000, mode: m, perRoundTrip: per(c0, snap(), ITERS + 500), busyCpuPeriods: pollerContention().entered });
+    out({ result: true, medianUs: median(times) * 1000, mode: m, perRoundTrip: per(c0, snap(), iters + warm), busyCpuPeriods: pollerContention().entered });
   }
   process.exit(0);
 }
@@ -202,7 +209,7 @@ if (strings.role === 'server') {
   out({ result: true, medianUs: await floorClient(strings.bind!, PORT_FLOOR, strings.peer!, PORT_FLOOR, ITERS) ?? null });
   process.exit(0);
 } else if (strings.role === 'client') {
-  await clientRole(strings.bind!, strings.peer!, strings.test!, strings.api!);
+  await clientRole(strings.bind!, strings.peer!, strings.test!, strings.api!, strings.cold === '1');
 } else {
   await main();
 }
@@ -260,7 +267,7 @@ async function main(): Promise<void> {
   // can take longer than the default wait (at most 20 ms before any answer), and the
   // connection then went TCP and its run was counted as SMC-R's (seen: a ping-pong "SMC-R" run
   // at 47 us). Wait up to 1 s for the answer, as the http and short-connection clients do.
-  const client = (test: string, api: string) => result(inNs(NS_B, [SELF, '--role', 'client', '--bind', ADDR_B, '--peer', ADDR_A, '--test', test, '--api', api, '--seconds', String(SECONDS), '--iters', String(ITERS)],
+  const client = (test: string, api: string, cold = false) => result(inNs(NS_B, [SELF, '--role', 'client', '--bind', ADDR_B, '--peer', ADDR_A, '--test', test, '--api', api, '--seconds', String(SECONDS), '--iters', String(ITERS), '--cold', cold ? '1' : '0'],
     { SOFTRDMA_SMCR_DISCOVERY_WAIT_MS: '1000' }), 'result');
   const perftest = async (): Promise<number> => {
     // The same warm-up as the SMC-R side's (1 s not counted): -D SECONDS+2 with a 1 s margin at
@@ -347,6 +354,8 @@ async function main(): Promise<void> {
     const learnedRates = { smcr: [] as number[], tcp: [] as number[] };
     const bulk = { smcr: [] as number[], tcp: [] as number[], perf: [] as number[] };
     const pp = { smcr: [] as number[], tcp: [] as number[], floor: [] as number[] };
+    const bulkCold = { smcr: [] as number[], tcp: [] as number[] };
+    const ppCold = { smcr: [] as number[], tcp: [] as number[] };
     const modes = new Set<string>();
     // A run whose SMC-R side did not run SMC-R (discovery too slow, a fallback) measured TCP: it
     // must not be counted as SMC-R's. Stop, saying so, rather than print a wrong median.
@@ -365,6 +374,10 @@ async function main(): Promise<void> {
         ['pingpong', async () => { const r = await client('pingpong', 'smcr'); requireSmcr('pingpong', r.mode); modes.add(String(r.mode)); pp.smcr.push(r.medianUs as number); counts.pingpong = { ...(r.perRoundTrip as object), busyCpuPeriods: r.busyCpuPeriods }; }],
         ['pingpong', async () => { pp.tcp.push((await client('pingpong', 'tcp')).medianUs as number); }],
         ['pingpong', async () => { pp.floor.push(await floor()); }],
+        ['bulk-cold', async () => { const r = await client('bulk', 'smcr', true); requireSmcr('bulk-cold', r.mode); modes.add(String(r.mode)); bulkCold.smcr.push(r.mibPerSec as number); }],
+        ['bulk-cold', async () => { bulkCold.tcp.push((await client('bulk', 'tcp', true)).mibPerSec as number); }],
+        ['pingpong-cold', async () => { const r = await client('pingpong', 'smcr', true); requireSmcr('pingpong-cold', r.mode); modes.add(String(r.mode)); ppCold.smcr.push(r.medianUs as number); }],
+        ['pingpong-cold', async () => { ppCold.tcp.push((await client('pingpong', 'tcp', true)).medianUs as number); }],
         ['http', async () => { const r = await httpRun(true); requireSmcr('http', r.modes); for (const m of r.modes as string[]) modes.add(`http ${m}`); httpRates.smcr.push(r.perSec as number); counts.http = r.perRequest; }],
         ['http', async () => { httpRates.tcp.push((await httpRun(false)).perSec as number); }],
         ['http-cold', async () => { const r = await httpRun(true, true); requireSmcr('http-cold', r.modes); httpColdRates.smcr.push(r.perSec as number); }],
@@ -396,7 +409,9 @@ async function main(): Promise<void> {
     };
     const allRows = [
       { test: 'bulk', metric: 'bulk 64 KiB one way', smcr: med(bulk.smcr), baseline: med(bulk.perf), unit: 'MiB/s', digits: 1, method: 'perftest write_bw 64 KiB', ratio: bulkRatio, tcp: med(bulk.tcp), tcpNote: `${med(bulk.tcp).toFixed(1)} MiB/s`, spread: spread(bulk.smcr, bulk.perf), runs: bulk, ...verdict(bulkRatio, true, 0.8) },
+      rateRow('bulk-cold', 'bulk 64 KiB one way, a fresh client process', 'MiB/s', 'node:net, same veth, a fresh client process', bulkCold, undefined),
       { test: 'pingpong', metric: 'pingpong 14 B median', smcr: med(pp.smcr), baseline: med(pp.tcp), unit: 'us', digits: 1, method: 'node:net, same veth', ratio: ppRatio, tcp: med(pp.tcp), tcpNote: `${med(pp.tcp).toFixed(1)} us`, spread: spread(pp.smcr, pp.tcp), runs: pp, floorUs: med(pp.floor), floorToTcp: pp.floor.length ? pairRatio(pp.floor, pp.tcp) : NaN, ...verdict(ppRatio, false, 0.8) },
+      { test: 'pingpong-cold', metric: 'pingpong 14 B median, first 1000 of a fresh client', smcr: med(ppCold.smcr), baseline: med(ppCold.tcp), unit: 'us', digits: 1, method: 'node:net, same veth, a fresh client process', ratio: pairRatio(ppCold.smcr, ppCold.tcp), tcp: med(ppCold.tcp), tcpNote: '', spread: spread(ppCold.smcr, ppCold.tcp), runs: ppCold, ...verdict(pairRatio(ppCold.smcr, ppCold.tcp), false, undefined) },
       rateRow('http', 'http keep-alive, 8 in flight, steady', 'req/s', 'plain node:http both ends', httpRates, 1.0),
       rateRow('http-cold', 'the same, a fresh client process', 'req/s', 'plain node:http both ends', httpColdRates, undefined),
       rateRow('shortconn', 'short connections', 'conn/s', 'node:net both ends', shortRates, 0.8),
@@ -417,6 +432,7 @@ async function main(): Promise<void> {
       console.log('\nbaselines, each its own process in the same namespaces as the SMC-R side:');
       console.log(`  bulk: softrdma perftest write_bw -s ${CHUNK} -D ${SECONDS + 2} -f 1 between two more rxe devices on the same addresses (the ${SECONDS} s after 1 s of warm-up, as the SMC-R side's); TCP: the SMC-R client program with node:net, setNoDelay(true), the same 64 KiB writes`);
       console.log('  pingpong: the same client and server programs with node:net (net.connect / net.createServer), setNoDelay(true) on both ends, one 14-byte message each way');
+      console.log(`  fresh-process bulk and ping-pong: a new client process (SMC-R or node:net), its first connection counted: ${SECONDS} s of 64 KiB writes, or the median of its first 1000 round trips (the server one process for all runs)`);
       console.log('  http: node:http keep-alive, 8 requests in flight, on both ends without the preload (src/tools/smc-peer.ts); steady: the 3 s after 2 s of the same load; fresh: a new client process counted from its first request (the servers are one process each for all runs: warm after the first run)');
       console.log(`  short connections: connect, 14-byte echo, end, with node:net on both ends (setNoDelay(true)), tcp_tw_reuse in the client's namespace for both sides; steady: the ${SECONDS} s after ${SHORT_WARMUP} s of the same (both sides); fresh: a new client process counted from its first connection (the server warm after the first run); learned: a default client, which sends a peer's short connections to TCP after 8 (no target: mostly TCP)`);
       console.log('  SMC-R clients wait up to 1 s for discovery\'s first answer (SOFTRDMA_SMCR_DISCOVERY_WAIT_MS=1000; by default about one round trip), so that their connections are SMC-R');

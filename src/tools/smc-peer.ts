@@ -2,6 +2,7 @@
 //   serve  --api smc|net [--http] [--and-net]   prints {"port":N} and serves until stdin
 //          closes; --and-net: also a plain node:net listener, {"netPort":M}
 //   client --api smc|net --test bulk|pingpong|shortconn|http --port N [...]
+//          pingpong: --iters N [--warmup-iters W] (default: min(1000, N/10) round trips first, not counted)
 //          bulk: --bytes N | --seconds S, [--warmup N | --warmup-seconds S] [--size N] [--no-verify]
 //          recv: the server sends (writes of --size) and this client reads, through 'data'
 //                events or, with --onread N, node:net's onread into one N-byte buffer;
@@ -180,7 +181,7 @@ export async function bulk(a: Api, port: number, amount: BulkAmount, size: numbe
   return { test: 'bulk', api: a, mode: smc.getSmcInfo(s).mode, bytes: sent, seconds: secs, mibPerSec: sent / 1048576 / secs, verified: ok };
 }
 
-async function pingpong(a: Api, port: number, iters: number, size: number): Promise<object> {
+async function pingpong(a: Api, port: number, iters: number, size: number, warm = Math.min(1000, iters / 10)): Promise<object> {
   const s = api(a).connect(port, HOST);
   s.setNoDelay(true);
   await connected(s);
@@ -191,7 +192,6 @@ async function pingpong(a: Api, port: number, iters: number, size: number): Prom
   let t = 0n;
   await new Promise<void>((resolve, reject) => {
     s.on('error', reject);
-    const warm = Math.min(1000, iters / 10);
     let i = 0;
     s.on('data', (d: Buffer) => {
       got += d.length;
@@ -317,6 +317,7 @@ export async function smcPeer(argv: string[]): Promise<void> {
       bytes: { type: 'string' }, size: { type: 'string' }, iters: { type: 'string', default: '20000' },
       seconds: { type: 'string' }, onread: { type: 'string', default: '0' }, concurrency: { type: 'string', default: '8' }, 'no-verify': { type: 'boolean' },
       'smc-buffer': { type: 'string' }, host: { type: 'string' }, bind: { type: 'string' }, warmup: { type: 'string', default: '0' }, 'warmup-seconds': { type: 'string', default: '0' },
+      'warmup-iters': { type: 'string' },
     },
   });
   const a = values.api as Api;
@@ -355,7 +356,7 @@ export async function smcPeer(argv: string[]): Promise<void> {
       r = await recv(a, port, amount, size, onread);
       break;
     }
-    case 'pingpong': r = await pingpong(a, port, Number(values.iters), Number(values.size ?? 14)); break;
+    case 'pingpong': r = await pingpong(a, port, Number(values.iters), Number(values.size ?? 14), values['warmup-iters'] === undefined ? undefined : Number(values['warmup-iters'])); break;
     case 'shortconn': {
       // --warmup-seconds: connections first made and not counted, as bulk's --warmup: the
       // figure is then the steady state (JIT, the DMB pool and the peer's mappings warmed up).
