@@ -1,4 +1,6 @@
-// GSO sends the kernel refuses. node:dgram drops a send's error unless the send has a
+// GSO sends the kernel refuses, on the GSO sockets' path (node:dgram; runs go that way where
+// sendmmsg cannot be used, here forced with the device's sendmmsg option off; the sendmmsg
+// path's own: gso-sendmmsg.test.ts). node:dgram drops a send's error unless the send has a
 // callback (no 'error' event), so a refused run must be seen there: it is counted in
 // send_err and that segment size goes packet by packet from then on. And a run never has
 // more buffers than one send takes (UIO_MAXIOV, 1024 iovecs: EMSGSIZE past it).
@@ -41,7 +43,7 @@ function watchRuns(t: TestContext, refuse?: (parts: Buffer[]) => string | undefi
 
 test('a GSO run never has more than 1024 buffers: SENDs of 32 SGEs go through without loss', async (t) => {
   const seen = watchRuns(t);
-  const { a, b, close } = await makePair(undefined, { mtu: 3, timeout: 14, retryCnt: 3, cap: { maxSendSge: 32, maxRecvSge: 4, maxSendWr: 256, maxRecvWr: 256 } });
+  const { a, b, close } = await makePair(undefined, { device: { sendmmsg: false }, mtu: 3, timeout: 14, retryCnt: 3, cap: { maxSendSge: 32, maxRecvSge: 4, maxSendWr: 256, maxRecvWr: 256 } });
   t.after(close);
   const nsge = 32, sge = 64, msg = nsge * sge, n = 40;
   const src = Buffer.alloc(msg * n, 1), dst = Buffer.alloc(msg * (n + 4));
@@ -68,7 +70,7 @@ test('a GSO run never has more than 1024 buffers: SENDs of 32 SGEs go through wi
 
 test('a GSO send the kernel refuses (EIO) is counted, and that size then goes packet by packet', async (t) => {
   const seen = watchRuns(t, () => 'EIO');
-  const { a, b, close } = await makePair(undefined, { timeout: 14, retryCnt: 2 });
+  const { a, b, close } = await makePair(undefined, { device: { sendmmsg: false }, timeout: 14, retryCnt: 2 });
   t.after(close);
   const size = 256 << 10;
   const src = Buffer.alloc(size, 7), dst = Buffer.alloc(size);
@@ -93,7 +95,7 @@ test('a GSO send the kernel refuses (EIO) is counted, and that size then goes pa
 test('a GSO send that fails for a moment (ENETUNREACH) is a lost run, not the end of GSO for that size', async (t) => {
   let first = true;
   const seen = watchRuns(t, () => { if (!first) return undefined; first = false; return 'ENETUNREACH'; });
-  const { a, b, close } = await makePair(undefined, { timeout: 14, retryCnt: 3 });
+  const { a, b, close } = await makePair(undefined, { device: { sendmmsg: false }, timeout: 14, retryCnt: 3 });
   t.after(close);
   const size = 256 << 10;
   const src = Buffer.alloc(size, 9), dst = Buffer.alloc(size);

@@ -1,6 +1,8 @@
-// A source port's sockets are one ordered flow. A GSO run goes by its own socket; when libuv
-// has to queue it (the send buffer is full: EAGAIN), the port's next packets must not pass it
-// on the plain socket, or the responder sees a PSN gap, NAKs and the requester goes back N.
+// A source port's sockets are one ordered flow. Where a GSO run goes by its own socket (no
+// sendmmsg: forced here with the device's sendmmsg option off; with sendmmsg a run leaves from
+// the port's own socket, gso-sendmmsg.test.ts), and libuv has to queue it (the send buffer is
+// full: EAGAIN), the port's next packets must not pass it on the plain socket, or the
+// responder sees a PSN gap, NAKs and the requester goes back N.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -34,7 +36,7 @@ test('a GSO run libuv had to queue is not passed by the packets behind it', asyn
 
   // A local ACK timeout of ~1 s (18): a retransmit here must come from a NAK, not from this
   // machine stalling past the 67 ms of timeout 14 under load (a CI run's flake).
-  const { a, b, close } = await makePair(undefined, { timeout: 18, retryCnt: 3 });
+  const { a, b, close } = await makePair(undefined, { device: { sendmmsg: false }, timeout: 18, retryCnt: 3 });
   t.after(close);
   // A 64 KiB WRITE: FIRST (with RETH) alone, the MIDDLEs as GSO runs, LAST alone behind them.
   const size = 64 << 10;

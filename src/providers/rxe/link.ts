@@ -523,8 +523,37 @@ export class RxeLink {
         }
         // Datagrams node:dgram holds for the plain socket (its send buffer was full) leave
         // before a run: the run goes packet by packet behind them.
-        const g = j - i > 1 && !(sender.socket.getSendQueueCount() > 0 || mm?.holds(sender.socket)) ? sender.gsoSocket(a.len) : undefined;
-        if (g) {
+        // A run goes with the flush's other datagrams in one sendmmsg, as one datagram with a
+        // UDP_SEGMENT control message, from the port's own socket (so in order with its single
+        // packets). Where that cannot be (no sendmmsg, the socket is node:dgram's for now, a run
+        // the staging area cannot take), it goes by node:dgram on the port's GSO socket for its
+        // size, or packet by packet.
+        let staged = false;
+        if (j - i > 1 && mm && sender.runsAllowed(a.len)) {
+          const flow = this.flow(a.to, true, this.port, sender.port);
+          const all: Buffer[] = [];
+          const packets: Buffer[][] = [];
+          let sent: Array<() => void> | undefined;
+          for (let k = i; k < j; k++) {
+            const { parts, onSent } = q[k]!;
+            flow.sealParts(parts, k - i);
+            for (const b of parts) all.push(b);
+            packets.push(parts);
+            if (onSent) (sent ??= []).push(onSent);
+          }
+          const size = a.len;
+          staged = mm.add(sender.socket, all, a.to, this.port, sent && (() => { for (const f of sent) f(); }), {
+            size, packets, onRefused: (errno) => sender.runsRefused(size, errno),
+          });
+          if (staged) {
+            this.counters.gso_sends++;
+            this.counters.gso_packets += j - i;
+          }
+        }
+        const g = !staged && j - i > 1 && !(sender.socket.getSendQueueCount() > 0 || mm?.holds(sender.socket)) ? sender.gsoSocket(a.len) : undefined;
+        if (staged) {
+          // Staged: it leaves at the next commit.
+        } else if (g) {
           const flow = this.flow(a.to, true, this.port, g.port);
           const all: Buffer[] = [];
           let sent: Array<() => void> | undefined;
@@ -534,9 +563,7 @@ export class RxeLink {
             for (const b of parts) all.push(b);
             if (onSent) (sent ??= []).push(onSent);
           }
-          // A run goes by node:dgram: staging its ~190 parts for sendmmsg took 11 us a run in
-          // JavaScript (docs/rxe.md, the send path), node:dgram's C++ walks them for less, and
-          // it is one system call either way. What was staged for the plain sockets leaves first.
+          // What was staged for the plain sockets leaves first.
           mm?.commit();
           // Always with a callback: without one node:dgram drops a send's error silently. The
           // kernel refuses UDP_SEGMENT on a route without checksum offload (EIO), as it would a

@@ -1,8 +1,11 @@
 // Sending the datagrams of one flush with sendmmsg(2) instead of a node:dgram send each.
 //
 // The datagrams a flush hands to one socket in a row (an SMC-R message's WRITE and CDC SEND,
-// a burst of small messages, ACKs) leave in one system call. (GSO runs stay with node:dgram:
-// link.ts flush.) Measured
+// a burst of small messages, ACKs) leave in one system call, and so do GSO runs (a message's
+// equal-size packets as one datagram with a UDP_SEGMENT control message, which the kernel cuts
+// back into packets: link.ts flush) between them: a 64 KiB RDMA WRITE, whose FIRST packet is
+// 16 bytes longer than the rest and cannot join their run, went as two system calls before,
+// and a flush of several messages is now one. Measured
 // between two namespaces on a veth, both ends busy-polling: two datagrams each way took a
 // 20.2 us round trip by sendmmsg against 25.3 us by two node:dgram sends on connected sockets
 // (bench/RESULTS.md, 2026-12-05). node:dgram's send is a SendWrap, a lookup and a
@@ -49,8 +52,14 @@ const ENOBUFS = 105;
 const MSGS_AT = 0;
 const IOVS_AT = MSGS_AT + MAX_MSGS * MMSG_BYTES;
 const NAMES_AT = IOVS_AT + MAX_IOVS * IOV_BYTES;
-const COPY_AT = NAMES_AT + MAX_MSGS * NAME_BYTES;
+/** CMSG_SPACE(sizeof(uint16_t)): one UDP_SEGMENT control message. */
+const CTRL_BYTES = 24;
+const CTRL_AT = NAMES_AT + MAX_MSGS * NAME_BYTES;
+const COPY_AT = CTRL_AT + MAX_MSGS * CTRL_BYTES;
 const AREA_BYTES = COPY_AT + COPY_BYTES;
+const SOL_UDP = 17, UDP_SEGMENT = 103;
+/** The errors with which the kernel refuses a GSO send as such (see RxeLink's gso handling). */
+export const EIO = 5, EINVAL = 22, EMSGSIZE = 90;
 
 /** The system calls, a seam for tests (errors that loopback never returns). */
 export interface SendSys {
@@ -83,7 +92,24 @@ interface SocketState { dgram: DgramState | undefined; fd: number; v6: boolean; 
 
 let shared: MmsgSender | null | undefined;
 
-interface Staged { parts: Buffer[]; to: string; port: number; onSent: (() => void) | undefined }
+interface Staged {
+  parts: Buffer[];
+  to: string;
+  port: number;
+  onSent: (() => void) | undefined;
+  /** A GSO run: its packets, each its parts (what node:dgram is given one by one after EAGAIN: it cannot cut a run). */
+  run?: Buffer[][];
+  /** A GSO run the kernel refused (its errno). */
+  onRefused?: (errno: number) => void;
+}
+
+/** A run of equal-size packets for one GSO datagram (all but the last of `size` bytes). */
+export interface GsoRun {
+  size: number;
+  /** Each packet's parts, in order. */
+  packets: Buffer[][];
+  onRefused(errno: number): void;
+}
 
 export class MmsgSender {
   /** The staging area: off the V8 heap, its own ArrayBuffer, so its address never changes; freed by the GC. */
@@ -143,9 +169,10 @@ export class MmsgSender {
    * another socket is sent first. Returns false when this datagram must go by node:dgram (the
    * socket is not bound, is closed, or node:dgram may hold datagrams for it; an address with a
    * zone or of the other family; more parts than one call takes): then nothing of it was
-   * taken, and what was staged before has been sent.
+   * taken, and what was staged before has been sent. With `gso`, the parts are a run's
+   * packets one after another, sent as one datagram that the kernel cuts every `gso.size` bytes.
    */
-  add(sock: Socket, parts: Buffer[], to: string, port: number, onSent?: () => void): boolean {
+  add(sock: Socket, parts: Buffer[], to: string, port: number, onSent?: () => void, gso?: GsoRun): boolean {
     const need = parts.length;
     let copy = 0;
     for (const b of parts) if (b.length < COPY_BELOW) copy += b.length;
@@ -201,7 +228,21 @@ export class MmsgSender {
     v.writeUInt32LE(this.lastNameLen, m + 8); // msg_namelen
     writeAddr(v, m + 16, this.base + IOVS_AT + iov0 * IOV_BYTES); // msg_iov
     writeAddr(v, m + 24, this.iovs - iov0); // msg_iovlen
-    this.staged.push({ parts, to, port, onSent });
+    if (gso) {
+      const c = CTRL_AT + i * CTRL_BYTES;
+      writeAddr(v, c, 18); // cmsg_len: CMSG_LEN(sizeof(uint16_t))
+      v.writeInt32LE(SOL_UDP, c + 8); // cmsg_level
+      v.writeInt32LE(UDP_SEGMENT, c + 12); // cmsg_type
+      v.writeUInt16LE(gso.size, c + 16);
+      writeAddr(v, m + 32, this.base + c); // msg_control
+      writeAddr(v, m + 40, CTRL_BYTES); // msg_controllen
+      this.staged.push({ parts, to, port, onSent, run: gso.packets, onRefused: gso.onRefused });
+    } else {
+      // (The slot may have carried a run's control message in an earlier call.)
+      writeAddr(v, m + 32, 0);
+      writeAddr(v, m + 40, 0);
+      this.staged.push({ parts, to, port, onSent });
+    }
     return true;
   }
 
@@ -241,21 +282,28 @@ export class MmsgSender {
         callBack(staged, done);
         for (let k = done; k < n; k++) {
           const s = staged[k]!;
-          st!.heldByDgram++;
-          this.stats.fallbacks++;
+          // A run goes packet by packet: node:dgram's send has no UDP_SEGMENT.
+          const datagrams = s.run ?? [s.parts];
+          let left = datagrams.length;
           const cb = s.onSent;
-          try {
-            sock!.send(s.parts, s.port, s.to, () => { st!.heldByDgram--; cb?.(); });
-          } catch {
-            st!.heldByDgram--;
-            this.stats.errors++;
-            if (cb) process.nextTick(cb);
+          for (const d of datagrams) {
+            st!.heldByDgram++;
+            this.stats.fallbacks++;
+            try {
+              sock!.send(d, s.port, s.to, () => { st!.heldByDgram--; if (--left === 0) cb?.(); });
+            } catch {
+              st!.heldByDgram--;
+              this.stats.errors++;
+              if (--left === 0 && cb) process.nextTick(cb);
+            }
           }
         }
         return;
       }
-      // Refused: that datagram is lost (RC resends it), and the batch goes on.
+      // Refused: that datagram is lost (RC resends it), and the batch goes on. A refused run
+      // tells its link, which may stop sending runs of that size (EIO: no checksum offload).
       this.stats.errors++;
+      staged[done]!.onRefused?.(e);
       done++;
     }
     callBack(staged, n);

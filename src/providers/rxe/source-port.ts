@@ -1,7 +1,9 @@
 // The sockets that send from one UDP source port. node:dgram cannot choose the source port
-// per send, so each port a QP sends from (wire/udp-sport.ts) has a socket bound to it, plus
-// one GSO socket per segment size in use (UDP_SEGMENT is a socket option here: a socket cut
-// for one size would cut a larger packet wrongly). They share the port through SO_REUSEADDR.
+// per send, so each port a QP sends from (wire/udp-sport.ts) has a socket bound to it. Runs of
+// equal-size packets go from that socket too, by sendmmsg with a UDP_SEGMENT control message
+// per run (mmsg-sender.ts); where that cannot be, by a GSO socket per segment size in use
+// (UDP_SEGMENT as a socket option: a socket cut for one size would cut a larger packet
+// wrongly), sharing the port through SO_REUSEADDR.
 // Nobody sends to these ports (RoCEv2 packets go to 4791), so they only send.
 //
 // The device's own port (4791) is a SourcePort too: its plain socket is the device socket,
@@ -17,6 +19,7 @@ import dns from 'node:dns';
 import { isIP } from 'node:net';
 import { enableUdpSegmentation, prepareRoceSocket } from './sockopt.js';
 import type { DeviceCounters } from './counters.js';
+import { EINVAL, EIO, EMSGSIZE } from './mmsg-sender.js';
 
 /** GSO sockets per source port, one per segment size in use (a few MTU sizes in practice). */
 const MAX_GSO_SOCKETS = 8;
@@ -127,6 +130,24 @@ export class SourcePort {
       g.port = g.sock.address().port;
       g.ready = true;
     });
+  }
+
+  /** Whether runs of this size may go as GSO datagrams (by sendmmsg with UDP_SEGMENT, or a GSO socket). */
+  runsAllowed(size: number): boolean {
+    return this.state !== 'closed' && this.gso.get(size) !== 'unavailable';
+  }
+
+  /**
+   * The kernel refused a run of this size sent by sendmmsg with UDP_SEGMENT (its errno; the
+   * link's sender reports it). As gsoRefused for a GSO socket's: EIO, EINVAL and EMSGSIZE turn
+   * runs of this size off for this port (they go packet by packet from now on); anything else
+   * would fail a single packet alike, and runs stay.
+   */
+  runsRefused(size: number, errno: number): void {
+    if (errno !== EIO && errno !== EINVAL && errno !== EMSGSIZE) return;
+    const g = this.gso.get(size);
+    this.gso.set(size, 'unavailable');
+    if (typeof g === 'object') setImmediate(() => g.sock.close());
   }
 
   /**
