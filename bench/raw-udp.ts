@@ -44,14 +44,14 @@ async function connectTo(): Promise<void> {
 
 if (mode === 'sink') {
   // Counts until the blaster's end marker (a 1-byte datagram) or an idle gap.
-  let bytes = 0, n = 0, first = 0, last = 0, start = 0, firstLen = 0;
+  let bytes = 0, n = 0, first = 0, last = 0, start = 0;
   let idle: NodeJS.Timeout | undefined;
   const idleMs = Number(values['idle-ms']);
   const finish = () => {
     const secs = (last - first) / 1e9;
-    // last_ns and bytes_all (the first datagram's too), on the host's monotonic clock (hrtime),
-    // for a caller that times the whole run from its own start of the blaster.
-    process.stdout.write(JSON.stringify({ bytes, bytes_all: bytes + firstLen, datagrams: n, secs, MBps: secs > 0 ? bytes / secs / (1 << 20) : 0, last_ns: last }) + '\n');
+    // first_ns, on the host's monotonic clock (hrtime), for a caller that times the whole run
+    // from its own start of the blaster.
+    process.stdout.write(JSON.stringify({ bytes, datagrams: n, secs, MBps: secs > 0 ? bytes / secs / (1 << 20) : 0, first_ns: first }) + '\n');
     sock.close();
   };
   sock.on('message', (m) => {
@@ -59,7 +59,7 @@ if (mode === 'sink') {
     if (m.length === 1) { clearTimeout(idle); finish(); return; }
     start ||= t;
     if (t - start < warmupNs) return;
-    if (!n) { first = t; firstLen = m.length; }
+    if (!n) first = t;
     else bytes += m.length; // the first counted datagram opens the window: bytes after it
     n++; last = t;
     // One timer, pushed back per datagram (refresh: no timer made and cancelled per datagram on

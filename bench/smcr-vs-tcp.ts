@@ -16,11 +16,13 @@
 //              beside it (no target).
 //   bulk-cold  the same from a fresh client process: its first connection's --seconds, no
 //              connection before it, against node:net's the same way (no target: what a
-//              short-lived program gets; V8's warm-up and the first contact included)
+//              short-lived program gets; V8's warm-up included, the handshake and the link
+//              group's first contact not: the clock starts once the connection is up)
 //   pingpong   14-byte round trip, median of --iters (default 5000) after 500 not counted,
 //              one connection                                            target SMC-R/TCP <= 0.8
 //   pingpong-cold  the median of a fresh client process's first 1000 round trips, none left
-//              out, against node:net's the same way (no target)
+//              out, against node:net's the same way (no target; as bulk-cold, from the
+//              connection up)
 //              Printed beside it, the floor (udp-floor.ts): raw UDP with the same datagrams
 //              each way, busy-polled, no protocol work: what no user-space SMC-R can beat here.
 //   http       node:http keep-alive requests/s, 8 in flight, for --seconds after 2 s of the
@@ -432,7 +434,7 @@ async function main(): Promise<void> {
       console.log('\nbaselines, each its own process in the same namespaces as the SMC-R side:');
       console.log(`  bulk: softrdma perftest write_bw -s ${CHUNK} -D ${SECONDS + 2} -f 1 between two more rxe devices on the same addresses (the ${SECONDS} s after 1 s of warm-up, as the SMC-R side's); TCP: the SMC-R client program with node:net, setNoDelay(true), the same 64 KiB writes`);
       console.log('  pingpong: the same client and server programs with node:net (net.connect / net.createServer), setNoDelay(true) on both ends, one 14-byte message each way');
-      console.log(`  fresh-process bulk and ping-pong: a new client process (SMC-R or node:net), its first connection counted: ${SECONDS} s of 64 KiB writes, or the median of its first 1000 round trips (the server one process for all runs)`);
+      console.log(`  fresh-process bulk and ping-pong: a new client process (SMC-R or node:net), its first connection counted from when it is up: ${SECONDS} s of 64 KiB writes, or the median of its first 1000 round trips (the server one process for all runs)`);
       console.log('  http: node:http keep-alive, 8 requests in flight, on both ends without the preload (src/tools/smc-peer.ts); steady: the 3 s after 2 s of the same load; fresh: a new client process counted from its first request (the servers are one process each for all runs: warm after the first run)');
       console.log(`  short connections: connect, 14-byte echo, end, with node:net on both ends (setNoDelay(true)), tcp_tw_reuse in the client's namespace for both sides; steady: the ${SECONDS} s after ${SHORT_WARMUP} s of the same (both sides); fresh: a new client process counted from its first connection (the server warm after the first run); learned: a default client, which sends a peer's short connections to TCP after 8 (no target: mostly TCP)`);
       console.log('  SMC-R clients wait up to 1 s for discovery\'s first answer (SOFTRDMA_SMCR_DISCOVERY_WAIT_MS=1000; by default about one round trip), so that their connections are SMC-R');

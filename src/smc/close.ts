@@ -106,7 +106,7 @@ const SENT_WAIT_MS = 60_000;
 /**
  * go(true) once what conn posted (its closing CDC last) has reached the peer, at once for a
  * transport without whenSent (SMC-D: the CDC is in shared memory); go(false) when it will not
- * (the link failed, a failover left the closing connection behind, SENT_WAIT_MS passed). Over
+ * (the group's last link failed, a failover left a released connection behind, SENT_WAIT_MS passed). Over
  * SMC-R the CDC goes by RoCE and the FIN by TCP: a FIN first looks to the peer like this
  * process gone (peerTcpEnded), which under loss (the CDC resent behind a window of WRITEs)
  * could last past the peer's wait and cut the stream short; and a FIN after a CDC that never

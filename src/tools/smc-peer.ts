@@ -356,7 +356,12 @@ export async function smcPeer(argv: string[]): Promise<void> {
       r = await recv(a, port, amount, size, onread);
       break;
     }
-    case 'pingpong': r = await pingpong(a, port, Number(values.iters), Number(values.size ?? 14), values['warmup-iters'] === undefined ? undefined : Number(values['warmup-iters'])); break;
+    case 'pingpong': {
+      const w = values['warmup-iters'];
+      if (w !== undefined && !/^\d+$/.test(w)) throw usageError(`--warmup-iters must be a whole number, got ${w}`);
+      r = await pingpong(a, port, Number(values.iters), Number(values.size ?? 14), w === undefined ? undefined : Number(w));
+      break;
+    }
     case 'shortconn': {
       // --warmup-seconds: connections first made and not counted, as bulk's --warmup: the
       // figure is then the steady state (JIT, the DMB pool and the peer's mappings warmed up).

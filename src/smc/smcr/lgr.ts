@@ -836,8 +836,9 @@ export class SmcrLinkGroup {
    * no closing CDC, peerTcpEnded) is no such CDC: the peer's late WRITEs (retransmitted, or
    * behind its CDC) could land in the next connection's ring, so that RMB waits too, bounded
    * as an offered one (quarantineBounded). If WRITEs or a CDC of its are still unconfirmed
-   * (the close's own, typically), it stays in `closing` until they complete, so a failover
-   * resends them; else its send buffer is reused once the link read it.
+   * (the close's own, typically), it stays in `closing` until they complete (a failover
+   * meanwhile does not resend them: switchConns); else its send buffer is reused once the link
+   * read it.
    */
   detach(conn: SmcrConnection): void {
     if (this.conns.get(conn.token) !== conn) return;
@@ -1779,14 +1780,16 @@ export class SmcrLinkGroup {
       if (c.switchLink(to)) this.linkEvents.connsMoved++;
       else { this.linkEvents.connsLost++; c.linkDown(reason); }
     }
-    // A closed connection whose last posts were not confirmed is not resent: the peer may have
-    // received them, and its close, and handed that RMB to a new connection, whose bytes a
-    // rewrite would overwrite. Linux does not resend either: smc_switch_conns moves a
-    // connection in a closing state (PEERCLOSEWAIT1 and the rest) to the new link without
-    // smc_switch_cursor, and its close goes on with the FIN. Here it leaves the group, and the
-    // socket, not knowing whether the peer has its closing CDC, resets the TCP connection
-    // instead of sending a FIN (close.ts): the peer then reports ECONNRESET, never a clean end
-    // of a stream that may not have arrived whole.
+    // A released connection (destroyed, or closed both ways) whose last posts were not
+    // confirmed is not resent: the peer may have received them, and its close, and handed that
+    // RMB to a new connection, whose bytes a rewrite would overwrite. Linux resends in no
+    // closing state: smc_switch_conns moves such a connection (PEERCLOSEWAIT1 and the rest) to
+    // the new link without smc_switch_cursor, and its close then waits for the peer's. Here it
+    // leaves the group, and the socket, not knowing whether the peer has its closing CDC, resets
+    // the TCP connection instead of sending a FIN (close.ts): the peer then reports ECONNRESET,
+    // never a clean end of a stream that may not have arrived whole. A half-closed connection
+    // (end(), still reading) is not released: it moved above and resends as an open one does
+    // (its peer still holds the RMB for it), where Linux, in PEERCLOSEWAIT1, resends nothing.
     for (const c of [...this.closing]) if (c.link === from) this.closed(c);
     this.clearLink(from);
   }
