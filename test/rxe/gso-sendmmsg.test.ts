@@ -1,7 +1,8 @@
 // GSO runs by sendmmsg (mmsg-sender.ts, link.ts flush): a run of equal-size packets is one
 // msghdr with a UDP_SEGMENT control message, staged with the flush's other datagrams for the
 // port's own socket, so it leaves in the same system call and in order with them. After
-// EAGAIN it goes to node:dgram packet by packet (node:dgram has no UDP_SEGMENT); a run the
+// EAGAIN it goes to node:dgram packet by packet (node:dgram has no UDP_SEGMENT), each packet
+// sealed again for a datagram of its own (IPv4 Identification 0, not its segment index); a run the
 // kernel refuses as such (EIO: a route without checksum offload) is counted and that size goes
 // packet by packet from then on; a run lost for a moment (ENETUNREACH) leaves GSO on.
 
@@ -70,7 +71,7 @@ describe('GSO runs in sendmmsg (the sender)', { skip }, () => {
     const port = rx.address().port;
     const arrived = receive(rx, 5);
     assert.equal(s.add(tx, [Buffer.from('first')], '127.0.0.1', port), true);
-    assert.equal(s.add(tx, run.flat(), '127.0.0.1', port, () => { runSent++; }, { size: 200, packets: run, onRefused: (e) => { refused = e; } }), true);
+    assert.equal(s.add(tx, run.flat(), '127.0.0.1', port, () => { runSent++; }, { size: 200, packets: run, onRefused: (e) => { refused = e; }, unrun: () => assert.fail('sent as a run') }), true);
     assert.equal(s.add(tx, [Buffer.from('last')], '127.0.0.1', port), true);
     s.commit();
     if (s.stats.errors > 0) { t.skip(`this kernel refuses UDP GSO sends (errno ${refused})`); return; }
@@ -105,7 +106,8 @@ describe('GSO runs in sendmmsg (the sender)', { skip }, () => {
     const arrived = receive(rx, 6);
     let runSent = 0;
     s.add(tx, [Buffer.from('a')], '127.0.0.1', port);
-    s.add(tx, run.flat(), '127.0.0.1', port, () => { runSent++; }, { size: 300, packets: run, onRefused: () => assert.fail('not refused') });
+    let unrun = 0;
+    s.add(tx, run.flat(), '127.0.0.1', port, () => { runSent++; }, { size: 300, packets: run, onRefused: () => assert.fail('not refused'), unrun: () => { unrun++; } });
     s.add(tx, [Buffer.from('z')], '127.0.0.1', port);
     s.commit();
     assert.equal(s.stats.fallbacks, 5, "the run's four packets and the last datagram, each a node:dgram send");
@@ -113,6 +115,7 @@ describe('GSO runs in sendmmsg (the sender)', { skip }, () => {
     const got = await arrived;
     assert.deepEqual(got.map((m) => m.toString('latin1')), ['a', ...run.map((p) => Buffer.concat(p).toString('latin1')), 'z']);
     assert.equal(runSent, 1, "the run's onSent ran once, when its last packet left");
+    assert.equal(unrun, 1, 'the run was told it goes packet by packet');
   });
 
   it('a refused run is counted and lost, says why, its onSent runs, and the datagram after it leaves', async (t) => {
@@ -126,7 +129,7 @@ describe('GSO runs in sendmmsg (the sender)', { skip }, () => {
     const arrived = receive(rx, 1);
     const why: number[] = [];
     let runSent = 0;
-    s.add(tx, run.flat(), '127.0.0.1', port, () => { runSent++; }, { size: 100, packets: run, onRefused: (e) => why.push(e) });
+    s.add(tx, run.flat(), '127.0.0.1', port, () => { runSent++; }, { size: 100, packets: run, onRefused: (e) => why.push(e), unrun: () => assert.fail('refused, not unrun') });
     s.add(tx, [Buffer.from('after')], '127.0.0.1', port);
     s.commit();
     assert.deepEqual(why, [EIO]);
@@ -225,4 +228,42 @@ test('a run lost for a moment (ENETUNREACH) is a lost run, and runs go on', { sk
   await write(9);
   assert.ok(c.gso_sends > runs, 'runs still go as GSO sends');
   assert.ok(same());
+});
+
+test('a run that meets a full send buffer goes packet by packet, each packet sealed for a datagram of its own', { skip }, async (t) => {
+  // The send buffer fills exactly at each run: the msghdrs before it go, then EAGAIN.
+  const mm = MmsgSender.shared() as unknown as { sys: SendSys; view: Buffer; base: number };
+  const orig = mm.sys;
+  let eagains = 0, errno = 0;
+  mm.sys = {
+    sendmmsg(fd, vec, vlen) {
+      let plain = 0;
+      while (plain < vlen && mm.view.readUInt32LE(vec - mm.base + plain * 64 + 40) === 0) plain++;
+      errno = 0;
+      if (plain > 0) return orig.sendmmsg(fd, vec, plain);
+      eagains++;
+      errno = EAGAIN;
+      return -1;
+    },
+    errno: () => errno || orig.errno(),
+  };
+  t.after(() => { mm.sys = orig; });
+  const { a, b, close } = await makePair(undefined, { timeout: 14, retryCnt: 3 });
+  t.after(close);
+  const size = 256 << 10;
+  const src = Buffer.alloc(size, 5), dst = Buffer.alloc(size);
+  const lmr = a.pd.regMr(src, Access.LOCAL_WRITE), rmr = b.pd.regMr(dst, Access.LOCAL_WRITE | Access.REMOTE_WRITE);
+  for (let w = 0; w < 4; w++) {
+    a.qp.postSend({ wrId: w, opcode: WrOpcode.RDMA_WRITE, sendFlags: SendFlags.SIGNALED, sgList: [lmr.sge()], rdma: { remoteAddr: rmr.addr, rkey: rmr.rkey } });
+    assert.equal((await waitCompletions(a.cq, 1, 20_000))[0]!.status, WcStatus.SUCCESS, `WRITE ${w}`);
+  }
+  assert.ok(dst.equals(src));
+  const ca = rxeOf(a.dev).counters, cb = rxeOf(b.dev).counters;
+  assert.ok(eagains >= 4, `runs that met EAGAIN: ${eagains}`);
+  assert.equal(cb.gro_datagrams, 0, 'no run arrived whole');
+  // A kernel rxe or a NIC checks each packet's ICRC against its own IP header: softrdma's
+  // receiver would take a packet sealed for Identification i by inferring i, and counts that.
+  assert.equal(cb.icrc_id_inferred, 0, 'every packet sealed for Identification 0');
+  assert.equal(ca.gso_sends, 0, 'no run counted as a GSO send');
+  assert.equal(ca.send_err, 0);
 });

@@ -482,8 +482,11 @@ export class RxeLink {
    * (the middle packets of a message, which all carry a full MTU) leaves as one UDP GSO
    * send: one system call and one trip through the stack for up to 64 packets, cut into
    * ordinary RoCEv2 datagrams by the kernel, or handed whole to a receiver that set UDP_GRO.
-   * Those come from a GSO socket of the same source port (the device port's use ephemeral
-   * ports); segment i carries IPv4 Identification i, which its ICRC covers.
+   * A run is a msghdr with a UDP_SEGMENT control message in the flush's sendmmsg call, from
+   * the port's own socket; without sendmmsg it goes from a GSO socket of the same source port
+   * (the device port's use ephemeral ports). Segment i carries IPv4 Identification i, which
+   * its ICRC covers; a run that ends up sent packet by packet is sealed again for
+   * Identification 0.
    */
   flush(): void {
     this.flushQueued = false;
@@ -544,6 +547,11 @@ export class RxeLink {
           const size = a.len;
           staged = mm.add(sender.socket, all, a.to, this.port, sent && (() => { for (const f of sent) f(); }), {
             size, packets, onRefused: (errno) => sender.runsRefused(size, errno),
+            unrun: () => {
+              for (const p of packets) flow.sealParts(p, 0);
+              this.counters.gso_sends--;
+              this.counters.gso_packets -= packets.length;
+            },
           });
           if (staged) {
             this.counters.gso_sends++;

@@ -101,6 +101,8 @@ interface Staged {
   run?: Buffer[][];
   /** A GSO run the kernel refused (its errno). */
   onRefused?: (errno: number) => void;
+  /** A GSO run about to go packet by packet instead. */
+  unrun?: () => void;
 }
 
 /** A run of equal-size packets for one GSO datagram (all but the last of `size` bytes). */
@@ -109,6 +111,12 @@ export interface GsoRun {
   /** Each packet's parts, in order. */
   packets: Buffer[][];
   onRefused(errno: number): void;
+  /**
+   * The run goes packet by packet after all (EAGAIN: node:dgram takes it): reseal each packet
+   * for a datagram of its own (a GSO segment's ICRC covers IPv4 Identification i, a lone
+   * datagram's 0) and uncount the run.
+   */
+  unrun(): void;
 }
 
 export class MmsgSender {
@@ -236,7 +244,7 @@ export class MmsgSender {
       v.writeUInt16LE(gso.size, c + 16);
       writeAddr(v, m + 32, this.base + c); // msg_control
       writeAddr(v, m + 40, CTRL_BYTES); // msg_controllen
-      this.staged.push({ parts, to, port, onSent, run: gso.packets, onRefused: gso.onRefused });
+      this.staged.push({ parts, to, port, onSent, run: gso.packets, onRefused: gso.onRefused, unrun: gso.unrun });
     } else {
       // (The slot may have carried a run's control message in an earlier call.)
       writeAddr(v, m + 32, 0);
@@ -283,6 +291,7 @@ export class MmsgSender {
         for (let k = done; k < n; k++) {
           const s = staged[k]!;
           // A run goes packet by packet: node:dgram's send has no UDP_SEGMENT.
+          s.unrun?.();
           const datagrams = s.run ?? [s.parts];
           let left = datagrams.length;
           const cb = s.onSent;
