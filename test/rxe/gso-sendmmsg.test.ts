@@ -9,32 +9,14 @@
 import { describe, it, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
-import { once } from 'node:events';
 import { Access, SendFlags, WcStatus, WrOpcode, rxeOf } from '../../src/index.js';
 import { MmsgSender, bindLibc, type SendSys } from '../../src/providers/rxe/mmsg-sender.js';
 import { makePair, waitCompletions } from '../helpers/pair.js';
+import { boundUdp, receiveDatagrams } from '../helpers/udp-sockets.js';
 
 const libc = bindLibc();
 const skip = libc ? false : 'sendmmsg needs Linux on a 64-bit CPU';
 const EAGAIN = 11, EIO = 5, ENETUNREACH = 101;
-
-async function bound(): Promise<dgram.Socket> {
-  const s = dgram.createSocket('udp4');
-  s.bind(0, '127.0.0.1');
-  await once(s, 'listening');
-  return s;
-}
-
-function receive(sock: dgram.Socket, n: number, ms = 5000): Promise<Buffer[]> {
-  const got: Buffer[] = [];
-  return new Promise((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`received ${got.length} of ${n} datagrams`)), ms);
-    sock.on('message', (m) => {
-      got.push(m);
-      if (got.length === n) { clearTimeout(t); resolve(got); }
-    });
-  });
-}
 
 /** Packet k of a run: a copied header, a payload view (by address), a copied tail; `len` bytes in all. */
 function packet(k: number, len: number, big: Buffer): Buffer[] {
@@ -60,7 +42,7 @@ function seam(answer: (call: number) => number | undefined = () => undefined): {
 
 describe('GSO runs in sendmmsg (the sender)', { skip }, () => {
   it('a run between two datagrams leaves in the same call, cut into its packets, in order and byte-exact', async (t) => {
-    const rx = await bound(), tx = await bound();
+    const rx = await boundUdp(), tx = await boundUdp();
     t.after(() => { rx.close(); tx.close(); });
     const big = Buffer.alloc(4096);
     for (let i = 0; i < big.length; i++) big[i] = (i * 13) & 0xff;
@@ -69,7 +51,7 @@ describe('GSO runs in sendmmsg (the sender)', { skip }, () => {
     const s = MmsgSender.withSys(sys);
     let refused = -1, runSent = 0;
     const port = rx.address().port;
-    const arrived = receive(rx, 5);
+    const arrived = receiveDatagrams(rx, 5);
     assert.equal(s.add(tx, [Buffer.from('first')], '127.0.0.1', port), true);
     assert.equal(s.add(tx, run.flat(), '127.0.0.1', port, () => { runSent++; }, { size: 200, packets: run, onRefused: (e) => { refused = e; }, unrun: () => assert.fail('sent as a run') }), true);
     assert.equal(s.add(tx, [Buffer.from('last')], '127.0.0.1', port), true);
@@ -83,7 +65,7 @@ describe('GSO runs in sendmmsg (the sender)', { skip }, () => {
     // The slot of the run's msghdr, reused by a plain datagram longer than the run's segment
     // size: it carries no control message now, so it is not cut.
     rx.removeAllListeners('message');
-    const whole = receive(rx, 2);
+    const whole = receiveDatagrams(rx, 2);
     const long = Buffer.alloc(500, 0x77);
     assert.equal(s.add(tx, [Buffer.from('x')], '127.0.0.1', port), true);
     assert.equal(s.add(tx, [long], '127.0.0.1', port), true);
@@ -92,7 +74,7 @@ describe('GSO runs in sendmmsg (the sender)', { skip }, () => {
   });
 
   it('after EAGAIN a run goes to node:dgram packet by packet, in order behind what was before it', async (t) => {
-    const rx = await bound(), tx = await bound();
+    const rx = await boundUdp(), tx = await boundUdp();
     t.after(() => { rx.close(); tx.close(); });
     const big = Buffer.alloc(4096, 0x42);
     const run = [packet(0, 300, big), packet(1, 300, big), packet(2, 300, big), packet(3, 50, big)];
@@ -103,7 +85,7 @@ describe('GSO runs in sendmmsg (the sender)', { skip }, () => {
     sys.sendmmsg = (fd, vec, vlen) => (++n === 1 ? real(fd, vec, 1) : real(fd, vec, vlen));
     const s = MmsgSender.withSys(sys);
     const port = rx.address().port;
-    const arrived = receive(rx, 6);
+    const arrived = receiveDatagrams(rx, 6);
     let runSent = 0;
     s.add(tx, [Buffer.from('a')], '127.0.0.1', port);
     let unrun = 0;
@@ -119,14 +101,14 @@ describe('GSO runs in sendmmsg (the sender)', { skip }, () => {
   });
 
   it('a refused run is counted and lost, says why, its onSent runs, and the datagram after it leaves', async (t) => {
-    const rx = await bound(), tx = await bound();
+    const rx = await boundUdp(), tx = await boundUdp();
     t.after(() => { rx.close(); tx.close(); });
     const big = Buffer.alloc(4096, 0x11);
     const run = [packet(0, 100, big), packet(1, 100, big)];
     const { sys, calls } = seam((call) => (call === 1 ? EIO : undefined));
     const s = MmsgSender.withSys(sys);
     const port = rx.address().port;
-    const arrived = receive(rx, 1);
+    const arrived = receiveDatagrams(rx, 1);
     const why: number[] = [];
     let runSent = 0;
     s.add(tx, run.flat(), '127.0.0.1', port, () => { runSent++; }, { size: 100, packets: run, onRefused: (e) => why.push(e), unrun: () => assert.fail('refused, not unrun') });

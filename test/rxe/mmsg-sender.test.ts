@@ -11,34 +11,16 @@ import dgram from 'node:dgram';
 import { once } from 'node:events';
 import { describe, it } from 'node:test';
 import { MmsgSender, bindLibc, type SendSys } from '../../src/providers/rxe/mmsg-sender.js';
+import { boundUdp, receiveDatagrams } from '../helpers/udp-sockets.js';
 
 const libc = bindLibc();
 const skip = libc ? false : 'sendmmsg needs Linux on a 64-bit CPU';
 
-async function bound(type: 'udp4' | 'udp6', address: string): Promise<dgram.Socket> {
-  const s = dgram.createSocket(type);
-  s.bind(0, address);
-  await once(s, 'listening');
-  return s;
-}
-
-/** Collect `n` datagrams from `sock` (bounded wait). */
-function receive(sock: dgram.Socket, n: number, ms = 5000): Promise<Buffer[]> {
-  const got: Buffer[] = [];
-  return new Promise((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`received ${got.length} of ${n} datagrams`)), ms);
-    sock.on('message', (m) => {
-      got.push(m);
-      if (got.length === n) { clearTimeout(t); resolve(got); }
-    });
-  });
-}
-
 /** A receiving and a sending socket on loopback, closed after fn. */
 async function withPair(fn: (rx: dgram.Socket, tx: dgram.Socket) => Promise<void>, type: 'udp4' | 'udp6' = 'udp4'): Promise<void> {
   const address = type === 'udp4' ? '127.0.0.1' : '::1';
-  const rx = await bound(type, address);
-  const tx = await bound(type, address);
+  const rx = await boundUdp(type, address);
+  const tx = await boundUdp(type, address);
   try {
     await fn(rx, tx);
   } finally {
@@ -50,7 +32,7 @@ async function withPair(fn: (rx: dgram.Socket, tx: dgram.Socket) => Promise<void
 /** Stage each datagram for tx (each must be taken), commit, and check they all arrived at rx byte-exact and in order. */
 async function stageAll(s: MmsgSender, tx: dgram.Socket, rx: dgram.Socket, datagrams: Buffer[][]): Promise<void> {
   rx.removeAllListeners('message');
-  const arrived = receive(rx, datagrams.length);
+  const arrived = receiveDatagrams(rx, datagrams.length);
   const to = rx.address();
   for (const parts of datagrams) assert.equal(s.add(tx, parts, to.address, to.port), true);
   s.commit();
@@ -95,7 +77,7 @@ describe('rxe sendmmsg sender', { skip }, () => {
       const s = MmsgSender.withSys(sys);
       const big = pattern(64 << 10);
       const want: Buffer[] = [];
-      const arrived = receive(rx, 40);
+      const arrived = receiveDatagrams(rx, 40);
       let sent = 0;
       for (let k = 0; k < 40; k++) {
         const parts = datagram(k, big);
@@ -128,13 +110,13 @@ describe('rxe sendmmsg sender', { skip }, () => {
   });
 
   it('sends what was staged for one socket before staging for another', async () => {
-    const rx = await bound('udp4', '127.0.0.1');
-    const a = await bound('udp4', '127.0.0.1');
-    const b = await bound('udp4', '127.0.0.1');
+    const rx = await boundUdp('udp4', '127.0.0.1');
+    const a = await boundUdp('udp4', '127.0.0.1');
+    const b = await boundUdp('udp4', '127.0.0.1');
     const { sys, calls } = counting();
     const s = MmsgSender.withSys(sys);
     try {
-      const arrived = receive(rx, 6);
+      const arrived = receiveDatagrams(rx, 6);
       const from: number[] = [];
       rx.on('message', (_m, r) => from.push(r.port));
       const seq = [a, a, b, a, b, b];
@@ -161,7 +143,7 @@ describe('rxe sendmmsg sender', { skip }, () => {
         return real(fd, vec, vlen);
       };
       const s = MmsgSender.withSys(sys);
-      const arrived = receive(rx, 6);
+      const arrived = receiveDatagrams(rx, 6);
       let sent = 0;
       for (let k = 0; k < 5; k++) assert.equal(s.add(tx, [Buffer.from([k])], '127.0.0.1', rx.address().port, () => { sent++; }), true);
       s.commit();
@@ -187,7 +169,7 @@ describe('rxe sendmmsg sender', { skip }, () => {
       // The 64-datagram batch: the first call sends 10 of them, the second finds the buffer full.
       sys.sendmmsg = (fd, vec, vlen) => (++n === 1 ? real(fd, vec, 10) : real(fd, vec, vlen));
       const s = MmsgSender.withSys(sys);
-      const arrived = receive(rx, 70);
+      const arrived = receiveDatagrams(rx, 70);
       const byDgram: number[] = [];
       for (let k = 0; k < 70; k++) {
         // As the link does: what the sender does not take goes by node:dgram, in order.
@@ -216,7 +198,7 @@ describe('rxe sendmmsg sender', { skip }, () => {
       const s = MmsgSender.withSys(sys);
       const errors: Error[] = [];
       tx.on('error', (e) => errors.push(e));
-      const arrived = receive(rx, 4);
+      const arrived = receiveDatagrams(rx, 4);
       const sent: number[] = [];
       for (let k = 0; k < 5; k++) assert.equal(s.add(tx, [Buffer.from([k])], '127.0.0.1', rx.address().port, () => sent.push(k)), true);
       s.commit();
@@ -228,7 +210,7 @@ describe('rxe sendmmsg sender', { skip }, () => {
   });
 
   it('a socket closed with datagrams staged: they are dropped (counted), their onSent runs, nothing is sent', async () => {
-    const tx = await bound('udp4', '127.0.0.1');
+    const tx = await boundUdp('udp4', '127.0.0.1');
     const { sys, calls } = counting();
     const s = MmsgSender.withSys(sys);
     let sent = 0;
@@ -253,8 +235,8 @@ describe('rxe sendmmsg sender', { skip }, () => {
       await new Promise((r) => setImmediate(r));
       assert.equal(s.add(fresh, [Buffer.from([1])], 'fe80::1%lo', 9), false, 'zoned address');
       assert.equal(s.add(fresh, [Buffer.from([1])], '::1', 9), false, 'an IPv6 address on a udp4 socket');
-      const rx = await bound('udp4', '127.0.0.1');
-      const got = receive(rx, 1);
+      const rx = await boundUdp('udp4', '127.0.0.1');
+      const got = receiveDatagrams(rx, 1);
       assert.equal(s.add(fresh, [Buffer.from([2])], '127.0.0.1', rx.address().port), true, 'bound');
       s.commit();
       assert.deepEqual((await got).map((m) => m[0]), [2]);
