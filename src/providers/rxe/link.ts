@@ -524,53 +524,20 @@ export class RxeLink {
           const t = q[j];
           if (t && j - i < GSO_MAX_SEGMENTS && (j - i) * a.len + t.len <= GSO_MAX_BYTES && t.len <= a.len && t.to === a.to && t.src === a.src && iovs + t.parts.length <= GSO_MAX_IOVS && endsRun(a.parts[0]!, a.len, t.parts[0]!, j - i)) j++;
         }
-        // Datagrams node:dgram holds for the plain socket (its send buffer was full) leave
-        // before a run: the run goes packet by packet behind them.
         // A run goes with the flush's other datagrams in one sendmmsg, as one datagram with a
         // UDP_SEGMENT control message, from the port's own socket (so in order with its single
         // packets). Where that cannot be (no sendmmsg, the socket is node:dgram's for now, a run
         // the staging area cannot take), it goes by node:dgram on the port's GSO socket for its
         // size, or packet by packet.
-        let staged = false;
-        if (j - i > 1 && mm && sender.runsAllowed(a.len)) {
-          const flow = this.flow(a.to, true, this.port, sender.port);
-          const all: Buffer[] = [];
-          const packets: Buffer[][] = [];
-          let sent: Array<() => void> | undefined;
-          for (let k = i; k < j; k++) {
-            const { parts, onSent } = q[k]!;
-            flow.sealParts(parts, k - i);
-            for (const b of parts) all.push(b);
-            packets.push(parts);
-            if (onSent) (sent ??= []).push(onSent);
-          }
-          const size = a.len;
-          staged = mm.add(sender.socket, all, a.to, this.port, sent && (() => { for (const f of sent) f(); }), {
-            size, packets, onRefused: (errno) => sender.runsRefused(size, errno),
-            unrun: () => {
-              for (const p of packets) flow.sealParts(p, 0);
-              this.counters.gso_sends--;
-              this.counters.gso_packets -= packets.length;
-            },
-          });
-          if (staged) {
-            this.counters.gso_sends++;
-            this.counters.gso_packets += j - i;
-          }
+        if (j - i > 1 && mm && sender.runsAllowed(a.len) && this.stageRun(mm, q, i, j, sender)) {
+          i = j;
+          continue;
         }
-        const g = !staged && j - i > 1 && !(sender.socket.getSendQueueCount() > 0 || mm?.holds(sender.socket)) ? sender.gsoSocket(a.len) : undefined;
-        if (staged) {
-          // Staged: it leaves at the next commit.
-        } else if (g) {
-          const flow = this.flow(a.to, true, this.port, g.port);
-          const all: Buffer[] = [];
-          let sent: Array<() => void> | undefined;
-          for (let k = i; k < j; k++) {
-            const { parts, onSent } = q[k]!;
-            flow.sealParts(parts, k - i);
-            for (const b of parts) all.push(b);
-            if (onSent) (sent ??= []).push(onSent);
-          }
+        // Datagrams node:dgram holds for the plain socket (its send buffer was full) leave
+        // before a run: the run goes packet by packet behind them.
+        const g = j - i > 1 && !(sender.socket.getSendQueueCount() > 0 || mm?.holds(sender.socket)) ? sender.gsoSocket(a.len) : undefined;
+        if (g) {
+          const { all, onSent } = sealRun(q, i, j, this.flow(a.to, true, this.port, g.port));
           // What was staged for the plain sockets leaves first.
           mm?.commit();
           // Always with a callback: without one node:dgram drops a send's error silently. The
@@ -585,7 +552,7 @@ export class RxeLink {
                 this.counters.send_err++;
                 sender.gsoRefused(size, g, (err as NodeJS.ErrnoException).code);
               }
-              if (sent) for (const f of sent) f();
+              onSent?.();
             } finally {
               // Whatever threw above, the port's waiting packets must not wait for ever.
               if (queued && --sender.gsoQueued === 0) this.sendWaiting(sender);
@@ -620,6 +587,30 @@ export class RxeLink {
       q.length = 0;
       this.spare = q;
     }
+  }
+
+  /**
+   * Stage the run q[i..j) for the flush's sendmmsg as one GSO datagram from the port's own
+   * socket; false if the sender cannot take it (nothing staged: the caller sends it another way).
+   */
+  private stageRun(mm: MmsgSender, q: Outgoing[], i: number, j: number, sender: SourcePort): boolean {
+    const a = q[i]!;
+    const flow = this.flow(a.to, true, this.port, sender.port);
+    const { all, packets, onSent } = sealRun(q, i, j, flow);
+    const size = a.len;
+    const staged = mm.add(sender.socket, all, a.to, this.port, onSent, {
+      size, packets, onRefused: (errno) => sender.runsRefused(size, errno),
+      unrun: () => {
+        for (const p of packets) flow.sealParts(p, 0);
+        this.counters.gso_sends--;
+        this.counters.gso_packets -= packets.length;
+      },
+    });
+    if (staged) {
+      this.counters.gso_sends++;
+      this.counters.gso_packets += j - i;
+    }
+    return staged;
   }
 
   /** A port's queued GSO sends have left: what waited for them goes now, ahead of anything queued since. */
@@ -718,4 +709,22 @@ export class RxeLink {
     await new Promise((r) => setImmediate(r));
     await new Promise<void>((resolve) => this.sock.close(() => resolve()));
   }
+}
+
+/**
+ * Seal the run q[i..j) for one GSO send through `flow` (segment k's ICRC covers IPv4
+ * Identification k): its parts in order, each packet's parts, and one callback for their onSents.
+ */
+function sealRun(q: Outgoing[], i: number, j: number, flow: IcrcFlow): { all: Buffer[]; packets: Buffer[][]; onSent: (() => void) | undefined } {
+  const all: Buffer[] = [];
+  const packets: Buffer[][] = [];
+  let sent: Array<() => void> | undefined;
+  for (let k = i; k < j; k++) {
+    const { parts, onSent } = q[k]!;
+    flow.sealParts(parts, k - i);
+    for (const b of parts) all.push(b);
+    packets.push(parts);
+    if (onSent) (sent ??= []).push(onSent);
+  }
+  return { all, packets, onSent: sent && (() => { for (const f of sent) f(); }) };
 }

@@ -58,8 +58,6 @@ const CTRL_AT = NAMES_AT + MAX_MSGS * NAME_BYTES;
 const COPY_AT = CTRL_AT + MAX_MSGS * CTRL_BYTES;
 const AREA_BYTES = COPY_AT + COPY_BYTES;
 const SOL_UDP = 17, UDP_SEGMENT = 103;
-/** The errors with which the kernel refuses a GSO send as such (see RxeLink's gso handling). */
-export const EIO = 5, EINVAL = 22, EMSGSIZE = 90;
 
 /** The system calls, a seam for tests (errors that loopback never returns). */
 export interface SendSys {

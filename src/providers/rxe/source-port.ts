@@ -17,9 +17,9 @@
 import dgram from 'node:dgram';
 import dns from 'node:dns';
 import { isIP } from 'node:net';
+import { getSystemErrorName } from 'node:util';
 import { enableUdpSegmentation, prepareRoceSocket } from './sockopt.js';
 import type { DeviceCounters } from './counters.js';
-import { EINVAL, EIO, EMSGSIZE } from './mmsg-sender.js';
 
 /** GSO sockets per source port, one per segment size in use (a few MTU sizes in practice). */
 const MAX_GSO_SOCKETS = 8;
@@ -144,10 +144,7 @@ export class SourcePort {
    * would fail a single packet alike, and runs stay.
    */
   runsRefused(size: number, errno: number): void {
-    if (errno !== EIO && errno !== EINVAL && errno !== EMSGSIZE) return;
-    const g = this.gso.get(size);
-    this.gso.set(size, 'unavailable');
-    if (typeof g === 'object') setImmediate(() => g.sock.close());
+    if (refusesGso(getSystemErrorName(-errno))) this.runsOff(size);
   }
 
   /**
@@ -161,10 +158,15 @@ export class SourcePort {
    * alike, and GSO stays.
    */
   gsoRefused(size: number, g: GsoSocket, code: string | undefined): void {
-    if (!(code === 'EIO' || code === 'EINVAL' || code === 'EMSGSIZE') || this.gso.get(size) !== g) return;
+    if (refusesGso(code) && this.gso.get(size) === g) this.runsOff(size);
+  }
+
+  /** Runs of this size go packet by packet from now on; their GSO socket, if any, closes. */
+  private runsOff(size: number): void {
+    const g = this.gso.get(size);
     this.gso.set(size, 'unavailable');
     // Sends still queued on it fail the same way, or leave before it closes.
-    setImmediate(() => g.sock.close());
+    if (typeof g === 'object') setImmediate(() => g.sock.close());
   }
 
   /**
@@ -227,4 +229,9 @@ export function literalLookup(host: string, family: unknown, cb: (err: NodeJS.Er
   const f = isIP(host);
   if (f !== 0) cb(null, host, f);
   else dns.lookup(host, family as number, cb);
+}
+
+/** The errors with which the kernel refuses UDP_SEGMENT itself (see SourcePort.gsoRefused). */
+function refusesGso(code: string | undefined): boolean {
+  return code === 'EIO' || code === 'EINVAL' || code === 'EMSGSIZE';
 }
