@@ -4,7 +4,8 @@
 //   node smcr-discovery-peer.js server --bind A [--device] [--smcr P,...] [--plain P,...] [--plain-bind ADDR]
 //       --device: an rxe device on A (UDP 4791); --smcr: softrdma/smc echo servers with smcr;
 //       --plain: node:net servers that echo and report every byte they received ({plain, got});
-//       --banner: the same, writing "220 hi\n" first (a server that speaks first).
+//       --banner: the same, writing "220 hi\n" first (a server that speaks first);
+//       --smcr-reset: softrdma/smc servers with smcr that echo the first data and reset.
 //   node smcr-discovery-peer.js client --bind B --plan JSON
 //       plan: [{ "to": "host:port" } | { "hold": "host:port" } | { "sleep": ms }, ...]; each
 //       connection writes "hello", reads the echo, ends ("hold": stays open until the plan is
@@ -24,7 +25,7 @@ const { positionals, values } = parseArgs({
   allowPositionals: true,
   options: {
     bind: { type: 'string' }, device: { type: 'boolean', default: false }, smcr: { type: 'string' }, plain: { type: 'string' },
-    'plain-bind': { type: 'string' }, plan: { type: 'string' }, banner: { type: 'string' }, 'policy-no': { type: 'string' },
+    'plain-bind': { type: 'string' }, plan: { type: 'string' }, banner: { type: 'string' }, 'policy-no': { type: 'string' }, 'smcr-reset': { type: 'string' },
   },
 });
 const out = (o: Record<string, unknown>) => process.stdout.write(`${JSON.stringify(o)}\n`);
@@ -34,6 +35,12 @@ if (positionals[0] === 'server') {
   if (values.device) (await createRxeDevice({ address: values.bind!, port: 4791, name: 'rxe_srv' })).unref();
   for (const port of ports(values.smcr)) {
     smc.createServer({ smcr: true }, (s) => s.pipe(s)).listen(port, values.bind, () => out({ listening: port, smcr: true, sidrListens: smcrListenCount() }));
+  }
+  for (const port of ports(values['smcr-reset'])) {
+    smc.createServer({ smcr: true }, (s) => {
+      s.on('error', () => undefined);
+      s.once('data', (d: Buffer) => s.write(d, () => s.resetAndDestroy()));
+    }).listen(port, values.bind, () => out({ listening: port, smcr: true }));
   }
   // --policy-no P: an SMC-R server on P whose policy offers SMC to nobody; reports what it received.
   for (const port of ports(values['policy-no'])) {

@@ -583,6 +583,8 @@ export class SmcrConnection implements SmcTransport {
     // exactly that (urg_tx_pend until its peer_rmbe_space is whole again).
     if (m.urgDataPresent && prodDelta > 0) this.urgAt = this.peerProduced - 1;
     this.peerProdFlags = (m.writeBlocked ? PROD_WRITE_BLOCKED : 0) | (m.consCursUpdReq ? PROD_CONS_UPD_REQ : 0);
+    // The peer's process lived to close this connection in order: discovery's sign of life.
+    if ((m.peerConnClosed || m.peerDoneWriting) && !m.peerConnAbort) this.lgr.peerClosedAt = performance.now();
     this.peerConnFlags |= (m.peerDoneWriting ? CONN_DONE_WRITING : 0) | (m.peerConnClosed ? CONN_CLOSED | CONN_DONE_WRITING : 0) | (m.peerConnAbort ? CONN_ABORT : 0);
     if (m.peerConnClosed || m.peerConnAbort) this.closedOnWire = true;
     if (consDelta > 0) {

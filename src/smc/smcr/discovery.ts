@@ -67,6 +67,12 @@ export interface SmcrDiscoveryConfig {
    * never more than 20 ms.
    */
   waitMs: number | undefined;
+  /**
+   * How recent a sign of life from the peer must be for a cached yes to hold without asking
+   * (SOFTRDMA_SMCR_DISCOVERY_RECENT_MS, default 1): a client connection to that address on
+   * SMC-R that the peer closed in order within this long before connect() (see yesHolds).
+   */
+  recentMs: number;
   /** SOFTRDMA_SMCR_DISCOVERY=0: propose SMC-R without asking (the first slice's behaviour). */
   enabled: boolean;
 }
@@ -76,6 +82,7 @@ const config: SmcrDiscoveryConfig = {
   negativeMs: envMs('SOFTRDMA_SMCR_DISCOVERY_NEGATIVE_MS', 60_000),
   queryTimeoutMs: envMs('SOFTRDMA_SMCR_DISCOVERY_TIMEOUT_MS', 250) || 250,
   waitMs: process.env.SOFTRDMA_SMCR_DISCOVERY_WAIT_MS ? envMs('SOFTRDMA_SMCR_DISCOVERY_WAIT_MS', 20) : undefined,
+  recentMs: envMs('SOFTRDMA_SMCR_DISCOVERY_RECENT_MS', 1),
   enabled: process.env.SOFTRDMA_SMCR_DISCOVERY !== '0',
 };
 const QUERY_RETRIES = 2;
@@ -116,6 +123,8 @@ function newCounters() {
     withdrawn: 0,
     /** Connections that found a fresh yes but no live SMC-R connection to the peer, and asked again (at connect(), or once connected). */
     revalidated: 0,
+    /** Connections that took a fresh yes without asking because the peer had closed one of ours in order just before (recentMs). */
+    hits_recent: 0,
     /** Queries started at connect(), alongside the TCP handshake, instead of after it (prefetchSmcr). */
     prefetched: 0,
   };
@@ -344,15 +353,26 @@ export function waitBudget(dev?: Device, tcpMs?: number): number {
  * connection's connect() to an IPv4 address (`since`): the listener answered while our SYN was on
  * its way. Otherwise the peer may have died since and a plain server taken its port (a kill
  * leaves an idle link group looking alive until its keepalive fails): asked again.
+ * One more sign of life counts, for connections opened one after another: the peer closed a
+ * connection of ours to that address in order (its closing CDC) at most recentMs before this
+ * connect(). An answer asked at connect() is itself half a SIDR round trip old when it comes;
+ * the window adds that much again at its default (1 ms; the SIDR round trip between two
+ * processes here is 0.2-0.6 ms), and a plain server would have had to take the port within it.
  */
-function yesHolds(hit: CacheEntry, dst: string, since: number | undefined): boolean {
-  return (since !== undefined && hit.asked >= since) || livePeer(dst);
+function yesHolds(hit: CacheEntry, dst: string, since: number | undefined, count: boolean): boolean {
+  if (since !== undefined && hit.asked >= since) return true;
+  if (livePeer(dst)) return true;
+  if (since !== undefined && config.recentMs > 0 && livePeer(dst, since - config.recentMs)) {
+    if (count) counters.hits_recent++;
+    return true;
+  }
+  return false;
 }
 
 /** The fresh cached answer for dst:port that a connection takes without asking: a no, or a yes that holds for it. */
-function answerThatHolds(key: string, dst: string, since: number | undefined, now: number): CacheEntry | undefined {
+function answerThatHolds(key: string, dst: string, since: number | undefined, now: number, count = false): CacheEntry | undefined {
   const hit = cache.get(key);
-  return hit && hit.expires > now && (!hit.answer || yesHolds(hit, dst, since)) ? hit : undefined;
+  return hit && hit.expires > now && (!hit.answer || yesHolds(hit, dst, since, count)) ? hit : undefined;
 }
 
 /** The fresh entry of a host that answered no query at all lately (no softrdma device: none of its ports is asked). */
@@ -389,7 +409,7 @@ export function discoverSmcr(dev: Device | undefined, local: string, dst: string
   }
   const key = `${dst}:${port}`;
   const now = performance.now();
-  const held = answerThatHolds(key, dst, ask.since, now);
+  const held = answerThatHolds(key, dst, ask.since, now, true);
   if (held) {
     if (held.provisional) claim(held.provisional);
     counters.hits++;
@@ -441,7 +461,8 @@ export function prefetchWanted(dst: string, port: number): boolean {
   const key = `${dst}:${port}`;
   if (inflight.has(key)) return false;
   const now = performance.now();
-  return !answerThatHolds(key, dst, undefined, now) && !muteHost(dst, now) && !isLocalAddress(dst);
+  // `since` now: this is the connection's connect().
+  return !answerThatHolds(key, dst, now, now) && !muteHost(dst, now) && !isLocalAddress(dst);
 }
 
 /**
@@ -495,9 +516,11 @@ export function forgetSmcrPeer(dst: string): number {
 }
 
 /** Does this process have a live client SMC-R connection to `dst` (set by lgr.ts, which imports this module)? */
-let livePeer: (dst: string) => boolean = () => false;
+/** Is a client connection to dst live on SMC-R (or, given `closedSince`, closed in order by the peer at or after it)? */
+export type LivePeerCheck = (dst: string, closedSince?: number) => boolean;
+let livePeer: LivePeerCheck = () => false;
 /** Returns the check it replaces (tests put it back). */
-export function setSmcrLivePeerCheck(f: (dst: string) => boolean): (dst: string) => boolean {
+export function setSmcrLivePeerCheck(f: LivePeerCheck): LivePeerCheck {
   const was = livePeer;
   livePeer = f;
   return was;

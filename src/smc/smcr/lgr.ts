@@ -297,6 +297,8 @@ export class SmcrLinkGroup {
   private reservedConns = 0;
   confirmed = false;
   dead = false;
+  /** When the peer last closed a connection of this group in order (its closing CDC; performance.now()): discovery's sign of life. */
+  peerClosedAt = -Infinity;
   private lingerTimer: NodeJS.Timeout | undefined;
   private confirmWait: { resolve(): void; reject(e: Error): void; timer: NodeJS.Timeout } | undefined;
   private addFlow: AddFlow | undefined;
@@ -512,15 +514,20 @@ export class SmcrLinkGroup {
 
   /**
    * Does a client group made over TCP with `dst` (its key ends with it, as findByServerLink
-   * reads it) have a connection whose peer is shown alive (SmcrConnection.peerLive)? Discovery
-   * trusts a cached yes for `dst` only then. Asked per connection: no copies of the tables.
+   * reads it) have a connection whose peer is shown alive (SmcrConnection.peerLive), or, given
+   * `closedSince`, one the peer closed in order at or after it? Discovery trusts a cached yes for
+   * `dst` only then. Asked per connection: no copies of the tables.
    */
-  static liveClientTo(dst: string): boolean {
+  static liveClientTo(dst: string, closedSince?: number): boolean {
     const suffix = `|${dst}`;
     for (const [key, groups] of SmcrLinkGroup.all) {
       if (!key.endsWith(suffix)) continue;
       for (const g of groups) {
         if (g.role !== 'client' || g.dead) continue;
+        if (closedSince !== undefined) {
+          if (g.peerClosedAt >= closedSince) return true;
+          continue;
+        }
         for (const c of g.conns.values()) if (c.peerLive) return true;
       }
     }
@@ -1943,4 +1950,4 @@ export class SmcrLinkGroup {
 }
 
 // Discovery trusts a cached yes for an address only while a client connection to it is live.
-setSmcrLivePeerCheck((dst) => SmcrLinkGroup.liveClientTo(dst));
+setSmcrLivePeerCheck((dst, closedSince) => SmcrLinkGroup.liveClientTo(dst, closedSince));
