@@ -185,10 +185,18 @@ export function peerName(sock: net.Socket): PeerName {
   const o = sock as unknown as { _peername?: PeerName; _handle?: { getpeername?(out: PeerName): number } | null };
   if (o._peername) return o._peername;
   const h = o._handle;
+  if (!h?.getpeername || sock.connecting) return {};
+  // Kept per handle (a socket that connects again has a new one): a client's handshake asks
+  // up to three times, each a getpeername system call.
+  const known = peerNames.get(h);
+  if (known) return known;
   const out: PeerName = {};
-  if (!h?.getpeername || sock.connecting || h.getpeername(out)) return {};
+  if (h.getpeername(out)) return {};
+  peerNames.set(h, out);
   return out;
 }
+
+const peerNames = new WeakMap<object, PeerName>();
 
 /** An error as node:net makes it for a failed system call (its message 'read ECONNRESET'), and softrdma's reason in smcCause. */
 export interface SmcError extends NodeJS.ErrnoException {

@@ -37,7 +37,7 @@
 // has not closed. Send buffers are local-only MRs, reused the same
 // way.
 
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomInt } from 'node:crypto';
 import { isIPv4 } from 'node:net';
 import { Access } from '../../abi/enums.js';
 import { addressFromGid } from '../../abi/inet.js';
@@ -750,7 +750,9 @@ export class SmcrLinkGroup {
    */
   newToken(): number {
     for (;;) {
-      const t = randomBytes(4).readUInt32BE(0);
+      // randomInt draws from node:crypto's cache of random bytes; randomBytes(4) was a call into
+      // OpenSSL per connection.
+      const t = randomInt(0x1_0000_0000);
       if (t !== 0 && !this.conns.has(t) && !this.expected.has(t) && !this.quarantined.has(t)) return t;
     }
   }
