@@ -134,14 +134,16 @@ export class CmDevice {
    * it) and an IPv4-mapped form name the same GID.
    */
   static holding(address: string): Device | undefined {
-    let want: string;
+    let want: Buffer;
     try {
-      want = addressFromGid(gidFromAddress(address));
+      want = gidFromAddress(address);
     } catch {
       return undefined;
     }
+    // The GID's bytes name the address as its printed form does (one GID, one form), without a
+    // string made per entry: SMC-R asks this a few times per connection.
     for (const dev of getDeviceList()) {
-      for (const g of dev.provider.gidTable(1)) if (addressFromGid(g.gid) === want) return dev;
+      for (const g of dev.provider.gidTable(1)) if (want.equals(g.gid)) return dev;
     }
     return undefined;
   }

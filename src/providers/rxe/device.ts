@@ -169,6 +169,8 @@ export class RxeDevice implements ProviderDevice {
   private gsi: RxeGsi | undefined;
   private iovaCursor = 0x7f0000000000;
   private closed = false;
+  /** The one GID (the address's), made once: the rdma_cm and SMC-R look devices up by it per connection. */
+  private readonly gid: Buffer;
 
   private constructor(
     readonly name: string,
@@ -181,6 +183,7 @@ export class RxeDevice implements ProviderDevice {
     // MRs and MWs share one key space; the uapi keeps each within its own limit.
     this.keys = new KeyTable();
     this.nodeGuid = nodeGuidFor(link.address);
+    this.gid = gidFromAddress(link.address);
     link.onPacket = (pkt, from, fromPort, segment) => this.receive(pkt, from, fromPort, segment);
     link.pathMtuOf = (qpn) => this.qps.get(qpn)?.mtu ?? 0;
   }
@@ -278,7 +281,7 @@ export class RxeDevice implements ProviderDevice {
   }
 
   gidTable(): GidEntry[] {
-    return [{ index: 0, gid: gidFromAddress(this.address), type: 'RoCE v2', address: this.address }];
+    return [{ index: 0, gid: Buffer.from(this.gid), type: 'RoCE v2', address: this.address }];
   }
 
   queryPkey(): number { return 0xffff; }
