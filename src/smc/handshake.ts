@@ -422,6 +422,7 @@ function smcrOps(sock: Socket, s: SmcState): SmcrOps {
     role: s.role,
     localAddress: () => unmapV4(sock.localAddress ?? ''),
     remoteAddress: () => unmapV4(peerName(sock).address ?? ''),
+    remotePort: () => s.targetPort ?? peerName(sock).port ?? 0,
     write: (buf) => rawWrite(sock, s, buf),
     decline: (reason) => sendDecline(sock, s, reason, true),
     restartTimer: () => startTimer(sock, s),

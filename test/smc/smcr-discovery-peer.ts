@@ -5,6 +5,7 @@
 //       --device: an rxe device on A (UDP 4791); --smcr: softrdma/smc echo servers with smcr;
 //       --plain: node:net servers that echo and report every byte they received ({plain, got});
 //       --banner: the same, writing "220 hi\n" first (a server that speaks first);
+//       A line "swap P" on stdin closes the --smcr server on P and puts a --plain one there.
 //       --smcr-reset: softrdma/smc servers with smcr that echo the first data and reset.
 //   node smcr-discovery-peer.js client --bind B --plan JSON
 //       plan: [{ "to": "host:port" } | { "hold": "host:port" } | { "sleep": ms }, ...]; each
@@ -31,11 +32,30 @@ const { positionals, values } = parseArgs({
 const out = (o: Record<string, unknown>) => process.stdout.write(`${JSON.stringify(o)}\n`);
 const ports = (s: string | undefined) => (s ? s.split(',').map(Number) : []);
 
+/** A node:net echo server on port that reports every byte it received ({ plain, got }). */
+function plainServer(port: number, banner: boolean, bind: string, listening: () => void): void {
+  net.createServer((s) => {
+    if (banner) s.write('220 hi\n');
+    const got: Buffer[] = [];
+    s.on('data', (d: Buffer) => { got.push(d); s.write(d); });
+    s.on('end', () => { out({ plain: port, got: Buffer.concat(got).toString('hex') }); s.end(); });
+    s.on('error', () => undefined);
+  }).listen(port, bind, listening);
+}
+
 if (positionals[0] === 'server') {
   if (values.device) (await createRxeDevice({ address: values.bind!, port: 4791, name: 'rxe_srv' })).unref();
+  const smcrServers = new Map<number, net.Server>();
   for (const port of ports(values.smcr)) {
-    smc.createServer({ smcr: true }, (s) => s.pipe(s)).listen(port, values.bind, () => out({ listening: port, smcr: true, sidrListens: smcrListenCount() }));
+    smcrServers.set(port, smc.createServer({ smcr: true }, (s) => s.pipe(s)).listen(port, values.bind, () => out({ listening: port, smcr: true, sidrListens: smcrListenCount() })));
   }
+  process.stdin.on('data', (d: Buffer) => {
+    for (const m of d.toString().matchAll(/^swap (\d+)$/gm)) {
+      const port = Number(m[1]);
+      smcrServers.get(port)!.close();
+      plainServer(port, false, values.bind!, () => out({ swapped: port }));
+    }
+  });
   for (const port of ports(values['smcr-reset'])) {
     smc.createServer({ smcr: true }, (s) => {
       s.on('error', () => undefined);
@@ -52,15 +72,7 @@ if (positionals[0] === 'server') {
     }).listen(port, values.bind, () => out({ listening: port, smcr: true }));
   }
   const banner = ports(values.banner);
-  for (const port of [...ports(values.plain), ...banner]) {
-    net.createServer((s) => {
-      if (banner.includes(port)) s.write('220 hi\n');
-      const got: Buffer[] = [];
-      s.on('data', (d: Buffer) => { got.push(d); s.write(d); });
-      s.on('end', () => { out({ plain: port, got: Buffer.concat(got).toString('hex') }); s.end(); });
-      s.on('error', () => undefined);
-    }).listen(port, values['plain-bind'] ?? values.bind, () => out({ listening: port }));
-  }
+  for (const port of [...ports(values.plain), ...banner]) plainServer(port, banner.includes(port), values['plain-bind'] ?? values.bind!, () => out({ listening: port }));
 } else {
   const device = await createRxeDevice({ address: values.bind!, port: 4791, name: 'rxe_cli' });
   device.unref();

@@ -201,13 +201,37 @@ test('SMC-R discovery across two network namespaces', { skip }, async (t) => {
     assert.equal((r[1]!.counters as Counters).hits_recent, 1, JSON.stringify(r[1]));
     assert.equal(r[2]!.queriesAtConnect, (r[2]!.queriesBefore as number) + 1, `asked again: ${JSON.stringify(r[2])}`);
     assert.equal((r[2]!.counters as Counters).hits_recent, 1, JSON.stringify(r[2]));
-    // A connection the peer reset is no sign of life: the next one is asked.
-    const a = await runClient([{ try: `${A}:7213` }, { to: `${A}:7202` }],
-      { SOFTRDMA_SMCR_DISCOVERY_WAIT_MS: '5000', SOFTRDMA_SMCR_DISCOVERY_RECENT_MS: '60000' });
-    const [reset, next] = a.filter((l) => l.client);
-    assert.equal(reset!.error, 'ECONNRESET', JSON.stringify(reset));
-    assert.equal(next!.mode, 'SMCR', JSON.stringify(next));
-    assert.equal(next!.queriesAtConnect, (next!.queriesBefore as number) + 1, `asked again: ${JSON.stringify(next)}`);
+  });
+
+  await t.test('the signs of life are per port: a connection to another port of the peer, just closed or live, does not vouch for a port whose SMC-R listener a plain server replaced', async () => {
+    const x = peer(NS_A, ['server', '--bind', A3, '--device', '--smcr', '7215,7216,7217'], {}, 'pipe');
+    try {
+      await x.waitUntil((out) => (jsonLines(out).filter((l) => l.listening).length === 3 ? true : undefined), 'three listeners');
+      // The window is wide enough for a connection right after another, and passes during the swaps.
+      const c = peer(NS_B, ['client', '--bind', B, '--plan', JSON.stringify([
+        { to: `${A3}:7215` }, { to: `${A3}:7216` }, { to: `${A3}:7217` }, { line: true },
+        { to: `${A3}:7215` }, { to: `${A3}:7216` }, { hold: `${A3}:7215` }, { to: `${A3}:7217` },
+      ])], { SOFTRDMA_SMCR_DISCOVERY_WAIT_MS: '5000', SOFTRDMA_SMCR_DISCOVERY_RECENT_MS: '50' }, 'pipe');
+      await c.waitUntil((out) => (jsonLines(out).filter((l) => l.client).length === 3 ? true : undefined), 'three connections');
+      x.child.stdin!.write('swap 7216\nswap 7217\n');
+      await x.waitUntil((out) => (jsonLines(out).filter((l) => l.swapped).length === 2 ? true : undefined), 'two swaps');
+      await new Promise((r) => setTimeout(r, 100));
+      c.child.stdin!.write('go\n');
+      await c.waitUntil((out) => jsonLines(out).find((l) => l.done), 'the client done', 30_000);
+      const r = jsonLines(c.stdout).filter((l) => l.client);
+      assert.deepEqual(r.map((l) => l.mode), ['SMCR', 'SMCR', 'SMCR', 'SMCR', 'TCP', 'SMCR', 'TCP'], JSON.stringify(r));
+      for (const l of r) assert.equal(l.echo, 'hello');
+      // 7216 right after 7215 closed in order, and 7217 with 7215 held live: each asked again.
+      for (const l of [r[4]!, r[6]!]) assert.equal(l.queriesAtConnect, (l.queriesBefore as number) + 1, JSON.stringify(l));
+      for (const port of [7216, 7217]) {
+        await x.waitUntil((out) => jsonLines(out).find((l) => l.plain === port), `the plain server's report at ${port}`);
+        assert.deepEqual(plainGot(x, port), [HELLO], `the application's bytes at ${port}, no CLC byte`);
+      }
+      assert.equal(await c.exit(10_000), 0, c.stdout + c.stderr);
+    } finally {
+      x.child.kill('SIGKILL');
+      await x.exit(5000).catch(() => undefined);
+    }
   });
 
   await t.test('a client whose policy says no sends no query, neither at connect() nor after; the next socket without one asks at connect()', async () => {

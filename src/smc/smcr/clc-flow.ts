@@ -44,6 +44,8 @@ export interface SmcrOps {
   localAddress(): string;
   /** The TCP connection's peer address (IPv4-mapped IPv6 unmapped). */
   remoteAddress(): string;
+  /** The TCP connection's peer port. */
+  remotePort(): number;
   write(buf: Buffer): void;
   /** Send our Decline; the peer's own, crossing it, is then stripped from the stream. */
   decline(reason: number): void;
@@ -494,6 +496,7 @@ function onAccept(key: object, ops: SmcrOps, hs: Hs, m: SmcrAcceptConfirm): void
   hs.token = hs.lgr.newToken();
   hs.owesConfirm = true;
   const conn = new SmcrConnection(hs.lgr, hs.rmb, hs.sndbuf, hs.token, peerRmbOf(m), ops.events(), hs.link);
+  conn.service = `${ops.remoteAddress()}:${ops.remotePort()}`;
   if (!m.firstContact) return joinGroup(key, ops, hs, conn);
   // smc_connect_rdma (af_smc.c 1331-1334): the server's RMB into the rtoken table, or Decline ERR_RTOK.
   if (!hs.lgr.attach(conn, true)) return fail(key, ops, DECLINE.ERR_RTOK, 'declined: the link group\'s rtoken table is full');

@@ -28,6 +28,7 @@ import type { Rmb, SmcrLinkGroup } from './lgr.js';
 import type { SmcrLink } from './link.js';
 import { remoteAddrPlus, type RemoteAddr } from '../../abi/remote-addr.js';
 import { smcrActivity, writeWaitEnded, writeWaits } from '../poller.js';
+import { noteSmcrOrderlyClose } from './discovery.js';
 import { PeerEnd } from '../peer-end.js';
 import { freshSlice } from '../slice-memory.js';
 
@@ -178,6 +179,8 @@ export class SmcrConnection implements SmcTransport {
   get peerClosed(): boolean { return (this.peerConnFlags & (CONN_CLOSED | CONN_ABORT)) !== 0; }
   get peerAborted(): boolean { return (this.peerConnFlags & CONN_ABORT) !== 0; }
 
+  /** A client's: the TCP peer it connected to (address:port, as discovery keys it); undefined on a server. */
+  service: string | undefined;
   /** Proof that the peer's process lives: on SMC-R, its TCP connection not ended or reset, nothing broken (discovery's trust in a yes). */
   get peerLive(): boolean { return !this.released && !this.failed && this.graceTimer === undefined && !this.peerAborted; }
   /**
@@ -583,8 +586,8 @@ export class SmcrConnection implements SmcTransport {
     // exactly that (urg_tx_pend until its peer_rmbe_space is whole again).
     if (m.urgDataPresent && prodDelta > 0) this.urgAt = this.peerProduced - 1;
     this.peerProdFlags = (m.writeBlocked ? PROD_WRITE_BLOCKED : 0) | (m.consCursUpdReq ? PROD_CONS_UPD_REQ : 0);
-    // The peer's process lived to close this connection in order: discovery's sign of life.
-    if ((m.peerConnClosed || m.peerDoneWriting) && !m.peerConnAbort) this.lgr.peerClosedAt = performance.now();
+    // The peer lived to close this connection in order: discovery's sign of life for the port.
+    if (this.service !== undefined && (m.peerConnClosed || m.peerDoneWriting) && !m.peerConnAbort) noteSmcrOrderlyClose(this.service);
     this.peerConnFlags |= (m.peerDoneWriting ? CONN_DONE_WRITING : 0) | (m.peerConnClosed ? CONN_CLOSED | CONN_DONE_WRITING : 0) | (m.peerConnAbort ? CONN_ABORT : 0);
     if (m.peerConnClosed || m.peerConnAbort) this.closedOnWire = true;
     if (consDelta > 0) {

@@ -304,6 +304,7 @@ const srtt = new WeakMap<Device, number>();
 /** Forget every cached answer (tests). */
 export function clearSmcrDiscoveryCache(): void {
   cache.clear();
+  closedAt.clear();
 }
 
 export type SmcrDiscovery =
@@ -347,22 +348,24 @@ export function waitBudget(dev?: Device, tcpMs?: number): number {
 }
 
 /**
- * Is a cached yes good for a connection to dst without asking again? Only while a connection of
- * ours to that address is live on SMC-R (its TCP connection would have ended had the peer's
- * process gone, and the yes with it, forgetSmcrPeer), or when it was asked at or after this
- * connection's connect() to an IPv4 address (`since`): the listener answered while our SYN was on
- * its way. Otherwise the peer may have died since and a plain server taken its port (a kill
- * leaves an idle link group looking alive until its keepalive fails): asked again.
+ * Is a cached yes good for a connection to dst:port without asking again? Only while a
+ * connection of ours to that port is live on SMC-R (its TCP connection would have ended had the
+ * peer's process gone, and the yes with it, forgetSmcrPeer), or when it was asked at or after
+ * this connection's connect() to an IPv4 address (`since`): the listener answered while our SYN
+ * was on its way. Otherwise the peer may have died since and a plain server taken its port (a
+ * kill leaves an idle link group looking alive until its keepalive fails): asked again.
  * One more sign of life counts, for connections opened one after another: the peer closed a
- * connection of ours to that address in order (its closing CDC) at most recentMs before this
- * connect(). An answer asked at connect() is itself half a SIDR round trip old when it comes;
- * the window adds that much again at its default (1 ms; the SIDR round trip between two
- * processes here is 0.2-0.6 ms), and a plain server would have had to take the port within it.
+ * connection of ours to that port in order (its closing CDC) at most recentMs before this
+ * connect(). A plain server would have had to take the port within that window (the SMC-R
+ * listener's process closing it first); an answer asked at connect() is itself a SIDR round
+ * trip old when it comes, 0.2-1 ms between two processes here.
+ * (Only that port's connections count: one to another port shows the peer's process alive, not
+ * that this port still has its SMC-R listener.)
  */
-function yesHolds(hit: CacheEntry, dst: string, since: number | undefined, count: boolean): boolean {
+function yesHolds(hit: CacheEntry, key: string, dst: string, port: number, since: number | undefined, count: boolean): boolean {
   if (since !== undefined && hit.asked >= since) return true;
-  if (livePeer(dst)) return true;
-  if (since !== undefined && config.recentMs > 0 && livePeer(dst, since - config.recentMs)) {
+  if (livePeer(dst, port)) return true;
+  if (since !== undefined && config.recentMs > 0 && (closedAt.get(key) ?? -Infinity) >= since - config.recentMs) {
     if (count) counters.hits_recent++;
     return true;
   }
@@ -370,10 +373,31 @@ function yesHolds(hit: CacheEntry, dst: string, since: number | undefined, count
 }
 
 /** The fresh cached answer for dst:port that a connection takes without asking: a no, or a yes that holds for it. */
-function answerThatHolds(key: string, dst: string, since: number | undefined, now: number, count = false): CacheEntry | undefined {
+function answerThatHolds(dst: string, port: number, since: number | undefined, now: number, count = false): CacheEntry | undefined {
+  const key = `${dst}:${port}`;
   const hit = cache.get(key);
-  return hit && hit.expires > now && (!hit.answer || yesHolds(hit, dst, since, count)) ? hit : undefined;
+  return hit && hit.expires > now && (!hit.answer || yesHolds(hit, key, dst, port, since, count)) ? hit : undefined;
 }
+
+/** When the peer last closed a client connection of ours to address:port in order (yesHolds), by that key. */
+const closedAt = new Map<string, number>();
+
+/**
+ * A client SMC-R connection to `service` (address:port) got the peer's closing CDC, in order
+ * (done writing or closed, not an abort): the listener's process was alive at that moment.
+ */
+export function noteSmcrOrderlyClose(service: string): void {
+  const now = performance.now();
+  if (closedAt.size >= MAX_CLOSED && !closedAt.has(service)) {
+    // Only entries inside the window count: the older ones go.
+    for (const [k, t] of closedAt) if (t < now - config.recentMs) closedAt.delete(k);
+    if (closedAt.size >= MAX_CLOSED) return;
+  }
+  closedAt.set(service, now);
+}
+
+/** The most destinations whose last orderly close is remembered (each is looked at for recentMs only). */
+const MAX_CLOSED = 1024;
 
 /** The fresh entry of a host that answered no query at all lately (no softrdma device: none of its ports is asked). */
 function muteHost(dst: string, now: number): CacheEntry | undefined {
@@ -409,7 +433,7 @@ export function discoverSmcr(dev: Device | undefined, local: string, dst: string
   }
   const key = `${dst}:${port}`;
   const now = performance.now();
-  const held = answerThatHolds(key, dst, ask.since, now, true);
+  const held = answerThatHolds(dst, port, ask.since, now, true);
   if (held) {
     if (held.provisional) claim(held.provisional);
     counters.hits++;
@@ -462,7 +486,7 @@ export function prefetchWanted(dst: string, port: number): boolean {
   if (inflight.has(key)) return false;
   const now = performance.now();
   // `since` now: this is the connection's connect().
-  return !answerThatHolds(key, dst, now, now) && !muteHost(dst, now) && !isLocalAddress(dst);
+  return !answerThatHolds(dst, port, now, now) && !muteHost(dst, now) && !isLocalAddress(dst);
 }
 
 /**
@@ -516,8 +540,8 @@ export function forgetSmcrPeer(dst: string): number {
 }
 
 /** Does this process have a live client SMC-R connection to `dst` (set by lgr.ts, which imports this module)? */
-/** Is a client connection to dst live on SMC-R (or, given `closedSince`, closed in order by the peer at or after it)? */
-export type LivePeerCheck = (dst: string, closedSince?: number) => boolean;
+/** Is a client connection to dst:port live on SMC-R? */
+export type LivePeerCheck = (dst: string, port: number) => boolean;
 let livePeer: LivePeerCheck = () => false;
 /** Returns the check it replaces (tests put it back). */
 export function setSmcrLivePeerCheck(f: LivePeerCheck): LivePeerCheck {

@@ -297,8 +297,6 @@ export class SmcrLinkGroup {
   private reservedConns = 0;
   confirmed = false;
   dead = false;
-  /** When the peer last closed a connection of this group in order (its closing CDC; performance.now()): discovery's sign of life. */
-  peerClosedAt = -Infinity;
   private lingerTimer: NodeJS.Timeout | undefined;
   private confirmWait: { resolve(): void; reject(e: Error): void; timer: NodeJS.Timeout } | undefined;
   private addFlow: AddFlow | undefined;
@@ -514,21 +512,19 @@ export class SmcrLinkGroup {
 
   /**
    * Does a client group made over TCP with `dst` (its key ends with it, as findByServerLink
-   * reads it) have a connection whose peer is shown alive (SmcrConnection.peerLive), or, given
-   * `closedSince`, one the peer closed in order at or after it? Discovery trusts a cached yes for
-   * `dst` only then. Asked per connection: no copies of the tables.
+   * reads it) have a connection to dst:port whose peer is shown alive (SmcrConnection.peerLive)?
+   * Discovery trusts a cached yes for dst:port without asking only then (or on a fresh answer):
+   * a connection to another port shows the peer's process alive, not that port's listener.
+   * Asked per connection: no copies of the tables.
    */
-  static liveClientTo(dst: string, closedSince?: number): boolean {
+  static liveClientTo(dst: string, port: number): boolean {
     const suffix = `|${dst}`;
+    const service = `${dst}:${port}`;
     for (const [key, groups] of SmcrLinkGroup.all) {
       if (!key.endsWith(suffix)) continue;
       for (const g of groups) {
         if (g.role !== 'client' || g.dead) continue;
-        if (closedSince !== undefined) {
-          if (g.peerClosedAt >= closedSince) return true;
-          continue;
-        }
-        for (const c of g.conns.values()) if (c.peerLive) return true;
+        for (const c of g.conns.values()) if (c.service === service && c.peerLive) return true;
       }
     }
     return false;
@@ -1951,5 +1947,5 @@ export class SmcrLinkGroup {
   }
 }
 
-// Discovery trusts a cached yes for an address only while a client connection to it is live.
-setSmcrLivePeerCheck((dst, closedSince) => SmcrLinkGroup.liveClientTo(dst, closedSince));
+// Discovery trusts a cached yes for address:port without asking while a client connection to it is live.
+setSmcrLivePeerCheck((dst, port) => SmcrLinkGroup.liveClientTo(dst, port));
