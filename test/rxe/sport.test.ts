@@ -76,19 +76,21 @@ describe('packets on the wire', () => {
     } finally { await close(); }
   });
 
-  it('a QP binds its port at its first send: none for one that never sends, the Linux port for one that does; device close closes them', async () => {
+  it('an RC QP binds its port a turn after RTR (or at its first send): none for one that never gets there, the Linux port for one that does; device close closes them', async () => {
     const { a, b, close } = await makePair(QpType.RC);
     let closed = false;
     try {
       const want = connectedSourcePort(0, a.qp.qpn, b.qp.qpn);
       const la = rxeOf(a.dev).link, lb = rxeOf(b.dev).link;
       assert.deepEqual(la.sourcePorts, [want], 'the connected port is taken');
-      assert.deepEqual(la.boundSourcePorts, [], 'but not bound before a send');
+      assert.deepEqual(la.boundSourcePorts, [], 'but not bound in the turn of the move to RTR');
       assert.deepEqual(lb.boundSourcePorts, []);
-      // A QP created and destroyed without sending never opens a socket.
+      // A QP created and destroyed without reaching RTR never opens a socket.
       const spare = a.pd.createQp({ qpType: QpType.RC, sendCq: a.cq, recvCq: a.cq, cap: { maxSendWr: 1, maxRecvWr: 1 } });
       assert.equal(la.sourcePorts.length, 2);
-      assert.deepEqual(la.boundSourcePorts, []);
+      await new Promise((r) => setImmediate(r));
+      assert.deepEqual(la.boundSourcePorts, [want], 'the connected QP bound its port a turn after RTR, the one in RESET did not');
+      assert.deepEqual(lb.boundSourcePorts, [want], 'and the peer, which will send its ACKs from it');
       spare.destroy();
       const smr = a.pd.regMr(Buffer.from('first'), 0);
       const rmr = b.pd.regMr(Buffer.alloc(64), Access.LOCAL_WRITE);

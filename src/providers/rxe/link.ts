@@ -380,6 +380,15 @@ export class RxeLink {
     return sp;
   }
 
+  /**
+   * Bind sp's socket on the next turn, if a QP still holds it then (a QP that is to send soon:
+   * see RxeQp's move to RTR); until then nothing is bound, and its first send binds it as ever.
+   */
+  prepareSoon(sp: SourcePort): void {
+    if (sp === this.devicePort || sp.bound) return;
+    setImmediate(() => { if (!this.closed && sp.refs > 0) sp.prepare(); });
+  }
+
   releasePort(sp: SourcePort): void {
     if (sp === this.devicePort || --sp.refs > 0) return;
     this.untieFlows(sp);

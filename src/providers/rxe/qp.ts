@@ -257,6 +257,11 @@ export class RxeQp implements ProviderQp {
     if (mask & QpAttr.EN_SQD_ASYNC_NOTIFY) this.enSqdAsyncNotify = Boolean(a.enSqdAsyncNotify);
     // As rxe: a path set on the QP picks the port from its flow label, or from both QPNs.
     if (mask & QpAttr.AV) this.useSourcePort(connectedSourcePort(a.ahAttr!.grh.flowLabel ?? 0, this.qpn, this.attr.destQpNum));
+    // An RC QP moved to RTR answers whatever it receives with ACKs from its port: bind the
+    // port's socket after this turn instead of at that first ACK. A server's QP reaches RTR as
+    // it accepts (before the REP) and first sends after the client's first message, a round
+    // trip later, so the bind leaves the client's wait for that ACK.
+    if (next === QpState.RTR && this.qpType === QpType.RC && this.state === QpState.INIT) this.device.link.prepareSoon(this.source);
 
     if (next === this.state) return;
     this.draining = false;

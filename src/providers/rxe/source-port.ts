@@ -9,10 +9,12 @@
 // The device's own port (4791) is a SourcePort too: its plain socket is the device socket,
 // which is bound exclusively, so its GSO sockets take ephemeral ports instead.
 //
-// A QP's port is bound when the QP first sends from it, not when the QP takes it: an RC QP
-// takes a port at create and gives it up for the connected one at RTR (wire/udp-sport.ts),
-// before it can send, and a QP that never sends needs no socket at all. Binding a socket
-// (and closing it) cost a connection set up through the rdma_cm about a tenth of its time.
+// A QP's port is bound when the QP first sends from it, or, for an RC QP, a turn after it
+// reaches RTR (RxeLink.prepareSoon: it will answer with ACKs, and a server's QP waits a round
+// trip there), not when the QP takes it: an RC QP takes a port at create and gives it up for the
+// connected one at RTR (wire/udp-sport.ts), before it can send, and a QP that never gets that
+// far needs no socket at all. Binding a socket (and closing it) cost a connection set up
+// through the rdma_cm about a tenth of its time.
 
 import dgram from 'node:dgram';
 import dns from 'node:dns';
@@ -90,6 +92,11 @@ export class SourcePort {
   get sender(): SourcePort {
     if (this.state === 'unbound') this.start();
     return this.state === 'ready' || this.state === 'opening' || !this.fallback ? this : this.fallback;
+  }
+
+  /** Bind this port's socket now if it has none yet (a QP is about to send from it). */
+  prepare(): void {
+    if (this.state === 'unbound' && this.shared) this.start();
   }
 
   /** The UDP port packets would leave from now, without binding anything (the test seam's). */
