@@ -14,7 +14,8 @@
 //       true on a step: the socket's smcPolicy says no; { "try": "host:port" }: a connection
 //       expected to fail, reported with its error code; { "named": "host:port" }: a connection
 //       to that address given as the name "smc-peer.test", whose lookup answers only at a later
-//       { "lookedUp": true } step, which waits for and reports that connection).
+//       { "lookedUp": true } step, which waits for and reports that connection; "stallMs": N on a
+//       "to" step blocks the event loop N ms right after its end()).
 
 import net from 'node:net';
 import { parseArgs } from 'node:util';
@@ -76,7 +77,7 @@ if (positionals[0] === 'server') {
 } else {
   const device = await createRxeDevice({ address: values.bind!, port: 4791, name: 'rxe_cli' });
   device.unref();
-  const plan = JSON.parse(values.plan!) as Array<{ to?: string; hold?: string; try?: string; named?: string; lookedUp?: true; sleep?: number; line?: true; policyNo?: true }>;
+  const plan = JSON.parse(values.plan!) as Array<{ to?: string; hold?: string; try?: string; named?: string; lookedUp?: true; sleep?: number; line?: true; policyNo?: true; stallMs?: number }>;
   // { line: true }: wait for a line on stdin (the test's go-ahead).
   let lines = 0, waiting: (() => void) | undefined;
   process.stdin.on('data', (d: Buffer) => { lines += d.toString().split('\n').length - 1; waiting?.(); });
@@ -86,7 +87,7 @@ if (positionals[0] === 'server') {
   };
   const held: net.Socket[] = [];
   let named: Promise<Record<string, unknown>> | undefined, answerLookup: (() => void) | undefined;
-  const one = (host: string, port: number, hold = false, policyNo = false, slowName = false) => new Promise<Record<string, unknown>>((resolve, reject) => {
+  const one = (host: string, port: number, hold = false, policyNo = false, slowName = false, stallMs = 0) => new Promise<Record<string, unknown>>((resolve, reject) => {
     // The queries started before connect() and by the TCP handshake's end ('connect'): discovery
     // asks at connect(), beside the SYN, where it will need to.
     const queriesBefore = smcrDiscoveryCounters().queries;
@@ -113,7 +114,12 @@ if (positionals[0] === 'server') {
     sock.on('data', (d: string) => {
       got += d;
       if (!got.endsWith('hello')) return;
-      if (hold) { held.push(sock); report(); } else sock.end();
+      if (hold) { held.push(sock); report(); } else {
+        sock.end();
+        // { stallMs }: the event loop blocked right after end(), while the peer's closing CDC comes.
+        const until = performance.now() + stallMs;
+        while (performance.now() < until) { /* stalled */ }
+      }
     });
     sock.on('close', () => { if (!hold) report(); });
   });
@@ -132,7 +138,7 @@ if (positionals[0] === 'server') {
       out(r);
     } else {
       const [host, port] = (step.to ?? step.hold)!.split(':');
-      out(await one(host!, Number(port), step.hold !== undefined, step.policyNo === true));
+      out(await one(host!, Number(port), step.hold !== undefined, step.policyNo === true, false, step.stallMs ?? 0));
     }
   }
   await Promise.all(held.map((s) => new Promise((r) => { s.once('close', r); s.end(); })));

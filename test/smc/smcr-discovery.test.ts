@@ -201,6 +201,14 @@ test('SMC-R discovery across two network namespaces', { skip }, async (t) => {
     assert.equal((r[1]!.counters as Counters).hits_recent, 1, JSON.stringify(r[1]));
     assert.equal(r[2]!.queriesAtConnect, (r[2]!.queriesBefore as number) + 1, `asked again: ${JSON.stringify(r[2])}`);
     assert.equal((r[2]!.counters as Counters).hits_recent, 1, JSON.stringify(r[2]));
+    // The sign's age runs from the last write, not from the closing CDC's arrival: a client whose
+    // event loop stalled meanwhile reads that CDC late, and the next connection asks again.
+    const s = await runClient([{ to: `${A}:7202` }, { to: `${A}:7202`, stallMs: 300 }, { to: `${A}:7202` }],
+      { SOFTRDMA_SMCR_DISCOVERY_WAIT_MS: '5000', SOFTRDMA_SMCR_DISCOVERY_RECENT_MS: '50' });
+    const q = s.filter((l) => l.client);
+    for (const l of q) assert.equal(l.mode, 'SMCR', JSON.stringify(l));
+    assert.equal(q[2]!.queriesAtConnect, (q[2]!.queriesBefore as number) + 1, `asked again after the stall: ${JSON.stringify(q[2])}`);
+    assert.equal((q[2]!.counters as Counters).hits_recent, (q[1]!.counters as Counters).hits_recent, JSON.stringify(q));
   });
 
   await t.test('the signs of life are per port: a connection to another port of the peer, just closed or live, does not vouch for a port whose SMC-R listener a plain server replaced', async () => {

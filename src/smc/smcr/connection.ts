@@ -181,6 +181,9 @@ export class SmcrConnection implements SmcTransport {
 
   /** A client's: the TCP peer it connected to (address:port, as discovery keys it); undefined on a server. */
   service: string | undefined;
+  /** A client's last RDMA WRITE of data: when, and the byte count it wrote up to (onCdc's sign of life). */
+  private lastWriteAt = -Infinity;
+  private lastWriteEnd = 0;
   /** Proof that the peer's process lives: on SMC-R, its TCP connection not ended or reset, nothing broken (discovery's trust in a yes). */
   get peerLive(): boolean { return !this.released && !this.failed && this.graceTimer === undefined && !this.peerAborted; }
   /**
@@ -304,6 +307,10 @@ export class SmcrConnection implements SmcTransport {
       }
       this.written = this.produced;
       if (this.written > this.sentHigh) this.sentHigh = this.written;
+      if (this.service !== undefined) {
+        this.lastWriteAt = performance.now();
+        this.lastWriteEnd = this.written;
+      }
     }
     link.send(this.cdc());
     this.cdcLog.push([link.postedSeq, this.written, this.seqno]);
@@ -586,8 +593,6 @@ export class SmcrConnection implements SmcTransport {
     // exactly that (urg_tx_pend until its peer_rmbe_space is whole again).
     if (m.urgDataPresent && prodDelta > 0) this.urgAt = this.peerProduced - 1;
     this.peerProdFlags = (m.writeBlocked ? PROD_WRITE_BLOCKED : 0) | (m.consCursUpdReq ? PROD_CONS_UPD_REQ : 0);
-    // The peer lived to close this connection in order: discovery's sign of life for the port.
-    if (this.service !== undefined && (m.peerConnClosed || m.peerDoneWriting) && !m.peerConnAbort) noteSmcrOrderlyClose(this.service);
     this.peerConnFlags |= (m.peerDoneWriting ? CONN_DONE_WRITING : 0) | (m.peerConnClosed ? CONN_CLOSED | CONN_DONE_WRITING : 0) | (m.peerConnAbort ? CONN_ABORT : 0);
     if (m.peerConnClosed || m.peerConnAbort) this.closedOnWire = true;
     if (consDelta > 0) {
@@ -596,6 +601,12 @@ export class SmcrConnection implements SmcTransport {
       if (this.written < this.peerConsumed) this.written = this.peerConsumed;
       if (this.prodFlags & PROD_WRITE_BLOCKED && this.writeSpace > 0) this.prodFlags &= ~PROD_WRITE_BLOCKED;
     }
+    // Discovery's sign of life for the port (yesHolds): the peer closed in order with a message
+    // it sent after reading what we last wrote, so it lived at some time since that write. The
+    // write's time is the sign's, not this message's arrival: a stalled event loop reads an old
+    // message late.
+    if (this.service !== undefined && (m.peerConnClosed || m.peerDoneWriting) && !m.peerConnAbort
+      && this.lastWriteEnd > 0 && this.peerConsumed >= this.lastWriteEnd) noteSmcrOrderlyClose(this.service, this.lastWriteAt);
     if (!this.started) return; // the socket takes it from here once the handshake settled
     if (consDelta > 0) this.h.writable();
     if (this.released) return;

@@ -69,8 +69,9 @@ export interface SmcrDiscoveryConfig {
   waitMs: number | undefined;
   /**
    * How recent a sign of life from the peer must be for a cached yes to hold without asking
-   * (SOFTRDMA_SMCR_DISCOVERY_RECENT_MS, default 1): a client connection to that address on
-   * SMC-R that the peer closed in order within this long before connect() (see yesHolds).
+   * (SOFTRDMA_SMCR_DISCOVERY_RECENT_MS, default 2): a client connection to that address and
+   * port that the peer closed in order after reading data written within this long before
+   * connect() (see yesHolds).
    */
   recentMs: number;
   /** SOFTRDMA_SMCR_DISCOVERY=0: propose SMC-R without asking (the first slice's behaviour). */
@@ -82,7 +83,7 @@ const config: SmcrDiscoveryConfig = {
   negativeMs: envMs('SOFTRDMA_SMCR_DISCOVERY_NEGATIVE_MS', 60_000),
   queryTimeoutMs: envMs('SOFTRDMA_SMCR_DISCOVERY_TIMEOUT_MS', 250) || 250,
   waitMs: process.env.SOFTRDMA_SMCR_DISCOVERY_WAIT_MS ? envMs('SOFTRDMA_SMCR_DISCOVERY_WAIT_MS', 20) : undefined,
-  recentMs: envMs('SOFTRDMA_SMCR_DISCOVERY_RECENT_MS', 1),
+  recentMs: envMs('SOFTRDMA_SMCR_DISCOVERY_RECENT_MS', 2),
   enabled: process.env.SOFTRDMA_SMCR_DISCOVERY !== '0',
 };
 const QUERY_RETRIES = 2;
@@ -355,10 +356,12 @@ export function waitBudget(dev?: Device, tcpMs?: number): number {
  * was on its way. Otherwise the peer may have died since and a plain server taken its port (a
  * kill leaves an idle link group looking alive until its keepalive fails): asked again.
  * One more sign of life counts, for connections opened one after another: the peer closed a
- * connection of ours to that port in order (its closing CDC) at most recentMs before this
- * connect(). A plain server would have had to take the port within that window (the SMC-R
- * listener's process closing it first); an answer asked at connect() is itself a SIDR round
- * trip old when it comes, 0.2-1 ms between two processes here.
+ * connection of ours to that port in order, by a CDC it sent after reading the data we last
+ * wrote on it, and that write was at most recentMs before this connect() (timed from the write,
+ * not from the CDC's arrival, which a stalled event loop may read late). A plain server would
+ * have had to take the port within that window (the SMC-R listener's process closing it first);
+ * an answer asked at connect() is itself a SIDR round trip old when it comes, 0.2-1 ms between
+ * two processes here. A short connection's echo and close fit in the default 2 ms.
  * (Only that port's connections count: one to another port shows the peer's process alive, not
  * that this port still has its SMC-R listener.)
  */
@@ -384,16 +387,17 @@ const closedAt = new Map<string, number>();
 
 /**
  * A client SMC-R connection to `service` (address:port) got the peer's closing CDC, in order
- * (done writing or closed, not an abort): the listener's process was alive at that moment.
+ * (done writing or closed, not an abort), which it sent after reading data written at `at`
+ * (performance.now()): the listener's process was alive at some time since `at`.
  */
-export function noteSmcrOrderlyClose(service: string): void {
+export function noteSmcrOrderlyClose(service: string, at: number): void {
   const now = performance.now();
   if (closedAt.size >= MAX_CLOSED && !closedAt.has(service)) {
     // Only entries inside the window count: the older ones go.
     for (const [k, t] of closedAt) if (t < now - config.recentMs) closedAt.delete(k);
     if (closedAt.size >= MAX_CLOSED) return;
   }
-  closedAt.set(service, now);
+  if (!(at <= (closedAt.get(service) ?? -Infinity))) closedAt.set(service, at);
 }
 
 /** The most destinations whose last orderly close is remembered (each is looked at for recentMs only). */
