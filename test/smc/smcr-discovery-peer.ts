@@ -48,7 +48,8 @@ if (positionals[0] === 'server') {
   if (values.device) (await createRxeDevice({ address: values.bind!, port: 4791, name: 'rxe_srv' })).unref();
   const smcrServers = new Map<number, net.Server>();
   for (const port of ports(values.smcr)) {
-    smcrServers.set(port, smc.createServer({ smcr: true }, (s) => s.pipe(s)).listen(port, values.bind, () => out({ listening: port, smcr: true, sidrListens: smcrListenCount() })));
+    // Each connection's end (the client's closing CDC read; ours leaves with the pipe's end) by the wall clock.
+    smcrServers.set(port, smc.createServer({ smcr: true }, (s) => { s.pipe(s); s.on('end', () => out({ ended: port, at: Date.now() })); }).listen(port, values.bind, () => out({ listening: port, smcr: true, sidrListens: smcrListenCount() })));
   }
   process.stdin.on('data', (d: Buffer) => {
     for (const m of d.toString().matchAll(/^swap (\d+)$/gm)) {
@@ -100,6 +101,7 @@ if (positionals[0] === 'server') {
       ...(slowName ? { lookup: lookup as unknown as net.LookupFunction } : {}), ...(policyNo ? { smcPolicy: () => false } : {}) });
     let connectedAt = 0;
     let settleMs = -1;
+    const stall: { start?: number; end?: number } = {};
     let got = '';
     sock.on('error', reject);
     // Before the SMC layer's own 'connect' listener, which may settle at once.
@@ -109,16 +111,23 @@ if (positionals[0] === 'server') {
     sock.setEncoding('utf8');
     const report = () => {
       const info = smc.getSmcInfo(sock);
-      resolve({ client: `${host}:${port}`, echo: got, mode: info.mode, cause: info.fallbackCause, reason: info.fallbackReason, settleMs, held: hold, queriesBefore, queriesAtConnect, counters: smcrDiscoveryCounters() });
+      resolve({ client: `${host}:${port}`, echo: got, mode: info.mode, cause: info.fallbackCause, reason: info.fallbackReason, settleMs, held: hold, queriesBefore, queriesAtConnect, counters: smcrDiscoveryCounters(), stall });
     };
     sock.on('data', (d: string) => {
       got += d;
       if (!got.endsWith('hello')) return;
       if (hold) { held.push(sock); report(); } else {
         sock.end();
-        // { stallMs }: the event loop blocked right after end(), while the peer's closing CDC comes.
-        const until = performance.now() + stallMs;
-        while (performance.now() < until) { /* stalled */ }
+        // { stallMs }: the event loop blocks once our closing CDC has left (a turn later), while
+        // the peer's answering one comes; reported by the wall clock, as the server's 'ended'.
+        if (stallMs > 0) {
+          setImmediate(() => {
+            stall.start = Date.now();
+            const until = performance.now() + stallMs;
+            while (performance.now() < until) { /* stalled */ }
+            stall.end = Date.now();
+          });
+        }
       }
     });
     sock.on('close', () => { if (!hold) report(); });

@@ -208,6 +208,9 @@ test('SMC-R discovery across two network namespaces', { skip }, async (t) => {
     const q = s.filter((l) => l.client);
     for (const l of q) assert.equal(l.mode, 'SMCR', JSON.stringify(l));
     assert.equal(q[2]!.queriesAtConnect, (q[2]!.queriesBefore as number) + 1, `asked again after the stall: ${JSON.stringify(q[2])}`);
+    // The case at hand: the server closed (and sent its closing CDC) while the client stalled.
+    const stall = q[1]!.stall as { start: number; end: number };
+    assert.ok(jsonLines(srv.stdout).some((l) => l.ended === 7202 && (l.at as number) >= stall.start && (l.at as number) < stall.end), `the server ended during the stall ${JSON.stringify(stall)}`);
     assert.equal((q[2]!.counters as Counters).hits_recent, (q[1]!.counters as Counters).hits_recent, JSON.stringify(q));
   });
 
