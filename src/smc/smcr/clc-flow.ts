@@ -24,7 +24,7 @@ import { smcrOf, type ResolvedSmcOptions } from '../options.js';
 import type { TransportEvents } from '../transport.js';
 import { SmcrConnection, type PeerRmb } from './connection.js';
 import { pickSmcrDevice, type SmcrDevice } from './device.js';
-import { SmcrQuery, discoverSmcr, inLocalSubnet, localAddressFor, prefetchSmcr, prefetchWanted, waitBudget, type SmcrAsker, type SmcrDiscovery } from './discovery.js';
+import { SmcrQuery, discoverSmcr, serviceKey, inLocalSubnet, localAddressFor, prefetchSmcr, prefetchWanted, waitBudget, type SmcrAsker, type SmcrDiscovery } from './discovery.js';
 import { CmDevice } from '../../cm/rdma-cm/cm-device.js';
 import { getDeviceList } from '../../verbs/api.js';
 import { autoDevice, autoDeviceAllowed, autoDeviceError } from './auto-device.js';
@@ -496,7 +496,7 @@ function onAccept(key: object, ops: SmcrOps, hs: Hs, m: SmcrAcceptConfirm): void
   hs.token = hs.lgr.newToken();
   hs.owesConfirm = true;
   const conn = new SmcrConnection(hs.lgr, hs.rmb, hs.sndbuf, hs.token, peerRmbOf(m), ops.events(), hs.link);
-  conn.service = `${ops.remoteAddress()}:${ops.remotePort()}`;
+  conn.service = serviceKey(ops.remoteAddress(), ops.remotePort());
   if (!m.firstContact) return joinGroup(key, ops, hs, conn);
   // smc_connect_rdma (af_smc.c 1331-1334): the server's RMB into the rtoken table, or Decline ERR_RTOK.
   if (!hs.lgr.attach(conn, true)) return fail(key, ops, DECLINE.ERR_RTOK, 'declined: the link group\'s rtoken table is full');

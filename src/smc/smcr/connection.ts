@@ -306,13 +306,15 @@ export class SmcrConnection implements SmcTransport {
         return link.postFailed(e);
       }
       this.written = this.produced;
-      // Only bytes never written before date the sign of life: a failover's resend of bytes the
-      // peer may have read (and answered) long ago would make its old CDC look fresh.
-      if (this.service !== undefined && this.written > this.sentHigh) {
-        this.lastWriteAt = performance.now();
-        this.lastWriteEnd = this.written;
+      if (this.written > this.sentHigh) {
+        this.sentHigh = this.written;
+        // Only bytes never written before date the sign of life: a failover's resend of bytes
+        // the peer may have read (and answered) long ago would make its old CDC look fresh.
+        if (this.service !== undefined) {
+          this.lastWriteAt = performance.now();
+          this.lastWriteEnd = this.written;
+        }
       }
-      if (this.written > this.sentHigh) this.sentHigh = this.written;
     }
     link.send(this.cdc());
     this.cdcLog.push([link.postedSeq, this.written, this.seqno]);

@@ -365,9 +365,9 @@ export function waitBudget(dev?: Device, tcpMs?: number): number {
  * (Only that port's connections count: one to another port shows the peer's process alive, not
  * that this port still has its SMC-R listener.)
  */
-function yesHolds(hit: CacheEntry, key: string, dst: string, port: number, since: number | undefined, count: boolean): boolean {
+function yesHolds(hit: CacheEntry, key: string, dst: string, since: number | undefined, count: boolean): boolean {
   if (since !== undefined && hit.asked >= since) return true;
-  if (livePeer(dst, port)) return true;
+  if (livePeer(dst, key)) return true;
   if (since !== undefined && config.recentMs > 0 && (closedAt.get(key) ?? -Infinity) >= since - config.recentMs) {
     if (count) counters.hits_recent++;
     return true;
@@ -375,11 +375,10 @@ function yesHolds(hit: CacheEntry, key: string, dst: string, port: number, since
   return false;
 }
 
-/** The fresh cached answer for dst:port that a connection takes without asking: a no, or a yes that holds for it. */
-function answerThatHolds(dst: string, port: number, since: number | undefined, now: number, count = false): CacheEntry | undefined {
-  const key = `${dst}:${port}`;
+/** The fresh cached answer for dst:port (its `key`) that a connection takes without asking: a no, or a yes that holds for it. */
+function answerThatHolds(key: string, dst: string, since: number | undefined, now: number, count = false): CacheEntry | undefined {
   const hit = cache.get(key);
-  return hit && hit.expires > now && (!hit.answer || yesHolds(hit, key, dst, port, since, count)) ? hit : undefined;
+  return hit && hit.expires > now && (!hit.answer || yesHolds(hit, key, dst, since, count)) ? hit : undefined;
 }
 
 /** When the peer last closed a client connection of ours to address:port in order (yesHolds), by that key. */
@@ -397,7 +396,8 @@ export function noteSmcrOrderlyClose(service: string, at: number): void {
     for (const [k, t] of closedAt) if (t < now - config.recentMs) closedAt.delete(k);
     if (closedAt.size >= MAX_CLOSED) return;
   }
-  if (!(at <= (closedAt.get(service) ?? -Infinity))) closedAt.set(service, at);
+  const was = closedAt.get(service);
+  if (was === undefined || at > was) closedAt.set(service, at);
 }
 
 /** The most destinations whose last orderly close is remembered (each is looked at for recentMs only). */
@@ -435,9 +435,9 @@ export function discoverSmcr(dev: Device | undefined, local: string, dst: string
     counters.outside_subnet++;
     return { go: 'tcp', cause: `${dst} is outside ${local}'s subnet (SMC-R v1's prefix rule): not asked`, outside: true };
   }
-  const key = `${dst}:${port}`;
+  const key = serviceKey(dst, port);
   const now = performance.now();
-  const held = answerThatHolds(dst, port, ask.since, now, true);
+  const held = answerThatHolds(key, dst, ask.since, now, true);
   if (held) {
     if (held.provisional) claim(held.provisional);
     counters.hits++;
@@ -486,11 +486,11 @@ export function discoverSmcr(dev: Device | undefined, local: string, dst: string
  */
 export function prefetchWanted(dst: string, port: number): boolean {
   if (!config.enabled) return false;
-  const key = `${dst}:${port}`;
+  const key = serviceKey(dst, port);
   if (inflight.has(key)) return false;
   const now = performance.now();
   // `since` now: this is the connection's connect().
-  return !answerThatHolds(dst, port, now, now) && !muteHost(dst, now) && !isLocalAddress(dst);
+  return !answerThatHolds(key, dst, now, now) && !muteHost(dst, now) && !isLocalAddress(dst);
 }
 
 /**
@@ -502,7 +502,7 @@ export function prefetchWanted(dst: string, port: number): boolean {
  */
 export function prefetchSmcr(dev: Device, local: string, dst: string, port: number): { query: object; revalidated: boolean } | undefined {
   if (!inLocalSubnet(local, dst)) return undefined;
-  const key = `${dst}:${port}`;
+  const key = serviceKey(dst, port);
   const hit = cache.get(key);
   const revalidated = hit !== undefined && hit.answer && hit.expires > performance.now();
   const q = startQuery(dev, dst, port, key);
@@ -520,7 +520,7 @@ export function prefetchSmcr(dev: Device, local: string, dst: string, port: numb
  * a plain one). The yes is forgotten, so the next connection asks again instead of proposing.
  */
 export function forgetSmcrListener(dst: string, port: number): void {
-  const key = `${dst}:${port}`;
+  const key = serviceKey(dst, port);
   const hit = cache.get(key);
   if (hit?.answer) {
     cache.delete(key);
@@ -543,9 +543,8 @@ export function forgetSmcrPeer(dst: string): number {
   return n;
 }
 
-/** Does this process have a live client SMC-R connection to `dst` (set by lgr.ts, which imports this module)? */
-/** Is a client connection to dst:port live on SMC-R? */
-export type LivePeerCheck = (dst: string, port: number) => boolean;
+/** Does this process have a live client SMC-R connection to dst:port (`service`, serviceKey's)? lgr.ts, which imports this module, sets it. */
+export type LivePeerCheck = (dst: string, service: string) => boolean;
 let livePeer: LivePeerCheck = () => false;
 /** Returns the check it replaces (tests put it back). */
 export function setSmcrLivePeerCheck(f: LivePeerCheck): LivePeerCheck {
@@ -567,7 +566,7 @@ export function smcrWaitEnded(answered: boolean): void {
  * (brought up if need be), for the connections after it; false meanwhile.
  */
 export function smcrKnownListener(dst: string, port: number): boolean {
-  const key = `${dst}:${port}`;
+  const key = serviceKey(dst, port);
   const hit = cache.get(key);
   if (hit && hit.expires > performance.now()) return hit.answer;
   if (!config.enabled || inflight.has(key)) return false;
@@ -591,6 +590,10 @@ export function localAddressFor(dst: string): string | undefined {
 
 /** The cache entry of a host that answered nothing (every port's query of it goes unasked while it is fresh). */
 const hostKey = (dst: string) => `${dst}:*`;
+/** A destination's cache key, and a client connection's `service` (SmcrConnection): address:port. */
+export function serviceKey(dst: string, port: number): string {
+  return `${dst}:${port}`;
+}
 
 /** Above this many destinations, expired answers are swept out before a new one is kept. */
 const CACHE_SWEEP_AT = 4096;

@@ -512,14 +512,13 @@ export class SmcrLinkGroup {
 
   /**
    * Does a client group made over TCP with `dst` (its key ends with it, as findByServerLink
-   * reads it) have a connection to dst:port whose peer is shown alive (SmcrConnection.peerLive)?
+   * reads it) have a connection to `service` (dst:port, discovery's serviceKey) whose peer is shown alive (SmcrConnection.peerLive)?
    * Discovery trusts a cached yes for dst:port without asking only then (or on a fresh answer):
    * a connection to another port shows the peer's process alive, not that port's listener.
    * Asked per connection: no copies of the tables.
    */
-  static liveClientTo(dst: string, port: number): boolean {
+  static liveClientTo(dst: string, service: string): boolean {
     const suffix = `|${dst}`;
-    const service = `${dst}:${port}`;
     for (const [key, groups] of SmcrLinkGroup.all) {
       if (!key.endsWith(suffix)) continue;
       for (const g of groups) {
@@ -1948,4 +1947,4 @@ export class SmcrLinkGroup {
 }
 
 // Discovery trusts a cached yes for address:port without asking while a client connection to it is live.
-setSmcrLivePeerCheck((dst, port) => SmcrLinkGroup.liveClientTo(dst, port));
+setSmcrLivePeerCheck((dst, service) => SmcrLinkGroup.liveClientTo(dst, service));
