@@ -120,6 +120,8 @@ export interface GsoRun {
 export class MmsgSender {
   /** The staging area: off the V8 heap, its own ArrayBuffer, so its address never changes; freed by the GC. */
   private readonly view: Buffer;
+  /** The same memory as 32-bit words, for the structures' 64-bit fields (writeAddr). */
+  private readonly words: Uint32Array;
   /** The staging area's address, as a number (checked to be exact). */
   private readonly base: number;
   private readonly sockets = new WeakMap<Socket, SocketState>();
@@ -144,6 +146,7 @@ export class MmsgSender {
 
   private constructor(private readonly sys: SendSys) {
     this.view = Buffer.allocUnsafeSlow(AREA_BYTES);
+    this.words = new Uint32Array(this.view.buffer, this.view.byteOffset, AREA_BYTES >>> 2);
     this.view.fill(0, 0, COPY_AT);
     this.base = Number(koffi.address(this.view));
     if (!Number.isSafeInteger(this.base)) throw new RangeError('an address beyond 2^53');
@@ -230,23 +233,23 @@ export class MmsgSender {
     if (runStart >= 0) this.writeIov(this.iovs++, this.base + COPY_AT + runStart, runLen);
     this.lastName.copy(v, name, 0, this.lastNameLen);
     v.writeUInt16BE(port, name + 2);
-    writeAddr(v, m, this.base + name); // msg_name
+    writeAddr(this.words, m, this.base + name); // msg_name
     v.writeUInt32LE(this.lastNameLen, m + 8); // msg_namelen
-    writeAddr(v, m + 16, this.base + IOVS_AT + iov0 * IOV_BYTES); // msg_iov
-    writeAddr(v, m + 24, this.iovs - iov0); // msg_iovlen
+    writeAddr(this.words, m + 16, this.base + IOVS_AT + iov0 * IOV_BYTES); // msg_iov
+    writeAddr(this.words, m + 24, this.iovs - iov0); // msg_iovlen
     if (gso) {
       const c = CTRL_AT + i * CTRL_BYTES;
-      writeAddr(v, c, 18); // cmsg_len: CMSG_LEN(sizeof(uint16_t))
+      writeAddr(this.words, c, 18); // cmsg_len: CMSG_LEN(sizeof(uint16_t))
       v.writeInt32LE(SOL_UDP, c + 8); // cmsg_level
       v.writeInt32LE(UDP_SEGMENT, c + 12); // cmsg_type
       v.writeUInt16LE(gso.size, c + 16);
-      writeAddr(v, m + 32, this.base + c); // msg_control
-      writeAddr(v, m + 40, CTRL_BYTES); // msg_controllen
+      writeAddr(this.words, m + 32, this.base + c); // msg_control
+      writeAddr(this.words, m + 40, CTRL_BYTES); // msg_controllen
       this.staged.push({ parts, to, port, onSent, run: gso.packets, onRefused: gso.onRefused, unrun: gso.unrun });
     } else {
       // (The slot may have carried a run's control message in an earlier call.)
-      writeAddr(v, m + 32, 0);
-      writeAddr(v, m + 40, 0);
+      writeAddr(this.words, m + 32, 0);
+      writeAddr(this.words, m + 40, 0);
       this.staged.push({ parts, to, port, onSent });
     }
     return true;
@@ -354,8 +357,8 @@ export class MmsgSender {
 
   private writeIov(k: number, addr: number, len: number): void {
     const at = IOVS_AT + k * IOV_BYTES;
-    writeAddr(this.view, at, addr);
-    writeAddr(this.view, at + 8, len);
+    writeAddr(this.words, at, addr);
+    writeAddr(this.words, at + 8, len);
   }
 
   /**
@@ -396,8 +399,14 @@ function runAll(fs: Array<() => void>): void {
   for (const f of fs) f();
 }
 
-/** A 64-bit little-endian integer below 2^53 (an address or a length). */
-function writeAddr(v: Buffer, at: number, x: number): void {
-  v.writeUInt32LE(x % 0x1_0000_0000, at);
-  v.writeUInt32LE(Math.floor(x / 0x1_0000_0000), at + 4);
+/**
+ * A 64-bit little-endian integer below 2^53 (an address or a length) at byte `at` (a multiple
+ * of 8; the structures are little-endian as everywhere in this file): two typed-array stores of
+ * the low and high words, where Buffer's writeUInt32LE checks its arguments each time (3-4% of
+ * an SMC-R sender's CPU, more while the code is still interpreted).
+ */
+function writeAddr(w: Uint32Array, at: number, x: number): void {
+  const i = at >>> 2;
+  w[i] = x >>> 0;
+  w[i + 1] = (x / 0x1_0000_0000) >>> 0;
 }
