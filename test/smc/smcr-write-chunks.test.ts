@@ -13,13 +13,13 @@ type Op = { kind: 'write'; off: number; len: number; to: number } | { kind: 'cdc
 /** A link that records its posts and takes `room` of them before its send queue is full. */
 function recordingLink(room = Infinity) {
   const ops: Op[] = [];
-  /** Each CDC's close flags, in order: done writing, closed. */
+  /** Each CDC's close flags, in order: done writing, closed, abort. */
   const closes: string[] = [];
   const link = {
     isDown: false, postedSeq: 0, dev: {}, room,
     canPost(n: number) { return n <= this.room; },
     write(sge: { off: number; len: number }, to: number) { this.postedSeq++; this.room--; ops.push({ kind: 'write', off: sge.off, len: sge.len, to }); },
-    send(msg: Buffer) { this.postedSeq++; this.room--; const m = decodeSmcrCdc(msg); ops.push({ kind: 'cdc', prod: m.prod.count, wrap: m.prod.wrap }); closes.push(`${m.peerDoneWriting ? 'done' : ''}${m.peerConnClosed ? 'closed' : ''}`); },
+    send(msg: Buffer) { this.postedSeq++; this.room--; const m = decodeSmcrCdc(msg); ops.push({ kind: 'cdc', prod: m.prod.count, wrap: m.prod.wrap }); closes.push(`${m.peerDoneWriting ? 'done' : ''}${m.peerConnClosed ? 'closed' : ''}${m.peerConnAbort ? 'abort' : ''}`); },
     postFailed(e: unknown) { throw e; },
   };
   return { link, ops, closes };
@@ -104,5 +104,25 @@ test('a close right after a large write rides on the last piece only (the peer w
     await Promise.resolve();
     assert.equal(ops.filter((o) => o.kind === 'write').length, 4, close);
     assert.deepEqual(closes, close === 'closeWrite' ? ['', '', '', 'done'] : ['', '', '', 'doneclosed'], close);
+  }
+});
+
+test('an abort with pieces unsent rides on the last: no WRITE follows a CDC that frees the peer\'s RMB', async () => {
+  const ring = 1 << 20;
+  // In the same tick as the write (close.ts: a reset right after write()), and while the send
+  // queue is full with pieces owed (the link group's sendable() sends the rest).
+  for (const how of ['same tick', 'queue full'] as const) {
+    const { link, ops, closes } = recordingLink(how === 'queue full' ? 5 : Infinity);
+    const { conn } = connection(ring, link);
+    conn.write(Buffer.alloc(ring));
+    if (how === 'queue full') await Promise.resolve(); // two pieces go, then the queue is full
+    conn.abort();
+    link.room = Infinity;
+    conn.sendable();
+    await Promise.resolve();
+    const firstAbort = ops.findIndex((o, i) => o.kind === 'cdc' && closes[ops.slice(0, i).filter((x) => x.kind === 'cdc').length]!.includes('abort'));
+    assert.ok(firstAbort >= 0, `${how}: an abort was sent`);
+    assert.deepEqual(ops.slice(firstAbort + 1).filter((o) => o.kind === 'write'), [], `${how}: no WRITE after the abort`);
+    assert.deepEqual(closes.filter((c) => c.includes('abort')), ['abort'], `${how}: one CDC carries it`);
   }
 });

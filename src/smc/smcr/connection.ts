@@ -429,8 +429,9 @@ export class SmcrConnection implements SmcTransport {
     this.seqno = (this.seqno + 1) & 0xffff;
     this.consSent = this.consumed;
     this.cdcPending = false;
-    // A close goes on the CDC that covers every byte: not on the first pieces of a flush (the
-    // peer would end the stream at their cursor).
+    // A close or an abort goes on the CDC that covers every byte: not on the first pieces of a
+    // flush. The peer would end the stream at their cursor, or (an abort) free its RMB, which the
+    // pieces' WRITEs after it would then land in (a review's repro: 600-780 KiB in a freed RMB).
     const whole = this.written === this.produced;
     const m: SmcrCdc = {
       seqno: this.seqno, token: this.peer.token,
@@ -438,7 +439,7 @@ export class SmcrConnection implements SmcTransport {
       writeBlocked: (this.prodFlags & PROD_WRITE_BLOCKED) !== 0, urgDataPending: false, urgDataPresent: false,
       consCursUpdReq: (this.prodFlags & PROD_CONS_UPD_REQ) !== 0, failoverValidation: false,
       peerDoneWriting: whole && (this.connFlags & CONN_DONE_WRITING) !== 0, peerConnClosed: whole && (this.connFlags & CONN_CLOSED) !== 0,
-      peerConnAbort: (this.connFlags & CONN_ABORT) !== 0,
+      peerConnAbort: whole && (this.connFlags & CONN_ABORT) !== 0,
     };
     return encodeSmcrCdc(m);
   }
