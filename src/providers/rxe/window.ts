@@ -60,5 +60,15 @@ export function windowCut(qp: RxeQp, timeout: boolean): void {
   r.cwnd = timeout ? MIN_WINDOW : r.ssthresh;
 }
 
-/** Ask for an ACK twice per window so the window never drains while an ACK is on its way. */
-export const ackEvery = (qp: RxeQp): number => Math.min(MAX_PKTS_PER_ACK, Math.max(4, windowPkts(qp) >> 1));
+/**
+ * Ask for an ACK twice per window so the window never drains while an ACK is on its way; once
+ * per window while other QPs of the device send too, whose packets keep the link busy while
+ * this one waits. Their shares of the window are small: with 16 QPs, 32 packets each, and twice
+ * per share gave one ACK per 15 packets (4.6x one QP's), whose sends took the responder 3.5x
+ * its system-call time; once per share took `perftest write_bw -q 16` from 0.86 and 0.78 of one
+ * QP's bandwidth to 0.92 and 1.02 (bench/rxe-vs-udp.ts, alternating, 2026-12-07).
+ */
+export const ackEvery = (qp: RxeQp): number => {
+  const w = windowPkts(qp);
+  return Math.min(MAX_PKTS_PER_ACK, Math.max(4, sendersOf(qp).size > 1 ? w : w >> 1));
+};
