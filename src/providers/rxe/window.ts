@@ -61,14 +61,11 @@ export function windowCut(qp: RxeQp, timeout: boolean): void {
 }
 
 /**
- * Ask for an ACK twice per window so the window never drains while an ACK is on its way; once
- * per window while other QPs of the device send too, whose packets keep the link busy while
- * this one waits. Their shares of the window are small: with 16 QPs, 32 packets each, and twice
- * per share gave one ACK per 15 packets (4.6x one QP's), whose sends took the responder 3.5x
- * its system-call time; once per share took `perftest write_bw -q 16` from 0.86 and 0.78 of one
- * QP's bandwidth to 0.92 and 1.02 (bench/rxe-vs-udp.ts, alternating, 2026-12-07).
+ * Ask for an ACK twice per window so the window never drains while an ACK is on its way, also
+ * where several QPs share the window (16 QPs: every 16 of their 32 packets). Asking less often
+ * there was tried: once per share made the ask the last packet before the window filled, with
+ * nothing behind it to show the responder a gap when it was lost, so the QP waited for its
+ * retransmit timer (test/rxe/ack-loss-many-qps.test.ts); at three quarters of the share it kept
+ * the recovery but measured no faster with -q 16 (bench/RESULTS.md, 2026-12-07).
  */
-export const ackEvery = (qp: RxeQp): number => {
-  const w = windowPkts(qp);
-  return Math.min(MAX_PKTS_PER_ACK, Math.max(4, sendersOf(qp).size > 1 ? w : w >> 1));
-};
+export const ackEvery = (qp: RxeQp): number => Math.min(MAX_PKTS_PER_ACK, Math.max(4, windowPkts(qp) >> 1));
