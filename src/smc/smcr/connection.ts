@@ -234,10 +234,10 @@ export class SmcrConnection implements SmcTransport {
   kick(): void {}
 
   /**
-   * Copy what fits into the send buffer. The RDMA WRITE(s) and their CDC go once this tick's
-   * writes are in (a microtask): everything written in one tick leaves as one WRITE (two when
-   * it wraps the peer's ring) and one CDC, as Linux's smc_tx_sndbuf_nonempty sends all the
-   * send buffer holds at once (smc_tx_rdma_writes), instead of a WRITE and a CDC per write().
+   * Copy what fits into the send buffer. The RDMA WRITEs and their CDCs go once this tick's
+   * writes are in (a microtask): everything written in one tick leaves together, as Linux's
+   * smc_tx_sndbuf_nonempty sends all the send buffer holds at once (smc_tx_rdma_writes),
+   * instead of a WRITE and a CDC per write(); in pieces of at most writeChunk (flush).
    */
   write(data: Uint8Array): number {
     if (this.released || this.failed || (this.connFlags & (CONN_DONE_WRITING | CONN_ABORT))) return 0;
