@@ -4,20 +4,11 @@
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { SmcrConnection } from '../../src/smc/smcr/connection.js';
-
-/** A link that takes every post. */
-function fakeLink(): Record<string, unknown> {
-  return { isDown: false, postedSeq: 0, dev: {}, canPost: () => true, write() { this.postedSeq = (this.postedSeq as number) + 1; }, send() { this.postedSeq = (this.postedSeq as number) + 1; }, postFailed(e: unknown) { throw e; } };
-}
+import { recordingLink, standInConnection } from '../helpers/smcr-standins.js';
 
 test('a failover resend leaves the write time of the sign of life alone; new bytes move it', async () => {
-  const l1 = fakeLink(), l2 = fakeLink();
-  const lgr = { mrOn: () => ({ sge: (p: number, n: number) => ({ p, n }) }), wantsQueue() {} };
-  const ring = 4096;
-  const buf = () => ({ size: ring, buf: Buffer.alloc(ring) });
-  type Ctor = new (...a: unknown[]) => SmcrConnection;
-  const conn = new (SmcrConnection as unknown as Ctor)(lgr, buf(), buf(), 1, { token: 2, rkey: 3, addr: 0, wireAddr: 0n, size: ring }, {}, l1);
+  const { link: l1 } = recordingLink(), { link: l2 } = recordingLink();
+  const { conn } = standInConnection(4096, l1);
   conn.service = '10.0.0.1:7202';
   const at = () => (conn as unknown as { lastWriteAt: number }).lastWriteAt;
   conn.write(Buffer.from('hello'));

@@ -5,34 +5,7 @@
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { SmcrConnection } from '../../src/smc/smcr/connection.js';
-import { decodeSmcrCdc } from '../../src/smc/wire/cdc-r.js';
-
-type Op = { kind: 'write'; off: number; len: number; to: number } | { kind: 'cdc'; prod: number; wrap: number };
-
-/** A link that records its posts and takes `room` of them before its send queue is full. */
-function recordingLink(room = Infinity) {
-  const ops: Op[] = [];
-  /** Each CDC's close flags, in order: done writing, closed, abort. */
-  const closes: string[] = [];
-  const link = {
-    isDown: false, postedSeq: 0, dev: {}, room,
-    canPost(n: number) { return n <= this.room; },
-    write(sge: { off: number; len: number }, to: number) { this.postedSeq++; this.room--; ops.push({ kind: 'write', off: sge.off, len: sge.len, to }); },
-    send(msg: Buffer) { this.postedSeq++; this.room--; const m = decodeSmcrCdc(msg); ops.push({ kind: 'cdc', prod: m.prod.count, wrap: m.prod.wrap }); closes.push(`${m.peerDoneWriting ? 'done' : ''}${m.peerConnClosed ? 'closed' : ''}${m.peerConnAbort ? 'abort' : ''}`); },
-    postFailed(e: unknown) { throw e; },
-  };
-  return { link, ops, closes };
-}
-
-function connection(ring: number, link: object) {
-  const queued: unknown[] = [];
-  const lgr = { mrOn: () => ({ sge: (off: number, len: number) => ({ off, len }) }), wantsQueue(c: unknown) { queued.push(c); } };
-  const buf = () => ({ size: ring, buf: Buffer.alloc(ring) });
-  type Ctor = new (...a: unknown[]) => SmcrConnection;
-  const conn = new (SmcrConnection as unknown as Ctor)(lgr, buf(), buf(), 1, { token: 2, rkey: 3, addr: 0, wireAddr: 0n, size: ring }, {}, link);
-  return { conn, queued };
-}
+import { recordingLink, standInConnection as connection, type Posted as Op } from '../helpers/smcr-standins.js';
 
 test('a write of a whole 1 MiB RMB leaves as four WRITEs, each followed by its CDC', async () => {
   const ring = 1 << 20;
