@@ -15,8 +15,9 @@
 // With --send 1 (the default) the connection is used once, as node:net's is usable once
 // established: the server posts a receive before accept, and the client, at ESTABLISHED,
 // posts one 16-byte SEND and waits for its completion (the server QP's ACK) before it
-// disconnects. So each side's QP sends at least one packet and pays for its UDP source port.
+// disconnects. So each side's QP sends at least one packet.
 // --send 0 measures the CM cycle alone (QPs that never send).
+// Under the table: the steady rows' CPU time per connection, both processes together.
 // Linux's CM timing (response timeout 20, 15 retries, packet life 18): ids stay in the agent's
 // table for their time-wait after destroyId, as in Linux.
 // The node:net baseline, the fastest straightforward code for the same job: the server
@@ -46,12 +47,13 @@ import { Access, SendFlags, WcStatus, WrOpcode, createRxeDevice, rxeOf, type CQ,
 import { createEventChannel, createId, type RdmaCmEvent, type RdmaCmEventType, type RdmaCmId } from '../src/cm/index.js';
 import { formatTable } from '../src/tools/table.js';
 import { benchOptions } from './options.js';
+import { threadsMicros } from './proc-cpu.js';
 import { median, verdict } from './stats.js';
 
 const USAGE = 'usage: node dist/bench/cm-vs-tcp.js [--runs N] [--json] [--send 1|0] [--warmup SEC] [--seconds SEC]';
 const { runs: RUNS, json, strings: s } = benchOptions(USAGE, {
   role: undefined, api: undefined, addr: undefined, dst: undefined, port: undefined, 'udp-port': undefined,
-  mode: undefined, seconds: '3', warmup: '5', conns: '200', inflight: '32', send: '1',
+  mode: undefined, seconds: '3', warmup: '5', conns: '200', inflight: '32', send: '1', 'server-pid': undefined,
 });
 const SEND = s.send !== '0';
 const SERVER_ADDR = '127.0.0.2';
@@ -90,7 +92,7 @@ async function cmServer(addr: string): Promise<void> {
       default:
     }
   });
-  say({ port: listener.localAddr!.port, udpPort: rxeOf(dev).port });
+  say({ port: listener.localAddr!.port, udpPort: rxeOf(dev).port, pid: process.pid });
   await waitStdinEnd();
   say({ accepted });
   listener.destroyId();
@@ -105,7 +107,7 @@ async function netServer(addr: string): Promise<void> {
     sock.resume();
   });
   await new Promise<void>((r) => server.listen({ host: addr, port: 0 }, r));
-  say({ port: (server.address() as net.AddressInfo).port, udpPort: 0 });
+  say({ port: (server.address() as net.AddressInfo).port, udpPort: 0, pid: process.pid });
   await waitStdinEnd();
   server.close();
 }
@@ -202,6 +204,18 @@ async function client(): Promise<void> {
   const loops = mode === 'concurrent' ? Number(s.inflight) : 1;
   const warmEnd = performance.now() + Number(s.warmup) * 1000;
   const end = warmEnd + Number(s.seconds) * 1000;
+  // Both processes' CPU time over the counted seconds (the client's by process.cpuUsage, the
+  // server's threads by /proc): on this machine a sequential connection's wall time is both
+  // sides' CPU added up, and CPU time moves less than the rate from run to run.
+  const serverPid = Number(s['server-pid']);
+  let cpu0: { client: NodeJS.CpuUsage; server: number } | undefined;
+  let cpu: { client: number; server: number } | undefined;
+  const atWarmEnd = setTimeout(() => { cpu0 = { client: process.cpuUsage(), server: threadsMicros(serverPid) }; }, warmEnd - performance.now());
+  const atEnd = setTimeout(() => {
+    if (!cpu0) return;
+    const c = process.cpuUsage(cpu0.client);
+    cpu = { client: c.user + c.system, server: threadsMicros(serverPid) - cpu0.server };
+  }, end - performance.now());
   let counted = 0;
   const loop = async () => {
     for (;;) {
@@ -213,14 +227,23 @@ async function client(): Promise<void> {
     }
   };
   await Promise.all(Array.from({ length: loops }, loop));
+  clearTimeout(atWarmEnd);
+  clearTimeout(atEnd);
   await c.close();
-  // Connections that started after the warm-up and ended within the counted seconds.
-  say({ perSec: counted / Number(s.seconds), conns: counted, setupMs });
+  // Connections that started after the warm-up and ended within the counted seconds; CPU
+  // microseconds per connection (connections in flight at either edge make it a little high).
+  const perConn = cpu && counted > 0 ? { clientUs: cpu.client / counted, serverUs: cpu.server / counted } : {};
+  say({ perSec: counted / Number(s.seconds), conns: counted, setupMs, ...perConn });
 }
 
 // ---------------------------------------------------------------- the driver
 
-interface Peer { proc: ChildProcess; port: number; udpPort: number; stop: () => Promise<void> }
+function cpuOf(cm: ClientResult, tcp: ClientResult): Cpu {
+  const a = cm.clientUs! + cm.serverUs!, b = tcp.clientUs! + tcp.serverUs!;
+  return { cm: a, tcp: b, ratio: a / b, cmClient: cm.clientUs!, cmServer: cm.serverUs!, tcpClient: tcp.clientUs!, tcpServer: tcp.serverUs! };
+}
+
+interface Peer { proc: ChildProcess; port: number; udpPort: number; pid: number; stop: () => Promise<void> }
 
 /** CM_BENCH_PROF=DIR: a CPU profile of every process (node --cpu-prof), to see where a connection's time goes. */
 const PROF = process.env.CM_BENCH_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.CM_BENCH_PROF] : [];
@@ -241,21 +264,26 @@ async function startServer(api: string): Promise<Peer> {
   const proc = child(['--role', 'server', '--api', api, '--addr', SERVER_ADDR, '--send', s.send!]);
   const l = await firstLine(proc);
   return {
-    proc, port: l.port!, udpPort: l.udpPort!,
+    proc, port: l.port!, udpPort: l.udpPort!, pid: l.pid!,
     stop: async () => { proc.stdin!.end(); await new Promise((r) => proc.once('exit', r)); },
   };
 }
 
-async function runClient(api: string, peer: Peer, mode: string): Promise<{ perSec: number }> {
+interface ClientResult { perSec: number; clientUs?: number; serverUs?: number }
+
+async function runClient(api: string, peer: Peer, mode: string): Promise<ClientResult> {
   const p = child(['--role', 'client', '--api', api, '--addr', CLIENT_ADDR, '--dst', SERVER_ADDR, '--port', String(peer.port),
-    '--udp-port', String(peer.udpPort), '--mode', mode, '--send', s.send!, '--seconds', s.seconds!, '--warmup', s.warmup!, '--conns', s.conns!, '--inflight', s.inflight!]);
+    '--udp-port', String(peer.udpPort), '--server-pid', String(peer.pid), '--mode', mode, '--send', s.send!, '--seconds', s.seconds!, '--warmup', s.warmup!, '--conns', s.conns!, '--inflight', s.inflight!]);
   const line = await firstLine(p);
   await new Promise((r) => (p.exitCode !== null ? r(undefined) : p.once('exit', r)));
   if (p.exitCode !== 0) throw new Error(`client ${api} ${mode} exited ${p.exitCode}`);
-  return line as { perSec: number };
+  return line as unknown as ClientResult;
 }
 
-interface Row { metric: string; cm: number; tcp: number; ratio: number; runs: Array<{ cm: number; tcp: number; ratio: number }>; target: string; met: boolean | undefined }
+/** CPU microseconds per connection, both processes, and each side's share (steady rows). */
+interface Cpu { cm: number; tcp: number; ratio: number; cmClient: number; cmServer: number; tcpClient: number; tcpServer: number }
+
+interface Row { metric: string; cm: number; tcp: number; ratio: number; runs: Array<{ cm: number; tcp: number; ratio: number; cpu?: Cpu }>; target: string; met: boolean | undefined; cpu?: Cpu }
 
 async function driver(): Promise<void> {
   const cmS = await startServer('cm');
@@ -270,12 +298,15 @@ async function driver(): Promise<void> {
     for (const [metric, mode, target] of modes) {
       const runs: Row['runs'] = [];
       for (let i = 0; i < RUNS; i++) {
-        let a: { perSec: number }, b: { perSec: number };
+        let a: ClientResult, b: ClientResult;
         if (i % 2 === 0) { a = await runClient('cm', cmS, mode); b = await runClient('net', netS, mode); } else { b = await runClient('net', netS, mode); a = await runClient('cm', cmS, mode); }
-        runs.push({ cm: a.perSec, tcp: b.perSec, ratio: a.perSec / b.perSec });
+        const cpu = a.clientUs !== undefined && b.clientUs !== undefined ? cpuOf(a, b) : undefined;
+        runs.push({ cm: a.perSec, tcp: b.perSec, ratio: a.perSec / b.perSec, ...(cpu ? { cpu } : {}) });
       }
       const ratio = median(runs.map((r) => r.ratio));
-      rows.push({ metric, cm: median(runs.map((r) => r.cm)), tcp: median(runs.map((r) => r.tcp)), ratio, runs, ...verdict(ratio, true, target) });
+      const cpus = runs.flatMap((r) => (r.cpu ? [r.cpu] : []));
+      const cpu = cpus.length > 0 ? Object.fromEntries(Object.keys(cpus[0]!).map((k) => [k, median(cpus.map((c) => c[k as keyof Cpu]))])) as unknown as Cpu : undefined;
+      rows.push({ metric, cm: median(runs.map((r) => r.cm)), tcp: median(runs.map((r) => r.tcp)), ratio, runs, ...verdict(ratio, true, target), ...(cpu ? { cpu } : {}) });
     }
   } finally {
     await cmS.stop();
@@ -293,6 +324,11 @@ async function driver(): Promise<void> {
     return [r.metric, r.cm.toFixed(0), r.tcp.toFixed(0), 'conn/s', r.ratio.toFixed(2), `${Math.min(...xs).toFixed(2)}-${Math.max(...xs).toFixed(2)}`, r.target, r.met === undefined ? '-' : r.met ? 'yes' : 'NO'];
   });
   console.log(formatTable([head, ...lines]));
+  for (const r of rows) {
+    if (!r.cpu) continue;
+    const c = r.cpu;
+    console.log(`${r.metric}: CPU per connection, both processes: rdma_cm ${c.cm.toFixed(0)} us (client ${c.cmClient.toFixed(0)} + server ${c.cmServer.toFixed(0)}), node:net ${c.tcp.toFixed(0)} us (${c.tcpClient.toFixed(0)} + ${c.tcpServer.toFixed(0)}); CM/TCP ${c.ratio.toFixed(2)} (medians)`);
+  }
   console.log(`\nmedians of ${RUNS} runs (CM/TCP: the median of the runs' pair ratios; runs: their range); ${how}; ${os.cpus().length} CPUs, node ${process.version}`);
 }
 

@@ -22,19 +22,11 @@ import path from 'node:path';
 import readline from 'node:readline';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
+import { threadsMicros } from './proc-cpu.js';
 import { median } from './stats.js';
 
 const SELF = fileURLToPath(import.meta.url);
 const WARM = 3000;
-
-/** CPU time of every thread of a process so far, in microseconds (schedstat: nanoseconds). */
-function threadsMicros(pid: number): number {
-  let t = 0;
-  for (const task of fs.readdirSync(`/proc/${pid}/task`)) {
-    try { t += Number(fs.readFileSync(`/proc/${pid}/task/${task}/schedstat`, 'latin1').split(' ')[0]) / 1000; } catch { /* thread gone */ }
-  }
-  return t;
-}
 
 interface Batch { client: number; server: number; wall: number }
 

@@ -7,16 +7,17 @@ import dgram from 'node:dgram';
 import { describe, it } from 'node:test';
 import { randomBytes } from 'node:crypto';
 import fc from 'fast-check';
-import { Access, QpType, SendFlags, WrOpcode, rxeOf } from '../../src/index.js';
+import { Access, QpType, SendFlags, WrOpcode, createRxeDevice, rxeOf, type QP } from '../../src/index.js';
 import { connectedSourcePort, flowLabelOf, initialSourcePort, sourcePortOfFlowLabel } from '../../src/providers/rxe/wire/udp-sport.js';
-import { makePair as makeAnyPair, waitCompletions } from '../helpers/pair.js';
+import { DEFAULT_SOURCE_PORTS } from '../../src/providers/rxe/link.js';
+import { connect, makePair as makeAnyPair, waitCompletions, type Side } from '../helpers/pair.js';
 
 // Addresses of this file's own: the source ports follow from the QPNs, so another test's pair
 // on 127.0.0.2 could hold the very port a test here checks is free (seen under npm test's two
 // files at a time, when every device handed out QPN 0x11 first; rarer now that each starts
 // at random, but possible).
 const A = '127.0.0.46', B = '127.0.0.47';
-const makePair = (qpType: number) => makeAnyPair(qpType, { addresses: [A, B] });
+const makePair = (qpType: number, device = {}) => makeAnyPair(qpType, { addresses: [A, B], device });
 
 describe('source port formulas', () => {
   it('match the kernel\'s for fixed QPNs', () => {
@@ -87,7 +88,9 @@ describe('packets on the wire', () => {
       assert.deepEqual(lb.boundSourcePorts, []);
       // A QP created and destroyed without reaching RTR never opens a socket.
       const spare = a.pd.createQp({ qpType: QpType.RC, sendCq: a.cq, recvCq: a.cq, cap: { maxSendWr: 1, maxRecvWr: 1 } });
-      assert.equal(la.sourcePorts.length, 2);
+      // It takes a port of the pool: a slot of its own, or the connected QP's (then shared).
+      const ownSlot = initialSourcePort(spare.qpn) % DEFAULT_SOURCE_PORTS !== want % DEFAULT_SOURCE_PORTS;
+      assert.equal(la.sourcePorts.length, ownSlot ? 2 : 1);
       await new Promise((r) => setImmediate(r));
       assert.deepEqual(la.boundSourcePorts, [want], 'the connected QP bound its port a turn after RTR, the one in RESET did not');
       assert.deepEqual(lb.boundSourcePorts, [want], 'and the peer, which will send its ACKs from it');
@@ -165,5 +168,88 @@ describe('packets on the wire', () => {
       holder.close();
       await close();
     }
+  });
+});
+
+/** n more connected RC QP pairs on a pair's devices. */
+function morePairs(a: Side, b: Side, n: number): Array<[QP, QP]> {
+  const cap = { maxSendWr: 16, maxRecvWr: 16, maxSendSge: 1, maxRecvSge: 1 };
+  const out: Array<[QP, QP]> = [];
+  for (let i = 0; i < n; i++) {
+    const qa = a.pd.createQp({ qpType: QpType.RC, sendCq: a.cq, recvCq: a.cq, cap });
+    const qb = b.pd.createQp({ qpType: QpType.RC, sendCq: b.cq, recvCq: b.cq, cap });
+    connect(qa, { qpn: qb.qpn, gid: b.ctx.queryGid() });
+    connect(qb, { qpn: qa.qpn, gid: a.ctx.queryGid() });
+    out.push([qa, qb]);
+  }
+  return out;
+}
+
+/** One SEND from each pair's first QP to its second; resolves when all have completed at both ends. */
+async function sendOnEach(a: Side, b: Side, pairs: Array<[QP, QP]>): Promise<void> {
+  const smr = a.pd.regMr(Buffer.from('pooled'), 0);
+  const rmr = b.pd.regMr(Buffer.alloc(64), Access.LOCAL_WRITE);
+  for (const [qa, qb] of pairs) {
+    qb.postRecv({ wrId: 1, sgList: [rmr.sge()] });
+    qa.postSend({ wrId: 1, opcode: WrOpcode.SEND, sendFlags: SendFlags.SIGNALED, sgList: [smr.sge()] });
+  }
+  const wcs = [...await waitCompletions(a.cq, pairs.length), ...await waitCompletions(b.cq, pairs.length)];
+  assert.ok(wcs.every((wc) => wc.status === 0), 'every SEND completed');
+}
+
+describe('the pool of source ports', () => {
+  it('QPs share the device\'s pool: 24 QPs send from at most its 4 ports, which stay open for the next QPs (no bind per QP)', async () => {
+    const { a, b, close } = await makePair(QpType.RC, { sourcePorts: 4 });
+    try {
+      const la = rxeOf(a.dev).link, lb = rxeOf(b.dev).link;
+      const atB = recordPorts(b.dev);
+      const first = morePairs(a, b, 24);
+      await sendOnEach(a, b, first);
+      const pool = [...la.boundSourcePorts].sort();
+      assert.ok(pool.length >= 1 && pool.length <= 4, `at most 4 sockets, got ${pool.length}`);
+      assert.deepEqual([...atB].sort(), pool, 'every packet left from a pool port');
+      assert.ok(pool.every((p) => p >= 0xc000 && p <= 0xffff), `ports in rxe's range: ${pool}`);
+      assert.equal(new Set(pool.map((p) => p % 4)).size, pool.length, 'one port per slot');
+      assert.ok(lb.boundSourcePorts.length <= 4, 'the responder\'s ACKs too');
+      for (const [qa, qb] of first) { qa.destroy(); qb.destroy(); }
+      assert.deepEqual(la.sourcePorts.filter((p) => p !== connectedSourcePort(0, a.qp.qpn, b.qp.qpn)), [], 'no QP of those holds a port now');
+      assert.deepEqual([...la.boundSourcePorts].sort(), pool, 'the sockets stay in the pool');
+      atB.clear();
+      const next = morePairs(a, b, 24);
+      await sendOnEach(a, b, next);
+      assert.deepEqual([...la.boundSourcePorts].sort(), pool, 'the next QPs use the same sockets');
+      assert.ok([...atB].every((p) => pool.includes(p)), `from the pool's ports: ${[...atB]}`);
+      await close();
+      assert.deepEqual(la.boundSourcePorts, [], 'closing the device closes the pool');
+    } finally { await close(); }
+  });
+
+  it('a QP alone in its slot sends from its Linux port; QP1 keeps 55410 whatever the pool holds', async () => {
+    const dev = await createRxeDevice({ address: A, port: 0, sourcePorts: 1 });
+    try {
+      const link = rxeOf(dev).link;
+      const gsi = dev.openGsi(1);
+      // With one slot every QP shares it; QP1's port is apart from the pool, exactly Linux's.
+      const ctx = dev.open();
+      const pd = ctx.allocPd();
+      const cq = ctx.createCq(16);
+      const qp = pd.createQp({ qpType: QpType.UD, sendCq: cq, recvCq: cq, cap: { maxSendWr: 1, maxRecvWr: 1 } });
+      assert.deepEqual([...link.sourcePorts].sort(), [initialSourcePort(1), initialSourcePort(qp.qpn)].sort());
+      gsi.close();
+      assert.deepEqual(link.sourcePorts, [initialSourcePort(qp.qpn)], 'QP1\'s port closes with it, the QP\'s stays');
+    } finally { await dev.close(); }
+  });
+
+  it('sourcePorts is checked: an integer from 0 to 256, named in the error; 0 sends from the device port', async () => {
+    for (const bad of [-1, 1.5, 257, '8', Number.NaN]) {
+      await assert.rejects(createRxeDevice({ address: A, port: 0, sourcePorts: bad as number }), (e: NodeJS.ErrnoException & { attr?: string }) => e.code === 'EINVAL' && /sourcePorts/.test(e.message));
+    }
+    const { a, b, close } = await makePair(QpType.RC, { sourcePorts: 0 });
+    try {
+      const atB = recordPorts(b.dev);
+      await sendOnEach(a, b, [[a.qp, b.qp]]);
+      assert.deepEqual([...atB], [rxeOf(a.dev).port]);
+      assert.deepEqual(rxeOf(a.dev).link.boundSourcePorts, []);
+    } finally { await close(); }
   });
 });

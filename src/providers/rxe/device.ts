@@ -11,7 +11,7 @@ import { PortState, QpType, mtuEnum, type MtuValue } from '../../abi/enums.js';
 import { fail } from '../../uapi/errors.js';
 import { newDeviceCounters } from './counters.js';
 import { KeyTable } from './keys.js';
-import { ROCE_V2_PORT, RxeLink, type FaultPlan } from './link.js';
+import { DEFAULT_SOURCE_PORTS, MAX_POOLED_PORTS, ROCE_V2_PORT, RxeLink, type FaultPlan } from './link.js';
 import { RxeAh, RxeContext } from './context.js';
 import type { RxeQp } from './qp.js';
 import { parsePacket } from './wire/headers.js';
@@ -46,10 +46,14 @@ export interface RxeDeviceOptions {
    */
   gso?: boolean;
   /**
-   * Send each QP's packets from the UDP source port Linux rxe would use (0xC000-0xFFFF, from
-   * its QPN and its peer's; see wire/udp-sport.ts), so switches and NICs can spread QPs
-   * (default: on, unless SOFTRDMA_RXE_SPORT=0). Off: every packet leaves from the device port.
+   * The UDP source ports the device's QPs send from, 0 to 256 (default 8, or
+   * SOFTRDMA_RXE_SPORTS): a pool of sockets the QPs share, each bound to a port in
+   * 0xC000-0xFFFF that Linux rxe would give the first QP using it (from its QPN and its
+   * peer's; see wire/udp-sport.ts), so switches and NICs can spread QPs. 0: every packet
+   * leaves from the device port (also SOFTRDMA_RXE_SPORT=0).
    */
+  sourcePorts?: number;
+  /** false: as `sourcePorts: 0` (the option's older name; true changes nothing). */
   perQpSourcePort?: boolean;
   /**
    * Read the device socket with recvmmsg into memory reused from batch to batch (default: on
@@ -216,12 +220,15 @@ export class RxeDevice implements ProviderDevice {
     for (const k of ['gso', 'perQpSourcePort', 'recvmmsg', 'sendmmsg', 'busyPoll'] as const) {
       if (opts[k] !== undefined && typeof opts[k] !== 'boolean') fail('EINVAL', `${k} must be a boolean, got ${shown(opts[k])}`, { object: 'rxe', attr: k });
     }
+    if (opts.sourcePorts !== undefined && !(Number.isInteger(opts.sourcePorts) && opts.sourcePorts >= 0 && opts.sourcePorts <= MAX_POOLED_PORTS)) {
+      fail('EINVAL', `sourcePorts must be an integer from 0 to ${MAX_POOLED_PORTS}, got ${shown(opts.sourcePorts)}`, { object: 'rxe', attr: 'sourcePorts' });
+    }
     const counters = newDeviceCounters();
     const mtu = opts.mtu ?? defaultPortMtu(address);
     const limits = checkLimits(opts.limits);
     const link = await RxeLink.open(
       address, opts.port ?? ROCE_V2_PORT, counters, opts.gso ?? process.env.SOFTRDMA_RXE_GSO !== '0',
-      opts.perQpSourcePort ?? process.env.SOFTRDMA_RXE_SPORT !== '0', opts.recvmmsg ?? process.env.SOFTRDMA_RXE_RECVMMSG !== '0',
+      sourcePortPool(opts), opts.recvmmsg ?? process.env.SOFTRDMA_RXE_RECVMMSG !== '0',
       opts.sendmmsg ?? process.env.SOFTRDMA_RXE_SENDMMSG !== '0',
     );
     try {
@@ -357,4 +364,13 @@ export class RxeDevice implements ProviderDevice {
     this.qps.clear();
     await this.link.close();
   }
+}
+
+/** The pool's size: the options, else the environment (SOFTRDMA_RXE_SPORT=0 or SOFTRDMA_RXE_SPORTS=N, N as the option), else the default. */
+function sourcePortPool(opts: { sourcePorts?: number; perQpSourcePort?: boolean }): number {
+  if (opts.sourcePorts !== undefined) return opts.sourcePorts;
+  if (opts.perQpSourcePort === false) return 0;
+  if (opts.perQpSourcePort === undefined && process.env.SOFTRDMA_RXE_SPORT === '0') return 0;
+  const env = Number(process.env.SOFTRDMA_RXE_SPORTS);
+  return process.env.SOFTRDMA_RXE_SPORTS !== undefined && Number.isInteger(env) && env >= 0 && env <= MAX_POOLED_PORTS ? env : DEFAULT_SOURCE_PORTS;
 }

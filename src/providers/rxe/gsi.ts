@@ -43,7 +43,7 @@ export class RxeGsi implements ProviderGsi {
 
   constructor(private readonly device: RxeDevice, readonly port: number) {
     this.gid = gidFromAddress(device.address);
-    this.source = device.link.acquirePort(initialSourcePort(GSI_QPN));
+    this.source = device.link.acquirePort(initialSourcePort(GSI_QPN), true);
   }
 
   send(mad: Uint8Array, dest: GsiDest): void {

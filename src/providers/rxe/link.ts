@@ -38,10 +38,19 @@ const GSO_MAX_BYTES = 65_000;
  */
 const GSO_MAX_IOVS = 1024;
 /**
- * Source ports with sockets of their own per device. QPs beyond that many distinct ports send
- * from the device port (rxe hashes 2^14 ports; a few hundred QPs rarely need this many).
+ * Ports held apart from the pool (QP1's) per device; beyond that many, the device port.
  */
 const MAX_SOURCE_PORTS = 256;
+/**
+ * The pool of source-port sockets QPs share, per device (device option `sourcePorts`,
+ * SOFTRDMA_RXE_SPORTS). Linux rxe gives every QP a port of its own; in user space a port
+ * is a bound socket, and a socket per QP cost an rdma_cm connection a bind and a close on
+ * each side (32 connections in flight: 0.25-0.40x TCP's rate with them, 0.42-0.46 from one
+ * port), and 16 QPs sending a sendmmsg call per QP per flush. Eight ports still spread a
+ * device's QPs over eight flows for switches and receive queues.
+ */
+export const DEFAULT_SOURCE_PORTS = 8;
+export const MAX_POOLED_PORTS = 256;
 /**
  * ICRC flows (one per peer address, ports and direction) and cached prefix CRCs a link keeps,
  * all peers together. Every source port of every address is a flow, and a packet makes its
@@ -100,7 +109,10 @@ export class RxeLink {
   private ackPass = 0;
   /** Sends from the device port itself (QPs without a port of their own, and the fault hook). */
   readonly devicePort: SourcePort;
+  /** Every source port with a SourcePort (pooled or QP1's), by port number. */
   private readonly ports = new Map<number, SourcePort>();
+  /** The pool: slot i holds the port of the first QP whose own port is i modulo the pool's size. */
+  private readonly slots: Array<SourcePort | undefined>;
   private readonly flows = new Map<string, { remote: Buffer; flows: Map<number, IcrcFlow> }>();
   /** Flows in `flows`, and their cached prefix CRCs (MAX_FLOWS, MAX_PREFIXES). */
   private flowCount = 0;
@@ -151,9 +163,10 @@ export class RxeLink {
     private readonly counters: DeviceCounters,
     /** Batch runs of equal-size packets into UDP GSO sends (see flush). */
     readonly gsoEnabled: boolean,
-    /** Give each QP the UDP source port rxe would (wire/udp-sport.ts), not the device port. */
-    readonly perQpPorts: boolean,
+    /** Source-port sockets QPs share (0: every packet from the device port; see DEFAULT_SOURCE_PORTS). */
+    readonly poolSize: number,
   ) {
+    this.slots = new Array<SourcePort | undefined>(poolSize).fill(undefined);
     this.local = family === 4 ? ipv4Bytes(address) : ipv6Bytes(address);
     this.devicePort = SourcePort.ofDevice(sock, address, family, port, counters);
     this.windowBytes = Math.min(4 << 20, Math.max(128 << 10, sock.getRecvBufferSize() >> 2));
@@ -161,7 +174,7 @@ export class RxeLink {
     sock.on('error', () => { counters.send_err++; });
   }
 
-  static open(address: string, port: number, counters: DeviceCounters, gso: boolean, perQpPorts: boolean, recvmmsg: boolean, sendmmsg: boolean): Promise<RxeLink> {
+  static open(address: string, port: number, counters: DeviceCounters, gso: boolean, poolSize: number, recvmmsg: boolean, sendmmsg: boolean): Promise<RxeLink> {
     const family = isIPv4(address) ? 4 : 6;
     const sock = dgram.createSocket({ type: family === 4 ? 'udp4' : 'udp6', recvBufferSize: 8 << 20, sendBufferSize: 8 << 20, lookup: literalLookup });
     return new Promise((resolve, reject) => {
@@ -181,7 +194,7 @@ export class RxeLink {
           reject(new VerbsError('EIO', `cannot configure the UDP socket: ${(err as Error).message}`, { object: 'rxe' }));
           return;
         }
-        const link = new RxeLink(sock, address, sock.address().port, family, counters, gso, perQpPorts);
+        const link = new RxeLink(sock, address, sock.address().port, family, counters, gso, poolSize);
         link.groEnabled = gso && enableUdpGro(sock);
         if (recvmmsg) link.attachMmsg();
         if (sendmmsg) link.mmsgOut = MmsgSender.shared();
@@ -365,16 +378,25 @@ export class RxeLink {
   }
 
   /**
-   * The sockets for a QP's source port; release() it when the QP stops using it. The device
-   * port when per-QP ports are off, the port is the device's, or the table is full.
+   * The sockets a QP sends from, for `port`, the port Linux rxe would give it
+   * (wire/udp-sport.ts); releasePort() it when the QP stops using it. A QP shares the pool's
+   * slot `port` modulo the pool's size: the slot's first QP sends from its own Linux port, and
+   * the slot keeps that port's socket for the QPs after it (a capture of one QP per slot looks
+   * as Linux's). `own`: a port apart from the pool, exactly `port` (QP1's, whose MADs
+   * leave from 55410 as Linux's). The device port when the pool is off, the port is the
+   * device's, or too many own ports are open.
    */
-  acquirePort(port: number): SourcePort {
-    if (!this.perQpPorts || this.closed || port === this.port) return this.devicePort;
+  acquirePort(port: number, own = false): SourcePort {
+    if (this.poolSize === 0 || this.closed || port === this.port) return this.devicePort;
     let sp = this.ports.get(port);
+    if (!sp && !own) {
+      const i = port % this.poolSize;
+      sp = this.slots[i];
+      if (!sp) this.ports.set(port, this.slots[i] = sp = SourcePort.open(this.devicePort, port, this.counters, true));
+    }
     if (!sp) {
-      if (this.ports.size >= MAX_SOURCE_PORTS) { this.counters.sport_unavailable++; return this.devicePort; }
-      sp = SourcePort.open(this.devicePort, port, this.counters);
-      this.ports.set(port, sp);
+      if (this.ports.size >= MAX_SOURCE_PORTS + this.poolSize) { this.counters.sport_unavailable++; return this.devicePort; }
+      this.ports.set(port, sp = SourcePort.open(this.devicePort, port, this.counters, false));
     }
     sp.refs++;
     return sp;
@@ -389,19 +411,28 @@ export class RxeLink {
     setImmediate(() => { if (!this.closed && sp.refs > 0) sp.prepare(); });
   }
 
+  /**
+   * A QP gives its port up. A pooled port with a socket stays open for the slot's next QPs
+   * (closed with the device); one never bound, or refused (another socket holds it without
+   * SO_REUSEADDR), closes and leaves the slot to the next QP's own port; a port apart from
+   * the pool closes with its last QP.
+   */
   releasePort(sp: SourcePort): void {
     if (sp === this.devicePort || --sp.refs > 0) return;
+    if (sp.pooled && sp.bound) return;
     this.untieFlows(sp);
     sp.close();
     if (this.ports.get(sp.port) === sp) this.ports.delete(sp.port);
+    const i = this.slots.indexOf(sp);
+    if (i >= 0) this.slots[i] = undefined;
   }
 
-  /** Source ports QPs hold (each bound at its first send), for tests and tools. */
+  /** Source ports some QP holds now (each bound at its first send), for tests and tools. */
   get sourcePorts(): number[] {
-    return [...this.ports.keys()];
+    return [...this.ports.values()].filter((sp) => sp.refs > 0).map((sp) => sp.port);
   }
 
-  /** Of those, the ones with a socket bound (or binding): ports a QP has sent from. */
+  /** Source ports with a socket bound (or binding), held or kept in the pool: ports QPs have sent from. */
   get boundSourcePorts(): number[] {
     return [...this.ports.values()].filter((sp) => sp.bound).map((sp) => sp.port);
   }
@@ -713,6 +744,7 @@ export class RxeLink {
     this.devicePort.close();
     for (const sp of this.ports.values()) sp.close();
     this.ports.clear();
+    this.slots.fill(undefined);
     // dgram resolves the address on the next tick before it sends: let packets already
     // handed to the socket (a UD send that has completed, a last ACK) leave first.
     await new Promise((r) => setImmediate(r));

@@ -1,20 +1,20 @@
 // The sockets that send from one UDP source port. node:dgram cannot choose the source port
-// per send, so each port a QP sends from (wire/udp-sport.ts) has a socket bound to it. Runs of
-// equal-size packets go from that socket too, by sendmmsg with a UDP_SEGMENT control message
-// per run (mmsg-sender.ts); where that cannot be, by a GSO socket per segment size in use
-// (UDP_SEGMENT as a socket option: a socket cut for one size would cut a larger packet
-// wrongly), sharing the port through SO_REUSEADDR.
+// per send, so each port packets leave from has a socket bound to it: the ports of the link's
+// pool, which QPs share (RxeLink.acquirePort; a socket per QP cost every rdma_cm connection a
+// bind and a close on each side), and QP1's. Runs of equal-size packets go from that socket
+// too, by sendmmsg with a UDP_SEGMENT control message per run (mmsg-sender.ts); where that
+// cannot be, by a GSO socket per segment size in use (UDP_SEGMENT as a socket option: a socket
+// cut for one size would cut a larger packet wrongly), sharing the port through SO_REUSEADDR.
 // Nobody sends to these ports (RoCEv2 packets go to 4791), so they only send.
 //
 // The device's own port (4791) is a SourcePort too: its plain socket is the device socket,
 // which is bound exclusively, so its GSO sockets take ephemeral ports instead.
 //
-// A QP's port is bound when the QP first sends from it, or, for an RC QP, a turn after it
-// reaches RTR (RxeLink.prepareSoon: it will answer with ACKs, and a server's QP waits a round
-// trip there), not when the QP takes it: an RC QP takes a port at create and gives it up for the
+// A port is bound when a QP first sends from it, or, for an RC QP, a turn after it reaches
+// RTR (RxeLink.prepareSoon: it will answer with ACKs, and a server's QP waits a round trip
+// there), not when the QP takes it: an RC QP takes a port at create and gives it up for the
 // connected one at RTR (wire/udp-sport.ts), before it can send, and a QP that never gets that
-// far needs no socket at all. Binding a socket (and closing it) cost a connection set up
-// through the rdma_cm about a tenth of its time.
+// far needs no socket at all.
 
 import dgram from 'node:dgram';
 import dns from 'node:dns';
@@ -31,6 +31,8 @@ export interface GsoSocket { sock: dgram.Socket; port: number; ready: boolean }
 export class SourcePort {
   /** QPs sending from this port. */
   refs = 0;
+  /** A slot of the link's pool (kept open when no QP holds it), not a port of its own (QP1's). */
+  pooled = false;
   /** The link's ICRC flows of this port, as (peer, key) pairs, and the table generation they belong to (RxeLink.tieFlow). */
   flows: Array<string | number> | undefined;
   flowGen = 0;
@@ -74,8 +76,10 @@ export class SourcePort {
    * packets already leave from its port. If the bind fails, those are lost (RC resends them)
    * and the QP sends from the device port.
    */
-  static open(device: SourcePort, port: number, counters: DeviceCounters): SourcePort {
-    return new SourcePort(device.address, device.family, port, counters, device, undefined);
+  static open(device: SourcePort, port: number, counters: DeviceCounters, pooled: boolean): SourcePort {
+    const sp = new SourcePort(device.address, device.family, port, counters, device, undefined);
+    sp.pooled = pooled;
+    return sp;
   }
 
   /** Whether this port has a socket of its own (bound or binding); for tests and tools. */
