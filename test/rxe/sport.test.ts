@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import fc from 'fast-check';
 import { Access, QpType, SendFlags, WrOpcode, createRxeDevice, rxeOf, type QP } from '../../src/index.js';
 import { connectedSourcePort, flowLabelOf, initialSourcePort, sourcePortOfFlowLabel } from '../../src/providers/rxe/wire/udp-sport.js';
-import { DEFAULT_SOURCE_PORTS } from '../../src/providers/rxe/link.js';
+import { DEFAULT_SOURCE_PORTS, groupBySender } from '../../src/providers/rxe/link.js';
 import { connect, makePair as makeAnyPair, waitCompletions, type Side } from '../helpers/pair.js';
 
 // Addresses of this file's own: the source ports follow from the QPNs, so another test's pair
@@ -73,7 +73,7 @@ describe('packets on the wire', () => {
       assert.deepEqual(rxeOf(a.dev).link.sourcePorts, [want], 'the port from create was given up for the connected one');
       assert.deepEqual(rxeOf(a.dev).link.boundSourcePorts, [want], 'a QP that sent has its socket');
       a.qp.destroy();
-      assert.deepEqual(rxeOf(a.dev).link.sourcePorts, [], 'destroying the QP closes its sockets');
+      assert.deepEqual(rxeOf(a.dev).link.sourcePorts, [], 'destroying the QP gives its port up (its socket stays in the pool)');
     } finally { await close(); }
   });
 
@@ -203,7 +203,12 @@ describe('the pool of source ports', () => {
     try {
       const la = rxeOf(a.dev).link, lb = rxeOf(b.dev).link;
       const atB = recordPorts(b.dev);
+      // Enough pairs that their ports fill all four slots (ports follow from the QPNs, which
+      // are handed out in order: 24 pairs can leave a slot empty).
       const first = morePairs(a, b, 24);
+      const slots = () => new Set(first.map(([qa, qb]) => connectedSourcePort(0, qa.qpn, qb.qpn) % 4));
+      while (slots().size < 4 && first.length < 400) first.push(...morePairs(a, b, 1));
+      assert.equal(slots().size, 4, 'the pairs cover every slot');
       await sendOnEach(a, b, first);
       const pool = [...la.boundSourcePorts].sort();
       assert.ok(pool.length >= 1 && pool.length <= 4, `at most 4 sockets, got ${pool.length}`);
@@ -240,10 +245,29 @@ describe('the pool of source ports', () => {
     } finally { await dev.close(); }
   });
 
+  it('a slot held by an RC QP\'s port from create (not connected yet) is bound to the port of the connected QP that sends first', async () => {
+    // One slot: every QP of the device shares it.
+    const { a, b, close } = await makePair(QpType.RC, { sourcePorts: 1 });
+    try {
+      // The pair's own QPs never sent: destroyed, they leave the slot empty.
+      a.qp.destroy();
+      b.qp.destroy();
+      assert.deepEqual(rxeOf(a.dev).link.sourcePorts, []);
+      const pending = a.pd.createQp({ qpType: QpType.RC, sendCq: a.cq, recvCq: a.cq, cap: { maxSendWr: 1, maxRecvWr: 1 } });
+      const [[qa, qb]] = morePairs(a, b, 1) as [[QP, QP]];
+      const atB = recordPorts(b.dev);
+      await sendOnEach(a, b, [[qa, qb]]);
+      const linux = connectedSourcePort(0, qa.qpn, qb.qpn);
+      assert.deepEqual([...atB], [linux], `from ${[...atB]}: the connected QP's Linux port ${linux}, not the pending QP's ${initialSourcePort(pending.qpn)}`);
+      pending.destroy();
+    } finally { await close(); }
+  });
+
   it('sourcePorts is checked: an integer from 0 to 256, named in the error; 0 sends from the device port', async () => {
     for (const bad of [-1, 1.5, 257, '8', Number.NaN]) {
       await assert.rejects(createRxeDevice({ address: A, port: 0, sourcePorts: bad as number }), (e: NodeJS.ErrnoException & { attr?: string }) => e.code === 'EINVAL' && /sourcePorts/.test(e.message));
     }
+    await assert.rejects(createRxeDevice({ address: A, port: 0, sourcePorts: 4, perQpSourcePort: false }), (e: NodeJS.ErrnoException) => e.code === 'EINVAL' && /perQpSourcePort/.test(e.message));
     const { a, b, close } = await makePair(QpType.RC, { sourcePorts: 0 });
     try {
       const atB = recordPorts(b.dev);
@@ -251,5 +275,41 @@ describe('the pool of source ports', () => {
       assert.deepEqual([...atB], [rxeOf(a.dev).port]);
       assert.deepEqual(rxeOf(a.dev).link.boundSourcePorts, []);
     } finally { await close(); }
+  });
+});
+
+describe('a flush in runs by socket', () => {
+  type Q = Parameters<typeof groupBySender>[0];
+  const port = (name: string) => ({ name, get sender() { return this; } });
+  const pkt = (src: ReturnType<typeof port>, n: number) => ({ src, n }) as unknown as Q[number];
+  const shape = (q: Q) => q.map((o) => `${(o.src as unknown as { name: string }).name}${(o as unknown as { n: number }).n}`).join(' ');
+
+  it('groups interleaved ports by first appearance, each port\'s packets in their order; leaves runs alone', () => {
+    const a = port('a'), b = port('b'), c = port('c');
+    const q = [pkt(a, 1), pkt(b, 1), pkt(a, 2), pkt(c, 1), pkt(b, 2), pkt(a, 3), pkt(c, 2)];
+    groupBySender(q);
+    assert.equal(shape(q), 'a1 a2 a3 b1 b2 c1 c2');
+    const runs = [pkt(b, 1), pkt(b, 2), pkt(a, 1), pkt(c, 1), pkt(c, 2)];
+    const before = [...runs];
+    groupBySender(runs);
+    assert.deepEqual(runs, before, 'already in runs: untouched');
+  });
+
+  it('keeps every packet and each port\'s order (property)', () => {
+    fc.assert(fc.property(fc.array(fc.integer({ min: 0, max: 4 }), { minLength: 1, maxLength: 60 }), (which) => {
+      const ports = [0, 1, 2, 3, 4].map((i) => port(`p${i}`));
+      const q = which.map((w, i) => pkt(ports[w]!, i));
+      const before = [...q];
+      groupBySender(q);
+      assert.equal(q.length, before.length);
+      assert.deepEqual(new Set(q), new Set(before));
+      for (const p of ports) {
+        const mine = (x: Q) => x.filter((o) => o.src === (p as unknown)).map((o) => (o as unknown as { n: number }).n);
+        assert.deepEqual(mine(q), mine(before));
+      }
+      let switches = 0;
+      for (let i = 1; i < q.length; i++) if (q[i]!.src !== q[i - 1]!.src) switches++;
+      assert.equal(switches, new Set(which).size - 1, 'one run per port');
+    }));
   });
 });

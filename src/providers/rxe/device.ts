@@ -223,6 +223,9 @@ export class RxeDevice implements ProviderDevice {
     if (opts.sourcePorts !== undefined && !(Number.isInteger(opts.sourcePorts) && opts.sourcePorts >= 0 && opts.sourcePorts <= MAX_POOLED_PORTS)) {
       fail('EINVAL', `sourcePorts must be an integer from 0 to ${MAX_POOLED_PORTS}, got ${shown(opts.sourcePorts)}`, { object: 'rxe', attr: 'sourcePorts' });
     }
+    if (opts.perQpSourcePort === false && opts.sourcePorts) {
+      fail('EINVAL', `perQpSourcePort: false (the device port only) contradicts sourcePorts: ${opts.sourcePorts}`, { object: 'rxe', attr: 'perQpSourcePort' });
+    }
     const counters = newDeviceCounters();
     const mtu = opts.mtu ?? defaultPortMtu(address);
     const limits = checkLimits(opts.limits);
@@ -366,11 +369,16 @@ export class RxeDevice implements ProviderDevice {
   }
 }
 
-/** The pool's size: the options, else the environment (SOFTRDMA_RXE_SPORT=0 or SOFTRDMA_RXE_SPORTS=N, N as the option), else the default. */
+/**
+ * The pool's size: the options, else the environment (SOFTRDMA_RXE_SPORT=0, or
+ * SOFTRDMA_RXE_SPORTS=N with N from 0 to 256 in decimal; anything else is not read), else the
+ * default.
+ */
 function sourcePortPool(opts: { sourcePorts?: number; perQpSourcePort?: boolean }): number {
   if (opts.sourcePorts !== undefined) return opts.sourcePorts;
   if (opts.perQpSourcePort === false) return 0;
   if (opts.perQpSourcePort === undefined && process.env.SOFTRDMA_RXE_SPORT === '0') return 0;
-  const env = Number(process.env.SOFTRDMA_RXE_SPORTS);
-  return process.env.SOFTRDMA_RXE_SPORTS !== undefined && Number.isInteger(env) && env >= 0 && env <= MAX_POOLED_PORTS ? env : DEFAULT_SOURCE_PORTS;
+  // Decimal digits only: Number('') is 0, which would turn the pool off unasked.
+  const env = process.env.SOFTRDMA_RXE_SPORTS;
+  return env !== undefined && /^\d{1,3}$/.test(env) && Number(env) <= MAX_POOLED_PORTS ? Number(env) : DEFAULT_SOURCE_PORTS;
 }

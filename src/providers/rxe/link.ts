@@ -62,11 +62,18 @@ export const MAX_POOLED_PORTS = 256;
  * the table is dropped for them (a flow alone, without its prefixes, is ~200 bytes).
  */
 const MAX_FLOWS = 65536;
-/** Flows a QP's source port records for dropping with it (tieFlow). */
-const MAX_TIED_FLOWS = 16;
+/**
+ * The flow table drops the flows nobody looked up since its last sweep when it holds this
+ * many, or twice what that sweep left (sweepFlows). Connections set up and torn down by the
+ * thousand (the rdma_cm) make new flows all the time: from a peer whose QPs each send from a
+ * port of their own (Linux rxe), one per connection. They lived on until the table was full,
+ * 65,536 of them, old enough for the collector to copy, and then every live flow was dropped
+ * with them.
+ */
+const FLOW_SWEEP_MIN = 1024;
 const MAX_PREFIXES = 65536;
 
-interface Outgoing { parts: Buffer[]; len: number; to: string; onSent: (() => void) | undefined; src: SourcePort; ack: number; group: AckGroup | undefined }
+export interface Outgoing { parts: Buffer[]; len: number; to: string; onSent: (() => void) | undefined; src: SourcePort; ack: number; group: AckGroup | undefined }
 
 /**
  * What an RC request packet says about acknowledgement, for flush's AckReq pass: nothing (not
@@ -87,6 +94,39 @@ export const BUSY_READS_PER_TURN = 16;
 
 /** Set AckReq in the BTH of a packet's header buffer (the BTH comes first). */
 const setAckReq = (hdr: Buffer) => { hdr[8] = hdr[8]! | 0x80; };
+
+/**
+ * Put a flush's packets in runs by the socket they leave from, each socket's packets in their
+ * order: the flush makes a sendmmsg call per run of one socket, so QPs on different ports
+ * interleaved in the queue (sixteen QPs sending in one tick) cost a call per switch. Only a
+ * port's own packets are ordered among themselves here (a QP's requests and ACKs leave from
+ * its port; RoCE orders nothing across QPs). Nothing is moved when they are in runs already.
+ */
+export function groupBySender(q: Outgoing[]): void {
+  let prev = q[0]!.src.sender;
+  let seen: SourcePort[] | undefined;
+  let mixed = false;
+  for (let i = 1; i < q.length; i++) {
+    const s = q[i]!.src.sender;
+    if (s === prev) continue;
+    (seen ??= [prev]);
+    if (seen.includes(s)) { mixed = true; break; }
+    seen.push(s);
+    prev = s;
+  }
+  if (!mixed) return;
+  const runs = seen!.map((): Outgoing[] => []);
+  for (const o of q) {
+    const k = seen!.indexOf(o.src.sender);
+    if (k >= 0) runs[k]!.push(o);
+    else {
+      seen!.push(o.src.sender);
+      runs.push([o]);
+    }
+  }
+  let n = 0;
+  for (const r of runs) for (const o of r) q[n++] = o;
+}
 
 export class RxeLink {
   /** segment: the packet's index in a run that arrived as one datagram (UDP GRO), else 0. */
@@ -116,8 +156,9 @@ export class RxeLink {
   private readonly flows = new Map<string, { remote: Buffer; flows: Map<number, IcrcFlow> }>();
   /** Flows in `flows`, and their cached prefix CRCs (MAX_FLOWS, MAX_PREFIXES). */
   private flowCount = 0;
-  /** Counts forgetFlows() calls: a port's list of its flows (SourcePort.flows) from before one names nothing. */
-  private flowGen = 0;
+  /** The sweep a flow looked up now belongs to (IcrcFlow.epoch), and the count that starts the next sweep. */
+  private flowEpoch = 0;
+  private sweepAt = FLOW_SWEEP_MIN;
   private readonly prefixBudget: PrefixBudget = { entries: 0, max: MAX_PREFIXES, full: () => this.forgetFlows() };
   /**
    * The last flow looked up in each direction. One per direction: a request/response exchange
@@ -301,12 +342,19 @@ export class RxeLink {
   flow(peer: string, outgoing: boolean, peerPort = this.port, localPort = this.port): IcrcFlow {
     // Packets come in runs to and from one peer: skip the lookup for a repeat.
     const last = this.lastFlow[outgoing ? 1 : 0]!;
-    if (last.flow && last.peer === peer && last.peerPort === peerPort && last.localPort === localPort) return last.flow;
+    if (last.flow && last.peer === peer && last.peerPort === peerPort && last.localPort === localPort) {
+      last.flow.epoch = this.flowEpoch;
+      return last.flow;
+    }
     // Per peer, flows by (direction, ports) as one number: no key string per packet.
     const key = (outgoing ? 0x1_0000_0000 : 0) + peerPort * 0x10000 + localPort;
     let byPorts = this.flows.get(peer);
     let f = byPorts?.flows.get(key);
     if (!f) {
+      if (this.flowCount >= this.sweepAt) {
+        this.sweepFlows();
+        byPorts = this.flows.get(peer);
+      }
       if (this.flowCount >= MAX_FLOWS) {
         this.forgetFlows();
         byPorts = undefined;
@@ -318,8 +366,8 @@ export class RxeLink {
       f.budget = this.prefixBudget;
       byPorts.flows.set(key, f);
       this.flowCount++;
-      this.tieFlow(outgoing ? localPort : peerPort, peer, key);
     }
+    f.epoch = this.flowEpoch;
     last.peer = peer;
     last.peerPort = peerPort;
     last.localPort = localPort;
@@ -328,43 +376,28 @@ export class RxeLink {
   }
 
   /**
-   * A flow from or to one of our QPs' source ports (outgoing: from it; incoming: from the same
-   * port number on the peer, which is where an RC QP's peer sends from, as both ends derive the
-   * port from both QPNs) leaves the table when the port does (releasePort), rather than when the
-   * table fills: connections set up and torn down by the thousand (the rdma_cm) made two flows
-   * each per side, and they lived on, 65,536 of them, old enough for the collector to copy.
+   * Drop the flows not looked up since the last sweep (those of QPs gone, to peers gone), then
+   * start the next: a flow in use that sat idle that long costs one prefix CRC per length again.
+   * Amortized, a sweep costs a step per flow made since the last.
    */
-  private tieFlow(port: number, peer: string, key: number): void {
-    const sp = port === this.port ? undefined : this.ports.get(port);
-    if (!sp) return;
-    if (sp.flowGen !== this.flowGen) {
-      sp.flows = undefined;
-      sp.flowGen = this.flowGen;
+  private sweepFlows(): void {
+    const now = this.flowEpoch;
+    for (const [peer, byPorts] of this.flows) {
+      for (const [key, f] of byPorts.flows) {
+        if (f.epoch === now) continue;
+        byPorts.flows.delete(key);
+        this.flowCount--;
+        f.release();
+      }
+      if (byPorts.flows.size === 0) this.flows.delete(peer);
     }
-    // A port with many peers (a UD QP) keeps a few; the rest stay until the table is full, as before.
-    if ((sp.flows ??= []).length < MAX_TIED_FLOWS * 2) sp.flows.push(peer, key);
-  }
-
-  /** Drop the flows tied to a port that no QP uses any more. */
-  private untieFlows(sp: SourcePort): void {
-    const tied = sp.flows;
-    sp.flows = undefined;
-    if (!tied || sp.flowGen !== this.flowGen) return;
-    for (let i = 0; i < tied.length; i += 2) {
-      const byPorts = this.flows.get(tied[i] as string);
-      const f = byPorts?.flows.get(tied[i + 1] as number);
-      if (!f) continue;
-      byPorts!.flows.delete(tied[i + 1] as number);
-      this.flowCount--;
-      f.release();
-      for (const l of this.lastFlow) if (l.flow === f) l.flow = undefined;
-      if (byPorts!.flows.size === 0) this.flows.delete(tied[i] as string);
-    }
+    for (const l of this.lastFlow) if (l.flow && l.flow.epoch !== now) l.flow = undefined;
+    this.flowEpoch = now + 1;
+    this.sweepAt = Math.max(FLOW_SWEEP_MIN, this.flowCount * 2);
   }
 
   /** Start the flow table afresh (MAX_FLOWS, MAX_PREFIXES). Flows in use go on working; they are no longer counted. */
   private forgetFlows(): void {
-    this.flowGen++;
     for (const byPorts of this.flows.values()) for (const f of byPorts.flows.values()) f.budget = undefined;
     this.flows.clear();
     this.flowCount = 0;
@@ -380,19 +413,29 @@ export class RxeLink {
   /**
    * The sockets a QP sends from, for `port`, the port Linux rxe would give it
    * (wire/udp-sport.ts); releasePort() it when the QP stops using it. A QP shares the pool's
-   * slot `port` modulo the pool's size: the slot's first QP sends from its own Linux port, and
-   * the slot keeps that port's socket for the QPs after it (a capture of one QP per slot looks
-   * as Linux's). `own`: a port apart from the pool, exactly `port` (QP1's, whose MADs
-   * leave from 55410 as Linux's). The device port when the pool is off, the port is the
-   * device's, or too many own ports are open.
+   * slot `port` modulo the pool's size: the slot's socket is bound to the Linux port of its
+   * first QP that has its port for good (`final`: a UD QP's, an RC or UC QP's once connected;
+   * an RC QP's port from create is given up at RTR), and kept for the QPs after it (so a
+   * capture of one QP per slot looks as Linux's). `own`: a port apart from the pool, exactly
+   * `port` (QP1's, whose MADs leave from 55410 as Linux's). The device port when the pool is
+   * off, the port is the device's, or too many own ports are open.
    */
-  acquirePort(port: number, own = false): SourcePort {
+  acquirePort(port: number, own = false, final = true): SourcePort {
     if (this.poolSize === 0 || this.closed || port === this.port) return this.devicePort;
     let sp = this.ports.get(port);
     if (!sp && !own) {
       const i = port % this.poolSize;
       sp = this.slots[i];
-      if (!sp) this.ports.set(port, this.slots[i] = sp = SourcePort.open(this.devicePort, port, this.counters, true));
+      if (!sp) {
+        this.ports.set(port, this.slots[i] = sp = SourcePort.open(this.devicePort, port, this.counters, true));
+        sp.final = final;
+      } else if (final && !sp.final && sp.unbound) {
+        // The slot waits on a port from create that its QP will give up: take this one instead.
+        this.ports.delete(sp.port);
+        sp.rebase(port);
+        sp.final = true;
+        this.ports.set(port, sp);
+      }
     }
     if (!sp) {
       if (this.ports.size >= MAX_SOURCE_PORTS + this.poolSize) { this.counters.sport_unavailable++; return this.devicePort; }
@@ -420,7 +463,6 @@ export class RxeLink {
   releasePort(sp: SourcePort): void {
     if (sp === this.devicePort || --sp.refs > 0) return;
     if (sp.pooled && sp.bound) return;
-    this.untieFlows(sp);
     sp.close();
     if (this.ports.get(sp.port) === sp) this.ports.delete(sp.port);
     const i = this.slots.indexOf(sp);
@@ -541,6 +583,7 @@ export class RxeLink {
         this.deferrable = 0;
         this.markAckReqs(q);
       }
+      if (q.length > 2) groupBySender(q);
       for (let i = 0; i < q.length;) {
         const a = q[i]!;
         // A port's sockets (its plain one and its GSO ones) are one ordered flow: while a GSO

@@ -167,7 +167,8 @@ export class RxeQp implements ProviderQp {
     // UD has no path: as in rxe, its messages are bounded by the port's MTU.
     if (qpType === QpType.UD) this.mtu = mtuBytes(ctx.device.portMtu);
     this.sourcePort = initialSourcePort(qpn);
-    this.source = ctx.device.link.acquirePort(this.sourcePort);
+    // An RC or UC QP gives this port up when it is connected (useSourcePort); a UD QP keeps it.
+    this.source = ctx.device.link.acquirePort(this.sourcePort, false, qpType === QpType.UD);
     this.sq = new Ring(cap.maxSendWr);
     this.rq = new Ring(cap.maxRecvWr);
     this.attr = {

@@ -33,9 +33,8 @@ export class SourcePort {
   refs = 0;
   /** A slot of the link's pool (kept open when no QP holds it), not a port of its own (QP1's). */
   pooled = false;
-  /** The link's ICRC flows of this port, as (peer, key) pairs, and the table generation they belong to (RxeLink.tieFlow). */
-  flows: Array<string | number> | undefined;
-  flowGen = 0;
+  /** Its port is a QP's for good, not an RC QP's port from create (RxeLink.acquirePort). */
+  final = false;
   /**
    * GSO sends of this port that libuv queued (its send buffer was full) and that have not left
    * yet: until they have, the port's other packets wait in the link (RxeLink.flush), or they
@@ -49,8 +48,8 @@ export class SourcePort {
   private constructor(
     readonly address: string,
     readonly family: 4 | 6,
-    /** The port packets leave from; for the device's own, the device port. */
-    readonly port: number,
+    /** The port packets leave from; for the device's own, the device port. Fixed once bound. */
+    private portNumber: number,
     private readonly counters: DeviceCounters,
     /** Undefined for the device's own port, which is always there; else that port. */
     private readonly fallback: SourcePort | undefined,
@@ -58,6 +57,21 @@ export class SourcePort {
   ) {
     this.sock = device;
     this.state = device ? 'ready' : 'unbound';
+  }
+
+  get port(): number {
+    return this.portNumber;
+  }
+
+  /** Not bound, nor binding, nor refused: its port may still change (rebase). */
+  get unbound(): boolean {
+    return this.state === 'unbound';
+  }
+
+  /** Another port, while nothing is bound (RxeLink.acquirePort). */
+  rebase(port: number): void {
+    if (this.state !== 'unbound') throw new Error('a bound source port cannot move');
+    this.portNumber = port;
   }
 
   private get shared(): boolean {

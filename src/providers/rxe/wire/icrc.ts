@@ -40,6 +40,8 @@ export class IcrcFlow {
   private prefixCrc: Map<number, number> | undefined;
   /** Where this flow's cached prefixes are counted (its link's), if anywhere. */
   budget: PrefixBudget | undefined;
+  /** The link's sweep in which it was last looked up (RxeLink.sweepFlows). */
+  epoch = 0;
   /**
    * A prefix CRC check() computed and has not cached yet (key -1: none): it is cached only if
    * the packet passes, so packets that fail the check leave nothing behind.
