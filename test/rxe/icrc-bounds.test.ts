@@ -141,6 +141,24 @@ test('flows nobody uses are swept: a peer sending from a new port per connection
   assert.deepEqual(link.icrcState, held(link), 'the link counts what it holds');
 });
 
+test('the sweeps stay ahead of the table with flows in use: 200 live flows and 200,000 made and left never fill it', async (t) => {
+  // Each sweep keeps what was made since the one before; sized from that alone, the next sweep
+  // came later and later until the full table's reset (every live flow dropped) took over.
+  const dev = await createRxeDevice({ address: '127.0.0.2', port: 0 });
+  t.after(() => dev.close());
+  const link = rxeOf(dev).link;
+  const live = Array.from({ length: 200 }, (_, i) => link.flow(PEER, false, 0xc000 + i));
+  let most = 0;
+  for (let n = 0; n < 200_000; n++) {
+    link.flow('127.0.0.10', false, 1024 + (n % 60_000), 0xc000 + (n / 60_000 | 0));
+    if (n % 50 === 0) {
+      for (let i = 0; i < live.length; i++) assert.equal(link.flow(PEER, false, 0xc000 + i), live[i], `live flow ${i} kept its object at ${n}`);
+    }
+    most = Math.max(most, held(link).flows);
+  }
+  assert.ok(most <= 4096, `at most ${most} flows held at once`);
+});
+
 test('inferring the Identification costs microseconds for any length, not a matrix power per length', () => {
   // Correct for lengths never seen (wire.test.ts checks every Identification on a few).
   for (const len of [100, 1234, 5000, 65_000]) {

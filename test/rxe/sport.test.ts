@@ -280,7 +280,7 @@ describe('the pool of source ports', () => {
 
 describe('a flush in runs by socket', () => {
   type Q = Parameters<typeof groupBySender>[0];
-  const port = (name: string) => ({ name, get sender() { return this; } });
+  const port = (name: string, pooled = true) => ({ name, pooled, get sender() { return this; } });
   const pkt = (src: ReturnType<typeof port>, n: number) => ({ src, n }) as unknown as Q[number];
   const shape = (q: Q) => q.map((o) => `${(o.src as unknown as { name: string }).name}${(o as unknown as { n: number }).n}`).join(' ');
 
@@ -293,6 +293,12 @@ describe('a flush in runs by socket', () => {
     const before = [...runs];
     groupBySender(runs);
     assert.deepEqual(runs, before, 'already in runs: untouched');
+    // QP1's port (apart from the pool) or the device port: a DREQ stays behind the data before it.
+    const qp1 = port('q', false);
+    const withCm = [pkt(a, 1), pkt(qp1, 1), pkt(b, 1), pkt(a, 2)];
+    const cmBefore = [...withCm];
+    groupBySender(withCm);
+    assert.deepEqual(withCm, cmBefore, 'a queue with a packet from outside the pool: untouched');
   });
 
   it('keeps every packet and each port\'s order (property)', () => {

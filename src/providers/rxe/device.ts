@@ -53,7 +53,7 @@ export interface RxeDeviceOptions {
    * leaves from the device port (also SOFTRDMA_RXE_SPORT=0).
    */
   sourcePorts?: number;
-  /** false: as `sourcePorts: 0` (the option's older name; true changes nothing). */
+  /** The option's older name: false is `sourcePorts: 0`; true is the default pool, whatever SOFTRDMA_RXE_SPORT says. */
   perQpSourcePort?: boolean;
   /**
    * Read the device socket with recvmmsg into memory reused from batch to batch (default: on

@@ -71,6 +71,14 @@ const MAX_FLOWS = 65536;
  * with them.
  */
 const FLOW_SWEEP_MIN = 1024;
+
+/**
+ * The next sweep, after one left `kept` flows: half as many new ones again (1024 at least),
+ * and before the table is full. Not "twice what the sweep left": what a sweep leaves includes
+ * every flow made since the sweep before, so that bound ratcheted up whenever some older flow
+ * was still in use, until it passed MAX_FLOWS and only the full table's reset was left.
+ */
+const nextSweepAt = (kept: number): number => Math.min(MAX_FLOWS, kept + Math.max(FLOW_SWEEP_MIN, kept >> 1));
 const MAX_PREFIXES = 65536;
 
 export interface Outgoing { parts: Buffer[]; len: number; to: string; onSent: (() => void) | undefined; src: SourcePort; ack: number; group: AckGroup | undefined }
@@ -100,30 +108,30 @@ const setAckReq = (hdr: Buffer) => { hdr[8] = hdr[8]! | 0x80; };
  * order: the flush makes a sendmmsg call per run of one socket, so QPs on different ports
  * interleaved in the queue (sixteen QPs sending in one tick) cost a call per switch. Only a
  * port's own packets are ordered among themselves here (a QP's requests and ACKs leave from
- * its port; RoCE orders nothing across QPs). Nothing is moved when they are in runs already.
+ * its port; RoCE orders nothing across QPs). Only queues of the pool's ports are regrouped: a
+ * CM message from QP1 (a DREQ behind a connection's last data) or a packet from the device
+ * port keeps its place. (A QP that moves to another port with packets of the old one still
+ * queued, an SQD-to-SQD path change in the same tick, could see its new packets pass its old
+ * ones: an RC QP recovers by its NAK and resend.) Nothing is moved when in runs already.
  */
 export function groupBySender(q: Outgoing[]): void {
+  if (!q[0]!.src.pooled) return;
   let prev = q[0]!.src.sender;
   let seen: SourcePort[] | undefined;
   let mixed = false;
   for (let i = 1; i < q.length; i++) {
-    const s = q[i]!.src.sender;
+    const o = q[i]!;
+    if (!o.src.pooled) return;
+    const s = o.src.sender;
     if (s === prev) continue;
     (seen ??= [prev]);
-    if (seen.includes(s)) { mixed = true; break; }
-    seen.push(s);
+    if (seen.includes(s)) mixed = true;
+    else seen.push(s);
     prev = s;
   }
   if (!mixed) return;
   const runs = seen!.map((): Outgoing[] => []);
-  for (const o of q) {
-    const k = seen!.indexOf(o.src.sender);
-    if (k >= 0) runs[k]!.push(o);
-    else {
-      seen!.push(o.src.sender);
-      runs.push([o]);
-    }
-  }
+  for (const o of q) runs[seen!.indexOf(o.src.sender)]!.push(o);
   let n = 0;
   for (const r of runs) for (const o of r) q[n++] = o;
 }
@@ -393,11 +401,12 @@ export class RxeLink {
     }
     for (const l of this.lastFlow) if (l.flow && l.flow.epoch !== now) l.flow = undefined;
     this.flowEpoch = now + 1;
-    this.sweepAt = Math.max(FLOW_SWEEP_MIN, this.flowCount * 2);
+    this.sweepAt = nextSweepAt(this.flowCount);
   }
 
   /** Start the flow table afresh (MAX_FLOWS, MAX_PREFIXES). Flows in use go on working; they are no longer counted. */
   private forgetFlows(): void {
+    this.sweepAt = FLOW_SWEEP_MIN;
     for (const byPorts of this.flows.values()) for (const f of byPorts.flows.values()) f.budget = undefined;
     this.flows.clear();
     this.flowCount = 0;
