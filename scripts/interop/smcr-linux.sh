@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # SMC-R between softrdma/smc (in the namespace) and Linux 6.1's own SMC (AF_SMC in the rxe VM of
-# ../shared/rxe-vm, Debian 12 kernel 6.1.0-50 = 6.1.176, rdma_rxe), both directions:
+# ../shared/rxe-vm, Debian 12's 6.1 kernel, rdma_rxe), both directions:
 #   Linux AF_SMC echo server in the guest  + softrdma client: one echo of MIB MiB, then MORE more
 #                                            connections in the same link group (2 at once at the end)
 #   softrdma echo server in the namespace  + Linux AF_SMC client: CONNS connections of MIB MiB
@@ -21,14 +21,17 @@
 #  - in the guest: a user EID SOFTRDMA-SMCR (SMC-Rv2 needs a common EID) and a PNET ID joining
 #    eth0 and rxe0 port 1 (Linux 6.1 finds no RoCE device for rxe without one).
 #  - RXE_FIX=1 (default): loads rxe_cur_qp_state.ko in the guest (scripts/interop/rxe-cur-qp-state/,
-#    built against Debian's linux-headers-6.1.0-50-amd64 when KHDR names them, else taken from
+#    built against Debian's linux-headers for the VM's kernel ($SRC_ART/KVER, e.g. 6.1.0-57-amd64)
+#    when KHDR names them (default /tmp/kh/root/usr/src/linux-headers-$KVER), else taken from
 #    $ART): without it Linux 6.1's SMC cannot send anything on an rxe QP (rxe_query_qp leaves
 #    cur_qp_state at RESET, smc_link_sendable() says no): the first CONFIRM_LINK fails with
 #    -ENOLINK and SMC-R never starts; and its receive CQ never fires. RXE_FIX=0 shows that (FAIL).
 #    The module is kept as $ART/rxe_cur_qp_state.ko once built. To build it on a fresh host:
-#      mkdir -p /tmp/kh && cd /tmp/kh && apt-get download linux-headers-6.1.0-50-amd64 \
-#        linux-headers-6.1.0-50-common linux-kbuild-6.1=6.1.176-1 && for d in *.deb; do dpkg-deb -x $d root; done
-#      sed -i 's#include /usr/src/#include /tmp/kh/root/usr/src/#' root/usr/src/linux-headers-6.1.0-50-amd64/Makefile
+#      K=$(cat /var/tmp/rxe-harness/KVER); mkdir -p /tmp/kh && cd /tmp/kh && apt-get download \
+#        linux-headers-$K linux-headers-${K%-amd64}-common linux-kbuild-6.1 && for d in *.deb; do dpkg-deb -x $d root; done
+#      sed -i 's#include /usr/src/#include /tmp/kh/root/usr/src/#' root/usr/src/linux-headers-$K/Makefile
+#    (Debian's archive keeps only its newest 6.1 ABI: build.sh takes that kernel, and the headers
+#    and linux-kbuild-6.1 must be the same version.)
 #  - on the host: the SMC TCP option in softrdma's SYN / SYN-ACK: each softrdma process runs
 #    under `softrdma smc-tcp-option run` (src/sys/smc-tcp-option.ts: a sock_ops BPF program on a
 #    fresh cgroup v2 child of $CGROUP_PARENT that only that process is in, removed when it exits).
@@ -54,7 +57,8 @@ MORE=${MORE:-3}
 CONNS=${CONNS:-3}
 RXE_FIX=${RXE_FIX:-1}
 TIMEOUT=${TIMEOUT:-300}   # per softrdma process and Linux run (s)
-KHDR=${KHDR:-/tmp/kh/root/usr/src/linux-headers-6.1.0-50-amd64}
+KVER=$(cat "$SRC_ART/KVER" 2>/dev/null || echo unknown)
+KHDR=${KHDR:-/tmp/kh/root/usr/src/linux-headers-$KVER}
 CGROUP_PARENT=${CGROUP_PARENT:-$(awk '$3 == "cgroup2" { print $2; exit }' /proc/mounts)}
 CLI=$ROOT/dist/src/cli/main.js
 LOGS=$(mktemp -d /tmp/smcr-linux.XXXXXX)
@@ -87,9 +91,11 @@ if [ -f "$KHDR/Makefile" ]; then
   mkdir -p "$LOGS/kmod" && cp "$HERE/rxe-cur-qp-state/"{rxe_cur_qp_state.c,Makefile} "$LOGS/kmod/"
   make -s -C "$KHDR" M="$LOGS/kmod" modules >"$LOGS/kmod.log" 2>&1 && cp "$LOGS/kmod/rxe_cur_qp_state.ko" "$KO"
 fi
+# A module kept from another kernel (the archive moved on, build.sh took the new one) would not load.
+if [ -f "$KO" ] && ! modinfo -F vermagic "$KO" 2>/dev/null | grep -q "^$KVER "; then rm -f "$KO"; fi
 rm -f "$RXE_ART/rootfs/usr/local/lib/rxe_cur_qp_state.ko"
 [ -f "$KO" ] && install -D -m 0644 "$KO" "$RXE_ART/rootfs/usr/local/lib/rxe_cur_qp_state.ko"
-if [ "$RXE_FIX" = 1 ] && [ ! -f "$KO" ]; then skip "RXE_FIX=1 but no rxe_cur_qp_state.ko (set KHDR to Debian's linux-headers-6.1.0-50-amd64)"; fi
+if [ "$RXE_FIX" = 1 ] && [ ! -f "$KO" ]; then skip "RXE_FIX=1 but no rxe_cur_qp_state.ko for $KVER (set KHDR to Debian's linux-headers-$KVER: see the head of this script)"; fi
 "$H/build.sh" --repack >"$LOGS/build.log" 2>&1 || { tail "$LOGS/build.log"; exit 2; }
 
 for _ in $(seq 60); do "$VM" status 2>/dev/null | grep -q '^VM running' || break; sleep 5; done

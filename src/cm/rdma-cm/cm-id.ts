@@ -72,8 +72,9 @@ export class RdmaCmId {
   private path: CmPath | undefined;
   /** The comm id of the connection (or SIDR exchange) in progress. */
   private commId: number | undefined;
-  /** Listener: the comm id on each device it listens on. */
-  private readonly listens = new Map<CmDevice, number>();
+  /** Listener: the comm id on each device it listens on (made by the first listen: most ids never listen). */
+  private listensMap: Map<CmDevice, number> | undefined;
+  private get listens(): Map<CmDevice, number> { return this.listensMap ??= new Map(); }
   private backlog = 0;
   /** Listener: CONNECT_REQUESTs on the channel the application has not taken yet (ucma's backlog). */
   private pending = 0;
@@ -524,14 +525,14 @@ export class RdmaCmId {
         dev.disown(this.commId);
       }
     }
-    for (const [d, lid] of this.listens) {
+    for (const [d, lid] of this.listensMap ?? []) {
       if (!d.isRemoved) {
         try { d.agent.call(lid, { type: 'destroy' }); } catch { /* gone */ }
         d.disown(lid);
       }
       d.detach(this);
     }
-    this.listens.clear();
+    this.listensMap?.clear();
     this.commId = undefined;
     this.destroyQp();
     this.unbind();
@@ -699,7 +700,7 @@ export class RdmaCmId {
     if (this.st === 'destroyed') return;
     // A wildcard listener loses that device's listen and hears nothing (Linux destroys the
     // per-device listen id silently: cma_listen_handler, cma_process_remove).
-    this.listens.delete(dev);
+    this.listensMap?.delete(dev);
     if (this.dev !== dev) return;
     this.commId = undefined;
     this.qp = undefined;

@@ -270,7 +270,17 @@ export class RxeDevice implements ProviderDevice {
     return v;
   }
 
+  /**
+   * The device's attributes, fixed when it is made: one frozen object for every caller (the
+   * checks of each createQp and modify read them; the uapi's QUERY hands callers a copy).
+   */
   queryDevice(): DeviceAttr {
+    return this.attrs ??= Object.freeze(this.buildAttrs());
+  }
+
+  private attrs: DeviceAttr | undefined;
+
+  private buildAttrs(): DeviceAttr {
     const l = this.limits;
     return {
       fwVer: '0.1.0', nodeGuid: this.nodeGuid, sysImageGuid: this.nodeGuid, maxMrSize: 2 ** 32, pageSizeCap: 0xfffff000,

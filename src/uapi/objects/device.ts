@@ -34,7 +34,8 @@ export function defineDevice(r: UapiRegistry): void {
   r.defineObject({ id: Obj.DEVICE, name: 'DEVICE', destroy: () => {} });
   r.defineMethod<CoreContext>(Obj.DEVICE, {
     id: M.DEVICE.QUERY, name: 'QUERY', attrs: Object.values(QUERY),
-    handler: (ctx) => ctx.set(QUERY.deviceAttr, ctx.context.device.queryDevice()),
+    // A copy: a provider may hand every caller the same (frozen) attributes.
+    handler: (ctx) => ctx.set(QUERY.deviceAttr, { ...ctx.context.device.queryDevice() }),
   });
   r.defineMethod<CoreContext>(Obj.DEVICE, {
     id: M.DEVICE.QUERY_PORT, name: 'QUERY_PORT', attrs: Object.values(QUERY_PORT),
