@@ -64,7 +64,7 @@ export const MAX_POOLED_PORTS = 256;
 const MAX_FLOWS = 65536;
 /**
  * The flow table drops the flows nobody looked up since its last sweep when it holds this
- * many, or twice what that sweep left (sweepFlows). Connections set up and torn down by the
+ * many, or more as the sweeps keep more (nextSweepAt, sweepFlows). Connections set up and torn down by the
  * thousand (the rdma_cm) make new flows all the time: from a peer whose QPs each send from a
  * port of their own (Linux rxe), one per connection. They lived on until the table was full,
  * 65,536 of them, old enough for the collector to copy, and then every live flow was dropped
@@ -115,14 +115,16 @@ const setAckReq = (hdr: Buffer) => { hdr[8] = hdr[8]! | 0x80; };
  * ones: an RC QP recovers by its NAK and resend.) Nothing is moved when in runs already.
  */
 export function groupBySender(q: Outgoing[]): void {
-  if (!q[0]!.src.pooled) return;
-  let prev = q[0]!.src.sender;
+  // By port, not by the socket it sends from now (`sender`, which would start a bind): a pooled
+  // port sends from its own socket, or, refused, from the device port, where QPs' packets are
+  // not ordered among themselves either.
+  let prev = q[0]!.src;
+  if (!prev.pooled) return;
   let seen: SourcePort[] | undefined;
   let mixed = false;
   for (let i = 1; i < q.length; i++) {
-    const o = q[i]!;
-    if (!o.src.pooled) return;
-    const s = o.src.sender;
+    const s = q[i]!.src;
+    if (!s.pooled) return;
     if (s === prev) continue;
     (seen ??= [prev]);
     if (seen.includes(s)) mixed = true;
@@ -131,7 +133,7 @@ export function groupBySender(q: Outgoing[]): void {
   }
   if (!mixed) return;
   const runs = seen!.map((): Outgoing[] => []);
-  for (const o of q) runs[seen!.indexOf(o.src.sender)]!.push(o);
+  for (const o of q) runs[seen!.indexOf(o.src)]!.push(o);
   let n = 0;
   for (const r of runs) for (const o of r) q[n++] = o;
 }
